@@ -1,0 +1,115 @@
+"""Fan-out: turning a stored broadcast into jobs on the queue.
+
+Guarantees:
+
+* A broadcast's jobs cover every recipient that was PENDING when it was dispatched, in
+  batches of ``batch_size`` ascending user ids, read from SQL page by page (a million
+  recipients never sit in memory at once).
+* ``dispatched`` is set in SQL only after every job of the broadcast was acknowledged by
+  JetStream. Until then the broadcast is dispatched again: after a NATS error (with backoff,
+  forever — NATS being down pauses sending, it loses nothing) and at every start of a server
+  (the sweep over :meth:`~broadcasting.store.Store.undispatched_broadcasts`). A second dispatch
+  can publish a recipient twice; workers skip recipients already final in SQL, so that costs a
+  little work and never a second message.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+from contextlib import AbstractAsyncContextManager
+from types import TracebackType
+
+from broadcasting.queue import Job, Queue
+from broadcasting.store import Store
+
+logger = logging.getLogger(__name__)
+
+JOBS_PER_PUBLISH = 500
+
+
+class Dispatcher(AbstractAsyncContextManager["Dispatcher"]):
+    """Publishes the jobs of broadcasts handed to :meth:`dispatch`, in the background."""
+
+    def __init__(
+        self,
+        *,
+        store: Store,
+        queue: Queue,
+        batch_size: int = 100,
+        retry_delay: float = 1.0,
+        max_retry_delay: float = 30.0,
+    ) -> None:
+        self._store = store
+        self._queue = queue
+        self._batch_size = batch_size
+        self._retry_delay = retry_delay
+        self._max_retry_delay = max_retry_delay
+        self._todo: asyncio.Queue[int] = asyncio.Queue()
+        self._task: asyncio.Task[None] | None = None
+        self._idle = asyncio.Event()
+        self._idle.set()
+
+    async def __aenter__(self) -> Dispatcher:
+        self._task = asyncio.create_task(self._run(), name="dispatcher")
+        for broadcast_id in await self._store.undispatched_broadcasts():
+            logger.info("re-dispatching broadcast", extra={"broadcast_id": broadcast_id})
+            self.dispatch(broadcast_id)
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+            self._task = None
+
+    def dispatch(self, broadcast_id: int) -> None:
+        """Queue a stored broadcast for publishing; returns at once."""
+        self._idle.clear()
+        self._todo.put_nowait(broadcast_id)
+
+    async def wait_idle(self) -> None:
+        """Until everything handed to :meth:`dispatch` so far is published."""
+        await self._idle.wait()
+
+    async def _run(self) -> None:
+        while True:
+            broadcast_id = await self._todo.get()
+            delay = self._retry_delay
+            while True:
+                try:
+                    await self._publish(broadcast_id)
+                    break
+                except asyncio.CancelledError:
+                    raise
+                except Exception as exc:
+                    logger.warning(
+                        "dispatch failed; retrying",
+                        extra={"broadcast_id": broadcast_id, "error": repr(exc), "delay": delay},
+                    )
+                    await asyncio.sleep(random.uniform(0, delay))
+                    delay = min(delay * 2, self._max_retry_delay)
+            if self._todo.empty():
+                self._idle.set()
+
+    async def _publish(self, broadcast_id: int) -> None:
+        jobs: list[Job] = []
+        count = 0
+        async for user_ids in self._store.pending_batches(
+            broadcast_id, batch_size=self._batch_size
+        ):
+            jobs.append(Job(broadcast_id=broadcast_id, user_ids=user_ids))
+            count += len(user_ids)
+            if len(jobs) >= JOBS_PER_PUBLISH:
+                await self._queue.publish_jobs(jobs)
+                jobs = []
+        if jobs:
+            await self._queue.publish_jobs(jobs)
+        await self._store.mark_dispatched(broadcast_id)
+        logger.info("broadcast dispatched", extra={"broadcast_id": broadcast_id, "queued": count})

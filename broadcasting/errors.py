@@ -1,0 +1,115 @@
+"""Every error the service raises on purpose, in one tree.
+
+::
+
+    BroadcastingError
+    ├── ConfigError              bad configuration; names the key (start-up fails fast)
+    ├── ApiError                 answered to an API caller (gRPC status / HTTP problem)
+    │   ├── InvalidArgument      INVALID_ARGUMENT / 400, with one violation per bad field
+    │   ├── NotFound             NOT_FOUND / 404
+    │   └── Unauthenticated      UNAUTHENTICATED / 401
+    └── TelegramError            one Bot API call failed; mapped once from aiogram
+        ├── RateLimited          429: wait ``retry_after`` seconds, then retry (not an attempt)
+        ├── ChatMigrated         the group became a supergroup: resend to ``new_chat_id``
+        ├── PermanentError       final for this recipient (blocked, chat not found, bad request)
+        └── TransientError       worth retrying with backoff (5xx, network, timeout, non-JSON)
+
+The retry decision travels on the exception (``retryable``), so callers branch on data,
+not on scattered ``isinstance`` checks. No message here ever contains a token.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+
+class BroadcastingError(Exception):
+    """The root of the service's own errors."""
+
+
+class ConfigError(BroadcastingError):
+    """The configuration is invalid; ``key`` is the dotted config key (``server.port``)."""
+
+    def __init__(self, key: str, message: str) -> None:
+        super().__init__(f"config {key}: {message}")
+        self.key = key
+        self.message = message
+
+
+class ApiError(BroadcastingError):
+    """An error answered to an API caller; ``str()`` is safe to show them."""
+
+
+@dataclass(frozen=True, slots=True)
+class FieldViolation:
+    """One bad field of a request: ``field`` is its path (``user_ids[3]``)."""
+
+    field: str
+    description: str
+
+
+class InvalidArgument(ApiError):
+    """The request is invalid; nothing was written."""
+
+    def __init__(self, violations: Iterable[FieldViolation]) -> None:
+        self.violations = tuple(violations)
+        if not self.violations:
+            raise ValueError("InvalidArgument needs at least one violation")
+        super().__init__("; ".join(f"{v.field}: {v.description}" for v in self.violations))
+
+    @classmethod
+    def single(cls, field: str, description: str) -> InvalidArgument:
+        return cls([FieldViolation(field, description)])
+
+
+class NotFound(ApiError):
+    """The named resource does not exist."""
+
+
+class Unauthenticated(ApiError):
+    """The caller gave no API token, or a wrong one."""
+
+
+class TelegramError(BroadcastingError):
+    """A Bot API call failed. ``description`` is Telegram's text (or ours for network errors)."""
+
+    retryable: bool = False
+
+    def __init__(self, description: str) -> None:
+        super().__init__(description)
+        self.description = description
+
+
+class RateLimited(TelegramError):
+    """429 Too Many Requests: the bot must pause for ``retry_after`` seconds."""
+
+    retryable = True
+
+    def __init__(self, description: str, *, retry_after: float) -> None:
+        super().__init__(description)
+        self.retry_after = retry_after
+
+
+class ChatMigrated(TelegramError):
+    """The group was upgraded to a supergroup; the same message goes to ``new_chat_id``."""
+
+    retryable = True
+
+    def __init__(self, description: str, *, new_chat_id: int) -> None:
+        super().__init__(description)
+        self.new_chat_id = new_chat_id
+
+
+class PermanentError(TelegramError):
+    """Telegram refused the message for good; ``error_code`` is its HTTP-like code."""
+
+    def __init__(self, description: str, *, error_code: int) -> None:
+        super().__init__(description)
+        self.error_code = error_code
+
+
+class TransientError(TelegramError):
+    """A failure that may pass: 5xx, a network error, a timeout, a non-JSON answer."""
+
+    retryable = True

@@ -1,0 +1,164 @@
+"""The broadcast domain: plain frozen values shared by the API, the store and the workers.
+
+Protobuf and JSON live at the edges (``server``); Telegram's types live in ``worker``.
+Everything in between speaks these dataclasses.
+
+Delivery states, and what they guarantee:
+
+* ``PENDING`` — the recipient has not reached a final outcome. A worker may be sending to it
+  right now; after a crash it is sent again (at most the sends in flight are repeated).
+* ``SENT`` — Telegram accepted the message; ``message_id`` is Telegram's id for it. Final.
+* ``FAILED`` — Telegram refused it, or every attempt failed; ``error`` holds Telegram's
+  description. Final.
+
+A final state is written once, by a conditional update from ``PENDING``: a recipient is
+counted once however many workers race on it.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+from datetime import datetime
+
+TEXT_LIMIT = 4096
+"""Telegram's limit for message text, in characters after entities parsing."""
+
+CAPTION_LIMIT = 1024
+"""Telegram's limit for media captions."""
+
+
+class MediaType(enum.StrEnum):
+    """How a broadcast is sent: one Bot API method each."""
+
+    TEXT = "text"
+    PHOTO = "photo"
+    VIDEO = "video"
+    ANIMATION = "animation"
+    DOCUMENT = "document"
+    AUDIO = "audio"
+    VOICE = "voice"
+    VIDEO_NOTE = "video_note"
+    STICKER = "sticker"
+
+    @property
+    def has_media(self) -> bool:
+        return self is not MediaType.TEXT
+
+    @property
+    def takes_caption(self) -> bool:
+        """Whether ``message`` is sent as a caption (text and captionless media: no)."""
+        return self not in (MediaType.TEXT, MediaType.VIDEO_NOTE, MediaType.STICKER)
+
+
+class BroadcastStatus(enum.StrEnum):
+    """Where a broadcast is in its life. ``COMPLETED`` and ``FAILED`` are final."""
+
+    QUEUED = "queued"
+    RUNNING = "running"
+    COMPLETED = "completed"
+    FAILED = "failed"
+
+    @property
+    def is_final(self) -> bool:
+        return self in (BroadcastStatus.COMPLETED, BroadcastStatus.FAILED)
+
+
+class DeliveryState(enum.StrEnum):
+    """One recipient's state; see the module docstring."""
+
+    PENDING = "pending"
+    SENT = "sent"
+    FAILED = "failed"
+
+    @property
+    def is_final(self) -> bool:
+        return self is not DeliveryState.PENDING
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Content:
+    """What is sent to every recipient.
+
+    ``message`` is the text for ``TEXT`` and the caption otherwise (empty: no caption);
+    ``media_url`` is an HTTP(S) URL Telegram fetches, or a file_id.
+    """
+
+    message: str
+    media_type: MediaType = MediaType.TEXT
+    media_url: str | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class NewBroadcast:
+    """A validated request for a broadcast.
+
+    Exactly one audience: ``user_ids`` (distinct, in request order) or ``all_users``.
+    """
+
+    content: Content
+    user_ids: tuple[int, ...] = ()
+    all_users: bool = False
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Broadcast:
+    """A stored broadcast. ``sent + failed + pending == total`` at every moment."""
+
+    id: int
+    status: BroadcastStatus
+    content: Content
+    total: int
+    sent: int
+    failed: int
+    created_at: datetime
+    finished_at: datetime | None = None
+
+    @property
+    def pending(self) -> int:
+        return self.total - self.sent - self.failed
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class DeliveryResult:
+    """One recipient's final outcome (``state`` is never ``PENDING``)."""
+
+    broadcast_id: int
+    user_id: int
+    state: DeliveryState
+    finished_at: datetime
+    message_id: int | None = None
+    error: str | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class UserProfile:
+    """What a bot tells us about a user (the input of an upsert)."""
+
+    id: int
+    username: str | None = None
+    first_name: str | None = None
+    last_name: str | None = None
+    language_code: str | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class User:
+    """A stored user. Inactive users are left out of ``all_users`` broadcasts."""
+
+    id: int
+    username: str | None
+    first_name: str | None
+    last_name: str | None
+    language_code: str | None
+    active: bool
+    created_at: datetime
+    updated_at: datetime
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class UserPage:
+    """One page of users, ordered by id; ``next_after`` is ``None`` on the last page."""
+
+    users: tuple[User, ...]
+    next_after: int | None

@@ -1,0 +1,183 @@
+"""Statements on ``broadcasts``: creation with its deliveries, reading, dispatch bookkeeping.
+
+A broadcast is created in one transaction with a ``PENDING`` delivery per recipient and its
+``total``; the counters then only move in ``deliveries.record``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any, Final
+
+from sqlalchemy import (
+    BigInteger,
+    ColumnElement,
+    String,
+    Text,
+    bindparam,
+    false,
+    func,
+    literal,
+    select,
+    true,
+    update,
+)
+from sqlalchemy.dialects import postgresql
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from broadcasting.errors import NotFound
+from broadcasting.model import (
+    Broadcast,
+    BroadcastStatus,
+    Content,
+    DeliveryState,
+    MediaType,
+    NewBroadcast,
+)
+
+from . import users
+from .limits import IDS_PER_STATEMENT, chunks
+from .tables import broadcasts, deliveries
+from .tables import users as user_table
+
+logger = logging.getLogger(__name__)
+
+ACTIVE: Final = (BroadcastStatus.QUEUED.value, BroadcastStatus.RUNNING.value)
+"""Statuses of broadcasts that still have work."""
+
+_PENDING: Final = DeliveryState.PENDING.value
+
+
+async def create(
+    connection: AsyncConnection, new: NewBroadcast, user_ids: Sequence[int], *, now: datetime
+) -> Broadcast:
+    """Insert the broadcast, its deliveries and any unknown recipient as a user.
+
+    ``user_ids`` are distinct and empty for ``all_users``. With no recipient at all the
+    broadcast is ``COMPLETED`` (and dispatched) from the start.
+    """
+    empty = not user_ids and not new.all_users
+    inserted = await connection.execute(
+        broadcasts.insert().values(
+            status=(BroadcastStatus.COMPLETED if empty else BroadcastStatus.QUEUED).value,
+            message=new.content.message,
+            media_type=new.content.media_type.value,
+            media_url=new.content.media_url,
+            all_users=new.all_users,
+            total=len(user_ids),
+            sent=0,
+            failed=0,
+            dispatched=empty,
+            created_at=now,
+            finished_at=now if empty else None,
+        )
+    )
+    key = inserted.inserted_primary_key
+    assert key is not None, "an INSERT always has a primary key"
+    broadcast_id = int(key[0])
+    if new.all_users:
+        await _address_active_users(connection, broadcast_id, now=now)
+    elif user_ids:
+        for ids in chunks(user_ids, IDS_PER_STATEMENT):
+            await _insert_recipients(connection, broadcast_id, ids)
+        await users.add_recipients(connection, broadcast_id, now=now)
+    broadcast = await fetch(connection, broadcast_id)
+    logger.info("broadcast created", extra={"broadcast_id": broadcast_id, "total": broadcast.total})
+    return broadcast
+
+
+async def fetch(connection: AsyncConnection, broadcast_id: int) -> Broadcast:
+    """The broadcast; :class:`NotFound` if there is none."""
+    statement = select(broadcasts).where(broadcasts.c.id == broadcast_id)
+    row = (await connection.execute(statement)).first()
+    if row is None:
+        raise not_found(broadcast_id)
+    return Broadcast(
+        id=row.id,
+        status=BroadcastStatus(row.status),
+        content=Content(
+            message=row.message, media_type=MediaType(row.media_type), media_url=row.media_url
+        ),
+        total=row.total,
+        sent=row.sent,
+        failed=row.failed,
+        created_at=row.created_at,
+        finished_at=row.finished_at,
+    )
+
+
+async def undispatched(connection: AsyncConnection) -> list[int]:
+    """Ids of broadcasts with work whose jobs are not all queued, ascending."""
+    statement = (
+        select(broadcasts.c.id)
+        .where(broadcasts.c.dispatched == false(), broadcasts.c.status.in_(ACTIVE))
+        .order_by(broadcasts.c.id)
+    )
+    return list((await connection.scalars(statement)).all())
+
+
+async def mark_dispatched(connection: AsyncConnection, broadcast_id: int) -> None:
+    """Set ``dispatched``; :class:`NotFound` if there is no such broadcast."""
+    statement = update(broadcasts).where(broadcasts.c.id == broadcast_id).values(dispatched=True)
+    # Matched rows, also on MySQL: SQLAlchemy connects with the FOUND_ROWS client flag.
+    if (await connection.execute(statement)).rowcount != 1:
+        raise not_found(broadcast_id)
+
+
+def not_found(broadcast_id: int) -> NotFound:
+    return NotFound(f"broadcast {broadcast_id} not found")
+
+
+async def _address_active_users(
+    connection: AsyncConnection, broadcast_id: int, *, now: datetime
+) -> None:
+    audience = select(
+        literal(broadcast_id, BigInteger), user_table.c.id, literal(_PENDING, String)
+    ).where(user_table.c.active == true())
+    await connection.execute(
+        deliveries.insert().from_select(["broadcast_id", "user_id", "state"], audience)
+    )
+    total = await connection.scalar(
+        select(func.count()).where(deliveries.c.broadcast_id == broadcast_id)
+    )
+    done: dict[str, Any] = {}
+    if not total:
+        done = {"status": BroadcastStatus.COMPLETED.value, "dispatched": True, "finished_at": now}
+    await connection.execute(
+        update(broadcasts).where(broadcasts.c.id == broadcast_id).values(total=total, **done)
+    )
+
+
+async def _insert_recipients(
+    connection: AsyncConnection, broadcast_id: int, user_ids: Sequence[int]
+) -> None:
+    """Insert a ``PENDING`` delivery per id.
+
+    PostgreSQL unnests one ``bigint[]`` parameter and SQLite walks one JSON array with
+    ``json_each``: one statement, no per-row work in Python. MySQL/MariaDB get an
+    executemany that the driver sends as multi-row INSERTs.
+    """
+    dialect = connection.dialect.name
+    columns = ["broadcast_id", "user_id", "state"]
+    if dialect == "postgresql":
+        ids: ColumnElement[Any] = func.unnest(
+            bindparam("ids", list(user_ids), type_=postgresql.ARRAY(BigInteger))
+        )
+        source = select(literal(broadcast_id, BigInteger), ids, literal(_PENDING, String))
+        await connection.execute(deliveries.insert().from_select(columns, source))
+    elif dialect == "sqlite":
+        each = func.json_each(bindparam("ids", json.dumps(list(user_ids)), type_=Text))
+        values = each.table_valued("value")
+        source = select(
+            literal(broadcast_id, BigInteger), values.c.value, literal(_PENDING, String)
+        )
+        await connection.execute(deliveries.insert().from_select(columns, source))
+    else:
+        rows = [
+            {"broadcast_id": broadcast_id, "user_id": user_id, "state": _PENDING}
+            for user_id in user_ids
+        ]
+        await connection.execute(deliveries.insert(), rows)

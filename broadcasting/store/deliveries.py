@@ -1,0 +1,213 @@
+"""Statements on ``deliveries``: reading pending recipients and results, recording results.
+
+:func:`record` is where "counted exactly once" is made true; see its docstring.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Final
+
+from sqlalchemy import BigInteger, Row, Select, String, Text, bindparam, case, select, update
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from broadcasting.model import Broadcast, BroadcastStatus, DeliveryResult, DeliveryState
+
+from . import broadcasts as broadcast_statements
+from .limits import IDS_PER_IN_LIST, chunks
+from .tables import UtcDateTime, broadcasts, deliveries
+
+_PENDING: Final = DeliveryState.PENDING.value
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Recorded:
+    """What one :meth:`Store.record_results` call changed."""
+
+    recorded: tuple[DeliveryResult, ...]
+    """The results this call made final, ordered by ``(broadcast_id, user_id)``."""
+
+    finished: tuple[Broadcast, ...]
+    """The broadcasts this call made ``COMPLETED`` (each is reported by exactly one call)."""
+
+
+def pending_page(broadcast_id: int, *, after: int | None, limit: int) -> Select[int]:
+    """The next ``limit`` pending recipients after ``after``, ascending (keyset paging)."""
+    statement = (
+        select(deliveries.c.user_id)
+        .where(deliveries.c.broadcast_id == broadcast_id, deliveries.c.state == _PENDING)
+        .order_by(deliveries.c.user_id)
+        .limit(limit)
+    )
+    return statement if after is None else statement.where(deliveries.c.user_id > after)
+
+
+async def pending_among(
+    connection: AsyncConnection, broadcast_id: int, user_ids: Sequence[int]
+) -> frozenset[int]:
+    pending: set[int] = set()
+    for chunk in chunks(sorted(set(user_ids)), IDS_PER_IN_LIST):
+        statement = select(deliveries.c.user_id).where(
+            deliveries.c.broadcast_id == broadcast_id,
+            deliveries.c.state == _PENDING,
+            deliveries.c.user_id.in_(chunk),
+        )
+        pending.update((await connection.scalars(statement)).all())
+    return frozenset(pending)
+
+
+async def results_among(
+    connection: AsyncConnection, broadcast_id: int, user_ids: Sequence[int]
+) -> list[DeliveryResult]:
+    results: list[DeliveryResult] = []
+    for chunk in chunks(sorted(set(user_ids)), IDS_PER_IN_LIST):
+        statement = (
+            select(deliveries)
+            .where(
+                deliveries.c.broadcast_id == broadcast_id,
+                deliveries.c.state != _PENDING,
+                deliveries.c.user_id.in_(chunk),
+            )
+            .order_by(deliveries.c.user_id)
+        )
+        results.extend(_result(row) for row in await connection.execute(statement))
+    return results
+
+
+async def results_page(
+    connection: AsyncConnection, broadcast_id: int, *, after: int | None, limit: int
+) -> list[DeliveryResult]:
+    statement = (
+        select(deliveries)
+        .where(deliveries.c.broadcast_id == broadcast_id, deliveries.c.state != _PENDING)
+        .order_by(deliveries.c.user_id)
+        .limit(limit)
+    )
+    if after is not None:
+        statement = statement.where(deliveries.c.user_id > after)
+    return [_result(row) for row in await connection.execute(statement)]
+
+
+async def record(
+    connection: AsyncConnection, results: Sequence[DeliveryResult], *, now: datetime
+) -> Recorded:
+    """Make final the pending deliveries among ``results`` and count them, once.
+
+    ``results`` must be sorted by ``(broadcast_id, user_id)``: that is the order rows are
+    locked in, so concurrent calls queue instead of deadlocking. For each chunk, the
+    recipients still ``PENDING`` are selected ``FOR UPDATE`` (SQLite: the transaction holds
+    the database's write lock already); a concurrent transaction that made one of them final
+    first is waited for, and the row then no longer qualifies. Only the locked rows are
+    updated and counted, so a recipient is counted by exactly one transaction. The first
+    result for a recipient within ``results`` wins.
+    """
+    chosen: dict[tuple[int, int], DeliveryResult] = {}
+    for result in results:
+        chosen.setdefault((result.broadcast_id, result.user_id), result)
+    recipients: dict[int, list[int]] = {}
+    for broadcast_id, user_id in chosen:
+        recipients.setdefault(broadcast_id, []).append(user_id)
+    recorded: list[DeliveryResult] = []
+    counts: dict[int, tuple[int, int]] = {}
+    for broadcast_id, user_ids in recipients.items():
+        for chunk in chunks(user_ids, IDS_PER_IN_LIST):
+            lock = (
+                select(deliveries.c.user_id)
+                .where(
+                    deliveries.c.broadcast_id == broadcast_id,
+                    deliveries.c.user_id.in_(chunk),
+                    deliveries.c.state == _PENDING,
+                )
+                .order_by(deliveries.c.user_id)
+                .with_for_update()
+            )
+            pending = (await connection.scalars(lock)).all()
+            if not pending:
+                continue
+            final = [chosen[broadcast_id, user_id] for user_id in pending]
+            await connection.execute(_FINALIZE, [_finalize_parameters(r) for r in final])
+            recorded.extend(final)
+            sent = sum(result.state is DeliveryState.SENT for result in final)
+            sent_before, failed_before = counts.get(broadcast_id, (0, 0))
+            counts[broadcast_id] = (sent_before + sent, failed_before + len(final) - sent)
+    finished: list[Broadcast] = []
+    for broadcast_id in sorted(counts):
+        if await _count(connection, broadcast_id, *counts[broadcast_id], now=now):
+            finished.append(await broadcast_statements.fetch(connection, broadcast_id))
+    return Recorded(recorded=tuple(recorded), finished=tuple(finished))
+
+
+async def _count(
+    connection: AsyncConnection, broadcast_id: int, sent: int, failed: int, *, now: datetime
+) -> bool:
+    """Add to the broadcast's counters; whether this completed it."""
+    # Two statements, not one: MySQL evaluates SET from left to right with the new values.
+    await connection.execute(
+        update(broadcasts)
+        .where(broadcasts.c.id == broadcast_id)
+        .values(
+            sent=broadcasts.c.sent + sent,
+            failed=broadcasts.c.failed + failed,
+            status=case(
+                (
+                    broadcasts.c.status == BroadcastStatus.QUEUED.value,
+                    BroadcastStatus.RUNNING.value,
+                ),
+                else_=broadcasts.c.status,
+            ),
+        )
+    )
+    completed = await connection.execute(
+        update(broadcasts)
+        .where(
+            broadcasts.c.id == broadcast_id,
+            broadcasts.c.status.in_(broadcast_statements.ACTIVE),
+            broadcasts.c.sent + broadcasts.c.failed >= broadcasts.c.total,
+        )
+        .values(status=BroadcastStatus.COMPLETED.value, finished_at=now)
+    )
+    return bool(completed.rowcount == 1)
+
+
+_FINALIZE = (
+    update(deliveries)
+    .where(
+        deliveries.c.broadcast_id == bindparam("key_broadcast_id", type_=BigInteger),
+        deliveries.c.user_id == bindparam("key_user_id", type_=BigInteger),
+        deliveries.c.state == _PENDING,
+    )
+    .values(
+        state=bindparam("new_state", type_=String),
+        message_id=bindparam("new_message_id", type_=BigInteger),
+        error=bindparam("new_error", type_=Text),
+        finished_at=bindparam("new_finished_at", type_=UtcDateTime()),
+    )
+)
+"""Writes one final result; executed many times, on rows just locked as pending."""
+
+
+def _finalize_parameters(result: DeliveryResult) -> dict[str, object]:
+    return {
+        "key_broadcast_id": result.broadcast_id,
+        "key_user_id": result.user_id,
+        "new_state": result.state.value,
+        "new_message_id": result.message_id,
+        "new_error": result.error,
+        "new_finished_at": result.finished_at,
+    }
+
+
+def _result(row: Row[Any]) -> DeliveryResult:
+    finished_at: datetime | None = row.finished_at
+    if finished_at is None:  # never written without one; a broken row must not pass silently
+        raise RuntimeError(f"delivery {row.broadcast_id}/{row.user_id} is final without a time")
+    return DeliveryResult(
+        broadcast_id=row.broadcast_id,
+        user_id=row.user_id,
+        state=DeliveryState(row.state),
+        finished_at=finished_at,
+        message_id=row.message_id,
+        error=row.error,
+    )

@@ -1,0 +1,245 @@
+"""The store: the service's source of truth for users, broadcasts and deliveries.
+
+Guarantees, on every backend (SQLite, PostgreSQL, MySQL/MariaDB):
+
+* Every write method is one transaction: it happens entirely or not at all.
+* A delivery leaves ``PENDING`` once. :meth:`Store.record_results` makes a delivery final
+  only while it is still ``PENDING`` (under a row lock) and counts it in its broadcast's
+  ``sent`` or ``failed`` in the same transaction, so however many workers, in however many
+  processes, race on one recipient, it is counted exactly once; a broadcast becomes
+  ``COMPLETED`` exactly once, in the call that counted its last recipient.
+* Writers lock rows in one global order (deliveries by ``(broadcast_id, user_id)``, then
+  broadcasts by id; users by id), so they queue instead of deadlocking; a transaction the
+  database still aborts for a deadlock or lock timeout is run again (up to
+  :data:`MAX_ATTEMPTS` times).
+* Statements are bulk and chunked: a broadcast with a million recipients is written without
+  a Python object per row and without exceeding any backend's parameter limits.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from datetime import UTC, datetime
+from typing import Final, TypeVar
+
+from sqlalchemy import select
+from sqlalchemy.exc import DBAPIError
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from broadcasting.model import Broadcast, DeliveryResult, NewBroadcast, UserPage, UserProfile
+
+from . import broadcasts, deliveries, dialects, users
+from .deliveries import Recorded
+from .engine import create_engine, migrate, writer
+
+logger = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+MAX_ATTEMPTS: Final = 5
+"""Runs of a write transaction that the database keeps aborting for deadlocks."""
+
+
+class Store:
+    """Users, broadcasts and their deliveries in SQL; safe to share between tasks.
+
+    Any number of ``Store`` instances, in any number of processes, may use one database at
+    once. Construct with :meth:`open`; call :meth:`migrate` before first use of a database.
+    """
+
+    def __init__(self, engine: AsyncEngine) -> None:
+        self._engine = engine
+        self._writer = writer(engine)
+
+    @classmethod
+    def open(cls, url: str) -> contextlib.AbstractAsyncContextManager[Store]:
+        """A store on ``url`` (a SQLAlchemy URL string); its connections close on exit.
+
+        ``ValueError`` on entering for an unsupported backend or an in-memory SQLite URL.
+        """
+        return _opened(cls, url)
+
+    async def migrate(self) -> None:
+        """Bring the schema to the newest revision (a no-op if it is there already).
+
+        Safe to run from several processes at once: they take turns.
+        """
+        await migrate(self._engine)
+
+    async def ping(self) -> None:
+        """Return when the database answers; raise (a driver or SQLAlchemy error) if not."""
+        async with self._engine.connect() as connection:
+            await connection.execute(select(1))
+
+    # -- broadcasts -----------------------------------------------------------------------
+
+    async def create_broadcast(self, new: NewBroadcast) -> Broadcast:
+        """Store a broadcast and one ``PENDING`` delivery per recipient, in one transaction.
+
+        With ``user_ids`` (repeats are dropped), each recipient without a user row gets one
+        (active, no profile); existing users are left untouched. With ``all_users``, the
+        recipients are the users active at that moment. ``total`` is the number of
+        deliveries. The broadcast is ``QUEUED`` and not dispatched; with no recipient at all
+        it is ``COMPLETED`` at once and counts as dispatched.
+        """
+        user_ids = tuple(dict.fromkeys(new.user_ids))
+        if new.all_users and user_ids:
+            raise ValueError("a broadcast has one audience: user_ids or all_users")
+        return await self._write(
+            lambda connection: broadcasts.create(connection, new, user_ids, now=_now())
+        )
+
+    async def get_broadcast(self, broadcast_id: int) -> Broadcast:
+        """The broadcast; :class:`~broadcasting.errors.NotFound` if there is none."""
+        async with self._engine.connect() as connection:
+            return await broadcasts.fetch(connection, broadcast_id)
+
+    async def undispatched_broadcasts(self) -> list[int]:
+        """Ids of broadcasts not final whose jobs are not all queued yet, oldest first."""
+        async with self._engine.connect() as connection:
+            return await broadcasts.undispatched(connection)
+
+    async def mark_dispatched(self, broadcast_id: int) -> None:
+        """Record that every job of the broadcast is queued (idempotent); ``NotFound``."""
+        await self._write(lambda connection: broadcasts.mark_dispatched(connection, broadcast_id))
+
+    # -- deliveries -----------------------------------------------------------------------
+
+    async def pending_batches(
+        self, broadcast_id: int, *, batch_size: int
+    ) -> AsyncIterator[tuple[int, ...]]:
+        """The broadcast's ``PENDING`` recipients, ascending, ``batch_size`` at a time.
+
+        Keyset-paged: each batch is one short query and no connection is held while the
+        caller works on a batch; memory is bounded by ``batch_size``; the same pending set
+        always gives the same batches. A recipient that becomes final before its page is
+        read is not yielded. An unknown broadcast yields nothing.
+        """
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be positive, not {batch_size}")
+        after: int | None = None
+        while True:
+            statement = deliveries.pending_page(broadcast_id, after=after, limit=batch_size)
+            async with self._engine.connect() as connection:
+                batch = tuple((await connection.scalars(statement)).all())
+            if batch:
+                yield batch
+            if len(batch) < batch_size:
+                return
+            after = batch[-1]
+
+    async def pending_among(self, broadcast_id: int, user_ids: Sequence[int]) -> frozenset[int]:
+        """Those of ``user_ids`` that are recipients of the broadcast and still ``PENDING``."""
+        async with self._engine.connect() as connection:
+            return await deliveries.pending_among(connection, broadcast_id, user_ids)
+
+    async def results_among(
+        self, broadcast_id: int, user_ids: Sequence[int]
+    ) -> list[DeliveryResult]:
+        """The final results of those of ``user_ids`` that have one, ordered by user id."""
+        async with self._engine.connect() as connection:
+            return await deliveries.results_among(connection, broadcast_id, user_ids)
+
+    async def list_results(
+        self, broadcast_id: int, *, after_user_id: int | None, limit: int
+    ) -> list[DeliveryResult]:
+        """Up to ``limit`` final results with ``user_id > after_user_id``, by user id."""
+        if limit < 1:
+            raise ValueError(f"limit must be positive, not {limit}")
+        async with self._engine.connect() as connection:
+            return await deliveries.results_page(
+                connection, broadcast_id, after=after_user_id, limit=limit
+            )
+
+    async def record_results(self, results: Sequence[DeliveryResult]) -> Recorded:
+        """Make final the deliveries these results are for, in one transaction.
+
+        A result counts only if its delivery exists and is ``PENDING`` at that moment; the
+        others (already final, unknown, or repeated within ``results``, where the first
+        wins) are ignored. Counted results add to their broadcast's ``sent``/``failed``; a
+        ``QUEUED`` broadcast becomes ``RUNNING``, and one whose every delivery is final
+        becomes ``COMPLETED`` with ``finished_at`` set. ``ValueError``, and nothing
+        written, for a ``PENDING`` state or a naive ``finished_at``.
+        """
+        for result in results:
+            if not result.state.is_final:
+                raise ValueError(f"result for user {result.user_id} is not final")
+            if result.finished_at.utcoffset() is None:
+                raise ValueError(f"result for user {result.user_id}: finished_at is naive")
+        ordered = sorted(results, key=lambda result: (result.broadcast_id, result.user_id))
+        if not ordered:
+            return Recorded(recorded=(), finished=())
+        return await self._write(
+            lambda connection: deliveries.record(connection, ordered, now=_now())
+        )
+
+    # -- users ----------------------------------------------------------------------------
+
+    async def upsert_users(self, users: Sequence[UserProfile]) -> int:
+        """Insert new users and refresh known ones; returns how many distinct ids were given.
+
+        For a known user only the given (non-``None``) profile fields change. Every given
+        user ends up active with ``updated_at`` = now. Repeated ids merge, later fields win.
+        """
+        profiles = _users.merge_profiles(users)
+        if profiles:
+            await self._write(lambda connection: _users.upsert(connection, profiles, now=_now()))
+        return len(profiles)
+
+    async def deactivate_users(self, user_ids: Sequence[int]) -> int:
+        """Leave users out of ``all_users`` broadcasts; returns how many were active.
+
+        Unknown ids are ignored. :meth:`upsert_users` makes a user active again.
+        """
+        if not user_ids:
+            return 0
+        return await self._write(
+            lambda connection: _users.deactivate(connection, user_ids, now=_now())
+        )
+
+    async def list_users(self, *, after: int | None, limit: int) -> UserPage:
+        """Up to ``limit`` users with ``id > after``, by id; ``next_after`` if more follow."""
+        if limit < 1:
+            raise ValueError(f"limit must be positive, not {limit}")
+        async with self._engine.connect() as connection:
+            return await _users.page(connection, after=after, limit=limit)
+
+    # -- transactions ---------------------------------------------------------------------
+
+    async def _write(self, work: Callable[[AsyncConnection], Awaitable[T]]) -> T:
+        """Run ``work`` in a write transaction; run it again if the database aborted it."""
+        dialect = self._engine.dialect.name
+        attempt = 1
+        while True:
+            try:
+                async with self._writer.begin() as connection:
+                    return await work(connection)
+            except DBAPIError as error:
+                if attempt >= MAX_ATTEMPTS or not dialects.is_retryable(dialect, error):
+                    raise
+                logger.warning(
+                    "transaction aborted by the database; running it again",
+                    extra={"attempt": attempt, "error": type(error.orig).__name__},
+                )
+            await asyncio.sleep(random.uniform(0, 0.02 * 2**attempt))
+            attempt += 1
+
+
+_users = users  # ``users`` is also the name of upsert_users' parameter
+
+
+@contextlib.asynccontextmanager
+async def _opened(cls: type[Store], url: str) -> AsyncIterator[Store]:
+    engine = create_engine(url)
+    try:
+        yield cls(engine)
+    finally:
+        await engine.dispose()
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)

@@ -1,0 +1,162 @@
+"""The SQL schema, as SQLAlchemy Core tables.
+
+The tables here describe what the Alembic migrations create; the migrations, not
+``metadata.create_all()``, are what builds a database. Identifiers are BIGINT everywhere
+(Telegram chat ids exceed 32 bits and are negative for groups); SQLite gets INTEGER for the
+autoincrement key because only ``INTEGER PRIMARY KEY`` is its rowid.
+
+Timestamps are :class:`UtcDateTime`: timezone-aware UTC datetimes in and out on every backend.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    Column,
+    DateTime,
+    Dialect,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    PrimaryKeyConstraint,
+    String,
+    Table,
+    Text,
+    false,
+    true,
+)
+from sqlalchemy.dialects import mysql, postgresql
+from sqlalchemy.types import TypeDecorator, TypeEngine
+
+MYSQL_TABLE_OPTIONS: dict[str, Any] = {
+    "mysql_engine": "InnoDB",
+    "mysql_charset": "utf8mb4",
+    "mysql_collate": "utf8mb4_unicode_ci",
+}
+"""Every table is InnoDB/utf8mb4 whatever the server's or the database's defaults are."""
+
+STATE_LENGTH = 16
+"""Width of the status/state/media type columns (the longest value is ``video_note``)."""
+
+
+class UtcDateTime(TypeDecorator[datetime]):
+    """A point in time, stored as UTC, returned timezone-aware in UTC.
+
+    PostgreSQL stores ``timestamptz``; MySQL/MariaDB ``DATETIME(6)`` holding UTC; SQLite its
+    ISO text holding UTC. Microseconds survive on every backend. A naive datetime is refused
+    (``ValueError``): the store never guesses a time zone.
+    """
+
+    impl = DateTime
+    cache_ok = True
+
+    def load_dialect_impl(self, dialect: Dialect) -> TypeEngine[Any]:
+        if dialect.name == "postgresql":
+            return dialect.type_descriptor(postgresql.TIMESTAMP(timezone=True))
+        if dialect.name in ("mysql", "mariadb"):
+            return dialect.type_descriptor(mysql.DATETIME(fsp=6))
+        return dialect.type_descriptor(DateTime())
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None or value.utcoffset() is None:
+            raise ValueError(f"naive datetime {value.isoformat()}: timestamps must be aware")
+        utc = value.astimezone(UTC)
+        if dialect.name == "postgresql":
+            return utc
+        return utc.replace(tzinfo=None)
+
+    def bind_processor(self, dialect: Dialect) -> Callable[[Any], Any] | None:
+        """The usual processing, remembering the last value: bulk statements bind one
+        ``now`` for every row, and a datetime is immutable, so it is converted once."""
+        convert = super().bind_processor(dialect)
+        if convert is None:
+            return None
+        last: tuple[object, Any] = (object(), None)
+
+        def process(value: Any) -> Any:
+            nonlocal last
+            seen, converted = last
+            if value is seen:
+                return converted
+            converted = convert(value)
+            last = (value, converted)
+            return converted
+
+        return process
+
+    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            return value.replace(tzinfo=UTC)
+        return value.astimezone(UTC)
+
+
+def _id_type() -> TypeEngine[int]:
+    return BigInteger().with_variant(Integer(), "sqlite")
+
+
+metadata = MetaData()
+
+users = Table(
+    "users",
+    metadata,
+    Column("id", BigInteger, primary_key=True, autoincrement=False),
+    Column("username", Text, nullable=True),
+    Column("first_name", Text, nullable=True),
+    Column("last_name", Text, nullable=True),
+    Column("language_code", Text, nullable=True),
+    Column("active", Boolean, nullable=False, server_default=true()),
+    Column("created_at", UtcDateTime, nullable=False),
+    Column("updated_at", UtcDateTime, nullable=False),
+    Index("ix_users_active", "active"),
+    **MYSQL_TABLE_OPTIONS,
+)
+
+broadcasts = Table(
+    "broadcasts",
+    metadata,
+    Column("id", _id_type(), primary_key=True, autoincrement=True),
+    Column("status", String(STATE_LENGTH), nullable=False),
+    Column("message", Text, nullable=False),
+    Column("media_type", String(STATE_LENGTH), nullable=False),
+    Column("media_url", Text, nullable=True),
+    Column("all_users", Boolean, nullable=False),
+    Column("total", BigInteger, nullable=False),
+    Column("sent", BigInteger, nullable=False),
+    Column("failed", BigInteger, nullable=False),
+    Column("dispatched", Boolean, nullable=False, server_default=false()),
+    Column("created_at", UtcDateTime, nullable=False),
+    Column("finished_at", UtcDateTime, nullable=True),
+    Index("ix_broadcasts_dispatched", "dispatched"),
+    sqlite_autoincrement=True,
+    **MYSQL_TABLE_OPTIONS,
+)
+
+deliveries = Table(
+    "deliveries",
+    metadata,
+    Column(
+        "broadcast_id",
+        BigInteger,
+        ForeignKey("broadcasts.id", name="fk_deliveries_broadcast_id", ondelete="CASCADE"),
+        nullable=False,
+    ),
+    # The Telegram chat id; deliberately not a foreign key to users.
+    Column("user_id", BigInteger, nullable=False),
+    Column("state", String(STATE_LENGTH), nullable=False),
+    Column("message_id", BigInteger, nullable=True),
+    Column("error", Text, nullable=True),
+    Column("finished_at", UtcDateTime, nullable=True),
+    PrimaryKeyConstraint("broadcast_id", "user_id"),
+    Index("ix_deliveries_state", "broadcast_id", "state", "user_id"),
+    **MYSQL_TABLE_OPTIONS,
+)

@@ -1,0 +1,151 @@
+"""Composition of the running service: backends, the API (gRPC + HTTP) and workers.
+
+Start-up order: NATS (embedded when no URL is configured) → database (migrated) → queue →
+dispatcher → core → gRPC and HTTP listeners (→ worker). Shutdown runs it backwards, so intake
+stops first, workers finish the sends in hand, and NATS and the database close last.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack, asynccontextmanager
+from dataclasses import dataclass
+
+from aiohttp import web
+
+from broadcasting.config import Settings
+from broadcasting.dispatch import Dispatcher
+from broadcasting.errors import ConfigError
+from broadcasting.natsserver import EmbeddedNatsServer
+from broadcasting.queue import Queue
+from broadcasting.service import BroadcastingService
+from broadcasting.store import Store
+from server.auth import TokenCheck
+from server.grpc_api import create_server
+from server.http_api import create_app
+
+logger = logging.getLogger(__name__)
+
+GRACE_SECONDS = 5.0
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Backends:
+    store: Store
+    queue: Queue
+    nats_url: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RunningApi:
+    service: BroadcastingService
+    dispatcher: Dispatcher
+    http_port: int
+    grpc_port: int
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RunningService:
+    backends: Backends
+    api: RunningApi | None
+
+
+@asynccontextmanager
+async def open_backends(
+    settings: Settings, *, embed_nats: bool, nats_prefix: str = "tgb"
+) -> AsyncIterator[Backends]:
+    """The database (migrated) and the queue.
+
+    With no ``nats.url``: ``embed_nats`` starts a nats-server under ``data_dir`` and writes its
+    URL for other processes on this machine; otherwise that URL file is read (a worker
+    started beside ``tgbroadcast server``).
+    """
+    async with AsyncExitStack() as stack:
+        url = settings.nats.url
+        if not url and embed_nats:
+            nats = await stack.enter_async_context(
+                EmbeddedNatsServer(
+                    store_dir=settings.data_dir / "nats", url_file=settings.nats_url_file
+                )
+            )
+            url = nats.url
+            logger.info("embedded nats-server started", extra={"url": url})
+        elif not url:
+            try:
+                url = settings.nats_url_file.read_text(encoding="utf-8").strip()
+            except FileNotFoundError:
+                raise ConfigError(
+                    "nats.url",
+                    "is empty and no embedded nats-server is running under "
+                    f"{settings.data_dir}; start `tgbroadcast server` first or set nats.url",
+                ) from None
+        store = await stack.enter_async_context(Store.open(settings.database.url))
+        await store.migrate()
+        queue = await stack.enter_async_context(Queue.connect(url, prefix=nats_prefix))
+        yield Backends(store=store, queue=queue, nats_url=url)
+
+
+@asynccontextmanager
+async def running_api(settings: Settings, backends: Backends) -> AsyncIterator[RunningApi]:
+    """gRPC and HTTP listening on the configured ports (0: any free port)."""
+    tokens = TokenCheck(settings.require_api_tokens())
+    async with Dispatcher(store=backends.store, queue=backends.queue) as dispatcher:
+        service = BroadcastingService(
+            store=backends.store,
+            queue=backends.queue,
+            dispatcher=dispatcher,
+            max_user_ids=settings.server.max_user_ids,
+        )
+        grpc_server = create_server(service, tokens)
+        grpc_port = grpc_server.add_insecure_port(
+            f"{settings.server.host}:{settings.server.grpc_port}"
+        )
+        await grpc_server.start()
+        runner = web.AppRunner(
+            create_app(service, tokens, max_body_bytes=settings.server.max_body_bytes),
+            access_log=None,
+            handle_signals=False,
+        )
+        await runner.setup()
+        try:
+            site = web.TCPSite(runner, settings.server.host, settings.server.port)
+            await site.start()
+            http_port = int(runner.addresses[0][1])
+            logger.info(
+                "API listening",
+                extra={
+                    "host": settings.server.host,
+                    "http_port": http_port,
+                    "grpc_port": grpc_port,
+                },
+            )
+            yield RunningApi(
+                service=service, dispatcher=dispatcher, http_port=http_port, grpc_port=grpc_port
+            )
+        finally:
+            await runner.cleanup()
+            await grpc_server.stop(GRACE_SECONDS)
+
+
+@asynccontextmanager
+async def running_service(
+    settings: Settings, *, api: bool, workers: int, nats_prefix: str = "tgb"
+) -> AsyncIterator[RunningService]:
+    """The whole service in this process: the API when ``api``, and ``workers`` workers."""
+    async with AsyncExitStack() as stack:
+        backends = await stack.enter_async_context(
+            open_backends(settings, embed_nats=api, nats_prefix=nats_prefix)
+        )
+        running: RunningApi | None = None
+        if api:
+            running = await stack.enter_async_context(running_api(settings, backends))
+        if workers:
+            # aiogram takes seconds to import: only processes that send pay for it.
+            from worker.runner import running_worker
+
+        for _ in range(workers):
+            await stack.enter_async_context(
+                running_worker(settings, store=backends.store, queue=backends.queue)
+            )
+        yield RunningService(backends=backends, api=running)

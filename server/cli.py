@@ -1,0 +1,102 @@
+"""``tgbroadcast``: the entry point. The only place that installs signal handlers and logging.
+
+Commands:
+
+* ``run`` — everything in one process: the API (gRPC + HTTP), one worker, and an embedded
+  nats-server when ``nats.url`` is empty. What ``make run`` runs.
+* ``server`` — the API only (``python -m server``).
+* ``worker`` — one worker (``python -m worker``); start as many as you like, on any machine
+  that reaches NATS and the database.
+* ``migrate`` — apply the database migrations and exit.
+
+SIGINT or SIGTERM shuts down in order: stop taking requests and jobs, finish the sends in
+hand, then close NATS and the database.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import signal
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from broadcasting.config import Settings, load_settings
+from broadcasting.errors import ConfigError
+from broadcasting.logconfig import configure_logging
+from broadcasting.store import Store
+from server.app import running_service
+
+logger = logging.getLogger("tgbroadcast")
+
+COMMANDS = ("run", "server", "worker", "migrate")
+
+
+def main(argv: Sequence[str] | None = None, *, default_command: str | None = None) -> int:
+    args = _parser(default_command).parse_args(argv)
+    command: str = args.command or default_command or "run"
+    try:
+        settings = load_settings(args.config, environ=os.environ)
+        if command in ("run", "server"):
+            settings.require_api_tokens()
+        if command in ("run", "worker"):
+            settings.require_bot_token()
+    except ConfigError as exc:
+        print(f"tgbroadcast: {exc}", file=sys.stderr)
+        return 2
+    configure_logging(
+        level=args.log_level,
+        secrets=(settings.telegram.token, *settings.server.api_tokens),
+    )
+    try:
+        asyncio.run(_serve(settings, command))
+    except ConfigError as exc:
+        logger.error("configuration error", extra={"error": str(exc)})
+        return 2
+    return 0
+
+
+def _parser(default_command: str | None) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="tgbroadcast", description="Telegram Broadcast Service")
+    parser.add_argument(
+        "--config",
+        type=Path,
+        default=None,
+        help="YAML settings file (default: config/config.yaml when present)",
+    )
+    parser.add_argument(
+        "--log-level",
+        default=os.environ.get("TGB_LOG_LEVEL", "INFO"),
+        choices=("DEBUG", "INFO", "WARNING", "ERROR"),
+        type=str.upper,
+    )
+    parser.add_argument(
+        "command",
+        nargs="?" if default_command else None,
+        choices=COMMANDS,
+        help="run (all in one), server, worker or migrate",
+    )
+    return parser
+
+
+async def _serve(settings: Settings, command: str) -> None:
+    if command == "migrate":
+        async with Store.open(settings.database.url) as store:
+            await store.migrate()
+        logger.info("database migrated")
+        return
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, stop.set)
+    async with running_service(
+        settings,
+        api=command in ("run", "server"),
+        workers=1 if command in ("run", "worker") else 0,
+    ):
+        logger.info("ready; stop with Ctrl-C", extra={"command": command})
+        await stop.wait()
+        logger.info("shutting down")

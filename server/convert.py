@@ -1,0 +1,136 @@
+"""Protobuf at the edge: the one place API messages become domain values and back."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from google.protobuf.timestamp_pb2 import Timestamp
+from tgbroadcast.v1 import broadcast_pb2 as pb
+
+from broadcasting.model import (
+    Broadcast,
+    BroadcastStatus,
+    DeliveryResult,
+    DeliveryState,
+    MediaType,
+    User,
+    UserProfile,
+)
+from broadcasting.service import WatchUpdate
+from broadcasting.validation import SendRequest
+
+_MEDIA_PREFIX = "MEDIA_TYPE_"
+
+_STATUS_TO_PB = {
+    BroadcastStatus.QUEUED: pb.BROADCAST_STATUS_QUEUED,
+    BroadcastStatus.RUNNING: pb.BROADCAST_STATUS_RUNNING,
+    BroadcastStatus.COMPLETED: pb.BROADCAST_STATUS_COMPLETED,
+    BroadcastStatus.FAILED: pb.BROADCAST_STATUS_FAILED,
+}
+_MEDIA_TO_PB = {
+    media_type: pb.MediaType.Value(_MEDIA_PREFIX + media_type.name) for media_type in MediaType
+}
+_OUTCOME_TO_PB = {
+    DeliveryState.SENT: pb.DELIVERY_OUTCOME_SENT,
+    DeliveryState.FAILED: pb.DELIVERY_OUTCOME_FAILED,
+}
+
+
+def media_type_name(value: int) -> str:
+    """The REST spelling of a proto MediaType (``MEDIA_TYPE_PHOTO`` → ``photo``).
+
+    Unspecified is ``""`` (text); an unknown number gives a name validation will refuse.
+    """
+    if value == pb.MEDIA_TYPE_UNSPECIFIED:
+        return ""
+    try:
+        name = pb.MediaType.Name(value)  # type: ignore[arg-type]
+    except ValueError:
+        return f"unknown enum value {value}"
+    return name.removeprefix(_MEDIA_PREFIX).lower()
+
+
+def send_request(message: pb.SendMessageRequest) -> SendRequest:
+    return SendRequest(
+        message=message.message,
+        media_type=media_type_name(message.media_type),
+        media_url=message.media_url,
+        user_ids=tuple(message.user_ids),
+        all_users=message.all_users,
+    )
+
+
+def timestamp(value: datetime) -> Timestamp:
+    stamp = Timestamp()
+    stamp.FromDatetime(value)
+    return stamp
+
+
+def broadcast(value: Broadcast) -> pb.Broadcast:
+    message = pb.Broadcast(
+        broadcast_id=value.id,
+        status=_STATUS_TO_PB[value.status],
+        total=value.total,
+        sent=value.sent,
+        failed=value.failed,
+        pending=value.pending,
+        message=value.content.message,
+        media_type=_MEDIA_TO_PB[value.content.media_type],
+        media_url=value.content.media_url or "",
+        created_at=timestamp(value.created_at),
+    )
+    if value.finished_at is not None:
+        message.finished_at.CopyFrom(timestamp(value.finished_at))
+    return message
+
+
+def status(value: BroadcastStatus) -> pb.BroadcastStatus.ValueType:
+    return _STATUS_TO_PB[value]
+
+
+def delivery_result(value: DeliveryResult) -> pb.DeliveryResult:
+    return pb.DeliveryResult(
+        user_id=value.user_id,
+        outcome=_OUTCOME_TO_PB[value.state],
+        error=value.error or "",
+        message_id=value.message_id or 0,
+        finished_at=timestamp(value.finished_at),
+    )
+
+
+def watch_update(value: WatchUpdate) -> pb.WatchBroadcastResponse:
+    response = pb.WatchBroadcastResponse(
+        progress=pb.Progress(
+            status=_STATUS_TO_PB[value.status],
+            total=value.total,
+            sent=value.sent,
+            failed=value.failed,
+            pending=value.pending,
+        )
+    )
+    if value.result is not None:
+        response.result.CopyFrom(delivery_result(value.result))
+    return response
+
+
+def user_profile(message: pb.User) -> UserProfile:
+    return UserProfile(
+        id=message.id,
+        username=message.username or None,
+        first_name=message.first_name or None,
+        last_name=message.last_name or None,
+        language_code=message.language_code or None,
+    )
+
+
+def user(value: User) -> pb.User:
+    return pb.User(
+        id=value.id,
+        username=value.username or "",
+        first_name=value.first_name or "",
+        last_name=value.last_name or "",
+        language_code=value.language_code or "",
+        active=value.active,
+        created_at=timestamp(value.created_at),
+        updated_at=timestamp(value.updated_at),
+    )

@@ -1,0 +1,186 @@
+"""The gRPC transport: a thin servicer over :class:`~broadcasting.service.BroadcastingService`.
+
+Errors are translated here once: ``InvalidArgument`` → INVALID_ARGUMENT with a
+``google.rpc.BadRequest`` detail listing every field violation, ``NotFound`` → NOT_FOUND, a
+missing or wrong token → UNAUTHENTICATED, a database or queue outage → UNAVAILABLE, anything
+else → INTERNAL with a generic message (the cause is logged, never sent).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from typing import Any, TypeAlias
+
+import grpc
+from google.protobuf import any_pb2
+from google.rpc import code_pb2, error_details_pb2, status_pb2
+from grpc_status import rpc_status
+from sqlalchemy.exc import DBAPIError
+from tgbroadcast.v1 import broadcast_pb2 as pb
+from tgbroadcast.v1 import broadcast_pb2_grpc as pb_grpc
+
+from broadcasting.errors import ApiError, InvalidArgument, NotFound
+from broadcasting.service import BroadcastingService
+from server import convert
+from server.auth import TokenCheck
+
+logger = logging.getLogger(__name__)
+
+MAX_MESSAGE_BYTES = 64 * 1024 * 1024
+
+_Handler: TypeAlias = "grpc.RpcMethodHandler[Any, Any]"
+
+
+class BroadcastServicer(pb_grpc.BroadcastServiceServicer):
+    def __init__(self, core: BroadcastingService) -> None:
+        self._core = core
+
+    async def SendMessage(  # noqa: N802 - gRPC method name
+        self, request: pb.SendMessageRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> pb.SendMessageResponse:
+        async with _translated(context):
+            broadcast = await self._core.send_message(convert.send_request(request))
+        return pb.SendMessageResponse(
+            broadcast_id=broadcast.id,
+            status=convert.status(broadcast.status),
+            total=broadcast.total,
+        )
+
+    async def GetBroadcast(  # noqa: N802
+        self, request: pb.GetBroadcastRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> pb.GetBroadcastResponse:
+        async with _translated(context):
+            broadcast = await self._core.get_broadcast(request.broadcast_id)
+        return pb.GetBroadcastResponse(broadcast=convert.broadcast(broadcast))
+
+    async def WatchBroadcast(  # noqa: N802
+        self, request: pb.WatchBroadcastRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> AsyncIterator[pb.WatchBroadcastResponse]:
+        async with _translated(context):
+            async for update in self._core.watch(request.broadcast_id):
+                yield convert.watch_update(update)
+
+    async def UpsertUsers(  # noqa: N802
+        self, request: pb.UpsertUsersRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> pb.UpsertUsersResponse:
+        async with _translated(context):
+            count = await self._core.upsert_users([convert.user_profile(u) for u in request.users])
+        return pb.UpsertUsersResponse(upserted=count)
+
+    async def ListUsers(  # noqa: N802
+        self, request: pb.ListUsersRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> pb.ListUsersResponse:
+        async with _translated(context):
+            page = await self._core.list_users(
+                page_size=request.page_size, page_token=request.page_token
+            )
+        return pb.ListUsersResponse(
+            users=[convert.user(u) for u in page.users], next_page_token=page.next_page_token
+        )
+
+
+@asynccontextmanager
+async def _translated(context: grpc.aio.ServicerContext[Any, Any]) -> AsyncIterator[None]:
+    """Turns the core's exceptions into gRPC statuses."""
+    try:
+        yield
+    except grpc.aio.AbortError:
+        raise
+    except Exception as exc:
+        status = _status_for(exc)
+        await context.abort(status.code, status.details, status.trailing_metadata)
+
+
+def _status_for(exc: Exception) -> grpc.Status:
+    if isinstance(exc, InvalidArgument):
+        detail = any_pb2.Any()
+        detail.Pack(
+            error_details_pb2.BadRequest(
+                field_violations=[
+                    error_details_pb2.BadRequest.FieldViolation(
+                        field=v.field, description=v.description
+                    )
+                    for v in exc.violations
+                ]
+            )
+        )
+        return rpc_status.to_status(
+            status_pb2.Status(code=code_pb2.INVALID_ARGUMENT, message=str(exc), details=[detail])
+        )
+    if isinstance(exc, NotFound):
+        return rpc_status.to_status(status_pb2.Status(code=code_pb2.NOT_FOUND, message=str(exc)))
+    if isinstance(exc, ApiError):
+        return rpc_status.to_status(
+            status_pb2.Status(code=code_pb2.FAILED_PRECONDITION, message=str(exc))
+        )
+    if isinstance(exc, DBAPIError | ConnectionError | TimeoutError):
+        logger.warning("backend unavailable", extra={"error": type(exc).__name__})
+        return rpc_status.to_status(
+            status_pb2.Status(
+                code=code_pb2.UNAVAILABLE, message="a backend is unavailable; try again"
+            )
+        )
+    logger.exception("internal error", exc_info=exc)
+    return rpc_status.to_status(status_pb2.Status(code=code_pb2.INTERNAL, message="internal error"))
+
+
+class AuthInterceptor(grpc.aio.ServerInterceptor):
+    """Rejects calls without a valid ``authorization: Bearer <token>`` metadata entry."""
+
+    def __init__(self, tokens: TokenCheck) -> None:
+        self._tokens = tokens
+
+    async def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[_Handler | None]],
+        handler_call_details: grpc.HandlerCallDetails,
+    ) -> _Handler | None:
+        handler = await continuation(handler_call_details)
+        metadata = dict(handler_call_details.invocation_metadata or ())
+        authorization = metadata.get("authorization")
+        if isinstance(authorization, str) and self._tokens.accepts(authorization):
+            return handler
+        return _refusing(handler)
+
+
+_UNAUTHENTICATED = "missing or invalid API token (metadata authorization: Bearer <token>)"
+
+
+def _refusing(handler: _Handler | None) -> _Handler | None:
+    if handler is None:
+        return None
+
+    async def refuse(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
+        await context.abort(grpc.StatusCode.UNAUTHENTICATED, _UNAUTHENTICATED)
+
+    async def refuse_stream(
+        request: Any, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> AsyncIterator[Any]:
+        await context.abort(grpc.StatusCode.UNAUTHENTICATED, _UNAUTHENTICATED)
+        yield  # pragma: no cover - abort raises
+
+    deserializer = handler.request_deserializer
+    serializer = handler.response_serializer
+    if handler.request_streaming or handler.response_streaming:
+        if handler.request_streaming:
+            raise NotImplementedError("client-streaming methods are not served")
+        return grpc.unary_stream_rpc_method_handler(
+            refuse_stream, request_deserializer=deserializer, response_serializer=serializer
+        )
+    return grpc.unary_unary_rpc_method_handler(
+        refuse, request_deserializer=deserializer, response_serializer=serializer
+    )
+
+
+def create_server(core: BroadcastingService, tokens: TokenCheck) -> grpc.aio.Server:
+    server = grpc.aio.server(
+        interceptors=[AuthInterceptor(tokens)],
+        options=[
+            ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+            ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+        ],
+    )
+    pb_grpc.add_BroadcastServiceServicer_to_server(BroadcastServicer(core), server)
+    return server

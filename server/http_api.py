@@ -1,0 +1,281 @@
+"""The HTTP/JSON bridge: the REST contract, served by aiohttp in the server's event loop.
+
+It calls the same core as gRPC (never gRPC itself). JSON field names are the proto's
+snake_case names, ids are JSON numbers, enums are lower-case words (``"photo"``,
+``"queued"``). Every error is ``application/problem+json`` (RFC 9457) with a precise
+``detail``; validation errors also list ``errors: [{"field", "message"}]``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Awaitable, Callable
+from datetime import datetime
+from http import HTTPStatus
+from typing import Any, TypeVar
+
+from aiohttp import web
+from pydantic import BaseModel, ConfigDict, ValidationError
+from sqlalchemy.exc import DBAPIError
+
+from broadcasting.errors import FieldViolation, InvalidArgument, NotFound
+from broadcasting.model import Broadcast, User, UserProfile
+from broadcasting.service import BroadcastingService
+from broadcasting.validation import SendRequest
+from server.auth import TokenCheck
+
+logger = logging.getLogger(__name__)
+
+PROBLEM_JSON = "application/problem+json"
+SERVICE_KEY = web.AppKey("service", BroadcastingService)
+TOKENS_KEY = web.AppKey("tokens", TokenCheck)
+MAX_BODY_KEY = web.AppKey("max_body_bytes", int)
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+class _Body(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+
+M = TypeVar("M", bound=_Body)
+
+
+class SendMessageBody(_Body):
+    message: str | None = None
+    media_type: str | None = None
+    media_url: str | None = None
+    user_ids: list[int] | None = None
+    all_users: bool = False
+
+
+class UserBody(_Body):
+    id: int
+    username: str | None = None
+    first_name: str | None = None
+    last_name: str | None = None
+    language_code: str | None = None
+
+
+class UpsertUsersBody(_Body):
+    users: list[UserBody]
+
+
+def problem(
+    status: int, detail: str, *, errors: list[FieldViolation] | None = None
+) -> web.Response:
+    body: dict[str, Any] = {
+        "type": "about:blank",
+        "title": HTTPStatus(status).phrase,
+        "status": status,
+        "detail": detail,
+    }
+    if errors:
+        body["errors"] = [{"field": e.field, "message": e.description} for e in errors]
+    headers = {"WWW-Authenticate": 'Bearer realm="tgbroadcast"'} if status == 401 else None
+    return web.Response(
+        status=status, text=json.dumps(body), content_type=PROBLEM_JSON, headers=headers
+    )
+
+
+@web.middleware
+async def errors_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Every failure, ours or aiohttp's, leaves as problem+json; causes are logged, not sent."""
+    try:
+        return await handler(request)
+    except InvalidArgument as exc:
+        return problem(400, str(exc), errors=list(exc.violations))
+    except NotFound as exc:
+        return problem(404, str(exc))
+    except web.HTTPRequestEntityTooLarge:
+        limit = request.app[MAX_BODY_KEY]
+        return problem(413, f"request body is larger than the limit of {limit} bytes")
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        return problem(exc.status, exc.text or exc.reason)
+    except DBAPIError as exc:
+        logger.warning("database unavailable", extra={"error": type(exc).__name__})
+        return problem(503, "the database is unavailable; try again")
+    except Exception:
+        logger.exception("internal error", extra={"path": request.path})
+        return problem(500, "internal error")
+
+
+@web.middleware
+async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    if request.path == "/healthz":
+        return await handler(request)
+    if not request.app[TOKENS_KEY].accepts(request.headers.get("Authorization")):
+        return problem(401, "missing or invalid API token (Authorization: Bearer <token>)")
+    return await handler(request)
+
+
+async def _json_body(request: web.Request, model: type[M]) -> M:
+    content_type = request.headers.get("Content-Type", "")
+    if content_type and request.content_type != "application/json":
+        raise web.HTTPUnsupportedMediaType(
+            text=f"Content-Type must be application/json, not {request.content_type}"
+        )
+    raw = await request.read()
+    try:
+        data = json.loads(raw)
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise InvalidArgument.single("body", f"is not valid JSON: {exc}") from None
+    if not isinstance(data, dict):
+        raise InvalidArgument.single("body", "must be a JSON object")
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        raise InvalidArgument(
+            FieldViolation(_path(err["loc"]), _message(err)) for err in exc.errors()
+        ) from None
+
+
+def _path(loc: tuple[int | str, ...]) -> str:
+    path = ""
+    for part in loc:
+        path += f"[{part}]" if isinstance(part, int) else (f".{part}" if path else str(part))
+    return path or "body"
+
+
+def _message(error: Any) -> str:
+    if error["type"] == "extra_forbidden":
+        return "is not a known field"
+    if error["type"] == "missing":
+        return "is required"
+    return str(error["msg"]).replace("Input should be", "must be")
+
+
+def _time(value: datetime | None) -> str | None:
+    return None if value is None else value.isoformat().replace("+00:00", "Z")
+
+
+def broadcast_json(broadcast: Broadcast) -> dict[str, Any]:
+    return {
+        "broadcast_id": broadcast.id,
+        "status": broadcast.status.value,
+        "total": broadcast.total,
+        "sent": broadcast.sent,
+        "failed": broadcast.failed,
+        "pending": broadcast.pending,
+        "message": broadcast.content.message,
+        "media_type": broadcast.content.media_type.value,
+        "media_url": broadcast.content.media_url or "",
+        "created_at": _time(broadcast.created_at),
+        "finished_at": _time(broadcast.finished_at),
+    }
+
+
+def user_json(user: User) -> dict[str, Any]:
+    return {
+        "id": user.id,
+        "username": user.username,
+        "first_name": user.first_name,
+        "last_name": user.last_name,
+        "language_code": user.language_code,
+        "active": user.active,
+        "created_at": _time(user.created_at),
+        "updated_at": _time(user.updated_at),
+    }
+
+
+async def send_message(request: web.Request) -> web.Response:
+    body = await _json_body(request, SendMessageBody)
+    broadcast = await request.app[SERVICE_KEY].send_message(
+        SendRequest(
+            message=body.message or "",
+            media_type=body.media_type or "",
+            media_url=body.media_url or "",
+            user_ids=tuple(body.user_ids or ()),
+            all_users=body.all_users,
+        )
+    )
+    return web.json_response(
+        {
+            "broadcast_id": broadcast.id,
+            "status": broadcast.status.value,
+            "total": broadcast.total,
+        },
+        status=202,
+        headers={"Location": f"/v1/broadcasts/{broadcast.id}"},
+    )
+
+
+def _id_param(request: web.Request, name: str) -> int:
+    raw = request.match_info[name]
+    try:
+        value = int(raw)
+    except ValueError:
+        raise InvalidArgument.single(name, f"must be a whole number, not {raw!r}") from None
+    if not 0 < value < 2**63:
+        raise InvalidArgument.single(name, "must be a positive 64-bit number")
+    return value
+
+
+async def get_broadcast(request: web.Request) -> web.Response:
+    broadcast_id = _id_param(request, "broadcast_id")
+    return web.json_response(
+        broadcast_json(await request.app[SERVICE_KEY].get_broadcast(broadcast_id))
+    )
+
+
+async def upsert_users(request: web.Request) -> web.Response:
+    body = await _json_body(request, UpsertUsersBody)
+    count = await request.app[SERVICE_KEY].upsert_users(
+        [
+            UserProfile(
+                id=u.id,
+                username=u.username,
+                first_name=u.first_name,
+                last_name=u.last_name,
+                language_code=u.language_code,
+            )
+            for u in body.users
+        ]
+    )
+    return web.json_response({"upserted": count})
+
+
+async def list_users(request: web.Request) -> web.Response:
+    unknown = set(request.query) - {"page_size", "page_token"}
+    if unknown:
+        raise InvalidArgument(
+            FieldViolation(name, "is not a known query parameter") for name in sorted(unknown)
+        )
+    raw_size = request.query.get("page_size", "0")
+    try:
+        page_size = int(raw_size)
+    except ValueError:
+        raise InvalidArgument.single(
+            "page_size", f"must be a whole number, not {raw_size!r}"
+        ) from None
+    page = await request.app[SERVICE_KEY].list_users(
+        page_size=page_size, page_token=request.query.get("page_token", "")
+    )
+    return web.json_response(
+        {"users": [user_json(u) for u in page.users], "next_page_token": page.next_page_token}
+    )
+
+
+async def healthz(request: web.Request) -> web.Response:
+    return web.json_response({"status": "ok"})
+
+
+def create_app(
+    service: BroadcastingService, tokens: TokenCheck, *, max_body_bytes: int
+) -> web.Application:
+    app = web.Application(
+        client_max_size=max_body_bytes, middlewares=[errors_middleware, auth_middleware]
+    )
+    app[SERVICE_KEY] = service
+    app[TOKENS_KEY] = tokens
+    app[MAX_BODY_KEY] = max_body_bytes
+    app.router.add_post("/send-message", send_message)
+    app.router.add_post("/v1/broadcasts", send_message)
+    app.router.add_get("/v1/broadcasts/{broadcast_id}", get_broadcast)
+    app.router.add_post("/v1/users", upsert_users)
+    app.router.add_get("/v1/users", list_users)
+    app.router.add_get("/healthz", healthz)
+    return app

@@ -1,0 +1,40 @@
+"""A Telegram Bot API simulator: a real HTTP server that answers like api.telegram.org.
+
+Used by the test suite, by ``make demo`` and by benchmarks. Run it alone with
+``python -m simulator --host 127.0.0.1 --port 8081``; embed it with::
+
+    async with Simulator() as sim:
+        bot = Bot(token, session=AiohttpSession(api=TelegramAPIServer.from_base(sim.api_url)))
+
+The methods in the bundled Bot API spec are known; :data:`IMPLEMENTED` are answered, the
+others refuse with a 501 saying so. Behaviour knobs: declared chat states (:class:`ChatState`),
+injected faults (:class:`Fault`), flood control (:class:`RateLimits`).
+"""
+
+from __future__ import annotations
+
+from simulator.botapi import IMPLEMENTED, TOKEN_PATTERN
+from simulator.chats import ChatState, ChatType
+from simulator.faults import Fault, FaultKind
+from simulator.files import FileKind
+from simulator.ratelimits import Limit, RateLimits
+from simulator.recording import Call, MediaSource
+from simulator.server import Simulator
+from simulator.spec import Spec, default_spec
+
+__all__ = [
+    "IMPLEMENTED",
+    "TOKEN_PATTERN",
+    "Call",
+    "ChatState",
+    "ChatType",
+    "Fault",
+    "FaultKind",
+    "FileKind",
+    "Limit",
+    "MediaSource",
+    "RateLimits",
+    "Simulator",
+    "Spec",
+    "default_spec",
+]

@@ -1,0 +1,85 @@
+"""Run the simulator alone: ``python -m simulator --host 127.0.0.1 --port 8081``.
+
+Prints one line, ``Bot API simulator listening on http://HOST:PORT``, once it accepts
+connections (``--port 0`` picks a free port: read it from that line), and exits cleanly
+on SIGINT or SIGTERM.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import signal
+import sys
+from collections.abc import Sequence
+
+from simulator.chats import ChatState
+from simulator.ratelimits import RateLimits
+from simulator.server import Simulator
+
+logger = logging.getLogger(__name__)
+
+
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="python -m simulator", description="Telegram Bot API simulator"
+    )
+    parser.add_argument("--host", default="127.0.0.1", help="address to listen on")
+    parser.add_argument("--port", type=int, default=8081, help="port (0: a free one)")
+    parser.add_argument(
+        "--token",
+        action="append",
+        dest="tokens",
+        metavar="TOKEN",
+        help="accept only this token (repeatable); default: any well-formed token",
+    )
+    parser.add_argument(
+        "--rate-limits",
+        choices=("off", "telegram"),
+        default="off",
+        help="flood control: off, or Telegram's FAQ limits",
+    )
+    parser.add_argument(
+        "--default-chat-state",
+        choices=[state.value for state in ChatState if state is not ChatState.MIGRATED],
+        default=ChatState.ACTIVE.value,
+        help="what undeclared chats do",
+    )
+    parser.add_argument("--log-level", default="WARNING", help="logging level")
+    return parser.parse_args(argv)
+
+
+async def serve(args: argparse.Namespace) -> None:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, stop.set)
+    limits = RateLimits.telegram() if args.rate_limits == "telegram" else RateLimits.off()
+    async with Simulator(
+        host=args.host,
+        port=args.port,
+        tokens=args.tokens,
+        rate_limits=limits,
+        default_chat_state=ChatState(args.default_chat_state),
+    ) as sim:
+        print(f"Bot API simulator listening on {sim.api_url}", flush=True)
+        await stop.wait()
+        logger.info("stopping")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    logging.basicConfig(
+        level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s"
+    )
+    try:
+        asyncio.run(serve(args))
+    except OSError as exc:
+        print(f"simulator: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,123 @@
+"""The messages bots sent through the simulator, and how their text is measured.
+
+Guarantees, as on Telegram: ``message_id`` increases by one per message within a chat (of
+one bot), starting at 1; a message's ``from`` is the bot (in a channel: ``sender_chat`` is
+the channel); ``date`` is the Unix time it was stored.
+"""
+
+from __future__ import annotations
+
+import html
+import re
+import time
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from simulator.envelope import bad_request
+
+PARSE_MODES = frozenset({"html", "markdown", "markdownv2"})
+
+_HTML_TAG = re.compile(r"<[^>]*>")
+_MD_LINK = re.compile(r"\[([^\]]*)\]\([^)]*\)")
+_MD_MARKUP = re.compile(r"(?<!\\)[*_~`|]")
+_MD_ESCAPE = re.compile(r"\\(.)")
+
+
+def visible_text(text: str, parse_mode: str | None) -> str:
+    """``text`` after entities parsing (markup removed): what Telegram stores and measures.
+
+    An unknown ``parse_mode`` is refused with Telegram's text. Markdown is approximated:
+    link targets and unescaped markup characters are dropped.
+    """
+    if parse_mode is None or parse_mode == "":
+        return text
+    mode = parse_mode.lower()
+    if mode not in PARSE_MODES:
+        raise bad_request("unsupported parse_mode")
+    if mode == "html":
+        return html.unescape(_HTML_TAG.sub("", text))
+    without_links = _MD_LINK.sub(r"\1", text)
+    return _MD_ESCAPE.sub(r"\1", _MD_MARKUP.sub("", without_links))
+
+
+def bot_user(bot_id: int) -> dict[str, Any]:
+    """The bot's User object as it appears in ``from``."""
+    return {
+        "id": bot_id,
+        "is_bot": True,
+        "first_name": "Simulated Bot",
+        "username": f"sim{bot_id}_bot",
+    }
+
+
+def bot_me(bot_id: int) -> dict[str, Any]:
+    """The bot's User object as ``getMe`` returns it (with the bot-only fields)."""
+    return bot_user(bot_id) | {
+        "can_join_groups": True,
+        "can_read_all_group_messages": False,
+        "supports_inline_queries": False,
+        "can_connect_to_business": False,
+        "has_main_web_app": False,
+    }
+
+
+class MessageStore:
+    """Every message sent, by (bot, chat) and id. Not thread-safe: one event loop owns it."""
+
+    def __init__(self, *, wall_clock: Callable[[], float] = time.time) -> None:
+        self._wall_clock = wall_clock
+        self._chats: dict[tuple[int, int], dict[int, dict[str, Any]]] = {}
+        self._last_id: dict[tuple[int, int], int] = {}
+
+    def clear(self) -> None:
+        self._chats.clear()
+        self._last_id.clear()
+
+    def __len__(self) -> int:
+        return sum(len(messages) for messages in self._chats.values())
+
+    def add(
+        self, *, bot_id: int, chat: Mapping[str, Any], content: Mapping[str, Any]
+    ) -> dict[str, Any]:
+        """Store a new message from ``bot_id`` in ``chat`` carrying ``content`` fields."""
+        key = (bot_id, int(chat["id"]))
+        message_id = self._last_id.get(key, 0) + 1
+        self._last_id[key] = message_id
+        message: dict[str, Any] = {"message_id": message_id}
+        if chat["type"] == "channel":
+            message["sender_chat"] = dict(chat)
+        else:
+            message["from"] = bot_user(bot_id)
+        message["chat"] = dict(chat)
+        message["date"] = int(self._wall_clock())
+        message.update(content)
+        self._chats.setdefault(key, {})[message_id] = message
+        return message
+
+    def get(self, *, bot_id: int, chat_id: int, message_id: int) -> dict[str, Any] | None:
+        return self._chats.get((bot_id, chat_id), {}).get(message_id)
+
+    def by_chat(self, bot_id: int | None = None) -> dict[int, list[dict[str, Any]]]:
+        """Messages per chat id, in id order (of every bot unless ``bot_id`` is given)."""
+        found: dict[int, list[dict[str, Any]]] = {}
+        for (owner, chat_id), messages in self._chats.items():
+            if bot_id is None or owner == bot_id:
+                found.setdefault(chat_id, []).extend(messages[mid] for mid in sorted(messages))
+        return found
+
+
+COPIED_FIELDS = (
+    "text",
+    "entities",
+    "caption",
+    "caption_entities",
+    "photo",
+    "video",
+    "animation",
+    "document",
+    "audio",
+    "voice",
+    "video_note",
+    "sticker",
+)
+"""The fields of a message that a copy carries (everything but its identity)."""

@@ -1,0 +1,205 @@
+"""The real entry points as separate processes: `tgbroadcast run`, `server` + `worker`, `migrate`.
+
+Also checks the README's Python client example works as written, and that no token ever
+reaches the logs (at DEBUG, with aiohttp and aiogram logging their URLs).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+import signal
+import sys
+from collections.abc import AsyncIterator, Mapping
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import aiohttp
+import grpc
+import pytest
+from tgbroadcast.v1 import broadcast_pb2 as pb
+from tgbroadcast.v1 import broadcast_pb2_grpc as pb_grpc
+
+from simulator import Simulator
+from tests.fixtures.services import free_port
+from tests.fixtures.stack import API_TOKEN
+from tests.fixtures.telegram import BOT_TOKEN
+
+ROOT = Path(__file__).parent.parent
+TGBROADCAST = Path(sys.executable).parent / "tgbroadcast"
+BOT_SECRET = BOT_TOKEN.split(":", 1)[1]
+
+
+@dataclass
+class Process:
+    proc: asyncio.subprocess.Process
+    stderr: Path
+
+    def log(self) -> str:
+        return self.stderr.read_text(encoding="utf-8", errors="replace")
+
+
+@asynccontextmanager
+async def spawn(
+    args: list[str], environ: Mapping[str, str], tmp_path: Path, name: str
+) -> AsyncIterator[Process]:
+    stderr = tmp_path / f"{name}.log"
+    with stderr.open("wb") as sink:
+        proc = await asyncio.create_subprocess_exec(
+            *args,
+            env={**os.environ, **environ},
+            cwd=tmp_path,
+            stdout=sink,
+            stderr=sink,
+        )
+    process = Process(proc=proc, stderr=stderr)
+    try:
+        yield process
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+
+
+def service_environ(tmp_path: Path, simulator: Simulator) -> dict[str, str]:
+    return {
+        "TGB_DATA_DIR": str(tmp_path / "data"),
+        "TGB_TELEGRAM_TOKEN": BOT_TOKEN,
+        "TGB_TELEGRAM_API_URL": simulator.api_url,
+        "TGB_SERVER_API_TOKEN": API_TOKEN,
+        "TGB_SERVER_PORT": str(free_port()),
+        "TGB_SERVER_GRPC_PORT": str(free_port()),
+        "TGB_NATS_URL": "",
+        "TGB_DATABASE_DSN": "",
+    }
+
+
+async def wait_healthy(process: Process, http_url: str) -> None:
+    async with aiohttp.ClientSession() as session:
+        while True:
+            if process.proc.returncode is not None:
+                pytest.fail(f"service exited with {process.proc.returncode}:\n{process.log()}")
+            try:
+                async with session.get(http_url + "/healthz") as response:
+                    if response.status == 200:
+                        return
+            except aiohttp.ClientConnectionError:
+                pass
+            await asyncio.sleep(0.1)  # polling for readiness, bounded by the test timeout
+
+
+async def broadcast_and_watch(
+    environ: Mapping[str, str], user_ids: list[int]
+) -> list[pb.WatchBroadcastResponse]:
+    http_url = f"http://127.0.0.1:{environ['TGB_SERVER_PORT']}"
+    async with (
+        aiohttp.ClientSession() as session,
+        session.post(
+            http_url + "/send-message",
+            json={"message": "from a process", "user_ids": user_ids},
+            headers={"Authorization": f"Bearer {API_TOKEN}"},
+        ) as response,
+    ):
+        assert response.status == 202
+        broadcast_id = (await response.json())["broadcast_id"]
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{environ['TGB_SERVER_GRPC_PORT']}") as channel:
+        stub = pb_grpc.BroadcastServiceStub(channel)
+        call = stub.WatchBroadcast(
+            pb.WatchBroadcastRequest(broadcast_id=broadcast_id),
+            metadata=(("authorization", f"Bearer {API_TOKEN}"),),
+        )
+        return [message async for message in call]
+
+
+def assert_no_secrets(text: str) -> None:
+    assert BOT_SECRET not in text
+    assert API_TOKEN not in text
+
+
+async def test_run_all_in_one_and_shut_down_on_sigterm(
+    tmp_path: Path, simulator: Simulator
+) -> None:
+    environ = service_environ(tmp_path, simulator)
+    args = [str(TGBROADCAST), "--log-level", "DEBUG", "run"]
+    async with spawn(args, environ, tmp_path, "run") as process:
+        await wait_healthy(process, f"http://127.0.0.1:{environ['TGB_SERVER_PORT']}")
+        messages = await broadcast_and_watch(environ, [1, 2, 3])
+        assert {m.result.user_id for m in messages[:-1]} == {1, 2, 3}
+        assert messages[-1].progress.status == pb.BROADCAST_STATUS_COMPLETED
+        process.proc.send_signal(signal.SIGTERM)
+        assert await asyncio.wait_for(process.proc.wait(), 30) == 0
+    log = process.log()
+    assert "broadcast finished" in log
+    assert_no_secrets(log)
+    # The embedded nats-server was stopped and its URL file removed.
+    assert not (tmp_path / "data" / "nats" / "url").exists()
+
+
+async def test_separate_server_and_worker_processes(tmp_path: Path, simulator: Simulator) -> None:
+    environ = service_environ(tmp_path, simulator)
+    python = sys.executable
+    async with spawn([python, "-m", "server"], environ, tmp_path, "server") as server:
+        await wait_healthy(server, f"http://127.0.0.1:{environ['TGB_SERVER_PORT']}")
+        async with spawn([python, "-m", "worker"], environ, tmp_path, "worker") as worker:
+            messages = await broadcast_and_watch(environ, [5, 6])
+            assert {m.result.user_id for m in messages[:-1]} == {5, 6}
+            worker.proc.send_signal(signal.SIGINT)
+            assert await asyncio.wait_for(worker.proc.wait(), 30) == 0
+        server.proc.send_signal(signal.SIGINT)
+        assert await asyncio.wait_for(server.proc.wait(), 30) == 0
+    assert_no_secrets(server.log() + worker.log())
+
+
+async def test_migrate_and_config_errors(tmp_path: Path) -> None:
+    environ = {"TGB_DATA_DIR": str(tmp_path / "data")}
+    async with spawn([str(TGBROADCAST), "migrate"], environ, tmp_path, "migrate") as process:
+        assert await process.proc.wait() == 0
+    assert (tmp_path / "data" / "tgbroadcast.db").exists()
+
+    bad = {**environ, "TGB_SERVER_PORT": "eighty"}
+    async with spawn([str(TGBROADCAST), "run"], bad, tmp_path, "bad") as process:
+        assert await process.proc.wait() == 2
+    assert "config server.port: must be a whole number, not 'eighty'" in process.log()
+
+    missing = {**environ, "TGB_SERVER_API_TOKEN": API_TOKEN}
+    async with spawn([str(TGBROADCAST), "run"], missing, tmp_path, "missing") as process:
+        assert await process.proc.wait() == 2
+    assert "config telegram.token: is required" in process.log()
+
+
+def readme_client_example() -> str:
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    match = re.search(
+        r"<!-- client-example:start -->\s*```python\n(.*?)```\s*<!-- client-example:end -->",
+        readme,
+        re.S,
+    )
+    assert match, "README.md lost its client example"
+    return match.group(1)
+
+
+async def test_readme_client_example_works_as_written(tmp_path: Path, simulator: Simulator) -> None:
+    environ = service_environ(tmp_path, simulator)
+    code = readme_client_example()
+    # The example as a user copies it, pointed at this test's ports and token.
+    code = code.replace("http://localhost:8080", f"http://127.0.0.1:{environ['TGB_SERVER_PORT']}")
+    code = code.replace("change-me-to-a-long-random-token", API_TOKEN)
+    script = tmp_path / "client.py"
+    script.write_text(code, encoding="utf-8")
+    async with spawn([str(TGBROADCAST), "run"], environ, tmp_path, "run") as service:
+        await wait_healthy(service, f"http://127.0.0.1:{environ['TGB_SERVER_PORT']}")
+        client = await asyncio.create_subprocess_exec(
+            sys.executable,
+            str(script),
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+        )
+        stdout, stderr = await client.communicate()
+        assert client.returncode == 0, stderr.decode()
+        output = stdout.decode()
+        assert "'status': 'queued'" in output
+        assert "'total': 2" in output
+        service.proc.send_signal(signal.SIGTERM)
+        assert await asyncio.wait_for(service.proc.wait(), 30) == 0

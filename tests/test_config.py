@@ -1,0 +1,170 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from broadcasting.config import database_url, load_settings
+from broadcasting.errors import ConfigError
+
+BOT_TOKEN = "123456789:AAHdqTcvCH1vGWJxfSeofSAs0K5PALDsaw1"
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "config.yaml"
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def test_defaults_without_a_file(tmp_path: Path) -> None:
+    settings = load_settings(None, environ={}, base_dir=tmp_path)
+    assert settings.data_dir == tmp_path / "data"
+    assert settings.database.url == f"sqlite+aiosqlite:///{tmp_path / 'data' / 'tgbroadcast.db'}"
+    assert settings.telegram.api_url == "https://api.telegram.org"
+    assert settings.server.port == 8080
+    assert settings.server.grpc_port == 50051
+    assert settings.nats.url == ""
+    assert settings.server.api_tokens == ()
+
+
+def test_the_shipped_config_file_loads(tmp_path: Path) -> None:
+    shipped = Path(__file__).parent.parent / "config" / "config.yaml"
+    settings = load_settings(shipped, environ={}, base_dir=tmp_path)
+    assert settings.server.port == 8080
+    assert settings.telegram.rate_limit == 30
+
+
+def test_file_then_environment(tmp_path: Path) -> None:
+    path = write(
+        tmp_path,
+        """
+data_dir: /var/lib/tgb
+database:
+  dsn: postgresql://app:secret@db:5432/tgb
+telegram:
+  token: "111:AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA"
+  api_url: http://127.0.0.1:8081/
+nats:
+  url: nats://a:4222,nats://b:4222
+server:
+  port: 9000
+  api_token: [first-token-0123456789, second-token-0123456789]
+""",
+    )
+    settings = load_settings(
+        path,
+        environ={
+            "TGB_SERVER_PORT": "9100",
+            "TGB_TELEGRAM_TOKEN": BOT_TOKEN,
+            "TGB_SERVER_GRPC_PORT": "0",
+            "TGB_TEST_SOMETHING": "ignored",
+            "HOME": "/root",
+        },
+        base_dir=tmp_path,
+    )
+    assert settings.data_dir == Path("/var/lib/tgb")
+    assert settings.database.url == "postgresql+asyncpg://app:secret@db:5432/tgb"
+    assert settings.telegram.token == BOT_TOKEN
+    assert settings.telegram.api_url == "http://127.0.0.1:8081"
+    assert settings.nats.url == "nats://a:4222,nats://b:4222"
+    assert settings.server.port == 9100
+    assert settings.server.grpc_port == 0
+    assert settings.server.api_tokens == ("first-token-0123456789", "second-token-0123456789")
+
+
+def test_comma_separated_api_tokens_from_the_environment(tmp_path: Path) -> None:
+    settings = load_settings(
+        None,
+        environ={"TGB_SERVER_API_TOKEN": "old-token-0123456789, new-token-0123456789"},
+        base_dir=tmp_path,
+    )
+    assert settings.require_api_tokens() == ("old-token-0123456789", "new-token-0123456789")
+
+
+def test_secrets_stay_out_of_repr(tmp_path: Path) -> None:
+    settings = load_settings(
+        None,
+        environ={"TGB_TELEGRAM_TOKEN": BOT_TOKEN, "TGB_SERVER_API_TOKEN": "api-token-0123456789"},
+        base_dir=tmp_path,
+    )
+    text = repr(settings)
+    assert "AAHdqTcv" not in text
+    assert "api-token-0123456789" not in text
+
+
+@pytest.mark.parametrize(
+    ("environ", "key"),
+    [
+        ({"TGB_SERVER_PORT": "http"}, "server.port"),
+        ({"TGB_SERVER_PORT": "70000"}, "server.port"),
+        ({"TGB_SERVER_GRPC_PORT": "-1"}, "server.grpc_port"),
+        ({"TGB_TELEGRAM_TOKEN": "not-a-token"}, "telegram.token"),
+        ({"TGB_TELEGRAM_API_URL": "ftp://x"}, "telegram.api_url"),
+        ({"TGB_TELEGRAM_RATE_LIMIT": "0"}, "telegram.rate_limit"),
+        ({"TGB_NATS_URL": "localhost:4222"}, "nats.url"),
+        ({"TGB_DATABASE_DSN": "oracle://x/y"}, "database.dsn"),
+        ({"TGB_SERVER_API_TOKEN": "short"}, "server.api_token"),
+        ({"TGB_SERVER_APITOKEN": "x"}, "server.apitoken"),
+        ({"TGB_WORKER_CONCURRENCY": "0"}, "worker.concurrency"),
+    ],
+)
+def test_bad_values_name_their_key(tmp_path: Path, environ: dict[str, str], key: str) -> None:
+    with pytest.raises(ConfigError) as raised:
+        load_settings(None, environ=environ, base_dir=tmp_path)
+    assert raised.value.key == key
+    assert str(raised.value).startswith(f"config {key}:")
+
+
+def test_bad_token_is_not_echoed(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError) as raised:
+        load_settings(None, environ={"TGB_TELEGRAM_TOKEN": "123:short secret"}, base_dir=tmp_path)
+    assert "short secret" not in str(raised.value)
+
+
+def test_unknown_keys_in_the_file_are_refused(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=r"server\.prot: is not a known setting"):
+        load_settings(write(tmp_path, "server:\n  prot: 1\n"), environ={}, base_dir=tmp_path)
+    with pytest.raises(ConfigError, match=r"servr: is not a known setting"):
+        load_settings(write(tmp_path, "servr:\n  port: 1\n"), environ={}, base_dir=tmp_path)
+
+
+def test_missing_explicit_file_and_bad_yaml(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="does not exist"):
+        load_settings(tmp_path / "nope.yaml", environ={}, base_dir=tmp_path)
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        load_settings(write(tmp_path, "server: [\n"), environ={}, base_dir=tmp_path)
+
+
+def test_role_requirements(tmp_path: Path) -> None:
+    settings = load_settings(None, environ={}, base_dir=tmp_path)
+    with pytest.raises(ConfigError) as raised:
+        settings.require_bot_token()
+    assert raised.value.key == "telegram.token"
+    with pytest.raises(ConfigError) as raised:
+        settings.require_api_tokens()
+    assert raised.value.key == "server.api_token"
+
+
+@pytest.mark.parametrize(
+    ("dsn", "url"),
+    [
+        (
+            "user:pass@tcp(db.local:3306)/broadcasts",
+            "mysql+asyncmy://user:pass@db.local:3306/broadcasts?charset=utf8mb4",
+        ),
+        (
+            "root@tcp(127.0.0.1)/test?parseTime=true",
+            "mysql+asyncmy://root@127.0.0.1:3306/test?charset=utf8mb4",
+        ),
+        (
+            "user:p%40ss@tcp(h:3307)/db?charset=utf8",
+            "mysql+asyncmy://user:p%40ss@h:3307/db?charset=utf8",
+        ),
+        ("mysql://u@h/db", "mysql+asyncmy://u@h/db?charset=utf8mb4"),
+        ("mysql+asyncmy://u@h/db?charset=utf8mb4", "mysql+asyncmy://u@h/db?charset=utf8mb4"),
+        ("postgres://u@h/db", "postgresql+asyncpg://u@h/db"),
+        ("sqlite:///x.db", "sqlite+aiosqlite:///x.db"),
+    ],
+)
+def test_database_urls(dsn: str, url: str) -> None:
+    assert database_url(dsn, Path("/data")) == url

@@ -1,0 +1,391 @@
+"""The JetStream queue against a real server (embedded and external)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta, timezone
+
+import nats
+import pytest
+from nats.aio.client import Client as NatsClient
+from nats.js import JetStreamContext
+
+from broadcasting.model import BroadcastStatus, DeliveryResult, DeliveryState
+from broadcasting.queue import (
+    Event,
+    FinishedEvent,
+    Idle,
+    Job,
+    Queue,
+    QueueNames,
+    ResultEvent,
+    decode_event,
+    encode_event,
+)
+from tests.fixtures.nats import wait_until
+
+# The nats_url / queue_prefix fixtures come from tests/conftest.py (tests.fixtures.nats).
+
+T0 = datetime(2026, 1, 2, 3, 4, 5, 678000, tzinfo=UTC)
+
+
+def result(broadcast_id: int, user_id: int, *, ok: bool = True) -> ResultEvent:
+    return ResultEvent(
+        result=DeliveryResult(
+            broadcast_id=broadcast_id,
+            user_id=user_id,
+            state=DeliveryState.SENT if ok else DeliveryState.FAILED,
+            finished_at=T0 + timedelta(seconds=user_id),
+            message_id=1000 + user_id if ok else None,
+            error=None if ok else "Forbidden: bot was blocked by the user",
+        )
+    )
+
+
+@contextlib.asynccontextmanager
+async def raw_js(url: str) -> AsyncIterator[tuple[NatsClient, JetStreamContext]]:
+    nc = await nats.connect(url, allow_reconnect=False)
+    try:
+        yield nc, nc.jetstream()
+    finally:
+        await nc.close()
+
+
+async def stream_messages(js: JetStreamContext, stream: str) -> int:
+    info = await js.stream_info(stream)
+    return info.state.messages
+
+
+# --- values (no server) ---------------------------------------------------------------------
+
+
+def test_job_validates_its_ids() -> None:
+    with pytest.raises(ValueError, match="at least one"):
+        Job(broadcast_id=1, user_ids=())
+    with pytest.raises(ValueError, match="ascending"):
+        Job(broadcast_id=1, user_ids=(2, 1))
+    with pytest.raises(ValueError, match="ascending"):
+        Job(broadcast_id=1, user_ids=(1, 1))
+    with pytest.raises(ValueError, match="broadcast_id"):
+        Job(broadcast_id=0, user_ids=(1,))
+    with pytest.raises(ValueError, match="ints"):
+        Job(broadcast_id=1, user_ids=(True,))
+
+
+def test_job_msg_id_depends_on_content_not_position() -> None:
+    a = Job(broadcast_id=5, user_ids=(1, 2, 3))
+    assert a.msg_id == Job(broadcast_id=5, user_ids=(1, 2, 3)).msg_id
+    assert a.msg_id.startswith("j.5.1.3.")
+    # Same broadcast, first id and count, different ids: a different message.
+    assert a.msg_id != Job(broadcast_id=5, user_ids=(1, 2, 4)).msg_id
+    assert a.msg_id != Job(broadcast_id=6, user_ids=(1, 2, 3)).msg_id
+
+
+def test_job_codec_round_trip_and_rejects_garbage() -> None:
+    job = Job(broadcast_id=9, user_ids=(3, 10, 11))
+    assert job.encode() == b'{"broadcast_id":9,"user_ids":[3,10,11]}'
+    assert Job.decode(job.encode()) == job
+    for bad in (
+        b"not json",
+        b"[]",
+        b'{"broadcast_id":9}',
+        b'{"broadcast_id":"9","user_ids":[1]}',
+        b'{"broadcast_id":9,"user_ids":[2,1]}',
+        b'{"broadcast_id":9,"user_ids":["1"]}',
+        b"\xff",
+    ):
+        with pytest.raises(ValueError, match=r"."):
+            Job.decode(bad)
+
+
+def test_event_codec_round_trip() -> None:
+    sent = result(1, 2)
+    failed = result(1, 3, ok=False)
+    finished = FinishedEvent(broadcast_id=1, status=BroadcastStatus.COMPLETED)
+    for event in (sent, failed, finished):
+        assert decode_event(encode_event(event)) == event
+    assert b'"finished_at":"2026-01-02T03:04:07.678000+00:00"' in encode_event(sent)
+    # Other offsets and naive datetimes are normalised to UTC.
+    plus2 = timezone(timedelta(hours=2))
+    local = ResultEvent(
+        result=DeliveryResult(
+            broadcast_id=1,
+            user_id=2,
+            state=DeliveryState.SENT,
+            finished_at=datetime(2026, 1, 2, 5, 0, tzinfo=plus2),
+        )
+    )
+    decoded = decode_event(encode_event(local))
+    assert isinstance(decoded, ResultEvent)
+    assert decoded.result.finished_at == datetime(2026, 1, 2, 3, 0, tzinfo=UTC)
+    assert decoded.result.finished_at.utcoffset() == timedelta(0)
+    with pytest.raises(ValueError, match="final status"):
+        decode_event(b'{"type":"finished","broadcast_id":1,"status":"running"}')
+    with pytest.raises(ValueError, match="unknown event type"):
+        decode_event(b'{"type":"other","broadcast_id":1}')
+    with pytest.raises(ValueError, match="final delivery state"):
+        decode_event(
+            b'{"type":"result","broadcast_id":1,"user_id":2,"state":"pending",'
+            b'"finished_at":"2026-01-02T03:04:05+00:00"}'
+        )
+    with pytest.raises(ValueError, match="time zone"):
+        decode_event(
+            b'{"type":"result","broadcast_id":1,"user_id":2,"state":"sent",'
+            b'"finished_at":"2026-01-02T03:04:05"}'
+        )
+
+
+def test_prefix_is_validated() -> None:
+    assert QueueNames("tgb").jobs_stream == "TGB_JOBS"
+    assert QueueNames("tgb").events_subject(42) == "tgb.events.42"
+    with pytest.raises(ValueError, match="prefix"):
+        QueueNames("a.b")
+
+
+# --- against a server -----------------------------------------------------------------------
+
+
+async def test_streams_and_consumer_are_created_idempotently(
+    nats_url: str, queue_prefix: str
+) -> None:
+    names = QueueNames(queue_prefix)
+    async with (
+        Queue.connect(nats_url, prefix=queue_prefix, ack_wait=30) as first,
+        Queue.connect(nats_url, prefix=queue_prefix, ack_wait=45) as second,
+        raw_js(nats_url) as (_, js),
+    ):
+        assert first.names == second.names == names
+        jobs = await js.stream_info(names.jobs_stream)
+        assert jobs.config.retention == "workqueue"
+        assert jobs.config.subjects == [f"{queue_prefix}.jobs"]
+        assert jobs.config.duplicate_window == 600
+        events = await js.stream_info(names.events_stream)
+        assert events.config.retention == "limits"
+        assert events.config.subjects == [f"{queue_prefix}.events.*"]
+        assert events.config.max_age == 7 * 24 * 3600
+        consumer = await js.consumer_info(names.jobs_stream, "workers")
+        assert consumer.config.ack_wait == 45  # the last process to start wins
+        assert consumer.config.durable_name == "workers"
+
+
+async def test_jobs_round_trip_and_leave_the_stream_after_ack(
+    nats_url: str, queue_prefix: str
+) -> None:
+    jobs = [
+        Job(broadcast_id=1, user_ids=tuple(range(i * 100 + 1, i * 100 + 101))) for i in range(3)
+    ]
+    async with Queue.connect(nats_url, prefix=queue_prefix) as queue, raw_js(nats_url) as (_, js):
+        assert await queue.fetch_jobs(max_jobs=10, timeout=0.2) == []
+        await queue.publish_jobs(jobs)
+        assert await stream_messages(js, queue.names.jobs_stream) == 3
+        received = await queue.fetch_jobs(max_jobs=10, timeout=2.0)
+        assert [r.job for r in received] == jobs
+        assert [r.num_delivered for r in received] == [1, 1, 1]
+        await received[0].in_progress()
+        for r in received:
+            await r.ack()
+        assert await stream_messages(js, queue.names.jobs_stream) == 0
+        assert await queue.fetch_jobs(max_jobs=10, timeout=0.2) == []
+
+
+async def test_two_queues_share_the_work_without_double_delivery(
+    nats_url: str, queue_prefix: str
+) -> None:
+    jobs = [Job(broadcast_id=2, user_ids=(i,)) for i in range(1, 21)]
+    async with (
+        Queue.connect(nats_url, prefix=queue_prefix) as publisher,
+        Queue.connect(nats_url, prefix=queue_prefix) as worker_a,
+        Queue.connect(nats_url, prefix=queue_prefix) as worker_b,
+    ):
+        await publisher.publish_jobs(jobs)
+        got_a = await worker_a.fetch_jobs(max_jobs=5, timeout=2.0)
+        assert len(got_a) == 5
+        # B asks for everything while A holds five unacked: it gets only the other fifteen.
+        got_b: list[Job] = []
+        while len(got_b) < 15:
+            batch = await worker_b.fetch_jobs(max_jobs=20, timeout=1.0)
+            assert batch, "worker B starved"
+            got_b.extend(r.job for r in batch)
+        assert await worker_b.fetch_jobs(max_jobs=20, timeout=0.3) == []
+        assert len(got_b) == 15
+        assert set(got_b).isdisjoint(r.job for r in got_a)
+        assert sorted([r.job for r in got_a] + got_b, key=lambda j: j.user_ids) == jobs
+        for r in got_a:
+            await r.ack()
+
+
+async def test_nak_redelivers_and_term_does_not(nats_url: str, queue_prefix: str) -> None:
+    job = Job(broadcast_id=3, user_ids=(1, 2))
+    other = Job(broadcast_id=3, user_ids=(3,))
+    async with Queue.connect(nats_url, prefix=queue_prefix) as queue, raw_js(nats_url) as (_, js):
+        await queue.publish_jobs([job])
+        (first,) = await queue.fetch_jobs(max_jobs=5, timeout=2.0)
+        assert first.num_delivered == 1
+        await first.nak()
+        (second,) = await queue.fetch_jobs(max_jobs=5, timeout=2.0)
+        assert (second.job, second.num_delivered) == (job, 2)
+        await second.nak(delay=1.0)
+        assert await queue.fetch_jobs(max_jobs=5, timeout=0.3) == []
+        (third,) = await queue.fetch_jobs(max_jobs=5, timeout=3.0)
+        assert (third.job, third.num_delivered) == (job, 3)
+        await third.ack()
+
+        await queue.publish_jobs([other])
+        (termed,) = await queue.fetch_jobs(max_jobs=5, timeout=2.0)
+        await termed.term()
+        assert await queue.fetch_jobs(max_jobs=5, timeout=0.3) == []
+
+        async def nothing_pending() -> bool:
+            info = await js.consumer_info(queue.names.jobs_stream, "workers")
+            return bool(info.num_ack_pending == 0 and info.num_pending == 0)
+
+        await wait_until(nothing_pending)
+
+
+async def test_unacked_job_is_redelivered_after_ack_wait(nats_url: str, queue_prefix: str) -> None:
+    job = Job(broadcast_id=4, user_ids=(5,))
+    async with Queue.connect(nats_url, prefix=queue_prefix, ack_wait=0.5) as queue:
+        await queue.publish_jobs([job])
+        (first,) = await queue.fetch_jobs(max_jobs=1, timeout=2.0)
+        assert first.num_delivered == 1
+        # Not acked: another fetch gets it again once AckWait expired.
+        (again,) = await queue.fetch_jobs(max_jobs=1, timeout=3.0)
+        assert (again.job, again.num_delivered) == (job, 2)
+        await again.ack()
+
+
+async def test_duplicate_publishes_are_dropped(nats_url: str, queue_prefix: str) -> None:
+    job = Job(broadcast_id=5, user_ids=(1, 2, 3))
+    # A re-dispatch after recipient 2 finished: same broadcast, first id and count differ
+    # or ids differ -- never dropped.
+    redispatch = Job(broadcast_id=5, user_ids=(1, 3))
+    same_shape = Job(broadcast_id=5, user_ids=(1, 2, 4))
+    events: list[Event] = [result(5, 1), result(5, 2, ok=False)]
+    finished = FinishedEvent(broadcast_id=5, status=BroadcastStatus.COMPLETED)
+    async with Queue.connect(nats_url, prefix=queue_prefix) as queue, raw_js(nats_url) as (_, js):
+        await queue.publish_jobs([job])
+        await queue.publish_jobs([job, job])
+        assert await stream_messages(js, queue.names.jobs_stream) == 1
+        await queue.publish_jobs([redispatch, same_shape])
+        assert await stream_messages(js, queue.names.jobs_stream) == 3
+
+        await queue.publish_events(events)
+        await queue.publish_events([*events, finished])
+        await queue.publish_events([finished])
+        assert await stream_messages(js, queue.names.events_stream) == 3
+
+
+async def test_malformed_job_is_terminated(nats_url: str, queue_prefix: str) -> None:
+    good = Job(broadcast_id=6, user_ids=(1,))
+    async with Queue.connect(nats_url, prefix=queue_prefix) as queue, raw_js(nats_url) as (_, js):
+        subject = queue.names.jobs_subject
+        await js.publish(subject, b"garbage")
+        await js.publish(subject, b'{"broadcast_id":6,"user_ids":[2,1]}')
+        await queue.publish_jobs([good])
+        received: list[Job] = []
+        while not received:
+            received.extend(r.job for r in await queue.fetch_jobs(max_jobs=10, timeout=2.0))
+        assert received == [good]
+
+        async def only_good_left() -> bool:
+            info = await js.consumer_info(queue.names.jobs_stream, "workers")
+            return bool(info.num_ack_pending == 1 and info.num_pending == 0)
+
+        await wait_until(only_good_left)
+        assert await queue.fetch_jobs(max_jobs=10, timeout=0.3) == []
+
+
+async def test_deleted_workers_consumer_is_recreated(nats_url: str, queue_prefix: str) -> None:
+    job = Job(broadcast_id=7, user_ids=(1,))
+    async with Queue.connect(nats_url, prefix=queue_prefix) as queue, raw_js(nats_url) as (_, js):
+        await queue.publish_jobs([job])
+        await js.delete_consumer(queue.names.jobs_stream, "workers")
+        received: list[Job] = []
+        for _ in range(3):
+            received.extend(r.job for r in await queue.fetch_jobs(max_jobs=1, timeout=1.0))
+            if received:
+                break
+        assert received == [job]
+
+
+async def test_watch_replays_then_follows_live_events(nats_url: str, queue_prefix: str) -> None:
+    early: list[Event] = [result(10, 1), result(10, 2, ok=False)]
+    live: list[Event] = [
+        result(10, 3),
+        FinishedEvent(broadcast_id=10, status=BroadcastStatus.COMPLETED),
+    ]
+    async with Queue.connect(nats_url, prefix=queue_prefix) as queue, raw_js(nats_url) as (_, js):
+        await queue.publish_events(early)
+        await queue.publish_events([result(11, 1)])  # another broadcast: never seen
+        watch = queue.watch(10, idle_after=0.2)
+        seen: list[Event | Idle] = [await anext(watch), await anext(watch)]
+        assert seen == early
+        assert await anext(watch) == Idle()
+        consumers = await js.consumers_info(queue.names.events_stream)
+        assert len(consumers) == 1
+        await queue.publish_events(live)
+        following: list[Event] = []
+        while len(following) < 2:
+            item = await anext(watch)
+            if not isinstance(item, Idle):
+                following.append(item)
+        assert following == live
+        await watch.aclose()
+        assert await js.consumers_info(queue.names.events_stream) == []
+
+
+async def test_slow_watcher_keeps_events_on_the_server(nats_url: str, queue_prefix: str) -> None:
+    events: list[Event] = [result(20, u) for u in range(1, 301)]
+    async with Queue.connect(nats_url, prefix=queue_prefix) as queue, raw_js(nats_url) as (_, js):
+        await queue.publish_events(events)
+        watch = queue.watch(20, idle_after=0.5, batch_size=10)
+        assert await anext(watch) == events[0]
+        (consumer,) = await js.consumers_info(queue.names.events_stream)
+        # The server handed out one batch; the rest waits there, not in our memory.
+        assert consumer.delivered is not None
+        assert consumer.delivered.stream_seq <= 10
+        assert consumer.num_pending is not None
+        assert consumer.num_pending >= 290
+        rest = [await anext(watch) for _ in range(299)]
+        assert rest == events[1:]
+        await watch.aclose()
+
+
+async def test_watch_survives_losing_its_consumer(nats_url: str, queue_prefix: str) -> None:
+    events: list[Event] = [result(30, u) for u in range(1, 7)]
+    async with Queue.connect(nats_url, prefix=queue_prefix) as queue, raw_js(nats_url) as (_, js):
+        await queue.publish_events(events[:3])
+        watch = queue.watch(30, idle_after=0.3, batch_size=2)
+        got = [await anext(watch), await anext(watch)]
+        # The server drops the consumer (as after its inactive threshold) while we are slow.
+        (consumer,) = await js.consumers_info(queue.names.events_stream)
+        await js.delete_consumer(queue.names.events_stream, consumer.name)
+        await queue.publish_events(events[3:])
+        while len(got) < 6:
+            item = await anext(watch)
+            if not isinstance(item, Idle):
+                got.append(item)
+        assert got == events
+        await watch.aclose()
+        assert await js.consumers_info(queue.names.events_stream) == []
+
+
+async def test_cancelled_watch_deletes_its_consumer(nats_url: str, queue_prefix: str) -> None:
+    async with Queue.connect(nats_url, prefix=queue_prefix) as queue, raw_js(nats_url) as (_, js):
+        await queue.publish_events([result(40, 1)])
+        first = asyncio.Event()
+
+        async def follow() -> None:
+            async with contextlib.aclosing(queue.watch(40, idle_after=5.0)) as watch:
+                async for _ in watch:
+                    first.set()
+
+        task = asyncio.create_task(follow())
+        await first.wait()
+        assert len(await js.consumers_info(queue.names.events_stream)) == 1
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        assert await js.consumers_info(queue.names.events_stream) == []

@@ -1,0 +1,817 @@
+"""The Bot API simulator, over real HTTP: raw aiohttp requests and aiogram's Bot."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import signal
+import sys
+from collections.abc import AsyncIterator
+from typing import Any
+
+import aiohttp
+import pytest
+from aiogram import Bot
+from aiogram.exceptions import (
+    TelegramBadRequest,
+    TelegramForbiddenError,
+    TelegramMigrateToChat,
+    TelegramRetryAfter,
+)
+from aiogram.types import BufferedInputFile, InputMediaPhoto
+
+from simulator import ChatState, ChatType, Fault, Limit, RateLimits, Simulator, default_spec
+from tests.fixtures.telegram import (
+    BOT_ID,
+    BOT_SECRET,
+    BOT_TOKEN,
+    OTHER_BOT_TOKEN,
+    aiogram_session,
+)
+from tests.fixtures.telegram import bot as bot_fixture  # noqa: F401 -- fixture "bot"
+from tests.fixtures.telegram import simulator as simulator_fixture  # noqa: F401
+
+PHOTO_URL = "https://example.com/pictures/cat.jpg"
+
+MEDIA_METHODS = [
+    ("sendPhoto", "photo"),
+    ("sendVideo", "video"),
+    ("sendAnimation", "animation"),
+    ("sendDocument", "document"),
+    ("sendAudio", "audio"),
+    ("sendVoice", "voice"),
+    ("sendVideoNote", "video_note"),
+    ("sendSticker", "sticker"),
+]
+
+
+@pytest.fixture
+async def http() -> AsyncIterator[aiohttp.ClientSession]:
+    async with aiohttp.ClientSession() as session:
+        yield session
+
+
+async def call(
+    http: aiohttp.ClientSession,
+    sim: Simulator,
+    method: str,
+    *,
+    token: str = BOT_TOKEN,
+    verb: str = "POST",
+    **kwargs: Any,
+) -> tuple[int, dict[str, Any]]:
+    """One Bot API call; the HTTP status and the decoded envelope."""
+    async with http.request(verb, f"{sim.api_url}/bot{token}/{method}", **kwargs) as response:
+        return response.status, await response.json()
+
+
+def failure(status: int, body: dict[str, Any]) -> tuple[int, str]:
+    """(error_code, description) of a failed call, checking the envelope on the way."""
+    assert body["ok"] is False
+    assert body["error_code"] == status
+    return status, body["description"]
+
+
+def conforms(type_name: str, value: Any) -> bool:
+    problems = default_spec().problems(type_name, value)
+    assert problems == []
+    return True
+
+
+class ManualClock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+# ---- envelope, routing, tokens ----
+
+
+async def test_get_me_returns_the_bot_user(
+    http: aiohttp.ClientSession, simulator: Simulator, bot: Bot
+) -> None:
+    status, body = await call(http, simulator, "getMe", verb="GET")
+    assert status == 200
+    assert body["ok"] is True
+    me = body["result"]
+    assert me["id"] == BOT_ID
+    assert me["is_bot"] is True
+    assert conforms("User", me)
+    user = await bot.get_me()
+    assert (user.id, user.username) == (BOT_ID, me["username"])
+
+
+async def test_method_names_are_case_insensitive(
+    http: aiohttp.ClientSession, simulator: Simulator
+) -> None:
+    for spelling in ("sendmessage", "SENDMESSAGE", "sendMessage"):
+        status, body = await call(http, simulator, spelling, json={"chat_id": 1, "text": "x"})
+        assert status == 200, body
+    assert [c.method for c in simulator.calls] == ["sendMessage"] * 3
+
+
+@pytest.mark.parametrize(
+    ("path", "status", "description"),
+    [
+        (f"/bot{BOT_TOKEN}/sendNothing", 404, "Not Found"),
+        (f"/bot{BOT_TOKEN}/", 404, "Not Found"),
+        (f"/bot{BOT_TOKEN}/getMe/extra", 404, "Not Found"),
+        ("/getMe", 404, "Not Found"),
+        ("/bot123/getMe", 401, "Unauthorized"),
+        ("/botabc:0123456789012345678901234567890123/getMe", 401, "Unauthorized"),
+        ("/bot123:short/getMe", 401, "Unauthorized"),
+    ],
+)
+async def test_routing_and_token_errors(
+    http: aiohttp.ClientSession, simulator: Simulator, path: str, status: int, description: str
+) -> None:
+    async with http.post(f"{simulator.api_url}{path}") as response:
+        assert response.content_type == "application/json"
+        body = await response.json()
+        assert failure(response.status, body) == (status, description)
+
+
+async def test_only_listed_tokens_are_accepted(http: aiohttp.ClientSession) -> None:
+    async with Simulator(tokens=[BOT_TOKEN]) as sim:
+        assert (await call(http, sim, "getMe"))[0] == 200
+        status, body = await call(http, sim, "getMe", token=OTHER_BOT_TOKEN)
+        assert failure(status, body) == (401, "Unauthorized")
+
+
+async def test_known_but_unimplemented_method_says_so(
+    http: aiohttp.ClientSession, simulator: Simulator
+) -> None:
+    status, body = await call(http, simulator, "getUpdates")
+    code, description = failure(status, body)
+    assert code == 501
+    assert "does not implement getUpdates" in description
+
+
+# ---- parameters: query, JSON, urlencoded, multipart ----
+
+
+async def test_parameters_from_the_query_string(
+    http: aiohttp.ClientSession, simulator: Simulator
+) -> None:
+    status, body = await call(
+        http, simulator, "sendMessage", verb="GET", params={"chat_id": "42", "text": "hello"}
+    )
+    assert status == 200
+    assert body["result"]["chat"]["id"] == 42
+    assert body["result"]["text"] == "hello"
+
+
+async def test_body_parameters_override_the_query_string(
+    http: aiohttp.ClientSession, simulator: Simulator
+) -> None:
+    status, body = await call(
+        http, simulator, "sendMessage", params={"chat_id": "1", "text": "q"}, json={"text": "b"}
+    )
+    assert status == 200
+    assert (body["result"]["chat"]["id"], body["result"]["text"]) == (1, "b")
+
+
+async def test_urlencoded_body_with_json_serialized_objects(
+    http: aiohttp.ClientSession, simulator: Simulator
+) -> None:
+    markup = {"inline_keyboard": [[{"text": "go", "url": "https://example.com"}]]}
+    form = {
+        "chat_id": "7",
+        "text": "with keyboard",
+        "reply_markup": json.dumps(markup),
+        "disable_notification": "true",
+        "message_thread_id": "12",
+        "unknown_parameter": "ignored",
+    }
+    status, body = await call(http, simulator, "sendMessage", data=form)
+    assert status == 200, body
+    params = simulator.calls[-1].params
+    assert params["reply_markup"] == markup
+    assert params["disable_notification"] is True
+    assert params["message_thread_id"] == 12
+    assert "unknown_parameter" not in params
+
+
+async def test_json_body_with_native_values(
+    http: aiohttp.ClientSession, simulator: Simulator
+) -> None:
+    payload = {
+        "chat_id": -100123,
+        "text": "json",
+        "protect_content": False,
+        "entities": [{"type": "bold", "offset": 0, "length": 4}],
+    }
+    status, body = await call(http, simulator, "sendMessage", json=payload)
+    assert status == 200, body
+    assert body["result"]["chat"]["type"] == "group"
+    assert simulator.calls[-1].params["entities"] == payload["entities"]
+    assert simulator.calls[-1].params["protect_content"] is False
+
+
+async def test_multipart_upload_as_direct_part_and_by_attach(
+    http: aiohttp.ClientSession, simulator: Simulator
+) -> None:
+    direct = aiohttp.FormData()
+    direct.add_field("chat_id", "5")
+    direct.add_field("caption", "direct")
+    direct.add_field(
+        "photo", b"\xff\xd8\xffjpeg-bytes", filename="a.jpg", content_type="image/jpeg"
+    )
+    status, body = await call(http, simulator, "sendPhoto", data=direct)
+    assert status == 200, body
+    assert body["result"]["caption"] == "direct"
+    assert simulator.calls[-1].media == "upload"
+    assert simulator.calls[-1].params["photo"] == {
+        "upload": "a.jpg",
+        "size": 13,
+        "content_type": "image/jpeg",
+    }
+
+    attached = aiohttp.FormData()
+    attached.add_field("chat_id", "5")
+    attached.add_field("document", "attach://file0")
+    attached.add_field("file0", b"%PDF-1.4", filename="report.pdf", content_type="application/pdf")
+    status, body = await call(http, simulator, "sendDocument", data=attached)
+    assert status == 200, body
+    document = body["result"]["document"]
+    assert (document["file_name"], document["file_size"]) == ("report.pdf", 8)
+    assert simulator.calls[-1].media == "upload"
+
+
+async def test_attach_to_a_missing_part_is_no_file(
+    http: aiohttp.ClientSession, simulator: Simulator
+) -> None:
+    form = aiohttp.FormData()
+    form.add_field("chat_id", "5")
+    form.add_field("photo", "attach://nothing")
+    form.add_field("other", b"x", filename="x.jpg")
+    status, body = await call(http, simulator, "sendPhoto", data=form)
+    assert failure(status, body) == (400, "Bad Request: there is no photo in the request")
+
+
+async def test_uploads_over_the_limit_are_refused(http: aiohttp.ClientSession) -> None:
+    async with Simulator(upload_limit=1000) as sim:
+        form = aiohttp.FormData()
+        form.add_field("chat_id", "5")
+        form.add_field("document", b"x" * 2000, filename="big.bin")
+        status, body = await call(http, sim, "sendDocument", data=form)
+        assert failure(status, body) == (413, "Request Entity Too Large")
+
+
+# ---- validation ----
+
+
+@pytest.mark.parametrize(
+    ("method", "payload", "description"),
+    [
+        ("sendMessage", {"text": "x"}, "Bad Request: chat_id is empty"),
+        ("sendMessage", {"chat_id": 1}, "Bad Request: message text is empty"),
+        ("sendMessage", {"chat_id": 1, "text": "   "}, "Bad Request: message text is empty"),
+        ("sendMessage", {}, "Bad Request: message text is empty"),
+        ("sendMessage", {"chat_id": "", "text": "x"}, "Bad Request: chat_id is empty"),
+        ("sendMessage", {"chat_id": "nobody", "text": "x"}, "Bad Request: chat not found"),
+        ("sendMessage", {"chat_id": "@nobody", "text": "x"}, "Bad Request: chat not found"),
+        (
+            "sendMessage",
+            {"chat_id": 1, "text": "x", "message_thread_id": "abc"},
+            'Bad Request: field "message_thread_id" must be a valid Number',
+        ),
+        (
+            "sendMessage",
+            {"chat_id": 1, "text": "x", "disable_notification": "maybe"},
+            'Bad Request: field "disable_notification" must be of type Boolean',
+        ),
+        (
+            "sendMessage",
+            {"chat_id": 1, "text": "x", "reply_markup": "{not json"},
+            "Bad Request: can't parse reply keyboard markup JSON object",
+        ),
+        (
+            "sendMessage",
+            {"chat_id": 1, "text": "x", "entities": "{}"},
+            "Bad Request: can't parse entities JSON object",
+        ),
+        (
+            "sendMessage",
+            {"chat_id": 1, "text": "x", "link_preview_options": "[1]"},
+            "Bad Request: can't parse link preview options JSON object",
+        ),
+        (
+            "sendMessage",
+            {"chat_id": 1, "text": "x" * 4097},
+            "Bad Request: message is too long",
+        ),
+        (
+            "sendMessage",
+            {"chat_id": 1, "text": "x", "parse_mode": "Markdown3"},
+            "Bad Request: unsupported parse_mode",
+        ),
+        (
+            "sendPhoto",
+            {"chat_id": 1, "photo": PHOTO_URL, "caption": "c" * 1025},
+            "Bad Request: message caption is too long",
+        ),
+        (
+            "sendPhoto",
+            {"chat_id": 1, "photo": "not-a-file-id"},
+            "Bad Request: wrong file identifier/HTTP URL specified",
+        ),
+        (
+            "copyMessage",
+            {"chat_id": 1, "from_chat_id": 2},
+            'Bad Request: parameter "message_id" is required',
+        ),
+        (
+            "copyMessage",
+            {"chat_id": 1, "from_chat_id": 2, "message_id": 99},
+            "Bad Request: message to copy not found",
+        ),
+    ],
+)
+async def test_rejections_use_telegrams_texts(
+    http: aiohttp.ClientSession,
+    simulator: Simulator,
+    method: str,
+    payload: dict[str, Any],
+    description: str,
+) -> None:
+    status, body = await call(http, simulator, method, data={k: str(v) for k, v in payload.items()})
+    assert failure(status, body) == (400, description)
+    assert simulator.calls[-1].error_code == 400
+    assert simulator.messages_by_chat() == {}
+
+
+@pytest.mark.parametrize(("method", "field"), MEDIA_METHODS)
+async def test_media_missing_is_named(
+    http: aiohttp.ClientSession, simulator: Simulator, method: str, field: str
+) -> None:
+    status, body = await call(http, simulator, method, json={"chat_id": 1})
+    expected = f"Bad Request: there is no {field.replace('_', ' ')} in the request"
+    assert failure(status, body) == (400, expected)
+
+
+async def test_limits_count_text_after_entities_parsing(
+    http: aiohttp.ClientSession, simulator: Simulator
+) -> None:
+    exact = {"chat_id": 1, "text": "x" * 4096}
+    assert (await call(http, simulator, "sendMessage", json=exact))[0] == 200
+    marked_up = {"chat_id": 1, "text": f"<b>{'y' * 4096}</b>", "parse_mode": "HTML"}
+    status, body = await call(http, simulator, "sendMessage", json=marked_up)
+    assert status == 200
+    assert body["result"]["text"] == "y" * 4096
+    caption = {"chat_id": 1, "photo": PHOTO_URL, "caption": "c" * 1024}
+    assert (await call(http, simulator, "sendPhoto", json=caption))[0] == 200
+
+
+async def test_unparseable_json_body(http: aiohttp.ClientSession, simulator: Simulator) -> None:
+    status, body = await call(
+        http,
+        simulator,
+        "sendMessage",
+        data=b"{oops",
+        headers={"Content-Type": "application/json"},
+    )
+    assert failure(status, body) == (400, "Bad Request: can't parse JSON object")
+
+
+# ---- messages and media ----
+
+
+@pytest.mark.parametrize(("method", "field"), MEDIA_METHODS)
+async def test_each_media_method_by_url_through_aiogram(
+    simulator: Simulator, bot: Bot, method: str, field: str
+) -> None:
+    url = f"https://cdn.example.com/media/{field}.bin"
+    captioned = field not in ("video_note", "sticker")
+    kwargs: dict[str, Any] = {"caption": f"{field} caption"} if captioned else {}
+    sender = getattr(bot, f"send_{field}")
+    message = await sender(1001, url, **kwargs)
+    raw = simulator.messages_by_chat()[1001][-1]
+    assert conforms("Message", raw)
+    assert raw[field]
+    assert message.chat.id == 1001
+    assert message.from_user is not None
+    assert message.from_user.id == BOT_ID
+    if captioned:
+        assert message.caption == f"{field} caption"
+    media = getattr(message, field)
+    file_id = media[-1].file_id if field == "photo" else media.file_id
+    expected = raw["photo"][-1]["file_id"] if field == "photo" else raw[field]["file_id"]
+    assert file_id == expected
+    assert simulator.calls[-1].media == "url"
+    if field == "animation":
+        assert message.document is not None
+        assert message.document.file_id == file_id
+
+
+async def test_photos_have_several_sizes_each_with_its_own_file_id(
+    simulator: Simulator, bot: Bot
+) -> None:
+    message = await bot.send_photo(1, PHOTO_URL)
+    assert message.photo is not None
+    sizes = message.photo
+    assert len(sizes) >= 3
+    assert [s.width for s in sizes] == sorted(s.width for s in sizes)
+    assert len({s.file_id for s in sizes}) == len(sizes)
+    assert len({s.file_unique_id for s in sizes}) == len(sizes)
+    assert all(len(s.file_id) > 60 for s in sizes)
+    assert sizes[-1].file_id.startswith("AgAC")
+
+
+async def test_file_id_reuse_sends_the_same_file(simulator: Simulator, bot: Bot) -> None:
+    first = await bot.send_video(1, "https://example.com/clip.mp4", caption="one")
+    assert first.video is not None
+    again = await bot.send_video(2, first.video.file_id, caption="two")
+    assert again.video is not None
+    assert again.video.file_unique_id == first.video.file_unique_id
+    assert [c.media for c in simulator.calls] == ["url", "file_id"]
+    photo = await bot.send_photo(3, PHOTO_URL)
+    assert photo.photo is not None
+    smallest = await bot.send_photo(4, photo.photo[0].file_id)
+    assert smallest.photo is not None
+    assert smallest.photo[-1].file_unique_id == photo.photo[-1].file_unique_id
+
+
+async def test_file_ids_are_per_bot_and_per_kind(simulator: Simulator, bot: Bot) -> None:
+    photo = await bot.send_photo(1, PHOTO_URL)
+    assert photo.photo is not None
+    photo_id = photo.photo[-1].file_id
+    with pytest.raises(TelegramBadRequest) as kind:
+        await bot.send_video(1, photo_id)
+    assert kind.value.message == "Bad Request: can't use file of type Photo as Video"
+    async with Bot(OTHER_BOT_TOKEN, session=aiogram_session(simulator)) as other:
+        with pytest.raises(TelegramBadRequest) as owner:
+            await other.send_photo(1, photo_id)
+    assert owner.value.message == "Bad Request: wrong file identifier/HTTP URL specified"
+
+
+async def test_uploads_through_aiogram_and_same_content_same_unique_id(
+    simulator: Simulator, bot: Bot
+) -> None:
+    data = b"OggS voice bytes"
+    first = await bot.send_voice(1, BufferedInputFile(data, filename="v.ogg"))
+    second = await bot.send_voice(2, BufferedInputFile(data, filename="v.ogg"))
+    assert first.voice is not None
+    assert second.voice is not None
+    assert first.voice.file_id != second.voice.file_id
+    assert first.voice.file_unique_id == second.voice.file_unique_id
+    assert first.voice.file_size == len(data)
+    assert [c.media for c in simulator.calls] == ["upload", "upload"]
+
+
+async def test_unreachable_url_fails_to_fetch(simulator: Simulator, bot: Bot) -> None:
+    simulator.fail_url("https://down.example.com/a.jpg")
+    with pytest.raises(TelegramBadRequest) as error:
+        await bot.send_photo(1, "https://down.example.com/a.jpg")
+    assert error.value.message == "Bad Request: failed to get HTTP URL content"
+
+
+async def test_message_ids_increase_per_chat_and_chat_types_follow_ids(
+    simulator: Simulator, bot: Bot
+) -> None:
+    simulator.chats.declare(-1001234567890, chat_type=ChatType.CHANNEL)
+    ids = [(await bot.send_message(chat, "m")).message_id for chat in (5, 5, 6, 5)]
+    assert ids == [1, 2, 1, 3]
+    group = await bot.send_message(-4242, "g")
+    supergroup = await bot.send_message(-1009876543210, "s")
+    channel = await bot.send_message(-1001234567890, "c")
+    assert (group.chat.type, supergroup.chat.type, channel.chat.type) == (
+        "group",
+        "supergroup",
+        "channel",
+    )
+    assert channel.from_user is None
+    assert channel.sender_chat is not None
+    assert channel.sender_chat.id == -1001234567890
+    by_chat = simulator.messages_by_chat()
+    assert [m["message_id"] for m in by_chat[5]] == [1, 2, 3]
+    assert all(conforms("Message", m) for ms in by_chat.values() for m in ms)
+
+
+async def test_copy_message_copies_content_with_a_new_caption(
+    simulator: Simulator, bot: Bot
+) -> None:
+    original = await bot.send_photo(1, PHOTO_URL, caption="old")
+    copied = await bot.copy_message(
+        2, from_chat_id=1, message_id=original.message_id, caption="new"
+    )
+    stored = simulator.messages_by_chat()[2]
+    assert stored[-1]["message_id"] == copied.message_id
+    assert stored[-1]["caption"] == "new"
+    assert stored[-1]["photo"] == simulator.messages_by_chat()[1][0]["photo"]
+    text = await bot.send_message(1, "hello")
+    await bot.copy_message(3, from_chat_id=1, message_id=text.message_id)
+    assert simulator.messages_by_chat()[3][0]["text"] == "hello"
+
+
+async def test_send_media_group(simulator: Simulator, bot: Bot) -> None:
+    album = await bot.send_media_group(
+        1,
+        media=[
+            InputMediaPhoto(media=BufferedInputFile(b"p1", filename="1.jpg"), caption="first"),
+            InputMediaPhoto(media=PHOTO_URL),
+        ],
+    )
+    assert [m.message_id for m in album] == [1, 2]
+    assert album[0].media_group_id is not None
+    assert album[0].media_group_id == album[1].media_group_id
+    assert album[0].caption == "first"
+    assert simulator.calls[-1].media == "upload"
+
+
+async def test_send_media_group_rejections(
+    http: aiohttp.ClientSession, simulator: Simulator
+) -> None:
+    photo = {"type": "photo", "media": PHOTO_URL}
+    document = {"type": "document", "media": "https://example.com/a.pdf"}
+    cases = [
+        ([], "Bad Request: there are no messages to send"),
+        ([photo] * 11, "Bad Request: too many messages to send as an album"),
+        ([photo, document], "Bad Request: document can't be mixed with other media types"),
+        (
+            [{"type": "photo", "media": "attach://gone"}],
+            "Bad Request: can't parse InputMedia: media not found",
+        ),
+    ]
+    for media, description in cases:
+        status, body = await call(
+            http, simulator, "sendMediaGroup", data={"chat_id": "1", "media": json.dumps(media)}
+        )
+        assert failure(status, body) == (400, description)
+
+
+# ---- declared chats ----
+
+
+@pytest.mark.parametrize(
+    ("chat_id", "state", "code", "description"),
+    [
+        (11, ChatState.BLOCKED, 403, "Forbidden: bot was blocked by the user"),
+        (12, ChatState.DEACTIVATED, 403, "Forbidden: user is deactivated"),
+        (13, ChatState.NOT_STARTED, 403, "Forbidden: bot can't initiate conversation with a user"),
+        (-14, ChatState.KICKED, 403, "Forbidden: bot was kicked from the group chat"),
+        (-15, ChatState.DELETED, 403, "Forbidden: the group chat was deleted"),
+        (16, ChatState.MISSING, 400, "Bad Request: chat not found"),
+    ],
+)
+async def test_declared_chat_states(
+    http: aiohttp.ClientSession,
+    simulator: Simulator,
+    chat_id: int,
+    state: ChatState,
+    code: int,
+    description: str,
+) -> None:
+    simulator.chats.declare(chat_id, state)
+    status, body = await call(
+        http, simulator, "sendMessage", json={"chat_id": chat_id, "text": "x"}
+    )
+    assert failure(status, body) == (code, description)
+    status, body = await call(
+        http, simulator, "sendPhoto", json={"chat_id": chat_id, "photo": PHOTO_URL}
+    )
+    assert failure(status, body) == (code, description)
+    assert simulator.messages_by_chat() == {}
+
+
+async def test_migrated_group_names_the_supergroup(
+    http: aiohttp.ClientSession, simulator: Simulator, bot: Bot
+) -> None:
+    simulator.chats.declare(-555, ChatState.MIGRATED)
+    status, body = await call(http, simulator, "sendMessage", json={"chat_id": -555, "text": "x"})
+    assert failure(status, body) == (
+        400,
+        "Bad Request: group chat was upgraded to a supergroup chat",
+    )
+    assert body["parameters"] == {"migrate_to_chat_id": -1000000000555}
+    with pytest.raises(TelegramMigrateToChat) as error:
+        await bot.send_message(-555, "x")
+    assert error.value.migrate_to_chat_id == -1000000000555
+    assert (await bot.send_message(-1000000000555, "moved")).chat.type == "supergroup"
+
+
+async def test_sending_to_itself_or_by_username(simulator: Simulator, bot: Bot) -> None:
+    with pytest.raises(TelegramForbiddenError) as error:
+        await bot.send_message(BOT_ID, "me")
+    assert error.value.message == "Forbidden: bot can't send messages to bots"
+    simulator.chats.declare(-1001111111111, chat_type=ChatType.CHANNEL, username="news")
+    message = await bot.send_message("@news", "hello")
+    assert message.chat.id == -1001111111111
+
+
+async def test_undeclared_chats_can_default_to_not_started(http: aiohttp.ClientSession) -> None:
+    async with Simulator(default_chat_state=ChatState.NOT_STARTED) as sim:
+        sim.chats.declare(1, ChatState.ACTIVE)
+        assert (await call(http, sim, "sendMessage", json={"chat_id": 1, "text": "x"}))[0] == 200
+        status, body = await call(http, sim, "sendMessage", json={"chat_id": 2, "text": "x"})
+        assert failure(status, body)[0] == 403
+
+
+# ---- faults ----
+
+
+async def test_server_error_fault_then_recovery(
+    http: aiohttp.ClientSession, simulator: Simulator
+) -> None:
+    simulator.faults.inject(Fault.server_error(), times=2)
+    message = {"chat_id": 1, "text": "x"}
+    for _ in range(2):
+        status, body = await call(http, simulator, "sendMessage", json=message)
+        assert failure(status, body) == (500, "Internal Server Error")
+    assert (await call(http, simulator, "sendMessage", json=message))[0] == 200
+    assert simulator.faults.pending == 0
+    assert [c.error_code for c in simulator.calls] == [500, 500, None]
+
+
+async def test_faults_can_target_a_method_and_a_chat(
+    http: aiohttp.ClientSession, simulator: Simulator
+) -> None:
+    simulator.faults.inject(Fault.too_many_requests(7), method="sendPhoto", chat_id=2)
+    assert (await call(http, simulator, "sendMessage", json={"chat_id": 2, "text": "x"}))[0] == 200
+    photo = {"chat_id": 1, "photo": PHOTO_URL}
+    assert (await call(http, simulator, "sendPhoto", json=photo))[0] == 200
+    status, body = await call(http, simulator, "sendPhoto", json=photo | {"chat_id": "2"})
+    assert failure(status, body) == (429, "Too Many Requests: retry after 7")
+    assert body["parameters"] == {"retry_after": 7}
+
+
+async def test_html_bad_gateway_fault(http: aiohttp.ClientSession, simulator: Simulator) -> None:
+    simulator.faults.inject(Fault.bad_gateway_html())
+    url = f"{simulator.api_url}/bot{BOT_TOKEN}/getMe"
+    async with http.get(url) as response:
+        assert response.status == 502
+        assert response.content_type == "text/html"
+        assert "<h1>502 Bad Gateway</h1>" in await response.text()
+    assert simulator.calls[-1].error_code == 502
+
+
+async def test_hang_fault_outlasts_the_client_timeout_and_close_releases_it(
+    http: aiohttp.ClientSession,
+) -> None:
+    async with Simulator() as sim:
+        sim.faults.inject(Fault.hang(seconds=600))
+        with pytest.raises(TimeoutError):
+            await call(http, sim, "getMe", timeout=aiohttp.ClientTimeout(total=0.3))
+        assert (await call(http, sim, "getMe"))[0] == 200
+        api_url = sim.api_url
+    # Leaving the block returned although the hung call had 600 s to go.
+    assert [c.error_code for c in sim.calls] == [504, None]
+    with pytest.raises(aiohttp.ClientConnectionError):
+        await http.get(f"{api_url}/bot{BOT_TOKEN}/getMe")
+
+
+# ---- flood control ----
+
+
+async def test_rate_limits_answer_429_until_the_window_passes(
+    http: aiohttp.ClientSession,
+) -> None:
+    clock = ManualClock()
+    limits = RateLimits(bot=Limit(3, 1.0), private_chat=Limit(1, 1.0), group_chat=Limit(2, 60.0))
+    async with Simulator(rate_limits=limits, clock=clock) as sim:
+
+        async def send(chat_id: int, **extra: Any) -> tuple[int, dict[str, Any]]:
+            return await call(
+                http, sim, "sendMessage", json={"chat_id": chat_id, "text": "x"} | extra
+            )
+
+        assert (await send(1))[0] == 200
+        status, body = await send(1)
+        assert failure(status, body) == (429, "Too Many Requests: retry after 1")
+        assert body["parameters"] == {"retry_after": 1}
+        assert (await send(2))[0] == 200
+        assert (await send(-3))[0] == 200
+        status, body = await send(4)
+        assert failure(status, body)[0] == 429  # the bot's 3/s
+        clock.now += 1.0
+        assert (await send(1))[0] == 200
+        assert (await send(-3))[0] == 200
+        status, body = await send(-3)
+        assert failure(status, body) == (429, "Too Many Requests: retry after 59")
+        clock.now += 59.0
+        assert (await send(-3))[0] == 200
+
+
+async def test_paid_broadcasts_use_the_paid_limit(http: aiohttp.ClientSession) -> None:
+    clock = ManualClock()
+    limits = RateLimits(bot=Limit(1, 1.0), paid_bot=Limit(100, 1.0))
+    async with Simulator(rate_limits=limits, clock=clock) as sim:
+        free = {"chat_id": 1, "text": "x"}
+        assert (await call(http, sim, "sendMessage", json=free))[0] == 200
+        assert (await call(http, sim, "sendMessage", json=free | {"chat_id": 2}))[0] == 429
+        paid = free | {"chat_id": 3, "allow_paid_broadcast": True}
+        assert (await call(http, sim, "sendMessage", json=paid))[0] == 200
+
+
+async def test_aiogram_sees_retry_after(simulator: Simulator, bot: Bot) -> None:
+    simulator.rate_limits = RateLimits(private_chat=Limit(1, 30.0))
+    await bot.send_message(1, "one")
+    with pytest.raises(TelegramRetryAfter) as error:
+        await bot.send_message(1, "two")
+    assert error.value.retry_after == 30
+
+
+# ---- recording and control API ----
+
+
+async def test_recording_never_holds_the_token(simulator: Simulator, bot: Bot) -> None:
+    await bot.send_message(9, "hi")
+    with pytest.raises(TelegramBadRequest):
+        await bot.send_message(9, "")
+    record = json.dumps([c.to_json() for c in simulator.calls])
+    assert BOT_SECRET not in record
+    first, second = simulator.calls
+    assert (first.bot_id, first.method, first.chat_id, first.error_code) == (
+        BOT_ID,
+        "sendMessage",
+        9,
+        None,
+    )
+    assert first.result["text"] == "hi"
+    assert second.error_code == 400
+    assert [c.seq for c in simulator.calls_to(9)] == [1, 2]
+    assert simulator.calls_to(10) == []
+
+
+async def test_wait_for_wakes_on_calls(simulator: Simulator, bot: Bot) -> None:
+    waiter = asyncio.create_task(simulator.wait_for(lambda s: s.call_count >= 2))
+    await bot.send_message(1, "a")
+    assert not waiter.done()
+    await bot.send_message(1, "b")
+    async with asyncio.timeout(5):
+        await waiter
+
+
+async def test_control_api(http: aiohttp.ClientSession, simulator: Simulator) -> None:
+    base = f"{simulator.api_url}/_sim"
+
+    async def control(verb: str, path: str, **kwargs: Any) -> tuple[int, dict[str, Any]]:
+        async with http.request(verb, f"{base}{path}", **kwargs) as response:
+            return response.status, await response.json()
+
+    status, declared = await control("POST", "/chats", json={"chat_id": 31, "state": "blocked"})
+    assert status == 200
+    assert declared["state"] == "blocked"
+    status, armed = await control(
+        "POST", "/faults", json={"kind": "server_error", "times": 1, "chat_id": 32}
+    )
+    assert status == 200
+    assert armed["pending"] == 1
+    for chat_id in (31, 32, 33):
+        await call(http, simulator, "sendMessage", json={"chat_id": chat_id, "text": "x"})
+    status, calls = await control("GET", "/calls")
+    assert [c["error_code"] for c in calls["calls"]] == [403, 500, None]
+    status, since = await control("GET", "/calls", params={"since": "2"})
+    assert [c["seq"] for c in since["calls"]] == [3]
+    status, only = await control("GET", "/calls", params={"chat_id": "31"})
+    assert [c["params"]["chat_id"] for c in only["calls"]] == [31]
+    status, messages = await control("GET", "/messages")
+    assert list(messages["chats"]) == ["33"]
+    status, stats = await control("GET", "/stats")
+    assert stats["calls"] == 3
+    assert stats["by_error_code"] == {"403": 1, "500": 1}
+    status, limits = await control("PUT", "/rate_limits", json={"preset": "telegram"})
+    assert status == 200
+    assert limits["bot"] == [30, 1.0]
+    assert simulator.rate_limits == RateLimits.telegram()
+    status, _ = await control("POST", "/unreachable_urls", json={"url": "https://x.test/a.jpg"})
+    assert status == 200
+    status, error = await control("POST", "/chats", json={"chat_id": 1, "state": "sleepy"})
+    assert status == 400
+    assert "sleepy" in error["error"]
+    status, _ = await control("POST", "/reset")
+    assert status == 200
+    assert simulator.calls == ()
+    assert simulator.messages_by_chat() == {}
+    assert (await call(http, simulator, "sendMessage", json={"chat_id": 31, "text": "x"}))[0] == 200
+
+
+# ---- the command line ----
+
+
+async def test_runs_alone_and_stops_on_sigterm(http: aiohttp.ClientSession) -> None:
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "simulator",
+        "--port",
+        "0",
+        stdout=asyncio.subprocess.PIPE,
+    )
+    try:
+        assert process.stdout is not None
+        async with asyncio.timeout(20):
+            line = (await process.stdout.readline()).decode()
+        assert line.startswith("Bot API simulator listening on http://127.0.0.1:")
+        api_url = line.rsplit(" ", 1)[1].strip()
+        async with http.get(f"{api_url}/bot{BOT_TOKEN}/getMe") as response:
+            assert (await response.json())["result"]["id"] == BOT_ID
+        process.send_signal(signal.SIGTERM)
+        async with asyncio.timeout(20):
+            assert await process.wait() == 0
+    finally:
+        if process.returncode is None:
+            process.kill()
+            await process.wait()

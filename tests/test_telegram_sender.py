@@ -1,0 +1,330 @@
+"""The worker's Telegram sender against the simulator (and a few stub servers for answers the
+simulator does not give): every media type, file_id reuse, and every error mapping."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+
+import aiohttp
+import pytest
+from aiogram.exceptions import TelegramNetworkError
+from aiogram.methods import GetMe
+from aiohttp import web
+
+from broadcasting.errors import (
+    ChatMigrated,
+    PermanentError,
+    RateLimited,
+    TelegramError,
+    TransientError,
+)
+from broadcasting.model import Content, MediaType
+from simulator import ChatState, Fault, Simulator
+from tests.fixtures.services import free_port
+from tests.fixtures.telegram import BOT_ID, BOT_SECRET, BOT_TOKEN, OTHER_BOT_TOKEN
+from tests.fixtures.telegram import simulator as simulator_fixture  # noqa: F401 -- fixture
+from worker.telegram import SentMessage, TelegramSender, map_error
+
+MEDIA_TYPES = [t for t in MediaType if t.has_media]
+URL = "https://cdn.example.com/broadcast/item.bin"
+
+
+@pytest.fixture
+async def sender(simulator: Simulator) -> AsyncIterator[TelegramSender]:
+    async with TelegramSender(token=BOT_TOKEN, api_url=simulator.api_url) as client:
+        yield client
+
+
+@asynccontextmanager
+async def stub_api(
+    handler: Callable[[web.Request], Awaitable[web.StreamResponse]],
+) -> AsyncIterator[str]:
+    """A one-handler HTTP server answering every path; yields its base URL."""
+    app = web.Application()
+    app.router.add_route("*", "/{tail:.*}", handler)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    try:
+        yield f"http://127.0.0.1:{runner.addresses[0][1]}"
+    finally:
+        await runner.cleanup()
+
+
+def assert_no_token(error: TelegramError) -> None:
+    assert BOT_SECRET not in error.description
+    assert BOT_SECRET not in str(error)
+    assert BOT_SECRET not in repr(error)
+
+
+# ---- sending ----
+
+
+async def test_text_message(simulator: Simulator, sender: TelegramSender) -> None:
+    sent = await sender.send(501, Content(message="hello everyone"))
+    assert sent == SentMessage(message_id=1, file_id=None)
+    (call,) = simulator.calls
+    assert (call.method, call.params["chat_id"], call.params["text"]) == (
+        "sendMessage",
+        501,
+        "hello everyone",
+    )
+    assert (await sender.send(501, Content(message="again"))).message_id == 2
+
+
+@pytest.mark.parametrize("media_type", MEDIA_TYPES)
+async def test_each_media_type_by_url_then_by_file_id(
+    simulator: Simulator, sender: TelegramSender, media_type: MediaType
+) -> None:
+    content = Content(message="look at this", media_type=media_type, media_url=URL)
+    first = await sender.send(1, content)
+    by_url = simulator.calls[-1]
+    assert by_url.method.lower() == "send" + media_type.value.replace("_", "")
+    assert by_url.media == "url"
+    assert by_url.params[media_type.value] == URL
+    stored = simulator.messages_by_chat()[1][0][media_type.value]
+    expected = stored[-1]["file_id"] if media_type is MediaType.PHOTO else stored["file_id"]
+    assert first.file_id == expected
+
+    assert first.file_id is not None
+    again = await sender.send(2, content, media=first.file_id)
+    by_id = simulator.calls[-1]
+    assert by_id.media == "file_id"
+    assert by_id.params[media_type.value] == first.file_id
+    assert again.file_id == first.file_id
+    resent = simulator.messages_by_chat()[2][0][media_type.value]
+    assert resent == stored
+
+
+@pytest.mark.parametrize("media_type", MEDIA_TYPES)
+async def test_caption_only_when_non_empty_and_the_type_takes_one(
+    simulator: Simulator, sender: TelegramSender, media_type: MediaType
+) -> None:
+    await sender.send(1, Content(message="the caption", media_type=media_type, media_url=URL))
+    await sender.send(1, Content(message="", media_type=media_type, media_url=URL))
+    with_text, without_text = simulator.calls
+    assert with_text.error_code is None
+    if media_type.takes_caption:
+        assert with_text.params["caption"] == "the caption"
+        assert simulator.messages_by_chat()[1][0]["caption"] == "the caption"
+    else:
+        assert "caption" not in with_text.params
+    assert "caption" not in without_text.params
+
+
+async def test_media_without_a_source_is_refused_before_any_call(
+    simulator: Simulator, sender: TelegramSender
+) -> None:
+    with pytest.raises(PermanentError) as error:
+        await sender.send(1, Content(message="x", media_type=MediaType.PHOTO))
+    assert error.value.error_code == 400
+    assert simulator.calls == ()
+
+
+async def test_get_me(sender: TelegramSender) -> None:
+    assert await sender.get_me() == (BOT_ID, f"sim{BOT_ID}_bot")
+
+
+def test_a_malformed_token_is_refused_without_echoing_it() -> None:
+    with pytest.raises(ValueError, match="not a Telegram bot token") as error:
+        TelegramSender(token="no-colon-secret-value")
+    assert "no-colon-secret-value" not in str(error.value)
+
+
+# ---- errors from Telegram ----
+
+
+@pytest.mark.parametrize(
+    ("state", "code", "description"),
+    [
+        (ChatState.BLOCKED, 403, "Forbidden: bot was blocked by the user"),
+        (ChatState.DEACTIVATED, 403, "Forbidden: user is deactivated"),
+        (ChatState.NOT_STARTED, 403, "Forbidden: bot can't initiate conversation with a user"),
+        (ChatState.MISSING, 400, "Bad Request: chat not found"),
+    ],
+)
+async def test_refusals_are_permanent_with_telegrams_description(
+    simulator: Simulator,
+    sender: TelegramSender,
+    state: ChatState,
+    code: int,
+    description: str,
+) -> None:
+    simulator.chats.declare(77, state)
+    with pytest.raises(PermanentError) as error:
+        await sender.send(77, Content(message="hi"))
+    assert (error.value.error_code, error.value.description) == (code, description)
+    assert error.value.retryable is False
+    assert_no_token(error.value)
+
+
+async def test_bad_content_is_permanent(sender: TelegramSender) -> None:
+    with pytest.raises(PermanentError) as error:
+        await sender.send(1, Content(message="x" * 4097))
+    assert error.value.description == "Bad Request: message is too long"
+    with pytest.raises(PermanentError) as wrong_id:
+        await sender.send(1, Content(message="", media_type=MediaType.PHOTO), media="nope")
+    assert wrong_id.value.description == "Bad Request: wrong file identifier/HTTP URL specified"
+
+
+async def test_migrated_group(simulator: Simulator, sender: TelegramSender) -> None:
+    simulator.chats.declare(-4321, ChatState.MIGRATED)
+    with pytest.raises(ChatMigrated) as error:
+        await sender.send(-4321, Content(message="hi group"))
+    assert error.value.new_chat_id == -1000000004321
+    assert error.value.description == "Bad Request: group chat was upgraded to a supergroup chat"
+    assert error.value.retryable is True
+    sent = await sender.send(error.value.new_chat_id, Content(message="hi group"))
+    assert sent.message_id == 1
+
+
+async def test_flood_control_is_rate_limited_with_retry_after(
+    simulator: Simulator, sender: TelegramSender
+) -> None:
+    simulator.faults.inject(Fault.too_many_requests(5))
+    with pytest.raises(RateLimited) as error:
+        await sender.send(1, Content(message="hi"))
+    assert error.value.retry_after == 5
+    assert error.value.description == "Too Many Requests: retry after 5"
+    assert_no_token(error.value)
+
+
+@pytest.mark.parametrize(
+    "fault",
+    [
+        Fault.server_error(),
+        Fault.server_error(502, "Bad Gateway"),
+        Fault.server_error(500, "Internal Server Error: restart"),
+        Fault.bad_gateway_html(),
+    ],
+    ids=["500", "502-json", "restarting", "502-html"],
+)
+async def test_server_failures_are_transient(
+    simulator: Simulator, sender: TelegramSender, fault: Fault
+) -> None:
+    simulator.faults.inject(fault)
+    with pytest.raises(TransientError) as error:
+        await sender.send(1, Content(message="hi"))
+    assert error.value.retryable is True
+    assert_no_token(error.value)
+    if fault.kind.value == "error":
+        assert error.value.description == fault.description
+    assert (await sender.send(1, Content(message="hi"))).message_id == 1
+
+
+@pytest.mark.parametrize(
+    ("code", "description"),
+    [
+        (404, "Not Found"),
+        (409, "Conflict: terminated by other getUpdates request"),
+        (413, "Request Entity Too Large"),
+    ],
+)
+async def test_other_refusals_keep_their_code(
+    simulator: Simulator, sender: TelegramSender, code: int, description: str
+) -> None:
+    simulator.faults.inject(Fault.error(code, description))
+    with pytest.raises(PermanentError) as error:
+        await sender.send(1, Content(message="hi"))
+    assert (error.value.error_code, error.value.description) == (code, description)
+
+
+async def test_unauthorized_is_permanent() -> None:
+    async with (
+        Simulator(tokens=[OTHER_BOT_TOKEN]) as sim,
+        TelegramSender(token=BOT_TOKEN, api_url=sim.api_url) as client,
+    ):
+        with pytest.raises(PermanentError) as error:
+            await client.get_me()
+    assert (error.value.error_code, error.value.description) == (401, "Unauthorized")
+
+
+async def test_a_hang_past_the_timeout_is_transient() -> None:
+    async with (
+        Simulator() as sim,
+        TelegramSender(token=BOT_TOKEN, api_url=sim.api_url, request_timeout=0.3) as client,
+    ):
+        sim.faults.inject(Fault.hang(seconds=600))
+        with pytest.raises(TransientError) as error:
+            await client.send(1, Content(message="hi"))
+        assert "timeout" in error.value.description.lower()
+        assert_no_token(error.value)
+
+
+async def test_an_unreachable_server_is_transient() -> None:
+    api_url = f"http://127.0.0.1:{free_port()}"
+    async with TelegramSender(token=BOT_TOKEN, api_url=api_url) as client:
+        with pytest.raises(TransientError) as error:
+            await client.send(1, Content(message="hi"))
+    assert error.value.description.startswith("network error: ")
+    assert_no_token(error.value)
+
+
+async def test_an_answer_that_is_not_the_envelope_is_transient() -> None:
+    async def handler(request: web.Request) -> web.StreamResponse:
+        return web.json_response({"unexpected": True})
+
+    async with stub_api(handler) as api_url, TelegramSender(token=BOT_TOKEN, api_url=api_url) as c:
+        with pytest.raises(TransientError) as error:
+            await c.send(1, Content(message="hi"))
+    assert "not the Bot API's JSON" in error.value.description
+
+
+async def test_the_token_in_an_aiohttp_error_url_is_masked() -> None:
+    async def handler(request: web.Request) -> web.StreamResponse:
+        raise web.HTTPFound(request.path)  # a redirect loop: aiohttp names the URL
+
+    async with stub_api(handler) as api_url, TelegramSender(token=BOT_TOKEN, api_url=api_url) as c:
+        with pytest.raises(TransientError) as error:
+            await c.send(1, Content(message="hi"))
+    assert f"bot{BOT_ID}:***" in error.value.description
+    assert_no_token(error.value)
+
+
+async def test_an_unknown_telegram_code_is_transient_and_logged(
+    simulator: Simulator, sender: TelegramSender, caplog: pytest.LogCaptureFixture
+) -> None:
+    simulator.faults.inject(Fault.error(402, "Payment Required"))
+    with (
+        caplog.at_level(logging.ERROR, logger="worker.telegram"),
+        pytest.raises(TransientError) as error,
+    ):
+        await sender.send(1, Content(message="hi"))
+    assert "Payment Required" in error.value.description
+    assert [r.getMessage() for r in caplog.records] == ["unexpected error from the Telegram client"]
+
+
+# ---- map_error on its own ----
+
+
+def test_map_error_masks_tokens_in_foreign_errors() -> None:
+    url = f"https://api.telegram.org/bot{BOT_TOKEN}/sendMessage"
+    mapped = map_error(aiohttp.ClientConnectionError(f"connection lost to {url}"))
+    assert isinstance(mapped, TransientError)
+    assert f"bot{BOT_ID}:***/sendMessage" in mapped.description
+    assert_no_token(mapped)
+    method_free = map_error(TimeoutError())
+    assert isinstance(method_free, TransientError)
+    assert method_free.description == "network error: TimeoutError: timed out"
+
+
+def test_map_error_keeps_our_own_errors_and_logs_surprises(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    ours = PermanentError("Forbidden: bot was blocked by the user", error_code=403)
+    assert map_error(ours) is ours
+    with caplog.at_level(logging.ERROR, logger="worker.telegram"):
+        surprise = map_error(RuntimeError(f"boom {BOT_TOKEN}"))
+    assert isinstance(surprise, TransientError)
+    assert surprise.description == f"unexpected RuntimeError: boom {BOT_ID}:***"
+    assert len(caplog.records) == 1
+    assert BOT_SECRET not in caplog.text
+
+
+def test_map_error_on_aiogram_network_errors() -> None:
+    mapped = map_error(TelegramNetworkError(method=GetMe(), message="Request timeout error"))
+    assert isinstance(mapped, TransientError)
+    assert mapped.description == "network error: Request timeout error"

@@ -1,0 +1,239 @@
+"""The worker's Telegram client: one :class:`Content` to one chat, through aiogram's ``Bot``.
+
+Guarantees:
+
+* :meth:`TelegramSender.send` either returns the :class:`SentMessage` Telegram accepted or
+  raises a :class:`~broadcasting.errors.TelegramError` subclass — never aiogram's, aiohttp's
+  or asyncio's own exceptions (cancellation still propagates as ``CancelledError``). The
+  retry decision travels on the exception (``retryable``, ``retry_after``, ``new_chat_id``).
+* :func:`map_error` is the one place where foreign exceptions become ours. A refusal keeps
+  Telegram's description exactly (``Forbidden: bot was blocked by the user``), since users
+  are shown it.
+* No description ever contains the bot token: ``bot<digits>:<secret>`` is masked as
+  ``bot<digits>:***`` whatever the exception carried.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from types import TracebackType
+
+import aiohttp
+from aiogram import Bot
+from aiogram.client.session.aiohttp import AiohttpSession
+from aiogram.client.telegram import TelegramAPIServer
+from aiogram.exceptions import (
+    ClientDecodeError,
+    TelegramAPIError,
+    TelegramBadRequest,
+    TelegramConflictError,
+    TelegramEntityTooLarge,
+    TelegramForbiddenError,
+    TelegramMigrateToChat,
+    TelegramNetworkError,
+    TelegramNotFound,
+    TelegramRetryAfter,
+    TelegramServerError,
+    TelegramUnauthorizedError,
+)
+from aiogram.types import Message
+from aiogram.utils.token import TokenValidationError, validate_token
+
+from broadcasting.errors import (
+    ChatMigrated,
+    PermanentError,
+    RateLimited,
+    TelegramError,
+    TransientError,
+)
+from broadcasting.logconfig import redact
+from broadcasting.model import Content, MediaType
+
+logger = logging.getLogger(__name__)
+
+TELEGRAM_API_URL = "https://api.telegram.org"
+
+# aiogram's refusals carry no status code; these are the codes its classes stand for.
+_PERMANENT: tuple[tuple[type[TelegramAPIError], int], ...] = (
+    (TelegramEntityTooLarge, 413),  # before TelegramNetworkError, which it subclasses
+    (TelegramBadRequest, 400),
+    (TelegramUnauthorizedError, 401),
+    (TelegramForbiddenError, 403),
+    (TelegramNotFound, 404),
+    (TelegramConflictError, 409),
+)
+
+_ORIGINAL = "\nOriginal description: "
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SentMessage:
+    """A message Telegram accepted.
+
+    ``file_id`` is the file Telegram stored for a media message (the largest size of a
+    photo), for resending it by id; ``None`` for text.
+    """
+
+    message_id: int
+    file_id: str | None
+
+
+class _Session(AiohttpSession):
+    """aiogram's session; over plain HTTP (a local Bot API server or the simulator) it skips
+    the 250 ms aiogram waits on close for TLS connections to shut down."""
+
+    async def close(self) -> None:
+        if self.api.base.startswith("https://"):
+            await super().close()
+        elif self._session is not None and not self._session.closed:
+            await self._session.close()
+
+
+class TelegramSender:
+    """Sends one :class:`Content` to one chat with aiogram's ``Bot``. Async context manager
+    (owns the Bot and its aiohttp session)."""
+
+    def __init__(
+        self,
+        *,
+        token: str,
+        api_url: str = TELEGRAM_API_URL,
+        request_timeout: float = 30.0,
+    ) -> None:
+        try:
+            validate_token(token)
+        except TokenValidationError:
+            raise ValueError("not a Telegram bot token (expected <digits>:<secret>)") from None
+        if request_timeout <= 0:
+            raise ValueError("request_timeout must be positive")
+        session = _Session(api=TelegramAPIServer.from_base(api_url), timeout=request_timeout)
+        self._bot = Bot(token, session=session)
+
+    async def __aenter__(self) -> TelegramSender:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self._bot.session.close()
+
+    async def send(
+        self, chat_id: int, content: Content, *, media: str | None = None
+    ) -> SentMessage:
+        """Send ``content`` to ``chat_id``; ``media`` (a file_id) replaces ``content.media_url``.
+
+        Raises only :class:`TelegramError` subclasses.
+        """
+        kind = content.media_type
+        source = media or content.media_url
+        if kind.has_media and not source:
+            raise PermanentError(f"a {kind} message needs media (a URL or file_id)", error_code=400)
+        caption = content.message if kind.takes_caption and content.message else None
+        try:
+            message = await self._send(chat_id, kind, content.message, source or "", caption)
+        except Exception as exc:
+            raise map_error(exc) from None
+        return SentMessage(message_id=message.message_id, file_id=stored_file_id(message, kind))
+
+    async def get_me(self) -> tuple[int, str]:
+        """The bot's (id, username). Raises only :class:`TelegramError` subclasses."""
+        try:
+            me = await self._bot.get_me()
+        except Exception as exc:
+            raise map_error(exc) from None
+        return me.id, me.username or ""
+
+    async def _send(
+        self, chat_id: int, kind: MediaType, text: str, source: str, caption: str | None
+    ) -> Message:
+        bot = self._bot
+        match kind:
+            case MediaType.TEXT:
+                return await bot.send_message(chat_id, text)
+            case MediaType.PHOTO:
+                return await bot.send_photo(chat_id, source, caption=caption)
+            case MediaType.VIDEO:
+                return await bot.send_video(chat_id, source, caption=caption)
+            case MediaType.ANIMATION:
+                return await bot.send_animation(chat_id, source, caption=caption)
+            case MediaType.DOCUMENT:
+                return await bot.send_document(chat_id, source, caption=caption)
+            case MediaType.AUDIO:
+                return await bot.send_audio(chat_id, source, caption=caption)
+            case MediaType.VOICE:
+                return await bot.send_voice(chat_id, source, caption=caption)
+            case MediaType.VIDEO_NOTE:
+                return await bot.send_video_note(chat_id, source)
+            case MediaType.STICKER:
+                return await bot.send_sticker(chat_id, source)
+
+
+def stored_file_id(message: Message, kind: MediaType) -> str | None:
+    """The file_id of the media ``message`` carries for ``kind`` (largest photo size)."""
+    match kind:
+        case MediaType.TEXT:
+            return None
+        case MediaType.PHOTO:
+            return message.photo[-1].file_id if message.photo else None
+        case MediaType.VIDEO:
+            return message.video.file_id if message.video else None
+        case MediaType.ANIMATION:
+            return message.animation.file_id if message.animation else None
+        case MediaType.DOCUMENT:
+            return message.document.file_id if message.document else None
+        case MediaType.AUDIO:
+            return message.audio.file_id if message.audio else None
+        case MediaType.VOICE:
+            return message.voice.file_id if message.voice else None
+        case MediaType.VIDEO_NOTE:
+            return message.video_note.file_id if message.video_note else None
+        case MediaType.STICKER:
+            return message.sticker.file_id if message.sticker else None
+
+
+def _telegram_description(exc: TelegramAPIError) -> str:
+    """Telegram's own text: aiogram rewrites it for flood control and migration."""
+    message = exc.message
+    if _ORIGINAL in message:
+        return message.rsplit(_ORIGINAL, 1)[1]
+    return message
+
+
+def map_error(exc: BaseException) -> TelegramError:
+    """The one place aiogram's / aiohttp's / asyncio's exceptions become ours.
+
+    429 → :class:`RateLimited`; a migrated group → :class:`ChatMigrated`; Telegram's
+    refusals (400, 401, 403, 404, 409, 413) → :class:`PermanentError` with Telegram's
+    description and code; 5xx, network errors, timeouts and answers that are not the Bot
+    API's JSON → :class:`TransientError`. Anything else is logged and also transient.
+    Bot tokens are masked in every description.
+    """
+    if isinstance(exc, TelegramError):
+        return exc
+    if isinstance(exc, TelegramRetryAfter):
+        return RateLimited(redact(_telegram_description(exc)), retry_after=float(exc.retry_after))
+    if isinstance(exc, TelegramMigrateToChat):
+        return ChatMigrated(redact(_telegram_description(exc)), new_chat_id=exc.migrate_to_chat_id)
+    for refusal, code in _PERMANENT:
+        if isinstance(exc, refusal):
+            return PermanentError(redact(exc.message), error_code=code)
+    if isinstance(exc, TelegramServerError):
+        return TransientError(redact(exc.message))
+    if isinstance(exc, TelegramNetworkError):
+        return TransientError(redact(f"network error: {exc.message}"))
+    if isinstance(exc, ClientDecodeError):
+        return TransientError(f"the answer was not the Bot API's JSON ({exc.message})")
+    if isinstance(exc, aiohttp.ClientError | OSError):
+        # TimeoutError is an OSError; str() of a bare timeout is empty.
+        detail = str(exc) or ("timed out" if isinstance(exc, TimeoutError) else "no detail")
+        return TransientError(redact(f"network error: {type(exc).__name__}: {detail}"))
+    description = redact(f"unexpected {type(exc).__name__}: {exc}")
+    logger.error(
+        "unexpected error from the Telegram client",
+        extra={"error_type": type(exc).__name__, "error": description},
+    )
+    return TransientError(description)
