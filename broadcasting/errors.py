@@ -4,6 +4,8 @@
 
     BroadcastingError
     ├── ConfigError              bad configuration; names the key (start-up fails fast)
+    ├── NatsServerError          the embedded nats-server could not start (its log tail inside)
+    ├── QueueError               a NATS operation failed (publish not acknowledged, JetStream down)
     ├── ApiError                 answered to an API caller (gRPC status / HTTP problem)
     │   ├── InvalidArgument      INVALID_ARGUMENT / 400, with one violation per bad field
     │   ├── NotFound             NOT_FOUND / 404
@@ -35,6 +37,14 @@ class ConfigError(BroadcastingError):
         super().__init__(f"config {key}: {message}")
         self.key = key
         self.message = message
+
+
+class NatsServerError(BroadcastingError):
+    """The embedded nats-server could not be started or found."""
+
+
+class QueueError(BroadcastingError):
+    """A NATS operation failed (publish not acknowledged, JetStream unavailable)."""
 
 
 class ApiError(BroadcastingError):

@@ -32,7 +32,7 @@ import time
 from pathlib import Path
 from types import TracebackType
 
-from broadcasting.errors import BroadcastingError
+from broadcasting.errors import NatsServerError
 
 logger = logging.getLogger(__name__)
 
@@ -45,10 +45,6 @@ _POLL_INTERVAL = 0.02
 _TAIL_LINES = 20
 _WILDCARD_HOSTS = frozenset({"0.0.0.0", "::", "[::]"})
 LOCK_NAME = ".nats-server.lock"
-
-
-class NatsServerError(BroadcastingError):
-    """The embedded nats-server could not be found, started or reached."""
 
 
 def find_nats_server_binary() -> Path:

@@ -180,6 +180,11 @@ def readme_client_example() -> str:
     return match.group(1)
 
 
+def test_clients_example_is_the_readme_example() -> None:
+    shipped = (ROOT / "clients" / "python" / "send_message.py").read_text(encoding="utf-8")
+    assert shipped.endswith(readme_client_example())
+
+
 async def test_readme_client_example_works_as_written(tmp_path: Path, simulator: Simulator) -> None:
     environ = service_environ(tmp_path, simulator)
     code = readme_client_example()
