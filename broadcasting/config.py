@@ -38,12 +38,19 @@ class TelegramSettings:
     token: str = field(repr=False)
     api_url: str
     rate_limit: float
+    """Messages per second for the whole bot, across every worker."""
+    paid_rate_limit: float
+    """Messages per second for broadcasts with ``allow_paid_broadcast`` (Telegram: ≤ 1000)."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class NatsSettings:
     url: str
     """Empty: the service runs an embedded nats-server."""
+    ack_wait: float
+    """Seconds a worker may hold a job without a sign of life before it goes to another."""
+    prefix: str
+    """Names the streams (``<PREFIX>_JOBS``...): services sharing a NATS need different ones."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -60,6 +67,10 @@ class ServerSettings:
 class WorkerSettings:
     concurrency: int
     max_attempts: int
+    content_error_threshold: int
+    backoff_base: float
+    """Seconds; attempt n waits a random time up to ``min(backoff_cap, backoff_base * 2**n)``."""
+    backoff_cap: float
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -90,8 +101,13 @@ class Settings:
 DEFAULTS: dict[str, dict[str, Any]] = {
     "": {"data_dir": "./data"},
     "database": {"dsn": ""},
-    "telegram": {"token": "", "api_url": "https://api.telegram.org", "rate_limit": 30},
-    "nats": {"url": ""},
+    "telegram": {
+        "token": "",
+        "api_url": "https://api.telegram.org",
+        "rate_limit": 30,
+        "paid_rate_limit": 1000,
+    },
+    "nats": {"url": "", "ack_wait": 30, "prefix": "tgb"},
     "server": {
         "host": "127.0.0.1",
         "port": 8080,
@@ -100,7 +116,13 @@ DEFAULTS: dict[str, dict[str, Any]] = {
         "max_user_ids": 1_000_000,
         "max_body_bytes": 64 * 1024 * 1024,
     },
-    "worker": {"concurrency": 32, "max_attempts": 5},
+    "worker": {
+        "concurrency": 32,
+        "max_attempts": 5,
+        "content_error_threshold": 5,
+        "backoff_base": 0.5,
+        "backoff_cap": 30,
+    },
 }
 
 
@@ -189,8 +211,15 @@ def _build(values: dict[str, dict[str, Any]], base: Path) -> Settings:
             token=_bot_token(telegram["token"]),
             api_url=_http_url(telegram["api_url"], "telegram.api_url"),
             rate_limit=_number(telegram["rate_limit"], "telegram.rate_limit", low=0.1),
+            paid_rate_limit=_number(
+                telegram["paid_rate_limit"], "telegram.paid_rate_limit", low=0.1
+            ),
         ),
-        nats=NatsSettings(url=_nats_url(values["nats"]["url"])),
+        nats=NatsSettings(
+            url=_nats_url(values["nats"]["url"]),
+            ack_wait=_number(values["nats"]["ack_wait"], "nats.ack_wait", low=1.0),
+            prefix=_prefix(values["nats"]["prefix"]),
+        ),
         server=ServerSettings(
             host=_string(server, "host", "server.host") or "127.0.0.1",
             port=_integer(server["port"], "server.port", low=0, high=65535),
@@ -202,6 +231,11 @@ def _build(values: dict[str, dict[str, Any]], base: Path) -> Settings:
         worker=WorkerSettings(
             concurrency=_integer(worker["concurrency"], "worker.concurrency", low=1, high=10_000),
             max_attempts=_integer(worker["max_attempts"], "worker.max_attempts", low=1, high=100),
+            content_error_threshold=_integer(
+                worker["content_error_threshold"], "worker.content_error_threshold", low=1
+            ),
+            backoff_base=_number(worker["backoff_base"], "worker.backoff_base", low=0.001),
+            backoff_cap=_number(worker["backoff_cap"], "worker.backoff_cap", low=0.001),
         ),
     )
 
@@ -271,6 +305,13 @@ def _http_url(value: Any, key: str) -> str:
     if parts.scheme not in ("http", "https") or not parts.netloc:
         raise ConfigError(key, f"must be an http(s) URL, not {url!r}")
     return url
+
+
+def _prefix(value: Any) -> str:
+    prefix = "" if value is None else str(value).strip()
+    if not re.fullmatch(r"[A-Za-z0-9_-]{1,32}", prefix):
+        raise ConfigError("nats.prefix", "must be 1-32 letters, digits, '_' or '-'")
+    return prefix
 
 
 def _nats_url(value: Any) -> str:

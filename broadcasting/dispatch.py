@@ -7,9 +7,11 @@ Guarantees:
   recipients never sit in memory at once).
 * ``dispatched`` is set in SQL only after every job of the broadcast was acknowledged by
   JetStream. Until then the broadcast is dispatched again: after a NATS error (with backoff,
-  forever — NATS being down pauses sending, it loses nothing) and at every start of a server
-  (the sweep over :meth:`~broadcasting.store.Store.undispatched_broadcasts`). A second dispatch
-  can publish a recipient twice; workers skip recipients already final in SQL, so that costs a
+  forever — NATS being down pauses sending, it loses nothing), at every start of a server, and
+  by the rescuer sweep every ``sweep_interval`` seconds, which takes over broadcasts left
+  undispatched for ``stale_after`` seconds (a server killed right after answering 202: any
+  other server, or the same one restarted, finishes its fan-out). A second dispatch can
+  publish a recipient twice; workers skip recipients already final in SQL, so that costs a
   little work and never a second message.
 """
 
@@ -19,6 +21,7 @@ import asyncio
 import logging
 import random
 from contextlib import AbstractAsyncContextManager
+from datetime import UTC, datetime, timedelta
 from types import TracebackType
 
 from broadcasting.queue import Job, Queue
@@ -40,14 +43,20 @@ class Dispatcher(AbstractAsyncContextManager["Dispatcher"]):
         batch_size: int = 100,
         retry_delay: float = 1.0,
         max_retry_delay: float = 30.0,
+        sweep_interval: float = 15.0,
+        stale_after: float = 60.0,
     ) -> None:
         self._store = store
         self._queue = queue
         self._batch_size = batch_size
         self._retry_delay = retry_delay
         self._max_retry_delay = max_retry_delay
+        self._sweep_interval = sweep_interval
+        self._stale_after = stale_after
         self._todo: asyncio.Queue[int] = asyncio.Queue()
+        self._queued: set[int] = set()
         self._task: asyncio.Task[None] | None = None
+        self._sweeper: asyncio.Task[None] | None = None
         self._idle = asyncio.Event()
         self._idle.set()
 
@@ -56,6 +65,7 @@ class Dispatcher(AbstractAsyncContextManager["Dispatcher"]):
         for broadcast_id in await self._store.undispatched_broadcasts():
             logger.info("re-dispatching broadcast", extra={"broadcast_id": broadcast_id})
             self.dispatch(broadcast_id)
+        self._sweeper = asyncio.create_task(self._sweep(), name="dispatch-rescuer")
         return self
 
     async def __aexit__(
@@ -64,13 +74,17 @@ class Dispatcher(AbstractAsyncContextManager["Dispatcher"]):
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
-            self._task = None
+        for task in (self._sweeper, self._task):
+            if task is not None:
+                task.cancel()
+                await asyncio.gather(task, return_exceptions=True)
+        self._task = self._sweeper = None
 
     def dispatch(self, broadcast_id: int) -> None:
         """Queue a stored broadcast for publishing; returns at once."""
+        if broadcast_id in self._queued:
+            return
+        self._queued.add(broadcast_id)
         self._idle.clear()
         self._todo.put_nowait(broadcast_id)
 
@@ -95,8 +109,26 @@ class Dispatcher(AbstractAsyncContextManager["Dispatcher"]):
                     )
                     await asyncio.sleep(random.uniform(0, delay))
                     delay = min(delay * 2, self._max_retry_delay)
+            self._queued.discard(broadcast_id)
             if self._todo.empty():
                 self._idle.set()
+
+    async def _sweep(self) -> None:
+        while True:
+            await asyncio.sleep(self._sweep_interval)
+            try:
+                before = datetime.now(UTC) - timedelta(seconds=self._stale_after)
+                stale = await self._store.undispatched_broadcasts(created_before=before)
+            except Exception as exc:
+                logger.warning("rescuer sweep failed", extra={"error": repr(exc)})
+                continue
+            for broadcast_id in stale:
+                if broadcast_id not in self._queued:
+                    logger.warning(
+                        "rescuing a broadcast left undispatched",
+                        extra={"broadcast_id": broadcast_id},
+                    )
+                    self.dispatch(broadcast_id)
 
     async def _publish(self, broadcast_id: int) -> None:
         jobs: list[Job] = []

@@ -13,7 +13,8 @@
     └── TelegramError            one Bot API call failed; mapped once from aiogram
         ├── RateLimited          429: wait ``retry_after`` seconds, then retry (not an attempt)
         ├── ChatMigrated         the group became a supergroup: resend to ``new_chat_id``
-        ├── PermanentError       final for this recipient (blocked, chat not found, bad request)
+        ├── PermanentError       final for this recipient, with its ``outcome`` (blocked, chat
+        │                        not found, ...) and whether the content itself is at fault
         └── TransientError       worth retrying with backoff (5xx, network, timeout, non-JSON)
 
 The retry decision travels on the exception (``retryable``), so callers branch on data,
@@ -24,6 +25,8 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
+
+from broadcasting.model import DeliveryState
 
 
 class BroadcastingError(Exception):
@@ -112,11 +115,24 @@ class ChatMigrated(TelegramError):
 
 
 class PermanentError(TelegramError):
-    """Telegram refused the message for good; ``error_code`` is its HTTP-like code."""
+    """Telegram refused the message for good; ``error_code`` is its HTTP-like code.
 
-    def __init__(self, description: str, *, error_code: int) -> None:
+    ``outcome`` is the recipient's final state. ``content_error`` means the message itself
+    (or the bot) is at fault — too long, a bad file URL — so every recipient would fail too.
+    """
+
+    def __init__(
+        self,
+        description: str,
+        *,
+        error_code: int,
+        outcome: DeliveryState = DeliveryState.BAD_REQUEST,
+        content_error: bool = False,
+    ) -> None:
         super().__init__(description)
         self.error_code = error_code
+        self.outcome = outcome
+        self.content_error = content_error
 
 
 class TransientError(TelegramError):

@@ -8,8 +8,15 @@ Delivery states, and what they guarantee:
 * ``PENDING`` — the recipient has not reached a final outcome. A worker may be sending to it
   right now; after a crash it is sent again (at most the sends in flight are repeated).
 * ``SENT`` — Telegram accepted the message; ``message_id`` is Telegram's id for it. Final.
-* ``FAILED`` — Telegram refused it, or every attempt failed; ``error`` holds Telegram's
-  description. Final.
+* Not delivered, final, ``error`` holding Telegram's description:
+
+  - ``BLOCKED`` — the user blocked the bot (the user is marked inactive);
+  - ``DEACTIVATED`` — the account was deleted (the user is marked inactive);
+  - ``CANT_INITIATE`` — the user never started the bot;
+  - ``KICKED`` — the bot was removed from the group or channel, or it was deleted;
+  - ``CHAT_NOT_FOUND`` — no such chat;
+  - ``BAD_REQUEST`` — any other refusal (the content itself, for example);
+  - ``FAILED`` — every attempt failed with a transient error (5xx, network, timeout).
 
 A final state is written once, by a conditional update from ``PENDING``: a recipient is
 counted once however many workers race on it.
@@ -65,15 +72,30 @@ class BroadcastStatus(enum.StrEnum):
 
 
 class DeliveryState(enum.StrEnum):
-    """One recipient's state; see the module docstring."""
+    """One recipient's state; see the module docstring. Every state but PENDING is final."""
 
     PENDING = "pending"
     SENT = "sent"
+    BLOCKED = "blocked"
+    DEACTIVATED = "deactivated"
+    CANT_INITIATE = "cant_initiate"
+    KICKED = "kicked"
+    CHAT_NOT_FOUND = "chat_not_found"
+    BAD_REQUEST = "bad_request"
     FAILED = "failed"
 
     @property
     def is_final(self) -> bool:
         return self is not DeliveryState.PENDING
+
+    @property
+    def delivered(self) -> bool:
+        return self is DeliveryState.SENT
+
+    @property
+    def deactivates_user(self) -> bool:
+        """Whether this outcome leaves the user out of later ``all_users`` broadcasts."""
+        return self in (DeliveryState.BLOCKED, DeliveryState.DEACTIVATED)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -87,6 +109,8 @@ class Content:
     message: str
     media_type: MediaType = MediaType.TEXT
     media_url: str | None = None
+    allow_paid_broadcast: bool = False
+    """Telegram's paid broadcasts: up to 1000 messages per second, 0.1 Star each over 30."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -103,7 +127,9 @@ class NewBroadcast:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Broadcast:
-    """A stored broadcast. ``sent + failed + pending == total`` at every moment."""
+    """A stored broadcast. ``sent + failed + pending == total`` at every moment; ``failed``
+    counts every recipient not delivered, whatever the reason. ``error`` says why a FAILED
+    broadcast was stopped."""
 
     id: int
     status: BroadcastStatus
@@ -113,6 +139,7 @@ class Broadcast:
     failed: int
     created_at: datetime
     finished_at: datetime | None = None
+    error: str | None = None
 
     @property
     def pending(self) -> int:

@@ -21,11 +21,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ctypes
 import fcntl
 import logging
 import os
 import re
 import shutil
+import signal
+import socket
 import subprocess
 import sys
 import time
@@ -129,15 +132,8 @@ class EmbeddedNatsServer:
         log_path = self.log_path
         if log_path.exists():
             os.replace(log_path, log_path.with_name(LOG_NAME + ".1"))
-        args = [
-            "-js",
-            "-sd",
-            str(self._store_dir),
-            "-a",
-            self._host,
-            "-p",
-            str(self._port if self._port else -1),
-        ]
+        port = self._port or _previous_port(self._url_file, self._host)
+        args = ["-js", "-sd", str(self._store_dir), "-a", self._host, "-p", str(port or -1)]
         logger.info("starting nats-server %s (store %s)", binary, self._store_dir)
         with log_path.open("ab") as log_file:
             try:
@@ -152,6 +148,8 @@ class EmbeddedNatsServer:
                     # The child holds the store lock too, so an orphaned server still
                     # keeps a second one off its store.
                     pass_fds=(lock_fd,),
+                    # And it is not orphaned when we are killed (kill -9): it gets SIGTERM.
+                    preexec_fn=_terminate_with_parent,
                 )
             except OSError as exc:
                 raise NatsServerError(f"cannot run nats-server {binary}: {exc}") from exc
@@ -291,3 +289,32 @@ def _write_atomically(path: Path, text: str) -> None:
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     tmp.write_text(text, encoding="utf-8")
     os.replace(tmp, path)
+
+
+def _previous_port(url_file: Path | None, host: str) -> int | None:
+    """The port of the last run (from its URL file) when it is free again, so that workers
+    started beside a restarted server reconnect to the same address."""
+    if url_file is None:
+        return None
+    try:
+        port = int(url_file.read_text(encoding="utf-8").strip().rsplit(":", 1)[1])
+    except (OSError, ValueError, IndexError):
+        return None
+    with socket.socket() as probe:
+        # As nats-server binds: TIME_WAIT connections of the last run do not hold the port.
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((host, port))
+        except OSError:
+            return None
+    return port
+
+
+def _terminate_with_parent() -> None:
+    """In the child before exec: have the kernel send SIGTERM when our process dies."""
+    if sys.platform.startswith("linux"):
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
+_PR_SET_PDEATHSIG = 1

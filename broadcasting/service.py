@@ -15,11 +15,12 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import aclosing
 from dataclasses import dataclass
 
 from broadcasting.dispatch import Dispatcher
+from broadcasting.metrics import Metrics
 from broadcasting.model import (
     Broadcast,
     BroadcastStatus,
@@ -60,6 +61,14 @@ class WatchUpdate:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class BroadcastReport:
+    """A broadcast with its recipients counted per final outcome."""
+
+    broadcast: Broadcast
+    outcome_counts: Mapping[DeliveryState, int]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class UsersPage:
     """A page of users; ``next_page_token`` is empty on the last page."""
 
@@ -76,18 +85,22 @@ class BroadcastingService:
         store: Store,
         queue: Queue,
         dispatcher: Dispatcher,
+        metrics: Metrics,
         max_user_ids: int,
         missing_event_grace: float = 120.0,
     ) -> None:
         self._store = store
         self._queue = queue
         self._dispatcher = dispatcher
+        self._metrics = metrics
         self._max_user_ids = max_user_ids
         self._missing_event_grace = missing_event_grace
 
     async def send_message(self, request: SendRequest) -> Broadcast:
         new = validate_send(request, max_user_ids=self._max_user_ids)
         broadcast = await self._store.create_broadcast(new)
+        self._metrics.broadcasts_created.inc()
+        self._metrics.recipients_accepted.inc(broadcast.total)
         logger.info(
             "broadcast created",
             extra={
@@ -100,8 +113,14 @@ class BroadcastingService:
             self._dispatcher.dispatch(broadcast.id)
         return broadcast
 
-    async def get_broadcast(self, broadcast_id: int) -> Broadcast:
-        return await self._store.get_broadcast(broadcast_id)
+    async def metrics_text(self) -> bytes:
+        """The Prometheus exposition of this process's metrics."""
+        return await self._metrics.render(queue_depth=self._queue.pending_jobs)
+
+    async def get_broadcast(self, broadcast_id: int) -> BroadcastReport:
+        broadcast = await self._store.get_broadcast(broadcast_id)
+        counts = await self._store.outcome_counts(broadcast_id)
+        return BroadcastReport(broadcast=broadcast, outcome_counts=counts)
 
     async def upsert_users(self, users: Sequence[UserProfile]) -> int:
         return await self._store.upsert_users(validate_users(users))
@@ -137,7 +156,7 @@ class BroadcastingService:
             async for event in events:
                 if isinstance(event, ResultEvent):
                     result = event.result
-                    if result.state is DeliveryState.SENT:
+                    if result.state.delivered:
                         sent += 1
                     else:
                         failed += 1
@@ -176,7 +195,7 @@ class BroadcastingService:
                 broadcast.id, after_user_id=after, limit=REPLAY_PAGE
             )
             for result in page:
-                if result.state is DeliveryState.SENT:
+                if result.state.delivered:
                     sent += 1
                 else:
                     failed += 1

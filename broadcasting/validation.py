@@ -51,6 +51,7 @@ class SendRequest:
     media_url: str = ""
     user_ids: Sequence[int] = ()
     all_users: bool = False
+    allow_paid_broadcast: bool = False
 
 
 def telegram_length(text: str) -> int:
@@ -103,7 +104,11 @@ def _content(
                     "message", f"is {length} characters; Telegram allows at most {TEXT_LIMIT}"
                 )
             )
-        return Content(message=message, media_type=media_type)
+        return Content(
+            message=message,
+            media_type=media_type,
+            allow_paid_broadcast=request.allow_paid_broadcast,
+        )
     if not media_url:
         violations.append(
             FieldViolation("media_url", f"is required for media_type {media_type.value}")
@@ -123,7 +128,12 @@ def _content(
                 f"is {length} characters; a caption may have at most {CAPTION_LIMIT}",
             )
         )
-    return Content(message=message, media_type=media_type, media_url=media_url or None)
+    return Content(
+        message=message,
+        media_type=media_type,
+        media_url=media_url or None,
+        allow_paid_broadcast=request.allow_paid_broadcast,
+    )
 
 
 def _is_media_reference(value: str) -> bool:

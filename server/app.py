@@ -17,6 +17,7 @@ from aiohttp import web
 from broadcasting.config import Settings
 from broadcasting.dispatch import Dispatcher
 from broadcasting.errors import ConfigError
+from broadcasting.metrics import Metrics
 from broadcasting.natsserver import EmbeddedNatsServer
 from broadcasting.queue import Queue
 from broadcasting.service import BroadcastingService
@@ -35,6 +36,7 @@ class Backends:
     store: Store
     queue: Queue
     nats_url: str
+    metrics: Metrics
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -52,9 +54,7 @@ class RunningService:
 
 
 @asynccontextmanager
-async def open_backends(
-    settings: Settings, *, embed_nats: bool, nats_prefix: str = "tgb"
-) -> AsyncIterator[Backends]:
+async def open_backends(settings: Settings, *, embed_nats: bool) -> AsyncIterator[Backends]:
     """The database (migrated) and the queue.
 
     With no ``nats.url``: ``embed_nats`` starts a nats-server under ``data_dir`` and writes its
@@ -82,8 +82,10 @@ async def open_backends(
                 ) from None
         store = await stack.enter_async_context(Store.open(settings.database.url))
         await store.migrate()
-        queue = await stack.enter_async_context(Queue.connect(url, prefix=nats_prefix))
-        yield Backends(store=store, queue=queue, nats_url=url)
+        queue = await stack.enter_async_context(
+            Queue.connect(url, prefix=settings.nats.prefix, ack_wait=settings.nats.ack_wait)
+        )
+        yield Backends(store=store, queue=queue, nats_url=url, metrics=Metrics())
 
 
 @asynccontextmanager
@@ -95,6 +97,7 @@ async def running_api(settings: Settings, backends: Backends) -> AsyncIterator[R
             store=backends.store,
             queue=backends.queue,
             dispatcher=dispatcher,
+            metrics=backends.metrics,
             max_user_ids=settings.server.max_user_ids,
         )
         grpc_server = create_server(service, tokens)
@@ -130,13 +133,11 @@ async def running_api(settings: Settings, backends: Backends) -> AsyncIterator[R
 
 @asynccontextmanager
 async def running_service(
-    settings: Settings, *, api: bool, workers: int, nats_prefix: str = "tgb"
+    settings: Settings, *, api: bool, workers: int
 ) -> AsyncIterator[RunningService]:
     """The whole service in this process: the API when ``api``, and ``workers`` workers."""
     async with AsyncExitStack() as stack:
-        backends = await stack.enter_async_context(
-            open_backends(settings, embed_nats=api, nats_prefix=nats_prefix)
-        )
+        backends = await stack.enter_async_context(open_backends(settings, embed_nats=api))
         running: RunningApi | None = None
         if api:
             running = await stack.enter_async_context(running_api(settings, backends))
@@ -146,6 +147,8 @@ async def running_service(
 
         for _ in range(workers):
             await stack.enter_async_context(
-                running_worker(settings, store=backends.store, queue=backends.queue)
+                running_worker(
+                    settings, store=backends.store, queue=backends.queue, metrics=backends.metrics
+                )
             )
         yield RunningService(backends=backends, api=running)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import datetime
 
 from google.protobuf.timestamp_pb2 import Timestamp
@@ -31,8 +32,9 @@ _MEDIA_TO_PB = {
     media_type: pb.MediaType.Value(_MEDIA_PREFIX + media_type.name) for media_type in MediaType
 }
 _OUTCOME_TO_PB = {
-    DeliveryState.SENT: pb.DELIVERY_OUTCOME_SENT,
-    DeliveryState.FAILED: pb.DELIVERY_OUTCOME_FAILED,
+    state: pb.DeliveryOutcome.Value("DELIVERY_OUTCOME_" + state.name)
+    for state in DeliveryState
+    if state.is_final
 }
 
 
@@ -57,6 +59,7 @@ def send_request(message: pb.SendMessageRequest) -> SendRequest:
         media_url=message.media_url,
         user_ids=tuple(message.user_ids),
         all_users=message.all_users,
+        allow_paid_broadcast=message.allow_paid_broadcast,
     )
 
 
@@ -66,7 +69,7 @@ def timestamp(value: datetime) -> Timestamp:
     return stamp
 
 
-def broadcast(value: Broadcast) -> pb.Broadcast:
+def broadcast(value: Broadcast, outcome_counts: Mapping[DeliveryState, int]) -> pb.Broadcast:
     message = pb.Broadcast(
         broadcast_id=value.id,
         status=_STATUS_TO_PB[value.status],
@@ -78,6 +81,9 @@ def broadcast(value: Broadcast) -> pb.Broadcast:
         media_type=_MEDIA_TO_PB[value.content.media_type],
         media_url=value.content.media_url or "",
         created_at=timestamp(value.created_at),
+        error=value.error or "",
+        outcome_counts={state.value: count for state, count in outcome_counts.items()},
+        allow_paid_broadcast=value.content.allow_paid_broadcast,
     )
     if value.finished_at is not None:
         message.finished_at.CopyFrom(timestamp(value.finished_at))

@@ -52,8 +52,10 @@ class BroadcastServicer(pb_grpc.BroadcastServiceServicer):
         self, request: pb.GetBroadcastRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> pb.GetBroadcastResponse:
         async with _translated(context):
-            broadcast = await self._core.get_broadcast(request.broadcast_id)
-        return pb.GetBroadcastResponse(broadcast=convert.broadcast(broadcast))
+            report = await self._core.get_broadcast(request.broadcast_id)
+        return pb.GetBroadcastResponse(
+            broadcast=convert.broadcast(report.broadcast, report.outcome_counts)
+        )
 
     async def WatchBroadcast(  # noqa: N802
         self, request: pb.WatchBroadcastRequest, context: grpc.aio.ServicerContext[Any, Any]

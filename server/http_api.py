@@ -16,18 +16,21 @@ from http import HTTPStatus
 from typing import Any, TypeVar
 
 from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST
 from pydantic import BaseModel, ConfigDict, ValidationError
 from sqlalchemy.exc import DBAPIError
 
 from broadcasting.errors import FieldViolation, InvalidArgument, NotFound
-from broadcasting.model import Broadcast, User, UserProfile
-from broadcasting.service import BroadcastingService
+from broadcasting.model import User, UserProfile
+from broadcasting.service import BroadcastingService, BroadcastReport
 from broadcasting.validation import SendRequest
 from server.auth import TokenCheck
 
 logger = logging.getLogger(__name__)
 
 PROBLEM_JSON = "application/problem+json"
+UNAUTHENTICATED_PATHS = frozenset({"/healthz", "/metrics"})
+"""Served without a token: they reveal counts, never content or tokens."""
 SERVICE_KEY = web.AppKey("service", BroadcastingService)
 TOKENS_KEY = web.AppKey("tokens", TokenCheck)
 MAX_BODY_KEY = web.AppKey("max_body_bytes", int)
@@ -48,6 +51,7 @@ class SendMessageBody(_Body):
     media_url: str | None = None
     user_ids: list[int] | None = None
     all_users: bool = False
+    allow_paid_broadcast: bool = False
 
 
 class UserBody(_Body):
@@ -105,7 +109,7 @@ async def errors_middleware(request: web.Request, handler: Handler) -> web.Strea
 
 @web.middleware
 async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    if request.path == "/healthz":
+    if request.path in UNAUTHENTICATED_PATHS:
         return await handler(request)
     if not request.app[TOKENS_KEY].accepts(request.headers.get("Authorization")):
         return problem(401, "missing or invalid API token (Authorization: Bearer <token>)")
@@ -152,7 +156,8 @@ def _time(value: datetime | None) -> str | None:
     return None if value is None else value.isoformat().replace("+00:00", "Z")
 
 
-def broadcast_json(broadcast: Broadcast) -> dict[str, Any]:
+def broadcast_json(report: BroadcastReport) -> dict[str, Any]:
+    broadcast = report.broadcast
     return {
         "broadcast_id": broadcast.id,
         "status": broadcast.status.value,
@@ -165,6 +170,9 @@ def broadcast_json(broadcast: Broadcast) -> dict[str, Any]:
         "media_url": broadcast.content.media_url or "",
         "created_at": _time(broadcast.created_at),
         "finished_at": _time(broadcast.finished_at),
+        "error": broadcast.error,
+        "outcome_counts": {state.value: n for state, n in report.outcome_counts.items()},
+        "allow_paid_broadcast": broadcast.content.allow_paid_broadcast,
     }
 
 
@@ -190,6 +198,7 @@ async def send_message(request: web.Request) -> web.Response:
             media_url=body.media_url or "",
             user_ids=tuple(body.user_ids or ()),
             all_users=body.all_users,
+            allow_paid_broadcast=body.allow_paid_broadcast,
         )
     )
     return web.json_response(
@@ -263,6 +272,11 @@ async def healthz(request: web.Request) -> web.Response:
     return web.json_response({"status": "ok"})
 
 
+async def metrics(request: web.Request) -> web.Response:
+    body = await request.app[SERVICE_KEY].metrics_text()
+    return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+
 def create_app(
     service: BroadcastingService, tokens: TokenCheck, *, max_body_bytes: int
 ) -> web.Application:
@@ -278,4 +292,5 @@ def create_app(
     app.router.add_post("/v1/users", upsert_users)
     app.router.add_get("/v1/users", list_users)
     app.router.add_get("/healthz", healthz)
+    app.router.add_get("/metrics", metrics)
     return app

@@ -7,60 +7,25 @@ reaches the logs (at DEBUG, with aiohttp and aiogram logging their URLs).
 from __future__ import annotations
 
 import asyncio
-import os
 import re
 import signal
 import sys
-from collections.abc import AsyncIterator, Mapping
-from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from collections.abc import Mapping
 from pathlib import Path
 
 import aiohttp
 import grpc
-import pytest
 from tgbroadcast.v1 import broadcast_pb2 as pb
 from tgbroadcast.v1 import broadcast_pb2_grpc as pb_grpc
 
 from simulator import Simulator
+from tests.fixtures.processes import TGBROADCAST, spawn, wait_healthy
 from tests.fixtures.services import free_port
 from tests.fixtures.stack import API_TOKEN
 from tests.fixtures.telegram import BOT_TOKEN
 
 ROOT = Path(__file__).parent.parent
-TGBROADCAST = Path(sys.executable).parent / "tgbroadcast"
 BOT_SECRET = BOT_TOKEN.split(":", 1)[1]
-
-
-@dataclass
-class Process:
-    proc: asyncio.subprocess.Process
-    stderr: Path
-
-    def log(self) -> str:
-        return self.stderr.read_text(encoding="utf-8", errors="replace")
-
-
-@asynccontextmanager
-async def spawn(
-    args: list[str], environ: Mapping[str, str], tmp_path: Path, name: str
-) -> AsyncIterator[Process]:
-    stderr = tmp_path / f"{name}.log"
-    with stderr.open("wb") as sink:
-        proc = await asyncio.create_subprocess_exec(
-            *args,
-            env={**os.environ, **environ},
-            cwd=tmp_path,
-            stdout=sink,
-            stderr=sink,
-        )
-    process = Process(proc=proc, stderr=stderr)
-    try:
-        yield process
-    finally:
-        if proc.returncode is None:
-            proc.kill()
-            await proc.wait()
 
 
 def service_environ(tmp_path: Path, simulator: Simulator) -> dict[str, str]:
@@ -74,20 +39,6 @@ def service_environ(tmp_path: Path, simulator: Simulator) -> dict[str, str]:
         "TGB_NATS_URL": "",
         "TGB_DATABASE_DSN": "",
     }
-
-
-async def wait_healthy(process: Process, http_url: str) -> None:
-    async with aiohttp.ClientSession() as session:
-        while True:
-            if process.proc.returncode is not None:
-                pytest.fail(f"service exited with {process.proc.returncode}:\n{process.log()}")
-            try:
-                async with session.get(http_url + "/healthz") as response:
-                    if response.status == 200:
-                        return
-            except aiohttp.ClientConnectionError:
-                pass
-            await asyncio.sleep(0.1)  # polling for readiness, bounded by the test timeout
 
 
 async def broadcast_and_watch(

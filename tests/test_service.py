@@ -212,10 +212,11 @@ async def test_failed_recipients_carry_telegrams_description(stack: Stack) -> No
     assert status == 202
     results = assert_watch_complete(await watch(stack, body["broadcast_id"]), {30, 31})
     assert results[30].outcome == pb.DELIVERY_OUTCOME_SENT
-    assert results[31].outcome == pb.DELIVERY_OUTCOME_FAILED
+    assert results[31].outcome == pb.DELIVERY_OUTCOME_BLOCKED
     assert results[31].error == "Forbidden: bot was blocked by the user"
     _, broadcast = await get(stack, f"/v1/broadcasts/{body['broadcast_id']}")
     assert (broadcast["sent"], broadcast["failed"], broadcast["status"]) == (1, 1, "completed")
+    assert broadcast["outcome_counts"] == {"sent": 1, "blocked": 1}
 
 
 async def test_restart_keeps_users_and_history(backend: Backend, simulator: Simulator) -> None:

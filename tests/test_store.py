@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
+from alembic.script import ScriptDirectory
 from sqlalchemy import text
 
 from broadcasting.errors import NotFound
@@ -30,6 +31,7 @@ from broadcasting.model import (
     UserProfile,
 )
 from broadcasting.store import Recorded, Store, create_engine
+from broadcasting.store.engine import alembic_config
 from broadcasting.store.tables import metadata
 from tests.fixtures.databases import temporary_database
 from tests.fixtures.services import free_port
@@ -37,6 +39,9 @@ from tests.fixtures.services import free_port
 HELLO = Content(message="hello")
 AT = datetime(2025, 1, 2, 3, 4, 5, 678901, tzinfo=UTC)
 ROOT = Path(__file__).resolve().parent.parent
+
+HEAD = ScriptDirectory.from_config(alembic_config()).get_current_head()
+"""The newest migration: what every migrated database must be at."""
 
 
 @pytest.fixture(autouse=True)
@@ -108,7 +113,7 @@ async def test_migrate_twice_is_a_no_op(database_url: str) -> None:
         created = await store.create_broadcast(to(1))
         await store.migrate()
         assert await store.get_broadcast(created.id) == created
-    assert await schema_revision(database_url) == "0001"
+    assert await schema_revision(database_url) == HEAD
 
 
 async def test_tables_module_matches_the_migrated_schema(database_url: str) -> None:
@@ -130,7 +135,7 @@ async def test_two_stores_migrating_at_once_both_succeed(database_url: str) -> N
         await asyncio.gather(first.migrate(), second.migrate())
         created = await first.create_broadcast(to(1, 2))
         assert await second.get_broadcast(created.id) == created
-    assert await schema_revision(database_url) == "0001"
+    assert await schema_revision(database_url) == HEAD
 
 
 async def test_two_processes_migrating_one_new_sqlite_file(tmp_path: Path) -> None:
@@ -161,7 +166,7 @@ async def test_two_processes_migrating_one_new_sqlite_file(tmp_path: Path) -> No
     for process, (_, stderr) in zip(processes, outputs, strict=True):
         assert process.returncode == 0, stderr.decode()
     assert database.is_file()
-    assert await schema_revision(url) == "0001"
+    assert await schema_revision(url) == HEAD
 
 
 async def test_ping_answers_when_reachable(store: Store) -> None:

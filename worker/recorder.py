@@ -23,6 +23,7 @@ from contextlib import AbstractAsyncContextManager
 from types import TracebackType
 from typing import TypeVar
 
+from broadcasting.metrics import Metrics
 from broadcasting.model import DeliveryResult
 from broadcasting.queue import Event, FinishedEvent, Queue, ResultEvent
 from broadcasting.store import Store
@@ -39,12 +40,14 @@ class ResultRecorder(AbstractAsyncContextManager["ResultRecorder"]):
         *,
         store: Store,
         queue: Queue,
+        metrics: Metrics,
         max_batch: int = 500,
         retry_delay: float = 0.2,
         max_retry_delay: float = 10.0,
     ) -> None:
         self._store = store
         self._queue = queue
+        self._metrics = metrics
         self._max_batch = max_batch
         self._retry_delay = retry_delay
         self._max_retry_delay = max_retry_delay
@@ -90,6 +93,8 @@ class ResultRecorder(AbstractAsyncContextManager["ResultRecorder"]):
 
     async def _commit(self, results: list[DeliveryResult]) -> None:
         recorded = await self._retrying("record outcomes", self._store.record_results, results)
+        for result in recorded.recorded:
+            self._metrics.messages.labels(outcome=result.state.value).inc()
         events: list[Event] = [ResultEvent(result=result) for result in recorded.recorded]
         events += [
             FinishedEvent(broadcast_id=broadcast.id, status=broadcast.status)

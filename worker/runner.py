@@ -8,9 +8,11 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from broadcasting.config import Settings
+from broadcasting.metrics import Metrics
 from broadcasting.queue import Queue
 from broadcasting.store import Store
-from worker.ratelimit import Pacer
+from worker.delivery import Deliverer
+from worker.ratelimit import RateLimiter
 from worker.recorder import ResultRecorder
 from worker.telegram import TelegramSender
 from worker.worker import Worker
@@ -20,22 +22,42 @@ logger = logging.getLogger(__name__)
 
 @asynccontextmanager
 async def running_worker(
-    settings: Settings, *, store: Store, queue: Queue
+    settings: Settings, *, store: Store, queue: Queue, metrics: Metrics
 ) -> AsyncIterator[Worker]:
     """A worker consuming jobs until the context exits; then it finishes the jobs in hand."""
     token = settings.require_bot_token()
+    bot_id = int(token.split(":", 1)[0])
     async with (
         TelegramSender(token=token, api_url=settings.telegram.api_url) as sender,
-        ResultRecorder(store=store, queue=queue) as recorder,
+        RateLimiter(
+            js=queue.jetstream,
+            prefix=queue.names.prefix,
+            bot_id=bot_id,
+            rate=settings.telegram.rate_limit,
+            paid_rate=settings.telegram.paid_rate_limit,
+        ) as limiter,
+        ResultRecorder(store=store, queue=queue, metrics=metrics) as recorder,
     ):
-        worker = Worker(
+        metrics.add_permit_source(lambda: (limiter.stats.permits, limiter.stats.paid_permits))
+        deliverer = Deliverer(
             store=store,
             queue=queue,
             sender=sender,
+            limiter=limiter,
             recorder=recorder,
-            pacer=Pacer(settings.telegram.rate_limit),
+            metrics=metrics,
             concurrency=settings.worker.concurrency,
             max_attempts=settings.worker.max_attempts,
+            content_error_threshold=settings.worker.content_error_threshold,
+            backoff_base=settings.worker.backoff_base,
+            backoff_cap=settings.worker.backoff_cap,
+        )
+        worker = Worker(
+            store=store,
+            queue=queue,
+            deliverer=deliverer,
+            max_jobs=max(2, settings.worker.concurrency // 16),
+            heartbeat_interval=settings.nats.ack_wait / 3,
         )
         task = asyncio.create_task(worker.run(), name="worker")
         logger.info("worker started", extra={"concurrency": settings.worker.concurrency})

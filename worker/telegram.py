@@ -48,7 +48,7 @@ from broadcasting.errors import (
     TransientError,
 )
 from broadcasting.logconfig import redact
-from broadcasting.model import Content, MediaType
+from broadcasting.model import Content, DeliveryState, MediaType
 
 logger = logging.getLogger(__name__)
 
@@ -134,7 +134,14 @@ class TelegramSender:
             raise PermanentError(f"a {kind} message needs media (a URL or file_id)", error_code=400)
         caption = content.message if kind.takes_caption and content.message else None
         try:
-            message = await self._send(chat_id, kind, content.message, source or "", caption)
+            message = await self._send(
+                chat_id,
+                kind,
+                content.message,
+                source or "",
+                caption,
+                paid=True if content.allow_paid_broadcast else None,
+            )
         except Exception as exc:
             raise map_error(exc) from None
         return SentMessage(message_id=message.message_id, file_id=stored_file_id(message, kind))
@@ -148,28 +155,47 @@ class TelegramSender:
         return me.id, me.username or ""
 
     async def _send(
-        self, chat_id: int, kind: MediaType, text: str, source: str, caption: str | None
+        self,
+        chat_id: int,
+        kind: MediaType,
+        text: str,
+        source: str,
+        caption: str | None,
+        *,
+        paid: bool | None,
     ) -> Message:
         bot = self._bot
         match kind:
             case MediaType.TEXT:
-                return await bot.send_message(chat_id, text)
+                return await bot.send_message(chat_id, text, allow_paid_broadcast=paid)
             case MediaType.PHOTO:
-                return await bot.send_photo(chat_id, source, caption=caption)
+                return await bot.send_photo(
+                    chat_id, source, caption=caption, allow_paid_broadcast=paid
+                )
             case MediaType.VIDEO:
-                return await bot.send_video(chat_id, source, caption=caption)
+                return await bot.send_video(
+                    chat_id, source, caption=caption, allow_paid_broadcast=paid
+                )
             case MediaType.ANIMATION:
-                return await bot.send_animation(chat_id, source, caption=caption)
+                return await bot.send_animation(
+                    chat_id, source, caption=caption, allow_paid_broadcast=paid
+                )
             case MediaType.DOCUMENT:
-                return await bot.send_document(chat_id, source, caption=caption)
+                return await bot.send_document(
+                    chat_id, source, caption=caption, allow_paid_broadcast=paid
+                )
             case MediaType.AUDIO:
-                return await bot.send_audio(chat_id, source, caption=caption)
+                return await bot.send_audio(
+                    chat_id, source, caption=caption, allow_paid_broadcast=paid
+                )
             case MediaType.VOICE:
-                return await bot.send_voice(chat_id, source, caption=caption)
+                return await bot.send_voice(
+                    chat_id, source, caption=caption, allow_paid_broadcast=paid
+                )
             case MediaType.VIDEO_NOTE:
-                return await bot.send_video_note(chat_id, source)
+                return await bot.send_video_note(chat_id, source, allow_paid_broadcast=paid)
             case MediaType.STICKER:
-                return await bot.send_sticker(chat_id, source)
+                return await bot.send_sticker(chat_id, source, allow_paid_broadcast=paid)
 
 
 def stored_file_id(message: Message, kind: MediaType) -> str | None:
@@ -203,6 +229,51 @@ def _telegram_description(exc: TelegramAPIError) -> str:
     return message
 
 
+_OUTCOMES: tuple[tuple[int, tuple[str, ...], DeliveryState], ...] = (
+    (403, ("blocked by the user",), DeliveryState.BLOCKED),
+    (403, ("user is deactivated",), DeliveryState.DEACTIVATED),
+    (403, ("can't initiate", "cant initiate"), DeliveryState.CANT_INITIATE),
+    (403, ("kicked", "not a member", "chat was deleted"), DeliveryState.KICKED),
+    (400, ("chat not found", "user not found", "peer_id_invalid"), DeliveryState.CHAT_NOT_FOUND),
+)
+
+_CONTENT_ERRORS = (
+    "message is too long",
+    "caption is too long",
+    "message text is empty",
+    "text must be non-empty",
+    "wrong file identifier",
+    "wrong remote file identifier",
+    "failed to get http url content",
+    "wrong type of the web page content",
+    "can't use file of type",
+    "can't parse entities",
+    "unsupported parse_mode",
+    "file must be non-empty",
+    "media_empty",
+    "photo_invalid_dimensions",
+    "there is no",
+)
+
+
+def refused(error_code: int, description: str) -> PermanentError:
+    """Classify one of Telegram's refusals: the recipient's outcome, and whether the message
+    itself is at fault (then every recipient would be refused the same way)."""
+    text = description.lower()
+    outcome = DeliveryState.BAD_REQUEST
+    for code, needles, state in _OUTCOMES:
+        if code == error_code and any(needle in text for needle in needles):
+            outcome = state
+            break
+    # A wrong token (401) or API address (404) fails every send just like bad content.
+    content_error = error_code in (401, 404) or (
+        outcome is DeliveryState.BAD_REQUEST and any(n in text for n in _CONTENT_ERRORS)
+    )
+    return PermanentError(
+        description, error_code=error_code, outcome=outcome, content_error=content_error
+    )
+
+
 def map_error(exc: BaseException) -> TelegramError:
     """The one place aiogram's / aiohttp's / asyncio's exceptions become ours.
 
@@ -220,7 +291,7 @@ def map_error(exc: BaseException) -> TelegramError:
         return ChatMigrated(redact(_telegram_description(exc)), new_chat_id=exc.migrate_to_chat_id)
     for refusal, code in _PERMANENT:
         if isinstance(exc, refusal):
-            return PermanentError(redact(exc.message), error_code=code)
+            return refused(code, redact(exc.message))
     if isinstance(exc, TelegramServerError):
         return TransientError(redact(exc.message))
     if isinstance(exc, TelegramNetworkError):

@@ -8,10 +8,9 @@ Guarantees (any number of worker processes, on any machines):
 * A job is acked only after every one of its recipients has a final outcome recorded in SQL
   and published as an event. A worker that dies leaves its jobs unacked; JetStream
   redelivers them after AckWait (a long job keeps itself alive with ``in_progress``).
-* 429 answers pause this process's sending for ``retry_after`` and retry the same recipient;
-  they never count as an attempt. Transient failures (5xx, network errors, timeouts, non-JSON
-  answers) are retried with exponential backoff and full jitter up to ``max_attempts``;
-  permanent refusals are final at once with Telegram's description.
+* A job of a broadcast that is final (stopped by the content circuit breaker) sends nothing.
+* How one recipient is sent to — rate budget, 429s, retries, outcomes — is
+  :mod:`worker.delivery`.
 """
 
 from __future__ import annotations
@@ -19,23 +18,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import random
-from collections import OrderedDict
 from collections.abc import Callable
-from datetime import UTC, datetime
 
-from broadcasting.errors import ChatMigrated, PermanentError, RateLimited, TelegramError
-from broadcasting.model import Content, DeliveryResult, DeliveryState
 from broadcasting.queue import Queue, ReceivedJob, ResultEvent
 from broadcasting.store import Store
-from worker.ratelimit import Pacer
-from worker.recorder import ResultRecorder
-from worker.telegram import TelegramSender
+from worker.delivery import Deliverer
 
 logger = logging.getLogger(__name__)
-
-CONTENT_CACHE = 256
-MAX_MIGRATIONS = 2
 
 
 class Worker:
@@ -46,29 +35,17 @@ class Worker:
         *,
         store: Store,
         queue: Queue,
-        sender: TelegramSender,
-        recorder: ResultRecorder,
-        pacer: Pacer,
-        concurrency: int,
-        max_attempts: int,
+        deliverer: Deliverer,
+        max_jobs: int,
         heartbeat_interval: float = 20.0,
         poll_timeout: float = 0.25,
-        backoff_base: float = 0.5,
-        backoff_cap: float = 30.0,
     ) -> None:
         self._store = store
         self._queue = queue
-        self._sender = sender
-        self._recorder = recorder
-        self._pacer = pacer
-        self._sends = asyncio.Semaphore(concurrency)
-        self._max_jobs = max(2, concurrency // 16)
-        self._max_attempts = max_attempts
+        self._deliverer = deliverer
+        self._max_jobs = max_jobs
         self._heartbeat_interval = heartbeat_interval
         self._poll_timeout = poll_timeout
-        self._backoff_base = backoff_base
-        self._backoff_cap = backoff_cap
-        self._contents: OrderedDict[int, Content] = OrderedDict()
         self._stopping = asyncio.Event()
         self._job_done = asyncio.Event()
 
@@ -115,15 +92,18 @@ class Worker:
         job = received.job
         heartbeat = asyncio.create_task(self._keep_alive(received), name="job-heartbeat")
         try:
-            content = await self._content(job.broadcast_id)
+            broadcast = await self._store.get_broadcast(job.broadcast_id)
             pending = await self._store.pending_among(job.broadcast_id, job.user_ids)
             if received.num_delivered > 1:
                 await self._republish(
                     job.broadcast_id, [u for u in job.user_ids if u not in pending]
                 )
-            await asyncio.gather(
-                *(self._deliver(job.broadcast_id, user_id, content) for user_id in sorted(pending))
-            )
+            if broadcast.status.is_final:
+                self._deliverer.forget(broadcast.id)
+            else:
+                await asyncio.gather(
+                    *(self._deliverer.deliver(broadcast, user_id) for user_id in sorted(pending))
+                )
             await received.ack()
         except asyncio.CancelledError:
             raise
@@ -155,71 +135,3 @@ class Worker:
         results = await self._store.results_among(broadcast_id, user_ids)
         if results:
             await self._queue.publish_events([ResultEvent(result=r) for r in results])
-
-    async def _content(self, broadcast_id: int) -> Content:
-        content = self._contents.get(broadcast_id)
-        if content is None:
-            content = (await self._store.get_broadcast(broadcast_id)).content
-            self._contents[broadcast_id] = content
-            if len(self._contents) > CONTENT_CACHE:
-                self._contents.popitem(last=False)
-        return content
-
-    async def _deliver(self, broadcast_id: int, user_id: int, content: Content) -> None:
-        result = await self._attempt(broadcast_id, user_id, content)
-        await self._recorder.record(result)
-
-    async def _attempt(self, broadcast_id: int, user_id: int, content: Content) -> DeliveryResult:
-        chat_id = user_id
-        attempts = 0
-        migrations = 0
-        while True:
-            error: TelegramError
-            async with self._sends:
-                await self._pacer.acquire()
-                try:
-                    sent = await self._sender.send(chat_id, content)
-                except RateLimited as exc:
-                    self._pacer.pause(exc.retry_after)
-                    logger.warning(
-                        "rate limited by Telegram",
-                        extra={"retry_after": exc.retry_after, "chat_id": chat_id},
-                    )
-                    continue
-                except ChatMigrated as exc:
-                    migrations += 1
-                    if migrations > MAX_MIGRATIONS:
-                        return _failed(broadcast_id, user_id, exc.description)
-                    chat_id = exc.new_chat_id
-                    continue
-                except PermanentError as exc:
-                    return _failed(broadcast_id, user_id, exc.description)
-                except TelegramError as exc:
-                    error = exc
-                else:
-                    return DeliveryResult(
-                        broadcast_id=broadcast_id,
-                        user_id=user_id,
-                        state=DeliveryState.SENT,
-                        message_id=sent.message_id,
-                        finished_at=datetime.now(UTC),
-                    )
-            attempts += 1
-            if attempts >= self._max_attempts:
-                return _failed(broadcast_id, user_id, error.description)
-            ceiling = min(self._backoff_cap, self._backoff_base * 2**attempts)
-            logger.info(
-                "transient send failure; retrying",
-                extra={"chat_id": chat_id, "attempt": attempts, "error": error.description},
-            )
-            await asyncio.sleep(random.uniform(0, ceiling))
-
-
-def _failed(broadcast_id: int, user_id: int, description: str) -> DeliveryResult:
-    return DeliveryResult(
-        broadcast_id=broadcast_id,
-        user_id=user_id,
-        state=DeliveryState.FAILED,
-        error=description,
-        finished_at=datetime.now(UTC),
-    )

@@ -219,7 +219,10 @@ class Queue:
                 except Exception as exc:  # drain may fail mid-reconnect; close anyway
                     logger.warning("NATS %s: drain failed: %r", safe_url, exc)
             if not nc.is_closed:
-                await nc.close()
+                try:
+                    await nc.close()
+                except (OSError, nats.errors.Error) as exc:  # the server went away first
+                    logger.warning("NATS %s: close failed: %r", safe_url, exc)
 
     async def _ensure_topology(self) -> None:
         n = self._names
@@ -275,6 +278,11 @@ class Queue:
             await sub.unsubscribe()
         except nats.errors.Error as exc:
             logger.debug("unsubscribe failed: %r", exc)
+
+    async def pending_jobs(self) -> int:
+        """Jobs in the work queue not yet acknowledged (waiting or in a worker's hands)."""
+        info = await self._js.stream_info(self._names.jobs_stream)
+        return int(info.state.messages)
 
     async def _consumer_exists(self, stream: str, consumer: str) -> bool:
         """False only when the server says the consumer (or its stream) is gone."""

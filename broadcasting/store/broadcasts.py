@@ -66,6 +66,7 @@ async def create(
             message=new.content.message,
             media_type=new.content.media_type.value,
             media_url=new.content.media_url,
+            allow_paid_broadcast=new.content.allow_paid_broadcast,
             all_users=new.all_users,
             total=len(user_ids),
             sent=0,
@@ -99,23 +100,81 @@ async def fetch(connection: AsyncConnection, broadcast_id: int) -> Broadcast:
         id=row.id,
         status=BroadcastStatus(row.status),
         content=Content(
-            message=row.message, media_type=MediaType(row.media_type), media_url=row.media_url
+            message=row.message,
+            media_type=MediaType(row.media_type),
+            media_url=row.media_url,
+            allow_paid_broadcast=row.allow_paid_broadcast,
         ),
         total=row.total,
         sent=row.sent,
         failed=row.failed,
         created_at=row.created_at,
         finished_at=row.finished_at,
+        error=row.error,
     )
 
 
-async def undispatched(connection: AsyncConnection) -> list[int]:
+async def fail(
+    connection: AsyncConnection, broadcast_id: int, reason: str, *, now: datetime
+) -> bool:
+    """Stop a broadcast that still has work as FAILED with ``reason``; whether it did."""
+    stopped = await connection.execute(
+        update(broadcasts)
+        .where(broadcasts.c.id == broadcast_id, broadcasts.c.status.in_(ACTIVE))
+        .values(status=BroadcastStatus.FAILED.value, error=reason, finished_at=now)
+    )
+    return bool(stopped.rowcount == 1)
+
+
+async def outcome_counts(
+    connection: AsyncConnection, broadcast_id: int
+) -> dict[DeliveryState, int]:
+    statement = (
+        select(deliveries.c.state, func.count())
+        .where(deliveries.c.broadcast_id == broadcast_id, deliveries.c.state != _PENDING)
+        .group_by(deliveries.c.state)
+    )
+    return {
+        DeliveryState(state): int(count) for state, count in await connection.execute(statement)
+    }
+
+
+async def count_errors(
+    connection: AsyncConnection, broadcast_id: int, state: DeliveryState, error: str
+) -> int:
+    statement = select(func.count()).where(
+        deliveries.c.broadcast_id == broadcast_id,
+        deliveries.c.state == state.value,
+        deliveries.c.error == error,
+    )
+    return int((await connection.execute(statement)).scalar_one())
+
+
+async def file_id(connection: AsyncConnection, broadcast_id: int) -> str | None:
+    statement = select(broadcasts.c.file_id).where(broadcasts.c.id == broadcast_id)
+    value: str | None = (await connection.execute(statement)).scalar_one_or_none()
+    return value
+
+
+async def store_file_id(connection: AsyncConnection, broadcast_id: int, file_id: str) -> None:
+    await connection.execute(
+        update(broadcasts)
+        .where(broadcasts.c.id == broadcast_id, broadcasts.c.file_id.is_(None))
+        .values(file_id=file_id)
+    )
+
+
+async def undispatched(
+    connection: AsyncConnection, *, created_before: datetime | None = None
+) -> list[int]:
     """Ids of broadcasts with work whose jobs are not all queued, ascending."""
     statement = (
         select(broadcasts.c.id)
         .where(broadcasts.c.dispatched == false(), broadcasts.c.status.in_(ACTIVE))
         .order_by(broadcasts.c.id)
     )
+    if created_before is not None:
+        statement = statement.where(broadcasts.c.created_at < created_before)
     return list((await connection.scalars(statement)).all())
 
 

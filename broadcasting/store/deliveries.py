@@ -16,6 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from broadcasting.model import Broadcast, BroadcastStatus, DeliveryResult, DeliveryState
 
 from . import broadcasts as broadcast_statements
+from . import users
 from .limits import IDS_PER_IN_LIST, chunks
 from .tables import UtcDateTime, broadcasts, deliveries
 
@@ -132,6 +133,9 @@ async def record(
             sent = sum(result.state is DeliveryState.SENT for result in final)
             sent_before, failed_before = counts.get(broadcast_id, (0, 0))
             counts[broadcast_id] = (sent_before + sent, failed_before + len(final) - sent)
+    leaving = [result.user_id for result in recorded if result.state.deactivates_user]
+    if leaving:
+        await users.deactivate(connection, leaving, now=now)
     finished: list[Broadcast] = []
     for broadcast_id in sorted(counts):
         if await _count(connection, broadcast_id, *counts[broadcast_id], now=now):

@@ -30,7 +30,14 @@ from sqlalchemy import select
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from broadcasting.model import Broadcast, DeliveryResult, NewBroadcast, UserPage, UserProfile
+from broadcasting.model import (
+    Broadcast,
+    DeliveryResult,
+    DeliveryState,
+    NewBroadcast,
+    UserPage,
+    UserProfile,
+)
 
 from . import broadcasts, deliveries, dialects, users
 from .deliveries import Recorded
@@ -98,10 +105,11 @@ class Store:
         async with self._engine.connect() as connection:
             return await broadcasts.fetch(connection, broadcast_id)
 
-    async def undispatched_broadcasts(self) -> list[int]:
-        """Ids of broadcasts not final whose jobs are not all queued yet, oldest first."""
+    async def undispatched_broadcasts(self, *, created_before: datetime | None = None) -> list[int]:
+        """Ids of broadcasts not final whose jobs are not all queued yet, oldest first;
+        only those created before ``created_before`` when given."""
         async with self._engine.connect() as connection:
-            return await broadcasts.undispatched(connection)
+            return await broadcasts.undispatched(connection, created_before=created_before)
 
     async def mark_dispatched(self, broadcast_id: int) -> None:
         """Record that every job of the broadcast is queued (idempotent); ``NotFound``."""
@@ -177,7 +185,46 @@ class Store:
             lambda connection: deliveries.record(connection, ordered, now=_now())
         )
 
+    async def fail_broadcast(self, broadcast_id: int, reason: str) -> Broadcast | None:
+        """Stop a broadcast that still has work as ``FAILED`` with ``reason``.
+
+        Returns the stopped broadcast, or ``None`` if it was final already (only one caller
+        stops it). Its pending recipients stay pending and are never sent to.
+        """
+
+        async def stop(connection: AsyncConnection) -> Broadcast | None:
+            if await broadcasts.fail(connection, broadcast_id, reason, now=_now()):
+                return await broadcasts.fetch(connection, broadcast_id)
+            return None
+
+        return await self._write(stop)
+
+    async def outcome_counts(self, broadcast_id: int) -> dict[DeliveryState, int]:
+        """Recipients per final state (states no recipient has are absent)."""
+        async with self._engine.connect() as connection:
+            return await broadcasts.outcome_counts(connection, broadcast_id)
+
+    async def count_errors(self, broadcast_id: int, state: DeliveryState, error: str) -> int:
+        """Recipients of the broadcast that ended in ``state`` with exactly ``error``."""
+        async with self._engine.connect() as connection:
+            return await broadcasts.count_errors(connection, broadcast_id, state, error)
+
+    async def media_file_id(self, broadcast_id: int) -> str | None:
+        """The file_id Telegram gave the broadcast's media, once a send stored it."""
+        async with self._engine.connect() as connection:
+            return await broadcasts.file_id(connection, broadcast_id)
+
+    async def store_media_file_id(self, broadcast_id: int, file_id: str) -> None:
+        """Remember the media's file_id; the first one stored stays."""
+        await self._write(
+            lambda connection: broadcasts.store_file_id(connection, broadcast_id, file_id)
+        )
+
     # -- users ----------------------------------------------------------------------------
+
+    async def migrate_chat(self, old_id: int, new_id: int) -> None:
+        """A group became a supergroup: later broadcasts address its user row by ``new_id``."""
+        await self._write(lambda connection: _users.migrate(connection, old_id, new_id, now=_now()))
 
     async def upsert_users(self, users: Sequence[UserProfile]) -> int:
         """Insert new users and refresh known ones; returns how many distinct ids were given.

@@ -136,6 +136,11 @@ broadcasts = Table(
     Column("dispatched", Boolean, nullable=False, server_default=false()),
     Column("created_at", UtcDateTime, nullable=False),
     Column("finished_at", UtcDateTime, nullable=True),
+    # Why a FAILED broadcast was stopped.
+    Column("error", Text, nullable=True),
+    Column("allow_paid_broadcast", Boolean, nullable=False, server_default=false()),
+    # Telegram's file_id of the media, once the first send stored it: later sends reuse it.
+    Column("file_id", Text, nullable=True),
     Index("ix_broadcasts_dispatched", "dispatched"),
     sqlite_autoincrement=True,
     **MYSQL_TABLE_OPTIONS,

@@ -113,6 +113,18 @@ async def deactivate(connection: AsyncConnection, user_ids: Sequence[int], *, no
     return changed
 
 
+async def migrate(connection: AsyncConnection, old_id: int, new_id: int, *, now: datetime) -> None:
+    """The group ``old_id`` became the supergroup ``new_id``: the user row moves to the new id
+    (or, if the new id is a user already, the old row is made inactive)."""
+    exists = select(users.c.id).where(users.c.id == new_id)
+    if (await connection.execute(exists)).first() is None:
+        await connection.execute(
+            update(users).where(users.c.id == old_id).values(id=new_id, updated_at=now)
+        )
+    else:
+        await deactivate(connection, [old_id], now=now)
+
+
 async def page(connection: AsyncConnection, *, after: int | None, limit: int) -> UserPage:
     """Up to ``limit`` users with ``id > after`` by id (reads one more to know if more follow)."""
     statement = select(users).order_by(users.c.id).limit(limit + 1)

@@ -25,47 +25,51 @@ _sym_db = _symbol_database.Default()
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1etgbroadcast/v1/broadcast.proto\x12\x0etgbroadcast.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\x8c\x01\n\x12SendMessageRequest\x12\x0f\n\x07message\x18\x01 \x01(\t\x12-\n\nmedia_type\x18\x02 \x01(\x0e\x32\x19.tgbroadcast.v1.MediaType\x12\x11\n\tmedia_url\x18\x03 \x01(\t\x12\x10\n\x08user_ids\x18\x04 \x03(\x03\x12\x11\n\tall_users\x18\x05 \x01(\x08\"k\n\x13SendMessageResponse\x12\x14\n\x0c\x62roadcast_id\x18\x01 \x01(\x03\x12/\n\x06status\x18\x02 \x01(\x0e\x32\x1f.tgbroadcast.v1.BroadcastStatus\x12\r\n\x05total\x18\x03 \x01(\x03\"+\n\x13GetBroadcastRequest\x12\x14\n\x0c\x62roadcast_id\x18\x01 \x01(\x03\"D\n\x14GetBroadcastResponse\x12,\n\tbroadcast\x18\x01 \x01(\x0b\x32\x19.tgbroadcast.v1.Broadcast\"\xc4\x02\n\tBroadcast\x12\x14\n\x0c\x62roadcast_id\x18\x01 \x01(\x03\x12/\n\x06status\x18\x02 \x01(\x0e\x32\x1f.tgbroadcast.v1.BroadcastStatus\x12\r\n\x05total\x18\x03 \x01(\x03\x12\x0c\n\x04sent\x18\x04 \x01(\x03\x12\x0e\n\x06\x66\x61iled\x18\x05 \x01(\x03\x12\x0f\n\x07pending\x18\x06 \x01(\x03\x12\x0f\n\x07message\x18\x07 \x01(\t\x12-\n\nmedia_type\x18\x08 \x01(\x0e\x32\x19.tgbroadcast.v1.MediaType\x12\x11\n\tmedia_url\x18\t \x01(\t\x12.\n\ncreated_at\x18\n \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0b\x66inished_at\x18\x0b \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"-\n\x15WatchBroadcastRequest\x12\x14\n\x0c\x62roadcast_id\x18\x01 \x01(\x03\"t\n\x16WatchBroadcastResponse\x12.\n\x06result\x18\x01 \x01(\x0b\x32\x1e.tgbroadcast.v1.DeliveryResult\x12*\n\x08progress\x18\x02 \x01(\x0b\x32\x18.tgbroadcast.v1.Progress\"\xa7\x01\n\x0e\x44\x65liveryResult\x12\x0f\n\x07user_id\x18\x01 \x01(\x03\x12\x30\n\x07outcome\x18\x02 \x01(\x0e\x32\x1f.tgbroadcast.v1.DeliveryOutcome\x12\r\n\x05\x65rror\x18\x03 \x01(\t\x12\x12\n\nmessage_id\x18\x04 \x01(\x03\x12/\n\x0b\x66inished_at\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"y\n\x08Progress\x12/\n\x06status\x18\x01 \x01(\x0e\x32\x1f.tgbroadcast.v1.BroadcastStatus\x12\r\n\x05total\x18\x02 \x01(\x03\x12\x0c\n\x04sent\x18\x03 \x01(\x03\x12\x0e\n\x06\x66\x61iled\x18\x04 \x01(\x03\x12\x0f\n\x07pending\x18\x05 \x01(\x03\"\xd2\x01\n\x04User\x12\n\n\x02id\x18\x01 \x01(\x03\x12\x10\n\x08username\x18\x02 \x01(\t\x12\x12\n\nfirst_name\x18\x03 \x01(\t\x12\x11\n\tlast_name\x18\x04 \x01(\t\x12\x15\n\rlanguage_code\x18\x05 \x01(\t\x12\x0e\n\x06\x61\x63tive\x18\x06 \x01(\x08\x12.\n\ncreated_at\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nupdated_at\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"9\n\x12UpsertUsersRequest\x12#\n\x05users\x18\x01 \x03(\x0b\x32\x14.tgbroadcast.v1.User\"\'\n\x13UpsertUsersResponse\x12\x10\n\x08upserted\x18\x01 \x01(\x03\"9\n\x10ListUsersRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\"Q\n\x11ListUsersResponse\x12#\n\x05users\x18\x01 \x03(\x0b\x32\x14.tgbroadcast.v1.User\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t*\xfa\x01\n\tMediaType\x12\x1a\n\x16MEDIA_TYPE_UNSPECIFIED\x10\x00\x12\x13\n\x0fMEDIA_TYPE_TEXT\x10\x01\x12\x14\n\x10MEDIA_TYPE_PHOTO\x10\x02\x12\x14\n\x10MEDIA_TYPE_VIDEO\x10\x03\x12\x18\n\x14MEDIA_TYPE_ANIMATION\x10\x04\x12\x17\n\x13MEDIA_TYPE_DOCUMENT\x10\x05\x12\x14\n\x10MEDIA_TYPE_AUDIO\x10\x06\x12\x14\n\x10MEDIA_TYPE_VOICE\x10\x07\x12\x19\n\x15MEDIA_TYPE_VIDEO_NOTE\x10\x08\x12\x16\n\x12MEDIA_TYPE_STICKER\x10\t*\xab\x01\n\x0f\x42roadcastStatus\x12 \n\x1c\x42ROADCAST_STATUS_UNSPECIFIED\x10\x00\x12\x1b\n\x17\x42ROADCAST_STATUS_QUEUED\x10\x01\x12\x1c\n\x18\x42ROADCAST_STATUS_RUNNING\x10\x02\x12\x1e\n\x1a\x42ROADCAST_STATUS_COMPLETED\x10\x03\x12\x1b\n\x17\x42ROADCAST_STATUS_FAILED\x10\x04*k\n\x0f\x44\x65liveryOutcome\x12 \n\x1c\x44\x45LIVERY_OUTCOME_UNSPECIFIED\x10\x00\x12\x19\n\x15\x44\x45LIVERY_OUTCOME_SENT\x10\x01\x12\x1b\n\x17\x44\x45LIVERY_OUTCOME_FAILED\x10\x02\x32\xd2\x03\n\x10\x42roadcastService\x12V\n\x0bSendMessage\x12\".tgbroadcast.v1.SendMessageRequest\x1a#.tgbroadcast.v1.SendMessageResponse\x12Y\n\x0cGetBroadcast\x12#.tgbroadcast.v1.GetBroadcastRequest\x1a$.tgbroadcast.v1.GetBroadcastResponse\x12\x61\n\x0eWatchBroadcast\x12%.tgbroadcast.v1.WatchBroadcastRequest\x1a&.tgbroadcast.v1.WatchBroadcastResponse0\x01\x12V\n\x0bUpsertUsers\x12\".tgbroadcast.v1.UpsertUsersRequest\x1a#.tgbroadcast.v1.UpsertUsersResponse\x12P\n\tListUsers\x12 .tgbroadcast.v1.ListUsersRequest\x1a!.tgbroadcast.v1.ListUsersResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1etgbroadcast/v1/broadcast.proto\x12\x0etgbroadcast.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\xaa\x01\n\x12SendMessageRequest\x12\x0f\n\x07message\x18\x01 \x01(\t\x12-\n\nmedia_type\x18\x02 \x01(\x0e\x32\x19.tgbroadcast.v1.MediaType\x12\x11\n\tmedia_url\x18\x03 \x01(\t\x12\x10\n\x08user_ids\x18\x04 \x03(\x03\x12\x11\n\tall_users\x18\x05 \x01(\x08\x12\x1c\n\x14\x61llow_paid_broadcast\x18\x06 \x01(\x08\"k\n\x13SendMessageResponse\x12\x14\n\x0c\x62roadcast_id\x18\x01 \x01(\x03\x12/\n\x06status\x18\x02 \x01(\x0e\x32\x1f.tgbroadcast.v1.BroadcastStatus\x12\r\n\x05total\x18\x03 \x01(\x03\"+\n\x13GetBroadcastRequest\x12\x14\n\x0c\x62roadcast_id\x18\x01 \x01(\x03\"D\n\x14GetBroadcastResponse\x12,\n\tbroadcast\x18\x01 \x01(\x0b\x32\x19.tgbroadcast.v1.Broadcast\"\xed\x03\n\tBroadcast\x12\x14\n\x0c\x62roadcast_id\x18\x01 \x01(\x03\x12/\n\x06status\x18\x02 \x01(\x0e\x32\x1f.tgbroadcast.v1.BroadcastStatus\x12\r\n\x05total\x18\x03 \x01(\x03\x12\x0c\n\x04sent\x18\x04 \x01(\x03\x12\x0e\n\x06\x66\x61iled\x18\x05 \x01(\x03\x12\x0f\n\x07pending\x18\x06 \x01(\x03\x12\x0f\n\x07message\x18\x07 \x01(\t\x12-\n\nmedia_type\x18\x08 \x01(\x0e\x32\x19.tgbroadcast.v1.MediaType\x12\x11\n\tmedia_url\x18\t \x01(\t\x12.\n\ncreated_at\x18\n \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0b\x66inished_at\x18\x0b \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\r\n\x05\x65rror\x18\x0c \x01(\t\x12\x44\n\x0eoutcome_counts\x18\r \x03(\x0b\x32,.tgbroadcast.v1.Broadcast.OutcomeCountsEntry\x12\x1c\n\x14\x61llow_paid_broadcast\x18\x0e \x01(\x08\x1a\x34\n\x12OutcomeCountsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x03:\x02\x38\x01\"-\n\x15WatchBroadcastRequest\x12\x14\n\x0c\x62roadcast_id\x18\x01 \x01(\x03\"t\n\x16WatchBroadcastResponse\x12.\n\x06result\x18\x01 \x01(\x0b\x32\x1e.tgbroadcast.v1.DeliveryResult\x12*\n\x08progress\x18\x02 \x01(\x0b\x32\x18.tgbroadcast.v1.Progress\"\xa7\x01\n\x0e\x44\x65liveryResult\x12\x0f\n\x07user_id\x18\x01 \x01(\x03\x12\x30\n\x07outcome\x18\x02 \x01(\x0e\x32\x1f.tgbroadcast.v1.DeliveryOutcome\x12\r\n\x05\x65rror\x18\x03 \x01(\t\x12\x12\n\nmessage_id\x18\x04 \x01(\x03\x12/\n\x0b\x66inished_at\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"y\n\x08Progress\x12/\n\x06status\x18\x01 \x01(\x0e\x32\x1f.tgbroadcast.v1.BroadcastStatus\x12\r\n\x05total\x18\x02 \x01(\x03\x12\x0c\n\x04sent\x18\x03 \x01(\x03\x12\x0e\n\x06\x66\x61iled\x18\x04 \x01(\x03\x12\x0f\n\x07pending\x18\x05 \x01(\x03\"\xd2\x01\n\x04User\x12\n\n\x02id\x18\x01 \x01(\x03\x12\x10\n\x08username\x18\x02 \x01(\t\x12\x12\n\nfirst_name\x18\x03 \x01(\t\x12\x11\n\tlast_name\x18\x04 \x01(\t\x12\x15\n\rlanguage_code\x18\x05 \x01(\t\x12\x0e\n\x06\x61\x63tive\x18\x06 \x01(\x08\x12.\n\ncreated_at\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nupdated_at\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"9\n\x12UpsertUsersRequest\x12#\n\x05users\x18\x01 \x03(\x0b\x32\x14.tgbroadcast.v1.User\"\'\n\x13UpsertUsersResponse\x12\x10\n\x08upserted\x18\x01 \x01(\x03\"9\n\x10ListUsersRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\"Q\n\x11ListUsersResponse\x12#\n\x05users\x18\x01 \x03(\x0b\x32\x14.tgbroadcast.v1.User\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t*\xfa\x01\n\tMediaType\x12\x1a\n\x16MEDIA_TYPE_UNSPECIFIED\x10\x00\x12\x13\n\x0fMEDIA_TYPE_TEXT\x10\x01\x12\x14\n\x10MEDIA_TYPE_PHOTO\x10\x02\x12\x14\n\x10MEDIA_TYPE_VIDEO\x10\x03\x12\x18\n\x14MEDIA_TYPE_ANIMATION\x10\x04\x12\x17\n\x13MEDIA_TYPE_DOCUMENT\x10\x05\x12\x14\n\x10MEDIA_TYPE_AUDIO\x10\x06\x12\x14\n\x10MEDIA_TYPE_VOICE\x10\x07\x12\x19\n\x15MEDIA_TYPE_VIDEO_NOTE\x10\x08\x12\x16\n\x12MEDIA_TYPE_STICKER\x10\t*\xab\x01\n\x0f\x42roadcastStatus\x12 \n\x1c\x42ROADCAST_STATUS_UNSPECIFIED\x10\x00\x12\x1b\n\x17\x42ROADCAST_STATUS_QUEUED\x10\x01\x12\x1c\n\x18\x42ROADCAST_STATUS_RUNNING\x10\x02\x12\x1e\n\x1a\x42ROADCAST_STATUS_COMPLETED\x10\x03\x12\x1b\n\x17\x42ROADCAST_STATUS_FAILED\x10\x04*\xb3\x02\n\x0f\x44\x65liveryOutcome\x12 \n\x1c\x44\x45LIVERY_OUTCOME_UNSPECIFIED\x10\x00\x12\x19\n\x15\x44\x45LIVERY_OUTCOME_SENT\x10\x01\x12\x1b\n\x17\x44\x45LIVERY_OUTCOME_FAILED\x10\x02\x12\x1c\n\x18\x44\x45LIVERY_OUTCOME_BLOCKED\x10\x03\x12 \n\x1c\x44\x45LIVERY_OUTCOME_DEACTIVATED\x10\x04\x12\"\n\x1e\x44\x45LIVERY_OUTCOME_CANT_INITIATE\x10\x05\x12\x1b\n\x17\x44\x45LIVERY_OUTCOME_KICKED\x10\x06\x12#\n\x1f\x44\x45LIVERY_OUTCOME_CHAT_NOT_FOUND\x10\x07\x12 \n\x1c\x44\x45LIVERY_OUTCOME_BAD_REQUEST\x10\x08\x32\xd2\x03\n\x10\x42roadcastService\x12V\n\x0bSendMessage\x12\".tgbroadcast.v1.SendMessageRequest\x1a#.tgbroadcast.v1.SendMessageResponse\x12Y\n\x0cGetBroadcast\x12#.tgbroadcast.v1.GetBroadcastRequest\x1a$.tgbroadcast.v1.GetBroadcastResponse\x12\x61\n\x0eWatchBroadcast\x12%.tgbroadcast.v1.WatchBroadcastRequest\x1a&.tgbroadcast.v1.WatchBroadcastResponse0\x01\x12V\n\x0bUpsertUsers\x12\".tgbroadcast.v1.UpsertUsersRequest\x1a#.tgbroadcast.v1.UpsertUsersResponse\x12P\n\tListUsers\x12 .tgbroadcast.v1.ListUsersRequest\x1a!.tgbroadcast.v1.ListUsersResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'tgbroadcast.v1.broadcast_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_MEDIATYPE']._serialized_start=1691
-  _globals['_MEDIATYPE']._serialized_end=1941
-  _globals['_BROADCASTSTATUS']._serialized_start=1944
-  _globals['_BROADCASTSTATUS']._serialized_end=2115
-  _globals['_DELIVERYOUTCOME']._serialized_start=2117
-  _globals['_DELIVERYOUTCOME']._serialized_end=2224
+  _globals['_BROADCAST_OUTCOMECOUNTSENTRY']._loaded_options = None
+  _globals['_BROADCAST_OUTCOMECOUNTSENTRY']._serialized_options = b'8\001'
+  _globals['_MEDIATYPE']._serialized_start=1890
+  _globals['_MEDIATYPE']._serialized_end=2140
+  _globals['_BROADCASTSTATUS']._serialized_start=2143
+  _globals['_BROADCASTSTATUS']._serialized_end=2314
+  _globals['_DELIVERYOUTCOME']._serialized_start=2317
+  _globals['_DELIVERYOUTCOME']._serialized_end=2624
   _globals['_SENDMESSAGEREQUEST']._serialized_start=84
-  _globals['_SENDMESSAGEREQUEST']._serialized_end=224
-  _globals['_SENDMESSAGERESPONSE']._serialized_start=226
-  _globals['_SENDMESSAGERESPONSE']._serialized_end=333
-  _globals['_GETBROADCASTREQUEST']._serialized_start=335
-  _globals['_GETBROADCASTREQUEST']._serialized_end=378
-  _globals['_GETBROADCASTRESPONSE']._serialized_start=380
-  _globals['_GETBROADCASTRESPONSE']._serialized_end=448
-  _globals['_BROADCAST']._serialized_start=451
-  _globals['_BROADCAST']._serialized_end=775
-  _globals['_WATCHBROADCASTREQUEST']._serialized_start=777
-  _globals['_WATCHBROADCASTREQUEST']._serialized_end=822
-  _globals['_WATCHBROADCASTRESPONSE']._serialized_start=824
-  _globals['_WATCHBROADCASTRESPONSE']._serialized_end=940
-  _globals['_DELIVERYRESULT']._serialized_start=943
-  _globals['_DELIVERYRESULT']._serialized_end=1110
-  _globals['_PROGRESS']._serialized_start=1112
-  _globals['_PROGRESS']._serialized_end=1233
-  _globals['_USER']._serialized_start=1236
-  _globals['_USER']._serialized_end=1446
-  _globals['_UPSERTUSERSREQUEST']._serialized_start=1448
-  _globals['_UPSERTUSERSREQUEST']._serialized_end=1505
-  _globals['_UPSERTUSERSRESPONSE']._serialized_start=1507
-  _globals['_UPSERTUSERSRESPONSE']._serialized_end=1546
-  _globals['_LISTUSERSREQUEST']._serialized_start=1548
-  _globals['_LISTUSERSREQUEST']._serialized_end=1605
-  _globals['_LISTUSERSRESPONSE']._serialized_start=1607
-  _globals['_LISTUSERSRESPONSE']._serialized_end=1688
-  _globals['_BROADCASTSERVICE']._serialized_start=2227
-  _globals['_BROADCASTSERVICE']._serialized_end=2693
+  _globals['_SENDMESSAGEREQUEST']._serialized_end=254
+  _globals['_SENDMESSAGERESPONSE']._serialized_start=256
+  _globals['_SENDMESSAGERESPONSE']._serialized_end=363
+  _globals['_GETBROADCASTREQUEST']._serialized_start=365
+  _globals['_GETBROADCASTREQUEST']._serialized_end=408
+  _globals['_GETBROADCASTRESPONSE']._serialized_start=410
+  _globals['_GETBROADCASTRESPONSE']._serialized_end=478
+  _globals['_BROADCAST']._serialized_start=481
+  _globals['_BROADCAST']._serialized_end=974
+  _globals['_BROADCAST_OUTCOMECOUNTSENTRY']._serialized_start=922
+  _globals['_BROADCAST_OUTCOMECOUNTSENTRY']._serialized_end=974
+  _globals['_WATCHBROADCASTREQUEST']._serialized_start=976
+  _globals['_WATCHBROADCASTREQUEST']._serialized_end=1021
+  _globals['_WATCHBROADCASTRESPONSE']._serialized_start=1023
+  _globals['_WATCHBROADCASTRESPONSE']._serialized_end=1139
+  _globals['_DELIVERYRESULT']._serialized_start=1142
+  _globals['_DELIVERYRESULT']._serialized_end=1309
+  _globals['_PROGRESS']._serialized_start=1311
+  _globals['_PROGRESS']._serialized_end=1432
+  _globals['_USER']._serialized_start=1435
+  _globals['_USER']._serialized_end=1645
+  _globals['_UPSERTUSERSREQUEST']._serialized_start=1647
+  _globals['_UPSERTUSERSREQUEST']._serialized_end=1704
+  _globals['_UPSERTUSERSRESPONSE']._serialized_start=1706
+  _globals['_UPSERTUSERSRESPONSE']._serialized_end=1745
+  _globals['_LISTUSERSREQUEST']._serialized_start=1747
+  _globals['_LISTUSERSREQUEST']._serialized_end=1804
+  _globals['_LISTUSERSRESPONSE']._serialized_start=1806
+  _globals['_LISTUSERSRESPONSE']._serialized_end=1887
+  _globals['_BROADCASTSERVICE']._serialized_start=2627
+  _globals['_BROADCASTSERVICE']._serialized_end=3093
 # @@protoc_insertion_point(module_scope)

@@ -118,16 +118,42 @@ class _DeliveryOutcomeEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_Deliv
     DELIVERY_OUTCOME_SENT: _DeliveryOutcome.ValueType  # 1
     """Telegram accepted the message; `message_id` is set."""
     DELIVERY_OUTCOME_FAILED: _DeliveryOutcome.ValueType  # 2
-    """Telegram refused the message or every attempt failed; `error` says why."""
+    """Every attempt failed with a transient error (5xx, network, timeout)."""
+    DELIVERY_OUTCOME_BLOCKED: _DeliveryOutcome.ValueType  # 3
+    """The user blocked the bot; the user is marked inactive."""
+    DELIVERY_OUTCOME_DEACTIVATED: _DeliveryOutcome.ValueType  # 4
+    """The user's account was deleted; the user is marked inactive."""
+    DELIVERY_OUTCOME_CANT_INITIATE: _DeliveryOutcome.ValueType  # 5
+    """The user never started the bot."""
+    DELIVERY_OUTCOME_KICKED: _DeliveryOutcome.ValueType  # 6
+    """The bot was removed from the group or channel, or the group was deleted."""
+    DELIVERY_OUTCOME_CHAT_NOT_FOUND: _DeliveryOutcome.ValueType  # 7
+    """Telegram knows no such chat."""
+    DELIVERY_OUTCOME_BAD_REQUEST: _DeliveryOutcome.ValueType  # 8
+    """Any other refusal, e.g. of the content itself."""
 
 class DeliveryOutcome(_DeliveryOutcome, metaclass=_DeliveryOutcomeEnumTypeWrapper):
-    """DeliveryOutcome is the final outcome for one recipient."""
+    """DeliveryOutcome is the final outcome for one recipient. Every outcome but
+    SENT counts in `failed`, and carries Telegram's description in `error`.
+    """
 
 DELIVERY_OUTCOME_UNSPECIFIED: DeliveryOutcome.ValueType  # 0
 DELIVERY_OUTCOME_SENT: DeliveryOutcome.ValueType  # 1
 """Telegram accepted the message; `message_id` is set."""
 DELIVERY_OUTCOME_FAILED: DeliveryOutcome.ValueType  # 2
-"""Telegram refused the message or every attempt failed; `error` says why."""
+"""Every attempt failed with a transient error (5xx, network, timeout)."""
+DELIVERY_OUTCOME_BLOCKED: DeliveryOutcome.ValueType  # 3
+"""The user blocked the bot; the user is marked inactive."""
+DELIVERY_OUTCOME_DEACTIVATED: DeliveryOutcome.ValueType  # 4
+"""The user's account was deleted; the user is marked inactive."""
+DELIVERY_OUTCOME_CANT_INITIATE: DeliveryOutcome.ValueType  # 5
+"""The user never started the bot."""
+DELIVERY_OUTCOME_KICKED: DeliveryOutcome.ValueType  # 6
+"""The bot was removed from the group or channel, or the group was deleted."""
+DELIVERY_OUTCOME_CHAT_NOT_FOUND: DeliveryOutcome.ValueType  # 7
+"""Telegram knows no such chat."""
+DELIVERY_OUTCOME_BAD_REQUEST: DeliveryOutcome.ValueType  # 8
+"""Any other refusal, e.g. of the content itself."""
 Global___DeliveryOutcome: _TypeAlias = DeliveryOutcome  # noqa: Y015
 
 @_typing.final
@@ -139,6 +165,7 @@ class SendMessageRequest(_message.Message):
     MEDIA_URL_FIELD_NUMBER: _builtins.int
     USER_IDS_FIELD_NUMBER: _builtins.int
     ALL_USERS_FIELD_NUMBER: _builtins.int
+    ALLOW_PAID_BROADCAST_FIELD_NUMBER: _builtins.int
     message: _builtins.str
     """The text, or the caption of a media message."""
     media_type: Global___MediaType.ValueType
@@ -148,6 +175,11 @@ class SendMessageRequest(_message.Message):
     all_users: _builtins.bool
     """Send to every active user instead of `user_ids`. Exactly one of the two
     must be given.
+    """
+    allow_paid_broadcast: _builtins.bool
+    """Telegram's paid broadcasts: up to the configured paid rate (at most 1000
+    messages per second), each message over the free 30 per second costing
+    0.1 Telegram Stars from the bot's balance.
     """
     @_builtins.property
     def user_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.int]:
@@ -163,10 +195,11 @@ class SendMessageRequest(_message.Message):
         media_url: _builtins.str = ...,
         user_ids: _abc.Iterable[_builtins.int] | None = ...,
         all_users: _builtins.bool = ...,
+        allow_paid_broadcast: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["all_users", b"all_users", "media_type", b"media_type", "media_url", b"media_url", "message", b"message", "user_ids", b"user_ids"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["all_users", b"all_users", "allow_paid_broadcast", b"allow_paid_broadcast", "media_type", b"media_type", "media_url", b"media_url", "message", b"message", "user_ids", b"user_ids"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -245,6 +278,26 @@ class Broadcast(_message.Message):
 
     DESCRIPTOR: _descriptor.Descriptor
 
+    @_typing.final
+    class OutcomeCountsEntry(_message.Message):
+        DESCRIPTOR: _descriptor.Descriptor
+
+        KEY_FIELD_NUMBER: _builtins.int
+        VALUE_FIELD_NUMBER: _builtins.int
+        key: _builtins.str
+        value: _builtins.int
+        def __init__(
+            self,
+            *,
+            key: _builtins.str = ...,
+            value: _builtins.int = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "value", b"value"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
+
     BROADCAST_ID_FIELD_NUMBER: _builtins.int
     STATUS_FIELD_NUMBER: _builtins.int
     TOTAL_FIELD_NUMBER: _builtins.int
@@ -256,6 +309,9 @@ class Broadcast(_message.Message):
     MEDIA_URL_FIELD_NUMBER: _builtins.int
     CREATED_AT_FIELD_NUMBER: _builtins.int
     FINISHED_AT_FIELD_NUMBER: _builtins.int
+    ERROR_FIELD_NUMBER: _builtins.int
+    OUTCOME_COUNTS_FIELD_NUMBER: _builtins.int
+    ALLOW_PAID_BROADCAST_FIELD_NUMBER: _builtins.int
     broadcast_id: _builtins.int
     status: Global___BroadcastStatus.ValueType
     total: _builtins.int
@@ -265,11 +321,20 @@ class Broadcast(_message.Message):
     message: _builtins.str
     media_type: Global___MediaType.ValueType
     media_url: _builtins.str
+    error: _builtins.str
+    """Why a FAILED broadcast was stopped."""
+    allow_paid_broadcast: _builtins.bool
     @_builtins.property
     def created_at(self) -> _timestamp_pb2.Timestamp: ...
     @_builtins.property
     def finished_at(self) -> _timestamp_pb2.Timestamp:
         """Set when the broadcast reached COMPLETED or FAILED."""
+
+    @_builtins.property
+    def outcome_counts(self) -> _containers.ScalarMap[_builtins.str, _builtins.int]:
+        """Recipients per final outcome, keyed by its lower-case name ("sent",
+        "blocked", ...); outcomes no recipient has are absent.
+        """
 
     def __init__(
         self,
@@ -285,10 +350,13 @@ class Broadcast(_message.Message):
         media_url: _builtins.str = ...,
         created_at: _timestamp_pb2.Timestamp | None = ...,
         finished_at: _timestamp_pb2.Timestamp | None = ...,
+        error: _builtins.str = ...,
+        outcome_counts: _abc.Mapping[_builtins.str, _builtins.int] | None = ...,
+        allow_paid_broadcast: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["created_at", b"created_at", "finished_at", b"finished_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["broadcast_id", b"broadcast_id", "created_at", b"created_at", "failed", b"failed", "finished_at", b"finished_at", "media_type", b"media_type", "media_url", b"media_url", "message", b"message", "pending", b"pending", "sent", b"sent", "status", b"status", "total", b"total"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["allow_paid_broadcast", b"allow_paid_broadcast", "broadcast_id", b"broadcast_id", "created_at", b"created_at", "error", b"error", "failed", b"failed", "finished_at", b"finished_at", "media_type", b"media_type", "media_url", b"media_url", "message", b"message", "outcome_counts", b"outcome_counts", "pending", b"pending", "sent", b"sent", "status", b"status", "total", b"total"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

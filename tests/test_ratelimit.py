@@ -1,0 +1,346 @@
+"""The shared rate budget: several processes, pauses, chats, paid tier, KV traffic.
+
+Processes are real (``tests/ratelimit_probe.py``); every check is on wall-clock permit times.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import bisect
+import contextlib
+import itertools
+import json
+import sys
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Hashable
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import TypeVar
+
+import nats
+import nats.js.errors
+import pytest
+from nats.js import JetStreamContext
+
+from tests.fixtures.nats import nats_server_url, new_prefix, wait_until
+from worker.ratelimit import RateLimiter, rate_bucket
+
+ROOT = Path(__file__).resolve().parents[1]
+BOT = 4242
+PROPAGATION = 0.1  # a pause must reach other processes within this many seconds
+
+
+def max_in_window(times: list[float], width: float = 1.0) -> int:
+    """The most permits in any half-open window ``[t, t + width)``."""
+    ordered = sorted(times)
+    return max(
+        (bisect.bisect_left(ordered, t + width) - i for i, t in enumerate(ordered)), default=0
+    )
+
+
+def count_between(times: list[float], start: float, end: float) -> int:
+    return sum(1 for t in times if start <= t < end)
+
+
+@asynccontextmanager
+async def jetstream(url: str) -> AsyncIterator[JetStreamContext]:
+    nc = await nats.connect(url, allow_reconnect=False)
+    try:
+        yield nc.jetstream()
+    finally:
+        await nc.close()
+
+
+@pytest.fixture
+async def rate_prefix(nats_url: str) -> AsyncIterator[str]:
+    """A fresh queue prefix whose rate bucket is deleted afterwards."""
+    prefix = new_prefix()
+    try:
+        yield prefix
+    finally:
+        async with jetstream(nats_url) as js:
+            with contextlib.suppress(nats.js.errors.NotFoundError):
+                await js.delete_key_value(rate_bucket(prefix))
+
+
+@pytest.fixture
+async def embedded_url(tmp_path: Path) -> AsyncIterator[str]:
+    """Tests of in-process pacing need one server kind only."""
+    async with nats_server_url("embedded", tmp_path) as url:
+        yield url
+
+
+class Probe:
+    """One ``ratelimit_probe`` process and what it reported."""
+
+    def __init__(self, process: asyncio.subprocess.Process, log: Path) -> None:
+        self.process = process
+        self.log = log
+        self.permits: list[float] = []
+        self.stats: dict[str, float] = {}
+        self.ready = asyncio.Event()
+        self.reader = asyncio.create_task(self._read())
+
+    async def _read(self) -> None:
+        assert self.process.stdout is not None
+        async for line in self.process.stdout:
+            obj = json.loads(line)
+            if "permit" in obj:
+                self.permits.append(obj["permit"])
+            elif "stats" in obj:
+                self.stats = obj["stats"]
+            elif obj.get("ready"):
+                self.ready.set()
+
+    def start_at(self, moment: float) -> None:
+        assert self.process.stdin is not None
+        self.process.stdin.write(f"{moment!r}\n".encode())
+
+    async def finish(self) -> None:
+        await asyncio.wait_for(self.reader, 30)
+        code = await self.process.wait()
+        assert code == 0, self.log.read_text()
+
+
+@asynccontextmanager
+async def probes(
+    tmp_path: Path, count: int, *, url: str, prefix: str, rate: float, duration: float
+) -> AsyncIterator[list[Probe]]:
+    """``count`` probe processes, each with its limiter ready, not started yet."""
+    started: list[Probe] = []
+    try:
+        for i in range(count):
+            log = tmp_path / f"probe-{i}.log"
+            with log.open("wb") as stderr:
+                process = await asyncio.create_subprocess_exec(
+                    sys.executable,
+                    *("-m", "tests.ratelimit_probe", "--url", url, "--prefix", prefix),
+                    *("--bot-id", str(BOT), "--rate", str(rate), "--duration", str(duration)),
+                    stdin=asyncio.subprocess.PIPE,
+                    stdout=asyncio.subprocess.PIPE,
+                    stderr=stderr,
+                    cwd=ROOT,
+                )
+            started.append(Probe(process, log))
+        for probe in started:
+            ready = asyncio.create_task(probe.ready.wait())
+            await asyncio.wait(
+                {ready, probe.reader}, timeout=30, return_when=asyncio.FIRST_COMPLETED
+            )
+            ready.cancel()
+            assert probe.ready.is_set(), probe.log.read_text()
+        yield started
+    finally:
+        for probe in started:
+            if probe.process.returncode is None:
+                probe.process.kill()
+                await probe.process.wait()
+            probe.reader.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await probe.reader
+
+
+@pytest.mark.parametrize("processes", [1, 3])
+async def test_processes_share_one_budget(
+    processes: int, nats_url: str, rate_prefix: str, tmp_path: Path
+) -> None:
+    rate, duration = 100.0, 3.0
+    async with probes(
+        tmp_path, processes, url=nats_url, prefix=rate_prefix, rate=rate, duration=duration
+    ) as started:
+        start = time.time() + 0.2
+        for probe in started:
+            probe.start_at(start)
+        for probe in started:
+            await probe.finish()
+    permits = [t for probe in started for t in probe.permits]
+    assert max_in_window(permits) <= rate
+    steady = count_between(permits, start + 0.5, start + duration - 0.5)
+    utilisation = steady / (rate * (duration - 1.0))
+    assert utilisation >= 0.95, utilisation
+    for probe in started:
+        assert len(probe.permits) >= 0.1 * len(permits)  # every process gets a share
+        assert probe.stats["permits"] == len(probe.permits)
+    leases = sum(probe.stats["leases"] for probe in started)
+    attempts = sum(probe.stats["cas_attempts"] for probe in started)
+    lost = sum(probe.stats["slots_lost"] for probe in started)
+    print(
+        f"{processes} processes: max {max_in_window(permits)} per second, utilisation "
+        f"{utilisation:.3f}, {leases / duration:.1f} leases/s, {attempts / duration:.1f} CAS/s, "
+        f"{lost} slots lost"
+    )
+    assert leases <= 1.2 * len(permits) / 10 + 3 * processes  # about 10 slots per lease
+    assert attempts <= 2.5 * leases  # a conflict costs one more attempt
+
+
+async def test_pause_stops_every_process(nats_url: str, rate_prefix: str, tmp_path: Path) -> None:
+    rate, duration, pause = 100.0, 2.5, 1.0
+    async with (
+        jetstream(nats_url) as js,
+        RateLimiter(js=js, prefix=rate_prefix, bot_id=BOT, rate=rate) as local,
+        probes(tmp_path, 1, url=nats_url, prefix=rate_prefix, rate=rate, duration=duration) as (
+            remote,
+        ),
+    ):
+        remote.start_at(time.time())
+
+        async def granting() -> bool:
+            return len(remote.permits) >= 30
+
+        await wait_until(granting)
+        paused_at = time.time()
+        await local.pause(pause)
+        until = local.stats.paused_until
+        assert paused_at + pause <= until <= time.time() + pause
+        await local.acquire(1)
+        local_permit = time.time()
+        assert local_permit >= until  # this process waits out its own pause
+        await remote.finish()
+    assert max_in_window([*remote.permits, local_permit]) <= rate  # no burst on resuming
+    during = [t for t in remote.permits if paused_at + PROPAGATION <= t < until]
+    assert during == []
+    assert count_between(remote.permits, paused_at - 0.2, paused_at) >= 10  # it was sending
+    after = [round(t - until, 3) for t in remote.permits if until <= t < until + 0.5]
+    assert len(after) >= 0.9 * 0.5 * rate / 1.02, (after, remote.stats)
+    late = [t - paused_at for t in remote.permits if paused_at <= t < until]
+    print(f"remote permits after the pause call: {late}")
+
+
+async def test_a_new_limiter_sees_a_running_pause(nats_url: str, rate_prefix: str) -> None:
+    async with jetstream(nats_url) as js:
+        async with RateLimiter(js=js, prefix=rate_prefix, bot_id=BOT, rate=50) as first:
+            await first.pause(0.3)
+            until = first.stats.paused_until
+        async with RateLimiter(js=js, prefix=rate_prefix, bot_id=BOT, rate=50) as second:
+            await second.acquire(7, paid=True)
+            assert time.time() >= until
+
+
+async def test_chats_are_paced_in_process(embedded_url: str) -> None:
+    chat_interval, group_interval = 1.0, 0.02  # private chats at Telegram's 1/s
+    async with (
+        jetstream(embedded_url) as js,
+        RateLimiter(
+            js=js, prefix=new_prefix(), bot_id=BOT, rate=1000, group_interval=group_interval
+        ) as limiter,
+    ):
+        granted: dict[int, list[float]] = {}
+
+        async def send(chat_id: int) -> None:
+            await limiter.acquire(chat_id)
+            granted.setdefault(chat_id, []).append(time.time())
+
+        await asyncio.gather(*(send(c) for c in [5, 5, 6, 7, *[-100] * 21]))
+    first, second = sorted(granted[5])
+    assert second - first >= chat_interval
+    assert abs(granted[6][0] - granted[7][0]) < chat_interval  # other chats do not wait
+    group = sorted(granted[-100])
+    assert all(b - a >= group_interval for a, b in itertools.pairwise(group))
+    # "20 per minute" scaled down: 20 sends per 20 intervals, the 21st waits for the next.
+    assert max_in_window(group, 20 * group_interval) <= 20
+    assert group[20] - group[0] >= 20 * group_interval
+
+
+async def test_paid_tier_runs_at_its_own_rate(embedded_url: str) -> None:
+    free_rate, paid_rate, duration = 10.0, 200.0, 1.5
+    async with (
+        jetstream(embedded_url) as js,
+        RateLimiter(
+            js=js, prefix=new_prefix(), bot_id=BOT, rate=free_rate, paid_rate=paid_rate
+        ) as limiter,
+    ):
+        free, paid = await run_streams(
+            {False: 20, True: 40},
+            lambda chat, tier: limiter.acquire(chat, paid=tier),
+            duration=duration,
+        )
+    assert max_in_window(paid) <= paid_rate
+    assert max_in_window(free) <= free_rate
+    steady = count_between(paid, paid[0] + 0.25, paid[0] + duration - 0.25)
+    assert steady >= 0.95 * paid_rate * (duration - 0.5)
+    assert count_between(free, free[0], free[0] + 1.0) >= 9  # the free stream ran meanwhile
+
+
+async def test_kv_traffic_stays_small_at_1000_per_second(nats_url: str, rate_prefix: str) -> None:
+    rate, duration = 1000.0, 1.5
+    async with (
+        jetstream(nats_url) as js_a,
+        jetstream(nats_url) as js_b,
+        RateLimiter(js=js_a, prefix=rate_prefix, bot_id=BOT, rate=rate) as a,
+        RateLimiter(js=js_b, prefix=rate_prefix, bot_id=BOT, rate=rate) as b,
+    ):
+        permits_a, permits_b = await run_streams(
+            {a: 150, b: 150}, lambda chat, limiter: limiter.acquire(chat), duration=duration
+        )
+        stats = [a.stats, b.stats]
+    permits = permits_a + permits_b
+    assert max_in_window(permits) <= rate
+    start = min(permits)
+    steady = count_between(permits, start + 0.25, start + duration - 0.25)
+    assert steady >= 0.95 * rate * (duration - 0.5)
+    leases = sum(s.leases for s in stats)
+    attempts = sum(s.cas_attempts for s in stats)
+    print(
+        f"1000/s: max {max_in_window(permits)} per second, {len(permits) / duration:.0f}/s, "
+        f"{leases / duration:.1f} leases/s, {attempts / duration:.1f} CAS/s, "
+        f"{sum(s.slots_lost for s in stats)} slots lost"
+    )
+    assert leases / duration <= 20  # about 100 slots per lease
+    assert attempts / duration <= 40
+
+
+async def test_cancelled_acquires_hand_their_slots_on(embedded_url: str) -> None:
+    async with (
+        jetstream(embedded_url) as js,
+        RateLimiter(js=js, prefix=new_prefix(), bot_id=BOT, rate=50) as limiter,
+    ):
+        await limiter.pause(0.5)  # every slot leased now lies ahead: none is used yet
+        waiting = [asyncio.create_task(limiter.acquire(1000 + i)) for i in range(20)]
+
+        async def leased() -> bool:
+            return limiter.stats.slots_leased >= 10
+
+        await wait_until(leased)
+        for task in waiting:
+            task.cancel()
+        await asyncio.gather(*waiting, return_exceptions=True)
+        assert all(task.cancelled() for task in waiting)
+        before = limiter.stats
+        assert before.permits == 0
+        assert before.slots_lost == 0  # every leased slot went back, still in the future
+        for chat in range(5):
+            await limiter.acquire(chat + 1)
+        after = limiter.stats
+        assert after.permits == 5
+        assert after.leases == before.leases  # the five used slots the cancelled callers had
+        assert time.time() >= after.paused_until
+
+
+K = TypeVar("K", bound=Hashable)
+
+
+async def run_streams(
+    streams: dict[K, int],
+    acquire: Callable[[int, K], Awaitable[None]],
+    *,
+    duration: float,
+) -> list[list[float]]:
+    """Run ``tasks`` callers per stream key, each acquiring as fast as allowed for
+    ``duration`` seconds; the permit times per stream, in the order of ``streams``."""
+    times: dict[K, list[float]] = {key: [] for key in streams}
+    chats = iter(range(1, 10**9))
+
+    async def take(key: K) -> None:
+        while True:
+            await acquire(next(chats), key)
+            times[key].append(time.time())
+
+    tasks = [asyncio.create_task(take(key)) for key, n in streams.items() for _ in range(n)]
+    try:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(asyncio.gather(*tasks), duration)
+    finally:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+    return [times[key] for key in streams]

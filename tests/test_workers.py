@@ -1,0 +1,206 @@
+"""Several worker processes, and what happens when processes or NATS die.
+
+Every process here is real: `tgbroadcast server` and `tgbroadcast worker` children sharing the
+test's database (SQLite file, or PostgreSQL/MariaDB with CI=true) and NATS (the server's
+embedded one, or the external one), sending to the simulator in the test process.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+from collections import Counter
+from collections.abc import AsyncIterator, Mapping
+from contextlib import AsyncExitStack, asynccontextmanager
+from pathlib import Path
+
+import aiohttp
+import grpc
+from tgbroadcast.v1 import broadcast_pb2 as pb
+from tgbroadcast.v1 import broadcast_pb2_grpc as pb_grpc
+
+from broadcasting.natsserver import EmbeddedNatsServer
+from simulator import Limit, RateLimits, Simulator
+from tests.fixtures.nats import wait_until
+from tests.fixtures.processes import Process, spawn, wait_healthy
+from tests.fixtures.services import free_port
+from tests.fixtures.stack import API_TOKEN, Backend, open_backend, start_stack
+from tests.fixtures.telegram import BOT_TOKEN
+from tests.test_service import assert_watch_complete, watch
+
+AUTH = {"Authorization": f"Bearer {API_TOKEN}"}
+
+
+def environ(backend: Backend, simulator: Simulator, **overrides: str) -> dict[str, str]:
+    return {
+        **backend.environ,
+        "TGB_TELEGRAM_TOKEN": BOT_TOKEN,
+        "TGB_TELEGRAM_API_URL": simulator.api_url,
+        "TGB_SERVER_API_TOKEN": API_TOKEN,
+        "TGB_SERVER_PORT": str(free_port()),
+        "TGB_SERVER_GRPC_PORT": str(free_port()),
+        "TGB_NATS_ACK_WAIT": "3",
+        "TGB_NATS_PREFIX": backend.prefix,
+        **overrides,
+    }
+
+
+class Cluster:
+    """A server process and worker processes on one backend."""
+
+    def __init__(self, stack: AsyncExitStack, env: Mapping[str, str], cwd: Path) -> None:
+        self._stack = stack
+        self.env = dict(env)
+        self._cwd = cwd
+        self._count = 0
+
+    @property
+    def http_url(self) -> str:
+        return f"http://127.0.0.1:{self.env['TGB_SERVER_PORT']}"
+
+    async def server(self) -> Process:
+        process = await self._spawn("server")
+        await wait_healthy(process, self.http_url)
+        return process
+
+    async def worker(self) -> Process:
+        process = await self._spawn("worker")
+        await wait_until(lambda: _logged(process, "worker started"), within=60)
+        return process
+
+    async def _spawn(self, role: str) -> Process:
+        self._count += 1
+        args = [sys.executable, "-m", role]
+        name = f"{role}-{self._count}"
+        return await self._stack.enter_async_context(spawn(args, self.env, self._cwd, name))
+
+    async def send(self, user_ids: list[int]) -> int:
+        async with (
+            aiohttp.ClientSession() as session,
+            session.post(
+                self.http_url + "/send-message",
+                json={"message": "to many", "user_ids": user_ids},
+                headers=AUTH,
+            ) as response,
+        ):
+            assert response.status == 202
+            broadcast_id: int = (await response.json())["broadcast_id"]
+            return broadcast_id
+
+    async def watch(self, broadcast_id: int) -> list[pb.WatchBroadcastResponse]:
+        target = f"127.0.0.1:{self.env['TGB_SERVER_GRPC_PORT']}"
+        async with grpc.aio.insecure_channel(target) as channel:
+            stub = pb_grpc.BroadcastServiceStub(channel)
+            call = stub.WatchBroadcast(
+                pb.WatchBroadcastRequest(broadcast_id=broadcast_id),
+                metadata=(("authorization", f"Bearer {API_TOKEN}"),),
+            )
+            return [message async for message in call]
+
+
+async def _logged(process: Process, text: str) -> bool:
+    return text in process.log()
+
+
+@asynccontextmanager
+async def cluster(env: Mapping[str, str], cwd: Path) -> AsyncIterator[Cluster]:
+    async with AsyncExitStack() as stack:
+        yield Cluster(stack, env, cwd)
+
+
+def accepted(simulator: Simulator) -> Counter[int]:
+    return Counter(
+        int(call.params["chat_id"])
+        for call in simulator.calls
+        if call.ok and call.method == "sendMessage"
+    )
+
+
+async def test_three_workers_share_one_rate_budget(backend: Backend, tmp_path: Path) -> None:
+    limits = RateLimits(bot=Limit(50, 1.0))
+    async with Simulator(rate_limits=limits) as simulator:
+        env = environ(backend, simulator, TGB_TELEGRAM_RATE_LIMIT="50")
+        async with cluster(env, tmp_path) as services:
+            await services.server()
+            await asyncio.gather(services.worker(), services.worker(), services.worker())
+            recipients = list(range(1, 301))
+            broadcast_id = await services.send(recipients)
+            assert_watch_complete(await services.watch(broadcast_id), set(recipients))
+    # The simulator enforces 50 per second: not one send was over the shared budget.
+    assert [c for c in simulator.calls if c.error_code == 429] == []
+    assert accepted(simulator) == dict.fromkeys(recipients, 1)
+
+
+async def test_a_killed_worker_loses_no_recipient(backend: Backend, tmp_path: Path) -> None:
+    concurrency = 4
+    async with Simulator() as simulator:
+        env = environ(
+            backend,
+            simulator,
+            TGB_TELEGRAM_RATE_LIMIT="40",
+            TGB_WORKER_CONCURRENCY=str(concurrency),
+        )
+        async with cluster(env, tmp_path) as services:
+            await services.server()
+            first = await services.worker()
+            recipients = list(range(1, 201))
+            broadcast_id = await services.send(recipients)
+            await wait_until(lambda: _sent_at_least(simulator, 40), within=30)
+            await first.kill()
+            await services.worker()
+            assert_watch_complete(await services.watch(broadcast_id), set(recipients))
+    counts = accepted(simulator)
+    assert set(counts) == set(recipients)  # nobody lost
+    duplicates = sum(n - 1 for n in counts.values())
+    assert duplicates <= concurrency  # the bound the README states
+
+
+async def _sent_at_least(simulator: Simulator, count: int) -> bool:
+    return sum(accepted(simulator).values()) >= count
+
+
+async def test_a_server_killed_after_202_still_completes(backend: Backend, tmp_path: Path) -> None:
+    async with Simulator() as simulator:
+        env = environ(backend, simulator)
+        async with cluster(env, tmp_path) as services:
+            first = await services.server()
+            await services.worker()
+            recipients = list(range(1, 101))
+            broadcast_id = await services.send(recipients)
+            await first.kill()
+            await services.server()
+            assert_watch_complete(await services.watch(broadcast_id), set(recipients))
+    assert accepted(simulator) == dict.fromkeys(recipients, 1)
+
+
+async def test_a_nats_restart_pauses_and_resumes(tmp_path: Path, simulator: Simulator) -> None:
+    store_dir = tmp_path / "nats"
+    port = free_port()
+    async with AsyncExitStack() as servers, AsyncExitStack() as stack:
+        backend = await stack.enter_async_context(open_backend("sqlite", tmp_path))
+        nats = await servers.enter_async_context(EmbeddedNatsServer(store_dir=store_dir, port=port))
+        backend = Backend(
+            environ={**backend.environ, "TGB_NATS_URL": nats.url},
+            prefix=backend.prefix,
+            data_dir=backend.data_dir,
+        )
+        services = await stack.enter_async_context(
+            start_stack(backend, simulator, {"TGB_TELEGRAM_RATE_LIMIT": "50"})
+        )
+        recipients = list(range(1, 151))
+        async with aiohttp.ClientSession() as session:
+            response = await session.post(
+                services.http_url + "/send-message",
+                json={"message": "through a restart", "user_ids": recipients},
+                headers=AUTH,
+            )
+            broadcast_id = (await response.json())["broadcast_id"]
+        await wait_until(lambda: _sent_at_least(simulator, 30), within=30)
+        url = nats.url
+        await nats.stop()
+        restarted = await servers.enter_async_context(
+            EmbeddedNatsServer(store_dir=store_dir, port=port)
+        )
+        assert restarted.url == url
+        assert_watch_complete(await watch(services, broadcast_id), set(recipients))
+    assert accepted(simulator) == dict.fromkeys(recipients, 1)

@@ -1,0 +1,237 @@
+"""One recipient, from first attempt to final outcome.
+
+Guarantees:
+
+* Every send waits for the bot's rate budget (:class:`Limiter`). A 429 pauses the bot's
+  sending on every worker for Telegram's ``retry_after`` and the same recipient is retried; it
+  never counts as an attempt.
+* Transient failures (5xx, network errors, timeouts, answers that are not the Bot API's JSON)
+  are retried with exponential backoff and full jitter, capped, up to ``max_attempts``; then
+  the outcome is ``FAILED`` with the last error. Telegram's refusals are final at once, with
+  their outcome (``BLOCKED``, ``CHAT_NOT_FOUND``, ...) and Telegram's description.
+* A group that became a supergroup is moved to its new id (the user row too) and sent there.
+* Content circuit breaker: when ``content_error_threshold`` recipients of a broadcast were
+  refused with the same content error (message too long, bad file URL, ...), the broadcast
+  stops as ``FAILED`` with that reason instead of failing every remaining recipient. Counted in
+  SQL, so the threshold holds across workers; sends already in flight still finish.
+* Media given by URL is fetched by Telegram once per broadcast: within a process the first
+  send goes alone, and its file_id, stored in SQL, is used for every later send by every
+  worker. (Workers that start the same broadcast at the same moment may each send one by URL.)
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+from datetime import UTC, datetime
+from typing import Protocol
+
+from broadcasting.errors import ChatMigrated, PermanentError, RateLimited, TelegramError
+from broadcasting.metrics import Metrics
+from broadcasting.model import Broadcast, Content, DeliveryResult, DeliveryState
+from broadcasting.queue import FinishedEvent, Queue
+from broadcasting.store import Store
+from worker.recorder import ResultRecorder
+from worker.telegram import TelegramSender
+
+logger = logging.getLogger(__name__)
+
+MAX_MIGRATIONS = 2
+
+
+class Limiter(Protocol):
+    """The bot's rate budget (see :mod:`worker.ratelimit`)."""
+
+    async def acquire(self, chat_id: int, *, paid: bool = False) -> None: ...
+
+    async def pause(self, seconds: float) -> None: ...
+
+
+class Deliverer:
+    """Sends broadcasts to recipients; shared by every job of a worker."""
+
+    def __init__(
+        self,
+        *,
+        store: Store,
+        queue: Queue,
+        sender: TelegramSender,
+        limiter: Limiter,
+        recorder: ResultRecorder,
+        metrics: Metrics,
+        concurrency: int,
+        max_attempts: int,
+        content_error_threshold: int = 5,
+        backoff_base: float = 0.5,
+        backoff_cap: float = 30.0,
+    ) -> None:
+        self._store = store
+        self._queue = queue
+        self._sender = sender
+        self._limiter = limiter
+        self._recorder = recorder
+        self._metrics = metrics
+        self._sends = asyncio.Semaphore(concurrency)
+        self._max_attempts = max_attempts
+        self._content_error_threshold = content_error_threshold
+        self._backoff_base = backoff_base
+        self._backoff_cap = backoff_cap
+        self._stopped: set[int] = set()
+        self._file_ids: dict[int, str] = {}
+        self._first_media_send: dict[int, asyncio.Lock] = {}
+
+    def stopped(self, broadcast_id: int) -> bool:
+        """Whether this worker saw the broadcast stop (its remaining sends are skipped)."""
+        return broadcast_id in self._stopped
+
+    def forget(self, broadcast_id: int) -> None:
+        self._file_ids.pop(broadcast_id, None)
+        self._first_media_send.pop(broadcast_id, None)
+
+    async def deliver(self, broadcast: Broadcast, user_id: int) -> None:
+        """Send to one recipient and record its final outcome (skipped if stopped)."""
+        # The slot is held until the outcome is durable: a worker that dies has at most
+        # ``concurrency`` recipients sent (or being sent) but not recorded — the duplicate bound.
+        async with self._sends:
+            outcome = await self._attempts(broadcast, user_id)
+            if outcome is None:
+                return
+            result, content_error = outcome
+            await self._recorder.record(result)
+        if content_error:
+            await self._content_breaker(result)
+
+    async def _attempts(
+        self, broadcast: Broadcast, user_id: int
+    ) -> tuple[DeliveryResult, bool] | None:
+        """The outcome, and whether the content was at fault; None if the broadcast stopped."""
+        content = broadcast.content
+        chat_id = user_id
+        attempts = migrations = 0
+        while True:
+            error: TelegramError
+            try:
+                sent = await self._send(broadcast, chat_id, content)
+                if sent is None:
+                    return None
+            except RateLimited as exc:
+                self._metrics.rate_limited.inc()
+                logger.warning(
+                    "rate limited by Telegram; pausing every worker",
+                    extra={"retry_after": exc.retry_after, "chat_id": chat_id},
+                )
+                await self._limiter.pause(exc.retry_after)
+                continue
+            except ChatMigrated as exc:
+                migrations += 1
+                if migrations > MAX_MIGRATIONS:
+                    return _refused(broadcast.id, user_id, DeliveryState.FAILED, exc), False
+                logger.info(
+                    "group migrated to a supergroup",
+                    extra={"chat_id": chat_id, "new_chat_id": exc.new_chat_id},
+                )
+                await self._store.migrate_chat(chat_id, exc.new_chat_id)
+                chat_id = exc.new_chat_id
+                continue
+            except PermanentError as exc:
+                return _refused(broadcast.id, user_id, exc.outcome, exc), exc.content_error
+            except TelegramError as exc:
+                error = exc
+            else:
+                return (
+                    DeliveryResult(
+                        broadcast_id=broadcast.id,
+                        user_id=user_id,
+                        state=DeliveryState.SENT,
+                        message_id=sent,
+                        finished_at=datetime.now(UTC),
+                    ),
+                    False,
+                )
+            attempts += 1
+            if attempts >= self._max_attempts:
+                return _refused(broadcast.id, user_id, DeliveryState.FAILED, error), False
+            self._metrics.retries.inc()
+            ceiling = min(self._backoff_cap, self._backoff_base * 2**attempts)
+            logger.info(
+                "transient send failure; retrying",
+                extra={"chat_id": chat_id, "attempt": attempts, "error": error.description},
+            )
+            await asyncio.sleep(random.uniform(0, ceiling))
+
+    async def _send(self, broadcast: Broadcast, chat_id: int, content: Content) -> int | None:
+        """One send within the rate budget: Telegram's message id, or None if the broadcast
+        stopped before it could be sent."""
+        if not _fetched_by_url(content):
+            return await self._send_once(broadcast, chat_id, media=None)
+        media = await self._file_id(broadcast.id)
+        if media is not None:
+            return await self._send_once(broadcast, chat_id, media=media)
+        # No file_id yet: one send at a time fetches the URL; the rest wait for its file_id.
+        lock = self._first_media_send.setdefault(broadcast.id, asyncio.Lock())
+        async with lock:
+            media = await self._file_id(broadcast.id)
+            if media is not None:
+                return await self._send_once(broadcast, chat_id, media=media)
+            await self._limiter.acquire(chat_id, paid=content.allow_paid_broadcast)
+            if self.stopped(broadcast.id):
+                return None
+            with self._metrics.send_seconds.time():
+                sent = await self._sender.send(chat_id, content)
+            if sent.file_id:
+                self._file_ids[broadcast.id] = sent.file_id
+                await self._store.store_media_file_id(broadcast.id, sent.file_id)
+            return sent.message_id
+
+    async def _send_once(
+        self, broadcast: Broadcast, chat_id: int, *, media: str | None
+    ) -> int | None:
+        await self._limiter.acquire(chat_id, paid=broadcast.content.allow_paid_broadcast)
+        if self.stopped(broadcast.id):
+            return None
+        with self._metrics.send_seconds.time():
+            sent = await self._sender.send(chat_id, broadcast.content, media=media)
+        return sent.message_id
+
+    async def _file_id(self, broadcast_id: int) -> str | None:
+        file_id = self._file_ids.get(broadcast_id)
+        if file_id is None:
+            file_id = await self._store.media_file_id(broadcast_id)
+            if file_id is not None:
+                self._file_ids[broadcast_id] = file_id
+        return file_id
+
+    async def _content_breaker(self, result: DeliveryResult) -> None:
+        assert result.error is not None
+        count = await self._store.count_errors(result.broadcast_id, result.state, result.error)
+        if count < self._content_error_threshold:
+            return
+        self._stopped.add(result.broadcast_id)
+        reason = f"stopped after {count} recipients were refused with: {result.error}"
+        stopped = await self._store.fail_broadcast(result.broadcast_id, reason)
+        if stopped is not None:
+            logger.warning(
+                "broadcast stopped by the content circuit breaker",
+                extra={"broadcast_id": stopped.id, "reason": reason},
+            )
+            await self._queue.publish_events(
+                [FinishedEvent(broadcast_id=stopped.id, status=stopped.status)]
+            )
+
+
+def _fetched_by_url(content: Content) -> bool:
+    url = content.media_url or ""
+    return content.media_type.has_media and url.startswith(("http://", "https://"))
+
+
+def _refused(
+    broadcast_id: int, user_id: int, state: DeliveryState, error: TelegramError
+) -> DeliveryResult:
+    return DeliveryResult(
+        broadcast_id=broadcast_id,
+        user_id=user_id,
+        state=state,
+        error=error.description,
+        finished_at=datetime.now(UTC),
+    )
