@@ -71,6 +71,8 @@ class WorkerSettings:
     backoff_base: float
     """Seconds; attempt n waits a random time up to ``min(backoff_cap, backoff_base * 2**n)``."""
     backoff_cap: float
+    metrics_port: int
+    """Where a standalone worker serves /metrics (0: not served; run/server use server.port)."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -122,6 +124,7 @@ DEFAULTS: dict[str, dict[str, Any]] = {
         "content_error_threshold": 5,
         "backoff_base": 0.5,
         "backoff_cap": 30,
+        "metrics_port": 0,
     },
 }
 
@@ -236,6 +239,7 @@ def _build(values: dict[str, dict[str, Any]], base: Path) -> Settings:
             ),
             backoff_base=_number(worker["backoff_base"], "worker.backoff_base", low=0.001),
             backoff_cap=_number(worker["backoff_cap"], "worker.backoff_cap", low=0.001),
+            metrics_port=_integer(worker["metrics_port"], "worker.metrics_port", low=0, high=65535),
         ),
     )
 

@@ -102,13 +102,17 @@ class DeliveryState(enum.StrEnum):
 class Content:
     """What is sent to every recipient.
 
-    ``message`` is the text for ``TEXT`` and the caption otherwise (empty: no caption);
-    ``media_url`` is an HTTP(S) URL Telegram fetches, or a file_id.
+    ``message`` is the text for ``TEXT`` and the caption otherwise (empty: no caption). The
+    media is either ``media_url`` — an HTTP(S) URL Telegram fetches, or a file_id — or
+    ``media_upload``, the name under which bytes uploaded through the API wait in the queue's
+    media store, sent as ``media_filename``.
     """
 
     message: str
     media_type: MediaType = MediaType.TEXT
     media_url: str | None = None
+    media_upload: str | None = None
+    media_filename: str | None = None
     allow_paid_broadcast: bool = False
     """Telegram's paid broadcasts: up to 1000 messages per second, 0.1 Star each over 30."""
 

@@ -15,9 +15,10 @@ from __future__ import annotations
 
 import logging
 import time
+import uuid
 from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import aclosing
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from broadcasting.dispatch import Dispatcher
 from broadcasting.metrics import Metrics
@@ -98,6 +99,11 @@ class BroadcastingService:
 
     async def send_message(self, request: SendRequest) -> Broadcast:
         new = validate_send(request, max_user_ids=self._max_user_ids)
+        if request.media_data:
+            # The bytes wait in the queue's media store; only their name goes to SQL.
+            name = f"upload-{uuid.uuid4().hex}"
+            await self._queue.put_media(name, request.media_data)
+            new = replace(new, content=replace(new.content, media_upload=name))
         broadcast = await self._store.create_broadcast(new)
         self._metrics.broadcasts_created.inc()
         self._metrics.recipients_accepted.inc(broadcast.total)

@@ -31,6 +31,11 @@ MAX_USERS_PER_UPSERT = 10_000
 DEFAULT_PAGE_SIZE = 100
 MAX_PAGE_SIZE = 1000
 
+UPLOAD_LIMITS = {MediaType.PHOTO: 10 * 1024 * 1024}
+"""Telegram's limits for files uploaded by a bot (multipart): photos 10 MB, others 50 MB."""
+DEFAULT_UPLOAD_LIMIT = 50 * 1024 * 1024
+MAX_FILENAME = 255
+
 _FILE_ID = re.compile(r"^[A-Za-z0-9_-]{16,}$")
 _MEDIA_TYPES = ", ".join(t.value for t in MediaType)
 
@@ -52,6 +57,9 @@ class SendRequest:
     user_ids: Sequence[int] = ()
     all_users: bool = False
     allow_paid_broadcast: bool = False
+    media_data: bytes = b""
+    """The media file itself, uploaded through the API instead of ``media_url``."""
+    media_filename: str = ""
 
 
 def telegram_length(text: str) -> int:
@@ -96,6 +104,10 @@ def _content(
             violations.append(
                 FieldViolation("media_url", "is only for media; set media_type (e.g. photo)")
             )
+        if request.media_data:
+            violations.append(
+                FieldViolation("media_data", "is only for media; set media_type (e.g. photo)")
+            )
         if not message.strip():
             violations.append(FieldViolation("message", "must not be empty for a text message"))
         elif length > TEXT_LIMIT:
@@ -109,9 +121,32 @@ def _content(
             media_type=media_type,
             allow_paid_broadcast=request.allow_paid_broadcast,
         )
-    if not media_url:
+    upload = request.media_data
+    filename = _filename(request.media_filename, media_type)
+    if upload and media_url:
         violations.append(
-            FieldViolation("media_url", f"is required for media_type {media_type.value}")
+            FieldViolation("media_url", "give either media_url or an uploaded file, not both")
+        )
+    elif upload:
+        limit = UPLOAD_LIMITS.get(media_type, DEFAULT_UPLOAD_LIMIT)
+        if len(upload) > limit:
+            violations.append(
+                FieldViolation(
+                    "media_data",
+                    f"is {len(upload)} bytes; Telegram accepts a {media_type.value} upload "
+                    f"of at most {limit} bytes",
+                )
+            )
+        if len(filename) > MAX_FILENAME:
+            violations.append(
+                FieldViolation("media_filename", f"is longer than {MAX_FILENAME} characters")
+            )
+    elif not media_url:
+        violations.append(
+            FieldViolation(
+                "media_url",
+                f"is required for media_type {media_type.value} (or upload the file)",
+            )
         )
     elif not _is_media_reference(media_url):
         violations.append(
@@ -132,8 +167,15 @@ def _content(
         message=message,
         media_type=media_type,
         media_url=media_url or None,
+        media_filename=filename if upload else None,
         allow_paid_broadcast=request.allow_paid_broadcast,
     )
+
+
+def _filename(given: str, media_type: MediaType) -> str:
+    """The base name of ``given`` (no folders), or a name from the media type."""
+    name = given.replace("\\", "/").rsplit("/", 1)[-1].strip()
+    return name or f"{media_type.value}.bin"
 
 
 def _is_media_reference(value: str) -> bool:

@@ -7,12 +7,14 @@ stops first, workers finish the sends in hand, and NATS and the database close l
 
 from __future__ import annotations
 
+import asyncio
 import logging
-from collections.abc import AsyncIterator
-from contextlib import AsyncExitStack, asynccontextmanager
+from collections.abc import AsyncIterator, Iterator
+from contextlib import AsyncExitStack, asynccontextmanager, contextmanager
 from dataclasses import dataclass
 
 from aiohttp import web
+from prometheus_client import start_http_server
 
 from broadcasting.config import Settings
 from broadcasting.dispatch import Dispatcher
@@ -29,6 +31,8 @@ from server.http_api import create_app
 logger = logging.getLogger(__name__)
 
 GRACE_SECONDS = 5.0
+EMBEDDED_WAIT = 30.0
+"""Seconds a worker without ``nats.url`` waits for the server's embedded nats-server."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -72,20 +76,29 @@ async def open_backends(settings: Settings, *, embed_nats: bool) -> AsyncIterato
             url = nats.url
             logger.info("embedded nats-server started", extra={"url": url})
         elif not url:
-            try:
-                url = settings.nats_url_file.read_text(encoding="utf-8").strip()
-            except FileNotFoundError:
-                raise ConfigError(
-                    "nats.url",
-                    "is empty and no embedded nats-server is running under "
-                    f"{settings.data_dir}; start `tgbroadcast server` first or set nats.url",
-                ) from None
+            url = await _embedded_url(settings)
         store = await stack.enter_async_context(Store.open(settings.database.url))
         await store.migrate()
         queue = await stack.enter_async_context(
             Queue.connect(url, prefix=settings.nats.prefix, ack_wait=settings.nats.ack_wait)
         )
         yield Backends(store=store, queue=queue, nats_url=url, metrics=Metrics())
+
+
+async def _embedded_url(settings: Settings, *, wait: float = EMBEDDED_WAIT) -> str:
+    """The URL of the embedded nats-server a `tgbroadcast server` runs under ``data_dir``,
+    waiting up to ``wait`` seconds for one started at the same time."""
+    path = settings.nats_url_file
+    deadline = asyncio.get_running_loop().time() + wait
+    while not path.exists():
+        if asyncio.get_running_loop().time() > deadline:
+            raise ConfigError(
+                "nats.url",
+                "is empty and no embedded nats-server is running under "
+                f"{settings.data_dir}; start `tgbroadcast server` first or set nats.url",
+            )
+        await asyncio.sleep(0.2)
+    return path.read_text(encoding="utf-8").strip()
 
 
 @asynccontextmanager
@@ -145,6 +158,8 @@ async def running_service(
             # aiogram takes seconds to import: only processes that send pay for it.
             from worker.runner import running_worker
 
+        if workers and running is None and settings.worker.metrics_port:
+            stack.enter_context(_metrics_endpoint(settings, backends.metrics))
         for _ in range(workers):
             await stack.enter_async_context(
                 running_worker(
@@ -152,3 +167,16 @@ async def running_service(
                 )
             )
         yield RunningService(backends=backends, api=running)
+
+
+@contextmanager
+def _metrics_endpoint(settings: Settings, metrics: Metrics) -> Iterator[None]:
+    """/metrics for a process without the HTTP bridge (a standalone worker)."""
+    server, thread = start_http_server(
+        settings.worker.metrics_port, addr=settings.server.host, registry=metrics.registry
+    )
+    try:
+        yield
+    finally:
+        server.shutdown()
+        thread.join()

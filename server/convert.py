@@ -60,6 +60,8 @@ def send_request(message: pb.SendMessageRequest) -> SendRequest:
         user_ids=tuple(message.user_ids),
         all_users=message.all_users,
         allow_paid_broadcast=message.allow_paid_broadcast,
+        media_data=message.media_data,
+        media_filename=message.media_filename,
     )
 
 

@@ -15,7 +15,7 @@ from datetime import datetime
 from http import HTTPStatus
 from typing import Any, TypeVar
 
-from aiohttp import web
+from aiohttp import BodyPartReader, web
 from prometheus_client import CONTENT_TYPE_LATEST
 from pydantic import BaseModel, ConfigDict, ValidationError
 from sqlalchemy.exc import DBAPIError
@@ -190,9 +190,11 @@ def user_json(user: User) -> dict[str, Any]:
 
 
 async def send_message(request: web.Request) -> web.Response:
-    body = await _json_body(request, SendMessageBody)
-    broadcast = await request.app[SERVICE_KEY].send_message(
-        SendRequest(
+    if request.content_type == "multipart/form-data":
+        send = await _multipart_send(request)
+    else:
+        body = await _json_body(request, SendMessageBody)
+        send = SendRequest(
             message=body.message or "",
             media_type=body.media_type or "",
             media_url=body.media_url or "",
@@ -200,7 +202,7 @@ async def send_message(request: web.Request) -> web.Response:
             all_users=body.all_users,
             allow_paid_broadcast=body.allow_paid_broadcast,
         )
-    )
+    broadcast = await request.app[SERVICE_KEY].send_message(send)
     return web.json_response(
         {
             "broadcast_id": broadcast.id,
@@ -210,6 +212,82 @@ async def send_message(request: web.Request) -> web.Response:
         status=202,
         headers={"Location": f"/v1/broadcasts/{broadcast.id}"},
     )
+
+
+_FORM_TEXT_FIELDS = frozenset(
+    {"message", "media_type", "media_url", "user_ids", "all_users", "allow_paid_broadcast"}
+)
+
+
+async def _multipart_send(request: web.Request) -> SendRequest:
+    """``multipart/form-data``: the JSON body's fields as form fields (``user_ids`` a JSON
+    array), and the file itself as the part ``media``."""
+    limit = request.app[MAX_BODY_KEY]
+    fields: dict[str, str] = {}
+    data = b""
+    filename = ""
+    violations: list[FieldViolation] = []
+    reader = await request.multipart()
+    while (part := await reader.next()) is not None:
+        if not isinstance(part, BodyPartReader):
+            violations.append(FieldViolation("body", "nested multipart bodies are not accepted"))
+            continue
+        name = part.name or ""
+        if name == "media":
+            data = await _read_part(part, limit)
+            filename = part.filename or ""
+        elif name in _FORM_TEXT_FIELDS:
+            fields[name] = (await _read_part(part, limit)).decode("utf-8", errors="replace")
+        else:
+            violations.append(FieldViolation(name or "body", "is not a known field"))
+    user_ids = _form_user_ids(fields.get("user_ids", ""), violations)
+    all_users = _form_flag(fields, "all_users", violations)
+    paid = _form_flag(fields, "allow_paid_broadcast", violations)
+    if violations:
+        raise InvalidArgument(violations)
+    return SendRequest(
+        message=fields.get("message", ""),
+        media_type=fields.get("media_type", ""),
+        media_url=fields.get("media_url", ""),
+        user_ids=user_ids,
+        all_users=all_users,
+        allow_paid_broadcast=paid,
+        media_data=data,
+        media_filename=filename,
+    )
+
+
+async def _read_part(part: BodyPartReader, limit: int) -> bytes:
+    chunks: list[bytes] = []
+    size = 0
+    while chunk := await part.read_chunk():
+        size += len(chunk)
+        if size > limit:
+            raise web.HTTPRequestEntityTooLarge(max_size=limit, actual_size=size)
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _form_user_ids(text: str, violations: list[FieldViolation]) -> tuple[int, ...]:
+    if not text.strip():
+        return ()
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError:
+        value = None
+    if not isinstance(value, list) or not all(
+        isinstance(v, int) and not isinstance(v, bool) for v in value
+    ):
+        violations.append(FieldViolation("user_ids", "must be a JSON array of chat ids"))
+        return ()
+    return tuple(value)
+
+
+def _form_flag(fields: dict[str, str], name: str, violations: list[FieldViolation]) -> bool:
+    text = fields.get(name, "false").strip().lower()
+    if text not in ("true", "false"):
+        violations.append(FieldViolation(name, "must be true or false"))
+    return text == "true"
 
 
 def _id_param(request: web.Request, name: str) -> int:

@@ -93,9 +93,16 @@ async def test_separate_server_and_worker_processes(tmp_path: Path, simulator: S
     python = sys.executable
     async with spawn([python, "-m", "server"], environ, tmp_path, "server") as server:
         await wait_healthy(server, f"http://127.0.0.1:{environ['TGB_SERVER_PORT']}")
-        async with spawn([python, "-m", "worker"], environ, tmp_path, "worker") as worker:
+        metrics_port = free_port()
+        worker_environ = {**environ, "TGB_WORKER_METRICS_PORT": str(metrics_port)}
+        async with spawn([python, "-m", "worker"], worker_environ, tmp_path, "worker") as worker:
             messages = await broadcast_and_watch(environ, [5, 6])
             assert {m.result.user_id for m in messages[:-1]} == {5, 6}
+            async with (
+                aiohttp.ClientSession() as session,
+                session.get(f"http://127.0.0.1:{metrics_port}/metrics") as response,
+            ):
+                assert 'tgb_messages_total{outcome="sent"} 2.0' in await response.text()
             worker.proc.send_signal(signal.SIGINT)
             assert await asyncio.wait_for(worker.proc.wait(), 30) == 0
         server.proc.send_signal(signal.SIGINT)

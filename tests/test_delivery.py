@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import json
 import re
 from collections import Counter
 from collections.abc import AsyncIterator, Mapping
 
 import aiohttp
+import grpc
 import pytest
 from tgbroadcast.v1 import broadcast_pb2 as pb
 
@@ -210,3 +212,88 @@ async def test_metrics_count_outcomes_429s_and_permits(fast: Stack) -> None:
     assert samples["tgb_recipients_accepted_total"] == 3
     assert samples["tgb_queue_pending_jobs"] == 0
     assert samples["tgb_send_seconds_count"] == 4
+
+
+PNG = b"\x89PNG\r\n\x1a\n" + bytes(range(256)) * 40
+
+
+async def test_grpc_upload_goes_to_telegram_once(fast: Stack) -> None:
+    recipients = list(range(3000, 3012))
+    async with fast.stub() as stub:
+        sent = await stub.SendMessage(
+            pb.SendMessageRequest(
+                message="uploaded",
+                media_type=pb.MEDIA_TYPE_PHOTO,
+                media_data=PNG,
+                media_filename="chart.png",
+                user_ids=recipients,
+            ),
+            metadata=fast.metadata,
+        )
+    assert_watch_complete(await watch(fast, sent.broadcast_id), set(recipients))
+    photos = [c for c in fast.simulator.calls if c.method == "sendPhoto"]
+    assert all(c.ok for c in photos)
+    assert Counter(c.media for c in photos) == {"upload": 1, "file_id": len(recipients) - 1}
+    assert photos[0].params["photo"]["size"] == len(PNG)
+    assert photos[0].params["photo"]["upload"] == "chart.png"
+    assert all(c.params["caption"] == "uploaded" for c in photos)
+
+
+async def test_rest_multipart_upload_goes_to_telegram_once(fast: Stack) -> None:
+    recipients = [3101, 3102, 3103]
+    form = aiohttp.FormData()
+    form.add_field("media_type", "document")
+    form.add_field("message", "the report")
+    form.add_field("user_ids", json.dumps(recipients))
+    form.add_field("media", b"%PDF-1.4 report", filename="report.pdf")
+    async with (
+        aiohttp.ClientSession() as session,
+        session.post(fast.http_url + "/send-message", data=form, headers=fast.auth) as response,
+    ):
+        assert response.status == 202
+        broadcast_id = (await response.json())["broadcast_id"]
+    assert_watch_complete(await watch(fast, broadcast_id), set(recipients))
+    documents = [c for c in fast.simulator.calls if c.method == "sendDocument"]
+    assert Counter(c.media for c in documents) == {"upload": 1, "file_id": 2}
+    assert documents[0].params["document"]["upload"] == "report.pdf"
+
+
+async def test_bad_uploads_are_refused(fast: Stack) -> None:
+    async with fast.stub() as stub:
+        for request, field in [
+            (pb.SendMessageRequest(message="t", media_data=b"x", user_ids=[1]), "media_data"),
+            (
+                pb.SendMessageRequest(
+                    media_type=pb.MEDIA_TYPE_PHOTO,
+                    media_url="https://x.example/a.png",
+                    media_data=b"x",
+                    user_ids=[1],
+                ),
+                "media_url",
+            ),
+            (
+                pb.SendMessageRequest(
+                    media_type=pb.MEDIA_TYPE_PHOTO,
+                    media_data=b"x" * (10 * 1024 * 1024 + 1),
+                    user_ids=[1],
+                ),
+                "media_data",
+            ),
+        ]:
+            with pytest.raises(grpc.aio.AioRpcError) as raised:
+                await stub.SendMessage(request, metadata=fast.metadata)
+            assert raised.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+            assert field in (raised.value.details() or "")
+    form = aiohttp.FormData()
+    form.add_field("media_type", "photo")
+    form.add_field("user_ids", "1,2")
+    form.add_field("chat", "x")
+    form.add_field("media", b"x", filename="a.png")
+    async with (
+        aiohttp.ClientSession() as session,
+        session.post(fast.http_url + "/send-message", data=form, headers=fast.auth) as response,
+    ):
+        assert response.status == 400
+        problem = await response.json(content_type=None)
+    assert {e["field"] for e in problem["errors"]} == {"chat", "user_ids"}
+    assert fast.simulator.calls == ()

@@ -14,9 +14,10 @@ Guarantees:
   refused with the same content error (message too long, bad file URL, ...), the broadcast
   stops as ``FAILED`` with that reason instead of failing every remaining recipient. Counted in
   SQL, so the threshold holds across workers; sends already in flight still finish.
-* Media given by URL is fetched by Telegram once per broadcast: within a process the first
-  send goes alone, and its file_id, stored in SQL, is used for every later send by every
-  worker. (Workers that start the same broadcast at the same moment may each send one by URL.)
+* Media given by URL is fetched by Telegram once per broadcast, and media uploaded through the
+  API is uploaded to Telegram once: within a process the first send goes alone, and its
+  file_id, stored in SQL, is used for every later send by every worker. (Workers that start
+  the same broadcast at the same moment may each make one such first send.)
 """
 
 from __future__ import annotations
@@ -163,7 +164,7 @@ class Deliverer:
     async def _send(self, broadcast: Broadcast, chat_id: int, content: Content) -> int | None:
         """One send within the rate budget: Telegram's message id, or None if the broadcast
         stopped before it could be sent."""
-        if not _fetched_by_url(content):
+        if not _needs_first_send(content):
             return await self._send_once(broadcast, chat_id, media=None)
         media = await self._file_id(broadcast.id)
         if media is not None:
@@ -174,11 +175,14 @@ class Deliverer:
             media = await self._file_id(broadcast.id)
             if media is not None:
                 return await self._send_once(broadcast, chat_id, media=media)
+            upload = None
+            if content.media_upload is not None:
+                upload = await self._queue.get_media(content.media_upload)
             await self._limiter.acquire(chat_id, paid=content.allow_paid_broadcast)
             if self.stopped(broadcast.id):
                 return None
             with self._metrics.send_seconds.time():
-                sent = await self._sender.send(chat_id, content)
+                sent = await self._sender.send(chat_id, content, upload=upload)
             if sent.file_id:
                 self._file_ids[broadcast.id] = sent.file_id
                 await self._store.store_media_file_id(broadcast.id, sent.file_id)
@@ -220,9 +224,11 @@ class Deliverer:
             )
 
 
-def _fetched_by_url(content: Content) -> bool:
+def _needs_first_send(content: Content) -> bool:
+    """Whether Telegram must fetch or receive the file before a file_id exists for it."""
     url = content.media_url or ""
-    return content.media_type.has_media and url.startswith(("http://", "https://"))
+    by_url = url.startswith(("http://", "https://"))
+    return content.media_type.has_media and (by_url or content.media_upload is not None)
 
 
 def _refused(

@@ -37,7 +37,7 @@ from aiogram.exceptions import (
     TelegramServerError,
     TelegramUnauthorizedError,
 )
-from aiogram.types import Message
+from aiogram.types import BufferedInputFile, Message
 from aiogram.utils.token import TokenValidationError, validate_token
 
 from broadcasting.errors import (
@@ -122,14 +122,23 @@ class TelegramSender:
         await self._bot.session.close()
 
     async def send(
-        self, chat_id: int, content: Content, *, media: str | None = None
+        self,
+        chat_id: int,
+        content: Content,
+        *,
+        media: str | None = None,
+        upload: bytes | None = None,
     ) -> SentMessage:
-        """Send ``content`` to ``chat_id``; ``media`` (a file_id) replaces ``content.media_url``.
+        """Send ``content`` to ``chat_id``. ``media`` (a file_id) replaces
+        ``content.media_url``; ``upload`` sends these bytes as the file instead (multipart,
+        named ``content.media_filename``).
 
         Raises only :class:`TelegramError` subclasses.
         """
         kind = content.media_type
-        source = media or content.media_url
+        source: str | BufferedInputFile | None = media or content.media_url
+        if upload is not None:
+            source = BufferedInputFile(upload, filename=content.media_filename or "file")
         if kind.has_media and not source:
             raise PermanentError(f"a {kind} message needs media (a URL or file_id)", error_code=400)
         caption = content.message if kind.takes_caption and content.message else None
@@ -159,7 +168,7 @@ class TelegramSender:
         chat_id: int,
         kind: MediaType,
         text: str,
-        source: str,
+        source: str | BufferedInputFile,
         caption: str | None,
         *,
         paid: bool | None,

@@ -20,6 +20,7 @@ import contextlib
 import logging
 from collections.abc import Callable
 
+from broadcasting.errors import NotFound
 from broadcasting.queue import Queue, ReceivedJob, ResultEvent
 from broadcasting.store import Store
 from worker.delivery import Deliverer
@@ -107,6 +108,9 @@ class Worker:
             await received.ack()
         except asyncio.CancelledError:
             raise
+        except NotFound:
+            logger.error("job of an unknown broadcast dropped", extra={"job": repr(job)})
+            await received.term()
         except Exception as exc:
             logger.exception(
                 "job failed; it will be redelivered",

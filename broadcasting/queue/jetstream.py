@@ -18,6 +18,7 @@ import nats.js.errors
 from nats.aio.client import Client as NatsClient
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext, api
+from nats.js.object_store import ObjectStore
 
 from broadcasting.errors import QueueError
 from broadcasting.queue.payloads import (
@@ -36,6 +37,8 @@ DUPLICATE_WINDOW = 600.0
 EVENTS_MAX_AGE = 7 * 24 * 3600.0
 """Seconds an event stays in the events stream."""
 WORKERS_CONSUMER = "workers"
+MEDIA_MAX_AGE = 7 * 24 * 3600.0
+"""Seconds uploaded media is kept for the workers."""
 """The durable pull consumer on the jobs stream shared by every worker."""
 
 _MSG_ID = "Nats-Msg-Id"
@@ -63,6 +66,11 @@ class QueueNames:
     @property
     def events_stream(self) -> str:
         return f"{self.prefix.upper()}_EVENTS"
+
+    @property
+    def media_bucket(self) -> str:
+        """The object store holding media uploaded through the API until workers sent it."""
+        return f"{self.prefix.upper()}_MEDIA"
 
     @property
     def jobs_subject(self) -> str:
@@ -134,6 +142,7 @@ class Queue:
         self._publish_timeout = publish_timeout
         self._jobs_sub: JetStreamContext.PullSubscription | None = None
         self._fetch_lock = asyncio.Lock()
+        self._media: ObjectStore | None = None
         self._workers_verified_at = 0.0
         # Every open pull subscription: unsubscribed before draining, because a drain waits
         # for their buffers to empty, and stale status messages of expired pulls never do.
@@ -278,6 +287,38 @@ class Queue:
             await sub.unsubscribe()
         except nats.errors.Error as exc:
             logger.debug("unsubscribe failed: %r", exc)
+
+    async def put_media(self, name: str, data: bytes) -> None:
+        """Keep uploaded media for the workers (in a JetStream object store, 7 days)."""
+        store = await self._media_store()
+        try:
+            await store.put(name, data)
+        except (nats.errors.Error, TimeoutError) as exc:
+            raise QueueError(f"storing media {name} failed: {exc!r}") from exc
+
+    async def get_media(self, name: str) -> bytes:
+        """Media stored by :meth:`put_media`; ``QueueError`` if it is gone."""
+        store = await self._media_store()
+        try:
+            result = await store.get(name)
+        except (nats.errors.Error, TimeoutError) as exc:
+            raise QueueError(f"reading media {name} failed: {exc!r}") from exc
+        return bytes(result.data or b"")
+
+    async def _media_store(self) -> ObjectStore:
+        if self._media is None:
+            config = api.ObjectStoreConfig(
+                description="tgbroadcast: media uploaded through the API",
+                ttl=MEDIA_MAX_AGE,
+                storage=api.StorageType.FILE,
+            )
+            try:
+                self._media = await self._js.create_object_store(
+                    self._names.media_bucket, config=config
+                )
+            except nats.js.errors.APIError:  # exists already (maybe another configuration)
+                self._media = await self._js.object_store(self._names.media_bucket)
+        return self._media
 
     async def pending_jobs(self) -> int:
         """Jobs in the work queue not yet acknowledged (waiting or in a worker's hands)."""

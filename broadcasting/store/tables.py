@@ -141,6 +141,9 @@ broadcasts = Table(
     Column("allow_paid_broadcast", Boolean, nullable=False, server_default=false()),
     # Telegram's file_id of the media, once the first send stored it: later sends reuse it.
     Column("file_id", Text, nullable=True),
+    # Media uploaded through the API: its object in the queue's media store, and file name.
+    Column("media_upload", Text, nullable=True),
+    Column("media_filename", Text, nullable=True),
     Index("ix_broadcasts_dispatched", "dispatched"),
     sqlite_autoincrement=True,
     **MYSQL_TABLE_OPTIONS,

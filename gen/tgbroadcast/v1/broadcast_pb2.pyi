@@ -166,12 +166,16 @@ class SendMessageRequest(_message.Message):
     USER_IDS_FIELD_NUMBER: _builtins.int
     ALL_USERS_FIELD_NUMBER: _builtins.int
     ALLOW_PAID_BROADCAST_FIELD_NUMBER: _builtins.int
+    MEDIA_DATA_FIELD_NUMBER: _builtins.int
+    MEDIA_FILENAME_FIELD_NUMBER: _builtins.int
     message: _builtins.str
     """The text, or the caption of a media message."""
     media_type: Global___MediaType.ValueType
     """How to send it; unspecified means text."""
     media_url: _builtins.str
-    """An HTTP(S) URL Telegram fetches, or a file_id; required for media."""
+    """An HTTP(S) URL Telegram fetches, or a file_id; for media, this or
+    `media_data` is required.
+    """
     all_users: _builtins.bool
     """Send to every active user instead of `user_ids`. Exactly one of the two
     must be given.
@@ -181,6 +185,13 @@ class SendMessageRequest(_message.Message):
     messages per second), each message over the free 30 per second costing
     0.1 Telegram Stars from the bot's balance.
     """
+    media_data: _builtins.bytes
+    """The media file itself instead of `media_url` (photos up to 10 MB, other
+    files up to 50 MB). It is uploaded to Telegram once; every other
+    recipient gets it by the file_id Telegram returns.
+    """
+    media_filename: _builtins.str
+    """The file name Telegram shows for `media_data` (documents, audio)."""
     @_builtins.property
     def user_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.int]:
         """Telegram chat ids of the recipients; duplicates are sent once. Ids not
@@ -196,10 +207,12 @@ class SendMessageRequest(_message.Message):
         user_ids: _abc.Iterable[_builtins.int] | None = ...,
         all_users: _builtins.bool = ...,
         allow_paid_broadcast: _builtins.bool = ...,
+        media_data: _builtins.bytes = ...,
+        media_filename: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["all_users", b"all_users", "allow_paid_broadcast", b"allow_paid_broadcast", "media_type", b"media_type", "media_url", b"media_url", "message", b"message", "user_ids", b"user_ids"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["all_users", b"all_users", "allow_paid_broadcast", b"allow_paid_broadcast", "media_data", b"media_data", "media_filename", b"media_filename", "media_type", b"media_type", "media_url", b"media_url", "message", b"message", "user_ids", b"user_ids"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

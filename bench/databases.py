@@ -1,0 +1,63 @@
+"""The databases a benchmark's service runs on, and how big they grew.
+
+SQLite is the service's default file in the run's data folder; PostgreSQL is a database of
+the run's own on the local server (created and dropped by :func:`bench.accept.database`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import create_async_engine
+from sqlalchemy.pool import NullPool
+
+from bench.report import progress
+
+
+@contextlib.asynccontextmanager
+async def database_dsn(backend: str) -> AsyncIterator[str | None]:
+    """``TGB_DATABASE_DSN`` for ``backend``: "" for SQLite in the data folder, a new
+    PostgreSQL database (dropped on exit), or ``None`` when that server cannot be used."""
+    if backend == "sqlite":
+        yield ""
+        return
+    from bench.accept import ADMIN_URLS, database
+
+    async with contextlib.AsyncExitStack() as stack:
+        try:
+            url = await stack.enter_async_context(database(backend, ADMIN_URLS[backend]))
+        except Exception as exc:  # any failure to reach the server: measure without it
+            progress(f"{backend} is not usable: {exc!r}")
+            yield None
+            return
+        yield url
+
+
+async def server_version(dsn: str) -> str:
+    """The database server's version ("" when it cannot be read)."""
+    try:
+        return await _scalar(dsn, "SHOW server_version")
+    except Exception:
+        return ""
+
+
+async def size_bytes(dsn: str, data_dir: Path) -> int:
+    """The database's size: SQLite's pages (``page_count * page_size``, which counts what
+    still waits in the WAL), or PostgreSQL's ``pg_database_size``."""
+    if not dsn:
+        url = f"sqlite+aiosqlite:///{data_dir / 'tgbroadcast.db'}"
+        pages = int(await _scalar(url, "PRAGMA page_count"))
+        return pages * int(await _scalar(url, "PRAGMA page_size"))
+    return int(await _scalar(dsn, "SELECT pg_database_size(current_database())"))
+
+
+async def _scalar(dsn: str, statement: str) -> str:
+    engine = create_async_engine(dsn, poolclass=NullPool)
+    try:
+        async with engine.connect() as connection:
+            return str((await connection.execute(text(statement))).scalar_one())
+    finally:
+        await engine.dispose()

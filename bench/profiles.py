@@ -1,0 +1,157 @@
+"""How big each scenario runs: ``full`` (``make bench``), ``quick`` and ``smoke`` (the test).
+
+And :class:`Bench`, what every scenario is handed: the profile, the simulator process, the
+meter and a folder of its own.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from dataclasses import dataclass
+from pathlib import Path
+
+from bench.children import SimulatorProcess
+from bench.meter import Meter
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Profile:
+    name: str
+    # 1. Limit utilisation: (limit per second, recipients) pairs, worker counts.
+    limits: tuple[tuple[int, int], ...]
+    limit_workers: tuple[int, ...]
+    # 2. Overhead ceiling.
+    overhead_recipients: int
+    overhead_workers: tuple[int, ...]
+    overhead_repeats: int
+    overhead_backends: tuple[str, ...]
+    # 3. Paid broadcast.
+    paid_recipients: int
+    paid_workers: tuple[int, ...]
+    # 4. Scale of a broadcast.
+    scale_recipients: int
+    scale_send_seconds: float
+    scale_backends: tuple[str, ...]
+    # 5. Watchers.
+    watchers: int
+    watch_recipients: int
+    watch_rate: int
+    # 6. Crash cost.
+    crash_recipients: int
+    crash_rate: int
+    crash_every: float
+    crash_workers: int
+    crash_ack_wait: float
+    # 7. API latency.
+    latency_small_requests: int
+    latency_big_requests: int
+    latency_big_size: int
+    latency_concurrency: int
+
+
+FULL = Profile(
+    name="full",
+    limits=((30, 1_000), (300, 6_000)),
+    limit_workers=(1, 2, 4),
+    overhead_recipients=15_000,
+    overhead_workers=(1, 2),
+    overhead_repeats=3,
+    overhead_backends=("sqlite", "postgres"),
+    paid_recipients=15_000,
+    paid_workers=(1, 2),
+    scale_recipients=1_000_000,
+    scale_send_seconds=20.0,
+    scale_backends=("sqlite", "postgres"),
+    watchers=100,
+    watch_recipients=5_000,
+    watch_rate=1_000,
+    crash_recipients=10_000,
+    crash_rate=300,
+    crash_every=5.0,
+    crash_workers=3,
+    crash_ack_wait=5.0,
+    latency_small_requests=1_000,
+    latency_big_requests=40,
+    latency_big_size=10_000,
+    latency_concurrency=8,
+)
+
+QUICK = Profile(
+    name="quick",
+    limits=((30, 150), (300, 1_500)),
+    limit_workers=(1, 2),
+    overhead_recipients=4_000,
+    overhead_workers=(1, 2),
+    overhead_repeats=1,
+    overhead_backends=("sqlite",),
+    paid_recipients=3_000,
+    paid_workers=(2,),
+    scale_recipients=100_000,
+    scale_send_seconds=5.0,
+    scale_backends=("sqlite", "postgres"),
+    watchers=20,
+    watch_recipients=1_000,
+    watch_rate=1_000,
+    crash_recipients=2_000,
+    crash_rate=300,
+    crash_every=2.0,
+    crash_workers=3,
+    crash_ack_wait=3.0,
+    latency_small_requests=200,
+    latency_big_requests=8,
+    latency_big_size=10_000,
+    latency_concurrency=4,
+)
+
+SMOKE = Profile(
+    name="smoke",
+    limits=((300, 150),),
+    limit_workers=(1,),
+    overhead_recipients=300,
+    overhead_workers=(1,),
+    overhead_repeats=1,
+    overhead_backends=("sqlite",),
+    paid_recipients=200,
+    paid_workers=(1,),
+    scale_recipients=2_000,
+    scale_send_seconds=1.0,
+    scale_backends=("sqlite",),
+    watchers=3,
+    watch_recipients=100,
+    watch_rate=1_000,
+    crash_recipients=300,
+    crash_rate=300,
+    crash_every=0.5,
+    crash_workers=2,
+    crash_ack_wait=2.0,
+    latency_small_requests=20,
+    latency_big_requests=2,
+    latency_big_size=1_000,
+    latency_concurrency=2,
+)
+
+PROFILES = {profile.name: profile for profile in (FULL, QUICK, SMOKE)}
+
+ALL_PEERS = ("aiogram-sleep", "aiogram-retry", "ptb")
+
+
+def installed_peers() -> tuple[str, ...]:
+    """The peers whose library is installed (python-telegram-bot is in the bench extra)."""
+    have_ptb = importlib.util.find_spec("telegram") is not None
+    return tuple(peer for peer in ALL_PEERS if peer != "ptb" or have_ptb)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Bench:
+    """What a scenario is handed."""
+
+    profile: Profile
+    workdir: Path
+    sim: SimulatorProcess
+    meter: Meter
+    peers: tuple[str, ...]
+
+    def folder(self, name: str) -> Path:
+        path = self.workdir / name
+        path.mkdir(parents=True, exist_ok=True)
+        return path

@@ -1,0 +1,165 @@
+"""The results of a benchmark run and how they are written: raw JSON lines and BENCHMARKS.md.
+
+Scenarios return :class:`Section` values built only from what they measured: every figure
+in a table went through :func:`fmt` from a number of the run, and every number is also
+printed as a JSON line (:func:`emit`) the moment it is known.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Literal
+
+from bench.machine import Machine
+
+
+def emit(scenario: str, run: str, numbers: dict[str, object]) -> None:
+    """Print one measurement as a JSON line on stdout (the raw numbers of the report)."""
+    print(json.dumps({"scenario": scenario, "run": run, **numbers}, default=str), flush=True)
+
+
+def fmt(value: float | int | None, digits: int = 2, *, unit: str = "") -> str:
+    """A figure for a table: ``n/a`` when it was not measured."""
+    if value is None:
+        return "n/a"
+    if isinstance(value, int):
+        return f"{value:,}{unit}"
+    return f"{value:,.{digits}f}{unit}"
+
+
+def fmt_range(middle: float | None, low: float | None, high: float | None, digits: int = 2) -> str:
+    """``median [lowest-highest]``."""
+    if middle is None:
+        return "n/a"
+    if low is None or high is None or low == high:
+        return fmt(middle, digits)
+    return f"{fmt(middle, digits)} [{fmt(low, digits)}-{fmt(high, digits)}]"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Table:
+    columns: Sequence[str]
+    rows: Sequence[Sequence[str]]
+    caption: str = ""
+
+    def markdown(self) -> str:
+        lines = []
+        if self.caption:
+            lines += [self.caption, ""]
+        lines.append("| " + " | ".join(self.columns) + " |")
+        lines.append("|" + "|".join("---" for _ in self.columns) + "|")
+        lines += ["| " + " | ".join(row) + " |" for row in self.rows]
+        return "\n".join(lines)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Series:
+    label: str
+    xs: Sequence[float]
+    ys: Sequence[float | None]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Chart:
+    """The data of one PNG; :mod:`bench.charts` draws it when matplotlib is installed.
+
+    ``bars``: one group per category, one bar per series (``ys`` by category); ``lines``:
+    each series a line; ``cdf``: each series' ``ys`` drawn as a cumulative distribution.
+    """
+
+    name: str
+    title: str
+    kind: Literal["bars", "lines", "cdf"]
+    xlabel: str
+    ylabel: str
+    series: Sequence[Series]
+    categories: Sequence[str] = ()
+    target: float | None = None
+    target_label: str = ""
+    marks: Sequence[float] = ()
+    marks_label: str = ""
+    log_y: bool = False
+
+
+@dataclass(slots=True, kw_only=True)
+class Section:
+    """One scenario's part of the report."""
+
+    key: str
+    title: str
+    setup: str
+    tables: list[Table] = field(default_factory=list)
+    findings: list[str] = field(default_factory=list)
+    charts: list[Chart] = field(default_factory=list)
+    chart_files: list[str] = field(default_factory=list)
+    """Written PNGs, relative to the report."""
+    seconds: float = 0.0
+
+
+def verdict(met: bool) -> str:
+    return "**met**" if met else "**not met**"
+
+
+def write_report(
+    *,
+    sections: Sequence[Section],
+    machine: Machine,
+    mode: str,
+    command: str,
+    seconds: float,
+    notes: Iterable[str],
+) -> str:
+    """BENCHMARKS.md: the machine, versions and date, then every section."""
+    out = [
+        "# Benchmarks",
+        "",
+        "Produced by `make bench` (the harness in `bench/`) from one run on the machine below; "
+        "nothing here is typed in. Re-run it to check any figure: the harness prints every "
+        "raw number as a JSON line while it runs. The machine is shared and noisy, so "
+        "senders are compared within the same run, rates are given as ratios to the limit "
+        "and, where repeated, as median [lowest-highest].",
+        "",
+        "## Run",
+        "",
+        *machine.markdown_lines(),
+        f"- Mode: `{mode}` (`{command}`), {seconds / 60:.1f} minutes in all",
+        "",
+        "How the service is measured: the project's Telegram simulator runs in its own "
+        "process (`python -m simulator`) and records the time of every answer; "
+        "`tgbroadcast server` (with its embedded nats-server) and `tgbroadcast worker` "
+        "processes run against it with their own data folder per scenario, and psutil "
+        "reads their CPU time and memory. Rates come from the simulator's record: "
+        "accepted messages per second between the 10th and 90th percentile delivery, and "
+        "per whole second in that span.",
+        "",
+    ]
+    for note in notes:
+        out += [f"> {note}", ""]
+    out += ["## Contents", ""]
+    out += [f"{s.key}. [{s.title}](#{_anchor(s)})" for s in sections]
+    out.append("")
+    for section in sections:
+        out += [f"## {section.key}. {section.title}", "", section.setup, ""]
+        for table in section.tables:
+            out += [table.markdown(), ""]
+        if section.findings:
+            out += [f"- {finding}" for finding in section.findings]
+            out.append("")
+        for chart in section.chart_files:
+            out += [f"![{section.title}]({chart})", ""]
+        out += [f"<sub>Scenario time: {section.seconds:.0f} s.</sub>", ""]
+    return "\n".join(out)
+
+
+def _anchor(section: Section) -> str:
+    text = f"{section.key}. {section.title}".lower()
+    kept = "".join(ch for ch in text if ch.isalnum() or ch in " -")
+    return kept.replace(" ", "-")
+
+
+def progress(message: str) -> None:
+    """A human-readable progress line on stderr (stdout carries the raw numbers)."""
+    print(f"[bench] {message}", file=sys.stderr, flush=True)

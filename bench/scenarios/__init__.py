@@ -1,0 +1,1 @@
+"""The benchmark scenarios of issue 5, each returning a :class:`bench.report.Section`."""
