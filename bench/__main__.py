@@ -23,7 +23,7 @@ from bench.machine import describe
 from bench.meter import Meter
 from bench.profiles import ALL_PEERS, PROFILES, Bench, installed_peers
 from bench.report import Section, progress, write_report
-from bench.scenarios import limits, overhead, scale, watching
+from bench.scenarios import crash, latency, limits, overhead, scale, watching
 
 Scenario = Callable[[Bench], Awaitable[Section]]
 
@@ -33,6 +33,8 @@ SCENARIOS: dict[str, Scenario] = {
     "3": limits.paid,
     "4": scale.scale,
     "5": watching.watchers,
+    "6": crash.crash,
+    "7": latency.latency,
 }
 
 

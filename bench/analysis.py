@@ -61,6 +61,8 @@ class Deliveries:
     latencies: tuple[float, ...]
     times: tuple[float, ...]
     """Every accepted message's time, sorted (for the charts)."""
+    first_times: tuple[float, ...]
+    """Each recipient's first acceptance, sorted (for the charts)."""
 
     @property
     def span(self) -> float | None:
@@ -141,6 +143,7 @@ def analyse(
         latency_p99=percentile(latencies, 0.99),
         latencies=latencies,
         times=tuple(times),
+        first_times=tuple(sorted(first.values())),
     )
 
 

@@ -23,7 +23,7 @@ from broadcasting.natsserver import EmbeddedNatsServer
 from simulator import Limit, RateLimits, Simulator
 from tests.fixtures.nats import wait_until
 from tests.fixtures.processes import Process, spawn, wait_healthy
-from tests.fixtures.services import free_port
+from tests.fixtures.services import POSTGRES_ADDR, free_port
 from tests.fixtures.stack import API_TOKEN, Backend, open_backend, start_stack
 from tests.fixtures.telegram import BOT_TOKEN
 from tests.test_service import assert_watch_complete, watch
@@ -199,3 +199,43 @@ async def test_a_nats_restart_pauses_and_resumes(tmp_path: Path, simulator: Simu
         assert restarted.url == url
         assert_watch_complete(await watch(services, broadcast_id), set(recipients))
     assert accepted(simulator) == dict.fromkeys(recipients, 1)
+
+
+async def test_a_database_outage_pauses_and_resumes(tmp_path: Path, simulator: Simulator) -> None:
+    """Every connection of the service to PostgreSQL is killed mid-broadcast: outcomes in
+    hand are kept and written once the database answers again; nobody is lost or doubled."""
+    simulator.rate_limits = RateLimits(bot=Limit(40, 1.0))
+    async with open_backend("postgres", tmp_path) as backend:
+        database = backend.environ["TGB_DATABASE_DSN"].rsplit("/", 1)[1]
+        async with start_stack(backend, simulator, {"TGB_TELEGRAM_RATE_LIMIT": "40"}) as services:
+            recipients = list(range(1, 121))
+            async with (
+                aiohttp.ClientSession() as session,
+                session.post(
+                    services.http_url + "/send-message",
+                    json={"message": "through an outage", "user_ids": recipients},
+                    headers=AUTH,
+                ) as response,
+            ):
+                broadcast_id = (await response.json())["broadcast_id"]
+            await wait_until(lambda: _sent_at_least(simulator, 30), within=30)
+            killed = await _terminate_connections(database)
+            assert killed > 0
+            assert_watch_complete(await watch(services, broadcast_id), set(recipients))
+    assert accepted(simulator) == dict.fromkeys(recipients, 1)
+
+
+async def _terminate_connections(database: str) -> int:
+    import asyncpg  # type: ignore[import-untyped]
+
+    host, port = POSTGRES_ADDR
+    admin = await asyncpg.connect(host=host, port=port, user="postgres", database="test")
+    try:
+        rows = await admin.fetch(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+            "WHERE datname = $1 AND pid <> pg_backend_pid()",
+            database,
+        )
+    finally:
+        await admin.close()
+    return len(rows)

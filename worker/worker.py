@@ -117,7 +117,8 @@ class Worker:
                 extra={"broadcast_id": job.broadcast_id, "error": repr(exc)},
             )
             try:
-                await received.nak(delay=5.0)
+                # Backing off: a database outage must not become a redelivery storm.
+                await received.nak(delay=min(60.0, 2.0**received.num_delivered))
             except Exception as nak_exc:
                 logger.warning("nak failed", extra={"error": repr(nak_exc)})
         finally:

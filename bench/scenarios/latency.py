@@ -1,0 +1,147 @@
+"""Scenario 7: how long ``SendMessage`` takes to answer, over gRPC and REST, under load.
+
+A server with no workers (so the machine's cores serve the API, the database and NATS; the
+dispatcher still publishes every broadcast's jobs) answers a fixed number of requests from
+several concurrent callers: one recipient each, then 10,000 recipients each (the same ids
+every time, known users after the first request).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable
+
+from bench.analysis import percentile
+from bench.children import Cluster, ServiceConfig
+from bench.client import ServiceClient, send_body
+from bench.profiles import Bench
+from bench.report import Chart, Section, Series, Table, emit, fmt, progress
+from bench.runs import track_cluster
+
+
+async def latency(bench: Bench) -> Section:
+    profile = bench.profile
+    big = profile.latency_big_size
+    concurrency = profile.latency_concurrency
+    section = Section(
+        key="7",
+        title="API latency",
+        setup=(
+            f"`SendMessage` from {concurrency} concurrent callers (one gRPC channel, one "
+            f"HTTP connection pool): {fmt(profile.latency_small_requests)} requests with one "
+            f"recipient each (a new id each time), then {fmt(profile.latency_big_requests)} "
+            f"with {fmt(big)} recipients each (the same ids each time), over gRPC and over "
+            "REST (`POST /send-message`). `tgbroadcast server` alone, SQLite, embedded NATS; "
+            "latency is from the call to its answer (202 / OK), measured by the caller."
+        ),
+    )
+    rows = []
+    categories: list[str] = []
+    p50s: list[float | None] = []
+    p99s: list[float | None] = []
+    async with (
+        Cluster.start(bench.folder("latency"), bench.sim, ServiceConfig()) as cluster,
+        ServiceClient.connect(cluster.http_url, cluster.grpc_target) as client,
+    ):
+        track_cluster(bench.meter, cluster)
+        big_ids = list(range(1, big + 1))
+        big_body = send_body(big_ids)
+        next_id = iter(range(10**9, 2 * 10**9))
+        plans: list[tuple[str, int, int, Callable[[], Awaitable[int]]]] = [
+            (
+                "gRPC",
+                1,
+                profile.latency_small_requests,
+                lambda: client.send_grpc([next(next_id)]),
+            ),
+            (
+                "REST",
+                1,
+                profile.latency_small_requests,
+                lambda: client.send_rest([next(next_id)]),
+            ),
+            ("gRPC", big, profile.latency_big_requests, lambda: client.send_grpc(big_ids)),
+            ("REST", big, profile.latency_big_requests, lambda: client.send_raw(big_body)),
+        ]
+        for transport, size, requests, call in plans:
+            progress(f"7. {transport}, {requests} requests of {size} recipient(s)")
+            async with bench.meter.measuring() as window:
+                began = time.perf_counter()
+                latencies = await _load(call, requests, concurrency)
+                elapsed = time.perf_counter() - began
+            p50 = percentile(latencies, 0.5)
+            p99 = percentile(latencies, 0.99)
+            server_cpu = window.cpu("server", "nats-server")
+            emit(
+                "7",
+                f"{transport} recipients={size}",
+                {
+                    "requests": requests,
+                    "concurrency": concurrency,
+                    "p50_ms": None if p50 is None else round(p50 * 1000, 2),
+                    "p99_ms": None if p99 is None else round(p99 * 1000, 2),
+                    "max_ms": round(max(latencies) * 1000, 2),
+                    "requests_per_s": round(requests / elapsed, 2),
+                    "server_cpu_s": None if server_cpu is None else round(server_cpu, 3),
+                },
+            )
+            rows.append(
+                [
+                    transport,
+                    fmt(size),
+                    fmt(requests),
+                    f"{fmt(p50 and p50 * 1000, 1)} / {fmt(p99 and p99 * 1000, 1)}",
+                    fmt(max(latencies) * 1000, 1),
+                    fmt(requests / elapsed, 1),
+                    fmt(None if server_cpu is None else server_cpu * 1000 / requests, 1),
+                ]
+            )
+            categories.append(f"{transport}\n{size:,} recipient" + ("s" if size > 1 else ""))
+            p50s.append(None if p50 is None else p50 * 1000)
+            p99s.append(None if p99 is None else p99 * 1000)
+    section.tables.append(
+        Table(
+            columns=(
+                "transport",
+                "recipients per request",
+                "requests",
+                "p50 / p99 (ms)",
+                "max (ms)",
+                "requests / s",
+                "server CPU ms / request",
+            ),
+            rows=rows,
+        )
+    )
+    section.charts.append(
+        Chart(
+            name="api_latency",
+            title=f"SendMessage latency, {concurrency} concurrent callers",
+            kind="bars",
+            xlabel="",
+            ylabel="milliseconds (log scale)",
+            categories=categories,
+            series=[
+                Series(label="p50", xs=[], ys=p50s),
+                Series(label="p99", xs=[], ys=p99s),
+            ],
+            log_y=True,
+        )
+    )
+    return section
+
+
+async def _load(call: Callable[[], Awaitable[int]], requests: int, concurrency: int) -> list[float]:
+    """``requests`` calls, ``concurrency`` at a time; each one's seconds."""
+    latencies: list[float] = []
+    remaining = iter(range(requests))
+
+    async def caller() -> None:
+        for _ in remaining:
+            began = time.perf_counter()
+            await call()
+            latencies.append(time.perf_counter() - began)
+
+    await asyncio.gather(*(caller() for _ in range(concurrency)))
+    return latencies
