@@ -4,7 +4,9 @@ Guarantees:
 
 * A broadcast's jobs cover every recipient that was PENDING when it was dispatched, in
   batches of ``batch_size`` ascending user ids, read from SQL page by page (a million
-  recipients never sit in memory at once).
+  recipients never sit in memory at once). Batches are cut from all recipients whatever their
+  state, so every dispatch of a broadcast cuts the same batches and publishes the same job
+  ids; batches whose recipients are all final are skipped.
 * ``dispatched`` is set in SQL only after every job of the broadcast was acknowledged by
   JetStream. Until then the broadcast is dispatched again: after a NATS error (with backoff,
   forever — NATS being down pauses sending, it loses nothing), at every start of a server, and
@@ -61,8 +63,9 @@ class Dispatcher(AbstractAsyncContextManager["Dispatcher"]):
         self._idle.set()
 
     async def __aenter__(self) -> Dispatcher:
+        undispatched = await self._store.undispatched_broadcasts()
         self._task = asyncio.create_task(self._run(), name="dispatcher")
-        for broadcast_id in await self._store.undispatched_broadcasts():
+        for broadcast_id in undispatched:
             logger.info("re-dispatching broadcast", extra={"broadcast_id": broadcast_id})
             self.dispatch(broadcast_id)
         self._sweeper = asyncio.create_task(self._sweep(), name="dispatch-rescuer")
@@ -133,9 +136,7 @@ class Dispatcher(AbstractAsyncContextManager["Dispatcher"]):
     async def _publish(self, broadcast_id: int) -> None:
         jobs: list[Job] = []
         count = 0
-        async for user_ids in self._store.pending_batches(
-            broadcast_id, batch_size=self._batch_size
-        ):
+        async for user_ids in self._store.job_batches(broadcast_id, batch_size=self._batch_size):
             jobs.append(Job(broadcast_id=broadcast_id, user_ids=user_ids))
             count += len(user_ids)
             if len(jobs) >= JOBS_PER_PUBLISH:

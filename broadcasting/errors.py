@@ -26,6 +26,9 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 
+from nats.errors import Error as NatsError
+from sqlalchemy.exc import InterfaceError, OperationalError
+
 from broadcasting.model import DeliveryState
 
 
@@ -139,3 +142,15 @@ class TransientError(TelegramError):
     """A failure that may pass: 5xx, a network error, a timeout, a non-JSON answer."""
 
     retryable = True
+
+
+BACKEND_UNAVAILABLE: tuple[type[Exception], ...] = (
+    OperationalError,
+    InterfaceError,
+    QueueError,
+    NatsError,
+    OSError,
+)
+"""Failures that mean the database or NATS cannot be reached right now (API callers get
+503 / UNAVAILABLE and may retry): connection-type SQL errors — not data errors —, NATS
+errors, and socket errors (asyncpg raises plain ``OSError`` when PostgreSQL is down)."""

@@ -173,23 +173,33 @@ class BroadcastingService:
                         sent=sent,
                         failed=failed,
                     )
-                elif isinstance(event, FinishedEvent | Idle) and final is None:
+                elif isinstance(event, FinishedEvent | Idle) and (
+                    # COMPLETED counts never move again; a FAILED broadcast's can (sends in
+                    # flight when it stopped), so it is re-read while events keep coming.
+                    final is None or final.status is not BroadcastStatus.COMPLETED
+                ):
                     latest = await self._store.get_broadcast(broadcast_id)
                     if latest.status.is_final:
-                        final, final_since = latest, time.monotonic()
-                if final is not None:
-                    if sent + failed >= final.sent + final.failed:
-                        break
-                    if time.monotonic() - final_since > self._missing_event_grace:
-                        logger.warning(
-                            "watch closed with outcomes missing from the event stream",
-                            extra={
-                                "broadcast_id": broadcast_id,
-                                "seen": sent + failed,
-                                "expected": final.sent + final.failed,
-                            },
-                        )
-                        break
+                        if final is None:
+                            final_since = time.monotonic()
+                        final = latest
+                if final is None:
+                    continue
+                seen_all = sent + failed >= final.sent + final.failed
+                if seen_all and (
+                    final.status is BroadcastStatus.COMPLETED or isinstance(event, Idle)
+                ):
+                    break
+                if time.monotonic() - final_since > self._missing_event_grace:
+                    logger.warning(
+                        "watch closed with outcomes missing from the event stream",
+                        extra={
+                            "broadcast_id": broadcast_id,
+                            "seen": sent + failed,
+                            "expected": final.sent + final.failed,
+                        },
+                    )
+                    break
         assert final is not None
         yield WatchUpdate(result=None, status=final.status, total=total, sent=sent, failed=failed)
 

@@ -62,6 +62,15 @@ class SendRequest:
     media_filename: str = ""
 
 
+def unencodable(text: str) -> bool:
+    """Whether ``text`` holds what neither Telegram nor every database can store: NUL, or a
+    lone UTF-16 surrogate (JSON lets a client send ``"\\ud800"``)."""
+    return "\x00" in text or any("\ud800" <= ch <= "\udfff" for ch in text)
+
+
+_UNENCODABLE = "contains a NUL character or an unpaired surrogate"
+
+
 def telegram_length(text: str) -> int:
     """Length as Telegram counts it: UTF-16 code units (an emoji can count 2)."""
     return len(text.encode("utf-16-le")) // 2
@@ -98,6 +107,14 @@ def _content(
     media_url = request.media_url.strip()
     if media_type is None:
         return None
+    for field, text in (
+        ("message", message),
+        ("media_url", media_url),
+        ("media_filename", request.media_filename),
+    ):
+        if unencodable(text):
+            violations.append(FieldViolation(field, _UNENCODABLE))
+            return None
     length = telegram_length(message)
     if media_type is MediaType.TEXT:
         if media_url:
@@ -249,7 +266,9 @@ def validate_users(users: Sequence[UserProfile]) -> list[UserProfile]:
             first_index[user.id] = index
         for name, limit in _USER_FIELD_LIMITS.items():
             value = getattr(user, name)
-            if value is not None and len(value) > limit:
+            if value is not None and unencodable(value):
+                violations.append(FieldViolation(f"users[{index}].{name}", _UNENCODABLE))
+            elif value is not None and len(value) > limit:
                 violations.append(
                     FieldViolation(f"users[{index}].{name}", f"is longer than {limit} characters")
                 )
@@ -288,4 +307,7 @@ def decode_page_token(token: str) -> int:
     kind, _, value = raw.partition(":")
     if kind != "u":
         raise ValueError(token)
-    return int(value)
+    after = int(value)
+    if not INT64_MIN <= after <= INT64_MAX:
+        raise ValueError(token)
+    return after

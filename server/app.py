@@ -113,7 +113,7 @@ async def running_api(settings: Settings, backends: Backends) -> AsyncIterator[R
             metrics=backends.metrics,
             max_user_ids=settings.server.max_user_ids,
         )
-        grpc_server = create_server(service, tokens)
+        grpc_server = await create_server(service, tokens)
         grpc_port = grpc_server.add_insecure_port(
             f"{settings.server.host}:{settings.server.grpc_port}"
         )

@@ -10,7 +10,8 @@ Commands:
 * ``migrate`` — apply the database migrations and exit.
 
 SIGINT or SIGTERM shuts down in order: stop taking requests and jobs, finish the sends in
-hand, then close NATS and the database.
+hand (for at most ``nats.ack_wait`` seconds; unfinished jobs go to other workers), then close
+NATS and the database. A second signal exits at once.
 """
 
 from __future__ import annotations
@@ -89,9 +90,16 @@ async def _serve(settings: Settings, command: str) -> None:
         logger.info("database migrated")
         return
     stop = asyncio.Event()
+
+    def on_signal() -> None:
+        if stop.is_set():  # a second Ctrl-C: no more waiting
+            logger.warning("second signal; exiting at once")
+            os._exit(130)
+        stop.set()
+
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(signum, stop.set)
+        loop.add_signal_handler(signum, on_signal)
     async with running_service(
         settings,
         api=command in ("run", "server"),

@@ -16,12 +16,13 @@ from typing import Any, TypeAlias
 import grpc
 from google.protobuf import any_pb2
 from google.rpc import code_pb2, error_details_pb2, status_pb2
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
 from grpc_status import rpc_status
-from sqlalchemy.exc import DBAPIError
 from tgbroadcast.v1 import broadcast_pb2 as pb
 from tgbroadcast.v1 import broadcast_pb2_grpc as pb_grpc
 
-from broadcasting.errors import ApiError, InvalidArgument, NotFound
+from broadcasting.errors import BACKEND_UNAVAILABLE, ApiError, InvalidArgument, NotFound
 from broadcasting.service import BroadcastingService
 from server import convert
 from server.auth import TokenCheck
@@ -117,7 +118,7 @@ def _status_for(exc: Exception) -> grpc.Status:
         return rpc_status.to_status(
             status_pb2.Status(code=code_pb2.FAILED_PRECONDITION, message=str(exc))
         )
-    if isinstance(exc, DBAPIError | ConnectionError | TimeoutError):
+    if isinstance(exc, BACKEND_UNAVAILABLE):
         logger.warning("backend unavailable", extra={"error": type(exc).__name__})
         return rpc_status.to_status(
             status_pb2.Status(
@@ -129,7 +130,14 @@ def _status_for(exc: Exception) -> grpc.Status:
 
 
 class AuthInterceptor(grpc.aio.ServerInterceptor):
-    """Rejects calls without a valid ``authorization: Bearer <token>`` metadata entry."""
+    """Rejects calls without a valid ``authorization: Bearer <token>`` metadata entry.
+
+    Only the standard health-checking and reflection services answer without a token, so load
+    balancers, orchestrators and ``grpcurl`` need no secret; they reveal the service's status
+    and its public contract, nothing else.
+    """
+
+    PUBLIC_SERVICES = frozenset({health.SERVICE_NAME, reflection.SERVICE_NAME})
 
     def __init__(self, tokens: TokenCheck) -> None:
         self._tokens = tokens
@@ -140,6 +148,10 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):
         handler_call_details: grpc.HandlerCallDetails,
     ) -> _Handler | None:
         handler = await continuation(handler_call_details)
+        # The method is "/<package>.<Service>/<Method>".
+        service = handler_call_details.method.lstrip("/").rpartition("/")[0]
+        if service in self.PUBLIC_SERVICES:
+            return handler
         metadata = dict(handler_call_details.invocation_metadata or ())
         authorization = metadata.get("authorization")
         if isinstance(authorization, str) and self._tokens.accepts(authorization):
@@ -176,7 +188,13 @@ def _refusing(handler: _Handler | None) -> _Handler | None:
     )
 
 
-def create_server(core: BroadcastingService, tokens: TokenCheck) -> grpc.aio.Server:
+async def create_server(core: BroadcastingService, tokens: TokenCheck) -> grpc.aio.Server:
+    """The API server, not yet bound or started.
+
+    Besides ``BroadcastService`` it serves ``grpc.health.v1.Health`` (SERVING for the whole
+    server, ``""``, and for ``tgbroadcast.v1.BroadcastService``; NOT_FOUND for other names) and
+    server reflection (``grpc.reflection.v1alpha``), both without the API token.
+    """
     server = grpc.aio.server(
         interceptors=[AuthInterceptor(tokens)],
         options=[
@@ -185,4 +203,12 @@ def create_server(core: BroadcastingService, tokens: TokenCheck) -> grpc.aio.Ser
         ],
     )
     pb_grpc.add_BroadcastServiceServicer_to_server(BroadcastServicer(core), server)
+    broadcast_service = pb.DESCRIPTOR.services_by_name["BroadcastService"].full_name
+    health_servicer = health.aio.HealthServicer()
+    for name in (health.OVERALL_HEALTH, broadcast_service):
+        await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    reflection.enable_server_reflection(
+        (broadcast_service, health.SERVICE_NAME, reflection.SERVICE_NAME), server
+    )
     return server

@@ -18,9 +18,8 @@ from typing import Any, TypeVar
 from aiohttp import BodyPartReader, web
 from prometheus_client import CONTENT_TYPE_LATEST
 from pydantic import BaseModel, ConfigDict, ValidationError
-from sqlalchemy.exc import DBAPIError
 
-from broadcasting.errors import FieldViolation, InvalidArgument, NotFound
+from broadcasting.errors import BACKEND_UNAVAILABLE, FieldViolation, InvalidArgument, NotFound
 from broadcasting.model import User, UserProfile
 from broadcasting.service import BroadcastingService, BroadcastReport
 from broadcasting.validation import SendRequest
@@ -99,9 +98,9 @@ async def errors_middleware(request: web.Request, handler: Handler) -> web.Strea
         if exc.status < 400:
             raise
         return problem(exc.status, exc.text or exc.reason)
-    except DBAPIError as exc:
-        logger.warning("database unavailable", extra={"error": type(exc).__name__})
-        return problem(503, "the database is unavailable; try again")
+    except BACKEND_UNAVAILABLE as exc:
+        logger.warning("backend unavailable", extra={"error": type(exc).__name__})
+        return problem(503, "the database or the queue is unavailable; try again")
     except Exception:
         logger.exception("internal error", extra={"path": request.path})
         return problem(500, "internal error")
@@ -127,6 +126,8 @@ async def _json_body(request: web.Request, model: type[M]) -> M:
         data = json.loads(raw)
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise InvalidArgument.single("body", f"is not valid JSON: {exc}") from None
+    except RecursionError:
+        raise InvalidArgument.single("body", "is nested too deeply") from None
     if not isinstance(data, dict):
         raise InvalidArgument.single("body", "must be a JSON object")
     try:
@@ -227,19 +228,26 @@ async def _multipart_send(request: web.Request) -> SendRequest:
     data = b""
     filename = ""
     violations: list[FieldViolation] = []
+    budget = [limit]  # bytes the rest of the body may still have, over all parts
+    seen: set[str] = set()
     reader = await request.multipart()
     while (part := await reader.next()) is not None:
         if not isinstance(part, BodyPartReader):
             violations.append(FieldViolation("body", "nested multipart bodies are not accepted"))
             continue
         name = part.name or ""
+        if name in seen:
+            violations.append(FieldViolation(name, "is given twice"))
+        seen.add(name)
         if name == "media":
-            data = await _read_part(part, limit)
+            data = await _read_part(part, budget, limit)
             filename = part.filename or ""
         elif name in _FORM_TEXT_FIELDS:
-            fields[name] = (await _read_part(part, limit)).decode("utf-8", errors="replace")
+            raw = await _read_part(part, budget, limit)
+            fields[name] = raw.decode("utf-8", errors="replace")
         else:
             violations.append(FieldViolation(name or "body", "is not a known field"))
+            await _read_part(part, budget, limit)
     user_ids = _form_user_ids(fields.get("user_ids", ""), violations)
     all_users = _form_flag(fields, "all_users", violations)
     paid = _form_flag(fields, "allow_paid_broadcast", violations)
@@ -257,13 +265,13 @@ async def _multipart_send(request: web.Request) -> SendRequest:
     )
 
 
-async def _read_part(part: BodyPartReader, limit: int) -> bytes:
+async def _read_part(part: BodyPartReader, budget: list[int], limit: int) -> bytes:
+    """The part's bytes, counted against what the whole body may still hold."""
     chunks: list[bytes] = []
-    size = 0
     while chunk := await part.read_chunk():
-        size += len(chunk)
-        if size > limit:
-            raise web.HTTPRequestEntityTooLarge(max_size=limit, actual_size=size)
+        budget[0] -= len(chunk)
+        if budget[0] < 0:
+            raise web.HTTPRequestEntityTooLarge(max_size=limit, actual_size=limit - budget[0])
         chunks.append(chunk)
     return b"".join(chunks)
 

@@ -9,6 +9,7 @@ from typing import Any
 import aiohttp
 import pytest
 
+from broadcasting.validation import encode_page_token
 from simulator import Simulator
 from tests.fixtures.stack import API_TOKEN, Backend, Stack, start_stack
 
@@ -144,6 +145,18 @@ async def test_malformed_requests(small_stack: Stack) -> None:
     assert status == 400
     assert problem["detail"] == "body: must be a JSON object"
 
+    status, _, problem = await send_raw(small_stack, b"[" * 20_000 + b"]" * 20_000)
+    assert status == 400
+    assert problem["detail"] == "body: is nested too deeply"
+
+    status, _, problem = await send_raw(
+        small_stack,
+        b'{"users": [{"id": 1, "first_name": "\\ud800"}]}',
+        path="/v1/users",
+    )
+    assert status == 400
+    assert problem["errors"][0]["field"] == "users[0].first_name"
+
     status, _, problem = await send_raw(small_stack, b"message=hi", content_type="text/plain")
     assert status == 415
     assert "application/json" in problem["detail"]
@@ -185,6 +198,36 @@ async def test_unknown_ids_and_routes(small_stack: Stack) -> None:
             assert problem["errors"][0]["field"] == "page_size"
         async with session.get(small_stack.http_url + "/v1/users?page_token=bogus") as response:
             assert response.status == 400
+        huge = encode_page_token(2**70)
+        async with session.get(small_stack.http_url + f"/v1/users?page_token={huge}") as response:
+            assert response.status == 400
+            assert (await response.json(content_type=None))["errors"][0]["field"] == "page_token"
+
+
+async def test_multipart_limits(small_stack: Stack) -> None:
+    form = aiohttp.FormData(default_to_multipart=True)
+    form.add_field("media_type", "document")
+    form.add_field("user_ids", "[1]")
+    for _ in range(3):  # each part under the limit, the body over it
+        form.add_field("message", "x" * (MAX_BODY // 2))
+    async with (
+        aiohttp.ClientSession(headers=AUTH) as session,
+        session.post(small_stack.http_url + "/send-message", data=form) as response,
+    ):
+        assert response.status == 413
+    form = aiohttp.FormData()
+    form.add_field("media_type", "document")
+    form.add_field("user_ids", "[1]")
+    form.add_field("media", b"one", filename="a.pdf")
+    form.add_field("media", b"two", filename="b.pdf")
+    async with (
+        aiohttp.ClientSession(headers=AUTH) as session,
+        session.post(small_stack.http_url + "/send-message", data=form) as response,
+    ):
+        assert response.status == 400
+        problem = await response.json(content_type=None)
+    assert problem["errors"] == [{"field": "media", "message": "is given twice"}]
+    await assert_nothing_written(small_stack)
 
 
 async def assert_nothing_written(stack: Stack) -> None:

@@ -25,12 +25,20 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
+import time
+from collections import OrderedDict
 from datetime import UTC, datetime
 from typing import Protocol
 
 from broadcasting.errors import ChatMigrated, PermanentError, RateLimited, TelegramError
 from broadcasting.metrics import Metrics
-from broadcasting.model import Broadcast, Content, DeliveryResult, DeliveryState
+from broadcasting.model import (
+    Broadcast,
+    BroadcastStatus,
+    Content,
+    DeliveryResult,
+    DeliveryState,
+)
 from broadcasting.queue import FinishedEvent, Queue
 from broadcasting.store import Store
 from worker.recorder import ResultRecorder
@@ -39,6 +47,10 @@ from worker.telegram import TelegramSender
 logger = logging.getLogger(__name__)
 
 MAX_MIGRATIONS = 2
+STATUS_INTERVAL = 1.0
+"""Seconds between reads of a broadcast's status while sending it."""
+FILE_ID_CACHE = 1024
+"""Broadcasts whose media file_id a worker keeps in memory (the rest are read from SQL)."""
 
 
 class Limiter(Protocol):
@@ -79,12 +91,34 @@ class Deliverer:
         self._backoff_base = backoff_base
         self._backoff_cap = backoff_cap
         self._stopped: set[int] = set()
-        self._file_ids: dict[int, str] = {}
+        self._file_ids: OrderedDict[int, str] = OrderedDict()
+        self._status_read: OrderedDict[int, float] = OrderedDict()
         self._first_media_send: dict[int, asyncio.Lock] = {}
 
     def stopped(self, broadcast_id: int) -> bool:
         """Whether this worker saw the broadcast stop (its remaining sends are skipped)."""
         return broadcast_id in self._stopped
+
+    async def _stopping(self, broadcast_id: int) -> bool:
+        """Whether the broadcast stopped — here, or on another worker: its status is read from
+        SQL at most every ``STATUS_INTERVAL`` seconds, so every worker stops within that."""
+        if broadcast_id in self._stopped:
+            return True
+        now = time.monotonic()
+        if now - self._status_read.get(broadcast_id, 0.0) < STATUS_INTERVAL:
+            return False
+        self._status_read[broadcast_id] = now
+        while len(self._status_read) > FILE_ID_CACHE:
+            self._status_read.popitem(last=False)
+        try:
+            status = (await self._store.get_broadcast(broadcast_id)).status
+        except Exception as exc:
+            logger.warning("reading a broadcast's status failed", extra={"error": repr(exc)})
+            return False
+        if status is BroadcastStatus.FAILED:
+            self._stopped.add(broadcast_id)
+            return True
+        return False
 
     def forget(self, broadcast_id: int) -> None:
         self._file_ids.pop(broadcast_id, None)
@@ -132,7 +166,12 @@ class Deliverer:
                     "group migrated to a supergroup",
                     extra={"chat_id": chat_id, "new_chat_id": exc.new_chat_id},
                 )
-                await self._store.migrate_chat(chat_id, exc.new_chat_id)
+                try:
+                    await self._store.migrate_chat(chat_id, exc.new_chat_id)
+                except Exception as store_exc:  # the send goes on; only later ones miss it
+                    logger.warning(
+                        "moving a migrated chat failed", extra={"error": repr(store_exc)}
+                    )
                 chat_id = exc.new_chat_id
                 continue
             except PermanentError as exc:
@@ -179,20 +218,27 @@ class Deliverer:
             if content.media_upload is not None:
                 upload = await self._queue.get_media(content.media_upload)
             await self._limiter.acquire(chat_id, paid=content.allow_paid_broadcast)
-            if self.stopped(broadcast.id):
+            if await self._stopping(broadcast.id):
                 return None
             with self._metrics.send_seconds.time():
                 sent = await self._sender.send(chat_id, content, upload=upload)
             if sent.file_id:
-                self._file_ids[broadcast.id] = sent.file_id
-                await self._store.store_media_file_id(broadcast.id, sent.file_id)
+                self._remember_file_id(broadcast.id, sent.file_id)
+                await self._persist_file_id(broadcast.id, sent.file_id)
             return sent.message_id
+
+    async def _persist_file_id(self, broadcast_id: int, file_id: str) -> None:
+        """Share the file_id with other workers; a failure only costs them one more fetch."""
+        try:
+            await self._store.store_media_file_id(broadcast_id, file_id)
+        except Exception as exc:
+            logger.warning("storing a media file_id failed", extra={"error": repr(exc)})
 
     async def _send_once(
         self, broadcast: Broadcast, chat_id: int, *, media: str | None
     ) -> int | None:
         await self._limiter.acquire(chat_id, paid=broadcast.content.allow_paid_broadcast)
-        if self.stopped(broadcast.id):
+        if await self._stopping(broadcast.id):
             return None
         with self._metrics.send_seconds.time():
             sent = await self._sender.send(chat_id, broadcast.content, media=media)
@@ -201,27 +247,42 @@ class Deliverer:
     async def _file_id(self, broadcast_id: int) -> str | None:
         file_id = self._file_ids.get(broadcast_id)
         if file_id is None:
-            file_id = await self._store.media_file_id(broadcast_id)
+            try:
+                file_id = await self._store.media_file_id(broadcast_id)
+            except Exception as exc:  # the first send will fetch it again: costly, not wrong
+                logger.warning("reading a media file_id failed", extra={"error": repr(exc)})
+                return None
             if file_id is not None:
-                self._file_ids[broadcast_id] = file_id
+                self._remember_file_id(broadcast_id, file_id)
         return file_id
 
+    def _remember_file_id(self, broadcast_id: int, file_id: str) -> None:
+        self._file_ids[broadcast_id] = file_id
+        while len(self._file_ids) > FILE_ID_CACHE:
+            old, _ = self._file_ids.popitem(last=False)
+            self._first_media_send.pop(old, None)
+
     async def _content_breaker(self, result: DeliveryResult) -> None:
+        """Stop the broadcast once enough recipients were refused with this content error.
+        Errors here are logged, not raised: the next content error checks again."""
         assert result.error is not None
-        count = await self._store.count_errors(result.broadcast_id, result.state, result.error)
-        if count < self._content_error_threshold:
-            return
-        self._stopped.add(result.broadcast_id)
-        reason = f"stopped after {count} recipients were refused with: {result.error}"
-        stopped = await self._store.fail_broadcast(result.broadcast_id, reason)
-        if stopped is not None:
-            logger.warning(
-                "broadcast stopped by the content circuit breaker",
-                extra={"broadcast_id": stopped.id, "reason": reason},
-            )
-            await self._queue.publish_events(
-                [FinishedEvent(broadcast_id=stopped.id, status=stopped.status)]
-            )
+        try:
+            count = await self._store.count_errors(result.broadcast_id, result.state, result.error)
+            if count < self._content_error_threshold:
+                return
+            self._stopped.add(result.broadcast_id)
+            reason = f"stopped after {count} recipients were refused with: {result.error}"
+            stopped = await self._store.fail_broadcast(result.broadcast_id, reason)
+            if stopped is not None:
+                logger.warning(
+                    "broadcast stopped by the content circuit breaker",
+                    extra={"broadcast_id": stopped.id, "reason": reason},
+                )
+                await self._queue.publish_events(
+                    [FinishedEvent(broadcast_id=stopped.id, status=stopped.status)]
+                )
+        except Exception as exc:
+            logger.warning("content circuit breaker failed", extra={"error": repr(exc)})
 
 
 def _needs_first_send(content: Content) -> bool:

@@ -65,5 +65,10 @@ async def running_worker(
             yield worker
         finally:
             worker.stop()
-            await task
+            # Jobs in hand get until ack_wait to finish (a 429 pause or an outage can hold
+            # them); then they are cancelled, and JetStream gives them to another worker.
+            try:
+                await asyncio.wait_for(task, settings.nats.ack_wait)
+            except TimeoutError:
+                logger.warning("jobs in hand did not finish in time; left to other workers")
             logger.info("worker stopped")

@@ -19,13 +19,17 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
 
 from broadcasting.errors import NotFound
-from broadcasting.queue import Queue, ReceivedJob, ResultEvent
+from broadcasting.queue import DUPLICATE_WINDOW, Queue, ReceivedJob, ResultEvent
 from broadcasting.store import Store
 from worker.delivery import Deliverer
 
 logger = logging.getLogger(__name__)
+
+REPUBLISH_WITHIN = DUPLICATE_WINDOW - 60.0
+"""Seconds back a redelivered job re-publishes outcomes: inside JetStream's duplicate window."""
 
 
 class Worker:
@@ -102,9 +106,14 @@ class Worker:
             if broadcast.status.is_final:
                 self._deliverer.forget(broadcast.id)
             else:
-                await asyncio.gather(
-                    *(self._deliverer.deliver(broadcast, user_id) for user_id in sorted(pending))
+                # Every send finishes (or fails) before the job is settled either way.
+                outcomes = await asyncio.gather(
+                    *(self._deliverer.deliver(broadcast, user_id) for user_id in sorted(pending)),
+                    return_exceptions=True,
                 )
+                for outcome in outcomes:
+                    if isinstance(outcome, BaseException):
+                        raise outcome
             await received.ack()
         except asyncio.CancelledError:
             raise
@@ -137,6 +146,12 @@ class Worker:
         may have died before publishing (JetStream drops the ones it already has)."""
         if not user_ids:
             return
-        results = await self._store.results_among(broadcast_id, user_ids)
+        # Older events were published, or JetStream would no longer drop them as duplicates.
+        since = datetime.now(UTC) - timedelta(seconds=REPUBLISH_WITHIN)
+        results = [
+            r
+            for r in await self._store.results_among(broadcast_id, user_ids)
+            if r.finished_at > since
+        ]
         if results:
             await self._queue.publish_events([ResultEvent(result=r) for r in results])

@@ -45,6 +45,17 @@ def pending_page(broadcast_id: int, *, after: int | None, limit: int) -> Select[
     return statement if after is None else statement.where(deliveries.c.user_id > after)
 
 
+def recipients_page(broadcast_id: int, *, after: int | None, limit: int) -> Select[int, str]:
+    """The next ``limit`` recipients (any state) after ``after``, ascending, with states."""
+    statement = (
+        select(deliveries.c.user_id, deliveries.c.state)
+        .where(deliveries.c.broadcast_id == broadcast_id)
+        .order_by(deliveries.c.user_id)
+        .limit(limit)
+    )
+    return statement if after is None else statement.where(deliveries.c.user_id > after)
+
+
 async def pending_among(
     connection: AsyncConnection, broadcast_id: int, user_ids: Sequence[int]
 ) -> frozenset[int]:

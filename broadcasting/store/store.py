@@ -140,6 +140,28 @@ class Store:
                 return
             after = batch[-1]
 
+    async def job_batches(
+        self, broadcast_id: int, *, batch_size: int
+    ) -> AsyncIterator[tuple[int, ...]]:
+        """All the broadcast's recipients, ascending, cut into ``batch_size`` batches the same
+        way every time whatever their states — so a re-dispatch yields the same jobs, which
+        JetStream then drops as duplicates — leaving out batches with nobody ``PENDING``.
+
+        Keyset-paged like :meth:`pending_batches`: memory is bounded by ``batch_size``.
+        """
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be positive, not {batch_size}")
+        after: int | None = None
+        while True:
+            statement = deliveries.recipients_page(broadcast_id, after=after, limit=batch_size)
+            async with self._engine.connect() as connection:
+                rows = (await connection.execute(statement)).all()
+            if any(state == DeliveryState.PENDING.value for _, state in rows):
+                yield tuple(user_id for user_id, _ in rows)
+            if len(rows) < batch_size:
+                return
+            after = rows[-1][0]
+
     async def pending_among(self, broadcast_id: int, user_ids: Sequence[int]) -> frozenset[int]:
         """Those of ``user_ids`` that are recipients of the broadcast and still ``PENDING``."""
         async with self._engine.connect() as connection:
