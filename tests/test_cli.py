@@ -69,9 +69,31 @@ def assert_no_secrets(text: str) -> None:
     assert API_TOKEN not in text
 
 
+async def run_readme_client_example(environ: Mapping[str, str], tmp_path: Path) -> None:
+    """The README's aiohttp example as a user copies it, pointed at this service."""
+    code = readme_client_example()
+    code = code.replace("http://localhost:8080", f"http://127.0.0.1:{environ['TGB_SERVER_PORT']}")
+    code = code.replace("change-me-to-a-long-random-token", API_TOKEN)
+    script = tmp_path / "client.py"
+    script.write_text(code, encoding="utf-8")
+    client = await asyncio.create_subprocess_exec(
+        sys.executable,
+        str(script),
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    stdout, stderr = await client.communicate()
+    assert client.returncode == 0, stderr.decode()
+    output = stdout.decode()
+    assert "'status': 'queued'" in output
+    assert "'total': 2" in output
+
+
 async def test_run_all_in_one_and_shut_down_on_sigterm(
     tmp_path: Path, simulator: Simulator
 ) -> None:
+    """`tgbroadcast run` at DEBUG: a broadcast, the README's client example, a clean SIGTERM,
+    and not one token in the log."""
     environ = service_environ(tmp_path, simulator)
     args = [str(TGBROADCAST), "--log-level", "DEBUG", "run"]
     async with spawn(args, environ, tmp_path, "run") as process:
@@ -79,6 +101,7 @@ async def test_run_all_in_one_and_shut_down_on_sigterm(
         messages = await broadcast_and_watch(environ, [1, 2, 3])
         assert {m.result.user_id for m in messages[:-1]} == {1, 2, 3}
         assert messages[-1].progress.status == pb.BROADCAST_STATUS_COMPLETED
+        await run_readme_client_example(environ, tmp_path)
         process.proc.send_signal(signal.SIGTERM)
         assert await asyncio.wait_for(process.proc.wait(), 30) == 0
     log = process.log()
@@ -141,28 +164,3 @@ def readme_client_example() -> str:
 def test_clients_example_is_the_readme_example() -> None:
     shipped = (ROOT / "clients" / "python" / "send_message.py").read_text(encoding="utf-8")
     assert shipped.endswith(readme_client_example())
-
-
-async def test_readme_client_example_works_as_written(tmp_path: Path, simulator: Simulator) -> None:
-    environ = service_environ(tmp_path, simulator)
-    code = readme_client_example()
-    # The example as a user copies it, pointed at this test's ports and token.
-    code = code.replace("http://localhost:8080", f"http://127.0.0.1:{environ['TGB_SERVER_PORT']}")
-    code = code.replace("change-me-to-a-long-random-token", API_TOKEN)
-    script = tmp_path / "client.py"
-    script.write_text(code, encoding="utf-8")
-    async with spawn([str(TGBROADCAST), "run"], environ, tmp_path, "run") as service:
-        await wait_healthy(service, f"http://127.0.0.1:{environ['TGB_SERVER_PORT']}")
-        client = await asyncio.create_subprocess_exec(
-            sys.executable,
-            str(script),
-            stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.PIPE,
-        )
-        stdout, stderr = await client.communicate()
-        assert client.returncode == 0, stderr.decode()
-        output = stdout.decode()
-        assert "'status': 'queued'" in output
-        assert "'total': 2" in output
-        service.proc.send_signal(signal.SIGTERM)
-        assert await asyncio.wait_for(service.proc.wait(), 30) == 0
