@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import shlex
 import sys
 import tempfile
@@ -18,9 +19,9 @@ from contextlib import AsyncExitStack
 from pathlib import Path
 
 from bench import charts
-from bench.children import REPO, SimulatorProcess
+from bench.children import REPO, PeerPool, SimulatorProcess
 from bench.machine import describe
-from bench.meter import Meter
+from bench.meter import Meter, load_now, machine_load
 from bench.profiles import ALL_PEERS, PROFILES, Bench, installed_peers
 from bench.report import Section, progress, write_report
 from bench.scenarios import crash, latency, limits, overhead, scale, watching
@@ -50,6 +51,9 @@ def parse(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--charts", type=Path, default=REPO / "docs" / "bench", help="folder for the PNGs"
     )
+    parser.add_argument(
+        "--peers", default="", help=f"comma-separated peers to run (default: {ALL_PEERS})"
+    )
     parser.add_argument("--workdir", type=Path, help="keep the runs' logs and data here")
     return parser.parse_args(argv)
 
@@ -61,11 +65,19 @@ async def run(args: argparse.Namespace, command: str) -> int:
     if unknown:
         print(f"unknown scenarios {unknown}; known: {list(SCENARIOS)}", file=sys.stderr)
         return 2
-    peers = installed_peers()
+    wanted = [peer.strip() for peer in args.peers.split(",") if peer.strip()] or ALL_PEERS
+    if set(wanted) - set(ALL_PEERS):
+        print(f"unknown peers {wanted}; known: {ALL_PEERS}", file=sys.stderr)
+        return 2
+    peers = tuple(peer for peer in installed_peers() if peer in wanted)
     notes = []
-    missing = [peer for peer in ALL_PEERS if peer not in peers]
+    missing = [peer for peer in wanted if peer not in peers]
     if missing:
-        notes.append(f"Peers not measured (the bench extra is not installed): {missing}.")
+        notes.append(
+            f"Peers not measured (the bench extra is not installed): {', '.join(missing)}."
+        )
+    if len(wanted) < len(ALL_PEERS):
+        notes.append(f"Peers chosen with --peers: {', '.join(wanted)}.")
     started = time.monotonic()
     machine = describe()
     sections: list[Section] = []
@@ -78,14 +90,23 @@ async def run(args: argparse.Namespace, command: str) -> int:
         sim = await stack.enter_async_context(SimulatorProcess.start(workdir))
         meter = Meter()
         meter.track("simulator", sim.child.pid)
+        meter.track("harness", os.getpid())
         if not meter.available:
             notes.append("CPU and memory not measured: psutil (the bench extra) is missing.")
-        bench = Bench(profile=profile, workdir=workdir, sim=sim, meter=meter, peers=peers)
+        bench = Bench(
+            profile=profile,
+            workdir=workdir,
+            sim=sim,
+            meter=meter,
+            peer_kinds=peers,
+            peers=PeerPool(stack, workdir / "peers", sim),
+        )
         for key in chosen:
             progress(f"scenario {key} ({profile.name})")
-            began = time.monotonic()
+            began, load = time.monotonic(), load_now()
             section = await SCENARIOS[key](bench)
             section.seconds = time.monotonic() - began
+            section.load = machine_load(load, load_now())
             sections.append(section)
     if charts.available():
         args.charts.mkdir(parents=True, exist_ok=True)

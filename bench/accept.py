@@ -8,7 +8,8 @@ on the server and dropped at the end) it measures, in seconds:
 * ``existing``: the same again, every recipient now a known user;
 * ``all_users``: a broadcast to every active user;
 * ``upsert_10k``: :meth:`Store.upsert_users` with 10,000 profiles, half of them new;
-* ``pending_batches``: reading the first broadcast's recipients, 1,000 per batch;
+* ``pending_batches``: reading the first broadcast's recipients, ``--batch-size`` (1,000) at
+  a time;
 
 and prints them as one JSON line, with the process's peak memory (``max_rss_mb``). The ids
 are distinct, random, Telegram-like (positive up to 10^10 and some negative group ids) and
@@ -24,7 +25,6 @@ import json
 import random
 import resource
 import secrets
-import sys
 import tempfile
 import time
 from collections.abc import AsyncIterator, Sequence
@@ -45,25 +45,26 @@ ADMIN_URLS: Final = {
 """Where the servers are by default: a database that exists, to create the bench's own."""
 
 UPSERTED: Final = 10_000
-BATCH_SIZE: Final = 1_000
 
 
 def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
     parser.add_argument("--backend", choices=("sqlite", "postgres", "mariadb"), required=True)
     parser.add_argument("--recipients", type=int, default=1_000_000)
+    parser.add_argument("--batch-size", type=int, default=1_000)
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument(
         "--admin-url",
         help="SQLAlchemy URL of an existing database on the server (default: local server)",
     )
     arguments = parser.parse_args(argv)
-    if arguments.recipients < 1:
-        parser.error("--recipients must be positive")
+    if arguments.recipients < 1 or arguments.batch_size < 1:
+        parser.error("--recipients and --batch-size must be positive")
     numbers = asyncio.run(
         measure(
             arguments.backend,
             arguments.recipients,
+            batch_size=arguments.batch_size,
             seed=arguments.seed,
             admin_url=arguments.admin_url or ADMIN_URLS.get(arguments.backend, ""),
         )
@@ -71,14 +72,20 @@ def main(argv: Sequence[str] | None = None) -> None:
     print(json.dumps(numbers))
 
 
-async def measure(backend: str, recipients: int, *, seed: int, admin_url: str) -> dict[str, Any]:
+async def measure(
+    backend: str, recipients: int, *, batch_size: int, seed: int, admin_url: str
+) -> dict[str, Any]:
     """Run every measurement on a database of its own; the numbers by name."""
     ids = recipient_ids(recipients, random.Random(seed))
     new = NewBroadcast(content=Content(message="bench"), user_ids=ids)
     everyone = NewBroadcast(content=Content(message="bench"), all_users=True)
     half_known = ids[: UPSERTED // 2] + tuple(-i for i in range(1, UPSERTED // 2 + 1))
     profiles = [UserProfile(id=i, username=f"u{i}", first_name="Bench") for i in half_known]
-    numbers: dict[str, Any] = {"backend": backend, "recipients": recipients}
+    numbers: dict[str, Any] = {
+        "backend": backend,
+        "recipients": recipients,
+        "batch_size": batch_size,
+    }
     async with database(backend, admin_url) as url, Store.open(url) as store:
         await store.migrate()
         started = time.perf_counter()
@@ -102,7 +109,7 @@ async def measure(backend: str, recipients: int, *, seed: int, admin_url: str) -
 
         started = time.perf_counter()
         read = 0
-        async for batch in store.pending_batches(created.id, batch_size=BATCH_SIZE):
+        async for batch in store.pending_batches(created.id, batch_size=batch_size):
             read += len(batch)
         numbers["pending_batches"] = round(time.perf_counter() - started, 3)
         assert read == recipients, read
@@ -153,4 +160,4 @@ async def admin(url: str, statement: str) -> None:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    main()

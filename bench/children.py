@@ -333,10 +333,10 @@ async def _wait_logged(child: Child, text: str) -> None:
 
 
 class PeerProcess:
-    """``python -m bench.peers``: what a bot developer would write instead of the service.
+    """``python -m bench.peers LIBRARY``: what a bot developer would write instead.
 
-    The peer imports its library and opens its bot first, prints ``ready``, and starts
-    sending when told (:meth:`go`), so start-up costs are outside the measured run.
+    The peer imports its library and opens its bot first, prints ``ready``, then serves one
+    run per command, so start-up costs stay outside the measured runs.
     """
 
     def __init__(self, child: Child) -> None:
@@ -345,18 +345,10 @@ class PeerProcess:
     @classmethod
     @asynccontextmanager
     async def start(
-        cls, folder: Path, name: str, sim: SimulatorProcess, options: Sequence[str]
+        cls, folder: Path, name: str, sim: SimulatorProcess, library: str
     ) -> AsyncIterator[PeerProcess]:
-        args = [
-            sys.executable,
-            "-m",
-            "bench.peers",
-            "--api-url",
-            sim.url,
-            "--token",
-            BOT_TOKEN,
-            *options,
-        ]
+        args = [sys.executable, "-m", "bench.peers", library, "--api-url", sim.url]
+        args += ["--token", BOT_TOKEN]
         async with spawn(
             args, name=name, folder=folder, pipe_stdout=True, pipe_stdin=True
         ) as child:
@@ -366,13 +358,33 @@ class PeerProcess:
                 raise child.failure(f"printed {line!r} instead of 'ready'")
             yield peer
 
-    async def go(self) -> None:
+    async def go(self, command: Mapping[str, Any]) -> None:
+        """Start one run (``{"kind", "rate", "first", "count", "paid"}``)."""
         assert self.child.proc.stdin is not None
-        self.child.proc.stdin.write(b"go\n")
+        self.child.proc.stdin.write(json.dumps(command).encode() + b"\n")
         await self.child.proc.stdin.drain()
 
     async def result(self, within: float) -> dict[str, Any]:
-        """The peer's closing JSON line (when it started sending, what it counted)."""
+        """The run's closing JSON line (when it started sending, what it counted)."""
         line = await read_line(self.child, within=within)
         data: dict[str, Any] = json.loads(line)
         return data
+
+
+class PeerPool:
+    """One running peer process per library, started on first use, kept for every run."""
+
+    def __init__(self, stack: AsyncExitStack, folder: Path, sim: SimulatorProcess) -> None:
+        self._stack = stack
+        self._folder = folder
+        self._sim = sim
+        self._running: dict[str, PeerProcess] = {}
+
+    async def get(self, library: str) -> PeerProcess:
+        peer = self._running.get(library)
+        if peer is None or not peer.child.running:
+            peer = await self._stack.enter_async_context(
+                PeerProcess.start(self._folder, f"peer-{library}", self._sim, library)
+            )
+            self._running[library] = peer
+        return peer

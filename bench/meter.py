@@ -12,6 +12,7 @@ meter measures nothing and every figure is ``None``.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
@@ -188,3 +189,37 @@ def summed(usages: Mapping[str, Usage], roles: tuple[str, ...]) -> float | None:
     if not usages:
         return None
     return sum(usages[r].cpu_seconds for r in roles if r in usages)
+
+
+@dataclass(frozen=True, slots=True)
+class Load:
+    """A snapshot for :func:`machine_load`: when, and CPU seconds used so far by the whole
+    machine (every core, not idle) and by this process with all its descendants."""
+
+    at: float
+    busy: float
+    ours: float
+
+
+def load_now() -> Load | None:
+    """The machine's CPU use so far, and ours (``None`` without psutil)."""
+    if not HAVE_PSUTIL:
+        return None
+    times = psutil.cpu_times()
+    busy = sum(times) - times.idle - getattr(times, "iowait", 0.0)
+    me = psutil.Process()
+    ours = sum(me.cpu_times()[:4])
+    for child in me.children(recursive=True):
+        with contextlib.suppress(psutil.NoSuchProcess, psutil.ZombieProcess):
+            ours += sum(child.cpu_times()[:2])
+    return Load(at=time.monotonic(), busy=busy, ours=ours)
+
+
+def machine_load(start: Load | None, end: Load | None) -> tuple[float, float] | None:
+    """(cores busy on average, of which outside this benchmark) between two snapshots."""
+    if start is None or end is None or end.at <= start.at:
+        return None
+    seconds = end.at - start.at
+    busy = (end.busy - start.busy) / seconds
+    ours = (end.ours - start.ours) / seconds
+    return busy, max(0.0, busy - ours)

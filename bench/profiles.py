@@ -10,7 +10,7 @@ import importlib.util
 from dataclasses import dataclass
 from pathlib import Path
 
-from bench.children import SimulatorProcess
+from bench.children import PeerPool, SimulatorProcess
 from bench.meter import Meter
 
 
@@ -40,6 +40,7 @@ class Profile:
     crash_recipients: int
     crash_rate: int
     crash_every: float
+    crash_kills: int
     crash_workers: int
     crash_ack_wait: float
     # 7. API latency.
@@ -51,27 +52,28 @@ class Profile:
 
 FULL = Profile(
     name="full",
-    limits=((30, 1_000), (300, 6_000)),
+    limits=((30, 1_000), (300, 2_000)),
     limit_workers=(1, 2, 4),
-    overhead_recipients=15_000,
+    overhead_recipients=4_000,
     overhead_workers=(1, 2),
-    overhead_repeats=3,
+    overhead_repeats=2,
     overhead_backends=("sqlite", "postgres"),
-    paid_recipients=15_000,
+    paid_recipients=3_000,
     paid_workers=(1, 2),
     scale_recipients=1_000_000,
-    scale_send_seconds=20.0,
+    scale_send_seconds=15.0,
     scale_backends=("sqlite", "postgres"),
     watchers=100,
-    watch_recipients=5_000,
+    watch_recipients=2_000,
     watch_rate=1_000,
     crash_recipients=10_000,
-    crash_rate=300,
-    crash_every=5.0,
+    crash_rate=1_000,
+    crash_every=4.0,
+    crash_kills=3,
     crash_workers=3,
     crash_ack_wait=5.0,
-    latency_small_requests=1_000,
-    latency_big_requests=40,
+    latency_small_requests=600,
+    latency_big_requests=30,
     latency_big_size=10_000,
     latency_concurrency=8,
 )
@@ -80,21 +82,22 @@ QUICK = Profile(
     name="quick",
     limits=((30, 150), (300, 1_500)),
     limit_workers=(1, 2),
-    overhead_recipients=4_000,
+    overhead_recipients=3_000,
     overhead_workers=(1, 2),
     overhead_repeats=1,
     overhead_backends=("sqlite",),
-    paid_recipients=3_000,
+    paid_recipients=2_000,
     paid_workers=(2,),
     scale_recipients=100_000,
     scale_send_seconds=5.0,
-    scale_backends=("sqlite", "postgres"),
+    scale_backends=("sqlite",),
     watchers=20,
     watch_recipients=1_000,
     watch_rate=1_000,
     crash_recipients=2_000,
-    crash_rate=300,
+    crash_rate=1_000,
     crash_every=2.0,
+    crash_kills=2,
     crash_workers=3,
     crash_ack_wait=3.0,
     latency_small_requests=200,
@@ -122,6 +125,7 @@ SMOKE = Profile(
     crash_recipients=300,
     crash_rate=300,
     crash_every=0.5,
+    crash_kills=1,
     crash_workers=2,
     crash_ack_wait=2.0,
     latency_small_requests=20,
@@ -149,7 +153,9 @@ class Bench:
     workdir: Path
     sim: SimulatorProcess
     meter: Meter
-    peers: tuple[str, ...]
+    peer_kinds: tuple[str, ...]
+    """The peers to measure (installed and chosen)."""
+    peers: PeerPool
 
     def folder(self, name: str) -> Path:
         path = self.workdir / name

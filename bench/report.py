@@ -97,6 +97,8 @@ class Section:
     chart_files: list[str] = field(default_factory=list)
     """Written PNGs, relative to the report."""
     seconds: float = 0.0
+    load: tuple[float, float] | None = None
+    """Cores busy on average during the scenario, and how many of them outside it."""
 
 
 def verdict(met: bool) -> str:
@@ -138,8 +140,9 @@ def write_report(
     ]
     for note in notes:
         out += [f"> {note}", ""]
-    out += ["## Contents", ""]
-    out += [f"{s.key}. [{s.title}](#{_anchor(s)})" for s in sections]
+    out += ["## Summary", ""]
+    for s in sections:
+        out.append(f"- [{s.key}. {s.title}](#{_anchor(s)}): " + " ".join(s.findings[:4]))
     out.append("")
     for section in sections:
         out += [f"## {section.key}. {section.title}", "", section.setup, ""]
@@ -150,7 +153,14 @@ def write_report(
             out.append("")
         for chart in section.chart_files:
             out += [f"![{section.title}]({chart})", ""]
-        out += [f"<sub>Scenario time: {section.seconds:.0f} s.</sub>", ""]
+        footer = f"Scenario time: {section.seconds:.0f} s"
+        if section.load is not None:
+            busy, others = section.load
+            footer += (
+                f"; the machine's cores were {busy:.2f} busy on average, {others:.2f} of "
+                "them by processes outside this benchmark"
+            )
+        out += [f"<sub>{footer}.</sub>", ""]
     return "\n".join(out)
 
 

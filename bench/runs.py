@@ -9,12 +9,12 @@ from __future__ import annotations
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
 
 from bench.analysis import Deliveries, analyse
-from bench.children import Cluster, PeerProcess
+from bench.children import Cluster
 from bench.client import ServiceClient, finished_at
 from bench.meter import Meter, Window, cpu_per_thousand
+from bench.peers.run import LIBRARIES
 from bench.profiles import Bench
 
 SERVICE_ROLES = ("server", "nats-server", "worker")
@@ -94,17 +94,27 @@ async def service_run(
     )
 
 
-def peer_options(
-    kind: str, recipients: Sequence[int], *, rate: float, paid: bool = False
-) -> list[str]:
-    options = [kind, "--rate", f"{rate:g}", "--first", str(recipients[0])]
-    options += ["--count", str(len(recipients))]
-    return [*options, "--paid"] if paid else options
+def peer_command(
+    kind: str,
+    recipients: Sequence[int],
+    *,
+    rate: float,
+    paid: bool = False,
+    concurrency: int = 32,
+) -> dict[str, object]:
+    """The command of one peer run to ``recipients`` (consecutive ids)."""
+    return {
+        "kind": kind,
+        "rate": rate,
+        "concurrency": concurrency,
+        "first": recipients[0],
+        "count": len(recipients),
+        "paid": paid,
+    }
 
 
 async def peer_run(
     bench: Bench,
-    folder: Path,
     kind: str,
     recipients: Sequence[int],
     *,
@@ -113,16 +123,15 @@ async def peer_run(
     within: float,
 ) -> RunResult:
     """A peer sends to ``recipients`` (consecutive ids); measured from its first send."""
-    options = peer_options(kind, recipients, rate=rate, paid=paid)
-    async with PeerProcess.start(folder, f"peer-{kind}", bench.sim, options) as peer:
-        await bench.sim.reset()
-        bench.meter.track("peer", peer.child.pid)
-        try:
-            async with bench.meter.measuring() as window:
-                await peer.go()
-                said = await peer.result(within=within)
-        finally:
-            bench.meter.forget(peer.child.pid)
+    peer = await bench.peers.get(LIBRARIES[kind])
+    await bench.sim.reset()
+    bench.meter.track("peer", peer.child.pid)
+    try:
+        async with bench.meter.measuring() as window:
+            await peer.go(peer_command(kind, recipients, rate=rate, paid=paid))
+            said = await peer.result(within=within)
+    finally:
+        bench.meter.forget(peer.child.pid)
     calls = await bench.sim.calls()
     requested_at = float(said["started_at"])
     return RunResult(

@@ -1,4 +1,4 @@
-"""``python -m bench.peers``: one peer run (see :mod:`bench.peers`)."""
+"""``python -m bench.peers``: a peer process serving runs (see :mod:`bench.peers`)."""
 
 from __future__ import annotations
 
@@ -6,61 +6,39 @@ import argparse
 import asyncio
 import json
 import sys
-import time
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 
-from bench.peers.run import PeerOptions, Tally, run_peer
+from bench.peers.run import PeerRun, Tally
 
-KINDS = ("aiogram-sleep", "aiogram-retry", "ptb")
+Sender = Callable[[PeerRun], Awaitable[Tally]]
 
 
-def parse(argv: Sequence[str] | None = None) -> PeerOptions:
+async def serve(send: Sender) -> None:
+    """Print ``ready``, then answer each command line on stdin with a result line."""
+    print("ready", flush=True)
+    loop = asyncio.get_running_loop()
+    while line := await loop.run_in_executor(None, sys.stdin.readline):
+        tally = await send(PeerRun.from_json(json.loads(line)))
+        print(json.dumps(tally.to_json()), flush=True)
+
+
+async def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m bench.peers", description=__doc__)
-    parser.add_argument("kind", choices=KINDS)
+    parser.add_argument("library", choices=("aiogram", "ptb"))
     parser.add_argument("--api-url", required=True, help="the Bot API server (the simulator)")
     parser.add_argument("--token", required=True)
-    parser.add_argument("--rate", type=float, default=30.0, help="messages per second allowed")
-    parser.add_argument("--concurrency", type=int, default=32, help="sends in flight")
-    parser.add_argument("--first", type=int, default=1, help="the first recipient's chat id")
-    parser.add_argument("--count", type=int, required=True, help="recipients")
-    parser.add_argument("--paid", action="store_true", help="allow_paid_broadcast=true")
     args = parser.parse_args(argv)
-    return PeerOptions(
-        kind=args.kind,
-        api_url=args.api_url,
-        token=args.token,
-        rate=args.rate,
-        concurrency=args.concurrency,
-        recipients=tuple(range(args.first, args.first + args.count)),
-        paid=args.paid,
-    )
+    if args.library == "ptb":
+        from bench.peers.ptb import ptb_sender
 
+        async with ptb_sender(args.api_url, args.token) as send:
+            await serve(send)
+    else:
+        from bench.peers.aiogram_loops import aiogram_sender
 
-async def main(options: PeerOptions) -> None:
-    loop = asyncio.get_running_loop()
-
-    async def wait_for_go() -> None:
-        await loop.run_in_executor(None, sys.stdin.readline)
-
-    tally: Tally = await run_peer(options, ready=_ready, go=wait_for_go)
-    print(
-        json.dumps(
-            {
-                "kind": options.kind,
-                "started_at": tally.started_at,
-                "finished_at": tally.finished_at or time.time(),
-                "sent": tally.sent,
-                "failed": tally.failed,
-                "retried": tally.retried,
-            }
-        ),
-        flush=True,
-    )
-
-
-def _ready() -> None:
-    print("ready", flush=True)
+        async with aiogram_sender(args.api_url, args.token) as send:
+            await serve(send)
 
 
 if __name__ == "__main__":
-    asyncio.run(main(parse()))
+    asyncio.run(main())

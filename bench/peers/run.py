@@ -1,23 +1,34 @@
-"""The peers' common frame: options, the tally, and the start handshake."""
+"""The peers' common frame: one run's options, and its tally."""
 
 from __future__ import annotations
 
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 TEXT = "Benchmark broadcast: hello!"
+LIBRARIES = {"aiogram-sleep": "aiogram", "aiogram-retry": "aiogram", "ptb": "ptb"}
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class PeerOptions:
+class PeerRun:
     kind: str
-    api_url: str
-    token: str
     rate: float
     concurrency: int
     recipients: tuple[int, ...]
     paid: bool = False
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> PeerRun:
+        first, count = int(data["first"]), int(data["count"])
+        return cls(
+            kind=str(data["kind"]),
+            rate=float(data["rate"]),
+            concurrency=int(data.get("concurrency", 32)),
+            recipients=tuple(range(first, first + count)),
+            paid=bool(data.get("paid", False)),
+        )
 
 
 @dataclass(slots=True)
@@ -26,20 +37,16 @@ class Tally:
 
     started_at: float = field(default_factory=time.time)
     finished_at: float = 0.0
-    """When the last send returned (before the bot's session closes)."""
+    """When the last send returned."""
     sent: int = 0
     failed: int = 0
     retried: int = 0
 
-
-async def run_peer(
-    options: PeerOptions, *, ready: Callable[[], None], go: Callable[[], Awaitable[None]]
-) -> Tally:
-    """Open the peer's bot, call ``ready``, wait for ``go``, send to every recipient."""
-    if options.kind == "ptb":
-        from bench.peers.ptb import send_with_ptb
-
-        return await send_with_ptb(options, ready=ready, go=go)
-    from bench.peers.aiogram_loops import send_with_aiogram
-
-    return await send_with_aiogram(options, ready=ready, go=go)
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "started_at": self.started_at,
+            "finished_at": self.finished_at or time.time(),
+            "sent": self.sent,
+            "failed": self.failed,
+            "retried": self.retried,
+        }

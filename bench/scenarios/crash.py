@@ -19,7 +19,7 @@ from bench.children import Cluster, PeerProcess, ServiceConfig
 from bench.client import FINAL, ServiceClient, finished_at
 from bench.profiles import Bench
 from bench.report import Chart, Section, Series, Table, emit, fmt, progress, verdict
-from bench.runs import SERVICE_ROLES, RunResult, peer_options, peer_run, service_run
+from bench.runs import SERVICE_ROLES, RunResult, peer_command, peer_run, service_run
 
 PEER = "aiogram-sleep"
 CONCURRENCY = 32
@@ -38,9 +38,10 @@ async def crash(bench: Bench) -> Section:
             f"A broadcast to {fmt(count)} recipients at {rate}/s (the simulator's limit and "
             f"`telegram.rate_limit`), {profile.crash_workers} workers, "
             f"`worker.concurrency` = {CONCURRENCY}, `nats.ack_wait` = "
-            f"{profile.crash_ack_wait:g} s, SQLite. *Crashes*: every {every:g} s the oldest "
-            "running worker gets `kill -9` and a new worker is started in its place (it "
-            "needs seconds to import aiogram before it sends). The README bounds duplicates "
+            f"{profile.crash_ack_wait:g} s, SQLite. *Crashes*: every {every:g} s (at most "
+            f"{profile.crash_kills} times) the oldest running worker gets `kill -9`, unless "
+            "it is the last one running, and a new worker is started in its place (it needs "
+            "seconds to import aiogram before it sends). The README bounds duplicates "
             "by `worker.concurrency` per killed worker. The peer is the aiogram loop with "
             f"sleeps at {rate}/s, killed as many times, {every:g} s after each of its starts, "
             "and started again (from the first recipient: it keeps no state). Times run from "
@@ -67,9 +68,7 @@ async def crash(bench: Bench) -> Section:
         numbers |= {"kills": len(kills), "kill_times_s": [round(k, 2) for k in kills]}
         emit("6", "service with kills", numbers)
     progress("6. the aiogram loop, no crashes")
-    peer_calm = await peer_run(
-        bench, bench.folder("crash-peer"), PEER, recipients, rate=rate, within=within
-    )
+    peer_calm = await peer_run(bench, PEER, recipients, rate=rate, within=within)
     emit("6", "aiogram loop no crashes", peer_calm.numbers(rate))
     progress(f"6. the aiogram loop, killed {len(kills)} times")
     peer_deliveries, peer_start, peer_end, peer_kills = await _peer_with_kills(
@@ -182,6 +181,7 @@ async def _service_with_kills(
     within: float,
 ) -> tuple[RunResult, list[float]]:
     every = bench.profile.crash_every
+    most = bench.profile.crash_kills
     await bench.sim.reset()
     kills: list[float] = []
     starting: list[asyncio.Task[None]] = []
@@ -194,22 +194,25 @@ async def _service_with_kills(
         bench.meter.track("worker", worker.pid)
     assert cluster.server is not None
     bench.meter.track("server", cluster.server.pid, children_as="nats-server")
-    async with bench.meter.measuring() as window:
-        requested_at = time.time()
-        broadcast_id = await client.send_rest(recipients)
-        next_kill = time.monotonic() + every
-        async with asyncio.timeout(within):
-            while (state := await client.get(broadcast_id))["status"] not in FINAL:
-                if time.monotonic() >= next_kill and cluster.live_workers:
-                    victim = cluster.live_workers[0]
-                    await victim.kill()
-                    kills.append(time.time() - requested_at)
-                    starting.append(asyncio.create_task(replace()))
-                    next_kill += every
-                await asyncio.sleep(0.1)
-    for task in starting:
-        with contextlib.suppress(Exception):
-            await task
+    try:
+        async with bench.meter.measuring() as window:
+            requested_at = time.time()
+            broadcast_id = await client.send_rest(recipients)
+            next_kill = time.monotonic() + every
+            async with asyncio.timeout(within):
+                while (state := await client.get(broadcast_id))["status"] not in FINAL:
+                    live = cluster.live_workers
+                    if time.monotonic() >= next_kill and len(kills) < most:
+                        next_kill += every
+                        if len(live) >= 2:  # never the last one running
+                            await live[0].kill()
+                            kills.append(time.time() - requested_at)
+                            starting.append(asyncio.create_task(replace()))
+                    await asyncio.sleep(0.1)
+    finally:
+        for task in starting:
+            with contextlib.suppress(Exception):
+                await task
     calls = await bench.sim.calls()
     result = RunResult(
         label="service with kills",
@@ -228,15 +231,16 @@ async def _peer_with_kills(
     """What the simulator saw, the first start, the end, and the kills made."""
     every = bench.profile.crash_every
     folder = bench.folder("crash-peer")
-    options = peer_options(PEER, recipients, rate=rate)
+    command = peer_command(PEER, recipients, rate=rate)
     await bench.sim.reset()
     first_go: float | None = None
     made = 0
     done_at = 0.0
     async with asyncio.timeout(within * (kills + 2)):
         while True:
-            async with PeerProcess.start(folder, f"peer-crash-{made}", bench.sim, options) as peer:
-                await peer.go()
+            name = f"peer-crash-{made}"
+            async with PeerProcess.start(folder, name, bench.sim, "aiogram") as peer:
+                await peer.go(command)
                 first_go = first_go or time.time()
                 if made < kills:
                     await asyncio.sleep(every)

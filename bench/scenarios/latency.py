@@ -97,6 +97,10 @@ async def latency(bench: Bench) -> Section:
                     fmt(None if server_cpu is None else server_cpu * 1000 / requests, 1),
                 ]
             )
+            section.findings.append(
+                f"{transport}, {fmt(size)} recipient(s): p50 {fmt(p50 and p50 * 1000, 1)} ms, "
+                f"p99 {fmt(p99 and p99 * 1000, 1)} ms."
+            )
             categories.append(f"{transport}\n{size:,} recipient" + ("s" if size > 1 else ""))
             p50s.append(None if p50 is None else p50 * 1000)
             p99s.append(None if p99 is None else p99 * 1000)

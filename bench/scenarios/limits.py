@@ -82,7 +82,7 @@ async def utilisation(bench: Bench) -> Section:
             + ", ".join(str(w) for w in profile.limit_workers)
             + " worker processes; between those runs each peer sends to the same recipients, "
             "against the same simulator: "
-            + "; ".join(PEER_NAMES[p] for p in bench.peers)
+            + "; ".join(PEER_NAMES[p] for p in bench.peer_kinds)
             + ". Peers are timed from their first send (their imports are not counted), the "
             "service from its HTTP request. *rate / L* is the steady rate (10th to 90th "
             "percentile delivery) over L; *lost* are recipients never accepted; *sender CPU* "
@@ -108,10 +108,12 @@ async def utilisation(bench: Bench) -> Section:
                 targets_met.append(ratio is not None and ratio >= TARGET and d.rejected_429 == 0)
         if (limit, count) == profile.limits[-1]:
             section.charts.append(_timeline(results, limit))
-    section.findings.append(
+        section.findings.append(_compare(results, limit))
+    section.findings.insert(
+        0,
         f"Target: the service at {TARGET} of L or more with zero 429s at every worker count: "
         + verdict(all(targets_met))
-        + "."
+        + ".",
     )
     senders = list(ratios)
     section.charts.insert(
@@ -143,7 +145,7 @@ async def _limit_runs(bench: Bench, limit: int, count: int) -> list[RunResult]:
     recipients = list(range(1, count + 1))
     await bench.sim.set_limits(bot=limit)
     results: list[RunResult] = []
-    peers = list(bench.peers)
+    peers = list(bench.peer_kinds)
     async with (
         Cluster.start(
             bench.folder(f"limits-{limit}"), bench.sim, ServiceConfig(rate_limit=limit)
@@ -170,6 +172,25 @@ async def _limit_runs(bench: Bench, limit: int, count: int) -> list[RunResult]:
     return results
 
 
+def _compare(results: list[RunResult], limit: int) -> str:
+    """One sentence: the service's range against each peer, at this limit."""
+    ours = [r.deliveries for r in results if r.label.startswith("service")]
+    ratios = [d.ratio(limit) for d in ours]
+    known = [r for r in ratios if r is not None]
+    text = (
+        f"L = {limit}/s: the service reached {fmt(min(known, default=None), 3)} to "
+        f"{fmt(max(known, default=None), 3)} of L with {fmt(sum(d.rejected_429 for d in ours))} "
+        "429s"
+    )
+    peers = [
+        f"{sender_name(r)} {fmt(r.deliveries.ratio(limit), 3)} "
+        f"({fmt(r.deliveries.rejected_429)} 429s, {fmt(r.deliveries.lost)} lost)"
+        for r in results
+        if not r.label.startswith("service")
+    ]
+    return text + ("; " + "; ".join(peers) if peers else "") + "."
+
+
 def _timeline(results: list[RunResult], limit: int) -> Chart:
     series = []
     for result in results:
@@ -194,7 +215,6 @@ async def _peer(
     slow = 3 if kind == "aiogram-sleep" else 1
     result = await peer_run(
         bench,
-        bench.folder(f"peers-{limit:g}"),
         kind,
         recipients,
         rate=limit,
@@ -221,7 +241,7 @@ async def paid(bench: Bench) -> Section:
             + (
                 "; python-telegram-bot's AIORateLimiter (which throttles paid sends at "
                 "1000/s) sends the same recipients."
-                if "ptb" in bench.peers
+                if "ptb" in bench.peer_kinds
                 else "."
             )
         ),
@@ -249,7 +269,7 @@ async def paid(bench: Bench) -> Section:
             emit("3", f"paid service workers={workers}", ours.numbers(limit))
             results.append(ours)
     ours_results = list(results)
-    if "ptb" in bench.peers:
+    if "ptb" in bench.peer_kinds:
         results.append(await _peer(bench, "ptb", recipients, limit, paid=True))
     section.tables.append(Table(columns=COLUMNS, rows=[row(result, limit) for result in results]))
     best = max((r.deliveries.ratio(limit) or 0.0 for r in ours_results), default=0.0)

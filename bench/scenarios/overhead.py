@@ -97,6 +97,22 @@ def _role_cpu(runs: list[Measured]) -> str:
     return ", ".join(parts) or "n/a"
 
 
+def _cpu_finding(service: list[Measured], floor: list[Measured]) -> str:
+    """How the service's CPU per message compares with aiogram alone, and what two cores
+    could carry at that cost (derived from the measured figures)."""
+    ours = spread([m.result.cpu_per_1k for m in service])[0]
+    bare = spread([m.result.cpu_per_1k for m in floor])[0]
+    sim = spread([m.sim_cpu_per_1k for m in service])[0]
+    if ours is None or bare is None or sim is None:
+        return "CPU per message: not measured (psutil is missing)."
+    return (
+        f"CPU per message ({service[0].result.label}): the service's processes "
+        f"{ours:.2f} ms, {ours / bare:.1f} times aiogram alone ({bare:.2f} ms). With the "
+        f"simulator's {sim:.2f} ms, two cores doing nothing else could carry at most "
+        f"{2000 / (ours + sim):,.0f} msg/s at that cost (2 / CPU seconds per message)."
+    )
+
+
 async def overhead(bench: Bench) -> Section:
     profile = bench.profile
     count = profile.overhead_recipients
@@ -121,6 +137,7 @@ async def overhead(bench: Bench) -> Section:
     rows: list[list[str]] = []
     bars: list[tuple[str, float | None]] = []
     best_two = 0.0
+    first: list[Measured] = []
     for backend in profile.overhead_backends:
         async with database_dsn(backend) as dsn:
             if dsn is None:
@@ -145,6 +162,7 @@ async def overhead(bench: Bench) -> Section:
                         emit("2", f"{backend} workers={workers} run={repeat + 1}", numbers)
                         runs.append(measured)
                     rows.append(_row(name, runs, backend))
+                    first = first or runs
                     e2e = spread([m.end_to_end for m in runs])[0]
                     bars.append((f"{name}\n{backend}", e2e))
                     if workers == 2 and e2e is not None:
@@ -154,7 +172,6 @@ async def overhead(bench: Bench) -> Section:
         progress(f"2. floor: aiogram, run {repeat + 1}")
         result = await peer_run(
             bench,
-            bench.folder("overhead-floor"),
             "aiogram-retry",
             recipients,
             rate=UNLIMITED,
@@ -187,6 +204,8 @@ async def overhead(bench: Bench) -> Section:
             f"Goal: {GOAL:,.0f} msg/s or more end to end with 2 workers: best median "
             f"{fmt(best_two, 0)} msg/s, {verdict(best_two >= GOAL)}."
         )
+    if first:
+        section.findings.append(_cpu_finding(first, floor_runs))
     section.charts.append(
         Chart(
             name="overhead_ceiling",

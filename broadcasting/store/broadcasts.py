@@ -6,26 +6,17 @@ A broadcast is created in one transaction with a ``PENDING`` delivery per recipi
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Sequence
 from datetime import datetime
 from typing import Any, Final
 
 from sqlalchemy import (
-    BigInteger,
-    ColumnElement,
-    String,
-    Text,
-    bindparam,
     false,
     func,
-    literal,
     select,
-    true,
     update,
 )
-from sqlalchemy.dialects import postgresql
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from broadcasting.errors import NotFound
@@ -38,10 +29,8 @@ from broadcasting.model import (
     NewBroadcast,
 )
 
-from . import users
-from .limits import IDS_PER_STATEMENT, chunks
+from . import bulk
 from .tables import broadcasts, deliveries
-from .tables import users as user_table
 
 logger = logging.getLogger(__name__)
 
@@ -84,9 +73,7 @@ async def create(
     if new.all_users:
         await _address_active_users(connection, broadcast_id, now=now)
     elif user_ids:
-        for ids in chunks(user_ids, IDS_PER_STATEMENT):
-            await _insert_recipients(connection, broadcast_id, ids)
-        await users.add_recipients(connection, broadcast_id, now=now)
+        await bulk.address(connection, broadcast_id, user_ids, now=now)
     broadcast = await fetch(connection, broadcast_id)
     logger.info("broadcast created", extra={"broadcast_id": broadcast_id, "total": broadcast.total})
     return broadcast
@@ -197,50 +184,10 @@ def not_found(broadcast_id: int) -> NotFound:
 async def _address_active_users(
     connection: AsyncConnection, broadcast_id: int, *, now: datetime
 ) -> None:
-    audience = select(
-        literal(broadcast_id, BigInteger), user_table.c.id, literal(_PENDING, String)
-    ).where(user_table.c.active == true())
-    await connection.execute(
-        deliveries.insert().from_select(["broadcast_id", "user_id", "state"], audience)
-    )
-    total = await connection.scalar(
-        select(func.count()).where(deliveries.c.broadcast_id == broadcast_id)
-    )
+    total = await bulk.address_active_users(connection, broadcast_id)
     done: dict[str, Any] = {}
     if not total:
         done = {"status": BroadcastStatus.COMPLETED.value, "dispatched": True, "finished_at": now}
     await connection.execute(
         update(broadcasts).where(broadcasts.c.id == broadcast_id).values(total=total, **done)
     )
-
-
-async def _insert_recipients(
-    connection: AsyncConnection, broadcast_id: int, user_ids: Sequence[int]
-) -> None:
-    """Insert a ``PENDING`` delivery per id.
-
-    PostgreSQL unnests one ``bigint[]`` parameter and SQLite walks one JSON array with
-    ``json_each``: one statement, no per-row work in Python. MySQL/MariaDB get an
-    executemany that the driver sends as multi-row INSERTs.
-    """
-    dialect = connection.dialect.name
-    columns = ["broadcast_id", "user_id", "state"]
-    if dialect == "postgresql":
-        ids: ColumnElement[Any] = func.unnest(
-            bindparam("ids", list(user_ids), type_=postgresql.ARRAY(BigInteger))
-        )
-        source = select(literal(broadcast_id, BigInteger), ids, literal(_PENDING, String))
-        await connection.execute(deliveries.insert().from_select(columns, source))
-    elif dialect == "sqlite":
-        each = func.json_each(bindparam("ids", json.dumps(list(user_ids)), type_=Text))
-        values = each.table_valued("value")
-        source = select(
-            literal(broadcast_id, BigInteger), values.c.value, literal(_PENDING, String)
-        )
-        await connection.execute(deliveries.insert().from_select(columns, source))
-    else:
-        rows = [
-            {"broadcast_id": broadcast_id, "user_id": user_id, "state": _PENDING}
-            for user_id in user_ids
-        ]
-        await connection.execute(deliveries.insert(), rows)

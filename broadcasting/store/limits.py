@@ -10,8 +10,12 @@ T = TypeVar("T")
 ROWS_PER_STATEMENT: Final = 5_000
 """Rows per executemany call; the drivers split further to respect parameter limits."""
 
-IDS_PER_STATEMENT: Final = 20_000
-"""Recipients per bulk delivery insert (a ~300 kB parameter: inside every packet limit)."""
+SQLITE_IDS_PER_STATEMENT: Final = 1_000_000
+"""Ids per ``json_each`` array: at most 21 MB of JSON, far below SQLite's 1 GB string limit.
+Each statement's ids are one sorted run; fewer, longer runs are faster (~15% at 1M)."""
+
+MYSQL_STATEMENT_BYTES: Final = 4 * 1024 * 1024
+"""Upper bound for one multi-row INSERT on MySQL/MariaDB (also: half of max_allowed_packet)."""
 
 IDS_PER_IN_LIST: Final = 500
 """Values per ``IN (...)`` list: below SQLite's oldest limit of 999 bound parameters."""

@@ -1,0 +1,78 @@
+"""The benchmark harness runs end to end: ``python -m bench --smoke`` on tiny sizes.
+
+It starts the simulator, a server and a worker, one peer and the API-latency runs, and writes
+a report with its charts into a temporary folder; it never touches BENCHMARKS.md. It needs
+nothing from the bench extra: without python-telegram-bot the peer is skipped, without
+matplotlib the charts, without psutil the CPU and memory figures (the report says so).
+
+The harness is run as a child process and not imported, so the suite's type check never
+follows it into the extra's libraries.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib.util
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+
+pytestmark = pytest.mark.timeout(240)
+
+
+async def test_the_harness_writes_a_report_from_a_tiny_run(tmp_path: Path) -> None:
+    report = tmp_path / "BENCHMARKS.md"
+    charts = tmp_path / "charts"
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "bench",
+        "--smoke",
+        "--only",
+        "1,7",
+        "--peers",
+        "ptb",
+        "--report",
+        str(report),
+        "--charts",
+        str(charts),
+        "--workdir",
+        str(tmp_path / "work"),
+        cwd=REPO,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    out, err = await proc.communicate()
+    assert proc.returncode == 0, err.decode(errors="replace")[-4000:]
+
+    raw = [json.loads(line) for line in out.decode().splitlines() if line.strip()]
+    ours = next(r for r in raw if r["scenario"] == "1" and "service" in r["run"])
+    assert ours["recipients"] == ours["delivered"] > 0
+    assert ours["lost"] == 0
+    assert ours["rejected_429"] == 0
+    latency = [r for r in raw if r["scenario"] == "7"]
+    assert {r["run"] for r in latency} == {
+        "gRPC recipients=1",
+        "REST recipients=1",
+        "gRPC recipients=1000",
+        "REST recipients=1000",
+    }
+
+    text = report.read_text(encoding="utf-8")
+    assert "## 1. Limit utilisation" in text
+    assert "## 7. API latency" in text
+    assert "- Date: " in text
+    assert "- Machine: " in text
+    # Every figure in a table comes from the run: the delivered count printed raw is there.
+    assert f"| service, 1 worker | {ours['recipients']:,} |" in text
+    if importlib.util.find_spec("matplotlib") is not None:
+        assert (charts / "limits_utilisation.png").stat().st_size > 0
+        assert (charts / "api_latency.png").stat().st_size > 0
+    else:
+        assert "Charts not drawn" in text
+    if importlib.util.find_spec("telegram") is not None:
+        assert any(r["run"] == "L=300 peer=ptb" for r in raw)

@@ -1,0 +1,227 @@
+"""The store's bulk paths (``broadcasting/store/bulk.py``) on SQLite, PostgreSQL and MariaDB.
+
+Correctness only: how fast they are is measured by ``python -m bench.accept``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime
+from typing import Any
+
+import pytest
+from sqlalchemy import func, select, text, true
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from broadcasting.model import Content, DeliveryState, NewBroadcast, UserProfile
+from broadcasting.store import Store, create_engine, limits, users
+from broadcasting.store.engine import writer
+from broadcasting.store.tables import broadcasts, deliveries
+from broadcasting.store.tables import users as user_table
+
+HELLO = Content(message="hello")
+AT = datetime(2025, 1, 2, 3, 4, 5, 678901, tzinfo=UTC)
+EXTREMES = (-(2**63), 2**63 - 1)
+"""The smallest and largest ids a BIGINT holds: every path must carry them exactly."""
+
+
+@pytest.fixture
+async def store(database_url: str) -> AsyncIterator[Store]:
+    async with Store.open(database_url) as store:
+        await store.migrate()
+        yield store
+
+
+@pytest.fixture
+async def engine(database_url: str) -> AsyncIterator[AsyncEngine]:
+    """A second way into the database, to look at rows the store has no method for."""
+    engine = create_engine(database_url)
+    try:
+        yield engine
+    finally:
+        await engine.dispose()
+
+
+def to(*user_ids: int) -> NewBroadcast:
+    return NewBroadcast(content=HELLO, user_ids=user_ids)
+
+
+async def pending(engine: AsyncEngine, broadcast_id: int) -> list[int]:
+    statement = select(deliveries.c.user_id).where(
+        deliveries.c.broadcast_id == broadcast_id, deliveries.c.state == DeliveryState.PENDING
+    )
+    async with engine.connect() as connection:
+        return sorted((await connection.scalars(statement)).all())
+
+
+async def batches(store: Store, broadcast_id: int, size: int) -> list[tuple[int, ...]]:
+    return [batch async for batch in store.pending_batches(broadcast_id, batch_size=size)]
+
+
+async def user_ids(engine: AsyncEngine) -> list[int]:
+    async with engine.connect() as connection:
+        return list(await connection.scalars(select(user_table.c.id).order_by(user_table.c.id)))
+
+
+async def user_rows(
+    engine: AsyncEngine, *, not_created_at: datetime | None = None
+) -> dict[int, tuple[Any, ...]]:
+    """Users as ``(username, first_name, active, created_at, updated_at)`` by id."""
+    statement = select(
+        user_table.c.id,
+        user_table.c.username,
+        user_table.c.first_name,
+        user_table.c.active,
+        user_table.c.created_at,
+        user_table.c.updated_at,
+    )
+    if not_created_at is not None:
+        statement = statement.where(user_table.c.created_at != not_created_at)
+    async with engine.connect() as connection:
+        return {
+            row[0]: (*row[1:3], bool(row[3]), *row[4:])
+            for row in await connection.execute(statement)
+        }
+
+
+async def count(engine: AsyncEngine, table: Any, *where: Any) -> int:
+    statement = select(func.count()).select_from(table).where(*where)
+    async with engine.connect() as connection:
+        return int(await connection.scalar(statement) or 0)
+
+
+async def test_a_large_broadcast_to_known_and_new_users(store: Store, engine: AsyncEngine) -> None:
+    rng = random.Random(9)
+    known = rng.sample(range(1, 10**10), 6_000)
+    profiled = known[:300]
+    await store.upsert_users(
+        [UserProfile(id=i, username=f"u{i}", first_name="Kim") for i in profiled]
+    )
+    first = await store.create_broadcast(to(*known))
+    assert first.total == len(known)
+    left = known[300:500]
+    assert await store.deactivate_users(left) == len(left)
+    before = await user_rows(engine)
+    new = [-i for i in rng.sample(range(1, 10**12), 14_000)] + list(EXTREMES)
+    recipients = rng.sample(known + new, len(known) + len(new))
+
+    created = await store.create_broadcast(to(*recipients, *recipients[:1000]))
+
+    assert created.total == len(recipients) == 20_002
+    assert await store.get_broadcast(created.id) == created
+    pages = await batches(store, created.id, 6_000)
+    assert [len(page) for page in pages] == [6_000, 6_000, 6_000, 2_002]
+    assert [user_id for page in pages for user_id in page] == sorted(recipients)
+    assert await user_ids(engine) == sorted(recipients)
+    tail = await store.list_users(after=sorted(recipients)[-10], limit=100)
+    assert ([u.id for u in tail.users], tail.next_after) == (sorted(recipients)[-9:], None)
+    # Known users are untouched: profiles, activity (200 stay inactive) and times.
+    assert await user_rows(engine, not_created_at=created.created_at) == before
+    fresh = (
+        user_table.c.created_at == created.created_at,
+        user_table.c.updated_at == created.created_at,
+        user_table.c.active == true(),
+        user_table.c.username.is_(None),
+        user_table.c.first_name.is_(None),
+        user_table.c.last_name.is_(None),
+        user_table.c.language_code.is_(None),
+    )
+    assert await count(engine, user_table, *fresh) == len(new)
+
+    everyone = await store.create_broadcast(NewBroadcast(content=HELLO, all_users=True))
+
+    inactive = set(left)
+    active = sorted(i for i in recipients if i not in inactive)
+    assert everyone.total == len(active)
+    assert await pending(engine, everyone.id) == active
+
+
+async def test_recipients_roll_back_with_their_broadcast(
+    store: Store, engine: AsyncEngine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    real = users.add_recipients
+
+    async def then_fail(*args: Any, **kwargs: Any) -> None:
+        await real(*args, **kwargs)
+        raise RuntimeError("after the recipients")
+
+    monkeypatch.setattr(users, "add_recipients", then_fail)
+    for _ in range(2):  # a second time on the same connection: nothing was left behind
+        with pytest.raises(RuntimeError, match="after the recipients"):
+            await store.create_broadcast(to(*range(5_000)))
+    assert (await count(engine, broadcasts), await count(engine, deliveries)) == (0, 0)
+    assert await count(engine, user_table) == 0
+
+    monkeypatch.setattr(users, "add_recipients", real)
+    created = await store.create_broadcast(to(*range(5_000)))
+    again = await store.create_broadcast(to(*range(2_500, 7_500)))
+
+    assert (created.total, again.total) == (5_000, 5_000)
+    assert await pending(engine, again.id) == list(range(2_500, 7_500))
+    assert await count(engine, user_table) == 7_500
+
+
+async def test_recipients_in_many_small_statements(
+    store: Store, engine: AsyncEngine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(limits, "SQLITE_IDS_PER_STATEMENT", 700)
+    monkeypatch.setattr(limits, "MYSQL_STATEMENT_BYTES", 4096)  # 64 rows a statement
+    recipients = random.Random(3).sample(range(-5_000, 5_000), 5_000) + list(EXTREMES)
+
+    created = await store.create_broadcast(to(*recipients))
+
+    assert created.total == len(recipients)
+    assert await pending(engine, created.id) == sorted(recipients)
+    assert set(await user_rows(engine)) == set(recipients)
+
+
+async def test_a_user_inserted_meanwhile_is_left_as_written(
+    store: Store, engine: AsyncEngine
+) -> None:
+    """A user that another transaction inserts while the broadcast is being written: on
+    PostgreSQL this is the conflict that sends the users INSERT to its fallback."""
+    async with writer(engine).begin() as other:
+        await other.execute(
+            user_table.insert().values(
+                id=42, username="racer", active=True, created_at=AT, updated_at=AT
+            )
+        )
+        creating = asyncio.create_task(store.create_broadcast(to(*range(1, 2_001))))
+        await blocked(engine, creating)
+    created = await creating
+
+    assert created.total == 2_000
+    assert await pending(engine, created.id) == list(range(1, 2_001))
+    rows = await user_rows(engine)
+    assert len(rows) == 2_000
+    assert rows[42] == ("racer", None, True, AT, AT)
+
+
+async def test_ids_that_are_not_64_bit_integers_are_refused(
+    store: Store, engine: AsyncEngine
+) -> None:
+    with pytest.raises(OverflowError):
+        await store.create_broadcast(to(1, 2**63))
+    with pytest.raises(TypeError):
+        await store.create_broadcast(to(1, 2.5))  # type: ignore[arg-type]
+    assert await count(engine, broadcasts) == 0
+
+
+async def blocked(engine: AsyncEngine, task: asyncio.Task[Any]) -> None:
+    """Return once ``task``'s transaction waits for a lock (SQLite: after a moment)."""
+    dialect = engine.dialect.name
+    probe = {
+        "postgresql": "SELECT count(*) FROM pg_locks WHERE NOT granted",
+        "mysql": "SELECT count(*) FROM information_schema.innodb_trx WHERE trx_state = 'LOCK WAIT'",
+    }.get(dialect)
+    for _ in range(200):
+        await asyncio.sleep(0.05)
+        assert not task.done(), "the broadcast did not wait for the other transaction"
+        if probe is None:
+            return
+        async with engine.connect() as connection:
+            if await connection.scalar(text(probe)):
+                return
+    raise AssertionError("the broadcast never waited for the other transaction's lock")
