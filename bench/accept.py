@@ -13,7 +13,8 @@ on the server and dropped at the end) it measures, in seconds:
 
 and prints them as one JSON line, with the process's peak memory (``max_rss_mb``). The ids
 are distinct, random, Telegram-like (positive up to 10^10 and some negative group ids) and
-in random order, as a request would carry them.
+in random order, as a request would carry them; ``--ids sequential`` takes 1..N in order
+instead (the easiest case for every index).
 """
 
 from __future__ import annotations
@@ -52,6 +53,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--backend", choices=("sqlite", "postgres", "mariadb"), required=True)
     parser.add_argument("--recipients", type=int, default=1_000_000)
     parser.add_argument("--batch-size", type=int, default=1_000)
+    parser.add_argument("--ids", choices=("random", "sequential"), default="random")
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument(
         "--admin-url",
@@ -65,6 +67,7 @@ def main(argv: Sequence[str] | None = None) -> None:
             arguments.backend,
             arguments.recipients,
             batch_size=arguments.batch_size,
+            sequential=arguments.ids == "sequential",
             seed=arguments.seed,
             admin_url=arguments.admin_url or ADMIN_URLS.get(arguments.backend, ""),
         )
@@ -73,10 +76,19 @@ def main(argv: Sequence[str] | None = None) -> None:
 
 
 async def measure(
-    backend: str, recipients: int, *, batch_size: int, seed: int, admin_url: str
+    backend: str,
+    recipients: int,
+    *,
+    batch_size: int,
+    sequential: bool = False,
+    seed: int = 1,
+    admin_url: str,
 ) -> dict[str, Any]:
     """Run every measurement on a database of its own; the numbers by name."""
-    ids = recipient_ids(recipients, random.Random(seed))
+    if sequential:
+        ids = tuple(range(1, recipients + 1))
+    else:
+        ids = recipient_ids(recipients, random.Random(seed))
     new = NewBroadcast(content=Content(message="bench"), user_ids=ids)
     everyone = NewBroadcast(content=Content(message="bench"), all_users=True)
     half_known = ids[: UPSERTED // 2] + tuple(-i for i in range(1, UPSERTED // 2 + 1))
@@ -84,6 +96,7 @@ async def measure(
     numbers: dict[str, Any] = {
         "backend": backend,
         "recipients": recipients,
+        "ids": "sequential" if sequential else "random",
         "batch_size": batch_size,
     }
     async with database(backend, admin_url) as url, Store.open(url) as store:

@@ -189,12 +189,6 @@ class SimulatorProcess:
             data: dict[str, Any] = await response.json()
         return [_sim_call(call) for call in data["calls"]]
 
-    async def call_count(self) -> int:
-        async with self._session.get(f"{self.url}/_sim/stats") as response:
-            response.raise_for_status()
-            data: dict[str, Any] = await response.json()
-        return int(data["calls"])
-
 
 def _sim_call(data: Mapping[str, Any]) -> SimCall:
     params = data.get("params") or {}

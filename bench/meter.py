@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 
@@ -183,12 +183,6 @@ def cpu_per_thousand(cpu: float | None, messages: int) -> float | None:
     if cpu is None or messages <= 0:
         return None
     return cpu * 1000.0 / messages
-
-
-def summed(usages: Mapping[str, Usage], roles: tuple[str, ...]) -> float | None:
-    if not usages:
-        return None
-    return sum(usages[r].cpu_seconds for r in roles if r in usages)
 
 
 @dataclass(frozen=True, slots=True)

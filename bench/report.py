@@ -157,8 +157,9 @@ def write_report(
         if section.load is not None:
             busy, others = section.load
             footer += (
-                f"; the machine's cores were {busy:.2f} busy on average, {others:.2f} of "
-                "them by processes outside this benchmark"
+                f"; the machine's 2 cores were {busy:.2f} busy on average, {others:.2f} of "
+                "that by processes other than the harness and its children (other users' "
+                "work, and the PostgreSQL server where it is used)"
             )
         out += [f"<sub>{footer}.</sub>", ""]
     return "\n".join(out)

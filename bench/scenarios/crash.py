@@ -128,6 +128,13 @@ async def crash(bench: Bench) -> Section:
         f"{verdict(d.lost == 0)}); duplicates {fmt(d.duplicates)} against the bound "
         f"{fmt(bound)} ({verdict(d.duplicates <= bound)})."
     )
+    ratio = crashed.total_seconds / calm.total_seconds if calm.total_seconds > 0 else None
+    peer_ratio = peer_total / peer_calm.total_seconds if peer_calm.total_seconds > 0 else None
+    section.findings.append(
+        f"Time with kills over time without: the service {fmt(ratio, 2)}, the aiogram loop "
+        f"{fmt(peer_ratio, 2)}; the loop, restarted from its first recipient each time, sent "
+        f"{fmt(peer_deliveries.duplicates)} duplicates for {fmt(peer_kills)} kills."
+    )
     section.charts.append(
         Chart(
             name="crash_progress",

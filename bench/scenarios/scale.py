@@ -203,7 +203,7 @@ async def _one_broadcast(bench: Bench, backend: str, dsn: str, count: int) -> Sc
             while (elapsed := time.time() - accepted_at) < seconds + FANOUT_GRACE:
                 if elapsed >= seconds and _dispatched_at(server, broadcast_id) is not None:
                     break
-                await asyncio.sleep(0.5)
+                await asyncio.sleep(1.0)
             state = await client.get(broadcast_id)
             sent_at = time.time()
         size_after = await size_bytes(dsn, data_dir)

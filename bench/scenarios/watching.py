@@ -120,6 +120,18 @@ async def watchers(bench: Bench) -> Section:
     section.findings.append(
         f"Every watcher gets every outcome: {verdict(complete == wanted)} ({complete} of {wanted})."
     )
+    streamed = sum(w["results"] for w in per_watcher)
+    server_cpu = watched.window.cpu("server")
+    alone_cpu = alone.window.cpu("server")
+    if server_cpu is not None and alone_cpu is not None and streamed:
+        section.findings.append(
+            f"The server streamed {fmt(streamed)} outcome messages ({wanted} watchers x "
+            f"{fmt(count)}) for {fmt(server_cpu - alone_cpu, 1)} CPU s more than without "
+            f"watchers ({fmt((server_cpu - alone_cpu) * 1000 / streamed, 2)} ms each); the "
+            f"broadcast's steady rate went from {fmt(alone.deliveries.steady_rate, 0)} to "
+            f"{fmt(watched.deliveries.steady_rate, 0)} msg/s; lag p99 "
+            f"{fmt(percentile(lags, 0.99), 2)} s."
+        )
     section.charts.append(
         Chart(
             name="watchers_lag",
