@@ -41,6 +41,9 @@ class TelegramSettings:
     """Messages per second for the whole bot, across every worker."""
     paid_rate_limit: float
     """Messages per second for broadcasts with ``allow_paid_broadcast`` (Telegram: ≤ 1000)."""
+    rate_margin: float
+    """Share of a second added to each second's worth of send slots, in ``[0, 0.5)``: slots
+    are ``(1 + rate_margin) / rate`` apart, so jitter on the way to Telegram is absorbed."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -108,6 +111,7 @@ DEFAULTS: dict[str, dict[str, Any]] = {
         "api_url": "https://api.telegram.org",
         "rate_limit": 30,
         "paid_rate_limit": 1000,
+        "rate_margin": 0.04,
     },
     "nats": {"url": "", "ack_wait": 30, "prefix": "tgb"},
     "server": {
@@ -217,6 +221,7 @@ def _build(values: dict[str, dict[str, Any]], base: Path) -> Settings:
             paid_rate_limit=_number(
                 telegram["paid_rate_limit"], "telegram.paid_rate_limit", low=0.1
             ),
+            rate_margin=_rate_margin(telegram["rate_margin"]),
         ),
         nats=NatsSettings(
             url=_nats_url(values["nats"]["url"]),
@@ -276,6 +281,13 @@ def _number(value: Any, key: str, *, low: float) -> float:
     if not number >= low:
         raise ConfigError(key, f"must be at least {low}, not {number}")
     return number
+
+
+def _rate_margin(value: Any) -> float:
+    margin = _number(value, "telegram.rate_margin", low=0.0)
+    if margin >= 0.5:
+        raise ConfigError("telegram.rate_margin", f"must be below 0.5, not {margin}")
+    return margin
 
 
 def _bot_token(value: Any) -> str:

@@ -59,16 +59,24 @@ class MediaType(enum.StrEnum):
 
 
 class BroadcastStatus(enum.StrEnum):
-    """Where a broadcast is in its life. ``COMPLETED`` and ``FAILED`` are final."""
+    """Where a broadcast is in its life. ``COMPLETED``, ``CANCELLED`` and ``FAILED`` are
+    final."""
 
+    SCHEDULED = "scheduled"
     QUEUED = "queued"
     RUNNING = "running"
+    PAUSED = "paused"
     COMPLETED = "completed"
+    CANCELLED = "cancelled"
     FAILED = "failed"
 
     @property
     def is_final(self) -> bool:
-        return self in (BroadcastStatus.COMPLETED, BroadcastStatus.FAILED)
+        return self in (
+            BroadcastStatus.COMPLETED,
+            BroadcastStatus.CANCELLED,
+            BroadcastStatus.FAILED,
+        )
 
 
 class DeliveryState(enum.StrEnum):

@@ -27,6 +27,9 @@ _STATUS_TO_PB = {
     BroadcastStatus.RUNNING: pb.BROADCAST_STATUS_RUNNING,
     BroadcastStatus.COMPLETED: pb.BROADCAST_STATUS_COMPLETED,
     BroadcastStatus.FAILED: pb.BROADCAST_STATUS_FAILED,
+    BroadcastStatus.SCHEDULED: pb.BROADCAST_STATUS_SCHEDULED,
+    BroadcastStatus.PAUSED: pb.BROADCAST_STATUS_PAUSED,
+    BroadcastStatus.CANCELLED: pb.BROADCAST_STATUS_CANCELLED,
 }
 _MEDIA_TO_PB = {
     media_type: pb.MediaType.Value(_MEDIA_PREFIX + media_type.name) for media_type in MediaType

@@ -144,26 +144,40 @@ class Store:
             after = batch[-1]
 
     async def job_batches(
-        self, broadcast_id: int, *, batch_size: int
+        self, broadcast_id: int, *, batch_size: int, read_size: int = 10_000
     ) -> AsyncIterator[tuple[int, ...]]:
         """All the broadcast's recipients, ascending, cut into ``batch_size`` batches the same
         way every time whatever their states — so a re-dispatch yields the same jobs, which
         JetStream then drops as duplicates — leaving out batches with nobody ``PENDING``.
 
-        Keyset-paged like :meth:`pending_batches`: memory is bounded by ``batch_size``.
+        Batch ``k`` is always recipients ``k * batch_size`` to ``(k + 1) * batch_size - 1`` in
+        ascending user id order (the last one may be shorter), whatever ``read_size``.
+        Recipients are read keyset-paged, ``read_size`` per query (a million recipients are a
+        hundred queries, not ten thousand), with no connection held while the caller works on
+        a batch; memory is bounded by ``read_size + batch_size`` recipients.
         """
         if batch_size < 1:
             raise ValueError(f"batch_size must be positive, not {batch_size}")
+        if read_size < 1:
+            raise ValueError(f"read_size must be positive, not {read_size}")
         after: int | None = None
-        while True:
-            statement = deliveries.recipients_page(broadcast_id, after=after, limit=batch_size)
+        rows: list[tuple[int, str]] = []  # read, not yet cut into batches
+        last_page = False
+        while not last_page:
+            statement = deliveries.recipients_page(broadcast_id, after=after, limit=read_size)
             async with self._engine.connect() as connection:
-                rows = (await connection.execute(statement)).all()
-            if any(state == DeliveryState.PENDING.value for _, state in rows):
-                yield tuple(user_id for user_id, _ in rows)
-            if len(rows) < batch_size:
-                return
-            after = rows[-1][0]
+                page = (await connection.execute(statement)).all()
+            last_page = len(page) < read_size
+            if page:
+                after = page[-1][0]
+            rows.extend((user_id, state) for user_id, state in page)
+            # Whole batches only, but for the last one: batches do not depend on the pages.
+            cut = len(rows) if last_page else len(rows) - len(rows) % batch_size
+            for start in range(0, cut, batch_size):
+                batch = rows[start : start + batch_size]
+                if any(state == DeliveryState.PENDING.value for _, state in batch):
+                    yield tuple(user_id for user_id, _ in batch)
+            del rows[:cut]
 
     async def pending_among(self, broadcast_id: int, user_ids: Sequence[int]) -> frozenset[int]:
         """Those of ``user_ids`` that are recipients of the broadcast and still ``PENDING``."""

@@ -20,7 +20,6 @@ from sqlalchemy import (
     Column,
     DateTime,
     Dialect,
-    ForeignKey,
     Index,
     Integer,
     MetaData,
@@ -28,6 +27,7 @@ from sqlalchemy import (
     String,
     Table,
     Text,
+    UniqueConstraint,
     false,
     true,
 )
@@ -117,7 +117,25 @@ users = Table(
     Column("active", Boolean, nullable=False, server_default=true()),
     Column("created_at", UtcDateTime, nullable=False),
     Column("updated_at", UtcDateTime, nullable=False),
+    # Why the user is inactive ("blocked", "deactivated"), and since when.
+    Column("blocked_reason", String(STATE_LENGTH), nullable=True),
+    Column("blocked_at", UtcDateTime, nullable=True),
     Index("ix_users_active", "active"),
+    Index("ix_users_language_code", "language_code", mysql_length={"language_code": 16}),
+    **MYSQL_TABLE_OPTIONS,
+)
+
+TAG_LENGTH = 64
+"""The longest user tag."""
+
+user_tags = Table(
+    "user_tags",
+    metadata,
+    # Deliberately no foreign key: the store deletes a user's tags with the user.
+    Column("user_id", BigInteger, nullable=False),
+    Column("tag", String(TAG_LENGTH), nullable=False),
+    PrimaryKeyConstraint("user_id", "tag"),
+    Index("ix_user_tags_tag", "tag", "user_id"),
     **MYSQL_TABLE_OPTIONS,
 )
 
@@ -144,7 +162,23 @@ broadcasts = Table(
     # Media uploaded through the API: its object in the queue's media store, and file name.
     Column("media_upload", Text, nullable=True),
     Column("media_filename", Text, nullable=True),
+    # When a SCHEDULED broadcast starts, and when it went RUNNING.
+    Column("send_at", UtcDateTime, nullable=True),
+    Column("started_at", UtcDateTime, nullable=True),
+    # The caller's idempotency key, and the SHA-256 of the request it came with.
+    Column("idempotency_key", String(255), nullable=True),
+    Column("request_hash", String(64), nullable=True),
+    # JSON: the filter an audience was resolved from ({"tags": [...], "language_codes": [...]}).
+    Column("audience", Text, nullable=True),
+    # JSON: the content beyond the columns above (parse_mode, entities, reply_markup, flags,
+    # link preview, album, source message, personalize); NULL for plain content.
+    Column("options", Text, nullable=True),
+    # The completion webhook, and whether it was delivered ("pending", "delivered", "failed").
+    Column("callback_url", Text, nullable=True),
+    Column("callback_state", String(STATE_LENGTH), nullable=True),
     Index("ix_broadcasts_dispatched", "dispatched"),
+    Index("ix_broadcasts_status", "status", "id"),
+    UniqueConstraint("idempotency_key", name="uq_broadcasts_idempotency_key"),
     sqlite_autoincrement=True,
     **MYSQL_TABLE_OPTIONS,
 )
@@ -152,12 +186,9 @@ broadcasts = Table(
 deliveries = Table(
     "deliveries",
     metadata,
-    Column(
-        "broadcast_id",
-        BigInteger,
-        ForeignKey("broadcasts.id", name="fk_deliveries_broadcast_id", ondelete="CASCADE"),
-        nullable=False,
-    ),
+    # Deliberately not a foreign key (broadcasts are never deleted; checking it slowed the
+    # bulk insert of a million recipients by seconds).
+    Column("broadcast_id", BigInteger, nullable=False),
     # The Telegram chat id; deliberately not a foreign key to users.
     Column("user_id", BigInteger, nullable=False),
     Column("state", String(STATE_LENGTH), nullable=False),

@@ -6,7 +6,10 @@ The Telegram Broadcast Service API.
 Every call needs the API token in the `authorization` metadata:
 `authorization: Bearer <api_token>`. Invalid input is answered with
 INVALID_ARGUMENT carrying a `google.rpc.BadRequest` detail that names
-every offending field; unknown ids with NOT_FOUND.
+every offending field; unknown ids with NOT_FOUND; a lifecycle move the
+broadcast's current state does not allow with FAILED_PRECONDITION naming
+that state; an idempotency key reused with a different request with
+ALREADY_EXISTS.
 """
 
 from collections import abc as _abc
@@ -52,6 +55,16 @@ class _MediaTypeEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_MediaType.V
     """sendVideoNote; takes no caption."""
     MEDIA_TYPE_STICKER: _MediaType.ValueType  # 9
     """sendSticker; takes no caption."""
+    MEDIA_TYPE_ALBUM: _MediaType.ValueType  # 10
+    """sendMediaGroup: an album of 2-10 `album` items; photos and videos may be
+    mixed, documents and audio only with their own kind.
+    """
+    MEDIA_TYPE_COPY: _MediaType.ValueType  # 11
+    """copyMessage of `source` (e.g. a channel post), optionally with `message`
+    as a new caption.
+    """
+    MEDIA_TYPE_FORWARD: _MediaType.ValueType  # 12
+    """forwardMessage of `source`."""
 
 class MediaType(_MediaType, metaclass=_MediaTypeEnumTypeWrapper):
     """MediaType selects the Bot API method used for a broadcast."""
@@ -76,7 +89,37 @@ MEDIA_TYPE_VIDEO_NOTE: MediaType.ValueType  # 8
 """sendVideoNote; takes no caption."""
 MEDIA_TYPE_STICKER: MediaType.ValueType  # 9
 """sendSticker; takes no caption."""
+MEDIA_TYPE_ALBUM: MediaType.ValueType  # 10
+"""sendMediaGroup: an album of 2-10 `album` items; photos and videos may be
+mixed, documents and audio only with their own kind.
+"""
+MEDIA_TYPE_COPY: MediaType.ValueType  # 11
+"""copyMessage of `source` (e.g. a channel post), optionally with `message`
+as a new caption.
+"""
+MEDIA_TYPE_FORWARD: MediaType.ValueType  # 12
+"""forwardMessage of `source`."""
 Global___MediaType: _TypeAlias = MediaType  # noqa: Y015
+
+class _ParseMode:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _ParseModeEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ParseMode.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    PARSE_MODE_UNSPECIFIED: _ParseMode.ValueType  # 0
+    """Plain text, or the explicit `entities`."""
+    PARSE_MODE_HTML: _ParseMode.ValueType  # 1
+    PARSE_MODE_MARKDOWN_V2: _ParseMode.ValueType  # 2
+
+class ParseMode(_ParseMode, metaclass=_ParseModeEnumTypeWrapper):
+    """ParseMode is how Telegram parses formatting in text and captions."""
+
+PARSE_MODE_UNSPECIFIED: ParseMode.ValueType  # 0
+"""Plain text, or the explicit `entities`."""
+PARSE_MODE_HTML: ParseMode.ValueType  # 1
+PARSE_MODE_MARKDOWN_V2: ParseMode.ValueType  # 2
+Global___ParseMode: _TypeAlias = ParseMode  # noqa: Y015
 
 class _BroadcastStatus:
     ValueType = _typing.NewType("ValueType", _builtins.int)
@@ -86,26 +129,42 @@ class _BroadcastStatusEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_Broad
     DESCRIPTOR: _descriptor.EnumDescriptor
     BROADCAST_STATUS_UNSPECIFIED: _BroadcastStatus.ValueType  # 0
     BROADCAST_STATUS_QUEUED: _BroadcastStatus.ValueType  # 1
-    """Stored; no recipient has been attempted yet."""
+    """Stored and queued; no recipient has been attempted yet."""
     BROADCAST_STATUS_RUNNING: _BroadcastStatus.ValueType  # 2
     """At least one recipient has been attempted."""
     BROADCAST_STATUS_COMPLETED: _BroadcastStatus.ValueType  # 3
-    """Every recipient has a final outcome."""
+    """Every recipient has a final outcome. Final."""
     BROADCAST_STATUS_FAILED: _BroadcastStatus.ValueType  # 4
-    """The broadcast was stopped before every recipient was attempted."""
+    """Stopped by the service before every recipient was attempted (e.g. the
+    content circuit breaker); `error` says why. Final.
+    """
+    BROADCAST_STATUS_SCHEDULED: _BroadcastStatus.ValueType  # 5
+    """Waiting for `send_at`."""
+    BROADCAST_STATUS_PAUSED: _BroadcastStatus.ValueType  # 6
+    """Held by PauseBroadcast until ResumeBroadcast."""
+    BROADCAST_STATUS_CANCELLED: _BroadcastStatus.ValueType  # 7
+    """Stopped by CancelBroadcast. Final."""
 
 class BroadcastStatus(_BroadcastStatus, metaclass=_BroadcastStatusEnumTypeWrapper):
     """BroadcastStatus is where a broadcast is in its life."""
 
 BROADCAST_STATUS_UNSPECIFIED: BroadcastStatus.ValueType  # 0
 BROADCAST_STATUS_QUEUED: BroadcastStatus.ValueType  # 1
-"""Stored; no recipient has been attempted yet."""
+"""Stored and queued; no recipient has been attempted yet."""
 BROADCAST_STATUS_RUNNING: BroadcastStatus.ValueType  # 2
 """At least one recipient has been attempted."""
 BROADCAST_STATUS_COMPLETED: BroadcastStatus.ValueType  # 3
-"""Every recipient has a final outcome."""
+"""Every recipient has a final outcome. Final."""
 BROADCAST_STATUS_FAILED: BroadcastStatus.ValueType  # 4
-"""The broadcast was stopped before every recipient was attempted."""
+"""Stopped by the service before every recipient was attempted (e.g. the
+content circuit breaker); `error` says why. Final.
+"""
+BROADCAST_STATUS_SCHEDULED: BroadcastStatus.ValueType  # 5
+"""Waiting for `send_at`."""
+BROADCAST_STATUS_PAUSED: BroadcastStatus.ValueType  # 6
+"""Held by PauseBroadcast until ResumeBroadcast."""
+BROADCAST_STATUS_CANCELLED: BroadcastStatus.ValueType  # 7
+"""Stopped by CancelBroadcast. Final."""
 Global___BroadcastStatus: _TypeAlias = BroadcastStatus  # noqa: Y015
 
 class _DeliveryOutcome:
@@ -131,6 +190,10 @@ class _DeliveryOutcomeEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_Deliv
     """Telegram knows no such chat."""
     DELIVERY_OUTCOME_BAD_REQUEST: _DeliveryOutcome.ValueType  # 8
     """Any other refusal, e.g. of the content itself."""
+    DELIVERY_OUTCOME_PENDING: _DeliveryOutcome.ValueType  # 9
+    """No final outcome yet (only in ListDeliveries; a cancelled broadcast's
+    never-attempted recipients stay PENDING).
+    """
 
 class DeliveryOutcome(_DeliveryOutcome, metaclass=_DeliveryOutcomeEnumTypeWrapper):
     """DeliveryOutcome is the final outcome for one recipient. Every outcome but
@@ -154,6 +217,10 @@ DELIVERY_OUTCOME_CHAT_NOT_FOUND: DeliveryOutcome.ValueType  # 7
 """Telegram knows no such chat."""
 DELIVERY_OUTCOME_BAD_REQUEST: DeliveryOutcome.ValueType  # 8
 """Any other refusal, e.g. of the content itself."""
+DELIVERY_OUTCOME_PENDING: DeliveryOutcome.ValueType  # 9
+"""No final outcome yet (only in ListDeliveries; a cancelled broadcast's
+never-attempted recipients stay PENDING).
+"""
 Global___DeliveryOutcome: _TypeAlias = DeliveryOutcome  # noqa: Y015
 
 @_typing.final
@@ -168,6 +235,19 @@ class SendMessageRequest(_message.Message):
     ALLOW_PAID_BROADCAST_FIELD_NUMBER: _builtins.int
     MEDIA_DATA_FIELD_NUMBER: _builtins.int
     MEDIA_FILENAME_FIELD_NUMBER: _builtins.int
+    IDEMPOTENCY_KEY_FIELD_NUMBER: _builtins.int
+    FILTER_FIELD_NUMBER: _builtins.int
+    PARSE_MODE_FIELD_NUMBER: _builtins.int
+    ENTITIES_FIELD_NUMBER: _builtins.int
+    REPLY_MARKUP_FIELD_NUMBER: _builtins.int
+    DISABLE_NOTIFICATION_FIELD_NUMBER: _builtins.int
+    PROTECT_CONTENT_FIELD_NUMBER: _builtins.int
+    LINK_PREVIEW_OPTIONS_FIELD_NUMBER: _builtins.int
+    ALBUM_FIELD_NUMBER: _builtins.int
+    SOURCE_FIELD_NUMBER: _builtins.int
+    SEND_AT_FIELD_NUMBER: _builtins.int
+    CALLBACK_URL_FIELD_NUMBER: _builtins.int
+    PERSONALIZE_FIELD_NUMBER: _builtins.int
     message: _builtins.str
     """The text, or the caption of a media message."""
     media_type: Global___MediaType.ValueType
@@ -192,11 +272,64 @@ class SendMessageRequest(_message.Message):
     """
     media_filename: _builtins.str
     """The file name Telegram shows for `media_data` (documents, audio)."""
+    idempotency_key: _builtins.str
+    """A client-chosen key (1-255 printable ASCII characters): a request
+    repeated with the same key and the same fields returns the broadcast the
+    first one created; with other fields it fails with ALREADY_EXISTS.
+    """
+    parse_mode: Global___ParseMode.ValueType
+    """How `message` (text or caption) is formatted."""
+    disable_notification: _builtins.bool
+    """Deliver silently."""
+    protect_content: _builtins.bool
+    """Forbid forwarding and saving."""
+    callback_url: _builtins.str
+    """Receives a signed JSON summary when the broadcast ends (see the README:
+    `X-Tgbroadcast-Signature: sha256=<hex HMAC-SHA256 of the body>`).
+    """
+    personalize: _builtins.bool
+    """Fill `{field}` / `{field|fallback}` placeholders in `message` (and album
+    captions) from each recipient's user record: id, username, first_name,
+    last_name, full_name, language_code. Values are escaped for `parse_mode`.
+    `{{` and `}}` are literal braces.
+    """
     @_builtins.property
     def user_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.int]:
         """Telegram chat ids of the recipients; duplicates are sent once. Ids not
         yet known are recorded as users.
         """
+
+    @_builtins.property
+    def filter(self) -> Global___UserFilter:
+        """Send to the active users matching this filter instead of `user_ids` or
+        `all_users`.
+        """
+
+    @_builtins.property
+    def entities(self) -> _containers.RepeatedCompositeFieldContainer[Global___MessageEntity]:
+        """Explicit formatting of `message`, instead of `parse_mode`."""
+
+    @_builtins.property
+    def reply_markup(self) -> Global___InlineKeyboardMarkup:
+        """An inline keyboard under the message."""
+
+    @_builtins.property
+    def link_preview_options(self) -> Global___LinkPreviewOptions:
+        """Link preview options of a text message."""
+
+    @_builtins.property
+    def album(self) -> _containers.RepeatedCompositeFieldContainer[Global___AlbumItem]:
+        """The album's items, for MEDIA_TYPE_ALBUM."""
+
+    @_builtins.property
+    def source(self) -> Global___MessageRef:
+        """The message copied or forwarded, for MEDIA_TYPE_COPY and
+        MEDIA_TYPE_FORWARD.
+        """
+
+    @_builtins.property
+    def send_at(self) -> _timestamp_pb2.Timestamp:
+        """Start at this time instead of now; the broadcast is SCHEDULED until then."""
 
     def __init__(
         self,
@@ -209,14 +342,272 @@ class SendMessageRequest(_message.Message):
         allow_paid_broadcast: _builtins.bool = ...,
         media_data: _builtins.bytes = ...,
         media_filename: _builtins.str = ...,
+        idempotency_key: _builtins.str = ...,
+        filter: Global___UserFilter | None = ...,
+        parse_mode: Global___ParseMode.ValueType = ...,
+        entities: _abc.Iterable[Global___MessageEntity] | None = ...,
+        reply_markup: Global___InlineKeyboardMarkup | None = ...,
+        disable_notification: _builtins.bool = ...,
+        protect_content: _builtins.bool = ...,
+        link_preview_options: Global___LinkPreviewOptions | None = ...,
+        album: _abc.Iterable[Global___AlbumItem] | None = ...,
+        source: Global___MessageRef | None = ...,
+        send_at: _timestamp_pb2.Timestamp | None = ...,
+        callback_url: _builtins.str = ...,
+        personalize: _builtins.bool = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["filter", b"filter", "link_preview_options", b"link_preview_options", "reply_markup", b"reply_markup", "send_at", b"send_at", "source", b"source"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["all_users", b"all_users", "allow_paid_broadcast", b"allow_paid_broadcast", "media_data", b"media_data", "media_filename", b"media_filename", "media_type", b"media_type", "media_url", b"media_url", "message", b"message", "user_ids", b"user_ids"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["album", b"album", "all_users", b"all_users", "allow_paid_broadcast", b"allow_paid_broadcast", "callback_url", b"callback_url", "disable_notification", b"disable_notification", "entities", b"entities", "filter", b"filter", "idempotency_key", b"idempotency_key", "link_preview_options", b"link_preview_options", "media_data", b"media_data", "media_filename", b"media_filename", "media_type", b"media_type", "media_url", b"media_url", "message", b"message", "parse_mode", b"parse_mode", "personalize", b"personalize", "protect_content", b"protect_content", "reply_markup", b"reply_markup", "send_at", b"send_at", "source", b"source", "user_ids", b"user_ids"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___SendMessageRequest: _TypeAlias = SendMessageRequest  # noqa: Y015
+
+@_typing.final
+class UserFilter(_message.Message):
+    """UserFilter selects active users by their attributes. Every given
+    criterion must match; an empty filter matches every active user.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TAGS_FIELD_NUMBER: _builtins.int
+    LANGUAGE_CODES_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def tags(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Users having at least one of these tags."""
+
+    @_builtins.property
+    def language_codes(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Users whose language_code is one of these."""
+
+    def __init__(
+        self,
+        *,
+        tags: _abc.Iterable[_builtins.str] | None = ...,
+        language_codes: _abc.Iterable[_builtins.str] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["language_codes", b"language_codes", "tags", b"tags"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___UserFilter: _TypeAlias = UserFilter  # noqa: Y015
+
+@_typing.final
+class MessageEntity(_message.Message):
+    """MessageEntity is Telegram's MessageEntity (offsets in UTF-16 code units)."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TYPE_FIELD_NUMBER: _builtins.int
+    OFFSET_FIELD_NUMBER: _builtins.int
+    LENGTH_FIELD_NUMBER: _builtins.int
+    URL_FIELD_NUMBER: _builtins.int
+    LANGUAGE_FIELD_NUMBER: _builtins.int
+    CUSTOM_EMOJI_ID_FIELD_NUMBER: _builtins.int
+    USER_ID_FIELD_NUMBER: _builtins.int
+    type: _builtins.str
+    """Telegram's entity type: "bold", "italic", "underline", "strikethrough",
+    "spoiler", "code", "pre", "text_link", "text_mention", "custom_emoji",
+    "blockquote", "expandable_blockquote", ...
+    """
+    offset: _builtins.int
+    length: _builtins.int
+    url: _builtins.str
+    """For "text_link"."""
+    language: _builtins.str
+    """For "pre"."""
+    custom_emoji_id: _builtins.str
+    """For "custom_emoji"."""
+    user_id: _builtins.int
+    """For "text_mention"."""
+    def __init__(
+        self,
+        *,
+        type: _builtins.str = ...,
+        offset: _builtins.int = ...,
+        length: _builtins.int = ...,
+        url: _builtins.str = ...,
+        language: _builtins.str = ...,
+        custom_emoji_id: _builtins.str = ...,
+        user_id: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["custom_emoji_id", b"custom_emoji_id", "language", b"language", "length", b"length", "offset", b"offset", "type", b"type", "url", b"url", "user_id", b"user_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___MessageEntity: _TypeAlias = MessageEntity  # noqa: Y015
+
+@_typing.final
+class InlineKeyboardMarkup(_message.Message):
+    """InlineKeyboardMarkup is rows of buttons (at most 100 buttons, 8 per row)."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ROWS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def rows(self) -> _containers.RepeatedCompositeFieldContainer[Global___InlineKeyboardRow]: ...
+    def __init__(
+        self,
+        *,
+        rows: _abc.Iterable[Global___InlineKeyboardRow] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["rows", b"rows"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___InlineKeyboardMarkup: _TypeAlias = InlineKeyboardMarkup  # noqa: Y015
+
+@_typing.final
+class InlineKeyboardRow(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    BUTTONS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def buttons(self) -> _containers.RepeatedCompositeFieldContainer[Global___InlineKeyboardButton]: ...
+    def __init__(
+        self,
+        *,
+        buttons: _abc.Iterable[Global___InlineKeyboardButton] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["buttons", b"buttons"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___InlineKeyboardRow: _TypeAlias = InlineKeyboardRow  # noqa: Y015
+
+@_typing.final
+class InlineKeyboardButton(_message.Message):
+    """InlineKeyboardButton opens `url` or sends `callback_data` to the bot."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TEXT_FIELD_NUMBER: _builtins.int
+    URL_FIELD_NUMBER: _builtins.int
+    CALLBACK_DATA_FIELD_NUMBER: _builtins.int
+    text: _builtins.str
+    url: _builtins.str
+    callback_data: _builtins.str
+    """1-64 bytes."""
+    def __init__(
+        self,
+        *,
+        text: _builtins.str = ...,
+        url: _builtins.str = ...,
+        callback_data: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["action", b"action", "callback_data", b"callback_data", "url", b"url"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["action", b"action", "callback_data", b"callback_data", "text", b"text", "url", b"url"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType_action: _TypeAlias = _typing.Literal["url", "callback_data"]  # noqa: Y015
+    _WhichOneofArgType_action: _TypeAlias = _typing.Literal["action", b"action"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType_action) -> _WhichOneofReturnType_action | None: ...
+
+Global___InlineKeyboardButton: _TypeAlias = InlineKeyboardButton  # noqa: Y015
+
+@_typing.final
+class LinkPreviewOptions(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    IS_DISABLED_FIELD_NUMBER: _builtins.int
+    URL_FIELD_NUMBER: _builtins.int
+    PREFER_SMALL_MEDIA_FIELD_NUMBER: _builtins.int
+    PREFER_LARGE_MEDIA_FIELD_NUMBER: _builtins.int
+    SHOW_ABOVE_TEXT_FIELD_NUMBER: _builtins.int
+    is_disabled: _builtins.bool
+    url: _builtins.str
+    prefer_small_media: _builtins.bool
+    prefer_large_media: _builtins.bool
+    show_above_text: _builtins.bool
+    def __init__(
+        self,
+        *,
+        is_disabled: _builtins.bool = ...,
+        url: _builtins.str = ...,
+        prefer_small_media: _builtins.bool = ...,
+        prefer_large_media: _builtins.bool = ...,
+        show_above_text: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["is_disabled", b"is_disabled", "prefer_large_media", b"prefer_large_media", "prefer_small_media", b"prefer_small_media", "show_above_text", b"show_above_text", "url", b"url"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___LinkPreviewOptions: _TypeAlias = LinkPreviewOptions  # noqa: Y015
+
+@_typing.final
+class AlbumItem(_message.Message):
+    """AlbumItem is one photo, video, document or audio of an album."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    MEDIA_TYPE_FIELD_NUMBER: _builtins.int
+    MEDIA_URL_FIELD_NUMBER: _builtins.int
+    MEDIA_DATA_FIELD_NUMBER: _builtins.int
+    MEDIA_FILENAME_FIELD_NUMBER: _builtins.int
+    CAPTION_FIELD_NUMBER: _builtins.int
+    HAS_SPOILER_FIELD_NUMBER: _builtins.int
+    media_type: Global___MediaType.ValueType
+    """MEDIA_TYPE_PHOTO, _VIDEO, _DOCUMENT or _AUDIO."""
+    media_url: _builtins.str
+    """A URL or file_id, or `media_data`."""
+    media_data: _builtins.bytes
+    media_filename: _builtins.str
+    caption: _builtins.str
+    """0-1024 characters, formatted by the request's `parse_mode`."""
+    has_spoiler: _builtins.bool
+    def __init__(
+        self,
+        *,
+        media_type: Global___MediaType.ValueType = ...,
+        media_url: _builtins.str = ...,
+        media_data: _builtins.bytes = ...,
+        media_filename: _builtins.str = ...,
+        caption: _builtins.str = ...,
+        has_spoiler: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["caption", b"caption", "has_spoiler", b"has_spoiler", "media_data", b"media_data", "media_filename", b"media_filename", "media_type", b"media_type", "media_url", b"media_url"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___AlbumItem: _TypeAlias = AlbumItem  # noqa: Y015
+
+@_typing.final
+class MessageRef(_message.Message):
+    """MessageRef names a message in a chat the bot can read."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    FROM_CHAT_ID_FIELD_NUMBER: _builtins.int
+    MESSAGE_ID_FIELD_NUMBER: _builtins.int
+    from_chat_id: _builtins.int
+    message_id: _builtins.int
+    def __init__(
+        self,
+        *,
+        from_chat_id: _builtins.int = ...,
+        message_id: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["from_chat_id", b"from_chat_id", "message_id", b"message_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___MessageRef: _TypeAlias = MessageRef  # noqa: Y015
 
 @_typing.final
 class SendMessageResponse(_message.Message):
@@ -225,20 +616,26 @@ class SendMessageResponse(_message.Message):
     BROADCAST_ID_FIELD_NUMBER: _builtins.int
     STATUS_FIELD_NUMBER: _builtins.int
     TOTAL_FIELD_NUMBER: _builtins.int
+    REPLAYED_FIELD_NUMBER: _builtins.int
     broadcast_id: _builtins.int
     status: Global___BroadcastStatus.ValueType
     total: _builtins.int
-    """The number of distinct recipients."""
+    """The number of distinct recipients resolved from the audience."""
+    replayed: _builtins.bool
+    """True when an earlier request with the same idempotency key created the
+    broadcast.
+    """
     def __init__(
         self,
         *,
         broadcast_id: _builtins.int = ...,
         status: Global___BroadcastStatus.ValueType = ...,
         total: _builtins.int = ...,
+        replayed: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["broadcast_id", b"broadcast_id", "status", b"status", "total", b"total"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["broadcast_id", b"broadcast_id", "replayed", b"replayed", "status", b"status", "total", b"total"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -325,6 +722,11 @@ class Broadcast(_message.Message):
     ERROR_FIELD_NUMBER: _builtins.int
     OUTCOME_COUNTS_FIELD_NUMBER: _builtins.int
     ALLOW_PAID_BROADCAST_FIELD_NUMBER: _builtins.int
+    SEND_AT_FIELD_NUMBER: _builtins.int
+    IDEMPOTENCY_KEY_FIELD_NUMBER: _builtins.int
+    PARSE_MODE_FIELD_NUMBER: _builtins.int
+    STARTED_AT_FIELD_NUMBER: _builtins.int
+    CALLBACK_URL_FIELD_NUMBER: _builtins.int
     broadcast_id: _builtins.int
     status: Global___BroadcastStatus.ValueType
     total: _builtins.int
@@ -337,6 +739,9 @@ class Broadcast(_message.Message):
     error: _builtins.str
     """Why a FAILED broadcast was stopped."""
     allow_paid_broadcast: _builtins.bool
+    idempotency_key: _builtins.str
+    parse_mode: Global___ParseMode.ValueType
+    callback_url: _builtins.str
     @_builtins.property
     def created_at(self) -> _timestamp_pb2.Timestamp: ...
     @_builtins.property
@@ -348,6 +753,14 @@ class Broadcast(_message.Message):
         """Recipients per final outcome, keyed by its lower-case name ("sent",
         "blocked", ...); outcomes no recipient has are absent.
         """
+
+    @_builtins.property
+    def send_at(self) -> _timestamp_pb2.Timestamp:
+        """When a SCHEDULED broadcast starts."""
+
+    @_builtins.property
+    def started_at(self) -> _timestamp_pb2.Timestamp:
+        """Set when the broadcast went from QUEUED to RUNNING."""
 
     def __init__(
         self,
@@ -366,14 +779,305 @@ class Broadcast(_message.Message):
         error: _builtins.str = ...,
         outcome_counts: _abc.Mapping[_builtins.str, _builtins.int] | None = ...,
         allow_paid_broadcast: _builtins.bool = ...,
+        send_at: _timestamp_pb2.Timestamp | None = ...,
+        idempotency_key: _builtins.str = ...,
+        parse_mode: Global___ParseMode.ValueType = ...,
+        started_at: _timestamp_pb2.Timestamp | None = ...,
+        callback_url: _builtins.str = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["created_at", b"created_at", "finished_at", b"finished_at"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["created_at", b"created_at", "finished_at", b"finished_at", "send_at", b"send_at", "started_at", b"started_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["allow_paid_broadcast", b"allow_paid_broadcast", "broadcast_id", b"broadcast_id", "created_at", b"created_at", "error", b"error", "failed", b"failed", "finished_at", b"finished_at", "media_type", b"media_type", "media_url", b"media_url", "message", b"message", "outcome_counts", b"outcome_counts", "pending", b"pending", "sent", b"sent", "status", b"status", "total", b"total"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["allow_paid_broadcast", b"allow_paid_broadcast", "broadcast_id", b"broadcast_id", "callback_url", b"callback_url", "created_at", b"created_at", "error", b"error", "failed", b"failed", "finished_at", b"finished_at", "idempotency_key", b"idempotency_key", "media_type", b"media_type", "media_url", b"media_url", "message", b"message", "outcome_counts", b"outcome_counts", "parse_mode", b"parse_mode", "pending", b"pending", "send_at", b"send_at", "sent", b"sent", "started_at", b"started_at", "status", b"status", "total", b"total"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___Broadcast: _TypeAlias = Broadcast  # noqa: Y015
+
+@_typing.final
+class ListBroadcastsRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    STATUSES_FIELD_NUMBER: _builtins.int
+    PAGE_SIZE_FIELD_NUMBER: _builtins.int
+    PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    page_size: _builtins.int
+    """At most this many broadcasts (default 100, at most 1000)."""
+    page_token: _builtins.str
+    """`next_page_token` of the previous page."""
+    @_builtins.property
+    def statuses(self) -> _containers.RepeatedScalarFieldContainer[Global___BroadcastStatus.ValueType]:
+        """Only broadcasts in one of these states; empty means all."""
+
+    def __init__(
+        self,
+        *,
+        statuses: _abc.Iterable[Global___BroadcastStatus.ValueType] | None = ...,
+        page_size: _builtins.int = ...,
+        page_token: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["page_size", b"page_size", "page_token", b"page_token", "statuses", b"statuses"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListBroadcastsRequest: _TypeAlias = ListBroadcastsRequest  # noqa: Y015
+
+@_typing.final
+class ListBroadcastsResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    BROADCASTS_FIELD_NUMBER: _builtins.int
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    next_page_token: _builtins.str
+    """Empty on the last page."""
+    @_builtins.property
+    def broadcasts(self) -> _containers.RepeatedCompositeFieldContainer[Global___Broadcast]:
+        """Newest first. `outcome_counts` is not filled here."""
+
+    def __init__(
+        self,
+        *,
+        broadcasts: _abc.Iterable[Global___Broadcast] | None = ...,
+        next_page_token: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["broadcasts", b"broadcasts", "next_page_token", b"next_page_token"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListBroadcastsResponse: _TypeAlias = ListBroadcastsResponse  # noqa: Y015
+
+@_typing.final
+class CancelBroadcastRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    BROADCAST_ID_FIELD_NUMBER: _builtins.int
+    broadcast_id: _builtins.int
+    def __init__(
+        self,
+        *,
+        broadcast_id: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["broadcast_id", b"broadcast_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CancelBroadcastRequest: _TypeAlias = CancelBroadcastRequest  # noqa: Y015
+
+@_typing.final
+class CancelBroadcastResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    BROADCAST_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def broadcast(self) -> Global___Broadcast: ...
+    def __init__(
+        self,
+        *,
+        broadcast: Global___Broadcast | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["broadcast", b"broadcast"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["broadcast", b"broadcast"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CancelBroadcastResponse: _TypeAlias = CancelBroadcastResponse  # noqa: Y015
+
+@_typing.final
+class PauseBroadcastRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    BROADCAST_ID_FIELD_NUMBER: _builtins.int
+    broadcast_id: _builtins.int
+    def __init__(
+        self,
+        *,
+        broadcast_id: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["broadcast_id", b"broadcast_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___PauseBroadcastRequest: _TypeAlias = PauseBroadcastRequest  # noqa: Y015
+
+@_typing.final
+class PauseBroadcastResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    BROADCAST_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def broadcast(self) -> Global___Broadcast: ...
+    def __init__(
+        self,
+        *,
+        broadcast: Global___Broadcast | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["broadcast", b"broadcast"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["broadcast", b"broadcast"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___PauseBroadcastResponse: _TypeAlias = PauseBroadcastResponse  # noqa: Y015
+
+@_typing.final
+class ResumeBroadcastRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    BROADCAST_ID_FIELD_NUMBER: _builtins.int
+    broadcast_id: _builtins.int
+    def __init__(
+        self,
+        *,
+        broadcast_id: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["broadcast_id", b"broadcast_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ResumeBroadcastRequest: _TypeAlias = ResumeBroadcastRequest  # noqa: Y015
+
+@_typing.final
+class ResumeBroadcastResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    BROADCAST_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def broadcast(self) -> Global___Broadcast: ...
+    def __init__(
+        self,
+        *,
+        broadcast: Global___Broadcast | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["broadcast", b"broadcast"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["broadcast", b"broadcast"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ResumeBroadcastResponse: _TypeAlias = ResumeBroadcastResponse  # noqa: Y015
+
+@_typing.final
+class ListDeliveriesRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    BROADCAST_ID_FIELD_NUMBER: _builtins.int
+    OUTCOMES_FIELD_NUMBER: _builtins.int
+    PAGE_SIZE_FIELD_NUMBER: _builtins.int
+    PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    broadcast_id: _builtins.int
+    page_size: _builtins.int
+    """At most this many (default 100, at most 1000)."""
+    page_token: _builtins.str
+    @_builtins.property
+    def outcomes(self) -> _containers.RepeatedScalarFieldContainer[Global___DeliveryOutcome.ValueType]:
+        """Only recipients with one of these outcomes; empty means all.
+        DELIVERY_OUTCOME_PENDING selects those without a final outcome.
+        """
+
+    def __init__(
+        self,
+        *,
+        broadcast_id: _builtins.int = ...,
+        outcomes: _abc.Iterable[Global___DeliveryOutcome.ValueType] | None = ...,
+        page_size: _builtins.int = ...,
+        page_token: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["broadcast_id", b"broadcast_id", "outcomes", b"outcomes", "page_size", b"page_size", "page_token", b"page_token"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListDeliveriesRequest: _TypeAlias = ListDeliveriesRequest  # noqa: Y015
+
+@_typing.final
+class ListDeliveriesResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    RESULTS_FIELD_NUMBER: _builtins.int
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    next_page_token: _builtins.str
+    """Empty on the last page."""
+    @_builtins.property
+    def results(self) -> _containers.RepeatedCompositeFieldContainer[Global___DeliveryResult]: ...
+    def __init__(
+        self,
+        *,
+        results: _abc.Iterable[Global___DeliveryResult] | None = ...,
+        next_page_token: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["next_page_token", b"next_page_token", "results", b"results"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListDeliveriesResponse: _TypeAlias = ListDeliveriesResponse  # noqa: Y015
+
+@_typing.final
+class PreviewMessageRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    MESSAGE_FIELD_NUMBER: _builtins.int
+    USER_ID_FIELD_NUMBER: _builtins.int
+    user_id: _builtins.int
+    """The user whose fields fill the placeholders."""
+    @_builtins.property
+    def message(self) -> Global___SendMessageRequest:
+        """The message as it would be sent; the audience fields are ignored."""
+
+    def __init__(
+        self,
+        *,
+        message: Global___SendMessageRequest | None = ...,
+        user_id: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["message", b"message"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["message", b"message", "user_id", b"user_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___PreviewMessageRequest: _TypeAlias = PreviewMessageRequest  # noqa: Y015
+
+@_typing.final
+class PreviewMessageResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TEXT_FIELD_NUMBER: _builtins.int
+    ALBUM_CAPTIONS_FIELD_NUMBER: _builtins.int
+    PARSE_MODE_FIELD_NUMBER: _builtins.int
+    text: _builtins.str
+    """The text or caption as this user would receive it."""
+    parse_mode: Global___ParseMode.ValueType
+    @_builtins.property
+    def album_captions(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """The rendered album captions, in order."""
+
+    def __init__(
+        self,
+        *,
+        text: _builtins.str = ...,
+        album_captions: _abc.Iterable[_builtins.str] | None = ...,
+        parse_mode: Global___ParseMode.ValueType = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["album_captions", b"album_captions", "parse_mode", b"parse_mode", "text", b"text"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___PreviewMessageResponse: _TypeAlias = PreviewMessageResponse  # noqa: Y015
 
 @_typing.final
 class WatchBroadcastRequest(_message.Message):
@@ -501,6 +1205,9 @@ class User(_message.Message):
     ACTIVE_FIELD_NUMBER: _builtins.int
     CREATED_AT_FIELD_NUMBER: _builtins.int
     UPDATED_AT_FIELD_NUMBER: _builtins.int
+    TAGS_FIELD_NUMBER: _builtins.int
+    BLOCKED_REASON_FIELD_NUMBER: _builtins.int
+    BLOCKED_AT_FIELD_NUMBER: _builtins.int
     id: _builtins.int
     """The Telegram user id (the private chat id)."""
     username: _builtins.str
@@ -511,6 +1218,10 @@ class User(_message.Message):
     """Inactive users are left out of `all_users` broadcasts. Output only;
     UpsertUsers makes a user active.
     """
+    blocked_reason: _builtins.str
+    """Why the user is inactive: "blocked" (blocked the bot) or "deactivated"
+    (account deleted); empty while active. Output only.
+    """
     @_builtins.property
     def created_at(self) -> _timestamp_pb2.Timestamp:
         """Output only."""
@@ -518,6 +1229,16 @@ class User(_message.Message):
     @_builtins.property
     def updated_at(self) -> _timestamp_pb2.Timestamp:
         """Output only."""
+
+    @_builtins.property
+    def tags(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Free-form labels (1-64 characters each, at most 100) used by
+        `UserFilter.tags`. An upsert replaces the user's tags.
+        """
+
+    @_builtins.property
+    def blocked_at(self) -> _timestamp_pb2.Timestamp:
+        """When the user became inactive. Output only."""
 
     def __init__(
         self,
@@ -530,10 +1251,13 @@ class User(_message.Message):
         active: _builtins.bool = ...,
         created_at: _timestamp_pb2.Timestamp | None = ...,
         updated_at: _timestamp_pb2.Timestamp | None = ...,
+        tags: _abc.Iterable[_builtins.str] | None = ...,
+        blocked_reason: _builtins.str = ...,
+        blocked_at: _timestamp_pb2.Timestamp | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["created_at", b"created_at", "updated_at", b"updated_at"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["blocked_at", b"blocked_at", "created_at", b"created_at", "updated_at", b"updated_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["active", b"active", "created_at", b"created_at", "first_name", b"first_name", "id", b"id", "language_code", b"language_code", "last_name", b"last_name", "updated_at", b"updated_at", "username", b"username"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["active", b"active", "blocked_at", b"blocked_at", "blocked_reason", b"blocked_reason", "created_at", b"created_at", "first_name", b"first_name", "id", b"id", "language_code", b"language_code", "last_name", b"last_name", "tags", b"tags", "updated_at", b"updated_at", "username", b"username"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -580,24 +1304,76 @@ class UpsertUsersResponse(_message.Message):
 Global___UpsertUsersResponse: _TypeAlias = UpsertUsersResponse  # noqa: Y015
 
 @_typing.final
+class ImportUsersRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    USERS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def users(self) -> _containers.RepeatedCompositeFieldContainer[Global___User]:
+        """One chunk: at most 10,000 users."""
+
+    def __init__(
+        self,
+        *,
+        users: _abc.Iterable[Global___User] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["users", b"users"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ImportUsersRequest: _TypeAlias = ImportUsersRequest  # noqa: Y015
+
+@_typing.final
+class ImportUsersResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    IMPORTED_FIELD_NUMBER: _builtins.int
+    imported: _builtins.int
+    """Users created or updated over all chunks."""
+    def __init__(
+        self,
+        *,
+        imported: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["imported", b"imported"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ImportUsersResponse: _TypeAlias = ImportUsersResponse  # noqa: Y015
+
+@_typing.final
 class ListUsersRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     PAGE_SIZE_FIELD_NUMBER: _builtins.int
     PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    FILTER_FIELD_NUMBER: _builtins.int
+    ACTIVE_ONLY_FIELD_NUMBER: _builtins.int
     page_size: _builtins.int
     """At most this many users (default 100, at most 1000)."""
     page_token: _builtins.str
     """`next_page_token` of the previous page."""
+    active_only: _builtins.bool
+    """Leave out inactive users."""
+    @_builtins.property
+    def filter(self) -> Global___UserFilter:
+        """Only users matching this filter (active or not, see `active_only`)."""
+
     def __init__(
         self,
         *,
         page_size: _builtins.int = ...,
         page_token: _builtins.str = ...,
+        filter: Global___UserFilter | None = ...,
+        active_only: _builtins.bool = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["filter", b"filter"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["page_size", b"page_size", "page_token", b"page_token"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["active_only", b"active_only", "filter", b"filter", "page_size", b"page_size", "page_token", b"page_token"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -626,3 +1402,76 @@ class ListUsersResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___ListUsersResponse: _TypeAlias = ListUsersResponse  # noqa: Y015
+
+@_typing.final
+class GetUserRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    USER_ID_FIELD_NUMBER: _builtins.int
+    user_id: _builtins.int
+    def __init__(
+        self,
+        *,
+        user_id: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["user_id", b"user_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetUserRequest: _TypeAlias = GetUserRequest  # noqa: Y015
+
+@_typing.final
+class GetUserResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    USER_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def user(self) -> Global___User: ...
+    def __init__(
+        self,
+        *,
+        user: Global___User | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["user", b"user"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["user", b"user"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetUserResponse: _TypeAlias = GetUserResponse  # noqa: Y015
+
+@_typing.final
+class DeleteUserRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    USER_ID_FIELD_NUMBER: _builtins.int
+    user_id: _builtins.int
+    def __init__(
+        self,
+        *,
+        user_id: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["user_id", b"user_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DeleteUserRequest: _TypeAlias = DeleteUserRequest  # noqa: Y015
+
+@_typing.final
+class DeleteUserResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    def __init__(
+        self,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DeleteUserResponse: _TypeAlias = DeleteUserResponse  # noqa: Y015

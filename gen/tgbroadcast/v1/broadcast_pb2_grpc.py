@@ -46,6 +46,36 @@ class BroadcastServiceStub:
                 request_serializer=tgbroadcast_dot_v1_dot_broadcast__pb2.GetBroadcastRequest.SerializeToString,
                 response_deserializer=tgbroadcast_dot_v1_dot_broadcast__pb2.GetBroadcastResponse.FromString,
                 _registered_method=True)
+        self.ListBroadcasts = channel.unary_unary(
+                '/tgbroadcast.v1.BroadcastService/ListBroadcasts',
+                request_serializer=tgbroadcast_dot_v1_dot_broadcast__pb2.ListBroadcastsRequest.SerializeToString,
+                response_deserializer=tgbroadcast_dot_v1_dot_broadcast__pb2.ListBroadcastsResponse.FromString,
+                _registered_method=True)
+        self.CancelBroadcast = channel.unary_unary(
+                '/tgbroadcast.v1.BroadcastService/CancelBroadcast',
+                request_serializer=tgbroadcast_dot_v1_dot_broadcast__pb2.CancelBroadcastRequest.SerializeToString,
+                response_deserializer=tgbroadcast_dot_v1_dot_broadcast__pb2.CancelBroadcastResponse.FromString,
+                _registered_method=True)
+        self.PauseBroadcast = channel.unary_unary(
+                '/tgbroadcast.v1.BroadcastService/PauseBroadcast',
+                request_serializer=tgbroadcast_dot_v1_dot_broadcast__pb2.PauseBroadcastRequest.SerializeToString,
+                response_deserializer=tgbroadcast_dot_v1_dot_broadcast__pb2.PauseBroadcastResponse.FromString,
+                _registered_method=True)
+        self.ResumeBroadcast = channel.unary_unary(
+                '/tgbroadcast.v1.BroadcastService/ResumeBroadcast',
+                request_serializer=tgbroadcast_dot_v1_dot_broadcast__pb2.ResumeBroadcastRequest.SerializeToString,
+                response_deserializer=tgbroadcast_dot_v1_dot_broadcast__pb2.ResumeBroadcastResponse.FromString,
+                _registered_method=True)
+        self.ListDeliveries = channel.unary_unary(
+                '/tgbroadcast.v1.BroadcastService/ListDeliveries',
+                request_serializer=tgbroadcast_dot_v1_dot_broadcast__pb2.ListDeliveriesRequest.SerializeToString,
+                response_deserializer=tgbroadcast_dot_v1_dot_broadcast__pb2.ListDeliveriesResponse.FromString,
+                _registered_method=True)
+        self.PreviewMessage = channel.unary_unary(
+                '/tgbroadcast.v1.BroadcastService/PreviewMessage',
+                request_serializer=tgbroadcast_dot_v1_dot_broadcast__pb2.PreviewMessageRequest.SerializeToString,
+                response_deserializer=tgbroadcast_dot_v1_dot_broadcast__pb2.PreviewMessageResponse.FromString,
+                _registered_method=True)
         self.WatchBroadcast = channel.unary_stream(
                 '/tgbroadcast.v1.BroadcastService/WatchBroadcast',
                 request_serializer=tgbroadcast_dot_v1_dot_broadcast__pb2.WatchBroadcastRequest.SerializeToString,
@@ -56,10 +86,25 @@ class BroadcastServiceStub:
                 request_serializer=tgbroadcast_dot_v1_dot_broadcast__pb2.UpsertUsersRequest.SerializeToString,
                 response_deserializer=tgbroadcast_dot_v1_dot_broadcast__pb2.UpsertUsersResponse.FromString,
                 _registered_method=True)
+        self.ImportUsers = channel.stream_unary(
+                '/tgbroadcast.v1.BroadcastService/ImportUsers',
+                request_serializer=tgbroadcast_dot_v1_dot_broadcast__pb2.ImportUsersRequest.SerializeToString,
+                response_deserializer=tgbroadcast_dot_v1_dot_broadcast__pb2.ImportUsersResponse.FromString,
+                _registered_method=True)
         self.ListUsers = channel.unary_unary(
                 '/tgbroadcast.v1.BroadcastService/ListUsers',
                 request_serializer=tgbroadcast_dot_v1_dot_broadcast__pb2.ListUsersRequest.SerializeToString,
                 response_deserializer=tgbroadcast_dot_v1_dot_broadcast__pb2.ListUsersResponse.FromString,
+                _registered_method=True)
+        self.GetUser = channel.unary_unary(
+                '/tgbroadcast.v1.BroadcastService/GetUser',
+                request_serializer=tgbroadcast_dot_v1_dot_broadcast__pb2.GetUserRequest.SerializeToString,
+                response_deserializer=tgbroadcast_dot_v1_dot_broadcast__pb2.GetUserResponse.FromString,
+                _registered_method=True)
+        self.DeleteUser = channel.unary_unary(
+                '/tgbroadcast.v1.BroadcastService/DeleteUser',
+                request_serializer=tgbroadcast_dot_v1_dot_broadcast__pb2.DeleteUserRequest.SerializeToString,
+                response_deserializer=tgbroadcast_dot_v1_dot_broadcast__pb2.DeleteUserResponse.FromString,
                 _registered_method=True)
 
 
@@ -83,6 +128,55 @@ class BroadcastServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ListBroadcasts(self, request, context):
+        """ListBroadcasts pages through the broadcasts, newest first.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def CancelBroadcast(self, request, context):
+        """CancelBroadcast stops a scheduled, queued, running or paused broadcast
+        for good: no recipient is sent to after it returns, except sends already
+        in flight (at most `worker.concurrency` per worker). Recipients never
+        attempted stay PENDING.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def PauseBroadcast(self, request, context):
+        """PauseBroadcast holds a queued or running broadcast: workers stop taking
+        its recipients within a second.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ResumeBroadcast(self, request, context):
+        """ResumeBroadcast continues a paused broadcast where it stopped; nobody is
+        sent to twice.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListDeliveries(self, request, context):
+        """ListDeliveries pages through a broadcast's recipients and their
+        outcomes, ordered by user id.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def PreviewMessage(self, request, context):
+        """PreviewMessage renders a message for one user, as SendMessage would send
+        it, without sending anything.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def WatchBroadcast(self, request, context):
         """WatchBroadcast streams every recipient's final outcome, exactly once
         each: first the outcomes already known, then live ones as they happen.
@@ -100,8 +194,30 @@ class BroadcastServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ImportUsers(self, request_iterator, context):
+        """ImportUsers upserts users streamed in chunks (for millions of users);
+        each chunk is committed as it arrives.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def ListUsers(self, request, context):
         """ListUsers pages through the users, ordered by id.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetUser(self, request, context):
+        """GetUser returns one user.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DeleteUser(self, request, context):
+        """DeleteUser forgets a user; past deliveries to it are kept.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -120,6 +236,36 @@ def add_BroadcastServiceServicer_to_server(servicer, server):
                     request_deserializer=tgbroadcast_dot_v1_dot_broadcast__pb2.GetBroadcastRequest.FromString,
                     response_serializer=tgbroadcast_dot_v1_dot_broadcast__pb2.GetBroadcastResponse.SerializeToString,
             ),
+            'ListBroadcasts': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListBroadcasts,
+                    request_deserializer=tgbroadcast_dot_v1_dot_broadcast__pb2.ListBroadcastsRequest.FromString,
+                    response_serializer=tgbroadcast_dot_v1_dot_broadcast__pb2.ListBroadcastsResponse.SerializeToString,
+            ),
+            'CancelBroadcast': grpc.unary_unary_rpc_method_handler(
+                    servicer.CancelBroadcast,
+                    request_deserializer=tgbroadcast_dot_v1_dot_broadcast__pb2.CancelBroadcastRequest.FromString,
+                    response_serializer=tgbroadcast_dot_v1_dot_broadcast__pb2.CancelBroadcastResponse.SerializeToString,
+            ),
+            'PauseBroadcast': grpc.unary_unary_rpc_method_handler(
+                    servicer.PauseBroadcast,
+                    request_deserializer=tgbroadcast_dot_v1_dot_broadcast__pb2.PauseBroadcastRequest.FromString,
+                    response_serializer=tgbroadcast_dot_v1_dot_broadcast__pb2.PauseBroadcastResponse.SerializeToString,
+            ),
+            'ResumeBroadcast': grpc.unary_unary_rpc_method_handler(
+                    servicer.ResumeBroadcast,
+                    request_deserializer=tgbroadcast_dot_v1_dot_broadcast__pb2.ResumeBroadcastRequest.FromString,
+                    response_serializer=tgbroadcast_dot_v1_dot_broadcast__pb2.ResumeBroadcastResponse.SerializeToString,
+            ),
+            'ListDeliveries': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListDeliveries,
+                    request_deserializer=tgbroadcast_dot_v1_dot_broadcast__pb2.ListDeliveriesRequest.FromString,
+                    response_serializer=tgbroadcast_dot_v1_dot_broadcast__pb2.ListDeliveriesResponse.SerializeToString,
+            ),
+            'PreviewMessage': grpc.unary_unary_rpc_method_handler(
+                    servicer.PreviewMessage,
+                    request_deserializer=tgbroadcast_dot_v1_dot_broadcast__pb2.PreviewMessageRequest.FromString,
+                    response_serializer=tgbroadcast_dot_v1_dot_broadcast__pb2.PreviewMessageResponse.SerializeToString,
+            ),
             'WatchBroadcast': grpc.unary_stream_rpc_method_handler(
                     servicer.WatchBroadcast,
                     request_deserializer=tgbroadcast_dot_v1_dot_broadcast__pb2.WatchBroadcastRequest.FromString,
@@ -130,10 +276,25 @@ def add_BroadcastServiceServicer_to_server(servicer, server):
                     request_deserializer=tgbroadcast_dot_v1_dot_broadcast__pb2.UpsertUsersRequest.FromString,
                     response_serializer=tgbroadcast_dot_v1_dot_broadcast__pb2.UpsertUsersResponse.SerializeToString,
             ),
+            'ImportUsers': grpc.stream_unary_rpc_method_handler(
+                    servicer.ImportUsers,
+                    request_deserializer=tgbroadcast_dot_v1_dot_broadcast__pb2.ImportUsersRequest.FromString,
+                    response_serializer=tgbroadcast_dot_v1_dot_broadcast__pb2.ImportUsersResponse.SerializeToString,
+            ),
             'ListUsers': grpc.unary_unary_rpc_method_handler(
                     servicer.ListUsers,
                     request_deserializer=tgbroadcast_dot_v1_dot_broadcast__pb2.ListUsersRequest.FromString,
                     response_serializer=tgbroadcast_dot_v1_dot_broadcast__pb2.ListUsersResponse.SerializeToString,
+            ),
+            'GetUser': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetUser,
+                    request_deserializer=tgbroadcast_dot_v1_dot_broadcast__pb2.GetUserRequest.FromString,
+                    response_serializer=tgbroadcast_dot_v1_dot_broadcast__pb2.GetUserResponse.SerializeToString,
+            ),
+            'DeleteUser': grpc.unary_unary_rpc_method_handler(
+                    servicer.DeleteUser,
+                    request_deserializer=tgbroadcast_dot_v1_dot_broadcast__pb2.DeleteUserRequest.FromString,
+                    response_serializer=tgbroadcast_dot_v1_dot_broadcast__pb2.DeleteUserResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -203,6 +364,168 @@ class BroadcastService:
             _registered_method=True)
 
     @staticmethod
+    def ListBroadcasts(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/tgbroadcast.v1.BroadcastService/ListBroadcasts',
+            tgbroadcast_dot_v1_dot_broadcast__pb2.ListBroadcastsRequest.SerializeToString,
+            tgbroadcast_dot_v1_dot_broadcast__pb2.ListBroadcastsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CancelBroadcast(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/tgbroadcast.v1.BroadcastService/CancelBroadcast',
+            tgbroadcast_dot_v1_dot_broadcast__pb2.CancelBroadcastRequest.SerializeToString,
+            tgbroadcast_dot_v1_dot_broadcast__pb2.CancelBroadcastResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def PauseBroadcast(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/tgbroadcast.v1.BroadcastService/PauseBroadcast',
+            tgbroadcast_dot_v1_dot_broadcast__pb2.PauseBroadcastRequest.SerializeToString,
+            tgbroadcast_dot_v1_dot_broadcast__pb2.PauseBroadcastResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ResumeBroadcast(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/tgbroadcast.v1.BroadcastService/ResumeBroadcast',
+            tgbroadcast_dot_v1_dot_broadcast__pb2.ResumeBroadcastRequest.SerializeToString,
+            tgbroadcast_dot_v1_dot_broadcast__pb2.ResumeBroadcastResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListDeliveries(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/tgbroadcast.v1.BroadcastService/ListDeliveries',
+            tgbroadcast_dot_v1_dot_broadcast__pb2.ListDeliveriesRequest.SerializeToString,
+            tgbroadcast_dot_v1_dot_broadcast__pb2.ListDeliveriesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def PreviewMessage(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/tgbroadcast.v1.BroadcastService/PreviewMessage',
+            tgbroadcast_dot_v1_dot_broadcast__pb2.PreviewMessageRequest.SerializeToString,
+            tgbroadcast_dot_v1_dot_broadcast__pb2.PreviewMessageResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
     def WatchBroadcast(request,
             target,
             options=(),
@@ -257,6 +580,33 @@ class BroadcastService:
             _registered_method=True)
 
     @staticmethod
+    def ImportUsers(request_iterator,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.stream_unary(
+            request_iterator,
+            target,
+            '/tgbroadcast.v1.BroadcastService/ImportUsers',
+            tgbroadcast_dot_v1_dot_broadcast__pb2.ImportUsersRequest.SerializeToString,
+            tgbroadcast_dot_v1_dot_broadcast__pb2.ImportUsersResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
     def ListUsers(request,
             target,
             options=(),
@@ -273,6 +623,60 @@ class BroadcastService:
             '/tgbroadcast.v1.BroadcastService/ListUsers',
             tgbroadcast_dot_v1_dot_broadcast__pb2.ListUsersRequest.SerializeToString,
             tgbroadcast_dot_v1_dot_broadcast__pb2.ListUsersResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetUser(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/tgbroadcast.v1.BroadcastService/GetUser',
+            tgbroadcast_dot_v1_dot_broadcast__pb2.GetUserRequest.SerializeToString,
+            tgbroadcast_dot_v1_dot_broadcast__pb2.GetUserResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DeleteUser(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/tgbroadcast.v1.BroadcastService/DeleteUser',
+            tgbroadcast_dot_v1_dot_broadcast__pb2.DeleteUserRequest.SerializeToString,
+            tgbroadcast_dot_v1_dot_broadcast__pb2.DeleteUserResponse.FromString,
             options,
             channel_credentials,
             insecure,

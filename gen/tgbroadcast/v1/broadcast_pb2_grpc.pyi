@@ -6,7 +6,10 @@ The Telegram Broadcast Service API.
 Every call needs the API token in the `authorization` metadata:
 `authorization: Bearer <api_token>`. Invalid input is answered with
 INVALID_ARGUMENT carrying a `google.rpc.BadRequest` detail that names
-every offending field; unknown ids with NOT_FOUND.
+every offending field; unknown ids with NOT_FOUND; a lifecycle move the
+broadcast's current state does not allow with FAILED_PRECONDITION naming
+that state; an idempotency key reused with a different request with
+ALREADY_EXISTS.
 """
 
 from collections import abc as _abc
@@ -47,6 +50,30 @@ class BroadcastServiceStub:
     """
     GetBroadcast: _grpc.UnaryUnaryMultiCallable[_broadcast_pb2.GetBroadcastRequest, _broadcast_pb2.GetBroadcastResponse]
     """GetBroadcast returns a broadcast's state and counters."""
+    ListBroadcasts: _grpc.UnaryUnaryMultiCallable[_broadcast_pb2.ListBroadcastsRequest, _broadcast_pb2.ListBroadcastsResponse]
+    """ListBroadcasts pages through the broadcasts, newest first."""
+    CancelBroadcast: _grpc.UnaryUnaryMultiCallable[_broadcast_pb2.CancelBroadcastRequest, _broadcast_pb2.CancelBroadcastResponse]
+    """CancelBroadcast stops a scheduled, queued, running or paused broadcast
+    for good: no recipient is sent to after it returns, except sends already
+    in flight (at most `worker.concurrency` per worker). Recipients never
+    attempted stay PENDING.
+    """
+    PauseBroadcast: _grpc.UnaryUnaryMultiCallable[_broadcast_pb2.PauseBroadcastRequest, _broadcast_pb2.PauseBroadcastResponse]
+    """PauseBroadcast holds a queued or running broadcast: workers stop taking
+    its recipients within a second.
+    """
+    ResumeBroadcast: _grpc.UnaryUnaryMultiCallable[_broadcast_pb2.ResumeBroadcastRequest, _broadcast_pb2.ResumeBroadcastResponse]
+    """ResumeBroadcast continues a paused broadcast where it stopped; nobody is
+    sent to twice.
+    """
+    ListDeliveries: _grpc.UnaryUnaryMultiCallable[_broadcast_pb2.ListDeliveriesRequest, _broadcast_pb2.ListDeliveriesResponse]
+    """ListDeliveries pages through a broadcast's recipients and their
+    outcomes, ordered by user id.
+    """
+    PreviewMessage: _grpc.UnaryUnaryMultiCallable[_broadcast_pb2.PreviewMessageRequest, _broadcast_pb2.PreviewMessageResponse]
+    """PreviewMessage renders a message for one user, as SendMessage would send
+    it, without sending anything.
+    """
     WatchBroadcast: _grpc.UnaryStreamMultiCallable[_broadcast_pb2.WatchBroadcastRequest, _broadcast_pb2.WatchBroadcastResponse]
     """WatchBroadcast streams every recipient's final outcome, exactly once
     each: first the outcomes already known, then live ones as they happen.
@@ -55,8 +82,16 @@ class BroadcastServiceStub:
     """
     UpsertUsers: _grpc.UnaryUnaryMultiCallable[_broadcast_pb2.UpsertUsersRequest, _broadcast_pb2.UpsertUsersResponse]
     """UpsertUsers creates or updates users by Telegram user id."""
+    ImportUsers: _grpc.StreamUnaryMultiCallable[_broadcast_pb2.ImportUsersRequest, _broadcast_pb2.ImportUsersResponse]
+    """ImportUsers upserts users streamed in chunks (for millions of users);
+    each chunk is committed as it arrives.
+    """
     ListUsers: _grpc.UnaryUnaryMultiCallable[_broadcast_pb2.ListUsersRequest, _broadcast_pb2.ListUsersResponse]
     """ListUsers pages through the users, ordered by id."""
+    GetUser: _grpc.UnaryUnaryMultiCallable[_broadcast_pb2.GetUserRequest, _broadcast_pb2.GetUserResponse]
+    """GetUser returns one user."""
+    DeleteUser: _grpc.UnaryUnaryMultiCallable[_broadcast_pb2.DeleteUserRequest, _broadcast_pb2.DeleteUserResponse]
+    """DeleteUser forgets a user; past deliveries to it are kept."""
 
 @_typing.type_check_only
 class BroadcastServiceAsyncStub(BroadcastServiceStub):
@@ -71,6 +106,30 @@ class BroadcastServiceAsyncStub(BroadcastServiceStub):
     """
     GetBroadcast: _aio.UnaryUnaryMultiCallable[_broadcast_pb2.GetBroadcastRequest, _broadcast_pb2.GetBroadcastResponse]  # type: ignore[assignment]
     """GetBroadcast returns a broadcast's state and counters."""
+    ListBroadcasts: _aio.UnaryUnaryMultiCallable[_broadcast_pb2.ListBroadcastsRequest, _broadcast_pb2.ListBroadcastsResponse]  # type: ignore[assignment]
+    """ListBroadcasts pages through the broadcasts, newest first."""
+    CancelBroadcast: _aio.UnaryUnaryMultiCallable[_broadcast_pb2.CancelBroadcastRequest, _broadcast_pb2.CancelBroadcastResponse]  # type: ignore[assignment]
+    """CancelBroadcast stops a scheduled, queued, running or paused broadcast
+    for good: no recipient is sent to after it returns, except sends already
+    in flight (at most `worker.concurrency` per worker). Recipients never
+    attempted stay PENDING.
+    """
+    PauseBroadcast: _aio.UnaryUnaryMultiCallable[_broadcast_pb2.PauseBroadcastRequest, _broadcast_pb2.PauseBroadcastResponse]  # type: ignore[assignment]
+    """PauseBroadcast holds a queued or running broadcast: workers stop taking
+    its recipients within a second.
+    """
+    ResumeBroadcast: _aio.UnaryUnaryMultiCallable[_broadcast_pb2.ResumeBroadcastRequest, _broadcast_pb2.ResumeBroadcastResponse]  # type: ignore[assignment]
+    """ResumeBroadcast continues a paused broadcast where it stopped; nobody is
+    sent to twice.
+    """
+    ListDeliveries: _aio.UnaryUnaryMultiCallable[_broadcast_pb2.ListDeliveriesRequest, _broadcast_pb2.ListDeliveriesResponse]  # type: ignore[assignment]
+    """ListDeliveries pages through a broadcast's recipients and their
+    outcomes, ordered by user id.
+    """
+    PreviewMessage: _aio.UnaryUnaryMultiCallable[_broadcast_pb2.PreviewMessageRequest, _broadcast_pb2.PreviewMessageResponse]  # type: ignore[assignment]
+    """PreviewMessage renders a message for one user, as SendMessage would send
+    it, without sending anything.
+    """
     WatchBroadcast: _aio.UnaryStreamMultiCallable[_broadcast_pb2.WatchBroadcastRequest, _broadcast_pb2.WatchBroadcastResponse]  # type: ignore[assignment]
     """WatchBroadcast streams every recipient's final outcome, exactly once
     each: first the outcomes already known, then live ones as they happen.
@@ -79,8 +138,16 @@ class BroadcastServiceAsyncStub(BroadcastServiceStub):
     """
     UpsertUsers: _aio.UnaryUnaryMultiCallable[_broadcast_pb2.UpsertUsersRequest, _broadcast_pb2.UpsertUsersResponse]  # type: ignore[assignment]
     """UpsertUsers creates or updates users by Telegram user id."""
+    ImportUsers: _aio.StreamUnaryMultiCallable[_broadcast_pb2.ImportUsersRequest, _broadcast_pb2.ImportUsersResponse]  # type: ignore[assignment]
+    """ImportUsers upserts users streamed in chunks (for millions of users);
+    each chunk is committed as it arrives.
+    """
     ListUsers: _aio.UnaryUnaryMultiCallable[_broadcast_pb2.ListUsersRequest, _broadcast_pb2.ListUsersResponse]  # type: ignore[assignment]
     """ListUsers pages through the users, ordered by id."""
+    GetUser: _aio.UnaryUnaryMultiCallable[_broadcast_pb2.GetUserRequest, _broadcast_pb2.GetUserResponse]  # type: ignore[assignment]
+    """GetUser returns one user."""
+    DeleteUser: _aio.UnaryUnaryMultiCallable[_broadcast_pb2.DeleteUserRequest, _broadcast_pb2.DeleteUserResponse]  # type: ignore[assignment]
+    """DeleteUser forgets a user; past deliveries to it are kept."""
 
 class BroadcastServiceServicer(metaclass=_abc_1.ABCMeta):
     """BroadcastService creates broadcasts, reports on them and manages the bot's
@@ -106,6 +173,66 @@ class BroadcastServiceServicer(metaclass=_abc_1.ABCMeta):
         """GetBroadcast returns a broadcast's state and counters."""
 
     @_abc_1.abstractmethod
+    def ListBroadcasts(
+        self,
+        request: _broadcast_pb2.ListBroadcastsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_broadcast_pb2.ListBroadcastsResponse, _abc.Awaitable[_broadcast_pb2.ListBroadcastsResponse]]:
+        """ListBroadcasts pages through the broadcasts, newest first."""
+
+    @_abc_1.abstractmethod
+    def CancelBroadcast(
+        self,
+        request: _broadcast_pb2.CancelBroadcastRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_broadcast_pb2.CancelBroadcastResponse, _abc.Awaitable[_broadcast_pb2.CancelBroadcastResponse]]:
+        """CancelBroadcast stops a scheduled, queued, running or paused broadcast
+        for good: no recipient is sent to after it returns, except sends already
+        in flight (at most `worker.concurrency` per worker). Recipients never
+        attempted stay PENDING.
+        """
+
+    @_abc_1.abstractmethod
+    def PauseBroadcast(
+        self,
+        request: _broadcast_pb2.PauseBroadcastRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_broadcast_pb2.PauseBroadcastResponse, _abc.Awaitable[_broadcast_pb2.PauseBroadcastResponse]]:
+        """PauseBroadcast holds a queued or running broadcast: workers stop taking
+        its recipients within a second.
+        """
+
+    @_abc_1.abstractmethod
+    def ResumeBroadcast(
+        self,
+        request: _broadcast_pb2.ResumeBroadcastRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_broadcast_pb2.ResumeBroadcastResponse, _abc.Awaitable[_broadcast_pb2.ResumeBroadcastResponse]]:
+        """ResumeBroadcast continues a paused broadcast where it stopped; nobody is
+        sent to twice.
+        """
+
+    @_abc_1.abstractmethod
+    def ListDeliveries(
+        self,
+        request: _broadcast_pb2.ListDeliveriesRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_broadcast_pb2.ListDeliveriesResponse, _abc.Awaitable[_broadcast_pb2.ListDeliveriesResponse]]:
+        """ListDeliveries pages through a broadcast's recipients and their
+        outcomes, ordered by user id.
+        """
+
+    @_abc_1.abstractmethod
+    def PreviewMessage(
+        self,
+        request: _broadcast_pb2.PreviewMessageRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_broadcast_pb2.PreviewMessageResponse, _abc.Awaitable[_broadcast_pb2.PreviewMessageResponse]]:
+        """PreviewMessage renders a message for one user, as SendMessage would send
+        it, without sending anything.
+        """
+
+    @_abc_1.abstractmethod
     def WatchBroadcast(
         self,
         request: _broadcast_pb2.WatchBroadcastRequest,
@@ -126,11 +253,37 @@ class BroadcastServiceServicer(metaclass=_abc_1.ABCMeta):
         """UpsertUsers creates or updates users by Telegram user id."""
 
     @_abc_1.abstractmethod
+    def ImportUsers(
+        self,
+        request_iterator: _MaybeAsyncIterator[_broadcast_pb2.ImportUsersRequest],
+        context: _ServicerContext,
+    ) -> _typing.Union[_broadcast_pb2.ImportUsersResponse, _abc.Awaitable[_broadcast_pb2.ImportUsersResponse]]:
+        """ImportUsers upserts users streamed in chunks (for millions of users);
+        each chunk is committed as it arrives.
+        """
+
+    @_abc_1.abstractmethod
     def ListUsers(
         self,
         request: _broadcast_pb2.ListUsersRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_broadcast_pb2.ListUsersResponse, _abc.Awaitable[_broadcast_pb2.ListUsersResponse]]:
         """ListUsers pages through the users, ordered by id."""
+
+    @_abc_1.abstractmethod
+    def GetUser(
+        self,
+        request: _broadcast_pb2.GetUserRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_broadcast_pb2.GetUserResponse, _abc.Awaitable[_broadcast_pb2.GetUserResponse]]:
+        """GetUser returns one user."""
+
+    @_abc_1.abstractmethod
+    def DeleteUser(
+        self,
+        request: _broadcast_pb2.DeleteUserRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_broadcast_pb2.DeleteUserResponse, _abc.Awaitable[_broadcast_pb2.DeleteUserResponse]]:
+        """DeleteUser forgets a user; past deliveries to it are kept."""
 
 def add_BroadcastServiceServicer_to_server(servicer: BroadcastServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
