@@ -64,6 +64,24 @@ class ServerSettings:
     api_tokens: tuple[str, ...] = field(repr=False)
     max_user_ids: int
     max_body_bytes: int
+    sse_heartbeat: float = 15.0
+    """Seconds between ``: heartbeat`` comments on an idle Server-Sent Events stream."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class WebhookSettings:
+    """The completion webhook (see :mod:`broadcasting.webhooks`)."""
+
+    secret: str = field(repr=False)
+    """HMAC-SHA256 key of ``X-Tgbroadcast-Signature``; empty: ``callback_url`` is refused."""
+    max_attempts: int = 8
+    timeout: float = 10.0
+    """Seconds one POST may take."""
+    backoff_base: float = 1.0
+    """Seconds; retry n waits a random time up to ``min(backoff_cap, backoff_base * 2**n)``."""
+    backoff_cap: float = 300.0
+    poll_interval: float = 1.0
+    """Seconds between looks for finished broadcasts whose webhook is due."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -86,6 +104,7 @@ class Settings:
     nats: NatsSettings
     server: ServerSettings
     worker: WorkerSettings
+    webhook: WebhookSettings = field(default_factory=lambda: WebhookSettings(secret=""))
 
     @property
     def nats_url_file(self) -> Path:
@@ -121,6 +140,7 @@ DEFAULTS: dict[str, dict[str, Any]] = {
         "api_token": "",
         "max_user_ids": 1_000_000,
         "max_body_bytes": 64 * 1024 * 1024,
+        "sse_heartbeat": 15,
     },
     "worker": {
         "concurrency": 32,
@@ -129,6 +149,14 @@ DEFAULTS: dict[str, dict[str, Any]] = {
         "backoff_base": 0.5,
         "backoff_cap": 30,
         "metrics_port": 0,
+    },
+    "webhook": {
+        "secret": "",
+        "max_attempts": 8,
+        "timeout": 10,
+        "backoff_base": 1,
+        "backoff_cap": 300,
+        "poll_interval": 1,
     },
 }
 
@@ -235,6 +263,7 @@ def _build(values: dict[str, dict[str, Any]], base: Path) -> Settings:
             api_tokens=_api_tokens(server["api_token"]),
             max_user_ids=_integer(server["max_user_ids"], "server.max_user_ids", low=1),
             max_body_bytes=_integer(server["max_body_bytes"], "server.max_body_bytes", low=1024),
+            sse_heartbeat=_number(server["sse_heartbeat"], "server.sse_heartbeat", low=0.01),
         ),
         worker=WorkerSettings(
             concurrency=_integer(worker["concurrency"], "worker.concurrency", low=1, high=10_000),
@@ -246,6 +275,22 @@ def _build(values: dict[str, dict[str, Any]], base: Path) -> Settings:
             backoff_cap=_number(worker["backoff_cap"], "worker.backoff_cap", low=0.001),
             metrics_port=_integer(worker["metrics_port"], "worker.metrics_port", low=0, high=65535),
         ),
+        webhook=_webhook(values["webhook"]),
+    )
+
+
+def _webhook(section: Mapping[str, Any]) -> WebhookSettings:
+    secret = "" if section["secret"] is None else str(section["secret"]).strip()
+    if secret and len(secret) < 16:
+        # Never echo the value.
+        raise ConfigError("webhook.secret", "must be at least 16 characters")
+    return WebhookSettings(
+        secret=secret,
+        max_attempts=_integer(section["max_attempts"], "webhook.max_attempts", low=1, high=100),
+        timeout=_number(section["timeout"], "webhook.timeout", low=0.01),
+        backoff_base=_number(section["backoff_base"], "webhook.backoff_base", low=0.001),
+        backoff_cap=_number(section["backoff_cap"], "webhook.backoff_cap", low=0.001),
+        poll_interval=_number(section["poll_interval"], "webhook.poll_interval", low=0.01),
     )
 
 

@@ -15,6 +15,12 @@ Guarantees:
   other server, or the same one restarted, finishes its fan-out). A second dispatch can
   publish a recipient twice; workers skip recipients already final in SQL, so that costs a
   little work and never a second message.
+* Only ``queued`` and ``running`` broadcasts are published: scheduled ones wait for the
+  :mod:`~broadcasting.scheduler`, paused ones for their resume, final ones never. A resumed
+  broadcast's pending recipients are published as a new generation of jobs (distinct
+  ``Nats-Msg-Id``s), no sooner than ``resume_grace`` seconds after the resume (see
+  :mod:`broadcasting.lifecycle`); ``dispatched`` is set only if no other resume came in
+  between, else the newer generation is published too.
 """
 
 from __future__ import annotations
@@ -26,6 +32,8 @@ from contextlib import AbstractAsyncContextManager
 from datetime import UTC, datetime, timedelta
 from types import TracebackType
 
+from broadcasting import lifecycle
+from broadcasting.errors import NotFound
 from broadcasting.queue import Job, Queue
 from broadcasting.store import Store
 
@@ -47,6 +55,7 @@ class Dispatcher(AbstractAsyncContextManager["Dispatcher"]):
         max_retry_delay: float = 30.0,
         sweep_interval: float = 15.0,
         stale_after: float = 60.0,
+        resume_grace: float = lifecycle.RESUME_GRACE,
     ) -> None:
         self._store = store
         self._queue = queue
@@ -55,8 +64,10 @@ class Dispatcher(AbstractAsyncContextManager["Dispatcher"]):
         self._max_retry_delay = max_retry_delay
         self._sweep_interval = sweep_interval
         self._stale_after = stale_after
+        self._resume_grace = resume_grace
         self._todo: asyncio.Queue[int] = asyncio.Queue()
         self._queued: set[int] = set()
+        self._again: set[int] = set()
         self._task: asyncio.Task[None] | None = None
         self._sweeper: asyncio.Task[None] | None = None
         self._idle = asyncio.Event()
@@ -84,8 +95,10 @@ class Dispatcher(AbstractAsyncContextManager["Dispatcher"]):
         self._task = self._sweeper = None
 
     def dispatch(self, broadcast_id: int) -> None:
-        """Queue a stored broadcast for publishing; returns at once."""
+        """Queue a stored broadcast for publishing; returns at once. A broadcast being
+        published right now is published once more afterwards (it may have been resumed)."""
         if broadcast_id in self._queued:
+            self._again.add(broadcast_id)
             return
         self._queued.add(broadcast_id)
         self._idle.clear()
@@ -112,6 +125,10 @@ class Dispatcher(AbstractAsyncContextManager["Dispatcher"]):
                     )
                     await asyncio.sleep(random.uniform(0, delay))
                     delay = min(delay * 2, self._max_retry_delay)
+            if broadcast_id in self._again:
+                self._again.discard(broadcast_id)
+                self._todo.put_nowait(broadcast_id)
+                continue
             self._queued.discard(broadcast_id)
             if self._todo.empty():
                 self._idle.set()
@@ -134,15 +151,45 @@ class Dispatcher(AbstractAsyncContextManager["Dispatcher"]):
                     self.dispatch(broadcast_id)
 
     async def _publish(self, broadcast_id: int) -> None:
-        jobs: list[Job] = []
-        count = 0
-        async for user_ids in self._store.job_batches(broadcast_id, batch_size=self._batch_size):
-            jobs.append(Job(broadcast_id=broadcast_id, user_ids=user_ids))
-            count += len(user_ids)
-            if len(jobs) >= JOBS_PER_PUBLISH:
+        while True:
+            try:
+                broadcast = await self._store.get_broadcast(broadcast_id)
+            except NotFound:
+                logger.error(
+                    "not dispatching an unknown broadcast", extra={"broadcast_id": broadcast_id}
+                )
+                return
+            if broadcast.status not in lifecycle.SENDABLE:
+                # Scheduled ones start with the scheduler, paused ones on resume; final: never.
+                logger.info(
+                    "not dispatching a broadcast that is not sendable",
+                    extra={"broadcast_id": broadcast_id, "status": broadcast.status.value},
+                )
+                return
+            if broadcast.resumed_at is not None:
+                fence = broadcast.resumed_at + timedelta(seconds=self._resume_grace)
+                wait = (fence - datetime.now(UTC)).total_seconds()
+                if wait > 0:  # the old generation's sends are still stopping
+                    await asyncio.sleep(wait)
+                    continue  # paused or resumed again meanwhile? read it again
+            generation = lifecycle.generation(broadcast.resumed_at)
+            jobs: list[Job] = []
+            count = 0
+            batches = self._store.job_batches(broadcast_id, batch_size=self._batch_size)
+            async for user_ids in batches:
+                jobs.append(
+                    Job(broadcast_id=broadcast_id, user_ids=user_ids, generation=generation)
+                )
+                count += len(user_ids)
+                if len(jobs) >= JOBS_PER_PUBLISH:
+                    await self._queue.publish_jobs(jobs)
+                    jobs = []
+            if jobs:
                 await self._queue.publish_jobs(jobs)
-                jobs = []
-        if jobs:
-            await self._queue.publish_jobs(jobs)
-        await self._store.mark_dispatched(broadcast_id)
-        logger.info("broadcast dispatched", extra={"broadcast_id": broadcast_id, "queued": count})
+            if await self._store.mark_generation_dispatched(broadcast_id, broadcast.resumed_at):
+                logger.info(
+                    "broadcast dispatched",
+                    extra={"broadcast_id": broadcast_id, "queued": count, "generation": generation},
+                )
+                return
+            # Resumed while this generation was published: publish the new one.

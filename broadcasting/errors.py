@@ -8,7 +8,12 @@
     ├── QueueError               a NATS operation failed (publish not acknowledged, JetStream down)
     ├── ApiError                 answered to an API caller (gRPC status / HTTP problem)
     │   ├── InvalidArgument      INVALID_ARGUMENT / 400, with one violation per bad field
+    │   │   └── ImportRefused    a bad ImportUsers chunk; ``imported`` users before it stay
     │   ├── NotFound             NOT_FOUND / 404
+    │   ├── FailedPrecondition   FAILED_PRECONDITION / 409: the broadcast's state (``state``)
+    │   │                        does not allow the move (see ``broadcasting.lifecycle``)
+    │   ├── AlreadyExists        ALREADY_EXISTS / 409: an idempotency key reused with another
+    │   │                        request
     │   └── Unauthenticated      UNAUTHENTICATED / 401
     └── TelegramError            one Bot API call failed; mapped once from aiogram
         ├── RateLimited          429: wait ``retry_after`` seconds, then retry (not an attempt)
@@ -79,8 +84,31 @@ class InvalidArgument(ApiError):
         return cls([FieldViolation(field, description)])
 
 
+class ImportRefused(InvalidArgument):
+    """An ImportUsers chunk was invalid: it and every later one were not written, while the
+    ``imported`` users of the chunks before it are committed."""
+
+    def __init__(self, violations: Iterable[FieldViolation], *, imported: int) -> None:
+        super().__init__(violations)
+        self.imported = imported
+        self.args = (f"{self.args[0]} (the {imported} users before it were imported)",)
+
+
 class NotFound(ApiError):
     """The named resource does not exist."""
+
+
+class FailedPrecondition(ApiError):
+    """The resource's state does not allow the operation; ``state`` names that state."""
+
+    def __init__(self, message: str, *, state: str) -> None:
+        super().__init__(message)
+        self.state = state
+
+
+class AlreadyExists(ApiError):
+    """The request collides with an existing resource (an idempotency key reused with a
+    different request); nothing was written."""
 
 
 class Unauthenticated(ApiError):

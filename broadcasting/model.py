@@ -28,6 +28,8 @@ import enum
 from dataclasses import dataclass
 from datetime import datetime
 
+from broadcasting.content import DEFAULT_OPTIONS, ContentOptions
+
 TEXT_LIMIT = 4096
 """Telegram's limit for message text, in characters after entities parsing."""
 
@@ -47,15 +49,29 @@ class MediaType(enum.StrEnum):
     VOICE = "voice"
     VIDEO_NOTE = "video_note"
     STICKER = "sticker"
+    ALBUM = "album"
+    """sendMediaGroup of ``options.album``; captions are per item."""
+    COPY = "copy"
+    """copyMessage of ``options.source``; ``message``, if any, is the new caption."""
+    FORWARD = "forward"
+    """forwardMessage of ``options.source``."""
 
     @property
     def has_media(self) -> bool:
-        return self is not MediaType.TEXT
+        """Whether the message is one media file, given by ``media_url`` or an upload."""
+        return self not in (MediaType.TEXT, MediaType.ALBUM, MediaType.COPY, MediaType.FORWARD)
 
     @property
     def takes_caption(self) -> bool:
-        """Whether ``message`` is sent as a caption (text and captionless media: no)."""
-        return self not in (MediaType.TEXT, MediaType.VIDEO_NOTE, MediaType.STICKER)
+        """Whether ``message`` is sent as a caption (text, captionless media, albums and
+        forwards: no)."""
+        return self not in (
+            MediaType.TEXT,
+            MediaType.VIDEO_NOTE,
+            MediaType.STICKER,
+            MediaType.ALBUM,
+            MediaType.FORWARD,
+        )
 
 
 class BroadcastStatus(enum.StrEnum):
@@ -123,18 +139,29 @@ class Content:
     media_filename: str | None = None
     allow_paid_broadcast: bool = False
     """Telegram's paid broadcasts: up to 1000 messages per second, 0.1 Star each over 30."""
+    options: ContentOptions = DEFAULT_OPTIONS
+    """Formatting, keyboard, flags, album items, copied message (:mod:`broadcasting.content`)."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class NewBroadcast:
     """A validated request for a broadcast.
 
-    Exactly one audience: ``user_ids`` (distinct, in request order) or ``all_users``.
+    Exactly one audience: ``user_ids`` (distinct, in request order), ``all_users`` or
+    ``filter``.
     """
 
     content: Content
     user_ids: tuple[int, ...] = ()
     all_users: bool = False
+    filter: UserFilter | None = None
+    """Instead of ``user_ids``/``all_users``: the active users matching this filter."""
+    callback_url: str | None = None
+    """Where a signed summary is POSTed when the broadcast ends (see ``broadcasting.webhooks``)."""
+    send_at: datetime | None = None
+    """Start at this time (``SCHEDULED`` until then); ``None`` or a past time: now."""
+    idempotency_key: str | None = None
+    """The caller's key: a repeat with the same key and request returns this broadcast."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -152,6 +179,15 @@ class Broadcast:
     created_at: datetime
     finished_at: datetime | None = None
     error: str | None = None
+    callback_url: str | None = None
+    send_at: datetime | None = None
+    """When a ``SCHEDULED`` broadcast starts (kept after it started)."""
+    started_at: datetime | None = None
+    """When the first recipient's outcome was recorded."""
+    idempotency_key: str | None = None
+    resumed_at: datetime | None = None
+    """The last ResumeBroadcast: it names the current generation of jobs (see
+    :mod:`broadcasting.lifecycle`)."""
 
     @property
     def pending(self) -> int:
@@ -171,6 +207,21 @@ class DeliveryResult:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class Delivery:
+    """One recipient of a broadcast as a report shows it, in any state.
+
+    ``finished_at`` is ``None`` exactly while ``state`` is ``PENDING``; ``message_id`` is set
+    for ``SENT``, ``error`` holds Telegram's description for the other final states.
+    """
+
+    user_id: int
+    state: DeliveryState
+    finished_at: datetime | None = None
+    message_id: int | None = None
+    error: str | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class UserProfile:
     """What a bot tells us about a user (the input of an upsert)."""
 
@@ -179,11 +230,18 @@ class UserProfile:
     first_name: str | None = None
     last_name: str | None = None
     language_code: str | None = None
+    tags: tuple[str, ...] | None = None
+    """The user's tags after the upsert (replacing the stored ones); ``None`` keeps them."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class User:
-    """A stored user. Inactive users are left out of ``all_users`` broadcasts."""
+    """A stored user. Inactive users are left out of ``all_users`` and filter broadcasts.
+
+    ``blocked_reason`` says why an inactive user is inactive (``"blocked"`` or
+    ``"deactivated"``, the delivery outcome that made it so; ``None`` otherwise) and
+    ``blocked_at`` since when; an upsert makes the user active again and clears both.
+    """
 
     id: int
     username: str | None
@@ -193,6 +251,20 @@ class User:
     active: bool
     created_at: datetime
     updated_at: datetime
+    tags: tuple[str, ...] = ()
+    """Sorted."""
+    blocked_reason: str | None = None
+    blocked_at: datetime | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class UserFilter:
+    """Selects users: those having at least one of ``tags`` (when given) and whose
+    ``language_code`` is one of ``language_codes`` (when given). Empty matches everyone.
+    Audiences add "active only"."""
+
+    tags: tuple[str, ...] = ()
+    language_codes: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -16,27 +16,46 @@ from __future__ import annotations
 import logging
 import time
 import uuid
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import (
+    AsyncGenerator,
+    AsyncIterable,
+    AsyncIterator,
+    Callable,
+    Mapping,
+    Sequence,
+)
 from contextlib import aclosing
 from dataclasses import dataclass, replace
 
+from broadcasting import idempotency, reports
 from broadcasting.dispatch import Dispatcher
+from broadcasting.errors import AlreadyExists, FieldViolation, InvalidArgument, NotFound
+from broadcasting.idempotency import Accepted, request_hash, validate_with_options
+from broadcasting.lifecycle import SENDABLE
+from broadcasting.lifecycle_service import LifecycleOperations
 from broadcasting.metrics import Metrics
 from broadcasting.model import (
     Broadcast,
     BroadcastStatus,
+    Delivery,
     DeliveryResult,
     DeliveryState,
     User,
+    UserFilter,
     UserProfile,
 )
 from broadcasting.queue import FinishedEvent, Idle, Queue, ResultEvent
 from broadcasting.store import Store
+from broadcasting.templates import Preview, preview
+from broadcasting.uploads import stash_album
+from broadcasting.user_import import ImportChunk, import_users
 from broadcasting.validation import (
     SendRequest,
     encode_page_token,
+    validate_content,
     validate_page,
     validate_send,
+    validate_user_filter,
     validate_users,
 )
 
@@ -77,7 +96,7 @@ class UsersPage:
     next_page_token: str
 
 
-class BroadcastingService:
+class BroadcastingService(LifecycleOperations):
     """Creates broadcasts, reports on them, and manages users."""
 
     def __init__(
@@ -89,22 +108,46 @@ class BroadcastingService:
         metrics: Metrics,
         max_user_ids: int,
         missing_event_grace: float = 120.0,
+        accept_callbacks: bool = False,
+        on_finished: Callable[[int], None] | None = None,
     ) -> None:
+        """``accept_callbacks``: a webhook secret is configured, so ``callback_url`` is
+        accepted. ``on_finished(broadcast_id)`` is called when a watch sees a broadcast end."""
         self._store = store
         self._queue = queue
         self._dispatcher = dispatcher
         self._metrics = metrics
         self._max_user_ids = max_user_ids
         self._missing_event_grace = missing_event_grace
+        self._accept_callbacks = accept_callbacks
+        self._on_finished = on_finished
 
-    async def send_message(self, request: SendRequest) -> Broadcast:
-        new = validate_send(request, max_user_ids=self._max_user_ids)
+    async def send_message(self, request: SendRequest) -> Accepted:
+        """Store a broadcast (see :mod:`broadcasting.idempotency` for keys and ``send_at``)."""
+        new = validate_with_options(
+            request,
+            lambda: validate_send(
+                request, max_user_ids=self._max_user_ids, accept_callbacks=self._accept_callbacks
+            ),
+        )
+        key = new.idempotency_key
+        hashed = request_hash(new, request) if key else ""
+        if key and (replayed := await idempotency.earlier(self._store, key, hashed)) is not None:
+            return Accepted(broadcast=replayed, replayed=True)
         if request.media_data:
             # The bytes wait in the queue's media store; only their name goes to SQL.
             name = f"upload-{uuid.uuid4().hex}"
             await self._queue.put_media(name, request.media_data)
             new = replace(new, content=replace(new.content, media_upload=name))
-        broadcast = await self._store.create_broadcast(new)
+        if any(item.media_data for item in request.album):
+            content = await stash_album(new.content, request.album, self._queue.put_media)
+            new = replace(new, content=content)
+        try:
+            broadcast = await self._store.create_broadcast(new, request_hash=hashed or None)
+        except AlreadyExists:  # an identical request raced this one and won
+            if not key or (replayed := await idempotency.earlier(self._store, key, hashed)) is None:
+                raise
+            return Accepted(broadcast=replayed, replayed=True)
         self._metrics.broadcasts_created.inc()
         self._metrics.recipients_accepted.inc(broadcast.total)
         logger.info(
@@ -115,9 +158,23 @@ class BroadcastingService:
                 "media_type": new.content.media_type.value,
             },
         )
-        if not broadcast.status.is_final:
+        if broadcast.status in SENDABLE:  # scheduled ones start with the scheduler
             self._dispatcher.dispatch(broadcast.id)
-        return broadcast
+        return Accepted(broadcast=broadcast)
+
+    async def preview_message(self, request: SendRequest, user_id: int) -> Preview:
+        """The message as ``user_id`` would receive it; nothing is stored or sent.
+        ``NotFound`` for a user the service does not know."""
+        try:
+            content = validate_content(request)
+        except InvalidArgument as exc:  # the request's field is "message": paths start there
+            raise InvalidArgument(
+                FieldViolation(f"message.{v.field}", v.description) for v in exc.violations
+            ) from None
+        found = await self._store.profiles([user_id])
+        if user_id not in found:
+            raise NotFound(f"user {user_id} not found")
+        return preview(content, user_id, found[user_id])
 
     async def metrics_text(self) -> bytes:
         """The Prometheus exposition of this process's metrics."""
@@ -131,15 +188,54 @@ class BroadcastingService:
     async def upsert_users(self, users: Sequence[UserProfile]) -> int:
         return await self._store.upsert_users(validate_users(users))
 
-    async def list_users(self, *, page_size: int, page_token: str) -> UsersPage:
+    async def import_users(self, chunks: AsyncIterable[ImportChunk]) -> int:
+        """Upsert users chunk by chunk, each committed as it arrives (see
+        :mod:`broadcasting.user_import`); ``ImportRefused`` names the first bad chunk."""
+        return await import_users(self._store, chunks)
+
+    async def get_user(self, user_id: int) -> User:
+        return await self._store.get_user(user_id)
+
+    async def delete_user(self, user_id: int) -> None:
+        await self._store.delete_user(user_id)
+
+    async def list_users(
+        self,
+        *,
+        page_size: int,
+        page_token: str,
+        user_filter: UserFilter | None = None,
+        active_only: bool = False,
+    ) -> UsersPage:
         limit, after = validate_page(page_size, page_token)
-        page = await self._store.list_users(after=after, limit=limit)
+        checked = validate_user_filter(user_filter)
+        page = await self._store.list_users(
+            after=after, limit=limit, user_filter=checked, active_only=active_only
+        )
         return UsersPage(
             users=page.users,
             next_page_token="" if page.next_after is None else encode_page_token(page.next_after),
         )
 
-    async def watch(self, broadcast_id: int) -> AsyncIterator[WatchUpdate]:
+    async def list_deliveries(
+        self, broadcast_id: int, *, outcomes: Sequence[str], page_size: int, page_token: str
+    ) -> reports.DeliveriesPage:
+        """A page of the broadcast's recipients by user id; see :mod:`broadcasting.reports`."""
+        return await reports.list_deliveries(
+            self._store,
+            broadcast_id,
+            outcomes=outcomes,
+            page_size=page_size,
+            page_token=page_token,
+        )
+
+    def export_deliveries(
+        self, broadcast_id: int, *, outcomes: Sequence[str]
+    ) -> AsyncGenerator[tuple[Delivery, ...], None]:
+        """Every matching recipient, a page at a time (memory: one page)."""
+        return reports.export_deliveries(self._store, broadcast_id, outcomes=outcomes)
+
+    async def watch(self, broadcast_id: int) -> AsyncGenerator[WatchUpdate, None]:
         """Every outcome of the broadcast once, then a closing update with the final status.
 
         A finished broadcast is replayed from SQL. A running one is followed on the events
@@ -160,6 +256,8 @@ class BroadcastingService:
         final_since = 0.0
         async with aclosing(self._queue.watch(broadcast_id)) as events:
             async for event in events:
+                if isinstance(event, FinishedEvent) and self._on_finished is not None:
+                    self._on_finished(broadcast_id)
                 if isinstance(event, ResultEvent):
                     result = event.result
                     if result.state.delivered:

@@ -10,10 +10,14 @@ from __future__ import annotations
 import base64
 import binascii
 import re
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
+from datetime import datetime
 from urllib.parse import urlsplit
 
+from broadcasting import content_rules
+from broadcasting.content import ContentOptions, Entity, InlineKeyboard, LinkPreview, MessageRef
+from broadcasting.content_rules import AlbumItemInput
 from broadcasting.errors import FieldViolation, InvalidArgument
 from broadcasting.model import (
     CAPTION_LIMIT,
@@ -21,6 +25,7 @@ from broadcasting.model import (
     Content,
     MediaType,
     NewBroadcast,
+    UserFilter,
     UserProfile,
 )
 
@@ -56,10 +61,29 @@ class SendRequest:
     media_url: str = ""
     user_ids: Sequence[int] = ()
     all_users: bool = False
+    filter: UserFilter | None = None
+    """The audience as a filter (its tags and language codes as given, not yet checked)."""
     allow_paid_broadcast: bool = False
     media_data: bytes = b""
     """The media file itself, uploaded through the API instead of ``media_url``."""
     media_filename: str = ""
+    parse_mode: str = ""
+    """``"html"``, ``"markdown_v2"`` or empty (the rest of the content part is
+    :mod:`broadcasting.content_rules`)."""
+    entities: Sequence[Entity] = ()
+    reply_markup: InlineKeyboard | None = None
+    disable_notification: bool = False
+    protect_content: bool = False
+    link_preview_options: LinkPreview | None = None
+    album: Sequence[AlbumItemInput] = ()
+    source: MessageRef | None = None
+    personalize: bool = False
+    callback_url: str = ""
+    """Where the completion webhook goes (empty: none)."""
+    send_at: datetime | None = None
+    """Start at this time instead of now (checked by :mod:`broadcasting.idempotency`)."""
+    idempotency_key: str = ""
+    """The caller's idempotency key (empty: none)."""
 
 
 def unencodable(text: str) -> bool:
@@ -76,16 +100,58 @@ def telegram_length(text: str) -> int:
     return len(text.encode("utf-16-le")) // 2
 
 
-def validate_send(request: SendRequest, *, max_user_ids: int) -> NewBroadcast:
-    """Check a SendMessage request against Telegram's rules and ours."""
+def validate_send(
+    request: SendRequest, *, max_user_ids: int, accept_callbacks: bool = True
+) -> NewBroadcast:
+    """Check a SendMessage request against Telegram's rules and ours.
+
+    ``accept_callbacks`` is false when no webhook secret is configured: a ``callback_url``
+    is then refused, since its receiver could not verify anything.
+    """
     violations: list[FieldViolation] = []
+    callback_url = _callback_url(request.callback_url, accept_callbacks, violations)
     media_type = _media_type(request.media_type, violations)
     content = _content(request, media_type, violations)
-    user_ids = _audience(request, max_user_ids, violations)
+    user_ids, user_filter = _audience(request, max_user_ids, violations)
     if violations:
         raise InvalidArgument(violations)
     assert content is not None
-    return NewBroadcast(content=content, user_ids=user_ids, all_users=request.all_users)
+    return NewBroadcast(
+        content=content,
+        user_ids=user_ids,
+        all_users=request.all_users,
+        filter=user_filter,
+        callback_url=callback_url,
+    )
+
+
+MAX_CALLBACK_URL = 2048
+
+
+def _callback_url(value: str, accept: bool, violations: list[FieldViolation]) -> str | None:
+    url = value.strip()
+    if not url:
+        return None
+    problem = ""
+    if not accept:
+        problem = "needs a webhook secret on the server (webhook.secret / TGB_WEBHOOK_SECRET)"
+    elif len(url) > MAX_CALLBACK_URL:
+        problem = f"is {len(url)} characters; at most {MAX_CALLBACK_URL}"
+    elif unencodable(url) or any(ch.isspace() or ord(ch) < 32 for ch in url):
+        problem = "must be an http(s) URL without spaces or control characters"
+    else:
+        try:
+            parts = urlsplit(url)
+            valid = parts.scheme in ("http", "https") and bool(parts.hostname)
+            parts.port  # noqa: B018 -- raises ValueError for a port out of range
+        except ValueError:
+            valid = False
+        if not valid:
+            problem = "must be an http(s) URL with a host"
+    if problem:
+        violations.append(FieldViolation("callback_url", problem))
+        return None
+    return url
 
 
 def _media_type(value: str, violations: list[FieldViolation]) -> MediaType | None:
@@ -98,6 +164,16 @@ def _media_type(value: str, violations: list[FieldViolation]) -> MediaType | Non
             FieldViolation("media_type", f"unknown media type {value!r}; one of {_MEDIA_TYPES}")
         )
         return None
+
+
+def validate_content(request: SendRequest) -> Content:
+    """Check only the content of a SendMessage request (PreviewMessage ignores the audience)."""
+    violations: list[FieldViolation] = []
+    content = _content(request, _media_type(request.media_type, violations), violations)
+    if violations:
+        raise InvalidArgument(violations)
+    assert content is not None
+    return content
 
 
 def _content(
@@ -115,7 +191,9 @@ def _content(
         if unencodable(text):
             violations.append(FieldViolation(field, _UNENCODABLE))
             return None
-    length = telegram_length(message)
+    options = content_rules.options(request, media_type, violations)
+    if media_type in (MediaType.ALBUM, MediaType.COPY, MediaType.FORWARD):
+        return _composite_content(request, media_type, options, violations)
     if media_type is MediaType.TEXT:
         if media_url:
             violations.append(
@@ -125,18 +203,20 @@ def _content(
             violations.append(
                 FieldViolation("media_data", "is only for media; set media_type (e.g. photo)")
             )
-        if not message.strip():
-            violations.append(FieldViolation("message", "must not be empty for a text message"))
-        elif length > TEXT_LIMIT:
-            violations.append(
-                FieldViolation(
-                    "message", f"is {length} characters; Telegram allows at most {TEXT_LIMIT}"
-                )
-            )
+        content_rules.check_text(
+            "message",
+            message,
+            mode=options.parse_mode,
+            limit=TEXT_LIMIT,
+            personalize=request.personalize,
+            required=True,
+            violations=violations,
+        )
         return Content(
             message=message,
             media_type=media_type,
             allow_paid_broadcast=request.allow_paid_broadcast,
+            options=options,
         )
     upload = request.media_data
     filename = _filename(request.media_filename, media_type)
@@ -173,12 +253,15 @@ def _content(
         violations.append(
             FieldViolation("message", f"must be empty: {media_type.value} takes no caption")
         )
-    elif length > CAPTION_LIMIT:
-        violations.append(
-            FieldViolation(
-                "message",
-                f"is {length} characters; a caption may have at most {CAPTION_LIMIT}",
-            )
+    else:
+        content_rules.check_text(
+            "message",
+            message,
+            mode=options.parse_mode,
+            limit=CAPTION_LIMIT,
+            personalize=request.personalize,
+            required=False,
+            violations=violations,
         )
     return Content(
         message=message,
@@ -186,6 +269,71 @@ def _content(
         media_url=media_url or None,
         media_filename=filename if upload else None,
         allow_paid_broadcast=request.allow_paid_broadcast,
+        options=options,
+    )
+
+
+def _composite_content(
+    request: SendRequest,
+    media_type: MediaType,
+    options: ContentOptions,
+    violations: list[FieldViolation],
+) -> Content:
+    """Albums (their items carry the media and captions), copies and forwards (of
+    ``source``)."""
+    message = request.message
+    where = "; give each album item its own" if media_type is MediaType.ALBUM else ""
+    for field, given in (
+        ("media_url", request.media_url.strip()),
+        ("media_data", request.media_data),
+    ):
+        if given:
+            violations.append(
+                FieldViolation(field, f"is not for media_type {media_type.value}{where}")
+            )
+    if media_type is MediaType.ALBUM:
+        if message:
+            violations.append(
+                FieldViolation(
+                    "message", "an album has no text of its own; give items captions instead"
+                )
+            )
+        items = content_rules.album(
+            request.album,
+            mode=options.parse_mode,
+            personalize=request.personalize,
+            violations=violations,
+        )
+        options = replace(options, album=items)
+    else:
+        source = content_rules.source(request.source, media_type, violations)
+        options = replace(options, source=source)
+        if media_type is MediaType.FORWARD:
+            if message:
+                violations.append(
+                    FieldViolation(
+                        "message", "a forward takes no caption; use media_type copy for a new one"
+                    )
+                )
+            if request.personalize:
+                violations.append(
+                    FieldViolation("personalize", "a forward has no text to personalize")
+                )
+        else:
+            content_rules.check_text(
+                "message",
+                message,
+                mode=options.parse_mode,
+                limit=CAPTION_LIMIT,
+                personalize=request.personalize,
+                required=False,
+                violations=violations,
+            )
+    return Content(
+        message=message,
+        media_type=media_type,
+        allow_paid_broadcast=request.allow_paid_broadcast,
+        options=options,
     )
 
 
@@ -204,23 +352,40 @@ def _is_media_reference(value: str) -> bool:
 
 def _audience(
     request: SendRequest, max_user_ids: int, violations: list[FieldViolation]
-) -> tuple[int, ...]:
-    if request.all_users and request.user_ids:
-        violations.append(
-            FieldViolation("all_users", "give either user_ids or all_users, not both")
+) -> tuple[tuple[int, ...], UserFilter | None]:
+    """Exactly one of ``user_ids``, ``all_users`` and ``filter``: the distinct ids, or the
+    checked filter (an empty filter is every active user, like ``all_users``)."""
+    given = [
+        name
+        for name, present in (
+            ("user_ids", bool(request.user_ids)),
+            ("all_users", request.all_users),
+            ("filter", request.filter is not None),
         )
-        return ()
+        if present
+    ]
+    if len(given) > 1:
+        violations.append(
+            FieldViolation(
+                given[1],
+                "give one audience: user_ids, all_users or filter, "
+                + (f"not both {given[0]} and {given[1]}" if len(given) == 2 else "not all three"),
+            )
+        )
+        return (), None
+    if request.filter is not None:
+        return (), audience_filter(request.filter, "filter", violations)
     if request.all_users:
-        return ()
+        return (), None
     if not request.user_ids:
         violations.append(
             FieldViolation(
                 "user_ids",
-                "name at least one recipient, or set all_users to true to send to every "
-                "active user",
+                "name at least one recipient, set all_users to true to send to every active "
+                "user, or give a filter",
             )
         )
-        return ()
+        return (), None
     distinct = tuple(dict.fromkeys(request.user_ids))
     for index, user_id in enumerate(request.user_ids):
         if user_id == 0 or not INT64_MIN <= user_id <= INT64_MAX:
@@ -236,47 +401,143 @@ def _audience(
                 f"names {len(distinct)} distinct recipients; at most {max_user_ids} per request",
             )
         )
-    return distinct
+    return distinct, None
 
 
-def validate_users(users: Sequence[UserProfile]) -> list[UserProfile]:
-    """Check an UpsertUsers request: 1..10,000 users, valid ids, no id twice."""
+def validate_users(
+    users: Sequence[UserProfile],
+    *,
+    field: str = "users",
+    location: Callable[[int], str] | None = None,
+    allow_repeats: bool = False,
+) -> list[UserProfile]:
+    """Check an UpsertUsers request (or one ImportUsers chunk): 1..10,000 users, valid ids,
+    no id twice unless ``allow_repeats``, fields within Telegram's limits, valid tags.
+
+    Returns the users normalized: ``language_code`` and tags lower-cased, tags distinct and
+    sorted. ``field`` names the list and ``location(i)`` its ``i``-th user in violations
+    (``users[3]`` by default).
+    """
+    where = location or (lambda index: f"{field}[{index}]")
     violations: list[FieldViolation] = []
     if not users:
-        violations.append(FieldViolation("users", "must name at least one user"))
+        violations.append(FieldViolation(field, "must name at least one user"))
     if len(users) > MAX_USERS_PER_UPSERT:
         violations.append(
             FieldViolation(
-                "users", f"has {len(users)} users; at most {MAX_USERS_PER_UPSERT} per call"
+                field, f"has {len(users)} users; at most {MAX_USERS_PER_UPSERT} per call"
             )
         )
         raise InvalidArgument(violations)
     first_index: dict[int, int] = {}
+    checked: list[UserProfile] = []
     for index, user in enumerate(users):
         if user.id == 0 or not INT64_MIN <= user.id <= INT64_MAX:
-            violations.append(FieldViolation(f"users[{index}].id", "must be a Telegram user id"))
-        elif user.id in first_index:
+            violations.append(FieldViolation(f"{where(index)}.id", "must be a Telegram user id"))
+        elif user.id in first_index and not allow_repeats:
             violations.append(
                 FieldViolation(
-                    f"users[{index}].id",
-                    f"{user.id} is given twice (also users[{first_index[user.id]}])",
+                    f"{where(index)}.id",
+                    f"{user.id} is given twice (also {where(first_index[user.id])})",
                 )
             )
         else:
-            first_index[user.id] = index
+            first_index.setdefault(user.id, index)
         for name, limit in _USER_FIELD_LIMITS.items():
             value = getattr(user, name)
             if value is not None and unencodable(value):
-                violations.append(FieldViolation(f"users[{index}].{name}", _UNENCODABLE))
+                violations.append(FieldViolation(f"{where(index)}.{name}", _UNENCODABLE))
             elif value is not None and len(value) > limit:
                 violations.append(
-                    FieldViolation(f"users[{index}].{name}", f"is longer than {limit} characters")
+                    FieldViolation(f"{where(index)}.{name}", f"is longer than {limit} characters")
                 )
+        tags = None if user.tags is None else _tags(user.tags, f"{where(index)}.tags", violations)
         if len(violations) >= 50:
             break
+        language_code = user.language_code.lower() if user.language_code else user.language_code
+        checked.append(replace(user, language_code=language_code, tags=tags))
     if violations:
         raise InvalidArgument(violations)
-    return list(users)
+    return checked
+
+
+MAX_TAGS_PER_USER = 100
+MAX_FILTER_VALUES = 100
+TAG_RULE = "1-64 characters of a-z, 0-9, _ - . : (upper-case letters are lower-cased)"
+TAG_LENGTH = 64
+_TAG = re.compile(r"[a-z0-9_.:-]{1,64}")
+_LANGUAGE_CODE = re.compile(r"[a-z0-9_-]{1,35}")
+
+
+def _tags(given: Sequence[str], field: str, violations: list[FieldViolation]) -> tuple[str, ...]:
+    """A user's tags, lower-cased, distinct and sorted.
+
+    Tags are plain ASCII on purpose: matching them must not depend on the database's
+    collation (MySQL/MariaDB compare case- and accent-insensitively, PostgreSQL and SQLite
+    byte for byte), so the same filter selects the same users on every backend.
+    """
+    tags: set[str] = set()
+    for index, tag in enumerate(given):
+        normal = tag.lower()
+        if not _TAG.fullmatch(normal):
+            violations.append(FieldViolation(f"{field}[{index}]", _tag_problem(tag)))
+        else:
+            tags.add(normal)
+    if len(tags) > MAX_TAGS_PER_USER:
+        violations.append(
+            FieldViolation(field, f"has {len(tags)} tags; a user has at most {MAX_TAGS_PER_USER}")
+        )
+    return tuple(sorted(tags))
+
+
+def _tag_problem(tag: str) -> str:
+    if not tag:
+        return f"is empty; a tag is {TAG_RULE}"
+    if len(tag) > TAG_LENGTH:
+        return f"is {len(tag)} characters; a tag is {TAG_RULE}"
+    return f"{tag!r} is not a tag: {TAG_RULE}"
+
+
+def audience_filter(given: UserFilter, field: str, violations: list[FieldViolation]) -> UserFilter:
+    """A checked :class:`UserFilter`: tags as in :func:`validate_users`, language codes
+    lower-cased (as users' are stored), at most :data:`MAX_FILTER_VALUES` of each."""
+    tags: set[str] = set()
+    for index, tag in enumerate(given.tags):
+        normal = tag.lower()
+        if not _TAG.fullmatch(normal):
+            violations.append(FieldViolation(f"{field}.tags[{index}]", _tag_problem(tag)))
+        tags.add(normal)
+    codes: set[str] = set()
+    for index, code in enumerate(given.language_codes):
+        normal = code.lower()
+        if not _LANGUAGE_CODE.fullmatch(normal):
+            shown = repr(code) if len(code) <= 35 else f"{len(code)} characters"
+            violations.append(
+                FieldViolation(
+                    f"{field}.language_codes[{index}]",
+                    f"{shown} is not a language code (1-35 letters, digits, - or _)",
+                )
+            )
+        codes.add(normal)
+    for name, values in (("tags", tags), ("language_codes", codes)):
+        if len(values) > MAX_FILTER_VALUES:
+            violations.append(
+                FieldViolation(
+                    f"{field}.{name}", f"has {len(values)} values; at most {MAX_FILTER_VALUES}"
+                )
+            )
+    return UserFilter(tags=tuple(sorted(tags)), language_codes=tuple(sorted(codes)))
+
+
+def validate_user_filter(given: UserFilter | None, field: str = "filter") -> UserFilter | None:
+    """:func:`audience_filter` raising :class:`InvalidArgument`; ``None`` stays ``None``."""
+    if given is None:
+        return None
+    violations: list[FieldViolation] = []
+    checked = audience_filter(given, field, violations)
+    if violations:
+        raise InvalidArgument(violations)
+    return checked
 
 
 def validate_page(page_size: int, page_token: str) -> tuple[int, int | None]:

@@ -1,8 +1,9 @@
 """Composition of the running service: backends, the API (gRPC + HTTP) and workers.
 
 Start-up order: NATS (embedded when no URL is configured) → database (migrated) → queue →
-dispatcher → core → gRPC and HTTP listeners (→ worker). Shutdown runs it backwards, so intake
-stops first, workers finish the sends in hand, and NATS and the database close last.
+dispatcher → scheduler → core → gRPC and HTTP listeners (→ worker). Shutdown runs it
+backwards, so intake stops first, workers finish the sends in hand, and NATS and the
+database close last.
 """
 
 from __future__ import annotations
@@ -22,8 +23,10 @@ from broadcasting.errors import ConfigError
 from broadcasting.metrics import Metrics
 from broadcasting.natsserver import EmbeddedNatsServer
 from broadcasting.queue import Queue
+from broadcasting.scheduler import Scheduler
 from broadcasting.service import BroadcastingService
 from broadcasting.store import Store
+from broadcasting.webhooks import WebhookNotifier
 from server.auth import TokenCheck
 from server.grpc_api import create_server
 from server.http_api import create_app
@@ -105,13 +108,19 @@ async def _embedded_url(settings: Settings, *, wait: float = EMBEDDED_WAIT) -> s
 async def running_api(settings: Settings, backends: Backends) -> AsyncIterator[RunningApi]:
     """gRPC and HTTP listening on the configured ports (0: any free port)."""
     tokens = TokenCheck(settings.require_api_tokens())
-    async with Dispatcher(store=backends.store, queue=backends.queue) as dispatcher:
+    async with (
+        Dispatcher(store=backends.store, queue=backends.queue) as dispatcher,
+        Scheduler(store=backends.store, dispatcher=dispatcher),
+        _webhook_notifier(settings, backends.store) as notifier,
+    ):
         service = BroadcastingService(
             store=backends.store,
             queue=backends.queue,
             dispatcher=dispatcher,
             metrics=backends.metrics,
             max_user_ids=settings.server.max_user_ids,
+            accept_callbacks=notifier is not None,
+            on_finished=None if notifier is None else notifier.wake,
         )
         grpc_server = await create_server(service, tokens)
         grpc_port = grpc_server.add_insecure_port(
@@ -119,7 +128,12 @@ async def running_api(settings: Settings, backends: Backends) -> AsyncIterator[R
         )
         await grpc_server.start()
         runner = web.AppRunner(
-            create_app(service, tokens, max_body_bytes=settings.server.max_body_bytes),
+            create_app(
+                service,
+                tokens,
+                max_body_bytes=settings.server.max_body_bytes,
+                sse_heartbeat=settings.server.sse_heartbeat,
+            ),
             access_log=None,
             handle_signals=False,
         )
@@ -142,6 +156,18 @@ async def running_api(settings: Settings, backends: Backends) -> AsyncIterator[R
         finally:
             await runner.cleanup()
             await grpc_server.stop(GRACE_SECONDS)
+
+
+@asynccontextmanager
+async def _webhook_notifier(
+    settings: Settings, store: Store
+) -> AsyncIterator[WebhookNotifier | None]:
+    """The completion webhook sender; none without ``webhook.secret`` (callbacks refused)."""
+    if not settings.webhook.secret:
+        yield None
+        return
+    async with WebhookNotifier(store=store, settings=settings.webhook) as notifier:
+        yield notifier
 
 
 @asynccontextmanager

@@ -8,6 +8,8 @@ Commands:
 * ``worker`` — one worker (``python -m worker``); start as many as you like, on any machine
   that reaches NATS and the database.
 * ``migrate`` — apply the database migrations and exit.
+* ``send`` — a client: send a broadcast through the gRPC API, optionally ``--watch`` it
+  (``tgbroadcast_client.cli``; ``tgbroadcast send --help``).
 
 SIGINT or SIGTERM shuts down in order: stop taking requests and jobs, finish the sends in
 hand (for at most ``nats.ack_wait`` seconds; unfinished jobs go to other workers), then close
@@ -25,6 +27,8 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from tgbroadcast_client.cli import main as send_main
+
 from broadcasting.config import Settings, load_settings
 from broadcasting.errors import ConfigError
 from broadcasting.logconfig import configure_logging
@@ -37,6 +41,9 @@ COMMANDS = ("run", "server", "worker", "migrate")
 
 
 def main(argv: Sequence[str] | None = None, *, default_command: str | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] == ["send"]:  # a client of the API: no settings, no logging set-up
+        return send_main(argv[1:])
     args = _parser(default_command).parse_args(argv)
     command: str = args.command or default_command or "run"
     try:
@@ -78,7 +85,8 @@ def _parser(default_command: str | None) -> argparse.ArgumentParser:
         "command",
         nargs="?" if default_command else None,
         choices=COMMANDS,
-        help="run (all in one), server, worker or migrate",
+        help="run (all in one), server, worker or migrate; `tgbroadcast send --help` sends a "
+        "broadcast",
     )
     return parser
 

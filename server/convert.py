@@ -15,10 +15,12 @@ from broadcasting.model import (
     DeliveryState,
     MediaType,
     User,
+    UserFilter,
     UserProfile,
 )
 from broadcasting.service import WatchUpdate
 from broadcasting.validation import SendRequest
+from server import convert_content, convert_lifecycle
 
 _MEDIA_PREFIX = "MEDIA_TYPE_"
 
@@ -62,9 +64,14 @@ def send_request(message: pb.SendMessageRequest) -> SendRequest:
         media_url=message.media_url,
         user_ids=tuple(message.user_ids),
         all_users=message.all_users,
+        filter=user_filter(message.filter) if message.HasField("filter") else None,
         allow_paid_broadcast=message.allow_paid_broadcast,
         media_data=message.media_data,
         media_filename=message.media_filename,
+        callback_url=message.callback_url,
+        send_at=convert_lifecycle.send_at(message),
+        idempotency_key=message.idempotency_key,
+        **convert_content.send_fields(message),
     )
 
 
@@ -84,14 +91,17 @@ def broadcast(value: Broadcast, outcome_counts: Mapping[DeliveryState, int]) -> 
         pending=value.pending,
         message=value.content.message,
         media_type=_MEDIA_TO_PB[value.content.media_type],
+        parse_mode=convert_content.parse_mode(value.content.options.parse_mode),
         media_url=value.content.media_url or "",
         created_at=timestamp(value.created_at),
         error=value.error or "",
         outcome_counts={state.value: count for state, count in outcome_counts.items()},
         allow_paid_broadcast=value.content.allow_paid_broadcast,
+        callback_url=value.callback_url or "",
     )
     if value.finished_at is not None:
         message.finished_at.CopyFrom(timestamp(value.finished_at))
+    convert_lifecycle.fill_broadcast(message, value)
     return message
 
 
@@ -124,18 +134,24 @@ def watch_update(value: WatchUpdate) -> pb.WatchBroadcastResponse:
     return response
 
 
+def user_filter(message: pb.UserFilter) -> UserFilter:
+    return UserFilter(tags=tuple(message.tags), language_codes=tuple(message.language_codes))
+
+
 def user_profile(message: pb.User) -> UserProfile:
+    """An upsert always sets the user's tags (no tags given: none), as the proto says."""
     return UserProfile(
         id=message.id,
         username=message.username or None,
         first_name=message.first_name or None,
         last_name=message.last_name or None,
         language_code=message.language_code or None,
+        tags=tuple(message.tags),
     )
 
 
 def user(value: User) -> pb.User:
-    return pb.User(
+    message = pb.User(
         id=value.id,
         username=value.username or "",
         first_name=value.first_name or "",
@@ -144,4 +160,9 @@ def user(value: User) -> pb.User:
         active=value.active,
         created_at=timestamp(value.created_at),
         updated_at=timestamp(value.updated_at),
+        tags=value.tags,
+        blocked_reason=value.blocked_reason or "",
     )
+    if value.blocked_at is not None:
+        message.blocked_at.CopyFrom(timestamp(value.blocked_at))
+    return message

@@ -1,7 +1,9 @@
 """The gRPC transport: a thin servicer over :class:`~broadcasting.service.BroadcastingService`.
 
 Errors are translated here once: ``InvalidArgument`` → INVALID_ARGUMENT with a
-``google.rpc.BadRequest`` detail listing every field violation, ``NotFound`` → NOT_FOUND, a
+``google.rpc.BadRequest`` detail listing every field violation, ``NotFound`` → NOT_FOUND,
+``FailedPrecondition`` → FAILED_PRECONDITION with a ``google.rpc.PreconditionFailure``
+naming the current state, ``AlreadyExists`` → ALREADY_EXISTS, a
 missing or wrong token → UNAUTHENTICATED, a database or queue outage → UNAVAILABLE, anything
 else → INTERNAL with a generic message (the cause is logged, never sent).
 """
@@ -22,9 +24,17 @@ from grpc_status import rpc_status
 from tgbroadcast.v1 import broadcast_pb2 as pb
 from tgbroadcast.v1 import broadcast_pb2_grpc as pb_grpc
 
-from broadcasting.errors import BACKEND_UNAVAILABLE, ApiError, InvalidArgument, NotFound
+from broadcasting.errors import (
+    BACKEND_UNAVAILABLE,
+    AlreadyExists,
+    ApiError,
+    FailedPrecondition,
+    InvalidArgument,
+    NotFound,
+)
 from broadcasting.service import BroadcastingService
-from server import convert
+from broadcasting.user_import import ImportChunk
+from server import convert, convert_content, convert_lifecycle, convert_reports
 from server.auth import TokenCheck
 
 logger = logging.getLogger(__name__)
@@ -42,12 +52,49 @@ class BroadcastServicer(pb_grpc.BroadcastServiceServicer):
         self, request: pb.SendMessageRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> pb.SendMessageResponse:
         async with _translated(context):
-            broadcast = await self._core.send_message(convert.send_request(request))
+            accepted = await self._core.send_message(convert.send_request(request))
+        broadcast = accepted.broadcast
         return pb.SendMessageResponse(
             broadcast_id=broadcast.id,
             status=convert.status(broadcast.status),
             total=broadcast.total,
+            replayed=accepted.replayed,
         )
+
+    async def ListBroadcasts(  # noqa: N802
+        self, request: pb.ListBroadcastsRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> pb.ListBroadcastsResponse:
+        async with _translated(context):
+            page = await self._core.list_broadcasts(
+                statuses=convert_lifecycle.status_names(request.statuses),
+                page_size=request.page_size,
+                page_token=request.page_token,
+            )
+        return pb.ListBroadcastsResponse(
+            broadcasts=[convert.broadcast(b, {}) for b in page.broadcasts],
+            next_page_token=page.next_page_token,
+        )
+
+    async def CancelBroadcast(  # noqa: N802
+        self, request: pb.CancelBroadcastRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> pb.CancelBroadcastResponse:
+        async with _translated(context):
+            broadcast = await self._core.cancel_broadcast(request.broadcast_id)
+        return pb.CancelBroadcastResponse(broadcast=convert.broadcast(broadcast, {}))
+
+    async def PauseBroadcast(  # noqa: N802
+        self, request: pb.PauseBroadcastRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> pb.PauseBroadcastResponse:
+        async with _translated(context):
+            broadcast = await self._core.pause_broadcast(request.broadcast_id)
+        return pb.PauseBroadcastResponse(broadcast=convert.broadcast(broadcast, {}))
+
+    async def ResumeBroadcast(  # noqa: N802
+        self, request: pb.ResumeBroadcastRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> pb.ResumeBroadcastResponse:
+        async with _translated(context):
+            broadcast = await self._core.resume_broadcast(request.broadcast_id)
+        return pb.ResumeBroadcastResponse(broadcast=convert.broadcast(broadcast, {}))
 
     async def GetBroadcast(  # noqa: N802
         self, request: pb.GetBroadcastRequest, context: grpc.aio.ServicerContext[Any, Any]
@@ -58,12 +105,33 @@ class BroadcastServicer(pb_grpc.BroadcastServiceServicer):
             broadcast=convert.broadcast(report.broadcast, report.outcome_counts)
         )
 
+    async def ListDeliveries(  # noqa: N802
+        self, request: pb.ListDeliveriesRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> pb.ListDeliveriesResponse:
+        async with _translated(context):
+            page = await self._core.list_deliveries(
+                request.broadcast_id,
+                outcomes=convert_reports.outcome_names(request.outcomes),
+                page_size=request.page_size,
+                page_token=request.page_token,
+            )
+        return convert_reports.list_deliveries_response(page)
+
     async def WatchBroadcast(  # noqa: N802
         self, request: pb.WatchBroadcastRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> AsyncIterator[pb.WatchBroadcastResponse]:
         async with _translated(context):
             async for update in self._core.watch(request.broadcast_id):
                 yield convert.watch_update(update)
+
+    async def PreviewMessage(  # noqa: N802
+        self, request: pb.PreviewMessageRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> pb.PreviewMessageResponse:
+        async with _translated(context):
+            rendered = await self._core.preview_message(
+                convert.send_request(request.message), request.user_id
+            )
+        return convert_content.preview(rendered)
 
     async def UpsertUsers(  # noqa: N802
         self, request: pb.UpsertUsersRequest, context: grpc.aio.ServicerContext[Any, Any]
@@ -77,11 +145,44 @@ class BroadcastServicer(pb_grpc.BroadcastServiceServicer):
     ) -> pb.ListUsersResponse:
         async with _translated(context):
             page = await self._core.list_users(
-                page_size=request.page_size, page_token=request.page_token
+                page_size=request.page_size,
+                page_token=request.page_token,
+                user_filter=convert.user_filter(request.filter),
+                active_only=request.active_only,
             )
         return pb.ListUsersResponse(
             users=[convert.user(u) for u in page.users], next_page_token=page.next_page_token
         )
+
+    async def GetUser(  # noqa: N802
+        self, request: pb.GetUserRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> pb.GetUserResponse:
+        async with _translated(context):
+            found = await self._core.get_user(request.user_id)
+        return pb.GetUserResponse(user=convert.user(found))
+
+    async def DeleteUser(  # noqa: N802
+        self, request: pb.DeleteUserRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> pb.DeleteUserResponse:
+        async with _translated(context):
+            await self._core.delete_user(request.user_id)
+        return pb.DeleteUserResponse()
+
+    async def ImportUsers(  # noqa: N802
+        self,
+        request_iterator: AsyncIterator[pb.ImportUsersRequest],
+        context: grpc.aio.ServicerContext[Any, Any],
+    ) -> pb.ImportUsersResponse:
+        """Each message is one chunk, committed before the next is read; a bad chunk ends
+        the call with INVALID_ARGUMENT naming ``chunks[k]`` (earlier chunks stay)."""
+
+        async def chunks() -> AsyncIterator[ImportChunk]:
+            async for message in request_iterator:
+                yield ImportChunk([convert.user_profile(u) for u in message.users])
+
+        async with _translated(context):
+            imported = await self._core.import_users(chunks())
+        return pb.ImportUsersResponse(imported=imported)
 
 
 @asynccontextmanager
@@ -114,6 +215,12 @@ def _status_for(exc: Exception) -> grpc.Status:
         )
     if isinstance(exc, NotFound):
         return rpc_status.to_status(status_pb2.Status(code=code_pb2.NOT_FOUND, message=str(exc)))
+    if isinstance(exc, FailedPrecondition):
+        return _precondition_failed(exc)
+    if isinstance(exc, AlreadyExists):
+        return rpc_status.to_status(
+            status_pb2.Status(code=code_pb2.ALREADY_EXISTS, message=str(exc))
+        )
     if isinstance(exc, ApiError):
         return rpc_status.to_status(
             status_pb2.Status(code=code_pb2.FAILED_PRECONDITION, message=str(exc))
@@ -127,6 +234,24 @@ def _status_for(exc: Exception) -> grpc.Status:
         )
     logger.exception("internal error", exc_info=exc)
     return rpc_status.to_status(status_pb2.Status(code=code_pb2.INTERNAL, message="internal error"))
+
+
+def _precondition_failed(exc: FailedPrecondition) -> grpc.Status:
+    """FAILED_PRECONDITION with a ``google.rpc.PreconditionFailure`` detail: one violation of
+    type ``STATE`` whose description is the current state (``completed``)."""
+    detail = any_pb2.Any()
+    detail.Pack(
+        error_details_pb2.PreconditionFailure(
+            violations=[
+                error_details_pb2.PreconditionFailure.Violation(
+                    type="STATE", subject="broadcast", description=exc.state
+                )
+            ]
+        )
+    )
+    return rpc_status.to_status(
+        status_pb2.Status(code=code_pb2.FAILED_PRECONDITION, message=str(exc), details=[detail])
+    )
 
 
 class AuthInterceptor(grpc.aio.ServerInterceptor):
@@ -177,9 +302,13 @@ def _refusing(handler: _Handler | None) -> _Handler | None:
 
     deserializer = handler.request_deserializer
     serializer = handler.response_serializer
-    if handler.request_streaming or handler.response_streaming:
-        if handler.request_streaming:
-            raise NotImplementedError("client-streaming methods are not served")
+    if handler.request_streaming and handler.response_streaming:
+        raise NotImplementedError("bidirectional-streaming methods are not served")
+    if handler.request_streaming:  # refused before a single chunk is read
+        return grpc.stream_unary_rpc_method_handler(
+            refuse, request_deserializer=deserializer, response_serializer=serializer
+        )
+    if handler.response_streaming:
         return grpc.unary_stream_rpc_method_handler(
             refuse_stream, request_deserializer=deserializer, response_serializer=serializer
         )

@@ -19,17 +19,33 @@ from aiohttp import BodyPartReader, web
 from prometheus_client import CONTENT_TYPE_LATEST
 from pydantic import BaseModel, ConfigDict, ValidationError
 
-from broadcasting.errors import BACKEND_UNAVAILABLE, FieldViolation, InvalidArgument, NotFound
-from broadcasting.model import User, UserProfile
+from broadcasting.errors import (
+    BACKEND_UNAVAILABLE,
+    AlreadyExists,
+    FailedPrecondition,
+    FieldViolation,
+    InvalidArgument,
+    NotFound,
+)
+from broadcasting.model import User, UserFilter, UserProfile
 from broadcasting.service import BroadcastingService, BroadcastReport
 from broadcasting.validation import SendRequest
+from server import (
+    content_json,
+    openapi,
+    rest_content,
+    rest_lifecycle,
+    rest_reports,
+    rest_users,
+)
 from server.auth import TokenCheck
 
 logger = logging.getLogger(__name__)
 
 PROBLEM_JSON = "application/problem+json"
-UNAUTHENTICATED_PATHS = frozenset({"/healthz", "/metrics"})
-"""Served without a token: they reveal counts, never content or tokens."""
+UNAUTHENTICATED_PATHS = frozenset({"/healthz", "/metrics", "/openapi.json"})
+"""Served without a token: they reveal counts and the public contract, never content or
+tokens."""
 SERVICE_KEY = web.AppKey("service", BroadcastingService)
 TOKENS_KEY = web.AppKey("tokens", TokenCheck)
 MAX_BODY_KEY = web.AppKey("max_body_bytes", int)
@@ -41,16 +57,28 @@ class _Body(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True)
 
 
-M = TypeVar("M", bound=_Body)
+M = TypeVar("M", bound=BaseModel)
 
 
-class SendMessageBody(_Body):
+class UserFilterBody(_Body):
+    tags: list[str] = []
+    language_codes: list[str] = []
+
+    def value(self) -> UserFilter:
+        return UserFilter(tags=tuple(self.tags), language_codes=tuple(self.language_codes))
+
+
+class SendMessageBody(_Body, content_json.ContentBody):
     message: str | None = None
     media_type: str | None = None
     media_url: str | None = None
     user_ids: list[int] | None = None
     all_users: bool = False
+    filter: UserFilterBody | None = None
     allow_paid_broadcast: bool = False
+    callback_url: str | None = None
+    send_at: str | None = None
+    idempotency_key: str | None = None
 
 
 class UserBody(_Body):
@@ -59,6 +87,8 @@ class UserBody(_Body):
     first_name: str | None = None
     last_name: str | None = None
     language_code: str | None = None
+    tags: list[str] = []
+    """Replaces the user's tags: an upsert without ``tags`` leaves the user with none."""
 
 
 class UpsertUsersBody(_Body):
@@ -66,13 +96,19 @@ class UpsertUsersBody(_Body):
 
 
 def problem(
-    status: int, detail: str, *, errors: list[FieldViolation] | None = None
+    status: int,
+    detail: str,
+    *,
+    errors: list[FieldViolation] | None = None,
+    extra: dict[str, Any] | None = None,
 ) -> web.Response:
+    """``extra``: RFC 9457 extension members (e.g. a conflict's current ``state``)."""
     body: dict[str, Any] = {
         "type": "about:blank",
         "title": HTTPStatus(status).phrase,
         "status": status,
         "detail": detail,
+        **(extra or {}),
     }
     if errors:
         body["errors"] = [{"field": e.field, "message": e.description} for e in errors]
@@ -91,6 +127,10 @@ async def errors_middleware(request: web.Request, handler: Handler) -> web.Strea
         return problem(400, str(exc), errors=list(exc.violations))
     except NotFound as exc:
         return problem(404, str(exc))
+    except FailedPrecondition as exc:
+        return problem(409, str(exc), extra={"state": exc.state})
+    except AlreadyExists as exc:
+        return problem(409, str(exc))
     except web.HTTPRequestEntityTooLarge:
         limit = request.app[MAX_BODY_KEY]
         return problem(413, f"request body is larger than the limit of {limit} bytes")
@@ -169,11 +209,14 @@ def broadcast_json(report: BroadcastReport) -> dict[str, Any]:
         "message": broadcast.content.message,
         "media_type": broadcast.content.media_type.value,
         "media_url": broadcast.content.media_url or "",
+        "parse_mode": broadcast.content.options.parse_mode or "",
         "created_at": _time(broadcast.created_at),
         "finished_at": _time(broadcast.finished_at),
         "error": broadcast.error,
         "outcome_counts": {state.value: n for state, n in report.outcome_counts.items()},
         "allow_paid_broadcast": broadcast.content.allow_paid_broadcast,
+        "callback_url": broadcast.callback_url or "",
+        **rest_lifecycle.broadcast_fields(broadcast),
     }
 
 
@@ -187,6 +230,9 @@ def user_json(user: User) -> dict[str, Any]:
         "active": user.active,
         "created_at": _time(user.created_at),
         "updated_at": _time(user.updated_at),
+        "tags": list(user.tags),
+        "blocked_reason": user.blocked_reason,
+        "blocked_at": _time(user.blocked_at),
     }
 
 
@@ -201,22 +247,22 @@ async def send_message(request: web.Request) -> web.Response:
             media_url=body.media_url or "",
             user_ids=tuple(body.user_ids or ()),
             all_users=body.all_users,
+            filter=None if body.filter is None else body.filter.value(),
             allow_paid_broadcast=body.allow_paid_broadcast,
+            callback_url=body.callback_url or "",
+            **content_json.send_fields(body),
+            **rest_lifecycle.send_options(
+                request, idempotency_key=body.idempotency_key, send_at=body.send_at
+            ),
         )
-    broadcast = await request.app[SERVICE_KEY].send_message(send)
-    return web.json_response(
-        {
-            "broadcast_id": broadcast.id,
-            "status": broadcast.status.value,
-            "total": broadcast.total,
-        },
-        status=202,
-        headers={"Location": f"/v1/broadcasts/{broadcast.id}"},
-    )
+    return rest_lifecycle.accepted_response(await request.app[SERVICE_KEY].send_message(send))
 
 
 _FORM_TEXT_FIELDS = frozenset(
     {"message", "media_type", "media_url", "user_ids", "all_users", "allow_paid_broadcast"}
+    | {"callback_url"}
+    | {"send_at", "idempotency_key"}
+    | content_json.FORM_FIELDS
 )
 
 
@@ -251,6 +297,7 @@ async def _multipart_send(request: web.Request) -> SendRequest:
     user_ids = _form_user_ids(fields.get("user_ids", ""), violations)
     all_users = _form_flag(fields, "all_users", violations)
     paid = _form_flag(fields, "allow_paid_broadcast", violations)
+    content = content_json.form_fields(fields, violations)
     if violations:
         raise InvalidArgument(violations)
     return SendRequest(
@@ -262,6 +309,11 @@ async def _multipart_send(request: web.Request) -> SendRequest:
         allow_paid_broadcast=paid,
         media_data=data,
         media_filename=filename,
+        callback_url=fields.get("callback_url", ""),
+        **content,
+        **rest_lifecycle.send_options(
+            request, idempotency_key=fields.get("idempotency_key"), send_at=fields.get("send_at")
+        ),
     )
 
 
@@ -326,6 +378,7 @@ async def upsert_users(request: web.Request) -> web.Response:
                 first_name=u.first_name,
                 last_name=u.last_name,
                 language_code=u.language_code,
+                tags=tuple(u.tags),
             )
             for u in body.users
         ]
@@ -334,7 +387,14 @@ async def upsert_users(request: web.Request) -> web.Response:
 
 
 async def list_users(request: web.Request) -> web.Response:
-    unknown = set(request.query) - {"page_size", "page_token"}
+    """``?tag=..&tag=..`` (any of), ``?language_code=..`` (any of), ``?active_only=true``."""
+    unknown = set(request.query) - {
+        "page_size",
+        "page_token",
+        "tag",
+        "language_code",
+        "active_only",
+    }
     if unknown:
         raise InvalidArgument(
             FieldViolation(name, "is not a known query parameter") for name in sorted(unknown)
@@ -346,8 +406,17 @@ async def list_users(request: web.Request) -> web.Response:
         raise InvalidArgument.single(
             "page_size", f"must be a whole number, not {raw_size!r}"
         ) from None
+    active_only = request.query.get("active_only", "false").strip().lower()
+    if active_only not in ("true", "false"):
+        raise InvalidArgument.single("active_only", "must be true or false")
     page = await request.app[SERVICE_KEY].list_users(
-        page_size=page_size, page_token=request.query.get("page_token", "")
+        page_size=page_size,
+        page_token=request.query.get("page_token", ""),
+        user_filter=UserFilter(
+            tags=tuple(request.query.getall("tag", ())),
+            language_codes=tuple(request.query.getall("language_code", ())),
+        ),
+        active_only=active_only == "true",
     )
     return web.json_response(
         {"users": [user_json(u) for u in page.users], "next_page_token": page.next_page_token}
@@ -364,7 +433,11 @@ async def metrics(request: web.Request) -> web.Response:
 
 
 def create_app(
-    service: BroadcastingService, tokens: TokenCheck, *, max_body_bytes: int
+    service: BroadcastingService,
+    tokens: TokenCheck,
+    *,
+    max_body_bytes: int,
+    sse_heartbeat: float = 15.0,
 ) -> web.Application:
     app = web.Application(
         client_max_size=max_body_bytes, middlewares=[errors_middleware, auth_middleware]
@@ -377,6 +450,11 @@ def create_app(
     app.router.add_get("/v1/broadcasts/{broadcast_id}", get_broadcast)
     app.router.add_post("/v1/users", upsert_users)
     app.router.add_get("/v1/users", list_users)
+    rest_users.add_routes(app)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/metrics", metrics)
+    openapi.add_routes(app)
+    rest_reports.add_routes(app, heartbeat=sse_heartbeat)
+    rest_content.add_routes(app)
+    rest_lifecycle.add_routes(app)
     return app

@@ -28,7 +28,8 @@ from simulator.envelope import (
 )
 from simulator.faults import Faults
 from simulator.files import FileKind, FileSource, FileStore, StoredFile, Upload
-from simulator.messages import COPIED_FIELDS, MessageStore, bot_me, visible_text
+from simulator.keyboards import check_reply_markup
+from simulator.messages import COPIED_FIELDS, MessageStore, bot_me, parsed_text, text_length
 from simulator.ratelimits import RateLimiter
 from simulator.recording import MediaSource, Recorder
 from simulator.spec import ATTACH_PREFIX, MethodSpec, Spec
@@ -53,7 +54,9 @@ MEDIA_METHODS: dict[str, FileKind] = {
     "sendsticker": FileKind.STICKER,
 }
 
-IMPLEMENTED = frozenset({"getme", "sendmessage", "copymessage", "sendmediagroup", *MEDIA_METHODS})
+IMPLEMENTED = frozenset(
+    {"getme", "sendmessage", "copymessage", "forwardmessage", "sendmediagroup", *MEDIA_METHODS}
+)
 """The methods the simulator answers (lower case); other known methods answer 501."""
 
 _ALBUM_KINDS = {
@@ -205,6 +208,8 @@ class BotApi:
             return Answer.ok(self._send_message(method, bot_id, params))
         if name == "copymessage":
             return Answer.ok(self._copy_message(method, bot_id, params))
+        if name == "forwardmessage":
+            return Answer.ok(self._forward_message(method, bot_id, params))
         if name == "sendmediagroup":
             return Answer.ok(self._send_media_group(method, bot_id, params, request, trace))
         return Answer.ok(self._send_media(method, MEDIA_METHODS[name], bot_id, params, trace))
@@ -220,16 +225,31 @@ class BotApi:
                 raise bad_request(_missing_text(name, kind))
 
     @staticmethod
-    def _caption(params: Mapping[str, Any]) -> str | None:
+    def _caption(params: Mapping[str, Any]) -> dict[str, Any]:
+        """The message fields of a caption (``caption``, ``caption_entities``); ``{}`` for
+        none."""
         caption = params.get("caption")
         if caption is None:
-            return None
+            return {}
         if not isinstance(caption, str):
             raise bad_request('field "caption" must be of type String')
-        shown = visible_text(caption, params.get("parse_mode"))
-        if len(shown) > CAPTION_LIMIT:
+        shown, entities = parsed_text(
+            caption, params.get("parse_mode"), params.get("caption_entities")
+        )
+        if text_length(shown) > CAPTION_LIMIT:
             raise bad_request("message caption is too long")
-        return shown or None
+        if not shown:
+            return {}
+        fields: dict[str, Any] = {"caption": shown}
+        if entities:
+            fields["caption_entities"] = entities
+        return fields
+
+    @staticmethod
+    def _markup(params: Mapping[str, Any]) -> dict[str, Any]:
+        """The message field for an inline keyboard (``{}`` for none), or the refusal."""
+        markup = check_reply_markup(params.get("reply_markup"))
+        return {} if markup is None else {"reply_markup": markup}
 
     def _target_chat(self, bot_id: int, params: Mapping[str, Any]) -> dict[str, Any]:
         """The chat to send to, after its state and flood control allow the send."""
@@ -287,13 +307,21 @@ class BotApi:
         self, method: MethodSpec, bot_id: int, params: Mapping[str, Any]
     ) -> dict[str, Any]:
         self._require(method, params, None)
-        text = visible_text(params["text"], params.get("parse_mode"))
+        text, entities = parsed_text(
+            params["text"], params.get("parse_mode"), params.get("entities")
+        )
         if not text.strip():
             raise bad_request("message text is empty")
-        if len(text) > TEXT_LIMIT:
+        if text_length(text) > TEXT_LIMIT:
             raise bad_request("message is too long")
+        content: dict[str, Any] = {"text": text}
+        if entities:
+            content["entities"] = entities
+        if isinstance(params.get("link_preview_options"), dict):
+            content["link_preview_options"] = params["link_preview_options"]
+        content.update(self._markup(params))
         chat = self._target_chat(bot_id, params)
-        return self.messages.add(bot_id=bot_id, chat=chat, content={"text": text})
+        return self.messages.add(bot_id=bot_id, chat=chat, content=content)
 
     def _send_media(
         self,
@@ -305,13 +333,12 @@ class BotApi:
     ) -> dict[str, Any]:
         self._require(method, params, kind)
         caption = self._caption(params)
+        markup = self._markup(params)
         media = self._resolve_media(bot_id, kind, params[kind.value])
         chat = self._target_chat(bot_id, params)
         stored = self._materialize(bot_id, kind, media, params)
         trace.media = media.source
-        content = self._media_content(stored)
-        if caption is not None:
-            content["caption"] = caption
+        content = self._media_content(stored) | caption | markup
         return self.messages.add(bot_id=bot_id, chat=chat, content=content)
 
     def _copy_message(
@@ -329,11 +356,29 @@ class BotApi:
         if has_media and "caption" in params:
             caption = self._caption(params)
             content.pop("caption", None)
-            if caption is not None:
-                content["caption"] = caption
+            content.pop("caption_entities", None)
+            content.update(caption)
+        content.update(self._markup(params))
         chat = self._target_chat(bot_id, params)
         copy = self.messages.add(bot_id=bot_id, chat=chat, content=content)
         return {"message_id": copy["message_id"]}
+
+    def _forward_message(
+        self, method: MethodSpec, bot_id: int, params: Mapping[str, Any]
+    ) -> dict[str, Any]:
+        self._require(method, params, None)
+        from_chat_id = self.chats.resolve(params["from_chat_id"])
+        original = self.messages.get(
+            bot_id=bot_id, chat_id=from_chat_id, message_id=params["message_id"]
+        )
+        if original is None:
+            raise bad_request("message to forward not found")
+        content: dict[str, Any] = {
+            "forward_origin": _forward_origin(original),
+            **{key: original[key] for key in COPIED_FIELDS if key in original},
+        }
+        chat = self._target_chat(bot_id, params)
+        return self.messages.add(bot_id=bot_id, chat=chat, content=content)
 
     def _send_media_group(
         self,
@@ -349,7 +394,7 @@ class BotApi:
             raise bad_request("there are no messages to send")
         if len(items) > ALBUM_LIMIT:
             raise bad_request("too many messages to send as an album")
-        planned: list[tuple[FileKind, _Media, dict[str, Any], str | None]] = []
+        planned: list[tuple[FileKind, _Media, dict[str, Any], dict[str, Any]]] = []
         for item in items:
             kind = _ALBUM_KINDS.get(str(item.get("type")))
             if kind is None:
@@ -375,9 +420,22 @@ class BotApi:
             content = self._media_content(stored)
             if group_id is not None:
                 content["media_group_id"] = group_id
-            if caption is not None:
-                content["caption"] = caption
+            content.update(caption)
             sent.append(self.messages.add(bot_id=bot_id, chat=chat, content=content))
         sources = {media.source for _, media, *_ in planned}
         trace.media = next(source for source in _SOURCE_ORDER if source in sources)
         return sent
+
+
+def _forward_origin(original: Mapping[str, Any]) -> dict[str, Any]:
+    """The MessageOrigin a forward of ``original`` shows."""
+    chat = original["chat"]
+    if chat["type"] == "channel":
+        return {
+            "type": "channel",
+            "date": original["date"],
+            "chat": chat,
+            "message_id": original["message_id"],
+        }
+    sender = original.get("from") or {"id": chat["id"], "is_bot": False, "first_name": "User"}
+    return {"type": "user", "date": original["date"], "sender_user": sender}

@@ -4,6 +4,8 @@ For tests and benchmarks that run the simulator in another process:
 
 * ``GET  /_sim/calls[?chat_id=&method=&since=]`` → ``{"calls": [Call.to_json()...]}``
 * ``GET  /_sim/messages[?bot_id=]`` → ``{"chats": {"<chat_id>": [Message...]}}``
+* ``POST /_sim/messages`` ``{"bot_id", "chat_id", "text"}`` → the Message: a post for
+  copyMessage / forwardMessage to find
 * ``GET  /_sim/stats`` → ``{"calls": N, "messages": N, "by_method": {...},
   "by_error_code": {...}, "faults_pending": N}``
 * ``POST /_sim/reset`` → forget calls, messages, files, chats, faults
@@ -74,6 +76,16 @@ def control_routes(sim: Simulator) -> list[web.RouteDef]:
         by_chat = sim.messages_by_chat(bot_id)
         return web.json_response({"chats": {str(k): v for k, v in by_chat.items()}})
 
+    async def post_message(request: web.Request) -> web.StreamResponse:
+        data = await _body(request)
+        text = data["text"]
+        if not isinstance(text, str) or not text:
+            raise TypeError("text must be a non-empty string")
+        message = sim.post_message(
+            bot_id=int(data["bot_id"]), chat_id=int(data["chat_id"]), text=text
+        )
+        return web.json_response(message)
+
     async def stats(request: web.Request) -> web.StreamResponse:
         recorded = sim.calls
         by_chat = sim.messages_by_chat()
@@ -140,6 +152,7 @@ def control_routes(sim: Simulator) -> list[web.RouteDef]:
     return [
         web.get(f"{PREFIX}/calls", _guarded(calls)),
         web.get(f"{PREFIX}/messages", _guarded(messages)),
+        web.post(f"{PREFIX}/messages", _guarded(post_message)),
         web.get(f"{PREFIX}/stats", _guarded(stats)),
         web.post(f"{PREFIX}/reset", _guarded(reset)),
         web.post(f"{PREFIX}/chats", _guarded(chats)),

@@ -7,37 +7,45 @@ the channel); ``date`` is the Unix time it was stored.
 
 from __future__ import annotations
 
-import html
-import re
 import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from broadcasting import formatting
 from simulator.envelope import bad_request
 
 PARSE_MODES = frozenset({"html", "markdown", "markdownv2"})
 
-_HTML_TAG = re.compile(r"<[^>]*>")
-_MD_LINK = re.compile(r"\[([^\]]*)\]\([^)]*\)")
-_MD_MARKUP = re.compile(r"(?<!\\)[*_~`|]")
-_MD_ESCAPE = re.compile(r"\\(.)")
+
+def parsed_text(
+    text: str, parse_mode: str | None, entities: Any = None
+) -> tuple[str, list[dict[str, Any]]]:
+    """``text`` after entities parsing, as Telegram stores it, and its entities.
+
+    Explicit ``entities`` win over ``parse_mode`` (as on Telegram). Malformed markup is
+    refused with Telegram's text (``can't parse entities: Unsupported start tag "foo" at byte
+    offset 0``), an unknown mode with ``unsupported parse_mode``. The parser is tdlib's rules
+    (:mod:`broadcasting.formatting`).
+    """
+    if entities:
+        return text, [dict(e) for e in entities if isinstance(e, dict)]
+    try:
+        parsed = formatting.parse(text, parse_mode)
+    except formatting.FormattingError as exc:
+        raise bad_request(f"can't parse entities: {exc}") from None
+    except ValueError:
+        raise bad_request("unsupported parse_mode") from None
+    return parsed.text, parsed.entities
 
 
 def visible_text(text: str, parse_mode: str | None) -> str:
-    """``text`` after entities parsing (markup removed): what Telegram stores and measures.
+    """``text`` after entities parsing (markup removed): what Telegram stores and measures."""
+    return parsed_text(text, parse_mode)[0]
 
-    An unknown ``parse_mode`` is refused with Telegram's text. Markdown is approximated:
-    link targets and unescaped markup characters are dropped.
-    """
-    if parse_mode is None or parse_mode == "":
-        return text
-    mode = parse_mode.lower()
-    if mode not in PARSE_MODES:
-        raise bad_request("unsupported parse_mode")
-    if mode == "html":
-        return html.unescape(_HTML_TAG.sub("", text))
-    without_links = _MD_LINK.sub(r"\1", text)
-    return _MD_ESCAPE.sub(r"\1", _MD_MARKUP.sub("", without_links))
+
+def text_length(text: str) -> int:
+    """Length as Telegram counts it: UTF-16 code units."""
+    return formatting.utf16_length(text)
 
 
 def bot_user(bot_id: int) -> dict[str, Any]:

@@ -23,7 +23,7 @@ from typing import Any
 from aiohttp import BodyPartReader, web
 
 from simulator.botapi import BotApi, BotRequest
-from simulator.chats import Chats, ChatState
+from simulator.chats import Chats, ChatState, ChatType, chat_object
 from simulator.control import control_routes
 from simulator.envelope import NOT_FOUND, Answer, BotApiError, bad_request
 from simulator.faults import Faults
@@ -152,6 +152,13 @@ class Simulator:
         self._api.reset()
         self.chats.clear()
         self.faults.clear()
+
+    def post_message(self, *, bot_id: int, chat_id: int, text: str) -> dict[str, Any]:
+        """Store a text message in ``chat_id`` as if ``bot_id`` had sent it (e.g. a channel
+        post), for copyMessage and forwardMessage to find; returns the Message."""
+        chat_type = self.chats.rule(chat_id).chat_type or ChatType.for_id(chat_id)
+        chat = chat_object(chat_id, chat_type, self.chats.rule(chat_id).username)
+        return self._api.messages.add(bot_id=bot_id, chat=chat, content={"text": text})
 
     # ---- inspection ----
 

@@ -101,6 +101,10 @@ def test_secrets_stay_out_of_repr(tmp_path: Path) -> None:
         ({"TGB_TELEGRAM_TOKEN": "not-a-token"}, "telegram.token"),
         ({"TGB_TELEGRAM_API_URL": "ftp://x"}, "telegram.api_url"),
         ({"TGB_TELEGRAM_RATE_LIMIT": "0"}, "telegram.rate_limit"),
+        ({"TGB_TELEGRAM_RATE_MARGIN": "-0.01"}, "telegram.rate_margin"),
+        ({"TGB_TELEGRAM_RATE_MARGIN": "0.5"}, "telegram.rate_margin"),
+        ({"TGB_TELEGRAM_RATE_MARGIN": "nan"}, "telegram.rate_margin"),
+        ({"TGB_TELEGRAM_RATE_MARGIN": "4%"}, "telegram.rate_margin"),
         ({"TGB_NATS_URL": "localhost:4222"}, "nats.url"),
         ({"TGB_DATABASE_DSN": "oracle://x/y"}, "database.dsn"),
         ({"TGB_SERVER_API_TOKEN": "short"}, "server.api_token"),
@@ -113,6 +117,22 @@ def test_bad_values_name_their_key(tmp_path: Path, environ: dict[str, str], key:
         load_settings(None, environ=environ, base_dir=tmp_path)
     assert raised.value.key == key
     assert str(raised.value).startswith(f"config {key}:")
+
+
+def test_rate_margin(tmp_path: Path) -> None:
+    default = load_settings(None, environ={}, base_dir=tmp_path)
+    assert default.telegram.rate_margin == 0.04
+    from_file = load_settings(
+        write(tmp_path, "telegram:\n  rate_margin: 0.1\n"), environ={}, base_dir=tmp_path
+    )
+    assert from_file.telegram.rate_margin == 0.1
+    for text, margin in [("0", 0.0), ("0.02", 0.02), ("0.499", 0.499)]:
+        settings = load_settings(
+            None, environ={"TGB_TELEGRAM_RATE_MARGIN": text}, base_dir=tmp_path
+        )
+        assert settings.telegram.rate_margin == margin
+    with pytest.raises(ConfigError, match=r"^config telegram\.rate_margin: must be below 0\.5"):
+        load_settings(None, environ={"TGB_TELEGRAM_RATE_MARGIN": "0.5"}, base_dir=tmp_path)
 
 
 def test_bad_token_is_not_echoed(tmp_path: Path) -> None:

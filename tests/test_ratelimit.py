@@ -15,7 +15,7 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Hashable
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import TypeVar
+from typing import TypeVar, cast
 
 import nats
 import nats.js.errors
@@ -23,7 +23,7 @@ import pytest
 from nats.js import JetStreamContext
 
 from tests.fixtures.nats import nats_server_url, new_prefix, wait_until
-from worker.ratelimit import RateLimiter, rate_bucket
+from worker.ratelimit import DEFAULT_MARGIN, RateLimiter, rate_bucket
 
 ROOT = Path(__file__).resolve().parents[1]
 BOT = 4242
@@ -317,6 +317,37 @@ async def test_cancelled_acquires_hand_their_slots_on(embedded_url: str) -> None
         assert after.permits == 5
         assert after.leases == before.leases  # the five used slots the cancelled callers had
         assert time.time() >= after.paused_until
+
+
+async def test_slots_are_spaced_by_the_margin(embedded_url: str) -> None:
+    """``rate + 1`` consecutive slots span ``1 + margin`` seconds; the default margin is 4 %."""
+    assert DEFAULT_MARGIN == 0.04
+    rate, count = 50.0, 30
+    interval = (1 + DEFAULT_MARGIN) / rate
+    async with (
+        jetstream(embedded_url) as js,
+        RateLimiter(js=js, prefix=new_prefix(), bot_id=BOT, rate=rate) as limiter,
+    ):
+        # Every slot is at or after the pause's end and `interval` after the previous one:
+        # slot k is at or after `until + k * interval`.
+        await limiter.pause(0.3)
+        until = limiter.stats.paused_until
+        granted: list[float] = []
+
+        async def send(chat_id: int) -> None:
+            await limiter.acquire(chat_id)
+            granted.append(time.time())
+
+        await asyncio.gather(*(send(1000 + i) for i in range(count)))
+    # Each permit is at or after a slot of its own (a late wake-up only moves it later).
+    for k, permit in enumerate(sorted(granted)):
+        assert permit >= until + k * interval - 1e-6, (k, permit - until)
+
+
+@pytest.mark.parametrize("margin", [-0.01, 0.5])
+def test_margin_is_checked(margin: float) -> None:
+    with pytest.raises(ValueError, match="margin"):
+        RateLimiter(js=cast(JetStreamContext, None), prefix="p", bot_id=BOT, rate=30, margin=margin)
 
 
 K = TypeVar("K", bound=Hashable)

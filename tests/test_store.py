@@ -296,6 +296,33 @@ async def test_pending_batches_are_keyset_pages_in_id_order(store: Store) -> Non
         await batches(store, created.id, 0)
 
 
+async def test_job_batches_are_cut_the_same_whatever_the_read_size(store: Store) -> None:
+    recipients = [5 * i - 40 for i in range(20)]  # negative ids (groups) too
+    created = await store.create_broadcast(to(*random.sample(recipients, len(recipients))))
+    # Final: all of batch 1 and of the last batch (both left out), one of batch 2 (kept).
+    final = [recipients[i] for i in (3, 4, 5, 6, 18, 19)]
+    await store.record_results(
+        [sent(created.id, u) if u % 2 else failed(created.id, u) for u in final]
+    )
+
+    async def jobs(read_size: int) -> list[tuple[int, ...]]:
+        cut = store.job_batches(created.id, batch_size=3, read_size=read_size)
+        return [batch async for batch in cut]
+
+    expected = [tuple(recipients[k : k + 3]) for k in (0, 6, 9, 12, 15)]
+    assert await jobs(7) == expected
+    assert await jobs(1000) == expected
+    for read_size in (1, 2, 3, 6, 19, 20, 21):
+        assert await jobs(read_size) == expected, read_size
+    everyone = [batch async for batch in store.job_batches(created.id, batch_size=3)]
+    assert everyone == expected  # the default read size
+    await store.record_results([sent(created.id, u) for u in recipients if u not in final])
+    assert await jobs(7) == []  # every batch final: nothing to queue
+    assert [b async for b in store.job_batches(9999, batch_size=3, read_size=7)] == []
+    with pytest.raises(ValueError, match="read_size"):
+        await jobs(0)
+
+
 async def test_pending_among_checks_only_the_given_recipients(store: Store) -> None:
     created = await store.create_broadcast(to(*range(1, 1201)))
     await store.record_results([sent(created.id, 2), failed(created.id, 1100)])

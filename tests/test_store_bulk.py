@@ -9,16 +9,19 @@ import asyncio
 import random
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import pytest
 from sqlalchemy import func, select, text, true
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from broadcasting.model import Content, DeliveryState, NewBroadcast, UserProfile
+from broadcasting.model import Broadcast, Content, DeliveryState, NewBroadcast, UserProfile
 from broadcasting.store import Store, create_engine, limits, users
+from broadcasting.store.engine import writer
 from broadcasting.store.tables import broadcasts, deliveries
 from broadcasting.store.tables import users as user_table
+from tests.fixtures.databases import temporary_database
 
 HELLO = Content(message="hello")
 AT = datetime(2025, 1, 2, 3, 4, 5, 678901, tzinfo=UTC)
@@ -176,30 +179,105 @@ async def test_recipients_in_many_small_statements(
     assert set(await user_rows(engine)) == set(recipients)
 
 
-async def blocked(engine: AsyncEngine, task: asyncio.Task[Any]) -> None:
-    """Return once a transaction in this database waits for a lock (SQLite: after a moment)."""
-    probe = {
-        "postgresql": _PG_WAITING,
-        "mysql": _MYSQL_WAITING,
-        "mariadb": _MYSQL_WAITING,
-    }.get(engine.dialect.name)
-    for _ in range(200):
-        await asyncio.sleep(0.05)
-        assert not task.done(), "the broadcast did not wait for the other transaction"
-        if probe is None:
-            return
+@pytest.fixture(
+    params=[
+        pytest.param("postgres", marks=pytest.mark.postgres),
+        pytest.param("mariadb", marks=pytest.mark.mariadb),
+    ]
+)
+async def server_url(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[str]:
+    """A fresh database on a server with row locks (SQLite writers take the whole file)."""
+    async with temporary_database(request.param, tmp_path) as url:
+        yield url
+
+
+async def test_a_user_inserted_meanwhile_is_left_as_written(server_url: str) -> None:
+    """Another transaction inserts one of the recipients and commits only once the broadcast
+    waits for its lock: on PostgreSQL this is the conflict that sends the users INSERT to its
+    fallback, on MariaDB the INSERT IGNORE waits and skips the row."""
+    recipients = list(range(1, 2_001))
+    racer = {"id": 42, "username": "racer", "active": True, "created_at": AT, "updated_at": AT}
+    async with Store.open(server_url) as store:
+        await store.migrate()
+        engine = create_engine(server_url)
+        creating: asyncio.Task[Broadcast] | None = None
+        try:
+            async with writer(engine).begin() as other:
+                holder = await session_id(other)
+                await other.execute(user_table.insert().values(**racer))
+                creating = asyncio.create_task(store.create_broadcast(to(*recipients)))
+                await waiting_for(engine, holder, creating)
+            created = await creating  # the other transaction has committed
+
+            assert created.total == len(recipients)
+            assert await pending(engine, created.id) == recipients
+            rows = await user_rows(engine)
+            assert sorted(rows) == recipients  # 42 once
+            assert rows[42] == ("racer", None, True, AT, AT)
+            assert await count(engine, user_table, user_table.c.created_at == AT) == 1
+        finally:
+            if creating is not None and not creating.done():
+                creating.cancel()
+                await asyncio.gather(creating, return_exceptions=True)
+            await engine.dispose()
+
+
+@pytest.mark.parametrize(
+    ("bad", "error", "message"),
+    [
+        (2**63, OverflowError, r"^user id 9223372036854775808 is outside signed 64 bits \("),
+        (-(2**63) - 1, OverflowError, r"^user id -9223372036854775809 is outside signed 64 b"),
+        (2.5, TypeError, r"^user id 2\.5 is not an integer$"),
+    ],
+    ids=["above", "below", "float"],
+)
+async def test_ids_that_are_not_64_bit_integers_are_refused(
+    store: Store, engine: AsyncEngine, bad: Any, error: type[Exception], message: str
+) -> None:
+    await store.create_broadcast(to(7))  # a known user and broadcast, left as they are
+    before = await user_rows(engine)
+
+    with pytest.raises(error, match=message):
+        await store.create_broadcast(to(*range(1, 5_001), *EXTREMES, bad))
+
+    assert (await count(engine, broadcasts), await count(engine, deliveries)) == (1, 1)
+    assert await user_rows(engine) == before
+    again = await store.create_broadcast(to(*range(1, 5_001), *EXTREMES))  # still usable
+    assert again.total == 5_002
+
+
+async def session_id(connection: AsyncConnection) -> int:
+    """The server's id of ``connection``'s session (PostgreSQL: backend pid)."""
+    query = "SELECT pg_backend_pid()" if connection.dialect.name == "postgresql" else None
+    return int(await connection.scalar(text(query or "SELECT CONNECTION_ID()")) or 0)
+
+
+async def waiting_for(
+    engine: AsyncEngine, holder: int, task: asyncio.Task[Any], *, within: float = 30.0
+) -> None:
+    """Return once a session waits for a lock that session ``holder`` holds, as the server
+    shows it; fail if ``task`` ends first or nothing waits ``within`` seconds."""
+    postgres = engine.dialect.name == "postgresql"
+    probe = _PG_WAITING if postgres else _MYSQL_WAITING
+    # InnoDB refreshes its information_schema tables only when they were not read in the
+    # last 0.1 s: polled faster, they never show the wait.
+    interval = 0.01 if postgres else 0.15
+    deadline = asyncio.get_running_loop().time() + within
+    while True:
         async with engine.connect() as connection:
-            if await connection.scalar(text(probe)):
+            if await connection.scalar(text(probe), {"holder": holder}):
                 return
-    raise AssertionError("the broadcast never waited for the other transaction's lock")
+        if asyncio.get_running_loop().time() > deadline:
+            raise AssertionError(f"nothing waited for session {holder}'s lock in {within} s")
+        done, _ = await asyncio.wait({task}, timeout=interval)  # and sees an early end
+        if done:
+            task.result()  # its error, if it failed
+            raise AssertionError("the broadcast did not wait for the other transaction")
 
 
-_PG_WAITING = """
-    SELECT count(*) FROM pg_locks JOIN pg_stat_activity USING (pid)
-    WHERE NOT granted AND datname = current_database()
-"""
+_PG_WAITING = "SELECT count(*) FROM pg_stat_activity WHERE :holder = ANY(pg_blocking_pids(pid))"
 _MYSQL_WAITING = """
-    SELECT count(*) FROM information_schema.innodb_trx AS t
-    JOIN information_schema.processlist AS p ON p.id = t.trx_mysql_thread_id
-    WHERE t.trx_state = 'LOCK WAIT' AND p.db = DATABASE()
+    SELECT count(*) FROM information_schema.innodb_lock_waits AS w
+    JOIN information_schema.innodb_trx AS b ON b.trx_id = w.blocking_trx_id
+    WHERE b.trx_mysql_thread_id = :holder
 """

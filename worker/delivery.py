@@ -18,6 +18,10 @@ Guarantees:
   API is uploaded to Telegram once: within a process the first send goes alone, and its
   file_id, stored in SQL, is used for every later send by every worker. (Workers that start
   the same broadcast at the same moment may each make one such first send.)
+* Pause, cancel and resume (:mod:`broadcasting.lifecycle`): before each send the broadcast's
+  state is checked (read from SQL at most every ``STATUS_INTERVAL``); a broadcast that is not
+  queued or running, or was resumed since the job read it, is not sent to — sends in flight
+  finish and are recorded, the others stay ``PENDING``.
 """
 
 from __future__ import annotations
@@ -31,6 +35,7 @@ from datetime import UTC, datetime
 from typing import Protocol
 
 from broadcasting.errors import ChatMigrated, PermanentError, RateLimited, TelegramError
+from broadcasting.lifecycle import SENDABLE
 from broadcasting.metrics import Metrics
 from broadcasting.model import (
     Broadcast,
@@ -38,9 +43,12 @@ from broadcasting.model import (
     Content,
     DeliveryResult,
     DeliveryState,
+    MediaType,
+    UserProfile,
 )
 from broadcasting.queue import FinishedEvent, Queue
 from broadcasting.store import Store
+from broadcasting.templates import personalized, rendered_problem
 from worker.recorder import ResultRecorder
 from worker.telegram import TelegramSender
 
@@ -92,44 +100,62 @@ class Deliverer:
         self._backoff_cap = backoff_cap
         self._stopped: set[int] = set()
         self._file_ids: OrderedDict[int, str] = OrderedDict()
-        self._status_read: OrderedDict[int, float] = OrderedDict()
+        self._status_read: OrderedDict[int, tuple[float, BroadcastStatus, datetime | None]] = (
+            OrderedDict()
+        )
+        """Per broadcast: when its state was last read, its status and ``resumed_at``."""
         self._first_media_send: dict[int, asyncio.Lock] = {}
 
     def stopped(self, broadcast_id: int) -> bool:
         """Whether this worker saw the broadcast stop (its remaining sends are skipped)."""
         return broadcast_id in self._stopped
 
-    async def _stopping(self, broadcast_id: int) -> bool:
-        """Whether the broadcast stopped — here, or on another worker: its status is read from
-        SQL at most every ``STATUS_INTERVAL`` seconds, so every worker stops within that."""
+    async def _stopping(self, broadcast: Broadcast) -> bool:
+        """Whether sends of this job (``broadcast`` as the job read it) must stop: the
+        broadcast stopped here, or — on any worker or API server — it is no longer queued or
+        running (failed, cancelled, paused) or it was resumed since the job read it (a newer
+        generation of jobs covers its recipients). Its state is read from SQL at most every
+        ``STATUS_INTERVAL`` seconds, so every worker stops within that."""
+        broadcast_id = broadcast.id
         if broadcast_id in self._stopped:
             return True
         now = time.monotonic()
-        if now - self._status_read.get(broadcast_id, 0.0) < STATUS_INTERVAL:
+        known = self._status_read.get(broadcast_id)
+        if known is None or now - known[0] >= STATUS_INTERVAL:
+            try:
+                latest = await self._store.get_broadcast(broadcast_id)
+            except Exception as exc:
+                logger.warning("reading a broadcast's status failed", extra={"error": repr(exc)})
+                latest = None
+            if latest is not None:
+                known = (now, latest.status, latest.resumed_at)
+                self._status_read[broadcast_id] = known
+                self._status_read.move_to_end(broadcast_id)
+                while len(self._status_read) > FILE_ID_CACHE:
+                    self._status_read.popitem(last=False)
+        if known is None:
             return False
-        self._status_read[broadcast_id] = now
-        while len(self._status_read) > FILE_ID_CACHE:
-            self._status_read.popitem(last=False)
-        try:
-            status = (await self._store.get_broadcast(broadcast_id)).status
-        except Exception as exc:
-            logger.warning("reading a broadcast's status failed", extra={"error": repr(exc)})
-            return False
-        if status is BroadcastStatus.FAILED:
+        _, status, resumed_at = known
+        if status.is_final:
             self._stopped.add(broadcast_id)
             return True
-        return False
+        return status not in SENDABLE or resumed_at != broadcast.resumed_at
 
     def forget(self, broadcast_id: int) -> None:
         self._file_ids.pop(broadcast_id, None)
         self._first_media_send.pop(broadcast_id, None)
 
-    async def deliver(self, broadcast: Broadcast, user_id: int) -> None:
-        """Send to one recipient and record its final outcome (skipped if stopped)."""
+    async def deliver(
+        self, broadcast: Broadcast, user_id: int, profile: UserProfile | None = None
+    ) -> None:
+        """Send to one recipient and record its final outcome (skipped if stopped).
+        ``profile`` fills a personalized broadcast's placeholders (``None``: unknown user)."""
         # The slot is held until the outcome is durable: a worker that dies has at most
         # ``concurrency`` recipients sent (or being sent) but not recorded — the duplicate bound.
         async with self._sends:
-            outcome = await self._attempts(broadcast, user_id)
+            if await self._stopping(broadcast):  # paused or cancelled while this one waited
+                return
+            outcome = await self._attempts(broadcast, user_id, profile)
             if outcome is None:
                 return
             result, content_error = outcome
@@ -138,10 +164,15 @@ class Deliverer:
             await self._content_breaker(result)
 
     async def _attempts(
-        self, broadcast: Broadcast, user_id: int
+        self, broadcast: Broadcast, user_id: int, profile: UserProfile | None
     ) -> tuple[DeliveryResult, bool] | None:
         """The outcome, and whether the content was at fault; None if the broadcast stopped."""
-        content = broadcast.content
+        content = personalized(broadcast.content, user_id, profile)
+        if content.options.personalize:
+            problem = rendered_problem(content)
+            if problem is not None:  # this recipient's values make it too long: theirs alone
+                refusal = PermanentError(problem, error_code=400)
+                return _refused(broadcast.id, user_id, DeliveryState.BAD_REQUEST, refusal), False
         chat_id = user_id
         attempts = migrations = 0
         while True:
@@ -204,24 +235,31 @@ class Deliverer:
         """One send within the rate budget: Telegram's message id, or None if the broadcast
         stopped before it could be sent."""
         if not _needs_first_send(content):
-            return await self._send_once(broadcast, chat_id, media=None)
+            return await self._send_once(broadcast, chat_id, media=None, content=content)
         media = await self._file_id(broadcast.id)
         if media is not None:
-            return await self._send_once(broadcast, chat_id, media=media)
+            return await self._send_once(broadcast, chat_id, media=media, content=content)
         # No file_id yet: one send at a time fetches the URL; the rest wait for its file_id.
         lock = self._first_media_send.setdefault(broadcast.id, asyncio.Lock())
         async with lock:
             media = await self._file_id(broadcast.id)
             if media is not None:
-                return await self._send_once(broadcast, chat_id, media=media)
+                return await self._send_once(broadcast, chat_id, media=media, content=content)
             upload = None
             if content.media_upload is not None:
                 upload = await self._queue.get_media(content.media_upload)
+            album_uploads = {
+                item.media_upload: await self._queue.get_media(item.media_upload)
+                for item in content.options.album
+                if item.media_upload is not None
+            }
             await self._limiter.acquire(chat_id, paid=content.allow_paid_broadcast)
-            if await self._stopping(broadcast.id):
+            if await self._stopping(broadcast):
                 return None
             with self._metrics.send_seconds.time():
-                sent = await self._sender.send(chat_id, content, upload=upload)
+                sent = await self._sender.send(
+                    chat_id, content, upload=upload, album_uploads=album_uploads
+                )
             if sent.file_id:
                 self._remember_file_id(broadcast.id, sent.file_id)
                 await self._persist_file_id(broadcast.id, sent.file_id)
@@ -235,13 +273,13 @@ class Deliverer:
             logger.warning("storing a media file_id failed", extra={"error": repr(exc)})
 
     async def _send_once(
-        self, broadcast: Broadcast, chat_id: int, *, media: str | None
+        self, broadcast: Broadcast, chat_id: int, *, media: str | None, content: Content
     ) -> int | None:
         await self._limiter.acquire(chat_id, paid=broadcast.content.allow_paid_broadcast)
-        if await self._stopping(broadcast.id):
+        if await self._stopping(broadcast):
             return None
         with self._metrics.send_seconds.time():
-            sent = await self._sender.send(chat_id, broadcast.content, media=media)
+            sent = await self._sender.send(chat_id, content, media=media)
         return sent.message_id
 
     async def _file_id(self, broadcast_id: int) -> str | None:
@@ -287,6 +325,12 @@ class Deliverer:
 
 def _needs_first_send(content: Content) -> bool:
     """Whether Telegram must fetch or receive the file before a file_id exists for it."""
+    if content.media_type is MediaType.ALBUM:  # any item fetched or uploaded
+        return any(
+            item.media_upload is not None
+            or (item.media_url or "").startswith(("http://", "https://"))
+            for item in content.options.album
+        )
     url = content.media_url or ""
     by_url = url.startswith(("http://", "https://"))
     return content.media_type.has_media and (by_url or content.media_upload is not None)

@@ -35,6 +35,7 @@ async def running_worker(
             bot_id=bot_id,
             rate=settings.telegram.rate_limit,
             paid_rate=settings.telegram.paid_rate_limit,
+            margin=settings.telegram.rate_margin,
         ) as limiter,
         ResultRecorder(store=store, queue=queue, metrics=metrics) as recorder,
     ):

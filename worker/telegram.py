@@ -6,6 +6,10 @@ Guarantees:
   raises a :class:`~broadcasting.errors.TelegramError` subclass — never aiogram's, aiohttp's
   or asyncio's own exceptions (cancellation still propagates as ``CancelledError``). The
   retry decision travels on the exception (``retryable``, ``retry_after``, ``new_chat_id``).
+* Every content is one Bot API call: an album is one sendMediaGroup (its ``message_id`` is
+  the first message's, its ``file_id`` all items' as one value), a copy one copyMessage, a
+  forward one forwardMessage. Formatting, keyboards and flags go on every method that takes
+  them (:mod:`worker.aiogram_content`); left at their defaults they are not sent at all.
 * :func:`map_error` is the one place where foreign exceptions become ours. A refusal keeps
   Telegram's description exactly (``Forbidden: bot was blocked by the user``), since users
   are shown it.
@@ -16,8 +20,10 @@ Guarantees:
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from dataclasses import dataclass
 from types import TracebackType
+from typing import Any
 
 import aiohttp
 from aiogram import Bot
@@ -40,6 +46,7 @@ from aiogram.exceptions import (
 from aiogram.types import BufferedInputFile, Message
 from aiogram.utils.token import TokenValidationError, validate_token
 
+from broadcasting.content import ContentOptions, album_file_ids, encode_album_file_ids
 from broadcasting.errors import (
     ChatMigrated,
     PermanentError,
@@ -49,6 +56,8 @@ from broadcasting.errors import (
 )
 from broadcasting.logconfig import redact
 from broadcasting.model import Content, DeliveryState, MediaType
+from worker import aiogram_content
+from worker.aiogram_content import InputMedia
 
 logger = logging.getLogger(__name__)
 
@@ -128,14 +137,24 @@ class TelegramSender:
         *,
         media: str | None = None,
         upload: bytes | None = None,
+        album_uploads: Mapping[str, bytes] | None = None,
     ) -> SentMessage:
         """Send ``content`` to ``chat_id``. ``media`` (a file_id) replaces
         ``content.media_url``; ``upload`` sends these bytes as the file instead (multipart,
-        named ``content.media_filename``).
+        named ``content.media_filename``). For an album, ``media`` is the items' file_ids
+        (:func:`~broadcasting.content.encode_album_file_ids`) and ``album_uploads`` the bytes
+        of uploaded items by their ``media_upload`` name.
 
         Raises only :class:`TelegramError` subclasses.
         """
         kind = content.media_type
+        try:
+            if kind is MediaType.ALBUM:
+                return await self._send_album(chat_id, content, media, album_uploads or {})
+            if kind in (MediaType.COPY, MediaType.FORWARD):
+                return await self._send_copy(chat_id, content)
+        except Exception as exc:
+            raise map_error(exc) from None
         source: str | BufferedInputFile | None = media or content.media_url
         if upload is not None:
             source = BufferedInputFile(upload, filename=content.media_filename or "file")
@@ -149,11 +168,77 @@ class TelegramSender:
                 content.message,
                 source or "",
                 caption,
+                content.options,
                 paid=True if content.allow_paid_broadcast else None,
             )
         except Exception as exc:
             raise map_error(exc) from None
         return SentMessage(message_id=message.message_id, file_id=stored_file_id(message, kind))
+
+    async def _send_album(
+        self,
+        chat_id: int,
+        content: Content,
+        file_ids: str | None,
+        uploads: Mapping[str, bytes],
+    ) -> SentMessage:
+        """sendMediaGroup; the message id is the first message's, the file_id the items'."""
+        items = content.options.album
+        reused = album_file_ids(file_ids) if file_ids else None
+        media: list[InputMedia] = []
+        for index, item in enumerate(items):
+            source: str | BufferedInputFile
+            if reused is not None and len(reused) == len(items):
+                source = reused[index]
+            elif item.media_upload is not None:
+                if item.media_upload not in uploads:
+                    raise PermanentError(
+                        f"the upload of album item {index} is missing", error_code=400
+                    )
+                source = BufferedInputFile(
+                    uploads[item.media_upload], filename=item.media_filename or "file"
+                )
+            else:
+                source = item.media_url or ""
+            media.append(aiogram_content.input_media(item, source, content.options))
+        messages = await self._bot.send_media_group(
+            chat_id,
+            media,
+            allow_paid_broadcast=True if content.allow_paid_broadcast else None,
+            **aiogram_content.flags(content.options),
+        )
+        stored = [
+            stored_file_id(message, MediaType(item.kind.value))
+            for message, item in zip(messages, items, strict=False)
+        ]
+        file_id = None
+        if len(stored) == len(items) and all(stored):
+            file_id = encode_album_file_ids(tuple(f for f in stored if f))
+        return SentMessage(message_id=messages[0].message_id, file_id=file_id)
+
+    async def _send_copy(self, chat_id: int, content: Content) -> SentMessage:
+        """copyMessage (optionally with a new caption and a keyboard) or forwardMessage."""
+        options = content.options
+        assert options.source is not None, "validation requires a source"
+        source = options.source
+        if content.media_type is MediaType.FORWARD:
+            forwarded = await self._bot.forward_message(
+                chat_id, source.from_chat_id, source.message_id, **aiogram_content.flags(options)
+            )
+            return SentMessage(message_id=forwarded.message_id, file_id=None)
+        caption = content.message or None
+        copied = await self._bot.copy_message(
+            chat_id,
+            source.from_chat_id,
+            source.message_id,
+            caption=caption,
+            parse_mode=aiogram_content.parse_mode(options) if caption else None,
+            caption_entities=aiogram_content.entities(options) if caption else None,
+            reply_markup=aiogram_content.reply_markup(options),
+            allow_paid_broadcast=True if content.allow_paid_broadcast else None,
+            **aiogram_content.flags(options),
+        )
+        return SentMessage(message_id=copied.message_id, file_id=None)
 
     async def get_me(self) -> tuple[int, str]:
         """The bot's (id, username). Raises only :class:`TelegramError` subclasses."""
@@ -170,41 +255,50 @@ class TelegramSender:
         text: str,
         source: str | BufferedInputFile,
         caption: str | None,
+        options: ContentOptions,
         *,
         paid: bool | None,
     ) -> Message:
         bot = self._bot
+        common: dict[str, Any] = {
+            "allow_paid_broadcast": paid,
+            "reply_markup": aiogram_content.reply_markup(options),
+            **aiogram_content.flags(options),
+        }
+        formatted: dict[str, Any] = {}
+        if caption is not None:
+            formatted = {
+                "caption": caption,
+                "parse_mode": aiogram_content.parse_mode(options),
+                "caption_entities": aiogram_content.entities(options),
+            }
         match kind:
             case MediaType.TEXT:
-                return await bot.send_message(chat_id, text, allow_paid_broadcast=paid)
+                return await bot.send_message(
+                    chat_id,
+                    text,
+                    parse_mode=aiogram_content.parse_mode(options),
+                    entities=aiogram_content.entities(options),
+                    link_preview_options=aiogram_content.link_preview(options),
+                    **common,
+                )
             case MediaType.PHOTO:
-                return await bot.send_photo(
-                    chat_id, source, caption=caption, allow_paid_broadcast=paid
-                )
+                return await bot.send_photo(chat_id, source, **formatted, **common)
             case MediaType.VIDEO:
-                return await bot.send_video(
-                    chat_id, source, caption=caption, allow_paid_broadcast=paid
-                )
+                return await bot.send_video(chat_id, source, **formatted, **common)
             case MediaType.ANIMATION:
-                return await bot.send_animation(
-                    chat_id, source, caption=caption, allow_paid_broadcast=paid
-                )
+                return await bot.send_animation(chat_id, source, **formatted, **common)
             case MediaType.DOCUMENT:
-                return await bot.send_document(
-                    chat_id, source, caption=caption, allow_paid_broadcast=paid
-                )
+                return await bot.send_document(chat_id, source, **formatted, **common)
             case MediaType.AUDIO:
-                return await bot.send_audio(
-                    chat_id, source, caption=caption, allow_paid_broadcast=paid
-                )
+                return await bot.send_audio(chat_id, source, **formatted, **common)
             case MediaType.VOICE:
-                return await bot.send_voice(
-                    chat_id, source, caption=caption, allow_paid_broadcast=paid
-                )
+                return await bot.send_voice(chat_id, source, **formatted, **common)
             case MediaType.VIDEO_NOTE:
-                return await bot.send_video_note(chat_id, source, allow_paid_broadcast=paid)
+                return await bot.send_video_note(chat_id, source, **common)
             case MediaType.STICKER:
-                return await bot.send_sticker(chat_id, source, allow_paid_broadcast=paid)
+                return await bot.send_sticker(chat_id, source, **common)
+        raise PermanentError(f"{kind} is not sent with {type(self).__name__}._send", error_code=400)
 
 
 def stored_file_id(message: Message, kind: MediaType) -> str | None:
@@ -228,6 +322,7 @@ def stored_file_id(message: Message, kind: MediaType) -> str | None:
             return message.video_note.file_id if message.video_note else None
         case MediaType.STICKER:
             return message.sticker.file_id if message.sticker else None
+    return None
 
 
 def _telegram_description(exc: TelegramAPIError) -> str:
@@ -262,6 +357,15 @@ _CONTENT_ERRORS = (
     "media_empty",
     "photo_invalid_dimensions",
     "there is no",
+    "message to copy not found",
+    "message to forward not found",
+    "message can't be copied",
+    "can't parse inline keyboard button",
+    "button_data_invalid",
+    "button_url_invalid",
+    "reply markup is too long",
+    "media_group_invalid",
+    "can't be mixed with other media types",
 )
 
 

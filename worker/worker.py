@@ -8,7 +8,10 @@ Guarantees (any number of worker processes, on any machines):
 * A job is acked only after every one of its recipients has a final outcome recorded in SQL
   and published as an event. A worker that dies leaves its jobs unacked; JetStream
   redelivers them after AckWait (a long job keeps itself alive with ``in_progress``).
-* A job of a broadcast that is final (stopped by the content circuit breaker) sends nothing.
+* A job of a broadcast that is final (completed, cancelled, or stopped by the content circuit
+  breaker), paused, or resumed since the job was published (an older generation) sends
+  nothing and is acked: a resume publishes the recipients still pending as a new generation
+  (see :mod:`broadcasting.lifecycle`).
 * How one recipient is sent to — rate budget, 429s, retries, outcomes — is
   :mod:`worker.delivery`.
 """
@@ -22,6 +25,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 
 from broadcasting.errors import NotFound
+from broadcasting.lifecycle import SENDABLE, generation
 from broadcasting.queue import DUPLICATE_WINDOW, Queue, ReceivedJob, ResultEvent
 from broadcasting.store import Store
 from worker.delivery import Deliverer
@@ -105,10 +109,26 @@ class Worker:
                 )
             if broadcast.status.is_final:
                 self._deliverer.forget(broadcast.id)
+            elif broadcast.status not in SENDABLE or job.generation < generation(
+                broadcast.resumed_at
+            ):
+                # Paused (its resume publishes the pending recipients again) or an older
+                # generation (a newer one covers them): dropped, nothing sent.
+                logger.info(
+                    "job dropped: its broadcast is paused or was resumed since",
+                    extra={"broadcast_id": job.broadcast_id, "status": broadcast.status.value},
+                )
             else:
+                # Personalized: the batch's profiles in one query (unknown users: fallbacks).
+                profiles = {}
+                if broadcast.content.options.personalize:
+                    profiles = await self._store.profiles(sorted(pending))
                 # Every send finishes (or fails) before the job is settled either way.
                 outcomes = await asyncio.gather(
-                    *(self._deliverer.deliver(broadcast, user_id) for user_id in sorted(pending)),
+                    *(
+                        self._deliverer.deliver(broadcast, user_id, profiles.get(user_id))
+                        for user_id in sorted(pending)
+                    ),
                     return_exceptions=True,
                 )
                 for outcome in outcomes:

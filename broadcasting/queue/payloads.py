@@ -18,10 +18,15 @@ from broadcasting.model import BroadcastStatus, DeliveryResult, DeliveryState
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Job:
-    """A batch of recipients of one broadcast: ``user_ids`` ascending, distinct, non-empty."""
+    """A batch of recipients of one broadcast: ``user_ids`` ascending, distinct, non-empty.
+
+    ``generation`` is the broadcast's job generation when the job was cut (0 until it is
+    first resumed; see :mod:`broadcasting.lifecycle`): workers drop jobs of an older one.
+    """
 
     broadcast_id: int
     user_ids: tuple[int, ...]
+    generation: int = 0
 
     def __post_init__(self) -> None:
         if not _is_int(self.broadcast_id) or self.broadcast_id < 1:
@@ -32,15 +37,21 @@ class Job:
             raise ValueError("user_ids must be ints")
         if any(a >= b for a, b in zip(self.user_ids, self.user_ids[1:], strict=False)):
             raise ValueError("user_ids must be ascending and distinct")
+        if not _is_int(self.generation) or self.generation < 0:
+            raise ValueError(f"generation must be a non-negative int, got {self.generation!r}")
 
     @property
     def msg_id(self) -> str:
         """The ``Nats-Msg-Id``: the same for the same content, different for any other."""
         digest = hashlib.sha256(",".join(map(str, self.user_ids)).encode()).hexdigest()[:16]
-        return f"j.{self.broadcast_id}.{self.user_ids[0]}.{len(self.user_ids)}.{digest}"
+        msg_id = f"j.{self.broadcast_id}.{self.user_ids[0]}.{len(self.user_ids)}.{digest}"
+        return f"{msg_id}.g{self.generation}" if self.generation else msg_id
 
     def encode(self) -> bytes:
-        return _dumps({"broadcast_id": self.broadcast_id, "user_ids": list(self.user_ids)})
+        obj: dict[str, Any] = {"broadcast_id": self.broadcast_id, "user_ids": list(self.user_ids)}
+        if self.generation:
+            obj["generation"] = self.generation
+        return _dumps(obj)
 
     @classmethod
     def decode(cls, data: bytes) -> Job:
@@ -49,7 +60,12 @@ class Job:
         user_ids = obj.get("user_ids")
         if not isinstance(user_ids, list):
             raise ValueError("user_ids must be a list")
-        return cls(broadcast_id=_get_int(obj, "broadcast_id"), user_ids=tuple(user_ids))
+        generation = _get_int(obj, "generation") if "generation" in obj else 0
+        return cls(
+            broadcast_id=_get_int(obj, "broadcast_id"),
+            user_ids=tuple(user_ids),
+            generation=generation,
+        )
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -12,6 +12,7 @@ from datetime import datetime
 from typing import Any, Final
 
 from sqlalchemy import (
+    Row,
     false,
     func,
     select,
@@ -19,6 +20,8 @@ from sqlalchemy import (
 )
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from broadcasting import lifecycle
+from broadcasting.content import ContentOptions
 from broadcasting.errors import NotFound
 from broadcasting.model import (
     Broadcast,
@@ -27,9 +30,10 @@ from broadcasting.model import (
     DeliveryState,
     MediaType,
     NewBroadcast,
+    UserFilter,
 )
 
-from . import bulk
+from . import audiences, bulk
 from .tables import broadcasts, deliveries
 
 logger = logging.getLogger(__name__)
@@ -38,40 +42,54 @@ ACTIVE: Final = (BroadcastStatus.QUEUED.value, BroadcastStatus.RUNNING.value)
 """Statuses of broadcasts that still have work."""
 
 _PENDING: Final = DeliveryState.PENDING.value
+_FAILABLE: Final = sorted(s.value for s in lifecycle.sources(BroadcastStatus.FAILED))
 
 
 async def create(
-    connection: AsyncConnection, new: NewBroadcast, user_ids: Sequence[int], *, now: datetime
+    connection: AsyncConnection,
+    new: NewBroadcast,
+    user_ids: Sequence[int],
+    *,
+    now: datetime,
+    request_hash: str | None = None,
 ) -> Broadcast:
     """Insert the broadcast, its deliveries and any unknown recipient as a user.
 
-    ``user_ids`` are distinct and empty for ``all_users``. With no recipient at all the
+    ``user_ids`` are distinct and empty for ``all_users`` and a filter (whose active users
+    are the recipients; the filter is kept in ``audience``). With no recipient at all the
     broadcast is ``COMPLETED`` (and dispatched) from the start.
     """
-    empty = not user_ids and not new.all_users
+    empty = not user_ids and not new.all_users and new.filter is None
     inserted = await connection.execute(
         broadcasts.insert().values(
-            status=(BroadcastStatus.COMPLETED if empty else BroadcastStatus.QUEUED).value,
+            status=initial_status(new, empty=empty, now=now).value,
             message=new.content.message,
             media_type=new.content.media_type.value,
             media_url=new.content.media_url,
             allow_paid_broadcast=new.content.allow_paid_broadcast,
             media_upload=new.content.media_upload,
             media_filename=new.content.media_filename,
+            options=new.content.options.to_json(),
             all_users=new.all_users,
+            audience=None if new.filter is None else audiences.to_json(new.filter),
             total=len(user_ids),
             sent=0,
             failed=0,
             dispatched=empty,
             created_at=now,
             finished_at=now if empty else None,
+            callback_url=new.callback_url,
+            callback_state="pending" if new.callback_url else None,
+            send_at=new.send_at,
+            idempotency_key=new.idempotency_key,
+            request_hash=request_hash,
         )
     )
     key = inserted.inserted_primary_key
     assert key is not None, "an INSERT always has a primary key"
     broadcast_id = int(key[0])
-    if new.all_users:
-        await _address_active_users(connection, broadcast_id, now=now)
+    if new.all_users or new.filter is not None:
+        await _address_active_users(connection, broadcast_id, new.filter, now=now)
     elif user_ids:
         await bulk.address(connection, broadcast_id, user_ids, now=now)
     broadcast = await fetch(connection, broadcast_id)
@@ -85,6 +103,11 @@ async def fetch(connection: AsyncConnection, broadcast_id: int) -> Broadcast:
     row = (await connection.execute(statement)).first()
     if row is None:
         raise not_found(broadcast_id)
+    return from_row(row)
+
+
+def from_row(row: Row[Any]) -> Broadcast:
+    """The broadcast a ``SELECT`` of the whole ``broadcasts`` row read."""
     return Broadcast(
         id=row.id,
         status=BroadcastStatus(row.status),
@@ -95,6 +118,7 @@ async def fetch(connection: AsyncConnection, broadcast_id: int) -> Broadcast:
             media_upload=row.media_upload,
             media_filename=row.media_filename,
             allow_paid_broadcast=row.allow_paid_broadcast,
+            options=ContentOptions.from_json(row.options),
         ),
         total=row.total,
         sent=row.sent,
@@ -102,6 +126,11 @@ async def fetch(connection: AsyncConnection, broadcast_id: int) -> Broadcast:
         created_at=row.created_at,
         finished_at=row.finished_at,
         error=row.error,
+        callback_url=row.callback_url,
+        send_at=row.send_at,
+        started_at=row.started_at,
+        idempotency_key=row.idempotency_key,
+        resumed_at=row.resumed_at,
     )
 
 
@@ -111,7 +140,7 @@ async def fail(
     """Stop a broadcast that still has work as FAILED with ``reason``; whether it did."""
     stopped = await connection.execute(
         update(broadcasts)
-        .where(broadcasts.c.id == broadcast_id, broadcasts.c.status.in_(ACTIVE))
+        .where(broadcasts.c.id == broadcast_id, broadcasts.c.status.in_(_FAILABLE))
         .values(status=BroadcastStatus.FAILED.value, error=reason, finished_at=now)
     )
     return bool(stopped.rowcount == 1)
@@ -177,14 +206,24 @@ async def mark_dispatched(connection: AsyncConnection, broadcast_id: int) -> Non
         raise not_found(broadcast_id)
 
 
+def initial_status(new: NewBroadcast, *, empty: bool, now: datetime) -> BroadcastStatus:
+    """``COMPLETED`` with no recipient, ``SCHEDULED`` until a future ``send_at``, else
+    ``QUEUED`` (a ``send_at`` in the past means now)."""
+    if empty:
+        return BroadcastStatus.COMPLETED
+    if new.send_at is not None and new.send_at > now:
+        return BroadcastStatus.SCHEDULED
+    return BroadcastStatus.QUEUED
+
+
 def not_found(broadcast_id: int) -> NotFound:
     return NotFound(f"broadcast {broadcast_id} not found")
 
 
 async def _address_active_users(
-    connection: AsyncConnection, broadcast_id: int, *, now: datetime
+    connection: AsyncConnection, broadcast_id: int, user_filter: UserFilter | None, *, now: datetime
 ) -> None:
-    total = await bulk.address_active_users(connection, broadcast_id)
+    total = await bulk.address_active_users(connection, broadcast_id, user_filter)
     done: dict[str, Any] = {}
     if not total:
         done = {"status": BroadcastStatus.COMPLETED.value, "dispatched": True, "finished_at": now}

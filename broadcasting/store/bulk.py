@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import operator
 from array import array
 from collections.abc import AsyncIterator, Iterable, Sequence
 from datetime import datetime
@@ -44,14 +45,13 @@ from sqlalchemy import (
     literal,
     select,
     text,
-    true,
 )
 from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlalchemy.schema import CreateTable
 
-from broadcasting.model import DeliveryState
+from broadcasting.model import DeliveryState, UserFilter
 
-from . import limits, users
+from . import audiences, limits, users
 from .limits import chunks
 from .tables import deliveries
 from .tables import users as user_table
@@ -63,6 +63,8 @@ _MYSQL_ROW_BYTES: Final = 64
 """Room for one ``(broadcast_id,user_id,'pending'),`` with both ids at 20 characters."""
 
 _PENDING: Final = DeliveryState.PENDING.value
+_INT64_MIN: Final = -(2**63)
+_INT64_MAX: Final = 2**63 - 1
 _COLUMNS: Final = ("broadcast_id", "user_id", "state")
 _MYSQL_INSERT: Final = "INSERT INTO deliveries (broadcast_id, user_id, state) VALUES "
 
@@ -92,10 +94,10 @@ async def address(
     """Insert a ``PENDING`` delivery per id (distinct ids) and a user row for each id without
     one (active, no profile); existing users are left untouched.
 
-    ``OverflowError``/``TypeError``, before any of them is written, for an id that is not a
-    64-bit integer (a BIGINT).
+    ``OverflowError`` (an id outside signed 64 bits: a BIGINT) or ``TypeError`` (not an
+    integer), naming the first such id, before any statement: nothing is written.
     """
-    ids = array("q", user_ids)
+    ids = _int64_array(user_ids)
     async with _bulk_cache(connection):
         dialect = connection.dialect.name
         if dialect == "postgresql":
@@ -107,11 +109,31 @@ async def address(
         await users.add_recipients(connection, broadcast_id, now=now)
 
 
-async def address_active_users(connection: AsyncConnection, broadcast_id: int) -> int:
-    """Insert a ``PENDING`` delivery per active user; returns how many."""
+def _int64_array(user_ids: Sequence[int]) -> array[int]:
+    """The ids as signed 64-bit integers; a precise error for the first one that is not."""
+    try:
+        return array("q", user_ids)
+    except (OverflowError, TypeError):
+        for user_id in user_ids:
+            try:
+                value = operator.index(user_id)
+            except TypeError:
+                raise TypeError(f"user id {user_id!r} is not an integer") from None
+            if not _INT64_MIN <= value <= _INT64_MAX:
+                raise OverflowError(
+                    f"user id {value} is outside signed 64 bits ({_INT64_MIN}..{_INT64_MAX})"
+                ) from None
+        raise
+
+
+async def address_active_users(
+    connection: AsyncConnection, broadcast_id: int, user_filter: UserFilter | None = None
+) -> int:
+    """Insert a ``PENDING`` delivery per active user (matching ``user_filter`` when given, see
+    :mod:`.audiences`); returns how many. One ``INSERT .. SELECT``: no user reaches Python."""
     audience = (
         select(literal(broadcast_id, BigInteger), user_table.c.id, literal(_PENDING, String))
-        .where(user_table.c.active == true())
+        .where(*audiences.conditions(user_filter, active_only=True))
         .order_by(user_table.c.id)
     )
     async with _bulk_cache(connection):

@@ -10,10 +10,28 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Final
 
-from sqlalchemy import BigInteger, Row, Select, String, Text, bindparam, case, select, update
+from sqlalchemy import (
+    BigInteger,
+    Row,
+    Select,
+    String,
+    Text,
+    bindparam,
+    case,
+    func,
+    select,
+    update,
+)
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from broadcasting.model import Broadcast, BroadcastStatus, DeliveryResult, DeliveryState
+from broadcasting import lifecycle
+from broadcasting.model import (
+    Broadcast,
+    BroadcastStatus,
+    Delivery,
+    DeliveryResult,
+    DeliveryState,
+)
 
 from . import broadcasts as broadcast_statements
 from . import users
@@ -21,6 +39,7 @@ from .limits import IDS_PER_IN_LIST, chunks
 from .tables import UtcDateTime, broadcasts, deliveries
 
 _PENDING: Final = DeliveryState.PENDING.value
+_COMPLETABLE: Final = sorted(s.value for s in lifecycle.sources(BroadcastStatus.COMPLETED))
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -102,6 +121,45 @@ async def results_page(
     return [_result(row) for row in await connection.execute(statement)]
 
 
+async def report_page(
+    connection: AsyncConnection,
+    broadcast_id: int,
+    *,
+    states: frozenset[DeliveryState],
+    after: int | None,
+    limit: int,
+) -> list[Delivery]:
+    """Up to ``limit`` recipients in any of ``states`` (all when empty) with ``user_id >
+    after``, ascending: the primary key serves the unfiltered shape, ``ix_deliveries_state``
+    the filtered one."""
+    statement = (
+        select(
+            deliveries.c.user_id,
+            deliveries.c.state,
+            deliveries.c.message_id,
+            deliveries.c.error,
+            deliveries.c.finished_at,
+        )
+        .where(deliveries.c.broadcast_id == broadcast_id)
+        .order_by(deliveries.c.user_id)
+        .limit(limit)
+    )
+    if states:
+        statement = statement.where(deliveries.c.state.in_(sorted(s.value for s in states)))
+    if after is not None:
+        statement = statement.where(deliveries.c.user_id > after)
+    return [
+        Delivery(
+            user_id=row.user_id,
+            state=DeliveryState(row.state),
+            finished_at=row.finished_at,
+            message_id=row.message_id,
+            error=row.error,
+        )
+        for row in await connection.execute(statement)
+    ]
+
+
 async def record(
     connection: AsyncConnection, results: Sequence[DeliveryResult], *, now: datetime
 ) -> Recorded:
@@ -144,7 +202,8 @@ async def record(
             sent = sum(result.state is DeliveryState.SENT for result in final)
             sent_before, failed_before = counts.get(broadcast_id, (0, 0))
             counts[broadcast_id] = (sent_before + sent, failed_before + len(final) - sent)
-    leaving = [result.user_id for result in recorded if result.state.deactivates_user]
+    # The outcome is why the user left: "blocked" or "deactivated".
+    leaving = {r.user_id: r.state.value for r in recorded if r.state.deactivates_user}
     if leaving:
         await users.deactivate(connection, leaving, now=now)
     finished: list[Broadcast] = []
@@ -172,13 +231,15 @@ async def _count(
                 ),
                 else_=broadcasts.c.status,
             ),
+            started_at=func.coalesce(broadcasts.c.started_at, now),
         )
     )
     completed = await connection.execute(
         update(broadcasts)
         .where(
             broadcasts.c.id == broadcast_id,
-            broadcasts.c.status.in_(broadcast_statements.ACTIVE),
+            # Paused too (sends in flight finished everyone); never a cancelled one.
+            broadcasts.c.status.in_(_COMPLETABLE),
             broadcasts.c.sent + broadcasts.c.failed >= broadcasts.c.total,
         )
         .values(status=BroadcastStatus.COMPLETED.value, finished_at=now)

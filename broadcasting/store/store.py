@@ -23,24 +23,32 @@ import asyncio
 import contextlib
 import logging
 import random
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
-from datetime import UTC, datetime
+from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Sequence
+from datetime import UTC, datetime, timedelta
 from typing import Final, TypeVar
 
 from sqlalchemy import select
-from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from broadcasting.errors import AlreadyExists
+from broadcasting.lifecycle import Command
 from broadcasting.model import (
     Broadcast,
+    BroadcastStatus,
+    Delivery,
     DeliveryResult,
     DeliveryState,
     NewBroadcast,
+    User,
+    UserFilter,
     UserPage,
     UserProfile,
 )
 
-from . import broadcasts, deliveries, dialects, users
+from . import broadcasts, callbacks, deliveries, dialects, profiles, users
+from . import lifecycle as _lifecycle
+from .callbacks import CallbackClaim
 from .deliveries import Recorded
 from .engine import create_engine, migrate, writer
 
@@ -85,28 +93,78 @@ class Store:
 
     # -- broadcasts -----------------------------------------------------------------------
 
-    async def create_broadcast(self, new: NewBroadcast) -> Broadcast:
+    async def create_broadcast(
+        self, new: NewBroadcast, *, request_hash: str | None = None
+    ) -> Broadcast:
         """Store a broadcast and one ``PENDING`` delivery per recipient, in one transaction.
 
         With ``user_ids`` (repeats are dropped), each recipient without a user row gets one
         (active, no profile); existing users are left untouched. With ``all_users``, the
-        recipients are the users active at that moment. ``total`` is the number of
+        recipients are the users active at that moment; with ``filter``, the active users
+        matching it then (resolved in SQL, see :mod:`.audiences`). ``total`` is the number of
         deliveries. The broadcast is ``QUEUED`` and not dispatched; with no recipient at all
         it is ``COMPLETED`` at once and counts as dispatched.
         """
         user_ids = new.user_ids
         if len(set(user_ids)) != len(user_ids):  # a validated request has no repeats: cheaper
             user_ids = tuple(dict.fromkeys(user_ids))
-        if new.all_users and user_ids:
-            raise ValueError("a broadcast has one audience: user_ids or all_users")
-        return await self._write(
-            lambda connection: broadcasts.create(connection, new, user_ids, now=_now())
-        )
+        if sum((bool(user_ids), new.all_users, new.filter is not None)) > 1:
+            raise ValueError("a broadcast has one audience: user_ids, all_users or filter")
+        try:
+            return await self._write(
+                lambda connection: broadcasts.create(
+                    connection, new, user_ids, now=_now(), request_hash=request_hash
+                )
+            )
+        except IntegrityError:
+            key = new.idempotency_key
+            if key is not None and await self.broadcast_by_idempotency_key(key) is not None:
+                raise AlreadyExists(f"idempotency key {key!r} is taken") from None
+            raise
 
     async def get_broadcast(self, broadcast_id: int) -> Broadcast:
         """The broadcast; :class:`~broadcasting.errors.NotFound` if there is none."""
         async with self._engine.connect() as connection:
             return await broadcasts.fetch(connection, broadcast_id)
+
+    async def move_broadcast(self, broadcast_id: int, command: Command) -> Broadcast:
+        """Apply a lifecycle command with one conditional update (see
+        :mod:`broadcasting.lifecycle`); the broadcast as it left it. ``NotFound``, or
+        ``FailedPrecondition`` naming the state that does not allow it."""
+        return await self._write(
+            lambda connection: _lifecycle.move(connection, broadcast_id, command, now=_now())
+        )
+
+    async def list_broadcasts(
+        self, *, statuses: Collection[BroadcastStatus], before: int | None, limit: int
+    ) -> list[Broadcast]:
+        """Up to ``limit`` broadcasts in any of ``statuses`` (any when empty) with ``id <
+        before``, newest first."""
+        if limit < 1:
+            raise ValueError(f"limit must be positive, not {limit}")
+        async with self._engine.connect() as connection:
+            return await _lifecycle.page(connection, statuses=statuses, before=before, limit=limit)
+
+    async def due_broadcasts(self, now: datetime, *, limit: int = 100) -> list[int]:
+        """Ids of ``SCHEDULED`` broadcasts with ``send_at <= now``, earliest first."""
+        async with self._engine.connect() as connection:
+            return await _lifecycle.due(connection, now=now, limit=limit)
+
+    async def broadcast_by_idempotency_key(self, key: str) -> tuple[Broadcast, str | None] | None:
+        """The broadcast created with idempotency ``key``, and its request's hash."""
+        async with self._engine.connect() as connection:
+            return await _lifecycle.by_idempotency_key(connection, key)
+
+    async def mark_generation_dispatched(
+        self, broadcast_id: int, resumed_at: datetime | None
+    ) -> bool:
+        """Record that every job of the generation ``resumed_at`` names is queued; False
+        (nothing written) if the broadcast was resumed since."""
+        return await self._write(
+            lambda connection: _lifecycle.mark_generation_dispatched(
+                connection, broadcast_id, resumed_at
+            )
+        )
 
     async def undispatched_broadcasts(self, *, created_before: datetime | None = None) -> list[int]:
         """Ids of broadcasts not final whose jobs are not all queued yet, oldest first;
@@ -202,6 +260,26 @@ class Store:
                 connection, broadcast_id, after=after_user_id, limit=limit
             )
 
+    async def delivery_report(
+        self,
+        broadcast_id: int,
+        *,
+        states: frozenset[DeliveryState] = frozenset(),
+        after_user_id: int | None,
+        limit: int,
+    ) -> list[Delivery]:
+        """Up to ``limit`` recipients in any of ``states`` (any state when empty) with
+        ``user_id > after_user_id``, by user id; ``NotFound`` for an unknown broadcast."""
+        if limit < 1:
+            raise ValueError(f"limit must be positive, not {limit}")
+        async with self._engine.connect() as connection:
+            page = await deliveries.report_page(
+                connection, broadcast_id, states=states, after=after_user_id, limit=limit
+            )
+            if not page:
+                await broadcasts.fetch(connection, broadcast_id)  # NotFound if there is none
+            return page
+
     async def record_results(self, results: Sequence[DeliveryResult]) -> Recorded:
         """Make final the deliveries these results are for, in one transaction.
 
@@ -259,6 +337,36 @@ class Store:
             lambda connection: broadcasts.store_file_id(connection, broadcast_id, file_id)
         )
 
+    # -- completion webhooks (see .callbacks for the states) --------------------------------
+
+    async def claim_callback(self, *, lease_seconds: float) -> CallbackClaim | None:
+        """Claim the oldest due webhook of a final broadcast for ``lease_seconds``."""
+        now = _now()
+        until = now + timedelta(seconds=lease_seconds)
+        return await self._write(
+            lambda connection: callbacks.claim(connection, now=now, until=until)
+        )
+
+    async def renew_callback(
+        self, claim: CallbackClaim, *, lease_seconds: float
+    ) -> CallbackClaim | None:
+        """Hold a claimed webhook ``lease_seconds`` from now; ``None`` if it was lost."""
+        until = _now() + timedelta(seconds=lease_seconds)
+        return await self._write(lambda connection: callbacks.renew(connection, claim, until=until))
+
+    async def settle_callback(self, claim: CallbackClaim, state: callbacks.Settled) -> bool:
+        """Record ``delivered`` or ``failed``; whether the claim was still held."""
+        return await self._write(lambda connection: callbacks.settle(connection, claim, state))
+
+    async def release_callback(self, claim: CallbackClaim) -> bool:
+        """Make a claimed webhook ``pending`` again (this server stops before delivering)."""
+        return await self._write(lambda connection: callbacks.release(connection, claim))
+
+    async def callback_state(self, broadcast_id: int) -> str | None:
+        """The broadcast's webhook state (``None`` without a webhook or broadcast)."""
+        async with self._engine.connect() as connection:
+            return await callbacks.state(connection, broadcast_id)
+
     # -- users ----------------------------------------------------------------------------
 
     async def migrate_chat(self, old_id: int, new_id: int) -> None:
@@ -268,31 +376,72 @@ class Store:
     async def upsert_users(self, users: Sequence[UserProfile]) -> int:
         """Insert new users and refresh known ones; returns how many distinct ids were given.
 
-        For a known user only the given (non-``None``) profile fields change. Every given
-        user ends up active with ``updated_at`` = now. Repeated ids merge, later fields win.
+        For a known user only the given (non-``None``) profile fields change; given ``tags``
+        replace the user's tags. Every given user ends up active (``blocked_reason`` and
+        ``blocked_at`` cleared) with ``updated_at`` = now. Repeated ids merge, later fields
+        win. One transaction, however many users.
         """
         profiles = _users.merge_profiles(users)
         if profiles:
             await self._write(lambda connection: _users.upsert(connection, profiles, now=_now()))
         return len(profiles)
 
-    async def deactivate_users(self, user_ids: Sequence[int]) -> int:
-        """Leave users out of ``all_users`` broadcasts; returns how many were active.
+    async def deactivate_users(
+        self, user_ids: Sequence[int], *, reason: DeliveryState | None = None
+    ) -> int:
+        """Leave users out of ``all_users`` and filter broadcasts; returns how many were
+        active. ``reason`` (``BLOCKED`` or ``DEACTIVATED``) becomes their ``blocked_reason``.
 
         Unknown ids are ignored. :meth:`upsert_users` makes a user active again.
         """
+        if reason is not None and not reason.deactivates_user:
+            raise ValueError(f"{reason.value} does not make a user inactive")
         if not user_ids:
             return 0
+        reasons = dict.fromkeys(user_ids, None if reason is None else reason.value)
         return await self._write(
-            lambda connection: _users.deactivate(connection, user_ids, now=_now())
+            lambda connection: _users.deactivate(connection, reasons, now=_now())
         )
 
-    async def list_users(self, *, after: int | None, limit: int) -> UserPage:
-        """Up to ``limit`` users with ``id > after``, by id; ``next_after`` if more follow."""
+    async def list_users(
+        self,
+        *,
+        after: int | None,
+        limit: int,
+        user_filter: UserFilter | None = None,
+        active_only: bool = False,
+    ) -> UserPage:
+        """Up to ``limit`` users with ``id > after``, by id, each with its tags; only those
+        matching ``user_filter`` (see :mod:`.audiences`) and, with ``active_only``, active;
+        ``next_after`` if more follow."""
         if limit < 1:
             raise ValueError(f"limit must be positive, not {limit}")
         async with self._engine.connect() as connection:
-            return await _users.page(connection, after=after, limit=limit)
+            return await _users.page(
+                connection,
+                after=after,
+                limit=limit,
+                user_filter=user_filter,
+                active_only=active_only,
+            )
+
+    async def get_user(self, user_id: int) -> User:
+        """The user with its tags; :class:`~broadcasting.errors.NotFound` if there is none."""
+        async with self._engine.connect() as connection:
+            return await _users.fetch(connection, user_id)
+
+    async def delete_user(self, user_id: int) -> None:
+        """Forget the user and its tags (its past deliveries stay); ``NotFound`` if unknown."""
+        await self._write(lambda connection: _users.remove(connection, user_id))
+
+    async def profiles(self, user_ids: Sequence[int]) -> dict[int, UserProfile]:
+        """The profiles of those of ``user_ids`` that are known users, in one query per 500
+        ids (personalization reads a job batch's recipients at once); unknown ids are
+        absent."""
+        if not user_ids:
+            return {}
+        async with self._engine.connect() as connection:
+            return await profiles.by_id(connection, user_ids)
 
     # -- transactions ---------------------------------------------------------------------
 

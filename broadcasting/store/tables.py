@@ -165,6 +165,8 @@ broadcasts = Table(
     # When a SCHEDULED broadcast starts, and when it went RUNNING.
     Column("send_at", UtcDateTime, nullable=True),
     Column("started_at", UtcDateTime, nullable=True),
+    # The last resume of a paused broadcast: names the current generation of its jobs.
+    Column("resumed_at", UtcDateTime, nullable=True),
     # The caller's idempotency key, and the SHA-256 of the request it came with.
     Column("idempotency_key", String(255), nullable=True),
     Column("request_hash", String(64), nullable=True),

@@ -1,25 +1,30 @@
-"""Statements on ``users``: upserts from bot updates, recipients recorded as users, paging.
+"""Statements on ``users`` and ``user_tags``: upserts, recipients recorded as users,
+deactivation, paging, reading and deleting one user.
 
 A user row is created the first time an id is seen (as a profile or as a recipient) and is
-never deleted; ``active`` decides whether ``all_users`` broadcasts reach it.
+deleted only by DeleteUser (with its tags; its deliveries stay); ``active`` decides whether
+``all_users`` and filter broadcasts reach it. A user's tags are rows of ``user_tags``: an
+upsert that gives tags deletes the user's rows and inserts the given ones, in the same
+transaction, after the ``users`` rows (locks: ``users`` by id, then ``user_tags``).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Row, func, literal, select, true, update
+from sqlalchemy import ColumnElement, Row, case, delete, func, literal, null, select, true, update
 from sqlalchemy.dialects import mysql
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from broadcasting.model import User, UserPage, UserProfile
+from broadcasting.errors import NotFound
+from broadcasting.model import User, UserFilter, UserPage, UserProfile
 
-from . import dialects
+from . import audiences, dialects
 from .limits import IDS_PER_IN_LIST, ROWS_PER_STATEMENT, chunks
-from .tables import UtcDateTime, deliveries, users
+from .tables import UtcDateTime, deliveries, user_tags, users
 
 PROFILE_FIELDS = ("username", "first_name", "last_name", "language_code")
 
@@ -36,7 +41,8 @@ def merge_profiles(profiles: Iterable[UserProfile]) -> list[UserProfile]:
 async def upsert(
     connection: AsyncConnection, profiles: Sequence[UserProfile], *, now: datetime
 ) -> None:
-    """Insert or refresh ``profiles`` (distinct ids, ascending: the lock order)."""
+    """Insert or refresh ``profiles`` (distinct ids, ascending: the lock order), making them
+    active; then replace the tags of those that give tags."""
     statement = dialects.insert(connection.dialect.name, users)
     # A given field replaces the stored one; a missing (NULL) one keeps it.
     upsert_statement: dialects.UpsertInsert
@@ -46,6 +52,8 @@ async def upsert(
             {
                 **{name: func.coalesce(given[name], users.c[name]) for name in PROFILE_FIELDS},
                 "active": true(),
+                "blocked_reason": null(),
+                "blocked_at": null(),
                 "updated_at": given.updated_at,
             }
         )
@@ -56,6 +64,8 @@ async def upsert(
             set_={
                 **{name: func.coalesce(excluded[name], users.c[name]) for name in PROFILE_FIELDS},
                 "active": true(),
+                "blocked_reason": null(),
+                "blocked_at": null(),
                 "updated_at": excluded.updated_at,
             },
         )
@@ -74,6 +84,21 @@ async def upsert(
     ]
     for chunk in chunks(rows, ROWS_PER_STATEMENT):
         await connection.execute(upsert_statement, chunk)
+    await _replace_tags(connection, [profile for profile in profiles if profile.tags is not None])
+
+
+async def _replace_tags(connection: AsyncConnection, profiles: Sequence[UserProfile]) -> None:
+    """The tags of ``profiles`` (ascending ids, tags given) become exactly the given ones."""
+    ids = [profile.id for profile in profiles]
+    for id_chunk in chunks(ids, IDS_PER_IN_LIST):
+        await connection.execute(delete(user_tags).where(user_tags.c.user_id.in_(id_chunk)))
+    rows = [
+        {"user_id": profile.id, "tag": tag}
+        for profile in profiles
+        for tag in dict.fromkeys(profile.tags or ())
+    ]
+    for chunk in chunks(rows, ROWS_PER_STATEMENT):
+        await connection.execute(user_tags.insert(), chunk)
 
 
 async def add_recipients(connection: AsyncConnection, broadcast_id: int, *, now: datetime) -> None:
@@ -115,42 +140,123 @@ async def add_recipients(connection: AsyncConnection, broadcast_id: int, *, now:
     await connection.execute(statement.from_select(columns, recipients))
 
 
-async def deactivate(connection: AsyncConnection, user_ids: Sequence[int], *, now: datetime) -> int:
-    """Mark the users inactive; returns how many of them were active."""
+async def deactivate(
+    connection: AsyncConnection, reasons: Mapping[int, str | None], *, now: datetime
+) -> int:
+    """Mark the users (the keys) inactive since ``now`` with their reason (``"blocked"``,
+    ``"deactivated"`` or ``None``); returns how many of them were active. A user inactive
+    already keeps its reason and time. Rows are updated in ascending id order."""
     changed = 0
-    for chunk in chunks(sorted(set(user_ids)), IDS_PER_IN_LIST):
+    # Half the usual IN list: a chunk with mixed reasons binds each id twice.
+    for chunk in chunks(sorted(reasons), IDS_PER_IN_LIST // 2):
         statement = (
             update(users)
             .where(users.c.id.in_(chunk), users.c.active == true())
-            .values(active=False, updated_at=now)
+            .values(
+                active=False,
+                blocked_reason=_reason(chunk, reasons),
+                blocked_at=now,
+                updated_at=now,
+            )
         )
         changed += (await connection.execute(statement)).rowcount
     return changed
 
 
+def _reason(chunk: Sequence[int], reasons: Mapping[int, str | None]) -> Any:
+    """``blocked_reason`` for the chunk's rows: one value, or a CASE on the id."""
+    by_reason: dict[str | None, list[int]] = {}
+    for user_id in chunk:
+        by_reason.setdefault(reasons[user_id], []).append(user_id)
+    *others, (last, _) = by_reason.items()
+    if not others:
+        return last
+    whens: list[tuple[ColumnElement[bool], Any]] = [
+        (users.c.id.in_(ids), reason if reason is not None else null()) for reason, ids in others
+    ]
+    return case(*whens, else_=last if last is not None else null())
+
+
 async def migrate(connection: AsyncConnection, old_id: int, new_id: int, *, now: datetime) -> None:
     """The group ``old_id`` became the supergroup ``new_id``: the user row moves to the new id
-    (or, if the new id is a user already, the old row is made inactive)."""
+    with its tags (or, if the new id is a user already, the old row is made inactive, with no
+    ``blocked_reason``)."""
     exists = select(users.c.id).where(users.c.id == new_id)
     if (await connection.execute(exists)).first() is None:
         await connection.execute(
             update(users).where(users.c.id == old_id).values(id=new_id, updated_at=now)
         )
+        await connection.execute(
+            update(user_tags).where(user_tags.c.user_id == old_id).values(user_id=new_id)
+        )
     else:
-        await deactivate(connection, [old_id], now=now)
+        await deactivate(connection, {old_id: None}, now=now)
 
 
-async def page(connection: AsyncConnection, *, after: int | None, limit: int) -> UserPage:
-    """Up to ``limit`` users with ``id > after`` by id (reads one more to know if more follow)."""
-    statement = select(users).order_by(users.c.id).limit(limit + 1)
+async def page(
+    connection: AsyncConnection,
+    *,
+    after: int | None,
+    limit: int,
+    user_filter: UserFilter | None = None,
+    active_only: bool = False,
+) -> UserPage:
+    """Up to ``limit`` users with ``id > after`` by id, matching the filter, with their tags
+    (reads one more user to know if more follow)."""
+    statement = (
+        select(users)
+        .where(*audiences.conditions(user_filter, active_only=active_only))
+        .order_by(users.c.id)
+        .limit(limit + 1)
+    )
     if after is not None:
         statement = statement.where(users.c.id > after)
     rows = (await connection.execute(statement)).all()
-    found = tuple(_user(row) for row in rows[:limit])
-    return UserPage(users=found, next_after=found[-1].id if len(rows) > limit else None)
+    more = len(rows) > limit
+    rows = rows[:limit]
+    tags = await _tags_of(connection, [row.id for row in rows])
+    found = tuple(_user(row, tags.get(row.id, ())) for row in rows)
+    return UserPage(users=found, next_after=found[-1].id if more else None)
 
 
-def _user(row: Row[Any]) -> User:
+async def fetch(connection: AsyncConnection, user_id: int) -> User:
+    """The user with its tags; :class:`NotFound` if there is none."""
+    row = (await connection.execute(select(users).where(users.c.id == user_id))).first()
+    if row is None:
+        raise not_found(user_id)
+    tags = await _tags_of(connection, [user_id])
+    return _user(row, tags.get(user_id, ()))
+
+
+async def remove(connection: AsyncConnection, user_id: int) -> None:
+    """Delete the user, then its tags; :class:`NotFound` (nothing deleted) if unknown."""
+    removed = await connection.execute(users.delete().where(users.c.id == user_id))
+    if removed.rowcount != 1:
+        raise not_found(user_id)
+    await connection.execute(user_tags.delete().where(user_tags.c.user_id == user_id))
+
+
+def not_found(user_id: int) -> NotFound:
+    return NotFound(f"user {user_id} not found")
+
+
+async def _tags_of(
+    connection: AsyncConnection, user_ids: Sequence[int]
+) -> dict[int, tuple[str, ...]]:
+    """Each of the users' tags, sorted (users without tags are absent)."""
+    found: dict[int, list[str]] = {}
+    for chunk in chunks(user_ids, IDS_PER_IN_LIST):
+        statement = (
+            select(user_tags.c.user_id, user_tags.c.tag)
+            .where(user_tags.c.user_id.in_(chunk))
+            .order_by(user_tags.c.user_id, user_tags.c.tag)
+        )
+        for user_id, tag in await connection.execute(statement):
+            found.setdefault(user_id, []).append(tag)
+    return {user_id: tuple(sorted(tags)) for user_id, tags in found.items()}
+
+
+def _user(row: Row[Any], tags: tuple[str, ...]) -> User:
     return User(
         id=row.id,
         username=row.username,
@@ -160,6 +266,9 @@ def _user(row: Row[Any]) -> User:
         active=bool(row.active),
         created_at=row.created_at,
         updated_at=row.updated_at,
+        tags=tags,
+        blocked_reason=row.blocked_reason,
+        blocked_at=row.blocked_at,
     )
 
 
@@ -172,4 +281,5 @@ def _merge(earlier: UserProfile, later: UserProfile) -> UserProfile:
         language_code=(
             later.language_code if later.language_code is not None else earlier.language_code
         ),
+        tags=later.tags if later.tags is not None else earlier.tags,
     )

@@ -43,6 +43,8 @@ def upgrade() -> None:
     with op.batch_alter_table("broadcasts") as batch:
         batch.add_column(sa.Column("send_at", UtcDateTime(), nullable=True))
         batch.add_column(sa.Column("started_at", UtcDateTime(), nullable=True))
+        # The last resume of a paused broadcast: it names the generation of its jobs.
+        batch.add_column(sa.Column("resumed_at", UtcDateTime(), nullable=True))
         batch.add_column(sa.Column("idempotency_key", sa.String(255), nullable=True))
         batch.add_column(sa.Column("request_hash", sa.String(64), nullable=True))
         batch.add_column(sa.Column("audience", sa.Text(), nullable=True))
@@ -88,5 +90,6 @@ def downgrade() -> None:
         batch.drop_column("audience")
         batch.drop_column("request_hash")
         batch.drop_column("idempotency_key")
+        batch.drop_column("resumed_at")
         batch.drop_column("started_at")
         batch.drop_column("send_at")

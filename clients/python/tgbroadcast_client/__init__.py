@@ -1,0 +1,58 @@
+"""A typed asyncio client for the Telegram Broadcast Service's gRPC API, and its CLI.
+
+::
+
+    from tgbroadcast_client import BroadcastClient
+
+    async with BroadcastClient("localhost:50051", token) as client:
+        sent = await client.send("Hello!", user_ids=[123456789, 987654321])
+        async for update in client.watch(sent.broadcast_id):
+            print(update.progress.sent, "of", update.progress.total)
+
+Calls return the generated protobuf messages of ``tgbroadcast.v1``; failures raise one of
+the errors below (see ``_errors`` for the tree).
+"""
+
+from tgbroadcast_client._client import (
+    BroadcastClient,
+    MessageFields,
+    enum_name,
+    enum_names,
+    media_type_value,
+    message_request,
+    outcome_value,
+    parse_mode_value,
+    status_value,
+)
+from tgbroadcast_client._errors import (
+    AlreadyExists,
+    BroadcastClientError,
+    FailedPrecondition,
+    FieldViolation,
+    InvalidArgument,
+    NotFound,
+    Unauthenticated,
+    Unavailable,
+    error_from_rpc,
+)
+
+__all__ = [
+    "AlreadyExists",
+    "BroadcastClient",
+    "BroadcastClientError",
+    "FailedPrecondition",
+    "FieldViolation",
+    "InvalidArgument",
+    "MessageFields",
+    "NotFound",
+    "Unauthenticated",
+    "Unavailable",
+    "enum_name",
+    "enum_names",
+    "error_from_rpc",
+    "media_type_value",
+    "message_request",
+    "outcome_value",
+    "parse_mode_value",
+    "status_value",
+]

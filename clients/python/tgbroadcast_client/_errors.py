@@ -1,0 +1,112 @@
+"""The client's errors, in one tree, mapped once from gRPC statuses.
+
+::
+
+    BroadcastClientError     any failed call; ``code`` (grpc.StatusCode) and ``details``
+    ├── InvalidArgument      INVALID_ARGUMENT: ``violations`` names every offending field;
+    │                        nothing was written
+    ├── NotFound             NOT_FOUND: no such broadcast or user
+    ├── FailedPrecondition   FAILED_PRECONDITION: the broadcast's current state does not
+    │                        allow the move (the message names the state)
+    ├── AlreadyExists        ALREADY_EXISTS: an idempotency key reused with another request
+    ├── Unauthenticated      UNAUTHENTICATED: no API token, or a wrong one
+    └── Unavailable          UNAVAILABLE: the service, its database or its queue cannot be
+                             reached right now; worth retrying
+
+No message here ever contains the API token: it travels only in the call metadata.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import grpc
+from google.protobuf.message import DecodeError
+from google.rpc import error_details_pb2, status_pb2
+
+STATUS_DETAILS_KEY = "grpc-status-details-bin"
+"""The trailing metadata entry carrying the serialized ``google.rpc.Status``."""
+
+
+@dataclass(frozen=True, slots=True)
+class FieldViolation:
+    """One bad field of a request: ``field`` is its path (``user_ids[3]``)."""
+
+    field: str
+    description: str
+
+
+class BroadcastClientError(Exception):
+    """A call failed; ``str()`` is ``"<CODE>: <details>"``."""
+
+    def __init__(self, code: grpc.StatusCode, details: str) -> None:
+        super().__init__(f"{code.name}: {details}")
+        self.code = code
+        self.details = details
+
+
+class InvalidArgument(BroadcastClientError):
+    """The request is invalid; ``violations`` lists every offending field."""
+
+    def __init__(
+        self, code: grpc.StatusCode, details: str, violations: tuple[FieldViolation, ...]
+    ) -> None:
+        super().__init__(code, details)
+        self.violations = violations
+
+
+class NotFound(BroadcastClientError):
+    """No such broadcast or user."""
+
+
+class FailedPrecondition(BroadcastClientError):
+    """The broadcast's current state does not allow the move (cancel, pause, resume)."""
+
+
+class AlreadyExists(BroadcastClientError):
+    """The idempotency key was used before with a different request."""
+
+
+class Unauthenticated(BroadcastClientError):
+    """The API token is missing or wrong."""
+
+
+class Unavailable(BroadcastClientError):
+    """The service (or its database or queue) cannot be reached right now: retry later."""
+
+
+_BY_CODE: dict[grpc.StatusCode, type[BroadcastClientError]] = {
+    grpc.StatusCode.NOT_FOUND: NotFound,
+    grpc.StatusCode.FAILED_PRECONDITION: FailedPrecondition,
+    grpc.StatusCode.ALREADY_EXISTS: AlreadyExists,
+    grpc.StatusCode.UNAUTHENTICATED: Unauthenticated,
+    grpc.StatusCode.UNAVAILABLE: Unavailable,
+}
+
+
+def error_from_rpc(error: grpc.aio.AioRpcError) -> BroadcastClientError:
+    """Our exception for a failed call (the one place gRPC errors are translated)."""
+    code = error.code()
+    details = error.details() or code.name.lower().replace("_", " ")
+    if code == grpc.StatusCode.INVALID_ARGUMENT:
+        return InvalidArgument(code, details, _violations(error))
+    return _BY_CODE.get(code, BroadcastClientError)(code, details)
+
+
+def _violations(error: grpc.aio.AioRpcError) -> tuple[FieldViolation, ...]:
+    """The ``google.rpc.BadRequest`` field violations in the call's trailing metadata."""
+    violations: list[FieldViolation] = []
+    for key, value in error.trailing_metadata() or ():
+        if key != STATUS_DETAILS_KEY or not isinstance(value, bytes):
+            continue
+        try:
+            status = status_pb2.Status.FromString(value)
+        except DecodeError:
+            continue
+        for detail in status.details:
+            bad_request = error_details_pb2.BadRequest()
+            if detail.Unpack(bad_request):
+                violations.extend(
+                    FieldViolation(v.field, v.description) for v in bad_request.field_violations
+                )
+    return tuple(violations)

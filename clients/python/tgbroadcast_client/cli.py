@@ -1,0 +1,345 @@
+"""``tgbroadcast send``: send a broadcast from the command line, and watch it run.
+
+::
+
+    tgbroadcast send --target localhost:50051 --message "Hello!" --user-id 111 222 --watch
+
+The API token comes from ``--token``, else ``TGBROADCAST_TOKEN``, else the first of
+``TGB_SERVER_API_TOKEN`` (the server's own setting, for a shell that runs both). It is sent
+in the call metadata only: it never appears in the output.
+
+``--watch`` follows the broadcast until it ends: a live progress bar on a terminal, plain
+progress lines otherwise (one per status change and per tenth of the recipients), then a
+summary — status, sent, failed by outcome, duration.
+
+Exit codes: 0 sent (with ``--watch``: completed); 1 the service refused or failed the call
+(the message says why, with every offending field); 2 bad command line; 3 the broadcast
+ended failed or cancelled; 130 interrupted (the broadcast goes on).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import sys
+import time
+from collections.abc import Mapping, Sequence
+from datetime import datetime
+from pathlib import Path
+from typing import Protocol, TextIO
+
+from tgbroadcast.v1 import broadcast_pb2 as pb
+
+from tgbroadcast_client._client import (
+    BroadcastClient,
+    MessageFields,
+    enum_name,
+    enum_names,
+    message_request,
+)
+from tgbroadcast_client._errors import BroadcastClientError, InvalidArgument
+
+EXIT_OK = 0
+EXIT_ERROR = 1
+EXIT_USAGE = 2
+EXIT_BROADCAST_FAILED = 3
+EXIT_INTERRUPTED = 130
+
+DEFAULT_TARGET = "127.0.0.1:50051"
+TOKEN_VARIABLES = ("TGBROADCAST_TOKEN", "TGB_SERVER_API_TOKEN")
+
+
+def main(
+    argv: Sequence[str] | None = None,
+    *,
+    environ: Mapping[str, str] | None = None,
+    stdout: TextIO | None = None,
+    stderr: TextIO | None = None,
+) -> int:
+    """Runs ``tgbroadcast send`` with ``argv`` (the arguments after ``send``)."""
+    environ = os.environ if environ is None else environ
+    out = sys.stdout if stdout is None else stdout
+    err = sys.stderr if stderr is None else stderr
+    parser = _parser(environ)
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:  # argparse has printed the usage and the problem
+        return exc.code if isinstance(exc.code, int) else EXIT_USAGE
+    token = args.token or _token_from(environ)
+    if not token:
+        print("tgbroadcast send: no API token: pass --token or set TGBROADCAST_TOKEN", file=err)
+        return EXIT_USAGE
+    try:
+        request = _request(args)
+    except (OSError, ValueError) as exc:
+        print(f"tgbroadcast send: {exc}", file=err)
+        return EXIT_USAGE
+    try:
+        return asyncio.run(
+            send(
+                args.target,
+                token,
+                request,
+                watch=args.watch,
+                secure=args.secure,
+                stdout=out,
+                stderr=err,
+            )
+        )
+    except KeyboardInterrupt:
+        print("interrupted (a broadcast already sent goes on)", file=err)
+        return EXIT_INTERRUPTED
+
+
+def _token_from(environ: Mapping[str, str]) -> str:
+    for name in TOKEN_VARIABLES:
+        # The server's setting may list several tokens (rotation): any one works.
+        token = environ.get(name, "").split(",")[0].strip()
+        if token:
+            return token
+    return ""
+
+
+def _parser(environ: Mapping[str, str]) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="tgbroadcast send",
+        description="Send a broadcast through the service's gRPC API.",
+    )
+    parser.add_argument(
+        "--target",
+        default=environ.get("TGBROADCAST_TARGET", DEFAULT_TARGET),
+        help=f"the gRPC API, host:port (default: $TGBROADCAST_TARGET or {DEFAULT_TARGET})",
+    )
+    parser.add_argument(
+        "--token",
+        default="",
+        help="an API token (default: $TGBROADCAST_TOKEN, else $TGB_SERVER_API_TOKEN)",
+    )
+    parser.add_argument("--secure", action="store_true", help="connect over TLS")
+    parser.add_argument("--message", default="", help="the text, or the caption of media")
+    media_types = enum_names("MediaType")
+    parser.add_argument(
+        "--media-type",
+        default="",
+        choices=media_types,
+        metavar="TYPE",
+        help=f"one of {', '.join(media_types)} (default: text)",
+    )
+    media = parser.add_mutually_exclusive_group()
+    media.add_argument("--media-url", default="", help="an http(s) URL or a file_id")
+    media.add_argument("--media-file", type=Path, help="upload this file as the media")
+    parser.add_argument(
+        "--parse-mode", default="", choices=enum_names("ParseMode"), help="default: plain text"
+    )
+    audience = parser.add_mutually_exclusive_group(required=True)
+    audience.add_argument(
+        "--user-id",
+        type=int,
+        action="extend",
+        nargs="+",
+        default=[],
+        metavar="N",
+        help="recipients' chat ids (repeatable)",
+    )
+    audience.add_argument("--all-users", action="store_true", help="every active user")
+    audience.add_argument(
+        "--tag",
+        action="extend",
+        nargs="+",
+        default=[],
+        metavar="T",
+        help="active users with any of these tags",
+    )
+    parser.add_argument(
+        "--paid", action="store_true", help="Telegram's paid broadcasts (costs Stars)"
+    )
+    parser.add_argument("--idempotency-key", default="", help="makes a retry safe")
+    parser.add_argument(
+        "--send-at",
+        type=_timestamp,
+        default=None,
+        metavar="TIME",
+        help="start at this RFC 3339 time (2030-01-01T09:00:00Z) instead of now",
+    )
+    parser.add_argument("--silent", action="store_true", help="deliver without notification")
+    parser.add_argument(
+        "--watch", action="store_true", help="follow the broadcast and print a summary"
+    )
+    return parser
+
+
+def _timestamp(text: str) -> datetime:
+    try:
+        value = datetime.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an RFC 3339 time: {text!r}") from None
+    if value.tzinfo is None:
+        raise argparse.ArgumentTypeError(f"needs a time zone (e.g. Z): {text!r}")
+    return value
+
+
+def _request(args: argparse.Namespace) -> pb.SendMessageRequest:
+    media_data = b""
+    media_filename = ""
+    if args.media_file is not None:
+        media_data = args.media_file.read_bytes()
+        media_filename = args.media_file.name
+    fields: MessageFields = {
+        "user_ids": args.user_id,
+        "all_users": args.all_users,
+        "tags": args.tag,
+        "media_type": args.media_type,
+        "media_url": args.media_url,
+        "media_data": media_data,
+        "media_filename": media_filename,
+        "parse_mode": args.parse_mode,
+        "allow_paid_broadcast": args.paid,
+        "idempotency_key": args.idempotency_key,
+        "disable_notification": args.silent,
+        "send_at": args.send_at,
+    }
+    return message_request(args.message, **fields)
+
+
+async def send(
+    target: str,
+    token: str,
+    request: pb.SendMessageRequest,
+    *,
+    watch: bool,
+    secure: bool = False,
+    stdout: TextIO,
+    stderr: TextIO,
+    terminal: bool | None = None,
+) -> int:
+    """Sends ``request``; with ``watch``, follows it and prints the summary. The exit code."""
+    started = time.monotonic()
+    try:
+        async with BroadcastClient(target, token, secure=secure) as client:
+            sent = await client.send_request(request)
+            replayed = " (replayed)" if sent.replayed else ""
+            print(
+                f"broadcast {sent.broadcast_id}: {enum_name('BroadcastStatus', sent.status)}, "
+                f"{sent.total} recipients{replayed}",
+                file=stdout,
+                flush=True,
+            )
+            if not watch:
+                return EXIT_OK
+            view = _progress_view(stdout, terminal)
+            try:
+                async for update in client.watch(sent.broadcast_id):
+                    view.update(update.progress)
+            finally:
+                view.close()
+            broadcast = await client.get(sent.broadcast_id)
+    except InvalidArgument as exc:
+        print(f"tgbroadcast send: {exc.code.name}: the request is invalid", file=stderr)
+        for violation in exc.violations:
+            print(f"  {violation.field}: {violation.description}", file=stderr)
+        if not exc.violations:
+            print(f"  {exc.details}", file=stderr)
+        return EXIT_ERROR
+    except BroadcastClientError as exc:
+        print(f"tgbroadcast send: {exc}", file=stderr)
+        return EXIT_ERROR
+    _print_summary(broadcast, time.monotonic() - started, stdout)
+    if broadcast.status == pb.BROADCAST_STATUS_COMPLETED:
+        return EXIT_OK
+    return EXIT_BROADCAST_FAILED
+
+
+def _print_summary(broadcast: pb.Broadcast, elapsed: float, out: TextIO) -> None:
+    """``broadcast 7 completed: total=5 sent=4 failed=1``, the failures by outcome, the
+    duration (the server's, from start to finish, when it has both)."""
+    status = enum_name("BroadcastStatus", broadcast.status)
+    print(
+        f"broadcast {broadcast.broadcast_id} {status}: total={broadcast.total} "
+        f"sent={broadcast.sent} failed={broadcast.failed} pending={broadcast.pending}",
+        file=out,
+    )
+    for outcome, count in sorted(broadcast.outcome_counts.items()):
+        if outcome != "sent" and count:
+            print(f"  failed {outcome}: {count}", file=out)
+    if broadcast.error:
+        print(f"  error: {broadcast.error}", file=out)
+    start = broadcast.started_at if broadcast.HasField("started_at") else broadcast.created_at
+    if broadcast.HasField("finished_at") and start.ToNanoseconds():
+        elapsed = (broadcast.finished_at.ToNanoseconds() - start.ToNanoseconds()) / 1e9
+    print(f"  duration: {elapsed:.2f}s", file=out, flush=True)
+
+
+class ProgressView(Protocol):
+    def update(self, progress: pb.Progress) -> None: ...
+    def close(self) -> None: ...
+
+
+def _progress_view(out: TextIO, terminal: bool | None) -> ProgressView:
+    if terminal is None:
+        terminal = out.isatty()
+    return RichProgress(out) if terminal else PlainProgress(out)
+
+
+class PlainProgress:
+    """Progress as lines, for logs and pipes: a line when the status changes and each time
+    another tenth of the recipients is done."""
+
+    def __init__(self, out: TextIO) -> None:
+        self._out = out
+        self._status = -1
+        self._tenths = -1
+
+    def update(self, progress: pb.Progress) -> None:
+        done = progress.sent + progress.failed
+        tenths = 10 * done // progress.total if progress.total else 10
+        if progress.status == self._status and tenths == self._tenths:
+            return
+        self._status, self._tenths = progress.status, tenths
+        print(
+            f"{enum_name('BroadcastStatus', progress.status)}: {done}/{progress.total} done "
+            f"(sent {progress.sent}, failed {progress.failed})",
+            file=self._out,
+            flush=True,
+        )
+
+    def close(self) -> None:
+        pass
+
+
+class RichProgress:
+    """A live progress bar on a terminal (rich)."""
+
+    def __init__(self, out: TextIO) -> None:
+        from rich.console import Console
+        from rich.progress import (
+            BarColumn,
+            MofNCompleteColumn,
+            Progress,
+            TextColumn,
+            TimeElapsedColumn,
+        )
+
+        self._progress = Progress(
+            TextColumn("{task.description:>9}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("sent {task.fields[sent]}, failed {task.fields[failed]}"),
+            TimeElapsedColumn(),
+            console=Console(file=out, force_terminal=True),
+        )
+        self._task = self._progress.add_task("queued", total=None, sent=0, failed=0)
+        self._progress.start()
+
+    def update(self, progress: pb.Progress) -> None:
+        self._progress.update(
+            self._task,
+            description=enum_name("BroadcastStatus", progress.status),
+            total=progress.total,
+            completed=progress.sent + progress.failed,
+            sent=progress.sent,
+            failed=progress.failed,
+        )
+
+    def close(self) -> None:
+        self._progress.stop()

@@ -1,0 +1,392 @@
+"""The completion webhook: claimed once in SQL (every backend), signed, retried, delivered to a
+real HTTP receiver, and never logging its secret."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import grpc
+import pytest
+from aiohttp import web
+from tgbroadcast.v1 import broadcast_pb2 as pb
+
+from broadcasting.config import load_settings
+from broadcasting.errors import ConfigError
+from broadcasting.model import Content, DeliveryResult, DeliveryState, NewBroadcast
+from broadcasting.store import Store
+from broadcasting.webhooks import SIGNATURE_HEADER, TIMESTAMP_HEADER, sign, verify
+from simulator import ChatState, Fault, Simulator
+from tests.fixtures.stack import Backend, Stack, open_backend, start_stack
+
+SECRET = "webhook-secret-0123456789abcdef"
+WEBHOOK_ENV = {
+    "TGB_WEBHOOK_SECRET": SECRET,
+    "TGB_WEBHOOK_POLL_INTERVAL": "0.05",
+    "TGB_WEBHOOK_BACKOFF_BASE": "0.01",
+    "TGB_WEBHOOK_BACKOFF_CAP": "0.05",
+    "TGB_WEBHOOK_MAX_ATTEMPTS": "3",
+}
+AT = datetime(2025, 1, 2, 3, 4, 5, tzinfo=UTC)
+WAIT = 60.0
+"""Upper bound for a condition the test waits for (never reached when things work)."""
+
+
+async def eventually(check: Callable[[], Awaitable[bool]], *, within: float = WAIT) -> None:
+    """Return once ``check()`` is true; fail after ``within`` seconds. The condition lives in
+    the database, so there is no event to wait on: it is polled."""
+    async with asyncio.timeout(within):
+        while not await check():  # noqa: ASYNC110
+            await asyncio.sleep(0.02)
+
+
+# -- a real receiver -------------------------------------------------------------------------
+
+
+@dataclass
+class Receiver:
+    url: str
+    answers: list[int]
+    """Statuses answered in order; 200 once they run out."""
+    received: list[tuple[bytes, Mapping[str, str]]] = field(default_factory=list)
+    arrived: asyncio.Event = field(default_factory=asyncio.Event)
+    """Set at the first request."""
+    hold: asyncio.Event | None = None
+    """When given, requests are answered only once it is set."""
+
+
+@asynccontextmanager
+async def receiver(answers: list[int]) -> AsyncIterator[Receiver]:
+    hook = Receiver(url="", answers=list(answers))
+
+    async def handle(request: web.Request) -> web.Response:
+        hook.received.append((await request.read(), dict(request.headers)))
+        hook.arrived.set()
+        if hook.hold is not None:
+            await hook.hold.wait()
+        status = hook.answers.pop(0) if hook.answers else 200
+        return web.Response(status=status, text="ok" if status < 300 else "nope")
+
+    app = web.Application()
+    app.router.add_post("/hooks/tgb", handle)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    try:
+        site = web.TCPSite(runner, "127.0.0.1", 0)
+        await site.start()
+        port = runner.addresses[0][1]
+        hook.url = f"http://127.0.0.1:{port}/hooks/tgb?token=receiver-private"
+        yield hook
+    finally:
+        await runner.cleanup()
+
+
+async def send(stack: Stack, body: dict[str, Any]) -> tuple[int, Any]:
+    async with (
+        aiohttp.ClientSession() as session,
+        session.post(stack.http_url + "/v1/broadcasts", json=body, headers=stack.auth) as r,
+    ):
+        return r.status, await r.json(content_type=None)
+
+
+async def get_broadcast(stack: Stack, broadcast_id: int) -> Any:
+    async with (
+        aiohttp.ClientSession() as session,
+        session.get(f"{stack.http_url}/v1/broadcasts/{broadcast_id}", headers=stack.auth) as r,
+    ):
+        assert r.status == 200
+        return await r.json()
+
+
+def callback_state(stack: Stack, broadcast_id: int) -> Callable[[], Awaitable[bool]]:
+    """A check that the broadcast's webhook reached a final state."""
+
+    async def settled() -> bool:
+        state = await stack.running.backends.store.callback_state(broadcast_id)
+        return state in ("delivered", "failed")
+
+    return settled
+
+
+# -- end to end ------------------------------------------------------------------------------------
+
+
+async def test_webhook_is_signed_retried_and_delivered(
+    backend: Backend, simulator: Simulator, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    simulator.chats.declare(702, ChatState.BLOCKED)
+    async with receiver([500, 500]) as hook, start_stack(backend, simulator, WEBHOOK_ENV) as stack:
+        status, accepted = await send(
+            stack, {"message": "hi", "user_ids": [701, 702, 703], "callback_url": hook.url}
+        )
+        assert status == 202, accepted
+        broadcast_id = accepted["broadcast_id"]
+        await eventually(callback_state(stack, broadcast_id))
+        store = stack.running.backends.store
+        assert await store.callback_state(broadcast_id) == "delivered"
+        shown = await get_broadcast(stack, broadcast_id)
+    assert len(hook.received) == 3  # two 500s, then the 200
+    bodies = {body for body, _ in hook.received}
+    assert len(bodies) == 1  # the same summary every attempt
+    body, headers = hook.received[-1]
+    assert headers["Content-Type"] == "application/json"
+    assert headers[SIGNATURE_HEADER] == sign(body, SECRET)
+    assert verify(body, headers[SIGNATURE_HEADER], SECRET)
+    assert not verify(body, headers[SIGNATURE_HEADER], SECRET + "x")
+    assert int(headers[TIMESTAMP_HEADER]) > 0
+    summary = json.loads(body)
+    assert summary == {
+        key: shown[key]
+        for key in (
+            "broadcast_id",
+            "status",
+            "total",
+            "sent",
+            "failed",
+            "pending",
+            "outcome_counts",
+            "error",
+            "created_at",
+            "finished_at",
+        )
+    }
+    assert summary["status"] == "completed"
+    assert summary["outcome_counts"] == {"sent": 2, "blocked": 1}
+    assert shown["callback_url"] == hook.url
+    assert SECRET not in caplog.text
+    ours = [r for r in caplog.records if r.name.startswith(("broadcasting", "server", "worker"))]
+    logged = "\n".join(f"{r.getMessage()} {r.__dict__}" for r in ours)
+    assert "webhook delivered" in logged
+    assert "receiver-private" not in logged  # URLs are logged without their query
+
+
+@pytest.mark.parametrize(
+    ("answers", "attempts"),
+    [([500, 502, 503, 500], 3), ([404], 1), ([301], 1)],
+    ids=["5xx until max_attempts", "4xx is final", "redirects are not followed"],
+)
+async def test_webhook_gives_up_as_failed(
+    tmp_path: Path, simulator: Simulator, answers: list[int], attempts: int
+) -> None:
+    async with (
+        receiver(answers) as hook,
+        open_backend("sqlite", tmp_path) as backend,
+        start_stack(backend, simulator, WEBHOOK_ENV) as stack,
+    ):
+        _, accepted = await send(
+            stack, {"message": "hi", "user_ids": [801], "callback_url": hook.url}
+        )
+        broadcast_id = accepted["broadcast_id"]
+        await eventually(callback_state(stack, broadcast_id))
+        assert await stack.running.backends.store.callback_state(broadcast_id) == "failed"
+    assert len(hook.received) == attempts
+
+
+async def test_callback_url_is_validated(tmp_path: Path, simulator: Simulator) -> None:
+    async with open_backend("sqlite", tmp_path) as backend:
+        async with start_stack(backend, simulator) as plain:
+            status, problem = await send(
+                plain, {"message": "hi", "user_ids": [1], "callback_url": "https://example.com/h"}
+            )
+            assert status == 400
+            assert problem["errors"] == [
+                {
+                    "field": "callback_url",
+                    "message": "needs a webhook secret on the server "
+                    "(webhook.secret / TGB_WEBHOOK_SECRET)",
+                }
+            ]
+        async with start_stack(backend, simulator, WEBHOOK_ENV) as stack:
+            for bad in (
+                "ftp://example.com/h",
+                "example.com/h",
+                "https:///no-host",
+                "https://example.com/" + "a" * 2040,
+                "https://exa mple.com/",
+                "http://example.com:99999/",
+            ):
+                status, problem = await send(
+                    stack, {"message": "hi", "user_ids": [1], "callback_url": bad}
+                )
+                assert status == 400, bad
+                assert [e["field"] for e in problem["errors"]] == ["callback_url"], bad
+            async with stack.stub() as stub:
+                with pytest.raises(grpc.aio.AioRpcError) as refused:
+                    await stub.SendMessage(
+                        pb.SendMessageRequest(
+                            message="hi", user_ids=[1], callback_url="mailto:x@example.com"
+                        ),
+                        metadata=stack.metadata,
+                    )
+            assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+            assert "callback_url" in (refused.value.details() or "")
+
+
+async def test_a_webhook_in_flight_at_shutdown_is_delivered_after_restart(
+    tmp_path: Path, simulator: Simulator
+) -> None:
+    async with receiver([]) as hook, open_backend("sqlite", tmp_path) as backend:
+        hook.hold = asyncio.Event()
+        async with start_stack(backend, simulator, WEBHOOK_ENV) as stack:
+            _, accepted = await send(
+                stack, {"message": "hi", "user_ids": [901], "callback_url": hook.url}
+            )
+            broadcast_id = accepted["broadcast_id"]
+            async with asyncio.timeout(WAIT):
+                await hook.arrived.wait()  # the POST is in flight when the server stops
+        async with Store.open(backend.environ["TGB_DATABASE_DSN"]) as store:
+            assert await store.callback_state(broadcast_id) == "pending"  # handed back
+        hook.hold.set()
+        async with start_stack(backend, simulator, WEBHOOK_ENV) as stack:
+            await eventually(callback_state(stack, broadcast_id))
+            assert await stack.running.backends.store.callback_state(broadcast_id) == ("delivered")
+    assert len(hook.received) == 2
+    assert hook.received[0][0] == hook.received[1][0]
+
+
+async def test_a_cancelled_broadcast_sends_its_webhook(
+    tmp_path: Path, simulator: Simulator
+) -> None:
+    # The recipient's send hangs, so the broadcast is still running when it is cancelled.
+    simulator.faults.inject(Fault.hang(5.0), times=1, chat_id=951)
+    async with (
+        receiver([]) as hook,
+        open_backend("sqlite", tmp_path) as backend,
+        start_stack(backend, simulator, WEBHOOK_ENV) as stack,
+    ):
+        _, accepted = await send(
+            stack, {"message": "hi", "user_ids": [951], "callback_url": hook.url}
+        )
+        broadcast_id = accepted["broadcast_id"]
+        async with (
+            aiohttp.ClientSession() as session,
+            session.post(
+                f"{stack.http_url}/v1/broadcasts/{broadcast_id}/cancel", headers=stack.auth
+            ) as response,
+        ):
+            assert response.status == 200, await response.text()
+        async with asyncio.timeout(WAIT):
+            await hook.arrived.wait()
+        await eventually(callback_state(stack, broadcast_id))
+    summary = json.loads(hook.received[0][0])
+    assert summary["broadcast_id"] == broadcast_id
+    assert summary["status"] == "cancelled"
+    assert summary["finished_at"] is not None
+
+
+# -- the claim, on every backend ---------------------------------------------------------------
+
+
+@pytest.fixture
+async def store(database_url: str) -> AsyncIterator[Store]:
+    async with Store.open(database_url) as opened:
+        await opened.migrate()
+        yield opened
+
+
+async def finished(store: Store, callback_url: str | None) -> int:
+    broadcast = await store.create_broadcast(
+        NewBroadcast(content=Content(message="hi"), user_ids=(5,), callback_url=callback_url)
+    )
+    await store.record_results(
+        [
+            DeliveryResult(
+                broadcast_id=broadcast.id,
+                user_id=5,
+                state=DeliveryState.SENT,
+                finished_at=AT,
+                message_id=1,
+            )
+        ]
+    )
+    return broadcast.id
+
+
+async def test_only_final_broadcasts_with_a_callback_are_claimed(store: Store) -> None:
+    running = await store.create_broadcast(
+        NewBroadcast(content=Content(message="hi"), user_ids=(1, 2), callback_url="http://a/h")
+    )
+    await finished(store, None)
+    assert await store.callback_state(running.id) == "pending"
+    assert await store.claim_callback(lease_seconds=60) is None
+    done = await finished(store, "http://b/h")
+    claim = await store.claim_callback(lease_seconds=60)
+    assert claim is not None
+    assert (claim.broadcast_id, claim.url) == (done, "http://b/h")
+    assert (await store.get_broadcast(done)).callback_url == "http://b/h"
+
+
+async def test_a_claim_is_held_by_one_server_until_settled(store: Store) -> None:
+    broadcast_id = await finished(store, "http://a/h")
+    first = await store.claim_callback(lease_seconds=60)
+    assert first is not None
+    assert await store.claim_callback(lease_seconds=60) is None  # held: nobody else gets it
+    renewed = await store.renew_callback(first, lease_seconds=120)
+    assert renewed is not None
+    assert await store.settle_callback(first, "delivered") is False  # the old lease is gone
+    assert await store.settle_callback(renewed, "delivered") is True
+    assert await store.callback_state(broadcast_id) == "delivered"
+    assert await store.claim_callback(lease_seconds=60) is None
+
+
+async def test_a_lapsed_claim_is_taken_over_and_a_released_one_is_due_again(
+    store: Store,
+) -> None:
+    broadcast_id = await finished(store, "http://a/h")
+    crashed = await store.claim_callback(lease_seconds=-5)  # its server died: lease lapsed
+    assert crashed is not None
+    taken = await store.claim_callback(lease_seconds=60)
+    assert taken is not None
+    assert taken.broadcast_id == broadcast_id
+    assert await store.renew_callback(crashed, lease_seconds=60) is None
+    assert await store.settle_callback(crashed, "failed") is False
+    assert await store.release_callback(taken) is True
+    assert await store.callback_state(broadcast_id) == "pending"
+    again = await store.claim_callback(lease_seconds=60)
+    assert again is not None
+    assert await store.settle_callback(again, "failed") is True
+    assert await store.callback_state(broadcast_id) == "failed"
+
+
+async def test_two_stores_racing_claim_once(database_url: str, store: Store) -> None:
+    for _ in range(5):
+        await finished(store, "http://a/h")
+    async with Store.open(database_url) as other:
+        claims = await asyncio.gather(
+            *(s.claim_callback(lease_seconds=60) for s in (store, other) * 5)
+        )
+    ids = [c.broadcast_id for c in claims if c is not None]
+    assert len(ids) == 5
+    assert len(set(ids)) == 5
+
+
+# -- configuration -------------------------------------------------------------------------------
+
+
+def test_webhook_settings_load_and_keep_the_secret_out_of_sight(tmp_path: Path) -> None:
+    settings = load_settings(
+        None,
+        environ={"TGB_WEBHOOK_SECRET": SECRET, "TGB_WEBHOOK_MAX_ATTEMPTS": "4"},
+        base_dir=tmp_path,
+    )
+    assert settings.webhook.secret == SECRET
+    assert settings.webhook.max_attempts == 4
+    assert settings.webhook.timeout == 10.0
+    assert settings.server.sse_heartbeat == 15.0
+    assert SECRET not in repr(settings)
+    with pytest.raises(ConfigError) as short:
+        load_settings(None, environ={"TGB_WEBHOOK_SECRET": "short-secret"}, base_dir=tmp_path)
+    assert short.value.key == "webhook.secret"
+    assert "short-secret" not in str(short.value)
+    with pytest.raises(ConfigError) as zero:
+        load_settings(None, environ={"TGB_WEBHOOK_MAX_ATTEMPTS": "0"}, base_dir=tmp_path)
+    assert zero.value.key == "webhook.max_attempts"

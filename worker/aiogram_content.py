@@ -1,0 +1,107 @@
+"""Our rich content as aiogram's types: the one place ``ContentOptions`` and album items become
+Bot API parameters (``parse_mode``, ``entities``, ``reply_markup``, ``link_preview_options``,
+``InputMedia*``). Options left at their defaults become ``None``, which aiogram leaves out of
+the call."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aiogram.types import (
+    BufferedInputFile,
+    InlineKeyboardButton,
+    InlineKeyboardMarkup,
+    InputMediaAudio,
+    InputMediaDocument,
+    InputMediaLivePhoto,
+    InputMediaPhoto,
+    InputMediaVideo,
+    LinkPreviewOptions,
+    MessageEntity,
+    User,
+)
+
+from broadcasting.content import AlbumItem, AlbumKind, ContentOptions
+
+InputMedia = (
+    InputMediaAudio | InputMediaDocument | InputMediaLivePhoto | InputMediaPhoto | InputMediaVideo
+)
+"""What sendMediaGroup takes (we send no live photos)."""
+
+
+def flags(options: ContentOptions) -> dict[str, Any]:
+    """``disable_notification`` and ``protect_content``, which every send method takes."""
+    return {
+        "disable_notification": True if options.disable_notification else None,
+        "protect_content": True if options.protect_content else None,
+    }
+
+
+def parse_mode(options: ContentOptions) -> str | None:
+    return None if options.parse_mode is None else options.parse_mode.telegram
+
+
+def entities(options: ContentOptions) -> list[MessageEntity] | None:
+    if not options.entities:
+        return None
+    return [
+        MessageEntity(
+            type=e.type,
+            offset=e.offset,
+            length=e.length,
+            url=e.url,
+            language=e.language,
+            custom_emoji_id=e.custom_emoji_id,
+            user=None if e.user_id is None else User(id=e.user_id, is_bot=False, first_name=""),
+        )
+        for e in options.entities
+    ]
+
+
+def reply_markup(options: ContentOptions) -> InlineKeyboardMarkup | None:
+    if options.reply_markup is None:
+        return None
+    return InlineKeyboardMarkup(
+        inline_keyboard=[
+            [
+                InlineKeyboardButton(text=b.text, url=b.url, callback_data=b.callback_data)
+                for b in row
+            ]
+            for row in options.reply_markup.rows
+        ]
+    )
+
+
+def link_preview(options: ContentOptions) -> LinkPreviewOptions | None:
+    preview = options.link_preview
+    if preview is None:
+        return None
+    return LinkPreviewOptions(
+        is_disabled=preview.is_disabled or None,
+        url=preview.url,
+        prefer_small_media=preview.prefer_small_media or None,
+        prefer_large_media=preview.prefer_large_media or None,
+        show_above_text=preview.show_above_text or None,
+    )
+
+
+def input_media(
+    item: AlbumItem, media: str | BufferedInputFile, options: ContentOptions
+) -> InputMedia:
+    """One album item; its caption is formatted by the broadcast's ``parse_mode``."""
+    caption = item.caption or None
+    mode = parse_mode(options) if caption else None
+    spoiler = True if item.has_spoiler else None
+    match item.kind:
+        case AlbumKind.PHOTO:
+            return InputMediaPhoto(
+                media=media, caption=caption, parse_mode=mode, has_spoiler=spoiler
+            )
+        case AlbumKind.VIDEO:
+            return InputMediaVideo(
+                media=media, caption=caption, parse_mode=mode, has_spoiler=spoiler
+            )
+        case AlbumKind.DOCUMENT:
+            return InputMediaDocument(media=media, caption=caption, parse_mode=mode)
+        case AlbumKind.AUDIO:
+            return InputMediaAudio(media=media, caption=caption, parse_mode=mode)
