@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Final, Literal
 
-from sqlalchemy import select, update
+from sqlalchemy import or_, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from broadcasting.model import BroadcastStatus
@@ -74,9 +74,12 @@ async def claim(
     statement = (
         select(broadcasts.c.id, broadcasts.c.callback_url, broadcasts.c.callback_state)
         .where(
+            # Ranges of ix_broadcasts_callback_state: delivered and failed ones are never read.
+            or_(
+                broadcasts.c.callback_state == PENDING,
+                broadcasts.c.callback_state.startswith(LEASE_PREFIX, autoescape=True),
+            ),
             broadcasts.c.status.in_(_FINAL_STATUSES),
-            broadcasts.c.callback_state.is_not(None),
-            broadcasts.c.callback_state.not_in((DELIVERED, FAILED)),
         )
         .order_by(broadcasts.c.id)
         .limit(_CANDIDATES)

@@ -180,6 +180,8 @@ broadcasts = Table(
     Column("callback_state", String(STATE_LENGTH), nullable=True),
     Index("ix_broadcasts_dispatched", "dispatched"),
     Index("ix_broadcasts_status", "status", "id"),
+    # The webhook notifier looks for webhooks not yet delivered or failed.
+    Index("ix_broadcasts_callback_state", "callback_state"),
     UniqueConstraint("idempotency_key", name="uq_broadcasts_idempotency_key"),
     sqlite_autoincrement=True,
     **MYSQL_TABLE_OPTIONS,

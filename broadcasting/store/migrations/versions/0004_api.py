@@ -52,6 +52,7 @@ def upgrade() -> None:
         batch.add_column(sa.Column("callback_url", sa.Text(), nullable=True))
         batch.add_column(sa.Column("callback_state", sa.String(STATE_LENGTH), nullable=True))
         batch.create_index("ix_broadcasts_status", ["status", "id"])
+        batch.create_index("ix_broadcasts_callback_state", ["callback_state"])
         batch.create_unique_constraint("uq_broadcasts_idempotency_key", ["idempotency_key"])
     with op.batch_alter_table("users") as batch:
         batch.add_column(sa.Column("blocked_reason", sa.String(STATE_LENGTH), nullable=True))
@@ -83,6 +84,7 @@ def downgrade() -> None:
         batch.drop_column("blocked_reason")
     with op.batch_alter_table("broadcasts") as batch:
         batch.drop_constraint("uq_broadcasts_idempotency_key", type_="unique")
+        batch.drop_index("ix_broadcasts_callback_state")
         batch.drop_index("ix_broadcasts_status")
         batch.drop_column("callback_state")
         batch.drop_column("callback_url")
