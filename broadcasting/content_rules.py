@@ -231,6 +231,8 @@ def album(
             violations.append(
                 FieldViolation(f"{where}.media_url", "must be an http(s) URL or a Telegram file_id")
             )
+        elif kind is not None and (problem := by_url_problem(kind.value, url)) is not None:
+            violations.append(FieldViolation(f"{where}.media_url", problem))
         filename = item.media_filename.replace("\\", "/").rsplit("/", 1)[-1].strip()
         if len(filename) > _MAX_FILENAME:
             violations.append(
@@ -290,6 +292,51 @@ def source(
     if not 0 < value.message_id < 2**31:
         violations.append(FieldViolation("source.message_id", "must be a Telegram message id"))
     return value
+
+
+_DOCUMENT_URL_TYPES: Final = frozenset({"gif", "pdf", "zip"})
+_STICKER_URL_TYPES: Final = frozenset({"webp"})
+
+
+def by_url_problem(kind: str, url: str) -> str | None:
+    """Why Telegram would refuse to fetch ``url`` as a ``kind`` file (``None``: it may).
+
+    What the Bot API documents and a request can show: video notes are never sent by URL;
+    sendDocument fetches only GIF, PDF and ZIP files, sendSticker only .WEBP stickers. The
+    latter two are judged by the URL path's extension, so a URL without one is let through
+    (Telegram decides when it fetches). Sizes (5 MB photos, 20 MB other files by URL) are
+    unknown until Telegram fetches the file. A file_id is never refused here.
+    """
+    if "://" not in url:
+        return None
+    if kind == MediaType.VIDEO_NOTE.value:
+        return "video notes cannot be sent by URL; give a file_id or upload the file"
+    extension = _extension(url)
+    if extension is None:
+        return None
+    if kind == MediaType.DOCUMENT.value and extension not in _DOCUMENT_URL_TYPES:
+        return (
+            f"Telegram fetches a document by URL only for GIF, PDF and ZIP files, not .{extension}"
+            "; give a file_id or upload the file"
+        )
+    if kind == MediaType.STICKER.value and extension not in _STICKER_URL_TYPES:
+        return (
+            f"Telegram fetches only .WEBP stickers by URL, not .{extension}; upload animated "
+            "(.tgs) and video (.webm) stickers or give a file_id"
+        )
+    return None
+
+
+def _extension(url: str) -> str | None:
+    """The lower-case extension of the URL path's last segment (``None`` without one)."""
+    try:
+        name = urlsplit(url).path.rsplit("/", 1)[-1]
+    except ValueError:
+        return None
+    stem, dot, extension = name.rpartition(".")
+    if not dot or not stem or not 1 <= len(extension) <= 5 or not extension.isalnum():
+        return None
+    return extension.lower()
 
 
 def is_media_reference(value: str) -> bool:

@@ -14,13 +14,15 @@ Guarantees:
   undispatched for ``stale_after`` seconds (a server killed right after answering 202: any
   other server, or the same one restarted, finishes its fan-out). A second dispatch can
   publish a recipient twice; workers skip recipients already final in SQL, so that costs a
-  little work and never a second message.
+  little work and never a second message (a recipient is sent only by the job holding its
+  claim, see :mod:`worker.claims`).
 * Only ``queued`` and ``running`` broadcasts are published: scheduled ones wait for the
   :mod:`~broadcasting.scheduler`, paused ones for their resume, final ones never. A resumed
-  broadcast's pending recipients are published as a new generation of jobs (distinct
-  ``Nats-Msg-Id``s), no sooner than ``resume_grace`` seconds after the resume (see
-  :mod:`broadcasting.lifecycle`); ``dispatched`` is set only if no other resume came in
-  between, else the newer generation is published too.
+  broadcast's pending recipients are published at once as a new generation of jobs (distinct
+  ``Nats-Msg-Id``s; see :mod:`broadcasting.lifecycle`) — recipients whose sends from before
+  the pause are still in flight are held by their old job, which records them, and the new
+  jobs leave them alone. ``dispatched`` is set only if no other resume came in between,
+  else the newer generation is published too. The dispatcher never waits for a broadcast.
 """
 
 from __future__ import annotations
@@ -55,7 +57,6 @@ class Dispatcher(AbstractAsyncContextManager["Dispatcher"]):
         max_retry_delay: float = 30.0,
         sweep_interval: float = 15.0,
         stale_after: float = 60.0,
-        resume_grace: float = lifecycle.RESUME_GRACE,
     ) -> None:
         self._store = store
         self._queue = queue
@@ -64,7 +65,6 @@ class Dispatcher(AbstractAsyncContextManager["Dispatcher"]):
         self._max_retry_delay = max_retry_delay
         self._sweep_interval = sweep_interval
         self._stale_after = stale_after
-        self._resume_grace = resume_grace
         self._todo: asyncio.Queue[int] = asyncio.Queue()
         self._queued: set[int] = set()
         self._again: set[int] = set()
@@ -166,12 +166,6 @@ class Dispatcher(AbstractAsyncContextManager["Dispatcher"]):
                     extra={"broadcast_id": broadcast_id, "status": broadcast.status.value},
                 )
                 return
-            if broadcast.resumed_at is not None:
-                fence = broadcast.resumed_at + timedelta(seconds=self._resume_grace)
-                wait = (fence - datetime.now(UTC)).total_seconds()
-                if wait > 0:  # the old generation's sends are still stopping
-                    await asyncio.sleep(wait)
-                    continue  # paused or resumed again meanwhile? read it again
             generation = lifecycle.generation(broadcast.resumed_at)
             jobs: list[Job] = []
             count = 0

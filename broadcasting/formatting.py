@@ -7,14 +7,17 @@ decided here, before anything is stored, so a broadcast never fails at its first
 for markup the service could have checked. :func:`escape` makes any value literal text in a
 parse mode (personalization inserts user names with it).
 
-Pure functions, no I/O; the simulator uses the same parser to answer like Telegram.
+Pure functions, no I/O. The simulator answers from its own parser (``simulator.markup``);
+tests/test_simulator_formatting.py compares the two.
 """
 
 from __future__ import annotations
 
 import html
+import re
 from dataclasses import dataclass, field
 from typing import Any, Final
+from urllib.parse import parse_qs, urlsplit
 
 HTML: Final = "html"
 MARKDOWN_V2: Final = "markdownv2"
@@ -53,6 +56,7 @@ _MD_NAMES: Final = {
     "custom_emoji": "CustomEmoji",
     "code": "Code",
     "pre": "Pre",
+    "blockquote": "BlockQuote",
 }
 
 
@@ -103,10 +107,17 @@ def parse(text: str, parse_mode: str | None) -> Parsed:
 
 
 def escape(value: str, parse_mode: str | None) -> str:
-    """``value`` as literal text in ``parse_mode``: ``parse(escape(v, m), m).text == v``."""
+    """``value`` as literal text in ``parse_mode``: ``parse(escape(v, m), m).text == v``.
+
+    Safe in every context a template can put it: HTML text and quoted attribute values
+    (``&``, ``<``, ``>``, ``"`` and ``'`` become entities Telegram decodes, so a name cannot
+    end an ``href="..."``); MarkdownV2 text and the ``(...)`` URL of an inline link (Telegram
+    requires ``)`` and ``\\`` escaped there and reads any other ``\\x`` as ``x``, so escaping
+    every reserved character keeps the URL exactly the value).
+    """
     mode = normalize_mode(parse_mode)
     if mode == HTML:
-        return html.escape(value, quote=False)
+        return html.escape(value, quote=True)
     if mode == MARKDOWN_V2:
         return "".join(
             "\\" + ch if ch in MARKDOWN_V2_RESERVED or ch == "\\" else ch for ch in value
@@ -149,16 +160,37 @@ class _Open:
     extra: dict[str, Any]
 
 
+_SPACES: Final = " \t\n\r\f\v"
+"""Whitespace in Telegram's markup: ASCII only (a no-break space is text)."""
+_CLASS_PREFIX: Final = {"span": "tg-", "code": "language-"}
+"""The ``class`` values a tag reads; Telegram ignores any other ``class``."""
+_SURROGATE_ERROR: Final = (
+    "Text contains invalid Unicode characters after decoding HTML entities, "
+    "check for unmatched surrogate code units"
+)
+
+
+def _unquoted_value_char(ch: str) -> bool:
+    return ch.isascii() and (ch.isalnum() or ch in ".-")
+
+
 class _Html(_Builder):
+    """HTML as tdlib reads it: tags and attribute names as below, ``</>`` closing the
+    innermost tag, and a reference to a surrogate (``&#xD83D;``) refusing the whole text."""
+
     def parse(self) -> Parsed:
         text = self.source
         n = len(text)
         stack: list[_Open] = []
+        decoded_surrogate = False
         i = 0
         while i < n:
             ch = text[i]
             if ch == "&":
                 decoded, after = _html_entity(text, i)
+                if "\ud800" <= decoded <= "\udfff":
+                    decoded_surrogate = True  # refused once the markup is known valid
+                    decoded = "\ufffd"
                 self.add(decoded)
                 i = after
                 continue
@@ -169,135 +201,167 @@ class _Html(_Builder):
                 self.add(text[i:j])
                 i = j
                 continue
-            begin = i
-            i += 1
-            if i >= n:
-                raise FormattingError(
-                    f"Unclosed start tag at byte offset {self.byte_offset(begin)}"
-                )
-            if text[i] != "/":
-                j = i
-                while j < n and not text[j].isspace() and text[j] != ">":
-                    j += 1
-                if j >= n:
-                    raise FormattingError(
-                        f"Unclosed start tag at byte offset {self.byte_offset(begin)}"
-                    )
-                name = text[i:j].lower()
-                kind = _HTML_TAGS.get(name)
-                if kind is None:
-                    raise FormattingError(
-                        f'Unsupported start tag "{name}" at byte offset {self.byte_offset(begin)}'
-                    )
-                attrs, i = self._attributes(name, j, begin)
-                extra: dict[str, Any] = {}
-                if kind == "text_link" and attrs.get("href"):
-                    extra["url"] = attrs["href"]
-                elif kind == "pre" and attrs.get("class"):
-                    extra["language"] = attrs["class"].removeprefix("language-")
-                elif kind == "custom_emoji" and "emoji-id" in attrs:
-                    extra["custom_emoji_id"] = attrs["emoji-id"]
-                elif kind == "blockquote" and "expandable" in attrs:
-                    kind = "expandable_blockquote"
-                stack.append(_Open(name, kind, self.offset, begin, extra))
-                continue
-            j = text.find(">", i)
-            if j < 0:
-                raise FormattingError(f"Unclosed end tag at byte offset {self.byte_offset(begin)}")
-            name = text[i + 1 : j].strip().lower()
-            if not stack:
-                raise FormattingError(
-                    f"Unexpected end tag at byte offset {self.byte_offset(begin)}"
-                )
-            top = stack[-1]
-            if name != top.name:
-                raise FormattingError(
-                    f"Unmatched end tag at byte offset {self.byte_offset(begin)}, "
-                    f'expected "</{top.name}>", found "</{name}>"'
-                )
-            stack.pop()
-            if top.kind == "text_link" and "url" not in top.extra:
-                pass  # <a> without href: plain text, as on Telegram
+            if text[i + 1 : i + 2] == "/":
+                i = self._end_tag(i, stack)
             else:
-                self.entity(top.kind, top.start, **top.extra)
-            i = j + 1
+                opened, i = self._start_tag(i)
+                stack.append(opened)
         if stack:
             raise FormattingError(
                 f'Can\'t find end tag corresponding to start tag "{stack[-1].name}"'
             )
+        if decoded_surrogate:
+            raise FormattingError(_SURROGATE_ERROR)
         return self.result()
 
-    def _attributes(self, name: str, i: int, begin: int) -> tuple[dict[str, str], int]:
-        """Attributes up to the tag's ``>``; returns them and the index after ``>``."""
+    def _start_tag(self, begin: int) -> tuple[_Open, int]:
+        """The tag starting with ``<`` at ``begin``; returns it and the index after ``>``."""
         text = self.source
         n = len(text)
+        j = begin + 1
+        while j < n and text[j] not in _SPACES and text[j] != ">":
+            j += 1
+        if j >= n:
+            raise FormattingError(f"Unclosed start tag at byte offset {self.byte_offset(begin)}")
+        name = text[begin + 1 : j].lower()
+        kind = _HTML_TAGS.get(name)
+        if kind is None:
+            raise FormattingError(
+                f'Unsupported start tag "{name}" at byte offset {self.byte_offset(begin)}'
+            )
+        attrs, i = self._attributes(name, j, begin)
+        extra: dict[str, Any] = {}
+        if kind == "text_link" and attrs.get("href"):
+            extra["url"] = attrs["href"]
+        elif name == "span" and attrs.get("class") != "tg-spoiler":
+            raise FormattingError(
+                f'Tag "span" must have class "tg-spoiler" at byte offset {self.byte_offset(begin)}'
+            )
+        elif kind == "custom_emoji":
+            extra["custom_emoji_id"] = attrs.get("emoji-id", "")
+        elif kind == "date_time":
+            extra = {"unix": attrs.get("unix", ""), "format": attrs.get("format", "")}
+        elif kind == "blockquote" and "expandable" in attrs:
+            kind = "expandable_blockquote"
+        return _Open(name, kind, self.offset, begin, extra), i
+
+    def _end_tag(self, begin: int, stack: list[_Open]) -> int:
+        """Closes the innermost tag with the ``</...>`` at ``begin`` (``</>`` closes any);
+        returns the index after ``>``."""
+        text = self.source
+        n = len(text)
+        if not stack:
+            raise FormattingError(f"Unexpected end tag at byte offset {self.byte_offset(begin)}")
+        j = begin + 2
+        while j < n and text[j] not in _SPACES and text[j] != ">":
+            j += 1
+        name = text[begin + 2 : j].lower()
+        while j < n and text[j] in _SPACES:
+            j += 1
+        if j >= n or text[j] != ">":
+            raise FormattingError(f"Unclosed end tag at byte offset {self.byte_offset(begin)}")
+        top = stack.pop()
+        if name and name != top.name:
+            raise FormattingError(
+                f"Unmatched end tag at byte offset {self.byte_offset(begin)}, "
+                f'expected "</{top.name}>", found "</{name}>"'
+            )
+        if self.offset > top.start:  # an empty entity is dropped unchecked, as on Telegram
+            extra = top.extra
+            if top.kind == "custom_emoji":
+                extra = {"custom_emoji_id": _emoji_id(extra["custom_emoji_id"])}
+            elif top.kind == "date_time":
+                extra = _date_time(extra["unix"], extra["format"])
+            # <a> without href links its own text when that is a URL (same length either way)
+            if top.kind != "text_link" or "url" in extra:
+                self.entity(top.kind, top.start, **extra)
+        return j + 1
+
+    def _attributes(self, name: str, i: int, begin: int) -> tuple[dict[str, str], int]:
+        """Attributes from ``i`` up to the tag's ``>``; returns them and the index after ``>``.
+
+        Names are case-sensitive; an unquoted value may only hold ``[A-Za-z0-9.-]`` (read in
+        lower case), a quoted one may hold character references and, unterminated, runs to
+        the end of the text."""
+        text = self.source
+        n = len(text)
+        at = self.byte_offset(begin)
         attrs: dict[str, str] = {}
-        while True:
-            while i < n and text[i].isspace():
+        while text[i] != ">":
+            while i < n and text[i] in _SPACES:
+                i += 1
+            if i < n and text[i] == ">":
+                break
+            start = i
+            while i < n and text[i] not in _SPACES and text[i] not in "=>/\"'":
+                i += 1
+            attribute = text[start:i]
+            if not attribute:
+                raise FormattingError(
+                    f'Empty attribute name in the tag "{name}" at byte offset {at}'
+                )
+            while i < n and text[i] in _SPACES:
                 i += 1
             if i >= n:
-                raise FormattingError(
-                    f"Unclosed start tag at byte offset {self.byte_offset(begin)}"
-                )
-            if text[i] == ">":
-                return attrs, i + 1
-            j = i
-            while j < n and (text[j].isalnum() or text[j] in "-_"):
-                j += 1
-            if j == i:
-                raise FormattingError(
-                    f'Empty attribute name in the tag "{name}" at byte offset '
-                    f"{self.byte_offset(begin)}"
-                )
-            attribute = text[i:j].lower()
-            i = j
-            while i < n and text[i].isspace():
-                i += 1
-            if i < n and text[i] == "=":
-                i += 1
-                while i < n and text[i].isspace():
-                    i += 1
-                if i >= n:
-                    raise FormattingError(
-                        f"Unclosed start tag at byte offset {self.byte_offset(begin)}"
-                    )
-                if text[i] in "\"'":
-                    quote = text[i]
-                    end = text.find(quote, i + 1)
-                    if end < 0:
-                        raise FormattingError(
-                            f"Unclosed start tag at byte offset {self.byte_offset(begin)}"
-                        )
-                    raw = text[i + 1 : end]
-                    i = end + 1
-                else:
-                    j = i
-                    while j < n and not text[j].isspace() and text[j] != ">":
-                        j += 1
-                    raw = text[i:j]
-                    i = j
-                attrs[attribute] = _decode_html(raw)
-            else:
+                raise FormattingError(f'Unclosed start tag "{name}" at byte offset {at}')
+            if text[i] != "=":
                 attrs[attribute] = ""
+                continue
+            i += 1
+            while i < n and text[i] in _SPACES:
+                i += 1
+            if i >= n:
+                raise FormattingError(f'Unclosed start tag "{name}" at byte offset {at}')
+            if text[i] in "\"'":
+                end = text.find(text[i], i + 1)
+                end = n if end < 0 else end
+                value = _decode_html(text[i + 1 : end])
+                i = end + 1
+            else:
+                start = i
+                while i < n and _unquoted_value_char(text[i]):
+                    i += 1
+                if i >= n or (text[i] not in _SPACES and text[i] != ">"):
+                    raise FormattingError(
+                        f"Unexpected end of name token at byte offset {self.byte_offset(start)}"
+                    )
+                value = text[start:i].lower()
+            if i >= n:
+                raise FormattingError(f"Unclosed start tag at byte offset {at}")
+            prefix = _CLASS_PREFIX.get(name)
+            if attribute != "class" or (prefix is not None and value.startswith(prefix)):
+                attrs[attribute] = value
+        return attrs, i + 1
 
 
 def _html_entity(text: str, i: int) -> tuple[str, int]:
-    """The character an ``&...;`` at ``i`` stands for (a lone ``&`` stays literal)."""
-    end = text.find(";", i + 1, i + 12)
-    if end < 0:
-        return "&", i + 1
-    name = text[i + 1 : end]
-    if name in _HTML_ENTITIES:
-        return _HTML_ENTITIES[name], end + 1
-    if name.startswith("#"):
-        digits = name[1:]
-        try:
-            code = int(digits[1:], 16) if digits[:1] in ("x", "X") else int(digits, 10)
-        except ValueError:
+    """The character a reference at ``i`` stands for and the index after it, as Telegram reads
+    it: ``&lt`` ``&gt`` ``&amp`` ``&quot``, ``&#N`` and ``&#xH`` (lower-case ``x``), the ``;``
+    optional. Anything else — another name, code 0 or from U+10FFFF, or 10 characters and
+    more — leaves the ``&`` literal. A surrogate is returned as is: the caller refuses it."""
+    n = len(text)
+    end = i + 1
+    if text[end : end + 1] == "#":
+        end += 1
+        hexadecimal = text[end : end + 1] == "x"
+        end += hexadecimal
+        digits = "0123456789abcdefABCDEF" if hexadecimal else "0123456789"
+        code = 0
+        while end < n and text[end] in digits:
+            if end - i < 10:  # a longer one is literal; don't grow a huge number
+                code = code * (16 if hexadecimal else 10) + int(text[end], 16)
+            end += 1
+        if code == 0 or code >= 0x10FFFF or end - i >= 10:
             return "&", i + 1
-        if 0 < code <= 0x10FFFF and not 0xD800 <= code <= 0xDFFF:
-            return chr(code), end + 1
-    return "&", i + 1
+        decoded = chr(code)
+    else:
+        while end < n and text[end].isascii() and text[end].isalpha():
+            end += 1
+        named = _HTML_ENTITIES.get(text[i + 1 : end])
+        if named is None:
+            return "&", i + 1
+        decoded = named
+    return decoded, end + 1 if text[end : end + 1] == ";" else end
 
 
 def _decode_html(text: str) -> str:
@@ -313,7 +377,37 @@ def _decode_html(text: str) -> str:
     return "".join(out)
 
 
+def _emoji_id(value: str) -> str:
+    """A custom emoji identifier as Telegram accepts it: a non-zero 64-bit integer."""
+    if not re.fullmatch(r"-?[0-9]+", value) or not 0 < abs(int(value)) < 2**63:
+        raise FormattingError("Invalid custom emoji identifier specified")
+    return str(int(value))
+
+
+def _date_time(unix: str, time_format: str) -> dict[str, Any]:
+    """A ``date_time`` entity's fields from its ``unix`` and ``format`` arguments."""
+    if not re.fullmatch(r"[0-9]{1,10}", unix):
+        raise FormattingError("Invalid Unix time specified")
+    if not re.fullmatch(r"r|w?[dD]?[tT]?", time_format):
+        raise FormattingError("Invalid date and time format specified")
+    fields: dict[str, Any] = {"unix_time": int(unix)}
+    if time_format:
+        fields["date_time_format"] = time_format
+    return fields
+
+
 class _MarkdownV2(_Builder):
+    """MarkdownV2 as tdlib reads it: outside code every reserved character must be escaped;
+    inside code and pre only a backtick is markup (an unescaped one opens a code entity that
+    the pre's end cannot close); ``>`` opens a blockquote only at a line's start, and the
+    quote ends at the first newline not followed by ``>`` — expandable when ``||`` comes right
+    before that newline or the end of the text (``**>hidden\\n>more||``)."""
+
+    def __init__(self, source: str) -> None:
+        super().__init__(source)
+        self.in_blockquote = False
+        self.line_start = True
+
     def parse(self) -> Parsed:
         text = self.source
         n = len(text)
@@ -321,65 +415,52 @@ class _MarkdownV2(_Builder):
         i = 0
         while i < n:
             ch = text[i]
-            nxt = text[i + 1] if i + 1 < n else ""
+            nxt = text[i + 1 : i + 2]
             if ch == "\\" and nxt and 0 < ord(nxt) <= 126:
                 self.add(nxt)
+                if nxt != "\r":
+                    self.line_start = nxt == "\n"
                 i += 2
                 continue
-            top = stack[-1] if stack else None
-            if top is not None and top.kind in ("code", "pre"):
-                if top.kind == "code" and ch == "`":
-                    stack.pop()
-                    self.entity("code", top.start)
-                    i += 1
-                elif top.kind == "pre" and text.startswith("```", i):
-                    stack.pop()
-                    self.entity("pre", top.start, **top.extra)
-                    i += 3
-                else:
-                    self.add(ch)
-                    i += 1
+            if stack and stack[-1].kind in ("code", "pre"):
+                special = ch == "`"
+            else:
+                special = ch in MARKDOWN_V2_RESERVED or ch == "\n"
+            if not special:
+                self.add(ch)
+                if ch != "\r":
+                    self.line_start = False
+                i += 1
                 continue
-            if top is not None and self._closes(top, ch, nxt):
+            if stack and self._ends(stack[-1], i):
+                i = self._close(stack, i)
+            else:
+                i = self._open(stack, i)
+        if self.in_blockquote:
+            kind = "blockquote"
+            if stack and stack[-1].kind == "spoiler" and stack[-1].at == n - 2:
                 stack.pop()
-                i += 2 if top.kind in ("underline", "spoiler") else 1
-                if top.kind in ("text_link", "custom_emoji"):
-                    url, i = self._url(i, top)
-                    if top.kind == "text_link":
-                        if url:
-                            self.entity("text_link", top.start, url=url)
-                    else:
-                        self.entity("custom_emoji", top.start, custom_emoji_id=url)
-                else:
-                    self.entity(top.kind, top.start)
-                continue
-            if ch == ">" and (i == 0 or text[i - 1] == "\n"):
-                i += 1  # a blockquote line's marker
-                continue
-            opened = self._opening(ch, nxt, text, i)
-            if opened is not None:
-                kind, width, extra = opened
-                stack.append(_Open(kind, kind, self.offset, i, extra))
-                i += width
-                if kind == "pre":
-                    i = self._pre_start(i, stack[-1])
-                continue
-            if ch in MARKDOWN_V2_RESERVED:
-                raise FormattingError(
-                    f"Character '{ch}' is reserved and must be escaped with the preceding '\\'"
-                )
-            self.add(ch)
-            i += 1
+                kind = "expandable_blockquote"
+            if stack and stack[-1].kind == "blockquote":
+                self.entity(kind, stack.pop().start)
         if stack:
-            top = stack[-1]
-            raise FormattingError(
-                f"Can't find end of {_MD_NAMES[top.kind]} entity at byte offset "
-                f"{self.byte_offset(top.at)}"
-            )
+            raise self._unclosed(stack[-1])
         return self.result()
 
-    @staticmethod
-    def _closes(top: _Open, ch: str, nxt: str) -> bool:
+    def _unclosed(self, top: _Open) -> FormattingError:
+        name = _MD_NAMES[top.kind]
+        if top.kind == "pre" and top.extra.get("language"):
+            name = "PreCode"
+        return FormattingError(
+            f"Can't find end of {name} entity at byte offset {self.byte_offset(top.at)}"
+        )
+
+    def _ends(self, top: _Open, i: int) -> bool:
+        """Whether the character at ``i`` ends ``top``, the innermost open entity."""
+        text = self.source
+        ch, nxt = text[i], text[i + 1 : i + 2]
+        if self.in_blockquote and ch == "\n" and nxt != ">":
+            return True
         match top.kind:
             case "bold":
                 return ch == "*"
@@ -391,52 +472,117 @@ class _MarkdownV2(_Builder):
                 return ch == "~"
             case "spoiler":
                 return ch == "|" and nxt == "|"
+            case "code":
+                return ch == "`"
+            case "pre":
+                return text.startswith("```", i)
             case "text_link" | "custom_emoji":
                 return ch == "]"
         return False
 
-    @staticmethod
-    def _opening(ch: str, nxt: str, text: str, i: int) -> tuple[str, int, dict[str, Any]] | None:
-        match ch:
-            case "_":
-                return ("underline", 2, {}) if nxt == "_" else ("italic", 1, {})
-            case "*":
-                return "bold", 1, {}
-            case "~":
-                return "strikethrough", 1, {}
-            case "|" if nxt == "|":
-                return "spoiler", 2, {}
-            case "[":
-                return "text_link", 1, {}
-            case "!" if nxt == "[":
-                return "custom_emoji", 2, {}
-            case "`":
-                if text.startswith("```", i):
-                    return "pre", 3, {}
-                return "code", 1, {}
-        return None
-
-    def _pre_start(self, i: int, opened: _Open) -> int:
-        """After an opening ```: an optional language up to the first space or newline."""
+    def _open(self, stack: list[_Open], i: int) -> int:
+        """Opens the entity starting at ``i`` (or reads a newline or a quote's ``>``); returns
+        where reading goes on."""
         text = self.source
-        end = i
-        while end < len(text) and not text[end].isspace() and text[end] != "`":
-            end += 1
-        if end != i and end < len(text) and text[end] != "`":
-            opened.extra["language"] = text[i:end]
-            i = end
-        if i < len(text) and text[i] in "\r\n":
-            i += 1
+        ch, nxt = text[i], text[i + 1 : i + 2]
+        start = i
+        extra: dict[str, Any] = {}
+        match ch:
+            case "_" if nxt == "_":
+                kind, i = "underline", i + 2
+            case "_":
+                kind, i = "italic", i + 1
+            case "*":
+                kind, i = "bold", i + 1
+            case "~":
+                kind, i = "strikethrough", i + 1
+            case "|" if nxt == "|":
+                kind, i = "spoiler", i + 2
+            case "[":
+                kind, i = "text_link", i + 1
+            case "!" if nxt == "[":
+                kind, i = "custom_emoji", i + 2
+            case "`" if text.startswith("```", i):
+                kind, i = "pre", self._pre_start(i + 3, extra)
+            case "`":
+                kind, i = "code", i + 1
+            case "\n":
+                self.add("\n")
+                self.line_start = True
+                return i + 1
+            case ">" if self.line_start:
+                if self.in_blockquote:
+                    return i + 1  # the next line of the quote (or ">>")
+                self.in_blockquote = True
+                kind, i = "blockquote", i + 1
+            case _:
+                raise FormattingError(
+                    f"Character '{ch}' is reserved and must be escaped with the preceding '\\'"
+                )
+        stack.append(_Open(kind, kind, self.offset, start, extra))
         return i
 
-    def _url(self, i: int, opened: _Open) -> tuple[str, int]:
-        """The ``(url)`` after a link's ``]``; escapes allowed, ``)`` ends it."""
+    def _pre_start(self, i: int, extra: dict[str, Any]) -> int:
+        """After an opening ```: the language (up to a space or a newline, when more text
+        follows it), then one line break skipped."""
         text = self.source
-        if i >= len(text) or text[i] != "(":
-            if opened.kind == "custom_emoji":
-                raise FormattingError("Custom emoji entity must contain a tg://emoji URL")
-            return "", i
-        i += 1
+        end = i
+        while end < len(text) and text[end] not in _SPACES and text[end] != "`":
+            end += 1
+        if end != i and end < len(text) and text[end] != "`":
+            extra["language"] = text[i:end]
+            i = end
+        if text[i : i + 1] in ("\n", "\r"):
+            pair = text[i + 1 : i + 2] in ("\n", "\r") and text[i + 1] != text[i]
+            i += 2 if pair else 1
+        return i
+
+    def _close(self, stack: list[_Open], i: int) -> int:
+        """Closes the innermost entity at ``i``; returns where reading goes on."""
+        text = self.source
+        top = stack[-1]
+        kind = top.kind
+        if text[i] == "\n" and kind != "blockquote":  # the end of a quote
+            expandable = kind == "spoiler" and (
+                top.at == i - 2 or (top.at == i - 3 and text[i - 1] == "\r")
+            )
+            if not expandable:
+                raise self._unclosed(top)
+            stack.pop()
+            top = stack[-1]
+            if top.kind != "blockquote":
+                raise self._unclosed(top)
+            kind = "expandable_blockquote"
+        stack.pop()
+        extra = top.extra
+        after = i + 1
+        match kind:
+            case "underline" | "spoiler":
+                after = i + 2
+            case "pre":
+                after = i + 3
+            case "text_link":
+                url, after = self._url(i, top, "a URL")
+                if not url:
+                    return after  # the text itself is the URL, if any (same length)
+                extra = {"url": url}
+            case "custom_emoji":
+                kind, extra, after = self._custom_emoji(i, top)
+            case "blockquote" | "expandable_blockquote":
+                self.in_blockquote = False
+                self.add("\n")
+                self.line_start = True
+        self.entity(kind, top.start, **extra)
+        return after
+
+    def _url(self, i: int, opened: _Open, what: str) -> tuple[str, int]:
+        """The ``(url)`` after the ``]`` at ``i`` (``""`` without one; escapes allowed,
+        ``)`` ends it); returns it and where reading goes on."""
+        text = self.source
+        if text[i + 1 : i + 2] != "(":
+            return "", i + 1
+        i += 2
+        begin = i
         url: list[str] = []
         while i < len(text) and text[i] != ")":
             if text[i] == "\\" and i + 1 < len(text) and 0 < ord(text[i + 1]) <= 126:
@@ -447,15 +593,32 @@ class _MarkdownV2(_Builder):
                 i += 1
         if i >= len(text):
             raise FormattingError(
-                f"Can't find end of a URL at byte offset {self.byte_offset(opened.at)}"
+                f"Can't find end of {what} at byte offset {self.byte_offset(begin)}"
             )
-        value = "".join(url)
-        if opened.kind == "custom_emoji":
-            prefix = "tg://emoji?id="
-            if not value.startswith(prefix) or not value[len(prefix) :].isdigit():
-                raise FormattingError("Custom emoji URL must have an emoji identifier")
-            value = value[len(prefix) :]
-        return value, i + 1
+        return "".join(url), i + 1
+
+    def _custom_emoji(self, i: int, opened: _Open) -> tuple[str, dict[str, Any], int]:
+        """The ``(tg://emoji?id=N)`` or ``(tg://time?unix=T&format=F)`` after ``![...]``:
+        the entity's type and fields, and where reading goes on."""
+        if self.source[i + 1 : i + 2] != "(":
+            raise FormattingError("Custom emoji entity must contain a tg://emoji URL")
+        url, after = self._url(i, opened, "a custom emoji URL")
+        try:
+            split = urlsplit(url)
+        except ValueError:  # a malformed [host]
+            raise FormattingError("Custom emoji URL must have an emoji identifier") from None
+        if url.lower().startswith("tg://time"):
+            query = parse_qs(split.query, keep_blank_values=True)
+            unix, time_format = query.get("unix", [""])[0], query.get("format", [""])[0]
+            return "date_time", _date_time(unix, time_format), after
+        if split.scheme.lower() != "tg":
+            raise FormattingError("Custom emoji URL must have scheme tg")
+        if split.netloc.lower() != "emoji":
+            raise FormattingError('Custom emoji URL must have host "emoji"')
+        values = parse_qs(split.query).get("id", [])
+        if not values:
+            raise FormattingError("Custom emoji URL must have an emoji identifier")
+        return "custom_emoji", {"custom_emoji_id": _emoji_id(values[0])}, after
 
 
 def _legacy_markdown(text: str) -> Parsed:

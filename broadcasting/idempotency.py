@@ -13,8 +13,9 @@ Guarantees:
   :class:`~broadcasting.model.NewBroadcast` (content, audience, ``send_at``, callback, ...,
   including fields added later: the hash walks the whole dataclass tree), and the SHA-256 of
   every uploaded file's bytes (the stored upload names are random, so they are not hashed).
-  Spellings that validate to the same value (repeated user ids, a ``media_url`` with spaces
-  around it) are the same request.
+  Spellings that validate to the same value (repeated user ids, ``user_ids`` in another
+  order, a ``media_url`` with spaces around it, JSON keys in another order, the same
+  request over REST or gRPC) are the same request.
 * Keys are 1-255 printable ASCII characters and never expire.
 * ``send_at``: a time in the future stores the broadcast ``SCHEDULED`` (recipients resolved
   at once) until the :mod:`~broadcasting.scheduler` starts it; a time in the past means now
@@ -102,8 +103,12 @@ def parse_timestamp(field: str, text: str) -> datetime:
 def request_hash(new: NewBroadcast, request: SendRequest) -> str:
     """SHA-256 (hex) of the canonical JSON of ``new`` and of the digests of every uploaded
     file in ``request``."""
+    broadcast = dataclasses.asdict(new)
+    # The audience is a set: the same ids in another order are the same request (they are
+    # still stored and sent in request order).
+    broadcast["user_ids"] = sorted(set(new.user_ids))
     document = {
-        "broadcast": _canonical(dataclasses.asdict(new)),
+        "broadcast": _canonical(broadcast),
         "uploads": [hashlib.sha256(data).hexdigest() for data in _bytes_in(request)],
     }
     text = json.dumps(document, sort_keys=True, separators=(",", ":"), ensure_ascii=True)

@@ -28,20 +28,22 @@ What the moves guarantee:
 
 * **Pause** (queued or running): every worker stops starting sends of the broadcast within
   ``worker.delivery.STATUS_INTERVAL`` (one second); sends already in flight finish and are
-  recorded. Its jobs are acknowledged and dropped; its recipients stay ``PENDING``.
+  recorded. Its jobs are acknowledged and dropped; its recipients stay ``PENDING``, their
+  claims released.
 * **Resume** (paused): the broadcast goes back to ``running`` if any recipient was attempted
   (``started_at`` is set), else to ``queued``; ``resumed_at`` is set and the dispatcher
   publishes jobs for the recipients still ``PENDING`` as a new *generation* (their
   ``Nats-Msg-Id`` includes ``resumed_at``, so JetStream's duplicate window does not drop them,
   while a re-dispatch of the same generation is still dropped). Workers drop jobs of an older
   generation, and stop a job when they see the generation change. The new generation is
-  published no sooner than :data:`RESUME_GRACE` after the resume, by which time every worker
-  has seen the pause (or the new generation) and finished its sends in flight: nobody is sent
-  to twice.
+  published at once: a recipient whose send from before the pause is still in flight is
+  claimed in SQL by its old job (:mod:`worker.claims`), which records it; the new job skips
+  it and looks again later, and the old job releases the claims of the recipients it did not
+  send when it lets go. Nobody is sent to twice, however quickly resume follows pause.
 * **Cancel** (scheduled, queued, running or paused): final. No send starts after every worker
   has read the status (within a second); sends in flight finish and are counted, but the
   broadcast never becomes ``completed`` or ``running`` again. Recipients never attempted stay
-  ``PENDING``. ``finished_at`` is set.
+  ``PENDING`` and unclaimed. ``finished_at`` is set.
 * Counters keep moving in any state while sends in flight are recorded:
   ``sent + failed + pending == total`` always holds.
 """
@@ -68,11 +70,6 @@ TRANSITIONS: Final[Mapping[BroadcastStatus, frozenset[BroadcastStatus]]] = {
     S.FAILED: frozenset(),
 }
 """Every legal move: ``TRANSITIONS[from]`` is the set of states ``from`` may move to."""
-
-RESUME_GRACE: Final = 3.0
-"""Seconds after a resume before the new generation of jobs is published: more than the
-workers' status interval (1 s) plus a send's usual latency, so every worker has stopped the
-old generation's sends and recorded those in flight."""
 
 
 class Command(enum.StrEnum):

@@ -6,13 +6,12 @@ through it). The moves and what they guarantee are :mod:`broadcasting.lifecycle`
 
 from __future__ import annotations
 
-import base64
-import binascii
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Final
 
+from broadcasting import page_tokens
 from broadcasting.dispatch import Dispatcher
 from broadcasting.errors import FieldViolation, InvalidArgument
 from broadcasting.lifecycle import Command
@@ -24,7 +23,6 @@ logger = logging.getLogger(__name__)
 
 DEFAULT_PAGE_SIZE: Final = 100
 MAX_PAGE_SIZE: Final = 1000
-_TOKEN_KIND: Final = "b"  # noqa: S105 - a page token's kind, not a secret
 _STATUS_NAMES: Final = ", ".join(status.value for status in BroadcastStatus)
 
 
@@ -64,11 +62,9 @@ class LifecycleOperations:
         before: int | None = None
         if page_token:
             try:
-                before = _decode_token(page_token)
-            except ValueError:
-                violations.append(
-                    FieldViolation("page_token", "is not a token this service issued")
-                )
+                before = page_tokens.decode(page_tokens.BROADCASTS, page_token)
+            except ValueError as exc:
+                violations.append(FieldViolation(page_tokens.FIELD, str(exc)))
         if violations:
             raise InvalidArgument(violations)
         limit = page_size or DEFAULT_PAGE_SIZE
@@ -76,7 +72,8 @@ class LifecycleOperations:
         page = tuple(found[:limit])
         more = len(found) > limit
         return BroadcastsPage(
-            broadcasts=page, next_page_token=_encode_token(page[-1].id) if more else ""
+            broadcasts=page,
+            next_page_token=page_tokens.encode(page_tokens.BROADCASTS, page[-1].id) if more else "",
         )
 
     async def cancel_broadcast(self, broadcast_id: int) -> Broadcast:
@@ -111,21 +108,3 @@ class LifecycleOperations:
         )
         self._dispatcher.dispatch(broadcast_id)
         return broadcast
-
-
-def _encode_token(before_id: int) -> str:
-    return base64.urlsafe_b64encode(f"{_TOKEN_KIND}:{before_id}".encode()).decode().rstrip("=")
-
-
-def _decode_token(token: str) -> int:
-    try:
-        raw = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)).decode()
-    except (binascii.Error, UnicodeDecodeError):
-        raise ValueError(token) from None
-    kind, _, value = raw.partition(":")
-    if kind != _TOKEN_KIND or not value.isdigit():
-        raise ValueError(token)
-    before = int(value)
-    if not 0 < before < 2**63:
-        raise ValueError(token)
-    return before

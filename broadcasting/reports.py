@@ -17,10 +17,11 @@ from collections.abc import AsyncGenerator, Sequence
 from dataclasses import dataclass
 from typing import Final
 
+from broadcasting import page_tokens
 from broadcasting.errors import FieldViolation, InvalidArgument
 from broadcasting.model import Delivery, DeliveryState
 from broadcasting.store import Store
-from broadcasting.validation import encode_page_token, validate_page
+from broadcasting.validation import validate_page
 
 EXPORT_PAGE: Final = 5000
 """Recipients read per query by an export."""
@@ -73,7 +74,7 @@ async def list_deliveries(
     page = tuple(rows[:limit])
     return DeliveriesPage(
         deliveries=page,
-        next_page_token=encode_page_token(page[-1].user_id) if more else "",
+        next_page_token=page_tokens.encode(page_tokens.USERS, page[-1].user_id) if more else "",
     )
 
 

@@ -27,7 +27,7 @@ from collections.abc import (
 from contextlib import aclosing
 from dataclasses import dataclass, replace
 
-from broadcasting import idempotency, reports
+from broadcasting import idempotency, page_tokens, reports
 from broadcasting.dispatch import Dispatcher
 from broadcasting.errors import AlreadyExists, FieldViolation, InvalidArgument, NotFound
 from broadcasting.idempotency import Accepted, request_hash, validate_with_options
@@ -51,7 +51,6 @@ from broadcasting.uploads import stash_album
 from broadcasting.user_import import ImportChunk, import_users
 from broadcasting.validation import (
     SendRequest,
-    encode_page_token,
     validate_content,
     validate_page,
     validate_send,
@@ -214,7 +213,9 @@ class BroadcastingService(LifecycleOperations):
         )
         return UsersPage(
             users=page.users,
-            next_page_token="" if page.next_after is None else encode_page_token(page.next_after),
+            next_page_token=""
+            if page.next_after is None
+            else page_tokens.encode(page_tokens.USERS, page.next_after),
         )
 
     async def list_deliveries(

@@ -8,10 +8,11 @@ Syntax:
 
 Fields: ``id``, ``username``, ``first_name``, ``last_name``, ``full_name`` (first and last
 name), ``language_code``. Values *and fallbacks* are escaped for the parse mode (HTML:
-``&``, ``<``, ``>``; MarkdownV2: every reserved character and the backslash), so a user
-named ``<b>Bob`` or ``_*[]`` reads exactly so and never breaks the markup. A template is
-checked when the broadcast is created (:func:`parse_template` raises :class:`TemplateError`
-for an unknown field or a stray brace); rendering then cannot fail.
+``&``, ``<``, ``>``, ``"``, ``'``; MarkdownV2: every reserved character and the backslash),
+so a user named ``<b>Bob``, ``Ann "Co"`` or ``_*[]`` reads exactly so and never breaks the
+markup — in text, in an ``<a href="...">`` attribute or in a MarkdownV2 link's ``(...)``.
+A template is checked when the broadcast is created (:func:`parse_template` raises
+:class:`TemplateError` for an unknown field or a stray brace); rendering then cannot fail.
 
 Pure functions, no I/O.
 """
@@ -23,6 +24,7 @@ from dataclasses import dataclass, replace
 from typing import Final
 
 from broadcasting.content import ParseMode
+from broadcasting.errors import InvalidArgument
 from broadcasting.formatting import FormattingError, escape, parse
 from broadcasting.model import CAPTION_LIMIT, TEXT_LIMIT, Content, MediaType, UserProfile
 
@@ -151,8 +153,20 @@ class Preview:
 
 
 def preview(content: Content, user_id: int, profile: UserProfile | None) -> Preview:
-    """What :func:`personalized` makes of ``content`` for this user."""
+    """What :func:`personalized` makes of ``content`` for this user.
+
+    When a worker would refuse this recipient (:func:`rendered_problem`: the rendered text or
+    a caption too long, or the text left empty), the preview is refused the same way:
+    :class:`InvalidArgument` naming the field in PreviewMessage's request
+    (``message.message``, ``message.album[1].caption``) with the reason the recipient's
+    delivery would carry — rather than a text Telegram would not take.
+    """
     rendered = personalized(content, user_id, profile)
+    if rendered.options.personalize:
+        found = _problem(rendered)
+        if found is not None:
+            field, reason = found
+            raise InvalidArgument.single(field, reason)
     return Preview(
         text=rendered.message,
         album_captions=tuple(item.caption for item in rendered.options.album),
@@ -164,25 +178,31 @@ def rendered_problem(content: Content) -> str | None:
     """Why Telegram would refuse a personalized ``content`` (text or a caption too long, or a
     text left empty, after entities parsing); ``None`` when it fits. Per recipient: one long
     name fails that recipient, not the broadcast."""
+    found = _problem(content)
+    return None if found is None else found[1]
+
+
+def _problem(content: Content) -> tuple[str, str] | None:
+    """:func:`rendered_problem` and the PreviewMessage field it is about."""
     mode = None if content.options.parse_mode is None else content.options.parse_mode.telegram
-    texts: list[tuple[str, str, int]] = []
+    texts: list[tuple[str, str, str, int]] = []
     if content.media_type is MediaType.TEXT:
-        texts.append(("text", content.message, TEXT_LIMIT))
+        texts.append(("message.message", "text", content.message, TEXT_LIMIT))
     elif content.media_type.takes_caption:
-        texts.append(("caption", content.message, CAPTION_LIMIT))
+        texts.append(("message.message", "caption", content.message, CAPTION_LIMIT))
     texts.extend(
-        (f"caption of album item {i}", item.caption, CAPTION_LIMIT)
+        (f"message.album[{i}].caption", f"caption of album item {i}", item.caption, CAPTION_LIMIT)
         for i, item in enumerate(content.options.album)
     )
-    for what, text, limit in texts:
+    for field, what, text, limit in texts:
         try:
             parsed = parse(text, mode)
         except FormattingError as exc:
-            return f"personalized {what}: can't parse entities: {exc}"
+            return field, f"personalized {what}: can't parse entities: {exc}"
         if what == "text" and not parsed.text.strip():
-            return "personalized text is empty for this user"
+            return field, "personalized text is empty for this user"
         if parsed.length > limit:
-            return (
+            return field, (
                 f"personalized {what} is {parsed.length} characters for this user; "
                 f"Telegram allows at most {limit}"
             )

@@ -7,15 +7,13 @@ request in one round trip. Nothing is written before validation passes.
 
 from __future__ import annotations
 
-import base64
-import binascii
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime
 from urllib.parse import urlsplit
 
-from broadcasting import content_rules
+from broadcasting import content_rules, page_tokens
 from broadcasting.content import ContentOptions, Entity, InlineKeyboard, LinkPreview, MessageRef
 from broadcasting.content_rules import AlbumItemInput
 from broadcasting.errors import FieldViolation, InvalidArgument
@@ -249,6 +247,8 @@ def _content(
         violations.append(
             FieldViolation("media_url", "must be an http(s) URL or a Telegram file_id")
         )
+    elif (problem := content_rules.by_url_problem(media_type.value, media_url)) is not None:
+        violations.append(FieldViolation("media_url", problem))
     if not media_type.takes_caption and message:
         violations.append(
             FieldViolation("message", f"must be empty: {media_type.value} takes no caption")
@@ -548,27 +548,9 @@ def validate_page(page_size: int, page_token: str) -> tuple[int, int | None]:
     after: int | None = None
     if page_token:
         try:
-            after = decode_page_token(page_token)
-        except ValueError:
-            violations.append(FieldViolation("page_token", "is not a token this service issued"))
+            after = page_tokens.decode(page_tokens.USERS, page_token)
+        except ValueError as exc:
+            violations.append(FieldViolation(page_tokens.FIELD, str(exc)))
     if violations:
         raise InvalidArgument(violations)
     return page_size or DEFAULT_PAGE_SIZE, after
-
-
-def encode_page_token(after_id: int) -> str:
-    return base64.urlsafe_b64encode(f"u:{after_id}".encode()).decode().rstrip("=")
-
-
-def decode_page_token(token: str) -> int:
-    try:
-        raw = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)).decode()
-    except (binascii.Error, UnicodeDecodeError):
-        raise ValueError(token) from None
-    kind, _, value = raw.partition(":")
-    if kind != "u":
-        raise ValueError(token)
-    after = int(value)
-    if not INT64_MIN <= after <= INT64_MAX:
-        raise ValueError(token)
-    return after

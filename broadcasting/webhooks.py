@@ -8,18 +8,26 @@ Guarantees:
   that stops or crashes mid-way leaves it to the next server (or the next start) once its
   lease lapses — a receiver may therefore see one summary more than once and should dedupe
   by ``broadcast_id``.
-* **One sender at a time.** Each server's :class:`WebhookNotifier` claims due webhooks with
-  a conditional update; several servers share the work without sending one twice at once.
+* **One sender at a time.** Each server's :class:`WebhookNotifier` claims a due webhook for
+  one attempt with a conditional update; several servers share the work without sending
+  one twice at once.
 * **Retries.** Network errors, timeouts (``webhook.timeout``), 408, 429 and 5xx answers are
   retried with exponential backoff and full jitter — retry *n* waits a random time up to
   ``min(backoff_cap, backoff_base * 2**n)`` — up to ``webhook.max_attempts`` attempts in all;
   then the webhook is ``failed``. Any other answer (3xx: redirects are not followed, 4xx) is
-  final at once: ``failed``.
-* **Signed.** ``X-Tgbroadcast-Signature: sha256=<hex HMAC-SHA256 of the exact body, keyed
-  with webhook.secret>``; :func:`verify` checks one. ``X-Tgbroadcast-Timestamp`` is the Unix
-  time of the attempt (informational: it is not signed, the body is the same on every
-  attempt). The secret never appears in a log line or an error; URLs are logged without
-  path, query or credentials.
+  final at once: ``failed``. A webhook waiting for its retry is back in SQL with its due
+  time: it holds none of a server's :data:`DEFAULT_CONCURRENCY` slots, and any server may
+  make the retry.
+* **Signed, with the time.** ``X-Tgbroadcast-Timestamp`` is the Unix time of the attempt and
+  ``X-Tgbroadcast-Signature: sha256=<hex HMAC-SHA256 of "<timestamp>.<body>", keyed with
+  webhook.secret>`` (Stripe's scheme): a receiver that also refuses timestamps older than a
+  few minutes (:func:`verify`) cannot be fed a recorded request again later. The secret
+  never appears in a log line or an error; URLs are logged without path, query or
+  credentials.
+* **Fetched from the server's network.** ``callback_url`` is requested by the API server,
+  from wherever it runs: whoever holds an API token can make it POST to addresses reachable
+  from there (internal services too). Redirects are not followed; restrict egress (or the
+  API tokens) accordingly.
 """
 
 from __future__ import annotations
@@ -52,21 +60,44 @@ SIGNATURE_HEADER: Final = "X-Tgbroadcast-Signature"
 TIMESTAMP_HEADER: Final = "X-Tgbroadcast-Timestamp"
 USER_AGENT: Final = "tgbroadcast-webhook/1"
 LEASE_MARGIN: Final = 30.0
-"""Seconds a lease outlasts the work it covers (one attempt, or one wait and an attempt)."""
+"""Seconds a lease outlasts the one attempt it covers."""
 DEFAULT_CONCURRENCY: Final = 16
 """Webhooks one server delivers at once: a slow receiver does not hold up the others."""
 
 
-def sign(body: bytes, secret: str) -> str:
-    """The ``X-Tgbroadcast-Signature`` value of ``body``: ``sha256=<hex digest>``."""
-    digest = hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
-    return f"sha256={digest}"
+DEFAULT_TOLERANCE: Final = 300.0
+"""Seconds a receiver should accept a signed timestamp away from its own clock."""
 
 
-def verify(body: bytes, signature: str, secret: str) -> bool:
-    """Whether ``signature`` (the header's value) signs ``body`` with ``secret``; constant
-    time."""
-    return hmac.compare_digest(sign(body, secret), signature.strip())
+def sign(body: bytes, secret: str, timestamp: int) -> str:
+    """The ``X-Tgbroadcast-Signature`` value of ``body`` sent at ``timestamp`` (Unix
+    seconds, the ``X-Tgbroadcast-Timestamp`` header): ``sha256=<hex HMAC-SHA256 of
+    "<timestamp>.<body>">``."""
+    digest = hmac.new(secret.encode(), f"{timestamp}.".encode() + body, hashlib.sha256)
+    return f"sha256={digest.hexdigest()}"
+
+
+def verify(
+    body: bytes,
+    signature: str,
+    timestamp: str,
+    secret: str,
+    *,
+    tolerance: float = DEFAULT_TOLERANCE,
+    now: float | None = None,
+) -> bool:
+    """Whether ``signature`` and ``timestamp`` (the two headers' values) sign ``body`` with
+    ``secret``, at most ``tolerance`` seconds from ``now`` (default: the current time); the
+    signature is compared in constant time. A stale or future timestamp is refused: a
+    recorded request cannot be replayed later."""
+    try:
+        sent = int(timestamp.strip())
+    except ValueError:
+        return False
+    current = time.time() if now is None else now
+    if abs(current - sent) > tolerance:
+        return False
+    return hmac.compare_digest(sign(body, secret, sent), signature.strip())
 
 
 def summary(broadcast: Broadcast, outcome_counts: Mapping[DeliveryState, int]) -> dict[str, Any]:
@@ -184,7 +215,7 @@ class WebhookNotifier:
                     self._held[claim.broadcast_id] = claim
                     task = asyncio.create_task(self._deliver(claim))
                     self._tasks.add(task)
-                    task.add_done_callback(self._tasks.discard)
+                    task.add_done_callback(self._finished)
             except BACKEND_UNAVAILABLE as error:
                 logger.warning(
                     "cannot look for due webhooks", extra={"error": type(error).__name__}
@@ -195,64 +226,63 @@ class WebhookNotifier:
                 await asyncio.wait_for(self._wakeup.wait(), self._settings.poll_interval)
             self._wakeup.clear()
 
+    def _finished(self, task: asyncio.Task[None]) -> None:
+        """A slot is free: look for due webhooks at once."""
+        self._tasks.discard(task)
+        self._wakeup.set()
+
     @property
     def _attempt_lease(self) -> float:
         return self._settings.timeout + LEASE_MARGIN
 
     async def _deliver(self, claim: CallbackClaim) -> None:
+        """One attempt: settle the webhook, or hand it back due at its retry time (the slot
+        is free while it waits)."""
         broadcast_id = claim.broadcast_id
         target = redact(claim.url)
+        attempt = claim.attempt
         try:
             broadcast = await self._store.get_broadcast(broadcast_id)
             counts = await self._store.outcome_counts(broadcast_id)
             body = encode(summary(broadcast, counts))
-            attempt = 1
-            while True:
-                answer = await self._post(claim.url, body)
-                if answer.delivered:
-                    await self._store.settle_callback(claim, DELIVERED)
-                    logger.info(
-                        "webhook delivered",
-                        extra={"broadcast_id": broadcast_id, "url": target, "attempts": attempt},
-                    )
-                    return
-                if not answer.retryable or attempt >= self._settings.max_attempts:
-                    await self._store.settle_callback(claim, FAILED)
-                    logger.warning(
-                        "webhook failed",
-                        extra={
-                            "broadcast_id": broadcast_id,
-                            "url": target,
-                            "attempts": attempt,
-                            "reason": answer.reason,
-                        },
-                    )
-                    return
-                wait = random.uniform(
-                    0, min(self._settings.backoff_cap, self._settings.backoff_base * 2**attempt)
-                )
+            answer = await self._post(claim.url, body)
+            if answer.delivered:
+                await self._store.settle_callback(claim, DELIVERED)
                 logger.info(
-                    "webhook attempt failed; retrying",
+                    "webhook delivered",
+                    extra={"broadcast_id": broadcast_id, "url": target, "attempts": attempt},
+                )
+            elif not answer.retryable or attempt >= self._settings.max_attempts:
+                await self._store.settle_callback(claim, FAILED)
+                logger.warning(
+                    "webhook failed",
                     extra={
                         "broadcast_id": broadcast_id,
                         "url": target,
-                        "attempt": attempt,
+                        "attempts": attempt,
                         "reason": answer.reason,
-                        "retry_in": round(wait, 3),
                     },
                 )
-                renewed = await self._store.renew_callback(
-                    claim, lease_seconds=wait + self._attempt_lease
+            else:
+                wait = random.uniform(
+                    0, min(self._settings.backoff_cap, self._settings.backoff_base * 2**attempt)
                 )
-                if renewed is None:
+                if await self._store.defer_callback(claim, delay_seconds=wait):
+                    logger.info(
+                        "webhook attempt failed; retrying",
+                        extra={
+                            "broadcast_id": broadcast_id,
+                            "url": target,
+                            "attempt": attempt,
+                            "reason": answer.reason,
+                            "retry_in": round(wait, 3),
+                        },
+                    )
+                else:
                     logger.warning(
                         "webhook claim lost to another server",
                         extra={"broadcast_id": broadcast_id},
                     )
-                    return
-                claim = self._held[broadcast_id] = renewed
-                await asyncio.sleep(wait)
-                attempt += 1
         except BACKEND_UNAVAILABLE as error:
             # The lease lapses and the webhook is claimed again.
             logger.warning(
@@ -268,10 +298,11 @@ class WebhookNotifier:
 
     async def _post(self, url: str, body: bytes) -> _Answer:
         assert self._session is not None
+        timestamp = int(time.time())
         headers = {
             "Content-Type": "application/json",
-            SIGNATURE_HEADER: sign(body, self._settings.secret),
-            TIMESTAMP_HEADER: str(int(time.time())),
+            SIGNATURE_HEADER: sign(body, self._settings.secret, timestamp),
+            TIMESTAMP_HEADER: str(timestamp),
         }
         try:
             async with self._session.post(

@@ -1,6 +1,8 @@
 """The REST (JSON) shape of rich content, shared by ``POST /send-message`` and
 ``POST /v1/preview``: field names are the proto's, enums lower-case (``"html"``,
 ``"markdown_v2"``, ``"photo"``), album ``media_data`` base64 as in the proto's JSON mapping.
+``parse_mode`` also takes Telegram's own spellings, in any case (``"HTML"``, ``"MarkdownV2"``,
+``"markdownv2"``): see :func:`parse_mode_name`.
 
 :class:`ContentBody` holds the fields; :func:`send_fields` turns them into the content part of
 a :class:`~broadcasting.validation.SendRequest`, unchecked (validation checks them).
@@ -10,15 +12,33 @@ from __future__ import annotations
 
 import base64
 import binascii
-import json
-from typing import Any
+from typing import Any, Final
 
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict
 
 from broadcasting.content import Entity, InlineButton, InlineKeyboard, LinkPreview, MessageRef
 from broadcasting.content_rules import AlbumItemInput
 from broadcasting.errors import FieldViolation, InvalidArgument
+from broadcasting.model import UserFilter
 from server.convert_content import ContentFields
+
+PARSE_MODE_ALIASES: Final = {
+    "HTML": "html",
+    "MarkdownV2": "markdown_v2",
+    "markdownv2": "markdown_v2",
+}
+"""Telegram's spellings of the parse modes, accepted besides ours (``html``, ``markdown_v2``);
+matching ignores case, so ``Html`` and ``MARKDOWNV2`` are accepted too."""
+_PARSE_MODES_FOLDED: Final = {
+    **{alias.casefold(): name for alias, name in PARSE_MODE_ALIASES.items()},
+    **{name: name for name in PARSE_MODE_ALIASES.values()},
+}
+
+
+def parse_mode_name(value: str) -> str:
+    """Our spelling of a ``parse_mode`` (``"MarkdownV2"`` → ``"markdown_v2"``); a value that
+    is no spelling of a mode is returned as given, for validation to refuse by name."""
+    return _PARSE_MODES_FOLDED.get(value.strip().casefold(), value)
 
 
 class _Strict(BaseModel):
@@ -113,7 +133,7 @@ def send_fields(body: ContentBody) -> ContentFields:
     markup = body.reply_markup
     preview = body.link_preview_options
     return ContentFields(
-        parse_mode=body.parse_mode or "",
+        parse_mode=parse_mode_name(body.parse_mode or ""),
         entities=tuple(Entity(**e.model_dump()) for e in body.entities or ()),
         reply_markup=None
         if markup is None
@@ -131,37 +151,31 @@ def send_fields(body: ContentBody) -> ContentFields:
     )
 
 
+class UserFilterBody(_Strict):
+    tags: list[str] = []
+    language_codes: list[str] = []
+
+    def value(self) -> UserFilter:
+        return UserFilter(tags=tuple(self.tags), language_codes=tuple(self.language_codes))
+
+
+class SendMessageBody(ContentBody):
+    """``POST /send-message`` and ``POST /v1/broadcasts``: the content and the audience."""
+
+    message: str | None = None
+    media_type: str | None = None
+    media_url: str | None = None
+    user_ids: list[int] | None = None
+    all_users: bool = False
+    filter: UserFilterBody | None = None
+    allow_paid_broadcast: bool = False
+    callback_url: str | None = None
+    send_at: str | None = None
+    idempotency_key: str | None = None
+
+
 class PreviewBody(_Strict):
     """``POST /v1/preview``: the message is checked as a SendMessage body by the route."""
 
     message: dict[str, Any]
     user_id: int
-
-
-FORM_FIELDS = frozenset(ContentBody.model_fields) - {"album"}
-"""Content fields a ``multipart/form-data`` SendMessage may carry (objects and arrays as JSON
-text, flags as ``true``/``false``); albums are sent as JSON (items' ``media_data`` base64)."""
-
-
-def form_fields(fields: dict[str, str], violations: list[FieldViolation]) -> ContentFields:
-    """The content fields of a multipart SendMessage; bad values are added to
-    ``violations`` (and the defaults returned)."""
-    data: dict[str, Any] = {}
-    for name in FORM_FIELDS & set(fields):
-        text = fields[name]
-        if name == "parse_mode":
-            data[name] = text
-            continue
-        try:
-            data[name] = json.loads(text)
-        except ValueError:
-            violations.append(FieldViolation(name, "must be JSON (true/false for flags)"))
-    try:
-        body = ContentBody.model_validate(data)
-    except ValidationError as exc:
-        violations.extend(
-            FieldViolation(".".join(str(part) for part in err["loc"]), str(err["msg"]))
-            for err in exc.errors()
-        )
-        body = ContentBody()
-    return send_fields(body)

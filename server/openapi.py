@@ -20,6 +20,7 @@ from typing import Any
 
 from aiohttp import web
 
+from server import rest_json
 from server.openapi_schemas import (
     BROADCAST_EXAMPLE,
     MAX_UPSERT_USERS,
@@ -37,7 +38,7 @@ from server.openapi_schemas import (
 )
 
 OPENAPI_PATH = "/openapi.json"
-PROBLEM_JSON = "application/problem+json"
+PROBLEM_JSON = rest_json.PROBLEM_JSON
 
 
 def _errors(*statuses: int) -> dict[str, Schema]:
@@ -49,7 +50,9 @@ def _errors(*statuses: int) -> dict[str, Schema]:
 _ERRORS: dict[int, tuple[str, str]] = {
     400: (
         "BadRequest",
-        "Invalid input: `errors` names every offending field; nothing was written.",
+        "Invalid input: `errors` names every offending field (a query parameter by its own "
+        "name, e.g. `tag[0]`; an unknown one is refused, not ignored); nothing was written "
+        "(a CSV import keeps the chunks before the bad line: see `imported`).",
     ),
     401: ("Unauthorized", "Missing or wrong API token (`Authorization: Bearer <token>`)."),
     404: ("NotFound", "No such broadcast or user."),

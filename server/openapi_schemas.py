@@ -11,6 +11,8 @@ from typing import Any
 
 from tgbroadcast.v1 import broadcast_pb2 as pb
 
+from server import content_json
+
 Schema = dict[str, Any]
 
 
@@ -24,6 +26,7 @@ def enum_names(enum: str) -> list[str]:
 
 MEDIA_TYPES = enum_names("MediaType")
 PARSE_MODES = enum_names("ParseMode")
+PARSE_MODE_ALIASES = list(content_json.PARSE_MODE_ALIASES)
 STATUSES = enum_names("BroadcastStatus")
 OUTCOMES = enum_names("DeliveryOutcome")
 ALBUM_MEDIA_TYPES = ["photo", "video", "document", "audio"]
@@ -91,6 +94,13 @@ def component_schemas() -> dict[str, Schema]:
         "How Telegram parses formatting in the text or caption; empty is plain text (or the "
         "explicit `entities`).",
         enum=["", *PARSE_MODES],
+    )
+    parse_mode_input = string(
+        "How Telegram parses formatting in the text or caption; empty is plain text (or the "
+        "explicit `entities`). `html` and `markdown_v2` are canonical (answers use them); "
+        "Telegram's spellings `HTML`, `MarkdownV2` and `markdownv2` are accepted too, in any "
+        "case.",
+        enum=["", *PARSE_MODES, *PARSE_MODE_ALIASES],
     )
     user_filter = obj(
         {
@@ -179,7 +189,7 @@ def component_schemas() -> dict[str, Schema]:
                 minLength=1,
                 maxLength=255,
             ),
-            "parse_mode": parse_mode,
+            "parse_mode": parse_mode_input,
             "entities": array(ref("MessageEntity"), "Explicit formatting instead of `parse_mode`."),
             "reply_markup": ref("InlineKeyboardMarkup"),
             "disable_notification": boolean("Deliver silently."),
@@ -194,7 +204,8 @@ def component_schemas() -> dict[str, Schema]:
             },
             "callback_url": string(
                 "Receives a signed JSON summary when the broadcast ends "
-                "(`X-Tgbroadcast-Signature: sha256=<hex HMAC-SHA256 of the body>`).",
+                "(`X-Tgbroadcast-Signature: sha256=<hex HMAC-SHA256 of <timestamp>.<body>>`, "
+                "the timestamp in `X-Tgbroadcast-Timestamp`).",
                 format="uri",
             ),
             "personalize": boolean(
@@ -216,11 +227,13 @@ def component_schemas() -> dict[str, Schema]:
             "idempotency_key": string("As in the JSON body.", minLength=1, maxLength=255),
             "send_at": string("An RFC 3339 time, as in the JSON body.", format="date-time"),
             "callback_url": string("As in the JSON body.", format="uri"),
-            "parse_mode": parse_mode,
+            "parse_mode": parse_mode_input,
+            "filter": string('JSON text, e.g. `{"tags": ["vip"]}`.'),
             **{
                 name: string("JSON text, as in the JSON body.")
                 for name in ("entities", "reply_markup", "link_preview_options", "source")
             },
+            "album": string("JSON text, as in the JSON body (items' `media_data` base64)."),
             **{
                 name: string(enum=["true", "false"])
                 for name in ("disable_notification", "protect_content", "personalize")
@@ -233,7 +246,8 @@ def component_schemas() -> dict[str, Schema]:
             },
         },
         description="The JSON body's fields as form fields (arrays and objects as JSON text, "
-        "flags `true`/`false`; albums only as JSON), and the file as the part `media`.",
+        "flags `true`/`false`), and the file as the part `media`. Errors name the form field "
+        "(`filter.tags[0]` inside a JSON one).",
     )
     broadcast = obj(
         {
@@ -433,6 +447,10 @@ def component_schemas() -> dict[str, Schema]:
                     "description": "For 409 on cancel, pause or resume: the broadcast's "
                     "current state.",
                 },
+                "imported": int64(
+                    "For 400 on a CSV import: the users the chunks before the bad line "
+                    "imported (they stay committed)."
+                ),
             },
             required=("type", "title", "status", "detail"),
             closed=False,

@@ -13,9 +13,9 @@ from typing import Any
 from aiohttp import web
 from pydantic import ValidationError
 
-from broadcasting.errors import FieldViolation, InvalidArgument
+from broadcasting.errors import InvalidArgument
 from broadcasting.validation import SendRequest
-from server import content_json, http_api
+from server import content_json, rest_params
 
 
 def add_routes(app: web.Application) -> None:
@@ -23,14 +23,12 @@ def add_routes(app: web.Application) -> None:
 
 
 async def preview_message(request: web.Request) -> web.Response:
-    body = await http_api._json_body(request, content_json.PreviewBody)
+    rest_params.check_query(request)
+    body = await rest_params.json_body(request, content_json.PreviewBody)
     try:
-        message = http_api.SendMessageBody.model_validate(body.message)
+        message = content_json.SendMessageBody.model_validate(body.message)
     except ValidationError as exc:
-        raise InvalidArgument(
-            FieldViolation("message." + http_api._path(err["loc"]), http_api._message(err))
-            for err in exc.errors()
-        ) from None
+        raise InvalidArgument(rest_params.violations(exc, prefix="message.")) from None
     send = SendRequest(
         message=message.message or "",
         media_type=message.media_type or "",
@@ -38,7 +36,7 @@ async def preview_message(request: web.Request) -> web.Response:
         allow_paid_broadcast=message.allow_paid_broadcast,
         **content_json.send_fields(message),
     )
-    rendered = await request.app[http_api.SERVICE_KEY].preview_message(send, body.user_id)
+    rendered = await rest_params.service(request).preview_message(send, body.user_id)
     answer: dict[str, Any] = {
         "text": rendered.text,
         "album_captions": list(rendered.album_captions),

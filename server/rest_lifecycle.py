@@ -17,11 +17,9 @@ from typing import Any
 
 from aiohttp import web
 
-from broadcasting.errors import FieldViolation, InvalidArgument
+from broadcasting.errors import InvalidArgument
 from broadcasting.idempotency import Accepted, parse_timestamp
-from broadcasting.model import Broadcast
-from broadcasting.service import BroadcastReport
-from server import http_api
+from server import rest_json, rest_params
 
 IDEMPOTENCY_HEADER = "Idempotency-Key"
 
@@ -64,69 +62,53 @@ def accepted_response(accepted: Accepted) -> web.Response:
     )
 
 
-def broadcast_fields(broadcast: Broadcast) -> dict[str, Any]:
-    """The lifecycle members of a broadcast's JSON."""
-    return {
-        "send_at": http_api._time(broadcast.send_at),
-        "started_at": http_api._time(broadcast.started_at),
-        "idempotency_key": broadcast.idempotency_key or "",
-    }
-
-
-def _json(broadcast: Broadcast) -> dict[str, Any]:
-    return http_api.broadcast_json(BroadcastReport(broadcast=broadcast, outcome_counts={}))
-
-
 async def list_broadcasts(request: web.Request) -> web.Response:
-    unknown = set(request.query) - {"status", "page_size", "page_token"}
-    if unknown:
-        raise InvalidArgument(
-            FieldViolation(name, "is not a known query parameter") for name in sorted(unknown)
-        )
-    raw_size = request.query.get("page_size", "0")
+    rest_params.check_query(request, rest_params.PAGE_PARAMETERS | {"status"})
     try:
-        page_size = int(raw_size)
-    except ValueError:
-        raise InvalidArgument.single(
-            "page_size", f"must be a whole number, not {raw_size!r}"
-        ) from None
-    try:
-        page = await request.app[http_api.SERVICE_KEY].list_broadcasts(
+        page = await rest_params.service(request).list_broadcasts(
             statuses=request.query.getall("status", []),
-            page_size=page_size,
-            page_token=request.query.get("page_token", ""),
+            page_size=rest_params.page_size(request),
+            page_token=rest_params.page_token(request),
         )
     except InvalidArgument as exc:  # the query parameter is "status", repeated
-        raise InvalidArgument(
-            FieldViolation(v.field.replace("statuses[", "status["), v.description)
-            for v in exc.violations
-        ) from None
+        raise rest_params.renamed(exc, (("statuses", "status"),)) from None
     return web.json_response(
         {
-            "broadcasts": [_json(broadcast) for broadcast in page.broadcasts],
+            "broadcasts": [
+                rest_json.listed_broadcast_json(broadcast) for broadcast in page.broadcasts
+            ],
             "next_page_token": page.next_page_token,
         }
     )
 
 
 async def cancel_broadcast(request: web.Request) -> web.Response:
-    broadcast_id = http_api._id_param(request, "broadcast_id")
+    broadcast_id = rest_params.path_id(request, "broadcast_id")
+    rest_params.check_query(request)
     return web.json_response(
-        _json(await request.app[http_api.SERVICE_KEY].cancel_broadcast(broadcast_id))
+        rest_json.listed_broadcast_json(
+            await rest_params.service(request).cancel_broadcast(broadcast_id)
+        )
     )
 
 
 async def pause_broadcast(request: web.Request) -> web.Response:
-    broadcast_id = http_api._id_param(request, "broadcast_id")
+    broadcast_id = rest_params.path_id(request, "broadcast_id")
+    rest_params.check_query(request)
     return web.json_response(
-        _json(await request.app[http_api.SERVICE_KEY].pause_broadcast(broadcast_id))
+        rest_json.listed_broadcast_json(
+            await rest_params.service(request).pause_broadcast(broadcast_id)
+        )
     )
 
 
 async def resume_broadcast(request: web.Request) -> web.Response:
-    broadcast_id = http_api._id_param(request, "broadcast_id")
+    broadcast_id = rest_params.path_id(request, "broadcast_id")
+    rest_params.check_query(request)
     return web.json_response(
-        _json(await request.app[http_api.SERVICE_KEY].resume_broadcast(broadcast_id))
+        rest_json.listed_broadcast_json(
+            await rest_params.service(request).resume_broadcast(broadcast_id)
+        )
     )
 
 

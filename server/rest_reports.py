@@ -28,10 +28,10 @@ from typing import Any, Final
 
 from aiohttp import web
 
-from broadcasting.errors import FieldViolation, InvalidArgument
+from broadcasting.errors import InvalidArgument
 from broadcasting.model import Delivery
 from broadcasting.service import WatchUpdate
-from server import http_api
+from server import rest_json, rest_params
 
 logger = logging.getLogger(__name__)
 
@@ -64,17 +64,15 @@ def delivery_json(value: Delivery) -> dict[str, Any]:
         "outcome": value.state.value,
         "error": value.error,
         "message_id": value.message_id,
-        "finished_at": http_api._time(value.finished_at),
+        "finished_at": rest_json.timestamp(value.finished_at),
     }
 
 
 def _query(request: web.Request, allowed: frozenset[str]) -> list[str]:
-    """The ``outcome`` values (repeated, or comma-separated); refuses unknown parameters."""
-    unknown = set(request.query) - allowed
-    if unknown:
-        raise InvalidArgument(
-            FieldViolation(name, "is not a known query parameter") for name in sorted(unknown)
-        )
+    """The ``outcome`` values (repeated, or comma-separated); refuses unknown parameters.
+    The core names a bad one ``outcomes[i]``: :data:`_RENAMED` turns that into ``outcome[i]``
+    (``i`` counts the values after splitting at commas)."""
+    rest_params.check_query(request, allowed)
     return [
         name.strip()
         for value in request.query.getall("outcome", [])
@@ -83,23 +81,21 @@ def _query(request: web.Request, allowed: frozenset[str]) -> list[str]:
     ]
 
 
-def _page_size(request: web.Request) -> int:
-    raw = request.query.get("page_size", "0")
-    try:
-        return int(raw)
-    except ValueError:
-        raise InvalidArgument.single("page_size", f"must be a whole number, not {raw!r}") from None
+_RENAMED: Final = (("outcomes", "outcome"),)
 
 
 async def list_deliveries(request: web.Request) -> web.Response:
-    broadcast_id = http_api._id_param(request, "broadcast_id")
-    outcomes = _query(request, frozenset({"outcome", "page_size", "page_token"}))
-    page = await request.app[http_api.SERVICE_KEY].list_deliveries(
-        broadcast_id,
-        outcomes=outcomes,
-        page_size=_page_size(request),
-        page_token=request.query.get("page_token", ""),
-    )
+    broadcast_id = rest_params.path_id(request, "broadcast_id")
+    outcomes = _query(request, rest_params.PAGE_PARAMETERS | {"outcome"})
+    try:
+        page = await rest_params.service(request).list_deliveries(
+            broadcast_id,
+            outcomes=outcomes,
+            page_size=rest_params.page_size(request),
+            page_token=rest_params.page_token(request),
+        )
+    except InvalidArgument as exc:
+        raise rest_params.renamed(exc, _RENAMED) from None
     return web.json_response(
         {
             "results": [delivery_json(d) for d in page.deliveries],
@@ -124,14 +120,14 @@ def _csv_record(value: Delivery) -> tuple[object, ...]:
         value.state.value,
         "" if value.message_id is None else value.message_id,
         value.error or "",
-        http_api._time(value.finished_at) or "",
+        rest_json.timestamp(value.finished_at) or "",
     )
 
 
 async def export_deliveries(request: web.Request) -> web.StreamResponse:
-    broadcast_id = http_api._id_param(request, "broadcast_id")
+    broadcast_id = rest_params.path_id(request, "broadcast_id")
     outcomes = _query(request, frozenset({"outcome"}))
-    service = request.app[http_api.SERVICE_KEY]
+    service = rest_params.service(request)
     async with aclosing(service.export_deliveries(broadcast_id, outcomes=outcomes)) as pages:
         # Bad input and unknown ids fail here, as problems. (Not ``anext(pages, ())``: on
         # CPython 3.11 that raises SystemError when the generator returns at once.)
@@ -139,6 +135,8 @@ async def export_deliveries(request: web.Request) -> web.StreamResponse:
             first: tuple[Delivery, ...] = await anext(pages)
         except StopAsyncIteration:
             first = ()
+        except InvalidArgument as exc:
+            raise rest_params.renamed(exc, _RENAMED) from None
         response = web.StreamResponse(
             headers={
                 "Content-Disposition": (
@@ -196,9 +194,9 @@ async def watch_events(request: web.Request) -> web.StreamResponse:
     broadcast, so a client skips those it has — except after the closing event
     (``Last-Event-ID: end``): that is answered 204 No Content.
     """
-    broadcast_id = http_api._id_param(request, "broadcast_id")
+    broadcast_id = rest_params.path_id(request, "broadcast_id")
     _query(request, frozenset())
-    service = request.app[http_api.SERVICE_KEY]
+    service = rest_params.service(request)
     await service.get_broadcast(broadcast_id)  # an unknown broadcast is a 404 problem
     if request.headers.get("Last-Event-ID", "").strip() == END_EVENT_ID:
         return web.Response(status=204)
@@ -252,7 +250,7 @@ async def watch_events(request: web.Request) -> web.StreamResponse:
                 "outcome": result.state.value,
                 "error": result.error,
                 "message_id": result.message_id,
-                "finished_at": http_api._time(result.finished_at),
+                "finished_at": rest_json.timestamp(result.finished_at),
                 "progress": progress_json(item),
             }
             await response.write(sse_event("result", data, event_id=str(position)))

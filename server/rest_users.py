@@ -20,7 +20,7 @@ from typing import Any
 from aiohttp import web
 
 from broadcasting.errors import ImportRefused, InvalidArgument
-from server import http_api
+from server import rest_json, rest_params
 from server.users_csv import csv_chunks
 
 logger = logging.getLogger(__name__)
@@ -35,35 +35,28 @@ def add_routes(app: web.Application) -> None:
     app.router.add_delete("/v1/users/{user_id}", delete_user)
 
 
-def _user_id(request: web.Request) -> int:
-    """The path's user id: any Telegram chat id (groups are negative), not 0."""
-    raw = request.match_info["user_id"]
-    try:
-        value = int(raw)
-    except ValueError:
-        raise InvalidArgument.single("user_id", f"must be a whole number, not {raw!r}") from None
-    if value == 0 or not -(2**63) <= value < 2**63:
-        raise InvalidArgument.single("user_id", "must be a non-zero 64-bit number")
-    return value
-
-
 async def get_user(request: web.Request) -> web.Response:
-    user = await request.app[http_api.SERVICE_KEY].get_user(_user_id(request))
-    return web.json_response(http_api.user_json(user))
+    user_id = rest_params.path_chat_id(request, "user_id")
+    rest_params.check_query(request)
+    user = await rest_params.service(request).get_user(user_id)
+    return web.json_response(rest_json.user_json(user))
 
 
 async def delete_user(request: web.Request) -> web.Response:
-    await request.app[http_api.SERVICE_KEY].delete_user(_user_id(request))
+    user_id = rest_params.path_chat_id(request, "user_id")
+    rest_params.check_query(request)
+    await rest_params.service(request).delete_user(user_id)
     return web.Response(status=204)
 
 
 async def import_users(request: web.Request) -> web.Response:
+    rest_params.check_query(request)
     if request.content_type not in CSV_TYPES:
         raise web.HTTPUnsupportedMediaType(
             text=f"Content-Type must be text/csv, not {request.content_type}"
         )
     try:
-        imported = await request.app[http_api.SERVICE_KEY].import_users(csv_chunks(_lines(request)))
+        imported = await rest_params.service(request).import_users(csv_chunks(_lines(request)))
     except ImportRefused as exc:
         return _refused(exc)
     return web.json_response({"imported": imported})
@@ -93,4 +86,4 @@ def _refused(exc: ImportRefused) -> web.Response:
         "errors": [{"field": v.field, "message": v.description} for v in exc.violations],
         "imported": exc.imported,
     }
-    return web.Response(status=400, text=json.dumps(body), content_type=http_api.PROBLEM_JSON)
+    return web.Response(status=400, text=json.dumps(body), content_type=rest_json.PROBLEM_JSON)

@@ -30,29 +30,59 @@ COLUMNS: Final = ("id", "username", "first_name", "last_name", "language_code", 
 _BOM: Final = "\ufeff"
 
 
+MAX_RECORD_LINES: Final = 100
+"""Physical lines one record (a row with quoted line breaks) may span."""
+MAX_RECORD_CHARS: Final = 64 * 1024
+"""Characters one record may hold: a quote left open cannot make the parser buffer the rest
+of the body."""
+
+# Where a record's reading stands at the end of a line (see _Quotes).
+_FIELD_START: Final = 0
+_UNQUOTED: Final = 1
+_QUOTED: Final = 2
+_CLOSED: Final = 3  # a quote that may end the quoted field, or be the first of ""
+
+
 async def csv_chunks(
     lines: AsyncIterable[bytes], *, chunk_size: int = MAX_USERS_PER_UPSERT
 ) -> AsyncIterator[ImportChunk]:
     """The users of a CSV body given as raw lines, ``chunk_size`` rows per chunk; each chunk
     names its users by line number. :class:`InvalidArgument` naming the line for a header,
-    a row or bytes that cannot be read."""
+    a row or bytes that cannot be read.
+
+    A quote (``"``) is read as RFC 4180 says: it opens a quoted field only at the start of a
+    field, so ``1,O"Brien`` is refused at its line at once; a quoted field left open is
+    refused, naming the line it opened on, once its record passes
+    :data:`MAX_RECORD_LINES` lines or :data:`MAX_RECORD_CHARS` characters — the body is not
+    read further.
+    """
     header: dict[str, int] | None = None
     pending: list[str] = []  # complete records' lines, parsed ``chunk_size`` records at once
     starts: list[int] = []  # the line each pending record starts on
-    quotes = 0  # quote characters in the record being read: odd while a quoted field is open
+    state = _FIELD_START  # where the record being read stands; _QUOTED: it goes on
+    record_lines = record_chars = 0
     line_number = 0
     async for raw in lines:
         line_number += 1
         text = _decode(raw, line_number)
-        if quotes % 2 == 0:  # a new record starts here
+        if state != _QUOTED:  # a new record starts here
             if line_number == 1:
                 text = text.removeprefix(_BOM)
             starts.append(line_number)
+            state = _FIELD_START
+            record_lines = record_chars = 0
         pending.append(text)
-        quotes += text.count('"')
-        if quotes % 2:  # inside a quoted field: the record goes on on the next line
+        record_lines += 1
+        record_chars += len(text)
+        state = _scan(text, state, starts[-1])
+        if state == _QUOTED:  # inside a quoted field: the record goes on on the next line
+            if record_lines >= MAX_RECORD_LINES or record_chars >= MAX_RECORD_CHARS:
+                raise InvalidArgument.single(
+                    f"line {starts[-1]}",
+                    f"unbalanced quote: the quoted field opened on this line is not closed "
+                    f"within {MAX_RECORD_LINES} lines or {MAX_RECORD_CHARS // 1024} KiB",
+                )
             continue
-        quotes = 0
         if header is None:
             ((_, names),) = _records(pending, starts)
             header = _header(names)
@@ -62,9 +92,10 @@ async def csv_chunks(
             pending, starts = [], []
             if users:
                 yield _chunk(users, numbers)
-    if quotes % 2:
+    if state == _QUOTED:
         raise InvalidArgument.single(
-            f"line {starts[-1]}", "a quoted field is not closed before the end of the body"
+            f"line {starts[-1]}",
+            "unbalanced quote: a quoted field is not closed before the end of the body",
         )
     if header is None:
         raise InvalidArgument.single(
@@ -73,6 +104,36 @@ async def csv_chunks(
     users, numbers = _rows(pending, starts, header)
     if users:
         yield _chunk(users, numbers)
+
+
+def _scan(text: str, state: int, record_start: int) -> int:
+    """Where the record stands after ``text``, one of its physical lines, read from
+    ``state``. Refuses a quote inside an unquoted field (RFC 4180 allows none there; taking
+    it as an opening quote would swallow the lines after it)."""
+    if '"' not in text:  # the common line: nothing changes but where a field stands
+        if state == _QUOTED:
+            return _QUOTED
+        return _FIELD_START if text.endswith(("\n", "\r", ",")) or not text else _UNQUOTED
+    for ch in text:
+        if state == _QUOTED:
+            if ch == '"':
+                state = _CLOSED
+        elif ch == '"':
+            if state == _FIELD_START:
+                state = _QUOTED
+            elif state == _CLOSED:
+                state = _QUOTED  # "" inside a quoted field
+            else:
+                raise InvalidArgument.single(
+                    f"line {record_start}",
+                    'unbalanced quote: a quote (") inside an unquoted field; quote the whole '
+                    "field and double the quotes inside it",
+                )
+        elif ch in ",\r\n":
+            state = _FIELD_START
+        else:
+            state = _UNQUOTED  # after a closing quote: the CSV reader names the error
+    return state
 
 
 def _rows(

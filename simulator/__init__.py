@@ -9,6 +9,9 @@ Used by the test suite, by ``make demo`` and by benchmarks. Run it alone with
 The methods in the bundled Bot API spec are known; :data:`IMPLEMENTED` are answered, the
 others refuse with a 501 saying so. Behaviour knobs: declared chat states (:class:`ChatState`),
 injected faults (:class:`Fault`), flood control (:class:`RateLimits`).
+
+Formatting (``parse_mode``) is parsed by the simulator's own :mod:`simulator.markup`, written
+from Telegram's rules, never by the service's parser: a bug there cannot hide in tests.
 """
 
 from __future__ import annotations

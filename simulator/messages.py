@@ -11,8 +11,8 @@ import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from broadcasting import formatting
 from simulator.envelope import bad_request
+from simulator.markup import MarkupError, UnsupportedParseMode, parse_markup, utf16_length
 
 PARSE_MODES = frozenset({"html", "markdown", "markdownv2"})
 
@@ -24,16 +24,16 @@ def parsed_text(
 
     Explicit ``entities`` win over ``parse_mode`` (as on Telegram). Malformed markup is
     refused with Telegram's text (``can't parse entities: Unsupported start tag "foo" at byte
-    offset 0``), an unknown mode with ``unsupported parse_mode``. The parser is tdlib's rules
-    (:mod:`broadcasting.formatting`).
+    offset 0``), an unknown mode with ``unsupported parse_mode``. The parser is the
+    simulator's own (:mod:`simulator.markup`), never the service's.
     """
     if entities:
         return text, [dict(e) for e in entities if isinstance(e, dict)]
     try:
-        parsed = formatting.parse(text, parse_mode)
-    except formatting.FormattingError as exc:
+        parsed = parse_markup(text, parse_mode)
+    except MarkupError as exc:
         raise bad_request(f"can't parse entities: {exc}") from None
-    except ValueError:
+    except UnsupportedParseMode:
         raise bad_request("unsupported parse_mode") from None
     return parsed.text, parsed.entities
 
@@ -45,7 +45,7 @@ def visible_text(text: str, parse_mode: str | None) -> str:
 
 def text_length(text: str) -> int:
     """Length as Telegram counts it: UTF-16 code units."""
-    return formatting.utf16_length(text)
+    return utf16_length(text)
 
 
 def bot_user(bot_id: int) -> dict[str, Any]:

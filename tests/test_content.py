@@ -171,6 +171,36 @@ BAD: list[tuple[str, dict[str, Any], str, str]] = [
         "may hold only audio items",
     ),
     (
+        "video note by URL",
+        {"media_type": "video_note", "media_url": VIDEO},
+        "media_url",
+        "video notes cannot be sent by URL; give a file_id or upload the file",
+    ),
+    (
+        "document by URL that is not GIF, PDF or ZIP",
+        {"media_type": "document", "media_url": "https://cdn.example.com/report.DOCX?v=2"},
+        "media_url",
+        "only for GIF, PDF and ZIP files, not .docx",
+    ),
+    (
+        "animated sticker by URL",
+        {"media_type": "sticker", "media_url": "https://cdn.example.com/hi.tgs"},
+        "media_url",
+        "only .WEBP stickers by URL, not .tgs",
+    ),
+    (
+        "album document by URL that is not GIF, PDF or ZIP",
+        {
+            "media_type": "album",
+            "album": [
+                AlbumItemInput(media_type="document", media_url="https://x.example/a.pdf"),
+                AlbumItemInput(media_type="document", media_url="https://x.example/b.txt"),
+            ],
+        },
+        "album[1].media_url",
+        "only for GIF, PDF and ZIP files, not .txt",
+    ),
+    (
         "album sticker",
         {"media_type": "album", "album": album("photo", "sticker")},
         "album[1].media_type",
@@ -431,6 +461,30 @@ def test_bad_content_names_the_field(fields: dict[str, Any], path: str, text: st
     found = violations(**fields)
     assert path in found, found
     assert text in found[path], found[path]
+
+
+@pytest.mark.parametrize(
+    ("media_type", "media_url"),
+    [
+        ("video_note", "AgACAgIAAxkBAAIBY2ZvideoNoteFileId"),
+        ("document", "https://cdn.example.com/a.pdf"),
+        ("document", "https://cdn.example.com/archive.zip?token=1"),
+        ("document", "https://cdn.example.com/download?id=7"),  # no extension: Telegram decides
+        ("document", "AgACAgIAAxkBAAIBY2ZdocumentFileId"),
+        ("sticker", "https://cdn.example.com/s.webp"),
+        ("sticker", "AgACAgIAAxkBAAIBY2ZstickerFileId"),
+        ("photo", "https://cdn.example.com/p.png"),
+    ],
+)
+def test_media_telegram_can_fetch_or_reuse_is_accepted(media_type: str, media_url: str) -> None:
+    request = SendRequest(media_type=media_type, media_url=media_url, user_ids=[1])
+    new = validate_send(request, max_user_ids=10)
+    assert new.content.media_url == media_url
+
+
+def test_a_video_note_upload_is_accepted() -> None:
+    request = SendRequest(media_type="video_note", media_data=b"\x00\x00mp4", user_ids=[1])
+    assert validate_send(request, max_user_ids=10).content.media_filename == "video_note.bin"
 
 
 def test_every_violation_is_reported_at_once() -> None:

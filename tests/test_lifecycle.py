@@ -16,12 +16,12 @@ import grpc
 import pytest
 from google.rpc import error_details_pb2
 from grpc_status import rpc_status
-from sqlalchemy import update
+from sqlalchemy import func, select, update
 from tgbroadcast.v1 import broadcast_pb2 as pb
 
 from broadcasting.store import create_engine
-from broadcasting.store.tables import broadcasts
-from simulator import Simulator
+from broadcasting.store.tables import broadcasts, deliveries
+from simulator import Fault, Simulator
 from tests.fixtures.nats import wait_until
 from tests.fixtures.stack import Backend, Stack, start_stack
 from tests.test_service import assert_watch_complete, watch
@@ -222,6 +222,8 @@ async def test_cancel_mid_run_stops_sending(slow_stack: Stack) -> None:
     assert final["sent"] == after  # every send was recorded; nobody twice
     assert final["pending"] == len(recipients) - after > 0
     assert accepted(stack.simulator) == dict.fromkeys(accepted(stack.simulator), 1)
+    # The workers let go of the recipients they did not send: pending and unclaimed.
+    assert await _claimed(stack.settings.database.url, broadcast_id) == 0
     closing = (await watch(stack, broadcast_id))[-1]
     assert closing.progress.status == pb.BROADCAST_STATUS_CANCELLED
 
@@ -345,7 +347,8 @@ async def test_pause_and_resume_across_two_worker_processes(
     backend: Backend, tmp_path: Path
 ) -> None:
     """Paused mid-run, the workers drop the broadcast's jobs; resumed, it finishes with every
-    recipient sent exactly once — also when the resume follows the pause at once."""
+    recipient sent exactly once — also when the resume follows the pause at once, while
+    sends are in flight."""
     async with Simulator() as simulator:
         env = environ(
             backend,
@@ -378,15 +381,44 @@ async def test_pause_and_resume_across_two_worker_processes(
                 assert_watch_complete(await services.watch(broadcast_id), set(recipients))
                 assert accepted(simulator) == dict.fromkeys(recipients, 1)
 
-                # 2. Resumed at once: the old jobs may still be in hand or in the queue.
+                # 2. Resumed at once, with sends in flight: the first sends to four chats
+                # hang (then fail) across the pause and the resume. The new generation is
+                # published at once; its jobs leave the four to the old job holding them,
+                # which lets go of them when it sees the resume, and then send to them.
                 quick = list(range(1001, 1121))
+                slow = quick[20:24]
+                for chat_id in slow:
+                    simulator.faults.inject(Fault.hang(seconds=5), chat_id=chat_id)
                 broadcast_id = await services.send(quick)
-                await wait_until(lambda: _at_least(simulator, len(recipients) + 20), within=60)
+                await wait_until(lambda: _all_called(simulator, slow), within=60)
                 url = f"{services.http_url}/v1/broadcasts/{broadcast_id}"
                 assert (await _post(session, url + "/pause"))["status"] == "paused"
                 assert (await _post(session, url + "/resume"))["status"] == "running"
                 assert_watch_complete(await services.watch(broadcast_id), set(quick))
                 assert accepted(simulator) == dict.fromkeys(recipients + quick, 1)
+                assert await _claimed(env["TGB_DATABASE_DSN"], broadcast_id) == 0
+
+
+async def _all_called(simulator: Simulator, chat_ids: list[int]) -> bool:
+    return all(simulator.calls_to(chat_id) for chat_id in chat_ids)
+
+
+async def _claimed(database_url: str, broadcast_id: int) -> int:
+    """How many of the broadcast's deliveries some job holds a claim on."""
+    engine = create_engine(database_url)
+    try:
+        async with engine.connect() as connection:
+            count = await connection.scalar(
+                select(func.count())
+                .select_from(deliveries)
+                .where(
+                    deliveries.c.broadcast_id == broadcast_id,
+                    deliveries.c.claimed_by.is_not(None),
+                )
+            )
+    finally:
+        await engine.dispose()
+    return int(count or 0)
 
 
 async def _post(session: aiohttp.ClientSession, url: str) -> Any:

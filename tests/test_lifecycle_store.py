@@ -329,7 +329,7 @@ async def test_dispatcher_publishes_a_new_generation_after_resume(
     recipients again, under new message ids JetStream's duplicate window lets through."""
     scheduled = await _scheduled(store)
     created = await store.create_broadcast(to(1, 2, 3))
-    async with Dispatcher(store=store, queue=queue, batch_size=2, resume_grace=0.0) as dispatcher:
+    async with Dispatcher(store=store, queue=queue, batch_size=2) as dispatcher:
         await dispatcher.wait_idle()
         first = await queued_jobs(queue)
         assert {job.user_ids for job in first} == {(1, 2), (3,)}

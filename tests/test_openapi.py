@@ -21,7 +21,7 @@ from server import content_json, http_api, openapi, openapi_schemas
 from server.auth import TokenCheck
 from simulator import Simulator
 from tests.fixtures.stack import API_TOKEN, Backend, Stack, start_stack
-from tests.test_service import post, watch
+from tests.test_service import get, post, watch
 
 # The document does not depend on the store: one backend is enough.
 on_sqlite = pytest.mark.parametrize("backend", ["sqlite"], indirect=True)
@@ -243,9 +243,7 @@ async def test_documented_gets_accept_their_parameters_and_answer_their_schemas(
                 if response.content_type == "application/json":
                     assert_valid(await response.json(), ok["application/json"]["schema"])
             checked.append(path)
-            if not query:
-                continue
-            # Where there are filters, a misspelt one is refused rather than ignored.
+            # A misspelt parameter is refused rather than ignored, with or without filters.
             async with session.get(url, params={"not_documented": "1"}) as response:
                 assert response.status == 400, path
                 body = await response.json(content_type=None)
@@ -285,7 +283,7 @@ async def test_the_event_stream_carries_the_documented_events(stack: Stack) -> N
 
 # Request schemas and the pydantic models the server validates bodies with: same fields.
 REQUEST_MODELS: dict[str, type[BaseModel]] = {
-    "SendMessageRequest": http_api.SendMessageBody,
+    "SendMessageRequest": content_json.SendMessageBody,
     "MessageEntity": content_json.EntityBody,
     "InlineKeyboardButton": content_json.ButtonBody,
     "InlineKeyboardMarkup": content_json.KeyboardBody,
@@ -316,3 +314,70 @@ def test_every_operation_documents_its_errors() -> None:
                 assert "404" in responses, f"{method} {path}"
             if "requestBody" in operation:
                 assert {"413", "415"} <= responses, f"{method} {path}"
+
+
+def assert_documented(instance: Any, name: str) -> None:
+    """``instance`` matches the schema ``name``, and has no member the schema does not list
+    (the response schemas are open, so validation alone would let one through)."""
+    assert_valid(instance, schema_of(name))
+    undocumented = set(instance) - set(DOC["components"]["schemas"][name]["properties"])
+    assert not undocumented, (name, undocumented)
+
+
+@on_sqlite
+async def test_real_answers_match_the_documented_members(documented_stack: Stack) -> None:
+    stack = documented_stack
+    status, answer = await post(stack, "/v1/users", openapi_schemas.USERS_EXAMPLE)
+    assert status == 200, answer
+    status, user = await get(stack, "/v1/users/111")
+    assert status == 200
+    assert user["tags"] == ["vip"]
+    assert_documented(user, "User")
+
+    body = {**openapi_schemas.SEND_EXAMPLES["scheduled"], "idempotency_key": "doc-replay"}
+    status, first = await post(stack, "/v1/broadcasts", body)
+    assert status == 202, first
+    assert_documented(first, "SendMessageResponse")
+    status, replay = await post(stack, "/v1/broadcasts", body)
+    assert (status, replay) == (202, {**first, "replayed": True})
+    assert_documented(replay, "SendMessageResponse")
+
+    status, broadcast = await get(stack, f"/v1/broadcasts/{first['broadcast_id']}")
+    assert status == 200
+    assert broadcast["send_at"] == body["send_at"]
+    assert broadcast["callback_url"] == body["callback_url"]
+    assert broadcast["idempotency_key"] == "doc-replay"
+    assert_documented(broadcast, "Broadcast")
+
+    status, cancelled = await post(stack, f"/v1/broadcasts/{first['broadcast_id']}/cancel", None)
+    assert status == 200
+    assert cancelled["status"] == "cancelled"
+    assert cancelled["finished_at"] is not None
+    status, conflict = await post(stack, f"/v1/broadcasts/{first['broadcast_id']}/pause", None)
+    assert status == 409
+    assert conflict["state"] == "cancelled"
+    assert_documented(conflict, "Problem")
+
+    status, other = await post(
+        stack, "/v1/broadcasts", {**body, "all_users": False, "user_ids": [1]}
+    )
+    assert status == 409  # the key reused with another request
+    assert_documented(other, "Problem")
+
+    async with (
+        aiohttp.ClientSession() as session,
+        session.post(
+            stack.http_url + "/v1/users/import",
+            data=b"id,tags\n5,ok\n0,ok\n",
+            headers={**stack.auth, "Content-Type": "text/csv"},
+        ) as response,
+    ):
+        assert response.status == 400
+        refused = await response.json(content_type=None)
+    assert refused["imported"] == 0
+    assert [e["field"] for e in refused["errors"]] == ["line 3.id"]
+    assert_documented(refused, "Problem")
+
+    status, bad = await post(stack, "/v1/broadcasts", {"message": "hi"})
+    assert status == 400
+    assert_documented(bad, "Problem")

@@ -44,9 +44,10 @@ from tgbroadcast_client import (
 )
 from tgbroadcast_client import cli as send_cli
 
-from simulator import ChatState
+from simulator import ChatState, ChatType
 from tests.fixtures.processes import TGBROADCAST
 from tests.fixtures.stack import API_TOKEN, SECOND_API_TOKEN, Stack
+from tests.fixtures.telegram import BOT_ID
 
 # The client only speaks gRPC: one backend is enough.
 on_sqlite = pytest.mark.parametrize("backend", ["sqlite"], indirect=True)
@@ -611,3 +612,177 @@ async def test_cli_on_a_terminal_draws_a_progress_bar(stack: Stack) -> None:
     assert "━" in shown  # rich's bar
     assert "2/2" in shown
     assert re.search(r"^broadcast \d+ completed: total=2 sent=2 failed=0 pending=0$", shown, re.M)
+
+
+@on_sqlite
+async def test_cli_copies_and_forwards_a_channel_post(stack: Stack) -> None:
+    channel = -1001234567890
+    stack.simulator.chats.declare(channel, chat_type=ChatType.CHANNEL)
+    post = stack.simulator.post_message(bot_id=BOT_ID, chat_id=channel, text="Channel news")
+    environ = {"TGBROADCAST_TOKEN": API_TOKEN}
+    for kind, method, chat in (("copy", "copyMessage", 71), ("forward", "forwardMessage", 72)):
+        run = await run_cli(
+            "--target",
+            stack.grpc_target,
+            "--media-type",
+            kind,
+            f"--source={channel}:{post['message_id']}",
+            "--user-id",
+            str(chat),
+            "--watch",
+            environ=environ,
+        )
+        assert run.returncode == 0, run.stderr
+        assert "completed: total=1 sent=1 failed=0" in run.stdout
+        (call,) = [c for c in stack.simulator.calls if c.method == method]
+        assert int(call.params["chat_id"]) == chat
+        assert int(call.params["from_chat_id"]) == channel
+        assert int(call.params["message_id"]) == post["message_id"]
+    received = stack.simulator.messages_by_chat(BOT_ID)
+    assert received[71][0]["text"] == "Channel news"
+
+
+@on_sqlite
+async def test_cli_sends_an_album_from_items_and_from_a_file(stack: Stack, tmp_path: Path) -> None:
+    environ = {"TGBROADCAST_TOKEN": API_TOKEN}
+    run = await run_cli(
+        "--target",
+        stack.grpc_target,
+        "--media-type",
+        "album",
+        "--parse-mode",
+        "HTML",
+        "--album-item",
+        "photo:https://cdn.example.com:443/a.jpg:<b>One</b>: with a colon",
+        "--album-item",
+        "photo:https://cdn.example.com/b.jpg",
+        "--user-id",
+        "73",
+        "--watch",
+        environ=environ,
+    )
+    assert run.returncode == 0, run.stderr
+    album_file = tmp_path / "album.json"
+    album_file.write_text(
+        '[{"media_type": "video", "media_url": "https://cdn.example.com/c.mp4", '
+        '"caption": "*Two*", "has_spoiler": true}, '
+        '{"media_type": "video", "media_url": "https://cdn.example.com/d.mp4"}]'
+    )
+    run = await run_cli(
+        "--target",
+        stack.grpc_target,
+        "--album-file",  # the media type follows from the album
+        str(album_file),
+        "--parse-mode",
+        "MarkdownV2",
+        "--user-id",
+        "74",
+        "--watch",
+        environ=environ,
+    )
+    assert run.returncode == 0, run.stderr
+    first, second = (c for c in stack.simulator.calls if c.method == "sendMediaGroup")
+    assert [(i["type"], i["media"]) for i in first.params["media"]] == [
+        ("photo", "https://cdn.example.com:443/a.jpg"),
+        ("photo", "https://cdn.example.com/b.jpg"),
+    ]
+    assert first.params["media"][0]["caption"] == "<b>One</b>: with a colon"
+    assert first.params["media"][0]["parse_mode"] == "HTML"
+    assert "caption" not in first.params["media"][1]
+    assert [(i["type"], i.get("caption")) for i in second.params["media"]] == [
+        ("video", "*Two*"),
+        ("video", None),
+    ]
+    assert second.params["media"][0]["parse_mode"] == "MarkdownV2"
+    assert second.params["media"][0]["has_spoiler"] is True
+
+
+CLI_USAGE_ERRORS = [
+    (["--media-type", "copy"], "--media-type copy needs --source CHAT_ID:MESSAGE_ID"),
+    (["--media-type", "forward"], "--media-type forward needs --source"),
+    (["--source", "5:6"], "--source is only for --media-type copy or forward, not text"),
+    (["--media-type", "copy", "--source", "abc"], "not CHAT_ID:MESSAGE_ID"),
+    (["--media-type", "copy", "--source", "5:0"], "not CHAT_ID:MESSAGE_ID"),
+    (["--media-type", "album"], "--media-type album needs --album-item"),
+    (["--media-type", "photo", "--album-item", "photo:x"], "only for --media-type album"),
+    (["--album-item", "photo"], "not TYPE:URL_OR_FILE_ID[:CAPTION]"),
+    (["--album-item", "gif:https://x/y.gif"], "unknown media type 'gif'"),
+    (["--media-type", "photo"], "--media-type photo needs --media-url or --media-file"),
+    (["--media-type", "copy", "--source", "5:6", "--media-url", "x"], "not for --media-type copy"),
+    (["--parse-mode", "markdown"], "unknown parse mode 'markdown'"),
+]
+
+
+@pytest.mark.parametrize(("args", "message"), CLI_USAGE_ERRORS)
+async def test_cli_refuses_a_kind_without_what_it_needs(
+    args: list[str], message: str, tmp_path: Path
+) -> None:
+    # No service: a usage error is found before any connection.
+    run = await run_cli(
+        "--target", "127.0.0.1:9", *args, "--user-id", "1", environ={"TGBROADCAST_TOKEN": "x"}
+    )
+    assert run.returncode == send_cli.EXIT_USAGE, run.stderr
+    assert message in run.stderr
+    assert run.stdout == ""
+
+
+async def test_cli_refuses_a_bad_album_file(tmp_path: Path) -> None:
+    bad = {
+        "not json": ("[", "not JSON"),
+        "not a list": ('{"media_type": "photo"}', "must be a JSON array"),
+        "unknown field": ('[{"media_type": "photo", "url": "x"}]', "item [0]: unknown field 'url'"),
+        "no url": ('[{"media_type": "photo"}]', "item [0]: needs media_type and media_url"),
+    }
+    for name, (text, message) in bad.items():
+        path = tmp_path / f"{name}.json"
+        path.write_text(text)
+        run = await run_cli(
+            "--album-file", str(path), "--user-id", "1", environ={"TGBROADCAST_TOKEN": "x"}
+        )
+        assert run.returncode == send_cli.EXIT_USAGE, (name, run.stderr)
+        assert message in run.stderr, name
+
+
+def readme_lifecycle_example() -> str:
+    readme = (Path(__file__).parents[1] / "README.md").read_text(encoding="utf-8")
+    match = re.search(
+        r"<!-- grpc-lifecycle-example:start -->\s*```python\n(.*?)```\s*"
+        r"<!-- grpc-lifecycle-example:end -->",
+        readme,
+        re.S,
+    )
+    assert match, "README.md lost its pause/resume/cancel and preview example"
+    return match.group(1)
+
+
+@on_sqlite
+async def test_the_readme_lifecycle_example_runs_as_written(stack: Stack, tmp_path: Path) -> None:
+    async with client_for(stack) as client:
+        await client.upsert_users(
+            [pb.User(id=111, first_name="Ann", tags=["vip"]), pb.User(id=112, tags=["vip"])]
+        )
+    code = readme_lifecycle_example().replace("localhost:50051", stack.grpc_target)
+    script = tmp_path / "lifecycle.py"
+    script.write_text(code.replace("change-me-to-a-long-random-token", API_TOKEN))
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        str(script),
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    async with asyncio.timeout(60):
+        stdout, stderr = await proc.communicate()
+    assert proc.returncode == 0, stderr.decode()
+    preview, paused, cancelled = stdout.decode().splitlines()
+    assert preview == "Hi Ann!"
+    # Paused while queued or running, or refused as already finished: both are documented.
+    assert re.fullmatch(
+        r"paused with \d pending|FAILED_PRECONDITION: broadcast \d+ is completed\b.*", paused
+    ), paused
+    assert cancelled == "cancelled"
+    async with client_for(stack) as client:
+        listed = await client.list_broadcasts()
+    statuses = [enum_name("BroadcastStatus", b.status) for b in listed.broadcasts]
+    assert statuses[0] == "cancelled"
+    assert statuses[1] in ("queued", "running", "completed"), statuses
+    assert not any(c.params.get("text") == "Tomorrow's news" for c in stack.simulator.calls)

@@ -103,13 +103,18 @@ async def test_rest_text_broadcast_reaches_every_recipient_once(stack: Stack) ->
 async def test_grpc_media_broadcast_uses_the_right_method(stack: Stack, media_type: str) -> None:
     method, parameter = MEDIA_METHODS[media_type]
     takes_caption = media_type not in ("video_note", "sticker")
-    url = f"https://cdn.example.com/{media_type}.bin"
+    # Telegram fetches documents by URL only as GIF/PDF/ZIP, stickers only as .webp, and never
+    # video notes: those are uploaded.
+    extension = {"document": "pdf", "sticker": "webp"}.get(media_type, "bin")
+    upload = media_type == "video_note"
+    url = "" if upload else f"https://cdn.example.com/{media_type}.{extension}"
     async with stack.stub() as stub:
         response = await stub.SendMessage(
             pb.SendMessageRequest(
                 message="A caption" if takes_caption else "",
                 media_type=pb.MediaType.Value("MEDIA_TYPE_" + media_type.upper()),
                 media_url=url,
+                media_data=b"\x00note" if upload else b"",
                 user_ids=[21, 22],
             ),
             metadata=stack.metadata,
@@ -120,7 +125,7 @@ async def test_grpc_media_broadcast_uses_the_right_method(stack: Stack, media_ty
     assert sends_by_chat(stack.simulator, method) == {21: 1, 22: 1}
     for call in stack.simulator.calls:
         assert call.ok, call
-        assert call.params[parameter] in (url,) or call.media == "file_id"
+        assert call.params[parameter] in (url,) or call.media in ("file_id", "upload")
         if takes_caption:
             assert call.params["caption"] == "A caption"
         else:

@@ -533,3 +533,98 @@ async def test_wait_for_wakes_on_calls(simulator: Simulator, bot: Bot) -> None:
     await bot.send_message(1, "b")
     async with asyncio.timeout(5):
         await waiter
+
+
+# ---- the methods the service uses, as the spec defines them ----
+
+_PAID = "allow_paid_broadcast"
+_SERVICE_PARAMS = {
+    "sendMessage": {"text", "parse_mode", "entities", "link_preview_options", "reply_markup"},
+    "sendPhoto": {"photo", "caption", "parse_mode", "caption_entities", "reply_markup"},
+    "sendVideo": {"video", "caption", "parse_mode", "caption_entities", "reply_markup"},
+    "sendAnimation": {"animation", "caption", "parse_mode", "caption_entities", "reply_markup"},
+    "sendDocument": {"document", "caption", "parse_mode", "caption_entities", "reply_markup"},
+    "sendAudio": {"audio", "caption", "parse_mode", "caption_entities", "reply_markup"},
+    "sendVoice": {"voice", "caption", "parse_mode", "caption_entities", "reply_markup"},
+    "sendVideoNote": {"video_note", "reply_markup"},
+    "sendSticker": {"sticker", "reply_markup"},
+    "sendMediaGroup": {"media"},
+    "copyMessage": {"from_chat_id", "message_id", "caption", "parse_mode", "reply_markup"},
+    "forwardMessage": {"from_chat_id", "message_id"},
+}
+
+
+@pytest.mark.parametrize("method", sorted(_SERVICE_PARAMS))
+def test_the_spec_has_every_parameter_the_service_sends(method: str) -> None:
+    spec = default_spec().method(method)
+    assert spec is not None
+    names = {f.name for f in spec.fields}
+    common = {"chat_id", "disable_notification", "protect_content"}
+    assert _SERVICE_PARAMS[method] | common <= names
+    # Paid broadcasts: every send the service makes but forwardMessage (TELEGRAM.md).
+    assert (_PAID in names) is (method != "forwardMessage")
+    assert ("reply_markup" in names) is (method not in ("sendMediaGroup", "forwardMessage"))
+
+
+async def test_parameters_a_method_lacks_are_ignored(
+    http: aiohttp.ClientSession, simulator: Simulator
+) -> None:
+    original = simulator.post_message(bot_id=BOT_ID, chat_id=-1001, text="post")
+    forward = {"chat_id": 5, "from_chat_id": -1001, "message_id": original["message_id"]}
+    status, body = await call(
+        http, simulator, "forwardMessage", json=forward | {_PAID: True, "caption": "no"}
+    )
+    assert status == 200
+    assert "caption" not in body["result"]
+    assert _PAID not in simulator.calls[-1].params
+    sticker = {"chat_id": 5, "sticker": PHOTO_URL, "caption": "stickers have none"}
+    status, body = await call(http, simulator, "sendSticker", json=sticker | {_PAID: True})
+    assert status == 200
+    assert "caption" not in body["result"]
+    assert simulator.calls[-1].params[_PAID] is True
+
+
+async def test_paid_broadcast_flag_must_be_a_boolean(
+    http: aiohttp.ClientSession, simulator: Simulator
+) -> None:
+    payload = {"chat_id": 1, "text": "x", _PAID: "yes"}
+    status, body = await call(http, simulator, "sendMessage", json=payload)
+    assert failure(status, body) == (
+        400,
+        'Bad Request: field "allow_paid_broadcast" must be of type Boolean',
+    )
+
+
+async def test_formatted_results_conform_to_the_spec(simulator: Simulator, bot: Bot) -> None:
+    html = (
+        "<b>b</b> <i>i</i> <u>u</u> <s>s</s> <tg-spoiler>p</tg-spoiler> <code>c</code> "
+        '<pre><code class="language-py">x</code></pre> <a href="https://t.me">l</a> '
+        '<a href="tg://user?id=42">m</a> <tg-emoji emoji-id="5368324170671202286">👍</tg-emoji> '
+        '<tg-time unix="1647531900" format="t">t</tg-time> <blockquote expandable>q</blockquote>'
+    )
+    await bot.send_message(7, html, parse_mode="HTML")
+    await bot.send_photo(7, PHOTO_URL, caption="*c*", parse_mode="MarkdownV2")
+    sent = simulator.messages_by_chat()[7]
+    kinds = {e["type"] for e in sent[0]["entities"]}
+    assert kinds == {
+        "bold", "italic", "underline", "strikethrough", "spoiler", "code", "pre", "text_link",
+        "text_mention", "custom_emoji", "date_time", "expandable_blockquote",
+    }  # fmt: skip
+    assert sent[1]["caption_entities"] == [{"type": "bold", "offset": 0, "length": 1}]
+    assert all(conforms("Message", message) for message in sent)
+
+
+async def test_link_preview_options_are_kept_and_checked(
+    http: aiohttp.ClientSession, simulator: Simulator
+) -> None:
+    options = {"is_disabled": True}
+    payload = {"chat_id": 1, "text": "https://t.me", "link_preview_options": options}
+    status, body = await call(http, simulator, "sendMessage", json=payload)
+    assert status == 200
+    assert body["result"]["link_preview_options"] == options
+    payload["link_preview_options"] = "[1]"
+    status, body = await call(http, simulator, "sendMessage", json=payload)
+    assert failure(status, body) == (
+        400,
+        "Bad Request: can't parse link preview options JSON object",
+    )

@@ -15,7 +15,7 @@ from google.rpc import error_details_pb2
 from grpc_status import rpc_status
 from tgbroadcast.v1 import broadcast_pb2 as pb
 
-from broadcasting.content import ContentOptions, ParseMode
+from broadcasting.content import AlbumItem, AlbumKind, ContentOptions, ParseMode
 from broadcasting.errors import InvalidArgument
 from broadcasting.formatting import FormattingError, escape, parse
 from broadcasting.model import Content, MediaType, UserProfile
@@ -40,6 +40,7 @@ NASTY_NAMES = [
     "&lt;not an entity&gt;",
     "Zoë 🎉 \u202e",
     "</i><script>",
+    'Ann "Co" O\'Neil',
 ]
 
 
@@ -88,6 +89,26 @@ def test_escaped_values_read_back_literally(name: str, mode: ParseMode) -> None:
     assert parsed.entities == [{"type": "bold", "offset": 0, "length": parsed.length}]
 
 
+@pytest.mark.parametrize("name", NASTY_NAMES)
+@pytest.mark.parametrize(
+    ("mode", "template"),
+    [
+        (ParseMode.HTML, '<a href="https://x.y/?n={first_name}">{first_name}</a>'),
+        (ParseMode.HTML, "<a href='https://x.y/?n={first_name}'>{first_name}</a>"),
+        (ParseMode.MARKDOWN_V2, "[{first_name}](https://x.y/?n={first_name})"),
+    ],
+)
+def test_values_in_a_link_url_stay_the_value(name: str, mode: ParseMode, template: str) -> None:
+    """A value inside a link's URL (an HTML attribute, a MarkdownV2 link's ``(...)``) ends
+    neither the attribute nor the URL: Telegram reads back exactly the value."""
+    rendered = parse_template(template).render({"first_name": name}, mode)
+    parsed = parse(rendered, mode.telegram)
+    assert parsed.text == name
+    assert parsed.entities == [
+        {"type": "text_link", "offset": 0, "length": parsed.length, "url": "https://x.y/?n=" + name}
+    ]
+
+
 def test_unescaped_values_would_break_the_markup() -> None:
     """The escaping is what keeps these names literal (the assertions above could fail)."""
     assert parse("<b>Bob</b> & co", "HTML").text != "<b>Bob</b> & co"
@@ -111,6 +132,45 @@ def test_personalized_content_and_preview() -> None:
         (),
         ParseMode.HTML,
     )
+
+
+def test_preview_refuses_what_the_worker_would_refuse() -> None:
+    """A preview is the recipient's delivery: a text the worker would not send is refused
+    with the reason that recipient's delivery would carry, naming PreviewMessage's field."""
+    long_text = Content(
+        message="x" * 4090 + "{first_name}", options=ContentOptions(personalize=True)
+    )
+    alexander = UserProfile(id=2, first_name="Alexander")
+    with pytest.raises(InvalidArgument) as caught:
+        preview(long_text, 2, alexander)
+    (violation,) = caught.value.violations
+    reason = rendered_problem(personalized(long_text, 2, alexander))
+    assert (violation.field, violation.description) == ("message.message", reason)
+    assert (
+        reason == "personalized text is 4099 characters for this user; Telegram allows at most 4096"
+    )
+    assert preview(long_text, 1, UserProfile(id=1, first_name="Al")).text.endswith("xAl")
+    empty = Content(message="{first_name}", options=ContentOptions(personalize=True))
+    with pytest.raises(InvalidArgument, match="personalized text is empty for this user"):
+        preview(empty, 3, None)
+    album = Content(
+        message="",
+        media_type=MediaType.ALBUM,
+        options=ContentOptions(
+            personalize=True,
+            album=(
+                AlbumItem(kind=AlbumKind.PHOTO, media_url="https://x.y/1.jpg"),
+                AlbumItem(
+                    kind=AlbumKind.PHOTO, media_url="https://x.y/2.jpg", caption="c" * 1020 + "{id}"
+                ),
+            ),
+        ),
+    )
+    with pytest.raises(InvalidArgument) as caught:
+        preview(album, 123456, None)
+    (violation,) = caught.value.violations
+    assert violation.field == "message.album[1].caption"
+    assert "caption of album item 1 is 1026 characters" in violation.description
 
 
 def test_rendered_length_is_checked_per_recipient() -> None:
@@ -295,6 +355,22 @@ async def test_preview_over_grpc_and_rest(sqlite_stack: Stack) -> None:
     assert (status, body) == (
         200,
         {"text": "Hi *<Ann\\>*", "album_captions": [], "parse_mode": "markdown_v2"},
+    )
+    # A name that makes the text too long: refused as the worker would refuse the recipient.
+    status, body = await post(
+        stack,
+        "/v1/preview",
+        {"message": {"message": "m" * 4090 + "{full_name}", "personalize": True}, "user_id": 41},
+    )
+    assert (status, body["errors"]) == (
+        400,
+        [
+            {
+                "field": "message.message",
+                "message": "personalized text is 4099 characters for this user; "
+                "Telegram allows at most 4096",
+            }
+        ],
     )
     status, body = await post(stack, "/v1/preview", {"message": {"message": "x"}, "user_id": 42})
     assert status == 404

@@ -367,6 +367,39 @@ async def test_bad_csv_names_the_line(text: str, field: str, words: str) -> None
     assert words in violations(raised)[field]
 
 
+@pytest.mark.parametrize(
+    ("stray", "field", "words", "most_lines"),
+    [
+        ('1,O"Brien\n', "line 3", 'a quote (") inside an unquoted field', 3),
+        ('1,"Brien\n', "line 3", "not closed within 100 lines or 64 KiB", 3 + 100),
+        ('1,"' + "B" * 70_000 + "\n", "line 3", "not closed within 100 lines or 64 KiB", 3),
+    ],
+    ids=["quote inside a field", "quoted field never closed", "one huge open line"],
+)
+async def test_an_unbalanced_quote_stops_the_import_at_once(
+    stray: str, field: str, words: str, most_lines: int
+) -> None:
+    """A stray quote must not make the parser buffer the rest of a big body: the import
+    fails naming the record's first line, having read only up to the record's cap."""
+    consumed = 0
+
+    async def body() -> AsyncIterator[bytes]:
+        nonlocal consumed
+        for line in ("id,first_name\n", "7,Ann\n", stray):
+            consumed += 1
+            yield line.encode()
+        for n in range(300_000):
+            consumed += 1
+            yield f"{n + 10},Name{n}\n".encode()
+
+    with pytest.raises(InvalidArgument) as raised:
+        async for _ in csv_chunks(body()):
+            pass
+    assert words in violations(raised)[field]
+    assert "unbalanced quote" in violations(raised)[field]
+    assert consumed <= most_lines
+
+
 # -- the API, over gRPC and HTTP ---------------------------------------------------------------
 
 

@@ -4,8 +4,11 @@ real HTTP receiver, and never logging its secret."""
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import hmac
 import json
 import logging
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -19,11 +22,11 @@ import pytest
 from aiohttp import web
 from tgbroadcast.v1 import broadcast_pb2 as pb
 
-from broadcasting.config import load_settings
+from broadcasting.config import WebhookSettings, load_settings
 from broadcasting.errors import ConfigError
 from broadcasting.model import Content, DeliveryResult, DeliveryState, NewBroadcast
 from broadcasting.store import Store
-from broadcasting.webhooks import SIGNATURE_HEADER, TIMESTAMP_HEADER, sign, verify
+from broadcasting.webhooks import SIGNATURE_HEADER, TIMESTAMP_HEADER, WebhookNotifier, verify
 from simulator import ChatState, Fault, Simulator
 from tests.fixtures.stack import Backend, Stack, open_backend, start_stack
 
@@ -139,10 +142,21 @@ async def test_webhook_is_signed_retried_and_delivered(
     assert len(bodies) == 1  # the same summary every attempt
     body, headers = hook.received[-1]
     assert headers["Content-Type"] == "application/json"
-    assert headers[SIGNATURE_HEADER] == sign(body, SECRET)
-    assert verify(body, headers[SIGNATURE_HEADER], SECRET)
-    assert not verify(body, headers[SIGNATURE_HEADER], SECRET + "x")
-    assert int(headers[TIMESTAMP_HEADER]) > 0
+    timestamp = headers[TIMESTAMP_HEADER]
+    # The documented scheme, computed here rather than by the module under test.
+    signed = timestamp.encode() + b"." + body
+    expected = "sha256=" + hmac.new(SECRET.encode(), signed, hashlib.sha256).hexdigest()
+    assert headers[SIGNATURE_HEADER] == expected
+    assert abs(int(timestamp) - time.time()) < 3600
+    assert verify(body, headers[SIGNATURE_HEADER], timestamp, SECRET)
+    assert not verify(body, headers[SIGNATURE_HEADER], timestamp, SECRET + "x")
+    assert not verify(body + b" ", headers[SIGNATURE_HEADER], timestamp, SECRET)
+    # The timestamp is signed: another one does not verify, and an old request is stale.
+    assert not verify(body, headers[SIGNATURE_HEADER], str(int(timestamp) + 1), SECRET)
+    later = int(timestamp) + 301
+    assert not verify(body, headers[SIGNATURE_HEADER], timestamp, SECRET, now=later)
+    assert verify(body, headers[SIGNATURE_HEADER], timestamp, SECRET, now=later, tolerance=400)
+    assert not verify(body, headers[SIGNATURE_HEADER], "yesterday", SECRET)
     summary = json.loads(body)
     assert summary == {
         key: shown[key]
@@ -283,6 +297,36 @@ async def test_a_cancelled_broadcast_sends_its_webhook(
     assert summary["finished_at"] is not None
 
 
+async def test_a_webhook_waiting_for_its_retry_frees_its_slot(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """With one slot, a webhook whose receiver fails waits for its retry in SQL while the
+    next one is delivered (a sleeping attempt would hold the only slot for minutes)."""
+    caplog.set_level(logging.INFO, logger="broadcasting.webhooks")
+    settings = WebhookSettings(
+        secret=SECRET, max_attempts=3, backoff_base=100.0, backoff_cap=300.0, poll_interval=0.05
+    )
+    async with (
+        receiver([500] * 10) as failing,
+        receiver([]) as working,
+        Store.open(f"sqlite+aiosqlite:///{tmp_path / 'hooks.db'}") as store,
+    ):
+        await store.migrate()
+        waiting = await finished(store, failing.url)
+        async with WebhookNotifier(store=store, settings=settings, concurrency=1):
+            async with asyncio.timeout(WAIT):
+                await failing.arrived.wait()
+            delivered = await finished(store, working.url)
+
+            async def done() -> bool:
+                return await store.callback_state(delivered) == "delivered"
+
+            await eventually(done)
+            assert await store.callback_state(waiting) == "pending"  # due later, not held
+    assert "webhook attempt failed; retrying" in caplog.text
+    assert len(working.received) == 1
+
+
 # -- the claim, on every backend ---------------------------------------------------------------
 
 
@@ -329,12 +373,42 @@ async def test_a_claim_is_held_by_one_server_until_settled(store: Store) -> None
     broadcast_id = await finished(store, "http://a/h")
     first = await store.claim_callback(lease_seconds=60)
     assert first is not None
+    assert first.attempt == 1
     assert await store.claim_callback(lease_seconds=60) is None  # held: nobody else gets it
-    renewed = await store.renew_callback(first, lease_seconds=120)
-    assert renewed is not None
-    assert await store.settle_callback(first, "delivered") is False  # the old lease is gone
-    assert await store.settle_callback(renewed, "delivered") is True
+    assert await store.settle_callback(first, "delivered") is True
+    assert await store.settle_callback(first, "failed") is False  # settled: no longer held
     assert await store.callback_state(broadcast_id) == "delivered"
+    assert await store.claim_callback(lease_seconds=60) is None
+
+
+async def test_a_retry_waits_in_sql_and_counts_its_attempts(store: Store) -> None:
+    broadcast_id = await finished(store, "http://a/h")
+    first = await store.claim_callback(lease_seconds=60)
+    assert first is not None
+    assert await store.defer_callback(first, delay_seconds=3600) is True
+    assert await store.callback_state(broadcast_id) == "pending"
+    assert await store.claim_callback(lease_seconds=60) is None  # not due for an hour
+    assert await store.settle_callback(first, "delivered") is False  # handed back
+    other = await finished(store, "http://b/h")
+    newer = await store.claim_callback(lease_seconds=60)  # the waiting one hides nothing
+    assert newer is not None
+    assert (newer.broadcast_id, newer.attempt) == (other, 1)
+    assert await store.defer_callback(newer, delay_seconds=0) is True
+    retry = await store.claim_callback(lease_seconds=60)
+    assert retry is not None
+    assert (retry.broadcast_id, retry.attempt) == (other, 2)
+    # Handed back at shutdown: due at once, and the unfinished attempt is not counted.
+    assert await store.release_callback(retry) is True
+    again = await store.claim_callback(lease_seconds=60)
+    assert again is not None
+    assert (again.broadcast_id, again.attempt) == (other, 2)
+
+
+async def test_held_webhooks_never_hide_due_ones(store: Store) -> None:
+    """More webhooks held than one claim reads: every due one is still claimed."""
+    created = [await finished(store, f"http://h{n}/h") for n in range(40)]
+    claims = [await store.claim_callback(lease_seconds=60) for _ in created]
+    assert sorted(c.broadcast_id for c in claims if c is not None) == created
     assert await store.claim_callback(lease_seconds=60) is None
 
 
@@ -347,7 +421,8 @@ async def test_a_lapsed_claim_is_taken_over_and_a_released_one_is_due_again(
     taken = await store.claim_callback(lease_seconds=60)
     assert taken is not None
     assert taken.broadcast_id == broadcast_id
-    assert await store.renew_callback(crashed, lease_seconds=60) is None
+    assert taken.attempt == 2  # the crashed server's attempt counts
+    assert await store.defer_callback(crashed, delay_seconds=0) is False
     assert await store.settle_callback(crashed, "failed") is False
     assert await store.release_callback(taken) is True
     assert await store.callback_state(broadcast_id) == "pending"

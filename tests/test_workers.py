@@ -20,6 +20,7 @@ from tgbroadcast.v1 import broadcast_pb2 as pb
 from tgbroadcast.v1 import broadcast_pb2_grpc as pb_grpc
 
 from broadcasting.natsserver import EmbeddedNatsServer
+from broadcasting.queue import Job, Queue
 from simulator import Limit, RateLimits, Simulator
 from tests.fixtures.nats import wait_until
 from tests.fixtures.processes import Process, spawn, wait_healthy
@@ -166,6 +167,52 @@ async def test_workers_share_one_budget_and_survive_kills(backend: Backend, tmp_
             assert_watch_complete(await services.watch(broadcast_id), set(orphaned))
             assert accepted(simulator) - before == dict.fromkeys(orphaned, 1)
     assert [c for c in simulator.calls if c.error_code == 429] == []
+
+
+async def test_a_job_held_twice_at_once_sends_each_recipient_once(
+    backend: Backend, tmp_path: Path
+) -> None:
+    """A broadcast's job is taken by one worker; while it sends, the same batch is published
+    twice more under other Nats-Msg-Ids (what a re-dispatch outside JetStream's duplicate
+    window does), so it is held by two or three jobs at once, in both worker processes (a
+    worker holds at most two jobs). Each recipient is claimed by one job; the others hand
+    theirs back and ack once everyone is final. Every recipient gets exactly one message."""
+    async with Simulator() as simulator:
+        env = environ(backend, simulator, TGB_TELEGRAM_RATE_LIMIT="5", TGB_WORKER_CONCURRENCY="4")
+        async with cluster(env, tmp_path) as services:
+            _, *workers = await asyncio.gather(
+                services.server(), services.worker(), services.worker()
+            )
+            recipients = list(range(1, 31))
+            broadcast_id = await services.send(recipients)
+            await wait_until(lambda: _sent_at_least(simulator, 3), within=60)
+            async with _jobs_queue(backend, env) as queue:
+                job = Job(broadcast_id=broadcast_id, user_ids=tuple(recipients))
+                for copy in ("again-1", "again-2"):
+                    await queue.jetstream.publish(
+                        queue.names.jobs_subject,
+                        job.encode(),
+                        headers={"Nats-Msg-Id": f"{job.msg_id}-{copy}"},
+                    )
+                assert_watch_complete(await services.watch(broadcast_id), set(recipients))
+                await wait_until(lambda: _no_jobs(queue), within=60)  # the copies were acked
+            assert accepted(simulator) == dict.fromkeys(recipients, 1)
+            # The copies really ran while the first job held the recipients.
+            assert any("job handed back" in worker.log() for worker in workers)
+
+
+@asynccontextmanager
+async def _jobs_queue(backend: Backend, env: Mapping[str, str]) -> AsyncIterator[Queue]:
+    """The cluster's queue (its embedded NATS once the server wrote the URL, or the external
+    one), with the workers' AckWait."""
+    url = backend.environ["TGB_NATS_URL"] or (backend.data_dir / "nats" / "url").read_text()
+    ack_wait = float(env["TGB_NATS_ACK_WAIT"])
+    async with Queue.connect(url.strip(), prefix=backend.prefix, ack_wait=ack_wait) as queue:
+        yield queue
+
+
+async def _no_jobs(queue: Queue) -> bool:
+    return await queue.pending_jobs() == 0
 
 
 async def _sent_at_least(simulator: Simulator, count: int) -> bool:

@@ -22,15 +22,20 @@ Guarantees:
   state is checked (read from SQL at most every ``STATUS_INTERVAL``); a broadcast that is not
   queued or running, or was resumed since the job read it, is not sent to — sends in flight
   finish and are recorded, the others stay ``PENDING``.
+* Before each send (each attempt) the job's claim on the recipient is checked
+  (:class:`worker.claims.JobClaims`, no SQL): a recipient the job no longer surely holds is
+  not sent to, so two jobs never send to one recipient at once.
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import random
 import time
 from collections import OrderedDict
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Protocol
 
@@ -67,6 +72,12 @@ class Limiter(Protocol):
     async def acquire(self, chat_id: int, *, paid: bool = False) -> None: ...
 
     async def pause(self, seconds: float) -> None: ...
+
+
+class Claims(Protocol):
+    """The recipients a job holds (see :class:`worker.claims.JobClaims`)."""
+
+    def holds(self, user_id: int) -> bool: ...
 
 
 class Deliverer:
@@ -110,7 +121,7 @@ class Deliverer:
         """Whether this worker saw the broadcast stop (its remaining sends are skipped)."""
         return broadcast_id in self._stopped
 
-    async def _stopping(self, broadcast: Broadcast) -> bool:
+    async def stopping(self, broadcast: Broadcast) -> bool:
         """Whether sends of this job (``broadcast`` as the job read it) must stop: the
         broadcast stopped here, or — on any worker or API server — it is no longer queued or
         running (failed, cancelled, paused) or it was resumed since the job read it (a newer
@@ -121,7 +132,8 @@ class Deliverer:
             return True
         now = time.monotonic()
         known = self._status_read.get(broadcast_id)
-        if known is None or now - known[0] >= STATUS_INTERVAL:
+        # A job that read a newer generation than the one remembered: read it again.
+        if known is None or now - known[0] >= STATUS_INTERVAL or _newer(broadcast, known[2]):
             try:
                 latest = await self._store.get_broadcast(broadcast_id)
             except Exception as exc:
@@ -146,27 +158,42 @@ class Deliverer:
         self._first_media_send.pop(broadcast_id, None)
 
     async def deliver(
-        self, broadcast: Broadcast, user_id: int, profile: UserProfile | None = None
-    ) -> None:
-        """Send to one recipient and record its final outcome (skipped if stopped).
-        ``profile`` fills a personalized broadcast's placeholders (``None``: unknown user)."""
+        self,
+        broadcast: Broadcast,
+        user_id: int,
+        profile: UserProfile | None = None,
+        *,
+        claims: Claims,
+    ) -> bool:
+        """Send to one recipient the job holds in ``claims`` and record its final outcome;
+        whether it was recorded (not: the broadcast stopped, or the claim was lost, before a
+        send could start). ``profile`` fills a personalized broadcast's placeholders
+        (``None``: unknown user)."""
         # The slot is held until the outcome is durable: a worker that dies has at most
         # ``concurrency`` recipients sent (or being sent) but not recorded — the duplicate bound.
         async with self._sends:
-            if await self._stopping(broadcast):  # paused or cancelled while this one waited
-                return
-            outcome = await self._attempts(broadcast, user_id, profile)
+            # Paused or cancelled while this one waited, or the claim lapsed meanwhile.
+            if not claims.holds(user_id) or await self.stopping(broadcast):
+                return False
+            held = functools.partial(claims.holds, user_id)
+            outcome = await self._attempts(broadcast, user_id, profile, held)
             if outcome is None:
-                return
+                return False
             result, content_error = outcome
             await self._recorder.record(result)
         if content_error:
             await self._content_breaker(result)
+        return True
 
     async def _attempts(
-        self, broadcast: Broadcast, user_id: int, profile: UserProfile | None
+        self,
+        broadcast: Broadcast,
+        user_id: int,
+        profile: UserProfile | None,
+        held: Callable[[], bool],
     ) -> tuple[DeliveryResult, bool] | None:
-        """The outcome, and whether the content was at fault; None if the broadcast stopped."""
+        """The outcome, and whether the content was at fault; None if the broadcast stopped
+        or the recipient is no longer ``held`` before an attempt could start."""
         content = personalized(broadcast.content, user_id, profile)
         if content.options.personalize:
             problem = rendered_problem(content)
@@ -178,7 +205,7 @@ class Deliverer:
         while True:
             error: TelegramError
             try:
-                sent = await self._send(broadcast, chat_id, content)
+                sent = await self._send(broadcast, chat_id, content, held)
                 if sent is None:
                     return None
             except RateLimited as exc:
@@ -231,20 +258,26 @@ class Deliverer:
             )
             await asyncio.sleep(random.uniform(0, ceiling))
 
-    async def _send(self, broadcast: Broadcast, chat_id: int, content: Content) -> int | None:
+    async def _send(
+        self, broadcast: Broadcast, chat_id: int, content: Content, held: Callable[[], bool]
+    ) -> int | None:
         """One send within the rate budget: Telegram's message id, or None if the broadcast
-        stopped before it could be sent."""
+        stopped (or the recipient is no longer ``held``) before it could be sent."""
         if not _needs_first_send(content):
-            return await self._send_once(broadcast, chat_id, media=None, content=content)
+            return await self._send_once(broadcast, chat_id, media=None, content=content, held=held)
         media = await self._file_id(broadcast.id)
         if media is not None:
-            return await self._send_once(broadcast, chat_id, media=media, content=content)
+            return await self._send_once(
+                broadcast, chat_id, media=media, content=content, held=held
+            )
         # No file_id yet: one send at a time fetches the URL; the rest wait for its file_id.
         lock = self._first_media_send.setdefault(broadcast.id, asyncio.Lock())
         async with lock:
             media = await self._file_id(broadcast.id)
             if media is not None:
-                return await self._send_once(broadcast, chat_id, media=media, content=content)
+                return await self._send_once(
+                    broadcast, chat_id, media=media, content=content, held=held
+                )
             upload = None
             if content.media_upload is not None:
                 upload = await self._queue.get_media(content.media_upload)
@@ -254,7 +287,7 @@ class Deliverer:
                 if item.media_upload is not None
             }
             await self._limiter.acquire(chat_id, paid=content.allow_paid_broadcast)
-            if await self._stopping(broadcast):
+            if not held() or await self.stopping(broadcast):
                 return None
             with self._metrics.send_seconds.time():
                 sent = await self._sender.send(
@@ -273,10 +306,16 @@ class Deliverer:
             logger.warning("storing a media file_id failed", extra={"error": repr(exc)})
 
     async def _send_once(
-        self, broadcast: Broadcast, chat_id: int, *, media: str | None, content: Content
+        self,
+        broadcast: Broadcast,
+        chat_id: int,
+        *,
+        media: str | None,
+        content: Content,
+        held: Callable[[], bool],
     ) -> int | None:
         await self._limiter.acquire(chat_id, paid=broadcast.content.allow_paid_broadcast)
-        if await self._stopping(broadcast):
+        if not held() or await self.stopping(broadcast):
             return None
         with self._metrics.send_seconds.time():
             sent = await self._sender.send(chat_id, content, media=media)
@@ -321,6 +360,13 @@ class Deliverer:
                 )
         except Exception as exc:
             logger.warning("content circuit breaker failed", extra={"error": repr(exc)})
+
+
+def _newer(broadcast: Broadcast, resumed_at: datetime | None) -> bool:
+    """Whether ``broadcast`` was resumed later than ``resumed_at`` (resumes only move on)."""
+    if broadcast.resumed_at is None:
+        return False
+    return resumed_at is None or broadcast.resumed_at > resumed_at
 
 
 def _needs_first_send(content: Content) -> bool:

@@ -58,6 +58,7 @@ async def running_worker(
             queue=queue,
             deliverer=deliverer,
             max_jobs=max(2, settings.worker.concurrency // 16),
+            lease=settings.nats.ack_wait,
             heartbeat_interval=settings.nats.ack_wait / 3,
         )
         task = asyncio.create_task(worker.run(), name="worker")

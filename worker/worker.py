@@ -2,12 +2,18 @@
 
 Guarantees (any number of worker processes, on any machines):
 
-* A recipient is sent to only while its SQL state is PENDING: each job first asks SQL which of
-  its recipients are still pending, so a duplicate or redelivered job sends nothing twice
-  except sends that were in flight (or sent but not yet recorded) when a worker died.
-* A job is acked only after every one of its recipients has a final outcome recorded in SQL
-  and published as an event. A worker that dies leaves its jobs unacked; JetStream
-  redelivers them after AckWait (a long job keeps itself alive with ``in_progress``).
+* A recipient is sent to only while its SQL state is PENDING and the job holds it: each job
+  first claims its pending recipients in SQL (:mod:`worker.claims`) and sends only to those
+  it got. Two jobs never send to one recipient at once — a redelivered job while its first
+  holder still works, a batch published twice, a resumed broadcast's new generation while the
+  old one's sends are in flight; a recipient is sent twice only when its send was in flight
+  (or sent but not yet recorded) in a worker that died, or Telegram's answer was lost.
+* A job is acked only after each of its recipients is final in SQL (its outcome published as
+  an event), or the broadcast stopped. Recipients another job holds are left to it: the job
+  is handed back (``nak``) and looks again a heartbeat later; by then the holder recorded
+  them, or released them, or died and its claims lapsed (a lease is AckWait), and this job
+  claims them. A worker that dies leaves its jobs unacked; JetStream redelivers them after
+  AckWait (a long job keeps itself alive with ``in_progress`` and renews its claims).
 * A job of a broadcast that is final (completed, cancelled, or stopped by the content circuit
   breaker), paused, or resumed since the job was published (an older generation) sends
   nothing and is acked: a resume publishes the recipients still pending as a new generation
@@ -26,8 +32,10 @@ from datetime import UTC, datetime, timedelta
 
 from broadcasting.errors import NotFound
 from broadcasting.lifecycle import SENDABLE, generation
+from broadcasting.model import Broadcast
 from broadcasting.queue import DUPLICATE_WINDOW, Queue, ReceivedJob, ResultEvent
 from broadcasting.store import Store
+from worker.claims import ClaimTokens, JobClaims
 from worker.delivery import Deliverer
 
 logger = logging.getLogger(__name__)
@@ -46,13 +54,21 @@ class Worker:
         queue: Queue,
         deliverer: Deliverer,
         max_jobs: int,
+        lease: float = 60.0,
         heartbeat_interval: float = 20.0,
         poll_timeout: float = 0.25,
     ) -> None:
+        """``lease``: how long a job's claims on its recipients last unless renewed — the
+        queue's AckWait. ``heartbeat_interval``: how often a job in hand reports
+        ``in_progress`` and renews its claims (shorter than ``lease``; a third of it)."""
+        if not 0 < heartbeat_interval < lease:
+            raise ValueError("the heartbeat interval must be shorter than the lease")
         self._store = store
         self._queue = queue
         self._deliverer = deliverer
         self._max_jobs = max_jobs
+        self._lease = lease
+        self._tokens = ClaimTokens()
         self._heartbeat_interval = heartbeat_interval
         self._poll_timeout = poll_timeout
         self._stopping = asyncio.Event()
@@ -99,16 +115,23 @@ class Worker:
 
     async def _handle(self, received: ReceivedJob) -> None:
         job = received.job
-        heartbeat = asyncio.create_task(self._keep_alive(received), name="job-heartbeat")
+        claims = JobClaims(
+            store=self._store,
+            broadcast_id=job.broadcast_id,
+            token=self._tokens.next(),
+            lease=self._lease,
+            margin=self._heartbeat_interval,
+        )
+        recorded: set[int] = set()
+        stop_heartbeat = asyncio.Event()
+        heartbeat = asyncio.create_task(
+            self._keep_alive(received, claims, stop_heartbeat), name="job-heartbeat"
+        )
         try:
             broadcast = await self._store.get_broadcast(job.broadcast_id)
-            pending = await self._store.pending_among(job.broadcast_id, job.user_ids)
-            if received.num_delivered > 1:
-                await self._republish(
-                    job.broadcast_id, [u for u in job.user_ids if u not in pending]
-                )
             if broadcast.status.is_final:
                 self._deliverer.forget(broadcast.id)
+                await self._republish_final(received)
             elif broadcast.status not in SENDABLE or job.generation < generation(
                 broadcast.resumed_at
             ):
@@ -118,22 +141,15 @@ class Worker:
                     "job dropped: its broadcast is paused or was resumed since",
                     extra={"broadcast_id": job.broadcast_id, "status": broadcast.status.value},
                 )
-            else:
-                # Personalized: the batch's profiles in one query (unknown users: fallbacks).
-                profiles = {}
-                if broadcast.content.options.personalize:
-                    profiles = await self._store.profiles(sorted(pending))
-                # Every send finishes (or fails) before the job is settled either way.
-                outcomes = await asyncio.gather(
-                    *(
-                        self._deliverer.deliver(broadcast, user_id, profiles.get(user_id))
-                        for user_id in sorted(pending)
-                    ),
-                    return_exceptions=True,
-                )
-                for outcome in outcomes:
-                    if isinstance(outcome, BaseException):
-                        raise outcome
+                await self._republish_final(received)
+            elif not await self._send(received, broadcast, claims, recorded):
+                await self._stop_heartbeat(heartbeat, stop_heartbeat)
+                await self._release(claims, recorded)
+                # Recipients another job holds, or whose claim this one lost: look again.
+                await received.nak(delay=self._heartbeat_interval)
+                return
+            await self._stop_heartbeat(heartbeat, stop_heartbeat)
+            await self._release(claims, recorded)
             await received.ack()
         except asyncio.CancelledError:
             raise
@@ -145,6 +161,8 @@ class Worker:
                 "job failed; it will be redelivered",
                 extra={"broadcast_id": job.broadcast_id, "error": repr(exc)},
             )
+            await self._stop_heartbeat(heartbeat, stop_heartbeat)
+            await self._release(claims, recorded)
             try:
                 # Backing off: a database outage must not become a redelivery storm.
                 await received.nak(delay=min(60.0, 2.0**received.num_delivered))
@@ -153,13 +171,94 @@ class Worker:
         finally:
             heartbeat.cancel()
 
-    async def _keep_alive(self, received: ReceivedJob) -> None:
+    async def _send(
+        self,
+        received: ReceivedJob,
+        broadcast: Broadcast,
+        claims: JobClaims,
+        recorded: set[int],
+    ) -> bool:
+        """Claim the job's recipients, send to those held and record them (adding them to
+        ``recorded``); whether the job is done: every recipient final, or the broadcast
+        stopped — not when another job holds some, or this one lost some."""
+        job = received.job
+        claimed = await claims.take(job.user_ids)
+        if received.num_delivered > 1:
+            final = set(job.user_ids) - claimed.held - claimed.busy
+            await self._republish(job.broadcast_id, sorted(final))
+        held = sorted(claimed.held)
+        # Personalized: the batch's profiles in one query (unknown users: fallbacks).
+        profiles = {}
+        if broadcast.content.options.personalize and held:
+            profiles = await self._store.profiles(held)
+        # Every send finishes (or fails) before the job is settled either way.
+        outcomes = await asyncio.gather(
+            *(
+                self._deliverer.deliver(broadcast, user_id, profiles.get(user_id), claims=claims)
+                for user_id in held
+            ),
+            return_exceptions=True,
+        )
+        for user_id, outcome in zip(held, outcomes, strict=True):
+            if outcome is True:
+                recorded.add(user_id)
+        for outcome in outcomes:
+            if isinstance(outcome, BaseException):
+                raise outcome
+        if not claimed.busy and len(recorded) == len(held):
+            return True
+        # Read afresh: a job of the current generation is never dropped on stale news.
+        latest = await self._store.get_broadcast(job.broadcast_id)
+        if latest.status not in SENDABLE or job.generation < generation(latest.resumed_at):
+            return True  # paused, cancelled, failed, completed or resumed: dropped
+        logger.info(
+            "job handed back: some recipients are held by another job or were lost",
+            extra={
+                "broadcast_id": job.broadcast_id,
+                "busy": len(claimed.busy),
+                "unsent": len(held) - len(recorded),
+                "claim_token": claims.token,
+            },
+        )
+        return False
+
+    async def _release(self, claims: JobClaims, recorded: set[int]) -> None:
+        """Let another job take at once the recipients this one held but did not record (if
+        this fails, the claims lapse within a lease)."""
+        try:
+            await claims.release(recorded)
+        except Exception as exc:
+            logger.warning("releasing claims failed", extra={"error": repr(exc)})
+
+    async def _stop_heartbeat(self, heartbeat: asyncio.Task[None], stop: asyncio.Event) -> None:
+        """Let a renewal in progress finish (a release must not be followed by a renewal)."""
+        stop.set()
+        with contextlib.suppress(TimeoutError, asyncio.CancelledError):
+            await asyncio.wait_for(asyncio.shield(heartbeat), self._heartbeat_interval)
+        heartbeat.cancel()
+
+    async def _keep_alive(
+        self, received: ReceivedJob, claims: JobClaims, stop: asyncio.Event
+    ) -> None:
         while True:
-            await asyncio.sleep(self._heartbeat_interval)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), self._heartbeat_interval)
+            if stop.is_set():
+                return
             try:
                 await received.in_progress()
             except Exception as exc:
                 logger.warning("job heartbeat failed", extra={"error": repr(exc)})
+            try:
+                await claims.renew()
+            except Exception as exc:
+                logger.warning("renewing claims failed", extra={"error": repr(exc)})
+
+    async def _republish_final(self, received: ReceivedJob) -> None:
+        if received.num_delivered > 1:
+            job = received.job
+            pending = await self._store.pending_among(job.broadcast_id, job.user_ids)
+            await self._republish(job.broadcast_id, [u for u in job.user_ids if u not in pending])
 
     async def _republish(self, broadcast_id: int, user_ids: list[int]) -> None:
         """Publish again the events of recipients a previous delivery of this job recorded but

@@ -6,8 +6,8 @@
 
 from __future__ import annotations
 
-from .deliveries import Recorded
+from .deliveries import Claimed, Recorded
 from .engine import create_engine
 from .store import MAX_ATTEMPTS, Store
 
-__all__ = ["MAX_ATTEMPTS", "Recorded", "Store", "create_engine"]
+__all__ = ["MAX_ATTEMPTS", "Claimed", "Recorded", "Store", "create_engine"]

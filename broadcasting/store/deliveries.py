@@ -1,6 +1,8 @@
-"""Statements on ``deliveries``: reading pending recipients and results, recording results.
+"""Statements on ``deliveries``: reading pending recipients and results, claiming them for a
+job, recording results.
 
-:func:`record` is where "counted exactly once" is made true; see its docstring.
+:func:`record` is where "counted exactly once" is made true, :func:`claim` where "sent by one
+job at a time"; see their docstrings.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from sqlalchemy import (
     bindparam,
     case,
     func,
+    or_,
     select,
     update,
 )
@@ -36,7 +39,7 @@ from broadcasting.model import (
 from . import broadcasts as broadcast_statements
 from . import users
 from .limits import IDS_PER_IN_LIST, chunks
-from .tables import UtcDateTime, broadcasts, deliveries
+from .tables import CLAIM_TOKEN_LENGTH, UtcDateTime, broadcasts, deliveries
 
 _PENDING: Final = DeliveryState.PENDING.value
 _COMPLETABLE: Final = sorted(s.value for s in lifecycle.sources(BroadcastStatus.COMPLETED))
@@ -87,6 +90,97 @@ async def pending_among(
         )
         pending.update((await connection.scalars(statement)).all())
     return frozenset(pending)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Claimed:
+    """What one :func:`claim` found among the recipients it was given."""
+
+    held: frozenset[int]
+    """Pending recipients the caller's token holds now: only these may be sent to by it."""
+
+    busy: frozenset[int]
+    """Pending recipients another token holds (its claim has not lapsed)."""
+
+    busy_until: datetime | None
+    """When the last of the ``busy`` claims lapses unless renewed (``None``: no ``busy``)."""
+
+
+async def claim(
+    connection: AsyncConnection,
+    broadcast_id: int,
+    user_ids: Sequence[int],
+    *,
+    token: str,
+    now: datetime,
+    until: datetime,
+) -> Claimed:
+    """Claim for ``token``, until ``until``, those of ``user_ids`` that are ``PENDING`` and
+    not held by another token (never claimed, released, or its claim lapsed before ``now``);
+    claims ``token`` holds already are extended. Two statements per 500 ids: the conditional
+    ``UPDATE``, then a ``SELECT`` of who holds the pending ones (MySQL/MariaDB have no
+    ``UPDATE ... RETURNING``).
+
+    Exclusive: the ``UPDATE`` re-checks its condition on each row it locks (PostgreSQL
+    re-evaluates it on the newest version; InnoDB reads the current version; SQLite
+    serializes writers), so of tokens racing for one recipient exactly one holds it, and the
+    ``SELECT`` in the same transaction sees the rows just written. A final recipient is
+    never claimed.
+    """
+    if not 0 < len(token) <= CLAIM_TOKEN_LENGTH:
+        raise ValueError(f"a claim token has 1 to {CLAIM_TOKEN_LENGTH} characters")
+    held: set[int] = set()
+    busy: set[int] = set()
+    busy_until: datetime | None = None
+    for chunk in chunks(sorted(set(user_ids)), IDS_PER_IN_LIST):
+        await connection.execute(
+            update(deliveries)
+            .where(
+                deliveries.c.broadcast_id == broadcast_id,
+                deliveries.c.user_id.in_(chunk),
+                deliveries.c.state == _PENDING,
+                or_(
+                    deliveries.c.claimed_until.is_(None),
+                    deliveries.c.claimed_until < now,
+                    deliveries.c.claimed_by == token,
+                ),
+            )
+            .values(claimed_by=token, claimed_until=until)
+        )
+        holders = select(
+            deliveries.c.user_id, deliveries.c.claimed_by, deliveries.c.claimed_until
+        ).where(
+            deliveries.c.broadcast_id == broadcast_id,
+            deliveries.c.user_id.in_(chunk),
+            deliveries.c.state == _PENDING,
+        )
+        for user_id, claimed_by, claimed_until in await connection.execute(holders):
+            if claimed_by == token:
+                held.add(user_id)
+                continue
+            busy.add(user_id)
+            if claimed_until is not None and (busy_until is None or claimed_until > busy_until):
+                busy_until = claimed_until
+    return Claimed(held=frozenset(held), busy=frozenset(busy), busy_until=busy_until)
+
+
+async def release(
+    connection: AsyncConnection, broadcast_id: int, user_ids: Sequence[int], *, token: str
+) -> int:
+    """Give up ``token``'s claims on those of ``user_ids`` it still holds; how many."""
+    released = 0
+    for chunk in chunks(sorted(set(user_ids)), IDS_PER_IN_LIST):
+        result = await connection.execute(
+            update(deliveries)
+            .where(
+                deliveries.c.broadcast_id == broadcast_id,
+                deliveries.c.user_id.in_(chunk),
+                deliveries.c.claimed_by == token,
+            )
+            .values(claimed_by=None, claimed_until=None)
+        )
+        released += result.rowcount
+    return released
 
 
 async def results_among(
@@ -259,9 +353,12 @@ _FINALIZE = (
         message_id=bindparam("new_message_id", type_=BigInteger),
         error=bindparam("new_error", type_=Text),
         finished_at=bindparam("new_finished_at", type_=UtcDateTime()),
+        claimed_by=None,
+        claimed_until=None,
     )
 )
-"""Writes one final result; executed many times, on rows just locked as pending."""
+"""Writes one final result (and drops its claim); executed many times, on rows just locked
+as pending."""
 
 
 def _finalize_parameters(result: DeliveryResult) -> dict[str, object]:

@@ -3,6 +3,9 @@
 Guarantees, on every backend (SQLite, PostgreSQL, MySQL/MariaDB):
 
 * Every write method is one transaction: it happens entirely or not at all.
+* A pending delivery is held by at most one claim token at a time
+  (:meth:`Store.claim_recipients`), until the claim is released, lapses, or the delivery
+  becomes final: workers send only to recipients they hold.
 * A delivery leaves ``PENDING`` once. :meth:`Store.record_results` makes a delivery final
   only while it is still ``PENDING`` (under a row lock) and counts it in its broadcast's
   ``sent`` or ``failed`` in the same transaction, so however many workers, in however many
@@ -49,7 +52,7 @@ from broadcasting.model import (
 from . import broadcasts, callbacks, deliveries, dialects, profiles, users
 from . import lifecycle as _lifecycle
 from .callbacks import CallbackClaim
-from .deliveries import Recorded
+from .deliveries import Claimed, Recorded
 from .engine import create_engine, migrate, writer
 
 logger = logging.getLogger(__name__)
@@ -242,6 +245,35 @@ class Store:
         async with self._engine.connect() as connection:
             return await deliveries.pending_among(connection, broadcast_id, user_ids)
 
+    async def claim_recipients(
+        self, broadcast_id: int, user_ids: Sequence[int], *, token: str, lease_seconds: float
+    ) -> Claimed:
+        """Hold, for ``token`` (1 to 32 characters), for ``lease_seconds`` from now, those of
+        ``user_ids`` still ``PENDING`` that no other token holds; extends ``token``'s own
+        claims. One transaction; see :func:`.deliveries.claim`.
+
+        A claim lapses at ``now + lease_seconds`` by the clock of the process that made it,
+        and is taken over by comparing with the clock of the process taking it over: the
+        processes' clocks must agree to well within a lease (NTP).
+        """
+        now = _now()
+        until = now + timedelta(seconds=lease_seconds)
+        return await self._write(
+            lambda connection: deliveries.claim(
+                connection, broadcast_id, user_ids, token=token, now=now, until=until
+            )
+        )
+
+    async def release_claims(
+        self, broadcast_id: int, user_ids: Sequence[int], *, token: str
+    ) -> int:
+        """Drop ``token``'s claims on those of ``user_ids`` (others' are left); how many."""
+        if not user_ids:
+            return 0
+        return await self._write(
+            lambda connection: deliveries.release(connection, broadcast_id, user_ids, token=token)
+        )
+
     async def results_among(
         self, broadcast_id: int, user_ids: Sequence[int]
     ) -> list[DeliveryResult]:
@@ -340,19 +372,19 @@ class Store:
     # -- completion webhooks (see .callbacks for the states) --------------------------------
 
     async def claim_callback(self, *, lease_seconds: float) -> CallbackClaim | None:
-        """Claim the oldest due webhook of a final broadcast for ``lease_seconds``."""
+        """Claim the oldest due webhook of a final broadcast, for one attempt, for
+        ``lease_seconds``."""
         now = _now()
         until = now + timedelta(seconds=lease_seconds)
         return await self._write(
             lambda connection: callbacks.claim(connection, now=now, until=until)
         )
 
-    async def renew_callback(
-        self, claim: CallbackClaim, *, lease_seconds: float
-    ) -> CallbackClaim | None:
-        """Hold a claimed webhook ``lease_seconds`` from now; ``None`` if it was lost."""
-        until = _now() + timedelta(seconds=lease_seconds)
-        return await self._write(lambda connection: callbacks.renew(connection, claim, until=until))
+    async def defer_callback(self, claim: CallbackClaim, *, delay_seconds: float) -> bool:
+        """Hand a claimed webhook back, due again ``delay_seconds`` from now (its attempt
+        failed and will be retried); whether the claim was still held."""
+        due = _now() + timedelta(seconds=delay_seconds)
+        return await self._write(lambda connection: callbacks.defer(connection, claim, due=due))
 
     async def settle_callback(self, claim: CallbackClaim, state: callbacks.Settled) -> bool:
         """Record ``delivered`` or ``failed``; whether the claim was still held."""

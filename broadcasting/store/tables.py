@@ -45,6 +45,10 @@ STATE_LENGTH = 16
 """Width of the status/state/media type columns (the longest value is ``video_note``)."""
 
 
+CLAIM_TOKEN_LENGTH = 32
+"""Width of ``deliveries.claimed_by``: the longest claim token a worker may use."""
+
+
 class UtcDateTime(TypeDecorator[datetime]):
     """A point in time, stored as UTC, returned timezone-aware in UTC.
 
@@ -178,6 +182,10 @@ broadcasts = Table(
     # The completion webhook, and whether it was delivered ("pending", "delivered", "failed").
     Column("callback_url", Text, nullable=True),
     Column("callback_state", String(STATE_LENGTH), nullable=True),
+    # Attempts made so far, and when the webhook is next due (a retry's time, or when the
+    # lease of the server holding it lapses); NULL: due at once.
+    Column("callback_attempts", Integer, nullable=True),
+    Column("callback_next_at", UtcDateTime, nullable=True),
     Index("ix_broadcasts_dispatched", "dispatched"),
     Index("ix_broadcasts_status", "status", "id"),
     # The webhook notifier looks for webhooks not yet delivered or failed.
@@ -199,6 +207,10 @@ deliveries = Table(
     Column("message_id", BigInteger, nullable=True),
     Column("error", Text, nullable=True),
     Column("finished_at", UtcDateTime, nullable=True),
+    # The job that holds a pending recipient (a worker's claim token) and until when: while
+    # the claim lasts no other job sends to it. NULL when nobody holds it (and once final).
+    Column("claimed_by", String(CLAIM_TOKEN_LENGTH), nullable=True),
+    Column("claimed_until", UtcDateTime, nullable=True),
     PrimaryKeyConstraint("broadcast_id", "user_id"),
     Index("ix_deliveries_state", "broadcast_id", "state", "user_id"),
     **MYSQL_TABLE_OPTIONS,

@@ -3,6 +3,21 @@
 ::
 
     tgbroadcast send --target localhost:50051 --message "Hello!" --user-id 111 222 --watch
+    tgbroadcast send --media-type copy --source=-1001234567890:42 --all-users
+    tgbroadcast send --media-type album --parse-mode HTML --tag vip \
+        --album-item "photo:https://cdn.example.com/a.jpg:<b>One</b>" --album-item photo:AgACAgIAAx
+
+Each kind of message says what it needs: ``photo`` and the other media an ``--media-url`` (an
+http(s) URL or a file_id) or a ``--media-file``; ``copy`` and ``forward`` a ``--source``
+(``CHAT_ID:MESSAGE_ID``; write ``--source=-100...:42`` for a channel's negative id);
+``album`` two to ten ``--album-item TYPE:URL_OR_FILE_ID[:CAPTION]`` or an ``--album-file``.
+In an ``--album-item`` the caption follows the first ``:`` after the URL's path begins
+(``photo:https://host:8443/a.jpg:Caption: with colons``), or after a file_id. An
+``--album-file`` is a JSON array of items as the REST body's ``album`` holds them
+(``[{"media_type": "photo", "media_url": "...", "caption": "...", "has_spoiler": true}]``).
+Anything missing or out of place is a usage error (exit 2) before anything is sent.
+``--parse-mode`` takes ``html`` or ``markdown_v2``, or Telegram's ``HTML`` / ``MarkdownV2``,
+in any case.
 
 The API token comes from ``--token``, else ``TGBROADCAST_TOKEN``, else the first of
 ``TGB_SERVER_API_TOKEN`` (the server's own setting, for a shell that runs both). It is sent
@@ -21,13 +36,14 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import os
 import sys
 import time
 from collections.abc import Mapping, Sequence
 from datetime import datetime
 from pathlib import Path
-from typing import Protocol, TextIO
+from typing import Any, Final, Protocol, TextIO
 
 from tgbroadcast.v1 import broadcast_pb2 as pb
 
@@ -36,6 +52,7 @@ from tgbroadcast_client._client import (
     MessageFields,
     enum_name,
     enum_names,
+    media_type_value,
     message_request,
 )
 from tgbroadcast_client._errors import BroadcastClientError, InvalidArgument
@@ -130,7 +147,34 @@ def _parser(environ: Mapping[str, str]) -> argparse.ArgumentParser:
     media.add_argument("--media-url", default="", help="an http(s) URL or a file_id")
     media.add_argument("--media-file", type=Path, help="upload this file as the media")
     parser.add_argument(
-        "--parse-mode", default="", choices=enum_names("ParseMode"), help="default: plain text"
+        "--parse-mode",
+        default="",
+        type=_parse_mode,
+        metavar="MODE",
+        help="html or markdown_v2 (Telegram's HTML / MarkdownV2 too); default: plain text",
+    )
+    parser.add_argument(
+        "--source",
+        type=_source,
+        default=None,
+        metavar="CHAT_ID:MESSAGE_ID",
+        help="for copy and forward: the message to send (--source=-100123:45 for a channel)",
+    )
+    album = parser.add_mutually_exclusive_group()
+    album.add_argument(
+        "--album-item",
+        type=_album_item,
+        action="append",
+        default=[],
+        metavar="TYPE:URL_OR_FILE_ID[:CAPTION]",
+        help="for album: one item (repeat for each, 2-10)",
+    )
+    album.add_argument(
+        "--album-file",
+        type=Path,
+        default=None,
+        metavar="FILE",
+        help="for album: a JSON array of items, as in the REST body's album",
     )
     audience = parser.add_mutually_exclusive_group(required=True)
     audience.add_argument(
@@ -179,7 +223,131 @@ def _timestamp(text: str) -> datetime:
     return value
 
 
+_PARSE_MODES: Final = {
+    "": "",
+    "html": "html",
+    "markdown_v2": "markdown_v2",
+    "markdownv2": "markdown_v2",
+}
+"""Every spelling of a parse mode, case-folded, to ours (``""`` is plain text)."""
+_NEEDS_MEDIA: Final = frozenset(enum_names("MediaType")) - {"text", "copy", "forward", "album"}
+_ALBUM_KEYS: Final = frozenset({"media_type", "media_url", "caption", "has_spoiler"})
+
+
+def _parse_mode(text: str) -> str:
+    mode = _PARSE_MODES.get(text.strip().casefold())
+    if mode is None:
+        raise argparse.ArgumentTypeError(
+            f"unknown parse mode {text!r}: html or markdown_v2 (or HTML, MarkdownV2)"
+        )
+    return mode
+
+
+def _source(text: str) -> pb.MessageRef:
+    chat, sep, message = text.rpartition(":")
+    try:
+        chat_id, message_id = int(chat), int(message)
+    except ValueError:
+        chat_id = message_id = 0
+    if not sep or not chat_id or message_id <= 0:
+        raise argparse.ArgumentTypeError(
+            f"not CHAT_ID:MESSAGE_ID (two whole numbers, the message id positive): {text!r}"
+        )
+    return pb.MessageRef(from_chat_id=chat_id, message_id=message_id)
+
+
+def _album_item(text: str) -> pb.AlbumItem:
+    """``TYPE:URL_OR_FILE_ID[:CAPTION]``: for a URL, the caption follows the first ``:`` after
+    its path begins, so a port (``host:8443``) stays in the URL."""
+    kind, _, rest = text.partition(":")
+    path_at = 0
+    for scheme in ("https://", "http://"):
+        if rest.lower().startswith(scheme):
+            slash = rest.find("/", len(scheme))
+            path_at = len(rest) if slash < 0 else slash
+    colon = rest.find(":", path_at)
+    reference, caption = (rest, "") if colon < 0 else (rest[:colon], rest[colon + 1 :])
+    if not kind or not reference:
+        raise argparse.ArgumentTypeError(f"not TYPE:URL_OR_FILE_ID[:CAPTION]: {text!r}")
+    try:
+        media_type = media_type_value(kind)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"unknown media type {kind!r} in {text!r}; one of {', '.join(_ALBUM_TYPES)}"
+        ) from None
+    return pb.AlbumItem(media_type=media_type, media_url=reference, caption=caption)
+
+
+_ALBUM_TYPES: Final = ("photo", "video", "document", "audio")
+
+
+def _album_from_file(path: Path) -> list[pb.AlbumItem]:
+    """The items of an ``--album-file``; ``ValueError`` naming the file and the bad item."""
+    try:
+        data: Any = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"--album-file {path}: not JSON: {exc}") from None
+    if not isinstance(data, list):
+        raise ValueError(f"--album-file {path}: must be a JSON array of items")
+    items: list[pb.AlbumItem] = []
+    for index, entry in enumerate(data):
+        where = f"--album-file {path}: item [{index}]"
+        if not isinstance(entry, dict):
+            raise ValueError(f"{where} must be an object")
+        unknown = sorted(set(entry) - _ALBUM_KEYS)
+        if unknown:
+            raise ValueError(f"{where}: unknown field {unknown[0]!r}")
+        strings = {k: entry.get(k, "") for k in ("media_type", "media_url", "caption")}
+        if not all(isinstance(v, str) for v in strings.values()):
+            raise ValueError(f"{where}: media_type, media_url and caption must be strings")
+        if not isinstance(entry.get("has_spoiler", False), bool):
+            raise ValueError(f"{where}: has_spoiler must be true or false")
+        if not strings["media_type"] or not strings["media_url"]:
+            raise ValueError(f"{where}: needs media_type and media_url")
+        try:
+            media_type = media_type_value(strings["media_type"])
+        except ValueError as exc:
+            raise ValueError(f"{where}: {exc}") from None
+        items.append(
+            pb.AlbumItem(
+                media_type=media_type,
+                media_url=strings["media_url"],
+                caption=strings["caption"],
+                has_spoiler=entry.get("has_spoiler", False),
+            )
+        )
+    return items
+
+
+def _check_kind(args: argparse.Namespace, album: list[pb.AlbumItem]) -> None:
+    """What the message's kind needs and refuses, as usage errors (``ValueError``)."""
+    kind = args.media_type or "text"
+    has_media = bool(args.media_url) or args.media_file is not None
+    if kind in ("copy", "forward"):
+        if args.source is None:
+            raise ValueError(f"--media-type {kind} needs --source CHAT_ID:MESSAGE_ID")
+    elif args.source is not None:
+        raise ValueError(f"--source is only for --media-type copy or forward, not {kind}")
+    if kind == "album":
+        if not album:
+            raise ValueError("--media-type album needs --album-item (2-10 times) or --album-file")
+    elif album:
+        raise ValueError(
+            f"--album-item and --album-file are only for --media-type album, not {kind}"
+        )
+    if kind in _NEEDS_MEDIA and not has_media:
+        raise ValueError(f"--media-type {kind} needs --media-url or --media-file")
+    if kind not in _NEEDS_MEDIA and has_media:
+        raise ValueError(f"--media-url and --media-file are not for --media-type {kind}")
+
+
 def _request(args: argparse.Namespace) -> pb.SendMessageRequest:
+    if args.media_type == "" and (args.album_item or args.album_file is not None):
+        args.media_type = "album"
+    album: list[pb.AlbumItem] = list(args.album_item)
+    if args.album_file is not None:
+        album = _album_from_file(args.album_file)
+    _check_kind(args, album)
     media_data = b""
     media_filename = ""
     if args.media_file is not None:
@@ -194,6 +362,8 @@ def _request(args: argparse.Namespace) -> pb.SendMessageRequest:
         "media_data": media_data,
         "media_filename": media_filename,
         "parse_mode": args.parse_mode,
+        "album": album,
+        "source": args.source,
         "allow_paid_broadcast": args.paid,
         "idempotency_key": args.idempotency_key,
         "disable_notification": args.silent,

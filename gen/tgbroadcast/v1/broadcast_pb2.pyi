@@ -38,7 +38,9 @@ class _MediaTypeEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_MediaType.V
     MEDIA_TYPE_UNSPECIFIED: _MediaType.ValueType  # 0
     """Treated as MEDIA_TYPE_TEXT."""
     MEDIA_TYPE_TEXT: _MediaType.ValueType  # 1
-    """sendMessage; `message` is the text (1-4096 characters)."""
+    """sendMessage; `message` is the text (1-4096 characters, counted in UTF-16
+    code units as Telegram does).
+    """
     MEDIA_TYPE_PHOTO: _MediaType.ValueType  # 2
     """sendPhoto; `message` is the caption (0-1024 characters)."""
     MEDIA_TYPE_VIDEO: _MediaType.ValueType  # 3
@@ -72,7 +74,9 @@ class MediaType(_MediaType, metaclass=_MediaTypeEnumTypeWrapper):
 MEDIA_TYPE_UNSPECIFIED: MediaType.ValueType  # 0
 """Treated as MEDIA_TYPE_TEXT."""
 MEDIA_TYPE_TEXT: MediaType.ValueType  # 1
-"""sendMessage; `message` is the text (1-4096 characters)."""
+"""sendMessage; `message` is the text (1-4096 characters, counted in UTF-16
+code units as Telegram does).
+"""
 MEDIA_TYPE_PHOTO: MediaType.ValueType  # 2
 """sendPhoto; `message` is the caption (0-1024 characters)."""
 MEDIA_TYPE_VIDEO: MediaType.ValueType  # 3
@@ -257,8 +261,8 @@ class SendMessageRequest(_message.Message):
     `media_data` is required.
     """
     all_users: _builtins.bool
-    """Send to every active user instead of `user_ids`. Exactly one of the two
-    must be given.
+    """Send to every active user instead of `user_ids`. Exactly one of
+    `user_ids`, `all_users` and `filter` must be given.
     """
     allow_paid_broadcast: _builtins.bool
     """Telegram's paid broadcasts: up to the configured paid rate (at most 1000
@@ -273,9 +277,10 @@ class SendMessageRequest(_message.Message):
     media_filename: _builtins.str
     """The file name Telegram shows for `media_data` (documents, audio)."""
     idempotency_key: _builtins.str
-    """A client-chosen key (1-255 printable ASCII characters): a request
-    repeated with the same key and the same fields returns the broadcast the
-    first one created; with other fields it fails with ALREADY_EXISTS.
+    """A client-chosen key (1-255 printable ASCII characters, never expiring):
+    a request repeated with the same key and the same fields returns the
+    broadcast the first one created (`replayed`, nothing written); with other
+    fields it fails with ALREADY_EXISTS.
     """
     parse_mode: Global___ParseMode.ValueType
     """How `message` (text or caption) is formatted."""
@@ -285,18 +290,21 @@ class SendMessageRequest(_message.Message):
     """Forbid forwarding and saving."""
     callback_url: _builtins.str
     """Receives a signed JSON summary when the broadcast ends (see the README:
-    `X-Tgbroadcast-Signature: sha256=<hex HMAC-SHA256 of the body>`).
+    `X-Tgbroadcast-Signature: sha256=<hex HMAC-SHA256 of "<timestamp>.<body>">`
+    with the timestamp from `X-Tgbroadcast-Timestamp`). Needs `webhook.secret`.
     """
     personalize: _builtins.bool
     """Fill `{field}` / `{field|fallback}` placeholders in `message` (and album
     captions) from each recipient's user record: id, username, first_name,
-    last_name, full_name, language_code. Values are escaped for `parse_mode`.
-    `{{` and `}}` are literal braces.
+    last_name, full_name, language_code. Values and fallbacks are escaped
+    for `parse_mode`. `{{` and `}}` are literal braces. A malformed template
+    is refused with INVALID_ARGUMENT.
     """
     @_builtins.property
     def user_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.int]:
-        """Telegram chat ids of the recipients; duplicates are sent once. Ids not
-        yet known are recorded as users.
+        """Telegram chat ids of the recipients (at most `server.max_user_ids`
+        distinct ones); duplicates are sent once. Ids not yet known are recorded
+        as users.
         """
 
     @_builtins.property
@@ -329,7 +337,9 @@ class SendMessageRequest(_message.Message):
 
     @_builtins.property
     def send_at(self) -> _timestamp_pb2.Timestamp:
-        """Start at this time instead of now; the broadcast is SCHEDULED until then."""
+        """Start at this time instead of now; the broadcast is SCHEDULED until then
+        (its recipients are resolved at once). A time in the past means now.
+        """
 
     def __init__(
         self,
@@ -376,11 +386,15 @@ class UserFilter(_message.Message):
     LANGUAGE_CODES_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def tags(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
-        """Users having at least one of these tags."""
+        """Users having at least one of these tags (at most 100; tag rules as in
+        `User.tags`, upper-case letters lower-cased).
+        """
 
     @_builtins.property
     def language_codes(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
-        """Users whose language_code is one of these."""
+        """Users whose language_code is one of these (at most 100, 1-35 letters,
+        digits, `-` or `_`; compared lower-cased).
+        """
 
     def __init__(
         self,
@@ -623,7 +637,7 @@ class SendMessageResponse(_message.Message):
     """The number of distinct recipients resolved from the audience."""
     replayed: _builtins.bool
     """True when an earlier request with the same idempotency key created the
-    broadcast.
+    broadcast; this request wrote nothing.
     """
     def __init__(
         self,
@@ -740,13 +754,16 @@ class Broadcast(_message.Message):
     """Why a FAILED broadcast was stopped."""
     allow_paid_broadcast: _builtins.bool
     idempotency_key: _builtins.str
+    """The SendMessage's idempotency key; empty when none was given."""
     parse_mode: Global___ParseMode.ValueType
+    """The SendMessage's `parse_mode`."""
     callback_url: _builtins.str
+    """The SendMessage's `callback_url`; empty when none was given."""
     @_builtins.property
     def created_at(self) -> _timestamp_pb2.Timestamp: ...
     @_builtins.property
     def finished_at(self) -> _timestamp_pb2.Timestamp:
-        """Set when the broadcast reached COMPLETED or FAILED."""
+        """Set when the broadcast reached COMPLETED, CANCELLED or FAILED."""
 
     @_builtins.property
     def outcome_counts(self) -> _containers.ScalarMap[_builtins.str, _builtins.int]:
@@ -1215,8 +1232,9 @@ class User(_message.Message):
     last_name: _builtins.str
     language_code: _builtins.str
     active: _builtins.bool
-    """Inactive users are left out of `all_users` broadcasts. Output only;
-    UpsertUsers makes a user active.
+    """Inactive users are left out of `all_users` and `filter` broadcasts.
+    Output only; UpsertUsers makes a user active again (and clears
+    `blocked_reason` and `blocked_at`).
     """
     blocked_reason: _builtins.str
     """Why the user is inactive: "blocked" (blocked the bot) or "deactivated"
@@ -1232,8 +1250,9 @@ class User(_message.Message):
 
     @_builtins.property
     def tags(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
-        """Free-form labels (1-64 characters each, at most 100) used by
-        `UserFilter.tags`. An upsert replaces the user's tags.
+        """Labels used by `UserFilter.tags`: 1-64 characters of a-z, 0-9, `_`, `-`,
+        `.` and `:` each (upper-case letters are lower-cased), at most 100. An
+        upsert replaces the user's tags (none given: the user keeps none).
         """
 
     @_builtins.property
@@ -1269,7 +1288,9 @@ class UpsertUsersRequest(_message.Message):
 
     USERS_FIELD_NUMBER: _builtins.int
     @_builtins.property
-    def users(self) -> _containers.RepeatedCompositeFieldContainer[Global___User]: ...
+    def users(self) -> _containers.RepeatedCompositeFieldContainer[Global___User]:
+        """At most 10,000 users; an id given twice is refused."""
+
     def __init__(
         self,
         *,
@@ -1310,7 +1331,9 @@ class ImportUsersRequest(_message.Message):
     USERS_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def users(self) -> _containers.RepeatedCompositeFieldContainer[Global___User]:
-        """One chunk: at most 10,000 users."""
+        """One chunk: at most 10,000 users. An id repeated within a chunk is
+        allowed: the later occurrence wins.
+        """
 
     def __init__(
         self,

@@ -139,7 +139,8 @@ class BroadcastServiceServicer:
         """CancelBroadcast stops a scheduled, queued, running or paused broadcast
         for good: no recipient is sent to after it returns, except sends already
         in flight (at most `worker.concurrency` per worker). Recipients never
-        attempted stay PENDING.
+        attempted stay PENDING; `finished_at` is set. Any other state fails with
+        FAILED_PRECONDITION naming it.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -147,7 +148,8 @@ class BroadcastServiceServicer:
 
     def PauseBroadcast(self, request, context):
         """PauseBroadcast holds a queued or running broadcast: workers stop taking
-        its recipients within a second.
+        its recipients within a second; sends in flight finish and are counted,
+        the others stay PENDING.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -188,15 +190,20 @@ class BroadcastServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def UpsertUsers(self, request, context):
-        """UpsertUsers creates or updates users by Telegram user id.
+        """UpsertUsers creates or updates up to 10,000 users by Telegram user id, in
+        one transaction: one bad user and nothing is written.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def ImportUsers(self, request_iterator, context):
-        """ImportUsers upserts users streamed in chunks (for millions of users);
-        each chunk is committed as it arrives.
+        """ImportUsers upserts users streamed in chunks (for millions of users):
+        each chunk is checked whole and committed in its own transaction as it
+        arrives. The first bad chunk ends the call with INVALID_ARGUMENT naming
+        `chunks[k].users[i]`; it and later chunks are not written, earlier ones
+        stay committed (the message says how many users they held). Re-sending a
+        whole import is safe.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -210,14 +217,14 @@ class BroadcastServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def GetUser(self, request, context):
-        """GetUser returns one user.
+        """GetUser returns one user (NOT_FOUND when unknown).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def DeleteUser(self, request, context):
-        """DeleteUser forgets a user; past deliveries to it are kept.
+        """DeleteUser forgets a user and its tags; past deliveries to it are kept.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -56,11 +56,13 @@ class BroadcastServiceStub:
     """CancelBroadcast stops a scheduled, queued, running or paused broadcast
     for good: no recipient is sent to after it returns, except sends already
     in flight (at most `worker.concurrency` per worker). Recipients never
-    attempted stay PENDING.
+    attempted stay PENDING; `finished_at` is set. Any other state fails with
+    FAILED_PRECONDITION naming it.
     """
     PauseBroadcast: _grpc.UnaryUnaryMultiCallable[_broadcast_pb2.PauseBroadcastRequest, _broadcast_pb2.PauseBroadcastResponse]
     """PauseBroadcast holds a queued or running broadcast: workers stop taking
-    its recipients within a second.
+    its recipients within a second; sends in flight finish and are counted,
+    the others stay PENDING.
     """
     ResumeBroadcast: _grpc.UnaryUnaryMultiCallable[_broadcast_pb2.ResumeBroadcastRequest, _broadcast_pb2.ResumeBroadcastResponse]
     """ResumeBroadcast continues a paused broadcast where it stopped; nobody is
@@ -81,17 +83,23 @@ class BroadcastServiceStub:
     message has no `result` and carries the final status.
     """
     UpsertUsers: _grpc.UnaryUnaryMultiCallable[_broadcast_pb2.UpsertUsersRequest, _broadcast_pb2.UpsertUsersResponse]
-    """UpsertUsers creates or updates users by Telegram user id."""
+    """UpsertUsers creates or updates up to 10,000 users by Telegram user id, in
+    one transaction: one bad user and nothing is written.
+    """
     ImportUsers: _grpc.StreamUnaryMultiCallable[_broadcast_pb2.ImportUsersRequest, _broadcast_pb2.ImportUsersResponse]
-    """ImportUsers upserts users streamed in chunks (for millions of users);
-    each chunk is committed as it arrives.
+    """ImportUsers upserts users streamed in chunks (for millions of users):
+    each chunk is checked whole and committed in its own transaction as it
+    arrives. The first bad chunk ends the call with INVALID_ARGUMENT naming
+    `chunks[k].users[i]`; it and later chunks are not written, earlier ones
+    stay committed (the message says how many users they held). Re-sending a
+    whole import is safe.
     """
     ListUsers: _grpc.UnaryUnaryMultiCallable[_broadcast_pb2.ListUsersRequest, _broadcast_pb2.ListUsersResponse]
     """ListUsers pages through the users, ordered by id."""
     GetUser: _grpc.UnaryUnaryMultiCallable[_broadcast_pb2.GetUserRequest, _broadcast_pb2.GetUserResponse]
-    """GetUser returns one user."""
+    """GetUser returns one user (NOT_FOUND when unknown)."""
     DeleteUser: _grpc.UnaryUnaryMultiCallable[_broadcast_pb2.DeleteUserRequest, _broadcast_pb2.DeleteUserResponse]
-    """DeleteUser forgets a user; past deliveries to it are kept."""
+    """DeleteUser forgets a user and its tags; past deliveries to it are kept."""
 
 @_typing.type_check_only
 class BroadcastServiceAsyncStub(BroadcastServiceStub):
@@ -112,11 +120,13 @@ class BroadcastServiceAsyncStub(BroadcastServiceStub):
     """CancelBroadcast stops a scheduled, queued, running or paused broadcast
     for good: no recipient is sent to after it returns, except sends already
     in flight (at most `worker.concurrency` per worker). Recipients never
-    attempted stay PENDING.
+    attempted stay PENDING; `finished_at` is set. Any other state fails with
+    FAILED_PRECONDITION naming it.
     """
     PauseBroadcast: _aio.UnaryUnaryMultiCallable[_broadcast_pb2.PauseBroadcastRequest, _broadcast_pb2.PauseBroadcastResponse]  # type: ignore[assignment]
     """PauseBroadcast holds a queued or running broadcast: workers stop taking
-    its recipients within a second.
+    its recipients within a second; sends in flight finish and are counted,
+    the others stay PENDING.
     """
     ResumeBroadcast: _aio.UnaryUnaryMultiCallable[_broadcast_pb2.ResumeBroadcastRequest, _broadcast_pb2.ResumeBroadcastResponse]  # type: ignore[assignment]
     """ResumeBroadcast continues a paused broadcast where it stopped; nobody is
@@ -137,17 +147,23 @@ class BroadcastServiceAsyncStub(BroadcastServiceStub):
     message has no `result` and carries the final status.
     """
     UpsertUsers: _aio.UnaryUnaryMultiCallable[_broadcast_pb2.UpsertUsersRequest, _broadcast_pb2.UpsertUsersResponse]  # type: ignore[assignment]
-    """UpsertUsers creates or updates users by Telegram user id."""
+    """UpsertUsers creates or updates up to 10,000 users by Telegram user id, in
+    one transaction: one bad user and nothing is written.
+    """
     ImportUsers: _aio.StreamUnaryMultiCallable[_broadcast_pb2.ImportUsersRequest, _broadcast_pb2.ImportUsersResponse]  # type: ignore[assignment]
-    """ImportUsers upserts users streamed in chunks (for millions of users);
-    each chunk is committed as it arrives.
+    """ImportUsers upserts users streamed in chunks (for millions of users):
+    each chunk is checked whole and committed in its own transaction as it
+    arrives. The first bad chunk ends the call with INVALID_ARGUMENT naming
+    `chunks[k].users[i]`; it and later chunks are not written, earlier ones
+    stay committed (the message says how many users they held). Re-sending a
+    whole import is safe.
     """
     ListUsers: _aio.UnaryUnaryMultiCallable[_broadcast_pb2.ListUsersRequest, _broadcast_pb2.ListUsersResponse]  # type: ignore[assignment]
     """ListUsers pages through the users, ordered by id."""
     GetUser: _aio.UnaryUnaryMultiCallable[_broadcast_pb2.GetUserRequest, _broadcast_pb2.GetUserResponse]  # type: ignore[assignment]
-    """GetUser returns one user."""
+    """GetUser returns one user (NOT_FOUND when unknown)."""
     DeleteUser: _aio.UnaryUnaryMultiCallable[_broadcast_pb2.DeleteUserRequest, _broadcast_pb2.DeleteUserResponse]  # type: ignore[assignment]
-    """DeleteUser forgets a user; past deliveries to it are kept."""
+    """DeleteUser forgets a user and its tags; past deliveries to it are kept."""
 
 class BroadcastServiceServicer(metaclass=_abc_1.ABCMeta):
     """BroadcastService creates broadcasts, reports on them and manages the bot's
@@ -189,7 +205,8 @@ class BroadcastServiceServicer(metaclass=_abc_1.ABCMeta):
         """CancelBroadcast stops a scheduled, queued, running or paused broadcast
         for good: no recipient is sent to after it returns, except sends already
         in flight (at most `worker.concurrency` per worker). Recipients never
-        attempted stay PENDING.
+        attempted stay PENDING; `finished_at` is set. Any other state fails with
+        FAILED_PRECONDITION naming it.
         """
 
     @_abc_1.abstractmethod
@@ -199,7 +216,8 @@ class BroadcastServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_broadcast_pb2.PauseBroadcastResponse, _abc.Awaitable[_broadcast_pb2.PauseBroadcastResponse]]:
         """PauseBroadcast holds a queued or running broadcast: workers stop taking
-        its recipients within a second.
+        its recipients within a second; sends in flight finish and are counted,
+        the others stay PENDING.
         """
 
     @_abc_1.abstractmethod
@@ -250,7 +268,9 @@ class BroadcastServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _broadcast_pb2.UpsertUsersRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_broadcast_pb2.UpsertUsersResponse, _abc.Awaitable[_broadcast_pb2.UpsertUsersResponse]]:
-        """UpsertUsers creates or updates users by Telegram user id."""
+        """UpsertUsers creates or updates up to 10,000 users by Telegram user id, in
+        one transaction: one bad user and nothing is written.
+        """
 
     @_abc_1.abstractmethod
     def ImportUsers(
@@ -258,8 +278,12 @@ class BroadcastServiceServicer(metaclass=_abc_1.ABCMeta):
         request_iterator: _MaybeAsyncIterator[_broadcast_pb2.ImportUsersRequest],
         context: _ServicerContext,
     ) -> _typing.Union[_broadcast_pb2.ImportUsersResponse, _abc.Awaitable[_broadcast_pb2.ImportUsersResponse]]:
-        """ImportUsers upserts users streamed in chunks (for millions of users);
-        each chunk is committed as it arrives.
+        """ImportUsers upserts users streamed in chunks (for millions of users):
+        each chunk is checked whole and committed in its own transaction as it
+        arrives. The first bad chunk ends the call with INVALID_ARGUMENT naming
+        `chunks[k].users[i]`; it and later chunks are not written, earlier ones
+        stay committed (the message says how many users they held). Re-sending a
+        whole import is safe.
         """
 
     @_abc_1.abstractmethod
@@ -276,7 +300,7 @@ class BroadcastServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _broadcast_pb2.GetUserRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_broadcast_pb2.GetUserResponse, _abc.Awaitable[_broadcast_pb2.GetUserResponse]]:
-        """GetUser returns one user."""
+        """GetUser returns one user (NOT_FOUND when unknown)."""
 
     @_abc_1.abstractmethod
     def DeleteUser(
@@ -284,6 +308,6 @@ class BroadcastServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _broadcast_pb2.DeleteUserRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_broadcast_pb2.DeleteUserResponse, _abc.Awaitable[_broadcast_pb2.DeleteUserResponse]]:
-        """DeleteUser forgets a user; past deliveries to it are kept."""
+        """DeleteUser forgets a user and its tags; past deliveries to it are kept."""
 
 def add_BroadcastServiceServicer_to_server(servicer: BroadcastServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

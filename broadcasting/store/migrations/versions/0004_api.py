@@ -1,4 +1,5 @@
-"""The complete API: lifecycle, idempotency, audiences, rich content, user tags, webhooks.
+"""The complete API: lifecycle, idempotency, audiences, rich content, user tags, webhooks,
+per-recipient claims (``deliveries.claimed_by/claimed_until``).
 
 Also drops the foreign key from deliveries to broadcasts: broadcasts are never deleted, and
 checking it cost about 8 s per million recipients on PostgreSQL's bulk path.
@@ -51,6 +52,8 @@ def upgrade() -> None:
         batch.add_column(sa.Column("options", sa.Text(), nullable=True))
         batch.add_column(sa.Column("callback_url", sa.Text(), nullable=True))
         batch.add_column(sa.Column("callback_state", sa.String(STATE_LENGTH), nullable=True))
+        batch.add_column(sa.Column("callback_attempts", sa.Integer(), nullable=True))
+        batch.add_column(sa.Column("callback_next_at", UtcDateTime(), nullable=True))
         batch.create_index("ix_broadcasts_status", ["status", "id"])
         batch.create_index("ix_broadcasts_callback_state", ["callback_state"])
         batch.create_unique_constraint("uq_broadcasts_idempotency_key", ["idempotency_key"])
@@ -70,10 +73,15 @@ def upgrade() -> None:
     )
     with op.batch_alter_table("deliveries") as batch:
         batch.drop_constraint("fk_deliveries_broadcast_id", type_="foreignkey")
+        # Per-recipient claims: the job holding a pending recipient, and until when.
+        batch.add_column(sa.Column("claimed_by", sa.String(32), nullable=True))
+        batch.add_column(sa.Column("claimed_until", UtcDateTime(), nullable=True))
 
 
 def downgrade() -> None:
     with op.batch_alter_table("deliveries") as batch:
+        batch.drop_column("claimed_until")
+        batch.drop_column("claimed_by")
         batch.create_foreign_key(
             "fk_deliveries_broadcast_id", "broadcasts", ["broadcast_id"], ["id"], ondelete="CASCADE"
         )
@@ -86,6 +94,8 @@ def downgrade() -> None:
         batch.drop_constraint("uq_broadcasts_idempotency_key", type_="unique")
         batch.drop_index("ix_broadcasts_callback_state")
         batch.drop_index("ix_broadcasts_status")
+        batch.drop_column("callback_next_at")
+        batch.drop_column("callback_attempts")
         batch.drop_column("callback_state")
         batch.drop_column("callback_url")
         batch.drop_column("options")

@@ -1,0 +1,48 @@
+"""Page tokens: the opaque cursors of every paginated list.
+
+A token is the URL-safe base64 (unpadded) of ``<kind>:<position>``. The kind names the list
+it came from, so a token from one list is refused by another rather than silently
+mis-positioning it; the position is the 64-bit id the next page starts after (or before).
+Tokens are not secret and not signed: a client that forges one only pages its own view
+differently. Anything :func:`decode` does not recognise is refused with the reason, which
+callers report on the ``page_token`` field.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from typing import Final
+
+USERS: Final = "u"
+"""Lists keyed by user id: users, and a broadcast's deliveries."""
+BROADCASTS: Final = "b"
+"""Broadcasts, newest first (the position is the id the next page is before)."""
+
+FIELD: Final = "page_token"
+_INT64_MIN: Final = -(2**63)
+_INT64_MAX: Final = 2**63 - 1
+
+
+def encode(kind: str, position: int) -> str:
+    """The token for the page after ``position`` in the list ``kind``."""
+    return base64.urlsafe_b64encode(f"{kind}:{position}".encode()).decode().rstrip("=")
+
+
+def decode(kind: str, token: str) -> int:
+    """The position ``token`` holds; ``ValueError`` (its message says why, never echoing the
+    token) when it is not a token of the list ``kind`` that this service issued."""
+    try:
+        raw = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)).decode()
+    except (binascii.Error, UnicodeDecodeError, ValueError):
+        raise ValueError("is not a token this service issued (not base64)") from None
+    found, _, value = raw.partition(":")
+    if found != kind:
+        raise ValueError("is not a token this service issued for this list")
+    digits = value.removeprefix("-")
+    if not digits.isascii() or not digits.isdigit():
+        raise ValueError("is not a token this service issued (bad position)")
+    position = int(value)
+    if not _INT64_MIN <= position <= _INT64_MAX:
+        raise ValueError("is not a token this service issued (position out of range)")
+    return position
