@@ -17,7 +17,10 @@ number of processes may migrate the same database at start-up.
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import sqlite3
+import time
 from pathlib import Path
 from typing import Any, Final
 
@@ -27,6 +30,7 @@ from sqlalchemy import event, text
 from sqlalchemy.engine import URL, Connection, make_url
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 from sqlalchemy.pool import ConnectionPoolEntry
+from sqlalchemy.util import await_
 
 logger = logging.getLogger(__name__)
 
@@ -60,6 +64,27 @@ def create_engine(url: str) -> AsyncEngine:
     raise ValueError(f"unsupported database backend {backend!r} (sqlite, postgresql, mysql)")
 
 
+def _enable_wal(cursor: Any) -> None:
+    """``PRAGMA journal_mode = WAL`` on a connection being opened.
+
+    Switching a new database file to WAL needs an exclusive lock, and SQLite answers "database
+    is locked" at once — without its busy handler — when another connection (two processes
+    migrating one new file) switches it at the same moment. Retried, without blocking the event
+    loop, for up to the busy timeout; once the file is in WAL mode the pragma takes no lock.
+    """
+    deadline = time.monotonic() + SQLITE_BUSY_TIMEOUT_MS / 1000
+    delay = 0.005
+    while True:
+        try:
+            cursor.execute("PRAGMA journal_mode = WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() > deadline:
+                raise
+        await_(asyncio.sleep(delay))  # this runs in SQLAlchemy's greenlet, on the event loop
+        delay = min(delay * 2, 0.2)
+
+
 def writer(engine: AsyncEngine) -> AsyncEngine:
     """A view of ``engine`` (same pool) whose transactions are write transactions."""
     return engine.execution_options(**{WRITE_OPTION: True})
@@ -80,7 +105,7 @@ def _sqlite_engine(url: URL) -> AsyncEngine:
         cursor = dbapi_connection.cursor()
         try:
             cursor.execute(f"PRAGMA busy_timeout = {SQLITE_BUSY_TIMEOUT_MS}")
-            cursor.execute("PRAGMA journal_mode = WAL")
+            _enable_wal(cursor)
             cursor.execute("PRAGMA synchronous = NORMAL")
             cursor.execute("PRAGMA foreign_keys = ON")
         finally:
