@@ -201,15 +201,7 @@ def _content(
             violations.append(
                 FieldViolation("media_data", "is only for media; set media_type (e.g. photo)")
             )
-        content_rules.check_text(
-            "message",
-            message,
-            mode=options.parse_mode,
-            limit=TEXT_LIMIT,
-            personalize=request.personalize,
-            required=True,
-            violations=violations,
-        )
+        _check_message(request, options, limit=TEXT_LIMIT, required=True, violations=violations)
         return Content(
             message=message,
             media_type=media_type,
@@ -254,15 +246,7 @@ def _content(
             FieldViolation("message", f"must be empty: {media_type.value} takes no caption")
         )
     else:
-        content_rules.check_text(
-            "message",
-            message,
-            mode=options.parse_mode,
-            limit=CAPTION_LIMIT,
-            personalize=request.personalize,
-            required=False,
-            violations=violations,
-        )
+        _check_message(request, options, limit=CAPTION_LIMIT, violations=violations)
     return Content(
         message=message,
         media_type=media_type,
@@ -270,6 +254,26 @@ def _content(
         media_filename=filename if upload else None,
         allow_paid_broadcast=request.allow_paid_broadcast,
         options=options,
+    )
+
+
+def _check_message(
+    request: SendRequest,
+    options: ContentOptions,
+    *,
+    limit: int,
+    required: bool = False,
+    violations: list[FieldViolation],
+) -> None:
+    """``message`` as a text (``required``) or a caption, formatted by ``options``."""
+    content_rules.check_text(
+        "message",
+        request.message,
+        mode=options.parse_mode,
+        limit=limit,
+        personalize=request.personalize,
+        required=required,
+        violations=violations,
     )
 
 
@@ -320,15 +324,7 @@ def _composite_content(
                     FieldViolation("personalize", "a forward has no text to personalize")
                 )
         else:
-            content_rules.check_text(
-                "message",
-                message,
-                mode=options.parse_mode,
-                limit=CAPTION_LIMIT,
-                personalize=request.personalize,
-                required=False,
-                violations=violations,
-            )
+            _check_message(request, options, limit=CAPTION_LIMIT, violations=violations)
     return Content(
         message=message,
         media_type=media_type,
