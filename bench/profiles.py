@@ -52,13 +52,13 @@ class Profile:
 
 FULL = Profile(
     name="full",
-    limits=((30, 1_000), (300, 2_000)),
-    limit_workers=(1, 2, 4),
+    limits=((30, 1_000), (300, 6_000)),
+    limit_workers=(1, 2, 5),
     overhead_recipients=4_000,
     overhead_workers=(1, 2),
     overhead_repeats=2,
     overhead_backends=("sqlite", "postgres"),
-    paid_recipients=3_000,
+    paid_recipients=15_000,
     paid_workers=(1, 2),
     scale_recipients=1_000_000,
     scale_send_seconds=15.0,

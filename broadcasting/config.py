@@ -87,6 +87,10 @@ class WebhookSettings:
 @dataclass(frozen=True, slots=True, kw_only=True)
 class WorkerSettings:
     concurrency: int
+    """Sends in flight per worker for free broadcasts."""
+    paid_concurrency: int
+    """Sends in flight per worker for paid broadcasts: about the paid rate times a send's
+    round trip (Telegram's answer plus recording it), so 128 carries 1000/s up to 128 ms."""
     max_attempts: int
     content_error_threshold: int
     backoff_base: float
@@ -144,6 +148,7 @@ DEFAULTS: dict[str, dict[str, Any]] = {
     },
     "worker": {
         "concurrency": 32,
+        "paid_concurrency": 128,
         "max_attempts": 5,
         "content_error_threshold": 5,
         "backoff_base": 0.5,
@@ -267,6 +272,9 @@ def _build(values: dict[str, dict[str, Any]], base: Path) -> Settings:
         ),
         worker=WorkerSettings(
             concurrency=_integer(worker["concurrency"], "worker.concurrency", low=1, high=10_000),
+            paid_concurrency=_integer(
+                worker["paid_concurrency"], "worker.paid_concurrency", low=1, high=10_000
+            ),
             max_attempts=_integer(worker["max_attempts"], "worker.max_attempts", low=1, high=100),
             content_error_threshold=_integer(
                 worker["content_error_threshold"], "worker.content_error_threshold", low=1

@@ -3,15 +3,18 @@ simulator does not give): every media type, file_id reuse, and every error mappi
 
 from __future__ import annotations
 
+import gc
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
+from typing import Any
 
 import aiohttp
 import pytest
 from aiogram.exceptions import TelegramNetworkError
 from aiogram.methods import GetMe
 from aiohttp import web
+from pydantic._internal import _generics as pydantic_generics
 
 from broadcasting.errors import (
     ChatMigrated,
@@ -73,6 +76,27 @@ async def test_text_message(simulator: Simulator, sender: TelegramSender) -> Non
         "hello everyone",
     )
     assert (await sender.send(501, Content(message="again"))).message_id == 2
+
+
+async def test_answer_models_are_not_rebuilt_after_garbage_collection(
+    sender: TelegramSender, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """aiogram parametrizes ``Response[...]`` per answer and pydantic caches it weakly: the
+    sender holds the models so a collection does not make the next answer rebuild one."""
+    built: list[object] = []
+    original = pydantic_generics.create_generic_submodel
+
+    def counting(*args: Any, **kwargs: Any) -> Any:
+        built.append(args[0])
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(pydantic_generics, "create_generic_submodel", counting)
+    for text in ("one", "two"):
+        gc.collect()
+        assert (await sender.send(501, Content(message=text))).message_id > 0
+        gc.collect()
+        assert await sender.get_me() == (BOT_ID, f"sim{BOT_ID}_bot")
+    assert built == []
 
 
 @pytest.mark.parametrize("media_type", MEDIA_TYPES)

@@ -66,6 +66,10 @@ FILE_ID_CACHE = 1024
 """Broadcasts whose media file_id a worker keeps in memory (the rest are read from SQL)."""
 
 
+_Status = tuple[float, BroadcastStatus, datetime | None]
+"""When a broadcast's state was read (monotonic seconds), its status and ``resumed_at``."""
+
+
 class Limiter(Protocol):
     """The bot's rate budget (see :mod:`worker.ratelimit`)."""
 
@@ -93,6 +97,7 @@ class Deliverer:
         recorder: ResultRecorder,
         metrics: Metrics,
         concurrency: int,
+        paid_concurrency: int | None = None,
         max_attempts: int,
         content_error_threshold: int = 5,
         backoff_base: float = 0.5,
@@ -105,17 +110,38 @@ class Deliverer:
         self._recorder = recorder
         self._metrics = metrics
         self._sends = asyncio.Semaphore(concurrency)
+        self._paid_sends = asyncio.Semaphore(paid_concurrency or concurrency)
+        self._backlog = 0
+        self._backlog_low = asyncio.Event()
+        self._backlog_low.set()
+        self._backlog_threshold = 0
         self._max_attempts = max_attempts
         self._content_error_threshold = content_error_threshold
         self._backoff_base = backoff_base
         self._backoff_cap = backoff_cap
         self._stopped: set[int] = set()
         self._file_ids: OrderedDict[int, str] = OrderedDict()
-        self._status_read: OrderedDict[int, tuple[float, BroadcastStatus, datetime | None]] = (
-            OrderedDict()
-        )
+        self._status_read: OrderedDict[int, _Status] = OrderedDict()
         """Per broadcast: when its state was last read, its status and ``resumed_at``."""
+        self._status_reads: dict[int, asyncio.Future[_Status | None]] = {}
         self._first_media_send: dict[int, asyncio.Lock] = {}
+
+    @property
+    def backlog(self) -> int:
+        """Recipients handed to :meth:`deliver` still waiting for a send slot."""
+        return self._backlog
+
+    async def backlog_below(self, count: int) -> None:
+        """Return once fewer than ``count`` recipients wait for a send slot."""
+        while self._backlog >= count:
+            self._backlog_low.clear()
+            self._backlog_threshold = count
+            await self._backlog_low.wait()
+
+    def _waiting(self, change: int) -> None:
+        self._backlog += change
+        if self._backlog < self._backlog_threshold:
+            self._backlog_low.set()
 
     def stopped(self, broadcast_id: int) -> bool:
         """Whether this worker saw the broadcast stop (its remaining sends are skipped)."""
@@ -134,17 +160,16 @@ class Deliverer:
         known = self._status_read.get(broadcast_id)
         # A job that read a newer generation than the one remembered: read it again.
         if known is None or now - known[0] >= STATUS_INTERVAL or _newer(broadcast, known[2]):
-            try:
-                latest = await self._store.get_broadcast(broadcast_id)
-            except Exception as exc:
-                logger.warning("reading a broadcast's status failed", extra={"error": repr(exc)})
-                latest = None
-            if latest is not None:
-                known = (now, latest.status, latest.resumed_at)
-                self._status_read[broadcast_id] = known
-                self._status_read.move_to_end(broadcast_id)
-                while len(self._status_read) > FILE_ID_CACHE:
-                    self._status_read.popitem(last=False)
+            # One read at a time per broadcast: the sends that find the state stale at once
+            # all wait for the same read.
+            reading = self._status_reads.get(broadcast_id)
+            if reading is None:
+                reading = asyncio.ensure_future(self._read_status(broadcast_id))
+                self._status_reads[broadcast_id] = reading
+                reading.add_done_callback(lambda _: self._status_reads.pop(broadcast_id, None))
+            known = await asyncio.shield(reading) or known
+            if known is not None and _newer(broadcast, known[2]):  # read before a resume
+                known = await self._read_status(broadcast_id) or known
         if known is None:
             return False
         _, status, resumed_at = known
@@ -152,6 +177,21 @@ class Deliverer:
             self._stopped.add(broadcast_id)
             return True
         return status not in SENDABLE or resumed_at != broadcast.resumed_at
+
+    async def _read_status(self, broadcast_id: int) -> _Status | None:
+        """Read the broadcast's state from SQL and remember it; None if the read failed."""
+        started = time.monotonic()
+        try:
+            latest = await self._store.get_broadcast(broadcast_id)
+        except Exception as exc:
+            logger.warning("reading a broadcast's status failed", extra={"error": repr(exc)})
+            return None
+        known = (started, latest.status, latest.resumed_at)
+        self._status_read[broadcast_id] = known
+        self._status_read.move_to_end(broadcast_id)
+        while len(self._status_read) > FILE_ID_CACHE:
+            self._status_read.popitem(last=False)
+        return known
 
     def forget(self, broadcast_id: int) -> None:
         self._file_ids.pop(broadcast_id, None)
@@ -170,8 +210,15 @@ class Deliverer:
         send could start). ``profile`` fills a personalized broadcast's placeholders
         (``None``: unknown user)."""
         # The slot is held until the outcome is durable: a worker that dies has at most
-        # ``concurrency`` recipients sent (or being sent) but not recorded — the duplicate bound.
-        async with self._sends:
+        # ``concurrency`` (free) plus ``paid_concurrency`` (paid) recipients sent (or being
+        # sent) but not recorded — the duplicate bound.
+        slots = self._paid_sends if broadcast.content.allow_paid_broadcast else self._sends
+        self._waiting(+1)
+        try:
+            await slots.acquire()
+        finally:
+            self._waiting(-1)
+        try:
             # Paused or cancelled while this one waited, or the claim lapsed meanwhile.
             if not claims.holds(user_id) or await self.stopping(broadcast):
                 return False
@@ -181,6 +228,8 @@ class Deliverer:
                 return False
             result, content_error = outcome
             await self._recorder.record(result)
+        finally:
+            slots.release()
         if content_error:
             await self._content_breaker(result)
         return True

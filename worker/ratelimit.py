@@ -3,8 +3,8 @@
 Telegram allows a bot about 30 messages per second (up to 1000 with paid broadcasts), one per
 second per private chat and 20 per minute per group, and answers 429 with ``retry_after``
 when it disagrees. :class:`RateLimiter` holds the bot-wide budget across every worker, paces
-chats within its process, and spreads a 429's pause to every worker. It needs nothing but the
-JetStream server the queue already uses.
+each chat (across every worker while broadcasts overlap), and spreads a 429's pause to every
+worker. It needs nothing but the JetStream server the queue already uses.
 
 Algorithm: GCRA in a KV bucket, with leased blocks of evenly spaced slots
 --------------------------------------------------------------------------
@@ -56,18 +56,23 @@ Guarantees, and their limits
 * **Paid broadcasts** use their own key at ``paid_rate``, independent of the free budget:
   free and paid sends running at once may together reach ``rate + paid_rate`` (configure the
   paid rate as the total minus the free rate to keep a combined ceiling). A pause stops both.
-* **Per chat** (in this process only): consecutive permits for one private chat (positive
-  id) are at least ``chat_interval`` apart, for a group (negative id) ``group_interval``
-  (3 s = 20 per minute, evenly spaced). Across processes chats are not coordinated: each
-  broadcast sends once per chat, so two sends to one chat meet only when two broadcasts reach
-  it at the same moment on different workers — a burst of two, which Telegram tolerates (and
-  a 429, if it comes, pauses and retries). Coordinating it would cost a KV round trip per
-  send (1000 per second on a paid bot).
+* **Per chat**: consecutive permits for one private chat (positive id) are at least
+  ``chat_interval`` apart, for a group (negative id) ``group_interval`` (3 s = 20 per minute,
+  evenly spaced): in a process, a lock per chat queues its callers, each waiting out the
+  interval before asking for a slot; across processes (given ``active_broadcasts``), while
+  more than one broadcast is sending, each slot is first reserved for its chat in the KV
+  bucket ``<PREFIX>_CHATS`` — a chat reserved past the slot hands the slot on and waits (see
+  :mod:`worker.chat_pacing`). With one broadcast each chat gets one message, so chats cost no
+  KV operation. The count of sending broadcasts is polled from SQL about once a second: for
+  up to a second after a second broadcast starts, a chat may get a burst of two (Telegram
+  tolerates it; a 429 pauses and retries). Across machines the spacing relies on the clocks.
 * **Failure.** While NATS is unreachable no new slots are leased: callers wait (fail closed)
   and the leaser retries every second, logging a warning. A pause that cannot be written
   still pauses this process. A cancelled :meth:`RateLimiter.acquire` hands its slot to the
-  next caller of this process; the slot is lost only if nobody takes it in time. An idle
-  limiter costs one KV watch and no timers.
+  next caller of this process; the slot is lost only if nobody takes it in time. A chat
+  that cannot be reserved while contended is not sent to: its caller gives the slot back and
+  retries every second. An idle limiter costs one KV watch and no timers (the count of
+  sending broadcasts is polled only while callers are acquiring).
 
 Give every worker of a bot the same ``rate``, ``paid_rate`` and ``margin`` (the settings
 ``telegram.rate_limit``, ``telegram.paid_rate_limit`` and ``telegram.rate_margin``).
@@ -89,6 +94,15 @@ import nats.errors
 import nats.js.errors
 from nats.js import JetStreamContext, api
 from nats.js.kv import KeyValue
+
+from worker.chat_pacing import (
+    CONTENTION_POLL_INTERVAL,
+    ActiveBroadcasts,
+    ChatPacer,
+    ChatPacerStats,
+    SlotClaim,
+)
+from worker.clock import sleep_until
 
 logger = logging.getLogger(__name__)
 
@@ -130,6 +144,8 @@ class RateLimiterStats:
     """Leased slots never used: late wake-up, inside a pause, caller cancelled, closed."""
     paused_until: float
     """Wall-clock second before which this limiter grants nothing (0 when never paused)."""
+    chat_pacing: ChatPacerStats | None
+    """The cross-process chat pacing's counters (``None`` without it)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -202,11 +218,13 @@ class _Budget:
         self._rtt = 0.002
         self.permits = 0
 
-    async def acquire(self) -> None:
+    async def acquire(self, claim: SlotClaim | None = None) -> None:
         """Return at this caller's slot: at or after it, within the lateness, not paused.
 
         A cancelled caller gives its slot to the next one (or keeps it for the next caller),
-        so cancellation loses a slot only when nobody takes it in time.
+        so cancellation loses a slot only when nobody takes it in time. With ``claim``, each
+        slot is first offered to it: a time instead of ``None`` gives the slot to the next
+        caller, and this one takes a new slot once that time has come.
         """
         retry = False
         while True:
@@ -228,8 +246,19 @@ class _Budget:
                     if future.done() and not future.cancelled():
                         self._give_back(future.result())  # cancelled after it was handed one
                     raise
+            if claim is not None:
+                try:
+                    not_before = await claim(slot)
+                except BaseException:
+                    self._give_back(slot)
+                    raise
+                if not_before is not None:
+                    self._give_back(slot)
+                    await sleep_until(not_before)
+                    retry = True
+                    continue
             try:
-                await _sleep_until(slot)
+                await sleep_until(slot)
             except asyncio.CancelledError:
                 self._give_back(slot)
                 raise
@@ -414,6 +443,8 @@ class RateLimiter:
         chat_interval: float = 1.0,
         group_interval: float = 3.0,
         margin: float = DEFAULT_MARGIN,
+        active_broadcasts: ActiveBroadcasts | None = None,
+        contention_poll_interval: float = CONTENTION_POLL_INTERVAL,
     ) -> None:
         if bot_id <= 0:
             raise ValueError(f"bot_id must be positive, got {bot_id}")
@@ -435,6 +466,17 @@ class RateLimiter:
         self._paid = _Budget(
             shared=self._shared, key=f"{bot_id}.paid", rate=paid_rate, margin=margin, name="paid"
         )
+        self._pacer: ChatPacer | None = None
+        if active_broadcasts is not None and max(chat_interval, group_interval) > 0:
+            self._pacer = ChatPacer(
+                js=js,
+                prefix=prefix,
+                bot_id=bot_id,
+                active_broadcasts=active_broadcasts,
+                lateness=margin * _LATENESS_SHARE,
+                longest_interval=max(chat_interval, group_interval),
+                poll_interval=contention_poll_interval,
+            )
         self._chats: dict[int, _Chat] = {}
         self._next_sweep = 0.0
         self._pause_lock = asyncio.Lock()
@@ -454,6 +496,7 @@ class RateLimiter:
             slots_leased=s.slots_leased,
             slots_lost=s.slots_lost,
             paused_until=s.paused_until,
+            chat_pacing=None if self._pacer is None else self._pacer.stats,
         )
 
     async def __aenter__(self) -> RateLimiter:
@@ -467,6 +510,8 @@ class RateLimiter:
             self._shared.kv = await self._js.create_key_value(config)
         except nats.js.errors.APIError:  # exists with another configuration: use it as is
             self._shared.kv = await self._js.key_value(self._bucket)
+        if self._pacer is not None:
+            await self._pacer.__aenter__()
         watcher = await self._shared.kv.watch(self._pause_key)
         self._watch_task = asyncio.create_task(self._watch(watcher), name="rate-pause-watch")
         return self
@@ -483,13 +528,17 @@ class RateLimiter:
             if task is not None:
                 task.cancel()
         await asyncio.gather(*(t for t in tasks if t is not None), return_exceptions=True)
+        if self._pacer is not None:
+            await self._pacer.__aexit__(exc_type, exc, tb)
 
     async def acquire(self, chat_id: int, *, paid: bool = False) -> None:
         """Return at the moment this caller may send one message to ``chat_id``.
 
         The permit counts against the bot's free budget, or with ``paid`` against the paid
-        one, and keeps the chat's pacing within this process. Never returns during a pause
-        this limiter knows of. Cancellation is safe and loses at most this caller's slot.
+        one, and keeps the chat's pacing within this process, and across processes while
+        more than one broadcast is sending. Never returns during a pause this limiter knows
+        of. Cancellation is safe and loses at most this caller's slot (and, while contended,
+        holds the chat until its reservation ends).
         """
         if self._shared.closed:
             raise RuntimeError("the rate limiter is closed")
@@ -501,12 +550,14 @@ class RateLimiter:
         chat = self._chats.get(chat_id)
         if chat is None:
             chat = self._chats[chat_id] = _Chat()
+        pacer = self._pacer
         chat.users += 1
         try:
-            async with chat.lock:
-                await _sleep_until(chat.ready)
-                await budget.acquire()
-                chat.ready = time.time() + interval
+            async with pacer.sending() if pacer else contextlib.nullcontext(), chat.lock:
+                await sleep_until(chat.ready)
+                claim = pacer.claim(chat_id, interval) if pacer else None
+                await budget.acquire(claim)
+                chat.ready = max(time.time() + interval, claim.until if claim else 0.0)
         finally:
             chat.users -= 1
             self._sweep_chats()
@@ -585,9 +636,3 @@ def _decode_until(data: bytes | None) -> float:
     except (ValueError, AttributeError):
         logger.error("ignoring a malformed pause value")
         return 0.0
-
-
-async def _sleep_until(moment: float) -> None:
-    """Sleep until the wall clock reads ``moment`` (at once if it has passed)."""
-    while (delay := moment - time.time()) > 0:  # noqa: ASYNC110 - a clock, not an event
-        await asyncio.sleep(delay)

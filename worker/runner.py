@@ -36,6 +36,7 @@ async def running_worker(
             rate=settings.telegram.rate_limit,
             paid_rate=settings.telegram.paid_rate_limit,
             margin=settings.telegram.rate_margin,
+            active_broadcasts=store.count_active_broadcasts,
         ) as limiter,
         ResultRecorder(store=store, queue=queue, metrics=metrics) as recorder,
     ):
@@ -48,6 +49,7 @@ async def running_worker(
             recorder=recorder,
             metrics=metrics,
             concurrency=settings.worker.concurrency,
+            paid_concurrency=settings.worker.paid_concurrency,
             max_attempts=settings.worker.max_attempts,
             content_error_threshold=settings.worker.content_error_threshold,
             backoff_base=settings.worker.backoff_base,
@@ -57,12 +59,18 @@ async def running_worker(
             store=store,
             queue=queue,
             deliverer=deliverer,
-            max_jobs=max(2, settings.worker.concurrency // 16),
+            max_jobs=max(2, (settings.worker.concurrency + settings.worker.paid_concurrency) // 16),
             lease=settings.nats.ack_wait,
             heartbeat_interval=settings.nats.ack_wait / 3,
         )
         task = asyncio.create_task(worker.run(), name="worker")
-        logger.info("worker started", extra={"concurrency": settings.worker.concurrency})
+        logger.info(
+            "worker started",
+            extra={
+                "concurrency": settings.worker.concurrency,
+                "paid_concurrency": settings.worker.paid_concurrency,
+            },
+        )
         try:
             yield worker
         finally:

@@ -27,8 +27,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 from broadcasting.errors import NotFound
 from broadcasting.lifecycle import SENDABLE, generation
@@ -54,11 +55,15 @@ class Worker:
         queue: Queue,
         deliverer: Deliverer,
         max_jobs: int,
+        prefetch: int = 100,  # a job of the dispatcher's (batch_size)
         lease: float = 60.0,
         heartbeat_interval: float = 20.0,
         poll_timeout: float = 0.25,
     ) -> None:
-        """``lease``: how long a job's claims on its recipients last unless renewed — the
+        """``max_jobs``: the most jobs in hand at once; ``prefetch``: another job is taken
+        only while fewer recipients than this wait for a send slot (about a job's worth, so
+        the sends never run dry and the jobs in hand stay a few seconds of the rate budget).
+        ``lease``: how long a job's claims on its recipients last unless renewed — the
         queue's AckWait. ``heartbeat_interval``: how often a job in hand reports
         ``in_progress`` and renews its claims (shorter than ``lease``; a third of it)."""
         if not 0 < heartbeat_interval < lease:
@@ -67,6 +72,7 @@ class Worker:
         self._queue = queue
         self._deliverer = deliverer
         self._max_jobs = max_jobs
+        self._prefetch = prefetch
         self._lease = lease
         self._tokens = ClaimTokens()
         self._heartbeat_interval = heartbeat_interval
@@ -88,6 +94,11 @@ class Worker:
                     self._job_done.clear()
                     await self._job_done.wait()
                     continue
+                if active and self._deliverer.backlog >= self._prefetch:
+                    # Enough recipients in hand wait for a send slot: take more jobs only
+                    # when they run low (prefetch follows the rate, not a fixed count).
+                    await self._wait_job_done_or(self._deliverer.backlog_below(self._prefetch))
+                    continue
                 try:
                     jobs = await self._queue.fetch_jobs(max_jobs=free, timeout=self._poll_timeout)
                 except Exception as exc:
@@ -108,6 +119,16 @@ class Worker:
             self._job_done.set()
 
         return done
+
+    async def _wait_job_done_or(self, event: Coroutine[Any, Any, None]) -> None:
+        """Wait for ``event``, a job finishing, or :meth:`stop`."""
+        self._job_done.clear()
+        waits = [asyncio.ensure_future(event), asyncio.ensure_future(self._job_done.wait())]
+        try:
+            await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for wait in waits:
+                wait.cancel()
 
     async def _wait_stopping(self, seconds: float) -> None:
         with contextlib.suppress(TimeoutError):

@@ -1,7 +1,7 @@
 """Scenarios 1 and 3: how close each sender gets to Telegram's limit, and at what cost.
 
 1. **Limit utilisation.** The simulator allows ``L`` messages in any one-second window per
-   bot. The service (with 1, 2, 4 worker processes sharing the budget) and each peer send the
+   bot. The service (with 1, 2, 5 worker processes sharing the budget) and each peer send the
    same recipients, one after the other in the same run.
 3. **Paid broadcast.** The simulator allows 30/s free and 1,000/s with
    ``allow_paid_broadcast``; the service sends a paid broadcast, and so does
@@ -235,7 +235,8 @@ async def paid(bench: Bench) -> Section:
         setup=(
             f"One bot allowed 30/s free and {limit}/s with `allow_paid_broadcast` (the "
             f"simulator enforces both); a paid broadcast to {fmt(count)} recipients with "
-            "`telegram.paid_rate_limit` = 1000 and "
+            "`telegram.paid_rate_limit` = 1000, `worker.paid_concurrency` = 128 (the default) "
+            "and "
             + ", ".join(str(w) for w in profile.paid_workers)
             + " worker processes"
             + (

@@ -387,19 +387,24 @@ class Queue:
             return
         futures: list[asyncio.Future[api.PubAck]] = []
         try:
-            for subject, payload, msg_id in items:
-                futures.append(
-                    await self._js.publish_async(
-                        subject,
-                        payload,
-                        wait_stall=self._publish_timeout,
-                        stream=stream,
-                        headers={_MSG_ID: msg_id},
+            # No ``wait_stall``: nats-py waits for its stall semaphore with asyncio.wait_for,
+            # which yields to the event loop on every message, so the client's flusher wrote
+            # each message with a system call of its own. The timeout covers the whole batch.
+            async with asyncio.timeout(self._publish_timeout):
+                for subject, payload, msg_id in items:
+                    futures.append(
+                        await self._js.publish_async(
+                            subject, payload, stream=stream, headers={_MSG_ID: msg_id}
+                        )
                     )
-                )
             _done, not_done = await asyncio.wait(futures, timeout=self._publish_timeout)
         except nats.errors.Error as exc:
             raise QueueError(f"publishing to {stream} failed: {exc!r}") from exc
+        except TimeoutError:
+            raise QueueError(
+                f"publishing to {stream} stalled: {len(futures)} of {len(items)} sent in "
+                f"{self._publish_timeout:g} s"
+            ) from None
         finally:
             # Cancel what is still waiting and observe every exception (no "never retrieved").
             for future in futures:

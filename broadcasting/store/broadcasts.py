@@ -198,6 +198,12 @@ async def undispatched(
     return list((await connection.scalars(statement)).all())
 
 
+async def count_active(connection: AsyncConnection) -> int:
+    """Broadcasts in an :data:`ACTIVE` status (an index range scan of ``ix_broadcasts_status``)."""
+    statement = select(func.count()).select_from(broadcasts).where(broadcasts.c.status.in_(ACTIVE))
+    return int((await connection.execute(statement)).scalar_one())
+
+
 async def mark_dispatched(connection: AsyncConnection, broadcast_id: int) -> None:
     """Set ``dispatched``; :class:`NotFound` if there is no such broadcast."""
     statement = update(broadcasts).where(broadcasts.c.id == broadcast_id).values(dispatched=True)

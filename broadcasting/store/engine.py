@@ -40,6 +40,9 @@ SQLITE_BUSY_TIMEOUT_MS: Final = 30_000
 WRITE_OPTION: Final = "broadcasting_write"
 """Execution option that marks a connection whose transactions write (``BEGIN IMMEDIATE``)."""
 
+SQLITE_POOL_SIZE: Final = 12
+"""SQLite connections a process keeps open (and as many more it may open for a moment)."""
+
 MIGRATION_LOCK: Final = "tgbroadcast_migrate"
 _PG_MIGRATION_LOCK_KEY: Final = 0x7467_6272_6F61_6463  # "tgbroadc"
 _MYSQL_LOCK_TIMEOUT_S: Final = 300
@@ -96,7 +99,9 @@ def _sqlite_engine(url: URL) -> AsyncEngine:
         raise ValueError("SQLite needs a database file: sqlite+aiosqlite:///path/to/file.db")
     if not database.startswith("file:"):
         Path(database).parent.mkdir(parents=True, exist_ok=True)
-    engine = create_async_engine(url)
+    # Connections kept open: each is a thread of aiosqlite's, so a pool that closes its
+    # overflow would start and stop threads at the send rate.
+    engine = create_async_engine(url, pool_size=SQLITE_POOL_SIZE, max_overflow=SQLITE_POOL_SIZE)
 
     @event.listens_for(engine.sync_engine, "connect")
     def _on_connect(dbapi_connection: Any, _record: ConnectionPoolEntry) -> None:

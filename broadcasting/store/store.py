@@ -175,6 +175,13 @@ class Store:
         async with self._engine.connect() as connection:
             return await broadcasts.undispatched(connection, created_before=created_before)
 
+    async def count_active_broadcasts(self) -> int:
+        """Broadcasts that may be sending now: ``QUEUED`` or ``RUNNING`` (not scheduled,
+        paused or final). One indexed count; the workers' chat pacing polls it (see
+        :mod:`worker.chat_pacing`)."""
+        async with self._engine.connect() as connection:
+            return await broadcasts.count_active(connection)
+
     async def mark_dispatched(self, broadcast_id: int) -> None:
         """Record that every job of the broadcast is queued (idempotent); ``NotFound``."""
         await self._write(lambda connection: broadcasts.mark_dispatched(connection, broadcast_id))

@@ -1,0 +1,147 @@
+"""The Deliverer's own bookkeeping, with stand-ins for the store and Telegram: status reads
+shared by concurrent sends, send slots per tier, and the backlog the worker's prefetch reads."""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import replace
+from datetime import UTC, datetime
+from typing import Any, cast
+
+import pytest
+
+from broadcasting.metrics import Metrics
+from broadcasting.model import Broadcast, BroadcastStatus, Content, DeliveryResult
+from broadcasting.queue import Queue
+from broadcasting.store import Store
+from worker.delivery import Deliverer
+from worker.recorder import ResultRecorder
+from worker.telegram import SentMessage, TelegramSender
+
+NOW = datetime(2026, 11, 24, tzinfo=UTC)
+BROADCAST = Broadcast(
+    id=7, status=BroadcastStatus.RUNNING, content=Content(message="hi"), total=500, sent=0,
+    failed=0, created_at=NOW,
+)  # fmt: skip
+
+
+class SlowStore:
+    """``get_broadcast`` answers only when ``release`` is set, and counts its calls."""
+
+    def __init__(self, broadcast: Broadcast) -> None:
+        self.broadcast = broadcast
+        self.reads = 0
+        self.asked = asyncio.Event()
+        self.release = asyncio.Event()
+
+    async def get_broadcast(self, broadcast_id: int) -> Broadcast:
+        assert broadcast_id == self.broadcast.id
+        self.reads += 1
+        self.asked.set()
+        await self.release.wait()
+        return self.broadcast
+
+
+class GatedSender:
+    """Telegram stand-in: every send waits for ``release``; ``full`` is set once
+    ``expected`` sends are in flight."""
+
+    def __init__(self, expected: int = 1) -> None:
+        self.release = asyncio.Event()
+        self.in_flight = 0
+        self.most_in_flight = 0
+        self.expected = expected
+        self.full = asyncio.Event()
+
+    async def send(self, chat_id: int, content: Content, **_: Any) -> SentMessage:
+        self.in_flight += 1
+        self.most_in_flight = max(self.most_in_flight, self.in_flight)
+        if self.in_flight >= self.expected:
+            self.full.set()
+        await self.release.wait()
+        self.in_flight -= 1
+        return SentMessage(message_id=chat_id, file_id=None)
+
+
+class FreeLimiter:
+    async def acquire(self, chat_id: int, *, paid: bool = False) -> None:
+        return None
+
+    async def pause(self, seconds: float) -> None:
+        return None
+
+
+class ListRecorder:
+    def __init__(self) -> None:
+        self.results: list[DeliveryResult] = []
+
+    async def record(self, result: DeliveryResult) -> None:
+        self.results.append(result)
+
+
+class HoldsAll:
+    def holds(self, user_id: int) -> bool:
+        return True
+
+
+def deliverer(store: object, sender: object, **kwargs: Any) -> Deliverer:
+    return Deliverer(
+        store=cast(Store, store),
+        queue=cast(Queue, object()),
+        sender=cast(TelegramSender, sender),
+        limiter=FreeLimiter(),
+        recorder=cast(ResultRecorder, kwargs.pop("recorder", ListRecorder())),
+        metrics=Metrics(),
+        max_attempts=3,
+        **kwargs,
+    )
+
+
+async def test_sends_that_find_the_status_stale_share_one_read() -> None:
+    store = SlowStore(BROADCAST)
+    subject = deliverer(store, GatedSender(), concurrency=8)
+    checks = [asyncio.create_task(subject.stopping(BROADCAST)) for _ in range(50)]
+    await store.asked.wait()
+    store.release.set()
+    assert await asyncio.gather(*checks) == [False] * 50
+    assert store.reads == 1
+    # Within the interval the remembered state answers without SQL.
+    assert await subject.stopping(BROADCAST) is False
+    assert store.reads == 1
+
+
+async def test_a_job_of_a_newer_generation_does_not_trust_an_older_read() -> None:
+    store = SlowStore(BROADCAST)
+    store.release.set()
+    subject = deliverer(store, GatedSender(), concurrency=8)
+    assert await subject.stopping(BROADCAST) is False
+    resumed = replace(BROADCAST, resumed_at=NOW)
+    store.broadcast = resumed
+    assert await subject.stopping(resumed) is False  # read again: it is the current one
+    assert store.reads == 2
+    assert await subject.stopping(BROADCAST) is True  # the old generation stops
+
+
+@pytest.mark.parametrize(("paid", "slots"), [(False, 3), (True, 5)])
+async def test_each_tier_has_its_slots_and_the_rest_wait_as_backlog(paid: bool, slots: int) -> None:
+    store = SlowStore(replace(BROADCAST, content=Content(message="hi", allow_paid_broadcast=paid)))
+    store.release.set()
+    sender = GatedSender(expected=slots)
+    recorder = ListRecorder()
+    subject = deliverer(store, sender, concurrency=3, paid_concurrency=5, recorder=recorder)
+    sends = [
+        asyncio.create_task(subject.deliver(store.broadcast, user, claims=HoldsAll()))
+        for user in range(1, 21)
+    ]
+    await sender.full.wait()
+    assert subject.backlog == 20 - slots
+    below = asyncio.create_task(subject.backlog_below(10))
+    done, _ = await asyncio.wait([below], timeout=0)
+    assert not done
+    sender.release.set()
+    await below
+    assert subject.backlog < 10
+    assert await asyncio.gather(*sends) == [True] * 20
+    assert sender.most_in_flight == slots
+    assert sorted(r.user_id for r in recorder.results) == list(range(1, 21))
+    assert subject.backlog == 0
