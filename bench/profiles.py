@@ -20,6 +20,8 @@ class Profile:
     # 1. Limit utilisation: (limit per second, recipients) pairs, worker counts.
     limits: tuple[tuple[int, int], ...]
     limit_workers: tuple[int, ...]
+    acceptance: tuple[int, int, int]
+    """The issue's own run: (limit per second, recipients, worker processes)."""
     # 2. Overhead ceiling.
     overhead_recipients: int
     overhead_workers: tuple[int, ...]
@@ -54,6 +56,7 @@ FULL = Profile(
     name="full",
     limits=((30, 1_000), (300, 6_000)),
     limit_workers=(1, 2, 5),
+    acceptance=(50, 1_000, 3),
     overhead_recipients=4_000,
     overhead_workers=(1, 2),
     overhead_repeats=2,
@@ -82,6 +85,7 @@ QUICK = Profile(
     name="quick",
     limits=((30, 150), (300, 1_500)),
     limit_workers=(1, 2),
+    acceptance=(50, 1_000, 3),
     overhead_recipients=3_000,
     overhead_workers=(1, 2),
     overhead_repeats=1,
@@ -110,6 +114,7 @@ SMOKE = Profile(
     name="smoke",
     limits=((300, 150),),
     limit_workers=(1,),
+    acceptance=(300, 60, 2),
     overhead_recipients=300,
     overhead_workers=(1,),
     overhead_repeats=1,

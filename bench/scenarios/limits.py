@@ -86,7 +86,10 @@ async def utilisation(bench: Bench) -> Section:
             + ". Peers are timed from their first send (their imports are not counted), the "
             "service from its HTTP request. *rate / L* is the steady rate (10th to 90th "
             "percentile delivery) over L; *lost* are recipients never accepted; *sender CPU* "
-            "is server + nats-server + workers for the service, the peer's process otherwise."
+            "is server + nats-server + workers for the service, the peer's process otherwise. "
+            "The last table is the issue's own run: "
+            f"{profile.acceptance[2]} worker processes, the simulator at "
+            f"{profile.acceptance[0]}/s, {fmt(profile.acceptance[1])} recipients."
         ),
     )
     ratios: dict[str, dict[str, float | None]] = {}
@@ -109,6 +112,9 @@ async def utilisation(bench: Bench) -> Section:
         if (limit, count) == profile.limits[-1]:
             section.charts.append(_timeline(results, limit))
         section.findings.append(_compare(results, limit))
+    accepted, finding = await _acceptance(bench)
+    section.tables.append(accepted)
+    section.findings.append(finding)
     section.findings.insert(
         0,
         f"Target: the service at {TARGET} of L or more with zero 429s at every worker count: "
@@ -170,6 +176,56 @@ async def _limit_runs(bench: Bench, limit: int, count: int) -> list[RunResult]:
         for peer in peers:
             results.append(await _peer(bench, peer, recipients, limit))
     return results
+
+
+async def _acceptance(bench: Bench) -> tuple[Table, str]:
+    """The issue's own run: ``workers`` processes, the simulator at ``limit`` per second,
+    ``count`` recipients — zero 429s, at least 95 % of the limit, everyone exactly once."""
+    limit, count, workers = bench.profile.acceptance
+    recipients = list(range(1, count + 1))
+    await bench.sim.set_limits(bot=limit)
+    async with (
+        Cluster.start(
+            bench.folder(f"acceptance-{limit}"),
+            bench.sim,
+            ServiceConfig(rate_limit=limit),
+            workers=workers,
+        ) as cluster,
+        ServiceClient.connect(cluster.http_url, cluster.grpc_target) as client,
+    ):
+        progress(f"1. the issue's run: L={limit} with {workers} workers, {count} recipients")
+        result = await service_run(
+            bench,
+            cluster,
+            client,
+            recipients,
+            label=service_label(workers),
+            within=run_timeout(count, limit),
+        )
+    emit("1", f"acceptance L={limit} workers={workers}", result.numbers(limit))
+    d = result.deliveries
+    ratio = d.ratio(limit)
+    met = (
+        ratio is not None
+        and ratio >= TARGET
+        and d.rejected_429 == 0
+        and d.lost == 0
+        and d.duplicates == 0
+    )
+    table = Table(
+        caption=(
+            f"**The issue's run: {workers} worker processes, L = {limit}/s, {fmt(count)} "
+            "recipients**"
+        ),
+        columns=COLUMNS,
+        rows=[row(result, limit)],
+    )
+    finding = (
+        f"The issue's run ({workers} workers, L = {limit}/s, {fmt(count)} recipients): "
+        f"{fmt(ratio, 3)} of L measured by the simulator, {fmt(d.rejected_429)} 429s, "
+        f"{fmt(d.lost)} lost, {fmt(d.duplicates)} duplicates: {verdict(met)}."
+    )
+    return table, finding
 
 
 def _compare(results: list[RunResult], limit: int) -> str:
