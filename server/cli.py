@@ -114,10 +114,10 @@ async def _serve(settings: Settings, command: str) -> None:
         api=command in ("run", "server"),
         workers=1 if command in ("run", "worker") else 0,
     ):
-        # Everything built so far (modules, models, compiled statements) lives as long as the
-        # process: moved out of the collector's sight, a full collection no longer walks it.
-        # That walk took ~150 ms — a stall of the event loop that cost a paid broadcast as
-        # many sends.
+        # What start-up built (modules, models, compiled statements) lives as long as the
+        # process: moved out of the collector's sight (with whatever else exists now), a full
+        # collection no longer walks it. That walk took ~150 ms — a stall of the event loop
+        # that cost a paid broadcast as many sends.
         gc.collect()
         gc.freeze()
         logger.info("ready; stop with Ctrl-C", extra={"command": command})

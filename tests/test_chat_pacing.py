@@ -73,10 +73,15 @@ def pacing(limiter: RateLimiter) -> ChatPacerStats:
     return stats
 
 
+SLACK = 0.05
+"""Seconds a permit's recorded time may lag the permit: it is read when ``acquire`` returns,
+and a loaded machine may run that caller a little late (without pacing the gaps are ~0)."""
+
+
 def assert_spaced(times: list[float], interval: float) -> None:
     ordered = sorted(times)
     gaps = [b - a for a, b in itertools.pairwise(ordered)]
-    assert all(gap >= interval for gap in gaps), (interval, gaps)
+    assert all(gap >= interval - SLACK for gap in gaps), (interval, gaps)
 
 
 # -- across processes -----------------------------------------------------------------------
@@ -247,7 +252,7 @@ async def test_contention_flips_while_sends_wait(embedded_url: str, prefix: str)
         assert pacing(limiter).chat_reservations == 1  # the waiting send reserved its chat
         entry = await kv.get(chat_key(BOT, 1))
         assert entry.value is not None
-        assert float(entry.value) >= granted[1] + interval
+        assert float(entry.value) >= granted[1] + interval - SLACK
 
         waiting = asyncio.create_task(send())
         count.value = 1

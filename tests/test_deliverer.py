@@ -37,9 +37,10 @@ class SlowStore:
     async def get_broadcast(self, broadcast_id: int) -> Broadcast:
         assert broadcast_id == self.broadcast.id
         self.reads += 1
+        answer = self.broadcast  # the state as of the read's start
         self.asked.set()
         await self.release.wait()
-        return self.broadcast
+        return answer
 
 
 class GatedSender:
@@ -122,6 +123,22 @@ async def test_a_job_of_a_newer_generation_does_not_trust_an_older_read() -> Non
     assert await subject.stopping(BROADCAST) is True  # the old generation stops
 
 
+async def test_jobs_of_a_newer_generation_share_one_read_after_a_stale_one() -> None:
+    store = SlowStore(BROADCAST)
+    subject = deliverer(store, GatedSender(), concurrency=8)
+    stale = asyncio.create_task(subject.stopping(BROADCAST))  # its read starts now ...
+    await store.asked.wait()
+    resumed = replace(BROADCAST, resumed_at=NOW)
+    store.broadcast = resumed  # ... and the broadcast is resumed while it runs
+    checks = [asyncio.create_task(subject.stopping(resumed)) for _ in range(20)]
+    await asyncio.sleep(0)
+    store.release.set()
+    assert await asyncio.gather(*checks) == [False] * 20
+    assert store.reads == 2  # the stale read, then one read for all twenty
+    assert await stale is False  # it read the state of its own generation
+    assert await subject.stopping(BROADCAST) is True  # the remembered state is the newer one
+
+
 @pytest.mark.parametrize(("paid", "slots"), [(False, 3), (True, 5)])
 async def test_each_tier_has_its_slots_and_the_rest_wait_as_backlog(paid: bool, slots: int) -> None:
     store = SlowStore(replace(BROADCAST, content=Content(message="hi", allow_paid_broadcast=paid)))
@@ -136,8 +153,8 @@ async def test_each_tier_has_its_slots_and_the_rest_wait_as_backlog(paid: bool, 
     await sender.full.wait()
     assert subject.backlog == 20 - slots
     below = asyncio.create_task(subject.backlog_below(10))
-    done, _ = await asyncio.wait([below], timeout=0)
-    assert not done
+    await asyncio.sleep(0)  # one turn of the loop: it waits, the backlog is 20 - slots
+    assert not below.done()
     sender.release.set()
     await below
     assert subject.backlog < 10

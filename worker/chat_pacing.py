@@ -21,9 +21,10 @@ value and logs a warning.
 
 Algorithm: one reservation per send, written for the send's budget slot
 -----------------------------------------------------------------------
-The bucket ``<PREFIX>_CHATS`` (created idempotently; history 1, file storage, entries expire
-``4 * (1 s + lateness + the longest interval)`` after their write, 16 s by default) holds a
-key per recently contended chat, ``<bot_id>.u<id>`` for a private chat and ``<bot_id>.g<-id>``
+The bucket ``<PREFIX>_CHATS`` (created idempotently; history 1; in memory, as a NATS restart
+that forgets it costs at most one burst of two per chat; entries expire ``4 * (1 s +
+lateness + the longest interval)`` after their write, 16 s by default) holds a key per
+recently contended chat, ``<bot_id>.u<id>`` for a private chat and ``<bot_id>.g<-id>``
 for a group: the wall-clock second before which that chat gets no send. A caller holds its
 chat's in-process lock and has waited out the in-process interval; when the bot's budget
 hands it a slot ``s``, and sends are contended, it reserves the chat for that slot: it
@@ -205,7 +206,7 @@ class ChatPacer:
             description="tgbroadcast chat pacing: the next send time of contended chats",
             history=1,
             ttl=self._ttl,
-            storage=api.StorageType.FILE,
+            storage=api.StorageType.MEMORY,
         )
         try:
             self._kv = await self._js.create_key_value(config)
@@ -340,7 +341,8 @@ class ChatClaim:
         pacer = self._pacer
         if not pacer.contended:
             return None
-        if slot < self._floor:  # known to be reserved past this slot: no KV round trip
+        # The permit comes at the slot, or now if the slot has passed (within the lateness).
+        if max(slot, time.time()) < self._floor:  # reserved past it: no KV round trip
             pacer.waits += 1
             return self._floor
         await sleep_until(slot - RESERVE_AHEAD)
@@ -367,7 +369,7 @@ class ChatClaim:
                 self._floor, self._last, self.until = floor, revision, until
                 return None
             floor, last = await pacer.read(self._key)
-            if floor > slot:
+            if floor > max(slot, time.time()):
                 self._floor, self._last = floor, last
                 pacer.waits += 1
                 return floor

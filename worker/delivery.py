@@ -70,6 +70,9 @@ _Status = tuple[float, BroadcastStatus, datetime | None]
 """When a broadcast's state was read (monotonic seconds), its status and ``resumed_at``."""
 
 
+_Read = tuple[float, "asyncio.Task[_Status | None]"]
+
+
 class Limiter(Protocol):
     """The bot's rate budget (see :mod:`worker.ratelimit`)."""
 
@@ -123,7 +126,8 @@ class Deliverer:
         self._file_ids: OrderedDict[int, str] = OrderedDict()
         self._status_read: OrderedDict[int, _Status] = OrderedDict()
         """Per broadcast: when its state was last read, its status and ``resumed_at``."""
-        self._status_reads: dict[int, asyncio.Future[_Status | None]] = {}
+        self._status_reads: dict[int, _Read] = {}
+        """Per broadcast: the read of its state in progress, and when it started."""
         self._first_media_send: dict[int, asyncio.Lock] = {}
 
     @property
@@ -132,13 +136,15 @@ class Deliverer:
         return self._backlog
 
     async def backlog_below(self, count: int) -> None:
-        """Return once fewer than ``count`` recipients wait for a send slot."""
+        """Return once fewer than ``count`` recipients wait for a send slot. For one waiter
+        at a time (the worker's fetch loop): a later call replaces the threshold."""
         while self._backlog >= count:
             self._backlog_low.clear()
             self._backlog_threshold = count
             await self._backlog_low.wait()
 
     def _waiting(self, change: int) -> None:
+        """A recipient starts (+1) or stops (-1) waiting for a send slot."""
         self._backlog += change
         if self._backlog < self._backlog_threshold:
             self._backlog_low.set()
@@ -162,14 +168,9 @@ class Deliverer:
         if known is None or now - known[0] >= STATUS_INTERVAL or _newer(broadcast, known[2]):
             # One read at a time per broadcast: the sends that find the state stale at once
             # all wait for the same read.
-            reading = self._status_reads.get(broadcast_id)
-            if reading is None:
-                reading = asyncio.ensure_future(self._read_status(broadcast_id))
-                self._status_reads[broadcast_id] = reading
-                reading.add_done_callback(lambda _: self._status_reads.pop(broadcast_id, None))
-            known = await asyncio.shield(reading) or known
+            known = await self._shared_read(broadcast_id) or known
             if known is not None and _newer(broadcast, known[2]):  # read before a resume
-                known = await self._read_status(broadcast_id) or known
+                known = await self._shared_read(broadcast_id, after=now) or known
         if known is None:
             return False
         _, status, resumed_at = known
@@ -177,6 +178,29 @@ class Deliverer:
             self._stopped.add(broadcast_id)
             return True
         return status not in SENDABLE or resumed_at != broadcast.resumed_at
+
+    async def _shared_read(self, broadcast_id: int, *, after: float = 0.0) -> _Status | None:
+        """The broadcast's state from a read of it in progress, or a new one; with
+        ``after``, only a read started at or after that moment (monotonic) is shared."""
+        reading = self._status_reads.get(broadcast_id)
+        if reading is None or reading[0] < after:
+            task = asyncio.create_task(self._read_status(broadcast_id), name="status-read")
+            reading = (time.monotonic(), task)
+            self._status_reads[broadcast_id] = reading
+
+            def forget(_: asyncio.Task[_Status | None], entry: _Read = reading) -> None:
+                if self._status_reads.get(broadcast_id) is entry:
+                    del self._status_reads[broadcast_id]
+
+            task.add_done_callback(forget)
+        return await asyncio.shield(reading[1])
+
+    async def aclose(self) -> None:
+        """Cancel the status reads still in progress (the worker stopped)."""
+        tasks = [task for _, task in self._status_reads.values()]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
 
     async def _read_status(self, broadcast_id: int) -> _Status | None:
         """Read the broadcast's state from SQL and remember it; None if the read failed."""
@@ -187,6 +211,9 @@ class Deliverer:
             logger.warning("reading a broadcast's status failed", extra={"error": repr(exc)})
             return None
         known = (started, latest.status, latest.resumed_at)
+        cached = self._status_read.get(broadcast_id)
+        if cached is not None and cached[0] > started:  # a later read came back first
+            return known
         self._status_read[broadcast_id] = known
         self._status_read.move_to_end(broadcast_id)
         while len(self._status_read) > FILE_ID_CACHE:

@@ -255,6 +255,7 @@ class _Budget:
                 if not_before is not None:
                     self._give_back(slot)
                     await sleep_until(not_before)
+                    await asyncio.sleep(0)  # yield even when that moment has passed
                     retry = True
                     continue
             try:

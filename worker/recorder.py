@@ -6,8 +6,9 @@ Guarantees:
   event (plus the broadcast's finished event, when it completed it) was acknowledged by
   JetStream. A worker acks a job only after every outcome of it was recorded this way.
 * Outcomes from many concurrent sends are written in one transaction (up to ``max_batch``),
-  which is what lets SQLite keep up with hundreds of sends per second. The first outcome
-  waits ``linger`` (50 ms) for others to join it, so commits stay few at any send rate.
+  which is what lets SQLite keep up with hundreds of sends per second. A commit takes the
+  outcomes that arrived while the previous one ran: none waits for company, since a send
+  slot is held until its outcome is recorded.
 * A database or NATS outage does not lose outcomes already in hand: the write is retried
   with capped backoff until it succeeds or the worker is stopped. If the process dies first,
   the job is redelivered and the unrecorded recipients are sent again — the duplicate bound
@@ -43,7 +44,6 @@ class ResultRecorder(AbstractAsyncContextManager["ResultRecorder"]):
         queue: Queue,
         metrics: Metrics,
         max_batch: int = 500,
-        linger: float = 0.05,
         retry_delay: float = 0.2,
         max_retry_delay: float = 10.0,
     ) -> None:
@@ -51,7 +51,6 @@ class ResultRecorder(AbstractAsyncContextManager["ResultRecorder"]):
         self._queue = queue
         self._metrics = metrics
         self._max_batch = max_batch
-        self._linger = linger
         self._retry_delay = retry_delay
         self._max_retry_delay = max_retry_delay
         self._waiting: list[tuple[DeliveryResult, asyncio.Future[None]]] = []
@@ -85,11 +84,9 @@ class ResultRecorder(AbstractAsyncContextManager["ResultRecorder"]):
     async def _run(self) -> None:
         while True:
             await self._wakeup.wait()
-            if len(self._waiting) < self._max_batch and self._linger > 0:
-                # Let a few more outcomes arrive: a commit costs about the same for one
-                # outcome as for fifty, and back-to-back commits of a few each would keep a
-                # worker's CPU busy at any send rate.
-                await asyncio.sleep(self._linger)
+            if not self._waiting:  # all taken by the previous batch
+                self._wakeup.clear()
+                continue
             self._wakeup.clear()
             while self._waiting:
                 batch = self._waiting[: self._max_batch]

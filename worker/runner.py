@@ -81,4 +81,5 @@ async def running_worker(
                 await asyncio.wait_for(task, settings.nats.ack_wait)
             except TimeoutError:
                 logger.warning("jobs in hand did not finish in time; left to other workers")
+            await deliverer.aclose()
             logger.info("worker stopped")

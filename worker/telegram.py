@@ -76,7 +76,7 @@ _PERMANENT: tuple[tuple[type[TelegramAPIError], int], ...] = (
 
 _ORIGINAL = "\nOriginal description: "
 
-RESPONSE_TYPES = (Response[Message], Response[list[Message]], Response[MessageId], Response[User])
+_RESPONSE_MODELS = (Response[Message], Response[list[Message]], Response[MessageId], Response[User])
 """The answer models of the methods the sender calls, held for the life of the process.
 
 aiogram parses every answer as ``Response[<the method's result>]``; pydantic caches such

@@ -27,9 +27,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
-from typing import Any
 
 from broadcasting.errors import NotFound
 from broadcasting.lifecycle import SENDABLE, generation
@@ -78,37 +77,43 @@ class Worker:
         self._heartbeat_interval = heartbeat_interval
         self._poll_timeout = poll_timeout
         self._stopping = asyncio.Event()
-        self._job_done = asyncio.Event()
+        self._wakeup = asyncio.Event()
+        """Set when a job ends, a job's sends start, or :meth:`stop`: the fetch loop looks
+        again."""
+        self._starting = 0
+        """Recipients of jobs in hand whose sends have not started yet (claiming, reading)."""
 
     def stop(self) -> None:
         """Take no new jobs; :meth:`run` returns once the jobs in hand are finished."""
         self._stopping.set()
-        self._job_done.set()
+        self._wakeup.set()
 
     async def run(self) -> None:
         active: set[asyncio.Task[None]] = set()
         try:
             while not self._stopping.is_set():
-                free = self._max_jobs - len(active)
-                if free <= 0:
-                    self._job_done.clear()
-                    await self._job_done.wait()
-                    continue
-                if active and self._deliverer.backlog >= self._prefetch:
-                    # Enough recipients in hand wait for a send slot: take more jobs only
-                    # when they run low (prefetch follows the rate, not a fixed count).
-                    await self._wait_job_done_or(self._deliverer.backlog_below(self._prefetch))
+                # Enough recipients in hand that wait for a send slot (or will soon): take
+                # another job only when they run low, so prefetch follows the send rate.
+                waiting = self._deliverer.backlog + self._starting
+                if len(active) >= self._max_jobs or (active and waiting >= self._prefetch):
+                    self._wakeup.clear()
+                    await self._wait_wakeup_or(self._prefetch - self._starting)
                     continue
                 try:
-                    jobs = await self._queue.fetch_jobs(max_jobs=free, timeout=self._poll_timeout)
+                    jobs = await self._queue.fetch_jobs(max_jobs=1, timeout=self._poll_timeout)
                 except Exception as exc:
                     logger.warning("fetching jobs failed", extra={"error": repr(exc)})
                     await self._wait_stopping(1.0)
                     continue
                 for received in jobs:
+                    self._starting += len(received.job.user_ids)
                     task = asyncio.create_task(self._handle(received), name="job")
                     active.add(task)
                     task.add_done_callback(self._finished(active))
+        except asyncio.CancelledError:
+            for task in active:  # out of time (the runner's ack_wait): JetStream redelivers
+                task.cancel()
+            raise
         finally:
             if active:
                 await asyncio.gather(*active, return_exceptions=True)
@@ -116,14 +121,16 @@ class Worker:
     def _finished(self, active: set[asyncio.Task[None]]) -> Callable[[asyncio.Task[None]], None]:
         def done(task: asyncio.Task[None]) -> None:
             active.discard(task)
-            self._job_done.set()
+            self._wakeup.set()
 
         return done
 
-    async def _wait_job_done_or(self, event: Coroutine[Any, Any, None]) -> None:
-        """Wait for ``event``, a job finishing, or :meth:`stop`."""
-        self._job_done.clear()
-        waits = [asyncio.ensure_future(event), asyncio.ensure_future(self._job_done.wait())]
+    async def _wait_wakeup_or(self, backlog: int) -> None:
+        """Wait until fewer than ``backlog`` recipients wait for a send slot (if that is
+        above zero), or the next :attr:`_wakeup`."""
+        waits: list[asyncio.Future[object]] = [asyncio.ensure_future(self._wakeup.wait())]
+        if backlog > 0:
+            waits.append(asyncio.ensure_future(self._deliverer.backlog_below(backlog)))
         try:
             await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
         finally:
@@ -144,6 +151,14 @@ class Worker:
             margin=self._heartbeat_interval,
         )
         recorded: set[int] = set()
+        not_started = len(job.user_ids)  # counted in ``_starting`` until the sends start
+
+        def sends_started() -> None:
+            nonlocal not_started
+            self._starting -= not_started
+            not_started = 0
+            self._wakeup.set()
+
         stop_heartbeat = asyncio.Event()
         heartbeat = asyncio.create_task(
             self._keep_alive(received, claims, stop_heartbeat), name="job-heartbeat"
@@ -163,7 +178,7 @@ class Worker:
                     extra={"broadcast_id": job.broadcast_id, "status": broadcast.status.value},
                 )
                 await self._republish_final(received)
-            elif not await self._send(received, broadcast, claims, recorded):
+            elif not await self._send(received, broadcast, claims, recorded, sends_started):
                 await self._stop_heartbeat(heartbeat, stop_heartbeat)
                 await self._release(claims, recorded)
                 # Recipients another job holds, or whose claim this one lost: look again.
@@ -190,6 +205,7 @@ class Worker:
             except Exception as nak_exc:
                 logger.warning("nak failed", extra={"error": repr(nak_exc)})
         finally:
+            sends_started()
             heartbeat.cancel()
 
     async def _send(
@@ -198,6 +214,7 @@ class Worker:
         broadcast: Broadcast,
         claims: JobClaims,
         recorded: set[int],
+        sends_started: Callable[[], None],
     ) -> bool:
         """Claim the job's recipients, send to those held and record them (adding them to
         ``recorded``); whether the job is done: every recipient final, or the broadcast
@@ -213,6 +230,7 @@ class Worker:
         if broadcast.content.options.personalize and held:
             profiles = await self._store.profiles(held)
         # Every send finishes (or fails) before the job is settled either way.
+        sends_started()
         outcomes = await asyncio.gather(
             *(
                 self._deliverer.deliver(broadcast, user_id, profiles.get(user_id), claims=claims)

@@ -386,25 +386,28 @@ class Queue:
         if not items:
             return
         futures: list[asyncio.Future[api.PubAck]] = []
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self._publish_timeout  # one deadline for the whole batch
         try:
-            # No ``wait_stall``: nats-py waits for its stall semaphore with asyncio.wait_for,
-            # which yields to the event loop on every message, so the client's flusher wrote
-            # each message with a system call of its own. The timeout covers the whole batch.
-            async with asyncio.timeout(self._publish_timeout):
+            # No ``wait_stall``: on Python 3.11 nats-py's asyncio.wait_for around its stall
+            # semaphore yields to the event loop on every message, so the client's flusher
+            # wrote each message with a system call of its own.
+            async with asyncio.timeout_at(deadline):
                 for subject, payload, msg_id in items:
                     futures.append(
                         await self._js.publish_async(
                             subject, payload, stream=stream, headers={_MSG_ID: msg_id}
                         )
                     )
-            _done, not_done = await asyncio.wait(futures, timeout=self._publish_timeout)
-        except nats.errors.Error as exc:
-            raise QueueError(f"publishing to {stream} failed: {exc!r}") from exc
-        except TimeoutError:
+            _done, not_done = await asyncio.wait(futures, timeout=max(0.0, deadline - loop.time()))
+        except (TimeoutError, nats.js.errors.TooManyStalledMsgsError):
+            # (A deadline met inside nats-py's stall wait comes out as TooManyStalledMsgs.)
             raise QueueError(
                 f"publishing to {stream} stalled: {len(futures)} of {len(items)} sent in "
                 f"{self._publish_timeout:g} s"
             ) from None
+        except nats.errors.Error as exc:
+            raise QueueError(f"publishing to {stream} failed: {exc!r}") from exc
         finally:
             # Cancel what is still waiting and observe every exception (no "never retrieved").
             for future in futures:
