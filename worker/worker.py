@@ -94,8 +94,11 @@ class Worker:
             while not self._stopping.is_set():
                 # Enough recipients in hand that wait for a send slot (or will soon): take
                 # another job only when they run low, so prefetch follows the send rate.
-                waiting = self._deliverer.backlog + self._starting
-                if len(active) >= self._max_jobs or (active and waiting >= self._prefetch):
+                if len(active) >= self._max_jobs:
+                    self._wakeup.clear()
+                    await self._wakeup.wait()
+                    continue
+                if active and self._deliverer.backlog + self._starting >= self._prefetch:
                     self._wakeup.clear()
                     await self._wait_wakeup_or(self._prefetch - self._starting)
                     continue
