@@ -18,29 +18,19 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-import nats
 import pytest
 from nats.js import JetStreamContext, api
 
 from broadcasting.lifecycle import Command
 from broadcasting.model import Content, DeliveryResult, DeliveryState, NewBroadcast
 from broadcasting.store import Store
-from tests.fixtures.nats import isolated_prefix, nats_server_url, wait_until
+from tests.fixtures.nats import isolated_prefix, jetstream, nats_server_url, wait_until
 from worker.chat_pacing import RESERVE_AHEAD, ChatPacerStats, chat_key, chats_bucket
 from worker.ratelimit import DEFAULT_MARGIN, RateLimiter
 
 ROOT = Path(__file__).resolve().parents[1]
 BOT = 4343
 LATENESS = 0.75 * DEFAULT_MARGIN  # how late after its slot the budget grants a permit
-
-
-@asynccontextmanager
-async def jetstream(url: str) -> AsyncIterator[JetStreamContext]:
-    nc = await nats.connect(url, allow_reconnect=False)
-    try:
-        yield nc.jetstream()
-    finally:
-        await nc.close()
 
 
 @pytest.fixture
@@ -65,6 +55,35 @@ class Count:
     async def __call__(self) -> int:
         self.asked += 1
         return self.value
+
+
+@asynccontextmanager
+async def two_limiters(
+    url: str, prefix: str, counts: tuple[int, int], **intervals: float
+) -> AsyncIterator[tuple[RateLimiter, RateLimiter, JetStreamContext]]:
+    """Two limiters of one bot, as two workers (each with its own connection) would hold
+    them, told ``counts`` sending broadcasts; and the first one's JetStream context."""
+    async with (
+        jetstream(url) as js_a,
+        jetstream(url) as js_b,
+        RateLimiter(
+            js=js_a,
+            prefix=prefix,
+            bot_id=BOT,
+            rate=100,
+            active_broadcasts=Count(counts[0]),
+            **intervals,
+        ) as a,
+        RateLimiter(
+            js=js_b,
+            prefix=prefix,
+            bot_id=BOT,
+            rate=100,
+            active_broadcasts=Count(counts[1]),
+            **intervals,
+        ) as b,
+    ):
+        yield a, b, js_a
 
 
 def pacing(limiter: RateLimiter) -> ChatPacerStats:
@@ -266,26 +285,7 @@ async def test_contention_flips_while_sends_wait(embedded_url: str, prefix: str)
 
 async def test_a_reserved_chat_holds_other_limiters(embedded_url: str, prefix: str) -> None:
     interval = 0.4
-    async with (
-        jetstream(embedded_url) as js_a,
-        jetstream(embedded_url) as js_b,
-        RateLimiter(
-            js=js_a,
-            prefix=prefix,
-            bot_id=BOT,
-            rate=100,
-            group_interval=interval,
-            active_broadcasts=Count(2),
-        ) as a,
-        RateLimiter(
-            js=js_b,
-            prefix=prefix,
-            bot_id=BOT,
-            rate=100,
-            group_interval=interval,
-            active_broadcasts=Count(3),
-        ) as b,
-    ):
+    async with two_limiters(embedded_url, prefix, (2, 3), group_interval=interval) as (a, b, _):
         granted: list[float] = []
 
         async def send(limiter: RateLimiter) -> None:
@@ -304,27 +304,8 @@ async def test_a_cancelled_acquire_holds_its_chat_one_interval(
     embedded_url: str, prefix: str
 ) -> None:
     interval = 0.3
-    async with (
-        jetstream(embedded_url) as js_a,
-        jetstream(embedded_url) as js_b,
-        RateLimiter(
-            js=js_a,
-            prefix=prefix,
-            bot_id=BOT,
-            rate=100,
-            chat_interval=interval,
-            active_broadcasts=Count(2),
-        ) as a,
-        RateLimiter(
-            js=js_b,
-            prefix=prefix,
-            bot_id=BOT,
-            rate=100,
-            chat_interval=interval,
-            active_broadcasts=Count(2),
-        ) as b,
-    ):
-        kv = await js_a.key_value(chats_bucket(prefix))
+    async with two_limiters(embedded_url, prefix, (2, 2), chat_interval=interval) as (a, b, js):
+        kv = await js.key_value(chats_bucket(prefix))
         await a.pause(0.5)  # the slot lies ahead, so the chat is reserved before it comes
         paused_at = time.time()
         task = asyncio.create_task(a.acquire(9))

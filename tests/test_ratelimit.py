@@ -22,7 +22,7 @@ import nats.js.errors
 import pytest
 from nats.js import JetStreamContext
 
-from tests.fixtures.nats import nats_server_url, new_prefix, wait_until
+from tests.fixtures.nats import jetstream, nats_server_url, new_prefix, wait_until
 from worker.ratelimit import DEFAULT_MARGIN, RateLimiter, rate_bucket
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -40,15 +40,6 @@ def max_in_window(times: list[float], width: float = 1.0) -> int:
 
 def count_between(times: list[float], start: float, end: float) -> int:
     return sum(1 for t in times if start <= t < end)
-
-
-@asynccontextmanager
-async def jetstream(url: str) -> AsyncIterator[JetStreamContext]:
-    nc = await nats.connect(url, allow_reconnect=False)
-    try:
-        yield nc.jetstream()
-    finally:
-        await nc.close()
 
 
 @pytest.fixture
