@@ -172,7 +172,12 @@ class Dispatcher(AbstractAsyncContextManager["Dispatcher"]):
             batches = self._store.job_batches(broadcast_id, batch_size=self._batch_size)
             async for user_ids in batches:
                 jobs.append(
-                    Job(broadcast_id=broadcast_id, user_ids=user_ids, generation=generation)
+                    Job(
+                        broadcast_id=broadcast_id,
+                        user_ids=user_ids,
+                        generation=generation,
+                        paid=broadcast.content.allow_paid_broadcast,
+                    )
                 )
                 count += len(user_ids)
                 if len(jobs) >= JOBS_PER_PUBLISH:

@@ -151,14 +151,15 @@ async def test_each_tier_has_its_slots_and_the_rest_wait_as_backlog(paid: bool, 
         for user in range(1, 21)
     ]
     await sender.full.wait()
-    assert subject.backlog == 20 - slots
-    below = asyncio.create_task(subject.backlog_below(10))
+    assert subject.backlog(paid=paid) == 20 - slots
+    assert subject.backlog(paid=not paid) == 0  # the other tier's backlog is its own
+    below = asyncio.create_task(subject.backlog_below(10, paid=paid))
     await asyncio.sleep(0)  # one turn of the loop: it waits, the backlog is 20 - slots
     assert not below.done()
     sender.release.set()
     await below
-    assert subject.backlog < 10
+    assert subject.backlog(paid=paid) < 10
     assert await asyncio.gather(*sends) == [True] * 20
     assert sender.most_in_flight == slots
     assert sorted(r.user_id for r in recorder.results) == list(range(1, 21))
-    assert subject.backlog == 0
+    assert subject.backlog(paid=paid) == 0

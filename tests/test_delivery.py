@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
 from collections import Counter
@@ -185,6 +186,25 @@ async def test_paid_broadcasts_pass_the_flag(fast: Stack) -> None:
     free = await broadcast(fast, {"message": "free", "user_ids": [63]})
     assert_watch_complete(await watch(fast, free), {63})
     assert "allow_paid_broadcast" not in fast.simulator.calls[-1].params
+
+
+async def test_a_paid_broadcast_does_not_wait_behind_a_free_ones_jobs(
+    backend: Backend, simulator: Simulator
+) -> None:
+    """Free and paid jobs travel apart: a paid broadcast sent after a long free one is sent
+    at once, while the free one's jobs still wait in the queue for its slow budget."""
+    slow = {**FAST_RETRIES, "TGB_TELEGRAM_RATE_LIMIT": "5"}
+    async with start_stack(backend, simulator, slow) as stack:
+        free = await broadcast(stack, {"message": "free", "user_ids": list(range(1000, 2000))})
+        paid = await broadcast(
+            stack, {"message": "paid", "user_ids": [61, 62, 63], "allow_paid_broadcast": True}
+        )
+        async with asyncio.timeout(60):  # behind the free jobs it would take minutes
+            assert_watch_complete(await watch(stack, paid), {61, 62, 63})
+        _, report = await get(stack, f"/v1/broadcasts/{free}")
+        assert report["pending"] > 500
+        status, _ = await post(stack, f"/v1/broadcasts/{free}/cancel", {})
+        assert status == 200
 
 
 async def test_metrics_count_outcomes_429s_and_permits(fast: Stack) -> None:

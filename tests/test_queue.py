@@ -10,7 +10,7 @@ from datetime import UTC, datetime, timedelta, timezone
 import nats
 import pytest
 from nats.aio.client import Client as NatsClient
-from nats.js import JetStreamContext
+from nats.js import JetStreamContext, api
 
 from broadcasting.model import BroadcastStatus, DeliveryResult, DeliveryState
 from broadcasting.queue import (
@@ -87,7 +87,11 @@ def test_job_codec_round_trip_and_rejects_garbage() -> None:
     job = Job(broadcast_id=9, user_ids=(3, 10, 11))
     assert job.encode() == b'{"broadcast_id":9,"user_ids":[3,10,11]}'
     assert Job.decode(job.encode()) == job
+    paid = Job(broadcast_id=9, user_ids=(3,), generation=2, paid=True)
+    assert paid.encode() == b'{"broadcast_id":9,"user_ids":[3],"generation":2,"paid":true}'
+    assert Job.decode(paid.encode()) == paid
     for bad in (
+        b'{"broadcast_id":9,"user_ids":[1],"paid":"yes"}',
         b"not json",
         b"[]",
         b'{"broadcast_id":9}',
@@ -159,15 +163,57 @@ async def test_streams_and_consumer_are_created_idempotently(
         assert first.names == second.names == names
         jobs = await js.stream_info(names.jobs_stream)
         assert jobs.config.retention == "workqueue"
-        assert jobs.config.subjects == [f"{queue_prefix}.jobs"]
+        assert jobs.config.subjects == [f"{queue_prefix}.jobs", f"{queue_prefix}.jobs.paid"]
         assert jobs.config.duplicate_window == 600
         events = await js.stream_info(names.events_stream)
         assert events.config.retention == "limits"
         assert events.config.subjects == [f"{queue_prefix}.events.*"]
         assert events.config.max_age == 7 * 24 * 3600
-        consumer = await js.consumer_info(names.jobs_stream, "workers")
-        assert consumer.config.ack_wait == 45  # the last process to start wins
-        assert consumer.config.durable_name == "workers"
+        for name, subject in (("workers", "jobs"), ("workers-paid", "jobs.paid")):
+            consumer = await js.consumer_info(names.jobs_stream, name)
+            assert consumer.config.ack_wait == 45  # the last process to start wins
+            assert consumer.config.durable_name == name
+            assert consumer.config.filter_subject == f"{queue_prefix}.{subject}"
+
+
+async def test_a_jobs_stream_of_an_older_version_gains_the_paid_subject(
+    nats_url: str, queue_prefix: str
+) -> None:
+    names = QueueNames(queue_prefix)
+    async with raw_js(nats_url) as (_, js):
+        await js.add_stream(
+            name=names.jobs_stream,
+            subjects=[names.jobs_subject],
+            retention=api.RetentionPolicy.WORK_QUEUE,
+            duplicate_window=600,
+        )
+        await js.publish(names.jobs_subject, Job(broadcast_id=1, user_ids=(5,)).encode())
+        async with Queue.connect(nats_url, prefix=queue_prefix) as queue:
+            info = await js.stream_info(names.jobs_stream)
+            assert info.config.subjects == [names.jobs_subject, names.paid_jobs_subject]
+            (kept,) = await queue.fetch_jobs(max_jobs=5, timeout=2.0)  # queued before: kept
+            assert kept.job.user_ids == (5,)
+            await kept.ack()
+            await queue.publish_jobs([Job(broadcast_id=2, user_ids=(6,), paid=True)])
+            (paid,) = await queue.fetch_jobs(max_jobs=5, timeout=2.0, paid=True)
+            await paid.ack()
+
+
+async def test_paid_and_free_jobs_have_consumers_of_their_own(
+    nats_url: str, queue_prefix: str
+) -> None:
+    free = [Job(broadcast_id=1, user_ids=(i,)) for i in range(1, 4)]
+    paid = Job(broadcast_id=2, user_ids=(7,), paid=True)
+    async with Queue.connect(nats_url, prefix=queue_prefix) as queue:
+        await queue.publish_jobs([*free, paid])  # the paid job queued behind the free ones
+        (first,) = await queue.fetch_jobs(max_jobs=10, timeout=2.0, paid=True)
+        assert first.job == paid
+        await first.ack()
+        assert await queue.fetch_jobs(max_jobs=10, timeout=0.2, paid=True) == []
+        received = await queue.fetch_jobs(max_jobs=10, timeout=2.0)
+        assert [r.job for r in received] == free
+        for r in received:
+            await r.ack()
 
 
 async def test_jobs_round_trip_and_leave_the_stream_after_ack(

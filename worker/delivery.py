@@ -73,6 +73,26 @@ _Status = tuple[float, BroadcastStatus, datetime | None]
 _Read = tuple[float, "asyncio.Task[_Status | None]"]
 
 
+class _Backlog:
+    """A count of recipients waiting for a send slot, and one waiter for it to drop."""
+
+    def __init__(self) -> None:
+        self.count = 0
+        self._threshold = 0
+        self._low = asyncio.Event()
+
+    async def below(self, threshold: int) -> None:
+        while self.count >= threshold:
+            self._low.clear()
+            self._threshold = threshold
+            await self._low.wait()
+
+    def change(self, by: int) -> None:
+        self.count += by
+        if self.count < self._threshold:
+            self._low.set()
+
+
 class Limiter(Protocol):
     """The bot's rate budget (see :mod:`worker.ratelimit`)."""
 
@@ -114,10 +134,8 @@ class Deliverer:
         self._metrics = metrics
         self._sends = asyncio.Semaphore(concurrency)
         self._paid_sends = asyncio.Semaphore(paid_concurrency or concurrency)
-        self._backlog = 0
-        self._backlog_low = asyncio.Event()
-        self._backlog_low.set()
-        self._backlog_threshold = 0
+        self._backlogs = {False: _Backlog(), True: _Backlog()}
+        """Per tier (``True``: paid), the recipients waiting for a send slot."""
         self._max_attempts = max_attempts
         self._content_error_threshold = content_error_threshold
         self._backoff_base = backoff_base
@@ -130,24 +148,15 @@ class Deliverer:
         """Per broadcast: the read of its state in progress, and when it started."""
         self._first_media_send: dict[int, asyncio.Lock] = {}
 
-    @property
-    def backlog(self) -> int:
-        """Recipients handed to :meth:`deliver` still waiting for a send slot."""
-        return self._backlog
+    def backlog(self, *, paid: bool) -> int:
+        """Recipients of free (``paid``: paid) broadcasts handed to :meth:`deliver` that still
+        wait for a send slot."""
+        return self._backlogs[paid].count
 
-    async def backlog_below(self, count: int) -> None:
-        """Return once fewer than ``count`` recipients wait for a send slot. For one waiter
-        at a time (the worker's fetch loop): a later call replaces the threshold."""
-        while self._backlog >= count:
-            self._backlog_low.clear()
-            self._backlog_threshold = count
-            await self._backlog_low.wait()
-
-    def _waiting(self, change: int) -> None:
-        """A recipient starts (+1) or stops (-1) waiting for a send slot."""
-        self._backlog += change
-        if self._backlog < self._backlog_threshold:
-            self._backlog_low.set()
+    async def backlog_below(self, count: int, *, paid: bool) -> None:
+        """Return once fewer than ``count`` recipients of the tier wait for a send slot. For
+        one waiter per tier (the worker's fetch loop): a later call replaces the threshold."""
+        await self._backlogs[paid].below(count)
 
     def stopped(self, broadcast_id: int) -> bool:
         """Whether this worker saw the broadcast stop (its remaining sends are skipped)."""
@@ -239,12 +248,14 @@ class Deliverer:
         # The slot is held until the outcome is durable: a worker that dies has at most
         # ``concurrency`` (free) plus ``paid_concurrency`` (paid) recipients sent (or being
         # sent) but not recorded — the duplicate bound.
-        slots = self._paid_sends if broadcast.content.allow_paid_broadcast else self._sends
-        self._waiting(+1)
+        paid = broadcast.content.allow_paid_broadcast
+        slots = self._paid_sends if paid else self._sends
+        backlog = self._backlogs[paid]
+        backlog.change(+1)
         try:
             await slots.acquire()
         finally:
-            self._waiting(-1)
+            backlog.change(-1)
         try:
             # Paused or cancelled while this one waited, or the claim lapsed meanwhile.
             if not claims.holds(user_id) or await self.stopping(broadcast):

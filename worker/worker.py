@@ -28,6 +28,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
 from broadcasting.errors import NotFound
@@ -42,6 +43,17 @@ logger = logging.getLogger(__name__)
 
 REPUBLISH_WITHIN = DUPLICATE_WINDOW - 60.0
 """Seconds back a redelivered job re-publishes outcomes: inside JetStream's duplicate window."""
+
+
+@dataclass(slots=True)
+class _Tier:
+    """A fetch loop's state: its jobs in hand, their recipients whose sends have not
+    started yet (claiming, reading profiles), and the event that makes it look again (a job
+    ended, a job's sends started, :meth:`Worker.stop`)."""
+
+    jobs: int = 0
+    starting: int = 0
+    wakeup: asyncio.Event = field(default_factory=asyncio.Event)
 
 
 class Worker:
@@ -59,9 +71,10 @@ class Worker:
         heartbeat_interval: float = 20.0,
         poll_timeout: float = 0.25,
     ) -> None:
-        """``max_jobs``: the most jobs in hand at once; ``prefetch``: another job is taken
-        only while fewer recipients than this wait for a send slot (about a job's worth, so
-        the sends never run dry and the jobs in hand stay a few seconds of the rate budget).
+        """``max_jobs``: the most jobs of a tier in hand at once; ``prefetch``: another job of
+        a tier is taken only while fewer of its recipients than this wait for a send slot
+        (about a job's worth, so the sends never run dry and the jobs in hand stay a few
+        seconds of the rate budget).
         ``lease``: how long a job's claims on its recipients last unless renewed — the
         queue's AckWait. ``heartbeat_interval``: how often a job in hand reports
         ``in_progress`` and renews its claims (shorter than ``lease``; a third of it)."""
@@ -77,63 +90,82 @@ class Worker:
         self._heartbeat_interval = heartbeat_interval
         self._poll_timeout = poll_timeout
         self._stopping = asyncio.Event()
-        self._wakeup = asyncio.Event()
-        """Set when a job ends, a job's sends start, or :meth:`stop`: the fetch loop looks
-        again."""
-        self._starting = 0
-        """Recipients of jobs in hand whose sends have not started yet (claiming, reading)."""
+        self._tiers = {False: _Tier(), True: _Tier()}
+        """The fetch loop's state per tier (``True``: paid broadcasts)."""
 
     def stop(self) -> None:
         """Take no new jobs; :meth:`run` returns once the jobs in hand are finished."""
         self._stopping.set()
-        self._wakeup.set()
+        for tier in self._tiers.values():
+            tier.wakeup.set()
 
     async def run(self) -> None:
+        """One fetch loop per tier: free and paid jobs come from consumers of their own, so
+        neither budget waits behind the other's jobs."""
         active: set[asyncio.Task[None]] = set()
+        loops = [
+            asyncio.create_task(self._fetch(paid, active), name=f"fetch-{name}")
+            for paid, name in ((False, "free"), (True, "paid"))
+        ]
         try:
-            while not self._stopping.is_set():
-                # Enough recipients in hand that wait for a send slot (or will soon): take
-                # another job only when they run low, so prefetch follows the send rate.
-                if len(active) >= self._max_jobs:
-                    self._wakeup.clear()
-                    await self._wakeup.wait()
-                    continue
-                if active and self._deliverer.backlog + self._starting >= self._prefetch:
-                    self._wakeup.clear()
-                    await self._wait_wakeup_or(self._prefetch - self._starting)
-                    continue
-                try:
-                    jobs = await self._queue.fetch_jobs(max_jobs=1, timeout=self._poll_timeout)
-                except Exception as exc:
-                    logger.warning("fetching jobs failed", extra={"error": repr(exc)})
-                    await self._wait_stopping(1.0)
-                    continue
-                for received in jobs:
-                    self._starting += len(received.job.user_ids)
-                    task = asyncio.create_task(self._handle(received), name="job")
-                    active.add(task)
-                    task.add_done_callback(self._finished(active))
+            await asyncio.gather(*loops)
         except asyncio.CancelledError:
             for task in active:  # out of time (the runner's ack_wait): JetStream redelivers
                 task.cancel()
             raise
         finally:
+            for loop in loops:
+                loop.cancel()
+            await asyncio.gather(*loops, return_exceptions=True)
             if active:
                 await asyncio.gather(*active, return_exceptions=True)
 
-    def _finished(self, active: set[asyncio.Task[None]]) -> Callable[[asyncio.Task[None]], None]:
+    async def _fetch(self, paid: bool, active: set[asyncio.Task[None]]) -> None:
+        tier = self._tiers[paid]
+        while not self._stopping.is_set():
+            # Enough recipients in hand that wait for a send slot (or will soon): take
+            # another job only when they run low, so prefetch follows the send rate.
+            if tier.jobs >= self._max_jobs:
+                tier.wakeup.clear()
+                await tier.wakeup.wait()
+                continue
+            if tier.jobs and self._deliverer.backlog(paid=paid) + tier.starting >= self._prefetch:
+                tier.wakeup.clear()
+                await self._wait_wakeup_or(paid, self._prefetch - tier.starting)
+                continue
+            try:
+                jobs = await self._queue.fetch_jobs(
+                    max_jobs=1, timeout=self._poll_timeout, paid=paid
+                )
+            except Exception as exc:
+                logger.warning("fetching jobs failed", extra={"error": repr(exc)})
+                await self._wait_stopping(1.0)
+                continue
+            for received in jobs:
+                tier.jobs += 1
+                tier.starting += len(received.job.user_ids)
+                task = asyncio.create_task(self._handle(received, tier), name="job")
+                active.add(task)
+                task.add_done_callback(self._finished(active, tier))
+
+    def _finished(
+        self, active: set[asyncio.Task[None]], tier: _Tier
+    ) -> Callable[[asyncio.Task[None]], None]:
         def done(task: asyncio.Task[None]) -> None:
             active.discard(task)
-            self._wakeup.set()
+            tier.jobs -= 1
+            tier.wakeup.set()
 
         return done
 
-    async def _wait_wakeup_or(self, backlog: int) -> None:
-        """Wait until fewer than ``backlog`` recipients wait for a send slot (if that is
-        above zero), or the next :attr:`_wakeup`."""
-        waits: list[asyncio.Future[object]] = [asyncio.ensure_future(self._wakeup.wait())]
+    async def _wait_wakeup_or(self, paid: bool, backlog: int) -> None:
+        """Wait until fewer than ``backlog`` recipients of the tier wait for a send slot (if
+        that is above zero), or the tier's next wakeup."""
+        waits: list[asyncio.Future[object]] = [
+            asyncio.ensure_future(self._tiers[paid].wakeup.wait())
+        ]
         if backlog > 0:
-            waits.append(asyncio.ensure_future(self._deliverer.backlog_below(backlog)))
+            waits.append(asyncio.ensure_future(self._deliverer.backlog_below(backlog, paid=paid)))
         try:
             await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
         finally:
@@ -144,7 +176,7 @@ class Worker:
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._stopping.wait(), seconds)
 
-    async def _handle(self, received: ReceivedJob) -> None:
+    async def _handle(self, received: ReceivedJob, tier: _Tier) -> None:
         job = received.job
         claims = JobClaims(
             store=self._store,
@@ -158,9 +190,9 @@ class Worker:
 
         def sends_started() -> None:
             nonlocal not_started
-            self._starting -= not_started
+            tier.starting -= not_started
             not_started = 0
-            self._wakeup.set()
+            tier.wakeup.set()
 
         stop_heartbeat = asyncio.Event()
         heartbeat = asyncio.create_task(

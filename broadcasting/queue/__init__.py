@@ -2,9 +2,11 @@
 
 SQL is the truth; this is only transport. Two streams per ``prefix``:
 
-* ``<PREFIX>_JOBS`` — work-queue retention, subject ``<prefix>.jobs``. A job is a batch of
-  recipient ids of one broadcast. All workers pull from ONE durable consumer (``workers``), so
-  a job is delivered to one worker at a time; it leaves the stream when that worker acks it.
+* ``<PREFIX>_JOBS`` — work-queue retention, subjects ``<prefix>.jobs`` (free broadcasts) and
+  ``<prefix>.jobs.paid`` (paid ones). A job is a batch of recipient ids of one broadcast. All
+  workers pull one tier's jobs from ONE durable consumer (``workers``, ``workers-paid``), so
+  a job is delivered to one worker at a time, and a tier's jobs never wait behind the other
+  tier's; a job leaves the stream when its worker acks it.
   A job that is not acked within ``ack_wait`` (worker crashed, or no ``in_progress()``) is
   delivered again, with a higher ``num_delivered``. Jobs are therefore delivered *at least
   once*: workers must skip recipients that are already final in SQL.

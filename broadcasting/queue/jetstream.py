@@ -37,6 +37,7 @@ DUPLICATE_WINDOW = 600.0
 EVENTS_MAX_AGE = 7 * 24 * 3600.0
 """Seconds an event stays in the events stream."""
 WORKERS_CONSUMER = "workers"
+PAID_WORKERS_CONSUMER = "workers-paid"
 MEDIA_MAX_AGE = 7 * 24 * 3600.0
 """Seconds uploaded media is kept for the workers."""
 """The durable pull consumer on the jobs stream shared by every worker."""
@@ -75,6 +76,16 @@ class QueueNames:
     @property
     def jobs_subject(self) -> str:
         return f"{self.prefix}.jobs"
+
+    @property
+    def paid_jobs_subject(self) -> str:
+        return f"{self.prefix}.jobs.paid"
+
+    def jobs_consumer(self, *, paid: bool) -> tuple[str, str]:
+        """The durable consumer of one tier's jobs, and the subject it takes."""
+        if paid:
+            return PAID_WORKERS_CONSUMER, self.paid_jobs_subject
+        return WORKERS_CONSUMER, self.jobs_subject
 
     @property
     def events_wildcard(self) -> str:
@@ -140,8 +151,9 @@ class Queue:
         self._names = names
         self._ack_wait = ack_wait
         self._publish_timeout = publish_timeout
-        self._jobs_sub: JetStreamContext.PullSubscription | None = None
-        self._fetch_lock = asyncio.Lock()
+        self._jobs_subs: dict[bool, JetStreamContext.PullSubscription] = {}
+        """The pull subscription of each tier's consumer (``True``: paid)."""
+        self._fetch_locks = {False: asyncio.Lock(), True: asyncio.Lock()}
         self._media: ObjectStore | None = None
         self._workers_verified_at = 0.0
         # Every open pull subscription: unsubscribed before draining, because a drain waits
@@ -238,7 +250,7 @@ class Queue:
         await self._ensure_stream(
             api.StreamConfig(
                 name=n.jobs_stream,
-                subjects=[n.jobs_subject],
+                subjects=[n.jobs_subject, n.paid_jobs_subject],
                 retention=api.RetentionPolicy.WORK_QUEUE,
                 storage=api.StorageType.FILE,
                 duplicate_window=DUPLICATE_WINDOW,
@@ -254,26 +266,29 @@ class Queue:
                 duplicate_window=DUPLICATE_WINDOW,
             )
         )
-        config = api.ConsumerConfig(
-            durable_name=WORKERS_CONSUMER,
-            name=WORKERS_CONSUMER,
-            deliver_policy=api.DeliverPolicy.ALL,
-            ack_policy=api.AckPolicy.EXPLICIT,
-            ack_wait=self._ack_wait,
-            max_ack_pending=10_000,
-            max_deliver=-1,
-            filter_subject=n.jobs_subject,
-        )
-        try:
-            await self._js.add_consumer(n.jobs_stream, config=config)
-        except nats.js.errors.APIError as exc:
-            raise QueueError(f"cannot create consumer {WORKERS_CONSUMER}: {exc}") from exc
-        self._workers_verified_at = time.monotonic()
-        if self._jobs_sub is None:
-            self._jobs_sub = await self._js.pull_subscribe_bind(
-                consumer=WORKERS_CONSUMER, stream=n.jobs_stream
+        # One consumer per tier (their subjects do not overlap, as a work queue requires):
+        # paid jobs never wait behind the free ones, nor free behind paid.
+        for paid in (False, True):
+            consumer, subject = n.jobs_consumer(paid=paid)
+            config = api.ConsumerConfig(
+                durable_name=consumer,
+                name=consumer,
+                deliver_policy=api.DeliverPolicy.ALL,
+                ack_policy=api.AckPolicy.EXPLICIT,
+                ack_wait=self._ack_wait,
+                max_ack_pending=10_000,
+                max_deliver=-1,
+                filter_subject=subject,
             )
-            self._pull_subs.add(self._jobs_sub)
+            try:
+                await self._js.add_consumer(n.jobs_stream, config=config)
+            except nats.js.errors.APIError as exc:
+                raise QueueError(f"cannot create consumer {consumer}: {exc}") from exc
+            if paid not in self._jobs_subs:
+                sub = await self._js.pull_subscribe_bind(consumer=consumer, stream=n.jobs_stream)
+                self._jobs_subs[paid] = sub
+                self._pull_subs.add(sub)
+        self._workers_verified_at = time.monotonic()
 
     async def _unsubscribe_pulls(self) -> None:
         for sub in list(self._pull_subs):
@@ -335,14 +350,15 @@ class Queue:
             logger.debug("cannot check consumer %s: %r", consumer, exc)
         return True
 
-    async def _verify_workers_consumer(self) -> None:
-        """Re-create the topology if the ``workers`` consumer vanished (rate-limited)."""
+    async def _verify_workers_consumer(self, *, paid: bool) -> None:
+        """Re-create the topology if a tier's consumer vanished (rate-limited)."""
         now = time.monotonic()
         if now - self._workers_verified_at < _VERIFY_INTERVAL:
             return
         self._workers_verified_at = now
-        if not await self._consumer_exists(self._names.jobs_stream, WORKERS_CONSUMER):
-            logger.warning("consumer %s vanished; re-creating it", WORKERS_CONSUMER)
+        consumer, _ = self._names.jobs_consumer(paid=paid)
+        if not await self._consumer_exists(self._names.jobs_stream, consumer):
+            logger.warning("consumer %s vanished; re-creating it", consumer)
             await self._ensure_topology()
 
     async def _ensure_stream(self, config: api.StreamConfig) -> None:
@@ -367,9 +383,17 @@ class Queue:
         Raises ``QueueError`` if any publish was not acknowledged within ``publish_timeout``;
         publishing the same jobs again is then safe (duplicates are dropped).
         """
-        subject = self._names.jobs_subject
+        names = self._names
         await self._publish_all(
-            [(subject, job.encode(), job.msg_id) for job in jobs], self._names.jobs_stream
+            [
+                (
+                    names.paid_jobs_subject if job.paid else names.jobs_subject,
+                    job.encode(),
+                    job.msg_id,
+                )
+                for job in jobs
+            ],
+            names.jobs_stream,
         )
 
     async def publish_events(self, events: Sequence[Event]) -> None:
@@ -433,23 +457,24 @@ class Queue:
         *,
         max_jobs: int,
         timeout: float,  # noqa: ASYNC109 -- JetStream's pull expiry, not a cancel scope
+        paid: bool = False,
     ) -> list[ReceivedJob]:
-        """Up to ``max_jobs`` jobs from the shared consumer, waiting at most ``timeout``.
+        """Up to ``max_jobs`` jobs of free broadcasts (with ``paid``: of paid ones) from the
+        tier's shared consumer, waiting at most ``timeout``.
 
         Returns ``[]`` when none arrived in time. Malformed messages are logged and
-        terminated, never returned. Concurrent calls on one ``Queue`` run one at a time.
-        If the ``workers`` consumer vanished (deleted by an operator), it is re-created.
+        terminated, never returned. Concurrent calls for one tier on one ``Queue`` run one
+        at a time. If the consumer vanished (deleted by an operator), it is re-created.
         """
         if max_jobs < 1:
             raise ValueError("max_jobs must be at least 1")
-        async with self._fetch_lock:
-            sub = self._jobs_sub
-            assert sub is not None
+        async with self._fetch_locks[paid]:
+            sub = self._jobs_subs[paid]
             try:
                 msgs = await sub.fetch(batch=max_jobs, timeout=timeout)
             except TimeoutError:
                 # Old servers answer a pull on a deleted consumer with silence.
-                await self._verify_workers_consumer()
+                await self._verify_workers_consumer(paid=paid)
                 return []
             except nats.js.errors.APIError as exc:
                 # Newer servers answer it with 503 (no responders).

@@ -22,11 +22,14 @@ class Job:
 
     ``generation`` is the broadcast's job generation when the job was cut (0 until it is
     first resumed; see :mod:`broadcasting.lifecycle`): workers drop jobs of an older one.
+    ``paid``: the broadcast is a paid one; its jobs travel apart from the free ones, so the
+    two budgets never wait for each other's jobs.
     """
 
     broadcast_id: int
     user_ids: tuple[int, ...]
     generation: int = 0
+    paid: bool = False
 
     def __post_init__(self) -> None:
         if not _is_int(self.broadcast_id) or self.broadcast_id < 1:
@@ -51,6 +54,8 @@ class Job:
         obj: dict[str, Any] = {"broadcast_id": self.broadcast_id, "user_ids": list(self.user_ids)}
         if self.generation:
             obj["generation"] = self.generation
+        if self.paid:
+            obj["paid"] = True
         return _dumps(obj)
 
     @classmethod
@@ -61,10 +66,14 @@ class Job:
         if not isinstance(user_ids, list):
             raise ValueError("user_ids must be a list")
         generation = _get_int(obj, "generation") if "generation" in obj else 0
+        paid = obj.get("paid", False)
+        if not isinstance(paid, bool):
+            raise ValueError("paid must be a boolean")
         return cls(
             broadcast_id=_get_int(obj, "broadcast_id"),
             user_ids=tuple(user_ids),
             generation=generation,
+            paid=paid,
         )
 
 
