@@ -58,32 +58,30 @@ class Count:
 
 
 @asynccontextmanager
+async def one_limiter(
+    url: str, prefix: str, count: Count, **options: float
+) -> AsyncIterator[tuple[RateLimiter, JetStreamContext]]:
+    """A limiter of the bot on a connection of its own, told ``count`` sending broadcasts."""
+    async with (
+        jetstream(url) as js,
+        RateLimiter(
+            js=js, prefix=prefix, bot_id=BOT, active_broadcasts=count, **options
+        ) as limiter,
+    ):
+        yield limiter, js
+
+
+@asynccontextmanager
 async def two_limiters(
     url: str, prefix: str, counts: tuple[int, int], **intervals: float
 ) -> AsyncIterator[tuple[RateLimiter, RateLimiter, JetStreamContext]]:
-    """Two limiters of one bot, as two workers (each with its own connection) would hold
-    them, told ``counts`` sending broadcasts; and the first one's JetStream context."""
+    """Two limiters of one bot, as two workers would hold them, told ``counts`` sending
+    broadcasts; and the first one's JetStream context."""
     async with (
-        jetstream(url) as js_a,
-        jetstream(url) as js_b,
-        RateLimiter(
-            js=js_a,
-            prefix=prefix,
-            bot_id=BOT,
-            rate=100,
-            active_broadcasts=Count(counts[0]),
-            **intervals,
-        ) as a,
-        RateLimiter(
-            js=js_b,
-            prefix=prefix,
-            bot_id=BOT,
-            rate=100,
-            active_broadcasts=Count(counts[1]),
-            **intervals,
-        ) as b,
+        one_limiter(url, prefix, Count(counts[0]), rate=100, **intervals) as (a, js),
+        one_limiter(url, prefix, Count(counts[1]), rate=100, **intervals) as (b, _),
     ):
-        yield a, b, js_a
+        yield a, b, js
 
 
 def pacing(limiter: RateLimiter) -> ChatPacerStats:
@@ -203,18 +201,14 @@ async def test_processes_space_shared_chats_while_contended(
 async def test_uncontended_sends_cost_no_kv_operation(embedded_url: str, prefix: str) -> None:
     chat_interval, group_interval = 0.2, 0.3
     count = Count(1)
-    async with (
-        jetstream(embedded_url) as js,
-        RateLimiter(
-            js=js,
-            prefix=prefix,
-            bot_id=BOT,
-            rate=200,
-            chat_interval=chat_interval,
-            group_interval=group_interval,
-            active_broadcasts=count,
-        ) as limiter,
-    ):
+    async with one_limiter(
+        embedded_url,
+        prefix,
+        count,
+        rate=200,
+        chat_interval=chat_interval,
+        group_interval=group_interval,
+    ) as (limiter, _):
         granted: dict[int, list[float]] = {}
 
         async def send(chat_id: int) -> None:
@@ -236,18 +230,9 @@ async def test_uncontended_sends_cost_no_kv_operation(embedded_url: str, prefix:
 async def test_contention_flips_while_sends_wait(embedded_url: str, prefix: str) -> None:
     interval = 0.6
     count = Count(1)
-    async with (
-        jetstream(embedded_url) as js,
-        RateLimiter(
-            js=js,
-            prefix=prefix,
-            bot_id=BOT,
-            rate=100,
-            chat_interval=interval,
-            active_broadcasts=count,
-            contention_poll_interval=0.05,
-        ) as limiter,
-    ):
+    async with one_limiter(
+        embedded_url, prefix, count, rate=100, chat_interval=interval, contention_poll_interval=0.05
+    ) as (limiter, js):
         kv = await js.key_value(chats_bucket(prefix))
         granted: list[float] = []
 
@@ -330,16 +315,9 @@ async def test_a_cancelled_acquire_holds_its_chat_one_interval(
 
 async def test_unreachable_bucket_holds_contended_sends(embedded_url: str, prefix: str) -> None:
     interval = 0.2
-    async with (
-        jetstream(embedded_url) as js,
-        RateLimiter(
-            js=js,
-            prefix=prefix,
-            bot_id=BOT,
-            rate=100,
-            chat_interval=interval,
-            active_broadcasts=Count(2),
-        ) as limiter,
+    async with one_limiter(embedded_url, prefix, Count(2), rate=100, chat_interval=interval) as (
+        limiter,
+        js,
     ):
         await limiter.acquire(3)
         assert pacing(limiter).chat_reservations == 1
