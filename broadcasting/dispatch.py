@@ -41,6 +41,8 @@ from broadcasting.store import Store
 
 logger = logging.getLogger(__name__)
 
+JOB_SIZE = 100
+"""Recipients per job (a worker takes more jobs while fewer than this wait to be sent)."""
 JOBS_PER_PUBLISH = 500
 
 
@@ -52,7 +54,7 @@ class Dispatcher(AbstractAsyncContextManager["Dispatcher"]):
         *,
         store: Store,
         queue: Queue,
-        batch_size: int = 100,
+        batch_size: int = JOB_SIZE,
         retry_delay: float = 1.0,
         max_retry_delay: float = 30.0,
         sweep_interval: float = 15.0,

@@ -9,14 +9,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
-import json
-import sys
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
 
 import pytest
 from nats.js import JetStreamContext, api
@@ -25,10 +22,10 @@ from broadcasting.lifecycle import Command
 from broadcasting.model import Content, DeliveryResult, DeliveryState, NewBroadcast
 from broadcasting.store import Store
 from tests.fixtures.nats import isolated_prefix, jetstream, nats_server_url, wait_until
+from tests.fixtures.probes import probes
 from worker.chat_pacing import RESERVE_AHEAD, ChatPacerStats, chat_key, chats_bucket
 from worker.ratelimit import DEFAULT_MARGIN, RateLimiter
 
-ROOT = Path(__file__).resolve().parents[1]
 BOT = 4343
 LATENESS = 0.75 * DEFAULT_MARGIN  # how late after its slot the budget grants a permit
 
@@ -104,65 +101,6 @@ def assert_spaced(times: list[float], interval: float) -> None:
 # -- across processes -----------------------------------------------------------------------
 
 
-class Probe:
-    """One ``chat_pacing_probe`` process and what it reported."""
-
-    def __init__(self, process: asyncio.subprocess.Process, log: Path) -> None:
-        self.process = process
-        self.log = log
-        self.permits: dict[int, list[float]] = {}
-        self.stats: dict[str, Any] = {}
-        self.ready = asyncio.Event()
-        self.reader = asyncio.create_task(self._read())
-
-    async def _read(self) -> None:
-        assert self.process.stdout is not None
-        async for line in self.process.stdout:
-            obj = json.loads(line)
-            if "permit" in obj:
-                self.permits.setdefault(obj["chat"], []).append(obj["permit"])
-            elif "stats" in obj:
-                self.stats = obj["stats"]
-            elif obj.get("ready"):
-                self.ready.set()
-
-    async def finish(self) -> None:
-        await asyncio.wait_for(self.reader, 30)
-        assert await self.process.wait() == 0, self.log.read_text()
-
-
-@asynccontextmanager
-async def probes(tmp_path: Path, count: int, *args: str) -> AsyncIterator[list[Probe]]:
-    """``count`` probe processes with ``args``, each with its limiter ready, not started."""
-    started: list[Probe] = []
-    try:
-        for i in range(count):
-            log = tmp_path / f"probe-{i}.log"
-            with log.open("wb") as stderr:
-                process = await asyncio.create_subprocess_exec(
-                    *(sys.executable, "-m", "tests.chat_pacing_probe", *args),
-                    stdin=asyncio.subprocess.PIPE,
-                    stdout=asyncio.subprocess.PIPE,
-                    stderr=stderr,
-                    cwd=ROOT,
-                )
-            started.append(Probe(process, log))
-        for probe in started:
-            ready = asyncio.create_task(probe.ready.wait())
-            await asyncio.wait({ready, probe.reader}, timeout=30, return_when="FIRST_COMPLETED")
-            ready.cancel()
-            assert probe.ready.is_set(), probe.log.read_text()
-        yield started
-    finally:
-        for probe in started:
-            if probe.process.returncode is None:
-                probe.process.kill()
-                await probe.process.wait()
-            probe.reader.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await probe.reader
-
-
 async def test_processes_space_shared_chats_while_contended(
     nats_url: str, queue_prefix: str, tmp_path: Path
 ) -> None:
@@ -174,15 +112,14 @@ async def test_processes_space_shared_chats_while_contended(
         *("--chat-interval", str(chat_interval), "--group-interval", str(group_interval)),
         *("--active-broadcasts", "2"),
     ]
-    async with probes(tmp_path, 2, *args) as started:
-        start = f"{time.time() + 0.1!r}\n".encode()
+    async with probes(tmp_path, 2, "tests.chat_pacing_probe", *args) as started:
+        start = time.time() + 0.1
         for probe in started:
-            assert probe.process.stdin is not None
-            probe.process.stdin.write(start)
+            probe.start_at(start)
         for probe in started:
             await probe.finish()
     for chat in chats:
-        merged = [t for probe in started for t in probe.permits[chat]]
+        merged = [t for probe in started for t in probe.chat_permits[chat]]
         assert len(merged) == 2 * rounds
         assert_spaced(merged, chat_interval if chat > 0 else group_interval)
     for probe in started:

@@ -9,11 +9,8 @@ import asyncio
 import bisect
 import contextlib
 import itertools
-import json
-import sys
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Hashable
-from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import TypeVar, cast
 
@@ -23,9 +20,9 @@ import pytest
 from nats.js import JetStreamContext
 
 from tests.fixtures.nats import jetstream, nats_server_url, new_prefix, wait_until
+from tests.fixtures.probes import probes
 from worker.ratelimit import DEFAULT_MARGIN, RateLimiter, rate_bucket
 
-ROOT = Path(__file__).resolve().parents[1]
 BOT = 4242
 PROPAGATION = 0.1  # a pause must reach other processes within this many seconds
 
@@ -61,74 +58,11 @@ async def embedded_url(tmp_path: Path) -> AsyncIterator[str]:
         yield url
 
 
-class Probe:
-    """One ``ratelimit_probe`` process and what it reported."""
-
-    def __init__(self, process: asyncio.subprocess.Process, log: Path) -> None:
-        self.process = process
-        self.log = log
-        self.permits: list[float] = []
-        self.stats: dict[str, float] = {}
-        self.ready = asyncio.Event()
-        self.reader = asyncio.create_task(self._read())
-
-    async def _read(self) -> None:
-        assert self.process.stdout is not None
-        async for line in self.process.stdout:
-            obj = json.loads(line)
-            if "permit" in obj:
-                self.permits.append(obj["permit"])
-            elif "stats" in obj:
-                self.stats = obj["stats"]
-            elif obj.get("ready"):
-                self.ready.set()
-
-    def start_at(self, moment: float) -> None:
-        assert self.process.stdin is not None
-        self.process.stdin.write(f"{moment!r}\n".encode())
-
-    async def finish(self) -> None:
-        await asyncio.wait_for(self.reader, 30)
-        code = await self.process.wait()
-        assert code == 0, self.log.read_text()
-
-
-@asynccontextmanager
-async def probes(
-    tmp_path: Path, count: int, *, url: str, prefix: str, rate: float, duration: float
-) -> AsyncIterator[list[Probe]]:
-    """``count`` probe processes, each with its limiter ready, not started yet."""
-    started: list[Probe] = []
-    try:
-        for i in range(count):
-            log = tmp_path / f"probe-{i}.log"
-            with log.open("wb") as stderr:
-                process = await asyncio.create_subprocess_exec(
-                    sys.executable,
-                    *("-m", "tests.ratelimit_probe", "--url", url, "--prefix", prefix),
-                    *("--bot-id", str(BOT), "--rate", str(rate), "--duration", str(duration)),
-                    stdin=asyncio.subprocess.PIPE,
-                    stdout=asyncio.subprocess.PIPE,
-                    stderr=stderr,
-                    cwd=ROOT,
-                )
-            started.append(Probe(process, log))
-        for probe in started:
-            ready = asyncio.create_task(probe.ready.wait())
-            await asyncio.wait(
-                {ready, probe.reader}, timeout=30, return_when=asyncio.FIRST_COMPLETED
-            )
-            ready.cancel()
-            assert probe.ready.is_set(), probe.log.read_text()
-        yield started
-    finally:
-        for probe in started:
-            if probe.process.returncode is None:
-                probe.process.kill()
-                await probe.process.wait()
-            probe.reader.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await probe.reader
+def probe_args(*, url: str, prefix: str, rate: float, duration: float) -> list[str]:
+    return [
+        *("--url", url, "--prefix", prefix, "--bot-id", str(BOT)),
+        *("--rate", str(rate), "--duration", str(duration)),
+    ]
 
 
 @pytest.mark.parametrize("processes", [1, 5])
@@ -136,9 +70,8 @@ async def test_processes_share_one_budget(
     processes: int, nats_url: str, rate_prefix: str, tmp_path: Path
 ) -> None:
     rate, duration = 100.0, 3.0
-    async with probes(
-        tmp_path, processes, url=nats_url, prefix=rate_prefix, rate=rate, duration=duration
-    ) as started:
+    args = probe_args(url=nats_url, prefix=rate_prefix, rate=rate, duration=duration)
+    async with probes(tmp_path, processes, "tests.ratelimit_probe", *args) as started:
         start = time.time() + 0.2
         for probe in started:
             probe.start_at(start)
@@ -171,9 +104,12 @@ async def test_pause_stops_every_process(nats_url: str, rate_prefix: str, tmp_pa
     async with (
         jetstream(nats_url) as js,
         RateLimiter(js=js, prefix=rate_prefix, bot_id=BOT, rate=rate) as local,
-        probes(tmp_path, 1, url=nats_url, prefix=rate_prefix, rate=rate, duration=duration) as (
-            remote,
-        ),
+        probes(
+            tmp_path,
+            1,
+            "tests.ratelimit_probe",
+            *probe_args(url=nats_url, prefix=rate_prefix, rate=rate, duration=duration),
+        ) as (remote,),
     ):
         remote.start_at(time.time())
 

@@ -31,6 +31,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
+from broadcasting.dispatch import JOB_SIZE
 from broadcasting.errors import NotFound
 from broadcasting.lifecycle import SENDABLE, generation
 from broadcasting.model import Broadcast
@@ -66,7 +67,7 @@ class Worker:
         queue: Queue,
         deliverer: Deliverer,
         max_jobs: int,
-        prefetch: int = 100,  # a job of the dispatcher's (batch_size)
+        prefetch: int = JOB_SIZE,
         lease: float = 60.0,
         heartbeat_interval: float = 20.0,
         poll_timeout: float = 0.25,
