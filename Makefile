@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 PROTOS := $(shell find proto -name '*.proto')
 
-.PHONY: install gen run demo test check fmt clean
+.PHONY: install gen run demo test check typecheck-tree fmt clean
 
 install: $(STAMP)
 
@@ -21,12 +21,13 @@ gen: $(STAMP)
 		--python_out=gen --grpc_python_out=gen \
 		--mypy_out=gen --mypy_grpc_out=gen \
 		$(PROTOS)
+	cp proto/tgbroadcast/v1/*.proto gen/tgbroadcast/v1/
 
 run: $(STAMP)
 	$(BIN)/tgbroadcast run $(ARGS)
 
 demo: $(STAMP)
-	$(BIN)/python -m server.demo $(ARGS)
+	$(BIN)/python -m tgbroadcast.launcher.demo $(ARGS)
 
 # The suite waits on real servers more than it computes: three pytest workers (pytest-xdist)
 # halve its time on two cores. `make test TEST_WORKERS=0` runs it in one process.
@@ -35,7 +36,15 @@ TEST_WORKERS ?= 3
 test: $(STAMP)
 	$(BIN)/python -m pytest -n $(TEST_WORKERS) $(ARGS)
 
-check: $(VENV)/.bench-installed
+# mypy finds modules by folder: the installed shape (tgbroadcast.core is core/, ...) as links.
+TYPECHECK := $(VENV)/typecheck/tgbroadcast
+typecheck-tree:
+	rm -rf $(TYPECHECK) && mkdir -p $(TYPECHECK)
+	ln -s $(abspath gen/tgbroadcast/__init__.py) $(abspath gen/tgbroadcast/py.typed) \
+		$(abspath gen/tgbroadcast/v1) $(TYPECHECK)/
+	for part in core launcher server simulator worker; do ln -s $(abspath .)/$$part $(TYPECHECK)/$$part; done
+
+check: $(VENV)/.bench-installed typecheck-tree
 	$(BIN)/ruff format --check .
 	$(BIN)/ruff check .
 	$(BIN)/mypy

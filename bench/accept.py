@@ -36,8 +36,8 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import create_async_engine
 from sqlalchemy.pool import NullPool
 
-from broadcasting.model import Content, NewBroadcast, UserProfile
-from broadcasting.store import Store
+from tgbroadcast.core.domain.model import Content, NewBroadcast, UserProfile
+from tgbroadcast.core.store import Store
 
 ADMIN_URLS: Final = {
     "postgres": "postgresql+asyncpg://postgres@127.0.0.1:5432/test",

@@ -145,7 +145,7 @@ class SimCall:
 
 
 class SimulatorProcess:
-    """``python -m simulator`` in its own process, driven through its ``/_sim`` control API."""
+    """``python -m tgbroadcast.simulator`` in its own process, driven through its ``/_sim`` control API."""
 
     def __init__(self, child: Child, url: str, session: aiohttp.ClientSession) -> None:
         self.child = child
@@ -155,7 +155,15 @@ class SimulatorProcess:
     @classmethod
     @asynccontextmanager
     async def start(cls, folder: Path) -> AsyncIterator[SimulatorProcess]:
-        args = [sys.executable, "-m", "simulator", "--port", "0", "--rate-limits", "off"]
+        args = [
+            sys.executable,
+            "-m",
+            "tgbroadcast.simulator",
+            "--port",
+            "0",
+            "--rate-limits",
+            "off",
+        ]
         async with (
             spawn(args, name="simulator", folder=folder, pipe_stdout=True) as child,
             aiohttp.ClientSession() as session,
@@ -294,7 +302,7 @@ class Cluster:
 
     async def _spawn(self, role: str) -> Child:
         self._started += 1
-        args = [sys.executable, "-m", role]
+        args = [sys.executable, "-m", "tgbroadcast.launcher", role]
         name = f"{role}-{self._started}"
         return await self._stack.enter_async_context(
             spawn(args, name=name, folder=self.folder, environ=self.environ)

@@ -12,10 +12,10 @@ from typing import Any
 
 import aiohttp
 import grpc
-from tgbroadcast.v1 import broadcast_pb2 as pb
-from tgbroadcast.v1 import broadcast_pb2_grpc as pb_grpc
 
 from bench.children import API_TOKEN
+from tgbroadcast.v1 import broadcast_pb2 as pb
+from tgbroadcast.v1 import broadcast_pb2_grpc as pb_grpc
 
 FINAL = frozenset({"completed", "failed"})
 TEXT = "Benchmark broadcast: hello!"

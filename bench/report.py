@@ -130,7 +130,7 @@ def write_report(
         f"- Mode: `{mode}` (`{command}`), {seconds / 60:.1f} minutes in all",
         "",
         "How the service is measured: the project's Telegram simulator runs in its own "
-        "process (`python -m simulator`) and records the time of every answer; "
+        "process (`python -m tgbroadcast.simulator`) and records the time of every answer; "
         "`tgbroadcast server` (with its embedded nats-server) and `tgbroadcast worker` "
         "processes run against it with their own data folder per scenario, and psutil "
         "reads their CPU time and memory. Rates come from the simulator's record: "

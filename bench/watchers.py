@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import grpc
+
 from tgbroadcast.v1 import broadcast_pb2 as pb
 from tgbroadcast.v1 import broadcast_pb2_grpc as pb_grpc
 

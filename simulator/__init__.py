@@ -1,7 +1,7 @@
 """A Telegram Bot API simulator: a real HTTP server that answers like api.telegram.org.
 
 Used by the test suite, by ``make demo`` and by benchmarks. Run it alone with
-``python -m simulator --host 127.0.0.1 --port 8081``; embed it with::
+``python -m tgbroadcast.simulator --host 127.0.0.1 --port 8081``; embed it with::
 
     async with Simulator() as sim:
         bot = Bot(token, session=AiohttpSession(api=TelegramAPIServer.from_base(sim.api_url)))
@@ -10,20 +10,22 @@ The methods in the bundled Bot API spec are known; :data:`IMPLEMENTED` are answe
 others refuse with a 501 saying so. Behaviour knobs: declared chat states (:class:`ChatState`),
 injected faults (:class:`Fault`), flood control (:class:`RateLimits`).
 
-Formatting (``parse_mode``) is parsed by the simulator's own :mod:`simulator.markup`, written
+Formatting (``parse_mode``) is parsed by the simulator's own :mod:`tgbroadcast.simulator.markup`, written
 from Telegram's rules, never by the service's parser: a bug there cannot hide in tests.
+
+May import: nothing else of ``tgbroadcast`` (it must not share a bug with the service).
 """
 
 from __future__ import annotations
 
-from simulator.botapi import IMPLEMENTED, TOKEN_PATTERN
-from simulator.chats import ChatState, ChatType
-from simulator.faults import Fault, FaultKind
-from simulator.files import FileKind
-from simulator.ratelimits import Limit, RateLimits
-from simulator.recording import Call, MediaSource
-from simulator.server import Simulator
-from simulator.spec import Spec, default_spec
+from tgbroadcast.simulator.botapi import IMPLEMENTED, TOKEN_PATTERN
+from tgbroadcast.simulator.chats import ChatState, ChatType
+from tgbroadcast.simulator.faults import Fault, FaultKind
+from tgbroadcast.simulator.files import FileKind
+from tgbroadcast.simulator.ratelimits import Limit, RateLimits
+from tgbroadcast.simulator.recording import Call, MediaSource
+from tgbroadcast.simulator.server import Simulator
+from tgbroadcast.simulator.spec import Spec, default_spec
 
 __all__ = [
     "IMPLEMENTED",

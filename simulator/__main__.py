@@ -1,4 +1,4 @@
-"""Run the simulator alone: ``python -m simulator --host 127.0.0.1 --port 8081``.
+"""Run the simulator alone: ``python -m tgbroadcast.simulator --host 127.0.0.1 --port 8081``.
 
 Prints one line, ``Bot API simulator listening on http://HOST:PORT``, once it accepts
 connections (``--port 0`` picks a free port: read it from that line), and exits cleanly
@@ -14,16 +14,16 @@ import signal
 import sys
 from collections.abc import Sequence
 
-from simulator.chats import ChatState
-from simulator.ratelimits import RateLimits
-from simulator.server import Simulator
+from tgbroadcast.simulator.chats import ChatState
+from tgbroadcast.simulator.ratelimits import RateLimits
+from tgbroadcast.simulator.server import Simulator
 
 logger = logging.getLogger(__name__)
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
-        prog="python -m simulator", description="Telegram Bot API simulator"
+        prog="python -m tgbroadcast.simulator", description="Telegram Bot API simulator"
     )
     parser.add_argument("--host", default="127.0.0.1", help="address to listen on")
     parser.add_argument("--port", type=int, default=8081, help="port (0: a free one)")

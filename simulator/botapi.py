@@ -17,8 +17,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from simulator.chats import Chats
-from simulator.envelope import (
+from tgbroadcast.simulator.chats import Chats
+from tgbroadcast.simulator.envelope import (
     NOT_FOUND,
     UNAUTHORIZED,
     Answer,
@@ -26,13 +26,19 @@ from simulator.envelope import (
     bad_request,
     too_many_requests,
 )
-from simulator.faults import Faults
-from simulator.files import FileKind, FileSource, FileStore, StoredFile, Upload
-from simulator.keyboards import check_reply_markup
-from simulator.messages import COPIED_FIELDS, MessageStore, bot_me, parsed_text, text_length
-from simulator.ratelimits import RateLimiter
-from simulator.recording import MediaSource, Recorder
-from simulator.spec import ATTACH_PREFIX, MethodSpec, Spec
+from tgbroadcast.simulator.faults import Faults
+from tgbroadcast.simulator.files import FileKind, FileSource, FileStore, StoredFile, Upload
+from tgbroadcast.simulator.keyboards import check_reply_markup
+from tgbroadcast.simulator.messages import (
+    COPIED_FIELDS,
+    MessageStore,
+    bot_me,
+    parsed_text,
+    text_length,
+)
+from tgbroadcast.simulator.ratelimits import RateLimiter
+from tgbroadcast.simulator.recording import MediaSource, Recorder
+from tgbroadcast.simulator.spec import ATTACH_PREFIX, MethodSpec, Spec
 
 logger = logging.getLogger(__name__)
 

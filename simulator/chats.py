@@ -13,7 +13,7 @@ import enum
 from dataclasses import dataclass
 from typing import Any
 
-from simulator.envelope import BotApiError, bad_request, forbidden
+from tgbroadcast.simulator.envelope import BotApiError, bad_request, forbidden
 
 SUPERGROUP_ID_BASE = -1_000_000_000_000
 """Supergroup and channel ids are ``-100`` followed by the 10-digit channel number."""

@@ -12,7 +12,7 @@ For tests and benchmarks that run the simulator in another process:
 * ``POST /_sim/chats`` ``{"chat_id", "state", "chat_type"?, "migrate_to_chat_id"?,
   "username"?}`` → declare a chat
 * ``POST /_sim/faults`` ``{"kind", "times"?, "method"?, "chat_id"?, ...}`` → arm a fault
-  (see :meth:`simulator.faults.Fault.from_json`)
+  (see :meth:`tgbroadcast.simulator.faults.Fault.from_json`)
 * ``PUT  /_sim/rate_limits`` ``{"preset": "telegram" | "off"}`` or explicit limits
 * ``POST /_sim/unreachable_urls`` ``{"url"}`` → media by that URL fails
 
@@ -27,12 +27,12 @@ from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
-from simulator.chats import ChatState, ChatType
-from simulator.faults import Fault
-from simulator.ratelimits import RateLimits
+from tgbroadcast.simulator.chats import ChatState, ChatType
+from tgbroadcast.simulator.faults import Fault
+from tgbroadcast.simulator.ratelimits import RateLimits
 
 if TYPE_CHECKING:
-    from simulator.server import Simulator
+    from tgbroadcast.simulator.server import Simulator
 
 PREFIX = "/_sim"
 

@@ -13,7 +13,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from simulator.envelope import BAD_GATEWAY_PAGE, Answer, BotApiError, too_many_requests
+from tgbroadcast.simulator.envelope import BAD_GATEWAY_PAGE, Answer, BotApiError, too_many_requests
 
 
 class FaultKind(enum.StrEnum):

@@ -12,7 +12,7 @@ from __future__ import annotations
 from typing import Any
 from urllib.parse import urlsplit
 
-from simulator.envelope import bad_request
+from tgbroadcast.simulator.envelope import bad_request
 
 MAX_BUTTONS = 100
 CALLBACK_DATA_MAX_BYTES = 64

@@ -11,8 +11,13 @@ import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from simulator.envelope import bad_request
-from simulator.markup import MarkupError, UnsupportedParseMode, parse_markup, utf16_length
+from tgbroadcast.simulator.envelope import bad_request
+from tgbroadcast.simulator.markup import (
+    MarkupError,
+    UnsupportedParseMode,
+    parse_markup,
+    utf16_length,
+)
 
 PARSE_MODES = frozenset({"html", "markdown", "markdownv2"})
 
@@ -25,7 +30,7 @@ def parsed_text(
     Explicit ``entities`` win over ``parse_mode`` (as on Telegram). Malformed markup is
     refused with Telegram's text (``can't parse entities: Unsupported start tag "foo" at byte
     offset 0``), an unknown mode with ``unsupported parse_mode``. The parser is the
-    simulator's own (:mod:`simulator.markup`), never the service's.
+    simulator's own (:mod:`tgbroadcast.simulator.markup`), never the service's.
     """
     if entities:
         return text, [dict(e) for e in entities if isinstance(e, dict)]

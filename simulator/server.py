@@ -1,7 +1,7 @@
 """The simulator as a real HTTP server (aiohttp.web), reachable where api.telegram.org would be.
 
 Routes: ``/bot<token>/<method>`` (GET and POST, any case of the method name) answer as the
-Bot API; ``/_sim/...`` is the control API (see :mod:`simulator.control`); anything else is
+Bot API; ``/_sim/...`` is the control API (see :mod:`tgbroadcast.simulator.control`); anything else is
 404 ``Not Found``. Parameters come from the query string and the body (JSON, urlencoded or
 multipart, where file parts are kept as digests, never in memory). The server never logs a
 request path: it holds the token.
@@ -22,15 +22,15 @@ from typing import Any
 
 from aiohttp import BodyPartReader, web
 
-from simulator.botapi import BotApi, BotRequest
-from simulator.chats import Chats, ChatState, ChatType, chat_object
-from simulator.control import control_routes
-from simulator.envelope import NOT_FOUND, Answer, BotApiError, bad_request
-from simulator.faults import Faults
-from simulator.files import Upload
-from simulator.ratelimits import RateLimiter, RateLimits
-from simulator.recording import Call
-from simulator.spec import Spec, default_spec
+from tgbroadcast.simulator.botapi import BotApi, BotRequest
+from tgbroadcast.simulator.chats import Chats, ChatState, ChatType, chat_object
+from tgbroadcast.simulator.control import control_routes
+from tgbroadcast.simulator.envelope import NOT_FOUND, Answer, BotApiError, bad_request
+from tgbroadcast.simulator.faults import Faults
+from tgbroadcast.simulator.files import Upload
+from tgbroadcast.simulator.ratelimits import RateLimiter, RateLimits
+from tgbroadcast.simulator.recording import Call
+from tgbroadcast.simulator.spec import Spec, default_spec
 
 logger = logging.getLogger(__name__)
 

@@ -18,8 +18,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from simulator.envelope import BotApiError, bad_request
-from simulator.files import Upload
+from tgbroadcast.simulator.envelope import BotApiError, bad_request
+from tgbroadcast.simulator.files import Upload
 
 SPEC_PATH = Path(__file__).with_name("spec") / "api.json"
 

@@ -20,8 +20,8 @@ import time
 
 import nats
 
-from worker.clock import sleep_until
-from worker.ratelimit import RateLimiter
+from tgbroadcast.worker.clock import sleep_until
+from tgbroadcast.worker.ratelimit import RateLimiter
 
 
 def _emit(obj: object) -> None:

@@ -21,7 +21,7 @@ import time
 
 import nats
 
-from worker.ratelimit import RateLimiter
+from tgbroadcast.worker.ratelimit import RateLimiter
 
 
 def _emit(obj: object) -> None:

@@ -18,13 +18,13 @@ from pathlib import Path
 import pytest
 from nats.js import JetStreamContext, api
 
-from broadcasting.lifecycle import Command
-from broadcasting.model import Content, DeliveryResult, DeliveryState, NewBroadcast
-from broadcasting.store import Store
 from tests.fixtures.nats import isolated_prefix, jetstream, nats_server_url, wait_until
 from tests.fixtures.probes import probes
-from worker.chat_pacing import RESERVE_AHEAD, ChatPacerStats, chat_key, chats_bucket
-from worker.ratelimit import DEFAULT_MARGIN, RateLimiter
+from tgbroadcast.core.domain.model import Content, DeliveryResult, DeliveryState, NewBroadcast
+from tgbroadcast.core.domain.states import Command
+from tgbroadcast.core.store import Store
+from tgbroadcast.worker.chat_pacing import RESERVE_AHEAD, ChatPacerStats, chat_key, chats_bucket
+from tgbroadcast.worker.ratelimit import DEFAULT_MARGIN, RateLimiter
 
 BOT = 4343
 LATENESS = 0.75 * DEFAULT_MARGIN  # how late after its slot the budget grants a permit

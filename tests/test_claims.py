@@ -11,10 +11,10 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from sqlalchemy import select, update
 
-from broadcasting.model import Content, DeliveryResult, DeliveryState, NewBroadcast
-from broadcasting.store import Store, create_engine
-from broadcasting.store.tables import deliveries
-from worker.claims import ClaimTokens, JobClaims
+from tgbroadcast.core.domain.model import Content, DeliveryResult, DeliveryState, NewBroadcast
+from tgbroadcast.core.store import Store, create_engine
+from tgbroadcast.core.store.tables import deliveries
+from tgbroadcast.worker.claims import ClaimTokens, JobClaims
 
 LEASE = 60.0
 

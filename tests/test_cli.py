@@ -15,14 +15,14 @@ from pathlib import Path
 
 import aiohttp
 import grpc
-from tgbroadcast.v1 import broadcast_pb2 as pb
-from tgbroadcast.v1 import broadcast_pb2_grpc as pb_grpc
 
-from simulator import Simulator
 from tests.fixtures.processes import TGBROADCAST, spawn, wait_healthy
 from tests.fixtures.services import free_port
 from tests.fixtures.stack import API_TOKEN
 from tests.fixtures.telegram import BOT_TOKEN
+from tgbroadcast.simulator import Simulator
+from tgbroadcast.v1 import broadcast_pb2 as pb
+from tgbroadcast.v1 import broadcast_pb2_grpc as pb_grpc
 
 ROOT = Path(__file__).parent.parent
 BOT_SECRET = BOT_TOKEN.split(":", 1)[1]
@@ -114,11 +114,15 @@ async def test_run_all_in_one_and_shut_down_on_sigterm(
 async def test_separate_server_and_worker_processes(tmp_path: Path, simulator: Simulator) -> None:
     environ = service_environ(tmp_path, simulator)
     python = sys.executable
-    async with spawn([python, "-m", "server"], environ, tmp_path, "server") as server:
+    async with spawn(
+        [python, "-m", "tgbroadcast.launcher", "server"], environ, tmp_path, "server"
+    ) as server:
         await wait_healthy(server, f"http://127.0.0.1:{environ['TGB_SERVER_PORT']}")
         metrics_port = free_port()
         worker_environ = {**environ, "TGB_WORKER_METRICS_PORT": str(metrics_port)}
-        async with spawn([python, "-m", "worker"], worker_environ, tmp_path, "worker") as worker:
+        async with spawn(
+            [python, "-m", "tgbroadcast.launcher", "worker"], worker_environ, tmp_path, "worker"
+        ) as worker:
             messages = await broadcast_and_watch(environ, [5, 6])
             assert {m.result.user_id for m in messages[:-1]} == {5, 6}
             async with (

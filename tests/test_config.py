@@ -4,8 +4,8 @@ from pathlib import Path
 
 import pytest
 
-from broadcasting.config import database_url, load_settings
-from broadcasting.errors import ConfigError
+from tgbroadcast.core.config import database_url, load_settings
+from tgbroadcast.core.domain.errors import ConfigError
 
 BOT_TOKEN = "123456789:AAHdqTcvCH1vGWJxfSeofSAs0K5PALDsaw1"
 

@@ -13,9 +13,11 @@ import grpc
 import pytest
 from google.rpc import error_details_pb2
 from grpc_status import rpc_status
-from tgbroadcast.v1 import broadcast_pb2 as pb
 
-from broadcasting.content import (
+from tests.fixtures.stack import Stack, open_backend, start_stack
+from tests.fixtures.telegram import BOT_ID, BOT_TOKEN
+from tests.test_service import assert_watch_complete, get, post, watch
+from tgbroadcast.core.domain.content import (
     ContentOptions,
     Entity,
     InlineButton,
@@ -23,16 +25,14 @@ from broadcasting.content import (
     LinkPreview,
     MessageRef,
 )
-from broadcasting.content_rules import AlbumItemInput
-from broadcasting.errors import InvalidArgument
-from broadcasting.formatting import parse
-from broadcasting.model import Content, MediaType, NewBroadcast, UserProfile
-from broadcasting.store import Store
-from broadcasting.validation import SendRequest, validate_send
-from simulator import ChatType, Simulator, default_spec
-from tests.fixtures.stack import Stack, open_backend, start_stack
-from tests.fixtures.telegram import BOT_ID, BOT_TOKEN
-from tests.test_service import assert_watch_complete, get, post, watch
+from tgbroadcast.core.domain.errors import InvalidArgument
+from tgbroadcast.core.domain.model import Content, MediaType, NewBroadcast, UserProfile
+from tgbroadcast.core.rules.formatting import parse
+from tgbroadcast.core.rules.rich_content import AlbumItemInput
+from tgbroadcast.core.rules.validation import SendRequest, validate_send
+from tgbroadcast.core.store import Store
+from tgbroadcast.simulator import ChatType, Simulator, default_spec
+from tgbroadcast.v1 import broadcast_pb2 as pb
 
 PHOTO = "https://cdn.example.com/a.jpg"
 VIDEO = "https://cdn.example.com/b.mp4"

@@ -10,13 +10,13 @@ from typing import Any, cast
 
 import pytest
 
-from broadcasting.metrics import Metrics
-from broadcasting.model import Broadcast, BroadcastStatus, Content, DeliveryResult
-from broadcasting.queue import Queue
-from broadcasting.store import Store
-from worker.delivery import Deliverer
-from worker.recorder import ResultRecorder
-from worker.telegram import SentMessage, TelegramSender
+from tgbroadcast.core.domain.model import Broadcast, BroadcastStatus, Content, DeliveryResult
+from tgbroadcast.core.metrics import Metrics
+from tgbroadcast.core.queue import Queue
+from tgbroadcast.core.store import Store
+from tgbroadcast.worker.delivery import Deliverer
+from tgbroadcast.worker.recorder import ResultRecorder
+from tgbroadcast.worker.telegram import SentMessage, TelegramSender
 
 NOW = datetime(2026, 11, 24, tzinfo=UTC)
 BROADCAST = Broadcast(

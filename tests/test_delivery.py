@@ -11,11 +11,11 @@ from collections.abc import AsyncIterator, Mapping
 import aiohttp
 import grpc
 import pytest
-from tgbroadcast.v1 import broadcast_pb2 as pb
 
-from simulator import ChatState, Fault, Simulator
 from tests.fixtures.stack import Backend, Stack, start_stack
 from tests.test_service import assert_watch_complete, get, post, watch
+from tgbroadcast.simulator import ChatState, Fault, Simulator
+from tgbroadcast.v1 import broadcast_pb2 as pb
 
 FAST_RETRIES = {"TGB_WORKER_BACKOFF_BASE": "0.01", "TGB_WORKER_BACKOFF_CAP": "0.05"}
 

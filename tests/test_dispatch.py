@@ -7,11 +7,11 @@ from pathlib import Path
 
 import pytest
 
-from broadcasting.dispatch import Dispatcher
-from broadcasting.model import Content, NewBroadcast
-from broadcasting.queue import Queue
-from broadcasting.store import Store
 from tests.fixtures.nats import wait_until
+from tgbroadcast.core.domain.model import Content, NewBroadcast
+from tgbroadcast.core.queue import Queue
+from tgbroadcast.core.service.dispatch import Dispatcher
+from tgbroadcast.core.store import Store
 
 
 @pytest.fixture

@@ -1,4 +1,4 @@
-"""The service's own parser of Telegram's formatting (``broadcasting.formatting``): what it
+"""The service's own parser of Telegram's formatting (``tgbroadcast.core.rules.formatting``): what it
 accepts, what it refuses with Telegram's reason, and the length it counts — on the cases where
 it once disagreed with Telegram (see also tests/test_simulator_formatting.py, which compares it
 with the simulator's independent parser)."""
@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from broadcasting.formatting import FormattingError, Parsed, parse
+from tgbroadcast.core.rules.formatting import FormattingError, Parsed, parse
 
 E = dict[str, Any]
 

@@ -10,10 +10,10 @@ import pytest
 from google.protobuf import descriptor_pb2
 from grpc_health.v1 import health_pb2
 from grpc_reflection.v1alpha import reflection_pb2
-from tgbroadcast.v1 import broadcast_pb2 as pb
-from tgbroadcast.v1 import broadcast_pb2_grpc as pb_grpc
 
 from tests.fixtures.stack import Stack
+from tgbroadcast.v1 import broadcast_pb2 as pb
+from tgbroadcast.v1 import broadcast_pb2_grpc as pb_grpc
 
 # One backend is enough: these services do not touch the store.
 pytestmark = pytest.mark.parametrize("backend", ["sqlite"], indirect=True)

@@ -7,11 +7,11 @@ import json
 from typing import Any
 
 import aiohttp
-from tgbroadcast.v1 import broadcast_pb2 as pb
 
-from broadcasting.idempotency import request_hash
-from broadcasting.validation import SendRequest, validate_send
 from tests.fixtures.stack import Stack
+from tgbroadcast.core.rules.idempotency import request_hash
+from tgbroadcast.core.rules.validation import SendRequest, validate_send
+from tgbroadcast.v1 import broadcast_pb2 as pb
 
 
 def hashed(**fields: Any) -> str:

@@ -17,15 +17,15 @@ import pytest
 from google.rpc import error_details_pb2
 from grpc_status import rpc_status
 from sqlalchemy import func, select, update
-from tgbroadcast.v1 import broadcast_pb2 as pb
 
-from broadcasting.store import create_engine
-from broadcasting.store.tables import broadcasts, deliveries
-from simulator import Fault, Simulator
 from tests.fixtures.nats import wait_until
 from tests.fixtures.stack import Backend, Stack, start_stack
 from tests.test_service import assert_watch_complete, watch
 from tests.test_workers import AUTH, accepted, cluster, environ
+from tgbroadcast.core.store import create_engine
+from tgbroadcast.core.store.tables import broadcasts, deliveries
+from tgbroadcast.simulator import Fault, Simulator
+from tgbroadcast.v1 import broadcast_pb2 as pb
 
 RATE = 20
 """Messages per second of the slow stacks: a broadcast of 200 takes about ten seconds."""

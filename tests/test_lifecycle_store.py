@@ -10,11 +10,10 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from broadcasting import lifecycle
-from broadcasting.dispatch import Dispatcher
-from broadcasting.errors import AlreadyExists, FailedPrecondition, NotFound
-from broadcasting.lifecycle import Command
-from broadcasting.model import (
+from tgbroadcast.core.background.scheduler import Scheduler
+from tgbroadcast.core.domain import states
+from tgbroadcast.core.domain.errors import AlreadyExists, FailedPrecondition, NotFound
+from tgbroadcast.core.domain.model import (
     Broadcast,
     BroadcastStatus,
     Content,
@@ -22,9 +21,10 @@ from broadcasting.model import (
     DeliveryState,
     NewBroadcast,
 )
-from broadcasting.queue import Job, Queue
-from broadcasting.scheduler import Scheduler
-from broadcasting.store import Store
+from tgbroadcast.core.domain.states import Command
+from tgbroadcast.core.queue import Job, Queue
+from tgbroadcast.core.service.dispatch import Dispatcher
+from tgbroadcast.core.store import Store
 
 S = BroadcastStatus
 HELLO = Content(message="hello")
@@ -156,8 +156,8 @@ def test_the_table_covers_every_state_and_command() -> None:
     assert {state for state, _ in EXPECTED} == set(SETUPS)
     assert len(EXPECTED) == len(SETUPS) * len(Command)
     for status in BroadcastStatus:
-        assert status in lifecycle.TRANSITIONS
-        assert lifecycle.TRANSITIONS[status] == frozenset() or not status.is_final
+        assert status in states.TRANSITIONS
+        assert states.TRANSITIONS[status] == frozenset() or not status.is_final
     # Each command only makes moves the table allows.
     targets = {
         Command.CANCEL: {S.CANCELLED},
@@ -167,7 +167,7 @@ def test_the_table_covers_every_state_and_command() -> None:
     }
     for command, reached in targets.items():
         for source in command.sources:
-            assert reached & lifecycle.TRANSITIONS[source], (command, source)
+            assert reached & states.TRANSITIONS[source], (command, source)
 
 
 @pytest.mark.parametrize(("setup", "command"), sorted(EXPECTED, key=str))
@@ -183,14 +183,14 @@ async def test_every_command_from_every_state(store: Store, setup: str, command:
         return
     after = await store.move_broadcast(before.id, command)
     assert after.status is expected
-    assert lifecycle.can_move(before.status, after.status)
+    assert states.can_move(before.status, after.status)
     assert after == await store.get_broadcast(before.id)
     assert (after.sent, after.failed, after.total) == (before.sent, before.failed, before.total)
     if command is Command.CANCEL:
         assert after.finished_at is not None
     if command is Command.RESUME:
         assert after.resumed_at is not None
-        assert lifecycle.generation(after.resumed_at) > lifecycle.generation(before.resumed_at)
+        assert states.generation(after.resumed_at) > states.generation(before.resumed_at)
         assert await store.undispatched_broadcasts() == [after.id]
 
 
@@ -297,7 +297,7 @@ async def test_a_generation_is_marked_dispatched_only_while_current(store: Store
     new = Job(
         broadcast_id=resumed.id,
         user_ids=(2,),
-        generation=lifecycle.generation(resumed.resumed_at),
+        generation=states.generation(resumed.resumed_at),
     )
     assert old.msg_id != new.msg_id
     assert Job.decode(new.encode()) == new
@@ -346,7 +346,7 @@ async def test_dispatcher_publishes_a_new_generation_after_resume(
         await dispatcher.wait_idle()
         again = await queued_jobs(queue)
         assert {job.user_ids for job in again} == {(1, 2), (3,)}  # the same stable batches
-        assert {job.generation for job in again} == {lifecycle.generation(resumed.resumed_at)}
+        assert {job.generation for job in again} == {states.generation(resumed.resumed_at)}
         assert await store.undispatched_broadcasts() == []
         # The same generation dispatched again (a restart, the rescuer) is dropped.
         dispatcher.dispatch(created.id)

@@ -5,7 +5,7 @@ import logging
 
 import pytest
 
-from broadcasting.logconfig import FieldsFormatter, RedactingFilter, redact
+from tgbroadcast.core.logs import FieldsFormatter, RedactingFilter, redact
 
 BOT_TOKEN = "123456789:AAHdqTcvCH1vGWJxfSeofSAs0K5PALDsaw1"
 API_TOKEN = "api-token-0123456789-secret"

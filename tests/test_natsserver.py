@@ -10,10 +10,10 @@ from pathlib import Path
 import nats
 import pytest
 
-from broadcasting.natsserver import EmbeddedNatsServer, NatsServerError
-from broadcasting.queue import Job, Queue
 from tests.fixtures.nats import delete_streams, new_prefix
 from tests.fixtures.services import listening
+from tgbroadcast.core.queue import Job, Queue
+from tgbroadcast.launcher.natsserver import EmbeddedNatsServer, NatsServerError
 
 
 def _host_port(url: str) -> tuple[str, int]:

@@ -16,12 +16,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from tgbroadcast.v1 import broadcast_pb2 as pb
 
-from simulator import ChatState
 from tests.fixtures.services import IN_CI
 from tests.fixtures.stack import API_TOKEN, Stack
 from tests.test_service import assert_watch_complete, watch
+from tgbroadcast.simulator import ChatState
+from tgbroadcast.v1 import broadcast_pb2 as pb
 
 # The client only speaks gRPC: one backend is enough.
 pytestmark = pytest.mark.parametrize("backend", ["sqlite"], indirect=True)

@@ -17,11 +17,11 @@ from openapi_schema_validator import OAS31Validator
 from openapi_spec_validator import validate
 from pydantic import BaseModel
 
-from server import content_json, http_api, openapi, openapi_schemas
-from server.auth import TokenCheck
-from simulator import Simulator
 from tests.fixtures.stack import API_TOKEN, Backend, Stack, start_stack
 from tests.test_service import get, post, watch
+from tgbroadcast.server.auth import TokenCheck
+from tgbroadcast.server.rest import app, content, openapi, openapi_schemas
+from tgbroadcast.simulator import Simulator
 
 # The document does not depend on the store: one backend is enough.
 on_sqlite = pytest.mark.parametrize("backend", ["sqlite"], indirect=True)
@@ -101,9 +101,7 @@ async def test_every_example_matches_its_schema() -> None:
 @on_sqlite
 async def test_the_app_serves_exactly_the_documented_routes(stack: Stack) -> None:
     assert stack.running.api is not None
-    app = http_api.create_app(
-        stack.running.api.service, TokenCheck([API_TOKEN]), max_body_bytes=1 << 20
-    )
+    app = app.create_app(stack.running.api.service, TokenCheck([API_TOKEN]), max_body_bytes=1 << 20)
     served = {
         (route.method, route.resource.canonical)
         for route in app.router.routes()
@@ -129,7 +127,7 @@ async def test_the_document_is_served_without_a_token(stack: Stack) -> None:
 
 def test_the_multipart_send_body_lists_the_fields_the_server_accepts() -> None:
     documented = set(DOC["components"]["schemas"]["SendMessageForm"]["properties"])
-    assert documented == set(http_api._FORM_TEXT_FIELDS) | {"media"}
+    assert documented == set(app._FORM_TEXT_FIELDS) | {"media"}
 
 
 @pytest.fixture
@@ -283,16 +281,16 @@ async def test_the_event_stream_carries_the_documented_events(stack: Stack) -> N
 
 # Request schemas and the pydantic models the server validates bodies with: same fields.
 REQUEST_MODELS: dict[str, type[BaseModel]] = {
-    "SendMessageRequest": content_json.SendMessageBody,
-    "MessageEntity": content_json.EntityBody,
-    "InlineKeyboardButton": content_json.ButtonBody,
-    "InlineKeyboardMarkup": content_json.KeyboardBody,
-    "LinkPreviewOptions": content_json.LinkPreviewBody,
-    "AlbumItem": content_json.AlbumItemBody,
-    "MessageRef": content_json.SourceBody,
-    "PreviewRequest": content_json.PreviewBody,
-    "UserInput": http_api.UserBody,
-    "UpsertUsersRequest": http_api.UpsertUsersBody,
+    "SendMessageRequest": content.SendMessageBody,
+    "MessageEntity": content.EntityBody,
+    "InlineKeyboardButton": content.ButtonBody,
+    "InlineKeyboardMarkup": content.KeyboardBody,
+    "LinkPreviewOptions": content.LinkPreviewBody,
+    "AlbumItem": content.AlbumItemBody,
+    "MessageRef": content.SourceBody,
+    "PreviewRequest": content.PreviewBody,
+    "UserInput": app.UserBody,
+    "UpsertUsersRequest": app.UpsertUsersBody,
 }
 
 

@@ -25,6 +25,11 @@ import pytest
 from google.protobuf import any_pb2
 from google.rpc import code_pb2, error_details_pb2, status_pb2
 from grpc_status import rpc_status
+
+from tests.fixtures.processes import TGBROADCAST
+from tests.fixtures.stack import API_TOKEN, SECOND_API_TOKEN, Stack
+from tests.fixtures.telegram import BOT_ID
+from tgbroadcast.simulator import ChatState, ChatType
 from tgbroadcast.v1 import broadcast_pb2 as pb
 from tgbroadcast.v1 import broadcast_pb2_grpc as pb_grpc
 from tgbroadcast_client import (
@@ -43,11 +48,6 @@ from tgbroadcast_client import (
     message_request,
 )
 from tgbroadcast_client import cli as send_cli
-
-from simulator import ChatState, ChatType
-from tests.fixtures.processes import TGBROADCAST
-from tests.fixtures.stack import API_TOKEN, SECOND_API_TOKEN, Stack
-from tests.fixtures.telegram import BOT_ID
 
 # The client only speaks gRPC: one backend is enough.
 on_sqlite = pytest.mark.parametrize("backend", ["sqlite"], indirect=True)

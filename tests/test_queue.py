@@ -12,8 +12,9 @@ import pytest
 from nats.aio.client import Client as NatsClient
 from nats.js import JetStreamContext, api
 
-from broadcasting.model import BroadcastStatus, DeliveryResult, DeliveryState
-from broadcasting.queue import (
+from tests.fixtures.nats import wait_until
+from tgbroadcast.core.domain.model import BroadcastStatus, DeliveryResult, DeliveryState
+from tgbroadcast.core.queue import (
     Event,
     FinishedEvent,
     Idle,
@@ -24,7 +25,6 @@ from broadcasting.queue import (
     decode_event,
     encode_event,
 )
-from tests.fixtures.nats import wait_until
 
 # The nats_url / queue_prefix fixtures come from tests/conftest.py (tests.fixtures.nats).
 

@@ -21,7 +21,7 @@ from nats.js import JetStreamContext
 
 from tests.fixtures.nats import jetstream, nats_server_url, new_prefix, wait_until
 from tests.fixtures.probes import probes
-from worker.ratelimit import DEFAULT_MARGIN, RateLimiter, rate_bucket
+from tgbroadcast.worker.ratelimit import DEFAULT_MARGIN, RateLimiter, rate_bucket
 
 BOT = 4242
 PROPAGATION = 0.1  # a pause must reach other processes within this many seconds

@@ -15,14 +15,14 @@ from typing import Any
 import aiohttp
 import grpc
 import pytest
-from tgbroadcast.v1 import broadcast_pb2 as pb
 
-from broadcasting.errors import InvalidArgument, NotFound
-from broadcasting.model import Content, DeliveryResult, DeliveryState, NewBroadcast
-from broadcasting.reports import export_deliveries, list_deliveries
-from broadcasting.store import Store
-from simulator import ChatState, Fault, Simulator
 from tests.fixtures.stack import Backend, Stack, start_stack
+from tgbroadcast.core.domain.errors import InvalidArgument, NotFound
+from tgbroadcast.core.domain.model import Content, DeliveryResult, DeliveryState, NewBroadcast
+from tgbroadcast.core.service.reports import export_deliveries, list_deliveries
+from tgbroadcast.core.store import Store
+from tgbroadcast.simulator import ChatState, Fault, Simulator
+from tgbroadcast.v1 import broadcast_pb2 as pb
 
 AT = datetime(2025, 5, 6, 7, 8, 9, 123456, tzinfo=UTC)
 AT_TEXT = "2025-05-06T07:08:09.123456Z"

@@ -12,14 +12,14 @@ import grpc
 import pytest
 from google.protobuf import json_format
 from pydantic import BaseModel
-from tgbroadcast.v1 import broadcast_pb2 as pb
 
-from broadcasting import page_tokens
-from server import content_json, http_api
-from simulator import Simulator
 from tests.fixtures.stack import API_TOKEN, Backend, Stack, start_stack
 from tests.test_service import assert_watch_complete, get, post, watch
 from tests.test_users_api import bad_request
+from tgbroadcast.core.rules import page_tokens
+from tgbroadcast.server.rest import app, content
+from tgbroadcast.simulator import Simulator
+from tgbroadcast.v1 import broadcast_pb2 as pb
 
 AUTH = {"Authorization": f"Bearer {API_TOKEN}"}
 MAX_USER_IDS = 5
@@ -597,23 +597,23 @@ async def test_grpc_and_rest_name_the_same_fields(small_stack: Stack) -> None:
     ("message", "model", "elsewhere"),
     [
         # The file and its name travel as the multipart part `media` (its filename).
-        (pb.SendMessageRequest, content_json.SendMessageBody, {"media_data", "media_filename"}),
-        (pb.UserFilter, content_json.UserFilterBody, set()),
-        (pb.MessageEntity, content_json.EntityBody, set()),
-        (pb.InlineKeyboardMarkup, content_json.KeyboardBody, set()),
-        (pb.InlineKeyboardRow, content_json.RowBody, set()),
-        (pb.InlineKeyboardButton, content_json.ButtonBody, set()),
-        (pb.LinkPreviewOptions, content_json.LinkPreviewBody, set()),
-        (pb.AlbumItem, content_json.AlbumItemBody, set()),
-        (pb.MessageRef, content_json.SourceBody, set()),
-        (pb.PreviewMessageRequest, content_json.PreviewBody, set()),
+        (pb.SendMessageRequest, content.SendMessageBody, {"media_data", "media_filename"}),
+        (pb.UserFilter, content.UserFilterBody, set()),
+        (pb.MessageEntity, content.EntityBody, set()),
+        (pb.InlineKeyboardMarkup, content.KeyboardBody, set()),
+        (pb.InlineKeyboardRow, content.RowBody, set()),
+        (pb.InlineKeyboardButton, content.ButtonBody, set()),
+        (pb.LinkPreviewOptions, content.LinkPreviewBody, set()),
+        (pb.AlbumItem, content.AlbumItemBody, set()),
+        (pb.MessageRef, content.SourceBody, set()),
+        (pb.PreviewMessageRequest, content.PreviewBody, set()),
         # Output only: the service sets them.
         (
             pb.User,
-            http_api.UserBody,
+            app.UserBody,
             {"active", "created_at", "updated_at", "blocked_reason", "blocked_at"},
         ),
-        (pb.UpsertUsersRequest, http_api.UpsertUsersBody, set()),
+        (pb.UpsertUsersRequest, app.UpsertUsersBody, set()),
     ],
 )
 def test_rest_bodies_take_the_proto_request_fields(

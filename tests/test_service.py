@@ -11,10 +11,10 @@ import grpc
 import pytest
 from google.rpc import error_details_pb2
 from grpc_status import rpc_status
-from tgbroadcast.v1 import broadcast_pb2 as pb
 
-from simulator import ChatState, Simulator
 from tests.fixtures.stack import SECOND_API_TOKEN, Backend, Stack, start_stack
+from tgbroadcast.simulator import ChatState, Simulator
+from tgbroadcast.v1 import broadcast_pb2 as pb
 
 MEDIA_METHODS = {
     "photo": ("sendPhoto", "photo"),

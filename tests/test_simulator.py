@@ -17,7 +17,6 @@ from aiogram import Bot
 from aiogram.exceptions import TelegramBadRequest
 from aiogram.types import BufferedInputFile, InputMediaPhoto
 
-from simulator import ChatType, Simulator, default_spec
 from tests.fixtures.telegram import (
     BOT_ID,
     BOT_SECRET,
@@ -29,6 +28,7 @@ from tests.fixtures.telegram import (
     failure,
 )
 from tests.fixtures.telegram import http as http_fixture  # noqa: F401 -- fixture "http"
+from tgbroadcast.simulator import ChatType, Simulator, default_spec
 
 MEDIA_METHODS = [
     ("sendPhoto", "photo"),

@@ -1,6 +1,6 @@
-"""The simulator's own parser of Telegram's formatting (``simulator.markup``), checked against
+"""The simulator's own parser of Telegram's formatting (``tgbroadcast.simulator.markup``), checked against
 hand-written answers taken from the Bot API's "Formatting options" and the official server's
-rules, and against the service's parser (``broadcasting.formatting``): the two must agree on
+rules, and against the service's parser (``tgbroadcast.core.rules.formatting``): the two must agree on
 accept/reject and on the visible length, except where Telegram's rules say the service is
 wrong (listed below, with the simulator's — Telegram's — answer).
 """
@@ -13,11 +13,16 @@ from typing import Any
 import aiohttp
 import pytest
 
-from broadcasting import formatting
-from simulator import Simulator
-from simulator.markup import MarkupError, UnsupportedParseMode, parse_markup, utf16_length
 from tests.fixtures.telegram import call, failure
 from tests.fixtures.telegram import http as http_fixture  # noqa: F401 -- fixture "http"
+from tgbroadcast.core.rules import formatting
+from tgbroadcast.simulator import Simulator
+from tgbroadcast.simulator.markup import (
+    MarkupError,
+    UnsupportedParseMode,
+    parse_markup,
+    utf16_length,
+)
 
 E = dict[str, Any]
 
@@ -383,7 +388,7 @@ async def test_the_bot_api_stores_the_parsed_text(
 
 FORMER_DIVERGENCES: list[tuple[str, str, str | int]] = [
     # (mode, input, Telegram's answer: the visible length, or the refusal's reason) where
-    # broadcasting.formatting used to answer otherwise; both parsers must now give exactly it.
+    # tgbroadcast.core.rules.formatting used to answer otherwise; both parsers must now give exactly it.
     ("HTML", "<span>s</span>", 'Tag "span" must have class "tg-spoiler" at byte offset 0'),
     (
         "HTML",
@@ -444,7 +449,7 @@ FORMER_DIVERGENCES: list[tuple[str, str, str | int]] = [
 ]
 
 KNOWN_DIVERGENCES: list[tuple[str, str, str | int]] = [
-    # (mode, input, Telegram's answer) where broadcasting.formatting still answers otherwise.
+    # (mode, input, Telegram's answer) where tgbroadcast.core.rules.formatting still answers otherwise.
     # Legacy Markdown is not offered by the service (ParseMode has HTML and MarkdownV2 only).
     ("Markdown", "snake_case", "Can't find end of the entity starting at byte offset 5"),
 ]

@@ -17,9 +17,9 @@ import pytest
 from aiogram import Bot
 from aiogram.exceptions import TelegramForbiddenError, TelegramMigrateToChat, TelegramRetryAfter
 
-from simulator import ChatState, ChatType, Fault, Limit, RateLimits, Simulator
 from tests.fixtures.telegram import BOT_ID, BOT_TOKEN, PHOTO_URL, call, failure
 from tests.fixtures.telegram import http as http_fixture  # noqa: F401 -- fixture "http"
+from tgbroadcast.simulator import ChatState, ChatType, Fault, Limit, RateLimits, Simulator
 
 
 class ManualClock:
@@ -255,7 +255,7 @@ async def test_runs_alone_and_stops_on_sigterm(http: aiohttp.ClientSession) -> N
     process = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
-        "simulator",
+        "tgbroadcast.simulator",
         "--port",
         "0",
         stdout=asyncio.subprocess.PIPE,

@@ -19,8 +19,10 @@ from alembic.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import text
 
-from broadcasting.errors import NotFound
-from broadcasting.model import (
+from tests.fixtures.databases import temporary_database
+from tests.fixtures.services import free_port
+from tgbroadcast.core.domain.errors import NotFound
+from tgbroadcast.core.domain.model import (
     Broadcast,
     BroadcastStatus,
     Content,
@@ -30,11 +32,9 @@ from broadcasting.model import (
     NewBroadcast,
     UserProfile,
 )
-from broadcasting.store import Recorded, Store, create_engine
-from broadcasting.store.engine import alembic_config
-from broadcasting.store.tables import metadata
-from tests.fixtures.databases import temporary_database
-from tests.fixtures.services import free_port
+from tgbroadcast.core.store import Recorded, Store, create_engine
+from tgbroadcast.core.store.engine import alembic_config
+from tgbroadcast.core.store.tables import metadata
 
 HELLO = Content(message="hello")
 AT = datetime(2025, 1, 2, 3, 4, 5, 678901, tzinfo=UTC)
@@ -143,7 +143,7 @@ async def test_two_processes_migrating_one_new_sqlite_file(tmp_path: Path) -> No
     url = f"sqlite+aiosqlite:///{database}"
     script = (
         "import asyncio, sys\n"
-        "from broadcasting.store import Store\n"
+        "from tgbroadcast.core.store import Store\n"
         "async def main() -> None:\n"
         "    async with Store.open(sys.argv[1]) as store:\n"
         "        await store.migrate()\n"

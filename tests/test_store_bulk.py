@@ -1,4 +1,4 @@
-"""The store's bulk paths (``broadcasting/store/bulk.py``) on SQLite, PostgreSQL and MariaDB.
+"""The store's bulk paths (``core/store/bulk.py``) on SQLite, PostgreSQL and MariaDB.
 
 Correctness only: how fast they are is measured by ``python -m bench.accept``.
 """
@@ -16,12 +16,18 @@ import pytest
 from sqlalchemy import func, select, text, true
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from broadcasting.model import Broadcast, Content, DeliveryState, NewBroadcast, UserProfile
-from broadcasting.store import Store, create_engine, limits, users
-from broadcasting.store.engine import writer
-from broadcasting.store.tables import broadcasts, deliveries
-from broadcasting.store.tables import users as user_table
 from tests.fixtures.databases import temporary_database
+from tgbroadcast.core.domain.model import (
+    Broadcast,
+    Content,
+    DeliveryState,
+    NewBroadcast,
+    UserProfile,
+)
+from tgbroadcast.core.store import Store, create_engine, limits, users
+from tgbroadcast.core.store.engine import writer
+from tgbroadcast.core.store.tables import broadcasts, deliveries
+from tgbroadcast.core.store.tables import users as user_table
 
 HELLO = Content(message="hello")
 AT = datetime(2025, 1, 2, 3, 4, 5, 678901, tzinfo=UTC)

@@ -16,19 +16,19 @@ from aiogram.methods import GetMe
 from aiohttp import web
 from pydantic._internal import _generics as pydantic_generics
 
-from broadcasting.errors import (
+from tests.fixtures.services import free_port
+from tests.fixtures.telegram import BOT_ID, BOT_SECRET, BOT_TOKEN, OTHER_BOT_TOKEN
+from tests.fixtures.telegram import simulator as simulator_fixture  # noqa: F401 -- fixture
+from tgbroadcast.core.domain.errors import (
     ChatMigrated,
     PermanentError,
     RateLimited,
     TelegramError,
     TransientError,
 )
-from broadcasting.model import Content, MediaType
-from simulator import ChatState, Fault, Simulator
-from tests.fixtures.services import free_port
-from tests.fixtures.telegram import BOT_ID, BOT_SECRET, BOT_TOKEN, OTHER_BOT_TOKEN
-from tests.fixtures.telegram import simulator as simulator_fixture  # noqa: F401 -- fixture
-from worker.telegram import SentMessage, TelegramSender, map_error
+from tgbroadcast.core.domain.model import Content, MediaType
+from tgbroadcast.simulator import ChatState, Fault, Simulator
+from tgbroadcast.worker.telegram import SentMessage, TelegramSender, map_error
 
 MEDIA_TYPES = [t for t in MediaType if t.has_media]
 URL = "https://cdn.example.com/broadcast/item.bin"

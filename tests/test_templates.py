@@ -13,13 +13,15 @@ import grpc
 import pytest
 from google.rpc import error_details_pb2
 from grpc_status import rpc_status
-from tgbroadcast.v1 import broadcast_pb2 as pb
 
-from broadcasting.content import AlbumItem, AlbumKind, ContentOptions, ParseMode
-from broadcasting.errors import InvalidArgument
-from broadcasting.formatting import FormattingError, escape, parse
-from broadcasting.model import Content, MediaType, UserProfile
-from broadcasting.templates import (
+from tests.fixtures.stack import Stack, open_backend, start_stack
+from tests.fixtures.telegram import BOT_ID
+from tests.test_service import assert_watch_complete, post, watch
+from tgbroadcast.core.domain.content import AlbumItem, AlbumKind, ContentOptions, ParseMode
+from tgbroadcast.core.domain.errors import InvalidArgument
+from tgbroadcast.core.domain.model import Content, MediaType, UserProfile
+from tgbroadcast.core.rules.formatting import FormattingError, escape, parse
+from tgbroadcast.core.rules.templates import (
     TemplateError,
     parse_template,
     personalized,
@@ -27,11 +29,9 @@ from broadcasting.templates import (
     profile_values,
     rendered_problem,
 )
-from broadcasting.validation import SendRequest, validate_send
-from simulator import Simulator
-from tests.fixtures.stack import Stack, open_backend, start_stack
-from tests.fixtures.telegram import BOT_ID
-from tests.test_service import assert_watch_complete, post, watch
+from tgbroadcast.core.rules.validation import SendRequest, validate_send
+from tgbroadcast.simulator import Simulator
+from tgbroadcast.v1 import broadcast_pb2 as pb
 
 NASTY_NAMES = [
     "<b>Bob</b> & co",

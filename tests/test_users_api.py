@@ -16,10 +16,11 @@ import pytest
 from google.rpc import error_details_pb2
 from grpc_status import rpc_status
 from sqlalchemy import select
-from tgbroadcast.v1 import broadcast_pb2 as pb
 
-from broadcasting.errors import InvalidArgument, NotFound
-from broadcasting.model import (
+from tests.fixtures.stack import Stack
+from tests.test_service import assert_watch_complete, get, post, watch
+from tgbroadcast.core.domain.errors import InvalidArgument, NotFound
+from tgbroadcast.core.domain.model import (
     Content,
     DeliveryResult,
     DeliveryState,
@@ -27,13 +28,12 @@ from broadcasting.model import (
     UserFilter,
     UserProfile,
 )
-from broadcasting.store import Store, create_engine
-from broadcasting.store.tables import broadcasts
-from broadcasting.validation import SendRequest, validate_send, validate_users
-from server.users_csv import csv_chunks
-from simulator import ChatState
-from tests.fixtures.stack import Stack
-from tests.test_service import assert_watch_complete, get, post, watch
+from tgbroadcast.core.rules.validation import SendRequest, validate_send, validate_users
+from tgbroadcast.core.store import Store, create_engine
+from tgbroadcast.core.store.tables import broadcasts
+from tgbroadcast.server.rest.users_csv import csv_chunks
+from tgbroadcast.simulator import ChatState
+from tgbroadcast.v1 import broadcast_pb2 as pb
 
 HELLO = Content(message="hello")
 AT = datetime(2025, 1, 2, 3, 4, 5, tzinfo=UTC)

@@ -20,15 +20,20 @@ import aiohttp
 import grpc
 import pytest
 from aiohttp import web
-from tgbroadcast.v1 import broadcast_pb2 as pb
 
-from broadcasting.config import WebhookSettings, load_settings
-from broadcasting.errors import ConfigError
-from broadcasting.model import Content, DeliveryResult, DeliveryState, NewBroadcast
-from broadcasting.store import Store
-from broadcasting.webhooks import SIGNATURE_HEADER, TIMESTAMP_HEADER, WebhookNotifier, verify
-from simulator import ChatState, Fault, Simulator
 from tests.fixtures.stack import Backend, Stack, open_backend, start_stack
+from tgbroadcast.core.background.webhooks import (
+    SIGNATURE_HEADER,
+    TIMESTAMP_HEADER,
+    WebhookNotifier,
+    verify,
+)
+from tgbroadcast.core.config import WebhookSettings, load_settings
+from tgbroadcast.core.domain.errors import ConfigError
+from tgbroadcast.core.domain.model import Content, DeliveryResult, DeliveryState, NewBroadcast
+from tgbroadcast.core.store import Store
+from tgbroadcast.simulator import ChatState, Fault, Simulator
+from tgbroadcast.v1 import broadcast_pb2 as pb
 
 SECRET = "webhook-secret-0123456789abcdef"
 WEBHOOK_ENV = {
@@ -177,7 +182,7 @@ async def test_webhook_is_signed_retried_and_delivered(
     assert summary["outcome_counts"] == {"sent": 2, "blocked": 1}
     assert shown["callback_url"] == hook.url
     assert SECRET not in caplog.text
-    ours = [r for r in caplog.records if r.name.startswith(("broadcasting", "server", "worker"))]
+    ours = [r for r in caplog.records if r.name.startswith("tgbroadcast.")]
     logged = "\n".join(f"{r.getMessage()} {r.__dict__}" for r in ours)
     assert "webhook delivered" in logged
     assert "receiver-private" not in logged  # URLs are logged without their query
@@ -302,7 +307,7 @@ async def test_a_webhook_waiting_for_its_retry_frees_its_slot(
 ) -> None:
     """With one slot, a webhook whose receiver fails waits for its retry in SQL while the
     next one is delivered (a sleeping attempt would hold the only slot for minutes)."""
-    caplog.set_level(logging.INFO, logger="broadcasting.webhooks")
+    caplog.set_level(logging.INFO, logger="tgbroadcast.core.background.webhooks")
     settings = WebhookSettings(
         secret=SECRET, max_attempts=3, backoff_base=100.0, backoff_cap=300.0, poll_interval=0.05
     )

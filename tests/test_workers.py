@@ -16,18 +16,18 @@ from pathlib import Path
 
 import aiohttp
 import grpc
-from tgbroadcast.v1 import broadcast_pb2 as pb
-from tgbroadcast.v1 import broadcast_pb2_grpc as pb_grpc
 
-from broadcasting.natsserver import EmbeddedNatsServer
-from broadcasting.queue import Job, Queue
-from simulator import Limit, RateLimits, Simulator
 from tests.fixtures.nats import wait_until
 from tests.fixtures.processes import Process, spawn, wait_healthy
 from tests.fixtures.services import POSTGRES_ADDR, free_port
 from tests.fixtures.stack import API_TOKEN, Backend, open_backend, start_stack
 from tests.fixtures.telegram import BOT_TOKEN
 from tests.test_service import assert_watch_complete, watch
+from tgbroadcast.core.queue import Job, Queue
+from tgbroadcast.launcher.natsserver import EmbeddedNatsServer
+from tgbroadcast.simulator import Limit, RateLimits, Simulator
+from tgbroadcast.v1 import broadcast_pb2 as pb
+from tgbroadcast.v1 import broadcast_pb2_grpc as pb_grpc
 
 AUTH = {"Authorization": f"Bearer {API_TOKEN}"}
 
@@ -71,7 +71,7 @@ class Cluster:
 
     async def _spawn(self, role: str) -> Process:
         self._count += 1
-        args = [sys.executable, "-m", role]
+        args = [sys.executable, "-m", "tgbroadcast.launcher", role]
         name = f"{role}-{self._count}"
         return await self._stack.enter_async_context(spawn(args, self.env, self._cwd, name))
 

@@ -1,0 +1,15 @@
+"""The send path: jobs from NATS, messages to Telegram within its limits, outcomes to SQL.
+
+* :mod:`.runner` — a worker with everything it owns, as one async context manager.
+* :mod:`.worker` — the fetch loop: jobs by tier, claims, backlog.
+* :mod:`.claims` — a job's hold on its recipients in SQL.
+* :mod:`.delivery` — one recipient from first attempt to final outcome, retries included.
+* :mod:`.telegram`, :mod:`.aiogram_content` — the Telegram client (aiogram's ``Bot``) and
+  its errors mapped into ours.
+* :mod:`.ratelimit`, :mod:`.chat_pacing`, :mod:`.clock` — the rate budget shared by every
+  worker process, and per-chat pacing.
+* :mod:`.recorder` — group commit of outcomes: SQL first, then the events stream.
+
+May import: ``tgbroadcast.core`` (domain, rules, store, queue, config, logs, metrics);
+never the service, the API transports or the launcher.
+"""

@@ -21,7 +21,7 @@ from aiogram.types import (
     User,
 )
 
-from broadcasting.content import AlbumItem, AlbumKind, ContentOptions
+from tgbroadcast.core.domain.content import AlbumItem, AlbumKind, ContentOptions
 
 InputMedia = (
     InputMediaAudio | InputMediaDocument | InputMediaLivePhoto | InputMediaPhoto | InputMediaVideo

@@ -1,7 +1,7 @@
 """Per-chat pacing over every worker process, paid for only while broadcasts overlap.
 
 Telegram lets a bot send one message per second to a private chat and 20 per minute to a
-group. :class:`~worker.ratelimit.RateLimiter` paces each chat within its process; a
+group. :class:`~tgbroadcast.worker.ratelimit.RateLimiter` paces each chat within its process; a
 :class:`ChatPacer` makes that pacing hold over every worker of the bot, through a JetStream
 KV bucket. A broadcast sends once per chat, so two sends to one chat on different workers
 happen only while the bot has more than one broadcast sending: the pacer touches the bucket
@@ -73,7 +73,7 @@ import nats.js.errors
 from nats.js import JetStreamContext, api
 from nats.js.kv import KeyValue
 
-from worker.clock import sleep_until
+from tgbroadcast.worker.clock import sleep_until
 
 logger = logging.getLogger(__name__)
 

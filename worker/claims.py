@@ -3,7 +3,7 @@
 Guarantees (any number of worker processes, on any machines):
 
 * A job sends only to recipients it holds (:meth:`JobClaims.holds`), and a pending recipient
-  is held by at most one job at a time (:meth:`~broadcasting.store.Store.claim_recipients`).
+  is held by at most one job at a time (:meth:`~tgbroadcast.core.store.Store.claim_recipients`).
   Every handling of a job message has its own token, so a job redelivered to the same
   worker does not inherit the claims of the handling still running.
 * A claim lasts ``lease`` seconds (the queue's AckWait) and is renewed with every job
@@ -23,7 +23,7 @@ import secrets
 import time
 from collections.abc import Sequence
 
-from broadcasting.store import Claimed, Store
+from tgbroadcast.core.store import Claimed, Store
 
 
 class ClaimTokens:

@@ -18,12 +18,12 @@ Guarantees:
   API is uploaded to Telegram once: within a process the first send goes alone, and its
   file_id, stored in SQL, is used for every later send by every worker. (Workers that start
   the same broadcast at the same moment may each make one such first send.)
-* Pause, cancel and resume (:mod:`broadcasting.lifecycle`): before each send the broadcast's
+* Pause, cancel and resume (:mod:`tgbroadcast.core.domain.states`): before each send the broadcast's
   state is checked (read from SQL at most every ``STATUS_INTERVAL``); a broadcast that is not
   queued or running, or was resumed since the job read it, is not sent to — sends in flight
   finish and are recorded, the others stay ``PENDING``.
 * Before each send (each attempt) the job's claim on the recipient is checked
-  (:class:`worker.claims.JobClaims`, no SQL): a recipient the job no longer surely holds is
+  (:class:`tgbroadcast.worker.claims.JobClaims`, no SQL): a recipient the job no longer surely holds is
   not sent to, so two jobs never send to one recipient at once.
 """
 
@@ -39,10 +39,8 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Protocol
 
-from broadcasting.errors import ChatMigrated, PermanentError, RateLimited, TelegramError
-from broadcasting.lifecycle import SENDABLE
-from broadcasting.metrics import Metrics
-from broadcasting.model import (
+from tgbroadcast.core.domain.errors import ChatMigrated, PermanentError, RateLimited, TelegramError
+from tgbroadcast.core.domain.model import (
     Broadcast,
     BroadcastStatus,
     Content,
@@ -51,11 +49,13 @@ from broadcasting.model import (
     MediaType,
     UserProfile,
 )
-from broadcasting.queue import FinishedEvent, Queue
-from broadcasting.store import Store
-from broadcasting.templates import personalized, rendered_problem
-from worker.recorder import ResultRecorder
-from worker.telegram import TelegramSender
+from tgbroadcast.core.domain.states import SENDABLE
+from tgbroadcast.core.metrics import Metrics
+from tgbroadcast.core.queue import FinishedEvent, Queue
+from tgbroadcast.core.rules.templates import personalized, rendered_problem
+from tgbroadcast.core.store import Store
+from tgbroadcast.worker.recorder import ResultRecorder
+from tgbroadcast.worker.telegram import TelegramSender
 
 logger = logging.getLogger(__name__)
 
@@ -94,7 +94,7 @@ class _Backlog:
 
 
 class Limiter(Protocol):
-    """The bot's rate budget (see :mod:`worker.ratelimit`)."""
+    """The bot's rate budget (see :mod:`tgbroadcast.worker.ratelimit`)."""
 
     async def acquire(self, chat_id: int, *, paid: bool = False) -> None: ...
 
@@ -102,7 +102,7 @@ class Limiter(Protocol):
 
 
 class Claims(Protocol):
-    """The recipients a job holds (see :class:`worker.claims.JobClaims`)."""
+    """The recipients a job holds (see :class:`tgbroadcast.worker.claims.JobClaims`)."""
 
     def holds(self, user_id: int) -> bool: ...
 

@@ -62,7 +62,7 @@ Guarantees, and their limits
   interval before asking for a slot; across processes (given ``active_broadcasts``), while
   more than one broadcast is sending, each slot is first reserved for its chat in the KV
   bucket ``<PREFIX>_CHATS`` — a chat reserved past the slot hands the slot on and waits (see
-  :mod:`worker.chat_pacing`). With one broadcast each chat gets one message, so chats cost no
+  :mod:`tgbroadcast.worker.chat_pacing`). With one broadcast each chat gets one message, so chats cost no
   KV operation. The count of sending broadcasts is polled from SQL about once a second: for
   up to a second after a second broadcast starts, a chat may get a burst of two (Telegram
   tolerates it; a 429 pauses and retries). Across machines the spacing relies on the clocks.
@@ -95,14 +95,14 @@ import nats.js.errors
 from nats.js import JetStreamContext, api
 from nats.js.kv import KeyValue
 
-from worker.chat_pacing import (
+from tgbroadcast.worker.chat_pacing import (
     CONTENTION_POLL_INTERVAL,
     ActiveBroadcasts,
     ChatPacer,
     ChatPacerStats,
     SlotClaim,
 )
-from worker.clock import sleep_until
+from tgbroadcast.worker.clock import sleep_until
 
 logger = logging.getLogger(__name__)
 

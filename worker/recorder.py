@@ -25,10 +25,10 @@ from contextlib import AbstractAsyncContextManager
 from types import TracebackType
 from typing import TypeVar
 
-from broadcasting.metrics import Metrics
-from broadcasting.model import DeliveryResult
-from broadcasting.queue import Event, FinishedEvent, Queue, ResultEvent
-from broadcasting.store import Store
+from tgbroadcast.core.domain.model import DeliveryResult
+from tgbroadcast.core.metrics import Metrics
+from tgbroadcast.core.queue import Event, FinishedEvent, Queue, ResultEvent
+from tgbroadcast.core.store import Store
 
 logger = logging.getLogger(__name__)
 

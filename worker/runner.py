@@ -7,15 +7,15 @@ import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-from broadcasting.config import Settings
-from broadcasting.metrics import Metrics
-from broadcasting.queue import Queue
-from broadcasting.store import Store
-from worker.delivery import Deliverer
-from worker.ratelimit import RateLimiter
-from worker.recorder import ResultRecorder
-from worker.telegram import TelegramSender
-from worker.worker import Worker
+from tgbroadcast.core.config import Settings
+from tgbroadcast.core.metrics import Metrics
+from tgbroadcast.core.queue import Queue
+from tgbroadcast.core.store import Store
+from tgbroadcast.worker.delivery import Deliverer
+from tgbroadcast.worker.ratelimit import RateLimiter
+from tgbroadcast.worker.recorder import ResultRecorder
+from tgbroadcast.worker.telegram import TelegramSender
+from tgbroadcast.worker.worker import Worker
 
 logger = logging.getLogger(__name__)
 

@@ -3,13 +3,13 @@
 Guarantees:
 
 * :meth:`TelegramSender.send` either returns the :class:`SentMessage` Telegram accepted or
-  raises a :class:`~broadcasting.errors.TelegramError` subclass — never aiogram's, aiohttp's
+  raises a :class:`~tgbroadcast.core.domain.errors.TelegramError` subclass — never aiogram's, aiohttp's
   or asyncio's own exceptions (cancellation still propagates as ``CancelledError``). The
   retry decision travels on the exception (``retryable``, ``retry_after``, ``new_chat_id``).
 * Every content is one Bot API call: an album is one sendMediaGroup (its ``message_id`` is
   the first message's, its ``file_id`` all items' as one value), a copy one copyMessage, a
   forward one forwardMessage. Formatting, keyboards and flags go on every method that takes
-  them (:mod:`worker.aiogram_content`); left at their defaults they are not sent at all.
+  them (:mod:`tgbroadcast.worker.aiogram_content`); left at their defaults they are not sent at all.
 * :func:`map_error` is the one place where foreign exceptions become ours. A refusal keeps
   Telegram's description exactly (``Forbidden: bot was blocked by the user``), since users
   are shown it.
@@ -47,18 +47,18 @@ from aiogram.methods.base import Response
 from aiogram.types import BufferedInputFile, Message, MessageId, User
 from aiogram.utils.token import TokenValidationError, validate_token
 
-from broadcasting.content import ContentOptions, album_file_ids, encode_album_file_ids
-from broadcasting.errors import (
+from tgbroadcast.core.domain.content import ContentOptions, album_file_ids, encode_album_file_ids
+from tgbroadcast.core.domain.errors import (
     ChatMigrated,
     PermanentError,
     RateLimited,
     TelegramError,
     TransientError,
 )
-from broadcasting.logconfig import redact
-from broadcasting.model import Content, DeliveryState, MediaType
-from worker import aiogram_content
-from worker.aiogram_content import InputMedia
+from tgbroadcast.core.domain.model import Content, DeliveryState, MediaType
+from tgbroadcast.core.logs import redact
+from tgbroadcast.worker import aiogram_content
+from tgbroadcast.worker.aiogram_content import InputMedia
 
 logger = logging.getLogger(__name__)
 
@@ -150,7 +150,7 @@ class TelegramSender:
         """Send ``content`` to ``chat_id``. ``media`` (a file_id) replaces
         ``content.media_url``; ``upload`` sends these bytes as the file instead (multipart,
         named ``content.media_filename``). For an album, ``media`` is the items' file_ids
-        (:func:`~broadcasting.content.encode_album_file_ids`) and ``album_uploads`` the bytes
+        (:func:`~tgbroadcast.core.domain.content.encode_album_file_ids`) and ``album_uploads`` the bytes
         of uploaded items by their ``media_upload`` name.
 
         Raises only :class:`TelegramError` subclasses.

@@ -3,7 +3,7 @@
 Guarantees (any number of worker processes, on any machines):
 
 * A recipient is sent to only while its SQL state is PENDING and the job holds it: each job
-  first claims its pending recipients in SQL (:mod:`worker.claims`) and sends only to those
+  first claims its pending recipients in SQL (:mod:`tgbroadcast.worker.claims`) and sends only to those
   it got. Two jobs never send to one recipient at once — a redelivered job while its first
   holder still works, a batch published twice, a resumed broadcast's new generation while the
   old one's sends are in flight; a recipient is sent twice only when its send was in flight
@@ -17,9 +17,9 @@ Guarantees (any number of worker processes, on any machines):
 * A job of a broadcast that is final (completed, cancelled, or stopped by the content circuit
   breaker), paused, or resumed since the job was published (an older generation) sends
   nothing and is acked: a resume publishes the recipients still pending as a new generation
-  (see :mod:`broadcasting.lifecycle`).
+  (see :mod:`tgbroadcast.core.domain.states`).
 * How one recipient is sent to — rate budget, 429s, retries, outcomes — is
-  :mod:`worker.delivery`.
+  :mod:`tgbroadcast.worker.delivery`.
 """
 
 from __future__ import annotations
@@ -31,14 +31,14 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
-from broadcasting.dispatch import JOB_SIZE
-from broadcasting.errors import NotFound
-from broadcasting.lifecycle import SENDABLE, generation
-from broadcasting.model import Broadcast
-from broadcasting.queue import DUPLICATE_WINDOW, Queue, ReceivedJob, ResultEvent
-from broadcasting.store import Store
-from worker.claims import ClaimTokens, JobClaims
-from worker.delivery import Deliverer
+from tgbroadcast.core.domain.errors import NotFound
+from tgbroadcast.core.domain.model import Broadcast
+from tgbroadcast.core.domain.states import SENDABLE, generation
+from tgbroadcast.core.queue import DUPLICATE_WINDOW, Queue, ReceivedJob, ResultEvent
+from tgbroadcast.core.service.dispatch import JOB_SIZE
+from tgbroadcast.core.store import Store
+from tgbroadcast.worker.claims import ClaimTokens, JobClaims
+from tgbroadcast.worker.delivery import Deliverer
 
 logger = logging.getLogger(__name__)
 

@@ -10,13 +10,24 @@ bytes of the original text, as Telegram's do.
 Written from the Bot API's "Formatting options" and the official server's rules: an
 unsupported tag, an unescaped reserved character or an unclosed entity is refused; an entity
 with no text is dropped; a link Telegram cannot open is dropped, not refused.
+
+May import: the standard library only.
 """
 
 from __future__ import annotations
 
-from simulator.markup._text import Formatted, MarkupError, UnsupportedParseMode, utf16_length
-from simulator.markup.html import HTML_TAGS, HtmlParser
-from simulator.markup.markdown import MARKDOWN_V2_RESERVED, MarkdownParser, MarkdownV2Parser
+from tgbroadcast.simulator.markup._text import (
+    Formatted,
+    MarkupError,
+    UnsupportedParseMode,
+    utf16_length,
+)
+from tgbroadcast.simulator.markup.html import HTML_TAGS, HtmlParser
+from tgbroadcast.simulator.markup.markdown import (
+    MARKDOWN_V2_RESERVED,
+    MarkdownParser,
+    MarkdownV2Parser,
+)
 
 __all__ = [
     "HTML_TAGS",

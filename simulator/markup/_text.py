@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Final
 
-from simulator.markup import links
+from tgbroadcast.simulator.markup import links
 
 PRIORITY: Final = {
     "blockquote": 0,

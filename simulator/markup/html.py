@@ -6,8 +6,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Final
 
-from simulator.markup import links
-from simulator.markup._text import Formatted, MarkupError, Output, is_space, link_entity
+from tgbroadcast.simulator.markup import links
+from tgbroadcast.simulator.markup._text import Formatted, MarkupError, Output, is_space, link_entity
 
 HTML_TAGS: Final = frozenset(
     {

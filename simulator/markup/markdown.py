@@ -5,8 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Final
 
-from simulator.markup import links
-from simulator.markup._text import Formatted, MarkupError, Output, is_space, link_entity
+from tgbroadcast.simulator.markup import links
+from tgbroadcast.simulator.markup._text import Formatted, MarkupError, Output, is_space, link_entity
 
 MARKDOWN_V2_RESERVED: Final = "_*[]()~`>#+-=|{}.!"
 """The characters MarkdownV2 refuses unescaped outside code."""

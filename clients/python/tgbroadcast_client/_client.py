@@ -14,9 +14,9 @@ from typing import Self, TypeAlias, TypedDict, TypeVar, Unpack
 
 import grpc
 from google.protobuf.descriptor import EnumDescriptor
+
 from tgbroadcast.v1 import broadcast_pb2 as pb
 from tgbroadcast.v1 import broadcast_pb2_grpc as pb_grpc
-
 from tgbroadcast_client._errors import error_from_rpc
 
 Request = TypeVar("Request")

@@ -46,7 +46,6 @@ from pathlib import Path
 from typing import Any, Final, Protocol, TextIO
 
 from tgbroadcast.v1 import broadcast_pb2 as pb
-
 from tgbroadcast_client._client import (
     BroadcastClient,
     MessageFields,

@@ -1,0 +1,184 @@
+"""Every error the service raises on purpose, in one tree.
+
+::
+
+    BroadcastingError
+    ├── ConfigError              bad configuration; names the key (start-up fails fast)
+    ├── NatsServerError          the embedded nats-server could not start (its log tail inside)
+    ├── QueueError               a NATS operation failed (publish not acknowledged, JetStream down)
+    ├── ApiError                 answered to an API caller (gRPC status / HTTP problem)
+    │   ├── InvalidArgument      INVALID_ARGUMENT / 400, with one violation per bad field
+    │   │   └── ImportRefused    a bad ImportUsers chunk; ``imported`` users before it stay
+    │   ├── NotFound             NOT_FOUND / 404
+    │   ├── FailedPrecondition   FAILED_PRECONDITION / 409: the broadcast's state (``state``)
+    │   │                        does not allow the move (see ``tgbroadcast.core.domain.states``)
+    │   ├── AlreadyExists        ALREADY_EXISTS / 409: an idempotency key reused with another
+    │   │                        request
+    │   └── Unauthenticated      UNAUTHENTICATED / 401
+    └── TelegramError            one Bot API call failed; mapped once from aiogram
+        ├── RateLimited          429: wait ``retry_after`` seconds, then retry (not an attempt)
+        ├── ChatMigrated         the group became a supergroup: resend to ``new_chat_id``
+        ├── PermanentError       final for this recipient, with its ``outcome`` (blocked, chat
+        │                        not found, ...) and whether the content itself is at fault
+        └── TransientError       worth retrying with backoff (5xx, network, timeout, non-JSON)
+
+The retry decision travels on the exception (``retryable``), so callers branch on data,
+not on scattered ``isinstance`` checks. No message here ever contains a token.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from nats.errors import Error as NatsError
+from sqlalchemy.exc import InterfaceError, OperationalError
+
+from tgbroadcast.core.domain.model import DeliveryState
+
+
+class BroadcastingError(Exception):
+    """The root of the service's own errors."""
+
+
+class ConfigError(BroadcastingError):
+    """The configuration is invalid; ``key`` is the dotted config key (``server.port``)."""
+
+    def __init__(self, key: str, message: str) -> None:
+        super().__init__(f"config {key}: {message}")
+        self.key = key
+        self.message = message
+
+
+class NatsServerError(BroadcastingError):
+    """The embedded nats-server could not be started or found."""
+
+
+class QueueError(BroadcastingError):
+    """A NATS operation failed (publish not acknowledged, JetStream unavailable)."""
+
+
+class ApiError(BroadcastingError):
+    """An error answered to an API caller; ``str()`` is safe to show them."""
+
+
+@dataclass(frozen=True, slots=True)
+class FieldViolation:
+    """One bad field of a request: ``field`` is its path (``user_ids[3]``)."""
+
+    field: str
+    description: str
+
+
+class InvalidArgument(ApiError):
+    """The request is invalid; nothing was written."""
+
+    def __init__(self, violations: Iterable[FieldViolation]) -> None:
+        self.violations = tuple(violations)
+        if not self.violations:
+            raise ValueError("InvalidArgument needs at least one violation")
+        super().__init__("; ".join(f"{v.field}: {v.description}" for v in self.violations))
+
+    @classmethod
+    def single(cls, field: str, description: str) -> InvalidArgument:
+        return cls([FieldViolation(field, description)])
+
+
+class ImportRefused(InvalidArgument):
+    """An ImportUsers chunk was invalid: it and every later one were not written, while the
+    ``imported`` users of the chunks before it are committed."""
+
+    def __init__(self, violations: Iterable[FieldViolation], *, imported: int) -> None:
+        super().__init__(violations)
+        self.imported = imported
+        self.args = (f"{self.args[0]} (the {imported} users before it were imported)",)
+
+
+class NotFound(ApiError):
+    """The named resource does not exist."""
+
+
+class FailedPrecondition(ApiError):
+    """The resource's state does not allow the operation; ``state`` names that state."""
+
+    def __init__(self, message: str, *, state: str) -> None:
+        super().__init__(message)
+        self.state = state
+
+
+class AlreadyExists(ApiError):
+    """The request collides with an existing resource (an idempotency key reused with a
+    different request); nothing was written."""
+
+
+class Unauthenticated(ApiError):
+    """The caller gave no API token, or a wrong one."""
+
+
+class TelegramError(BroadcastingError):
+    """A Bot API call failed. ``description`` is Telegram's text (or ours for network errors)."""
+
+    retryable: bool = False
+
+    def __init__(self, description: str) -> None:
+        super().__init__(description)
+        self.description = description
+
+
+class RateLimited(TelegramError):
+    """429 Too Many Requests: the bot must pause for ``retry_after`` seconds."""
+
+    retryable = True
+
+    def __init__(self, description: str, *, retry_after: float) -> None:
+        super().__init__(description)
+        self.retry_after = retry_after
+
+
+class ChatMigrated(TelegramError):
+    """The group was upgraded to a supergroup; the same message goes to ``new_chat_id``."""
+
+    retryable = True
+
+    def __init__(self, description: str, *, new_chat_id: int) -> None:
+        super().__init__(description)
+        self.new_chat_id = new_chat_id
+
+
+class PermanentError(TelegramError):
+    """Telegram refused the message for good; ``error_code`` is its HTTP-like code.
+
+    ``outcome`` is the recipient's final state. ``content_error`` means the message itself
+    (or the bot) is at fault — too long, a bad file URL — so every recipient would fail too.
+    """
+
+    def __init__(
+        self,
+        description: str,
+        *,
+        error_code: int,
+        outcome: DeliveryState = DeliveryState.BAD_REQUEST,
+        content_error: bool = False,
+    ) -> None:
+        super().__init__(description)
+        self.error_code = error_code
+        self.outcome = outcome
+        self.content_error = content_error
+
+
+class TransientError(TelegramError):
+    """A failure that may pass: 5xx, a network error, a timeout, a non-JSON answer."""
+
+    retryable = True
+
+
+BACKEND_UNAVAILABLE: tuple[type[Exception], ...] = (
+    OperationalError,
+    InterfaceError,
+    QueueError,
+    NatsError,
+    OSError,
+)
+"""Failures that mean the database or NATS cannot be reached right now (API callers get
+503 / UNAVAILABLE and may retry): connection-type SQL errors — not data errors —, NATS
+errors, and socket errors (asyncpg raises plain ``OSError`` when PostgreSQL is down)."""

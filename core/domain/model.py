@@ -1,0 +1,275 @@
+"""The broadcast domain: plain frozen values shared by the API, the store and the workers.
+
+Protobuf and JSON live at the edges (``server``); Telegram's types live in ``worker``.
+Everything in between speaks these dataclasses.
+
+Delivery states, and what they guarantee:
+
+* ``PENDING`` — the recipient has not reached a final outcome. A worker may be sending to it
+  right now; after a crash it is sent again (at most the sends in flight are repeated).
+* ``SENT`` — Telegram accepted the message; ``message_id`` is Telegram's id for it. Final.
+* Not delivered, final, ``error`` holding Telegram's description:
+
+  - ``BLOCKED`` — the user blocked the bot (the user is marked inactive);
+  - ``DEACTIVATED`` — the account was deleted (the user is marked inactive);
+  - ``CANT_INITIATE`` — the user never started the bot;
+  - ``KICKED`` — the bot was removed from the group or channel, or it was deleted;
+  - ``CHAT_NOT_FOUND`` — no such chat;
+  - ``BAD_REQUEST`` — any other refusal (the content itself, for example);
+  - ``FAILED`` — every attempt failed with a transient error (5xx, network, timeout).
+
+A final state is written once, by a conditional update from ``PENDING``: a recipient is
+counted once however many workers race on it.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+from datetime import datetime
+
+from tgbroadcast.core.domain.content import DEFAULT_OPTIONS, ContentOptions
+
+TEXT_LIMIT = 4096
+"""Telegram's limit for message text, in characters after entities parsing."""
+
+CAPTION_LIMIT = 1024
+"""Telegram's limit for media captions."""
+
+
+class MediaType(enum.StrEnum):
+    """How a broadcast is sent: one Bot API method each."""
+
+    TEXT = "text"
+    PHOTO = "photo"
+    VIDEO = "video"
+    ANIMATION = "animation"
+    DOCUMENT = "document"
+    AUDIO = "audio"
+    VOICE = "voice"
+    VIDEO_NOTE = "video_note"
+    STICKER = "sticker"
+    ALBUM = "album"
+    """sendMediaGroup of ``options.album``; captions are per item."""
+    COPY = "copy"
+    """copyMessage of ``options.source``; ``message``, if any, is the new caption."""
+    FORWARD = "forward"
+    """forwardMessage of ``options.source``."""
+
+    @property
+    def has_media(self) -> bool:
+        """Whether the message is one media file, given by ``media_url`` or an upload."""
+        return self not in (MediaType.TEXT, MediaType.ALBUM, MediaType.COPY, MediaType.FORWARD)
+
+    @property
+    def takes_caption(self) -> bool:
+        """Whether ``message`` is sent as a caption (text, captionless media, albums and
+        forwards: no)."""
+        return self not in (
+            MediaType.TEXT,
+            MediaType.VIDEO_NOTE,
+            MediaType.STICKER,
+            MediaType.ALBUM,
+            MediaType.FORWARD,
+        )
+
+
+class BroadcastStatus(enum.StrEnum):
+    """Where a broadcast is in its life. ``COMPLETED``, ``CANCELLED`` and ``FAILED`` are
+    final."""
+
+    SCHEDULED = "scheduled"
+    QUEUED = "queued"
+    RUNNING = "running"
+    PAUSED = "paused"
+    COMPLETED = "completed"
+    CANCELLED = "cancelled"
+    FAILED = "failed"
+
+    @property
+    def is_final(self) -> bool:
+        return self in (
+            BroadcastStatus.COMPLETED,
+            BroadcastStatus.CANCELLED,
+            BroadcastStatus.FAILED,
+        )
+
+
+class DeliveryState(enum.StrEnum):
+    """One recipient's state; see the module docstring. Every state but PENDING is final."""
+
+    PENDING = "pending"
+    SENT = "sent"
+    BLOCKED = "blocked"
+    DEACTIVATED = "deactivated"
+    CANT_INITIATE = "cant_initiate"
+    KICKED = "kicked"
+    CHAT_NOT_FOUND = "chat_not_found"
+    BAD_REQUEST = "bad_request"
+    FAILED = "failed"
+
+    @property
+    def is_final(self) -> bool:
+        return self is not DeliveryState.PENDING
+
+    @property
+    def delivered(self) -> bool:
+        return self is DeliveryState.SENT
+
+    @property
+    def deactivates_user(self) -> bool:
+        """Whether this outcome leaves the user out of later ``all_users`` broadcasts."""
+        return self in (DeliveryState.BLOCKED, DeliveryState.DEACTIVATED)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Content:
+    """What is sent to every recipient.
+
+    ``message`` is the text for ``TEXT`` and the caption otherwise (empty: no caption). The
+    media is either ``media_url`` — an HTTP(S) URL Telegram fetches, or a file_id — or
+    ``media_upload``, the name under which bytes uploaded through the API wait in the queue's
+    media store, sent as ``media_filename``.
+    """
+
+    message: str
+    media_type: MediaType = MediaType.TEXT
+    media_url: str | None = None
+    media_upload: str | None = None
+    media_filename: str | None = None
+    allow_paid_broadcast: bool = False
+    """Telegram's paid broadcasts: up to 1000 messages per second, 0.1 Star each over 30."""
+    options: ContentOptions = DEFAULT_OPTIONS
+    """Formatting, keyboard, flags, album items, copied message (:mod:`tgbroadcast.core.domain.content`)."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class NewBroadcast:
+    """A validated request for a broadcast.
+
+    Exactly one audience: ``user_ids`` (distinct, in request order), ``all_users`` or
+    ``filter``.
+    """
+
+    content: Content
+    user_ids: tuple[int, ...] = ()
+    all_users: bool = False
+    filter: UserFilter | None = None
+    """Instead of ``user_ids``/``all_users``: the active users matching this filter."""
+    callback_url: str | None = None
+    """Where a signed summary is POSTed when the broadcast ends (see ``tgbroadcast.core.background.webhooks``)."""
+    send_at: datetime | None = None
+    """Start at this time (``SCHEDULED`` until then); ``None`` or a past time: now."""
+    idempotency_key: str | None = None
+    """The caller's key: a repeat with the same key and request returns this broadcast."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Broadcast:
+    """A stored broadcast. ``sent + failed + pending == total`` at every moment; ``failed``
+    counts every recipient not delivered, whatever the reason. ``error`` says why a FAILED
+    broadcast was stopped."""
+
+    id: int
+    status: BroadcastStatus
+    content: Content
+    total: int
+    sent: int
+    failed: int
+    created_at: datetime
+    finished_at: datetime | None = None
+    error: str | None = None
+    callback_url: str | None = None
+    send_at: datetime | None = None
+    """When a ``SCHEDULED`` broadcast starts (kept after it started)."""
+    started_at: datetime | None = None
+    """When the first recipient's outcome was recorded."""
+    idempotency_key: str | None = None
+    resumed_at: datetime | None = None
+    """The last ResumeBroadcast: it names the current generation of jobs (see
+    :mod:`tgbroadcast.core.domain.states`)."""
+
+    @property
+    def pending(self) -> int:
+        return self.total - self.sent - self.failed
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class DeliveryResult:
+    """One recipient's final outcome (``state`` is never ``PENDING``)."""
+
+    broadcast_id: int
+    user_id: int
+    state: DeliveryState
+    finished_at: datetime
+    message_id: int | None = None
+    error: str | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Delivery:
+    """One recipient of a broadcast as a report shows it, in any state.
+
+    ``finished_at`` is ``None`` exactly while ``state`` is ``PENDING``; ``message_id`` is set
+    for ``SENT``, ``error`` holds Telegram's description for the other final states.
+    """
+
+    user_id: int
+    state: DeliveryState
+    finished_at: datetime | None = None
+    message_id: int | None = None
+    error: str | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class UserProfile:
+    """What a bot tells us about a user (the input of an upsert)."""
+
+    id: int
+    username: str | None = None
+    first_name: str | None = None
+    last_name: str | None = None
+    language_code: str | None = None
+    tags: tuple[str, ...] | None = None
+    """The user's tags after the upsert (replacing the stored ones); ``None`` keeps them."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class User:
+    """A stored user. Inactive users are left out of ``all_users`` and filter broadcasts.
+
+    ``blocked_reason`` says why an inactive user is inactive (``"blocked"`` or
+    ``"deactivated"``, the delivery outcome that made it so; ``None`` otherwise) and
+    ``blocked_at`` since when; an upsert makes the user active again and clears both.
+    """
+
+    id: int
+    username: str | None
+    first_name: str | None
+    last_name: str | None
+    language_code: str | None
+    active: bool
+    created_at: datetime
+    updated_at: datetime
+    tags: tuple[str, ...] = ()
+    """Sorted."""
+    blocked_reason: str | None = None
+    blocked_at: datetime | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class UserFilter:
+    """Selects users: those having at least one of ``tags`` (when given) and whose
+    ``language_code`` is one of ``language_codes`` (when given). Empty matches everyone.
+    Audiences add "active only"."""
+
+    tags: tuple[str, ...] = ()
+    language_codes: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class UserPage:
+    """One page of users, ordered by id; ``next_after`` is ``None`` on the last page."""
+
+    users: tuple[User, ...]
+    next_after: int | None

@@ -1,0 +1,60 @@
+"""The NATS JetStream transport: jobs for the workers and per-recipient events for watchers.
+
+SQL is the truth; this is only transport. Two streams per ``prefix``:
+
+* ``<PREFIX>_JOBS`` — work-queue retention, subjects ``<prefix>.jobs`` (free broadcasts) and
+  ``<prefix>.jobs.paid`` (paid ones). A job is a batch of recipient ids of one broadcast. All
+  workers pull one tier's jobs from ONE durable consumer (``workers``, ``workers-paid``), so
+  a job is delivered to one worker at a time, and a tier's jobs never wait behind the other
+  tier's; a job leaves the stream when its worker acks it.
+  A job that is not acked within ``ack_wait`` (worker crashed, or no ``in_progress()``) is
+  delivered again, with a higher ``num_delivered``. Jobs are therefore delivered *at least
+  once*: workers must skip recipients that are already final in SQL.
+* ``<PREFIX>_EVENTS`` — limits retention (7 days), subjects ``<prefix>.events.<broadcast_id>``.
+  One event per recipient outcome plus one when the broadcast finishes.
+
+Every publish carries a ``Nats-Msg-Id`` derived from its content, so a re-publish within the
+duplicate window (10 minutes) is dropped by the server: a job by broadcast id, first id, count
+and a hash of the ids; a result by broadcast and user id; a finish by broadcast id.
+
+Payloads are compact JSON, datetimes ISO 8601 in UTC. A malformed job is logged and
+terminated (never redelivered); a malformed event is logged and skipped by watchers.
+
+May import: :mod:`tgbroadcast.core.domain`.
+"""
+
+from tgbroadcast.core.domain.errors import QueueError
+from tgbroadcast.core.queue.jetstream import (
+    DUPLICATE_WINDOW,
+    EVENTS_MAX_AGE,
+    WORKERS_CONSUMER,
+    Queue,
+    QueueNames,
+    ReceivedJob,
+)
+from tgbroadcast.core.queue.payloads import (
+    Event,
+    FinishedEvent,
+    Idle,
+    Job,
+    ResultEvent,
+    decode_event,
+    encode_event,
+)
+
+__all__ = [
+    "DUPLICATE_WINDOW",
+    "EVENTS_MAX_AGE",
+    "WORKERS_CONSUMER",
+    "Event",
+    "FinishedEvent",
+    "Idle",
+    "Job",
+    "Queue",
+    "QueueError",
+    "QueueNames",
+    "ReceivedJob",
+    "ResultEvent",
+    "decode_event",
+    "encode_event",
+]

@@ -1,0 +1,209 @@
+"""What travels on the queue: jobs, delivery events, and their JSON encoding.
+
+Payloads are compact JSON with datetimes in ISO 8601 UTC. Decoding validates the shape and
+raises ``ValueError`` on anything else, so a malformed message never reaches a worker or a
+watcher as a half-valid value.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from tgbroadcast.core.domain.model import BroadcastStatus, DeliveryResult, DeliveryState
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Job:
+    """A batch of recipients of one broadcast: ``user_ids`` ascending, distinct, non-empty.
+
+    ``generation`` is the broadcast's job generation when the job was cut (0 until it is
+    first resumed; see :mod:`tgbroadcast.core.domain.states`): workers drop jobs of an older one.
+    ``paid``: the broadcast is a paid one; its jobs travel apart from the free ones, so the
+    two budgets never wait for each other's jobs.
+    """
+
+    broadcast_id: int
+    user_ids: tuple[int, ...]
+    generation: int = 0
+    paid: bool = False
+
+    def __post_init__(self) -> None:
+        if not _is_int(self.broadcast_id) or self.broadcast_id < 1:
+            raise ValueError(f"broadcast_id must be a positive int, got {self.broadcast_id!r}")
+        if not self.user_ids:
+            raise ValueError("a job needs at least one user id")
+        if not all(_is_int(u) for u in self.user_ids):
+            raise ValueError("user_ids must be ints")
+        if any(a >= b for a, b in zip(self.user_ids, self.user_ids[1:], strict=False)):
+            raise ValueError("user_ids must be ascending and distinct")
+        if not _is_int(self.generation) or self.generation < 0:
+            raise ValueError(f"generation must be a non-negative int, got {self.generation!r}")
+
+    @property
+    def msg_id(self) -> str:
+        """The ``Nats-Msg-Id``: the same for the same content, different for any other."""
+        digest = hashlib.sha256(",".join(map(str, self.user_ids)).encode()).hexdigest()[:16]
+        msg_id = f"j.{self.broadcast_id}.{self.user_ids[0]}.{len(self.user_ids)}.{digest}"
+        return f"{msg_id}.g{self.generation}" if self.generation else msg_id
+
+    def encode(self) -> bytes:
+        obj: dict[str, Any] = {"broadcast_id": self.broadcast_id, "user_ids": list(self.user_ids)}
+        if self.generation:
+            obj["generation"] = self.generation
+        if self.paid:
+            obj["paid"] = True
+        return _dumps(obj)
+
+    @classmethod
+    def decode(cls, data: bytes) -> Job:
+        """Parse a job message; ``ValueError`` when it is not one."""
+        obj = _loads_object(data)
+        user_ids = obj.get("user_ids")
+        if not isinstance(user_ids, list):
+            raise ValueError("user_ids must be a list")
+        generation = _get_int(obj, "generation") if "generation" in obj else 0
+        paid = obj.get("paid", False)
+        if not isinstance(paid, bool):
+            raise ValueError("paid must be a boolean")
+        return cls(
+            broadcast_id=_get_int(obj, "broadcast_id"),
+            user_ids=tuple(user_ids),
+            generation=generation,
+            paid=paid,
+        )
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ResultEvent:
+    """One recipient reached its final state."""
+
+    result: DeliveryResult
+
+    @property
+    def broadcast_id(self) -> int:
+        return self.result.broadcast_id
+
+    @property
+    def msg_id(self) -> str:
+        return f"r.{self.result.broadcast_id}.{self.result.user_id}"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class FinishedEvent:
+    """The broadcast reached a final status; no result events follow for it."""
+
+    broadcast_id: int
+    status: BroadcastStatus
+
+    @property
+    def msg_id(self) -> str:
+        return f"f.{self.broadcast_id}"
+
+
+Event = ResultEvent | FinishedEvent
+
+
+@dataclass(frozen=True, slots=True)
+class Idle:
+    """Yielded by ``Queue.watch`` when nothing arrived for ``idle_after`` seconds."""
+
+
+def encode_event(event: Event) -> bytes:
+    if isinstance(event, ResultEvent):
+        r = event.result
+        if not r.state.is_final:
+            raise ValueError("a result event needs a final delivery state")
+        return _dumps(
+            {
+                "type": "result",
+                "broadcast_id": r.broadcast_id,
+                "user_id": r.user_id,
+                "state": r.state.value,
+                "finished_at": _format_datetime(r.finished_at),
+                "message_id": r.message_id,
+                "error": r.error,
+            }
+        )
+    return _dumps(
+        {"type": "finished", "broadcast_id": event.broadcast_id, "status": event.status.value}
+    )
+
+
+def decode_event(data: bytes) -> Event:
+    """Parse an event message; ``ValueError`` when it is not one."""
+    obj = _loads_object(data)
+    kind = obj.get("type")
+    broadcast_id = _get_int(obj, "broadcast_id")
+    if kind == "finished":
+        status = BroadcastStatus(_get_str(obj, "status"))
+        if not status.is_final:
+            raise ValueError(f"a finished event needs a final status, got {status.value}")
+        return FinishedEvent(broadcast_id=broadcast_id, status=status)
+    if kind != "result":
+        raise ValueError(f"unknown event type {kind!r}")
+    state = DeliveryState(_get_str(obj, "state"))
+    if not state.is_final:
+        raise ValueError("a result event needs a final delivery state")
+    message_id = obj.get("message_id")
+    error = obj.get("error")
+    return ResultEvent(
+        result=DeliveryResult(
+            broadcast_id=broadcast_id,
+            user_id=_get_int(obj, "user_id"),
+            state=state,
+            finished_at=_parse_datetime(_get_str(obj, "finished_at")),
+            message_id=None if message_id is None else _get_int(obj, "message_id"),
+            error=None if error is None else _get_str(obj, "error"),
+        )
+    )
+
+
+def _dumps(obj: dict[str, Any]) -> bytes:
+    return json.dumps(obj, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+def _loads_object(data: bytes) -> dict[str, Any]:
+    try:
+        obj = json.loads(data)
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ValueError(f"not JSON: {exc}") from exc
+    if not isinstance(obj, dict):
+        raise ValueError("not a JSON object")
+    return obj
+
+
+def _is_int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _get_int(obj: dict[str, Any], key: str) -> int:
+    value = obj.get(key)
+    if not _is_int(value):
+        raise ValueError(f"{key} must be an int")
+    assert isinstance(value, int)
+    return value
+
+
+def _get_str(obj: dict[str, Any], key: str) -> str:
+    value = obj.get(key)
+    if not isinstance(value, str):
+        raise ValueError(f"{key} must be a string")
+    return value
+
+
+def _format_datetime(value: datetime) -> str:
+    """ISO 8601 in UTC; a naive datetime is taken to be UTC already."""
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=UTC)
+    return value.astimezone(UTC).isoformat()
+
+
+def _parse_datetime(text: str) -> datetime:
+    value = datetime.fromisoformat(text)
+    if value.tzinfo is None:
+        raise ValueError("datetime without a time zone")
+    return value.astimezone(UTC)

@@ -1,0 +1,13 @@
+"""Request rules, pure functions over domain values: what both transports accept and how it
+is refused.
+
+* :mod:`.validation` — a request's fields, one message per rule, with field paths.
+* :mod:`.rich_content` — Telegram's rules for media, albums, keyboards, copies and forwards.
+* :mod:`.formatting` — Telegram's markup (HTML, MarkdownV2), parsed as the Bot API parses it.
+* :mod:`.templates` — ``{first_name}`` personalization.
+* :mod:`.idempotency` — the request hash behind ``idempotency_key``.
+* :mod:`.schedule` — ``send_at`` and RFC 3339 timestamps.
+* :mod:`.page_tokens` — the opaque cursors of paginated lists.
+
+May import: :mod:`tgbroadcast.core.domain`. No I/O.
+"""

@@ -1,0 +1,558 @@
+"""Request validation shared by both transports: one rule, one message, whatever the wire.
+
+Every function either returns a validated domain value or raises
+:class:`~tgbroadcast.core.domain.errors.InvalidArgument` listing *every* bad field, so a caller fixes a
+request in one round trip. Nothing is written before validation passes.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
+from datetime import datetime
+from urllib.parse import urlsplit
+
+from tgbroadcast.core.domain.content import (
+    ContentOptions,
+    Entity,
+    InlineKeyboard,
+    LinkPreview,
+    MessageRef,
+)
+from tgbroadcast.core.domain.errors import FieldViolation, InvalidArgument
+from tgbroadcast.core.domain.model import (
+    CAPTION_LIMIT,
+    TEXT_LIMIT,
+    Content,
+    MediaType,
+    NewBroadcast,
+    UserFilter,
+    UserProfile,
+)
+from tgbroadcast.core.rules import page_tokens, rich_content
+from tgbroadcast.core.rules.rich_content import AlbumItemInput
+
+INT64_MIN = -(2**63)
+INT64_MAX = 2**63 - 1
+
+MAX_USERS_PER_UPSERT = 10_000
+DEFAULT_PAGE_SIZE = 100
+MAX_PAGE_SIZE = 1000
+
+UPLOAD_LIMITS = {MediaType.PHOTO: 10 * 1024 * 1024}
+"""Telegram's limits for files uploaded by a bot (multipart): photos 10 MB, others 50 MB."""
+DEFAULT_UPLOAD_LIMIT = 50 * 1024 * 1024
+MAX_FILENAME = 255
+
+_FILE_ID = re.compile(r"^[A-Za-z0-9_-]{16,}$")
+_MEDIA_TYPES = ", ".join(t.value for t in MediaType)
+
+# Telegram's limits on user fields (usernames are 5-32 characters; names up to 64).
+_USER_FIELD_LIMITS = {"username": 32, "first_name": 64, "last_name": 64, "language_code": 35}
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SendRequest:
+    """A SendMessage request as it came in, before validation.
+
+    ``media_type`` is the REST spelling (``"photo"``; empty means text); the gRPC transport
+    converts its enum to it.
+    """
+
+    message: str = ""
+    media_type: str = ""
+    media_url: str = ""
+    user_ids: Sequence[int] = ()
+    all_users: bool = False
+    filter: UserFilter | None = None
+    """The audience as a filter (its tags and language codes as given, not yet checked)."""
+    allow_paid_broadcast: bool = False
+    media_data: bytes = b""
+    """The media file itself, uploaded through the API instead of ``media_url``."""
+    media_filename: str = ""
+    parse_mode: str = ""
+    """``"html"``, ``"markdown_v2"`` or empty (the rest of the content part is
+    :mod:`tgbroadcast.core.rules.rich_content`)."""
+    entities: Sequence[Entity] = ()
+    reply_markup: InlineKeyboard | None = None
+    disable_notification: bool = False
+    protect_content: bool = False
+    link_preview_options: LinkPreview | None = None
+    album: Sequence[AlbumItemInput] = ()
+    source: MessageRef | None = None
+    personalize: bool = False
+    callback_url: str = ""
+    """Where the completion webhook goes (empty: none)."""
+    send_at: datetime | None = None
+    """Start at this time instead of now (checked by :mod:`tgbroadcast.core.rules.idempotency`)."""
+    idempotency_key: str = ""
+    """The caller's idempotency key (empty: none)."""
+
+
+def unencodable(text: str) -> bool:
+    """Whether ``text`` holds what neither Telegram nor every database can store: NUL, or a
+    lone UTF-16 surrogate (JSON lets a client send ``"\\ud800"``)."""
+    return "\x00" in text or any("\ud800" <= ch <= "\udfff" for ch in text)
+
+
+_UNENCODABLE = "contains a NUL character or an unpaired surrogate"
+
+
+def telegram_length(text: str) -> int:
+    """Length as Telegram counts it: UTF-16 code units (an emoji can count 2)."""
+    return len(text.encode("utf-16-le")) // 2
+
+
+def validate_send(
+    request: SendRequest, *, max_user_ids: int, accept_callbacks: bool = True
+) -> NewBroadcast:
+    """Check a SendMessage request against Telegram's rules and ours.
+
+    ``accept_callbacks`` is false when no webhook secret is configured: a ``callback_url``
+    is then refused, since its receiver could not verify anything.
+    """
+    violations: list[FieldViolation] = []
+    callback_url = _callback_url(request.callback_url, accept_callbacks, violations)
+    media_type = _media_type(request.media_type, violations)
+    content = _content(request, media_type, violations)
+    user_ids, user_filter = _audience(request, max_user_ids, violations)
+    if violations:
+        raise InvalidArgument(violations)
+    assert content is not None
+    return NewBroadcast(
+        content=content,
+        user_ids=user_ids,
+        all_users=request.all_users,
+        filter=user_filter,
+        callback_url=callback_url,
+    )
+
+
+MAX_CALLBACK_URL = 2048
+
+
+def _callback_url(value: str, accept: bool, violations: list[FieldViolation]) -> str | None:
+    url = value.strip()
+    if not url:
+        return None
+    problem = ""
+    if not accept:
+        problem = "needs a webhook secret on the server (webhook.secret / TGB_WEBHOOK_SECRET)"
+    elif len(url) > MAX_CALLBACK_URL:
+        problem = f"is {len(url)} characters; at most {MAX_CALLBACK_URL}"
+    elif unencodable(url) or any(ch.isspace() or ord(ch) < 32 for ch in url):
+        problem = "must be an http(s) URL without spaces or control characters"
+    else:
+        try:
+            parts = urlsplit(url)
+            valid = parts.scheme in ("http", "https") and bool(parts.hostname)
+            parts.port  # noqa: B018 -- raises ValueError for a port out of range
+        except ValueError:
+            valid = False
+        if not valid:
+            problem = "must be an http(s) URL with a host"
+    if problem:
+        violations.append(FieldViolation("callback_url", problem))
+        return None
+    return url
+
+
+def _media_type(value: str, violations: list[FieldViolation]) -> MediaType | None:
+    if not value:
+        return MediaType.TEXT
+    try:
+        return MediaType(value)
+    except ValueError:
+        violations.append(
+            FieldViolation("media_type", f"unknown media type {value!r}; one of {_MEDIA_TYPES}")
+        )
+        return None
+
+
+def validate_content(request: SendRequest) -> Content:
+    """Check only the content of a SendMessage request (PreviewMessage ignores the audience)."""
+    violations: list[FieldViolation] = []
+    content = _content(request, _media_type(request.media_type, violations), violations)
+    if violations:
+        raise InvalidArgument(violations)
+    assert content is not None
+    return content
+
+
+def _content(
+    request: SendRequest, media_type: MediaType | None, violations: list[FieldViolation]
+) -> Content | None:
+    message = request.message
+    media_url = request.media_url.strip()
+    if media_type is None:
+        return None
+    for field, text in (
+        ("message", message),
+        ("media_url", media_url),
+        ("media_filename", request.media_filename),
+    ):
+        if unencodable(text):
+            violations.append(FieldViolation(field, _UNENCODABLE))
+            return None
+    options = rich_content.options(request, media_type, violations)
+    if media_type in (MediaType.ALBUM, MediaType.COPY, MediaType.FORWARD):
+        return _composite_content(request, media_type, options, violations)
+    if media_type is MediaType.TEXT:
+        if media_url:
+            violations.append(
+                FieldViolation("media_url", "is only for media; set media_type (e.g. photo)")
+            )
+        if request.media_data:
+            violations.append(
+                FieldViolation("media_data", "is only for media; set media_type (e.g. photo)")
+            )
+        _check_message(request, options, limit=TEXT_LIMIT, required=True, violations=violations)
+        return Content(
+            message=message,
+            media_type=media_type,
+            allow_paid_broadcast=request.allow_paid_broadcast,
+            options=options,
+        )
+    upload = request.media_data
+    filename = _filename(request.media_filename, media_type)
+    if upload and media_url:
+        violations.append(
+            FieldViolation("media_url", "give either media_url or an uploaded file, not both")
+        )
+    elif upload:
+        limit = UPLOAD_LIMITS.get(media_type, DEFAULT_UPLOAD_LIMIT)
+        if len(upload) > limit:
+            violations.append(
+                FieldViolation(
+                    "media_data",
+                    f"is {len(upload)} bytes; Telegram accepts a {media_type.value} upload "
+                    f"of at most {limit} bytes",
+                )
+            )
+        if len(filename) > MAX_FILENAME:
+            violations.append(
+                FieldViolation("media_filename", f"is longer than {MAX_FILENAME} characters")
+            )
+    elif not media_url:
+        violations.append(
+            FieldViolation(
+                "media_url",
+                f"is required for media_type {media_type.value} (or upload the file)",
+            )
+        )
+    elif not _is_media_reference(media_url):
+        violations.append(
+            FieldViolation("media_url", "must be an http(s) URL or a Telegram file_id")
+        )
+    elif (problem := rich_content.by_url_problem(media_type.value, media_url)) is not None:
+        violations.append(FieldViolation("media_url", problem))
+    if not media_type.takes_caption and message:
+        violations.append(
+            FieldViolation("message", f"must be empty: {media_type.value} takes no caption")
+        )
+    else:
+        _check_message(request, options, limit=CAPTION_LIMIT, violations=violations)
+    return Content(
+        message=message,
+        media_type=media_type,
+        media_url=media_url or None,
+        media_filename=filename if upload else None,
+        allow_paid_broadcast=request.allow_paid_broadcast,
+        options=options,
+    )
+
+
+def _check_message(
+    request: SendRequest,
+    options: ContentOptions,
+    *,
+    limit: int,
+    required: bool = False,
+    violations: list[FieldViolation],
+) -> None:
+    """``message`` as a text (``required``) or a caption, formatted by ``options``."""
+    rich_content.check_text(
+        "message",
+        request.message,
+        mode=options.parse_mode,
+        limit=limit,
+        personalize=request.personalize,
+        required=required,
+        violations=violations,
+    )
+
+
+def _composite_content(
+    request: SendRequest,
+    media_type: MediaType,
+    options: ContentOptions,
+    violations: list[FieldViolation],
+) -> Content:
+    """Albums (their items carry the media and captions), copies and forwards (of
+    ``source``)."""
+    message = request.message
+    where = "; give each album item its own" if media_type is MediaType.ALBUM else ""
+    for field, given in (
+        ("media_url", request.media_url.strip()),
+        ("media_data", request.media_data),
+    ):
+        if given:
+            violations.append(
+                FieldViolation(field, f"is not for media_type {media_type.value}{where}")
+            )
+    if media_type is MediaType.ALBUM:
+        if message:
+            violations.append(
+                FieldViolation(
+                    "message", "an album has no text of its own; give items captions instead"
+                )
+            )
+        items = rich_content.album(
+            request.album,
+            mode=options.parse_mode,
+            personalize=request.personalize,
+            violations=violations,
+        )
+        options = replace(options, album=items)
+    else:
+        source = rich_content.source(request.source, media_type, violations)
+        options = replace(options, source=source)
+        if media_type is MediaType.FORWARD:
+            if message:
+                violations.append(
+                    FieldViolation(
+                        "message", "a forward takes no caption; use media_type copy for a new one"
+                    )
+                )
+            if request.personalize:
+                violations.append(
+                    FieldViolation("personalize", "a forward has no text to personalize")
+                )
+        else:
+            _check_message(request, options, limit=CAPTION_LIMIT, violations=violations)
+    return Content(
+        message=message,
+        media_type=media_type,
+        allow_paid_broadcast=request.allow_paid_broadcast,
+        options=options,
+    )
+
+
+def _filename(given: str, media_type: MediaType) -> str:
+    """The base name of ``given`` (no folders), or a name from the media type."""
+    name = given.replace("\\", "/").rsplit("/", 1)[-1].strip()
+    return name or f"{media_type.value}.bin"
+
+
+def _is_media_reference(value: str) -> bool:
+    if "://" in value:
+        parts = urlsplit(value)
+        return parts.scheme in ("http", "https") and bool(parts.hostname)
+    return bool(_FILE_ID.match(value))
+
+
+def _audience(
+    request: SendRequest, max_user_ids: int, violations: list[FieldViolation]
+) -> tuple[tuple[int, ...], UserFilter | None]:
+    """Exactly one of ``user_ids``, ``all_users`` and ``filter``: the distinct ids, or the
+    checked filter (an empty filter is every active user, like ``all_users``)."""
+    given = [
+        name
+        for name, present in (
+            ("user_ids", bool(request.user_ids)),
+            ("all_users", request.all_users),
+            ("filter", request.filter is not None),
+        )
+        if present
+    ]
+    if len(given) > 1:
+        violations.append(
+            FieldViolation(
+                given[1],
+                "give one audience: user_ids, all_users or filter, "
+                + (f"not both {given[0]} and {given[1]}" if len(given) == 2 else "not all three"),
+            )
+        )
+        return (), None
+    if request.filter is not None:
+        return (), audience_filter(request.filter, "filter", violations)
+    if request.all_users:
+        return (), None
+    if not request.user_ids:
+        violations.append(
+            FieldViolation(
+                "user_ids",
+                "name at least one recipient, set all_users to true to send to every active "
+                "user, or give a filter",
+            )
+        )
+        return (), None
+    distinct = tuple(dict.fromkeys(request.user_ids))
+    for index, user_id in enumerate(request.user_ids):
+        if user_id == 0 or not INT64_MIN <= user_id <= INT64_MAX:
+            violations.append(
+                FieldViolation(f"user_ids[{index}]", f"{user_id} is not a Telegram chat id")
+            )
+            if len(violations) >= 20:
+                break
+    if len(distinct) > max_user_ids:
+        violations.append(
+            FieldViolation(
+                "user_ids",
+                f"names {len(distinct)} distinct recipients; at most {max_user_ids} per request",
+            )
+        )
+    return distinct, None
+
+
+def validate_users(
+    users: Sequence[UserProfile],
+    *,
+    field: str = "users",
+    location: Callable[[int], str] | None = None,
+    allow_repeats: bool = False,
+) -> list[UserProfile]:
+    """Check an UpsertUsers request (or one ImportUsers chunk): 1..10,000 users, valid ids,
+    no id twice unless ``allow_repeats``, fields within Telegram's limits, valid tags.
+
+    Returns the users normalized: ``language_code`` and tags lower-cased, tags distinct and
+    sorted. ``field`` names the list and ``location(i)`` its ``i``-th user in violations
+    (``users[3]`` by default).
+    """
+    where = location or (lambda index: f"{field}[{index}]")
+    violations: list[FieldViolation] = []
+    if not users:
+        violations.append(FieldViolation(field, "must name at least one user"))
+    if len(users) > MAX_USERS_PER_UPSERT:
+        violations.append(
+            FieldViolation(
+                field, f"has {len(users)} users; at most {MAX_USERS_PER_UPSERT} per call"
+            )
+        )
+        raise InvalidArgument(violations)
+    first_index: dict[int, int] = {}
+    checked: list[UserProfile] = []
+    for index, user in enumerate(users):
+        if user.id == 0 or not INT64_MIN <= user.id <= INT64_MAX:
+            violations.append(FieldViolation(f"{where(index)}.id", "must be a Telegram user id"))
+        elif user.id in first_index and not allow_repeats:
+            violations.append(
+                FieldViolation(
+                    f"{where(index)}.id",
+                    f"{user.id} is given twice (also {where(first_index[user.id])})",
+                )
+            )
+        else:
+            first_index.setdefault(user.id, index)
+        for name, limit in _USER_FIELD_LIMITS.items():
+            value = getattr(user, name)
+            if value is not None and unencodable(value):
+                violations.append(FieldViolation(f"{where(index)}.{name}", _UNENCODABLE))
+            elif value is not None and len(value) > limit:
+                violations.append(
+                    FieldViolation(f"{where(index)}.{name}", f"is longer than {limit} characters")
+                )
+        tags = None if user.tags is None else _tags(user.tags, f"{where(index)}.tags", violations)
+        if len(violations) >= 50:
+            break
+        language_code = user.language_code.lower() if user.language_code else user.language_code
+        checked.append(replace(user, language_code=language_code, tags=tags))
+    if violations:
+        raise InvalidArgument(violations)
+    return checked
+
+
+MAX_TAGS_PER_USER = 100
+MAX_FILTER_VALUES = 100
+TAG_RULE = "1-64 characters of a-z, 0-9, _ - . : (upper-case letters are lower-cased)"
+TAG_LENGTH = 64
+_TAG = re.compile(r"[a-z0-9_.:-]{1,64}")
+_LANGUAGE_CODE = re.compile(r"[a-z0-9_-]{1,35}")
+
+
+def _tags(given: Sequence[str], field: str, violations: list[FieldViolation]) -> tuple[str, ...]:
+    """A user's tags, lower-cased, distinct and sorted.
+
+    Tags are plain ASCII on purpose: matching them must not depend on the database's
+    collation (MySQL/MariaDB compare case- and accent-insensitively, PostgreSQL and SQLite
+    byte for byte), so the same filter selects the same users on every backend.
+    """
+    tags: set[str] = set()
+    for index, tag in enumerate(given):
+        normal = tag.lower()
+        if not _TAG.fullmatch(normal):
+            violations.append(FieldViolation(f"{field}[{index}]", _tag_problem(tag)))
+        else:
+            tags.add(normal)
+    if len(tags) > MAX_TAGS_PER_USER:
+        violations.append(
+            FieldViolation(field, f"has {len(tags)} tags; a user has at most {MAX_TAGS_PER_USER}")
+        )
+    return tuple(sorted(tags))
+
+
+def _tag_problem(tag: str) -> str:
+    if not tag:
+        return f"is empty; a tag is {TAG_RULE}"
+    if len(tag) > TAG_LENGTH:
+        return f"is {len(tag)} characters; a tag is {TAG_RULE}"
+    return f"{tag!r} is not a tag: {TAG_RULE}"
+
+
+def audience_filter(given: UserFilter, field: str, violations: list[FieldViolation]) -> UserFilter:
+    """A checked :class:`UserFilter`: tags as in :func:`validate_users`, language codes
+    lower-cased (as users' are stored), at most :data:`MAX_FILTER_VALUES` of each."""
+    tags: set[str] = set()
+    for index, tag in enumerate(given.tags):
+        normal = tag.lower()
+        if not _TAG.fullmatch(normal):
+            violations.append(FieldViolation(f"{field}.tags[{index}]", _tag_problem(tag)))
+        tags.add(normal)
+    codes: set[str] = set()
+    for index, code in enumerate(given.language_codes):
+        normal = code.lower()
+        if not _LANGUAGE_CODE.fullmatch(normal):
+            shown = repr(code) if len(code) <= 35 else f"{len(code)} characters"
+            violations.append(
+                FieldViolation(
+                    f"{field}.language_codes[{index}]",
+                    f"{shown} is not a language code (1-35 letters, digits, - or _)",
+                )
+            )
+        codes.add(normal)
+    for name, values in (("tags", tags), ("language_codes", codes)):
+        if len(values) > MAX_FILTER_VALUES:
+            violations.append(
+                FieldViolation(
+                    f"{field}.{name}", f"has {len(values)} values; at most {MAX_FILTER_VALUES}"
+                )
+            )
+    return UserFilter(tags=tuple(sorted(tags)), language_codes=tuple(sorted(codes)))
+
+
+def validate_user_filter(given: UserFilter | None, field: str = "filter") -> UserFilter | None:
+    """:func:`audience_filter` raising :class:`InvalidArgument`; ``None`` stays ``None``."""
+    if given is None:
+        return None
+    violations: list[FieldViolation] = []
+    checked = audience_filter(given, field, violations)
+    if violations:
+        raise InvalidArgument(violations)
+    return checked
+
+
+def validate_page(page_size: int, page_token: str) -> tuple[int, int | None]:
+    """``(limit, after_id)`` from a page request; 0 means the default size."""
+    violations: list[FieldViolation] = []
+    if page_size < 0 or page_size > MAX_PAGE_SIZE:
+        violations.append(FieldViolation("page_size", f"must be between 1 and {MAX_PAGE_SIZE}"))
+    after: int | None = None
+    if page_token:
+        try:
+            after = page_tokens.decode(page_tokens.USERS, page_token)
+        except ValueError as exc:
+            violations.append(FieldViolation(page_tokens.FIELD, str(exc)))
+    if violations:
+        raise InvalidArgument(violations)
+    return page_size or DEFAULT_PAGE_SIZE, after

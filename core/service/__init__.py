@@ -1,0 +1,12 @@
+"""The one core both API transports call: gRPC and REST are thin adapters over
+:class:`~.broadcasting.BroadcastingService`.
+
+* :mod:`.broadcasting` — send, get, watch, users, previews.
+* :mod:`.controls` — list, cancel, pause and resume broadcasts.
+* :mod:`.dispatch` — fan-out: a stored broadcast becomes jobs on the queue, finished after a
+  crash.
+* :mod:`.reports`, :mod:`.user_import`, :mod:`.uploads` — delivery reports, CSV user imports,
+  uploaded album items.
+
+May import: domain, rules, store, queue, metrics.
+"""

@@ -1,0 +1,334 @@
+"""The one core both transports call: gRPC and HTTP are thin adapters over this.
+
+Guarantees:
+
+* ``send_message`` validates first and writes nothing on bad input; when it returns, the
+  broadcast and every recipient are committed in SQL (the truth) and its jobs are on their way
+  to NATS through the :class:`~tgbroadcast.core.service.dispatch.Dispatcher`, which finishes the job after
+  a crash (see there).
+* ``watch`` yields every recipient's final outcome exactly once, replayed first then live, and
+  ends after the broadcast is final; it holds a bounded number of events in memory however
+  slowly it is consumed.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+from collections.abc import (
+    AsyncGenerator,
+    AsyncIterable,
+    AsyncIterator,
+    Callable,
+    Mapping,
+    Sequence,
+)
+from contextlib import aclosing
+from dataclasses import dataclass, replace
+
+from tgbroadcast.core.domain.errors import AlreadyExists, FieldViolation, InvalidArgument, NotFound
+from tgbroadcast.core.domain.model import (
+    Broadcast,
+    BroadcastStatus,
+    Delivery,
+    DeliveryResult,
+    DeliveryState,
+    User,
+    UserFilter,
+    UserProfile,
+)
+from tgbroadcast.core.domain.states import SENDABLE
+from tgbroadcast.core.metrics import Metrics
+from tgbroadcast.core.queue import FinishedEvent, Idle, Queue, ResultEvent
+from tgbroadcast.core.rules import idempotency, page_tokens
+from tgbroadcast.core.rules.idempotency import Accepted, request_hash, validate_with_options
+from tgbroadcast.core.rules.templates import Preview, preview
+from tgbroadcast.core.rules.validation import (
+    SendRequest,
+    validate_content,
+    validate_page,
+    validate_send,
+    validate_user_filter,
+    validate_users,
+)
+from tgbroadcast.core.service import reports
+from tgbroadcast.core.service.controls import LifecycleOperations
+from tgbroadcast.core.service.dispatch import Dispatcher
+from tgbroadcast.core.service.uploads import stash_album
+from tgbroadcast.core.service.user_import import ImportChunk, import_users
+from tgbroadcast.core.store import Store
+
+logger = logging.getLogger(__name__)
+
+REPLAY_PAGE = 500
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class WatchUpdate:
+    """One message of a watch: a recipient's outcome (``None`` on the closing update) and the
+    counters including it."""
+
+    result: DeliveryResult | None
+    status: BroadcastStatus
+    total: int
+    sent: int
+    failed: int
+
+    @property
+    def pending(self) -> int:
+        return self.total - self.sent - self.failed
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class BroadcastReport:
+    """A broadcast with its recipients counted per final outcome."""
+
+    broadcast: Broadcast
+    outcome_counts: Mapping[DeliveryState, int]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class UsersPage:
+    """A page of users; ``next_page_token`` is empty on the last page."""
+
+    users: tuple[User, ...]
+    next_page_token: str
+
+
+class BroadcastingService(LifecycleOperations):
+    """Creates broadcasts, reports on them, and manages users."""
+
+    def __init__(
+        self,
+        *,
+        store: Store,
+        queue: Queue,
+        dispatcher: Dispatcher,
+        metrics: Metrics,
+        max_user_ids: int,
+        missing_event_grace: float = 120.0,
+        accept_callbacks: bool = False,
+        on_finished: Callable[[int], None] | None = None,
+    ) -> None:
+        """``accept_callbacks``: a webhook secret is configured, so ``callback_url`` is
+        accepted. ``on_finished(broadcast_id)`` is called when a watch sees a broadcast end."""
+        self._store = store
+        self._queue = queue
+        self._dispatcher = dispatcher
+        self._metrics = metrics
+        self._max_user_ids = max_user_ids
+        self._missing_event_grace = missing_event_grace
+        self._accept_callbacks = accept_callbacks
+        self._on_finished = on_finished
+
+    async def send_message(self, request: SendRequest) -> Accepted:
+        """Store a broadcast (see :mod:`tgbroadcast.core.rules.idempotency` for keys and ``send_at``)."""
+        new = validate_with_options(
+            request,
+            lambda: validate_send(
+                request, max_user_ids=self._max_user_ids, accept_callbacks=self._accept_callbacks
+            ),
+        )
+        key = new.idempotency_key
+        hashed = request_hash(new, request) if key else ""
+        if key and (replayed := await idempotency.earlier(self._store, key, hashed)) is not None:
+            return Accepted(broadcast=replayed, replayed=True)
+        if request.media_data:
+            # The bytes wait in the queue's media store; only their name goes to SQL.
+            name = f"upload-{uuid.uuid4().hex}"
+            await self._queue.put_media(name, request.media_data)
+            new = replace(new, content=replace(new.content, media_upload=name))
+        if any(item.media_data for item in request.album):
+            content = await stash_album(new.content, request.album, self._queue.put_media)
+            new = replace(new, content=content)
+        try:
+            broadcast = await self._store.create_broadcast(new, request_hash=hashed or None)
+        except AlreadyExists:  # an identical request raced this one and won
+            if not key or (replayed := await idempotency.earlier(self._store, key, hashed)) is None:
+                raise
+            return Accepted(broadcast=replayed, replayed=True)
+        self._metrics.broadcasts_created.inc()
+        self._metrics.recipients_accepted.inc(broadcast.total)
+        logger.info(
+            "broadcast created",
+            extra={
+                "broadcast_id": broadcast.id,
+                "total": broadcast.total,
+                "media_type": new.content.media_type.value,
+            },
+        )
+        if broadcast.status in SENDABLE:  # scheduled ones start with the scheduler
+            self._dispatcher.dispatch(broadcast.id)
+        return Accepted(broadcast=broadcast)
+
+    async def preview_message(self, request: SendRequest, user_id: int) -> Preview:
+        """The message as ``user_id`` would receive it; nothing is stored or sent.
+        ``NotFound`` for a user the service does not know."""
+        try:
+            content = validate_content(request)
+        except InvalidArgument as exc:  # the request's field is "message": paths start there
+            raise InvalidArgument(
+                FieldViolation(f"message.{v.field}", v.description) for v in exc.violations
+            ) from None
+        found = await self._store.profiles([user_id])
+        if user_id not in found:
+            raise NotFound(f"user {user_id} not found")
+        return preview(content, user_id, found[user_id])
+
+    async def metrics_text(self) -> bytes:
+        """The Prometheus exposition of this process's metrics."""
+        return await self._metrics.render(queue_depth=self._queue.pending_jobs)
+
+    async def get_broadcast(self, broadcast_id: int) -> BroadcastReport:
+        broadcast = await self._store.get_broadcast(broadcast_id)
+        counts = await self._store.outcome_counts(broadcast_id)
+        return BroadcastReport(broadcast=broadcast, outcome_counts=counts)
+
+    async def upsert_users(self, users: Sequence[UserProfile]) -> int:
+        return await self._store.upsert_users(validate_users(users))
+
+    async def import_users(self, chunks: AsyncIterable[ImportChunk]) -> int:
+        """Upsert users chunk by chunk, each committed as it arrives (see
+        :mod:`tgbroadcast.core.service.user_import`); ``ImportRefused`` names the first bad chunk."""
+        return await import_users(self._store, chunks)
+
+    async def get_user(self, user_id: int) -> User:
+        return await self._store.get_user(user_id)
+
+    async def delete_user(self, user_id: int) -> None:
+        await self._store.delete_user(user_id)
+
+    async def list_users(
+        self,
+        *,
+        page_size: int,
+        page_token: str,
+        user_filter: UserFilter | None = None,
+        active_only: bool = False,
+    ) -> UsersPage:
+        limit, after = validate_page(page_size, page_token)
+        checked = validate_user_filter(user_filter)
+        page = await self._store.list_users(
+            after=after, limit=limit, user_filter=checked, active_only=active_only
+        )
+        return UsersPage(
+            users=page.users,
+            next_page_token=""
+            if page.next_after is None
+            else page_tokens.encode(page_tokens.USERS, page.next_after),
+        )
+
+    async def list_deliveries(
+        self, broadcast_id: int, *, outcomes: Sequence[str], page_size: int, page_token: str
+    ) -> reports.DeliveriesPage:
+        """A page of the broadcast's recipients by user id; see :mod:`tgbroadcast.core.service.reports`."""
+        return await reports.list_deliveries(
+            self._store,
+            broadcast_id,
+            outcomes=outcomes,
+            page_size=page_size,
+            page_token=page_token,
+        )
+
+    def export_deliveries(
+        self, broadcast_id: int, *, outcomes: Sequence[str]
+    ) -> AsyncGenerator[tuple[Delivery, ...], None]:
+        """Every matching recipient, a page at a time (memory: one page)."""
+        return reports.export_deliveries(self._store, broadcast_id, outcomes=outcomes)
+
+    async def watch(self, broadcast_id: int) -> AsyncGenerator[WatchUpdate, None]:
+        """Every outcome of the broadcast once, then a closing update with the final status.
+
+        A finished broadcast is replayed from SQL. A running one is followed on the events
+        stream from its start; the stream ends when every outcome the database holds has been
+        seen and the broadcast is final. Events are published at least once after the SQL
+        commit (a worker that crashed in between re-publishes them when its job is redelivered),
+        so a missing event is waited for up to ``missing_event_grace`` seconds before the watch
+        closes anyway.
+        """
+        broadcast = await self._store.get_broadcast(broadcast_id)
+        if broadcast.status.is_final:
+            async for update in self._replay(broadcast):
+                yield update
+            return
+        total = broadcast.total
+        sent = failed = 0
+        final: Broadcast | None = None
+        final_since = 0.0
+        async with aclosing(self._queue.watch(broadcast_id)) as events:
+            async for event in events:
+                if isinstance(event, FinishedEvent) and self._on_finished is not None:
+                    self._on_finished(broadcast_id)
+                if isinstance(event, ResultEvent):
+                    result = event.result
+                    if result.state.delivered:
+                        sent += 1
+                    else:
+                        failed += 1
+                    yield WatchUpdate(
+                        result=result,
+                        status=BroadcastStatus.RUNNING,
+                        total=total,
+                        sent=sent,
+                        failed=failed,
+                    )
+                elif isinstance(event, FinishedEvent | Idle) and (
+                    # COMPLETED counts never move again; a FAILED broadcast's can (sends in
+                    # flight when it stopped), so it is re-read while events keep coming.
+                    final is None or final.status is not BroadcastStatus.COMPLETED
+                ):
+                    latest = await self._store.get_broadcast(broadcast_id)
+                    if latest.status.is_final:
+                        if final is None:
+                            final_since = time.monotonic()
+                        final = latest
+                if final is None:
+                    continue
+                seen_all = sent + failed >= final.sent + final.failed
+                if seen_all and (
+                    final.status is BroadcastStatus.COMPLETED or isinstance(event, Idle)
+                ):
+                    break
+                if time.monotonic() - final_since > self._missing_event_grace:
+                    logger.warning(
+                        "watch closed with outcomes missing from the event stream",
+                        extra={
+                            "broadcast_id": broadcast_id,
+                            "seen": sent + failed,
+                            "expected": final.sent + final.failed,
+                        },
+                    )
+                    break
+        assert final is not None
+        yield WatchUpdate(result=None, status=final.status, total=total, sent=sent, failed=failed)
+
+    async def _replay(self, broadcast: Broadcast) -> AsyncIterator[WatchUpdate]:
+        sent = failed = 0
+        after: int | None = None
+        while True:
+            page = await self._store.list_results(
+                broadcast.id, after_user_id=after, limit=REPLAY_PAGE
+            )
+            for result in page:
+                if result.state.delivered:
+                    sent += 1
+                else:
+                    failed += 1
+                yield WatchUpdate(
+                    result=result,
+                    status=broadcast.status,
+                    total=broadcast.total,
+                    sent=sent,
+                    failed=failed,
+                )
+            if len(page) < REPLAY_PAGE:
+                break
+            after = page[-1].user_id
+        yield WatchUpdate(
+            result=None,
+            status=broadcast.status,
+            total=broadcast.total,
+            sent=sent,
+            failed=failed,
+        )

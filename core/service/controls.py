@@ -1,0 +1,110 @@
+"""The core's lifecycle operations: list, cancel, pause and resume broadcasts.
+
+A mixin of :class:`~tgbroadcast.core.service.broadcasting.BroadcastingService` (both transports call these
+through it). The moves and what they guarantee are :mod:`tgbroadcast.core.domain.states`.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Final
+
+from tgbroadcast.core.domain.errors import FieldViolation, InvalidArgument
+from tgbroadcast.core.domain.model import Broadcast, BroadcastStatus
+from tgbroadcast.core.domain.states import Command
+from tgbroadcast.core.queue import FinishedEvent, Queue
+from tgbroadcast.core.rules import page_tokens
+from tgbroadcast.core.service.dispatch import Dispatcher
+from tgbroadcast.core.store import Store
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_PAGE_SIZE: Final = 100
+MAX_PAGE_SIZE: Final = 1000
+_STATUS_NAMES: Final = ", ".join(status.value for status in BroadcastStatus)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class BroadcastsPage:
+    """Broadcasts newest first; ``next_page_token`` is empty on the last page."""
+
+    broadcasts: tuple[Broadcast, ...]
+    next_page_token: str
+
+
+class LifecycleOperations:
+    """List, cancel, pause, resume. Needs ``_store``, ``_queue`` and ``_dispatcher``."""
+
+    _store: Store
+    _queue: Queue
+    _dispatcher: Dispatcher
+
+    async def list_broadcasts(
+        self, *, statuses: Sequence[str], page_size: int, page_token: str
+    ) -> BroadcastsPage:
+        """Broadcasts in any of ``statuses`` (lower-case names; all when empty), newest
+        first, ``page_size`` (default 100, at most 1000) at a time."""
+        violations: list[FieldViolation] = []
+        wanted: set[BroadcastStatus] = set()
+        for index, name in enumerate(statuses):
+            try:
+                wanted.add(BroadcastStatus(name))
+            except ValueError:
+                violations.append(
+                    FieldViolation(
+                        f"statuses[{index}]", f"unknown status {name!r}; one of {_STATUS_NAMES}"
+                    )
+                )
+        if not 0 <= page_size <= MAX_PAGE_SIZE:
+            violations.append(FieldViolation("page_size", f"must be between 1 and {MAX_PAGE_SIZE}"))
+        before: int | None = None
+        if page_token:
+            try:
+                before = page_tokens.decode(page_tokens.BROADCASTS, page_token)
+            except ValueError as exc:
+                violations.append(FieldViolation(page_tokens.FIELD, str(exc)))
+        if violations:
+            raise InvalidArgument(violations)
+        limit = page_size or DEFAULT_PAGE_SIZE
+        found = await self._store.list_broadcasts(statuses=wanted, before=before, limit=limit + 1)
+        page = tuple(found[:limit])
+        more = len(found) > limit
+        return BroadcastsPage(
+            broadcasts=page,
+            next_page_token=page_tokens.encode(page_tokens.BROADCASTS, page[-1].id) if more else "",
+        )
+
+    async def cancel_broadcast(self, broadcast_id: int) -> Broadcast:
+        """Stop a scheduled, queued, running or paused broadcast for good (see
+        :mod:`tgbroadcast.core.domain.states`); ``FailedPrecondition`` naming any other state."""
+        broadcast = await self._store.move_broadcast(broadcast_id, Command.CANCEL)
+        logger.info("broadcast cancelled", extra={"broadcast_id": broadcast_id})
+        try:  # watchers learn it at once; without the event they see it within a second
+            await self._queue.publish_events(
+                [FinishedEvent(broadcast_id=broadcast_id, status=BroadcastStatus.CANCELLED)]
+            )
+        except Exception as exc:
+            logger.warning(
+                "publishing a cancellation failed",
+                extra={"broadcast_id": broadcast_id, "error": repr(exc)},
+            )
+        return broadcast
+
+    async def pause_broadcast(self, broadcast_id: int) -> Broadcast:
+        """Hold a queued or running broadcast; ``FailedPrecondition`` naming any other state."""
+        broadcast = await self._store.move_broadcast(broadcast_id, Command.PAUSE)
+        logger.info("broadcast paused", extra={"broadcast_id": broadcast_id})
+        return broadcast
+
+    async def resume_broadcast(self, broadcast_id: int) -> Broadcast:
+        """Continue a paused broadcast with its pending recipients as a new generation of
+        jobs; ``FailedPrecondition`` naming any state but paused."""
+        broadcast = await self._store.move_broadcast(broadcast_id, Command.RESUME)
+        logger.info(
+            "broadcast resumed",
+            extra={"broadcast_id": broadcast_id, "status": broadcast.status.value},
+        )
+        self._dispatcher.dispatch(broadcast_id)
+        return broadcast

@@ -1,0 +1,196 @@
+"""Fan-out: turning a stored broadcast into jobs on the queue.
+
+Guarantees:
+
+* A broadcast's jobs cover every recipient that was PENDING when it was dispatched, in
+  batches of ``batch_size`` ascending user ids, read from SQL page by page (a million
+  recipients never sit in memory at once). Batches are cut from all recipients whatever their
+  state, so every dispatch of a broadcast cuts the same batches and publishes the same job
+  ids; batches whose recipients are all final are skipped.
+* ``dispatched`` is set in SQL only after every job of the broadcast was acknowledged by
+  JetStream. Until then the broadcast is dispatched again: after a NATS error (with backoff,
+  forever — NATS being down pauses sending, it loses nothing), at every start of a server, and
+  by the rescuer sweep every ``sweep_interval`` seconds, which takes over broadcasts left
+  undispatched for ``stale_after`` seconds (a server killed right after answering 202: any
+  other server, or the same one restarted, finishes its fan-out). A second dispatch can
+  publish a recipient twice; workers skip recipients already final in SQL, so that costs a
+  little work and never a second message (a recipient is sent only by the job holding its
+  claim, see :mod:`tgbroadcast.worker.claims`).
+* Only ``queued`` and ``running`` broadcasts are published: scheduled ones wait for the
+  :mod:`~tgbroadcast.core.background.scheduler`, paused ones for their resume, final ones never. A resumed
+  broadcast's pending recipients are published at once as a new generation of jobs (distinct
+  ``Nats-Msg-Id``s; see :mod:`tgbroadcast.core.domain.states`) — recipients whose sends from before
+  the pause are still in flight are held by their old job, which records them, and the new
+  jobs leave them alone. ``dispatched`` is set only if no other resume came in between,
+  else the newer generation is published too. The dispatcher never waits for a broadcast.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+from contextlib import AbstractAsyncContextManager
+from datetime import UTC, datetime, timedelta
+from types import TracebackType
+
+from tgbroadcast.core.domain import states
+from tgbroadcast.core.domain.errors import NotFound
+from tgbroadcast.core.queue import Job, Queue
+from tgbroadcast.core.store import Store
+
+logger = logging.getLogger(__name__)
+
+JOB_SIZE = 100
+"""Recipients per job (a worker takes more jobs while fewer than this wait to be sent)."""
+JOBS_PER_PUBLISH = 500
+
+
+class Dispatcher(AbstractAsyncContextManager["Dispatcher"]):
+    """Publishes the jobs of broadcasts handed to :meth:`dispatch`, in the background."""
+
+    def __init__(
+        self,
+        *,
+        store: Store,
+        queue: Queue,
+        batch_size: int = JOB_SIZE,
+        retry_delay: float = 1.0,
+        max_retry_delay: float = 30.0,
+        sweep_interval: float = 15.0,
+        stale_after: float = 60.0,
+    ) -> None:
+        self._store = store
+        self._queue = queue
+        self._batch_size = batch_size
+        self._retry_delay = retry_delay
+        self._max_retry_delay = max_retry_delay
+        self._sweep_interval = sweep_interval
+        self._stale_after = stale_after
+        self._todo: asyncio.Queue[int] = asyncio.Queue()
+        self._queued: set[int] = set()
+        self._again: set[int] = set()
+        self._task: asyncio.Task[None] | None = None
+        self._sweeper: asyncio.Task[None] | None = None
+        self._idle = asyncio.Event()
+        self._idle.set()
+
+    async def __aenter__(self) -> Dispatcher:
+        undispatched = await self._store.undispatched_broadcasts()
+        self._task = asyncio.create_task(self._run(), name="dispatcher")
+        for broadcast_id in undispatched:
+            logger.info("re-dispatching broadcast", extra={"broadcast_id": broadcast_id})
+            self.dispatch(broadcast_id)
+        self._sweeper = asyncio.create_task(self._sweep(), name="dispatch-rescuer")
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        for task in (self._sweeper, self._task):
+            if task is not None:
+                task.cancel()
+                await asyncio.gather(task, return_exceptions=True)
+        self._task = self._sweeper = None
+
+    def dispatch(self, broadcast_id: int) -> None:
+        """Queue a stored broadcast for publishing; returns at once. A broadcast being
+        published right now is published once more afterwards (it may have been resumed)."""
+        if broadcast_id in self._queued:
+            self._again.add(broadcast_id)
+            return
+        self._queued.add(broadcast_id)
+        self._idle.clear()
+        self._todo.put_nowait(broadcast_id)
+
+    async def wait_idle(self) -> None:
+        """Until everything handed to :meth:`dispatch` so far is published."""
+        await self._idle.wait()
+
+    async def _run(self) -> None:
+        while True:
+            broadcast_id = await self._todo.get()
+            delay = self._retry_delay
+            while True:
+                try:
+                    await self._publish(broadcast_id)
+                    break
+                except asyncio.CancelledError:
+                    raise
+                except Exception as exc:
+                    logger.warning(
+                        "dispatch failed; retrying",
+                        extra={"broadcast_id": broadcast_id, "error": repr(exc), "delay": delay},
+                    )
+                    await asyncio.sleep(random.uniform(0, delay))
+                    delay = min(delay * 2, self._max_retry_delay)
+            if broadcast_id in self._again:
+                self._again.discard(broadcast_id)
+                self._todo.put_nowait(broadcast_id)
+                continue
+            self._queued.discard(broadcast_id)
+            if self._todo.empty():
+                self._idle.set()
+
+    async def _sweep(self) -> None:
+        while True:
+            await asyncio.sleep(self._sweep_interval)
+            try:
+                before = datetime.now(UTC) - timedelta(seconds=self._stale_after)
+                stale = await self._store.undispatched_broadcasts(created_before=before)
+            except Exception as exc:
+                logger.warning("rescuer sweep failed", extra={"error": repr(exc)})
+                continue
+            for broadcast_id in stale:
+                if broadcast_id not in self._queued:
+                    logger.warning(
+                        "rescuing a broadcast left undispatched",
+                        extra={"broadcast_id": broadcast_id},
+                    )
+                    self.dispatch(broadcast_id)
+
+    async def _publish(self, broadcast_id: int) -> None:
+        while True:
+            try:
+                broadcast = await self._store.get_broadcast(broadcast_id)
+            except NotFound:
+                logger.error(
+                    "not dispatching an unknown broadcast", extra={"broadcast_id": broadcast_id}
+                )
+                return
+            if broadcast.status not in states.SENDABLE:
+                # Scheduled ones start with the scheduler, paused ones on resume; final: never.
+                logger.info(
+                    "not dispatching a broadcast that is not sendable",
+                    extra={"broadcast_id": broadcast_id, "status": broadcast.status.value},
+                )
+                return
+            generation = states.generation(broadcast.resumed_at)
+            jobs: list[Job] = []
+            count = 0
+            batches = self._store.job_batches(broadcast_id, batch_size=self._batch_size)
+            async for user_ids in batches:
+                jobs.append(
+                    Job(
+                        broadcast_id=broadcast_id,
+                        user_ids=user_ids,
+                        generation=generation,
+                        paid=broadcast.content.allow_paid_broadcast,
+                    )
+                )
+                count += len(user_ids)
+                if len(jobs) >= JOBS_PER_PUBLISH:
+                    await self._queue.publish_jobs(jobs)
+                    jobs = []
+            if jobs:
+                await self._queue.publish_jobs(jobs)
+            if await self._store.mark_generation_dispatched(broadcast_id, broadcast.resumed_at):
+                logger.info(
+                    "broadcast dispatched",
+                    extra={"broadcast_id": broadcast_id, "queued": count, "generation": generation},
+                )
+                return
+            # Resumed while this generation was published: publish the new one.

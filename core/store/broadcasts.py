@@ -1,0 +1,237 @@
+"""Statements on ``broadcasts``: creation with its deliveries, reading, dispatch bookkeeping.
+
+A broadcast is created in one transaction with a ``PENDING`` delivery per recipient and its
+``total``; the counters then only move in ``deliveries.record``.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any, Final
+
+from sqlalchemy import (
+    Row,
+    false,
+    func,
+    select,
+    update,
+)
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from tgbroadcast.core.domain import states
+from tgbroadcast.core.domain.content import ContentOptions
+from tgbroadcast.core.domain.errors import NotFound
+from tgbroadcast.core.domain.model import (
+    Broadcast,
+    BroadcastStatus,
+    Content,
+    DeliveryState,
+    MediaType,
+    NewBroadcast,
+    UserFilter,
+)
+from tgbroadcast.core.store import audiences, bulk
+from tgbroadcast.core.store.tables import broadcasts, deliveries
+
+logger = logging.getLogger(__name__)
+
+ACTIVE: Final = (BroadcastStatus.QUEUED.value, BroadcastStatus.RUNNING.value)
+"""Statuses of broadcasts that still have work."""
+
+_PENDING: Final = DeliveryState.PENDING.value
+_FAILABLE: Final = sorted(s.value for s in states.sources(BroadcastStatus.FAILED))
+
+
+async def create(
+    connection: AsyncConnection,
+    new: NewBroadcast,
+    user_ids: Sequence[int],
+    *,
+    now: datetime,
+    request_hash: str | None = None,
+) -> Broadcast:
+    """Insert the broadcast, its deliveries and any unknown recipient as a user.
+
+    ``user_ids`` are distinct and empty for ``all_users`` and a filter (whose active users
+    are the recipients; the filter is kept in ``audience``). With no recipient at all the
+    broadcast is ``COMPLETED`` (and dispatched) from the start.
+    """
+    empty = not user_ids and not new.all_users and new.filter is None
+    inserted = await connection.execute(
+        broadcasts.insert().values(
+            status=initial_status(new, empty=empty, now=now).value,
+            message=new.content.message,
+            media_type=new.content.media_type.value,
+            media_url=new.content.media_url,
+            allow_paid_broadcast=new.content.allow_paid_broadcast,
+            media_upload=new.content.media_upload,
+            media_filename=new.content.media_filename,
+            options=new.content.options.to_json(),
+            all_users=new.all_users,
+            audience=None if new.filter is None else audiences.to_json(new.filter),
+            total=len(user_ids),
+            sent=0,
+            failed=0,
+            dispatched=empty,
+            created_at=now,
+            finished_at=now if empty else None,
+            callback_url=new.callback_url,
+            callback_state="pending" if new.callback_url else None,
+            send_at=new.send_at,
+            idempotency_key=new.idempotency_key,
+            request_hash=request_hash,
+        )
+    )
+    key = inserted.inserted_primary_key
+    assert key is not None, "an INSERT always has a primary key"
+    broadcast_id = int(key[0])
+    if new.all_users or new.filter is not None:
+        await _address_active_users(connection, broadcast_id, new.filter, now=now)
+    elif user_ids:
+        await bulk.address(connection, broadcast_id, user_ids, now=now)
+    broadcast = await fetch(connection, broadcast_id)
+    logger.info("broadcast created", extra={"broadcast_id": broadcast_id, "total": broadcast.total})
+    return broadcast
+
+
+async def fetch(connection: AsyncConnection, broadcast_id: int) -> Broadcast:
+    """The broadcast; :class:`NotFound` if there is none."""
+    statement = select(broadcasts).where(broadcasts.c.id == broadcast_id)
+    row = (await connection.execute(statement)).first()
+    if row is None:
+        raise not_found(broadcast_id)
+    return from_row(row)
+
+
+def from_row(row: Row[Any]) -> Broadcast:
+    """The broadcast a ``SELECT`` of the whole ``broadcasts`` row read."""
+    return Broadcast(
+        id=row.id,
+        status=BroadcastStatus(row.status),
+        content=Content(
+            message=row.message,
+            media_type=MediaType(row.media_type),
+            media_url=row.media_url,
+            media_upload=row.media_upload,
+            media_filename=row.media_filename,
+            allow_paid_broadcast=row.allow_paid_broadcast,
+            options=ContentOptions.from_json(row.options),
+        ),
+        total=row.total,
+        sent=row.sent,
+        failed=row.failed,
+        created_at=row.created_at,
+        finished_at=row.finished_at,
+        error=row.error,
+        callback_url=row.callback_url,
+        send_at=row.send_at,
+        started_at=row.started_at,
+        idempotency_key=row.idempotency_key,
+        resumed_at=row.resumed_at,
+    )
+
+
+async def fail(
+    connection: AsyncConnection, broadcast_id: int, reason: str, *, now: datetime
+) -> bool:
+    """Stop a broadcast that still has work as FAILED with ``reason``; whether it did."""
+    stopped = await connection.execute(
+        update(broadcasts)
+        .where(broadcasts.c.id == broadcast_id, broadcasts.c.status.in_(_FAILABLE))
+        .values(status=BroadcastStatus.FAILED.value, error=reason, finished_at=now)
+    )
+    return bool(stopped.rowcount == 1)
+
+
+async def outcome_counts(
+    connection: AsyncConnection, broadcast_id: int
+) -> dict[DeliveryState, int]:
+    statement = (
+        select(deliveries.c.state, func.count())
+        .where(deliveries.c.broadcast_id == broadcast_id, deliveries.c.state != _PENDING)
+        .group_by(deliveries.c.state)
+    )
+    return {
+        DeliveryState(state): int(count) for state, count in await connection.execute(statement)
+    }
+
+
+async def count_errors(
+    connection: AsyncConnection, broadcast_id: int, state: DeliveryState, error: str
+) -> int:
+    statement = select(func.count()).where(
+        deliveries.c.broadcast_id == broadcast_id,
+        deliveries.c.state == state.value,
+        deliveries.c.error == error,
+    )
+    return int((await connection.execute(statement)).scalar_one())
+
+
+async def file_id(connection: AsyncConnection, broadcast_id: int) -> str | None:
+    statement = select(broadcasts.c.file_id).where(broadcasts.c.id == broadcast_id)
+    value: str | None = (await connection.execute(statement)).scalar_one_or_none()
+    return value
+
+
+async def store_file_id(connection: AsyncConnection, broadcast_id: int, file_id: str) -> None:
+    await connection.execute(
+        update(broadcasts)
+        .where(broadcasts.c.id == broadcast_id, broadcasts.c.file_id.is_(None))
+        .values(file_id=file_id)
+    )
+
+
+async def undispatched(
+    connection: AsyncConnection, *, created_before: datetime | None = None
+) -> list[int]:
+    """Ids of broadcasts with work whose jobs are not all queued, ascending."""
+    statement = (
+        select(broadcasts.c.id)
+        .where(broadcasts.c.dispatched == false(), broadcasts.c.status.in_(ACTIVE))
+        .order_by(broadcasts.c.id)
+    )
+    if created_before is not None:
+        statement = statement.where(broadcasts.c.created_at < created_before)
+    return list((await connection.scalars(statement)).all())
+
+
+async def count_active(connection: AsyncConnection) -> int:
+    """Broadcasts in an :data:`ACTIVE` status (an index range scan of ``ix_broadcasts_status``)."""
+    statement = select(func.count()).select_from(broadcasts).where(broadcasts.c.status.in_(ACTIVE))
+    return int((await connection.execute(statement)).scalar_one())
+
+
+async def mark_dispatched(connection: AsyncConnection, broadcast_id: int) -> None:
+    """Set ``dispatched``; :class:`NotFound` if there is no such broadcast."""
+    statement = update(broadcasts).where(broadcasts.c.id == broadcast_id).values(dispatched=True)
+    # Matched rows, also on MySQL: SQLAlchemy connects with the FOUND_ROWS client flag.
+    if (await connection.execute(statement)).rowcount != 1:
+        raise not_found(broadcast_id)
+
+
+def initial_status(new: NewBroadcast, *, empty: bool, now: datetime) -> BroadcastStatus:
+    """``COMPLETED`` with no recipient, ``SCHEDULED`` until a future ``send_at``, else
+    ``QUEUED`` (a ``send_at`` in the past means now)."""
+    if empty:
+        return BroadcastStatus.COMPLETED
+    if new.send_at is not None and new.send_at > now:
+        return BroadcastStatus.SCHEDULED
+    return BroadcastStatus.QUEUED
+
+
+def not_found(broadcast_id: int) -> NotFound:
+    return NotFound(f"broadcast {broadcast_id} not found")
+
+
+async def _address_active_users(
+    connection: AsyncConnection, broadcast_id: int, user_filter: UserFilter | None, *, now: datetime
+) -> None:
+    total = await bulk.address_active_users(connection, broadcast_id, user_filter)
+    done: dict[str, Any] = {}
+    if not total:
+        done = {"status": BroadcastStatus.COMPLETED.value, "dispatched": True, "finished_at": now}
+    await connection.execute(
+        update(broadcasts).where(broadcasts.c.id == broadcast_id).values(total=total, **done)
+    )

@@ -1,0 +1,385 @@
+"""Statements on ``deliveries``: reading pending recipients and results, claiming them for a
+job, recording results.
+
+:func:`record` is where "counted exactly once" is made true, :func:`claim` where "sent by one
+job at a time"; see their docstrings.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Final
+
+from sqlalchemy import (
+    BigInteger,
+    Row,
+    Select,
+    String,
+    Text,
+    bindparam,
+    case,
+    func,
+    or_,
+    select,
+    update,
+)
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from tgbroadcast.core.domain import states
+from tgbroadcast.core.domain.model import (
+    Broadcast,
+    BroadcastStatus,
+    Delivery,
+    DeliveryResult,
+    DeliveryState,
+)
+from tgbroadcast.core.store import broadcasts as broadcast_statements
+from tgbroadcast.core.store import users
+from tgbroadcast.core.store.limits import IDS_PER_IN_LIST, chunks
+from tgbroadcast.core.store.tables import CLAIM_TOKEN_LENGTH, UtcDateTime, broadcasts, deliveries
+
+_PENDING: Final = DeliveryState.PENDING.value
+_COMPLETABLE: Final = sorted(s.value for s in states.sources(BroadcastStatus.COMPLETED))
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Recorded:
+    """What one :meth:`Store.record_results` call changed."""
+
+    recorded: tuple[DeliveryResult, ...]
+    """The results this call made final, ordered by ``(broadcast_id, user_id)``."""
+
+    finished: tuple[Broadcast, ...]
+    """The broadcasts this call made ``COMPLETED`` (each is reported by exactly one call)."""
+
+
+def pending_page(broadcast_id: int, *, after: int | None, limit: int) -> Select[int]:
+    """The next ``limit`` pending recipients after ``after``, ascending (keyset paging)."""
+    statement = (
+        select(deliveries.c.user_id)
+        .where(deliveries.c.broadcast_id == broadcast_id, deliveries.c.state == _PENDING)
+        .order_by(deliveries.c.user_id)
+        .limit(limit)
+    )
+    return statement if after is None else statement.where(deliveries.c.user_id > after)
+
+
+def recipients_page(broadcast_id: int, *, after: int | None, limit: int) -> Select[int, str]:
+    """The next ``limit`` recipients (any state) after ``after``, ascending, with states."""
+    statement = (
+        select(deliveries.c.user_id, deliveries.c.state)
+        .where(deliveries.c.broadcast_id == broadcast_id)
+        .order_by(deliveries.c.user_id)
+        .limit(limit)
+    )
+    return statement if after is None else statement.where(deliveries.c.user_id > after)
+
+
+async def pending_among(
+    connection: AsyncConnection, broadcast_id: int, user_ids: Sequence[int]
+) -> frozenset[int]:
+    pending: set[int] = set()
+    for chunk in chunks(sorted(set(user_ids)), IDS_PER_IN_LIST):
+        statement = select(deliveries.c.user_id).where(
+            deliveries.c.broadcast_id == broadcast_id,
+            deliveries.c.state == _PENDING,
+            deliveries.c.user_id.in_(chunk),
+        )
+        pending.update((await connection.scalars(statement)).all())
+    return frozenset(pending)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Claimed:
+    """What one :func:`claim` found among the recipients it was given."""
+
+    held: frozenset[int]
+    """Pending recipients the caller's token holds now: only these may be sent to by it."""
+
+    busy: frozenset[int]
+    """Pending recipients another token holds (its claim has not lapsed)."""
+
+    busy_until: datetime | None
+    """When the last of the ``busy`` claims lapses unless renewed (``None``: no ``busy``)."""
+
+
+async def claim(
+    connection: AsyncConnection,
+    broadcast_id: int,
+    user_ids: Sequence[int],
+    *,
+    token: str,
+    now: datetime,
+    until: datetime,
+) -> Claimed:
+    """Claim for ``token``, until ``until``, those of ``user_ids`` that are ``PENDING`` and
+    not held by another token (never claimed, released, or its claim lapsed before ``now``);
+    claims ``token`` holds already are extended. Two statements per 500 ids: the conditional
+    ``UPDATE``, then a ``SELECT`` of who holds the pending ones (MySQL/MariaDB have no
+    ``UPDATE ... RETURNING``).
+
+    Exclusive: the ``UPDATE`` re-checks its condition on each row it locks (PostgreSQL
+    re-evaluates it on the newest version; InnoDB reads the current version; SQLite
+    serializes writers), so of tokens racing for one recipient exactly one holds it, and the
+    ``SELECT`` in the same transaction sees the rows just written. A final recipient is
+    never claimed.
+    """
+    if not 0 < len(token) <= CLAIM_TOKEN_LENGTH:
+        raise ValueError(f"a claim token has 1 to {CLAIM_TOKEN_LENGTH} characters")
+    held: set[int] = set()
+    busy: set[int] = set()
+    busy_until: datetime | None = None
+    for chunk in chunks(sorted(set(user_ids)), IDS_PER_IN_LIST):
+        await connection.execute(
+            update(deliveries)
+            .where(
+                deliveries.c.broadcast_id == broadcast_id,
+                deliveries.c.user_id.in_(chunk),
+                deliveries.c.state == _PENDING,
+                or_(
+                    deliveries.c.claimed_until.is_(None),
+                    deliveries.c.claimed_until < now,
+                    deliveries.c.claimed_by == token,
+                ),
+            )
+            .values(claimed_by=token, claimed_until=until)
+        )
+        holders = select(
+            deliveries.c.user_id, deliveries.c.claimed_by, deliveries.c.claimed_until
+        ).where(
+            deliveries.c.broadcast_id == broadcast_id,
+            deliveries.c.user_id.in_(chunk),
+            deliveries.c.state == _PENDING,
+        )
+        for user_id, claimed_by, claimed_until in await connection.execute(holders):
+            if claimed_by == token:
+                held.add(user_id)
+                continue
+            busy.add(user_id)
+            if claimed_until is not None and (busy_until is None or claimed_until > busy_until):
+                busy_until = claimed_until
+    return Claimed(held=frozenset(held), busy=frozenset(busy), busy_until=busy_until)
+
+
+async def release(
+    connection: AsyncConnection, broadcast_id: int, user_ids: Sequence[int], *, token: str
+) -> int:
+    """Give up ``token``'s claims on those of ``user_ids`` it still holds; how many."""
+    released = 0
+    for chunk in chunks(sorted(set(user_ids)), IDS_PER_IN_LIST):
+        result = await connection.execute(
+            update(deliveries)
+            .where(
+                deliveries.c.broadcast_id == broadcast_id,
+                deliveries.c.user_id.in_(chunk),
+                deliveries.c.claimed_by == token,
+            )
+            .values(claimed_by=None, claimed_until=None)
+        )
+        released += result.rowcount
+    return released
+
+
+async def results_among(
+    connection: AsyncConnection, broadcast_id: int, user_ids: Sequence[int]
+) -> list[DeliveryResult]:
+    results: list[DeliveryResult] = []
+    for chunk in chunks(sorted(set(user_ids)), IDS_PER_IN_LIST):
+        statement = (
+            select(deliveries)
+            .where(
+                deliveries.c.broadcast_id == broadcast_id,
+                deliveries.c.state != _PENDING,
+                deliveries.c.user_id.in_(chunk),
+            )
+            .order_by(deliveries.c.user_id)
+        )
+        results.extend(_result(row) for row in await connection.execute(statement))
+    return results
+
+
+async def results_page(
+    connection: AsyncConnection, broadcast_id: int, *, after: int | None, limit: int
+) -> list[DeliveryResult]:
+    statement = (
+        select(deliveries)
+        .where(deliveries.c.broadcast_id == broadcast_id, deliveries.c.state != _PENDING)
+        .order_by(deliveries.c.user_id)
+        .limit(limit)
+    )
+    if after is not None:
+        statement = statement.where(deliveries.c.user_id > after)
+    return [_result(row) for row in await connection.execute(statement)]
+
+
+async def report_page(
+    connection: AsyncConnection,
+    broadcast_id: int,
+    *,
+    states: frozenset[DeliveryState],
+    after: int | None,
+    limit: int,
+) -> list[Delivery]:
+    """Up to ``limit`` recipients in any of ``states`` (all when empty) with ``user_id >
+    after``, ascending: the primary key serves the unfiltered shape, ``ix_deliveries_state``
+    the filtered one."""
+    statement = (
+        select(
+            deliveries.c.user_id,
+            deliveries.c.state,
+            deliveries.c.message_id,
+            deliveries.c.error,
+            deliveries.c.finished_at,
+        )
+        .where(deliveries.c.broadcast_id == broadcast_id)
+        .order_by(deliveries.c.user_id)
+        .limit(limit)
+    )
+    if states:
+        statement = statement.where(deliveries.c.state.in_(sorted(s.value for s in states)))
+    if after is not None:
+        statement = statement.where(deliveries.c.user_id > after)
+    return [
+        Delivery(
+            user_id=row.user_id,
+            state=DeliveryState(row.state),
+            finished_at=row.finished_at,
+            message_id=row.message_id,
+            error=row.error,
+        )
+        for row in await connection.execute(statement)
+    ]
+
+
+async def record(
+    connection: AsyncConnection, results: Sequence[DeliveryResult], *, now: datetime
+) -> Recorded:
+    """Make final the pending deliveries among ``results`` and count them, once.
+
+    ``results`` must be sorted by ``(broadcast_id, user_id)``: that is the order rows are
+    locked in, so concurrent calls queue instead of deadlocking. For each chunk, the
+    recipients still ``PENDING`` are selected ``FOR UPDATE`` (SQLite: the transaction holds
+    the database's write lock already); a concurrent transaction that made one of them final
+    first is waited for, and the row then no longer qualifies. Only the locked rows are
+    updated and counted, so a recipient is counted by exactly one transaction. The first
+    result for a recipient within ``results`` wins.
+    """
+    chosen: dict[tuple[int, int], DeliveryResult] = {}
+    for result in results:
+        chosen.setdefault((result.broadcast_id, result.user_id), result)
+    recipients: dict[int, list[int]] = {}
+    for broadcast_id, user_id in chosen:
+        recipients.setdefault(broadcast_id, []).append(user_id)
+    recorded: list[DeliveryResult] = []
+    counts: dict[int, tuple[int, int]] = {}
+    for broadcast_id, user_ids in recipients.items():
+        for chunk in chunks(user_ids, IDS_PER_IN_LIST):
+            lock = (
+                select(deliveries.c.user_id)
+                .where(
+                    deliveries.c.broadcast_id == broadcast_id,
+                    deliveries.c.user_id.in_(chunk),
+                    deliveries.c.state == _PENDING,
+                )
+                .order_by(deliveries.c.user_id)
+                .with_for_update()
+            )
+            pending = (await connection.scalars(lock)).all()
+            if not pending:
+                continue
+            final = [chosen[broadcast_id, user_id] for user_id in pending]
+            await connection.execute(_FINALIZE, [_finalize_parameters(r) for r in final])
+            recorded.extend(final)
+            sent = sum(result.state is DeliveryState.SENT for result in final)
+            sent_before, failed_before = counts.get(broadcast_id, (0, 0))
+            counts[broadcast_id] = (sent_before + sent, failed_before + len(final) - sent)
+    # The outcome is why the user left: "blocked" or "deactivated".
+    leaving = {r.user_id: r.state.value for r in recorded if r.state.deactivates_user}
+    if leaving:
+        await users.deactivate(connection, leaving, now=now)
+    finished: list[Broadcast] = []
+    for broadcast_id in sorted(counts):
+        if await _count(connection, broadcast_id, *counts[broadcast_id], now=now):
+            finished.append(await broadcast_statements.fetch(connection, broadcast_id))
+    return Recorded(recorded=tuple(recorded), finished=tuple(finished))
+
+
+async def _count(
+    connection: AsyncConnection, broadcast_id: int, sent: int, failed: int, *, now: datetime
+) -> bool:
+    """Add to the broadcast's counters; whether this completed it."""
+    # Two statements, not one: MySQL evaluates SET from left to right with the new values.
+    await connection.execute(
+        update(broadcasts)
+        .where(broadcasts.c.id == broadcast_id)
+        .values(
+            sent=broadcasts.c.sent + sent,
+            failed=broadcasts.c.failed + failed,
+            status=case(
+                (
+                    broadcasts.c.status == BroadcastStatus.QUEUED.value,
+                    BroadcastStatus.RUNNING.value,
+                ),
+                else_=broadcasts.c.status,
+            ),
+            started_at=func.coalesce(broadcasts.c.started_at, now),
+        )
+    )
+    completed = await connection.execute(
+        update(broadcasts)
+        .where(
+            broadcasts.c.id == broadcast_id,
+            # Paused too (sends in flight finished everyone); never a cancelled one.
+            broadcasts.c.status.in_(_COMPLETABLE),
+            broadcasts.c.sent + broadcasts.c.failed >= broadcasts.c.total,
+        )
+        .values(status=BroadcastStatus.COMPLETED.value, finished_at=now)
+    )
+    return bool(completed.rowcount == 1)
+
+
+_FINALIZE = (
+    update(deliveries)
+    .where(
+        deliveries.c.broadcast_id == bindparam("key_broadcast_id", type_=BigInteger),
+        deliveries.c.user_id == bindparam("key_user_id", type_=BigInteger),
+        deliveries.c.state == _PENDING,
+    )
+    .values(
+        state=bindparam("new_state", type_=String),
+        message_id=bindparam("new_message_id", type_=BigInteger),
+        error=bindparam("new_error", type_=Text),
+        finished_at=bindparam("new_finished_at", type_=UtcDateTime()),
+        claimed_by=None,
+        claimed_until=None,
+    )
+)
+"""Writes one final result (and drops its claim); executed many times, on rows just locked
+as pending."""
+
+
+def _finalize_parameters(result: DeliveryResult) -> dict[str, object]:
+    return {
+        "key_broadcast_id": result.broadcast_id,
+        "key_user_id": result.user_id,
+        "new_state": result.state.value,
+        "new_message_id": result.message_id,
+        "new_error": result.error,
+        "new_finished_at": result.finished_at,
+    }
+
+
+def _result(row: Row[Any]) -> DeliveryResult:
+    finished_at: datetime | None = row.finished_at
+    if finished_at is None:  # never written without one; a broken row must not pass silently
+        raise RuntimeError(f"delivery {row.broadcast_id}/{row.user_id} is final without a time")
+    return DeliveryResult(
+        broadcast_id=row.broadcast_id,
+        user_id=row.user_id,
+        state=DeliveryState(row.state),
+        finished_at=finished_at,
+        message_id=row.message_id,
+        error=row.error,
+    )

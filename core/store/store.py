@@ -1,0 +1,525 @@
+"""The store: the service's source of truth for users, broadcasts and deliveries.
+
+Guarantees, on every backend (SQLite, PostgreSQL, MySQL/MariaDB):
+
+* Every write method is one transaction: it happens entirely or not at all.
+* A pending delivery is held by at most one claim token at a time
+  (:meth:`Store.claim_recipients`), until the claim is released, lapses, or the delivery
+  becomes final: workers send only to recipients they hold.
+* A delivery leaves ``PENDING`` once. :meth:`Store.record_results` makes a delivery final
+  only while it is still ``PENDING`` (under a row lock) and counts it in its broadcast's
+  ``sent`` or ``failed`` in the same transaction, so however many workers, in however many
+  processes, race on one recipient, it is counted exactly once; a broadcast becomes
+  ``COMPLETED`` exactly once, in the call that counted its last recipient.
+* Writers lock rows in one global order (deliveries by ``(broadcast_id, user_id)``, then
+  broadcasts by id; users by id), so they queue instead of deadlocking; a transaction the
+  database still aborts for a deadlock or lock timeout is run again (up to
+  :data:`MAX_ATTEMPTS` times).
+* Statements are bulk and chunked: a broadcast with a million recipients is written in
+  seconds (COPY on PostgreSQL; see :mod:`.bulk`), in user id order, without a parameter per
+  row and without exceeding any backend's parameter or packet limits.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Sequence
+from datetime import UTC, datetime, timedelta
+from typing import Final, TypeVar
+
+from sqlalchemy import select
+from sqlalchemy.exc import DBAPIError, IntegrityError
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from tgbroadcast.core.domain.errors import AlreadyExists
+from tgbroadcast.core.domain.model import (
+    Broadcast,
+    BroadcastStatus,
+    Delivery,
+    DeliveryResult,
+    DeliveryState,
+    NewBroadcast,
+    User,
+    UserFilter,
+    UserPage,
+    UserProfile,
+)
+from tgbroadcast.core.domain.states import Command
+from tgbroadcast.core.store import (
+    broadcasts,
+    callbacks,
+    deliveries,
+    dialects,
+    profiles,
+    transitions,
+    users,
+)
+from tgbroadcast.core.store.callbacks import CallbackClaim
+from tgbroadcast.core.store.deliveries import Claimed, Recorded
+from tgbroadcast.core.store.engine import create_engine, migrate, writer
+
+logger = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+MAX_ATTEMPTS: Final = 5
+"""Runs of a write transaction that the database keeps aborting for deadlocks."""
+
+
+class Store:
+    """Users, broadcasts and their deliveries in SQL; safe to share between tasks.
+
+    Any number of ``Store`` instances, in any number of processes, may use one database at
+    once. Construct with :meth:`open`; call :meth:`migrate` before first use of a database.
+    """
+
+    def __init__(self, engine: AsyncEngine) -> None:
+        self._engine = engine
+        self._writer = writer(engine)
+
+    @classmethod
+    def open(cls, url: str) -> contextlib.AbstractAsyncContextManager[Store]:
+        """A store on ``url`` (a SQLAlchemy URL string); its connections close on exit.
+
+        ``ValueError`` on entering for an unsupported backend or an in-memory SQLite URL.
+        """
+        return _opened(cls, url)
+
+    async def migrate(self) -> None:
+        """Bring the schema to the newest revision (a no-op if it is there already).
+
+        Safe to run from several processes at once: they take turns.
+        """
+        await migrate(self._engine)
+
+    async def ping(self) -> None:
+        """Return when the database answers; raise (a driver or SQLAlchemy error) if not."""
+        async with self._engine.connect() as connection:
+            await connection.execute(select(1))
+
+    # -- broadcasts -----------------------------------------------------------------------
+
+    async def create_broadcast(
+        self, new: NewBroadcast, *, request_hash: str | None = None
+    ) -> Broadcast:
+        """Store a broadcast and one ``PENDING`` delivery per recipient, in one transaction.
+
+        With ``user_ids`` (repeats are dropped), each recipient without a user row gets one
+        (active, no profile); existing users are left untouched. With ``all_users``, the
+        recipients are the users active at that moment; with ``filter``, the active users
+        matching it then (resolved in SQL, see :mod:`.audiences`). ``total`` is the number of
+        deliveries. The broadcast is ``QUEUED`` and not dispatched; with no recipient at all
+        it is ``COMPLETED`` at once and counts as dispatched.
+        """
+        user_ids = new.user_ids
+        if len(set(user_ids)) != len(user_ids):  # a validated request has no repeats: cheaper
+            user_ids = tuple(dict.fromkeys(user_ids))
+        if sum((bool(user_ids), new.all_users, new.filter is not None)) > 1:
+            raise ValueError("a broadcast has one audience: user_ids, all_users or filter")
+        try:
+            return await self._write(
+                lambda connection: broadcasts.create(
+                    connection, new, user_ids, now=_now(), request_hash=request_hash
+                )
+            )
+        except IntegrityError:
+            key = new.idempotency_key
+            if key is not None and await self.broadcast_by_idempotency_key(key) is not None:
+                raise AlreadyExists(f"idempotency key {key!r} is taken") from None
+            raise
+
+    async def get_broadcast(self, broadcast_id: int) -> Broadcast:
+        """The broadcast; :class:`~tgbroadcast.core.domain.errors.NotFound` if there is none."""
+        async with self._engine.connect() as connection:
+            return await broadcasts.fetch(connection, broadcast_id)
+
+    async def move_broadcast(self, broadcast_id: int, command: Command) -> Broadcast:
+        """Apply a lifecycle command with one conditional update (see
+        :mod:`tgbroadcast.core.domain.states`); the broadcast as it left it. ``NotFound``, or
+        ``FailedPrecondition`` naming the state that does not allow it."""
+        return await self._write(
+            lambda connection: transitions.move(connection, broadcast_id, command, now=_now())
+        )
+
+    async def list_broadcasts(
+        self, *, statuses: Collection[BroadcastStatus], before: int | None, limit: int
+    ) -> list[Broadcast]:
+        """Up to ``limit`` broadcasts in any of ``statuses`` (any when empty) with ``id <
+        before``, newest first."""
+        if limit < 1:
+            raise ValueError(f"limit must be positive, not {limit}")
+        async with self._engine.connect() as connection:
+            return await transitions.page(connection, statuses=statuses, before=before, limit=limit)
+
+    async def due_broadcasts(self, now: datetime, *, limit: int = 100) -> list[int]:
+        """Ids of ``SCHEDULED`` broadcasts with ``send_at <= now``, earliest first."""
+        async with self._engine.connect() as connection:
+            return await transitions.due(connection, now=now, limit=limit)
+
+    async def broadcast_by_idempotency_key(self, key: str) -> tuple[Broadcast, str | None] | None:
+        """The broadcast created with idempotency ``key``, and its request's hash."""
+        async with self._engine.connect() as connection:
+            return await transitions.by_idempotency_key(connection, key)
+
+    async def mark_generation_dispatched(
+        self, broadcast_id: int, resumed_at: datetime | None
+    ) -> bool:
+        """Record that every job of the generation ``resumed_at`` names is queued; False
+        (nothing written) if the broadcast was resumed since."""
+        return await self._write(
+            lambda connection: transitions.mark_generation_dispatched(
+                connection, broadcast_id, resumed_at
+            )
+        )
+
+    async def undispatched_broadcasts(self, *, created_before: datetime | None = None) -> list[int]:
+        """Ids of broadcasts not final whose jobs are not all queued yet, oldest first;
+        only those created before ``created_before`` when given."""
+        async with self._engine.connect() as connection:
+            return await broadcasts.undispatched(connection, created_before=created_before)
+
+    async def count_active_broadcasts(self) -> int:
+        """Broadcasts that may be sending now: ``QUEUED`` or ``RUNNING`` (not scheduled,
+        paused or final). One indexed count; the workers' chat pacing polls it (see
+        :mod:`tgbroadcast.worker.chat_pacing`)."""
+        async with self._engine.connect() as connection:
+            return await broadcasts.count_active(connection)
+
+    async def mark_dispatched(self, broadcast_id: int) -> None:
+        """Record that every job of the broadcast is queued (idempotent); ``NotFound``."""
+        await self._write(lambda connection: broadcasts.mark_dispatched(connection, broadcast_id))
+
+    # -- deliveries -----------------------------------------------------------------------
+
+    async def pending_batches(
+        self, broadcast_id: int, *, batch_size: int
+    ) -> AsyncIterator[tuple[int, ...]]:
+        """The broadcast's ``PENDING`` recipients, ascending, ``batch_size`` at a time.
+
+        Keyset-paged: each batch is one short query and no connection is held while the
+        caller works on a batch; memory is bounded by ``batch_size``; the same pending set
+        always gives the same batches. A recipient that becomes final before its page is
+        read is not yielded. An unknown broadcast yields nothing.
+        """
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be positive, not {batch_size}")
+        after: int | None = None
+        while True:
+            statement = deliveries.pending_page(broadcast_id, after=after, limit=batch_size)
+            async with self._engine.connect() as connection:
+                batch = tuple((await connection.scalars(statement)).all())
+            if batch:
+                yield batch
+            if len(batch) < batch_size:
+                return
+            after = batch[-1]
+
+    async def job_batches(
+        self, broadcast_id: int, *, batch_size: int, read_size: int = 10_000
+    ) -> AsyncIterator[tuple[int, ...]]:
+        """All the broadcast's recipients, ascending, cut into ``batch_size`` batches the same
+        way every time whatever their states — so a re-dispatch yields the same jobs, which
+        JetStream then drops as duplicates — leaving out batches with nobody ``PENDING``.
+
+        Batch ``k`` is always recipients ``k * batch_size`` to ``(k + 1) * batch_size - 1`` in
+        ascending user id order (the last one may be shorter), whatever ``read_size``.
+        Recipients are read keyset-paged, ``read_size`` per query (a million recipients are a
+        hundred queries, not ten thousand), with no connection held while the caller works on
+        a batch; memory is bounded by ``read_size + batch_size`` recipients.
+        """
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be positive, not {batch_size}")
+        if read_size < 1:
+            raise ValueError(f"read_size must be positive, not {read_size}")
+        after: int | None = None
+        rows: list[tuple[int, str]] = []  # read, not yet cut into batches
+        last_page = False
+        while not last_page:
+            statement = deliveries.recipients_page(broadcast_id, after=after, limit=read_size)
+            async with self._engine.connect() as connection:
+                page = (await connection.execute(statement)).all()
+            last_page = len(page) < read_size
+            if page:
+                after = page[-1][0]
+            rows.extend((user_id, state) for user_id, state in page)
+            # Whole batches only, but for the last one: batches do not depend on the pages.
+            cut = len(rows) if last_page else len(rows) - len(rows) % batch_size
+            for start in range(0, cut, batch_size):
+                batch = rows[start : start + batch_size]
+                if any(state == DeliveryState.PENDING.value for _, state in batch):
+                    yield tuple(user_id for user_id, _ in batch)
+            del rows[:cut]
+
+    async def pending_among(self, broadcast_id: int, user_ids: Sequence[int]) -> frozenset[int]:
+        """Those of ``user_ids`` that are recipients of the broadcast and still ``PENDING``."""
+        async with self._engine.connect() as connection:
+            return await deliveries.pending_among(connection, broadcast_id, user_ids)
+
+    async def claim_recipients(
+        self, broadcast_id: int, user_ids: Sequence[int], *, token: str, lease_seconds: float
+    ) -> Claimed:
+        """Hold, for ``token`` (1 to 32 characters), for ``lease_seconds`` from now, those of
+        ``user_ids`` still ``PENDING`` that no other token holds; extends ``token``'s own
+        claims. One transaction; see :func:`.deliveries.claim`.
+
+        A claim lapses at ``now + lease_seconds`` by the clock of the process that made it,
+        and is taken over by comparing with the clock of the process taking it over: the
+        processes' clocks must agree to well within a lease (NTP).
+        """
+        now = _now()
+        until = now + timedelta(seconds=lease_seconds)
+        return await self._write(
+            lambda connection: deliveries.claim(
+                connection, broadcast_id, user_ids, token=token, now=now, until=until
+            )
+        )
+
+    async def release_claims(
+        self, broadcast_id: int, user_ids: Sequence[int], *, token: str
+    ) -> int:
+        """Drop ``token``'s claims on those of ``user_ids`` (others' are left); how many."""
+        if not user_ids:
+            return 0
+        return await self._write(
+            lambda connection: deliveries.release(connection, broadcast_id, user_ids, token=token)
+        )
+
+    async def results_among(
+        self, broadcast_id: int, user_ids: Sequence[int]
+    ) -> list[DeliveryResult]:
+        """The final results of those of ``user_ids`` that have one, ordered by user id."""
+        async with self._engine.connect() as connection:
+            return await deliveries.results_among(connection, broadcast_id, user_ids)
+
+    async def list_results(
+        self, broadcast_id: int, *, after_user_id: int | None, limit: int
+    ) -> list[DeliveryResult]:
+        """Up to ``limit`` final results with ``user_id > after_user_id``, by user id."""
+        if limit < 1:
+            raise ValueError(f"limit must be positive, not {limit}")
+        async with self._engine.connect() as connection:
+            return await deliveries.results_page(
+                connection, broadcast_id, after=after_user_id, limit=limit
+            )
+
+    async def delivery_report(
+        self,
+        broadcast_id: int,
+        *,
+        states: frozenset[DeliveryState] = frozenset(),
+        after_user_id: int | None,
+        limit: int,
+    ) -> list[Delivery]:
+        """Up to ``limit`` recipients in any of ``states`` (any state when empty) with
+        ``user_id > after_user_id``, by user id; ``NotFound`` for an unknown broadcast."""
+        if limit < 1:
+            raise ValueError(f"limit must be positive, not {limit}")
+        async with self._engine.connect() as connection:
+            page = await deliveries.report_page(
+                connection, broadcast_id, states=states, after=after_user_id, limit=limit
+            )
+            if not page:
+                await broadcasts.fetch(connection, broadcast_id)  # NotFound if there is none
+            return page
+
+    async def record_results(self, results: Sequence[DeliveryResult]) -> Recorded:
+        """Make final the deliveries these results are for, in one transaction.
+
+        A result counts only if its delivery exists and is ``PENDING`` at that moment; the
+        others (already final, unknown, or repeated within ``results``, where the first
+        wins) are ignored. Counted results add to their broadcast's ``sent``/``failed``; a
+        ``QUEUED`` broadcast becomes ``RUNNING``, and one whose every delivery is final
+        becomes ``COMPLETED`` with ``finished_at`` set. ``ValueError``, and nothing
+        written, for a ``PENDING`` state or a naive ``finished_at``.
+        """
+        for result in results:
+            if not result.state.is_final:
+                raise ValueError(f"result for user {result.user_id} is not final")
+            if result.finished_at.utcoffset() is None:
+                raise ValueError(f"result for user {result.user_id}: finished_at is naive")
+        ordered = sorted(results, key=lambda result: (result.broadcast_id, result.user_id))
+        if not ordered:
+            return Recorded(recorded=(), finished=())
+        return await self._write(
+            lambda connection: deliveries.record(connection, ordered, now=_now())
+        )
+
+    async def fail_broadcast(self, broadcast_id: int, reason: str) -> Broadcast | None:
+        """Stop a broadcast that still has work as ``FAILED`` with ``reason``.
+
+        Returns the stopped broadcast, or ``None`` if it was final already (only one caller
+        stops it). Its pending recipients stay pending and are never sent to.
+        """
+
+        async def stop(connection: AsyncConnection) -> Broadcast | None:
+            if await broadcasts.fail(connection, broadcast_id, reason, now=_now()):
+                return await broadcasts.fetch(connection, broadcast_id)
+            return None
+
+        return await self._write(stop)
+
+    async def outcome_counts(self, broadcast_id: int) -> dict[DeliveryState, int]:
+        """Recipients per final state (states no recipient has are absent)."""
+        async with self._engine.connect() as connection:
+            return await broadcasts.outcome_counts(connection, broadcast_id)
+
+    async def count_errors(self, broadcast_id: int, state: DeliveryState, error: str) -> int:
+        """Recipients of the broadcast that ended in ``state`` with exactly ``error``."""
+        async with self._engine.connect() as connection:
+            return await broadcasts.count_errors(connection, broadcast_id, state, error)
+
+    async def media_file_id(self, broadcast_id: int) -> str | None:
+        """The file_id Telegram gave the broadcast's media, once a send stored it."""
+        async with self._engine.connect() as connection:
+            return await broadcasts.file_id(connection, broadcast_id)
+
+    async def store_media_file_id(self, broadcast_id: int, file_id: str) -> None:
+        """Remember the media's file_id; the first one stored stays."""
+        await self._write(
+            lambda connection: broadcasts.store_file_id(connection, broadcast_id, file_id)
+        )
+
+    # -- completion webhooks (see .callbacks for the states) --------------------------------
+
+    async def claim_callback(self, *, lease_seconds: float) -> CallbackClaim | None:
+        """Claim the oldest due webhook of a final broadcast, for one attempt, for
+        ``lease_seconds``."""
+        now = _now()
+        until = now + timedelta(seconds=lease_seconds)
+        return await self._write(
+            lambda connection: callbacks.claim(connection, now=now, until=until)
+        )
+
+    async def defer_callback(self, claim: CallbackClaim, *, delay_seconds: float) -> bool:
+        """Hand a claimed webhook back, due again ``delay_seconds`` from now (its attempt
+        failed and will be retried); whether the claim was still held."""
+        due = _now() + timedelta(seconds=delay_seconds)
+        return await self._write(lambda connection: callbacks.defer(connection, claim, due=due))
+
+    async def settle_callback(self, claim: CallbackClaim, state: callbacks.Settled) -> bool:
+        """Record ``delivered`` or ``failed``; whether the claim was still held."""
+        return await self._write(lambda connection: callbacks.settle(connection, claim, state))
+
+    async def release_callback(self, claim: CallbackClaim) -> bool:
+        """Make a claimed webhook ``pending`` again (this server stops before delivering)."""
+        return await self._write(lambda connection: callbacks.release(connection, claim))
+
+    async def callback_state(self, broadcast_id: int) -> str | None:
+        """The broadcast's webhook state (``None`` without a webhook or broadcast)."""
+        async with self._engine.connect() as connection:
+            return await callbacks.state(connection, broadcast_id)
+
+    # -- users ----------------------------------------------------------------------------
+
+    async def migrate_chat(self, old_id: int, new_id: int) -> None:
+        """A group became a supergroup: later broadcasts address its user row by ``new_id``."""
+        await self._write(lambda connection: _users.migrate(connection, old_id, new_id, now=_now()))
+
+    async def upsert_users(self, users: Sequence[UserProfile]) -> int:
+        """Insert new users and refresh known ones; returns how many distinct ids were given.
+
+        For a known user only the given (non-``None``) profile fields change; given ``tags``
+        replace the user's tags. Every given user ends up active (``blocked_reason`` and
+        ``blocked_at`` cleared) with ``updated_at`` = now. Repeated ids merge, later fields
+        win. One transaction, however many users.
+        """
+        profiles = _users.merge_profiles(users)
+        if profiles:
+            await self._write(lambda connection: _users.upsert(connection, profiles, now=_now()))
+        return len(profiles)
+
+    async def deactivate_users(
+        self, user_ids: Sequence[int], *, reason: DeliveryState | None = None
+    ) -> int:
+        """Leave users out of ``all_users`` and filter broadcasts; returns how many were
+        active. ``reason`` (``BLOCKED`` or ``DEACTIVATED``) becomes their ``blocked_reason``.
+
+        Unknown ids are ignored. :meth:`upsert_users` makes a user active again.
+        """
+        if reason is not None and not reason.deactivates_user:
+            raise ValueError(f"{reason.value} does not make a user inactive")
+        if not user_ids:
+            return 0
+        reasons = dict.fromkeys(user_ids, None if reason is None else reason.value)
+        return await self._write(
+            lambda connection: _users.deactivate(connection, reasons, now=_now())
+        )
+
+    async def list_users(
+        self,
+        *,
+        after: int | None,
+        limit: int,
+        user_filter: UserFilter | None = None,
+        active_only: bool = False,
+    ) -> UserPage:
+        """Up to ``limit`` users with ``id > after``, by id, each with its tags; only those
+        matching ``user_filter`` (see :mod:`.audiences`) and, with ``active_only``, active;
+        ``next_after`` if more follow."""
+        if limit < 1:
+            raise ValueError(f"limit must be positive, not {limit}")
+        async with self._engine.connect() as connection:
+            return await _users.page(
+                connection,
+                after=after,
+                limit=limit,
+                user_filter=user_filter,
+                active_only=active_only,
+            )
+
+    async def get_user(self, user_id: int) -> User:
+        """The user with its tags; :class:`~tgbroadcast.core.domain.errors.NotFound` if there is none."""
+        async with self._engine.connect() as connection:
+            return await _users.fetch(connection, user_id)
+
+    async def delete_user(self, user_id: int) -> None:
+        """Forget the user and its tags (its past deliveries stay); ``NotFound`` if unknown."""
+        await self._write(lambda connection: _users.remove(connection, user_id))
+
+    async def profiles(self, user_ids: Sequence[int]) -> dict[int, UserProfile]:
+        """The profiles of those of ``user_ids`` that are known users, in one query per 500
+        ids (personalization reads a job batch's recipients at once); unknown ids are
+        absent."""
+        if not user_ids:
+            return {}
+        async with self._engine.connect() as connection:
+            return await profiles.by_id(connection, user_ids)
+
+    # -- transactions ---------------------------------------------------------------------
+
+    async def _write(self, work: Callable[[AsyncConnection], Awaitable[T]]) -> T:
+        """Run ``work`` in a write transaction; run it again if the database aborted it."""
+        dialect = self._engine.dialect.name
+        attempt = 1
+        while True:
+            try:
+                async with self._writer.begin() as connection:
+                    return await work(connection)
+            except DBAPIError as error:
+                if attempt >= MAX_ATTEMPTS or not dialects.is_retryable(dialect, error):
+                    raise
+                logger.warning(
+                    "transaction aborted by the database; running it again",
+                    extra={"attempt": attempt, "error": type(error.orig).__name__},
+                )
+            await asyncio.sleep(random.uniform(0, 0.02 * 2**attempt))
+            attempt += 1
+
+
+_users = users  # ``users`` is also the name of upsert_users' parameter
+
+
+@contextlib.asynccontextmanager
+async def _opened(cls: type[Store], url: str) -> AsyncIterator[Store]:
+    engine = create_engine(url)
+    try:
+        yield cls(engine)
+    finally:
+        await engine.dispose()
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)

@@ -1,0 +1,115 @@
+"""Statements for a broadcast's lifecycle: the API's and the scheduler's moves, listing,
+idempotency keys and the dispatch of a generation of jobs.
+
+Every move is one conditional ``UPDATE ... WHERE id = ? AND status IN (sources)``: of
+movers racing on one broadcast exactly one matches; the others read the state it left and
+get :class:`~tgbroadcast.core.domain.errors.FailedPrecondition` naming it (the table is
+:mod:`tgbroadcast.core.domain.states`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import case, select, update
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from tgbroadcast.core.domain.model import Broadcast, BroadcastStatus
+from tgbroadcast.core.domain.states import Command, refused
+from tgbroadcast.core.store import broadcasts as broadcast_statements
+from tgbroadcast.core.store.tables import broadcasts
+
+
+async def move(
+    connection: AsyncConnection, broadcast_id: int, command: Command, *, now: datetime
+) -> Broadcast:
+    """Apply ``command``; the broadcast as it left it. ``NotFound``, or ``FailedPrecondition``
+    when the broadcast's state does not allow the command (nothing is written)."""
+    values: dict[str, Any]
+    if command is Command.CANCEL:
+        values = {"status": BroadcastStatus.CANCELLED.value, "finished_at": now}
+    elif command is Command.PAUSE:
+        values = {"status": BroadcastStatus.PAUSED.value}
+    elif command is Command.RESUME:
+        values = {
+            "status": case(
+                (broadcasts.c.started_at.is_(None), BroadcastStatus.QUEUED.value),
+                else_=BroadcastStatus.RUNNING.value,
+            ),
+            "resumed_at": now,
+            "dispatched": False,
+        }
+    else:
+        values = {"status": BroadcastStatus.QUEUED.value}
+    sources = sorted(state.value for state in command.sources)
+    moved = await connection.execute(
+        update(broadcasts)
+        .where(broadcasts.c.id == broadcast_id, broadcasts.c.status.in_(sources))
+        .values(**values)
+    )
+    broadcast = await broadcast_statements.fetch(connection, broadcast_id)  # NotFound
+    if moved.rowcount != 1:
+        raise refused(broadcast_id, broadcast.status, command)
+    return broadcast
+
+
+async def page(
+    connection: AsyncConnection,
+    *,
+    statuses: Collection[BroadcastStatus],
+    before: int | None,
+    limit: int,
+) -> list[Broadcast]:
+    """Up to ``limit`` broadcasts in any of ``statuses`` (any when empty) with ``id <
+    before``, newest (highest id) first."""
+    statement = select(broadcasts).order_by(broadcasts.c.id.desc()).limit(limit)
+    if statuses:
+        statement = statement.where(broadcasts.c.status.in_(sorted(s.value for s in statuses)))
+    if before is not None:
+        statement = statement.where(broadcasts.c.id < before)
+    return [broadcast_statements.from_row(row) for row in await connection.execute(statement)]
+
+
+async def due(connection: AsyncConnection, *, now: datetime, limit: int) -> list[int]:
+    """Ids of scheduled broadcasts whose ``send_at`` has come, earliest first."""
+    statement = (
+        select(broadcasts.c.id)
+        .where(
+            broadcasts.c.status == BroadcastStatus.SCHEDULED.value,
+            broadcasts.c.send_at <= now,
+        )
+        .order_by(broadcasts.c.send_at, broadcasts.c.id)
+        .limit(limit)
+    )
+    return list((await connection.scalars(statement)).all())
+
+
+async def by_idempotency_key(
+    connection: AsyncConnection, key: str
+) -> tuple[Broadcast, str | None] | None:
+    """The broadcast created with ``key`` and the hash of the request it came with."""
+    statement = select(broadcasts).where(broadcasts.c.idempotency_key == key)
+    row = (await connection.execute(statement)).first()
+    if row is None:
+        return None
+    return broadcast_statements.from_row(row), row.request_hash
+
+
+async def mark_generation_dispatched(
+    connection: AsyncConnection, broadcast_id: int, resumed_at: datetime | None
+) -> bool:
+    """Set ``dispatched`` if the broadcast is still at the generation ``resumed_at`` names;
+    whether it was (a resume in between needs its own dispatch)."""
+    generation = (
+        broadcasts.c.resumed_at.is_(None)
+        if resumed_at is None
+        else broadcasts.c.resumed_at == resumed_at
+    )
+    marked = await connection.execute(
+        update(broadcasts)
+        .where(broadcasts.c.id == broadcast_id, generation)
+        .values(dispatched=True)
+    )
+    return bool(marked.rowcount == 1)

@@ -1,0 +1,168 @@
+"""Protobuf at the edge: the one place API messages become domain values and back."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from datetime import datetime
+
+from google.protobuf.timestamp_pb2 import Timestamp
+
+from tgbroadcast.core.domain.model import (
+    Broadcast,
+    BroadcastStatus,
+    DeliveryResult,
+    DeliveryState,
+    MediaType,
+    User,
+    UserFilter,
+    UserProfile,
+)
+from tgbroadcast.core.rules.validation import SendRequest
+from tgbroadcast.core.service.broadcasting import WatchUpdate
+from tgbroadcast.server.grpc import content, controls
+from tgbroadcast.v1 import broadcast_pb2 as pb
+
+_MEDIA_PREFIX = "MEDIA_TYPE_"
+
+_STATUS_TO_PB = {
+    BroadcastStatus.QUEUED: pb.BROADCAST_STATUS_QUEUED,
+    BroadcastStatus.RUNNING: pb.BROADCAST_STATUS_RUNNING,
+    BroadcastStatus.COMPLETED: pb.BROADCAST_STATUS_COMPLETED,
+    BroadcastStatus.FAILED: pb.BROADCAST_STATUS_FAILED,
+    BroadcastStatus.SCHEDULED: pb.BROADCAST_STATUS_SCHEDULED,
+    BroadcastStatus.PAUSED: pb.BROADCAST_STATUS_PAUSED,
+    BroadcastStatus.CANCELLED: pb.BROADCAST_STATUS_CANCELLED,
+}
+_MEDIA_TO_PB = {
+    media_type: pb.MediaType.Value(_MEDIA_PREFIX + media_type.name) for media_type in MediaType
+}
+_OUTCOME_TO_PB = {
+    state: pb.DeliveryOutcome.Value("DELIVERY_OUTCOME_" + state.name)
+    for state in DeliveryState
+    if state.is_final
+}
+
+
+def media_type_name(value: int) -> str:
+    """The REST spelling of a proto MediaType (``MEDIA_TYPE_PHOTO`` → ``photo``).
+
+    Unspecified is ``""`` (text); an unknown number gives a name validation will refuse.
+    """
+    if value == pb.MEDIA_TYPE_UNSPECIFIED:
+        return ""
+    try:
+        name = pb.MediaType.Name(value)  # type: ignore[arg-type]
+    except ValueError:
+        return f"unknown enum value {value}"
+    return name.removeprefix(_MEDIA_PREFIX).lower()
+
+
+def send_request(message: pb.SendMessageRequest) -> SendRequest:
+    return SendRequest(
+        message=message.message,
+        media_type=media_type_name(message.media_type),
+        media_url=message.media_url,
+        user_ids=tuple(message.user_ids),
+        all_users=message.all_users,
+        filter=user_filter(message.filter) if message.HasField("filter") else None,
+        allow_paid_broadcast=message.allow_paid_broadcast,
+        media_data=message.media_data,
+        media_filename=message.media_filename,
+        callback_url=message.callback_url,
+        send_at=controls.send_at(message),
+        idempotency_key=message.idempotency_key,
+        **content.send_fields(message),
+    )
+
+
+def timestamp(value: datetime) -> Timestamp:
+    stamp = Timestamp()
+    stamp.FromDatetime(value)
+    return stamp
+
+
+def broadcast(value: Broadcast, outcome_counts: Mapping[DeliveryState, int]) -> pb.Broadcast:
+    message = pb.Broadcast(
+        broadcast_id=value.id,
+        status=_STATUS_TO_PB[value.status],
+        total=value.total,
+        sent=value.sent,
+        failed=value.failed,
+        pending=value.pending,
+        message=value.content.message,
+        media_type=_MEDIA_TO_PB[value.content.media_type],
+        parse_mode=content.parse_mode(value.content.options.parse_mode),
+        media_url=value.content.media_url or "",
+        created_at=timestamp(value.created_at),
+        error=value.error or "",
+        outcome_counts={state.value: count for state, count in outcome_counts.items()},
+        allow_paid_broadcast=value.content.allow_paid_broadcast,
+        callback_url=value.callback_url or "",
+    )
+    if value.finished_at is not None:
+        message.finished_at.CopyFrom(timestamp(value.finished_at))
+    controls.fill_broadcast(message, value)
+    return message
+
+
+def status(value: BroadcastStatus) -> pb.BroadcastStatus.ValueType:
+    return _STATUS_TO_PB[value]
+
+
+def delivery_result(value: DeliveryResult) -> pb.DeliveryResult:
+    return pb.DeliveryResult(
+        user_id=value.user_id,
+        outcome=_OUTCOME_TO_PB[value.state],
+        error=value.error or "",
+        message_id=value.message_id or 0,
+        finished_at=timestamp(value.finished_at),
+    )
+
+
+def watch_update(value: WatchUpdate) -> pb.WatchBroadcastResponse:
+    response = pb.WatchBroadcastResponse(
+        progress=pb.Progress(
+            status=_STATUS_TO_PB[value.status],
+            total=value.total,
+            sent=value.sent,
+            failed=value.failed,
+            pending=value.pending,
+        )
+    )
+    if value.result is not None:
+        response.result.CopyFrom(delivery_result(value.result))
+    return response
+
+
+def user_filter(message: pb.UserFilter) -> UserFilter:
+    return UserFilter(tags=tuple(message.tags), language_codes=tuple(message.language_codes))
+
+
+def user_profile(message: pb.User) -> UserProfile:
+    """An upsert always sets the user's tags (no tags given: none), as the proto says."""
+    return UserProfile(
+        id=message.id,
+        username=message.username or None,
+        first_name=message.first_name or None,
+        last_name=message.last_name or None,
+        language_code=message.language_code or None,
+        tags=tuple(message.tags),
+    )
+
+
+def user(value: User) -> pb.User:
+    message = pb.User(
+        id=value.id,
+        username=value.username or "",
+        first_name=value.first_name or "",
+        last_name=value.last_name or "",
+        language_code=value.language_code or "",
+        active=value.active,
+        created_at=timestamp(value.created_at),
+        updated_at=timestamp(value.updated_at),
+        tags=value.tags,
+        blocked_reason=value.blocked_reason or "",
+    )
+    if value.blocked_at is not None:
+        message.blocked_at.CopyFrom(timestamp(value.blocked_at))
+    return message

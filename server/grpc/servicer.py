@@ -1,0 +1,343 @@
+"""The gRPC transport: a thin servicer over :class:`~tgbroadcast.core.service.broadcasting.BroadcastingService`.
+
+Errors are translated here once: ``InvalidArgument`` → INVALID_ARGUMENT with a
+``google.rpc.BadRequest`` detail listing every field violation, ``NotFound`` → NOT_FOUND,
+``FailedPrecondition`` → FAILED_PRECONDITION with a ``google.rpc.PreconditionFailure``
+naming the current state, ``AlreadyExists`` → ALREADY_EXISTS, a
+missing or wrong token → UNAUTHENTICATED, a database or queue outage → UNAVAILABLE, anything
+else → INTERNAL with a generic message (the cause is logged, never sent).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from typing import Any, TypeAlias
+
+import grpc
+from google.protobuf import any_pb2
+from google.rpc import code_pb2, error_details_pb2, status_pb2
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+from grpc_status import rpc_status
+
+from tgbroadcast.core.domain.errors import (
+    BACKEND_UNAVAILABLE,
+    AlreadyExists,
+    ApiError,
+    FailedPrecondition,
+    InvalidArgument,
+    NotFound,
+)
+from tgbroadcast.core.service.broadcasting import BroadcastingService
+from tgbroadcast.core.service.user_import import ImportChunk
+from tgbroadcast.server.auth import TokenCheck
+from tgbroadcast.server.grpc import content, controls, messages, reports
+from tgbroadcast.v1 import broadcast_pb2 as pb
+from tgbroadcast.v1 import broadcast_pb2_grpc as pb_grpc
+
+logger = logging.getLogger(__name__)
+
+MAX_MESSAGE_BYTES = 64 * 1024 * 1024
+
+_Handler: TypeAlias = "grpc.RpcMethodHandler[Any, Any]"
+
+
+class BroadcastServicer(pb_grpc.BroadcastServiceServicer):
+    def __init__(self, core: BroadcastingService) -> None:
+        self._core = core
+
+    async def SendMessage(  # noqa: N802 - gRPC method name
+        self, request: pb.SendMessageRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> pb.SendMessageResponse:
+        async with _translated(context):
+            accepted = await self._core.send_message(messages.send_request(request))
+        broadcast = accepted.broadcast
+        return pb.SendMessageResponse(
+            broadcast_id=broadcast.id,
+            status=messages.status(broadcast.status),
+            total=broadcast.total,
+            replayed=accepted.replayed,
+        )
+
+    async def ListBroadcasts(  # noqa: N802
+        self, request: pb.ListBroadcastsRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> pb.ListBroadcastsResponse:
+        async with _translated(context):
+            page = await self._core.list_broadcasts(
+                statuses=controls.status_names(request.statuses),
+                page_size=request.page_size,
+                page_token=request.page_token,
+            )
+        return pb.ListBroadcastsResponse(
+            broadcasts=[messages.broadcast(b, {}) for b in page.broadcasts],
+            next_page_token=page.next_page_token,
+        )
+
+    async def CancelBroadcast(  # noqa: N802
+        self, request: pb.CancelBroadcastRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> pb.CancelBroadcastResponse:
+        async with _translated(context):
+            broadcast = await self._core.cancel_broadcast(request.broadcast_id)
+        return pb.CancelBroadcastResponse(broadcast=messages.broadcast(broadcast, {}))
+
+    async def PauseBroadcast(  # noqa: N802
+        self, request: pb.PauseBroadcastRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> pb.PauseBroadcastResponse:
+        async with _translated(context):
+            broadcast = await self._core.pause_broadcast(request.broadcast_id)
+        return pb.PauseBroadcastResponse(broadcast=messages.broadcast(broadcast, {}))
+
+    async def ResumeBroadcast(  # noqa: N802
+        self, request: pb.ResumeBroadcastRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> pb.ResumeBroadcastResponse:
+        async with _translated(context):
+            broadcast = await self._core.resume_broadcast(request.broadcast_id)
+        return pb.ResumeBroadcastResponse(broadcast=messages.broadcast(broadcast, {}))
+
+    async def GetBroadcast(  # noqa: N802
+        self, request: pb.GetBroadcastRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> pb.GetBroadcastResponse:
+        async with _translated(context):
+            report = await self._core.get_broadcast(request.broadcast_id)
+        return pb.GetBroadcastResponse(
+            broadcast=messages.broadcast(report.broadcast, report.outcome_counts)
+        )
+
+    async def ListDeliveries(  # noqa: N802
+        self, request: pb.ListDeliveriesRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> pb.ListDeliveriesResponse:
+        async with _translated(context):
+            page = await self._core.list_deliveries(
+                request.broadcast_id,
+                outcomes=reports.outcome_names(request.outcomes),
+                page_size=request.page_size,
+                page_token=request.page_token,
+            )
+        return reports.list_deliveries_response(page)
+
+    async def WatchBroadcast(  # noqa: N802
+        self, request: pb.WatchBroadcastRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> AsyncIterator[pb.WatchBroadcastResponse]:
+        async with _translated(context):
+            async for update in self._core.watch(request.broadcast_id):
+                yield messages.watch_update(update)
+
+    async def PreviewMessage(  # noqa: N802
+        self, request: pb.PreviewMessageRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> pb.PreviewMessageResponse:
+        async with _translated(context):
+            rendered = await self._core.preview_message(
+                messages.send_request(request.message), request.user_id
+            )
+        return content.preview(rendered)
+
+    async def UpsertUsers(  # noqa: N802
+        self, request: pb.UpsertUsersRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> pb.UpsertUsersResponse:
+        async with _translated(context):
+            count = await self._core.upsert_users([messages.user_profile(u) for u in request.users])
+        return pb.UpsertUsersResponse(upserted=count)
+
+    async def ListUsers(  # noqa: N802
+        self, request: pb.ListUsersRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> pb.ListUsersResponse:
+        async with _translated(context):
+            page = await self._core.list_users(
+                page_size=request.page_size,
+                page_token=request.page_token,
+                user_filter=messages.user_filter(request.filter),
+                active_only=request.active_only,
+            )
+        return pb.ListUsersResponse(
+            users=[messages.user(u) for u in page.users], next_page_token=page.next_page_token
+        )
+
+    async def GetUser(  # noqa: N802
+        self, request: pb.GetUserRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> pb.GetUserResponse:
+        async with _translated(context):
+            found = await self._core.get_user(request.user_id)
+        return pb.GetUserResponse(user=messages.user(found))
+
+    async def DeleteUser(  # noqa: N802
+        self, request: pb.DeleteUserRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> pb.DeleteUserResponse:
+        async with _translated(context):
+            await self._core.delete_user(request.user_id)
+        return pb.DeleteUserResponse()
+
+    async def ImportUsers(  # noqa: N802
+        self,
+        request_iterator: AsyncIterator[pb.ImportUsersRequest],
+        context: grpc.aio.ServicerContext[Any, Any],
+    ) -> pb.ImportUsersResponse:
+        """Each message is one chunk, committed before the next is read; a bad chunk ends
+        the call with INVALID_ARGUMENT naming ``chunks[k]`` (earlier chunks stay)."""
+
+        async def chunks() -> AsyncIterator[ImportChunk]:
+            async for message in request_iterator:
+                yield ImportChunk([messages.user_profile(u) for u in message.users])
+
+        async with _translated(context):
+            imported = await self._core.import_users(chunks())
+        return pb.ImportUsersResponse(imported=imported)
+
+
+@asynccontextmanager
+async def _translated(context: grpc.aio.ServicerContext[Any, Any]) -> AsyncIterator[None]:
+    """Turns the core's exceptions into gRPC statuses."""
+    try:
+        yield
+    except grpc.aio.AbortError:
+        raise
+    except Exception as exc:
+        status = _status_for(exc)
+        await context.abort(status.code, status.details, status.trailing_metadata)
+
+
+def _status_for(exc: Exception) -> grpc.Status:
+    if isinstance(exc, InvalidArgument):
+        detail = any_pb2.Any()
+        detail.Pack(
+            error_details_pb2.BadRequest(
+                field_violations=[
+                    error_details_pb2.BadRequest.FieldViolation(
+                        field=v.field, description=v.description
+                    )
+                    for v in exc.violations
+                ]
+            )
+        )
+        return rpc_status.to_status(
+            status_pb2.Status(code=code_pb2.INVALID_ARGUMENT, message=str(exc), details=[detail])
+        )
+    if isinstance(exc, NotFound):
+        return rpc_status.to_status(status_pb2.Status(code=code_pb2.NOT_FOUND, message=str(exc)))
+    if isinstance(exc, FailedPrecondition):
+        return _precondition_failed(exc)
+    if isinstance(exc, AlreadyExists):
+        return rpc_status.to_status(
+            status_pb2.Status(code=code_pb2.ALREADY_EXISTS, message=str(exc))
+        )
+    if isinstance(exc, ApiError):
+        return rpc_status.to_status(
+            status_pb2.Status(code=code_pb2.FAILED_PRECONDITION, message=str(exc))
+        )
+    if isinstance(exc, BACKEND_UNAVAILABLE):
+        logger.warning("backend unavailable", extra={"error": type(exc).__name__})
+        return rpc_status.to_status(
+            status_pb2.Status(
+                code=code_pb2.UNAVAILABLE, message="a backend is unavailable; try again"
+            )
+        )
+    logger.exception("internal error", exc_info=exc)
+    return rpc_status.to_status(status_pb2.Status(code=code_pb2.INTERNAL, message="internal error"))
+
+
+def _precondition_failed(exc: FailedPrecondition) -> grpc.Status:
+    """FAILED_PRECONDITION with a ``google.rpc.PreconditionFailure`` detail: one violation of
+    type ``STATE`` whose description is the current state (``completed``)."""
+    detail = any_pb2.Any()
+    detail.Pack(
+        error_details_pb2.PreconditionFailure(
+            violations=[
+                error_details_pb2.PreconditionFailure.Violation(
+                    type="STATE", subject="broadcast", description=exc.state
+                )
+            ]
+        )
+    )
+    return rpc_status.to_status(
+        status_pb2.Status(code=code_pb2.FAILED_PRECONDITION, message=str(exc), details=[detail])
+    )
+
+
+class AuthInterceptor(grpc.aio.ServerInterceptor):
+    """Rejects calls without a valid ``authorization: Bearer <token>`` metadata entry.
+
+    Only the standard health-checking and reflection services answer without a token, so load
+    balancers, orchestrators and ``grpcurl`` need no secret; they reveal the service's status
+    and its public contract, nothing else.
+    """
+
+    PUBLIC_SERVICES = frozenset({health.SERVICE_NAME, reflection.SERVICE_NAME})
+
+    def __init__(self, tokens: TokenCheck) -> None:
+        self._tokens = tokens
+
+    async def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[_Handler | None]],
+        handler_call_details: grpc.HandlerCallDetails,
+    ) -> _Handler | None:
+        handler = await continuation(handler_call_details)
+        # The method is "/<package>.<Service>/<Method>".
+        service = handler_call_details.method.lstrip("/").rpartition("/")[0]
+        if service in self.PUBLIC_SERVICES:
+            return handler
+        metadata = dict(handler_call_details.invocation_metadata or ())
+        authorization = metadata.get("authorization")
+        if isinstance(authorization, str) and self._tokens.accepts(authorization):
+            return handler
+        return _refusing(handler)
+
+
+_UNAUTHENTICATED = "missing or invalid API token (metadata authorization: Bearer <token>)"
+
+
+def _refusing(handler: _Handler | None) -> _Handler | None:
+    if handler is None:
+        return None
+
+    async def refuse(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
+        await context.abort(grpc.StatusCode.UNAUTHENTICATED, _UNAUTHENTICATED)
+
+    async def refuse_stream(
+        request: Any, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> AsyncIterator[Any]:
+        await context.abort(grpc.StatusCode.UNAUTHENTICATED, _UNAUTHENTICATED)
+        yield  # pragma: no cover - abort raises
+
+    deserializer = handler.request_deserializer
+    serializer = handler.response_serializer
+    if handler.request_streaming and handler.response_streaming:
+        raise NotImplementedError("bidirectional-streaming methods are not served")
+    if handler.request_streaming:  # refused before a single chunk is read
+        return grpc.stream_unary_rpc_method_handler(
+            refuse, request_deserializer=deserializer, response_serializer=serializer
+        )
+    if handler.response_streaming:
+        return grpc.unary_stream_rpc_method_handler(
+            refuse_stream, request_deserializer=deserializer, response_serializer=serializer
+        )
+    return grpc.unary_unary_rpc_method_handler(
+        refuse, request_deserializer=deserializer, response_serializer=serializer
+    )
+
+
+async def create_server(core: BroadcastingService, tokens: TokenCheck) -> grpc.aio.Server:
+    """The API server, not yet bound or started.
+
+    Besides ``BroadcastService`` it serves ``grpc.health.v1.Health`` (SERVING for the whole
+    server, ``""``, and for ``tgbroadcast.v1.BroadcastService``; NOT_FOUND for other names) and
+    server reflection (``grpc.reflection.v1alpha``), both without the API token.
+    """
+    server = grpc.aio.server(
+        interceptors=[AuthInterceptor(tokens)],
+        options=[
+            ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+            ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+        ],
+    )
+    pb_grpc.add_BroadcastServiceServicer_to_server(BroadcastServicer(core), server)
+    broadcast_service = pb.DESCRIPTOR.services_by_name["BroadcastService"].full_name
+    health_servicer = health.aio.HealthServicer()
+    for name in (health.OVERALL_HEALTH, broadcast_service):
+        await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    reflection.enable_server_reflection(
+        (broadcast_service, health.SERVICE_NAME, reflection.SERVICE_NAME), server
+    )
+    return server

@@ -1,0 +1,316 @@
+"""The HTTP/JSON bridge: the REST contract, served by aiohttp in the server's event loop.
+
+It calls the same core as gRPC (never gRPC itself). JSON field names are the proto's
+snake_case names, ids are JSON numbers, enums are lower-case words (``"photo"``,
+``"queued"``). Every error is ``application/problem+json`` (RFC 9457) with a precise
+``detail``; validation errors also list ``errors: [{"field", "message"}]``. Every API route
+refuses query parameters it does not know (400 naming each) rather than ignoring a misspelt
+filter, and names a bad query value by its parameter (``tag[1]``, ``status[0]``,
+``outcome[2]``) where gRPC names the request field (``filter.tags[1]``).
+
+This module holds the app, its middlewares and the send and user routes; the other routes
+are in the ``rest_*`` modules. Reading requests is :mod:`tgbroadcast.server.rest.params`, rendering
+answers :mod:`tgbroadcast.server.rest.rendering`, the content bodies :mod:`tgbroadcast.server.rest.content`.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from aiohttp import BodyPartReader, web
+from prometheus_client import CONTENT_TYPE_LATEST
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+from tgbroadcast.core.domain.errors import (
+    BACKEND_UNAVAILABLE,
+    AlreadyExists,
+    FailedPrecondition,
+    FieldViolation,
+    InvalidArgument,
+    NotFound,
+)
+from tgbroadcast.core.domain.model import UserFilter, UserProfile
+from tgbroadcast.core.rules.validation import SendRequest
+from tgbroadcast.core.service.broadcasting import BroadcastingService
+from tgbroadcast.server.auth import TokenCheck
+from tgbroadcast.server.rest import (
+    content,
+    controls,
+    openapi,
+    params,
+    preview,
+    rendering,
+    reports,
+    users,
+)
+
+logger = logging.getLogger(__name__)
+
+UNAUTHENTICATED_PATHS = frozenset({"/healthz", "/metrics", "/openapi.json"})
+"""Served without a token: they reveal counts and the public contract, never content or
+tokens."""
+SERVICE_KEY = params.SERVICE_KEY
+TOKENS_KEY = web.AppKey("tokens", TokenCheck)
+MAX_BODY_KEY = params.MAX_BODY_KEY
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+class _Body(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+
+class UserBody(_Body):
+    id: int
+    username: str | None = None
+    first_name: str | None = None
+    last_name: str | None = None
+    language_code: str | None = None
+    tags: list[str] = []
+    """Replaces the user's tags: an upsert without ``tags`` leaves the user with none."""
+
+
+class UpsertUsersBody(_Body):
+    users: list[UserBody]
+
+
+@web.middleware
+async def errors_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Every failure, ours or aiohttp's, leaves as problem+json; causes are logged, not sent."""
+    try:
+        return await handler(request)
+    except InvalidArgument as exc:
+        return rendering.problem(400, str(exc), errors=list(exc.violations))
+    except NotFound as exc:
+        return rendering.problem(404, str(exc))
+    except FailedPrecondition as exc:
+        return rendering.problem(409, str(exc), extra={"state": exc.state})
+    except AlreadyExists as exc:
+        return rendering.problem(409, str(exc))
+    except web.HTTPRequestEntityTooLarge:
+        limit = request.app[MAX_BODY_KEY]
+        return rendering.problem(413, f"request body is larger than the limit of {limit} bytes")
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        return rendering.problem(exc.status, exc.text or exc.reason)
+    except BACKEND_UNAVAILABLE as exc:
+        logger.warning("backend unavailable", extra={"error": type(exc).__name__})
+        return rendering.problem(503, "the database or the queue is unavailable; try again")
+    except Exception:
+        logger.exception("internal error", extra={"path": request.path})
+        return rendering.problem(500, "internal error")
+
+
+@web.middleware
+async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    if request.path in UNAUTHENTICATED_PATHS:
+        return await handler(request)
+    if not request.app[TOKENS_KEY].accepts(request.headers.get("Authorization")):
+        return rendering.problem(
+            401, "missing or invalid API token (Authorization: Bearer <token>)"
+        )
+    return await handler(request)
+
+
+async def send_message(request: web.Request) -> web.Response:
+    params.check_query(request)
+    if request.content_type == "multipart/form-data":
+        body, media_data, media_filename = await _multipart_send(request)
+    else:
+        body = await params.json_body(request, content.SendMessageBody)
+        media_data, media_filename = b"", ""
+    send = SendRequest(
+        message=body.message or "",
+        media_type=body.media_type or "",
+        media_url=body.media_url or "",
+        user_ids=tuple(body.user_ids or ()),
+        all_users=body.all_users,
+        filter=None if body.filter is None else body.filter.value(),
+        allow_paid_broadcast=body.allow_paid_broadcast,
+        callback_url=body.callback_url or "",
+        media_data=media_data,
+        media_filename=media_filename,
+        **content.send_fields(body),
+        **controls.send_options(
+            request, idempotency_key=body.idempotency_key, send_at=body.send_at
+        ),
+    )
+    return controls.accepted_response(await params.service(request).send_message(send))
+
+
+_SEND_FIELDS = content.SendMessageBody.model_fields
+_FORM_FLAGS = frozenset(name for name, info in _SEND_FIELDS.items() if info.annotation is bool)
+_FORM_STRINGS = frozenset(
+    name for name, info in _SEND_FIELDS.items() if info.annotation == str | None
+)
+_FORM_TEXT_FIELDS = frozenset(_SEND_FIELDS)
+"""Every field of the JSON body is a form field: strings as they are, flags ``true`` or
+``false``, the rest (``user_ids``, ``filter``, ``entities``, ``reply_markup``, ``album``, ...)
+as JSON text."""
+
+
+async def _multipart_send(request: web.Request) -> tuple[content.SendMessageBody, bytes, str]:
+    """``multipart/form-data``: the JSON body's fields as form fields (see
+    :data:`_FORM_TEXT_FIELDS`), and the file itself as the part ``media``; returns the body,
+    the file and its name. Violations name the form field (``filter.tags[0]`` inside one)."""
+    limit = request.app[MAX_BODY_KEY]
+    data: dict[str, Any] = {}
+    media = b""
+    filename = ""
+    violations: list[FieldViolation] = []
+    budget = [limit]  # bytes the rest of the body may still have, over all parts
+    seen: set[str] = set()
+    reader = await request.multipart()
+    while (part := await reader.next()) is not None:
+        if not isinstance(part, BodyPartReader):
+            violations.append(FieldViolation("body", "nested multipart bodies are not accepted"))
+            continue
+        name = part.name or ""
+        if name in seen:
+            violations.append(FieldViolation(name, "is given twice"))
+        seen.add(name)
+        raw = await _read_part(part, budget, limit)
+        if name == "media":
+            media, filename = raw, part.filename or ""
+        elif name in _FORM_TEXT_FIELDS:
+            _form_value(data, name, raw.decode("utf-8", errors="replace"), violations)
+        else:
+            violations.append(FieldViolation(name or "body", "is not a known field"))
+    try:
+        body = content.SendMessageBody.model_validate(data)
+    except ValidationError as exc:
+        violations.extend(params.violations(exc))
+    if violations:
+        raise InvalidArgument(violations)
+    return body, media, filename
+
+
+def _form_value(
+    data: dict[str, Any], name: str, text: str, violations: list[FieldViolation]
+) -> None:
+    """Puts the form field's value into ``data`` as the JSON body would hold it."""
+    if name in _FORM_STRINGS:
+        data[name] = text
+    elif name in _FORM_FLAGS:
+        flag = text.strip().lower()
+        if flag in ("true", "false"):
+            data[name] = flag == "true"
+        else:
+            violations.append(FieldViolation(name, "must be true or false"))
+    else:
+        try:
+            data[name] = json.loads(text)
+        except (json.JSONDecodeError, RecursionError):
+            violations.append(
+                FieldViolation(name, "must be JSON text, as the field is in a JSON body")
+            )
+
+
+async def _read_part(part: BodyPartReader, budget: list[int], limit: int) -> bytes:
+    """The part's bytes, counted against what the whole body may still hold."""
+    chunks: list[bytes] = []
+    while chunk := await part.read_chunk():
+        budget[0] -= len(chunk)
+        if budget[0] < 0:
+            raise web.HTTPRequestEntityTooLarge(max_size=limit, actual_size=limit - budget[0])
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+async def get_broadcast(request: web.Request) -> web.Response:
+    broadcast_id = params.path_id(request, "broadcast_id")
+    params.check_query(request)
+    return web.json_response(
+        rendering.broadcast_json(await params.service(request).get_broadcast(broadcast_id))
+    )
+
+
+async def upsert_users(request: web.Request) -> web.Response:
+    params.check_query(request)
+    body = await params.json_body(request, UpsertUsersBody)
+    count = await params.service(request).upsert_users(
+        [
+            UserProfile(
+                id=u.id,
+                username=u.username,
+                first_name=u.first_name,
+                last_name=u.last_name,
+                language_code=u.language_code,
+                tags=tuple(u.tags),
+            )
+            for u in body.users
+        ]
+    )
+    return web.json_response({"upserted": count})
+
+
+_USER_FILTER_PARAMETERS = (("filter.tags", "tag"), ("filter.language_codes", "language_code"))
+
+
+async def list_users(request: web.Request) -> web.Response:
+    """``?tag=..&tag=..`` (any of), ``?language_code=..`` (any of), ``?active_only=true``.
+    Violations name the query parameter (``tag[1]``), not the proto's ``filter.tags[1]``."""
+    params.check_query(request, params.PAGE_PARAMETERS | {"tag", "language_code", "active_only"})
+    page_size = params.page_size(request)
+    active_only = request.query.get("active_only", "false").strip().lower()
+    if active_only not in ("true", "false"):
+        raise InvalidArgument.single("active_only", "must be true or false")
+    try:
+        page = await params.service(request).list_users(
+            page_size=page_size,
+            page_token=params.page_token(request),
+            user_filter=UserFilter(
+                tags=tuple(request.query.getall("tag", ())),
+                language_codes=tuple(request.query.getall("language_code", ())),
+            ),
+            active_only=active_only == "true",
+        )
+    except InvalidArgument as exc:
+        raise params.renamed(exc, _USER_FILTER_PARAMETERS) from None
+    return web.json_response(
+        {
+            "users": [rendering.user_json(u) for u in page.users],
+            "next_page_token": page.next_page_token,
+        }
+    )
+
+
+async def healthz(request: web.Request) -> web.Response:
+    return web.json_response({"status": "ok"})
+
+
+async def metrics(request: web.Request) -> web.Response:
+    body = await params.service(request).metrics_text()
+    return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+
+def create_app(
+    service: BroadcastingService,
+    tokens: TokenCheck,
+    *,
+    max_body_bytes: int,
+    sse_heartbeat: float = 15.0,
+) -> web.Application:
+    app = web.Application(
+        client_max_size=max_body_bytes, middlewares=[errors_middleware, auth_middleware]
+    )
+    app[SERVICE_KEY] = service
+    app[TOKENS_KEY] = tokens
+    app[MAX_BODY_KEY] = max_body_bytes
+    app.router.add_post("/send-message", send_message)
+    app.router.add_post("/v1/broadcasts", send_message)
+    app.router.add_get("/v1/broadcasts/{broadcast_id}", get_broadcast)
+    app.router.add_post("/v1/users", upsert_users)
+    app.router.add_get("/v1/users", list_users)
+    users.add_routes(app)
+    app.router.add_get("/healthz", healthz)
+    app.router.add_get("/metrics", metrics)
+    openapi.add_routes(app)
+    reports.add_routes(app, heartbeat=sse_heartbeat)
+    preview.add_routes(app)
+    controls.add_routes(app)
+    return app

@@ -1,0 +1,117 @@
+"""REST routes of a broadcast's lifecycle, and the lifecycle fields of SendMessage.
+
+* ``GET /v1/broadcasts?status=running&status=paused&page_size=&page_token=`` —
+  ``{"broadcasts": [...], "next_page_token": ""}``, newest first (``outcome_counts`` empty).
+* ``POST /v1/broadcasts/{id}/cancel``, ``/pause``, ``/resume`` (no body) — 200 and the
+  broadcast; a move its state does not allow is 409 problem+json whose ``state`` member (and
+  ``detail``) names the current state.
+* SendMessage (``POST /send-message``, ``POST /v1/broadcasts``): ``send_at`` (RFC 3339) and
+  the idempotency key, as the ``Idempotency-Key`` header or the body field
+  ``idempotency_key`` (both given and different: 400). A replay answers 202 with the same
+  body and ``"replayed": true``; the key reused with another request is 409.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aiohttp import web
+
+from tgbroadcast.core.domain.errors import InvalidArgument
+from tgbroadcast.core.rules.idempotency import Accepted, parse_timestamp
+from tgbroadcast.server.rest import params, rendering
+
+IDEMPOTENCY_HEADER = "Idempotency-Key"
+
+
+def send_options(
+    request: web.Request, *, idempotency_key: str | None, send_at: str | None
+) -> dict[str, Any]:
+    """The ``SendRequest`` fields ``idempotency_key`` and ``send_at`` from the header and the
+    body's fields."""
+    header = request.headers.get(IDEMPOTENCY_HEADER)
+    if header is not None and idempotency_key is not None and header != idempotency_key:
+        raise InvalidArgument.single(
+            "idempotency_key",
+            f"differs from the {IDEMPOTENCY_HEADER} header; give the key once",
+        )
+    key = idempotency_key if idempotency_key is not None else header
+    if key is not None and not key:
+        raise InvalidArgument.single("idempotency_key", "must not be empty")
+    return {
+        "idempotency_key": key or "",
+        "send_at": None if send_at is None else parse_timestamp("send_at", send_at),
+    }
+
+
+def accepted_response(accepted: Accepted) -> web.Response:
+    """202 with ``{"broadcast_id", "status", "total"}``, plus ``"replayed": true`` when an
+    earlier request with the same idempotency key created the broadcast."""
+    broadcast = accepted.broadcast
+    body: dict[str, Any] = {
+        "broadcast_id": broadcast.id,
+        "status": broadcast.status.value,
+        "total": broadcast.total,
+    }
+    if accepted.replayed:
+        body["replayed"] = True
+    return web.json_response(
+        body,
+        status=202,
+        headers={"Location": f"/v1/broadcasts/{broadcast.id}"},
+    )
+
+
+async def list_broadcasts(request: web.Request) -> web.Response:
+    params.check_query(request, params.PAGE_PARAMETERS | {"status"})
+    try:
+        page = await params.service(request).list_broadcasts(
+            statuses=request.query.getall("status", []),
+            page_size=params.page_size(request),
+            page_token=params.page_token(request),
+        )
+    except InvalidArgument as exc:  # the query parameter is "status", repeated
+        raise params.renamed(exc, (("statuses", "status"),)) from None
+    return web.json_response(
+        {
+            "broadcasts": [
+                rendering.listed_broadcast_json(broadcast) for broadcast in page.broadcasts
+            ],
+            "next_page_token": page.next_page_token,
+        }
+    )
+
+
+async def cancel_broadcast(request: web.Request) -> web.Response:
+    broadcast_id = params.path_id(request, "broadcast_id")
+    params.check_query(request)
+    return web.json_response(
+        rendering.listed_broadcast_json(
+            await params.service(request).cancel_broadcast(broadcast_id)
+        )
+    )
+
+
+async def pause_broadcast(request: web.Request) -> web.Response:
+    broadcast_id = params.path_id(request, "broadcast_id")
+    params.check_query(request)
+    return web.json_response(
+        rendering.listed_broadcast_json(await params.service(request).pause_broadcast(broadcast_id))
+    )
+
+
+async def resume_broadcast(request: web.Request) -> web.Response:
+    broadcast_id = params.path_id(request, "broadcast_id")
+    params.check_query(request)
+    return web.json_response(
+        rendering.listed_broadcast_json(
+            await params.service(request).resume_broadcast(broadcast_id)
+        )
+    )
+
+
+def add_routes(app: web.Application) -> None:
+    app.router.add_get("/v1/broadcasts", list_broadcasts)
+    app.router.add_post("/v1/broadcasts/{broadcast_id}/cancel", cancel_broadcast)
+    app.router.add_post("/v1/broadcasts/{broadcast_id}/pause", pause_broadcast)
+    app.router.add_post("/v1/broadcasts/{broadcast_id}/resume", resume_broadcast)

@@ -1,0 +1,521 @@
+"""The OpenAPI document's building blocks: JSON Schema builders, the component schemas
+(the proto's messages as REST JSON) and the examples.
+
+Enum spellings come from the proto (``MEDIA_TYPE_PHOTO`` → ``"photo"``); request schemas
+list exactly the fields the server's body models accept (checked by tests/test_openapi.py).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from tgbroadcast.server.rest import content
+from tgbroadcast.v1 import broadcast_pb2 as pb
+
+Schema = dict[str, Any]
+
+
+def enum_names(enum: str) -> list[str]:
+    """The REST spellings of a proto enum, in the proto's order, without UNSPECIFIED
+    (``MediaType`` → ``["text", "photo", ...]``)."""
+    values = pb.DESCRIPTOR.enum_types_by_name[enum].values
+    prefix = values[0].name.removesuffix("UNSPECIFIED")
+    return [v.name.removeprefix(prefix).lower() for v in values if v.number != 0]
+
+
+MEDIA_TYPES = enum_names("MediaType")
+PARSE_MODES = enum_names("ParseMode")
+PARSE_MODE_ALIASES = list(content.PARSE_MODE_ALIASES)
+STATUSES = enum_names("BroadcastStatus")
+OUTCOMES = enum_names("DeliveryOutcome")
+ALBUM_MEDIA_TYPES = ["photo", "video", "document", "audio"]
+MAX_UPSERT_USERS = 10_000
+
+
+def ref(name: str) -> Schema:
+    return {"$ref": f"#/components/schemas/{name}"}
+
+
+def obj(
+    properties: Schema, *, required: tuple[str, ...] = (), closed: bool = True, **extra: Any
+) -> Schema:
+    schema: Schema = {"type": "object", "properties": properties, **extra}
+    if required:
+        schema["required"] = list(required)
+    if closed:
+        schema["additionalProperties"] = False
+    return schema
+
+
+def int64(description: str = "", **extra: Any) -> Schema:
+    schema: Schema = {"type": "integer", "format": "int64", **extra}
+    if description:
+        schema["description"] = description
+    return schema
+
+
+def string(description: str = "", **extra: Any) -> Schema:
+    schema: Schema = {"type": "string", **extra}
+    if description:
+        schema["description"] = description
+    return schema
+
+
+def boolean(description: str) -> Schema:
+    return {"type": "boolean", "default": False, "description": description}
+
+
+def timestamp(description: str) -> Schema:
+    return {"type": ["string", "null"], "format": "date-time", "description": description}
+
+
+def array(items: Schema, description: str = "", **extra: Any) -> Schema:
+    schema: Schema = {"type": "array", "items": items, **extra}
+    if description:
+        schema["description"] = description
+    return schema
+
+
+def json_content(schema: Schema, examples: dict[str, Any] | None = None) -> Schema:
+    media: Schema = {"schema": schema}
+    if examples:
+        media["examples"] = {name: {"value": value} for name, value in examples.items()}
+    return {"application/json": media}
+
+
+def component_schemas() -> dict[str, Schema]:
+    media_type = string(
+        "How to send it: one Bot API method each (`text` is sendMessage, `album` "
+        "sendMediaGroup, `copy` copyMessage, ...). Absent or empty means `text`.",
+        enum=["", *MEDIA_TYPES],
+    )
+    parse_mode = string(
+        "How Telegram parses formatting in the text or caption; empty is plain text (or the "
+        "explicit `entities`).",
+        enum=["", *PARSE_MODES],
+    )
+    parse_mode_input = string(
+        "How Telegram parses formatting in the text or caption; empty is plain text (or the "
+        "explicit `entities`). `html` and `markdown_v2` are canonical (answers use them); "
+        "Telegram's spellings `HTML`, `MarkdownV2` and `markdownv2` are accepted too, in any "
+        "case.",
+        enum=["", *PARSE_MODES, *PARSE_MODE_ALIASES],
+    )
+    user_filter = obj(
+        {
+            "tags": array(string(), "Users having at least one of these tags."),
+            "language_codes": array(string(), "Users whose language_code is one of these."),
+        },
+        description="Active users matching every given criterion; empty matches every active user.",
+    )
+    entity = obj(
+        {
+            "type": string("Telegram's entity type: `bold`, `italic`, `text_link`, `pre`, ..."),
+            "offset": {"type": "integer", "minimum": 0, "description": "In UTF-16 code units."},
+            "length": {"type": "integer", "minimum": 1, "description": "In UTF-16 code units."},
+            "url": string("For `text_link`."),
+            "language": string("For `pre`."),
+            "custom_emoji_id": string("For `custom_emoji`."),
+            "user_id": int64("For `text_mention`."),
+        },
+        required=("type", "offset", "length"),
+        description="Telegram's MessageEntity.",
+    )
+    button = obj(
+        {
+            "text": string(),
+            "url": string("Opened by the button."),
+            "callback_data": string("Sent to the bot (1-64 bytes)."),
+        },
+        required=("text",),
+        description="Exactly one of `url` and `callback_data`.",
+    )
+    keyboard = obj(
+        {
+            "rows": array(
+                obj({"buttons": array(ref("InlineKeyboardButton"), maxItems=8)}),
+                "Rows of buttons (at most 100 buttons, 8 per row).",
+            )
+        },
+        description="An inline keyboard under the message.",
+    )
+    link_preview = obj(
+        {
+            "is_disabled": boolean("No link preview."),
+            "url": string("The URL to preview instead of the first one in the text."),
+            "prefer_small_media": boolean("A smaller preview."),
+            "prefer_large_media": boolean("A larger preview."),
+            "show_above_text": boolean("The preview above the text."),
+        }
+    )
+    album_item = obj(
+        {
+            "media_type": string(enum=ALBUM_MEDIA_TYPES),
+            "media_url": string("An http(s) URL Telegram fetches, or a file_id."),
+            "media_data": string("Or the file itself, base64-encoded.", contentEncoding="base64"),
+            "media_filename": string("The file name Telegram shows (documents, audio)."),
+            "caption": string("0-1024 characters, formatted by the request's `parse_mode`."),
+            "has_spoiler": boolean("Covered by a spoiler animation."),
+        },
+        required=("media_type",),
+        description="One photo, video, document or audio of an album.",
+    )
+    message_ref = obj(
+        {"from_chat_id": int64(), "message_id": int64()},
+        required=("from_chat_id", "message_id"),
+        description="A message in a chat the bot can read.",
+    )
+    send = obj(
+        {
+            "message": string(
+                "The text (1-4096 characters) or caption (0-1024), counted in UTF-16."
+            ),
+            "media_type": media_type,
+            "media_url": string("For media: an http(s) URL Telegram fetches, or a file_id."),
+            "user_ids": array(
+                int64(),
+                "Telegram chat ids; duplicates are sent once, unknown ids are recorded as users.",
+            ),
+            "all_users": boolean("Send to every active user instead of `user_ids`."),
+            "filter": ref("UserFilter"),
+            "allow_paid_broadcast": boolean(
+                "Telegram's paid broadcasts: up to 1000 messages per second, each message over "
+                "the free 30 per second costing 0.1 Telegram Stars."
+            ),
+            "idempotency_key": string(
+                "1-255 printable ASCII characters (or the `Idempotency-Key` header): the same "
+                "key with the same request returns the first broadcast (`replayed: true`).",
+                minLength=1,
+                maxLength=255,
+            ),
+            "parse_mode": parse_mode_input,
+            "entities": array(ref("MessageEntity"), "Explicit formatting instead of `parse_mode`."),
+            "reply_markup": ref("InlineKeyboardMarkup"),
+            "disable_notification": boolean("Deliver silently."),
+            "protect_content": boolean("Forbid forwarding and saving."),
+            "link_preview_options": ref("LinkPreviewOptions"),
+            "album": array(ref("AlbumItem"), "For `album`: 2-10 items.", maxItems=10),
+            "source": ref("MessageRef"),
+            "send_at": {
+                "type": "string",
+                "format": "date-time",
+                "description": "Start then instead of now; `scheduled` until then.",
+            },
+            "callback_url": string(
+                "Receives a signed JSON summary when the broadcast ends "
+                "(`X-Tgbroadcast-Signature: sha256=<hex HMAC-SHA256 of <timestamp>.<body>>`, "
+                "the timestamp in `X-Tgbroadcast-Timestamp`).",
+                format="uri",
+            ),
+            "personalize": boolean(
+                "Fill `{field}` / `{field|fallback}` placeholders from each recipient's user "
+                "record: id, username, first_name, last_name, full_name, language_code."
+            ),
+        },
+        description="A broadcast: the content, and exactly one audience (`user_ids`, "
+        "`all_users` or `filter`).",
+    )
+    send_form = obj(
+        {
+            "message": string("As in the JSON body."),
+            "media_type": media_type,
+            "media_url": string("Not with `media`."),
+            "user_ids": string("A JSON array of chat ids, e.g. `[111, 222]`."),
+            "all_users": string(enum=["true", "false"]),
+            "allow_paid_broadcast": string(enum=["true", "false"]),
+            "idempotency_key": string("As in the JSON body.", minLength=1, maxLength=255),
+            "send_at": string("An RFC 3339 time, as in the JSON body.", format="date-time"),
+            "callback_url": string("As in the JSON body.", format="uri"),
+            "parse_mode": parse_mode_input,
+            "filter": string('JSON text, e.g. `{"tags": ["vip"]}`.'),
+            **{
+                name: string("JSON text, as in the JSON body.")
+                for name in ("entities", "reply_markup", "link_preview_options", "source")
+            },
+            "album": string("JSON text, as in the JSON body (items' `media_data` base64)."),
+            **{
+                name: string(enum=["true", "false"])
+                for name in ("disable_notification", "protect_content", "personalize")
+            },
+            "media": {
+                "type": "string",
+                "contentMediaType": "application/octet-stream",
+                "description": "The file itself (photos up to 10 MB, other files 50 MB); "
+                "uploaded to Telegram once, then sent by file_id.",
+            },
+        },
+        description="The JSON body's fields as form fields (arrays and objects as JSON text, "
+        "flags `true`/`false`), and the file as the part `media`. Errors name the form field "
+        "(`filter.tags[0]` inside a JSON one).",
+    )
+    broadcast = obj(
+        {
+            "broadcast_id": int64(),
+            "status": ref("BroadcastStatus"),
+            "total": int64("Distinct recipients."),
+            "sent": int64(),
+            "failed": int64("Every recipient not delivered, whatever the reason."),
+            "pending": int64("`sent + failed + pending == total` at every moment."),
+            "message": string(),
+            "media_type": string(enum=MEDIA_TYPES),
+            "media_url": string(),
+            "created_at": timestamp("When it was stored."),
+            "started_at": timestamp("When it went from queued to running."),
+            "finished_at": timestamp("When it reached a final state."),
+            "send_at": timestamp("When a scheduled broadcast starts."),
+            "error": {"type": ["string", "null"], "description": "Why a failed broadcast stopped."},
+            "outcome_counts": {
+                "type": "object",
+                "propertyNames": {"enum": OUTCOMES},
+                "additionalProperties": int64(),
+                "description": "Recipients per final outcome; outcomes no recipient has are "
+                "absent. Not filled in lists.",
+            },
+            "allow_paid_broadcast": {"type": "boolean"},
+            "idempotency_key": string(),
+            "parse_mode": parse_mode,
+            "callback_url": string(),
+        },
+        required=("broadcast_id", "status", "total", "sent", "failed", "pending"),
+        closed=False,
+    )
+    delivery = obj(
+        {
+            "user_id": int64(),
+            "outcome": ref("DeliveryOutcome"),
+            "error": {
+                "type": ["string", "null"],
+                "description": "Telegram's description when the outcome is not `sent`.",
+            },
+            "message_id": {
+                "type": ["integer", "null"],
+                "format": "int64",
+                "description": "Telegram's message id when `sent`.",
+            },
+            "finished_at": timestamp("When the outcome was final; null while pending."),
+        },
+        required=("user_id", "outcome"),
+        closed=False,
+    )
+    progress = obj(
+        {
+            "status": ref("BroadcastStatus"),
+            "total": int64(),
+            "sent": int64(),
+            "failed": int64(),
+            "pending": int64(),
+        },
+        required=("status", "total", "sent", "failed", "pending"),
+        closed=False,
+    )
+    user_fields: Schema = {
+        "id": int64("The Telegram user id (the private chat id)."),
+        "username": {"type": ["string", "null"]},
+        "first_name": {"type": ["string", "null"]},
+        "last_name": {"type": ["string", "null"]},
+        "language_code": {"type": ["string", "null"]},
+        "tags": array(
+            string(minLength=1, maxLength=64),
+            "Labels used by `filter.tags` (at most 100); an upsert replaces them.",
+            maxItems=100,
+        ),
+    }
+    user = obj(
+        {
+            **user_fields,
+            "active": {"type": "boolean", "description": "Inactive users get no broadcasts."},
+            "blocked_reason": {
+                "type": ["string", "null"],
+                "description": "`blocked` or `deactivated`; null while active.",
+            },
+            "blocked_at": timestamp("When the user became inactive."),
+            "created_at": timestamp(""),
+            "updated_at": timestamp(""),
+        },
+        required=("id",),
+        closed=False,
+    )
+    return {
+        "MediaType": string(enum=MEDIA_TYPES),
+        "ParseMode": parse_mode,
+        "BroadcastStatus": string(
+            "`scheduled` → `queued` → `running` → `completed`; `paused` by pause, `cancelled` "
+            "by cancel, `failed` when the service stopped it (`error` says why).",
+            enum=STATUSES,
+        ),
+        "DeliveryOutcome": string(
+            "A recipient's outcome; `pending` until it has a final one.", enum=OUTCOMES
+        ),
+        "UserFilter": user_filter,
+        "MessageEntity": entity,
+        "InlineKeyboardButton": button,
+        "InlineKeyboardMarkup": keyboard,
+        "LinkPreviewOptions": link_preview,
+        "AlbumItem": album_item,
+        "MessageRef": message_ref,
+        "SendMessageRequest": send,
+        "SendMessageForm": send_form,
+        "SendMessageResponse": obj(
+            {
+                "broadcast_id": int64(),
+                "status": ref("BroadcastStatus"),
+                "total": int64("Distinct recipients resolved from the audience."),
+                "replayed": {
+                    "type": "boolean",
+                    "description": "True when an earlier request with the same idempotency "
+                    "key created the broadcast.",
+                },
+            },
+            required=("broadcast_id", "status", "total"),
+            closed=False,
+        ),
+        "Broadcast": broadcast,
+        "BroadcastList": obj(
+            {"broadcasts": array(ref("Broadcast"), "Newest first."), "next_page_token": string()},
+            required=("broadcasts", "next_page_token"),
+            closed=False,
+        ),
+        "DeliveryResult": delivery,
+        "DeliveryList": obj(
+            {
+                "results": array(ref("DeliveryResult"), "Ordered by user id."),
+                "next_page_token": string("Empty on the last page."),
+            },
+            required=("results", "next_page_token"),
+            closed=False,
+        ),
+        "Progress": progress,
+        "ResultEvent": {
+            "allOf": [
+                ref("DeliveryResult"),
+                obj({"progress": ref("Progress")}, required=("progress",), closed=False),
+            ],
+            "description": "The `data` of an SSE `result` event: one recipient's final "
+            "outcome and the counters including it.",
+        },
+        "EndEvent": obj(
+            {"progress": ref("Progress")},
+            required=("progress",),
+            closed=False,
+            description="The `data` of the closing SSE `end` event: the final counters.",
+        ),
+        "PreviewRequest": obj(
+            {
+                "message": ref("SendMessageRequest"),
+                "user_id": int64("The user whose fields fill the placeholders."),
+            },
+            required=("message",),
+        ),
+        "PreviewResponse": obj(
+            {
+                "text": string("The text or caption as this user would receive it."),
+                "album_captions": array(string(), "The rendered album captions, in order."),
+                "parse_mode": parse_mode,
+            },
+            required=("text",),
+            closed=False,
+        ),
+        "UserInput": obj(user_fields, required=("id",)),
+        "User": user,
+        "UpsertUsersRequest": obj(
+            {"users": array(ref("UserInput"), maxItems=MAX_UPSERT_USERS)}, required=("users",)
+        ),
+        "UserList": obj(
+            {"users": array(ref("User"), "Ordered by id."), "next_page_token": string()},
+            required=("users", "next_page_token"),
+            closed=False,
+        ),
+        "Problem": obj(
+            {
+                "type": string("Always `about:blank`."),
+                "title": string("The HTTP status phrase."),
+                "status": {"type": "integer"},
+                "detail": string("What went wrong, precisely."),
+                "errors": array(
+                    obj(
+                        {
+                            "field": string("The field's path, e.g. `user_ids[3]`."),
+                            "message": string(),
+                        },
+                        required=("field", "message"),
+                    ),
+                    "For 400: one entry per offending field.",
+                ),
+                "state": {
+                    **ref("BroadcastStatus"),
+                    "description": "For 409 on cancel, pause or resume: the broadcast's "
+                    "current state.",
+                },
+                "imported": int64(
+                    "For 400 on a CSV import: the users the chunks before the bad line "
+                    "imported (they stay committed)."
+                ),
+            },
+            required=("type", "title", "status", "detail"),
+            closed=False,
+            description="An RFC 9457 problem document.",
+        ),
+    }
+
+
+SEND_EXAMPLES: dict[str, Any] = {
+    "text": {"message": "Hello from the broadcast service!", "user_ids": [111, 222, 333]},
+    "photo": {
+        "message": "<b>Spring sale</b>: everything -20%",
+        "parse_mode": "html",
+        "media_type": "photo",
+        "media_url": "https://example.com/spring.jpg",
+        "filter": {"tags": ["vip"], "language_codes": ["en"]},
+        "reply_markup": {
+            "rows": [{"buttons": [{"text": "Shop now", "url": "https://example.com/shop"}]}]
+        },
+        "idempotency_key": "spring-sale-2026",
+    },
+    "scheduled": {
+        "message": "Hi {first_name|there}, see you tomorrow!",
+        "personalize": True,
+        "all_users": True,
+        "send_at": "2030-01-01T09:00:00Z",
+        "callback_url": "https://example.com/hooks/broadcast-finished",
+    },
+}
+USERS_EXAMPLE: dict[str, Any] = {
+    "users": [
+        {
+            "id": 111,
+            "username": "alice",
+            "first_name": "Alice",
+            "language_code": "en",
+            "tags": ["vip"],
+        },
+        {"id": 222, "first_name": "Bob", "language_code": "de", "tags": []},
+    ]
+}
+PREVIEW_EXAMPLE: dict[str, Any] = {
+    "message": {"message": "Hi {first_name|there}!", "personalize": True, "user_ids": [111]},
+    "user_id": 111,
+}
+BROADCAST_EXAMPLE: dict[str, Any] = {
+    "broadcast_id": 1,
+    "status": "completed",
+    "total": 3,
+    "sent": 2,
+    "failed": 1,
+    "pending": 0,
+    "message": "Hello from the broadcast service!",
+    "media_type": "text",
+    "media_url": "",
+    "created_at": "2026-05-01T12:00:00Z",
+    "started_at": "2026-05-01T12:00:00.120000Z",
+    "finished_at": "2026-05-01T12:00:00.450000Z",
+    "error": None,
+    "outcome_counts": {"sent": 2, "blocked": 1},
+    "allow_paid_broadcast": False,
+}
+PROBLEM_EXAMPLE: dict[str, Any] = {
+    "type": "about:blank",
+    "title": "Bad Request",
+    "status": 400,
+    "detail": "user_ids[0]: is not a Telegram chat id",
+    "errors": [{"field": "user_ids[0]", "message": "is not a Telegram chat id"}],
+}

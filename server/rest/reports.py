@@ -1,0 +1,264 @@
+"""REST routes of the reports: a broadcast's deliveries as JSON pages or one CSV file, and its
+live outcomes as Server-Sent Events.
+
+* ``GET /v1/broadcasts/{id}/deliveries?outcome=blocked&outcome=pending&page_size=&page_token=``
+  — ``{"results": [...], "next_page_token": ""}``, recipients by user id.
+* ``GET /v1/broadcasts/{id}/deliveries.csv?outcome=...`` — ``text/csv``, header
+  ``user_id,outcome,message_id,error,finished_at``, streamed page by page (RFC 4180 quoting,
+  CRLF line ends); memory stays flat whatever the size.
+* ``GET /v1/broadcasts/{id}/events`` — ``text/event-stream``: ``event: result`` per outcome,
+  then ``event: end`` with the final counters; ``: heartbeat`` comments while idle.
+
+Errors found before the body starts (bad filter, unknown broadcast) are problem+json like
+every other route. A failure after the body started cannot change the status any more: the
+CSV download is cut short (no final chunk, so clients see it failed), the event stream sends
+``event: error`` and ends.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import csv
+import io
+import json
+import logging
+from collections.abc import Iterable
+from contextlib import aclosing, suppress
+from typing import Any, Final
+
+from aiohttp import web
+
+from tgbroadcast.core.domain.errors import InvalidArgument
+from tgbroadcast.core.domain.model import Delivery
+from tgbroadcast.core.service.broadcasting import WatchUpdate
+from tgbroadcast.server.rest import params, rendering
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_HEARTBEAT: Final = 15.0
+HEARTBEAT_KEY: Final = web.AppKey("sse_heartbeat", float)
+CSV_HEADER: Final = ("user_id", "outcome", "message_id", "error", "finished_at")
+END_EVENT_ID: Final = "end"
+"""The ``id`` of the closing event: a reconnect carrying it as ``Last-Event-ID`` is answered
+204 No Content, which tells a browser's ``EventSource`` to stop reconnecting."""
+_WATCH_AHEAD: Final = 64
+"""Updates read ahead of a slow SSE client."""
+
+
+def add_routes(app: web.Application, *, heartbeat: float = DEFAULT_HEARTBEAT) -> None:
+    """Register the report routes; ``heartbeat``: seconds between idle SSE comments."""
+    if heartbeat <= 0:
+        raise ValueError("heartbeat must be positive")
+    app[HEARTBEAT_KEY] = heartbeat
+    app.router.add_get("/v1/broadcasts/{broadcast_id}/deliveries", list_deliveries)
+    app.router.add_get("/v1/broadcasts/{broadcast_id}/deliveries.csv", export_deliveries)
+    app.router.add_get("/v1/broadcasts/{broadcast_id}/events", watch_events)
+
+
+# -- JSON ---------------------------------------------------------------------------------
+
+
+def delivery_json(value: Delivery) -> dict[str, Any]:
+    return {
+        "user_id": value.user_id,
+        "outcome": value.state.value,
+        "error": value.error,
+        "message_id": value.message_id,
+        "finished_at": rendering.timestamp(value.finished_at),
+    }
+
+
+def _query(request: web.Request, allowed: frozenset[str]) -> list[str]:
+    """The ``outcome`` values (repeated, or comma-separated); refuses unknown parameters.
+    The core names a bad one ``outcomes[i]``: :data:`_RENAMED` turns that into ``outcome[i]``
+    (``i`` counts the values after splitting at commas)."""
+    params.check_query(request, allowed)
+    return [
+        name.strip()
+        for value in request.query.getall("outcome", [])
+        for name in value.split(",")
+        if name.strip()
+    ]
+
+
+_RENAMED: Final = (("outcomes", "outcome"),)
+
+
+async def list_deliveries(request: web.Request) -> web.Response:
+    broadcast_id = params.path_id(request, "broadcast_id")
+    outcomes = _query(request, params.PAGE_PARAMETERS | {"outcome"})
+    try:
+        page = await params.service(request).list_deliveries(
+            broadcast_id,
+            outcomes=outcomes,
+            page_size=params.page_size(request),
+            page_token=params.page_token(request),
+        )
+    except InvalidArgument as exc:
+        raise params.renamed(exc, _RENAMED) from None
+    return web.json_response(
+        {
+            "results": [delivery_json(d) for d in page.deliveries],
+            "next_page_token": page.next_page_token,
+        }
+    )
+
+
+# -- CSV ----------------------------------------------------------------------------------
+
+
+def csv_rows(rows: Iterable[Iterable[object]]) -> bytes:
+    """``rows`` as CSV (RFC 4180: quoted where needed, CRLF line ends), UTF-8."""
+    buffer = io.StringIO()
+    csv.writer(buffer).writerows(rows)
+    return buffer.getvalue().encode()
+
+
+def _csv_record(value: Delivery) -> tuple[object, ...]:
+    return (
+        value.user_id,
+        value.state.value,
+        "" if value.message_id is None else value.message_id,
+        value.error or "",
+        rendering.timestamp(value.finished_at) or "",
+    )
+
+
+async def export_deliveries(request: web.Request) -> web.StreamResponse:
+    broadcast_id = params.path_id(request, "broadcast_id")
+    outcomes = _query(request, frozenset({"outcome"}))
+    service = params.service(request)
+    async with aclosing(service.export_deliveries(broadcast_id, outcomes=outcomes)) as pages:
+        # Bad input and unknown ids fail here, as problems. (Not ``anext(pages, ())``: on
+        # CPython 3.11 that raises SystemError when the generator returns at once.)
+        try:
+            first: tuple[Delivery, ...] = await anext(pages)
+        except StopAsyncIteration:
+            first = ()
+        except InvalidArgument as exc:
+            raise params.renamed(exc, _RENAMED) from None
+        response = web.StreamResponse(
+            headers={
+                "Content-Disposition": (
+                    f'attachment; filename="broadcast-{broadcast_id}-deliveries.csv"'
+                ),
+                "Cache-Control": "no-store",
+            }
+        )
+        response.content_type = "text/csv"
+        response.charset = "utf-8"
+        response.enable_chunked_encoding()
+        await response.prepare(request)
+        try:
+            await response.write(csv_rows([CSV_HEADER]))
+            if first:
+                await response.write(csv_rows(_csv_record(d) for d in first))
+            async for page in pages:
+                await response.write(csv_rows(_csv_record(d) for d in page))
+            await response.write_eof()
+        except ConnectionResetError:
+            pass  # the client went away
+        except Exception:
+            logger.exception("CSV export cut short", extra={"broadcast_id": broadcast_id})
+            if request.transport is not None:
+                request.transport.close()  # no last chunk: the client sees the failure
+    return response
+
+
+# -- Server-Sent Events -------------------------------------------------------------------
+
+
+def progress_json(update: WatchUpdate) -> dict[str, Any]:
+    return {
+        "status": update.status.value,
+        "total": update.total,
+        "sent": update.sent,
+        "failed": update.failed,
+        "pending": update.pending,
+    }
+
+
+def sse_event(event: str, data: dict[str, Any], *, event_id: str | None = None) -> bytes:
+    """One event; ``data`` is compact JSON on one line."""
+    lines = [] if event_id is None else [f"id: {event_id}"]
+    lines += [f"event: {event}", "data: " + json.dumps(data, separators=(",", ":"))]
+    return ("\n".join(lines) + "\n\n").encode()
+
+
+async def watch_events(request: web.Request) -> web.StreamResponse:
+    """``WatchBroadcast`` as Server-Sent Events.
+
+    Every connection streams the broadcast from its first outcome (earlier outcomes replayed,
+    then live ones); ``id`` is the outcome's position in this stream. A reconnect with
+    ``Last-Event-ID`` starts again from the first outcome — each user id appears once per
+    broadcast, so a client skips those it has — except after the closing event
+    (``Last-Event-ID: end``): that is answered 204 No Content.
+    """
+    broadcast_id = params.path_id(request, "broadcast_id")
+    _query(request, frozenset())
+    service = params.service(request)
+    await service.get_broadcast(broadcast_id)  # an unknown broadcast is a 404 problem
+    if request.headers.get("Last-Event-ID", "").strip() == END_EVENT_ID:
+        return web.Response(status=204)
+    heartbeat = request.app[HEARTBEAT_KEY]
+    response = web.StreamResponse(
+        headers={
+            "Content-Type": "text/event-stream; charset=utf-8",
+            "Cache-Control": "no-cache",
+            "X-Accel-Buffering": "no",  # nginx: pass each event on at once
+        }
+    )
+    await response.prepare(request)
+    updates: asyncio.Queue[WatchUpdate | BaseException] = asyncio.Queue(_WATCH_AHEAD)
+
+    async def follow() -> None:
+        try:
+            async with aclosing(service.watch(broadcast_id)) as stream:
+                async for update in stream:
+                    await updates.put(update)
+        except Exception as error:
+            await updates.put(error)
+
+    follower = asyncio.create_task(follow(), name=f"sse-watch-{broadcast_id}")
+    position = 0
+    try:
+        await response.write(f": broadcast {broadcast_id}\n\n".encode())
+        while request.transport is not None and not request.transport.is_closing():
+            try:
+                item = await asyncio.wait_for(updates.get(), heartbeat)
+            except TimeoutError:
+                await response.write(b": heartbeat\n\n")
+                continue
+            if isinstance(item, BaseException):
+                logger.warning(
+                    "event stream stopped",
+                    extra={"broadcast_id": broadcast_id, "error": type(item).__name__},
+                )
+                await response.write(
+                    sse_event("error", {"detail": "the stream stopped; reconnect to resume"})
+                )
+                break
+            if item.result is None:
+                await response.write(
+                    sse_event("end", {"progress": progress_json(item)}, event_id=END_EVENT_ID)
+                )
+                break
+            position += 1
+            result = item.result
+            data = {
+                "user_id": result.user_id,
+                "outcome": result.state.value,
+                "error": result.error,
+                "message_id": result.message_id,
+                "finished_at": rendering.timestamp(result.finished_at),
+                "progress": progress_json(item),
+            }
+            await response.write(sse_event("result", data, event_id=str(position)))
+        with suppress(ConnectionResetError):
+            await response.write_eof()
+    except ConnectionResetError:
+        pass  # the client went away: stop following
+    finally:
+        follower.cancel()
+        await asyncio.gather(follower, return_exceptions=True)
+    return response
