@@ -20,7 +20,8 @@ from pydantic import BaseModel
 from tests.fixtures.stack import API_TOKEN, Backend, Stack, start_stack
 from tests.test_service import get, post, watch
 from tgbroadcast.server.auth import TokenCheck
-from tgbroadcast.server.rest import app, content, openapi, openapi_schemas
+from tgbroadcast.server.rest import app as rest_app
+from tgbroadcast.server.rest import content, openapi, openapi_schemas
 from tgbroadcast.simulator import Simulator
 
 # The document does not depend on the store: one backend is enough.
@@ -101,7 +102,9 @@ async def test_every_example_matches_its_schema() -> None:
 @on_sqlite
 async def test_the_app_serves_exactly_the_documented_routes(stack: Stack) -> None:
     assert stack.running.api is not None
-    app = app.create_app(stack.running.api.service, TokenCheck([API_TOKEN]), max_body_bytes=1 << 20)
+    app = rest_app.create_app(
+        stack.running.api.service, TokenCheck([API_TOKEN]), max_body_bytes=1 << 20
+    )
     served = {
         (route.method, route.resource.canonical)
         for route in app.router.routes()
@@ -127,7 +130,7 @@ async def test_the_document_is_served_without_a_token(stack: Stack) -> None:
 
 def test_the_multipart_send_body_lists_the_fields_the_server_accepts() -> None:
     documented = set(DOC["components"]["schemas"]["SendMessageForm"]["properties"])
-    assert documented == set(app._FORM_TEXT_FIELDS) | {"media"}
+    assert documented == set(rest_app._FORM_TEXT_FIELDS) | {"media"}
 
 
 @pytest.fixture
@@ -289,8 +292,8 @@ REQUEST_MODELS: dict[str, type[BaseModel]] = {
     "AlbumItem": content.AlbumItemBody,
     "MessageRef": content.SourceBody,
     "PreviewRequest": content.PreviewBody,
-    "UserInput": app.UserBody,
-    "UpsertUsersRequest": app.UpsertUsersBody,
+    "UserInput": rest_app.UserBody,
+    "UpsertUsersRequest": rest_app.UpsertUsersBody,
 }
 
 
