@@ -1,0 +1,2 @@
+"""One Alembic revision a module, numbered in order; each is frozen once released.
+"""

@@ -1,0 +1,122 @@
+"""The tree keeps its shape: imports run one way, every package says what lives in it, and no
+module or test file outgrows a reader.
+
+Layers are named by installed package (``tgbroadcast.core.store`` is ``core.store``); a new
+subpackage or top-level module of ``core`` must be added to :data:`MAY_IMPORT` on purpose.
+"""
+
+from __future__ import annotations
+
+import ast
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+PARTS = ("core", "server", "worker", "simulator", "launcher")
+MAX_LINES = 600
+
+_CORE_BASE = frozenset({"core.domain"})
+# What each layer may import besides itself. Everything in a layer may import its own modules.
+MAY_IMPORT: dict[str, frozenset[str]] = {
+    "core": frozenset(),  # the package docstring only
+    "core.domain": frozenset(),
+    "core.logs": frozenset(),
+    "core.metrics": frozenset(),
+    "core.tasks": frozenset(),
+    "core.config": _CORE_BASE,
+    "core.rules": _CORE_BASE,
+    "core.store": _CORE_BASE,
+    "core.queue": _CORE_BASE,
+    "core.service": _CORE_BASE
+    | {"core.rules", "core.store", "core.queue", "core.metrics", "core.tasks"},
+    "core.background": _CORE_BASE
+    | {"core.rules", "core.store", "core.queue", "core.service", "core.config", "core.tasks"},
+    "server": _CORE_BASE | {"core.rules", "core.service", "v1"},
+    "worker": _CORE_BASE
+    | {"core.rules", "core.store", "core.queue", "core.config", "core.logs"}
+    | {"core.metrics", "core.tasks"},
+    "simulator": frozenset(),
+}
+
+
+def layer(module: str) -> str | None:
+    """``tgbroadcast.core.store.tables`` → ``core.store``; None outside the package."""
+    parts = module.split(".")
+    if parts[0] != "tgbroadcast" or len(parts) < 2:
+        return None
+    if parts[1] == "core" and len(parts) > 2:
+        return f"core.{parts[2]}"
+    return parts[1]
+
+
+def modules() -> Iterator[tuple[Path, str]]:
+    for part in PARTS:
+        for path in sorted((ROOT / part).rglob("*.py")):
+            relative = path.relative_to(ROOT).with_suffix("")
+            name = ".".join(("tgbroadcast", *relative.parts)).removesuffix(".__init__")
+            yield path, name
+
+
+def imported(path: Path) -> Iterator[str]:
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            yield node.module
+        elif isinstance(node, ast.Import):
+            yield from (alias.name for alias in node.names)
+
+
+def test_imports_run_one_way() -> None:
+    wrong = []
+    for path, name in modules():
+        source = layer(name)
+        if source == "launcher":  # the composition root may import anything
+            continue
+        assert source in MAY_IMPORT, f"{source}: a new layer; say what it may import"
+        for target in {layer(module) for module in imported(path)} - {None, source}:
+            if target not in MAY_IMPORT[source]:
+                wrong.append(f"{path.relative_to(ROOT)} ({source}) imports {target}")
+    assert wrong == []
+
+
+def test_nothing_imports_the_launcher() -> None:
+    importers = [
+        str(path.relative_to(ROOT))
+        for path, name in modules()
+        if layer(name) != "launcher"
+        and any(layer(module) == "launcher" for module in imported(path))
+    ]
+    assert importers == []
+
+
+def test_nothing_imports_the_old_top_level_names() -> None:
+    old = {"broadcasting", "server", "worker", "simulator"}
+    offenders = [
+        f"{path.relative_to(ROOT)}: {module}"
+        for folder in (*PARTS, "tests", "bench", "clients")
+        for path in sorted((ROOT / folder).rglob("*.py"))
+        for module in imported(path)
+        if module.split(".")[0] in old
+    ]
+    assert offenders == []
+
+
+@pytest.mark.parametrize("part", PARTS)
+def test_every_package_says_what_lives_there(part: str) -> None:
+    for init in sorted((ROOT / part).rglob("__init__.py")):
+        docstring = ast.get_docstring(ast.parse(init.read_text(encoding="utf-8")))
+        assert docstring, f"{init.relative_to(ROOT)} has no docstring"
+        assert len(docstring.split()) >= 8, f"{init.relative_to(ROOT)}: say what lives here"
+
+
+def test_modules_and_test_files_stay_small() -> None:
+    folders = (*PARTS, "tests", "bench", "clients")
+    long = {
+        str(path.relative_to(ROOT)): lines
+        for folder in folders
+        for path in sorted((ROOT / folder).rglob("*.py"))
+        if "node_modules" not in path.parts
+        and (lines := len(path.read_text(encoding="utf-8").splitlines())) > MAX_LINES
+    }
+    assert long == {}
