@@ -57,7 +57,7 @@ fmt: $(STAMP)
 	$(BIN)/ruff format .
 	$(BIN)/ruff check --fix .
 
-# Benchmarks (BENCHMARKS.md and docs/bench/*.png): `make bench` (full, under 30 minutes),
+# Benchmarks (docs/benchmarks.md and docs/bench/*.png): `make bench` (full, under 30 minutes),
 # `make bench-quick` or `make bench ARGS=--quick` (a few minutes). Not part of `make test`.
 .PHONY: bench bench-quick
 BENCH_STAMP := $(VENV)/.bench-installed

@@ -3,7 +3,7 @@
 * ``python -m bench`` (``make bench``; ``--quick`` for a short look): the harness of issue 5.
   It runs the project's Telegram simulator, ``tgbroadcast server`` and ``tgbroadcast worker``
   processes and the peers (aiogram loops, python-telegram-bot) through seven scenarios, prints
-  every raw number as a JSON line, and writes ``BENCHMARKS.md`` and ``docs/bench/*.png``.
+  every raw number as a JSON line, and writes ``docs/benchmarks.md`` and ``docs/bench/*.png``.
 * ``python -m bench.accept``: how long the store takes to accept a broadcast to a million
   recipients (one JSON line); the harness runs it for scenario 4.
 

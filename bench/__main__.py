@@ -1,4 +1,4 @@
-"""``python -m bench``: run the benchmark scenarios and write BENCHMARKS.md and its charts.
+"""``python -m bench``: run the benchmark scenarios and write docs/benchmarks.md and its charts.
 
 ``make bench`` runs the full profile (under 30 minutes on the 2-core machine);
 ``--quick`` a short look; ``--smoke`` tiny sizes for the test suite. ``--only 1,7`` picks
@@ -46,7 +46,10 @@ def parse(argv: Sequence[str] | None) -> argparse.Namespace:
     mode.add_argument("--smoke", action="store_true", help="tiny runs (the test suite's)")
     parser.add_argument("--only", default="", help="comma-separated scenario numbers")
     parser.add_argument(
-        "--report", type=Path, default=REPO / "BENCHMARKS.md", help="the Markdown to write"
+        "--report",
+        type=Path,
+        default=REPO / "docs" / "benchmarks.md",
+        help="the Markdown to write",
     )
     parser.add_argument(
         "--charts", type=Path, default=REPO / "docs" / "bench", help="folder for the PNGs"

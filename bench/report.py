@@ -1,4 +1,4 @@
-"""The results of a benchmark run and how they are written: raw JSON lines and BENCHMARKS.md.
+"""The results of a benchmark run and how they are written: raw JSON lines and docs/benchmarks.md.
 
 Scenarios return :class:`Section` values built only from what they measured: every figure
 in a table went through :func:`fmt` from a number of the run, and every number is also
@@ -114,7 +114,8 @@ def write_report(
     seconds: float,
     notes: Iterable[str],
 ) -> str:
-    """BENCHMARKS.md: the machine, versions and date, then every section."""
+    """docs/benchmarks.md: a table of contents, the machine, versions and date, then every
+    section."""
     out = [
         "# Benchmarks",
         "",
@@ -123,6 +124,10 @@ def write_report(
         "raw number as a JSON line while it runs. The machine is shared and noisy, so "
         "senders are compared within the same run, rates are given as ratios to the limit "
         "and, where repeated, as median [lowest-highest].",
+        "",
+        "- [Run](#run)",
+        "- [Summary](#summary)",
+        *(f"- [{s.key}. {s.title}](#{_anchor(s)})" for s in sections),
         "",
         "## Run",
         "",

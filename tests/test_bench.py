@@ -1,7 +1,7 @@
 """The benchmark harness runs end to end: ``python -m bench --smoke`` on tiny sizes.
 
 It starts the simulator, a server and a worker, one peer and the API-latency runs, and writes
-a report with its charts into a temporary folder; it never touches BENCHMARKS.md. It needs
+a report with its charts into a temporary folder; it never touches docs/benchmarks.md. It needs
 nothing from the bench extra: without python-telegram-bot the peer is skipped, without
 matplotlib the charts, without psutil the CPU and memory figures (the report says so).
 
@@ -25,7 +25,7 @@ pytestmark = pytest.mark.timeout(240)
 
 
 async def test_the_harness_writes_a_report_from_a_tiny_run(tmp_path: Path) -> None:
-    report = tmp_path / "BENCHMARKS.md"
+    report = tmp_path / "benchmarks.md"
     charts = tmp_path / "charts"
     proc = await asyncio.create_subprocess_exec(
         sys.executable,
@@ -64,6 +64,9 @@ async def test_the_harness_writes_a_report_from_a_tiny_run(tmp_path: Path) -> No
 
     text = report.read_text(encoding="utf-8")
     assert "## 1. Limit utilisation" in text
+    # The table of contents links every section of the run.
+    assert "- [1. Limit utilisation](#1-limit-utilisation)" in text
+    assert "- [7. API latency](#7-api-latency)" in text
     assert "## 7. API latency" in text
     assert "- Date: " in text
     assert "- Machine: " in text

@@ -1,7 +1,7 @@
 // Send a broadcast through the gRPC API and print every delivery result as it happens.
 //
-//   TGB_API_TOKEN=change-me-to-a-long-random-token node send.js 123456789 987654321
-//   TGB_API_TOKEN=... node send.js --message "Hello from Node.js!" 123456789
+//   TGB_API_TOKEN=demo-token-0123456789 node send.js 111 222
+//   TGB_API_TOKEN=demo-token-0123456789 node send.js --message "Hello from Node.js!" 111
 //
 // Environment:
 //   TGB_API_TOKEN    the service's API token (required)

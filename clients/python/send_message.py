@@ -1,11 +1,14 @@
-"""The README's REST client example (aiohttp); kept identical to it by the test suite."""
+"""The REST client example of docs/clients.md (aiohttp), kept identical to it by the test suite.
+
+As written it talks to `make demo` (its API token, recipients the simulated bot can reach).
+"""
 
 import asyncio
 
 import aiohttp
 
 API_URL = "http://localhost:8080"
-API_TOKEN = "change-me-to-a-long-random-token"
+API_TOKEN = "demo-token-0123456789"  # make demo's; your own service: server.api_token
 
 
 async def send_message(message, user_ids, media_type=None, media_url=None):
@@ -21,8 +24,8 @@ async def send_message(message, user_ids, media_type=None, media_url=None):
 
 
 async def main():
-    result = await send_message("Hello from the broadcast service!", [123456789, 987654321])
-    print(result)  # {'broadcast_id': 1, 'status': 'queued', 'total': 2}
+    result = await send_message("Hello from the broadcast service!", [111, 222])
+    print(result)  # {'broadcast_id': 2, 'status': 'queued', 'total': 2}
 
 
 asyncio.run(main())
