@@ -2,170 +2,56 @@
 
 Calls return the generated protobuf messages (``tgbroadcast.v1.broadcast_pb2``): they are
 the contract, documented in ``proto/tgbroadcast/v1/broadcast.proto``. Enum arguments take
-either the proto value (``pb.MEDIA_TYPE_PHOTO``) or the REST spelling (``"photo"``).
+either the proto value (``pb.MEDIA_TYPE_PHOTO``) or the REST spelling (``"photo"``). The
+blocking twin, :class:`~tgbroadcast_client.Client`, builds its requests in the same place
+(``_requests``) and raises the same errors.
 """
 
 from __future__ import annotations
 
 from collections.abc import AsyncGenerator, AsyncIterable, AsyncIterator, Iterable
-from datetime import datetime
 from types import TracebackType
-from typing import Self, TypeAlias, TypedDict, TypeVar, Unpack
+from typing import Self, TypeVar, Unpack
 
 import grpc
-from google.protobuf.descriptor import EnumDescriptor
 
 from tgbroadcast.v1 import broadcast_pb2 as pb
 from tgbroadcast.v1 import broadcast_pb2_grpc as pb_grpc
 from tgbroadcast_client._errors import error_from_rpc
+from tgbroadcast_client._requests import (
+    CallOptions,
+    MessageFields,
+    OutcomeArg,
+    StatusArg,
+    channel_credentials,
+    enum_name,
+    enum_names,
+    import_users_request,
+    list_broadcasts_request,
+    list_deliveries_request,
+    list_users_request,
+    media_type_value,
+    message_request,
+    outcome_value,
+    parse_mode_value,
+    status_value,
+)
+
+# Re-exported: these lived here before the blocking client shared them.
+__all__ = [
+    "BroadcastClient",
+    "MessageFields",
+    "enum_name",
+    "enum_names",
+    "media_type_value",
+    "message_request",
+    "outcome_value",
+    "parse_mode_value",
+    "status_value",
+]
 
 Request = TypeVar("Request")
 Response = TypeVar("Response")
-
-MediaTypeArg: TypeAlias = "str | pb.MediaType.ValueType"
-ParseModeArg: TypeAlias = "str | pb.ParseMode.ValueType"
-StatusArg: TypeAlias = "str | pb.BroadcastStatus.ValueType"
-OutcomeArg: TypeAlias = "str | pb.DeliveryOutcome.ValueType"
-
-
-def _prefix(enum: EnumDescriptor) -> str:
-    return enum.values_by_number[0].name.removesuffix("UNSPECIFIED")
-
-
-def _enum_value(enum: str, value: str | int) -> int:
-    descriptor = pb.DESCRIPTOR.enum_types_by_name[enum]
-    if not isinstance(value, str):
-        return value
-    if not value:
-        return 0
-    found = descriptor.values_by_name.get(_prefix(descriptor) + value.upper())
-    if found is None or found.number == 0:
-        names = ", ".join(enum_names(enum))
-        raise ValueError(f"unknown {enum} {value!r}; one of: {names}")
-    return found.number
-
-
-def enum_names(enum: str) -> list[str]:
-    """The REST spellings of a proto enum (``"MediaType"`` → ``["text", "photo", ...]``)."""
-    descriptor = pb.DESCRIPTOR.enum_types_by_name[enum]
-    prefix = _prefix(descriptor)
-    return [v.name.removeprefix(prefix).lower() for v in descriptor.values if v.number]
-
-
-def enum_name(enum: str, value: int) -> str:
-    """The REST spelling of a proto enum value: ``enum_name("BroadcastStatus",
-    pb.BROADCAST_STATUS_RUNNING)`` is ``"running"``; unknown numbers give their digits."""
-    descriptor = pb.DESCRIPTOR.enum_types_by_name[enum]
-    found = descriptor.values_by_number.get(value)
-    if found is None:
-        return str(value)
-    return found.name.removeprefix(_prefix(descriptor)).lower()
-
-
-def media_type_value(value: MediaTypeArg) -> pb.MediaType.ValueType:
-    """``"photo"`` or ``pb.MEDIA_TYPE_PHOTO`` → ``pb.MEDIA_TYPE_PHOTO``; ``""`` is text."""
-    return pb.MediaType.ValueType(_enum_value("MediaType", value))
-
-
-def parse_mode_value(value: ParseModeArg) -> pb.ParseMode.ValueType:
-    """``"html"``, ``"markdown_v2"`` or the proto value; ``""`` is plain text."""
-    return pb.ParseMode.ValueType(_enum_value("ParseMode", value))
-
-
-def status_value(value: StatusArg) -> pb.BroadcastStatus.ValueType:
-    """``"running"`` or ``pb.BROADCAST_STATUS_RUNNING`` → the proto value."""
-    return pb.BroadcastStatus.ValueType(_enum_value("BroadcastStatus", value))
-
-
-def outcome_value(value: OutcomeArg) -> pb.DeliveryOutcome.ValueType:
-    """``"blocked"`` or ``pb.DELIVERY_OUTCOME_BLOCKED`` → the proto value."""
-    return pb.DeliveryOutcome.ValueType(_enum_value("DeliveryOutcome", value))
-
-
-class MessageFields(TypedDict, total=False):
-    """:func:`message_request`'s keyword arguments (and so :meth:`BroadcastClient.send`'s)."""
-
-    user_ids: Iterable[int]
-    all_users: bool
-    tags: Iterable[str]
-    language_codes: Iterable[str]
-    media_type: MediaTypeArg
-    media_url: str
-    media_data: bytes
-    media_filename: str
-    parse_mode: ParseModeArg
-    entities: Iterable[pb.MessageEntity]
-    reply_markup: pb.InlineKeyboardMarkup | None
-    link_preview_options: pb.LinkPreviewOptions | None
-    album: Iterable[pb.AlbumItem]
-    source: pb.MessageRef | None
-    disable_notification: bool
-    protect_content: bool
-    allow_paid_broadcast: bool
-    idempotency_key: str
-    send_at: datetime | None
-    callback_url: str
-    personalize: bool
-
-
-def message_request(
-    message: str = "",
-    *,
-    user_ids: Iterable[int] = (),
-    all_users: bool = False,
-    tags: Iterable[str] = (),
-    language_codes: Iterable[str] = (),
-    media_type: MediaTypeArg = "",
-    media_url: str = "",
-    media_data: bytes = b"",
-    media_filename: str = "",
-    parse_mode: ParseModeArg = "",
-    entities: Iterable[pb.MessageEntity] = (),
-    reply_markup: pb.InlineKeyboardMarkup | None = None,
-    link_preview_options: pb.LinkPreviewOptions | None = None,
-    album: Iterable[pb.AlbumItem] = (),
-    source: pb.MessageRef | None = None,
-    disable_notification: bool = False,
-    protect_content: bool = False,
-    allow_paid_broadcast: bool = False,
-    idempotency_key: str = "",
-    send_at: datetime | None = None,
-    callback_url: str = "",
-    personalize: bool = False,
-) -> pb.SendMessageRequest:
-    """A ``SendMessageRequest`` from keyword arguments (what :meth:`BroadcastClient.send`
-    sends). The audience is ``user_ids``, ``all_users``, or a filter by ``tags`` and/or
-    ``language_codes``; the server refuses a request with none or several."""
-    request = pb.SendMessageRequest(
-        message=message,
-        media_type=media_type_value(media_type),
-        media_url=media_url,
-        media_data=media_data,
-        media_filename=media_filename,
-        user_ids=list(user_ids),
-        all_users=all_users,
-        parse_mode=parse_mode_value(parse_mode),
-        entities=list(entities),
-        album=list(album),
-        disable_notification=disable_notification,
-        protect_content=protect_content,
-        allow_paid_broadcast=allow_paid_broadcast,
-        idempotency_key=idempotency_key,
-        callback_url=callback_url,
-        personalize=personalize,
-    )
-    tags, language_codes = list(tags), list(language_codes)
-    if tags or language_codes:
-        request.filter.CopyFrom(pb.UserFilter(tags=tags, language_codes=language_codes))
-    if reply_markup is not None:
-        request.reply_markup.CopyFrom(reply_markup)
-    if link_preview_options is not None:
-        request.link_preview_options.CopyFrom(link_preview_options)
-    if source is not None:
-        request.source.CopyFrom(source)
-    if send_at is not None:
-        request.send_at.FromDatetime(send_at)
-    return request
 
 
 class BroadcastClient:
@@ -187,13 +73,9 @@ class BroadcastClient:
         credentials: grpc.ChannelCredentials | None = None,
         timeout: float | None = 30.0,
     ) -> None:
-        if not token:
-            raise ValueError("an API token is required")
+        self._options = CallOptions.for_token(token, timeout)
         self.target = target
-        self._metadata = (("authorization", f"Bearer {token}"),)
-        self._timeout = timeout
-        if credentials is None and secure:
-            credentials = grpc.ssl_channel_credentials()
+        credentials = channel_credentials(secure, credentials)
         self._channel = (
             grpc.aio.insecure_channel(target)
             if credentials is None
@@ -223,7 +105,9 @@ class BroadcastClient:
         self, method: grpc.aio.UnaryUnaryMultiCallable[Request, Response], request: Request
     ) -> Response:
         try:
-            return await method(request, metadata=self._metadata, timeout=self._timeout)
+            return await method(
+                request, metadata=self._options.metadata, timeout=self._options.timeout
+            )
         except grpc.aio.AioRpcError as exc:
             raise error_from_rpc(exc) from exc
 
@@ -255,7 +139,7 @@ class BroadcastClient:
         then live ones. The last message has no ``result`` and carries the final status;
         leaving the loop early cancels the stream."""
         call = self._stub.WatchBroadcast(
-            pb.WatchBroadcastRequest(broadcast_id=broadcast_id), metadata=self._metadata
+            pb.WatchBroadcastRequest(broadcast_id=broadcast_id), metadata=self._options.metadata
         )
         try:
             async for message in call:
@@ -269,11 +153,7 @@ class BroadcastClient:
         self, *, statuses: Iterable[StatusArg] = (), page_size: int = 0, page_token: str = ""
     ) -> pb.ListBroadcastsResponse:
         """One page of broadcasts, newest first (``next_page_token`` is empty on the last)."""
-        request = pb.ListBroadcastsRequest(
-            statuses=[status_value(s) for s in statuses],
-            page_size=page_size,
-            page_token=page_token,
-        )
+        request = list_broadcasts_request(statuses, page_size, page_token)
         return await self._unary(self._stub.ListBroadcasts, request)
 
     async def cancel(self, broadcast_id: int) -> pb.Broadcast:
@@ -300,12 +180,7 @@ class BroadcastClient:
         page_token: str = "",
     ) -> pb.ListDeliveriesResponse:
         """One page of the broadcast's recipients and outcomes, by user id."""
-        request = pb.ListDeliveriesRequest(
-            broadcast_id=broadcast_id,
-            outcomes=[outcome_value(o) for o in outcomes],
-            page_size=page_size,
-            page_token=page_token,
-        )
+        request = list_deliveries_request(broadcast_id, outcomes, page_size, page_token)
         return await self._unary(self._stub.ListDeliveries, request)
 
     async def preview(
@@ -331,14 +206,14 @@ class BroadcastClient:
         async def requests() -> AsyncIterator[pb.ImportUsersRequest]:
             if isinstance(chunks, AsyncIterable):
                 async for chunk in chunks:
-                    yield pb.ImportUsersRequest(users=list(chunk))
+                    yield import_users_request(chunk)
             else:
                 for chunk in chunks:
-                    yield pb.ImportUsersRequest(users=list(chunk))
+                    yield import_users_request(chunk)
 
         try:
             response = await self._stub.ImportUsers(
-                requests(), metadata=self._metadata, timeout=self._timeout
+                requests(), metadata=self._options.metadata, timeout=self._options.timeout
             )
         except grpc.aio.AioRpcError as exc:
             raise error_from_rpc(exc) from exc
@@ -354,12 +229,13 @@ class BroadcastClient:
         page_token: str = "",
     ) -> pb.ListUsersResponse:
         """One page of users, by id (``next_page_token`` is empty on the last)."""
-        request = pb.ListUsersRequest(
-            page_size=page_size, page_token=page_token, active_only=active_only
+        request = list_users_request(
+            tags=tags,
+            language_codes=language_codes,
+            active_only=active_only,
+            page_size=page_size,
+            page_token=page_token,
         )
-        tags, language_codes = list(tags), list(language_codes)
-        if tags or language_codes:
-            request.filter.CopyFrom(pb.UserFilter(tags=tags, language_codes=language_codes))
         return await self._unary(self._stub.ListUsers, request)
 
     async def iter_users(

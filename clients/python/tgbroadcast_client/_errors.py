@@ -18,7 +18,9 @@ No message here ever contains the API token: it travels only in the call metadat
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import cast
 
 import grpc
 from google.protobuf.message import DecodeError
@@ -84,8 +86,10 @@ _BY_CODE: dict[grpc.StatusCode, type[BroadcastClientError]] = {
 }
 
 
-def error_from_rpc(error: grpc.aio.AioRpcError) -> BroadcastClientError:
-    """Our exception for a failed call (the one place gRPC errors are translated)."""
+def error_from_rpc(error: grpc.RpcError) -> BroadcastClientError:
+    """Our exception for a failed call (the one place gRPC errors are translated): from
+    ``grpc.aio.AioRpcError`` (``BroadcastClient``) or the blocking stack's ``grpc.RpcError``,
+    which is also its ``grpc.Call`` (``Client``)."""
     code = error.code()
     details = error.details() or code.name.lower().replace("_", " ")
     if code == grpc.StatusCode.INVALID_ARGUMENT:
@@ -93,10 +97,13 @@ def error_from_rpc(error: grpc.aio.AioRpcError) -> BroadcastClientError:
     return _BY_CODE.get(code, BroadcastClientError)(code, details)
 
 
-def _violations(error: grpc.aio.AioRpcError) -> tuple[FieldViolation, ...]:
+def _violations(error: grpc.RpcError) -> tuple[FieldViolation, ...]:
     """The ``google.rpc.BadRequest`` field violations in the call's trailing metadata."""
     violations: list[FieldViolation] = []
-    for key, value in error.trailing_metadata() or ():
+    # Every stack yields (key, value) pairs here (aio's Metadata, the blocking stack's and
+    # grpc_testing's tuples); the stubs type RpcError's as objects with .key and .value.
+    pairs = cast("Iterable[tuple[str, str | bytes]]", error.trailing_metadata() or ())
+    for key, value in pairs:
         if key != STATUS_DETAILS_KEY or not isinstance(value, bytes):
             continue
         try:

@@ -46,15 +46,15 @@ from pathlib import Path
 from typing import Any, Final, Protocol, TextIO
 
 from tgbroadcast.v1 import broadcast_pb2 as pb
-from tgbroadcast_client._client import (
-    BroadcastClient,
+from tgbroadcast_client._client import BroadcastClient
+from tgbroadcast_client._errors import BroadcastClientError, InvalidArgument
+from tgbroadcast_client._requests import (
     MessageFields,
     enum_name,
     enum_names,
     media_type_value,
     message_request,
 )
-from tgbroadcast_client._errors import BroadcastClientError, InvalidArgument
 
 EXIT_OK = 0
 EXIT_ERROR = 1
