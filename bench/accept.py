@@ -8,8 +8,8 @@ on the server and dropped at the end) it measures, in seconds:
 * ``existing``: the same again, every recipient now a known user;
 * ``all_users``: a broadcast to every active user;
 * ``upsert_10k``: :meth:`Store.upsert_users` with 10,000 profiles, half of them new;
-* ``pending_batches``: reading the first broadcast's recipients, ``--batch-size`` (1,000) at
-  a time;
+* ``job_batches``: cutting the first broadcast's recipients into jobs, ``--batch-size``
+  (1,000) each, as the dispatcher does (:meth:`Store.job_batches`);
 
 and prints them as one JSON line, with the process's peak memory (``max_rss_mb``). The ids
 are distinct, random, Telegram-like (positive up to 10^10 and some negative group ids) and
@@ -122,9 +122,9 @@ async def measure(
 
         started = time.perf_counter()
         read = 0
-        async for batch in store.pending_batches(created.id, batch_size=batch_size):
+        async for batch in store.job_batches(created.id, batch_size=batch_size):
             read += len(batch)
-        numbers["pending_batches"] = round(time.perf_counter() - started, 3)
+        numbers["job_batches"] = round(time.perf_counter() - started, 3)
         assert read == recipients, read
     numbers["max_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024
     return numbers

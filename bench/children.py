@@ -145,7 +145,8 @@ class SimCall:
 
 
 class SimulatorProcess:
-    """``python -m tgbroadcast.simulator`` in its own process, driven through its ``/_sim`` control API."""
+    """``python -m tgbroadcast.simulator`` in its own process, driven through its ``/_sim`` control
+    API."""
 
     def __init__(self, child: Child, url: str, session: aiohttp.ClientSession) -> None:
         self.child = child

@@ -36,14 +36,6 @@ async def database_dsn(backend: str) -> AsyncIterator[str | None]:
         yield url
 
 
-async def server_version(dsn: str) -> str:
-    """The database server's version ("" when it cannot be read)."""
-    try:
-        return await _scalar(dsn, "SHOW server_version")
-    except Exception:
-        return ""
-
-
 async def size_bytes(dsn: str, data_dir: Path) -> int:
     """The database's size: SQLite's pages (``page_count * page_size``, which counts what
     still waits in the WAL), or PostgreSQL's ``pg_database_size``."""

@@ -56,10 +56,6 @@ class Window:
         chosen = roles or tuple(self.usage)
         return sum(self.usage[r].cpu_seconds for r in chosen if r in self.usage)
 
-    def peak_mb(self, role: str) -> float | None:
-        found = self.usage.get(role)
-        return None if found is None else found.peak_rss_mb
-
 
 @dataclass
 class _Tracked:

@@ -10,6 +10,7 @@
   completion webhooks.
 * :mod:`~tgbroadcast.core.config`, :mod:`~tgbroadcast.core.logs`,
   :mod:`~tgbroadcast.core.metrics` — settings, log set-up and Prometheus metrics.
+* :mod:`~tgbroadcast.core.tasks` — how an owner stops the background tasks it started.
 
 Imports run one way: background → service → store, queue, rules → domain. Nothing in
 ``core`` imports ``tgbroadcast.server``, ``tgbroadcast.worker`` or ``tgbroadcast.launcher``

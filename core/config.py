@@ -1,9 +1,9 @@
 """Settings: built once from ``config/config.yaml`` and the environment, then passed explicitly.
 
 Precedence: built-in defaults < the YAML file < ``TGB_<SECTION>_<KEY>`` environment variables
-(``TGB_DATA_DIR`` for the top-level key). Every value is validated on load, and a bad one fails
-with a :class:`~tgbroadcast.core.domain.errors.ConfigError` naming its key. Secrets (the bot token, the API
-tokens) never appear in a ``repr`` or an error message.
+(``TGB_DATA_DIR`` for the top-level key). Every value is validated on load, and a bad one fails with
+a :class:`~tgbroadcast.core.domain.errors.ConfigError` naming its key. Secrets (the bot token, the
+API tokens) never appear in a ``repr`` or an error message.
 """
 
 from __future__ import annotations

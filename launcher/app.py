@@ -42,7 +42,6 @@ EMBEDDED_WAIT = 30.0
 class Backends:
     store: Store
     queue: Queue
-    nats_url: str
     metrics: Metrics
 
 
@@ -85,7 +84,7 @@ async def open_backends(settings: Settings, *, embed_nats: bool) -> AsyncIterato
         queue = await stack.enter_async_context(
             Queue.connect(url, prefix=settings.nats.prefix, ack_wait=settings.nats.ack_wait)
         )
-        yield Backends(store=store, queue=queue, nats_url=url, metrics=Metrics())
+        yield Backends(store=store, queue=queue, metrics=Metrics())
 
 
 async def _embedded_url(settings: Settings, *, wait: float = EMBEDDED_WAIT) -> str:

@@ -40,12 +40,12 @@ logger = logging.getLogger("tgbroadcast")
 COMMANDS = ("run", "server", "worker", "migrate")
 
 
-def main(argv: Sequence[str] | None = None, *, default_command: str | None = None) -> int:
+def main(argv: Sequence[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     if argv[:1] == ["send"]:  # a client of the API: no settings, no logging set-up
         return send_main(argv[1:])
-    args = _parser(default_command).parse_args(argv)
-    command: str = args.command or default_command or "run"
+    args = _parser().parse_args(argv)
+    command: str = args.command
     try:
         settings = load_settings(args.config, environ=os.environ)
         if command in ("run", "server"):
@@ -67,7 +67,7 @@ def main(argv: Sequence[str] | None = None, *, default_command: str | None = Non
     return 0
 
 
-def _parser(default_command: str | None) -> argparse.ArgumentParser:
+def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="tgbroadcast", description="Telegram Broadcast Service")
     parser.add_argument(
         "--config",
@@ -83,7 +83,6 @@ def _parser(default_command: str | None) -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "command",
-        nargs="?" if default_command else None,
         choices=COMMANDS,
         help="run (all in one), server, worker or migrate; `tgbroadcast send --help` sends a "
         "broadcast",

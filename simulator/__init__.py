@@ -10,8 +10,8 @@ The methods in the bundled Bot API spec are known; :data:`IMPLEMENTED` are answe
 others refuse with a 501 saying so. Behaviour knobs: declared chat states (:class:`ChatState`),
 injected faults (:class:`Fault`), flood control (:class:`RateLimits`).
 
-Formatting (``parse_mode``) is parsed by the simulator's own :mod:`tgbroadcast.simulator.markup`, written
-from Telegram's rules, never by the service's parser: a bug there cannot hide in tests.
+Formatting (``parse_mode``) is parsed by the simulator's own :mod:`tgbroadcast.simulator.markup`,
+written from Telegram's rules, never by the service's parser: a bug there cannot hide in tests.
 
 May import: nothing else of ``tgbroadcast`` (it must not share a bug with the service).
 """

@@ -43,11 +43,6 @@ def parsed_text(
     return parsed.text, parsed.entities
 
 
-def visible_text(text: str, parse_mode: str | None) -> str:
-    """``text`` after entities parsing (markup removed): what Telegram stores and measures."""
-    return parsed_text(text, parse_mode)[0]
-
-
 def text_length(text: str) -> int:
     """Length as Telegram counts it: UTF-16 code units."""
     return utf16_length(text)

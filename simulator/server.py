@@ -1,10 +1,10 @@
 """The simulator as a real HTTP server (aiohttp.web), reachable where api.telegram.org would be.
 
-Routes: ``/bot<token>/<method>`` (GET and POST, any case of the method name) answer as the
-Bot API; ``/_sim/...`` is the control API (see :mod:`tgbroadcast.simulator.control`); anything else is
-404 ``Not Found``. Parameters come from the query string and the body (JSON, urlencoded or
-multipart, where file parts are kept as digests, never in memory). The server never logs a
-request path: it holds the token.
+Routes: ``/bot<token>/<method>`` (GET and POST, any case of the method name) answer as the Bot API;
+``/_sim/...`` is the control API (see :mod:`tgbroadcast.simulator.control`); anything else is 404
+``Not Found``. Parameters come from the query string and the body (JSON, urlencoded or multipart,
+where file parts are kept as digests, never in memory). The server never logs a request path: it
+holds the token.
 """
 
 from __future__ import annotations

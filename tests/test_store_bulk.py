@@ -20,6 +20,7 @@ from tests.fixtures.databases import temporary_database
 from tgbroadcast.core.domain.model import (
     Broadcast,
     Content,
+    DeliveryResult,
     DeliveryState,
     NewBroadcast,
     UserProfile,
@@ -65,7 +66,7 @@ async def pending(engine: AsyncEngine, broadcast_id: int) -> list[int]:
 
 
 async def batches(store: Store, broadcast_id: int, size: int) -> list[tuple[int, ...]]:
-    return [batch async for batch in store.pending_batches(broadcast_id, batch_size=size)]
+    return [batch async for batch in store.job_batches(broadcast_id, batch_size=size)]
 
 
 async def user_ids(engine: AsyncEngine) -> list[int]:
@@ -110,7 +111,13 @@ async def test_a_large_broadcast_to_known_and_new_users(store: Store, engine: As
     first = await store.create_broadcast(to(*known))
     assert first.total == len(known)
     left = known[300:500]
-    assert await store.deactivate_users(left) == len(left)
+    blocked = [
+        DeliveryResult(
+            broadcast_id=first.id, user_id=user_id, state=DeliveryState.BLOCKED, finished_at=AT
+        )
+        for user_id in left
+    ]
+    assert len((await store.record_results(blocked)).recorded) == len(left)
     before = await user_rows(engine)
     new = [-i for i in rng.sample(range(1, 10**12), 14_000)] + list(EXTREMES)
     recipients = rng.sample(known + new, len(known) + len(new))

@@ -26,7 +26,7 @@ from tgbroadcast.core.domain.errors import (
     TelegramError,
     TransientError,
 )
-from tgbroadcast.core.domain.model import Content, MediaType
+from tgbroadcast.core.domain.model import Content, DeliveryState, MediaType
 from tgbroadcast.simulator import ChatState, Fault, Simulator
 from tgbroadcast.worker.telegram import SentMessage, TelegramSender, map_error
 
@@ -162,12 +162,17 @@ def test_a_malformed_token_is_refused_without_echoing_it() -> None:
 
 
 @pytest.mark.parametrize(
-    ("state", "code", "description"),
+    ("state", "code", "description", "outcome"),
     [
-        (ChatState.BLOCKED, 403, "Forbidden: bot was blocked by the user"),
-        (ChatState.DEACTIVATED, 403, "Forbidden: user is deactivated"),
-        (ChatState.NOT_STARTED, 403, "Forbidden: bot can't initiate conversation with a user"),
-        (ChatState.MISSING, 400, "Bad Request: chat not found"),
+        (ChatState.BLOCKED, 403, "Forbidden: bot was blocked by the user", DeliveryState.BLOCKED),
+        (ChatState.DEACTIVATED, 403, "Forbidden: user is deactivated", DeliveryState.DEACTIVATED),
+        (
+            ChatState.NOT_STARTED,
+            403,
+            "Forbidden: bot can't initiate conversation with a user",
+            DeliveryState.CANT_INITIATE,
+        ),
+        (ChatState.MISSING, 400, "Bad Request: chat not found", DeliveryState.CHAT_NOT_FOUND),
     ],
 )
 async def test_refusals_are_permanent_with_telegrams_description(
@@ -176,12 +181,15 @@ async def test_refusals_are_permanent_with_telegrams_description(
     state: ChatState,
     code: int,
     description: str,
+    outcome: DeliveryState,
 ) -> None:
     simulator.chats.declare(77, state)
     with pytest.raises(PermanentError) as error:
         await sender.send(77, Content(message="hi"))
     assert (error.value.error_code, error.value.description) == (code, description)
+    # The retry decision, as data: final at once, with the recipient's outcome.
     assert error.value.retryable is False
+    assert (error.value.outcome, error.value.content_error) == (outcome, False)
     assert_no_token(error.value)
 
 
@@ -189,6 +197,8 @@ async def test_bad_content_is_permanent(sender: TelegramSender) -> None:
     with pytest.raises(PermanentError) as error:
         await sender.send(1, Content(message="x" * 4097))
     assert error.value.description == "Bad Request: message is too long"
+    assert (error.value.retryable, error.value.outcome) == (False, DeliveryState.BAD_REQUEST)
+    assert error.value.content_error is True  # every recipient would be refused the same
     with pytest.raises(PermanentError) as wrong_id:
         await sender.send(1, Content(message="", media_type=MediaType.PHOTO), media="nope")
     assert wrong_id.value.description == "Bad Request: wrong file identifier/HTTP URL specified"
@@ -233,6 +243,8 @@ async def test_server_failures_are_transient(
     with pytest.raises(TransientError) as error:
         await sender.send(1, Content(message="hi"))
     assert error.value.retryable is True
+    # Once its retries run out, the recipient ends FAILED; the content is not at fault.
+    assert (error.value.outcome, error.value.content_error) == (DeliveryState.FAILED, False)
     assert_no_token(error.value)
     if fault.kind.value == "error":
         assert error.value.description == fault.description

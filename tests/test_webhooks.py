@@ -20,6 +20,8 @@ import aiohttp
 import grpc
 import pytest
 from aiohttp import web
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from tests.fixtures.stack import Backend, Stack, open_backend, start_stack
 from tgbroadcast.core.background.webhooks import (
@@ -31,7 +33,8 @@ from tgbroadcast.core.background.webhooks import (
 from tgbroadcast.core.config import WebhookSettings, load_settings
 from tgbroadcast.core.domain.errors import ConfigError
 from tgbroadcast.core.domain.model import Content, DeliveryResult, DeliveryState, NewBroadcast
-from tgbroadcast.core.store import Store
+from tgbroadcast.core.store import Store, create_engine
+from tgbroadcast.core.store.tables import broadcasts
 from tgbroadcast.simulator import ChatState, Fault, Simulator
 from tgbroadcast.v1 import broadcast_pb2 as pb
 
@@ -114,14 +117,32 @@ async def get_broadcast(stack: Stack, broadcast_id: int) -> Any:
         return await r.json()
 
 
-def callback_state(stack: Stack, broadcast_id: int) -> Callable[[], Awaitable[bool]]:
+@asynccontextmanager
+async def database(url: str) -> AsyncIterator[AsyncEngine]:
+    """A second way into the database: the store has no reader for a webhook's state (the
+    service reads it only to claim the webhook)."""
+    engine = create_engine(url)
+    try:
+        yield engine
+    finally:
+        await engine.dispose()
+
+
+async def webhook_state(engine: AsyncEngine, broadcast_id: int) -> str | None:
+    """The broadcast's ``callback_state`` column (``None`` without a webhook)."""
+    statement = select(broadcasts.c.callback_state).where(broadcasts.c.id == broadcast_id)
+    async with engine.connect() as connection:
+        state: str | None = await connection.scalar(statement)
+    return state
+
+
+def settled(engine: AsyncEngine, broadcast_id: int) -> Callable[[], Awaitable[bool]]:
     """A check that the broadcast's webhook reached a final state."""
 
-    async def settled() -> bool:
-        state = await stack.running.backends.store.callback_state(broadcast_id)
-        return state in ("delivered", "failed")
+    async def check() -> bool:
+        return await webhook_state(engine, broadcast_id) in ("delivered", "failed")
 
-    return settled
+    return check
 
 
 # -- end to end ------------------------------------------------------------------------------------
@@ -132,15 +153,18 @@ async def test_webhook_is_signed_retried_and_delivered(
 ) -> None:
     caplog.set_level(logging.DEBUG)
     simulator.chats.declare(702, ChatState.BLOCKED)
-    async with receiver([500, 500]) as hook, start_stack(backend, simulator, WEBHOOK_ENV) as stack:
+    async with (
+        receiver([500, 500]) as hook,
+        start_stack(backend, simulator, WEBHOOK_ENV) as stack,
+        database(stack.settings.database.url) as engine,
+    ):
         status, accepted = await send(
             stack, {"message": "hi", "user_ids": [701, 702, 703], "callback_url": hook.url}
         )
         assert status == 202, accepted
         broadcast_id = accepted["broadcast_id"]
-        await eventually(callback_state(stack, broadcast_id))
-        store = stack.running.backends.store
-        assert await store.callback_state(broadcast_id) == "delivered"
+        await eventually(settled(engine, broadcast_id))
+        assert await webhook_state(engine, broadcast_id) == "delivered"
         shown = await get_broadcast(stack, broadcast_id)
     assert len(hook.received) == 3  # two 500s, then the 200
     bodies = {body for body, _ in hook.received}
@@ -200,13 +224,14 @@ async def test_webhook_gives_up_as_failed(
         receiver(answers) as hook,
         open_backend("sqlite", tmp_path) as backend,
         start_stack(backend, simulator, WEBHOOK_ENV) as stack,
+        database(stack.settings.database.url) as engine,
     ):
         _, accepted = await send(
             stack, {"message": "hi", "user_ids": [801], "callback_url": hook.url}
         )
         broadcast_id = accepted["broadcast_id"]
-        await eventually(callback_state(stack, broadcast_id))
-        assert await stack.running.backends.store.callback_state(broadcast_id) == "failed"
+        await eventually(settled(engine, broadcast_id))
+        assert await webhook_state(engine, broadcast_id) == "failed"
     assert len(hook.received) == attempts
 
 
@@ -262,12 +287,12 @@ async def test_a_webhook_in_flight_at_shutdown_is_delivered_after_restart(
             broadcast_id = accepted["broadcast_id"]
             async with asyncio.timeout(WAIT):
                 await hook.arrived.wait()  # the POST is in flight when the server stops
-        async with Store.open(backend.environ["TGB_DATABASE_DSN"]) as store:
-            assert await store.callback_state(broadcast_id) == "pending"  # handed back
-        hook.hold.set()
-        async with start_stack(backend, simulator, WEBHOOK_ENV) as stack:
-            await eventually(callback_state(stack, broadcast_id))
-            assert await stack.running.backends.store.callback_state(broadcast_id) == ("delivered")
+        async with database(stack.settings.database.url) as engine:
+            assert await webhook_state(engine, broadcast_id) == "pending"  # handed back
+            hook.hold.set()
+            async with start_stack(backend, simulator, WEBHOOK_ENV):
+                await eventually(settled(engine, broadcast_id))
+                assert await webhook_state(engine, broadcast_id) == "delivered"
     assert len(hook.received) == 2
     assert hook.received[0][0] == hook.received[1][0]
 
@@ -281,6 +306,7 @@ async def test_a_cancelled_broadcast_sends_its_webhook(
         receiver([]) as hook,
         open_backend("sqlite", tmp_path) as backend,
         start_stack(backend, simulator, WEBHOOK_ENV) as stack,
+        database(stack.settings.database.url) as engine,
     ):
         _, accepted = await send(
             stack, {"message": "hi", "user_ids": [951], "callback_url": hook.url}
@@ -295,7 +321,7 @@ async def test_a_cancelled_broadcast_sends_its_webhook(
             assert response.status == 200, await response.text()
         async with asyncio.timeout(WAIT):
             await hook.arrived.wait()
-        await eventually(callback_state(stack, broadcast_id))
+        await eventually(settled(engine, broadcast_id))
     summary = json.loads(hook.received[0][0])
     assert summary["broadcast_id"] == broadcast_id
     assert summary["status"] == "cancelled"
@@ -311,10 +337,12 @@ async def test_a_webhook_waiting_for_its_retry_frees_its_slot(
     settings = WebhookSettings(
         secret=SECRET, max_attempts=3, backoff_base=100.0, backoff_cap=300.0, poll_interval=0.05
     )
+    url = f"sqlite+aiosqlite:///{tmp_path / 'hooks.db'}"
     async with (
         receiver([500] * 10) as failing,
         receiver([]) as working,
-        Store.open(f"sqlite+aiosqlite:///{tmp_path / 'hooks.db'}") as store,
+        Store.open(url) as store,
+        database(url) as engine,
     ):
         await store.migrate()
         waiting = await finished(store, failing.url)
@@ -323,11 +351,9 @@ async def test_a_webhook_waiting_for_its_retry_frees_its_slot(
                 await failing.arrived.wait()
             delivered = await finished(store, working.url)
 
-            async def done() -> bool:
-                return await store.callback_state(delivered) == "delivered"
-
-            await eventually(done)
-            assert await store.callback_state(waiting) == "pending"  # due later, not held
+            await eventually(settled(engine, delivered))
+            assert await webhook_state(engine, delivered) == "delivered"
+            assert await webhook_state(engine, waiting) == "pending"  # due later, not held
     assert "webhook attempt failed; retrying" in caplog.text
     assert len(working.received) == 1
 
@@ -339,6 +365,12 @@ async def test_a_webhook_waiting_for_its_retry_frees_its_slot(
 async def store(database_url: str) -> AsyncIterator[Store]:
     async with Store.open(database_url) as opened:
         await opened.migrate()
+        yield opened
+
+
+@pytest.fixture
+async def engine(database_url: str) -> AsyncIterator[AsyncEngine]:
+    async with database(database_url) as opened:
         yield opened
 
 
@@ -360,12 +392,14 @@ async def finished(store: Store, callback_url: str | None) -> int:
     return broadcast.id
 
 
-async def test_only_final_broadcasts_with_a_callback_are_claimed(store: Store) -> None:
+async def test_only_final_broadcasts_with_a_callback_are_claimed(
+    store: Store, engine: AsyncEngine
+) -> None:
     running = await store.create_broadcast(
         NewBroadcast(content=Content(message="hi"), user_ids=(1, 2), callback_url="http://a/h")
     )
     await finished(store, None)
-    assert await store.callback_state(running.id) == "pending"
+    assert await webhook_state(engine, running.id) == "pending"
     assert await store.claim_callback(lease_seconds=60) is None
     done = await finished(store, "http://b/h")
     claim = await store.claim_callback(lease_seconds=60)
@@ -374,7 +408,9 @@ async def test_only_final_broadcasts_with_a_callback_are_claimed(store: Store) -
     assert (await store.get_broadcast(done)).callback_url == "http://b/h"
 
 
-async def test_a_claim_is_held_by_one_server_until_settled(store: Store) -> None:
+async def test_a_claim_is_held_by_one_server_until_settled(
+    store: Store, engine: AsyncEngine
+) -> None:
     broadcast_id = await finished(store, "http://a/h")
     first = await store.claim_callback(lease_seconds=60)
     assert first is not None
@@ -382,16 +418,18 @@ async def test_a_claim_is_held_by_one_server_until_settled(store: Store) -> None
     assert await store.claim_callback(lease_seconds=60) is None  # held: nobody else gets it
     assert await store.settle_callback(first, "delivered") is True
     assert await store.settle_callback(first, "failed") is False  # settled: no longer held
-    assert await store.callback_state(broadcast_id) == "delivered"
+    assert await webhook_state(engine, broadcast_id) == "delivered"
     assert await store.claim_callback(lease_seconds=60) is None
 
 
-async def test_a_retry_waits_in_sql_and_counts_its_attempts(store: Store) -> None:
+async def test_a_retry_waits_in_sql_and_counts_its_attempts(
+    store: Store, engine: AsyncEngine
+) -> None:
     broadcast_id = await finished(store, "http://a/h")
     first = await store.claim_callback(lease_seconds=60)
     assert first is not None
     assert await store.defer_callback(first, delay_seconds=3600) is True
-    assert await store.callback_state(broadcast_id) == "pending"
+    assert await webhook_state(engine, broadcast_id) == "pending"
     assert await store.claim_callback(lease_seconds=60) is None  # not due for an hour
     assert await store.settle_callback(first, "delivered") is False  # handed back
     other = await finished(store, "http://b/h")
@@ -418,7 +456,7 @@ async def test_held_webhooks_never_hide_due_ones(store: Store) -> None:
 
 
 async def test_a_lapsed_claim_is_taken_over_and_a_released_one_is_due_again(
-    store: Store,
+    store: Store, engine: AsyncEngine
 ) -> None:
     broadcast_id = await finished(store, "http://a/h")
     crashed = await store.claim_callback(lease_seconds=-5)  # its server died: lease lapsed
@@ -430,11 +468,11 @@ async def test_a_lapsed_claim_is_taken_over_and_a_released_one_is_due_again(
     assert await store.defer_callback(crashed, delay_seconds=0) is False
     assert await store.settle_callback(crashed, "failed") is False
     assert await store.release_callback(taken) is True
-    assert await store.callback_state(broadcast_id) == "pending"
+    assert await webhook_state(engine, broadcast_id) == "pending"
     again = await store.claim_callback(lease_seconds=60)
     assert again is not None
     assert await store.settle_callback(again, "failed") is True
-    assert await store.callback_state(broadcast_id) == "failed"
+    assert await webhook_state(engine, broadcast_id) == "failed"
 
 
 async def test_two_stores_racing_claim_once(database_url: str, store: Store) -> None:

@@ -6,10 +6,10 @@
 * :mod:`.delivery` — one recipient from first attempt to final outcome, retries included.
 * :mod:`.telegram`, :mod:`.aiogram_content` — the Telegram client (aiogram's ``Bot``) and
   its errors mapped into ours.
-* :mod:`.ratelimit`, :mod:`.chat_pacing`, :mod:`.clock` — the rate budget shared by every
-  worker process, and per-chat pacing.
+* :mod:`.ratelimit`, :mod:`.rate_budget`, :mod:`.chat_pacing`, :mod:`.clock` — the rate
+  budget shared by every worker process (one GCRA key per tier), and per-chat pacing.
 * :mod:`.recorder` — group commit of outcomes: SQL first, then the events stream.
 
-May import: ``tgbroadcast.core`` (domain, rules, store, queue, config, logs, metrics);
-never the service, the API transports or the launcher.
+May import: ``tgbroadcast.core`` (domain, rules, store, queue, config, logs, metrics,
+tasks); never the service, the API transports or the launcher.
 """

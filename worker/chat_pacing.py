@@ -73,6 +73,7 @@ import nats.js.errors
 from nats.js import JetStreamContext, api
 from nats.js.kv import KeyValue
 
+from tgbroadcast.core.tasks import cancel_and_wait
 from tgbroadcast.worker.clock import sleep_until
 
 logger = logging.getLogger(__name__)
@@ -227,9 +228,7 @@ class ChatPacer:
         tb: TracebackType | None,
     ) -> None:
         self._closed = True
-        if self._poller is not None:
-            self._poller.cancel()
-            await asyncio.gather(self._poller, return_exceptions=True)
+        await cancel_and_wait(self._poller)
 
     @contextlib.asynccontextmanager
     async def sending(self) -> AsyncIterator[None]:

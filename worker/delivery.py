@@ -23,8 +23,8 @@ Guarantees:
   queued or running, or was resumed since the job read it, is not sent to — sends in flight
   finish and are recorded, the others stay ``PENDING``.
 * Before each send (each attempt) the job's claim on the recipient is checked
-  (:class:`tgbroadcast.worker.claims.JobClaims`, no SQL): a recipient the job no longer surely holds is
-  not sent to, so two jobs never send to one recipient at once.
+  (:class:`tgbroadcast.worker.claims.JobClaims`, no SQL): a recipient the job no longer surely holds
+  is not sent to, so two jobs never send to one recipient at once.
 """
 
 from __future__ import annotations
@@ -36,6 +36,7 @@ import random
 import time
 from collections import OrderedDict
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Protocol
 
@@ -54,6 +55,7 @@ from tgbroadcast.core.metrics import Metrics
 from tgbroadcast.core.queue import FinishedEvent, Queue
 from tgbroadcast.core.rules.templates import personalized, rendered_problem
 from tgbroadcast.core.store import Store
+from tgbroadcast.core.tasks import cancel_and_wait
 from tgbroadcast.worker.recorder import ResultRecorder
 from tgbroadcast.worker.telegram import TelegramSender
 
@@ -66,11 +68,23 @@ FILE_ID_CACHE = 1024
 """Broadcasts whose media file_id a worker keeps in memory (the rest are read from SQL)."""
 
 
-_Status = tuple[float, BroadcastStatus, datetime | None]
-"""When a broadcast's state was read (monotonic seconds), its status and ``resumed_at``."""
+@dataclass(frozen=True, slots=True, kw_only=True)
+class _KnownStatus:
+    """A broadcast's state as one read from SQL found it."""
+
+    read_at: float
+    """When the read started (monotonic seconds)."""
+    status: BroadcastStatus
+    resumed_at: datetime | None
 
 
-_Read = tuple[float, "asyncio.Task[_Status | None]"]
+@dataclass(frozen=True, slots=True, kw_only=True)
+class _StatusRead:
+    """A read of a broadcast's state in progress, shared by the sends that wait for it."""
+
+    started: float
+    """Monotonic seconds."""
+    task: asyncio.Task[_KnownStatus | None]
 
 
 class _Backlog:
@@ -142,10 +156,10 @@ class Deliverer:
         self._backoff_cap = backoff_cap
         self._stopped: set[int] = set()
         self._file_ids: OrderedDict[int, str] = OrderedDict()
-        self._status_read: OrderedDict[int, _Status] = OrderedDict()
-        """Per broadcast: when its state was last read, its status and ``resumed_at``."""
-        self._status_reads: dict[int, _Read] = {}
-        """Per broadcast: the read of its state in progress, and when it started."""
+        self._status_read: OrderedDict[int, _KnownStatus] = OrderedDict()
+        """Per broadcast: its state as last read."""
+        self._status_reads: dict[int, _StatusRead] = {}
+        """Per broadcast: the read of its state in progress."""
         self._first_media_send: dict[int, asyncio.Lock] = {}
 
     def backlog(self, *, paid: bool) -> int:
@@ -174,44 +188,44 @@ class Deliverer:
         now = time.monotonic()
         known = self._status_read.get(broadcast_id)
         # A job that read a newer generation than the one remembered: read it again.
-        if known is None or now - known[0] >= STATUS_INTERVAL or _newer(broadcast, known[2]):
+        if (
+            known is None
+            or now - known.read_at >= STATUS_INTERVAL
+            or _newer(broadcast, known.resumed_at)
+        ):
             # One read at a time per broadcast: the sends that find the state stale at once
             # all wait for the same read.
             known = await self._shared_read(broadcast_id) or known
-            if known is not None and _newer(broadcast, known[2]):  # read before a resume
+            if known is not None and _newer(broadcast, known.resumed_at):  # read before a resume
                 known = await self._shared_read(broadcast_id, after=now) or known
         if known is None:
             return False
-        _, status, resumed_at = known
-        if status.is_final:
+        if known.status.is_final:
             self._stopped.add(broadcast_id)
             return True
-        return status not in SENDABLE or resumed_at != broadcast.resumed_at
+        return known.status not in SENDABLE or known.resumed_at != broadcast.resumed_at
 
-    async def _shared_read(self, broadcast_id: int, *, after: float = 0.0) -> _Status | None:
+    async def _shared_read(self, broadcast_id: int, *, after: float = 0.0) -> _KnownStatus | None:
         """The broadcast's state from a read of it in progress, or a new one; with
         ``after``, only a read started at or after that moment (monotonic) is shared."""
         reading = self._status_reads.get(broadcast_id)
-        if reading is None or reading[0] < after:
+        if reading is None or reading.started < after:
             task = asyncio.create_task(self._read_status(broadcast_id), name="status-read")
-            reading = (time.monotonic(), task)
+            reading = _StatusRead(started=time.monotonic(), task=task)
             self._status_reads[broadcast_id] = reading
 
-            def forget(_: asyncio.Task[_Status | None], entry: _Read = reading) -> None:
+            def forget(_: asyncio.Task[_KnownStatus | None], entry: _StatusRead = reading) -> None:
                 if self._status_reads.get(broadcast_id) is entry:
                     del self._status_reads[broadcast_id]
 
             task.add_done_callback(forget)
-        return await asyncio.shield(reading[1])
+        return await asyncio.shield(reading.task)
 
     async def aclose(self) -> None:
         """Cancel the status reads still in progress (the worker stopped)."""
-        tasks = [task for _, task in self._status_reads.values()]
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        await cancel_and_wait(*(reading.task for reading in self._status_reads.values()))
 
-    async def _read_status(self, broadcast_id: int) -> _Status | None:
+    async def _read_status(self, broadcast_id: int) -> _KnownStatus | None:
         """Read the broadcast's state from SQL and remember it; None if the read failed."""
         started = time.monotonic()
         try:
@@ -219,9 +233,9 @@ class Deliverer:
         except Exception as exc:
             logger.warning("reading a broadcast's status failed", extra={"error": repr(exc)})
             return None
-        known = (started, latest.status, latest.resumed_at)
+        known = _KnownStatus(read_at=started, status=latest.status, resumed_at=latest.resumed_at)
         cached = self._status_read.get(broadcast_id)
-        if cached is not None and cached[0] > started:  # a later read came back first
+        if cached is not None and cached.read_at > started:  # a later read came back first
             return known
         self._status_read[broadcast_id] = known
         self._status_read.move_to_end(broadcast_id)
@@ -286,7 +300,7 @@ class Deliverer:
             problem = rendered_problem(content)
             if problem is not None:  # this recipient's values make it too long: theirs alone
                 refusal = PermanentError(problem, error_code=400)
-                return _refused(broadcast.id, user_id, DeliveryState.BAD_REQUEST, refusal), False
+                return _failed_result(broadcast.id, user_id, refusal), refusal.content_error
         chat_id = user_id
         attempts = migrations = 0
         while True:
@@ -295,7 +309,7 @@ class Deliverer:
                 sent = await self._send(broadcast, chat_id, content, held)
                 if sent is None:
                     return None
-            except RateLimited as exc:
+            except RateLimited as exc:  # not an attempt: every worker pauses, then it is resent
                 self._metrics.rate_limited.inc()
                 logger.warning(
                     "rate limited by Telegram; pausing every worker",
@@ -306,7 +320,7 @@ class Deliverer:
             except ChatMigrated as exc:
                 migrations += 1
                 if migrations > MAX_MIGRATIONS:
-                    return _refused(broadcast.id, user_id, DeliveryState.FAILED, exc), False
+                    return _failed_result(broadcast.id, user_id, exc), exc.content_error
                 logger.info(
                     "group migrated to a supergroup",
                     extra={"chat_id": chat_id, "new_chat_id": exc.new_chat_id},
@@ -319,9 +333,9 @@ class Deliverer:
                     )
                 chat_id = exc.new_chat_id
                 continue
-            except PermanentError as exc:
-                return _refused(broadcast.id, user_id, exc.outcome, exc), exc.content_error
             except TelegramError as exc:
+                if not exc.retryable:
+                    return _failed_result(broadcast.id, user_id, exc), exc.content_error
                 error = exc
             else:
                 return (
@@ -336,7 +350,7 @@ class Deliverer:
                 )
             attempts += 1
             if attempts >= self._max_attempts:
-                return _refused(broadcast.id, user_id, DeliveryState.FAILED, error), False
+                return _failed_result(broadcast.id, user_id, error), error.content_error
             self._metrics.retries.inc()
             ceiling = min(self._backoff_cap, self._backoff_base * 2**attempts)
             logger.info(
@@ -469,13 +483,13 @@ def _needs_first_send(content: Content) -> bool:
     return content.media_type.has_media and (by_url or content.media_upload is not None)
 
 
-def _refused(
-    broadcast_id: int, user_id: int, state: DeliveryState, error: TelegramError
-) -> DeliveryResult:
+def _failed_result(broadcast_id: int, user_id: int, error: TelegramError) -> DeliveryResult:
+    """The final result of a recipient whose delivery ``error`` ended: its ``outcome``, with
+    Telegram's description (or ours)."""
     return DeliveryResult(
         broadcast_id=broadcast_id,
         user_id=user_id,
-        state=state,
+        state=error.outcome,
         error=error.description,
         finished_at=datetime.now(UTC),
     )

@@ -29,6 +29,7 @@ from tgbroadcast.core.domain.model import DeliveryResult
 from tgbroadcast.core.metrics import Metrics
 from tgbroadcast.core.queue import Event, FinishedEvent, Queue, ResultEvent
 from tgbroadcast.core.store import Store
+from tgbroadcast.core.tasks import cancel_and_wait
 
 logger = logging.getLogger(__name__)
 
@@ -67,9 +68,7 @@ class ResultRecorder(AbstractAsyncContextManager["ResultRecorder"]):
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
+        await cancel_and_wait(self._task)
         for _, future in self._waiting:
             if not future.done():
                 future.set_exception(RuntimeError("recorder stopped"))

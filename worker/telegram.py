@@ -2,10 +2,10 @@
 
 Guarantees:
 
-* :meth:`TelegramSender.send` either returns the :class:`SentMessage` Telegram accepted or
-  raises a :class:`~tgbroadcast.core.domain.errors.TelegramError` subclass — never aiogram's, aiohttp's
-  or asyncio's own exceptions (cancellation still propagates as ``CancelledError``). The
-  retry decision travels on the exception (``retryable``, ``retry_after``, ``new_chat_id``).
+* :meth:`TelegramSender.send` either returns the :class:`SentMessage` Telegram accepted or raises a
+  :class:`~tgbroadcast.core.domain.errors.TelegramError` subclass — never aiogram's, aiohttp's or
+  asyncio's own exceptions (cancellation still propagates as ``CancelledError``). The retry decision
+  travels on the exception (``retryable``, ``outcome``, ``retry_after``, ``new_chat_id``).
 * Every content is one Bot API call: an album is one sendMediaGroup (its ``message_id`` is
   the first message's, its ``file_id`` all items' as one value), a copy one copyMessage, a
   forward one forwardMessage. Formatting, keyboards and flags go on every method that takes
@@ -147,11 +147,11 @@ class TelegramSender:
         upload: bytes | None = None,
         album_uploads: Mapping[str, bytes] | None = None,
     ) -> SentMessage:
-        """Send ``content`` to ``chat_id``. ``media`` (a file_id) replaces
-        ``content.media_url``; ``upload`` sends these bytes as the file instead (multipart,
-        named ``content.media_filename``). For an album, ``media`` is the items' file_ids
-        (:func:`~tgbroadcast.core.domain.content.encode_album_file_ids`) and ``album_uploads`` the bytes
-        of uploaded items by their ``media_upload`` name.
+        """Send ``content`` to ``chat_id``. ``media`` (a file_id) replaces ``content.media_url``;
+        ``upload`` sends these bytes as the file instead (multipart, named
+        ``content.media_filename``). For an album, ``media`` is the items' file_ids
+        (:func:`~tgbroadcast.core.domain.content.encode_album_file_ids`) and ``album_uploads`` the
+        bytes of uploaded items by their ``media_upload`` name.
 
         Raises only :class:`TelegramError` subclasses.
         """
@@ -377,9 +377,10 @@ _CONTENT_ERRORS = (
 )
 
 
-def refused(error_code: int, description: str) -> PermanentError:
-    """Classify one of Telegram's refusals: the recipient's outcome, and whether the message
-    itself is at fault (then every recipient would be refused the same way)."""
+def permanent_error(error_code: int, description: str) -> PermanentError:
+    """One of Telegram's refusals as a :class:`PermanentError`, classified: the recipient's
+    outcome, and whether the message itself is at fault (then every recipient would be
+    refused the same way)."""
     text = description.lower()
     outcome = DeliveryState.BAD_REQUEST
     for code, needles, state in _OUTCOMES:
@@ -412,7 +413,7 @@ def map_error(exc: BaseException) -> TelegramError:
         return ChatMigrated(redact(_telegram_description(exc)), new_chat_id=exc.migrate_to_chat_id)
     for refusal, code in _PERMANENT:
         if isinstance(exc, refusal):
-            return refused(code, redact(exc.message))
+            return permanent_error(code, redact(exc.message))
     if isinstance(exc, TelegramServerError):
         return TransientError(redact(exc.message))
     if isinstance(exc, TelegramNetworkError):

@@ -2,12 +2,12 @@
 
 Guarantees (any number of worker processes, on any machines):
 
-* A recipient is sent to only while its SQL state is PENDING and the job holds it: each job
-  first claims its pending recipients in SQL (:mod:`tgbroadcast.worker.claims`) and sends only to those
-  it got. Two jobs never send to one recipient at once — a redelivered job while its first
-  holder still works, a batch published twice, a resumed broadcast's new generation while the
-  old one's sends are in flight; a recipient is sent twice only when its send was in flight
-  (or sent but not yet recorded) in a worker that died, or Telegram's answer was lost.
+* A recipient is sent to only while its SQL state is PENDING and the job holds it: each job first
+  claims its pending recipients in SQL (:mod:`tgbroadcast.worker.claims`) and sends only to those it
+  got. Two jobs never send to one recipient at once — a redelivered job while its first holder still
+  works, a batch published twice, a resumed broadcast's new generation while the old one's sends are
+  in flight; a recipient is sent twice only when its send was in flight (or sent but not yet
+  recorded) in a worker that died, or Telegram's answer was lost.
 * A job is acked only after each of its recipients is final in SQL (its outcome published as
   an event), or the broadcast stopped. Recipients another job holds are left to it: the job
   is handed back (``nak``) and looks again a heartbeat later; by then the holder recorded
@@ -34,9 +34,9 @@ from datetime import UTC, datetime, timedelta
 from tgbroadcast.core.domain.errors import NotFound
 from tgbroadcast.core.domain.model import Broadcast
 from tgbroadcast.core.domain.states import SENDABLE, generation
-from tgbroadcast.core.queue import DUPLICATE_WINDOW, Queue, ReceivedJob, ResultEvent
-from tgbroadcast.core.service.dispatch import JOB_SIZE
+from tgbroadcast.core.queue import DUPLICATE_WINDOW, JOB_SIZE, Queue, ReceivedJob, ResultEvent
 from tgbroadcast.core.store import Store
+from tgbroadcast.core.tasks import cancel_and_wait
 from tgbroadcast.worker.claims import ClaimTokens, JobClaims
 from tgbroadcast.worker.delivery import Deliverer
 
@@ -115,9 +115,7 @@ class Worker:
                 task.cancel()
             raise
         finally:
-            for loop in loops:
-                loop.cancel()
-            await asyncio.gather(*loops, return_exceptions=True)
+            await cancel_and_wait(*loops)
             if active:
                 await asyncio.gather(*active, return_exceptions=True)
 

@@ -3,8 +3,8 @@
 Guarantees:
 
 * A ``SCHEDULED`` broadcast is moved to ``QUEUED`` and handed to the
-  :class:`~tgbroadcast.core.service.dispatch.Dispatcher` within ``poll_interval`` seconds (one by default)
-  of its ``send_at``, by whichever server's scheduler sees it first: the move is one
+  :class:`~tgbroadcast.core.service.dispatch.Dispatcher` within ``poll_interval`` seconds (one by
+  default) of its ``send_at``, by whichever server's scheduler sees it first: the move is one
   conditional update, so with several servers each broadcast is started once.
 * Broadcasts that came due while no server ran start as soon as one starts (the scheduler
   runs once on entering, before the API takes requests).
@@ -26,6 +26,7 @@ from tgbroadcast.core.domain.errors import FailedPrecondition, NotFound
 from tgbroadcast.core.domain.states import Command
 from tgbroadcast.core.service.dispatch import Dispatcher
 from tgbroadcast.core.store import Store
+from tgbroadcast.core.tasks import cancel_and_wait
 
 logger = logging.getLogger(__name__)
 
@@ -67,10 +68,8 @@ class Scheduler(AbstractAsyncContextManager["Scheduler"]):
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
-            self._task = None
+        await cancel_and_wait(self._task)
+        self._task = None
 
     async def start_due(self) -> list[int]:
         """Start every broadcast due now; the ids this call started."""

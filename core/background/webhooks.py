@@ -53,6 +53,7 @@ from tgbroadcast.core.domain.errors import BACKEND_UNAVAILABLE
 from tgbroadcast.core.domain.model import Broadcast, DeliveryState
 from tgbroadcast.core.store import Store
 from tgbroadcast.core.store.callbacks import DELIVERED, FAILED, CallbackClaim
+from tgbroadcast.core.tasks import cancel_and_wait
 
 logger = logging.getLogger(__name__)
 
@@ -185,10 +186,7 @@ class WebhookNotifier:
         exc: BaseException | None,
         traceback: TracebackType | None,
     ) -> None:
-        tasks = [task for task in (self._loop_task, *self._tasks) if task is not None]
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        await cancel_and_wait(self._loop_task, *self._tasks)
         for claim in list(self._held.values()):
             try:
                 await self._store.release_callback(claim)

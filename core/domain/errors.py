@@ -12,9 +12,8 @@
     │   ├── NotFound             NOT_FOUND / 404
     │   ├── FailedPrecondition   FAILED_PRECONDITION / 409: the broadcast's state (``state``)
     │   │                        does not allow the move (see ``tgbroadcast.core.domain.states``)
-    │   ├── AlreadyExists        ALREADY_EXISTS / 409: an idempotency key reused with another
-    │   │                        request
-    │   └── Unauthenticated      UNAUTHENTICATED / 401
+    │   └── AlreadyExists        ALREADY_EXISTS / 409: an idempotency key reused with another
+    │                            request
     └── TelegramError            one Bot API call failed; mapped once from aiogram
         ├── RateLimited          429: wait ``retry_after`` seconds, then retry (not an attempt)
         ├── ChatMigrated         the group became a supergroup: resend to ``new_chat_id``
@@ -22,8 +21,10 @@
         │                        not found, ...) and whether the content itself is at fault
         └── TransientError       worth retrying with backoff (5xx, network, timeout, non-JSON)
 
-The retry decision travels on the exception (``retryable``), so callers branch on data,
-not on scattered ``isinstance`` checks. No message here ever contains a token.
+The retry decision travels on a :class:`TelegramError` as data — ``retryable``, and the
+``outcome`` a recipient ends with when the error ends its delivery — so the retry loop
+branches on it, not on scattered ``isinstance`` checks. No message here ever contains a
+token.
 """
 
 from __future__ import annotations
@@ -111,14 +112,17 @@ class AlreadyExists(ApiError):
     different request); nothing was written."""
 
 
-class Unauthenticated(ApiError):
-    """The caller gave no API token, or a wrong one."""
-
-
 class TelegramError(BroadcastingError):
-    """A Bot API call failed. ``description`` is Telegram's text (or ours for network errors)."""
+    """A Bot API call failed. ``description`` is Telegram's text (or ours for network errors).
+
+    ``retryable``: whether sending again may succeed. When the error ends a recipient's
+    delivery — at once if it is not retryable, or once retries run out — ``outcome`` is the
+    recipient's final state, and ``content_error`` whether the message itself is at fault.
+    """
 
     retryable: bool = False
+    outcome: DeliveryState = DeliveryState.FAILED
+    content_error: bool = False
 
     def __init__(self, description: str) -> None:
         super().__init__(description)

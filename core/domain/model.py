@@ -140,7 +140,8 @@ class Content:
     allow_paid_broadcast: bool = False
     """Telegram's paid broadcasts: up to 1000 messages per second, 0.1 Star each over 30."""
     options: ContentOptions = DEFAULT_OPTIONS
-    """Formatting, keyboard, flags, album items, copied message (:mod:`tgbroadcast.core.domain.content`)."""
+    """Formatting, keyboard, flags, album items, copied message
+    (:mod:`tgbroadcast.core.domain.content`)."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -157,7 +158,8 @@ class NewBroadcast:
     filter: UserFilter | None = None
     """Instead of ``user_ids``/``all_users``: the active users matching this filter."""
     callback_url: str | None = None
-    """Where a signed summary is POSTed when the broadcast ends (see ``tgbroadcast.core.background.webhooks``)."""
+    """Where a signed summary is POSTed when the broadcast ends (see
+    ``tgbroadcast.core.background.webhooks``)."""
     send_at: datetime | None = None
     """Start at this time (``SCHEDULED`` until then); ``None`` or a past time: now."""
     idempotency_key: str | None = None

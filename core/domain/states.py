@@ -27,19 +27,19 @@ from                    to (who moves it)                                       
 What the moves guarantee:
 
 * **Pause** (queued or running): every worker stops starting sends of the broadcast within
-  ``tgbroadcast.worker.delivery.STATUS_INTERVAL`` (one second); sends already in flight finish and are
-  recorded. Its jobs are acknowledged and dropped; its recipients stay ``PENDING``, their
-  claims released.
+  ``tgbroadcast.worker.delivery.STATUS_INTERVAL`` (one second); sends already in flight finish and
+  are recorded. Its jobs are acknowledged and dropped; its recipients stay ``PENDING``, their claims
+  released.
 * **Resume** (paused): the broadcast goes back to ``running`` if any recipient was attempted
-  (``started_at`` is set), else to ``queued``; ``resumed_at`` is set and the dispatcher
-  publishes jobs for the recipients still ``PENDING`` as a new *generation* (their
-  ``Nats-Msg-Id`` includes ``resumed_at``, so JetStream's duplicate window does not drop them,
-  while a re-dispatch of the same generation is still dropped). Workers drop jobs of an older
-  generation, and stop a job when they see the generation change. The new generation is
-  published at once: a recipient whose send from before the pause is still in flight is
-  claimed in SQL by its old job (:mod:`tgbroadcast.worker.claims`), which records it; the new job skips
-  it and looks again later, and the old job releases the claims of the recipients it did not
-  send when it lets go. Nobody is sent to twice, however quickly resume follows pause.
+  (``started_at`` is set), else to ``queued``; ``resumed_at`` is set and the dispatcher publishes
+  jobs for the recipients still ``PENDING`` as a new *generation* (their ``Nats-Msg-Id`` includes
+  ``resumed_at``, so JetStream's duplicate window does not drop them, while a re-dispatch of the
+  same generation is still dropped). Workers drop jobs of an older generation, and stop a job when
+  they see the generation change. The new generation is published at once: a recipient whose send
+  from before the pause is still in flight is claimed in SQL by its old job
+  (:mod:`tgbroadcast.worker.claims`), which records it; the new job skips it and looks again later,
+  and the old job releases the claims of the recipients it did not send when it lets go. Nobody is
+  sent to twice, however quickly resume follows pause.
 * **Cancel** (scheduled, queued, running or paused): final. No send starts after every worker
   has read the status (within a second); sends in flight finish and are counted, but the
   broadcast never becomes ``completed`` or ``running`` again. Recipients never attempted stay
@@ -117,11 +117,6 @@ def can_move(current: BroadcastStatus, target: BroadcastStatus) -> bool:
     return target in TRANSITIONS[current]
 
 
-def resume_target(*, started: bool) -> BroadcastStatus:
-    """Where a resumed broadcast goes: ``running`` once any recipient was attempted."""
-    return S.RUNNING if started else S.QUEUED
-
-
 def generation(resumed_at: datetime | None) -> int:
     """The generation of a broadcast's jobs: 0 until it is first resumed, then the
     microseconds since the epoch of its last resume (distinct per resume, the same for every
@@ -135,7 +130,9 @@ def generation(resumed_at: datetime | None) -> int:
 _EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)
 
 
-def refused(broadcast_id: int, current: BroadcastStatus, command: Command) -> FailedPrecondition:
+def command_not_allowed(
+    broadcast_id: int, current: BroadcastStatus, command: Command
+) -> FailedPrecondition:
     """The error for ``command`` on a broadcast in ``current``, naming that state."""
     allowed = sorted(command.sources, key=list(BroadcastStatus).index)
     names = [state.value for state in allowed]

@@ -24,15 +24,10 @@ May import: :mod:`tgbroadcast.core.domain`.
 """
 
 from tgbroadcast.core.domain.errors import QueueError
-from tgbroadcast.core.queue.jetstream import (
-    DUPLICATE_WINDOW,
-    EVENTS_MAX_AGE,
-    WORKERS_CONSUMER,
-    Queue,
-    QueueNames,
-    ReceivedJob,
-)
+from tgbroadcast.core.queue.jetstream import DUPLICATE_WINDOW, EVENTS_MAX_AGE, Queue
+from tgbroadcast.core.queue.names import WORKERS_CONSUMER, QueueNames
 from tgbroadcast.core.queue.payloads import (
+    JOB_SIZE,
     Event,
     FinishedEvent,
     Idle,
@@ -41,10 +36,12 @@ from tgbroadcast.core.queue.payloads import (
     decode_event,
     encode_event,
 )
+from tgbroadcast.core.queue.received import ReceivedJob
 
 __all__ = [
     "DUPLICATE_WINDOW",
     "EVENTS_MAX_AGE",
+    "JOB_SIZE",
     "WORKERS_CONSUMER",
     "Event",
     "FinishedEvent",

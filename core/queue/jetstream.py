@@ -4,12 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import re
 import time
 import uuid
-from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Iterable, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Iterable, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
-from dataclasses import dataclass
 from urllib.parse import urlsplit, urlunsplit
 
 import nats
@@ -21,6 +19,7 @@ from nats.js import JetStreamContext, api
 from nats.js.object_store import ObjectStore
 
 from tgbroadcast.core.domain.errors import QueueError
+from tgbroadcast.core.queue.names import QueueNames
 from tgbroadcast.core.queue.payloads import (
     Event,
     Idle,
@@ -28,6 +27,7 @@ from tgbroadcast.core.queue.payloads import (
     decode_event,
     encode_event,
 )
+from tgbroadcast.core.queue.received import ReceivedJob
 
 logger = logging.getLogger(__name__)
 
@@ -36,103 +36,13 @@ DUPLICATE_WINDOW = 600.0
 """Seconds during which JetStream drops a re-publish with the same ``Nats-Msg-Id``."""
 EVENTS_MAX_AGE = 7 * 24 * 3600.0
 """Seconds an event stays in the events stream."""
-WORKERS_CONSUMER = "workers"
-PAID_WORKERS_CONSUMER = "workers-paid"
 MEDIA_MAX_AGE = 7 * 24 * 3600.0
 """Seconds uploaded media is kept for the workers."""
-"""The durable pull consumer on the jobs stream shared by every worker."""
 
 _MSG_ID = "Nats-Msg-Id"
-_PREFIX_RE = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 _STREAM_CONFIG_CONFLICT = 10058  # "stream name already in use with a different configuration"
 _WATCH_INACTIVE_THRESHOLD = 60.0
-_ACK_TIMEOUT = 5.0
 _VERIFY_INTERVAL = 1.0  # at most one consumer check per second after empty fetches
-
-
-@dataclass(frozen=True, slots=True)
-class QueueNames:
-    """The stream, subject and consumer names for one ``prefix``."""
-
-    prefix: str
-
-    def __post_init__(self) -> None:
-        if not _PREFIX_RE.match(self.prefix):
-            raise ValueError(f"prefix must match {_PREFIX_RE.pattern}, got {self.prefix!r}")
-
-    @property
-    def jobs_stream(self) -> str:
-        return f"{self.prefix.upper()}_JOBS"
-
-    @property
-    def events_stream(self) -> str:
-        return f"{self.prefix.upper()}_EVENTS"
-
-    @property
-    def media_bucket(self) -> str:
-        """The object store holding media uploaded through the API until workers sent it."""
-        return f"{self.prefix.upper()}_MEDIA"
-
-    @property
-    def jobs_subject(self) -> str:
-        return f"{self.prefix}.jobs"
-
-    @property
-    def paid_jobs_subject(self) -> str:
-        return f"{self.prefix}.jobs.paid"
-
-    def jobs_consumer(self, *, paid: bool) -> tuple[str, str]:
-        """The durable consumer of one tier's jobs, and the subject it takes."""
-        if paid:
-            return PAID_WORKERS_CONSUMER, self.paid_jobs_subject
-        return WORKERS_CONSUMER, self.jobs_subject
-
-    @property
-    def events_wildcard(self) -> str:
-        return f"{self.prefix}.events.*"
-
-    def events_subject(self, broadcast_id: int) -> str:
-        return f"{self.prefix}.events.{broadcast_id}"
-
-
-class ReceivedJob:
-    """One fetched job message. Settle it exactly once: ``ack``, ``nak`` or ``term``.
-
-    ``in_progress`` may be called any number of times before that, to restart AckWait while
-    a long job runs; without it the job is redelivered to some worker after AckWait.
-    """
-
-    __slots__ = ("_msg", "job", "num_delivered")
-
-    def __init__(self, job: Job, msg: Msg) -> None:
-        self.job = job
-        self.num_delivered: int = msg.metadata.num_delivered
-        self._msg = msg
-
-    def __repr__(self) -> str:
-        return f"ReceivedJob(job={self.job!r}, num_delivered={self.num_delivered})"
-
-    async def ack(self) -> None:
-        """Done: returns once the server confirmed; the job then leaves the stream."""
-        await self._settle("ack", self._msg.ack_sync(timeout=_ACK_TIMEOUT))
-
-    async def nak(self, *, delay: float | None = None) -> None:
-        """Not done: deliver again, after ``delay`` seconds when given."""
-        await self._settle("nak", self._msg.nak(delay=delay))
-
-    async def in_progress(self) -> None:
-        """Still working: restart the AckWait timer."""
-        await self._settle("in_progress", self._msg.in_progress())
-
-    async def term(self) -> None:
-        """Give up on this job for good: never delivered again."""
-        await self._settle("term", self._msg.term())
-
-    async def _settle(self, action: str, operation: Awaitable[object]) -> None:
-        try:
-            await operation
-        except nats.errors.Error as exc:
-            raise QueueError(f"{action} of job {self.job.msg_id} failed: {exc!r}") from exc
 
 
 class Queue:

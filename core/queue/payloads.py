@@ -15,6 +15,10 @@ from typing import Any
 
 from tgbroadcast.core.domain.model import BroadcastStatus, DeliveryResult, DeliveryState
 
+JOB_SIZE = 100
+"""Recipients per job, as the dispatcher cuts them (a worker takes more jobs while fewer
+than this wait to be sent)."""
+
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Job:

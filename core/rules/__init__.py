@@ -4,6 +4,8 @@ is refused.
 * :mod:`.validation` — a request's fields, one message per rule, with field paths.
 * :mod:`.rich_content` — Telegram's rules for media, albums, keyboards, copies and forwards.
 * :mod:`.formatting` — Telegram's markup (HTML, MarkdownV2), parsed as the Bot API parses it.
+  The parsers are :mod:`.html_markup` and :mod:`.markdown_markup`; what they produce is
+  :mod:`.parsed_text`.
 * :mod:`.templates` — ``{first_name}`` personalization.
 * :mod:`.idempotency` — the request hash behind ``idempotency_key``.
 * :mod:`.schedule` — ``send_at`` and RFC 3339 timestamps.

@@ -1,9 +1,9 @@
 """Telegram's rules for rich content, checked when a broadcast is requested.
 
-The request-time half of :mod:`tgbroadcast.core.domain.content`: every rule Telegram would enforce at
-the first send — lengths after entities parsing, malformed HTML/MarkdownV2, entities out of
-bounds, keyboard limits, album grouping, what a forward may not carry, unknown template
-fields — is reported here with the field's path (``album[3].caption``,
+The request-time half of :mod:`tgbroadcast.core.domain.content`: every rule Telegram would enforce
+at the first send — lengths after entities parsing, malformed HTML/MarkdownV2, entities out of
+bounds, keyboard limits, album grouping, what a forward may not carry, unknown template fields — is
+reported here with the field's path (``album[3].caption``,
 ``reply_markup.rows[0].buttons[2].callback_data``), so a broadcast never fails recipient by
 recipient for a mistake the service could see. Called by :mod:`tgbroadcast.core.rules.validation`.
 """

@@ -165,8 +165,7 @@ def preview(content: Content, user_id: int, profile: UserProfile | None) -> Prev
     if rendered.options.personalize:
         found = _problem(rendered)
         if found is not None:
-            field, reason = found
-            raise InvalidArgument.single(field, reason)
+            raise InvalidArgument.single(found.field, found.reason)
     return Preview(
         text=rendered.message,
         album_captions=tuple(item.caption for item in rendered.options.album),
@@ -179,11 +178,20 @@ def rendered_problem(content: Content) -> str | None:
     text left empty, after entities parsing); ``None`` when it fits. Per recipient: one long
     name fails that recipient, not the broadcast."""
     found = _problem(content)
-    return None if found is None else found[1]
+    return None if found is None else found.reason
 
 
-def _problem(content: Content) -> tuple[str, str] | None:
-    """:func:`rendered_problem` and the PreviewMessage field it is about."""
+@dataclass(frozen=True, slots=True)
+class _Problem:
+    """Why Telegram would refuse a personalized text, and the PreviewMessage field (its path)
+    that holds the text."""
+
+    field: str
+    reason: str
+
+
+def _problem(content: Content) -> _Problem | None:
+    """:func:`rendered_problem`, with the PreviewMessage field it is about."""
     mode = None if content.options.parse_mode is None else content.options.parse_mode.telegram
     texts: list[tuple[str, str, str, int]] = []
     if content.media_type is MediaType.TEXT:
@@ -198,12 +206,13 @@ def _problem(content: Content) -> tuple[str, str] | None:
         try:
             parsed = parse(text, mode)
         except FormattingError as exc:
-            return field, f"personalized {what}: can't parse entities: {exc}"
+            return _Problem(field, f"personalized {what}: can't parse entities: {exc}")
         if what == "text" and not parsed.text.strip():
-            return field, "personalized text is empty for this user"
+            return _Problem(field, "personalized text is empty for this user")
         if parsed.length > limit:
-            return field, (
+            return _Problem(
+                field,
                 f"personalized {what} is {parsed.length} characters for this user; "
-                f"Telegram allows at most {limit}"
+                f"Telegram allows at most {limit}",
             )
     return None

@@ -1,8 +1,8 @@
 """Request validation shared by both transports: one rule, one message, whatever the wire.
 
 Every function either returns a validated domain value or raises
-:class:`~tgbroadcast.core.domain.errors.InvalidArgument` listing *every* bad field, so a caller fixes a
-request in one round trip. Nothing is written before validation passes.
+:class:`~tgbroadcast.core.domain.errors.InvalidArgument` listing *every* bad field, so a caller
+fixes a request in one round trip. Nothing is written before validation passes.
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ from tgbroadcast.core.domain.model import (
     UserFilter,
     UserProfile,
 )
-from tgbroadcast.core.rules import page_tokens, rich_content
+from tgbroadcast.core.rules import page_tokens, rich_content, schedule
 from tgbroadcast.core.rules.rich_content import AlbumItemInput
 
 INT64_MIN = -(2**63)
@@ -44,6 +44,7 @@ UPLOAD_LIMITS = {MediaType.PHOTO: 10 * 1024 * 1024}
 """Telegram's limits for files uploaded by a bot (multipart): photos 10 MB, others 50 MB."""
 DEFAULT_UPLOAD_LIMIT = 50 * 1024 * 1024
 MAX_FILENAME = 255
+MAX_IDEMPOTENCY_KEY = 255
 
 _FILE_ID = re.compile(r"^[A-Za-z0-9_-]{16,}$")
 _MEDIA_TYPES = ", ".join(t.value for t in MediaType)
@@ -85,7 +86,7 @@ class SendRequest:
     callback_url: str = ""
     """Where the completion webhook goes (empty: none)."""
     send_at: datetime | None = None
-    """Start at this time instead of now (checked by :mod:`tgbroadcast.core.rules.idempotency`)."""
+    """Start at this time instead of now (see :mod:`tgbroadcast.core.rules.schedule`)."""
     idempotency_key: str = ""
     """The caller's idempotency key (empty: none)."""
 
@@ -99,15 +100,11 @@ def unencodable(text: str) -> bool:
 _UNENCODABLE = "contains a NUL character or an unpaired surrogate"
 
 
-def telegram_length(text: str) -> int:
-    """Length as Telegram counts it: UTF-16 code units (an emoji can count 2)."""
-    return len(text.encode("utf-16-le")) // 2
-
-
 def validate_send(
     request: SendRequest, *, max_user_ids: int, accept_callbacks: bool = True
 ) -> NewBroadcast:
-    """Check a SendMessage request against Telegram's rules and ours.
+    """Check a SendMessage request against Telegram's rules and ours, its start time
+    (:mod:`~tgbroadcast.core.rules.schedule`) and idempotency key included.
 
     ``accept_callbacks`` is false when no webhook secret is configured: a ``callback_url``
     is then refused, since its receiver could not verify anything.
@@ -117,6 +114,8 @@ def validate_send(
     media_type = _media_type(request.media_type, violations)
     content = _content(request, media_type, violations)
     user_ids, user_filter = _audience(request, max_user_ids, violations)
+    _idempotency_key(request.idempotency_key, violations)
+    violations.extend(schedule.send_at_violations(request.send_at))
     if violations:
         raise InvalidArgument(violations)
     assert content is not None
@@ -126,7 +125,19 @@ def validate_send(
         all_users=request.all_users,
         filter=user_filter,
         callback_url=callback_url,
+        send_at=schedule.start_time(request.send_at),
+        idempotency_key=request.idempotency_key or None,
     )
+
+
+def _idempotency_key(key: str, violations: list[FieldViolation]) -> None:
+    """1 to :data:`MAX_IDEMPOTENCY_KEY` printable ASCII characters (empty: no key)."""
+    if key and (len(key) > MAX_IDEMPOTENCY_KEY or not all(" " <= ch <= "~" for ch in key)):
+        violations.append(
+            FieldViolation(
+                "idempotency_key", f"must be 1-{MAX_IDEMPOTENCY_KEY} printable ASCII characters"
+            )
+        )
 
 
 MAX_CALLBACK_URL = 2048

@@ -2,10 +2,10 @@
 
 Guarantees:
 
-* ``send_message`` validates first and writes nothing on bad input; when it returns, the
-  broadcast and every recipient are committed in SQL (the truth) and its jobs are on their way
-  to NATS through the :class:`~tgbroadcast.core.service.dispatch.Dispatcher`, which finishes the job after
-  a crash (see there).
+* ``send_message`` validates first and writes nothing on bad input; when it returns, the broadcast
+  and every recipient are committed in SQL (the truth) and its jobs are on their way to NATS through
+  the :class:`~tgbroadcast.core.service.dispatch.Dispatcher`, which finishes the job after a crash
+  (see there).
 * ``watch`` yields every recipient's final outcome exactly once, replayed first then live, and
   ends after the broadcast is final; it holds a bounded number of events in memory however
   slowly it is consumed.
@@ -41,8 +41,8 @@ from tgbroadcast.core.domain.model import (
 from tgbroadcast.core.domain.states import SENDABLE
 from tgbroadcast.core.metrics import Metrics
 from tgbroadcast.core.queue import FinishedEvent, Idle, Queue, ResultEvent
-from tgbroadcast.core.rules import idempotency, page_tokens
-from tgbroadcast.core.rules.idempotency import Accepted, request_hash, validate_with_options
+from tgbroadcast.core.rules import page_tokens
+from tgbroadcast.core.rules.idempotency import request_hash
 from tgbroadcast.core.rules.templates import Preview, preview
 from tgbroadcast.core.rules.validation import (
     SendRequest,
@@ -62,6 +62,15 @@ from tgbroadcast.core.store import Store
 logger = logging.getLogger(__name__)
 
 REPLAY_PAGE = 500
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Accepted:
+    """What SendMessage answers: the broadcast, and whether an earlier request with the same
+    idempotency key created it."""
+
+    broadcast: Broadcast
+    replayed: bool = False
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -123,16 +132,14 @@ class BroadcastingService(LifecycleOperations):
         self._on_finished = on_finished
 
     async def send_message(self, request: SendRequest) -> Accepted:
-        """Store a broadcast (see :mod:`tgbroadcast.core.rules.idempotency` for keys and ``send_at``)."""
-        new = validate_with_options(
-            request,
-            lambda: validate_send(
-                request, max_user_ids=self._max_user_ids, accept_callbacks=self._accept_callbacks
-            ),
+        """Store a broadcast (see :mod:`tgbroadcast.core.rules.idempotency` for keys and
+        :mod:`tgbroadcast.core.rules.schedule` for ``send_at``)."""
+        new = validate_send(
+            request, max_user_ids=self._max_user_ids, accept_callbacks=self._accept_callbacks
         )
         key = new.idempotency_key
         hashed = request_hash(new, request) if key else ""
-        if key and (replayed := await idempotency.earlier(self._store, key, hashed)) is not None:
+        if key and (replayed := await self._earlier(key, hashed)) is not None:
             return Accepted(broadcast=replayed, replayed=True)
         if request.media_data:
             # The bytes wait in the queue's media store; only their name goes to SQL.
@@ -145,7 +152,7 @@ class BroadcastingService(LifecycleOperations):
         try:
             broadcast = await self._store.create_broadcast(new, request_hash=hashed or None)
         except AlreadyExists:  # an identical request raced this one and won
-            if not key or (replayed := await idempotency.earlier(self._store, key, hashed)) is None:
+            if not key or (replayed := await self._earlier(key, hashed)) is None:
                 raise
             return Accepted(broadcast=replayed, replayed=True)
         self._metrics.broadcasts_created.inc()
@@ -161,6 +168,20 @@ class BroadcastingService(LifecycleOperations):
         if broadcast.status in SENDABLE:  # scheduled ones start with the scheduler
             self._dispatcher.dispatch(broadcast.id)
         return Accepted(broadcast=broadcast)
+
+    async def _earlier(self, key: str, hashed: str) -> Broadcast | None:
+        """The broadcast an earlier request with ``key`` created, if it was this request (its
+        hash is ``hashed``); :class:`AlreadyExists` if it was another one."""
+        found = await self._store.broadcast_by_idempotency_key(key)
+        if found is None:
+            return None
+        broadcast, stored_hash = found
+        if stored_hash != hashed:
+            raise AlreadyExists(
+                f"idempotency key {key!r} was used for broadcast {broadcast.id} with a different "
+                "request; use a new key for a new request"
+            )
+        return broadcast
 
     async def preview_message(self, request: SendRequest, user_id: int) -> Preview:
         """The message as ``user_id`` would receive it; nothing is stored or sent.
@@ -190,7 +211,8 @@ class BroadcastingService(LifecycleOperations):
 
     async def import_users(self, chunks: AsyncIterable[ImportChunk]) -> int:
         """Upsert users chunk by chunk, each committed as it arrives (see
-        :mod:`tgbroadcast.core.service.user_import`); ``ImportRefused`` names the first bad chunk."""
+        :mod:`tgbroadcast.core.service.user_import`); ``ImportRefused`` names the first bad
+        chunk."""
         return await import_users(self._store, chunks)
 
     async def get_user(self, user_id: int) -> User:
@@ -222,7 +244,8 @@ class BroadcastingService(LifecycleOperations):
     async def list_deliveries(
         self, broadcast_id: int, *, outcomes: Sequence[str], page_size: int, page_token: str
     ) -> reports.DeliveriesPage:
-        """A page of the broadcast's recipients by user id; see :mod:`tgbroadcast.core.service.reports`."""
+        """A page of the broadcast's recipients by user id; see
+        :mod:`tgbroadcast.core.service.reports`."""
         return await reports.list_deliveries(
             self._store,
             broadcast_id,

@@ -1,7 +1,7 @@
 """The core's lifecycle operations: list, cancel, pause and resume broadcasts.
 
-A mixin of :class:`~tgbroadcast.core.service.broadcasting.BroadcastingService` (both transports call these
-through it). The moves and what they guarantee are :mod:`tgbroadcast.core.domain.states`.
+A mixin of :class:`~tgbroadcast.core.service.broadcasting.BroadcastingService` (both transports call
+these through it). The moves and what they guarantee are :mod:`tgbroadcast.core.domain.states`.
 """
 
 from __future__ import annotations

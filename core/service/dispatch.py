@@ -17,12 +17,12 @@ Guarantees:
   little work and never a second message (a recipient is sent only by the job holding its
   claim, see :mod:`tgbroadcast.worker.claims`).
 * Only ``queued`` and ``running`` broadcasts are published: scheduled ones wait for the
-  :mod:`~tgbroadcast.core.background.scheduler`, paused ones for their resume, final ones never. A resumed
-  broadcast's pending recipients are published at once as a new generation of jobs (distinct
+  :mod:`~tgbroadcast.core.background.scheduler`, paused ones for their resume, final ones never. A
+  resumed broadcast's pending recipients are published at once as a new generation of jobs (distinct
   ``Nats-Msg-Id``s; see :mod:`tgbroadcast.core.domain.states`) — recipients whose sends from before
-  the pause are still in flight are held by their old job, which records them, and the new
-  jobs leave them alone. ``dispatched`` is set only if no other resume came in between,
-  else the newer generation is published too. The dispatcher never waits for a broadcast.
+  the pause are still in flight are held by their old job, which records them, and the new jobs
+  leave them alone. ``dispatched`` is set only if no other resume came in between, else the newer
+  generation is published too. The dispatcher never waits for a broadcast.
 """
 
 from __future__ import annotations
@@ -36,13 +36,12 @@ from types import TracebackType
 
 from tgbroadcast.core.domain import states
 from tgbroadcast.core.domain.errors import NotFound
-from tgbroadcast.core.queue import Job, Queue
+from tgbroadcast.core.queue import JOB_SIZE, Job, Queue
 from tgbroadcast.core.store import Store
+from tgbroadcast.core.tasks import cancel_and_wait
 
 logger = logging.getLogger(__name__)
 
-JOB_SIZE = 100
-"""Recipients per job (a worker takes more jobs while fewer than this wait to be sent)."""
 JOBS_PER_PUBLISH = 500
 
 
@@ -90,10 +89,7 @@ class Dispatcher(AbstractAsyncContextManager["Dispatcher"]):
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        for task in (self._sweeper, self._task):
-            if task is not None:
-                task.cancel()
-                await asyncio.gather(task, return_exceptions=True)
+        await cancel_and_wait(self._sweeper, self._task)
         self._task = self._sweeper = None
 
     def dispatch(self, broadcast_id: int) -> None:

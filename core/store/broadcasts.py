@@ -203,14 +203,6 @@ async def count_active(connection: AsyncConnection) -> int:
     return int((await connection.execute(statement)).scalar_one())
 
 
-async def mark_dispatched(connection: AsyncConnection, broadcast_id: int) -> None:
-    """Set ``dispatched``; :class:`NotFound` if there is no such broadcast."""
-    statement = update(broadcasts).where(broadcasts.c.id == broadcast_id).values(dispatched=True)
-    # Matched rows, also on MySQL: SQLAlchemy connects with the FOUND_ROWS client flag.
-    if (await connection.execute(statement)).rowcount != 1:
-        raise not_found(broadcast_id)
-
-
 def initial_status(new: NewBroadcast, *, empty: bool, now: datetime) -> BroadcastStatus:
     """``COMPLETED`` with no recipient, ``SCHEDULED`` until a future ``send_at``, else
     ``QUEUED`` (a ``send_at`` in the past means now)."""

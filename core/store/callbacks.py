@@ -129,12 +129,6 @@ async def release(connection: AsyncConnection, held: CallbackClaim) -> bool:
     return await _move(connection, held, PENDING, next_at=None, attempts=held.attempt - 1)
 
 
-async def state(connection: AsyncConnection, broadcast_id: int) -> str | None:
-    statement = select(broadcasts.c.callback_state).where(broadcasts.c.id == broadcast_id)
-    value: str | None = (await connection.execute(statement)).scalar_one_or_none()
-    return value
-
-
 async def _move(
     connection: AsyncConnection,
     held: CallbackClaim,

@@ -55,17 +55,6 @@ class Recorded:
     """The broadcasts this call made ``COMPLETED`` (each is reported by exactly one call)."""
 
 
-def pending_page(broadcast_id: int, *, after: int | None, limit: int) -> Select[int]:
-    """The next ``limit`` pending recipients after ``after``, ascending (keyset paging)."""
-    statement = (
-        select(deliveries.c.user_id)
-        .where(deliveries.c.broadcast_id == broadcast_id, deliveries.c.state == _PENDING)
-        .order_by(deliveries.c.user_id)
-        .limit(limit)
-    )
-    return statement if after is None else statement.where(deliveries.c.user_id > after)
-
-
 def recipients_page(broadcast_id: int, *, after: int | None, limit: int) -> Select[int, str]:
     """The next ``limit`` recipients (any state) after ``after``, ascending, with states."""
     statement = (

@@ -30,7 +30,6 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Sequ
 from datetime import UTC, datetime, timedelta
 from typing import Final, TypeVar
 
-from sqlalchemy import select
 from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
@@ -94,11 +93,6 @@ class Store:
         Safe to run from several processes at once: they take turns.
         """
         await migrate(self._engine)
-
-    async def ping(self) -> None:
-        """Return when the database answers; raise (a driver or SQLAlchemy error) if not."""
-        async with self._engine.connect() as connection:
-            await connection.execute(select(1))
 
     # -- broadcasts -----------------------------------------------------------------------
 
@@ -188,34 +182,7 @@ class Store:
         async with self._engine.connect() as connection:
             return await broadcasts.count_active(connection)
 
-    async def mark_dispatched(self, broadcast_id: int) -> None:
-        """Record that every job of the broadcast is queued (idempotent); ``NotFound``."""
-        await self._write(lambda connection: broadcasts.mark_dispatched(connection, broadcast_id))
-
     # -- deliveries -----------------------------------------------------------------------
-
-    async def pending_batches(
-        self, broadcast_id: int, *, batch_size: int
-    ) -> AsyncIterator[tuple[int, ...]]:
-        """The broadcast's ``PENDING`` recipients, ascending, ``batch_size`` at a time.
-
-        Keyset-paged: each batch is one short query and no connection is held while the
-        caller works on a batch; memory is bounded by ``batch_size``; the same pending set
-        always gives the same batches. A recipient that becomes final before its page is
-        read is not yielded. An unknown broadcast yields nothing.
-        """
-        if batch_size < 1:
-            raise ValueError(f"batch_size must be positive, not {batch_size}")
-        after: int | None = None
-        while True:
-            statement = deliveries.pending_page(broadcast_id, after=after, limit=batch_size)
-            async with self._engine.connect() as connection:
-                batch = tuple((await connection.scalars(statement)).all())
-            if batch:
-                yield batch
-            if len(batch) < batch_size:
-                return
-            after = batch[-1]
 
     async def job_batches(
         self, broadcast_id: int, *, batch_size: int, read_size: int = 10_000
@@ -407,11 +374,6 @@ class Store:
         """Make a claimed webhook ``pending`` again (this server stops before delivering)."""
         return await self._write(lambda connection: callbacks.release(connection, claim))
 
-    async def callback_state(self, broadcast_id: int) -> str | None:
-        """The broadcast's webhook state (``None`` without a webhook or broadcast)."""
-        async with self._engine.connect() as connection:
-            return await callbacks.state(connection, broadcast_id)
-
     # -- users ----------------------------------------------------------------------------
 
     async def migrate_chat(self, old_id: int, new_id: int) -> None:
@@ -430,23 +392,6 @@ class Store:
         if profiles:
             await self._write(lambda connection: _users.upsert(connection, profiles, now=_now()))
         return len(profiles)
-
-    async def deactivate_users(
-        self, user_ids: Sequence[int], *, reason: DeliveryState | None = None
-    ) -> int:
-        """Leave users out of ``all_users`` and filter broadcasts; returns how many were
-        active. ``reason`` (``BLOCKED`` or ``DEACTIVATED``) becomes their ``blocked_reason``.
-
-        Unknown ids are ignored. :meth:`upsert_users` makes a user active again.
-        """
-        if reason is not None and not reason.deactivates_user:
-            raise ValueError(f"{reason.value} does not make a user inactive")
-        if not user_ids:
-            return 0
-        reasons = dict.fromkeys(user_ids, None if reason is None else reason.value)
-        return await self._write(
-            lambda connection: _users.deactivate(connection, reasons, now=_now())
-        )
 
     async def list_users(
         self,
@@ -471,7 +416,8 @@ class Store:
             )
 
     async def get_user(self, user_id: int) -> User:
-        """The user with its tags; :class:`~tgbroadcast.core.domain.errors.NotFound` if there is none."""
+        """The user with its tags; :class:`~tgbroadcast.core.domain.errors.NotFound` if there is
+        none."""
         async with self._engine.connect() as connection:
             return await _users.fetch(connection, user_id)
 

@@ -17,7 +17,7 @@ from sqlalchemy import case, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from tgbroadcast.core.domain.model import Broadcast, BroadcastStatus
-from tgbroadcast.core.domain.states import Command, refused
+from tgbroadcast.core.domain.states import Command, command_not_allowed
 from tgbroadcast.core.store import broadcasts as broadcast_statements
 from tgbroadcast.core.store.tables import broadcasts
 
@@ -51,7 +51,7 @@ async def move(
     )
     broadcast = await broadcast_statements.fetch(connection, broadcast_id)  # NotFound
     if moved.rowcount != 1:
-        raise refused(broadcast_id, broadcast.status, command)
+        raise command_not_allowed(broadcast_id, broadcast.status, command)
     return broadcast
 
 

@@ -1,4 +1,5 @@
-"""The gRPC transport: a thin servicer over :class:`~tgbroadcast.core.service.broadcasting.BroadcastingService`.
+"""The gRPC transport: a thin servicer over the core's ``BroadcastingService``
+(:class:`tgbroadcast.core.service.broadcasting.BroadcastingService`).
 
 Errors are translated here once: ``InvalidArgument`` → INVALID_ARGUMENT with a
 ``google.rpc.BadRequest`` detail listing every field violation, ``NotFound`` → NOT_FOUND,

@@ -8,9 +8,9 @@ refuses query parameters it does not know (400 naming each) rather than ignoring
 filter, and names a bad query value by its parameter (``tag[1]``, ``status[0]``,
 ``outcome[2]``) where gRPC names the request field (``filter.tags[1]``).
 
-This module holds the app, its middlewares and the send and user routes; the other routes
-are in the ``rest_*`` modules. Reading requests is :mod:`tgbroadcast.server.rest.params`, rendering
-answers :mod:`tgbroadcast.server.rest.rendering`, the content bodies :mod:`tgbroadcast.server.rest.content`.
+This module holds the app, its middlewares and the send and user routes; the other routes are in the
+``rest_*`` modules. Reading requests is :mod:`tgbroadcast.server.rest.params`, rendering answers
+:mod:`tgbroadcast.server.rest.rendering`, the content bodies :mod:`tgbroadcast.server.rest.content`.
 """
 
 from __future__ import annotations

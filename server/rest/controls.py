@@ -18,7 +18,8 @@ from typing import Any
 from aiohttp import web
 
 from tgbroadcast.core.domain.errors import InvalidArgument
-from tgbroadcast.core.rules.idempotency import Accepted, parse_timestamp
+from tgbroadcast.core.rules.schedule import parse_timestamp
+from tgbroadcast.core.service.broadcasting import Accepted
 from tgbroadcast.server.rest import params, rendering
 
 IDEMPOTENCY_HEADER = "Idempotency-Key"

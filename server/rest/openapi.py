@@ -1,12 +1,12 @@
 """The REST contract as an OpenAPI 3.1 document, served without a token at ``GET /openapi.json``.
 
 The document is built in code — the paths here, the schemas and examples in
-:mod:`tgbroadcast.server.rest.openapi_schemas` — so the parts that must agree with the service cannot drift:
-enum spellings come from the proto (``MEDIA_TYPE_PHOTO`` → ``"photo"``), and
-``tests/test_openapi.py`` checks that it lists exactly the routes the aiohttp app serves,
-that it is valid OpenAPI 3.1, that its request schemas have the fields the server's body
-models accept, that its examples match their schemas and are accepted by the server, and
-that real answers (JSON, SSE events, problem+json errors) have the documented shapes.
+:mod:`tgbroadcast.server.rest.openapi_schemas` — so the parts that must agree with the service
+cannot drift: enum spellings come from the proto (``MEDIA_TYPE_PHOTO`` → ``"photo"``), and
+``tests/test_openapi.py`` checks that it lists exactly the routes the aiohttp app serves, that it is
+valid OpenAPI 3.1, that its request schemas have the fields the server's body models accept, that
+its examples match their schemas and are accepted by the server, and that real answers (JSON, SSE
+events, problem+json errors) have the documented shapes.
 
 REST conventions it describes: JSON field names are the proto's, ids are JSON numbers, enums
 are lower-case short names, timestamps RFC 3339 strings, errors ``application/problem+json``.

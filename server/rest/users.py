@@ -3,9 +3,9 @@
 
 * ``GET /v1/users/{user_id}`` — the user (404 problem when unknown).
 * ``DELETE /v1/users/{user_id}`` — forget the user and its tags: 204 (404 when unknown).
-* ``POST /v1/users/import`` — a ``text/csv`` body (see :mod:`tgbroadcast.server.rest.users_csv`), read as a
-  stream and committed every 10,000 rows: ``{"imported": N}``. A bad line answers 400 naming
-  it (``line 17.id``); the chunks before the one holding it stay committed and the problem's
+* ``POST /v1/users/import`` — a ``text/csv`` body (see :mod:`tgbroadcast.server.rest.users_csv`),
+  read as a stream and committed every 10,000 rows: ``{"imported": N}``. A bad line answers 400
+  naming it (``line 17.id``); the chunks before the one holding it stay committed and the problem's
   ``imported`` says how many users they held.
 """
 
@@ -29,7 +29,8 @@ CSV_TYPES = frozenset({"text/csv", "application/csv"})
 
 
 def add_routes(app: web.Application) -> None:
-    """Register the routes above on ``app`` (made by :func:`tgbroadcast.server.rest.app.create_app`)."""
+    """Register the routes above on ``app`` (made by
+    :func:`tgbroadcast.server.rest.app.create_app`)."""
     app.router.add_post("/v1/users/import", import_users)
     app.router.add_get("/v1/users/{user_id}", get_user)
     app.router.add_delete("/v1/users/{user_id}", delete_user)
@@ -58,7 +59,7 @@ async def import_users(request: web.Request) -> web.Response:
     try:
         imported = await params.service(request).import_users(csv_chunks(_lines(request)))
     except ImportRefused as exc:
-        return _refused(exc)
+        return _import_refused_problem(exc)
     return web.json_response({"imported": imported})
 
 
@@ -76,7 +77,7 @@ async def _lines(request: web.Request) -> AsyncIterator[bytes]:
         yield line
 
 
-def _refused(exc: ImportRefused) -> web.Response:
+def _import_refused_problem(exc: ImportRefused) -> web.Response:
     """The usual 400 problem, plus how many users the chunks before the bad one imported."""
     body: dict[str, Any] = {
         "type": "about:blank",

@@ -1,2 +1,1 @@
-"""One Alembic revision a module, numbered in order; each is frozen once released.
-"""
+"""One Alembic revision a module, numbered in order; each is frozen once released."""
