@@ -4,6 +4,6 @@
 * :mod:`.rest` — the HTTP/JSON bridge: REST routes, SSE, OpenAPI.
 * :mod:`.auth` — bearer tokens, the same check for both.
 
-May import: ``tgbroadcast.core`` (service, rules, domain) and ``tgbroadcast.v1``; never the
+May import: ``tgbroadcast.core`` (service, rules, domain, tasks) and ``tgbroadcast.v1``; never the
 store or the queue directly, the worker or the launcher.
 """

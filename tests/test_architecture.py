@@ -33,7 +33,7 @@ MAY_IMPORT: dict[str, frozenset[str]] = {
     | {"core.rules", "core.store", "core.queue", "core.metrics", "core.tasks"},
     "core.background": _CORE_BASE
     | {"core.rules", "core.store", "core.queue", "core.service", "core.config", "core.tasks"},
-    "server": _CORE_BASE | {"core.rules", "core.service", "v1"},
+    "server": _CORE_BASE | {"core.rules", "core.service", "core.tasks", "v1"},
     "worker": _CORE_BASE
     | {"core.rules", "core.store", "core.queue", "core.config", "core.logs"}
     | {"core.metrics", "core.tasks"},

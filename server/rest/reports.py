@@ -31,6 +31,7 @@ from aiohttp import web
 from tgbroadcast.core.domain.errors import InvalidArgument
 from tgbroadcast.core.domain.model import Delivery
 from tgbroadcast.core.service.broadcasting import WatchUpdate
+from tgbroadcast.core.tasks import cancel_and_wait
 from tgbroadcast.server.rest import params, rendering
 
 logger = logging.getLogger(__name__)
@@ -259,6 +260,5 @@ async def watch_events(request: web.Request) -> web.StreamResponse:
     except ConnectionResetError:
         pass  # the client went away: stop following
     finally:
-        follower.cancel()
-        await asyncio.gather(follower, return_exceptions=True)
+        await cancel_and_wait(follower)
     return response
