@@ -5,7 +5,6 @@ recipient."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -17,13 +16,6 @@ from tgbroadcast.core.store.tables import deliveries
 from tgbroadcast.worker.claims import ClaimTokens, JobClaims
 
 LEASE = 60.0
-
-
-@pytest.fixture
-async def store(database_url: str) -> AsyncIterator[Store]:
-    async with Store.open(database_url) as store:
-        await store.migrate()
-        yield store
 
 
 async def create(store: Store, user_ids: range) -> int:

@@ -1,13 +1,13 @@
-"""The real entry points as separate processes: `tgbroadcast run`, `server` + `worker`, `migrate`.
+"""The real entry points as separate processes: `tgbroadcast run`, `server` + `worker`,
+`migrate`.
 
-Also checks the README's Python client example works as written, and that no token ever
+Also checks the documented aiohttp client example works as written, and that no token ever
 reaches the logs (at DEBUG, with aiohttp and aiogram logging their URLs).
 """
 
 from __future__ import annotations
 
 import asyncio
-import re
 import signal
 import sys
 from collections.abc import Mapping
@@ -16,29 +16,19 @@ from pathlib import Path
 import aiohttp
 import grpc
 
+from tests.fixtures.docs import ROOT, aimed_at, doc_example, run_script
+from tests.fixtures.environ import API_TOKEN, local_storage, service_environ
 from tests.fixtures.processes import TGBROADCAST, spawn, wait_healthy
 from tests.fixtures.services import free_port
-from tests.fixtures.stack import API_TOKEN
-from tests.fixtures.telegram import BOT_TOKEN
+from tests.fixtures.telegram import BOT_SECRET
 from tgbroadcast.simulator import Simulator
 from tgbroadcast.v1 import broadcast_pb2 as pb
 from tgbroadcast.v1 import broadcast_pb2_grpc as pb_grpc
 
-ROOT = Path(__file__).parent.parent
-BOT_SECRET = BOT_TOKEN.split(":", 1)[1]
 
-
-def service_environ(tmp_path: Path, simulator: Simulator) -> dict[str, str]:
-    return {
-        "TGB_DATA_DIR": str(tmp_path / "data"),
-        "TGB_TELEGRAM_TOKEN": BOT_TOKEN,
-        "TGB_TELEGRAM_API_URL": simulator.api_url,
-        "TGB_SERVER_API_TOKEN": API_TOKEN,
-        "TGB_SERVER_PORT": str(free_port()),
-        "TGB_SERVER_GRPC_PORT": str(free_port()),
-        "TGB_NATS_URL": "",
-        "TGB_DATABASE_DSN": "",
-    }
+def local_environ(tmp_path: Path, simulator: Simulator) -> dict[str, str]:
+    """The service on SQLite and an embedded nats-server under ``tmp_path / "data"``."""
+    return service_environ(simulator, local_storage(tmp_path / "data"))
 
 
 async def broadcast_and_watch(
@@ -69,39 +59,29 @@ def assert_no_secrets(text: str) -> None:
     assert API_TOKEN not in text
 
 
-async def run_readme_client_example(environ: Mapping[str, str], tmp_path: Path) -> None:
-    """The README's aiohttp example as a user copies it, pointed at this service."""
-    code = readme_client_example()
-    code = code.replace("http://localhost:8080", f"http://127.0.0.1:{environ['TGB_SERVER_PORT']}")
-    code = code.replace("change-me-to-a-long-random-token", API_TOKEN)
-    script = tmp_path / "client.py"
-    script.write_text(code, encoding="utf-8")
-    client = await asyncio.create_subprocess_exec(
-        sys.executable,
-        str(script),
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-    )
-    stdout, stderr = await client.communicate()
-    assert client.returncode == 0, stderr.decode()
-    output = stdout.decode()
-    assert "'status': 'queued'" in output
-    assert "'total': 2" in output
+async def run_client_example(environ: Mapping[str, str], tmp_path: Path) -> None:
+    """The documented aiohttp example as a user copies it, pointed at this service."""
+    http_url = f"http://127.0.0.1:{environ['TGB_SERVER_PORT']}"
+    code = aimed_at(doc_example("client-example"), token=API_TOKEN, http_url=http_url)
+    run = await run_script(code, tmp_path / "client.py")
+    assert run.returncode == 0, run.stderr
+    assert "'status': 'queued'" in run.stdout
+    assert "'total': 2" in run.stdout
 
 
 async def test_run_all_in_one_and_shut_down_on_sigterm(
     tmp_path: Path, simulator: Simulator
 ) -> None:
-    """`tgbroadcast run` at DEBUG: a broadcast, the README's client example, a clean SIGTERM,
-    and not one token in the log."""
-    environ = service_environ(tmp_path, simulator)
+    """`tgbroadcast run` at DEBUG: a broadcast, the documented client example, a clean
+    SIGTERM, and not one token in the log."""
+    environ = local_environ(tmp_path, simulator)
     args = [str(TGBROADCAST), "--log-level", "DEBUG", "run"]
     async with spawn(args, environ, tmp_path, "run") as process:
         await wait_healthy(process, f"http://127.0.0.1:{environ['TGB_SERVER_PORT']}")
         messages = await broadcast_and_watch(environ, [1, 2, 3])
         assert {m.result.user_id for m in messages[:-1]} == {1, 2, 3}
         assert messages[-1].progress.status == pb.BROADCAST_STATUS_COMPLETED
-        await run_readme_client_example(environ, tmp_path)
+        await run_client_example(environ, tmp_path)
         process.proc.send_signal(signal.SIGTERM)
         assert await asyncio.wait_for(process.proc.wait(), 30) == 0
     log = process.log()
@@ -112,7 +92,7 @@ async def test_run_all_in_one_and_shut_down_on_sigterm(
 
 
 async def test_separate_server_and_worker_processes(tmp_path: Path, simulator: Simulator) -> None:
-    environ = service_environ(tmp_path, simulator)
+    environ = local_environ(tmp_path, simulator)
     python = sys.executable
     async with spawn(
         [python, "-m", "tgbroadcast.launcher", "server"], environ, tmp_path, "server"
@@ -154,17 +134,6 @@ async def test_migrate_and_config_errors(tmp_path: Path) -> None:
     assert "config telegram.token: is required" in process.log()
 
 
-def readme_client_example() -> str:
-    readme = (ROOT / "README.md").read_text(encoding="utf-8")
-    match = re.search(
-        r"<!-- client-example:start -->\s*```python\n(.*?)```\s*<!-- client-example:end -->",
-        readme,
-        re.S,
-    )
-    assert match, "README.md lost its client example"
-    return match.group(1)
-
-
-def test_clients_example_is_the_readme_example() -> None:
+def test_clients_example_is_the_documented_example() -> None:
     shipped = (ROOT / "clients" / "python" / "send_message.py").read_text(encoding="utf-8")
-    assert shipped.endswith(readme_client_example())
+    assert shipped.endswith(doc_example("client-example"))

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.fixtures.nats import wait_until
+from tests.fixtures.nats import drain_jobs, wait_until
 from tgbroadcast.core.domain.model import Content, NewBroadcast
 from tgbroadcast.core.queue import Queue
 from tgbroadcast.core.service.dispatch import Dispatcher
@@ -35,12 +35,7 @@ async def create(store: Store, count: int) -> int:
 
 
 async def queued_recipients(queue: Queue) -> list[int]:
-    recipients: list[int] = []
-    while jobs := await queue.fetch_jobs(max_jobs=100, timeout=0.5):
-        for received in jobs:
-            recipients.extend(received.job.user_ids)
-            await received.ack()
-    return recipients
+    return [user_id for received in await drain_jobs(queue) for user_id in received.job.user_ids]
 
 
 async def test_dispatch_covers_every_recipient_in_batches(store: Store, queue: Queue) -> None:
@@ -59,7 +54,7 @@ async def test_the_rescuer_takes_over_a_broadcast_left_undispatched(
     async with Dispatcher(store=store, queue=queue, sweep_interval=0.05, stale_after=0.0):
         # As if a server stored it, answered 202 and was killed before publishing.
         broadcast_id = await create(store, 30)
-        await wait_until(lambda: _dispatched(store), within=5.0)
+        await wait_until(lambda: _dispatched(store))
     assert sorted(await queued_recipients(queue)) == list(range(1, 31))
     assert (await store.get_broadcast(broadcast_id)).status.value == "queued"
 

@@ -1,7 +1,7 @@
-"""The service's own parser of Telegram's formatting (``tgbroadcast.core.rules.formatting``): what it
-accepts, what it refuses with Telegram's reason, and the length it counts — on the cases where
-it once disagreed with Telegram (see also tests/test_simulator_formatting.py, which compares it
-with the simulator's independent parser)."""
+"""The service's own parser of Telegram's formatting (``tgbroadcast.core.rules.formatting``):
+what it accepts, what it refuses with Telegram's reason, and the length it counts — on the
+cases where it once disagreed with Telegram (see also tests/test_simulator_formatting.py,
+which compares it with the simulator's independent parser)."""
 
 from __future__ import annotations
 

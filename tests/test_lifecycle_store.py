@@ -10,6 +10,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
+from tests.fixtures.nats import drain_jobs
 from tgbroadcast.core.background.scheduler import Scheduler
 from tgbroadcast.core.domain import states
 from tgbroadcast.core.domain.errors import AlreadyExists, FailedPrecondition, NotFound
@@ -33,13 +34,6 @@ FUTURE = datetime(2999, 1, 1, tzinfo=UTC)
 
 
 @pytest.fixture
-async def store(database_url: str) -> AsyncIterator[Store]:
-    async with Store.open(database_url) as store:
-        await store.migrate()
-        yield store
-
-
-@pytest.fixture
 async def queue(nats_url: str, queue_prefix: str) -> AsyncIterator[Queue]:
     async with Queue.connect(nats_url, prefix=queue_prefix) as connected:
         yield connected
@@ -47,12 +41,7 @@ async def queue(nats_url: str, queue_prefix: str) -> AsyncIterator[Queue]:
 
 async def queued_jobs(queue: Queue) -> list[Job]:
     """Every job in the queue, acked (as workers dropping a paused broadcast's jobs do)."""
-    jobs: list[Job] = []
-    while received := await queue.fetch_jobs(max_jobs=100, timeout=0.5):
-        for job in received:
-            jobs.append(job.job)
-            await job.ack()
-    return jobs
+    return [received.job for received in await drain_jobs(queue)]
 
 
 def to(*user_ids: int, send_at: datetime | None = None, key: str | None = None) -> NewBroadcast:

@@ -10,7 +10,7 @@ from pathlib import Path
 import nats
 import pytest
 
-from tests.fixtures.nats import delete_streams, new_prefix
+from tests.fixtures.nats import delete_streams, fetched, new_prefix
 from tests.fixtures.services import listening
 from tgbroadcast.core.queue import Job, Queue
 from tgbroadcast.launcher.natsserver import EmbeddedNatsServer, NatsServerError
@@ -140,7 +140,7 @@ async def test_data_persists_across_restart(tmp_path: Path) -> None:
         await queue.publish_jobs([job])
     async with EmbeddedNatsServer(store_dir=store) as server:
         async with Queue.connect(server.url, prefix=prefix) as queue:
-            received = await queue.fetch_jobs(max_jobs=10, timeout=2.0)
+            received = await fetched(queue)
             assert [r.job for r in received] == [job]
             await received[0].ack()
         await delete_streams(server.url, prefix)
@@ -162,7 +162,7 @@ async def test_queue_reconnects_after_a_server_restart(tmp_path: Path) -> None:
             async with EmbeddedNatsServer(store_dir=store, port=port):
                 # Same queue object: the client reconnects by itself, buffers meanwhile.
                 await queue.publish_jobs([after])
-                received = await queue.fetch_jobs(max_jobs=10, timeout=5.0)
+                received = await fetched(queue, 2)
                 assert sorted(r.job.user_ids for r in received) == [(1,), (2,)]
                 for r in received:
                     await r.ack()

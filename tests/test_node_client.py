@@ -8,7 +8,6 @@ so a second run costs a node start or two.
 from __future__ import annotations
 
 import asyncio
-import os
 import re
 import shutil
 import subprocess
@@ -17,14 +16,15 @@ from pathlib import Path
 
 import pytest
 
+from tests.fixtures.environ import user_environ
 from tests.fixtures.services import IN_CI
-from tests.fixtures.stack import API_TOKEN, Stack
-from tests.test_service import assert_watch_complete, watch
+from tests.fixtures.stack import API_TOKEN, Stack, on_sqlite
+from tests.fixtures.watching import assert_watch_complete, watch
 from tgbroadcast.simulator import ChatState
 from tgbroadcast.v1 import broadcast_pb2 as pb
 
 # The client only speaks gRPC: one backend is enough.
-pytestmark = pytest.mark.parametrize("backend", ["sqlite"], indirect=True)
+pytestmark = on_sqlite
 
 NODE_CLIENT = Path(__file__).resolve().parents[1] / "clients" / "node"
 
@@ -67,8 +67,7 @@ class Run:
 
 
 async def run_example(node: str, stack: Stack, token: str, *args: str) -> Run:
-    environ = {k: v for k, v in os.environ.items() if not k.startswith("TGB_")}
-    environ |= {"TGB_GRPC_TARGET": stack.grpc_target, "TGB_API_TOKEN": token}
+    environ = user_environ(TGB_GRPC_TARGET=stack.grpc_target, TGB_API_TOKEN=token)
     proc = await asyncio.create_subprocess_exec(
         node,
         str(NODE_CLIENT / "send.js"),

@@ -17,8 +17,9 @@ from openapi_schema_validator import OAS31Validator
 from openapi_spec_validator import validate
 from pydantic import BaseModel
 
+from tests.fixtures.rest import get, post
 from tests.fixtures.stack import API_TOKEN, Backend, Stack, start_stack
-from tests.test_service import get, post, watch
+from tests.fixtures.watching import watch
 from tgbroadcast.server.auth import TokenCheck
 from tgbroadcast.server.rest import app as rest_app
 from tgbroadcast.server.rest import content, openapi, openapi_schemas

@@ -16,12 +16,14 @@ import aiohttp
 import grpc
 import pytest
 
+from tests.fixtures.held_calls import HoldingSimulator
+from tests.fixtures.nats import wait_until
 from tests.fixtures.stack import Backend, Stack, start_stack
 from tgbroadcast.core.domain.errors import InvalidArgument, NotFound
 from tgbroadcast.core.domain.model import Content, DeliveryResult, DeliveryState, NewBroadcast
 from tgbroadcast.core.service.reports import export_deliveries, list_deliveries
 from tgbroadcast.core.store import Store
-from tgbroadcast.simulator import ChatState, Fault, Simulator
+from tgbroadcast.simulator import ChatState
 from tgbroadcast.v1 import broadcast_pb2 as pb
 
 AT = datetime(2025, 5, 6, 7, 8, 9, 123456, tzinfo=UTC)
@@ -39,13 +41,6 @@ OUTCOMES: dict[int, tuple[DeliveryState, str | None]] = {
 }
 RECIPIENTS = (70, 10, 50, 20, 30, 40, 60, 80, 90)
 PENDING = (50, 80, 90)
-
-
-@pytest.fixture
-async def store(database_url: str) -> AsyncIterator[Store]:
-    async with Store.open(database_url) as opened:
-        await opened.migrate()
-        yield opened
 
 
 async def seeded(store: Store) -> int:
@@ -435,53 +430,79 @@ async def test_sse_unknown_broadcast_is_a_problem(stack: Stack) -> None:
 
 
 @pytest.fixture
-async def heartbeat_stack(backend: Backend, simulator: Simulator) -> AsyncIterator[Stack]:
-    overrides = {"TGB_SERVER_SSE_HEARTBEAT": "0.02", "TGB_WORKER_BACKOFF_BASE": "0.01"}
-    async with start_stack(backend, simulator, overrides) as started:
-        yield started
-
-
-async def test_sse_sends_heartbeats_while_idle(heartbeat_stack: Stack) -> None:
-    stack = heartbeat_stack
-    # The one recipient's first send hangs (then a 504, retried): the stream idles meanwhile.
-    stack.simulator.faults.inject(Fault.hang(2.0), times=1, chat_id=601)
-    broadcast_id = await send(stack, [601])
-    heartbeats: list[str] = []
+async def heartbeat_stack(backend: Backend) -> AsyncIterator[tuple[Stack, HoldingSimulator]]:
+    """A stack whose SSE streams send a heartbeat after 20 ms of silence, and its simulator,
+    which holds the sends a test tells it to."""
+    overrides = {"TGB_SERVER_SSE_HEARTBEAT": "0.02"}
     async with (
-        aiohttp.ClientSession() as session,
-        session.get(
-            f"{stack.http_url}/v1/broadcasts/{broadcast_id}/events", headers=stack.auth
-        ) as response,
+        HoldingSimulator() as simulator,
+        start_stack(backend, simulator, overrides) as started,
     ):
-        events = await read_events(response, heartbeats=heartbeats)
+        yield started, simulator
+
+
+async def test_sse_sends_heartbeats_while_idle(
+    heartbeat_stack: tuple[Stack, HoldingSimulator],
+) -> None:
+    stack, simulator = heartbeat_stack
+    # The one recipient's send is held until a heartbeat came: the stream idles meanwhile.
+    held = simulator.hold("sendMessage")
+    try:
+        broadcast_id = await send(stack, [601])
+        heartbeats: list[str] = []
+
+        async def heard() -> bool:
+            return ": heartbeat" in heartbeats
+
+        async with (
+            aiohttp.ClientSession() as session,
+            session.get(
+                f"{stack.http_url}/v1/broadcasts/{broadcast_id}/events", headers=stack.auth
+            ) as response,
+        ):
+            reading = asyncio.create_task(read_events(response, heartbeats=heartbeats))
+            await held.holding()
+            await wait_until(heard)
+            held.release()
+            events = await reading
+    finally:
+        held.release()
     assert_results_then_end(events, {601})
     assert ": heartbeat" in heartbeats
 
 
-async def test_sse_stops_following_when_the_client_goes(heartbeat_stack: Stack) -> None:
-    stack = heartbeat_stack
-    # The send hangs far longer than the test needs: the broadcast stays unfinished.
-    stack.simulator.faults.inject(Fault.hang(5.0), times=1, chat_id=611)
-    broadcast_id = await send(stack, [611])
-    queue = stack.running.backends.queue
+async def test_sse_stops_following_when_the_client_goes(
+    heartbeat_stack: tuple[Stack, HoldingSimulator],
+) -> None:
+    stack, simulator = heartbeat_stack
+    # The send is held for as long as the test runs: the broadcast stays unfinished.
+    held = simulator.hold("sendMessage")
+    try:
+        broadcast_id = await send(stack, [611])
+        await held.holding()
+        queue = stack.running.backends.queue
 
-    async def watchers() -> int:
-        consumers = await queue.jetstream.consumers_info(queue.names.events_stream)
-        return sum(c.name.startswith(f"watch-{broadcast_id}-") for c in consumers)
+        async def watchers() -> int:
+            consumers = await queue.jetstream.consumers_info(queue.names.events_stream)
+            return sum(c.name.startswith(f"watch-{broadcast_id}-") for c in consumers)
 
-    async with (
-        aiohttp.ClientSession() as session,
-        session.get(
-            f"{stack.http_url}/v1/broadcasts/{broadcast_id}/events", headers=stack.auth
-        ) as response,
-    ):
-        assert await response.content.readline() == f": broadcast {broadcast_id}\n".encode()
-        async with asyncio.timeout(60):
-            while await watchers() != 1:  # noqa: ASYNC110 -- the state is in NATS
-                await asyncio.sleep(0.02)
-    # The client went away mid-stream: the server notices and drops its watch.
-    async with asyncio.timeout(60):
-        while await watchers():  # noqa: ASYNC110
-            await asyncio.sleep(0.02)
-    report = await stack.running.backends.store.get_broadcast(broadcast_id)
-    assert not report.status.is_final  # it was the client leaving, not the end
+        async def one_watcher() -> bool:
+            return await watchers() == 1
+
+        async def no_watcher() -> bool:
+            return await watchers() == 0
+
+        async with (
+            aiohttp.ClientSession() as session,
+            session.get(
+                f"{stack.http_url}/v1/broadcasts/{broadcast_id}/events", headers=stack.auth
+            ) as response,
+        ):
+            assert await response.content.readline() == f": broadcast {broadcast_id}\n".encode()
+            await wait_until(one_watcher)
+        # The client went away mid-stream: the server notices and drops its watch.
+        await wait_until(no_watcher)
+        report = await stack.running.backends.store.get_broadcast(broadcast_id)
+        assert not report.status.is_final  # it was the client leaving, not the end
+    finally:
+        held.release()

@@ -3,16 +3,18 @@
 from __future__ import annotations
 
 import asyncio
-from collections import Counter
-from typing import Any
 
-import aiohttp
 import grpc
 import pytest
 from google.rpc import error_details_pb2
 from grpc_status import rpc_status
 
+from tests.fixtures.held_calls import HoldingSimulator
+from tests.fixtures.nats import wait_until
+from tests.fixtures.rest import get, post
 from tests.fixtures.stack import SECOND_API_TOKEN, Backend, Stack, start_stack
+from tests.fixtures.telegram import sends_by_chat
+from tests.fixtures.watching import assert_watch_complete, watch, watch_into
 from tgbroadcast.simulator import ChatState, Simulator
 from tgbroadcast.v1 import broadcast_pb2 as pb
 
@@ -26,52 +28,6 @@ MEDIA_METHODS = {
     "video_note": ("sendVideoNote", "video_note"),
     "sticker": ("sendSticker", "sticker"),
 }
-
-
-async def post(stack: Stack, path: str, body: Any, **kwargs: Any) -> tuple[int, Any]:
-    headers = kwargs.pop("headers", stack.auth)
-    async with (
-        aiohttp.ClientSession() as session,
-        session.post(stack.http_url + path, json=body, headers=headers, **kwargs) as response,
-    ):
-        return response.status, await response.json(content_type=None)
-
-
-async def get(stack: Stack, path: str) -> tuple[int, Any]:
-    async with (
-        aiohttp.ClientSession() as session,
-        session.get(stack.http_url + path, headers=stack.auth) as response,
-    ):
-        return response.status, await response.json(content_type=None)
-
-
-async def watch(stack: Stack, broadcast_id: int) -> list[pb.WatchBroadcastResponse]:
-    async with stack.stub() as stub:
-        call = stub.WatchBroadcast(
-            pb.WatchBroadcastRequest(broadcast_id=broadcast_id), metadata=stack.metadata
-        )
-        return [message async for message in call]
-
-
-def sends_by_chat(simulator: Simulator, method: str) -> Counter[int]:
-    return Counter(
-        int(call.params["chat_id"]) for call in simulator.calls if call.method == method and call.ok
-    )
-
-
-def assert_watch_complete(
-    messages: list[pb.WatchBroadcastResponse], recipients: set[int]
-) -> dict[int, pb.DeliveryResult]:
-    """Every recipient's outcome exactly once, then a closing message with the final status."""
-    *outcomes, closing = messages
-    assert not closing.HasField("result")
-    assert closing.progress.status == pb.BROADCAST_STATUS_COMPLETED
-    assert closing.progress.pending == 0
-    seen = Counter(m.result.user_id for m in outcomes)
-    assert set(seen) == recipients
-    assert all(count == 1 for count in seen.values()), seen
-    assert closing.progress.sent + closing.progress.failed == len(recipients)
-    return {m.result.user_id: m.result for m in outcomes}
 
 
 async def test_rest_text_broadcast_reaches_every_recipient_once(stack: Stack) -> None:
@@ -132,26 +88,43 @@ async def test_grpc_media_broadcast_uses_the_right_method(stack: Stack, media_ty
             assert "caption" not in call.params
 
 
-async def test_late_watcher_replays_then_follows_live(
-    backend: Backend, simulator: Simulator
-) -> None:
-    # Ten sends at 5 per second: the watcher joins while the broadcast is running.
-    async with start_stack(
-        backend, simulator, {"TGB_TELEGRAM_RATE_LIMIT": "5", "TGB_WORKER_CONCURRENCY": "1"}
-    ) as stack:
-        recipients = set(range(100, 110))
-        status, body = await post(
-            stack, "/send-message", {"message": "tick", "user_ids": sorted(recipients)}
-        )
-        assert status == 202
-        broadcast_id = body["broadcast_id"]
-        while True:
+async def test_late_watcher_replays_then_follows_live(backend: Backend) -> None:
+    # Three sends answered, the fourth held: the watchers join while the broadcast runs.
+    async with (
+        HoldingSimulator() as simulator,
+        start_stack(backend, simulator, {"TGB_WORKER_CONCURRENCY": "1"}) as stack,
+    ):
+        held = simulator.hold("sendMessage", after=3)
+        try:
+            recipients = set(range(100, 110))
+            status, body = await post(
+                stack, "/send-message", {"message": "tick", "user_ids": sorted(recipients)}
+            )
+            assert status == 202
+            broadcast_id = body["broadcast_id"]
+            await held.holding()
+
+            async def three_sent() -> bool:
+                _, state = await get(stack, f"/v1/broadcasts/{broadcast_id}")
+                return bool(state["sent"] >= 3)
+
+            await wait_until(three_sent)
             _, state = await get(stack, f"/v1/broadcasts/{broadcast_id}")
-            if state["sent"] >= 3:
-                break
-            await asyncio.sleep(0.05)  # polling the condition, bounded by the test timeout
-        assert state["status"] == "running"
-        late, replay = await asyncio.gather(watch(stack, broadcast_id), watch(stack, broadcast_id))
+            assert state["status"] == "running"
+            late: list[pb.WatchBroadcastResponse] = []
+            replay: list[pb.WatchBroadcastResponse] = []
+            watching = asyncio.gather(
+                watch_into(late, stack, broadcast_id), watch_into(replay, stack, broadcast_id)
+            )
+
+            async def joined() -> bool:  # each has replayed the three outcomes so far
+                return len(late) >= 3 and len(replay) >= 3
+
+            await wait_until(joined)
+            held.release()
+            await watching
+        finally:
+            held.release()
         assert_watch_complete(late, recipients)
         assert_watch_complete(replay, recipients)
         # Finished: a new watcher replays everything from SQL and ends.

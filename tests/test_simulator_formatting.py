@@ -1,8 +1,9 @@
-"""The simulator's own parser of Telegram's formatting (``tgbroadcast.simulator.markup``), checked against
-hand-written answers taken from the Bot API's "Formatting options" and the official server's
-rules, and against the service's parser (``tgbroadcast.core.rules.formatting``): the two must agree on
-accept/reject and on the visible length, except where Telegram's rules say the service is
-wrong (listed below, with the simulator's — Telegram's — answer).
+"""The simulator's own parser of Telegram's formatting (``tgbroadcast.simulator.markup``),
+checked against hand-written answers taken from the Bot API's "Formatting options" and the
+official server's rules, and against the service's parser
+(``tgbroadcast.core.rules.formatting``): the two must agree on accept/reject and on the
+visible length, except where Telegram's rules say the service is wrong (listed below, with
+the simulator's — Telegram's — answer).
 """
 
 from __future__ import annotations
@@ -388,7 +389,8 @@ async def test_the_bot_api_stores_the_parsed_text(
 
 FORMER_DIVERGENCES: list[tuple[str, str, str | int]] = [
     # (mode, input, Telegram's answer: the visible length, or the refusal's reason) where
-    # tgbroadcast.core.rules.formatting used to answer otherwise; both parsers must now give exactly it.
+    # tgbroadcast.core.rules.formatting used to answer otherwise; both parsers must now give
+    # exactly it.
     ("HTML", "<span>s</span>", 'Tag "span" must have class "tg-spoiler" at byte offset 0'),
     (
         "HTML",
@@ -449,7 +451,8 @@ FORMER_DIVERGENCES: list[tuple[str, str, str | int]] = [
 ]
 
 KNOWN_DIVERGENCES: list[tuple[str, str, str | int]] = [
-    # (mode, input, Telegram's answer) where tgbroadcast.core.rules.formatting still answers otherwise.
+    # (mode, input, Telegram's answer) where tgbroadcast.core.rules.formatting still answers
+    # otherwise.
     # Legacy Markdown is not offered by the service (ParseMode has HTML and MarkdownV2 only).
     ("Markdown", "snake_case", "Can't find end of the entity starting at byte offset 5"),
 ]

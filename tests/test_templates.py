@@ -14,9 +14,10 @@ import pytest
 from google.rpc import error_details_pb2
 from grpc_status import rpc_status
 
+from tests.fixtures.rest import post
 from tests.fixtures.stack import Stack, open_backend, start_stack
 from tests.fixtures.telegram import BOT_ID
-from tests.test_service import assert_watch_complete, post, watch
+from tests.fixtures.watching import assert_watch_complete, watch
 from tgbroadcast.core.domain.content import AlbumItem, AlbumKind, ContentOptions, ParseMode
 from tgbroadcast.core.domain.errors import InvalidArgument
 from tgbroadcast.core.domain.model import Content, MediaType, UserProfile

@@ -8,113 +8,22 @@ embedded one, or the external one), sending to the simulator in the test process
 from __future__ import annotations
 
 import asyncio
-import sys
-from collections import Counter
 from collections.abc import AsyncIterator, Mapping
 from contextlib import AsyncExitStack, asynccontextmanager
 from pathlib import Path
 
 import aiohttp
-import grpc
 
-from tests.fixtures.nats import wait_until
-from tests.fixtures.processes import Process, spawn, wait_healthy
+from tests.fixtures.cluster import AUTH, cluster, environ
+from tests.fixtures.held_calls import HoldingSimulator
+from tests.fixtures.nats import no_jobs, wait_until
 from tests.fixtures.services import POSTGRES_ADDR, free_port
-from tests.fixtures.stack import API_TOKEN, Backend, open_backend, start_stack
-from tests.fixtures.telegram import BOT_TOKEN
-from tests.test_service import assert_watch_complete, watch
+from tests.fixtures.stack import Backend, open_backend, start_stack
+from tests.fixtures.telegram import sends_by_chat, sent_at_least
+from tests.fixtures.watching import assert_watch_complete, watch
 from tgbroadcast.core.queue import Job, Queue
 from tgbroadcast.launcher.natsserver import EmbeddedNatsServer
 from tgbroadcast.simulator import Limit, RateLimits, Simulator
-from tgbroadcast.v1 import broadcast_pb2 as pb
-from tgbroadcast.v1 import broadcast_pb2_grpc as pb_grpc
-
-AUTH = {"Authorization": f"Bearer {API_TOKEN}"}
-
-
-def environ(backend: Backend, simulator: Simulator, **overrides: str) -> dict[str, str]:
-    return {
-        **backend.environ,
-        "TGB_TELEGRAM_TOKEN": BOT_TOKEN,
-        "TGB_TELEGRAM_API_URL": simulator.api_url,
-        "TGB_SERVER_API_TOKEN": API_TOKEN,
-        "TGB_SERVER_PORT": str(free_port()),
-        "TGB_SERVER_GRPC_PORT": str(free_port()),
-        "TGB_NATS_ACK_WAIT": "3",
-        "TGB_NATS_PREFIX": backend.prefix,
-        **overrides,
-    }
-
-
-class Cluster:
-    """A server process and worker processes on one backend."""
-
-    def __init__(self, stack: AsyncExitStack, env: Mapping[str, str], cwd: Path) -> None:
-        self._stack = stack
-        self.env = dict(env)
-        self._cwd = cwd
-        self._count = 0
-
-    @property
-    def http_url(self) -> str:
-        return f"http://127.0.0.1:{self.env['TGB_SERVER_PORT']}"
-
-    async def server(self) -> Process:
-        process = await self._spawn("server")
-        await wait_healthy(process, self.http_url)
-        return process
-
-    async def worker(self) -> Process:
-        process = await self._spawn("worker")
-        await wait_until(lambda: _logged(process, "worker started"), within=60)
-        return process
-
-    async def _spawn(self, role: str) -> Process:
-        self._count += 1
-        args = [sys.executable, "-m", "tgbroadcast.launcher", role]
-        name = f"{role}-{self._count}"
-        return await self._stack.enter_async_context(spawn(args, self.env, self._cwd, name))
-
-    async def send(self, user_ids: list[int]) -> int:
-        async with (
-            aiohttp.ClientSession() as session,
-            session.post(
-                self.http_url + "/send-message",
-                json={"message": "to many", "user_ids": user_ids},
-                headers=AUTH,
-            ) as response,
-        ):
-            assert response.status == 202
-            broadcast_id: int = (await response.json())["broadcast_id"]
-            return broadcast_id
-
-    async def watch(self, broadcast_id: int) -> list[pb.WatchBroadcastResponse]:
-        target = f"127.0.0.1:{self.env['TGB_SERVER_GRPC_PORT']}"
-        async with grpc.aio.insecure_channel(target) as channel:
-            stub = pb_grpc.BroadcastServiceStub(channel)
-            call = stub.WatchBroadcast(
-                pb.WatchBroadcastRequest(broadcast_id=broadcast_id),
-                metadata=(("authorization", f"Bearer {API_TOKEN}"),),
-            )
-            return [message async for message in call]
-
-
-async def _logged(process: Process, text: str) -> bool:
-    return text in process.log()
-
-
-@asynccontextmanager
-async def cluster(env: Mapping[str, str], cwd: Path) -> AsyncIterator[Cluster]:
-    async with AsyncExitStack() as stack:
-        yield Cluster(stack, env, cwd)
-
-
-def accepted(simulator: Simulator) -> Counter[int]:
-    return Counter(
-        int(call.params["chat_id"])
-        for call in simulator.calls
-        if call.ok and call.method == "sendMessage"
-    )
 
 
 async def test_workers_share_one_budget_and_survive_kills(backend: Backend, tmp_path: Path) -> None:
@@ -143,29 +52,27 @@ async def test_workers_share_one_budget_and_survive_kills(backend: Backend, tmp_
             shared = list(range(1, 151))
             assert_watch_complete(await services.watch(await services.send(shared)), set(shared))
             assert [c for c in simulator.calls if c.error_code == 429] == []
-            assert accepted(simulator) == dict.fromkeys(shared, 1)
+            assert sends_by_chat(simulator) == dict.fromkeys(shared, 1)
 
             # 2. kill -9 of a worker mid-broadcast: the others finish its jobs.
-            before = accepted(simulator)
+            before = sends_by_chat(simulator)
             killed = list(range(1001, 1201))
             broadcast_id = await services.send(killed)
-            await wait_until(
-                lambda: _sent_at_least(simulator, sum(before.values()) + 40), within=30
-            )
+            await wait_until(lambda: sent_at_least(simulator, sum(before.values()) + 40))
             await workers[0].kill()
             assert_watch_complete(await services.watch(broadcast_id), set(killed))
-            counts = accepted(simulator) - before
+            counts = sends_by_chat(simulator) - before
             assert set(counts) == set(killed)  # nobody lost
             assert sum(n - 1 for n in counts.values()) <= concurrency  # the README's bound
 
             # 3. kill -9 of the server right after it answered 202.
-            before = accepted(simulator)
+            before = sends_by_chat(simulator)
             orphaned = list(range(2001, 2101))
             broadcast_id = await services.send(orphaned)
             await server.kill()
             await services.server()
             assert_watch_complete(await services.watch(broadcast_id), set(orphaned))
-            assert accepted(simulator) - before == dict.fromkeys(orphaned, 1)
+            assert sends_by_chat(simulator) - before == dict.fromkeys(orphaned, 1)
     assert [c for c in simulator.calls if c.error_code == 429] == []
 
 
@@ -177,28 +84,39 @@ async def test_a_job_held_twice_at_once_sends_each_recipient_once(
     window does), so it is held by two or three jobs at once, in both worker processes (a
     worker holds at most two jobs). Each recipient is claimed by one job; the others hand
     theirs back and ack once everyone is final. Every recipient gets exactly one message."""
-    async with Simulator() as simulator:
+    async with HoldingSimulator() as simulator:
         env = environ(backend, simulator, TGB_TELEGRAM_RATE_LIMIT="5", TGB_WORKER_CONCURRENCY="4")
         async with cluster(env, tmp_path) as services:
             _, *workers = await asyncio.gather(
                 services.server(), services.worker(), services.worker()
             )
-            recipients = list(range(1, 31))
-            broadcast_id = await services.send(recipients)
-            await wait_until(lambda: _sent_at_least(simulator, 3), within=60)
-            async with _jobs_queue(backend, env) as queue:
-                job = Job(broadcast_id=broadcast_id, user_ids=tuple(recipients))
-                for copy in ("again-1", "again-2"):
-                    await queue.jetstream.publish(
-                        queue.names.jobs_subject,
-                        job.encode(),
-                        headers={"Nats-Msg-Id": f"{job.msg_id}-{copy}"},
-                    )
-                assert_watch_complete(await services.watch(broadcast_id), set(recipients))
-                await wait_until(lambda: _no_jobs(queue), within=60)  # the copies were acked
-            assert accepted(simulator) == dict.fromkeys(recipients, 1)
-            # The copies really ran while the first job held the recipients.
-            assert any("job handed back" in worker.log() for worker in workers)
+            # Three sends answered, then Telegram holds the first job's next one: it holds
+            # its recipients until the copies have been handed back.
+            held = simulator.hold("sendMessage", after=3)
+            try:
+                recipients = list(range(1, 31))
+                broadcast_id = await services.send(recipients)
+                await held.holding()
+                async with _jobs_queue(backend, env) as queue:
+                    job = Job(broadcast_id=broadcast_id, user_ids=tuple(recipients))
+                    for copy in ("again-1", "again-2"):
+                        await queue.jetstream.publish(
+                            queue.names.jobs_subject,
+                            job.encode(),
+                            headers={"Nats-Msg-Id": f"{job.msg_id}-{copy}"},
+                        )
+
+                    async def handed_back() -> bool:
+                        return any("job handed back" in worker.log() for worker in workers)
+
+                    # The copies really ran while the first job held the recipients.
+                    await wait_until(handed_back)
+                    held.release()
+                    assert_watch_complete(await services.watch(broadcast_id), set(recipients))
+                    await wait_until(lambda: no_jobs(queue))  # the copies were acked
+            finally:
+                held.release()
+            assert sends_by_chat(simulator) == dict.fromkeys(recipients, 1)
 
 
 @asynccontextmanager
@@ -209,14 +127,6 @@ async def _jobs_queue(backend: Backend, env: Mapping[str, str]) -> AsyncIterator
     ack_wait = float(env["TGB_NATS_ACK_WAIT"])
     async with Queue.connect(url.strip(), prefix=backend.prefix, ack_wait=ack_wait) as queue:
         yield queue
-
-
-async def _no_jobs(queue: Queue) -> bool:
-    return await queue.pending_jobs() == 0
-
-
-async def _sent_at_least(simulator: Simulator, count: int) -> bool:
-    return sum(accepted(simulator).values()) >= count
 
 
 async def test_a_nats_restart_pauses_and_resumes(tmp_path: Path, simulator: Simulator) -> None:
@@ -241,7 +151,7 @@ async def test_a_nats_restart_pauses_and_resumes(tmp_path: Path, simulator: Simu
                 headers=AUTH,
             )
             broadcast_id = (await response.json())["broadcast_id"]
-        await wait_until(lambda: _sent_at_least(simulator, 30), within=30)
+        await wait_until(lambda: sent_at_least(simulator, 30))
         url = nats.url
         await nats.stop()
         restarted = await servers.enter_async_context(
@@ -249,7 +159,7 @@ async def test_a_nats_restart_pauses_and_resumes(tmp_path: Path, simulator: Simu
         )
         assert restarted.url == url
         assert_watch_complete(await watch(services, broadcast_id), set(recipients))
-    assert accepted(simulator) == dict.fromkeys(recipients, 1)
+    assert sends_by_chat(simulator) == dict.fromkeys(recipients, 1)
 
 
 async def test_a_database_outage_pauses_and_resumes(tmp_path: Path, simulator: Simulator) -> None:
@@ -269,11 +179,11 @@ async def test_a_database_outage_pauses_and_resumes(tmp_path: Path, simulator: S
                 ) as response,
             ):
                 broadcast_id = (await response.json())["broadcast_id"]
-            await wait_until(lambda: _sent_at_least(simulator, 30), within=30)
+            await wait_until(lambda: sent_at_least(simulator, 30))
             killed = await _terminate_connections(database)
             assert killed > 0
             assert_watch_complete(await watch(services, broadcast_id), set(recipients))
-    assert accepted(simulator) == dict.fromkeys(recipients, 1)
+    assert sends_by_chat(simulator) == dict.fromkeys(recipients, 1)
 
 
 async def _terminate_connections(database: str) -> int:

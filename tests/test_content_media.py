@@ -1,0 +1,225 @@
+"""Albums, copies and forwards through server and worker: uploads go to Telegram once, then
+by file_id; every call is spec-valid."""
+
+from __future__ import annotations
+
+import base64
+
+from tests.fixtures.content import PHOTO, VIDEO
+from tests.fixtures.rest import post
+from tests.fixtures.stack import Stack
+from tests.fixtures.telegram import BOT_ID, spec_problems
+from tests.fixtures.watching import assert_watch_complete, watch
+from tgbroadcast.simulator import ChatType
+from tgbroadcast.v1 import broadcast_pb2 as pb
+
+
+async def test_album_with_uploads_then_by_file_id(sqlite_stack: Stack) -> None:
+    stack = sqlite_stack
+    recipients = [71, 72, 73]
+    async with stack.stub() as stub:
+        sent = await stub.SendMessage(
+            pb.SendMessageRequest(
+                media_type=pb.MEDIA_TYPE_ALBUM,
+                parse_mode=pb.PARSE_MODE_HTML,
+                album=[
+                    pb.AlbumItem(
+                        media_type=pb.MEDIA_TYPE_PHOTO,
+                        media_data=b"\x89PNG fake photo bytes",
+                        media_filename="cat.png",
+                        caption="<b>one</b>",
+                        has_spoiler=True,
+                    ),
+                    pb.AlbumItem(media_type=pb.MEDIA_TYPE_VIDEO, media_url=VIDEO, caption="two"),
+                    pb.AlbumItem(
+                        media_type=pb.MEDIA_TYPE_PHOTO,
+                        media_data=b"second upload",
+                        media_filename="dog.jpg",
+                    ),
+                ],
+                disable_notification=True,
+                user_ids=recipients,
+            ),
+            metadata=stack.metadata,
+        )
+    results = assert_watch_complete(await watch(stack, sent.broadcast_id), set(recipients))
+    calls = stack.simulator.calls
+    assert [c.method for c in calls] == ["sendMediaGroup"] * 3
+    assert all(c.ok for c in calls), calls
+    first, *later = calls
+    assert first.media == "upload"
+    assert [c.media for c in later] == ["file_id", "file_id"]
+    for call in calls:
+        items = call.params["media"]
+        assert [i["type"] for i in items] == ["photo", "video", "photo"]
+        assert items[0]["caption"] == "<b>one</b>"
+        assert items[0]["parse_mode"] == "HTML"
+        assert items[0]["has_spoiler"] is True
+        assert "caption" not in items[2]
+        assert call.params["disable_notification"] is True
+        assert spec_problems(dict(call.params), "sendMediaGroup") == []
+        # The message id recorded is the album's first message.
+        assert results[int(call.params["chat_id"])].message_id == call.result[0]["message_id"]
+    received = stack.simulator.messages_by_chat(BOT_ID)[72]
+    assert len(received) == 3
+    assert received[0]["caption"] == "one"
+    assert len({m["media_group_id"] for m in received}) == 1
+
+
+async def test_album_over_rest_with_base64_upload(sqlite_stack: Stack) -> None:
+    stack = sqlite_stack
+    status, body = await post(
+        stack,
+        "/send-message",
+        {
+            "media_type": "album",
+            "album": [
+                {
+                    "media_type": "document",
+                    "media_data": base64.b64encode(b"%PDF-1.4").decode(),
+                    "media_filename": "a.pdf",
+                    "caption": "A",
+                },
+                {"media_type": "document", "media_url": "https://example.com/b.pdf"},
+            ],
+            "user_ids": [81],
+        },
+    )
+    assert status == 202, body
+    assert_watch_complete(await watch(stack, body["broadcast_id"]), {81})
+    (call,) = stack.simulator.calls
+    assert call.ok
+    assert call.media == "upload"
+    assert [m.get("document", {}).get("file_name") for m in call.result] == ["a.pdf", "b.pdf"]
+    status, bad = await post(
+        stack,
+        "/send-message",
+        {
+            "media_type": "album",
+            "album": [
+                {"media_type": "photo", "media_url": PHOTO},
+                {"media_type": "photo", "media_url": PHOTO},
+                {"media_type": "photo", "media_url": PHOTO},
+                {"media_type": "photo", "media_url": PHOTO, "caption": "c" * 1025},
+            ],
+            "user_ids": [81],
+        },
+    )
+    assert status == 400
+    assert bad["errors"] == [
+        {
+            "field": "album[3].caption",
+            "message": "is 1025 characters; a caption may have at most 1024",
+        }
+    ]
+    status, bad = await post(
+        stack,
+        "/send-message",
+        {
+            "media_type": "album",
+            "album": [{"media_type": "photo", "media_data": "!!"}] * 2,
+            "user_ids": [1],
+        },
+    )
+    assert (status, bad["errors"][0]["field"]) == (400, "album[0].media_data")
+
+
+async def test_copy_and_forward_of_a_channel_post(sqlite_stack: Stack) -> None:
+    stack = sqlite_stack
+    channel = -1001234567890
+    stack.simulator.chats.declare(channel, chat_type=ChatType.CHANNEL)
+    post_id = stack.simulator.post_message(bot_id=BOT_ID, chat_id=channel, text="Channel news")[
+        "message_id"
+    ]
+    status, copied = await post(
+        stack,
+        "/send-message",
+        {
+            "media_type": "copy",
+            "source": {"from_chat_id": channel, "message_id": post_id},
+            "reply_markup": {"rows": [{"buttons": [{"text": "More", "url": "https://t.me/x"}]}]},
+            "protect_content": True,
+            "allow_paid_broadcast": True,
+            "user_ids": [91, 92],
+        },
+    )
+    assert status == 202, copied
+    status, forwarded = await post(
+        stack,
+        "/send-message",
+        {
+            "media_type": "forward",
+            "source": {"from_chat_id": channel, "message_id": post_id},
+            "disable_notification": True,
+            "user_ids": [93],
+        },
+    )
+    assert status == 202, forwarded
+    status, missing = await post(
+        stack,
+        "/send-message",
+        {
+            "media_type": "copy",
+            "source": {"from_chat_id": channel, "message_id": 999},
+            "user_ids": [94],
+        },
+    )
+    assert status == 202
+    assert_watch_complete(await watch(stack, copied["broadcast_id"]), {91, 92})
+    assert_watch_complete(await watch(stack, forwarded["broadcast_id"]), {93})
+    lost = assert_watch_complete(await watch(stack, missing["broadcast_id"]), {94})
+    assert lost[94].outcome == pb.DELIVERY_OUTCOME_BAD_REQUEST
+    assert lost[94].error == "Bad Request: message to copy not found"
+
+    copies = [c for c in stack.simulator.calls if c.method == "copyMessage" and c.ok]
+    assert sorted(int(c.params["chat_id"]) for c in copies) == [91, 92]
+    for call in copies:
+        assert (call.params["from_chat_id"], call.params["message_id"]) == (channel, post_id)
+        assert call.params["reply_markup"] == {
+            "inline_keyboard": [[{"text": "More", "url": "https://t.me/x"}]]
+        }
+        assert call.params["protect_content"] is True
+        assert call.params["allow_paid_broadcast"] is True
+        assert "caption" not in call.params
+        assert spec_problems(dict(call.params), "copyMessage") == []
+    (forward,) = [c for c in stack.simulator.calls if c.method == "forwardMessage"]
+    assert forward.ok
+    assert forward.params["disable_notification"] is True
+    assert spec_problems(dict(forward.params), "forwardMessage") == []
+    by_chat = stack.simulator.messages_by_chat(BOT_ID)
+    assert by_chat[91][0]["text"] == "Channel news"
+    assert "forward_origin" not in by_chat[91][0]
+    assert by_chat[93][0]["text"] == "Channel news"
+    assert by_chat[93][0]["forward_origin"]["message_id"] == post_id
+
+
+async def test_copy_with_a_new_caption(sqlite_stack: Stack) -> None:
+    stack = sqlite_stack
+    async with stack.stub() as stub:
+        photo = await stub.SendMessage(
+            pb.SendMessageRequest(media_type=pb.MEDIA_TYPE_PHOTO, media_url=PHOTO, user_ids=[101]),
+            metadata=stack.metadata,
+        )
+        assert_watch_complete(await watch(stack, photo.broadcast_id), {101})
+        original = stack.simulator.messages_by_chat(BOT_ID)[101][0]["message_id"]
+        copy = await stub.SendMessage(
+            pb.SendMessageRequest(
+                media_type=pb.MEDIA_TYPE_COPY,
+                message="<u>new</u> caption",
+                parse_mode=pb.PARSE_MODE_HTML,
+                source=pb.MessageRef(from_chat_id=101, message_id=original),
+                user_ids=[102],
+            ),
+            metadata=stack.metadata,
+        )
+    assert_watch_complete(await watch(stack, copy.broadcast_id), {102})
+    call = stack.simulator.calls[-1]
+    assert (call.method, call.params["caption"], call.params["parse_mode"]) == (
+        "copyMessage",
+        "<u>new</u> caption",
+        "HTML",
+    )
+    shown = stack.simulator.messages_by_chat(BOT_ID)[102][0]
+    assert shown["caption"] == "new caption"
+    assert shown["caption_entities"] == [{"type": "underline", "offset": 0, "length": 3}]
+    assert "photo" in shown
