@@ -178,6 +178,20 @@ async def test_the_documented_client_example_runs_as_written(stack: Stack, tmp_p
 
 
 @on_sqlite
+async def test_the_documented_synchronous_client_example_runs_as_written(
+    stack: Stack, tmp_path: Path
+) -> None:
+    stack.simulator.chats.declare(222, ChatState.BLOCKED)
+    example = doc_example("sync-client-example")
+    code = aimed_at(example, token=API_TOKEN, grpc_target=stack.grpc_target)
+    run = await run_script(code, tmp_path / "sync_example.py")
+    assert run.returncode == 0, run.stderr
+    *results, counts = run.stdout.splitlines()
+    assert sorted(results) == ["111 sent", "222 blocked"]
+    assert ast.literal_eval(counts) == {"sent": 1, "blocked": 1}
+
+
+@on_sqlite
 async def test_the_documented_lifecycle_example_runs_as_written(
     stack: Stack, tmp_path: Path
 ) -> None:
