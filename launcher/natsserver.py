@@ -21,13 +21,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import ctypes
 import fcntl
 import logging
 import os
 import re
 import shutil
-import signal
 import socket
 import subprocess
 import sys
@@ -134,12 +132,12 @@ class EmbeddedNatsServer:
             os.replace(log_path, log_path.with_name(LOG_NAME + ".1"))
         port = self._port or _previous_port(self._url_file, self._host)
         args = ["-js", "-sd", str(self._store_dir), "-a", self._host, "-p", str(port or -1)]
+        _require_executable(binary)
         logger.info("starting nats-server %s (store %s)", binary, self._store_dir)
         with log_path.open("ab") as log_file:
             try:
                 self._process = await asyncio.create_subprocess_exec(
-                    str(binary),
-                    *args,
+                    *_terminating_with_us([str(binary), *args]),
                     stdin=subprocess.DEVNULL,
                     stdout=log_file,
                     stderr=log_file,
@@ -148,8 +146,6 @@ class EmbeddedNatsServer:
                     # The child holds the store lock too, so an orphaned server still
                     # keeps a second one off its store.
                     pass_fds=(lock_fd,),
-                    # And it is not orphaned when we are killed (kill -9): it gets SIGTERM.
-                    preexec_fn=_terminate_with_parent,
                 )
             except OSError as exc:
                 raise NatsServerError(f"cannot run nats-server {binary}: {exc}") from exc
@@ -310,11 +306,30 @@ def _previous_port(url_file: Path | None, host: str) -> int | None:
     return port
 
 
-def _terminate_with_parent() -> None:
-    """In the child before exec: have the kernel send SIGTERM when our process dies."""
-    if sys.platform.startswith("linux"):
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+def _require_executable(binary: Path) -> None:
+    """Refuse a missing binary here: the exec that would fail is the shim's, in the child."""
+    if not (binary.is_file() and os.access(binary, os.X_OK)):
+        raise NatsServerError(f"cannot run nats-server {binary}: not an executable file")
 
 
-_PR_SET_PDEATHSIG = 1
+def _terminating_with_us(command: list[str]) -> list[str]:
+    """``command``, started so that it is not orphaned when we are killed (kill -9): on Linux
+    the kernel sends it SIGTERM when our process dies.
+
+    The parent-death signal is set by a few lines of Python that then exec ``command`` (same
+    pid), not by a ``preexec_fn``: that would make subprocess use fork() instead of vfork(),
+    and fork() runs the at-fork handlers of every library loaded here in the child — gRPC's
+    once aborted a child before its exec ("epoll_wait error: Bad file descriptor").
+    """
+    if not sys.platform.startswith("linux"):
+        return command
+    return [sys.executable, "-I", "-S", "-c", _EXEC_DYING_WITH_PARENT, str(os.getpid()), *command]
+
+
+_EXEC_DYING_WITH_PARENT = """
+import ctypes, os, signal, sys
+ctypes.CDLL(None).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+if os.getppid() != int(sys.argv[1]):
+    sys.exit("nats-server: its parent died before it started")
+os.execv(sys.argv[2], sys.argv[2:])
+"""
