@@ -57,8 +57,9 @@ fmt: $(STAMP)
 	$(BIN)/ruff format .
 	$(BIN)/ruff check --fix .
 
-# Benchmarks (docs/benchmarks.md and docs/bench/*.png): `make bench` (full, under 30 minutes),
-# `make bench-quick` or `make bench ARGS=--quick` (a few minutes). Not part of `make test`.
+# Benchmarks (docs/benchmarks.md and docs/bench/*.png): `make bench` (full, about 14 minutes,
+# 30 at most), `make bench-quick` or `make bench ARGS=--quick` (a few minutes). Not part of
+# `make test`.
 .PHONY: bench bench-quick
 BENCH_STAMP := $(VENV)/.bench-installed
 

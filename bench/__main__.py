@@ -1,6 +1,6 @@
 """``python -m bench``: run the benchmark scenarios and write docs/benchmarks.md and its charts.
 
-``make bench`` runs the full profile (under 30 minutes on the 2-core machine);
+``make bench`` runs the full profile (about 14 minutes on the 2-core machine, 30 at most);
 ``--quick`` a short look; ``--smoke`` tiny sizes for the test suite. ``--only 1,7`` picks
 scenarios. Raw numbers go to stdout as JSON lines, progress to stderr.
 """

@@ -215,7 +215,8 @@ def _sim_call(data: Mapping[str, Any]) -> SimCall:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class ServiceConfig:
-    """How one run's service is configured (``TGB_*``); the rest are the README defaults."""
+    """How one run's service is configured (``TGB_*``); the rest are the defaults of
+    ``config/config.yaml``."""
 
     rate_limit: float = 30.0
     paid_rate_limit: float = 1000.0

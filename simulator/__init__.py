@@ -13,6 +13,21 @@ injected faults (:class:`Fault`), flood control (:class:`RateLimits`).
 Formatting (``parse_mode``) is parsed by the simulator's own :mod:`tgbroadcast.simulator.markup`,
 written from Telegram's rules, never by the service's parser: a bug there cannot hide in tests.
 
+* :mod:`.server` — ``Simulator``: the real HTTP server, reachable where api.telegram.org
+  would be.
+* :mod:`.botapi` — one Bot API request in, Telegram's answer out, independent of HTTP.
+* :mod:`.envelope` — the Bot API's answer envelope, and the failures that fill it.
+* :mod:`.spec` — the Bot API's machine-readable description (``spec/api.json``).
+* :mod:`.chats` — the chats the simulated Telegram knows, and their declared states.
+* :mod:`.messages` — the messages bots sent, and how their text is measured.
+* :mod:`.files` — stored files: minting file_ids and the media objects of messages.
+* :mod:`.keyboards` — inline keyboards as Telegram checks them.
+* :mod:`.markup` — ``parse_mode`` (HTML, MarkdownV2, legacy Markdown) as Telegram parses it.
+* :mod:`.faults` — injected faults: the next N matching calls fail.
+* :mod:`.ratelimits` — Telegram's flood control, simulated with sliding windows.
+* :mod:`.recording` — the record of every Bot API call answered.
+* :mod:`.control` — the HTTP control API under ``/_sim``, for another process's tests.
+
 May import: nothing else of ``tgbroadcast`` (it must not share a bug with the service).
 """
 

@@ -1,3 +1,7 @@
+"""Settings (:mod:`tgbroadcast.core.config`): file, then environment, each value checked
+with a message naming its key.
+"""
+
 from __future__ import annotations
 
 from pathlib import Path

@@ -22,7 +22,7 @@ from tests.fixtures.stack import API_TOKEN, Backend, Stack, start_stack
 from tests.fixtures.watching import watch
 from tgbroadcast.server.auth import TokenCheck
 from tgbroadcast.server.rest import app as rest_app
-from tgbroadcast.server.rest import content, openapi, openapi_schemas
+from tgbroadcast.server.rest import content, openapi, openapi_schemas, users
 from tgbroadcast.simulator import Simulator
 
 # The document does not depend on the store: one backend is enough.
@@ -293,8 +293,8 @@ REQUEST_MODELS: dict[str, type[BaseModel]] = {
     "AlbumItem": content.AlbumItemBody,
     "MessageRef": content.SourceBody,
     "PreviewRequest": content.PreviewBody,
-    "UserInput": rest_app.UserBody,
-    "UpsertUsersRequest": rest_app.UpsertUsersBody,
+    "UserInput": users.UserBody,
+    "UpsertUsersRequest": users.UpsertUsersBody,
 }
 
 

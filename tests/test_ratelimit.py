@@ -102,8 +102,12 @@ async def test_processes_share_one_budget(
         f"{utilisation:.3f}, {leases / duration:.1f} leases/s, {attempts / duration:.1f} CAS/s, "
         f"{lost} slots lost"
     )
-    assert leases <= 1.2 * len(permits) / 10 + 3 * processes  # about 10 slots per lease
-    assert attempts <= 2.5 * leases  # a conflict costs one more attempt
+    # About 10 slots per lease, and a slot is either a permit or lost (a stalled caller gave
+    # it up): leases follow the slots used, however slow the machine.
+    assert leases <= 1.2 * (len(permits) + lost) / 10 + 3 * processes
+    # A compare-and-set fails only when another process wrote between its read and its write,
+    # and each write fails each other process at most once: never an attempt per permit.
+    assert attempts <= processes * leases + processes
 
 
 async def test_pause_stops_every_process(nats_url: str, rate_prefix: str, tmp_path: Path) -> None:
@@ -229,7 +233,7 @@ async def test_kv_traffic_stays_small_at_1000_per_second(nats_url: str, rate_pre
         f"{sum(s.slots_lost for s in stats)} slots lost"
     )
     assert leases / duration <= 20  # about 100 slots per lease
-    assert attempts / duration <= 40
+    assert attempts <= 2 * leases + 2  # each write fails the other limiter at most once
 
 
 async def test_cancelled_acquires_hand_their_slots_on(embedded_url: str) -> None:

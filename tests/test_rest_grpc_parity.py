@@ -15,7 +15,7 @@ from tests.fixtures.grpc_details import bad_request
 from tests.fixtures.refusals import MAX_USER_IDS, assert_nothing_written
 from tests.fixtures.rest import send_raw
 from tests.fixtures.stack import Stack
-from tgbroadcast.server.rest import app, content
+from tgbroadcast.server.rest import content, users
 from tgbroadcast.v1 import broadcast_pb2 as pb
 
 _ENUM_PREFIXES = {"media_type": "MEDIA_TYPE_", "parse_mode": "PARSE_MODE_"}
@@ -168,10 +168,10 @@ async def test_grpc_and_rest_name_the_same_fields(small_stack: Stack) -> None:
         # Output only: the service sets them.
         (
             pb.User,
-            app.UserBody,
+            users.UserBody,
             {"active", "created_at", "updated_at", "blocked_reason", "blocked_at"},
         ),
-        (pb.UpsertUsersRequest, app.UpsertUsersBody, set()),
+        (pb.UpsertUsersRequest, users.UpsertUsersBody, set()),
     ],
 )
 def test_rest_bodies_take_the_proto_request_fields(

@@ -9,7 +9,7 @@ import asyncio
 import logging
 import random
 import sys
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 
@@ -54,13 +54,6 @@ def database_warned_nothing(caplog: pytest.LogCaptureFixture) -> Iterator[None]:
     ]
     # Alembic names its version table's primary key, which MySQL/MariaDB ignore (a note).
     assert [w for w in warnings if "alembic_version_pkc" not in w] == []
-
-
-@pytest.fixture
-async def store(database_url: str) -> AsyncIterator[Store]:
-    async with Store.open(database_url) as store:
-        await store.migrate()
-        yield store
 
 
 def to(*user_ids: int) -> NewBroadcast:

@@ -37,13 +37,6 @@ EXTREMES = (-(2**63), 2**63 - 1)
 
 
 @pytest.fixture
-async def store(database_url: str) -> AsyncIterator[Store]:
-    async with Store.open(database_url) as store:
-        await store.migrate()
-        yield store
-
-
-@pytest.fixture
 async def engine(database_url: str) -> AsyncIterator[AsyncEngine]:
     """A second way into the database, to look at rows the store has no method for."""
     engine = create_engine(database_url)

@@ -94,8 +94,6 @@ async def test_answer_models_are_not_rebuilt_after_garbage_collection(
     for text in ("one", "two"):
         gc.collect()
         assert (await sender.send(501, Content(message=text))).message_id > 0
-        gc.collect()
-        assert await sender.get_me() == (BOT_ID, f"sim{BOT_ID}_bot")
     assert built == []
 
 
@@ -146,10 +144,6 @@ async def test_media_without_a_source_is_refused_before_any_call(
         await sender.send(1, Content(message="x", media_type=MediaType.PHOTO))
     assert error.value.error_code == 400
     assert simulator.calls == ()
-
-
-async def test_get_me(sender: TelegramSender) -> None:
-    assert await sender.get_me() == (BOT_ID, f"sim{BOT_ID}_bot")
 
 
 def test_a_malformed_token_is_refused_without_echoing_it() -> None:
@@ -274,7 +268,7 @@ async def test_unauthorized_is_permanent() -> None:
         TelegramSender(token=BOT_TOKEN, api_url=sim.api_url) as client,
     ):
         with pytest.raises(PermanentError) as error:
-            await client.get_me()
+            await client.send(1, Content(message="hi"))
     assert (error.value.error_code, error.value.description) == (401, "Unauthorized")
 
 
@@ -325,7 +319,7 @@ async def test_an_unknown_telegram_code_is_transient_and_logged(
 ) -> None:
     simulator.faults.inject(Fault.error(402, "Payment Required"))
     with (
-        caplog.at_level(logging.ERROR, logger="worker.telegram"),
+        caplog.at_level(logging.ERROR, logger="tgbroadcast.worker.telegram"),
         pytest.raises(TransientError) as error,
     ):
         await sender.send(1, Content(message="hi"))
@@ -352,7 +346,7 @@ def test_map_error_keeps_our_own_errors_and_logs_surprises(
 ) -> None:
     ours = PermanentError("Forbidden: bot was blocked by the user", error_code=403)
     assert map_error(ours) is ours
-    with caplog.at_level(logging.ERROR, logger="worker.telegram"):
+    with caplog.at_level(logging.ERROR, logger="tgbroadcast.worker.telegram"):
         surprise = map_error(RuntimeError(f"boom {BOT_TOKEN}"))
     assert isinstance(surprise, TransientError)
     assert surprise.description == f"unexpected RuntimeError: boom {BOT_ID}:***"

@@ -362,13 +362,6 @@ async def test_a_webhook_waiting_for_its_retry_frees_its_slot(
 
 
 @pytest.fixture
-async def store(database_url: str) -> AsyncIterator[Store]:
-    async with Store.open(database_url) as opened:
-        await opened.migrate()
-        yield opened
-
-
-@pytest.fixture
 async def engine(database_url: str) -> AsyncIterator[AsyncEngine]:
     async with database(database_url) as opened:
         yield opened

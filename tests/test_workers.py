@@ -63,7 +63,7 @@ async def test_workers_share_one_budget_and_survive_kills(backend: Backend, tmp_
             assert_watch_complete(await services.watch(broadcast_id), set(killed))
             counts = sends_by_chat(simulator) - before
             assert set(counts) == set(killed)  # nobody lost
-            assert sum(n - 1 for n in counts.values()) <= concurrency  # the README's bound
+            assert sum(n - 1 for n in counts.values()) <= concurrency  # docs/design.md's bound
 
             # 3. kill -9 of the server right after it answered 202.
             before = sends_by_chat(simulator)

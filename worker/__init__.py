@@ -6,7 +6,7 @@
 * :mod:`.delivery` — one recipient from first attempt to final outcome, retries included.
 * :mod:`.telegram`, :mod:`.aiogram_content` — the Telegram client (aiogram's ``Bot``) and
   its errors mapped into ours.
-* :mod:`.ratelimit`, :mod:`.rate_budget`, :mod:`.chat_pacing`, :mod:`.clock` — the rate
+* :mod:`.ratelimit`, :mod:`.rate_tier`, :mod:`.chat_pacing`, :mod:`.clock` — the rate
   budget shared by every worker process (one GCRA key per tier), and per-chat pacing.
 * :mod:`.recorder` — group commit of outcomes: SQL first, then the events stream.
 

@@ -7,7 +7,7 @@ each chat (across every worker while broadcasts overlap), and spreads a 429's pa
 worker. It needs nothing but the JetStream server the queue already uses.
 
 The algorithm — GCRA in a KV bucket: per tier, a *theoretical arrival time* (TAT) and leased
-blocks of slots ``T`` apart — is described in :mod:`tgbroadcast.worker.rate_budget`.
+blocks of slots ``T`` apart — is described in :mod:`tgbroadcast.worker.rate_tier`.
 
 Guarantees, and their limits
 ----------------------------
@@ -87,7 +87,7 @@ from tgbroadcast.worker.chat_pacing import (
     ChatPacerStats,
 )
 from tgbroadcast.worker.clock import sleep_until
-from tgbroadcast.worker.rate_budget import LATENESS_SHARE, SharedState, TierBudget
+from tgbroadcast.worker.rate_tier import LATENESS_SHARE, SharedState, TierBudget
 
 logger = logging.getLogger(__name__)
 

@@ -12,7 +12,7 @@ Guarantees:
 * A database or NATS outage does not lose outcomes already in hand: the write is retried
   with capped backoff until it succeeds or the worker is stopped. If the process dies first,
   the job is redelivered and the unrecorded recipients are sent again — the duplicate bound
-  stated in the README.
+  stated in docs/design.md#delivery-guarantees.
 """
 
 from __future__ import annotations

@@ -44,7 +44,7 @@ from aiogram.exceptions import (
     TelegramUnauthorizedError,
 )
 from aiogram.methods.base import Response
-from aiogram.types import BufferedInputFile, Message, MessageId, User
+from aiogram.types import BufferedInputFile, Message, MessageId
 from aiogram.utils.token import TokenValidationError, validate_token
 
 from tgbroadcast.core.domain.content import ContentOptions, album_file_ids, encode_album_file_ids
@@ -76,7 +76,7 @@ _PERMANENT: tuple[tuple[type[TelegramAPIError], int], ...] = (
 
 _ORIGINAL = "\nOriginal description: "
 
-_RESPONSE_MODELS = (Response[Message], Response[list[Message]], Response[MessageId], Response[User])
+_RESPONSE_MODELS = (Response[Message], Response[list[Message]], Response[MessageId])
 """The answer models of the methods the sender calls, held for the life of the process.
 
 aiogram parses every answer as ``Response[<the method's result>]``; pydantic caches such
@@ -247,14 +247,6 @@ class TelegramSender:
             **aiogram_content.flags(options),
         )
         return SentMessage(message_id=copied.message_id, file_id=None)
-
-    async def get_me(self) -> tuple[int, str]:
-        """The bot's (id, username). Raises only :class:`TelegramError` subclasses."""
-        try:
-            me = await self._bot.get_me()
-        except Exception as exc:
-            raise map_error(exc) from None
-        return me.id, me.username or ""
 
     async def _send(
         self,

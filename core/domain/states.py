@@ -113,10 +113,6 @@ def sources(target: BroadcastStatus) -> frozenset[BroadcastStatus]:
     return frozenset(state for state, targets in TRANSITIONS.items() if target in targets)
 
 
-def can_move(current: BroadcastStatus, target: BroadcastStatus) -> bool:
-    return target in TRANSITIONS[current]
-
-
 def generation(resumed_at: datetime | None) -> int:
     """The generation of a broadcast's jobs: 0 until it is first resumed, then the
     microseconds since the epoch of its last resume (distinct per resume, the same for every

@@ -20,6 +20,12 @@ and a hash of the ids; a result by broadcast and user id; a finish by broadcast 
 Payloads are compact JSON, datetimes ISO 8601 in UTC. A malformed job is logged and
 terminated (never redelivered); a malformed event is logged and skipped by watchers.
 
+* :mod:`.jetstream` — ``Queue``: the streams, the shared workers consumers, publishing, watching.
+* :mod:`.names` — what the queue's streams, subjects, consumers and media bucket are called
+  under one ``prefix``.
+* :mod:`.payloads` — jobs, delivery events, and their JSON encoding.
+* :mod:`.received` — a job fetched from a tier's consumer, and how its worker settles it.
+
 May import: :mod:`tgbroadcast.core.domain`.
 """
 

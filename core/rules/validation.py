@@ -11,6 +11,7 @@ import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime
+from typing import TypedDict
 from urllib.parse import urlsplit
 
 from tgbroadcast.core.domain.content import (
@@ -51,6 +52,20 @@ _MEDIA_TYPES = ", ".join(t.value for t in MediaType)
 
 # Telegram's limits on user fields (usernames are 5-32 characters; names up to 64).
 _USER_FIELD_LIMITS = {"username": 32, "first_name": 64, "last_name": 64, "language_code": 35}
+
+
+class ContentFields(TypedDict):
+    """The content fields of a SendRequest beyond text, media and the paid flag."""
+
+    parse_mode: str
+    entities: tuple[Entity, ...]
+    reply_markup: InlineKeyboard | None
+    disable_notification: bool
+    protect_content: bool
+    link_preview_options: LinkPreview | None
+    album: tuple[AlbumItemInput, ...]
+    source: MessageRef | None
+    personalize: bool
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

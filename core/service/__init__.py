@@ -8,5 +8,5 @@
 * :mod:`.reports`, :mod:`.user_import`, :mod:`.uploads` — delivery reports, CSV user imports,
   uploaded album items.
 
-May import: domain, rules, store, queue, metrics.
+May import: domain, rules, store, queue, metrics, tasks.
 """

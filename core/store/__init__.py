@@ -3,6 +3,23 @@
 ``Store.open(url)`` accepts ``sqlite+aiosqlite:///path``, ``postgresql+asyncpg://...`` and
 ``mysql+asyncmy://...``; :mod:`tgbroadcast.core.store.store` states the guarantees.
 
+* :mod:`.store` — ``Store``: the one object the rest of the service holds, and its guarantees.
+* :mod:`.tables` — the SQL schema, as SQLAlchemy Core tables (the migrations build it).
+* :mod:`.engine` — engines for the three backends, tuned to behave alike; schema migration.
+* :mod:`.dialects` — the few statements and errors that differ between the backends.
+* :mod:`.limits` — how much one statement may carry, under every backend's limits.
+* :mod:`.users` — ``users`` and ``user_tags``: upserts, deactivation, paging, reading, deleting.
+* :mod:`.profiles` — recipients' profiles for personalization, one query per job batch.
+* :mod:`.audiences` — which users a ``UserFilter`` selects, as SQL on ``users``.
+* :mod:`.broadcasts` — ``broadcasts``: creation with its deliveries, reading, dispatch
+  bookkeeping.
+* :mod:`.bulk` — a new broadcast's deliveries, written in bulk.
+* :mod:`.transitions` — a broadcast's lifecycle moves, listing, idempotency keys and the
+  dispatch of a generation of jobs.
+* :mod:`.deliveries` — ``deliveries``: pending recipients, claims for a job, recorded results.
+* :mod:`.callbacks` — the completion webhook's columns of ``broadcasts``.
+* :mod:`.migrations` — the Alembic environment and versions ``Store.migrate()`` runs.
+
 May import: :mod:`tgbroadcast.core.domain`.
 """
 

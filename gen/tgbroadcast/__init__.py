@@ -14,5 +14,8 @@ The repository keeps one folder per part; installed, each is a subpackage of ``t
 * ``tgbroadcast.launcher`` (``launcher/``) — the ``tgbroadcast`` command: the one place that
   composes the parts into processes.
 
-The client library is a distribution of its own kind: ``tgbroadcast_client``.
+The client library is installed beside it, in the same distribution, as the top-level
+package ``tgbroadcast_client``.
+
+May import: nothing; each subpackage says what it may import.
 """

@@ -4,8 +4,6 @@ previews. :func:`send_fields` fills the content part of a
 
 from __future__ import annotations
 
-from typing import TypedDict
-
 from tgbroadcast.core.domain.content import (
     Entity,
     InlineButton,
@@ -16,25 +14,12 @@ from tgbroadcast.core.domain.content import (
 )
 from tgbroadcast.core.rules.rich_content import AlbumItemInput
 from tgbroadcast.core.rules.templates import Preview
+from tgbroadcast.core.rules.validation import ContentFields
 from tgbroadcast.v1 import broadcast_pb2 as pb
 
 _PARSE_MODE_PREFIX = "PARSE_MODE_"
 _MEDIA_PREFIX = "MEDIA_TYPE_"
 _PARSE_MODE_TO_PB = {mode: pb.ParseMode.Value(_PARSE_MODE_PREFIX + mode.name) for mode in ParseMode}
-
-
-class ContentFields(TypedDict):
-    """The content fields of a SendRequest beyond text, media and the paid flag."""
-
-    parse_mode: str
-    entities: tuple[Entity, ...]
-    reply_markup: InlineKeyboard | None
-    disable_notification: bool
-    protect_content: bool
-    link_preview_options: LinkPreview | None
-    album: tuple[AlbumItemInput, ...]
-    source: MessageRef | None
-    personalize: bool
 
 
 def send_fields(message: pb.SendMessageRequest) -> ContentFields:

@@ -4,5 +4,6 @@ one module per area of routes (:mod:`.controls`, :mod:`.reports`, :mod:`.users`,
 answers (:mod:`.rendering`); the OpenAPI document (:mod:`.openapi`,
 :mod:`.openapi_schemas`).
 
-May import: ``tgbroadcast.core`` (service, rules, domain) and :mod:`tgbroadcast.server.auth`.
+May import: ``tgbroadcast.core`` (service, rules, domain, tasks), :mod:`tgbroadcast.server.auth`
+and ``tgbroadcast.v1`` (the OpenAPI schemas read the protobuf enums).
 """

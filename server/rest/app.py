@@ -8,9 +8,10 @@ refuses query parameters it does not know (400 naming each) rather than ignoring
 filter, and names a bad query value by its parameter (``tag[1]``, ``status[0]``,
 ``outcome[2]``) where gRPC names the request field (``filter.tags[1]``).
 
-This module holds the app, its middlewares and the send and user routes; the other routes are in the
-``rest_*`` modules. Reading requests is :mod:`tgbroadcast.server.rest.params`, rendering answers
-:mod:`tgbroadcast.server.rest.rendering`, the content bodies :mod:`tgbroadcast.server.rest.content`.
+This module holds the app, its middlewares, the send routes, ``GET /v1/broadcasts/{id}``,
+``/healthz`` and ``/metrics``; the other routes are in :mod:`.controls`, :mod:`.reports`,
+:mod:`.users`, :mod:`.preview` and :mod:`.openapi`. Reading requests is :mod:`.params`,
+rendering answers :mod:`.rendering`, the content bodies :mod:`.content`.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from typing import Any
 
 from aiohttp import BodyPartReader, web
 from prometheus_client import CONTENT_TYPE_LATEST
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import ValidationError
 
 from tgbroadcast.core.domain.errors import (
     BACKEND_UNAVAILABLE,
@@ -32,7 +33,6 @@ from tgbroadcast.core.domain.errors import (
     InvalidArgument,
     NotFound,
 )
-from tgbroadcast.core.domain.model import UserFilter, UserProfile
 from tgbroadcast.core.rules.validation import SendRequest
 from tgbroadcast.core.service.broadcasting import BroadcastingService
 from tgbroadcast.server.auth import TokenCheck
@@ -57,24 +57,6 @@ TOKENS_KEY = web.AppKey("tokens", TokenCheck)
 MAX_BODY_KEY = params.MAX_BODY_KEY
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
-
-
-class _Body(BaseModel):
-    model_config = ConfigDict(extra="forbid", strict=True)
-
-
-class UserBody(_Body):
-    id: int
-    username: str | None = None
-    first_name: str | None = None
-    last_name: str | None = None
-    language_code: str | None = None
-    tags: list[str] = []
-    """Replaces the user's tags: an upsert without ``tags`` leaves the user with none."""
-
-
-class UpsertUsersBody(_Body):
-    users: list[UserBody]
 
 
 @web.middleware
@@ -229,56 +211,6 @@ async def get_broadcast(request: web.Request) -> web.Response:
     )
 
 
-async def upsert_users(request: web.Request) -> web.Response:
-    params.check_query(request)
-    body = await params.json_body(request, UpsertUsersBody)
-    count = await params.service(request).upsert_users(
-        [
-            UserProfile(
-                id=u.id,
-                username=u.username,
-                first_name=u.first_name,
-                last_name=u.last_name,
-                language_code=u.language_code,
-                tags=tuple(u.tags),
-            )
-            for u in body.users
-        ]
-    )
-    return web.json_response({"upserted": count})
-
-
-_USER_FILTER_PARAMETERS = (("filter.tags", "tag"), ("filter.language_codes", "language_code"))
-
-
-async def list_users(request: web.Request) -> web.Response:
-    """``?tag=..&tag=..`` (any of), ``?language_code=..`` (any of), ``?active_only=true``.
-    Violations name the query parameter (``tag[1]``), not the proto's ``filter.tags[1]``."""
-    params.check_query(request, params.PAGE_PARAMETERS | {"tag", "language_code", "active_only"})
-    page_size = params.page_size(request)
-    active_only = request.query.get("active_only", "false").strip().lower()
-    if active_only not in ("true", "false"):
-        raise InvalidArgument.single("active_only", "must be true or false")
-    try:
-        page = await params.service(request).list_users(
-            page_size=page_size,
-            page_token=params.page_token(request),
-            user_filter=UserFilter(
-                tags=tuple(request.query.getall("tag", ())),
-                language_codes=tuple(request.query.getall("language_code", ())),
-            ),
-            active_only=active_only == "true",
-        )
-    except InvalidArgument as exc:
-        raise params.renamed(exc, _USER_FILTER_PARAMETERS) from None
-    return web.json_response(
-        {
-            "users": [rendering.user_json(u) for u in page.users],
-            "next_page_token": page.next_page_token,
-        }
-    )
-
-
 async def healthz(request: web.Request) -> web.Response:
     return web.json_response({"status": "ok"})
 
@@ -304,8 +236,6 @@ def create_app(
     app.router.add_post("/send-message", send_message)
     app.router.add_post("/v1/broadcasts", send_message)
     app.router.add_get("/v1/broadcasts/{broadcast_id}", get_broadcast)
-    app.router.add_post("/v1/users", upsert_users)
-    app.router.add_get("/v1/users", list_users)
     users.add_routes(app)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/metrics", metrics)

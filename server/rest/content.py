@@ -26,7 +26,7 @@ from tgbroadcast.core.domain.content import (
 from tgbroadcast.core.domain.errors import FieldViolation, InvalidArgument
 from tgbroadcast.core.domain.model import UserFilter
 from tgbroadcast.core.rules.rich_content import AlbumItemInput
-from tgbroadcast.server.grpc.content import ContentFields
+from tgbroadcast.core.rules.validation import ContentFields
 
 PARSE_MODE_ALIASES: Final = {
     "HTML": "html",

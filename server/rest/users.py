@@ -1,6 +1,9 @@
-"""REST routes for single users and CSV imports (UpsertUsers and ListUsers are in
-:mod:`tgbroadcast.server.rest.app`).
+"""REST routes for users.
 
+* ``POST /v1/users`` — upsert users: ``{"users": [{"id", "username", ...,"tags"}]}`` →
+  ``{"upserted": N}``.
+* ``GET /v1/users`` — a page of users, filtered by ``tag``, ``language_code``,
+  ``active_only``.
 * ``GET /v1/users/{user_id}`` — the user (404 problem when unknown).
 * ``DELETE /v1/users/{user_id}`` — forget the user and its tags: 204 (404 when unknown).
 * ``POST /v1/users/import`` — a ``text/csv`` body (see :mod:`tgbroadcast.server.rest.users_csv`),
@@ -18,8 +21,10 @@ from http import HTTPStatus
 from typing import Any
 
 from aiohttp import web
+from pydantic import BaseModel, ConfigDict
 
 from tgbroadcast.core.domain.errors import ImportRefused, InvalidArgument
+from tgbroadcast.core.domain.model import UserFilter, UserProfile
 from tgbroadcast.server.rest import params, rendering
 from tgbroadcast.server.rest.users_csv import csv_chunks
 
@@ -28,12 +33,82 @@ logger = logging.getLogger(__name__)
 CSV_TYPES = frozenset({"text/csv", "application/csv"})
 
 
+class _Body(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+
+class UserBody(_Body):
+    id: int
+    username: str | None = None
+    first_name: str | None = None
+    last_name: str | None = None
+    language_code: str | None = None
+    tags: list[str] = []
+    """Replaces the user's tags: an upsert without ``tags`` leaves the user with none."""
+
+
+class UpsertUsersBody(_Body):
+    users: list[UserBody]
+
+
 def add_routes(app: web.Application) -> None:
     """Register the routes above on ``app`` (made by
     :func:`tgbroadcast.server.rest.app.create_app`)."""
+    app.router.add_post("/v1/users", upsert_users)
+    app.router.add_get("/v1/users", list_users)
     app.router.add_post("/v1/users/import", import_users)
     app.router.add_get("/v1/users/{user_id}", get_user)
     app.router.add_delete("/v1/users/{user_id}", delete_user)
+
+
+async def upsert_users(request: web.Request) -> web.Response:
+    params.check_query(request)
+    body = await params.json_body(request, UpsertUsersBody)
+    count = await params.service(request).upsert_users(
+        [
+            UserProfile(
+                id=u.id,
+                username=u.username,
+                first_name=u.first_name,
+                last_name=u.last_name,
+                language_code=u.language_code,
+                tags=tuple(u.tags),
+            )
+            for u in body.users
+        ]
+    )
+    return web.json_response({"upserted": count})
+
+
+_USER_FILTER_PARAMETERS = (("filter.tags", "tag"), ("filter.language_codes", "language_code"))
+
+
+async def list_users(request: web.Request) -> web.Response:
+    """``?tag=..&tag=..`` (any of), ``?language_code=..`` (any of), ``?active_only=true``.
+    Violations name the query parameter (``tag[1]``), not the proto's ``filter.tags[1]``."""
+    params.check_query(request, params.PAGE_PARAMETERS | {"tag", "language_code", "active_only"})
+    page_size = params.page_size(request)
+    active_only = request.query.get("active_only", "false").strip().lower()
+    if active_only not in ("true", "false"):
+        raise InvalidArgument.single("active_only", "must be true or false")
+    try:
+        page = await params.service(request).list_users(
+            page_size=page_size,
+            page_token=params.page_token(request),
+            user_filter=UserFilter(
+                tags=tuple(request.query.getall("tag", ())),
+                language_codes=tuple(request.query.getall("language_code", ())),
+            ),
+            active_only=active_only == "true",
+        )
+    except InvalidArgument as exc:
+        raise params.renamed(exc, _USER_FILTER_PARAMETERS) from None
+    return web.json_response(
+        {
+            "users": [rendering.user_json(u) for u in page.users],
+            "next_page_token": page.next_page_token,
+        }
+    )
 
 
 async def get_user(request: web.Request) -> web.Response:

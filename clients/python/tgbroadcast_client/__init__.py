@@ -21,6 +21,8 @@ tasks, scripts): the same constructor, the same methods, plain iterators::
 
 Calls return the generated protobuf messages of ``tgbroadcast.v1``; failures raise one of
 the errors below (see ``_errors`` for the tree).
+
+May import: ``tgbroadcast.v1`` only (it is the client: never the service).
 """
 
 from tgbroadcast_client._client import BroadcastClient

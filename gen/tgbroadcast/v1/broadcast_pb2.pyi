@@ -289,7 +289,7 @@ class SendMessageRequest(_message.Message):
     protect_content: _builtins.bool
     """Forbid forwarding and saving."""
     callback_url: _builtins.str
-    """Receives a signed JSON summary when the broadcast ends (see the README:
+    """Receives a signed JSON summary when the broadcast ends (docs/reports.md, "Completion webhook":
     `X-Tgbroadcast-Signature: sha256=<hex HMAC-SHA256 of "<timestamp>.<body>">`
     with the timestamp from `X-Tgbroadcast-Timestamp`). Needs `webhook.secret`.
     """

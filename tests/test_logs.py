@@ -1,3 +1,7 @@
+"""The log set-up of the entry points (:mod:`tgbroadcast.core.logs`): structured fields, and
+every token redacted wherever it appears.
+"""
+
 from __future__ import annotations
 
 import io
@@ -24,7 +28,7 @@ def captured() -> tuple[logging.Logger, io.StringIO]:
     handler = logging.StreamHandler(stream)
     handler.setFormatter(FieldsFormatter())
     handler.addFilter(RedactingFilter([API_TOKEN]))
-    logger = logging.getLogger("test.logconfig")
+    logger = logging.getLogger("test.logs")
     logger.handlers = [handler]
     logger.propagate = False
     logger.setLevel(logging.DEBUG)
