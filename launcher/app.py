@@ -106,7 +106,7 @@ async def _embedded_url(settings: Settings, *, wait: float = EMBEDDED_WAIT) -> s
 @asynccontextmanager
 async def running_api(settings: Settings, backends: Backends) -> AsyncIterator[RunningApi]:
     """gRPC and HTTP listening on the configured ports (0: any free port)."""
-    tokens = TokenCheck(settings.require_api_tokens())
+    tokens = TokenCheck((t.name, t.token) for t in settings.require_api_tokens())
     async with (
         Dispatcher(store=backends.store, queue=backends.queue) as dispatcher,
         Scheduler(store=backends.store, dispatcher=dispatcher),

@@ -57,7 +57,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     configure_logging(
         level=args.log_level,
-        secrets=(settings.telegram.token, *settings.server.api_tokens),
+        secrets=(settings.telegram.token, *(t.token for t in settings.server.api_tokens)),
     )
     try:
         asyncio.run(_serve(settings, command))

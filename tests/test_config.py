@@ -73,7 +73,10 @@ server:
     assert settings.nats.url == "nats://a:4222,nats://b:4222"
     assert settings.server.port == 9100
     assert settings.server.grpc_port == 0
-    assert settings.server.api_tokens == ("first-token-0123456789", "second-token-0123456789")
+    assert [t.token for t in settings.server.api_tokens] == [
+        "first-token-0123456789",
+        "second-token-0123456789",
+    ]
 
 
 def test_comma_separated_api_tokens_from_the_environment(tmp_path: Path) -> None:
@@ -82,7 +85,10 @@ def test_comma_separated_api_tokens_from_the_environment(tmp_path: Path) -> None
         environ={"TGB_SERVER_API_TOKEN": "old-token-0123456789, new-token-0123456789"},
         base_dir=tmp_path,
     )
-    assert settings.require_api_tokens() == ("old-token-0123456789", "new-token-0123456789")
+    assert [t.token for t in settings.require_api_tokens()] == [
+        "old-token-0123456789",
+        "new-token-0123456789",
+    ]
 
 
 def test_secrets_stay_out_of_repr(tmp_path: Path) -> None:

@@ -104,7 +104,7 @@ async def test_every_example_matches_its_schema() -> None:
 async def test_the_app_serves_exactly_the_documented_routes(stack: Stack) -> None:
     assert stack.running.api is not None
     app = rest_app.create_app(
-        stack.running.api.service, TokenCheck([API_TOKEN]), max_body_bytes=1 << 20
+        stack.running.api.service, TokenCheck([("test", API_TOKEN)]), max_body_bytes=1 << 20
     )
     served = {
         (route.method, route.resource.canonical)

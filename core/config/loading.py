@@ -1,130 +1,36 @@
-"""Settings: built once from ``config/config.yaml`` and the environment, then passed explicitly.
-
-Precedence: built-in defaults < the YAML file < ``TGB_<SECTION>_<KEY>`` environment variables
-(``TGB_DATA_DIR`` for the top-level key). Every value is validated on load, and a bad one fails with
-a :class:`~tgbroadcast.core.domain.errors.ConfigError` naming its key. Secrets (the bot token, the
-API tokens) never appear in a ``repr`` or an error message.
-"""
+"""Reading the settings: built-in defaults < the YAML file < ``TGB_<SECTION>_<KEY>`` environment
+variables, each value validated, a bad one failing with a
+:class:`~tgbroadcast.core.domain.errors.ConfigError` naming its key (never its secret value)."""
 
 from __future__ import annotations
 
+import hashlib
+import ipaddress
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-from urllib.parse import unquote, urlsplit
+from urllib.parse import urlsplit
 
 import yaml
-from sqlalchemy.engine import URL, make_url
-from sqlalchemy.exc import ArgumentError
 
+from tgbroadcast.core.config.database import database_url
+from tgbroadcast.core.config.settings import (
+    BOT_TOKEN_RE,
+    ApiToken,
+    DatabaseSettings,
+    IpNetwork,
+    NatsSettings,
+    ServerSettings,
+    Settings,
+    TelegramSettings,
+    WebhookSettings,
+    WorkerSettings,
+)
 from tgbroadcast.core.domain.errors import ConfigError
 
 DEFAULT_CONFIG_PATH = Path("config/config.yaml")
 ENV_PREFIX = "TGB_"
-
-BOT_TOKEN_RE = re.compile(r"^\d{1,20}:[A-Za-z0-9_-]{20,}$")
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class DatabaseSettings:
-    url: str
-    """A SQLAlchemy async URL: ``sqlite+aiosqlite``, ``postgresql+asyncpg`` or ``mysql+asyncmy``."""
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class TelegramSettings:
-    token: str = field(repr=False)
-    api_url: str
-    rate_limit: float
-    """Messages per second for the whole bot, across every worker."""
-    paid_rate_limit: float
-    """Messages per second for broadcasts with ``allow_paid_broadcast`` (Telegram: ≤ 1000)."""
-    rate_margin: float
-    """Share of a second added to each second's worth of send slots, in ``[0, 0.5)``: slots
-    are ``(1 + rate_margin) / rate`` apart, so jitter on the way to Telegram is absorbed."""
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class NatsSettings:
-    url: str
-    """Empty: the service runs an embedded nats-server."""
-    ack_wait: float
-    """Seconds a worker may hold a job without a sign of life before it goes to another."""
-    prefix: str
-    """Names the streams (``<PREFIX>_JOBS``...): services sharing a NATS need different ones."""
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class ServerSettings:
-    host: str
-    port: int
-    grpc_port: int
-    api_tokens: tuple[str, ...] = field(repr=False)
-    max_user_ids: int
-    max_body_bytes: int
-    sse_heartbeat: float = 15.0
-    """Seconds between ``: heartbeat`` comments on an idle Server-Sent Events stream."""
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class WebhookSettings:
-    """The completion webhook (see :mod:`tgbroadcast.core.background.webhooks`)."""
-
-    secret: str = field(repr=False)
-    """HMAC-SHA256 key of ``X-Tgbroadcast-Signature``; empty: ``callback_url`` is refused."""
-    max_attempts: int = 8
-    timeout: float = 10.0
-    """Seconds one POST may take."""
-    backoff_base: float = 1.0
-    """Seconds; retry n waits a random time up to ``min(backoff_cap, backoff_base * 2**n)``."""
-    backoff_cap: float = 300.0
-    poll_interval: float = 1.0
-    """Seconds between looks for finished broadcasts whose webhook is due."""
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class WorkerSettings:
-    concurrency: int
-    """Sends in flight per worker for free broadcasts."""
-    paid_concurrency: int
-    """Sends in flight per worker for paid broadcasts: about the paid rate times a send's
-    round trip (Telegram's answer plus recording it), so 128 carries 1000/s up to 128 ms."""
-    max_attempts: int
-    content_error_threshold: int
-    backoff_base: float
-    """Seconds; attempt n waits a random time up to ``min(backoff_cap, backoff_base * 2**n)``."""
-    backoff_cap: float
-    metrics_port: int
-    """Where a standalone worker serves /metrics (0: not served; run/server use server.port)."""
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class Settings:
-    data_dir: Path
-    database: DatabaseSettings
-    telegram: TelegramSettings
-    nats: NatsSettings
-    server: ServerSettings
-    worker: WorkerSettings
-    webhook: WebhookSettings = field(default_factory=lambda: WebhookSettings(secret=""))
-
-    @property
-    def nats_url_file(self) -> Path:
-        """Where the embedded nats-server's URL is written for workers on this machine."""
-        return self.data_dir / "nats" / "url"
-
-    def require_api_tokens(self) -> tuple[str, ...]:
-        if not self.server.api_tokens:
-            raise ConfigError("server.api_token", "is required to serve the API")
-        return self.server.api_tokens
-
-    def require_bot_token(self) -> str:
-        if not self.telegram.token:
-            raise ConfigError("telegram.token", "is required to send (the token from @BotFather)")
-        return self.telegram.token
-
 
 DEFAULTS: dict[str, dict[str, Any]] = {
     "": {"data_dir": "./data"},
@@ -142,9 +48,19 @@ DEFAULTS: dict[str, dict[str, Any]] = {
         "port": 8080,
         "grpc_port": 50051,
         "api_token": "",
+        "api_tokens": "",
         "max_user_ids": 1_000_000,
         "max_body_bytes": 64 * 1024 * 1024,
         "sse_heartbeat": 15,
+        "tls_cert_file": "",
+        "tls_key_file": "",
+        "tls_client_ca_file": "",
+        "allowed_networks": "",
+        "trusted_proxies": "",
+        "requests_per_second": 50,
+        "max_watchers": 1000,
+        "max_pending_recipients": 10_000_000,
+        "shutdown_grace": 20,
     },
     "worker": {
         "concurrency": 32,
@@ -162,6 +78,7 @@ DEFAULTS: dict[str, dict[str, Any]] = {
         "backoff_base": 1,
         "backoff_cap": 300,
         "poll_interval": 1,
+        "allow_private_networks": False,
     },
 }
 
@@ -261,15 +178,7 @@ def _build(values: dict[str, dict[str, Any]], base: Path) -> Settings:
             ack_wait=_number(values["nats"]["ack_wait"], "nats.ack_wait", low=1.0),
             prefix=_prefix(values["nats"]["prefix"]),
         ),
-        server=ServerSettings(
-            host=_string(server, "host", "server.host") or "127.0.0.1",
-            port=_integer(server["port"], "server.port", low=0, high=65535),
-            grpc_port=_integer(server["grpc_port"], "server.grpc_port", low=0, high=65535),
-            api_tokens=_api_tokens(server["api_token"]),
-            max_user_ids=_integer(server["max_user_ids"], "server.max_user_ids", low=1),
-            max_body_bytes=_integer(server["max_body_bytes"], "server.max_body_bytes", low=1024),
-            sse_heartbeat=_number(server["sse_heartbeat"], "server.sse_heartbeat", low=0.01),
-        ),
+        server=_server(server, base),
         worker=WorkerSettings(
             concurrency=_integer(worker["concurrency"], "worker.concurrency", low=1, high=10_000),
             paid_concurrency=_integer(
@@ -292,6 +201,41 @@ def _build(values: dict[str, dict[str, Any]], base: Path) -> Settings:
     )
 
 
+def _server(server: Mapping[str, Any], base: Path) -> ServerSettings:
+    cert = _file(server["tls_cert_file"], "server.tls_cert_file", base)
+    key = _file(server["tls_key_file"], "server.tls_key_file", base)
+    client_ca = _file(server["tls_client_ca_file"], "server.tls_client_ca_file", base)
+    if (cert is None) != (key is None):
+        missing = "server.tls_key_file" if key is None else "server.tls_cert_file"
+        raise ConfigError(missing, "is required too: TLS needs a certificate and its key")
+    if client_ca is not None and cert is None:
+        raise ConfigError(
+            "server.tls_client_ca_file", "needs server.tls_cert_file and server.tls_key_file"
+        )
+    return ServerSettings(
+        host=_string(server, "host", "server.host") or "127.0.0.1",
+        port=_integer(server["port"], "server.port", low=0, high=65535),
+        grpc_port=_integer(server["grpc_port"], "server.grpc_port", low=0, high=65535),
+        api_tokens=_api_tokens(server["api_token"], server["api_tokens"]),
+        max_user_ids=_integer(server["max_user_ids"], "server.max_user_ids", low=1),
+        max_body_bytes=_integer(server["max_body_bytes"], "server.max_body_bytes", low=1024),
+        sse_heartbeat=_number(server["sse_heartbeat"], "server.sse_heartbeat", low=0.01),
+        tls_cert_file=cert,
+        tls_key_file=key,
+        tls_client_ca_file=client_ca,
+        allowed_networks=_networks(server["allowed_networks"], "server.allowed_networks"),
+        trusted_proxies=_networks(server["trusted_proxies"], "server.trusted_proxies"),
+        requests_per_second=_number(
+            server["requests_per_second"], "server.requests_per_second", low=0.0
+        ),
+        max_watchers=_integer(server["max_watchers"], "server.max_watchers", low=1),
+        max_pending_recipients=_integer(
+            server["max_pending_recipients"], "server.max_pending_recipients", low=1
+        ),
+        shutdown_grace=_number(server["shutdown_grace"], "server.shutdown_grace", low=0.1),
+    )
+
+
 def _webhook(section: Mapping[str, Any]) -> WebhookSettings:
     secret = "" if section["secret"] is None else str(section["secret"]).strip()
     if secret and len(secret) < 16:
@@ -304,6 +248,9 @@ def _webhook(section: Mapping[str, Any]) -> WebhookSettings:
         backoff_base=_number(section["backoff_base"], "webhook.backoff_base", low=0.001),
         backoff_cap=_number(section["backoff_cap"], "webhook.backoff_cap", low=0.001),
         poll_interval=_number(section["poll_interval"], "webhook.poll_interval", low=0.01),
+        allow_private_networks=_flag(
+            section["allow_private_networks"], "webhook.allow_private_networks"
+        ),
     )
 
 
@@ -356,21 +303,69 @@ def _bot_token(value: Any) -> str:
     return token
 
 
-def _api_tokens(value: Any) -> tuple[str, ...]:
-    items: list[Any]
+def _items(value: Any) -> list[str]:
+    """A YAML list, or comma-separated text (an environment variable), without blanks."""
     if value is None:
-        items = []
-    elif isinstance(value, list):
-        items = value
-    else:
-        items = str(value).split(",")
-    tokens = tuple(str(item).strip() for item in items if str(item).strip())
-    for token in tokens:
+        return []
+    items: list[Any] = value if isinstance(value, list) else str(value).split(",")
+    return [str(item).strip() for item in items if str(item).strip()]
+
+
+_TOKEN_NAME = re.compile(r"[A-Za-z0-9_.-]{1,64}")
+
+
+def _api_tokens(*values: Any) -> tuple[ApiToken, ...]:
+    """``server.api_token`` and ``server.api_tokens`` together: each item ``name:token`` or a
+    bare token (several: rotation). A token that holds ``:`` itself must be given a name."""
+    tokens: list[ApiToken] = []
+    for item in (item for value in values for item in _items(value)):
+        name, sep, token = item.partition(":")
+        if not sep or not _TOKEN_NAME.fullmatch(name) or len(token) < 16:
+            name, token = "", item
         if len(token) < 16:
             raise ConfigError("server.api_token", "each token must be at least 16 characters")
-        if any(ch.isspace() for ch in token):
-            raise ConfigError("server.api_token", "tokens must not contain white space")
-    return tokens
+        if any(ch.isspace() for ch in token) or not token.isprintable() or not token.isascii():
+            raise ConfigError(
+                "server.api_token", "tokens must be printable ASCII without white space"
+            )
+        name = name or "token-" + hashlib.sha256(token.encode()).hexdigest()[:12]
+        if any(known.name == name for known in tokens):
+            raise ConfigError("server.api_tokens", f"the name {name!r} is given twice")
+        tokens.append(ApiToken(name=name, token=token))
+    return tuple(tokens)
+
+
+def _networks(value: Any, key: str) -> tuple[IpNetwork, ...]:
+    networks: list[IpNetwork] = []
+    for item in _items(value):
+        try:
+            networks.append(ipaddress.ip_network(item))
+        except ValueError as exc:
+            raise ConfigError(key, f"{item[:64]!r} is not a CIDR network: {exc}") from None
+    return tuple(networks)
+
+
+def _file(value: Any, key: str, base: Path) -> Path | None:
+    text = "" if value is None else str(value).strip()
+    if not text:
+        return None
+    path = Path(text)
+    if not path.is_absolute():
+        path = base / path
+    if not path.is_file():
+        raise ConfigError(key, f"file {path} does not exist")
+    return path
+
+
+def _flag(value: Any, key: str) -> bool:
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    if text in ("true", "1", "yes", "on"):
+        return True
+    if text in ("false", "0", "no", "off", ""):
+        return False
+    raise ConfigError(key, f"must be true or false, not {str(value)[:32]!r}")
 
 
 def _http_url(value: Any, key: str) -> str:
@@ -399,72 +394,3 @@ def _nats_url(value: Any) -> str:
                 "nats.url", "must be nats://host:port (comma-separated for a cluster)"
             )
     return url
-
-
-_GO_MYSQL_DSN = re.compile(
-    r"^(?:(?P<user>[^:@/]*)(?::(?P<password>[^@]*))?@)?"
-    r"(?P<proto>tcp|unix)\((?P<addr>[^)]*)\)/(?P<db>[^?]*)(?:\?(?P<query>.*))?$"
-)
-
-_DRIVERS = {
-    "sqlite": "sqlite+aiosqlite",
-    "postgres": "postgresql+asyncpg",
-    "postgresql": "postgresql+asyncpg",
-    "mysql": "mysql+asyncmy",
-    "mariadb": "mysql+asyncmy",
-}
-_SUPPORTED = {"sqlite+aiosqlite", "postgresql+asyncpg", "mysql+asyncmy"}
-
-
-def database_url(dsn: str, data_dir: Path) -> str:
-    """Turn ``database.dsn`` into a SQLAlchemy async URL.
-
-    Accepts SQLAlchemy URLs (a bare ``postgresql://``/``mysql://``/``sqlite://`` gets the async
-    driver), and the Go-style MySQL DSN ``user:pass@tcp(host:3306)/db``. Empty: SQLite in
-    ``data_dir``.
-    """
-    if not dsn:
-        return f"sqlite+aiosqlite:///{data_dir / 'tgbroadcast.db'}"
-    go = _GO_MYSQL_DSN.match(dsn)
-    if go:
-        return _from_go_mysql(go)
-    try:
-        url = make_url(dsn)
-    except ArgumentError:
-        raise ConfigError(
-            "database.dsn", "is not a database URL (e.g. postgresql+asyncpg://host/db)"
-        ) from None
-    drivername = _DRIVERS.get(url.drivername, url.drivername)
-    if drivername not in _SUPPORTED:
-        raise ConfigError(
-            "database.dsn",
-            f"driver {url.drivername!r} is not supported; use one of {sorted(_SUPPORTED)}",
-        )
-    url = url.set(drivername=drivername)
-    if drivername == "mysql+asyncmy" and "charset" not in url.query:
-        url = url.update_query_dict({"charset": "utf8mb4"})
-    return url.render_as_string(hide_password=False)
-
-
-def _from_go_mysql(match: re.Match[str]) -> str:
-    if match["proto"] != "tcp":
-        raise ConfigError("database.dsn", "only tcp(...) addresses are supported in Go-style DSNs")
-    host, _, port = match["addr"].partition(":")
-    query = {
-        unquote(k): unquote(v)
-        for k, _, v in (p.partition("=") for p in (match["query"] or "").split("&") if p)
-    }
-    # Go driver options that mean nothing to asyncmy.
-    for go_only in ("parseTime", "loc", "timeout", "readTimeout", "writeTimeout"):
-        query.pop(go_only, None)
-    query.setdefault("charset", "utf8mb4")
-    url = URL.create(
-        "mysql+asyncmy",
-        username=unquote(match["user"]) if match["user"] else None,
-        password=unquote(match["password"]) if match["password"] is not None else None,
-        host=host or "127.0.0.1",
-        port=int(port) if port else 3306,
-        database=unquote(match["db"]),
-        query=query,
-    )
-    return url.render_as_string(hide_password=False)

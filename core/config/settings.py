@@ -1,0 +1,149 @@
+"""The settings' shape: frozen dataclasses, one per section. Secrets never appear in a
+``repr``."""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from tgbroadcast.core.domain.errors import ConfigError
+
+BOT_TOKEN_RE = re.compile(r"^\d{1,20}:[A-Za-z0-9_-]{20,}$")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class DatabaseSettings:
+    url: str
+    """A SQLAlchemy async URL: ``sqlite+aiosqlite``, ``postgresql+asyncpg`` or ``mysql+asyncmy``."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TelegramSettings:
+    token: str = field(repr=False)
+    api_url: str
+    rate_limit: float
+    """Messages per second for the whole bot, across every worker."""
+    paid_rate_limit: float
+    """Messages per second for broadcasts with ``allow_paid_broadcast`` (Telegram: ≤ 1000)."""
+    rate_margin: float
+    """Share of a second added to each second's worth of send slots, in ``[0, 0.5)``: slots
+    are ``(1 + rate_margin) / rate`` apart, so jitter on the way to Telegram is absorbed."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class NatsSettings:
+    url: str
+    """Empty: the service runs an embedded nats-server."""
+    ack_wait: float
+    """Seconds a worker may hold a job without a sign of life before it goes to another."""
+    prefix: str
+    """Names the streams (``<PREFIX>_JOBS``...): services sharing a NATS need different ones."""
+
+
+IpNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ApiToken:
+    """One accepted API token and the name it is known by in logs and records."""
+
+    name: str
+    """Given as ``name:token``, else ``token-`` and the first 12 hex digits of its SHA-256."""
+    token: str = field(repr=False)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ServerSettings:
+    host: str
+    port: int
+    grpc_port: int
+    api_tokens: tuple[ApiToken, ...] = field(repr=False)
+    max_user_ids: int
+    max_body_bytes: int
+    sse_heartbeat: float = 15.0
+    """Seconds between ``: heartbeat`` comments on an idle Server-Sent Events stream."""
+    tls_cert_file: Path | None = None
+    """PEM certificate chain; with ``tls_key_file``, both listeners serve TLS only."""
+    tls_key_file: Path | None = None
+    tls_client_ca_file: Path | None = None
+    """PEM CA bundle: clients must present a certificate it signed (mutual TLS)."""
+    allowed_networks: tuple[IpNetwork, ...] = ()
+    """Client addresses served (empty: everyone); others get 403 / PERMISSION_DENIED."""
+    trusted_proxies: tuple[IpNetwork, ...] = ()
+    """Peers whose ``X-Forwarded-For`` is believed."""
+    requests_per_second: float = 50.0
+    """Per API token, burst twice that; 0: no limit."""
+    max_watchers: int = 1000
+    """Open WatchBroadcast and SSE streams per server process."""
+    max_pending_recipients: int = 10_000_000
+    """Recipients not yet final, over all broadcasts, above which a send is refused."""
+    shutdown_grace: float = 20.0
+    """Seconds from SIGTERM to exit, whatever clients do."""
+
+    @property
+    def tls(self) -> bool:
+        return self.tls_cert_file is not None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class WebhookSettings:
+    """The completion webhook (see :mod:`tgbroadcast.core.background.webhooks`)."""
+
+    secret: str = field(repr=False)
+    """HMAC-SHA256 key of ``X-Tgbroadcast-Signature``; empty: ``callback_url`` is refused."""
+    max_attempts: int = 8
+    timeout: float = 10.0
+    """Seconds one POST may take."""
+    backoff_base: float = 1.0
+    """Seconds; retry n waits a random time up to ``min(backoff_cap, backoff_base * 2**n)``."""
+    backoff_cap: float = 300.0
+    poll_interval: float = 1.0
+    """Seconds between looks for finished broadcasts whose webhook is due."""
+    allow_private_networks: bool = False
+    """Let ``callback_url`` reach loopback, private, link-local and other internal addresses."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class WorkerSettings:
+    concurrency: int
+    """Sends in flight per worker for free broadcasts."""
+    paid_concurrency: int
+    """Sends in flight per worker for paid broadcasts: about the paid rate times a send's
+    round trip (Telegram's answer plus recording it), so 128 carries 1000/s up to 128 ms."""
+    max_attempts: int
+    content_error_threshold: int
+    backoff_base: float
+    """Seconds; attempt n waits a random time up to ``min(backoff_cap, backoff_base * 2**n)``."""
+    backoff_cap: float
+    metrics_port: int
+    """Where a standalone worker serves /metrics (0: not served; run/server use server.port)."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Settings:
+    data_dir: Path
+    database: DatabaseSettings
+    telegram: TelegramSettings
+    nats: NatsSettings
+    server: ServerSettings
+    worker: WorkerSettings
+    webhook: WebhookSettings = field(default_factory=lambda: WebhookSettings(secret=""))
+
+    @property
+    def nats_url_file(self) -> Path:
+        """Where the embedded nats-server's URL is written for workers on this machine."""
+        return self.data_dir / "nats" / "url"
+
+    def require_api_tokens(self) -> tuple[ApiToken, ...]:
+        if not self.server.api_tokens:
+            raise ConfigError(
+                "server.api_token", "is required to serve the API (or server.api_tokens)"
+            )
+        return self.server.api_tokens
+
+    def require_bot_token(self) -> str:
+        if not self.telegram.token:
+            raise ConfigError("telegram.token", "is required to send (the token from @BotFather)")
+        return self.telegram.token
