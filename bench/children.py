@@ -14,7 +14,7 @@ import socket
 import sys
 from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import AsyncExitStack, asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -224,6 +224,8 @@ class ServiceConfig:
     ack_wait: float = 30.0
     database_dsn: str = ""
     """Empty: SQLite in the run's data folder."""
+    environ: Mapping[str, str] = field(default_factory=dict)
+    """More ``TGB_*`` settings (``TGB_SERVER_TLS_CERT_FILE``: the API serves HTTPS)."""
 
 
 class Cluster:
@@ -256,6 +258,7 @@ class Cluster:
             "TGB_SERVER_PORT": str(self.http_port),
             "TGB_SERVER_GRPC_PORT": str(self.grpc_port),
             "TGB_LOG_LEVEL": "INFO",
+            **config.environ,
         }
         self.server: Child | None = None
         self.workers: list[Child] = []
@@ -275,7 +278,8 @@ class Cluster:
 
     @property
     def http_url(self) -> str:
-        return f"http://127.0.0.1:{self.http_port}"
+        scheme = "https" if self.environ.get("TGB_SERVER_TLS_CERT_FILE") else "http"
+        return f"{scheme}://127.0.0.1:{self.http_port}"
 
     @property
     def grpc_target(self) -> str:
@@ -317,7 +321,8 @@ async def _wait_healthy(child: Child, http_url: str) -> None:
             if not child.running:
                 raise child.failure(f"exited with {child.proc.returncode}")
             try:
-                async with session.get(http_url + "/healthz") as response:
+                # ssl=False: a TLS server's certificate is not checked to see it ready.
+                async with session.get(http_url + "/readyz", ssl=False) as response:
                     if response.status == 200:
                         return
             except aiohttp.ClientConnectionError:

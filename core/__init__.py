@@ -11,6 +11,8 @@
 * :mod:`~tgbroadcast.core.config`, :mod:`~tgbroadcast.core.logs`,
   :mod:`~tgbroadcast.core.metrics` — settings, log set-up and Prometheus metrics.
 * :mod:`~tgbroadcast.core.tasks` — how an owner stops the background tasks it started.
+* :mod:`~tgbroadcast.core.health` — readiness: the database, NATS and the drain, each check
+  named and bounded in time.
 
 Imports run one way: background → service → store, queue, rules → domain. Nothing in
 ``core`` imports ``tgbroadcast.server``, ``tgbroadcast.worker`` or ``tgbroadcast.launcher``

@@ -1,39 +1,46 @@
 """Composition of the running service: backends, the API (gRPC + HTTP) and workers.
 
 Start-up order: NATS (embedded when no URL is configured) → database (migrated) → queue →
-dispatcher → scheduler → core → gRPC and HTTP listeners (→ worker). Shutdown runs it
-backwards, so intake stops first, workers finish the sends in hand, and NATS and the
-database close last.
+dispatcher → scheduler → core → gRPC and HTTP listeners (→ worker). Shutdown
+(:mod:`.shutdown`) runs it backwards: readiness fails and intake stops first (watch streams
+told, requests in flight completed), workers finish the sends in hand, and NATS and the
+database close last, all within ``server.shutdown_grace``.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator, Iterator
-from contextlib import AsyncExitStack, asynccontextmanager, contextmanager
+from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
 
 from aiohttp import web
-from prometheus_client import start_http_server
 
 from tgbroadcast.core.background.scheduler import Scheduler
 from tgbroadcast.core.background.webhooks import WebhookNotifier
 from tgbroadcast.core.config import Settings
 from tgbroadcast.core.domain.errors import ConfigError
+from tgbroadcast.core.health import Readiness
 from tgbroadcast.core.metrics import Metrics
 from tgbroadcast.core.queue import Queue
 from tgbroadcast.core.service.broadcasting import BroadcastingService
 from tgbroadcast.core.service.dispatch import Dispatcher
 from tgbroadcast.core.store import Store
 from tgbroadcast.launcher.natsserver import EmbeddedNatsServer
+from tgbroadcast.launcher.probes import probes_app, serving_probes
+from tgbroadcast.launcher.shutdown import ApiDrain, ShutdownClock, ShutdownPlan
 from tgbroadcast.server.auth import TokenCheck
+from tgbroadcast.server.grpc.health import HealthFollower
 from tgbroadcast.server.grpc.servicer import create_server
+from tgbroadcast.server.guards import Guards
 from tgbroadcast.server.rest.app import create_app
+from tgbroadcast.server.rest.protocol import ApiRunner
+from tgbroadcast.server.streams import Watchers
+from tgbroadcast.server.tls import ServerCertificates
 
 logger = logging.getLogger(__name__)
 
-GRACE_SECONDS = 5.0
 EMBEDDED_WAIT = 30.0
 """Seconds a worker without ``nats.url`` waits for the server's embedded nats-server."""
 
@@ -51,12 +58,24 @@ class RunningApi:
     dispatcher: Dispatcher
     http_port: int
     grpc_port: int
+    drain: ApiDrain
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class RunningService:
     backends: Backends
     api: RunningApi | None
+    readiness: Readiness
+    clock: ShutdownClock
+
+    async def drain(self) -> None:
+        """The first steps of the shutdown (:mod:`.shutdown`): readiness fails, watch streams
+        end, the API's listeners close once the requests in flight completed. The worker
+        drains, and the backends close, when the context exits."""
+        self.clock.start()
+        self.readiness.start_draining()
+        if self.api is not None:
+            await self.api.drain()
 
 
 @asynccontextmanager
@@ -104,13 +123,29 @@ async def _embedded_url(settings: Settings, *, wait: float = EMBEDDED_WAIT) -> s
 
 
 @asynccontextmanager
-async def running_api(settings: Settings, backends: Backends) -> AsyncIterator[RunningApi]:
-    """gRPC and HTTP listening on the configured ports (0: any free port)."""
+async def running_api(
+    settings: Settings,
+    backends: Backends,
+    *,
+    readiness: Readiness | None = None,
+    plan: ShutdownPlan | None = None,
+) -> AsyncIterator[RunningApi]:
+    """gRPC and HTTP listening on the configured ports (0: any free port); on exit they drain
+    (:class:`ApiDrain`) as ``plan`` says (``server.shutdown_grace`` when omitted)."""
+    readiness = readiness or Readiness.of(database=backends.store, nats=backends.queue)
+    plan = plan or ShutdownPlan(settings.server.shutdown_grace)
+    watchers = Watchers(settings.server.max_watchers)
     tokens = TokenCheck((t.name, t.token) for t in settings.require_api_tokens())
+    guards = Guards.create(
+        allowed_networks=settings.server.allowed_networks,
+        trusted_proxies=settings.server.trusted_proxies,
+        requests_per_second=settings.server.requests_per_second,
+    )
     async with (
         Dispatcher(store=backends.store, queue=backends.queue) as dispatcher,
         Scheduler(store=backends.store, dispatcher=dispatcher),
         _webhook_notifier(settings, backends.store) as notifier,
+        HealthFollower(readiness) as health,
     ):
         service = BroadcastingService(
             store=backends.store,
@@ -118,27 +153,52 @@ async def running_api(settings: Settings, backends: Backends) -> AsyncIterator[R
             dispatcher=dispatcher,
             metrics=backends.metrics,
             max_user_ids=settings.server.max_user_ids,
+            max_pending_recipients=settings.server.max_pending_recipients,
             accept_callbacks=notifier is not None,
+            allow_private_callbacks=settings.webhook.allow_private_networks,
             on_finished=None if notifier is None else notifier.wake,
         )
-        grpc_server = await create_server(service, tokens)
-        grpc_port = grpc_server.add_insecure_port(
-            f"{settings.server.host}:{settings.server.grpc_port}"
+        grpc_server = await create_server(
+            service, tokens, guards=guards, health_servicer=health.servicer, watchers=watchers
+        )
+        certificates = _certificates(settings)
+        grpc_address = f"{settings.server.host}:{settings.server.grpc_port}"
+        grpc_port = (
+            grpc_server.add_insecure_port(grpc_address)
+            if certificates is None
+            else grpc_server.add_secure_port(grpc_address, certificates.grpc_credentials())
         )
         await grpc_server.start()
-        runner = web.AppRunner(
+        runner = ApiRunner(
             create_app(
                 service,
                 tokens,
                 max_body_bytes=settings.server.max_body_bytes,
                 sse_heartbeat=settings.server.sse_heartbeat,
+                guard=guards,
+                readiness=readiness,
+                watchers=watchers,
             ),
             access_log=None,
             handle_signals=False,
+            shutdown_timeout=plan.requests / 2,  # aiohttp may wait twice: see ShutdownPlan
+        )
+        drain = ApiDrain(
+            plan=plan,
+            readiness=readiness,
+            health=health,
+            watchers=watchers,
+            grpc_server=grpc_server,
+            runner=runner,
         )
         await runner.setup()
         try:
-            site = web.TCPSite(runner, settings.server.host, settings.server.port)
+            site = web.TCPSite(
+                runner,
+                settings.server.host,
+                settings.server.port,
+                ssl_context=None if certificates is None else certificates.http_context(),
+            )
             await site.start()
             http_port = int(runner.addresses[0][1])
             logger.info(
@@ -147,14 +207,27 @@ async def running_api(settings: Settings, backends: Backends) -> AsyncIterator[R
                     "host": settings.server.host,
                     "http_port": http_port,
                     "grpc_port": grpc_port,
+                    "tls": certificates is not None,
+                    "mtls": certificates is not None and certificates.mutual,
                 },
             )
             yield RunningApi(
-                service=service, dispatcher=dispatcher, http_port=http_port, grpc_port=grpc_port
+                service=service,
+                dispatcher=dispatcher,
+                http_port=http_port,
+                grpc_port=grpc_port,
+                drain=drain,
             )
         finally:
-            await runner.cleanup()
-            await grpc_server.stop(GRACE_SECONDS)
+            await drain()
+
+
+def _certificates(settings: Settings) -> ServerCertificates | None:
+    """TLS for both listeners when ``server.tls_cert_file`` and ``tls_key_file`` are set."""
+    server = settings.server
+    if server.tls_cert_file is None or server.tls_key_file is None:
+        return None
+    return ServerCertificates(server.tls_cert_file, server.tls_key_file, server.tls_client_ca_file)
 
 
 @asynccontextmanager
@@ -173,35 +246,38 @@ async def _webhook_notifier(
 async def running_service(
     settings: Settings, *, api: bool, workers: int
 ) -> AsyncIterator[RunningService]:
-    """The whole service in this process: the API when ``api``, and ``workers`` workers."""
+    """The whole service in this process: the API when ``api``, and ``workers`` workers.
+
+    Call :meth:`RunningService.drain` before leaving to shut down in order (:mod:`.shutdown`).
+    """
+    plan = ShutdownPlan(settings.server.shutdown_grace)
+    clock = ShutdownClock(plan)
     async with AsyncExitStack() as stack:
         backends = await stack.enter_async_context(open_backends(settings, embed_nats=api))
+        readiness = Readiness.of(database=backends.store, nats=backends.queue)
+        stack.push_async_callback(readiness.aclose)
         running: RunningApi | None = None
         if api:
-            running = await stack.enter_async_context(running_api(settings, backends))
+            running = await stack.enter_async_context(
+                running_api(settings, backends, readiness=readiness, plan=plan)
+            )
         if workers:
             # aiogram takes seconds to import: only processes that send pay for it.
             from tgbroadcast.worker.runner import running_worker
 
         if workers and running is None and settings.worker.metrics_port:
-            stack.enter_context(_metrics_endpoint(settings, backends.metrics))
+            probes = probes_app(readiness, backends.metrics, backends.queue)
+            await stack.enter_async_context(
+                serving_probes(probes, host=settings.server.host, port=settings.worker.metrics_port)
+            )
         for _ in range(workers):
             await stack.enter_async_context(
                 running_worker(
-                    settings, store=backends.store, queue=backends.queue, metrics=backends.metrics
+                    settings,
+                    store=backends.store,
+                    queue=backends.queue,
+                    metrics=backends.metrics,
+                    drain_within=clock.worker_budget,
                 )
             )
-        yield RunningService(backends=backends, api=running)
-
-
-@contextmanager
-def _metrics_endpoint(settings: Settings, metrics: Metrics) -> Iterator[None]:
-    """/metrics for a process without the HTTP bridge (a standalone worker)."""
-    server, thread = start_http_server(
-        settings.worker.metrics_port, addr=settings.server.host, registry=metrics.registry
-    )
-    try:
-        yield
-    finally:
-        server.shutdown()
-        thread.join()
+        yield RunningService(backends=backends, api=running, readiness=readiness, clock=clock)

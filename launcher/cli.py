@@ -11,9 +11,12 @@ Commands:
 * ``send`` — a client: send a broadcast through the gRPC API, optionally ``--watch`` it
   (``tgbroadcast_client.cli``; ``tgbroadcast send --help``).
 
-SIGINT or SIGTERM shuts down in order: stop taking requests and jobs, finish the sends in
-hand (for at most ``nats.ack_wait`` seconds; unfinished jobs go to other workers), then close
-NATS and the database. A second signal exits at once.
+SIGINT or SIGTERM shuts down in order (:mod:`tgbroadcast.launcher.shutdown`): readiness fails
+and gRPC health says NOT_SERVING, open watch streams are told to end, the listeners close once
+the requests in flight completed, the worker finishes the sends in hand (unfinished jobs go to
+other workers), then NATS and the database close — all within ``server.shutdown_grace``
+seconds: past that a watchdog logs and ends the process (exit code 1). A second signal exits
+at once.
 """
 
 from __future__ import annotations
@@ -33,6 +36,7 @@ from tgbroadcast.core.domain.errors import ConfigError
 from tgbroadcast.core.logs import configure_logging
 from tgbroadcast.core.store import Store
 from tgbroadcast.launcher.app import running_service
+from tgbroadcast.launcher.shutdown import Watchdog
 from tgbroadcast_client.cli import main as send_main
 
 logger = logging.getLogger("tgbroadcast")
@@ -97,11 +101,13 @@ async def _serve(settings: Settings, command: str) -> None:
         logger.info("database migrated")
         return
     stop = asyncio.Event()
+    watchdog = Watchdog(settings.server.shutdown_grace)
 
     def on_signal() -> None:
         if stop.is_set():  # a second Ctrl-C: no more waiting
             logger.warning("second signal; exiting at once")
             os._exit(130)
+        watchdog.start()
         stop.set()
 
     loop = asyncio.get_running_loop()
@@ -111,7 +117,7 @@ async def _serve(settings: Settings, command: str) -> None:
         settings,
         api=command in ("run", "server"),
         workers=1 if command in ("run", "worker") else 0,
-    ):
+    ) as running:
         # What start-up built (modules, models, compiled statements) lives as long as the
         # process: moved out of the collector's sight (with whatever else exists now), a full
         # collection no longer walks it. That walk took ~150 ms — a stall of the event loop
@@ -120,4 +126,6 @@ async def _serve(settings: Settings, command: str) -> None:
         gc.freeze()
         logger.info("ready; stop with Ctrl-C", extra={"command": command})
         await stop.wait()
-        logger.info("shutting down")
+        logger.info("shutting down", extra={"shutdown_grace": settings.server.shutdown_grace})
+        await running.drain()
+    logger.info("stopped")

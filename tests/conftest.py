@@ -5,12 +5,14 @@ from tests.fixtures.nats import nats_url, queue_prefix
 from tests.fixtures.refusals import small_stack
 from tests.fixtures.stack import backend, sqlite_stack, stack
 from tests.fixtures.telegram import bot, simulator
+from tests.fixtures.tls import pki
 
 __all__ = [
     "backend",
     "bot",
     "database_url",
     "nats_url",
+    "pki",
     "queue_prefix",
     "simulator",
     "small_stack",

@@ -25,6 +25,7 @@ MAY_IMPORT: dict[str, frozenset[str]] = {
     "core.logs": frozenset(),
     "core.metrics": frozenset(),
     "core.tasks": frozenset(),
+    "core.health": _CORE_BASE | {"core.tasks"},
     "core.config": _CORE_BASE,
     "core.rules": _CORE_BASE,
     "core.store": _CORE_BASE,
@@ -35,9 +36,16 @@ MAY_IMPORT: dict[str, frozenset[str]] = {
     | {"core.rules", "core.store", "core.queue", "core.service", "core.config", "core.tasks"},
     "server": frozenset(),  # the package docstring only
     "server.auth": frozenset(),
+    "server.streams": _CORE_BASE | {"core.tasks"},
+    "server.guards": frozenset(),
+    "server.tls": _CORE_BASE,
     # The two transports never import each other: each has its own converters.
-    "server.grpc": _CORE_BASE | {"core.rules", "core.service", "server.auth", "v1"},
-    "server.rest": _CORE_BASE | {"core.rules", "core.service", "core.tasks", "server.auth", "v1"},
+    "server.grpc": _CORE_BASE
+    | {"core.rules", "core.service", "server.auth", "server.guards", "v1"}
+    | {"core.health", "core.tasks", "server.streams"},
+    "server.rest": _CORE_BASE
+    | {"core.rules", "core.service", "core.tasks", "server.auth", "server.guards", "v1"}
+    | {"core.health", "server.streams"},
     "worker": _CORE_BASE
     | {"core.rules", "core.store", "core.queue", "core.config", "core.logs"}
     | {"core.metrics", "core.tasks"},

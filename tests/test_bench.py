@@ -33,7 +33,7 @@ async def test_the_harness_writes_a_report_from_a_tiny_run(tmp_path: Path) -> No
         "bench",
         "--smoke",
         "--only",
-        "1,7",
+        "1,7,8",
         "--peers",
         "ptb",
         "--report",
@@ -62,12 +62,24 @@ async def test_the_harness_writes_a_report_from_a_tiny_run(tmp_path: Path) -> No
         "REST recipients=1000",
     }
 
+    # TLS's cost per request, next to plain text, for both transports and both connections.
+    tls = {r["run"]: r for r in raw if r["scenario"] == "8"}
+    assert set(tls) == {
+        f"{mode} {transport} {connection}"
+        for mode in ("plain", "TLS")
+        for transport in ("gRPC", "REST")
+        for connection in ("kept", "new")
+    }
+    assert all(r["p50_ms"] > 0 for r in tls.values())
+
     text = report.read_text(encoding="utf-8")
     assert "## 1. Limit utilisation" in text
     # The table of contents links every section of the run.
     assert "- [1. Limit utilisation](#1-limit-utilisation)" in text
     assert "- [7. API latency](#7-api-latency)" in text
     assert "## 7. API latency" in text
+    assert "## 8. TLS cost" in text
+    assert "| gRPC | new per request |" in text
     assert "- Date: " in text
     assert "- Machine: " in text
     # Every figure in a table comes from the run: the delivered count printed raw is there.

@@ -198,3 +198,32 @@ def test_role_requirements(tmp_path: Path) -> None:
 )
 def test_database_urls(dsn: str, url: str) -> None:
     assert database_url(dsn, Path("/data")) == url
+
+
+def test_tls_files_go_together_and_must_exist(tmp_path: Path) -> None:
+    for name in ("server.crt", "server.key", "ca.pem"):
+        (tmp_path / name).write_text("PEM", encoding="utf-8")
+    cert, key, ca = (
+        "TGB_SERVER_TLS_CERT_FILE",
+        "TGB_SERVER_TLS_KEY_FILE",
+        "TGB_SERVER_TLS_CLIENT_CA_FILE",
+    )
+    settings = load_settings(
+        None, environ={cert: "server.crt", key: "server.key", ca: "ca.pem"}, base_dir=tmp_path
+    )
+    assert settings.server.tls
+    assert settings.server.tls_cert_file == tmp_path / "server.crt"  # relative to the base
+    assert settings.server.tls_client_ca_file == tmp_path / "ca.pem"
+    assert not load_settings(None, environ={}, base_dir=tmp_path).server.tls
+    refusals = [
+        ({cert: "server.crt"}, r"server\.tls_key_file: is required too"),
+        ({key: "server.key"}, r"server\.tls_cert_file: is required too"),
+        ({ca: "ca.pem"}, r"server\.tls_client_ca_file: needs server\.tls_cert_file"),
+        (
+            {cert: "missing.crt", key: "server.key"},
+            r"server\.tls_cert_file: file .* does not exist",
+        ),
+    ]
+    for environ, message in refusals:
+        with pytest.raises(ConfigError, match=message):
+            load_settings(None, environ=environ, base_dir=tmp_path)

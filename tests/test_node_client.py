@@ -18,9 +18,10 @@ import pytest
 
 from tests.fixtures.environ import user_environ
 from tests.fixtures.services import IN_CI
-from tests.fixtures.stack import API_TOKEN, Stack, on_sqlite
+from tests.fixtures.stack import API_TOKEN, Backend, Stack, on_sqlite, start_stack
+from tests.fixtures.tls import Pki
 from tests.fixtures.watching import assert_watch_complete, watch
-from tgbroadcast.simulator import ChatState
+from tgbroadcast.simulator import ChatState, Simulator
 from tgbroadcast.v1 import broadcast_pb2 as pb
 
 # The client only speaks gRPC: one backend is enough.
@@ -66,8 +67,12 @@ class Run:
     stderr: str
 
 
-async def run_example(node: str, stack: Stack, token: str, *args: str) -> Run:
-    environ = user_environ(TGB_GRPC_TARGET=stack.grpc_target, TGB_API_TOKEN=token)
+async def run_example(
+    node: str, stack: Stack, token: str, *args: str, environ: dict[str, str] | None = None
+) -> Run:
+    environ = user_environ(
+        TGB_GRPC_TARGET=stack.grpc_target, TGB_API_TOKEN=token, **(environ or {})
+    )
     proc = await asyncio.create_subprocess_exec(
         node,
         str(NODE_CLIENT / "send.js"),
@@ -138,3 +143,30 @@ async def test_node_example_reports_a_wrong_token(node: str, stack: Stack) -> No
     assert run.stdout == []
     assert "UNAUTHENTICATED" in run.stderr
     assert not stack.simulator.calls
+
+
+async def test_node_example_speaks_mutual_tls(
+    node: str, backend: Backend, simulator: Simulator, pki: Pki
+) -> None:
+    async with start_stack(backend, simulator, pki.tls_overrides(mutual=True)) as stack:
+        files = {
+            "TGB_GRPC_CA_FILE": str(pki.ca_file),
+            "TGB_GRPC_CERT_FILE": str(pki.client.cert_file),
+            "TGB_GRPC_KEY_FILE": str(pki.client.key_file),
+        }
+        run = await run_example(node, stack, API_TOKEN, "41", environ=files)
+        assert run.returncode == 0, run.stderr
+        assert re.fullmatch(r"broadcast \d+ COMPLETED: total=1 sent=1 failed=0", run.stdout[-1])
+
+        # Without a client certificate the server refuses the connection.
+        run = await run_example(
+            node, stack, API_TOKEN, "42", environ={"TGB_GRPC_CA_FILE": str(pki.ca_file)}
+        )
+        assert run.returncode == 1
+        assert "UNAVAILABLE" in run.stderr
+        # A certificate without its key is a usage error.
+        run = await run_example(
+            node, stack, API_TOKEN, "43", environ={"TGB_GRPC_CERT_FILE": str(pki.client.cert_file)}
+        )
+        assert run.returncode == 2
+        assert "TGB_GRPC_KEY_FILE" in run.stderr

@@ -22,7 +22,7 @@ from tests.fixtures.stack import API_TOKEN, Backend, Stack, start_stack
 from tests.fixtures.watching import watch
 from tgbroadcast.server.auth import TokenCheck
 from tgbroadcast.server.rest import app as rest_app
-from tgbroadcast.server.rest import content, openapi, openapi_schemas, users
+from tgbroadcast.server.rest import content, openapi, openapi_examples, users
 from tgbroadcast.simulator import Simulator
 
 # The document does not depend on the store: one backend is enough.
@@ -143,14 +143,14 @@ async def documented_stack(backend: Backend, simulator: Simulator) -> AsyncItera
 
 
 @on_sqlite
-@pytest.mark.parametrize("example", sorted(openapi_schemas.SEND_EXAMPLES))
+@pytest.mark.parametrize("example", sorted(openapi_examples.SEND_EXAMPLES))
 async def test_the_send_examples_are_accepted(documented_stack: Stack, example: str) -> None:
     stack = documented_stack
     if example != "text":  # the others select users the users example creates
-        status, body = await post(stack, "/v1/users", openapi_schemas.USERS_EXAMPLE)
+        status, body = await post(stack, "/v1/users", openapi_examples.USERS_EXAMPLE)
         assert status == 200, body
     for path in ("/send-message", "/v1/broadcasts"):
-        body = dict(openapi_schemas.SEND_EXAMPLES[example])
+        body = dict(openapi_examples.SEND_EXAMPLES[example])
         body.pop("idempotency_key", None)  # one broadcast per route, not a replay
         status, answer = await post(stack, path, body)
         assert status == 202, answer
@@ -160,10 +160,10 @@ async def test_the_send_examples_are_accepted(documented_stack: Stack, example: 
 
 @on_sqlite
 async def test_the_users_and_preview_examples_are_accepted(stack: Stack) -> None:
-    status, answer = await post(stack, "/v1/users", openapi_schemas.USERS_EXAMPLE)
+    status, answer = await post(stack, "/v1/users", openapi_examples.USERS_EXAMPLE)
     assert status == 200, answer
-    assert answer == {"upserted": len(openapi_schemas.USERS_EXAMPLE["users"])}
-    status, answer = await post(stack, "/v1/preview", openapi_schemas.PREVIEW_EXAMPLE)
+    assert answer == {"upserted": len(openapi_examples.USERS_EXAMPLE["users"])}
+    status, answer = await post(stack, "/v1/preview", openapi_examples.PREVIEW_EXAMPLE)
     assert status == 200, answer
     assert_valid(answer, schema_of("PreviewResponse"))
     assert answer["text"] == "Hi Alice!"
@@ -219,9 +219,9 @@ def sample(parameter: dict[str, Any]) -> str:
 async def test_documented_gets_accept_their_parameters_and_answer_their_schemas(
     stack: Stack,
 ) -> None:
-    status, answer = await post(stack, "/v1/users", openapi_schemas.USERS_EXAMPLE)
+    status, answer = await post(stack, "/v1/users", openapi_examples.USERS_EXAMPLE)
     assert status == 200, answer
-    status, answer = await post(stack, "/send-message", openapi_schemas.SEND_EXAMPLES["text"])
+    status, answer = await post(stack, "/send-message", openapi_examples.SEND_EXAMPLES["text"])
     assert status == 202, answer
     await watch(stack, answer["broadcast_id"])  # finished: every report has rows
     ids = {"broadcast_id": str(answer["broadcast_id"]), "user_id": "111"}
@@ -255,7 +255,7 @@ async def test_documented_gets_accept_their_parameters_and_answer_their_schemas(
 
 @on_sqlite
 async def test_the_event_stream_carries_the_documented_events(stack: Stack) -> None:
-    status, answer = await post(stack, "/send-message", openapi_schemas.SEND_EXAMPLES["text"])
+    status, answer = await post(stack, "/send-message", openapi_examples.SEND_EXAMPLES["text"])
     assert status == 202, answer
     broadcast_id = answer["broadcast_id"]
     url = f"{stack.http_url}/v1/broadcasts/{broadcast_id}/events"
@@ -310,7 +310,7 @@ def test_every_operation_documents_its_errors() -> None:
             responses = set(operation["responses"])
             if operation.get("security") == []:
                 continue
-            assert "401" in responses, f"{method} {path}"
+            assert {"401", "403", "429"} <= responses, f"{method} {path}"
             assert "400" in responses, f"{method} {path}"
             if "{" in path:
                 assert "404" in responses, f"{method} {path}"
@@ -329,14 +329,14 @@ def assert_documented(instance: Any, name: str) -> None:
 @on_sqlite
 async def test_real_answers_match_the_documented_members(documented_stack: Stack) -> None:
     stack = documented_stack
-    status, answer = await post(stack, "/v1/users", openapi_schemas.USERS_EXAMPLE)
+    status, answer = await post(stack, "/v1/users", openapi_examples.USERS_EXAMPLE)
     assert status == 200, answer
     status, user = await get(stack, "/v1/users/111")
     assert status == 200
     assert user["tags"] == ["vip"]
     assert_documented(user, "User")
 
-    body = {**openapi_schemas.SEND_EXAMPLES["scheduled"], "idempotency_key": "doc-replay"}
+    body = {**openapi_examples.SEND_EXAMPLES["scheduled"], "idempotency_key": "doc-replay"}
     status, first = await post(stack, "/v1/broadcasts", body)
     assert status == 202, first
     assert_documented(first, "SendMessageResponse")

@@ -36,7 +36,7 @@ BAD_BODIES: list[tuple[str, Any, dict[str, str]]] = [
     ("float id", {"message": "hi", "user_ids": [1.5]}, {"user_ids[0]": "valid integer"}),
     ("bool flag as string", {"message": "hi", "all_users": "yes"}, {"all_users": "valid boolean"}),
     ("zero id", {"message": "hi", "user_ids": [0]}, {"user_ids[0]": "not a Telegram chat id"}),
-    ("huge id", {"message": "hi", "user_ids": [2**70]}, {"user_ids[0]": "not a Telegram chat id"}),
+    ("huge id", {"message": "hi", "user_ids": [2**70]}, {"user_ids[0]": "not a 64-bit integer"}),
     (
         "unknown media type",
         {"message": "hi", "media_type": "gif", "media_url": "https://x/y", "user_ids": [1]},

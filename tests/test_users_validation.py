@@ -33,6 +33,7 @@ def test_tags_are_checked_and_normalized() -> None:
                 UserProfile(id=3, tags=("x" * 65,)),
                 UserProfile(id=4, tags=tuple(f"t{i}" for i in range(101))),
                 UserProfile(id=5, tags=("ünï",)),
+                UserProfile(id=6, tags=("\u212a",)),  # KELVIN SIGN: Unicode lower-cases it to k
             ]
         )
     found = violations(raised)
@@ -42,6 +43,7 @@ def test_tags_are_checked_and_normalized() -> None:
         "users[2].tags[0]",
         "users[3].tags",
         "users[4].tags[0]",
+        "users[5].tags[0]",
     }
     assert "65 characters" in found["users[2].tags[0]"]
     assert "at most 100" in found["users[3].tags"]
@@ -55,6 +57,7 @@ def test_tags_are_checked_and_normalized() -> None:
         ({"all_users": True, "filter": UserFilter()}, "filter"),
         ({"filter": UserFilter(tags=("bad tag",))}, "filter.tags[0]"),
         ({"filter": UserFilter(language_codes=("e n",))}, "filter.language_codes[0]"),
+        ({"filter": UserFilter(language_codes=("\u212a",))}, "filter.language_codes[0]"),
     ],
 )
 def test_one_audience_and_a_valid_filter(request_fields: dict[str, object], field: str) -> None:

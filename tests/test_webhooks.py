@@ -45,6 +45,8 @@ WEBHOOK_ENV = {
     "TGB_WEBHOOK_BACKOFF_BASE": "0.01",
     "TGB_WEBHOOK_BACKOFF_CAP": "0.05",
     "TGB_WEBHOOK_MAX_ATTEMPTS": "3",
+    # The receivers listen on 127.0.0.1 (see tests/test_webhook_ssrf.py for the refusals).
+    "TGB_WEBHOOK_ALLOW_PRIVATE_NETWORKS": "true",
 }
 AT = datetime(2025, 1, 2, 3, 4, 5, tzinfo=UTC)
 WAIT = 60.0
@@ -335,7 +337,12 @@ async def test_a_webhook_waiting_for_its_retry_frees_its_slot(
     next one is delivered (a sleeping attempt would hold the only slot for minutes)."""
     caplog.set_level(logging.INFO, logger="tgbroadcast.core.background.webhooks")
     settings = WebhookSettings(
-        secret=SECRET, max_attempts=3, backoff_base=100.0, backoff_cap=300.0, poll_interval=0.05
+        secret=SECRET,
+        max_attempts=3,
+        backoff_base=100.0,
+        backoff_cap=300.0,
+        poll_interval=0.05,
+        allow_private_networks=True,
     )
     url = f"sqlite+aiosqlite:///{tmp_path / 'hooks.db'}"
     async with (

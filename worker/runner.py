@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 
 from tgbroadcast.core.config import Settings
@@ -22,9 +22,16 @@ logger = logging.getLogger(__name__)
 
 @asynccontextmanager
 async def running_worker(
-    settings: Settings, *, store: Store, queue: Queue, metrics: Metrics
+    settings: Settings,
+    *,
+    store: Store,
+    queue: Queue,
+    metrics: Metrics,
+    drain_within: Callable[[], float] | None = None,
 ) -> AsyncIterator[Worker]:
-    """A worker consuming jobs until the context exits; then it finishes the jobs in hand."""
+    """A worker consuming jobs until the context exits; then it finishes the jobs in hand,
+    for at most ``nats.ack_wait`` seconds or what ``drain_within()`` says is left of the
+    process's shutdown grace, whichever is less."""
     token = settings.require_bot_token()
     bot_id = int(token.split(":", 1)[0])
     async with (
@@ -77,8 +84,11 @@ async def running_worker(
             worker.stop()
             # Jobs in hand get until ack_wait to finish (a 429 pause or an outage can hold
             # them); then they are cancelled, and JetStream gives them to another worker.
+            budget = settings.nats.ack_wait
+            if drain_within is not None:
+                budget = min(budget, drain_within())
             try:
-                await asyncio.wait_for(task, settings.nats.ack_wait)
+                await asyncio.wait_for(task, budget)
             except TimeoutError:
                 logger.warning("jobs in hand did not finish in time; left to other workers")
             await deliverer.aclose()

@@ -6,7 +6,12 @@
 // Environment:
 //   TGB_API_TOKEN    the service's API token (required)
 //   TGB_GRPC_TARGET  host:port of the gRPC API (default localhost:50051)
-//   TGB_GRPC_TLS     "true" to connect with TLS (default: plaintext)
+//   TGB_GRPC_TLS     "true" to connect with TLS (default: plaintext), checking the server's
+//                    certificate against the system's roots
+//   TGB_GRPC_CA_FILE the PEM CA that signed the server's certificate (implies TLS)
+//   TGB_GRPC_CERT_FILE, TGB_GRPC_KEY_FILE
+//                    the PEM client certificate and its key, for a server that requires
+//                    mutual TLS (both or neither; imply TLS)
 //   TGB_PROTO_DIR    the folder holding tgbroadcast/v1/broadcast.proto (default: this
 //                    repository's proto/)
 //
@@ -14,6 +19,7 @@
 // broadcast completed (whatever each recipient's outcome), 1 when it was stopped as failed or a
 // call failed, 2 on a usage error.
 
+import fs from "node:fs";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
 
@@ -42,6 +48,21 @@ function loadService() {
     oneofs: true,
   });
   return grpc.loadPackageDefinition(definition).tgbroadcast.v1.BroadcastService;
+}
+
+// Plaintext unless TLS is asked for: by TGB_GRPC_TLS=true or by naming any PEM file.
+function channelCredentials(env) {
+  const { TGB_GRPC_CA_FILE: ca, TGB_GRPC_CERT_FILE: cert, TGB_GRPC_KEY_FILE: key } = env;
+  if (Boolean(cert) !== Boolean(key)) {
+    usage("set TGB_GRPC_CERT_FILE and TGB_GRPC_KEY_FILE together (the client certificate and its key)");
+  }
+  if (env.TGB_GRPC_TLS !== "true" && !ca && !cert) return grpc.credentials.createInsecure();
+  const read = (file) => (file ? fs.readFileSync(file) : null);
+  try {
+    return grpc.credentials.createSsl(read(ca), read(key), read(cert));
+  } catch (error) {
+    usage(`cannot read a TLS file: ${error.message}`);
+  }
 }
 
 // "DELIVERY_OUTCOME_SENT" -> "SENT", "BROADCAST_STATUS_COMPLETED" -> "COMPLETED".
@@ -107,10 +128,7 @@ async function main() {
   const { message, userIds } = parseCommandLine(process.argv.slice(2));
 
   const target = process.env.TGB_GRPC_TARGET || "localhost:50051";
-  const credentials =
-    process.env.TGB_GRPC_TLS === "true"
-      ? grpc.credentials.createSsl()
-      : grpc.credentials.createInsecure();
+  const credentials = channelCredentials(process.env);
   const BroadcastService = loadService();
   const client = new BroadcastService(target, credentials);
   const metadata = new grpc.Metadata();

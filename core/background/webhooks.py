@@ -24,10 +24,15 @@ Guarantees:
   few minutes (:func:`verify`) cannot be fed a recorded request again later. The secret
   never appears in a log line or an error; URLs are logged without path, query or
   credentials.
-* **Fetched from the server's network.** ``callback_url`` is requested by the API server,
-  from wherever it runs: whoever holds an API token can make it POST to addresses reachable
-  from there (internal services too). Redirects are not followed; restrict egress (or the
-  API tokens) accordingly.
+* **Never inside.** Unless ``webhook.allow_private_networks``, a ``callback_url`` may reach
+  public addresses only (:mod:`tgbroadcast.core.rules.addresses`). Its host is resolved once
+  per connection by a :class:`CheckedResolver`, which checks *every* address it resolves to
+  and hands the connection only those — it connects to the address that was checked, so a
+  name that answers differently the next time (DNS rebinding) gains nothing; a host spelled
+  as an address is checked as such. One internal address refuses the whole host. A refused
+  destination fails the webhook at once (``failed``, not retried), logged at WARNING with the
+  redacted URL and the reason. Redirects are never followed: a 3xx answer is final
+  (``failed``). No proxy from the environment is used.
 """
 
 from __future__ import annotations
@@ -39,18 +44,24 @@ import hmac
 import json
 import logging
 import random
+import socket
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from datetime import datetime
+from ipaddress import ip_address
 from types import TracebackType
 from typing import Any, Final
 from urllib.parse import urlsplit
 
 import aiohttp
+from aiohttp.abc import AbstractResolver, ResolveResult
+from yarl import URL
 
 from tgbroadcast.core.config import WebhookSettings
 from tgbroadcast.core.domain.errors import BACKEND_UNAVAILABLE
 from tgbroadcast.core.domain.model import Broadcast, DeliveryState
+from tgbroadcast.core.rules import addresses
+from tgbroadcast.core.rules.addresses import Address
 from tgbroadcast.core.store import Store
 from tgbroadcast.core.store.callbacks import DELIVERED, FAILED, CallbackClaim
 from tgbroadcast.core.tasks import cancel_and_wait
@@ -135,6 +146,80 @@ def redact(url: str) -> str:
         return "<invalid url>"
 
 
+class RefusedDestination(Exception):
+    """A webhook's host is, or resolves to, an address it may not reach (a permanent
+    failure: the same URL is refused every time)."""
+
+
+Refusal = Callable[[Address], str | None]
+"""Why a webhook may not reach an address, or None (:func:`addresses.refusal`)."""
+
+
+def _allow_all(address: Address) -> str | None:
+    return None
+
+
+class CheckedResolver(AbstractResolver):
+    """An aiohttp resolver that resolves a host once per connection, checks every address
+    it got and returns them only when none is refused, so the connection goes to an address
+    that was checked. A host spelled as an address (``0x7f.1``) is checked, not resolved."""
+
+    def __init__(self, *, refusal: Refusal, resolver: AbstractResolver | None = None) -> None:
+        self._refusal = refusal
+        self._owned = resolver is None
+        self._resolver = resolver  # the system's, made on first use (it needs a loop)
+
+    def check_literal(self, host: str) -> Address | None:
+        """The address ``host`` spells, checked (a refused one raises
+        :class:`RefusedDestination`), or None for a name. aiohttp connects to a host spelled
+        as an address without asking the resolver, so this is called before each request."""
+        address = addresses.literal_address(host)
+        if address is not None:
+            self._check(address, "" if str(address) == host else f"{host} spells")
+        return address
+
+    def _check(self, address: Address, how: str) -> None:
+        """Refuse ``address``; ``how`` says where it came from (``"x resolves to"``)."""
+        why = self._refusal(address)
+        if why is not None:
+            said = f"{how} {address}, which" if how else str(address)
+            raise RefusedDestination(f"{said} is {why}")
+
+    async def resolve(
+        self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET
+    ) -> list[ResolveResult]:
+        """Every address of ``host``, each checked; one refused refuses them all."""
+        literal = self.check_literal(host)
+        if literal is not None:
+            return [_result(host, literal, port)]
+        if self._resolver is None:
+            self._resolver = aiohttp.ThreadedResolver()
+        resolved = await self._resolver.resolve(host, port, family)
+        for result in resolved:
+            try:
+                address = ip_address(result["host"])
+            except ValueError:
+                raise RefusedDestination(f"{host} resolved to a non-address") from None
+            self._check(address, f"{host} resolves to")
+        return resolved
+
+    async def close(self) -> None:
+        if self._owned and self._resolver is not None:
+            await self._resolver.close()
+
+
+def _result(host: str, address: Address, port: int) -> ResolveResult:
+    family = socket.AF_INET6 if address.version == 6 else socket.AF_INET
+    return {
+        "hostname": host,
+        "host": str(address),
+        "port": port,
+        "family": family,
+        "proto": 0,
+        "flags": 0,
+    }
+
+
 class _Answer:
     """What one attempt came to: ``delivered``, or why not and whether to try again."""
 
@@ -160,11 +245,18 @@ class WebhookNotifier:
         store: Store,
         settings: WebhookSettings,
         concurrency: int = DEFAULT_CONCURRENCY,
+        resolver: AbstractResolver | None = None,
     ) -> None:
+        """``resolver``: how host names are resolved (default: the system's, in a thread);
+        whatever it answers is checked by a :class:`CheckedResolver`."""
         if not settings.secret:
             raise ValueError("a webhook notifier needs webhook.secret")
         self._store = store
         self._settings = settings
+        self._resolver = CheckedResolver(
+            refusal=_allow_all if settings.allow_private_networks else addresses.refusal,
+            resolver=resolver,
+        )
         self._concurrency = concurrency
         self._wakeup = asyncio.Event()
         self._held: dict[int, CallbackClaim] = {}
@@ -174,8 +266,11 @@ class WebhookNotifier:
 
     async def __aenter__(self) -> WebhookNotifier:
         self._session = aiohttp.ClientSession(
+            # Resolved per connection, so each is checked (no cache of unchecked answers).
+            connector=aiohttp.TCPConnector(resolver=self._resolver, use_dns_cache=False),
             timeout=aiohttp.ClientTimeout(total=self._settings.timeout),
             headers={"User-Agent": USER_AGENT},
+            trust_env=False,  # no proxy from the environment: it would do the resolving
         )
         self._loop_task = asyncio.create_task(self._run(), name="webhook-notifier")
         return self
@@ -198,6 +293,7 @@ class WebhookNotifier:
         self._held.clear()
         if self._session is not None:
             await self._session.close()
+        await self._resolver.close()
 
     def wake(self, broadcast_id: int | None = None) -> None:
         """Look for due webhooks now (a broadcast just ended)."""
@@ -303,17 +399,35 @@ class WebhookNotifier:
             TIMESTAMP_HEADER: str(timestamp),
         }
         try:
+            target = URL(url)
+        except ValueError:
+            return _Answer(reason="invalid URL")
+        try:
+            self._resolver.check_literal(target.raw_host or "")
             async with self._session.post(
-                url, data=body, headers=headers, allow_redirects=False
+                target, data=body, headers=headers, allow_redirects=False
             ) as response:
                 status = response.status
+        except RefusedDestination as refused:
+            return _Answer(reason=f"destination refused: {refused}")
         except TimeoutError:
             return _Answer(retryable=True, reason="timeout")
+        except aiohttp.InvalidURL:
+            return _Answer(reason="invalid URL")
         except aiohttp.ClientError as error:
+            if isinstance(cause := _cause(error), RefusedDestination):
+                return _Answer(reason=f"destination refused: {cause}")
             return _Answer(retryable=True, reason=type(error).__name__)
         if 200 <= status < 300:
             return _Answer(delivered=True)
+        if 300 <= status < 400:
+            return _Answer(reason=f"HTTP {status} (redirects are not followed)")
         return _Answer(retryable=status in (408, 429) or status >= 500, reason=f"HTTP {status}")
+
+
+def _cause(error: BaseException) -> BaseException | None:
+    """The exception aiohttp wrapped (a resolver's, for a connection error)."""
+    return getattr(error, "os_error", None) or error.__cause__
 
 
 def _cancelling() -> bool:

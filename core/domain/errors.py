@@ -12,8 +12,10 @@
     │   ├── NotFound             NOT_FOUND / 404
     │   ├── FailedPrecondition   FAILED_PRECONDITION / 409: the broadcast's state (``state``)
     │   │                        does not allow the move (see ``tgbroadcast.core.domain.states``)
-    │   └── AlreadyExists        ALREADY_EXISTS / 409: an idempotency key reused with another
-    │                            request
+    │   ├── AlreadyExists        ALREADY_EXISTS / 409: an idempotency key reused with another
+    │   │                        request
+    │   └── ResourceExhausted    RESOURCE_EXHAUSTED / 429: a configured limit is reached
+    │                            (``retry_after`` seconds when waiting helps)
     └── TelegramError            one Bot API call failed; mapped once from aiogram
         ├── RateLimited          429: wait ``retry_after`` seconds, then retry (not an attempt)
         ├── ChatMigrated         the group became a supergroup: resend to ``new_chat_id``
@@ -110,6 +112,15 @@ class FailedPrecondition(ApiError):
 class AlreadyExists(ApiError):
     """The request collides with an existing resource (an idempotency key reused with a
     different request); nothing was written."""
+
+
+class ResourceExhausted(ApiError):
+    """A configured limit is reached (``server.max_pending_recipients``, ...); nothing was
+    written. ``retry_after``: seconds after which trying again may succeed, when known."""
+
+    def __init__(self, message: str, *, retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
 
 
 class TelegramError(BroadcastingError):

@@ -166,6 +166,29 @@ class NewBroadcast:
     """The caller's key: a repeat with the same key and request returns this broadcast."""
 
 
+class ControlAction(enum.StrEnum):
+    """A lifecycle move asked for through the API, recorded with who asked for it."""
+
+    PAUSE = "pause"
+    RESUME = "resume"
+    CANCEL = "cancel"
+
+
+SYSTEM_ACTOR = "system"
+"""The actor recorded for a move made without a caller (the API always passes the token's
+name; only code inside the service, e.g. an operator's script on the store, omits it)."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class BroadcastAction:
+    """Who paused, resumed or cancelled a broadcast, and when (the move's commit time)."""
+
+    action: ControlAction
+    actor: str
+    """The API token's name (never the token)."""
+    at: datetime
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Broadcast:
     """A stored broadcast. ``sent + failed + pending == total`` at every moment; ``failed``
@@ -190,6 +213,12 @@ class Broadcast:
     resumed_at: datetime | None = None
     """The last ResumeBroadcast: it names the current generation of jobs (see
     :mod:`tgbroadcast.core.domain.states`)."""
+    created_by: str = ""
+    """The name of the API token that sent it; empty for broadcasts stored before names
+    were recorded."""
+    actions: tuple[BroadcastAction, ...] = ()
+    """Its pauses, resumes and cancels, oldest first. Read only where the API shows it
+    (``Store.get_broadcast(..., actions=True)``, listing, the moves); empty elsewhere."""
 
     @property
     def pending(self) -> int:

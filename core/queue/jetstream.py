@@ -245,6 +245,16 @@ class Queue:
                 self._media = await self._js.object_store(self._names.media_bucket)
         return self._media
 
+    async def ping(self) -> None:
+        """Returns once NATS and JetStream answered (the account's JetStream info), for
+        readiness; ``QueueError`` while disconnected or when JetStream refuses."""
+        if not self._nc.is_connected:
+            raise QueueError("not connected to NATS")
+        try:
+            await self._js.account_info()
+        except (nats.errors.Error, TimeoutError) as exc:
+            raise QueueError(f"JetStream did not answer: {exc!r}") from exc
+
     async def pending_jobs(self) -> int:
         """Jobs in the work queue not yet acknowledged (waiting or in a worker's hands)."""
         info = await self._js.stream_info(self._names.jobs_stream)

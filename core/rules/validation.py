@@ -31,7 +31,7 @@ from tgbroadcast.core.domain.model import (
     UserFilter,
     UserProfile,
 )
-from tgbroadcast.core.rules import page_tokens, rich_content, schedule
+from tgbroadcast.core.rules import callback_urls, page_tokens, rich_content, schedule
 from tgbroadcast.core.rules.rich_content import AlbumItemInput
 
 INT64_MIN = -(2**63)
@@ -116,16 +116,25 @@ _UNENCODABLE = "contains a NUL character or an unpaired surrogate"
 
 
 def validate_send(
-    request: SendRequest, *, max_user_ids: int, accept_callbacks: bool = True
+    request: SendRequest,
+    *,
+    max_user_ids: int,
+    accept_callbacks: bool = True,
+    allow_private_callbacks: bool = False,
 ) -> NewBroadcast:
     """Check a SendMessage request against Telegram's rules and ours, its start time
     (:mod:`~tgbroadcast.core.rules.schedule`) and idempotency key included.
 
     ``accept_callbacks`` is false when no webhook secret is configured: a ``callback_url``
-    is then refused, since its receiver could not verify anything.
+    is then refused, since its receiver could not verify anything. Unless
+    ``allow_private_callbacks`` (``webhook.allow_private_networks``), a ``callback_url``
+    whose host is an internal address, in any spelling, is refused
+    (:mod:`~tgbroadcast.core.rules.addresses`; names are checked at delivery).
     """
     violations: list[FieldViolation] = []
-    callback_url = _callback_url(request.callback_url, accept_callbacks, violations)
+    callback_url = _callback_url(
+        request.callback_url, accept_callbacks, violations, allow_private=allow_private_callbacks
+    )
     media_type = _media_type(request.media_type, violations)
     content = _content(request, media_type, violations)
     user_ids, user_filter = _audience(request, max_user_ids, violations)
@@ -155,29 +164,19 @@ def _idempotency_key(key: str, violations: list[FieldViolation]) -> None:
         )
 
 
-MAX_CALLBACK_URL = 2048
-
-
-def _callback_url(value: str, accept: bool, violations: list[FieldViolation]) -> str | None:
+def _callback_url(
+    value: str, accept: bool, violations: list[FieldViolation], *, allow_private: bool
+) -> str | None:
+    """A webhook target (:mod:`~tgbroadcast.core.rules.callback_urls`), or None."""
     url = value.strip()
     if not url:
         return None
-    problem = ""
     if not accept:
         problem = "needs a webhook secret on the server (webhook.secret / TGB_WEBHOOK_SECRET)"
-    elif len(url) > MAX_CALLBACK_URL:
-        problem = f"is {len(url)} characters; at most {MAX_CALLBACK_URL}"
-    elif unencodable(url) or any(ch.isspace() or ord(ch) < 32 for ch in url):
-        problem = "must be an http(s) URL without spaces or control characters"
+    elif unencodable(url):
+        problem = callback_urls.CHARACTERS
     else:
-        try:
-            parts = urlsplit(url)
-            valid = parts.scheme in ("http", "https") and bool(parts.hostname)
-            parts.port  # noqa: B018 -- raises ValueError for a port out of range
-        except ValueError:
-            valid = False
-        if not valid:
-            problem = "must be an http(s) URL with a host"
+        problem = callback_urls.problem(url, allow_private=allow_private)
     if problem:
         violations.append(FieldViolation("callback_url", problem))
         return None
@@ -482,7 +481,9 @@ def validate_users(
         tags = None if user.tags is None else _tags(user.tags, f"{where(index)}.tags", violations)
         if len(violations) >= 50:
             break
-        language_code = user.language_code.lower() if user.language_code else user.language_code
+        language_code = (
+            _ascii_lower(user.language_code) if user.language_code else user.language_code
+        )
         checked.append(replace(user, language_code=language_code, tags=tags))
     if violations:
         raise InvalidArgument(violations)
@@ -497,6 +498,15 @@ _TAG = re.compile(r"[a-z0-9_.:-]{1,64}")
 _LANGUAGE_CODE = re.compile(r"[a-z0-9_-]{1,35}")
 
 
+def _ascii_lower(text: str) -> str:
+    """Lower-cases ASCII letters only: Unicode's rules would turn the Kelvin sign into ``k``
+    and let it pass a rule (and the OpenAPI pattern) that says a-z."""
+    return text.translate(_ASCII_LOWER)
+
+
+_ASCII_LOWER = str.maketrans("ABCDEFGHIJKLMNOPQRSTUVWXYZ", "abcdefghijklmnopqrstuvwxyz")
+
+
 def _tags(given: Sequence[str], field: str, violations: list[FieldViolation]) -> tuple[str, ...]:
     """A user's tags, lower-cased, distinct and sorted.
 
@@ -506,7 +516,7 @@ def _tags(given: Sequence[str], field: str, violations: list[FieldViolation]) ->
     """
     tags: set[str] = set()
     for index, tag in enumerate(given):
-        normal = tag.lower()
+        normal = _ascii_lower(tag)
         if not _TAG.fullmatch(normal):
             violations.append(FieldViolation(f"{field}[{index}]", _tag_problem(tag)))
         else:
@@ -531,13 +541,13 @@ def audience_filter(given: UserFilter, field: str, violations: list[FieldViolati
     lower-cased (as users' are stored), at most :data:`MAX_FILTER_VALUES` of each."""
     tags: set[str] = set()
     for index, tag in enumerate(given.tags):
-        normal = tag.lower()
+        normal = _ascii_lower(tag)
         if not _TAG.fullmatch(normal):
             violations.append(FieldViolation(f"{field}.tags[{index}]", _tag_problem(tag)))
         tags.add(normal)
     codes: set[str] = set()
     for index, code in enumerate(given.language_codes):
-        normal = code.lower()
+        normal = _ascii_lower(code)
         if not _LANGUAGE_CODE.fullmatch(normal):
             shown = repr(code) if len(code) <= 35 else f"{len(code)} characters"
             violations.append(

@@ -5,6 +5,7 @@
 * :mod:`.controls` — list, cancel, pause and resume broadcasts.
 * :mod:`.dispatch` — fan-out: a stored broadcast becomes jobs on the queue, finished after a
   crash.
+* :mod:`.quota` — ``server.max_pending_recipients``, checked as a broadcast is written.
 * :mod:`.reports`, :mod:`.user_import`, :mod:`.uploads` — delivery reports, CSV user imports,
   uploaded album items.
 

@@ -55,6 +55,7 @@ from tgbroadcast.core.rules.validation import (
 from tgbroadcast.core.service import reports
 from tgbroadcast.core.service.controls import LifecycleOperations
 from tgbroadcast.core.service.dispatch import Dispatcher
+from tgbroadcast.core.service.quota import PendingRecipientsQuota
 from tgbroadcast.core.service.uploads import stash_album
 from tgbroadcast.core.service.user_import import ImportChunk, import_users
 from tgbroadcast.core.store import Store
@@ -116,31 +117,45 @@ class BroadcastingService(LifecycleOperations):
         dispatcher: Dispatcher,
         metrics: Metrics,
         max_user_ids: int,
+        max_pending_recipients: int | None = None,
         missing_event_grace: float = 120.0,
         accept_callbacks: bool = False,
+        allow_private_callbacks: bool = False,
         on_finished: Callable[[int], None] | None = None,
     ) -> None:
         """``accept_callbacks``: a webhook secret is configured, so ``callback_url`` is
-        accepted. ``on_finished(broadcast_id)`` is called when a watch sees a broadcast end."""
+        accepted; ``allow_private_callbacks``: it may name an internal address
+        (``webhook.allow_private_networks``). ``on_finished(broadcast_id)`` is called when a
+        watch sees a broadcast end.
+        ``max_pending_recipients``: see :mod:`.quota` (None: no limit)."""
         self._store = store
         self._queue = queue
         self._dispatcher = dispatcher
         self._metrics = metrics
         self._max_user_ids = max_user_ids
+        self._quota = PendingRecipientsQuota(store, max_pending_recipients)
         self._missing_event_grace = missing_event_grace
         self._accept_callbacks = accept_callbacks
+        self._allow_private_callbacks = allow_private_callbacks
         self._on_finished = on_finished
 
-    async def send_message(self, request: SendRequest) -> Accepted:
+    async def send_message(self, request: SendRequest, *, created_by: str) -> Accepted:
         """Store a broadcast (see :mod:`tgbroadcast.core.rules.idempotency` for keys and
-        :mod:`tgbroadcast.core.rules.schedule` for ``send_at``)."""
+        :mod:`tgbroadcast.core.rules.schedule` for ``send_at``). ``created_by``: the name of
+        the API token that sent it (not part of the request: a replay by another token
+        returns the broadcast as its first sender created it)."""
         new = validate_send(
-            request, max_user_ids=self._max_user_ids, accept_callbacks=self._accept_callbacks
+            request,
+            max_user_ids=self._max_user_ids,
+            accept_callbacks=self._accept_callbacks,
+            allow_private_callbacks=self._allow_private_callbacks,
         )
         key = new.idempotency_key
         hashed = request_hash(new, request) if key else ""
         if key and (replayed := await self._earlier(key, hashed)) is not None:
             return Accepted(broadcast=replayed, replayed=True)
+        size = await self._quota.size(new)
+        await self._quota.check(size)  # before any upload; checked again as it is written
         if request.media_data:
             # The bytes wait in the queue's media store; only their name goes to SQL.
             name = f"upload-{uuid.uuid4().hex}"
@@ -150,7 +165,10 @@ class BroadcastingService(LifecycleOperations):
             content = await stash_album(new.content, request.album, self._queue.put_media)
             new = replace(new, content=content)
         try:
-            broadcast = await self._store.create_broadcast(new, request_hash=hashed or None)
+            async with self._quota.admitting(size):
+                broadcast = await self._store.create_broadcast(
+                    new, request_hash=hashed or None, created_by=created_by
+                )
         except AlreadyExists:  # an identical request raced this one and won
             if not key or (replayed := await self._earlier(key, hashed)) is None:
                 raise
@@ -163,6 +181,7 @@ class BroadcastingService(LifecycleOperations):
                 "broadcast_id": broadcast.id,
                 "total": broadcast.total,
                 "media_type": new.content.media_type.value,
+                "created_by": created_by,
             },
         )
         if broadcast.status in SENDABLE:  # scheduled ones start with the scheduler
@@ -202,7 +221,7 @@ class BroadcastingService(LifecycleOperations):
         return await self._metrics.render(queue_depth=self._queue.pending_jobs)
 
     async def get_broadcast(self, broadcast_id: int) -> BroadcastReport:
-        broadcast = await self._store.get_broadcast(broadcast_id)
+        broadcast = await self._store.get_broadcast(broadcast_id, actions=True)
         counts = await self._store.outcome_counts(broadcast_id)
         return BroadcastReport(broadcast=broadcast, outcome_counts=counts)
 

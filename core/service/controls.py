@@ -1,5 +1,9 @@
 """The core's lifecycle operations: list, cancel, pause and resume broadcasts.
 
+Who asked is an explicit ``actor`` (the API token's name, passed in by the transport: the
+core never reads a request's context); each move is recorded with it, and listed broadcasts
+carry their recorded actions.
+
 A mixin of :class:`~tgbroadcast.core.service.broadcasting.BroadcastingService` (both transports call
 these through it). The moves and what they guarantee are :mod:`tgbroadcast.core.domain.states`.
 """
@@ -76,11 +80,11 @@ class LifecycleOperations:
             next_page_token=page_tokens.encode(page_tokens.BROADCASTS, page[-1].id) if more else "",
         )
 
-    async def cancel_broadcast(self, broadcast_id: int) -> Broadcast:
+    async def cancel_broadcast(self, broadcast_id: int, *, actor: str) -> Broadcast:
         """Stop a scheduled, queued, running or paused broadcast for good (see
         :mod:`tgbroadcast.core.domain.states`); ``FailedPrecondition`` naming any other state."""
-        broadcast = await self._store.move_broadcast(broadcast_id, Command.CANCEL)
-        logger.info("broadcast cancelled", extra={"broadcast_id": broadcast_id})
+        broadcast = await self._store.move_broadcast(broadcast_id, Command.CANCEL, actor=actor)
+        logger.info("broadcast cancelled", extra={"broadcast_id": broadcast_id, "actor": actor})
         try:  # watchers learn it at once; without the event they see it within a second
             await self._queue.publish_events(
                 [FinishedEvent(broadcast_id=broadcast_id, status=BroadcastStatus.CANCELLED)]
@@ -92,19 +96,23 @@ class LifecycleOperations:
             )
         return broadcast
 
-    async def pause_broadcast(self, broadcast_id: int) -> Broadcast:
+    async def pause_broadcast(self, broadcast_id: int, *, actor: str) -> Broadcast:
         """Hold a queued or running broadcast; ``FailedPrecondition`` naming any other state."""
-        broadcast = await self._store.move_broadcast(broadcast_id, Command.PAUSE)
-        logger.info("broadcast paused", extra={"broadcast_id": broadcast_id})
+        broadcast = await self._store.move_broadcast(broadcast_id, Command.PAUSE, actor=actor)
+        logger.info("broadcast paused", extra={"broadcast_id": broadcast_id, "actor": actor})
         return broadcast
 
-    async def resume_broadcast(self, broadcast_id: int) -> Broadcast:
+    async def resume_broadcast(self, broadcast_id: int, *, actor: str) -> Broadcast:
         """Continue a paused broadcast with its pending recipients as a new generation of
         jobs; ``FailedPrecondition`` naming any state but paused."""
-        broadcast = await self._store.move_broadcast(broadcast_id, Command.RESUME)
+        broadcast = await self._store.move_broadcast(broadcast_id, Command.RESUME, actor=actor)
         logger.info(
             "broadcast resumed",
-            extra={"broadcast_id": broadcast_id, "status": broadcast.status.value},
+            extra={
+                "broadcast_id": broadcast_id,
+                "status": broadcast.status.value,
+                "actor": actor,
+            },
         )
         self._dispatcher.dispatch(broadcast_id)
         return broadcast

@@ -16,8 +16,11 @@
 * :mod:`.bulk` — a new broadcast's deliveries, written in bulk.
 * :mod:`.transitions` — a broadcast's lifecycle moves, listing, idempotency keys and the
   dispatch of a generation of jobs.
+* :mod:`.actions` — ``broadcast_actions``: who paused, resumed or cancelled a broadcast, when.
 * :mod:`.deliveries` — ``deliveries``: pending recipients, claims for a job, recorded results.
 * :mod:`.callbacks` — the completion webhook's columns of ``broadcasts``.
+* :mod:`.quota` — recipients not yet final and audience sizes, for
+  ``server.max_pending_recipients``.
 * :mod:`.migrations` — the Alembic environment and versions ``Store.migrate()`` runs.
 
 May import: :mod:`tgbroadcast.core.domain`.

@@ -32,7 +32,7 @@ from tgbroadcast.core.domain.model import (
     NewBroadcast,
     UserFilter,
 )
-from tgbroadcast.core.store import audiences, bulk
+from tgbroadcast.core.store import actions, audiences, bulk
 from tgbroadcast.core.store.tables import broadcasts, deliveries
 
 logger = logging.getLogger(__name__)
@@ -51,13 +51,16 @@ async def create(
     *,
     now: datetime,
     request_hash: str | None = None,
+    created_by: str = "",
 ) -> Broadcast:
     """Insert the broadcast, its deliveries and any unknown recipient as a user.
 
     ``user_ids`` are distinct and empty for ``all_users`` and a filter (whose active users
     are the recipients; the filter is kept in ``audience``). With no recipient at all the
-    broadcast is ``COMPLETED`` (and dispatched) from the start.
+    broadcast is ``COMPLETED`` (and dispatched) from the start. ``created_by``: the name of
+    the API token that sent it.
     """
+    actions.check_actor(created_by)
     empty = not user_ids and not new.all_users and new.filter is None
     inserted = await connection.execute(
         broadcasts.insert().values(
@@ -82,6 +85,7 @@ async def create(
             send_at=new.send_at,
             idempotency_key=new.idempotency_key,
             request_hash=request_hash,
+            created_by=created_by,
         )
     )
     key = inserted.inserted_primary_key
@@ -130,6 +134,7 @@ def from_row(row: Row[Any]) -> Broadcast:
         started_at=row.started_at,
         idempotency_key=row.idempotency_key,
         resumed_at=row.resumed_at,
+        created_by=row.created_by,
     )
 
 

@@ -30,11 +30,13 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Sequ
 from datetime import UTC, datetime, timedelta
 from typing import Final, TypeVar
 
+from sqlalchemy import text
 from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from tgbroadcast.core.domain.errors import AlreadyExists
 from tgbroadcast.core.domain.model import (
+    SYSTEM_ACTOR,
     Broadcast,
     BroadcastStatus,
     Delivery,
@@ -48,11 +50,13 @@ from tgbroadcast.core.domain.model import (
 )
 from tgbroadcast.core.domain.states import Command
 from tgbroadcast.core.store import (
+    actions,
     broadcasts,
     callbacks,
     deliveries,
     dialects,
     profiles,
+    quota,
     transitions,
     users,
 )
@@ -94,10 +98,15 @@ class Store:
         """
         await migrate(self._engine)
 
+    async def ping(self) -> None:
+        """One trivial query (``SELECT 1``): returns once the database answered (readiness)."""
+        async with self._engine.connect() as connection:
+            await connection.execute(text("SELECT 1"))
+
     # -- broadcasts -----------------------------------------------------------------------
 
     async def create_broadcast(
-        self, new: NewBroadcast, *, request_hash: str | None = None
+        self, new: NewBroadcast, *, request_hash: str | None = None, created_by: str = ""
     ) -> Broadcast:
         """Store a broadcast and one ``PENDING`` delivery per recipient, in one transaction.
 
@@ -106,7 +115,8 @@ class Store:
         recipients are the users active at that moment; with ``filter``, the active users
         matching it then (resolved in SQL, see :mod:`.audiences`). ``total`` is the number of
         deliveries. The broadcast is ``QUEUED`` and not dispatched; with no recipient at all
-        it is ``COMPLETED`` at once and counts as dispatched.
+        it is ``COMPLETED`` at once and counts as dispatched. ``created_by`` is the name of
+        the API token that sent it (at most 64 characters).
         """
         user_ids = new.user_ids
         if len(set(user_ids)) != len(user_ids):  # a validated request has no repeats: cheaper
@@ -116,7 +126,12 @@ class Store:
         try:
             return await self._write(
                 lambda connection: broadcasts.create(
-                    connection, new, user_ids, now=_now(), request_hash=request_hash
+                    connection,
+                    new,
+                    user_ids,
+                    now=_now(),
+                    request_hash=request_hash,
+                    created_by=created_by,
                 )
             )
         except IntegrityError:
@@ -125,24 +140,35 @@ class Store:
                 raise AlreadyExists(f"idempotency key {key!r} is taken") from None
             raise
 
-    async def get_broadcast(self, broadcast_id: int) -> Broadcast:
-        """The broadcast; :class:`~tgbroadcast.core.domain.errors.NotFound` if there is none."""
+    async def get_broadcast(self, broadcast_id: int, *, actions: bool = False) -> Broadcast:
+        """The broadcast (with its ``actions`` when asked: one more query);
+        :class:`~tgbroadcast.core.domain.errors.NotFound` if there is none."""
         async with self._engine.connect() as connection:
-            return await broadcasts.fetch(connection, broadcast_id)
+            broadcast = await broadcasts.fetch(connection, broadcast_id)
+            if not actions:
+                return broadcast
+            (with_actions,) = await _actions.with_history(connection, [broadcast])
+            return with_actions
 
-    async def move_broadcast(self, broadcast_id: int, command: Command) -> Broadcast:
+    async def move_broadcast(
+        self, broadcast_id: int, command: Command, *, actor: str = SYSTEM_ACTOR
+    ) -> Broadcast:
         """Apply a lifecycle command with one conditional update (see
-        :mod:`tgbroadcast.core.domain.states`); the broadcast as it left it. ``NotFound``, or
-        ``FailedPrecondition`` naming the state that does not allow it."""
+        :mod:`tgbroadcast.core.domain.states`); the broadcast as it left it, with its actions.
+        ``NotFound``, or ``FailedPrecondition`` naming the state that does not allow it. A
+        pause, resume or cancel is recorded as done by ``actor`` (an API token's name) in the
+        same transaction."""
         return await self._write(
-            lambda connection: transitions.move(connection, broadcast_id, command, now=_now())
+            lambda connection: transitions.move(
+                connection, broadcast_id, command, now=_now(), actor=actor
+            )
         )
 
     async def list_broadcasts(
         self, *, statuses: Collection[BroadcastStatus], before: int | None, limit: int
     ) -> list[Broadcast]:
         """Up to ``limit`` broadcasts in any of ``statuses`` (any when empty) with ``id <
-        before``, newest first."""
+        before``, newest first, with their actions."""
         if limit < 1:
             raise ValueError(f"limit must be positive, not {limit}")
         async with self._engine.connect() as connection:
@@ -174,6 +200,17 @@ class Store:
         only those created before ``created_before`` when given."""
         async with self._engine.connect() as connection:
             return await broadcasts.undispatched(connection, created_before=created_before)
+
+    async def pending_recipients(self) -> int:
+        """Recipients not yet final over all broadcasts not yet final, from the broadcasts'
+        counters (deliveries are not read)."""
+        async with self._engine.connect() as connection:
+            return await quota.pending_recipients(connection)
+
+    async def audience_size(self, user_filter: UserFilter | None) -> int:
+        """How many recipients ``all_users`` (``user_filter`` None) or a filter has now."""
+        async with self._engine.connect() as connection:
+            return await quota.audience_size(connection, user_filter)
 
     async def count_active_broadcasts(self) -> int:
         """Broadcasts that may be sending now: ``QUEUED`` or ``RUNNING`` (not scheduled,
@@ -456,6 +493,7 @@ class Store:
 
 
 _users = users  # ``users`` is also the name of upsert_users' parameter
+_actions = actions  # ``actions`` is also the name of get_broadcast's parameter
 
 
 @contextlib.asynccontextmanager

@@ -20,6 +20,7 @@ from sqlalchemy import (
     Column,
     DateTime,
     Dialect,
+    ForeignKey,
     Index,
     Integer,
     MetaData,
@@ -44,6 +45,10 @@ MYSQL_TABLE_OPTIONS: dict[str, Any] = {
 STATE_LENGTH = 16
 """Width of the status/state/media type columns (the longest value is ``video_note``)."""
 
+
+ACTOR_LENGTH = 64
+"""Width of ``broadcasts.created_by`` and ``broadcast_actions.actor``: the longest API token
+name the configuration accepts."""
 
 CLAIM_TOKEN_LENGTH = 32
 """Width of ``deliveries.claimed_by``: the longest claim token a worker may use."""
@@ -186,6 +191,8 @@ broadcasts = Table(
     # lease of the server holding it lapses); NULL: due at once.
     Column("callback_attempts", Integer, nullable=True),
     Column("callback_next_at", UtcDateTime, nullable=True),
+    # The name of the API token that sent it ('' for broadcasts older than names).
+    Column("created_by", String(ACTOR_LENGTH), nullable=False, server_default=""),
     Index("ix_broadcasts_dispatched", "dispatched"),
     Index("ix_broadcasts_status", "status", "id"),
     # The webhook notifier looks for webhooks not yet delivered or failed.
@@ -215,3 +222,25 @@ deliveries = Table(
     Index("ix_deliveries_state", "broadcast_id", "state", "user_id"),
     **MYSQL_TABLE_OPTIONS,
 )
+
+broadcast_actions = Table(
+    "broadcast_actions",
+    metadata,
+    # The order actions happened in (per broadcast, the moves are serialised by its row).
+    Column("id", _id_type(), primary_key=True, autoincrement=True),
+    Column(
+        "broadcast_id",
+        BigInteger,
+        ForeignKey("broadcasts.id", name="fk_broadcast_actions_broadcast_id", ondelete="CASCADE"),
+        nullable=False,
+    ),
+    # "pause", "resume" or "cancel"; who asked (an API token's name) and when it committed.
+    Column("action", String(STATE_LENGTH), nullable=False),
+    Column("actor", String(ACTOR_LENGTH), nullable=False),
+    Column("at", UtcDateTime, nullable=False),
+    Index("ix_broadcast_actions_broadcast_id", "broadcast_id", "id"),
+    sqlite_autoincrement=True,
+    **MYSQL_TABLE_OPTIONS,
+)
+"""Who paused, resumed or cancelled a broadcast: one row per move, written in the move's
+transaction (see :mod:`.transitions`)."""

@@ -1,6 +1,9 @@
 """Statements for a broadcast's lifecycle: the API's and the scheduler's moves, listing,
 idempotency keys and the dispatch of a generation of jobs.
 
+The API's moves (pause, resume, cancel) are recorded in ``broadcast_actions`` with who asked,
+in the move's own transaction (:mod:`.actions`).
+
 Every move is one conditional ``UPDATE ... WHERE id = ? AND status IN (sources)``: of
 movers racing on one broadcast exactly one matches; the others read the state it left and
 get :class:`~tgbroadcast.core.domain.errors.FailedPrecondition` naming it (the table is
@@ -16,17 +19,25 @@ from typing import Any
 from sqlalchemy import case, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from tgbroadcast.core.domain.model import Broadcast, BroadcastStatus
+from tgbroadcast.core.domain.model import SYSTEM_ACTOR, Broadcast, BroadcastStatus, ControlAction
 from tgbroadcast.core.domain.states import Command, command_not_allowed
+from tgbroadcast.core.store import actions
 from tgbroadcast.core.store import broadcasts as broadcast_statements
 from tgbroadcast.core.store.tables import broadcasts
 
 
 async def move(
-    connection: AsyncConnection, broadcast_id: int, command: Command, *, now: datetime
+    connection: AsyncConnection,
+    broadcast_id: int,
+    command: Command,
+    *,
+    now: datetime,
+    actor: str = SYSTEM_ACTOR,
 ) -> Broadcast:
-    """Apply ``command``; the broadcast as it left it. ``NotFound``, or ``FailedPrecondition``
-    when the broadcast's state does not allow the command (nothing is written)."""
+    """Apply ``command``; the broadcast as it left it, with its actions. ``NotFound``, or
+    ``FailedPrecondition`` when the broadcast's state does not allow the command (nothing is
+    written). A pause, resume or cancel is recorded with ``actor`` and ``now`` in the same
+    transaction; the scheduler's start is not an action."""
     values: dict[str, Any]
     if command is Command.CANCEL:
         values = {"status": BroadcastStatus.CANCELLED.value, "finished_at": now}
@@ -52,7 +63,13 @@ async def move(
     broadcast = await broadcast_statements.fetch(connection, broadcast_id)  # NotFound
     if moved.rowcount != 1:
         raise command_not_allowed(broadcast_id, broadcast.status, command)
-    return broadcast
+    if command is Command.START:  # the scheduler's move; a scheduled broadcast has no actions
+        return broadcast
+    await actions.record(
+        connection, broadcast_id, ControlAction(command.value), actor=actor, at=now
+    )
+    (with_actions,) = await actions.with_history(connection, [broadcast])
+    return with_actions
 
 
 async def page(
@@ -63,13 +80,14 @@ async def page(
     limit: int,
 ) -> list[Broadcast]:
     """Up to ``limit`` broadcasts in any of ``statuses`` (any when empty) with ``id <
-    before``, newest (highest id) first."""
+    before``, newest (highest id) first, with their actions."""
     statement = select(broadcasts).order_by(broadcasts.c.id.desc()).limit(limit)
     if statuses:
         statement = statement.where(broadcasts.c.status.in_(sorted(s.value for s in statuses)))
     if before is not None:
         statement = statement.where(broadcasts.c.id < before)
-    return [broadcast_statements.from_row(row) for row in await connection.execute(statement)]
+    found = [broadcast_statements.from_row(row) for row in await connection.execute(statement)]
+    return await actions.with_history(connection, found)
 
 
 async def due(connection: AsyncConnection, *, now: datetime, limit: int) -> list[int]:

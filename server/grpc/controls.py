@@ -1,4 +1,5 @@
-"""Protobuf at the edge for the lifecycle: ``send_at``, status filters, lifecycle fields."""
+"""Protobuf at the edge for the lifecycle: ``send_at``, status filters, lifecycle fields
+(including ``created_by`` and the recorded ``actions``)."""
 
 from __future__ import annotations
 
@@ -6,7 +7,7 @@ from collections.abc import Iterable
 from datetime import UTC, datetime
 
 from tgbroadcast.core.domain.errors import InvalidArgument
-from tgbroadcast.core.domain.model import Broadcast
+from tgbroadcast.core.domain.model import Broadcast, ControlAction
 from tgbroadcast.v1 import broadcast_pb2 as pb
 
 _STATUS_PREFIX = "BROADCAST_STATUS_"
@@ -36,9 +37,18 @@ def status_names(values: Iterable[int]) -> list[str]:
 
 
 def fill_broadcast(message: pb.Broadcast, value: Broadcast) -> None:
-    """Set the lifecycle fields of ``message`` from ``value``."""
+    """Set the lifecycle fields of ``message`` from ``value``: times, key, who did what."""
     if value.send_at is not None:
         message.send_at.FromDatetime(value.send_at)
     if value.started_at is not None:
         message.started_at.FromDatetime(value.started_at)
     message.idempotency_key = value.idempotency_key or ""
+    message.created_by = value.created_by
+    for action in value.actions:
+        recorded = message.actions.add(action=_ACTION_TO_PB[action.action], actor=action.actor)
+        recorded.at.FromDatetime(action.at)
+
+
+_ACTION_TO_PB = {
+    action: pb.ControlAction.Value("CONTROL_ACTION_" + action.name) for action in ControlAction
+}

@@ -4,17 +4,18 @@
 Errors are translated here once: ``InvalidArgument`` → INVALID_ARGUMENT with a
 ``google.rpc.BadRequest`` detail listing every field violation, ``NotFound`` → NOT_FOUND,
 ``FailedPrecondition`` → FAILED_PRECONDITION with a ``google.rpc.PreconditionFailure``
-naming the current state, ``AlreadyExists`` → ALREADY_EXISTS, a
-missing or wrong token → UNAUTHENTICATED, a database or queue outage → UNAVAILABLE, anything
+naming the current state, ``AlreadyExists`` → ALREADY_EXISTS, ``ResourceExhausted`` →
+RESOURCE_EXHAUSTED (with ``google.rpc.RetryInfo`` when waiting helps), a missing or wrong token
+→ UNAUTHENTICATED (see :mod:`.interceptors`), a database or queue outage → UNAVAILABLE, anything
 else → INTERNAL with a generic message (the cause is logged, never sent).
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import Any, TypeAlias
+from typing import Any
 
 import grpc
 from google.protobuf import any_pb2
@@ -30,11 +31,15 @@ from tgbroadcast.core.domain.errors import (
     FailedPrecondition,
     InvalidArgument,
     NotFound,
+    ResourceExhausted,
 )
 from tgbroadcast.core.service.broadcasting import BroadcastingService
 from tgbroadcast.core.service.user_import import ImportChunk
-from tgbroadcast.server.auth import TokenCheck
-from tgbroadcast.server.grpc import content, controls, messages, reports
+from tgbroadcast.server.auth import TokenCheck, current_caller_name
+from tgbroadcast.server.grpc import content, controls, messages, reports, watch
+from tgbroadcast.server.grpc.interceptors import AuthInterceptor, resource_exhausted
+from tgbroadcast.server.guards import Guards
+from tgbroadcast.server.streams import DEFAULT_MAX_WATCHERS, Watchers
 from tgbroadcast.v1 import broadcast_pb2 as pb
 from tgbroadcast.v1 import broadcast_pb2_grpc as pb_grpc
 
@@ -42,18 +47,19 @@ logger = logging.getLogger(__name__)
 
 MAX_MESSAGE_BYTES = 64 * 1024 * 1024
 
-_Handler: TypeAlias = "grpc.RpcMethodHandler[Any, Any]"
-
 
 class BroadcastServicer(pb_grpc.BroadcastServiceServicer):
-    def __init__(self, core: BroadcastingService) -> None:
+    def __init__(self, core: BroadcastingService, watchers: Watchers | None = None) -> None:
         self._core = core
+        self._watchers = Watchers(DEFAULT_MAX_WATCHERS) if watchers is None else watchers
 
     async def SendMessage(  # noqa: N802 - gRPC method name
         self, request: pb.SendMessageRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> pb.SendMessageResponse:
         async with _translated(context):
-            accepted = await self._core.send_message(messages.send_request(request))
+            accepted = await self._core.send_message(
+                messages.send_request(request), created_by=current_caller_name()
+            )
         broadcast = accepted.broadcast
         return pb.SendMessageResponse(
             broadcast_id=broadcast.id,
@@ -80,21 +86,27 @@ class BroadcastServicer(pb_grpc.BroadcastServiceServicer):
         self, request: pb.CancelBroadcastRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> pb.CancelBroadcastResponse:
         async with _translated(context):
-            broadcast = await self._core.cancel_broadcast(request.broadcast_id)
+            broadcast = await self._core.cancel_broadcast(
+                request.broadcast_id, actor=current_caller_name()
+            )
         return pb.CancelBroadcastResponse(broadcast=messages.broadcast(broadcast, {}))
 
     async def PauseBroadcast(  # noqa: N802
         self, request: pb.PauseBroadcastRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> pb.PauseBroadcastResponse:
         async with _translated(context):
-            broadcast = await self._core.pause_broadcast(request.broadcast_id)
+            broadcast = await self._core.pause_broadcast(
+                request.broadcast_id, actor=current_caller_name()
+            )
         return pb.PauseBroadcastResponse(broadcast=messages.broadcast(broadcast, {}))
 
     async def ResumeBroadcast(  # noqa: N802
         self, request: pb.ResumeBroadcastRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> pb.ResumeBroadcastResponse:
         async with _translated(context):
-            broadcast = await self._core.resume_broadcast(request.broadcast_id)
+            broadcast = await self._core.resume_broadcast(
+                request.broadcast_id, actor=current_caller_name()
+            )
         return pb.ResumeBroadcastResponse(broadcast=messages.broadcast(broadcast, {}))
 
     async def GetBroadcast(  # noqa: N802
@@ -122,8 +134,10 @@ class BroadcastServicer(pb_grpc.BroadcastServiceServicer):
         self, request: pb.WatchBroadcastRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> AsyncIterator[pb.WatchBroadcastResponse]:
         async with _translated(context):
-            async for update in self._core.watch(request.broadcast_id):
-                yield messages.watch_update(update)
+            async for message in watch.watch_broadcast(
+                self._core, self._watchers, request.broadcast_id, context
+            ):
+                yield message
 
     async def PreviewMessage(  # noqa: N802
         self, request: pb.PreviewMessageRequest, context: grpc.aio.ServicerContext[Any, Any]
@@ -222,6 +236,8 @@ def _status_for(exc: Exception) -> grpc.Status:
         return rpc_status.to_status(
             status_pb2.Status(code=code_pb2.ALREADY_EXISTS, message=str(exc))
         )
+    if isinstance(exc, ResourceExhausted):
+        return resource_exhausted(str(exc), exc.retry_after)
     if isinstance(exc, ApiError):
         return rpc_status.to_status(
             status_pb2.Status(code=code_pb2.FAILED_PRECONDITION, message=str(exc))
@@ -255,88 +271,38 @@ def _precondition_failed(exc: FailedPrecondition) -> grpc.Status:
     )
 
 
-class AuthInterceptor(grpc.aio.ServerInterceptor):
-    """Rejects calls without a valid ``authorization: Bearer <token>`` metadata entry.
-
-    Only the standard health-checking and reflection services answer without a token, so load
-    balancers, orchestrators and ``grpcurl`` need no secret; they reveal the service's status
-    and its public contract, nothing else.
-    """
-
-    PUBLIC_SERVICES = frozenset({health.SERVICE_NAME, reflection.SERVICE_NAME})
-
-    def __init__(self, tokens: TokenCheck) -> None:
-        self._tokens = tokens
-
-    async def intercept_service(
-        self,
-        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[_Handler | None]],
-        handler_call_details: grpc.HandlerCallDetails,
-    ) -> _Handler | None:
-        handler = await continuation(handler_call_details)
-        # The method is "/<package>.<Service>/<Method>".
-        service = handler_call_details.method.lstrip("/").rpartition("/")[0]
-        if service in self.PUBLIC_SERVICES:
-            return handler
-        metadata = dict(handler_call_details.invocation_metadata or ())
-        authorization = metadata.get("authorization")
-        if isinstance(authorization, str) and self._tokens.accepts(authorization):
-            return handler
-        return _refusing(handler)
-
-
-_UNAUTHENTICATED = "missing or invalid API token (metadata authorization: Bearer <token>)"
-
-
-def _refusing(handler: _Handler | None) -> _Handler | None:
-    if handler is None:
-        return None
-
-    async def refuse(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
-        await context.abort(grpc.StatusCode.UNAUTHENTICATED, _UNAUTHENTICATED)
-
-    async def refuse_stream(
-        request: Any, context: grpc.aio.ServicerContext[Any, Any]
-    ) -> AsyncIterator[Any]:
-        await context.abort(grpc.StatusCode.UNAUTHENTICATED, _UNAUTHENTICATED)
-        yield  # pragma: no cover - abort raises
-
-    deserializer = handler.request_deserializer
-    serializer = handler.response_serializer
-    if handler.request_streaming and handler.response_streaming:
-        raise NotImplementedError("bidirectional-streaming methods are not served")
-    if handler.request_streaming:  # refused before a single chunk is read
-        return grpc.stream_unary_rpc_method_handler(
-            refuse, request_deserializer=deserializer, response_serializer=serializer
-        )
-    if handler.response_streaming:
-        return grpc.unary_stream_rpc_method_handler(
-            refuse_stream, request_deserializer=deserializer, response_serializer=serializer
-        )
-    return grpc.unary_unary_rpc_method_handler(
-        refuse, request_deserializer=deserializer, response_serializer=serializer
-    )
-
-
-async def create_server(core: BroadcastingService, tokens: TokenCheck) -> grpc.aio.Server:
+async def create_server(
+    core: BroadcastingService,
+    tokens: TokenCheck,
+    *,
+    guards: Guards | None = None,
+    health_servicer: health.aio.HealthServicer | None = None,
+    watchers: Watchers | None = None,
+) -> grpc.aio.Server:
     """The API server, not yet bound or started.
 
     Besides ``BroadcastService`` it serves ``grpc.health.v1.Health`` (SERVING for the whole
     server, ``""``, and for ``tgbroadcast.v1.BroadcastService``; NOT_FOUND for other names) and
-    server reflection (``grpc.reflection.v1alpha``), both without the API token.
+    server reflection (``grpc.reflection.v1alpha``), both without the API token; ``guards``:
+    the allow-list, rate limit and failed-authentication throttle (see :mod:`.interceptors`),
+    none when omitted. ``health_servicer``: one that follows readiness
+    (:class:`.health.HealthFollower`) instead of SERVING for good; ``watchers``: the bound on
+    open ``WatchBroadcast`` streams shared with the REST event streams (see
+    :mod:`tgbroadcast.server.streams`).
     """
     server = grpc.aio.server(
-        interceptors=[AuthInterceptor(tokens)],
+        interceptors=[AuthInterceptor(tokens, guards)],
         options=[
             ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
             ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
         ],
     )
-    pb_grpc.add_BroadcastServiceServicer_to_server(BroadcastServicer(core), server)
+    pb_grpc.add_BroadcastServiceServicer_to_server(BroadcastServicer(core, watchers), server)
     broadcast_service = pb.DESCRIPTOR.services_by_name["BroadcastService"].full_name
-    health_servicer = health.aio.HealthServicer()
-    for name in (health.OVERALL_HEALTH, broadcast_service):
-        await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
+    if health_servicer is None:
+        health_servicer = health.aio.HealthServicer()
+        for name in (health.OVERALL_HEALTH, broadcast_service):
+            await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     reflection.enable_server_reflection(
         (broadcast_service, health.SERVICE_NAME, reflection.SERVICE_NAME), server

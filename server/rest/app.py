@@ -9,19 +9,21 @@ filter, and names a bad query value by its parameter (``tag[1]``, ``status[0]``,
 ``outcome[2]``) where gRPC names the request field (``filter.tags[1]``).
 
 This module holds the app, its middlewares, the send routes, ``GET /v1/broadcasts/{id}``,
-``/healthz`` and ``/metrics``; the other routes are in :mod:`.controls`, :mod:`.reports`,
-:mod:`.users`, :mod:`.preview` and :mod:`.openapi`. Reading requests is :mod:`.params`,
+and ``/metrics``; ``/livez`` and ``/readyz`` are in :mod:`.health`; the other routes are in
+:mod:`.controls`, :mod:`.reports`,
+:mod:`.users`, :mod:`.preview` and :mod:`.openapi`; the allow-list, limits, token check and
+access log in :mod:`.guards`. Reading requests is :mod:`.params`,
 rendering answers :mod:`.rendering`, the content bodies :mod:`.content`.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 from aiohttp import BodyPartReader, web
+from aiohttp.http_exceptions import HttpProcessingError
 from prometheus_client import CONTENT_TYPE_LATEST
 from pydantic import ValidationError
 
@@ -32,53 +34,77 @@ from tgbroadcast.core.domain.errors import (
     FieldViolation,
     InvalidArgument,
     NotFound,
+    ResourceExhausted,
 )
+from tgbroadcast.core.health import Readiness
 from tgbroadcast.core.rules.validation import SendRequest
 from tgbroadcast.core.service.broadcasting import BroadcastingService
-from tgbroadcast.server.auth import TokenCheck
+from tgbroadcast.server.auth import TokenCheck, current_caller_name
+from tgbroadcast.server.guards import Guards, retry_after_header
 from tgbroadcast.server.rest import (
     content,
     controls,
+    guards,
+    health,
     openapi,
     params,
     preview,
+    protocol,
     rendering,
     reports,
+    strict_json,
     users,
 )
+from tgbroadcast.server.streams import DEFAULT_MAX_WATCHERS, Watchers
 
 logger = logging.getLogger(__name__)
 
-UNAUTHENTICATED_PATHS = frozenset({"/healthz", "/metrics", "/openapi.json"})
+UNAUTHENTICATED_PATHS = frozenset({"/livez", "/readyz", "/metrics", "/openapi.json"})
 """Served without a token: they reveal counts and the public contract, never content or
 tokens."""
 SERVICE_KEY = params.SERVICE_KEY
-TOKENS_KEY = web.AppKey("tokens", TokenCheck)
+TOKENS_KEY = guards.TOKENS_KEY
 MAX_BODY_KEY = params.MAX_BODY_KEY
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+MALFORMED_BODY = (web.RequestPayloadError, HttpProcessingError)
+"""Raised while reading a body the client mangled: never the server's fault."""
 
 
 @web.middleware
 async def errors_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Every failure, ours or aiohttp's, leaves as problem+json; causes are logged, not sent."""
+    """Every failure, ours or aiohttp's, leaves as problem+json; causes are logged, not sent.
+
+    Details repeat at most :data:`params.ECHO_LIMIT` characters of any request value
+    (:func:`params.bounded`); an aiohttp error keeps its headers (``Allow`` on a 405). A body
+    the client broke off or mangled (bad chunking, bad compression) is the client's fault: a
+    400 and one WARNING line, no traceback."""
     try:
         return await handler(request)
     except InvalidArgument as exc:
-        return rendering.problem(400, str(exc), errors=list(exc.violations))
+        bounded = params.bounded(exc)
+        return rendering.problem(400, str(bounded), errors=list(bounded.violations))
     except NotFound as exc:
-        return rendering.problem(404, str(exc))
+        return rendering.problem(404, params.clipped(str(exc)))
     except FailedPrecondition as exc:
-        return rendering.problem(409, str(exc), extra={"state": exc.state})
+        return rendering.problem(409, params.clipped(str(exc)), extra={"state": exc.state})
     except AlreadyExists as exc:
-        return rendering.problem(409, str(exc))
+        return rendering.problem(409, params.clipped(str(exc)))
+    except ResourceExhausted as exc:
+        exhausted = rendering.problem(429, str(exc))
+        if exc.retry_after is not None:
+            exhausted.headers["Retry-After"] = retry_after_header(exc.retry_after)
+        return exhausted
     except web.HTTPRequestEntityTooLarge:
         limit = request.app[MAX_BODY_KEY]
         return rendering.problem(413, f"request body is larger than the limit of {limit} bytes")
     except web.HTTPException as exc:
         if exc.status < 400:
             raise
-        return rendering.problem(exc.status, exc.text or exc.reason)
+        return _http_error(exc)
+    except MALFORMED_BODY as exc:
+        protocol.log_malformed(request, exc)
+        return rendering.problem(400, "the request body is malformed (chunking or encoding)")
     except BACKEND_UNAVAILABLE as exc:
         logger.warning("backend unavailable", extra={"error": type(exc).__name__})
         return rendering.problem(503, "the database or the queue is unavailable; try again")
@@ -87,15 +113,13 @@ async def errors_middleware(request: web.Request, handler: Handler) -> web.Strea
         return rendering.problem(500, "internal error")
 
 
-@web.middleware
-async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    if request.path in UNAUTHENTICATED_PATHS:
-        return await handler(request)
-    if not request.app[TOKENS_KEY].accepts(request.headers.get("Authorization")):
-        return rendering.problem(
-            401, "missing or invalid API token (Authorization: Bearer <token>)"
-        )
-    return await handler(request)
+def _http_error(exc: web.HTTPException) -> web.Response:
+    """aiohttp's 4xx as problem+json, with its headers (``Allow`` on 405)."""
+    answer = rendering.problem(exc.status, params.clipped(exc.text or exc.reason))
+    for name, value in exc.headers.items():
+        if name.lower() not in ("content-type", "content-length"):
+            answer.headers[name] = value
+    return answer
 
 
 async def send_message(request: web.Request) -> web.Response:
@@ -121,7 +145,8 @@ async def send_message(request: web.Request) -> web.Response:
             request, idempotency_key=body.idempotency_key, send_at=body.send_at
         ),
     )
-    return controls.accepted_response(await params.service(request).send_message(send))
+    accepted = await params.service(request).send_message(send, created_by=current_caller_name())
+    return controls.accepted_response(accepted)
 
 
 _SEND_FIELDS = content.SendMessageBody.model_fields
@@ -136,6 +161,16 @@ as JSON text."""
 
 
 async def _multipart_send(request: web.Request) -> tuple[content.SendMessageBody, bytes, str]:
+    """:func:`_read_multipart`; a body that is not multipart as declared (no boundary, no
+    closing delimiter, an unknown part encoding: aiohttp raises these) is a 400."""
+    try:
+        return await _read_multipart(request)
+    except (KeyError, ValueError, RuntimeError, TypeError) as exc:
+        logger.warning("malformed multipart body", extra={"error": type(exc).__name__})
+        raise InvalidArgument.single("body", "is not valid multipart/form-data") from None
+
+
+async def _read_multipart(request: web.Request) -> tuple[content.SendMessageBody, bytes, str]:
     """``multipart/form-data``: the JSON body's fields as form fields (see
     :data:`_FORM_TEXT_FIELDS`), and the file itself as the part ``media``; returns the body,
     the file and its name. Violations name the form field (``filter.tags[0]`` inside one)."""
@@ -185,11 +220,17 @@ def _form_value(
             violations.append(FieldViolation(name, "must be true or false"))
     else:
         try:
-            data[name] = json.loads(text)
-        except (json.JSONDecodeError, RecursionError):
-            violations.append(
-                FieldViolation(name, "must be JSON text, as the field is in a JSON body")
-            )
+            data[name] = strict_json.loads(text.encode())
+        except InvalidArgument as exc:  # read as strictly as a JSON body (64-bit integers...)
+            violations.extend(_form_violation(name, v) for v in exc.violations)
+
+
+def _form_violation(name: str, violation: FieldViolation) -> FieldViolation:
+    """A violation inside the form field ``name``'s JSON text, named from the field."""
+    if violation.field == "body":
+        return FieldViolation(name, "must be JSON text, as the field is in a JSON body")
+    separator = "" if violation.field.startswith("[") else "."
+    return FieldViolation(name + separator + violation.field, violation.description)
 
 
 async def _read_part(part: BodyPartReader, budget: list[int], limit: int) -> bytes:
@@ -211,10 +252,6 @@ async def get_broadcast(request: web.Request) -> web.Response:
     )
 
 
-async def healthz(request: web.Request) -> web.Response:
-    return web.json_response({"status": "ok"})
-
-
 async def metrics(request: web.Request) -> web.Response:
     body = await params.service(request).metrics_text()
     return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
@@ -226,18 +263,29 @@ def create_app(
     *,
     max_body_bytes: int,
     sse_heartbeat: float = 15.0,
+    guard: Guards | None = None,
+    readiness: Readiness | None = None,
+    watchers: Watchers | None = None,
 ) -> web.Application:
+    """``guard``: the allow-list, rate limit and failed-authentication throttle (see
+    :mod:`.guards`); none of them when omitted. ``readiness``: what ``/readyz`` checks (only
+    the drain when omitted); ``watchers``: the bound on open event streams, shared with gRPC
+    (:mod:`tgbroadcast.server.streams`)."""
     app = web.Application(
-        client_max_size=max_body_bytes, middlewares=[errors_middleware, auth_middleware]
+        client_max_size=max_body_bytes,
+        middlewares=[guards.access_log_middleware, errors_middleware, guards.guard_middleware],
     )
     app[SERVICE_KEY] = service
     app[TOKENS_KEY] = tokens
+    app[guards.GUARDS_KEY] = Guards() if guard is None else guard
+    app[guards.PUBLIC_PATHS_KEY] = UNAUTHENTICATED_PATHS
     app[MAX_BODY_KEY] = max_body_bytes
+    app[reports.WATCHERS_KEY] = Watchers(DEFAULT_MAX_WATCHERS) if watchers is None else watchers
     app.router.add_post("/send-message", send_message)
     app.router.add_post("/v1/broadcasts", send_message)
     app.router.add_get("/v1/broadcasts/{broadcast_id}", get_broadcast)
     users.add_routes(app)
-    app.router.add_get("/healthz", healthz)
+    health.add_routes(app, Readiness() if readiness is None else readiness)
     app.router.add_get("/metrics", metrics)
     openapi.add_routes(app)
     reports.add_routes(app, heartbeat=sse_heartbeat)

@@ -4,7 +4,8 @@
   ``{"broadcasts": [...], "next_page_token": ""}``, newest first (``outcome_counts`` empty).
 * ``POST /v1/broadcasts/{id}/cancel``, ``/pause``, ``/resume`` (no body) — 200 and the
   broadcast; a move its state does not allow is 409 problem+json whose ``state`` member (and
-  ``detail``) names the current state.
+  ``detail``) names the current state. The move is recorded with the caller's token name
+  (``actions`` in the answer).
 * SendMessage (``POST /send-message``, ``POST /v1/broadcasts``): ``send_at`` (RFC 3339) and
   the idempotency key, as the ``Idempotency-Key`` header or the body field
   ``idempotency_key`` (both given and different: 400). A replay answers 202 with the same
@@ -20,6 +21,7 @@ from aiohttp import web
 from tgbroadcast.core.domain.errors import InvalidArgument
 from tgbroadcast.core.rules.schedule import parse_timestamp
 from tgbroadcast.core.service.broadcasting import Accepted
+from tgbroadcast.server.auth import current_caller_name
 from tgbroadcast.server.rest import params, rendering
 
 IDEMPOTENCY_HEADER = "Idempotency-Key"
@@ -88,7 +90,9 @@ async def cancel_broadcast(request: web.Request) -> web.Response:
     params.check_query(request)
     return web.json_response(
         rendering.listed_broadcast_json(
-            await params.service(request).cancel_broadcast(broadcast_id)
+            await params.service(request).cancel_broadcast(
+                broadcast_id, actor=current_caller_name()
+            )
         )
     )
 
@@ -97,7 +101,9 @@ async def pause_broadcast(request: web.Request) -> web.Response:
     broadcast_id = params.path_id(request, "broadcast_id")
     params.check_query(request)
     return web.json_response(
-        rendering.listed_broadcast_json(await params.service(request).pause_broadcast(broadcast_id))
+        rendering.listed_broadcast_json(
+            await params.service(request).pause_broadcast(broadcast_id, actor=current_caller_name())
+        )
     )
 
 
@@ -106,7 +112,9 @@ async def resume_broadcast(request: web.Request) -> web.Response:
     params.check_query(request)
     return web.json_response(
         rendering.listed_broadcast_json(
-            await params.service(request).resume_broadcast(broadcast_id)
+            await params.service(request).resume_broadcast(
+                broadcast_id, actor=current_caller_name()
+            )
         )
     )
 

@@ -21,14 +21,21 @@ from typing import Any
 from aiohttp import web
 
 from tgbroadcast.server.rest import rendering
-from tgbroadcast.server.rest.openapi_schemas import (
+from tgbroadcast.server.rest.openapi_examples import (
     BROADCAST_EXAMPLE,
-    MAX_UPSERT_USERS,
+    NOT_READY_EXAMPLE,
     PREVIEW_EXAMPLE,
     PROBLEM_EXAMPLE,
     SEND_EXAMPLES,
     USERS_EXAMPLE,
+)
+from tgbroadcast.server.rest.openapi_schemas import (
+    LANGUAGE_CODE_PATTERN,
+    MAX_FILTER_VALUES,
+    MAX_UPSERT_USERS,
+    TAG_PATTERN,
     Schema,
+    chat_id,
     component_schemas,
     int64,
     json_content,
@@ -42,6 +49,12 @@ PROBLEM_JSON = rendering.PROBLEM_JSON
 
 
 def _errors(*statuses: int) -> dict[str, Schema]:
+    """The error answers of an authenticated operation: ``statuses``, and on every one 403
+    (the allow-list) and 429 (the limits)."""
+    return _responses(*sorted({*statuses, 403, 429}))
+
+
+def _responses(*statuses: int) -> dict[str, Schema]:
     return {
         str(status): {"$ref": f"#/components/responses/{_ERRORS[status][0]}"} for status in statuses
     }
@@ -55,6 +68,7 @@ _ERRORS: dict[int, tuple[str, str]] = {
         "(a CSV import keeps the chunks before the bad line: see `imported`).",
     ),
     401: ("Unauthorized", "Missing or wrong API token (`Authorization: Bearer <token>`)."),
+    403: ("Forbidden", "The client's address is not in `server.allowed_networks`."),
     404: ("NotFound", "No such broadcast or user."),
     409: (
         "Conflict",
@@ -63,7 +77,27 @@ _ERRORS: dict[int, tuple[str, str]] = {
     ),
     413: ("PayloadTooLarge", "The body is larger than `server.max_body_bytes`."),
     415: ("UnsupportedMediaType", "The body's Content-Type is not one this route accepts."),
+    429: (
+        "TooManyRequests",
+        "A limit: this token's `server.requests_per_second`, too many failed authentications "
+        "from this address, `server.max_pending_recipients` (a send) or `server.max_watchers` "
+        "(an event stream). `Retry-After` says when to try again where it can be known.",
+    ),
     503: ("Unavailable", "The database or the queue is unavailable; try again."),
+}
+_HEADERS: dict[int, Schema] = {
+    401: {
+        "WWW-Authenticate": {
+            "schema": {"type": "string"},
+            "description": 'Bearer realm="tgbroadcast"',
+        }
+    },
+    429: {
+        "Retry-After": {
+            "schema": {"type": "integer", "minimum": 1},
+            "description": "Seconds to wait before trying again.",
+        }
+    },
 }
 
 _PAGE_SIZE = {
@@ -80,24 +114,26 @@ _PAGE_TOKEN = {
 }
 
 
-def _id_parameter(name: str, description: str) -> Schema:
+def _id_parameter(name: str, description: str, schema: Schema) -> Schema:
+    """A path id: written as a canonical number (ASCII digits, no ``+``, no leading zero),
+    anything else is a 400 naming the parameter."""
     return {
         "name": name,
         "in": "path",
         "required": True,
         "description": description,
-        "schema": {"type": "integer", "format": "int64", "minimum": 1},
+        "schema": schema,
     }
 
 
-def _list_parameter(name: str, items: Schema, description: str) -> Schema:
+def _list_parameter(name: str, items: Schema, description: str, **extra: Any) -> Schema:
     return {
         "name": name,
         "in": "query",
         "description": description,
         "style": "form",
         "explode": True,
-        "schema": {"type": "array", "items": items},
+        "schema": {"type": "array", "items": items, **extra},
     }
 
 
@@ -227,7 +263,8 @@ def _paths() -> dict[str, Schema]:
                 "position), then one `event: end` (`data`: an `EndEvent`, `id: end`) with the "
                 "final status, and the stream ends. Comment lines (`: heartbeat`) keep the "
                 "connection open; `event: error` means the stream stopped and the client "
-                "should reconnect. A reconnect replays from the first outcome.",
+                "should reconnect; `event: shutdown` means the server is draining: reconnect "
+                "(to another instance). A reconnect replays from the first outcome.",
                 "tags": ["broadcasts"],
                 "parameters": [
                     broadcast_id,
@@ -333,9 +370,17 @@ def _paths() -> dict[str, Schema]:
                 "summary": "List users, by id",
                 "tags": ["users"],
                 "parameters": [
-                    _list_parameter("tag", string(), "Users having one of these tags."),
                     _list_parameter(
-                        "language_code", string(), "Users with one of these language codes."
+                        "tag",
+                        string(pattern=TAG_PATTERN),
+                        "Users having one of these tags.",
+                        maxItems=MAX_FILTER_VALUES,
+                    ),
+                    _list_parameter(
+                        "language_code",
+                        string(pattern=LANGUAGE_CODE_PATTERN),
+                        "Users with one of these language codes.",
+                        maxItems=MAX_FILTER_VALUES,
                     ),
                     {
                         "name": "active_only",
@@ -412,24 +457,48 @@ def _paths() -> dict[str, Schema]:
                     "200": {
                         "description": "OpenAPI 3.1.",
                         "content": json_content({"type": "object"}),
-                    }
+                    },
+                    **_responses(403),
                 },
             }
         },
-        "/healthz": {
+        "/livez": {
             "get": {
-                "operationId": "healthz",
-                "summary": "Liveness",
+                "operationId": "livez",
+                "summary": "Liveness: the process's event loop answers",
+                "description": "Restart the process only when this fails.",
                 "tags": ["service"],
                 "security": [],
                 "responses": {
                     "200": {
-                        "description": "Serving.",
-                        "content": json_content(
-                            obj({"status": string(enum=["ok"])}, required=("status",)),
-                            {"ok": {"status": "ok"}},
-                        ),
+                        "description": "Live.",
+                        "content": json_content(ref("Live"), {"live": {"status": "live"}}),
                     }
+                },
+            }
+        },
+        "/readyz": {
+            "get": {
+                "operationId": "readyz",
+                "summary": "Readiness: the database and NATS answer, the process is not draining",
+                "description": "Send traffic here only while this answers 200.",
+                "tags": ["service"],
+                "security": [],
+                "responses": {
+                    "200": {
+                        "description": "Ready.",
+                        "content": json_content(ref("Ready"), {"ready": {"status": "ready"}}),
+                    },
+                    "503": {
+                        "description": "Not ready: `checks` gives each check's result, "
+                        "`detail` names the failing ones.",
+                        "content": {
+                            PROBLEM_JSON: {
+                                "schema": ref("NotReady"),
+                                "example": NOT_READY_EXAMPLE,
+                            }
+                        },
+                    },
                 },
             }
         },
@@ -443,7 +512,8 @@ def _paths() -> dict[str, Schema]:
                     "200": {
                         "description": "Prometheus text format.",
                         "content": {"text/plain": {"schema": {"type": "string"}}},
-                    }
+                    },
+                    **_responses(403),
                 },
             }
         },
@@ -480,8 +550,12 @@ def _built() -> str:
                     }
                 },
                 "parameters": {
-                    "BroadcastId": _id_parameter("broadcast_id", "The broadcast's id."),
-                    "UserId": _id_parameter("user_id", "The Telegram user id."),
+                    "BroadcastId": _id_parameter(
+                        "broadcast_id", "The broadcast's id.", int64(minimum=1)
+                    ),
+                    "UserId": _id_parameter(
+                        "user_id", "The Telegram user id (negative for groups).", chat_id("")
+                    ),
                 },
                 "responses": {
                     name: {
@@ -492,18 +566,7 @@ def _built() -> str:
                                 **({"example": PROBLEM_EXAMPLE} if status == 400 else {}),
                             }
                         },
-                        **(
-                            {
-                                "headers": {
-                                    "WWW-Authenticate": {
-                                        "schema": {"type": "string"},
-                                        "description": 'Bearer realm="tgbroadcast"',
-                                    }
-                                }
-                            }
-                            if status == 401
-                            else {}
-                        ),
+                        **({"headers": _HEADERS[status]} if status in _HEADERS else {}),
                     }
                     for status, (name, description) in _ERRORS.items()
                 },

@@ -30,6 +30,12 @@ STATUSES = enum_names("BroadcastStatus")
 OUTCOMES = enum_names("DeliveryOutcome")
 ALBUM_MEDIA_TYPES = ["photo", "video", "document", "audio"]
 MAX_UPSERT_USERS = 10_000
+INT64_MIN = -(2**63)
+INT64_MAX = 2**63 - 1
+TAG_PATTERN = "^[A-Za-z0-9_.:-]{1,64}$"
+"""A tag (compared lower-cased): as ``tgbroadcast.core.rules.validation`` checks it."""
+LANGUAGE_CODE_PATTERN = "^[A-Za-z0-9_-]{1,35}$"
+MAX_FILTER_VALUES = 100
 
 
 def ref(name: str) -> Schema:
@@ -48,10 +54,21 @@ def obj(
 
 
 def int64(description: str = "", **extra: Any) -> Schema:
-    schema: Schema = {"type": "integer", "format": "int64", **extra}
+    """A JSON integer within 64 bits: the server refuses any other (400 naming the field)."""
+    bounds = {"minimum": INT64_MIN, "maximum": INT64_MAX}
+    schema: Schema = {"type": "integer", "format": "int64", **bounds, **extra}
     if description:
         schema["description"] = description
     return schema
+
+
+def chat_id(description: str) -> Schema:
+    """A Telegram chat id: any 64-bit integer but 0 (groups are negative)."""
+    return {**int64(description), "not": {"const": 0}}
+
+
+def filter_values(pattern: str, description: str) -> Schema:
+    return array(string(pattern=pattern), description, maxItems=MAX_FILTER_VALUES)
 
 
 def string(description: str = "", **extra: Any) -> Schema:
@@ -103,16 +120,18 @@ def component_schemas() -> dict[str, Schema]:
     )
     user_filter = obj(
         {
-            "tags": array(string(), "Users having at least one of these tags."),
-            "language_codes": array(string(), "Users whose language_code is one of these."),
+            "tags": filter_values(TAG_PATTERN, "Users having at least one of these tags."),
+            "language_codes": filter_values(
+                LANGUAGE_CODE_PATTERN, "Users whose language_code is one of these."
+            ),
         },
         description="Active users matching every given criterion; empty matches every active user.",
     )
     entity = obj(
         {
             "type": string("Telegram's entity type: `bold`, `italic`, `text_link`, `pre`, ..."),
-            "offset": {"type": "integer", "minimum": 0, "description": "In UTF-16 code units."},
-            "length": {"type": "integer", "minimum": 1, "description": "In UTF-16 code units."},
+            "offset": int64("In UTF-16 code units.", minimum=0),
+            "length": int64("In UTF-16 code units.", minimum=1),
             "url": string("For `text_link`."),
             "language": string("For `pre`."),
             "custom_emoji_id": string("For `custom_emoji`."),
@@ -133,8 +152,9 @@ def component_schemas() -> dict[str, Schema]:
     keyboard = obj(
         {
             "rows": array(
-                obj({"buttons": array(ref("InlineKeyboardButton"), maxItems=8)}),
+                obj({"buttons": array(ref("InlineKeyboardButton"), minItems=1, maxItems=8)}),
                 "Rows of buttons (at most 100 buttons, 8 per row).",
+                minItems=1,
             )
         },
         description="An inline keyboard under the message.",
@@ -173,7 +193,7 @@ def component_schemas() -> dict[str, Schema]:
             "media_type": media_type,
             "media_url": string("For media: an http(s) URL Telegram fetches, or a file_id."),
             "user_ids": array(
-                int64(),
+                chat_id(""),
                 "Telegram chat ids; duplicates are sent once, unknown ids are recorded as users.",
             ),
             "all_users": boolean("Send to every active user instead of `user_ids`."),
@@ -204,7 +224,10 @@ def component_schemas() -> dict[str, Schema]:
             "callback_url": string(
                 "Receives a signed JSON summary when the broadcast ends "
                 "(`X-Tgbroadcast-Signature: sha256=<hex HMAC-SHA256 of <timestamp>.<body>>`, "
-                "the timestamp in `X-Tgbroadcast-Timestamp`).",
+                "the timestamp in `X-Tgbroadcast-Timestamp`). Public addresses only: a host "
+                "that is, or resolves to, a loopback, private, link-local, CGNAT, multicast, "
+                "unspecified or reserved address is refused unless "
+                "`webhook.allow_private_networks`; redirects are not followed.",
                 format="uri",
             ),
             "personalize": boolean(
@@ -248,6 +271,15 @@ def component_schemas() -> dict[str, Schema]:
         "flags `true`/`false`), and the file as the part `media`. Errors name the form field "
         "(`filter.tags[0]` inside a JSON one).",
     )
+    action = obj(
+        {
+            "action": string(enum=enum_names("ControlAction")),
+            "actor": string("The asking API token's name.", maxLength=64),
+            "at": {"type": "string", "format": "date-time"},
+        },
+        required=("action", "actor", "at"),
+        closed=False,
+    )
     broadcast = obj(
         {
             "broadcast_id": int64(),
@@ -275,6 +307,8 @@ def component_schemas() -> dict[str, Schema]:
             "idempotency_key": string(),
             "parse_mode": parse_mode,
             "callback_url": string(),
+            "created_by": string("The sending API token's name, never the token.", maxLength=64),
+            "actions": array(action, "Each pause, resume and cancel, oldest first."),
         },
         required=("broadcast_id", "status", "total", "sent", "failed", "pending"),
         closed=False,
@@ -310,12 +344,12 @@ def component_schemas() -> dict[str, Schema]:
     )
     user_fields: Schema = {
         "id": int64("The Telegram user id (the private chat id)."),
-        "username": {"type": ["string", "null"]},
-        "first_name": {"type": ["string", "null"]},
-        "last_name": {"type": ["string", "null"]},
-        "language_code": {"type": ["string", "null"]},
+        "username": {"type": ["string", "null"], "maxLength": 32},
+        "first_name": {"type": ["string", "null"], "maxLength": 64},
+        "last_name": {"type": ["string", "null"], "maxLength": 64},
+        "language_code": {"type": ["string", "null"], "maxLength": 35},
         "tags": array(
-            string(minLength=1, maxLength=64),
+            string(pattern=TAG_PATTERN),
             "Labels used by `filter.tags` (at most 100); an upsert replaces them.",
             maxItems=100,
         ),
@@ -415,10 +449,14 @@ def component_schemas() -> dict[str, Schema]:
             required=("text",),
             closed=False,
         ),
-        "UserInput": obj(user_fields, required=("id",)),
+        "UserInput": obj(
+            {**user_fields, "id": chat_id("The Telegram user id.")},
+            required=("id",),
+        ),
         "User": user,
         "UpsertUsersRequest": obj(
-            {"users": array(ref("UserInput"), maxItems=MAX_UPSERT_USERS)}, required=("users",)
+            {"users": array(ref("UserInput"), minItems=1, maxItems=MAX_UPSERT_USERS)},
+            required=("users",),
         ),
         "UserList": obj(
             {"users": array(ref("User"), "Ordered by id."), "next_page_token": string()},
@@ -455,67 +493,33 @@ def component_schemas() -> dict[str, Schema]:
             closed=False,
             description="An RFC 9457 problem document.",
         ),
+        **health_schemas(),
     }
 
 
-SEND_EXAMPLES: dict[str, Any] = {
-    "text": {"message": "Hello from the broadcast service!", "user_ids": [111, 222, 333]},
-    "photo": {
-        "message": "<b>Spring sale</b>: everything -20%",
-        "parse_mode": "html",
-        "media_type": "photo",
-        "media_url": "https://example.com/spring.jpg",
-        "filter": {"tags": ["vip"], "language_codes": ["en"]},
-        "reply_markup": {
-            "rows": [{"buttons": [{"text": "Shop now", "url": "https://example.com/shop"}]}]
-        },
-        "idempotency_key": "spring-sale-2026",
-    },
-    "scheduled": {
-        "message": "Hi {first_name|there}, see you tomorrow!",
-        "personalize": True,
-        "all_users": True,
-        "send_at": "2030-01-01T09:00:00Z",
-        "callback_url": "https://example.com/hooks/broadcast-finished",
-    },
-}
-USERS_EXAMPLE: dict[str, Any] = {
-    "users": [
-        {
-            "id": 111,
-            "username": "alice",
-            "first_name": "Alice",
-            "language_code": "en",
-            "tags": ["vip"],
-        },
-        {"id": 222, "first_name": "Bob", "language_code": "de", "tags": []},
-    ]
-}
-PREVIEW_EXAMPLE: dict[str, Any] = {
-    "message": {"message": "Hi {first_name|there}!", "personalize": True, "user_ids": [111]},
-    "user_id": 111,
-}
-BROADCAST_EXAMPLE: dict[str, Any] = {
-    "broadcast_id": 1,
-    "status": "completed",
-    "total": 3,
-    "sent": 2,
-    "failed": 1,
-    "pending": 0,
-    "message": "Hello from the broadcast service!",
-    "media_type": "text",
-    "media_url": "",
-    "created_at": "2026-05-01T12:00:00Z",
-    "started_at": "2026-05-01T12:00:00.120000Z",
-    "finished_at": "2026-05-01T12:00:00.450000Z",
-    "error": None,
-    "outcome_counts": {"sent": 2, "blocked": 1},
-    "allow_paid_broadcast": False,
-}
-PROBLEM_EXAMPLE: dict[str, Any] = {
-    "type": "about:blank",
-    "title": "Bad Request",
-    "status": 400,
-    "detail": "user_ids[0]: is not a Telegram chat id",
-    "errors": [{"field": "user_ids[0]", "message": "is not a Telegram chat id"}],
-}
+def health_schemas() -> dict[str, Schema]:
+    """``/livez`` and ``/readyz`` (:mod:`tgbroadcast.server.rest.health`)."""
+    check = string("`ok`, or why not (`failed (ConnectionRefusedError)`, `no answer within 1 s`).")
+    return {
+        "Live": obj({"status": string(enum=["live"])}, required=("status",)),
+        "Ready": obj({"status": string(enum=["ready"])}, required=("status",)),
+        "NotReady": obj(
+            {
+                "type": string(),
+                "title": string(),
+                "status": {"type": "integer", "enum": [503]},
+                "detail": string("`not ready: ` and the failing checks' names."),
+                "checks": obj(
+                    {
+                        "database": check,
+                        "nats": check,
+                        "draining": string("`ok`, or `shutting down`."),
+                    },
+                    required=("draining",),
+                    description="Each check's result (a standalone worker's too).",
+                ),
+            },
+            required=("type", "title", "status", "detail", "checks"),
+            description="An RFC 9457 problem document naming the failing checks.",
+        ),
+    }

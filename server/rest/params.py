@@ -5,11 +5,18 @@ Every route refuses query parameters it does not know (:func:`check_query`) rath
 ignoring a misspelt filter. Violations name what the client sent: the path or query
 parameter (``broadcast_id``, ``page_size``, ``tag[1]``) or the body field's path
 (``album[0].media_url``).
+
+Hostile input stops here with a 4xx, never a 5xx: numbers in paths and queries must be
+canonical (:data:`CANONICAL_INTEGER`: ``+1``, ``1_0``, ``01``, `` 1``, fullwidth or
+Arabic-Indic digits are refused, though Python's ``int()`` takes them all), a parameter that
+is not a list is given once, a JSON body must say ``Content-Type: application/json`` (415
+otherwise, also when absent) and is read by :mod:`.strict_json`. An error repeats at most
+:data:`ECHO_LIMIT` characters of any request value (:func:`bounded`).
 """
 
 from __future__ import annotations
 
-import json
+import re
 from typing import Any, Final, TypeVar
 
 from aiohttp import web
@@ -17,14 +24,21 @@ from pydantic import BaseModel, ValidationError
 
 from tgbroadcast.core.domain.errors import FieldViolation, InvalidArgument
 from tgbroadcast.core.service.broadcasting import BroadcastingService
+from tgbroadcast.server.rest import strict_json
+from tgbroadcast.server.rest.strict_json import ECHO_LIMIT, INT64_MAX, INT64_MIN, echo
 
 SERVICE_KEY: Final = web.AppKey("service", BroadcastingService)
 MAX_BODY_KEY: Final = web.AppKey("max_body_bytes", int)
 PAGE_PARAMETERS: Final = frozenset({"page_size", "page_token"})
 
 M = TypeVar("M", bound=BaseModel)
-_INT64_MIN: Final = -(2**63)
-_INT64_MAX: Final = 2**63 - 1
+CANONICAL_INTEGER: Final = re.compile(r"0|-?[1-9][0-9]*")
+"""How a number in a path or query is written: ASCII digits, no leading zero, ``-`` for a
+negative one."""
+_INT64_DIGITS: Final = len(str(INT64_MAX))
+_QUOTED: Final = re.compile(r"'(?:[^'\\]|\\.)*'|\"(?:[^\"\\]|\\.)*\"")
+_MAX_MESSAGE: Final = 300
+"""Characters of a violation's message kept: the fixed text and one echoed value fit."""
 
 
 def service(request: web.Request) -> BroadcastingService:
@@ -37,8 +51,24 @@ def check_query(request: web.Request, allowed: frozenset[str] = frozenset()) -> 
     unknown = set(request.query) - allowed
     if unknown:
         raise InvalidArgument(
-            FieldViolation(name, "is not a known query parameter") for name in sorted(unknown)
+            FieldViolation(echo(name), "is not a known query parameter") for name in sorted(unknown)
         )
+
+
+def single(request: web.Request, name: str) -> str | None:
+    """The query parameter ``name`` that is not a list: absent is None, twice a 400."""
+    values = request.query.getall(name, [])
+    if len(values) > 1:
+        raise InvalidArgument.single(name, "is given more than once")
+    return values[0] if values else None
+
+
+def flag(request: web.Request, name: str) -> bool:
+    """A boolean query parameter: exactly ``true`` or ``false``; absent is false."""
+    value = single(request, name)
+    if value not in (None, "true", "false"):
+        raise InvalidArgument.single(name, "must be true or false")
+    return value == "true"
 
 
 def renamed(exc: InvalidArgument, names: tuple[tuple[str, str], ...]) -> InvalidArgument:
@@ -54,17 +84,24 @@ def renamed(exc: InvalidArgument, names: tuple[tuple[str, str], ...]) -> Invalid
     return InvalidArgument(FieldViolation(rename(v.field), v.description) for v in exc.violations)
 
 
-def _whole_number(name: str, raw: str) -> int:
-    try:
-        return int(raw)
-    except ValueError:
-        raise InvalidArgument.single(name, f"must be a whole number, not {raw!r}") from None
+def whole_number(name: str, raw: str) -> int:
+    """``raw`` written as :data:`CANONICAL_INTEGER` and within 64 bits, else a 400 naming
+    ``name``."""
+    if not CANONICAL_INTEGER.fullmatch(raw):
+        raise InvalidArgument.single(
+            name,
+            "must be a whole number in ASCII digits, without '+', spaces, separators or "
+            f"leading zeros, not {echo(raw)!r}",
+        )
+    if len(raw.removeprefix("-")) > _INT64_DIGITS or not INT64_MIN <= int(raw) <= INT64_MAX:
+        raise InvalidArgument.single(name, "must be a 64-bit number")
+    return int(raw)
 
 
 def path_id(request: web.Request, name: str) -> int:
     """A positive 64-bit id from the path (``broadcast_id``)."""
-    value = _whole_number(name, request.match_info[name])
-    if not 0 < value <= _INT64_MAX:
+    value = whole_number(name, request.match_info[name])
+    if value <= 0:
         raise InvalidArgument.single(name, "must be a positive 64-bit number")
     return value
 
@@ -72,36 +109,39 @@ def path_id(request: web.Request, name: str) -> int:
 def path_chat_id(request: web.Request, name: str) -> int:
     """A Telegram chat id from the path (``user_id``): any non-zero 64-bit number, as groups
     are negative."""
-    value = _whole_number(name, request.match_info[name])
-    if value == 0 or not _INT64_MIN <= value <= _INT64_MAX:
+    value = whole_number(name, request.match_info[name])
+    if value == 0:
         raise InvalidArgument.single(name, "must be a non-zero 64-bit number")
     return value
 
 
 def page_size(request: web.Request) -> int:
     """``?page_size=``; absent is 0, the core's default size (the core checks the range)."""
-    return _whole_number("page_size", request.query.get("page_size", "0"))
+    given = single(request, "page_size")
+    return 0 if given is None else whole_number("page_size", given)
 
 
 def page_token(request: web.Request) -> str:
     """``?page_token=``; absent is the first page (the core checks the token)."""
-    return request.query.get("page_token", "")
+    return single(request, "page_token") or ""
+
+
+def require_content_type(request: web.Request, *accepted: str) -> None:
+    """415 unless the body is declared as one of ``accepted`` (an absent ``Content-Type`` is
+    not guessed), in UTF-8 if a charset is given."""
+    declared = request.headers.get("Content-Type")
+    charset = (request.charset or "utf-8").lower()
+    if declared is not None and request.content_type in accepted and charset in ("utf-8", "utf8"):
+        return
+    wanted = " or ".join(accepted)
+    given = "none" if declared is None else repr(echo(declared))
+    raise web.HTTPUnsupportedMediaType(text=f"Content-Type must be {wanted} (UTF-8), not {given}")
 
 
 async def json_body(request: web.Request, model: type[M]) -> M:
     """The body as ``model``: 415 for another content type, 400 naming each bad field."""
-    content_type = request.headers.get("Content-Type", "")
-    if content_type and request.content_type != "application/json":
-        raise web.HTTPUnsupportedMediaType(
-            text=f"Content-Type must be application/json, not {request.content_type}"
-        )
-    raw = await request.read()
-    try:
-        data = json.loads(raw)
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise InvalidArgument.single("body", f"is not valid JSON: {exc}") from None
-    except RecursionError:
-        raise InvalidArgument.single("body", "is nested too deeply") from None
+    require_content_type(request, "application/json")
+    data = strict_json.loads(await request.read())
     if not isinstance(data, dict):
         raise InvalidArgument.single("body", "must be a JSON object")
     try:
@@ -118,7 +158,10 @@ def violations(exc: ValidationError, *, prefix: str = "") -> list[FieldViolation
 def _path(loc: tuple[int | str, ...]) -> str:
     path = ""
     for part in loc:
-        path += f"[{part}]" if isinstance(part, int) else (f".{part}" if path else str(part))
+        if isinstance(part, int):
+            path += f"[{part}]"
+        else:
+            path += f".{echo(part)}" if path else echo(part)
     return path or "body"
 
 
@@ -128,3 +171,27 @@ def _message(error: Any) -> str:
     if error["type"] == "missing":
         return "is required"
     return str(error["msg"]).replace("Input should be", "must be")
+
+
+def bounded(exc: InvalidArgument) -> InvalidArgument:
+    """``exc`` repeating at most :data:`ECHO_LIMIT` characters of any request value: each
+    quoted value in a message cut (see :func:`clipped`), each field path too, and at most
+    :data:`~.strict_json.MAX_VIOLATIONS` violations."""
+    return InvalidArgument(
+        FieldViolation(echo(v.field), clipped(v.description))
+        for v in exc.violations[: strict_json.MAX_VIOLATIONS]
+    )
+
+
+def clipped(text: str) -> str:
+    """``text`` with each quoted value (``'...'``, ``"..."``: how messages repeat what was
+    sent) cut to :data:`ECHO_LIMIT` characters, and the whole to :data:`_MAX_MESSAGE`."""
+
+    def cut(match: re.Match[str]) -> str:
+        quoted = match.group(0)
+        if len(quoted) <= ECHO_LIMIT + 2:
+            return quoted
+        return quoted[: ECHO_LIMIT + 1] + "…" + quoted[-1]
+
+    text = _QUOTED.sub(cut, text)
+    return text if len(text) <= _MAX_MESSAGE else text[:_MAX_MESSAGE] + "…"

@@ -74,6 +74,11 @@ def broadcast_json(report: BroadcastReport) -> dict[str, Any]:
         "send_at": timestamp(broadcast.send_at),
         "started_at": timestamp(broadcast.started_at),
         "idempotency_key": broadcast.idempotency_key or "",
+        "created_by": broadcast.created_by,
+        "actions": [
+            {"action": action.action.value, "actor": action.actor, "at": timestamp(action.at)}
+            for action in broadcast.actions
+        ],
     }
 
 

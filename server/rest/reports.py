@@ -7,7 +7,8 @@ live outcomes as Server-Sent Events.
   ``user_id,outcome,message_id,error,finished_at``, streamed page by page (RFC 4180 quoting,
   CRLF line ends); memory stays flat whatever the size.
 * ``GET /v1/broadcasts/{id}/events`` — ``text/event-stream``: ``event: result`` per outcome,
-  then ``event: end`` with the final counters; ``: heartbeat`` comments while idle.
+  then ``event: end`` with the final counters; ``: heartbeat`` comments while idle;
+  ``event: shutdown`` when the server drains (reconnect elsewhere).
 
 Errors found before the body starts (bad filter, unknown broadcast) are problem+json like
 every other route. A failure after the body started cannot change the status any more: the
@@ -33,6 +34,7 @@ from tgbroadcast.core.domain.model import Delivery
 from tgbroadcast.core.service.broadcasting import WatchUpdate
 from tgbroadcast.core.tasks import cancel_and_wait
 from tgbroadcast.server.rest import params, rendering
+from tgbroadcast.server.streams import StreamClosing, TooManyWatchers, Watchers, WatchRefused
 
 logger = logging.getLogger(__name__)
 
@@ -43,6 +45,8 @@ END_EVENT_ID: Final = "end"
 """The ``id`` of the closing event: a reconnect carrying it as ``Last-Event-ID`` is answered
 204 No Content, which tells a browser's ``EventSource`` to stop reconnecting."""
 _WATCH_AHEAD: Final = 64
+WATCHERS_KEY: Final = web.AppKey("watchers", Watchers)
+SHUTDOWN_DETAIL: Final = "the server is shutting down; reconnect to resume"
 """Updates read ahead of a slow SSE client."""
 
 
@@ -194,6 +198,10 @@ async def watch_events(request: web.Request) -> web.StreamResponse:
     ``Last-Event-ID`` starts again from the first outcome — each user id appears once per
     broadcast, so a client skips those it has — except after the closing event
     (``Last-Event-ID: end``): that is answered 204 No Content.
+
+    Each stream holds a place among the server's open watch streams
+    (:mod:`tgbroadcast.server.streams`): 429 when ``server.max_watchers`` are open, 503 while
+    draining; when the server drains, an open stream gets ``event: shutdown`` and ends.
     """
     broadcast_id = params.path_id(request, "broadcast_id")
     _query(request, frozenset())
@@ -209,7 +217,10 @@ async def watch_events(request: web.Request) -> web.StreamResponse:
             "X-Accel-Buffering": "no",  # nginx: pass each event on at once
         }
     )
-    await response.prepare(request)
+    try:
+        slot = request.app[WATCHERS_KEY].acquire()
+    except WatchRefused as exc:
+        return rendering.problem(429 if isinstance(exc, TooManyWatchers) else 503, str(exc))
     updates: asyncio.Queue[WatchUpdate | BaseException] = asyncio.Queue(_WATCH_AHEAD)
 
     async def follow() -> None:
@@ -220,16 +231,21 @@ async def watch_events(request: web.Request) -> web.StreamResponse:
         except Exception as error:
             await updates.put(error)
 
-    follower = asyncio.create_task(follow(), name=f"sse-watch-{broadcast_id}")
+    follower: asyncio.Task[None] | None = None
     position = 0
     try:
+        await response.prepare(request)
+        follower = asyncio.create_task(follow(), name=f"sse-watch-{broadcast_id}")
         await response.write(f": broadcast {broadcast_id}\n\n".encode())
         while request.transport is not None and not request.transport.is_closing():
             try:
-                item = await asyncio.wait_for(updates.get(), heartbeat)
+                item = await slot.wait(updates.get(), heartbeat)
             except TimeoutError:
                 await response.write(b": heartbeat\n\n")
                 continue
+            except StreamClosing:
+                await response.write(sse_event("shutdown", {"detail": SHUTDOWN_DETAIL}))
+                break
             if isinstance(item, BaseException):
                 logger.warning(
                     "event stream stopped",
@@ -260,5 +276,6 @@ async def watch_events(request: web.Request) -> web.StreamResponse:
     except ConnectionResetError:
         pass  # the client went away: stop following
     finally:
+        slot.release()
         await cancel_and_wait(follower)
     return response

@@ -31,6 +31,7 @@ from tgbroadcast.server.rest.users_csv import csv_chunks
 logger = logging.getLogger(__name__)
 
 CSV_TYPES = frozenset({"text/csv", "application/csv"})
+USER_PATH = "/v1/users/{user_id:(?!import$)[^/]+}"
 
 
 class _Body(BaseModel):
@@ -57,8 +58,9 @@ def add_routes(app: web.Application) -> None:
     app.router.add_post("/v1/users", upsert_users)
     app.router.add_get("/v1/users", list_users)
     app.router.add_post("/v1/users/import", import_users)
-    app.router.add_get("/v1/users/{user_id}", get_user)
-    app.router.add_delete("/v1/users/{user_id}", delete_user)
+    # Not ``import``: ``GET /v1/users/import`` is a 405 (Allow: POST), not a bad user id.
+    app.router.add_get(USER_PATH, get_user)
+    app.router.add_delete(USER_PATH, delete_user)
 
 
 async def upsert_users(request: web.Request) -> web.Response:
@@ -88,9 +90,7 @@ async def list_users(request: web.Request) -> web.Response:
     Violations name the query parameter (``tag[1]``), not the proto's ``filter.tags[1]``."""
     params.check_query(request, params.PAGE_PARAMETERS | {"tag", "language_code", "active_only"})
     page_size = params.page_size(request)
-    active_only = request.query.get("active_only", "false").strip().lower()
-    if active_only not in ("true", "false"):
-        raise InvalidArgument.single("active_only", "must be true or false")
+    active_only = params.flag(request, "active_only")
     try:
         page = await params.service(request).list_users(
             page_size=page_size,
@@ -99,7 +99,7 @@ async def list_users(request: web.Request) -> web.Response:
                 tags=tuple(request.query.getall("tag", ())),
                 language_codes=tuple(request.query.getall("language_code", ())),
             ),
-            active_only=active_only == "true",
+            active_only=active_only,
         )
     except InvalidArgument as exc:
         raise params.renamed(exc, _USER_FILTER_PARAMETERS) from None
@@ -127,10 +127,7 @@ async def delete_user(request: web.Request) -> web.Response:
 
 async def import_users(request: web.Request) -> web.Response:
     params.check_query(request)
-    if request.content_type not in CSV_TYPES:
-        raise web.HTTPUnsupportedMediaType(
-            text=f"Content-Type must be text/csv, not {request.content_type}"
-        )
+    params.require_content_type(request, *sorted(CSV_TYPES, reverse=True))
     try:
         imported = await params.service(request).import_users(csv_chunks(_lines(request)))
     except ImportRefused as exc:
@@ -154,12 +151,13 @@ async def _lines(request: web.Request) -> AsyncIterator[bytes]:
 
 def _import_refused_problem(exc: ImportRefused) -> web.Response:
     """The usual 400 problem, plus how many users the chunks before the bad one imported."""
+    bounded = params.bounded(exc)
     body: dict[str, Any] = {
         "type": "about:blank",
         "title": HTTPStatus.BAD_REQUEST.phrase,
         "status": 400,
-        "detail": str(exc),
-        "errors": [{"field": v.field, "message": v.description} for v in exc.violations],
+        "detail": f"{bounded} (the {exc.imported} users before it were imported)",
+        "errors": [{"field": v.field, "message": v.description} for v in bounded.violations],
         "imported": exc.imported,
     }
     return web.Response(status=400, text=json.dumps(body), content_type=rendering.PROBLEM_JSON)

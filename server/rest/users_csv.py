@@ -23,6 +23,7 @@ from tgbroadcast.core.domain.errors import FieldViolation, InvalidArgument
 from tgbroadcast.core.domain.model import UserProfile
 from tgbroadcast.core.rules.validation import MAX_USERS_PER_UPSERT
 from tgbroadcast.core.service.user_import import ImportChunk
+from tgbroadcast.server.rest.params import CANONICAL_INTEGER
 
 COLUMNS: Final = ("id", "username", "first_name", "last_name", "language_code", "tags")
 """The columns a CSV import may have; the header row of the documented format."""
@@ -212,13 +213,12 @@ def _user(row: list[str], header: dict[str, int], line_number: int) -> UserProfi
             f"line {line_number}", f"has {len(row)} fields; the header has {len(header)}"
         )
     raw_id = row[header["id"]].strip()
-    try:
-        user_id = int(raw_id)
-    except ValueError:
+    # Written as a number in a path is (ASCII digits; not ``+1``, ``1_0``, ``01``, full-width),
+    # and at most 20 characters: int() refuses more than 4,300 digits with a ValueError.
+    if not CANONICAL_INTEGER.fullmatch(raw_id) or len(raw_id) > 20:
         shown = raw_id if len(raw_id) <= 30 else raw_id[:30] + "..."
-        raise InvalidArgument.single(
-            f"line {line_number}.id", f"{shown!r} is not a whole number"
-        ) from None
+        raise InvalidArgument.single(f"line {line_number}.id", f"{shown!r} is not a whole number")
+    user_id = int(raw_id)
 
     def field(name: str) -> str | None:
         return row[header[name]] or None if name in header else None

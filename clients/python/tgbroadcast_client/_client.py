@@ -22,6 +22,7 @@ from tgbroadcast_client._requests import (
     CallOptions,
     MessageFields,
     OutcomeArg,
+    PathArg,
     StatusArg,
     channel_credentials,
     enum_name,
@@ -59,7 +60,10 @@ class BroadcastClient:
 
     ``target`` is ``host:port``; ``token`` one of the server's API tokens, sent as
     ``authorization: Bearer <token>`` metadata on every call (never logged or shown in
-    errors). ``secure=True`` uses TLS with the system's roots (or pass ``credentials``).
+    errors). ``secure=True`` uses TLS with the system's roots; ``ca_file`` (PEM) checks the
+    server's certificate against that CA instead, and ``cert_file`` + ``key_file`` present a
+    client certificate to a server that requires mutual TLS (either implies TLS); or pass
+    ready ``credentials``.
     Unary calls time out after ``timeout`` seconds (``None``: never); ``watch`` never does.
     Every failure raises a :class:`~tgbroadcast_client.BroadcastClientError` subclass.
     """
@@ -71,11 +75,16 @@ class BroadcastClient:
         *,
         secure: bool = False,
         credentials: grpc.ChannelCredentials | None = None,
+        ca_file: PathArg | None = None,
+        cert_file: PathArg | None = None,
+        key_file: PathArg | None = None,
         timeout: float | None = 30.0,
     ) -> None:
         self._options = CallOptions.for_token(token, timeout)
         self.target = target
-        credentials = channel_credentials(secure, credentials)
+        credentials = channel_credentials(
+            secure, credentials, ca_file=ca_file, cert_file=cert_file, key_file=key_file
+        )
         self._channel = (
             grpc.aio.insecure_channel(target)
             if credentials is None

@@ -7,9 +7,11 @@ of the proto enums, and the metadata and deadline every call carries.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
+from pathlib import Path
 from typing import TypeAlias, TypedDict
 
 import grpc
@@ -230,11 +232,34 @@ class CallOptions:
         return cls((("authorization", f"Bearer {token}"),), timeout)
 
 
+PathArg: TypeAlias = "str | os.PathLike[str]"
+
+
 def channel_credentials(
-    secure: bool, credentials: grpc.ChannelCredentials | None
+    secure: bool,
+    credentials: grpc.ChannelCredentials | None,
+    *,
+    ca_file: PathArg | None = None,
+    cert_file: PathArg | None = None,
+    key_file: PathArg | None = None,
 ) -> grpc.ChannelCredentials | None:
-    """The TLS credentials to open the channel with: ``credentials`` if given, the system's
-    roots when ``secure``, else ``None`` (plaintext)."""
-    if credentials is None and secure:
-        return grpc.ssl_channel_credentials()
-    return credentials
+    """The TLS credentials to open the channel with, else ``None`` (plaintext).
+
+    ``credentials`` if given (then no files); TLS when ``secure`` or any file is named:
+    the server's certificate checked against ``ca_file`` (PEM; default: the system's roots),
+    and, for a server that requires mutual TLS, the client's own ``cert_file`` and
+    ``key_file`` (PEM, both or neither). A file that cannot be read raises ``OSError``.
+    """
+    files = (ca_file, cert_file, key_file)
+    if credentials is not None:
+        if any(path is not None for path in files):
+            raise ValueError("pass credentials or ca_file/cert_file/key_file, not both")
+        return credentials
+    if (cert_file is None) != (key_file is None):
+        raise ValueError("cert_file and key_file go together: the client certificate and its key")
+    if not secure and all(path is None for path in files):
+        return None
+    root, chain, key = (None if path is None else Path(path).read_bytes() for path in files)
+    return grpc.ssl_channel_credentials(
+        root_certificates=root, private_key=key, certificate_chain=chain
+    )

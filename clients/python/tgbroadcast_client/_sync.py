@@ -23,6 +23,7 @@ from tgbroadcast_client._requests import (
     CallOptions,
     MessageFields,
     OutcomeArg,
+    PathArg,
     StatusArg,
     channel_credentials,
     import_users_request,
@@ -41,7 +42,10 @@ class Client:
 
     ``target`` is ``host:port``; ``token`` one of the server's API tokens, sent as
     ``authorization: Bearer <token>`` metadata on every call (never logged or shown in
-    errors). ``secure=True`` uses TLS with the system's roots (or pass ``credentials``).
+    errors). ``secure=True`` uses TLS with the system's roots; ``ca_file`` (PEM) checks the
+    server's certificate against that CA instead, and ``cert_file`` + ``key_file`` present a
+    client certificate to a server that requires mutual TLS (either implies TLS); or pass
+    ready ``credentials``.
     Unary calls and ``import_users`` time out after ``timeout`` seconds (``None``: never);
     ``watch`` never does. Every failure raises a
     :class:`~tgbroadcast_client.BroadcastClientError` subclass.
@@ -62,20 +66,25 @@ class Client:
         *,
         secure: bool = False,
         credentials: grpc.ChannelCredentials | None = None,
+        ca_file: PathArg | None = None,
+        cert_file: PathArg | None = None,
+        key_file: PathArg | None = None,
         timeout: float | None = 30.0,
         channel: grpc.Channel | None = None,
     ) -> None:
         self._options = CallOptions.for_token(token, timeout)
         self.target = target
         if channel is None:
-            credentials = channel_credentials(secure, credentials)
+            credentials = channel_credentials(
+                secure, credentials, ca_file=ca_file, cert_file=cert_file, key_file=key_file
+            )
             channel = (
                 grpc.insecure_channel(target)
                 if credentials is None
                 else grpc.secure_channel(target, credentials)
             )
-        elif secure or credentials is not None:
-            raise ValueError("pass secure/credentials or a ready channel, not both")
+        elif secure or credentials is not None or ca_file or cert_file or key_file:
+            raise ValueError("pass TLS options or a ready channel, not both")
         self._channel = channel
         self._stub = pb_grpc.BroadcastServiceStub(channel)
 

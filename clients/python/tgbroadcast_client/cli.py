@@ -19,6 +19,11 @@ Anything missing or out of place is a usage error (exit 2) before anything is se
 ``--parse-mode`` takes ``html`` or ``markdown_v2``, or Telegram's ``HTML`` / ``MarkdownV2``,
 in any case.
 
+TLS: ``--tls`` checks the server's certificate against the system's roots, ``--ca-file``
+against a private CA; ``--cert-file`` and ``--key-file`` present a client certificate to a
+server that requires mutual TLS. Each file may come from ``TGBROADCAST_CA_FILE``,
+``TGBROADCAST_CERT_FILE`` and ``TGBROADCAST_KEY_FILE``; any file implies ``--tls``.
+
 The API token comes from ``--token``, else ``TGBROADCAST_TOKEN``, else the first of
 ``TGB_SERVER_API_TOKEN`` (the server's own setting, for a shell that runs both). It is sent
 in the call metadata only: it never appears in the output.
@@ -45,11 +50,14 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, Final, Protocol, TextIO
 
+import grpc
+
 from tgbroadcast.v1 import broadcast_pb2 as pb
 from tgbroadcast_client._client import BroadcastClient
 from tgbroadcast_client._errors import BroadcastClientError, InvalidArgument
 from tgbroadcast_client._requests import (
     MessageFields,
+    channel_credentials,
     enum_name,
     enum_names,
     media_type_value,
@@ -88,6 +96,9 @@ def main(
         return EXIT_USAGE
     try:
         request = _request(args)
+        credentials = channel_credentials(
+            args.tls, None, ca_file=args.ca_file, cert_file=args.cert_file, key_file=args.key_file
+        )
     except (OSError, ValueError) as exc:
         print(f"tgbroadcast send: {exc}", file=err)
         return EXIT_USAGE
@@ -98,7 +109,7 @@ def main(
                 token,
                 request,
                 watch=args.watch,
-                secure=args.secure,
+                credentials=credentials,
                 stdout=out,
                 stderr=err,
             )
@@ -117,6 +128,11 @@ def _token_from(environ: Mapping[str, str]) -> str:
     return ""
 
 
+def _path_from(environ: Mapping[str, str], name: str) -> Path | None:
+    value = environ.get(name, "").strip()
+    return Path(value) if value else None
+
+
 def _parser(environ: Mapping[str, str]) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="tgbroadcast send",
@@ -132,7 +148,29 @@ def _parser(environ: Mapping[str, str]) -> argparse.ArgumentParser:
         default="",
         help="an API token (default: $TGBROADCAST_TOKEN, else $TGB_SERVER_API_TOKEN)",
     )
-    parser.add_argument("--secure", action="store_true", help="connect over TLS")
+    tls_help = "(default: ${}; implies --tls)"
+    parser.add_argument(
+        "--tls", "--secure", action="store_true", help="connect over TLS (the system's roots)"
+    )
+    parser.add_argument(
+        "--ca-file",
+        type=Path,
+        default=_path_from(environ, "TGBROADCAST_CA_FILE"),
+        help="PEM CA that signed the server's certificate "
+        + tls_help.format("TGBROADCAST_CA_FILE"),
+    )
+    parser.add_argument(
+        "--cert-file",
+        type=Path,
+        default=_path_from(environ, "TGBROADCAST_CERT_FILE"),
+        help="PEM client certificate, for mutual TLS " + tls_help.format("TGBROADCAST_CERT_FILE"),
+    )
+    parser.add_argument(
+        "--key-file",
+        type=Path,
+        default=_path_from(environ, "TGBROADCAST_KEY_FILE"),
+        help="PEM key of --cert-file " + tls_help.format("TGBROADCAST_KEY_FILE"),
+    )
     parser.add_argument("--message", default="", help="the text, or the caption of media")
     media_types = enum_names("MediaType")
     parser.add_argument(
@@ -378,14 +416,17 @@ async def send(
     *,
     watch: bool,
     secure: bool = False,
+    credentials: grpc.ChannelCredentials | None = None,
     stdout: TextIO,
     stderr: TextIO,
     terminal: bool | None = None,
 ) -> int:
-    """Sends ``request``; with ``watch``, follows it and prints the summary. The exit code."""
+    """Sends ``request``; with ``watch``, follows it and prints the summary. The exit code.
+
+    ``secure`` connects with TLS and the system's roots, ``credentials`` with these."""
     started = time.monotonic()
     try:
-        async with BroadcastClient(target, token, secure=secure) as client:
+        async with BroadcastClient(target, token, secure=secure, credentials=credentials) as client:
             sent = await client.send_request(request)
             replayed = " (replayed)" if sent.replayed else ""
             print(

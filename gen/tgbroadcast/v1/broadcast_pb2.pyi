@@ -227,6 +227,32 @@ never-attempted recipients stay PENDING).
 """
 Global___DeliveryOutcome: _TypeAlias = DeliveryOutcome  # noqa: Y015
 
+class _ControlAction:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _ControlActionEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ControlAction.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    CONTROL_ACTION_UNSPECIFIED: _ControlAction.ValueType  # 0
+    CONTROL_ACTION_PAUSE: _ControlAction.ValueType  # 1
+    """PauseBroadcast."""
+    CONTROL_ACTION_RESUME: _ControlAction.ValueType  # 2
+    """ResumeBroadcast."""
+    CONTROL_ACTION_CANCEL: _ControlAction.ValueType  # 3
+    """CancelBroadcast."""
+
+class ControlAction(_ControlAction, metaclass=_ControlActionEnumTypeWrapper):
+    """ControlAction is a lifecycle move asked for through the API."""
+
+CONTROL_ACTION_UNSPECIFIED: ControlAction.ValueType  # 0
+CONTROL_ACTION_PAUSE: ControlAction.ValueType  # 1
+"""PauseBroadcast."""
+CONTROL_ACTION_RESUME: ControlAction.ValueType  # 2
+"""ResumeBroadcast."""
+CONTROL_ACTION_CANCEL: ControlAction.ValueType  # 3
+"""CancelBroadcast."""
+Global___ControlAction: _TypeAlias = ControlAction  # noqa: Y015
+
 @_typing.final
 class SendMessageRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
@@ -741,6 +767,8 @@ class Broadcast(_message.Message):
     PARSE_MODE_FIELD_NUMBER: _builtins.int
     STARTED_AT_FIELD_NUMBER: _builtins.int
     CALLBACK_URL_FIELD_NUMBER: _builtins.int
+    CREATED_BY_FIELD_NUMBER: _builtins.int
+    ACTIONS_FIELD_NUMBER: _builtins.int
     broadcast_id: _builtins.int
     status: Global___BroadcastStatus.ValueType
     total: _builtins.int
@@ -759,6 +787,12 @@ class Broadcast(_message.Message):
     """The SendMessage's `parse_mode`."""
     callback_url: _builtins.str
     """The SendMessage's `callback_url`; empty when none was given."""
+    created_by: _builtins.str
+    """The name of the API token that sent it (`server.api_tokens`: the name
+    given as `name:token`, else `token-` and 12 hex digits of the token's
+    SHA-256); never the token. Empty for broadcasts stored before names
+    were recorded.
+    """
     @_builtins.property
     def created_at(self) -> _timestamp_pb2.Timestamp: ...
     @_builtins.property
@@ -778,6 +812,13 @@ class Broadcast(_message.Message):
     @_builtins.property
     def started_at(self) -> _timestamp_pb2.Timestamp:
         """Set when the broadcast went from QUEUED to RUNNING."""
+
+    @_builtins.property
+    def actions(self) -> _containers.RepeatedCompositeFieldContainer[Global___BroadcastAction]:
+        """Every PauseBroadcast, ResumeBroadcast and CancelBroadcast that moved it,
+        oldest first. Moves the service makes itself (a scheduled start,
+        completion, the content circuit breaker) are not listed.
+        """
 
     def __init__(
         self,
@@ -801,14 +842,50 @@ class Broadcast(_message.Message):
         parse_mode: Global___ParseMode.ValueType = ...,
         started_at: _timestamp_pb2.Timestamp | None = ...,
         callback_url: _builtins.str = ...,
+        created_by: _builtins.str = ...,
+        actions: _abc.Iterable[Global___BroadcastAction] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["created_at", b"created_at", "finished_at", b"finished_at", "send_at", b"send_at", "started_at", b"started_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["allow_paid_broadcast", b"allow_paid_broadcast", "broadcast_id", b"broadcast_id", "callback_url", b"callback_url", "created_at", b"created_at", "error", b"error", "failed", b"failed", "finished_at", b"finished_at", "idempotency_key", b"idempotency_key", "media_type", b"media_type", "media_url", b"media_url", "message", b"message", "outcome_counts", b"outcome_counts", "parse_mode", b"parse_mode", "pending", b"pending", "send_at", b"send_at", "sent", b"sent", "started_at", b"started_at", "status", b"status", "total", b"total"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["actions", b"actions", "allow_paid_broadcast", b"allow_paid_broadcast", "broadcast_id", b"broadcast_id", "callback_url", b"callback_url", "created_at", b"created_at", "created_by", b"created_by", "error", b"error", "failed", b"failed", "finished_at", b"finished_at", "idempotency_key", b"idempotency_key", "media_type", b"media_type", "media_url", b"media_url", "message", b"message", "outcome_counts", b"outcome_counts", "parse_mode", b"parse_mode", "pending", b"pending", "send_at", b"send_at", "sent", b"sent", "started_at", b"started_at", "status", b"status", "total", b"total"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___Broadcast: _TypeAlias = Broadcast  # noqa: Y015
+
+@_typing.final
+class BroadcastAction(_message.Message):
+    """BroadcastAction records who paused, resumed or cancelled a broadcast, and
+    when. Only moves that happened are recorded: a refused one
+    (FAILED_PRECONDITION) is not.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ACTION_FIELD_NUMBER: _builtins.int
+    ACTOR_FIELD_NUMBER: _builtins.int
+    AT_FIELD_NUMBER: _builtins.int
+    action: Global___ControlAction.ValueType
+    actor: _builtins.str
+    """The name of the API token that asked (as in `Broadcast.created_by`)."""
+    @_builtins.property
+    def at(self) -> _timestamp_pb2.Timestamp:
+        """When the move was committed."""
+
+    def __init__(
+        self,
+        *,
+        action: Global___ControlAction.ValueType = ...,
+        actor: _builtins.str = ...,
+        at: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["at", b"at"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["action", b"action", "actor", b"actor", "at", b"at"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___BroadcastAction: _TypeAlias = BroadcastAction  # noqa: Y015
 
 @_typing.final
 class ListBroadcastsRequest(_message.Message):
@@ -850,7 +927,7 @@ class ListBroadcastsResponse(_message.Message):
     """Empty on the last page."""
     @_builtins.property
     def broadcasts(self) -> _containers.RepeatedCompositeFieldContainer[Global___Broadcast]:
-        """Newest first. `outcome_counts` is not filled here."""
+        """Newest first. `outcome_counts` is not filled here (`actions` is)."""
 
     def __init__(
         self,

@@ -1,0 +1,73 @@
+"""``server.max_pending_recipients`` in the core, on every backend: the cheap counts it is
+checked against, and concurrent sends in one process that cannot pass on the same count."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import UTC, datetime
+
+import pytest
+
+from tgbroadcast.core.domain.errors import ResourceExhausted
+from tgbroadcast.core.domain.model import Content, NewBroadcast, UserFilter, UserProfile
+from tgbroadcast.core.domain.states import Command
+from tgbroadcast.core.service.quota import PendingRecipientsQuota
+from tgbroadcast.core.store import Store
+
+LATER = datetime(2999, 1, 1, tzinfo=UTC)
+
+
+def scheduled(*user_ids: int) -> NewBroadcast:
+    return NewBroadcast(content=Content(message="later"), user_ids=user_ids, send_at=LATER)
+
+
+async def test_pending_recipients_sum_the_unfinished_broadcasts(store: Store) -> None:
+    assert await store.pending_recipients() == 0
+    first = await store.create_broadcast(scheduled(1, 2, 3))
+    await store.create_broadcast(scheduled(4, 5))
+    await store.create_broadcast(scheduled())  # no recipient: completed at once
+    assert await store.pending_recipients() == 5
+    await store.move_broadcast(first.id, Command.CANCEL)
+    assert await store.pending_recipients() == 2
+
+
+async def test_an_audience_is_counted_on_the_active_users(store: Store) -> None:
+    await store.upsert_users(
+        [UserProfile(id=i, tags=("beta",) if i % 2 else ()) for i in range(1, 11)]
+    )
+    assert await store.audience_size(None) == 10
+    assert await store.audience_size(UserFilter(tags=("beta",))) == 5
+    assert await store.audience_size(UserFilter(tags=("nobody",))) == 0
+
+
+async def test_a_send_over_the_limit_is_refused_naming_the_counts(store: Store) -> None:
+    quota = PendingRecipientsQuota(store, 3)
+    await store.create_broadcast(scheduled(1, 2))
+    assert await quota.size(scheduled(3, 4)) == 2
+    with pytest.raises(ResourceExhausted, match=r"2 more recipients .* from 2 above .*\(3\)"):
+        await quota.check(2)
+    await quota.check(1)
+    await quota.check(0)
+
+
+async def test_without_a_limit_nothing_is_counted(store: Store) -> None:
+    quota = PendingRecipientsQuota(store, None)
+    await store.upsert_users([UserProfile(id=1)])
+    assert await quota.size(NewBroadcast(content=Content(message="x"), all_users=True)) == 0
+    await quota.check(10**12)
+
+
+async def test_concurrent_sends_in_one_process_cannot_overshoot(store: Store) -> None:
+    quota = PendingRecipientsQuota(store, 3)
+
+    async def send(user_id: int) -> bool:
+        try:
+            async with quota.admitting(1):
+                await store.create_broadcast(scheduled(user_id))
+        except ResourceExhausted:
+            return False
+        return True
+
+    admitted = await asyncio.gather(*(send(user_id) for user_id in range(1, 9)))
+    assert sum(admitted) == 3
+    assert await store.pending_recipients() == 3

@@ -1,0 +1,118 @@
+"""A bounded schemathesis run against the served ``/openapi.json`` of a real stack: no 5xx,
+every answer documented and shaped as documented, every schema-invalid request refused, and
+schema-valid requests accepted wherever JSON Schema can say what the server checks.
+
+Bounded and not flaky: schemathesis runs as its own process (its HTTP client is blocking; the
+stack serves from this test's event loop), deterministic (``--generation-deterministic``: the
+same cases every run), on one worker, a few examples per operation, no stateful phase.
+
+Left out, and why:
+
+* ``watchBroadcast`` (SSE): an open stream ends only when its broadcast does, so a case's
+  answer time depends on delivery, not on the input; its errors before the stream starts are
+  the same code as the other broadcast routes'.
+* The checks ``missing_required_header`` and ``ignored_auth`` send requests without or with a
+  wrong token on purpose: after ten of them the failed-authentication throttle answers 429
+  to this address for a minute, for every request. Authentication has its own tests.
+* ``positive_data_acceptance`` on the operations whose rules JSON Schema cannot state
+  (:data:`SEMANTIC_OPERATIONS`): exactly one audience, ids unique in a list, a CSV body's
+  content, the text's length in UTF-16 units, a copy's
+  ``source`` only for ``media_type: copy``... The document says these in prose; the server
+  refuses them with a 400 naming the field. Every other check runs on them. The lists run
+  every check, their ``page_token`` pinned to the first page (:data:`PAGED_OPERATIONS`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from tests.fixtures.environ import API_TOKEN
+from tests.fixtures.stack import Stack, open_backend, start_stack
+from tgbroadcast.simulator import Simulator
+
+OVERRIDES = {"TGB_SERVER_REQUESTS_PER_SECOND": "0", "TGB_WEBHOOK_SECRET": "s" * 32}
+"""No per-token rate limit (a run sends thousands of requests); a webhook secret, so the
+documented ``callback_url`` is accepted."""
+
+SEMANTIC_OPERATIONS = (
+    "sendMessage",
+    "createBroadcast",
+    "previewMessage",
+    "upsertUsers",
+    "importUsers",
+)
+PAGED_OPERATIONS = ("listBroadcasts", "listDeliveries", "listUsers")
+"""Their ``page_token`` is one the service issued, or empty: pinned to empty (the first page),
+tampered tokens have their own test."""
+ALIASES = ("sendMessage", "previewMessage")
+"""Operations whose body another one covers (``/send-message`` is ``/v1/broadcasts``; a
+preview's ``message`` is that body): no coverage phase of their own, to bound the run."""
+CONFIG = f"""
+[checks]
+missing_required_header.enabled = false
+ignored_auth.enabled = false
+
+[[operations]]
+include-operation-id-regex = "^({"|".join(SEMANTIC_OPERATIONS)})$"
+checks.positive_data_acceptance.enabled = false
+
+[[operations]]
+include-operation-id-regex = "^({"|".join(PAGED_OPERATIONS)})$"
+parameters = {{ "query.page_token" = "" }}
+
+[[operations]]
+include-operation-id-regex = "^({"|".join(ALIASES)})$"
+phases.coverage.enabled = false
+"""
+
+
+@pytest.fixture
+async def open_stack(simulator: Simulator, tmp_path: Path) -> AsyncIterator[Stack]:
+    async with (
+        open_backend("sqlite", tmp_path) as backend,
+        start_stack(backend, simulator, OVERRIDES) as stack,
+    ):
+        yield stack
+
+
+async def test_the_served_document_is_exactly_as_strict_as_the_server(
+    open_stack: Stack, tmp_path: Path
+) -> None:
+    config = tmp_path / "schemathesis.toml"
+    config.write_text(CONFIG, encoding="utf-8")
+    process = await asyncio.create_subprocess_exec(
+        str(Path(sys.executable).with_name("schemathesis")),
+        "--config-file",
+        str(config),
+        "run",
+        open_stack.http_url + "/openapi.json",
+        "--header",
+        f"Authorization: Bearer {API_TOKEN}",
+        "--exclude-operation-id",
+        "watchBroadcast",
+        "--phases",
+        "examples,coverage,fuzzing",
+        "--max-examples",
+        "5",
+        "--generation-deterministic",
+        "--generation-with-security-parameters",
+        "false",
+        "--workers",
+        "1",
+        "--no-color",
+        "--continue-on-failure",
+        "--output-truncate",
+        "true",
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+        cwd=tmp_path,
+    )
+    output, _ = await process.communicate()
+    text = output.decode(errors="replace")
+    assert process.returncode == 0, text
+    assert "Tested: 18" in text, text
