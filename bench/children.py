@@ -257,6 +257,8 @@ class Cluster:
             "TGB_SERVER_HOST": "127.0.0.1",
             "TGB_SERVER_PORT": str(self.http_port),
             "TGB_SERVER_GRPC_PORT": str(self.grpc_port),
+            # The benchmarks measure the service, not its per-token request limit.
+            "TGB_SERVER_REQUESTS_PER_SECOND": "0",
             "TGB_LOG_LEVEL": "INFO",
             **config.environ,
         }

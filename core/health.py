@@ -36,8 +36,10 @@ OK: Final = "ok"
 SHUTTING_DOWN: Final = "shutting down"
 
 CHECK_TIMEOUT: Final = 0.8
-"""Seconds a check may take before it counts as failed (gRPC health follows readiness within
-two seconds: one re-check interval plus this)."""
+"""Seconds a check may take before it counts as failed. gRPC health follows readiness within
+two seconds while the event loop runs: a result reused for at most :data:`MAX_AGE`, one
+re-check interval (``tgbroadcast.server.grpc.health.INTERVAL``), then this (a stalled loop
+adds its stall and the retry window of one more timeout)."""
 MAX_AGE: Final = 0.5
 """Seconds a round's result answers callers before the checks run again."""
 ABANDON_AFTER: Final = 30.0

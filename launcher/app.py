@@ -162,37 +162,38 @@ async def running_api(
             service, tokens, guards=guards, health_servicer=health.servicer, watchers=watchers
         )
         certificates = _certificates(settings)
-        grpc_address = f"{settings.server.host}:{settings.server.grpc_port}"
+        grpc_address = f"{_bracketed(settings.server.host)}:{settings.server.grpc_port}"
         grpc_port = (
             grpc_server.add_insecure_port(grpc_address)
             if certificates is None
             else grpc_server.add_secure_port(grpc_address, certificates.grpc_credentials())
         )
         await grpc_server.start()
-        runner = ApiRunner(
-            create_app(
-                service,
-                tokens,
-                max_body_bytes=settings.server.max_body_bytes,
-                sse_heartbeat=settings.server.sse_heartbeat,
-                guard=guards,
+        drain: ApiDrain | None = None
+        try:  # from here on, gRPC is serving: whatever fails below must stop it
+            runner = ApiRunner(
+                create_app(
+                    service,
+                    tokens,
+                    max_body_bytes=settings.server.max_body_bytes,
+                    sse_heartbeat=settings.server.sse_heartbeat,
+                    guard=guards,
+                    readiness=readiness,
+                    watchers=watchers,
+                ),
+                access_log=None,
+                handle_signals=False,
+                shutdown_timeout=plan.requests / 2,  # aiohttp may wait twice: see ShutdownPlan
+            )
+            drain = ApiDrain(
+                plan=plan,
                 readiness=readiness,
+                health=health,
                 watchers=watchers,
-            ),
-            access_log=None,
-            handle_signals=False,
-            shutdown_timeout=plan.requests / 2,  # aiohttp may wait twice: see ShutdownPlan
-        )
-        drain = ApiDrain(
-            plan=plan,
-            readiness=readiness,
-            health=health,
-            watchers=watchers,
-            grpc_server=grpc_server,
-            runner=runner,
-        )
-        await runner.setup()
-        try:
+                grpc_server=grpc_server,
+                runner=runner,
+            )
+            await runner.setup()
             site = web.TCPSite(
                 runner,
                 settings.server.host,
@@ -219,7 +220,15 @@ async def running_api(
                 drain=drain,
             )
         finally:
-            await drain()
+            if drain is None:  # failed before the HTTP runner existed
+                await grpc_server.stop(0)
+            else:
+                await drain()
+
+
+def _bracketed(host: str) -> str:
+    """An IPv6 address in brackets, as gRPC's ``host:port`` needs it (``[::1]:50051``)."""
+    return f"[{host}]" if ":" in host and not host.startswith("[") else host
 
 
 def _certificates(settings: Settings) -> ServerCertificates | None:

@@ -63,6 +63,3 @@ class TokenCheck:
             if hmac.compare_digest(given, token):
                 found = name
         return found
-
-    def accepts(self, authorization: str | bytes | None) -> bool:
-        return self.identify(authorization) is not None

@@ -7,6 +7,10 @@
 * :class:`AuthFailureThrottle` — after :data:`AUTH_FAILURES` failed authentications within
   :data:`AUTH_WINDOW` seconds from one client address, that address is refused for
   :data:`AUTH_BLOCK` seconds, right token or not: guessing tokens becomes hopeless.
+* :meth:`Guards.admit` — all of them in their one order, for a request of either transport:
+  the allow-list, the failed-authentication throttle, the token (a failure is recorded), the
+  token's rate. It answers a :class:`~tgbroadcast.server.auth.Caller` or a :class:`Refusal`
+  whose words are the same on both; each transport only maps a refusal to its status.
 
 One :class:`Guards` serves both listeners, so limits and throttles count over both. Every
 clock is injectable (a monotonic ``() -> float``) so tests need no sleeping.
@@ -14,13 +18,20 @@ clock is injectable (a monotonic ``() -> float``) so tests need no sleeping.
 
 from __future__ import annotations
 
+import enum
 import ipaddress
+import logging
 import math
 import time
+import urllib.parse
 from collections import OrderedDict, deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Final, TypeAlias
+
+from tgbroadcast.server.auth import Caller, TokenCheck
+
+logger = logging.getLogger(__name__)
 
 IpAddress: TypeAlias = ipaddress.IPv4Address | ipaddress.IPv6Address
 IpNetwork: TypeAlias = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -32,9 +43,10 @@ AUTH_WINDOW: Final = 60.0
 AUTH_BLOCK: Final = 60.0
 """Seconds an address that failed too often is refused, whatever it sends."""
 MAX_TRACKED_ADDRESSES: Final = 10_000
-"""Client addresses the failed-authentication throttle remembers at most: an attacker with
-many addresses cannot grow its memory without limit (the least recently failing are
-forgotten first)."""
+"""Client addresses the failed-authentication throttle remembers at most, so an attacker with
+many addresses cannot grow its memory without limit. When full, it forgets addresses whose
+failures and block are over, then the least recently failing one not blocked; a blocked
+address is never forgotten before its block ends (see :class:`AuthFailureThrottle`)."""
 IPV6_CLIENT_PREFIX: Final = 64
 """An IPv6 client is throttled by its /64: one host usually holds a whole /64, so counting
 single addresses would let it rotate through billions of them."""
@@ -61,12 +73,16 @@ def parse_address(text: str) -> IpAddress | None:
 
 def grpc_peer_address(peer: str | None) -> str:
     """The address of a gRPC ``context.peer()`` (``ipv4:127.0.0.1:5555``,
-    ``ipv6:[::1]:5555``), as it came when it is neither (``unix:...``)."""
+    ``ipv6:%5B::1%5D:5555``), as it came when it is neither (``unix:...``).
+
+    gRPC writes a peer as a URI, so an IPv6 peer's brackets (and a zone's ``%``) come
+    percent-encoded: decoded here, or no IPv6 client would be recognised — refused by any
+    allow-list and counted by the throttle per source port instead of per /64."""
     if not peer:
         return ""
     scheme, _, rest = peer.partition(":")
     if scheme in ("ipv4", "ipv6"):
-        return rest
+        return urllib.parse.unquote(rest)
     return peer
 
 
@@ -161,7 +177,10 @@ class RequestLimiter:
 
 @dataclass(slots=True)
 class _Failures:
-    times: deque[float] = field(default_factory=lambda: deque(maxlen=AUTH_FAILURES))
+    times: deque[float]
+    """The failures within the window (cleared when they block the address)."""
+    last: float
+    """When the latest failure happened: the throttle keeps addresses in this order."""
     blocked_until: float = 0.0
 
 
@@ -170,8 +189,16 @@ class AuthFailureThrottle:
 
     :meth:`blocked` says how long an address must still wait; :meth:`failed` records one
     failure, and the one that makes :data:`AUTH_FAILURES` within :data:`AUTH_WINDOW` blocks
-    the address for :data:`AUTH_BLOCK` seconds. At most ``max_addresses`` are remembered;
-    past that the least recently failing one is forgotten.
+    the address for :data:`AUTH_BLOCK` seconds.
+
+    At most ``max_addresses`` are remembered. To make room for a new one it forgets, in this
+    order, addresses whose failures are older than the window and whose block (if any) is
+    over, then the least recently failing address that is not blocked (its count starts
+    again). A blocked address stays blocked: while every remembered address is blocked, a new
+    one's failures are not counted (one WARNING says so) until the first block ends. So the
+    throttle holds for up to ``max_addresses`` addresses (IPv6: /64s) failing within a
+    window; an attacker with more may have counts forgotten before they block, but never a
+    block lifted early.
     """
 
     def __init__(
@@ -183,12 +210,17 @@ class AuthFailureThrottle:
         window: float = AUTH_WINDOW,
         block: float = AUTH_BLOCK,
     ) -> None:
+        if max_addresses < 1:
+            raise ValueError("max_addresses must be at least 1")
         self._clock = clock
         self._max_addresses = max_addresses
         self._failures = failures
         self._window = window
         self._block = block
-        self._seen: OrderedDict[str, _Failures] = OrderedDict()
+        self._seen: OrderedDict[str, _Failures] = OrderedDict()  # the least recently failing first
+        self._full_until = 0.0
+        """While the clock is below this, every remembered address is blocked (no room)."""
+        self._warned = -math.inf
 
     def blocked(self, client_address: str) -> float:
         """Seconds ``client_address`` is still refused; 0.0 when it may try."""
@@ -201,19 +233,62 @@ class AuthFailureThrottle:
         """Record a failed authentication from ``client_address``."""
         now = self._clock()
         key = _key(client_address)
-        record = self._seen.pop(key, None) or _Failures(times=deque(maxlen=self._failures))
+        record = self._seen.pop(key, None)
+        if record is None:
+            if not self._make_room(now):
+                return
+            record = _Failures(times=deque(maxlen=self._failures), last=now)
         self._seen[key] = record  # the most recently failing last
+        record.last = now
         while record.times and record.times[0] <= now - self._window:
             record.times.popleft()
         record.times.append(now)
         if len(record.times) >= self._failures:
             record.blocked_until = now + self._block
             record.times.clear()
-        while len(self._seen) > self._max_addresses:
-            self._seen.popitem(last=False)
 
     def __len__(self) -> int:
         return len(self._seen)
+
+    def _make_room(self, now: float) -> bool:
+        """Whether one more address may be remembered, forgetting one or more if need be."""
+        if len(self._seen) < self._max_addresses:
+            return True
+        if now < self._full_until:
+            return False
+        self._forget_expired(now)
+        if len(self._seen) < self._max_addresses or self._forget_unblocked(now):
+            return True
+        # Every address is blocked: no room before the first block ends.
+        self._full_until = min(record.blocked_until for record in self._seen.values())
+        if now >= self._warned + self._block:  # at most one line a block period
+            self._warned = now
+            logger.warning(
+                "failed-authentication throttle full of blocked addresses; new ones are not "
+                "counted until a block ends",
+                extra={"addresses": len(self._seen)},
+            )
+        return False
+
+    def _forget_expired(self, now: float) -> None:
+        """Forget the addresses whose failures are all older than the window and that are
+        not blocked: they are the front of the order, up to the first recent failure."""
+        expired = []
+        for key, record in self._seen.items():
+            if record.last > now - self._window:
+                break
+            if record.blocked_until <= now:
+                expired.append(key)
+        for key in expired:
+            del self._seen[key]
+
+    def _forget_unblocked(self, now: float) -> bool:
+        """Forget the least recently failing address that is not blocked, if there is one."""
+        for key, record in self._seen.items():
+            if record.blocked_until <= now:
+                del self._seen[key]
+                return True
+        return False
 
 
 def _key(client_address: str) -> str:
@@ -223,6 +298,34 @@ def _key(client_address: str) -> str:
         network = ipaddress.IPv6Network((address, IPV6_CLIENT_PREFIX), strict=False)
         return str(network)
     return client_address
+
+
+class RefusalKind(enum.Enum):
+    """Why a request is refused; each transport has one status for each."""
+
+    FORBIDDEN = "forbidden"
+    """The client's address is not in ``server.allowed_networks`` (403, PERMISSION_DENIED)."""
+    UNAUTHENTICATED = "unauthenticated"
+    """No API token of ours (401, UNAUTHENTICATED)."""
+    TOO_MANY = "too_many"
+    """A limit: blocked after failed authentications, or over the token's rate (429 with
+    ``Retry-After``, RESOURCE_EXHAUSTED with ``RetryInfo``)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Refusal:
+    """A request :meth:`Guards.admit` turned away, in words fit for the client."""
+
+    kind: RefusalKind
+    detail: str
+    retry_after: float | None = None
+    """Seconds until trying again may help (``TOO_MANY`` only)."""
+    caller: Caller | None = None
+    """Who it was, when the token was right (over the rate): for the access log."""
+
+
+UNAUTHENTICATED: Final = "missing or invalid API token (authorization: Bearer <token>)"
+BLOCKED: Final = "too many failed authentications from this address; try later"
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -248,3 +351,40 @@ class Guards:
             limiter=RequestLimiter(requests_per_second, clock=clock),
             auth_failures=AuthFailureThrottle(clock=clock),
         )
+
+    def admit(
+        self,
+        tokens: TokenCheck,
+        client_address: str,
+        authorization: str | bytes | None,
+        *,
+        public: bool,
+    ) -> Caller | Refusal | None:
+        """Whether a request from ``client_address`` (from :meth:`NetworkPolicy.client_address`)
+        carrying ``authorization`` may be served: its :class:`Caller`, or None for a
+        ``public`` one (no token needed: only the allow-list applies), or why not.
+
+        The order matters: an address outside the allow-list never reaches authentication
+        (nor counts towards the throttle); a blocked address is refused before its token is
+        looked at, so guessing stops; only an authenticated request draws from its token's
+        bucket.
+        """
+        if not self.network.allows(client_address):
+            detail = f"client address {client_address[:100]} is not in server.allowed_networks"
+            return Refusal(RefusalKind.FORBIDDEN, detail)
+        if public:
+            return None
+        if wait := self.auth_failures.blocked(client_address):
+            return Refusal(RefusalKind.TOO_MANY, BLOCKED, wait)
+        name = tokens.identify(authorization)
+        if name is None:
+            self.auth_failures.failed(client_address)
+            return Refusal(RefusalKind.UNAUTHENTICATED, UNAUTHENTICATED)
+        caller = Caller(token_name=name, address=client_address)
+        if wait := self.limiter.acquire(name):
+            detail = (
+                f"more than server.requests_per_second ({self.limiter.rate:g}) with this API "
+                "token; slow down"
+            )
+            return Refusal(RefusalKind.TOO_MANY, detail, wait, caller)
+        return caller

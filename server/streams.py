@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable
-from typing import Final, TypeVar
+from typing import Any, Final, TypeVar
 
 from tgbroadcast.core.tasks import cancel_and_wait
 
@@ -46,7 +46,20 @@ class ShuttingDown(WatchRefused):
 
 
 class StreamClosing(Exception):
-    """The process drains: the stream must tell its client and end now."""
+    """The process drains: the stream must tell its client and end now.
+
+    The read it interrupted is cancelled but not waited for (its clean-up — deleting a NATS
+    consumer, say — must not delay telling the client): tell the client first, then
+    :meth:`settle` before closing what the read was reading.
+    """
+
+    def __init__(self, interrupted: asyncio.Future[Any] | None = None) -> None:
+        super().__init__("the server is draining")
+        self._interrupted = interrupted
+
+    async def settle(self) -> None:
+        """Returns once the interrupted read has ended."""
+        await cancel_and_wait(self._interrupted)
 
 
 class Watchers:
@@ -66,10 +79,6 @@ class Watchers:
     def open(self) -> int:
         """Streams open now."""
         return self._open
-
-    @property
-    def closing(self) -> bool:
-        return self._closing
 
     def acquire(self) -> WatchSlot:
         """A slot for a new stream; release it when the stream ends (:meth:`WatchSlot.release`).
@@ -129,19 +138,22 @@ class WatchSlot:
 
     async def wait(self, awaitable: Awaitable[T], timeout: float | None = None) -> T:  # noqa: ASYNC109
         """``awaitable``'s result; ``TimeoutError`` after ``timeout`` seconds (it is cancelled),
-        :class:`StreamClosing` as soon as the process drains (it is cancelled too)."""
+        :class:`StreamClosing` as soon as the process drains (it is cancelled too, and the
+        exception holds it: see :meth:`StreamClosing.settle`)."""
         signal = self._watchers._signal()
         task = asyncio.ensure_future(awaitable)
-        if signal.done():
-            await cancel_and_wait(task)
-            raise StreamClosing
-        try:
-            await asyncio.wait((task, signal), timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            if not task.done():
+        if not signal.done():
+            try:
+                await asyncio.wait(
+                    (task, signal), timeout=timeout, return_when=asyncio.FIRST_COMPLETED
+                )
+            except BaseException:
                 await cancel_and_wait(task)
-        if not task.cancelled():
-            return task.result()
-        if signal.done():
-            raise StreamClosing
-        raise TimeoutError
+                raise
+            if task.done():
+                return task.result()
+            if not signal.done():
+                await cancel_and_wait(task)
+                raise TimeoutError
+        task.cancel()
+        raise StreamClosing(task)

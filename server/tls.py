@@ -53,6 +53,10 @@ CHECK_INTERVAL = 1.0
 class _Unloadable(Exception):
     """The files on disk do not make a usable set (yet): the reason, without key material."""
 
+    def __init__(self, reason: str, field: str = "server.tls_cert_file") -> None:
+        super().__init__(reason)
+        self.field = field
+
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Loaded:
@@ -92,7 +96,7 @@ class ServerCertificates:
         try:
             self._current = self._load()
         except _Unloadable as exc:
-            raise ConfigError("server.tls_cert_file", str(exc)) from None
+            raise ConfigError(exc.field, str(exc)) from None
         self._checked = clock()
 
     @property
@@ -203,13 +207,22 @@ class ServerCertificates:
         checked against ``client_ca``) when there is one."""
         context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
         context.minimum_version = ssl.TLSVersion.TLSv1_2
-        context.load_cert_chain(self.cert_file, self.key_file)
+        context.load_cert_chain(self.cert_file, self.key_file, password=self._no_passphrase)
         if client_ca is None:
             context.verify_mode = ssl.CERT_NONE
         else:
             context.load_verify_locations(cadata=client_ca.decode("ascii"))
             context.verify_mode = ssl.CERT_REQUIRED
         return context
+
+    def _no_passphrase(self) -> str:
+        """Called by OpenSSL for an encrypted key instead of prompting on the terminal (which
+        would block start-up, or the event loop inside a handshake on renewal)."""
+        raise _Unloadable(
+            f"the private key {self.key_file} is encrypted; give an unencrypted key "
+            "(readable by the service only)",
+            "server.tls_key_file",
+        )
 
 
 def _grpc_configuration(loaded: Loaded) -> grpc.ServerCertificateConfiguration:

@@ -1,12 +1,15 @@
 """One access-log line per HTTP request and per RPC (method, route, status, duration, token
-name, client address; never a token), and the caller known inside handlers on both transports
+name, client address; never a token) — refusals by the guards included — and the caller known
+inside handlers on both transports, streams included
 (:func:`tgbroadcast.server.auth.current_caller_name`)."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from typing import Any
 
 import aiohttp
@@ -15,11 +18,12 @@ import pytest
 from aiohttp import web
 from grpc_health.v1 import health_pb2
 
-from tests.fixtures.stack import API_TOKEN, Stack, on_sqlite
+from tests.fixtures.stack import API_TOKEN, Backend, Stack, on_sqlite, start_stack
 from tgbroadcast.server.auth import CALLER, TokenCheck, current_caller_name
 from tgbroadcast.server.grpc.interceptors import AuthInterceptor
-from tgbroadcast.server.guards import Guards
+from tgbroadcast.server.guards import AUTH_FAILURES, Guards
 from tgbroadcast.server.rest import guards
+from tgbroadcast.simulator import Simulator
 from tgbroadcast.v1 import broadcast_pb2 as pb
 
 WRONG_TOKEN = "wrong-token-that-must-not-be-logged"
@@ -197,3 +201,167 @@ async def test_grpc_servicers_know_their_caller() -> None:
         with pytest.raises(grpc.aio.AioRpcError) as refused:
             await unary(b"")
         assert refused.value.code() == grpc.StatusCode.UNAUTHENTICATED
+
+
+@dataclass(frozen=True, slots=True)
+class Refused:
+    """A refusal by the guards: the stack's settings, the tokens sent in turn (the last one is
+    refused) and what the access log must say of it."""
+
+    overrides: Mapping[str, str]
+    tokens: tuple[str, ...]
+    http: int
+    grpc: str
+    named: bool
+    """Whether the line names the token (it was right, but over its rate)."""
+
+
+REFUSED = {
+    "forbidden": Refused(
+        {"TGB_SERVER_ALLOWED_NETWORKS": "127.0.0.2/32"},
+        (API_TOKEN,),
+        403,
+        "PERMISSION_DENIED",
+        named=False,
+    ),
+    "unauthenticated": Refused({}, (WRONG_TOKEN,), 401, "UNAUTHENTICATED", named=False),
+    "over the rate": Refused(
+        {"TGB_SERVER_REQUESTS_PER_SECOND": "0.1"},
+        (API_TOKEN, API_TOKEN),
+        429,
+        "RESOURCE_EXHAUSTED",
+        named=True,
+    ),
+    "throttled": Refused(
+        {}, (WRONG_TOKEN,) * AUTH_FAILURES + (API_TOKEN,), 429, "RESOURCE_EXHAUSTED", named=False
+    ),
+}
+
+
+async def list_over_http(stack: Stack, token: str) -> int:
+    headers = {"Authorization": f"Bearer {token}"}
+    async with (
+        aiohttp.ClientSession() as session,
+        session.get(stack.http_url + "/v1/broadcasts", headers=headers) as answer,
+    ):
+        await answer.read()
+        return answer.status
+
+
+async def list_over_grpc(stack: Stack, token: str) -> str:
+    async with stack.stub() as stub:
+        try:
+            await stub.ListBroadcasts(
+                pb.ListBroadcastsRequest(), metadata=(("authorization", f"Bearer {token}"),)
+            )
+        except grpc.aio.AioRpcError as error:
+            return error.code().name
+        return "OK"
+
+
+@on_sqlite
+@pytest.mark.parametrize("transport", ["http", "grpc"])
+@pytest.mark.parametrize("case", list(REFUSED))
+async def test_refusals_are_logged_with_their_status(
+    backend: Backend,
+    simulator: Simulator,
+    caplog: pytest.LogCaptureFixture,
+    case: str,
+    transport: str,
+) -> None:
+    refused = REFUSED[case]
+    caplog.set_level(logging.INFO, logger="tgbroadcast.access")
+    async with start_stack(backend, simulator, refused.overrides) as stack:
+        name = stack.settings.server.api_tokens[0].name
+        call = list_over_http if transport == "http" else list_over_grpc
+        answers = [await call(stack, token) for token in refused.tokens]
+    expected = refused.http if transport == "http" else refused.grpc
+    assert answers[-1] == expected
+    lines = [line for line in access_lines(caplog) if line["transport"] == transport]
+    assert len(lines) == len(refused.tokens)
+    assert [line["status"] for line in lines] == answers
+    assert lines[-1]["token_name"] == (name if refused.named else "")
+    assert lines[-1]["client"] == "127.0.0.1"
+    assert_no_token_logged(caplog)
+
+
+WATCHES = (
+    "/tgbroadcast.v1.BroadcastService/WatchBroadcast",
+    "/v1/broadcasts/{broadcast_id}/events",
+)
+
+
+class WatchLogged(logging.Handler):
+    """Set once a watch stream's access line is written: an SSE handler writes its last
+    bytes itself, so the client may have them before the line is written."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.seen = asyncio.Event()
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if getattr(record, "method", None) in WATCHES or getattr(record, "route", None) in WATCHES:
+            self.seen.set()
+
+
+async def watch_over_grpc(stack: Stack, broadcast_id: int) -> None:
+    async with stack.stub() as stub:
+        request = pb.WatchBroadcastRequest(broadcast_id=broadcast_id)
+        messages = [
+            message async for message in stub.WatchBroadcast(request, metadata=stack.metadata)
+        ]
+    assert messages[-1].progress.status == pb.BROADCAST_STATUS_COMPLETED
+
+
+async def watch_over_http(stack: Stack, broadcast_id: int) -> None:
+    url = f"{stack.http_url}/v1/broadcasts/{broadcast_id}/events"
+    async with aiohttp.ClientSession() as session, session.get(url, headers=stack.auth) as answer:
+        assert answer.status == 200
+        assert "event: end" in await answer.text()  # the stream ends after its closing event
+
+
+@on_sqlite
+@pytest.mark.parametrize("transport", ["http", "grpc"])
+async def test_a_watch_stream_runs_with_its_caller_and_is_logged_with_its_token_name(
+    stack: Stack,
+    caplog: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
+    transport: str,
+) -> None:
+    """The real WatchBroadcast and SSE handlers: the core's ``watch`` is called with
+    :data:`CALLER` set (the SSE stream follows in a task of its own, which inherits it)."""
+    name = stack.settings.server.api_tokens[0].name
+    assert stack.running.api is not None
+    service = stack.running.api.service
+    callers: list[str] = []
+    original = service.watch
+
+    def watch(broadcast_id: int) -> Any:
+        callers.append(current_caller_name())
+        return original(broadcast_id)
+
+    monkeypatch.setattr(service, "watch", watch)
+    async with stack.stub() as stub:
+        sent = await stub.SendMessage(
+            pb.SendMessageRequest(message="hi", user_ids=[1]), metadata=stack.metadata
+        )
+    caplog.set_level(logging.INFO, logger="tgbroadcast.access")
+    logged = WatchLogged()
+    access = logging.getLogger("tgbroadcast.access")
+    access.addHandler(logged)
+    try:
+        if transport == "grpc":
+            await watch_over_grpc(stack, sent.broadcast_id)
+        else:
+            await watch_over_http(stack, sent.broadcast_id)
+        async with asyncio.timeout(stack.settings.server.shutdown_grace):
+            await logged.seen.wait()
+    finally:
+        access.removeHandler(logged)
+    assert callers == [name]
+    lines = access_lines(caplog)
+    watched = [line for line in lines if line["method"] in WATCHES or line["route"] in WATCHES]
+    assert len(watched) == 1
+    assert (watched[0]["transport"], watched[0]["token_name"]) == (transport, name)
+    assert watched[0]["status"] in ("OK", 200)
+    assert_no_token_logged(caplog)

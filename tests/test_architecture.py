@@ -37,7 +37,7 @@ MAY_IMPORT: dict[str, frozenset[str]] = {
     "server": frozenset(),  # the package docstring only
     "server.auth": frozenset(),
     "server.streams": _CORE_BASE | {"core.tasks"},
-    "server.guards": frozenset(),
+    "server.guards": frozenset({"server.auth"}),
     "server.tls": _CORE_BASE,
     # The two transports never import each other: each has its own converters.
     "server.grpc": _CORE_BASE

@@ -4,6 +4,8 @@ Every SSE stream gets ``event: shutdown`` and ends, every gRPC ``WatchBroadcast`
 ``UNAVAILABLE`` ("server shutting down"), readiness fails (or the port is closed already),
 and the process exits 0 — the orderly path finished before the watchdog that ends it at
 ``server.shutdown_grace`` — although a client holds a request open by never sending its body.
+Every stream is told within the plan's time for streams and requests, counted from the signal.
+A start-up that fails after gRPC started (the HTTP port taken) leaves nothing listening.
 """
 
 from __future__ import annotations
@@ -11,16 +13,21 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import signal
+import socket
 import sys
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable
 from contextlib import AsyncExitStack
 from pathlib import Path
+from typing import NoReturn, TypeVar
 
 import aiohttp
 import grpc
+import pytest
 
 from tests.fixtures.environ import API_TOKEN, local_storage, service_environ
 from tests.fixtures.processes import TGBROADCAST, spawn, wait_healthy
+from tests.fixtures.services import free_port
+from tests.fixtures.stack import Backend, on_sqlite, start_stack
 from tests.fixtures.streams import (
     WatchCall,
     grpc_accepted,
@@ -28,11 +35,25 @@ from tests.fixtures.streams import (
     open_sse,
     scheduled_broadcast,
 )
+from tgbroadcast.launcher import app as launcher_app
+from tgbroadcast.launcher.shutdown import ShutdownPlan
 from tgbroadcast.simulator import Simulator
 
 STREAMS = 20
 GRACE = 20.0
 EXIT_OVERRAN = 1
+PLAN = ShutdownPlan(GRACE)
+TOLD_WITHIN = PLAN.streams + PLAN.requests
+"""Every stream is told by then, counted from SIGTERM: the drain tells them first and waits
+:attr:`ShutdownPlan.streams` for them; generous, the requests' share on top."""
+
+T = TypeVar("T")
+
+
+async def ended_at(awaitable: Awaitable[T]) -> tuple[T, float]:
+    """What ``awaitable`` gives, and the event loop's time when it did."""
+    result = await awaitable
+    return result, asyncio.get_running_loop().time()
 
 
 async def sse_rest(response: aiohttp.ClientResponse) -> bytes:
@@ -105,12 +126,19 @@ async def test_sigterm_tells_every_stream_and_exits_within_the_grace(
         assert all([await grpc_accepted(call) for call in watches])
         await streams.enter_async_context(held_request(int(environ["TGB_SERVER_PORT"])))
 
+        signalled = asyncio.get_running_loop().time()
         process.proc.send_signal(signal.SIGTERM)
         async with asyncio.timeout(GRACE):  # the watchdog ends the process by then anyway
-            told = await asyncio.gather(*(sse_rest(response) for response in sse))
+            sse_ends, grpc_ends = await asyncio.gather(
+                asyncio.gather(*(ended_at(sse_rest(response)) for response in sse)),
+                asyncio.gather(*(ended_at(grpc_end(call)) for call in watches)),
+            )
+            told = [text for text, _ in sse_ends]
             assert all(b"event: shutdown\n" in text for text in told), told
-            ends = await asyncio.gather(*(grpc_end(call) for call in watches))
-            assert set(ends) == {(grpc.StatusCode.UNAVAILABLE, "server shutting down")}
+            ends = {end for end, _ in grpc_ends}
+            assert ends == {(grpc.StatusCode.UNAVAILABLE, "server shutting down")}
+            latest = max(at for _, at in [*sse_ends, *grpc_ends]) - signalled
+            assert latest <= TOLD_WITHIN, f"last stream told {latest:.2f} s after SIGTERM"
             assert await readiness_after_drain_began(http_url) in (503, None)
             code = await process.proc.wait()
     log = process.log()
@@ -135,3 +163,32 @@ async def test_the_watchdog_ends_a_drain_stuck_for_good(tmp_path: Path) -> None:
             code = await process.proc.wait()
     assert code == EXIT_OVERRAN
     assert "shutdown overran server.shutdown_grace; exiting now" in process.log()
+
+
+@on_sqlite
+@pytest.mark.parametrize("failing", ["create_app", "http_port_taken"])
+async def test_a_failed_start_after_grpc_started_stops_grpc(
+    backend: Backend, simulator: Simulator, monkeypatch: pytest.MonkeyPatch, failing: str
+) -> None:
+    """Building the HTTP app fails, or its port is taken: starting fails, and the gRPC
+    listener, already started, is stopped with it rather than left serving alone."""
+    grpc_port = free_port()
+    overrides = {"TGB_SERVER_HOST": "127.0.0.1", "TGB_SERVER_GRPC_PORT": str(grpc_port)}
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        if failing == "create_app":
+
+            def broken(*args: object, **kwargs: object) -> NoReturn:
+                raise RuntimeError("create_app failed")
+
+            monkeypatch.setattr(launcher_app, "create_app", broken)
+            expected: tuple[type[Exception], str] = (RuntimeError, "create_app failed")
+        else:
+            overrides["TGB_SERVER_PORT"] = str(taken.getsockname()[1])
+            expected = (OSError, "address already in use")
+        with pytest.raises(expected[0], match=expected[1]):
+            async with start_stack(backend, simulator, overrides):
+                pytest.fail("started although the HTTP listener could not")
+    with pytest.raises(ConnectionRefusedError):
+        await asyncio.open_connection("127.0.0.1", grpc_port)

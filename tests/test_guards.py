@@ -1,5 +1,5 @@
 """The transport-neutral guards on a fake clock: client addresses, the allow-list, the token
-bucket and the failed-authentication throttle."""
+bucket, the failed-authentication throttle and their order in :meth:`Guards.admit`."""
 
 from __future__ import annotations
 
@@ -7,13 +7,17 @@ import ipaddress
 
 import pytest
 
+from tgbroadcast.server.auth import Caller, TokenCheck
 from tgbroadcast.server.guards import (
     AUTH_BLOCK,
     AUTH_FAILURES,
     AUTH_WINDOW,
+    BLOCKED,
     AuthFailureThrottle,
     Guards,
     NetworkPolicy,
+    Refusal,
+    RefusalKind,
     RequestLimiter,
     grpc_peer_address,
     parse_address,
@@ -63,6 +67,10 @@ def test_what_is_not_an_address_is_none(text: str) -> None:
     ("peer", "expected"),
     [
         ("ipv4:127.0.0.1:5555", "127.0.0.1:5555"),
+        # grpcio writes peers as URIs: an IPv6 address's brackets and zone come encoded.
+        ("ipv6:%5B::1%5D:37538", "[::1]:37538"),
+        ("ipv6:%5B::ffff:127.0.0.1%5D:5555", "[::ffff:127.0.0.1]:5555"),
+        ("ipv6:%5Bfe80::1%25eth0%5D:5555", "[fe80::1%eth0]:5555"),
         ("ipv6:[::1]:5555", "[::1]:5555"),
         ("unix:/tmp/socket", "unix:/tmp/socket"),
         ("", ""),
@@ -71,6 +79,15 @@ def test_what_is_not_an_address_is_none(text: str) -> None:
 )
 def test_grpc_peers_lose_their_scheme(peer: str | None, expected: str) -> None:
     assert grpc_peer_address(peer) == expected
+
+
+def test_an_encoded_ipv6_peer_is_its_address() -> None:
+    policy = NetworkPolicy(networks("::1/128"))
+    address = policy.client_address(grpc_peer_address("ipv6:%5B::1%5D:37538"))
+    assert address == "::1"
+    assert policy.allows(address)
+    mapped = policy.client_address(grpc_peer_address("ipv6:%5B::ffff:127.0.0.1%5D:5555"))
+    assert mapped == "127.0.0.1"
 
 
 def test_an_empty_allow_list_lets_everyone_in() -> None:
@@ -220,17 +237,92 @@ def test_an_ipv6_client_is_counted_by_its_slash_64() -> None:
     assert throttle.blocked("2001:db8:0:2::1") == 0.0
 
 
+def address(number: int) -> str:
+    return str(ipaddress.IPv4Address(0x0A000000 + number))
+
+
+def block(throttle: AuthFailureThrottle, client: str) -> None:
+    for _ in range(AUTH_FAILURES):
+        throttle.failed(client)
+    assert throttle.blocked(client) > 0
+
+
 def test_the_throttle_remembers_a_bounded_number_of_addresses() -> None:
     clock = FakeClock()
     throttle = AuthFailureThrottle(clock=clock, max_addresses=100)
-    for _ in range(AUTH_FAILURES):
-        throttle.failed("192.0.2.1")
     for host in range(10_000):
-        throttle.failed(str(ipaddress.IPv4Address(0x0A000000 + host)))
+        throttle.failed(address(host))
         assert len(throttle) <= 100
-    # The least recently failing were forgotten first: the blocked one among them.
-    assert throttle.blocked("192.0.2.1") == 0.0
     assert len(throttle) == 100
+
+
+def test_a_blocked_address_is_never_forgotten_to_make_room() -> None:
+    clock = FakeClock()
+    throttle = AuthFailureThrottle(clock=clock, max_addresses=100)
+    block(throttle, "192.0.2.1")  # the least recently failing of all below
+    for host in range(10_000):
+        throttle.failed(address(host))
+    assert throttle.blocked("192.0.2.1") == AUTH_BLOCK
+    assert len(throttle) == 100
+
+
+def test_addresses_whose_failures_and_block_are_over_are_forgotten_first() -> None:
+    clock = FakeClock()
+    throttle = AuthFailureThrottle(clock=clock, max_addresses=4)
+    block(throttle, "192.0.2.1")
+    throttle.failed("192.0.2.2")
+    clock.advance(max(AUTH_WINDOW, AUTH_BLOCK))  # both are over: 192.0.2.1 and 192.0.2.2
+    for _ in range(AUTH_FAILURES - 1):
+        throttle.failed("192.0.2.3")  # recent, one failure short of a block
+    throttle.failed("192.0.2.4")
+    throttle.failed("192.0.2.5")
+    throttle.failed("192.0.2.6")
+    assert len(throttle) == 4
+    # The two expired ones made the room; the recent count of .3 was kept.
+    throttle.failed("192.0.2.3")
+    assert throttle.blocked("192.0.2.3") == AUTH_BLOCK
+
+
+def test_when_none_has_expired_the_least_recently_failing_unblocked_one_goes() -> None:
+    clock = FakeClock()
+    throttle = AuthFailureThrottle(clock=clock, max_addresses=3)
+    block(throttle, "192.0.2.1")
+    for _ in range(AUTH_FAILURES - 1):
+        throttle.failed("192.0.2.2")
+    throttle.failed("192.0.2.3")
+    throttle.failed("192.0.2.4")  # .2 goes, not the blocked .1
+    assert throttle.blocked("192.0.2.1") == AUTH_BLOCK
+    throttle.failed("192.0.2.2")  # counted afresh: one failure
+    assert throttle.blocked("192.0.2.2") == 0.0
+    assert len(throttle) == 3
+
+
+def test_while_every_remembered_address_is_blocked_new_ones_are_not_counted(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    clock = FakeClock()
+    throttle = AuthFailureThrottle(clock=clock, max_addresses=3)
+    for host in range(3):
+        block(throttle, address(host))
+        clock.advance(1.0)
+    for _ in range(AUTH_FAILURES * 2):
+        throttle.failed("192.0.2.9")
+    assert throttle.blocked("192.0.2.9") == 0.0
+    assert all(throttle.blocked(address(host)) > 0 for host in range(3))
+    assert len(throttle) == 3
+    warnings = [record for record in caplog.records if record.name == "tgbroadcast.server.guards"]
+    assert len(warnings) == 1  # once, not once per failure
+    # The first block ends: its room goes to the next new address.
+    clock.advance(AUTH_BLOCK - 3.0)
+    assert throttle.blocked(address(0)) == 0.0
+    block(throttle, "192.0.2.9")
+    assert throttle.blocked(address(1)) > 0
+    assert throttle.blocked(address(2)) > 0
+
+
+def test_the_throttle_remembers_at_least_one_address() -> None:
+    with pytest.raises(ValueError, match="max_addresses"):
+        AuthFailureThrottle(max_addresses=0)
 
 
 def test_default_guards_stand_aside() -> None:
@@ -242,3 +334,53 @@ def test_default_guards_stand_aside() -> None:
     )
     assert not created.network.allows("10.0.0.1")
     assert created.limiter.rate == 2
+
+
+TOKENS = TokenCheck([("alice", "alice-token")])
+ALICE = "Bearer alice-token"
+
+
+def test_admit_answers_the_caller_of_a_right_token() -> None:
+    guards = Guards.create(requests_per_second=1, clock=FakeClock())
+    assert guards.admit(TOKENS, "192.0.2.1", ALICE, public=False) == Caller("alice", "192.0.2.1")
+    assert guards.admit(TOKENS, "192.0.2.1", None, public=True) is None
+
+
+def test_admit_checks_the_allow_list_before_anything_else() -> None:
+    guards = Guards.create(allowed_networks=networks("10.0.0.0/8"), clock=FakeClock())
+    for _ in range(AUTH_FAILURES * 2):
+        refusal = guards.admit(TOKENS, "192.0.2.1", "Bearer wrong", public=False)
+        assert refusal == Refusal(
+            RefusalKind.FORBIDDEN, "client address 192.0.2.1 is not in server.allowed_networks"
+        )
+    assert guards.admit(TOKENS, "192.0.2.1", None, public=True) == refusal
+    assert len(guards.auth_failures) == 0  # never reached authentication
+    assert guards.admit(TOKENS, "10.1.1.1", ALICE, public=False) == Caller("alice", "10.1.1.1")
+
+
+def test_admit_blocks_an_address_after_its_failures_right_token_or_not() -> None:
+    guards = Guards.create(clock=FakeClock())
+    for _ in range(AUTH_FAILURES):
+        refusal = guards.admit(TOKENS, "192.0.2.1", "Bearer wrong", public=False)
+        assert isinstance(refusal, Refusal)
+        assert refusal.kind is RefusalKind.UNAUTHENTICATED
+        assert "alice-token" not in refusal.detail
+    blocked = guards.admit(TOKENS, "192.0.2.1", ALICE, public=False)
+    assert blocked == Refusal(RefusalKind.TOO_MANY, BLOCKED, AUTH_BLOCK)
+    assert guards.admit(TOKENS, "192.0.2.1", None, public=True) is None  # public stays open
+    assert guards.admit(TOKENS, "192.0.2.2", ALICE, public=False) == Caller("alice", "192.0.2.2")
+
+
+def test_admit_limits_a_token_after_authentication_and_says_who_it_was() -> None:
+    guards = Guards.create(requests_per_second=0.5, clock=FakeClock())
+    assert isinstance(guards.admit(TOKENS, "192.0.2.1", ALICE, public=False), Caller)
+    refusal = guards.admit(TOKENS, "192.0.2.1", ALICE, public=False)
+    assert isinstance(refusal, Refusal)
+    assert refusal.kind is RefusalKind.TOO_MANY
+    assert refusal.retry_after == pytest.approx(2.0)
+    assert refusal.detail.startswith("more than server.requests_per_second (0.5)")
+    assert refusal.caller == Caller("alice", "192.0.2.1")
+    # A wrong token draws nothing from the bucket and is no rate refusal.
+    wrong = guards.admit(TOKENS, "192.0.2.1", "Bearer wrong", public=False)
+    assert isinstance(wrong, Refusal)
+    assert wrong.kind is RefusalKind.UNAUTHENTICATED

@@ -17,6 +17,7 @@ import pytest
 from google.rpc import error_details_pb2
 from grpc_status import rpc_status
 
+from tests.fixtures.loopback import DUAL_STACK, ipv6_stub, needs_ipv6
 from tests.fixtures.stack import SECOND_API_TOKEN, Backend, Stack, on_sqlite, start_stack
 from tgbroadcast.core.domain.model import UserProfile
 from tgbroadcast.server.guards import AUTH_FAILURES
@@ -130,6 +131,30 @@ async def test_failed_authentication_over_grpc_is_throttled(
             assert refused.value.code() == grpc.StatusCode.UNAUTHENTICATED
         await exhausted(stub.ListBroadcasts(pb.ListBroadcastsRequest(), metadata=wrong))
         await exhausted(stub.ListBroadcasts(pb.ListBroadcastsRequest(), metadata=stack.metadata))
+
+
+@needs_ipv6
+async def test_failed_authentication_over_ipv6_grpc_is_throttled_whatever_the_port(
+    backend: Backend, simulator: Simulator
+) -> None:
+    """Each call on a new channel, so from a new source port: the address counts, not the
+    connection."""
+    async with start_stack(backend, simulator, DUAL_STACK) as stack:
+        wrong = (("authorization", "Bearer not-the-token"),)
+        for _ in range(AUTH_FAILURES):
+            async with ipv6_stub(stack) as stub:
+                with pytest.raises(grpc.aio.AioRpcError) as refused:
+                    await stub.ListBroadcasts(pb.ListBroadcastsRequest(), metadata=wrong)
+                assert refused.value.code() == grpc.StatusCode.UNAUTHENTICATED
+        async with ipv6_stub(stack) as stub:
+            error = await exhausted(stub.ListBroadcasts(pb.ListBroadcastsRequest(), metadata=wrong))
+            assert 0 < retry_delay(error) <= 60
+            await exhausted(
+                stub.ListBroadcasts(pb.ListBroadcastsRequest(), metadata=stack.metadata)
+            )
+        # 127.0.0.1 is another client.
+        async with stack.stub() as stub:
+            await stub.ListBroadcasts(pb.ListBroadcastsRequest(), metadata=stack.metadata)
 
 
 PENDING_LIMIT = {"TGB_SERVER_MAX_PENDING_RECIPIENTS": "3"}

@@ -1,6 +1,7 @@
 """``server.allowed_networks`` and ``server.trusted_proxies`` over real sockets: a client from
-a second loopback address (127.0.0.2) is let in or kept out, on HTTP and gRPC alike; the
-probes (``/livez``, ``/readyz``, gRPC health) answer anyone."""
+a second loopback address (127.0.0.2) or from ``[::1]`` is let in or kept out, on HTTP and gRPC
+alike; only the HTTP probes (``/livez``, ``/readyz``) answer anyone — gRPC health, reflection
+and methods the server does not have follow the allow-list."""
 
 from __future__ import annotations
 
@@ -13,13 +14,18 @@ import pytest
 from grpc_health.v1 import health_pb2
 from grpc_reflection.v1alpha import reflection_pb2
 
+from tests.fixtures.loopback import (
+    DUAL_STACK,
+    SECOND_LOOPBACK,
+    ipv6_stub,
+    ipv6_target,
+    needs_ipv6,
+)
 from tests.fixtures.stack import Backend, Stack, on_sqlite, start_stack
 from tgbroadcast.simulator import Simulator
 from tgbroadcast.v1 import broadcast_pb2 as pb
 
 pytestmark = on_sqlite
-
-SECOND_LOOPBACK = "127.0.0.2"
 
 
 @asynccontextmanager
@@ -30,8 +36,9 @@ async def session_from(address: str) -> AsyncIterator[aiohttp.ClientSession]:
         yield session
 
 
-async def health_check(stack: Stack) -> health_pb2.HealthCheckResponse:
-    async with grpc.aio.insecure_channel(stack.grpc_target) as channel:
+async def health_check(target: str) -> health_pb2.HealthCheckResponse:
+    """gRPC health, without a token."""
+    async with grpc.aio.insecure_channel(target) as channel:
         check = channel.unary_unary(
             "/grpc.health.v1.Health/Check",
             request_serializer=health_pb2.HealthCheckRequest.SerializeToString,
@@ -41,9 +48,9 @@ async def health_check(stack: Stack) -> health_pb2.HealthCheckResponse:
         return answer
 
 
-async def list_services(stack: Stack) -> set[str]:
+async def list_services(target: str) -> set[str]:
     """The services server reflection names (it needs no token)."""
-    async with grpc.aio.insecure_channel(stack.grpc_target) as channel:
+    async with grpc.aio.insecure_channel(target) as channel:
         info = channel.stream_stream(
             "/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo",
             request_serializer=reflection_pb2.ServerReflectionRequest.SerializeToString,
@@ -85,7 +92,7 @@ async def test_only_clients_from_the_allowed_networks_are_served_over_http(
         assert body["broadcasts"] == []
 
 
-async def test_probes_answer_clients_outside_the_allowed_networks(
+async def test_http_probes_answer_clients_outside_the_allowed_networks(
     backend: Backend, simulator: Simulator
 ) -> None:
     overrides = {"TGB_SERVER_ALLOWED_NETWORKS": f"{SECOND_LOOPBACK}/32"}
@@ -93,8 +100,10 @@ async def test_probes_answer_clients_outside_the_allowed_networks(
         for path in ("/livez", "/readyz"):
             status, _, _ = await get(stack, path, headers={"Authorization": ""})
             assert status == 200, path
-        answer = await health_check(stack)
-        assert answer.status == health_pb2.HealthCheckResponse.SERVING
+        # gRPC health is no exception: every RPC follows the allow-list.
+        with pytest.raises(grpc.aio.AioRpcError) as refused:
+            await health_check(stack.grpc_target)
+        assert refused.value.code() == grpc.StatusCode.PERMISSION_DENIED
 
 
 async def test_grpc_refuses_clients_outside_the_allowed_networks(
@@ -109,7 +118,7 @@ async def test_grpc_refuses_clients_outside_the_allowed_networks(
             "client address 127.0.0.1 is not in server.allowed_networks"
         )
         with pytest.raises(grpc.aio.AioRpcError) as hidden:
-            await list_services(stack)
+            await list_services(stack.grpc_target)
         assert hidden.value.code() == grpc.StatusCode.PERMISSION_DENIED
 
 
@@ -120,7 +129,7 @@ async def test_grpc_serves_clients_inside_the_allowed_networks(
     async with start_stack(backend, simulator, overrides) as stack, stack.stub() as stub:
         answer = await stub.ListBroadcasts(pb.ListBroadcastsRequest(), metadata=stack.metadata)
         assert list(answer.broadcasts) == []
-        assert "tgbroadcast.v1.BroadcastService" in await list_services(stack)
+        assert "tgbroadcast.v1.BroadcastService" in await list_services(stack.grpc_target)
 
 
 PROXIED = {
@@ -162,3 +171,84 @@ async def test_grpc_believes_x_forwarded_for_metadata_from_a_trusted_proxy(
         with pytest.raises(grpc.aio.AioRpcError) as refused:
             await stub.ListBroadcasts(pb.ListBroadcastsRequest(), metadata=outside)
         assert refused.value.code() == grpc.StatusCode.PERMISSION_DENIED
+
+
+async def call_unknown(target: str) -> grpc.aio.AioRpcError:
+    """A method the server does not have, unary and streaming: both refused alike. (A client
+    still writing a request stream after the answer may see its own write fail instead.)"""
+    errors = []
+    async with grpc.aio.insecure_channel(target) as channel:
+        unary: grpc.aio.UnaryUnaryMultiCallable[bytes, bytes] = channel.unary_unary(
+            "/tgbroadcast.v1.BroadcastService/NoSuchMethod"
+        )
+        streams: grpc.aio.UnaryStreamMultiCallable[bytes, bytes] = channel.unary_stream(
+            "/no.such.Service/Watch"
+        )
+        with pytest.raises(grpc.aio.AioRpcError) as refused:
+            await unary(b"\x08\x01")
+        errors.append(refused.value)
+        with pytest.raises(grpc.aio.AioRpcError) as refused:
+            _ = [answer async for answer in streams(b"a")]
+        errors.append(refused.value)
+    assert errors[0].code() == errors[1].code()
+    return errors[0]
+
+
+@needs_ipv6
+async def test_an_ipv6_client_inside_the_allowed_networks_is_served_over_grpc(
+    backend: Backend, simulator: Simulator
+) -> None:
+    overrides = {**DUAL_STACK, "TGB_SERVER_ALLOWED_NETWORKS": "::1/128"}
+    async with (
+        start_stack(backend, simulator, overrides) as stack,
+        ipv6_stub(stack) as stub,
+        stack.stub() as ipv4_stub,
+    ):
+        answer = await stub.ListBroadcasts(pb.ListBroadcastsRequest(), metadata=stack.metadata)
+        assert list(answer.broadcasts) == []
+        health = await health_check(ipv6_target(stack))
+        assert health.status == health_pb2.HealthCheckResponse.SERVING
+        assert "tgbroadcast.v1.BroadcastService" in await list_services(ipv6_target(stack))
+        assert (await call_unknown(ipv6_target(stack))).code() == grpc.StatusCode.UNIMPLEMENTED
+        # The same server refuses 127.0.0.1 everything, health and unknown methods included.
+        with pytest.raises(grpc.aio.AioRpcError) as refused:
+            await ipv4_stub.ListBroadcasts(pb.ListBroadcastsRequest(), metadata=stack.metadata)
+        assert refused.value.code() == grpc.StatusCode.PERMISSION_DENIED
+        with pytest.raises(grpc.aio.AioRpcError) as refused:
+            await health_check(stack.grpc_target)
+        assert refused.value.code() == grpc.StatusCode.PERMISSION_DENIED
+        unknown = await call_unknown(stack.grpc_target)
+        assert unknown.code() == grpc.StatusCode.PERMISSION_DENIED
+        assert unknown.details() == "client address 127.0.0.1 is not in server.allowed_networks"
+
+
+@needs_ipv6
+async def test_an_ipv6_client_outside_the_allowed_networks_is_refused_over_grpc(
+    backend: Backend, simulator: Simulator
+) -> None:
+    overrides = {**DUAL_STACK, "TGB_SERVER_ALLOWED_NETWORKS": "127.0.0.1/32"}
+    async with start_stack(backend, simulator, overrides) as stack, ipv6_stub(stack) as stub:
+        with pytest.raises(grpc.aio.AioRpcError) as refused:
+            await stub.ListBroadcasts(pb.ListBroadcastsRequest(), metadata=stack.metadata)
+        assert refused.value.code() == grpc.StatusCode.PERMISSION_DENIED
+        assert refused.value.details() == "client address ::1 is not in server.allowed_networks"
+        with pytest.raises(grpc.aio.AioRpcError) as refused:
+            await health_check(ipv6_target(stack))
+        assert refused.value.code() == grpc.StatusCode.PERMISSION_DENIED
+        assert (await call_unknown(ipv6_target(stack))).code() == grpc.StatusCode.PERMISSION_DENIED
+
+
+@needs_ipv6
+async def test_an_ipv6_server_host_serves_both_listeners(
+    backend: Backend, simulator: Simulator
+) -> None:
+    """``server.host: ::1`` binds gRPC as ``[::1]:port`` and HTTP on ``::1``; the allow-list
+    reads IPv6 clients of both."""
+    overrides = {"TGB_SERVER_HOST": "::1", "TGB_SERVER_ALLOWED_NETWORKS": "::1/128"}
+    async with start_stack(backend, simulator, overrides) as stack, ipv6_stub(stack) as stub:
+        answer = await stub.ListBroadcasts(pb.ListBroadcastsRequest(), metadata=stack.metadata)
+        assert list(answer.broadcasts) == []
+        assert stack.running.api is not None
+        url = f"http://[::1]:{stack.running.api.http_port}/v1/broadcasts"
+        async with aiohttp.ClientSession() as session, session.get(url, headers=stack.auth) as got:
+            assert got.status == 200, await got.text()

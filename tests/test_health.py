@@ -17,13 +17,16 @@ import aiohttp
 import grpc
 import pytest
 from grpc_health.v1 import health_pb2
+from sqlalchemy.ext.asyncio import create_async_engine
 
 from tests.fixtures.forwarder import Forwarder
 from tests.fixtures.nats import nats_server_url, wait_until
 from tests.fixtures.services import MARIADB_ADDR, POSTGRES_ADDR, free_port
 from tests.fixtures.stack import Backend, Stack, open_backend, stack_settings, start_stack
-from tgbroadcast.core.health import Readiness
+from tgbroadcast.core.health import CHECK_TIMEOUT, MAX_AGE, Readiness
+from tgbroadcast.core.store import Store
 from tgbroadcast.launcher.app import running_service
+from tgbroadcast.server.grpc.health import INTERVAL
 from tgbroadcast.simulator import Simulator
 
 SERVICES = ("", "tgbroadcast.v1.BroadcastService")
@@ -266,3 +269,26 @@ async def test_draining_fails_readiness_at_once_and_for_good() -> None:
 
 async def _ready(readiness: Readiness) -> bool:
     return (await readiness.check()).ready
+
+
+def test_grpc_health_follows_readiness_within_two_seconds() -> None:
+    """A result reused for at most MAX_AGE, one re-check interval, then one check's timeout."""
+    assert MAX_AGE + INTERVAL + CHECK_TIMEOUT < 2.0
+
+
+async def test_the_database_check_does_not_wait_for_the_pool(
+    store: Store, database_url: str
+) -> None:
+    """Every pooled connection busy (as under load): the ping still answers in time, on a
+    connection of its own, so readiness measures the database, not the pool (``store``
+    made the database; this one has a pool of one)."""
+    engine = create_async_engine(database_url, pool_size=1, max_overflow=0, pool_timeout=30)
+    small = Store(engine)
+    readiness = Readiness({"database": small.ping})
+    try:
+        async with engine.connect():  # the pool's only connection
+            report = await readiness.check()
+        assert report.checks["database"] == "ok"
+    finally:
+        await readiness.aclose()
+        await small.close()

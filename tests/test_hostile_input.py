@@ -10,6 +10,7 @@ request line) goes over a raw socket (:func:`raw_exchange`).
 from __future__ import annotations
 
 import asyncio
+import inspect
 import json
 import logging
 from collections.abc import AsyncIterator, Iterator
@@ -20,9 +21,12 @@ from typing import Any
 
 import aiohttp
 import pytest
+from aiohttp import web
+from aiohttp.web_protocol import RequestHandler
 
 from tests.fixtures.environ import API_TOKEN, AUTH
 from tests.fixtures.stack import Stack, open_backend, start_stack
+from tgbroadcast.server.rest import protocol
 from tgbroadcast.simulator import Simulator
 
 TOKEN = API_TOKEN.encode()
@@ -154,12 +158,27 @@ MALFORMED = {
 }
 
 
+def fresh_malformed_log(monkeypatch: pytest.MonkeyPatch, clock: FrozenClock | None = None) -> None:
+    """A new process-wide rate limit of malformed-request lines: the next one is written."""
+    log = protocol.MalformedLog() if clock is None else protocol.MalformedLog(clock=clock)
+    monkeypatch.setattr(protocol, "MALFORMED_LOG", log)
+
+
+class FrozenClock:
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
 async def test_malformed_http_is_a_quiet_400_without_echo(
-    open_stack: Stack, caplog: pytest.LogCaptureFixture
+    open_stack: Stack, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     with nothing_logged_at_error(caplog):
         for name, request in MALFORMED.items():
             caplog.clear()
+            fresh_malformed_log(monkeypatch)
             answer = await raw_exchange(open_stack, request)
             assert answer.status == 400, (name, answer.raw)
             assert answer.problem()["detail"] == "malformed HTTP request", name
@@ -172,7 +191,7 @@ async def test_malformed_http_is_a_quiet_400_without_echo(
 
 
 async def test_a_body_broken_off_mid_stream_is_a_400(
-    open_stack: Stack, caplog: pytest.LogCaptureFixture
+    open_stack: Stack, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Bad chunking after a good first chunk, or a body that is not the gzip it claims: the
     parser or the handler's read notices it, whichever gets there first; a 400 and one
@@ -198,11 +217,54 @@ async def test_a_body_broken_off_mid_stream_is_a_400(
     with nothing_logged_at_error(caplog):
         for request in requests:
             caplog.clear()
+            fresh_malformed_log(monkeypatch)
             answer = await raw_exchange(open_stack, request)
             assert answer.status == 400, answer.raw
             answer.problem()
             assert len(malformed_warnings(caplog)) == 1, caplog.records
             assert all(r.exc_info is None for r in malformed_warnings(caplog))
+
+
+BURST = 50
+
+
+async def test_a_burst_of_malformed_connections_writes_one_line_per_interval(
+    open_stack: Stack, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Many bad connections at once (the clock standing still: all within one interval) log
+    one line; the next line, an interval later, counts those left out."""
+    clock = FrozenClock()
+    fresh_malformed_log(monkeypatch, clock)
+    request = MALFORMED["broken request line"]
+    with nothing_logged_at_error(caplog):
+        answers = await asyncio.gather(*(raw_exchange(open_stack, request) for _ in range(BURST)))
+        assert {answer.status for answer in answers} == {400}
+        assert len(malformed_warnings(caplog)) == 1
+        caplog.clear()
+        clock.now += protocol.MALFORMED_LOG_INTERVAL
+        await raw_exchange(open_stack, request)
+        [line] = malformed_warnings(caplog)
+        assert line.suppressed == BURST - 1  # type: ignore[attr-defined]
+
+
+async def test_the_aiohttp_internals_the_quiet_handler_relies_on_are_there() -> None:
+    """``server/rest/protocol.py`` overrides ``handle_error`` and remakes aiohttp's low-level
+    server from its private fields: a new aiohttp that changes them must fail here, loudly,
+    not quietly bring back tracebacks and echoed headers."""
+    parameters = list(inspect.signature(RequestHandler.handle_error).parameters)
+    assert parameters == ["self", "request", "status", "exc", "message"]
+    runner = protocol.ApiRunner(web.Application(), access_log=None, handle_signals=False)
+    await runner.setup()
+    try:
+        server = runner.server
+        assert isinstance(server, web.Server)
+        assert isinstance(server._loop, asyncio.AbstractEventLoop)
+        assert isinstance(server._kwargs, dict)
+        for name in ("request_handler", "request_factory", "handler_cancellation"):
+            assert hasattr(server, name), name
+        assert isinstance(server(), protocol.QuietRequestHandler)
+    finally:
+        await runner.cleanup()
 
 
 async def send(

@@ -28,6 +28,8 @@ from tgbroadcast_client import (
     FieldViolation,
     InvalidArgument,
     NotFound,
+    PermissionDenied,
+    ResourceExhausted,
     Unauthenticated,
     Unavailable,
     error_from_rpc,
@@ -57,6 +59,8 @@ def rpc_error(code: int, message: str, *details: Any) -> grpc.aio.AioRpcError:
         (code_pb2.FAILED_PRECONDITION, FailedPrecondition),
         (code_pb2.ALREADY_EXISTS, AlreadyExists),
         (code_pb2.UNAUTHENTICATED, Unauthenticated),
+        (code_pb2.PERMISSION_DENIED, PermissionDenied),
+        (code_pb2.RESOURCE_EXHAUSTED, ResourceExhausted),
         (code_pb2.UNAVAILABLE, Unavailable),
         (code_pb2.INTERNAL, BroadcastClientError),
         (code_pb2.DEADLINE_EXCEEDED, BroadcastClientError),
@@ -88,6 +92,17 @@ def test_invalid_argument_carries_the_bad_request_violations() -> None:
     )
     assert isinstance(other, InvalidArgument)
     assert other.violations == ()
+
+
+def test_resource_exhausted_carries_the_retry_delay() -> None:
+    retry = error_details_pb2.RetryInfo()
+    retry.retry_delay.FromMilliseconds(2500)
+    error = error_from_rpc(rpc_error(code_pb2.RESOURCE_EXHAUSTED, "too many requests", retry))
+    assert isinstance(error, ResourceExhausted)
+    assert error.retry_after == 2.5
+    unknown = error_from_rpc(rpc_error(code_pb2.RESOURCE_EXHAUSTED, "too many watchers"))
+    assert isinstance(unknown, ResourceExhausted)
+    assert unknown.retry_after is None
 
 
 @dataclass

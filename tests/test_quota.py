@@ -71,3 +71,40 @@ async def test_concurrent_sends_in_one_process_cannot_overshoot(store: Store) ->
     admitted = await asyncio.gather(*(send(user_id) for user_id in range(1, 9)))
     assert sum(admitted) == 3
     assert await store.pending_recipients() == 3
+
+
+async def test_a_slow_write_holds_a_reservation_not_the_lock(store: Store) -> None:
+    """While one send is being written (held on an event), a second that would exceed the
+    limit with it is refused at once and an unrelated small one is admitted and written."""
+    quota = PendingRecipientsQuota(store, 3)
+    writing, release = asyncio.Event(), asyncio.Event()
+
+    async def slow_send() -> None:
+        async with quota.admitting(2):
+            writing.set()
+            await release.wait()
+            await store.create_broadcast(scheduled(1, 2))
+
+    slow = asyncio.create_task(slow_send())
+    await writing.wait()
+    assert quota.reserved == 2
+    with pytest.raises(ResourceExhausted, match=r"2 more recipients .* from 2 above"):
+        async with quota.admitting(2):
+            pytest.fail("admitted over the limit")
+    async with quota.admitting(1):  # not blocked by the slow write
+        await store.create_broadcast(scheduled(3))
+    assert not slow.done()
+    release.set()
+    await slow
+    assert quota.reserved == 0
+    assert await store.pending_recipients() == 3
+
+
+async def test_a_failed_write_releases_its_reservation(store: Store) -> None:
+    quota = PendingRecipientsQuota(store, 3)
+    with pytest.raises(RuntimeError):
+        async with quota.admitting(3):
+            raise RuntimeError("write failed")
+    assert quota.reserved == 0
+    async with quota.admitting(3):
+        await store.create_broadcast(scheduled(1, 2, 3))

@@ -17,6 +17,8 @@ from pathlib import Path
 import aiohttp
 import grpc
 import pytest
+import trustme
+from cryptography.hazmat.primitives import serialization
 
 from tests.fixtures.stack import API_TOKEN, Stack, open_backend, start_stack
 from tests.fixtures.tls import (
@@ -233,3 +235,38 @@ def test_files_that_do_not_load_at_start_are_a_config_error(pki: Pki) -> None:
         ServerCertificates(pki.server.cert_file, pki.client.key_file)
     with pytest.raises(ConfigError, match="No such file"):
         ServerCertificates(pki.folder / "missing.crt", pki.server.key_file)
+
+
+def encrypted_key(leaf: trustme.LeafCert) -> bytes:
+    """``leaf``'s private key as PEM, encrypted with a passphrase."""
+    key = serialization.load_pem_private_key(leaf.private_key_pem.bytes(), password=None)
+    return key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.BestAvailableEncryption(b"passphrase"),
+    )
+
+
+def test_an_encrypted_key_is_refused_never_prompted_for(
+    pki: Pki, caplog: pytest.LogCaptureFixture
+) -> None:
+    """OpenSSL would ask for the passphrase on the terminal: at start a ConfigError naming the
+    key file, on renewal a WARNING and the last good set kept; never a prompt."""
+    clock = FakeClock()
+    certificates = ServerCertificates(
+        pki.server.cert_file, pki.server.key_file, check_interval=1.0, clock=clock
+    )
+    first = certificates.current()
+    renewed = pki.ca.issue_cert(*SERVER_NAMES)
+    pki.server.replace_with(renewed)
+    pki.server.key_file.write_bytes(encrypted_key(renewed))
+    clock.now = 1.5
+    with caplog.at_level(logging.WARNING, logger="tgbroadcast.server.tls"):
+        assert certificates.current() is first
+    assert [r.levelno for r in caplog.records] == [logging.WARNING]
+    assert "is encrypted" in caplog.records[0].reason  # type: ignore[attr-defined]
+
+    with pytest.raises(ConfigError, match=r"server\.tls_key_file") as refused:
+        ServerCertificates(pki.server.cert_file, pki.server.key_file)
+    assert str(pki.server.key_file) in str(refused.value)
+    assert "encrypted" in str(refused.value)

@@ -34,6 +34,7 @@ from tgbroadcast.core.domain.model import (
     Delivery,
     DeliveryResult,
     DeliveryState,
+    NewBroadcast,
     User,
     UserFilter,
     UserProfile,
@@ -155,17 +156,10 @@ class BroadcastingService(LifecycleOperations):
         if key and (replayed := await self._earlier(key, hashed)) is not None:
             return Accepted(broadcast=replayed, replayed=True)
         size = await self._quota.size(new)
-        await self._quota.check(size)  # before any upload; checked again as it is written
-        if request.media_data:
-            # The bytes wait in the queue's media store; only their name goes to SQL.
-            name = f"upload-{uuid.uuid4().hex}"
-            await self._queue.put_media(name, request.media_data)
-            new = replace(new, content=replace(new.content, media_upload=name))
-        if any(item.media_data for item in request.album):
-            content = await stash_album(new.content, request.album, self._queue.put_media)
-            new = replace(new, content=content)
         try:
+            # One reservation covers upload and write: a refused send uploads nothing.
             async with self._quota.admitting(size):
+                new = await self._stash_media(new, request)
                 broadcast = await self._store.create_broadcast(
                     new, request_hash=hashed or None, created_by=created_by
                 )
@@ -187,6 +181,18 @@ class BroadcastingService(LifecycleOperations):
         if broadcast.status in SENDABLE:  # scheduled ones start with the scheduler
             self._dispatcher.dispatch(broadcast.id)
         return Accepted(broadcast=broadcast)
+
+    async def _stash_media(self, new: NewBroadcast, request: SendRequest) -> NewBroadcast:
+        """``new`` with its uploaded bytes moved to the queue's media store; only their names
+        go to SQL."""
+        if request.media_data:
+            name = f"upload-{uuid.uuid4().hex}"
+            await self._queue.put_media(name, request.media_data)
+            new = replace(new, content=replace(new.content, media_upload=name))
+        if any(item.media_data for item in request.album):
+            content = await stash_album(new.content, request.album, self._queue.put_media)
+            new = replace(new, content=content)
+        return new
 
     async def _earlier(self, key: str, hashed: str) -> Broadcast | None:
         """The broadcast an earlier request with ``key`` created, if it was this request (its

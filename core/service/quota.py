@@ -2,11 +2,17 @@
 all broadcasts, above the limit is refused with :class:`ResourceExhausted`, nothing written.
 
 The count is the store's cheap one (broadcast counters, never ``deliveries``, see
-:mod:`tgbroadcast.core.store.quota`). Within one process, the check and the write of the
-broadcast are serialised (an :class:`asyncio.Lock`), so concurrent sends cannot all pass on the
-same count. Across several server processes on one database they are not: each process may
-admit, at the same moment, sends checked against the same count, so the total may exceed the
-limit by at most what the other processes create concurrently (each send still at most
+:mod:`tgbroadcast.core.store.quota`). Within one process, sends being written hold a
+*reservation*: under a short :class:`asyncio.Lock` a send checks ``pending + reserved + size``
+against the limit and adds its size to ``reserved``; the lock is released before the (possibly
+slow: seconds for a million recipients) upload and write, so a large send never blocks an
+unrelated small one, and concurrent sends still cannot all pass on the same count. The
+reservation is dropped only after the write has committed (or failed), so for a moment a
+committed send counts twice: the error is on the side of refusing, never of overshooting.
+
+Across several server processes on one database the reservations are not shared: each process
+may admit, at the same moment, sends checked against the same count, so the total may exceed
+the limit by at most what the other processes create concurrently (each send still at most
 ``server.max_user_ids`` recipients, or the size of the user base for ``all_users``).
 """
 
@@ -22,12 +28,19 @@ from tgbroadcast.core.store import Store
 
 
 class PendingRecipientsQuota:
-    """The limit (None: none) and the lock serialising check and write in this process."""
+    """The limit (None: none), the recipients reserved by sends being written in this process,
+    and the lock that makes check-and-reserve atomic."""
 
     def __init__(self, store: Store, limit: int | None) -> None:
         self._store = store
         self._limit = limit
         self._lock = asyncio.Lock()
+        self._reserved = 0
+
+    @property
+    def reserved(self) -> int:
+        """Recipients of the sends admitted in this process and not yet written."""
+        return self._reserved
 
     async def size(self, new: NewBroadcast) -> int:
         """The recipients ``new`` would have now (its audience counted on ``users``); 0 when
@@ -39,10 +52,14 @@ class PendingRecipientsQuota:
         return len(set(new.user_ids))
 
     async def check(self, size: int) -> None:
-        """:class:`ResourceExhausted` if ``size`` more recipients would exceed the limit."""
+        """:class:`ResourceExhausted` if ``size`` more recipients, on top of those not yet
+        final in the store and those reserved here, would exceed the limit."""
         if self._limit is None or not size:
             return
-        pending = await self._store.pending_recipients()
+        # Reserved first: a reservation dropped during the query below belongs to a write
+        # that committed before it, so the query sees it (counted twice at worst, never 0).
+        reserved = self._reserved
+        pending = await self._store.pending_recipients() + reserved
         if pending + size > self._limit:
             raise ResourceExhausted(
                 f"{size} more recipients would take those not yet final from {pending} above "
@@ -52,10 +69,16 @@ class PendingRecipientsQuota:
 
     @asynccontextmanager
     async def admitting(self, size: int) -> AsyncIterator[None]:
-        """Checks ``size`` and holds the lock while the caller writes the broadcast."""
+        """Checks and reserves ``size`` (:class:`ResourceExhausted`: nothing reserved), then
+        holds the reservation, not the lock, while the caller uploads and writes the
+        broadcast; released when the block ends, after the write has committed."""
         if self._limit is None or not size:
             yield
             return
         async with self._lock:
             await self.check(size)
+            self._reserved += size
+        try:
             yield
+        finally:
+            self._reserved -= size

@@ -32,7 +32,8 @@ from typing import Final, TypeVar
 
 from sqlalchemy import text
 from sqlalchemy.exc import DBAPIError, IntegrityError
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
+from sqlalchemy.pool import NullPool
 
 from tgbroadcast.core.domain.errors import AlreadyExists
 from tgbroadcast.core.domain.model import (
@@ -82,6 +83,7 @@ class Store:
     def __init__(self, engine: AsyncEngine) -> None:
         self._engine = engine
         self._writer = writer(engine)
+        self._pinger: AsyncEngine | None = None
 
     @classmethod
     def open(cls, url: str) -> contextlib.AbstractAsyncContextManager[Store]:
@@ -99,9 +101,22 @@ class Store:
         await migrate(self._engine)
 
     async def ping(self) -> None:
-        """One trivial query (``SELECT 1``): returns once the database answered (readiness)."""
-        async with self._engine.connect() as connection:
+        """One trivial query (``SELECT 1``): returns once the database answered (readiness).
+
+        On a connection of its own, opened for the query and closed after it (an engine
+        without a pool, made on first use): under load, checking one out of the shared pool
+        waits for the pool, not the database, and readiness would fail on a healthy one.
+        """
+        if self._pinger is None:
+            self._pinger = create_async_engine(self._engine.url, poolclass=NullPool)
+        async with self._pinger.connect() as connection:
             await connection.execute(text("SELECT 1"))
+
+    async def close(self) -> None:
+        """Close the connections of the pool and of :meth:`ping`."""
+        await self._engine.dispose()
+        if self._pinger is not None:
+            await self._pinger.dispose()
 
     # -- broadcasts -----------------------------------------------------------------------
 
@@ -498,11 +513,11 @@ _actions = actions  # ``actions`` is also the name of get_broadcast's parameter
 
 @contextlib.asynccontextmanager
 async def _opened(cls: type[Store], url: str) -> AsyncIterator[Store]:
-    engine = create_engine(url)
+    store = cls(create_engine(url))
     try:
-        yield cls(engine)
+        yield store
     finally:
-        await engine.dispose()
+        await store.close()
 
 
 def _now() -> datetime:

@@ -2,8 +2,10 @@
 
 The whole server (``""``) and ``tgbroadcast.v1.BroadcastService`` say SERVING only while
 :class:`~tgbroadcast.core.health.Readiness` passes: a background task re-checks every
-:data:`INTERVAL` seconds (each check times out within a second), so the status follows an
-outage within two seconds. When the process drains it says NOT_SERVING at once, for good.
+:data:`INTERVAL` seconds, so the status follows an outage within two seconds while the event
+loop runs — at most a result reused for ``MAX_AGE`` (0.5 s), plus :data:`INTERVAL`, plus a
+check's ``CHECK_TIMEOUT`` (0.8 s): 1.8 s (a stalled loop adds its stall). When the process
+drains it says NOT_SERVING at once, for good.
 """
 
 from __future__ import annotations
@@ -22,8 +24,8 @@ from tgbroadcast.v1 import broadcast_pb2 as pb
 
 logger = logging.getLogger(__name__)
 
-INTERVAL: Final = 1.0
-"""Seconds between readiness checks."""
+INTERVAL: Final = 0.5
+"""Seconds between readiness checks (with ``MAX_AGE`` and ``CHECK_TIMEOUT``: under 2 s)."""
 BROADCAST_SERVICE: Final = pb.DESCRIPTOR.services_by_name["BroadcastService"].full_name
 SERVICES: Final = (health.OVERALL_HEALTH, BROADCAST_SERVICE)
 _SERVING: Final = health_pb2.HealthCheckResponse.SERVING

@@ -1,14 +1,17 @@
 """The gRPC side of :mod:`tgbroadcast.server.guards`: who may call, how often, and the access log.
 
-Every call goes through :class:`AuthInterceptor`, in this order: the network allow-list
-(PERMISSION_DENIED), the failed-authentication throttle (RESOURCE_EXHAUSTED), the token
-(UNAUTHENTICATED), the token's request rate (RESOURCE_EXHAUSTED); both RESOURCE_EXHAUSTED
-carry a ``google.rpc.RetryInfo`` detail saying how long to wait. An authenticated call runs
-with its :class:`~tgbroadcast.server.auth.Caller` in :data:`~tgbroadcast.server.auth.CALLER`.
+Every call goes through :meth:`~tgbroadcast.server.guards.Guards.admit` in
+:class:`AuthInterceptor`: the network allow-list (PERMISSION_DENIED), the failed-authentication
+throttle (RESOURCE_EXHAUSTED), the token (UNAUTHENTICATED), the token's request rate
+(RESOURCE_EXHAUSTED); both RESOURCE_EXHAUSTED carry a ``google.rpc.RetryInfo`` detail saying
+how long to wait. An authenticated call runs with its :class:`~tgbroadcast.server.auth.Caller`
+in :data:`~tgbroadcast.server.auth.CALLER`.
 
-``grpc.health.v1.Health`` is exempt from all of it: it is the readiness probe, and probes
-come from wherever the orchestrator runs. Server reflection follows the allow-list but needs
-no token (like ``/openapi.json``, it reveals the public contract only).
+``grpc.health.v1.Health`` and server reflection need no token (one is the readiness probe,
+the other reveals the public contract only, like ``/openapi.json``) but follow the
+allow-list like every RPC: only the HTTP probes ``/livez`` and ``/readyz`` answer anyone. A
+method the server does not have is refused PERMISSION_DENIED outside the allow-list, and
+UNIMPLEMENTED inside it, so a scan learns nothing from outside.
 
 One line per call on the ``tgbroadcast.access`` logger: method, status code, duration, token
 name, client address. Never metadata or a token.
@@ -24,7 +27,7 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import aclosing, contextmanager
 from dataclasses import dataclass
-from typing import Any, TypeAlias
+from typing import Any, Final, TypeAlias
 
 import grpc
 from google.protobuf import any_pb2, duration_pb2
@@ -33,8 +36,8 @@ from grpc_health.v1 import health
 from grpc_reflection.v1alpha import reflection
 from grpc_status import rpc_status
 
-from tgbroadcast.server.auth import CALLER, Caller, TokenCheck
-from tgbroadcast.server.guards import Guards, grpc_peer_address
+from tgbroadcast.server.auth import CALLER, TokenCheck
+from tgbroadcast.server.guards import Guards, Refusal, RefusalKind, grpc_peer_address
 
 access_logger = logging.getLogger("tgbroadcast.access")
 
@@ -42,7 +45,14 @@ _Handler: TypeAlias = "grpc.RpcMethodHandler[Any, Any]"
 _Context: TypeAlias = "grpc.aio.ServicerContext[Any, Any]"
 _Admit: TypeAlias = Callable[[_Context, "_Call"], Awaitable[None]]
 
-_UNAUTHENTICATED = "missing or invalid API token (metadata authorization: Bearer <token>)"
+MAX_LOGGED_METHOD: Final = 100
+"""Characters of a method name the server does not have that the access log keeps."""
+UNIMPLEMENTED: Final = "Method not found!"
+"""gRPC's own words for a method the server does not have."""
+CODES: Final = {
+    RefusalKind.FORBIDDEN: grpc.StatusCode.PERMISSION_DENIED,
+    RefusalKind.UNAUTHENTICATED: grpc.StatusCode.UNAUTHENTICATED,
+}
 
 
 def resource_exhausted(message: str, retry_after: float | None = None) -> grpc.Status:
@@ -72,12 +82,10 @@ class _Call:
 
 class AuthInterceptor(grpc.aio.ServerInterceptor):
     """The allow-list, the failed-authentication throttle, the API token, the per-token rate
-    and the access log, for every call (see the module's docstring for the exemptions)."""
+    and the access log, for every call (see the module's docstring)."""
 
-    EXEMPT_SERVICES = frozenset({health.SERVICE_NAME})
-    """Served to anyone, anywhere: the readiness probe."""
     PUBLIC_SERVICES = frozenset({health.SERVICE_NAME, reflection.SERVICE_NAME})
-    """Served without a token."""
+    """Served without a token (behind the allow-list)."""
 
     def __init__(self, tokens: TokenCheck, guards: Guards | None = None) -> None:
         self._tokens = tokens
@@ -88,53 +96,36 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):
         continuation: Callable[[grpc.HandlerCallDetails], Awaitable[_Handler | None]],
         handler_call_details: grpc.HandlerCallDetails,
     ) -> _Handler | None:
+        method = handler_call_details.method
         handler = await continuation(handler_call_details)
         if handler is None:
-            return None
-        method = handler_call_details.method
+            return _unimplemented(method[:MAX_LOGGED_METHOD], self._admit_public)
         # The method is "/<package>.<Service>/<Method>".
         service = method.lstrip("/").rpartition("/")[0]
-        if service in self.EXEMPT_SERVICES:
-            return _wrapped(handler, method, self._admit_anyone)
         if service in self.PUBLIC_SERVICES:
             return _wrapped(handler, method, self._admit_public)
         return _wrapped(handler, method, self._admit)
 
-    async def _admit_anyone(self, context: _Context, call: _Call) -> None:
-        """Nothing to check: the client's address for the access log."""
-        call.client = self._client(context)
-
     async def _admit_public(self, context: _Context, call: _Call) -> None:
         """The allow-list only."""
-        call.client = self._client(context)
-        if not self._guards.network.allows(call.client):
-            await _refuse(
-                context,
-                call,
-                grpc.StatusCode.PERMISSION_DENIED,
-                f"client address {call.client[:100]} is not in server.allowed_networks",
-            )
+        await self._check(context, call, public=True)
 
     async def _admit(self, context: _Context, call: _Call) -> None:
         """Every guard; sets :data:`CALLER` when the call may go ahead."""
-        await self._admit_public(context, call)
-        guards = self._guards
-        if wait := guards.auth_failures.blocked(call.client):
-            message = "too many failed authentications from this address; try later"
-            await _exhausted(context, call, message, wait)
-        name = self._tokens.identify(_metadata(context, "authorization"))
-        if name is None:
-            guards.auth_failures.failed(call.client)
-            await _refuse(context, call, grpc.StatusCode.UNAUTHENTICATED, _UNAUTHENTICATED)
-            return
-        call.token_name = name
-        if wait := guards.limiter.acquire(name):
-            message = (
-                f"more than server.requests_per_second ({guards.limiter.rate:g}) with this "
-                "API token; slow down"
-            )
-            await _exhausted(context, call, message, wait)
-        CALLER.set(Caller(token_name=name, address=call.client))
+        await self._check(context, call, public=False)
+
+    async def _check(self, context: _Context, call: _Call, *, public: bool) -> None:
+        call.client = self._client(context)
+        verdict = self._guards.admit(
+            self._tokens, call.client, _metadata(context, "authorization"), public=public
+        )
+        if isinstance(verdict, Refusal):
+            if verdict.caller is not None:
+                call.token_name = verdict.caller.token_name
+            await _refuse(context, call, verdict)
+        elif verdict is not None:
+            call.token_name = verdict.token_name
+            CALLER.set(verdict)
 
     def _client(self, context: _Context) -> str:
         forwarded = [
@@ -152,15 +143,29 @@ def _metadata(context: _Context, key: str) -> str | None:
     return None
 
 
-async def _refuse(context: _Context, call: _Call, code: grpc.StatusCode, message: str) -> None:
-    call.code = code
-    await context.abort(code, message)
+async def _refuse(context: _Context, call: _Call, refusal: Refusal) -> None:
+    """Abort with the refusal's code: PERMISSION_DENIED, UNAUTHENTICATED, or
+    RESOURCE_EXHAUSTED with ``RetryInfo``."""
+    if refusal.kind is RefusalKind.TOO_MANY:
+        status = resource_exhausted(refusal.detail, refusal.retry_after)
+        call.code = status.code
+        await context.abort(status.code, status.details, status.trailing_metadata)
+    call.code = CODES[refusal.kind]
+    await context.abort(call.code, refusal.detail)
 
 
-async def _exhausted(context: _Context, call: _Call, message: str, wait: float) -> None:
-    status = resource_exhausted(message, wait)
-    call.code = status.code
-    await context.abort(status.code, status.details, status.trailing_metadata)
+def _unimplemented(method: str, admit: _Admit) -> _Handler:
+    """A method the server does not have: the allow-list first (gRPC itself would answer
+    UNIMPLEMENTED to anyone), then UNIMPLEMENTED, logged like any call. Bidirectional
+    streaming takes any call's shape, and the request is never read."""
+
+    async def refuse(requests: Any, context: _Context) -> None:
+        with _logged(method, context) as call:
+            await admit(context, call)
+            call.code = grpc.StatusCode.UNIMPLEMENTED
+            await context.abort(call.code, UNIMPLEMENTED)
+
+    return grpc.stream_stream_rpc_method_handler(refuse)
 
 
 def _wrapped(handler: _Handler, method: str, admit: _Admit) -> _Handler:

@@ -52,8 +52,11 @@ async def watch_broadcast(
                     update = await slot.wait(anext(updates))
                 except StopAsyncIteration:
                     return
-                except StreamClosing:
-                    await context.abort(grpc.StatusCode.UNAVAILABLE, SHUTTING_DOWN)
+                except StreamClosing as closing:
+                    try:  # the status leaves at once; the read's clean-up comes after
+                        await context.abort(grpc.StatusCode.UNAVAILABLE, SHUTTING_DOWN)
+                    finally:
+                        await closing.settle()
                 yield messages.watch_update(update)
     finally:
         slot.release()

@@ -40,7 +40,7 @@ from tgbroadcast.core.health import Readiness
 from tgbroadcast.core.rules.validation import SendRequest
 from tgbroadcast.core.service.broadcasting import BroadcastingService
 from tgbroadcast.server.auth import TokenCheck, current_caller_name
-from tgbroadcast.server.guards import Guards, retry_after_header
+from tgbroadcast.server.guards import Guards
 from tgbroadcast.server.rest import (
     content,
     controls,
@@ -59,9 +59,9 @@ from tgbroadcast.server.streams import DEFAULT_MAX_WATCHERS, Watchers
 
 logger = logging.getLogger(__name__)
 
-UNAUTHENTICATED_PATHS = frozenset({"/livez", "/readyz", "/metrics", "/openapi.json"})
+UNAUTHENTICATED_PATHS = health.PATHS | {"/metrics", "/openapi.json"}
 """Served without a token: they reveal counts and the public contract, never content or
-tokens."""
+tokens. Only the probes (:data:`.health.PATHS`) also ignore the allow-list."""
 SERVICE_KEY = params.SERVICE_KEY
 TOKENS_KEY = guards.TOKENS_KEY
 MAX_BODY_KEY = params.MAX_BODY_KEY
@@ -91,10 +91,7 @@ async def errors_middleware(request: web.Request, handler: Handler) -> web.Strea
     except AlreadyExists as exc:
         return rendering.problem(409, params.clipped(str(exc)))
     except ResourceExhausted as exc:
-        exhausted = rendering.problem(429, str(exc))
-        if exc.retry_after is not None:
-            exhausted.headers["Retry-After"] = retry_after_header(exc.retry_after)
-        return exhausted
+        return guards.too_many(str(exc), exc.retry_after)
     except web.HTTPRequestEntityTooLarge:
         limit = request.app[MAX_BODY_KEY]
         return rendering.problem(413, f"request body is larger than the limit of {limit} bytes")

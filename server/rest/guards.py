@@ -1,11 +1,11 @@
 """The HTTP side of :mod:`tgbroadcast.server.guards`: who may call, how often, and the access log.
 
-:func:`guard_middleware` runs, in this order: the network allow-list (403 on every route but
-:data:`NETWORK_EXEMPT_PATHS`, so orchestrators probe from anywhere), then — except on the
-public paths the app names — the failed-authentication throttle (429), the token (401), and
-the token's request rate (429); both 429s carry ``Retry-After``. An authenticated request
-runs with its :class:`~tgbroadcast.server.auth.Caller` in
-:data:`~tgbroadcast.server.auth.CALLER`.
+:func:`guard_middleware` answers the probes (:data:`.health.PATHS`) to anyone, and puts every
+other request through :meth:`~tgbroadcast.server.guards.Guards.admit` — the network
+allow-list (403), then, except on the public paths the app names, the failed-authentication
+throttle (429), the token (401) and the token's request rate (429, both with
+``Retry-After``) — turning a refusal into problem+json. An authenticated request runs with
+its :class:`~tgbroadcast.server.auth.Caller` in :data:`~tgbroadcast.server.auth.CALLER`.
 
 :func:`access_log_middleware` writes one line per request on the ``tgbroadcast.access``
 logger: method, route template, status, duration, token name, client address. Never a
@@ -23,13 +23,11 @@ from typing import Final
 from aiohttp import web
 
 from tgbroadcast.server.auth import CALLER, Caller, TokenCheck
-from tgbroadcast.server.guards import Guards, retry_after_header
-from tgbroadcast.server.rest import rendering
+from tgbroadcast.server.guards import Guards, Refusal, RefusalKind, retry_after_header
+from tgbroadcast.server.rest import health, rendering
 
 access_logger = logging.getLogger("tgbroadcast.access")
 
-NETWORK_EXEMPT_PATHS: Final = frozenset({"/livez", "/readyz"})
-"""Answered whatever the client's address: liveness and readiness probes."""
 MAX_LOGGED_PATH: Final = 100
 """Characters of a path no route matched that the access log keeps."""
 CLIENT_CLOSED: Final = 499
@@ -38,13 +36,17 @@ CLIENT_CLOSED: Final = 499
 GUARDS_KEY: Final = web.AppKey("guards", Guards)
 TOKENS_KEY: Final = web.AppKey("tokens", TokenCheck)
 PUBLIC_PATHS_KEY: Final = web.AppKey("public_paths", frozenset[str])
-"""Paths served without a token (still behind the allow-list unless network-exempt)."""
+"""Paths served without a token (still behind the allow-list, unless a probe)."""
 CALLER_KEY: Final = web.RequestKey("caller", Caller)
 CLIENT_KEY: Final = web.RequestKey("client_address", str)
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
-_UNAUTHENTICATED = "missing or invalid API token (Authorization: Bearer <token>)"
+STATUS: Final = {
+    RefusalKind.FORBIDDEN: 403,
+    RefusalKind.UNAUTHENTICATED: 401,
+    RefusalKind.TOO_MANY: 429,
+}
 
 
 @web.middleware
@@ -54,37 +56,40 @@ async def guard_middleware(request: web.Request, handler: Handler) -> web.Stream
         request.remote, request.headers.getall("X-Forwarded-For", ())
     )
     request[CLIENT_KEY] = address
-    if request.path not in NETWORK_EXEMPT_PATHS and not guards.network.allows(address):
-        return rendering.problem(
-            403, f"client address {address[:100]} is not in server.allowed_networks"
-        )
-    if request.path in request.app[PUBLIC_PATHS_KEY]:
+    if request.path in health.PATHS:  # probes come from wherever the orchestrator runs
         return await handler(request)
-    if wait := guards.auth_failures.blocked(address):
-        return too_many(wait, "too many failed authentications from this address; try later")
-    name = request.app[TOKENS_KEY].identify(request.headers.get("Authorization"))
-    if name is None:
-        guards.auth_failures.failed(address)
-        return rendering.problem(401, _UNAUTHENTICATED)
-    caller = Caller(token_name=name, address=address)
-    request[CALLER_KEY] = caller
-    if wait := guards.limiter.acquire(name):
-        return too_many(
-            wait,
-            f"more than server.requests_per_second ({guards.limiter.rate:g}) with this API "
-            "token; slow down",
-        )
-    reset = CALLER.set(caller)
+    verdict = guards.admit(
+        request.app[TOKENS_KEY],
+        address,
+        request.headers.get("Authorization"),
+        public=request.path in request.app[PUBLIC_PATHS_KEY],
+    )
+    if isinstance(verdict, Refusal):
+        if verdict.caller is not None:
+            request[CALLER_KEY] = verdict.caller
+        return refused(verdict)
+    if verdict is None:
+        return await handler(request)
+    request[CALLER_KEY] = verdict
+    reset = CALLER.set(verdict)
     try:
         return await handler(request)
     finally:
         CALLER.reset(reset)
 
 
-def too_many(wait: float, detail: str) -> web.Response:
-    """429 problem+json with ``Retry-After`` (whole seconds, rounded up)."""
+def refused(refusal: Refusal) -> web.Response:
+    """The refusal as problem+json: 403, 401, or 429 with ``Retry-After``."""
+    if refusal.kind is RefusalKind.TOO_MANY:
+        return too_many(refusal.detail, refusal.retry_after)
+    return rendering.problem(STATUS[refusal.kind], refusal.detail)
+
+
+def too_many(detail: str, retry_after: float | None = None) -> web.Response:
+    """429 problem+json, with ``Retry-After`` (whole seconds, rounded up) when waiting helps."""
     response = rendering.problem(429, detail)
-    response.headers["Retry-After"] = retry_after_header(wait)
+    if retry_after is not None:
+        response.headers["Retry-After"] = retry_after_header(retry_after)
     return response
 
 

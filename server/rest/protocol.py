@@ -8,15 +8,24 @@ flood the log or see their own header mirrored by an intermediary's 400.
 
 :class:`QuietRequestHandler` answers such a request with a fixed ``application/problem+json``
 400 (nothing of the request echoed) and logs one WARNING line without a traceback, naming the
-client and the kind of error only. :class:`ApiRunner` is ``web.AppRunner`` with that handler
-on every connection. Anything else reaching ``handle_error`` (a handler's unexpected
-exception: a bug) keeps aiohttp's answer and its ERROR log.
+client and the kind of error only: once per connection, and at most one line per
+:data:`MALFORMED_LOG_INTERVAL` for the whole process (:class:`MalformedLog`; the next line
+counts those left out), so many bad connections cannot flood the log either.
+:class:`ApiRunner` is ``web.AppRunner`` with that handler on every connection. Anything else
+reaching ``handle_error`` (a handler's unexpected exception: a bug) keeps aiohttp's answer and
+its ERROR log.
+
+This leans on aiohttp internals (``RequestHandler.handle_error``'s signature,
+``web.Server``'s ``_kwargs`` and ``_loop``): the dependency is pinned to the minor versions
+checked (``tests/test_hostile_input.py`` fails loudly when they change).
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import time
+from collections.abc import Callable
 from http import HTTPStatus
 from typing import Any, Final
 
@@ -30,6 +39,40 @@ from tgbroadcast.server.rest import rendering
 logger = logging.getLogger(__name__)
 
 MALFORMED_DETAIL: Final = "malformed HTTP request"
+MALFORMED_LOG_INTERVAL: Final = 1.0
+"""Seconds between two "malformed HTTP request" lines of the process, at least."""
+
+
+class MalformedLog:
+    """At most one WARNING per ``interval`` seconds; the next line written says how many were
+    left out in between (``suppressed``)."""
+
+    def __init__(
+        self,
+        interval: float = MALFORMED_LOG_INTERVAL,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._interval = interval
+        self._clock = clock
+        self._last = float("-inf")
+        self._suppressed = 0
+
+    def warn(self, client: str | None, exc: BaseException) -> None:
+        now = self._clock()
+        if now - self._last < self._interval:
+            self._suppressed += 1
+            return
+        self._last = now
+        extra: dict[str, Any] = {"client": client, "error": type(exc).__name__}
+        if self._suppressed:
+            extra["suppressed"] = self._suppressed
+            self._suppressed = 0
+        logger.warning("malformed HTTP request", extra=extra)
+
+
+MALFORMED_LOG = MalformedLog()
+"""The process's one log of malformed requests, shared by every connection and listener."""
 
 
 def client_caused(exc: BaseException) -> bool:
@@ -57,7 +100,7 @@ def log_malformed(request: BaseRequest, exc: BaseException) -> None:
 
 
 def _warn(client: str | None, exc: BaseException) -> None:
-    logger.warning("malformed HTTP request", extra={"client": client, "error": type(exc).__name__})
+    MALFORMED_LOG.warn(client, exc)
 
 
 class QuietRequestHandler(RequestHandler):

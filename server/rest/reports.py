@@ -44,9 +44,9 @@ CSV_HEADER: Final = ("user_id", "outcome", "message_id", "error", "finished_at")
 END_EVENT_ID: Final = "end"
 """The ``id`` of the closing event: a reconnect carrying it as ``Last-Event-ID`` is answered
 204 No Content, which tells a browser's ``EventSource`` to stop reconnecting."""
-_WATCH_AHEAD: Final = 64
 WATCHERS_KEY: Final = web.AppKey("watchers", Watchers)
 SHUTDOWN_DETAIL: Final = "the server is shutting down; reconnect to resume"
+_WATCH_AHEAD: Final = 64
 """Updates read ahead of a slow SSE client."""
 
 
@@ -243,8 +243,11 @@ async def watch_events(request: web.Request) -> web.StreamResponse:
             except TimeoutError:
                 await response.write(b": heartbeat\n\n")
                 continue
-            except StreamClosing:
-                await response.write(sse_event("shutdown", {"detail": SHUTDOWN_DETAIL}))
+            except StreamClosing as closing:
+                try:
+                    await response.write(sse_event("shutdown", {"detail": SHUTDOWN_DETAIL}))
+                finally:
+                    await closing.settle()
                 break
             if isinstance(item, BaseException):
                 logger.warning(

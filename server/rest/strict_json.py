@@ -10,7 +10,7 @@ refused with a 400 naming the field instead.
 * No ``NaN`` / ``Infinity`` (not JSON).
 
 Violations name the value's path (``users[1].id``), keys cut to
-:data:`~tgbroadcast.server.rest.params.ECHO_LIMIT` characters.
+:data:`ECHO_LIMIT` characters.
 """
 
 from __future__ import annotations

@@ -10,19 +10,25 @@
     │                        allow the move (the message names the state)
     ├── AlreadyExists        ALREADY_EXISTS: an idempotency key reused with another request
     ├── Unauthenticated      UNAUTHENTICATED: no API token, or a wrong one
+    ├── PermissionDenied     PERMISSION_DENIED: this address is not in the server's
+    │                        ``server.allowed_networks``
+    ├── ResourceExhausted    RESOURCE_EXHAUSTED: a limit (requests per second, failed
+    │                        authentications, open watch streams, pending recipients);
+    │                        ``retry_after`` says when to try again, where it is known
     └── Unavailable          UNAVAILABLE: the service, its database or its queue cannot be
-                             reached right now; worth retrying
+                             reached right now, or it is shutting down; worth retrying
 
 No message here ever contains the API token: it travels only in the call metadata.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import cast
 
 import grpc
+from google.protobuf import any_pb2
 from google.protobuf.message import DecodeError
 from google.rpc import error_details_pb2, status_pb2
 
@@ -73,6 +79,18 @@ class Unauthenticated(BroadcastClientError):
     """The API token is missing or wrong."""
 
 
+class PermissionDenied(BroadcastClientError):
+    """The client's address is not one the server serves."""
+
+
+class ResourceExhausted(BroadcastClientError):
+    """A limit was reached; ``retry_after`` is the seconds to wait (None: not known)."""
+
+    def __init__(self, code: grpc.StatusCode, details: str, retry_after: float | None) -> None:
+        super().__init__(code, details)
+        self.retry_after = retry_after
+
+
 class Unavailable(BroadcastClientError):
     """The service (or its database or queue) cannot be reached right now: retry later."""
 
@@ -82,6 +100,7 @@ _BY_CODE: dict[grpc.StatusCode, type[BroadcastClientError]] = {
     grpc.StatusCode.FAILED_PRECONDITION: FailedPrecondition,
     grpc.StatusCode.ALREADY_EXISTS: AlreadyExists,
     grpc.StatusCode.UNAUTHENTICATED: Unauthenticated,
+    grpc.StatusCode.PERMISSION_DENIED: PermissionDenied,
     grpc.StatusCode.UNAVAILABLE: Unavailable,
 }
 
@@ -94,12 +113,34 @@ def error_from_rpc(error: grpc.RpcError) -> BroadcastClientError:
     details = error.details() or code.name.lower().replace("_", " ")
     if code == grpc.StatusCode.INVALID_ARGUMENT:
         return InvalidArgument(code, details, _violations(error))
+    if code == grpc.StatusCode.RESOURCE_EXHAUSTED:
+        return ResourceExhausted(code, details, _retry_after(error))
     return _BY_CODE.get(code, BroadcastClientError)(code, details)
 
 
 def _violations(error: grpc.RpcError) -> tuple[FieldViolation, ...]:
     """The ``google.rpc.BadRequest`` field violations in the call's trailing metadata."""
     violations: list[FieldViolation] = []
+    for detail in _details(error):
+        bad_request = error_details_pb2.BadRequest()
+        if detail.Unpack(bad_request):
+            violations.extend(
+                FieldViolation(v.field, v.description) for v in bad_request.field_violations
+            )
+    return tuple(violations)
+
+
+def _retry_after(error: grpc.RpcError) -> float | None:
+    """The ``google.rpc.RetryInfo`` delay in seconds, when the server sent one."""
+    for detail in _details(error):
+        retry = error_details_pb2.RetryInfo()
+        if detail.Unpack(retry):
+            return retry.retry_delay.ToTimedelta().total_seconds()
+    return None
+
+
+def _details(error: grpc.RpcError) -> Iterator[any_pb2.Any]:
+    """The details of the ``google.rpc.Status`` in the call's trailing metadata."""
     # Every stack yields (key, value) pairs here (aio's Metadata, the blocking stack's and
     # grpc_testing's tuples); the stubs type RpcError's as objects with .key and .value.
     pairs = cast("Iterable[tuple[str, str | bytes]]", error.trailing_metadata() or ())
@@ -110,10 +151,4 @@ def _violations(error: grpc.RpcError) -> tuple[FieldViolation, ...]:
             status = status_pb2.Status.FromString(value)
         except DecodeError:
             continue
-        for detail in status.details:
-            bad_request = error_details_pb2.BadRequest()
-            if detail.Unpack(bad_request):
-                violations.extend(
-                    FieldViolation(v.field, v.description) for v in bad_request.field_violations
-                )
-    return tuple(violations)
+        yield from status.details
