@@ -6,14 +6,13 @@ from __future__ import annotations
 import asyncio
 import io
 import re
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
 from tests.fixtures.clients import WRONG_TOKEN, client_for
 from tests.fixtures.environ import user_environ
-from tests.fixtures.processes import TGBROADCAST
+from tests.fixtures.processes import TGBROADCAST, run_send
 from tests.fixtures.stack import API_TOKEN, SECOND_API_TOKEN, Stack, on_sqlite
 from tests.fixtures.telegram import BOT_ID
 from tgbroadcast.simulator import ChatState, ChatType
@@ -23,33 +22,11 @@ from tgbroadcast_client import (
 )
 
 
-@dataclass(frozen=True)
-class Run:
-    returncode: int
-    stdout: str
-    stderr: str
-
-
-async def run_cli(*args: str, environ: dict[str, str]) -> Run:
-    proc = await asyncio.create_subprocess_exec(
-        str(TGBROADCAST),
-        "send",
-        *args,
-        env=user_environ(**environ),
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-    )
-    async with asyncio.timeout(60):
-        stdout, stderr = await proc.communicate()
-    assert proc.returncode is not None
-    return Run(proc.returncode, stdout.decode(), stderr.decode())
-
-
 @on_sqlite
 async def test_cli_sends_watches_and_summarises(stack: Stack) -> None:
     blocked = 33
     stack.simulator.chats.declare(blocked, ChatState.BLOCKED)
-    run = await run_cli(
+    run = await run_send(
         "--target",
         stack.grpc_target,
         "--message",
@@ -118,7 +95,7 @@ async def test_cli_exits_non_zero_when_the_watched_broadcast_is_cancelled(stack:
 
 @on_sqlite
 async def test_cli_reports_invalid_arguments_by_field(stack: Stack) -> None:
-    run = await run_cli(
+    run = await run_send(
         "--target",
         stack.grpc_target,
         "--message",
@@ -136,7 +113,7 @@ async def test_cli_reports_invalid_arguments_by_field(stack: Stack) -> None:
 
 @on_sqlite
 async def test_cli_reports_a_wrong_token_without_showing_it(stack: Stack) -> None:
-    run = await run_cli(
+    run = await run_send(
         "--target",
         stack.grpc_target,
         "--user-id",
@@ -151,10 +128,10 @@ async def test_cli_reports_a_wrong_token_without_showing_it(stack: Stack) -> Non
 
 
 async def test_cli_needs_a_token_and_an_audience() -> None:
-    no_token = await run_cli("--user-id", "1", environ={})
+    no_token = await run_send("--user-id", "1", environ={})
     assert no_token.returncode == send_cli.EXIT_USAGE
     assert "no API token" in no_token.stderr
-    no_audience = await run_cli("--message", "hi", environ={"TGBROADCAST_TOKEN": "x"})
+    no_audience = await run_send("--message", "hi", environ={"TGBROADCAST_TOKEN": "x"})
     assert no_audience.returncode == send_cli.EXIT_USAGE
     assert "one of the arguments --user-id --all-users --tag is required" in no_audience.stderr
 
@@ -185,7 +162,7 @@ async def test_cli_copies_and_forwards_a_channel_post(stack: Stack) -> None:
     post = stack.simulator.post_message(bot_id=BOT_ID, chat_id=channel, text="Channel news")
     environ = {"TGBROADCAST_TOKEN": API_TOKEN}
     for kind, method, chat in (("copy", "copyMessage", 71), ("forward", "forwardMessage", 72)):
-        run = await run_cli(
+        run = await run_send(
             "--target",
             stack.grpc_target,
             "--media-type",
@@ -209,7 +186,7 @@ async def test_cli_copies_and_forwards_a_channel_post(stack: Stack) -> None:
 @on_sqlite
 async def test_cli_sends_an_album_from_items_and_from_a_file(stack: Stack, tmp_path: Path) -> None:
     environ = {"TGBROADCAST_TOKEN": API_TOKEN}
-    run = await run_cli(
+    run = await run_send(
         "--target",
         stack.grpc_target,
         "--media-type",
@@ -232,7 +209,7 @@ async def test_cli_sends_an_album_from_items_and_from_a_file(stack: Stack, tmp_p
         '"caption": "*Two*", "has_spoiler": true}, '
         '{"media_type": "video", "media_url": "https://cdn.example.com/d.mp4"}]'
     )
-    run = await run_cli(
+    run = await run_send(
         "--target",
         stack.grpc_target,
         "--album-file",  # the media type follows from the album
@@ -282,7 +259,7 @@ async def test_cli_refuses_a_kind_without_what_it_needs(
     args: list[str], message: str, tmp_path: Path
 ) -> None:
     # No service: a usage error is found before any connection.
-    run = await run_cli(
+    run = await run_send(
         "--target", "127.0.0.1:9", *args, "--user-id", "1", environ={"TGBROADCAST_TOKEN": "x"}
     )
     assert run.returncode == send_cli.EXIT_USAGE, run.stderr
@@ -300,7 +277,7 @@ async def test_cli_refuses_a_bad_album_file(tmp_path: Path) -> None:
     for name, (text, message) in bad.items():
         path = tmp_path / f"{name}.json"
         path.write_text(text)
-        run = await run_cli(
+        run = await run_send(
             "--album-file", str(path), "--user-id", "1", environ={"TGBROADCAST_TOKEN": "x"}
         )
         assert run.returncode == send_cli.EXIT_USAGE, (name, run.stderr)

@@ -11,8 +11,7 @@ from typing import TypedDict
 
 import pytest
 
-from tests.fixtures.environ import user_environ
-from tests.fixtures.processes import TGBROADCAST
+from tests.fixtures.processes import run_send
 from tests.fixtures.stack import API_TOKEN, Stack, open_backend, start_stack
 from tests.fixtures.tls import Pki
 from tgbroadcast.simulator import Simulator
@@ -82,40 +81,25 @@ def test_the_clients_want_a_certificate_with_its_key(pki: Pki) -> None:
             make("127.0.0.1:1", API_TOKEN, ca_file=pki.folder / "missing.pem")
 
 
-async def run_cli(*args: str, environ: dict[str, str]) -> tuple[int, str, str]:
-    proc = await asyncio.create_subprocess_exec(
-        str(TGBROADCAST),
-        "send",
-        *args,
-        env=user_environ(**environ),
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-    )
-    async with asyncio.timeout(60):
-        stdout, stderr = await proc.communicate()
-    assert proc.returncode is not None
-    return proc.returncode, stdout.decode(), stderr.decode()
-
-
 async def test_the_cli_speaks_tls_from_flags_and_from_the_environment(
     tls_stack: Stack, pki: Pki
 ) -> None:
     files = client_files(tls_stack, pki)
     flags = [f"--{name.replace('_', '-')}={path}" for name, path in files.items()]
     common = ["--target", tls_stack.grpc_target, "--message", "hi", "--user-id", "23"]
-    code, out, err = await run_cli(*common, *flags, environ={"TGBROADCAST_TOKEN": API_TOKEN})
+    code, out, err = await run_send(*common, *flags, environ={"TGBROADCAST_TOKEN": API_TOKEN})
     assert code == 0, err
     assert out.startswith("broadcast ")
 
     variables = {f"TGBROADCAST_{name.upper()}": str(path) for name, path in files.items()}
-    code, out, err = await run_cli(
+    code, out, err = await run_send(
         *common, "--watch", environ={"TGBROADCAST_TOKEN": API_TOKEN, **variables}
     )
     assert code == 0, err
     assert "completed" in out.lower()
 
     # Plaintext to a TLS port: the call fails, exit 1, and the token is never shown.
-    code, out, err = await run_cli(*common, environ={"TGBROADCAST_TOKEN": API_TOKEN})
+    code, out, err = await run_send(*common, environ={"TGBROADCAST_TOKEN": API_TOKEN})
     assert code == 1
     assert "UNAVAILABLE" in err
     assert API_TOKEN not in out + err

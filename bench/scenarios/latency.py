@@ -68,7 +68,7 @@ async def latency(bench: Bench) -> Section:
             progress(f"7. {transport}, {requests} requests of {size} recipient(s)")
             async with bench.meter.measuring() as window:
                 began = time.perf_counter()
-                latencies = await _load(call, requests, concurrency)
+                latencies = await timed_load(call, requests, concurrency)
                 elapsed = time.perf_counter() - began
             p50 = percentile(latencies, 0.5)
             p99 = percentile(latencies, 0.99)
@@ -136,7 +136,9 @@ async def latency(bench: Bench) -> Section:
     return section
 
 
-async def _load(call: Callable[[], Awaitable[int]], requests: int, concurrency: int) -> list[float]:
+async def timed_load(
+    call: Callable[[], Awaitable[object]], requests: int, concurrency: int
+) -> list[float]:
     """``requests`` calls, ``concurrency`` at a time; each one's seconds."""
     latencies: list[float] = []
     remaining = iter(range(requests))

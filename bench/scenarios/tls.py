@@ -10,9 +10,7 @@ The per-token rate limit is off, so every request is served.
 
 from __future__ import annotations
 
-import asyncio
 import ssl
-import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -26,6 +24,7 @@ from bench.children import API_TOKEN, Cluster, ServiceConfig
 from bench.profiles import Bench
 from bench.report import Section, Table, emit, fmt, progress
 from bench.runs import track_cluster
+from bench.scenarios.latency import timed_load
 from tgbroadcast.v1 import broadcast_pb2 as pb
 from tgbroadcast.v1 import broadcast_pb2_grpc as pb_grpc
 
@@ -89,7 +88,7 @@ async def tls_cost(bench: Bench) -> Section:
                 progress(f"8. {mode} {transport}, {count} requests, {connection} connections")
                 call = caller.call(transport, connection)
                 async with bench.meter.measuring() as window:
-                    latencies = await _load(call, count, concurrency)
+                    latencies = await timed_load(call, count, concurrency)
                 cpu = window.cpu("server")
                 p50, p99 = percentile(latencies, 0.5), percentile(latencies, 0.99)
                 measured = Measured(
@@ -236,18 +235,3 @@ def _channel(target: str, ca_file: Path | None, *, fresh: bool = False) -> grpc.
         return grpc.aio.insecure_channel(target, options=options)
     credentials = grpc.ssl_channel_credentials(root_certificates=ca_file.read_bytes())
     return grpc.aio.secure_channel(target, credentials, options=options)
-
-
-async def _load(call: Call, requests: int, concurrency: int) -> list[float]:
-    """``requests`` calls, ``concurrency`` at a time; each one's seconds."""
-    latencies: list[float] = []
-    remaining = iter(range(requests))
-
-    async def caller() -> None:
-        for _ in remaining:
-            began = time.perf_counter()
-            await call()
-            latencies.append(time.perf_counter() - began)
-
-    await asyncio.gather(*(caller() for _ in range(concurrency)))
-    return latencies
