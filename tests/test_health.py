@@ -80,12 +80,19 @@ async def test_livez_and_readyz_answer_without_a_token(sqlite_stack: Stack) -> N
         assert await grpc_health(sqlite_stack, service) == SERVING
 
 
-async def test_healthz_is_gone(sqlite_stack: Stack) -> None:
+async def test_healthz_is_readyz_under_its_old_name(sqlite_stack: Stack) -> None:
     async with (
-        aiohttp.ClientSession(headers=sqlite_stack.auth) as session,
+        aiohttp.ClientSession() as session,
         session.get(sqlite_stack.http_url + "/healthz") as response,
     ):
-        assert (response.status, response.content_type) == (404, "application/problem+json")
+        assert (response.status, await response.json()) == (200, {"status": "ready"})
+    sqlite_stack.running.readiness.start_draining()
+    async with (
+        aiohttp.ClientSession() as session,
+        session.get(sqlite_stack.http_url + "/healthz") as response,
+    ):
+        assert (response.status, response.content_type) == (503, "application/problem+json")
+        assert (await response.json())["checks"]["draining"] != "ok"
 
 
 @pytest.mark.parametrize(

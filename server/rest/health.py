@@ -6,6 +6,8 @@
   answers a query, NATS and JetStream answer, the process is not draining); otherwise 503
   ``application/problem+json`` with ``checks`` (each check's result, ``"ok"`` or why not) and
   a ``detail`` naming the failing checks: send no traffic here until it passes again.
+* ``/healthz`` — the old name of the probe, kept so existing probes keep working: it answers
+  exactly as ``/readyz`` does (it used to say ``ok`` whatever the backends did).
 
 Served by the API's HTTP listener and by a standalone worker's probe port
 (``worker.metrics_port``), with the same :class:`~tgbroadcast.core.health.Readiness`.
@@ -22,7 +24,9 @@ from tgbroadcast.server.rest import rendering
 
 LIVEZ: Final = "/livez"
 READYZ: Final = "/readyz"
-PATHS: Final = frozenset({LIVEZ, READYZ})
+HEALTHZ: Final = "/healthz"
+"""Deprecated: ``/readyz`` under its old name."""
+PATHS: Final = frozenset({LIVEZ, READYZ, HEALTHZ})
 READINESS_KEY: Final = web.AppKey("readiness", Readiness)
 
 
@@ -30,6 +34,7 @@ def add_routes(app: web.Application, readiness: Readiness) -> None:
     app[READINESS_KEY] = readiness
     app.router.add_get(LIVEZ, livez)
     app.router.add_get(READYZ, readyz)
+    app.router.add_get(HEALTHZ, readyz)
 
 
 async def livez(request: web.Request) -> web.Response:

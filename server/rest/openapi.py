@@ -200,6 +200,33 @@ def _lifecycle(operation_id: str, summary: str) -> Schema:
     }
 
 
+def _readiness(operation_id: str, *, deprecated: bool) -> Schema:
+    """``/readyz``, and ``/healthz``: the same probe under its old name."""
+    old_name = "The old name of `/readyz`, answering exactly as it does. " if deprecated else ""
+    not_ready = {PROBLEM_JSON: {"schema": ref("NotReady"), "example": NOT_READY_EXAMPLE}}
+    return {
+        "get": {
+            "operationId": operation_id,
+            "summary": "Readiness: the database and NATS answer, the process is not draining",
+            "description": old_name + "Send traffic here only while this answers 200.",
+            "tags": ["service"],
+            "security": [],
+            **({"deprecated": True} if deprecated else {}),
+            "responses": {
+                "200": {
+                    "description": "Ready.",
+                    "content": json_content(ref("Ready"), {"ready": {"status": "ready"}}),
+                },
+                "503": {
+                    "description": "Not ready: `checks` gives each check's result, "
+                    "`detail` names the failing ones.",
+                    "content": not_ready,
+                },
+            },
+        }
+    }
+
+
 def _paths() -> dict[str, Schema]:
     broadcast_id = {"$ref": "#/components/parameters/BroadcastId"}
     user_id = {"$ref": "#/components/parameters/UserId"}
@@ -477,31 +504,8 @@ def _paths() -> dict[str, Schema]:
                 },
             }
         },
-        "/readyz": {
-            "get": {
-                "operationId": "readyz",
-                "summary": "Readiness: the database and NATS answer, the process is not draining",
-                "description": "Send traffic here only while this answers 200.",
-                "tags": ["service"],
-                "security": [],
-                "responses": {
-                    "200": {
-                        "description": "Ready.",
-                        "content": json_content(ref("Ready"), {"ready": {"status": "ready"}}),
-                    },
-                    "503": {
-                        "description": "Not ready: `checks` gives each check's result, "
-                        "`detail` names the failing ones.",
-                        "content": {
-                            PROBLEM_JSON: {
-                                "schema": ref("NotReady"),
-                                "example": NOT_READY_EXAMPLE,
-                            }
-                        },
-                    },
-                },
-            }
-        },
+        "/readyz": _readiness("readyz", deprecated=False),
+        "/healthz": _readiness("healthz", deprecated=True),
         "/metrics": {
             "get": {
                 "operationId": "metrics",
