@@ -237,6 +237,17 @@ async def test_jobs_round_trip_and_leave_the_stream_after_ack(
         assert await queue.fetch_jobs(max_jobs=10, timeout=0.2) == []
 
 
+async def test_a_cluster_url_lists_several_servers(nats_url: str, queue_prefix: str) -> None:
+    """``nats.url`` as a cluster's comma-separated servers: one that does not answer (port 1)
+    beside a live one; the queue connects to the live one and works."""
+    job = Job(broadcast_id=1, user_ids=(1, 2))
+    async with Queue.connect(f"nats://127.0.0.1:1, {nats_url}", prefix=queue_prefix) as queue:
+        await queue.publish_jobs([job])
+        (received,) = await fetched(queue, 1)
+        assert received.job == job
+        await received.ack()
+
+
 async def test_two_queues_share_the_work_without_double_delivery(
     nats_url: str, queue_prefix: str
 ) -> None:

@@ -107,7 +107,9 @@ class Queue:
     async def _connect(
         cls, url: str, *, names: QueueNames, name: str, ack_wait: float, pt: float
     ) -> AsyncIterator[Queue]:
-        safe_url = _redact_url(url)
+        # ``nats.url`` may list a cluster's servers, comma-separated; nats-py wants a list.
+        servers = [server.strip() for server in url.split(",") if server.strip()]
+        safe_url = ",".join(_redact_url(server) for server in servers)
         closing = False
 
         async def on_error(exc: Exception) -> None:
@@ -126,7 +128,7 @@ class Queue:
             logger.debug("NATS %s: connection closed", safe_url)
 
         nc = await nats.connect(
-            url,
+            servers,
             name=name,
             max_reconnect_attempts=-1,
             reconnect_time_wait=1,
