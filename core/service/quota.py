@@ -49,7 +49,7 @@ class PendingRecipientsQuota:
             return 0
         if new.all_users or new.filter is not None:
             return await self._store.audience_size(new.filter)
-        return len(set(new.user_ids))
+        return len(new.user_ids)  # already distinct (validate_send)
 
     async def check(self, size: int) -> None:
         """:class:`ResourceExhausted` if ``size`` more recipients, on top of those not yet
