@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 PROTOS := $(shell find proto -name '*.proto')
 
-.PHONY: install gen run demo test check typecheck-tree fmt clean
+.PHONY: install gen run demo test test-tools check typecheck-tree fmt clean
 
 install: $(STAMP)
 
@@ -33,8 +33,17 @@ demo: $(STAMP)
 # halve its time on two cores. `make test TEST_WORKERS=0` runs it in one process.
 TEST_WORKERS ?= 3
 
-test: $(STAMP)
+test: $(STAMP) test-tools
 	$(BIN)/python -m pytest -n $(TEST_WORKERS) $(ARGS)
+
+# System tools the tests run as child processes: pgbouncer (tests/fixtures/pgbouncer.py).
+# Installed with apt-get when missing (as root, or through sudo); skipped quietly without apt.
+test-tools:
+	@command -v pgbouncer >/dev/null || test -x /usr/sbin/pgbouncer || ! command -v apt-get >/dev/null || \
+		{ SUDO=$$(test "$$(id -u)" = 0 || echo sudo -n); \
+		  $$SUDO apt-get install -y -qq pgbouncer >/dev/null 2>&1 || \
+		  { $$SUDO apt-get update -qq >/dev/null && $$SUDO apt-get install -y -qq pgbouncer >/dev/null; } || \
+		  echo 'could not install pgbouncer: its tests skip (fail with CI=true)'; }
 
 # mypy finds modules by folder: the installed shape (tgbroadcast.core is core/, ...) as links.
 TYPECHECK := $(VENV)/typecheck/tgbroadcast

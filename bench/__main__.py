@@ -24,7 +24,7 @@ from bench.machine import describe
 from bench.meter import Meter, load_now, machine_load
 from bench.profiles import ALL_PEERS, PROFILES, Bench, installed_peers
 from bench.report import Section, progress, write_report
-from bench.scenarios import crash, latency, limits, overhead, scale, tls, watching
+from bench.scenarios import crash, latency, limits, overhead, replication, scale, tls, watching
 
 Scenario = Callable[[Bench], Awaitable[Section]]
 
@@ -37,6 +37,7 @@ SCENARIOS: dict[str, Scenario] = {
     "6": crash.crash,
     "7": latency.latency,
     "8": tls.tls_cost,
+    "9": replication.replication,
 }
 
 

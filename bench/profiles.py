@@ -50,6 +50,9 @@ class Profile:
     latency_big_requests: int
     latency_big_size: int
     latency_concurrency: int
+    # 9. Replication: one broadcast of this size per repetition, on R1 and on R3.
+    replication_recipients: int
+    replication_repeats: int
 
 
 FULL = Profile(
@@ -79,6 +82,8 @@ FULL = Profile(
     latency_big_requests=30,
     latency_big_size=10_000,
     latency_concurrency=8,
+    replication_recipients=10_000,
+    replication_repeats=3,
 )
 
 QUICK = Profile(
@@ -108,6 +113,8 @@ QUICK = Profile(
     latency_big_requests=8,
     latency_big_size=10_000,
     latency_concurrency=4,
+    replication_recipients=3_000,
+    replication_repeats=2,
 )
 
 SMOKE = Profile(
@@ -137,6 +144,8 @@ SMOKE = Profile(
     latency_big_requests=2,
     latency_big_size=1_000,
     latency_concurrency=2,
+    replication_recipients=200,
+    replication_repeats=1,
 )
 
 PROFILES = {profile.name: profile for profile in (FULL, QUICK, SMOKE)}

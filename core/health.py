@@ -132,9 +132,11 @@ class Readiness:
             for name, check in self._checks.items():
                 probe = self._probes.get(name)
                 if probe is None or probe.done():
-                    self._probes[name] = asyncio.create_task(
-                        _abandoning(check), name=f"readiness-{name}"
-                    )
+                    probe = asyncio.create_task(_abandoning(check), name=f"readiness-{name}")
+                    # A probe that answers after its round ended is read by the next round, or
+                    # never (replaced): its failure is observed here, not logged by asyncio.
+                    probe.add_done_callback(_observe)
+                    self._probes[name] = probe
             loop = asyncio.get_running_loop()
             started = loop.time()
             _, waiting = await asyncio.wait(self._probes.values(), timeout=self._timeout)
@@ -180,3 +182,8 @@ class Readiness:
 async def _abandoning(check: Check) -> None:
     async with asyncio.timeout(ABANDON_AFTER):
         await check()
+
+
+def _observe(probe: asyncio.Task[None]) -> None:
+    if not probe.cancelled():
+        probe.exception()

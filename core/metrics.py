@@ -1,7 +1,11 @@
 """Prometheus metrics: one registry per process, passed explicitly to what records into it.
 
 Served at ``/metrics`` on the HTTP port by ``tgbroadcast run`` and ``server``; a standalone
-``tgbroadcast worker`` serves its own on ``worker.metrics_port`` (0: not served). Names:
+``tgbroadcast worker`` serves its own on ``worker.metrics_port`` (0: not served). Names are
+in base units (seconds, bytes); counters end in ``_total``. The table with the processes
+that serve each name is in docs/operations.md ("Metrics").
+
+Sending (the processes that run a worker):
 
 * ``tgb_messages_total{outcome}`` — recipients that reached a final outcome (``sent``,
   ``blocked``, ``failed``, ...), counted by the worker that recorded them.
@@ -9,19 +13,76 @@ Served at ``/metrics`` on the HTTP port by ``tgbroadcast run`` and ``server``; a
 * ``tgb_send_retries_total`` — attempts repeated after a transient failure.
 * ``tgb_send_seconds`` — Bot API call latency (histogram).
 * ``tgb_rate_permits_total{tier}`` — send permits granted by the shared rate budget.
-* ``tgb_queue_pending_jobs`` — jobs waiting in the work queue (read at scrape time).
+* ``tgb_rate_limit_per_second{tier}`` — the configured limit (``telegram.rate_limit``,
+  ``telegram.paid_rate_limit``), to plot ``rate(tgb_rate_permits_total[1m])`` against.
+
+The API (``run`` and ``server``):
+
 * ``tgb_broadcasts_created_total`` / ``tgb_recipients_accepted_total`` — intake.
+* ``tgb_http_requests_total{route,method,status}`` — HTTP requests by route template
+  (``/v1/broadcasts/{broadcast_id}``; ``unmatched`` when no route matched), method and
+  status; ``tgb_http_request_duration_seconds{route,method}`` — their latency (histogram;
+  an event stream counts until it ends).
+* ``tgb_grpc_requests_total{method,code}`` — gRPC calls by short method name
+  (``SendMessage``; ``unknown`` for a method the server does not have) and status code name
+  (``OK``, ``INVALID_ARGUMENT``); ``tgb_grpc_request_duration_seconds{method}`` — their
+  latency (histogram; a stream counts until it ends).
+* ``tgb_watchers{transport}`` — open watch streams: ``grpc`` (``WatchBroadcast``) and
+  ``sse`` (the REST event stream).
+* ``tgb_webhook_deliveries_total{outcome}`` — completion webhook attempts: ``delivered``,
+  ``retried`` (failed, tried again later), ``failed`` (given up).
+
+Every process:
+
+* ``tgb_queue_pending_jobs`` — jobs in the work queue not yet acknowledged, and
+  ``tgb_queue_backlog_jobs{tier}`` — jobs waiting for a worker per tier (both read at
+  scrape time; NaN when NATS does not answer).
+* ``tgb_database_errors_total`` — errors the database raised (lost connections, timeouts,
+  deadlocks, ...), not the constraint violations the store answers itself.
+* ``tgb_nats_errors_total`` — errors the NATS connection reported.
+* ``process_*`` and ``python_*`` — prometheus_client's process, platform and garbage
+  collector collectors (CPU seconds, resident memory, open files, GC runs, version).
 """
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable, Iterable
+from typing import Final, Protocol
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    GCCollector,
+    Histogram,
+    PlatformCollector,
+    ProcessCollector,
+    generate_latest,
+)
 from prometheus_client.core import CounterMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-LATENCY_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+LATENCY_BUCKETS: Final = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+API_BUCKETS: Final = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+"""Seconds: an API call answers in milliseconds; a watch stream lands in ``+Inf``."""
+TIERS: Final = ("free", "paid")
+TRANSPORTS: Final = ("grpc", "sse")
+WEBHOOK_OUTCOMES: Final = ("delivered", "retried", "failed")
+QUEUE_READ_TIMEOUT: Final = 2.0
+"""Seconds a scrape waits for each of the queue's gauges: NaN after that (NATS is down), so
+``/metrics`` answers well within Prometheus's scrape timeout."""
+
+
+class QueueGauges(Protocol):
+    """What the metrics read from the queue (:class:`tgbroadcast.core.queue.Queue`)."""
+
+    async def pending_jobs(self) -> int: ...
+
+    async def backlog(self) -> dict[str, int]: ...
+
+    @property
+    def error_count(self) -> int: ...
 
 
 class Metrics:
@@ -29,6 +90,38 @@ class Metrics:
 
     def __init__(self) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
+        # What prometheus_client's default registry holds, in ours.
+        ProcessCollector(registry=self.registry)
+        PlatformCollector(registry=self.registry)
+        GCCollector(registry=self.registry)
+        self._sending()
+        self._api()
+        self.queue_pending = Gauge(
+            "tgb_queue_pending_jobs",
+            "Jobs waiting in the work queue (read when scraped).",
+            registry=self.registry,
+        )
+        self.queue_backlog = Gauge(
+            "tgb_queue_backlog_jobs",
+            "Jobs waiting for a worker, per tier (read when scraped).",
+            ["tier"],
+            registry=self.registry,
+        )
+        self.database_errors = Counter(
+            "tgb_database_errors",
+            "Errors the database raised (not constraint violations the store answers).",
+            registry=self.registry,
+        )
+        self._queues: list[QueueGauges] = []
+        self.registry.register(
+            _Total(
+                "tgb_nats_errors",
+                "Errors the NATS connection reported.",
+                lambda: sum(queue.error_count for queue in self._queues),
+            )
+        )
+
+    def _sending(self) -> None:
         self.messages = Counter(
             "tgb_messages",
             "Recipients that reached a final outcome.",
@@ -49,32 +142,118 @@ class Metrics:
             buckets=LATENCY_BUCKETS,
             registry=self.registry,
         )
+        self.rate_limit = Gauge(
+            "tgb_rate_limit_per_second",
+            "The configured send rate limit per tier (telegram.rate_limit, paid_rate_limit).",
+            ["tier"],
+            registry=self.registry,
+        )
+        self._permit_sources: list[Callable[[], tuple[int, int]]] = []
+        self.registry.register(_Permits(self._permit_sources))
+
+    def _api(self) -> None:
         self.broadcasts_created = Counter(
             "tgb_broadcasts_created", "Broadcasts accepted.", registry=self.registry
         )
         self.recipients_accepted = Counter(
             "tgb_recipients_accepted", "Recipients of accepted broadcasts.", registry=self.registry
         )
-        self.queue_pending = Gauge(
-            "tgb_queue_pending_jobs",
-            "Jobs waiting in the work queue (read when scraped).",
+        self.http_requests = Counter(
+            "tgb_http_requests",
+            "HTTP requests by route template, method and status.",
+            ["route", "method", "status"],
             registry=self.registry,
         )
-        self._permit_sources: list[Callable[[], tuple[int, int]]] = []
-        self.registry.register(_Permits(self._permit_sources))
+        self.http_seconds = Histogram(
+            "tgb_http_request_duration_seconds",
+            "HTTP request latency by route template and method.",
+            ["route", "method"],
+            buckets=API_BUCKETS,
+            registry=self.registry,
+        )
+        self.grpc_requests = Counter(
+            "tgb_grpc_requests",
+            "gRPC calls by method and status code.",
+            ["method", "code"],
+            registry=self.registry,
+        )
+        self.grpc_seconds = Histogram(
+            "tgb_grpc_request_duration_seconds",
+            "gRPC call latency by method (a stream: until it ends).",
+            ["method"],
+            buckets=API_BUCKETS,
+            registry=self.registry,
+        )
+        self.watchers = Gauge(
+            "tgb_watchers",
+            "Open watch streams by transport.",
+            ["transport"],
+            registry=self.registry,
+        )
+        self.webhook_deliveries = Counter(
+            "tgb_webhook_deliveries",
+            "Completion webhook attempts by outcome.",
+            ["outcome"],
+            registry=self.registry,
+        )
+        for outcome in WEBHOOK_OUTCOMES:
+            self.webhook_deliveries.labels(outcome=outcome)
 
     def add_permit_source(self, source: Callable[[], tuple[int, int]]) -> None:
         """``source()`` returns (free, paid) permits granted so far by one rate limiter."""
         self._permit_sources.append(source)
 
+    def set_rate_limits(self, *, free: float, paid: float) -> None:
+        """The configured limits, in a process that sends (messages per second)."""
+        self.rate_limit.labels(tier="free").set(free)
+        self.rate_limit.labels(tier="paid").set(paid)
+
+    def add_queue(self, queue: QueueGauges) -> None:
+        """Read the backlog and NATS errors of ``queue`` (the process's connection)."""
+        self._queues.append(queue)
+
+    def add_watcher_source(self, transport: str, source: Callable[[], int]) -> None:
+        """``source()`` is the number of open ``transport`` watch streams (read when scraped)."""
+        self.watchers.labels(transport=transport).set_function(source)
+
+    def observe_http(self, *, route: str, method: str, status: int, seconds: float) -> None:
+        self.http_requests.labels(route=route, method=method, status=str(status)).inc()
+        self.http_seconds.labels(route=route, method=method).observe(seconds)
+
+    def observe_grpc(self, *, method: str, code: str, seconds: float) -> None:
+        self.grpc_requests.labels(method=method, code=code).inc()
+        self.grpc_seconds.labels(method=method).observe(seconds)
+
+    def database_error(self) -> None:
+        self.database_errors.inc()
+
+    def webhook_outcome(self, outcome: str) -> None:
+        """One webhook attempt ended ``delivered``, ``retried`` or ``failed``."""
+        self.webhook_deliveries.labels(outcome=outcome).inc()
+
     async def render(self, *, queue_depth: Callable[[], Awaitable[int]] | None = None) -> bytes:
-        """The text exposition; ``queue_depth`` is read first when given."""
+        """The text exposition; the queue's gauges (``queue_depth``, or the pending jobs of
+        the queue given to :meth:`add_queue`, and its backlog) are read first."""
+        if queue_depth is None and self._queues:
+            queue_depth = self._queues[0].pending_jobs
         if queue_depth is not None:
             try:
-                self.queue_pending.set(await queue_depth())
+                async with asyncio.timeout(QUEUE_READ_TIMEOUT):
+                    self.queue_pending.set(await queue_depth())
             except Exception:
                 self.queue_pending.set(float("nan"))
+        if self._queues:
+            await self._read_backlog(self._queues[0])
         return generate_latest(self.registry)
+
+    async def _read_backlog(self, queue: QueueGauges) -> None:
+        try:
+            async with asyncio.timeout(QUEUE_READ_TIMEOUT):
+                backlog = await queue.backlog()
+        except Exception:
+            backlog = {}
+        for tier in TIERS:
+            self.queue_backlog.labels(tier=tier).set(backlog.get(tier, float("nan")))
 
 
 class _Permits(Collector):
@@ -93,3 +272,15 @@ class _Permits(Collector):
         family.add_metric(["free"], free)
         family.add_metric(["paid"], paid)
         yield family
+
+
+class _Total(Collector):
+    """A counter whose value is read from elsewhere when scraped."""
+
+    def __init__(self, name: str, documentation: str, value: Callable[[], int]) -> None:
+        self._name = name
+        self._documentation = documentation
+        self._value = value
+
+    def collect(self) -> Iterable[Metric]:
+        yield CounterMetricFamily(self._name, self._documentation, value=self._value())

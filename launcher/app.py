@@ -14,6 +14,7 @@ import logging
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
+from functools import partial
 
 from aiohttp import web
 
@@ -23,7 +24,7 @@ from tgbroadcast.core.config import Settings
 from tgbroadcast.core.domain.errors import ConfigError
 from tgbroadcast.core.health import Readiness
 from tgbroadcast.core.metrics import Metrics
-from tgbroadcast.core.queue import Queue
+from tgbroadcast.core.queue import NatsAccess, Queue
 from tgbroadcast.core.service.broadcasting import BroadcastingService
 from tgbroadcast.core.service.dispatch import Dispatcher
 from tgbroadcast.core.store import Store
@@ -98,12 +99,35 @@ async def open_backends(settings: Settings, *, embed_nats: bool) -> AsyncIterato
             logger.info("embedded nats-server started", extra={"url": url})
         elif not url:
             url = await _embedded_url(settings)
-        store = await stack.enter_async_context(Store.open(settings.database.url))
+        store = await stack.enter_async_context(
+            Store.open(settings.database.url, settings.database)
+        )
         await store.migrate()
         queue = await stack.enter_async_context(
-            Queue.connect(url, prefix=settings.nats.prefix, ack_wait=settings.nats.ack_wait)
+            Queue.connect(
+                url,
+                prefix=settings.nats.prefix,
+                ack_wait=settings.nats.ack_wait,
+                replicas=settings.nats.replicas,
+                access=_nats_access(settings),
+            )
         )
-        yield Backends(store=store, queue=queue, metrics=Metrics())
+        metrics = Metrics()
+        store.on_error(metrics.database_error)
+        metrics.add_queue(queue)
+        yield Backends(store=store, queue=queue, metrics=metrics)
+
+
+def _nats_access(settings: Settings) -> NatsAccess:
+    nats = settings.nats
+    return NatsAccess(
+        creds_file=nats.creds_file,
+        user=nats.user,
+        password=nats.password,
+        tls_ca_file=nats.tls_ca_file,
+        tls_cert_file=nats.tls_cert_file,
+        tls_key_file=nats.tls_key_file,
+    )
 
 
 async def _embedded_url(settings: Settings, *, wait: float = EMBEDDED_WAIT) -> str:
@@ -135,6 +159,8 @@ async def running_api(
     readiness = readiness or Readiness.of(database=backends.store, nats=backends.queue)
     plan = plan or ShutdownPlan(settings.server.shutdown_grace)
     watchers = Watchers(settings.server.max_watchers)
+    for transport in ("grpc", "sse"):
+        backends.metrics.add_watcher_source(transport, partial(watchers.open_for, transport))
     tokens = TokenCheck((t.name, t.token) for t in settings.require_api_tokens())
     guards = Guards.create(
         allowed_networks=settings.server.allowed_networks,
@@ -144,7 +170,7 @@ async def running_api(
     async with (
         Dispatcher(store=backends.store, queue=backends.queue) as dispatcher,
         Scheduler(store=backends.store, dispatcher=dispatcher),
-        _webhook_notifier(settings, backends.store) as notifier,
+        _webhook_notifier(settings, backends) as notifier,
         HealthFollower(readiness) as health,
     ):
         service = BroadcastingService(
@@ -159,7 +185,12 @@ async def running_api(
             on_finished=None if notifier is None else notifier.wake,
         )
         grpc_server = await create_server(
-            service, tokens, guards=guards, health_servicer=health.servicer, watchers=watchers
+            service,
+            tokens,
+            guards=guards,
+            health_servicer=health.servicer,
+            watchers=watchers.for_transport("grpc"),
+            observer=backends.metrics.observe_grpc,
         )
         certificates = _certificates(settings)
         grpc_address = f"{_bracketed(settings.server.host)}:{settings.server.grpc_port}"
@@ -179,7 +210,8 @@ async def running_api(
                     sse_heartbeat=settings.server.sse_heartbeat,
                     guard=guards,
                     readiness=readiness,
-                    watchers=watchers,
+                    watchers=watchers.for_transport("sse"),
+                    observer=backends.metrics.observe_http,
                 ),
                 access_log=None,
                 handle_signals=False,
@@ -241,13 +273,17 @@ def _certificates(settings: Settings) -> ServerCertificates | None:
 
 @asynccontextmanager
 async def _webhook_notifier(
-    settings: Settings, store: Store
+    settings: Settings, backends: Backends
 ) -> AsyncIterator[WebhookNotifier | None]:
     """The completion webhook sender; none without ``webhook.secret`` (callbacks refused)."""
     if not settings.webhook.secret:
         yield None
         return
-    async with WebhookNotifier(store=store, settings=settings.webhook) as notifier:
+    async with WebhookNotifier(
+        store=backends.store,
+        settings=settings.webhook,
+        on_outcome=backends.metrics.webhook_outcome,
+    ) as notifier:
         yield notifier
 
 
@@ -274,8 +310,12 @@ async def running_service(
             # aiogram takes seconds to import: only processes that send pay for it.
             from tgbroadcast.worker.runner import running_worker
 
+            backends.metrics.set_rate_limits(
+                free=settings.telegram.rate_limit, paid=settings.telegram.paid_rate_limit
+            )
+
         if workers and running is None and settings.worker.metrics_port:
-            probes = probes_app(readiness, backends.metrics, backends.queue)
+            probes = probes_app(readiness, backends.metrics)
             await stack.enter_async_context(
                 serving_probes(probes, host=settings.server.host, port=settings.worker.metrics_port)
             )

@@ -31,7 +31,9 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+import tgbroadcast.core.tracing as tracing
 from tgbroadcast.core.config import Settings, load_settings
+from tgbroadcast.core.config.settings import LOG_LEVELS
 from tgbroadcast.core.domain.errors import ConfigError
 from tgbroadcast.core.logs import configure_logging
 from tgbroadcast.core.store import Store
@@ -42,6 +44,12 @@ from tgbroadcast_client.cli import main as send_main
 logger = logging.getLogger("tgbroadcast")
 
 COMMANDS = ("run", "server", "worker", "migrate")
+SERVICE_NAMES = {
+    "run": "tgbroadcast",
+    "server": "tgbroadcast-server",
+    "worker": "tgbroadcast-worker",
+}
+"""Each command's tracing ``service.name`` unless ``OTEL_SERVICE_NAME`` names one."""
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -60,14 +68,25 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"tgbroadcast: {exc}", file=sys.stderr)
         return 2
     configure_logging(
-        level=args.log_level,
-        secrets=(settings.telegram.token, *(t.token for t in settings.server.api_tokens)),
+        level=args.log_level or settings.log.level,
+        format=settings.log.format,
+        secrets=(
+            settings.telegram.token,
+            settings.nats.password,
+            *(t.token for t in settings.server.api_tokens),
+        ),
     )
+    traces = None
     try:
+        if command in SERVICE_NAMES:  # OpenTelemetry, when installed and the OTEL_* say so
+            traces = tracing.setup(SERVICE_NAMES[command])
         asyncio.run(_serve(settings, command))
     except ConfigError as exc:
         logger.error("configuration error", extra={"error": str(exc)})
         return 2
+    finally:
+        if traces is not None:
+            traces.shutdown()  # exports the spans still buffered
     return 0
 
 
@@ -81,9 +100,10 @@ def _parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--log-level",
-        default=os.environ.get("TGB_LOG_LEVEL", "INFO"),
-        choices=("DEBUG", "INFO", "WARNING", "ERROR"),
+        default=None,
+        choices=LOG_LEVELS,
         type=str.upper,
+        help="overrides log.level (TGB_LOG_LEVEL, default INFO)",
     )
     parser.add_argument(
         "command",
@@ -96,7 +116,7 @@ def _parser() -> argparse.ArgumentParser:
 
 async def _serve(settings: Settings, command: str) -> None:
     if command == "migrate":
-        async with Store.open(settings.database.url) as store:
+        async with Store.open(settings.database.url, settings.database) as store:
             await store.migrate()
         logger.info("database migrated")
         return

@@ -4,7 +4,10 @@
 The same handlers and the same :class:`~tgbroadcast.core.health.Readiness` as the API's HTTP
 listener (:mod:`tgbroadcast.server.rest.health`): a worker is ready while the database and
 NATS answer and it is not draining. No token: like the API's, these reveal counts, never
-content or tokens.
+content or tokens. ``/metrics`` is the process's registry (:mod:`tgbroadcast.core.metrics`):
+the sending metrics, the queue's, the database's and the process's; the queue's gauges are
+read from the queue given to :meth:`~tgbroadcast.core.metrics.Metrics.add_queue` at scrape
+time.
 """
 
 from __future__ import annotations
@@ -18,26 +21,23 @@ from prometheus_client import CONTENT_TYPE_LATEST
 
 from tgbroadcast.core.health import Readiness
 from tgbroadcast.core.metrics import Metrics
-from tgbroadcast.core.queue import Queue
 from tgbroadcast.server.rest import health
 
 METRICS_KEY: Final = web.AppKey("metrics", Metrics)
-QUEUE_KEY: Final = web.AppKey("queue", Queue)
 STOP_WITHIN: Final = 1.0
 """Seconds a probe request in flight may take once the process stops."""
 
 
-def probes_app(readiness: Readiness, metrics: Metrics, queue: Queue) -> web.Application:
+def probes_app(readiness: Readiness, metrics: Metrics) -> web.Application:
     app = web.Application()
     health.add_routes(app, readiness)
     app[METRICS_KEY] = metrics
-    app[QUEUE_KEY] = queue
     app.router.add_get("/metrics", _metrics)
     return app
 
 
 async def _metrics(request: web.Request) -> web.Response:
-    body = await request.app[METRICS_KEY].render(queue_depth=request.app[QUEUE_KEY].pending_jobs)
+    body = await request.app[METRICS_KEY].render()
     return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
 
 

@@ -3,7 +3,9 @@
 Both transports' watch streams — gRPC ``WatchBroadcast`` and the REST Server-Sent Events
 route — take a :class:`WatchSlot` from one :class:`Watchers` while they are open. Each open
 stream holds a NATS consumer, so ``server.max_watchers`` bounds them: one more is refused
-(:class:`TooManyWatchers` → 429 / ``RESOURCE_EXHAUSTED``) until one closes.
+(:class:`TooManyWatchers` → 429 / ``RESOURCE_EXHAUSTED``) until one closes. Each transport
+may hold its own view (:meth:`Watchers.for_transport`) of the one bound, so its streams are
+also counted on their own (the ``tgb_watchers{transport}`` metric).
 
 When the process drains, :meth:`Watchers.close` wakes every stream at once: each one's
 :meth:`WatchSlot.wait` raises :class:`StreamClosing`, and the transport tells its client
@@ -63,39 +65,53 @@ class StreamClosing(Exception):
 
 
 class Watchers:
-    """At most ``limit`` open watch streams; :meth:`close` ends them all."""
+    """At most ``limit`` open watch streams; :meth:`close` ends them all.
+
+    :meth:`for_transport` gives each transport a view that shares the bound, the drain and
+    the count, and counts its own streams too (:meth:`open_for`, for metrics).
+    """
 
     def __init__(self, limit: int) -> None:
         if limit < 1:
             raise ValueError("limit must be at least 1")
         self.limit = limit
-        self._open = 0
-        self._closing = False
-        self._closed: asyncio.Future[None] | None = None
-        self._empty = asyncio.Event()
-        self._empty.set()
+        self._shared = _Shared()
+        self._transport = ""
+
+    def for_transport(self, transport: str) -> Watchers:
+        """The same bound, whose streams are counted as ``transport``'s (``grpc``, ``sse``)."""
+        view = Watchers(self.limit)
+        view._shared = self._shared
+        view._transport = transport
+        return view
 
     @property
     def open(self) -> int:
-        """Streams open now."""
-        return self._open
+        """Streams open now, of every transport."""
+        return self._shared.open
+
+    def open_for(self, transport: str) -> int:
+        """Streams open now through :meth:`for_transport` ``(transport)``'s view."""
+        return self._shared.by_transport.get(transport, 0)
 
     def acquire(self) -> WatchSlot:
         """A slot for a new stream; release it when the stream ends (:meth:`WatchSlot.release`).
 
         ``ShuttingDown`` while draining, ``TooManyWatchers`` when ``limit`` are open.
         """
-        if self._closing:
+        shared = self._shared
+        if shared.closing:
             raise ShuttingDown()
-        if self._open >= self.limit:
+        if shared.open >= self.limit:
             raise TooManyWatchers(self.limit)
-        self._open += 1
-        self._empty.clear()
+        shared.open += 1
+        shared.by_transport[self._transport] = shared.by_transport.get(self._transport, 0) + 1
+        shared.empty.clear()
         return WatchSlot(self)
 
     def close(self) -> None:
         """Tell every open stream to end; refuse new ones from now on."""
-        self._closing = True
+        self._shared.closing = True
         signal = self._signal()
         if not signal.done():
             signal.set_result(None)
@@ -104,23 +120,38 @@ class Watchers:
         """Whether every stream ended within ``timeout`` seconds."""
         try:
             async with asyncio.timeout(timeout):
-                await self._empty.wait()
+                await self._shared.empty.wait()
         except TimeoutError:
             return False
         return True
 
     def _signal(self) -> asyncio.Future[None]:
         """Done once :meth:`close` was called (shared by every waiting stream)."""
-        if self._closed is None:
-            self._closed = asyncio.get_running_loop().create_future()
-            if self._closing:
-                self._closed.set_result(None)
-        return self._closed
+        shared = self._shared
+        if shared.closed is None:
+            shared.closed = asyncio.get_running_loop().create_future()
+            if shared.closing:
+                shared.closed.set_result(None)
+        return shared.closed
 
     def _release(self) -> None:
-        self._open -= 1
-        if self._open == 0:
-            self._empty.set()
+        shared = self._shared
+        shared.open -= 1
+        shared.by_transport[self._transport] -= 1
+        if shared.open == 0:
+            shared.empty.set()
+
+
+class _Shared:
+    """The state of one bound, shared by its transports' views."""
+
+    def __init__(self) -> None:
+        self.open = 0
+        self.by_transport: dict[str, int] = {}
+        self.closing = False
+        self.closed: asyncio.Future[None] | None = None
+        self.empty = asyncio.Event()
+        self.empty.set()
 
 
 class WatchSlot:

@@ -25,13 +25,14 @@ MAY_IMPORT: dict[str, frozenset[str]] = {
     "core.logs": frozenset(),
     "core.metrics": frozenset(),
     "core.tasks": frozenset(),
+    "core.tracing": _CORE_BASE,
     "core.health": _CORE_BASE | {"core.tasks"},
     "core.config": _CORE_BASE,
     "core.rules": _CORE_BASE,
     "core.store": _CORE_BASE,
-    "core.queue": _CORE_BASE,
+    "core.queue": _CORE_BASE | {"core.tracing"},
     "core.service": _CORE_BASE
-    | {"core.rules", "core.store", "core.queue", "core.metrics", "core.tasks"},
+    | {"core.rules", "core.store", "core.queue", "core.metrics", "core.tasks", "core.tracing"},
     "core.background": _CORE_BASE
     | {"core.rules", "core.store", "core.queue", "core.service", "core.config", "core.tasks"},
     "server": frozenset(),  # the package docstring only
@@ -42,13 +43,13 @@ MAY_IMPORT: dict[str, frozenset[str]] = {
     # The two transports never import each other: each has its own converters.
     "server.grpc": _CORE_BASE
     | {"core.rules", "core.service", "server.auth", "server.guards", "v1"}
-    | {"core.health", "core.tasks", "server.streams"},
+    | {"core.health", "core.tasks", "core.tracing", "server.streams"},
     "server.rest": _CORE_BASE
     | {"core.rules", "core.service", "core.tasks", "server.auth", "server.guards", "v1"}
-    | {"core.health", "server.streams"},
+    | {"core.health", "core.tracing", "server.streams"},
     "worker": _CORE_BASE
     | {"core.rules", "core.store", "core.queue", "core.config", "core.logs"}
-    | {"core.metrics", "core.tasks"},
+    | {"core.metrics", "core.tasks", "core.tracing"},
     "simulator": frozenset(),
 }
 

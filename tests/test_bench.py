@@ -33,7 +33,7 @@ async def test_the_harness_writes_a_report_from_a_tiny_run(tmp_path: Path) -> No
         "bench",
         "--smoke",
         "--only",
-        "1,7,8",
+        "1,7,8,9",
         "--peers",
         "ptb",
         "--report",
@@ -72,7 +72,15 @@ async def test_the_harness_writes_a_report_from_a_tiny_run(tmp_path: Path) -> No
     }
     assert all(r["p50_ms"] > 0 for r in tls.values())
 
+    # The same run on one nats-server and on a three-node R3 cluster: nobody lost on either.
+    replication = {r["run"]: r for r in raw if r["scenario"] == "9"}
+    assert set(replication) == {"R1 run=1", "R3 run=1"}
+    for run in replication.values():
+        assert run["recipients"] == run["delivered"] > 0
+        assert run["lost"] == 0
+
     text = report.read_text(encoding="utf-8")
+    assert "## 9. Replication" in text
     assert "## 1. Limit utilisation" in text
     # The table of contents links every section of the run.
     assert "- [1. Limit utilisation](#1-limit-utilisation)" in text

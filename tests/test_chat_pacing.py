@@ -14,6 +14,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 from nats.js import JetStreamContext, api
@@ -62,7 +63,7 @@ class Count:
 
 @asynccontextmanager
 async def one_limiter(
-    url: str, prefix: str, count: Count, **options: float
+    url: str, prefix: str, count: Count, **options: Any
 ) -> AsyncIterator[tuple[RateLimiter, JetStreamContext]]:
     """A limiter of the bot on a connection of its own, told ``count`` sending broadcasts."""
     async with (

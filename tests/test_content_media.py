@@ -4,12 +4,17 @@ by file_id; every call is spec-valid."""
 from __future__ import annotations
 
 import base64
+from datetime import UTC, datetime
+
+from google.protobuf.timestamp_pb2 import Timestamp
+from sqlalchemy import text
 
 from tests.fixtures.content import PHOTO, VIDEO
 from tests.fixtures.rest import post
 from tests.fixtures.stack import Stack
 from tests.fixtures.telegram import BOT_ID, spec_problems
 from tests.fixtures.watching import assert_watch_complete, watch
+from tgbroadcast.core.store import create_engine
 from tgbroadcast.simulator import ChatType
 from tgbroadcast.v1 import broadcast_pb2 as pb
 
@@ -223,3 +228,40 @@ async def test_copy_with_a_new_caption(sqlite_stack: Stack) -> None:
     assert shown["caption"] == "new caption"
     assert shown["caption_entities"] == [{"type": "underline", "offset": 0, "length": 3}]
     assert "photo" in shown
+
+
+async def test_an_upload_no_longer_kept_fails_its_recipients_instead_of_retrying(
+    sqlite_stack: Stack,
+) -> None:
+    """Uploads are kept 7 days (or lost with NATS's data): a broadcast that comes due after
+    its upload is gone fails each recipient with the reason, and the circuit breaker stops a
+    large one, instead of a job redelivered forever."""
+    stack = sqlite_stack
+    async with stack.stub() as stub:
+        sent = await stub.SendMessage(
+            pb.SendMessageRequest(
+                media_type=pb.MEDIA_TYPE_DOCUMENT,
+                media_data=b"%PDF-1.4 gone",
+                media_filename="gone.pdf",
+                user_ids=[81, 82, 83],
+                send_at=Timestamp(seconds=4_102_444_800),  # 2100: due only when moved below
+            ),
+            metadata=stack.metadata,
+        )
+    queue = stack.running.backends.queue
+    media = await queue.jetstream.object_store(queue.names.media_bucket)
+    for info in await media.list():
+        await media.delete(info.name)
+    engine = create_engine(stack.settings.database.url)
+    try:
+        async with engine.begin() as connection:
+            await connection.execute(
+                text("UPDATE broadcasts SET send_at = :now WHERE id = :id"),
+                {"now": datetime.now(UTC), "id": sent.broadcast_id},
+            )
+    finally:
+        await engine.dispose()
+    results = assert_watch_complete(await watch(stack, sent.broadcast_id), {81, 82, 83})
+    assert {r.outcome for r in results.values()} == {pb.DELIVERY_OUTCOME_BAD_REQUEST}
+    assert all("no longer kept" in r.error for r in results.values())
+    assert stack.simulator.calls == ()

@@ -131,6 +131,29 @@ async def test_migrate_twice_is_a_no_op(database_url: str) -> None:
     assert await schema_revision(database_url) == HEAD
 
 
+async def test_a_schema_migrated_by_a_newer_release_is_run_on_not_refused(
+    database_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A rolling upgrade migrates first; a process of the previous release that restarts
+    after that starts on the newer schema (revisions only add), with a warning."""
+    async with Store.open(database_url) as store:
+        await store.migrate()
+        created = await store.create_broadcast(to(1))
+        engine = create_engine(database_url)
+        try:
+            async with engine.begin() as connection:
+                await connection.execute(
+                    text("UPDATE alembic_version SET version_num = '9999_next'")
+                )
+        finally:
+            await engine.dispose()
+        with caplog.at_level(logging.WARNING):
+            await store.migrate()
+        assert await store.get_broadcast(created.id) == created
+    assert "revision 9999_next, which this version does not know" in caplog.text
+    assert await schema_revision(database_url) == "9999_next"
+
+
 async def test_tables_module_matches_the_migrated_schema(database_url: str) -> None:
     async with Store.open(database_url) as store:
         await store.migrate()

@@ -73,6 +73,7 @@ import nats.js.errors
 from nats.js import JetStreamContext, api
 from nats.js.kv import KeyValue
 
+from tgbroadcast.core.queue.replication import raise_replicas
 from tgbroadcast.core.tasks import cancel_and_wait
 from tgbroadcast.worker.clock import sleep_until
 
@@ -157,10 +158,12 @@ class ChatPacer:
         lateness: float,
         longest_interval: float,
         poll_interval: float = CONTENTION_POLL_INTERVAL,
+        replicas: int = 1,
     ) -> None:
         if poll_interval <= 0:
             raise ValueError(f"poll_interval must be positive, got {poll_interval}")
         self._js = js
+        self._replicas = replicas
         self._bucket = chats_bucket(prefix)
         self._bot_id = bot_id
         self._active_broadcasts = active_broadcasts
@@ -208,10 +211,14 @@ class ChatPacer:
             history=1,
             ttl=self._ttl,
             storage=api.StorageType.MEMORY,
+            replicas=self._replicas,
         )
         try:
             self._kv = await self._js.create_key_value(config)
         except nats.js.errors.APIError:  # exists with another configuration: use it as is
+            await raise_replicas(
+                self._js, f"KV_{self._bucket}", self._replicas, what=f"KV bucket {self._bucket}"
+            )
             self._kv = await self._js.key_value(self._bucket)
             ttl = (await self._kv.status()).ttl
             if ttl and ttl < self._ttl:

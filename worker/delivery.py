@@ -40,7 +40,13 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Protocol
 
-from tgbroadcast.core.domain.errors import ChatMigrated, PermanentError, RateLimited, TelegramError
+from tgbroadcast.core.domain.errors import (
+    ChatMigrated,
+    MediaGone,
+    PermanentError,
+    RateLimited,
+    TelegramError,
+)
 from tgbroadcast.core.domain.model import (
     Broadcast,
     BroadcastStatus,
@@ -231,7 +237,10 @@ class Deliverer:
         try:
             latest = await self._store.get_broadcast(broadcast_id)
         except Exception as exc:
-            logger.warning("reading a broadcast's status failed", extra={"error": repr(exc)})
+            logger.warning(
+                "reading a broadcast's status failed",
+                extra={"broadcast_id": broadcast_id, "error": repr(exc)},
+            )
             return None
         known = _KnownStatus(read_at=started, status=latest.status, resumed_at=latest.resumed_at)
         cached = self._status_read.get(broadcast_id)
@@ -313,7 +322,12 @@ class Deliverer:
                 self._metrics.rate_limited.inc()
                 logger.warning(
                     "rate limited by Telegram; pausing every worker",
-                    extra={"retry_after": exc.retry_after, "chat_id": chat_id},
+                    extra={
+                        "broadcast_id": broadcast.id,
+                        "user_id": user_id,
+                        "chat_id": chat_id,
+                        "retry_after": exc.retry_after,
+                    },
                 )
                 await self._limiter.pause(exc.retry_after)
                 continue
@@ -323,18 +337,38 @@ class Deliverer:
                     return _failed_result(broadcast.id, user_id, exc), exc.content_error
                 logger.info(
                     "group migrated to a supergroup",
-                    extra={"chat_id": chat_id, "new_chat_id": exc.new_chat_id},
+                    extra={
+                        "broadcast_id": broadcast.id,
+                        "user_id": user_id,
+                        "chat_id": chat_id,
+                        "new_chat_id": exc.new_chat_id,
+                    },
                 )
                 try:
                     await self._store.migrate_chat(chat_id, exc.new_chat_id)
                 except Exception as store_exc:  # the send goes on; only later ones miss it
                     logger.warning(
-                        "moving a migrated chat failed", extra={"error": repr(store_exc)}
+                        "moving a migrated chat failed",
+                        extra={
+                            "broadcast_id": broadcast.id,
+                            "user_id": user_id,
+                            "chat_id": chat_id,
+                            "error": repr(store_exc),
+                        },
                     )
                 chat_id = exc.new_chat_id
                 continue
             except TelegramError as exc:
                 if not exc.retryable:
+                    logger.debug(
+                        "recipient refused by Telegram",
+                        extra={
+                            "broadcast_id": broadcast.id,
+                            "user_id": user_id,
+                            "outcome": exc.outcome.value,
+                            "error": exc.description,
+                        },
+                    )
                     return _failed_result(broadcast.id, user_id, exc), exc.content_error
                 error = exc
             else:
@@ -350,12 +384,27 @@ class Deliverer:
                 )
             attempts += 1
             if attempts >= self._max_attempts:
+                logger.warning(
+                    "send failed on its last attempt",
+                    extra={
+                        "broadcast_id": broadcast.id,
+                        "user_id": user_id,
+                        "attempt": attempts,
+                        "error": error.description,
+                    },
+                )
                 return _failed_result(broadcast.id, user_id, error), error.content_error
             self._metrics.retries.inc()
             ceiling = min(self._backoff_cap, self._backoff_base * 2**attempts)
             logger.info(
                 "transient send failure; retrying",
-                extra={"chat_id": chat_id, "attempt": attempts, "error": error.description},
+                extra={
+                    "broadcast_id": broadcast.id,
+                    "user_id": user_id,
+                    "chat_id": chat_id,
+                    "attempt": attempts,
+                    "error": error.description,
+                },
             )
             await asyncio.sleep(random.uniform(0, ceiling))
 
@@ -379,20 +428,28 @@ class Deliverer:
                 return await self._send_once(
                     broadcast, chat_id, media=media, content=content, held=held
                 )
-            upload = None
-            if content.media_upload is not None:
-                upload = await self._queue.get_media(content.media_upload)
-            album_uploads = {
-                item.media_upload: await self._queue.get_media(item.media_upload)
-                for item in content.options.album
-                if item.media_upload is not None
-            }
+            try:
+                upload = None
+                if content.media_upload is not None:
+                    upload = await self._queue.get_media(content.media_upload)
+                album_uploads = {
+                    item.media_upload: await self._queue.get_media(item.media_upload)
+                    for item in content.options.album
+                    if item.media_upload is not None
+                }
+            except MediaGone as exc:
+                # Every recipient would fail alike: the circuit breaker fails the broadcast.
+                raise PermanentError(str(exc), error_code=400, content_error=True) from None
             await self._limiter.acquire(chat_id, paid=content.allow_paid_broadcast)
             if not held() or await self.stopping(broadcast):
                 return None
             with self._metrics.send_seconds.time():
                 sent = await self._sender.send(
-                    chat_id, content, upload=upload, album_uploads=album_uploads
+                    chat_id,
+                    content,
+                    upload=upload,
+                    album_uploads=album_uploads,
+                    broadcast_id=broadcast.id,
                 )
             if sent.file_id:
                 self._remember_file_id(broadcast.id, sent.file_id)
@@ -404,7 +461,10 @@ class Deliverer:
         try:
             await self._store.store_media_file_id(broadcast_id, file_id)
         except Exception as exc:
-            logger.warning("storing a media file_id failed", extra={"error": repr(exc)})
+            logger.warning(
+                "storing a media file_id failed",
+                extra={"broadcast_id": broadcast_id, "error": repr(exc)},
+            )
 
     async def _send_once(
         self,
@@ -419,7 +479,7 @@ class Deliverer:
         if not held() or await self.stopping(broadcast):
             return None
         with self._metrics.send_seconds.time():
-            sent = await self._sender.send(chat_id, content, media=media)
+            sent = await self._sender.send(chat_id, content, media=media, broadcast_id=broadcast.id)
         return sent.message_id
 
     async def _file_id(self, broadcast_id: int) -> str | None:
@@ -428,7 +488,10 @@ class Deliverer:
             try:
                 file_id = await self._store.media_file_id(broadcast_id)
             except Exception as exc:  # the first send will fetch it again: costly, not wrong
-                logger.warning("reading a media file_id failed", extra={"error": repr(exc)})
+                logger.warning(
+                    "reading a media file_id failed",
+                    extra={"broadcast_id": broadcast_id, "error": repr(exc)},
+                )
                 return None
             if file_id is not None:
                 self._remember_file_id(broadcast_id, file_id)
@@ -460,7 +523,10 @@ class Deliverer:
                     [FinishedEvent(broadcast_id=stopped.id, status=stopped.status)]
                 )
         except Exception as exc:
-            logger.warning("content circuit breaker failed", extra={"error": repr(exc)})
+            logger.warning(
+                "content circuit breaker failed",
+                extra={"broadcast_id": result.broadcast_id, "error": repr(exc)},
+            )
 
 
 def _newer(broadcast: Broadcast, resumed_at: datetime | None) -> bool:

@@ -79,6 +79,7 @@ import nats.js.errors
 from nats.js import JetStreamContext, api
 from nats.js.kv import KeyValue
 
+from tgbroadcast.core.queue.replication import raise_replicas
 from tgbroadcast.core.tasks import cancel_and_wait
 from tgbroadcast.worker.chat_pacing import (
     CONTENTION_POLL_INTERVAL,
@@ -157,6 +158,7 @@ class RateLimiter:
         margin: float = DEFAULT_MARGIN,
         active_broadcasts: ActiveBroadcasts | None = None,
         contention_poll_interval: float = CONTENTION_POLL_INTERVAL,
+        replicas: int = 1,
     ) -> None:
         if bot_id <= 0:
             raise ValueError(f"bot_id must be positive, got {bot_id}")
@@ -167,6 +169,7 @@ class RateLimiter:
         if not 0 <= margin < 0.5:
             raise ValueError(f"margin must be in [0, 0.5), got {margin}")
         self._js = js
+        self._replicas = replicas
         self._bucket = rate_bucket(prefix)
         self._pause_key = f"{bot_id}.pause"
         self._chat_interval = chat_interval
@@ -188,6 +191,7 @@ class RateLimiter:
                 lateness=margin * LATENESS_SHARE,
                 longest_interval=max(chat_interval, group_interval),
                 poll_interval=contention_poll_interval,
+                replicas=replicas,
             )
         self._chats: dict[int, _Chat] = {}
         self._next_sweep = 0.0
@@ -217,10 +221,14 @@ class RateLimiter:
             description="tgbroadcast rate limits: GCRA state and pauses per bot",
             history=1,
             storage=api.StorageType.FILE,
+            replicas=self._replicas,
         )
         try:
             self._shared.kv = await self._js.create_key_value(config)
         except nats.js.errors.APIError:  # exists with another configuration: use it as is
+            await raise_replicas(
+                self._js, f"KV_{self._bucket}", self._replicas, what=f"KV bucket {self._bucket}"
+            )
             self._shared.kv = await self._js.key_value(self._bucket)
         if self._pacer is not None:
             await self._pacer.__aenter__()

@@ -44,6 +44,7 @@ async def running_worker(
             paid_rate=settings.telegram.paid_rate_limit,
             margin=settings.telegram.rate_margin,
             active_broadcasts=store.count_active_broadcasts,
+            replicas=queue.replicas,
         ) as limiter,
         ResultRecorder(store=store, queue=queue, metrics=metrics) as recorder,
     ):

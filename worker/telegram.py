@@ -47,6 +47,7 @@ from aiogram.methods.base import Response
 from aiogram.types import BufferedInputFile, Message, MessageId
 from aiogram.utils.token import TokenValidationError, validate_token
 
+import tgbroadcast.core.tracing as tracing
 from tgbroadcast.core.domain.content import ContentOptions, album_file_ids, encode_album_file_ids
 from tgbroadcast.core.domain.errors import (
     ChatMigrated,
@@ -63,6 +64,22 @@ from tgbroadcast.worker.aiogram_content import InputMedia
 logger = logging.getLogger(__name__)
 
 TELEGRAM_API_URL = "https://api.telegram.org"
+
+API_METHODS: Mapping[MediaType, str] = {
+    MediaType.TEXT: "sendMessage",
+    MediaType.PHOTO: "sendPhoto",
+    MediaType.VIDEO: "sendVideo",
+    MediaType.ANIMATION: "sendAnimation",
+    MediaType.DOCUMENT: "sendDocument",
+    MediaType.AUDIO: "sendAudio",
+    MediaType.VOICE: "sendVoice",
+    MediaType.VIDEO_NOTE: "sendVideoNote",
+    MediaType.STICKER: "sendSticker",
+    MediaType.ALBUM: "sendMediaGroup",
+    MediaType.COPY: "copyMessage",
+    MediaType.FORWARD: "forwardMessage",
+}
+"""The one Bot API method each kind of content is sent with."""
 
 # aiogram's refusals carry no status code; these are the codes its classes stand for.
 _PERMANENT: tuple[tuple[type[TelegramAPIError], int], ...] = (
@@ -139,6 +156,39 @@ class TelegramSender:
         await self._bot.session.close()
 
     async def send(
+        self,
+        chat_id: int,
+        content: Content,
+        *,
+        media: str | None = None,
+        upload: bytes | None = None,
+        album_uploads: Mapping[str, bytes] | None = None,
+        broadcast_id: int | None = None,
+    ) -> SentMessage:
+        """:meth:`send_content`, traced: one client span per call, named after the Bot API
+        method, with ``broadcast_id`` and, on a refusal, its code and outcome (no chat id)."""
+        method = API_METHODS[content.media_type]
+        attributes: dict[str, str | int] = {"telegram.method": method}
+        if broadcast_id is not None:
+            attributes[tracing.BROADCAST_ID] = broadcast_id
+        with tracing.span(f"telegram {method}", attributes, kind="client"):
+            try:
+                return await self.send_content(
+                    chat_id, content, media=media, upload=upload, album_uploads=album_uploads
+                )
+            except PermanentError as exc:
+                tracing.set_attributes(
+                    {
+                        "telegram.error_code": exc.error_code,
+                        "tgbroadcast.outcome": exc.outcome.value,
+                    }
+                )
+                raise
+            except RateLimited:
+                tracing.set_attributes({"telegram.error_code": 429})
+                raise
+
+    async def send_content(
         self,
         chat_id: int,
         content: Content,

@@ -31,6 +31,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
+import tgbroadcast.core.tracing as tracing
 from tgbroadcast.core.domain.errors import NotFound
 from tgbroadcast.core.domain.model import Broadcast
 from tgbroadcast.core.domain.states import SENDABLE, generation
@@ -143,7 +144,14 @@ class Worker:
             for received in jobs:
                 tier.jobs += 1
                 tier.starting += len(received.job.user_ids)
-                task = asyncio.create_task(self._handle(received, tier), name="job")
+                task = tracing.create_task(
+                    self._handle(received, tier),
+                    name="job",
+                    span_name="tgbroadcast.job",
+                    attributes=_job_attributes(received),
+                    parent=tracing.extract(received.headers),  # the dispatcher's trace
+                    kind="consumer",
+                )
                 active.add(task)
                 task.add_done_callback(self._finished(active, tier))
 
@@ -209,7 +217,7 @@ class Worker:
                 # generation (a newer one covers them): dropped, nothing sent.
                 logger.info(
                     "job dropped: its broadcast is paused or was resumed since",
-                    extra={"broadcast_id": job.broadcast_id, "status": broadcast.status.value},
+                    extra={**_job_fields(received), "status": broadcast.status.value},
                 )
                 await self._republish_final(received)
             elif not await self._send(received, broadcast, claims, recorded, sends_started):
@@ -224,12 +232,12 @@ class Worker:
         except asyncio.CancelledError:
             raise
         except NotFound:
-            logger.error("job of an unknown broadcast dropped", extra={"job": repr(job)})
+            logger.error("job of an unknown broadcast dropped", extra=_job_fields(received))
             await received.term()
         except Exception as exc:
             logger.exception(
                 "job failed; it will be redelivered",
-                extra={"broadcast_id": job.broadcast_id, "error": repr(exc)},
+                extra={**_job_fields(received), "error": repr(exc)},
             )
             await self._stop_heartbeat(heartbeat, stop_heartbeat)
             await self._release(claims, recorded)
@@ -237,7 +245,9 @@ class Worker:
                 # Backing off: a database outage must not become a redelivery storm.
                 await received.nak(delay=min(60.0, 2.0**received.num_delivered))
             except Exception as nak_exc:
-                logger.warning("nak failed", extra={"error": repr(nak_exc)})
+                logger.warning(
+                    "nak failed", extra={**_job_fields(received), "error": repr(nak_exc)}
+                )
         finally:
             sends_started()
             heartbeat.cancel()
@@ -287,7 +297,7 @@ class Worker:
         logger.info(
             "job handed back: some recipients are held by another job or were lost",
             extra={
-                "broadcast_id": job.broadcast_id,
+                **_job_fields(received),
                 "busy": len(claimed.busy),
                 "unsent": len(held) - len(recorded),
                 "claim_token": claims.token,
@@ -321,11 +331,15 @@ class Worker:
             try:
                 await received.in_progress()
             except Exception as exc:
-                logger.warning("job heartbeat failed", extra={"error": repr(exc)})
+                logger.warning(
+                    "job heartbeat failed", extra={**_job_fields(received), "error": repr(exc)}
+                )
             try:
                 await claims.renew()
             except Exception as exc:
-                logger.warning("renewing claims failed", extra={"error": repr(exc)})
+                logger.warning(
+                    "renewing claims failed", extra={**_job_fields(received), "error": repr(exc)}
+                )
 
     async def _republish_final(self, received: ReceivedJob) -> None:
         if received.num_delivered > 1:
@@ -347,3 +361,23 @@ class Worker:
         ]
         if results:
             await self._queue.publish_events([ResultEvent(result=r) for r in results])
+
+
+def _job_fields(received: ReceivedJob) -> dict[str, object]:
+    """What a log line says about the job it concerns."""
+    return {
+        "broadcast_id": received.job.broadcast_id,
+        "job": received.job.msg_id,
+        "attempt": received.num_delivered,
+    }
+
+
+def _job_attributes(received: ReceivedJob) -> dict[str, str | int | bool]:
+    """What a job's span says about it (no recipient ids)."""
+    return {
+        tracing.BROADCAST_ID: received.job.broadcast_id,
+        "tgbroadcast.recipients": len(received.job.user_ids),
+        "tgbroadcast.paid": received.job.paid,
+        "messaging.system": "nats",
+        "tgbroadcast.delivery_count": received.num_delivered,
+    }

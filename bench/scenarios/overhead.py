@@ -39,9 +39,11 @@ class Measured:
         return cpu_per_thousand(self.result.window.cpu("simulator"), d.delivered)
 
 
-async def _service_once(
+async def watched_run(
     bench: Bench, cluster: Cluster, client: ServiceClient, recipients: Sequence[int], label: str
 ) -> Measured:
+    """One broadcast to ``recipients`` over REST, followed by a gRPC watcher to its last outcome
+    event; the cluster's processes measured over it (the simulator reset first)."""
     await bench.sim.reset()
     track_cluster(bench.meter, cluster)
     last_event = 0.0
@@ -156,7 +158,7 @@ async def overhead(bench: Bench) -> Section:
                     runs = []
                     for repeat in range(profile.overhead_repeats):
                         progress(f"2. {backend}, {workers} worker(s), run {repeat + 1}")
-                        measured = await _service_once(bench, cluster, client, recipients, name)
+                        measured = await watched_run(bench, cluster, client, recipients, name)
                         numbers = measured.result.numbers()
                         numbers["end_to_end_rate"] = measured.end_to_end
                         emit("2", f"{backend} workers={workers} run={repeat + 1}", numbers)

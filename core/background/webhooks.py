@@ -246,9 +246,12 @@ class WebhookNotifier:
         settings: WebhookSettings,
         concurrency: int = DEFAULT_CONCURRENCY,
         resolver: AbstractResolver | None = None,
+        on_outcome: Callable[[str], None] | None = None,
     ) -> None:
         """``resolver``: how host names are resolved (default: the system's, in a thread);
-        whatever it answers is checked by a :class:`CheckedResolver`."""
+        whatever it answers is checked by a :class:`CheckedResolver`. ``on_outcome``: told
+        how each attempt ended — ``delivered``, ``retried`` (handed back for a retry) or
+        ``failed`` (given up) — once it is settled in SQL (the metrics)."""
         if not settings.secret:
             raise ValueError("a webhook notifier needs webhook.secret")
         self._store = store
@@ -258,6 +261,7 @@ class WebhookNotifier:
             resolver=resolver,
         )
         self._concurrency = concurrency
+        self._on_outcome = on_outcome
         self._wakeup = asyncio.Event()
         self._held: dict[int, CallbackClaim] = {}
         self._tasks: set[asyncio.Task[None]] = set()
@@ -342,18 +346,20 @@ class WebhookNotifier:
             answer = await self._post(claim.url, body)
             if answer.delivered:
                 await self._store.settle_callback(claim, DELIVERED)
+                self._outcome("delivered")
                 logger.info(
                     "webhook delivered",
-                    extra={"broadcast_id": broadcast_id, "url": target, "attempts": attempt},
+                    extra={"broadcast_id": broadcast_id, "url": target, "attempt": attempt},
                 )
             elif not answer.retryable or attempt >= self._settings.max_attempts:
                 await self._store.settle_callback(claim, FAILED)
+                self._outcome("failed")
                 logger.warning(
                     "webhook failed",
                     extra={
                         "broadcast_id": broadcast_id,
                         "url": target,
-                        "attempts": attempt,
+                        "attempt": attempt,
                         "reason": answer.reason,
                     },
                 )
@@ -362,6 +368,7 @@ class WebhookNotifier:
                     0, min(self._settings.backoff_cap, self._settings.backoff_base * 2**attempt)
                 )
                 if await self._store.defer_callback(claim, delay_seconds=wait):
+                    self._outcome("retried")
                     logger.info(
                         "webhook attempt failed; retrying",
                         extra={
@@ -375,20 +382,30 @@ class WebhookNotifier:
                 else:
                     logger.warning(
                         "webhook claim lost to another server",
-                        extra={"broadcast_id": broadcast_id},
+                        extra={"broadcast_id": broadcast_id, "attempt": attempt},
                     )
         except BACKEND_UNAVAILABLE as error:
             # The lease lapses and the webhook is claimed again.
             logger.warning(
                 "webhook delivery interrupted by the database",
-                extra={"broadcast_id": broadcast_id, "error": type(error).__name__},
+                extra={
+                    "broadcast_id": broadcast_id,
+                    "attempt": attempt,
+                    "error": type(error).__name__,
+                },
             )
         except Exception:
-            logger.exception("webhook delivery crashed", extra={"broadcast_id": broadcast_id})
+            logger.exception(
+                "webhook delivery crashed", extra={"broadcast_id": broadcast_id, "attempt": attempt}
+            )
         finally:
             # Cancelled: kept in _held, so that leaving the notifier hands it back.
             if not _cancelling():
                 self._held.pop(broadcast_id, None)
+
+    def _outcome(self, outcome: str) -> None:
+        if self._on_outcome is not None:
+            self._on_outcome(outcome)
 
     async def _post(self, url: str, body: bytes) -> _Answer:
         assert self._session is not None

@@ -17,9 +17,14 @@ import yaml
 from tgbroadcast.core.config.database import database_url
 from tgbroadcast.core.config.settings import (
     BOT_TOKEN_RE,
+    LOG_FORMATS,
+    LOG_LEVELS,
     ApiToken,
     DatabaseSettings,
     IpNetwork,
+    LogFormat,
+    LogLevel,
+    LogSettings,
     NatsSettings,
     ServerSettings,
     Settings,
@@ -34,7 +39,14 @@ ENV_PREFIX = "TGB_"
 
 DEFAULTS: dict[str, dict[str, Any]] = {
     "": {"data_dir": "./data"},
-    "database": {"dsn": ""},
+    "database": {
+        "dsn": "",
+        "pool_size": 10,
+        "max_overflow": 10,
+        "pool_timeout": 30,
+        "statement_timeout": 0,
+        "pgbouncer": False,
+    },
     "telegram": {
         "token": "",
         "api_url": "https://api.telegram.org",
@@ -42,7 +54,18 @@ DEFAULTS: dict[str, dict[str, Any]] = {
         "paid_rate_limit": 1000,
         "rate_margin": 0.04,
     },
-    "nats": {"url": "", "ack_wait": 30, "prefix": "tgb"},
+    "nats": {
+        "url": "",
+        "ack_wait": 30,
+        "prefix": "tgb",
+        "replicas": 1,
+        "creds_file": "",
+        "user": "",
+        "password": "",
+        "tls_ca_file": "",
+        "tls_cert_file": "",
+        "tls_key_file": "",
+    },
     "server": {
         "host": "127.0.0.1",
         "port": 8080,
@@ -80,6 +103,7 @@ DEFAULTS: dict[str, dict[str, Any]] = {
         "poll_interval": 1,
         "allow_private_networks": False,
     },
+    "log": {"level": "INFO", "format": "text"},
 }
 
 
@@ -161,9 +185,7 @@ def _build(values: dict[str, dict[str, Any]], base: Path) -> Settings:
     worker = values["worker"]
     return Settings(
         data_dir=data_dir,
-        database=DatabaseSettings(
-            url=database_url(_string(values["database"], "dsn", "database.dsn"), data_dir)
-        ),
+        database=_database(values["database"], data_dir),
         telegram=TelegramSettings(
             token=_bot_token(telegram["token"]),
             api_url=_http_url(telegram["api_url"], "telegram.api_url"),
@@ -173,11 +195,7 @@ def _build(values: dict[str, dict[str, Any]], base: Path) -> Settings:
             ),
             rate_margin=_rate_margin(telegram["rate_margin"]),
         ),
-        nats=NatsSettings(
-            url=_nats_url(values["nats"]["url"]),
-            ack_wait=_number(values["nats"]["ack_wait"], "nats.ack_wait", low=1.0),
-            prefix=_prefix(values["nats"]["prefix"]),
-        ),
+        nats=_nats(values["nats"], base),
         server=_server(server, base),
         worker=WorkerSettings(
             concurrency=_integer(worker["concurrency"], "worker.concurrency", low=1, high=10_000),
@@ -198,6 +216,20 @@ def _build(values: dict[str, dict[str, Any]], base: Path) -> Settings:
             metrics_port=_integer(worker["metrics_port"], "worker.metrics_port", low=0, high=65535),
         ),
         webhook=_webhook(values["webhook"]),
+        log=_log(values["log"]),
+    )
+
+
+def _database(section: Mapping[str, Any], data_dir: Path) -> DatabaseSettings:
+    return DatabaseSettings(
+        url=database_url(_string(section, "dsn", "database.dsn"), data_dir),
+        pool_size=_integer(section["pool_size"], "database.pool_size", low=1, high=1000),
+        max_overflow=_integer(section["max_overflow"], "database.max_overflow", low=0, high=1000),
+        pool_timeout=_number(section["pool_timeout"], "database.pool_timeout", low=0.001),
+        statement_timeout=_number(
+            section["statement_timeout"], "database.statement_timeout", low=0.0
+        ),
+        pgbouncer=_flag(section["pgbouncer"], "database.pgbouncer"),
     )
 
 
@@ -252,6 +284,18 @@ def _webhook(section: Mapping[str, Any]) -> WebhookSettings:
             section["allow_private_networks"], "webhook.allow_private_networks"
         ),
     )
+
+
+def _log(section: Mapping[str, Any]) -> LogSettings:
+    levels: dict[str, LogLevel] = {name: name for name in LOG_LEVELS}
+    level = levels.get(_string(section, "level", "log.level").upper())
+    if level is None:
+        raise ConfigError("log.level", f"must be one of {', '.join(LOG_LEVELS)}")
+    formats: dict[str, LogFormat] = {name: name for name in LOG_FORMATS}
+    log_format = formats.get(_string(section, "format", "log.format").lower())
+    if log_format is None:
+        raise ConfigError("log.format", f"must be one of {', '.join(LOG_FORMATS)}")
+    return LogSettings(level=level, format=log_format)
 
 
 def _string(section: Mapping[str, Any], name: str, key: str) -> str:
@@ -381,6 +425,41 @@ def _prefix(value: Any) -> str:
     if not re.fullmatch(r"[A-Za-z0-9_-]{1,32}", prefix):
         raise ConfigError("nats.prefix", "must be 1-32 letters, digits, '_' or '-'")
     return prefix
+
+
+def _nats(nats: dict[str, Any], base: Path) -> NatsSettings:
+    url = _nats_url(nats["url"])
+    replicas = _integer(nats["replicas"], "nats.replicas", low=1, high=5)
+    if replicas > 1 and not url:
+        raise ConfigError(
+            "nats.replicas",
+            "above 1 needs nats.url listing a JetStream cluster; the embedded nats-server is "
+            "a single node",
+        )
+    user = _string(nats, "user", "nats.user")
+    password = _string(nats, "password", "nats.password")
+    if password and not user:
+        raise ConfigError("nats.password", "is set without nats.user")
+    cert = _file(nats["tls_cert_file"], "nats.tls_cert_file", base)
+    key = _file(nats["tls_key_file"], "nats.tls_key_file", base)
+    if (cert is None) != (key is None):
+        raise ConfigError(
+            "nats.tls_cert_file" if cert is None else "nats.tls_key_file",
+            "must be set together with "
+            + ("nats.tls_key_file" if cert is None else "nats.tls_cert_file"),
+        )
+    return NatsSettings(
+        url=url,
+        ack_wait=_number(nats["ack_wait"], "nats.ack_wait", low=1.0),
+        prefix=_prefix(nats["prefix"]),
+        replicas=replicas,
+        creds_file=_file(nats["creds_file"], "nats.creds_file", base),
+        user=user,
+        password=password,
+        tls_ca_file=_file(nats["tls_ca_file"], "nats.tls_ca_file", base),
+        tls_cert_file=cert,
+        tls_key_file=key,
+    )
 
 
 def _nats_url(value: Any) -> str:

@@ -7,6 +7,7 @@ import ipaddress
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Literal
 
 from tgbroadcast.core.domain.errors import ConfigError
 
@@ -15,8 +16,19 @@ BOT_TOKEN_RE = re.compile(r"^\d{1,20}:[A-Za-z0-9_-]{20,}$")
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class DatabaseSettings:
-    url: str
-    """A SQLAlchemy async URL: ``sqlite+aiosqlite``, ``postgresql+asyncpg`` or ``mysql+asyncmy``."""
+    url: str = field(repr=False)
+    """A SQLAlchemy async URL: ``sqlite+aiosqlite``, ``postgresql+asyncpg`` or ``mysql+asyncmy``
+    (not in ``repr``: it may hold a password)."""
+    pool_size: int = 10
+    """Connections the pool keeps open (PostgreSQL, MariaDB; SQLite has its own pool)."""
+    max_overflow: int = 10
+    """Connections opened beyond ``pool_size`` under load, closed when returned."""
+    pool_timeout: float = 30.0
+    """Seconds to wait for a free connection before failing (API: 503 / UNAVAILABLE)."""
+    statement_timeout: float = 0.0
+    """Seconds a statement may run before the database cancels it; 0: no limit (not SQLite)."""
+    pgbouncer: bool = False
+    """Behind PgBouncer in transaction mode: no server-side prepared statement cache."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -40,6 +52,17 @@ class NatsSettings:
     """Seconds a worker may hold a job without a sign of life before it goes to another."""
     prefix: str
     """Names the streams (``<PREFIX>_JOBS``...): services sharing a NATS need different ones."""
+    replicas: int = 1
+    """Servers of a JetStream cluster holding each stream, KV bucket and object store (1-5)."""
+    creds_file: Path | None = None
+    """A ``.creds`` file (user JWT + NKey seed) or an NKey seed file."""
+    user: str = ""
+    password: str = field(default="", repr=False)
+    tls_ca_file: Path | None = None
+    """PEM CA bundle that signed the NATS servers' certificates."""
+    tls_cert_file: Path | None = None
+    """Client certificate (with ``tls_key_file``) for servers that verify clients."""
+    tls_key_file: Path | None = None
 
 
 IpNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -121,6 +144,22 @@ class WorkerSettings:
     """Where a standalone worker serves /metrics (0: not served; run/server use server.port)."""
 
 
+LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR"]
+LOG_LEVELS: tuple[LogLevel, ...] = ("DEBUG", "INFO", "WARNING", "ERROR")
+LogFormat = Literal["text", "json"]
+LOG_FORMATS: tuple[LogFormat, ...] = ("text", "json")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class LogSettings:
+    """What the service commands write to stderr (see :mod:`tgbroadcast.core.logs`)."""
+
+    level: LogLevel = "INFO"
+    """The least severe level written; ``--log-level`` overrides it."""
+    format: LogFormat = "text"
+    """``text``: ``time level logger message key=value ...``; ``json``: one JSON object a line."""
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Settings:
     data_dir: Path
@@ -130,6 +169,7 @@ class Settings:
     server: ServerSettings
     worker: WorkerSettings
     webhook: WebhookSettings = field(default_factory=lambda: WebhookSettings(secret=""))
+    log: LogSettings = field(default_factory=LogSettings)
 
     @property
     def nats_url_file(self) -> Path:

@@ -6,6 +6,7 @@
     ├── ConfigError              bad configuration; names the key (start-up fails fast)
     ├── NatsServerError          the embedded nats-server could not start (its log tail inside)
     ├── QueueError               a NATS operation failed (publish not acknowledged, JetStream down)
+    │   └── MediaGone            uploaded media is no longer kept (expired, or NATS data lost)
     ├── ApiError                 answered to an API caller (gRPC status / HTTP problem)
     │   ├── InvalidArgument      INVALID_ARGUMENT / 400, with one violation per bad field
     │   │   └── ImportRefused    a bad ImportUsers chunk; ``imported`` users before it stay
@@ -59,6 +60,11 @@ class NatsServerError(BroadcastingError):
 
 class QueueError(BroadcastingError):
     """A NATS operation failed (publish not acknowledged, JetStream unavailable)."""
+
+
+class MediaGone(QueueError):
+    """Media uploaded through the API is gone from the object store: kept for 7 days, or lost
+    with NATS's data. Waiting does not bring it back."""
 
 
 class ApiError(BroadcastingError):

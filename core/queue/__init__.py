@@ -21,6 +21,10 @@ Payloads are compact JSON, datetimes ISO 8601 in UTC. A malformed job is logged 
 terminated (never redelivered); a malformed event is logged and skipped by watchers.
 
 * :mod:`.jetstream` — ``Queue``: the streams, the shared workers consumers, publishing, watching.
+* :mod:`.watching` — following one broadcast's events (the watch half of ``Queue``).
+* :mod:`.connection` — reaching NATS: a cluster's servers, credentials and TLS (``NatsAccess``).
+* :mod:`.replication` — ``nats.replicas`` for every stream, KV bucket and object store: raised,
+  never lowered.
 * :mod:`.names` — what the queue's streams, subjects, consumers and media bucket are called
   under one ``prefix``.
 * :mod:`.payloads` — jobs, delivery events, and their JSON encoding.
@@ -30,6 +34,7 @@ May import: :mod:`tgbroadcast.core.domain`.
 """
 
 from tgbroadcast.core.domain.errors import QueueError
+from tgbroadcast.core.queue.connection import NatsAccess
 from tgbroadcast.core.queue.jetstream import DUPLICATE_WINDOW, EVENTS_MAX_AGE, Queue
 from tgbroadcast.core.queue.names import WORKERS_CONSUMER, QueueNames
 from tgbroadcast.core.queue.payloads import (
@@ -53,6 +58,7 @@ __all__ = [
     "FinishedEvent",
     "Idle",
     "Job",
+    "NatsAccess",
     "Queue",
     "QueueError",
     "QueueNames",

@@ -1,33 +1,32 @@
-"""The JetStream side of the queue: streams, the shared workers consumer, publishing, watching."""
+"""The JetStream side of the queue: streams, the shared workers consumers, publishing, media."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
 import time
-import uuid
-from collections.abc import AsyncGenerator, AsyncIterator, Iterable, Sequence
+from collections.abc import AsyncIterator, Iterable, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
-from urllib.parse import urlsplit, urlunsplit
 
 import nats
 import nats.errors
 import nats.js.errors
 from nats.aio.client import Client as NatsClient
-from nats.aio.msg import Msg
 from nats.js import JetStreamContext, api
 from nats.js.object_store import ObjectStore
 
-from tgbroadcast.core.domain.errors import QueueError
+import tgbroadcast.core.tracing as tracing
+from tgbroadcast.core.domain.errors import MediaGone, QueueError
+from tgbroadcast.core.queue.connection import NatsAccess, redact_url, split_servers
 from tgbroadcast.core.queue.names import QueueNames
 from tgbroadcast.core.queue.payloads import (
     Event,
-    Idle,
     Job,
-    decode_event,
     encode_event,
 )
 from tgbroadcast.core.queue.received import ReceivedJob
+from tgbroadcast.core.queue.replication import check_replicas, ensure_stream, raise_replicas
+from tgbroadcast.core.queue.watching import EventWatching
 
 logger = logging.getLogger(__name__)
 
@@ -40,12 +39,10 @@ MEDIA_MAX_AGE = 7 * 24 * 3600.0
 """Seconds uploaded media is kept for the workers."""
 
 _MSG_ID = "Nats-Msg-Id"
-_STREAM_CONFIG_CONFLICT = 10058  # "stream name already in use with a different configuration"
-_WATCH_INACTIVE_THRESHOLD = 60.0
 _VERIFY_INTERVAL = 1.0  # at most one consumer check per second after empty fetches
 
 
-class Queue:
+class Queue(EventWatching):
     """A connection to NATS with the service's streams; create it with ``Queue.connect``."""
 
     def __init__(
@@ -55,17 +52,20 @@ class Queue:
         names: QueueNames,
         ack_wait: float,
         publish_timeout: float,
+        replicas: int = 1,
     ) -> None:
         self._nc = nc
         self._js: JetStreamContext = nc.jetstream()
         self._names = names
         self._ack_wait = ack_wait
+        self._replicas = check_replicas(replicas)
         self._publish_timeout = publish_timeout
         self._jobs_subs: dict[bool, JetStreamContext.PullSubscription] = {}
         """The pull subscription of each tier's consumer (``True``: paid)."""
         self._fetch_locks = {False: asyncio.Lock(), True: asyncio.Lock()}
         self._media: ObjectStore | None = None
         self._workers_verified_at = 0.0
+        self._errors = 0
         # Every open pull subscription: unsubscribed before draining, because a drain waits
         # for their buffers to empty, and stale status messages of expired pulls never do.
         self._pull_subs: set[JetStreamContext.PullSubscription] = set()
@@ -73,6 +73,11 @@ class Queue:
     @property
     def names(self) -> QueueNames:
         return self._names
+
+    @property
+    def replicas(self) -> int:
+        """``nats.replicas``: for the KV buckets other components create on this connection."""
+        return self._replicas
 
     @property
     def jetstream(self) -> JetStreamContext:
@@ -89,30 +94,56 @@ class Queue:
         name: str = "tgbroadcast",
         ack_wait: float = 60.0,
         publish_timeout: float = 10.0,
+        replicas: int = 1,
+        access: NatsAccess | None = None,
     ) -> AbstractAsyncContextManager[Queue]:
         """Connect, create or update the streams and the ``workers`` consumer; drain on exit.
 
         The first connection waits (retrying, with a warning per failed attempt) until the
         server is reachable; later disconnects are retried forever. Creating the topology
         is idempotent, so several processes may start at once; the last one to start sets
-        the consumer's ``ack_wait``, so give every process the same value.
+        the consumer's ``ack_wait``, so give every process the same value. ``url`` lists one
+        server or a cluster's, comma-separated; every stream and the media bucket get
+        ``replicas`` (:mod:`.replication`); ``access`` carries credentials and TLS
+        (:mod:`.connection`).
         """
         names = QueueNames(prefix)
         if ack_wait <= 0:
             raise ValueError("ack_wait must be positive")
-        return cls._connect(url, names=names, name=name, ack_wait=ack_wait, pt=publish_timeout)
+        check_replicas(replicas)
+        return cls._connect(
+            url,
+            names=names,
+            name=name,
+            ack_wait=ack_wait,
+            pt=publish_timeout,
+            replicas=replicas,
+            access=access or NatsAccess(),
+        )
 
     @classmethod
     @asynccontextmanager
     async def _connect(
-        cls, url: str, *, names: QueueNames, name: str, ack_wait: float, pt: float
+        cls,
+        url: str,
+        *,
+        names: QueueNames,
+        name: str,
+        ack_wait: float,
+        pt: float,
+        replicas: int,
+        access: NatsAccess,
     ) -> AsyncIterator[Queue]:
-        # ``nats.url`` may list a cluster's servers, comma-separated; nats-py wants a list.
-        servers = [server.strip() for server in url.split(",") if server.strip()]
-        safe_url = ",".join(_redact_url(server) for server in servers)
+        servers = split_servers(url)
+        safe_url = ",".join(redact_url(server) for server in servers)
         closing = False
+        errors = [0]  # counted before the Queue exists (errors while connecting)
+        queue: Queue | None = None
 
         async def on_error(exc: Exception) -> None:
+            errors[0] += 1
+            if queue is not None:
+                queue._errors += 1
             logger.warning("NATS %s: %r", safe_url, exc)
 
         async def on_disconnected() -> None:
@@ -127,8 +158,13 @@ class Queue:
         async def on_closed() -> None:
             logger.debug("NATS %s: connection closed", safe_url)
 
+        try:
+            options = access.connect_options()
+        except (OSError, ValueError) as exc:
+            raise QueueError(f"cannot read the NATS credentials or TLS files: {exc}") from exc
         nc = await nats.connect(
             servers,
+            **options,
             name=name,
             max_reconnect_attempts=-1,
             reconnect_time_wait=1,
@@ -138,7 +174,8 @@ class Queue:
             reconnected_cb=on_reconnected,
             closed_cb=on_closed,
         )
-        queue = cls(nc=nc, names=names, ack_wait=ack_wait, publish_timeout=pt)
+        queue = cls(nc=nc, names=names, ack_wait=ack_wait, publish_timeout=pt, replicas=replicas)
+        queue._errors = errors[0]
         try:
             await queue._ensure_topology()
             logger.info("NATS %s: streams %s ready", safe_url, names.prefix)
@@ -159,16 +196,19 @@ class Queue:
 
     async def _ensure_topology(self) -> None:
         n = self._names
-        await self._ensure_stream(
+        await ensure_stream(
+            self._js,
             api.StreamConfig(
                 name=n.jobs_stream,
                 subjects=[n.jobs_subject, n.paid_jobs_subject],
                 retention=api.RetentionPolicy.WORK_QUEUE,
                 storage=api.StorageType.FILE,
                 duplicate_window=DUPLICATE_WINDOW,
-            )
+            ),
+            self._replicas,
         )
-        await self._ensure_stream(
+        await ensure_stream(
+            self._js,
             api.StreamConfig(
                 name=n.events_stream,
                 subjects=[n.events_wildcard],
@@ -176,7 +216,8 @@ class Queue:
                 storage=api.StorageType.FILE,
                 max_age=EVENTS_MAX_AGE,
                 duplicate_window=DUPLICATE_WINDOW,
-            )
+            ),
+            self._replicas,
         )
         # One consumer per tier (their subjects do not overlap, as a work queue requires):
         # paid jobs never wait behind the free ones, nor free behind paid.
@@ -206,15 +247,6 @@ class Queue:
         for sub in list(self._pull_subs):
             await self._unsubscribe(sub)
 
-    async def _unsubscribe(self, sub: JetStreamContext.PullSubscription) -> None:
-        self._pull_subs.discard(sub)
-        if self._nc.is_closed:
-            return
-        try:
-            await sub.unsubscribe()
-        except nats.errors.Error as exc:
-            logger.debug("unsubscribe failed: %r", exc)
-
     async def put_media(self, name: str, data: bytes) -> None:
         """Keep uploaded media for the workers (in a JetStream object store, 7 days)."""
         store = await self._media_store()
@@ -224,10 +256,13 @@ class Queue:
             raise QueueError(f"storing media {name} failed: {exc!r}") from exc
 
     async def get_media(self, name: str) -> bytes:
-        """Media stored by :meth:`put_media`; ``QueueError`` if it is gone."""
+        """Media stored by :meth:`put_media`; ``MediaGone`` if it is gone for good,
+        ``QueueError`` if NATS did not answer."""
         store = await self._media_store()
         try:
             result = await store.get(name)
+        except (nats.js.errors.ObjectNotFoundError, nats.js.errors.ObjectDeletedError):
+            raise MediaGone(f"uploaded media {name} is no longer kept") from None
         except (nats.errors.Error, TimeoutError) as exc:
             raise QueueError(f"reading media {name} failed: {exc!r}") from exc
         return bytes(result.data or b"")
@@ -238,13 +273,16 @@ class Queue:
                 description="tgbroadcast: media uploaded through the API",
                 ttl=MEDIA_MAX_AGE,
                 storage=api.StorageType.FILE,
+                replicas=self._replicas,
             )
+            bucket = self._names.media_bucket
             try:
-                self._media = await self._js.create_object_store(
-                    self._names.media_bucket, config=config
-                )
+                self._media = await self._js.create_object_store(bucket, config=config)
             except nats.js.errors.APIError:  # exists already (maybe another configuration)
-                self._media = await self._js.object_store(self._names.media_bucket)
+                await raise_replicas(
+                    self._js, f"OBJ_{bucket}", self._replicas, what=f"object store {bucket}"
+                )
+                self._media = await self._js.object_store(bucket)
         return self._media
 
     async def ping(self) -> None:
@@ -262,15 +300,20 @@ class Queue:
         info = await self._js.stream_info(self._names.jobs_stream)
         return int(info.state.messages)
 
-    async def _consumer_exists(self, stream: str, consumer: str) -> bool:
-        """False only when the server says the consumer (or its stream) is gone."""
-        try:
-            await self._js.consumer_info(stream, consumer)
-        except nats.js.errors.NotFoundError:
-            return False
-        except (nats.errors.Error, TimeoutError) as exc:
-            logger.debug("cannot check consumer %s: %r", consumer, exc)
-        return True
+    async def backlog(self) -> dict[str, int]:
+        """Jobs waiting for a worker, per tier (``free``, ``paid``): each tier's consumer's
+        pending count, not counting jobs already in a worker's hands."""
+        counts: dict[str, int] = {}
+        for paid in (False, True):
+            consumer, _ = self._names.jobs_consumer(paid=paid)
+            info = await self._js.consumer_info(self._names.jobs_stream, consumer)
+            counts["paid" if paid else "free"] = int(info.num_pending or 0)
+        return counts
+
+    @property
+    def error_count(self) -> int:
+        """Errors the NATS connection reported so far (its error callback)."""
+        return self._errors
 
     async def _verify_workers_consumer(self, *, paid: bool) -> None:
         """Re-create the topology if a tier's consumer vanished (rate-limited)."""
@@ -282,22 +325,6 @@ class Queue:
         if not await self._consumer_exists(self._names.jobs_stream, consumer):
             logger.warning("consumer %s vanished; re-creating it", consumer)
             await self._ensure_topology()
-
-    async def _ensure_stream(self, config: api.StreamConfig) -> None:
-        try:
-            await self._js.add_stream(config)
-        except nats.js.errors.BadRequestError as exc:
-            if exc.err_code != _STREAM_CONFIG_CONFLICT:
-                raise QueueError(f"cannot create stream {config.name}: {exc}") from exc
-            try:
-                await self._js.update_stream(config)
-            except nats.js.errors.APIError as update_exc:
-                raise QueueError(
-                    f"stream {config.name} exists with an incompatible configuration: {update_exc}"
-                ) from update_exc
-            logger.info("updated the configuration of stream %s", config.name)
-        except nats.js.errors.APIError as exc:
-            raise QueueError(f"cannot create stream {config.name}: {exc}") from exc
 
     async def publish_jobs(self, jobs: Iterable[Job]) -> None:
         """Publish every job, pipelined; returns once JetStream stored (or deduplicated) all.
@@ -333,6 +360,7 @@ class Queue:
             return
         futures: list[asyncio.Future[api.PubAck]] = []
         loop = asyncio.get_running_loop()
+        trace = tracing.headers()  # the current trace (``traceparent``) for the consumers
         deadline = loop.time() + self._publish_timeout  # one deadline for the whole batch
         try:
             # No ``wait_stall``: on Python 3.11 nats-py's asyncio.wait_for around its stall
@@ -342,7 +370,7 @@ class Queue:
                 for subject, payload, msg_id in items:
                     futures.append(
                         await self._js.publish_async(
-                            subject, payload, stream=stream, headers={_MSG_ID: msg_id}
+                            subject, payload, stream=stream, headers={_MSG_ID: msg_id, **trace}
                         )
                     )
             _done, not_done = await asyncio.wait(futures, timeout=max(0.0, deadline - loop.time()))
@@ -419,124 +447,3 @@ class Queue:
                 except nats.errors.Error as term_exc:
                     logger.warning("could not terminate the malformed job: %r", term_exc)
         return received
-
-    async def watch(
-        self, broadcast_id: int, *, idle_after: float = 1.0, batch_size: int = 64
-    ) -> AsyncGenerator[Event | Idle, None]:
-        """Every event of the broadcast from the start of the stream, then live ones.
-
-        Events come in stream order, each once. ``Idle()`` is yielded whenever nothing
-        arrived for ``idle_after`` seconds. At most ``batch_size`` events are fetched ahead
-        of the caller, however slowly it iterates.
-
-        The server-side consumer is deleted when the generator is closed: iterate it inside
-        ``contextlib.aclosing(queue.watch(...))`` so that happens on every exit path,
-        cancellation included. If the process vanishes, the server drops the consumer after
-        a minute without pulls. If it is dropped (or lost) while the caller is slow, it is
-        re-created from the next unseen event: nothing is skipped or repeated.
-        """
-        if idle_after <= 0:
-            raise ValueError("idle_after must be positive")
-        if batch_size < 1:
-            raise ValueError("batch_size must be at least 1")
-        stream = self._names.events_stream
-        subject = self._names.events_subject(broadcast_id)
-        next_seq = 1
-        consumer = ""
-        sub: JetStreamContext.PullSubscription | None = None
-        last_pull = verified_at = time.monotonic()
-        try:
-            while True:
-                now = time.monotonic()
-                if sub is not None and now - last_pull > _WATCH_INACTIVE_THRESHOLD / 2:
-                    # The caller was slow: the server may have dropped the idle consumer.
-                    verified_at = now
-                    if not await self._consumer_exists(stream, consumer):
-                        await self._close_watch(stream, consumer, sub)
-                        sub = None
-                if sub is None:
-                    consumer = f"watch-{broadcast_id}-{uuid.uuid4().hex[:16]}"
-                    sub = await self._open_watch(stream, subject, consumer, next_seq)
-                msgs: list[Msg] = []
-                try:
-                    msgs = await sub.fetch(batch=batch_size, timeout=idle_after)
-                except TimeoutError:
-                    pass
-                except nats.js.errors.APIError as exc:
-                    # Newer servers answer a pull on a deleted consumer with 503.
-                    logger.info("watch of %s: %s; re-creating its consumer", subject, exc)
-                    await self._close_watch(stream, consumer, sub)
-                    sub = None
-                    continue
-                last_pull = now = time.monotonic()
-                if not msgs:
-                    # Old servers answer a pull on a deleted consumer with silence.
-                    if now - verified_at >= _VERIFY_INTERVAL:
-                        verified_at = now
-                        if not await self._consumer_exists(stream, consumer):
-                            logger.info("watch of %s lost its consumer; re-creating", subject)
-                            await self._close_watch(stream, consumer, sub)
-                            sub = None
-                    yield Idle()
-                    continue
-                for msg in msgs:
-                    seq = msg.metadata.sequence.stream
-                    if seq < next_seq:
-                        continue
-                    next_seq = seq + 1
-                    try:
-                        event = decode_event(msg.data)
-                    except ValueError as exc:
-                        logger.error("skipping malformed event (stream seq %d): %s", seq, exc)
-                        continue
-                    yield event
-        finally:
-            if sub is not None:
-                await self._close_watch(stream, consumer, sub)
-
-    async def _open_watch(
-        self, stream: str, subject: str, consumer: str, start_seq: int
-    ) -> JetStreamContext.PullSubscription:
-        config = api.ConsumerConfig(
-            name=consumer,
-            deliver_policy=api.DeliverPolicy.BY_START_SEQUENCE,
-            opt_start_seq=start_seq,
-            ack_policy=api.AckPolicy.NONE,
-            filter_subject=subject,
-            inactive_threshold=_WATCH_INACTIVE_THRESHOLD,
-            mem_storage=True,
-            num_replicas=1,
-        )
-        try:
-            await self._js.add_consumer(stream, config=config)
-        except nats.js.errors.APIError as exc:
-            raise QueueError(f"cannot watch {subject}: {exc}") from exc
-        sub = await self._js.pull_subscribe_bind(consumer=consumer, stream=stream)
-        self._pull_subs.add(sub)
-        return sub
-
-    async def _close_watch(
-        self, stream: str, consumer: str, sub: JetStreamContext.PullSubscription
-    ) -> None:
-        await self._unsubscribe(sub)
-        if self._nc.is_closed or self._nc.is_draining:
-            return
-        try:
-            await self._js.delete_consumer(stream, consumer)
-        except nats.js.errors.NotFoundError:
-            pass
-        except (nats.errors.Error, TimeoutError) as exc:
-            logger.warning("could not delete watch consumer %s: %r", consumer, exc)
-
-
-def _redact_url(url: str) -> str:
-    """The URL without user info (NATS URLs may carry a user, password or token)."""
-    try:
-        parts = urlsplit(url)
-    except ValueError:
-        return "<invalid url>"
-    if parts.username is None and parts.password is None:
-        return url
-    host = parts.hostname or ""
-    netloc = f"***@{host}" + (f":{parts.port}" if parts.port else "")
-    return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))

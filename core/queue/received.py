@@ -31,6 +31,11 @@ class ReceivedJob:
     def __repr__(self) -> str:
         return f"ReceivedJob(job={self.job!r}, num_delivered={self.num_delivered})"
 
+    @property
+    def headers(self) -> dict[str, str]:
+        """The message's headers: ``traceparent`` among them when its publisher was traced."""
+        return self._msg.headers or {}
+
     async def ack(self) -> None:
         """Done: returns once the server confirmed; the job then leaves the stream."""
         await self._settle("ack", self._msg.ack_sync(timeout=_ACK_TIMEOUT))

@@ -27,6 +27,7 @@ from collections.abc import (
 from contextlib import aclosing
 from dataclasses import dataclass, replace
 
+import tgbroadcast.core.tracing as tracing
 from tgbroadcast.core.domain.errors import AlreadyExists, FieldViolation, InvalidArgument, NotFound
 from tgbroadcast.core.domain.model import (
     Broadcast,
@@ -160,13 +161,17 @@ class BroadcastingService(LifecycleOperations):
             # One reservation covers upload and write: a refused send uploads nothing.
             async with self._quota.admitting(size):
                 new = await self._stash_media(new, request)
-                broadcast = await self._store.create_broadcast(
-                    new, request_hash=hashed or None, created_by=created_by
-                )
+                with tracing.span("tgbroadcast.store.create_broadcast"):
+                    broadcast = await self._store.create_broadcast(
+                        new, request_hash=hashed or None, created_by=created_by
+                    )
         except AlreadyExists:  # an identical request raced this one and won
             if not key or (replayed := await self._earlier(key, hashed)) is None:
                 raise
             return Accepted(broadcast=replayed, replayed=True)
+        tracing.set_attributes(
+            {tracing.BROADCAST_ID: broadcast.id, "tgbroadcast.recipients": broadcast.total}
+        )
         self._metrics.broadcasts_created.inc()
         self._metrics.recipients_accepted.inc(broadcast.total)
         logger.info(

@@ -34,6 +34,7 @@ from contextlib import AbstractAsyncContextManager
 from datetime import UTC, datetime, timedelta
 from types import TracebackType
 
+import tgbroadcast.core.tracing as tracing
 from tgbroadcast.core.domain import states
 from tgbroadcast.core.domain.errors import NotFound
 from tgbroadcast.core.queue import JOB_SIZE, Job, Queue
@@ -69,6 +70,8 @@ class Dispatcher(AbstractAsyncContextManager["Dispatcher"]):
         self._todo: asyncio.Queue[int] = asyncio.Queue()
         self._queued: set[int] = set()
         self._again: set[int] = set()
+        self._traces: dict[int, tracing.Context] = {}
+        """The trace of each queued broadcast's latest :meth:`dispatch` (when traced)."""
         self._task: asyncio.Task[None] | None = None
         self._sweeper: asyncio.Task[None] | None = None
         self._idle = asyncio.Event()
@@ -95,6 +98,8 @@ class Dispatcher(AbstractAsyncContextManager["Dispatcher"]):
     def dispatch(self, broadcast_id: int) -> None:
         """Queue a stored broadcast for publishing; returns at once. A broadcast being
         published right now is published once more afterwards (it may have been resumed)."""
+        if (parent := tracing.capture()) is not None:  # its publishing continues this trace
+            self._traces[broadcast_id] = parent
         if broadcast_id in self._queued:
             self._again.add(broadcast_id)
             return
@@ -109,10 +114,16 @@ class Dispatcher(AbstractAsyncContextManager["Dispatcher"]):
     async def _run(self) -> None:
         while True:
             broadcast_id = await self._todo.get()
+            parent = self._traces.pop(broadcast_id, None)
             delay = self._retry_delay
             while True:
                 try:
-                    await self._publish(broadcast_id)
+                    await tracing.traced(
+                        self._publish(broadcast_id),
+                        "tgbroadcast.dispatch",
+                        {tracing.BROADCAST_ID: broadcast_id},
+                        parent=parent,
+                    )
                     break
                 except asyncio.CancelledError:
                     raise
@@ -183,6 +194,7 @@ class Dispatcher(AbstractAsyncContextManager["Dispatcher"]):
                     jobs = []
             if jobs:
                 await self._queue.publish_jobs(jobs)
+            tracing.set_attributes({"tgbroadcast.recipients": count})
             if await self._store.mark_generation_dispatched(broadcast_id, broadcast.resumed_at):
                 logger.info(
                     "broadcast dispatched",

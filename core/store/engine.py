@@ -10,6 +10,14 @@
 * MySQL/MariaDB (``mysql+asyncmy://``): the connection is forced to ``charset=utf8mb4``;
   tables carry their own utf8mb4 charset (see ``tables``).
 
+:class:`EngineOptions` size the pool of the two servers (SQLite keeps its own, above) and bound
+the wait for a connection (:class:`PoolTimeout`, every backend) and a statement's run time
+(:class:`StatementTimeout`: the database cancels it and its transaction rolls back).
+``pgbouncer`` makes a PostgreSQL engine safe behind PgBouncer in transaction mode: no
+prepared statement cache (asyncpg's nor SQLAlchemy's), a unique name for each statement it
+prepares (a server connection serves many clients), and the statement timeout set with ``SET
+LOCAL`` in each transaction, as PgBouncer refuses it as a startup parameter.
+
 :func:`migrate` runs Alembic's ``upgrade head`` in one transaction that concurrent migrators
 serialize on (SQLite's write lock, a PostgreSQL advisory lock, a MySQL named lock), so any
 number of processes may migrate the same database at start-up.
@@ -21,15 +29,19 @@ import asyncio
 import logging
 import sqlite3
 import time
+import uuid
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Final
+from typing import Any, Final, Protocol
 
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import event, text
-from sqlalchemy.engine import URL, Connection, make_url
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from sqlalchemy import event, exc, text
+from sqlalchemy.engine import URL, Connection, ExceptionContext, make_url
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
-from sqlalchemy.pool import ConnectionPoolEntry
+from sqlalchemy.pool import AsyncAdaptedQueuePool, ConnectionPoolEntry, NullPool
 from sqlalchemy.util import await_
 
 logger = logging.getLogger(__name__)
@@ -48,23 +60,187 @@ _PG_MIGRATION_LOCK_KEY: Final = 0x7467_6272_6F61_6463  # "tgbroadc"
 _MYSQL_LOCK_TIMEOUT_S: Final = 300
 
 
-def create_engine(url: str) -> AsyncEngine:
+_PG_QUERY_CANCELED: Final = "57014"
+_MARIADB_STATEMENT_TIMEOUT: Final = 1969  # ER_STATEMENT_TIMEOUT (max_statement_time)
+_MYSQL_EXECUTION_TIMEOUT: Final = 3024  # ER_QUERY_TIMEOUT (max_execution_time)
+
+
+class ConnectionOptions(Protocol):
+    """What :func:`create_engine` takes besides the URL (``DatabaseSettings`` is one)."""
+
+    @property
+    def pool_size(self) -> int: ...
+    @property
+    def max_overflow(self) -> int: ...
+    @property
+    def pool_timeout(self) -> float: ...
+    @property
+    def statement_timeout(self) -> float: ...
+    @property
+    def pgbouncer(self) -> bool: ...
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class EngineOptions:
+    """The defaults of ``database.*`` (docs/configuration.md)."""
+
+    pool_size: int = 10
+    """Connections kept open (PostgreSQL, MariaDB)."""
+    max_overflow: int = 10
+    """Connections opened beyond ``pool_size`` under load (PostgreSQL, MariaDB)."""
+    pool_timeout: float = 30.0
+    """Seconds to wait for a free connection before :class:`PoolTimeout` (every backend)."""
+    statement_timeout: float = 0.0
+    """Seconds a statement may run before :class:`StatementTimeout`; 0: no limit."""
+    pgbouncer: bool = False
+    """PostgreSQL behind PgBouncer in transaction mode."""
+
+
+class PoolTimeout(exc.OperationalError):
+    """Every connection of the pool stayed busy for ``pool_timeout`` seconds.
+
+    An ``OperationalError``: the API answers 503 / ``UNAVAILABLE`` (the database cannot serve
+    the call now) and the caller may retry. Nothing was sent to the database.
+    """
+
+    def __init__(self, message: str) -> None:
+        super().__init__(None, None, TimeoutError(message))
+        self.message = message
+
+    def __str__(self) -> str:
+        return self.message
+
+
+class StatementTimeout(exc.OperationalError):
+    """The database cancelled a statement that ran longer than ``statement_timeout``.
+
+    Its transaction was rolled back: nothing of it is written. An ``OperationalError``, so
+    the API answers 503 / ``UNAVAILABLE``. ``orig`` is the driver's error.
+    """
+
+    def __init__(self, message: str, orig: BaseException) -> None:
+        super().__init__(None, None, orig)
+        self.message = message
+
+    def __str__(self) -> str:
+        return self.message
+
+
+class _Pool(AsyncAdaptedQueuePool):
+    """SQLAlchemy's pool, failing with :class:`PoolTimeout` when it has no connection free."""
+
+    def _do_get(self) -> ConnectionPoolEntry:
+        try:
+            return super()._do_get()
+        except exc.TimeoutError:
+            raise PoolTimeout(
+                f"no database connection came free within {self._timeout:g} s "
+                f"(database.pool_timeout): all {self.size()} + {self._max_overflow} overflow "
+                "connections of this process are busy"
+            ) from None
+
+
+def create_engine(
+    url: str, options: ConnectionOptions | None = None, *, pooled: bool = True
+) -> AsyncEngine:
     """An engine for ``url`` with the backend tuned as described in the module docstring.
 
-    Raises ``ValueError`` for an unsupported backend or an in-memory SQLite database (each
-    connection would see its own empty database).
+    ``options`` default to :class:`EngineOptions`. Not ``pooled``: every connection is opened
+    for its use and closed after it (readiness probes), with the same driver settings. Raises
+    ``ValueError`` for an unsupported backend or an in-memory SQLite database (each connection
+    would see its own empty database).
     """
+    options = options or EngineOptions()
     parsed = make_url(url)
     backend = parsed.get_backend_name()
     if backend == "sqlite":
-        return _sqlite_engine(parsed)
+        if not pooled:
+            return create_async_engine(parsed, poolclass=NullPool)
+        return _sqlite_engine(parsed, options.pool_timeout)
+    pool: dict[str, Any] = (
+        {
+            "poolclass": _Pool,
+            "pool_size": options.pool_size,
+            "max_overflow": options.max_overflow,
+            "pool_timeout": options.pool_timeout,
+            "pool_pre_ping": True,
+        }
+        if pooled
+        else {"poolclass": NullPool}
+    )
     if backend == "postgresql":
-        return create_async_engine(parsed, pool_pre_ping=True)
-    if backend in ("mysql", "mariadb"):
+        engine = _postgres_engine(parsed, options, pool)
+    elif backend in ("mysql", "mariadb"):
         if "charset" not in parsed.query:
             parsed = parsed.update_query_dict({"charset": "utf8mb4"})
-        return create_async_engine(parsed, pool_pre_ping=True, pool_recycle=3600)
-    raise ValueError(f"unsupported database backend {backend!r} (sqlite, postgresql, mysql)")
+        engine = create_async_engine(parsed, **pool, **({"pool_recycle": 3600} if pooled else {}))
+        if options.statement_timeout > 0:
+            _mysql_statement_timeout(engine, options.statement_timeout)
+    else:
+        raise ValueError(f"unsupported database backend {backend!r} (sqlite, postgresql, mysql)")
+    if options.statement_timeout > 0:
+        _name_statement_timeouts(engine, options.statement_timeout)
+    return engine
+
+
+def _postgres_engine(url: URL, options: ConnectionOptions, pool: dict[str, Any]) -> AsyncEngine:
+    timeout_ms = round(options.statement_timeout * 1000)
+    connect_args: dict[str, Any] = {}
+    if options.pgbouncer:
+        # PgBouncer gives each transaction whichever server connection is free: a statement
+        # prepared (and cached) on one is missing on the next, and two clients' numbered
+        # names collide on one. So: no cache, and a name nobody else uses.
+        connect_args["statement_cache_size"] = 0
+        connect_args["prepared_statement_cache_size"] = 0
+        connect_args["prepared_statement_name_func"] = _statement_name
+    elif timeout_ms > 0:
+        connect_args["server_settings"] = {"statement_timeout": str(timeout_ms)}
+    engine = create_async_engine(url, connect_args=connect_args, **pool)
+    if options.pgbouncer and timeout_ms > 0:
+        # PgBouncer refuses statement_timeout as a startup parameter (and a session SET
+        # would stay on a server connection other clients get): set it per transaction.
+        @event.listens_for(engine.sync_engine, "begin")
+        def _on_begin(connection: Connection) -> None:
+            connection.exec_driver_sql(f"SET LOCAL statement_timeout = {timeout_ms}")
+
+    return engine
+
+
+def _statement_name() -> str:
+    return f"__tgb_{uuid.uuid4().hex}__"
+
+
+def _mysql_statement_timeout(engine: AsyncEngine, seconds: float) -> None:
+    @event.listens_for(engine.sync_engine, "connect")
+    def _on_connect(dbapi_connection: Any, _record: ConnectionPoolEntry) -> None:
+        cursor = dbapi_connection.cursor()
+        try:
+            cursor.execute("SELECT VERSION()")
+            (version,) = cursor.fetchone()
+            if "mariadb" in str(version).lower():
+                cursor.execute(f"SET SESSION max_statement_time = {seconds:.6f}")
+            else:  # MySQL: SELECTs only
+                cursor.execute(f"SET SESSION max_execution_time = {max(1, round(seconds * 1000))}")
+        finally:
+            cursor.close()
+
+
+def _name_statement_timeouts(engine: AsyncEngine, seconds: float) -> None:
+    """Raise :class:`StatementTimeout` for a statement the database cancelled for its time."""
+
+    @event.listens_for(engine.sync_engine, "handle_error")
+    def _on_error(context: ExceptionContext) -> None:
+        orig = context.original_exception
+        if getattr(orig, "sqlstate", None) == _PG_QUERY_CANCELED or (
+            context.dialect.name in ("mysql", "mariadb")
+            and orig.args
+            and orig.args[0] in (_MARIADB_STATEMENT_TIMEOUT, _MYSQL_EXECUTION_TIMEOUT)
+        ):
+            raise StatementTimeout(
+                f"a database statement ran longer than {seconds:g} s "
+                "(database.statement_timeout) and was cancelled; its transaction was rolled back",
+                orig,
+            ) from context.sqlalchemy_exception
 
 
 def _enable_wal(cursor: Any) -> None:
@@ -93,7 +269,7 @@ def writer(engine: AsyncEngine) -> AsyncEngine:
     return engine.execution_options(**{WRITE_OPTION: True})
 
 
-def _sqlite_engine(url: URL) -> AsyncEngine:
+def _sqlite_engine(url: URL, pool_timeout: float) -> AsyncEngine:
     database = url.database or ""
     if database in ("", ":memory:") or "mode=memory" in str(url):
         raise ValueError("SQLite needs a database file: sqlite+aiosqlite:///path/to/file.db")
@@ -102,7 +278,13 @@ def _sqlite_engine(url: URL) -> AsyncEngine:
     # Each connection is a thread of aiosqlite's: the pool keeps 12 open (with 5, a busy
     # worker opened and closed connections, and threads, several times a second) and opens
     # up to 12 more for a moment.
-    engine = create_async_engine(url, pool_size=SQLITE_POOL_SIZE, max_overflow=SQLITE_POOL_SIZE)
+    engine = create_async_engine(
+        url,
+        poolclass=_Pool,
+        pool_size=SQLITE_POOL_SIZE,
+        max_overflow=SQLITE_POOL_SIZE,
+        pool_timeout=pool_timeout,
+    )
 
     @event.listens_for(engine.sync_engine, "connect")
     def _on_connect(dbapi_connection: Any, _record: ConnectionPoolEntry) -> None:
@@ -135,18 +317,35 @@ def alembic_config(connection: Connection | None = None) -> Config:
 
 
 async def migrate(engine: AsyncEngine) -> None:
-    """Upgrade the schema to the newest revision; a no-op when it is already there."""
+    """Upgrade the schema to the newest revision; a no-op when it is already there.
+
+    A schema at a revision this version does not know was migrated by a newer release (a
+    rolling upgrade migrates first, and an old process may restart after that): it is left
+    as it is, with a warning, and the process runs on it — every revision only adds
+    (docs/operations.md, rolling upgrades).
+
+    ``statement_timeout`` does not apply: waiting for another migrator and a migration of a
+    big table may take longer."""
     async with writer(engine).connect() as connection:
         dialect = connection.dialect.name
         if dialect in ("mysql", "mariadb"):
-            await _mysql_lock(connection)
+            variable = (
+                "max_statement_time"
+                if getattr(connection.dialect, "is_mariadb", False)
+                else "max_execution_time"
+            )
+            await connection.execute(text(f"SET SESSION {variable} = 0"))
             try:
-                await _upgrade(connection)
+                await _mysql_lock(connection)
+                try:
+                    await _upgrade(connection)
+                finally:
+                    await connection.execute(
+                        text("SELECT RELEASE_LOCK(:name)"), {"name": MIGRATION_LOCK}
+                    )
+                    await connection.commit()
             finally:
-                await connection.execute(
-                    text("SELECT RELEASE_LOCK(:name)"), {"name": MIGRATION_LOCK}
-                )
-                await connection.commit()
+                await connection.invalidate()  # not back to the pool without its time limit
         else:
             await _upgrade(connection)
 
@@ -154,6 +353,7 @@ async def migrate(engine: AsyncEngine) -> None:
 async def _upgrade(connection: AsyncConnection) -> None:
     async with connection.begin():
         if connection.dialect.name == "postgresql":
+            await connection.execute(text("SET LOCAL statement_timeout = 0"))
             await connection.execute(
                 text("SELECT pg_advisory_xact_lock(:key)"), {"key": _PG_MIGRATION_LOCK_KEY}
             )
@@ -161,7 +361,21 @@ async def _upgrade(connection: AsyncConnection) -> None:
 
 
 def _upgrade_sync(connection: Connection) -> None:
-    command.upgrade(alembic_config(connection), "head")
+    config = alembic_config(connection)
+    script = ScriptDirectory.from_config(config)
+    known = {revision.revision for revision in script.walk_revisions()}
+    current = MigrationContext.configure(connection).get_current_heads()
+    newer = [revision for revision in current if revision not in known]
+    if newer:
+        logger.warning(
+            "the database schema is at revision %s, which this version does not know (its "
+            "newest is %s): a newer release migrated it; running on it without migrating",
+            ", ".join(newer),
+            script.get_current_head(),
+            extra={"revision": ", ".join(newer)},
+        )
+        return
+    command.upgrade(config, "head")
     logger.debug("schema at head")
 
 

@@ -30,10 +30,10 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Sequ
 from datetime import UTC, datetime, timedelta
 from typing import Final, TypeVar
 
-from sqlalchemy import text
+from sqlalchemy import event, text
+from sqlalchemy.engine import ExceptionContext
 from sqlalchemy.exc import DBAPIError, IntegrityError
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
-from sqlalchemy.pool import NullPool
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from tgbroadcast.core.domain.errors import AlreadyExists
 from tgbroadcast.core.domain.model import (
@@ -63,7 +63,7 @@ from tgbroadcast.core.store import (
 )
 from tgbroadcast.core.store.callbacks import CallbackClaim
 from tgbroadcast.core.store.deliveries import Claimed, Recorded
-from tgbroadcast.core.store.engine import create_engine, migrate, writer
+from tgbroadcast.core.store.engine import ConnectionOptions, create_engine, migrate, writer
 
 logger = logging.getLogger(__name__)
 
@@ -80,18 +80,27 @@ class Store:
     once. Construct with :meth:`open`; call :meth:`migrate` before first use of a database.
     """
 
-    def __init__(self, engine: AsyncEngine) -> None:
+    def __init__(self, engine: AsyncEngine, options: ConnectionOptions | None = None) -> None:
         self._engine = engine
         self._writer = writer(engine)
+        self._options = options
         self._pinger: AsyncEngine | None = None
 
     @classmethod
-    def open(cls, url: str) -> contextlib.AbstractAsyncContextManager[Store]:
+    def open(
+        cls, url: str, options: ConnectionOptions | None = None
+    ) -> contextlib.AbstractAsyncContextManager[Store]:
         """A store on ``url`` (a SQLAlchemy URL string); its connections close on exit.
+
+        ``options`` (``DatabaseSettings`` is one) size its pool and bound waits and statements
+        (see :mod:`.engine`); by default those of :class:`~.engine.EngineOptions`. A call
+        finding no free connection within ``pool_timeout`` raises
+        :class:`~.engine.PoolTimeout`; a statement cancelled for ``statement_timeout``,
+        :class:`~.engine.StatementTimeout` (its transaction rolled back).
 
         ``ValueError`` on entering for an unsupported backend or an in-memory SQLite URL.
         """
-        return _opened(cls, url)
+        return _opened(cls, url, options)
 
     async def migrate(self) -> None:
         """Bring the schema to the newest revision (a no-op if it is there already).
@@ -108,9 +117,21 @@ class Store:
         waits for the pool, not the database, and readiness would fail on a healthy one.
         """
         if self._pinger is None:
-            self._pinger = create_async_engine(self._engine.url, poolclass=NullPool)
+            url = self._engine.url.render_as_string(hide_password=False)
+            self._pinger = create_engine(url, self._options, pooled=False)
         async with self._pinger.connect() as connection:
             await connection.execute(text("SELECT 1"))
+
+    def on_error(self, callback: Callable[[], None]) -> None:
+        """``callback()`` at every error the database raises for this store's calls (metrics):
+        lost connections, timeouts, deadlocks, ...; not the constraint violations the store
+        answers itself (a taken idempotency key), nor :meth:`ping`'s."""
+
+        def handle_error(context: ExceptionContext) -> None:
+            if not isinstance(context.sqlalchemy_exception, IntegrityError):
+                callback()
+
+        event.listen(self._engine.sync_engine, "handle_error", handle_error)
 
     async def close(self) -> None:
         """Close the connections of the pool and of :meth:`ping`."""
@@ -512,8 +533,10 @@ _actions = actions  # ``actions`` is also the name of get_broadcast's parameter
 
 
 @contextlib.asynccontextmanager
-async def _opened(cls: type[Store], url: str) -> AsyncIterator[Store]:
-    store = cls(create_engine(url))
+async def _opened(
+    cls: type[Store], url: str, options: ConnectionOptions | None
+) -> AsyncIterator[Store]:
+    store = cls(create_engine(url, options), options)
     try:
         yield store
     finally:

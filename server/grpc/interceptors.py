@@ -14,7 +14,9 @@ method the server does not have is refused PERMISSION_DENIED outside the allow-l
 UNIMPLEMENTED inside it, so a scan learns nothing from outside.
 
 One line per call on the ``tgbroadcast.access`` logger: method, status code, duration, token
-name, client address. Never metadata or a token.
+name, client address. Never metadata or a token. The same three facts go to an optional
+:class:`CallObserver` (the metrics), the method by its short name (``SendMessage``) or
+``unknown`` for a method the server does not have.
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import aclosing, contextmanager
 from dataclasses import dataclass
-from typing import Any, Final, TypeAlias
+from typing import Any, Final, Protocol, TypeAlias
 
 import grpc
 from google.protobuf import any_pb2, duration_pb2
@@ -49,6 +51,8 @@ MAX_LOGGED_METHOD: Final = 100
 """Characters of a method name the server does not have that the access log keeps."""
 UNIMPLEMENTED: Final = "Method not found!"
 """gRPC's own words for a method the server does not have."""
+UNKNOWN_METHOD: Final = "unknown"
+"""The method a :class:`CallObserver` is told for one the server does not have."""
 CODES: Final = {
     RefusalKind.FORBIDDEN: grpc.StatusCode.PERMISSION_DENIED,
     RefusalKind.UNAUTHENTICATED: grpc.StatusCode.UNAUTHENTICATED,
@@ -69,6 +73,13 @@ def resource_exhausted(message: str, retry_after: float | None = None) -> grpc.S
     )
 
 
+class CallObserver(Protocol):
+    """Told of every call when it ends: the short method name, the status code's name
+    (``OK``, ``INVALID_ARGUMENT``) and the seconds it took."""
+
+    def __call__(self, *, method: str, code: str, seconds: float) -> None: ...
+
+
 @dataclass(slots=True)
 class _Call:
     """What the access log says about one call, filled in as the call goes."""
@@ -78,6 +89,8 @@ class _Call:
     client: str = ""
     token_name: str = ""
     code: grpc.StatusCode | None = None
+    known: bool = True
+    observer: CallObserver | None = None
 
 
 class AuthInterceptor(grpc.aio.ServerInterceptor):
@@ -87,9 +100,12 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):
     PUBLIC_SERVICES = frozenset({health.SERVICE_NAME, reflection.SERVICE_NAME})
     """Served without a token (behind the allow-list)."""
 
-    def __init__(self, tokens: TokenCheck, guards: Guards | None = None) -> None:
+    def __init__(
+        self, tokens: TokenCheck, guards: Guards | None = None, observer: CallObserver | None = None
+    ) -> None:
         self._tokens = tokens
         self._guards = Guards() if guards is None else guards
+        self._observer = observer
 
     async def intercept_service(
         self,
@@ -115,6 +131,7 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):
         await self._check(context, call, public=False)
 
     async def _check(self, context: _Context, call: _Call, *, public: bool) -> None:
+        call.observer = self._observer
         call.client = self._client(context)
         verdict = self._guards.admit(
             self._tokens, call.client, _metadata(context, "authorization"), public=public
@@ -161,6 +178,7 @@ def _unimplemented(method: str, admit: _Admit) -> _Handler:
 
     async def refuse(requests: Any, context: _Context) -> None:
         with _logged(method, context) as call:
+            call.known = False
             await admit(context, call)
             call.code = grpc.StatusCode.UNIMPLEMENTED
             await context.abort(call.code, UNIMPLEMENTED)
@@ -246,14 +264,18 @@ def _code(context: _Context) -> grpc.StatusCode | None:
 
 def _log(call: _Call) -> None:
     code = call.code or grpc.StatusCode.UNKNOWN
+    seconds = time.monotonic() - call.started
     access_logger.info(
         "rpc",
         extra={
             "transport": "grpc",
             "method": call.method,
             "status": code.name,
-            "duration_ms": round((time.monotonic() - call.started) * 1000, 1),
+            "duration_ms": round(seconds * 1000, 1),
             "token_name": call.token_name,
             "client": call.client,
         },
     )
+    if call.observer is not None:
+        method = call.method.rpartition("/")[2] if call.known else UNKNOWN_METHOD
+        call.observer(method=method, code=code.name, seconds=seconds)

@@ -37,7 +37,8 @@ from tgbroadcast.core.service.broadcasting import BroadcastingService
 from tgbroadcast.core.service.user_import import ImportChunk
 from tgbroadcast.server.auth import TokenCheck, current_caller_name
 from tgbroadcast.server.grpc import content, controls, messages, reports, watch
-from tgbroadcast.server.grpc.interceptors import AuthInterceptor, resource_exhausted
+from tgbroadcast.server.grpc.interceptors import AuthInterceptor, CallObserver, resource_exhausted
+from tgbroadcast.server.grpc.tracing import TracingInterceptor
 from tgbroadcast.server.guards import Guards
 from tgbroadcast.server.streams import DEFAULT_MAX_WATCHERS, Watchers
 from tgbroadcast.v1 import broadcast_pb2 as pb
@@ -278,6 +279,7 @@ async def create_server(
     guards: Guards | None = None,
     health_servicer: health.aio.HealthServicer | None = None,
     watchers: Watchers | None = None,
+    observer: CallObserver | None = None,
 ) -> grpc.aio.Server:
     """The API server, not yet bound or started.
 
@@ -288,10 +290,10 @@ async def create_server(
     none when omitted. ``health_servicer``: one that follows readiness
     (:class:`.health.HealthFollower`) instead of SERVING for good; ``watchers``: the bound on
     open ``WatchBroadcast`` streams shared with the REST event streams (see
-    :mod:`tgbroadcast.server.streams`).
+    :mod:`tgbroadcast.server.streams`); ``observer``: told of every call as it ends (metrics).
     """
     server = grpc.aio.server(
-        interceptors=[AuthInterceptor(tokens, guards)],
+        interceptors=[TracingInterceptor(), AuthInterceptor(tokens, guards, observer)],
         options=[
             ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
             ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),

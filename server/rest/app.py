@@ -12,8 +12,8 @@ This module holds the app, its middlewares, the send routes, ``GET /v1/broadcast
 and ``/metrics``; ``/livez`` and ``/readyz`` are in :mod:`.health`; the other routes are in
 :mod:`.controls`, :mod:`.reports`,
 :mod:`.users`, :mod:`.preview` and :mod:`.openapi`; the allow-list, limits, token check and
-access log in :mod:`.guards`. Reading requests is :mod:`.params`,
-rendering answers :mod:`.rendering`, the content bodies :mod:`.content`.
+access log in :mod:`.guards`; the request metrics in :mod:`.metrics`. Reading requests is
+:mod:`.params`, rendering answers :mod:`.rendering`, the content bodies :mod:`.content`.
 """
 
 from __future__ import annotations
@@ -46,6 +46,7 @@ from tgbroadcast.server.rest import (
     controls,
     guards,
     health,
+    metrics,
     openapi,
     params,
     preview,
@@ -53,6 +54,7 @@ from tgbroadcast.server.rest import (
     rendering,
     reports,
     strict_json,
+    tracing,
     users,
 )
 from tgbroadcast.server.streams import DEFAULT_MAX_WATCHERS, Watchers
@@ -249,7 +251,7 @@ async def get_broadcast(request: web.Request) -> web.Response:
     )
 
 
-async def metrics(request: web.Request) -> web.Response:
+async def metrics_page(request: web.Request) -> web.Response:
     body = await params.service(request).metrics_text()
     return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
 
@@ -263,27 +265,36 @@ def create_app(
     guard: Guards | None = None,
     readiness: Readiness | None = None,
     watchers: Watchers | None = None,
+    observer: metrics.RequestObserver | None = None,
 ) -> web.Application:
     """``guard``: the allow-list, rate limit and failed-authentication throttle (see
     :mod:`.guards`); none of them when omitted. ``readiness``: what ``/readyz`` checks (only
     the drain when omitted); ``watchers``: the bound on open event streams, shared with gRPC
-    (:mod:`tgbroadcast.server.streams`)."""
+    (:mod:`tgbroadcast.server.streams`); ``observer``: told of every request as it ends
+    (:mod:`.metrics`)."""
     app = web.Application(
         client_max_size=max_body_bytes,
-        middlewares=[guards.access_log_middleware, errors_middleware, guards.guard_middleware],
+        middlewares=[
+            tracing.tracing_middleware,
+            metrics.metrics_middleware,
+            guards.access_log_middleware,
+            errors_middleware,
+            guards.guard_middleware,
+        ],
     )
     app[SERVICE_KEY] = service
     app[TOKENS_KEY] = tokens
     app[guards.GUARDS_KEY] = Guards() if guard is None else guard
     app[guards.PUBLIC_PATHS_KEY] = UNAUTHENTICATED_PATHS
     app[MAX_BODY_KEY] = max_body_bytes
+    metrics.observe(app, observer)
     app[reports.WATCHERS_KEY] = Watchers(DEFAULT_MAX_WATCHERS) if watchers is None else watchers
     app.router.add_post("/send-message", send_message)
     app.router.add_post("/v1/broadcasts", send_message)
     app.router.add_get("/v1/broadcasts/{broadcast_id}", get_broadcast)
     users.add_routes(app)
     health.add_routes(app, Readiness() if readiness is None else readiness)
-    app.router.add_get("/metrics", metrics)
+    app.router.add_get("/metrics", metrics_page)
     openapi.add_routes(app)
     reports.add_routes(app, heartbeat=sse_heartbeat)
     preview.add_routes(app)
