@@ -57,7 +57,10 @@ def _compose() -> dict[str, Any]:
 
 
 def _kubernetes() -> list[dict[str, Any]]:
-    return [doc for path in sorted((DEPLOY / "kubernetes").glob("*.yaml")) for doc in _yaml(path)]
+    """The manifests, and the example Secret they read (``example/``: never applied)."""
+    paths = sorted((DEPLOY / "kubernetes").glob("*.yaml"))
+    paths += sorted((DEPLOY / "kubernetes" / "example").glob("*.yaml"))
+    return [doc for path in paths for doc in _yaml(path)]
 
 
 def _prometheus_jobs() -> dict[str, dict[str, Any]]:

@@ -55,32 +55,46 @@ async def test_every_stream_bucket_and_store_is_raised_to_the_setting_and_never_
 ) -> None:
     url, prefix = three_nodes.urls, new_prefix()
     upper = prefix.upper()
-    streams = [f"{upper}_JOBS", f"{upper}_EVENTS", f"OBJ_{upper}_MEDIA", f"KV_{upper}_RATE"]
+    streams = [
+        f"{upper}_JOBS",
+        f"{upper}_EVENTS",
+        f"OBJ_{upper}_MEDIA",
+        f"KV_{upper}_RATE",
+        f"KV_{upper}_CHATS",
+    ]
+
+    async def no_broadcasts() -> int:
+        return 0
 
     async def open_all(replicas: int) -> None:
         async with Queue.connect(url, prefix=prefix, replicas=replicas) as queue:
             await queue.put_media("probe", b"media")
             limiter = RateLimiter(
-                js=queue.jetstream, prefix=prefix, bot_id=1, rate=30, replicas=queue.replicas
+                js=queue.jetstream,
+                prefix=prefix,
+                bot_id=1,
+                rate=30,
+                active_broadcasts=no_broadcasts,  # with the chat pacer and its bucket
+                replicas=queue.replicas,
             )
             async with limiter:
                 pass
 
     # Created by a version (or an operator) with one replica each...
     await open_all(1)
-    assert [await _replicas(url, s) for s in streams] == [1, 1, 1, 1]
+    assert [await _replicas(url, s) for s in streams] == [1] * 5
     # ... raised to the setting...
     with caplog.at_level(logging.WARNING):
         await open_all(3)
-    assert [await _replicas(url, s) for s in streams] == [3, 3, 3, 3]
-    assert sum("has 1 replicas, nats.replicas is 3" in r.getMessage() for r in caplog.records) == 4
+    assert [await _replicas(url, s) for s in streams] == [3] * 5
+    assert sum("has 1 replicas, nats.replicas is 3" in r.getMessage() for r in caplog.records) == 5
     # ... and never lowered by a process with a lower setting, which says so.
     caplog.clear()
     with caplog.at_level(logging.WARNING):
         await open_all(2)
-    assert [await _replicas(url, s) for s in streams] == [3, 3, 3, 3]
+    assert [await _replicas(url, s) for s in streams] == [3] * 5
     kept = [r.getMessage() for r in caplog.records if "never lowered" in r.getMessage()]
-    assert len(kept) == 4, kept
+    assert len(kept) == 5, kept
     # The stored media survived every change.
     async with Queue.connect(url, prefix=prefix, replicas=3) as queue:
         assert await queue.get_media("probe") == b"media"

@@ -123,6 +123,8 @@ class EventWatching:
                     logger.info("watch of %s: %r; re-creating its consumer", subject, exc)
                     await self._close_watch(stream, consumer, sub)
                     sub = None
+                    yield Idle()  # not at once: a failing cluster would answer at once again
+                    await asyncio.sleep(min(idle_after, 0.5))
                     continue
                 last_pull = now = time.monotonic()
                 if not msgs:

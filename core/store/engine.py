@@ -140,6 +140,11 @@ class _Pool(AsyncAdaptedQueuePool):
             ) from None
 
 
+# SQLAlchemy keeps its own pools' loggers at WARNING ("Pool disposed", "Pool recreating" at
+# every shutdown are INFO); this pool logs under our name, so it is quieted the same way.
+logging.getLogger(f"{_Pool.__module__}.{_Pool.__qualname__}").setLevel(logging.WARNING)
+
+
 def create_engine(
     url: str, options: ConnectionOptions | None = None, *, pooled: bool = True
 ) -> AsyncEngine:
@@ -226,21 +231,25 @@ def _mysql_statement_timeout(engine: AsyncEngine, seconds: float) -> None:
 
 
 def _name_statement_timeouts(engine: AsyncEngine, seconds: float) -> None:
-    """Raise :class:`StatementTimeout` for a statement the database cancelled for its time."""
+    """Raise :class:`StatementTimeout` for a statement the database cancelled for its time.
+
+    Returned, not raised: a ``handle_error`` listener that raises stops the chain, and the
+    store's error counter (``Store.on_error``, registered later) would miss the timeout."""
 
     @event.listens_for(engine.sync_engine, "handle_error")
-    def _on_error(context: ExceptionContext) -> None:
+    def _on_error(context: ExceptionContext) -> StatementTimeout | None:
         orig = context.original_exception
         if getattr(orig, "sqlstate", None) == _PG_QUERY_CANCELED or (
             context.dialect.name in ("mysql", "mariadb")
             and orig.args
             and orig.args[0] in (_MARIADB_STATEMENT_TIMEOUT, _MYSQL_EXECUTION_TIMEOUT)
         ):
-            raise StatementTimeout(
+            return StatementTimeout(
                 f"a database statement ran longer than {seconds:g} s "
                 "(database.statement_timeout) and was cancelled; its transaction was rolled back",
                 orig,
-            ) from context.sqlalchemy_exception
+            )
+        return None
 
 
 def _enable_wal(cursor: Any) -> None:

@@ -125,9 +125,12 @@ class Store:
     def on_error(self, callback: Callable[[], None]) -> None:
         """``callback()`` at every error the database raises for this store's calls (metrics):
         lost connections, timeouts, deadlocks, ...; not the constraint violations the store
-        answers itself (a taken idempotency key), nor :meth:`ping`'s."""
+        answers itself (a taken idempotency key), nor :meth:`ping`'s, nor a pooled connection
+        found stale by its pre-ping (replaced at once; a database restart leaves many)."""
 
         def handle_error(context: ExceptionContext) -> None:
+            if context.is_pre_ping:
+                return
             if not isinstance(context.sqlalchemy_exception, IntegrityError):
                 callback()
 
