@@ -161,7 +161,7 @@ async def running_api(
     watchers = Watchers(settings.server.max_watchers)
     for transport in ("grpc", "sse"):
         backends.metrics.add_watcher_source(transport, partial(watchers.open_for, transport))
-    tokens = TokenCheck((t.name, t.token) for t in settings.require_api_tokens())
+    tokens = TokenCheck(settings.require_api_tokens())
     guards = Guards.create(
         allowed_networks=settings.server.allowed_networks,
         trusted_proxies=settings.server.trusted_proxies,

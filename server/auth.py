@@ -2,7 +2,8 @@
 
 A request that passed authentication runs with a :class:`Caller` in :data:`CALLER` (set by the
 REST middleware and the gRPC interceptor): the API token's name and the client's address, for
-records ("who did what") and the access log. Never the token itself.
+records ("who did what") and the access log, and what the token was granted (its scopes and
+bots, checked against :mod:`tgbroadcast.server.scopes`). Never the token itself.
 """
 
 from __future__ import annotations
@@ -11,6 +12,18 @@ import hmac
 from collections.abc import Iterable
 from contextvars import ContextVar
 from dataclasses import dataclass
+from typing import Protocol
+
+from tgbroadcast.core.domain.access import ALL_BOTS, SCOPES
+
+
+@dataclass(frozen=True, slots=True)
+class Grant:
+    """What one API token may do: its name, its scopes, the bots it may use (``*``: all)."""
+
+    name: str
+    scopes: frozenset[str] = SCOPES
+    bots: tuple[str, ...] = (ALL_BOTS,)
 
 
 @dataclass(frozen=True, slots=True)
@@ -19,6 +32,26 @@ class Caller:
     """The API token's configured name (or its fingerprint): never the token."""
     address: str
     """The client's IP address (``X-Forwarded-For`` only from a trusted proxy)."""
+    scopes: frozenset[str] = SCOPES
+    """What the token may do (:mod:`tgbroadcast.core.domain.access`)."""
+    bots: tuple[str, ...] = (ALL_BOTS,)
+    """The bots the token may use; ``*``: every bot."""
+
+    def may_use(self, bot: str) -> bool:
+        return ALL_BOTS in self.bots or bot in self.bots
+
+
+class ConfiguredToken(Protocol):
+    """A configured API token (:class:`tgbroadcast.core.config.settings.ApiToken`)."""
+
+    @property
+    def name(self) -> str: ...
+    @property
+    def token(self) -> str: ...
+    @property
+    def scopes(self) -> frozenset[str]: ...
+    @property
+    def bots(self) -> tuple[str, ...]: ...
 
 
 CALLER: ContextVar[Caller | None] = ContextVar("tgbroadcast_caller", default=None)
@@ -31,20 +64,21 @@ def current_caller_name() -> str:
 
 
 class TokenCheck:
-    """Accepts ``Bearer <token>`` for any configured ``(name, token)`` (several allow rotation).
+    """Accepts ``Bearer <token>`` for any configured token (several allow rotation): a
+    configured token with its grants, or ``(name, token)`` with every scope on every bot.
 
     Every configured token is compared, in constant time each, so the answer's timing says
     nothing about which token or how much of it matched.
     """
 
-    def __init__(self, tokens: Iterable[tuple[str, str]]) -> None:
-        self._tokens = tuple((name, token.encode()) for name, token in tokens)
+    def __init__(self, tokens: Iterable[ConfiguredToken | tuple[str, str]]) -> None:
+        self._tokens = tuple(_grant(token) for token in tokens)
         if not self._tokens:
             raise ValueError("at least one API token is required")
 
-    def identify(self, authorization: str | bytes | None) -> str | None:
-        """The name of the token ``authorization`` carries; None when it carries none of ours
-        (absent, another scheme, not ASCII, binary, or simply wrong)."""
+    def identify(self, authorization: str | bytes | None) -> Grant | None:
+        """The grants of the token ``authorization`` carries; None when it carries none of
+        ours (absent, another scheme, not ASCII, binary, or simply wrong)."""
         if not authorization:
             return None
         if isinstance(authorization, bytes):
@@ -58,8 +92,15 @@ class TokenCheck:
         if scheme.lower() != "bearer":
             return None
         given = credentials.strip().encode()
-        found: str | None = None
-        for name, token in self._tokens:
+        found: Grant | None = None
+        for grant, token in self._tokens:
             if hmac.compare_digest(given, token):
-                found = name
+                found = grant
         return found
+
+
+def _grant(token: ConfiguredToken | tuple[str, str]) -> tuple[Grant, bytes]:
+    if isinstance(token, tuple):
+        name, secret = token
+        return Grant(name), secret.encode()
+    return Grant(token.name, token.scopes, token.bots), token.token.encode()

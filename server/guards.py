@@ -376,12 +376,12 @@ class Guards:
             return None
         if wait := self.auth_failures.blocked(client_address):
             return Refusal(RefusalKind.TOO_MANY, BLOCKED, wait)
-        name = tokens.identify(authorization)
-        if name is None:
+        grant = tokens.identify(authorization)
+        if grant is None:
             self.auth_failures.failed(client_address)
             return Refusal(RefusalKind.UNAUTHENTICATED, UNAUTHENTICATED)
-        caller = Caller(token_name=name, address=client_address)
-        if wait := self.limiter.acquire(name):
+        caller = Caller(grant.name, client_address, grant.scopes, grant.bots)
+        if wait := self.limiter.acquire(grant.name):
             detail = (
                 f"more than server.requests_per_second ({self.limiter.rate:g}) with this API "
                 "token; slow down"

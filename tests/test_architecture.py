@@ -36,17 +36,18 @@ MAY_IMPORT: dict[str, frozenset[str]] = {
     "core.background": _CORE_BASE
     | {"core.rules", "core.store", "core.queue", "core.service", "core.config", "core.tasks"},
     "server": frozenset(),  # the package docstring only
-    "server.auth": frozenset(),
+    "server.auth": _CORE_BASE,
+    "server.scopes": _CORE_BASE | {"server.auth"},
     "server.streams": _CORE_BASE | {"core.tasks"},
     "server.guards": frozenset({"server.auth"}),
     "server.tls": _CORE_BASE,
     # The two transports never import each other: each has its own converters.
     "server.grpc": _CORE_BASE
     | {"core.rules", "core.service", "server.auth", "server.guards", "v1"}
-    | {"core.health", "core.tasks", "core.tracing", "server.streams"},
+    | {"core.health", "core.tasks", "core.tracing", "server.streams", "server.scopes"},
     "server.rest": _CORE_BASE
     | {"core.rules", "core.service", "core.tasks", "server.auth", "server.guards", "v1"}
-    | {"core.health", "core.tracing", "server.streams"},
+    | {"core.health", "core.tracing", "server.streams", "server.scopes"},
     "worker": _CORE_BASE
     | {"core.rules", "core.store", "core.queue", "core.config", "core.logs"}
     | {"core.metrics", "core.tasks", "core.tracing"},

@@ -4,7 +4,6 @@ variables, each value validated, a bad one failing with a
 
 from __future__ import annotations
 
-import hashlib
 import ipaddress
 import re
 from collections.abc import Mapping
@@ -19,7 +18,6 @@ from tgbroadcast.core.config.settings import (
     BOT_TOKEN_RE,
     LOG_FORMATS,
     LOG_LEVELS,
-    ApiToken,
     DatabaseSettings,
     IpNetwork,
     LogFormat,
@@ -32,6 +30,7 @@ from tgbroadcast.core.config.settings import (
     WebhookSettings,
     WorkerSettings,
 )
+from tgbroadcast.core.config.tokens import api_tokens
 from tgbroadcast.core.domain.errors import ConfigError
 
 DEFAULT_CONFIG_PATH = Path("config/config.yaml")
@@ -248,7 +247,7 @@ def _server(server: Mapping[str, Any], base: Path) -> ServerSettings:
         host=_string(server, "host", "server.host") or "127.0.0.1",
         port=_integer(server["port"], "server.port", low=0, high=65535),
         grpc_port=_integer(server["grpc_port"], "server.grpc_port", low=0, high=65535),
-        api_tokens=_api_tokens(server["api_token"], server["api_tokens"]),
+        api_tokens=api_tokens(server["api_token"], server["api_tokens"]),
         max_user_ids=_integer(server["max_user_ids"], "server.max_user_ids", low=1),
         max_body_bytes=_integer(server["max_body_bytes"], "server.max_body_bytes", low=1024),
         sse_heartbeat=_number(server["sse_heartbeat"], "server.sse_heartbeat", low=0.01),
@@ -353,30 +352,6 @@ def _items(value: Any) -> list[str]:
         return []
     items: list[Any] = value if isinstance(value, list) else str(value).split(",")
     return [str(item).strip() for item in items if str(item).strip()]
-
-
-_TOKEN_NAME = re.compile(r"[A-Za-z0-9_.-]{1,64}")
-
-
-def _api_tokens(*values: Any) -> tuple[ApiToken, ...]:
-    """``server.api_token`` and ``server.api_tokens`` together: each item ``name:token`` or a
-    bare token (several: rotation). A token that holds ``:`` itself must be given a name."""
-    tokens: list[ApiToken] = []
-    for item in (item for value in values for item in _items(value)):
-        name, sep, token = item.partition(":")
-        if not sep or not _TOKEN_NAME.fullmatch(name) or len(token) < 16:
-            name, token = "", item
-        if len(token) < 16:
-            raise ConfigError("server.api_token", "each token must be at least 16 characters")
-        if any(ch.isspace() for ch in token) or not token.isprintable() or not token.isascii():
-            raise ConfigError(
-                "server.api_token", "tokens must be printable ASCII without white space"
-            )
-        name = name or "token-" + hashlib.sha256(token.encode()).hexdigest()[:12]
-        if any(known.name == name for known in tokens):
-            raise ConfigError("server.api_tokens", f"the name {name!r} is given twice")
-        tokens.append(ApiToken(name=name, token=token))
-    return tuple(tokens)
 
 
 def _networks(value: Any, key: str) -> tuple[IpNetwork, ...]:

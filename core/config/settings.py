@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
+from tgbroadcast.core.domain.access import ALL_BOTS, SCOPES
 from tgbroadcast.core.domain.errors import ConfigError
 
 BOT_TOKEN_RE = re.compile(r"^\d{1,20}:[A-Za-z0-9_-]{20,}$")
@@ -70,11 +71,16 @@ IpNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class ApiToken:
-    """One accepted API token and the name it is known by in logs and records."""
+    """One accepted API token, the name it is known by in logs and records, and its grants.
+
+    A ``name:token`` or bare token (and ``server.api_token``) has every scope on every bot."""
 
     name: str
     """Given as ``name:token``, else ``token-`` and the first 12 hex digits of its SHA-256."""
     token: str = field(repr=False)
+    scopes: frozenset[str] = SCOPES
+    bots: tuple[str, ...] = (ALL_BOTS,)
+    """Bot names, or ``("*",)`` for every bot."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

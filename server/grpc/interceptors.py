@@ -4,8 +4,10 @@ Every call goes through :meth:`~tgbroadcast.server.guards.Guards.admit` in
 :class:`AuthInterceptor`: the network allow-list (PERMISSION_DENIED), the failed-authentication
 throttle (RESOURCE_EXHAUSTED), the token (UNAUTHENTICATED), the token's request rate
 (RESOURCE_EXHAUSTED); both RESOURCE_EXHAUSTED carry a ``google.rpc.RetryInfo`` detail saying
-how long to wait. An authenticated call runs with its :class:`~tgbroadcast.server.auth.Caller`
-in :data:`~tgbroadcast.server.auth.CALLER`.
+how long to wait. Then the method's scope and bot rule (:mod:`tgbroadcast.server.scopes`):
+PERMISSION_DENIED naming the scope or the bot, NOT_FOUND or an empty list for a broadcast the
+token may not see (nothing of a request stream is read first). An authenticated call runs
+with its :class:`~tgbroadcast.server.auth.Caller` in :data:`~tgbroadcast.server.auth.CALLER`.
 
 ``grpc.health.v1.Health`` and server reflection need no token (one is the readiness probe,
 the other reveals the public contract only, like ``/openapi.json``) but follow the
@@ -40,6 +42,8 @@ from grpc_status import rpc_status
 
 from tgbroadcast.server.auth import CALLER, TokenCheck
 from tgbroadcast.server.guards import Guards, Refusal, RefusalKind, grpc_peer_address
+from tgbroadcast.server.scopes import GRPC, Denied, Verdict, judge
+from tgbroadcast.v1 import broadcast_pb2 as pb
 
 access_logger = logging.getLogger("tgbroadcast.access")
 
@@ -57,6 +61,10 @@ CODES: Final = {
     RefusalKind.FORBIDDEN: grpc.StatusCode.PERMISSION_DENIED,
     RefusalKind.UNAUTHENTICATED: grpc.StatusCode.UNAUTHENTICATED,
 }
+SCOPED_SERVICE: Final = pb.DESCRIPTOR.services_by_name["BroadcastService"].full_name
+"""The service whose every method needs the scope :data:`tgbroadcast.server.scopes.GRPC` names."""
+EMPTY_LISTS: Final[dict[str, Callable[[], Any]]] = {"ListBroadcasts": pb.ListBroadcastsResponse}
+"""The answer to a list a token may not see anything of (``Verdict.HIDE_LIST``)."""
 
 
 def resource_exhausted(message: str, retry_after: float | None = None) -> grpc.Status:
@@ -91,6 +99,7 @@ class _Call:
     code: grpc.StatusCode | None = None
     known: bool = True
     observer: CallObserver | None = None
+    verdict: Verdict = Verdict.SERVE
 
 
 class AuthInterceptor(grpc.aio.ServerInterceptor):
@@ -142,6 +151,13 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):
             await _refuse(context, call, verdict)
         elif verdict is not None:
             call.token_name = verdict.token_name
+            service, _, short = call.method.lstrip("/").rpartition("/")
+            if service == SCOPED_SERVICE:
+                judged = judge(verdict, GRPC.get(short))
+                if isinstance(judged, Denied):
+                    call.code = grpc.StatusCode.PERMISSION_DENIED
+                    await context.abort(call.code, judged.detail)
+                call.verdict = judged
             CALLER.set(verdict)
 
     def _client(self, context: _Context) -> str:
@@ -222,6 +238,8 @@ def _guarded(behaviour: Any, method: str, admit: _Admit) -> Any:
         async def stream(request: Any, context: _Context) -> AsyncIterator[Any]:
             with _logged(method, context) as call:
                 await admit(context, call)
+                if call.verdict is not Verdict.SERVE:
+                    await _hidden(call, request, context)
                 async with aclosing(behaviour(request, context)) as responses:
                     async for response in responses:
                         yield response
@@ -231,9 +249,22 @@ def _guarded(behaviour: Any, method: str, admit: _Admit) -> Any:
     async def unary(request: Any, context: _Context) -> Any:
         with _logged(method, context) as call:
             await admit(context, call)
+            if call.verdict is not Verdict.SERVE:
+                return await _hidden(call, request, context)
             return await behaviour(request, context)
 
     return unary
+
+
+async def _hidden(call: _Call, request: Any, context: _Context) -> Any:
+    """A broadcast the token may not see: NOT_FOUND as if it did not exist, or an empty
+    list."""
+    empty = EMPTY_LISTS.get(call.method.rpartition("/")[2])
+    if call.verdict is Verdict.HIDE_LIST and empty is not None:
+        return empty()
+    call.code = grpc.StatusCode.NOT_FOUND
+    await context.abort(call.code, f"broadcast {getattr(request, 'broadcast_id', 0)} not found")
+    return None  # abort raised
 
 
 @contextmanager

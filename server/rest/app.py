@@ -57,6 +57,7 @@ from tgbroadcast.server.rest import (
     tracing,
     users,
 )
+from tgbroadcast.server.scopes import REST
 from tgbroadcast.server.streams import DEFAULT_MAX_WATCHERS, Watchers
 
 logger = logging.getLogger(__name__)
@@ -286,6 +287,7 @@ def create_app(
     app[TOKENS_KEY] = tokens
     app[guards.GUARDS_KEY] = Guards() if guard is None else guard
     app[guards.PUBLIC_PATHS_KEY] = UNAUTHENTICATED_PATHS
+    app[guards.RULES_KEY] = REST
     app[MAX_BODY_KEY] = max_body_bytes
     metrics.observe(app, observer)
     app[reports.WATCHERS_KEY] = Watchers(DEFAULT_MAX_WATCHERS) if watchers is None else watchers

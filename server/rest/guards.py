@@ -4,8 +4,10 @@
 other request through :meth:`~tgbroadcast.server.guards.Guards.admit` — the network
 allow-list (403), then, except on the public paths the app names, the failed-authentication
 throttle (429), the token (401) and the token's request rate (429, both with
-``Retry-After``) — turning a refusal into problem+json. An authenticated request runs with
-its :class:`~tgbroadcast.server.auth.Caller` in :data:`~tgbroadcast.server.auth.CALLER`.
+``Retry-After``) — turning a refusal into problem+json; then the route's scope and bot rule
+(:mod:`tgbroadcast.server.scopes`: 403 naming the scope or the bot, 404 or an empty list for a
+broadcast the token may not see). An authenticated request runs with its
+:class:`~tgbroadcast.server.auth.Caller` in :data:`~tgbroadcast.server.auth.CALLER`.
 
 :func:`access_log_middleware` writes one line per request on the ``tgbroadcast.access``
 logger: method, route template, status, duration, token name, client address. Never a
@@ -17,14 +19,15 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Final
 
 from aiohttp import web
 
 from tgbroadcast.server.auth import CALLER, Caller, TokenCheck
 from tgbroadcast.server.guards import Guards, Refusal, RefusalKind, retry_after_header
-from tgbroadcast.server.rest import health, rendering
+from tgbroadcast.server.rest import health, params, rendering
+from tgbroadcast.server.scopes import Denied, Rule, Verdict, judge, rest_rule
 
 access_logger = logging.getLogger("tgbroadcast.access")
 
@@ -37,6 +40,9 @@ GUARDS_KEY: Final = web.AppKey("guards", Guards)
 TOKENS_KEY: Final = web.AppKey("tokens", TokenCheck)
 PUBLIC_PATHS_KEY: Final = web.AppKey("public_paths", frozenset[str])
 """Paths served without a token (still behind the allow-list, unless a probe)."""
+RULES_KEY: Final = web.AppKey("scope_rules", Mapping[tuple[str, str], Rule])
+"""The routes' scopes (:data:`tgbroadcast.server.scopes.REST`); an app without it (a test's)
+checks none."""
 CALLER_KEY: Final = web.RequestKey("caller", Caller)
 CLIENT_KEY: Final = web.RequestKey("client_address", str)
 
@@ -71,11 +77,32 @@ async def guard_middleware(request: web.Request, handler: Handler) -> web.Stream
     if verdict is None:
         return await handler(request)
     request[CALLER_KEY] = verdict
+    if (answer := _by_scope(request, verdict)) is not None:
+        return answer
     reset = CALLER.set(verdict)
     try:
         return await handler(request)
     finally:
         CALLER.reset(reset)
+
+
+def _by_scope(request: web.Request, caller: Caller) -> web.Response | None:
+    """The answer when the route's rule does not let ``caller`` through; None to serve it.
+    A path no route matches is left to the router (404, 405)."""
+    rules = request.app.get(RULES_KEY)
+    if rules is None or request.match_info.http_exception is not None:
+        return None
+    resource = request.match_info.route.resource
+    rule = rest_rule(request.method, "" if resource is None else resource.canonical, rules)
+    judged = judge(caller, rule)
+    if isinstance(judged, Denied):
+        return rendering.problem(403, judged.detail)
+    if judged is Verdict.HIDE_ONE:
+        broadcast_id = params.path_id(request, "broadcast_id")
+        return rendering.problem(404, f"broadcast {broadcast_id} not found")
+    if judged is Verdict.HIDE_LIST:
+        return web.json_response({"broadcasts": [], "next_page_token": ""})
+    return None
 
 
 def refused(refusal: Refusal) -> web.Response:

@@ -68,7 +68,7 @@ _ERRORS: dict[int, tuple[str, str]] = {
         "(a CSV import keeps the chunks before the bad line: see `imported`).",
     ),
     401: ("Unauthorized", "Missing or wrong API token (`Authorization: Bearer <token>`)."),
-    403: ("Forbidden", "The client's address is not in `server.allowed_networks`."),
+    403: ("Forbidden", "Address outside `server.allowed_networks`, or a scope or bot not granted."),
     404: ("NotFound", "No such broadcast or user."),
     409: (
         "Conflict",
