@@ -165,7 +165,7 @@ async def who_stream(
 
 @asynccontextmanager
 async def grpc_server() -> AsyncIterator[str]:
-    server = grpc.aio.server(interceptors=[AuthInterceptor(TOKENS)])
+    server = grpc.aio.server(interceptors=[AuthInterceptor(TOKENS, rules=None)])  # no scopes
     server.add_generic_rpc_handlers(
         [
             grpc.method_handlers_generic_handler(

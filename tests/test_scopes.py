@@ -23,6 +23,7 @@ from tgbroadcast.core.config.loading import load_settings
 from tgbroadcast.core.domain.access import SCOPES
 from tgbroadcast.core.domain.errors import ConfigError
 from tgbroadcast.server.auth import TokenCheck
+from tgbroadcast.server.grpc.interceptors import AuthInterceptor
 from tgbroadcast.server.rest.app import UNAUTHENTICATED_PATHS, create_app
 from tgbroadcast.server.scopes import GRPC, REST, rest_rule
 from tgbroadcast.simulator import Simulator
@@ -277,6 +278,78 @@ async def test_a_token_without_the_bot_cannot_use_it_and_sees_no_broadcast(
     assert status == 200
 
 
+async def test_a_hidden_broadcast_is_answered_as_a_missing_one(scoped: tuple[Stack, int]) -> None:
+    """Status, body, content type and gRPC trailers alike: the one the token may not see, and
+    one that does not exist (asked with a token that sees every broadcast)."""
+    stack, broadcast_id = scoped
+    missing = broadcast_id + 1000
+
+    async def get(token: str, id_: int) -> tuple[int, str, Any]:
+        url = f"{stack.http_url}/v1/broadcasts/{id_}"
+        async with (
+            aiohttp.ClientSession() as session,
+            session.get(url, headers={"Authorization": f"Bearer {token}"}) as answer,
+        ):
+            return answer.status, answer.content_type, await answer.json(content_type=None)
+
+    async def got(token: str, id_: int) -> tuple[Any, ...]:
+        async with stack.stub() as stub:
+            with pytest.raises(grpc.aio.AioRpcError) as raised:
+                await stub.GetBroadcast(
+                    pb.GetBroadcastRequest(broadcast_id=id_),
+                    metadata=(("authorization", f"Bearer {token}"),),
+                )
+        trailers = list(raised.value.trailing_metadata() or ())
+        return raised.value.code(), raised.value.details(), trailers
+
+    absent = await get(API_TOKEN, missing)
+    assert absent[0] == 404
+    assert await get(secret(ELSEWHERE), missing) == absent
+    status, kind, body = await get(secret(ELSEWHERE), broadcast_id)
+    assert (status, kind) == absent[:2]
+    assert body == {**absent[2], "detail": f"broadcast {broadcast_id} not found"}
+    rpc_absent = await got(API_TOKEN, missing)
+    assert rpc_absent[0] == grpc.StatusCode.NOT_FOUND
+    assert await got(secret(ELSEWHERE), missing) == rpc_absent
+    code, details, trailers = await got(secret(ELSEWHERE), broadcast_id)
+    assert (code, details) == (rpc_absent[0], f"broadcast {broadcast_id} not found")
+    assert [k for k, _ in trailers] == [k for k, _ in rpc_absent[2]]
+
+
+async def test_head_needs_the_scope_of_get(scoped: tuple[Stack, int]) -> None:
+    stack, broadcast_id = scoped
+    headers = {"Authorization": f"Bearer {secret('send')}"}
+    async with aiohttp.ClientSession() as session:
+        for path in (f"/v1/broadcasts/{broadcast_id}/deliveries.csv", "/v1/users"):
+            async with session.head(stack.http_url + path, headers=headers) as answer:
+                assert answer.status == 403, path
+
+
+async def test_a_method_of_another_service_is_refused() -> None:
+    """A service added beside ``BroadcastService`` has no scope yet: refused, not served."""
+    server = grpc.aio.server(interceptors=[AuthInterceptor(TokenCheck([("t", API_TOKEN)]))])
+
+    async def serve(request: bytes, context: Any) -> bytes:
+        return b"served"
+
+    handler: grpc.RpcMethodHandler[bytes, bytes] = grpc.unary_unary_rpc_method_handler(serve)
+    server.add_generic_rpc_handlers(
+        (grpc.method_handlers_generic_handler("x.Other", {"Do": handler}),)
+    )
+    port = server.add_insecure_port("127.0.0.1:0")
+    await server.start()
+    try:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+            call: grpc.aio.UnaryUnaryMultiCallable[bytes, bytes] = channel.unary_unary(
+                "/x.Other/Do"
+            )
+            with pytest.raises(grpc.aio.AioRpcError) as raised:
+                await call(b"", metadata=(("authorization", f"Bearer {API_TOKEN}"),))
+    finally:
+        await server.stop(None)
+    assert raised.value.code() == grpc.StatusCode.PERMISSION_DENIED
+
+
 async def test_the_python_client_raises_permission_denied(scoped: tuple[Stack, int]) -> None:
     stack, broadcast_id = scoped
     async with BroadcastClient(stack.grpc_target, secret("read")) as client:
@@ -410,3 +483,47 @@ def test_json_that_does_not_parse_is_refused_without_echo(tmp_path: Path) -> Non
         load(tmp_path, '[{"name": "a", "token": "secret-token-0123456789"')
     assert raised.value.key == "server.api_tokens"
     assert "secret-token" not in str(raised.value)
+
+
+@pytest.mark.parametrize(
+    ("environ", "key"),
+    [
+        # One object, not a list: never split at commas into tokens with every scope.
+        (
+            {"TGB_SERVER_API_TOKENS": '{"name":"a","token":"secret-token-0123456789"}'},
+            "server.api_tokens",
+        ),
+        (
+            {"TGB_SERVER_API_TOKEN": '[{"name":"a","token":"secret-token-0123456789"}]'},
+            "server.api_token",
+        ),
+        (
+            {
+                "TGB_SERVER_API_TOKENS": '[{"name":"a","token":"secret-token-0123456789",'
+                '"scopes":["users:read"],"scopes":["bots:admin"]}]'
+            },
+            "server.api_tokens",
+        ),
+        (
+            {
+                "TGB_SERVER_API_TOKENS": '[{"name":"a","token":"secret-token-0123456789",'
+                '"scopes":[["users:read"]]}]'
+            },
+            "server.api_tokens[0].scopes",
+        ),
+        (  # the token in the wrong place: not echoed
+            {
+                "TGB_SERVER_API_TOKENS": '[{"name":"a","token":"other-token-0123456789",'
+                '"scopes":["users:read"],"bots":["Secret.token-0123456789"]}]'
+            },
+            "server.api_tokens[0].bots",
+        ),
+    ],
+)
+def test_json_in_the_wrong_shape_is_refused(
+    tmp_path: Path, environ: dict[str, str], key: str
+) -> None:
+    with pytest.raises(ConfigError) as raised:
+        load_settings(None, environ=environ, base_dir=tmp_path)
+    assert raised.value.key == key
+    assert "token-0123456789" not in str(raised.value)

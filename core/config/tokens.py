@@ -34,6 +34,9 @@ def api_tokens(api_token: Any, api_tokens: Any) -> tuple[ApiToken, ...]:
     """Both keys together, ``server.api_token``'s first; a name or a token given twice is
     refused. A legacy token that holds ``:`` itself must be given a name."""
     tokens: list[ApiToken] = []
+    if isinstance(api_token, str) and api_token.lstrip()[:1] in ("[", "{"):
+        # Not split at commas into tokens that hold JSON text (and would have every scope).
+        raise ConfigError("server.api_token", "takes tokens only; scoped tokens go in " + KEY)
     for item in _legacy_items(api_token):
         _add(tokens, _legacy(item), KEY)
     for index, item in enumerate(_items(api_tokens)):
@@ -50,17 +53,36 @@ def _items(value: Any) -> list[Any]:
     text; without blanks."""
     if value is None:
         return []
-    if isinstance(value, str) and value.lstrip().startswith("["):
+    if isinstance(value, str) and value.lstrip()[:1] in ("[", "{"):
         try:
-            value = json.loads(value)
+            value = json.loads(value, object_pairs_hook=_unique_keys)
         except ValueError as exc:
             # The position only: the text holds tokens.
             raise ConfigError(KEY, f"is not valid JSON (line {_line(exc)})") from None
-        if not isinstance(value, list):  # pragma: no cover - text starting with "[" is a list
-            raise ConfigError(KEY, "must be a JSON list")
+        except _DuplicateKey as exc:  # the key named only if it is one of ours
+            named = repr(exc.key) if exc.key in OBJECT_KEYS else "a key"
+            raise ConfigError(KEY, f"an object gives {named} twice") from None
+    if isinstance(value, Mapping):  # not split at commas into tokens with every scope
+        raise ConfigError(KEY, "must be a list ([{...}, ...]), not one object")
     if isinstance(value, list):
         return [item for item in value if isinstance(item, Mapping) or str(item).strip()]
     return _legacy_items(value)
+
+
+class _DuplicateKey(Exception):
+    def __init__(self, key: str) -> None:
+        super().__init__()
+        self.key = key
+
+
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """A JSON object whose keys are distinct (``json`` would keep the last silently)."""
+    found: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in found:
+            raise _DuplicateKey(key)
+        found[key] = value
+    return found
 
 
 def _line(exc: ValueError) -> int:
@@ -115,20 +137,27 @@ def _scopes(value: Any, key: str) -> frozenset[str]:
     known = ", ".join(sorted(SCOPES))
     if not isinstance(value, list) or not value:
         raise ConfigError(key, f"must list the token's scopes, some of: {known}")
-    for scope in value:
-        if scope not in SCOPES:
-            raise ConfigError(key, f"{str(scope)[:32]!r} is not a scope; known: {known}")
+    for index, scope in enumerate(value):
+        if not isinstance(scope, str) or scope not in SCOPES:
+            raise ConfigError(key, f"{_shown(scope, index)} is not a scope; known: {known}")
     return frozenset(value)
 
 
 def _bots(value: Any, key: str) -> tuple[str, ...]:
     if not isinstance(value, list) or not value:
         raise ConfigError(key, 'must list bot names, or ["*"] for every bot')
-    for bot in value:
+    for index, bot in enumerate(value):
         if bot != ALL_BOTS and not (isinstance(bot, str) and BOT_NAME.fullmatch(bot)):
-            detail = f'{str(bot)[:40]!r} is neither "*" nor a bot name ([a-z0-9_-]{{1,32}})'
+            detail = f'{_shown(bot, index)} is neither "*" nor a bot name ([a-z0-9_-]{{1,32}})'
             raise ConfigError(key, detail)
     return tuple(dict.fromkeys(value))
+
+
+def _shown(value: Any, index: int) -> str:
+    """A bad list item as an error shows it: its value only when shorter than any token (it
+    may be a token put in the wrong place), else its position."""
+    text = str(value)
+    return repr(text) if len(text) < MIN_TOKEN_LENGTH else f"item {index}"
 
 
 def _add(tokens: list[ApiToken], token: ApiToken, key: str) -> None:

@@ -28,7 +28,7 @@ import inspect
 import logging
 import math
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
 from contextlib import aclosing, contextmanager
 from dataclasses import dataclass
 from typing import Any, Final, Protocol, TypeAlias
@@ -42,7 +42,7 @@ from grpc_status import rpc_status
 
 from tgbroadcast.server.auth import CALLER, TokenCheck
 from tgbroadcast.server.guards import Guards, Refusal, RefusalKind, grpc_peer_address
-from tgbroadcast.server.scopes import GRPC, Denied, Verdict, judge
+from tgbroadcast.server.scopes import GRPC, Denied, Rule, Verdict, judge
 from tgbroadcast.v1 import broadcast_pb2 as pb
 
 access_logger = logging.getLogger("tgbroadcast.access")
@@ -63,6 +63,9 @@ CODES: Final = {
 }
 SCOPED_SERVICE: Final = pb.DESCRIPTOR.services_by_name["BroadcastService"].full_name
 """The service whose every method needs the scope :data:`tgbroadcast.server.scopes.GRPC` names."""
+RULES: Final[Mapping[str, Mapping[str, Rule]]] = {SCOPED_SERVICE: GRPC}
+"""Each service's methods' rules: a method that needs a token and is in none (of another
+service, which has no scope yet) is refused PERMISSION_DENIED, never served."""
 EMPTY_LISTS: Final[dict[str, Callable[[], Any]]] = {"ListBroadcasts": pb.ListBroadcastsResponse}
 """The answer to a list a token may not see anything of (``Verdict.HIDE_LIST``)."""
 
@@ -110,11 +113,18 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):
     """Served without a token (behind the allow-list)."""
 
     def __init__(
-        self, tokens: TokenCheck, guards: Guards | None = None, observer: CallObserver | None = None
+        self,
+        tokens: TokenCheck,
+        guards: Guards | None = None,
+        observer: CallObserver | None = None,
+        *,
+        rules: Mapping[str, Mapping[str, Rule]] | None = RULES,
     ) -> None:
+        """``rules``: :data:`RULES`; None (a test's) checks no scope."""
         self._tokens = tokens
         self._guards = Guards() if guards is None else guards
         self._observer = observer
+        self._rules = rules
 
     async def intercept_service(
         self,
@@ -151,9 +161,9 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):
             await _refuse(context, call, verdict)
         elif verdict is not None:
             call.token_name = verdict.token_name
-            service, _, short = call.method.lstrip("/").rpartition("/")
-            if service == SCOPED_SERVICE:
-                judged = judge(verdict, GRPC.get(short))
+            if self._rules is not None:
+                service, _, short = call.method.lstrip("/").rpartition("/")
+                judged = judge(verdict, self._rules.get(service, {}).get(short))
                 if isinstance(judged, Denied):
                     call.code = grpc.StatusCode.PERMISSION_DENIED
                     await context.abort(call.code, judged.detail)
@@ -262,8 +272,11 @@ async def _hidden(call: _Call, request: Any, context: _Context) -> Any:
     empty = EMPTY_LISTS.get(call.method.rpartition("/")[2])
     if call.verdict is Verdict.HIDE_LIST and empty is not None:
         return empty()
-    call.code = grpc.StatusCode.NOT_FOUND
-    await context.abort(call.code, f"broadcast {getattr(request, 'broadcast_id', 0)} not found")
+    # As the servicer answers a broadcast that does not exist, trailers included.
+    message = f"broadcast {getattr(request, 'broadcast_id', 0)} not found"
+    status = rpc_status.to_status(status_pb2.Status(code=code_pb2.NOT_FOUND, message=message))
+    call.code = status.code
+    await context.abort(status.code, status.details, status.trailing_metadata)
     return None  # abort raised
 
 

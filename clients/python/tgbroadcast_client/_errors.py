@@ -11,7 +11,8 @@
     ├── AlreadyExists        ALREADY_EXISTS: an idempotency key reused with another request
     ├── Unauthenticated      UNAUTHENTICATED: no API token, or a wrong one
     ├── PermissionDenied     PERMISSION_DENIED: this address is not in the server's
-    │                        ``server.allowed_networks``
+    │                        ``server.allowed_networks``, or the token lacks the scope
+    │                        (or may not use the bot) the call needs
     ├── ResourceExhausted    RESOURCE_EXHAUSTED: a limit (requests per second, failed
     │                        authentications, open watch streams, pending recipients);
     │                        ``retry_after`` says when to try again, where it is known
@@ -80,7 +81,8 @@ class Unauthenticated(BroadcastClientError):
 
 
 class PermissionDenied(BroadcastClientError):
-    """The client's address is not one the server serves."""
+    """The client's address is not one the server serves, or the token lacks the call's scope
+    or bot (``details`` names it)."""
 
 
 class ResourceExhausted(BroadcastClientError):
