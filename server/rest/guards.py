@@ -120,9 +120,12 @@ def too_many(detail: str, retry_after: float | None = None) -> web.Response:
     return response
 
 
-@web.middleware
-async def access_log_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """The outermost middleware: sees the status every other one settled on."""
+async def settled(
+    request: web.Request, handler: Handler, done: Callable[[int, float], None]
+) -> web.StreamResponse:
+    """``handler(request)``, then ``done(status, seconds)`` with the status the client got:
+    the response's, an ``HTTPException``'s, :data:`CLIENT_CLOSED` for a request the client
+    gave up on, 500 for anything else."""
     started = time.monotonic()
     status = 500
     try:
@@ -136,7 +139,15 @@ async def access_log_middleware(request: web.Request, handler: Handler) -> web.S
         status = CLIENT_CLOSED
         raise
     finally:
-        log_request(request, status, time.monotonic() - started)
+        done(status, time.monotonic() - started)
+
+
+@web.middleware
+async def access_log_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """The outermost middleware: sees the status every other one settled on."""
+    return await settled(
+        request, handler, lambda status, seconds: log_request(request, status, seconds)
+    )
 
 
 def log_request(request: web.Request, status: int, seconds: float) -> None:

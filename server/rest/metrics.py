@@ -9,14 +9,12 @@ up on (nginx's convention); the duration of an event stream runs until the strea
 
 from __future__ import annotations
 
-import asyncio
-import time
 from collections.abc import Awaitable, Callable
 from typing import Final, Protocol
 
 from aiohttp import web
 
-from tgbroadcast.server.rest.guards import CLIENT_CLOSED
+from tgbroadcast.server.rest.guards import settled
 
 UNMATCHED: Final = "unmatched"
 """The route of a request no route matched."""
@@ -48,26 +46,17 @@ def observe(app: web.Application, observer: RequestObserver | None) -> None:
 @web.middleware
 async def metrics_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     """Outside every middleware that settles the status (the errors and the guards)."""
-    started = time.monotonic()
-    status = 500
-    try:
-        response = await handler(request)
-        status = response.status
-        return response
-    except web.HTTPException as exc:
-        status = exc.status
-        raise
-    except asyncio.CancelledError:
-        status = CLIENT_CLOSED
-        raise
-    finally:
-        observer = request.app.get(OBSERVER_KEY, _unobserved)
+    observer = request.app.get(OBSERVER_KEY, _unobserved)
+
+    def done(status: int, seconds: float) -> None:
         observer(
             route=route_label(request),
             method=request.method if request.method in METHODS else OTHER_METHOD,
             status=status,
-            seconds=time.monotonic() - started,
+            seconds=seconds,
         )
+
+    return await settled(request, handler, done)
 
 
 def route_label(request: web.Request) -> str:
