@@ -1,6 +1,6 @@
 """``python -m bench``: run the benchmark scenarios and write docs/benchmarks.md and its charts.
 
-``make bench`` runs the full profile (about 14 minutes on the 2-core machine, 30 at most);
+``make bench`` runs the full profile (about 17 minutes on the 2-core machine, 30 at most);
 ``--quick`` a short look; ``--smoke`` tiny sizes for the test suite. ``--only 1,7`` picks
 scenarios. Raw numbers go to stdout as JSON lines, progress to stderr.
 """
@@ -24,7 +24,17 @@ from bench.machine import describe
 from bench.meter import Meter, load_now, machine_load
 from bench.profiles import ALL_PEERS, PROFILES, Bench, installed_peers
 from bench.report import Section, progress, write_report
-from bench.scenarios import crash, latency, limits, overhead, replication, scale, tls, watching
+from bench.scenarios import (
+    bots,
+    crash,
+    latency,
+    limits,
+    overhead,
+    replication,
+    scale,
+    tls,
+    watching,
+)
 
 Scenario = Callable[[Bench], Awaitable[Section]]
 
@@ -38,6 +48,7 @@ SCENARIOS: dict[str, Scenario] = {
     "7": latency.latency,
     "8": tls.tls_cost,
     "9": replication.replication,
+    "10": bots.bots,
 }
 
 

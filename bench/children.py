@@ -22,6 +22,14 @@ import aiohttp
 
 BOT_TOKEN = "123456789:AAHdqTcvCH1vGWJxfSeofSAs0K5PALDsaw_bench"  # noqa: S105 - fake
 """A well-formed fake token (bot id 123456789): the simulator accepts any such token."""
+BOT_ID = 123456789
+
+
+def bot_token(bot_id: int) -> str:
+    """Another well-formed fake token, for the bot ``bot_id`` (scenarios with several bots)."""
+    return f"{bot_id}:AAHdqTcvCH1vGWJxfSeofSAs0K5PALDsaw_bench"
+
+
 API_TOKEN = "bench-api-token-0123456789"  # noqa: S105 - the bench's own
 
 REPO = Path(__file__).resolve().parents[1]
@@ -142,6 +150,8 @@ class SimCall:
     chat_id: int
     error_code: int | None
     paid: bool
+    bot_id: int = 0
+    """The sending bot's id (its token's leading digits)."""
 
 
 class SimulatorProcess:
@@ -210,6 +220,7 @@ def _sim_call(data: Mapping[str, Any]) -> SimCall:
         chat_id=int(chat) if str(chat).lstrip("-").isdigit() else 0,
         error_code=data.get("error_code"),
         paid=paid is True or str(paid).lower() == "true",
+        bot_id=int(data.get("bot_id") or 0),
     )
 
 

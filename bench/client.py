@@ -69,10 +69,10 @@ class ServiceClient:
             data: dict[str, Any] = await response.json()
         return int(data["broadcast_id"])
 
-    async def send_grpc(self, user_ids: Sequence[int], *, paid: bool = False) -> int:
-        """``SendMessage``; the broadcast id."""
+    async def send_grpc(self, user_ids: Sequence[int], *, paid: bool = False, bot: str = "") -> int:
+        """``SendMessage`` (as ``bot``; empty: ``default``); the broadcast id."""
         request = pb.SendMessageRequest(
-            message=TEXT, user_ids=list(user_ids), allow_paid_broadcast=paid
+            message=TEXT, user_ids=list(user_ids), allow_paid_broadcast=paid, bot=bot
         )
         answer = await self.stub.SendMessage(request, metadata=self.metadata)
         return int(answer.broadcast_id)

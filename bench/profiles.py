@@ -53,6 +53,11 @@ class Profile:
     # 9. Replication: one broadcast of this size per repetition, on R1 and on R3.
     replication_recipients: int
     replication_repeats: int
+    # 10. Several bots: how many broadcast at once, recipients per bot at 30/s; then a paid
+    # bot (recipients at 1000/s) beside a free one.
+    bots_counts: tuple[int, ...]
+    bots_recipients: int
+    bots_paid_recipients: int
 
 
 FULL = Profile(
@@ -84,6 +89,9 @@ FULL = Profile(
     latency_concurrency=8,
     replication_recipients=10_000,
     replication_repeats=3,
+    bots_counts=(1, 2, 5),
+    bots_recipients=900,
+    bots_paid_recipients=20_000,
 )
 
 QUICK = Profile(
@@ -115,6 +123,9 @@ QUICK = Profile(
     latency_concurrency=4,
     replication_recipients=3_000,
     replication_repeats=2,
+    bots_counts=(1, 2, 5),
+    bots_recipients=450,
+    bots_paid_recipients=8_000,
 )
 
 SMOKE = Profile(
@@ -146,6 +157,9 @@ SMOKE = Profile(
     latency_concurrency=2,
     replication_recipients=200,
     replication_repeats=1,
+    bots_counts=(1, 2),
+    bots_recipients=60,
+    bots_paid_recipients=400,
 )
 
 PROFILES = {profile.name: profile for profile in (FULL, QUICK, SMOKE)}

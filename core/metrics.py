@@ -5,16 +5,17 @@ Served at ``/metrics`` on the HTTP port by ``tgbroadcast run`` and ``server``; a
 in base units (seconds, bytes); counters end in ``_total``. The table with the processes
 that serve each name is in docs/operations.md ("Metrics").
 
-Sending (the processes that run a worker):
+Sending (the processes that run a worker), each labelled with the ``bot`` that sends (its
+name, as requests and logs give it):
 
-* ``tgb_messages_total{outcome}`` — recipients that reached a final outcome (``sent``,
+* ``tgb_messages_total{outcome,bot}`` — recipients that reached a final outcome (``sent``,
   ``blocked``, ``failed``, ...), counted by the worker that recorded them.
-* ``tgb_telegram_429_total`` — 429 answers received (each pauses the bot everywhere).
-* ``tgb_send_retries_total`` — attempts repeated after a transient failure.
-* ``tgb_send_seconds`` — Bot API call latency (histogram).
-* ``tgb_rate_permits_total{tier}`` — send permits granted by the shared rate budget.
-* ``tgb_rate_limit_per_second{tier}`` — the configured limit (``telegram.rate_limit``,
-  ``telegram.paid_rate_limit``), to plot ``rate(tgb_rate_permits_total[1m])`` against.
+* ``tgb_telegram_429_total{bot}`` — 429 answers received (each pauses that bot everywhere).
+* ``tgb_send_retries_total{bot}`` — attempts repeated after a transient failure.
+* ``tgb_send_seconds{bot}`` — Bot API call latency (histogram).
+* ``tgb_rate_permits_total{tier,bot}`` — send permits granted by the bot's shared rate budget.
+* ``tgb_rate_limit_per_second{tier,bot}`` — the bot's configured limit (its ``rate_limit``,
+  ``paid_rate_limit``), to plot ``rate(tgb_rate_permits_total[1m])`` against.
 
 The API (``run`` and ``server``):
 
@@ -47,6 +48,7 @@ Every process:
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Awaitable, Callable, Iterable
 from typing import Final, Protocol
 
@@ -67,6 +69,8 @@ LATENCY_BUCKETS: Final = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0
 API_BUCKETS: Final = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 """Seconds: an API call answers in milliseconds; a watch stream lands in ``+Inf``."""
 TIERS: Final = ("free", "paid")
+DEFAULT_BOT: Final = "default"
+"""The bot ``telegram.token`` is (``tgbroadcast.core.domain.access.DEFAULT_BOT``)."""
 TRANSPORTS: Final = ("grpc", "sse")
 WEBHOOK_OUTCOMES: Final = ("delivered", "retried", "failed")
 QUEUE_READ_TIMEOUT: Final = 2.0
@@ -124,32 +128,37 @@ class Metrics:
     def _sending(self) -> None:
         self.messages = Counter(
             "tgb_messages",
-            "Recipients that reached a final outcome.",
-            ["outcome"],
+            "Recipients that reached a final outcome, per bot.",
+            ["outcome", "bot"],
             registry=self.registry,
         )
         self.rate_limited = Counter(
-            "tgb_telegram_429", "429 answers received from Telegram.", registry=self.registry
+            "tgb_telegram_429",
+            "429 answers received from Telegram, per bot.",
+            ["bot"],
+            registry=self.registry,
         )
         self.retries = Counter(
             "tgb_send_retries",
-            "Sends repeated after a transient failure.",
+            "Sends repeated after a transient failure, per bot.",
+            ["bot"],
             registry=self.registry,
         )
         self.send_seconds = Histogram(
             "tgb_send_seconds",
-            "Bot API call latency.",
+            "Bot API call latency, per bot.",
+            ["bot"],
             buckets=LATENCY_BUCKETS,
             registry=self.registry,
         )
         self.rate_limit = Gauge(
             "tgb_rate_limit_per_second",
-            "The configured send rate limit per tier (telegram.rate_limit, paid_rate_limit).",
-            ["tier"],
+            "The configured send rate limit per tier and bot (rate_limit, paid_rate_limit).",
+            ["tier", "bot"],
             registry=self.registry,
         )
-        self._permit_sources: list[Callable[[], tuple[int, int]]] = []
-        self.registry.register(_Permits(self._permit_sources))
+        self._permits = _Permits()
+        self.registry.register(self._permits)
 
     def _api(self) -> None:
         self.broadcasts_created = Counter(
@@ -199,14 +208,30 @@ class Metrics:
         for outcome in WEBHOOK_OUTCOMES:
             self.webhook_deliveries.labels(outcome=outcome)
 
-    def add_permit_source(self, source: Callable[[], tuple[int, int]]) -> None:
-        """``source()`` returns (free, paid) permits granted so far by one rate limiter."""
-        self._permit_sources.append(source)
+    def add_bot(self, bot: str) -> None:
+        """Show the send-path series of ``bot`` (at zero) before its first send."""
+        self.rate_limited.labels(bot=bot)
+        self.retries.labels(bot=bot)
+        self.send_seconds.labels(bot=bot)
 
-    def set_rate_limits(self, *, free: float, paid: float) -> None:
-        """The configured limits, in a process that sends (messages per second)."""
-        self.rate_limit.labels(tier="free").set(free)
-        self.rate_limit.labels(tier="paid").set(paid)
+    def add_permit_source(
+        self, source: Callable[[], tuple[int, int]], *, bot: str = DEFAULT_BOT
+    ) -> Callable[[], None]:
+        """``source()`` returns (free, paid) permits granted so far by one rate limiter of
+        ``bot``; call what this returns when that limiter closes: its last counts stay in the
+        totals (a counter never goes down)."""
+        return self._permits.add(bot, source)
+
+    def set_rate_limits(self, *, free: float, paid: float, bot: str = DEFAULT_BOT) -> None:
+        """The configured limits of ``bot``, in a process that sends (messages per second)."""
+        self.rate_limit.labels(tier="free", bot=bot).set(free)
+        self.rate_limit.labels(tier="paid", bot=bot).set(paid)
+
+    def remove_rate_limits(self, bot: str) -> None:
+        """``bot`` no longer sends from this process (it was deleted)."""
+        for tier in TIERS:
+            with contextlib.suppress(KeyError):
+                self.rate_limit.remove(tier, bot)
 
     def add_queue(self, queue: QueueGauges) -> None:
         """Read the backlog and NATS errors of ``queue`` (the process's connection)."""
@@ -257,20 +282,40 @@ class Metrics:
 
 
 class _Permits(Collector):
-    def __init__(self, sources: list[Callable[[], tuple[int, int]]]) -> None:
-        self._sources = sources
+    """Permits per tier and bot: the live limiters' counts plus those of closed ones."""
+
+    def __init__(self) -> None:
+        self._sources: list[tuple[str, Callable[[], tuple[int, int]]]] = []
+        self._closed: dict[str, tuple[int, int]] = {}
+
+    def add(self, bot: str, source: Callable[[], tuple[int, int]]) -> Callable[[], None]:
+        entry = (bot, source)
+        self._sources.append(entry)
+        self._closed.setdefault(bot, (0, 0))
+
+        def remove() -> None:
+            if entry in self._sources:
+                self._sources.remove(entry)
+                free, paid = source()
+                closed_free, closed_paid = self._closed[bot]
+                self._closed[bot] = (closed_free + free, closed_paid + paid)
+
+        return remove
 
     def collect(self) -> Iterable[Metric]:
         family = CounterMetricFamily(
-            "tgb_rate_permits", "Send permits granted by the shared rate budget.", labels=["tier"]
+            "tgb_rate_permits",
+            "Send permits granted by the shared rate budget, per tier and bot.",
+            labels=["tier", "bot"],
         )
-        free = paid = 0
-        for source in self._sources:
+        totals = dict(self._closed)
+        for bot, source in self._sources:
             granted_free, granted_paid = source()
-            free += granted_free
-            paid += granted_paid
-        family.add_metric(["free"], free)
-        family.add_metric(["paid"], paid)
+            free, paid = totals.get(bot, (0, 0))
+            totals[bot] = (free + granted_free, paid + granted_paid)
+        for bot, (free, paid) in sorted(totals.items()):
+            family.add_metric(["free", bot], free)
+            family.add_metric(["paid", bot], paid)
         yield family
 
 

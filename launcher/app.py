@@ -20,6 +20,8 @@ from aiohttp import web
 
 from tgbroadcast.core.background.scheduler import Scheduler
 from tgbroadcast.core.background.webhooks import WebhookNotifier
+from tgbroadcast.core.bots.directory import BotDirectory
+from tgbroadcast.core.bots.service import BotService
 from tgbroadcast.core.config import Settings
 from tgbroadcast.core.domain.errors import ConfigError
 from tgbroadcast.core.health import Readiness
@@ -51,6 +53,8 @@ class Backends:
     store: Store
     queue: Queue
     metrics: Metrics
+    bots: BotDirectory
+    """Every bot, configured and stored (refreshed once at start)."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -103,6 +107,8 @@ async def open_backends(settings: Settings, *, embed_nats: bool) -> AsyncIterato
             Store.open(settings.database.url, settings.database)
         )
         await store.migrate()
+        bots = BotDirectory(settings, store)
+        await bots.refresh()
         queue = await stack.enter_async_context(
             Queue.connect(
                 url,
@@ -115,7 +121,7 @@ async def open_backends(settings: Settings, *, embed_nats: bool) -> AsyncIterato
         metrics = Metrics()
         store.on_error(metrics.database_error)
         metrics.add_queue(queue)
-        yield Backends(store=store, queue=queue, metrics=metrics)
+        yield Backends(store=store, queue=queue, metrics=metrics, bots=bots)
 
 
 def _nats_access(settings: Settings) -> NatsAccess:
@@ -178,12 +184,14 @@ async def running_api(
             queue=backends.queue,
             dispatcher=dispatcher,
             metrics=backends.metrics,
+            bots=backends.bots,
             max_user_ids=settings.server.max_user_ids,
             max_pending_recipients=settings.server.max_pending_recipients,
             accept_callbacks=notifier is not None,
             allow_private_callbacks=settings.webhook.allow_private_networks,
             on_finished=None if notifier is None else notifier.wake,
         )
+        bot_service = BotService(settings=settings, store=backends.store, directory=backends.bots)
         grpc_server = await create_server(
             service,
             tokens,
@@ -191,6 +199,7 @@ async def running_api(
             health_servicer=health.servicer,
             watchers=watchers.for_transport("grpc"),
             observer=backends.metrics.observe_grpc,
+            bot_service=bot_service,
         )
         certificates = _certificates(settings)
         grpc_address = f"{_bracketed(settings.server.host)}:{settings.server.grpc_port}"
@@ -212,6 +221,7 @@ async def running_api(
                     readiness=readiness,
                     watchers=watchers.for_transport("sse"),
                     observer=backends.metrics.observe_http,
+                    bot_service=bot_service,
                 ),
                 access_log=None,
                 handle_signals=False,
@@ -310,9 +320,11 @@ async def running_service(
             # aiogram takes seconds to import: only processes that send pay for it.
             from tgbroadcast.worker.runner import running_worker
 
-            backends.metrics.set_rate_limits(
-                free=settings.telegram.rate_limit, paid=settings.telegram.paid_rate_limit
-            )
+            # Each bot's limits (a lane sets those of bots created later when it starts).
+            for bot in backends.bots.all():
+                backends.metrics.set_rate_limits(
+                    free=bot.rate_limit, paid=bot.paid_rate_limit, bot=bot.name
+                )
 
         if workers and running is None and settings.worker.metrics_port:
             probes = probes_app(readiness, backends.metrics)
@@ -326,6 +338,7 @@ async def running_service(
                     store=backends.store,
                     queue=backends.queue,
                     metrics=backends.metrics,
+                    bots=backends.bots,
                     drain_within=clock.worker_budget,
                 )
             )

@@ -8,8 +8,13 @@ Commands:
 * ``worker`` — one worker; start as many as you like, on any machine
   that reaches NATS and the database.
 * ``migrate`` — apply the database migrations and exit.
+* ``bots reseal`` — seal every bot token stored through the API again with the first key of
+  ``server.secret_key`` (a key rotation: docs/security.md); exit 1 if a token opened with no
+  key (those are named and left as they were).
 * ``send`` — a client: send a broadcast through the gRPC API, optionally ``--watch`` it
   (``tgbroadcast_client.cli``; ``tgbroadcast send --help``).
+* ``bots create|list|get|delete`` — a client: manage bots through the gRPC API
+  (``tgbroadcast_client.cli_bots``; ``tgbroadcast bots --help``).
 
 SIGINT or SIGTERM shuts down in order (:mod:`tgbroadcast.launcher.shutdown`): readiness fails
 and gRPC health says NOT_SERVING, open watch streams are told to end, the listeners close once
@@ -32,6 +37,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import tgbroadcast.core.tracing as tracing
+from tgbroadcast.core.bots.sealing import Sealer
 from tgbroadcast.core.config import Settings, load_settings
 from tgbroadcast.core.config.settings import LOG_LEVELS
 from tgbroadcast.core.domain.errors import ConfigError
@@ -40,10 +46,12 @@ from tgbroadcast.core.store import Store
 from tgbroadcast.launcher.app import running_service
 from tgbroadcast.launcher.shutdown import Watchdog
 from tgbroadcast_client.cli import main as send_main
+from tgbroadcast_client.cli_bots import main as bots_main
 
 logger = logging.getLogger("tgbroadcast")
 
-COMMANDS = ("run", "server", "worker", "migrate")
+COMMANDS = ("run", "server", "worker", "migrate", "bots")
+BOTS_ACTIONS = ("reseal",)
 SERVICE_NAMES = {
     "run": "tgbroadcast",
     "server": "tgbroadcast-server",
@@ -56,14 +64,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     if argv[:1] == ["send"]:  # a client of the API: no settings, no logging set-up
         return send_main(argv[1:])
-    args = _parser().parse_args(argv)
+    if argv[:1] == ["bots"] and argv[1:2] != ["reseal"]:  # a client of the API, as send
+        return bots_main(argv[1:])
+    parser = _parser()
+    args = parser.parse_args(argv)
     command: str = args.command
+    if (command == "bots") != (args.action is not None):
+        parser.error("`bots` takes an action (bots reseal); the other commands take none")
     try:
         settings = load_settings(args.config, environ=os.environ)
         if command in ("run", "server"):
             settings.require_api_tokens()
         if command in ("run", "worker"):
-            settings.require_bot_token()
+            settings.require_bots()
     except ConfigError as exc:
         print(f"tgbroadcast: {exc}", file=sys.stderr)
         return 2
@@ -74,12 +87,16 @@ def main(argv: Sequence[str] | None = None) -> int:
             settings.telegram.token,
             settings.nats.password,
             *(t.token for t in settings.server.api_tokens),
+            *(bot.token for bot in settings.bots),
+            *settings.server.secret_keys,
         ),
     )
     traces = None
     try:
         if command in SERVICE_NAMES:  # OpenTelemetry, when installed and the OTEL_* say so
             traces = tracing.setup(SERVICE_NAMES[command])
+        if command == "bots":
+            return asyncio.run(_reseal(settings))
         asyncio.run(_serve(settings, command))
     except ConfigError as exc:
         logger.error("configuration error", extra={"error": str(exc)})
@@ -108,10 +125,37 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "command",
         choices=COMMANDS,
-        help="run (all in one), server, worker or migrate; `tgbroadcast send --help` sends a "
-        "broadcast",
+        help="run (all in one), server, worker, migrate or bots; `tgbroadcast send --help` "
+        "sends a broadcast",
+    )
+    parser.add_argument(
+        "action",
+        nargs="?",
+        choices=BOTS_ACTIONS,
+        help="with bots: reseal (re-seal the stored bot tokens with the first secret key)",
     )
     return parser
+
+
+async def _reseal(settings: Settings) -> int:
+    """``bots reseal``: 0 when every stored token was re-sealed, 1 when some opened with no
+    key of ``server.secret_key`` (named on stderr; left as they were), 2 without a key."""
+    if not settings.server.secret_keys:
+        raise ConfigError("server.secret_key", "is required to re-seal the stored bot tokens")
+    sealer = Sealer(settings.server.secret_keys)
+    async with Store.open(settings.database.url, settings.database) as store:
+        await store.migrate()
+        resealed, unopened = await store.reseal_bots(
+            open_token=sealer.open_or_none, seal_token=sealer.seal
+        )
+    print(f"re-sealed {len(resealed)} bot token(s) with the first key of server.secret_key")
+    if unopened:
+        print(
+            "no key of server.secret_key opens the token of: " + ", ".join(unopened),
+            file=sys.stderr,
+        )
+        return 1
+    return 0
 
 
 async def _serve(settings: Settings, command: str) -> None:

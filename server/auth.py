@@ -4,6 +4,11 @@ A request that passed authentication runs with a :class:`Caller` in :data:`CALLE
 REST middleware and the gRPC interceptor): the API token's name and the client's address, for
 records ("who did what") and the access log, and what the token was granted (its scopes and
 bots, checked against :mod:`tgbroadcast.server.scopes`). Never the token itself.
+
+Which bot a request acts for is decided here only (:meth:`Caller.bot_for`, :func:`bot_for`):
+the bot it names, else the token's only bot, else ``default``; a bot the token may not use is
+:class:`PermissionDenied`. Which broadcasts a token may see is :meth:`Caller.visible_bots`
+(the service hides the others as if they did not exist).
 """
 
 from __future__ import annotations
@@ -12,9 +17,17 @@ import hmac
 from collections.abc import Iterable
 from contextvars import ContextVar
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Final, Protocol
 
-from tgbroadcast.core.domain.access import ALL_BOTS, SCOPES
+from tgbroadcast.core.domain.access import ALL_BOTS, DEFAULT_BOT, SCOPES
+from tgbroadcast.core.domain.errors import ApiError
+
+SHOWN_NAME: Final = 64
+"""Characters of a requested bot name an error repeats."""
+
+
+class PermissionDenied(ApiError):
+    """PERMISSION_DENIED / 403: the token may not do this (here: use this bot)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,6 +53,25 @@ class Caller:
     def may_use(self, bot: str) -> bool:
         return ALL_BOTS in self.bots or bot in self.bots
 
+    def bot_for(self, requested: str) -> str:
+        """The bot a request acts for: ``requested``; when empty, the token's only bot if
+        its ``bots`` is exactly one name, else ``default``. :class:`PermissionDenied` naming
+        the token and the bot when the token may not use it. Whether the bot exists is the
+        service's question."""
+        bot = requested or (
+            self.bots[0] if self.bots != (ALL_BOTS,) and len(self.bots) == 1 else DEFAULT_BOT
+        )
+        if not self.may_use(bot):
+            raise PermissionDenied(
+                f"API token {self.token_name} may not use bot {bot[:SHOWN_NAME]!r}"
+            )
+        return bot
+
+    @property
+    def visible_bots(self) -> frozenset[str] | None:
+        """The bots whose broadcasts the token may see; None: every bot."""
+        return None if ALL_BOTS in self.bots else frozenset(self.bots)
+
 
 class ConfiguredToken(Protocol):
     """A configured API token (:class:`tgbroadcast.core.config.settings.ApiToken`)."""
@@ -61,6 +93,21 @@ def current_caller_name() -> str:
     """The authenticated token's name for this request; empty outside one."""
     caller = CALLER.get()
     return "" if caller is None else caller.token_name
+
+
+def bot_for(requested: str) -> str:
+    """:meth:`Caller.bot_for` for this request's caller; without one (an app with no
+    token check: a test's), ``requested`` or ``default``."""
+    caller = CALLER.get()
+    if caller is None:
+        return requested or DEFAULT_BOT
+    return caller.bot_for(requested)
+
+
+def visible_bots() -> frozenset[str] | None:
+    """:attr:`Caller.visible_bots` for this request's caller; None (every bot) without one."""
+    caller = CALLER.get()
+    return None if caller is None else caller.visible_bots
 
 
 class TokenCheck:

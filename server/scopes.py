@@ -8,62 +8,48 @@ new method or route cannot slip through. The health service, reflection, the pro
 from the table is refused (PERMISSION_DENIED / 403), never served.
 
 A token without the rule's scope is refused: 403 / PERMISSION_DENIED, ``this token lacks
-the scope <scope>``. The service has one bot, ``default``; a token that may not use it
-(:attr:`~tgbroadcast.server.auth.Caller.bots` holds neither ``default`` nor ``*``) is
-treated according to the rule's :class:`BotUse`: refused when it would send or touch users,
-and shown no broadcast at all (not found, empty lists) so that it learns nothing of their
-existence.
+the scope <scope>``. The bots are checked per request, not here: the bot a request names
+(:meth:`~tgbroadcast.server.auth.Caller.bot_for`: 403 / PERMISSION_DENIED for one the token
+may not use), and the broadcasts the token may see (the service answers one of another bot
+as not found, and lists none: :mod:`tgbroadcast.core.service.bot_access`).
 """
 
 from __future__ import annotations
 
-import enum
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Final
 
 from tgbroadcast.core.domain.access import (
+    BOTS_ADMIN,
     BROADCASTS_CONTROL,
     BROADCASTS_READ,
     BROADCASTS_SEND,
-    DEFAULT_BOT,
     USERS_READ,
     USERS_WRITE,
 )
 from tgbroadcast.server.auth import Caller
 
 
-class BotUse(enum.Enum):
-    """What a request does with the bot, for a token that may not use it."""
-
-    USE = "use"
-    """Sends or touches users: refused, 403 / PERMISSION_DENIED naming the bot."""
-    FIND = "find"
-    """Finds one broadcast by id: 404 / NOT_FOUND, as for a broadcast that does not exist."""
-    LIST = "list"
-    """Lists broadcasts: an empty list."""
-
-
 @dataclass(frozen=True, slots=True)
 class Rule:
     scope: str
-    bot: BotUse
 
 
-SEND: Final = Rule(BROADCASTS_SEND, BotUse.USE)
-READ_ONE: Final = Rule(BROADCASTS_READ, BotUse.FIND)
-READ_LIST: Final = Rule(BROADCASTS_READ, BotUse.LIST)
-CONTROL: Final = Rule(BROADCASTS_CONTROL, BotUse.FIND)
-USER_WRITE: Final = Rule(USERS_WRITE, BotUse.USE)
-USER_READ: Final = Rule(USERS_READ, BotUse.USE)
+SEND: Final = Rule(BROADCASTS_SEND)
+READ: Final = Rule(BROADCASTS_READ)
+CONTROL: Final = Rule(BROADCASTS_CONTROL)
+USER_WRITE: Final = Rule(USERS_WRITE)
+USER_READ: Final = Rule(USERS_READ)
+BOTS: Final = Rule(BOTS_ADMIN)
 
 GRPC: Final[Mapping[str, Rule]] = {
     "SendMessage": SEND,
     "PreviewMessage": SEND,
-    "GetBroadcast": READ_ONE,
-    "ListBroadcasts": READ_LIST,
-    "ListDeliveries": READ_ONE,
-    "WatchBroadcast": READ_ONE,
+    "GetBroadcast": READ,
+    "ListBroadcasts": READ,
+    "ListDeliveries": READ,
+    "WatchBroadcast": READ,
     "CancelBroadcast": CONTROL,
     "PauseBroadcast": CONTROL,
     "ResumeBroadcast": CONTROL,
@@ -72,6 +58,10 @@ GRPC: Final[Mapping[str, Rule]] = {
     "DeleteUser": USER_WRITE,
     "GetUser": USER_READ,
     "ListUsers": USER_READ,
+    "CreateBot": BOTS,
+    "ListBots": BOTS,
+    "GetBot": BOTS,
+    "DeleteBot": BOTS,
 }
 """``tgbroadcast.v1.BroadcastService``'s methods by short name."""
 
@@ -80,11 +70,11 @@ REST: Final[Mapping[tuple[str, str], Rule]] = {
     ("POST", "/send-message"): SEND,
     ("POST", "/v1/broadcasts"): SEND,
     ("POST", "/v1/preview"): SEND,
-    ("GET", "/v1/broadcasts"): READ_LIST,
-    ("GET", BROADCAST): READ_ONE,
-    ("GET", BROADCAST + "/deliveries"): READ_ONE,
-    ("GET", BROADCAST + "/deliveries.csv"): READ_ONE,
-    ("GET", BROADCAST + "/events"): READ_ONE,
+    ("GET", "/v1/broadcasts"): READ,
+    ("GET", BROADCAST): READ,
+    ("GET", BROADCAST + "/deliveries"): READ,
+    ("GET", BROADCAST + "/deliveries.csv"): READ,
+    ("GET", BROADCAST + "/events"): READ,
     ("POST", BROADCAST + "/cancel"): CONTROL,
     ("POST", BROADCAST + "/pause"): CONTROL,
     ("POST", BROADCAST + "/resume"): CONTROL,
@@ -93,20 +83,14 @@ REST: Final[Mapping[tuple[str, str], Rule]] = {
     ("DELETE", "/v1/users/{user_id}"): USER_WRITE,
     ("GET", "/v1/users"): USER_READ,
     ("GET", "/v1/users/{user_id}"): USER_READ,
+    ("POST", "/v1/bots"): BOTS,
+    ("GET", "/v1/bots"): BOTS,
+    ("GET", "/v1/bots/{name}"): BOTS,
+    ("DELETE", "/v1/bots/{name}"): BOTS,
 }
 """Routes by method (``HEAD`` is ``GET``) and template."""
 
 NOT_COVERED: Final = "no scope covers this method; it is refused"
-
-
-class Verdict(enum.Enum):
-    """What becomes of a request once the token is known."""
-
-    SERVE = "serve"
-    HIDE_ONE = "hide_one"
-    """Answer not found."""
-    HIDE_LIST = "hide_list"
-    """Answer an empty list."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -120,17 +104,13 @@ def lacks_scope(scope: str) -> str:
     return f"this token lacks the scope {scope}"
 
 
-def judge(caller: Caller, rule: Rule | None) -> Verdict | Denied:
-    """The scope first, then the bot rule (see the module's docstring)."""
+def judge(caller: Caller, rule: Rule | None) -> Denied | None:
+    """Why ``caller`` may not make a request under ``rule``; None when it may."""
     if rule is None:
         return Denied(NOT_COVERED)
     if rule.scope not in caller.scopes:
         return Denied(lacks_scope(rule.scope))
-    if caller.may_use(DEFAULT_BOT):
-        return Verdict.SERVE
-    if rule.bot is BotUse.USE:
-        return Denied(f"this token may not use the bot {DEFAULT_BOT}")
-    return Verdict.HIDE_ONE if rule.bot is BotUse.FIND else Verdict.HIDE_LIST
+    return None
 
 
 def rest_rule(method: str, route: str, rules: Mapping[tuple[str, str], Rule] = REST) -> Rule | None:

@@ -336,9 +336,9 @@ async def test_a_watch_stream_runs_with_its_caller_and_is_logged_with_its_token_
     callers: list[str] = []
     original = service.watch
 
-    def watch(broadcast_id: int) -> Any:
+    def watch(broadcast_id: int, **options: Any) -> Any:
         callers.append(current_caller_name())
-        return original(broadcast_id)
+        return original(broadcast_id, **options)
 
     monkeypatch.setattr(service, "watch", watch)
     async with stack.stub() as stub:

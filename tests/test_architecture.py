@@ -35,6 +35,7 @@ MAY_IMPORT: dict[str, frozenset[str]] = {
     | {"core.rules", "core.store", "core.queue", "core.metrics", "core.tasks", "core.tracing"},
     "core.background": _CORE_BASE
     | {"core.rules", "core.store", "core.queue", "core.service", "core.config", "core.tasks"},
+    "core.bots": _CORE_BASE | {"core.config", "core.store"},
     "server": frozenset(),  # the package docstring only
     "server.auth": _CORE_BASE,
     "server.scopes": _CORE_BASE | {"server.auth"},
@@ -44,13 +45,14 @@ MAY_IMPORT: dict[str, frozenset[str]] = {
     # The two transports never import each other: each has its own converters.
     "server.grpc": _CORE_BASE
     | {"core.rules", "core.service", "server.auth", "server.guards", "v1"}
-    | {"core.health", "core.tasks", "core.tracing", "server.streams", "server.scopes"},
+    | {"core.health", "core.tasks", "core.tracing", "server.streams", "server.scopes"}
+    | {"core.bots"},
     "server.rest": _CORE_BASE
     | {"core.rules", "core.service", "core.tasks", "server.auth", "server.guards", "v1"}
-    | {"core.health", "core.tracing", "server.streams", "server.scopes"},
+    | {"core.health", "core.tracing", "server.streams", "server.scopes", "core.bots"},
     "worker": _CORE_BASE
     | {"core.rules", "core.store", "core.queue", "core.config", "core.logs"}
-    | {"core.metrics", "core.tasks", "core.tracing"},
+    | {"core.metrics", "core.tasks", "core.tracing", "core.bots"},
     "simulator": frozenset(),
 }
 

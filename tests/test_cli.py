@@ -109,7 +109,8 @@ async def test_separate_server_and_worker_processes(tmp_path: Path, simulator: S
                 aiohttp.ClientSession() as session,
                 session.get(f"http://127.0.0.1:{metrics_port}/metrics") as response,
             ):
-                assert 'tgb_messages_total{outcome="sent"} 2.0' in await response.text()
+                sent = 'tgb_messages_total{bot="default",outcome="sent"} 2.0'
+                assert sent in await response.text()
             worker.proc.send_signal(signal.SIGINT)
             assert await asyncio.wait_for(worker.proc.wait(), 30) == 0
         server.proc.send_signal(signal.SIGINT)

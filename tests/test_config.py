@@ -168,8 +168,13 @@ def test_missing_explicit_file_and_bad_yaml(tmp_path: Path) -> None:
 def test_role_requirements(tmp_path: Path) -> None:
     settings = load_settings(None, environ={}, base_dir=tmp_path)
     with pytest.raises(ConfigError) as raised:
-        settings.require_bot_token()
+        settings.require_bots()
     assert raised.value.key == "telegram.token"
+    for environ in (
+        {"TGB_BOTS": '[{"name": "shop", "token": "111111111:AAshopTokenSecretPart_0123"}]'},
+        {"TGB_SERVER_SECRET_KEY": "k" * 32},
+    ):
+        load_settings(None, environ=environ, base_dir=tmp_path).require_bots()
     with pytest.raises(ConfigError) as raised:
         settings.require_api_tokens()
     assert raised.value.key == "server.api_token"

@@ -241,14 +241,15 @@ async def test_metrics_count_outcomes_429s_and_permits(fast: Stack) -> None:
         for line in text.splitlines()
         if line and not line.startswith("#")
     }
-    assert samples['tgb_messages_total{outcome="sent"}'] == 2
-    assert samples['tgb_messages_total{outcome="blocked"}'] == 1
-    assert samples["tgb_telegram_429_total"] == 1
-    assert samples['tgb_rate_permits_total{tier="free"}'] == 4  # three sends and one retry
+    assert samples['tgb_messages_total{bot="default",outcome="sent"}'] == 2
+    assert samples['tgb_messages_total{bot="default",outcome="blocked"}'] == 1
+    assert samples['tgb_telegram_429_total{bot="default"}'] == 1
+    # Three sends and one retry.
+    assert samples['tgb_rate_permits_total{bot="default",tier="free"}'] == 4
     assert samples["tgb_broadcasts_created_total"] == 1
     assert samples["tgb_recipients_accepted_total"] == 3
     assert samples["tgb_queue_pending_jobs"] == 0
-    assert samples["tgb_send_seconds_count"] == 4
+    assert samples['tgb_send_seconds_count{bot="default"}'] == 4
 
 
 PNG = b"\x89PNG\r\n\x1a\n" + bytes(range(256)) * 40

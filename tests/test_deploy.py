@@ -180,7 +180,7 @@ def _settings(
         if args.command in ("run", "server"):
             settings.require_api_tokens()
         if args.command in ("run", "worker"):
-            settings.require_bot_token()
+            settings.require_bots()
     except ConfigError as exc:
         pytest.fail(f"`tgbroadcast {shlex.join(argv)}` would not start: {exc}")
     return str(args.command), settings

@@ -236,11 +236,11 @@ async def test_backlog_per_tier_and_a_standalone_workers_metrics(
                 await wait_until(lambda: _finished(stack, free, paid))
                 await wait_until(lambda: _backlog_empty(worker_url))
                 page = await scrape(worker_url)
-    assert page.value("tgb_rate_limit_per_second", tier="free") == 250
-    assert page.value("tgb_rate_limit_per_second", tier="paid") == 500
-    assert page.value("tgb_rate_permits_total", tier="free") == 2
-    assert page.value("tgb_rate_permits_total", tier="paid") == 1
-    assert page.value("tgb_messages_total", outcome="sent") == 3
+    assert page.value("tgb_rate_limit_per_second", tier="free", bot="default") == 250
+    assert page.value("tgb_rate_limit_per_second", tier="paid", bot="default") == 500
+    assert page.value("tgb_rate_permits_total", tier="free", bot="default") == 2
+    assert page.value("tgb_rate_permits_total", tier="paid", bot="default") == 1
+    assert page.value("tgb_messages_total", outcome="sent", bot="default") == 3
     assert page.value("tgb_database_errors_total") == 0
     assert page.value("tgb_nats_errors_total") == 0
     assert (page.value("process_resident_memory_bytes") or 0) > 0

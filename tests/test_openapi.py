@@ -224,7 +224,7 @@ async def test_documented_gets_accept_their_parameters_and_answer_their_schemas(
     status, answer = await post(stack, "/send-message", openapi_examples.SEND_EXAMPLES["text"])
     assert status == 202, answer
     await watch(stack, answer["broadcast_id"])  # finished: every report has rows
-    ids = {"broadcast_id": str(answer["broadcast_id"]), "user_id": "111"}
+    ids = {"broadcast_id": str(answer["broadcast_id"]), "user_id": "111", "name": "default"}
     checked = []
     async with aiohttp.ClientSession(headers=stack.auth) as session:
         for path, item in DOC["paths"].items():
@@ -250,7 +250,7 @@ async def test_documented_gets_accept_their_parameters_and_answer_their_schemas(
                 assert response.status == 400, path
                 body = await response.json(content_type=None)
                 assert [e["field"] for e in body["errors"]] == ["not_documented"], path
-    assert len(checked) == 6, checked
+    assert len(checked) == 8, checked
 
 
 @on_sqlite

@@ -164,7 +164,12 @@ async def test_streams_and_consumer_are_created_idempotently(
         assert first.names == second.names == names
         jobs = await js.stream_info(names.jobs_stream)
         assert jobs.config.retention == "workqueue"
-        assert jobs.config.subjects == [f"{queue_prefix}.jobs", f"{queue_prefix}.jobs.paid"]
+        assert jobs.config.subjects == [
+            f"{queue_prefix}.jobs",
+            f"{queue_prefix}.jobs.paid",
+            f"{queue_prefix}.jobs.free.*",  # the other bots' (the default's are above)
+            f"{queue_prefix}.jobs.paid.*",
+        ]
         assert jobs.config.duplicate_window == 600
         events = await js.stream_info(names.events_stream)
         assert events.config.retention == "limits"
@@ -191,7 +196,7 @@ async def test_a_jobs_stream_of_an_older_version_gains_the_paid_subject(
         await js.publish(names.jobs_subject, Job(broadcast_id=1, user_ids=(5,)).encode())
         async with Queue.connect(nats_url, prefix=queue_prefix) as queue:
             info = await js.stream_info(names.jobs_stream)
-            assert info.config.subjects == [names.jobs_subject, names.paid_jobs_subject]
+            assert info.config.subjects == names.jobs_stream_subjects
             (kept,) = await fetched(queue, max_jobs=5)  # queued before: kept
             assert kept.job.user_ids == (5,)
             await kept.ack()

@@ -2,8 +2,9 @@
 
 Each scope allows its operations and only those; a missing scope is a 403 /
 PERMISSION_DENIED naming it; ``name:token``, bare and ``server.api_token`` tokens keep every
-scope; a token that may not use the bot ``default`` cannot send or touch users and sees no
-broadcast. The table (:mod:`tgbroadcast.server.scopes`) covers every RPC and every route.
+scope; a token that may not use the bot ``default`` cannot send or touch its users and sees
+none of its broadcasts. The table (:mod:`tgbroadcast.server.scopes`) covers every RPC and
+every route. (Several bots: ``test_bots_isolation.py``.)
 """
 
 from __future__ import annotations
@@ -41,7 +42,8 @@ GRANTS = {
     "reader-writer": ["broadcasts:read", "users:write"],
 }
 ELSEWHERE = "elsewhere"
-"""Every scope, but only on the bot ``other``: not the service's one bot, ``default``."""
+"""Every scope, but only on the bots ``other`` and ``more``: not ``default``, the bot a
+request that names none acts for with this token."""
 
 
 def secret(name: str) -> str:
@@ -50,7 +52,14 @@ def secret(name: str) -> str:
 
 SCOPED_TOKENS = json.dumps(
     [{"name": name, "token": secret(name), "scopes": grants} for name, grants in GRANTS.items()]
-    + [{"name": ELSEWHERE, "token": secret(ELSEWHERE), "bots": ["other"], "scopes": [*SCOPES]}]
+    + [
+        {
+            "name": ELSEWHERE,
+            "token": secret(ELSEWHERE),
+            "bots": ["other", "more"],
+            "scopes": [*SCOPES],
+        }
+    ]
 )
 USER = 4242
 
@@ -101,6 +110,10 @@ ROUTES = [
     Route("users:write", "DELETE", "/v1/users/4243"),
     Route("users:read", "GET", "/v1/users"),
     Route("users:read", "GET", f"/v1/users/{USER}"),
+    Route("bots:admin", "POST", "/v1/bots", {"name": "extra", "token": "123:not-a-real-token"}),
+    Route("bots:admin", "GET", "/v1/bots"),
+    Route("bots:admin", "GET", "/v1/bots/default"),
+    Route("bots:admin", "DELETE", "/v1/bots/nosuch"),
 ]
 
 
@@ -195,6 +208,21 @@ RPCS: dict[str, tuple[str, Call]] = {
         "users:read",
         lambda s, b, m: s.GetUser(pb.GetUserRequest(user_id=USER), metadata=m),
     ),
+    "CreateBot": (
+        "bots:admin",
+        lambda s, b, m: s.CreateBot(
+            pb.CreateBotRequest(name="extra", token="123:not-a-real-token"), metadata=m
+        ),
+    ),
+    "ListBots": ("bots:admin", lambda s, b, m: s.ListBots(pb.ListBotsRequest(), metadata=m)),
+    "GetBot": (
+        "bots:admin",
+        lambda s, b, m: s.GetBot(pb.GetBotRequest(name="default"), metadata=m),
+    ),
+    "DeleteBot": (
+        "bots:admin",
+        lambda s, b, m: s.DeleteBot(pb.DeleteBotRequest(name="nosuch"), metadata=m),
+    ),
 }
 
 
@@ -251,15 +279,20 @@ async def test_a_token_without_the_bot_cannot_use_it_and_sees_no_broadcast(
     stack, broadcast_id = scoped
     token = secret(ELSEWHERE)
     not_found = f"broadcast {broadcast_id} not found"
+    refused = f"API token {ELSEWHERE} may not use bot 'default'"
     for route in ROUTES:
+        if route.scope == "bots:admin":  # checked by the bots API itself: test_bots_api.py
+            continue
         status, body = await rest(stack, route, token, broadcast_id)
         if route.path == "/v1/broadcasts" and route.method == "GET":
             assert (status, body) == (200, {"broadcasts": [], "next_page_token": ""})
         elif route.scope in ("broadcasts:read", "broadcasts:control"):
             assert (status, body["detail"]) == (404, not_found), route
         else:
-            assert (status, body["detail"]) == (403, "this token may not use the bot default")
+            assert (status, body["detail"]) == (403, refused), route
     for method, (scope, call) in RPCS.items():
+        if scope == "bots:admin":
+            continue
         if method == "ListBroadcasts":
             async with stack.stub() as stub:
                 listed = await call(stub, broadcast_id, (("authorization", f"Bearer {token}"),))
@@ -269,10 +302,7 @@ async def test_a_token_without_the_bot_cannot_use_it_and_sees_no_broadcast(
         if scope in ("broadcasts:read", "broadcasts:control"):
             assert (code, details) == (grpc.StatusCode.NOT_FOUND, not_found), method
         else:
-            assert (code, details) == (
-                grpc.StatusCode.PERMISSION_DENIED,
-                "this token may not use the bot default",
-            ), method
+            assert (code, details) == (grpc.StatusCode.PERMISSION_DENIED, refused), method
     # The legacy token still sees it: the broadcast exists.
     status, _ = await rest(stack, ROUTES[4], API_TOKEN, broadcast_id)
     assert status == 200
@@ -383,6 +413,7 @@ async def test_the_table_covers_every_route(scoped: tuple[Stack, int]) -> None:
     assert all(rest_rule(method, path) is not None for method, path in served)
     tried = {(r.method, r.path.replace("{id}", "{broadcast_id}")) for r in ROUTES}
     tried = {(m, "/v1/users/{user_id}" if p.startswith("/v1/users/4") else p) for m, p in tried}
+    tried = {(m, "/v1/bots/{name}" if p.startswith("/v1/bots/") else p) for m, p in tried}
     assert tried == set(REST)  # and this file tries each
 
 

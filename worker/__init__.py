@@ -1,7 +1,9 @@
 """The send path: jobs from NATS, messages to Telegram within its limits, outcomes to SQL.
 
 * :mod:`.runner` — a worker with everything it owns, as one async context manager.
-* :mod:`.worker` — the fetch loop: jobs by tier, claims, backlog.
+* :mod:`.lanes` — a lane per bot (its client, budget, slots and consumers), following the
+  bots as they are created and deleted.
+* :mod:`.worker` — one bot's fetch loop: jobs by tier, claims, backlog.
 * :mod:`.claims` — a job's hold on its recipients in SQL.
 * :mod:`.delivery` — one recipient from first attempt to final outcome, retries included.
 * :mod:`.telegram`, :mod:`.aiogram_content` — the Telegram client (aiogram's ``Bot``) and

@@ -92,7 +92,8 @@ __all__ = [
 ]
 
 ActiveBroadcasts = Callable[[], Awaitable[int]]
-"""How many of the bot's broadcasts are sending (``QUEUED`` or ``RUNNING``)."""
+"""How many of the bot's broadcasts are sending (``QUEUED`` or ``RUNNING``): this bot's only,
+as another bot's sends never reach this bot's chats."""
 
 CONTENTION_POLL_INTERVAL = 1.0
 """Seconds between two counts of the sending broadcasts, at least."""
@@ -308,7 +309,11 @@ class ChatPacer:
             self._poll_failures += 1
             logger.warning(
                 "could not count the sending broadcasts; keeping the last count",
-                extra={"active_broadcasts": self._count, "error": type(exc).__name__},
+                extra={
+                    "bot_id": self._bot_id,
+                    "active_broadcasts": self._count,
+                    "error": type(exc).__name__,
+                },
             )
         else:
             self._polls += 1
@@ -317,7 +322,7 @@ class ChatPacer:
                 logger.info(
                     "chat pacing across workers %s",
                     "on" if self.contended else "off",
-                    extra={"active_broadcasts": count},
+                    extra={"bot_id": self._bot_id, "active_broadcasts": count},
                 )
         finally:
             polled, self._polled = self._polled, asyncio.Event()

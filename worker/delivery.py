@@ -2,9 +2,11 @@
 
 Guarantees:
 
+* A ``Deliverer`` sends as one bot (its lane, :mod:`tgbroadcast.worker.lanes`): that bot's
+  Telegram client, rate budget and send slots; its metrics and logs carry the bot's name.
 * Every send waits for the bot's rate budget (:class:`Limiter`). A 429 pauses the bot's
   sending on every worker for Telegram's ``retry_after`` and the same recipient is retried; it
-  never counts as an attempt.
+  never counts as an attempt. Other bots go on sending: their budgets are their own.
 * Transient failures (5xx, network errors, timeouts, answers that are not the Bot API's JSON)
   are retried with exponential backoff and full jitter, capped, up to ``max_attempts``; then
   the outcome is ``FAILED`` with the last error. Telegram's refusals are final at once, with
@@ -40,6 +42,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Protocol
 
+from tgbroadcast.core.domain.access import DEFAULT_BOT
 from tgbroadcast.core.domain.errors import (
     ChatMigrated,
     MediaGone,
@@ -128,7 +131,7 @@ class Claims(Protocol):
 
 
 class Deliverer:
-    """Sends broadcasts to recipients; shared by every job of a worker."""
+    """Sends broadcasts to recipients as ``bot``; shared by every job of a bot's lane."""
 
     def __init__(
         self,
@@ -145,7 +148,9 @@ class Deliverer:
         content_error_threshold: int = 5,
         backoff_base: float = 0.5,
         backoff_cap: float = 30.0,
+        bot: str = DEFAULT_BOT,
     ) -> None:
+        self._bot = bot
         self._store = store
         self._queue = queue
         self._sender = sender
@@ -239,7 +244,7 @@ class Deliverer:
         except Exception as exc:
             logger.warning(
                 "reading a broadcast's status failed",
-                extra={"broadcast_id": broadcast_id, "error": repr(exc)},
+                extra={"bot": self._bot, "broadcast_id": broadcast_id, "error": repr(exc)},
             )
             return None
         known = _KnownStatus(read_at=started, status=latest.status, resumed_at=latest.resumed_at)
@@ -319,10 +324,11 @@ class Deliverer:
                 if sent is None:
                     return None
             except RateLimited as exc:  # not an attempt: every worker pauses, then it is resent
-                self._metrics.rate_limited.inc()
+                self._metrics.rate_limited.labels(bot=self._bot).inc()
                 logger.warning(
-                    "rate limited by Telegram; pausing every worker",
+                    "rate limited by Telegram; pausing the bot on every worker",
                     extra={
+                        "bot": self._bot,
                         "broadcast_id": broadcast.id,
                         "user_id": user_id,
                         "chat_id": chat_id,
@@ -338,6 +344,7 @@ class Deliverer:
                 logger.info(
                     "group migrated to a supergroup",
                     extra={
+                        "bot": self._bot,
                         "broadcast_id": broadcast.id,
                         "user_id": user_id,
                         "chat_id": chat_id,
@@ -345,11 +352,12 @@ class Deliverer:
                     },
                 )
                 try:
-                    await self._store.migrate_chat(chat_id, exc.new_chat_id)
+                    await self._store.migrate_chat(chat_id, exc.new_chat_id, bot=broadcast.bot)
                 except Exception as store_exc:  # the send goes on; only later ones miss it
                     logger.warning(
                         "moving a migrated chat failed",
                         extra={
+                            "bot": self._bot,
                             "broadcast_id": broadcast.id,
                             "user_id": user_id,
                             "chat_id": chat_id,
@@ -363,6 +371,7 @@ class Deliverer:
                     logger.debug(
                         "recipient refused by Telegram",
                         extra={
+                            "bot": self._bot,
                             "broadcast_id": broadcast.id,
                             "user_id": user_id,
                             "outcome": exc.outcome.value,
@@ -387,6 +396,7 @@ class Deliverer:
                 logger.warning(
                     "send failed on its last attempt",
                     extra={
+                        "bot": self._bot,
                         "broadcast_id": broadcast.id,
                         "user_id": user_id,
                         "attempt": attempts,
@@ -394,11 +404,12 @@ class Deliverer:
                     },
                 )
                 return _failed_result(broadcast.id, user_id, error), error.content_error
-            self._metrics.retries.inc()
+            self._metrics.retries.labels(bot=self._bot).inc()
             ceiling = min(self._backoff_cap, self._backoff_base * 2**attempts)
             logger.info(
                 "transient send failure; retrying",
                 extra={
+                    "bot": self._bot,
                     "broadcast_id": broadcast.id,
                     "user_id": user_id,
                     "chat_id": chat_id,
@@ -443,7 +454,7 @@ class Deliverer:
             await self._limiter.acquire(chat_id, paid=content.allow_paid_broadcast)
             if not held() or await self.stopping(broadcast):
                 return None
-            with self._metrics.send_seconds.time():
+            with self._metrics.send_seconds.labels(bot=self._bot).time():
                 sent = await self._sender.send(
                     chat_id,
                     content,
@@ -463,7 +474,7 @@ class Deliverer:
         except Exception as exc:
             logger.warning(
                 "storing a media file_id failed",
-                extra={"broadcast_id": broadcast_id, "error": repr(exc)},
+                extra={"bot": self._bot, "broadcast_id": broadcast_id, "error": repr(exc)},
             )
 
     async def _send_once(
@@ -478,7 +489,7 @@ class Deliverer:
         await self._limiter.acquire(chat_id, paid=broadcast.content.allow_paid_broadcast)
         if not held() or await self.stopping(broadcast):
             return None
-        with self._metrics.send_seconds.time():
+        with self._metrics.send_seconds.labels(bot=self._bot).time():
             sent = await self._sender.send(chat_id, content, media=media, broadcast_id=broadcast.id)
         return sent.message_id
 
@@ -490,7 +501,7 @@ class Deliverer:
             except Exception as exc:  # the first send will fetch it again: costly, not wrong
                 logger.warning(
                     "reading a media file_id failed",
-                    extra={"broadcast_id": broadcast_id, "error": repr(exc)},
+                    extra={"bot": self._bot, "broadcast_id": broadcast_id, "error": repr(exc)},
                 )
                 return None
             if file_id is not None:
@@ -517,7 +528,7 @@ class Deliverer:
             if stopped is not None:
                 logger.warning(
                     "broadcast stopped by the content circuit breaker",
-                    extra={"broadcast_id": stopped.id, "reason": reason},
+                    extra={"bot": self._bot, "broadcast_id": stopped.id, "reason": reason},
                 )
                 await self._queue.publish_events(
                     [FinishedEvent(broadcast_id=stopped.id, status=stopped.status)]
@@ -525,7 +536,7 @@ class Deliverer:
         except Exception as exc:
             logger.warning(
                 "content circuit breaker failed",
-                extra={"broadcast_id": result.broadcast_id, "error": repr(exc)},
+                extra={"bot": self._bot, "broadcast_id": result.broadcast_id, "error": repr(exc)},
             )
 
 

@@ -299,7 +299,7 @@ class RateLimiter:
             except (nats.errors.Error, TimeoutError) as exc:
                 logger.warning(
                     "could not share the pause with other workers",
-                    extra={"seconds": seconds, "error": repr(exc)},
+                    extra={"key": self._pause_key, "seconds": seconds, "error": repr(exc)},
                 )
 
     async def _publish_pause(self, until: float) -> None:

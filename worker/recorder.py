@@ -9,6 +9,8 @@ Guarantees:
   which is what lets SQLite keep up with hundreds of sends per second. A commit takes the
   outcomes that arrived while the previous one ran: none waits for company, since a send
   slot is held until its outcome is recorded.
+* One recorder per bot's lane: its outcomes count in that bot's metrics
+  (``tgb_messages_total{bot}``) and its logs carry the bot's name.
 * A database or NATS outage does not lose outcomes already in hand: the write is retried
   with capped backoff until it succeeds or the worker is stopped. If the process dies first,
   the job is redelivered and the unrecorded recipients are sent again — the duplicate bound
@@ -25,6 +27,7 @@ from contextlib import AbstractAsyncContextManager
 from types import TracebackType
 from typing import TypeVar
 
+from tgbroadcast.core.domain.access import DEFAULT_BOT
 from tgbroadcast.core.domain.model import DeliveryResult
 from tgbroadcast.core.metrics import Metrics
 from tgbroadcast.core.queue import Event, FinishedEvent, Queue, ResultEvent
@@ -47,7 +50,9 @@ class ResultRecorder(AbstractAsyncContextManager["ResultRecorder"]):
         max_batch: int = 500,
         retry_delay: float = 0.2,
         max_retry_delay: float = 10.0,
+        bot: str = DEFAULT_BOT,
     ) -> None:
+        self._bot = bot
         self._store = store
         self._queue = queue
         self._metrics = metrics
@@ -98,7 +103,7 @@ class ResultRecorder(AbstractAsyncContextManager["ResultRecorder"]):
     async def _commit(self, results: list[DeliveryResult]) -> None:
         recorded = await self._retrying("record outcomes", self._store.record_results, results)
         for result in recorded.recorded:
-            self._metrics.messages.labels(outcome=result.state.value).inc()
+            self._metrics.messages.labels(outcome=result.state.value, bot=self._bot).inc()
         events: list[Event] = [ResultEvent(result=result) for result in recorded.recorded]
         events += [
             FinishedEvent(broadcast_id=broadcast.id, status=broadcast.status)
@@ -110,6 +115,7 @@ class ResultRecorder(AbstractAsyncContextManager["ResultRecorder"]):
             logger.info(
                 "broadcast finished",
                 extra={
+                    "bot": self._bot,
                     "broadcast_id": broadcast.id,
                     "status": broadcast.status.value,
                     "sent": broadcast.sent,
@@ -126,7 +132,9 @@ class ResultRecorder(AbstractAsyncContextManager["ResultRecorder"]):
                 raise
             except Exception as exc:
                 logger.warning(
-                    "%s failed; retrying", what, extra={"error": repr(exc), "delay": delay}
+                    "%s failed; retrying",
+                    what,
+                    extra={"bot": self._bot, "error": repr(exc), "delay": delay},
                 )
                 await asyncio.sleep(random.uniform(delay / 2, delay))
                 delay = min(delay * 2, self._max_retry_delay)

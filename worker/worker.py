@@ -20,6 +20,10 @@ Guarantees (any number of worker processes, on any machines):
   (see :mod:`tgbroadcast.core.domain.states`).
 * How one recipient is sent to — rate budget, 429s, retries, outcomes — is
   :mod:`tgbroadcast.worker.delivery`.
+* A ``Worker`` serves one bot (its lane, :mod:`tgbroadcast.worker.lanes`): it fetches only that
+  bot's jobs, from that bot's consumers, and sends them with that bot's deliverer. A job
+  whose broadcast belongs to another bot (never published so; a hand-made one) is published
+  again for its broadcast's bot and acked, never sent with this one.
 """
 
 from __future__ import annotations
@@ -32,10 +36,18 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
 import tgbroadcast.core.tracing as tracing
+from tgbroadcast.core.domain.access import DEFAULT_BOT
 from tgbroadcast.core.domain.errors import NotFound
 from tgbroadcast.core.domain.model import Broadcast
 from tgbroadcast.core.domain.states import SENDABLE, generation
-from tgbroadcast.core.queue import DUPLICATE_WINDOW, JOB_SIZE, Queue, ReceivedJob, ResultEvent
+from tgbroadcast.core.queue import (
+    DUPLICATE_WINDOW,
+    JOB_SIZE,
+    Job,
+    Queue,
+    ReceivedJob,
+    ResultEvent,
+)
 from tgbroadcast.core.store import Store
 from tgbroadcast.core.tasks import cancel_and_wait
 from tgbroadcast.worker.claims import ClaimTokens, JobClaims
@@ -59,7 +71,8 @@ class _Tier:
 
 
 class Worker:
-    """Consumes the shared job queue until :meth:`stop`; then finishes the jobs in hand."""
+    """Consumes one bot's share of the job queue until :meth:`stop`; then finishes the jobs
+    in hand."""
 
     def __init__(
         self,
@@ -68,6 +81,7 @@ class Worker:
         queue: Queue,
         deliverer: Deliverer,
         max_jobs: int,
+        bot: str = DEFAULT_BOT,
         prefetch: int = JOB_SIZE,
         lease: float = 60.0,
         heartbeat_interval: float = 20.0,
@@ -76,7 +90,7 @@ class Worker:
         """``max_jobs``: the most jobs of a tier in hand at once; ``prefetch``: another job of
         a tier is taken only while fewer of its recipients than this wait for a send slot
         (about a job's worth, so the sends never run dry and the jobs in hand stay a few
-        seconds of the rate budget).
+        seconds of the rate budget). ``bot``: whose jobs it takes (``deliverer`` sends as it).
         ``lease``: how long a job's claims on its recipients last unless renewed — the
         queue's AckWait. ``heartbeat_interval``: how often a job in hand reports
         ``in_progress`` and renews its claims (shorter than ``lease``; a third of it)."""
@@ -85,6 +99,7 @@ class Worker:
         self._store = store
         self._queue = queue
         self._deliverer = deliverer
+        self._bot = bot
         self._max_jobs = max_jobs
         self._prefetch = prefetch
         self._lease = lease
@@ -101,12 +116,16 @@ class Worker:
         for tier in self._tiers.values():
             tier.wakeup.set()
 
+    @property
+    def bot(self) -> str:
+        return self._bot
+
     async def run(self) -> None:
         """One fetch loop per tier: free and paid jobs come from consumers of their own, so
         neither budget waits behind the other's jobs."""
         active: set[asyncio.Task[None]] = set()
         loops = [
-            asyncio.create_task(self._fetch(paid, active), name=f"fetch-{name}")
+            asyncio.create_task(self._fetch(paid, active), name=f"fetch-{self._bot}-{name}")
             for paid, name in ((False, "free"), (True, "paid"))
         ]
         try:
@@ -135,10 +154,10 @@ class Worker:
                 continue
             try:
                 jobs = await self._queue.fetch_jobs(
-                    max_jobs=1, timeout=self._poll_timeout, paid=paid
+                    max_jobs=1, timeout=self._poll_timeout, paid=paid, bot=self._bot
                 )
             except Exception as exc:
-                logger.warning("fetching jobs failed", extra={"error": repr(exc)})
+                logger.warning("fetching jobs failed", extra={"bot": self._bot, "error": repr(exc)})
                 await self._wait_stopping(1.0)
                 continue
             for received in jobs:
@@ -207,7 +226,9 @@ class Worker:
         )
         try:
             broadcast = await self._store.get_broadcast(job.broadcast_id)
-            if broadcast.status.is_final:
+            if broadcast.bot != self._bot:
+                await self._hand_over(received, broadcast)
+            elif broadcast.status.is_final:
                 self._deliverer.forget(broadcast.id)
                 await self._republish_final(received)
             elif broadcast.status not in SENDABLE or job.generation < generation(
@@ -272,7 +293,7 @@ class Worker:
         # Personalized: the batch's profiles in one query (unknown users: fallbacks).
         profiles = {}
         if broadcast.content.options.personalize and held:
-            profiles = await self._store.profiles(held)
+            profiles = await self._store.profiles(held, bot=broadcast.bot)
         # Every send finishes (or fails) before the job is settled either way.
         sends_started()
         outcomes = await asyncio.gather(
@@ -305,13 +326,33 @@ class Worker:
         )
         return False
 
+    async def _hand_over(self, received: ReceivedJob, broadcast: Broadcast) -> None:
+        """Publish a job that reached this bot's consumer for its broadcast's own bot (the
+        caller then acks it): nothing is sent with the wrong bot."""
+        job = received.job
+        logger.error(
+            "job of another bot's broadcast: handed over to that bot",
+            extra={**_job_fields(received), "broadcast_bot": broadcast.bot},
+        )
+        await self._queue.publish_jobs(
+            [
+                Job(
+                    broadcast_id=job.broadcast_id,
+                    user_ids=job.user_ids,
+                    generation=job.generation,
+                    paid=job.paid,
+                    bot=broadcast.bot,
+                )
+            ]
+        )
+
     async def _release(self, claims: JobClaims, recorded: set[int]) -> None:
         """Let another job take at once the recipients this one held but did not record (if
         this fails, the claims lapse within a lease)."""
         try:
             await claims.release(recorded)
         except Exception as exc:
-            logger.warning("releasing claims failed", extra={"error": repr(exc)})
+            logger.warning("releasing claims failed", extra={"bot": self._bot, "error": repr(exc)})
 
     async def _stop_heartbeat(self, heartbeat: asyncio.Task[None], stop: asyncio.Event) -> None:
         """Let a renewal in progress finish (a release must not be followed by a renewal)."""
@@ -366,6 +407,7 @@ class Worker:
 def _job_fields(received: ReceivedJob) -> dict[str, object]:
     """What a log line says about the job it concerns."""
     return {
+        "bot": received.job.bot,
         "broadcast_id": received.job.broadcast_id,
         "job": received.job.msg_id,
         "attempt": received.num_delivered,
@@ -378,6 +420,7 @@ def _job_attributes(received: ReceivedJob) -> dict[str, str | int | bool]:
         tracing.BROADCAST_ID: received.job.broadcast_id,
         "tgbroadcast.recipients": len(received.job.user_ids),
         "tgbroadcast.paid": received.job.paid,
+        "tgbroadcast.bot": received.job.bot,
         "messaging.system": "nats",
         "tgbroadcast.delivery_count": received.num_delivered,
     }

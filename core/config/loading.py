@@ -13,6 +13,7 @@ from urllib.parse import urlsplit
 
 import yaml
 
+from tgbroadcast.core.config.bots import configured_bots
 from tgbroadcast.core.config.database import database_url
 from tgbroadcast.core.config.settings import (
     BOT_TOKEN_RE,
@@ -37,7 +38,7 @@ DEFAULT_CONFIG_PATH = Path("config/config.yaml")
 ENV_PREFIX = "TGB_"
 
 DEFAULTS: dict[str, dict[str, Any]] = {
-    "": {"data_dir": "./data"},
+    "": {"data_dir": "./data", "bots": ""},
     "database": {
         "dsn": "",
         "pool_size": 10,
@@ -71,6 +72,7 @@ DEFAULTS: dict[str, dict[str, Any]] = {
         "grpc_port": 50051,
         "api_token": "",
         "api_tokens": "",
+        "secret_key": "",
         "max_user_ids": 1_000_000,
         "max_body_bytes": 64 * 1024 * 1024,
         "sse_heartbeat": 15,
@@ -182,17 +184,19 @@ def _build(values: dict[str, dict[str, Any]], base: Path) -> Settings:
     telegram = values["telegram"]
     server = values["server"]
     worker = values["worker"]
+    telegram_settings = TelegramSettings(
+        token=_bot_token(telegram["token"]),
+        api_url=_http_url(telegram["api_url"], "telegram.api_url"),
+        rate_limit=_number(telegram["rate_limit"], "telegram.rate_limit", low=0.1),
+        paid_rate_limit=_number(telegram["paid_rate_limit"], "telegram.paid_rate_limit", low=0.1),
+        rate_margin=_rate_margin(telegram["rate_margin"]),
+    )
     return Settings(
         data_dir=data_dir,
         database=_database(values["database"], data_dir),
-        telegram=TelegramSettings(
-            token=_bot_token(telegram["token"]),
-            api_url=_http_url(telegram["api_url"], "telegram.api_url"),
-            rate_limit=_number(telegram["rate_limit"], "telegram.rate_limit", low=0.1),
-            paid_rate_limit=_number(
-                telegram["paid_rate_limit"], "telegram.paid_rate_limit", low=0.1
-            ),
-            rate_margin=_rate_margin(telegram["rate_margin"]),
+        telegram=telegram_settings,
+        bots=configured_bots(
+            values[""]["bots"], telegram_settings, base=base, number=_number, http_url=_http_url
         ),
         nats=_nats(values["nats"], base),
         server=_server(server, base),
@@ -264,7 +268,24 @@ def _server(server: Mapping[str, Any], base: Path) -> ServerSettings:
             server["max_pending_recipients"], "server.max_pending_recipients", low=1
         ),
         shutdown_grace=_number(server["shutdown_grace"], "server.shutdown_grace", low=0.1),
+        secret_keys=_secret_keys(server["secret_key"]),
     )
+
+
+def _secret_keys(value: Any) -> tuple[str, ...]:
+    """``server.secret_key``: one key, or several comma-separated (newest first) while a
+    rotation re-seals the stored tokens; each at least 32 characters (never echoed)."""
+    keys = tuple(_items(value))
+    for index, key in enumerate(keys):
+        if len(key) < MIN_SECRET_KEY_LENGTH:
+            place = "" if len(keys) == 1 else f" (key {index + 1})"
+            raise ConfigError(
+                "server.secret_key", f"must be at least {MIN_SECRET_KEY_LENGTH} characters{place}"
+            )
+    return keys
+
+
+MIN_SECRET_KEY_LENGTH = 32
 
 
 def _webhook(section: Mapping[str, Any]) -> WebhookSettings:

@@ -46,6 +46,24 @@ class TelegramSettings:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class BotSettings:
+    """A bot the service sends with: ``telegram.token`` (named ``default``) or one of ``bots:``;
+    what it leaves out is the ``telegram:`` section's."""
+
+    name: str
+    """``[a-z0-9_-]{1,32}``: how requests, metrics and logs name it."""
+    token: str = field(repr=False)
+    rate_limit: float
+    paid_rate_limit: float
+    api_url: str
+
+    @property
+    def bot_id(self) -> int:
+        """Telegram's id of the bot: the token's digits before the colon."""
+        return int(self.token.split(":", 1)[0])
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class NatsSettings:
     url: str
     """Empty: the service runs an embedded nats-server."""
@@ -110,6 +128,9 @@ class ServerSettings:
     """Recipients not yet final, over all broadcasts, above which a send is refused."""
     shutdown_grace: float = 20.0
     """Seconds from SIGTERM to exit, whatever clients do."""
+    secret_keys: tuple[str, ...] = field(default=(), repr=False)
+    """``server.secret_key``: the keys sealing bot tokens stored through the API, newest
+    first (the first seals, every one opens: a rotation lists the new key first)."""
 
     @property
     def tls(self) -> bool:
@@ -176,6 +197,8 @@ class Settings:
     worker: WorkerSettings
     webhook: WebhookSettings = field(default_factory=lambda: WebhookSettings(secret=""))
     log: LogSettings = field(default_factory=LogSettings)
+    bots: tuple[BotSettings, ...] = ()
+    """The configured bots: ``telegram.token`` as ``default`` (when set), then ``bots:``."""
 
     @property
     def nats_url_file(self) -> Path:
@@ -189,7 +212,16 @@ class Settings:
             )
         return self.server.api_tokens
 
-    def require_bot_token(self) -> str:
-        if not self.telegram.token:
-            raise ConfigError("telegram.token", "is required to send (the token from @BotFather)")
-        return self.telegram.token
+    def bot(self, name: str) -> BotSettings | None:
+        """The configured bot called ``name``, if any."""
+        return next((bot for bot in self.bots if bot.name == name), None)
+
+    def require_bots(self) -> None:
+        """A process that sends needs a bot: ``telegram.token``, ``bots:``, or
+        ``server.secret_key`` (bots created through the API, perhaps later)."""
+        if not self.bots and not self.server.secret_keys:
+            raise ConfigError(
+                "telegram.token",
+                "is required to send (the token from @BotFather), or bots: (several bots), "
+                "or server.secret_key (bots created through the API)",
+            )

@@ -115,7 +115,7 @@ def _check_token(token: str, key: str) -> None:
 
 def _scoped(item: Mapping[Any, Any], key: str) -> ApiToken:
     """``{name, token, scopes, bots}``: ``scopes`` required, ``bots`` defaults to ``["*"]``."""
-    unknown = sorted(str(k)[:32] for k in item if k not in OBJECT_KEYS)
+    unknown = sorted(shown_key(k) for k in item if k not in OBJECT_KEYS)
     if unknown:
         raise ConfigError(key, f"unknown keys {unknown}; expected name, token, scopes, bots")
     name = item.get("name")
@@ -151,6 +151,13 @@ def _bots(value: Any, key: str) -> tuple[str, ...]:
             detail = f'{_shown(bot, index)} is neither "*" nor a bot name ([a-z0-9_-]{{1,32}})'
             raise ConfigError(key, detail)
     return tuple(dict.fromkeys(value))
+
+
+def shown_key(key: Any) -> str:
+    """An unknown key as an error shows it: the key only when shorter than any token (a
+    token pasted as a key must not be echoed, not even in part)."""
+    text = str(key)
+    return text if len(text) < MIN_TOKEN_LENGTH else f"<a key of {len(text)} characters>"
 
 
 def _shown(value: Any, index: int) -> str:

@@ -28,6 +28,7 @@ import enum
 from dataclasses import dataclass
 from datetime import datetime
 
+from tgbroadcast.core.domain.access import DEFAULT_BOT
 from tgbroadcast.core.domain.content import DEFAULT_OPTIONS, ContentOptions
 
 TEXT_LIMIT = 4096
@@ -163,7 +164,11 @@ class NewBroadcast:
     send_at: datetime | None = None
     """Start at this time (``SCHEDULED`` until then); ``None`` or a past time: now."""
     idempotency_key: str | None = None
-    """The caller's key: a repeat with the same key and request returns this broadcast."""
+    """The caller's key: a repeat with the same key and request (and bot) returns this
+    broadcast. Keys are per bot: two bots may use the same key."""
+    bot: str = DEFAULT_BOT
+    """The bot that sends it: an audience (``user_ids``, ``all_users``, ``filter``) is that
+    bot's users."""
 
 
 class ControlAction(enum.StrEnum):
@@ -216,6 +221,9 @@ class Broadcast:
     created_by: str = ""
     """The name of the API token that sent it; empty for broadcasts stored before names
     were recorded."""
+    bot: str = DEFAULT_BOT
+    """The bot that sends it (``default`` for broadcasts stored before bots existed). Ids
+    are unique across bots."""
     actions: tuple[BroadcastAction, ...] = ()
     """Its pauses, resumes and cancels, oldest first. Read only where the API shows it
     (``Store.get_broadcast(..., actions=True)``, listing, the moves); empty elsewhere."""

@@ -6,7 +6,10 @@ SQL is the truth; this is only transport. Two streams per ``prefix``:
   ``<prefix>.jobs.paid`` (paid ones). A job is a batch of recipient ids of one broadcast. All
   workers pull one tier's jobs from ONE durable consumer (``workers``, ``workers-paid``), so
   a job is delivered to one worker at a time, and a tier's jobs never wait behind the other
-  tier's; a job leaves the stream when its worker acks it.
+  tier's; a job leaves the stream when its worker acks it. Those are the bot ``default``'s;
+  every other bot's jobs have subjects and consumers of their own (``<prefix>.jobs.free.<bot>``
+  / ``workers-free-<bot>``, ``<prefix>.jobs.paid.<bot>`` / ``workers-paid-<bot>``, see
+  :mod:`.names`), so no bot's jobs wait behind another's.
   A job that is not acked within ``ack_wait`` (worker crashed, or no ``in_progress()``) is
   delivered again, with a higher ``num_delivered``. Jobs are therefore delivered *at least
   once*: workers must skip recipients that are already final in SQL.

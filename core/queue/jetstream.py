@@ -1,4 +1,9 @@
-"""The JetStream side of the queue: streams, the shared workers consumers, publishing, media."""
+"""The JetStream side of the queue: streams, the shared workers consumers, publishing, media.
+
+The jobs consumers are per bot and tier (:mod:`.names`): the bot ``default``'s two are created
+with the topology; another bot's when a worker first fetches its jobs, and removed with
+:meth:`Queue.remove_bot_consumers`.
+"""
 
 from __future__ import annotations
 
@@ -16,6 +21,7 @@ from nats.js import JetStreamContext, api
 from nats.js.object_store import ObjectStore
 
 import tgbroadcast.core.tracing as tracing
+from tgbroadcast.core.domain.access import DEFAULT_BOT
 from tgbroadcast.core.domain.errors import MediaGone, QueueError
 from tgbroadcast.core.queue.connection import NatsAccess, redact_url, split_servers
 from tgbroadcast.core.queue.names import QueueNames
@@ -40,6 +46,11 @@ MEDIA_MAX_AGE = 7 * 24 * 3600.0
 
 _MSG_ID = "Nats-Msg-Id"
 _VERIFY_INTERVAL = 1.0  # at most one consumer check per second after empty fetches
+_MAX_ACK_PENDING = 10_000
+_CONSUMERS_PAGE = 256  # JetStream's consumer list answers at most this many at a time
+
+_Lane = tuple[str, bool]
+"""A bot's name and a tier (``True``: paid): what one jobs consumer serves."""
 
 
 class Queue(EventWatching):
@@ -60,11 +71,11 @@ class Queue(EventWatching):
         self._ack_wait = ack_wait
         self._replicas = check_replicas(replicas)
         self._publish_timeout = publish_timeout
-        self._jobs_subs: dict[bool, JetStreamContext.PullSubscription] = {}
-        """The pull subscription of each tier's consumer (``True``: paid)."""
-        self._fetch_locks = {False: asyncio.Lock(), True: asyncio.Lock()}
+        self._jobs_subs: dict[_Lane, JetStreamContext.PullSubscription] = {}
+        """The pull subscription of each bot's and tier's consumer."""
+        self._fetch_locks: dict[_Lane, asyncio.Lock] = {}
         self._media: ObjectStore | None = None
-        self._workers_verified_at = 0.0
+        self._workers_verified_at: dict[_Lane, float] = {}
         self._errors = 0
         # Every open pull subscription: unsubscribed before draining, because a drain waits
         # for their buffers to empty, and stale status messages of expired pulls never do.
@@ -200,7 +211,7 @@ class Queue(EventWatching):
             self._js,
             api.StreamConfig(
                 name=n.jobs_stream,
-                subjects=[n.jobs_subject, n.paid_jobs_subject],
+                subjects=n.jobs_stream_subjects,
                 retention=api.RetentionPolicy.WORK_QUEUE,
                 storage=api.StorageType.FILE,
                 duplicate_window=DUPLICATE_WINDOW,
@@ -220,28 +231,41 @@ class Queue(EventWatching):
             self._replicas,
         )
         # One consumer per tier (their subjects do not overlap, as a work queue requires):
-        # paid jobs never wait behind the free ones, nor free behind paid.
+        # paid jobs never wait behind the free ones, nor free behind paid. Other bots' come
+        # with their first fetch.
         for paid in (False, True):
-            consumer, subject = n.jobs_consumer(paid=paid)
-            config = api.ConsumerConfig(
-                durable_name=consumer,
-                name=consumer,
-                deliver_policy=api.DeliverPolicy.ALL,
-                ack_policy=api.AckPolicy.EXPLICIT,
-                ack_wait=self._ack_wait,
-                max_ack_pending=10_000,
-                max_deliver=-1,
-                filter_subject=subject,
-            )
-            try:
-                await self._js.add_consumer(n.jobs_stream, config=config)
-            except nats.js.errors.APIError as exc:
-                raise QueueError(f"cannot create consumer {consumer}: {exc}") from exc
-            if paid not in self._jobs_subs:
-                sub = await self._js.pull_subscribe_bind(consumer=consumer, stream=n.jobs_stream)
-                self._jobs_subs[paid] = sub
-                self._pull_subs.add(sub)
-        self._workers_verified_at = time.monotonic()
+            await self._ensure_consumer((DEFAULT_BOT, paid))
+        for lane in list(self._jobs_subs):
+            if lane[0] != DEFAULT_BOT:  # a bot's consumer served here: re-created too
+                await self._ensure_consumer(lane)
+
+    async def _ensure_consumer(self, lane: _Lane) -> JetStreamContext.PullSubscription:
+        """Create (or bring to this process's ``ack_wait``) the consumer of one bot's tier,
+        and bind to it once."""
+        bot, paid = lane
+        consumer, subject = self._names.jobs_consumer(paid=paid, bot=bot)
+        config = api.ConsumerConfig(
+            durable_name=consumer,
+            name=consumer,
+            deliver_policy=api.DeliverPolicy.ALL,
+            ack_policy=api.AckPolicy.EXPLICIT,
+            ack_wait=self._ack_wait,
+            max_ack_pending=_MAX_ACK_PENDING,
+            max_deliver=-1,
+            filter_subject=subject,
+        )
+        stream = self._names.jobs_stream
+        try:
+            await self._js.add_consumer(stream, config=config)
+        except nats.js.errors.APIError as exc:
+            raise QueueError(f"cannot create consumer {consumer}: {exc}") from exc
+        sub = self._jobs_subs.get(lane)
+        if sub is None:
+            sub = await self._js.pull_subscribe_bind(consumer=consumer, stream=stream)
+            self._jobs_subs[lane] = sub
+            self._pull_subs.add(sub)
+        self._workers_verified_at[lane] = time.monotonic()
+        return sub
 
     async def _unsubscribe_pulls(self) -> None:
         for sub in list(self._pull_subs):
@@ -301,30 +325,91 @@ class Queue(EventWatching):
         return int(info.state.messages)
 
     async def backlog(self) -> dict[str, int]:
-        """Jobs waiting for a worker, per tier (``free``, ``paid``): each tier's consumer's
-        pending count, not counting jobs already in a worker's hands."""
-        counts: dict[str, int] = {}
-        for paid in (False, True):
-            consumer, _ = self._names.jobs_consumer(paid=paid)
-            info = await self._js.consumer_info(self._names.jobs_stream, consumer)
-            counts["paid" if paid else "free"] = int(info.num_pending or 0)
+        """Jobs waiting for a worker, per tier (``free``, ``paid``), summed over every bot
+        (see :meth:`backlog_by_bot`)."""
+        counts = {"free": 0, "paid": 0}
+        for tiers in (await self.backlog_by_bot()).values():
+            for tier, count in tiers.items():
+                counts[tier] += count
         return counts
+
+    async def backlog_by_bot(self) -> dict[str, dict[str, int]]:
+        """Jobs waiting for a worker, per bot and tier (``free``, ``paid``): a consumer's
+        pending count (not counting jobs already in a worker's hands), or for a bot whose
+        consumer no worker created yet, the jobs on its subject. ``default`` is always
+        there; another bot once it has jobs or a consumer."""
+        names = self._names
+        stream = names.jobs_stream
+        counts: dict[str, dict[str, int]] = {DEFAULT_BOT: {"free": 0, "paid": 0}}
+        served: set[_Lane] = set()
+        offset = 0
+        while True:
+            page = await self._js.consumers_info(stream, offset=offset)
+            for info in page:
+                lane = names.consumer_owner(info.name or "")
+                if lane is not None:
+                    served.add(lane)
+                    tiers = counts.setdefault(lane[0], {"free": 0, "paid": 0})
+                    tiers["paid" if lane[1] else "free"] += int(info.num_pending or 0)
+            if len(page) < _CONSUMERS_PAGE:
+                break
+            offset += len(page)
+        state = (await self._js.stream_info(stream, subjects_filter=">")).state
+        for subject, messages in (state.subjects or {}).items():
+            lane = names.subject_owner(subject)
+            if lane is not None and lane not in served:
+                tiers = counts.setdefault(lane[0], {"free": 0, "paid": 0})
+                tiers["paid" if lane[1] else "free"] += int(messages)
+        return counts
+
+    async def remove_bot_consumers(self, bot: str) -> None:
+        """Delete the consumers of ``bot`` (a bot other than ``default``), for a bot that
+        was deleted. Its jobs still in the stream stay there: a consumer created later (the
+        bot created again, a worker that still serves it) takes them from the start."""
+        if bot == DEFAULT_BOT:
+            raise ValueError("the consumers of the bot default are never removed")
+        for paid in (False, True):
+            lane = (bot, paid)
+            async with self._fetch_lock(lane):
+                sub = self._jobs_subs.pop(lane, None)
+                if sub is not None:
+                    await self._unsubscribe(sub)
+                self._workers_verified_at.pop(lane, None)
+                consumer, _ = self._names.jobs_consumer(paid=paid, bot=bot)
+                try:
+                    await self._js.delete_consumer(self._names.jobs_stream, consumer)
+                except nats.js.errors.NotFoundError:
+                    pass
+                except (nats.errors.Error, TimeoutError) as exc:
+                    raise QueueError(f"cannot delete consumer {consumer}: {exc!r}") from exc
 
     @property
     def error_count(self) -> int:
         """Errors the NATS connection reported so far (its error callback)."""
         return self._errors
 
-    async def _verify_workers_consumer(self, *, paid: bool) -> None:
-        """Re-create the topology if a tier's consumer vanished (rate-limited)."""
+    async def _verify_workers_consumer(self, lane: _Lane) -> None:
+        """Re-create the topology and the consumer if a bot's tier's consumer vanished
+        (rate-limited)."""
         now = time.monotonic()
-        if now - self._workers_verified_at < _VERIFY_INTERVAL:
+        if now - self._workers_verified_at.get(lane, 0.0) < _VERIFY_INTERVAL:
             return
-        self._workers_verified_at = now
-        consumer, _ = self._names.jobs_consumer(paid=paid)
+        self._workers_verified_at[lane] = now
+        consumer, _ = self._names.jobs_consumer(paid=lane[1], bot=lane[0])
         if not await self._consumer_exists(self._names.jobs_stream, consumer):
             logger.warning("consumer %s vanished; re-creating it", consumer)
-            await self._ensure_topology()
+            await self._recreate(lane)
+
+    async def _recreate(self, lane: _Lane) -> None:
+        await self._ensure_topology()  # the streams, and every consumer bound here
+        if lane not in self._jobs_subs:
+            await self._ensure_consumer(lane)
+
+    def _fetch_lock(self, lane: _Lane) -> asyncio.Lock:
+        lock = self._fetch_locks.get(lane)
+        if lock is None:
+            lock = self._fetch_locks[lane] = asyncio.Lock()
+        return lock
 
     async def publish_jobs(self, jobs: Iterable[Job]) -> None:
         """Publish every job, pipelined; returns once JetStream stored (or deduplicated) all.
@@ -335,11 +420,7 @@ class Queue(EventWatching):
         names = self._names
         await self._publish_all(
             [
-                (
-                    names.paid_jobs_subject if job.paid else names.jobs_subject,
-                    job.encode(),
-                    job.msg_id,
-                )
+                (names.jobs_subject_of(paid=job.paid, bot=job.bot), job.encode(), job.msg_id)
                 for job in jobs
             ],
             names.jobs_stream,
@@ -408,28 +489,31 @@ class Queue(EventWatching):
         max_jobs: int,
         timeout: float,  # noqa: ASYNC109 -- JetStream's pull expiry, not a cancel scope
         paid: bool = False,
+        bot: str = DEFAULT_BOT,
     ) -> list[ReceivedJob]:
-        """Up to ``max_jobs`` jobs of free broadcasts (with ``paid``: of paid ones) from the
-        tier's shared consumer, waiting at most ``timeout``.
+        """Up to ``max_jobs`` of ``bot``'s jobs of free broadcasts (with ``paid``: of paid
+        ones) from that bot's tier's shared consumer, waiting at most ``timeout``.
 
         Returns ``[]`` when none arrived in time. Malformed messages are logged and
-        terminated, never returned. Concurrent calls for one tier on one ``Queue`` run one
-        at a time. If the consumer vanished (deleted by an operator), it is re-created.
+        terminated, never returned. Concurrent calls for one bot's tier on one ``Queue`` run
+        one at a time. The consumer is created on the first call for a bot; if it vanished
+        (deleted by an operator), it is re-created.
         """
         if max_jobs < 1:
             raise ValueError("max_jobs must be at least 1")
-        async with self._fetch_locks[paid]:
-            sub = self._jobs_subs[paid]
+        lane = (bot, paid)
+        async with self._fetch_lock(lane):
+            sub = self._jobs_subs.get(lane) or await self._ensure_consumer(lane)
             try:
                 msgs = await sub.fetch(batch=max_jobs, timeout=timeout)
             except TimeoutError:
                 # Old servers answer a pull on a deleted consumer with silence.
-                await self._verify_workers_consumer(paid=paid)
+                await self._verify_workers_consumer(lane)
                 return []
             except nats.js.errors.APIError as exc:
                 # Newer servers answer it with 503 (no responders).
                 logger.warning("fetching jobs failed (%s); re-creating the consumer", exc)
-                await self._ensure_topology()
+                await self._recreate(lane)
                 return []
         received: list[ReceivedJob] = []
         for msg in msgs:

@@ -13,7 +13,9 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+from tgbroadcast.core.domain.access import DEFAULT_BOT
 from tgbroadcast.core.domain.model import BroadcastStatus, DeliveryResult, DeliveryState
+from tgbroadcast.core.queue.names import check_bot
 
 JOB_SIZE = 100
 """Recipients per job, as the dispatcher cuts them (a worker takes more jobs while fewer
@@ -28,12 +30,16 @@ class Job:
     first resumed; see :mod:`tgbroadcast.core.domain.states`): workers drop jobs of an older one.
     ``paid``: the broadcast is a paid one; its jobs travel apart from the free ones, so the
     two budgets never wait for each other's jobs.
+    ``bot``: the broadcast's bot; each bot's jobs travel apart too (payload key ``bot``,
+    written only for a bot other than ``default``: a job without it — every job queued
+    before bots existed — is the bot ``default``'s).
     """
 
     broadcast_id: int
     user_ids: tuple[int, ...]
     generation: int = 0
     paid: bool = False
+    bot: str = DEFAULT_BOT
 
     def __post_init__(self) -> None:
         if not _is_int(self.broadcast_id) or self.broadcast_id < 1:
@@ -46,13 +52,17 @@ class Job:
             raise ValueError("user_ids must be ascending and distinct")
         if not _is_int(self.generation) or self.generation < 0:
             raise ValueError(f"generation must be a non-negative int, got {self.generation!r}")
+        check_bot(self.bot)
 
     @property
     def msg_id(self) -> str:
-        """The ``Nats-Msg-Id``: the same for the same content, different for any other."""
+        """The ``Nats-Msg-Id``: the same for the same content, different for any other
+        (a bot other than ``default`` is part of it)."""
         digest = hashlib.sha256(",".join(map(str, self.user_ids)).encode()).hexdigest()[:16]
         msg_id = f"j.{self.broadcast_id}.{self.user_ids[0]}.{len(self.user_ids)}.{digest}"
-        return f"{msg_id}.g{self.generation}" if self.generation else msg_id
+        if self.generation:
+            msg_id = f"{msg_id}.g{self.generation}"
+        return msg_id if self.bot == DEFAULT_BOT else f"{msg_id}.b.{self.bot}"
 
     def encode(self) -> bytes:
         obj: dict[str, Any] = {"broadcast_id": self.broadcast_id, "user_ids": list(self.user_ids)}
@@ -60,6 +70,8 @@ class Job:
             obj["generation"] = self.generation
         if self.paid:
             obj["paid"] = True
+        if self.bot != DEFAULT_BOT:
+            obj["bot"] = self.bot
         return _dumps(obj)
 
     @classmethod
@@ -73,11 +85,13 @@ class Job:
         paid = obj.get("paid", False)
         if not isinstance(paid, bool):
             raise ValueError("paid must be a boolean")
+        bot = _get_str(obj, "bot") if "bot" in obj else DEFAULT_BOT
         return cls(
             broadcast_id=_get_int(obj, "broadcast_id"),
             user_ids=tuple(user_ids),
             generation=generation,
             paid=paid,
+            bot=bot,
         )
 
 

@@ -10,6 +10,7 @@ is refused.
 * :mod:`.idempotency` — the request hash behind ``idempotency_key``.
 * :mod:`.schedule` — ``send_at`` and RFC 3339 timestamps.
 * :mod:`.page_tokens` — the opaque cursors of paginated lists.
+* :mod:`.bot_names` — a bot's name in a request.
 * :mod:`.callback_urls` — what a webhook's ``callback_url`` may be; :mod:`.addresses` — the
   internal addresses a webhook never reaches, in every spelling.
 

@@ -6,6 +6,8 @@
 * :mod:`.dispatch` — fan-out: a stored broadcast becomes jobs on the queue, finished after a
   crash.
 * :mod:`.quota` — ``server.max_pending_recipients``, checked as a broadcast is written.
+* :mod:`.bot_access` — the bot a request acts for (known to the service) and the broadcasts
+  a caller may see.
 * :mod:`.reports`, :mod:`.user_import`, :mod:`.uploads` — delivery reports, CSV user imports,
   uploaded album items.
 

@@ -9,6 +9,10 @@ Guarantees:
 * ``watch`` yields every recipient's final outcome exactly once, replayed first then live, and
   ends after the broadcast is final; it holds a bounded number of events in memory however
   slowly it is consumed.
+* Every request acts for one bot (``bot=``, decided by the transport): a send's audience,
+  idempotency key and recipients are that bot's, users are the bot's users. A broadcast is
+  found by id alone among the bots the caller may see (``visible=``, see
+  :mod:`tgbroadcast.core.service.bot_access`).
 """
 
 from __future__ import annotations
@@ -28,6 +32,7 @@ from contextlib import aclosing
 from dataclasses import dataclass, replace
 
 import tgbroadcast.core.tracing as tracing
+from tgbroadcast.core.domain.access import DEFAULT_BOT
 from tgbroadcast.core.domain.errors import AlreadyExists, FieldViolation, InvalidArgument, NotFound
 from tgbroadcast.core.domain.model import (
     Broadcast,
@@ -44,6 +49,7 @@ from tgbroadcast.core.domain.states import SENDABLE
 from tgbroadcast.core.metrics import Metrics
 from tgbroadcast.core.queue import FinishedEvent, Idle, Queue, ResultEvent
 from tgbroadcast.core.rules import page_tokens
+from tgbroadcast.core.rules.bot_names import validate_bot_name
 from tgbroadcast.core.rules.idempotency import request_hash
 from tgbroadcast.core.rules.templates import Preview, preview
 from tgbroadcast.core.rules.validation import (
@@ -55,6 +61,12 @@ from tgbroadcast.core.rules.validation import (
     validate_users,
 )
 from tgbroadcast.core.service import reports
+from tgbroadcast.core.service.bot_access import (
+    KnownBots,
+    Visible,
+    require_known,
+    visible_broadcast,
+)
 from tgbroadcast.core.service.controls import LifecycleOperations
 from tgbroadcast.core.service.dispatch import Dispatcher
 from tgbroadcast.core.service.quota import PendingRecipientsQuota
@@ -118,6 +130,7 @@ class BroadcastingService(LifecycleOperations):
         queue: Queue,
         dispatcher: Dispatcher,
         metrics: Metrics,
+        bots: KnownBots,
         max_user_ids: int,
         max_pending_recipients: int | None = None,
         missing_event_grace: float = 120.0,
@@ -129,8 +142,10 @@ class BroadcastingService(LifecycleOperations):
         accepted; ``allow_private_callbacks``: it may name an internal address
         (``webhook.allow_private_networks``). ``on_finished(broadcast_id)`` is called when a
         watch sees a broadcast end.
-        ``max_pending_recipients``: see :mod:`.quota` (None: no limit)."""
+        ``max_pending_recipients``: see :mod:`.quota` (None: no limit). ``bots``: the bots
+        requests may name (:mod:`.bot_access`)."""
         self._store = store
+        self._bots = bots
         self._queue = queue
         self._dispatcher = dispatcher
         self._metrics = metrics
@@ -141,20 +156,24 @@ class BroadcastingService(LifecycleOperations):
         self._allow_private_callbacks = allow_private_callbacks
         self._on_finished = on_finished
 
-    async def send_message(self, request: SendRequest, *, created_by: str) -> Accepted:
-        """Store a broadcast (see :mod:`tgbroadcast.core.rules.idempotency` for keys and
-        :mod:`tgbroadcast.core.rules.schedule` for ``send_at``). ``created_by``: the name of
-        the API token that sent it (not part of the request: a replay by another token
-        returns the broadcast as its first sender created it)."""
+    async def send_message(
+        self, request: SendRequest, *, created_by: str, bot: str = DEFAULT_BOT
+    ) -> Accepted:
+        """Store a broadcast of ``bot`` (see :mod:`tgbroadcast.core.rules.idempotency` for keys
+        and :mod:`tgbroadcast.core.rules.schedule` for ``send_at``). ``created_by``: the name
+        of the API token that sent it (not part of the request: a replay by another token
+        returns the broadcast as its first sender created it). ``InvalidArgument`` on ``bot``
+        for a bot the service does not know."""
         new = validate_send(
             request,
             max_user_ids=self._max_user_ids,
             accept_callbacks=self._accept_callbacks,
             allow_private_callbacks=self._allow_private_callbacks,
         )
+        new = replace(new, bot=await require_known(self._bots, bot))
         key = new.idempotency_key
         hashed = request_hash(new, request) if key else ""
-        if key and (replayed := await self._earlier(key, hashed)) is not None:
+        if key and (replayed := await self._earlier(key, hashed, bot)) is not None:
             return Accepted(broadcast=replayed, replayed=True)
         size = await self._quota.size(new)
         try:
@@ -166,7 +185,7 @@ class BroadcastingService(LifecycleOperations):
                         new, request_hash=hashed or None, created_by=created_by
                     )
         except AlreadyExists:  # an identical request raced this one and won
-            if not key or (replayed := await self._earlier(key, hashed)) is None:
+            if not key or (replayed := await self._earlier(key, hashed, bot)) is None:
                 raise
             return Accepted(broadcast=replayed, replayed=True)
         tracing.set_attributes(
@@ -181,6 +200,7 @@ class BroadcastingService(LifecycleOperations):
                 "total": broadcast.total,
                 "media_type": new.content.media_type.value,
                 "created_by": created_by,
+                "bot": bot,
             },
         )
         if broadcast.status in SENDABLE:  # scheduled ones start with the scheduler
@@ -199,10 +219,10 @@ class BroadcastingService(LifecycleOperations):
             new = replace(new, content=content)
         return new
 
-    async def _earlier(self, key: str, hashed: str) -> Broadcast | None:
-        """The broadcast an earlier request with ``key`` created, if it was this request (its
-        hash is ``hashed``); :class:`AlreadyExists` if it was another one."""
-        found = await self._store.broadcast_by_idempotency_key(key)
+    async def _earlier(self, key: str, hashed: str, bot: str) -> Broadcast | None:
+        """The broadcast an earlier request of ``bot`` with ``key`` created, if it was this
+        request (its hash is ``hashed``); :class:`AlreadyExists` if it was another one."""
+        found = await self._store.broadcast_by_idempotency_key(key, bot=bot)
         if found is None:
             return None
         broadcast, stored_hash = found
@@ -213,43 +233,55 @@ class BroadcastingService(LifecycleOperations):
             )
         return broadcast
 
-    async def preview_message(self, request: SendRequest, user_id: int) -> Preview:
-        """The message as ``user_id`` would receive it; nothing is stored or sent.
-        ``NotFound`` for a user the service does not know."""
+    async def preview_message(
+        self, request: SendRequest, user_id: int, *, bot: str = DEFAULT_BOT
+    ) -> Preview:
+        """The message as the bot's user ``user_id`` would receive it; nothing is stored or
+        sent. ``NotFound`` for a user the bot does not have."""
         try:
             content = validate_content(request)
         except InvalidArgument as exc:  # the request's field is "message": paths start there
             raise InvalidArgument(
                 FieldViolation(f"message.{v.field}", v.description) for v in exc.violations
             ) from None
-        found = await self._store.profiles([user_id])
+        await require_known(self._bots, bot)
+        found = await self._store.profiles([user_id], bot=bot)
         if user_id not in found:
-            raise NotFound(f"user {user_id} not found")
+            of_bot = "" if bot == DEFAULT_BOT else f" of bot {bot!r}"
+            raise NotFound(f"user {user_id}{of_bot} not found")
         return preview(content, user_id, found[user_id])
 
     async def metrics_text(self) -> bytes:
         """The Prometheus exposition of this process's metrics."""
         return await self._metrics.render(queue_depth=self._queue.pending_jobs)
 
-    async def get_broadcast(self, broadcast_id: int) -> BroadcastReport:
-        broadcast = await self._store.get_broadcast(broadcast_id, actions=True)
+    async def get_broadcast(self, broadcast_id: int, *, visible: Visible = None) -> BroadcastReport:
+        """The broadcast with its counts per outcome; ``NotFound`` if it does not exist or
+        its bot is not ``visible``."""
+        broadcast = await visible_broadcast(self._store, broadcast_id, visible, actions=True)
         counts = await self._store.outcome_counts(broadcast_id)
         return BroadcastReport(broadcast=broadcast, outcome_counts=counts)
 
-    async def upsert_users(self, users: Sequence[UserProfile]) -> int:
-        return await self._store.upsert_users(validate_users(users))
+    async def upsert_users(self, users: Sequence[UserProfile], *, bot: str = DEFAULT_BOT) -> int:
+        """Upsert the bot's users (``InvalidArgument`` on ``bot`` for an unknown bot)."""
+        profiles = validate_users(users)
+        await require_known(self._bots, bot)
+        return await self._store.upsert_users(profiles, bot=bot)
 
-    async def import_users(self, chunks: AsyncIterable[ImportChunk]) -> int:
-        """Upsert users chunk by chunk, each committed as it arrives (see
+    async def import_users(
+        self, chunks: AsyncIterable[ImportChunk], *, bot: str = DEFAULT_BOT
+    ) -> int:
+        """Upsert the bot's users chunk by chunk, each committed as it arrives (see
         :mod:`tgbroadcast.core.service.user_import`); ``ImportRefused`` names the first bad
-        chunk."""
-        return await import_users(self._store, chunks)
+        chunk. An unknown bot is ``InvalidArgument`` on ``bot`` before any chunk is read."""
+        await require_known(self._bots, bot)
+        return await import_users(self._store, chunks, bot=bot)
 
-    async def get_user(self, user_id: int) -> User:
-        return await self._store.get_user(user_id)
+    async def get_user(self, user_id: int, *, bot: str = DEFAULT_BOT) -> User:
+        return await self._store.get_user(user_id, bot=validate_bot_name(bot))
 
-    async def delete_user(self, user_id: int) -> None:
-        await self._store.delete_user(user_id)
+    async def delete_user(self, user_id: int, *, bot: str = DEFAULT_BOT) -> None:
+        await self._store.delete_user(user_id, bot=validate_bot_name(bot))
 
     async def list_users(
         self,
@@ -258,11 +290,14 @@ class BroadcastingService(LifecycleOperations):
         page_token: str,
         user_filter: UserFilter | None = None,
         active_only: bool = False,
+        bot: str = DEFAULT_BOT,
     ) -> UsersPage:
+        """A page of the bot's users by id."""
         limit, after = validate_page(page_size, page_token)
         checked = validate_user_filter(user_filter)
+        validate_bot_name(bot)
         page = await self._store.list_users(
-            after=after, limit=limit, user_filter=checked, active_only=active_only
+            after=after, limit=limit, user_filter=checked, active_only=active_only, bot=bot
         )
         return UsersPage(
             users=page.users,
@@ -272,7 +307,13 @@ class BroadcastingService(LifecycleOperations):
         )
 
     async def list_deliveries(
-        self, broadcast_id: int, *, outcomes: Sequence[str], page_size: int, page_token: str
+        self,
+        broadcast_id: int,
+        *,
+        outcomes: Sequence[str],
+        page_size: int,
+        page_token: str,
+        visible: Visible = None,
     ) -> reports.DeliveriesPage:
         """A page of the broadcast's recipients by user id; see
         :mod:`tgbroadcast.core.service.reports`."""
@@ -282,15 +323,20 @@ class BroadcastingService(LifecycleOperations):
             outcomes=outcomes,
             page_size=page_size,
             page_token=page_token,
+            visible=visible,
         )
 
     def export_deliveries(
-        self, broadcast_id: int, *, outcomes: Sequence[str]
+        self, broadcast_id: int, *, outcomes: Sequence[str], visible: Visible = None
     ) -> AsyncGenerator[tuple[Delivery, ...], None]:
         """Every matching recipient, a page at a time (memory: one page)."""
-        return reports.export_deliveries(self._store, broadcast_id, outcomes=outcomes)
+        return reports.export_deliveries(
+            self._store, broadcast_id, outcomes=outcomes, visible=visible
+        )
 
-    async def watch(self, broadcast_id: int) -> AsyncGenerator[WatchUpdate, None]:
+    async def watch(
+        self, broadcast_id: int, *, visible: Visible = None
+    ) -> AsyncGenerator[WatchUpdate, None]:
         """Every outcome of the broadcast once, then a closing update with the final status.
 
         A finished broadcast is replayed from SQL. A running one is followed on the events
@@ -298,9 +344,10 @@ class BroadcastingService(LifecycleOperations):
         seen and the broadcast is final. Events are published at least once after the SQL
         commit (a worker that crashed in between re-publishes them when its job is redelivered),
         so a missing event is waited for up to ``missing_event_grace`` seconds before the watch
-        closes anyway.
+        closes anyway. ``NotFound`` (at the first step) if the broadcast does not exist or its
+        bot is not ``visible``.
         """
-        broadcast = await self._store.get_broadcast(broadcast_id)
+        broadcast = await visible_broadcast(self._store, broadcast_id, visible)
         if broadcast.status.is_final:
             async for update in self._replay(broadcast):
                 yield update

@@ -2,7 +2,9 @@
 
 Who asked is an explicit ``actor`` (the API token's name, passed in by the transport: the
 core never reads a request's context); each move is recorded with it, and listed broadcasts
-carry their recorded actions.
+carry their recorded actions. Who may see which broadcasts is an explicit ``visible`` too
+(the bots of the caller's API token, :mod:`.bot_access`): a broadcast of another bot is not
+listed, and moving it is ``NotFound`` exactly as for one that does not exist.
 
 A mixin of :class:`~tgbroadcast.core.service.broadcasting.BroadcastingService` (both transports call
 these through it). The moves and what they guarantee are :mod:`tgbroadcast.core.domain.states`.
@@ -20,6 +22,8 @@ from tgbroadcast.core.domain.model import Broadcast, BroadcastStatus
 from tgbroadcast.core.domain.states import Command
 from tgbroadcast.core.queue import FinishedEvent, Queue
 from tgbroadcast.core.rules import page_tokens
+from tgbroadcast.core.rules.bot_names import validate_bot_name
+from tgbroadcast.core.service.bot_access import Visible, check_visible, may_see
 from tgbroadcast.core.service.dispatch import Dispatcher
 from tgbroadcast.core.store import Store
 
@@ -46,11 +50,24 @@ class LifecycleOperations:
     _dispatcher: Dispatcher
 
     async def list_broadcasts(
-        self, *, statuses: Sequence[str], page_size: int, page_token: str
+        self,
+        *,
+        statuses: Sequence[str],
+        page_size: int,
+        page_token: str,
+        bot: str = "",
+        visible: Visible = None,
     ) -> BroadcastsPage:
         """Broadcasts in any of ``statuses`` (lower-case names; all when empty), newest
-        first, ``page_size`` (default 100, at most 1000) at a time."""
+        first, ``page_size`` (default 100, at most 1000) at a time; only the bot ``bot``'s
+        when given (a bot deleted since may be named: its broadcasts stay), and only those
+        of ``visible`` bots (filtered in SQL)."""
         violations: list[FieldViolation] = []
+        if bot:
+            try:
+                validate_bot_name(bot)
+            except InvalidArgument as exc:
+                violations.extend(exc.violations)
         wanted: set[BroadcastStatus] = set()
         for index, name in enumerate(statuses):
             try:
@@ -72,7 +89,12 @@ class LifecycleOperations:
         if violations:
             raise InvalidArgument(violations)
         limit = page_size or DEFAULT_PAGE_SIZE
-        found = await self._store.list_broadcasts(statuses=wanted, before=before, limit=limit + 1)
+        bots = visible
+        if bot:
+            bots = (bot,) if may_see(visible, bot) else ()
+        found = await self._store.list_broadcasts(
+            statuses=wanted, before=before, limit=limit + 1, bots=bots
+        )
         page = tuple(found[:limit])
         more = len(found) > limit
         return BroadcastsPage(
@@ -80,9 +102,12 @@ class LifecycleOperations:
             next_page_token=page_tokens.encode(page_tokens.BROADCASTS, page[-1].id) if more else "",
         )
 
-    async def cancel_broadcast(self, broadcast_id: int, *, actor: str) -> Broadcast:
+    async def cancel_broadcast(
+        self, broadcast_id: int, *, actor: str, visible: Visible = None
+    ) -> Broadcast:
         """Stop a scheduled, queued, running or paused broadcast for good (see
         :mod:`tgbroadcast.core.domain.states`); ``FailedPrecondition`` naming any other state."""
+        await check_visible(self._store, broadcast_id, visible)
         broadcast = await self._store.move_broadcast(broadcast_id, Command.CANCEL, actor=actor)
         logger.info("broadcast cancelled", extra={"broadcast_id": broadcast_id, "actor": actor})
         try:  # watchers learn it at once; without the event they see it within a second
@@ -96,15 +121,21 @@ class LifecycleOperations:
             )
         return broadcast
 
-    async def pause_broadcast(self, broadcast_id: int, *, actor: str) -> Broadcast:
+    async def pause_broadcast(
+        self, broadcast_id: int, *, actor: str, visible: Visible = None
+    ) -> Broadcast:
         """Hold a queued or running broadcast; ``FailedPrecondition`` naming any other state."""
+        await check_visible(self._store, broadcast_id, visible)
         broadcast = await self._store.move_broadcast(broadcast_id, Command.PAUSE, actor=actor)
         logger.info("broadcast paused", extra={"broadcast_id": broadcast_id, "actor": actor})
         return broadcast
 
-    async def resume_broadcast(self, broadcast_id: int, *, actor: str) -> Broadcast:
+    async def resume_broadcast(
+        self, broadcast_id: int, *, actor: str, visible: Visible = None
+    ) -> Broadcast:
         """Continue a paused broadcast with its pending recipients as a new generation of
         jobs; ``FailedPrecondition`` naming any state but paused."""
+        await check_visible(self._store, broadcast_id, visible)
         broadcast = await self._store.move_broadcast(broadcast_id, Command.RESUME, actor=actor)
         logger.info(
             "broadcast resumed",

@@ -186,6 +186,7 @@ class Dispatcher(AbstractAsyncContextManager["Dispatcher"]):
                         user_ids=user_ids,
                         generation=generation,
                         paid=broadcast.content.allow_paid_broadcast,
+                        bot=broadcast.bot,
                     )
                 )
                 count += len(user_ids)
@@ -198,7 +199,12 @@ class Dispatcher(AbstractAsyncContextManager["Dispatcher"]):
             if await self._store.mark_generation_dispatched(broadcast_id, broadcast.resumed_at):
                 logger.info(
                     "broadcast dispatched",
-                    extra={"broadcast_id": broadcast_id, "queued": count, "generation": generation},
+                    extra={
+                        "broadcast_id": broadcast_id,
+                        "queued": count,
+                        "generation": generation,
+                        "bot": broadcast.bot,
+                    },
                 )
                 return
             # Resumed while this generation was published: publish the new one.

@@ -1,5 +1,6 @@
 """``server.max_pending_recipients``: a send that would take the recipients not yet final, over
-all broadcasts, above the limit is refused with :class:`ResourceExhausted`, nothing written.
+all broadcasts of every bot, above the limit is refused with :class:`ResourceExhausted`,
+nothing written.
 
 The count is the store's cheap one (broadcast counters, never ``deliveries``, see
 :mod:`tgbroadcast.core.store.quota`). Within one process, sends being written hold a
@@ -43,12 +44,12 @@ class PendingRecipientsQuota:
         return self._reserved
 
     async def size(self, new: NewBroadcast) -> int:
-        """The recipients ``new`` would have now (its audience counted on ``users``); 0 when
-        no limit applies, so nothing is counted in vain."""
+        """The recipients ``new`` would have now (its audience counted among its bot's
+        users); 0 when no limit applies, so nothing is counted in vain."""
         if self._limit is None:
             return 0
         if new.all_users or new.filter is not None:
-            return await self._store.audience_size(new.filter)
+            return await self._store.audience_size(new.filter, bot=new.bot)
         return len(new.user_ids)  # already distinct (validate_send)
 
     async def check(self, size: int) -> None:

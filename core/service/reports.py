@@ -21,6 +21,7 @@ from tgbroadcast.core.domain.errors import FieldViolation, InvalidArgument
 from tgbroadcast.core.domain.model import Delivery, DeliveryState
 from tgbroadcast.core.rules import page_tokens
 from tgbroadcast.core.rules.validation import validate_page
+from tgbroadcast.core.service.bot_access import Visible, check_visible
 from tgbroadcast.core.store import Store
 
 EXPORT_PAGE: Final = 5000
@@ -63,10 +64,13 @@ async def list_deliveries(
     outcomes: Sequence[str],
     page_size: int,
     page_token: str,
+    visible: Visible = None,
 ) -> DeliveriesPage:
-    """One page (``page_size`` 0: 100; at most 1000); ``NotFound`` for an unknown broadcast."""
+    """One page (``page_size`` 0: 100; at most 1000); ``NotFound`` for an unknown broadcast
+    or one whose bot is not ``visible``."""
     states = validate_outcomes(outcomes)
     limit, after = validate_page(page_size, page_token)
+    await check_visible(store, broadcast_id, visible)
     rows = await store.delivery_report(
         broadcast_id, states=states, after_user_id=after, limit=limit + 1
     )
@@ -79,13 +83,20 @@ async def list_deliveries(
 
 
 async def export_deliveries(
-    store: Store, broadcast_id: int, *, outcomes: Sequence[str], page_size: int = EXPORT_PAGE
+    store: Store,
+    broadcast_id: int,
+    *,
+    outcomes: Sequence[str],
+    page_size: int = EXPORT_PAGE,
+    visible: Visible = None,
 ) -> AsyncGenerator[tuple[Delivery, ...], None]:
     """Every matching recipient, page by page (empty pages are not yielded).
 
-    Validation and ``NotFound`` are raised by the first step, before anything is yielded.
+    Validation and ``NotFound`` (also for a broadcast whose bot is not ``visible``) are
+    raised by the first step, before anything is yielded.
     """
     states = validate_outcomes(outcomes)
+    await check_visible(store, broadcast_id, visible)
     after: int | None = None
     while True:
         rows = await store.delivery_report(

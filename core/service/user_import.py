@@ -20,6 +20,7 @@ import logging
 from collections.abc import AsyncIterable, Callable, Sequence
 from dataclasses import dataclass
 
+from tgbroadcast.core.domain.access import DEFAULT_BOT
 from tgbroadcast.core.domain.errors import ImportRefused, InvalidArgument
 from tgbroadcast.core.domain.model import UserProfile
 from tgbroadcast.core.rules.validation import validate_users
@@ -37,10 +38,12 @@ class ImportChunk:
     location: Callable[[int], str] | None = None
 
 
-async def import_users(store: Store, chunks: AsyncIterable[ImportChunk]) -> int:
-    """Validate and upsert every chunk in turn; returns the users imported (distinct ids per
-    chunk, summed). An error raised by ``chunks`` itself (a transport's parse error, as
-    :class:`InvalidArgument`) stops the import like a bad chunk."""
+async def import_users(
+    store: Store, chunks: AsyncIterable[ImportChunk], *, bot: str = DEFAULT_BOT
+) -> int:
+    """Validate and upsert every chunk in turn as the bot's users; returns the users imported
+    (distinct ids per chunk, summed). An error raised by ``chunks`` itself (a transport's
+    parse error, as :class:`InvalidArgument`) stops the import like a bad chunk."""
     imported = 0
     index = 0
     try:
@@ -50,7 +53,7 @@ async def import_users(store: Store, chunks: AsyncIterable[ImportChunk]) -> int:
                 profiles = validate_users(
                     chunk.users, field=field, location=chunk.location, allow_repeats=True
                 )
-                imported += await store.upsert_users(profiles)
+                imported += await store.upsert_users(profiles, bot=bot)
             index += 1
     except ImportRefused:
         raise
@@ -59,5 +62,5 @@ async def import_users(store: Store, chunks: AsyncIterable[ImportChunk]) -> int:
             "user import stopped by a bad chunk", extra={"chunk": index, "imported": imported}
         )
         raise ImportRefused(exc.violations, imported=imported) from None
-    logger.info("users imported", extra={"chunks": index, "imported": imported})
+    logger.info("users imported", extra={"chunks": index, "imported": imported, "bot": bot})
     return imported

@@ -19,6 +19,7 @@
 * :mod:`.actions` — ``broadcast_actions``: who paused, resumed or cancelled a broadcast, when.
 * :mod:`.deliveries` — ``deliveries``: pending recipients, claims for a job, recorded results.
 * :mod:`.callbacks` — the completion webhook's columns of ``broadcasts``.
+* :mod:`.bots` — ``bots``: the bots created through the API, their tokens sealed.
 * :mod:`.quota` — recipients not yet final and audience sizes, for
   ``server.max_pending_recipients``.
 * :mod:`.migrations` — the Alembic environment and versions ``Store.migrate()`` runs.

@@ -2,9 +2,11 @@
 
 A filter is resolved entirely in the database (``INSERT INTO deliveries .. SELECT .. FROM
 users WHERE ..`` for a broadcast, a keyset-paged ``SELECT`` for ListUsers): no user is loaded
-into Python to decide whether it matches. Tags are an ``EXISTS`` on ``user_tags`` (its
-primary key ``(user_id, tag)`` answers it), so a user with several matching tags is selected
-once; language codes are an ``IN`` list on ``users.language_code`` (indexed).
+into Python to decide whether it matches. Only one bot's users are ever selected (the
+primary key ``(bot, id)`` keeps them together). Tags are an ``EXISTS`` on ``user_tags`` (its
+primary key ``(bot, user_id, tag)`` answers it), so a user with several matching tags is
+selected once; language codes are an ``IN`` list on ``users.language_code`` (indexed with
+the bot).
 """
 
 from __future__ import annotations
@@ -18,14 +20,15 @@ from tgbroadcast.core.store.tables import user_tags, users
 
 
 def conditions(
-    user_filter: UserFilter | None, *, active_only: bool = False
+    user_filter: UserFilter | None, *, bot: str, active_only: bool = False
 ) -> list[ColumnElement[bool]]:
-    """The ``WHERE`` conditions on ``users`` for the filter (none for ``None`` or empty).
+    """The ``WHERE`` conditions on ``users`` for the bot's users matching the filter (all of
+    them for ``None`` or an empty filter).
 
     Every criterion given must match: at least one of the tags, and one of the language
     codes. Tags and language codes are compared as stored (validation lower-cases both).
     """
-    where: list[ColumnElement[bool]] = []
+    where: list[ColumnElement[bool]] = [users.c.bot == bot]
     if active_only:
         where.append(users.c.active == true())
     if user_filter is None:
@@ -35,7 +38,11 @@ def conditions(
     if user_filter.tags:
         where.append(
             select(user_tags.c.user_id)
-            .where(user_tags.c.user_id == users.c.id, user_tags.c.tag.in_(user_filter.tags))
+            .where(
+                user_tags.c.bot == users.c.bot,
+                user_tags.c.user_id == users.c.id,
+                user_tags.c.tag.in_(user_filter.tags),
+            )
             .exists()
         )
     return where

@@ -1,7 +1,8 @@
 """Statements on ``broadcasts``: creation with its deliveries, reading, dispatch bookkeeping.
 
 A broadcast is created in one transaction with a ``PENDING`` delivery per recipient and its
-``total``; the counters then only move in ``deliveries.record``.
+``total``; the counters then only move in ``deliveries.record``. A broadcast belongs to one
+bot (``bot``): its audience is that bot's users; its id is unique across bots.
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ from tgbroadcast.core.domain.model import (
     UserFilter,
 )
 from tgbroadcast.core.store import actions, audiences, bulk
+from tgbroadcast.core.store.limits import IDS_PER_IN_LIST, chunks
 from tgbroadcast.core.store.tables import broadcasts, deliveries
 
 logger = logging.getLogger(__name__)
@@ -56,7 +58,8 @@ async def create(
     """Insert the broadcast, its deliveries and any unknown recipient as a user.
 
     ``user_ids`` are distinct and empty for ``all_users`` and a filter (whose active users
-    are the recipients; the filter is kept in ``audience``). With no recipient at all the
+    of ``new.bot`` are the recipients; the filter is kept in ``audience``); unknown
+    recipients become users of ``new.bot``. With no recipient at all the
     broadcast is ``COMPLETED`` (and dispatched) from the start. ``created_by``: the name of
     the API token that sent it.
     """
@@ -86,17 +89,21 @@ async def create(
             idempotency_key=new.idempotency_key,
             request_hash=request_hash,
             created_by=created_by,
+            bot=new.bot,
         )
     )
     key = inserted.inserted_primary_key
     assert key is not None, "an INSERT always has a primary key"
     broadcast_id = int(key[0])
     if new.all_users or new.filter is not None:
-        await _address_active_users(connection, broadcast_id, new.filter, now=now)
+        await _address_active_users(connection, broadcast_id, new.filter, bot=new.bot, now=now)
     elif user_ids:
-        await bulk.address(connection, broadcast_id, user_ids, now=now)
+        await bulk.address(connection, broadcast_id, user_ids, bot=new.bot, now=now)
     broadcast = await fetch(connection, broadcast_id)
-    logger.info("broadcast created", extra={"broadcast_id": broadcast_id, "total": broadcast.total})
+    logger.info(
+        "broadcast created",
+        extra={"broadcast_id": broadcast_id, "total": broadcast.total, "bot": new.bot},
+    )
     return broadcast
 
 
@@ -135,6 +142,7 @@ def from_row(row: Row[Any]) -> Broadcast:
         idempotency_key=row.idempotency_key,
         resumed_at=row.resumed_at,
         created_by=row.created_by,
+        bot=row.bot,
     )
 
 
@@ -202,10 +210,22 @@ async def undispatched(
     return list((await connection.scalars(statement)).all())
 
 
-async def count_active(connection: AsyncConnection) -> int:
-    """Broadcasts in an :data:`ACTIVE` status (an index range scan of ``ix_broadcasts_status``)."""
+async def count_active(connection: AsyncConnection, *, bot: str | None = None) -> int:
+    """Broadcasts in an :data:`ACTIVE` status (an index range scan of ``ix_broadcasts_status``),
+    of every bot, or only of ``bot``."""
     statement = select(func.count()).select_from(broadcasts).where(broadcasts.c.status.in_(ACTIVE))
+    if bot is not None:
+        statement = statement.where(broadcasts.c.bot == bot)
     return int((await connection.execute(statement)).scalar_one())
+
+
+async def bots_of(connection: AsyncConnection, broadcast_ids: Sequence[int]) -> dict[int, str]:
+    """The bot of each of the broadcasts (unknown ids are absent)."""
+    found: dict[int, str] = {}
+    for chunk in chunks(sorted(set(broadcast_ids)), IDS_PER_IN_LIST):
+        statement = select(broadcasts.c.id, broadcasts.c.bot).where(broadcasts.c.id.in_(chunk))
+        found.update({row.id: row.bot for row in await connection.execute(statement)})
+    return found
 
 
 def initial_status(new: NewBroadcast, *, empty: bool, now: datetime) -> BroadcastStatus:
@@ -223,9 +243,14 @@ def not_found(broadcast_id: int) -> NotFound:
 
 
 async def _address_active_users(
-    connection: AsyncConnection, broadcast_id: int, user_filter: UserFilter | None, *, now: datetime
+    connection: AsyncConnection,
+    broadcast_id: int,
+    user_filter: UserFilter | None,
+    *,
+    bot: str,
+    now: datetime,
 ) -> None:
-    total = await bulk.address_active_users(connection, broadcast_id, user_filter)
+    total = await bulk.address_active_users(connection, broadcast_id, user_filter, bot=bot)
     done: dict[str, Any] = {}
     if not total:
         done = {"status": BroadcastStatus.COMPLETED.value, "dispatched": True, "finished_at": now}

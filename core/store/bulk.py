@@ -15,8 +15,8 @@ measured on each backend (``python -m bench.accept``):
 * SQLite: ``json_each`` over one JSON array per :data:`~.limits.SQLITE_IDS_PER_STATEMENT`
   ids, sorted by SQLite, with a page cache of :data:`SQLITE_CACHE_KIB` for the transaction.
 
-Then the recipients without a user row get one, in one ``INSERT .. SELECT`` over the new
-deliveries (:func:`users.add_recipients`).
+Then the recipients without a user row of the broadcast's bot get one, in one ``INSERT ..
+SELECT`` over the new deliveries (:func:`users.add_recipients`).
 
 Everything runs on the caller's connection, inside its transaction: the recipients commit or
 roll back with their broadcast. Python holds the ids once more, as an array of 64-bit
@@ -88,10 +88,16 @@ class _Copier(Protocol):
 
 
 async def address(
-    connection: AsyncConnection, broadcast_id: int, user_ids: Sequence[int], *, now: datetime
+    connection: AsyncConnection,
+    broadcast_id: int,
+    user_ids: Sequence[int],
+    *,
+    bot: str,
+    now: datetime,
 ) -> None:
-    """Insert a ``PENDING`` delivery per id (distinct ids) and a user row for each id without
-    one (active, no profile); existing users are left untouched.
+    """Insert a ``PENDING`` delivery per id (distinct ids) and a user row of ``bot`` (the
+    broadcast's) for each id the bot has none for (active, no profile); existing users are
+    left untouched.
 
     ``OverflowError`` (an id outside signed 64 bits: a BIGINT) or ``TypeError`` (not an
     integer), naming the first such id, before any statement: nothing is written.
@@ -105,7 +111,7 @@ async def address(
             await _json_arrays(connection, broadcast_id, ids)
         else:
             await _multi_row(connection, broadcast_id, ids)
-        await users.add_recipients(connection, broadcast_id, now=now)
+        await users.add_recipients(connection, broadcast_id, bot=bot, now=now)
 
 
 def _int64_array(user_ids: Sequence[int]) -> array[int]:
@@ -126,13 +132,18 @@ def _int64_array(user_ids: Sequence[int]) -> array[int]:
 
 
 async def address_active_users(
-    connection: AsyncConnection, broadcast_id: int, user_filter: UserFilter | None = None
+    connection: AsyncConnection,
+    broadcast_id: int,
+    user_filter: UserFilter | None = None,
+    *,
+    bot: str,
 ) -> int:
-    """Insert a ``PENDING`` delivery per active user (matching ``user_filter`` when given, see
-    :mod:`.audiences`); returns how many. One ``INSERT .. SELECT``: no user reaches Python."""
+    """Insert a ``PENDING`` delivery per active user of ``bot`` (matching ``user_filter`` when
+    given, see :mod:`.audiences`); returns how many. One ``INSERT .. SELECT``: no user
+    reaches Python."""
     audience = (
         select(literal(broadcast_id, BigInteger), user_table.c.id, literal(_PENDING, String))
-        .where(*audiences.conditions(user_filter, active_only=True))
+        .where(*audiences.conditions(user_filter, bot=bot, active_only=True))
         .order_by(user_table.c.id)
     )
     async with _bulk_cache(connection):

@@ -284,15 +284,30 @@ async def record(
             sent = sum(result.state is DeliveryState.SENT for result in final)
             sent_before, failed_before = counts.get(broadcast_id, (0, 0))
             counts[broadcast_id] = (sent_before + sent, failed_before + len(final) - sent)
-    # The outcome is why the user left: "blocked" or "deactivated".
-    leaving = {r.user_id: r.state.value for r in recorded if r.state.deactivates_user}
-    if leaving:
-        await users.deactivate(connection, leaving, now=now)
+    await _deactivate_leavers(connection, recorded, now=now)
     finished: list[Broadcast] = []
     for broadcast_id in sorted(counts):
         if await _count(connection, broadcast_id, *counts[broadcast_id], now=now):
             finished.append(await broadcast_statements.fetch(connection, broadcast_id))
     return Recorded(recorded=tuple(recorded), finished=tuple(finished))
+
+
+async def _deactivate_leavers(
+    connection: AsyncConnection, recorded: Sequence[DeliveryResult], *, now: datetime
+) -> None:
+    """Make inactive the users these results say left (blocked the bot, deleted their
+    account): each a user of its broadcast's bot only, bots in name order (the lock order,
+    with the ids ascending within each)."""
+    leaving = [r for r in recorded if r.state.deactivates_user]
+    if not leaving:
+        return
+    bots = await broadcast_statements.bots_of(connection, [r.broadcast_id for r in leaving])
+    by_bot: dict[str, dict[int, str | None]] = {}
+    for result in leaving:
+        # The outcome is why the user left: "blocked" or "deactivated".
+        by_bot.setdefault(bots[result.broadcast_id], {})[result.user_id] = result.state.value
+    for bot in sorted(by_bot):
+        await users.deactivate(connection, by_bot[bot], bot=bot, now=now)
 
 
 async def _count(

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, Final
+from typing import Final
 
 from sqlalchemy import Table
 from sqlalchemy.dialects import mysql, postgresql, sqlite
@@ -22,14 +22,6 @@ def insert(dialect: str, table: Table) -> UpsertInsert:
     if dialect == "sqlite":
         return sqlite.insert(table)
     return mysql.insert(table)
-
-
-def insert_ignoring_existing(dialect: str, table: Table, key: Any) -> UpsertInsert:
-    """An INSERT that leaves a row whose ``key`` already exists as it is (no error)."""
-    statement = insert(dialect, table)
-    if isinstance(statement, mysql.Insert):
-        return statement.on_duplicate_key_update({key.name: key})
-    return statement.on_conflict_do_nothing(index_elements=[key])
 
 
 def is_retryable(dialect: str, error: DBAPIError) -> bool:

@@ -1,11 +1,11 @@
 """Engines for the three backends, tuned so that they behave alike, and schema migration.
 
 * SQLite (``sqlite+aiosqlite:///path``): WAL, ``busy_timeout`` 30 s, ``synchronous=NORMAL``,
-  foreign keys on. The driver's implicit ``BEGIN`` is disabled and every transaction opened
-  on a :func:`writer` engine starts with ``BEGIN IMMEDIATE``, so writers from any number of
-  processes queue on the database lock instead of failing or losing updates. Reads start a
-  plain deferred ``BEGIN`` (a WAL snapshot) and never block writers. The file's folder is
-  created when missing.
+  foreign keys on (off only on :func:`migrate`'s connection while it migrates). The driver's
+  implicit ``BEGIN`` is disabled and every transaction opened on a :func:`writer` engine
+  starts with ``BEGIN IMMEDIATE``, so writers from any number of processes queue on the
+  database lock instead of failing or losing updates. Reads start a plain deferred ``BEGIN``
+  (a WAL snapshot) and never block writers. The file's folder is created when missing.
 * PostgreSQL (``postgresql+asyncpg://``): defaults (READ COMMITTED).
 * MySQL/MariaDB (``mysql+asyncmy://``): the connection is forced to ``charset=utf8mb4``;
   tables carry their own utf8mb4 charset (see ``tables``).
@@ -330,11 +330,18 @@ async def migrate(engine: AsyncEngine) -> None:
 
     A schema at a revision this version does not know was migrated by a newer release (a
     rolling upgrade migrates first, and an old process may restart after that): it is left
-    as it is, with a warning, and the process runs on it — every revision only adds
-    (docs/operations.md, rolling upgrades).
+    as it is, with a warning, and the process runs on it — every revision only adds, but for
+    0006's new keys of users (docs/operations.md, rolling upgrades).
 
     ``statement_timeout`` does not apply: waiting for another migrator and a migration of a
-    big table may take longer."""
+    big table may take longer.
+
+    On SQLite the migration runs with foreign keys off (Alembic's batch mode rebuilds a table
+    by copying it and dropping the original; with them on, dropping ``broadcasts`` would
+    delete every row referencing it through ``ON DELETE CASCADE``). Before it commits,
+    ``PRAGMA foreign_key_check`` must find no broken reference, or the migration fails
+    (``RuntimeError``) and rolls back; the connection goes back to the pool with foreign keys
+    on again (or is closed)."""
     async with writer(engine).connect() as connection:
         dialect = connection.dialect.name
         if dialect in ("mysql", "mariadb"):
@@ -355,6 +362,12 @@ async def migrate(engine: AsyncEngine) -> None:
                     await connection.commit()
             finally:
                 await connection.invalidate()  # not back to the pool without its time limit
+        elif dialect == "sqlite":
+            await connection.run_sync(_sqlite_foreign_keys, False)
+            try:
+                await _upgrade(connection)
+            finally:
+                await _sqlite_foreign_keys_back_on(connection)
         else:
             await _upgrade(connection)
 
@@ -367,6 +380,52 @@ async def _upgrade(connection: AsyncConnection) -> None:
                 text("SELECT pg_advisory_xact_lock(:key)"), {"key": _PG_MIGRATION_LOCK_KEY}
             )
         await connection.run_sync(_upgrade_sync)
+
+
+def _sqlite_foreign_keys(connection: Connection, on: bool) -> None:
+    """Turn SQLite's foreign keys on or off on ``connection``, outside any transaction.
+
+    The pragma is a no-op inside a transaction, and SQLAlchemy would begin one (``BEGIN``)
+    before any statement it runs itself: so it goes to the driver's connection directly, and
+    is read back. Raises ``RuntimeError`` if it did not take effect.
+    """
+    if connection.in_transaction():
+        raise RuntimeError("PRAGMA foreign_keys cannot change inside a transaction")
+    cursor = connection.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
+    try:
+        cursor.execute(f"PRAGMA foreign_keys = {'ON' if on else 'OFF'}")
+        cursor.execute("PRAGMA foreign_keys")
+        row = cursor.fetchone()
+    finally:
+        cursor.close()
+    if row is None or bool(row[0]) != on:
+        raise RuntimeError(f"SQLite kept foreign keys {'off' if on else 'on'}")
+
+
+async def _sqlite_foreign_keys_back_on(connection: AsyncConnection) -> None:
+    """Foreign keys on again before ``connection`` goes back to the pool; if that fails (the
+    connection broke, or is still in a transaction), the connection is closed instead."""
+    try:
+        await connection.run_sync(_sqlite_foreign_keys, True)
+    except BaseException as error:
+        logger.warning("closing the migration's SQLite connection: foreign keys stayed off")
+        await connection.invalidate()
+        if not isinstance(error, Exception):
+            raise  # cancelled: the connection is closed, the cancellation goes on
+
+
+def _check_foreign_keys(connection: Connection) -> None:
+    """Fail (``RuntimeError``) if a row of SQLite's database references a missing row."""
+    broken = connection.exec_driver_sql("PRAGMA foreign_key_check").all()
+    if broken:
+        found: dict[tuple[str, str], int] = {}
+        for table, _rowid, parent, _key in broken:
+            found[(table, parent)] = found.get((table, parent), 0) + 1
+        raise RuntimeError(
+            "the migration left rows whose referenced row is missing ("
+            + ", ".join(f"{n} in {table} -> {parent}" for (table, parent), n in found.items())
+            + "); nothing was changed"
+        )
 
 
 def _upgrade_sync(connection: Connection) -> None:
@@ -385,6 +444,8 @@ def _upgrade_sync(connection: Connection) -> None:
         )
         return
     command.upgrade(config, "head")
+    if connection.dialect.name == "sqlite" and set(current) != set(script.get_heads()):
+        _check_foreign_keys(connection)
     logger.debug("schema at head")
 
 

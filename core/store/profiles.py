@@ -12,8 +12,11 @@ from tgbroadcast.core.store.limits import IDS_PER_IN_LIST, chunks
 from tgbroadcast.core.store.tables import users
 
 
-async def by_id(connection: AsyncConnection, user_ids: Sequence[int]) -> dict[int, UserProfile]:
-    """The profiles of those of ``user_ids`` that are known users (unknown ids are absent)."""
+async def by_id(
+    connection: AsyncConnection, user_ids: Sequence[int], *, bot: str
+) -> dict[int, UserProfile]:
+    """The profiles of those of ``user_ids`` that are the bot's users (unknown ids, and other
+    bots' users, are absent)."""
     found: dict[int, UserProfile] = {}
     columns = (
         users.c.id,
@@ -23,7 +26,9 @@ async def by_id(connection: AsyncConnection, user_ids: Sequence[int]) -> dict[in
         users.c.language_code,
     )
     for chunk in chunks(sorted(set(user_ids)), IDS_PER_IN_LIST):
-        rows = await connection.execute(select(*columns).where(users.c.id.in_(chunk)))
+        rows = await connection.execute(
+            select(*columns).where(users.c.bot == bot, users.c.id.in_(chunk))
+        )
         for row in rows:
             found[row.id] = UserProfile(
                 id=row.id,

@@ -12,12 +12,17 @@ Guarantees, on every backend (SQLite, PostgreSQL, MySQL/MariaDB):
   processes, race on one recipient, it is counted exactly once; a broadcast becomes
   ``COMPLETED`` exactly once, in the call that counted its last recipient.
 * Writers lock rows in one global order (deliveries by ``(broadcast_id, user_id)``, then
-  broadcasts by id; users by id), so they queue instead of deadlocking; a transaction the
+  broadcasts by id; users by ``(bot, id)``), so they queue instead of deadlocking; a transaction the
   database still aborts for a deadlock or lock timeout is run again (up to
   :data:`MAX_ATTEMPTS` times).
 * Statements are bulk and chunked: a broadcast with a million recipients is written in
   seconds (COPY on PostgreSQL; see :mod:`.bulk`), in user id order, without a parameter per
   row and without exceeding any backend's parameter or packet limits.
+* Users are a bot's (``bot``, default :data:`~tgbroadcast.core.domain.access.DEFAULT_BOT`):
+  the same Telegram id under two bots is two users, with their own profile, tags and
+  ``active`` state. Every user operation takes the bot and touches only its users; a
+  broadcast's audience is its bot's users, and a blocked result deactivates only the user of
+  the broadcast's bot. Idempotency keys are per bot; broadcast ids are unique across bots.
 """
 
 from __future__ import annotations
@@ -35,6 +40,7 @@ from sqlalchemy.engine import ExceptionContext
 from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from tgbroadcast.core.domain.access import DEFAULT_BOT
 from tgbroadcast.core.domain.errors import AlreadyExists
 from tgbroadcast.core.domain.model import (
     SYSTEM_ACTOR,
@@ -61,9 +67,11 @@ from tgbroadcast.core.store import (
     transitions,
     users,
 )
+from tgbroadcast.core.store.bots import BotRows
 from tgbroadcast.core.store.callbacks import CallbackClaim
 from tgbroadcast.core.store.deliveries import Claimed, Recorded
 from tgbroadcast.core.store.engine import ConnectionOptions, create_engine, migrate, writer
+from tgbroadcast.core.store.tables import BOT_NAME_LENGTH
 
 logger = logging.getLogger(__name__)
 
@@ -73,7 +81,7 @@ MAX_ATTEMPTS: Final = 5
 """Runs of a write transaction that the database keeps aborting for deadlocks."""
 
 
-class Store:
+class Store(BotRows):
     """Users, broadcasts and their deliveries in SQL; safe to share between tasks.
 
     Any number of ``Store`` instances, in any number of processes, may use one database at
@@ -149,14 +157,17 @@ class Store:
     ) -> Broadcast:
         """Store a broadcast and one ``PENDING`` delivery per recipient, in one transaction.
 
-        With ``user_ids`` (repeats are dropped), each recipient without a user row gets one
-        (active, no profile); existing users are left untouched. With ``all_users``, the
-        recipients are the users active at that moment; with ``filter``, the active users
+        The broadcast is ``new.bot``'s, and so are its recipients: with ``user_ids`` (repeats
+        are dropped), each recipient the bot has no user row for gets one (active, no
+        profile); existing users are left untouched. With ``all_users``, the recipients are
+        the bot's users active at that moment; with ``filter``, the bot's active users
         matching it then (resolved in SQL, see :mod:`.audiences`). ``total`` is the number of
         deliveries. The broadcast is ``QUEUED`` and not dispatched; with no recipient at all
         it is ``COMPLETED`` at once and counts as dispatched. ``created_by`` is the name of
-        the API token that sent it (at most 64 characters).
+        the API token that sent it (at most 64 characters). ``AlreadyExists`` when the bot
+        has a broadcast with ``new.idempotency_key`` already.
         """
+        _check_bot(new.bot)
         user_ids = new.user_ids
         if len(set(user_ids)) != len(user_ids):  # a validated request has no repeats: cheaper
             user_ids = tuple(dict.fromkeys(user_ids))
@@ -175,7 +186,10 @@ class Store:
             )
         except IntegrityError:
             key = new.idempotency_key
-            if key is not None and await self.broadcast_by_idempotency_key(key) is not None:
+            found = (
+                None if key is None else await self.broadcast_by_idempotency_key(key, bot=new.bot)
+            )
+            if found is not None:
                 raise AlreadyExists(f"idempotency key {key!r} is taken") from None
             raise
 
@@ -204,24 +218,35 @@ class Store:
         )
 
     async def list_broadcasts(
-        self, *, statuses: Collection[BroadcastStatus], before: int | None, limit: int
+        self,
+        *,
+        statuses: Collection[BroadcastStatus],
+        before: int | None,
+        limit: int,
+        bots: Collection[str] | None = None,
     ) -> list[Broadcast]:
         """Up to ``limit`` broadcasts in any of ``statuses`` (any when empty) with ``id <
-        before``, newest first, with their actions."""
+        before``, newest first, with their actions; of every bot when ``bots`` is ``None``,
+        else only of those bots (nothing for an empty collection)."""
         if limit < 1:
             raise ValueError(f"limit must be positive, not {limit}")
         async with self._engine.connect() as connection:
-            return await transitions.page(connection, statuses=statuses, before=before, limit=limit)
+            return await transitions.page(
+                connection, statuses=statuses, before=before, limit=limit, bots=bots
+            )
 
     async def due_broadcasts(self, now: datetime, *, limit: int = 100) -> list[int]:
         """Ids of ``SCHEDULED`` broadcasts with ``send_at <= now``, earliest first."""
         async with self._engine.connect() as connection:
             return await transitions.due(connection, now=now, limit=limit)
 
-    async def broadcast_by_idempotency_key(self, key: str) -> tuple[Broadcast, str | None] | None:
-        """The broadcast created with idempotency ``key``, and its request's hash."""
+    async def broadcast_by_idempotency_key(
+        self, key: str, *, bot: str = DEFAULT_BOT
+    ) -> tuple[Broadcast, str | None] | None:
+        """The bot's broadcast created with idempotency ``key``, and its request's hash
+        (keys are per bot)."""
         async with self._engine.connect() as connection:
-            return await transitions.by_idempotency_key(connection, key)
+            return await transitions.by_idempotency_key(connection, key, bot=bot)
 
     async def mark_generation_dispatched(
         self, broadcast_id: int, resumed_at: datetime | None
@@ -246,17 +271,18 @@ class Store:
         async with self._engine.connect() as connection:
             return await quota.pending_recipients(connection)
 
-    async def audience_size(self, user_filter: UserFilter | None) -> int:
-        """How many recipients ``all_users`` (``user_filter`` None) or a filter has now."""
+    async def audience_size(self, user_filter: UserFilter | None, *, bot: str = DEFAULT_BOT) -> int:
+        """How many recipients ``all_users`` (``user_filter`` None) or a filter has now among
+        the bot's users."""
         async with self._engine.connect() as connection:
-            return await quota.audience_size(connection, user_filter)
+            return await quota.audience_size(connection, user_filter, bot=bot)
 
-    async def count_active_broadcasts(self) -> int:
+    async def count_active_broadcasts(self, *, bot: str | None = None) -> int:
         """Broadcasts that may be sending now: ``QUEUED`` or ``RUNNING`` (not scheduled,
-        paused or final). One indexed count; the workers' chat pacing polls it (see
-        :mod:`tgbroadcast.worker.chat_pacing`)."""
+        paused or final), of every bot (``None``) or of ``bot``. One indexed count; the
+        workers' chat pacing polls it (see :mod:`tgbroadcast.worker.chat_pacing`)."""
         async with self._engine.connect() as connection:
-            return await broadcasts.count_active(connection)
+            return await broadcasts.count_active(connection, bot=bot)
 
     # -- deliveries -----------------------------------------------------------------------
 
@@ -375,7 +401,9 @@ class Store:
         others (already final, unknown, or repeated within ``results``, where the first
         wins) are ignored. Counted results add to their broadcast's ``sent``/``failed``; a
         ``QUEUED`` broadcast becomes ``RUNNING``, and one whose every delivery is final
-        becomes ``COMPLETED`` with ``finished_at`` set. ``ValueError``, and nothing
+        becomes ``COMPLETED`` with ``finished_at`` set. A counted ``BLOCKED`` or
+        ``DEACTIVATED`` result makes inactive the user of the broadcast's bot (only that
+        bot's: the same id under another bot stays active). ``ValueError``, and nothing
         written, for a ``PENDING`` state or a naive ``finished_at``.
         """
         for result in results:
@@ -452,21 +480,28 @@ class Store:
 
     # -- users ----------------------------------------------------------------------------
 
-    async def migrate_chat(self, old_id: int, new_id: int) -> None:
-        """A group became a supergroup: later broadcasts address its user row by ``new_id``."""
-        await self._write(lambda connection: _users.migrate(connection, old_id, new_id, now=_now()))
+    async def migrate_chat(self, old_id: int, new_id: int, *, bot: str = DEFAULT_BOT) -> None:
+        """A group became a supergroup: the bot's later broadcasts address its user row by
+        ``new_id`` (other bots' rows for the group are left as they are)."""
+        await self._write(
+            lambda connection: _users.migrate(connection, old_id, new_id, bot=bot, now=_now())
+        )
 
-    async def upsert_users(self, users: Sequence[UserProfile]) -> int:
-        """Insert new users and refresh known ones; returns how many distinct ids were given.
+    async def upsert_users(self, users: Sequence[UserProfile], *, bot: str = DEFAULT_BOT) -> int:
+        """Insert new users of the bot and refresh known ones; returns how many distinct ids
+        were given.
 
         For a known user only the given (non-``None``) profile fields change; given ``tags``
         replace the user's tags. Every given user ends up active (``blocked_reason`` and
         ``blocked_at`` cleared) with ``updated_at`` = now. Repeated ids merge, later fields
         win. One transaction, however many users.
         """
+        _check_bot(bot)
         profiles = _users.merge_profiles(users)
         if profiles:
-            await self._write(lambda connection: _users.upsert(connection, profiles, now=_now()))
+            await self._write(
+                lambda connection: _users.upsert(connection, profiles, bot=bot, now=_now())
+            )
         return len(profiles)
 
     async def list_users(
@@ -476,39 +511,44 @@ class Store:
         limit: int,
         user_filter: UserFilter | None = None,
         active_only: bool = False,
+        bot: str = DEFAULT_BOT,
     ) -> UserPage:
-        """Up to ``limit`` users with ``id > after``, by id, each with its tags; only those
-        matching ``user_filter`` (see :mod:`.audiences`) and, with ``active_only``, active;
-        ``next_after`` if more follow."""
+        """Up to ``limit`` of the bot's users with ``id > after``, by id, each with its tags;
+        only those matching ``user_filter`` (see :mod:`.audiences`) and, with
+        ``active_only``, active; ``next_after`` if more follow."""
         if limit < 1:
             raise ValueError(f"limit must be positive, not {limit}")
         async with self._engine.connect() as connection:
             return await _users.page(
                 connection,
+                bot=bot,
                 after=after,
                 limit=limit,
                 user_filter=user_filter,
                 active_only=active_only,
             )
 
-    async def get_user(self, user_id: int) -> User:
-        """The user with its tags; :class:`~tgbroadcast.core.domain.errors.NotFound` if there is
-        none."""
+    async def get_user(self, user_id: int, *, bot: str = DEFAULT_BOT) -> User:
+        """The bot's user with its tags; :class:`~tgbroadcast.core.domain.errors.NotFound` if
+        the bot has none with that id."""
         async with self._engine.connect() as connection:
-            return await _users.fetch(connection, user_id)
+            return await _users.fetch(connection, user_id, bot=bot)
 
-    async def delete_user(self, user_id: int) -> None:
-        """Forget the user and its tags (its past deliveries stay); ``NotFound`` if unknown."""
-        await self._write(lambda connection: _users.remove(connection, user_id))
+    async def delete_user(self, user_id: int, *, bot: str = DEFAULT_BOT) -> None:
+        """Forget the bot's user and its tags (its past deliveries stay; other bots' users
+        with that id too); ``NotFound`` if the bot has none with that id."""
+        await self._write(lambda connection: _users.remove(connection, user_id, bot=bot))
 
-    async def profiles(self, user_ids: Sequence[int]) -> dict[int, UserProfile]:
-        """The profiles of those of ``user_ids`` that are known users, in one query per 500
-        ids (personalization reads a job batch's recipients at once); unknown ids are
+    async def profiles(
+        self, user_ids: Sequence[int], *, bot: str = DEFAULT_BOT
+    ) -> dict[int, UserProfile]:
+        """The profiles of those of ``user_ids`` that are the bot's users, in one query per
+        500 ids (personalization reads a job batch's recipients at once); unknown ids are
         absent."""
         if not user_ids:
             return {}
         async with self._engine.connect() as connection:
-            return await profiles.by_id(connection, user_ids)
+            return await profiles.by_id(connection, user_ids, bot=bot)
 
     # -- transactions ---------------------------------------------------------------------
 
@@ -548,3 +588,9 @@ async def _opened(
 
 def _now() -> datetime:
     return datetime.now(UTC)
+
+
+def _check_bot(bot: str) -> None:
+    """``ValueError`` for a bot name no ``bot`` column can hold (the API validates names)."""
+    if not 0 < len(bot) <= BOT_NAME_LENGTH:
+        raise ValueError(f"a bot name has 1 to {BOT_NAME_LENGTH} characters, not {len(bot)}")

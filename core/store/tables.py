@@ -6,6 +6,10 @@ The tables here describe what the Alembic migrations create; the migrations, not
 autoincrement key because only ``INTEGER PRIMARY KEY`` is its rowid.
 
 Timestamps are :class:`UtcDateTime`: timezone-aware UTC datetimes in and out on every backend.
+
+Users, their tags and broadcasts belong to a bot (a ``bot`` column, ``'default'`` for rows
+older than bots): users are keyed by ``(bot, id)``; deliveries have no bot of their own, as
+broadcast ids are unique across bots.
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ from sqlalchemy import (
     Column,
     DateTime,
     Dialect,
+    Double,
     ForeignKey,
     Index,
     Integer,
@@ -34,6 +39,8 @@ from sqlalchemy import (
 )
 from sqlalchemy.dialects import mysql, postgresql
 from sqlalchemy.types import TypeDecorator, TypeEngine
+
+from tgbroadcast.core.domain.access import DEFAULT_BOT
 
 MYSQL_TABLE_OPTIONS: dict[str, Any] = {
     "mysql_engine": "InnoDB",
@@ -52,6 +59,10 @@ name the configuration accepts."""
 
 CLAIM_TOKEN_LENGTH = 32
 """Width of ``deliveries.claimed_by``: the longest claim token a worker may use."""
+
+BOT_NAME_LENGTH = 32
+"""Width of the ``bot`` columns and ``bots.name``: the longest bot name
+(``[a-z0-9_-]{1,32}``)."""
 
 
 class UtcDateTime(TypeDecorator[datetime]):
@@ -118,7 +129,7 @@ metadata = MetaData()
 users = Table(
     "users",
     metadata,
-    Column("id", BigInteger, primary_key=True, autoincrement=False),
+    Column("id", BigInteger, nullable=False, autoincrement=False),
     Column("username", Text, nullable=True),
     Column("first_name", Text, nullable=True),
     Column("last_name", Text, nullable=True),
@@ -129,10 +140,14 @@ users = Table(
     # Why the user is inactive ("blocked", "deactivated"), and since when.
     Column("blocked_reason", String(STATE_LENGTH), nullable=True),
     Column("blocked_at", UtcDateTime, nullable=True),
-    Index("ix_users_active", "active"),
-    Index("ix_users_language_code", "language_code", mysql_length={"language_code": 16}),
+    # Whose user this is: the same Telegram id under two bots is two users.
+    Column("bot", String(BOT_NAME_LENGTH), nullable=False, server_default=DEFAULT_BOT),
+    PrimaryKeyConstraint("bot", "id"),
+    Index("ix_users_active", "bot", "active"),
+    Index("ix_users_language_code", "bot", "language_code", mysql_length={"language_code": 16}),
     **MYSQL_TABLE_OPTIONS,
 )
+"""A bot's users, by ``(bot, id)``."""
 
 TAG_LENGTH = 64
 """The longest user tag."""
@@ -143,8 +158,9 @@ user_tags = Table(
     # Deliberately no foreign key: the store deletes a user's tags with the user.
     Column("user_id", BigInteger, nullable=False),
     Column("tag", String(TAG_LENGTH), nullable=False),
-    PrimaryKeyConstraint("user_id", "tag"),
-    Index("ix_user_tags_tag", "tag", "user_id"),
+    Column("bot", String(BOT_NAME_LENGTH), nullable=False, server_default=DEFAULT_BOT),
+    PrimaryKeyConstraint("bot", "user_id", "tag"),
+    Index("ix_user_tags_tag", "bot", "tag", "user_id"),
     **MYSQL_TABLE_OPTIONS,
 )
 
@@ -193,11 +209,16 @@ broadcasts = Table(
     Column("callback_next_at", UtcDateTime, nullable=True),
     # The name of the API token that sent it ('' for broadcasts older than names).
     Column("created_by", String(ACTOR_LENGTH), nullable=False, server_default=""),
+    # The bot it is sent by: its audience is that bot's users. Ids are unique across bots.
+    Column("bot", String(BOT_NAME_LENGTH), nullable=False, server_default=DEFAULT_BOT),
     Index("ix_broadcasts_dispatched", "dispatched"),
     Index("ix_broadcasts_status", "status", "id"),
     # The webhook notifier looks for webhooks not yet delivered or failed.
     Index("ix_broadcasts_callback_state", "callback_state"),
-    UniqueConstraint("idempotency_key", name="uq_broadcasts_idempotency_key"),
+    # Listing one bot's broadcasts, newest first.
+    Index("ix_broadcasts_bot", "bot", "id"),
+    # Idempotency keys are per bot.
+    UniqueConstraint("bot", "idempotency_key", name="uq_broadcasts_idempotency_key"),
     sqlite_autoincrement=True,
     **MYSQL_TABLE_OPTIONS,
 )
@@ -244,3 +265,27 @@ broadcast_actions = Table(
 )
 """Who paused, resumed or cancelled a broadcast: one row per move, written in the move's
 transaction (see :mod:`.transitions`)."""
+
+bots = Table(
+    "bots",
+    metadata,
+    Column("name", String(BOT_NAME_LENGTH), nullable=False),
+    # Telegram's id of the bot: the number before the token's colon.
+    Column("bot_id", BigInteger, nullable=False),
+    Column("username", Text, nullable=True),
+    # The token sealed with the server's secret key (a Fernet token); never the token itself.
+    Column("token_sealed", Text, nullable=False),
+    # SHA-256 (hex) of the token: a token already used by another bot is refused without
+    # opening every row.
+    Column("token_hash", String(64), nullable=False),
+    # NULL: the value of the ``telegram:`` section.
+    Column("rate_limit", Double, nullable=True),
+    Column("paid_rate_limit", Double, nullable=True),
+    Column("api_url", Text, nullable=True),
+    Column("created_at", UtcDateTime, nullable=False),
+    Column("created_by", String(ACTOR_LENGTH), nullable=False),
+    PrimaryKeyConstraint("name"),
+    UniqueConstraint("token_hash", name="uq_bots_token_hash"),
+    **MYSQL_TABLE_OPTIONS,
+)
+"""The bots created through the API (configured bots are not stored)."""

@@ -78,10 +78,16 @@ async def page(
     statuses: Collection[BroadcastStatus],
     before: int | None,
     limit: int,
+    bots: Collection[str] | None = None,
 ) -> list[Broadcast]:
     """Up to ``limit`` broadcasts in any of ``statuses`` (any when empty) with ``id <
-    before``, newest (highest id) first, with their actions."""
+    before``, newest (highest id) first, with their actions; of every bot when ``bots`` is
+    ``None``, else only of those bots (none for an empty collection)."""
+    if bots is not None and not bots:
+        return []
     statement = select(broadcasts).order_by(broadcasts.c.id.desc()).limit(limit)
+    if bots is not None:
+        statement = statement.where(broadcasts.c.bot.in_(sorted(set(bots))))
     if statuses:
         statement = statement.where(broadcasts.c.status.in_(sorted(s.value for s in statuses)))
     if before is not None:
@@ -105,10 +111,13 @@ async def due(connection: AsyncConnection, *, now: datetime, limit: int) -> list
 
 
 async def by_idempotency_key(
-    connection: AsyncConnection, key: str
+    connection: AsyncConnection, key: str, *, bot: str
 ) -> tuple[Broadcast, str | None] | None:
-    """The broadcast created with ``key`` and the hash of the request it came with."""
-    statement = select(broadcasts).where(broadcasts.c.idempotency_key == key)
+    """The bot's broadcast created with ``key`` and the hash of the request it came with
+    (keys are per bot: another bot's broadcast with the same key is not it)."""
+    statement = select(broadcasts).where(
+        broadcasts.c.bot == bot, broadcasts.c.idempotency_key == key
+    )
     row = (await connection.execute(statement)).first()
     if row is None:
         return None

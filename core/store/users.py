@@ -1,11 +1,16 @@
 """Statements on ``users`` and ``user_tags``: upserts, recipients recorded as users,
 deactivation, paging, reading and deleting one user.
 
-A user row is created the first time an id is seen (as a profile or as a recipient) and is
-deleted only by DeleteUser (with its tags; its deliveries stay); ``active`` decides whether
-``all_users`` and filter broadcasts reach it. A user's tags are rows of ``user_tags``: an
-upsert that gives tags deletes the user's rows and inserts the given ones, in the same
-transaction, after the ``users`` rows (locks: ``users`` by id, then ``user_tags``).
+Users are a bot's: every statement here takes the ``bot`` and touches only its rows, keyed
+by ``(bot, id)``; the same Telegram id under two bots is two users, each with its own
+profile, tags and ``active`` state.
+
+A user row is created the first time an id is seen by a bot (as a profile or as a recipient
+of one of its broadcasts) and is deleted only by DeleteUser (with its tags; its deliveries
+stay); ``active`` decides whether the bot's ``all_users`` and filter broadcasts reach it. A
+user's tags are rows of ``user_tags``: an upsert that gives tags deletes the user's rows and
+inserts the given ones, in the same transaction, after the ``users`` rows (locks: ``users``
+by ``(bot, id)``, then ``user_tags``).
 """
 
 from __future__ import annotations
@@ -14,11 +19,24 @@ from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import ColumnElement, Row, case, delete, func, literal, null, select, true, update
+from sqlalchemy import (
+    ColumnElement,
+    Row,
+    String,
+    case,
+    delete,
+    func,
+    literal,
+    null,
+    select,
+    true,
+    update,
+)
 from sqlalchemy.dialects import mysql
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from tgbroadcast.core.domain.access import DEFAULT_BOT
 from tgbroadcast.core.domain.errors import NotFound
 from tgbroadcast.core.domain.model import User, UserFilter, UserPage, UserProfile
 from tgbroadcast.core.store import audiences, dialects
@@ -38,10 +56,10 @@ def merge_profiles(profiles: Iterable[UserProfile]) -> list[UserProfile]:
 
 
 async def upsert(
-    connection: AsyncConnection, profiles: Sequence[UserProfile], *, now: datetime
+    connection: AsyncConnection, profiles: Sequence[UserProfile], *, bot: str, now: datetime
 ) -> None:
-    """Insert or refresh ``profiles`` (distinct ids, ascending: the lock order), making them
-    active; then replace the tags of those that give tags."""
+    """Insert or refresh the bot's users ``profiles`` (distinct ids, ascending: the lock
+    order), making them active; then replace the tags of those that give tags."""
     statement = dialects.insert(connection.dialect.name, users)
     # A given field replaces the stored one; a missing (NULL) one keeps it.
     upsert_statement: dialects.UpsertInsert
@@ -59,7 +77,7 @@ async def upsert(
     else:
         excluded = statement.excluded
         upsert_statement = statement.on_conflict_do_update(
-            index_elements=[users.c.id],
+            index_elements=[users.c.bot, users.c.id],
             set_={
                 **{name: func.coalesce(excluded[name], users.c[name]) for name in PROFILE_FIELDS},
                 "active": true(),
@@ -70,6 +88,7 @@ async def upsert(
         )
     rows = [
         {
+            "bot": bot,
             "id": profile.id,
             "username": profile.username,
             "first_name": profile.first_name,
@@ -83,16 +102,22 @@ async def upsert(
     ]
     for chunk in chunks(rows, ROWS_PER_STATEMENT):
         await connection.execute(upsert_statement, chunk)
-    await _replace_tags(connection, [profile for profile in profiles if profile.tags is not None])
+    tagged = [profile for profile in profiles if profile.tags is not None]
+    await _replace_tags(connection, tagged, bot=bot)
 
 
-async def _replace_tags(connection: AsyncConnection, profiles: Sequence[UserProfile]) -> None:
-    """The tags of ``profiles`` (ascending ids, tags given) become exactly the given ones."""
+async def _replace_tags(
+    connection: AsyncConnection, profiles: Sequence[UserProfile], *, bot: str
+) -> None:
+    """The tags of the bot's users ``profiles`` (ascending ids, tags given) become exactly
+    the given ones."""
     ids = [profile.id for profile in profiles]
     for id_chunk in chunks(ids, IDS_PER_IN_LIST):
-        await connection.execute(delete(user_tags).where(user_tags.c.user_id.in_(id_chunk)))
+        await connection.execute(
+            delete(user_tags).where(user_tags.c.bot == bot, user_tags.c.user_id.in_(id_chunk))
+        )
     rows = [
-        {"user_id": profile.id, "tag": tag}
+        {"bot": bot, "user_id": profile.id, "tag": tag}
         for profile in profiles
         for tag in dict.fromkeys(profile.tags or ())
     ]
@@ -100,8 +125,11 @@ async def _replace_tags(connection: AsyncConnection, profiles: Sequence[UserProf
         await connection.execute(user_tags.insert(), chunk)
 
 
-async def add_recipients(connection: AsyncConnection, broadcast_id: int, *, now: datetime) -> None:
-    """Give every recipient of the broadcast without a user row one (active, no profile).
+async def add_recipients(
+    connection: AsyncConnection, broadcast_id: int, *, bot: str, now: datetime
+) -> None:
+    """Give every recipient of the broadcast without a user row of ``bot`` (the broadcast's)
+    one (active, no profile).
 
     One ``INSERT .. SELECT`` over the broadcast's deliveries, in user id order; a user that
     a concurrent transaction inserts first is left as that transaction wrote it.
@@ -112,20 +140,19 @@ async def add_recipients(connection: AsyncConnection, broadcast_id: int, *, now:
     transaction inserted meanwhile conflicts, and then the savepoint is rolled back and the
     statement runs again ignoring conflicts.
     """
+    known = select(users.c.id).where(users.c.bot == bot, users.c.id == deliveries.c.user_id)
     recipients = (
         select(
+            literal(bot, String()),
             deliveries.c.user_id,
             true(),
             literal(now, UtcDateTime()),
             literal(now, UtcDateTime()),
         )
-        .where(
-            deliveries.c.broadcast_id == broadcast_id,
-            ~select(users.c.id).where(users.c.id == deliveries.c.user_id).exists(),
-        )
+        .where(deliveries.c.broadcast_id == broadcast_id, ~known.exists())
         .order_by(deliveries.c.user_id)
     )
-    columns = ["id", "active", "created_at", "updated_at"]
+    columns = ["bot", "id", "active", "created_at", "updated_at"]
     dialect = connection.dialect.name
     if dialect == "postgresql":
         try:
@@ -135,22 +162,28 @@ async def add_recipients(connection: AsyncConnection, broadcast_id: int, *, now:
             pass
         else:
             return
-    statement = dialects.insert_ignoring_existing(dialect, users, users.c.id)
-    await connection.execute(statement.from_select(columns, recipients))
+    statement = dialects.insert(dialect, users)
+    ignoring: dialects.UpsertInsert
+    if isinstance(statement, mysql.Insert):
+        ignoring = statement.on_duplicate_key_update({"id": users.c.id})
+    else:
+        ignoring = statement.on_conflict_do_nothing(index_elements=[users.c.bot, users.c.id])
+    await connection.execute(ignoring.from_select(columns, recipients))
 
 
 async def deactivate(
-    connection: AsyncConnection, reasons: Mapping[int, str | None], *, now: datetime
+    connection: AsyncConnection, reasons: Mapping[int, str | None], *, bot: str, now: datetime
 ) -> int:
-    """Mark the users (the keys) inactive since ``now`` with their reason (``"blocked"``,
-    ``"deactivated"`` or ``None``); returns how many of them were active. A user inactive
-    already keeps its reason and time. Rows are updated in ascending id order."""
+    """Mark the bot's users (the keys) inactive since ``now`` with their reason
+    (``"blocked"``, ``"deactivated"`` or ``None``); returns how many of them were active. A
+    user inactive already keeps its reason and time; other bots' users with the same ids are
+    left alone. Rows are updated in ascending id order."""
     changed = 0
     # Half the usual IN list: a chunk with mixed reasons binds each id twice.
     for chunk in chunks(sorted(reasons), IDS_PER_IN_LIST // 2):
         statement = (
             update(users)
-            .where(users.c.id.in_(chunk), users.c.active == true())
+            .where(users.c.bot == bot, users.c.id.in_(chunk), users.c.active == true())
             .values(
                 active=False,
                 blocked_reason=_reason(chunk, reasons),
@@ -176,35 +209,42 @@ def _reason(chunk: Sequence[int], reasons: Mapping[int, str | None]) -> Any:
     return case(*whens, else_=last if last is not None else null())
 
 
-async def migrate(connection: AsyncConnection, old_id: int, new_id: int, *, now: datetime) -> None:
-    """The group ``old_id`` became the supergroup ``new_id``: the user row moves to the new id
-    with its tags (or, if the new id is a user already, the old row is made inactive, with no
-    ``blocked_reason``)."""
-    exists = select(users.c.id).where(users.c.id == new_id)
+async def migrate(
+    connection: AsyncConnection, old_id: int, new_id: int, *, bot: str, now: datetime
+) -> None:
+    """The group ``old_id`` became the supergroup ``new_id``: the bot's user row moves to the
+    new id with its tags (or, if the new id is a user of the bot already, the old row is made
+    inactive, with no ``blocked_reason``). Other bots' rows are not touched."""
+    exists = select(users.c.id).where(users.c.bot == bot, users.c.id == new_id)
     if (await connection.execute(exists)).first() is None:
         await connection.execute(
-            update(users).where(users.c.id == old_id).values(id=new_id, updated_at=now)
+            update(users)
+            .where(users.c.bot == bot, users.c.id == old_id)
+            .values(id=new_id, updated_at=now)
         )
         await connection.execute(
-            update(user_tags).where(user_tags.c.user_id == old_id).values(user_id=new_id)
+            update(user_tags)
+            .where(user_tags.c.bot == bot, user_tags.c.user_id == old_id)
+            .values(user_id=new_id)
         )
     else:
-        await deactivate(connection, {old_id: None}, now=now)
+        await deactivate(connection, {old_id: None}, bot=bot, now=now)
 
 
 async def page(
     connection: AsyncConnection,
     *,
+    bot: str,
     after: int | None,
     limit: int,
     user_filter: UserFilter | None = None,
     active_only: bool = False,
 ) -> UserPage:
-    """Up to ``limit`` users with ``id > after`` by id, matching the filter, with their tags
-    (reads one more user to know if more follow)."""
+    """Up to ``limit`` of the bot's users with ``id > after`` by id, matching the filter, with
+    their tags (reads one more user to know if more follow)."""
     statement = (
         select(users)
-        .where(*audiences.conditions(user_filter, active_only=active_only))
+        .where(*audiences.conditions(user_filter, bot=bot, active_only=active_only))
         .order_by(users.c.id)
         .limit(limit + 1)
     )
@@ -213,41 +253,50 @@ async def page(
     rows = (await connection.execute(statement)).all()
     more = len(rows) > limit
     rows = rows[:limit]
-    tags = await _tags_of(connection, [row.id for row in rows])
+    tags = await _tags_of(connection, [row.id for row in rows], bot=bot)
     found = tuple(_user(row, tags.get(row.id, ())) for row in rows)
     return UserPage(users=found, next_after=found[-1].id if more else None)
 
 
-async def fetch(connection: AsyncConnection, user_id: int) -> User:
-    """The user with its tags; :class:`NotFound` if there is none."""
-    row = (await connection.execute(select(users).where(users.c.id == user_id))).first()
+async def fetch(connection: AsyncConnection, user_id: int, *, bot: str) -> User:
+    """The bot's user with its tags; :class:`NotFound` if the bot has none with that id."""
+    statement = select(users).where(users.c.bot == bot, users.c.id == user_id)
+    row = (await connection.execute(statement)).first()
     if row is None:
-        raise not_found(user_id)
-    tags = await _tags_of(connection, [user_id])
+        raise not_found(user_id, bot=bot)
+    tags = await _tags_of(connection, [user_id], bot=bot)
     return _user(row, tags.get(user_id, ()))
 
 
-async def remove(connection: AsyncConnection, user_id: int) -> None:
-    """Delete the user, then its tags; :class:`NotFound` (nothing deleted) if unknown."""
-    removed = await connection.execute(users.delete().where(users.c.id == user_id))
+async def remove(connection: AsyncConnection, user_id: int, *, bot: str) -> None:
+    """Delete the bot's user, then its tags; :class:`NotFound` (nothing deleted) if the bot
+    has none with that id. Other bots' users with that id stay."""
+    removed = await connection.execute(
+        users.delete().where(users.c.bot == bot, users.c.id == user_id)
+    )
     if removed.rowcount != 1:
-        raise not_found(user_id)
-    await connection.execute(user_tags.delete().where(user_tags.c.user_id == user_id))
+        raise not_found(user_id, bot=bot)
+    await connection.execute(
+        user_tags.delete().where(user_tags.c.bot == bot, user_tags.c.user_id == user_id)
+    )
 
 
-def not_found(user_id: int) -> NotFound:
-    return NotFound(f"user {user_id} not found")
+def not_found(user_id: int, *, bot: str = DEFAULT_BOT) -> NotFound:
+    """``user 5 not found``; naming the bot when it is not ``default``."""
+    if bot == DEFAULT_BOT:
+        return NotFound(f"user {user_id} not found")
+    return NotFound(f"user {user_id} of bot {bot!r} not found")
 
 
 async def _tags_of(
-    connection: AsyncConnection, user_ids: Sequence[int]
+    connection: AsyncConnection, user_ids: Sequence[int], *, bot: str
 ) -> dict[int, tuple[str, ...]]:
-    """Each of the users' tags, sorted (users without tags are absent)."""
+    """Each of the bot's users' tags, sorted (users without tags are absent)."""
     found: dict[int, list[str]] = {}
     for chunk in chunks(user_ids, IDS_PER_IN_LIST):
         statement = (
             select(user_tags.c.user_id, user_tags.c.tag)
-            .where(user_tags.c.user_id.in_(chunk))
+            .where(user_tags.c.bot == bot, user_tags.c.user_id.in_(chunk))
             .order_by(user_tags.c.user_id, user_tags.c.tag)
         )
         for user_id, tag in await connection.execute(statement):

@@ -4,10 +4,11 @@ Every call goes through :meth:`~tgbroadcast.server.guards.Guards.admit` in
 :class:`AuthInterceptor`: the network allow-list (PERMISSION_DENIED), the failed-authentication
 throttle (RESOURCE_EXHAUSTED), the token (UNAUTHENTICATED), the token's request rate
 (RESOURCE_EXHAUSTED); both RESOURCE_EXHAUSTED carry a ``google.rpc.RetryInfo`` detail saying
-how long to wait. Then the method's scope and bot rule (:mod:`tgbroadcast.server.scopes`):
-PERMISSION_DENIED naming the scope or the bot, NOT_FOUND or an empty list for a broadcast the
-token may not see (nothing of a request stream is read first). An authenticated call runs
-with its :class:`~tgbroadcast.server.auth.Caller` in :data:`~tgbroadcast.server.auth.CALLER`.
+how long to wait. Then the method's scope (:mod:`tgbroadcast.server.scopes`):
+PERMISSION_DENIED naming it (nothing of a request stream is read first). An authenticated
+call runs with its :class:`~tgbroadcast.server.auth.Caller` in
+:data:`~tgbroadcast.server.auth.CALLER`; the bot a call names and the broadcasts it may see
+are checked by the servicer and the service.
 
 ``grpc.health.v1.Health`` and server reflection need no token (one is the readiness probe,
 the other reveals the public contract only, like ``/openapi.json``) but follow the
@@ -42,7 +43,7 @@ from grpc_status import rpc_status
 
 from tgbroadcast.server.auth import CALLER, TokenCheck
 from tgbroadcast.server.guards import Guards, Refusal, RefusalKind, grpc_peer_address
-from tgbroadcast.server.scopes import GRPC, Denied, Rule, Verdict, judge
+from tgbroadcast.server.scopes import GRPC, Rule, judge
 from tgbroadcast.v1 import broadcast_pb2 as pb
 
 access_logger = logging.getLogger("tgbroadcast.access")
@@ -66,8 +67,6 @@ SCOPED_SERVICE: Final = pb.DESCRIPTOR.services_by_name["BroadcastService"].full_
 RULES: Final[Mapping[str, Mapping[str, Rule]]] = {SCOPED_SERVICE: GRPC}
 """Each service's methods' rules: a method that needs a token and is in none (of another
 service, which has no scope yet) is refused PERMISSION_DENIED, never served."""
-EMPTY_LISTS: Final[dict[str, Callable[[], Any]]] = {"ListBroadcasts": pb.ListBroadcastsResponse}
-"""The answer to a list a token may not see anything of (``Verdict.HIDE_LIST``)."""
 
 
 def resource_exhausted(message: str, retry_after: float | None = None) -> grpc.Status:
@@ -102,7 +101,6 @@ class _Call:
     code: grpc.StatusCode | None = None
     known: bool = True
     observer: CallObserver | None = None
-    verdict: Verdict = Verdict.SERVE
 
 
 class AuthInterceptor(grpc.aio.ServerInterceptor):
@@ -163,11 +161,10 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):
             call.token_name = verdict.token_name
             if self._rules is not None:
                 service, _, short = call.method.lstrip("/").rpartition("/")
-                judged = judge(verdict, self._rules.get(service, {}).get(short))
-                if isinstance(judged, Denied):
+                denied = judge(verdict, self._rules.get(service, {}).get(short))
+                if denied is not None:
                     call.code = grpc.StatusCode.PERMISSION_DENIED
-                    await context.abort(call.code, judged.detail)
-                call.verdict = judged
+                    await context.abort(call.code, denied.detail)
             CALLER.set(verdict)
 
     def _client(self, context: _Context) -> str:
@@ -248,8 +245,6 @@ def _guarded(behaviour: Any, method: str, admit: _Admit) -> Any:
         async def stream(request: Any, context: _Context) -> AsyncIterator[Any]:
             with _logged(method, context) as call:
                 await admit(context, call)
-                if call.verdict is not Verdict.SERVE:
-                    await _hidden(call, request, context)
                 async with aclosing(behaviour(request, context)) as responses:
                     async for response in responses:
                         yield response
@@ -259,25 +254,9 @@ def _guarded(behaviour: Any, method: str, admit: _Admit) -> Any:
     async def unary(request: Any, context: _Context) -> Any:
         with _logged(method, context) as call:
             await admit(context, call)
-            if call.verdict is not Verdict.SERVE:
-                return await _hidden(call, request, context)
             return await behaviour(request, context)
 
     return unary
-
-
-async def _hidden(call: _Call, request: Any, context: _Context) -> Any:
-    """A broadcast the token may not see: NOT_FOUND as if it did not exist, or an empty
-    list."""
-    empty = EMPTY_LISTS.get(call.method.rpartition("/")[2])
-    if call.verdict is Verdict.HIDE_LIST and empty is not None:
-        return empty()
-    # As the servicer answers a broadcast that does not exist, trailers included.
-    message = f"broadcast {getattr(request, 'broadcast_id', 0)} not found"
-    status = rpc_status.to_status(status_pb2.Status(code=code_pb2.NOT_FOUND, message=message))
-    call.code = status.code
-    await context.abort(status.code, status.details, status.trailing_metadata)
-    return None  # abort raised
 
 
 @contextmanager

@@ -98,6 +98,7 @@ def broadcast(value: Broadcast, outcome_counts: Mapping[DeliveryState, int]) -> 
         outcome_counts={state.value: count for state, count in outcome_counts.items()},
         allow_paid_broadcast=value.content.allow_paid_broadcast,
         callback_url=value.callback_url or "",
+        bot=value.bot,
     )
     if value.finished_at is not None:
         message.finished_at.CopyFrom(timestamp(value.finished_at))

@@ -1,8 +1,13 @@
 """The gRPC transport: a thin servicer over the core's ``BroadcastingService``
 (:class:`tgbroadcast.core.service.broadcasting.BroadcastingService`).
 
+Every request acts for a bot: its ``bot`` field, resolved by
+:func:`tgbroadcast.server.auth.bot_for` (empty: the token's only bot, else ``default``); a
+broadcast is found among the bots the token may see (:func:`tgbroadcast.server.auth.visible_bots`).
+
 Errors are translated here once: ``InvalidArgument`` → INVALID_ARGUMENT with a
 ``google.rpc.BadRequest`` detail listing every field violation, ``NotFound`` → NOT_FOUND,
+``PermissionDenied`` (a bot the token may not use) → PERMISSION_DENIED,
 ``FailedPrecondition`` → FAILED_PRECONDITION with a ``google.rpc.PreconditionFailure``
 naming the current state, ``AlreadyExists`` → ALREADY_EXISTS, ``ResourceExhausted`` →
 RESOURCE_EXHAUSTED (with ``google.rpc.RetryInfo`` when waiting helps), a missing or wrong token
@@ -24,6 +29,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 from grpc_status import rpc_status
 
+from tgbroadcast.core.bots.service import BotService
 from tgbroadcast.core.domain.errors import (
     BACKEND_UNAVAILABLE,
     AlreadyExists,
@@ -35,7 +41,14 @@ from tgbroadcast.core.domain.errors import (
 )
 from tgbroadcast.core.service.broadcasting import BroadcastingService
 from tgbroadcast.core.service.user_import import ImportChunk
-from tgbroadcast.server.auth import TokenCheck, current_caller_name
+from tgbroadcast.server.auth import (
+    PermissionDenied,
+    TokenCheck,
+    bot_for,
+    current_caller_name,
+    visible_bots,
+)
+from tgbroadcast.server.grpc import bots as bot_calls
 from tgbroadcast.server.grpc import content, controls, messages, reports, watch
 from tgbroadcast.server.grpc.interceptors import AuthInterceptor, CallObserver, resource_exhausted
 from tgbroadcast.server.grpc.tracing import TracingInterceptor
@@ -50,16 +63,24 @@ MAX_MESSAGE_BYTES = 64 * 1024 * 1024
 
 
 class BroadcastServicer(pb_grpc.BroadcastServiceServicer):
-    def __init__(self, core: BroadcastingService, watchers: Watchers | None = None) -> None:
+    def __init__(
+        self,
+        core: BroadcastingService,
+        watchers: Watchers | None = None,
+        bots: BotService | None = None,
+    ) -> None:
         self._core = core
         self._watchers = Watchers(DEFAULT_MAX_WATCHERS) if watchers is None else watchers
+        self._bots = bots
 
     async def SendMessage(  # noqa: N802 - gRPC method name
         self, request: pb.SendMessageRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> pb.SendMessageResponse:
         async with _translated(context):
             accepted = await self._core.send_message(
-                messages.send_request(request), created_by=current_caller_name()
+                messages.send_request(request),
+                created_by=current_caller_name(),
+                bot=bot_for(request.bot),
             )
         broadcast = accepted.broadcast
         return pb.SendMessageResponse(
@@ -77,6 +98,8 @@ class BroadcastServicer(pb_grpc.BroadcastServiceServicer):
                 statuses=controls.status_names(request.statuses),
                 page_size=request.page_size,
                 page_token=request.page_token,
+                bot=bot_for(request.bot) if request.bot else "",
+                visible=visible_bots(),
             )
         return pb.ListBroadcastsResponse(
             broadcasts=[messages.broadcast(b, {}) for b in page.broadcasts],
@@ -88,7 +111,7 @@ class BroadcastServicer(pb_grpc.BroadcastServiceServicer):
     ) -> pb.CancelBroadcastResponse:
         async with _translated(context):
             broadcast = await self._core.cancel_broadcast(
-                request.broadcast_id, actor=current_caller_name()
+                request.broadcast_id, actor=current_caller_name(), visible=visible_bots()
             )
         return pb.CancelBroadcastResponse(broadcast=messages.broadcast(broadcast, {}))
 
@@ -97,7 +120,7 @@ class BroadcastServicer(pb_grpc.BroadcastServiceServicer):
     ) -> pb.PauseBroadcastResponse:
         async with _translated(context):
             broadcast = await self._core.pause_broadcast(
-                request.broadcast_id, actor=current_caller_name()
+                request.broadcast_id, actor=current_caller_name(), visible=visible_bots()
             )
         return pb.PauseBroadcastResponse(broadcast=messages.broadcast(broadcast, {}))
 
@@ -106,7 +129,7 @@ class BroadcastServicer(pb_grpc.BroadcastServiceServicer):
     ) -> pb.ResumeBroadcastResponse:
         async with _translated(context):
             broadcast = await self._core.resume_broadcast(
-                request.broadcast_id, actor=current_caller_name()
+                request.broadcast_id, actor=current_caller_name(), visible=visible_bots()
             )
         return pb.ResumeBroadcastResponse(broadcast=messages.broadcast(broadcast, {}))
 
@@ -114,7 +137,7 @@ class BroadcastServicer(pb_grpc.BroadcastServiceServicer):
         self, request: pb.GetBroadcastRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> pb.GetBroadcastResponse:
         async with _translated(context):
-            report = await self._core.get_broadcast(request.broadcast_id)
+            report = await self._core.get_broadcast(request.broadcast_id, visible=visible_bots())
         return pb.GetBroadcastResponse(
             broadcast=messages.broadcast(report.broadcast, report.outcome_counts)
         )
@@ -128,6 +151,7 @@ class BroadcastServicer(pb_grpc.BroadcastServiceServicer):
                 outcomes=reports.outcome_names(request.outcomes),
                 page_size=request.page_size,
                 page_token=request.page_token,
+                visible=visible_bots(),
             )
         return reports.list_deliveries_response(page)
 
@@ -136,7 +160,7 @@ class BroadcastServicer(pb_grpc.BroadcastServiceServicer):
     ) -> AsyncIterator[pb.WatchBroadcastResponse]:
         async with _translated(context):
             async for message in watch.watch_broadcast(
-                self._core, self._watchers, request.broadcast_id, context
+                self._core, self._watchers, request.broadcast_id, context, visible=visible_bots()
             ):
                 yield message
 
@@ -145,7 +169,9 @@ class BroadcastServicer(pb_grpc.BroadcastServiceServicer):
     ) -> pb.PreviewMessageResponse:
         async with _translated(context):
             rendered = await self._core.preview_message(
-                messages.send_request(request.message), request.user_id
+                messages.send_request(request.message),
+                request.user_id,
+                bot=bot_for(request.message.bot),
             )
         return content.preview(rendered)
 
@@ -153,7 +179,9 @@ class BroadcastServicer(pb_grpc.BroadcastServiceServicer):
         self, request: pb.UpsertUsersRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> pb.UpsertUsersResponse:
         async with _translated(context):
-            count = await self._core.upsert_users([messages.user_profile(u) for u in request.users])
+            count = await self._core.upsert_users(
+                [messages.user_profile(u) for u in request.users], bot=bot_for(request.bot)
+            )
         return pb.UpsertUsersResponse(upserted=count)
 
     async def ListUsers(  # noqa: N802
@@ -165,6 +193,7 @@ class BroadcastServicer(pb_grpc.BroadcastServiceServicer):
                 page_token=request.page_token,
                 user_filter=messages.user_filter(request.filter),
                 active_only=request.active_only,
+                bot=bot_for(request.bot),
             )
         return pb.ListUsersResponse(
             users=[messages.user(u) for u in page.users], next_page_token=page.next_page_token
@@ -174,14 +203,14 @@ class BroadcastServicer(pb_grpc.BroadcastServiceServicer):
         self, request: pb.GetUserRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> pb.GetUserResponse:
         async with _translated(context):
-            found = await self._core.get_user(request.user_id)
+            found = await self._core.get_user(request.user_id, bot=bot_for(request.bot))
         return pb.GetUserResponse(user=messages.user(found))
 
     async def DeleteUser(  # noqa: N802
         self, request: pb.DeleteUserRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> pb.DeleteUserResponse:
         async with _translated(context):
-            await self._core.delete_user(request.user_id)
+            await self._core.delete_user(request.user_id, bot=bot_for(request.bot))
         return pb.DeleteUserResponse()
 
     async def ImportUsers(  # noqa: N802
@@ -190,15 +219,52 @@ class BroadcastServicer(pb_grpc.BroadcastServiceServicer):
         context: grpc.aio.ServicerContext[Any, Any],
     ) -> pb.ImportUsersResponse:
         """Each message is one chunk, committed before the next is read; a bad chunk ends
-        the call with INVALID_ARGUMENT naming ``chunks[k]`` (earlier chunks stay)."""
-
-        async def chunks() -> AsyncIterator[ImportChunk]:
-            async for message in request_iterator:
-                yield ImportChunk([messages.user_profile(u) for u in message.users])
-
+        the call with INVALID_ARGUMENT naming ``chunks[k]`` (earlier chunks stay). The bot is
+        the first chunk's; a later chunk naming another one is a bad chunk."""
         async with _translated(context):
-            imported = await self._core.import_users(chunks())
+            first = await anext(aiter(request_iterator), None)
+            bot = bot_for("" if first is None else first.bot)
+
+            async def chunks() -> AsyncIterator[ImportChunk]:
+                if first is None:
+                    return
+                yield ImportChunk([messages.user_profile(u) for u in first.users])
+                index = 1
+                async for message in request_iterator:
+                    if message.bot and message.bot != bot:
+                        raise InvalidArgument.single(
+                            f"chunks[{index}].bot", f"must be empty or the first chunk's {bot!r}"
+                        )
+                    yield ImportChunk([messages.user_profile(u) for u in message.users])
+                    index += 1
+
+            imported = await self._core.import_users(chunks(), bot=bot)
         return pb.ImportUsersResponse(imported=imported)
+
+    async def CreateBot(  # noqa: N802
+        self, request: pb.CreateBotRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> pb.CreateBotResponse:
+        async with _translated(context):
+            return await bot_calls.create(self._bots, request, context)
+
+    async def ListBots(  # noqa: N802
+        self, request: pb.ListBotsRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> pb.ListBotsResponse:
+        async with _translated(context):
+            return await bot_calls.listed(self._bots)
+
+    async def GetBot(  # noqa: N802
+        self, request: pb.GetBotRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> pb.GetBotResponse:
+        async with _translated(context):
+            return await bot_calls.get(self._bots, request)
+
+    async def DeleteBot(  # noqa: N802
+        self, request: pb.DeleteBotRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> pb.DeleteBotResponse:
+        async with _translated(context):
+            await bot_calls.delete(self._bots, request)
+        return pb.DeleteBotResponse()
 
 
 @asynccontextmanager
@@ -231,6 +297,10 @@ def _status_for(exc: Exception) -> grpc.Status:
         )
     if isinstance(exc, NotFound):
         return rpc_status.to_status(status_pb2.Status(code=code_pb2.NOT_FOUND, message=str(exc)))
+    if isinstance(exc, PermissionDenied):
+        return rpc_status.to_status(
+            status_pb2.Status(code=code_pb2.PERMISSION_DENIED, message=str(exc))
+        )
     if isinstance(exc, FailedPrecondition):
         return _precondition_failed(exc)
     if isinstance(exc, AlreadyExists):
@@ -280,6 +350,7 @@ async def create_server(
     health_servicer: health.aio.HealthServicer | None = None,
     watchers: Watchers | None = None,
     observer: CallObserver | None = None,
+    bot_service: BotService | None = None,
 ) -> grpc.aio.Server:
     """The API server, not yet bound or started.
 
@@ -290,7 +361,8 @@ async def create_server(
     none when omitted. ``health_servicer``: one that follows readiness
     (:class:`.health.HealthFollower`) instead of SERVING for good; ``watchers``: the bound on
     open ``WatchBroadcast`` streams shared with the REST event streams (see
-    :mod:`tgbroadcast.server.streams`); ``observer``: told of every call as it ends (metrics).
+    :mod:`tgbroadcast.server.streams`); ``observer``: told of every call as it ends (metrics);
+    ``bot_service``: what the bots RPCs manage (FAILED_PRECONDITION without it).
     """
     server = grpc.aio.server(
         interceptors=[TracingInterceptor(), AuthInterceptor(tokens, guards, observer)],
@@ -299,7 +371,9 @@ async def create_server(
             ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
         ],
     )
-    pb_grpc.add_BroadcastServiceServicer_to_server(BroadcastServicer(core, watchers), server)
+    pb_grpc.add_BroadcastServiceServicer_to_server(
+        BroadcastServicer(core, watchers, bot_service), server
+    )
     broadcast_service = pb.DESCRIPTOR.services_by_name["BroadcastService"].full_name
     if health_servicer is None:
         health_servicer = health.aio.HealthServicer()

@@ -16,6 +16,7 @@ from typing import Any, Final
 
 import grpc
 
+from tgbroadcast.core.service.bot_access import Visible
 from tgbroadcast.core.service.broadcasting import BroadcastingService
 from tgbroadcast.server.grpc import messages
 from tgbroadcast.server.streams import (
@@ -36,8 +37,11 @@ async def watch_broadcast(
     watchers: Watchers,
     broadcast_id: int,
     context: grpc.aio.ServicerContext[Any, Any],
+    *,
+    visible: Visible = None,
 ) -> AsyncIterator[pb.WatchBroadcastResponse]:
-    """The stream's messages; aborts with the statuses above (the core's errors pass)."""
+    """The stream's messages; aborts with the statuses above (the core's errors pass: a
+    broadcast whose bot is not ``visible`` is NOT_FOUND, as a missing one)."""
     try:
         slot = watchers.acquire()
     except TooManyWatchers as exc:
@@ -46,7 +50,7 @@ async def watch_broadcast(
         await context.abort(grpc.StatusCode.UNAVAILABLE, str(exc))
     try:
         await context.send_initial_metadata(OPEN_METADATA)
-        async with aclosing(core.watch(broadcast_id)) as updates:
+        async with aclosing(core.watch(broadcast_id, visible=visible)) as updates:
             while True:
                 try:
                     update = await slot.wait(anext(updates))

@@ -10,7 +10,7 @@ filter, and names a bad query value by its parameter (``tag[1]``, ``status[0]``,
 
 This module holds the app, its middlewares, the send routes, ``GET /v1/broadcasts/{id}``,
 and ``/metrics``; ``/livez`` and ``/readyz`` are in :mod:`.health`; the other routes are in
-:mod:`.controls`, :mod:`.reports`,
+:mod:`.controls`, :mod:`.reports`, :mod:`.bots`,
 :mod:`.users`, :mod:`.preview` and :mod:`.openapi`; the allow-list, limits, token check and
 access log in :mod:`.guards`; the request metrics in :mod:`.metrics`. Reading requests is
 :mod:`.params`, rendering answers :mod:`.rendering`, the content bodies :mod:`.content`.
@@ -27,6 +27,7 @@ from aiohttp.http_exceptions import HttpProcessingError
 from prometheus_client import CONTENT_TYPE_LATEST
 from pydantic import ValidationError
 
+from tgbroadcast.core.bots.service import BotService
 from tgbroadcast.core.domain.errors import (
     BACKEND_UNAVAILABLE,
     AlreadyExists,
@@ -39,8 +40,15 @@ from tgbroadcast.core.domain.errors import (
 from tgbroadcast.core.health import Readiness
 from tgbroadcast.core.rules.validation import SendRequest
 from tgbroadcast.core.service.broadcasting import BroadcastingService
-from tgbroadcast.server.auth import TokenCheck, current_caller_name
+from tgbroadcast.server.auth import (
+    PermissionDenied,
+    TokenCheck,
+    bot_for,
+    current_caller_name,
+    visible_bots,
+)
 from tgbroadcast.server.guards import Guards
+from tgbroadcast.server.rest import bots as bot_routes
 from tgbroadcast.server.rest import (
     content,
     controls,
@@ -89,6 +97,8 @@ async def errors_middleware(request: web.Request, handler: Handler) -> web.Strea
         return rendering.problem(400, str(bounded), errors=list(bounded.violations))
     except NotFound as exc:
         return rendering.problem(404, params.clipped(str(exc)))
+    except PermissionDenied as exc:
+        return rendering.problem(403, params.clipped(str(exc)))
     except FailedPrecondition as exc:
         return rendering.problem(409, params.clipped(str(exc)), extra={"state": exc.state})
     except AlreadyExists as exc:
@@ -145,7 +155,9 @@ async def send_message(request: web.Request) -> web.Response:
             request, idempotency_key=body.idempotency_key, send_at=body.send_at
         ),
     )
-    accepted = await params.service(request).send_message(send, created_by=current_caller_name())
+    accepted = await params.service(request).send_message(
+        send, created_by=current_caller_name(), bot=bot_for(body.bot or "")
+    )
     return controls.accepted_response(accepted)
 
 
@@ -247,9 +259,8 @@ async def _read_part(part: BodyPartReader, budget: list[int], limit: int) -> byt
 async def get_broadcast(request: web.Request) -> web.Response:
     broadcast_id = params.path_id(request, "broadcast_id")
     params.check_query(request)
-    return web.json_response(
-        rendering.broadcast_json(await params.service(request).get_broadcast(broadcast_id))
-    )
+    report = await params.service(request).get_broadcast(broadcast_id, visible=visible_bots())
+    return web.json_response(rendering.broadcast_json(report))
 
 
 async def metrics_page(request: web.Request) -> web.Response:
@@ -267,12 +278,13 @@ def create_app(
     readiness: Readiness | None = None,
     watchers: Watchers | None = None,
     observer: metrics.RequestObserver | None = None,
+    bot_service: BotService | None = None,
 ) -> web.Application:
     """``guard``: the allow-list, rate limit and failed-authentication throttle (see
     :mod:`.guards`); none of them when omitted. ``readiness``: what ``/readyz`` checks (only
     the drain when omitted); ``watchers``: the bound on open event streams, shared with gRPC
     (:mod:`tgbroadcast.server.streams`); ``observer``: told of every request as it ends
-    (:mod:`.metrics`)."""
+    (:mod:`.metrics`); ``bot_service``: what ``/v1/bots`` manages (409 without it)."""
     app = web.Application(
         client_max_size=max_body_bytes,
         middlewares=[
@@ -301,4 +313,5 @@ def create_app(
     reports.add_routes(app, heartbeat=sse_heartbeat)
     preview.add_routes(app)
     controls.add_routes(app)
+    bot_routes.add_routes(app, bot_service)
     return app

@@ -178,6 +178,8 @@ class SendMessageBody(ContentBody):
     callback_url: str | None = None
     send_at: str | None = None
     idempotency_key: str | None = None
+    bot: str | None = None
+    """The bot that sends it; absent: the token's only bot, else ``default``."""
 
 
 class PreviewBody(_Strict):

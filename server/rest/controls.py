@@ -1,11 +1,13 @@
 """REST routes of a broadcast's lifecycle, and the lifecycle fields of SendMessage.
 
-* ``GET /v1/broadcasts?status=running&status=paused&page_size=&page_token=`` —
-  ``{"broadcasts": [...], "next_page_token": ""}``, newest first (``outcome_counts`` empty).
+* ``GET /v1/broadcasts?status=running&status=paused&bot=&page_size=&page_token=`` —
+  ``{"broadcasts": [...], "next_page_token": ""}``, newest first (``outcome_counts`` empty),
+  of the bots the token may use (``bot``: only that one; 403 if the token may not use it).
 * ``POST /v1/broadcasts/{id}/cancel``, ``/pause``, ``/resume`` (no body) — 200 and the
   broadcast; a move its state does not allow is 409 problem+json whose ``state`` member (and
   ``detail``) names the current state. The move is recorded with the caller's token name
-  (``actions`` in the answer).
+  (``actions`` in the answer). A broadcast of a bot the token may not use is 404, as one
+  that does not exist.
 * SendMessage (``POST /send-message``, ``POST /v1/broadcasts``): ``send_at`` (RFC 3339) and
   the idempotency key, as the ``Idempotency-Key`` header or the body field
   ``idempotency_key`` (both given and different: 400). A replay answers 202 with the same
@@ -21,7 +23,7 @@ from aiohttp import web
 from tgbroadcast.core.domain.errors import InvalidArgument
 from tgbroadcast.core.rules.schedule import parse_timestamp
 from tgbroadcast.core.service.broadcasting import Accepted
-from tgbroadcast.server.auth import current_caller_name
+from tgbroadcast.server.auth import bot_for, current_caller_name, visible_bots
 from tgbroadcast.server.rest import params, rendering
 
 IDEMPOTENCY_HEADER = "Idempotency-Key"
@@ -66,12 +68,15 @@ def accepted_response(accepted: Accepted) -> web.Response:
 
 
 async def list_broadcasts(request: web.Request) -> web.Response:
-    params.check_query(request, params.PAGE_PARAMETERS | {"status"})
+    params.check_query(request, params.PAGE_PARAMETERS | {"status", "bot"})
+    bot = params.single(request, "bot") or ""
     try:
         page = await params.service(request).list_broadcasts(
             statuses=request.query.getall("status", []),
             page_size=params.page_size(request),
             page_token=params.page_token(request),
+            bot=bot_for(bot) if bot else "",
+            visible=visible_bots(),
         )
     except InvalidArgument as exc:  # the query parameter is "status", repeated
         raise params.renamed(exc, (("statuses", "status"),)) from None
@@ -91,7 +96,7 @@ async def cancel_broadcast(request: web.Request) -> web.Response:
     return web.json_response(
         rendering.listed_broadcast_json(
             await params.service(request).cancel_broadcast(
-                broadcast_id, actor=current_caller_name()
+                broadcast_id, actor=current_caller_name(), visible=visible_bots()
             )
         )
     )
@@ -102,7 +107,9 @@ async def pause_broadcast(request: web.Request) -> web.Response:
     params.check_query(request)
     return web.json_response(
         rendering.listed_broadcast_json(
-            await params.service(request).pause_broadcast(broadcast_id, actor=current_caller_name())
+            await params.service(request).pause_broadcast(
+                broadcast_id, actor=current_caller_name(), visible=visible_bots()
+            )
         )
     )
 
@@ -113,7 +120,7 @@ async def resume_broadcast(request: web.Request) -> web.Response:
     return web.json_response(
         rendering.listed_broadcast_json(
             await params.service(request).resume_broadcast(
-                broadcast_id, actor=current_caller_name()
+                broadcast_id, actor=current_caller_name(), visible=visible_bots()
             )
         )
     )

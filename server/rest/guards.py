@@ -4,10 +4,10 @@
 other request through :meth:`~tgbroadcast.server.guards.Guards.admit` — the network
 allow-list (403), then, except on the public paths the app names, the failed-authentication
 throttle (429), the token (401) and the token's request rate (429, both with
-``Retry-After``) — turning a refusal into problem+json; then the route's scope and bot rule
-(:mod:`tgbroadcast.server.scopes`: 403 naming the scope or the bot, 404 or an empty list for a
-broadcast the token may not see). An authenticated request runs with its
-:class:`~tgbroadcast.server.auth.Caller` in :data:`~tgbroadcast.server.auth.CALLER`.
+``Retry-After``) — turning a refusal into problem+json; then the route's scope
+(:mod:`tgbroadcast.server.scopes`: 403 naming it). An authenticated request runs with its
+:class:`~tgbroadcast.server.auth.Caller` in :data:`~tgbroadcast.server.auth.CALLER`; the bot
+a request names and the broadcasts it may see are checked by the routes and the service.
 
 :func:`access_log_middleware` writes one line per request on the ``tgbroadcast.access``
 logger: method, route template, status, duration, token name, client address. Never a
@@ -26,8 +26,8 @@ from aiohttp import web
 
 from tgbroadcast.server.auth import CALLER, Caller, TokenCheck
 from tgbroadcast.server.guards import Guards, Refusal, RefusalKind, retry_after_header
-from tgbroadcast.server.rest import health, params, rendering
-from tgbroadcast.server.scopes import Denied, Rule, Verdict, judge, rest_rule
+from tgbroadcast.server.rest import health, rendering
+from tgbroadcast.server.scopes import Rule, judge, rest_rule
 
 access_logger = logging.getLogger("tgbroadcast.access")
 
@@ -94,15 +94,8 @@ def _by_scope(request: web.Request, caller: Caller) -> web.Response | None:
         return None
     resource = request.match_info.route.resource
     rule = rest_rule(request.method, "" if resource is None else resource.canonical, rules)
-    judged = judge(caller, rule)
-    if isinstance(judged, Denied):
-        return rendering.problem(403, judged.detail)
-    if judged is Verdict.HIDE_ONE:
-        broadcast_id = params.path_id(request, "broadcast_id")
-        return rendering.problem(404, f"broadcast {broadcast_id} not found")
-    if judged is Verdict.HIDE_LIST:
-        return web.json_response({"broadcasts": [], "next_page_token": ""})
-    return None
+    denied = judge(caller, rule)
+    return None if denied is None else rendering.problem(403, denied.detail)
 
 
 def refused(refusal: Refusal) -> web.Response:

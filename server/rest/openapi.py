@@ -21,6 +21,7 @@ from typing import Any
 from aiohttp import web
 
 from tgbroadcast.server.rest import rendering
+from tgbroadcast.server.rest.openapi_bots import bot_paths, bot_schemas
 from tgbroadcast.server.rest.openapi_examples import (
     BROADCAST_EXAMPLE,
     NOT_READY_EXAMPLE,
@@ -30,9 +31,12 @@ from tgbroadcast.server.rest.openapi_examples import (
     USERS_EXAMPLE,
 )
 from tgbroadcast.server.rest.openapi_schemas import (
+    BOT_PARAMETER,
     LANGUAGE_CODE_PATTERN,
     MAX_FILTER_VALUES,
     MAX_UPSERT_USERS,
+    PAGE_SIZE,
+    PAGE_TOKEN,
     TAG_PATTERN,
     Schema,
     chat_id,
@@ -69,7 +73,7 @@ _ERRORS: dict[int, tuple[str, str]] = {
     ),
     401: ("Unauthorized", "Missing or wrong API token (`Authorization: Bearer <token>`)."),
     403: ("Forbidden", "Address outside `server.allowed_networks`, or a scope or bot not granted."),
-    404: ("NotFound", "No such broadcast or user."),
+    404: ("NotFound", "No such broadcast (or one of a bot the token may not use) or user."),
     409: (
         "Conflict",
         "The broadcast's current state does not allow the move (the detail names the state), "
@@ -98,19 +102,6 @@ _HEADERS: dict[int, Schema] = {
             "description": "Seconds to wait before trying again.",
         }
     },
-}
-
-_PAGE_SIZE = {
-    "name": "page_size",
-    "in": "query",
-    "description": "At most this many items (default 100, at most 1000).",
-    "schema": {"type": "integer", "minimum": 0, "maximum": 1000},
-}
-_PAGE_TOKEN = {
-    "name": "page_token",
-    "in": "query",
-    "description": "`next_page_token` of the previous page.",
-    "schema": {"type": "string"},
 }
 
 
@@ -230,6 +221,7 @@ def _readiness(operation_id: str, *, deprecated: bool) -> Schema:
 def _paths() -> dict[str, Schema]:
     broadcast_id = {"$ref": "#/components/parameters/BroadcastId"}
     user_id = {"$ref": "#/components/parameters/UserId"}
+    bot = {"$ref": "#/components/parameters/Bot"}
     outcome_filter = _list_parameter(
         "outcome", ref("DeliveryOutcome"), "Only these outcomes (repeat the parameter)."
     )
@@ -245,8 +237,9 @@ def _paths() -> dict[str, Schema]:
                     _list_parameter(
                         "status", ref("BroadcastStatus"), "Only these states (repeat it)."
                     ),
-                    _PAGE_SIZE,
-                    _PAGE_TOKEN,
+                    bot,
+                    PAGE_SIZE,
+                    PAGE_TOKEN,
                 ],
                 "responses": {
                     "200": {
@@ -326,7 +319,7 @@ def _paths() -> dict[str, Schema]:
                 "operationId": "listDeliveries",
                 "summary": "A broadcast's recipients and their outcomes, by user id",
                 "tags": ["reports"],
-                "parameters": [broadcast_id, outcome_filter, _PAGE_SIZE, _PAGE_TOKEN],
+                "parameters": [broadcast_id, outcome_filter, PAGE_SIZE, PAGE_TOKEN],
                 "responses": {
                     "200": {
                         "description": "One page.",
@@ -415,8 +408,9 @@ def _paths() -> dict[str, Schema]:
                         "description": "Leave out inactive users.",
                         "schema": {"type": "boolean", "default": False},
                     },
-                    _PAGE_SIZE,
-                    _PAGE_TOKEN,
+                    bot,
+                    PAGE_SIZE,
+                    PAGE_TOKEN,
                 ],
                 "responses": {
                     "200": {"description": "One page.", "content": json_content(ref("UserList"))},
@@ -431,6 +425,7 @@ def _paths() -> dict[str, Schema]:
                 "description": "Header row `id,username,first_name,last_name,language_code,"
                 "tags` (tags separated by spaces). Each chunk is committed as it arrives.",
                 "tags": ["users"],
+                "parameters": [bot],
                 "requestBody": {
                     "required": True,
                     "content": {
@@ -457,7 +452,7 @@ def _paths() -> dict[str, Schema]:
                 "operationId": "getUser",
                 "summary": "One user",
                 "tags": ["users"],
-                "parameters": [user_id],
+                "parameters": [user_id, bot],
                 "responses": {
                     "200": {"description": "The user.", "content": json_content(ref("User"))},
                     **_errors(400, 401, 404, 503),
@@ -467,13 +462,14 @@ def _paths() -> dict[str, Schema]:
                 "operationId": "deleteUser",
                 "summary": "Forget a user (past deliveries to it are kept)",
                 "tags": ["users"],
-                "parameters": [user_id],
+                "parameters": [user_id, bot],
                 "responses": {
                     "204": {"description": "Deleted."},
                     **_errors(400, 401, 404, 503),
                 },
             },
         },
+        **bot_paths(_errors),
         OPENAPI_PATH: {
             "get": {
                 "operationId": "getOpenApi",
@@ -542,6 +538,7 @@ def _built() -> str:
                 {"name": "broadcasts"},
                 {"name": "reports"},
                 {"name": "users"},
+                {"name": "bots"},
                 {"name": "service"},
             ],
             "paths": _paths(),
@@ -560,6 +557,7 @@ def _built() -> str:
                     "UserId": _id_parameter(
                         "user_id", "The Telegram user id (negative for groups).", chat_id("")
                     ),
+                    "Bot": BOT_PARAMETER,
                 },
                 "responses": {
                     name: {
@@ -574,7 +572,7 @@ def _built() -> str:
                     }
                     for status, (name, description) in _ERRORS.items()
                 },
-                "schemas": component_schemas(),
+                "schemas": {**component_schemas(), **bot_schemas()},
             },
         },
         indent=1,

@@ -36,6 +36,30 @@ TAG_PATTERN = "^[A-Za-z0-9_.:-]{1,64}$"
 """A tag (compared lower-cased): as ``tgbroadcast.core.rules.validation`` checks it."""
 LANGUAGE_CODE_PATTERN = "^[A-Za-z0-9_-]{1,35}$"
 MAX_FILTER_VALUES = 100
+BOT_PATTERN = "^[a-z0-9_-]{0,32}$"
+"""A bot's name, or empty: as absent (as the proto's empty ``bot``)."""
+BOT_OMITTED = "Absent or empty: the API token's only bot if it may use exactly one, else `default`."
+
+PAGE_SIZE: Schema = {
+    "name": "page_size",
+    "in": "query",
+    "description": "At most this many items (default 100, at most 1000).",
+    "schema": {"type": "integer", "minimum": 0, "maximum": 1000},
+}
+PAGE_TOKEN: Schema = {
+    "name": "page_token",
+    "in": "query",
+    "description": "`next_page_token` of the previous page.",
+    "schema": {"type": "string"},
+}
+BOT_PARAMETER: Schema = {
+    "name": "bot",
+    "in": "query",
+    "description": "The bot whose users these are; listing broadcasts, only this bot's. A bot "
+    "the API token may not use is a 403. Absent or empty: the token's only bot if it may use "
+    "exactly one, else `default` (listing broadcasts: every bot the token may use).",
+    "schema": {"type": "string", "pattern": BOT_PATTERN},
+}
 
 
 def ref(name: str) -> Schema:
@@ -234,6 +258,11 @@ def component_schemas() -> dict[str, Schema]:
                 "Fill `{field}` / `{field|fallback}` placeholders from each recipient's user "
                 "record: id, username, first_name, last_name, full_name, language_code."
             ),
+            "bot": string(
+                "The bot that sends it; its users are the audience. A bot the API token may "
+                "not use is a 403, one the service does not know a 400. " + BOT_OMITTED,
+                pattern=BOT_PATTERN,
+            ),
         },
         description="A broadcast: the content, and exactly one audience (`user_ids`, "
         "`all_users` or `filter`).",
@@ -247,6 +276,7 @@ def component_schemas() -> dict[str, Schema]:
             "all_users": string(enum=["true", "false"]),
             "allow_paid_broadcast": string(enum=["true", "false"]),
             "idempotency_key": string("As in the JSON body.", minLength=1, maxLength=255),
+            "bot": string("As in the JSON body.", pattern=BOT_PATTERN),
             "send_at": string("An RFC 3339 time, as in the JSON body.", format="date-time"),
             "callback_url": string("As in the JSON body.", format="uri"),
             "parse_mode": parse_mode_input,
@@ -283,6 +313,7 @@ def component_schemas() -> dict[str, Schema]:
     broadcast = obj(
         {
             "broadcast_id": int64(),
+            "bot": string("The bot that sends it (`default` for broadcasts from before bots)."),
             "status": ref("BroadcastStatus"),
             "total": int64("Distinct recipients."),
             "sent": int64(),
@@ -455,7 +486,10 @@ def component_schemas() -> dict[str, Schema]:
         ),
         "User": user,
         "UpsertUsersRequest": obj(
-            {"users": array(ref("UserInput"), minItems=1, maxItems=MAX_UPSERT_USERS)},
+            {
+                "users": array(ref("UserInput"), minItems=1, maxItems=MAX_UPSERT_USERS),
+                "bot": string("The bot whose users they are. " + BOT_OMITTED, pattern=BOT_PATTERN),
+            },
             required=("users",),
         ),
         "UserList": obj(

@@ -1,8 +1,9 @@
 """REST route of the content area: ``POST /v1/preview``.
 
 Body ``{"message": {...a SendMessage body...}, "user_id": N}`` (the message's audience
-fields are ignored); answer ``{"text", "album_captions", "parse_mode"}``: the text (or
-caption) and album captions as that user would receive them. 400 for an invalid message
+fields are ignored; its ``bot`` says whose user ``user_id`` is); answer
+``{"text", "album_captions", "parse_mode"}``: the text (or caption) and album captions as
+that user would receive them. 400 for an invalid message
 (field paths start with ``message.``), 404 for a user the service does not know.
 """
 
@@ -15,6 +16,7 @@ from pydantic import ValidationError
 
 from tgbroadcast.core.domain.errors import InvalidArgument
 from tgbroadcast.core.rules.validation import SendRequest
+from tgbroadcast.server.auth import bot_for
 from tgbroadcast.server.rest import content, params
 
 
@@ -36,7 +38,9 @@ async def preview_message(request: web.Request) -> web.Response:
         allow_paid_broadcast=message.allow_paid_broadcast,
         **content.send_fields(message),
     )
-    rendered = await params.service(request).preview_message(send, body.user_id)
+    rendered = await params.service(request).preview_message(
+        send, body.user_id, bot=bot_for(message.bot or "")
+    )
     answer: dict[str, Any] = {
         "text": rendered.text,
         "album_captions": list(rendered.album_captions),

@@ -56,6 +56,7 @@ def broadcast_json(report: BroadcastReport) -> dict[str, Any]:
     broadcast = report.broadcast
     return {
         "broadcast_id": broadcast.id,
+        "bot": broadcast.bot,
         "status": broadcast.status.value,
         "total": broadcast.total,
         "sent": broadcast.sent,

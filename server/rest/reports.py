@@ -33,6 +33,7 @@ from tgbroadcast.core.domain.errors import InvalidArgument
 from tgbroadcast.core.domain.model import Delivery
 from tgbroadcast.core.service.broadcasting import WatchUpdate
 from tgbroadcast.core.tasks import cancel_and_wait
+from tgbroadcast.server.auth import visible_bots
 from tgbroadcast.server.rest import params, rendering
 from tgbroadcast.server.streams import StreamClosing, TooManyWatchers, Watchers, WatchRefused
 
@@ -98,6 +99,7 @@ async def list_deliveries(request: web.Request) -> web.Response:
             outcomes=outcomes,
             page_size=params.page_size(request),
             page_token=params.page_token(request),
+            visible=visible_bots(),
         )
     except InvalidArgument as exc:
         raise params.renamed(exc, _RENAMED) from None
@@ -133,7 +135,8 @@ async def export_deliveries(request: web.Request) -> web.StreamResponse:
     broadcast_id = params.path_id(request, "broadcast_id")
     outcomes = _query(request, frozenset({"outcome"}))
     service = params.service(request)
-    async with aclosing(service.export_deliveries(broadcast_id, outcomes=outcomes)) as pages:
+    exported = service.export_deliveries(broadcast_id, outcomes=outcomes, visible=visible_bots())
+    async with aclosing(exported) as pages:
         # Bad input and unknown ids fail here, as problems. (Not ``anext(pages, ())``: on
         # CPython 3.11 that raises SystemError when the generator returns at once.)
         try:
@@ -206,7 +209,8 @@ async def watch_events(request: web.Request) -> web.StreamResponse:
     broadcast_id = params.path_id(request, "broadcast_id")
     _query(request, frozenset())
     service = params.service(request)
-    await service.get_broadcast(broadcast_id)  # an unknown broadcast is a 404 problem
+    visible = visible_bots()
+    await service.get_broadcast(broadcast_id, visible=visible)  # unknown or hidden: a 404
     if request.headers.get("Last-Event-ID", "").strip() == END_EVENT_ID:
         return web.Response(status=204)
     heartbeat = request.app[HEARTBEAT_KEY]
@@ -225,7 +229,7 @@ async def watch_events(request: web.Request) -> web.StreamResponse:
 
     async def follow() -> None:
         try:
-            async with aclosing(service.watch(broadcast_id)) as stream:
+            async with aclosing(service.watch(broadcast_id, visible=visible)) as stream:
                 async for update in stream:
                     await updates.put(update)
         except Exception as error:

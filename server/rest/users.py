@@ -1,15 +1,17 @@
-"""REST routes for users.
+"""REST routes for users: each bot's own (``bot`` in the body, ``?bot=`` elsewhere; absent:
+the token's only bot, else ``default``; a bot the token may not use is 403).
 
-* ``POST /v1/users`` — upsert users: ``{"users": [{"id", "username", ...,"tags"}]}`` →
-  ``{"upserted": N}``.
+* ``POST /v1/users`` — upsert users: ``{"users": [{"id", "username", ...,"tags"}], "bot"}``
+  → ``{"upserted": N}``.
 * ``GET /v1/users`` — a page of users, filtered by ``tag``, ``language_code``,
   ``active_only``.
 * ``GET /v1/users/{user_id}`` — the user (404 problem when unknown).
 * ``DELETE /v1/users/{user_id}`` — forget the user and its tags: 204 (404 when unknown).
-* ``POST /v1/users/import`` — a ``text/csv`` body (see :mod:`tgbroadcast.server.rest.users_csv`),
-  read as a stream and committed every 10,000 rows: ``{"imported": N}``. A bad line answers 400
-  naming it (``line 17.id``); the chunks before the one holding it stay committed and the problem's
-  ``imported`` says how many users they held.
+* ``POST /v1/users/import?bot=`` — a ``text/csv`` body (see
+  :mod:`tgbroadcast.server.rest.users_csv`), read as a stream and committed every 10,000
+  rows: ``{"imported": N}``. A bad line answers 400 naming it (``line 17.id``); the chunks
+  before the one holding it stay committed and the problem's ``imported`` says how many
+  users they held.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from pydantic import BaseModel, ConfigDict
 
 from tgbroadcast.core.domain.errors import ImportRefused, InvalidArgument
 from tgbroadcast.core.domain.model import UserFilter, UserProfile
+from tgbroadcast.server.auth import bot_for
 from tgbroadcast.server.rest import params, rendering
 from tgbroadcast.server.rest.users_csv import csv_chunks
 
@@ -50,6 +53,7 @@ class UserBody(_Body):
 
 class UpsertUsersBody(_Body):
     users: list[UserBody]
+    bot: str = ""
 
 
 def add_routes(app: web.Application) -> None:
@@ -66,6 +70,7 @@ def add_routes(app: web.Application) -> None:
 async def upsert_users(request: web.Request) -> web.Response:
     params.check_query(request)
     body = await params.json_body(request, UpsertUsersBody)
+    bot = bot_for(body.bot)
     count = await params.service(request).upsert_users(
         [
             UserProfile(
@@ -77,7 +82,8 @@ async def upsert_users(request: web.Request) -> web.Response:
                 tags=tuple(u.tags),
             )
             for u in body.users
-        ]
+        ],
+        bot=bot,
     )
     return web.json_response({"upserted": count})
 
@@ -88,9 +94,12 @@ _USER_FILTER_PARAMETERS = (("filter.tags", "tag"), ("filter.language_codes", "la
 async def list_users(request: web.Request) -> web.Response:
     """``?tag=..&tag=..`` (any of), ``?language_code=..`` (any of), ``?active_only=true``.
     Violations name the query parameter (``tag[1]``), not the proto's ``filter.tags[1]``."""
-    params.check_query(request, params.PAGE_PARAMETERS | {"tag", "language_code", "active_only"})
+    params.check_query(
+        request, params.PAGE_PARAMETERS | {"tag", "language_code", "active_only", "bot"}
+    )
     page_size = params.page_size(request)
     active_only = params.flag(request, "active_only")
+    bot = _bot(request)
     try:
         page = await params.service(request).list_users(
             page_size=page_size,
@@ -100,6 +109,7 @@ async def list_users(request: web.Request) -> web.Response:
                 language_codes=tuple(request.query.getall("language_code", ())),
             ),
             active_only=active_only,
+            bot=bot,
         )
     except InvalidArgument as exc:
         raise params.renamed(exc, _USER_FILTER_PARAMETERS) from None
@@ -113,26 +123,35 @@ async def list_users(request: web.Request) -> web.Response:
 
 async def get_user(request: web.Request) -> web.Response:
     user_id = params.path_chat_id(request, "user_id")
-    params.check_query(request)
-    user = await params.service(request).get_user(user_id)
+    params.check_query(request, _BOT)
+    user = await params.service(request).get_user(user_id, bot=_bot(request))
     return web.json_response(rendering.user_json(user))
 
 
 async def delete_user(request: web.Request) -> web.Response:
     user_id = params.path_chat_id(request, "user_id")
-    params.check_query(request)
-    await params.service(request).delete_user(user_id)
+    params.check_query(request, _BOT)
+    await params.service(request).delete_user(user_id, bot=_bot(request))
     return web.Response(status=204)
 
 
 async def import_users(request: web.Request) -> web.Response:
-    params.check_query(request)
+    params.check_query(request, _BOT)
     params.require_content_type(request, *sorted(CSV_TYPES, reverse=True))
+    bot = _bot(request)
     try:
-        imported = await params.service(request).import_users(csv_chunks(_lines(request)))
+        imported = await params.service(request).import_users(csv_chunks(_lines(request)), bot=bot)
     except ImportRefused as exc:
         return _import_refused_problem(exc)
     return web.json_response({"imported": imported})
+
+
+_BOT = frozenset({"bot"})
+
+
+def _bot(request: web.Request) -> str:
+    """The bot ``?bot=`` names, resolved for the caller (:func:`bot_for`)."""
+    return bot_for(params.single(request, "bot") or "")
 
 
 async def _lines(request: web.Request) -> AsyncIterator[bytes]:

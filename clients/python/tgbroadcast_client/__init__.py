@@ -20,7 +20,11 @@ tasks, scripts): the same constructor, the same methods, plain iterators::
             print(update.progress.sent, "of", update.progress.total)
 
 Calls return the generated protobuf messages of ``tgbroadcast.v1``; failures raise one of
-the errors below (see ``_errors`` for the tree).
+the errors below (see ``_errors`` for the tree). On a service with several bots, the calls
+that send, list broadcasts or touch users take ``bot="name"`` (without it the server picks
+the token's only bot, else ``default``), and ``create_bot`` / ``list_bots`` / ``get_bot`` /
+``delete_bot`` manage the bots. The command line is ``tgbroadcast send`` (``cli``) and
+``tgbroadcast bots`` (``cli_bots``).
 
 May import: ``tgbroadcast.v1`` only (it is the client: never the service).
 """

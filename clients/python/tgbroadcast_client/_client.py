@@ -25,6 +25,7 @@ from tgbroadcast_client._requests import (
     PathArg,
     StatusArg,
     channel_credentials,
+    create_bot_request,
     enum_name,
     enum_names,
     import_users_request,
@@ -66,6 +67,10 @@ class BroadcastClient:
     ready ``credentials``.
     Unary calls time out after ``timeout`` seconds (``None``: never); ``watch`` never does.
     Every failure raises a :class:`~tgbroadcast_client.BroadcastClientError` subclass.
+
+    Calls that send, list broadcasts or touch users take ``bot=`` (a bot's name): empty, the
+    server picks the token's only bot, else ``default``. A broadcast is found by its id
+    alone, so ``get``, ``watch`` and the controls take no bot.
     """
 
     def __init__(
@@ -125,7 +130,8 @@ class BroadcastClient:
     async def send(
         self, message: str = "", **fields: Unpack[MessageFields]
     ) -> pb.SendMessageResponse:
-        """Creates a broadcast; ``fields`` are :func:`message_request`'s keyword arguments.
+        """Creates a broadcast; ``fields`` are :func:`message_request`'s keyword arguments
+        (``bot=`` among them).
 
         Returns once the broadcast is stored: ``broadcast_id``, ``status``, ``total`` and
         ``replayed`` (an earlier request with the same ``idempotency_key`` created it).
@@ -159,10 +165,16 @@ class BroadcastClient:
             call.cancel()
 
     async def list_broadcasts(
-        self, *, statuses: Iterable[StatusArg] = (), page_size: int = 0, page_token: str = ""
+        self,
+        *,
+        statuses: Iterable[StatusArg] = (),
+        page_size: int = 0,
+        page_token: str = "",
+        bot: str = "",
     ) -> pb.ListBroadcastsResponse:
-        """One page of broadcasts, newest first (``next_page_token`` is empty on the last)."""
-        request = list_broadcasts_request(statuses, page_size, page_token)
+        """One page of broadcasts, newest first (``next_page_token`` is empty on the last):
+        ``bot``'s only, or (empty) those of every bot the token may use."""
+        request = list_broadcasts_request(statuses, page_size, page_token, bot)
         return await self._unary(self._stub.ListBroadcasts, request)
 
     async def cancel(self, broadcast_id: int) -> pb.Broadcast:
@@ -201,24 +213,28 @@ class BroadcastClient:
 
     # Users
 
-    async def upsert_users(self, users: Iterable[pb.User]) -> int:
-        """Creates or updates users by id (at most 10,000 a call); the number upserted."""
-        request = pb.UpsertUsersRequest(users=list(users))
+    async def upsert_users(self, users: Iterable[pb.User], *, bot: str = "") -> int:
+        """Creates or updates ``bot``'s users by id (at most 10,000 a call); the number
+        upserted."""
+        request = pb.UpsertUsersRequest(users=list(users), bot=bot)
         return (await self._unary(self._stub.UpsertUsers, request)).upserted
 
     async def import_users(
-        self, chunks: AsyncIterable[Iterable[pb.User]] | Iterable[Iterable[pb.User]]
+        self,
+        chunks: AsyncIterable[Iterable[pb.User]] | Iterable[Iterable[pb.User]],
+        *,
+        bot: str = "",
     ) -> int:
-        """Streams users in chunks (at most 10,000 each, each committed as it arrives); the
-        number imported over all chunks."""
+        """Streams ``bot``'s users in chunks (at most 10,000 each, each committed as it
+        arrives); the number imported over all chunks."""
 
         async def requests() -> AsyncIterator[pb.ImportUsersRequest]:
             if isinstance(chunks, AsyncIterable):
                 async for chunk in chunks:
-                    yield import_users_request(chunk)
+                    yield import_users_request(chunk, bot)
             else:
                 for chunk in chunks:
-                    yield import_users_request(chunk)
+                    yield import_users_request(chunk, bot)
 
         try:
             response = await self._stub.ImportUsers(
@@ -236,14 +252,16 @@ class BroadcastClient:
         active_only: bool = False,
         page_size: int = 0,
         page_token: str = "",
+        bot: str = "",
     ) -> pb.ListUsersResponse:
-        """One page of users, by id (``next_page_token`` is empty on the last)."""
+        """One page of ``bot``'s users, by id (``next_page_token`` is empty on the last)."""
         request = list_users_request(
             tags=tags,
             language_codes=language_codes,
             active_only=active_only,
             page_size=page_size,
             page_token=page_token,
+            bot=bot,
         )
         return await self._unary(self._stub.ListUsers, request)
 
@@ -254,8 +272,9 @@ class BroadcastClient:
         language_codes: Iterable[str] = (),
         active_only: bool = False,
         page_size: int = 0,
+        bot: str = "",
     ) -> AsyncIterator[pb.User]:
-        """Every matching user, by id, fetched a page at a time."""
+        """Every matching user of ``bot``, by id, fetched a page at a time."""
         tags, language_codes = list(tags), list(language_codes)
         page_token = ""
         while True:
@@ -265,6 +284,7 @@ class BroadcastClient:
                 active_only=active_only,
                 page_size=page_size,
                 page_token=page_token,
+                bot=bot,
             )
             for user in page.users:
                 yield user
@@ -272,11 +292,48 @@ class BroadcastClient:
                 return
             page_token = page.next_page_token
 
-    async def get_user(self, user_id: int) -> pb.User:
-        """One user; raises NotFound for an unknown id."""
-        request = pb.GetUserRequest(user_id=user_id)
+    async def get_user(self, user_id: int, *, bot: str = "") -> pb.User:
+        """One of ``bot``'s users; raises NotFound for an id it does not know."""
+        request = pb.GetUserRequest(user_id=user_id, bot=bot)
         return (await self._unary(self._stub.GetUser, request)).user
 
-    async def delete_user(self, user_id: int) -> None:
-        """Forgets the user (past deliveries are kept); raises NotFound for an unknown id."""
-        await self._unary(self._stub.DeleteUser, pb.DeleteUserRequest(user_id=user_id))
+    async def delete_user(self, user_id: int, *, bot: str = "") -> None:
+        """Forgets ``bot``'s user (past deliveries are kept); raises NotFound for an id it
+        does not know. The same id under another bot is another user, untouched."""
+        request = pb.DeleteUserRequest(user_id=user_id, bot=bot)
+        await self._unary(self._stub.DeleteUser, request)
+
+    # Bots (scope bots:admin)
+
+    async def create_bot(
+        self,
+        name: str,
+        token: str,
+        *,
+        rate_limit: float = 0.0,
+        paid_rate_limit: float = 0.0,
+        api_url: str = "",
+    ) -> pb.Bot:
+        """Adds a bot: the server checks ``token`` with Telegram's getMe (InvalidArgument on
+        field ``token`` with Telegram's description when it fails) and stores it encrypted;
+        it is never returned. Zero limits and an empty ``api_url`` take the server's
+        ``telegram:`` settings. AlreadyExists when the name (or the token) is taken;
+        FailedPrecondition when the server has no ``server.secret_key``."""
+        request = create_bot_request(
+            name, token, rate_limit=rate_limit, paid_rate_limit=paid_rate_limit, api_url=api_url
+        )
+        return (await self._unary(self._stub.CreateBot, request)).bot
+
+    async def list_bots(self) -> list[pb.Bot]:
+        """The bots the token may use, configured and created, by name."""
+        response = await self._unary(self._stub.ListBots, pb.ListBotsRequest())
+        return list(response.bots)
+
+    async def get_bot(self, name: str) -> pb.Bot:
+        """One bot; raises NotFound when unknown or not the token's."""
+        return (await self._unary(self._stub.GetBot, pb.GetBotRequest(name=name))).bot
+
+    async def delete_bot(self, name: str) -> None:
+        """Removes a bot created through the API; its broadcasts and users stay readable.
+        FailedPrecondition while it has unfinished broadcasts, or for a configured bot."""
+        await self._unary(self._stub.DeleteBot, pb.DeleteBotRequest(name=name))

@@ -5,10 +5,13 @@
     BroadcastClientError     any failed call; ``code`` (grpc.StatusCode) and ``details``
     ├── InvalidArgument      INVALID_ARGUMENT: ``violations`` names every offending field;
     │                        nothing was written
-    ├── NotFound             NOT_FOUND: no such broadcast or user
+    ├── NotFound             NOT_FOUND: no such broadcast, user or bot (or not the token's)
     ├── FailedPrecondition   FAILED_PRECONDITION: the broadcast's current state does not
-    │                        allow the move (the message names the state)
-    ├── AlreadyExists        ALREADY_EXISTS: an idempotency key reused with another request
+    │                        allow the move (the message names the state); a bot with
+    │                        unfinished broadcasts or a configured one cannot be deleted;
+    │                        no ``server.secret_key`` to store a bot's token with
+    ├── AlreadyExists        ALREADY_EXISTS: an idempotency key reused with another request,
+    │                        or a bot name (or token) already taken
     ├── Unauthenticated      UNAUTHENTICATED: no API token, or a wrong one
     ├── PermissionDenied     PERMISSION_DENIED: this address is not in the server's
     │                        ``server.allowed_networks``, or the token lacks the scope
@@ -65,15 +68,17 @@ class InvalidArgument(BroadcastClientError):
 
 
 class NotFound(BroadcastClientError):
-    """No such broadcast or user."""
+    """No such broadcast, user or bot, or one the token may not see."""
 
 
 class FailedPrecondition(BroadcastClientError):
-    """The broadcast's current state does not allow the move (cancel, pause, resume)."""
+    """The broadcast's current state does not allow the move (cancel, pause, resume), or
+    the bot cannot be created or deleted now (``details`` says why)."""
 
 
 class AlreadyExists(BroadcastClientError):
-    """The idempotency key was used before with a different request."""
+    """The idempotency key was used before with a different request, or the bot's name or
+    token is already taken."""
 
 
 class Unauthenticated(BroadcastClientError):

@@ -103,6 +103,7 @@ class MessageFields(TypedDict, total=False):
     send_at: datetime | None
     callback_url: str
     personalize: bool
+    bot: str
 
 
 def message_request(
@@ -129,10 +130,12 @@ def message_request(
     send_at: datetime | None = None,
     callback_url: str = "",
     personalize: bool = False,
+    bot: str = "",
 ) -> pb.SendMessageRequest:
     """A ``SendMessageRequest`` from keyword arguments (what ``send`` sends). The audience is
     ``user_ids``, ``all_users``, or a filter by ``tags`` and/or ``language_codes``; the
-    server refuses a request with none or several."""
+    server refuses a request with none or several. ``bot`` names the bot that sends it and
+    whose users the audience is; empty: the token's only bot, else ``default``."""
     request = pb.SendMessageRequest(
         message=message,
         media_type=media_type_value(media_type),
@@ -150,6 +153,7 @@ def message_request(
         idempotency_key=idempotency_key,
         callback_url=callback_url,
         personalize=personalize,
+        bot=bot,
     )
     filter_ = user_filter(tags, language_codes)
     if filter_ is not None:
@@ -174,12 +178,13 @@ def user_filter(tags: Iterable[str], language_codes: Iterable[str]) -> pb.UserFi
 
 
 def list_broadcasts_request(
-    statuses: Iterable[StatusArg], page_size: int, page_token: str
+    statuses: Iterable[StatusArg], page_size: int, page_token: str, bot: str = ""
 ) -> pb.ListBroadcastsRequest:
     return pb.ListBroadcastsRequest(
         statuses=[status_value(s) for s in statuses],
         page_size=page_size,
         page_token=page_token,
+        bot=bot,
     )
 
 
@@ -201,9 +206,10 @@ def list_users_request(
     active_only: bool,
     page_size: int,
     page_token: str,
+    bot: str = "",
 ) -> pb.ListUsersRequest:
     request = pb.ListUsersRequest(
-        page_size=page_size, page_token=page_token, active_only=active_only
+        page_size=page_size, page_token=page_token, active_only=active_only, bot=bot
     )
     filter_ = user_filter(tags, language_codes)
     if filter_ is not None:
@@ -211,9 +217,29 @@ def list_users_request(
     return request
 
 
-def import_users_request(chunk: Iterable[pb.User]) -> pb.ImportUsersRequest:
-    """One chunk of an ``ImportUsers`` stream (at most 10,000 users)."""
-    return pb.ImportUsersRequest(users=list(chunk))
+def import_users_request(chunk: Iterable[pb.User], bot: str = "") -> pb.ImportUsersRequest:
+    """One chunk of an ``ImportUsers`` stream (at most 10,000 users); every chunk names the
+    same ``bot`` (the server reads it from the first)."""
+    return pb.ImportUsersRequest(users=list(chunk), bot=bot)
+
+
+def create_bot_request(
+    name: str,
+    token: str,
+    *,
+    rate_limit: float = 0.0,
+    paid_rate_limit: float = 0.0,
+    api_url: str = "",
+) -> pb.CreateBotRequest:
+    """A ``CreateBotRequest``; zero limits and an empty ``api_url`` take the server's
+    ``telegram:`` settings. The message holds the bot token: never log it."""
+    return pb.CreateBotRequest(
+        name=name,
+        token=token,
+        rate_limit=rate_limit,
+        paid_rate_limit=paid_rate_limit,
+        api_url=api_url,
+    )
 
 
 @dataclass(frozen=True, slots=True)

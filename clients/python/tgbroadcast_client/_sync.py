@@ -26,6 +26,7 @@ from tgbroadcast_client._requests import (
     PathArg,
     StatusArg,
     channel_credentials,
+    create_bot_request,
     import_users_request,
     list_broadcasts_request,
     list_deliveries_request,
@@ -48,7 +49,8 @@ class Client:
     ready ``credentials``.
     Unary calls and ``import_users`` time out after ``timeout`` seconds (``None``: never);
     ``watch`` never does. Every failure raises a
-    :class:`~tgbroadcast_client.BroadcastClientError` subclass.
+    :class:`~tgbroadcast_client.BroadcastClientError` subclass. Calls that send, list
+    broadcasts or touch users take ``bot=``, as the async client's do.
 
     ``channel`` hands the client a ready ``grpc.Channel`` instead (your own options or
     interceptors, or ``grpc_testing``'s channel in tests); ``target`` then only names it.
@@ -117,7 +119,8 @@ class Client:
     # Broadcasts
 
     def send(self, message: str = "", **fields: Unpack[MessageFields]) -> pb.SendMessageResponse:
-        """Creates a broadcast; ``fields`` are :func:`message_request`'s keyword arguments.
+        """Creates a broadcast; ``fields`` are :func:`message_request`'s keyword arguments
+        (``bot=`` among them).
 
         Returns once the broadcast is stored: ``broadcast_id``, ``status``, ``total`` and
         ``replayed`` (an earlier request with the same ``idempotency_key`` created it).
@@ -152,10 +155,16 @@ class Client:
             call.cancel()
 
     def list_broadcasts(
-        self, *, statuses: Iterable[StatusArg] = (), page_size: int = 0, page_token: str = ""
+        self,
+        *,
+        statuses: Iterable[StatusArg] = (),
+        page_size: int = 0,
+        page_token: str = "",
+        bot: str = "",
     ) -> pb.ListBroadcastsResponse:
-        """One page of broadcasts, newest first (``next_page_token`` is empty on the last)."""
-        request = list_broadcasts_request(statuses, page_size, page_token)
+        """One page of broadcasts, newest first (``next_page_token`` is empty on the last):
+        ``bot``'s only, or (empty) those of every bot the token may use."""
+        request = list_broadcasts_request(statuses, page_size, page_token, bot)
         return self._unary(self._stub.ListBroadcasts, request)
 
     def cancel(self, broadcast_id: int) -> pb.Broadcast:
@@ -194,17 +203,19 @@ class Client:
 
     # Users
 
-    def upsert_users(self, users: Iterable[pb.User]) -> int:
-        """Creates or updates users by id (at most 10,000 a call); the number upserted."""
-        request = pb.UpsertUsersRequest(users=list(users))
+    def upsert_users(self, users: Iterable[pb.User], *, bot: str = "") -> int:
+        """Creates or updates ``bot``'s users by id (at most 10,000 a call); the number
+        upserted."""
+        request = pb.UpsertUsersRequest(users=list(users), bot=bot)
         return self._unary(self._stub.UpsertUsers, request).upserted
 
-    def import_users(self, chunks: Iterable[Iterable[pb.User]]) -> int:
-        """Streams users in chunks (at most 10,000 each, each committed as it arrives); the
-        number imported over all chunks. ``chunks`` is read lazily, from gRPC's thread."""
+    def import_users(self, chunks: Iterable[Iterable[pb.User]], *, bot: str = "") -> int:
+        """Streams ``bot``'s users in chunks (at most 10,000 each, each committed as it
+        arrives); the number imported over all chunks. ``chunks`` is read lazily, from
+        gRPC's thread."""
         try:
             response = self._stub.ImportUsers(
-                map(import_users_request, chunks),
+                (import_users_request(chunk, bot) for chunk in chunks),
                 metadata=self._options.metadata,
                 timeout=self._options.timeout,
             )
@@ -220,14 +231,16 @@ class Client:
         active_only: bool = False,
         page_size: int = 0,
         page_token: str = "",
+        bot: str = "",
     ) -> pb.ListUsersResponse:
-        """One page of users, by id (``next_page_token`` is empty on the last)."""
+        """One page of ``bot``'s users, by id (``next_page_token`` is empty on the last)."""
         request = list_users_request(
             tags=tags,
             language_codes=language_codes,
             active_only=active_only,
             page_size=page_size,
             page_token=page_token,
+            bot=bot,
         )
         return self._unary(self._stub.ListUsers, request)
 
@@ -238,8 +251,9 @@ class Client:
         language_codes: Iterable[str] = (),
         active_only: bool = False,
         page_size: int = 0,
+        bot: str = "",
     ) -> Iterator[pb.User]:
-        """Every matching user, by id, fetched a page at a time."""
+        """Every matching user of ``bot``, by id, fetched a page at a time."""
         tags, language_codes = list(tags), list(language_codes)
         page_token = ""
         while True:
@@ -249,17 +263,51 @@ class Client:
                 active_only=active_only,
                 page_size=page_size,
                 page_token=page_token,
+                bot=bot,
             )
             yield from page.users
             if not page.next_page_token:
                 return
             page_token = page.next_page_token
 
-    def get_user(self, user_id: int) -> pb.User:
-        """One user; raises NotFound for an unknown id."""
-        request = pb.GetUserRequest(user_id=user_id)
+    def get_user(self, user_id: int, *, bot: str = "") -> pb.User:
+        """One of ``bot``'s users; raises NotFound for an id it does not know."""
+        request = pb.GetUserRequest(user_id=user_id, bot=bot)
         return self._unary(self._stub.GetUser, request).user
 
-    def delete_user(self, user_id: int) -> None:
-        """Forgets the user (past deliveries are kept); raises NotFound for an unknown id."""
-        self._unary(self._stub.DeleteUser, pb.DeleteUserRequest(user_id=user_id))
+    def delete_user(self, user_id: int, *, bot: str = "") -> None:
+        """Forgets ``bot``'s user (past deliveries are kept); raises NotFound for an id it
+        does not know. The same id under another bot is another user, untouched."""
+        self._unary(self._stub.DeleteUser, pb.DeleteUserRequest(user_id=user_id, bot=bot))
+
+    # Bots (scope bots:admin)
+
+    def create_bot(
+        self,
+        name: str,
+        token: str,
+        *,
+        rate_limit: float = 0.0,
+        paid_rate_limit: float = 0.0,
+        api_url: str = "",
+    ) -> pb.Bot:
+        """Adds a bot, its ``token`` checked with getMe and stored encrypted (never
+        returned); as :meth:`BroadcastClient.create_bot
+        <tgbroadcast_client.BroadcastClient.create_bot>`."""
+        request = create_bot_request(
+            name, token, rate_limit=rate_limit, paid_rate_limit=paid_rate_limit, api_url=api_url
+        )
+        return self._unary(self._stub.CreateBot, request).bot
+
+    def list_bots(self) -> list[pb.Bot]:
+        """The bots the token may use, configured and created, by name."""
+        return list(self._unary(self._stub.ListBots, pb.ListBotsRequest()).bots)
+
+    def get_bot(self, name: str) -> pb.Bot:
+        """One bot; raises NotFound when unknown or not the token's."""
+        return self._unary(self._stub.GetBot, pb.GetBotRequest(name=name)).bot
+
+    def delete_bot(self, name: str) -> None:
+        """Removes a bot created through the API; its broadcasts and users stay readable.
+        FailedPrecondition while it has unfinished broadcasts, or for a configured bot."""
+        self._unary(self._stub.DeleteBot, pb.DeleteBotRequest(name=name))

@@ -19,14 +19,13 @@ Anything missing or out of place is a usage error (exit 2) before anything is se
 ``--parse-mode`` takes ``html`` or ``markdown_v2``, or Telegram's ``HTML`` / ``MarkdownV2``,
 in any case.
 
-TLS: ``--tls`` checks the server's certificate against the system's roots, ``--ca-file``
-against a private CA; ``--cert-file`` and ``--key-file`` present a client certificate to a
-server that requires mutual TLS. Each file may come from ``TGBROADCAST_CA_FILE``,
-``TGBROADCAST_CERT_FILE`` and ``TGBROADCAST_KEY_FILE``; any file implies ``--tls``.
+``--bot NAME`` (else ``TGBROADCAST_BOT``) names the bot that sends it and whose users the
+audience is; without it the server picks the token's only bot, else ``default``.
 
-The API token comes from ``--token``, else ``TGBROADCAST_TOKEN``, else the first of
-``TGB_SERVER_API_TOKEN`` (the server's own setting, for a shell that runs both). It is sent
-in the call metadata only: it never appears in the output.
+The address, the API token and TLS come from flags or the environment as
+:mod:`tgbroadcast_client.cli_connection` says; the token is sent in the call metadata only:
+it never appears in the output. ``tgbroadcast bots`` (:mod:`tgbroadcast_client.cli_bots`)
+manages the bots themselves.
 
 ``--watch`` follows the broadcast until it ends: a live progress bar on a terminal, plain
 progress lines otherwise (one per status change and per tenth of the recipients), then a
@@ -54,24 +53,40 @@ import grpc
 
 from tgbroadcast.v1 import broadcast_pb2 as pb
 from tgbroadcast_client._client import BroadcastClient
-from tgbroadcast_client._errors import BroadcastClientError, InvalidArgument
+from tgbroadcast_client._errors import BroadcastClientError
 from tgbroadcast_client._requests import (
     MessageFields,
-    channel_credentials,
     enum_name,
     enum_names,
     media_type_value,
     message_request,
 )
+from tgbroadcast_client.cli_connection import (
+    DEFAULT_TARGET,
+    EXIT_ERROR,
+    EXIT_INTERRUPTED,
+    EXIT_OK,
+    EXIT_USAGE,
+    TOKEN_VARIABLES,
+    add_connection_arguments,
+    credentials_of,
+    report_error,
+    token_from,
+)
 
-EXIT_OK = 0
-EXIT_ERROR = 1
-EXIT_USAGE = 2
+__all__ = [
+    "DEFAULT_TARGET",
+    "EXIT_BROADCAST_FAILED",
+    "EXIT_ERROR",
+    "EXIT_INTERRUPTED",
+    "EXIT_OK",
+    "EXIT_USAGE",
+    "TOKEN_VARIABLES",
+    "main",
+    "send",
+]
+
 EXIT_BROADCAST_FAILED = 3
-EXIT_INTERRUPTED = 130
-
-DEFAULT_TARGET = "127.0.0.1:50051"
-TOKEN_VARIABLES = ("TGBROADCAST_TOKEN", "TGB_SERVER_API_TOKEN")
 
 
 def main(
@@ -90,15 +105,13 @@ def main(
         args = parser.parse_args(argv)
     except SystemExit as exc:  # argparse has printed the usage and the problem
         return exc.code if isinstance(exc.code, int) else EXIT_USAGE
-    token = args.token or _token_from(environ)
+    token = args.token or token_from(environ)
     if not token:
         print("tgbroadcast send: no API token: pass --token or set TGBROADCAST_TOKEN", file=err)
         return EXIT_USAGE
     try:
         request = _request(args)
-        credentials = channel_credentials(
-            args.tls, None, ca_file=args.ca_file, cert_file=args.cert_file, key_file=args.key_file
-        )
+        credentials = credentials_of(args)
     except (OSError, ValueError) as exc:
         print(f"tgbroadcast send: {exc}", file=err)
         return EXIT_USAGE
@@ -119,57 +132,18 @@ def main(
         return EXIT_INTERRUPTED
 
 
-def _token_from(environ: Mapping[str, str]) -> str:
-    for name in TOKEN_VARIABLES:
-        # The server's setting may list several tokens (rotation): any one works.
-        token = environ.get(name, "").split(",")[0].strip()
-        if token:
-            return token
-    return ""
-
-
-def _path_from(environ: Mapping[str, str], name: str) -> Path | None:
-    value = environ.get(name, "").strip()
-    return Path(value) if value else None
-
-
 def _parser(environ: Mapping[str, str]) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="tgbroadcast send",
         description="Send a broadcast through the service's gRPC API.",
     )
+    add_connection_arguments(parser, environ)
     parser.add_argument(
-        "--target",
-        default=environ.get("TGBROADCAST_TARGET", DEFAULT_TARGET),
-        help=f"the gRPC API, host:port (default: $TGBROADCAST_TARGET or {DEFAULT_TARGET})",
-    )
-    parser.add_argument(
-        "--token",
-        default="",
-        help="an API token (default: $TGBROADCAST_TOKEN, else $TGB_SERVER_API_TOKEN)",
-    )
-    tls_help = "(default: ${}; implies --tls)"
-    parser.add_argument(
-        "--tls", "--secure", action="store_true", help="connect over TLS (the system's roots)"
-    )
-    parser.add_argument(
-        "--ca-file",
-        type=Path,
-        default=_path_from(environ, "TGBROADCAST_CA_FILE"),
-        help="PEM CA that signed the server's certificate "
-        + tls_help.format("TGBROADCAST_CA_FILE"),
-    )
-    parser.add_argument(
-        "--cert-file",
-        type=Path,
-        default=_path_from(environ, "TGBROADCAST_CERT_FILE"),
-        help="PEM client certificate, for mutual TLS " + tls_help.format("TGBROADCAST_CERT_FILE"),
-    )
-    parser.add_argument(
-        "--key-file",
-        type=Path,
-        default=_path_from(environ, "TGBROADCAST_KEY_FILE"),
-        help="PEM key of --cert-file " + tls_help.format("TGBROADCAST_KEY_FILE"),
+        "--bot",
+        default=environ.get("TGBROADCAST_BOT", ""),
+        metavar="NAME",
+        help="the bot that sends it (default: $TGBROADCAST_BOT, else the token's only bot, "
+        "else default)",
     )
     parser.add_argument("--message", default="", help="the text, or the caption of media")
     media_types = enum_names("MediaType")
@@ -405,6 +379,7 @@ def _request(args: argparse.Namespace) -> pb.SendMessageRequest:
         "idempotency_key": args.idempotency_key,
         "disable_notification": args.silent,
         "send_at": args.send_at,
+        "bot": args.bot,
     }
     return message_request(args.message, **fields)
 
@@ -444,16 +419,8 @@ async def send(
             finally:
                 view.close()
             broadcast = await client.get(sent.broadcast_id)
-    except InvalidArgument as exc:
-        print(f"tgbroadcast send: {exc.code.name}: the request is invalid", file=stderr)
-        for violation in exc.violations:
-            print(f"  {violation.field}: {violation.description}", file=stderr)
-        if not exc.violations:
-            print(f"  {exc.details}", file=stderr)
-        return EXIT_ERROR
     except BroadcastClientError as exc:
-        print(f"tgbroadcast send: {exc}", file=stderr)
-        return EXIT_ERROR
+        return report_error("tgbroadcast send", exc, stderr)
     _print_summary(broadcast, time.monotonic() - started, stdout)
     if broadcast.status == pb.BROADCAST_STATUS_COMPLETED:
         return EXIT_OK

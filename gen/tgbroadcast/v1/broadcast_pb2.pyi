@@ -278,6 +278,7 @@ class SendMessageRequest(_message.Message):
     SEND_AT_FIELD_NUMBER: _builtins.int
     CALLBACK_URL_FIELD_NUMBER: _builtins.int
     PERSONALIZE_FIELD_NUMBER: _builtins.int
+    BOT_FIELD_NUMBER: _builtins.int
     message: _builtins.str
     """The text, or the caption of a media message."""
     media_type: Global___MediaType.ValueType
@@ -325,6 +326,10 @@ class SendMessageRequest(_message.Message):
     last_name, full_name, language_code. Values and fallbacks are escaped
     for `parse_mode`. `{{` and `}}` are literal braces. A malformed template
     is refused with INVALID_ARGUMENT.
+    """
+    bot: _builtins.str
+    """The bot that sends it (`[a-z0-9_-]{1,32}`). Empty: the token's only bot
+    when it may use exactly one, else `default`.
     """
     @_builtins.property
     def user_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.int]:
@@ -391,10 +396,11 @@ class SendMessageRequest(_message.Message):
         send_at: _timestamp_pb2.Timestamp | None = ...,
         callback_url: _builtins.str = ...,
         personalize: _builtins.bool = ...,
+        bot: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["filter", b"filter", "link_preview_options", b"link_preview_options", "reply_markup", b"reply_markup", "send_at", b"send_at", "source", b"source"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["album", b"album", "all_users", b"all_users", "allow_paid_broadcast", b"allow_paid_broadcast", "callback_url", b"callback_url", "disable_notification", b"disable_notification", "entities", b"entities", "filter", b"filter", "idempotency_key", b"idempotency_key", "link_preview_options", b"link_preview_options", "media_data", b"media_data", "media_filename", b"media_filename", "media_type", b"media_type", "media_url", b"media_url", "message", b"message", "parse_mode", b"parse_mode", "personalize", b"personalize", "protect_content", b"protect_content", "reply_markup", b"reply_markup", "send_at", b"send_at", "source", b"source", "user_ids", b"user_ids"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["album", b"album", "all_users", b"all_users", "allow_paid_broadcast", b"allow_paid_broadcast", "bot", b"bot", "callback_url", b"callback_url", "disable_notification", b"disable_notification", "entities", b"entities", "filter", b"filter", "idempotency_key", b"idempotency_key", "link_preview_options", b"link_preview_options", "media_data", b"media_data", "media_filename", b"media_filename", "media_type", b"media_type", "media_url", b"media_url", "message", b"message", "parse_mode", b"parse_mode", "personalize", b"personalize", "protect_content", b"protect_content", "reply_markup", b"reply_markup", "send_at", b"send_at", "source", b"source", "user_ids", b"user_ids"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -769,6 +775,7 @@ class Broadcast(_message.Message):
     CALLBACK_URL_FIELD_NUMBER: _builtins.int
     CREATED_BY_FIELD_NUMBER: _builtins.int
     ACTIONS_FIELD_NUMBER: _builtins.int
+    BOT_FIELD_NUMBER: _builtins.int
     broadcast_id: _builtins.int
     status: Global___BroadcastStatus.ValueType
     total: _builtins.int
@@ -793,6 +800,8 @@ class Broadcast(_message.Message):
     SHA-256); never the token. Empty for broadcasts stored before names
     were recorded.
     """
+    bot: _builtins.str
+    """The bot that sends it."""
     @_builtins.property
     def created_at(self) -> _timestamp_pb2.Timestamp: ...
     @_builtins.property
@@ -844,10 +853,11 @@ class Broadcast(_message.Message):
         callback_url: _builtins.str = ...,
         created_by: _builtins.str = ...,
         actions: _abc.Iterable[Global___BroadcastAction] | None = ...,
+        bot: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["created_at", b"created_at", "finished_at", b"finished_at", "send_at", b"send_at", "started_at", b"started_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["actions", b"actions", "allow_paid_broadcast", b"allow_paid_broadcast", "broadcast_id", b"broadcast_id", "callback_url", b"callback_url", "created_at", b"created_at", "created_by", b"created_by", "error", b"error", "failed", b"failed", "finished_at", b"finished_at", "idempotency_key", b"idempotency_key", "media_type", b"media_type", "media_url", b"media_url", "message", b"message", "outcome_counts", b"outcome_counts", "parse_mode", b"parse_mode", "pending", b"pending", "send_at", b"send_at", "sent", b"sent", "started_at", b"started_at", "status", b"status", "total", b"total"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["actions", b"actions", "allow_paid_broadcast", b"allow_paid_broadcast", "bot", b"bot", "broadcast_id", b"broadcast_id", "callback_url", b"callback_url", "created_at", b"created_at", "created_by", b"created_by", "error", b"error", "failed", b"failed", "finished_at", b"finished_at", "idempotency_key", b"idempotency_key", "media_type", b"media_type", "media_url", b"media_url", "message", b"message", "outcome_counts", b"outcome_counts", "parse_mode", b"parse_mode", "pending", b"pending", "send_at", b"send_at", "sent", b"sent", "started_at", b"started_at", "status", b"status", "total", b"total"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -894,10 +904,13 @@ class ListBroadcastsRequest(_message.Message):
     STATUSES_FIELD_NUMBER: _builtins.int
     PAGE_SIZE_FIELD_NUMBER: _builtins.int
     PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    BOT_FIELD_NUMBER: _builtins.int
     page_size: _builtins.int
     """At most this many broadcasts (default 100, at most 1000)."""
     page_token: _builtins.str
     """`next_page_token` of the previous page."""
+    bot: _builtins.str
+    """Only this bot's broadcasts; empty: those of every bot the token may use."""
     @_builtins.property
     def statuses(self) -> _containers.RepeatedScalarFieldContainer[Global___BroadcastStatus.ValueType]:
         """Only broadcasts in one of these states; empty means all."""
@@ -908,10 +921,11 @@ class ListBroadcastsRequest(_message.Message):
         statuses: _abc.Iterable[Global___BroadcastStatus.ValueType] | None = ...,
         page_size: _builtins.int = ...,
         page_token: _builtins.str = ...,
+        bot: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["page_size", b"page_size", "page_token", b"page_token", "statuses", b"statuses"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["bot", b"bot", "page_size", b"page_size", "page_token", b"page_token", "statuses", b"statuses"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -1364,6 +1378,11 @@ class UpsertUsersRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     USERS_FIELD_NUMBER: _builtins.int
+    BOT_FIELD_NUMBER: _builtins.int
+    bot: _builtins.str
+    """The bot whose users they are. Empty: the token's only bot when it may
+    use exactly one, else `default`.
+    """
     @_builtins.property
     def users(self) -> _containers.RepeatedCompositeFieldContainer[Global___User]:
         """At most 10,000 users; an id given twice is refused."""
@@ -1372,10 +1391,11 @@ class UpsertUsersRequest(_message.Message):
         self,
         *,
         users: _abc.Iterable[Global___User] | None = ...,
+        bot: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["users", b"users"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["bot", b"bot", "users", b"users"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -1406,6 +1426,11 @@ class ImportUsersRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     USERS_FIELD_NUMBER: _builtins.int
+    BOT_FIELD_NUMBER: _builtins.int
+    bot: _builtins.str
+    """The bot whose users they are, read from the first chunk (later chunks
+    must name the same bot or none). Empty: as in `UpsertUsersRequest.bot`.
+    """
     @_builtins.property
     def users(self) -> _containers.RepeatedCompositeFieldContainer[Global___User]:
         """One chunk: at most 10,000 users. An id repeated within a chunk is
@@ -1416,10 +1441,11 @@ class ImportUsersRequest(_message.Message):
         self,
         *,
         users: _abc.Iterable[Global___User] | None = ...,
+        bot: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["users", b"users"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["bot", b"bot", "users", b"users"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -1453,12 +1479,15 @@ class ListUsersRequest(_message.Message):
     PAGE_TOKEN_FIELD_NUMBER: _builtins.int
     FILTER_FIELD_NUMBER: _builtins.int
     ACTIVE_ONLY_FIELD_NUMBER: _builtins.int
+    BOT_FIELD_NUMBER: _builtins.int
     page_size: _builtins.int
     """At most this many users (default 100, at most 1000)."""
     page_token: _builtins.str
     """`next_page_token` of the previous page."""
     active_only: _builtins.bool
     """Leave out inactive users."""
+    bot: _builtins.str
+    """The bot whose users to list. Empty: as in `UpsertUsersRequest.bot`."""
     @_builtins.property
     def filter(self) -> Global___UserFilter:
         """Only users matching this filter (active or not, see `active_only`)."""
@@ -1470,10 +1499,11 @@ class ListUsersRequest(_message.Message):
         page_token: _builtins.str = ...,
         filter: Global___UserFilter | None = ...,
         active_only: _builtins.bool = ...,
+        bot: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["filter", b"filter"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["active_only", b"active_only", "filter", b"filter", "page_size", b"page_size", "page_token", b"page_token"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["active_only", b"active_only", "bot", b"bot", "filter", b"filter", "page_size", b"page_size", "page_token", b"page_token"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -1508,15 +1538,19 @@ class GetUserRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     USER_ID_FIELD_NUMBER: _builtins.int
+    BOT_FIELD_NUMBER: _builtins.int
     user_id: _builtins.int
+    bot: _builtins.str
+    """The bot whose user it is. Empty: as in `UpsertUsersRequest.bot`."""
     def __init__(
         self,
         *,
         user_id: _builtins.int = ...,
+        bot: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["user_id", b"user_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["bot", b"bot", "user_id", b"user_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -1547,15 +1581,19 @@ class DeleteUserRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     USER_ID_FIELD_NUMBER: _builtins.int
+    BOT_FIELD_NUMBER: _builtins.int
     user_id: _builtins.int
+    bot: _builtins.str
+    """The bot whose user it is. Empty: as in `UpsertUsersRequest.bot`."""
     def __init__(
         self,
         *,
         user_id: _builtins.int = ...,
+        bot: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["user_id", b"user_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["bot", b"bot", "user_id", b"user_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -1575,3 +1613,222 @@ class DeleteUserResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___DeleteUserResponse: _TypeAlias = DeleteUserResponse  # noqa: Y015
+
+@_typing.final
+class Bot(_message.Message):
+    """Bot is a Telegram bot the service sends with. Its token is never returned."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAME_FIELD_NUMBER: _builtins.int
+    BOT_ID_FIELD_NUMBER: _builtins.int
+    USERNAME_FIELD_NUMBER: _builtins.int
+    RATE_LIMIT_FIELD_NUMBER: _builtins.int
+    PAID_RATE_LIMIT_FIELD_NUMBER: _builtins.int
+    API_URL_FIELD_NUMBER: _builtins.int
+    SOURCE_FIELD_NUMBER: _builtins.int
+    CREATED_AT_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    """`[a-z0-9_-]{1,32}`; `default` is `telegram.token`."""
+    bot_id: _builtins.int
+    """Telegram's id of the bot (the token's leading digits)."""
+    username: _builtins.str
+    """The bot's username as getMe answered it; empty for a configured bot."""
+    rate_limit: _builtins.float
+    """Messages per second across every worker, free and paid broadcasts."""
+    paid_rate_limit: _builtins.float
+    api_url: _builtins.str
+    """The Bot API server it talks to."""
+    source: _builtins.str
+    """Where it is defined: "config" (`telegram.token`, `bots:`) or "api"
+    (CreateBot).
+    """
+    @_builtins.property
+    def created_at(self) -> _timestamp_pb2.Timestamp:
+        """When CreateBot stored it; unset for a configured bot."""
+
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+        bot_id: _builtins.int = ...,
+        username: _builtins.str = ...,
+        rate_limit: _builtins.float = ...,
+        paid_rate_limit: _builtins.float = ...,
+        api_url: _builtins.str = ...,
+        source: _builtins.str = ...,
+        created_at: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["created_at", b"created_at"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["api_url", b"api_url", "bot_id", b"bot_id", "created_at", b"created_at", "name", b"name", "paid_rate_limit", b"paid_rate_limit", "rate_limit", b"rate_limit", "source", b"source", "username", b"username"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Bot: _TypeAlias = Bot  # noqa: Y015
+
+@_typing.final
+class CreateBotRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAME_FIELD_NUMBER: _builtins.int
+    TOKEN_FIELD_NUMBER: _builtins.int
+    RATE_LIMIT_FIELD_NUMBER: _builtins.int
+    PAID_RATE_LIMIT_FIELD_NUMBER: _builtins.int
+    API_URL_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    """`[a-z0-9_-]{1,32}`, unique among configured and created bots."""
+    token: _builtins.str
+    """The bot token from @BotFather. Stored encrypted; never returned."""
+    rate_limit: _builtins.float
+    """Messages per second; 0: `telegram.rate_limit`."""
+    paid_rate_limit: _builtins.float
+    """Messages per second of paid broadcasts; 0: `telegram.paid_rate_limit`."""
+    api_url: _builtins.str
+    """The Bot API server; empty: `telegram.api_url`."""
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+        token: _builtins.str = ...,
+        rate_limit: _builtins.float = ...,
+        paid_rate_limit: _builtins.float = ...,
+        api_url: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["api_url", b"api_url", "name", b"name", "paid_rate_limit", b"paid_rate_limit", "rate_limit", b"rate_limit", "token", b"token"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CreateBotRequest: _TypeAlias = CreateBotRequest  # noqa: Y015
+
+@_typing.final
+class CreateBotResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    BOT_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def bot(self) -> Global___Bot: ...
+    def __init__(
+        self,
+        *,
+        bot: Global___Bot | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["bot", b"bot"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["bot", b"bot"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CreateBotResponse: _TypeAlias = CreateBotResponse  # noqa: Y015
+
+@_typing.final
+class ListBotsRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    def __init__(
+        self,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListBotsRequest: _TypeAlias = ListBotsRequest  # noqa: Y015
+
+@_typing.final
+class ListBotsResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    BOTS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def bots(self) -> _containers.RepeatedCompositeFieldContainer[Global___Bot]:
+        """By name."""
+
+    def __init__(
+        self,
+        *,
+        bots: _abc.Iterable[Global___Bot] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["bots", b"bots"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListBotsResponse: _TypeAlias = ListBotsResponse  # noqa: Y015
+
+@_typing.final
+class GetBotRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAME_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["name", b"name"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetBotRequest: _TypeAlias = GetBotRequest  # noqa: Y015
+
+@_typing.final
+class GetBotResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    BOT_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def bot(self) -> Global___Bot: ...
+    def __init__(
+        self,
+        *,
+        bot: Global___Bot | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["bot", b"bot"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["bot", b"bot"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetBotResponse: _TypeAlias = GetBotResponse  # noqa: Y015
+
+@_typing.final
+class DeleteBotRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAME_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["name", b"name"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DeleteBotRequest: _TypeAlias = DeleteBotRequest  # noqa: Y015
+
+@_typing.final
+class DeleteBotResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    def __init__(
+        self,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DeleteBotResponse: _TypeAlias = DeleteBotResponse  # noqa: Y015

@@ -26,8 +26,8 @@ if _version_not_supported:
 
 
 class BroadcastServiceStub:
-    """BroadcastService creates broadcasts, reports on them and manages the bot's
-    users.
+    """BroadcastService creates broadcasts, reports on them and manages the bots
+    and each bot's users.
     """
 
     def __init__(self, channel):
@@ -106,11 +106,31 @@ class BroadcastServiceStub:
                 request_serializer=tgbroadcast_dot_v1_dot_broadcast__pb2.DeleteUserRequest.SerializeToString,
                 response_deserializer=tgbroadcast_dot_v1_dot_broadcast__pb2.DeleteUserResponse.FromString,
                 _registered_method=True)
+        self.CreateBot = channel.unary_unary(
+                '/tgbroadcast.v1.BroadcastService/CreateBot',
+                request_serializer=tgbroadcast_dot_v1_dot_broadcast__pb2.CreateBotRequest.SerializeToString,
+                response_deserializer=tgbroadcast_dot_v1_dot_broadcast__pb2.CreateBotResponse.FromString,
+                _registered_method=True)
+        self.ListBots = channel.unary_unary(
+                '/tgbroadcast.v1.BroadcastService/ListBots',
+                request_serializer=tgbroadcast_dot_v1_dot_broadcast__pb2.ListBotsRequest.SerializeToString,
+                response_deserializer=tgbroadcast_dot_v1_dot_broadcast__pb2.ListBotsResponse.FromString,
+                _registered_method=True)
+        self.GetBot = channel.unary_unary(
+                '/tgbroadcast.v1.BroadcastService/GetBot',
+                request_serializer=tgbroadcast_dot_v1_dot_broadcast__pb2.GetBotRequest.SerializeToString,
+                response_deserializer=tgbroadcast_dot_v1_dot_broadcast__pb2.GetBotResponse.FromString,
+                _registered_method=True)
+        self.DeleteBot = channel.unary_unary(
+                '/tgbroadcast.v1.BroadcastService/DeleteBot',
+                request_serializer=tgbroadcast_dot_v1_dot_broadcast__pb2.DeleteBotRequest.SerializeToString,
+                response_deserializer=tgbroadcast_dot_v1_dot_broadcast__pb2.DeleteBotResponse.FromString,
+                _registered_method=True)
 
 
 class BroadcastServiceServicer:
-    """BroadcastService creates broadcasts, reports on them and manages the bot's
-    users.
+    """BroadcastService creates broadcasts, reports on them and manages the bots
+    and each bot's users.
     """
 
     def SendMessage(self, request, context):
@@ -230,6 +250,39 @@ class BroadcastServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def CreateBot(self, request, context):
+        """CreateBot adds a bot (scope `bots:admin`): its token is checked with
+        Telegram's getMe (INVALID_ARGUMENT with Telegram's description when it
+        fails) and stored encrypted with `server.secret_key`; it is never
+        returned. A name already taken fails with ALREADY_EXISTS.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListBots(self, request, context):
+        """ListBots lists the bots the token may use, configured and created, by name.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetBot(self, request, context):
+        """GetBot returns one bot (NOT_FOUND when unknown or not the token's).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DeleteBot(self, request, context):
+        """DeleteBot removes a bot created through the API (FAILED_PRECONDITION
+        while it has unfinished broadcasts, or when it is configured in the
+        `bots:` settings). Its broadcasts and users stay readable.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_BroadcastServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -303,6 +356,26 @@ def add_BroadcastServiceServicer_to_server(servicer, server):
                     request_deserializer=tgbroadcast_dot_v1_dot_broadcast__pb2.DeleteUserRequest.FromString,
                     response_serializer=tgbroadcast_dot_v1_dot_broadcast__pb2.DeleteUserResponse.SerializeToString,
             ),
+            'CreateBot': grpc.unary_unary_rpc_method_handler(
+                    servicer.CreateBot,
+                    request_deserializer=tgbroadcast_dot_v1_dot_broadcast__pb2.CreateBotRequest.FromString,
+                    response_serializer=tgbroadcast_dot_v1_dot_broadcast__pb2.CreateBotResponse.SerializeToString,
+            ),
+            'ListBots': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListBots,
+                    request_deserializer=tgbroadcast_dot_v1_dot_broadcast__pb2.ListBotsRequest.FromString,
+                    response_serializer=tgbroadcast_dot_v1_dot_broadcast__pb2.ListBotsResponse.SerializeToString,
+            ),
+            'GetBot': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetBot,
+                    request_deserializer=tgbroadcast_dot_v1_dot_broadcast__pb2.GetBotRequest.FromString,
+                    response_serializer=tgbroadcast_dot_v1_dot_broadcast__pb2.GetBotResponse.SerializeToString,
+            ),
+            'DeleteBot': grpc.unary_unary_rpc_method_handler(
+                    servicer.DeleteBot,
+                    request_deserializer=tgbroadcast_dot_v1_dot_broadcast__pb2.DeleteBotRequest.FromString,
+                    response_serializer=tgbroadcast_dot_v1_dot_broadcast__pb2.DeleteBotResponse.SerializeToString,
+            ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
             'tgbroadcast.v1.BroadcastService', rpc_method_handlers)
@@ -312,8 +385,8 @@ def add_BroadcastServiceServicer_to_server(servicer, server):
 
  # This class is part of an EXPERIMENTAL API.
 class BroadcastService:
-    """BroadcastService creates broadcasts, reports on them and manages the bot's
-    users.
+    """BroadcastService creates broadcasts, reports on them and manages the bots
+    and each bot's users.
     """
 
     @staticmethod
@@ -684,6 +757,114 @@ class BroadcastService:
             '/tgbroadcast.v1.BroadcastService/DeleteUser',
             tgbroadcast_dot_v1_dot_broadcast__pb2.DeleteUserRequest.SerializeToString,
             tgbroadcast_dot_v1_dot_broadcast__pb2.DeleteUserResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CreateBot(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/tgbroadcast.v1.BroadcastService/CreateBot',
+            tgbroadcast_dot_v1_dot_broadcast__pb2.CreateBotRequest.SerializeToString,
+            tgbroadcast_dot_v1_dot_broadcast__pb2.CreateBotResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListBots(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/tgbroadcast.v1.BroadcastService/ListBots',
+            tgbroadcast_dot_v1_dot_broadcast__pb2.ListBotsRequest.SerializeToString,
+            tgbroadcast_dot_v1_dot_broadcast__pb2.ListBotsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetBot(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/tgbroadcast.v1.BroadcastService/GetBot',
+            tgbroadcast_dot_v1_dot_broadcast__pb2.GetBotRequest.SerializeToString,
+            tgbroadcast_dot_v1_dot_broadcast__pb2.GetBotResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DeleteBot(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/tgbroadcast.v1.BroadcastService/DeleteBot',
+            tgbroadcast_dot_v1_dot_broadcast__pb2.DeleteBotRequest.SerializeToString,
+            tgbroadcast_dot_v1_dot_broadcast__pb2.DeleteBotResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -36,8 +36,8 @@ GRPC_GENERATED_VERSION: str
 GRPC_VERSION: str
 
 class BroadcastServiceStub:
-    """BroadcastService creates broadcasts, reports on them and manages the bot's
-    users.
+    """BroadcastService creates broadcasts, reports on them and manages the bots
+    and each bot's users.
     """
 
     @_typing.overload
@@ -100,11 +100,26 @@ class BroadcastServiceStub:
     """GetUser returns one user (NOT_FOUND when unknown)."""
     DeleteUser: _grpc.UnaryUnaryMultiCallable[_broadcast_pb2.DeleteUserRequest, _broadcast_pb2.DeleteUserResponse]
     """DeleteUser forgets a user and its tags; past deliveries to it are kept."""
+    CreateBot: _grpc.UnaryUnaryMultiCallable[_broadcast_pb2.CreateBotRequest, _broadcast_pb2.CreateBotResponse]
+    """CreateBot adds a bot (scope `bots:admin`): its token is checked with
+    Telegram's getMe (INVALID_ARGUMENT with Telegram's description when it
+    fails) and stored encrypted with `server.secret_key`; it is never
+    returned. A name already taken fails with ALREADY_EXISTS.
+    """
+    ListBots: _grpc.UnaryUnaryMultiCallable[_broadcast_pb2.ListBotsRequest, _broadcast_pb2.ListBotsResponse]
+    """ListBots lists the bots the token may use, configured and created, by name."""
+    GetBot: _grpc.UnaryUnaryMultiCallable[_broadcast_pb2.GetBotRequest, _broadcast_pb2.GetBotResponse]
+    """GetBot returns one bot (NOT_FOUND when unknown or not the token's)."""
+    DeleteBot: _grpc.UnaryUnaryMultiCallable[_broadcast_pb2.DeleteBotRequest, _broadcast_pb2.DeleteBotResponse]
+    """DeleteBot removes a bot created through the API (FAILED_PRECONDITION
+    while it has unfinished broadcasts, or when it is configured in the
+    `bots:` settings). Its broadcasts and users stay readable.
+    """
 
 @_typing.type_check_only
 class BroadcastServiceAsyncStub(BroadcastServiceStub):
-    """BroadcastService creates broadcasts, reports on them and manages the bot's
-    users.
+    """BroadcastService creates broadcasts, reports on them and manages the bots
+    and each bot's users.
     """
 
     def __init__(self, channel: _aio.Channel) -> None: ...
@@ -164,10 +179,25 @@ class BroadcastServiceAsyncStub(BroadcastServiceStub):
     """GetUser returns one user (NOT_FOUND when unknown)."""
     DeleteUser: _aio.UnaryUnaryMultiCallable[_broadcast_pb2.DeleteUserRequest, _broadcast_pb2.DeleteUserResponse]  # type: ignore[assignment]
     """DeleteUser forgets a user and its tags; past deliveries to it are kept."""
+    CreateBot: _aio.UnaryUnaryMultiCallable[_broadcast_pb2.CreateBotRequest, _broadcast_pb2.CreateBotResponse]  # type: ignore[assignment]
+    """CreateBot adds a bot (scope `bots:admin`): its token is checked with
+    Telegram's getMe (INVALID_ARGUMENT with Telegram's description when it
+    fails) and stored encrypted with `server.secret_key`; it is never
+    returned. A name already taken fails with ALREADY_EXISTS.
+    """
+    ListBots: _aio.UnaryUnaryMultiCallable[_broadcast_pb2.ListBotsRequest, _broadcast_pb2.ListBotsResponse]  # type: ignore[assignment]
+    """ListBots lists the bots the token may use, configured and created, by name."""
+    GetBot: _aio.UnaryUnaryMultiCallable[_broadcast_pb2.GetBotRequest, _broadcast_pb2.GetBotResponse]  # type: ignore[assignment]
+    """GetBot returns one bot (NOT_FOUND when unknown or not the token's)."""
+    DeleteBot: _aio.UnaryUnaryMultiCallable[_broadcast_pb2.DeleteBotRequest, _broadcast_pb2.DeleteBotResponse]  # type: ignore[assignment]
+    """DeleteBot removes a bot created through the API (FAILED_PRECONDITION
+    while it has unfinished broadcasts, or when it is configured in the
+    `bots:` settings). Its broadcasts and users stay readable.
+    """
 
 class BroadcastServiceServicer(metaclass=_abc_1.ABCMeta):
-    """BroadcastService creates broadcasts, reports on them and manages the bot's
-    users.
+    """BroadcastService creates broadcasts, reports on them and manages the bots
+    and each bot's users.
     """
 
     @_abc_1.abstractmethod
@@ -309,5 +339,44 @@ class BroadcastServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_broadcast_pb2.DeleteUserResponse, _abc.Awaitable[_broadcast_pb2.DeleteUserResponse]]:
         """DeleteUser forgets a user and its tags; past deliveries to it are kept."""
+
+    @_abc_1.abstractmethod
+    def CreateBot(
+        self,
+        request: _broadcast_pb2.CreateBotRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_broadcast_pb2.CreateBotResponse, _abc.Awaitable[_broadcast_pb2.CreateBotResponse]]:
+        """CreateBot adds a bot (scope `bots:admin`): its token is checked with
+        Telegram's getMe (INVALID_ARGUMENT with Telegram's description when it
+        fails) and stored encrypted with `server.secret_key`; it is never
+        returned. A name already taken fails with ALREADY_EXISTS.
+        """
+
+    @_abc_1.abstractmethod
+    def ListBots(
+        self,
+        request: _broadcast_pb2.ListBotsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_broadcast_pb2.ListBotsResponse, _abc.Awaitable[_broadcast_pb2.ListBotsResponse]]:
+        """ListBots lists the bots the token may use, configured and created, by name."""
+
+    @_abc_1.abstractmethod
+    def GetBot(
+        self,
+        request: _broadcast_pb2.GetBotRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_broadcast_pb2.GetBotResponse, _abc.Awaitable[_broadcast_pb2.GetBotResponse]]:
+        """GetBot returns one bot (NOT_FOUND when unknown or not the token's)."""
+
+    @_abc_1.abstractmethod
+    def DeleteBot(
+        self,
+        request: _broadcast_pb2.DeleteBotRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_broadcast_pb2.DeleteBotResponse, _abc.Awaitable[_broadcast_pb2.DeleteBotResponse]]:
+        """DeleteBot removes a bot created through the API (FAILED_PRECONDITION
+        while it has unfinished broadcasts, or when it is configured in the
+        `bots:` settings). Its broadcasts and users stay readable.
+        """
 
 def add_BroadcastServiceServicer_to_server(servicer: BroadcastServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
