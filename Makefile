@@ -34,7 +34,7 @@ demo: $(STAMP)
 TEST_WORKERS ?= 3
 
 test: $(STAMP) test-tools
-	$(BIN)/python -m pytest -n $(TEST_WORKERS) $(ARGS)
+	$(BIN)/python -m pytest -n $(TEST_WORKERS) --durations=15 $(ARGS)
 
 # System tools the tests run as child processes: pgbouncer (tests/fixtures/pgbouncer.py).
 # Installed with apt-get when missing (as root, or through sudo); skipped quietly without apt.

@@ -197,7 +197,7 @@ def test_tgbroadcast_help(installed: Installed, tmp_path: Path) -> None:
     environ = installed.environ()
     shown = _run([installed.bin("tgbroadcast"), "--help"], cwd=tmp_path, env=environ)
     assert "Telegram Broadcast Service" in shown
-    assert re.search(r"\{run,server,worker,migrate\}", shown), shown
+    assert re.search(r"\{run,server,worker,migrate,bots\}", shown), shown
     assert "tgbroadcast send --help" in " ".join(shown.split())
     send = _run([installed.bin("tgbroadcast"), "send", "--help"], cwd=tmp_path, env=environ)
     assert "--watch" in send
