@@ -21,7 +21,7 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Final
 from urllib.parse import urlsplit
@@ -71,7 +71,7 @@ class NewBot:
     ``telegram:`` section's, now and after it changes."""
 
     name: str
-    token: str
+    token: str = field(repr=False)
     rate_limit: float | None = None
     paid_rate_limit: float | None = None
     api_url: str | None = None
@@ -249,10 +249,10 @@ def _checked(new: NewBot) -> NewBot:
         violations.append(
             FieldViolation("token", "must look like 123456789:AAE... (from @BotFather)")
         )
-    for field, rate in (("rate_limit", new.rate_limit), ("paid_rate_limit", new.paid_rate_limit)):
+    for name, rate in (("rate_limit", new.rate_limit), ("paid_rate_limit", new.paid_rate_limit)):
         if rate is not None and not (math.isfinite(rate) and rate >= MIN_RATE):
             violations.append(
-                FieldViolation(field, f"must be at least {MIN_RATE} messages per second")
+                FieldViolation(name, f"must be at least {MIN_RATE} messages per second")
             )
     api_url = new.api_url.rstrip("/") if new.api_url else None
     if api_url is not None and not _http_url(api_url):

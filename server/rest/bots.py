@@ -22,7 +22,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any, Final
 
 from aiohttp import web
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 
 from tgbroadcast.core.bots.service import BotInfo, BotService, NewBot, Visible, everyone
 from tgbroadcast.core.domain.errors import FailedPrecondition
@@ -38,7 +38,7 @@ class CreateBotBody(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True)
 
     name: str
-    token: str
+    token: str = Field(repr=False)
     rate_limit: float | None = None
     """Messages per second; absent, null or 0: ``telegram.rate_limit``."""
     paid_rate_limit: float | None = None
