@@ -9,7 +9,6 @@ second bot can then have a user with an id the default bot has too.
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import Any
@@ -32,6 +31,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.engine import Connection
 
+from tests.fixtures.old_schema import assert_database_warned_nothing, old_actions, old_deliveries
 from tgbroadcast.core.domain.access import DEFAULT_BOT
 from tgbroadcast.core.domain.errors import AlreadyExists
 from tgbroadcast.core.domain.model import (
@@ -92,36 +92,12 @@ old_broadcasts = Table(
     Column("request_hash", String(64)),
     Column("created_by", String(64)),
 )
-old_deliveries = Table(
-    "deliveries",
-    _old,
-    Column("broadcast_id", BigInteger),
-    Column("user_id", BigInteger),
-    Column("state", String(16)),
-    Column("message_id", BigInteger),
-    Column("error", Text),
-    Column("finished_at", UtcDateTime),
-)
-old_actions = Table(
-    "broadcast_actions",
-    _old,
-    Column("broadcast_id", BigInteger),
-    Column("action", String(16)),
-    Column("actor", String(64)),
-    Column("at", UtcDateTime),
-)
 
 
 @pytest.fixture(autouse=True)
 def database_warned_nothing(caplog: pytest.LogCaptureFixture) -> Iterator[None]:
-    """MariaDB reports truncation and similar problems of a migration only as warnings."""
     yield
-    warnings = [
-        record.getMessage()
-        for record in caplog.records
-        if record.name.startswith("asyncmy") and record.levelno >= logging.WARNING
-    ]
-    assert [w for w in warnings if "alembic_version_pkc" not in w] == []
+    assert_database_warned_nothing(caplog)
 
 
 async def run_migration(url: str, step: Any, revision: str) -> None:

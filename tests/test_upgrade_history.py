@@ -13,7 +13,6 @@ commits, and turns them back on before the connection goes back to the pool.
 
 from __future__ import annotations
 
-import logging
 import sqlite3
 from collections.abc import Iterator
 from datetime import UTC, datetime
@@ -39,6 +38,7 @@ from sqlalchemy import (
 from sqlalchemy.engine import Connection, make_url
 
 from tests.fixtures.databases import temporary_database
+from tests.fixtures.old_schema import assert_database_warned_nothing, old_actions, old_deliveries
 from tgbroadcast.core.domain.access import DEFAULT_BOT
 from tgbroadcast.core.domain.model import BroadcastStatus, ControlAction, DeliveryState
 from tgbroadcast.core.store import Store, create_engine
@@ -77,36 +77,12 @@ old_broadcasts = Table(
     Column("created_at", UtcDateTime),
     Column("finished_at", UtcDateTime),
 )
-old_deliveries = Table(
-    "deliveries",
-    _old,
-    Column("broadcast_id", BigInteger),
-    Column("user_id", BigInteger),
-    Column("state", String(16)),
-    Column("message_id", BigInteger),
-    Column("error", Text),
-    Column("finished_at", UtcDateTime),
-)
-old_actions = Table(
-    "broadcast_actions",
-    _old,
-    Column("broadcast_id", BigInteger),
-    Column("action", String(16)),
-    Column("actor", String(64)),
-    Column("at", UtcDateTime),
-)
 
 
 @pytest.fixture(autouse=True)
 def database_warned_nothing(caplog: pytest.LogCaptureFixture) -> Iterator[None]:
-    """MariaDB reports truncation and similar problems of a migration only as warnings."""
     yield
-    warnings = [
-        record.getMessage()
-        for record in caplog.records
-        if record.name.startswith("asyncmy") and record.levelno >= logging.WARNING
-    ]
-    assert [w for w in warnings if "alembic_version_pkc" not in w] == []
+    assert_database_warned_nothing(caplog)
 
 
 async def upgrade_to(url: str, revision: str) -> None:
