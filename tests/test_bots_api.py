@@ -116,11 +116,25 @@ async def test_a_bot_is_created_listed_read_and_deleted(keyed: Stack) -> None:
     # The server's own directory knows it at once, with its token opened.
     assert keyed.running.backends.bots.get("shop") is not None
 
+    user = {"users": [{"id": 5, "tags": ["vip"]}], "bot": "shop"}
+    assert (await call(keyed, "POST", "/v1/users", user))[0] == 200
     status, _ = await call(keyed, "DELETE", "/v1/bots/shop")
     assert status == 204
     status, problem = await call(keyed, "GET", "/v1/bots/shop")
     assert status == 404, problem
     assert keyed.running.backends.bots.get("shop") is None
+
+    # The name stays its Telegram bot's: another bot may not take it (shop's users are not
+    # its users); the same bot, with a new token, takes it back with its users.
+    status, problem = await call(keyed, "POST", "/v1/bots", {"name": "shop", "token": OTHER_TOKEN})
+    assert (status, problem["detail"]) == (
+        409,
+        "bot name 'shop' belonged to another Telegram bot (id 111111111) whose users and "
+        "broadcasts keep it: choose another name",
+    )
+    assert (await call(keyed, "POST", "/v1/bots", {"name": "shop", "token": SHOP_TOKEN}))[0] == 201
+    status, found = await call(keyed, "GET", "/v1/users/5?bot=shop")
+    assert (status, found["tags"]) == (200, ["vip"])
 
 
 @on_sqlite
@@ -384,7 +398,7 @@ async def test_keys_rotate_with_bots_reseal(keyed: Stack) -> None:
 async def test_a_bot_created_elsewhere_is_found_by_lookup(
     keyed: Stack, caplog: pytest.LogCaptureFixture
 ) -> None:
-    other = BotDirectory(keyed.settings, keyed.running.backends.store)
+    other = BotDirectory(keyed.settings, keyed.running.backends.store, max_age=0.0)
     await other.refresh()
     assert other.get("shop") is None
     assert (await call(keyed, "POST", "/v1/bots", {"name": "shop", "token": SHOP_TOKEN}))[0] == 201
@@ -394,6 +408,12 @@ async def test_a_bot_created_elsewhere_is_found_by_lookup(
     assert (found.bot_id, found.rate_limit) == (111111111, keyed.settings.telegram.rate_limit)
     assert [bot.name for bot in other.all()] == ["default", "shop"]
     assert await other.lookup("nobody") is None
+    # Deleted on the server: a stored bot's lookup trusts its snapshot only for max_age.
+    assert (await call(keyed, "DELETE", "/v1/bots/shop"))[0] == 204
+    assert other.get("shop") is not None
+    assert await other.lookup("shop") is None
+    assert await other.lookup("default") is not None  # configured: no refresh needed
+    assert (await call(keyed, "POST", "/v1/bots", {"name": "shop", "token": SHOP_TOKEN}))[0] == 201
 
     caplog.set_level(logging.WARNING, logger="tgbroadcast.core.bots.directory")
     server = dataclasses.replace(keyed.settings.server, secret_keys=())

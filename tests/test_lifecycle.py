@@ -352,7 +352,7 @@ async def test_pause_and_resume_across_two_worker_processes(
         env = environ(
             backend,
             simulator,
-            TGB_TELEGRAM_RATE_LIMIT=str(RATE),
+            TGB_TELEGRAM_RATE_LIMIT=str(2 * RATE),  # 160 recipients take four seconds
             TGB_WORKER_CONCURRENCY=str(CONCURRENCY),
         )
         async with cluster(env, tmp_path) as services:
@@ -387,7 +387,7 @@ async def test_pause_and_resume_across_two_worker_processes(
                 quick = list(range(1001, 1121))
                 slow = quick[20:24]
                 for chat_id in slow:
-                    simulator.faults.inject(Fault.hang(seconds=5), chat_id=chat_id)
+                    simulator.faults.inject(Fault.hang(seconds=3), chat_id=chat_id)
                 broadcast_id = await services.send(quick)
                 await wait_until(lambda: _all_called(simulator, slow))
                 url = f"{services.http_url}/v1/broadcasts/{broadcast_id}"

@@ -30,16 +30,16 @@ async def test_workers_share_one_budget_and_survive_kills(backend: Backend, tmp_
     """One cluster, three acts: three workers share the bot's budget; a worker killed mid-
     broadcast loses nobody; a server killed right after its 202 loses nothing."""
     concurrency = 4
-    limits = RateLimits(bot=Limit(50, 1.0))
+    limits = RateLimits(bot=Limit(100, 1.0))
     async with Simulator(rate_limits=limits) as simulator:
-        # The service's budget (45/s) sits a little under the simulator's limit (50 in any
+        # The service's budget (90/s) sits a little under the simulator's limit (100 in any
         # second): the budget is kept on permit times, and a loaded 2-core machine delays
-        # some requests more than others on their way. Three workers each sending at 45/s
+        # some requests more than others on their way. Three workers each sending at 90/s
         # on their own would be refused hundreds of times.
         env = environ(
             backend,
             simulator,
-            TGB_TELEGRAM_RATE_LIMIT="45",
+            TGB_TELEGRAM_RATE_LIMIT="90",
             TGB_WORKER_CONCURRENCY=str(concurrency),
         )
         async with cluster(env, tmp_path) as services:
@@ -47,7 +47,7 @@ async def test_workers_share_one_budget_and_survive_kills(backend: Backend, tmp_
                 services.server(), services.worker(), services.worker(), services.worker()
             )
 
-            # 1. Three processes, one budget: the simulator, which enforces 50 per second
+            # 1. Three processes, one budget: the simulator, which enforces 100 per second
             # per bot, never has to answer 429.
             shared = list(range(1, 151))
             assert_watch_complete(await services.watch(await services.send(shared)), set(shared))

@@ -24,6 +24,11 @@ Guarantees:
   jobs in hand and stops (its consumers are then removed). A lane whose start fails (NATS
   unreachable) is started again at the next refresh. With no bot at all the worker waits
   for one, with one warning.
+* **No consumer outlives its bot.** A lane cancelled before it could remove its consumers
+  (a drain cut short), or a consumer re-created by a worker that had not yet seen the
+  deletion, is removed by the sweep every worker runs at start and every
+  :data:`SWEEP_INTERVAL` seconds: the consumers of every deleted bot (its tombstone) that
+  this worker has no lane for.
 """
 
 from __future__ import annotations
@@ -32,6 +37,8 @@ import asyncio
 import contextlib
 import functools
 import logging
+import math
+import time
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -52,6 +59,10 @@ logger = logging.getLogger(__name__)
 BOT_REFRESH_INTERVAL = 5.0
 """Seconds between two refreshes of the bots: a bot created through the API is served
 within about this, by every worker."""
+
+
+SWEEP_INTERVAL = 60.0
+"""Seconds between two sweeps of deleted bots' consumers."""
 
 
 class Bots(Protocol):
@@ -108,14 +119,31 @@ class Lanes:
 
     async def run(self) -> None:
         """Refresh the bots and follow them with lanes until :meth:`stop`."""
+        swept_at = -math.inf
         while not self._stopping.is_set():
             try:
                 await self._bots.refresh()
             except Exception as exc:  # the bots known so far keep their lanes
                 logger.warning("refreshing the bots failed", extra={"error": repr(exc)})
             self._follow(self._bots.all())
+            if time.monotonic() - swept_at >= SWEEP_INTERVAL:
+                swept_at = time.monotonic()
+                await self._sweep()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._stopping.wait(), self._refresh_interval)
+
+    async def _sweep(self) -> None:
+        """Remove the consumers of deleted bots this worker has no lane for."""
+        try:
+            deleted = set(await self._store.deleted_bot_names())
+            if not deleted:
+                return
+            serving = {*self._lanes, *(lane.bot.name for lane in self._leaving), DEFAULT_BOT}
+            for bot in sorted((await self._queue.bots_with_consumers() & deleted) - serving):
+                await self._queue.remove_bot_consumers(bot)
+                logger.info("the consumers of a deleted bot removed", extra={"bot": bot})
+        except Exception as exc:  # tried again at the next sweep
+            logger.warning("sweeping deleted bots' consumers failed", extra={"error": repr(exc)})
 
     def stop(self) -> None:
         """Take no new jobs on any lane and start no lane; :meth:`drain` waits for the jobs

@@ -4,8 +4,11 @@
 ``bots:``) and the bots created through the API, whose tokens it opens with
 ``server.secret_key``. It is a snapshot: :meth:`BotDirectory.refresh` reloads the stored bots
 (a bot created or deleted by another process shows up at the next refresh), and
-:meth:`BotDirectory.lookup` refreshes once on a miss, so a bot created a moment ago on
-another server is found by the next request naming it.
+:meth:`BotDirectory.lookup` refreshes on a miss, so a bot created a moment ago on another
+server is found by the next request naming it, and when the snapshot is older than
+:data:`MAX_AGE` seconds for a stored bot, so a bot deleted on another server is refused
+within seconds by every server (a send of a bot deleted meanwhile is refused by the
+database itself: :func:`tgbroadcast.core.store.bots.hold_live`).
 
 Guarantees:
 
@@ -15,13 +18,16 @@ Guarantees:
   dropped) is logged once by name — never with any part of the row — and skipped; the
   other bots are served.
 * A failed refresh (database down) raises and leaves the previous snapshot in place.
-* Concurrent lookups of unknown names share one refresh instead of each reading the table.
+* Concurrent lookups that need a refresh share one instead of each reading the table; a
+  stale one that fails keeps the bot it had.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import math
+import time
 
 from tgbroadcast.core.bots.sealing import Sealer
 from tgbroadcast.core.config.settings import BotSettings, Settings
@@ -30,11 +36,14 @@ from tgbroadcast.core.store import Store
 
 logger = logging.getLogger(__name__)
 
+MAX_AGE = 5.0
+"""Seconds a lookup of a stored bot trusts the snapshot before reading the table again."""
+
 
 class BotDirectory:
     """Configured bots first, then stored bots by name; see the module's docstring."""
 
-    def __init__(self, settings: Settings, store: Store) -> None:
+    def __init__(self, settings: Settings, store: Store, *, max_age: float = MAX_AGE) -> None:
         self._settings = settings
         self._store = store
         self._sealer = Sealer(settings.server.secret_keys) if settings.server.secret_keys else None
@@ -42,6 +51,9 @@ class BotDirectory:
         self._stored: dict[str, BotSettings] = {}
         self._lock = asyncio.Lock()
         self._started = 0
+        self._max_age = max_age
+        self._loaded_at = -math.inf
+        """When the last refresh read the table (``time.monotonic``)."""
         self._warned: set[str] = set()
 
     @property
@@ -61,12 +73,19 @@ class BotDirectory:
         return name in self._configured
 
     async def lookup(self, name: str) -> BotSettings | None:
-        """:meth:`get`; on a miss, one :meth:`refresh` (shared with concurrent misses) and
-        :meth:`get` again."""
-        found = self.get(name)
-        if found is not None:
-            return found
-        await self._refresh(since=self._started)
+        """:meth:`get`; on a miss, or for a stored bot when the snapshot is older than
+        ``max_age`` seconds, one :meth:`refresh` (shared with concurrent lookups) first."""
+        if name in self._configured:
+            return self._configured[name]
+        known = self._stored.get(name)
+        if known is not None and time.monotonic() - self._loaded_at <= self._max_age:
+            return known
+        try:
+            await self._refresh(since=self._started)
+        except Exception:
+            if known is None:
+                raise
+            return known  # the database will say whether it still exists
         return self.get(name)
 
     async def refresh(self) -> None:
@@ -82,10 +101,12 @@ class BotDirectory:
                 return
             self._started += 1
             try:
+                loaded_at = time.monotonic()
                 rows = await self._store.list_stored_bots()
             except BaseException:
                 self._started -= 1  # waiting lookups try again themselves
                 raise
+            self._loaded_at = loaded_at
             self._stored = {bot.name: bot for row in rows if (bot := self._opened(row)) is not None}
 
     def _opened(self, row: StoredBot) -> BotSettings | None:

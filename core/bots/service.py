@@ -9,7 +9,10 @@ Guarantees:
 * Names are unique among configured and stored bots; a token is the token of one bot only
   (refused as ``AlreadyExists`` without repeating it).
 * A configured bot (``telegram.token``, ``bots:``) is never deleted through the API.
-* A bot with unfinished broadcasts (scheduled, queued, running, paused) is not deleted.
+* A bot with unfinished broadcasts (scheduled, queued, running, paused) is not deleted, and a
+  send racing the delete is refused if the delete wins (the store holds the bot's row).
+* A deleted bot's name stays its Telegram bot's (a tombstone in the store): only the same
+  bot, with a new token, takes it back, with its users; another bot is ``AlreadyExists``.
 * The caller sees only the bots ``visible`` admits (the API token's bots): another bot is
   ``NotFound``, exactly as one that does not exist.
 * This process's :class:`~.directory.BotDirectory` is refreshed after every change; other

@@ -342,25 +342,34 @@ class Queue(EventWatching):
         stream = names.jobs_stream
         counts: dict[str, dict[str, int]] = {DEFAULT_BOT: {"free": 0, "paid": 0}}
         served: set[_Lane] = set()
-        offset = 0
-        while True:
-            page = await self._js.consumers_info(stream, offset=offset)
-            for info in page:
-                lane = names.consumer_owner(info.name or "")
-                if lane is not None:
-                    served.add(lane)
-                    tiers = counts.setdefault(lane[0], {"free": 0, "paid": 0})
-                    tiers["paid" if lane[1] else "free"] += int(info.num_pending or 0)
-            if len(page) < _CONSUMERS_PAGE:
-                break
-            offset += len(page)
+        async for lane, info in self._jobs_consumers():
+            served.add(lane)
+            tiers = counts.setdefault(lane[0], {"free": 0, "paid": 0})
+            tiers["paid" if lane[1] else "free"] += int(info.num_pending or 0)
         state = (await self._js.stream_info(stream, subjects_filter=">")).state
         for subject, messages in (state.subjects or {}).items():
-            lane = names.subject_owner(subject)
-            if lane is not None and lane not in served:
-                tiers = counts.setdefault(lane[0], {"free": 0, "paid": 0})
-                tiers["paid" if lane[1] else "free"] += int(messages)
+            owner = names.subject_owner(subject)
+            if owner is not None and owner not in served:
+                tiers = counts.setdefault(owner[0], {"free": 0, "paid": 0})
+                tiers["paid" if owner[1] else "free"] += int(messages)
         return counts
+
+    async def bots_with_consumers(self) -> set[str]:
+        """The bots that have a jobs consumer (``default`` among them once a worker ran)."""
+        return {lane[0] async for lane, _ in self._jobs_consumers()}
+
+    async def _jobs_consumers(self) -> AsyncIterator[tuple[_Lane, api.ConsumerInfo]]:
+        """Every workers' consumer of the jobs stream, with the bot and tier it serves."""
+        offset = 0
+        while True:
+            page = await self._js.consumers_info(self._names.jobs_stream, offset=offset)
+            for info in page:
+                lane = self._names.consumer_owner(info.name or "")
+                if lane is not None:
+                    yield lane, info
+            if len(page) < _CONSUMERS_PAGE:
+                return
+            offset += len(page)
 
     async def remove_bot_consumers(self, bot: str) -> None:
         """Delete the consumers of ``bot`` (a bot other than ``default``), for a bot that

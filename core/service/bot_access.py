@@ -5,7 +5,7 @@ The transports decide which bot a request names and whether its API token may us
 
 * A request that acts as a bot (a send, a preview, a user upsert or import) names a bot the
   service knows (:class:`KnownBots`, the bot directory: configured bots and those created
-  through the API, refreshed once on a miss); else ``InvalidArgument`` on ``bot``,
+  through the API, refreshed on a miss and when stale); else ``InvalidArgument`` on ``bot``,
   ``no bot named 'x'``. Reads and deletes of users only need a well-formed name: a deleted
   bot's users stay readable and erasable.
 * A broadcast is found by its id alone. One whose bot is not among the caller's
@@ -32,7 +32,12 @@ class KnownBots(Protocol):
     """The bots the service may send with (``tgbroadcast.core.bots.directory.BotDirectory``)."""
 
     async def lookup(self, name: str) -> object | None:
-        """The bot called ``name`` (refreshed once on a miss), None if there is none."""
+        """The bot called ``name`` (refreshed on a miss, or when the snapshot is older than a
+        few seconds and the bot is not configured), None if there is none."""
+        ...
+
+    def is_configured(self, name: str) -> bool:
+        """Whether ``name`` is a configured bot (else it is stored, and may be deleted)."""
         ...
 
 

@@ -182,7 +182,10 @@ class BroadcastingService(LifecycleOperations):
                 new = await self._stash_media(new, request)
                 with tracing.span("tgbroadcast.store.create_broadcast"):
                     broadcast = await self._store.create_broadcast(
-                        new, request_hash=hashed or None, created_by=created_by
+                        new,
+                        request_hash=hashed or None,
+                        created_by=created_by,
+                        stored_bot=not self._bots.is_configured(new.bot),
                     )
         except AlreadyExists:  # an identical request raced this one and won
             if not key or (replayed := await self._earlier(key, hashed, bot)) is None:

@@ -33,7 +33,7 @@ from tgbroadcast.core.domain.model import (
     NewBroadcast,
     UserFilter,
 )
-from tgbroadcast.core.store import actions, audiences, bulk
+from tgbroadcast.core.store import actions, audiences, bots, bulk
 from tgbroadcast.core.store.limits import IDS_PER_IN_LIST, chunks
 from tgbroadcast.core.store.tables import broadcasts, deliveries
 
@@ -54,8 +54,10 @@ async def create(
     now: datetime,
     request_hash: str | None = None,
     created_by: str = "",
+    stored_bot: bool = False,
 ) -> Broadcast:
-    """Insert the broadcast, its deliveries and any unknown recipient as a user.
+    """Insert the broadcast, its deliveries and any unknown recipient as a user; with
+    ``stored_bot``, first read-lock the bot's row (:func:`.bots.hold_live`).
 
     ``user_ids`` are distinct and empty for ``all_users`` and a filter (whose active users
     of ``new.bot`` are the recipients; the filter is kept in ``audience``); unknown
@@ -64,6 +66,8 @@ async def create(
     the API token that sent it.
     """
     actions.check_actor(created_by)
+    if stored_bot:
+        await bots.hold_live(connection, new.bot)
     empty = not user_ids and not new.all_users and new.filter is None
     inserted = await connection.execute(
         broadcasts.insert().values(

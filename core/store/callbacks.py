@@ -23,9 +23,10 @@ delivery exactly one of them holds it at a time.
 from __future__ import annotations
 
 import math
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from datetime import datetime
-from typing import Final, Literal
+from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING, Final, Literal, TypeVar
 
 from sqlalchemy import ColumnElement, and_, func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -146,3 +147,36 @@ async def _move(
         .values(**values)
     )
     return bool(moved.rowcount == 1)
+
+
+T = TypeVar("T")
+
+
+class CallbackRows:
+    """:class:`~.store.Store`'s methods on completion webhooks (a mixin: the store brings its
+    retried write transactions)."""
+
+    if TYPE_CHECKING:
+
+        async def _write(self, work: Callable[[AsyncConnection], Awaitable[T]]) -> T: ...
+
+    async def claim_callback(self, *, lease_seconds: float) -> CallbackClaim | None:
+        """Claim the oldest due webhook of a final broadcast, for one attempt, for
+        ``lease_seconds``."""
+        now = datetime.now(UTC)
+        until = now + timedelta(seconds=lease_seconds)
+        return await self._write(lambda connection: claim(connection, now=now, until=until))
+
+    async def defer_callback(self, claim: CallbackClaim, *, delay_seconds: float) -> bool:
+        """Hand a claimed webhook back, due again ``delay_seconds`` from now (its attempt
+        failed and will be retried); whether the claim was still held."""
+        due = datetime.now(UTC) + timedelta(seconds=delay_seconds)
+        return await self._write(lambda connection: defer(connection, claim, due=due))
+
+    async def settle_callback(self, claim: CallbackClaim, state: Settled) -> bool:
+        """Record ``delivered`` or ``failed``; whether the claim was still held."""
+        return await self._write(lambda connection: settle(connection, claim, state))
+
+    async def release_callback(self, claim: CallbackClaim) -> bool:
+        """Make a claimed webhook ``pending`` again (this server stops before delivering)."""
+        return await self._write(lambda connection: release(connection, claim))

@@ -59,7 +59,6 @@ from tgbroadcast.core.domain.states import Command
 from tgbroadcast.core.store import (
     actions,
     broadcasts,
-    callbacks,
     deliveries,
     dialects,
     profiles,
@@ -68,7 +67,7 @@ from tgbroadcast.core.store import (
     users,
 )
 from tgbroadcast.core.store.bots import BotRows
-from tgbroadcast.core.store.callbacks import CallbackClaim
+from tgbroadcast.core.store.callbacks import CallbackRows
 from tgbroadcast.core.store.deliveries import Claimed, Recorded
 from tgbroadcast.core.store.engine import ConnectionOptions, create_engine, migrate, writer
 from tgbroadcast.core.store.tables import BOT_NAME_LENGTH
@@ -81,7 +80,7 @@ MAX_ATTEMPTS: Final = 5
 """Runs of a write transaction that the database keeps aborting for deadlocks."""
 
 
-class Store(BotRows):
+class Store(BotRows, CallbackRows):
     """Users, broadcasts and their deliveries in SQL; safe to share between tasks.
 
     Any number of ``Store`` instances, in any number of processes, may use one database at
@@ -153,7 +152,12 @@ class Store(BotRows):
     # -- broadcasts -----------------------------------------------------------------------
 
     async def create_broadcast(
-        self, new: NewBroadcast, *, request_hash: str | None = None, created_by: str = ""
+        self,
+        new: NewBroadcast,
+        *,
+        request_hash: str | None = None,
+        created_by: str = "",
+        stored_bot: bool = False,
     ) -> Broadcast:
         """Store a broadcast and one ``PENDING`` delivery per recipient, in one transaction.
 
@@ -165,7 +169,9 @@ class Store(BotRows):
         deliveries. The broadcast is ``QUEUED`` and not dispatched; with no recipient at all
         it is ``COMPLETED`` at once and counts as dispatched. ``created_by`` is the name of
         the API token that sent it (at most 64 characters). ``AlreadyExists`` when the bot
-        has a broadcast with ``new.idempotency_key`` already.
+        has a broadcast with ``new.idempotency_key`` already. ``stored_bot``: the bot is one
+        created through the API, whose row is read-locked meanwhile (a delete waits, then sees
+        the broadcast); ``InvalidArgument`` on ``bot`` if it was deleted.
         """
         _check_bot(new.bot)
         user_ids = new.user_ids
@@ -182,6 +188,7 @@ class Store(BotRows):
                     now=_now(),
                     request_hash=request_hash,
                     created_by=created_by,
+                    stored_bot=stored_bot,
                 )
             )
         except IntegrityError:
@@ -452,31 +459,6 @@ class Store(BotRows):
         await self._write(
             lambda connection: broadcasts.store_file_id(connection, broadcast_id, file_id)
         )
-
-    # -- completion webhooks (see .callbacks for the states) --------------------------------
-
-    async def claim_callback(self, *, lease_seconds: float) -> CallbackClaim | None:
-        """Claim the oldest due webhook of a final broadcast, for one attempt, for
-        ``lease_seconds``."""
-        now = _now()
-        until = now + timedelta(seconds=lease_seconds)
-        return await self._write(
-            lambda connection: callbacks.claim(connection, now=now, until=until)
-        )
-
-    async def defer_callback(self, claim: CallbackClaim, *, delay_seconds: float) -> bool:
-        """Hand a claimed webhook back, due again ``delay_seconds`` from now (its attempt
-        failed and will be retried); whether the claim was still held."""
-        due = _now() + timedelta(seconds=delay_seconds)
-        return await self._write(lambda connection: callbacks.defer(connection, claim, due=due))
-
-    async def settle_callback(self, claim: CallbackClaim, state: callbacks.Settled) -> bool:
-        """Record ``delivered`` or ``failed``; whether the claim was still held."""
-        return await self._write(lambda connection: callbacks.settle(connection, claim, state))
-
-    async def release_callback(self, claim: CallbackClaim) -> bool:
-        """Make a claimed webhook ``pending`` again (this server stops before delivering)."""
-        return await self._write(lambda connection: callbacks.release(connection, claim))
 
     # -- users ----------------------------------------------------------------------------
 

@@ -284,8 +284,12 @@ bots = Table(
     Column("api_url", Text, nullable=True),
     Column("created_at", UtcDateTime, nullable=False),
     Column("created_by", String(ACTOR_LENGTH), nullable=False),
+    # Set when the bot was deleted: the row stays (its token and hash wiped) so that the name
+    # is only ever taken again by the same Telegram bot (``bot_id``).
+    Column("deleted_at", UtcDateTime, nullable=True),
     PrimaryKeyConstraint("name"),
     UniqueConstraint("token_hash", name="uq_bots_token_hash"),
     **MYSQL_TABLE_OPTIONS,
 )
-"""The bots created through the API (configured bots are not stored)."""
+"""The bots created through the API (configured bots are not stored), and the tombstones of
+those deleted."""
