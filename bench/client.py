@@ -69,6 +69,37 @@ class ServiceClient:
             data: dict[str, Any] = await response.json()
         return int(data["broadcast_id"])
 
+    async def wait_watchers(self, count: int, *, within: float, poll: float = 0.2) -> None:
+        """Until ``count`` watch streams are open on the server (polled)."""
+        try:
+            async with asyncio.timeout(within):
+                while True:
+                    if await self.open_watchers() >= count:
+                        return
+                    await asyncio.sleep(poll)
+        except TimeoutError:
+            raise ServiceError(f"{count} watch streams not open after {within:.0f} s") from None
+
+    async def open_watchers(self) -> int:
+        """Open watch streams on the server (``tgb_watchers`` of ``/metrics``, all transports)."""
+        async with self._session.get(self.http_url + "/metrics") as response:
+            text = await response.text()
+        return sum(
+            int(float(line.rsplit(" ", 1)[1]))
+            for line in text.splitlines()
+            if line.startswith("tgb_watchers{")
+        )
+
+    async def cancel(self, broadcast_id: int) -> None:
+        """``POST /v1/broadcasts/{id}/cancel``."""
+        async with self._session.post(
+            f"{self.http_url}/v1/broadcasts/{broadcast_id}/cancel",
+            json={},
+            headers=self._headers,
+        ) as response:
+            if response.status != 200:
+                raise ServiceError(f"cancel: {response.status} {await response.text()}")
+
     async def send_grpc(self, user_ids: Sequence[int], *, paid: bool = False, bot: str = "") -> int:
         """``SendMessage`` (as ``bot``; empty: ``default``); the broadcast id."""
         request = pb.SendMessageRequest(

@@ -38,6 +38,7 @@ class Profile:
     watchers: int
     watch_recipients: int
     watch_rate: int
+    idle_watchers: int
     # 6. Crash cost.
     crash_recipients: int
     crash_rate: int
@@ -75,6 +76,7 @@ FULL = Profile(
     scale_send_seconds=15.0,
     scale_backends=("sqlite", "postgres"),
     watchers=100,
+    idle_watchers=1000,
     watch_recipients=2_000,
     watch_rate=1_000,
     crash_recipients=10_000,
@@ -109,6 +111,7 @@ QUICK = Profile(
     scale_send_seconds=5.0,
     scale_backends=("sqlite",),
     watchers=20,
+    idle_watchers=200,
     watch_recipients=1_000,
     watch_rate=1_000,
     crash_recipients=2_000,
@@ -143,6 +146,7 @@ SMOKE = Profile(
     scale_send_seconds=1.0,
     scale_backends=("sqlite",),
     watchers=3,
+    idle_watchers=4,
     watch_recipients=100,
     watch_rate=1_000,
     crash_recipients=300,

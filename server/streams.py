@@ -18,8 +18,8 @@ May import: :mod:`tgbroadcast.core.domain`, :mod:`tgbroadcast.core.tasks`.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable
-from typing import Any, Final, TypeVar
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any, Final, Generic, TypeVar
 
 from tgbroadcast.core.tasks import cancel_and_wait
 
@@ -167,6 +167,29 @@ class WatchSlot:
             self._released = True
             self._watchers._release()
 
+    async def take(
+        self,
+        ahead: ReadAhead[T],
+        timeout: float | None = None,  # noqa: ASYNC109
+        *,
+        most: int = 64,
+    ) -> list[T | BaseException | _End]:
+        """At least one of ``ahead``'s items, and up to ``most`` of those already read;
+        ``TimeoutError`` after ``timeout`` seconds without one; :class:`StreamClosing` as soon
+        as the process drains (the reading is cancelled, and the exception holds it)."""
+        if self._watchers._signal().done():
+            ahead.task.cancel()
+            raise StreamClosing(ahead.task)
+        items = ahead.ready(most)
+        if items:
+            return items
+        try:
+            first = await self.wait(ahead.get(), timeout)
+        except StreamClosing:
+            ahead.task.cancel()
+            raise StreamClosing(ahead.task) from None
+        return [first, *ahead.ready(most - 1)]
+
     async def wait(self, awaitable: Awaitable[T], timeout: float | None = None) -> T:  # noqa: ASYNC109
         """``awaitable``'s result; ``TimeoutError`` after ``timeout`` seconds (it is cancelled),
         :class:`StreamClosing` as soon as the process drains (it is cancelled too, and the
@@ -188,3 +211,70 @@ class WatchSlot:
                 raise TimeoutError
         task.cancel()
         raise StreamClosing(task)
+
+
+class ReadAhead(Generic[T]):
+    """A stream's updates read in a task of their own, at most ``ahead`` of the stream, so
+    the stream takes every update already read at once (:meth:`WatchSlot.take`) instead of
+    racing each one against the drain signal in a task of its own.
+
+    An update source that ends puts :data:`END`; one that fails puts its exception. The
+    source is closed when the task ends (:meth:`aclose`, or the drain cancelling it).
+    """
+
+    def __init__(self, updates: AsyncIterator[T], *, ahead: int, name: str) -> None:
+        self._queue: asyncio.Queue[T | BaseException | _End] = asyncio.Queue(ahead)
+        self.task = asyncio.create_task(self._read(updates), name=name)
+
+    async def _read(self, updates: AsyncIterator[T]) -> None:
+        try:
+            async for update in updates:
+                await self._queue.put(update)
+            await self._queue.put(END)
+        except Exception as error:
+            await self._queue.put(error)
+
+    def ready(self, most: int) -> list[T | BaseException | _End]:
+        """Up to ``most`` items read already, without waiting."""
+        items: list[T | BaseException | _End] = []
+        while len(items) < most and not self._queue.empty():
+            items.append(self._queue.get_nowait())
+        return items
+
+    async def get(self) -> T | BaseException | _End:
+        return await self._queue.get()
+
+    async def aclose(self) -> None:
+        await cancel_and_wait(self.task)
+
+
+class _End:
+    """The end of a :class:`ReadAhead`'s updates."""
+
+
+END: Final = _End()
+
+
+K = TypeVar("K")
+
+
+class PerUpdate(Generic[K, T]):
+    """What a stream renders of one update, rendered once for every stream of it: the
+    watchers of a broadcast share the very same outcome objects (one feed per broadcast,
+    :mod:`tgbroadcast.core.queue.feeds`), so the latest ``size`` renderings are kept by the
+    object's identity (and the object itself, so the identity stays its own)."""
+
+    def __init__(self, render: Callable[[K], T], *, size: int = 8192) -> None:
+        self._render = render
+        self._size = size
+        self._kept: dict[int, tuple[K, T]] = {}
+
+    def __call__(self, value: K) -> T:
+        kept = self._kept.get(id(value))
+        if kept is not None and kept[0] is value:
+            return kept[1]
+        rendered = self._render(value)
+        if len(self._kept) >= self._size:
+            del self._kept[next(iter(self._kept))]  # the oldest
+        self._kept[id(value)] = (value, rendered)
+        return rendered

@@ -7,6 +7,7 @@ import asyncio
 import csv
 import io
 import json
+import re
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -386,7 +387,11 @@ def assert_results_then_end(events: list[SseEvent], recipients: set[int]) -> dic
     assert end.data["progress"]["total"] == len(recipients)
     assert [e.event for e in results] == ["result"] * len(recipients)
     assert sorted(e.data["user_id"] for e in results) == sorted(recipients)
-    assert [e.id for e in results] == [str(n) for n in range(1, len(recipients) + 1)]
+    # Each id is the event's cursor: its position, with the counters a resume goes on from.
+    for e in results:
+        progress = e.data["progress"]
+        assert re.fullmatch(rf"[su]-?\d+\.{progress['sent']}\.{progress['failed']}", e.id or "")
+    assert len({e.id for e in results}) == len(results)
     counted = [e.data["progress"]["sent"] + e.data["progress"]["failed"] for e in results]
     assert counted == list(range(1, len(recipients) + 1))
     return {e.data["user_id"]: e.data for e in results}

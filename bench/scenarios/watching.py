@@ -2,9 +2,9 @@
 
 The same broadcast (flood limit and ``telegram.rate_limit`` at the profile's rate, two
 workers) runs twice: without watchers, then with ``N`` gRPC ``WatchBroadcast`` streams opened
-right after the 202 (from :mod:`bench.watchers` processes of 50 streams each). Every watcher
-must get every outcome exactly once and a closing message. SSE is not measured: the service
-has no SSE endpoint yet.
+right after the 202 and as many SSE streams (``/v1/broadcasts/{id}/events``), from
+:mod:`bench.watchers` processes of 50 streams each. Every watcher must get every outcome
+exactly once and a closing message.
 """
 
 from __future__ import annotations
@@ -15,8 +15,11 @@ import math
 import sys
 import time
 from contextlib import AsyncExitStack
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
+
+import psutil
 
 from bench.analysis import analyse, percentile
 from bench.children import API_TOKEN, Child, Cluster, ServiceConfig, read_line, spawn
@@ -41,11 +44,12 @@ async def watchers(bench: Bench) -> Section:
         setup=(
             f"A broadcast to {fmt(count)} recipients at {rate}/s (the simulator's limit and "
             "`telegram.rate_limit`), two workers, SQLite: once with no watcher, once with "
-            f"{wanted} concurrent gRPC `WatchBroadcast` streams opened right after the 202 "
-            f"(in {math.ceil(wanted / PER_PROCESS)} client process(es) of up to {PER_PROCESS} "
-            "streams, on the same 2 cores). *Lag* is when an outcome reached a watcher minus "
-            "the outcome's `finished_at` (stamped by the worker when Telegram answered). "
-            "SSE clients are not measured: the service has no SSE endpoint yet."
+            f"{wanted} concurrent gRPC `WatchBroadcast` streams and {wanted} SSE streams "
+            "opened right after the 202 "
+            f"(in {2 * math.ceil(wanted / PER_PROCESS)} client processes of up to "
+            f"{PER_PROCESS} streams, on the same 2 cores). *Lag* is when an outcome reached a "
+            "watcher minus the outcome's `finished_at` (stamped by the worker when Telegram "
+            "answered)."
         ),
     )
     await bench.sim.set_limits(bot=rate)
@@ -61,6 +65,15 @@ async def watchers(bench: Bench) -> Section:
         emit("5", "no watchers", alone.numbers(rate))
         progress(f"5. the broadcast with {wanted} watchers")
         watched, outcome = await _watched_run(bench, cluster, client, recipients, wanted)
+        idle = profile.idle_watchers
+        progress(f"5. {idle} idle watchers")
+        idle_mb = await _idle_watchers(bench, cluster, client, idle)
+    emit("5", f"{idle} idle watchers", {"idle_watchers": idle, "server_rss_growth_mb": idle_mb})
+    section.findings.append(
+        f"{fmt(idle)} idle watchers (half gRPC, half SSE) of a scheduled broadcast grew the "
+        f"server's resident memory by {fmt(idle_mb, 1)} MB (target < 50 MB): "
+        f"{verdict(idle_mb < 50)}; they share one NATS consumer."
+    )
     lags = [lag / 1000 for lag in outcome["lags_ms"]]
     per_watcher: list[dict[str, Any]] = outcome["watchers"]
     complete = sum(
@@ -68,14 +81,21 @@ async def watchers(bench: Bench) -> Section:
         for w in per_watcher
         if w["results"] == count and w["distinct"] == count and w["status"] != "none"
     )
+    streams = 2 * wanted
+    by_transport = {
+        transport: [lag / 1000 for lag in outcome[f"lags_ms_{transport}"]]
+        for transport in ("grpc", "sse")
+    }
     numbers = watched.numbers(rate)
     numbers |= {
-        "watchers": wanted,
+        "watchers": streams,
         "watchers_complete": complete,
         "lag_p50_s": percentile(lags, 0.5),
         "lag_p99_s": percentile(lags, 0.99),
         "lag_max_s": max(lags, default=None),
-        "errors": sorted({w["error"] for w in per_watcher if w["error"]}),
+        "lag_p99_grpc_s": percentile(by_transport["grpc"], 0.99),
+        "lag_p99_sse_s": percentile(by_transport["sse"], 0.99),
+        "errors": sorted({str(w["error"]) for w in per_watcher if w["error"]}),
     }
     emit("5", f"{wanted} watchers", numbers)
     rows = []
@@ -83,7 +103,7 @@ async def watchers(bench: Bench) -> Section:
         (alone, "none", "-"),
         (
             watched,
-            str(wanted),
+            f"{wanted} gRPC + {wanted} SSE",
             f"{fmt(percentile(lags, 0.5), 2)} / {fmt(percentile(lags, 0.99), 2)} / "
             f"{fmt(max(lags, default=None), 2)}",
         ),
@@ -95,7 +115,7 @@ async def watchers(bench: Bench) -> Section:
                 name,
                 fmt(d.steady_rate, 0),
                 fmt(result.total_seconds, 1),
-                f"{complete} of {wanted}" if result is watched else "-",
+                f"{complete} of {streams}" if result is watched else "-",
                 lag_text,
                 fmt(server_cpu, 1),
                 fmt(cpu_per_thousand(server_cpu, d.delivered), 2),
@@ -118,31 +138,86 @@ async def watchers(bench: Bench) -> Section:
         )
     )
     section.findings.append(
-        f"Every watcher gets every outcome: {verdict(complete == wanted)} ({complete} of {wanted})."
+        f"Every watcher gets every outcome: {verdict(complete == streams)} "
+        f"({complete} of {streams})."
+    )
+    section.findings.append(
+        f"Lag p99 {fmt(percentile(lags, 0.99), 2)} s (gRPC "
+        f"{fmt(percentile(by_transport['grpc'], 0.99), 2)} s, SSE "
+        f"{fmt(percentile(by_transport['sse'], 0.99), 2)} s; target < 0.5 s): "
+        f"{verdict((percentile(lags, 0.99) or 0) < 0.5)}."
     )
     streamed = sum(w["results"] for w in per_watcher)
     server_cpu = watched.window.cpu("server")
     alone_cpu = alone.window.cpu("server")
     if server_cpu is not None and alone_cpu is not None and streamed:
         section.findings.append(
-            f"The server streamed {fmt(streamed)} outcome messages ({wanted} watchers x "
+            f"The server streamed {fmt(streamed)} outcome messages ({streams} watchers x "
             f"{fmt(count)}) for {fmt(server_cpu - alone_cpu, 1)} CPU s more than without "
-            f"watchers ({fmt((server_cpu - alone_cpu) * 1000 / streamed, 2)} ms each); the "
+            f"watchers ({fmt((server_cpu - alone_cpu) * 1000 / streamed, 3)} ms each, target "
+            "0.02; at 78ce160, with a NATS consumer per watcher: 0.13); the "
             f"broadcast's steady rate went from {fmt(alone.deliveries.steady_rate, 0)} to "
-            f"{fmt(watched.deliveries.steady_rate, 0)} msg/s; lag p99 "
-            f"{fmt(percentile(lags, 0.99), 2)} s."
+            f"{fmt(watched.deliveries.steady_rate, 0)} msg/s (at 78ce160 with 100 gRPC "
+            "watchers: 781 to 556, lag p99 25.3 s). The watchers' clients run on the same "
+            "2 cores as the service and use as much CPU as the server: the lag is theirs "
+            "to read as much as the server's to write."
         )
     section.charts.append(
         Chart(
             name="watchers_lag",
-            title=f"Lag from delivery to watcher, {wanted} gRPC watchers at {rate}/s",
+            title=f"Lag from delivery to watcher, {wanted} gRPC + {wanted} SSE at {rate}/s",
             kind="cdf",
             xlabel="lag (s)",
             ylabel="share of outcomes",
-            series=[Series(label=f"{wanted} watchers", xs=[], ys=lags)],
+            series=[
+                Series(label=f"{wanted} {name}", xs=[], ys=by_transport[key])
+                for key, name in (("grpc", "gRPC"), ("sse", "SSE"))
+            ],
         )
     )
     return section
+
+
+async def _idle_watchers(
+    bench: Bench, cluster: Cluster, client: ServiceClient, count: int
+) -> float:
+    """Server RSS growth (MB) while ``count`` streams (half gRPC, half SSE) watch a broadcast
+    scheduled an hour ahead; then it is cancelled and every stream ends."""
+    send_at = datetime.now(UTC) + timedelta(hours=1)
+    body = {"message": "later", "user_ids": [1], "send_at": send_at.isoformat()}
+    broadcast_id = await client.send_raw(json.dumps(body).encode())
+    assert cluster.server is not None
+    server = psutil.Process(cluster.server.pid)
+    before = server.memory_info().rss
+    folder = bench.folder("watchers")
+    per_process = 250
+    async with AsyncExitStack() as stack:
+        children: list[Child] = []
+        for transport in ("grpc", "sse"):
+            for start in range(0, count // 2, per_process):
+                size = min(per_process, count // 2 - start)
+                out = folder / f"idle-{transport}-{start}.json"
+                args = [sys.executable, "-m", "bench.watchers", "--target", cluster.grpc_target]
+                args += ["--token", API_TOKEN, "--count", str(size), "--out", str(out)]
+                if transport == "sse":
+                    args += ["--sse", cluster.http_url]
+                name = f"idle-{transport}-{start}"
+                children.append(
+                    await stack.enter_async_context(
+                        spawn(args, name=name, folder=folder, pipe_stdout=True, pipe_stdin=True)
+                    )
+                )
+        for child in children:
+            if await read_line(child) != "ready":
+                raise child.failure("did not print 'ready'")
+            assert child.proc.stdin is not None
+            child.proc.stdin.write(f"{broadcast_id}\n".encode())
+        await client.wait_watchers(count, within=120)
+        grown = (server.memory_info().rss - before) / 2**20
+        await client.cancel(broadcast_id)
+        for child in children:
+            await read_line(child, within=120)
+    return grown
 
 
 async def _watched_run(
@@ -156,14 +231,23 @@ async def _watched_run(
     sizes = [min(PER_PROCESS, wanted - start) for start in range(0, wanted, PER_PROCESS)]
     async with AsyncExitStack() as stack:
         clients: list[tuple[Child, Path]] = []
-        for i, size in enumerate(sizes):
-            out = folder / f"watchers-{i}.json"
-            args = [sys.executable, "-m", "bench.watchers", "--target", cluster.grpc_target]
-            args += ["--token", API_TOKEN, "--count", str(size), "--out", str(out)]
-            child = await stack.enter_async_context(
-                spawn(args, name=f"watchers-{i}", folder=folder, pipe_stdout=True, pipe_stdin=True)
-            )
-            clients.append((child, out))
+        for transport in ("grpc", "sse"):
+            for i, size in enumerate(sizes):
+                out = folder / f"watchers-{transport}-{i}.json"
+                args = [sys.executable, "-m", "bench.watchers", "--target", cluster.grpc_target]
+                args += ["--token", API_TOKEN, "--count", str(size), "--out", str(out)]
+                if transport == "sse":
+                    args += ["--sse", cluster.http_url]
+                child = await stack.enter_async_context(
+                    spawn(
+                        args,
+                        name=f"watchers-{transport}-{i}",
+                        folder=folder,
+                        pipe_stdout=True,
+                        pipe_stdin=True,
+                    )
+                )
+                clients.append((child, out))
         for child, _ in clients:
             if await read_line(child) != "ready":
                 raise child.failure("did not print 'ready'")
@@ -182,11 +266,18 @@ async def _watched_run(
                 await read_line(child, within=len(recipients) / 10 + 120)
         for child, _ in clients:
             bench.meter.forget(child.pid)
-        merged: dict[str, Any] = {"watchers": [], "lags_ms": []}
+        merged: dict[str, Any] = {
+            "watchers": [],
+            "lags_ms": [],
+            "lags_ms_grpc": [],
+            "lags_ms_sse": [],
+        }
         for _, out in clients:
             data = json.loads(out.read_text(encoding="utf-8"))
             merged["watchers"] += data["watchers"]
             merged["lags_ms"] += data["lags_ms"]
+            transport = "sse" if "-sse-" in out.name else "grpc"
+            merged[f"lags_ms_{transport}"] += data["lags_ms"]
     calls = await bench.sim.calls()
     result = RunResult(
         label=f"{wanted} watchers",

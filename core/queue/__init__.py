@@ -25,6 +25,7 @@ terminated (never redelivered); a malformed event is logged and skipped by watch
 
 * :mod:`.jetstream` — ``Queue``: the streams, the shared workers consumers, publishing, watching.
 * :mod:`.watching` — following one broadcast's events (the watch half of ``Queue``).
+* :mod:`.feeds` — one subscription per broadcast per process, fanned out to all its watchers.
 * :mod:`.connection` — reaching NATS: a cluster's servers, credentials and TLS (``NatsAccess``).
 * :mod:`.replication` — ``nats.replicas`` for every stream, KV bucket and object store: raised,
   never lowered.

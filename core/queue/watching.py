@@ -13,6 +13,8 @@ import logging
 import time
 import uuid
 from collections.abc import AsyncGenerator
+from contextlib import aclosing
+from dataclasses import dataclass
 
 import nats.errors
 import nats.js.errors
@@ -31,6 +33,14 @@ _VERIFY_INTERVAL = 1.0  # at most one consumer check per second after empty fetc
 WATCH_PATIENCE = 30.0
 """Seconds a watch keeps trying to (re)create its consumer before it gives up: long enough
 for a JetStream cluster to elect a new leader after losing a node."""
+
+
+@dataclass(frozen=True, slots=True)
+class Sequenced:
+    """An event with its sequence in the events stream (its position, for a resume)."""
+
+    seq: int
+    event: Event
 
 
 class EventWatching:
@@ -63,7 +73,24 @@ class EventWatching:
     async def watch(
         self, broadcast_id: int, *, idle_after: float = 1.0, batch_size: int = 64
     ) -> AsyncGenerator[Event | Idle, None]:
-        """Every event of the broadcast from the start of the stream, then live ones.
+        """Every event of the broadcast from the start of the stream, then live ones; as
+        :meth:`watch_from` from the first, without the stream sequences."""
+        async with aclosing(
+            self.watch_from(broadcast_id, 1, idle_after=idle_after, batch_size=batch_size)
+        ) as events:
+            async for item in events:
+                yield item if isinstance(item, Idle) else item.event
+
+    async def watch_from(
+        self,
+        broadcast_id: int,
+        start_seq: int,
+        *,
+        idle_after: float = 1.0,
+        batch_size: int = 64,
+    ) -> AsyncGenerator[Sequenced | Idle, None]:
+        """Every event of the broadcast whose stream sequence is ``start_seq`` or more, then
+        live ones, each with its sequence.
 
         Events come in stream order, each once. ``Idle()`` is yielded whenever nothing
         arrived for ``idle_after`` seconds. At most ``batch_size`` events are fetched ahead
@@ -81,9 +108,11 @@ class EventWatching:
             raise ValueError("idle_after must be positive")
         if batch_size < 1:
             raise ValueError("batch_size must be at least 1")
+        if start_seq < 1:
+            raise ValueError("start_seq must be at least 1")
         stream = self._names.events_stream
         subject = self._names.events_subject(broadcast_id)
-        next_seq = 1
+        next_seq = start_seq
         consumer = ""
         sub: JetStreamContext.PullSubscription | None = None
         last_pull = verified_at = time.monotonic()
@@ -147,7 +176,7 @@ class EventWatching:
                     except ValueError as exc:
                         logger.error("skipping malformed event (stream seq %d): %s", seq, exc)
                         continue
-                    yield event
+                    yield Sequenced(seq, event)
         finally:
             if sub is not None:
                 await self._close_watch(stream, consumer, sub)

@@ -2,6 +2,7 @@
 :class:`~.broadcasting.BroadcastingService`.
 
 * :mod:`.broadcasting` — send, get, watch, users, previews.
+* :mod:`.watching` — a watch's outcomes once each, with the cursors a reconnect resumes from.
 * :mod:`.controls` — list, cancel, pause and resume broadcasts.
 * :mod:`.dispatch` — fan-out: a stored broadcast becomes jobs on the queue, finished after a
   crash.

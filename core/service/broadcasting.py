@@ -18,12 +18,10 @@ Guarantees:
 from __future__ import annotations
 
 import logging
-import time
 import uuid
 from collections.abc import (
     AsyncGenerator,
     AsyncIterable,
-    AsyncIterator,
     Callable,
     Mapping,
     Sequence,
@@ -36,9 +34,7 @@ from tgbroadcast.core.domain.access import DEFAULT_BOT
 from tgbroadcast.core.domain.errors import AlreadyExists, FieldViolation, InvalidArgument, NotFound
 from tgbroadcast.core.domain.model import (
     Broadcast,
-    BroadcastStatus,
     Delivery,
-    DeliveryResult,
     DeliveryState,
     NewBroadcast,
     User,
@@ -47,7 +43,8 @@ from tgbroadcast.core.domain.model import (
 )
 from tgbroadcast.core.domain.states import SENDABLE
 from tgbroadcast.core.metrics import Metrics
-from tgbroadcast.core.queue import FinishedEvent, Idle, Queue, ResultEvent
+from tgbroadcast.core.queue import Queue
+from tgbroadcast.core.queue.feeds import EventFeeds
 from tgbroadcast.core.rules import page_tokens
 from tgbroadcast.core.rules.bot_names import validate_bot_name
 from tgbroadcast.core.rules.idempotency import request_hash
@@ -60,7 +57,7 @@ from tgbroadcast.core.rules.validation import (
     validate_user_filter,
     validate_users,
 )
-from tgbroadcast.core.service import reports
+from tgbroadcast.core.service import reports, watching
 from tgbroadcast.core.service.bot_access import (
     KnownBots,
     Visible,
@@ -72,11 +69,12 @@ from tgbroadcast.core.service.dispatch import Dispatcher
 from tgbroadcast.core.service.quota import PendingRecipientsQuota
 from tgbroadcast.core.service.uploads import stash_album
 from tgbroadcast.core.service.user_import import ImportChunk, import_users
+from tgbroadcast.core.service.watching import Cursor, WatchUpdate
 from tgbroadcast.core.store import Store
 
 logger = logging.getLogger(__name__)
 
-REPLAY_PAGE = 500
+__all__ = ["Accepted", "BroadcastReport", "BroadcastingService", "UsersPage", "WatchUpdate"]
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -86,22 +84,6 @@ class Accepted:
 
     broadcast: Broadcast
     replayed: bool = False
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class WatchUpdate:
-    """One message of a watch: a recipient's outcome (``None`` on the closing update) and the
-    counters including it."""
-
-    result: DeliveryResult | None
-    status: BroadcastStatus
-    total: int
-    sent: int
-    failed: int
-
-    @property
-    def pending(self) -> int:
-        return self.total - self.sent - self.failed
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -147,6 +129,7 @@ class BroadcastingService(LifecycleOperations):
         self._store = store
         self._bots = bots
         self._queue = queue
+        self._feeds = EventFeeds(queue)
         self._dispatcher = dispatcher
         self._metrics = metrics
         self._max_user_ids = max_user_ids
@@ -338,100 +321,22 @@ class BroadcastingService(LifecycleOperations):
         )
 
     async def watch(
-        self, broadcast_id: int, *, visible: Visible = None
+        self, broadcast_id: int, *, visible: Visible = None, after: str = ""
     ) -> AsyncGenerator[WatchUpdate, None]:
-        """Every outcome of the broadcast once, then a closing update with the final status.
-
-        A finished broadcast is replayed from SQL. A running one is followed on the events
-        stream from its start; the stream ends when every outcome the database holds has been
-        seen and the broadcast is final. Events are published at least once after the SQL
-        commit (a worker that crashed in between re-publishes them when its job is redelivered),
-        so a missing event is waited for up to ``missing_event_grace`` seconds before the watch
-        closes anyway. ``NotFound`` (at the first step) if the broadcast does not exist or its
-        bot is not ``visible``.
-        """
+        """Every outcome of the broadcast once, then a closing update with the final status
+        (:func:`.watching.watch`); ``after``: a cursor of an earlier update to resume after
+        (one that cannot be read starts from the first outcome). ``NotFound`` (at the first
+        step) if the broadcast does not exist or its bot is not ``visible``."""
         broadcast = await visible_broadcast(self._store, broadcast_id, visible)
-        if broadcast.status.is_final:
-            async for update in self._replay(broadcast):
-                yield update
-            return
-        total = broadcast.total
-        sent = failed = 0
-        final: Broadcast | None = None
-        final_since = 0.0
-        async with aclosing(self._queue.watch(broadcast_id)) as events:
-            async for event in events:
-                if isinstance(event, FinishedEvent) and self._on_finished is not None:
-                    self._on_finished(broadcast_id)
-                if isinstance(event, ResultEvent):
-                    result = event.result
-                    if result.state.delivered:
-                        sent += 1
-                    else:
-                        failed += 1
-                    yield WatchUpdate(
-                        result=result,
-                        status=BroadcastStatus.RUNNING,
-                        total=total,
-                        sent=sent,
-                        failed=failed,
-                    )
-                elif isinstance(event, FinishedEvent | Idle) and (
-                    # COMPLETED counts never move again; a FAILED broadcast's can (sends in
-                    # flight when it stopped), so it is re-read while events keep coming.
-                    final is None or final.status is not BroadcastStatus.COMPLETED
-                ):
-                    latest = await self._store.get_broadcast(broadcast_id)
-                    if latest.status.is_final:
-                        if final is None:
-                            final_since = time.monotonic()
-                        final = latest
-                if final is None:
-                    continue
-                seen_all = sent + failed >= final.sent + final.failed
-                if seen_all and (
-                    final.status is BroadcastStatus.COMPLETED or isinstance(event, Idle)
-                ):
-                    break
-                if time.monotonic() - final_since > self._missing_event_grace:
-                    logger.warning(
-                        "watch closed with outcomes missing from the event stream",
-                        extra={
-                            "broadcast_id": broadcast_id,
-                            "seen": sent + failed,
-                            "expected": final.sent + final.failed,
-                        },
-                    )
-                    break
-        assert final is not None
-        yield WatchUpdate(result=None, status=final.status, total=total, sent=sent, failed=failed)
-
-    async def _replay(self, broadcast: Broadcast) -> AsyncIterator[WatchUpdate]:
-        sent = failed = 0
-        after: int | None = None
-        while True:
-            page = await self._store.list_results(
-                broadcast.id, after_user_id=after, limit=REPLAY_PAGE
+        async with aclosing(
+            watching.watch(
+                self._store,
+                self._feeds,
+                broadcast,
+                after=Cursor.parse(after) if after else None,
+                missing_event_grace=self._missing_event_grace,
+                on_finished=self._on_finished,
             )
-            for result in page:
-                if result.state.delivered:
-                    sent += 1
-                else:
-                    failed += 1
-                yield WatchUpdate(
-                    result=result,
-                    status=broadcast.status,
-                    total=broadcast.total,
-                    sent=sent,
-                    failed=failed,
-                )
-            if len(page) < REPLAY_PAGE:
-                break
-            after = page[-1].user_id
-        yield WatchUpdate(
-            result=None,
-            status=broadcast.status,
-            total=broadcast.total,
-            sent=sent,
-            failed=failed,
-        )
+        ) as updates:
+            async for update in updates:
+                yield update

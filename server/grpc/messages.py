@@ -18,8 +18,9 @@ from tgbroadcast.core.domain.model import (
     UserProfile,
 )
 from tgbroadcast.core.rules.validation import SendRequest
-from tgbroadcast.core.service.broadcasting import WatchUpdate
+from tgbroadcast.core.service.watching import WatchUpdate
 from tgbroadcast.server.grpc import content, controls
+from tgbroadcast.server.streams import PerUpdate
 from tgbroadcast.v1 import broadcast_pb2 as pb
 
 _MEDIA_PREFIX = "MEDIA_TYPE_"
@@ -120,6 +121,10 @@ def delivery_result(value: DeliveryResult) -> pb.DeliveryResult:
     )
 
 
+_SHARED_RESULT: PerUpdate[DeliveryResult, pb.DeliveryResult] = PerUpdate(delivery_result)
+"""An outcome's message, built once for all the streams that send it."""
+
+
 def watch_update(value: WatchUpdate) -> pb.WatchBroadcastResponse:
     response = pb.WatchBroadcastResponse(
         progress=pb.Progress(
@@ -128,10 +133,11 @@ def watch_update(value: WatchUpdate) -> pb.WatchBroadcastResponse:
             sent=value.sent,
             failed=value.failed,
             pending=value.pending,
-        )
+        ),
+        cursor=value.cursor,
     )
     if value.result is not None:
-        response.result.CopyFrom(delivery_result(value.result))
+        response.result.CopyFrom(_SHARED_RESULT(value.result))
     return response
 
 

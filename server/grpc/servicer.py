@@ -160,7 +160,12 @@ class BroadcastServicer(pb_grpc.BroadcastServiceServicer):
     ) -> AsyncIterator[pb.WatchBroadcastResponse]:
         async with _translated(context):
             async for message in watch.watch_broadcast(
-                self._core, self._watchers, request.broadcast_id, context, visible=visible_bots()
+                self._core,
+                self._watchers,
+                request.broadcast_id,
+                context,
+                visible=visible_bots(),
+                after=request.after,
             ):
                 yield message
 

@@ -12,15 +12,18 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import aclosing
-from typing import Any, Final
+from typing import Any, Final, NoReturn
 
 import grpc
 
 from tgbroadcast.core.service.bot_access import Visible
 from tgbroadcast.core.service.broadcasting import BroadcastingService
+from tgbroadcast.core.service.watching import WatchUpdate
 from tgbroadcast.server.grpc import messages
 from tgbroadcast.server.streams import (
+    END,
     SHUTTING_DOWN,
+    ReadAhead,
     ShuttingDown,
     StreamClosing,
     TooManyWatchers,
@@ -30,6 +33,8 @@ from tgbroadcast.v1 import broadcast_pb2 as pb
 
 OPEN_METADATA: Final = (("tgb-watch", "open"),)
 """The initial metadata of a watch the server opened (a refused one ends without it)."""
+_AHEAD: Final = 64
+"""Updates read ahead of what the stream has written."""
 
 
 async def watch_broadcast(
@@ -39,6 +44,7 @@ async def watch_broadcast(
     context: grpc.aio.ServicerContext[Any, Any],
     *,
     visible: Visible = None,
+    after: str = "",
 ) -> AsyncIterator[pb.WatchBroadcastResponse]:
     """The stream's messages; aborts with the statuses above (the core's errors pass: a
     broadcast whose bot is not ``visible`` is NOT_FOUND, as a missing one)."""
@@ -48,19 +54,43 @@ async def watch_broadcast(
         await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, str(exc))
     except ShuttingDown as exc:
         await context.abort(grpc.StatusCode.UNAVAILABLE, str(exc))
+    ahead: ReadAhead[WatchUpdate] | None = None
     try:
         await context.send_initial_metadata(OPEN_METADATA)
-        async with aclosing(core.watch(broadcast_id, visible=visible)) as updates:
-            while True:
+        async with aclosing(core.watch(broadcast_id, visible=visible, after=after)) as updates:
+            try:
                 try:
-                    update = await slot.wait(anext(updates))
+                    # The first step raises the core's errors (NOT_FOUND) here, at once.
+                    first = await slot.wait(anext(updates))
                 except StopAsyncIteration:
                     return
                 except StreamClosing as closing:
-                    try:  # the status leaves at once; the read's clean-up comes after
-                        await context.abort(grpc.StatusCode.UNAVAILABLE, SHUTTING_DOWN)
-                    finally:
-                        await closing.settle()
-                yield messages.watch_update(update)
+                    await _tell_closing(context, closing)
+                yield messages.watch_update(first)
+                ahead = ReadAhead(updates, ahead=_AHEAD, name=f"grpc-watch-{broadcast_id}")
+                while True:
+                    try:
+                        items = await slot.take(ahead)
+                    except StreamClosing as closing:
+                        await _tell_closing(context, closing)
+                    for item in items:
+                        if item is END:
+                            return
+                        if isinstance(item, BaseException):
+                            raise item
+                        assert isinstance(item, WatchUpdate)
+                        yield messages.watch_update(item)
+            finally:
+                if ahead is not None:  # it reads ``updates``: stopped before they close
+                    await ahead.aclose()
     finally:
         slot.release()
+
+
+async def _tell_closing(
+    context: grpc.aio.ServicerContext[Any, Any], closing: StreamClosing
+) -> NoReturn:
+    try:  # the status leaves at once; the read's clean-up comes after
+        await context.abort(grpc.StatusCode.UNAVAILABLE, SHUTTING_DOWN)
+    finally:
+        await closing.settle()

@@ -284,14 +284,16 @@ def _paths() -> dict[str, Schema]:
                 "final status, and the stream ends. Comment lines (`: heartbeat`) keep the "
                 "connection open; `event: error` means the stream stopped and the client "
                 "should reconnect; `event: shutdown` means the server is draining: reconnect "
-                "(to another instance). A reconnect replays from the first outcome.",
+                "(to another instance). A reconnect with `Last-Event-ID` resumes after that event.",
                 "tags": ["broadcasts"],
                 "parameters": [
                     broadcast_id,
                     {
                         "name": "Last-Event-ID",
                         "in": "header",
-                        "description": "`end` after the closing event: answered 204.",
+                        "description": "The `id` of the last event received: the stream "
+                        "resumes after it (in the same order, each outcome once); `end` after "
+                        "the closing event: answered 204.",
                         "schema": {"type": "string"},
                     },
                 ],
@@ -301,7 +303,7 @@ def _paths() -> dict[str, Schema]:
                         "content": {
                             "text/event-stream": {
                                 "schema": {"type": "string"},
-                                "example": 'id: 1\nevent: result\ndata: {"user_id":111,'
+                                "example": 'id: s17.1.0\nevent: result\ndata: {"user_id":111,'
                                 '"outcome":"sent","error":null,"message_id":17,'
                                 '"finished_at":"2026-05-01T12:00:00.2Z","progress":'
                                 '{"status":"running","total":1,"sent":1,'

@@ -18,7 +18,6 @@ CSV download is cut short (no final chunk, so clients see it failed), the event 
 
 from __future__ import annotations
 
-import asyncio
 import csv
 import io
 import json
@@ -30,12 +29,18 @@ from typing import Any, Final
 from aiohttp import web
 
 from tgbroadcast.core.domain.errors import InvalidArgument
-from tgbroadcast.core.domain.model import Delivery
-from tgbroadcast.core.service.broadcasting import WatchUpdate
-from tgbroadcast.core.tasks import cancel_and_wait
+from tgbroadcast.core.domain.model import Delivery, DeliveryResult
+from tgbroadcast.core.service.watching import WatchUpdate
 from tgbroadcast.server.auth import visible_bots
 from tgbroadcast.server.rest import params, rendering
-from tgbroadcast.server.streams import StreamClosing, TooManyWatchers, Watchers, WatchRefused
+from tgbroadcast.server.streams import (
+    PerUpdate,
+    ReadAhead,
+    StreamClosing,
+    TooManyWatchers,
+    Watchers,
+    WatchRefused,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -196,11 +201,12 @@ def sse_event(event: str, data: dict[str, Any], *, event_id: str | None = None) 
 async def watch_events(request: web.Request) -> web.StreamResponse:
     """``WatchBroadcast`` as Server-Sent Events.
 
-    Every connection streams the broadcast from its first outcome (earlier outcomes replayed,
-    then live ones); ``id`` is the outcome's position in this stream. A reconnect with
-    ``Last-Event-ID`` starts again from the first outcome — each user id appears once per
-    broadcast, so a client skips those it has — except after the closing event
-    (``Last-Event-ID: end``): that is answered 204 No Content.
+    A connection streams the broadcast from its first outcome (earlier outcomes replayed,
+    then live ones); ``id`` is the outcome's cursor (opaque). A reconnect with
+    ``Last-Event-ID`` (what browsers' ``EventSource`` sends by itself) resumes after that
+    outcome, in the same order, each once, with the progress counters going on; after the
+    closing event (``Last-Event-ID: end``) it is answered 204 No Content. An id that is not a
+    cursor starts from the first outcome.
 
     Each stream holds a place among the server's open watch streams
     (:mod:`tgbroadcast.server.streams`): 429 when ``server.max_watchers`` are open, 503 while
@@ -211,7 +217,8 @@ async def watch_events(request: web.Request) -> web.StreamResponse:
     service = params.service(request)
     visible = visible_bots()
     await service.get_broadcast(broadcast_id, visible=visible)  # unknown or hidden: a 404
-    if request.headers.get("Last-Event-ID", "").strip() == END_EVENT_ID:
+    last_event_id = request.headers.get("Last-Event-ID", "").strip()
+    if last_event_id == END_EVENT_ID:
         return web.Response(status=204)
     heartbeat = request.app[HEARTBEAT_KEY]
     response = web.StreamResponse(
@@ -225,25 +232,19 @@ async def watch_events(request: web.Request) -> web.StreamResponse:
         slot = request.app[WATCHERS_KEY].acquire()
     except WatchRefused as exc:
         return rendering.problem(429 if isinstance(exc, TooManyWatchers) else 503, str(exc))
-    updates: asyncio.Queue[WatchUpdate | BaseException] = asyncio.Queue(_WATCH_AHEAD)
-
-    async def follow() -> None:
-        try:
-            async with aclosing(service.watch(broadcast_id, visible=visible)) as stream:
-                async for update in stream:
-                    await updates.put(update)
-        except Exception as error:
-            await updates.put(error)
-
-    follower: asyncio.Task[None] | None = None
-    position = 0
+    ahead: ReadAhead[WatchUpdate] | None = None
     try:
         await response.prepare(request)
-        follower = asyncio.create_task(follow(), name=f"sse-watch-{broadcast_id}")
+        ahead = ReadAhead(
+            service.watch(broadcast_id, visible=visible, after=last_event_id),
+            ahead=_WATCH_AHEAD,
+            name=f"sse-watch-{broadcast_id}",
+        )
         await response.write(f": broadcast {broadcast_id}\n\n".encode())
-        while request.transport is not None and not request.transport.is_closing():
+        ended = False
+        while not ended and request.transport is not None and not request.transport.is_closing():
             try:
-                item = await slot.wait(updates.get(), heartbeat)
+                items = await slot.take(ahead, heartbeat)
             except TimeoutError:
                 await response.write(b": heartbeat\n\n")
                 continue
@@ -253,36 +254,51 @@ async def watch_events(request: web.Request) -> web.StreamResponse:
                 finally:
                     await closing.settle()
                 break
-            if isinstance(item, BaseException):
-                logger.warning(
-                    "event stream stopped",
-                    extra={"broadcast_id": broadcast_id, "error": type(item).__name__},
-                )
-                await response.write(
-                    sse_event("error", {"detail": "the stream stopped; reconnect to resume"})
-                )
-                break
-            if item.result is None:
-                await response.write(
-                    sse_event("end", {"progress": progress_json(item)}, event_id=END_EVENT_ID)
-                )
-                break
-            position += 1
-            result = item.result
-            data = {
-                "user_id": result.user_id,
-                "outcome": result.state.value,
-                "error": result.error,
-                "message_id": result.message_id,
-                "finished_at": rendering.timestamp(result.finished_at),
-                "progress": progress_json(item),
-            }
-            await response.write(sse_event("result", data, event_id=str(position)))
+            chunk: list[bytes] = []
+            for item in items:
+                event, ended = _event_of(item, broadcast_id)
+                chunk.append(event)
+                if ended:
+                    break
+            await response.write(b"".join(chunk))  # every event ready, in one write
         with suppress(ConnectionResetError):
             await response.write_eof()
     except ConnectionResetError:
         pass  # the client went away: stop following
     finally:
         slot.release()
-        await cancel_and_wait(follower)
+        if ahead is not None:
+            await ahead.aclose()
     return response
+
+
+def _event_of(item: WatchUpdate | BaseException | object, broadcast_id: int) -> tuple[bytes, bool]:
+    """The SSE event of one update, and whether the stream ends with it."""
+    if isinstance(item, BaseException) or not isinstance(item, WatchUpdate):
+        if isinstance(item, BaseException):
+            logger.warning(
+                "event stream stopped",
+                extra={"broadcast_id": broadcast_id, "error": type(item).__name__},
+            )
+        return sse_event("error", {"detail": "the stream stopped; reconnect to resume"}), True
+    if item.result is None:
+        return sse_event("end", {"progress": progress_json(item)}, event_id=END_EVENT_ID), True
+    progress = json.dumps(progress_json(item), separators=(",", ":"))
+    data = f'{_SHARED_RESULT(item.result)},"progress":{progress}}}'
+    return f"id: {item.cursor}\nevent: result\ndata: {data}\n\n".encode(), False
+
+
+def _result_json(result: DeliveryResult) -> str:
+    """A result event's data up to its progress: ``{"user_id":...,"finished_at":"..."``."""
+    data = {
+        "user_id": result.user_id,
+        "outcome": result.state.value,
+        "error": result.error,
+        "message_id": result.message_id,
+        "finished_at": rendering.timestamp(result.finished_at),
+    }
+    return json.dumps(data, separators=(",", ":"))[:-1]
+
+
+_SHARED_RESULT: PerUpdate[DeliveryResult, str] = PerUpdate(_result_json)
+"""An outcome's JSON, written once for all the streams that send it."""

@@ -149,12 +149,16 @@ class BroadcastClient:
         )
         return response.broadcast
 
-    async def watch(self, broadcast_id: int) -> AsyncGenerator[pb.WatchBroadcastResponse, None]:
+    async def watch(
+        self, broadcast_id: int, *, after: str = ""
+    ) -> AsyncGenerator[pb.WatchBroadcastResponse, None]:
         """Every recipient's final outcome, exactly once each: first those already known,
         then live ones. The last message has no ``result`` and carries the final status;
-        leaving the loop early cancels the stream."""
+        leaving the loop early cancels the stream. ``after``: the ``cursor`` of the last
+        message of an earlier stream, to resume right after it."""
         call = self._stub.WatchBroadcast(
-            pb.WatchBroadcastRequest(broadcast_id=broadcast_id), metadata=self._options.metadata
+            pb.WatchBroadcastRequest(broadcast_id=broadcast_id, after=after),
+            metadata=self._options.metadata,
         )
         try:
             async for message in call:

@@ -136,16 +136,21 @@ class Client:
         request = pb.GetBroadcastRequest(broadcast_id=broadcast_id)
         return self._unary(self._stub.GetBroadcast, request).broadcast
 
-    def watch(self, broadcast_id: int) -> Generator[pb.WatchBroadcastResponse, None, None]:
+    def watch(
+        self, broadcast_id: int, *, after: str = ""
+    ) -> Generator[pb.WatchBroadcastResponse, None, None]:
         """Every recipient's final outcome, exactly once each: first those already known,
         then live ones. The last message has no ``result`` and carries the final status.
+        ``after``: the ``cursor`` of the last message of an earlier stream, to resume right
+        after it.
 
         The stream starts at the first ``next()``. ``close()`` on the iterator cancels it
         (``with contextlib.closing(client.watch(id)) as updates:`` does so on the way out),
         as does the iterator being garbage collected.
         """
         call = self._stub.WatchBroadcast(
-            pb.WatchBroadcastRequest(broadcast_id=broadcast_id), metadata=self._options.metadata
+            pb.WatchBroadcastRequest(broadcast_id=broadcast_id, after=after),
+            metadata=self._options.metadata,
         )
         try:
             yield from call

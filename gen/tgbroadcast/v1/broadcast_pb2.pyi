@@ -1192,15 +1192,22 @@ class WatchBroadcastRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     BROADCAST_ID_FIELD_NUMBER: _builtins.int
+    AFTER_FIELD_NUMBER: _builtins.int
     broadcast_id: _builtins.int
+    after: _builtins.str
+    """Resume after this message: the `cursor` of the last message received (a reconnect).
+    The stream goes on with the outcomes after it, in the same order, each once, and
+    counters from where they were. Empty, or not a cursor: from the first outcome.
+    """
     def __init__(
         self,
         *,
         broadcast_id: _builtins.int = ...,
+        after: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["broadcast_id", b"broadcast_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["after", b"after", "broadcast_id", b"broadcast_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -1212,6 +1219,9 @@ class WatchBroadcastResponse(_message.Message):
 
     RESULT_FIELD_NUMBER: _builtins.int
     PROGRESS_FIELD_NUMBER: _builtins.int
+    CURSOR_FIELD_NUMBER: _builtins.int
+    cursor: _builtins.str
+    """This message's position, opaque: `after` resumes after it."""
     @_builtins.property
     def result(self) -> Global___DeliveryResult:
         """One recipient's final outcome; absent on the closing message."""
@@ -1225,10 +1235,11 @@ class WatchBroadcastResponse(_message.Message):
         *,
         result: Global___DeliveryResult | None = ...,
         progress: Global___Progress | None = ...,
+        cursor: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["progress", b"progress", "result", b"result"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["progress", b"progress", "result", b"result"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["cursor", b"cursor", "progress", b"progress", "result", b"result"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -1,0 +1,196 @@
+"""One subscription per broadcast per process, fanned out in memory to every watcher of it.
+
+:class:`EventFeeds` gives each watcher of a broadcast the same thing as
+:meth:`~.watching.EventWatching.watch_from` — every event from a stream sequence on, in
+stream order, each once, with ``Idle()`` when nothing came for a while — but all watchers of
+one broadcast in this process share *one* NATS consumer (a :class:`_Feed`): its events are
+fetched and decoded once, kept in a bounded window of the latest :data:`WINDOW` events, and
+read by every watcher at its own pace.
+
+Guarantees:
+
+* **One consumer per broadcast**, however many watchers: 1,000 idle watchers cost a cursor
+  each, not a consumer. The feed's consumer is opened for the first watcher and closed (the
+  consumer deleted) when the last one leaves.
+* **Slow watchers never hold anyone up.** The feed never waits for a watcher. A watcher that
+  falls behind the window (or joins after its start, for a broadcast with more events than
+  the window) reads the gap on a consumer of its own from the next event it has not seen —
+  a *resumable gap* — and rejoins the shared window once it has caught up to it. Nothing is
+  skipped or repeated either way.
+* **Failures reach every watcher.** If the feed's consumer cannot be kept (NATS gone for
+  longer than :data:`~.watching.WATCH_PATIENCE`), every watcher of it gets the error; the next
+  watcher starts a new feed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import bisect
+import logging
+from collections.abc import AsyncGenerator
+from contextlib import aclosing, suppress
+
+from tgbroadcast.core.domain.errors import QueueError
+from tgbroadcast.core.queue.payloads import Idle
+from tgbroadcast.core.queue.watching import EventWatching, Sequenced
+
+logger = logging.getLogger(__name__)
+
+WINDOW = 4096
+"""Latest events a feed keeps for its watchers; one further behind reads its own gap."""
+
+
+def _seq(item: Sequenced) -> int:
+    return item.seq
+
+
+class _Feed:
+    """One broadcast's shared consumer and its window of latest events."""
+
+    def __init__(self, queue: EventWatching, broadcast_id: int, *, window: int) -> None:
+        self.broadcast_id = broadcast_id
+        self.watchers = 0
+        self._window = window
+        self._items: list[Sequenced] = []
+        self._start = 0
+        """Index in ``_items`` of the window's first event (older ones await compaction)."""
+        self._evicted_seq = 0
+        """The sequence of the last event that left the window (0: none yet)."""
+        self._arrived = asyncio.Event()
+        self._error: BaseException | None = None
+        self._task = asyncio.create_task(self._fill(queue), name=f"feed-{broadcast_id}")
+
+    @property
+    def failed(self) -> bool:
+        return self._error is not None
+
+    def since(self, next_seq: int) -> list[Sequenced] | None:
+        """The window's events from sequence ``next_seq`` on ([] if none yet); None when
+        some may have left the window already (``next_seq`` is not past the last evicted
+        event): the caller reads those on a consumer of its own."""
+        self._raise_failure()
+        if next_seq <= self._evicted_seq:
+            return None
+        at = bisect.bisect_left(self._items, next_seq, lo=self._start, key=_seq)
+        return self._items[at:]
+
+    async def wait(self, within: float) -> bool:
+        """Until an event arrives (True) or ``within`` seconds pass (False)."""
+        self._raise_failure()
+        try:
+            async with asyncio.timeout(within):
+                await self._arrived.wait()
+        except TimeoutError:
+            return False
+        self._raise_failure()
+        return True
+
+    def _raise_failure(self) -> None:
+        if self._error is not None:
+            raise QueueError(
+                f"the events of broadcast {self.broadcast_id} cannot be followed: {self._error!r}"
+            ) from self._error
+
+    async def close(self) -> None:
+        self._task.cancel()
+        with suppress(asyncio.CancelledError):
+            await self._task
+
+    async def _fill(self, queue: EventWatching) -> None:
+        try:
+            async with aclosing(queue.watch_from(self.broadcast_id, 1, batch_size=256)) as events:
+                async for item in events:
+                    if isinstance(item, Idle):
+                        continue
+                    self._items.append(item)
+                    if len(self._items) - self._start > self._window:
+                        self._evicted_seq = self._items[self._start].seq
+                        self._start += 1
+                        if self._start >= self._window:  # compact, amortised O(1)
+                            del self._items[: self._start]
+                            self._start = 0
+                    arrived, self._arrived = self._arrived, asyncio.Event()
+                    arrived.set()
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            logger.warning(
+                "a broadcast's event feed stopped",
+                extra={"broadcast_id": self.broadcast_id, "error": repr(exc)},
+            )
+            self._error = exc
+            self._arrived.set()
+
+
+class EventFeeds:
+    """The shared feeds of this process; see the module's docstring."""
+
+    def __init__(self, queue: EventWatching, *, window: int = WINDOW) -> None:
+        if window < 1:
+            raise ValueError("window must be at least 1")
+        self._queue = queue
+        self._window = window
+        self._feeds: dict[int, _Feed] = {}
+
+    @property
+    def consumers(self) -> int:
+        """Shared consumers open now (one per watched broadcast)."""
+        return len(self._feeds)
+
+    async def watch(
+        self, broadcast_id: int, start_seq: int = 1, *, idle_after: float = 1.0
+    ) -> AsyncGenerator[Sequenced | Idle, None]:
+        """The broadcast's events from stream sequence ``start_seq`` on, in stream order,
+        each once, and ``Idle()`` whenever nothing came for ``idle_after`` seconds. Iterate
+        it inside ``contextlib.aclosing`` so the watcher leaves its feed on every exit path."""
+        if idle_after <= 0:
+            raise ValueError("idle_after must be positive")
+        feed = self._feeds.get(broadcast_id)
+        if feed is None or feed.failed:  # a failed feed's watchers keep it until they leave
+            feed = self._feeds[broadcast_id] = _Feed(self._queue, broadcast_id, window=self._window)
+        feed.watchers += 1
+        next_seq = max(1, start_seq)
+        try:
+            while True:
+                items = feed.since(next_seq)
+                if items is None:  # behind the window: the gap on a consumer of its own
+                    async with aclosing(
+                        self._catch_up(feed, next_seq, idle_after=idle_after)
+                    ) as gap:
+                        async for item in gap:
+                            if not isinstance(item, Idle):
+                                next_seq = item.seq + 1
+                            yield item
+                    continue
+                for item in items:
+                    next_seq = item.seq + 1
+                    yield item
+                if not items and not await feed.wait(idle_after):
+                    yield Idle()
+        finally:
+            feed.watchers -= 1
+            if feed.watchers == 0:
+                if self._feeds.get(broadcast_id) is feed:
+                    del self._feeds[broadcast_id]
+                await feed.close()
+
+    async def _catch_up(
+        self, feed: _Feed, next_seq: int, *, idle_after: float
+    ) -> AsyncGenerator[Sequenced | Idle, None]:
+        """A watcher's own consumer from ``next_seq`` until the feed's window has what comes
+        next."""
+        async with aclosing(
+            self._queue.watch_from(feed.broadcast_id, next_seq, idle_after=idle_after)
+        ) as events:
+            async for item in events:
+                if not isinstance(item, Idle):
+                    next_seq = item.seq + 1
+                yield item
+                if feed.since(next_seq) is not None:
+                    return
+
+    async def aclose(self) -> None:
+        """Close every feed (their watchers get no more events)."""
+        feeds, self._feeds = list(self._feeds.values()), {}
+        for feed in feeds:
+            await feed.close()

@@ -1,0 +1,116 @@
+"""Shared event feeds on a real NATS (embedded and external): every watcher of a broadcast in
+a process reads one consumer; each gets every event once, in stream order, whatever its pace;
+a watcher behind the window reads its gap on a consumer of its own and comes back; the
+consumer goes with the last watcher."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncGenerator
+from contextlib import aclosing
+
+from tests.fixtures.nats import wait_until
+from tests.test_queue import result
+from tgbroadcast.core.queue import Idle, Queue, ResultEvent
+from tgbroadcast.core.queue.feeds import EventFeeds
+from tgbroadcast.core.queue.watching import Sequenced
+
+BROADCAST = 7
+
+
+async def watch_consumers(queue: Queue, broadcast_id: int = BROADCAST) -> int:
+    consumers = await queue.jetstream.consumers_info(queue.names.events_stream)
+    return sum((c.name or "").startswith(f"watch-{broadcast_id}-") for c in consumers)
+
+
+async def take(events: AsyncGenerator[Sequenced | Idle, None], count: int) -> list[tuple[int, int]]:
+    """The next ``count`` events as (stream seq, user id), skipping idles."""
+    taken: list[tuple[int, int]] = []
+    while len(taken) < count:
+        item = await anext(events)
+        if isinstance(item, Sequenced):
+            assert isinstance(item.event, ResultEvent)
+            taken.append((item.seq, item.event.result.user_id))
+    return taken
+
+
+async def publish(queue: Queue, user_ids: range, broadcast_id: int = BROADCAST) -> None:
+    await queue.publish_events([result(broadcast_id, user_id) for user_id in user_ids])
+
+
+async def test_watchers_of_a_broadcast_share_one_consumer(nats_url: str, queue_prefix: str) -> None:
+    async with Queue.connect(nats_url, prefix=queue_prefix) as queue:
+        feeds = EventFeeds(queue)
+        await publish(queue, range(1, 6))
+        watchers = [feeds.watch(BROADCAST, idle_after=0.2) for _ in range(50)]
+        try:
+            firsts = await asyncio.gather(*(take(w, 5) for w in watchers))
+            assert await watch_consumers(queue) == 1
+            assert feeds.consumers == 1
+            await publish(queue, range(6, 11))
+            seconds = await asyncio.gather(*(take(w, 5) for w in watchers))
+            users = [[u for _, u in a + b] for a, b in zip(firsts, seconds, strict=True)]
+            assert users == [list(range(1, 11))] * 50
+            # Another broadcast is its own feed.
+            async with aclosing(feeds.watch(BROADCAST + 1, idle_after=0.2)) as other:
+                assert isinstance(await anext(other), Idle)
+                assert feeds.consumers == 2
+        finally:
+            for watcher in watchers:
+                await watcher.aclose()
+        assert feeds.consumers == 0
+        await wait_until(lambda: _none_left(queue))
+
+
+async def _none_left(queue: Queue) -> bool:
+    return await watch_consumers(queue) == 0
+
+
+async def test_a_slow_watcher_reads_its_gap_and_holds_up_no_one(
+    nats_url: str, queue_prefix: str
+) -> None:
+    """Window of 4: a watcher that stops reading while 30 events arrive falls behind the
+    window; the fast one is never held; the slow one gets all 30 in order, each once, on a
+    consumer of its own that goes when it has caught up. A watcher joining late, from a
+    sequence past its start, gets what follows it."""
+    async with Queue.connect(nats_url, prefix=queue_prefix) as queue:
+        feeds = EventFeeds(queue, window=4)
+        async with (
+            aclosing(feeds.watch(BROADCAST, idle_after=0.2)) as fast,
+            aclosing(feeds.watch(BROADCAST, idle_after=0.2)) as slow,
+        ):
+            await publish(queue, range(1, 3))
+            assert [u for _, u in await take(slow, 2)] == [1, 2]
+            await publish(queue, range(3, 31))
+            got_fast = await take(fast, 30)
+            assert [u for _, u in got_fast] == list(range(1, 31))
+            assert await watch_consumers(queue) == 1  # the slow one has not read on yet
+
+            got_slow = await take(slow, 28)
+            assert [u for _, u in got_slow] == list(range(3, 31))
+            assert [s for s, _ in got_slow] == [s for s, _ in got_fast[2:]]
+            await publish(queue, range(31, 34))
+            assert [u for _, u in await take(slow, 3)] == [31, 32, 33]
+            assert [u for _, u in await take(fast, 3)] == [31, 32, 33]
+            await wait_until(lambda: _exactly_one(queue))  # the gap's consumer is gone
+
+            late_from = got_fast[-1][0] + 1  # after event 30: 31, 32, 33 from the window
+            async with aclosing(feeds.watch(BROADCAST, late_from, idle_after=0.2)) as late:
+                assert [u for _, u in await take(late, 3)] == [31, 32, 33]
+            early_from = got_fast[9][0]  # event 10, long gone from the window
+            async with aclosing(feeds.watch(BROADCAST, early_from, idle_after=0.2)) as early:
+                assert [u for _, u in await take(early, 24)] == list(range(10, 34))
+            assert feeds.consumers == 1
+
+
+async def _exactly_one(queue: Queue) -> bool:
+    return await watch_consumers(queue) == 1
+
+
+async def test_an_idle_watcher_is_told_so(nats_url: str, queue_prefix: str) -> None:
+    async with Queue.connect(nats_url, prefix=queue_prefix) as queue:
+        feeds = EventFeeds(queue)
+        async with aclosing(feeds.watch(BROADCAST, idle_after=0.1)) as watcher:
+            assert isinstance(await anext(watcher), Idle)
+            await publish(queue, range(1, 2))
+            assert [u for _, u in await take(watcher, 1)] == [1]
