@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import math
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -26,6 +27,13 @@ else:
     HAVE_PSUTIL = True
 
 MB = 1024 * 1024
+
+
+def resident_mb(pid: int) -> float:
+    """A process's resident memory now, in MB (NaN without the bench extra's psutil)."""
+    if not HAVE_PSUTIL:
+        return math.nan
+    return float(psutil.Process(pid).memory_info().rss) / MB
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -19,12 +19,10 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-import psutil
-
 from bench.analysis import analyse, percentile
 from bench.children import API_TOKEN, Child, Cluster, ServiceConfig, read_line, spawn
 from bench.client import ServiceClient, finished_at
-from bench.meter import cpu_per_thousand
+from bench.meter import cpu_per_thousand, resident_mb
 from bench.profiles import Bench
 from bench.report import Chart, Section, Series, Table, emit, fmt, progress, verdict
 from bench.runs import SERVICE_ROLES, RunResult, service_run, track_cluster
@@ -187,8 +185,8 @@ async def _idle_watchers(
     body = {"message": "later", "user_ids": [1], "send_at": send_at.isoformat()}
     broadcast_id = await client.send_raw(json.dumps(body).encode())
     assert cluster.server is not None
-    server = psutil.Process(cluster.server.pid)
-    before = server.memory_info().rss
+    server = cluster.server.pid
+    before = resident_mb(server)
     folder = bench.folder("watchers")
     per_process = 250
     async with AsyncExitStack() as stack:
@@ -213,7 +211,7 @@ async def _idle_watchers(
             assert child.proc.stdin is not None
             child.proc.stdin.write(f"{broadcast_id}\n".encode())
         await client.wait_watchers(count, within=120)
-        grown = (server.memory_info().rss - before) / 2**20
+        grown = resident_mb(server) - before
         await client.cancel(broadcast_id)
         for child in children:
             await read_line(child, within=120)
