@@ -4,7 +4,8 @@
   foreign keys on (off only on :func:`migrate`'s connection while it migrates). The driver's
   implicit ``BEGIN`` is disabled and every transaction opened on a :func:`writer` engine
   starts with ``BEGIN IMMEDIATE``, so writers from any number of processes queue on the
-  database lock instead of failing or losing updates. Reads start a plain deferred ``BEGIN``
+  database lock instead of failing or losing updates (within a process they take turns
+  before, in order: ``Store._write``). Reads start a plain deferred ``BEGIN``
   (a WAL snapshot) and never block writers. The file's folder is created when missing.
 * PostgreSQL (``postgresql+asyncpg://``): defaults (READ COMMITTED).
 * MySQL/MariaDB (``mysql+asyncmy://``): the connection is forced to ``charset=utf8mb4``;
