@@ -8,6 +8,7 @@ so a second run costs a node start or two.
 from __future__ import annotations
 
 import asyncio
+import fcntl
 import re
 import shutil
 import subprocess
@@ -49,14 +50,18 @@ def node() -> str:
     npm = require_tool("npm")
     lock = NODE_CLIENT / "package-lock.json"
     installed = NODE_CLIENT / "node_modules" / ".package-lock.json"
-    if not installed.exists() or installed.stat().st_mtime < lock.stat().st_mtime:
-        subprocess.run(
-            [npm, "ci", "--no-audit", "--no-fund", "--loglevel=error"],
-            cwd=NODE_CLIENT,
-            check=True,
-            timeout=100,
-            stdout=subprocess.DEVNULL,
-        )
+    # Every pytest-xdist worker has this session fixture: one at a time installs (two
+    # ``npm ci`` at once remove each other's files), the others then find it installed.
+    with (NODE_CLIENT / ".npm-ci.lock").open("w") as turn:
+        fcntl.flock(turn, fcntl.LOCK_EX)
+        if not installed.exists() or installed.stat().st_mtime < lock.stat().st_mtime:
+            subprocess.run(
+                [npm, "ci", "--no-audit", "--no-fund", "--loglevel=error"],
+                cwd=NODE_CLIENT,
+                check=True,
+                timeout=100,
+                stdout=subprocess.DEVNULL,
+            )
     return node
 
 
