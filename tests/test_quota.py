@@ -108,3 +108,36 @@ async def test_a_failed_write_releases_its_reservation(store: Store) -> None:
     assert quota.reserved == 0
     async with quota.admitting(3):
         await store.create_broadcast(scheduled(1, 2, 3))
+
+
+async def test_far_below_the_limit_a_recent_count_is_reused(store: Store) -> None:
+    """Many small sends far below the limit count once; close to it, every send counts (and
+    sends admitted since the count are added to it meanwhile)."""
+    counts = 0
+    count = store.pending_recipients
+
+    async def counting() -> int:
+        nonlocal counts
+        counts += 1
+        return await count()
+
+    store.pending_recipients = counting  # type: ignore[method-assign]
+    quota = PendingRecipientsQuota(store, 40, fresh=3600.0)
+    for user_id in range(1, 11):  # 10 of 40: far below
+        async with quota.admitting(1):
+            await store.create_broadcast(scheduled(user_id))
+    assert counts == 1
+    async with quota.admitting(15):  # 10 + 15 > 40 / 2: counted again
+        await store.create_broadcast(scheduled(*range(100, 115)))
+    assert counts == 2
+    with pytest.raises(ResourceExhausted, match=r"16 more recipients .* from 25 above"):
+        async with quota.admitting(16):
+            pytest.fail("admitted over the limit")
+    assert counts == 3
+
+    # An old count is not trusted, however far below the limit.
+    stale = PendingRecipientsQuota(store, 10**6, fresh=0.0)
+    for user_id in (201, 202):
+        async with stale.admitting(1):
+            await store.create_broadcast(scheduled(user_id))
+    assert counts == 5

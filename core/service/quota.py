@@ -11,6 +11,12 @@ unrelated small one, and concurrent sends still cannot all pass on the same coun
 reservation is dropped only after the write has committed (or failed), so for a moment a
 committed send counts twice: the error is on the side of refusing, never of overshooting.
 
+While the count is far below the limit — the last count, plus every send admitted here since,
+plus this one, at most half the limit — and at most :data:`FRESH` seconds old, a send is
+admitted without counting again: the busy path (many small sends, far from the limit) does not
+read the database, nor queue behind another send's count, for every send. Near the limit every
+send counts.
+
 Across several server processes on one database the reservations are not shared: each process
 may admit, at the same moment, sends checked against the same count, so the total may exceed
 the limit by at most what the other processes create concurrently (each send still at most
@@ -20,6 +26,7 @@ the limit by at most what the other processes create concurrently (each send sti
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -27,16 +34,25 @@ from tgbroadcast.core.domain.errors import ResourceExhausted
 from tgbroadcast.core.domain.model import NewBroadcast
 from tgbroadcast.core.store import Store
 
+FRESH = 1.0
+"""Seconds a count far below the limit is trusted (see the module's docstring)."""
+
 
 class PendingRecipientsQuota:
     """The limit (None: none), the recipients reserved by sends being written in this process,
     and the lock that makes check-and-reserve atomic."""
 
-    def __init__(self, store: Store, limit: int | None) -> None:
+    def __init__(self, store: Store, limit: int | None, *, fresh: float = FRESH) -> None:
         self._store = store
         self._limit = limit
+        self._fresh = fresh
         self._lock = asyncio.Lock()
         self._reserved = 0
+        self._counted: int | None = None
+        """The store's count at the last check (None: none yet)."""
+        self._counted_at = 0.0
+        self._admitted_since = 0
+        """Recipients of the sends admitted since that count (written or not: counted)."""
 
     @property
     def reserved(self) -> int:
@@ -60,7 +76,9 @@ class PendingRecipientsQuota:
         # Reserved first: a reservation dropped during the query below belongs to a write
         # that committed before it, so the query sees it (counted twice at worst, never 0).
         reserved = self._reserved
-        pending = await self._store.pending_recipients() + reserved
+        counted = await self._store.pending_recipients()
+        self._counted, self._counted_at, self._admitted_since = counted, time.monotonic(), 0
+        pending = counted + reserved
         if pending + size > self._limit:
             raise ResourceExhausted(
                 f"{size} more recipients would take those not yet final from {pending} above "
@@ -77,9 +95,20 @@ class PendingRecipientsQuota:
             yield
             return
         async with self._lock:
-            await self.check(size)
+            if not self._far_below(size):
+                await self.check(size)
             self._reserved += size
         try:
             yield
         finally:
             self._reserved -= size
+            self._admitted_since += size
+
+    def _far_below(self, size: int) -> bool:
+        """Whether the last count, recent, leaves room for twice everything since and this."""
+        if self._limit is None or self._counted is None:
+            return False
+        if time.monotonic() - self._counted_at >= self._fresh:
+            return False
+        upper = self._counted + self._admitted_since + self._reserved + size
+        return 2 * upper <= self._limit

@@ -7,13 +7,13 @@ bot (``bot``): its audience is that bot's users; its id is unique across bots.
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Sequence
 from datetime import datetime
 from typing import Any, Final
 
 from sqlalchemy import (
     Row,
+    bindparam,
     false,
     func,
     select,
@@ -37,13 +37,17 @@ from tgbroadcast.core.store import actions, audiences, bots, bulk
 from tgbroadcast.core.store.limits import IDS_PER_IN_LIST, chunks
 from tgbroadcast.core.store.tables import broadcasts, deliveries
 
-logger = logging.getLogger(__name__)
-
 ACTIVE: Final = (BroadcastStatus.QUEUED.value, BroadcastStatus.RUNNING.value)
 """Statuses of broadcasts that still have work."""
 
 _PENDING: Final = DeliveryState.PENDING.value
 _FAILABLE: Final = sorted(s.value for s in states.sources(BroadcastStatus.FAILED))
+
+
+# Built once: SQLAlchemy compiles each from its cache by a key it keeps, instead of building
+# the statement and its cache key again for every send.
+_INSERT = broadcasts.insert()
+_BY_ID = select(broadcasts).where(broadcasts.c.id == bindparam("broadcast_id"))
 
 
 async def create(
@@ -70,31 +74,32 @@ async def create(
         await bots.hold_live(connection, new.bot)
     empty = not user_ids and not new.all_users and new.filter is None
     inserted = await connection.execute(
-        broadcasts.insert().values(
-            status=initial_status(new, empty=empty, now=now).value,
-            message=new.content.message,
-            media_type=new.content.media_type.value,
-            media_url=new.content.media_url,
-            allow_paid_broadcast=new.content.allow_paid_broadcast,
-            media_upload=new.content.media_upload,
-            media_filename=new.content.media_filename,
-            options=new.content.options.to_json(),
-            all_users=new.all_users,
-            audience=None if new.filter is None else audiences.to_json(new.filter),
-            total=len(user_ids),
-            sent=0,
-            failed=0,
-            dispatched=empty,
-            created_at=now,
-            finished_at=now if empty else None,
-            callback_url=new.callback_url,
-            callback_state="pending" if new.callback_url else None,
-            send_at=new.send_at,
-            idempotency_key=new.idempotency_key,
-            request_hash=request_hash,
-            created_by=created_by,
-            bot=new.bot,
-        )
+        _INSERT,
+        {
+            "status": initial_status(new, empty=empty, now=now).value,
+            "message": new.content.message,
+            "media_type": new.content.media_type.value,
+            "media_url": new.content.media_url,
+            "allow_paid_broadcast": new.content.allow_paid_broadcast,
+            "media_upload": new.content.media_upload,
+            "media_filename": new.content.media_filename,
+            "options": new.content.options.to_json(),
+            "all_users": new.all_users,
+            "audience": None if new.filter is None else audiences.to_json(new.filter),
+            "total": len(user_ids),
+            "sent": 0,
+            "failed": 0,
+            "dispatched": empty,
+            "created_at": now,
+            "finished_at": now if empty else None,
+            "callback_url": new.callback_url,
+            "callback_state": "pending" if new.callback_url else None,
+            "send_at": new.send_at,
+            "idempotency_key": new.idempotency_key,
+            "request_hash": request_hash,
+            "created_by": created_by,
+            "bot": new.bot,
+        },
     )
     key = inserted.inserted_primary_key
     assert key is not None, "an INSERT always has a primary key"
@@ -103,18 +108,12 @@ async def create(
         await _address_active_users(connection, broadcast_id, new.filter, bot=new.bot, now=now)
     elif user_ids:
         await bulk.address(connection, broadcast_id, user_ids, bot=new.bot, now=now)
-    broadcast = await fetch(connection, broadcast_id)
-    logger.info(
-        "broadcast created",
-        extra={"broadcast_id": broadcast_id, "total": broadcast.total, "bot": new.bot},
-    )
-    return broadcast
+    return await fetch(connection, broadcast_id)  # the service logs it, once committed
 
 
 async def fetch(connection: AsyncConnection, broadcast_id: int) -> Broadcast:
     """The broadcast; :class:`NotFound` if there is none."""
-    statement = select(broadcasts).where(broadcasts.c.id == broadcast_id)
-    row = (await connection.execute(statement)).first()
+    row = (await connection.execute(_BY_ID, {"broadcast_id": broadcast_id})).first()
     if row is None:
         raise not_found(broadcast_id)
     return from_row(row)

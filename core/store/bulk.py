@@ -13,7 +13,8 @@ measured on each backend (``python -m bench.accept``):
   parameters. (JSON_TABLE and MariaDB's binary bulk protocol were measured too: slower, or
   no faster.)
 * SQLite: ``json_each`` over one JSON array per :data:`~.limits.SQLITE_IDS_PER_STATEMENT`
-  ids, sorted by SQLite, with a page cache of :data:`SQLITE_CACHE_KIB` for the transaction.
+  ids, sorted by SQLite, with a page cache of :data:`SQLITE_CACHE_KIB` for the transaction
+  when there are many.
 
 Then the recipients without a user row of the broadcast's bot get one, in one ``INSERT ..
 SELECT`` over the new deliveries (:func:`users.add_recipients`).
@@ -48,6 +49,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlalchemy.schema import CreateTable
+from sqlalchemy.sql.dml import Insert
 
 from tgbroadcast.core.domain.model import DeliveryState, UserFilter
 from tgbroadcast.core.store import audiences, limits, users
@@ -103,7 +105,7 @@ async def address(
     integer), naming the first such id, before any statement: nothing is written.
     """
     ids = _int64_array(user_ids)
-    async with _bulk_cache(connection):
+    async with _bulk_cache(connection, enlarge=len(ids) >= _LARGE):
         dialect = connection.dialect.name
         if dialect == "postgresql":
             await _copy(connection, broadcast_id, ids)
@@ -167,16 +169,24 @@ async def _copy(connection: AsyncConnection, broadcast_id: int, user_ids: array[
     await connection.execute(deliveries.insert().from_select(_COLUMNS, ordered))
 
 
+def _json_insert() -> Insert:
+    ids = func.json_each(bindparam("ids", type_=Text)).table_valued("value")
+    ordered = select(
+        bindparam("broadcast_id", type_=BigInteger), ids.c.value, literal(_PENDING, String)
+    ).order_by(ids.c.value)
+    return deliveries.insert().from_select(_COLUMNS, ordered)
+
+
+_JSON_INSERT = _json_insert()
+"""SQLite's insert of one JSON array of ids (built once: compiled from SQLAlchemy's cache)."""
+
+
 async def _json_arrays(
     connection: AsyncConnection, broadcast_id: int, user_ids: array[int]
 ) -> None:
-    ids = func.json_each(bindparam("ids", type_=Text)).table_valued("value")
-    ordered = select(
-        literal(broadcast_id, BigInteger), ids.c.value, literal(_PENDING, String)
-    ).order_by(ids.c.value)
-    statement = deliveries.insert().from_select(_COLUMNS, ordered)
     for chunk in chunks(user_ids, limits.SQLITE_IDS_PER_STATEMENT):
-        await connection.execute(statement, {"ids": json.dumps(list(chunk))})
+        params = {"broadcast_id": broadcast_id, "ids": json.dumps(list(chunk))}
+        await connection.execute(_JSON_INSERT, params)
 
 
 async def _multi_row(connection: AsyncConnection, broadcast_id: int, user_ids: array[int]) -> None:
@@ -191,10 +201,15 @@ async def _multi_row(connection: AsyncConnection, broadcast_id: int, user_ids: a
         await connection.exec_driver_sql(_MYSQL_INSERT + rows)
 
 
+_LARGE = 10_000
+"""Recipients from which a send's insert gets SQLite's big page cache."""
+
+
 @contextlib.asynccontextmanager
-async def _bulk_cache(connection: AsyncConnection) -> AsyncIterator[None]:
-    """On SQLite, a page cache of :data:`SQLITE_CACHE_KIB` while inside; restored after."""
-    if connection.dialect.name != "sqlite":
+async def _bulk_cache(connection: AsyncConnection, *, enlarge: bool = True) -> AsyncIterator[None]:
+    """On SQLite, a page cache of :data:`SQLITE_CACHE_KIB` while inside; restored after.
+    Not for a small insert (``enlarge`` false): three statements would cost it more."""
+    if connection.dialect.name != "sqlite" or not enlarge:
         yield
         return
     before: Any = await connection.scalar(text("PRAGMA cache_size"))

@@ -15,6 +15,7 @@ by ``(bot, id)``, then ``user_tags``).
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime
 from typing import Any
@@ -23,10 +24,10 @@ from sqlalchemy import (
     ColumnElement,
     Row,
     String,
+    bindparam,
     case,
     delete,
     func,
-    literal,
     null,
     select,
     true,
@@ -35,6 +36,7 @@ from sqlalchemy import (
 from sqlalchemy.dialects import mysql
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
+from sqlalchemy.sql.dml import Insert
 
 from tgbroadcast.core.domain.access import DEFAULT_BOT
 from tgbroadcast.core.domain.errors import NotFound
@@ -140,35 +142,48 @@ async def add_recipients(
     transaction inserted meanwhile conflicts, and then the savepoint is rolled back and the
     statement runs again ignoring conflicts.
     """
-    known = select(users.c.id).where(users.c.bot == bot, users.c.id == deliveries.c.user_id)
-    recipients = (
-        select(
-            literal(bot, String()),
-            deliveries.c.user_id,
-            true(),
-            literal(now, UtcDateTime()),
-            literal(now, UtcDateTime()),
-        )
-        .where(deliveries.c.broadcast_id == broadcast_id, ~known.exists())
-        .order_by(deliveries.c.user_id)
-    )
-    columns = ["bot", "id", "active", "created_at", "updated_at"]
+    params = {"bot": bot, "now": now, "broadcast_id": broadcast_id}
     dialect = connection.dialect.name
+    plain, ignoring = _recipient_inserts(dialect)
     if dialect == "postgresql":
         try:
             async with connection.begin_nested():
-                await connection.execute(users.insert().from_select(columns, recipients))
+                await connection.execute(plain, params)
         except IntegrityError:
             pass
         else:
             return
+    await connection.execute(ignoring, params)
+
+
+@functools.cache
+def _recipient_inserts(dialect: str) -> tuple[Insert, Insert]:
+    """:func:`add_recipients`' statements, built once per dialect (SQLAlchemy then compiles
+    them from its cache): the plain ``INSERT .. SELECT`` and the one ignoring conflicts."""
+    known = select(users.c.id).where(
+        users.c.bot == bindparam("bot"), users.c.id == deliveries.c.user_id
+    )
+    recipients = (
+        select(
+            bindparam("bot", type_=String()),
+            deliveries.c.user_id,
+            true(),
+            bindparam("now", type_=UtcDateTime()),
+            bindparam("now", type_=UtcDateTime()),
+        )
+        .where(deliveries.c.broadcast_id == bindparam("broadcast_id"), ~known.exists())
+        .order_by(deliveries.c.user_id)
+    )
+    columns = ["bot", "id", "active", "created_at", "updated_at"]
     statement = dialects.insert(dialect, users)
     ignoring: dialects.UpsertInsert
     if isinstance(statement, mysql.Insert):
         ignoring = statement.on_duplicate_key_update({"id": users.c.id})
     else:
         ignoring = statement.on_conflict_do_nothing(index_elements=[users.c.bot, users.c.id])
-    await connection.execute(ignoring.from_select(columns, recipients))
+    return users.insert().from_select(columns, recipients), ignoring.from_select(
+        columns, recipients
+    )
 
 
 async def deactivate(
