@@ -69,6 +69,18 @@ class ServiceClient:
             data: dict[str, Any] = await response.json()
         return int(data["broadcast_id"])
 
+    async def wait_sending(self, broadcast_id: int, *, within: float, poll: float = 0.1) -> None:
+        """Until the broadcast has a first outcome (polled)."""
+        try:
+            async with asyncio.timeout(within):
+                while True:
+                    state = await self.get(broadcast_id)
+                    if state["sent"] + state["failed"] > 0:
+                        return
+                    await asyncio.sleep(poll)
+        except TimeoutError:
+            raise ServiceError(f"broadcast {broadcast_id} sent nothing in {within:.0f} s") from None
+
     async def wait_watchers(self, count: int, *, within: float, poll: float = 0.2) -> None:
         """Until ``count`` watch streams are open on the server (polled)."""
         try:

@@ -3,7 +3,8 @@
 A server with no workers (so the machine's cores serve the API, the database and NATS; the
 dispatcher still publishes every broadcast's jobs) answers a fixed number of requests from
 several concurrent callers: one recipient each, then 10,000 recipients each (the same ids
-every time, known users after the first request).
+every time, known users after the first request). Then the same again beside a broadcast
+sending at 1000/s through one worker, as issue 14 measures it.
 """
 
 from __future__ import annotations
@@ -19,6 +20,10 @@ from bench.profiles import Bench
 from bench.report import Chart, Section, Series, Table, emit, fmt, progress
 from bench.runs import track_cluster
 
+ALONE = "server alone"
+BESIDE = "beside a broadcast at 1000/s"
+BACKGROUND_RATE = 1000
+
 
 async def latency(bench: Bench) -> Section:
     profile = bench.profile
@@ -32,22 +37,22 @@ async def latency(bench: Bench) -> Section:
             f"HTTP connection pool): {fmt(profile.latency_small_requests)} requests with one "
             f"recipient each (a new id each time), then {fmt(profile.latency_big_requests)} "
             f"with {fmt(big)} recipients each (the same ids each time), over gRPC and over "
-            "REST (`POST /send-message`). `tgbroadcast server` alone, SQLite, embedded NATS; "
-            "latency is from the call to its answer (202 / OK), measured by the caller."
+            "REST (`POST /send-message`): first with `tgbroadcast server` alone, then beside a "
+            f"broadcast of {fmt(200 * profile.latency_small_requests)} recipients sending at "
+            "1000/s through one worker; SQLite, "
+            "embedded NATS. Latency is from the call to its answer (202 / OK), measured by "
+            "the caller."
         ),
     )
-    rows = []
+    rows: list[list[str]] = []
     categories: list[str] = []
     p50s: list[float | None] = []
     p99s: list[float | None] = []
-    async with (
-        Cluster.start(bench.folder("latency"), bench.sim, ServiceConfig()) as cluster,
-        ServiceClient.connect(cluster.http_url, cluster.grpc_target) as client,
-    ):
-        track_cluster(bench.meter, cluster)
-        big_ids = list(range(1, big + 1))
-        big_body = send_body(big_ids)
-        next_id = iter(range(10**9, 2 * 10**9))
+    next_id = iter(range(10**9, 2 * 10**9))
+    big_ids = list(range(1, big + 1))
+    big_body = send_body(big_ids)
+
+    async def measure(client: ServiceClient, beside: str) -> None:
         plans: list[tuple[str, int, int, Callable[[], Awaitable[int]]]] = [
             (
                 "gRPC",
@@ -65,7 +70,7 @@ async def latency(bench: Bench) -> Section:
             ("REST", big, profile.latency_big_requests, lambda: client.send_raw(big_body)),
         ]
         for transport, size, requests, call in plans:
-            progress(f"7. {transport}, {requests} requests of {size} recipient(s)")
+            progress(f"7. {transport}, {requests} requests of {size} recipient(s), {beside}")
             async with bench.meter.measuring() as window:
                 began = time.perf_counter()
                 latencies = await timed_load(call, requests, concurrency)
@@ -73,12 +78,14 @@ async def latency(bench: Bench) -> Section:
             p50 = percentile(latencies, 0.5)
             p99 = percentile(latencies, 0.99)
             server_cpu = window.cpu("server", "nats-server")
+            label = f"{transport} recipients={size}" + ("" if beside == ALONE else " " + BESIDE)
             emit(
                 "7",
-                f"{transport} recipients={size}",
+                label,
                 {
                     "requests": requests,
                     "concurrency": concurrency,
+                    "beside": beside,
                     "p50_ms": None if p50 is None else round(p50 * 1000, 2),
                     "p99_ms": None if p99 is None else round(p99 * 1000, 2),
                     "max_ms": round(max(latencies) * 1000, 2),
@@ -88,6 +95,7 @@ async def latency(bench: Bench) -> Section:
             )
             rows.append(
                 [
+                    beside,
                     transport,
                     fmt(size),
                     fmt(requests),
@@ -98,15 +106,39 @@ async def latency(bench: Bench) -> Section:
                 ]
             )
             section.findings.append(
-                f"{transport}, {fmt(size)} recipient(s): p50 {fmt(p50 and p50 * 1000, 1)} ms, "
-                f"p99 {fmt(p99 and p99 * 1000, 1)} ms."
+                f"{transport}, {fmt(size)} recipient(s), {beside}: p50 "
+                f"{fmt(p50 and p50 * 1000, 1)} ms, p99 {fmt(p99 and p99 * 1000, 1)} ms."
             )
-            categories.append(f"{transport}\n{size:,} recipient" + ("s" if size > 1 else ""))
+            categories.append(
+                f"{transport} {size:,}\n{'alone' if beside == ALONE else 'beside 1000/s'}"
+            )
             p50s.append(None if p50 is None else p50 * 1000)
             p99s.append(None if p99 is None else p99 * 1000)
+
+    async with (
+        Cluster.start(bench.folder("latency"), bench.sim, ServiceConfig()) as cluster,
+        ServiceClient.connect(cluster.http_url, cluster.grpc_target) as client,
+    ):
+        track_cluster(bench.meter, cluster)
+        await measure(client, ALONE)
+    # The same beside a broadcast sending at 1000/s (one worker; the server dispatches it,
+    # records nothing itself, and answers the API meanwhile).
+    await bench.sim.set_limits(bot=BACKGROUND_RATE)
+    config = ServiceConfig(rate_limit=BACKGROUND_RATE)
+    async with (
+        Cluster.start(bench.folder("latency-busy"), bench.sim, config, workers=1) as cluster,
+        ServiceClient.connect(cluster.http_url, cluster.grpc_target) as client,
+    ):
+        track_cluster(bench.meter, cluster)
+        # Longer than the measurement (two minutes at full size): still sending at its end.
+        background = list(range(5 * 10**8, 5 * 10**8 + 200 * profile.latency_small_requests))
+        broadcast_id = await client.send_grpc(background)
+        await client.wait_sending(broadcast_id, within=60)
+        await measure(client, BESIDE)
     section.tables.append(
         Table(
             columns=(
+                "beside",
                 "transport",
                 "recipients per request",
                 "requests",
