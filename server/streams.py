@@ -18,7 +18,9 @@ May import: :mod:`tgbroadcast.core.domain`, :mod:`tgbroadcast.core.tasks`.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections import OrderedDict
+from collections.abc import AsyncGenerator, Awaitable, Callable
+from contextlib import aclosing
 from typing import Any, Final, Generic, TypeVar
 
 from tgbroadcast.core.tasks import cancel_and_wait
@@ -222,14 +224,18 @@ class ReadAhead(Generic[T]):
     source is closed when the task ends (:meth:`aclose`, or the drain cancelling it).
     """
 
-    def __init__(self, updates: AsyncIterator[T], *, ahead: int, name: str) -> None:
+    def __init__(self, updates: AsyncGenerator[T, None], *, ahead: int, name: str) -> None:
         self._queue: asyncio.Queue[T | BaseException | _End] = asyncio.Queue(ahead)
         self.task = asyncio.create_task(self._read(updates), name=name)
 
-    async def _read(self, updates: AsyncIterator[T]) -> None:
+    async def _read(self, updates: AsyncGenerator[T, None]) -> None:
         try:
-            async for update in updates:
-                await self._queue.put(update)
+            # Closed here whatever ends the reading: cancelled while waiting for room in the
+            # queue, the generator would otherwise stay open (and its watch with it) until
+            # the garbage collector finds it.
+            async with aclosing(updates):
+                async for update in updates:
+                    await self._queue.put(update)
             await self._queue.put(END)
         except Exception as error:
             await self._queue.put(error)
@@ -267,7 +273,7 @@ class PerUpdate(Generic[K, T]):
     def __init__(self, render: Callable[[K], T], *, size: int = 8192) -> None:
         self._render = render
         self._size = size
-        self._kept: dict[int, tuple[K, T]] = {}
+        self._kept: OrderedDict[int, tuple[K, T]] = OrderedDict()
 
     def __call__(self, value: K) -> T:
         kept = self._kept.get(id(value))
@@ -275,6 +281,6 @@ class PerUpdate(Generic[K, T]):
             return kept[1]
         rendered = self._render(value)
         if len(self._kept) >= self._size:
-            del self._kept[next(iter(self._kept))]  # the oldest
+            self._kept.popitem(last=False)  # the oldest
         self._kept[id(value)] = (value, rendered)
         return rendered

@@ -114,3 +114,23 @@ async def test_an_idle_watcher_is_told_so(nats_url: str, queue_prefix: str) -> N
             assert isinstance(await anext(watcher), Idle)
             await publish(queue, range(1, 2))
             assert [u for _, u in await take(watcher, 1)] == [1]
+
+
+async def test_a_feed_starts_where_its_first_watcher_resumes(
+    nats_url: str, queue_prefix: str
+) -> None:
+    """A resumed watcher opens the feed at its own position, not at the broadcast's start; a
+    watcher from the start, joining next, reads the part before as a gap."""
+    async with Queue.connect(nats_url, prefix=queue_prefix) as queue:
+        feeds = EventFeeds(queue)
+        await publish(queue, range(1, 11))
+        async with aclosing(feeds.watch(BROADCAST, idle_after=0.2)) as probe:
+            seqs = [seq for seq, _ in await take(probe, 10)]
+        assert feeds.consumers == 0
+        async with aclosing(feeds.watch(BROADCAST, seqs[5], idle_after=0.2)) as resumed:
+            assert [u for _, u in await take(resumed, 5)] == [6, 7, 8, 9, 10]
+            async with aclosing(feeds.watch(BROADCAST, idle_after=0.2)) as whole:
+                assert [u for _, u in await take(whole, 10)] == list(range(1, 11))
+                await publish(queue, range(11, 13))
+                assert [u for _, u in await take(whole, 2)] == [11, 12]
+                assert [u for _, u in await take(resumed, 2)] == [11, 12]

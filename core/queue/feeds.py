@@ -11,7 +11,9 @@ Guarantees:
 
 * **One consumer per broadcast**, however many watchers: 1,000 idle watchers cost a cursor
   each, not a consumer. The feed's consumer is opened for the first watcher and closed (the
-  consumer deleted) when the last one leaves.
+  consumer deleted) when the last one leaves. It starts at its first watcher's position (a
+  resumed watcher does not wait for the broadcast's whole history to be read again); a
+  watcher from earlier reads that part as a gap.
 * **Slow watchers never hold anyone up.** The feed never waits for a watcher. A watcher that
   falls behind the window (or joins after its start, for a broadcast with more events than
   the window) reads the gap on a consumer of its own from the next event it has not seen —
@@ -28,7 +30,7 @@ import asyncio
 import bisect
 import logging
 from collections.abc import AsyncGenerator
-from contextlib import aclosing, suppress
+from contextlib import aclosing
 
 from tgbroadcast.core.domain.errors import QueueError
 from tgbroadcast.core.queue.payloads import Idle
@@ -47,15 +49,19 @@ def _seq(item: Sequenced) -> int:
 class _Feed:
     """One broadcast's shared consumer and its window of latest events."""
 
-    def __init__(self, queue: EventWatching, broadcast_id: int, *, window: int) -> None:
+    def __init__(
+        self, queue: EventWatching, broadcast_id: int, *, window: int, start_seq: int
+    ) -> None:
         self.broadcast_id = broadcast_id
         self.watchers = 0
         self._window = window
         self._items: list[Sequenced] = []
         self._start = 0
         """Index in ``_items`` of the window's first event (older ones await compaction)."""
-        self._evicted_seq = 0
-        """The sequence of the last event that left the window (0: none yet)."""
+        self._start_seq = start_seq
+        self._evicted_seq = start_seq - 1
+        """The sequence of the last event that left the window, or that the feed never read
+        (it starts at its first watcher's sequence: a watcher from earlier reads its gap)."""
         self._arrived = asyncio.Event()
         self._error: BaseException | None = None
         self._task = asyncio.create_task(self._fill(queue), name=f"feed-{broadcast_id}")
@@ -93,12 +99,12 @@ class _Feed:
 
     async def close(self) -> None:
         self._task.cancel()
-        with suppress(asyncio.CancelledError):
-            await self._task
+        await asyncio.wait([self._task])  # a cancellation of the caller still reaches it
 
     async def _fill(self, queue: EventWatching) -> None:
         try:
-            async with aclosing(queue.watch_from(self.broadcast_id, 1, batch_size=256)) as events:
+            events = queue.watch_from(self.broadcast_id, self._start_seq, batch_size=256)
+            async with aclosing(events):
                 async for item in events:
                     if isinstance(item, Idle):
                         continue
@@ -147,7 +153,9 @@ class EventFeeds:
             raise ValueError("idle_after must be positive")
         feed = self._feeds.get(broadcast_id)
         if feed is None or feed.failed:  # a failed feed's watchers keep it until they leave
-            feed = self._feeds[broadcast_id] = _Feed(self._queue, broadcast_id, window=self._window)
+            feed = self._feeds[broadcast_id] = _Feed(
+                self._queue, broadcast_id, window=self._window, start_seq=max(1, start_seq)
+            )
         feed.watchers += 1
         next_seq = max(1, start_seq)
         try:

@@ -8,7 +8,8 @@ many watchers).
 Every update carries a *cursor*: an opaque position (``s<seq>.<sent>.<failed>`` on the events
 stream, ``u<user_id>.<sent>.<failed>`` in a replay) from which :func:`watch` resumes with
 ``after=``: the outcomes after it, in the same order, each once, with the counters going on
-from where they were. A cursor that cannot be read starts from the first outcome.
+from where they were. A cursor that cannot be read, or not of this broadcast (more outcomes
+than it has, a sequence or user id out of range), starts from the first outcome.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from tgbroadcast.core.store import Store
 logger = logging.getLogger(__name__)
 
 REPLAY_PAGE = 500
+_INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
 _CURSOR = re.compile(r"([su])(-?\d{1,19})\.(\d{1,19})\.(\d{1,19})")
 
 
@@ -78,7 +80,10 @@ class Cursor:
         if match is None:
             return None
         kind, seq, sent, failed = match.groups()
-        return cls(kind, int(seq), int(sent), int(failed))
+        cursor = cls(kind, int(seq), int(sent), int(failed))
+        if not _INT64_MIN <= cursor.seq <= _INT64_MAX or (kind == "s" and cursor.seq < 0):
+            return None  # no stream sequence or user id is out there
+        return cursor
 
 
 async def watch(
@@ -100,6 +105,8 @@ async def watch(
     them when its job is redelivered), so a missing event is waited for up to
     ``missing_event_grace`` seconds before the watch closes anyway.
     """
+    if after is not None and after.sent + after.failed > broadcast.total:
+        after = None  # not a cursor of this broadcast: from the first outcome
     if broadcast.status.is_final and (after is None or after.kind == "u"):
         async for update in _replay(store, broadcast, after):
             yield update

@@ -1,11 +1,13 @@
 """Engines for the three backends, tuned so that they behave alike, and schema migration.
 
-* SQLite (``sqlite+aiosqlite:///path``): WAL, ``busy_timeout`` 30 s, ``synchronous=NORMAL``,
-  foreign keys on (off only on :func:`migrate`'s connection while it migrates). The driver's
-  implicit ``BEGIN`` is disabled and every transaction opened on a :func:`writer` engine
-  starts with ``BEGIN IMMEDIATE``, so writers from any number of processes queue on the
-  database lock instead of failing or losing updates (within a process they take turns
-  before, in order: ``Store._write``). Reads start a plain deferred ``BEGIN``
+* SQLite (``sqlite+aiosqlite:///path``): WAL, ``synchronous=NORMAL``, foreign keys on (off
+  only on :func:`migrate`'s connection while it migrates). The driver's implicit ``BEGIN`` is
+  disabled and every transaction opened on a :func:`writer` engine starts with ``BEGIN
+  IMMEDIATE``, so writers from any number of processes queue on the database lock instead of
+  failing or losing updates: SQLite's busy handler waits a few milliseconds, then the
+  ``BEGIN IMMEDIATE`` is tried again every millisecond or two on the event loop, for up to
+  30 s (:data:`SQLITE_HANDLER_MS`); within a process writers take turns before, in order
+  (``Store._write``). Reads start a plain deferred ``BEGIN``
   (a WAL snapshot) and never block writers. The file's folder is created when missing.
 * PostgreSQL (``postgresql+asyncpg://``): defaults (READ COMMITTED).
 * MySQL/MariaDB (``mysql+asyncmy://``): the connection is forced to ``charset=utf8mb4``;
@@ -28,6 +30,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import random
 import sqlite3
 import time
 import uuid
@@ -48,7 +51,13 @@ from sqlalchemy.util import await_
 logger = logging.getLogger(__name__)
 
 SQLITE_BUSY_TIMEOUT_MS: Final = 30_000
-"""How long a SQLite connection waits for another process's lock before failing."""
+"""How long a SQLite write transaction waits for another process's lock before failing."""
+SQLITE_HANDLER_MS: Final = 5
+"""``busy_timeout`` of every SQLite connection: what SQLite's own busy handler may wait. A
+write transaction's ``BEGIN IMMEDIATE`` that still finds the database locked tries again
+within a couple of milliseconds, on the event loop, for up to :data:`SQLITE_BUSY_TIMEOUT_MS`:
+the handler's sleeps grow to 100 ms, so a writer waiting in it against a process that writes
+all the time (a worker recording 1000 outcomes a second) kept missing the lock for seconds."""
 
 WRITE_OPTION: Final = "broadcasting_write"
 """Execution option that marks a connection whose transactions write (``BEGIN IMMEDIATE``)."""
@@ -302,7 +311,7 @@ def _sqlite_engine(url: URL, pool_timeout: float) -> AsyncEngine:
         dbapi_connection.isolation_level = None
         cursor = dbapi_connection.cursor()
         try:
-            cursor.execute(f"PRAGMA busy_timeout = {SQLITE_BUSY_TIMEOUT_MS}")
+            cursor.execute(f"PRAGMA busy_timeout = {SQLITE_HANDLER_MS}")
             _enable_wal(cursor)
             cursor.execute("PRAGMA synchronous = NORMAL")
             cursor.execute("PRAGMA foreign_keys = ON")
@@ -311,8 +320,19 @@ def _sqlite_engine(url: URL, pool_timeout: float) -> AsyncEngine:
 
     @event.listens_for(engine.sync_engine, "begin")
     def _on_begin(connection: Connection) -> None:
-        write = connection.get_execution_options().get(WRITE_OPTION, False)
-        connection.exec_driver_sql("BEGIN IMMEDIATE" if write else "BEGIN")
+        if not connection.get_execution_options().get(WRITE_OPTION, False):
+            connection.exec_driver_sql("BEGIN")
+            return
+        deadline = time.monotonic() + SQLITE_BUSY_TIMEOUT_MS / 1000
+        while True:
+            try:
+                connection.exec_driver_sql("BEGIN IMMEDIATE")
+                return
+            except exc.OperationalError as error:
+                if "locked" not in str(error.orig) or time.monotonic() > deadline:
+                    raise
+            # SQLAlchemy's greenlet, on the event loop: other tasks run meanwhile.
+            await_(asyncio.sleep(random.uniform(0.0005, 0.002)))
 
     return engine
 
