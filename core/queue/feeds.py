@@ -196,9 +196,3 @@ class EventFeeds:
                 yield item
                 if feed.since(next_seq) is not None:
                     return
-
-    async def aclose(self) -> None:
-        """Close every feed (their watchers get no more events)."""
-        feeds, self._feeds = list(self._feeds.values()), {}
-        for feed in feeds:
-            await feed.close()
