@@ -11,27 +11,25 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from datetime import UTC, datetime
-from typing import Any
 
 import pytest
 from alembic import command
 from alembic.script import ScriptDirectory
 from sqlalchemy import (
-    BigInteger,
-    Boolean,
-    Column,
-    Integer,
-    MetaData,
-    String,
-    Table,
-    Text,
     func,
     select,
     text,
 )
-from sqlalchemy.engine import Connection
 
-from tests.fixtures.old_schema import assert_database_warned_nothing, old_actions, old_deliveries
+from tests.fixtures.old_schema import (
+    assert_database_warned_nothing,
+    old_actions,
+    old_broadcasts,
+    old_deliveries,
+    old_tags,
+    old_users,
+    run_migration,
+)
 from tgbroadcast.core.domain.access import DEFAULT_BOT
 from tgbroadcast.core.domain.errors import AlreadyExists
 from tgbroadcast.core.domain.model import (
@@ -46,7 +44,6 @@ from tgbroadcast.core.domain.model import (
 )
 from tgbroadcast.core.store import Store, create_engine
 from tgbroadcast.core.store.engine import alembic_config
-from tgbroadcast.core.store.tables import UtcDateTime
 
 BEFORE_BOTS = "0005"
 HEAD = ScriptDirectory.from_config(alembic_config()).get_current_head()
@@ -56,61 +53,11 @@ HASH = "h" * 64
 GROUP = -1_001_234_567_890
 BIG = 2**40
 
-# The tables as revision 0005 has them (only the columns written here).
-_old = MetaData()
-old_users = Table(
-    "users",
-    _old,
-    Column("id", BigInteger),
-    Column("username", Text),
-    Column("first_name", Text),
-    Column("language_code", Text),
-    Column("active", Boolean),
-    Column("created_at", UtcDateTime),
-    Column("updated_at", UtcDateTime),
-    Column("blocked_reason", String(16)),
-    Column("blocked_at", UtcDateTime),
-)
-old_tags = Table("user_tags", _old, Column("user_id", BigInteger), Column("tag", String(64)))
-old_broadcasts = Table(
-    "broadcasts",
-    _old,
-    Column("id", BigInteger().with_variant(Integer(), "sqlite"), primary_key=True),
-    Column("status", String(16)),
-    Column("message", Text),
-    Column("media_type", String(16)),
-    Column("all_users", Boolean),
-    Column("total", BigInteger),
-    Column("sent", BigInteger),
-    Column("failed", BigInteger),
-    Column("dispatched", Boolean),
-    Column("created_at", UtcDateTime),
-    Column("finished_at", UtcDateTime),
-    Column("started_at", UtcDateTime),
-    Column("resumed_at", UtcDateTime),
-    Column("idempotency_key", String(255)),
-    Column("request_hash", String(64)),
-    Column("created_by", String(64)),
-)
-
 
 @pytest.fixture(autouse=True)
 def database_warned_nothing(caplog: pytest.LogCaptureFixture) -> Iterator[None]:
     yield
     assert_database_warned_nothing(caplog)
-
-
-async def run_migration(url: str, step: Any, revision: str) -> None:
-    engine = create_engine(url)
-
-    def migrate(connection: Connection) -> None:
-        step(alembic_config(connection), revision)
-
-    try:
-        async with engine.begin() as connection:
-            await connection.run_sync(migrate)
-    finally:
-        await engine.dispose()
 
 
 async def build_before_bots(url: str) -> dict[str, int]:

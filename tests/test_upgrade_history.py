@@ -23,60 +23,30 @@ import pytest
 from alembic import command
 from alembic.script import ScriptDirectory
 from sqlalchemy import (
-    BigInteger,
-    Boolean,
-    Column,
-    Integer,
-    MetaData,
-    String,
-    Table,
-    Text,
     func,
     select,
     text,
 )
-from sqlalchemy.engine import Connection, make_url
+from sqlalchemy.engine import make_url
 
 from tests.fixtures.databases import temporary_database
-from tests.fixtures.old_schema import assert_database_warned_nothing, old_actions, old_deliveries
+from tests.fixtures.old_schema import (
+    assert_database_warned_nothing,
+    old_actions,
+    old_broadcasts,
+    old_deliveries,
+    old_tags,
+    old_users,
+    run_migration,
+)
 from tgbroadcast.core.domain.access import DEFAULT_BOT
 from tgbroadcast.core.domain.model import BroadcastStatus, ControlAction, DeliveryState
 from tgbroadcast.core.store import Store, create_engine
 from tgbroadcast.core.store.engine import alembic_config, migrate
-from tgbroadcast.core.store.tables import UtcDateTime
 
 HEAD = ScriptDirectory.from_config(alembic_config()).get_current_head()
 AT = datetime(2026, 11, 30, 12, 0, 0, 123456, tzinfo=UTC)
 USERS = (1, 2, 3, -1_001_234_567_890, 2**40)
-
-# The columns every revision from 0001 on has (only those written here).
-_old = MetaData()
-old_users = Table(
-    "users",
-    _old,
-    Column("id", BigInteger),
-    Column("username", Text),
-    Column("first_name", Text),
-    Column("active", Boolean),
-    Column("created_at", UtcDateTime),
-    Column("updated_at", UtcDateTime),
-)
-old_tags = Table("user_tags", _old, Column("user_id", BigInteger), Column("tag", String(64)))
-old_broadcasts = Table(
-    "broadcasts",
-    _old,
-    Column("id", BigInteger().with_variant(Integer(), "sqlite"), primary_key=True),
-    Column("status", String(16)),
-    Column("message", Text),
-    Column("media_type", String(16)),
-    Column("all_users", Boolean),
-    Column("total", BigInteger),
-    Column("sent", BigInteger),
-    Column("failed", BigInteger),
-    Column("dispatched", Boolean),
-    Column("created_at", UtcDateTime),
-    Column("finished_at", UtcDateTime),
-)
 
 
 @pytest.fixture(autouse=True)
@@ -85,25 +55,11 @@ def database_warned_nothing(caplog: pytest.LogCaptureFixture) -> Iterator[None]:
     assert_database_warned_nothing(caplog)
 
 
-async def upgrade_to(url: str, revision: str) -> None:
-    """Alembic's own upgrade to ``revision`` (an empty database: nothing to lose)."""
-    engine = create_engine(url)
-
-    def upgrade(connection: Connection) -> None:
-        command.upgrade(alembic_config(connection), revision)
-
-    try:
-        async with engine.begin() as connection:
-            await connection.run_sync(upgrade)
-    finally:
-        await engine.dispose()
-
-
 async def build_at(url: str, revision: str) -> dict[str, int]:
     """A database at ``revision`` with users, two broadcasts and their deliveries; their ids.
 
     From 0004 on the users have tags, from 0005 on the running broadcast has actions."""
-    await upgrade_to(url, revision)
+    await run_migration(url, command.upgrade, revision)  # an empty database: nothing to lose
     engine = create_engine(url)
     try:
         async with engine.begin() as connection:
