@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import importlib.util
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -43,6 +44,10 @@ async def test_the_harness_writes_a_report_from_a_tiny_run(tmp_path: Path) -> No
         "--workdir",
         str(tmp_path / "work"),
         cwd=REPO,
+        # The suite runs on a loaded machine: a wide margin keeps the one-second windows
+        # clear of its scheduling jitter. What the default margin gets is the benchmark's to
+        # measure on a quiet machine, not this test's.
+        env={**os.environ, "TGB_TELEGRAM_RATE_MARGIN": "0.2"},
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
     )
@@ -121,6 +126,10 @@ async def test_several_bots_run_each_at_its_own_limit(tmp_path: Path) -> None:
         "--workdir",
         str(tmp_path / "work"),
         cwd=REPO,
+        # The suite runs on a loaded machine: a wide margin keeps the one-second windows
+        # clear of its scheduling jitter. What the default margin gets is the benchmark's to
+        # measure on a quiet machine, not this test's.
+        env={**os.environ, "TGB_TELEGRAM_RATE_MARGIN": "0.2"},
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
     )

@@ -102,6 +102,27 @@ def test_secrets_stay_out_of_repr(tmp_path: Path) -> None:
     assert "api-token-0123456789" not in text
 
 
+def test_database_pool_settings_from_file_and_environment(tmp_path: Path) -> None:
+    path = write(
+        tmp_path,
+        """
+database:
+  dsn: postgresql://app@db:5432/tgb
+  pool_size: 7
+  max_overflow: 3
+  statement_timeout: 15
+""",
+    )
+    environ = {"TGB_DATABASE_POOL_TIMEOUT": "2.5", "TGB_DATABASE_PGBOUNCER": "true"}
+    database = load_settings(path, environ=environ, base_dir=tmp_path).database
+    assert (database.pool_size, database.max_overflow) == (7, 3)
+    assert (database.pool_timeout, database.statement_timeout) == (2.5, 15.0)
+    assert database.pgbouncer is True
+    environ = {"TGB_DATABASE_POOL_SIZE": "20", "TGB_DATABASE_STATEMENT_TIMEOUT": "0"}
+    database = load_settings(path, environ=environ, base_dir=tmp_path).database
+    assert (database.pool_size, database.statement_timeout, database.pgbouncer) == (20, 0.0, False)
+
+
 @pytest.mark.parametrize(
     ("environ", "key"),
     [
@@ -117,6 +138,11 @@ def test_secrets_stay_out_of_repr(tmp_path: Path) -> None:
         ({"TGB_TELEGRAM_RATE_MARGIN": "4%"}, "telegram.rate_margin"),
         ({"TGB_NATS_URL": "localhost:4222"}, "nats.url"),
         ({"TGB_DATABASE_DSN": "oracle://x/y"}, "database.dsn"),
+        ({"TGB_DATABASE_POOL_SIZE": "0"}, "database.pool_size"),
+        ({"TGB_DATABASE_MAX_OVERFLOW": "-1"}, "database.max_overflow"),
+        ({"TGB_DATABASE_POOL_TIMEOUT": "0"}, "database.pool_timeout"),
+        ({"TGB_DATABASE_STATEMENT_TIMEOUT": "-1"}, "database.statement_timeout"),
+        ({"TGB_DATABASE_PGBOUNCER": "maybe"}, "database.pgbouncer"),
         ({"TGB_SERVER_API_TOKEN": "short"}, "server.api_token"),
         ({"TGB_SERVER_APITOKEN": "x"}, "server.apitoken"),
         ({"TGB_WORKER_CONCURRENCY": "0"}, "worker.concurrency"),
@@ -131,7 +157,7 @@ def test_bad_values_name_their_key(tmp_path: Path, environ: dict[str, str], key:
 
 def test_rate_margin(tmp_path: Path) -> None:
     default = load_settings(None, environ={}, base_dir=tmp_path)
-    assert default.telegram.rate_margin == 0.04
+    assert default.telegram.rate_margin == 0.015
     from_file = load_settings(
         write(tmp_path, "telegram:\n  rate_margin: 0.1\n"), environ={}, base_dir=tmp_path
     )

@@ -16,7 +16,7 @@ from tgbroadcast.core.queue import Queue
 from tgbroadcast.core.store import Store
 from tgbroadcast.worker.delivery import Deliverer
 from tgbroadcast.worker.recorder import ResultRecorder
-from tgbroadcast.worker.telegram import SentMessage, TelegramSender
+from tgbroadcast.worker.telegram import Gate, NotSent, SentMessage, TelegramSender
 
 NOW = datetime(2026, 11, 24, tzinfo=UTC)
 BROADCAST = Broadcast(
@@ -54,7 +54,11 @@ class GatedSender:
         self.expected = expected
         self.full = asyncio.Event()
 
-    async def send(self, chat_id: int, content: Content, **_: Any) -> SentMessage:
+    async def send(
+        self, chat_id: int, content: Content, *, gate: Gate | None = None, **_: Any
+    ) -> SentMessage:
+        if gate is not None and not await gate():
+            raise NotSent
         self.in_flight += 1
         self.most_in_flight = max(self.most_in_flight, self.in_flight)
         if self.in_flight >= self.expected:
@@ -64,9 +68,17 @@ class GatedSender:
         return SentMessage(message_id=chat_id, file_id=None)
 
 
-class FreeLimiter:
-    async def acquire(self, chat_id: int, *, paid: bool = False) -> None:
+class FreePermit:
+    async def use(self) -> None:
         return None
+
+    def release(self) -> None:
+        return None
+
+
+class FreeLimiter:
+    async def reserve(self, chat_id: int, *, paid: bool = False) -> FreePermit:
+        return FreePermit()
 
     async def pause(self, seconds: float) -> None:
         return None

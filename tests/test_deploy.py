@@ -8,12 +8,14 @@ stack; every metric a Grafana panel queries is on a live ``/metrics`` after a br
 from __future__ import annotations
 
 import json
+import os
 import re
 import shlex
 import tomllib
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
+from unittest import mock
 
 import aiohttp
 import grpc
@@ -153,10 +155,24 @@ def _image_healthcheck() -> str:
 
 
 def _image_probe_port(environ: Mapping[str, str]) -> int:
-    """The port the image's HEALTHCHECK probes for a container with ``environ``."""
-    found = re.search(r"os\.environ\.get\('(TGB_\w+)', '(\d+)'\)", _image_healthcheck())
-    assert found, "the HEALTHCHECK takes its port from TGB_SERVER_PORT"
-    return int(environ.get(found[1], found[2]))
+    """The port the image's HEALTHCHECK probes in a container with ``environ``: its command
+    is run with that environment and a ``urlopen`` that records the address asked for."""
+    command = json.loads(_image_healthcheck().split("CMD", 1)[1])
+    assert command[:2] == ["python", "-c"], "the HEALTHCHECK runs Python (no curl in the image)"
+    asked: list[str] = []
+
+    def urlopen(url: str, timeout: float) -> None:
+        asked.append(url)
+
+    with (
+        mock.patch.dict(os.environ, environ, clear=True),
+        mock.patch("urllib.request.urlopen", urlopen),
+    ):
+        exec(command[2], {})  # noqa: S102 - the image's own command, as Docker runs it
+    (url,) = asked
+    found = re.fullmatch(r"http://127\.0\.0\.1:(\d+)/livez", url)
+    assert found, url
+    return int(found[1])
 
 
 # --- what a container of the image runs ----------------------------------------------------
@@ -240,6 +256,9 @@ def test_the_dockerfile_builds_a_slim_non_root_image_with_the_proto() -> None:
     server = DEFAULTS["server"]
     assert instructions["EXPOSE"].split() == [str(server["port"]), str(server["grpc_port"])]
     assert _image_probe_port({}) == server["port"]
+    assert _image_probe_port({"TGB_SERVER_PORT": "9000"}) == 9000
+    # A standalone worker given a metrics port is probed there: the API port is not served.
+    assert _image_probe_port({"TGB_SERVER_PORT": "9000", "TGB_WORKER_METRICS_PORT": "9100"}) == 9100
     # The proto inside: the wheel ships the stubs' copy; it is the contract's own text.
     package_data = tomllib.loads((REPO / "pyproject.toml").read_text(encoding="utf-8"))
     assert "*.proto" in package_data["tool"]["setuptools"]["package-data"]["tgbroadcast.v1"]

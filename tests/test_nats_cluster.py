@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
 from pathlib import Path
@@ -23,7 +22,7 @@ from tests.fixtures.cluster import Cluster, cluster, environ
 from tests.fixtures.databases import temporary_database
 from tests.fixtures.nats import new_prefix, wait_until
 from tests.fixtures.nats_cluster import NatsCluster, nats_cluster
-from tests.fixtures.services import POSTGRES_ADDR, listening
+from tests.fixtures.services import IN_CI, POSTGRES_ADDR, listening
 from tests.fixtures.stack import Backend
 from tests.fixtures.telegram import sends_by_chat, sent_at_least
 from tests.fixtures.watching import assert_watch_complete
@@ -108,7 +107,7 @@ async def test_more_replicas_than_servers_is_refused_naming_the_setting(nats_url
 
 @asynccontextmanager
 async def _database(tmp_path: Path) -> AsyncIterator[str]:
-    kind = "postgres" if os.environ.get("CI") == "true" or listening(POSTGRES_ADDR) else "sqlite"
+    kind = "postgres" if IN_CI or listening(POSTGRES_ADDR) else "sqlite"
     async with temporary_database(kind, tmp_path) as url:
         yield url
 

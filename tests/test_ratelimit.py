@@ -263,9 +263,31 @@ async def test_cancelled_acquires_hand_their_slots_on(embedded_url: str) -> None
         assert time.time() >= after.paused_until
 
 
+async def test_a_permit_is_reserved_ahead_and_used_at_its_slot(embedded_url: str) -> None:
+    """A permit's slot lies ahead of its reservation; using it returns at the slot; a
+    released permit's slot goes to the next caller; one used too late takes a new slot."""
+    async with (
+        jetstream(embedded_url) as js,
+        RateLimiter(js=js, prefix=new_prefix(), bot_id=BOT, rate=20) as limiter,
+    ):
+        await limiter.pause(0.3)  # the first slots lie at least this far ahead
+        first = await limiter.reserve(1)
+        second = await limiter.reserve(2)
+        assert limiter.stats.permits == 0
+        first.release()  # its slot, still ahead, goes to the next caller
+        await limiter.acquire(3)
+        assert limiter.stats.permits == 1
+        assert limiter.stats.slots_leased == 2  # the released slot was used: no new lease
+        await asyncio.sleep(0.5)  # ahead of its slot no more, and past the lateness
+        await second.use()  # lost, and replaced by a slot of its own
+        assert second.used
+        assert limiter.stats.slots_lost == 1
+        assert limiter.stats.permits == 2
+
+
 async def test_slots_are_spaced_by_the_margin(embedded_url: str) -> None:
-    """``rate + 1`` consecutive slots span ``1 + margin`` seconds; the default margin is 4 %."""
-    assert DEFAULT_MARGIN == 0.04
+    """``rate + 1`` consecutive slots span ``1 + margin`` seconds; the default margin is 1.5 %."""
+    assert DEFAULT_MARGIN == 0.015
     rate, count = 50.0, 30
     interval = (1 + DEFAULT_MARGIN) / rate
     async with (

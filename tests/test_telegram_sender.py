@@ -3,6 +3,7 @@ simulator does not give): every media type, file_id reuse, and every error mappi
 
 from __future__ import annotations
 
+import asyncio
 import gc
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -28,7 +29,7 @@ from tgbroadcast.core.domain.errors import (
 )
 from tgbroadcast.core.domain.model import Content, DeliveryState, MediaType
 from tgbroadcast.simulator import ChatState, Fault, Simulator
-from tgbroadcast.worker.telegram import SentMessage, TelegramSender, map_error
+from tgbroadcast.worker.telegram import NotSent, SentMessage, TelegramSender, map_error
 
 MEDIA_TYPES = [t for t in MediaType if t.has_media]
 URL = "https://cdn.example.com/broadcast/item.bin"
@@ -76,6 +77,35 @@ async def test_text_message(simulator: Simulator, sender: TelegramSender) -> Non
         "hello everyone",
     )
     assert (await sender.send(501, Content(message="again"))).message_id == 2
+
+
+async def test_the_gate_opens_after_the_request_is_built_and_before_it_is_written(
+    simulator: Simulator, sender: TelegramSender
+) -> None:
+    """The gate runs once the request is built (content refused before that never asks it),
+    nothing reaches Telegram until it answers, and False sends nothing."""
+    asked = asyncio.Event()
+    opened = asyncio.Event()
+    answers: list[bool] = []
+
+    async def gate() -> bool:
+        asked.set()
+        await opened.wait()
+        return answers.pop(0)
+
+    answers += [True, False]
+    sending = asyncio.create_task(sender.send(501, Content(message="at the slot"), gate=gate))
+    await asked.wait()
+    assert not simulator.calls  # built, not written
+    opened.set()
+    assert (await sending).message_id == 1
+    with pytest.raises(NotSent):
+        await sender.send(502, Content(message="refused at the gate"), gate=gate)
+    assert [call.params["chat_id"] for call in simulator.calls] == [501]
+    asked.clear()
+    with pytest.raises(PermanentError):  # refused before a request exists: no gate asked
+        await sender.send(503, Content(message="x", media_type=MediaType.PHOTO), gate=gate)
+    assert not asked.is_set()
 
 
 async def test_answer_models_are_not_rebuilt_after_garbage_collection(

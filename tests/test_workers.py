@@ -8,6 +8,7 @@ embedded one, or the external one), sending to the simulator in the test process
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import AsyncIterator, Mapping
 from contextlib import AsyncExitStack, asynccontextmanager
 from pathlib import Path
@@ -85,7 +86,13 @@ async def test_a_job_held_twice_at_once_sends_each_recipient_once(
     worker holds at most two jobs). Each recipient is claimed by one job; the others hand
     theirs back and ack once everyone is final. Every recipient gets exactly one message."""
     async with HoldingSimulator() as simulator:
-        env = environ(backend, simulator, TGB_TELEGRAM_RATE_LIMIT="5", TGB_WORKER_CONCURRENCY="4")
+        env = environ(
+            backend,
+            simulator,
+            TGB_TELEGRAM_RATE_LIMIT="5",
+            TGB_WORKER_CONCURRENCY="4",
+            TGB_LOG_FORMAT="json",
+        )
         async with cluster(env, tmp_path) as services:
             _, *workers = await asyncio.gather(
                 services.server(), services.worker(), services.worker()
@@ -107,7 +114,17 @@ async def test_a_job_held_twice_at_once_sends_each_recipient_once(
                         )
 
                     async def handed_back() -> bool:
-                        return any("job handed back" in worker.log() for worker in workers)
+                        # A JSON line naming the job (its id, broadcast and delivery count).
+                        return any(
+                            entry["message"].startswith("job handed back")
+                            and entry["job"] == job.msg_id
+                            and entry["broadcast_id"] == broadcast_id
+                            and entry["attempt"] >= 1
+                            for worker in workers
+                            for line in worker.log().splitlines()
+                            if line.startswith("{")
+                            for entry in [json.loads(line)]
+                        )
 
                     # The copies really ran while the first job held the recipients.
                     await wait_until(handed_back)

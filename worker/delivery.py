@@ -37,7 +37,7 @@ import logging
 import random
 import time
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Protocol
@@ -66,7 +66,7 @@ from tgbroadcast.core.rules.templates import personalized, rendered_problem
 from tgbroadcast.core.store import Store
 from tgbroadcast.core.tasks import cancel_and_wait
 from tgbroadcast.worker.recorder import ResultRecorder
-from tgbroadcast.worker.telegram import TelegramSender
+from tgbroadcast.worker.telegram import NotSent, SentMessage, TelegramSender
 
 logger = logging.getLogger(__name__)
 
@@ -116,10 +116,18 @@ class _Backlog:
             self._low.set()
 
 
+class Permit(Protocol):
+    """A slot of the bot's rate budget (see :class:`tgbroadcast.worker.ratelimit.Permit`)."""
+
+    async def use(self) -> None: ...
+
+    def release(self) -> None: ...
+
+
 class Limiter(Protocol):
     """The bot's rate budget (see :mod:`tgbroadcast.worker.ratelimit`)."""
 
-    async def acquire(self, chat_id: int, *, paid: bool = False) -> None: ...
+    async def reserve(self, chat_id: int, *, paid: bool = False) -> Permit: ...
 
     async def pause(self, seconds: float) -> None: ...
 
@@ -451,17 +459,11 @@ class Deliverer:
             except MediaGone as exc:
                 # Every recipient would fail alike: the circuit breaker fails the broadcast.
                 raise PermanentError(str(exc), error_code=400, content_error=True) from None
-            await self._limiter.acquire(chat_id, paid=content.allow_paid_broadcast)
-            if not held() or await self.stopping(broadcast):
+            sent = await self._permitted(
+                broadcast, chat_id, content, held, upload=upload, album_uploads=album_uploads
+            )
+            if sent is None:
                 return None
-            with self._metrics.send_seconds.labels(bot=self._bot).time():
-                sent = await self._sender.send(
-                    chat_id,
-                    content,
-                    upload=upload,
-                    album_uploads=album_uploads,
-                    broadcast_id=broadcast.id,
-                )
             if sent.file_id:
                 self._remember_file_id(broadcast.id, sent.file_id)
                 await self._persist_file_id(broadcast.id, sent.file_id)
@@ -486,12 +488,55 @@ class Deliverer:
         content: Content,
         held: Callable[[], bool],
     ) -> int | None:
-        await self._limiter.acquire(chat_id, paid=broadcast.content.allow_paid_broadcast)
-        if not held() or await self.stopping(broadcast):
+        sent = await self._permitted(broadcast, chat_id, content, held, media=media)
+        return None if sent is None else sent.message_id
+
+    async def _permitted(
+        self,
+        broadcast: Broadcast,
+        chat_id: int,
+        content: Content,
+        held: Callable[[], bool],
+        *,
+        media: str | None = None,
+        upload: bytes | None = None,
+        album_uploads: Mapping[str, bytes] | None = None,
+    ) -> SentMessage | None:
+        """One Telegram call at a slot of the bot's budget; None if the broadcast stopped or
+        the recipient is no longer ``held`` before it was written.
+
+        The slot is reserved first; the broadcast's state is checked (maybe read from SQL)
+        and the request built while it comes; at the slot the claim is checked once more and
+        the request written at once: what varies in time is not between slot and wire."""
+        permit = await self._limiter.reserve(chat_id, paid=content.allow_paid_broadcast)
+        started = 0.0
+
+        async def gate() -> bool:
+            nonlocal started
+            await permit.use()
+            started = time.perf_counter()
+            return held()
+
+        try:
+            if not held() or await self.stopping(broadcast):
+                return None
+            sent = await self._sender.send(
+                chat_id,
+                content,
+                media=media,
+                upload=upload,
+                album_uploads=album_uploads,
+                broadcast_id=broadcast.id,
+                gate=gate,
+            )
+        except NotSent:
             return None
-        with self._metrics.send_seconds.labels(bot=self._bot).time():
-            sent = await self._sender.send(chat_id, content, media=media, broadcast_id=broadcast.id)
-        return sent.message_id
+        finally:
+            permit.release()  # unused: to the next caller
+            if started:
+                elapsed = time.perf_counter() - started
+                self._metrics.send_seconds.labels(bot=self._bot).observe(elapsed)
+        return sent
 
     async def _file_id(self, broadcast_id: int) -> str | None:
         file_id = self._file_ids.get(broadcast_id)

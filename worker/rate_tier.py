@@ -14,8 +14,10 @@ waiting in this process, capped at ``rate * 0.1``: a process leases as soon as t
 with fewer only when its own slots are about to run out (less than half a lease ahead), and
 never while its last slot is more than two leases ahead. So a bot costs about ten leases per
 second whatever its rate (with several processes, about as many conflicts again), and a
-process never holds more slots than callers waiting for them. Each caller sleeps until its
-own slot and returns then. A caller that wakes more than ``0.75 * margin`` after its slot
+process never holds more slots than callers waiting for them. A caller is handed its slot
+(:meth:`TierBudget.reserve`) up to two leases before it comes, does what it can before it
+(a worker builds its request), then sleeps until the slot and sends at once
+(:meth:`TierBudget.use`). A caller that wakes more than ``0.75 * margin`` after its slot
 (a stalled event loop) gives the slot up and takes a new one.
 
 What this guarantees (rate, throughput, pauses, failures) is stated in
@@ -131,14 +133,21 @@ class TierBudget:
         self.permits = 0
 
     async def acquire(self, claim: SlotClaim | None = None) -> None:
-        """Return at this caller's slot: at or after it, within the lateness, not paused.
-
-        A cancelled caller gives its slot to the next one (or keeps it for the next caller),
-        so cancellation loses a slot only when nobody takes it in time. With ``claim``, each
-        slot is first offered to it: a time instead of ``None`` gives the slot to the next
-        caller, and this one takes a new slot once that time has come.
-        """
+        """Return at this caller's slot: at or after it, within the lateness, not paused
+        (:meth:`reserve` then :meth:`use`, again until a slot is used)."""
         retry = False
+        while not await self.use(await self.reserve(claim, retry=retry)):
+            retry = True
+
+    async def reserve(self, claim: SlotClaim | None = None, *, retry: bool = False) -> float:
+        """A slot for this caller, not yet waited for: :meth:`use` it or :meth:`release` it.
+
+        With ``claim``, each slot is first offered to it: a time instead of ``None`` gives the
+        slot to the next caller, and this one takes a new slot once that time has come. A
+        cancelled caller gives its slot to the next one (or keeps it for the next caller), so
+        cancellation loses a slot only when nobody takes it in time. ``retry``: the caller
+        lost a slot already and goes first.
+        """
         while True:
             if self._shared.closed:
                 raise RuntimeError("the rate limiter is closed")
@@ -158,31 +167,46 @@ class TierBudget:
                     if future.done() and not future.cancelled():
                         self._give_back(future.result())  # cancelled after it was handed one
                     raise
-            if claim is not None:
-                try:
-                    not_before = await claim(slot)
-                except BaseException:
-                    self._give_back(slot)
-                    raise
-                if not_before is not None:
-                    self._give_back(slot)
-                    await sleep_until(not_before)
-                    await asyncio.sleep(0)  # yield even when that moment has passed
-                    retry = True
-                    continue
+            if claim is None:
+                return slot
             try:
-                await sleep_until(slot)
-            except asyncio.CancelledError:
+                not_before = await claim(slot)
+            except BaseException:
                 self._give_back(slot)
                 raise
-            if self._shared.closed:
-                raise RuntimeError("the rate limiter is closed")
-            if slot < self._shared.paused_until or time.time() > slot + self._lateness:
-                self._shared.slots_lost += 1
-                retry = True
-                continue
-            self.permits += 1
-            return
+            if not_before is None:
+                return slot
+            self._give_back(slot)
+            await sleep_until(not_before)
+            await asyncio.sleep(0)  # yield even when that moment has passed
+            retry = True
+
+    async def use(self, slot: float) -> bool:
+        """Sleep until ``slot`` and count it as a permit: True; False when it cannot be used
+        any more (woken more than the lateness after it, or inside a pause) — it is lost and
+        the caller reserves another. Cancelled while sleeping, the slot goes to the next
+        caller."""
+        try:
+            await sleep_until(slot)
+        except asyncio.CancelledError:
+            self._give_back(slot)
+            raise
+        if self._shared.closed:
+            raise RuntimeError("the rate limiter is closed")
+        if slot < self._shared.paused_until or time.time() > slot + self._lateness:
+            self._shared.slots_lost += 1
+            return False
+        self.permits += 1
+        return True
+
+    def release(self, slot: float) -> None:
+        """A reserved slot its caller will not use: to the next caller, if in time."""
+        self._give_back(slot)
+
+    @property
+    def lateness(self) -> float:
+        """How late after its slot a permit may still be used, in seconds."""
+        return self._lateness
 
     def close(self) -> asyncio.Task[None] | None:
         """Fail the waiting callers; returns the leaser task, cancelled, for awaiting."""

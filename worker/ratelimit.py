@@ -13,21 +13,26 @@ Guarantees, and their limits
 ----------------------------
 * **Rate.** Every slot of a bot's tier, over all processes, is at least ``T`` after the
   previous one, because every lease starts at or after the TAT it replaces. A permit is
-  granted within ``0.75 * margin`` after its slot. Hence any one-second window of permit
+  used within ``0.75 * margin`` after its slot. Hence any one-second window of permit
   times holds at most ``rate`` permits (for a fractional rate, at most ``⌈rate⌉``) — if the
-  machines' clocks differ by at most ``margin / 4`` (10 ms by default; NTP on a LAN keeps
+  machines' clocks differ by at most ``margin / 4`` (3.75 ms by default; NTP on a LAN keeps
   well under that). Slot times are wall-clock seconds (``time.time()``) because they cross
   machines: a machine whose clock is off sends that much early or late, and when two clocks
   differ by ``d > margin / 4`` a window may hold about ``rate * (d - margin / 4)`` extra
-  permits. The guarantee is on permit times; Telegram sees them plus the network's and the
-  event loop's jitter. ``rate + 1`` consecutive slots span ``1 + margin`` seconds, so
-  Telegram counts one message too many in a second only when the first of them is delayed
-  more than the last by over the margin, less the first one's wake-up lateness (usually a
-  millisecond or two). With 2 % that was 20 ms, and benchmarks saw a few 429s at 30 per
-  second; the default 4 % leaves 40 ms. Raise it (below 0.5) for a distant or jittery link;
-  every point costs a point of throughput.
+  permits. The guarantee is on permit times; Telegram sees them plus the way to it. A
+  worker reserves its slot (:meth:`RateLimiter.reserve`) before it builds its request and
+  uses the permit right before writing it (:meth:`Permit.use`), so the event loop's work
+  for a send is not between the slot and the wire: what remains is the wake-up's lateness,
+  the network and the receiving end's own delays. ``rate + 1`` consecutive slots span
+  ``1 + margin`` seconds, so Telegram counts one message too many in a second only when the
+  first of them reaches it more than the margin later (after its slot) than the last. The
+  default 1.5 % leaves 15 ms: in ``make bench`` enough at 30 and 300 per second; at 1000
+  per second on two cores that the simulator, nats-server and two workers saturate, a
+  request now and then waits longer than that to be read, and a 429 pauses the bot for a
+  second. Raise it (below 0.5) for a distant or jittery link or an overloaded host; every
+  point costs a point of throughput.
 * **Throughput.** With enough callers waiting, a bot is granted ``rate / (1 + margin)``
-  (96 % by default). Capacity is lost only to leased slots nobody uses in time: late
+  (98.5 % by default). Capacity is lost only to leased slots nobody uses in time: late
   wake-ups, slots that fall inside a pause, slots of cancelled callers that no other caller
   of the process takes, and the leases of a process that dies (about three leases, 0.3 s of
   the bot's capacity). A process whose event loop or leaser stalls for longer than the slots
@@ -92,9 +97,9 @@ from tgbroadcast.worker.rate_tier import LATENESS_SHARE, SharedState, TierBudget
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["DEFAULT_MARGIN", "RateLimiter", "RateLimiterStats", "rate_bucket"]
+__all__ = ["DEFAULT_MARGIN", "Permit", "RateLimiter", "RateLimiterStats", "rate_bucket"]
 
-DEFAULT_MARGIN = 0.04
+DEFAULT_MARGIN = 0.015
 """Seconds added to each second's worth of slots: 3/4 absorb late wake-ups, 1/4 clock skew.
 
 In ``[0, 0.5)``; the setting ``telegram.rate_margin``."""
@@ -248,21 +253,30 @@ class RateLimiter:
             await self._pacer.__aexit__(exc_type, exc, tb)
 
     async def acquire(self, chat_id: int, *, paid: bool = False) -> None:
-        """Return at the moment this caller may send one message to ``chat_id``.
+        """Return at the moment this caller may send one message to ``chat_id``
+        (:meth:`reserve`, then the permit's :meth:`Permit.use`)."""
+        await (await self.reserve(chat_id, paid=paid)).use()
+
+    async def reserve(self, chat_id: int, *, paid: bool = False) -> Permit:
+        """A permit to send one message to ``chat_id`` at a slot to come: prepare the send,
+        then :meth:`Permit.use` it right before the request leaves (or :meth:`Permit.release`
+        it), so that the work between the two is not on the wire's time.
 
         The permit counts against the bot's free budget, or with ``paid`` against the paid
         one, and keeps the chat's pacing within this process, and across processes while
-        more than one broadcast is sending. Never returns during a pause this limiter knows
-        of. Cancellation is safe and loses at most this caller's slot (and, while contended,
-        holds the chat until its reservation ends).
+        more than one broadcast is sending. Its slot never falls in a pause this limiter
+        knows of when it is used. Cancellation is safe and loses at most this caller's slot
+        (and, while contended, holds the chat until its reservation ends).
         """
+        budget = self._paid if paid else self._free
+        return Permit(self, budget, chat_id, await self._reserve(budget, chat_id, retry=False))
+
+    async def _reserve(self, budget: TierBudget, chat_id: int, *, retry: bool) -> float:
         if self._shared.closed:
             raise RuntimeError("the rate limiter is closed")
-        budget = self._paid if paid else self._free
         interval = self._chat_interval if chat_id > 0 else self._group_interval
         if interval <= 0:
-            await budget.acquire()
-            return
+            return await budget.reserve(retry=retry)
         chat = self._chats.get(chat_id)
         if chat is None:
             chat = self._chats[chat_id] = _Chat()
@@ -272,8 +286,12 @@ class RateLimiter:
             async with pacer.sending() if pacer else contextlib.nullcontext(), chat.lock:
                 await sleep_until(chat.ready)
                 claim = pacer.claim(chat_id, interval) if pacer else None
-                await budget.acquire(claim)
-                chat.ready = max(time.time() + interval, claim.until if claim else 0.0)
+                slot = await budget.reserve(claim, retry=retry)
+                # The send leaves between the slot and its lateness: the chat's next one waits
+                # the interval after the latest of those.
+                ready = slot + budget.lateness + interval
+                chat.ready = max(ready, claim.until if claim else 0.0)
+                return slot
         finally:
             chat.users -= 1
             self._sweep_chats()
@@ -344,6 +362,39 @@ class RateLimiter:
         stale = [c for c, chat in self._chats.items() if chat.users == 0 and chat.ready <= now]
         for chat_id in stale:
             del self._chats[chat_id]
+
+
+class Permit:
+    """A slot of a bot's budget for one message to one chat (:meth:`RateLimiter.reserve`)."""
+
+    __slots__ = ("_budget", "_chat_id", "_limiter", "_slot", "used")
+
+    def __init__(self, limiter: RateLimiter, budget: TierBudget, chat_id: int, slot: float) -> None:
+        self._limiter = limiter
+        self._budget = budget
+        self._chat_id = chat_id
+        self._slot: float | None = slot
+        self.used = False
+
+    async def use(self) -> None:
+        """Return at this permit's slot (a new one, reserved first, if it was used already
+        or is missed: woken too late, or paused meanwhile)."""
+        retry = False
+        while True:
+            slot = self._slot
+            self._slot = None
+            if slot is None:
+                slot = await self._limiter._reserve(self._budget, self._chat_id, retry=retry)
+            if await self._budget.use(slot):
+                self.used = True
+                return
+            retry = True
+
+    def release(self) -> None:
+        """The slot, unused, goes to the next caller (nothing if it was used)."""
+        slot, self._slot = self._slot, None
+        if slot is not None:
+            self._budget.release(slot)
 
 
 def _decode_until(data: bytes | None) -> float:

@@ -15,15 +15,20 @@ Guarantees:
   are shown it.
 * No description ever contains the bot token: ``bot<digits>:<secret>`` is masked as
   ``bot<digits>:***`` whatever the exception carried.
+* With a ``gate`` (the rate limiter's permit), the request is built first — the method's
+  model, its form — and the gate awaited right before it is written, so that the work of
+  building it is not between the rate slot and the wire. A gate that answers False stops
+  the send: :class:`NotSent`, nothing was written.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
+from contextvars import ContextVar
 from dataclasses import dataclass
 from types import TracebackType
-from typing import Any
+from typing import Any, cast
 
 import aiohttp
 from aiogram import Bot
@@ -43,9 +48,10 @@ from aiogram.exceptions import (
     TelegramServerError,
     TelegramUnauthorizedError,
 )
-from aiogram.methods.base import Response
+from aiogram.methods.base import Response, TelegramMethod, TelegramType
 from aiogram.types import BufferedInputFile, Message, MessageId
 from aiogram.utils.token import TokenValidationError, validate_token
+from aiohttp import ClientTimeout
 
 import tgbroadcast.core.tracing as tracing
 from tgbroadcast.core.domain.content import ContentOptions, album_file_ids, encode_album_file_ids
@@ -101,6 +107,16 @@ parametrized models only weakly, so after each full garbage collection the next 
 rebuilt the model's schema (tens of milliseconds) — a large share of a busy worker's CPU."""
 
 
+Gate = Callable[[], Awaitable[bool]]
+"""Awaited right before a request is written: True to write it now, False not to send."""
+
+_GATE: ContextVar[Gate | None] = ContextVar("tgbroadcast_send_gate", default=None)
+
+
+class NotSent(Exception):
+    """The send's gate refused it: no request was written."""
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class SentMessage:
     """A message Telegram accepted.
@@ -114,8 +130,35 @@ class SentMessage:
 
 
 class _Session(AiohttpSession):
-    """aiogram's session; over plain HTTP (a local Bot API server or the simulator) it skips
-    the 250 ms aiogram waits on close for TLS connections to shut down."""
+    """aiogram's session, with the send's gate between building a request and writing it;
+    over plain HTTP (a local Bot API server or the simulator) it skips the 250 ms aiogram
+    waits on close for TLS connections to shut down."""
+
+    async def make_request(
+        self,
+        bot: Bot,
+        method: TelegramMethod[TelegramType],
+        timeout: int | None = None,  # noqa: ASYNC109 - aiogram's signature
+    ) -> TelegramType:
+        session = await self.create_session()
+        url = self.api.api_url(token=bot.token, method=method.__api_method__)
+        form = self.build_form_data(bot=bot, method=method)
+        gate = _GATE.get()
+        if gate is not None and not await gate():
+            raise NotSent
+        try:
+            total = self.timeout if timeout is None else timeout
+            async with session.post(url, data=form, timeout=ClientTimeout(total=total)) as resp:
+                raw_result = await resp.text()
+        except TimeoutError as exc:
+            raise TelegramNetworkError(method=method, message="Request timeout error") from exc
+        except aiohttp.ClientError as exc:
+            message = f"{type(exc).__name__}: {exc}"
+            raise TelegramNetworkError(method=method, message=message) from exc
+        response = self.check_response(
+            bot=bot, method=method, status_code=resp.status, content=raw_result
+        )
+        return cast(TelegramType, response.result)
 
     async def close(self) -> None:
         if self.api.base.startswith("https://"):
@@ -164,13 +207,16 @@ class TelegramSender:
         upload: bytes | None = None,
         album_uploads: Mapping[str, bytes] | None = None,
         broadcast_id: int | None = None,
+        gate: Gate | None = None,
     ) -> SentMessage:
         """:meth:`send_content`, traced: one client span per call, named after the Bot API
-        method, with ``broadcast_id`` and, on a refusal, its code and outcome (no chat id)."""
+        method, with ``broadcast_id`` and, on a refusal, its code and outcome (no chat id).
+        ``gate`` is awaited right before the request is written (see the module's docs)."""
         method = API_METHODS[content.media_type]
         attributes: dict[str, str | int] = {"telegram.method": method}
         if broadcast_id is not None:
             attributes[tracing.BROADCAST_ID] = broadcast_id
+        token = _GATE.set(gate)
         with tracing.span(f"telegram {method}", attributes, kind="client"):
             try:
                 return await self.send_content(
@@ -187,6 +233,8 @@ class TelegramSender:
             except RateLimited:
                 tracing.set_attributes({"telegram.error_code": 429})
                 raise
+            finally:
+                _GATE.reset(token)
 
     async def send_content(
         self,
@@ -203,7 +251,8 @@ class TelegramSender:
         (:func:`~tgbroadcast.core.domain.content.encode_album_file_ids`) and ``album_uploads`` the
         bytes of uploaded items by their ``media_upload`` name.
 
-        Raises only :class:`TelegramError` subclasses.
+        Raises only :class:`TelegramError` subclasses, and :class:`NotSent` when the gate
+        refused the send.
         """
         kind = content.media_type
         try:
@@ -211,6 +260,8 @@ class TelegramSender:
                 return await self._send_album(chat_id, content, media, album_uploads or {})
             if kind in (MediaType.COPY, MediaType.FORWARD):
                 return await self._send_copy(chat_id, content)
+        except NotSent:
+            raise
         except Exception as exc:
             raise map_error(exc) from None
         source: str | BufferedInputFile | None = media or content.media_url
@@ -229,6 +280,8 @@ class TelegramSender:
                 content.options,
                 paid=True if content.allow_paid_broadcast else None,
             )
+        except NotSent:
+            raise
         except Exception as exc:
             raise map_error(exc) from None
         return SentMessage(message_id=message.message_id, file_id=stored_file_id(message, kind))

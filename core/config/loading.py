@@ -52,7 +52,7 @@ DEFAULTS: dict[str, dict[str, Any]] = {
         "api_url": "https://api.telegram.org",
         "rate_limit": 30,
         "paid_rate_limit": 1000,
-        "rate_margin": 0.04,
+        "rate_margin": 0.015,
     },
     "nats": {
         "url": "",
