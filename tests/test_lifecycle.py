@@ -27,7 +27,7 @@ from tgbroadcast.core.store import create_engine
 from tgbroadcast.core.store.tables import broadcasts, deliveries
 from tgbroadcast.simulator import Fault, Simulator
 from tgbroadcast.v1 import broadcast_pb2 as pb
-from tgbroadcast.worker.delivery import STATUS_INTERVAL
+from tgbroadcast.worker.broadcast_states import STATUS_INTERVAL
 
 RATE = 20
 """Messages per second of the slow stacks: a broadcast of 200 takes about ten seconds."""

@@ -5,7 +5,8 @@
   bots as they are created and deleted.
 * :mod:`.worker` — one bot's fetch loop: jobs by tier, claims, backlog.
 * :mod:`.claims` — a job's hold on its recipients in SQL.
-* :mod:`.delivery` — one recipient from first attempt to final outcome, retries included.
+* :mod:`.delivery` — one recipient from first attempt to final outcome, retries included;
+  :mod:`.broadcast_states` — the broadcasts' states it checks before each send.
 * :mod:`.telegram`, :mod:`.aiogram_content` — the Telegram client (aiogram's ``Bot``) and
   its errors mapped into ours.
 * :mod:`.ratelimit`, :mod:`.rate_tier`, :mod:`.chat_pacing`, :mod:`.clock` — the rate

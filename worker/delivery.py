@@ -20,10 +20,14 @@ Guarantees:
   API is uploaded to Telegram once: within a process the first send goes alone, and its
   file_id, stored in SQL, is used for every later send by every worker. (Workers that start
   the same broadcast at the same moment may each make one such first send.)
-* Pause, cancel and resume (:mod:`tgbroadcast.core.domain.states`): before each send the broadcast's
-  state is checked (read from SQL at most every ``STATUS_INTERVAL``); a broadcast that is not
-  queued or running, or was resumed since the job read it, is not sent to — sends in flight
-  finish and are recorded, the others stay ``PENDING``.
+* Pause, cancel and resume (:mod:`tgbroadcast.core.domain.states`): before each send the
+  broadcast's state is checked (:mod:`tgbroadcast.worker.broadcast_states`: read from SQL at
+  most every second); a broadcast that is not queued or running, or was resumed since the job
+  read it, is not sent to — sends in flight finish and are recorded, the others stay
+  ``PENDING``.
+* A send's rate slot is reserved first; the state check and the building of the request
+  happen while it comes, and the request is written right at the slot (the claim checked
+  once more there): the margin of the rate budget is not spent on the worker's own work.
 * Before each send (each attempt) the job's claim on the recipient is checked
   (:class:`tgbroadcast.worker.claims.JobClaims`, no SQL): a recipient the job no longer surely holds
   is not sent to, so two jobs never send to one recipient at once.
@@ -38,7 +42,6 @@ import random
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Protocol
 
@@ -52,48 +55,25 @@ from tgbroadcast.core.domain.errors import (
 )
 from tgbroadcast.core.domain.model import (
     Broadcast,
-    BroadcastStatus,
     Content,
     DeliveryResult,
     DeliveryState,
     MediaType,
     UserProfile,
 )
-from tgbroadcast.core.domain.states import SENDABLE
 from tgbroadcast.core.metrics import Metrics
 from tgbroadcast.core.queue import FinishedEvent, Queue
 from tgbroadcast.core.rules.templates import personalized, rendered_problem
 from tgbroadcast.core.store import Store
-from tgbroadcast.core.tasks import cancel_and_wait
+from tgbroadcast.worker.broadcast_states import BroadcastStates
 from tgbroadcast.worker.recorder import ResultRecorder
 from tgbroadcast.worker.telegram import NotSent, SentMessage, TelegramSender
 
 logger = logging.getLogger(__name__)
 
 MAX_MIGRATIONS = 2
-STATUS_INTERVAL = 1.0
-"""Seconds between reads of a broadcast's status while sending it."""
 FILE_ID_CACHE = 1024
 """Broadcasts whose media file_id a worker keeps in memory (the rest are read from SQL)."""
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class _KnownStatus:
-    """A broadcast's state as one read from SQL found it."""
-
-    read_at: float
-    """When the read started (monotonic seconds)."""
-    status: BroadcastStatus
-    resumed_at: datetime | None
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class _StatusRead:
-    """A read of a broadcast's state in progress, shared by the sends that wait for it."""
-
-    started: float
-    """Monotonic seconds."""
-    task: asyncio.Task[_KnownStatus | None]
 
 
 class _Backlog:
@@ -173,12 +153,8 @@ class Deliverer:
         self._content_error_threshold = content_error_threshold
         self._backoff_base = backoff_base
         self._backoff_cap = backoff_cap
-        self._stopped: set[int] = set()
+        self._states = BroadcastStates(store, bot=bot)
         self._file_ids: OrderedDict[int, str] = OrderedDict()
-        self._status_read: OrderedDict[int, _KnownStatus] = OrderedDict()
-        """Per broadcast: its state as last read."""
-        self._status_reads: dict[int, _StatusRead] = {}
-        """Per broadcast: the read of its state in progress."""
         self._first_media_send: dict[int, asyncio.Lock] = {}
 
     def backlog(self, *, paid: bool) -> int:
@@ -193,77 +169,16 @@ class Deliverer:
 
     def stopped(self, broadcast_id: int) -> bool:
         """Whether this worker saw the broadcast stop (its remaining sends are skipped)."""
-        return broadcast_id in self._stopped
+        return self._states.stopped(broadcast_id)
 
     async def stopping(self, broadcast: Broadcast) -> bool:
-        """Whether sends of this job (``broadcast`` as the job read it) must stop: the
-        broadcast stopped here, or — on any worker or API server — it is no longer queued or
-        running (failed, cancelled, paused) or it was resumed since the job read it (a newer
-        generation of jobs covers its recipients). Its state is read from SQL at most every
-        ``STATUS_INTERVAL`` seconds, so every worker stops within that."""
-        broadcast_id = broadcast.id
-        if broadcast_id in self._stopped:
-            return True
-        now = time.monotonic()
-        known = self._status_read.get(broadcast_id)
-        # A job that read a newer generation than the one remembered: read it again.
-        if (
-            known is None
-            or now - known.read_at >= STATUS_INTERVAL
-            or _newer(broadcast, known.resumed_at)
-        ):
-            # One read at a time per broadcast: the sends that find the state stale at once
-            # all wait for the same read.
-            known = await self._shared_read(broadcast_id) or known
-            if known is not None and _newer(broadcast, known.resumed_at):  # read before a resume
-                known = await self._shared_read(broadcast_id, after=now) or known
-        if known is None:
-            return False
-        if known.status.is_final:
-            self._stopped.add(broadcast_id)
-            return True
-        return known.status not in SENDABLE or known.resumed_at != broadcast.resumed_at
-
-    async def _shared_read(self, broadcast_id: int, *, after: float = 0.0) -> _KnownStatus | None:
-        """The broadcast's state from a read of it in progress, or a new one; with
-        ``after``, only a read started at or after that moment (monotonic) is shared."""
-        reading = self._status_reads.get(broadcast_id)
-        if reading is None or reading.started < after:
-            task = asyncio.create_task(self._read_status(broadcast_id), name="status-read")
-            reading = _StatusRead(started=time.monotonic(), task=task)
-            self._status_reads[broadcast_id] = reading
-
-            def forget(_: asyncio.Task[_KnownStatus | None], entry: _StatusRead = reading) -> None:
-                if self._status_reads.get(broadcast_id) is entry:
-                    del self._status_reads[broadcast_id]
-
-            task.add_done_callback(forget)
-        return await asyncio.shield(reading.task)
+        """Whether sends of this job (``broadcast`` as the job read it) must stop (see
+        :meth:`BroadcastStates.stopping`)."""
+        return await self._states.stopping(broadcast)
 
     async def aclose(self) -> None:
         """Cancel the status reads still in progress (the worker stopped)."""
-        await cancel_and_wait(*(reading.task for reading in self._status_reads.values()))
-
-    async def _read_status(self, broadcast_id: int) -> _KnownStatus | None:
-        """Read the broadcast's state from SQL and remember it; None if the read failed."""
-        started = time.monotonic()
-        try:
-            latest = await self._store.get_broadcast(broadcast_id)
-        except Exception as exc:
-            logger.warning(
-                "reading a broadcast's status failed",
-                extra={"bot": self._bot, "broadcast_id": broadcast_id, "error": repr(exc)},
-            )
-            return None
-        known = _KnownStatus(read_at=started, status=latest.status, resumed_at=latest.resumed_at)
-        cached = self._status_read.get(broadcast_id)
-        if cached is not None and cached.read_at > started:  # a later read came back first
-            return known
-        self._status_read[broadcast_id] = known
-        self._status_read.move_to_end(broadcast_id)
-        while len(self._status_read) > FILE_ID_CACHE:
-            self._status_read.popitem(last=False)
-        return known
+        await self._states.aclose()
 
     def forget(self, broadcast_id: int) -> None:
         self._file_ids.pop(broadcast_id, None)
@@ -567,7 +482,7 @@ class Deliverer:
             count = await self._store.count_errors(result.broadcast_id, result.state, result.error)
             if count < self._content_error_threshold:
                 return
-            self._stopped.add(result.broadcast_id)
+            self._states.stop(result.broadcast_id)
             reason = f"stopped after {count} recipients were refused with: {result.error}"
             stopped = await self._store.fail_broadcast(result.broadcast_id, reason)
             if stopped is not None:
@@ -583,13 +498,6 @@ class Deliverer:
                 "content circuit breaker failed",
                 extra={"bot": self._bot, "broadcast_id": result.broadcast_id, "error": repr(exc)},
             )
-
-
-def _newer(broadcast: Broadcast, resumed_at: datetime | None) -> bool:
-    """Whether ``broadcast`` was resumed later than ``resumed_at`` (resumes only move on)."""
-    if broadcast.resumed_at is None:
-        return False
-    return resumed_at is None or broadcast.resumed_at > resumed_at
 
 
 def _needs_first_send(content: Content) -> bool:
