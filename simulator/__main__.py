@@ -3,12 +3,20 @@
 Prints one line, ``Bot API simulator listening on http://HOST:PORT``, once it accepts
 connections (``--port 0`` picks a free port: read it from that line), and exits cleanly
 on SIGINT or SIGTERM.
+
+The process keeps every call it answered (for ``/_sim/calls``): a full garbage collection
+over them stalled it for up to 60 ms at 1000 calls per second, and the requests it read after
+such a stall were counted in one burst — flood control then saw one second too full where
+the sender had kept its pace. Once a second, what is alive is moved out of the collector's
+sight (``gc.freeze``; reference counting still frees it), so collections stay short.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
+import gc
 import logging
 import signal
 import sys
@@ -19,6 +27,9 @@ from tgbroadcast.simulator.ratelimits import RateLimits
 from tgbroadcast.simulator.server import Simulator
 
 logger = logging.getLogger(__name__)
+
+FREEZE_INTERVAL = 1.0
+"""Seconds between ``gc.freeze`` calls (see the module's docs)."""
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
@@ -64,8 +75,18 @@ async def serve(args: argparse.Namespace) -> None:
         default_chat_state=ChatState(args.default_chat_state),
     ) as sim:
         print(f"Bot API simulator listening on {sim.api_url}", flush=True)
+        freezer = asyncio.create_task(_keep_collections_short(), name="gc-freeze")
         await stop.wait()
+        freezer.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await freezer
         logger.info("stopping")
+
+
+async def _keep_collections_short() -> None:
+    while True:
+        await asyncio.sleep(FREEZE_INTERVAL)
+        gc.freeze()
 
 
 def main(argv: Sequence[str] | None = None) -> int:

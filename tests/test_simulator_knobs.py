@@ -8,6 +8,7 @@ The Bot API itself (envelope, methods, bodies, validation, files, recording) is 
 from __future__ import annotations
 
 import asyncio
+import gc
 import signal
 import sys
 from typing import Any
@@ -20,6 +21,7 @@ from aiogram.exceptions import TelegramForbiddenError, TelegramMigrateToChat, Te
 from tests.fixtures.telegram import BOT_ID, BOT_TOKEN, PHOTO_URL, call, failure
 from tests.fixtures.telegram import http as http_fixture  # noqa: F401 -- fixture "http"
 from tgbroadcast.simulator import ChatState, ChatType, Fault, Limit, RateLimits, Simulator
+from tgbroadcast.simulator import __main__ as simulator_main
 
 
 class ManualClock:
@@ -275,3 +277,18 @@ async def test_runs_alone_and_stops_on_sigterm(http: aiohttp.ClientSession) -> N
         if process.returncode is None:
             process.kill()
             await process.wait()
+
+
+async def test_the_process_keeps_what_lives_out_of_full_collections(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The standalone simulator freezes what is alive once a second (its call records grow
+    with every send; full collections over them stalled it for tens of milliseconds)."""
+    frozen = asyncio.Event()
+    monkeypatch.setattr(simulator_main, "FREEZE_INTERVAL", 0.0)
+    monkeypatch.setattr(gc, "freeze", frozen.set)
+    keeper = asyncio.create_task(simulator_main._keep_collections_short())
+    try:
+        await frozen.wait()
+    finally:
+        keeper.cancel()
