@@ -57,10 +57,8 @@ class GatedSender:
     async def send(
         self, chat_id: int, content: Content, *, gate: Gate | None = None, **_: Any
     ) -> SentMessage:
-        if gate is not None:
-            if not gate.ready():
-                raise NotSent
-            await gate.wait()
+        if gate is not None and not await gate():
+            raise NotSent
         self.in_flight += 1
         self.most_in_flight = max(self.most_in_flight, self.in_flight)
         if self.in_flight >= self.expected:

@@ -29,7 +29,7 @@ from tgbroadcast.core.domain.errors import (
 )
 from tgbroadcast.core.domain.model import Content, DeliveryState, MediaType
 from tgbroadcast.simulator import ChatState, Fault, Simulator
-from tgbroadcast.worker.telegram import Gate, NotSent, SentMessage, TelegramSender, map_error
+from tgbroadcast.worker.telegram import NotSent, SentMessage, TelegramSender, map_error
 
 MEDIA_TYPES = [t for t in MediaType if t.has_media]
 URL = "https://cdn.example.com/broadcast/item.bin"
@@ -79,48 +79,33 @@ async def test_text_message(simulator: Simulator, sender: TelegramSender) -> Non
     assert (await sender.send(501, Content(message="again"))).message_id == 2
 
 
-async def test_the_gate_holds_a_built_request_until_its_slot(
+async def test_the_gate_opens_after_the_request_is_built_and_before_it_is_written(
     simulator: Simulator, sender: TelegramSender
 ) -> None:
-    """A gate is asked once the request is built (content refused before that never asks
-    it); the request reaches Telegram only once its wait ends, a form or an upload alike; a
-    gate not ready sends nothing."""
-    waiting = asyncio.Event()
+    """The gate runs once the request is built (content refused before that never asks it),
+    nothing reaches Telegram until it answers, and False sends nothing."""
+    asked = asyncio.Event()
     opened = asyncio.Event()
-    asked: list[str] = []
+    answers: list[bool] = []
 
-    async def wait() -> None:
-        waiting.set()
+    async def gate() -> bool:
+        asked.set()
         await opened.wait()
+        return answers.pop(0)
 
-    def gate(ready: bool) -> Gate:
-        def check() -> bool:
-            asked.append("ready")
-            return ready
-
-        return Gate(ready=check, wait=wait)
-
-    upload = b"\x89PNG\r\n\x1a\n" + b"\x00" * 64
-    photo = Content(message="", media_type=MediaType.PHOTO, media_filename="a.png")
-    for chat_id, content, file in [
-        (501, Content(message="at the slot"), None),
-        (502, photo, upload),
-    ]:
-        waiting.clear()
-        opened.clear()
-        sending = asyncio.create_task(sender.send(chat_id, content, upload=file, gate=gate(True)))
-        await waiting.wait()
-        assert [call.params["chat_id"] for call in simulator.calls] == [501][: chat_id - 501]
-        opened.set()
-        await sending
-    assert [call.method for call in simulator.calls] == ["sendMessage", "sendPhoto"]
+    answers += [True, False]
+    sending = asyncio.create_task(sender.send(501, Content(message="at the slot"), gate=gate))
+    await asked.wait()
+    assert not simulator.calls  # built, not written
+    opened.set()
+    assert (await sending).message_id == 1
     with pytest.raises(NotSent):
-        await sender.send(503, Content(message="not held any more"), gate=gate(False))
-    assert len(simulator.calls) == 2
+        await sender.send(502, Content(message="refused at the gate"), gate=gate)
+    assert [call.params["chat_id"] for call in simulator.calls] == [501]
     asked.clear()
     with pytest.raises(PermanentError):  # refused before a request exists: no gate asked
-        await sender.send(504, Content(message="x", media_type=MediaType.PHOTO), gate=gate(True))
-    assert asked == []
+        await sender.send(503, Content(message="x", media_type=MediaType.PHOTO), gate=gate)
+    assert not asked.is_set()
 
 
 async def test_answer_models_are_not_rebuilt_after_garbage_collection(

@@ -26,9 +26,8 @@ Guarantees:
   read it, is not sent to — sends in flight finish and are recorded, the others stay
   ``PENDING``.
 * A send's rate slot is reserved first; the state check and the building of the request
-  happen while it comes (the claim checked once more when it is built), and its bytes are
-  written right at the slot: the margin of the rate budget is not spent on the worker's own
-  work.
+  happen while it comes, and the request is written right at the slot (the claim checked
+  once more there): the margin of the rate budget is not spent on the worker's own work.
 * Before each send (each attempt) the job's claim on the recipient is checked
   (:class:`tgbroadcast.worker.claims.JobClaims`, no SQL): a recipient the job no longer surely holds
   is not sent to, so two jobs never send to one recipient at once.
@@ -68,7 +67,7 @@ from tgbroadcast.core.rules.templates import personalized, rendered_problem
 from tgbroadcast.core.store import Store
 from tgbroadcast.worker.broadcast_states import BroadcastStates
 from tgbroadcast.worker.recorder import ResultRecorder
-from tgbroadcast.worker.telegram import Gate, NotSent, SentMessage, TelegramSender
+from tgbroadcast.worker.telegram import NotSent, SentMessage, TelegramSender
 
 logger = logging.getLogger(__name__)
 
@@ -422,16 +421,16 @@ class Deliverer:
         the recipient is no longer ``held`` before it was written.
 
         The slot is reserved first; the broadcast's state is checked (maybe read from SQL)
-        and the request built while it comes; once built the claim is checked once more, and
-        the request's bytes wait for the slot and leave at once: what varies in time is not
-        between slot and wire."""
+        and the request built while it comes; at the slot the claim is checked once more and
+        the request written at once: what varies in time is not between slot and wire."""
         permit = await self._limiter.reserve(chat_id, paid=content.allow_paid_broadcast)
         started = 0.0
 
-        async def at_slot() -> None:
+        async def gate() -> bool:
             nonlocal started
             await permit.use()
             started = time.perf_counter()
+            return held()
 
         try:
             if not held() or await self.stopping(broadcast):
@@ -443,7 +442,7 @@ class Deliverer:
                 upload=upload,
                 album_uploads=album_uploads,
                 broadcast_id=broadcast.id,
-                gate=Gate(ready=held, wait=at_slot),
+                gate=gate,
             )
         except NotSent:
             return None

@@ -265,17 +265,8 @@ async def record(
     counts: dict[int, tuple[int, int]] = {}
     for broadcast_id, user_ids in recipients.items():
         for chunk in chunks(user_ids, IDS_PER_IN_LIST):
-            lock = (
-                select(deliveries.c.user_id)
-                .where(
-                    deliveries.c.broadcast_id == broadcast_id,
-                    deliveries.c.user_id.in_(chunk),
-                    deliveries.c.state == _PENDING,
-                )
-                .order_by(deliveries.c.user_id)
-                .with_for_update()
-            )
-            pending = (await connection.scalars(lock)).all()
+            parameters = {"broadcast_id": broadcast_id, "user_ids": list(chunk)}
+            pending = (await connection.scalars(_LOCK_PENDING, parameters)).all()
             if not pending:
                 continue
             final = [chosen[broadcast_id, user_id] for user_id in pending]
@@ -315,34 +306,49 @@ async def _count(
 ) -> bool:
     """Add to the broadcast's counters; whether this completed it."""
     # Two statements, not one: MySQL evaluates SET from left to right with the new values.
-    await connection.execute(
-        update(broadcasts)
-        .where(broadcasts.c.id == broadcast_id)
-        .values(
-            sent=broadcasts.c.sent + sent,
-            failed=broadcasts.c.failed + failed,
-            status=case(
-                (
-                    broadcasts.c.status == BroadcastStatus.QUEUED.value,
-                    BroadcastStatus.RUNNING.value,
-                ),
-                else_=broadcasts.c.status,
-            ),
-            started_at=func.coalesce(broadcasts.c.started_at, now),
-        )
-    )
-    completed = await connection.execute(
-        update(broadcasts)
-        .where(
-            broadcasts.c.id == broadcast_id,
-            # Paused too (sends in flight finished everyone); never a cancelled one.
-            broadcasts.c.status.in_(_COMPLETABLE),
-            broadcasts.c.sent + broadcasts.c.failed >= broadcasts.c.total,
-        )
-        .values(status=BroadcastStatus.COMPLETED.value, finished_at=now)
-    )
+    parameters = {"broadcast_id": broadcast_id, "sent": sent, "failed": failed, "now": now}
+    await connection.execute(_ADD_COUNTS, parameters)
+    completed = await connection.execute(_COMPLETE, {"broadcast_id": broadcast_id, "now": now})
     return bool(completed.rowcount == 1)
 
+
+_LOCK_PENDING = (
+    select(deliveries.c.user_id)
+    .where(
+        deliveries.c.broadcast_id == bindparam("broadcast_id", type_=BigInteger),
+        deliveries.c.user_id.in_(bindparam("user_ids", expanding=True)),
+        deliveries.c.state == _PENDING,
+    )
+    .order_by(deliveries.c.user_id)
+    .with_for_update()
+)
+"""The recipients among ``user_ids`` still pending, locked (built once, like the statements
+below: SQLAlchemy then finds them compiled without computing a cache key each time)."""
+
+_ADD_COUNTS = (
+    update(broadcasts)
+    .where(broadcasts.c.id == bindparam("broadcast_id", type_=BigInteger))
+    .values(
+        sent=broadcasts.c.sent + bindparam("sent", type_=BigInteger),
+        failed=broadcasts.c.failed + bindparam("failed", type_=BigInteger),
+        status=case(
+            (broadcasts.c.status == BroadcastStatus.QUEUED.value, BroadcastStatus.RUNNING.value),
+            else_=broadcasts.c.status,
+        ),
+        started_at=func.coalesce(broadcasts.c.started_at, bindparam("now", type_=UtcDateTime())),
+    )
+)
+
+_COMPLETE = (
+    update(broadcasts)
+    .where(
+        broadcasts.c.id == bindparam("broadcast_id", type_=BigInteger),
+        # Paused too (sends in flight finished everyone); never a cancelled one.
+        broadcasts.c.status.in_(_COMPLETABLE),
+        broadcasts.c.sent + broadcasts.c.failed >= broadcasts.c.total,
+    )
+    .values(status=BroadcastStatus.COMPLETED.value, finished_at=bindparam("now"))
+)
 
 _FINALIZE = (
     update(deliveries)
