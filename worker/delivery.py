@@ -428,9 +428,13 @@ class Deliverer:
 
         async def gate() -> bool:
             nonlocal started
+            if not held():  # lapsed while the request was built: the slot goes on unused
+                return False
             await permit.use()
+            if not held():
+                return False
             started = time.perf_counter()
-            return held()
+            return True
 
         try:
             if not held() or await self.stopping(broadcast):

@@ -271,12 +271,12 @@ class RateLimiter:
         budget = self._paid if paid else self._free
         return Permit(self, budget, chat_id, await self._reserve(budget, chat_id, retry=False))
 
-    async def _reserve(self, budget: TierBudget, chat_id: int, *, retry: bool) -> float:
+    async def _reserve(self, budget: TierBudget, chat_id: int, *, retry: bool) -> _Reserved:
         if self._shared.closed:
             raise RuntimeError("the rate limiter is closed")
         interval = self._chat_interval if chat_id > 0 else self._group_interval
         if interval <= 0:
-            return await budget.reserve(retry=retry)
+            return _Reserved(await budget.reserve(retry=retry))
         chat = self._chats.get(chat_id)
         if chat is None:
             chat = self._chats[chat_id] = _Chat()
@@ -289,9 +289,9 @@ class RateLimiter:
                 slot = await budget.reserve(claim, retry=retry)
                 # The send leaves between the slot and its lateness: the chat's next one waits
                 # the interval after the latest of those.
-                ready = slot + budget.lateness + interval
-                chat.ready = max(ready, claim.until if claim else 0.0)
-                return slot
+                before = chat.ready
+                chat.ready = max(slot + budget.lateness + interval, claim.until if claim else 0.0)
+                return _Reserved(slot, chat, before, chat.ready)
         finally:
             chat.users -= 1
             self._sweep_chats()
@@ -364,37 +364,64 @@ class RateLimiter:
             del self._chats[chat_id]
 
 
+@dataclass(frozen=True, slots=True)
+class _Reserved:
+    """A reserved slot and what it moved: the chat's ``ready`` from ``before`` to ``after``."""
+
+    slot: float
+    chat: _Chat | None = None
+    before: float = 0.0
+    after: float = 0.0
+
+    def unsent(self) -> None:
+        """The slot was not sent at: the chat is ready when it was before (unless a later
+        reservation moved it since)."""
+        if self.chat is not None and self.chat.ready == self.after:
+            self.chat.ready = self.before
+
+
 class Permit:
     """A slot of a bot's budget for one message to one chat (:meth:`RateLimiter.reserve`)."""
 
-    __slots__ = ("_budget", "_chat_id", "_limiter", "_slot", "used")
+    __slots__ = ("_budget", "_chat_id", "_limiter", "_reserved", "used")
 
-    def __init__(self, limiter: RateLimiter, budget: TierBudget, chat_id: int, slot: float) -> None:
+    def __init__(
+        self, limiter: RateLimiter, budget: TierBudget, chat_id: int, reserved: _Reserved
+    ) -> None:
         self._limiter = limiter
         self._budget = budget
         self._chat_id = chat_id
-        self._slot: float | None = slot
+        self._reserved: _Reserved | None = reserved
         self.used = False
 
     async def use(self) -> None:
         """Return at this permit's slot (a new one, reserved first, if it was used already
-        or is missed: woken too late, or paused meanwhile)."""
+        or is missed: woken too late, or paused meanwhile — a missed slot gives the chat
+        back its readiness, so the new one does not wait out the chat's interval)."""
         retry = False
         while True:
-            slot = self._slot
-            self._slot = None
-            if slot is None:
-                slot = await self._limiter._reserve(self._budget, self._chat_id, retry=retry)
-            if await self._budget.use(slot):
+            reserved = self._reserved
+            self._reserved = None
+            if reserved is None:
+                reserved = await self._limiter._reserve(self._budget, self._chat_id, retry=retry)
+            try:
+                used = await self._budget.use(reserved.slot)
+            except asyncio.CancelledError:
+                reserved.unsent()
+                raise
+            if used:
                 self.used = True
                 return
+            reserved.unsent()
             retry = True
 
     def release(self) -> None:
-        """The slot, unused, goes to the next caller (nothing if it was used)."""
-        slot, self._slot = self._slot, None
-        if slot is not None:
-            self._budget.release(slot)
+        """The slot, unused, goes to the next caller, and the chat is ready as it was
+        before (nothing if the permit was used)."""
+        reserved, self._reserved = self._reserved, None
+        if reserved is not None:
+            reserved.unsent()
+            self._budget.release(reserved.slot)
 
 
 def _decode_until(data: bytes | None) -> float:
