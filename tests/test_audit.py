@@ -16,10 +16,10 @@ import pytest
 from alembic import command
 from google.protobuf import json_format
 from sqlalchemy import select
-from sqlalchemy.engine import Connection
 
 from tests.fixtures.environ import API_TOKEN, SECOND_API_TOKEN
 from tests.fixtures.held_calls import HoldingSimulator
+from tests.fixtures.old_schema import run_migration
 from tests.fixtures.stack import Backend, Stack, start_stack
 from tgbroadcast.core.domain.errors import FailedPrecondition
 from tgbroadcast.core.domain.model import (
@@ -32,7 +32,6 @@ from tgbroadcast.core.domain.model import (
 )
 from tgbroadcast.core.domain.states import Command
 from tgbroadcast.core.store import Store, create_engine
-from tgbroadcast.core.store.engine import alembic_config
 from tgbroadcast.core.store.tables import broadcast_actions, broadcasts
 from tgbroadcast.v1 import broadcast_pb2 as pb
 from tgbroadcast.v1 import broadcast_pb2_grpc as pb_grpc
@@ -368,16 +367,3 @@ async def test_migration_keeps_older_broadcasts_and_downgrades(database_url: str
         new = await store.create_broadcast(to(1), created_by="alice")
         moved = await store.move_broadcast(new.id, Command.CANCEL, actor="bob")
         assert (moved.created_by, [a.actor for a in moved.actions]) == ("alice", ["bob"])
-
-
-async def run_migration(url: str, step: Any, revision: str) -> None:
-    engine = create_engine(url)
-
-    def migrate(connection: Connection) -> None:
-        step(alembic_config(connection), revision)
-
-    try:
-        async with engine.begin() as connection:
-            await connection.run_sync(migrate)
-    finally:
-        await engine.dispose()

@@ -132,13 +132,6 @@ class TierBudget:
         self._rtt = 0.002
         self.permits = 0
 
-    async def acquire(self, claim: SlotClaim | None = None) -> None:
-        """Return at this caller's slot: at or after it, within the lateness, not paused
-        (:meth:`reserve` then :meth:`use`, again until a slot is used)."""
-        retry = False
-        while not await self.use(await self.reserve(claim, retry=retry)):
-            retry = True
-
     async def reserve(self, claim: SlotClaim | None = None, *, retry: bool = False) -> float:
         """A slot for this caller, not yet waited for: :meth:`use` it or :meth:`release` it.
 
