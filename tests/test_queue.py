@@ -9,11 +9,14 @@ from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta, timezone
 
 import nats
+import nats.js.errors
 import pytest
 from nats.aio.client import Client as NatsClient
 from nats.js import JetStreamContext, api
+from nats.js.object_store import ObjectStore
 
 from tests.fixtures.nats import fetched, wait_until
+from tgbroadcast.core.domain.errors import QueueError
 from tgbroadcast.core.domain.model import BroadcastStatus, DeliveryResult, DeliveryState
 from tgbroadcast.core.queue import (
     Event,
@@ -447,3 +450,46 @@ async def test_cancelled_watch_deletes_its_consumer(nats_url: str, queue_prefix:
         with pytest.raises(asyncio.CancelledError):
             await task
         assert await js.consumers_info(queue.names.events_stream) == []
+
+
+async def test_media_upload_nobody_answers_for_is_tried_again(
+    nats_url: str, queue_prefix: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A store between leaders (or not yet known to this server) answers nobody for a moment:
+    the upload is repeated until it lands, and given up with a QueueError at the deadline."""
+    unanswered = asyncio.Event()
+    put = ObjectStore.put
+
+    async def watched_put(store: ObjectStore, name: str, data: bytes) -> object:
+        try:
+            return await put(store, name, data)
+        except nats.js.errors.NoStreamResponseError:
+            unanswered.set()
+            raise
+
+    monkeypatch.setattr(ObjectStore, "put", watched_put)
+    async with (
+        Queue.connect(nats_url, prefix=queue_prefix, publish_timeout=60) as queue,
+        raw_js(nats_url) as (_, js),
+    ):
+        await queue.put_media("first", b"one")
+        stream = f"OBJ_{queue.names.media_bucket}"
+        config = (await js.stream_info(stream)).config
+        subjects = config.subjects
+        # Nobody answers for the chunks' subjects for a while (as between two leaders).
+        config.subjects = [f"$O.{queue.names.media_bucket}.M.>"]
+        await js.update_stream(config)
+        upload = asyncio.create_task(queue.put_media("second", b"two"))
+        await unanswered.wait()
+        assert not upload.done()
+        config.subjects = subjects
+        await js.update_stream(config)
+        await upload
+        assert await queue.get_media("second") == b"two"
+
+        async with Queue.connect(nats_url, prefix=queue_prefix, publish_timeout=0.5) as hasty:
+            await hasty.put_media("third", b"three")
+            config.subjects = [f"$O.{queue.names.media_bucket}.M.>"]
+            await js.update_stream(config)
+            with pytest.raises(QueueError, match="storing media fourth failed"):
+                await hasty.put_media("fourth", b"four")

@@ -45,6 +45,8 @@ MEDIA_MAX_AGE = 7 * 24 * 3600.0
 """Seconds uploaded media is kept for the workers."""
 
 _MSG_ID = "Nats-Msg-Id"
+_MEDIA_RETRY_PAUSE = 0.1
+"""Seconds between two tries of a media upload nobody answered (a stream between leaders)."""
 _VERIFY_INTERVAL = 1.0  # at most one consumer check per second after empty fetches
 _MAX_ACK_PENDING = 10_000
 _CONSUMERS_PAGE = 256  # JetStream's consumer list answers at most this many at a time
@@ -274,10 +276,21 @@ class Queue(EventWatching):
     async def put_media(self, name: str, data: bytes) -> None:
         """Keep uploaded media for the workers (in a JetStream object store, 7 days)."""
         store = await self._media_store()
-        try:
-            await store.put(name, data)
-        except (nats.errors.Error, TimeoutError) as exc:
-            raise QueueError(f"storing media {name} failed: {exc!r}") from exc
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self._publish_timeout
+        while True:
+            try:
+                await store.put(name, data)
+                return
+            except nats.js.errors.NoStreamResponseError as exc:
+                # In a cluster the store's stream can be between leaders (a node lost, its
+                # replicas just raised) or its subjects not yet known to this server: nobody
+                # answers for a moment. The put is repeated (same name: the same object).
+                if loop.time() >= deadline:
+                    raise QueueError(f"storing media {name} failed: {exc!r}") from exc
+                await asyncio.sleep(_MEDIA_RETRY_PAUSE)
+            except (nats.errors.Error, TimeoutError) as exc:
+                raise QueueError(f"storing media {name} failed: {exc!r}") from exc
 
     async def get_media(self, name: str) -> bytes:
         """Media stored by :meth:`put_media`; ``MediaGone`` if it is gone for good,
