@@ -34,6 +34,10 @@ class Profile:
     scale_recipients: int
     scale_send_seconds: float
     scale_backends: tuple[str, ...]
+    startup_first_calls: int
+    """One-recipient broadcasts timed from the 202 to their Telegram call."""
+    startup_cold_starts: int
+    """Workers started beside a running server, each timed to consuming."""
     # 5. Watchers.
     watchers: int
     watch_recipients: int
@@ -74,7 +78,9 @@ FULL = Profile(
     paid_workers=(1, 2),
     scale_recipients=1_000_000,
     scale_send_seconds=15.0,
-    scale_backends=("sqlite", "postgres"),
+    scale_backends=("sqlite", "postgres", "mariadb"),
+    startup_first_calls=20,
+    startup_cold_starts=3,
     watchers=100,
     idle_watchers=1000,
     watch_recipients=2_000,
@@ -110,6 +116,8 @@ QUICK = Profile(
     scale_recipients=100_000,
     scale_send_seconds=5.0,
     scale_backends=("sqlite",),
+    startup_first_calls=10,
+    startup_cold_starts=2,
     watchers=20,
     idle_watchers=200,
     watch_recipients=1_000,
@@ -145,6 +153,8 @@ SMOKE = Profile(
     scale_recipients=2_000,
     scale_send_seconds=1.0,
     scale_backends=("sqlite",),
+    startup_first_calls=2,
+    startup_cold_starts=1,
     watchers=3,
     idle_watchers=4,
     watch_recipients=100,

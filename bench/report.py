@@ -84,6 +84,25 @@ class Chart:
     log_y: bool = False
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Target:
+    """One figure an issue set a target for: its value before the work and in this run."""
+
+    item: str
+    """The issue's item, as "#14.3 CPU per message"."""
+    measured: str
+    goal: str
+    before: str
+    """At the baseline commit (:data:`BASELINE`), as the issue quoted it; "-" if not measured."""
+    now: str
+    met: bool | None
+    """``None``: not measured in this run."""
+
+
+BASELINE = "78ce160"
+"""The commit whose figures issue #14 quoted (make bench, 2026-12-04)."""
+
+
 @dataclass(slots=True, kw_only=True)
 class Section:
     """One scenario's part of the report."""
@@ -96,6 +115,7 @@ class Section:
     charts: list[Chart] = field(default_factory=list)
     chart_files: list[str] = field(default_factory=list)
     """Written PNGs, relative to the report."""
+    targets: list[Target] = field(default_factory=list)
     seconds: float = 0.0
     load: tuple[float, float] | None = None
     """Cores busy on average during the scenario, and how many of them outside it."""
@@ -127,6 +147,7 @@ def write_report(
         "",
         "- [Run](#run)",
         "- [Summary](#summary)",
+        *(["- [Targets](#targets)"] if any(s.targets for s in sections) else []),
         *(f"- [{s.key}. {s.title}](#{_anchor(s)})" for s in sections),
         "",
         "## Run",
@@ -149,6 +170,7 @@ def write_report(
     for s in sections:
         out.append(f"- [{s.key}. {s.title}](#{_anchor(s)}): " + " ".join(s.findings[:4]))
     out.append("")
+    out += _targets(sections)
     for section in sections:
         out += [f"## {section.key}. {section.title}", "", section.setup, ""]
         for table in section.tables:
@@ -168,6 +190,36 @@ def write_report(
             )
         out += [f"<sub>{footer}.</sub>", ""]
     return "\n".join(out)
+
+
+def _targets(sections: Sequence[Section]) -> list[str]:
+    targets = [(section, target) for section in sections for target in section.targets]
+    if not targets:
+        return []
+    table = Table(
+        columns=("item", "measured", "target", BASELINE, "this run", "met", "section"),
+        rows=[
+            [
+                t.item,
+                t.measured,
+                t.goal,
+                t.before,
+                t.now,
+                "n/a" if t.met is None else ("yes" if t.met else "**no**"),
+                f"[{s.key}](#{_anchor(s)})",
+            ]
+            for s, t in targets
+        ],
+    )
+    return [
+        "## Targets",
+        "",
+        f"Issue #14's targets against the figures it quoted from {BASELINE} (same machine). "
+        "For a target not met, [profiles.md](profiles.md) shows where the rest goes.",
+        "",
+        table.markdown(),
+        "",
+    ]
 
 
 def _anchor(section: Section) -> str:

@@ -29,7 +29,7 @@ MAY_IMPORT: dict[str, frozenset[str]] = {
     "core.health": _CORE_BASE | {"core.tasks"},
     "core.config": _CORE_BASE,
     "core.rules": _CORE_BASE,
-    "core.store": _CORE_BASE,
+    "core.store": _CORE_BASE | {"core.tasks"},
     "core.queue": _CORE_BASE | {"core.tracing"},
     "core.service": _CORE_BASE
     | {"core.rules", "core.store", "core.queue", "core.metrics", "core.tasks", "core.tracing"},

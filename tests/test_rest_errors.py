@@ -38,6 +38,16 @@ BAD_BODIES: list[tuple[str, Any, dict[str, str]]] = [
     ("zero id", {"message": "hi", "user_ids": [0]}, {"user_ids[0]": "not a Telegram chat id"}),
     ("huge id", {"message": "hi", "user_ids": [2**70]}, {"user_ids[0]": "not a 64-bit integer"}),
     (
+        "huge id among many",
+        {"message": "hi", "user_ids": [*range(1, 1000), 2**63, 5]},
+        {"user_ids[999]": "not a 64-bit integer"},
+    ),
+    (
+        "huge number nested in a mixed list",
+        {"message": "hi", "user_ids": [1], "reply_markup": ["a", {"x": -(2**63) - 1}]},
+        {"reply_markup[1].x": "not a 64-bit integer"},
+    ),
+    (
         "unknown media type",
         {"message": "hi", "media_type": "gif", "media_url": "https://x/y", "user_ids": [1]},
         {"media_type": "unknown media type 'gif'"},
@@ -108,6 +118,15 @@ async def test_bad_send_message_bodies(small_stack: Stack) -> None:
             assert field in errors, (name, problem)
             assert text in errors[field], (name, problem)
             assert field in problem["detail"], name
+    await assert_nothing_written(small_stack)
+
+
+async def test_an_id_of_more_digits_than_python_converts_is_named(small_stack: Stack) -> None:
+    body = b'{"message": "hi", "user_ids": [1, ' + b"9" * 5000 + b"]}"
+    status, _, problem = await send_raw(small_stack, body)
+    assert status == 400
+    errors = {e["field"]: e["message"] for e in problem["errors"]}
+    assert "not a 64-bit integer" in errors["user_ids[1]"]
     await assert_nothing_written(small_stack)
 
 

@@ -17,7 +17,7 @@ from bench.analysis import percentile
 from bench.children import Cluster, ServiceConfig
 from bench.client import ServiceClient, send_body
 from bench.profiles import Bench
-from bench.report import Chart, Section, Series, Table, emit, fmt, progress
+from bench.report import Chart, Section, Series, Table, Target, emit, fmt, progress
 from bench.runs import track_cluster
 
 ALONE = "server alone"
@@ -112,6 +112,8 @@ async def latency(bench: Bench) -> Section:
             categories.append(
                 f"{transport} {size:,}\n{'alone' if beside == ALONE else 'beside 1000/s'}"
             )
+            if beside == BESIDE:
+                section.targets.append(_target(transport, size, p50, p99))
             p50s.append(None if p50 is None else p50 * 1000)
             p99s.append(None if p99 is None else p99 * 1000)
 
@@ -166,6 +168,32 @@ async def latency(bench: Bench) -> Section:
         )
     )
     return section
+
+
+SMALL_BEFORE = {"gRPC": "8-10 / 839 (alone)", "REST": "8-10 / 945 (alone)"}
+"""78ce160's one-recipient p50 / p99 (ms), server alone, as issue #14 quoted them."""
+
+
+def _target(transport: str, size: int, p50: float | None, p99: float | None) -> Target:
+    """#14.2, beside a broadcast at 1000/s: one recipient p50 ≤ 5 ms and p99 ≤ 50 ms, a big
+    request p99 ≤ 250 ms."""
+    if size == 1:
+        return Target(
+            item="#14.2 API latency",
+            measured=f"{transport} SendMessage, 1 recipient, p50 / p99 (ms), beside 1000/s",
+            goal="≤ 5 / ≤ 50",
+            before=SMALL_BEFORE[transport],
+            now=f"{fmt(p50 and p50 * 1000, 1)} / {fmt(p99 and p99 * 1000, 1)}",
+            met=None if p50 is None or p99 is None else p50 <= 0.005 and p99 <= 0.05,
+        )
+    return Target(
+        item="#14.2 API latency",
+        measured=f"{transport} SendMessage, {size:,} recipients, p99 (ms), beside 1000/s",
+        goal="≤ 250",
+        before="648-940 (alone)",
+        now=fmt(p99 and p99 * 1000, 1),
+        met=None if p99 is None else p99 <= 0.25,
+    )
 
 
 async def timed_load(

@@ -16,10 +16,24 @@ from bench.analysis import per_second
 from bench.children import Cluster, ServiceConfig
 from bench.client import ServiceClient
 from bench.profiles import Bench
-from bench.report import Chart, Section, Series, Table, emit, fmt, fmt_range, progress, verdict
+from bench.report import (
+    Chart,
+    Section,
+    Series,
+    Table,
+    Target,
+    emit,
+    fmt,
+    fmt_range,
+    progress,
+    verdict,
+)
 from bench.runs import RunResult, peer_run, service_run
 
-TARGET = 0.95
+TARGET = 0.98
+"""#14.4: every limit used to 0.98 of L with no 429."""
+BEFORE = {30: "0.961, 0 x 429", 300: "0.962, 0 x 429", 1000: "0.960, 0 x 429"}
+"""The service at 78ce160 (4 % margin), as issue #14 quoted it."""
 PEER_NAMES = {
     "aiogram-sleep": "aiogram loop + sleep(1/L)",
     "aiogram-retry": "aiogram, 32 in flight, retry on 429",
@@ -58,6 +72,28 @@ def row(result: RunResult, limit: float) -> list[str]:
         fmt(result.total_seconds, 1),
         fmt(result.cpu_per_1k, 3),
     ]
+
+
+def limit_target(measured: str, runs: list[RunResult], limit: float) -> Target:
+    """#14.4 for the service's runs at one limit: the lowest ratio and every 429."""
+    ratios = [r.deliveries.ratio(limit) for r in runs]
+    rejected = sum(r.deliveries.rejected_429 for r in runs)
+    lowest = min((x for x in ratios if x is not None), default=None)
+    highest = max((x for x in ratios if x is not None), default=None)
+    if lowest is None or highest is None:
+        now, met = "n/a", None
+    else:
+        now = fmt(lowest, 3) if lowest == highest else f"{fmt(lowest, 3)}-{fmt(highest, 3)}"
+        now += f", {fmt(rejected)} x 429"
+        met = None not in ratios and lowest >= TARGET and rejected == 0
+    return Target(
+        item="#14.4 limits",
+        measured=measured,
+        goal=f"≥ {TARGET} each, 0 x 429",
+        before=BEFORE.get(int(limit), "-"),
+        now=now,
+        met=met,
+    )
 
 
 def run_timeout(recipients: int, rate: float) -> float:
@@ -109,6 +145,15 @@ async def utilisation(bench: Bench) -> Section:
             if result.label.startswith("service"):
                 ratio = d.ratio(limit)
                 targets_met.append(ratio is not None and ratio >= TARGET and d.rejected_429 == 0)
+        section.targets.append(
+            limit_target(
+                f"free L = {limit}/s, "
+                + ", ".join(str(w) for w in profile.limit_workers)
+                + " worker(s): rate / L, 429s",
+                [r for r in results if r.label.startswith("service")],
+                limit,
+            )
+        )
         if (limit, count) == profile.limits[-1]:
             section.charts.append(_timeline(results, limit))
         section.findings.append(_compare(results, limit))
@@ -329,6 +374,15 @@ async def paid(bench: Bench) -> Section:
     if "ptb" in bench.peer_kinds:
         results.append(await _peer(bench, "ptb", recipients, limit, paid=True))
     section.tables.append(Table(columns=COLUMNS, rows=[row(result, limit) for result in results]))
+    section.targets.append(
+        limit_target(
+            f"paid {limit:g}/s, "
+            + ", ".join(str(w) for w in profile.paid_workers)
+            + " worker(s): rate / L, 429s",
+            ours_results,
+            limit,
+        )
+    )
     best = max((r.deliveries.ratio(limit) or 0.0 for r in ours_results), default=0.0)
     rejected = sum(r.deliveries.rejected_429 for r in ours_results)
     section.findings.append(

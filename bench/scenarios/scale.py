@@ -24,11 +24,17 @@ from bench.client import ServiceClient, send_body
 from bench.databases import database_dsn, size_bytes
 from bench.meter import Window
 from bench.profiles import Bench
-from bench.report import Chart, Section, Series, Table, emit, fmt, progress
+from bench.report import Chart, Section, Series, Table, Target, emit, fmt, progress
 from bench.runs import track_cluster
 from bench.scenarios.overhead import UNLIMITED
+from bench.scenarios.startup import startup
 
 MB = 1024 * 1024
+ACCEPT_GOALS = {"sqlite": 2.5, "postgres": 4.0, "mariadb": 6.0}
+"""#14.5: seconds from the request of a million recipients to its 202, per database."""
+ACCEPT_BEFORE = {"sqlite": "3.9", "postgres": "6.4"}
+RSS_GOAL = 250.0
+"""#14.5: the server's peak resident memory (MB) while it takes a million recipients."""
 FANOUT_GRACE = 150.0
 """Seconds the sending window is stretched, at most, to see the fan-out finish."""
 
@@ -64,7 +70,8 @@ async def scale(bench: Bench) -> Section:
             "(jobs of 100 recipients on NATS) and two workers send with flood control off "
             f"for {profile.scale_send_seconds:g} s, or until the fan-out is done, while psutil "
             "samples memory. The database "
-            "size is SQLite's `page_count * page_size` or PostgreSQL's `pg_database_size`; "
+            "size is SQLite's `page_count * page_size`, PostgreSQL's `pg_database_size` or "
+            "MariaDB's data and index lengths in `information_schema.tables`; "
             "*per million deliveries* is its growth from before the request to the 202, scaled to "
             "1,000,000 recipients."
         ),
@@ -80,6 +87,25 @@ async def scale(bench: Bench) -> Section:
                 continue
             run = await _one_broadcast(bench, backend, dsn, count)
         usage = run.window.usage
+        server_rss = usage["server"].peak_rss_mb if "server" in usage else None
+        section.targets += [
+            Target(
+                item="#14.5 scale",
+                measured=f"{fmt(count)} recipients: request → 202 (s), {backend}",
+                goal=f"≤ {ACCEPT_GOALS.get(backend, 0):g}",
+                before=ACCEPT_BEFORE.get(backend, "-"),
+                now=fmt(run.accept_seconds, 1),
+                met=run.accept_seconds <= ACCEPT_GOALS.get(backend, 0),
+            ),
+            Target(
+                item="#14.5 scale",
+                measured=f"server peak RSS meanwhile (MB), {backend}",
+                goal=f"≤ {RSS_GOAL:g}",
+                before="373" if backend == "sqlite" else "-",
+                now=fmt(server_rss, 0),
+                met=None if server_rss is None else server_rss <= RSS_GOAL,
+            ),
+        ]
         section.findings.append(
             f"{backend}: {fmt(count)} recipients accepted in {fmt(run.accept_seconds, 1)} s "
             f"(request → 202); {fmt(run.per_million_mb(count), 0)} MB of database per million "
@@ -135,6 +161,10 @@ async def scale(bench: Bench) -> Section:
             rows=rows,
         )
     )
+    table, findings, targets = await startup(bench)
+    section.tables.append(table)
+    section.findings.extend(findings)
+    section.targets.extend(targets)
     if timelines:
         section.charts.append(
             Chart(

@@ -24,7 +24,7 @@ from bench.children import API_TOKEN, Child, Cluster, ServiceConfig, read_line, 
 from bench.client import ServiceClient, finished_at
 from bench.meter import cpu_per_thousand, resident_mb
 from bench.profiles import Bench
-from bench.report import Chart, Section, Series, Table, emit, fmt, progress, verdict
+from bench.report import Chart, Section, Series, Table, Target, emit, fmt, progress, verdict
 from bench.runs import SERVICE_ROLES, RunResult, service_run, track_cluster
 
 PER_PROCESS = 50
@@ -160,6 +160,16 @@ async def watchers(bench: Bench) -> Section:
             "2 cores as the service and use as much CPU as the server: the lag is theirs "
             "to read as much as the server's to write."
         )
+    section.targets += _targets(
+        lags=lags,
+        by_transport=by_transport,
+        complete=(complete, streams),
+        rates=(alone.deliveries.steady_rate, watched.deliveries.steady_rate),
+        per_watcher_ms=None
+        if server_cpu is None or alone_cpu is None or not streamed
+        else (server_cpu - alone_cpu) * 1000 / streamed,
+        idle=(idle, idle_mb),
+    )
     section.charts.append(
         Chart(
             name="watchers_lag",
@@ -174,6 +184,67 @@ async def watchers(bench: Bench) -> Section:
         )
     )
     return section
+
+
+def _targets(
+    *,
+    lags: list[float],
+    by_transport: dict[str, list[float]],
+    complete: tuple[int, int],
+    rates: tuple[float | None, float | None],
+    per_watcher_ms: float | None,
+    idle: tuple[int, float],
+) -> list[Target]:
+    """#14.1 against the figures it quoted from 78ce160."""
+    p99 = percentile(lags, 0.99)
+    alone, watched = rates
+    change = None if not alone or watched is None else watched / alone - 1
+    item = "#14.1 streams"
+    return [
+        Target(
+            item=item,
+            measured="lag p99 (s), every watcher (gRPC / SSE)",
+            goal="< 0.5",
+            before="25.3 (100 gRPC) / 3.5 (100 SSE, probed)",
+            now=f"{fmt(p99, 2)} ({fmt(percentile(by_transport['grpc'], 0.99), 2)} / "
+            f"{fmt(percentile(by_transport['sse'], 0.99), 2)})",
+            met=None if p99 is None else p99 < 0.5,
+        ),
+        Target(
+            item=item,
+            measured="watchers with every outcome exactly once",
+            goal="all",
+            before="-",
+            now=f"{complete[0]} of {complete[1]}",
+            met=complete[0] == complete[1],
+        ),
+        Target(
+            item=item,
+            measured="broadcast's steady rate watched vs not",
+            goal="within 5 %",
+            before="781 → 556 msg/s (-29 %)",
+            now="n/a"
+            if change is None
+            else f"{fmt(alone, 0)} → {fmt(watched, 0)} msg/s ({change * 100:+.0f} %)",
+            met=None if change is None else abs(change) <= 0.05,
+        ),
+        Target(
+            item=item,
+            measured="server CPU ms per outcome per watcher",
+            goal="≤ 0.02",
+            before="0.13",
+            now=fmt(per_watcher_ms, 3),
+            met=None if per_watcher_ms is None else per_watcher_ms <= 0.02,
+        ),
+        Target(
+            item=item,
+            measured=f"{fmt(idle[0])} idle watchers: server memory (MB), NATS consumers",
+            goal="< 50, none each",
+            before="a consumer each",
+            now=f"{fmt(idle[1], 1)}, one shared",
+            met=idle[1] < 50,
+        ),
+    ]
 
 
 async def _idle_watchers(

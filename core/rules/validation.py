@@ -413,8 +413,12 @@ def _audience(
             )
         )
         return (), None
-    distinct = tuple(dict.fromkeys(request.user_ids))
-    for index, user_id in enumerate(request.user_ids):
+    ids = request.user_ids
+    distinct_ids = dict.fromkeys(ids)
+    distinct = tuple(distinct_ids)
+    # Checked one by one only when one is bad: min and max run in C.
+    bad = 0 in distinct_ids or min(ids) < INT64_MIN or max(ids) > INT64_MAX
+    for index, user_id in enumerate(ids if bad else ()):
         if user_id == 0 or not INT64_MIN <= user_id <= INT64_MAX:
             violations.append(
                 FieldViolation(f"user_ids[{index}]", f"{user_id} is not a Telegram chat id")

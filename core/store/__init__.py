@@ -6,6 +6,7 @@
 * :mod:`.store` — ``Store``: the one object the rest of the service holds, and its guarantees.
 * :mod:`.tables` — the SQL schema, as SQLAlchemy Core tables (the migrations build it).
 * :mod:`.engine` — engines for the three backends, tuned to behave alike; schema migration.
+* :mod:`.checkpoints` — SQLite's WAL checkpointed by a task of the store's, not in commits.
 * :mod:`.dialects` — the few statements and errors that differ between the backends.
 * :mod:`.limits` — how much one statement may carry, under every backend's limits.
 * :mod:`.users` — ``users`` and ``user_tags``: upserts, deactivation, paging, reading, deleting.
@@ -24,7 +25,7 @@
   ``server.max_pending_recipients``.
 * :mod:`.migrations` — the Alembic environment and versions ``Store.migrate()`` runs.
 
-May import: :mod:`tgbroadcast.core.domain`.
+May import: :mod:`tgbroadcast.core.domain`, :mod:`tgbroadcast.core.tasks`.
 """
 
 from __future__ import annotations

@@ -68,6 +68,7 @@ from tgbroadcast.core.store import (
 )
 from tgbroadcast.core.store.bots import BotRows
 from tgbroadcast.core.store.callbacks import CallbackRows
+from tgbroadcast.core.store.checkpoints import background_checkpoints
 from tgbroadcast.core.store.deliveries import Claimed, Recorded
 from tgbroadcast.core.store.engine import ConnectionOptions, create_engine, migrate, writer
 from tgbroadcast.core.store.tables import BOT_NAME_LENGTH
@@ -574,7 +575,8 @@ async def _opened(
 ) -> AsyncIterator[Store]:
     store = cls(create_engine(url, options), options)
     try:
-        yield store
+        async with background_checkpoints(store._engine):
+            yield store
     finally:
         await store.close()
 

@@ -140,7 +140,10 @@ async def add_recipients(
     makes a million new users take 1.7 times as long) in a savepoint: the ``NOT EXISTS``
     leaves out every user committed before the statement, so only a user that a concurrent
     transaction inserted meanwhile conflicts, and then the savepoint is rolled back and the
-    statement runs again ignoring conflicts.
+    statement runs again ignoring conflicts. On SQLite the transaction holds the database's
+    write lock: the statement ignores conflicts and has no ``NOT EXISTS`` (a probe per
+    recipient that made a million new users take 1.4 times as long). MariaDB keeps it: without
+    it, a million known users each went through ``ON DUPLICATE KEY UPDATE`` (2.2 times as long).
     """
     params = {"bot": bot, "now": now, "broadcast_id": broadcast_id}
     dialect = connection.dialect.name
@@ -171,9 +174,11 @@ def _recipient_inserts(dialect: str) -> tuple[Insert, Insert]:
             bindparam("now", type_=UtcDateTime()),
             bindparam("now", type_=UtcDateTime()),
         )
-        .where(deliveries.c.broadcast_id == bindparam("broadcast_id"), ~known.exists())
+        .where(deliveries.c.broadcast_id == bindparam("broadcast_id"))
         .order_by(deliveries.c.user_id)
     )
+    if dialect != "sqlite":
+        recipients = recipients.where(~known.exists())
     columns = ["bot", "id", "active", "created_at", "updated_at"]
     statement = dialects.insert(dialect, users)
     ignoring: dialects.UpsertInsert

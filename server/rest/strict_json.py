@@ -16,6 +16,7 @@ Violations name the value's path (``users[1].id``), keys cut to
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from typing import Any, Final
 
 from tgbroadcast.core.domain.errors import FieldViolation, InvalidArgument
@@ -27,6 +28,8 @@ MAX_VIOLATIONS: Final = 100
 """Violations listed at most: a body of a million bad numbers gets a short answer."""
 ECHO_LIMIT: Final = 100
 """Characters of any request value (a key, a parameter's name or value) an error repeats."""
+_SCALARS: Final = frozenset({int, float, str, bool, type(None)})
+_STRINGS_AND_CONSTANTS: Final = frozenset({float, str, bool, type(None)})
 
 
 def echo(value: str) -> str:
@@ -86,20 +89,51 @@ def loads(raw: bytes) -> Any:
         raise InvalidArgument.single(
             "body", f"is not UTF-8 (invalid byte at position {exc.start})"
         ) from None
+    # Python's own parsing first (a million ids: 0.1 s, against 0.4 s with a hook per
+    # integer); only a body with an integer beyond 64 bits, or of more digits than Python
+    # converts, is parsed again marking each such integer where it stands.
     try:
-        data = json.loads(
-            text, parse_int=_parse_int, object_pairs_hook=_object, parse_constant=_constant
-        )
-    except _NotJson as exc:
-        raise InvalidArgument.single("body", f"is not valid JSON: {exc}") from None
-    except json.JSONDecodeError as exc:
-        raise InvalidArgument.single("body", f"is not valid JSON: {exc}") from None
-    except RecursionError:
-        raise InvalidArgument.single("body", "is nested too deeply") from None
+        data = _parsed(text, None)
+        exact = not _beyond_int64(data)
+    except ValueError:  # "Exceeds the limit (4300 digits) for integer string conversion"
+        exact = False
+    if not exact:
+        data = _parsed(text, _parse_int)
     found = _violations(data)
     if found:
         raise InvalidArgument(found)
     return data
+
+
+def _parsed(text: str, parse_int: Callable[[str], object] | None) -> Any:
+    try:
+        return json.loads(
+            text, parse_int=parse_int, object_pairs_hook=_object, parse_constant=_constant
+        )
+    except (_NotJson, json.JSONDecodeError) as exc:
+        raise InvalidArgument.single("body", f"is not valid JSON: {exc}") from None
+    except RecursionError:
+        raise InvalidArgument.single("body", "is nested too deeply") from None
+
+
+def _beyond_int64(data: Any) -> bool:
+    """Whether any integer in ``data`` is outside 64 bits; a list of integers only is checked
+    by its minimum and maximum (in C)."""
+    stack: list[Any] = [data]
+    while stack:
+        value = stack.pop()
+        if isinstance(value, dict):
+            stack.extend(value.values())
+        elif isinstance(value, list):
+            kinds = set(map(type, value))
+            if kinds == {int}:
+                if min(value) < INT64_MIN or max(value) > INT64_MAX:
+                    return True
+            elif not kinds <= _STRINGS_AND_CONSTANTS:
+                stack.extend(value)
+        elif type(value) is int and not INT64_MIN <= value <= INT64_MAX:
+            return True
+    return False
 
 
 def _violations(data: Any) -> list[FieldViolation]:
@@ -122,7 +156,7 @@ def _violations(data: Any) -> list[FieldViolation]:
                     for key in value.repeated
                 )
             stack.extend((item, _member(path, key)) for key, item in reversed(value.items()))
-        elif isinstance(value, list):
+        elif isinstance(value, list) and not _SCALARS.issuperset(map(type, value)):
             stack.extend((value[i], f"{path}[{i}]") for i in reversed(range(len(value))))
     return found[:MAX_VIOLATIONS]
 
