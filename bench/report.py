@@ -143,7 +143,8 @@ def write_report(
         "nothing here is typed in. Re-run it to check any figure: the harness prints every "
         "raw number as a JSON line while it runs. The machine is shared and noisy, so "
         "senders are compared within the same run, rates are given as ratios to the limit "
-        "and, where repeated, as median [lowest-highest].",
+        "and, where repeated, as median [lowest-highest]. Where the time and memory go, "
+        "recorded by hand with profilers, is in [profiles.md](profiles.md).",
         "",
         "- [Run](#run)",
         "- [Summary](#summary)",

@@ -283,7 +283,12 @@ def _event_of(item: WatchUpdate | BaseException | object, broadcast_id: int) -> 
         return sse_event("error", {"detail": "the stream stopped; reconnect to resume"}), True
     if item.result is None:
         return sse_event("end", {"progress": progress_json(item)}, event_id=END_EVENT_ID), True
-    progress = json.dumps(progress_json(item), separators=(",", ":"))
+    # The counters by hand, not json.dumps: one per outcome per stream (a status is a plain
+    # word, the counters integers).
+    progress = (
+        f'{{"status":"{item.status.value}","total":{item.total},"sent":{item.sent},'
+        f'"failed":{item.failed},"pending":{item.pending}}}'
+    )
     data = f'{_SHARED_RESULT(item.result)},"progress":{progress}}}'
     return f"id: {item.cursor}\nevent: result\ndata: {data}\n\n".encode(), False
 
