@@ -6,11 +6,12 @@ from __future__ import annotations
 import base64
 from datetime import UTC, datetime
 
+import aiohttp
 from google.protobuf.timestamp_pb2 import Timestamp
 from sqlalchemy import text
 
 from tests.fixtures.content import PHOTO, VIDEO
-from tests.fixtures.rest import post
+from tests.fixtures.rest import get, post
 from tests.fixtures.stack import Stack
 from tests.fixtures.telegram import BOT_ID, spec_problems
 from tests.fixtures.watching import assert_watch_complete, watch
@@ -63,8 +64,11 @@ async def test_album_with_uploads_then_by_file_id(sqlite_stack: Stack) -> None:
         assert "caption" not in items[2]
         assert call.params["disable_notification"] is True
         assert spec_problems(dict(call.params), "sendMediaGroup") == []
-        # The message id recorded is the album's first message.
-        assert results[int(call.params["chat_id"])].message_id == call.result[0]["message_id"]
+        # The message id recorded is the album's first message; message_ids has every item's.
+        result = results[int(call.params["chat_id"])]
+        assert result.message_id == call.result[0]["message_id"]
+        assert list(result.message_ids) == [m["message_id"] for m in call.result]
+        assert len(result.message_ids) == 3
     received = stack.simulator.messages_by_chat(BOT_ID)[72]
     assert len(received) == 3
     assert received[0]["caption"] == "one"
@@ -96,6 +100,18 @@ async def test_album_over_rest_with_base64_upload(sqlite_stack: Stack) -> None:
     assert call.ok
     assert call.media == "upload"
     assert [m.get("document", {}).get("file_name") for m in call.result] == ["a.pdf", "b.pdf"]
+    ids = [m["message_id"] for m in call.result]
+    status, page = await get(stack, f"/v1/broadcasts/{body['broadcast_id']}/deliveries")
+    assert status == 200
+    ((delivery,),) = [page["results"]]
+    assert (delivery["message_id"], delivery["message_ids"]) == (ids[0], ids)
+    csv_url = f"{stack.http_url}/v1/broadcasts/{body['broadcast_id']}/deliveries.csv"
+    async with aiohttp.ClientSession() as session, session.get(csv_url, headers=stack.auth) as got:
+        assert got.status == 200
+        csv_text = await got.text()
+    header, row = csv_text.strip().splitlines()
+    assert header.split(",")[-1] == "message_ids"
+    assert row.split(",")[-1] == " ".join(map(str, ids))
     status, bad = await post(
         stack,
         "/send-message",

@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import time
 from collections.abc import AsyncIterator
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta, timezone
 
 import nats
@@ -112,9 +113,15 @@ def test_event_codec_round_trip() -> None:
     sent = result(1, 2)
     failed = result(1, 3, ok=False)
     finished = FinishedEvent(broadcast_id=1, status=BroadcastStatus.COMPLETED)
-    for event in (sent, failed, finished):
+    album = ResultEvent(result=replace(sent.result, message_id=7, message_ids=(7, 8, 9)))
+    for event in (sent, failed, finished, album):
         assert decode_event(encode_event(event)) == event
     assert b'"finished_at":"2026-01-02T03:04:07.678000+00:00"' in encode_event(sent)
+    # Only an album's event carries message_ids.
+    assert b"message_ids" not in encode_event(sent)
+    assert b'"message_ids":[7,8,9]' in encode_event(album)
+    with pytest.raises(ValueError, match="message_ids"):
+        decode_event(encode_event(album).replace(b"[7,8,9]", b'["7"]'))
     # Other offsets and naive datetimes are normalised to UTC.
     plus2 = timezone(timedelta(hours=2))
     local = ResultEvent(

@@ -41,6 +41,8 @@ OUTCOMES: dict[int, tuple[DeliveryState, str | None]] = {
     70: (DeliveryState.SENT, None),
 }
 RECIPIENTS = (70, 10, 50, 20, 30, 40, 60, 80, 90)
+ALBUM = (1070, 1071, 1072)
+"""User 70 got an album: every message's id is kept."""
 PENDING = (50, 80, 90)
 
 
@@ -58,6 +60,7 @@ async def seeded(store: Store) -> int:
                 finished_at=AT,
                 message_id=1000 + user_id if state is DeliveryState.SENT else None,
                 error=error,
+                message_ids=ALBUM if user_id == 70 else (),
             )
             for user_id, (state, error) in OUTCOMES.items()
         ]
@@ -111,6 +114,9 @@ async def test_report_rows_carry_outcomes_and_pending_has_no_time(store: Store) 
     assert rows[10].message_id == 1010
     assert rows[10].finished_at == AT
     assert rows[10].error is None
+    assert rows[10].message_ids == ()
+    assert rows[10].all_message_ids == (1010,)
+    assert (rows[70].message_id, rows[70].message_ids) == (1070, ALBUM)
     assert rows[40].state is DeliveryState.BAD_REQUEST
     assert rows[40].error == TRICKY_ERROR
     assert rows[40].message_id is None
@@ -248,8 +254,10 @@ async def test_rest_list_deliveries(stack: Stack) -> None:
         "error": None,
         "message_id": 1010,
         "finished_at": AT_TEXT,
+        "message_ids": [1010],
     }
     assert [r["user_id"] for r in second["results"]] == [40, 70]
+    assert second["results"][1]["message_ids"] == list(ALBUM)
     assert second["results"][0]["error"] == TRICKY_ERROR
     assert second["next_page_token"] == ""
     status, _, pending = await get_json(stack, path, outcome="pending")
@@ -260,6 +268,7 @@ async def test_rest_list_deliveries(stack: Stack) -> None:
         "error": None,
         "message_id": None,
         "finished_at": None,
+        "message_ids": [],
     }
     status, content_type, problem = await get_json(stack, path, outcome="lost", colour="red")
     assert (status, content_type) == (400, "application/problem+json")
@@ -292,7 +301,7 @@ async def test_csv_export(stack: Stack) -> None:
         async with session.get(stack.http_url + path) as response:
             assert response.status == 401
     text = raw.decode("utf-8")
-    assert text.startswith("user_id,outcome,message_id,error,finished_at\r\n")
+    assert text.startswith("user_id,outcome,message_id,error,finished_at,message_ids\r\n")
     # The error with a comma, quotes and a newline is quoted, its quotes doubled.
     assert '"Bad Request: odd, ""quoted"" text\nwith a second line"' in text
     rows = list(csv.DictReader(io.StringIO(text, newline="")))
@@ -306,13 +315,16 @@ async def test_csv_export(stack: Stack) -> None:
         "message_id": "1010",
         "error": "",
         "finished_at": AT_TEXT,
+        "message_ids": "1010",
     }
+    assert by_id[70]["message_ids"] == "1070 1071 1072"
     assert by_id[50] == {
         "user_id": "50",
         "outcome": "pending",
         "message_id": "",
         "error": "",
         "finished_at": "",
+        "message_ids": "",
     }
     assert [r["user_id"] for r in csv.DictReader(io.StringIO(pending, newline=""))] == [
         str(u) for u in PENDING
@@ -323,7 +335,9 @@ async def test_csv_export(stack: Stack) -> None:
         session.get(stack.http_url + path + "?outcome=kicked", headers=stack.auth) as response,
     ):
         assert response.status == 200
-        assert await response.text() == "user_id,outcome,message_id,error,finished_at\r\n"
+        assert (
+            await response.text() == "user_id,outcome,message_id,error,finished_at,message_ids\r\n"
+        )
     status, content_type, _ = await get_json(
         stack, f"/v1/broadcasts/{broadcast_id + 1}/deliveries.csv"
     )

@@ -309,7 +309,8 @@ class Deliverer:
                         broadcast_id=broadcast.id,
                         user_id=user_id,
                         state=DeliveryState.SENT,
-                        message_id=sent,
+                        message_id=sent.message_id,
+                        message_ids=sent.message_ids,
                         finished_at=datetime.now(UTC),
                     ),
                     False,
@@ -344,9 +345,9 @@ class Deliverer:
 
     async def _send(
         self, broadcast: Broadcast, chat_id: int, content: Content, held: Callable[[], bool]
-    ) -> int | None:
-        """One send within the rate budget: Telegram's message id, or None if the broadcast
-        stopped (or the recipient is no longer ``held``) before it could be sent."""
+    ) -> SentMessage | None:
+        """One send within the rate budget: the message(s) Telegram made, or None if the
+        broadcast stopped (or the recipient is no longer ``held``) before it could be sent."""
         if not _needs_first_send(content):
             return await self._send_once(broadcast, chat_id, media=None, content=content, held=held)
         media = await self._file_id(broadcast.id)
@@ -382,7 +383,7 @@ class Deliverer:
             if sent.file_id:
                 self._remember_file_id(broadcast.id, sent.file_id)
                 await self._persist_file_id(broadcast.id, sent.file_id)
-            return sent.message_id
+            return sent
 
     async def _persist_file_id(self, broadcast_id: int, file_id: str) -> None:
         """Share the file_id with other workers; a failure only costs them one more fetch."""
@@ -402,9 +403,8 @@ class Deliverer:
         media: str | None,
         content: Content,
         held: Callable[[], bool],
-    ) -> int | None:
-        sent = await self._permitted(broadcast, chat_id, content, held, media=media)
-        return None if sent is None else sent.message_id
+    ) -> SentMessage | None:
+        return await self._permitted(broadcast, chat_id, content, held, media=media)
 
     async def _permitted(
         self,

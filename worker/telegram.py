@@ -7,9 +7,10 @@ Guarantees:
   asyncio's own exceptions (cancellation still propagates as ``CancelledError``). The retry decision
   travels on the exception (``retryable``, ``outcome``, ``retry_after``, ``new_chat_id``).
 * Every content is one Bot API call: an album is one sendMediaGroup (its ``message_id`` is
-  the first message's, its ``file_id`` all items' as one value), a copy one copyMessage, a
-  forward one forwardMessage. Formatting, keyboards and flags go on every method that takes
-  them (:mod:`tgbroadcast.worker.aiogram_content`); left at their defaults they are not sent at all.
+  the first message's, ``message_ids`` every item's, its ``file_id`` all items' as one
+  value), a copy one copyMessage, a forward one forwardMessage. Formatting, keyboards and flags
+  go on every method that takes them (:mod:`tgbroadcast.worker.aiogram_content`); left at
+  their defaults they are not sent at all.
 * :func:`map_error` is the one place where foreign exceptions become ours. A refusal keeps
   Telegram's description exactly (``Forbidden: bot was blocked by the user``), since users
   are shown it.
@@ -125,11 +126,13 @@ class SentMessage:
     """A message Telegram accepted.
 
     ``file_id`` is the file Telegram stored for a media message (the largest size of a
-    photo), for resending it by id; ``None`` for text.
+    photo), for resending it by id; ``None`` for text. ``message_ids`` has every message's id,
+    in order, when the send made several (an album's items; ``message_id`` is the first).
     """
 
     message_id: int
     file_id: str | None
+    message_ids: tuple[int, ...] = ()
 
 
 class _Session(AiohttpSession):
@@ -328,7 +331,10 @@ class TelegramSender:
         file_id = None
         if len(stored) == len(items) and all(stored):
             file_id = encode_album_file_ids(tuple(f for f in stored if f))
-        return SentMessage(message_id=messages[0].message_id, file_id=file_id)
+        ids = tuple(message.message_id for message in messages)
+        return SentMessage(
+            message_id=ids[0], file_id=file_id, message_ids=ids if len(ids) > 1 else ()
+        )
 
     async def _send_copy(self, chat_id: int, content: Content) -> SentMessage:
         """copyMessage (optionally with a new caption and a keyboard) or forwardMessage."""

@@ -242,7 +242,18 @@ class DeliveryResult:
     state: DeliveryState
     finished_at: datetime
     message_id: int | None = None
+    """The (first) message Telegram made of it; ``None`` unless ``SENT``."""
     error: str | None = None
+    message_ids: tuple[int, ...] = ()
+    """Every message it made, in order, when it made several (an album's items); empty when
+    it made one (``message_id``) or none. :attr:`all_message_ids` is either."""
+
+    @property
+    def all_message_ids(self) -> tuple[int, ...]:
+        """Every message the delivery made, in order (for recalling or editing them)."""
+        if self.message_ids:
+            return self.message_ids
+        return () if self.message_id is None else (self.message_id,)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -250,7 +261,8 @@ class Delivery:
     """One recipient of a broadcast as a report shows it, in any state.
 
     ``finished_at`` is ``None`` exactly while ``state`` is ``PENDING``; ``message_id`` is set
-    for ``SENT``, ``error`` holds Telegram's description for the other final states.
+    for ``SENT`` (the first message's id; ``message_ids`` has every message's when there were
+    several), ``error`` holds Telegram's description for the other final states.
     """
 
     user_id: int
@@ -258,6 +270,14 @@ class Delivery:
     finished_at: datetime | None = None
     message_id: int | None = None
     error: str | None = None
+    message_ids: tuple[int, ...] = ()
+
+    @property
+    def all_message_ids(self) -> tuple[int, ...]:
+        """Every message the delivery made, in order."""
+        if self.message_ids:
+            return self.message_ids
+        return () if self.message_id is None else (self.message_id,)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

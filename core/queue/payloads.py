@@ -144,6 +144,8 @@ def encode_event(event: Event) -> bytes:
                 "finished_at": _format_datetime(r.finished_at),
                 "message_id": r.message_id,
                 "error": r.error,
+                # Only an album's: one more key on every event would be bytes for nothing.
+                **({"message_ids": list(r.message_ids)} if r.message_ids else {}),
             }
         )
     return _dumps(
@@ -168,6 +170,11 @@ def decode_event(data: bytes) -> Event:
         raise ValueError("a result event needs a final delivery state")
     message_id = obj.get("message_id")
     error = obj.get("error")
+    message_ids = obj.get("message_ids") or []
+    if not isinstance(message_ids, list) or not all(
+        isinstance(i, int) and not isinstance(i, bool) for i in message_ids
+    ):
+        raise ValueError("message_ids must be a list of integers")
     return ResultEvent(
         result=DeliveryResult(
             broadcast_id=broadcast_id,
@@ -176,6 +183,7 @@ def decode_event(data: bytes) -> Event:
             finished_at=_parse_datetime(_get_str(obj, "finished_at")),
             message_id=None if message_id is None else _get_int(obj, "message_id"),
             error=None if error is None else _get_str(obj, "error"),
+            message_ids=tuple(message_ids),
         )
     )
 

@@ -7,6 +7,7 @@ job at a time"; see their docstrings.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -219,6 +220,7 @@ async def report_page(
             deliveries.c.user_id,
             deliveries.c.state,
             deliveries.c.message_id,
+            deliveries.c.message_ids,
             deliveries.c.error,
             deliveries.c.finished_at,
         )
@@ -237,6 +239,7 @@ async def report_page(
             finished_at=row.finished_at,
             message_id=row.message_id,
             error=row.error,
+            message_ids=decode_message_ids(row.message_ids),
         )
         for row in await connection.execute(statement)
     ]
@@ -360,6 +363,7 @@ _FINALIZE = (
     .values(
         state=bindparam("new_state", type_=String),
         message_id=bindparam("new_message_id", type_=BigInteger),
+        message_ids=bindparam("new_message_ids", type_=Text),
         error=bindparam("new_error", type_=Text),
         finished_at=bindparam("new_finished_at", type_=UtcDateTime()),
         claimed_by=None,
@@ -376,6 +380,7 @@ def _finalize_parameters(result: DeliveryResult) -> dict[str, object]:
         "key_user_id": result.user_id,
         "new_state": result.state.value,
         "new_message_id": result.message_id,
+        "new_message_ids": encode_message_ids(result.message_ids),
         "new_error": result.error,
         "new_finished_at": result.finished_at,
     }
@@ -392,4 +397,16 @@ def _result(row: Row[Any]) -> DeliveryResult:
         finished_at=finished_at,
         message_id=row.message_id,
         error=row.error,
+        message_ids=decode_message_ids(row.message_ids),
     )
+
+
+def encode_message_ids(message_ids: Sequence[int]) -> str | None:
+    """``deliveries.message_ids``: a JSON array of two or more ids; ``None`` for fewer."""
+    return json.dumps([int(i) for i in message_ids]) if len(message_ids) > 1 else None
+
+
+def decode_message_ids(stored: str | None) -> tuple[int, ...]:
+    if not stored:
+        return ()
+    return tuple(int(i) for i in json.loads(stored))

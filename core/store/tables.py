@@ -233,6 +233,9 @@ deliveries = Table(
     Column("user_id", BigInteger, nullable=False),
     Column("state", String(STATE_LENGTH), nullable=False),
     Column("message_id", BigInteger, nullable=True),
+    # Every message of the delivery when it produced several (an album's), as a JSON array of
+    # their ids in order; NULL for one message (``message_id``).
+    Column("message_ids", Text, nullable=True),
     Column("error", Text, nullable=True),
     Column("finished_at", UtcDateTime, nullable=True),
     # The job that holds a pending recipient (a worker's claim token) and until when: while

@@ -118,6 +118,7 @@ def delivery_result(value: DeliveryResult) -> pb.DeliveryResult:
         error=value.error or "",
         message_id=value.message_id or 0,
         finished_at=timestamp(value.finished_at),
+        message_ids=value.all_message_ids,
     )
 
 

@@ -36,6 +36,7 @@ def delivery(value: Delivery) -> pb.DeliveryResult:
         outcome=_OUTCOME_TO_PB[value.state],
         error=value.error or "",
         message_id=value.message_id or 0,
+        message_ids=value.all_message_ids,
     )
     if value.finished_at is not None:
         message.finished_at.CopyFrom(timestamp(value.finished_at))

@@ -305,7 +305,8 @@ def _paths() -> dict[str, Schema]:
                                 "schema": {"type": "string"},
                                 "example": 'id: s17.1.0\nevent: result\ndata: {"user_id":111,'
                                 '"outcome":"sent","error":null,"message_id":17,'
-                                '"finished_at":"2026-05-01T12:00:00.2Z","progress":'
+                                '"finished_at":"2026-05-01T12:00:00.2Z",'
+                                '"message_ids":[17],"progress":'
                                 '{"status":"running","total":1,"sent":1,'
                                 '"failed":0,"pending":0}}\n\n',
                             }

@@ -355,9 +355,15 @@ def component_schemas() -> dict[str, Schema]:
             "message_id": {
                 "type": ["integer", "null"],
                 "format": "int64",
-                "description": "Telegram's message id when `sent`.",
+                "description": "Telegram's message id when `sent` (an album's first message).",
             },
             "finished_at": timestamp("When the outcome was final; null while pending."),
+            "message_ids": {
+                "type": "array",
+                "items": {"type": "integer", "format": "int64"},
+                "description": "Every message Telegram made of it when `sent`, in order: one "
+                "id, or an album's items. Empty otherwise.",
+            },
         },
         required=("user_id", "outcome"),
         closed=False,

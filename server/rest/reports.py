@@ -4,8 +4,9 @@ live outcomes as Server-Sent Events.
 * ``GET /v1/broadcasts/{id}/deliveries?outcome=blocked&outcome=pending&page_size=&page_token=``
   — ``{"results": [...], "next_page_token": ""}``, recipients by user id.
 * ``GET /v1/broadcasts/{id}/deliveries.csv?outcome=...`` — ``text/csv``, header
-  ``user_id,outcome,message_id,error,finished_at``, streamed page by page (RFC 4180 quoting,
-  CRLF line ends); memory stays flat whatever the size.
+  ``user_id,outcome,message_id,error,finished_at,message_ids``, streamed page by page (RFC
+  4180 quoting, CRLF line ends; ``message_ids`` space-separated); memory stays flat whatever
+  the size.
 * ``GET /v1/broadcasts/{id}/events`` — ``text/event-stream``: ``event: result`` per outcome,
   then ``event: end`` with the final counters; ``: heartbeat`` comments while idle;
   ``event: shutdown`` when the server drains (reconnect elsewhere).
@@ -46,7 +47,8 @@ logger = logging.getLogger(__name__)
 
 DEFAULT_HEARTBEAT: Final = 15.0
 HEARTBEAT_KEY: Final = web.AppKey("sse_heartbeat", float)
-CSV_HEADER: Final = ("user_id", "outcome", "message_id", "error", "finished_at")
+CSV_HEADER: Final = ("user_id", "outcome", "message_id", "error", "finished_at", "message_ids")
+"""``message_ids`` last: a new column, after those that readers may take by position."""
 END_EVENT_ID: Final = "end"
 """The ``id`` of the closing event: a reconnect carrying it as ``Last-Event-ID`` is answered
 204 No Content, which tells a browser's ``EventSource`` to stop reconnecting."""
@@ -76,6 +78,7 @@ def delivery_json(value: Delivery) -> dict[str, Any]:
         "error": value.error,
         "message_id": value.message_id,
         "finished_at": rendering.timestamp(value.finished_at),
+        "message_ids": list(value.all_message_ids),
     }
 
 
@@ -133,6 +136,7 @@ def _csv_record(value: Delivery) -> tuple[object, ...]:
         "" if value.message_id is None else value.message_id,
         value.error or "",
         rendering.timestamp(value.finished_at) or "",
+        " ".join(map(str, value.all_message_ids)),
     )
 
 
@@ -301,6 +305,7 @@ def _result_json(result: DeliveryResult) -> str:
         "error": result.error,
         "message_id": result.message_id,
         "finished_at": rendering.timestamp(result.finished_at),
+        "message_ids": list(result.all_message_ids),
     }
     return json.dumps(data, separators=(",", ":"))[:-1]
 

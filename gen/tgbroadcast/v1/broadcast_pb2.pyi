@@ -1254,14 +1254,21 @@ class DeliveryResult(_message.Message):
     ERROR_FIELD_NUMBER: _builtins.int
     MESSAGE_ID_FIELD_NUMBER: _builtins.int
     FINISHED_AT_FIELD_NUMBER: _builtins.int
+    MESSAGE_IDS_FIELD_NUMBER: _builtins.int
     user_id: _builtins.int
     outcome: Global___DeliveryOutcome.ValueType
     error: _builtins.str
     """Telegram's error description when the outcome is not SENT."""
     message_id: _builtins.int
-    """The Telegram message id when SENT."""
+    """The Telegram message id when SENT (an album's first message)."""
     @_builtins.property
     def finished_at(self) -> _timestamp_pb2.Timestamp: ...
+    @_builtins.property
+    def message_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.int]:
+        """Every message Telegram made of it when SENT, in order: one id, or an
+        album's items (the first is `message_id`). Kept for recalling or editing.
+        """
+
     def __init__(
         self,
         *,
@@ -1270,10 +1277,11 @@ class DeliveryResult(_message.Message):
         error: _builtins.str = ...,
         message_id: _builtins.int = ...,
         finished_at: _timestamp_pb2.Timestamp | None = ...,
+        message_ids: _abc.Iterable[_builtins.int] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["finished_at", b"finished_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["error", b"error", "finished_at", b"finished_at", "message_id", b"message_id", "outcome", b"outcome", "user_id", b"user_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["error", b"error", "finished_at", b"finished_at", "message_id", b"message_id", "message_ids", b"message_ids", "outcome", b"outcome", "user_id", b"user_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
