@@ -11,6 +11,8 @@
 * :mod:`~tgbroadcast.core.config`, :mod:`~tgbroadcast.core.logs`,
   :mod:`~tgbroadcast.core.metrics` — settings, log set-up and Prometheus metrics.
 * :mod:`~tgbroadcast.core.tasks` — how an owner stops the background tasks it started.
+* :mod:`~tgbroadcast.core.outbound` — the resolver that keeps requests to user-named URLs
+  (webhooks, media the service fetches) off private networks.
 * :mod:`~tgbroadcast.core.health` — readiness: the database, NATS and the drain, each check
   named and bounded in time.
 

@@ -25,6 +25,7 @@ MAY_IMPORT: dict[str, frozenset[str]] = {
     "core.logs": frozenset(),
     "core.metrics": frozenset(),
     "core.tasks": frozenset(),
+    "core.outbound": frozenset({"core.rules"}),
     "core.tracing": _CORE_BASE,
     "core.health": _CORE_BASE | {"core.tasks"},
     "core.config": _CORE_BASE,
@@ -34,7 +35,8 @@ MAY_IMPORT: dict[str, frozenset[str]] = {
     "core.service": _CORE_BASE
     | {"core.rules", "core.store", "core.queue", "core.metrics", "core.tasks", "core.tracing"},
     "core.background": _CORE_BASE
-    | {"core.rules", "core.store", "core.queue", "core.service", "core.config", "core.tasks"},
+    | {"core.rules", "core.store", "core.queue", "core.service", "core.config", "core.tasks"}
+    | {"core.outbound"},
     "core.bots": _CORE_BASE | {"core.config", "core.store"},
     "server": frozenset(),  # the package docstring only
     "server.auth": _CORE_BASE,
@@ -52,7 +54,7 @@ MAY_IMPORT: dict[str, frozenset[str]] = {
     | {"core.health", "core.tracing", "server.streams", "server.scopes", "core.bots"},
     "worker": _CORE_BASE
     | {"core.rules", "core.store", "core.queue", "core.config", "core.logs"}
-    | {"core.metrics", "core.tasks", "core.tracing", "core.bots"},
+    | {"core.metrics", "core.tasks", "core.tracing", "core.bots", "core.outbound"},
     "simulator": frozenset(),
 }
 

@@ -200,7 +200,9 @@ async def test_contention_flips_while_sends_wait(embedded_url: str, prefix: str)
         await wait_until(contended)
         assert not waiting.done()
         await waiting
-        assert pacing(limiter).chat_reservations == 1  # the waiting send reserved its chat
+        # The waiting send reserved its chat (again, if a loaded machine woke it after its
+        # rate slot: a missed slot is reserved anew, and so is the chat).
+        assert pacing(limiter).chat_reservations >= 1
         entry = await kv.get(chat_key(BOT, 1))
         assert entry.value is not None
         assert float(entry.value) >= granted[1] + interval - SLACK

@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from tests.fixtures.content import PHOTO, VIDEO, album, keyboard, ok_button
+from tests.fixtures.content import PHOTO, album, keyboard, ok_button
 from tgbroadcast.core.domain.content import (
     Entity,
     InlineButton,
@@ -135,22 +135,22 @@ BAD: list[tuple[str, dict[str, Any], str, str]] = [
         "may hold only audio items",
     ),
     (
-        "video note by URL",
-        {"media_type": "video_note", "media_url": VIDEO},
+        "video note the service would fetch from inside",
+        {"media_type": "video_note", "media_url": "http://127.0.0.1/round.mp4"},
         "media_url",
-        "video notes cannot be sent by URL; give a file_id or upload the file",
+        "must not reach an internal network: 127.0.0.1 is loopback",
     ),
     (
-        "document by URL that is not GIF, PDF or ZIP",
-        {"media_type": "document", "media_url": "https://cdn.example.com/report.DOCX?v=2"},
+        "document the service would fetch from inside",
+        {"media_type": "document", "media_url": "http://[::1]/report.DOCX?v=2"},
         "media_url",
-        "only for GIF, PDF and ZIP files, not .docx",
+        "the service fetches this file itself",
     ),
     (
-        "animated sticker by URL",
-        {"media_type": "sticker", "media_url": "https://cdn.example.com/hi.tgs"},
+        "animated sticker the service would fetch from inside",
+        {"media_type": "sticker", "media_url": "http://192.168.1.9/hi.tgs"},
         "media_url",
-        "only .WEBP stickers by URL, not .tgs",
+        "must not reach an internal network: 192.168.1.9 is private",
     ),
     (
         "album document by URL that is not GIF, PDF or ZIP",
@@ -162,7 +162,7 @@ BAD: list[tuple[str, dict[str, Any], str, str]] = [
             ],
         },
         "album[1].media_url",
-        "only for GIF, PDF and ZIP files, not .txt",
+        "Telegram does not fetch this document by URL (.txt), and in an album the service",
     ),
     (
         "album sticker",

@@ -17,7 +17,7 @@ import pytest
 from google.rpc import error_details_pb2
 from grpc_status import rpc_status
 
-from tests.fixtures.loopback import DUAL_STACK, ipv6_stub, needs_ipv6
+from tests.fixtures.loopback import dual_stack, ipv6_stub, needs_ipv6
 from tests.fixtures.stack import SECOND_API_TOKEN, Backend, Stack, on_sqlite, start_stack
 from tgbroadcast.core.domain.model import UserProfile
 from tgbroadcast.server.guards import AUTH_FAILURES
@@ -139,7 +139,14 @@ async def test_failed_authentication_over_ipv6_grpc_is_throttled_whatever_the_po
 ) -> None:
     """Each call on a new channel, so from a new source port: the address counts, not the
     connection."""
-    async with start_stack(backend, simulator, DUAL_STACK) as stack:
+    with dual_stack() as dual:
+        await _throttled_over_ipv6(backend, simulator, dual)
+
+
+async def _throttled_over_ipv6(
+    backend: Backend, simulator: Simulator, dual: dict[str, str]
+) -> None:
+    async with start_stack(backend, simulator, dual) as stack:
         wrong = (("authorization", "Bearer not-the-token"),)
         for _ in range(AUTH_FAILURES):
             async with ipv6_stub(stack) as stub:

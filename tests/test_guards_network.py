@@ -15,8 +15,8 @@ from grpc_health.v1 import health_pb2
 from grpc_reflection.v1alpha import reflection_pb2
 
 from tests.fixtures.loopback import (
-    DUAL_STACK,
     SECOND_LOOPBACK,
+    dual_stack,
     ipv6_stub,
     ipv6_target,
     needs_ipv6,
@@ -198,7 +198,12 @@ async def call_unknown(target: str) -> grpc.aio.AioRpcError:
 async def test_an_ipv6_client_inside_the_allowed_networks_is_served_over_grpc(
     backend: Backend, simulator: Simulator
 ) -> None:
-    overrides = {**DUAL_STACK, "TGB_SERVER_ALLOWED_NETWORKS": "::1/128"}
+    with dual_stack() as dual:
+        await _ipv6_client_served(backend, simulator, dual)
+
+
+async def _ipv6_client_served(backend: Backend, simulator: Simulator, dual: dict[str, str]) -> None:
+    overrides = {**dual, "TGB_SERVER_ALLOWED_NETWORKS": "::1/128"}
     async with (
         start_stack(backend, simulator, overrides) as stack,
         ipv6_stub(stack) as stub,
@@ -226,16 +231,19 @@ async def test_an_ipv6_client_inside_the_allowed_networks_is_served_over_grpc(
 async def test_an_ipv6_client_outside_the_allowed_networks_is_refused_over_grpc(
     backend: Backend, simulator: Simulator
 ) -> None:
-    overrides = {**DUAL_STACK, "TGB_SERVER_ALLOWED_NETWORKS": "127.0.0.1/32"}
-    async with start_stack(backend, simulator, overrides) as stack, ipv6_stub(stack) as stub:
-        with pytest.raises(grpc.aio.AioRpcError) as refused:
-            await stub.ListBroadcasts(pb.ListBroadcastsRequest(), metadata=stack.metadata)
-        assert refused.value.code() == grpc.StatusCode.PERMISSION_DENIED
-        assert refused.value.details() == "client address ::1 is not in server.allowed_networks"
-        with pytest.raises(grpc.aio.AioRpcError) as refused:
-            await health_check(ipv6_target(stack))
-        assert refused.value.code() == grpc.StatusCode.PERMISSION_DENIED
-        assert (await call_unknown(ipv6_target(stack))).code() == grpc.StatusCode.PERMISSION_DENIED
+    with dual_stack() as dual:
+        overrides = {**dual, "TGB_SERVER_ALLOWED_NETWORKS": "127.0.0.1/32"}
+        async with start_stack(backend, simulator, overrides) as stack, ipv6_stub(stack) as stub:
+            with pytest.raises(grpc.aio.AioRpcError) as refused:
+                await stub.ListBroadcasts(pb.ListBroadcastsRequest(), metadata=stack.metadata)
+            assert refused.value.code() == grpc.StatusCode.PERMISSION_DENIED
+            assert refused.value.details() == "client address ::1 is not in server.allowed_networks"
+            with pytest.raises(grpc.aio.AioRpcError) as refused:
+                await health_check(ipv6_target(stack))
+            assert refused.value.code() == grpc.StatusCode.PERMISSION_DENIED
+            assert (
+                await call_unknown(ipv6_target(stack))
+            ).code() == grpc.StatusCode.PERMISSION_DENIED
 
 
 @needs_ipv6

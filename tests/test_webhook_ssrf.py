@@ -39,13 +39,9 @@ from tests.test_webhooks import (
     settled,
     webhook_state,
 )
-from tgbroadcast.core.background.webhooks import (
-    CheckedResolver,
-    Refusal,
-    RefusedDestination,
-    WebhookNotifier,
-)
+from tgbroadcast.core.background.webhooks import WebhookNotifier
 from tgbroadcast.core.config import WebhookSettings
+from tgbroadcast.core.outbound import CheckedResolver, Refusal, RefusedDestination
 from tgbroadcast.core.rules import addresses
 from tgbroadcast.core.rules.addresses import Address, literal_address, refusal
 from tgbroadcast.core.store import Store

@@ -9,10 +9,11 @@
   :mod:`.broadcast_states` — the broadcasts' states it checks before each send.
 * :mod:`.telegram`, :mod:`.aiogram_content` — the Telegram client (aiogram's ``Bot``) and
   its errors mapped into ours.
+* :mod:`.fetching` — files Telegram does not fetch by URL, fetched once for their upload.
 * :mod:`.ratelimit`, :mod:`.rate_tier`, :mod:`.chat_pacing`, :mod:`.clock` — the rate
   budget shared by every worker process (one GCRA key per tier), and per-chat pacing.
 * :mod:`.recorder` — group commit of outcomes: SQL first, then the events stream.
 
 May import: ``tgbroadcast.core`` (domain, rules, store, queue, config, logs, metrics,
-tasks); never the service, the API transports or the launcher.
+tasks, outbound); never the service, the API transports or the launcher.
 """

@@ -42,6 +42,7 @@ import random
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Mapping
+from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Protocol
 
@@ -63,9 +64,11 @@ from tgbroadcast.core.domain.model import (
 )
 from tgbroadcast.core.metrics import Metrics
 from tgbroadcast.core.queue import FinishedEvent, Queue
+from tgbroadcast.core.rules.rich_content import fetched_by_service
 from tgbroadcast.core.rules.templates import personalized, rendered_problem
 from tgbroadcast.core.store import Store
 from tgbroadcast.worker.broadcast_states import BroadcastStates
+from tgbroadcast.worker.fetching import MediaFetcher
 from tgbroadcast.worker.recorder import ResultRecorder
 from tgbroadcast.worker.telegram import NotSent, SentMessage, TelegramSender
 
@@ -137,8 +140,12 @@ class Deliverer:
         backoff_base: float = 0.5,
         backoff_cap: float = 30.0,
         bot: str = DEFAULT_BOT,
+        fetcher: MediaFetcher | None = None,
     ) -> None:
         self._bot = bot
+        # Files Telegram does not fetch by URL are fetched here, once, and uploaded; without
+        # a fetcher the URL goes to Telegram as given.
+        self._fetcher = fetcher
         self._store = store
         self._queue = queue
         self._sender = sender
@@ -367,6 +374,13 @@ class Deliverer:
                 upload = None
                 if content.media_upload is not None:
                     upload = await self._queue.get_media(content.media_upload)
+                elif (
+                    self._fetcher is not None
+                    and content.media_url
+                    and fetched_by_service(content.media_type.value, content.media_url)
+                ):
+                    upload, name = await self._fetcher.fetch(content.media_url, content.media_type)
+                    content = replace(content, media_filename=content.media_filename or name)
                 album_uploads = {
                     item.media_upload: await self._queue.get_media(item.media_upload)
                     for item in content.options.album

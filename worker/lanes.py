@@ -49,6 +49,7 @@ from tgbroadcast.core.queue import Queue
 from tgbroadcast.core.store import Store
 from tgbroadcast.core.tasks import cancel_and_wait
 from tgbroadcast.worker.delivery import Deliverer
+from tgbroadcast.worker.fetching import MediaFetcher
 from tgbroadcast.worker.ratelimit import RateLimiter
 from tgbroadcast.worker.recorder import ResultRecorder
 from tgbroadcast.worker.telegram import TelegramSender
@@ -241,6 +242,7 @@ class Lanes:
                 replicas=queue.replicas,
             ) as limiter,
             ResultRecorder(store=store, queue=queue, metrics=metrics, bot=bot.name) as recorder,
+            MediaFetcher(allow_private=settings.webhook.allow_private_networks) as fetcher,
         ):
             metrics.add_bot(bot.name)
             metrics.set_rate_limits(free=bot.rate_limit, paid=bot.paid_rate_limit, bot=bot.name)
@@ -262,6 +264,7 @@ class Lanes:
                 backoff_base=worker_settings.backoff_base,
                 backoff_cap=worker_settings.backoff_cap,
                 bot=bot.name,
+                fetcher=fetcher,
             )
             worker = Worker(
                 store=store,

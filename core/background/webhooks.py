@@ -44,24 +44,22 @@ import hmac
 import json
 import logging
 import random
-import socket
 import time
 from collections.abc import Callable, Mapping
 from datetime import datetime
-from ipaddress import ip_address
 from types import TracebackType
 from typing import Any, Final
 from urllib.parse import urlsplit
 
 import aiohttp
-from aiohttp.abc import AbstractResolver, ResolveResult
+from aiohttp.abc import AbstractResolver
 from yarl import URL
 
 from tgbroadcast.core.config import WebhookSettings
 from tgbroadcast.core.domain.errors import BACKEND_UNAVAILABLE
 from tgbroadcast.core.domain.model import Broadcast, DeliveryState
+from tgbroadcast.core.outbound import CheckedResolver, RefusedDestination, allow_all
 from tgbroadcast.core.rules import addresses
-from tgbroadcast.core.rules.addresses import Address
 from tgbroadcast.core.store import Store
 from tgbroadcast.core.store.callbacks import DELIVERED, FAILED, CallbackClaim
 from tgbroadcast.core.tasks import cancel_and_wait
@@ -146,80 +144,6 @@ def redact(url: str) -> str:
         return "<invalid url>"
 
 
-class RefusedDestination(Exception):
-    """A webhook's host is, or resolves to, an address it may not reach (a permanent
-    failure: the same URL is refused every time)."""
-
-
-Refusal = Callable[[Address], str | None]
-"""Why a webhook may not reach an address, or None (:func:`addresses.refusal`)."""
-
-
-def _allow_all(address: Address) -> str | None:
-    return None
-
-
-class CheckedResolver(AbstractResolver):
-    """An aiohttp resolver that resolves a host once per connection, checks every address
-    it got and returns them only when none is refused, so the connection goes to an address
-    that was checked. A host spelled as an address (``0x7f.1``) is checked, not resolved."""
-
-    def __init__(self, *, refusal: Refusal, resolver: AbstractResolver | None = None) -> None:
-        self._refusal = refusal
-        self._owned = resolver is None
-        self._resolver = resolver  # the system's, made on first use (it needs a loop)
-
-    def check_literal(self, host: str) -> Address | None:
-        """The address ``host`` spells, checked (a refused one raises
-        :class:`RefusedDestination`), or None for a name. aiohttp connects to a host spelled
-        as an address without asking the resolver, so this is called before each request."""
-        address = addresses.literal_address(host)
-        if address is not None:
-            self._check(address, "" if str(address) == host else f"{host} spells")
-        return address
-
-    def _check(self, address: Address, how: str) -> None:
-        """Refuse ``address``; ``how`` says where it came from (``"x resolves to"``)."""
-        why = self._refusal(address)
-        if why is not None:
-            said = f"{how} {address}, which" if how else str(address)
-            raise RefusedDestination(f"{said} is {why}")
-
-    async def resolve(
-        self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET
-    ) -> list[ResolveResult]:
-        """Every address of ``host``, each checked; one refused refuses them all."""
-        literal = self.check_literal(host)
-        if literal is not None:
-            return [_result(host, literal, port)]
-        if self._resolver is None:
-            self._resolver = aiohttp.ThreadedResolver()
-        resolved = await self._resolver.resolve(host, port, family)
-        for result in resolved:
-            try:
-                address = ip_address(result["host"])
-            except ValueError:
-                raise RefusedDestination(f"{host} resolved to a non-address") from None
-            self._check(address, f"{host} resolves to")
-        return resolved
-
-    async def close(self) -> None:
-        if self._owned and self._resolver is not None:
-            await self._resolver.close()
-
-
-def _result(host: str, address: Address, port: int) -> ResolveResult:
-    family = socket.AF_INET6 if address.version == 6 else socket.AF_INET
-    return {
-        "hostname": host,
-        "host": str(address),
-        "port": port,
-        "family": family,
-        "proto": 0,
-        "flags": 0,
-    }
-
-
 class _Answer:
     """What one attempt came to: ``delivered``, or why not and whether to try again."""
 
@@ -257,7 +181,7 @@ class WebhookNotifier:
         self._store = store
         self._settings = settings
         self._resolver = CheckedResolver(
-            refusal=_allow_all if settings.allow_private_networks else addresses.refusal,
+            refusal=allow_all if settings.allow_private_networks else addresses.refusal,
             resolver=resolver,
         )
         self._concurrency = concurrency

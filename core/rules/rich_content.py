@@ -231,8 +231,15 @@ def album(
             violations.append(
                 FieldViolation(f"{where}.media_url", "must be an http(s) URL or a Telegram file_id")
             )
-        elif kind is not None and (problem := by_url_problem(kind.value, url)) is not None:
-            violations.append(FieldViolation(f"{where}.media_url", problem))
+        elif kind is not None and fetched_by_service(kind.value, url):
+            violations.append(
+                FieldViolation(
+                    f"{where}.media_url",
+                    f"Telegram does not fetch this {kind.value} by URL (.{_extension(url)}), and "
+                    "in an album the service does not fetch it either: upload it (media_data) "
+                    "or give a file_id",
+                )
+            )
         filename = item.media_filename.replace("\\", "/").rsplit("/", 1)[-1].strip()
         if len(filename) > _MAX_FILENAME:
             violations.append(
@@ -298,33 +305,23 @@ _DOCUMENT_URL_TYPES: Final = frozenset({"gif", "pdf", "zip"})
 _STICKER_URL_TYPES: Final = frozenset({"webp"})
 
 
-def by_url_problem(kind: str, url: str) -> str | None:
-    """Why Telegram would refuse to fetch ``url`` as a ``kind`` file (``None``: it may).
-
-    What the Bot API documents and a request can show: video notes are never sent by URL;
-    sendDocument fetches only GIF, PDF and ZIP files, sendSticker only .WEBP stickers. The
-    latter two are judged by the URL path's extension, so a URL without one is let through
-    (Telegram decides when it fetches). Sizes (5 MB photos, 20 MB other files by URL) are
-    unknown until Telegram fetches the file. A file_id is never refused here.
-    """
-    if "://" not in url:
-        return None
+def fetched_by_service(kind: str, url: str) -> bool:
+    """Whether the service fetches ``url`` and uploads the file itself, because Telegram would
+    not fetch it as a ``kind`` file: video notes are never sent by URL; sendDocument fetches
+    only GIF, PDF and ZIP files, sendSticker only .WEBP stickers — judged by the URL path's
+    extension, so a URL without one is left to Telegram. A file_id is never fetched."""
+    if not url.startswith(("http://", "https://")):
+        return False
     if kind == MediaType.VIDEO_NOTE.value:
-        return "video notes cannot be sent by URL; give a file_id or upload the file"
+        return True
     extension = _extension(url)
     if extension is None:
-        return None
-    if kind == MediaType.DOCUMENT.value and extension not in _DOCUMENT_URL_TYPES:
-        return (
-            f"Telegram fetches a document by URL only for GIF, PDF and ZIP files, not .{extension}"
-            "; give a file_id or upload the file"
-        )
-    if kind == MediaType.STICKER.value and extension not in _STICKER_URL_TYPES:
-        return (
-            f"Telegram fetches only .WEBP stickers by URL, not .{extension}; upload animated "
-            "(.tgs) and video (.webm) stickers or give a file_id"
-        )
-    return None
+        return False
+    if kind == MediaType.DOCUMENT.value:
+        return extension not in _DOCUMENT_URL_TYPES
+    if kind == MediaType.STICKER.value:
+        return extension not in _STICKER_URL_TYPES
+    return False
 
 
 def _extension(url: str) -> str | None:

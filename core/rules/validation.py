@@ -31,7 +31,7 @@ from tgbroadcast.core.domain.model import (
     UserFilter,
     UserProfile,
 )
-from tgbroadcast.core.rules import callback_urls, page_tokens, rich_content, schedule
+from tgbroadcast.core.rules import addresses, callback_urls, page_tokens, rich_content, schedule
 from tgbroadcast.core.rules.rich_content import AlbumItemInput
 
 INT64_MIN = -(2**63)
@@ -136,7 +136,7 @@ def validate_send(
         request.callback_url, accept_callbacks, violations, allow_private=allow_private_callbacks
     )
     media_type = _media_type(request.media_type, violations)
-    content = _content(request, media_type, violations)
+    content = _content(request, media_type, violations, allow_private_urls=allow_private_callbacks)
     user_ids, user_filter = _audience(request, max_user_ids, violations)
     _idempotency_key(request.idempotency_key, violations)
     violations.extend(schedule.send_at_violations(request.send_at))
@@ -206,7 +206,11 @@ def validate_content(request: SendRequest) -> Content:
 
 
 def _content(
-    request: SendRequest, media_type: MediaType | None, violations: list[FieldViolation]
+    request: SendRequest,
+    media_type: MediaType | None,
+    violations: list[FieldViolation],
+    *,
+    allow_private_urls: bool = False,
 ) -> Content | None:
     message = request.message
     media_url = request.media_url.strip()
@@ -270,8 +274,12 @@ def _content(
         violations.append(
             FieldViolation("media_url", "must be an http(s) URL or a Telegram file_id")
         )
-    elif (problem := rich_content.by_url_problem(media_type.value, media_url)) is not None:
-        violations.append(FieldViolation("media_url", problem))
+    elif (
+        not allow_private_urls
+        and rich_content.fetched_by_service(media_type.value, media_url)
+        and (refused := _private_host(media_url))
+    ):
+        violations.append(FieldViolation("media_url", refused))
     if not media_type.takes_caption and message:
         violations.append(
             FieldViolation("message", f"must be empty: {media_type.value} takes no caption")
@@ -368,6 +376,18 @@ def _filename(given: str, media_type: MediaType) -> str:
     """The base name of ``given`` (no folders), or a name from the media type."""
     name = given.replace("\\", "/").rsplit("/", 1)[-1].strip()
     return name or f"{media_type.value}.bin"
+
+
+def _private_host(url: str) -> str:
+    """Why the service may not fetch ``url`` (a host spelled as an internal address); empty
+    when it may (names are checked when the file is fetched)."""
+    refused = addresses.host_refusal(urlsplit(url).hostname or "", allow_private=False)
+    if not refused:
+        return ""
+    return (
+        f"the service fetches this file itself (Telegram does not fetch it by URL) and must "
+        f"not reach an internal network: {refused} (allowed only with {addresses.SETTING})"
+    )
 
 
 def _is_media_reference(value: str) -> bool:

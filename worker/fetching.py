@@ -1,0 +1,172 @@
+"""Files the service fetches from a URL itself because Telegram will not: a document other
+than GIF, PDF or ZIP, a sticker other than .WEBP, a video note
+(:func:`tgbroadcast.core.rules.rich_content.fetched_by_service`).
+
+Guarantees:
+
+* **Once per broadcast.** The Deliverer fetches on a broadcast's first send only (its
+  first-send lock); that send uploads the bytes and every later recipient gets Telegram's
+  file_id.
+* **Size-capped** at Telegram's upload limit for the kind (:data:`UPLOAD_LIMITS`, 50 MB; 10 MB
+  photos): a ``Content-Length`` above it is refused before the body is read, and a body is
+  never read past it.
+* **Content type checked**: an HTML page (a login or error page where a file was meant) is
+  refused for every kind; a sticker must be ``image/webp``, ``application/x-tgsticker`` or
+  ``video/webm``, a video note ``video/*``.
+* **Never inside.** Unless ``webhook.allow_private_networks``, no connection goes to an internal
+  address: every address a host resolves to is checked, so is a host spelled as an address,
+  and so is every redirect's target (at most :data:`MAX_REDIRECTS`, each checked the same way).
+* **Errors say what to fix.** What the URL answers for good (4xx, a refused address, too big,
+  the wrong type) is a :class:`PermanentError` with ``content_error`` — every recipient would
+  fail alike, so the broadcast's circuit breaker stops it; a timeout, a network error, 408,
+  429 or a 5xx is a :class:`TransientError`, and the send is tried again.
+"""
+
+from __future__ import annotations
+
+from types import TracebackType
+from typing import Final
+from urllib.parse import unquote, urlsplit
+
+import aiohttp
+from aiohttp.abc import AbstractResolver
+from yarl import URL
+
+from tgbroadcast.core.domain.errors import PermanentError, TransientError
+from tgbroadcast.core.domain.model import MediaType
+from tgbroadcast.core.outbound import CheckedResolver, RefusedDestination, allow_all
+from tgbroadcast.core.rules import addresses
+
+UPLOAD_LIMITS: Final = {MediaType.PHOTO: 10 * 1024 * 1024}
+"""Telegram's limits for a file a bot uploads; every other kind: :data:`DEFAULT_UPLOAD_LIMIT`."""
+DEFAULT_UPLOAD_LIMIT: Final = 50 * 1024 * 1024
+MAX_REDIRECTS: Final = 5
+FETCH_TIMEOUT: Final = 120.0
+"""Seconds a whole fetch may take (50 MB at about 3 Mbit/s)."""
+USER_AGENT: Final = "tgbroadcast-media-fetch"
+_STICKER_TYPES: Final = frozenset({"image/webp", "application/x-tgsticker", "video/webm"})
+_CHUNK: Final = 64 * 1024
+
+
+class MediaFetcher:
+    """Fetches a file by URL for one upload (async context manager: owns an HTTP session)."""
+
+    def __init__(
+        self,
+        *,
+        allow_private: bool = False,
+        timeout: float = FETCH_TIMEOUT,
+        resolver: AbstractResolver | None = None,
+    ) -> None:
+        self._resolver = CheckedResolver(
+            refusal=allow_all if allow_private else addresses.refusal, resolver=resolver
+        )
+        self._timeout = timeout
+        self._session: aiohttp.ClientSession | None = None
+
+    async def __aenter__(self) -> MediaFetcher:
+        self._session = aiohttp.ClientSession(
+            # Resolved per connection, so each is checked (no cache of unchecked answers).
+            connector=aiohttp.TCPConnector(resolver=self._resolver, use_dns_cache=False),
+            timeout=aiohttp.ClientTimeout(total=self._timeout),
+            headers={"User-Agent": USER_AGENT},
+            trust_env=False,  # no proxy from the environment: it would do the resolving
+        )
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if self._session is not None:
+            await self._session.close()
+        await self._resolver.close()
+
+    async def fetch(self, url: str, kind: MediaType) -> tuple[bytes, str]:
+        """The file at ``url`` for a ``kind`` message, and its name (the URL path's last
+        segment, else ``file``)."""
+        assert self._session is not None, "use MediaFetcher as an async context manager"
+        limit = UPLOAD_LIMITS.get(kind, DEFAULT_UPLOAD_LIMIT)
+        target = _url(url)
+        try:
+            for _ in range(MAX_REDIRECTS + 1):
+                self._resolver.check_literal(target.raw_host or "")
+                async with self._session.get(target, allow_redirects=False) as response:
+                    if response.status in (301, 302, 303, 307, 308):
+                        location = response.headers.get("Location", "")
+                        target = target.join(_url(location))
+                        continue
+                    _check_status(url, response.status)
+                    _check_type(url, kind, response.content_type)
+                    if response.content_length is not None and response.content_length > limit:
+                        raise _refused(url, f"is {response.content_length} bytes; {_limit(limit)}")
+                    return await _body(url, response, limit), _filename(target)
+            raise _refused(url, f"redirects more than {MAX_REDIRECTS} times")
+        except RefusedDestination as refused:
+            raise _refused(url, f"may not be fetched: {refused}") from None
+        except TimeoutError:
+            raise TransientError(f"fetching {_shown(url)} timed out") from None
+        except aiohttp.ClientError as error:
+            if isinstance(cause := error.__cause__, RefusedDestination):
+                raise _refused(url, f"may not be fetched: {cause}") from None
+            raise TransientError(f"fetching {_shown(url)} failed: {type(error).__name__}") from None
+
+
+async def _body(url: str, response: aiohttp.ClientResponse, limit: int) -> bytes:
+    data = bytearray()
+    async for chunk in response.content.iter_chunked(_CHUNK):
+        data += chunk
+        if len(data) > limit:
+            raise _refused(url, f"is more than {limit} bytes; {_limit(limit)}")
+    if not data:
+        raise _refused(url, "answered an empty file")
+    return bytes(data)
+
+
+def _check_status(url: str, status: int) -> None:
+    if 200 <= status < 300:
+        return
+    if status in (408, 429) or status >= 500:
+        raise TransientError(f"fetching {_shown(url)} answered HTTP {status}")
+    raise _refused(url, f"answered HTTP {status}")
+
+
+def _check_type(url: str, kind: MediaType, content_type: str) -> None:
+    if content_type == "text/html":
+        raise _refused(url, "answered an HTML page, not a file")
+    if kind is MediaType.STICKER and content_type not in _STICKER_TYPES:
+        raise _refused(url, f"answered {content_type}; a sticker is image/webp, .tgs or video/webm")
+    if kind is MediaType.VIDEO_NOTE and not content_type.startswith("video/"):
+        raise _refused(url, f"answered {content_type}; a video note is a video")
+
+
+def _url(value: str) -> URL:
+    try:
+        return URL(value)
+    except ValueError:
+        raise PermanentError(
+            f"media URL {_shown(value)} is not a URL", error_code=400, content_error=True
+        ) from None
+
+
+def _filename(url: URL) -> str:
+    name = unquote(urlsplit(str(url)).path.rsplit("/", 1)[-1]).strip()
+    return name[:255] or "file"
+
+
+def _limit(limit: int) -> str:
+    mb = 1024 * 1024
+    size = f"{limit // mb} MB" if limit % mb == 0 else f"{limit} bytes"
+    return f"Telegram takes uploads of this kind up to {size}"
+
+
+def _shown(url: str) -> str:
+    """The URL without its query and fragment (they may carry a signature or a token)."""
+    parts = urlsplit(url)
+    return f"{parts.scheme}://{parts.netloc}{parts.path}"[:200]
+
+
+def _refused(url: str, why: str) -> PermanentError:
+    return PermanentError(f"media URL {_shown(url)} {why}", error_code=400, content_error=True)
