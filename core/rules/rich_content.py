@@ -32,6 +32,7 @@ from tgbroadcast.core.domain.content import (
 )
 from tgbroadcast.core.domain.errors import FieldViolation
 from tgbroadcast.core.domain.model import CAPTION_LIMIT, TEXT_LIMIT, MediaType
+from tgbroadcast.core.rules import addresses
 from tgbroadcast.core.rules.formatting import FormattingError, parse, utf16_length
 from tgbroadcast.core.rules.templates import TemplateError, parse_template
 
@@ -322,6 +323,18 @@ def fetched_by_service(kind: str, url: str) -> bool:
     if kind == MediaType.STICKER.value:
         return extension not in _STICKER_URL_TYPES
     return False
+
+
+def fetch_refusal(url: str) -> str:
+    """Why the service may not fetch ``url`` (a host spelled as an internal address); empty
+    when it may (a name is checked when the file is fetched)."""
+    refused = addresses.host_refusal(urlsplit(url).hostname or "", allow_private=False)
+    if not refused:
+        return ""
+    return (
+        f"the service fetches this file itself (Telegram does not fetch it by URL) and must "
+        f"not reach an internal network: {refused} (allowed only with {addresses.SETTING})"
+    )
 
 
 def _extension(url: str) -> str | None:

@@ -12,7 +12,6 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import TypedDict
-from urllib.parse import urlsplit
 
 from tgbroadcast.core.domain.content import (
     ContentOptions,
@@ -31,7 +30,7 @@ from tgbroadcast.core.domain.model import (
     UserFilter,
     UserProfile,
 )
-from tgbroadcast.core.rules import addresses, callback_urls, page_tokens, rich_content, schedule
+from tgbroadcast.core.rules import callback_urls, page_tokens, rich_content, schedule
 from tgbroadcast.core.rules.rich_content import AlbumItemInput
 
 INT64_MIN = -(2**63)
@@ -47,7 +46,6 @@ DEFAULT_UPLOAD_LIMIT = 50 * 1024 * 1024
 MAX_FILENAME = 255
 MAX_IDEMPOTENCY_KEY = 255
 
-_FILE_ID = re.compile(r"^[A-Za-z0-9_-]{16,}$")
 _MEDIA_TYPES = ", ".join(t.value for t in MediaType)
 
 # Telegram's limits on user fields (usernames are 5-32 characters; names up to 64).
@@ -270,14 +268,14 @@ def _content(
                 f"is required for media_type {media_type.value} (or upload the file)",
             )
         )
-    elif not _is_media_reference(media_url):
+    elif not rich_content.is_media_reference(media_url):
         violations.append(
             FieldViolation("media_url", "must be an http(s) URL or a Telegram file_id")
         )
     elif (
         not allow_private_urls
         and rich_content.fetched_by_service(media_type.value, media_url)
-        and (refused := _private_host(media_url))
+        and (refused := rich_content.fetch_refusal(media_url))
     ):
         violations.append(FieldViolation("media_url", refused))
     if not media_type.takes_caption and message:
@@ -376,25 +374,6 @@ def _filename(given: str, media_type: MediaType) -> str:
     """The base name of ``given`` (no folders), or a name from the media type."""
     name = given.replace("\\", "/").rsplit("/", 1)[-1].strip()
     return name or f"{media_type.value}.bin"
-
-
-def _private_host(url: str) -> str:
-    """Why the service may not fetch ``url`` (a host spelled as an internal address); empty
-    when it may (names are checked when the file is fetched)."""
-    refused = addresses.host_refusal(urlsplit(url).hostname or "", allow_private=False)
-    if not refused:
-        return ""
-    return (
-        f"the service fetches this file itself (Telegram does not fetch it by URL) and must "
-        f"not reach an internal network: {refused} (allowed only with {addresses.SETTING})"
-    )
-
-
-def _is_media_reference(value: str) -> bool:
-    if "://" in value:
-        parts = urlsplit(value)
-        return parts.scheme in ("http", "https") and bool(parts.hostname)
-    return bool(_FILE_ID.match(value))
 
 
 def _audience(
