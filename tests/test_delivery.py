@@ -164,8 +164,9 @@ async def test_content_errors_stop_the_broadcast(backend: Backend) -> None:
     # The stack has stopped: every send it started has been answered.
     assert report["status"] == "failed"
     assert "Bad Request: failed to get HTTP URL content" in report["error"]
-    assert "the service's own fetch: media URL https://127.0.0.1:9/missing.jpg may not" in (
-        report["error"]
+    assert (
+        "the service's own fetch: media URL https://127.0.0.1:9/missing.jpg may not"
+        in (report["error"])
     )
     stopped_after = re.match(r"stopped after (\d+) recipients were refused", report["error"])
     assert stopped_after is not None
