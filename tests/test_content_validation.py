@@ -153,16 +153,16 @@ BAD: list[tuple[str, dict[str, Any], str, str]] = [
         "must not reach an internal network: 192.168.1.9 is private",
     ),
     (
-        "album document by URL that is not GIF, PDF or ZIP",
+        "album document the service would fetch from inside",
         {
             "media_type": "album",
             "album": [
                 AlbumItemInput(media_type="document", media_url="https://x.example/a.pdf"),
-                AlbumItemInput(media_type="document", media_url="https://x.example/b.txt"),
+                AlbumItemInput(media_type="document", media_url="http://10.1.2.3/b.txt"),
             ],
         },
         "album[1].media_url",
-        "Telegram does not fetch this document by URL (.txt), and in an album the service",
+        "must not reach an internal network: 10.1.2.3 is private",
     ),
     (
         "album sticker",

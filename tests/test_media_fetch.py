@@ -232,3 +232,31 @@ async def test_a_photo_telegram_could_not_fetch_is_fetched_and_uploaded_instead(
         ("file_id", True),
     ]
     assert "failed to get HTTP URL content" in str(calls[0].description)
+
+
+async def test_an_album_item_telegram_does_not_fetch_is_fetched_for_the_album_upload(
+    simulator: Simulator, tmp_path: Path
+) -> None:
+    private = {"TGB_WEBHOOK_ALLOW_PRIVATE_NETWORKS": "true"}
+    async with (
+        file_server() as (base, asked),
+        open_backend("sqlite", tmp_path) as backend,
+        start_stack(backend, simulator, private) as stack,
+    ):
+        album = [
+            {"media_type": "document", "media_url": "https://files.example.com/a.pdf"},
+            {"media_type": "document", "media_url": f"{base}/files/report.docx", "caption": "B"},
+        ]
+        status, body = await post(
+            stack, "/send-message", {"media_type": "album", "album": album, "user_ids": [61, 62]}
+        )
+        assert status == 202, body
+        assert_watch_complete(await watch(stack, body["broadcast_id"]), {61, 62})
+    assert asked == ["/files/report.docx"]
+    first, second = simulator.calls
+    assert (first.ok, second.ok, second.media) == (True, True, "file_id")
+    items = first.params["media"]
+    assert items[0]["media"] == "https://files.example.com/a.pdf"  # Telegram fetches a PDF
+    assert str(items[1]["media"]).startswith("attach://")  # the .docx went as an upload
+    (_, docx) = simulator.messages_by_chat(BOT_ID)[62]
+    assert (docx["document"]["file_name"], docx["caption"]) == ("report.docx", "B")

@@ -68,7 +68,7 @@ from tgbroadcast.core.rules.rich_content import fetched_by_service
 from tgbroadcast.core.rules.templates import personalized, rendered_problem
 from tgbroadcast.core.store import Store
 from tgbroadcast.worker.broadcast_states import BroadcastStates
-from tgbroadcast.worker.fetching import MediaFetcher
+from tgbroadcast.worker.fetching import MediaFetcher, fetch_album_items
 from tgbroadcast.worker.recorder import ResultRecorder
 from tgbroadcast.worker.telegram import NotSent, SentMessage, TelegramSender
 
@@ -381,8 +381,13 @@ class Deliverer:
                 ):
                     upload, name = await self._fetcher.fetch(content.media_url, content.media_type)
                     content = replace(content, media_filename=content.media_filename or name)
+                fetched: dict[str, bytes] = {}
+                if self._fetcher is not None and content.media_type is MediaType.ALBUM:
+                    content, fetched = await fetch_album_items(self._fetcher, content)
                 album_uploads = {
-                    item.media_upload: await self._queue.get_media(item.media_upload)
+                    item.media_upload: fetched[item.media_upload]
+                    if item.media_upload in fetched
+                    else await self._queue.get_media(item.media_upload)
                     for item in content.options.album
                     if item.media_upload is not None
                 }

@@ -24,6 +24,7 @@ Guarantees:
 
 from __future__ import annotations
 
+from dataclasses import replace
 from types import TracebackType
 from typing import Final
 from urllib.parse import unquote, urlsplit
@@ -33,9 +34,10 @@ from aiohttp.abc import AbstractResolver
 from yarl import URL
 
 from tgbroadcast.core.domain.errors import PermanentError, TransientError
-from tgbroadcast.core.domain.model import MediaType
+from tgbroadcast.core.domain.model import Content, MediaType
 from tgbroadcast.core.outbound import CheckedResolver, RefusedDestination, allow_all
 from tgbroadcast.core.rules import addresses
+from tgbroadcast.core.rules.rich_content import fetched_by_service
 
 UPLOAD_LIMITS: Final = {MediaType.PHOTO: 10 * 1024 * 1024}
 """Telegram's limits for a file a bot uploads; every other kind: :data:`DEFAULT_UPLOAD_LIMIT`."""
@@ -112,6 +114,29 @@ class MediaFetcher:
             if isinstance(cause := error.__cause__, RefusedDestination):
                 raise _refused(url, f"may not be fetched: {cause}") from None
             raise TransientError(f"fetching {_shown(url)} failed: {type(error).__name__}") from None
+
+
+async def fetch_album_items(
+    fetcher: MediaFetcher, content: Content
+) -> tuple[Content, dict[str, bytes]]:
+    """``content`` (an album) with each item Telegram would not fetch by URL fetched: the item
+    then names its bytes (``media_upload``, a name of the returned mapping) instead of the
+    URL, for the album's one upload."""
+    fetched: dict[str, bytes] = {}
+    items = []
+    for index, item in enumerate(content.options.album):
+        url = item.media_url or ""
+        if item.media_upload is None and fetched_by_service(item.kind.value, url):
+            data, name = await fetcher.fetch(url, MediaType(item.kind.value))
+            key = f"fetched-{index}"
+            fetched[key] = data
+            item = replace(
+                item, media_url=None, media_upload=key, media_filename=item.media_filename or name
+            )
+        items.append(item)
+    if not fetched:
+        return content, {}
+    return replace(content, options=replace(content.options, album=tuple(items))), fetched
 
 
 async def _body(url: str, response: aiohttp.ClientResponse, limit: int) -> bytes:

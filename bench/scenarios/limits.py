@@ -83,7 +83,8 @@ def limit_target(measured: str, runs: list[RunResult], limit: float) -> Target:
     if lowest is None or highest is None:
         now, met = "n/a", None
     else:
-        now = fmt(lowest, 3) if lowest == highest else f"{fmt(lowest, 3)}-{fmt(highest, 3)}"
+        low, high = fmt(lowest, 3), fmt(highest, 3)
+        now = low if low == high else f"{low}-{high}"
         now += f", {fmt(rejected)} x 429"
         met = None not in ratios and lowest >= TARGET and rejected == 0
     return Target(

@@ -179,8 +179,11 @@ def album(
     mode: ParseMode | None,
     personalize: bool,
     violations: list[FieldViolation],
+    allow_private_urls: bool = False,
 ) -> tuple[AlbumItem, ...]:
-    """2-10 items; photos and videos mix, documents and audio only with their own kind."""
+    """2-10 items; photos and videos mix, documents and audio only with their own kind. An
+    item the service fetches itself (:func:`fetched_by_service`) may not name an internal
+    address unless ``allow_private_urls``."""
     if not ALBUM_MIN <= len(items) <= ALBUM_MAX:
         violations.append(
             FieldViolation(
@@ -232,15 +235,13 @@ def album(
             violations.append(
                 FieldViolation(f"{where}.media_url", "must be an http(s) URL or a Telegram file_id")
             )
-        elif kind is not None and fetched_by_service(kind.value, url):
-            violations.append(
-                FieldViolation(
-                    f"{where}.media_url",
-                    f"Telegram does not fetch this {kind.value} by URL (.{_extension(url)}), and "
-                    "in an album the service does not fetch it either: upload it (media_data) "
-                    "or give a file_id",
-                )
-            )
+        elif (
+            kind is not None
+            and not allow_private_urls
+            and fetched_by_service(kind.value, url)
+            and (refused := fetch_refusal(url))
+        ):
+            violations.append(FieldViolation(f"{where}.media_url", refused))
         filename = item.media_filename.replace("\\", "/").rsplit("/", 1)[-1].strip()
         if len(filename) > _MAX_FILENAME:
             violations.append(

@@ -224,7 +224,9 @@ def _content(
             return None
     options = rich_content.options(request, media_type, violations)
     if media_type in (MediaType.ALBUM, MediaType.COPY, MediaType.FORWARD):
-        return _composite_content(request, media_type, options, violations)
+        return _composite_content(
+            request, media_type, options, violations, allow_private_urls=allow_private_urls
+        )
     if media_type is MediaType.TEXT:
         if media_url:
             violations.append(
@@ -319,6 +321,8 @@ def _composite_content(
     media_type: MediaType,
     options: ContentOptions,
     violations: list[FieldViolation],
+    *,
+    allow_private_urls: bool,
 ) -> Content:
     """Albums (their items carry the media and captions), copies and forwards (of
     ``source``)."""
@@ -344,6 +348,7 @@ def _composite_content(
             mode=options.parse_mode,
             personalize=request.personalize,
             violations=violations,
+            allow_private_urls=allow_private_urls,
         )
         options = replace(options, album=items)
     else:
