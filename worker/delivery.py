@@ -394,27 +394,9 @@ class Deliverer:
             except MediaGone as exc:
                 # Every recipient would fail alike: the circuit breaker fails the broadcast.
                 raise PermanentError(str(exc), error_code=400, content_error=True) from None
-            try:
-                sent = await self._permitted(
-                    broadcast, chat_id, content, held, upload=upload, album_uploads=album_uploads
-                )
-            except PermanentError as exc:
-                url = content.media_url or ""
-                if upload is not None or self._fetcher is None or not _fetch_failed(exc, url):
-                    raise
-                # Telegram could not fetch it (too big for a URL — 5 MB photos, 20 MB other
-                # files — or not served to it): fetched here and uploaded instead. If that
-                # fails too, Telegram's refusal stands (a content error), with this reason.
-                try:
-                    upload, name = await self._fetcher.fetch(url, content.media_type)
-                except TelegramError as fetching:
-                    raise PermanentError(
-                        f"{exc.description} (and the service's own fetch: {fetching.description})",
-                        error_code=exc.error_code,
-                        content_error=True,
-                    ) from None
-                content = replace(content, media_filename=content.media_filename or name)
-                sent = await self._permitted(broadcast, chat_id, content, held, upload=upload)
+            sent = await self._permitted(
+                broadcast, chat_id, content, held, upload=upload, album_uploads=album_uploads
+            )
             if sent is None:
                 return None
             if sent.file_id:
@@ -546,23 +528,12 @@ def _needs_first_send(content: Content) -> bool:
     if content.media_type is MediaType.ALBUM:  # any item fetched or uploaded
         return any(
             item.media_upload is not None
-            or (item.media_url or "").startswith(("http://", "https://"))
+            or (item.media_url or "").lower().startswith(("http://", "https://"))
             for item in content.options.album
         )
     url = content.media_url or ""
-    by_url = url.startswith(("http://", "https://"))
+    by_url = url.lower().startswith(("http://", "https://"))
     return content.media_type.has_media and (by_url or content.media_upload is not None)
-
-
-_FETCH_FAILED = ("failed to get HTTP URL content", "wrong type of the web page content")
-"""Telegram's refusals of a file it could not fetch by URL (its size or its server)."""
-
-
-def _fetch_failed(error: PermanentError, url: str) -> bool:
-    """Whether Telegram refused to fetch ``url`` itself, so the service may try it."""
-    return url.startswith(("http://", "https://")) and any(
-        text in error.description for text in _FETCH_FAILED
-    )
 
 
 def _failed_result(broadcast_id: int, user_id: int, error: TelegramError) -> DeliveryResult:

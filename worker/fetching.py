@@ -24,6 +24,7 @@ Guarantees:
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import replace
 from types import TracebackType
 from typing import Final
@@ -44,8 +45,13 @@ UPLOAD_LIMITS: Final = {MediaType.PHOTO: 10 * 1024 * 1024}
 DEFAULT_UPLOAD_LIMIT: Final = 50 * 1024 * 1024
 MAX_REDIRECTS: Final = 5
 FETCH_TIMEOUT: Final = 120.0
-"""Seconds a whole fetch may take (50 MB at about 3 Mbit/s)."""
+"""Seconds a whole fetch may take, redirects included (50 MB at about 3 Mbit/s)."""
 USER_AGENT: Final = "tgbroadcast-media-fetch"
+_GENERIC_TYPES: Final = frozenset(
+    {"application/octet-stream", "binary/octet-stream", "application/gzip", ""}
+)
+"""What servers answer for a type they do not know (nginx's and S3's defaults): Telegram judges
+the file then."""
 _STICKER_TYPES: Final = frozenset({"image/webp", "application/x-tgsticker", "video/webm"})
 _CHUNK: Final = 64 * 1024
 
@@ -93,27 +99,39 @@ class MediaFetcher:
         limit = UPLOAD_LIMITS.get(kind, DEFAULT_UPLOAD_LIMIT)
         target = _url(url)
         try:
-            for _ in range(MAX_REDIRECTS + 1):
-                self._resolver.check_literal(target.raw_host or "")
-                async with self._session.get(target, allow_redirects=False) as response:
-                    if response.status in (301, 302, 303, 307, 308):
-                        location = response.headers.get("Location", "")
-                        target = target.join(_url(location))
-                        continue
-                    _check_status(url, response.status)
-                    _check_type(url, kind, response.content_type)
-                    if response.content_length is not None and response.content_length > limit:
-                        raise _refused(url, f"is {response.content_length} bytes; {_limit(limit)}")
-                    return await _body(url, response, limit), _filename(target)
-            raise _refused(url, f"redirects more than {MAX_REDIRECTS} times")
+            async with asyncio.timeout(self._timeout):  # the whole fetch, redirects included
+                return await self._follow(url, target, kind, limit)
         except RefusedDestination as refused:
             raise _refused(url, f"may not be fetched: {refused}") from None
         except TimeoutError:
             raise TransientError(f"fetching {_shown(url)} timed out") from None
+        except (aiohttp.NonHttpUrlClientError, aiohttp.InvalidUrlClientError):
+            raise _refused(url, "redirects to a URL that is not http(s)") from None
         except aiohttp.ClientError as error:
             if isinstance(cause := error.__cause__, RefusedDestination):
                 raise _refused(url, f"may not be fetched: {cause}") from None
             raise TransientError(f"fetching {_shown(url)} failed: {type(error).__name__}") from None
+
+    async def _follow(
+        self, url: str, target: URL, kind: MediaType, limit: int
+    ) -> tuple[bytes, str]:
+        """``target`` fetched, following at most :data:`MAX_REDIRECTS` redirects, each checked."""
+        assert self._session is not None
+        for _ in range(MAX_REDIRECTS + 1):
+            self._resolver.check_literal(target.raw_host or "")
+            async with self._session.get(target, allow_redirects=False) as response:
+                if response.status in (301, 302, 303, 307, 308):
+                    location = response.headers.get("Location", "")
+                    if not location:
+                        raise _refused(url, f"answered HTTP {response.status} without a Location")
+                    target = target.join(_url(location))
+                    continue
+                _check_status(url, response.status)
+                _check_type(url, kind, response.content_type)
+                if response.content_length is not None and response.content_length > limit:
+                    raise _refused(url, f"is {response.content_length} bytes; {_limit(limit)}")
+                return await _body(url, response, limit), _filename(target)
+        raise _refused(url, f"redirects more than {MAX_REDIRECTS} times")
 
 
 async def fetch_album_items(
@@ -161,6 +179,8 @@ def _check_status(url: str, status: int) -> None:
 def _check_type(url: str, kind: MediaType, content_type: str) -> None:
     if content_type == "text/html":
         raise _refused(url, "answered an HTML page, not a file")
+    if content_type in _GENERIC_TYPES:
+        return
     if kind is MediaType.STICKER and content_type not in _STICKER_TYPES:
         raise _refused(url, f"answered {content_type}; a sticker is image/webp, .tgs or video/webm")
     if kind is MediaType.VIDEO_NOTE and not content_type.startswith("video/"):
@@ -188,9 +208,17 @@ def _limit(limit: int) -> str:
 
 
 def _shown(url: str) -> str:
-    """The URL without its query and fragment (they may carry a signature or a token)."""
+    """The URL without its user info, query and fragment (they may carry a password, a
+    signature or a token)."""
     parts = urlsplit(url)
-    return f"{parts.scheme}://{parts.netloc}{parts.path}"[:200]
+    host = parts.hostname or ""
+    if ":" in host:
+        host = f"[{host}]"
+    try:
+        port = f":{parts.port}" if parts.port else ""
+    except ValueError:
+        port = ""
+    return f"{parts.scheme}://{host}{port}{parts.path}"[:200]
 
 
 def _refused(url: str, why: str) -> PermanentError:

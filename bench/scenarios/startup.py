@@ -60,8 +60,10 @@ async def startup(bench: Bench) -> tuple[Table, list[str], list[Target]]:
         for _ in range(starts):
             began = time.perf_counter()
             worker = await cluster.start_worker()
-            cold_starts.append(time.perf_counter() - began)
-            await worker.stop()
+            try:
+                cold_starts.append(time.perf_counter() - began)
+            finally:
+                await worker.stop()
     imports = [await _aiogram_import() for _ in range(starts)]
     run = Startup(first_calls=first_calls, cold_starts=cold_starts, aiogram_imports=imports)
     emit(

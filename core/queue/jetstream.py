@@ -282,15 +282,15 @@ class Queue(EventWatching):
             try:
                 await store.put(name, data)
                 return
-            except nats.js.errors.NoStreamResponseError as exc:
+            except (nats.errors.Error, TimeoutError) as exc:
                 # In a cluster the store's stream can be between leaders (a node lost, its
                 # replicas just raised) or its subjects not yet known to this server: nobody
-                # answers for a moment. The put is repeated (same name: the same object).
-                if loop.time() >= deadline:
+                # answers for a moment — on the info request, on a chunk, or on the purge
+                # nats-py makes after a failed chunk. The put is repeated (same name: the same
+                # object), until the publish timeout.
+                if not _nobody_answered(exc) or loop.time() >= deadline:
                     raise QueueError(f"storing media {name} failed: {exc!r}") from exc
                 await asyncio.sleep(_MEDIA_RETRY_PAUSE)
-            except (nats.errors.Error, TimeoutError) as exc:
-                raise QueueError(f"storing media {name} failed: {exc!r}") from exc
 
     async def get_media(self, name: str) -> bytes:
         """Media stored by :meth:`put_media`; ``MediaGone`` if it is gone for good,
@@ -553,3 +553,17 @@ class Queue(EventWatching):
                 except nats.errors.Error as term_exc:
                     logger.warning("could not terminate the malformed job: %r", term_exc)
         return received
+
+
+def _nobody_answered(error: BaseException | None) -> bool:
+    """Whether ``error`` (or what it was raised while handling) says no server answered."""
+    while error is not None:
+        if isinstance(
+            error,
+            nats.js.errors.NoStreamResponseError
+            | nats.js.errors.ServiceUnavailableError
+            | nats.errors.NoRespondersError,
+        ):
+            return True
+        error = error.__context__
+    return False

@@ -312,7 +312,7 @@ def fetched_by_service(kind: str, url: str) -> bool:
     not fetch it as a ``kind`` file: video notes are never sent by URL; sendDocument fetches
     only GIF, PDF and ZIP files, sendSticker only .WEBP stickers — judged by the URL path's
     extension, so a URL without one is left to Telegram. A file_id is never fetched."""
-    if not url.startswith(("http://", "https://")):
+    if not url.lower().startswith(("http://", "https://")):
         return False
     if kind == MediaType.VIDEO_NOTE.value:
         return True
@@ -324,6 +324,12 @@ def fetched_by_service(kind: str, url: str) -> bool:
     if kind == MediaType.STICKER.value:
         return extension not in _STICKER_URL_TYPES
     return False
+
+
+def base_filename(given: str, media_type: MediaType) -> str:
+    """The base name of ``given`` (no folders), or a name from the media type."""
+    name = given.replace("\\", "/").rsplit("/", 1)[-1].strip()
+    return name or f"{media_type.value}.bin"
 
 
 def fetch_refusal(url: str) -> str:

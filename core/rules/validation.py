@@ -244,7 +244,7 @@ def _content(
             options=options,
         )
     upload = request.media_data
-    filename = _filename(request.media_filename, media_type)
+    filename = rich_content.base_filename(request.media_filename, media_type)
     if upload and media_url:
         violations.append(
             FieldViolation("media_url", "give either media_url or an uploaded file, not both")
@@ -373,12 +373,6 @@ def _composite_content(
         allow_paid_broadcast=request.allow_paid_broadcast,
         options=options,
     )
-
-
-def _filename(given: str, media_type: MediaType) -> str:
-    """The base name of ``given`` (no folders), or a name from the media type."""
-    name = given.replace("\\", "/").rsplit("/", 1)[-1].strip()
-    return name or f"{media_type.value}.bin"
 
 
 def _audience(
