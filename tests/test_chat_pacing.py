@@ -283,7 +283,9 @@ async def test_unreachable_bucket_holds_contended_sends(embedded_url: str, prefi
         await js.create_key_value(api.KeyValueConfig(bucket=chats_bucket(prefix), history=1))
         await task  # once the bucket is back, at its next retry
         assert time.time() >= restored_at
-        assert pacing(limiter).chat_reservations == 2
+        # (Once more if a loaded machine woke the send after its rate slot: a missed slot is
+        # reserved anew, and its chat too, waiting out the chat's own earlier reservation.)
+        assert pacing(limiter).chat_reservations >= 2
 
 
 def test_chat_keys_are_key_safe() -> None:
