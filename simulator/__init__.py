@@ -16,6 +16,7 @@ written from Telegram's rules, never by the service's parser: a bug there cannot
 * :mod:`.server` — ``Simulator``: the real HTTP server, reachable where api.telegram.org
   would be.
 * :mod:`.botapi` — one Bot API request in, Telegram's answer out, independent of HTTP.
+* :mod:`.edits` — after sending: deleting and editing sent messages.
 * :mod:`.envelope` — the Bot API's answer envelope, and the failures that fill it.
 * :mod:`.spec` — the Bot API's machine-readable description (``spec/api.json``).
 * :mod:`.chats` — the chats the simulated Telegram knows, and their declared states.

@@ -4,7 +4,8 @@ The order of checks follows the official server: the token (401 ``Unauthorized``
 method (404 ``Not Found``), injected faults, parameter types, the message content (text,
 caption, media), then the chat (its declared state), then flood control, and only then is
 anything stored. So a refused call never stores a message or mints a file, and a content
-error is reported for every recipient alike.
+error is reported for every recipient alike. Deletes and edits of sent messages are answered
+by :mod:`tgbroadcast.simulator.edits`, with these same steps.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from tgbroadcast.simulator.chats import Chats
+from tgbroadcast.simulator.edits import RECALL_METHODS, Edits
 from tgbroadcast.simulator.envelope import (
     NOT_FOUND,
     UNAUTHORIZED,
@@ -62,6 +64,7 @@ MEDIA_METHODS: dict[str, FileKind] = {
 
 IMPLEMENTED = frozenset(
     {"getme", "sendmessage", "copymessage", "forwardmessage", "sendmediagroup", *MEDIA_METHODS}
+    | RECALL_METHODS
 )
 """The methods the simulator answers (lower case); other known methods answer 501."""
 
@@ -99,7 +102,7 @@ class _Trace:
 
 
 @dataclass(frozen=True, slots=True)
-class _Media:
+class ResolvedMedia:
     """A media parameter resolved: an existing file, or where a new one comes from."""
 
     source: MediaSource
@@ -151,6 +154,7 @@ class BotApi:
         self.messages = MessageStore(wall_clock=wall_clock)
         self.recorder = Recorder()
         self.unreachable_urls: set[str] = set()
+        self.edits = Edits(self)
         self._wall_clock = wall_clock
 
     def reset(self) -> None:
@@ -218,9 +222,12 @@ class BotApi:
             return Answer.ok(self._forward_message(method, bot_id, params))
         if name == "sendmediagroup":
             return Answer.ok(self._send_media_group(method, bot_id, params, request, trace))
+        if name in RECALL_METHODS:
+            result, trace.media = self.edits.answer(name, bot_id, params, request.uploads)
+            return Answer.ok(result)
         return Answer.ok(self._send_media(method, MEDIA_METHODS[name], bot_id, params, trace))
 
-    # ---- shared steps ----
+    # ---- shared steps (of sends, and of edits: :mod:`tgbroadcast.simulator.edits`) ----
 
     @staticmethod
     def _require(method: MethodSpec, params: Mapping[str, Any], kind: FileKind | None) -> None:
@@ -231,7 +238,7 @@ class BotApi:
                 raise bad_request(_missing_text(name, kind))
 
     @staticmethod
-    def _caption(params: Mapping[str, Any]) -> dict[str, Any]:
+    def caption_fields(params: Mapping[str, Any]) -> dict[str, Any]:
         """The message fields of a caption (``caption``, ``caption_entities``); ``{}`` for
         none."""
         caption = params.get("caption")
@@ -252,7 +259,25 @@ class BotApi:
         return fields
 
     @staticmethod
-    def _markup(params: Mapping[str, Any]) -> dict[str, Any]:
+    def text_fields(params: Mapping[str, Any]) -> dict[str, Any]:
+        """The message fields of a text (``text``, ``entities``, ``link_preview_options``), or
+        the refusal: empty after entities parsing, or over 4096 UTF-16 code units."""
+        text, entities = parsed_text(
+            params.get("text", ""), params.get("parse_mode"), params.get("entities")
+        )
+        if not text.strip():
+            raise bad_request("message text is empty")
+        if text_length(text) > TEXT_LIMIT:
+            raise bad_request("message is too long")
+        fields: dict[str, Any] = {"text": text}
+        if entities:
+            fields["entities"] = entities
+        if isinstance(params.get("link_preview_options"), dict):
+            fields["link_preview_options"] = params["link_preview_options"]
+        return fields
+
+    @staticmethod
+    def markup_fields(params: Mapping[str, Any]) -> dict[str, Any]:
         """The message field for an inline keyboard (``{}`` for none), or the refusal."""
         markup = check_reply_markup(params.get("reply_markup"))
         return {} if markup is None else {"reply_markup": markup}
@@ -261,23 +286,26 @@ class BotApi:
         """The chat to send to, after its state and flood control allow the send."""
         chat_id = self.chats.resolve(params["chat_id"])
         chat = self.chats.check_send(chat_id, bot_id=bot_id)
-        retry_after = self.limiter.acquire(
-            bot_id=bot_id, chat_id=chat_id, paid=params.get("allow_paid_broadcast") is True
-        )
-        if retry_after is not None:
-            raise too_many_requests(retry_after)
+        self.count_call(bot_id, chat_id, paid=params.get("allow_paid_broadcast") is True)
         return chat
 
-    def _resolve_media(self, bot_id: int, kind: FileKind, value: Any) -> _Media:
+    def count_call(self, bot_id: int, chat_id: int, *, paid: bool = False) -> None:
+        """Count an accepted send, edit or delete in ``chat_id`` against flood control, or
+        refuse it with 429 (and count nothing)."""
+        retry_after = self.limiter.acquire(bot_id=bot_id, chat_id=chat_id, paid=paid)
+        if retry_after is not None:
+            raise too_many_requests(retry_after)
+
+    def resolve_media(self, bot_id: int, kind: FileKind, value: Any) -> ResolvedMedia:
         if isinstance(value, Upload):
             if value.size == 0:
                 raise bad_request("file must be non-empty")
-            return _Media("upload", new=FileSource.from_upload(value))
+            return ResolvedMedia("upload", new=FileSource.from_upload(value))
         text = str(value).strip()
         if text.lower().startswith(("http://", "https://")):
             if text in self.unreachable_urls:
                 raise bad_request("failed to get HTTP URL content")
-            return _Media("url", new=FileSource.from_url(text))
+            return ResolvedMedia("url", new=FileSource.from_url(text))
         stored = self.files.lookup(text, bot_id=bot_id)
         if stored is None:
             raise bad_request("wrong file identifier/HTTP URL specified")
@@ -285,10 +313,10 @@ class BotApi:
             raise bad_request(
                 f"can't use file of type {stored.kind.tdlib_name} as {kind.tdlib_name}"
             )
-        return _Media("file_id", stored=stored)
+        return ResolvedMedia("file_id", stored=stored)
 
-    def _materialize(
-        self, bot_id: int, kind: FileKind, media: _Media, params: Mapping[str, Any]
+    def materialize(
+        self, bot_id: int, kind: FileKind, media: ResolvedMedia, params: Mapping[str, Any]
     ) -> StoredFile:
         if media.stored is not None:
             return media.stored
@@ -296,7 +324,7 @@ class BotApi:
         return self.files.mint(bot_id=bot_id, kind=kind, source=media.new, params=params)
 
     @staticmethod
-    def _media_content(stored: StoredFile) -> dict[str, Any]:
+    def media_content(stored: StoredFile) -> dict[str, Any]:
         content: dict[str, Any] = {stored.kind.value: stored.media}
         if stored.kind is FileKind.ANIMATION:
             animation = stored.media
@@ -313,19 +341,7 @@ class BotApi:
         self, method: MethodSpec, bot_id: int, params: Mapping[str, Any]
     ) -> dict[str, Any]:
         self._require(method, params, None)
-        text, entities = parsed_text(
-            params["text"], params.get("parse_mode"), params.get("entities")
-        )
-        if not text.strip():
-            raise bad_request("message text is empty")
-        if text_length(text) > TEXT_LIMIT:
-            raise bad_request("message is too long")
-        content: dict[str, Any] = {"text": text}
-        if entities:
-            content["entities"] = entities
-        if isinstance(params.get("link_preview_options"), dict):
-            content["link_preview_options"] = params["link_preview_options"]
-        content.update(self._markup(params))
+        content = self.text_fields(params) | self.markup_fields(params)
         chat = self._target_chat(bot_id, params)
         return self.messages.add(bot_id=bot_id, chat=chat, content=content)
 
@@ -338,13 +354,13 @@ class BotApi:
         trace: _Trace,
     ) -> dict[str, Any]:
         self._require(method, params, kind)
-        caption = self._caption(params)
-        markup = self._markup(params)
-        media = self._resolve_media(bot_id, kind, params[kind.value])
+        caption = self.caption_fields(params)
+        markup = self.markup_fields(params)
+        media = self.resolve_media(bot_id, kind, params[kind.value])
         chat = self._target_chat(bot_id, params)
-        stored = self._materialize(bot_id, kind, media, params)
+        stored = self.materialize(bot_id, kind, media, params)
         trace.media = media.source
-        content = self._media_content(stored) | caption | markup
+        content = self.media_content(stored) | caption | markup
         return self.messages.add(bot_id=bot_id, chat=chat, content=content)
 
     def _copy_message(
@@ -360,11 +376,11 @@ class BotApi:
         content = {key: original[key] for key in COPIED_FIELDS if key in original}
         has_media = "text" not in content
         if has_media and "caption" in params:
-            caption = self._caption(params)
+            caption = self.caption_fields(params)
             content.pop("caption", None)
             content.pop("caption_entities", None)
             content.update(caption)
-        content.update(self._markup(params))
+        content.update(self.markup_fields(params))
         chat = self._target_chat(bot_id, params)
         copy = self.messages.add(bot_id=bot_id, chat=chat, content=content)
         return {"message_id": copy["message_id"]}
@@ -400,7 +416,7 @@ class BotApi:
             raise bad_request("there are no messages to send")
         if len(items) > ALBUM_LIMIT:
             raise bad_request("too many messages to send as an album")
-        planned: list[tuple[FileKind, _Media, dict[str, Any], dict[str, Any]]] = []
+        planned: list[tuple[FileKind, ResolvedMedia, dict[str, Any], dict[str, Any]]] = []
         for item in items:
             kind = _ALBUM_KINDS.get(str(item.get("type")))
             if kind is None:
@@ -412,8 +428,8 @@ class BotApi:
                 value = request.uploads.get(value.removeprefix(ATTACH_PREFIX))
             if not value:
                 raise bad_request("can't parse InputMedia: media not found")
-            caption = self._caption(item)
-            planned.append((kind, self._resolve_media(bot_id, kind, value), item, caption))
+            caption = self.caption_fields(item)
+            planned.append((kind, self.resolve_media(bot_id, kind, value), item, caption))
         kinds = {kind for kind, *_ in planned}
         for lonely in (FileKind.DOCUMENT, FileKind.AUDIO):
             if lonely in kinds and len(kinds) > 1:
@@ -422,8 +438,8 @@ class BotApi:
         group_id = str(secrets.randbits(63)) if len(planned) > 1 else None
         sent = []
         for kind, media, item, caption in planned:
-            stored = self._materialize(bot_id, kind, media, item)
-            content = self._media_content(stored)
+            stored = self.materialize(bot_id, kind, media, item)
+            content = self.media_content(stored)
             if group_id is not None:
                 content["media_group_id"] = group_id
             content.update(caption)

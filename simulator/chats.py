@@ -4,7 +4,8 @@ A chat's type follows from its id as on Telegram: positive ids are private chats
 ``-100…`` ids are supergroups (or channels, when declared so), other negative ids are basic
 groups. Undeclared chats are in the default state (active unless configured otherwise), so
 any chat id works without setup. A declared state answers every send to that chat, for
-every bot, with Telegram's error for it.
+every bot, with Telegram's error for it; deletes and edits of messages already sent are
+refused only where the bot cannot reach the chat (:meth:`Chats.check_reach`).
 """
 
 from __future__ import annotations
@@ -135,6 +136,26 @@ class Chats:
         if failure is not None:
             raise failure
         return chat_object(chat_id, chat_type, rule.username)
+
+    def check_reach(self, chat_id: int) -> None:
+        """Refuse a delete or an edit in ``chat_id`` as Telegram does when the bot cannot
+        reach the chat (missing, kicked from it, deleted, migrated). A user who blocked the bot,
+        was deactivated or never started it does not stop the bot from deleting or editing
+        what it already sent there."""
+        if chat_id == 0:
+            raise bad_request("chat not found")
+        rule = self.rule(chat_id)
+        if rule.state in _REACHABLE:
+            return
+        failure = _refusal(rule, rule.chat_type or ChatType.for_id(chat_id))
+        assert failure is not None
+        raise failure
+
+
+_REACHABLE = frozenset(
+    {ChatState.ACTIVE, ChatState.BLOCKED, ChatState.DEACTIVATED, ChatState.NOT_STARTED}
+)
+"""The states in which a bot still deletes and edits the messages it sent to a chat."""
 
 
 def _refusal(rule: ChatRule, chat_type: ChatType) -> BotApiError | None:

@@ -6,6 +6,8 @@ For tests and benchmarks that run the simulator in another process:
 * ``GET  /_sim/messages[?bot_id=]`` → ``{"chats": {"<chat_id>": [Message...]}}``
 * ``POST /_sim/messages`` ``{"bot_id", "chat_id", "text"}`` → the Message: a post for
   copyMessage / forwardMessage to find
+* ``POST /_sim/messages/age`` ``{"chat_id", "seconds", "bot_id"?, "message_ids"?}`` →
+  ``{"aged": N}``: those messages as if sent ``seconds`` earlier (48 h ends deletes)
 * ``GET  /_sim/stats`` → ``{"calls": N, "messages": N, "by_method": {...},
   "by_error_code": {...}, "faults_pending": N}``
 * ``POST /_sim/reset`` → forget calls, messages, files, chats, faults
@@ -86,6 +88,26 @@ def control_routes(sim: Simulator) -> list[web.RouteDef]:
         )
         return web.json_response(message)
 
+    async def age_messages(request: web.Request) -> web.StreamResponse:
+        data = await _body(request)
+        seconds = data["seconds"]
+        if isinstance(seconds, bool) or not isinstance(seconds, int | float) or seconds < 0:
+            raise ValueError("seconds must be a number >= 0")
+        ids = data.get("message_ids")
+        if ids is not None and not (
+            isinstance(ids, list)
+            and all(isinstance(i, int) and not isinstance(i, bool) for i in ids)
+        ):
+            raise TypeError("message_ids must be a list of integers")
+        bot_id = data.get("bot_id")
+        aged = sim.age_messages(
+            chat_id=int(data["chat_id"]),
+            seconds=float(seconds),
+            bot_id=int(bot_id) if bot_id is not None else None,
+            message_ids=frozenset(ids) if ids is not None else None,
+        )
+        return web.json_response({"aged": aged})
+
     async def stats(request: web.Request) -> web.StreamResponse:
         recorded = sim.calls
         by_chat = sim.messages_by_chat()
@@ -153,6 +175,7 @@ def control_routes(sim: Simulator) -> list[web.RouteDef]:
         web.get(f"{PREFIX}/calls", _guarded(calls)),
         web.get(f"{PREFIX}/messages", _guarded(messages)),
         web.post(f"{PREFIX}/messages", _guarded(post_message)),
+        web.post(f"{PREFIX}/messages/age", _guarded(age_messages)),
         web.get(f"{PREFIX}/stats", _guarded(stats)),
         web.post(f"{PREFIX}/reset", _guarded(reset)),
         web.post(f"{PREFIX}/chats", _guarded(chats)),

@@ -1,14 +1,17 @@
 """The messages bots sent through the simulator, and how their text is measured.
 
 Guarantees, as on Telegram: ``message_id`` increases by one per message within a chat (of
-one bot), starting at 1; a message's ``from`` is the bot (in a channel: ``sender_chat`` is
-the channel); ``date`` is the Unix time it was stored.
+one bot), starting at 1, and an id is never given again, even after its message is deleted;
+a message's ``from`` is the bot (in a channel: ``sender_chat`` is the channel); ``date`` is
+the Unix time it was stored (earlier once :meth:`MessageStore.age` made it older); an edited
+message has ``edit_date``. A stored message is never changed in place: an edit or an aging
+stores a new object, so a Message already answered (and recorded) stays as it was answered.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Iterable, Mapping
 from typing import Any
 
 from tgbroadcast.simulator.envelope import bad_request
@@ -104,6 +107,57 @@ class MessageStore:
 
     def get(self, *, bot_id: int, chat_id: int, message_id: int) -> dict[str, Any] | None:
         return self._chats.get((bot_id, chat_id), {}).get(message_id)
+
+    def sent_ago(self, message: Mapping[str, Any]) -> float:
+        """Seconds since ``message`` was sent, by its ``date``."""
+        return self._wall_clock() - int(message["date"])
+
+    def remove(self, *, bot_id: int, chat_id: int, message_id: int) -> bool:
+        """Forget a message (a delete); ``False`` if it was not there."""
+        key = (bot_id, chat_id)
+        messages = self._chats.get(key, {})
+        if messages.pop(message_id, None) is None:
+            return False
+        if not messages:
+            del self._chats[key]
+        return True
+
+    def replace(
+        self,
+        *,
+        bot_id: int,
+        message: Mapping[str, Any],
+        dropped: Iterable[str],
+        content: Mapping[str, Any],
+    ) -> dict[str, Any]:
+        """Store an edit of ``bot_id``'s ``message``: its ``dropped`` fields go, ``content``
+        comes, ``edit_date`` is now. Returns the edited Message (a new object)."""
+        gone = set(dropped)
+        edited = {key: value for key, value in message.items() if key not in gone}
+        edited["edit_date"] = int(self._wall_clock())
+        edited.update(content)
+        self._chats[(bot_id, int(message["chat"]["id"]))][int(message["message_id"])] = edited
+        return edited
+
+    def age(
+        self,
+        *,
+        chat_id: int,
+        seconds: float,
+        bot_id: int | None = None,
+        message_ids: Collection[int] | None = None,
+    ) -> int:
+        """Make messages in ``chat_id`` (of ``bot_id``, or every bot's; only ``message_ids``
+        if given) as if sent ``seconds`` earlier; returns how many were aged."""
+        aged = 0
+        for (owner, chat), messages in self._chats.items():
+            if chat != chat_id or (bot_id is not None and owner != bot_id):
+                continue
+            for message_id, message in list(messages.items()):
+                if message_ids is None or message_id in message_ids:
+                    messages[message_id] = message | {"date": int(message["date"] - seconds)}
+                    aged += 1
+        return aged
 
     def by_chat(self, bot_id: int | None = None) -> dict[int, list[dict[str, Any]]]:
         """Messages per chat id, in id order (of every bot unless ``bot_id`` is given)."""

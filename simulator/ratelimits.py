@@ -5,7 +5,9 @@ Each limit is "at most ``count`` messages in any ``per_seconds`` window": per bo
 chat, and per group chat (any negative id). A send over any limit is refused with 429
 ``Too Many Requests: retry after N`` where N (whole seconds, at least 1) is when the oldest
 counted message leaves the fullest window; a refused send is not counted. Only accepted
-sends count. The clock is injectable so tests can move time without waiting.
+sends count; an accepted delete or edit of a sent message counts as one send (see
+:mod:`tgbroadcast.simulator.edits`). The clock is injectable so tests can move time without
+waiting.
 """
 
 from __future__ import annotations

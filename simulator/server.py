@@ -16,7 +16,7 @@ import json
 import logging
 import re
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Collection, Iterable
 from types import TracebackType
 from typing import Any
 
@@ -48,7 +48,8 @@ class Simulator:
     ``clock``: the monotonic clock of flood control (tests pass a manual one).
 
     Every call is recorded (:attr:`calls`); behaviour knobs are :attr:`chats`,
-    :attr:`faults`, :attr:`rate_limits` and :meth:`fail_url`.
+    :attr:`faults`, :attr:`rate_limits` and :meth:`fail_url`; :meth:`age_messages` makes time
+    pass for sent messages.
     """
 
     def __init__(
@@ -159,6 +160,21 @@ class Simulator:
         chat_type = self.chats.rule(chat_id).chat_type or ChatType.for_id(chat_id)
         chat = chat_object(chat_id, chat_type, self.chats.rule(chat_id).username)
         return self._api.messages.add(bot_id=bot_id, chat=chat, content={"text": text})
+
+    def age_messages(
+        self,
+        *,
+        chat_id: int,
+        seconds: float,
+        bot_id: int | None = None,
+        message_ids: Collection[int] | None = None,
+    ) -> int:
+        """Make the messages stored in ``chat_id`` (of ``bot_id``, or of every bot; only
+        ``message_ids`` if given) as if sent ``seconds`` earlier: their ``date`` moves back, so
+        past 48 hours they can no longer be deleted. Returns how many were aged."""
+        return self._api.messages.age(
+            chat_id=chat_id, seconds=seconds, bot_id=bot_id, message_ids=message_ids
+        )
 
     # ---- inspection ----
 
