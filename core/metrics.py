@@ -132,6 +132,12 @@ class Metrics:
             ["outcome", "bot"],
             registry=self.registry,
         )
+        self.recalls = Counter(
+            "tgb_recalls",
+            "Sent recipients whose recall reached an outcome (deleted, too_old, ...), per bot.",
+            ["outcome", "bot"],
+            registry=self.registry,
+        )
         self.rate_limited = Counter(
             "tgb_telegram_429",
             "429 answers received from Telegram, per bot.",

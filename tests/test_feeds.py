@@ -134,3 +134,32 @@ async def test_a_feed_starts_where_its_first_watcher_resumes(
                 await publish(queue, range(11, 13))
                 assert [u for _, u in await take(whole, 2)] == [11, 12]
                 assert [u for _, u in await take(resumed, 2)] == [11, 12]
+
+
+class _Deaf:
+    """Event source whose reads lose the first cancellation (as a NATS fetch can when the
+    cancellation lands as its timeout fires, on Python 3.11)."""
+
+    def __init__(self) -> None:
+        self.cancellations = 0
+
+    async def watch_from(
+        self, broadcast_id: int, start_seq: int, *, idle_after: float = 1.0, batch_size: int = 64
+    ) -> AsyncGenerator[Sequenced | Idle, None]:
+        while True:
+            try:
+                await asyncio.sleep(3600)
+            except asyncio.CancelledError:
+                self.cancellations += 1
+                if self.cancellations > 1:
+                    raise
+            yield Idle()
+
+
+async def test_the_last_watcher_leaving_stops_a_feed_that_missed_its_cancellation() -> None:
+    source = _Deaf()
+    feeds = EventFeeds(source)  # type: ignore[arg-type]
+    async with aclosing(feeds.watch(7, idle_after=0.01)) as watching:
+        assert isinstance(await anext(watching), Idle)
+    assert source.cancellations == 2  # cancelled again, and then it stopped
+    assert feeds.consumers == 0

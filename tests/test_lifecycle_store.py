@@ -21,11 +21,12 @@ from tgbroadcast.core.domain.model import (
     DeliveryResult,
     DeliveryState,
     NewBroadcast,
+    RecallOutcome,
 )
 from tgbroadcast.core.domain.states import Command
 from tgbroadcast.core.queue import Job, Queue
 from tgbroadcast.core.service.dispatch import Dispatcher
-from tgbroadcast.core.store import Store
+from tgbroadcast.core.store import RecallResult, Store
 
 S = BroadcastStatus
 HELLO = Content(message="hello")
@@ -100,6 +101,22 @@ async def _failed(store: Store) -> Broadcast:
     return stopped
 
 
+async def _recalling(store: Store) -> Broadcast:
+    completed = await _completed(store)
+    return await store.move_broadcast(completed.id, Command.RECALL)
+
+
+async def _recalled(store: Store) -> Broadcast:
+    recalling = await _recalling(store)  # its one recipient's recall recorded: nobody left
+    await store.record_recalls(
+        [RecallResult(broadcast_id=recalling.id, user_id=1, outcome=RecallOutcome.DELETED, at=AT)]
+    )
+    finished = await store.finish_recall(recalling.id, now=datetime.now(UTC))
+    assert finished is not None
+    assert finished.status is S.RECALLED
+    return await store.get_broadcast(recalling.id, actions=True)
+
+
 SETUPS: dict[str, Callable[[Store], Awaitable[Broadcast]]] = {
     "scheduled": _scheduled,
     "queued": _queued,
@@ -109,6 +126,8 @@ SETUPS: dict[str, Callable[[Store], Awaitable[Broadcast]]] = {
     "completed": _completed,
     "cancelled": _cancelled,
     "failed": _failed,
+    "recalling": _recalling,
+    "recalled": _recalled,
 }
 
 EXPECTED: dict[tuple[str, Command], BroadcastStatus | None] = {
@@ -116,6 +135,11 @@ EXPECTED: dict[tuple[str, Command], BroadcastStatus | None] = {
     ("scheduled", Command.PAUSE): None,
     ("scheduled", Command.RESUME): None,
     ("scheduled", Command.START): S.QUEUED,
+    ("scheduled", Command.RECALL): None,
+    ("queued", Command.RECALL): S.RECALLING,
+    ("running", Command.RECALL): S.RECALLING,
+    ("paused-before-start", Command.RECALL): S.RECALLING,
+    ("paused-after-start", Command.RECALL): S.RECALLING,
     ("queued", Command.CANCEL): S.CANCELLED,
     ("queued", Command.PAUSE): S.PAUSED,
     ("queued", Command.RESUME): None,
@@ -133,10 +157,11 @@ EXPECTED: dict[tuple[str, Command], BroadcastStatus | None] = {
     ("paused-after-start", Command.RESUME): S.RUNNING,
     ("paused-after-start", Command.START): None,
     **{
-        (final, command): None
+        (final, command): S.RECALLING if command is Command.RECALL else None
         for final in ("completed", "cancelled", "failed")
         for command in Command
     },
+    **{(recall, command): None for recall in ("recalling", "recalled") for command in Command},
 }
 """Every command from every state: where it leads, or None when it is refused."""
 
@@ -146,13 +171,15 @@ def test_the_table_covers_every_state_and_command() -> None:
     assert len(EXPECTED) == len(SETUPS) * len(Command)
     for status in BroadcastStatus:
         assert status in states.TRANSITIONS
-        assert states.TRANSITIONS[status] == frozenset() or not status.is_final
+        # A final state moves on only when recalled.
+        assert states.TRANSITIONS[status] <= {S.RECALLING} or not status.is_final
     # Each command only makes moves the table allows.
     targets = {
         Command.CANCEL: {S.CANCELLED},
         Command.PAUSE: {S.PAUSED},
         Command.RESUME: {S.QUEUED, S.RUNNING},
         Command.START: {S.QUEUED},
+        Command.RECALL: {S.RECALLING},
     }
     for command, reached in targets.items():
         for source in command.sources:
@@ -181,6 +208,11 @@ async def test_every_command_from_every_state(store: Store, setup: str, command:
         assert after.resumed_at is not None
         assert states.generation(after.resumed_at) > states.generation(before.resumed_at)
         assert await store.undispatched_broadcasts() == [after.id]
+    if command is Command.RECALL:  # its recall jobs are to be cut; a final time is kept
+        assert after.recall_at is not None
+        assert after.finished_at == before.finished_at
+        assert await store.undispatched_broadcasts() == [after.id]
+        assert after.actions[-1].action.value == "recall"
 
 
 async def test_unknown_broadcast_is_not_found(store: Store) -> None:

@@ -161,6 +161,12 @@ async def test_users_lifecycle_reports_and_preview_over_a_real_socket(stack: Sta
             await client.resume(later.broadcast_id)
         listed = await client.list_broadcasts(statuses=["cancelled"])
         assert [b.broadcast_id for b in listed.broadcasts] == [later.broadcast_id]
+        recalling = await client.recall(sent.broadcast_id)
+        assert recalling.status == pb.BROADCAST_STATUS_RECALLING
+        updates = [update async for update in client.watch(sent.broadcast_id)]
+        assert updates[-1].progress.status == pb.BROADCAST_STATUS_RECALLED
+        recalled = {u.result.user_id: u.result.recall for u in updates if u.result.recall}
+        assert recalled == {51: pb.RECALL_OUTCOME_DELETED, 52: pb.RECALL_OUTCOME_DELETED}
 
 
 @on_sqlite

@@ -18,7 +18,12 @@ from nats.js.object_store import ObjectStore
 
 from tests.fixtures.nats import fetched, wait_until
 from tgbroadcast.core.domain.errors import QueueError
-from tgbroadcast.core.domain.model import BroadcastStatus, DeliveryResult, DeliveryState
+from tgbroadcast.core.domain.model import (
+    BroadcastStatus,
+    DeliveryResult,
+    DeliveryState,
+    RecallOutcome,
+)
 from tgbroadcast.core.queue import (
     Event,
     FinishedEvent,
@@ -26,6 +31,7 @@ from tgbroadcast.core.queue import (
     Job,
     Queue,
     QueueNames,
+    RecallEvent,
     ResultEvent,
     decode_event,
     encode_event,
@@ -107,6 +113,35 @@ def test_job_codec_round_trip_and_rejects_garbage() -> None:
     ):
         with pytest.raises(ValueError, match=r"."):
             Job.decode(bad)
+
+
+def test_recall_jobs_and_events_round_trip_apart_from_sends() -> None:
+    recall = Job(broadcast_id=9, user_ids=(3, 10), recall=True)
+    assert recall.encode() == b'{"broadcast_id":9,"user_ids":[3,10],"recall":true}'
+    assert Job.decode(recall.encode()) == recall
+    assert recall.msg_id.startswith("v.9.3.2.")  # never a send job's id
+    assert recall.msg_id[1:] == Job(broadcast_id=9, user_ids=(3, 10)).msg_id[1:]
+    with pytest.raises(ValueError, match="recall"):
+        Job.decode(b'{"broadcast_id":9,"user_ids":[1],"recall":1}')
+    sent = result(1, 2).result
+    deleted = RecallEvent(result=replace(sent, message_id=7, recall=RecallOutcome.DELETED))
+    failed = RecallEvent(
+        result=replace(sent, message_id=7, recall=RecallOutcome.FAILED, recall_error="no")
+    )
+    for event in (deleted, failed):
+        assert decode_event(encode_event(event)) == event
+    assert b'"type":"recall"' in encode_event(deleted)
+    assert b"recall_error" not in encode_event(deleted)
+    assert deleted.msg_id == "v.1.2"
+    # A recalled broadcast ends a second time: its end is not dropped as a duplicate.
+    completed = FinishedEvent(broadcast_id=1, status=BroadcastStatus.COMPLETED)
+    ended = FinishedEvent(broadcast_id=1, status=BroadcastStatus.RECALLED)
+    assert ended.msg_id != completed.msg_id
+    assert decode_event(encode_event(ended)) == ended
+    with pytest.raises(ValueError, match="recall outcome"):
+        RecallEvent(result=sent)
+    with pytest.raises(ValueError, match="'gone' is not a valid"):
+        decode_event(encode_event(deleted).replace(b'"deleted"', b'"gone"'))
 
 
 def test_event_codec_round_trip() -> None:

@@ -105,6 +105,7 @@ ROUTES = [
     Route("broadcasts:control", "POST", "/v1/broadcasts/{id}/pause"),
     Route("broadcasts:control", "POST", "/v1/broadcasts/{id}/resume"),
     Route("broadcasts:control", "POST", "/v1/broadcasts/{id}/cancel"),
+    Route("broadcasts:control", "POST", "/v1/broadcasts/{id}/recall"),
     Route("users:write", "POST", "/v1/users", {"users": [{"id": USER, "tags": ["a"]}]}),
     Route("users:write", "POST", "/v1/users/import", "id\n4243\n", csv=True),
     Route("users:write", "DELETE", "/v1/users/4243"),
@@ -193,6 +194,10 @@ RPCS: dict[str, tuple[str, Call]] = {
     "CancelBroadcast": (
         "broadcasts:control",
         lambda s, b, m: s.CancelBroadcast(pb.CancelBroadcastRequest(broadcast_id=b), metadata=m),
+    ),
+    "RecallBroadcast": (
+        "broadcasts:control",
+        lambda s, b, m: s.RecallBroadcast(pb.RecallBroadcastRequest(broadcast_id=b), metadata=m),
     ),
     "UpsertUsers": (
         "users:write",

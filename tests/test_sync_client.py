@@ -189,6 +189,13 @@ CASES = [
         broadcast(7, pb.BROADCAST_STATUS_CANCELLED),
     ),
     Case(
+        "RecallBroadcast",
+        lambda c: c.recall(7),
+        pb.RecallBroadcastRequest(broadcast_id=7),
+        pb.RecallBroadcastResponse(broadcast=broadcast(7, pb.BROADCAST_STATUS_RECALLING)),
+        broadcast(7, pb.BROADCAST_STATUS_RECALLING),
+    ),
+    Case(
         "PauseBroadcast",
         lambda c: c.pause(7),
         pb.PauseBroadcastRequest(broadcast_id=7),

@@ -9,6 +9,8 @@
   :mod:`.broadcast_states` — the broadcasts' states it checks before each send.
 * :mod:`.telegram`, :mod:`.aiogram_content` — the Telegram client (aiogram's ``Bot``) and
   its errors mapped into ours.
+* :mod:`.recall` — recall jobs: a recalled broadcast's messages deleted, each recipient's
+  outcome recorded once.
 * :mod:`.fetching` — files Telegram does not fetch by URL, fetched once for their upload.
 * :mod:`.ratelimit`, :mod:`.rate_tier`, :mod:`.chat_pacing`, :mod:`.clock` — the rate
   budget shared by every worker process (one GCRA key per tier), and per-chat pacing.

@@ -69,6 +69,7 @@ from tgbroadcast.core.rules.templates import personalized, rendered_problem
 from tgbroadcast.core.store import Store
 from tgbroadcast.worker.broadcast_states import BroadcastStates
 from tgbroadcast.worker.fetching import MediaFetcher, fetch_album_items
+from tgbroadcast.worker.recall import Recaller
 from tgbroadcast.worker.recorder import ResultRecorder
 from tgbroadcast.worker.telegram import NotSent, SentMessage, TelegramSender
 
@@ -153,6 +154,7 @@ class Deliverer:
         self._recorder = recorder
         self._metrics = metrics
         self._sends = asyncio.Semaphore(concurrency)
+        self._concurrency = concurrency
         self._paid_sends = asyncio.Semaphore(paid_concurrency or concurrency)
         self._backlogs = {False: _Backlog(), True: _Backlog()}
         """Per tier (``True``: paid), the recipients waiting for a send slot."""
@@ -163,6 +165,23 @@ class Deliverer:
         self._states = BroadcastStates(store, bot=bot)
         self._file_ids: OrderedDict[int, str] = OrderedDict()
         self._first_media_send: dict[int, asyncio.Lock] = {}
+
+    def recaller(self, *, lease: float, heartbeat_interval: float) -> Recaller:
+        """The bot's recall jobs' runner, on this deliverer's client, budget and settings."""
+        return Recaller(
+            store=self._store,
+            queue=self._queue,
+            sender=self._sender,
+            limiter=self._limiter,
+            metrics=self._metrics,
+            concurrency=self._concurrency,
+            max_attempts=self._max_attempts,
+            lease=lease,
+            heartbeat_interval=heartbeat_interval,
+            backoff_base=self._backoff_base,
+            backoff_cap=self._backoff_cap,
+            bot=self._bot,
+        )
 
     def backlog(self, *, paid: bool) -> int:
         """Recipients of free (``paid``: paid) broadcasts handed to :meth:`deliver` that still

@@ -28,7 +28,7 @@ Guarantees:
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from contextvars import ContextVar
 from dataclasses import dataclass
 from types import TracebackType
@@ -103,7 +103,12 @@ _PERMANENT: tuple[tuple[type[TelegramAPIError], int], ...] = (
 
 _ORIGINAL = "\nOriginal description: "
 
-_RESPONSE_MODELS = (Response[Message], Response[list[Message]], Response[MessageId])
+_RESPONSE_MODELS = (
+    Response[Message],
+    Response[list[Message]],
+    Response[MessageId],
+    Response[bool],
+)
 """The answer models of the methods the sender calls, held for the life of the process.
 
 aiogram parses every answer as ``Response[<the method's result>]``; pydantic caches such
@@ -239,6 +244,41 @@ class TelegramSender:
             except RateLimited:
                 tracing.set_attributes({"telegram.error_code": 429})
                 raise
+            finally:
+                _GATE.reset(token)
+
+    async def delete(
+        self,
+        chat_id: int,
+        message_ids: Sequence[int],
+        *,
+        broadcast_id: int | None = None,
+        gate: Gate | None = None,
+    ) -> None:
+        """Delete the bot's messages ``message_ids`` (1 to 100, of one chat): one message with
+        ``deleteMessage`` (its refusal says whether it was found and still deletable),
+        several with one ``deleteMessages`` (which skips those it cannot delete). Traced
+        like :meth:`send`; raises only :class:`TelegramError` subclasses and :class:`NotSent`."""
+        if not 0 < len(message_ids) <= 100:
+            raise ValueError("deleteMessages takes 1 to 100 message ids")
+        method = "deleteMessage" if len(message_ids) == 1 else "deleteMessages"
+        attributes: dict[str, str | int] = {"telegram.method": method}
+        if broadcast_id is not None:
+            attributes[tracing.BROADCAST_ID] = broadcast_id
+        token = _GATE.set(gate)
+        with tracing.span(f"telegram {method}", attributes, kind="client"):
+            try:
+                if len(message_ids) == 1:
+                    await self._bot.delete_message(chat_id, message_ids[0])
+                else:
+                    await self._bot.delete_messages(chat_id, list(message_ids))
+            except NotSent:
+                raise
+            except Exception as exc:
+                error = map_error(exc)
+                if isinstance(error, PermanentError):
+                    tracing.set_attributes({"telegram.error_code": error.error_code})
+                raise error from None
             finally:
                 _GATE.reset(token)
 

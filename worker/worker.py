@@ -99,6 +99,7 @@ class Worker:
         self._store = store
         self._queue = queue
         self._deliverer = deliverer
+        self._recaller = deliverer.recaller(lease=lease, heartbeat_interval=heartbeat_interval)
         self._bot = bot
         self._max_jobs = max_jobs
         self._prefetch = prefetch
@@ -204,6 +205,22 @@ class Worker:
 
     async def _handle(self, received: ReceivedJob, tier: _Tier) -> None:
         job = received.job
+        if job.recall:
+            try:
+                await self._recaller.handle(received, token=self._tokens.next())
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                logger.exception(
+                    "recall job failed; it will be redelivered",
+                    extra={**_job_fields(received), "error": repr(exc)},
+                )
+                with contextlib.suppress(Exception):
+                    await received.nak(delay=min(60.0, 2.0**received.num_delivered))
+            finally:
+                tier.starting -= len(job.user_ids)
+                tier.wakeup.set()
+            return
         claims = JobClaims(
             store=self._store,
             broadcast_id=job.broadcast_id,
@@ -342,6 +359,7 @@ class Worker:
                     generation=job.generation,
                     paid=job.paid,
                     bot=broadcast.bot,
+                    recall=job.recall,
                 )
             ]
         )

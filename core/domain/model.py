@@ -76,8 +76,8 @@ class MediaType(enum.StrEnum):
 
 
 class BroadcastStatus(enum.StrEnum):
-    """Where a broadcast is in its life. ``COMPLETED``, ``CANCELLED`` and ``FAILED`` are
-    final."""
+    """Where a broadcast is in its life. ``COMPLETED``, ``CANCELLED``, ``FAILED`` and
+    ``RECALLED`` are final; a recall moves any of the first three on to ``RECALLING``."""
 
     SCHEDULED = "scheduled"
     QUEUED = "queued"
@@ -86,6 +86,10 @@ class BroadcastStatus(enum.StrEnum):
     COMPLETED = "completed"
     CANCELLED = "cancelled"
     FAILED = "failed"
+    RECALLING = "recalling"
+    """RecallBroadcast: nothing more is sent; its messages are being deleted."""
+    RECALLED = "recalled"
+    """Every message of it that could be deleted was (each recipient's ``recall`` says)."""
 
     @property
     def is_final(self) -> bool:
@@ -93,7 +97,20 @@ class BroadcastStatus(enum.StrEnum):
             BroadcastStatus.COMPLETED,
             BroadcastStatus.CANCELLED,
             BroadcastStatus.FAILED,
+            BroadcastStatus.RECALLED,
         )
+
+
+class RecallOutcome(enum.StrEnum):
+    """What a recall did to one recipient's messages."""
+
+    DELETED = "deleted"
+    TOO_OLD = "too_old"
+    """Sent 48 hours ago or more: Telegram no longer lets a bot delete it."""
+    NOT_FOUND = "not_found"
+    """Gone already (the user deleted the chat or the message)."""
+    FAILED = "failed"
+    """Refused otherwise, or every attempt failed; ``recall_error`` says why."""
 
 
 class DeliveryState(enum.StrEnum):
@@ -177,6 +194,7 @@ class ControlAction(enum.StrEnum):
     PAUSE = "pause"
     RESUME = "resume"
     CANCEL = "cancel"
+    RECALL = "recall"
 
 
 SYSTEM_ACTOR = "system"
@@ -227,6 +245,10 @@ class Broadcast:
     actions: tuple[BroadcastAction, ...] = ()
     """Its pauses, resumes and cancels, oldest first. Read only where the API shows it
     (``Store.get_broadcast(..., actions=True)``, listing, the moves); empty elsewhere."""
+    recall_at: datetime | None = None
+    """When RecallBroadcast was asked for; ``None`` unless recalling or recalled."""
+    recalled: int = 0
+    """Recipients whose recall has its outcome (each counted once)."""
 
     @property
     def pending(self) -> int:
@@ -247,6 +269,10 @@ class DeliveryResult:
     message_ids: tuple[int, ...] = ()
     """Every message it made, in order, when it made several (an album's items); empty when
     it made one (``message_id``) or none. :attr:`all_message_ids` is either."""
+    recall: RecallOutcome | None = None
+    """What RecallBroadcast did to its messages; ``None`` until it did something."""
+    recall_error: str | None = None
+    """Telegram's description when ``recall`` is ``FAILED``."""
 
     @property
     def all_message_ids(self) -> tuple[int, ...]:
@@ -271,6 +297,8 @@ class Delivery:
     message_id: int | None = None
     error: str | None = None
     message_ids: tuple[int, ...] = ()
+    recall: RecallOutcome | None = None
+    recall_error: str | None = None
 
     @property
     def all_message_ids(self) -> tuple[int, ...]:

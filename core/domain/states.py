@@ -10,18 +10,22 @@ from                    to (who moves it)                                       
 ``scheduled``           ``queued`` (the scheduler, at ``send_at``),               no
                         ``cancelled`` (CancelBroadcast)
 ``queued``              ``running`` (a worker recorded the first outcome),        no
-                        ``paused`` (PauseBroadcast), ``cancelled``,
+                        ``paused`` (PauseBroadcast), ``cancelled``, ``recalling``,
                         ``completed`` (the last recipient's outcome was recorded),
                         ``failed`` (the content circuit breaker)
-``running``             ``paused``, ``cancelled``, ``completed``, ``failed``      no
+``running``             ``paused``, ``cancelled``, ``completed``, ``failed``,     no
+                        ``recalling``
 ``paused``              ``queued`` (ResumeBroadcast, nobody attempted yet),       no
                         ``running`` (ResumeBroadcast, someone was attempted),
-                        ``cancelled``, ``completed`` (sends in flight at the
+                        ``cancelled``, ``recalling``, ``completed`` (sends in flight at the
                         pause finished the last recipients), ``failed`` (sends
                         in flight tripped the circuit breaker)
-``completed``           nothing                                                   yes
-``cancelled``           nothing                                                   yes
-``failed``              nothing                                                   yes
+``completed``           ``recalling`` (RecallBroadcast)                           yes
+``cancelled``           ``recalling``                                             yes
+``failed``              ``recalling``                                             yes
+``recalling``           ``recalled`` (the last sent recipient's recall was         no
+                        recorded)
+``recalled``            nothing                                                   yes
 ======================  ========================================================  =========
 
 What the moves guarantee:
@@ -44,6 +48,14 @@ What the moves guarantee:
   has read the status (within a second); sends in flight finish and are counted, but the
   broadcast never becomes ``completed`` or ``running`` again. Recipients never attempted stay
   ``PENDING`` and unclaimed. ``finished_at`` is set.
+* **Recall** (queued, running, paused, completed, cancelled or failed): the broadcast moves to
+  ``recalling``, a final status's ``finished_at`` is kept. Nothing more is sent: recipients
+  never attempted stay ``PENDING`` (cancelled, as by a cancel), and sends in flight finish and
+  are recorded. Once every worker has seen the status (``RECALL_SETTLE`` seconds) the
+  dispatcher publishes *recall jobs* over the recipients; a worker deletes each ``SENT``
+  recipient's messages (:mod:`tgbroadcast.worker.recall`) and records its ``recall`` outcome;
+  the one that records the last moves the broadcast to ``recalled``. A recall is asked for
+  once: a second one is refused, naming the state.
 * Counters keep moving in any state while sends in flight are recorded:
   ``sent + failed + pending == total`` always holds.
 """
@@ -62,12 +74,14 @@ S = BroadcastStatus
 
 TRANSITIONS: Final[Mapping[BroadcastStatus, frozenset[BroadcastStatus]]] = {
     S.SCHEDULED: frozenset({S.QUEUED, S.CANCELLED}),
-    S.QUEUED: frozenset({S.RUNNING, S.PAUSED, S.CANCELLED, S.COMPLETED, S.FAILED}),
-    S.RUNNING: frozenset({S.PAUSED, S.CANCELLED, S.COMPLETED, S.FAILED}),
-    S.PAUSED: frozenset({S.QUEUED, S.RUNNING, S.CANCELLED, S.COMPLETED, S.FAILED}),
-    S.COMPLETED: frozenset(),
-    S.CANCELLED: frozenset(),
-    S.FAILED: frozenset(),
+    S.QUEUED: frozenset({S.RUNNING, S.PAUSED, S.CANCELLED, S.COMPLETED, S.FAILED, S.RECALLING}),
+    S.RUNNING: frozenset({S.PAUSED, S.CANCELLED, S.COMPLETED, S.FAILED, S.RECALLING}),
+    S.PAUSED: frozenset({S.QUEUED, S.RUNNING, S.CANCELLED, S.COMPLETED, S.FAILED, S.RECALLING}),
+    S.COMPLETED: frozenset({S.RECALLING}),
+    S.CANCELLED: frozenset({S.RECALLING}),
+    S.FAILED: frozenset({S.RECALLING}),
+    S.RECALLING: frozenset({S.RECALLED}),
+    S.RECALLED: frozenset(),
 }
 """Every legal move: ``TRANSITIONS[from]`` is the set of states ``from`` may move to."""
 
@@ -80,6 +94,7 @@ class Command(enum.StrEnum):
     RESUME = "resume"
     START = "start"
     """The scheduler's: a scheduled broadcast whose ``send_at`` has come."""
+    RECALL = "recall"
 
     @property
     def sources(self) -> frozenset[BroadcastStatus]:
@@ -96,16 +111,26 @@ _SOURCES: Final = {
     Command.PAUSE: frozenset({S.QUEUED, S.RUNNING}),
     Command.RESUME: frozenset({S.PAUSED}),
     Command.START: frozenset({S.SCHEDULED}),
+    Command.RECALL: frozenset({S.QUEUED, S.RUNNING, S.PAUSED, S.COMPLETED, S.CANCELLED, S.FAILED}),
 }
 _PAST: Final = {
     Command.CANCEL: "cancelled",
     Command.PAUSE: "paused",
     Command.RESUME: "resumed",
     Command.START: "started",
+    Command.RECALL: "recalled",
 }
 
 SENDABLE: Final = frozenset({S.QUEUED, S.RUNNING})
 """States in which workers send and the dispatcher publishes jobs."""
+
+SEND_PENDING: Final = frozenset({S.SCHEDULED, S.QUEUED, S.RUNNING, S.PAUSED})
+"""States whose pending recipients may still be sent (those of the others never are)."""
+
+RECALL_SETTLE: Final = 2.0
+"""Seconds after a recall before its jobs are cut: every worker has read the status by then
+(workers read it at most a second old), so no send starts afterwards and the sends still in
+flight hold claims the recall jobs wait for."""
 
 
 def sources(target: BroadcastStatus) -> frozenset[BroadcastStatus]:

@@ -98,8 +98,16 @@ class _Feed:
             ) from self._error
 
     async def close(self) -> None:
+        # Cancelled again until it ends: a cancellation that lands as a fetch times out can
+        # be lost inside the NATS client (``wait_for``'s race on Python 3.11), and the feed
+        # would otherwise fetch on forever with its last watcher waiting for it here.
         self._task.cancel()
-        await asyncio.wait([self._task])  # a cancellation of the caller still reaches it
+        while not (await asyncio.wait([self._task], timeout=1.0))[0]:
+            logger.warning(
+                "a broadcast's event feed missed its cancellation; cancelling it again",
+                extra={"broadcast_id": self.broadcast_id},
+            )
+            self._task.cancel()
 
     async def _fill(self, queue: EventWatching) -> None:
         try:

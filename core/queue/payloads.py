@@ -9,12 +9,17 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any
 
 from tgbroadcast.core.domain.access import DEFAULT_BOT
-from tgbroadcast.core.domain.model import BroadcastStatus, DeliveryResult, DeliveryState
+from tgbroadcast.core.domain.model import (
+    BroadcastStatus,
+    DeliveryResult,
+    DeliveryState,
+    RecallOutcome,
+)
 from tgbroadcast.core.queue.names import check_bot
 
 JOB_SIZE = 100
@@ -40,6 +45,8 @@ class Job:
     generation: int = 0
     paid: bool = False
     bot: str = DEFAULT_BOT
+    recall: bool = False
+    """A recall job (RecallBroadcast): delete the messages its recipients were sent."""
 
     def __post_init__(self) -> None:
         if not _is_int(self.broadcast_id) or self.broadcast_id < 1:
@@ -59,7 +66,8 @@ class Job:
         """The ``Nats-Msg-Id``: the same for the same content, different for any other
         (a bot other than ``default`` is part of it)."""
         digest = hashlib.sha256(",".join(map(str, self.user_ids)).encode()).hexdigest()[:16]
-        msg_id = f"j.{self.broadcast_id}.{self.user_ids[0]}.{len(self.user_ids)}.{digest}"
+        kind = "v" if self.recall else "j"
+        msg_id = f"{kind}.{self.broadcast_id}.{self.user_ids[0]}.{len(self.user_ids)}.{digest}"
         if self.generation:
             msg_id = f"{msg_id}.g{self.generation}"
         return msg_id if self.bot == DEFAULT_BOT else f"{msg_id}.b.{self.bot}"
@@ -72,6 +80,8 @@ class Job:
             obj["paid"] = True
         if self.bot != DEFAULT_BOT:
             obj["bot"] = self.bot
+        if self.recall:
+            obj["recall"] = True
         return _dumps(obj)
 
     @classmethod
@@ -86,7 +96,11 @@ class Job:
         if not isinstance(paid, bool):
             raise ValueError("paid must be a boolean")
         bot = _get_str(obj, "bot") if "bot" in obj else DEFAULT_BOT
+        recall = obj.get("recall", False)
+        if not isinstance(recall, bool):
+            raise ValueError("recall must be a boolean")
         return cls(
+            recall=recall,
             broadcast_id=_get_int(obj, "broadcast_id"),
             user_ids=tuple(user_ids),
             generation=generation,
@@ -111,6 +125,25 @@ class ResultEvent:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class RecallEvent:
+    """One sent recipient's recall has its outcome (``result.recall`` is set)."""
+
+    result: DeliveryResult
+
+    def __post_init__(self) -> None:
+        if self.result.recall is None:
+            raise ValueError("a recall event needs a recall outcome")
+
+    @property
+    def broadcast_id(self) -> int:
+        return self.result.broadcast_id
+
+    @property
+    def msg_id(self) -> str:
+        return f"v.{self.result.broadcast_id}.{self.result.user_id}"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class FinishedEvent:
     """The broadcast reached a final status; no result events follow for it."""
 
@@ -119,10 +152,13 @@ class FinishedEvent:
 
     @property
     def msg_id(self) -> str:
+        """One per broadcast, and one more for its recall (which ends it a second time)."""
+        if self.status is BroadcastStatus.RECALLED:
+            return f"f.{self.broadcast_id}.recalled"
         return f"f.{self.broadcast_id}"
 
 
-Event = ResultEvent | FinishedEvent
+Event = ResultEvent | RecallEvent | FinishedEvent
 
 
 @dataclass(frozen=True, slots=True)
@@ -131,13 +167,19 @@ class Idle:
 
 
 def encode_event(event: Event) -> bytes:
-    if isinstance(event, ResultEvent):
+    if isinstance(event, ResultEvent | RecallEvent):
         r = event.result
         if not r.state.is_final:
             raise ValueError("a result event needs a final delivery state")
+        recall: dict[str, Any] = {}
+        if isinstance(event, RecallEvent):
+            assert r.recall is not None
+            recall = {"recall": r.recall.value}
+            if r.recall_error is not None:
+                recall["recall_error"] = r.recall_error
         return _dumps(
             {
-                "type": "result",
+                "type": "recall" if recall else "result",
                 "broadcast_id": r.broadcast_id,
                 "user_id": r.user_id,
                 "state": r.state.value,
@@ -146,6 +188,7 @@ def encode_event(event: Event) -> bytes:
                 "error": r.error,
                 # Only an album's: one more key on every event would be bytes for nothing.
                 **({"message_ids": list(r.message_ids)} if r.message_ids else {}),
+                **recall,
             }
         )
     return _dumps(
@@ -163,7 +206,7 @@ def decode_event(data: bytes) -> Event:
         if not status.is_final:
             raise ValueError(f"a finished event needs a final status, got {status.value}")
         return FinishedEvent(broadcast_id=broadcast_id, status=status)
-    if kind != "result":
+    if kind not in ("result", "recall"):
         raise ValueError(f"unknown event type {kind!r}")
     state = DeliveryState(_get_str(obj, "state"))
     if not state.is_final:
@@ -175,15 +218,23 @@ def decode_event(data: bytes) -> Event:
         isinstance(i, int) and not isinstance(i, bool) for i in message_ids
     ):
         raise ValueError("message_ids must be a list of integers")
-    return ResultEvent(
-        result=DeliveryResult(
-            broadcast_id=broadcast_id,
-            user_id=_get_int(obj, "user_id"),
-            state=state,
-            finished_at=_parse_datetime(_get_str(obj, "finished_at")),
-            message_id=None if message_id is None else _get_int(obj, "message_id"),
-            error=None if error is None else _get_str(obj, "error"),
-            message_ids=tuple(message_ids),
+    result = DeliveryResult(
+        broadcast_id=broadcast_id,
+        user_id=_get_int(obj, "user_id"),
+        state=state,
+        finished_at=_parse_datetime(_get_str(obj, "finished_at")),
+        message_id=None if message_id is None else _get_int(obj, "message_id"),
+        error=None if error is None else _get_str(obj, "error"),
+        message_ids=tuple(message_ids),
+    )
+    if kind == "result":
+        return ResultEvent(result=result)
+    recall_error = obj.get("recall_error")
+    return RecallEvent(
+        result=replace(
+            result,
+            recall=RecallOutcome(_get_str(obj, "recall")),
+            recall_error=None if recall_error is None else _get_str(obj, "recall_error"),
         )
     )
 

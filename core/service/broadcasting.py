@@ -27,7 +27,7 @@ from collections.abc import (
     Sequence,
 )
 from contextlib import aclosing
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 
 import tgbroadcast.core.tracing as tracing
 from tgbroadcast.core.domain.access import DEFAULT_BOT
@@ -37,6 +37,7 @@ from tgbroadcast.core.domain.model import (
     Delivery,
     DeliveryState,
     NewBroadcast,
+    RecallOutcome,
     User,
     UserFilter,
     UserProfile,
@@ -88,10 +89,12 @@ class Accepted:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class BroadcastReport:
-    """A broadcast with its recipients counted per final outcome."""
+    """A broadcast with its recipients counted per final outcome, and per recall outcome
+    once it was recalled."""
 
     broadcast: Broadcast
     outcome_counts: Mapping[DeliveryState, int]
+    recall_counts: Mapping[RecallOutcome, int] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -246,7 +249,10 @@ class BroadcastingService(LifecycleOperations):
         its bot is not ``visible``."""
         broadcast = await visible_broadcast(self._store, broadcast_id, visible, actions=True)
         counts = await self._store.outcome_counts(broadcast_id)
-        return BroadcastReport(broadcast=broadcast, outcome_counts=counts)
+        recalls = (
+            await self._store.recall_counts(broadcast_id) if broadcast.recall_at is not None else {}
+        )
+        return BroadcastReport(broadcast=broadcast, outcome_counts=counts, recall_counts=recalls)
 
     async def upsert_users(self, users: Sequence[UserProfile], *, bot: str = DEFAULT_BOT) -> int:
         """Upsert the bot's users (``InvalidArgument`` on ``bot`` for an unknown bot)."""

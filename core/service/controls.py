@@ -1,4 +1,4 @@
-"""The core's lifecycle operations: list, cancel, pause and resume broadcasts.
+"""The core's lifecycle operations: list, cancel, pause, resume and recall broadcasts.
 
 Who asked is an explicit ``actor`` (the API token's name, passed in by the transport: the
 core never reads a request's context); each move is recorded with it, and listed broadcasts
@@ -12,6 +12,7 @@ these through it). The moves and what they guarantee are :mod:`tgbroadcast.core.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -19,7 +20,7 @@ from typing import Final
 
 from tgbroadcast.core.domain.errors import FieldViolation, InvalidArgument
 from tgbroadcast.core.domain.model import Broadcast, BroadcastStatus
-from tgbroadcast.core.domain.states import Command
+from tgbroadcast.core.domain.states import RECALL_SETTLE, Command
 from tgbroadcast.core.queue import FinishedEvent, Queue
 from tgbroadcast.core.rules import page_tokens
 from tgbroadcast.core.rules.bot_names import validate_bot_name
@@ -43,7 +44,8 @@ class BroadcastsPage:
 
 
 class LifecycleOperations:
-    """List, cancel, pause, resume. Needs ``_store``, ``_queue`` and ``_dispatcher``."""
+    """List, cancel, pause, resume, recall. Needs ``_store``, ``_queue`` and
+    ``_dispatcher``."""
 
     _store: Store
     _queue: Queue
@@ -146,4 +148,20 @@ class LifecycleOperations:
             },
         )
         self._dispatcher.dispatch(broadcast_id)
+        return broadcast
+
+    async def recall_broadcast(
+        self, broadcast_id: int, *, actor: str, visible: Visible = None
+    ) -> Broadcast:
+        """Delete a broadcast's messages from every chat that received them (see
+        :mod:`tgbroadcast.core.domain.states`): it moves to ``recalling`` at once (nothing more
+        is sent), and its recall jobs are published once every worker has seen that
+        (``RECALL_SETTLE``). ``FailedPrecondition`` for a scheduled broadcast (nothing was
+        sent: cancel it) and for one recalling or recalled already."""
+        await check_visible(self._store, broadcast_id, visible)
+        broadcast = await self._store.move_broadcast(broadcast_id, Command.RECALL, actor=actor)
+        logger.info("broadcast recalled", extra={"broadcast_id": broadcast_id, "actor": actor})
+        asyncio.get_running_loop().call_later(
+            RECALL_SETTLE, self._dispatcher.dispatch, broadcast_id
+        )
         return broadcast

@@ -23,6 +23,9 @@ Guarantees:
   the pause are still in flight are held by their old job, which records them, and the new jobs
   leave them alone. ``dispatched`` is set only if no other resume came in between, else the newer
   generation is published too. The dispatcher never waits for a broadcast.
+* A ``recalling`` broadcast's recall jobs (:mod:`tgbroadcast.worker.recall`) are cut the same
+  way, from the recipients still to recall, once ``RECALL_SETTLE`` seconds have passed since
+  the recall (the API hands it over that late; a rescued one waits out the rest).
 """
 
 from __future__ import annotations
@@ -37,7 +40,8 @@ from types import TracebackType
 import tgbroadcast.core.tracing as tracing
 from tgbroadcast.core.domain import states
 from tgbroadcast.core.domain.errors import NotFound
-from tgbroadcast.core.queue import JOB_SIZE, Job, Queue
+from tgbroadcast.core.domain.model import Broadcast, BroadcastStatus
+from tgbroadcast.core.queue import JOB_SIZE, FinishedEvent, Job, Queue
 from tgbroadcast.core.store import Store
 from tgbroadcast.core.tasks import cancel_and_wait
 
@@ -168,6 +172,9 @@ class Dispatcher(AbstractAsyncContextManager["Dispatcher"]):
                     "not dispatching an unknown broadcast", extra={"broadcast_id": broadcast_id}
                 )
                 return
+            if broadcast.status is BroadcastStatus.RECALLING:
+                await self._publish_recall(broadcast)
+                return
             if broadcast.status not in states.SENDABLE:
                 # Scheduled ones start with the scheduler, paused ones on resume; final: never.
                 logger.info(
@@ -208,3 +215,35 @@ class Dispatcher(AbstractAsyncContextManager["Dispatcher"]):
                 )
                 return
             # Resumed while this generation was published: publish the new one.
+
+    async def _publish_recall(self, broadcast: Broadcast) -> None:
+        """Publish a recalling broadcast's recall jobs, once every worker has seen the status
+        (:data:`~tgbroadcast.core.domain.states.RECALL_SETTLE`); the broadcast is ``recalled``
+        at once when nobody is left to recall."""
+        assert broadcast.recall_at is not None
+        settle = states.RECALL_SETTLE - (datetime.now(UTC) - broadcast.recall_at).total_seconds()
+        if settle > 0:
+            await asyncio.sleep(settle)
+        now = datetime.now(UTC)
+        jobs: list[Job] = []
+        count = 0
+        batches = self._store.recall_batches(broadcast.id, batch_size=self._batch_size, now=now)
+        async for user_ids in batches:
+            jobs.append(
+                Job(broadcast_id=broadcast.id, user_ids=user_ids, bot=broadcast.bot, recall=True)
+            )
+            count += 1
+            if len(jobs) >= JOBS_PER_PUBLISH:
+                await self._queue.publish_jobs(jobs)
+                jobs = []
+        if jobs:
+            await self._queue.publish_jobs(jobs)
+        await self._store.mark_generation_dispatched(broadcast.id, broadcast.resumed_at)
+        logger.info(
+            "recall dispatched",
+            extra={"broadcast_id": broadcast.id, "jobs": count, "bot": broadcast.bot},
+        )
+        if await self._store.finish_recall(broadcast.id, now=now) is not None:
+            await self._queue.publish_events(
+                [FinishedEvent(broadcast_id=broadcast.id, status=BroadcastStatus.RECALLED)]
+            )

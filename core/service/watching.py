@@ -5,11 +5,17 @@ replayed from SQL; a running one is followed on the events stream through the pr
 shared feeds (:mod:`tgbroadcast.core.queue.feeds`: one NATS consumer per broadcast, however
 many watchers).
 
-Every update carries a *cursor*: an opaque position (``s<seq>.<sent>.<failed>`` on the events
-stream, ``u<user_id>.<sent>.<failed>`` in a replay) from which :func:`watch` resumes with
-``after=``: the outcomes after it, in the same order, each once, with the counters going on
-from where they were. A cursor that cannot be read, or not of this broadcast (more outcomes
-than it has, a sequence or user id out of range), starts from the first outcome.
+A recalled broadcast's watch also carries each sent recipient's recall outcome: live, as a
+second update of that recipient (its ``result`` with ``recall`` set, counted in ``recalled``),
+after its delivery's; in a replay, on the recipient's one update. The watch of a ``recalling``
+broadcast ends once it is ``recalled``.
+
+Every update carries a *cursor*: an opaque position (``s<seq>.<sent>.<failed>[.<recalled>]``
+on the events stream, ``u<user_id>.<sent>.<failed>[.<recalled>]`` in a replay) from which
+:func:`watch` resumes with ``after=``: the outcomes after it, in the same order, each once,
+with the counters going on from where they were. A cursor that cannot be read, or not of
+this broadcast (more outcomes than it has, a sequence or user id out of range), starts from
+the first outcome.
 """
 
 from __future__ import annotations
@@ -23,15 +29,17 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from tgbroadcast.core.domain.model import Broadcast, BroadcastStatus, DeliveryResult
-from tgbroadcast.core.queue import FinishedEvent, Idle, ResultEvent
+from tgbroadcast.core.queue import FinishedEvent, Idle, RecallEvent, ResultEvent
 from tgbroadcast.core.queue.watching import Sequenced
 from tgbroadcast.core.store import Store
 
 logger = logging.getLogger(__name__)
 
 REPLAY_PAGE = 500
+_SETTLED = frozenset({BroadcastStatus.COMPLETED, BroadcastStatus.RECALLED})
+"""Final statuses whose counters never move again."""
 _INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
-_CURSOR = re.compile(r"([su])(-?\d{1,19})\.(\d{1,19})\.(\d{1,19})")
+_CURSOR = re.compile(r"([su])(-?\d{1,19})\.(\d{1,19})\.(\d{1,19})(?:\.(\d{1,19}))?")
 
 
 class EventSource(Protocol):
@@ -54,6 +62,8 @@ class WatchUpdate:
     sent: int
     failed: int
     cursor: str = ""
+    recalled: int = 0
+    """Recall outcomes so far (this one included)."""
 
     @property
     def pending(self) -> int:
@@ -69,9 +79,11 @@ class Cursor:
     seq: int
     sent: int
     failed: int
+    recalled: int = 0
 
     def __str__(self) -> str:
-        return f"{self.kind}{self.seq}.{self.sent}.{self.failed}"
+        text = f"{self.kind}{self.seq}.{self.sent}.{self.failed}"
+        return f"{text}.{self.recalled}" if self.recalled else text
 
     @classmethod
     def parse(cls, text: str) -> Cursor | None:
@@ -79,8 +91,8 @@ class Cursor:
         match = _CURSOR.fullmatch(text.strip())
         if match is None:
             return None
-        kind, seq, sent, failed = match.groups()
-        cursor = cls(kind, int(seq), int(sent), int(failed))
+        kind, seq, sent, failed, recalled = match.groups()
+        cursor = cls(kind, int(seq), int(sent), int(failed), int(recalled or 0))
         if not _INT64_MIN <= cursor.seq <= _INT64_MAX or (kind == "s" and cursor.seq < 0):
             return None  # no stream sequence or user id is out there
         return cursor
@@ -134,6 +146,7 @@ async def _follow(
 ) -> AsyncIterator[WatchUpdate]:
     broadcast_id, total = broadcast.id, broadcast.total
     sent, failed, seq = (0, 0, 0) if after is None else (after.sent, after.failed, after.seq)
+    recalled = 0 if after is None else after.recalled
     final: Broadcast | None = None
     final_since = 0.0
     async with aclosing(events.watch(broadcast_id, seq + 1)) as stream:
@@ -155,12 +168,24 @@ async def _follow(
                     total=total,
                     sent=sent,
                     failed=failed,
-                    cursor=str(Cursor("s", seq, sent, failed)),
+                    cursor=str(Cursor("s", seq, sent, failed, recalled)),
+                    recalled=recalled,
                 )
-            elif (event is None or isinstance(event, FinishedEvent)) and (
-                # COMPLETED counts never move again; a FAILED broadcast's can (sends in
-                # flight when it stopped), so it is re-read while events keep coming.
-                final is None or final.status is not BroadcastStatus.COMPLETED
+            elif isinstance(event, RecallEvent):
+                recalled += 1
+                yield WatchUpdate(
+                    result=event.result,
+                    status=BroadcastStatus.RECALLING,
+                    total=total,
+                    sent=sent,
+                    failed=failed,
+                    cursor=str(Cursor("s", seq, sent, failed, recalled)),
+                    recalled=recalled,
+                )
+            if (event is None or isinstance(event, FinishedEvent)) and (
+                # COMPLETED and RECALLED counts never move again; a FAILED broadcast's can
+                # (sends in flight when it stopped), so it is re-read while events keep coming.
+                final is None or final.status not in _SETTLED
             ):
                 latest = await store.get_broadcast(broadcast_id)
                 if latest.status.is_final:
@@ -169,8 +194,8 @@ async def _follow(
                     final = latest
             if final is None:
                 continue
-            seen_all = sent + failed >= final.sent + final.failed
-            if seen_all and (final.status is BroadcastStatus.COMPLETED or event is None):
+            seen_all = sent + failed >= final.sent + final.failed and recalled >= final.recalled
+            if seen_all and (final.status in _SETTLED or event is None):
                 break
             if time.monotonic() - final_since > missing_event_grace:
                 logger.warning(
@@ -179,6 +204,8 @@ async def _follow(
                         "broadcast_id": broadcast_id,
                         "seen": sent + failed,
                         "expected": final.sent + final.failed,
+                        "recalls_seen": recalled,
+                        "recalls_expected": final.recalled,
                     },
                 )
                 break
@@ -189,7 +216,8 @@ async def _follow(
         total=total,
         sent=sent,
         failed=failed,
-        cursor=str(Cursor("s", seq, sent, failed)),
+        cursor=str(Cursor("s", seq, sent, failed, recalled)),
+        recalled=recalled,
     )
 
 
@@ -197,6 +225,7 @@ async def _replay(
     store: Store, broadcast: Broadcast, after: Cursor | None
 ) -> AsyncIterator[WatchUpdate]:
     sent, failed = (0, 0) if after is None else (after.sent, after.failed)
+    recalled = 0 if after is None else after.recalled
     last: int | None = None if after is None else after.seq
     while True:
         page = await store.list_results(broadcast.id, after_user_id=last, limit=REPLAY_PAGE)
@@ -205,6 +234,8 @@ async def _replay(
                 sent += 1
             else:
                 failed += 1
+            if result.recall is not None:
+                recalled += 1
             last = result.user_id
             yield WatchUpdate(
                 result=result,
@@ -212,7 +243,8 @@ async def _replay(
                 total=broadcast.total,
                 sent=sent,
                 failed=failed,
-                cursor=str(Cursor("u", last, sent, failed)),
+                cursor=str(Cursor("u", last, sent, failed, recalled)),
+                recalled=recalled,
             )
         if len(page) < REPLAY_PAGE:
             break
@@ -222,5 +254,6 @@ async def _replay(
         total=broadcast.total,
         sent=sent,
         failed=failed,
-        cursor="" if last is None else str(Cursor("u", last, sent, failed)),
+        cursor="" if last is None else str(Cursor("u", last, sent, failed, recalled)),
+        recalled=recalled,
     )

@@ -19,6 +19,7 @@
   dispatch of a generation of jobs.
 * :mod:`.actions` — ``broadcast_actions``: who paused, resumed or cancelled a broadcast, when.
 * :mod:`.deliveries` — ``deliveries``: pending recipients, claims for a job, recorded results.
+* :mod:`.recalls` — a recall's deliveries: holding, recording, the move to ``recalled``.
 * :mod:`.callbacks` — the completion webhook's columns of ``broadcasts``.
 * :mod:`.bots` — ``bots``: the bots created through the API, their tokens sealed.
 * :mod:`.quota` — recipients not yet final and audience sizes, for
@@ -32,6 +33,16 @@ from __future__ import annotations
 
 from tgbroadcast.core.store.deliveries import Claimed, Recorded
 from tgbroadcast.core.store.engine import create_engine
+from tgbroadcast.core.store.recalls import RecallClaim, RecallResult, RecallTarget
 from tgbroadcast.core.store.store import MAX_ATTEMPTS, Store
 
-__all__ = ["MAX_ATTEMPTS", "Claimed", "Recorded", "Store", "create_engine"]
+__all__ = [
+    "MAX_ATTEMPTS",
+    "Claimed",
+    "RecallClaim",
+    "RecallResult",
+    "RecallTarget",
+    "Recorded",
+    "Store",
+    "create_engine",
+]

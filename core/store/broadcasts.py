@@ -37,7 +37,11 @@ from tgbroadcast.core.store import actions, audiences, bots, bulk
 from tgbroadcast.core.store.limits import IDS_PER_IN_LIST, chunks
 from tgbroadcast.core.store.tables import broadcasts, deliveries
 
-ACTIVE: Final = (BroadcastStatus.QUEUED.value, BroadcastStatus.RUNNING.value)
+ACTIVE: Final = (
+    BroadcastStatus.QUEUED.value,
+    BroadcastStatus.RUNNING.value,
+    BroadcastStatus.RECALLING.value,
+)
 """Statuses of broadcasts that still have work."""
 
 _PENDING: Final = DeliveryState.PENDING.value
@@ -146,6 +150,8 @@ def from_row(row: Row[Any]) -> Broadcast:
         resumed_at=row.resumed_at,
         created_by=row.created_by,
         bot=row.bot,
+        recall_at=row.recall_at,
+        recalled=row.recalled,
     )
 
 

@@ -35,6 +35,7 @@ from tgbroadcast.core.domain.model import (
     Delivery,
     DeliveryResult,
     DeliveryState,
+    RecallOutcome,
 )
 from tgbroadcast.core.store import broadcasts as broadcast_statements
 from tgbroadcast.core.store import users
@@ -223,6 +224,8 @@ async def report_page(
             deliveries.c.message_ids,
             deliveries.c.error,
             deliveries.c.finished_at,
+            deliveries.c.recall,
+            deliveries.c.recall_error,
         )
         .where(deliveries.c.broadcast_id == broadcast_id)
         .order_by(deliveries.c.user_id)
@@ -240,6 +243,8 @@ async def report_page(
             message_id=row.message_id,
             error=row.error,
             message_ids=decode_message_ids(row.message_ids),
+            recall=None if row.recall is None else RecallOutcome(row.recall),
+            recall_error=row.recall_error,
         )
         for row in await connection.execute(statement)
     ]
@@ -398,6 +403,8 @@ def _result(row: Row[Any]) -> DeliveryResult:
         message_id=row.message_id,
         error=row.error,
         message_ids=decode_message_ids(row.message_ids),
+        recall=None if row.recall is None else RecallOutcome(row.recall),
+        recall_error=row.recall_error,
     )
 
 

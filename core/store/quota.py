@@ -18,8 +18,8 @@ from tgbroadcast.core.domain.model import BroadcastStatus, UserFilter
 from tgbroadcast.core.store import audiences
 from tgbroadcast.core.store.tables import broadcasts, users
 
-UNFINISHED: Final = tuple(sorted(s.value for s in BroadcastStatus if states.TRANSITIONS[s]))
-"""Statuses a broadcast can still leave: scheduled, queued, running, paused."""
+UNFINISHED: Final = tuple(sorted(s.value for s in BroadcastStatus if s in states.SEND_PENDING))
+"""Statuses whose pending recipients may still be sent: scheduled, queued, running, paused."""
 
 
 async def pending_recipients(connection: AsyncConnection) -> int:

@@ -71,6 +71,7 @@ from tgbroadcast.core.store.callbacks import CallbackRows
 from tgbroadcast.core.store.checkpoints import background_checkpoints
 from tgbroadcast.core.store.deliveries import Claimed, Recorded
 from tgbroadcast.core.store.engine import ConnectionOptions, create_engine, migrate, writer
+from tgbroadcast.core.store.recalls import RecallRows
 from tgbroadcast.core.store.tables import BOT_NAME_LENGTH
 
 logger = logging.getLogger(__name__)
@@ -81,7 +82,7 @@ MAX_ATTEMPTS: Final = 5
 """Runs of a write transaction that the database keeps aborting for deadlocks."""
 
 
-class Store(BotRows, CallbackRows):
+class Store(BotRows, CallbackRows, RecallRows):
     """Users, broadcasts and their deliveries in SQL; safe to share between tasks.
 
     Any number of ``Store`` instances, in any number of processes, may use one database at

@@ -35,6 +35,7 @@ from sqlalchemy import (
     Text,
     UniqueConstraint,
     false,
+    text,
     true,
 )
 from sqlalchemy.dialects import mysql, postgresql
@@ -211,6 +212,9 @@ broadcasts = Table(
     Column("created_by", String(ACTOR_LENGTH), nullable=False, server_default=""),
     # The bot it is sent by: its audience is that bot's users. Ids are unique across bots.
     Column("bot", String(BOT_NAME_LENGTH), nullable=False, server_default=DEFAULT_BOT),
+    # RecallBroadcast: when it was asked for, and how many recipients' recalls are recorded.
+    Column("recall_at", UtcDateTime, nullable=True),
+    Column("recalled", BigInteger, nullable=False, server_default=text("0")),
     Index("ix_broadcasts_dispatched", "dispatched"),
     Index("ix_broadcasts_status", "status", "id"),
     # The webhook notifier looks for webhooks not yet delivered or failed.
@@ -242,6 +246,11 @@ deliveries = Table(
     # the claim lasts no other job sends to it. NULL when nobody holds it (and once final).
     Column("claimed_by", String(CLAIM_TOKEN_LENGTH), nullable=True),
     Column("claimed_until", UtcDateTime, nullable=True),
+    # What RecallBroadcast did to a SENT recipient's messages (``RecallOutcome``), and
+    # Telegram's description when it failed; NULL until then. While a recall job deletes a
+    # sent recipient's messages, the claim columns above hold it for that job.
+    Column("recall", String(STATE_LENGTH), nullable=True),
+    Column("recall_error", Text, nullable=True),
     PrimaryKeyConstraint("broadcast_id", "user_id"),
     Index("ix_deliveries_state", "broadcast_id", "state", "user_id"),
     **MYSQL_TABLE_OPTIONS,

@@ -1,8 +1,8 @@
 """Statements for a broadcast's lifecycle: the API's and the scheduler's moves, listing,
 idempotency keys and the dispatch of a generation of jobs.
 
-The API's moves (pause, resume, cancel) are recorded in ``broadcast_actions`` with who asked,
-in the move's own transaction (:mod:`.actions`).
+The API's moves (pause, resume, cancel, recall) are recorded in ``broadcast_actions`` with who
+asked, in the move's own transaction (:mod:`.actions`).
 
 Every move is one conditional ``UPDATE ... WHERE id = ? AND status IN (sources)``: of
 movers racing on one broadcast exactly one matches; the others read the state it left and
@@ -52,6 +52,8 @@ async def move(
             "resumed_at": now,
             "dispatched": False,
         }
+    elif command is Command.RECALL:  # its jobs are cut afresh: the recall's own
+        values = {"status": BroadcastStatus.RECALLING.value, "recall_at": now, "dispatched": False}
     else:
         values = {"status": BroadcastStatus.QUEUED.value}
     sources = sorted(state.value for state in command.sources)

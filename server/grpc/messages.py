@@ -13,6 +13,7 @@ from tgbroadcast.core.domain.model import (
     DeliveryResult,
     DeliveryState,
     MediaType,
+    RecallOutcome,
     User,
     UserFilter,
     UserProfile,
@@ -33,6 +34,11 @@ _STATUS_TO_PB = {
     BroadcastStatus.SCHEDULED: pb.BROADCAST_STATUS_SCHEDULED,
     BroadcastStatus.PAUSED: pb.BROADCAST_STATUS_PAUSED,
     BroadcastStatus.CANCELLED: pb.BROADCAST_STATUS_CANCELLED,
+    BroadcastStatus.RECALLING: pb.BROADCAST_STATUS_RECALLING,
+    BroadcastStatus.RECALLED: pb.BROADCAST_STATUS_RECALLED,
+}
+_RECALL_TO_PB = {
+    outcome: pb.RecallOutcome.Value("RECALL_OUTCOME_" + outcome.name) for outcome in RecallOutcome
 }
 _MEDIA_TO_PB = {
     media_type: pb.MediaType.Value(_MEDIA_PREFIX + media_type.name) for media_type in MediaType
@@ -82,7 +88,11 @@ def timestamp(value: datetime) -> Timestamp:
     return stamp
 
 
-def broadcast(value: Broadcast, outcome_counts: Mapping[DeliveryState, int]) -> pb.Broadcast:
+def broadcast(
+    value: Broadcast,
+    outcome_counts: Mapping[DeliveryState, int],
+    recall_counts: Mapping[RecallOutcome, int] | None = None,
+) -> pb.Broadcast:
     message = pb.Broadcast(
         broadcast_id=value.id,
         status=_STATUS_TO_PB[value.status],
@@ -100,15 +110,23 @@ def broadcast(value: Broadcast, outcome_counts: Mapping[DeliveryState, int]) -> 
         allow_paid_broadcast=value.content.allow_paid_broadcast,
         callback_url=value.callback_url or "",
         bot=value.bot,
+        recalled=value.recalled,
+        recall_counts={outcome.value: n for outcome, n in (recall_counts or {}).items()},
     )
     if value.finished_at is not None:
         message.finished_at.CopyFrom(timestamp(value.finished_at))
+    if value.recall_at is not None:
+        message.recall_at.CopyFrom(timestamp(value.recall_at))
     controls.fill_broadcast(message, value)
     return message
 
 
 def status(value: BroadcastStatus) -> pb.BroadcastStatus.ValueType:
     return _STATUS_TO_PB[value]
+
+
+def recall(value: RecallOutcome | None) -> pb.RecallOutcome.ValueType:
+    return pb.RECALL_OUTCOME_UNSPECIFIED if value is None else _RECALL_TO_PB[value]
 
 
 def delivery_result(value: DeliveryResult) -> pb.DeliveryResult:
@@ -119,6 +137,8 @@ def delivery_result(value: DeliveryResult) -> pb.DeliveryResult:
         message_id=value.message_id or 0,
         finished_at=timestamp(value.finished_at),
         message_ids=value.all_message_ids,
+        recall=recall(value.recall),
+        recall_error=value.recall_error or "",
     )
 
 
@@ -134,6 +154,7 @@ def watch_update(value: WatchUpdate) -> pb.WatchBroadcastResponse:
             sent=value.sent,
             failed=value.failed,
             pending=value.pending,
+            recalled=value.recalled,
         ),
         cursor=value.cursor,
     )

@@ -7,7 +7,7 @@ from typing import Final
 
 from tgbroadcast.core.domain.model import Delivery, DeliveryState
 from tgbroadcast.core.service.reports import DeliveriesPage
-from tgbroadcast.server.grpc.messages import timestamp
+from tgbroadcast.server.grpc.messages import recall, timestamp
 from tgbroadcast.v1 import broadcast_pb2 as pb
 
 _OUTCOME_PREFIX: Final = "DELIVERY_OUTCOME_"
@@ -37,6 +37,8 @@ def delivery(value: Delivery) -> pb.DeliveryResult:
         error=value.error or "",
         message_id=value.message_id or 0,
         message_ids=value.all_message_ids,
+        recall=recall(value.recall),
+        recall_error=value.recall_error or "",
     )
     if value.finished_at is not None:
         message.finished_at.CopyFrom(timestamp(value.finished_at))

@@ -133,13 +133,24 @@ class BroadcastServicer(pb_grpc.BroadcastServiceServicer):
             )
         return pb.ResumeBroadcastResponse(broadcast=messages.broadcast(broadcast, {}))
 
+    async def RecallBroadcast(  # noqa: N802
+        self, request: pb.RecallBroadcastRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> pb.RecallBroadcastResponse:
+        async with _translated(context):
+            broadcast = await self._core.recall_broadcast(
+                request.broadcast_id, actor=current_caller_name(), visible=visible_bots()
+            )
+        return pb.RecallBroadcastResponse(broadcast=messages.broadcast(broadcast, {}))
+
     async def GetBroadcast(  # noqa: N802
         self, request: pb.GetBroadcastRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> pb.GetBroadcastResponse:
         async with _translated(context):
             report = await self._core.get_broadcast(request.broadcast_id, visible=visible_bots())
         return pb.GetBroadcastResponse(
-            broadcast=messages.broadcast(report.broadcast, report.outcome_counts)
+            broadcast=messages.broadcast(
+                report.broadcast, report.outcome_counts, report.recall_counts
+            )
         )
 
     async def ListDeliveries(  # noqa: N802

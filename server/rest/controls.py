@@ -3,7 +3,7 @@
 * ``GET /v1/broadcasts?status=running&status=paused&bot=&page_size=&page_token=`` —
   ``{"broadcasts": [...], "next_page_token": ""}``, newest first (``outcome_counts`` empty),
   of the bots the token may use (``bot``: only that one; 403 if the token may not use it).
-* ``POST /v1/broadcasts/{id}/cancel``, ``/pause``, ``/resume`` (no body) — 200 and the
+* ``POST /v1/broadcasts/{id}/cancel``, ``/pause``, ``/resume``, ``/recall`` (no body) — 200 and the
   broadcast; a move its state does not allow is 409 problem+json whose ``state`` member (and
   ``detail``) names the current state. The move is recorded with the caller's token name
   (``actions`` in the answer). A broadcast of a bot the token may not use is 404, as one
@@ -126,8 +126,21 @@ async def resume_broadcast(request: web.Request) -> web.Response:
     )
 
 
+async def recall_broadcast(request: web.Request) -> web.Response:
+    broadcast_id = params.path_id(request, "broadcast_id")
+    params.check_query(request)
+    return web.json_response(
+        rendering.listed_broadcast_json(
+            await params.service(request).recall_broadcast(
+                broadcast_id, actor=current_caller_name(), visible=visible_bots()
+            )
+        )
+    )
+
+
 def add_routes(app: web.Application) -> None:
     app.router.add_get("/v1/broadcasts", list_broadcasts)
     app.router.add_post("/v1/broadcasts/{broadcast_id}/cancel", cancel_broadcast)
     app.router.add_post("/v1/broadcasts/{broadcast_id}/pause", pause_broadcast)
     app.router.add_post("/v1/broadcasts/{broadcast_id}/resume", resume_broadcast)
+    app.router.add_post("/v1/broadcasts/{broadcast_id}/recall", recall_broadcast)

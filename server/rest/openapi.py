@@ -28,6 +28,7 @@ from tgbroadcast.server.rest.openapi_examples import (
     PREVIEW_EXAMPLE,
     PROBLEM_EXAMPLE,
     SEND_EXAMPLES,
+    SSE_EXAMPLE,
     USERS_EXAMPLE,
 )
 from tgbroadcast.server.rest.openapi_schemas import (
@@ -274,17 +275,23 @@ def _paths() -> dict[str, Schema]:
         "/v1/broadcasts/{broadcast_id}/resume": _lifecycle(
             "resumeBroadcast", "Continue a paused broadcast where it stopped"
         ),
+        "/v1/broadcasts/{broadcast_id}/recall": _lifecycle(
+            "recallBroadcast",
+            "Delete its messages from every chat (nothing more is sent; ends `recalled`)",
+        ),
         "/v1/broadcasts/{broadcast_id}/events": {
             "get": {
                 "operationId": "watchBroadcast",
                 "summary": "Every recipient's outcome as Server-Sent Events",
                 "description": "First the outcomes already known, then live ones, exactly once "
                 "each: an `event: result` per recipient (`data`: a `ResultEvent`, `id`: its "
-                "position), then one `event: end` (`data`: an `EndEvent`, `id: end`) with the "
-                "final status, and the stream ends. Comment lines (`: heartbeat`) keep the "
-                "connection open; `event: error` means the stream stopped and the client "
-                "should reconnect; `event: shutdown` means the server is draining: reconnect "
-                "(to another instance). A reconnect with `Last-Event-ID` resumes after that event.",
+                "position) — of a recalled broadcast, an `event: recall` per sent recipient "
+                "too (the same data with `recall` set) — then one `event: end` (`data`: an "
+                "`EndEvent`, `id: end`) with the final status, and the stream ends. Comment "
+                "lines (`: heartbeat`) keep the connection open; `event: error` means the "
+                "stream stopped and the client should reconnect; `event: shutdown` means the "
+                "server is draining: reconnect (to another instance). A reconnect with "
+                "`Last-Event-ID` resumes after that event.",
                 "tags": ["broadcasts"],
                 "parameters": [
                     broadcast_id,
@@ -303,12 +310,7 @@ def _paths() -> dict[str, Schema]:
                         "content": {
                             "text/event-stream": {
                                 "schema": {"type": "string"},
-                                "example": 'id: s17.1.0\nevent: result\ndata: {"user_id":111,'
-                                '"outcome":"sent","error":null,"message_id":17,'
-                                '"finished_at":"2026-05-01T12:00:00.2Z",'
-                                '"message_ids":[17],"progress":'
-                                '{"status":"running","total":1,"sent":1,'
-                                '"failed":0,"pending":0}}\n\n',
+                                "example": SSE_EXAMPLE,
                             }
                         },
                     },

@@ -3,7 +3,7 @@ by tests/test_openapi.py, which sends each send example and validates each answe
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Final
 
 SEND_EXAMPLES: dict[str, Any] = {
     "text": {"message": "Hello from the broadcast service!", "user_ids": [111, 222, 333]},
@@ -75,3 +75,13 @@ PROBLEM_EXAMPLE: dict[str, Any] = {
     "detail": "user_ids[0]: is not a Telegram chat id",
     "errors": [{"field": "user_ids[0]", "message": "is not a Telegram chat id"}],
 }
+
+SSE_EXAMPLE: Final = (
+    'id: s17.1.0\nevent: result\ndata: {"user_id":111,'
+    '"outcome":"sent","error":null,"message_id":17,'
+    '"finished_at":"2026-05-01T12:00:00.2Z",'
+    '"message_ids":[17],"progress":'
+    '{"status":"running","total":1,"sent":1,'
+    '"failed":0,"pending":0}}\n\n'
+)
+"""An SSE stream's first event."""

@@ -28,6 +28,7 @@ PARSE_MODES = enum_names("ParseMode")
 PARSE_MODE_ALIASES = list(content.PARSE_MODE_ALIASES)
 STATUSES = enum_names("BroadcastStatus")
 OUTCOMES = enum_names("DeliveryOutcome")
+RECALLS = enum_names("RecallOutcome")
 ALBUM_MEDIA_TYPES = ["photo", "video", "document", "audio"]
 MAX_UPSERT_USERS = 10_000
 INT64_MIN = -(2**63)
@@ -339,7 +340,15 @@ def component_schemas() -> dict[str, Schema]:
             "parse_mode": parse_mode,
             "callback_url": string(),
             "created_by": string("The sending API token's name, never the token.", maxLength=64),
-            "actions": array(action, "Each pause, resume and cancel, oldest first."),
+            "actions": array(action, "Each pause, resume, cancel and recall, oldest first."),
+            "recall_at": timestamp("When it was recalled; null unless recalling or recalled."),
+            "recalled": int64("Sent recipients whose recall has its outcome so far."),
+            "recall_counts": {
+                "type": "object",
+                "propertyNames": {"enum": RECALLS},
+                "additionalProperties": int64(),
+                "description": "Recipients per recall outcome once recalled. Not in lists.",
+            },
         },
         required=("broadcast_id", "status", "total", "sent", "failed", "pending"),
         closed=False,
@@ -364,6 +373,15 @@ def component_schemas() -> dict[str, Schema]:
                 "description": "Every message Telegram made of it when `sent`, in order: one "
                 "id, or an album's items. Empty otherwise.",
             },
+            "recall": {
+                "type": ["string", "null"],
+                "enum": [*RECALLS, None],
+                "description": "What a recall did to its messages; null until it did.",
+            },
+            "recall_error": {
+                "type": ["string", "null"],
+                "description": "Telegram's description when `recall` is `failed`.",
+            },
         },
         required=("user_id", "outcome"),
         closed=False,
@@ -375,6 +393,7 @@ def component_schemas() -> dict[str, Schema]:
             "sent": int64(),
             "failed": int64(),
             "pending": int64(),
+            "recalled": int64("Recall outcomes so far (a recalled broadcast's only)."),
         },
         required=("status", "total", "sent", "failed", "pending"),
         closed=False,
@@ -411,7 +430,8 @@ def component_schemas() -> dict[str, Schema]:
         "ParseMode": parse_mode,
         "BroadcastStatus": string(
             "`scheduled` → `queued` → `running` → `completed`; `paused` by pause, `cancelled` "
-            "by cancel, `failed` when the service stopped it (`error` says why).",
+            "by cancel, `failed` when the service stopped it (`error` says why); `recalling` "
+            "→ `recalled` by recall.",
             enum=STATUSES,
         ),
         "DeliveryOutcome": string(
@@ -462,7 +482,8 @@ def component_schemas() -> dict[str, Schema]:
                 obj({"progress": ref("Progress")}, required=("progress",), closed=False),
             ],
             "description": "The `data` of an SSE `result` event: one recipient's final "
-            "outcome and the counters including it.",
+            "outcome and the counters including it; also of a `recall` event: the recipient "
+            "again, with `recall` set, once a recall dealt with its messages.",
         },
         "EndEvent": obj(
             {"progress": ref("Progress")},

@@ -80,6 +80,9 @@ def broadcast_json(report: BroadcastReport) -> dict[str, Any]:
             {"action": action.action.value, "actor": action.actor, "at": timestamp(action.at)}
             for action in broadcast.actions
         ],
+        "recall_at": timestamp(broadcast.recall_at),
+        "recalled": broadcast.recalled,
+        "recall_counts": {outcome.value: n for outcome, n in report.recall_counts.items()},
     }
 
 

@@ -30,7 +30,7 @@ from typing import Any, Final
 from aiohttp import web
 
 from tgbroadcast.core.domain.errors import InvalidArgument
-from tgbroadcast.core.domain.model import Delivery, DeliveryResult
+from tgbroadcast.core.domain.model import BroadcastStatus, Delivery, DeliveryResult
 from tgbroadcast.core.service.watching import WatchUpdate
 from tgbroadcast.server.auth import visible_bots
 from tgbroadcast.server.rest import params, rendering
@@ -47,8 +47,17 @@ logger = logging.getLogger(__name__)
 
 DEFAULT_HEARTBEAT: Final = 15.0
 HEARTBEAT_KEY: Final = web.AppKey("sse_heartbeat", float)
-CSV_HEADER: Final = ("user_id", "outcome", "message_id", "error", "finished_at", "message_ids")
-"""``message_ids`` last: a new column, after those that readers may take by position."""
+CSV_HEADER: Final = (
+    "user_id",
+    "outcome",
+    "message_id",
+    "error",
+    "finished_at",
+    "message_ids",
+    "recall",
+    "recall_error",
+)
+"""New columns go last, after those that readers may take by position."""
 END_EVENT_ID: Final = "end"
 """The ``id`` of the closing event: a reconnect carrying it as ``Last-Event-ID`` is answered
 204 No Content, which tells a browser's ``EventSource`` to stop reconnecting."""
@@ -79,6 +88,8 @@ def delivery_json(value: Delivery) -> dict[str, Any]:
         "message_id": value.message_id,
         "finished_at": rendering.timestamp(value.finished_at),
         "message_ids": list(value.all_message_ids),
+        "recall": None if value.recall is None else value.recall.value,
+        "recall_error": value.recall_error,
     }
 
 
@@ -137,6 +148,8 @@ def _csv_record(value: Delivery) -> tuple[object, ...]:
         value.error or "",
         rendering.timestamp(value.finished_at) or "",
         " ".join(map(str, value.all_message_ids)),
+        "" if value.recall is None else value.recall.value,
+        value.recall_error or "",
     )
 
 
@@ -186,13 +199,24 @@ async def export_deliveries(request: web.Request) -> web.StreamResponse:
 
 
 def progress_json(update: WatchUpdate) -> dict[str, Any]:
-    return {
+    progress = {
         "status": update.status.value,
         "total": update.total,
         "sent": update.sent,
         "failed": update.failed,
         "pending": update.pending,
     }
+    if _recalled(update):
+        progress["recalled"] = update.recalled
+    return progress
+
+
+def _recalled(update: WatchUpdate) -> bool:
+    """Whether the progress shows ``recalled`` (only a recalled broadcast's does)."""
+    return bool(update.recalled) or update.status in _RECALL_STATUSES
+
+
+_RECALL_STATUSES: Final = frozenset({BroadcastStatus.RECALLING, BroadcastStatus.RECALLED})
 
 
 def sse_event(event: str, data: dict[str, Any], *, event_id: str | None = None) -> bytes:
@@ -291,10 +315,19 @@ def _event_of(item: WatchUpdate | BaseException | object, broadcast_id: int) -> 
     # word, the counters integers).
     progress = (
         f'{{"status":"{item.status.value}","total":{item.total},"sent":{item.sent},'
-        f'"failed":{item.failed},"pending":{item.pending}}}'
+        f'"failed":{item.failed},"pending":{item.pending}'
     )
-    data = f'{_SHARED_RESULT(item.result)},"progress":{progress}}}'
-    return f"id: {item.cursor}\nevent: result\ndata: {data}\n\n".encode(), False
+    if _recalled(item):
+        progress += f',"recalled":{item.recalled}'
+    data = _SHARED_RESULT(item.result)
+    if item.result.recall is not None:
+        fields = {"recall": item.result.recall.value, "recall_error": item.result.recall_error}
+        data += "," + json.dumps(fields, separators=(",", ":"))[1:-1]
+    data = f'{data},"progress":{progress}}}}}'
+    # A live recall is the recipient's second event, named apart; a replay's one event
+    # carries both.
+    event = "recall" if item.status is BroadcastStatus.RECALLING else "result"
+    return f"id: {item.cursor}\nevent: {event}\ndata: {data}\n\n".encode(), False
 
 
 def _result_json(result: DeliveryResult) -> str:

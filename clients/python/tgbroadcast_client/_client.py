@@ -196,6 +196,12 @@ class BroadcastClient:
         request = pb.ResumeBroadcastRequest(broadcast_id=broadcast_id)
         return (await self._unary(self._stub.ResumeBroadcast, request)).broadcast
 
+    async def recall(self, broadcast_id: int) -> pb.Broadcast:
+        """Deletes the broadcast's messages from every chat that received them; nothing more
+        is sent. Each recipient's ``recall`` outcome comes through :meth:`watch`."""
+        request = pb.RecallBroadcastRequest(broadcast_id=broadcast_id)
+        return (await self._unary(self._stub.RecallBroadcast, request)).broadcast
+
     async def list_deliveries(
         self,
         broadcast_id: int,

@@ -187,6 +187,12 @@ class Client:
         request = pb.ResumeBroadcastRequest(broadcast_id=broadcast_id)
         return self._unary(self._stub.ResumeBroadcast, request).broadcast
 
+    def recall(self, broadcast_id: int) -> pb.Broadcast:
+        """Deletes the broadcast's messages from every chat that received them; nothing more
+        is sent. Each recipient's ``recall`` outcome comes through :meth:`watch`."""
+        request = pb.RecallBroadcastRequest(broadcast_id=broadcast_id)
+        return self._unary(self._stub.RecallBroadcast, request).broadcast
+
     def list_deliveries(
         self,
         broadcast_id: int,

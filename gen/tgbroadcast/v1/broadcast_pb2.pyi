@@ -148,6 +148,10 @@ class _BroadcastStatusEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_Broad
     """Held by PauseBroadcast until ResumeBroadcast."""
     BROADCAST_STATUS_CANCELLED: _BroadcastStatus.ValueType  # 7
     """Stopped by CancelBroadcast. Final."""
+    BROADCAST_STATUS_RECALLING: _BroadcastStatus.ValueType  # 8
+    """RecallBroadcast is deleting its messages; nothing more is sent."""
+    BROADCAST_STATUS_RECALLED: _BroadcastStatus.ValueType  # 9
+    """Every sent recipient's recall has its outcome. Final."""
 
 class BroadcastStatus(_BroadcastStatus, metaclass=_BroadcastStatusEnumTypeWrapper):
     """BroadcastStatus is where a broadcast is in its life."""
@@ -169,7 +173,47 @@ BROADCAST_STATUS_PAUSED: BroadcastStatus.ValueType  # 6
 """Held by PauseBroadcast until ResumeBroadcast."""
 BROADCAST_STATUS_CANCELLED: BroadcastStatus.ValueType  # 7
 """Stopped by CancelBroadcast. Final."""
+BROADCAST_STATUS_RECALLING: BroadcastStatus.ValueType  # 8
+"""RecallBroadcast is deleting its messages; nothing more is sent."""
+BROADCAST_STATUS_RECALLED: BroadcastStatus.ValueType  # 9
+"""Every sent recipient's recall has its outcome. Final."""
 Global___BroadcastStatus: _TypeAlias = BroadcastStatus  # noqa: Y015
+
+class _RecallOutcome:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _RecallOutcomeEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_RecallOutcome.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    RECALL_OUTCOME_UNSPECIFIED: _RecallOutcome.ValueType  # 0
+    """Not recalled (yet): the broadcast was not recalled, or the recipient was
+    not sent anything.
+    """
+    RECALL_OUTCOME_DELETED: _RecallOutcome.ValueType  # 1
+    """Deleted from the chat."""
+    RECALL_OUTCOME_TOO_OLD: _RecallOutcome.ValueType  # 2
+    """Sent 48 hours ago or more: Telegram no longer lets a bot delete it."""
+    RECALL_OUTCOME_NOT_FOUND: _RecallOutcome.ValueType  # 3
+    """Gone already (the user deleted it, or the chat)."""
+    RECALL_OUTCOME_FAILED: _RecallOutcome.ValueType  # 4
+    """Refused otherwise, or every attempt failed; `recall_error` says why."""
+
+class RecallOutcome(_RecallOutcome, metaclass=_RecallOutcomeEnumTypeWrapper):
+    """RecallOutcome is what RecallBroadcast did to one sent recipient's messages."""
+
+RECALL_OUTCOME_UNSPECIFIED: RecallOutcome.ValueType  # 0
+"""Not recalled (yet): the broadcast was not recalled, or the recipient was
+not sent anything.
+"""
+RECALL_OUTCOME_DELETED: RecallOutcome.ValueType  # 1
+"""Deleted from the chat."""
+RECALL_OUTCOME_TOO_OLD: RecallOutcome.ValueType  # 2
+"""Sent 48 hours ago or more: Telegram no longer lets a bot delete it."""
+RECALL_OUTCOME_NOT_FOUND: RecallOutcome.ValueType  # 3
+"""Gone already (the user deleted it, or the chat)."""
+RECALL_OUTCOME_FAILED: RecallOutcome.ValueType  # 4
+"""Refused otherwise, or every attempt failed; `recall_error` says why."""
+Global___RecallOutcome: _TypeAlias = RecallOutcome  # noqa: Y015
 
 class _DeliveryOutcome:
     ValueType = _typing.NewType("ValueType", _builtins.int)
@@ -240,6 +284,8 @@ class _ControlActionEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_Control
     """ResumeBroadcast."""
     CONTROL_ACTION_CANCEL: _ControlAction.ValueType  # 3
     """CancelBroadcast."""
+    CONTROL_ACTION_RECALL: _ControlAction.ValueType  # 4
+    """RecallBroadcast."""
 
 class ControlAction(_ControlAction, metaclass=_ControlActionEnumTypeWrapper):
     """ControlAction is a lifecycle move asked for through the API."""
@@ -251,6 +297,8 @@ CONTROL_ACTION_RESUME: ControlAction.ValueType  # 2
 """ResumeBroadcast."""
 CONTROL_ACTION_CANCEL: ControlAction.ValueType  # 3
 """CancelBroadcast."""
+CONTROL_ACTION_RECALL: ControlAction.ValueType  # 4
+"""RecallBroadcast."""
 Global___ControlAction: _TypeAlias = ControlAction  # noqa: Y015
 
 @_typing.final
@@ -754,6 +802,26 @@ class Broadcast(_message.Message):
         def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
         def WhichOneof(self, oneof_group: _Never) -> None: ...
 
+    @_typing.final
+    class RecallCountsEntry(_message.Message):
+        DESCRIPTOR: _descriptor.Descriptor
+
+        KEY_FIELD_NUMBER: _builtins.int
+        VALUE_FIELD_NUMBER: _builtins.int
+        key: _builtins.str
+        value: _builtins.int
+        def __init__(
+            self,
+            *,
+            key: _builtins.str = ...,
+            value: _builtins.int = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "value", b"value"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
+
     BROADCAST_ID_FIELD_NUMBER: _builtins.int
     STATUS_FIELD_NUMBER: _builtins.int
     TOTAL_FIELD_NUMBER: _builtins.int
@@ -776,6 +844,9 @@ class Broadcast(_message.Message):
     CREATED_BY_FIELD_NUMBER: _builtins.int
     ACTIONS_FIELD_NUMBER: _builtins.int
     BOT_FIELD_NUMBER: _builtins.int
+    RECALL_AT_FIELD_NUMBER: _builtins.int
+    RECALLED_FIELD_NUMBER: _builtins.int
+    RECALL_COUNTS_FIELD_NUMBER: _builtins.int
     broadcast_id: _builtins.int
     status: Global___BroadcastStatus.ValueType
     total: _builtins.int
@@ -802,6 +873,8 @@ class Broadcast(_message.Message):
     """
     bot: _builtins.str
     """The bot that sends it."""
+    recalled: _builtins.int
+    """Sent recipients whose recall has its outcome so far."""
     @_builtins.property
     def created_at(self) -> _timestamp_pb2.Timestamp: ...
     @_builtins.property
@@ -829,6 +902,16 @@ class Broadcast(_message.Message):
         completion, the content circuit breaker) are not listed.
         """
 
+    @_builtins.property
+    def recall_at(self) -> _timestamp_pb2.Timestamp:
+        """When RecallBroadcast was asked for; unset unless RECALLING or RECALLED."""
+
+    @_builtins.property
+    def recall_counts(self) -> _containers.ScalarMap[_builtins.str, _builtins.int]:
+        """Recipients per recall outcome, keyed by its lower-case name ("deleted",
+        "too_old", "not_found", "failed"); filled by GetBroadcast once recalled.
+        """
+
     def __init__(
         self,
         *,
@@ -854,10 +937,13 @@ class Broadcast(_message.Message):
         created_by: _builtins.str = ...,
         actions: _abc.Iterable[Global___BroadcastAction] | None = ...,
         bot: _builtins.str = ...,
+        recall_at: _timestamp_pb2.Timestamp | None = ...,
+        recalled: _builtins.int = ...,
+        recall_counts: _abc.Mapping[_builtins.str, _builtins.int] | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["created_at", b"created_at", "finished_at", b"finished_at", "send_at", b"send_at", "started_at", b"started_at"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["created_at", b"created_at", "finished_at", b"finished_at", "recall_at", b"recall_at", "send_at", b"send_at", "started_at", b"started_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["actions", b"actions", "allow_paid_broadcast", b"allow_paid_broadcast", "bot", b"bot", "broadcast_id", b"broadcast_id", "callback_url", b"callback_url", "created_at", b"created_at", "created_by", b"created_by", "error", b"error", "failed", b"failed", "finished_at", b"finished_at", "idempotency_key", b"idempotency_key", "media_type", b"media_type", "media_url", b"media_url", "message", b"message", "outcome_counts", b"outcome_counts", "parse_mode", b"parse_mode", "pending", b"pending", "send_at", b"send_at", "sent", b"sent", "started_at", b"started_at", "status", b"status", "total", b"total"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["actions", b"actions", "allow_paid_broadcast", b"allow_paid_broadcast", "bot", b"bot", "broadcast_id", b"broadcast_id", "callback_url", b"callback_url", "created_at", b"created_at", "created_by", b"created_by", "error", b"error", "failed", b"failed", "finished_at", b"finished_at", "idempotency_key", b"idempotency_key", "media_type", b"media_type", "media_url", b"media_url", "message", b"message", "outcome_counts", b"outcome_counts", "parse_mode", b"parse_mode", "pending", b"pending", "recall_at", b"recall_at", "recall_counts", b"recall_counts", "recalled", b"recalled", "send_at", b"send_at", "sent", b"sent", "started_at", b"started_at", "status", b"status", "total", b"total"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -1075,6 +1161,45 @@ class ResumeBroadcastResponse(_message.Message):
 Global___ResumeBroadcastResponse: _TypeAlias = ResumeBroadcastResponse  # noqa: Y015
 
 @_typing.final
+class RecallBroadcastRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    BROADCAST_ID_FIELD_NUMBER: _builtins.int
+    broadcast_id: _builtins.int
+    def __init__(
+        self,
+        *,
+        broadcast_id: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["broadcast_id", b"broadcast_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RecallBroadcastRequest: _TypeAlias = RecallBroadcastRequest  # noqa: Y015
+
+@_typing.final
+class RecallBroadcastResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    BROADCAST_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def broadcast(self) -> Global___Broadcast: ...
+    def __init__(
+        self,
+        *,
+        broadcast: Global___Broadcast | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["broadcast", b"broadcast"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["broadcast", b"broadcast"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RecallBroadcastResponse: _TypeAlias = RecallBroadcastResponse  # noqa: Y015
+
+@_typing.final
 class ListDeliveriesRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
@@ -1255,12 +1380,21 @@ class DeliveryResult(_message.Message):
     MESSAGE_ID_FIELD_NUMBER: _builtins.int
     FINISHED_AT_FIELD_NUMBER: _builtins.int
     MESSAGE_IDS_FIELD_NUMBER: _builtins.int
+    RECALL_FIELD_NUMBER: _builtins.int
+    RECALL_ERROR_FIELD_NUMBER: _builtins.int
     user_id: _builtins.int
     outcome: Global___DeliveryOutcome.ValueType
     error: _builtins.str
     """Telegram's error description when the outcome is not SENT."""
     message_id: _builtins.int
     """The Telegram message id when SENT (an album's first message)."""
+    recall: Global___RecallOutcome.ValueType
+    """What RecallBroadcast did to these messages; UNSPECIFIED until it did. In
+    WatchBroadcast a recall comes as a second message of the recipient (its
+    result again, with `recall` set) after the delivery's.
+    """
+    recall_error: _builtins.str
+    """Telegram's description when `recall` is FAILED."""
     @_builtins.property
     def finished_at(self) -> _timestamp_pb2.Timestamp: ...
     @_builtins.property
@@ -1278,10 +1412,12 @@ class DeliveryResult(_message.Message):
         message_id: _builtins.int = ...,
         finished_at: _timestamp_pb2.Timestamp | None = ...,
         message_ids: _abc.Iterable[_builtins.int] | None = ...,
+        recall: Global___RecallOutcome.ValueType = ...,
+        recall_error: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["finished_at", b"finished_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["error", b"error", "finished_at", b"finished_at", "message_id", b"message_id", "message_ids", b"message_ids", "outcome", b"outcome", "user_id", b"user_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["error", b"error", "finished_at", b"finished_at", "message_id", b"message_id", "message_ids", b"message_ids", "outcome", b"outcome", "recall", b"recall", "recall_error", b"recall_error", "user_id", b"user_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -1296,11 +1432,14 @@ class Progress(_message.Message):
     SENT_FIELD_NUMBER: _builtins.int
     FAILED_FIELD_NUMBER: _builtins.int
     PENDING_FIELD_NUMBER: _builtins.int
+    RECALLED_FIELD_NUMBER: _builtins.int
     status: Global___BroadcastStatus.ValueType
     total: _builtins.int
     sent: _builtins.int
     failed: _builtins.int
     pending: _builtins.int
+    recalled: _builtins.int
+    """Recall outcomes so far (RECALLING and RECALLED broadcasts)."""
     def __init__(
         self,
         *,
@@ -1309,10 +1448,11 @@ class Progress(_message.Message):
         sent: _builtins.int = ...,
         failed: _builtins.int = ...,
         pending: _builtins.int = ...,
+        recalled: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["failed", b"failed", "pending", b"pending", "sent", b"sent", "status", b"status", "total", b"total"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["failed", b"failed", "pending", b"pending", "recalled", b"recalled", "sent", b"sent", "status", b"status", "total", b"total"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -66,6 +66,11 @@ class BroadcastServiceStub:
                 request_serializer=tgbroadcast_dot_v1_dot_broadcast__pb2.ResumeBroadcastRequest.SerializeToString,
                 response_deserializer=tgbroadcast_dot_v1_dot_broadcast__pb2.ResumeBroadcastResponse.FromString,
                 _registered_method=True)
+        self.RecallBroadcast = channel.unary_unary(
+                '/tgbroadcast.v1.BroadcastService/RecallBroadcast',
+                request_serializer=tgbroadcast_dot_v1_dot_broadcast__pb2.RecallBroadcastRequest.SerializeToString,
+                response_deserializer=tgbroadcast_dot_v1_dot_broadcast__pb2.RecallBroadcastResponse.FromString,
+                _registered_method=True)
         self.ListDeliveries = channel.unary_unary(
                 '/tgbroadcast.v1.BroadcastService/ListDeliveries',
                 request_serializer=tgbroadcast_dot_v1_dot_broadcast__pb2.ListDeliveriesRequest.SerializeToString,
@@ -178,6 +183,20 @@ class BroadcastServiceServicer:
     def ResumeBroadcast(self, request, context):
         """ResumeBroadcast continues a paused broadcast where it stopped; nobody is
         sent to twice.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RecallBroadcast(self, request, context):
+        """RecallBroadcast deletes a broadcast's messages from every chat that
+        received them. The broadcast moves to RECALLING at once: nothing more is
+        sent (recipients never attempted stay PENDING; sends in flight finish and
+        are then recalled). Each sent recipient's `recall` outcome is recorded and
+        streamed by WatchBroadcast; the broadcast ends RECALLED. Messages 48 hours
+        old or more are `too_old` (Telegram keeps them). Allowed once, for a
+        queued, running, paused, completed, cancelled or failed broadcast; any
+        other state fails with FAILED_PRECONDITION naming it.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -315,6 +334,11 @@ def add_BroadcastServiceServicer_to_server(servicer, server):
                     servicer.ResumeBroadcast,
                     request_deserializer=tgbroadcast_dot_v1_dot_broadcast__pb2.ResumeBroadcastRequest.FromString,
                     response_serializer=tgbroadcast_dot_v1_dot_broadcast__pb2.ResumeBroadcastResponse.SerializeToString,
+            ),
+            'RecallBroadcast': grpc.unary_unary_rpc_method_handler(
+                    servicer.RecallBroadcast,
+                    request_deserializer=tgbroadcast_dot_v1_dot_broadcast__pb2.RecallBroadcastRequest.FromString,
+                    response_serializer=tgbroadcast_dot_v1_dot_broadcast__pb2.RecallBroadcastResponse.SerializeToString,
             ),
             'ListDeliveries': grpc.unary_unary_rpc_method_handler(
                     servicer.ListDeliveries,
@@ -541,6 +565,33 @@ class BroadcastService:
             '/tgbroadcast.v1.BroadcastService/ResumeBroadcast',
             tgbroadcast_dot_v1_dot_broadcast__pb2.ResumeBroadcastRequest.SerializeToString,
             tgbroadcast_dot_v1_dot_broadcast__pb2.ResumeBroadcastResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RecallBroadcast(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/tgbroadcast.v1.BroadcastService/RecallBroadcast',
+            tgbroadcast_dot_v1_dot_broadcast__pb2.RecallBroadcastRequest.SerializeToString,
+            tgbroadcast_dot_v1_dot_broadcast__pb2.RecallBroadcastResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -68,6 +68,16 @@ class BroadcastServiceStub:
     """ResumeBroadcast continues a paused broadcast where it stopped; nobody is
     sent to twice.
     """
+    RecallBroadcast: _grpc.UnaryUnaryMultiCallable[_broadcast_pb2.RecallBroadcastRequest, _broadcast_pb2.RecallBroadcastResponse]
+    """RecallBroadcast deletes a broadcast's messages from every chat that
+    received them. The broadcast moves to RECALLING at once: nothing more is
+    sent (recipients never attempted stay PENDING; sends in flight finish and
+    are then recalled). Each sent recipient's `recall` outcome is recorded and
+    streamed by WatchBroadcast; the broadcast ends RECALLED. Messages 48 hours
+    old or more are `too_old` (Telegram keeps them). Allowed once, for a
+    queued, running, paused, completed, cancelled or failed broadcast; any
+    other state fails with FAILED_PRECONDITION naming it.
+    """
     ListDeliveries: _grpc.UnaryUnaryMultiCallable[_broadcast_pb2.ListDeliveriesRequest, _broadcast_pb2.ListDeliveriesResponse]
     """ListDeliveries pages through a broadcast's recipients and their
     outcomes, ordered by user id.
@@ -146,6 +156,16 @@ class BroadcastServiceAsyncStub(BroadcastServiceStub):
     ResumeBroadcast: _aio.UnaryUnaryMultiCallable[_broadcast_pb2.ResumeBroadcastRequest, _broadcast_pb2.ResumeBroadcastResponse]  # type: ignore[assignment]
     """ResumeBroadcast continues a paused broadcast where it stopped; nobody is
     sent to twice.
+    """
+    RecallBroadcast: _aio.UnaryUnaryMultiCallable[_broadcast_pb2.RecallBroadcastRequest, _broadcast_pb2.RecallBroadcastResponse]  # type: ignore[assignment]
+    """RecallBroadcast deletes a broadcast's messages from every chat that
+    received them. The broadcast moves to RECALLING at once: nothing more is
+    sent (recipients never attempted stay PENDING; sends in flight finish and
+    are then recalled). Each sent recipient's `recall` outcome is recorded and
+    streamed by WatchBroadcast; the broadcast ends RECALLED. Messages 48 hours
+    old or more are `too_old` (Telegram keeps them). Allowed once, for a
+    queued, running, paused, completed, cancelled or failed broadcast; any
+    other state fails with FAILED_PRECONDITION naming it.
     """
     ListDeliveries: _aio.UnaryUnaryMultiCallable[_broadcast_pb2.ListDeliveriesRequest, _broadcast_pb2.ListDeliveriesResponse]  # type: ignore[assignment]
     """ListDeliveries pages through a broadcast's recipients and their
@@ -258,6 +278,22 @@ class BroadcastServiceServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_broadcast_pb2.ResumeBroadcastResponse, _abc.Awaitable[_broadcast_pb2.ResumeBroadcastResponse]]:
         """ResumeBroadcast continues a paused broadcast where it stopped; nobody is
         sent to twice.
+        """
+
+    @_abc_1.abstractmethod
+    def RecallBroadcast(
+        self,
+        request: _broadcast_pb2.RecallBroadcastRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_broadcast_pb2.RecallBroadcastResponse, _abc.Awaitable[_broadcast_pb2.RecallBroadcastResponse]]:
+        """RecallBroadcast deletes a broadcast's messages from every chat that
+        received them. The broadcast moves to RECALLING at once: nothing more is
+        sent (recipients never attempted stay PENDING; sends in flight finish and
+        are then recalled). Each sent recipient's `recall` outcome is recorded and
+        streamed by WatchBroadcast; the broadcast ends RECALLED. Messages 48 hours
+        old or more are `too_old` (Telegram keeps them). Allowed once, for a
+        queued, running, paused, completed, cancelled or failed broadcast; any
+        other state fails with FAILED_PRECONDITION naming it.
         """
 
     @_abc_1.abstractmethod
