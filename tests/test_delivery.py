@@ -140,7 +140,9 @@ async def test_a_429_is_waited_out_and_never_counts_as_an_attempt(
 async def test_content_errors_stop_the_broadcast(backend: Backend) -> None:
     """The breaker trips on the refusals Telegram gave, whatever else is in flight: the sends
     after the threshold's are held in the simulator until the broadcast has failed."""
-    url = "https://cdn.example.com/missing.jpg"
+    # Telegram cannot fetch it, and neither may the service (an internal address): no network
+    # is needed for the refusal to stand.
+    url = "https://127.0.0.1:9/missing.jpg"
     recipients = list(range(1000, 1200))
     async with (
         HoldingSimulator() as simulator,
@@ -162,6 +164,10 @@ async def test_content_errors_stop_the_broadcast(backend: Backend) -> None:
     # The stack has stopped: every send it started has been answered.
     assert report["status"] == "failed"
     assert "Bad Request: failed to get HTTP URL content" in report["error"]
+    assert (
+        "the service's own fetch: media URL https://127.0.0.1:9/missing.jpg may not"
+        in (report["error"])
+    )
     stopped_after = re.match(r"stopped after (\d+) recipients were refused", report["error"])
     assert stopped_after is not None
     assert int(stopped_after.group(1)) == threshold  # no other refusal had been answered

@@ -83,6 +83,11 @@ async def file_server() -> AsyncIterator[tuple[str, list[str]]]:
     app.add_routes([answer(handler) for handler in handlers])
     app.add_routes([web.get("/files/report.docx", _report_docx)])
 
+    async def _big_jpg(request: web.Request) -> web.Response:
+        return web.Response(body=b"\xff\xd8 a big photo", content_type="image/jpeg")
+
+    app.add_routes([web.get("/photos/big.jpg", _big_jpg)])
+
     runner = web.AppRunner(app)
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", 0)
@@ -211,6 +216,38 @@ async def test_a_docx_by_url_is_fetched_once_uploaded_once_then_sent_by_file_id(
         (message,) = received[chat]
         assert message["document"]["file_name"] == "report.docx"
         assert message["caption"] == "the report"
+
+
+async def test_a_photo_telegram_could_not_fetch_is_fetched_and_uploaded_instead(
+    simulator: Simulator, tmp_path: Path
+) -> None:
+    """Above Telegram's URL limits (5 MB photos, 20 MB other files) it answers "failed to get
+    HTTP URL content": the service fetches the file itself, within the upload limits."""
+    recipients = {51, 52, 53}
+    private = {"TGB_WEBHOOK_ALLOW_PRIVATE_NETWORKS": "true"}
+    async with (
+        file_server() as (base, asked),
+        open_backend("sqlite", tmp_path) as backend,
+        start_stack(backend, simulator, private) as stack,
+    ):
+        url = f"{base}/photos/big.jpg"
+        simulator.fail_url(url)
+        status, body = await post(
+            stack,
+            "/send-message",
+            {"media_type": "photo", "media_url": url, "user_ids": [51, 52, 53]},
+        )
+        assert status == 202, body
+        assert_watch_complete(await watch(stack, body["broadcast_id"]), recipients)
+    assert asked == ["/photos/big.jpg"]
+    calls = simulator.calls
+    assert [(c.media, c.ok) for c in calls] == [
+        (None, False),  # refused before any file was taken
+        ("upload", True),
+        ("file_id", True),
+        ("file_id", True),
+    ]
+    assert "failed to get HTTP URL content" in str(calls[0].description)
 
 
 async def test_an_album_item_telegram_does_not_fetch_is_fetched_for_the_album_upload(

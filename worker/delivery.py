@@ -68,7 +68,12 @@ from tgbroadcast.core.rules.rich_content import fetched_by_service
 from tgbroadcast.core.rules.templates import personalized, rendered_problem
 from tgbroadcast.core.store import Store
 from tgbroadcast.worker.broadcast_states import BroadcastStates
-from tgbroadcast.worker.fetching import MediaFetcher, fetch_album_items
+from tgbroadcast.worker.fetching import (
+    MediaFetcher,
+    fetch_album_items,
+    fetch_instead,
+    telegram_could_not_fetch,
+)
 from tgbroadcast.worker.recall import Recaller
 from tgbroadcast.worker.recorder import ResultRecorder
 from tgbroadcast.worker.telegram import NotSent, SentMessage, TelegramSender
@@ -413,9 +418,16 @@ class Deliverer:
             except MediaGone as exc:
                 # Every recipient would fail alike: the circuit breaker fails the broadcast.
                 raise PermanentError(str(exc), error_code=400, content_error=True) from None
-            sent = await self._permitted(
-                broadcast, chat_id, content, held, upload=upload, album_uploads=album_uploads
-            )
+            try:
+                sent = await self._permitted(
+                    broadcast, chat_id, content, held, upload=upload, album_uploads=album_uploads
+                )
+            except PermanentError as exc:
+                if upload or self._fetcher is None or not telegram_could_not_fetch(exc, content):
+                    raise
+                # Telegram could not fetch it: fetched here and uploaded instead.
+                upload, content = await fetch_instead(self._fetcher, exc, content)
+                sent = await self._permitted(broadcast, chat_id, content, held, upload=upload)
             if sent is None:
                 return None
             if sent.file_id:

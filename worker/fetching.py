@@ -157,6 +157,38 @@ async def fetch_album_items(
     return replace(content, options=replace(content.options, album=tuple(items))), fetched
 
 
+FETCH_FAILED: Final = ("failed to get HTTP URL content", "wrong type of the web page content")
+"""Telegram's refusals of a file it could not fetch by URL (its size, or its server)."""
+
+
+def telegram_could_not_fetch(error: PermanentError, content: Content) -> bool:
+    """Whether ``error`` is Telegram refusing to fetch ``content``'s URL itself (above its
+    URL limits — 5 MB photos, 20 MB other files — or not served to it): the service may."""
+    url = content.media_url or ""
+    return (
+        content.media_type is not MediaType.ALBUM
+        and url.lower().startswith(("http://", "https://"))
+        and any(text in error.description for text in FETCH_FAILED)
+    )
+
+
+async def fetch_instead(
+    fetcher: MediaFetcher, error: PermanentError, content: Content
+) -> tuple[bytes, Content]:
+    """The file Telegram could not fetch, fetched here for an upload (within the upload
+    limits), and ``content`` naming it; if that fails too, Telegram's refusal stands (a
+    content error) with the fetch's reason."""
+    try:
+        data, name = await fetcher.fetch(content.media_url or "", content.media_type)
+    except PermanentError as fetching:
+        raise PermanentError(
+            f"{error.description} (and the service's own fetch: {fetching.description})",
+            error_code=error.error_code,
+            content_error=True,
+        ) from None
+    return data, replace(content, media_filename=content.media_filename or name)
+
+
 async def _body(url: str, response: aiohttp.ClientResponse, limit: int) -> bytes:
     data = bytearray()
     async for chunk in response.content.iter_chunked(_CHUNK):
