@@ -27,7 +27,7 @@ from tests.fixtures.services import free_port
 from tests.fixtures.stack import API_TOKEN, Backend, Stack, on_sqlite, start_stack
 from tests.fixtures.telegram import BOT_TOKEN
 from tgbroadcast.core.bots.directory import BotDirectory
-from tgbroadcast.core.domain.model import Content, NewBroadcast
+from tgbroadcast.core.domain.model import BroadcastStatus, Content, NewBroadcast
 from tgbroadcast.core.domain.states import Command
 from tgbroadcast.simulator import Simulator
 from tgbroadcast.simulator.faults import Fault
@@ -307,6 +307,11 @@ async def test_a_bot_with_unfinished_broadcasts_is_not_deleted(keyed: Stack) -> 
     assert (await call(keyed, "DELETE", "/v1/bots/shop"))[0] == 204
     # Its broadcasts stay readable.
     assert (await store.get_broadcast(scheduled.id)).bot == "shop"
+    # ... and are not recalled: no worker sends (or deletes) as a deleted bot.
+    status, problem = await call(keyed, "POST", f"/v1/broadcasts/{scheduled.id}/recall")
+    assert (status, problem["state"]) == (409, "bot_deleted")
+    assert "bot 'shop', which was deleted" in problem["detail"]
+    assert (await store.get_broadcast(scheduled.id)).status is BroadcastStatus.CANCELLED
 
 
 @on_sqlite

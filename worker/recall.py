@@ -36,7 +36,13 @@ from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING
 
 from tgbroadcast.core.domain.errors import NotFound, PermanentError, RateLimited, TelegramError
-from tgbroadcast.core.domain.model import Broadcast, BroadcastStatus, RecallOutcome
+from tgbroadcast.core.domain.model import (
+    Broadcast,
+    BroadcastStatus,
+    DeliveryResult,
+    DeliveryState,
+    RecallOutcome,
+)
 from tgbroadcast.core.metrics import Metrics
 from tgbroadcast.core.queue import FinishedEvent, Job, Queue, RecallEvent, ReceivedJob
 from tgbroadcast.core.store import RecallResult, RecallTarget, Store
@@ -128,8 +134,7 @@ class Recaller:
             )
         finally:
             stop.set()
-            with contextlib.suppress(BaseException):
-                await heartbeat
+            await asyncio.gather(heartbeat, return_exceptions=True)
         left = [t.user_id for t in hold.held if t.user_id not in recorded]
         if left:
             with contextlib.suppress(Exception):
@@ -169,9 +174,18 @@ class Recaller:
         if not written:
             return
         self._metrics.recalls.labels(outcome=result.outcome.value, bot=self._bot).inc()
-        delivery = await self._store.results_among(broadcast.id, [target.user_id])
-        if delivery and delivery[0].recall is not None:
-            await self._queue.publish_events([RecallEvent(result=delivery[0])])
+        ids = target.message_ids
+        delivery = DeliveryResult(
+            broadcast_id=broadcast.id,
+            user_id=target.user_id,
+            state=DeliveryState.SENT,
+            finished_at=target.sent_at,
+            message_id=ids[0] if ids else None,
+            message_ids=ids if len(ids) > 1 else (),
+            recall=result.outcome,
+            recall_error=result.error,
+        )
+        await self._queue.publish_events([RecallEvent(result=delivery)])
 
     async def _outcome(
         self, broadcast: Broadcast, target: RecallTarget, hold: _Hold

@@ -18,13 +18,19 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Final
 
-from tgbroadcast.core.domain.errors import FieldViolation, InvalidArgument
+from tgbroadcast.core.domain.errors import FailedPrecondition, FieldViolation, InvalidArgument
 from tgbroadcast.core.domain.model import Broadcast, BroadcastStatus
 from tgbroadcast.core.domain.states import RECALL_SETTLE, Command
 from tgbroadcast.core.queue import FinishedEvent, Queue
 from tgbroadcast.core.rules import page_tokens
 from tgbroadcast.core.rules.bot_names import validate_bot_name
-from tgbroadcast.core.service.bot_access import Visible, check_visible, may_see
+from tgbroadcast.core.service.bot_access import (
+    KnownBots,
+    Visible,
+    check_visible,
+    may_see,
+    visible_broadcast,
+)
 from tgbroadcast.core.service.dispatch import Dispatcher
 from tgbroadcast.core.store import Store
 
@@ -50,6 +56,7 @@ class LifecycleOperations:
     _store: Store
     _queue: Queue
     _dispatcher: Dispatcher
+    _bots: KnownBots
 
     async def list_broadcasts(
         self,
@@ -157,8 +164,15 @@ class LifecycleOperations:
         :mod:`tgbroadcast.core.domain.states`): it moves to ``recalling`` at once (nothing more
         is sent), and its recall jobs are published once every worker has seen that
         (``RECALL_SETTLE``). ``FailedPrecondition`` for a scheduled broadcast (nothing was
-        sent: cancel it) and for one recalling or recalled already."""
-        await check_visible(self._store, broadcast_id, visible)
+        sent: cancel it), for one recalling or recalled already, and for one whose bot was
+        deleted (state ``bot_deleted``)."""
+        found = await visible_broadcast(self._store, broadcast_id, visible)
+        if await self._bots.lookup(found.bot) is None:  # no worker would ever delete them
+            raise FailedPrecondition(
+                f"broadcast {broadcast_id} was sent by bot {found.bot!r}, which was deleted: "
+                "its messages cannot be recalled",
+                state="bot_deleted",
+            )
         broadcast = await self._store.move_broadcast(broadcast_id, Command.RECALL, actor=actor)
         logger.info("broadcast recalled", extra={"broadcast_id": broadcast_id, "actor": actor})
         asyncio.get_running_loop().call_later(
