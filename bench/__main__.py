@@ -30,6 +30,7 @@ from bench.scenarios import (
     latency,
     limits,
     overhead,
+    recall,
     replication,
     scale,
     tls,
@@ -49,6 +50,7 @@ SCENARIOS: dict[str, Scenario] = {
     "8": tls.tls_cost,
     "9": replication.replication,
     "10": bots.bots,
+    "11": recall.recall,
 }
 
 

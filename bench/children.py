@@ -200,9 +200,9 @@ class SimulatorProcess:
         async with self._session.put(f"{self.url}/_sim/rate_limits", json=body) as response:
             response.raise_for_status()
 
-    async def calls(self, *, since: int = 0) -> list[SimCall]:
-        """The ``sendMessage`` calls answered after ``seq`` ``since``, in order."""
-        query = {"method": "sendMessage", "since": str(since)}
+    async def calls(self, *, since: int = 0, method: str = "sendMessage") -> list[SimCall]:
+        """The ``method`` calls answered after ``seq`` ``since``, in order."""
+        query = {"method": method, "since": str(since)}
         async with self._session.get(f"{self.url}/_sim/calls", params=query) as response:
             response.raise_for_status()
             data: dict[str, Any] = await response.json()

@@ -112,6 +112,32 @@ class ServiceClient:
             if response.status != 200:
                 raise ServiceError(f"cancel: {response.status} {await response.text()}")
 
+    async def recall(self, broadcast_id: int) -> None:
+        """``POST /v1/broadcasts/{id}/recall``."""
+        async with self._session.post(
+            f"{self.http_url}/v1/broadcasts/{broadcast_id}/recall", headers=self._headers
+        ) as response:
+            if response.status != 200:
+                raise ServiceError(f"recall: {response.status} {await response.text()}")
+
+    async def wait_recalled(
+        self, broadcast_id: int, *, within: float, poll: float = 0.25
+    ) -> dict[str, Any]:
+        """The broadcast once it is ``recalled`` (polled)."""
+        state: dict[str, Any] = {}
+        try:
+            async with asyncio.timeout(within):
+                while True:
+                    state = await self.get(broadcast_id)
+                    if state["status"] == "recalled":
+                        break
+                    await asyncio.sleep(poll)
+        except TimeoutError:
+            raise ServiceError(
+                f"broadcast {broadcast_id} not recalled after {within:.0f} s: {state}"
+            ) from None
+        return state
+
     async def send_grpc(self, user_ids: Sequence[int], *, paid: bool = False, bot: str = "") -> int:
         """``SendMessage`` (as ``bot``; empty: ``default``); the broadcast id."""
         request = pb.SendMessageRequest(

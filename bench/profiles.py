@@ -63,6 +63,9 @@ class Profile:
     bots_counts: tuple[int, ...]
     bots_recipients: int
     bots_paid_recipients: int
+    # 11. Recall: a broadcast to this many recipients at this limit, recalled once completed.
+    recall_limit: int
+    recall_recipients: int
 
 
 FULL = Profile(
@@ -100,6 +103,8 @@ FULL = Profile(
     bots_counts=(1, 2, 5),
     bots_recipients=900,
     bots_paid_recipients=20_000,
+    recall_limit=300,
+    recall_recipients=10_000,
 )
 
 QUICK = Profile(
@@ -137,6 +142,8 @@ QUICK = Profile(
     bots_counts=(1, 2, 5),
     bots_recipients=450,
     bots_paid_recipients=8_000,
+    recall_limit=300,
+    recall_recipients=2_000,
 )
 
 SMOKE = Profile(
@@ -174,6 +181,8 @@ SMOKE = Profile(
     bots_counts=(1, 2),
     bots_recipients=60,
     bots_paid_recipients=400,
+    recall_limit=300,
+    recall_recipients=200,
 )
 
 PROFILES = {profile.name: profile for profile in (FULL, QUICK, SMOKE)}

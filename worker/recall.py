@@ -12,7 +12,8 @@ Guarantees (any number of worker processes):
   made) or Telegram says they can no longer be deleted; ``not_found`` when Telegram does not
   find the one message; ``failed`` for any other refusal, or when every attempt of a
   transient error (5xx, network) failed. Each is recorded in SQL once (the first wins) and
-  then published as a recall event (watchers, SSE).
+  then published as a recall event (watchers, SSE); the outcomes of a job's concurrent
+  deletes are recorded together (group commit: one transaction and one publish per group).
 * A job whose recipients include a send still in flight (a pending recipient held by a send
   job) or another handling's is handed back (``nak``) and looks again a heartbeat later: the
   in-flight send is recorded, then recalled. The worker that records the last outcome moves the
@@ -125,11 +126,12 @@ class Recaller:
         )
         stop = asyncio.Event()
         heartbeat = asyncio.create_task(self._keep_alive(received, hold, stop), name="recall-hb")
-        recorded: set[int] = set()
+        written = _Outcomes(self, broadcast.id)
+        recorded = written.recorded
         try:
             busy = await hold.take()
             outcomes = await asyncio.gather(
-                *(self._recall(broadcast, target, hold, recorded) for target in hold.held),
+                *(self._recall(broadcast, target, hold, written) for target in hold.held),
                 return_exceptions=True,
             )
         finally:
@@ -163,29 +165,12 @@ class Recaller:
             )
 
     async def _recall(
-        self, broadcast: Broadcast, target: RecallTarget, hold: _Hold, recorded: set[int]
+        self, broadcast: Broadcast, target: RecallTarget, hold: _Hold, outcomes: _Outcomes
     ) -> None:
         """Delete one recipient's messages and record the outcome (unless its hold lapsed)."""
         result = await self._outcome(broadcast, target, hold)
-        if result is None:
-            return
-        written = await self._store.record_recalls([result])
-        recorded.add(target.user_id)
-        if not written:
-            return
-        self._metrics.recalls.labels(outcome=result.outcome.value, bot=self._bot).inc()
-        ids = target.message_ids
-        delivery = DeliveryResult(
-            broadcast_id=broadcast.id,
-            user_id=target.user_id,
-            state=DeliveryState.SENT,
-            finished_at=target.sent_at,
-            message_id=ids[0] if ids else None,
-            message_ids=ids if len(ids) > 1 else (),
-            recall=result.outcome,
-            recall_error=result.error,
-        )
-        await self._queue.publish_events([RecallEvent(result=delivery)])
+        if result is not None:
+            await outcomes.add(result, target)
 
     async def _outcome(
         self, broadcast: Broadcast, target: RecallTarget, hold: _Hold
@@ -277,6 +262,51 @@ class Recaller:
         events = [RecallEvent(result=r) for r in results if r.recall is not None]
         if events:
             await self._queue.publish_events(events)
+
+
+class _Outcomes:
+    """A job's recall outcomes, recorded in groups: whoever finds the lock free writes every
+    outcome waiting (one transaction, one publish), so while one group commits the next one
+    gathers. An outcome is recorded before its recipient's ``add`` returns."""
+
+    def __init__(self, recaller: Recaller, broadcast_id: int) -> None:
+        self._recaller = recaller
+        self._broadcast_id = broadcast_id
+        self._waiting: list[tuple[RecallResult, RecallTarget]] = []
+        self._lock = asyncio.Lock()
+        self.recorded: set[int] = set()
+        """Recipients whose outcome is in SQL (this job's, or an earlier handling's)."""
+
+    async def add(self, result: RecallResult, target: RecallTarget) -> None:
+        self._waiting.append((result, target))
+        async with self._lock:
+            group, self._waiting = self._waiting, []
+            if group:  # else an earlier holder wrote this one with its group
+                await self._write(group)
+
+    async def _write(self, group: list[tuple[RecallResult, RecallTarget]]) -> None:
+        recaller = self._recaller
+        written = set(await recaller._store.record_recalls([result for result, _ in group]))
+        self.recorded.update(target.user_id for _, target in group)
+        events = []
+        for result, target in group:
+            if target.user_id not in written:
+                continue
+            recaller._metrics.recalls.labels(outcome=result.outcome.value, bot=recaller._bot).inc()
+            ids = target.message_ids
+            delivery = DeliveryResult(
+                broadcast_id=self._broadcast_id,
+                user_id=target.user_id,
+                state=DeliveryState.SENT,
+                finished_at=target.sent_at,
+                message_id=ids[0] if ids else None,
+                message_ids=ids if len(ids) > 1 else (),
+                recall=result.outcome,
+                recall_error=result.error,
+            )
+            events.append(RecallEvent(result=delivery))
+        if events:
+            await recaller._queue.publish_events(events)
 
 
 class _Hold:
