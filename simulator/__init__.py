@@ -22,6 +22,7 @@ written from Telegram's rules, never by the service's parser: a bug there cannot
 * :mod:`.chats` — the chats the simulated Telegram knows, and their declared states.
 * :mod:`.messages` — the messages bots sent, and how their text is measured.
 * :mod:`.files` — stored files: minting file_ids and the media objects of messages.
+* :mod:`.urls` — media by URL: what Telegram refuses to fetch, per kind and size.
 * :mod:`.keyboards` — inline keyboards as Telegram checks them.
 * :mod:`.markup` — ``parse_mode`` (HTML, MarkdownV2, legacy Markdown) as Telegram parses it.
 * :mod:`.faults` — injected faults: the next N matching calls fail.

@@ -41,6 +41,7 @@ from tgbroadcast.simulator.messages import (
 from tgbroadcast.simulator.ratelimits import RateLimiter
 from tgbroadcast.simulator.recording import MediaSource, Recorder
 from tgbroadcast.simulator.spec import ATTACH_PREFIX, MethodSpec, Spec
+from tgbroadcast.simulator.urls import NOT_FETCHED, url_refusal
 
 logger = logging.getLogger(__name__)
 
@@ -154,6 +155,8 @@ class BotApi:
         self.messages = MessageStore(wall_clock=wall_clock)
         self.recorder = Recorder()
         self.unreachable_urls: set[str] = set()
+        self.url_sizes: dict[str, int] = {}
+        """Declared sizes of files by URL (:mod:`.urls`); undeclared ones fit."""
         self.edits = Edits(self)
         self._wall_clock = wall_clock
 
@@ -164,6 +167,7 @@ class BotApi:
         self.messages.clear()
         self.recorder.clear()
         self.unreachable_urls.clear()
+        self.url_sizes.clear()
         self.limiter.clear()
 
     def handle(self, request: BotRequest) -> Answer:
@@ -304,7 +308,10 @@ class BotApi:
         text = str(value).strip()
         if text.lower().startswith(("http://", "https://")):
             if text in self.unreachable_urls:
-                raise bad_request("failed to get HTTP URL content")
+                raise bad_request(NOT_FETCHED)
+            refusal = url_refusal(kind, text, self.url_sizes.get(text))
+            if refusal is not None:
+                raise bad_request(refusal)
             return ResolvedMedia("url", new=FileSource.from_url(text))
         stored = self.files.lookup(text, bot_id=bot_id)
         if stored is None:

@@ -17,6 +17,7 @@ For tests and benchmarks that run the simulator in another process:
   (see :meth:`tgbroadcast.simulator.faults.Fault.from_json`)
 * ``PUT  /_sim/rate_limits`` ``{"preset": "telegram" | "off"}`` or explicit limits
 * ``POST /_sim/unreachable_urls`` ``{"url"}`` → media by that URL fails
+* ``POST /_sim/url_sizes`` ``{"url", "size"}`` → media by that URL is ``size`` bytes
 
 Answers are JSON; a bad control request is 400 ``{"error": "..."}``.
 """
@@ -171,6 +172,16 @@ def control_routes(sim: Simulator) -> list[web.RouteDef]:
         sim.fail_url(url)
         return web.json_response({"ok": True})
 
+    async def url_sizes(request: web.Request) -> web.StreamResponse:
+        data = await _body(request)
+        url, size = data["url"], data["size"]
+        if not isinstance(url, str):
+            raise TypeError("url must be a string")
+        if isinstance(size, bool) or not isinstance(size, int) or size < 0:
+            raise ValueError("size must be an integer >= 0")
+        sim.declare_url_size(url, size)
+        return web.json_response({"ok": True})
+
     return [
         web.get(f"{PREFIX}/calls", _guarded(calls)),
         web.get(f"{PREFIX}/messages", _guarded(messages)),
@@ -182,4 +193,5 @@ def control_routes(sim: Simulator) -> list[web.RouteDef]:
         web.post(f"{PREFIX}/faults", _guarded(faults)),
         web.put(f"{PREFIX}/rate_limits", _guarded(rate_limits)),
         web.post(f"{PREFIX}/unreachable_urls", _guarded(unreachable_urls)),
+        web.post(f"{PREFIX}/url_sizes", _guarded(url_sizes)),
     ]

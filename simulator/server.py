@@ -143,6 +143,11 @@ class Simulator:
         self._limiter.limits = limits
         self._limiter.clear()
 
+    def declare_url_size(self, url: str, size: int) -> None:
+        """Media by ``url`` is ``size`` bytes: above Telegram's URL limits (5 MB photos, 20 MB
+        other files) a send of it is refused with "failed to get HTTP URL content"."""
+        self._api.url_sizes[url] = size
+
     def fail_url(self, url: str) -> None:
         """Media sent by this URL fails with ``Bad Request: failed to get HTTP URL content``."""
         self._api.unreachable_urls.add(url)

@@ -26,15 +26,22 @@ from tests.fixtures.telegram import (
 from tests.fixtures.telegram import http as http_fixture  # noqa: F401 -- fixture "http"
 from tgbroadcast.simulator import ChatType, Simulator, default_spec
 
+URL_EXTENSIONS = {"document": ".pdf", "sticker": ".webp"}
+
 
 @pytest.mark.parametrize(("method", "field"), MEDIA_METHODS)
 async def test_each_media_method_by_url_through_aiogram(
     simulator: Simulator, bot: Bot, method: str, field: str
 ) -> None:
-    url = f"https://cdn.example.com/media/{field}.bin"
+    # Documents by URL only as GIF, PDF or ZIP, stickers only as .WEBP, video notes never.
+    url = f"https://cdn.example.com/media/{field}" + URL_EXTENSIONS.get(field, ".bin")
     captioned = field not in ("video_note", "sticker")
     kwargs: dict[str, Any] = {"caption": f"{field} caption"} if captioned else {}
     sender = getattr(bot, f"send_{field}")
+    if field == "video_note":
+        with pytest.raises(TelegramBadRequest, match="wrong type of the web page content"):
+            await sender(1001, url)
+        return
     message = await sender(1001, url, **kwargs)
     raw = simulator.messages_by_chat()[1001][-1]
     assert conforms("Message", raw)
@@ -232,7 +239,8 @@ async def test_parameters_a_method_lacks_are_ignored(
     assert status == 200
     assert "caption" not in body["result"]
     assert _PAID not in simulator.calls[-1].params
-    sticker = {"chat_id": 5, "sticker": PHOTO_URL, "caption": "stickers have none"}
+    sticker_url = "https://example.com/stickers/cat.webp"
+    sticker = {"chat_id": 5, "sticker": sticker_url, "caption": "stickers have none"}
     status, body = await call(http, simulator, "sendSticker", json=sticker | {_PAID: True})
     assert status == 200
     assert "caption" not in body["result"]
