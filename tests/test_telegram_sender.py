@@ -33,6 +33,22 @@ from tgbroadcast.worker.telegram import NotSent, SentMessage, TelegramSender, ma
 
 MEDIA_TYPES = [t for t in MediaType if t.has_media]
 URL = "https://cdn.example.com/broadcast/item.bin"
+URLS = {
+    MediaType.DOCUMENT: "https://cdn.example.com/broadcast/item.pdf",
+    MediaType.STICKER: "https://cdn.example.com/broadcast/item.webp",
+}
+"""Telegram fetches documents by URL only as GIF, PDF or ZIP, stickers only as .WEBP."""
+ROUND = b"a round video"
+"""Video notes are never sent by URL: uploaded instead."""
+
+
+def media_content(message: str, media_type: MediaType) -> tuple[Content, bytes | None]:
+    """``media_type`` by a URL Telegram fetches, or (a video note) uploaded."""
+    if media_type is MediaType.VIDEO_NOTE:
+        return Content(message=message, media_type=media_type, media_filename="r.mp4"), ROUND
+    return Content(
+        message=message, media_type=media_type, media_url=URLS.get(media_type, URL)
+    ), None
 
 
 @pytest.fixture
@@ -131,12 +147,13 @@ async def test_answer_models_are_not_rebuilt_after_garbage_collection(
 async def test_each_media_type_by_url_then_by_file_id(
     simulator: Simulator, sender: TelegramSender, media_type: MediaType
 ) -> None:
-    content = Content(message="look at this", media_type=media_type, media_url=URL)
-    first = await sender.send(1, content)
+    content, upload = media_content("look at this", media_type)
+    first = await sender.send(1, content, upload=upload)
     by_url = simulator.calls[-1]
     assert by_url.method.lower() == "send" + media_type.value.replace("_", "")
-    assert by_url.media == "url"
-    assert by_url.params[media_type.value] == URL
+    assert by_url.media == ("url" if upload is None else "upload")
+    if upload is None:
+        assert by_url.params[media_type.value] == content.media_url
     stored = simulator.messages_by_chat()[1][0][media_type.value]
     expected = stored[-1]["file_id"] if media_type is MediaType.PHOTO else stored["file_id"]
     assert first.file_id == expected
@@ -155,8 +172,9 @@ async def test_each_media_type_by_url_then_by_file_id(
 async def test_caption_only_when_non_empty_and_the_type_takes_one(
     simulator: Simulator, sender: TelegramSender, media_type: MediaType
 ) -> None:
-    await sender.send(1, Content(message="the caption", media_type=media_type, media_url=URL))
-    await sender.send(1, Content(message="", media_type=media_type, media_url=URL))
+    captioned, upload = media_content("the caption", media_type)
+    await sender.send(1, captioned, upload=upload)
+    await sender.send(1, media_content("", media_type)[0], upload=upload)
     with_text, without_text = simulator.calls
     assert with_text.error_code is None
     if media_type.takes_caption:
