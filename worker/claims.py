@@ -18,12 +18,59 @@ Guarantees (any number of worker processes, on any machines):
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import itertools
+import logging
 import secrets
 import time
 from collections.abc import Sequence
+from typing import Protocol
 
+from tgbroadcast.core.queue import ReceivedJob
 from tgbroadcast.core.store import Claimed, Store
+
+logger = logging.getLogger(__name__)
+
+
+class Renewable(Protocol):
+    """A job's claims (a send job's :class:`JobClaims`, a recall job's hold)."""
+
+    async def renew(self) -> None: ...
+
+
+async def keep_alive(
+    received: ReceivedJob, claims: Renewable, stop: asyncio.Event, *, interval: float
+) -> None:
+    """Until ``stop``: every ``interval`` seconds tell JetStream the job is in progress and
+    renew its claims (a failure of either is logged, and tried again next time)."""
+    while True:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), interval)
+        if stop.is_set():
+            return
+        try:
+            await received.in_progress()
+        except Exception as exc:
+            logger.warning(
+                "job heartbeat failed", extra={**job_fields(received), "error": repr(exc)}
+            )
+        try:
+            await claims.renew()
+        except Exception as exc:
+            logger.warning(
+                "renewing claims failed", extra={**job_fields(received), "error": repr(exc)}
+            )
+
+
+def job_fields(received: ReceivedJob) -> dict[str, object]:
+    """What a log line says about the job it concerns."""
+    return {
+        "bot": received.job.bot,
+        "broadcast_id": received.job.broadcast_id,
+        "job": received.job.msg_id,
+        "attempt": received.num_delivered,
+    }
 
 
 class ClaimTokens:

@@ -47,6 +47,7 @@ from tgbroadcast.core.domain.model import (
 from tgbroadcast.core.metrics import Metrics
 from tgbroadcast.core.queue import FinishedEvent, Job, Queue, RecallEvent, ReceivedJob
 from tgbroadcast.core.store import RecallResult, RecallTarget, Store
+from tgbroadcast.worker.claims import job_fields, keep_alive
 from tgbroadcast.worker.telegram import NotSent, TelegramSender
 
 if TYPE_CHECKING:
@@ -100,7 +101,7 @@ class Recaller:
         try:
             broadcast = await self._store.get_broadcast(job.broadcast_id)
         except NotFound:
-            logger.error("recall job of an unknown broadcast dropped", extra=_fields(received))
+            logger.error("recall job of an unknown broadcast dropped", extra=job_fields(received))
             await received.term()
             return
         if broadcast.bot != self._bot:
@@ -125,7 +126,9 @@ class Recaller:
             self._store, job, token=token, lease=self._lease, margin=self._heartbeat_interval
         )
         stop = asyncio.Event()
-        heartbeat = asyncio.create_task(self._keep_alive(received, hold, stop), name="recall-hb")
+        heartbeat = asyncio.create_task(
+            keep_alive(received, hold, stop, interval=self._heartbeat_interval), name="recall-hb"
+        )
         written = _Outcomes(self, broadcast.id)
         recorded = written.recorded
         try:
@@ -145,14 +148,14 @@ class Recaller:
             if isinstance(outcome, Exception):
                 logger.warning(
                     "recalling a recipient failed; the job comes back",
-                    extra={**_fields(received), "error": repr(outcome)},
+                    extra={**job_fields(received), "error": repr(outcome)},
                 )
             elif isinstance(outcome, BaseException):
                 raise outcome
         if busy or left:
             logger.info(
                 "recall job handed back: recipients in flight or held elsewhere",
-                extra={**_fields(received), "busy": busy, "unrecorded": len(left)},
+                extra={**job_fields(received), "busy": busy, "unrecorded": len(left)},
             )
             await received.nak(delay=self._heartbeat_interval)
         else:
@@ -240,20 +243,6 @@ class Recaller:
         finally:
             permit.release()
         return True
-
-    async def _keep_alive(self, received: ReceivedJob, hold: _Hold, stop: asyncio.Event) -> None:
-        while True:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), self._heartbeat_interval)
-            if stop.is_set():
-                return
-            try:
-                await received.in_progress()
-                await hold.renew()
-            except Exception as exc:
-                logger.warning(
-                    "recall heartbeat failed", extra={**_fields(received), "error": repr(exc)}
-                )
 
     async def _republish(self, job: Job) -> None:
         """Publish again the recall events a previous handling recorded (it may have died
@@ -356,12 +345,3 @@ class _Hold:
     def usable(self, user_id: int) -> bool:
         """Whether a delete for ``user_id`` may start now."""
         return user_id in self._holds and time.monotonic() < self._usable_until
-
-
-def _fields(received: ReceivedJob) -> dict[str, object]:
-    return {
-        "bot": received.job.bot,
-        "broadcast_id": received.job.broadcast_id,
-        "job": received.job.msg_id,
-        "attempt": received.num_delivered,
-    }

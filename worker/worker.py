@@ -50,7 +50,7 @@ from tgbroadcast.core.queue import (
 )
 from tgbroadcast.core.store import Store
 from tgbroadcast.core.tasks import cancel_and_wait
-from tgbroadcast.worker.claims import ClaimTokens, JobClaims
+from tgbroadcast.worker.claims import ClaimTokens, JobClaims, job_fields, keep_alive
 from tgbroadcast.worker.delivery import Deliverer
 
 logger = logging.getLogger(__name__)
@@ -213,7 +213,7 @@ class Worker:
             except Exception as exc:
                 logger.exception(
                     "recall job failed; it will be redelivered",
-                    extra={**_job_fields(received), "error": repr(exc)},
+                    extra={**job_fields(received), "error": repr(exc)},
                 )
                 with contextlib.suppress(Exception):
                     await received.nak(delay=min(60.0, 2.0**received.num_delivered))
@@ -239,7 +239,8 @@ class Worker:
 
         stop_heartbeat = asyncio.Event()
         heartbeat = asyncio.create_task(
-            self._keep_alive(received, claims, stop_heartbeat), name="job-heartbeat"
+            keep_alive(received, claims, stop_heartbeat, interval=self._heartbeat_interval),
+            name="job-heartbeat",
         )
         try:
             broadcast = await self._store.get_broadcast(job.broadcast_id)
@@ -255,7 +256,7 @@ class Worker:
                 # generation (a newer one covers them): dropped, nothing sent.
                 logger.info(
                     "job dropped: its broadcast is paused or was resumed since",
-                    extra={**_job_fields(received), "status": broadcast.status.value},
+                    extra={**job_fields(received), "status": broadcast.status.value},
                 )
                 await self._republish_final(received)
             elif not await self._send(received, broadcast, claims, recorded, sends_started):
@@ -270,12 +271,12 @@ class Worker:
         except asyncio.CancelledError:
             raise
         except NotFound:
-            logger.error("job of an unknown broadcast dropped", extra=_job_fields(received))
+            logger.error("job of an unknown broadcast dropped", extra=job_fields(received))
             await received.term()
         except Exception as exc:
             logger.exception(
                 "job failed; it will be redelivered",
-                extra={**_job_fields(received), "error": repr(exc)},
+                extra={**job_fields(received), "error": repr(exc)},
             )
             await self._stop_heartbeat(heartbeat, stop_heartbeat)
             await self._release(claims, recorded)
@@ -283,9 +284,7 @@ class Worker:
                 # Backing off: a database outage must not become a redelivery storm.
                 await received.nak(delay=min(60.0, 2.0**received.num_delivered))
             except Exception as nak_exc:
-                logger.warning(
-                    "nak failed", extra={**_job_fields(received), "error": repr(nak_exc)}
-                )
+                logger.warning("nak failed", extra={**job_fields(received), "error": repr(nak_exc)})
         finally:
             sends_started()
             heartbeat.cancel()
@@ -335,7 +334,7 @@ class Worker:
         logger.info(
             "job handed back: some recipients are held by another job or were lost",
             extra={
-                **_job_fields(received),
+                **job_fields(received),
                 "busy": len(claimed.busy),
                 "unsent": len(held) - len(recorded),
                 "claim_token": claims.token,
@@ -349,7 +348,7 @@ class Worker:
         job = received.job
         logger.error(
             "job of another bot's broadcast: handed over to that bot",
-            extra={**_job_fields(received), "broadcast_bot": broadcast.bot},
+            extra={**job_fields(received), "broadcast_bot": broadcast.bot},
         )
         await self._queue.publish_jobs(
             [
@@ -379,27 +378,6 @@ class Worker:
             await asyncio.wait_for(asyncio.shield(heartbeat), self._heartbeat_interval)
         heartbeat.cancel()
 
-    async def _keep_alive(
-        self, received: ReceivedJob, claims: JobClaims, stop: asyncio.Event
-    ) -> None:
-        while True:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), self._heartbeat_interval)
-            if stop.is_set():
-                return
-            try:
-                await received.in_progress()
-            except Exception as exc:
-                logger.warning(
-                    "job heartbeat failed", extra={**_job_fields(received), "error": repr(exc)}
-                )
-            try:
-                await claims.renew()
-            except Exception as exc:
-                logger.warning(
-                    "renewing claims failed", extra={**_job_fields(received), "error": repr(exc)}
-                )
-
     async def _republish_final(self, received: ReceivedJob) -> None:
         if received.num_delivered > 1:
             job = received.job
@@ -420,16 +398,6 @@ class Worker:
         ]
         if results:
             await self._queue.publish_events([ResultEvent(result=r) for r in results])
-
-
-def _job_fields(received: ReceivedJob) -> dict[str, object]:
-    """What a log line says about the job it concerns."""
-    return {
-        "bot": received.job.bot,
-        "broadcast_id": received.job.broadcast_id,
-        "job": received.job.msg_id,
-        "attempt": received.num_delivered,
-    }
 
 
 def _job_attributes(received: ReceivedJob) -> dict[str, str | int | bool]:
