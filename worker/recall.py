@@ -33,6 +33,7 @@ import contextlib
 import logging
 import random
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING
 
@@ -94,9 +95,12 @@ class Recaller:
         self._backoff_cap = backoff_cap
         self._bot = bot
 
-    async def handle(self, received: ReceivedJob, *, token: str) -> None:
+    async def handle(
+        self, received: ReceivedJob, *, token: str, started: Callable[[], None] = lambda: None
+    ) -> None:
         """Recall the job's recipients as ``token`` and settle the job: ack when done, nak
-        when some are held elsewhere (it comes back), term for an unknown broadcast."""
+        when some are held elsewhere (it comes back), term for an unknown broadcast.
+        ``started()`` once its deletes have begun (the worker may take its next job)."""
         job = received.job
         try:
             broadcast = await self._store.get_broadcast(job.broadcast_id)
@@ -133,6 +137,7 @@ class Recaller:
         recorded = written.recorded
         try:
             busy = await hold.take()
+            started()
             outcomes = await asyncio.gather(
                 *(self._recall(broadcast, target, hold, written) for target in hold.held),
                 return_exceptions=True,

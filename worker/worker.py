@@ -206,8 +206,18 @@ class Worker:
     async def _handle(self, received: ReceivedJob, tier: _Tier) -> None:
         job = received.job
         if job.recall:
+            waiting = len(job.user_ids)  # in ``starting`` until its deletes start
+
+            def deletes_started() -> None:
+                nonlocal waiting
+                tier.starting -= waiting
+                waiting = 0
+                tier.wakeup.set()  # the next job may be taken while these are deleted
+
             try:
-                await self._recaller.handle(received, token=self._tokens.next())
+                await self._recaller.handle(
+                    received, token=self._tokens.next(), started=deletes_started
+                )
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
@@ -218,8 +228,7 @@ class Worker:
                 with contextlib.suppress(Exception):
                     await received.nak(delay=min(60.0, 2.0**received.num_delivered))
             finally:
-                tier.starting -= len(job.user_ids)
-                tier.wakeup.set()
+                deletes_started()
             return
         claims = JobClaims(
             store=self._store,
