@@ -27,10 +27,10 @@ from bench.report import Section, progress, write_report
 from bench.scenarios import (
     bots,
     crash,
+    followups,
     latency,
     limits,
     overhead,
-    recall,
     replication,
     scale,
     tls,
@@ -50,7 +50,8 @@ SCENARIOS: dict[str, Scenario] = {
     "8": tls.tls_cost,
     "9": replication.replication,
     "10": bots.bots,
-    "11": recall.recall,
+    "11": followups.recall,
+    "12": followups.edit,
 }
 
 

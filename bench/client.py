@@ -120,6 +120,32 @@ class ServiceClient:
             if response.status != 200:
                 raise ServiceError(f"recall: {response.status} {await response.text()}")
 
+    async def edit(self, broadcast_id: int, body: dict[str, Any]) -> None:
+        """``POST /v1/broadcasts/{id}/edit`` with ``body``."""
+        async with self._session.post(
+            f"{self.http_url}/v1/broadcasts/{broadcast_id}/edit", json=body, headers=self._headers
+        ) as response:
+            if response.status != 200:
+                raise ServiceError(f"edit: {response.status} {await response.text()}")
+
+    async def wait_edited(
+        self, broadcast_id: int, *, within: float, poll: float = 0.25
+    ) -> dict[str, Any]:
+        """The broadcast once its edit has ended (polled)."""
+        state: dict[str, Any] = {}
+        try:
+            async with asyncio.timeout(within):
+                while True:
+                    state = await self.get(broadcast_id)
+                    if state["edit_at"] is not None and not state["editing"]:
+                        break
+                    await asyncio.sleep(poll)
+        except TimeoutError:
+            raise ServiceError(
+                f"broadcast {broadcast_id} not edited after {within:.0f} s: {state}"
+            ) from None
+        return state
+
     async def wait_recalled(
         self, broadcast_id: int, *, within: float, poll: float = 0.25
     ) -> dict[str, Any]:

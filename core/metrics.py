@@ -138,6 +138,12 @@ class Metrics:
             ["outcome", "bot"],
             registry=self.registry,
         )
+        self.edits = Counter(
+            "tgb_edits",
+            "Sent recipients whose edit reached an outcome (edited, not_found, failed), per bot.",
+            ["outcome", "bot"],
+            registry=self.registry,
+        )
         self.rate_limited = Counter(
             "tgb_telegram_429",
             "429 answers received from Telegram, per bot.",

@@ -34,7 +34,7 @@ async def test_the_harness_writes_a_report_from_a_tiny_run(tmp_path: Path) -> No
         "bench",
         "--smoke",
         "--only",
-        "1,7,8,9,11",
+        "1,7,8,9,11,12",
         "--peers",
         "ptb",
         "--report",
@@ -86,14 +86,17 @@ async def test_the_harness_writes_a_report_from_a_tiny_run(tmp_path: Path) -> No
         assert run["recipients"] == run["delivered"] > 0
         assert run["lost"] == 0
 
-    # A recall deletes every recipient's message, once each, and reports them all deleted.
-    (recall,) = [r for r in raw if r["scenario"] == "11"]
-    assert recall["recipients"] == recall["delivered"] > 0
-    assert (recall["not_deleted"], recall["duplicates"], recall["lost"]) == (0, 0, 0)
+    # A recall deletes every recipient's message, an edit edits it, once each, and reports
+    # them all done.
+    for key in ("11", "12"):
+        (followup,) = [r for r in raw if r["scenario"] == key]
+        assert followup["recipients"] == followup["delivered"] > 0
+        assert (followup["missed"], followup["duplicates"], followup["lost"]) == (0, 0, 0)
 
     text = report.read_text(encoding="utf-8")
     assert "## 9. Replication" in text
     assert "## 11. Recall throughput" in text
+    assert "## 12. Edit throughput" in text
     assert "## 1. Limit utilisation" in text
     # The table of contents links every section of the run.
     assert "- [1. Limit utilisation](#1-limit-utilisation)" in text

@@ -161,6 +161,12 @@ async def test_users_lifecycle_reports_and_preview_over_a_real_socket(stack: Sta
             await client.resume(later.broadcast_id)
         listed = await client.list_broadcasts(statuses=["cancelled"])
         assert [b.broadcast_id for b in listed.broadcasts] == [later.broadcast_id]
+        edited = await client.edit(sent.broadcast_id, "<i>Fixed</i>", parse_mode="html")
+        assert (edited.content_version, edited.editing) == (2, True)
+        updates = [update async for update in client.watch(sent.broadcast_id)]
+        assert updates[-1].progress.edited == 2
+        changed = {u.result.user_id: u.result.edit for u in updates if u.result.edit}
+        assert changed == {51: pb.EDIT_OUTCOME_EDITED, 52: pb.EDIT_OUTCOME_EDITED}
         recalling = await client.recall(sent.broadcast_id)
         assert recalling.status == pb.BROADCAST_STATUS_RECALLING
         updates = [update async for update in client.watch(sent.broadcast_id)]

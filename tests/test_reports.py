@@ -257,6 +257,9 @@ async def test_rest_list_deliveries(stack: Stack) -> None:
         "message_ids": [1010],
         "recall": None,
         "recall_error": None,
+        "content_version": 1,
+        "edit": None,
+        "edit_error": None,
     }
     assert [r["user_id"] for r in second["results"]] == [40, 70]
     assert second["results"][1]["message_ids"] == list(ALBUM)
@@ -273,6 +276,9 @@ async def test_rest_list_deliveries(stack: Stack) -> None:
         "message_ids": [],
         "recall": None,
         "recall_error": None,
+        "content_version": None,
+        "edit": None,
+        "edit_error": None,
     }
     status, content_type, problem = await get_json(stack, path, outcome="lost", colour="red")
     assert (status, content_type) == (400, "application/problem+json")
@@ -306,7 +312,8 @@ async def test_csv_export(stack: Stack) -> None:
             assert response.status == 401
     text = raw.decode("utf-8")
     assert text.startswith(
-        "user_id,outcome,message_id,error,finished_at,message_ids,recall,recall_error\r\n"
+        "user_id,outcome,message_id,error,finished_at,message_ids,recall,recall_error,"
+        "content_version,edit,edit_error\r\n"
     )
     # The error with a comma, quotes and a newline is quoted, its quotes doubled.
     assert '"Bad Request: odd, ""quoted"" text\nwith a second line"' in text
@@ -324,6 +331,9 @@ async def test_csv_export(stack: Stack) -> None:
         "message_ids": "1010",
         "recall": "",
         "recall_error": "",
+        "content_version": "1",
+        "edit": "",
+        "edit_error": "",
     }
     assert by_id[70]["message_ids"] == "1070 1071 1072"
     assert by_id[50] == {
@@ -335,6 +345,9 @@ async def test_csv_export(stack: Stack) -> None:
         "message_ids": "",
         "recall": "",
         "recall_error": "",
+        "content_version": "",
+        "edit": "",
+        "edit_error": "",
     }
     assert [r["user_id"] for r in csv.DictReader(io.StringIO(pending, newline=""))] == [
         str(u) for u in PENDING
@@ -347,7 +360,8 @@ async def test_csv_export(stack: Stack) -> None:
         assert response.status == 200
         assert (
             await response.text()
-            == "user_id,outcome,message_id,error,finished_at,message_ids,recall,recall_error\r\n"
+            == "user_id,outcome,message_id,error,finished_at,message_ids,recall,recall_error,"
+            "content_version,edit,edit_error\r\n"
         )
     status, content_type, _ = await get_json(
         stack, f"/v1/broadcasts/{broadcast_id + 1}/deliveries.csv"

@@ -19,9 +19,9 @@ Left out, and why:
   to this address for a minute, for every request. Authentication has its own tests.
 * ``positive_data_acceptance`` on the operations whose rules JSON Schema cannot state
   (:data:`SEMANTIC_OPERATIONS`): exactly one audience, ids unique in a list, a CSV body's
-  content, the text's length in UTF-16 units, a copy's
-  ``source`` only for ``media_type: copy``... The document says these in prose; the server
-  refuses them with a 400 naming the field. Every other check runs on them. The lists run
+  content, the text's length in UTF-16 units, a copy's ``source`` only for ``media_type:
+  copy``, an edit's content fitting the broadcast's kind... The document says these in prose;
+  the server refuses them with a 400 naming the field. Every other check runs on them. The lists run
   every check, their ``page_token`` pinned to the first page (:data:`PAGED_OPERATIONS`).
 """
 
@@ -58,6 +58,7 @@ SEMANTIC_OPERATIONS = (
     "previewMessage",
     "upsertUsers",
     "importUsers",
+    "editBroadcast",
 )
 PAGED_OPERATIONS = ("listBroadcasts", "listDeliveries", "listUsers")
 """Their ``page_token`` is one the service issued, or empty: pinned to empty (the first page),

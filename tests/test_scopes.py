@@ -106,6 +106,7 @@ ROUTES = [
     Route("broadcasts:control", "POST", "/v1/broadcasts/{id}/resume"),
     Route("broadcasts:control", "POST", "/v1/broadcasts/{id}/cancel"),
     Route("broadcasts:control", "POST", "/v1/broadcasts/{id}/recall"),
+    Route("broadcasts:control", "POST", "/v1/broadcasts/{id}/edit", {"message": "fixed"}),
     Route("users:write", "POST", "/v1/users", {"users": [{"id": USER, "tags": ["a"]}]}),
     Route("users:write", "POST", "/v1/users/import", "id\n4243\n", csv=True),
     Route("users:write", "DELETE", "/v1/users/4243"),
@@ -198,6 +199,12 @@ RPCS: dict[str, tuple[str, Call]] = {
     "RecallBroadcast": (
         "broadcasts:control",
         lambda s, b, m: s.RecallBroadcast(pb.RecallBroadcastRequest(broadcast_id=b), metadata=m),
+    ),
+    "EditBroadcast": (
+        "broadcasts:control",
+        lambda s, b, m: s.EditBroadcast(
+            pb.EditBroadcastRequest(broadcast_id=b, message="fixed"), metadata=m
+        ),
     ),
     "UpsertUsers": (
         "users:write",

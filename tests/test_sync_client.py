@@ -196,6 +196,15 @@ CASES = [
         broadcast(7, pb.BROADCAST_STATUS_RECALLING),
     ),
     Case(
+        "EditBroadcast",
+        lambda c: c.edit(7, "new", parse_mode="html", media_url="AgADfileid"),
+        pb.EditBroadcastRequest(
+            broadcast_id=7, message="new", parse_mode=pb.PARSE_MODE_HTML, media_url="AgADfileid"
+        ),
+        pb.EditBroadcastResponse(broadcast=broadcast(7, pb.BROADCAST_STATUS_COMPLETED)),
+        broadcast(7, pb.BROADCAST_STATUS_COMPLETED),
+    ),
+    Case(
         "PauseBroadcast",
         lambda c: c.pause(7),
         pb.PauseBroadcastRequest(broadcast_id=7),

@@ -7,10 +7,13 @@
 * :mod:`.claims` — a job's hold on its recipients in SQL.
 * :mod:`.delivery` — one recipient from first attempt to final outcome, retries included;
   :mod:`.broadcast_states` — the broadcasts' states it checks before each send.
-* :mod:`.telegram`, :mod:`.aiogram_content` — the Telegram client (aiogram's ``Bot``) and
-  its errors mapped into ours.
+* :mod:`.telegram`, :mod:`.aiogram_content` — the Telegram client (aiogram's ``Bot``);
+  :mod:`.telegram_errors` — its errors mapped into ours.
+* :mod:`.followups` — what recall and edit jobs share: holding sent recipients, one call
+  each at a slot of the bot's budget, outcomes recorded in groups.
 * :mod:`.recall` — recall jobs: a recalled broadcast's messages deleted, each recipient's
   outcome recorded once.
+* :mod:`.edit` — edit jobs: an edited broadcast's messages given its new content.
 * :mod:`.fetching` — files Telegram does not fetch by URL, fetched once for their upload.
 * :mod:`.ratelimit`, :mod:`.rate_tier`, :mod:`.chat_pacing`, :mod:`.clock` — the rate
   budget shared by every worker process (one GCRA key per tier), and per-chat pacing.

@@ -7,10 +7,17 @@ from __future__ import annotations
 
 from typing import Any
 
+from aiogram.methods import (
+    EditMessageCaption,
+    EditMessageMedia,
+    EditMessageReplyMarkup,
+    EditMessageText,
+)
 from aiogram.types import (
     BufferedInputFile,
     InlineKeyboardButton,
     InlineKeyboardMarkup,
+    InputMediaAnimation,
     InputMediaAudio,
     InputMediaDocument,
     InputMediaLivePhoto,
@@ -22,6 +29,9 @@ from aiogram.types import (
 )
 
 from tgbroadcast.core.domain.content import AlbumItem, AlbumKind, ContentOptions
+from tgbroadcast.core.domain.model import Content, MediaType
+
+EditCall = EditMessageText | EditMessageCaption | EditMessageMedia | EditMessageReplyMarkup
 
 InputMedia = (
     InputMediaAudio | InputMediaDocument | InputMediaLivePhoto | InputMediaPhoto | InputMediaVideo
@@ -105,3 +115,67 @@ def input_media(
             return InputMediaDocument(media=media, caption=caption, parse_mode=mode)
         case AlbumKind.AUDIO:
             return InputMediaAudio(media=media, caption=caption, parse_mode=mode)
+
+
+_NO_CAPTION = frozenset({MediaType.VIDEO_NOTE, MediaType.STICKER})
+_MEDIA_KINDS = {
+    MediaType.PHOTO: AlbumKind.PHOTO,
+    MediaType.VIDEO: AlbumKind.VIDEO,
+    MediaType.DOCUMENT: AlbumKind.DOCUMENT,
+    MediaType.AUDIO: AlbumKind.AUDIO,
+}
+
+
+def edit_method(kind: MediaType, *, media_changed: bool) -> str:
+    """The ``editMessage*`` method that gives a sent ``kind`` message new content."""
+    if kind is MediaType.TEXT:
+        return "editMessageText"
+    if kind in _NO_CAPTION:
+        return "editMessageReplyMarkup"
+    return "editMessageMedia" if media_changed else "editMessageCaption"
+
+
+def edit_call(
+    method: str, chat_id: int, message_id: int, content: Content, *, media_changed: bool
+) -> EditCall:
+    """The :func:`edit_method` call that makes message ``message_id`` carry ``content``
+    (an album's caption is its first item's; an album takes no keyboard)."""
+    options = content.options
+    keyboard = None if content.media_type is MediaType.ALBUM else reply_markup(options)
+    caption = content.message
+    if content.media_type is MediaType.ALBUM and options.album:
+        caption = options.album[0].caption
+    ids: dict[str, Any] = {"chat_id": chat_id, "message_id": message_id}
+    if method == "editMessageText":
+        return EditMessageText(
+            **ids,
+            text=content.message,
+            parse_mode=parse_mode(options),
+            entities=entities(options),
+            link_preview_options=link_preview(options),
+            reply_markup=keyboard,
+        )
+    if method == "editMessageReplyMarkup":
+        return EditMessageReplyMarkup(**ids, reply_markup=keyboard)
+    formatted: dict[str, Any] = {
+        "caption": caption or None,
+        "parse_mode": parse_mode(options) if caption else None,
+        "caption_entities": entities(options) if caption else None,
+    }
+    if method == "editMessageCaption" or not media_changed:
+        return EditMessageCaption(**ids, **formatted, reply_markup=keyboard)
+    media = _input_media(content, formatted)
+    return EditMessageMedia(**ids, media=media, reply_markup=keyboard)
+
+
+def _input_media(content: Content, formatted: dict[str, Any]) -> InputMedia | InputMediaAnimation:
+    """The new media of a single media message, with its caption."""
+    source = content.media_url or ""
+    if content.media_type is MediaType.ANIMATION:
+        return InputMediaAnimation(media=source, **formatted)
+    kind = _MEDIA_KINDS.get(content.media_type)
+    if kind is None:
+        raise ValueError(f"the media of a {content.media_type} message cannot be replaced")
+    item = AlbumItem(kind=kind, media_url=source)
+    media = input_media(item, source, options=ContentOptions())
+    return media.model_copy(update=formatted)

@@ -44,7 +44,7 @@ from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from dataclasses import replace
 from datetime import UTC, datetime
-from typing import Protocol
+from typing import Any, Protocol, TypeVar
 
 from tgbroadcast.core.domain.access import DEFAULT_BOT
 from tgbroadcast.core.domain.errors import (
@@ -74,11 +74,13 @@ from tgbroadcast.worker.fetching import (
     fetch_instead,
     telegram_could_not_fetch,
 )
-from tgbroadcast.worker.recall import Recaller
+from tgbroadcast.worker.followups import FollowUpJobs
 from tgbroadcast.worker.recorder import ResultRecorder
 from tgbroadcast.worker.telegram import NotSent, SentMessage, TelegramSender
 
 logger = logging.getLogger(__name__)
+
+F = TypeVar("F", bound=FollowUpJobs[Any])
 
 MAX_MIGRATIONS = 2
 FILE_ID_CACHE = 1024
@@ -168,12 +170,14 @@ class Deliverer:
         self._backoff_base = backoff_base
         self._backoff_cap = backoff_cap
         self._states = BroadcastStates(store, bot=bot)
-        self._file_ids: OrderedDict[int, str] = OrderedDict()
-        self._first_media_send: dict[int, asyncio.Lock] = {}
+        self._file_ids: OrderedDict[tuple[int, int], str] = OrderedDict()
+        """By (broadcast id, media version)."""
+        self._first_media_send: dict[tuple[int, int], asyncio.Lock] = {}
 
-    def recaller(self, *, lease: float, heartbeat_interval: float) -> Recaller:
-        """The bot's recall jobs' runner, on this deliverer's client, budget and settings."""
-        return Recaller(
+    def follow_up(self, kind: type[F], *, lease: float, heartbeat_interval: float) -> F:
+        """The bot's runner of recall (``Recaller``) or edit (``Editor``) jobs, on this
+        deliverer's client, budget and settings."""
+        return kind(
             store=self._store,
             queue=self._queue,
             sender=self._sender,
@@ -212,8 +216,10 @@ class Deliverer:
         await self._states.aclose()
 
     def forget(self, broadcast_id: int) -> None:
-        self._file_ids.pop(broadcast_id, None)
-        self._first_media_send.pop(broadcast_id, None)
+        for key in [key for key in self._file_ids if key[0] == broadcast_id]:
+            del self._file_ids[key]
+        for key in [key for key in self._first_media_send if key[0] == broadcast_id]:
+            del self._first_media_send[key]
 
     async def deliver(
         self,
@@ -343,6 +349,7 @@ class Deliverer:
                         message_id=sent.message_id,
                         message_ids=sent.message_ids,
                         finished_at=datetime.now(UTC),
+                        content_version=broadcast.content_version,
                     ),
                     False,
                 )
@@ -381,15 +388,16 @@ class Deliverer:
         broadcast stopped (or the recipient is no longer ``held``) before it could be sent."""
         if not _needs_first_send(content):
             return await self._send_once(broadcast, chat_id, media=None, content=content, held=held)
-        media = await self._file_id(broadcast.id)
+        media_key = (broadcast.id, broadcast.media_version)
+        media = await self._file_id(media_key)
         if media is not None:
             return await self._send_once(
                 broadcast, chat_id, media=media, content=content, held=held
             )
         # No file_id yet: one send at a time fetches the URL; the rest wait for its file_id.
-        lock = self._first_media_send.setdefault(broadcast.id, asyncio.Lock())
+        lock = self._first_media_send.setdefault(media_key, asyncio.Lock())
         async with lock:
-            media = await self._file_id(broadcast.id)
+            media = await self._file_id(media_key)
             if media is not None:
                 return await self._send_once(
                     broadcast, chat_id, media=media, content=content, held=held
@@ -431,18 +439,18 @@ class Deliverer:
             if sent is None:
                 return None
             if sent.file_id:
-                self._remember_file_id(broadcast.id, sent.file_id)
-                await self._persist_file_id(broadcast.id, sent.file_id)
+                self._remember_file_id(media_key, sent.file_id)
+                await self._persist_file_id(media_key, sent.file_id)
             return sent
 
-    async def _persist_file_id(self, broadcast_id: int, file_id: str) -> None:
+    async def _persist_file_id(self, media_key: tuple[int, int], file_id: str) -> None:
         """Share the file_id with other workers; a failure only costs them one more fetch."""
         try:
-            await self._store.store_media_file_id(broadcast_id, file_id)
+            await self._store.store_media_file_id(media_key[0], file_id, media_key[1])
         except Exception as exc:
             logger.warning(
                 "storing a media file_id failed",
-                extra={"bot": self._bot, "broadcast_id": broadcast_id, "error": repr(exc)},
+                extra={"bot": self._bot, "broadcast_id": media_key[0], "error": repr(exc)},
             )
 
     async def _send_once(
@@ -507,11 +515,14 @@ class Deliverer:
                 self._metrics.send_seconds.labels(bot=self._bot).observe(elapsed)
         return sent
 
-    async def _file_id(self, broadcast_id: int) -> str | None:
-        file_id = self._file_ids.get(broadcast_id)
+    async def _file_id(self, media_key: tuple[int, int]) -> str | None:
+        """The file_id of a broadcast's media (of the media version the key names: an edit
+        may replace it)."""
+        file_id = self._file_ids.get(media_key)
         if file_id is None:
+            broadcast_id, media_version = media_key
             try:
-                file_id = await self._store.media_file_id(broadcast_id)
+                file_id = await self._store.media_file_id(broadcast_id, media_version)
             except Exception as exc:  # the first send will fetch it again: costly, not wrong
                 logger.warning(
                     "reading a media file_id failed",
@@ -519,11 +530,11 @@ class Deliverer:
                 )
                 return None
             if file_id is not None:
-                self._remember_file_id(broadcast_id, file_id)
+                self._remember_file_id(media_key, file_id)
         return file_id
 
-    def _remember_file_id(self, broadcast_id: int, file_id: str) -> None:
-        self._file_ids[broadcast_id] = file_id
+    def _remember_file_id(self, media_key: tuple[int, int], file_id: str) -> None:
+        self._file_ids[media_key] = file_id
         while len(self._file_ids) > FILE_ID_CACHE:
             old, _ = self._file_ids.popitem(last=False)
             self._first_media_send.pop(old, None)

@@ -11,11 +11,8 @@ Guarantees:
   value), a copy one copyMessage, a forward one forwardMessage. Formatting, keyboards and flags
   go on every method that takes them (:mod:`tgbroadcast.worker.aiogram_content`); left at
   their defaults they are not sent at all.
-* :func:`map_error` is the one place where foreign exceptions become ours. A refusal keeps
-  Telegram's description exactly (``Forbidden: bot was blocked by the user``), since users
-  are shown it.
-* No description ever contains the bot token: ``bot<digits>:<secret>`` is masked as
-  ``bot<digits>:***`` whatever the exception carried.
+* :func:`~tgbroadcast.worker.telegram_errors.map_error` is the one place where foreign
+  exceptions become ours (Telegram's descriptions kept exactly, bot tokens masked).
 * With a ``gate`` (the rate limiter's permit), the request is built first — the method's
   model, its form — and the gate awaited right before it is written, so that the work of
   building it is not between the rate slot and the wire. A gate that answers False stops
@@ -39,18 +36,7 @@ from aiogram import Bot
 from aiogram.client.session.aiohttp import AiohttpSession
 from aiogram.client.telegram import TelegramAPIServer
 from aiogram.exceptions import (
-    ClientDecodeError,
-    TelegramAPIError,
-    TelegramBadRequest,
-    TelegramConflictError,
-    TelegramEntityTooLarge,
-    TelegramForbiddenError,
-    TelegramMigrateToChat,
     TelegramNetworkError,
-    TelegramNotFound,
-    TelegramRetryAfter,
-    TelegramServerError,
-    TelegramUnauthorizedError,
 )
 from aiogram.methods.base import Response, TelegramMethod, TelegramType
 from aiogram.types import BufferedInputFile, Message, MessageId
@@ -60,16 +46,13 @@ from aiohttp import ClientTimeout
 import tgbroadcast.core.tracing as tracing
 from tgbroadcast.core.domain.content import ContentOptions, album_file_ids, encode_album_file_ids
 from tgbroadcast.core.domain.errors import (
-    ChatMigrated,
     PermanentError,
     RateLimited,
-    TelegramError,
-    TransientError,
 )
-from tgbroadcast.core.domain.model import Content, DeliveryState, MediaType
-from tgbroadcast.core.logs import redact
+from tgbroadcast.core.domain.model import Content, MediaType
 from tgbroadcast.worker import aiogram_content
 from tgbroadcast.worker.aiogram_content import InputMedia
+from tgbroadcast.worker.telegram_errors import map_error
 
 logger = logging.getLogger(__name__)
 
@@ -91,23 +74,12 @@ API_METHODS: Mapping[MediaType, str] = {
 }
 """The one Bot API method each kind of content is sent with."""
 
-# aiogram's refusals carry no status code; these are the codes its classes stand for.
-_PERMANENT: tuple[tuple[type[TelegramAPIError], int], ...] = (
-    (TelegramEntityTooLarge, 413),  # before TelegramNetworkError, which it subclasses
-    (TelegramBadRequest, 400),
-    (TelegramUnauthorizedError, 401),
-    (TelegramForbiddenError, 403),
-    (TelegramNotFound, 404),
-    (TelegramConflictError, 409),
-)
-
-_ORIGINAL = "\nOriginal description: "
-
 _RESPONSE_MODELS = (
     Response[Message],
     Response[list[Message]],
     Response[MessageId],
     Response[bool],
+    Response[Message | bool],
 )
 """The answer models of the methods the sender calls, held for the life of the process.
 
@@ -272,6 +244,47 @@ class TelegramSender:
                     await self._bot.delete_message(chat_id, message_ids[0])
                 else:
                     await self._bot.delete_messages(chat_id, list(message_ids))
+            except NotSent:
+                raise
+            except Exception as exc:
+                error = map_error(exc)
+                if isinstance(error, PermanentError):
+                    tracing.set_attributes({"telegram.error_code": error.error_code})
+                raise error from None
+            finally:
+                _GATE.reset(token)
+
+    async def edit(
+        self,
+        chat_id: int,
+        message_ids: Sequence[int],
+        content: Content,
+        *,
+        media_changed: bool,
+        broadcast_id: int | None = None,
+        gate: Gate | None = None,
+    ) -> None:
+        """Make the bot's message(s) ``message_ids`` in ``chat_id`` carry ``content`` with
+        the one ``editMessage*`` call its kind takes: a text's ``editMessageText``; a
+        caption's ``editMessageCaption`` (an album's: on its first message), or with
+        ``media_changed`` ``editMessageMedia``; a video note's or sticker's
+        ``editMessageReplyMarkup``. Traced like :meth:`send`; raises only
+        :class:`TelegramError` subclasses and :class:`NotSent`."""
+        if not message_ids:
+            raise ValueError("an edit needs the message's id")
+        kind = content.media_type
+        method = aiogram_content.edit_method(kind, media_changed=media_changed)
+        attributes: dict[str, str | int] = {"telegram.method": method}
+        if broadcast_id is not None:
+            attributes[tracing.BROADCAST_ID] = broadcast_id
+        token = _GATE.set(gate)
+        with tracing.span(f"telegram {method}", attributes, kind="client"):
+            try:
+                await self._bot(
+                    aiogram_content.edit_call(
+                        method, chat_id, message_ids[0], content, media_changed=media_changed
+                    )
+                )
             except NotSent:
                 raise
             except Exception as exc:
@@ -477,100 +490,4 @@ def stored_file_id(message: Message, kind: MediaType) -> str | None:
     return None
 
 
-def _telegram_description(exc: TelegramAPIError) -> str:
-    """Telegram's own text: aiogram rewrites it for flood control and migration."""
-    message = exc.message
-    if _ORIGINAL in message:
-        return message.rsplit(_ORIGINAL, 1)[1]
-    return message
-
-
-_OUTCOMES: tuple[tuple[int, tuple[str, ...], DeliveryState], ...] = (
-    (403, ("blocked by the user",), DeliveryState.BLOCKED),
-    (403, ("user is deactivated",), DeliveryState.DEACTIVATED),
-    (403, ("can't initiate", "cant initiate"), DeliveryState.CANT_INITIATE),
-    (403, ("kicked", "not a member", "chat was deleted"), DeliveryState.KICKED),
-    (400, ("chat not found", "user not found", "peer_id_invalid"), DeliveryState.CHAT_NOT_FOUND),
-)
-
-_CONTENT_ERRORS = (
-    "message is too long",
-    "caption is too long",
-    "message text is empty",
-    "text must be non-empty",
-    "wrong file identifier",
-    "wrong remote file identifier",
-    "failed to get http url content",
-    "wrong type of the web page content",
-    "can't use file of type",
-    "can't parse entities",
-    "unsupported parse_mode",
-    "file must be non-empty",
-    "media_empty",
-    "photo_invalid_dimensions",
-    "there is no",
-    "message to copy not found",
-    "message to forward not found",
-    "message can't be copied",
-    "can't parse inline keyboard button",
-    "button_data_invalid",
-    "button_url_invalid",
-    "reply markup is too long",
-    "media_group_invalid",
-    "can't be mixed with other media types",
-)
-
-
-def permanent_error(error_code: int, description: str) -> PermanentError:
-    """One of Telegram's refusals as a :class:`PermanentError`, classified: the recipient's
-    outcome, and whether the message itself is at fault (then every recipient would be
-    refused the same way)."""
-    text = description.lower()
-    outcome = DeliveryState.BAD_REQUEST
-    for code, needles, state in _OUTCOMES:
-        if code == error_code and any(needle in text for needle in needles):
-            outcome = state
-            break
-    # A wrong token (401) or API address (404) fails every send just like bad content.
-    content_error = error_code in (401, 404) or (
-        outcome is DeliveryState.BAD_REQUEST and any(n in text for n in _CONTENT_ERRORS)
-    )
-    return PermanentError(
-        description, error_code=error_code, outcome=outcome, content_error=content_error
-    )
-
-
-def map_error(exc: BaseException) -> TelegramError:
-    """The one place aiogram's / aiohttp's / asyncio's exceptions become ours.
-
-    429 → :class:`RateLimited`; a migrated group → :class:`ChatMigrated`; Telegram's
-    refusals (400, 401, 403, 404, 409, 413) → :class:`PermanentError` with Telegram's
-    description and code; 5xx, network errors, timeouts and answers that are not the Bot
-    API's JSON → :class:`TransientError`. Anything else is logged and also transient.
-    Bot tokens are masked in every description.
-    """
-    if isinstance(exc, TelegramError):
-        return exc
-    if isinstance(exc, TelegramRetryAfter):
-        return RateLimited(redact(_telegram_description(exc)), retry_after=float(exc.retry_after))
-    if isinstance(exc, TelegramMigrateToChat):
-        return ChatMigrated(redact(_telegram_description(exc)), new_chat_id=exc.migrate_to_chat_id)
-    for refusal, code in _PERMANENT:
-        if isinstance(exc, refusal):
-            return permanent_error(code, redact(exc.message))
-    if isinstance(exc, TelegramServerError):
-        return TransientError(redact(exc.message))
-    if isinstance(exc, TelegramNetworkError):
-        return TransientError(redact(f"network error: {exc.message}"))
-    if isinstance(exc, ClientDecodeError):
-        return TransientError(f"the answer was not the Bot API's JSON ({exc.message})")
-    if isinstance(exc, aiohttp.ClientError | OSError):
-        # TimeoutError is an OSError; str() of a bare timeout is empty.
-        detail = str(exc) or ("timed out" if isinstance(exc, TimeoutError) else "no detail")
-        return TransientError(redact(f"network error: {type(exc).__name__}: {detail}"))
-    description = redact(f"unexpected {type(exc).__name__}: {exc}")
-    logger.error(
-        "unexpected error from the Telegram client",
-        extra={"error_type": type(exc).__name__, "error": description},
-    )
-    return TransientError(description)
+__all__ = ["API_METHODS", "Gate", "NotSent", "SentMessage", "TelegramSender", "map_error"]

@@ -52,6 +52,8 @@ from tgbroadcast.core.store import Store
 from tgbroadcast.core.tasks import cancel_and_wait
 from tgbroadcast.worker.claims import ClaimTokens, JobClaims, job_fields, keep_alive
 from tgbroadcast.worker.delivery import Deliverer
+from tgbroadcast.worker.edit import Editor
+from tgbroadcast.worker.recall import Recaller
 
 logger = logging.getLogger(__name__)
 
@@ -99,7 +101,12 @@ class Worker:
         self._store = store
         self._queue = queue
         self._deliverer = deliverer
-        self._recaller = deliverer.recaller(lease=lease, heartbeat_interval=heartbeat_interval)
+        self._recaller = deliverer.follow_up(
+            Recaller, lease=lease, heartbeat_interval=heartbeat_interval
+        )
+        self._editor = deliverer.follow_up(
+            Editor, lease=lease, heartbeat_interval=heartbeat_interval
+        )
         self._bot = bot
         self._max_jobs = max_jobs
         self._prefetch = prefetch
@@ -205,30 +212,29 @@ class Worker:
 
     async def _handle(self, received: ReceivedJob, tier: _Tier) -> None:
         job = received.job
-        if job.recall:
-            waiting = len(job.user_ids)  # in ``starting`` until its deletes start
+        if job.recall or job.edit:
+            waiting = len(job.user_ids)  # in ``starting`` until its calls start
 
-            def deletes_started() -> None:
+            def calls_started() -> None:
                 nonlocal waiting
                 tier.starting -= waiting
                 waiting = 0
                 tier.wakeup.set()  # the next job may be taken while these are deleted
 
+            runner = self._recaller if job.recall else self._editor
             try:
-                await self._recaller.handle(
-                    received, token=self._tokens.next(), started=deletes_started
-                )
+                await runner.handle(received, token=self._tokens.next(), started=calls_started)
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
                 logger.exception(
-                    "recall job failed; it will be redelivered",
+                    f"{runner.kind} job failed; it will be redelivered",
                     extra={**job_fields(received), "error": repr(exc)},
                 )
                 with contextlib.suppress(Exception):
                     await received.nak(delay=min(60.0, 2.0**received.num_delivered))
             finally:
-                deletes_started()
+                calls_started()
             return
         claims = JobClaims(
             store=self._store,

@@ -113,6 +113,18 @@ class RecallOutcome(enum.StrEnum):
     """Refused otherwise, or every attempt failed; ``recall_error`` says why."""
 
 
+class EditOutcome(enum.StrEnum):
+    """What an edit (EditBroadcast) did to one recipient's messages."""
+
+    EDITED = "edited"
+    """They carry the new content (Telegram's "message is not modified" included)."""
+    NOT_FOUND = "not_found"
+    """Gone (the user deleted the chat or the message)."""
+    FAILED = "failed"
+    """Refused otherwise ("message can't be edited", ...), or every attempt failed;
+    ``edit_error`` says why."""
+
+
 class DeliveryState(enum.StrEnum):
     """One recipient's state; see the module docstring. Every state but PENDING is final."""
 
@@ -163,6 +175,16 @@ class Content:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class ContentEdit:
+    """A validated EditBroadcast: the broadcast's new text or caption and options (its
+    formatting and keyboard replaced, the rest kept), and its new media (``None``: kept)."""
+
+    message: str
+    options: ContentOptions
+    media_url: str | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class NewBroadcast:
     """A validated request for a broadcast.
 
@@ -195,6 +217,7 @@ class ControlAction(enum.StrEnum):
     RESUME = "resume"
     CANCEL = "cancel"
     RECALL = "recall"
+    EDIT = "edit"
 
 
 SYSTEM_ACTOR = "system"
@@ -249,6 +272,16 @@ class Broadcast:
     """When RecallBroadcast was asked for; ``None`` unless recalling or recalled."""
     recalled: int = 0
     """Recipients whose recall has its outcome (each counted once)."""
+    content_version: int = 1
+    """1 as sent; each EditBroadcast adds one (``content`` is always the latest)."""
+    media_version: int = 1
+    """The content version whose edit last replaced the media (1: never replaced)."""
+    edit_at: datetime | None = None
+    """When the last EditBroadcast was asked for; ``None`` if it never was."""
+    editing: bool = False
+    """The last edit still has recipients to edit (their messages carry older content)."""
+    edited: int = 0
+    """Recipients whose edit to ``content_version`` has its outcome (each counted once)."""
 
     @property
     def pending(self) -> int:
@@ -273,6 +306,13 @@ class DeliveryResult:
     """What RecallBroadcast did to its messages; ``None`` until it did something."""
     recall_error: str | None = None
     """Telegram's description when ``recall`` is ``FAILED``."""
+    content_version: int = 1
+    """The content version its send, or the last edit that reached it, was of (see
+    ``Broadcast.content_version``): its messages carry it unless ``edit`` says otherwise."""
+    edit: EditOutcome | None = None
+    """What that edit did; ``None`` until an edit reached it."""
+    edit_error: str | None = None
+    """Telegram's description when ``edit`` is ``FAILED``."""
 
     @property
     def all_message_ids(self) -> tuple[int, ...]:
@@ -299,6 +339,13 @@ class Delivery:
     message_ids: tuple[int, ...] = ()
     recall: RecallOutcome | None = None
     recall_error: str | None = None
+    content_version: int = 1
+    """The content version its send, or the last edit that reached it, was of (see
+    ``Broadcast.content_version``): its messages carry it unless ``edit`` says otherwise."""
+    edit: EditOutcome | None = None
+    """What that edit did; ``None`` until an edit reached it."""
+    edit_error: str | None = None
+    """Telegram's description when ``edit`` is ``FAILED``."""
 
     @property
     def all_message_ids(self) -> tuple[int, ...]:

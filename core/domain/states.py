@@ -56,6 +56,15 @@ What the moves guarantee:
   recipient's messages (:mod:`tgbroadcast.worker.recall`) and records its ``recall`` outcome;
   the one that records the last moves the broadcast to ``recalled``. A recall is asked for
   once: a second one is refused, naming the state.
+* **Edit** (any state but recalling and recalled; not a move): the content is replaced and
+  its ``content_version`` goes up by one. A sendable broadcast starts a new generation of jobs
+  (as a resume does), so recipients not yet sent get the new content; sends in flight finish
+  and are recorded with the version they were sent with. Once every worker has seen it
+  (``EDIT_SETTLE`` seconds) the dispatcher publishes *edit jobs* over the ``SENT`` recipients
+  of older versions; a worker edits each one's messages (:mod:`tgbroadcast.worker.edit`) and
+  records its ``edit`` outcome; the one that records the last ends the edit (``editing``
+  false). An edit may follow an edit: the newest content is what every job applies. A recall
+  ends an edit in progress (nothing is edited after it).
 * Counters keep moving in any state while sends in flight are recorded:
   ``sent + failed + pending == total`` always holds.
 """
@@ -127,10 +136,20 @@ SENDABLE: Final = frozenset({S.QUEUED, S.RUNNING})
 SEND_PENDING: Final = frozenset({S.SCHEDULED, S.QUEUED, S.RUNNING, S.PAUSED})
 """States whose pending recipients may still be sent (those of the others never are)."""
 
+EDITABLE: Final = frozenset(
+    {S.SCHEDULED, S.QUEUED, S.RUNNING, S.PAUSED, S.COMPLETED, S.CANCELLED, S.FAILED}
+)
+"""States whose content EditBroadcast replaces (recalling and recalled have nothing to edit)."""
+
 RECALL_SETTLE: Final = 2.0
 """Seconds after a recall before its jobs are cut: every worker has read the status by then
 (workers read it at most a second old), so no send starts afterwards and the sends still in
 flight hold claims the recall jobs wait for."""
+
+
+EDIT_SETTLE: Final = RECALL_SETTLE
+"""Seconds after an edit before its jobs are cut: every worker has read the new generation,
+so no send of the old content starts afterwards."""
 
 
 def sources(target: BroadcastStatus) -> frozenset[BroadcastStatus]:

@@ -18,6 +18,7 @@ from tgbroadcast.core.domain.model import (
     BroadcastStatus,
     DeliveryResult,
     DeliveryState,
+    EditOutcome,
     RecallOutcome,
 )
 from tgbroadcast.core.queue.names import check_bot
@@ -47,6 +48,10 @@ class Job:
     bot: str = DEFAULT_BOT
     recall: bool = False
     """A recall job (RecallBroadcast): delete the messages its recipients were sent."""
+    edit: int = 0
+    """An edit job (EditBroadcast) to this content version: edit the messages its recipients
+    were sent with an older one (0: not an edit job). Its ``generation`` is the dispatch that
+    cut it (each dispatch of an edit publishes jobs of its own)."""
 
     def __post_init__(self) -> None:
         if not _is_int(self.broadcast_id) or self.broadcast_id < 1:
@@ -59,6 +64,8 @@ class Job:
             raise ValueError("user_ids must be ascending and distinct")
         if not _is_int(self.generation) or self.generation < 0:
             raise ValueError(f"generation must be a non-negative int, got {self.generation!r}")
+        if not _is_int(self.edit) or self.edit < 0 or (self.edit and self.recall):
+            raise ValueError(f"edit must be a non-negative int, not on a recall, got {self.edit!r}")
         check_bot(self.bot)
 
     @property
@@ -66,7 +73,7 @@ class Job:
         """The ``Nats-Msg-Id``: the same for the same content, different for any other
         (a bot other than ``default`` is part of it)."""
         digest = hashlib.sha256(",".join(map(str, self.user_ids)).encode()).hexdigest()[:16]
-        kind = "v" if self.recall else "j"
+        kind = "v" if self.recall else f"e{self.edit}" if self.edit else "j"
         msg_id = f"{kind}.{self.broadcast_id}.{self.user_ids[0]}.{len(self.user_ids)}.{digest}"
         if self.generation:
             msg_id = f"{msg_id}.g{self.generation}"
@@ -82,6 +89,8 @@ class Job:
             obj["bot"] = self.bot
         if self.recall:
             obj["recall"] = True
+        if self.edit:
+            obj["edit"] = self.edit
         return _dumps(obj)
 
     @classmethod
@@ -101,6 +110,7 @@ class Job:
             raise ValueError("recall must be a boolean")
         return cls(
             recall=recall,
+            edit=_get_int(obj, "edit") if "edit" in obj else 0,
             broadcast_id=_get_int(obj, "broadcast_id"),
             user_ids=tuple(user_ids),
             generation=generation,
@@ -144,6 +154,27 @@ class RecallEvent:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class EditEvent:
+    """One sent recipient's edit has its outcome (``result.edit`` is set, and
+    ``result.content_version`` is the version the edit applied)."""
+
+    result: DeliveryResult
+
+    def __post_init__(self) -> None:
+        if self.result.edit is None:
+            raise ValueError("an edit event needs an edit outcome")
+
+    @property
+    def broadcast_id(self) -> int:
+        return self.result.broadcast_id
+
+    @property
+    def msg_id(self) -> str:
+        r = self.result
+        return f"e.{r.broadcast_id}.{r.content_version}.{r.user_id}"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class FinishedEvent:
     """The broadcast reached a final status; no result events follow for it."""
 
@@ -158,7 +189,7 @@ class FinishedEvent:
         return f"f.{self.broadcast_id}"
 
 
-Event = ResultEvent | RecallEvent | FinishedEvent
+Event = ResultEvent | RecallEvent | EditEvent | FinishedEvent
 
 
 @dataclass(frozen=True, slots=True)
@@ -167,19 +198,29 @@ class Idle:
 
 
 def encode_event(event: Event) -> bytes:
-    if isinstance(event, ResultEvent | RecallEvent):
+    if isinstance(event, ResultEvent | RecallEvent | EditEvent):
         r = event.result
         if not r.state.is_final:
             raise ValueError("a result event needs a final delivery state")
-        recall: dict[str, Any] = {}
+        kind = "result"
+        extra: dict[str, Any] = {}
+        if r.content_version != 1:
+            extra["content_version"] = r.content_version
         if isinstance(event, RecallEvent):
             assert r.recall is not None
-            recall = {"recall": r.recall.value}
+            kind = "recall"
+            extra["recall"] = r.recall.value
             if r.recall_error is not None:
-                recall["recall_error"] = r.recall_error
+                extra["recall_error"] = r.recall_error
+        elif isinstance(event, EditEvent):
+            assert r.edit is not None
+            kind = "edit"
+            extra["edit"] = r.edit.value
+            if r.edit_error is not None:
+                extra["edit_error"] = r.edit_error
         return _dumps(
             {
-                "type": "recall" if recall else "result",
+                "type": kind,
                 "broadcast_id": r.broadcast_id,
                 "user_id": r.user_id,
                 "state": r.state.value,
@@ -188,7 +229,7 @@ def encode_event(event: Event) -> bytes:
                 "error": r.error,
                 # Only an album's: one more key on every event would be bytes for nothing.
                 **({"message_ids": list(r.message_ids)} if r.message_ids else {}),
-                **recall,
+                **extra,
             }
         )
     return _dumps(
@@ -206,7 +247,7 @@ def decode_event(data: bytes) -> Event:
         if not status.is_final:
             raise ValueError(f"a finished event needs a final status, got {status.value}")
         return FinishedEvent(broadcast_id=broadcast_id, status=status)
-    if kind not in ("result", "recall"):
+    if kind not in ("result", "recall", "edit"):
         raise ValueError(f"unknown event type {kind!r}")
     state = DeliveryState(_get_str(obj, "state"))
     if not state.is_final:
@@ -226,9 +267,19 @@ def decode_event(data: bytes) -> Event:
         message_id=None if message_id is None else _get_int(obj, "message_id"),
         error=None if error is None else _get_str(obj, "error"),
         message_ids=tuple(message_ids),
+        content_version=_get_int(obj, "content_version") if "content_version" in obj else 1,
     )
     if kind == "result":
         return ResultEvent(result=result)
+    if kind == "edit":
+        edit_error = obj.get("edit_error")
+        return EditEvent(
+            result=replace(
+                result,
+                edit=EditOutcome(_get_str(obj, "edit")),
+                edit_error=None if edit_error is None else _get_str(obj, "edit_error"),
+            )
+        )
     recall_error = obj.get("recall_error")
     return RecallEvent(
         result=replace(

@@ -2,6 +2,7 @@
 is refused.
 
 * :mod:`.validation` — a request's fields, one message per rule, with field paths.
+* :mod:`.edits` — an EditBroadcast request, checked against the broadcast it edits.
 * :mod:`.rich_content` — Telegram's rules for media, albums, keyboards, copies and forwards.
 * :mod:`.formatting` — Telegram's markup (HTML, MarkdownV2), parsed as the Bot API parses it.
   The parsers are :mod:`.html_markup` and :mod:`.markdown_markup`; what they produce is

@@ -36,6 +36,7 @@ from tgbroadcast.core.domain.model import (
     Broadcast,
     Delivery,
     DeliveryState,
+    EditOutcome,
     NewBroadcast,
     RecallOutcome,
     User,
@@ -89,12 +90,13 @@ class Accepted:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class BroadcastReport:
-    """A broadcast with its recipients counted per final outcome, and per recall outcome
-    once it was recalled."""
+    """A broadcast with its recipients counted per final outcome, per recall outcome once it
+    was recalled, and per outcome of its latest edit once it was edited."""
 
     broadcast: Broadcast
     outcome_counts: Mapping[DeliveryState, int]
     recall_counts: Mapping[RecallOutcome, int] = field(default_factory=dict)
+    edit_counts: Mapping[EditOutcome, int] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -252,7 +254,14 @@ class BroadcastingService(LifecycleOperations):
         recalls = (
             await self._store.recall_counts(broadcast_id) if broadcast.recall_at is not None else {}
         )
-        return BroadcastReport(broadcast=broadcast, outcome_counts=counts, recall_counts=recalls)
+        edits = (
+            await self._store.edit_counts(broadcast_id, broadcast.content_version)
+            if broadcast.edit_at is not None
+            else {}
+        )
+        return BroadcastReport(
+            broadcast=broadcast, outcome_counts=counts, recall_counts=recalls, edit_counts=edits
+        )
 
     async def upsert_users(self, users: Sequence[UserProfile], *, bot: str = DEFAULT_BOT) -> int:
         """Upsert the bot's users (``InvalidArgument`` on ``bot`` for an unknown bot)."""

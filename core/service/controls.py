@@ -1,4 +1,4 @@
-"""The core's lifecycle operations: list, cancel, pause, resume and recall broadcasts.
+"""The core's lifecycle operations: list, cancel, pause, resume, recall and edit broadcasts.
 
 Who asked is an explicit ``actor`` (the API token's name, passed in by the transport: the
 core never reads a request's context); each move is recorded with it, and listed broadcasts
@@ -16,6 +16,7 @@ import asyncio
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Final
 
 from tgbroadcast.core.domain.errors import FailedPrecondition, FieldViolation, InvalidArgument
@@ -24,6 +25,7 @@ from tgbroadcast.core.domain.states import RECALL_SETTLE, Command
 from tgbroadcast.core.queue import FinishedEvent, Queue
 from tgbroadcast.core.rules import page_tokens
 from tgbroadcast.core.rules.bot_names import validate_bot_name
+from tgbroadcast.core.rules.edits import EditRequest, validate_edit
 from tgbroadcast.core.service.bot_access import (
     KnownBots,
     Visible,
@@ -50,7 +52,7 @@ class BroadcastsPage:
 
 
 class LifecycleOperations:
-    """List, cancel, pause, resume, recall. Needs ``_store``, ``_queue`` and
+    """List, cancel, pause, resume, recall, edit. Needs ``_store``, ``_queue`` and
     ``_dispatcher``."""
 
     _store: Store
@@ -178,4 +180,35 @@ class LifecycleOperations:
         asyncio.get_running_loop().call_later(
             RECALL_SETTLE, self._dispatcher.dispatch, broadcast_id
         )
+        return broadcast
+
+    async def edit_broadcast(
+        self, broadcast_id: int, request: EditRequest, *, actor: str, visible: Visible = None
+    ) -> Broadcast:
+        """Replace a broadcast's content (see :mod:`tgbroadcast.core.rules.edits`) as its next
+        version: recipients not sent yet get it, and once every worker has seen it
+        (``EDIT_SETTLE``) edit jobs apply it to every message sent with an older one (see
+        :mod:`tgbroadcast.core.domain.states`). ``InvalidArgument`` for content the broadcast
+        cannot take; ``FailedPrecondition`` for a recalling or recalled broadcast, a forward
+        (state ``forward``), and one whose bot was deleted (state ``bot_deleted``)."""
+        found = await visible_broadcast(self._store, broadcast_id, visible)
+        if await self._bots.lookup(found.bot) is None:  # no worker would ever edit them
+            raise FailedPrecondition(
+                f"broadcast {broadcast_id} was sent by bot {found.bot!r}, which was deleted: "
+                "its messages cannot be edited",
+                state="bot_deleted",
+            )
+        edit = validate_edit(request, found.content, broadcast_id=broadcast_id)
+        broadcast = await self._store.edit_broadcast(
+            broadcast_id, edit, actor=actor, now=datetime.now(UTC)
+        )
+        logger.info(
+            "broadcast edited",
+            extra={
+                "broadcast_id": broadcast_id,
+                "version": broadcast.content_version,
+                "actor": actor,
+            },
+        )
+        self._dispatcher.dispatch(broadcast_id)
         return broadcast

@@ -23,6 +23,11 @@ Guarantees:
   the pause are still in flight are held by their old job, which records them, and the new jobs
   leave them alone. ``dispatched`` is set only if no other resume came in between, else the newer
   generation is published too. The dispatcher never waits for a broadcast.
+* An edited broadcast's *edit jobs* (:mod:`tgbroadcast.worker.edit`) are cut the same way, from
+  the recipients whose messages carry older content, once ``EDIT_SETTLE`` seconds have passed
+  since the edit (until then the broadcast is handed back to the dispatcher that late, and
+  ``dispatched`` stays unset, so a server that dies meanwhile leaves it to the rescuer); an
+  edited sendable broadcast also gets its new generation of send jobs at once.
 * A ``recalling`` broadcast's recall jobs (:mod:`tgbroadcast.worker.recall`) are cut the same
   way, from the recipients still to recall, once ``RECALL_SETTLE`` seconds have passed since
   the recall (the API hands it over that late; a rescued one waits out the rest).
@@ -175,46 +180,104 @@ class Dispatcher(AbstractAsyncContextManager["Dispatcher"]):
             if broadcast.status is BroadcastStatus.RECALLING:
                 await self._publish_recall(broadcast)
                 return
-            if broadcast.status not in states.SENDABLE:
+            sendable = broadcast.status in states.SENDABLE
+            if not sendable and not broadcast.editing:
                 # Scheduled ones start with the scheduler, paused ones on resume; final: never.
                 logger.info(
                     "not dispatching a broadcast that is not sendable",
                     extra={"broadcast_id": broadcast_id, "status": broadcast.status.value},
                 )
                 return
-            generation = states.generation(broadcast.resumed_at)
-            jobs: list[Job] = []
-            count = 0
-            batches = self._store.job_batches(broadcast_id, batch_size=self._batch_size)
-            async for user_ids in batches:
-                jobs.append(
-                    Job(
-                        broadcast_id=broadcast_id,
-                        user_ids=user_ids,
-                        generation=generation,
-                        paid=broadcast.content.allow_paid_broadcast,
-                        bot=broadcast.bot,
-                    )
-                )
-                count += len(user_ids)
-                if len(jobs) >= JOBS_PER_PUBLISH:
-                    await self._queue.publish_jobs(jobs)
-                    jobs = []
-            if jobs:
-                await self._queue.publish_jobs(jobs)
-            tracing.set_attributes({"tgbroadcast.recipients": count})
+            count = await self._publish_sends(broadcast) if sendable else 0
+            if broadcast.editing and not await self._publish_edit(broadcast):
+                return  # dispatched again once the edit has settled
             if await self._store.mark_generation_dispatched(broadcast_id, broadcast.resumed_at):
                 logger.info(
                     "broadcast dispatched",
                     extra={
                         "broadcast_id": broadcast_id,
                         "queued": count,
-                        "generation": generation,
+                        "generation": states.generation(broadcast.resumed_at),
                         "bot": broadcast.bot,
                     },
                 )
                 return
-            # Resumed while this generation was published: publish the new one.
+            # Resumed or edited while this generation was published: publish the new one.
+
+    async def _publish_sends(self, broadcast: Broadcast) -> int:
+        """Publish the jobs of a sendable broadcast's current generation; how many
+        recipients they cover."""
+        broadcast_id = broadcast.id
+        generation = states.generation(broadcast.resumed_at)
+        jobs: list[Job] = []
+        count = 0
+        batches = self._store.job_batches(broadcast_id, batch_size=self._batch_size)
+        async for user_ids in batches:
+            jobs.append(
+                Job(
+                    broadcast_id=broadcast_id,
+                    user_ids=user_ids,
+                    generation=generation,
+                    paid=broadcast.content.allow_paid_broadcast,
+                    bot=broadcast.bot,
+                )
+            )
+            count += len(user_ids)
+            if len(jobs) >= JOBS_PER_PUBLISH:
+                await self._queue.publish_jobs(jobs)
+                jobs = []
+        if jobs:
+            await self._queue.publish_jobs(jobs)
+        tracing.set_attributes({"tgbroadcast.recipients": count})
+        return count
+
+    async def _publish_edit(self, broadcast: Broadcast) -> bool:
+        """Publish the edit jobs of an edited broadcast's latest version once every worker
+        has seen the edit (:data:`~tgbroadcast.core.domain.states.EDIT_SETTLE`; earlier, the
+        broadcast is dispatched again then and False is returned); the edit ends at once when
+        nobody is left to edit."""
+        assert broadcast.edit_at is not None
+        settle = states.EDIT_SETTLE - (datetime.now(UTC) - broadcast.edit_at).total_seconds()
+        if settle > 0:
+            asyncio.get_running_loop().call_later(settle, self.dispatch, broadcast.id)
+            return False
+        now = datetime.now(UTC)
+        version = broadcast.content_version
+        # Each dispatch its own job ids: one that opens again (a send of the old content
+        # recorded late) must not be dropped as a duplicate of the first.
+        round_ = states.generation(now)
+        jobs: list[Job] = []
+        count = 0
+        batches = self._store.edit_batches(
+            broadcast.id, version=version, batch_size=self._batch_size, now=now
+        )
+        async for user_ids in batches:
+            jobs.append(
+                Job(
+                    broadcast_id=broadcast.id,
+                    user_ids=user_ids,
+                    bot=broadcast.bot,
+                    edit=version,
+                    generation=round_,
+                )
+            )
+            count += 1
+            if len(jobs) >= JOBS_PER_PUBLISH:
+                await self._queue.publish_jobs(jobs)
+                jobs = []
+        if jobs:
+            await self._queue.publish_jobs(jobs)
+        logger.info(
+            "edit dispatched",
+            extra={
+                "broadcast_id": broadcast.id,
+                "jobs": count,
+                "version": version,
+                "bot": broadcast.bot,
+            },
+        )
+        await self._store.finish_edit(broadcast.id, version=version, now=now)
+        return True
 
     async def _publish_recall(self, broadcast: Broadcast) -> None:
         """Publish a recalling broadcast's recall jobs, once every worker has seen the status

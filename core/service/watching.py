@@ -25,11 +25,11 @@ import re
 import time
 from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from contextlib import aclosing
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Protocol
 
 from tgbroadcast.core.domain.model import Broadcast, BroadcastStatus, DeliveryResult
-from tgbroadcast.core.queue import FinishedEvent, Idle, RecallEvent, ResultEvent
+from tgbroadcast.core.queue import EditEvent, FinishedEvent, Idle, RecallEvent, ResultEvent
 from tgbroadcast.core.queue.watching import Sequenced
 from tgbroadcast.core.store import Store
 
@@ -39,7 +39,9 @@ REPLAY_PAGE = 500
 _SETTLED = frozenset({BroadcastStatus.COMPLETED, BroadcastStatus.RECALLED})
 """Final statuses whose counters never move again."""
 _INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
-_CURSOR = re.compile(r"([su])(-?\d{1,19})\.(\d{1,19})\.(\d{1,19})(?:\.(\d{1,19}))?")
+_CURSOR = re.compile(
+    r"([su])(-?\d{1,19})\.(\d{1,19})\.(\d{1,19})(?:\.(\d{1,19})(?:\.(\d{1,19})\.(\d{1,9}))?)?"
+)
 
 
 class EventSource(Protocol):
@@ -64,6 +66,11 @@ class WatchUpdate:
     cursor: str = ""
     recalled: int = 0
     """Recall outcomes so far (this one included)."""
+    edited: int = 0
+    """Outcomes of the newest edit seen so far (this one included)."""
+    kind: str = "result"
+    """What this update is: a delivery's ``result``, a ``recall``'s or an ``edit``'s outcome
+    (a replay's one update per recipient is a ``result`` carrying them all)."""
 
     @property
     def pending(self) -> int:
@@ -80,9 +87,14 @@ class Cursor:
     sent: int
     failed: int
     recalled: int = 0
+    edited: int = 0
+    version: int = 1
+    """The content version ``edited`` counts the outcomes of."""
 
     def __str__(self) -> str:
         text = f"{self.kind}{self.seq}.{self.sent}.{self.failed}"
+        if self.edited or self.version != 1:
+            return f"{text}.{self.recalled}.{self.edited}.{self.version}"
         return f"{text}.{self.recalled}" if self.recalled else text
 
     @classmethod
@@ -91,8 +103,16 @@ class Cursor:
         match = _CURSOR.fullmatch(text.strip())
         if match is None:
             return None
-        kind, seq, sent, failed, recalled = match.groups()
-        cursor = cls(kind, int(seq), int(sent), int(failed), int(recalled or 0))
+        kind, seq, sent, failed, recalled, edited, version = match.groups()
+        cursor = cls(
+            kind,
+            int(seq),
+            int(sent),
+            int(failed),
+            int(recalled or 0),
+            int(edited or 0),
+            int(version or 1),
+        )
         if not _INT64_MIN <= cursor.seq <= _INT64_MAX or (kind == "s" and cursor.seq < 0):
             return None  # no stream sequence or user id is out there
         return cursor
@@ -119,7 +139,7 @@ async def watch(
     """
     if after is not None and after.sent + after.failed > broadcast.total:
         after = None  # not a cursor of this broadcast: from the first outcome
-    if broadcast.status.is_final and (after is None or after.kind == "u"):
+    if broadcast.status.is_final and not broadcast.editing and (after is None or after.kind == "u"):
         async for update in _replay(store, broadcast, after):
             yield update
         return
@@ -145,115 +165,121 @@ async def _follow(
     on_finished: Callable[[int], None] | None,
 ) -> AsyncIterator[WatchUpdate]:
     broadcast_id, total = broadcast.id, broadcast.total
-    sent, failed, seq = (0, 0, 0) if after is None else (after.sent, after.failed, after.seq)
-    recalled = 0 if after is None else after.recalled
+    at = Cursor("s", 0, 0, 0) if after is None else after
+    status = broadcast.status
     final: Broadcast | None = None
     final_since = 0.0
-    async with aclosing(events.watch(broadcast_id, seq + 1)) as stream:
+
+    def update(result: DeliveryResult | None, status: BroadcastStatus, kind: str) -> WatchUpdate:
+        return WatchUpdate(
+            result=result,
+            status=status,
+            total=total,
+            sent=at.sent,
+            failed=at.failed,
+            cursor=str(at),
+            recalled=at.recalled,
+            edited=at.edited,
+            kind=kind,
+        )
+
+    async with aclosing(events.watch(broadcast_id, at.seq + 1)) as stream:
         async for item in stream:
             event = None if isinstance(item, Idle) else item.event
             if isinstance(event, FinishedEvent) and on_finished is not None:
                 on_finished(broadcast_id)
             if isinstance(item, Sequenced):
-                seq = item.seq
+                at = replace(at, seq=item.seq)
             if isinstance(event, ResultEvent):
                 result = event.result
                 if result.state.delivered:
-                    sent += 1
+                    at = replace(at, sent=at.sent + 1)
                 else:
-                    failed += 1
-                yield WatchUpdate(
-                    result=result,
-                    status=BroadcastStatus.RUNNING,
-                    total=total,
-                    sent=sent,
-                    failed=failed,
-                    cursor=str(Cursor("s", seq, sent, failed, recalled)),
-                    recalled=recalled,
-                )
+                    at = replace(at, failed=at.failed + 1)
+                yield update(result, BroadcastStatus.RUNNING, "result")
             elif isinstance(event, RecallEvent):
-                recalled += 1
-                yield WatchUpdate(
-                    result=event.result,
-                    status=BroadcastStatus.RECALLING,
-                    total=total,
-                    sent=sent,
-                    failed=failed,
-                    cursor=str(Cursor("s", seq, sent, failed, recalled)),
-                    recalled=recalled,
-                )
+                at = replace(at, recalled=at.recalled + 1)
+                yield update(event.result, BroadcastStatus.RECALLING, "recall")
+            elif isinstance(event, EditEvent):
+                version = event.result.content_version
+                if version > at.version:  # a newer edit: its outcomes are counted afresh
+                    at = replace(at, version=version, edited=0)
+                if version == at.version:
+                    at = replace(at, edited=at.edited + 1)
+                yield update(event.result, status, "edit")
             if (event is None or isinstance(event, FinishedEvent)) and (
-                # COMPLETED and RECALLED counts never move again; a FAILED broadcast's can
-                # (sends in flight when it stopped), so it is re-read while events keep coming.
-                final is None or final.status not in _SETTLED
+                # COMPLETED and RECALLED counts never move again (unless an edit is under
+                # way); a FAILED broadcast's can (sends in flight when it stopped), so it is
+                # re-read while events keep coming.
+                final is None or final.status not in _SETTLED or final.editing
             ):
                 latest = await store.get_broadcast(broadcast_id)
+                status = latest.status
                 if latest.status.is_final:
-                    if final is None:
+                    if final is None or latest.editing:  # the grace starts when edits end
                         final_since = time.monotonic()
                     final = latest
             if final is None:
                 continue
-            seen_all = sent + failed >= final.sent + final.failed and recalled >= final.recalled
-            if seen_all and (final.status in _SETTLED or event is None):
+            edited = at.edited if at.version == final.content_version else 0
+            seen_all = (
+                at.sent + at.failed >= final.sent + final.failed
+                and at.recalled >= final.recalled
+                and edited >= final.edited
+            )
+            if seen_all and not final.editing and (final.status in _SETTLED or event is None):
                 break
             if time.monotonic() - final_since > missing_event_grace:
                 logger.warning(
                     "watch closed with outcomes missing from the event stream",
                     extra={
                         "broadcast_id": broadcast_id,
-                        "seen": sent + failed,
+                        "seen": at.sent + at.failed,
                         "expected": final.sent + final.failed,
-                        "recalls_seen": recalled,
+                        "recalls_seen": at.recalled,
                         "recalls_expected": final.recalled,
+                        "edits_seen": edited,
+                        "edits_expected": final.edited,
                     },
                 )
                 break
     assert final is not None
-    yield WatchUpdate(
-        result=None,
-        status=final.status,
-        total=total,
-        sent=sent,
-        failed=failed,
-        cursor=str(Cursor("s", seq, sent, failed, recalled)),
-        recalled=recalled,
-    )
+    yield update(None, final.status, "result")
 
 
 async def _replay(
     store: Store, broadcast: Broadcast, after: Cursor | None
 ) -> AsyncIterator[WatchUpdate]:
-    sent, failed = (0, 0) if after is None else (after.sent, after.failed)
-    recalled = 0 if after is None else after.recalled
+    at = Cursor("u", 0, 0, 0) if after is None else after
     last: int | None = None if after is None else after.seq
+    version = broadcast.content_version
+
+    def update(result: DeliveryResult | None, cursor: str) -> WatchUpdate:
+        return WatchUpdate(
+            result=result,
+            status=broadcast.status,
+            total=broadcast.total,
+            sent=at.sent,
+            failed=at.failed,
+            cursor=cursor,
+            recalled=at.recalled,
+            edited=at.edited,
+        )
+
     while True:
         page = await store.list_results(broadcast.id, after_user_id=last, limit=REPLAY_PAGE)
         for result in page:
             if result.state.delivered:
-                sent += 1
+                at = replace(at, sent=at.sent + 1)
             else:
-                failed += 1
+                at = replace(at, failed=at.failed + 1)
             if result.recall is not None:
-                recalled += 1
+                at = replace(at, recalled=at.recalled + 1)
+            if result.edit is not None and result.content_version == version:
+                at = replace(at, edited=at.edited + 1, version=version)
             last = result.user_id
-            yield WatchUpdate(
-                result=result,
-                status=broadcast.status,
-                total=broadcast.total,
-                sent=sent,
-                failed=failed,
-                cursor=str(Cursor("u", last, sent, failed, recalled)),
-                recalled=recalled,
-            )
+            at = replace(at, seq=last)
+            yield update(result, str(at))
         if len(page) < REPLAY_PAGE:
             break
-    yield WatchUpdate(
-        result=None,
-        status=broadcast.status,
-        total=broadcast.total,
-        sent=sent,
-        failed=failed,
-        cursor="" if last is None else str(Cursor("u", last, sent, failed, recalled)),
-        recalled=recalled,
-    )
+    yield update(None, "" if last is None else str(at))

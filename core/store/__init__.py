@@ -19,7 +19,9 @@
   dispatch of a generation of jobs.
 * :mod:`.actions` — ``broadcast_actions``: who paused, resumed or cancelled a broadcast, when.
 * :mod:`.deliveries` — ``deliveries``: pending recipients, claims for a job, recorded results.
+* :mod:`.followups` — what recall and edit jobs share: holding sent recipients, batches.
 * :mod:`.recalls` — a recall's deliveries: holding, recording, the move to ``recalled``.
+* :mod:`.edits` — an edit: the new content, its deliveries' holding and recording, its end.
 * :mod:`.callbacks` — the completion webhook's columns of ``broadcasts``.
 * :mod:`.bots` — ``bots``: the bots created through the API, their tokens sealed.
 * :mod:`.quota` — recipients not yet final and audience sizes, for
@@ -32,17 +34,20 @@ May import: :mod:`tgbroadcast.core.domain`, :mod:`tgbroadcast.core.tasks`.
 from __future__ import annotations
 
 from tgbroadcast.core.store.deliveries import Claimed, Recorded
+from tgbroadcast.core.store.edits import EditResult
 from tgbroadcast.core.store.engine import create_engine
-from tgbroadcast.core.store.recalls import RecallClaim, RecallResult, RecallTarget
+from tgbroadcast.core.store.followups import SentClaim, SentTarget
+from tgbroadcast.core.store.recalls import RecallResult
 from tgbroadcast.core.store.store import MAX_ATTEMPTS, Store
 
 __all__ = [
     "MAX_ATTEMPTS",
     "Claimed",
-    "RecallClaim",
+    "EditResult",
     "RecallResult",
-    "RecallTarget",
     "Recorded",
+    "SentClaim",
+    "SentTarget",
     "Store",
     "create_engine",
 ]

@@ -16,7 +16,9 @@ from sqlalchemy import (
     bindparam,
     false,
     func,
+    or_,
     select,
+    true,
     update,
 )
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -152,6 +154,11 @@ def from_row(row: Row[Any]) -> Broadcast:
         bot=row.bot,
         recall_at=row.recall_at,
         recalled=row.recalled,
+        content_version=row.content_version,
+        media_version=row.media_version,
+        edit_at=row.edit_at,
+        editing=row.editing,
+        edited=row.edited,
     )
 
 
@@ -191,16 +198,29 @@ async def count_errors(
     return int((await connection.execute(statement)).scalar_one())
 
 
-async def file_id(connection: AsyncConnection, broadcast_id: int) -> str | None:
-    statement = select(broadcasts.c.file_id).where(broadcasts.c.id == broadcast_id)
+async def file_id(
+    connection: AsyncConnection, broadcast_id: int, media_version: int = 1
+) -> str | None:
+    """The stored file_id of the broadcast's media, if it is still the ``media_version``'s
+    (an edit that replaced the media clears it)."""
+    statement = select(broadcasts.c.file_id).where(
+        broadcasts.c.id == broadcast_id, broadcasts.c.media_version == media_version
+    )
     value: str | None = (await connection.execute(statement)).scalar_one_or_none()
     return value
 
 
-async def store_file_id(connection: AsyncConnection, broadcast_id: int, file_id: str) -> None:
+async def store_file_id(
+    connection: AsyncConnection, broadcast_id: int, file_id: str, media_version: int = 1
+) -> None:
+    """Store the first file_id of the ``media_version``'s media (not once it was replaced)."""
     await connection.execute(
         update(broadcasts)
-        .where(broadcasts.c.id == broadcast_id, broadcasts.c.file_id.is_(None))
+        .where(
+            broadcasts.c.id == broadcast_id,
+            broadcasts.c.file_id.is_(None),
+            broadcasts.c.media_version == media_version,
+        )
         .values(file_id=file_id)
     )
 
@@ -211,7 +231,10 @@ async def undispatched(
     """Ids of broadcasts with work whose jobs are not all queued, ascending."""
     statement = (
         select(broadcasts.c.id)
-        .where(broadcasts.c.dispatched == false(), broadcasts.c.status.in_(ACTIVE))
+        .where(
+            broadcasts.c.dispatched == false(),
+            or_(broadcasts.c.status.in_(ACTIVE), broadcasts.c.editing == true()),
+        )
         .order_by(broadcasts.c.id)
     )
     if created_before is not None:

@@ -15,15 +15,19 @@ from typing import Any, Final
 
 from sqlalchemy import (
     BigInteger,
+    Integer,
     Row,
     Select,
     String,
     Text,
+    and_,
     bindparam,
     case,
+    false,
     func,
     or_,
     select,
+    true,
     update,
 )
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -35,6 +39,7 @@ from tgbroadcast.core.domain.model import (
     Delivery,
     DeliveryResult,
     DeliveryState,
+    EditOutcome,
     RecallOutcome,
 )
 from tgbroadcast.core.store import broadcasts as broadcast_statements
@@ -226,6 +231,9 @@ async def report_page(
             deliveries.c.finished_at,
             deliveries.c.recall,
             deliveries.c.recall_error,
+            deliveries.c.content_version,
+            deliveries.c.edit,
+            deliveries.c.edit_error,
         )
         .where(deliveries.c.broadcast_id == broadcast_id)
         .order_by(deliveries.c.user_id)
@@ -245,6 +253,9 @@ async def report_page(
             message_ids=decode_message_ids(row.message_ids),
             recall=None if row.recall is None else RecallOutcome(row.recall),
             recall_error=row.recall_error,
+            content_version=row.content_version or 1,
+            edit=None if row.edit is None else EditOutcome(row.edit),
+            edit_error=row.edit_error,
         )
         for row in await connection.execute(statement)
     ]
@@ -271,6 +282,8 @@ async def record(
         recipients.setdefault(broadcast_id, []).append(user_id)
     recorded: list[DeliveryResult] = []
     counts: dict[int, tuple[int, int]] = {}
+    oldest: dict[int, int] = {}
+    """Per broadcast: the oldest content version among the sends recorded."""
     for broadcast_id, user_ids in recipients.items():
         for chunk in chunks(user_ids, IDS_PER_IN_LIST):
             parameters = {"broadcast_id": broadcast_id, "user_ids": list(chunk)}
@@ -281,12 +294,18 @@ async def record(
             await connection.execute(_FINALIZE, [_finalize_parameters(r) for r in final])
             recorded.extend(final)
             sent = sum(result.state is DeliveryState.SENT for result in final)
+            for result in final:
+                if result.state is DeliveryState.SENT:
+                    version = min(oldest.get(broadcast_id, _NO_SEND), result.content_version)
+                    oldest[broadcast_id] = version
             sent_before, failed_before = counts.get(broadcast_id, (0, 0))
             counts[broadcast_id] = (sent_before + sent, failed_before + len(final) - sent)
     await _deactivate_leavers(connection, recorded, now=now)
     finished: list[Broadcast] = []
     for broadcast_id in sorted(counts):
-        if await _count(connection, broadcast_id, *counts[broadcast_id], now=now):
+        sent, failed = counts[broadcast_id]
+        version = oldest.get(broadcast_id, _NO_SEND)
+        if await _count(connection, broadcast_id, sent, failed, version, now=now):
             finished.append(await broadcast_statements.fetch(connection, broadcast_id))
     return Recorded(recorded=tuple(recorded), finished=tuple(finished))
 
@@ -310,11 +329,25 @@ async def _deactivate_leavers(
 
 
 async def _count(
-    connection: AsyncConnection, broadcast_id: int, sent: int, failed: int, *, now: datetime
+    connection: AsyncConnection,
+    broadcast_id: int,
+    sent: int,
+    failed: int,
+    oldest: int,
+    *,
+    now: datetime,
 ) -> bool:
-    """Add to the broadcast's counters; whether this completed it."""
+    """Add to the broadcast's counters; whether this completed it. A send of content older
+    than the broadcast's (in flight when it was edited, recorded after its edit jobs looked)
+    opens the edit again, for a dispatcher to publish its edit jobs anew."""
     # Two statements, not one: MySQL evaluates SET from left to right with the new values.
-    parameters = {"broadcast_id": broadcast_id, "sent": sent, "failed": failed, "now": now}
+    parameters = {
+        "broadcast_id": broadcast_id,
+        "sent": sent,
+        "failed": failed,
+        "oldest": oldest,
+        "now": now,
+    }
     await connection.execute(_ADD_COUNTS, parameters)
     completed = await connection.execute(_COMPLETE, {"broadcast_id": broadcast_id, "now": now})
     return bool(completed.rowcount == 1)
@@ -333,6 +366,14 @@ _LOCK_PENDING = (
 """The recipients among ``user_ids`` still pending, locked (built once, like the statements
 below: SQLAlchemy then finds them compiled without computing a cache key each time)."""
 
+_NO_SEND: Final = 2**31 - 1
+"""The ``oldest`` of a group that sent nothing: no content version is that new."""
+_SENT_OLDER = and_(
+    broadcasts.c.content_version > bindparam("oldest", type_=Integer),
+    broadcasts.c.status.not_in([BroadcastStatus.RECALLING.value, BroadcastStatus.RECALLED.value]),
+)
+"""A send recorded with older content than the broadcast's, not recalled since."""
+
 _ADD_COUNTS = (
     update(broadcasts)
     .where(broadcasts.c.id == bindparam("broadcast_id", type_=BigInteger))
@@ -344,6 +385,8 @@ _ADD_COUNTS = (
             else_=broadcasts.c.status,
         ),
         started_at=func.coalesce(broadcasts.c.started_at, bindparam("now", type_=UtcDateTime())),
+        editing=case((_SENT_OLDER, true()), else_=broadcasts.c.editing),
+        dispatched=case((_SENT_OLDER, false()), else_=broadcasts.c.dispatched),
     )
 )
 
@@ -371,6 +414,7 @@ _FINALIZE = (
         message_ids=bindparam("new_message_ids", type_=Text),
         error=bindparam("new_error", type_=Text),
         finished_at=bindparam("new_finished_at", type_=UtcDateTime()),
+        content_version=bindparam("new_content_version", type_=Integer),
         claimed_by=None,
         claimed_until=None,
     )
@@ -388,6 +432,7 @@ def _finalize_parameters(result: DeliveryResult) -> dict[str, object]:
         "new_message_ids": encode_message_ids(result.message_ids),
         "new_error": result.error,
         "new_finished_at": result.finished_at,
+        "new_content_version": None if result.content_version == 1 else result.content_version,
     }
 
 
@@ -405,6 +450,9 @@ def _result(row: Row[Any]) -> DeliveryResult:
         message_ids=decode_message_ids(row.message_ids),
         recall=None if row.recall is None else RecallOutcome(row.recall),
         recall_error=row.recall_error,
+        content_version=row.content_version or 1,
+        edit=None if row.edit is None else EditOutcome(row.edit),
+        edit_error=row.edit_error,
     )
 
 

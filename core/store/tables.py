@@ -215,6 +215,14 @@ broadcasts = Table(
     # RecallBroadcast: when it was asked for, and how many recipients' recalls are recorded.
     Column("recall_at", UtcDateTime, nullable=True),
     Column("recalled", BigInteger, nullable=False, server_default=text("0")),
+    # EditBroadcast: the content's version (1 as sent, one more per edit; the content columns
+    # hold the latest), the version whose edit last replaced the media, when the last edit was
+    # asked for, whether its recipients are not all edited yet, and how many are.
+    Column("content_version", Integer, nullable=False, server_default=text("1")),
+    Column("media_version", Integer, nullable=False, server_default=text("1")),
+    Column("edit_at", UtcDateTime, nullable=True),
+    Column("editing", Boolean, nullable=False, server_default=false()),
+    Column("edited", BigInteger, nullable=False, server_default=text("0")),
     Index("ix_broadcasts_dispatched", "dispatched"),
     Index("ix_broadcasts_status", "status", "id"),
     # The webhook notifier looks for webhooks not yet delivered or failed.
@@ -251,6 +259,13 @@ deliveries = Table(
     # sent recipient's messages, the claim columns above hold it for that job.
     Column("recall", String(STATE_LENGTH), nullable=True),
     Column("recall_error", Text, nullable=True),
+    # The content version (``broadcasts.content_version``) a SENT recipient's send, or the
+    # last edit that reached it, was of (NULL: 1); what that edit did (``EditOutcome``) and
+    # Telegram's description when it failed. An edit job holds the recipients it edits with
+    # the claim columns, as a recall job does.
+    Column("content_version", Integer, nullable=True),
+    Column("edit", String(STATE_LENGTH), nullable=True),
+    Column("edit_error", Text, nullable=True),
     PrimaryKeyConstraint("broadcast_id", "user_id"),
     Index("ix_deliveries_state", "broadcast_id", "state", "user_id"),
     **MYSQL_TABLE_OPTIONS,

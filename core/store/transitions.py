@@ -53,7 +53,12 @@ async def move(
             "dispatched": False,
         }
     elif command is Command.RECALL:  # its jobs are cut afresh: the recall's own
-        values = {"status": BroadcastStatus.RECALLING.value, "recall_at": now, "dispatched": False}
+        values = {
+            "status": BroadcastStatus.RECALLING.value,
+            "recall_at": now,
+            "dispatched": False,
+            "editing": False,  # an edit in progress ends: nothing is edited after a recall
+        }
     else:
         values = {"status": BroadcastStatus.QUEUED.value}
     sources = sorted(state.value for state in command.sources)

@@ -12,6 +12,7 @@ from tgbroadcast.core.domain.content import (
     MessageRef,
     ParseMode,
 )
+from tgbroadcast.core.rules.edits import EditRequest
 from tgbroadcast.core.rules.rich_content import AlbumItemInput
 from tgbroadcast.core.rules.templates import Preview
 from tgbroadcast.core.rules.validation import ContentFields
@@ -39,6 +40,16 @@ def send_fields(message: pb.SendMessageRequest) -> ContentFields:
         if message.HasField("source")
         else None,
         personalize=message.personalize,
+    )
+
+
+def edit_request(message: pb.EditBroadcastRequest) -> EditRequest:
+    return EditRequest(
+        message=message.message,
+        parse_mode=parse_mode_name(message.parse_mode),
+        entities=tuple(_entity(e) for e in message.entities),
+        reply_markup=_keyboard(message.reply_markup) if message.HasField("reply_markup") else None,
+        media_url=message.media_url,
     )
 
 

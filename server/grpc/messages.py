@@ -12,6 +12,7 @@ from tgbroadcast.core.domain.model import (
     BroadcastStatus,
     DeliveryResult,
     DeliveryState,
+    EditOutcome,
     MediaType,
     RecallOutcome,
     User,
@@ -39,6 +40,9 @@ _STATUS_TO_PB = {
 }
 _RECALL_TO_PB = {
     outcome: pb.RecallOutcome.Value("RECALL_OUTCOME_" + outcome.name) for outcome in RecallOutcome
+}
+_EDIT_TO_PB = {
+    outcome: pb.EditOutcome.Value("EDIT_OUTCOME_" + outcome.name) for outcome in EditOutcome
 }
 _MEDIA_TO_PB = {
     media_type: pb.MediaType.Value(_MEDIA_PREFIX + media_type.name) for media_type in MediaType
@@ -92,6 +96,7 @@ def broadcast(
     value: Broadcast,
     outcome_counts: Mapping[DeliveryState, int],
     recall_counts: Mapping[RecallOutcome, int] | None = None,
+    edit_counts: Mapping[EditOutcome, int] | None = None,
 ) -> pb.Broadcast:
     message = pb.Broadcast(
         broadcast_id=value.id,
@@ -112,11 +117,17 @@ def broadcast(
         bot=value.bot,
         recalled=value.recalled,
         recall_counts={outcome.value: n for outcome, n in (recall_counts or {}).items()},
+        content_version=value.content_version,
+        editing=value.editing,
+        edited=value.edited,
+        edit_counts={outcome.value: n for outcome, n in (edit_counts or {}).items()},
     )
     if value.finished_at is not None:
         message.finished_at.CopyFrom(timestamp(value.finished_at))
     if value.recall_at is not None:
         message.recall_at.CopyFrom(timestamp(value.recall_at))
+    if value.edit_at is not None:
+        message.edit_at.CopyFrom(timestamp(value.edit_at))
     controls.fill_broadcast(message, value)
     return message
 
@@ -129,6 +140,10 @@ def recall(value: RecallOutcome | None) -> pb.RecallOutcome.ValueType:
     return pb.RECALL_OUTCOME_UNSPECIFIED if value is None else _RECALL_TO_PB[value]
 
 
+def edit(value: EditOutcome | None) -> pb.EditOutcome.ValueType:
+    return pb.EDIT_OUTCOME_UNSPECIFIED if value is None else _EDIT_TO_PB[value]
+
+
 def delivery_result(value: DeliveryResult) -> pb.DeliveryResult:
     return pb.DeliveryResult(
         user_id=value.user_id,
@@ -139,6 +154,9 @@ def delivery_result(value: DeliveryResult) -> pb.DeliveryResult:
         message_ids=value.all_message_ids,
         recall=recall(value.recall),
         recall_error=value.recall_error or "",
+        content_version=value.content_version,
+        edit=edit(value.edit),
+        edit_error=value.edit_error or "",
     )
 
 
@@ -155,6 +173,7 @@ def watch_update(value: WatchUpdate) -> pb.WatchBroadcastResponse:
             failed=value.failed,
             pending=value.pending,
             recalled=value.recalled,
+            edited=value.edited,
         ),
         cursor=value.cursor,
     )

@@ -7,7 +7,7 @@ from typing import Final
 
 from tgbroadcast.core.domain.model import Delivery, DeliveryState
 from tgbroadcast.core.service.reports import DeliveriesPage
-from tgbroadcast.server.grpc.messages import recall, timestamp
+from tgbroadcast.server.grpc.messages import edit, recall, timestamp
 from tgbroadcast.v1 import broadcast_pb2 as pb
 
 _OUTCOME_PREFIX: Final = "DELIVERY_OUTCOME_"
@@ -39,6 +39,9 @@ def delivery(value: Delivery) -> pb.DeliveryResult:
         message_ids=value.all_message_ids,
         recall=recall(value.recall),
         recall_error=value.recall_error or "",
+        content_version=value.content_version if value.state is DeliveryState.SENT else 0,
+        edit=edit(value.edit),
+        edit_error=value.edit_error or "",
     )
     if value.finished_at is not None:
         message.finished_at.CopyFrom(timestamp(value.finished_at))

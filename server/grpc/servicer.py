@@ -142,6 +142,18 @@ class BroadcastServicer(pb_grpc.BroadcastServiceServicer):
             )
         return pb.RecallBroadcastResponse(broadcast=messages.broadcast(broadcast, {}))
 
+    async def EditBroadcast(  # noqa: N802
+        self, request: pb.EditBroadcastRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> pb.EditBroadcastResponse:
+        async with _translated(context):
+            broadcast = await self._core.edit_broadcast(
+                request.broadcast_id,
+                content.edit_request(request),
+                actor=current_caller_name(),
+                visible=visible_bots(),
+            )
+        return pb.EditBroadcastResponse(broadcast=messages.broadcast(broadcast, {}))
+
     async def GetBroadcast(  # noqa: N802
         self, request: pb.GetBroadcastRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> pb.GetBroadcastResponse:
@@ -149,7 +161,7 @@ class BroadcastServicer(pb_grpc.BroadcastServiceServicer):
             report = await self._core.get_broadcast(request.broadcast_id, visible=visible_bots())
         return pb.GetBroadcastResponse(
             broadcast=messages.broadcast(
-                report.broadcast, report.outcome_counts, report.recall_counts
+                report.broadcast, report.outcome_counts, report.recall_counts, report.edit_counts
             )
         )
 

@@ -25,6 +25,7 @@ from tgbroadcast.core.domain.content import (
 )
 from tgbroadcast.core.domain.errors import FieldViolation, InvalidArgument
 from tgbroadcast.core.domain.model import UserFilter
+from tgbroadcast.core.rules.edits import EditRequest
 from tgbroadcast.core.rules.rich_content import AlbumItemInput
 from tgbroadcast.core.rules.validation import ContentFields
 
@@ -180,6 +181,31 @@ class SendMessageBody(ContentBody):
     idempotency_key: str | None = None
     bot: str | None = None
     """The bot that sends it; absent: the token's only bot, else ``default``."""
+
+
+class EditBody(_Strict):
+    """``POST /v1/broadcasts/{id}/edit``: the new text or caption, its formatting, keyboard
+    (absent: removed) and media (absent: kept)."""
+
+    message: str | None = None
+    parse_mode: str | None = None
+    entities: list[EntityBody] | None = None
+    reply_markup: KeyboardBody | None = None
+    media_url: str | None = None
+
+    def value(self) -> EditRequest:
+        fields = send_fields(
+            ContentBody(
+                parse_mode=self.parse_mode, entities=self.entities, reply_markup=self.reply_markup
+            )
+        )
+        return EditRequest(
+            message=self.message or "",
+            parse_mode=fields["parse_mode"],
+            entities=fields["entities"],
+            reply_markup=fields["reply_markup"],
+            media_url=self.media_url or "",
+        )
 
 
 class PreviewBody(_Strict):

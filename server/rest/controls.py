@@ -8,6 +8,10 @@
   ``detail``) names the current state. The move is recorded with the caller's token name
   (``actions`` in the answer). A broadcast of a bot the token may not use is 404, as one
   that does not exist.
+* ``POST /v1/broadcasts/{id}/edit`` with ``{"message", "parse_mode", "entities",
+  "reply_markup", "media_url"}`` — 200 and the broadcast at its new ``content_version``
+  (:mod:`tgbroadcast.core.rules.edits` says what an edit replaces); 400 for content the
+  broadcast cannot take, 409 for a recalling or recalled broadcast or a forward.
 * SendMessage (``POST /send-message``, ``POST /v1/broadcasts``): ``send_at`` (RFC 3339) and
   the idempotency key, as the ``Idempotency-Key`` header or the body field
   ``idempotency_key`` (both given and different: 400). A replay answers 202 with the same
@@ -24,7 +28,7 @@ from tgbroadcast.core.domain.errors import InvalidArgument
 from tgbroadcast.core.rules.schedule import parse_timestamp
 from tgbroadcast.core.service.broadcasting import Accepted
 from tgbroadcast.server.auth import bot_for, current_caller_name, visible_bots
-from tgbroadcast.server.rest import params, rendering
+from tgbroadcast.server.rest import content, params, rendering
 
 IDEMPOTENCY_HEADER = "Idempotency-Key"
 
@@ -138,9 +142,23 @@ async def recall_broadcast(request: web.Request) -> web.Response:
     )
 
 
+async def edit_broadcast(request: web.Request) -> web.Response:
+    broadcast_id = params.path_id(request, "broadcast_id")
+    params.check_query(request)
+    body = await params.json_body(request, content.EditBody)
+    return web.json_response(
+        rendering.listed_broadcast_json(
+            await params.service(request).edit_broadcast(
+                broadcast_id, body.value(), actor=current_caller_name(), visible=visible_bots()
+            )
+        )
+    )
+
+
 def add_routes(app: web.Application) -> None:
     app.router.add_get("/v1/broadcasts", list_broadcasts)
     app.router.add_post("/v1/broadcasts/{broadcast_id}/cancel", cancel_broadcast)
     app.router.add_post("/v1/broadcasts/{broadcast_id}/pause", pause_broadcast)
     app.router.add_post("/v1/broadcasts/{broadcast_id}/resume", resume_broadcast)
     app.router.add_post("/v1/broadcasts/{broadcast_id}/recall", recall_broadcast)
+    app.router.add_post("/v1/broadcasts/{broadcast_id}/edit", edit_broadcast)

@@ -31,6 +31,7 @@ from tgbroadcast.server.rest.openapi_examples import (
     SSE_EXAMPLE,
     USERS_EXAMPLE,
 )
+from tgbroadcast.server.rest.openapi_followups import followup_paths, with_followups
 from tgbroadcast.server.rest.openapi_schemas import (
     BOT_PARAMETER,
     LANGUAGE_CODE_PATTERN,
@@ -275,18 +276,16 @@ def _paths() -> dict[str, Schema]:
         "/v1/broadcasts/{broadcast_id}/resume": _lifecycle(
             "resumeBroadcast", "Continue a paused broadcast where it stopped"
         ),
-        "/v1/broadcasts/{broadcast_id}/recall": _lifecycle(
-            "recallBroadcast",
-            "Delete its messages from every chat (nothing more is sent; ends `recalled`)",
-        ),
+        **followup_paths(_errors),
         "/v1/broadcasts/{broadcast_id}/events": {
             "get": {
                 "operationId": "watchBroadcast",
                 "summary": "Every recipient's outcome as Server-Sent Events",
                 "description": "First the outcomes already known, then live ones, exactly once "
                 "each: an `event: result` per recipient (`data`: a `ResultEvent`, `id`: its "
-                "position) — of a recalled broadcast, an `event: recall` per sent recipient "
-                "too (the same data with `recall` set) — then one `event: end` (`data`: an "
+                "position) — of a recalled (edited) broadcast, an `event: recall` (`edit`) per "
+                "sent recipient too (the same data with `recall` (`edit`) set) — then one "
+                "`event: end` (`data`: an "
                 "`EndEvent`, `id: end`) with the final status, and the stream ends. Comment "
                 "lines (`: heartbeat`) keep the connection open; `event: error` means the "
                 "stream stopped and the client should reconnect; `event: shutdown` means the "
@@ -577,7 +576,7 @@ def _built() -> str:
                     }
                     for status, (name, description) in _ERRORS.items()
                 },
-                "schemas": {**component_schemas(), **bot_schemas()},
+                "schemas": with_followups({**component_schemas(), **bot_schemas()}),
             },
         },
         indent=1,

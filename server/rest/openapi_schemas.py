@@ -177,11 +177,15 @@ def component_schemas() -> dict[str, Schema]:
     keyboard = obj(
         {
             "rows": array(
-                obj({"buttons": array(ref("InlineKeyboardButton"), minItems=1, maxItems=8)}),
+                obj(
+                    {"buttons": array(ref("InlineKeyboardButton"), minItems=1, maxItems=8)},
+                    required=("buttons",),
+                ),
                 "Rows of buttons (at most 100 buttons, 8 per row).",
                 minItems=1,
             )
         },
+        required=("rows",),
         description="An inline keyboard under the message.",
     )
     link_preview = obj(

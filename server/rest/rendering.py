@@ -83,6 +83,11 @@ def broadcast_json(report: BroadcastReport) -> dict[str, Any]:
         "recall_at": timestamp(broadcast.recall_at),
         "recalled": broadcast.recalled,
         "recall_counts": {outcome.value: n for outcome, n in report.recall_counts.items()},
+        "content_version": broadcast.content_version,
+        "edit_at": timestamp(broadcast.edit_at),
+        "editing": broadcast.editing,
+        "edited": broadcast.edited,
+        "edit_counts": {outcome.value: n for outcome, n in report.edit_counts.items()},
     }
 
 

@@ -30,7 +30,7 @@ from typing import Any, Final
 from aiohttp import web
 
 from tgbroadcast.core.domain.errors import InvalidArgument
-from tgbroadcast.core.domain.model import BroadcastStatus, Delivery, DeliveryResult
+from tgbroadcast.core.domain.model import BroadcastStatus, Delivery, DeliveryResult, DeliveryState
 from tgbroadcast.core.service.watching import WatchUpdate
 from tgbroadcast.server.auth import visible_bots
 from tgbroadcast.server.rest import params, rendering
@@ -56,6 +56,9 @@ CSV_HEADER: Final = (
     "message_ids",
     "recall",
     "recall_error",
+    "content_version",
+    "edit",
+    "edit_error",
 )
 """New columns go last, after those that readers may take by position."""
 END_EVENT_ID: Final = "end"
@@ -90,6 +93,9 @@ def delivery_json(value: Delivery) -> dict[str, Any]:
         "message_ids": list(value.all_message_ids),
         "recall": None if value.recall is None else value.recall.value,
         "recall_error": value.recall_error,
+        "content_version": value.content_version if value.state is DeliveryState.SENT else None,
+        "edit": None if value.edit is None else value.edit.value,
+        "edit_error": value.edit_error,
     }
 
 
@@ -150,6 +156,9 @@ def _csv_record(value: Delivery) -> tuple[object, ...]:
         " ".join(map(str, value.all_message_ids)),
         "" if value.recall is None else value.recall.value,
         value.recall_error or "",
+        value.content_version if value.state is DeliveryState.SENT else "",
+        "" if value.edit is None else value.edit.value,
+        value.edit_error or "",
     )
 
 
@@ -208,6 +217,8 @@ def progress_json(update: WatchUpdate) -> dict[str, Any]:
     }
     if _recalled(update):
         progress["recalled"] = update.recalled
+    if update.edited:
+        progress["edited"] = update.edited
     return progress
 
 
@@ -319,15 +330,25 @@ def _event_of(item: WatchUpdate | BaseException | object, broadcast_id: int) -> 
     )
     if _recalled(item):
         progress += f',"recalled":{item.recalled}'
+    if item.edited:
+        progress += f',"edited":{item.edited}'
     data = _SHARED_RESULT(item.result)
-    if item.result.recall is not None:
-        fields = {"recall": item.result.recall.value, "recall_error": item.result.recall_error}
+    result = item.result
+    fields: dict[str, Any] = {}
+    if result.recall is not None:
+        fields |= {"recall": result.recall.value, "recall_error": result.recall_error}
+    if result.edit is not None:
+        fields |= {
+            "content_version": result.content_version,
+            "edit": result.edit.value,
+            "edit_error": result.edit_error,
+        }
+    if fields:
         data += "," + json.dumps(fields, separators=(",", ":"))[1:-1]
     data = f'{data},"progress":{progress}}}}}'
-    # A live recall is the recipient's second event, named apart; a replay's one event
-    # carries both.
-    event = "recall" if item.status is BroadcastStatus.RECALLING else "result"
-    return f"id: {item.cursor}\nevent: {event}\ndata: {data}\n\n".encode(), False
+    # A live recall or edit is another event of the recipient, named apart (its kind); a
+    # replay's one event per recipient carries them all.
+    return f"id: {item.cursor}\nevent: {item.kind}\ndata: {data}\n\n".encode(), False
 
 
 def _result_json(result: DeliveryResult) -> str:

@@ -22,10 +22,12 @@ from tgbroadcast_client._requests import (
     CallOptions,
     MessageFields,
     OutcomeArg,
+    ParseModeArg,
     PathArg,
     StatusArg,
     channel_credentials,
     create_bot_request,
+    edit_request,
     enum_name,
     enum_names,
     import_users_request,
@@ -201,6 +203,29 @@ class BroadcastClient:
         is sent. Each recipient's ``recall`` outcome comes through :meth:`watch`."""
         request = pb.RecallBroadcastRequest(broadcast_id=broadcast_id)
         return (await self._unary(self._stub.RecallBroadcast, request)).broadcast
+
+    async def edit(
+        self,
+        broadcast_id: int,
+        message: str = "",
+        *,
+        parse_mode: ParseModeArg = "",
+        entities: Iterable[pb.MessageEntity] = (),
+        reply_markup: pb.InlineKeyboardMarkup | None = None,
+        media_url: str = "",
+    ) -> pb.Broadcast:
+        """Gives every message sent, and the recipients not sent yet, new content: the text
+        or caption, its formatting, the keyboard (``None`` removes it) and new media (empty:
+        kept). Each sent recipient's ``edit`` outcome comes through :meth:`watch`."""
+        request = edit_request(
+            broadcast_id,
+            message,
+            parse_mode=parse_mode,
+            entities=entities,
+            reply_markup=reply_markup,
+            media_url=media_url,
+        )
+        return (await self._unary(self._stub.EditBroadcast, request)).broadcast
 
     async def list_deliveries(
         self,

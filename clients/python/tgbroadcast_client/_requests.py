@@ -169,6 +169,29 @@ def message_request(
     return request
 
 
+def edit_request(
+    broadcast_id: int,
+    message: str = "",
+    *,
+    parse_mode: ParseModeArg = "",
+    entities: Iterable[pb.MessageEntity] = (),
+    reply_markup: pb.InlineKeyboardMarkup | None = None,
+    media_url: str = "",
+) -> pb.EditBroadcastRequest:
+    """An ``EditBroadcastRequest``: the new text or caption, its formatting, the keyboard
+    (``None`` removes it, as Telegram's edits do) and new media (empty: kept)."""
+    request = pb.EditBroadcastRequest(
+        broadcast_id=broadcast_id,
+        message=message,
+        parse_mode=parse_mode_value(parse_mode),
+        entities=list(entities),
+        media_url=media_url,
+    )
+    if reply_markup is not None:
+        request.reply_markup.CopyFrom(reply_markup)
+    return request
+
+
 def user_filter(tags: Iterable[str], language_codes: Iterable[str]) -> pb.UserFilter | None:
     """The audience filter, or ``None`` when neither tags nor languages are given."""
     tags, language_codes = list(tags), list(language_codes)

@@ -215,6 +215,34 @@ RECALL_OUTCOME_FAILED: RecallOutcome.ValueType  # 4
 """Refused otherwise, or every attempt failed; `recall_error` says why."""
 Global___RecallOutcome: _TypeAlias = RecallOutcome  # noqa: Y015
 
+class _EditOutcome:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _EditOutcomeEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_EditOutcome.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    EDIT_OUTCOME_UNSPECIFIED: _EditOutcome.ValueType  # 0
+    """Not edited: the broadcast was not edited since this recipient was sent."""
+    EDIT_OUTCOME_EDITED: _EditOutcome.ValueType  # 1
+    """The messages carry the new content ("message is not modified" included)."""
+    EDIT_OUTCOME_NOT_FOUND: _EditOutcome.ValueType  # 2
+    """Gone (the user deleted the chat or the message)."""
+    EDIT_OUTCOME_FAILED: _EditOutcome.ValueType  # 3
+    """Refused otherwise, or every attempt failed; `edit_error` says why."""
+
+class EditOutcome(_EditOutcome, metaclass=_EditOutcomeEnumTypeWrapper):
+    """EditOutcome is what an EditBroadcast did to one sent recipient's messages."""
+
+EDIT_OUTCOME_UNSPECIFIED: EditOutcome.ValueType  # 0
+"""Not edited: the broadcast was not edited since this recipient was sent."""
+EDIT_OUTCOME_EDITED: EditOutcome.ValueType  # 1
+"""The messages carry the new content ("message is not modified" included)."""
+EDIT_OUTCOME_NOT_FOUND: EditOutcome.ValueType  # 2
+"""Gone (the user deleted the chat or the message)."""
+EDIT_OUTCOME_FAILED: EditOutcome.ValueType  # 3
+"""Refused otherwise, or every attempt failed; `edit_error` says why."""
+Global___EditOutcome: _TypeAlias = EditOutcome  # noqa: Y015
+
 class _DeliveryOutcome:
     ValueType = _typing.NewType("ValueType", _builtins.int)
     V: _TypeAlias = ValueType  # noqa: Y015
@@ -286,6 +314,8 @@ class _ControlActionEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_Control
     """CancelBroadcast."""
     CONTROL_ACTION_RECALL: _ControlAction.ValueType  # 4
     """RecallBroadcast."""
+    CONTROL_ACTION_EDIT: _ControlAction.ValueType  # 5
+    """EditBroadcast."""
 
 class ControlAction(_ControlAction, metaclass=_ControlActionEnumTypeWrapper):
     """ControlAction is a lifecycle move asked for through the API."""
@@ -299,6 +329,8 @@ CONTROL_ACTION_CANCEL: ControlAction.ValueType  # 3
 """CancelBroadcast."""
 CONTROL_ACTION_RECALL: ControlAction.ValueType  # 4
 """RecallBroadcast."""
+CONTROL_ACTION_EDIT: ControlAction.ValueType  # 5
+"""EditBroadcast."""
 Global___ControlAction: _TypeAlias = ControlAction  # noqa: Y015
 
 @_typing.final
@@ -822,6 +854,26 @@ class Broadcast(_message.Message):
         def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
         def WhichOneof(self, oneof_group: _Never) -> None: ...
 
+    @_typing.final
+    class EditCountsEntry(_message.Message):
+        DESCRIPTOR: _descriptor.Descriptor
+
+        KEY_FIELD_NUMBER: _builtins.int
+        VALUE_FIELD_NUMBER: _builtins.int
+        key: _builtins.str
+        value: _builtins.int
+        def __init__(
+            self,
+            *,
+            key: _builtins.str = ...,
+            value: _builtins.int = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "value", b"value"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
+
     BROADCAST_ID_FIELD_NUMBER: _builtins.int
     STATUS_FIELD_NUMBER: _builtins.int
     TOTAL_FIELD_NUMBER: _builtins.int
@@ -847,6 +899,11 @@ class Broadcast(_message.Message):
     RECALL_AT_FIELD_NUMBER: _builtins.int
     RECALLED_FIELD_NUMBER: _builtins.int
     RECALL_COUNTS_FIELD_NUMBER: _builtins.int
+    CONTENT_VERSION_FIELD_NUMBER: _builtins.int
+    EDIT_AT_FIELD_NUMBER: _builtins.int
+    EDITING_FIELD_NUMBER: _builtins.int
+    EDITED_FIELD_NUMBER: _builtins.int
+    EDIT_COUNTS_FIELD_NUMBER: _builtins.int
     broadcast_id: _builtins.int
     status: Global___BroadcastStatus.ValueType
     total: _builtins.int
@@ -875,6 +932,12 @@ class Broadcast(_message.Message):
     """The bot that sends it."""
     recalled: _builtins.int
     """Sent recipients whose recall has its outcome so far."""
+    content_version: _builtins.int
+    """1 as sent; each EditBroadcast adds one."""
+    editing: _builtins.bool
+    """The last edit still has sent recipients to edit."""
+    edited: _builtins.int
+    """Sent recipients whose edit to `content_version` has its outcome so far."""
     @_builtins.property
     def created_at(self) -> _timestamp_pb2.Timestamp: ...
     @_builtins.property
@@ -912,6 +975,16 @@ class Broadcast(_message.Message):
         "too_old", "not_found", "failed"); filled by GetBroadcast once recalled.
         """
 
+    @_builtins.property
+    def edit_at(self) -> _timestamp_pb2.Timestamp:
+        """When the last EditBroadcast was asked for; unset if never."""
+
+    @_builtins.property
+    def edit_counts(self) -> _containers.ScalarMap[_builtins.str, _builtins.int]:
+        """Recipients per outcome of the edit to `content_version`, keyed by its
+        lower-case name ("edited", "not_found", "failed"); filled by GetBroadcast.
+        """
+
     def __init__(
         self,
         *,
@@ -940,10 +1013,15 @@ class Broadcast(_message.Message):
         recall_at: _timestamp_pb2.Timestamp | None = ...,
         recalled: _builtins.int = ...,
         recall_counts: _abc.Mapping[_builtins.str, _builtins.int] | None = ...,
+        content_version: _builtins.int = ...,
+        edit_at: _timestamp_pb2.Timestamp | None = ...,
+        editing: _builtins.bool = ...,
+        edited: _builtins.int = ...,
+        edit_counts: _abc.Mapping[_builtins.str, _builtins.int] | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["created_at", b"created_at", "finished_at", b"finished_at", "recall_at", b"recall_at", "send_at", b"send_at", "started_at", b"started_at"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["created_at", b"created_at", "edit_at", b"edit_at", "finished_at", b"finished_at", "recall_at", b"recall_at", "send_at", b"send_at", "started_at", b"started_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["actions", b"actions", "allow_paid_broadcast", b"allow_paid_broadcast", "bot", b"bot", "broadcast_id", b"broadcast_id", "callback_url", b"callback_url", "created_at", b"created_at", "created_by", b"created_by", "error", b"error", "failed", b"failed", "finished_at", b"finished_at", "idempotency_key", b"idempotency_key", "media_type", b"media_type", "media_url", b"media_url", "message", b"message", "outcome_counts", b"outcome_counts", "parse_mode", b"parse_mode", "pending", b"pending", "recall_at", b"recall_at", "recall_counts", b"recall_counts", "recalled", b"recalled", "send_at", b"send_at", "sent", b"sent", "started_at", b"started_at", "status", b"status", "total", b"total"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["actions", b"actions", "allow_paid_broadcast", b"allow_paid_broadcast", "bot", b"bot", "broadcast_id", b"broadcast_id", "callback_url", b"callback_url", "content_version", b"content_version", "created_at", b"created_at", "created_by", b"created_by", "edit_at", b"edit_at", "edit_counts", b"edit_counts", "edited", b"edited", "editing", b"editing", "error", b"error", "failed", b"failed", "finished_at", b"finished_at", "idempotency_key", b"idempotency_key", "media_type", b"media_type", "media_url", b"media_url", "message", b"message", "outcome_counts", b"outcome_counts", "parse_mode", b"parse_mode", "pending", b"pending", "recall_at", b"recall_at", "recall_counts", b"recall_counts", "recalled", b"recalled", "send_at", b"send_at", "sent", b"sent", "started_at", b"started_at", "status", b"status", "total", b"total"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -1200,6 +1278,73 @@ class RecallBroadcastResponse(_message.Message):
 Global___RecallBroadcastResponse: _TypeAlias = RecallBroadcastResponse  # noqa: Y015
 
 @_typing.final
+class EditBroadcastRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    BROADCAST_ID_FIELD_NUMBER: _builtins.int
+    MESSAGE_FIELD_NUMBER: _builtins.int
+    PARSE_MODE_FIELD_NUMBER: _builtins.int
+    ENTITIES_FIELD_NUMBER: _builtins.int
+    REPLY_MARKUP_FIELD_NUMBER: _builtins.int
+    MEDIA_URL_FIELD_NUMBER: _builtins.int
+    broadcast_id: _builtins.int
+    message: _builtins.str
+    """The new text (required for a text broadcast) or caption (empty: none; an
+    album's is its first item's). A personalized broadcast's is a template.
+    """
+    parse_mode: Global___ParseMode.ValueType
+    """How `message` is formatted."""
+    media_url: _builtins.str
+    """New media for a single photo, video, animation, document or audio
+    broadcast: a file_id or a URL Telegram fetches. Empty keeps the media.
+    """
+    @_builtins.property
+    def entities(self) -> _containers.RepeatedCompositeFieldContainer[Global___MessageEntity]:
+        """Explicit formatting of `message`, instead of `parse_mode`."""
+
+    @_builtins.property
+    def reply_markup(self) -> Global___InlineKeyboardMarkup:
+        """The new inline keyboard; absent removes the one sent."""
+
+    def __init__(
+        self,
+        *,
+        broadcast_id: _builtins.int = ...,
+        message: _builtins.str = ...,
+        parse_mode: Global___ParseMode.ValueType = ...,
+        entities: _abc.Iterable[Global___MessageEntity] | None = ...,
+        reply_markup: Global___InlineKeyboardMarkup | None = ...,
+        media_url: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["reply_markup", b"reply_markup"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["broadcast_id", b"broadcast_id", "entities", b"entities", "media_url", b"media_url", "message", b"message", "parse_mode", b"parse_mode", "reply_markup", b"reply_markup"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___EditBroadcastRequest: _TypeAlias = EditBroadcastRequest  # noqa: Y015
+
+@_typing.final
+class EditBroadcastResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    BROADCAST_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def broadcast(self) -> Global___Broadcast: ...
+    def __init__(
+        self,
+        *,
+        broadcast: Global___Broadcast | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["broadcast", b"broadcast"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["broadcast", b"broadcast"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___EditBroadcastResponse: _TypeAlias = EditBroadcastResponse  # noqa: Y015
+
+@_typing.final
 class ListDeliveriesRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
@@ -1382,6 +1527,9 @@ class DeliveryResult(_message.Message):
     MESSAGE_IDS_FIELD_NUMBER: _builtins.int
     RECALL_FIELD_NUMBER: _builtins.int
     RECALL_ERROR_FIELD_NUMBER: _builtins.int
+    CONTENT_VERSION_FIELD_NUMBER: _builtins.int
+    EDIT_FIELD_NUMBER: _builtins.int
+    EDIT_ERROR_FIELD_NUMBER: _builtins.int
     user_id: _builtins.int
     outcome: Global___DeliveryOutcome.ValueType
     error: _builtins.str
@@ -1395,6 +1543,15 @@ class DeliveryResult(_message.Message):
     """
     recall_error: _builtins.str
     """Telegram's description when `recall` is FAILED."""
+    content_version: _builtins.int
+    """The content version its send, or the last edit that reached it, was of."""
+    edit: Global___EditOutcome.ValueType
+    """What that edit did; UNSPECIFIED until an edit reached it. In
+    WatchBroadcast an edit comes as another message of the recipient (its
+    result again, with `edit` set).
+    """
+    edit_error: _builtins.str
+    """Telegram's description when `edit` is FAILED."""
     @_builtins.property
     def finished_at(self) -> _timestamp_pb2.Timestamp: ...
     @_builtins.property
@@ -1414,10 +1571,13 @@ class DeliveryResult(_message.Message):
         message_ids: _abc.Iterable[_builtins.int] | None = ...,
         recall: Global___RecallOutcome.ValueType = ...,
         recall_error: _builtins.str = ...,
+        content_version: _builtins.int = ...,
+        edit: Global___EditOutcome.ValueType = ...,
+        edit_error: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["finished_at", b"finished_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["error", b"error", "finished_at", b"finished_at", "message_id", b"message_id", "message_ids", b"message_ids", "outcome", b"outcome", "recall", b"recall", "recall_error", b"recall_error", "user_id", b"user_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["content_version", b"content_version", "edit", b"edit", "edit_error", b"edit_error", "error", b"error", "finished_at", b"finished_at", "message_id", b"message_id", "message_ids", b"message_ids", "outcome", b"outcome", "recall", b"recall", "recall_error", b"recall_error", "user_id", b"user_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -1433,6 +1593,7 @@ class Progress(_message.Message):
     FAILED_FIELD_NUMBER: _builtins.int
     PENDING_FIELD_NUMBER: _builtins.int
     RECALLED_FIELD_NUMBER: _builtins.int
+    EDITED_FIELD_NUMBER: _builtins.int
     status: Global___BroadcastStatus.ValueType
     total: _builtins.int
     sent: _builtins.int
@@ -1440,6 +1601,8 @@ class Progress(_message.Message):
     pending: _builtins.int
     recalled: _builtins.int
     """Recall outcomes so far (RECALLING and RECALLED broadcasts)."""
+    edited: _builtins.int
+    """Outcomes of the latest edit so far (of the newest content version seen)."""
     def __init__(
         self,
         *,
@@ -1449,10 +1612,11 @@ class Progress(_message.Message):
         failed: _builtins.int = ...,
         pending: _builtins.int = ...,
         recalled: _builtins.int = ...,
+        edited: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["failed", b"failed", "pending", b"pending", "recalled", b"recalled", "sent", b"sent", "status", b"status", "total", b"total"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["edited", b"edited", "failed", b"failed", "pending", b"pending", "recalled", b"recalled", "sent", b"sent", "status", b"status", "total", b"total"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -71,6 +71,11 @@ class BroadcastServiceStub:
                 request_serializer=tgbroadcast_dot_v1_dot_broadcast__pb2.RecallBroadcastRequest.SerializeToString,
                 response_deserializer=tgbroadcast_dot_v1_dot_broadcast__pb2.RecallBroadcastResponse.FromString,
                 _registered_method=True)
+        self.EditBroadcast = channel.unary_unary(
+                '/tgbroadcast.v1.BroadcastService/EditBroadcast',
+                request_serializer=tgbroadcast_dot_v1_dot_broadcast__pb2.EditBroadcastRequest.SerializeToString,
+                response_deserializer=tgbroadcast_dot_v1_dot_broadcast__pb2.EditBroadcastResponse.FromString,
+                _registered_method=True)
         self.ListDeliveries = channel.unary_unary(
                 '/tgbroadcast.v1.BroadcastService/ListDeliveries',
                 request_serializer=tgbroadcast_dot_v1_dot_broadcast__pb2.ListDeliveriesRequest.SerializeToString,
@@ -197,6 +202,22 @@ class BroadcastServiceServicer:
         old or more are `too_old` (Telegram keeps them). Allowed once, for a
         queued, running, paused, completed, cancelled or failed broadcast; any
         other state fails with FAILED_PRECONDITION naming it.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def EditBroadcast(self, request, context):
+        """EditBroadcast replaces a broadcast's text or caption, its formatting and
+        keyboard (and a single photo's, video's, animation's, document's or
+        audio's media) as its next `content_version`: recipients not sent yet get
+        the new content, and every message already sent is edited with the
+        editMessage* method its kind takes (personalized per recipient; Telegram's
+        "message is not modified" counts as edited). Each sent recipient's `edit`
+        outcome is recorded and streamed by WatchBroadcast; `editing` is true
+        until all are. An edit without `reply_markup` removes the keyboard, as
+        Telegram's edits do. Any state but RECALLING and RECALLED; a forward
+        cannot be edited (FAILED_PRECONDITION).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -339,6 +360,11 @@ def add_BroadcastServiceServicer_to_server(servicer, server):
                     servicer.RecallBroadcast,
                     request_deserializer=tgbroadcast_dot_v1_dot_broadcast__pb2.RecallBroadcastRequest.FromString,
                     response_serializer=tgbroadcast_dot_v1_dot_broadcast__pb2.RecallBroadcastResponse.SerializeToString,
+            ),
+            'EditBroadcast': grpc.unary_unary_rpc_method_handler(
+                    servicer.EditBroadcast,
+                    request_deserializer=tgbroadcast_dot_v1_dot_broadcast__pb2.EditBroadcastRequest.FromString,
+                    response_serializer=tgbroadcast_dot_v1_dot_broadcast__pb2.EditBroadcastResponse.SerializeToString,
             ),
             'ListDeliveries': grpc.unary_unary_rpc_method_handler(
                     servicer.ListDeliveries,
@@ -592,6 +618,33 @@ class BroadcastService:
             '/tgbroadcast.v1.BroadcastService/RecallBroadcast',
             tgbroadcast_dot_v1_dot_broadcast__pb2.RecallBroadcastRequest.SerializeToString,
             tgbroadcast_dot_v1_dot_broadcast__pb2.RecallBroadcastResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def EditBroadcast(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/tgbroadcast.v1.BroadcastService/EditBroadcast',
+            tgbroadcast_dot_v1_dot_broadcast__pb2.EditBroadcastRequest.SerializeToString,
+            tgbroadcast_dot_v1_dot_broadcast__pb2.EditBroadcastResponse.FromString,
             options,
             channel_credentials,
             insecure,

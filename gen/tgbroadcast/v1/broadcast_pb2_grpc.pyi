@@ -78,6 +78,18 @@ class BroadcastServiceStub:
     queued, running, paused, completed, cancelled or failed broadcast; any
     other state fails with FAILED_PRECONDITION naming it.
     """
+    EditBroadcast: _grpc.UnaryUnaryMultiCallable[_broadcast_pb2.EditBroadcastRequest, _broadcast_pb2.EditBroadcastResponse]
+    """EditBroadcast replaces a broadcast's text or caption, its formatting and
+    keyboard (and a single photo's, video's, animation's, document's or
+    audio's media) as its next `content_version`: recipients not sent yet get
+    the new content, and every message already sent is edited with the
+    editMessage* method its kind takes (personalized per recipient; Telegram's
+    "message is not modified" counts as edited). Each sent recipient's `edit`
+    outcome is recorded and streamed by WatchBroadcast; `editing` is true
+    until all are. An edit without `reply_markup` removes the keyboard, as
+    Telegram's edits do. Any state but RECALLING and RECALLED; a forward
+    cannot be edited (FAILED_PRECONDITION).
+    """
     ListDeliveries: _grpc.UnaryUnaryMultiCallable[_broadcast_pb2.ListDeliveriesRequest, _broadcast_pb2.ListDeliveriesResponse]
     """ListDeliveries pages through a broadcast's recipients and their
     outcomes, ordered by user id.
@@ -166,6 +178,18 @@ class BroadcastServiceAsyncStub(BroadcastServiceStub):
     old or more are `too_old` (Telegram keeps them). Allowed once, for a
     queued, running, paused, completed, cancelled or failed broadcast; any
     other state fails with FAILED_PRECONDITION naming it.
+    """
+    EditBroadcast: _aio.UnaryUnaryMultiCallable[_broadcast_pb2.EditBroadcastRequest, _broadcast_pb2.EditBroadcastResponse]  # type: ignore[assignment]
+    """EditBroadcast replaces a broadcast's text or caption, its formatting and
+    keyboard (and a single photo's, video's, animation's, document's or
+    audio's media) as its next `content_version`: recipients not sent yet get
+    the new content, and every message already sent is edited with the
+    editMessage* method its kind takes (personalized per recipient; Telegram's
+    "message is not modified" counts as edited). Each sent recipient's `edit`
+    outcome is recorded and streamed by WatchBroadcast; `editing` is true
+    until all are. An edit without `reply_markup` removes the keyboard, as
+    Telegram's edits do. Any state but RECALLING and RECALLED; a forward
+    cannot be edited (FAILED_PRECONDITION).
     """
     ListDeliveries: _aio.UnaryUnaryMultiCallable[_broadcast_pb2.ListDeliveriesRequest, _broadcast_pb2.ListDeliveriesResponse]  # type: ignore[assignment]
     """ListDeliveries pages through a broadcast's recipients and their
@@ -294,6 +318,24 @@ class BroadcastServiceServicer(metaclass=_abc_1.ABCMeta):
         old or more are `too_old` (Telegram keeps them). Allowed once, for a
         queued, running, paused, completed, cancelled or failed broadcast; any
         other state fails with FAILED_PRECONDITION naming it.
+        """
+
+    @_abc_1.abstractmethod
+    def EditBroadcast(
+        self,
+        request: _broadcast_pb2.EditBroadcastRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_broadcast_pb2.EditBroadcastResponse, _abc.Awaitable[_broadcast_pb2.EditBroadcastResponse]]:
+        """EditBroadcast replaces a broadcast's text or caption, its formatting and
+        keyboard (and a single photo's, video's, animation's, document's or
+        audio's media) as its next `content_version`: recipients not sent yet get
+        the new content, and every message already sent is edited with the
+        editMessage* method its kind takes (personalized per recipient; Telegram's
+        "message is not modified" counts as edited). Each sent recipient's `edit`
+        outcome is recorded and streamed by WatchBroadcast; `editing` is true
+        until all are. An edit without `reply_markup` removes the keyboard, as
+        Telegram's edits do. Any state but RECALLING and RECALLED; a forward
+        cannot be edited (FAILED_PRECONDITION).
         """
 
     @_abc_1.abstractmethod

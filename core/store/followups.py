@@ -1,0 +1,163 @@
+"""What recall and edit jobs share: holding ``SENT`` recipients for one job at a time, and
+cutting the batches they cover.
+
+A follow-up job (a recall's or an edit's) holds the ``SENT`` recipients it works on with the
+same claim columns a send job holds ``PENDING`` ones with (a recipient is in one state or the
+other, so the two never meet, and a recall and an edit never hold one recipient at once): two
+handlings never touch one recipient's messages at once, so its first answer is the one
+recorded. A ``PENDING`` recipient with a live claim is a send in flight: it may become
+``SENT`` (with what the follow-up has to undo or redo), so a job that covers one looks again
+later.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Final
+
+from sqlalchemy import ColumnElement, and_, or_, select, update
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from tgbroadcast.core.domain.model import DeliveryState
+from tgbroadcast.core.store.deliveries import decode_message_ids
+from tgbroadcast.core.store.limits import IDS_PER_IN_LIST, chunks
+from tgbroadcast.core.store.tables import CLAIM_TOKEN_LENGTH, deliveries
+
+_SENT: Final = DeliveryState.SENT.value
+_PENDING: Final = DeliveryState.PENDING.value
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SentTarget:
+    """A sent recipient a follow-up job holds: its chat, its messages (in order), when they
+    were sent and the content version they were last sent or edited to."""
+
+    user_id: int
+    message_ids: tuple[int, ...]
+    sent_at: datetime
+    content_version: int = 1
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SentClaim:
+    """What one :func:`claim` found among a follow-up job's recipients."""
+
+    held: tuple[SentTarget, ...]
+    """Sent recipients still to do that the caller's token holds, by user id."""
+    busy: int
+    """Recipients someone else holds: a sent one another handling works on, or a pending one
+    whose send is still in flight (it may become sent). The job looks again later."""
+
+
+def in_flight(now: datetime) -> ColumnElement[bool]:
+    """Pending recipients a send job holds: their send may be in flight."""
+    return and_(deliveries.c.state == _PENDING, deliveries.c.claimed_until >= now)
+
+
+async def claim(
+    connection: AsyncConnection,
+    broadcast_id: int,
+    user_ids: Sequence[int],
+    *,
+    to_do: ColumnElement[bool],
+    token: str,
+    now: datetime,
+    until: datetime,
+) -> SentClaim:
+    """Hold for ``token`` until ``until`` those of ``user_ids`` that are ``SENT`` and ``to_do``
+    and not held by another token (its own are extended); and count the others someone
+    holds (sent ones ``to_do``, sends in flight). Exclusive as :func:`.deliveries.claim` is."""
+    if not 0 < len(token) <= CLAIM_TOKEN_LENGTH:
+        raise ValueError(f"a claim token has 1 to {CLAIM_TOKEN_LENGTH} characters")
+    held: list[SentTarget] = []
+    busy = 0
+    sent_to_do = and_(deliveries.c.state == _SENT, to_do)
+    for chunk in chunks(sorted(set(user_ids)), IDS_PER_IN_LIST):
+        await connection.execute(
+            update(deliveries)
+            .where(
+                deliveries.c.broadcast_id == broadcast_id,
+                deliveries.c.user_id.in_(chunk),
+                sent_to_do,
+                or_(
+                    deliveries.c.claimed_until.is_(None),
+                    deliveries.c.claimed_until < now,
+                    deliveries.c.claimed_by == token,
+                ),
+            )
+            .values(claimed_by=token, claimed_until=until)
+        )
+        rows = await connection.execute(
+            select(
+                deliveries.c.user_id,
+                deliveries.c.state,
+                deliveries.c.message_id,
+                deliveries.c.message_ids,
+                deliveries.c.finished_at,
+                deliveries.c.claimed_by,
+                deliveries.c.content_version,
+            )
+            .where(
+                deliveries.c.broadcast_id == broadcast_id,
+                deliveries.c.user_id.in_(chunk),
+                or_(sent_to_do, in_flight(now)),
+            )
+            .order_by(deliveries.c.user_id)
+        )
+        for row in rows:
+            if row.state != _SENT or row.claimed_by != token:
+                busy += 1
+                continue
+            message_ids = decode_message_ids(row.message_ids) or (
+                () if row.message_id is None else (row.message_id,)
+            )
+            held.append(
+                SentTarget(
+                    user_id=row.user_id,
+                    message_ids=message_ids,
+                    sent_at=row.finished_at,
+                    content_version=row.content_version or 1,
+                )
+            )
+    return SentClaim(held=tuple(held), busy=busy)
+
+
+async def flagged_batches(
+    engine: AsyncEngine,
+    broadcast_id: int,
+    wanted: ColumnElement[bool],
+    *,
+    batch_size: int,
+    read_size: int,
+) -> AsyncIterator[tuple[int, ...]]:
+    """The broadcast's recipients cut into batches exactly as
+    :meth:`~.store.Store.job_batches` cuts them (so a re-dispatch publishes the same jobs),
+    leaving out batches where no recipient is ``wanted``."""
+    if batch_size < 1 or read_size < 1:
+        raise ValueError("batch and read sizes must be positive")
+    after: int | None = None
+    rows: list[tuple[int, bool]] = []
+    last_page = False
+    while not last_page:
+        statement = (
+            select(deliveries.c.user_id, wanted)
+            .where(deliveries.c.broadcast_id == broadcast_id)
+            .order_by(deliveries.c.user_id)
+            .limit(read_size)
+        )
+        if after is not None:
+            statement = statement.where(deliveries.c.user_id > after)
+        async with engine.connect() as connection:
+            page = (await connection.execute(statement)).all()
+        last_page = len(page) < read_size
+        if page:
+            after = page[-1][0]
+        rows.extend((user_id, bool(flag)) for user_id, flag in page)
+        cut = len(rows) if last_page else len(rows) - len(rows) % batch_size
+        for start in range(0, cut, batch_size):
+            batch = rows[start : start + batch_size]
+            if any(flag for _, flag in batch):
+                yield tuple(user_id for user_id, _ in batch)
+        del rows[:cut]
