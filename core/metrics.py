@@ -150,6 +150,13 @@ class Metrics:
             ["bot"],
             registry=self.registry,
         )
+        self.parked_until = Gauge(
+            "tgb_parked_until_seconds",
+            "While a long flood wait parks the bot's sending (worker.park_after): the Unix time "
+            "it resumes; 0 otherwise. Per bot, as this process knows it.",
+            ["bot"],
+            registry=self.registry,
+        )
         self.retries = Counter(
             "tgb_send_retries",
             "Sends repeated after a transient failure, per bot.",

@@ -83,6 +83,9 @@ class FreeLimiter:
     async def pause(self, seconds: float) -> None:
         return None
 
+    def parked_until(self) -> float | None:
+        return None
+
 
 class ListRecorder:
     def __init__(self) -> None:

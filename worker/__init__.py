@@ -14,6 +14,7 @@
 * :mod:`.recall` — recall jobs: a recalled broadcast's messages deleted, each recipient's
   outcome recorded once.
 * :mod:`.edit` — edit jobs: an edited broadcast's messages given its new content.
+* :mod:`.parking` — a long flood wait parks the bot: jobs handed back, ``throttled_until``.
 * :mod:`.fetching` — files Telegram does not fetch by URL, fetched once for their upload.
 * :mod:`.ratelimit`, :mod:`.rate_tier`, :mod:`.chat_pacing`, :mod:`.clock` — the rate
   budget shared by every worker process (one GCRA key per tier), and per-chat pacing.

@@ -75,13 +75,14 @@ from tgbroadcast.worker.fetching import (
     telegram_could_not_fetch,
 )
 from tgbroadcast.worker.followups import FollowUpJobs
+from tgbroadcast.worker.parking import Park
+from tgbroadcast.worker.rate_tier import Parked
 from tgbroadcast.worker.recorder import ResultRecorder
 from tgbroadcast.worker.telegram import NotSent, SentMessage, TelegramSender
 
 logger = logging.getLogger(__name__)
 
 F = TypeVar("F", bound=FollowUpJobs[Any])
-
 MAX_MIGRATIONS = 2
 FILE_ID_CACHE = 1024
 """Broadcasts whose media file_id a worker keeps in memory (the rest are read from SQL)."""
@@ -122,6 +123,8 @@ class Limiter(Protocol):
 
     async def pause(self, seconds: float) -> None: ...
 
+    def parked_until(self) -> float | None: ...
+
 
 class Claims(Protocol):
     """The recipients a job holds (see :class:`tgbroadcast.worker.claims.JobClaims`)."""
@@ -151,9 +154,7 @@ class Deliverer:
         fetcher: MediaFetcher | None = None,
     ) -> None:
         self._bot = bot
-        # Files Telegram does not fetch by URL are fetched here, once, and uploaded; without
-        # a fetcher the URL goes to Telegram as given.
-        self._fetcher = fetcher
+        self._fetcher = fetcher  # fetches what Telegram does not (else URLs go as given)
         self._store = store
         self._queue = queue
         self._sender = sender
@@ -170,8 +171,9 @@ class Deliverer:
         self._backoff_base = backoff_base
         self._backoff_cap = backoff_cap
         self._states = BroadcastStates(store, bot=bot)
+        self.park = Park(limiter=limiter, store=store, metrics=metrics, bot=bot)
+        # Media file_ids by (broadcast id, media version): an edit may replace the media.
         self._file_ids: OrderedDict[tuple[int, int], str] = OrderedDict()
-        """By (broadcast id, media version)."""
         self._first_media_send: dict[tuple[int, int], asyncio.Lock] = {}
 
     def follow_up(self, kind: type[F], *, lease: float, heartbeat_interval: float) -> F:
@@ -190,6 +192,7 @@ class Deliverer:
             backoff_base=self._backoff_base,
             backoff_cap=self._backoff_cap,
             bot=self._bot,
+            note_park=self.park.note,
         )
 
     def backlog(self, *, paid: bool) -> int:
@@ -296,6 +299,7 @@ class Deliverer:
                     },
                 )
                 await self._limiter.pause(exc.retry_after)
+                await self.park.note(exc.retry_after)
                 continue
             except ChatMigrated as exc:
                 migrations += 1
@@ -481,14 +485,20 @@ class Deliverer:
         The slot is reserved first; the broadcast's state is checked (maybe read from SQL)
         and the request built while it comes; at the slot the claim is checked once more and
         the request written at once: what varies in time is not between slot and wire."""
-        permit = await self._limiter.reserve(chat_id, paid=content.allow_paid_broadcast)
+        try:
+            permit = await self._limiter.reserve(chat_id, paid=content.allow_paid_broadcast)
+        except Parked:  # the job gives its recipients back until the park ends
+            return None
         started = 0.0
 
         async def gate() -> bool:
             nonlocal started
             if not held():  # lapsed while the request was built: the slot goes on unused
                 return False
-            await permit.use()
+            try:
+                await permit.use()
+            except Parked:
+                return False
             if not held():
                 return False
             started = time.perf_counter()

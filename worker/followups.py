@@ -40,6 +40,7 @@ from tgbroadcast.core.metrics import Metrics
 from tgbroadcast.core.queue import Event, Job, Queue, ReceivedJob
 from tgbroadcast.core.store import SentClaim, SentTarget, Store
 from tgbroadcast.worker.claims import job_fields, keep_alive
+from tgbroadcast.worker.rate_tier import Parked
 from tgbroadcast.worker.telegram import Gate, NotSent, TelegramSender
 
 if TYPE_CHECKING:
@@ -75,7 +76,9 @@ class FollowUpJobs(ABC, Generic[R]):
         backoff_base: float = 0.5,
         backoff_cap: float = 30.0,
         bot: str,
+        note_park: Callable[[float], Awaitable[None]] | None = None,
     ) -> None:
+        self._note_park = note_park or _ignore
         self._store = store
         self._queue = queue
         self._sender = sender
@@ -205,7 +208,9 @@ class FollowUpJobs(ABC, Generic[R]):
                 f"{self.kind} job handed back: recipients in flight or held elsewhere",
                 extra={**job_fields(received), "busy": busy, "unrecorded": len(left)},
             )
-            await received.nak(delay=self._heartbeat_interval)
+            await received.nak(
+                delay=give_back_delay(self._limiter.parked_until(), self._heartbeat_interval)
+            )
         else:
             await received.ack()
         await self._finish(broadcast)
@@ -251,6 +256,7 @@ class FollowUpJobs(ABC, Generic[R]):
                     },
                 )
                 await self._limiter.pause(exc.retry_after)
+                await self._note_park(exc.retry_after)
             except PermanentError as exc:
                 return exc
             except TelegramError as exc:
@@ -263,12 +269,18 @@ class FollowUpJobs(ABC, Generic[R]):
     async def _permitted(
         self, target: SentTarget, hold: Hold, call: Callable[[Gate], Awaitable[None]]
     ) -> bool:
-        permit = await self._limiter.reserve(target.user_id)
+        try:
+            permit = await self._limiter.reserve(target.user_id)
+        except Parked:  # the job gives its recipients back until the park ends
+            return False
 
         async def gate() -> bool:
             if not hold.usable(target.user_id):
                 return False
-            await permit.use()
+            try:
+                await permit.use()
+            except Parked:
+                return False
             return hold.usable(target.user_id)
 
         try:
@@ -278,6 +290,18 @@ class FollowUpJobs(ABC, Generic[R]):
         finally:
             permit.release()
         return True
+
+
+async def _ignore(_: float) -> None:
+    return None
+
+
+def give_back_delay(until: float | None, least: float) -> float:
+    """How long a job handed back waits: until a park ending at ``until`` ends (and up to a
+    second more, so that the jobs do not all come back at its first instant), or ``least``."""
+    if until is None:
+        return least
+    return max(least, until - time.time() + random.uniform(0.0, 1.0))
 
 
 class _Outcomes(Generic[R]):

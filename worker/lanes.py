@@ -240,6 +240,7 @@ class Lanes:
                 margin=settings.telegram.rate_margin,
                 active_broadcasts=functools.partial(store.count_active_broadcasts, bot=bot.name),
                 replicas=queue.replicas,
+                park_after=settings.worker.park_after,
             ) as limiter,
             ResultRecorder(store=store, queue=queue, metrics=metrics, bot=bot.name) as recorder,
             MediaFetcher(allow_private=settings.webhook.allow_private_networks) as fetcher,

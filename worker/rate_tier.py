@@ -33,6 +33,7 @@ import json
 import logging
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import nats.js.errors
@@ -76,6 +77,15 @@ class _Seen:
     revision: int
 
 
+class Parked(Exception):
+    """The bot's sending is parked until ``until`` (wall-clock seconds): a pause that ends
+    more than the limiter's ``park_after`` from now. No slot is held."""
+
+    def __init__(self, until: float) -> None:
+        super().__init__(f"parked until {until:.3f}")
+        self.until = until
+
+
 class SharedState:
     """What the tiers of one limiter share: the KV handle, the pause and the counters."""
 
@@ -85,15 +95,20 @@ class SharedState:
         "closed",
         "kv",
         "leases",
+        "on_park",
+        "park_after",
         "paused_until",
         "slots_leased",
         "slots_lost",
     )
 
-    def __init__(self) -> None:
+    def __init__(self, *, park_after: float = float("inf")) -> None:
         self.kv: KeyValue | None = None
         self.closed = False
         self.paused_until = 0.0
+        self.park_after = park_after
+        self.on_park: list[Callable[[Parked], None]] = []
+        """Called when the bot is parked (each tier fails its waiting callers)."""
         self.leases = 0
         self.cas_attempts = 0
         self.cas_conflicts = 0
@@ -101,7 +116,17 @@ class SharedState:
         self.slots_lost = 0
 
     def learn_pause(self, until: float) -> None:
-        self.paused_until = max(self.paused_until, until)
+        if until <= self.paused_until:
+            return
+        self.paused_until = until
+        if self.parked_until() is not None:  # the callers waiting for a slot give up
+            for park in self.on_park:
+                park(Parked(until))
+
+    def parked_until(self) -> float | None:
+        """The resume time of a pause that ends more than ``park_after`` from now."""
+        until = self.paused_until
+        return until if until - time.time() > self.park_after else None
 
     def require_kv(self) -> KeyValue:
         if self.kv is None:
@@ -131,6 +156,14 @@ class TierBudget:
         self._known: _Seen | None = None
         self._rtt = 0.002
         self.permits = 0
+        shared.on_park.append(self._park)
+
+    def _park(self, parked: Parked) -> None:
+        """Fail every caller waiting for a slot: the bot is parked."""
+        waiters, self._waiters = self._waiters, deque()
+        for waiter in waiters:
+            if not waiter.done():
+                waiter.set_exception(parked)
 
     async def reserve(self, claim: SlotClaim | None = None, *, retry: bool = False) -> float:
         """A slot for this caller, not yet waited for: :meth:`use` it or :meth:`release` it.
@@ -144,6 +177,8 @@ class TierBudget:
         while True:
             if self._shared.closed:
                 raise RuntimeError("the rate limiter is closed")
+            if (parked := self._shared.parked_until()) is not None:
+                raise Parked(parked)
             slot = self._take_spare()
             if slot is None:
                 future: asyncio.Future[float] = asyncio.get_running_loop().create_future()
@@ -178,7 +213,9 @@ class TierBudget:
         """Sleep until ``slot`` and count it as a permit: True; False when it cannot be used
         any more (woken more than the lateness after it, or inside a pause) — it is lost and
         the caller reserves another. Cancelled while sleeping, the slot goes to the next
-        caller."""
+        caller. :class:`Parked` instead of sleeping while the bot is parked."""
+        if (parked := self._shared.parked_until()) is not None:
+            raise Parked(parked)
         try:
             await sleep_until(slot)
         except asyncio.CancelledError:

@@ -44,6 +44,11 @@ Guarantees, and their limits
   caller checks the known resume time when it wakes and takes a new slot. Were a watch broken,
   the process would still learn the pause at its next lease (its CAS conflicts and the re-read
   value carries the resume time).
+* **Parking.** A pause that ends more than ``park_after`` seconds from now (a flood wait of
+  minutes or hours) *parks* the bot: :meth:`RateLimiter.reserve` and :meth:`Permit.use` raise
+  :class:`Parked` at once — also for callers already waiting when the pause becomes known —
+  so that workers give their jobs back instead of holding them, their slots and their
+  recipients' claims until it ends (:meth:`RateLimiter.parked_until` says until when).
 * **Paid broadcasts** use their own key at ``paid_rate``, independent of the free budget:
   free and paid sends running at once may together reach ``rate + paid_rate`` (configure the
   paid rate as the total minus the free rate to keep a combined ceiling). A pause stops both.
@@ -93,11 +98,18 @@ from tgbroadcast.worker.chat_pacing import (
     ChatPacerStats,
 )
 from tgbroadcast.worker.clock import sleep_until
-from tgbroadcast.worker.rate_tier import LATENESS_SHARE, SharedState, TierBudget
+from tgbroadcast.worker.rate_tier import LATENESS_SHARE, Parked, SharedState, TierBudget
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["DEFAULT_MARGIN", "Permit", "RateLimiter", "RateLimiterStats", "rate_bucket"]
+__all__ = [
+    "DEFAULT_MARGIN",
+    "Parked",
+    "Permit",
+    "RateLimiter",
+    "RateLimiterStats",
+    "rate_bucket",
+]
 
 DEFAULT_MARGIN = 0.015
 """Seconds added to each second's worth of slots: 3/4 absorb late wake-ups, 1/4 clock skew.
@@ -164,6 +176,7 @@ class RateLimiter:
         active_broadcasts: ActiveBroadcasts | None = None,
         contention_poll_interval: float = CONTENTION_POLL_INTERVAL,
         replicas: int = 1,
+        park_after: float = float("inf"),
     ) -> None:
         if bot_id <= 0:
             raise ValueError(f"bot_id must be positive, got {bot_id}")
@@ -173,13 +186,15 @@ class RateLimiter:
             raise ValueError("chat_interval and group_interval must not be negative")
         if not 0 <= margin < 0.5:
             raise ValueError(f"margin must be in [0, 0.5), got {margin}")
+        if park_after <= 0:
+            raise ValueError("park_after must be positive")
         self._js = js
         self._replicas = replicas
         self._bucket = rate_bucket(prefix)
         self._pause_key = f"{bot_id}.pause"
         self._chat_interval = chat_interval
         self._group_interval = group_interval
-        self._shared = SharedState()
+        self._shared = SharedState(park_after=park_after)
         self._free = TierBudget(
             shared=self._shared, key=f"{bot_id}.free", rate=rate, margin=margin, name="free"
         )
@@ -270,6 +285,11 @@ class RateLimiter:
         """
         budget = self._paid if paid else self._free
         return Permit(self, budget, chat_id, await self._reserve(budget, chat_id, retry=False))
+
+    def parked_until(self) -> float | None:
+        """When the bot's parked sending resumes (wall-clock seconds); None unless a pause
+        known here ends more than ``park_after`` seconds from now."""
+        return self._shared.parked_until()
 
     async def _reserve(self, budget: TierBudget, chat_id: int, *, retry: bool) -> _Reserved:
         if self._shared.closed:
@@ -406,7 +426,7 @@ class Permit:
                 reserved = await self._limiter._reserve(self._budget, self._chat_id, retry=retry)
             try:
                 used = await self._budget.use(reserved.slot)
-            except asyncio.CancelledError:
+            except (asyncio.CancelledError, Parked):
                 reserved.unsent()
                 raise
             if used:

@@ -31,6 +31,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -53,6 +54,7 @@ from tgbroadcast.core.tasks import cancel_and_wait
 from tgbroadcast.worker.claims import ClaimTokens, JobClaims, job_fields, keep_alive
 from tgbroadcast.worker.delivery import Deliverer
 from tgbroadcast.worker.edit import Editor
+from tgbroadcast.worker.followups import give_back_delay
 from tgbroadcast.worker.recall import Recaller
 
 logger = logging.getLogger(__name__)
@@ -150,6 +152,11 @@ class Worker:
     async def _fetch(self, paid: bool, active: set[asyncio.Task[None]]) -> None:
         tier = self._tiers[paid]
         while not self._stopping.is_set():
+            if (until := self._deliverer.park.until()) is not None:
+                await self._wait_stopping(until - time.time())  # parked: no job is taken
+                if self._deliverer.park.until() is None:
+                    self._deliverer.park.over()
+                continue
             # Enough recipients in hand that wait for a send slot (or will soon): take
             # another job only when they run low, so prefetch follows the send rate.
             if tier.jobs >= self._max_jobs:
@@ -277,8 +284,10 @@ class Worker:
             elif not await self._send(received, broadcast, claims, recorded, sends_started):
                 await self._stop_heartbeat(heartbeat, stop_heartbeat)
                 await self._release(claims, recorded)
-                # Recipients another job holds, or whose claim this one lost: look again.
-                await received.nak(delay=self._heartbeat_interval)
+                # Recipients another job holds, or whose claim this one lost, or the bot is
+                # parked: look again (when the park ends).
+                until = self._deliverer.park.until()
+                await received.nak(delay=give_back_delay(until, self._heartbeat_interval))
                 return
             await self._stop_heartbeat(heartbeat, stop_heartbeat)
             await self._release(claims, recorded)

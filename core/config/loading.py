@@ -94,6 +94,7 @@ DEFAULTS: dict[str, dict[str, Any]] = {
         "backoff_base": 0.5,
         "backoff_cap": 30,
         "metrics_port": 0,
+        "park_after": 60,
     },
     "webhook": {
         "secret": "",
@@ -217,6 +218,7 @@ def _build(values: dict[str, dict[str, Any]], base: Path) -> Settings:
             backoff_base=_number(worker["backoff_base"], "worker.backoff_base", low=0.001),
             backoff_cap=_number(worker["backoff_cap"], "worker.backoff_cap", low=0.001),
             metrics_port=_integer(worker["metrics_port"], "worker.metrics_port", low=0, high=65535),
+            park_after=_number(worker["park_after"], "worker.park_after", low=0.001),
         ),
         webhook=_webhook(values["webhook"]),
         log=_log(values["log"]),

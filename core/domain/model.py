@@ -282,6 +282,14 @@ class Broadcast:
     """The last edit still has recipients to edit (their messages carry older content)."""
     edited: int = 0
     """Recipients whose edit to ``content_version`` has its outcome (each counted once)."""
+    throttled_until: datetime | None = None
+    """Until when its bot's sending was parked by a long flood wait (a 429 whose
+    ``retry_after`` exceeded ``worker.park_after``); :meth:`throttled_at` reads it."""
+
+    def throttled_at(self, now: datetime) -> datetime | None:
+        """When its parked sending resumes, if it still is parked at ``now``."""
+        until = self.throttled_until
+        return until if until is not None and until > now else None
 
     @property
     def pending(self) -> int:

@@ -22,6 +22,7 @@
 * :mod:`.followups` — what recall and edit jobs share: holding sent recipients, batches.
 * :mod:`.recalls` — a recall's deliveries: holding, recording, the move to ``recalled``.
 * :mod:`.edits` — an edit: the new content, its deliveries' holding and recording, its end.
+* :mod:`.sending` — what workers keep beside outcomes: media file_ids, a bot's park.
 * :mod:`.callbacks` — the completion webhook's columns of ``broadcasts``.
 * :mod:`.bots` — ``bots``: the bots created through the API, their tokens sealed.
 * :mod:`.quota` — recipients not yet final and audience sizes, for

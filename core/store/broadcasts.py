@@ -159,6 +159,7 @@ def from_row(row: Row[Any]) -> Broadcast:
         edit_at=row.edit_at,
         editing=row.editing,
         edited=row.edited,
+        throttled_until=row.throttled_until,
     )
 
 
@@ -223,6 +224,20 @@ async def store_file_id(
         )
         .values(file_id=file_id)
     )
+
+
+async def mark_throttled(connection: AsyncConnection, bot: str, until: datetime) -> int:
+    """Show the bot's unfinished broadcasts parked until ``until``; how many."""
+    marked = await connection.execute(
+        update(broadcasts)
+        .where(
+            broadcasts.c.bot == bot,
+            or_(broadcasts.c.status.in_(ACTIVE), broadcasts.c.editing == true()),
+            or_(broadcasts.c.throttled_until.is_(None), broadcasts.c.throttled_until < until),
+        )
+        .values(throttled_until=until)
+    )
+    return int(marked.rowcount)
 
 
 async def undispatched(

@@ -73,6 +73,7 @@ from tgbroadcast.core.store.deliveries import Claimed, Recorded
 from tgbroadcast.core.store.edits import EditRows
 from tgbroadcast.core.store.engine import ConnectionOptions, create_engine, migrate, writer
 from tgbroadcast.core.store.recalls import RecallRows
+from tgbroadcast.core.store.sending import SendingRows
 from tgbroadcast.core.store.tables import BOT_NAME_LENGTH
 
 logger = logging.getLogger(__name__)
@@ -83,7 +84,7 @@ MAX_ATTEMPTS: Final = 5
 """Runs of a write transaction that the database keeps aborting for deadlocks."""
 
 
-class Store(BotRows, CallbackRows, RecallRows, EditRows):
+class Store(BotRows, CallbackRows, RecallRows, EditRows, SendingRows):
     """Users, broadcasts and their deliveries in SQL; safe to share between tasks.
 
     Any number of ``Store`` instances, in any number of processes, may use one database at
@@ -457,22 +458,6 @@ class Store(BotRows, CallbackRows, RecallRows, EditRows):
         """Recipients of the broadcast that ended in ``state`` with exactly ``error``."""
         async with self._engine.connect() as connection:
             return await broadcasts.count_errors(connection, broadcast_id, state, error)
-
-    async def media_file_id(self, broadcast_id: int, media_version: int = 1) -> str | None:
-        """The file_id Telegram gave the broadcast's media (of ``media_version``: an edit may
-        replace it), once a send stored it."""
-        async with self._engine.connect() as connection:
-            return await broadcasts.file_id(connection, broadcast_id, media_version)
-
-    async def store_media_file_id(
-        self, broadcast_id: int, file_id: str, media_version: int = 1
-    ) -> None:
-        """Remember the media's file_id; the first one stored for ``media_version`` stays."""
-        await self._write(
-            lambda connection: broadcasts.store_file_id(
-                connection, broadcast_id, file_id, media_version
-            )
-        )
 
     # -- users ----------------------------------------------------------------------------
 

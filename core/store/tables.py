@@ -223,6 +223,8 @@ broadcasts = Table(
     Column("edit_at", UtcDateTime, nullable=True),
     Column("editing", Boolean, nullable=False, server_default=false()),
     Column("edited", BigInteger, nullable=False, server_default=text("0")),
+    # Until when the bot's sending is parked by a long flood wait (worker.park_after).
+    Column("throttled_until", UtcDateTime, nullable=True),
     Index("ix_broadcasts_dispatched", "dispatched"),
     Index("ix_broadcasts_status", "status", "id"),
     # The webhook notifier looks for webhooks not yet delivered or failed.

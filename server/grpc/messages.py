@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from datetime import datetime
+from datetime import UTC, datetime
 
 from google.protobuf.timestamp_pb2 import Timestamp
 
@@ -128,6 +128,8 @@ def broadcast(
         message.recall_at.CopyFrom(timestamp(value.recall_at))
     if value.edit_at is not None:
         message.edit_at.CopyFrom(timestamp(value.edit_at))
+    if (throttled := value.throttled_at(datetime.now(UTC))) is not None:
+        message.throttled_until.CopyFrom(timestamp(throttled))
     controls.fill_broadcast(message, value)
     return message
 

@@ -346,6 +346,7 @@ def component_schemas() -> dict[str, Schema]:
             "created_by": string("The sending API token's name, never the token.", maxLength=64),
             "actions": array(action, "Each pause, resume, cancel and recall, oldest first."),
             "recall_at": timestamp("When it was recalled; null unless recalling or recalled."),
+            "throttled_until": timestamp("While a long flood wait parks its bot: when it ends."),
             "recalled": int64("Sent recipients whose recall has its outcome so far."),
             "recall_counts": {
                 "type": "object",

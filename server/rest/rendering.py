@@ -10,7 +10,7 @@ are ``application/problem+json`` (RFC 9457) with a precise ``detail``; validatio
 from __future__ import annotations
 
 import json
-from datetime import datetime
+from datetime import UTC, datetime
 from http import HTTPStatus
 from typing import Any, Final
 
@@ -88,6 +88,7 @@ def broadcast_json(report: BroadcastReport) -> dict[str, Any]:
         "editing": broadcast.editing,
         "edited": broadcast.edited,
         "edit_counts": {outcome.value: n for outcome, n in report.edit_counts.items()},
+        "throttled_until": timestamp(broadcast.throttled_at(datetime.now(UTC))),
     }
 
 

@@ -899,6 +899,7 @@ class Broadcast(_message.Message):
     RECALL_AT_FIELD_NUMBER: _builtins.int
     RECALLED_FIELD_NUMBER: _builtins.int
     RECALL_COUNTS_FIELD_NUMBER: _builtins.int
+    THROTTLED_UNTIL_FIELD_NUMBER: _builtins.int
     CONTENT_VERSION_FIELD_NUMBER: _builtins.int
     EDIT_AT_FIELD_NUMBER: _builtins.int
     EDITING_FIELD_NUMBER: _builtins.int
@@ -976,6 +977,12 @@ class Broadcast(_message.Message):
         """
 
     @_builtins.property
+    def throttled_until(self) -> _timestamp_pb2.Timestamp:
+        """While its bot's sending is parked by a long flood wait (a 429 whose
+        retry_after exceeded worker.park_after): when it resumes, by itself.
+        """
+
+    @_builtins.property
     def edit_at(self) -> _timestamp_pb2.Timestamp:
         """When the last EditBroadcast was asked for; unset if never."""
 
@@ -1013,15 +1020,16 @@ class Broadcast(_message.Message):
         recall_at: _timestamp_pb2.Timestamp | None = ...,
         recalled: _builtins.int = ...,
         recall_counts: _abc.Mapping[_builtins.str, _builtins.int] | None = ...,
+        throttled_until: _timestamp_pb2.Timestamp | None = ...,
         content_version: _builtins.int = ...,
         edit_at: _timestamp_pb2.Timestamp | None = ...,
         editing: _builtins.bool = ...,
         edited: _builtins.int = ...,
         edit_counts: _abc.Mapping[_builtins.str, _builtins.int] | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["created_at", b"created_at", "edit_at", b"edit_at", "finished_at", b"finished_at", "recall_at", b"recall_at", "send_at", b"send_at", "started_at", b"started_at"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["created_at", b"created_at", "edit_at", b"edit_at", "finished_at", b"finished_at", "recall_at", b"recall_at", "send_at", b"send_at", "started_at", b"started_at", "throttled_until", b"throttled_until"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["actions", b"actions", "allow_paid_broadcast", b"allow_paid_broadcast", "bot", b"bot", "broadcast_id", b"broadcast_id", "callback_url", b"callback_url", "content_version", b"content_version", "created_at", b"created_at", "created_by", b"created_by", "edit_at", b"edit_at", "edit_counts", b"edit_counts", "edited", b"edited", "editing", b"editing", "error", b"error", "failed", b"failed", "finished_at", b"finished_at", "idempotency_key", b"idempotency_key", "media_type", b"media_type", "media_url", b"media_url", "message", b"message", "outcome_counts", b"outcome_counts", "parse_mode", b"parse_mode", "pending", b"pending", "recall_at", b"recall_at", "recall_counts", b"recall_counts", "recalled", b"recalled", "send_at", b"send_at", "sent", b"sent", "started_at", b"started_at", "status", b"status", "total", b"total"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["actions", b"actions", "allow_paid_broadcast", b"allow_paid_broadcast", "bot", b"bot", "broadcast_id", b"broadcast_id", "callback_url", b"callback_url", "content_version", b"content_version", "created_at", b"created_at", "created_by", b"created_by", "edit_at", b"edit_at", "edit_counts", b"edit_counts", "edited", b"edited", "editing", b"editing", "error", b"error", "failed", b"failed", "finished_at", b"finished_at", "idempotency_key", b"idempotency_key", "media_type", b"media_type", "media_url", b"media_url", "message", b"message", "outcome_counts", b"outcome_counts", "parse_mode", b"parse_mode", "pending", b"pending", "recall_at", b"recall_at", "recall_counts", b"recall_counts", "recalled", b"recalled", "send_at", b"send_at", "sent", b"sent", "started_at", b"started_at", "status", b"status", "throttled_until", b"throttled_until", "total", b"total"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
