@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import socket
+import re
 import sys
 from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import AsyncExitStack, asynccontextmanager
@@ -41,13 +41,6 @@ START_TIMEOUT = 120.0
 
 class ChildFailed(RuntimeError):
     """A child process exited or did not become ready; the message ends with its log."""
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 @dataclass
@@ -251,8 +244,10 @@ class Cluster:
         self._stack = stack
         self.folder = folder
         self.config = config
-        self.http_port = free_port()
-        self.grpc_port = free_port()
+        # Bound by the server (any free port) and read from its log: a port picked here and
+        # bound later could be taken in between by another process.
+        self.http_port = 0
+        self.grpc_port = 0
         self.environ = {
             "TGB_DATA_DIR": str(folder / "data"),
             "TGB_DATABASE_DSN": config.database_dsn,
@@ -299,7 +294,13 @@ class Cluster:
         return f"127.0.0.1:{self.grpc_port}"
 
     async def start_server(self) -> Child:
+        """The server, on the ports of its first start (those it then bound)."""
         child = await self._spawn("server")
+        if not self.http_port:
+            await _wait_logged(child, "API listening")
+            self.http_port, self.grpc_port = _listening_ports(child.log_text())
+            self.environ["TGB_SERVER_PORT"] = str(self.http_port)
+            self.environ["TGB_SERVER_GRPC_PORT"] = str(self.grpc_port)
         await _wait_healthy(child, self.http_url)
         self.server = child
         return child
@@ -326,6 +327,16 @@ class Cluster:
         return await self._stack.enter_async_context(
             spawn(args, name=name, folder=self.folder, environ=self.environ)
         )
+
+
+def _listening_ports(log: str) -> tuple[int, int]:
+    """The HTTP and gRPC ports of the server's ``API listening`` line."""
+    line = next(line for line in log.splitlines() if "API listening" in line)
+    http = re.search(r"http_port=(\d+)", line)
+    grpc = re.search(r"grpc_port=(\d+)", line)
+    if http is None or grpc is None:
+        raise ChildFailed(f"no ports in the server's line {line!r}")
+    return int(http.group(1)), int(grpc.group(1))
 
 
 async def _wait_healthy(child: Child, http_url: str) -> None:
