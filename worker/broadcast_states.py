@@ -45,6 +45,8 @@ class _KnownStatus:
     """When the read started (monotonic seconds)."""
     status: BroadcastStatus
     resumed_at: datetime | None
+    paid_stopped: bool = False
+    """Its Stars budget is spent: the rest goes at the free rate."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -105,6 +107,14 @@ class BroadcastStates:
             return True
         return known.status not in SENDABLE or known.resumed_at != broadcast.resumed_at
 
+    def paid_stopped(self, broadcast: Broadcast) -> bool:
+        """Whether the broadcast's paid sending stopped, its Stars budget spent (as the job
+        read it, or as last read here: within ``STATUS_INTERVAL`` of the stop)."""
+        if broadcast.paid_stopped_at is not None:
+            return True
+        known = self._status_read.get(broadcast.id)
+        return known is not None and known.paid_stopped
+
     async def _shared_read(self, broadcast_id: int, *, after: float = 0.0) -> _KnownStatus | None:
         """The broadcast's state from a read of it in progress, or a new one; with
         ``after``, only a read started at or after that moment (monotonic) is shared."""
@@ -136,7 +146,12 @@ class BroadcastStates:
                 extra={"bot": self._bot, "broadcast_id": broadcast_id, "error": repr(exc)},
             )
             return None
-        known = _KnownStatus(read_at=started, status=latest.status, resumed_at=latest.resumed_at)
+        known = _KnownStatus(
+            read_at=started,
+            status=latest.status,
+            resumed_at=latest.resumed_at,
+            paid_stopped=latest.paid_stopped_at is not None,
+        )
         cached = self._status_read.get(broadcast_id)
         if cached is not None and cached.read_at > started:  # a later read came back first
             return known

@@ -40,7 +40,6 @@ import functools
 import logging
 import random
 import time
-from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from dataclasses import replace
 from datetime import UTC, datetime
@@ -69,6 +68,7 @@ from tgbroadcast.core.rules.templates import personalized, rendered_problem
 from tgbroadcast.core.store import Store
 from tgbroadcast.worker.broadcast_states import BroadcastStates
 from tgbroadcast.worker.fetching import (
+    FileIds,
     MediaFetcher,
     fetch_album_items,
     fetch_instead,
@@ -77,6 +77,7 @@ from tgbroadcast.worker.fetching import (
 from tgbroadcast.worker.followups import FollowUpJobs
 from tgbroadcast.worker.parking import Park
 from tgbroadcast.worker.rate_tier import Parked
+from tgbroadcast.worker.ratelimit import Limiter
 from tgbroadcast.worker.recorder import ResultRecorder
 from tgbroadcast.worker.telegram import NotSent, SentMessage, TelegramSender
 
@@ -84,8 +85,8 @@ logger = logging.getLogger(__name__)
 
 F = TypeVar("F", bound=FollowUpJobs[Any])
 MAX_MIGRATIONS = 2
-FILE_ID_CACHE = 1024
-"""Broadcasts whose media file_id a worker keeps in memory (the rest are read from SQL)."""
+_SWITCHED = SentMessage(message_id=0, file_id=None)
+"""A paid send not made: its broadcast's Stars budget was spent (made again, free)."""
 
 
 class _Backlog:
@@ -106,24 +107,6 @@ class _Backlog:
         self.count += by
         if self.count < self._threshold:
             self._low.set()
-
-
-class Permit(Protocol):
-    """A slot of the bot's rate budget (see :class:`tgbroadcast.worker.ratelimit.Permit`)."""
-
-    async def use(self) -> None: ...
-
-    def release(self) -> None: ...
-
-
-class Limiter(Protocol):
-    """The bot's rate budget (see :mod:`tgbroadcast.worker.ratelimit`)."""
-
-    async def reserve(self, chat_id: int, *, paid: bool = False) -> Permit: ...
-
-    async def pause(self, seconds: float) -> None: ...
-
-    def parked_until(self) -> float | None: ...
 
 
 class Claims(Protocol):
@@ -152,9 +135,11 @@ class Deliverer:
         backoff_cap: float = 30.0,
         bot: str = DEFAULT_BOT,
         fetcher: MediaFetcher | None = None,
+        paid_star_milli: int = 0,
     ) -> None:
         self._bot = bot
         self._fetcher = fetcher  # fetches what Telegram does not (else URLs go as given)
+        self._paid_star_milli = paid_star_milli  # a paid send's estimated cost (core.rules.paid)
         self._store = store
         self._queue = queue
         self._sender = sender
@@ -173,8 +158,7 @@ class Deliverer:
         self._states = BroadcastStates(store, bot=bot)
         self.park = Park(limiter=limiter, store=store, metrics=metrics, bot=bot)
         # Media file_ids by (broadcast id, media version): an edit may replace the media.
-        self._file_ids: OrderedDict[tuple[int, int], str] = OrderedDict()
-        self._first_media_send: dict[tuple[int, int], asyncio.Lock] = {}
+        self._file_ids = FileIds(store, bot=bot)
 
     def follow_up(self, kind: type[F], *, lease: float, heartbeat_interval: float) -> F:
         """The bot's runner of recall (``Recaller``) or edit (``Editor``) jobs, on this
@@ -219,10 +203,7 @@ class Deliverer:
         await self._states.aclose()
 
     def forget(self, broadcast_id: int) -> None:
-        for key in [key for key in self._file_ids if key[0] == broadcast_id]:
-            del self._file_ids[key]
-        for key in [key for key in self._first_media_send if key[0] == broadcast_id]:
-            del self._first_media_send[key]
+        self._file_ids.forget(broadcast_id)
 
     async def deliver(
         self,
@@ -354,6 +335,7 @@ class Deliverer:
                         message_ids=sent.message_ids,
                         finished_at=datetime.now(UTC),
                         content_version=broadcast.content_version,
+                        stars_milli=self._paid_star_milli if sent.paid else 0,
                     ),
                     False,
                 )
@@ -393,15 +375,15 @@ class Deliverer:
         if not _needs_first_send(content):
             return await self._send_once(broadcast, chat_id, media=None, content=content, held=held)
         media_key = (broadcast.id, broadcast.media_version)
-        media = await self._file_id(media_key)
+        media = await self._file_ids.get(media_key)
         if media is not None:
             return await self._send_once(
                 broadcast, chat_id, media=media, content=content, held=held
             )
         # No file_id yet: one send at a time fetches the URL; the rest wait for its file_id.
-        lock = self._first_media_send.setdefault(media_key, asyncio.Lock())
+        lock = self._file_ids.first_send(media_key)
         async with lock:
-            media = await self._file_id(media_key)
+            media = await self._file_ids.get(media_key)
             if media is not None:
                 return await self._send_once(
                     broadcast, chat_id, media=media, content=content, held=held
@@ -443,19 +425,8 @@ class Deliverer:
             if sent is None:
                 return None
             if sent.file_id:
-                self._remember_file_id(media_key, sent.file_id)
-                await self._persist_file_id(media_key, sent.file_id)
+                await self._file_ids.store(media_key, sent.file_id)
             return sent
-
-    async def _persist_file_id(self, media_key: tuple[int, int], file_id: str) -> None:
-        """Share the file_id with other workers; a failure only costs them one more fetch."""
-        try:
-            await self._store.store_media_file_id(media_key[0], file_id, media_key[1])
-        except Exception as exc:
-            logger.warning(
-                "storing a media file_id failed",
-                extra={"bot": self._bot, "broadcast_id": media_key[0], "error": repr(exc)},
-            )
 
     async def _send_once(
         self,
@@ -485,6 +456,27 @@ class Deliverer:
         The slot is reserved first; the broadcast's state is checked (maybe read from SQL)
         and the request built while it comes; at the slot the claim is checked once more and
         the request written at once: what varies in time is not between slot and wire."""
+        while True:
+            if content.allow_paid_broadcast and self._states.paid_stopped(broadcast):
+                content = replace(content, allow_paid_broadcast=False)  # its Stars budget spent
+            sent = await self._permitted_once(
+                broadcast, chat_id, content, held, media, upload, album_uploads
+            )
+            if sent is not _SWITCHED:
+                return sent
+
+    async def _permitted_once(
+        self,
+        broadcast: Broadcast,
+        chat_id: int,
+        content: Content,
+        held: Callable[[], bool],
+        media: str | None,
+        upload: bytes | None,
+        album_uploads: Mapping[str, bytes] | None,
+    ) -> SentMessage | None:
+        """:meth:`_permitted` with ``content`` as it is; :data:`_SWITCHED` when a paid send
+        found its broadcast's Stars budget spent at its slot (sent again, free)."""
         try:
             permit = await self._limiter.reserve(chat_id, paid=content.allow_paid_broadcast)
         except Parked:  # the job gives its recipients back until the park ends
@@ -499,11 +491,12 @@ class Deliverer:
                 await permit.use()
             except Parked:
                 return False
-            if not held():
+            if not held() or (paid and self._states.paid_stopped(broadcast)):
                 return False
             started = time.perf_counter()
             return True
 
+        paid = content.allow_paid_broadcast
         try:
             if not held() or await self.stopping(broadcast):
                 return None
@@ -517,37 +510,13 @@ class Deliverer:
                 gate=gate,
             )
         except NotSent:
-            return None
+            return _SWITCHED if paid and held() and self._states.paid_stopped(broadcast) else None
         finally:
             permit.release()  # unused: to the next caller
             if started:
                 elapsed = time.perf_counter() - started
                 self._metrics.send_seconds.labels(bot=self._bot).observe(elapsed)
-        return sent
-
-    async def _file_id(self, media_key: tuple[int, int]) -> str | None:
-        """The file_id of a broadcast's media (of the media version the key names: an edit
-        may replace it)."""
-        file_id = self._file_ids.get(media_key)
-        if file_id is None:
-            broadcast_id, media_version = media_key
-            try:
-                file_id = await self._store.media_file_id(broadcast_id, media_version)
-            except Exception as exc:  # the first send will fetch it again: costly, not wrong
-                logger.warning(
-                    "reading a media file_id failed",
-                    extra={"bot": self._bot, "broadcast_id": broadcast_id, "error": repr(exc)},
-                )
-                return None
-            if file_id is not None:
-                self._remember_file_id(media_key, file_id)
-        return file_id
-
-    def _remember_file_id(self, media_key: tuple[int, int], file_id: str) -> None:
-        self._file_ids[media_key] = file_id
-        while len(self._file_ids) > FILE_ID_CACHE:
-            old, _ = self._file_ids.popitem(last=False)
-            self._first_media_send.pop(old, None)
+        return replace(sent, paid=paid)
 
     async def _content_breaker(self, result: DeliveryResult) -> None:
         """Stop the broadcast once enough recipients were refused with this content error.

@@ -6,7 +6,8 @@ Guarantees:
 
 * **Once per broadcast.** The Deliverer fetches on a broadcast's first send only (its
   first-send lock); that send uploads the bytes and every later recipient gets Telegram's
-  file_id.
+  file_id, kept by :class:`FileIds` (in SQL for every worker, per media version: an edit
+  that replaces the media starts again).
 * **Size-capped** at Telegram's upload limit for the kind (:data:`UPLOAD_LIMITS`, 50 MB; 10 MB
   photos): a ``Content-Length`` above it is refused before the body is read, and a body is
   never read past it.
@@ -25,6 +26,8 @@ Guarantees:
 from __future__ import annotations
 
 import asyncio
+import logging
+from collections import OrderedDict
 from dataclasses import replace
 from types import TracebackType
 from typing import Final
@@ -39,6 +42,7 @@ from tgbroadcast.core.domain.model import Content, MediaType
 from tgbroadcast.core.outbound import CheckedResolver, RefusedDestination, allow_all
 from tgbroadcast.core.rules import addresses
 from tgbroadcast.core.rules.rich_content import fetched_by_service
+from tgbroadcast.core.store import Store
 
 UPLOAD_LIMITS: Final = {MediaType.PHOTO: 10 * 1024 * 1024}
 """Telegram's limits for a file a bot uploads; every other kind: :data:`DEFAULT_UPLOAD_LIMIT`."""
@@ -54,6 +58,8 @@ _GENERIC_TYPES: Final = frozenset(
 the file then."""
 _STICKER_TYPES: Final = frozenset({"image/webp", "application/x-tgsticker", "video/webm"})
 _CHUNK: Final = 64 * 1024
+
+logger = logging.getLogger(__name__)
 
 
 class MediaFetcher:
@@ -255,3 +261,67 @@ def _shown(url: str) -> str:
 
 def _refused(url: str, why: str) -> PermanentError:
     return PermanentError(f"media URL {_shown(url)} {why}", error_code=400, content_error=True)
+
+
+FILE_ID_CACHE = 1024
+"""Media whose file_id a worker keeps in memory (the rest are read from SQL)."""
+
+MediaKey = tuple[int, int]
+"""A broadcast's media: (broadcast id, media version — an edit may replace the media)."""
+
+
+class FileIds:
+    """The file_ids Telegram gave broadcasts' media: fetched or uploaded once per broadcast
+    and media version, then sent by file_id by every worker (kept in SQL, a few in memory)."""
+
+    def __init__(self, store: Store, *, bot: str) -> None:
+        self._store = store
+        self._bot = bot
+        self._known: OrderedDict[MediaKey, str] = OrderedDict()
+        self._first_sends: dict[MediaKey, asyncio.Lock] = {}
+
+    def first_send(self, key: MediaKey) -> asyncio.Lock:
+        """Held by the send that fetches or uploads the media (the others wait for it)."""
+        return self._first_sends.setdefault(key, asyncio.Lock())
+
+    async def get(self, key: MediaKey) -> str | None:
+        """The media's file_id, if a send stored it."""
+        file_id = self._known.get(key)
+        if file_id is None:
+            broadcast_id, media_version = key
+            try:
+                file_id = await self._store.media_file_id(broadcast_id, media_version)
+            except Exception as exc:  # the first send will fetch it again: costly, not wrong
+                logger.warning(
+                    "reading a media file_id failed",
+                    extra={"bot": self._bot, "broadcast_id": broadcast_id, "error": repr(exc)},
+                )
+                return None
+            if file_id is not None:
+                self._remember(key, file_id)
+        return file_id
+
+    async def store(self, key: MediaKey, file_id: str) -> None:
+        """Remember the file_id and share it with other workers (a failure to share only
+        costs them one more fetch)."""
+        self._remember(key, file_id)
+        try:
+            await self._store.store_media_file_id(key[0], file_id, key[1])
+        except Exception as exc:
+            logger.warning(
+                "storing a media file_id failed",
+                extra={"bot": self._bot, "broadcast_id": key[0], "error": repr(exc)},
+            )
+
+    def forget(self, broadcast_id: int) -> None:
+        """A finished broadcast's media are not sent again."""
+        for key in [key for key in self._known if key[0] == broadcast_id]:
+            del self._known[key]
+        for key in [key for key in self._first_sends if key[0] == broadcast_id]:
+            del self._first_sends[key]
+
+    def _remember(self, key: MediaKey, file_id: str) -> None:
+        self._known[key] = file_id
+        while len(self._known) > FILE_ID_CACHE:
+            old, _ = self._known.popitem(last=False)
+            self._first_sends.pop(old, None)

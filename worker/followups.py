@@ -32,7 +32,7 @@ import time
 from abc import ABC, abstractmethod
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING, Generic, TypeVar
+from typing import Generic, TypeVar
 
 from tgbroadcast.core.domain.errors import NotFound, PermanentError, RateLimited, TelegramError
 from tgbroadcast.core.domain.model import Broadcast, DeliveryResult
@@ -41,10 +41,8 @@ from tgbroadcast.core.queue import Event, Job, Queue, ReceivedJob
 from tgbroadcast.core.store import SentClaim, SentTarget, Store
 from tgbroadcast.worker.claims import job_fields, keep_alive
 from tgbroadcast.worker.rate_tier import Parked
+from tgbroadcast.worker.ratelimit import Limiter
 from tgbroadcast.worker.telegram import Gate, NotSent, TelegramSender
-
-if TYPE_CHECKING:
-    from tgbroadcast.worker.delivery import Limiter
 
 logger = logging.getLogger(__name__)
 

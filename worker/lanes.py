@@ -46,6 +46,7 @@ from tgbroadcast.core.config.settings import BotSettings, Settings
 from tgbroadcast.core.domain.access import DEFAULT_BOT
 from tgbroadcast.core.metrics import Metrics
 from tgbroadcast.core.queue import Queue
+from tgbroadcast.core.rules.paid import star_milli_per_message
 from tgbroadcast.core.store import Store
 from tgbroadcast.core.tasks import cancel_and_wait
 from tgbroadcast.worker.delivery import Deliverer
@@ -266,6 +267,7 @@ class Lanes:
                 backoff_cap=worker_settings.backoff_cap,
                 bot=bot.name,
                 fetcher=fetcher,
+                paid_star_milli=star_milli_per_message(bot.paid_rate_limit),
             )
             worker = Worker(
                 store=store,

@@ -83,6 +83,7 @@ import logging
 import time
 from dataclasses import dataclass
 from types import TracebackType
+from typing import Protocol
 
 import nats.errors
 import nats.js.errors
@@ -104,10 +105,12 @@ logger = logging.getLogger(__name__)
 
 __all__ = [
     "DEFAULT_MARGIN",
+    "Limiter",
     "Parked",
     "Permit",
     "RateLimiter",
     "RateLimiterStats",
+    "SlotPermit",
     "rate_bucket",
 ]
 
@@ -442,6 +445,24 @@ class Permit:
         if reserved is not None:
             reserved.unsent()
             self._budget.release(reserved.slot)
+
+
+class SlotPermit(Protocol):
+    """What a sender needs of a :class:`Permit` (tests pass fakes)."""
+
+    async def use(self) -> None: ...
+
+    def release(self) -> None: ...
+
+
+class Limiter(Protocol):
+    """What a sender needs of a :class:`RateLimiter` (tests pass fakes)."""
+
+    async def reserve(self, chat_id: int, *, paid: bool = False) -> SlotPermit: ...
+
+    async def pause(self, seconds: float) -> None: ...
+
+    def parked_until(self) -> float | None: ...
 
 
 def _decode_until(data: bytes | None) -> float:

@@ -110,6 +110,8 @@ class SentMessage:
     message_id: int
     file_id: str | None
     message_ids: tuple[int, ...] = ()
+    paid: bool = False
+    """Sent as a paid broadcast's message (set by the caller that knows)."""
 
 
 class _Session(AiohttpSession):

@@ -208,6 +208,9 @@ class NewBroadcast:
     bot: str = DEFAULT_BOT
     """The bot that sends it: an audience (``user_ids``, ``all_users``, ``filter``) is that
     bot's users."""
+    max_stars: int | None = None
+    """A paid broadcast's Stars budget: its paid sending stops once the estimated spend
+    reaches it, and the rest is sent at the free rate."""
 
 
 class ControlAction(enum.StrEnum):
@@ -282,9 +285,20 @@ class Broadcast:
     """The last edit still has recipients to edit (their messages carry older content)."""
     edited: int = 0
     """Recipients whose edit to ``content_version`` has its outcome (each counted once)."""
+    max_stars: int | None = None
+    """A paid broadcast's Stars budget (``None``: none)."""
+    stars_spent_milli: int = 0
+    """The estimated Stars its paid sends cost, in thousandths."""
+    paid_stopped_at: datetime | None = None
+    """When its paid sending stopped, the budget spent (the rest goes at the free rate)."""
     throttled_until: datetime | None = None
     """Until when its bot's sending was parked by a long flood wait (a 429 whose
     ``retry_after`` exceeded ``worker.park_after``); :meth:`throttled_at` reads it."""
+
+    @property
+    def stars_spent_estimate(self) -> float:
+        """Stars its paid sends are estimated to have cost."""
+        return self.stars_spent_milli / 1000
 
     def throttled_at(self, now: datetime) -> datetime | None:
         """When its parked sending resumes, if it still is parked at ``now``."""
@@ -321,6 +335,8 @@ class DeliveryResult:
     """What that edit did; ``None`` until an edit reached it."""
     edit_error: str | None = None
     """Telegram's description when ``edit`` is ``FAILED``."""
+    stars_milli: int = 0
+    """The estimated Stars a paid send cost, in thousandths (0 at the free rate)."""
 
     @property
     def all_message_ids(self) -> tuple[int, ...]:

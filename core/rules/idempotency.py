@@ -40,6 +40,8 @@ def request_hash(new: NewBroadcast, request: SendRequest) -> str:
     # The audience is a set: the same ids in another order are the same request (they are
     # still stored and sent in request order).
     broadcast["user_ids"] = sorted(set(new.user_ids))
+    if new.max_stars is None:  # as requests hashed before budgets existed
+        del broadcast["max_stars"]
     document = {
         "broadcast": _canonical(broadcast),
         "uploads": [hashlib.sha256(data).hexdigest() for data in _bytes_in(request)],

@@ -30,7 +30,7 @@ from tgbroadcast.core.domain.model import (
     UserFilter,
     UserProfile,
 )
-from tgbroadcast.core.rules import callback_urls, page_tokens, rich_content, schedule
+from tgbroadcast.core.rules import callback_urls, page_tokens, paid, rich_content, schedule
 from tgbroadcast.core.rules.rich_content import AlbumItemInput
 
 INT64_MIN = -(2**63)
@@ -102,6 +102,8 @@ class SendRequest:
     """Start at this time instead of now (see :mod:`tgbroadcast.core.rules.schedule`)."""
     idempotency_key: str = ""
     """The caller's idempotency key (empty: none)."""
+    max_stars: int = 0
+    """A paid broadcast's Stars budget (0: none; :mod:`~tgbroadcast.core.rules.paid`)."""
 
 
 def unencodable(text: str) -> bool:
@@ -137,6 +139,7 @@ def validate_send(
     content = _content(request, media_type, violations, allow_private_urls=allow_private_callbacks)
     user_ids, user_filter = _audience(request, max_user_ids, violations)
     _idempotency_key(request.idempotency_key, violations)
+    stars = paid.max_stars(request.max_stars, request.allow_paid_broadcast, violations)
     violations.extend(schedule.send_at_violations(request.send_at))
     if violations:
         raise InvalidArgument(violations)
@@ -149,6 +152,7 @@ def validate_send(
         callback_url=callback_url,
         send_at=schedule.start_time(request.send_at),
         idempotency_key=request.idempotency_key or None,
+        max_stars=stars,
     )
 
 

@@ -87,6 +87,7 @@ async def create(
             "media_type": new.content.media_type.value,
             "media_url": new.content.media_url,
             "allow_paid_broadcast": new.content.allow_paid_broadcast,
+            "max_stars": new.max_stars,
             "media_upload": new.content.media_upload,
             "media_filename": new.content.media_filename,
             "options": new.content.options.to_json(),
@@ -160,6 +161,9 @@ def from_row(row: Row[Any]) -> Broadcast:
         editing=row.editing,
         edited=row.edited,
         throttled_until=row.throttled_until,
+        max_stars=row.max_stars,
+        stars_spent_milli=row.stars_spent_milli,
+        paid_stopped_at=row.paid_stopped_at,
     )
 
 

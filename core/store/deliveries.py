@@ -284,6 +284,8 @@ async def record(
     counts: dict[int, tuple[int, int]] = {}
     oldest: dict[int, int] = {}
     """Per broadcast: the oldest content version among the sends recorded."""
+    stars: dict[int, int] = {}
+    """Per broadcast: the estimated cost of its paid sends recorded (thousandths of a Star)."""
     for broadcast_id, user_ids in recipients.items():
         for chunk in chunks(user_ids, IDS_PER_IN_LIST):
             parameters = {"broadcast_id": broadcast_id, "user_ids": list(chunk)}
@@ -298,6 +300,7 @@ async def record(
                 if result.state is DeliveryState.SENT:
                     version = min(oldest.get(broadcast_id, _NO_SEND), result.content_version)
                     oldest[broadcast_id] = version
+                    stars[broadcast_id] = stars.get(broadcast_id, 0) + result.stars_milli
             sent_before, failed_before = counts.get(broadcast_id, (0, 0))
             counts[broadcast_id] = (sent_before + sent, failed_before + len(final) - sent)
     await _deactivate_leavers(connection, recorded, now=now)
@@ -305,7 +308,8 @@ async def record(
     for broadcast_id in sorted(counts):
         sent, failed = counts[broadcast_id]
         version = oldest.get(broadcast_id, _NO_SEND)
-        if await _count(connection, broadcast_id, sent, failed, version, now=now):
+        spent = stars.get(broadcast_id, 0)
+        if await _count(connection, broadcast_id, sent, failed, version, spent, now=now):
             finished.append(await broadcast_statements.fetch(connection, broadcast_id))
     return Recorded(recorded=tuple(recorded), finished=tuple(finished))
 
@@ -334,6 +338,7 @@ async def _count(
     sent: int,
     failed: int,
     oldest: int,
+    stars: int,
     *,
     now: datetime,
 ) -> bool:
@@ -346,9 +351,12 @@ async def _count(
         "sent": sent,
         "failed": failed,
         "oldest": oldest,
+        "stars": stars,
         "now": now,
     }
     await connection.execute(_ADD_COUNTS, parameters)
+    if stars:  # its Stars budget spent: the rest goes at the free rate
+        await connection.execute(_STOP_PAID, {"broadcast_id": broadcast_id, "now": now})
     completed = await connection.execute(_COMPLETE, {"broadcast_id": broadcast_id, "now": now})
     return bool(completed.rowcount == 1)
 
@@ -386,8 +394,20 @@ _ADD_COUNTS = (
         ),
         started_at=func.coalesce(broadcasts.c.started_at, bindparam("now", type_=UtcDateTime())),
         editing=case((_SENT_OLDER, true()), else_=broadcasts.c.editing),
+        stars_spent_milli=broadcasts.c.stars_spent_milli + bindparam("stars", type_=BigInteger),
         dispatched=case((_SENT_OLDER, false()), else_=broadcasts.c.dispatched),
     )
+)
+
+_STOP_PAID = (
+    update(broadcasts)
+    .where(
+        broadcasts.c.id == bindparam("broadcast_id", type_=BigInteger),
+        broadcasts.c.max_stars.is_not(None),
+        broadcasts.c.paid_stopped_at.is_(None),
+        broadcasts.c.stars_spent_milli >= broadcasts.c.max_stars * 1000,
+    )
+    .values(paid_stopped_at=bindparam("now"))
 )
 
 _COMPLETE = (

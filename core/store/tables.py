@@ -225,6 +225,11 @@ broadcasts = Table(
     Column("edited", BigInteger, nullable=False, server_default=text("0")),
     # Until when the bot's sending is parked by a long flood wait (worker.park_after).
     Column("throttled_until", UtcDateTime, nullable=True),
+    # A paid broadcast's Stars budget, the estimated spend of its paid sends (thousandths of a
+    # Star), and when its paid sending stopped with the budget spent.
+    Column("max_stars", BigInteger, nullable=True),
+    Column("stars_spent_milli", BigInteger, nullable=False, server_default=text("0")),
+    Column("paid_stopped_at", UtcDateTime, nullable=True),
     Index("ix_broadcasts_dispatched", "dispatched"),
     Index("ix_broadcasts_status", "status", "id"),
     # The webhook notifier looks for webhooks not yet delivered or failed.

@@ -82,6 +82,7 @@ def send_request(message: pb.SendMessageRequest) -> SendRequest:
         callback_url=message.callback_url,
         send_at=controls.send_at(message),
         idempotency_key=message.idempotency_key,
+        max_stars=message.max_stars,
         **content.send_fields(message),
     )
 
@@ -121,6 +122,8 @@ def broadcast(
         editing=value.editing,
         edited=value.edited,
         edit_counts={outcome.value: n for outcome, n in (edit_counts or {}).items()},
+        max_stars=value.max_stars or 0,
+        stars_spent_estimate=value.stars_spent_estimate,
     )
     if value.finished_at is not None:
         message.finished_at.CopyFrom(timestamp(value.finished_at))
@@ -128,6 +131,8 @@ def broadcast(
         message.recall_at.CopyFrom(timestamp(value.recall_at))
     if value.edit_at is not None:
         message.edit_at.CopyFrom(timestamp(value.edit_at))
+    if value.paid_stopped_at is not None:
+        message.paid_stopped_at.CopyFrom(timestamp(value.paid_stopped_at))
     if (throttled := value.throttled_at(datetime.now(UTC))) is not None:
         message.throttled_until.CopyFrom(timestamp(throttled))
     controls.fill_broadcast(message, value)

@@ -147,6 +147,7 @@ async def send_message(request: web.Request) -> web.Response:
         all_users=body.all_users,
         filter=None if body.filter is None else body.filter.value(),
         allow_paid_broadcast=body.allow_paid_broadcast,
+        max_stars=body.max_stars or 0,
         callback_url=body.callback_url or "",
         media_data=media_data,
         media_filename=media_filename,

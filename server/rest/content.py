@@ -176,6 +176,7 @@ class SendMessageBody(ContentBody):
     all_users: bool = False
     filter: UserFilterBody | None = None
     allow_paid_broadcast: bool = False
+    max_stars: int | None = None
     callback_url: str | None = None
     send_at: str | None = None
     idempotency_key: str | None = None

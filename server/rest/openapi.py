@@ -32,6 +32,7 @@ from tgbroadcast.server.rest.openapi_examples import (
     USERS_EXAMPLE,
 )
 from tgbroadcast.server.rest.openapi_followups import followup_paths, with_followups
+from tgbroadcast.server.rest.openapi_paid import with_budgets
 from tgbroadcast.server.rest.openapi_schemas import (
     BOT_PARAMETER,
     LANGUAGE_CODE_PATTERN,
@@ -576,7 +577,7 @@ def _built() -> str:
                     }
                     for status, (name, description) in _ERRORS.items()
                 },
-                "schemas": with_followups({**component_schemas(), **bot_schemas()}),
+                "schemas": with_budgets(with_followups({**component_schemas(), **bot_schemas()})),
             },
         },
         indent=1,

@@ -89,6 +89,9 @@ def broadcast_json(report: BroadcastReport) -> dict[str, Any]:
         "edited": broadcast.edited,
         "edit_counts": {outcome.value: n for outcome, n in report.edit_counts.items()},
         "throttled_until": timestamp(broadcast.throttled_at(datetime.now(UTC))),
+        "max_stars": broadcast.max_stars,
+        "stars_spent_estimate": broadcast.stars_spent_estimate,
+        "paid_stopped_at": timestamp(broadcast.paid_stopped_at),
     }
 
 

@@ -99,6 +99,7 @@ class MessageFields(TypedDict, total=False):
     disable_notification: bool
     protect_content: bool
     allow_paid_broadcast: bool
+    max_stars: int
     idempotency_key: str
     send_at: datetime | None
     callback_url: str
@@ -126,6 +127,7 @@ def message_request(
     disable_notification: bool = False,
     protect_content: bool = False,
     allow_paid_broadcast: bool = False,
+    max_stars: int = 0,
     idempotency_key: str = "",
     send_at: datetime | None = None,
     callback_url: str = "",
@@ -150,6 +152,7 @@ def message_request(
         disable_notification=disable_notification,
         protect_content=protect_content,
         allow_paid_broadcast=allow_paid_broadcast,
+        max_stars=max_stars,
         idempotency_key=idempotency_key,
         callback_url=callback_url,
         personalize=personalize,

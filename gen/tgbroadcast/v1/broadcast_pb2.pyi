@@ -359,6 +359,7 @@ class SendMessageRequest(_message.Message):
     CALLBACK_URL_FIELD_NUMBER: _builtins.int
     PERSONALIZE_FIELD_NUMBER: _builtins.int
     BOT_FIELD_NUMBER: _builtins.int
+    MAX_STARS_FIELD_NUMBER: _builtins.int
     message: _builtins.str
     """The text, or the caption of a media message."""
     media_type: Global___MediaType.ValueType
@@ -410,6 +411,11 @@ class SendMessageRequest(_message.Message):
     bot: _builtins.str
     """The bot that sends it (`[a-z0-9_-]{1,32}`). Empty: the token's only bot
     when it may use exactly one, else `default`.
+    """
+    max_stars: _builtins.int
+    """A paid broadcast's Stars budget (only with allow_paid_broadcast; 0: none):
+    once the estimated spend of its paid sends reaches it, the rest is sent at
+    the free rate.
     """
     @_builtins.property
     def user_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.int]:
@@ -477,10 +483,11 @@ class SendMessageRequest(_message.Message):
         callback_url: _builtins.str = ...,
         personalize: _builtins.bool = ...,
         bot: _builtins.str = ...,
+        max_stars: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["filter", b"filter", "link_preview_options", b"link_preview_options", "reply_markup", b"reply_markup", "send_at", b"send_at", "source", b"source"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["album", b"album", "all_users", b"all_users", "allow_paid_broadcast", b"allow_paid_broadcast", "bot", b"bot", "callback_url", b"callback_url", "disable_notification", b"disable_notification", "entities", b"entities", "filter", b"filter", "idempotency_key", b"idempotency_key", "link_preview_options", b"link_preview_options", "media_data", b"media_data", "media_filename", b"media_filename", "media_type", b"media_type", "media_url", b"media_url", "message", b"message", "parse_mode", b"parse_mode", "personalize", b"personalize", "protect_content", b"protect_content", "reply_markup", b"reply_markup", "send_at", b"send_at", "source", b"source", "user_ids", b"user_ids"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["album", b"album", "all_users", b"all_users", "allow_paid_broadcast", b"allow_paid_broadcast", "bot", b"bot", "callback_url", b"callback_url", "disable_notification", b"disable_notification", "entities", b"entities", "filter", b"filter", "idempotency_key", b"idempotency_key", "link_preview_options", b"link_preview_options", "max_stars", b"max_stars", "media_data", b"media_data", "media_filename", b"media_filename", "media_type", b"media_type", "media_url", b"media_url", "message", b"message", "parse_mode", b"parse_mode", "personalize", b"personalize", "protect_content", b"protect_content", "reply_markup", b"reply_markup", "send_at", b"send_at", "source", b"source", "user_ids", b"user_ids"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -905,6 +912,9 @@ class Broadcast(_message.Message):
     EDITING_FIELD_NUMBER: _builtins.int
     EDITED_FIELD_NUMBER: _builtins.int
     EDIT_COUNTS_FIELD_NUMBER: _builtins.int
+    MAX_STARS_FIELD_NUMBER: _builtins.int
+    STARS_SPENT_ESTIMATE_FIELD_NUMBER: _builtins.int
+    PAID_STOPPED_AT_FIELD_NUMBER: _builtins.int
     broadcast_id: _builtins.int
     status: Global___BroadcastStatus.ValueType
     total: _builtins.int
@@ -939,6 +949,12 @@ class Broadcast(_message.Message):
     """The last edit still has sent recipients to edit."""
     edited: _builtins.int
     """Sent recipients whose edit to `content_version` has its outcome so far."""
+    max_stars: _builtins.int
+    """Its Stars budget (0: none)."""
+    stars_spent_estimate: _builtins.float
+    """Stars its paid sends are estimated to have cost: 0.1 Star per message above
+    the free 30 per second, at the bot's paid rate.
+    """
     @_builtins.property
     def created_at(self) -> _timestamp_pb2.Timestamp: ...
     @_builtins.property
@@ -992,6 +1008,10 @@ class Broadcast(_message.Message):
         lower-case name ("edited", "not_found", "failed"); filled by GetBroadcast.
         """
 
+    @_builtins.property
+    def paid_stopped_at(self) -> _timestamp_pb2.Timestamp:
+        """When its paid sending stopped, the budget spent; unset otherwise."""
+
     def __init__(
         self,
         *,
@@ -1026,10 +1046,13 @@ class Broadcast(_message.Message):
         editing: _builtins.bool = ...,
         edited: _builtins.int = ...,
         edit_counts: _abc.Mapping[_builtins.str, _builtins.int] | None = ...,
+        max_stars: _builtins.int = ...,
+        stars_spent_estimate: _builtins.float = ...,
+        paid_stopped_at: _timestamp_pb2.Timestamp | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["created_at", b"created_at", "edit_at", b"edit_at", "finished_at", b"finished_at", "recall_at", b"recall_at", "send_at", b"send_at", "started_at", b"started_at", "throttled_until", b"throttled_until"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["created_at", b"created_at", "edit_at", b"edit_at", "finished_at", b"finished_at", "paid_stopped_at", b"paid_stopped_at", "recall_at", b"recall_at", "send_at", b"send_at", "started_at", b"started_at", "throttled_until", b"throttled_until"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["actions", b"actions", "allow_paid_broadcast", b"allow_paid_broadcast", "bot", b"bot", "broadcast_id", b"broadcast_id", "callback_url", b"callback_url", "content_version", b"content_version", "created_at", b"created_at", "created_by", b"created_by", "edit_at", b"edit_at", "edit_counts", b"edit_counts", "edited", b"edited", "editing", b"editing", "error", b"error", "failed", b"failed", "finished_at", b"finished_at", "idempotency_key", b"idempotency_key", "media_type", b"media_type", "media_url", b"media_url", "message", b"message", "outcome_counts", b"outcome_counts", "parse_mode", b"parse_mode", "pending", b"pending", "recall_at", b"recall_at", "recall_counts", b"recall_counts", "recalled", b"recalled", "send_at", b"send_at", "sent", b"sent", "started_at", b"started_at", "status", b"status", "throttled_until", b"throttled_until", "total", b"total"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["actions", b"actions", "allow_paid_broadcast", b"allow_paid_broadcast", "bot", b"bot", "broadcast_id", b"broadcast_id", "callback_url", b"callback_url", "content_version", b"content_version", "created_at", b"created_at", "created_by", b"created_by", "edit_at", b"edit_at", "edit_counts", b"edit_counts", "edited", b"edited", "editing", b"editing", "error", b"error", "failed", b"failed", "finished_at", b"finished_at", "idempotency_key", b"idempotency_key", "max_stars", b"max_stars", "media_type", b"media_type", "media_url", b"media_url", "message", b"message", "outcome_counts", b"outcome_counts", "paid_stopped_at", b"paid_stopped_at", "parse_mode", b"parse_mode", "pending", b"pending", "recall_at", b"recall_at", "recall_counts", b"recall_counts", "recalled", b"recalled", "send_at", b"send_at", "sent", b"sent", "stars_spent_estimate", b"stars_spent_estimate", "started_at", b"started_at", "status", b"status", "throttled_until", b"throttled_until", "total", b"total"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
