@@ -123,3 +123,29 @@ async def test_an_hours_long_flood_wait_holds_nothing(
         code, cancelled = await rest(stack, "POST", f"/v1/broadcasts/{broadcast_id}/cancel")
         assert (code, cancelled["status"]) == (200, "cancelled")
     assert sum(1 for c in simulator.calls if c.method == "sendMessage" and c.ok) == body["sent"]
+
+
+@on_sqlite
+async def test_an_edit_parks_and_resumes_as_sends_do(
+    backend: Backend, simulator: Simulator
+) -> None:
+    async with start_stack(backend, simulator, PARK) as stack:
+        users = list(range(9001, 9041))
+        code, accepted = await rest(
+            stack, "POST", "/v1/broadcasts", {"message": "old", "user_ids": users}
+        )
+        assert code == 202
+        broadcast_id = accepted["broadcast_id"]
+        assert (await watch(stack, broadcast_id))[-1].progress.sent == len(users)
+        simulator.faults.inject(Fault.too_many_requests(3), times=1, method="editMessageText")
+        code, _ = await rest(
+            stack, "POST", f"/v1/broadcasts/{broadcast_id}/edit", {"message": "new"}
+        )
+        assert code == 200
+        messages = await watch(stack, broadcast_id)
+    assert messages[-1].progress.edited == len(users)
+    edits = [c for c in simulator.calls if c.method == "editMessageText"]
+    (refused,) = [c for c in edits if c.error_code == 429]
+    done = [c for c in edits if c.ok]
+    assert Counter(int(c.params["chat_id"]) for c in done) == dict.fromkeys(users, 1)
+    assert min(c.at for c in done if c.at > refused.at) >= refused.at + 3 - 0.05

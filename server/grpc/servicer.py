@@ -397,8 +397,6 @@ async def create_server(
         options=[
             ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
             ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
-            # A port in use is an error, not a port shared with whatever holds it.
-            ("grpc.so_reuseport", 0),
         ],
     )
     pb_grpc.add_BroadcastServiceServicer_to_server(
