@@ -24,6 +24,7 @@ from tests.fixtures.telegram import BOT_ID, PHOTO_URL, call, sends_by_chat, sent
 from tests.fixtures.watching import watch, watch_into
 from tests.test_recall import rest, send_and_finish, sse_events
 from tgbroadcast.simulator import Simulator
+from tgbroadcast.simulator.chats import ChatType
 from tgbroadcast.v1 import broadcast_pb2 as pb
 
 EDITS = {
@@ -332,3 +333,40 @@ async def test_a_worker_killed_mid_edit_leaves_nobody_behind(
 
 async def _edited_at_least(simulator: Simulator, count: int) -> bool:
     return sum(sends_by_chat(simulator, "editMessageText").values()) >= count
+
+
+@on_sqlite
+async def test_an_album_caption_and_a_copy_of_a_text_are_edited(
+    stack: Stack, simulator: Simulator
+) -> None:
+    album = [
+        {"media_type": "photo", "media_url": "https://example.com/a.jpg", "caption": "old"},
+        {"media_type": "photo", "media_url": "https://example.com/b.jpg"},
+    ]
+    sent = await send_and_finish(stack, {"media_type": "album", "album": album, "user_ids": [61]})
+    code, _ = await rest(stack, "POST", f"/v1/broadcasts/{sent}/edit", {"message": "new"})
+    assert code == 200
+    await watch(stack, sent)
+    first, second = simulator.messages_by_chat(BOT_ID)[61][-2:]
+    assert (first["caption"], "caption" in second) == ("new", False)
+    code, problem = await rest(
+        stack, "POST", f"/v1/broadcasts/{sent}/edit", {"message": "x", "reply_markup": KEYBOARD}
+    )
+    assert (code, problem["errors"][0]["field"]) == (400, "reply_markup")
+
+    channel = -1009876543210
+    simulator.chats.declare(channel, chat_type=ChatType.CHANNEL)
+    post = simulator.post_message(bot_id=BOT_ID, chat_id=channel, text="news")["message_id"]
+    copy = await send_and_finish(
+        stack,
+        {
+            "media_type": "copy",
+            "source": {"from_chat_id": channel, "message_id": post},
+            "user_ids": [62],
+        },
+    )
+    code, _ = await rest(stack, "POST", f"/v1/broadcasts/{copy}/edit", {"message": "fresh"})
+    assert code == 200
+    outcome = [m.result for m in await watch(stack, copy) if m.result.edit]
+    assert [EDITS[r.edit] for r in outcome] == ["edited"]
+    assert last_message(simulator, 62)["text"] == "fresh"

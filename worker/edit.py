@@ -9,8 +9,10 @@ Guarantees (any number of worker processes; the rest is :mod:`.followups`'):
 * Each recipient's message takes the one ``editMessage*`` call its kind takes
   (:meth:`TelegramSender.edit`): the text; the caption (an album's first message's), or the
   media too when the recipient's messages predate the media's replacement; the keyboard of a
-  video note or sticker. A personalized broadcast's new text is rendered for each recipient
-  from their profile; a rendering Telegram would refuse fails that recipient alone.
+  video note or sticker. A copy's caption edit that Telegram refuses because the copied
+  message is a text ("there is no caption in the message to edit") is made as a text edit.
+  A personalized broadcast's new text is rendered for each recipient from their profile; a
+  rendering Telegram would refuse fails that recipient alone.
 * Outcomes: ``edited`` (Telegram's "message is not modified" included: the message already
   carries the content); ``not_found`` when Telegram does not find the message; ``failed`` for
   any other refusal ("message can't be edited", ...) or when every attempt of a transient
@@ -35,6 +37,7 @@ from tgbroadcast.core.domain.model import (
     DeliveryResult,
     DeliveryState,
     EditOutcome,
+    MediaType,
     UserProfile,
 )
 from tgbroadcast.core.queue import EditEvent, Event, Job
@@ -47,6 +50,7 @@ logger = logging.getLogger(__name__)
 
 NOT_MODIFIED = "message is not modified"
 _NOT_FOUND = "message to edit not found"
+_NO_CAPTION = "there is no caption in the message to edit"
 _ENDED = frozenset({BroadcastStatus.RECALLING, BroadcastStatus.RECALLED})
 
 
@@ -104,6 +108,7 @@ class Editor(FollowUpJobs[EditResult]):
         if content.options.personalize and (problem := rendered_problem(content)):
             return result(EditOutcome.FAILED, problem)
         media_changed = target.content_version < broadcast.media_version
+        as_text = False
 
         async def edit(gate: Gate) -> None:
             await self._sender.edit(
@@ -111,11 +116,19 @@ class Editor(FollowUpJobs[EditResult]):
                 target.message_ids,
                 content,
                 media_changed=media_changed,
+                as_text=as_text,
                 broadcast_id=broadcast.id,
                 gate=gate,
             )
 
         answer = await self._call(broadcast, target, hold, edit)
+        if (
+            content.media_type is MediaType.COPY
+            and isinstance(answer, PermanentError)
+            and _NO_CAPTION in answer.description.lower()
+        ):  # a copy of a text message: its text is what the caption stands for
+            as_text = True
+            answer = await self._call(broadcast, target, hold, edit)
         if answer is True:
             return result(EditOutcome.EDITED)
         if answer is False:

@@ -263,6 +263,7 @@ class TelegramSender:
         content: Content,
         *,
         media_changed: bool,
+        as_text: bool = False,
         broadcast_id: int | None = None,
         gate: Gate | None = None,
     ) -> None:
@@ -270,11 +271,12 @@ class TelegramSender:
         the one ``editMessage*`` call its kind takes: a text's ``editMessageText``; a
         caption's ``editMessageCaption`` (an album's: on its first message), or with
         ``media_changed`` ``editMessageMedia``; a video note's or sticker's
-        ``editMessageReplyMarkup``. Traced like :meth:`send`; raises only
+        ``editMessageReplyMarkup``; ``as_text``: ``editMessageText`` whatever the kind (a
+        copy of a text message). Traced like :meth:`send`; raises only
         :class:`TelegramError` subclasses and :class:`NotSent`."""
         if not message_ids:
             raise ValueError("an edit needs the message's id")
-        kind = content.media_type
+        kind = MediaType.TEXT if as_text else content.media_type
         method = aiogram_content.edit_method(kind, media_changed=media_changed)
         attributes: dict[str, str | int] = {"telegram.method": method}
         if broadcast_id is not None:
