@@ -35,7 +35,6 @@ from tgbroadcast.core.domain.model import (
     Broadcast,
     BroadcastStatus,
     DeliveryResult,
-    DeliveryState,
     EditOutcome,
     MediaType,
     UserProfile,
@@ -43,7 +42,7 @@ from tgbroadcast.core.domain.model import (
 from tgbroadcast.core.queue import EditEvent, Event, Job
 from tgbroadcast.core.rules.templates import personalized, rendered_problem
 from tgbroadcast.core.store import EditResult, SentClaim, SentTarget
-from tgbroadcast.worker.followups import Claimer, FollowUpJobs, Hold
+from tgbroadcast.worker.followups import Claimer, FollowUpJobs, Hold, sent_result
 from tgbroadcast.worker.telegram import Gate
 
 logger = logging.getLogger(__name__)
@@ -146,14 +145,9 @@ class Editor(FollowUpJobs[EditResult]):
 
     def _event(self, broadcast: Broadcast, result: EditResult, target: SentTarget) -> Event:
         self._metrics.edits.labels(outcome=result.outcome.value, bot=self._bot).inc()
-        ids = target.message_ids
-        delivery = DeliveryResult(
-            broadcast_id=broadcast.id,
-            user_id=target.user_id,
-            state=DeliveryState.SENT,
-            finished_at=target.sent_at,
-            message_id=ids[0] if ids else None,
-            message_ids=ids if len(ids) > 1 else (),
+        delivery = sent_result(
+            broadcast.id,
+            target,
             content_version=result.version,
             edit=result.outcome,
             edit_error=result.error,

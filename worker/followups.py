@@ -32,10 +32,10 @@ import time
 from abc import ABC, abstractmethod
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime, timedelta
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
 from tgbroadcast.core.domain.errors import NotFound, PermanentError, RateLimited, TelegramError
-from tgbroadcast.core.domain.model import Broadcast, DeliveryResult
+from tgbroadcast.core.domain.model import Broadcast, DeliveryResult, DeliveryState
 from tgbroadcast.core.metrics import Metrics
 from tgbroadcast.core.queue import Event, Job, Queue, ReceivedJob
 from tgbroadcast.core.store import SentClaim, SentTarget, Store
@@ -288,6 +288,21 @@ class FollowUpJobs(ABC, Generic[R]):
         finally:
             permit.release()
         return True
+
+
+def sent_result(broadcast_id: int, target: SentTarget, **follow_up: Any) -> DeliveryResult:
+    """A sent recipient's delivery as its follow-up event carries it: its messages, when they
+    were sent, and ``follow_up``'s fields (``recall``, ``edit``, ...)."""
+    ids = target.message_ids
+    return DeliveryResult(
+        broadcast_id=broadcast_id,
+        user_id=target.user_id,
+        state=DeliveryState.SENT,
+        finished_at=target.sent_at,
+        message_id=ids[0] if ids else None,
+        message_ids=ids if len(ids) > 1 else (),
+        **follow_up,
+    )
 
 
 async def _ignore(_: float) -> None:

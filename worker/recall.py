@@ -33,12 +33,11 @@ from tgbroadcast.core.domain.model import (
     Broadcast,
     BroadcastStatus,
     DeliveryResult,
-    DeliveryState,
     RecallOutcome,
 )
 from tgbroadcast.core.queue import Event, FinishedEvent, Job, RecallEvent
 from tgbroadcast.core.store import RecallResult, SentClaim, SentTarget
-from tgbroadcast.worker.followups import Claimer, FollowUpJobs, Hold
+from tgbroadcast.worker.followups import Claimer, FollowUpJobs, Hold, sent_result
 from tgbroadcast.worker.telegram import Gate
 
 logger = logging.getLogger(__name__)
@@ -111,14 +110,9 @@ class Recaller(FollowUpJobs[RecallResult]):
 
     def _event(self, broadcast: Broadcast, result: RecallResult, target: SentTarget) -> Event:
         self._metrics.recalls.labels(outcome=result.outcome.value, bot=self._bot).inc()
-        ids = target.message_ids
-        delivery = DeliveryResult(
-            broadcast_id=broadcast.id,
-            user_id=target.user_id,
-            state=DeliveryState.SENT,
-            finished_at=target.sent_at,
-            message_id=ids[0] if ids else None,
-            message_ids=ids if len(ids) > 1 else (),
+        delivery = sent_result(
+            broadcast.id,
+            target,
             recall=result.outcome,
             recall_error=result.error,
             content_version=target.content_version,
