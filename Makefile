@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 PROTOS := $(shell find proto -name '*.proto')
 
-.PHONY: install gen run demo test test-tools check typecheck-tree fmt clean
+.PHONY: install gen run demo test test-tools screenshots check typecheck-tree fmt clean
 
 install: $(STAMP)
 
@@ -38,7 +38,8 @@ TEST_WORKERS ?= 4
 test: $(STAMP) test-tools
 	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist worksteal --durations=15 $(ARGS)
 
-# System tools the tests run as child processes: pgbouncer (tests/fixtures/pgbouncer.py).
+# System tools the tests run as child processes: pgbouncer (tests/fixtures/pgbouncer.py) and
+# chromium, the browser the dashboard's tests drive (tests/fixtures/browser.py).
 # Installed with apt-get when missing (as root, or through sudo); skipped quietly without apt.
 test-tools:
 	@command -v pgbouncer >/dev/null || test -x /usr/sbin/pgbouncer || ! command -v apt-get >/dev/null || \
@@ -46,6 +47,16 @@ test-tools:
 		  $$SUDO apt-get install -y -qq pgbouncer >/dev/null 2>&1 || \
 		  { $$SUDO apt-get update -qq >/dev/null && $$SUDO apt-get install -y -qq pgbouncer >/dev/null; } || \
 		  echo 'could not install pgbouncer: its tests skip (fail with CI=true)'; }
+	@command -v chromium >/dev/null || command -v chromium-browser >/dev/null || ! command -v apt-get >/dev/null || \
+		{ SUDO=$$(test "$$(id -u)" = 0 || echo sudo -n); \
+		  $$SUDO apt-get install -y -qq chromium >/dev/null 2>&1 || \
+		  { $$SUDO apt-get update -qq >/dev/null && $$SUDO apt-get install -y -qq chromium >/dev/null; } || \
+		  echo 'could not install chromium: the dashboard tests skip (fail with CI=true)'; }
+
+# A screenshot of every page of the dashboard (docs/ui/*.png, shown in the README and
+# docs/ui.md), taken in the system chromium against the service and the simulator.
+screenshots: $(STAMP) test-tools
+	$(BIN)/python -m tests.ui_screenshots docs/ui
 
 # mypy finds modules by folder: the installed shape (tgbroadcast.core is core/, ...) as links.
 TYPECHECK := $(VENV)/typecheck/tgbroadcast

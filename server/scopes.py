@@ -4,8 +4,9 @@ Every gRPC method of ``BroadcastService`` (:data:`GRPC`, by its short name) and 
 route that needs a token (:data:`REST`, by method and route template) maps to exactly one
 :class:`Rule`; a test checks both tables against the service descriptor and the router, so a
 new method or route cannot slip through. The health service, reflection, the probes,
-``/metrics`` and ``/openapi.json`` need no token, hence no scope. A method or route missing
-from the table is refused (PERMISSION_DENIED / 403), never served.
+``/metrics``, ``/openapi.json`` and the dashboard's files (``/ui/``) need no token, hence no
+scope; ``GET /v1/token`` (what the calling token may do) needs a token but no scope. A method
+or route missing from the table is refused (PERMISSION_DENIED / 403), never served.
 
 A token without the rule's scope is refused: 403 / PERMISSION_DENIED, ``this token lacks
 the scope <scope>``. The bots are checked per request, not here: the bot a request names
@@ -33,7 +34,8 @@ from tgbroadcast.server.auth import Caller
 
 @dataclass(frozen=True, slots=True)
 class Rule:
-    scope: str
+    scope: str | None
+    """None: any valid token (the route tells a token about itself only)."""
 
 
 SEND: Final = Rule(BROADCASTS_SEND)
@@ -42,6 +44,7 @@ CONTROL: Final = Rule(BROADCASTS_CONTROL)
 USER_WRITE: Final = Rule(USERS_WRITE)
 USER_READ: Final = Rule(USERS_READ)
 BOTS: Final = Rule(BOTS_ADMIN)
+ANY_TOKEN: Final = Rule(None)
 
 GRPC: Final[Mapping[str, Rule]] = {
     "SendMessage": SEND,
@@ -91,6 +94,7 @@ REST: Final[Mapping[tuple[str, str], Rule]] = {
     ("GET", "/v1/bots"): BOTS,
     ("GET", "/v1/bots/{name}"): BOTS,
     ("DELETE", "/v1/bots/{name}"): BOTS,
+    ("GET", "/v1/token"): ANY_TOKEN,
 }
 """Routes by method (``HEAD`` is ``GET``) and template."""
 
@@ -112,7 +116,7 @@ def judge(caller: Caller, rule: Rule | None) -> Denied | None:
     """Why ``caller`` may not make a request under ``rule``; None when it may."""
     if rule is None:
         return Denied(NOT_COVERED)
-    if rule.scope not in caller.scopes:
+    if rule.scope is not None and rule.scope not in caller.scopes:
         return Denied(lacks_scope(rule.scope))
     return None
 

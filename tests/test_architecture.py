@@ -51,7 +51,9 @@ MAY_IMPORT: dict[str, frozenset[str]] = {
     | {"core.bots"},
     "server.rest": _CORE_BASE
     | {"core.rules", "core.service", "core.tasks", "server.auth", "server.guards", "v1"}
-    | {"core.health", "core.tracing", "server.streams", "server.scopes", "core.bots"},
+    | {"core.health", "core.tracing", "server.streams", "server.scopes", "core.bots"}
+    | {"server.ui"},
+    "server.ui": frozenset(),  # the dashboard's static files: aiohttp only
     "worker": _CORE_BASE
     | {"core.rules", "core.store", "core.queue", "core.config", "core.logs"}
     | {"core.metrics", "core.tasks", "core.tracing", "core.bots", "core.outbound"},

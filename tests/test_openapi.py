@@ -250,7 +250,7 @@ async def test_documented_gets_accept_their_parameters_and_answer_their_schemas(
                 assert response.status == 400, path
                 body = await response.json(content_type=None)
                 assert [e["field"] for e in body["errors"]] == ["not_documented"], path
-    assert len(checked) == 8, checked
+    assert len(checked) == 9, checked
 
 
 @on_sqlite

@@ -426,7 +426,22 @@ async def test_the_table_covers_every_route(scoped: tuple[Stack, int]) -> None:
     tried = {(r.method, r.path.replace("{id}", "{broadcast_id}")) for r in ROUTES}
     tried = {(m, "/v1/users/{user_id}" if p.startswith("/v1/users/4") else p) for m, p in tried}
     tried = {(m, "/v1/bots/{name}" if p.startswith("/v1/bots/") else p) for m, p in tried}
-    assert tried == set(REST)  # and this file tries each
+    scoped_routes = {route for route, rule in REST.items() if rule.scope is not None}
+    assert tried == scoped_routes  # and this file tries each (GET /v1/token: below)
+
+
+@pytest.mark.parametrize("name", [*GRANTS, ELSEWHERE])
+async def test_any_token_may_ask_what_it_may_do(scoped: tuple[Stack, int], name: str) -> None:
+    """``GET /v1/token`` needs no scope: the answer is the caller's own grants, never a token."""
+    stack, _ = scoped
+    status, answer = await rest(stack, Route("", "GET", "/v1/token"), secret(name), 0)
+    assert status == 200
+    granted = sorted(SCOPES) if name == ELSEWHERE else sorted(GRANTS[name])
+    assert (answer["name"], answer["scopes"]) == (name, granted)
+    assert answer["bots"] == (["other", "more"] if name == ELSEWHERE else ["*"])
+    limits = [bot["name"] for bot in answer["bot_limits"]]
+    assert limits == ([] if name == ELSEWHERE else ["default"])
+    assert secret(name) not in json.dumps(answer)
 
 
 def load(tmp_path: Path, tokens: str) -> Any:

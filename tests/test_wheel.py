@@ -54,6 +54,7 @@ DATA_FILES = (
     "core/store/migrations/script.py.mako",
     "simulator/spec/api.json",
     "simulator/spec/LICENSE",
+    *sorted(f"server/ui/static/{path.name}" for path in (REPO / "server/ui/static").iterdir()),
 )
 """Files besides code, stubs, ``py.typed`` and ``.proto`` that the installed package needs."""
 

@@ -62,17 +62,20 @@ from tgbroadcast.server.rest import (
     rendering,
     reports,
     strict_json,
+    token_info,
     tracing,
     users,
 )
 from tgbroadcast.server.scopes import REST
 from tgbroadcast.server.streams import DEFAULT_MAX_WATCHERS, Watchers
+from tgbroadcast.server.ui import routes as ui
 
 logger = logging.getLogger(__name__)
 
-UNAUTHENTICATED_PATHS = health.PATHS | {"/metrics", "/openapi.json"}
-"""Served without a token: they reveal counts and the public contract, never content or
-tokens. Only the probes (:data:`.health.PATHS`) also ignore the allow-list."""
+UNAUTHENTICATED_PATHS = health.PATHS | {"/metrics", "/openapi.json"} | ui.PATHS
+"""Served without a token: they reveal counts, the public contract and the dashboard's static
+files (:mod:`tgbroadcast.server.ui`; by route template), never content or tokens. Only the
+probes (:data:`.health.PATHS`) also ignore the allow-list."""
 SERVICE_KEY = params.SERVICE_KEY
 TOKENS_KEY = guards.TOKENS_KEY
 MAX_BODY_KEY = params.MAX_BODY_KEY
@@ -315,4 +318,6 @@ def create_app(
     preview.add_routes(app)
     controls.add_routes(app)
     bot_routes.add_routes(app, bot_service)
+    token_info.add_routes(app)
+    ui.add_routes(app)
     return app

@@ -39,7 +39,8 @@ CLIENT_CLOSED: Final = 499
 GUARDS_KEY: Final = web.AppKey("guards", Guards)
 TOKENS_KEY: Final = web.AppKey("tokens", TokenCheck)
 PUBLIC_PATHS_KEY: Final = web.AppKey("public_paths", frozenset[str])
-"""Paths served without a token (still behind the allow-list, unless a probe)."""
+"""Paths, or route templates (``/ui/{path}``), served without a token (still behind the
+allow-list, unless a probe)."""
 RULES_KEY: Final = web.AppKey("scope_rules", Mapping[tuple[str, str], Rule])
 """The routes' scopes (:data:`tgbroadcast.server.scopes.REST`); an app without it (a test's)
 checks none."""
@@ -68,7 +69,7 @@ async def guard_middleware(request: web.Request, handler: Handler) -> web.Stream
         request.app[TOKENS_KEY],
         address,
         request.headers.get("Authorization"),
-        public=request.path in request.app[PUBLIC_PATHS_KEY],
+        public=_public(request, request.app[PUBLIC_PATHS_KEY]),
     )
     if isinstance(verdict, Refusal):
         if verdict.caller is not None:
@@ -84,6 +85,17 @@ async def guard_middleware(request: web.Request, handler: Handler) -> web.Stream
         return await handler(request)
     finally:
         CALLER.reset(reset)
+
+
+def _public(request: web.Request, public: frozenset[str]) -> bool:
+    """Whether ``request`` needs no token: its path, or the template of the route it matched,
+    is one of ``public``."""
+    if request.path in public:
+        return True
+    resource = request.match_info.route.resource
+    return request.match_info.http_exception is None and (
+        resource is not None and resource.canonical in public
+    )
 
 
 def _by_scope(request: web.Request, caller: Caller) -> web.Response | None:

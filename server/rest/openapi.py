@@ -50,6 +50,7 @@ from tgbroadcast.server.rest.openapi_schemas import (
     ref,
     string,
 )
+from tgbroadcast.server.rest.openapi_ui import ui_paths
 
 OPENAPI_PATH = "/openapi.json"
 PROBLEM_JSON = rendering.PROBLEM_JSON
@@ -546,7 +547,7 @@ def _built() -> str:
                 {"name": "bots"},
                 {"name": "service"},
             ],
-            "paths": _paths(),
+            "paths": ui_paths(_paths(), _errors),
             "components": {
                 "securitySchemes": {
                     "bearer": {

@@ -1,0 +1,370 @@
+// One broadcast, live: counters and outcome breakdown, the rate over time against the bot's
+// limit, per-variant figures when the API reports them, the latest outcomes (a bounded window:
+// at most FEED rows are ever in the page, however many recipients), pause, resume, cancel,
+// recall and edit (each confirmed), the CSV export and who did what.
+
+import { api, download, limitOf, may } from "./api.js";
+import {
+  clear, confirmDialog, duration, field, h, num, progressBar, rate, showErrors, statusBadge,
+  toast, updateProgressBar, when, clearErrors,
+} from "./dom.js";
+import { RateChart } from "./chart.js";
+import { ACTIVE, RateMeter, doneOf, eta } from "./live.js";
+import { EventStream, member } from "./sse.js";
+import { variantsSection } from "./variants.js";
+
+const FEED = 50;
+const REPLAY_LIMIT = 10000;
+/** A finished broadcast is replayed (for its chart and feed) only up to this many recipients. */
+const OUTCOMES = ["sent", "blocked", "deactivated", "cant_initiate", "kicked", "chat_not_found", "bad_request", "failed", "pending"];
+
+const MOVES = {
+  pause: { label: "Pause", when: ["scheduled", "queued", "running"], body: "Nothing more is sent until it is resumed; sends in flight finish." },
+  resume: { label: "Resume", when: ["paused"], body: "Sending goes on where it stopped." },
+  cancel: { label: "Cancel", when: ["scheduled", "queued", "running", "paused"], danger: true, body: "Recipients not sent yet will never be sent. This cannot be undone." },
+  recall: { label: "Recall", when: ["running", "paused", "completed", "cancelled", "failed"], danger: true, body: "Its messages are deleted from every chat that received them (Telegram allows it for 48 hours). This cannot be undone." },
+};
+
+export function broadcastPage(main, idText) {
+  const id = Number(idText);
+  let broadcast = null;
+  let stream = null;
+  let lastCursor = "";
+  let progress = null;
+  const counts = new Map();
+  const recallCounts = new Map();
+  const editCounts = new Map();
+  const feed = []; // raw data of the newest FEED outcomes, oldest first
+  let feedDirty = false;
+  let frame = 0;
+  const meter = new RateMeter();
+
+  const heading = h("h1", { text: `Broadcast #${id}` });
+  const badge = h("span");
+  const liveState = h("span", { class: "live-state", role: "status", "aria-live": "polite" });
+  const meta = h("dl", { class: "meta" });
+  const message = h("blockquote", { class: "message" });
+  const controls = h("div", { class: "toolbar", role: "group", "aria-label": "Control the broadcast" });
+  const figures = h("dl", { class: "figures" });
+  const bar = progressBar({ total: 0, sent: 0, failed: 0 });
+  const canvas = h("canvas", { class: "chart", role: "img", "aria-label": "Outcomes per second" });
+  const chart = new RateChart(canvas);
+  const chartNote = h("p", { class: "hint" });
+  const breakdown = h("div", { class: "breakdown" });
+  const variants = h("div");
+  const feedBody = h("tbody");
+  const feedNote = h("p", { class: "hint" });
+  const history = h("ol", { class: "history" });
+  const csvOutcome = h("select", { name: "outcome" }, h("option", { value: "", text: "Every recipient" }),
+    OUTCOMES.map((o) => h("option", { value: o, text: o })));
+  const csvButton = h("button", { type: "button", text: "Export CSV" });
+  const error = h("p", { class: "form-error", role: "alert", hidden: true });
+
+  main.append(
+    h("p", { class: "crumbs" }, h("a", { href: "#/broadcasts", text: "← Broadcasts" })),
+    h("div", { class: "page-head" }, heading, badge, liveState),
+    error,
+    controls,
+    h("section", { class: "card", "aria-labelledby": "figures-title" },
+      h("h2", { id: "figures-title", text: "Progress" }), bar, figures),
+    h("div", { class: "columns" },
+      h("section", { class: "card", "aria-labelledby": "chart-title" },
+        h("h2", { id: "chart-title", text: "Rate over time" }), canvas, chartNote),
+      h("section", { class: "card", "aria-labelledby": "outcomes-title" },
+        h("h2", { id: "outcomes-title", text: "Outcomes" }), breakdown)),
+    variants,
+    h("section", { class: "card", "aria-labelledby": "feed-title" },
+      h("h2", { id: "feed-title", text: "Latest outcomes" }), feedNote,
+      h("div", { class: "scroll feed-window", tabindex: "0", role: "region", "aria-label": "Latest outcomes" }, h("table", { class: "feed" },
+        h("thead", {}, h("tr", {}, ["User", "Outcome", "Message", "At", "Error"].map((t) => h("th", { scope: "col", text: t })))),
+        feedBody))),
+    h("div", { class: "columns" },
+      h("section", { class: "card", "aria-labelledby": "about-title" },
+        h("h2", { id: "about-title", text: "Message" }), message, meta),
+      h("section", { class: "card", "aria-labelledby": "history-title" },
+        h("h2", { id: "history-title", text: "Who did what" }), history,
+        h("h2", { text: "Report" }),
+        h("div", { class: "inline" }, field("Recipients", csvOutcome), csvButton))),
+  );
+
+  function render() {
+    const b = broadcast;
+    badge.replaceChildren(statusBadge(progress.status));
+    const limit = limitOf(b);
+    const running = progress.status === "running" || progress.status === "recalling" || b.editing;
+    const current = running ? meter.rate : null;
+    updateProgressBar(bar, progress);
+    const items = [
+      ["Total", num(progress.total)], ["Sent", num(progress.sent)], ["Failed", num(progress.failed)],
+      ["Pending", num(progress.pending)],
+      ["Rate", current === null ? "–" : limit ? `${rate(current)} of ${rate(limit)}` : rate(current)],
+      ["ETA", progress.status === "running" ? duration(eta(progress, current)) : "–"],
+    ];
+    if (progress.recalled !== undefined || b.recall_at) items.push(["Recalled", num(progress.recalled ?? b.recalled)]);
+    if (progress.edited !== undefined || b.content_version > 1) items.push(["Edited", num(progress.edited ?? b.edited)]);
+    if (b.allow_paid_broadcast) items.push(["Stars spent (est.)", `${(b.stars_spent_estimate || 0).toFixed(1)}${b.max_stars ? ` of ${b.max_stars}` : ""}`]);
+    figures.replaceChildren(...items.flatMap(([k, v]) => [h("div", { class: "figure" }, h("dt", { text: k }), h("dd", { text: v, dataset: { figure: k.toLowerCase() } }))]));
+    chart.limit = limit;
+    chart.schedule();
+    renderBreakdown();
+    renderControls();
+  }
+
+  function renderBreakdown() {
+    const merged = (fromApi, live) => {
+      const all = new Map(Object.entries(fromApi || {}));
+      for (const [k, v] of live) all.set(k, Math.max(all.get(k) || 0, v));
+      return all;
+    };
+    const sections = [
+      ["Delivery", merged(broadcast.outcome_counts, counts)],
+      ["Recall", merged(broadcast.recall_counts, recallCounts)],
+      ["Edit", merged(broadcast.edit_counts, editCounts)],
+    ].filter(([, m]) => m.size);
+    clear(breakdown);
+    if (!sections.length) {
+      breakdown.append(h("p", { class: "empty", text: "No outcomes yet." }));
+      return;
+    }
+    for (const [title, map] of sections) {
+      const total = [...map.values()].reduce((a, b) => a + b, 0) || 1;
+      breakdown.append(h("table", { class: "outcomes" },
+        h("caption", { text: title }),
+        h("tbody", {}, [...map.entries()].sort((a, b) => b[1] - a[1]).map(([k, v]) =>
+          h("tr", { dataset: { outcome: k } }, h("th", { scope: "row", text: k }), h("td", { text: num(v) }),
+            h("td", { class: "share", text: `${((100 * v) / total).toFixed(1)}%` }))))));
+    }
+  }
+
+  function renderControls() {
+    clear(controls);
+    if (!may("broadcasts:control")) {
+      controls.append(h("p", { class: "hint", text: "This token may watch but not control broadcasts (no scope broadcasts:control)." }));
+      return;
+    }
+    for (const [move, spec] of Object.entries(MOVES)) {
+      const allowed = spec.when.includes(progress.status);
+      controls.append(h("button", {
+        type: "button", class: spec.danger ? "danger" : "", disabled: !allowed, text: spec.label,
+        onclick: () => act(move, spec),
+      }));
+    }
+    const editable = !["recalling", "recalled"].includes(progress.status);
+    controls.append(h("button", { type: "button", disabled: !editable, text: "Edit…", onclick: edit }));
+  }
+
+  async function act(move, spec) {
+    const yes = await confirmDialog({ title: `${spec.label} broadcast #${id}?`, body: spec.body, confirm: spec.label, danger: spec.danger });
+    if (!yes) return;
+    try {
+      const answer = await api(`/v1/broadcasts/${id}/${move}`, { method: "POST" });
+      toast(`Broadcast #${id}: ${answer.status}`);
+      apply(answer);
+    } catch (failure) {
+      toast(failure.explain ? failure.explain() : String(failure), "error");
+    }
+  }
+
+  async function edit() {
+    const text = h("textarea", { name: "message", rows: "5" });
+    text.value = broadcast.message || "";
+    const mode = h("select", { name: "parse_mode" }, [["", "Plain text"], ["html", "HTML"], ["markdown_v2", "MarkdownV2"]].map(([v, t]) => h("option", { value: v, text: t })));
+    mode.value = broadcast.parse_mode || "";
+    const mediaUrl = h("input", { type: "text", name: "media_url", placeholder: "unchanged" });
+    const summary = h("div", { class: "form-error", tabindex: "-1", hidden: true });
+    const form = h("div", {}, field("New text or caption", text, { name: "message" }), field("Formatting", mode, { name: "parse_mode" }),
+      broadcast.media_type !== "text" ? field("New media (URL or file_id)", mediaUrl, { name: "media_url" }) : null, summary);
+    for (;;) {
+      const yes = await confirmDialog({
+        title: `Edit broadcast #${id}?`, confirm: "Edit every message",
+        body: "Every message already sent is edited in its chat, and recipients not sent yet get the new content.",
+        extra: form,
+      });
+      if (!yes) return;
+      const body = { message: text.value };
+      if (mode.value) body.parse_mode = mode.value;
+      if (mediaUrl.value.trim()) body.media_url = mediaUrl.value.trim();
+      try {
+        const answer = await api(`/v1/broadcasts/${id}/edit`, { method: "POST", body });
+        toast(`Broadcast #${id} is being edited (version ${answer.content_version})`);
+        clearErrors(form, summary);
+        apply(answer);
+        return;
+      } catch (failure) {
+        if (!failure.errors) { toast(failure.explain ? failure.explain() : String(failure), "error"); return; }
+        showErrors(form, summary, failure); // and ask again, the errors at their fields
+      }
+    }
+  }
+
+  // Sends in flight when a move was made still report the status before it: for a few
+  // seconds after our own move, the status it answered stands until an event confirms it.
+  let moved = null;
+  function settled(next) {
+    if (!moved) return next;
+    if (next.status === moved.status || performance.now() > moved.until) moved = null;
+    else return { ...next, status: moved.status };
+    return next;
+  }
+
+  function apply(answer) {
+    moved = { status: answer.status, until: performance.now() + 5000 };
+    broadcast = { ...broadcast, ...answer };
+    progress = { ...progress, status: answer.status, total: answer.total, sent: answer.sent, failed: answer.failed, pending: answer.pending };
+    renderStatic();
+    render();
+    if (!stream && (ACTIVE.has(answer.status) || answer.editing)) follow();
+  }
+
+  function renderStatic() {
+    const b = broadcast;
+    heading.textContent = `Broadcast #${id}`;
+    message.textContent = b.message || (b.media_type === "album" ? "(an album)" : "(no text)");
+    const rows = [
+      ["Bot", b.bot], ["Kind", b.media_type], b.media_url ? ["Media", b.media_url] : null,
+      ["Sent by", b.created_by || "–"], ["Created", when(b.created_at)],
+      b.send_at ? ["Scheduled for", when(b.send_at)] : null,
+      ["Started", when(b.started_at)], ["Finished", when(b.finished_at)],
+      b.allow_paid_broadcast ? ["Paid broadcast", b.max_stars ? `budget ${b.max_stars} Stars` : "no budget"] : null,
+      b.paid_stopped_at ? ["Paid sending stopped", when(b.paid_stopped_at)] : null,
+      b.throttled_until ? ["Throttled until", when(b.throttled_until)] : null,
+      b.content_version > 1 ? ["Content version", String(b.content_version)] : null,
+      b.error ? ["Error", b.error] : null,
+    ].filter(Boolean);
+    meta.replaceChildren(...rows.flatMap(([k, v]) => [h("dt", { text: k }), h("dd", { text: v })]));
+    const entries = [h("li", {}, h("strong", { text: b.created_by || "(unknown)" }), ` sent it · ${when(b.created_at)}`)];
+    for (const action of b.actions || []) {
+      entries.push(h("li", { dataset: { action: action.action } }, h("strong", { text: action.actor || "(unknown)" }), ` ${pastTense(action.action)} it · ${when(action.at)}`));
+    }
+    history.replaceChildren(...entries);
+    variantsSection(variants, b);
+  }
+
+  function onEvents(batch) {
+    for (const event of batch) {
+      if (event.id && event.id !== "end") lastCursor = event.id;
+      const data = event.data;
+      if (event.type === "result" || event.type === "recall" || event.type === "edit") {
+        const at = Date.parse(member(data, "finished_at") || "");
+        if (event.type === "result") {
+          const outcome = member(data, "outcome");
+          counts.set(outcome, (counts.get(outcome) || 0) + 1);
+          chart.add(at);
+        }
+        const recall = member(data, "recall");
+        if (recall) recallCounts.set(recall, (recallCounts.get(recall) || 0) + 1);
+        const edited = member(data, "edit");
+        if (edited) editCounts.set(edited, (editCounts.get(edited) || 0) + 1);
+        feed.push(data);
+        if (feed.length > FEED * 4) feed.splice(0, feed.length - FEED);
+        feedDirty = true;
+      }
+    }
+    const last = batch[batch.length - 1];
+    if (["result", "recall", "edit", "end"].includes(last.type)) {
+      const parsed = JSON.parse(last.data);
+      progress = settled(parsed.progress);
+      meter.add(Date.parse(parsed.finished_at || "") || NaN, doneOf(progress));
+      if (last.type === "end") ended();
+    }
+    schedule();
+  }
+
+  function schedule() {
+    if (frame) return;
+    frame = requestAnimationFrame(() => {
+      frame = 0;
+      render();
+      if (feedDirty) renderFeed();
+    });
+  }
+
+  function renderFeed() {
+    feedDirty = false;
+    if (feed.length > FEED) feed.splice(0, feed.length - FEED);
+    const rows = feed.slice().reverse().map((data) => {
+      const r = JSON.parse(data);
+      const outcome = r.edit ? `${r.outcome} · edit ${r.edit}` : r.recall ? `${r.outcome} · recall ${r.recall}` : r.outcome;
+      return h("tr", { class: `outcome-${r.outcome}` },
+        h("td", { "data-label": "User", text: String(r.user_id) }),
+        h("td", { "data-label": "Outcome", text: outcome }),
+        h("td", { "data-label": "Message", text: (r.message_ids || []).join(" ") || "–" }),
+        h("td", { "data-label": "At", text: r.finished_at ? new Date(r.finished_at).toLocaleTimeString() : "–" }),
+        h("td", { "data-label": "Error", text: r.recall_error || r.edit_error || r.error || "" }));
+    });
+    feedBody.replaceChildren(...rows);
+  }
+
+  async function ended() {
+    stream?.stop();
+    stream = null;
+    liveState.textContent = "finished";
+    liveState.dataset.state = "ended";
+    try {
+      const answer = await api(`/v1/broadcasts/${id}`);
+      broadcast = answer;
+      progress = { ...progress, status: answer.status };
+      renderStatic();
+      render();
+    } catch {
+      /* the figures already shown stay */
+    }
+  }
+
+  function follow() {
+    stream = new EventStream(`/v1/broadcasts/${id}/events`, {
+      onEvents,
+      onIdle() { meter.idle(); schedule(); },
+      onState(state, detail) {
+        const words = { connecting: "connecting…", live: "● live", reconnecting: "reconnecting…", ended: "finished", failed: "stream stopped" };
+        liveState.textContent = words[state] || state;
+        liveState.dataset.state = state;
+        if (state === "failed" && detail) toast(detail.explain(), "error");
+      },
+    });
+    stream.lastEventId = lastCursor;
+    if (!stream.start()) {
+      liveState.textContent = "not live: too many open streams";
+      stream = null;
+    }
+  }
+
+  csvButton.addEventListener("click", async () => {
+    csvButton.disabled = true;
+    try {
+      const size = await download(`/v1/broadcasts/${id}/deliveries.csv`, { outcome: csvOutcome.value }, `broadcast-${id}${csvOutcome.value ? `-${csvOutcome.value}` : ""}.csv`);
+      toast(`CSV exported (${num(size)} bytes)`);
+    } catch (failure) {
+      toast(failure.explain ? failure.explain() : String(failure), "error");
+    } finally {
+      csvButton.disabled = false;
+    }
+  });
+
+  (async () => {
+    try {
+      broadcast = await api(`/v1/broadcasts/${id}`);
+    } catch (failure) {
+      error.hidden = false;
+      error.textContent = failure.status === 404 ? `Broadcast #${id} does not exist, or this token may not see it.` : failure.explain();
+      return;
+    }
+    progress = { status: broadcast.status, total: broadcast.total, sent: broadcast.sent, failed: broadcast.failed, pending: broadcast.pending };
+    renderStatic();
+    render();
+    renderFeed();
+    const live = ACTIVE.has(broadcast.status) || broadcast.editing;
+    if (live || broadcast.total <= REPLAY_LIMIT) follow();
+    else {
+      liveState.textContent = "finished";
+      chartNote.textContent = `The chart and the latest outcomes are shown for broadcasts being sent, or finished ones of up to ${num(REPLAY_LIMIT)} recipients; export the CSV for the rest.`;
+    }
+    feedNote.textContent = `The newest ${FEED} outcomes, newest first.`;
+  })();
+
+  return () => { stream?.stop(); stream = null; if (frame) cancelAnimationFrame(frame); };
+}
+
+function pastTense(action) {
+  return { pause: "paused", resume: "resumed", cancel: "cancelled", recall: "recalled", edit: "edited" }[action] || action;
+}
