@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import csv
 import io
+import re
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -20,6 +21,7 @@ from playwright.async_api import Locator, Page, expect
 
 from tests.fixtures.browser import (
     ADMIN_TOKEN,
+    NO_VALUE,
     PHONE,
     RATE_LIMIT,
     READER_TOKEN,
@@ -263,3 +265,19 @@ async def test_every_page_fits_a_375_px_screen(ui: Dashboard, stack: Stack) -> N
         await expect(page.get_by_role("heading", name=heading, exact=True)).to_be_visible()
         width = await page.evaluate("document.documentElement.scrollWidth")
         assert width <= PHONE["width"], (route, width)
+
+
+async def test_the_list_follows_a_running_broadcast_live(ui: Dashboard, stack: Stack) -> None:
+    """200 recipients at 25/s: its row moves while the page stays, then shows it completed."""
+    page = await ui.signed_in()
+    broadcast_id = await send(stack, list(range(20_000, 20_200)))
+    await page.get_by_role("button", name="Refresh").click()
+    row = page.locator("tr", has=page.get_by_role("link", name=f"#{broadcast_id}", exact=True))
+    await expect(row.locator(".badge")).to_have_text(re.compile("queued|running"))
+    await expect(row.locator("td[data-label=Rate]")).to_contain_text(
+        f"of {RATE_LIMIT}/s", timeout=WAIT
+    )
+    await expect(row.locator("td[data-label=ETA]")).not_to_have_text(NO_VALUE)
+    await expect(row.locator(".badge")).to_have_text("completed", timeout=WAIT)
+    await expect(row.locator(".counts")).to_have_text("200 / 200")
+    await expect(row.locator("[role=progressbar]")).to_have_attribute("aria-valuenow", "200")

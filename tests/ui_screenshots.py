@@ -16,13 +16,18 @@ from pathlib import Path
 
 from playwright.async_api import Page, expect
 
-from tests.fixtures.browser import ADMIN_TOKEN, PHONE, Dashboard, dashboard, dashboard_stack
+from tests.fixtures.browser import (
+    ADMIN_TOKEN,
+    NO_VALUE,
+    PHONE,
+    Dashboard,
+    dashboard,
+    dashboard_stack,
+)
 from tests.fixtures.rest import post
 from tests.fixtures.stack import Stack
 from tgbroadcast.simulator.chats import ChatState
 
-NO_VALUE = "\u2013"
-"""What a figure shows before it is known (an en dash)."""
 USERS_CSV = "\n".join(
     [
         "id,username,first_name,last_name,language_code,tags",

@@ -128,7 +128,7 @@ export function broadcastPage(main, idText) {
     }
     for (const [title, map] of sections) {
       const total = [...map.values()].reduce((a, b) => a + b, 0) || 1;
-      breakdown.append(h("table", { class: "outcomes" },
+      breakdown.append(h("table", { class: "outcomes", dataset: { kind: title.toLowerCase() } },
         h("caption", { text: title }),
         h("tbody", {}, [...map.entries()].sort((a, b) => b[1] - a[1]).map(([k, v]) =>
           h("tr", { dataset: { outcome: k } }, h("th", { scope: "row", text: k }), h("td", { text: num(v) }),

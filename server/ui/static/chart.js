@@ -71,6 +71,7 @@ export class RateChart {
       g.textAlign = "center";
       g.fillText("No outcomes yet", (left + cssWidth) / 2, (top + bottom) / 2);
       this.summary = "No outcomes yet.";
+      canvas.setAttribute("aria-label", this.summary);
       return;
     }
     const barWidth = (cssWidth - left - 6) / Math.max(bars.length, 30);

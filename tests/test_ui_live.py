@@ -1,0 +1,291 @@
+"""The dashboard's live side in a real browser: a broadcast page reconnects by itself after
+the server restarts and resumes where it stopped (nothing counted twice), a replay of 100,000
+outcomes keeps the page bounded, edit and recall run from the page with their outcomes live,
+and a photo uploaded from the compose page is sent.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import struct
+import zlib
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import pytest_asyncio
+from playwright.async_api import Locator, Page, Route, expect
+
+from tests.fixtures.browser import (
+    ADMIN_TOKEN,
+    Dashboard,
+    dashboard,
+    dashboard_settings,
+    dashboard_stack,
+)
+from tests.fixtures.rest import post
+from tests.fixtures.services import free_port
+from tests.fixtures.stack import Stack, open_backend, start_stack
+from tgbroadcast.simulator import Simulator
+
+pytestmark = pytest.mark.asyncio(loop_scope="module")
+
+WAIT = 60_000
+"""Milliseconds an expectation may wait on a loaded machine (a restart included)."""
+AUTH = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="module")
+async def served(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> AsyncIterator[tuple[Stack, Dashboard]]:
+    async with (
+        dashboard_stack(tmp_path_factory.mktemp("ui-live")) as stack,
+        dashboard(stack.http_url) as browser,
+    ):
+        yield stack, browser
+
+
+@pytest_asyncio.fixture(loop_scope="module")
+async def ui(served: tuple[Stack, Dashboard]) -> AsyncIterator[Dashboard]:
+    _, browser = served
+    browser.errors.clear()
+    yield browser
+    await browser.close_pages()
+    assert browser.errors == []
+
+
+@pytest.fixture
+def stack(served: tuple[Stack, Dashboard]) -> Stack:
+    return served[0]
+
+
+def figure(page: Page, name: str) -> Locator:
+    return page.locator(f'dd[data-figure="{name}"]')
+
+
+async def confirm(page: Page, button: str, confirm_with: str) -> None:
+    await page.get_by_role("button", name=button, exact=True).click()
+    dialog = page.get_by_role("dialog")
+    await expect(dialog).to_be_visible()
+    await dialog.get_by_role("button", name=confirm_with).click()
+    await expect(dialog).to_have_count(0)
+
+
+async def test_a_broadcast_page_resumes_after_the_server_restarts(tmp_path: Path) -> None:
+    """600 recipients at 25/s: the server stops mid-way and comes back on the same port; the
+    page reconnects by itself with Last-Event-ID and counts each recipient once."""
+    port = free_port()
+    async with (
+        Simulator() as simulator,
+        open_backend("sqlite", tmp_path) as backend,
+        dashboard(f"http://127.0.0.1:{port}") as ui,
+    ):
+        async with start_stack(backend, simulator, dashboard_settings(port)) as first:
+            status, answer = await post(
+                first,
+                "/v1/broadcasts",
+                {"message": "Hi", "user_ids": list(range(1, 601))},
+                headers=AUTH,
+            )
+            assert status == 202, answer
+            broadcast_id = answer["broadcast_id"]
+            page = await ui.signed_in()
+            await page.goto(f"{ui.url}#/broadcasts/{broadcast_id}")
+            await expect(page.locator(".live-state")).to_have_text("● live", timeout=WAIT)
+            await expect(figure(page, "sent")).not_to_have_text("0", timeout=WAIT)
+        await expect(page.locator(".live-state")).to_have_text("reconnecting…", timeout=WAIT)
+        async with start_stack(backend, simulator, dashboard_settings(port)):
+            await expect(page.locator(".live-state")).to_have_text("finished", timeout=WAIT)
+            await expect(page.locator(".page-head .badge")).to_have_text("completed")
+            await expect(figure(page, "sent")).to_have_text("600")
+            await expect(page.locator('tr[data-outcome="sent"] td').first).to_have_text("600")
+            users = await page.locator(".feed tbody tr td:first-child").all_inner_texts()
+            assert len(users) == 50
+            assert len(set(users)) == 50
+        await ui.close_pages()
+    assert ui.errors == []
+
+
+def replay(count: int) -> str:
+    """An event stream of ``count`` outcomes, 1 in 10 blocked, over ``count / 1000`` seconds."""
+    events = []
+    sent = failed = 0
+    for n in range(1, count + 1):
+        outcome = "blocked" if n % 10 == 0 else "sent"
+        sent, failed = (sent + 1, failed) if outcome == "sent" else (sent, failed + 1)
+        progress = {"status": "running", "total": count, "sent": sent, "failed": failed}
+        progress["pending"] = count - sent - failed
+        millis = n  # one outcome per millisecond
+        data = {
+            "user_id": 10_000 + n,
+            "outcome": outcome,
+            "error": None if outcome == "sent" else "Forbidden: bot was blocked by the user",
+            "message_id": n,
+            "finished_at": f"2026-06-01T10:{millis // 60000:02d}:{millis // 1000 % 60:02d}."
+            f"{millis % 1000:03d}000Z",
+            "message_ids": [n],
+            "progress": progress,
+        }
+        text = json.dumps(data, separators=(",", ":"))  # compact, as the service writes it
+        events.append(f"id: s{n}.1.0\nevent: result\ndata: {text}\n\n")
+    return ": broadcast 999999\n\n" + "".join(events)
+
+
+async def test_a_replay_of_100000_outcomes_keeps_the_page_bounded(ui: Dashboard) -> None:
+    """The service's stream is stood in for (Playwright answers the page's requests), so the
+    page is fed 100,000 outcomes as a reconnect to a million-recipient broadcast would."""
+    count = 100_000
+    body = replay(count)
+    broadcast: dict[str, Any] = {
+        "broadcast_id": 999999,
+        "bot": "default",
+        "status": "running",
+        "total": count,
+        "sent": 0,
+        "failed": 0,
+        "pending": count,
+        "message": "Big news",
+        "media_type": "text",
+        "outcome_counts": {},
+        "actions": [],
+        "created_by": "operator",
+        "content_version": 1,
+    }
+    streams: list[str] = []
+
+    async def events(route: Route) -> None:
+        last = await route.request.header_value("Last-Event-ID")
+        streams.append(last or "")
+        if last:
+            end = {
+                "progress": {
+                    "status": "completed",
+                    "total": count,
+                    "sent": count * 9 // 10,
+                    "failed": count // 10,
+                    "pending": 0,
+                }
+            }
+            await route.fulfill(
+                status=200,
+                content_type="text/event-stream",
+                body=f"id: end\nevent: end\ndata: {json.dumps(end)}\n\n",
+            )
+        else:
+            await route.fulfill(status=200, content_type="text/event-stream", body=body)
+
+    async def details(route: Route) -> None:
+        answer = dict(broadcast)
+        if streams and streams[-1]:
+            answer |= {
+                "status": "completed",
+                "sent": count * 9 // 10,
+                "failed": count // 10,
+                "pending": 0,
+                "outcome_counts": {"sent": count * 9 // 10, "blocked": count // 10},
+            }
+        await route.fulfill(json=answer)
+
+    page = await ui.signed_in()
+    await page.route("**/v1/broadcasts/999999/events", events)
+    await page.route("**/v1/broadcasts/999999", details)
+    await page.goto(f"{ui.url}#/broadcasts/999999")
+    await expect(page.locator(".live-state")).to_have_text("finished", timeout=WAIT)
+    await expect(figure(page, "sent")).to_have_text(f"{count * 9 // 10:,}")
+    await expect(page.locator('tr[data-outcome="blocked"] td').first).to_have_text(
+        f"{count // 10:,}"
+    )
+    await expect(page.locator(".feed tbody tr")).to_have_count(50)
+    await expect(page.locator(".feed tbody tr").first).to_contain_text(str(10_000 + count))
+    assert streams == ["", f"s{count}.1.0"]  # the reconnect resumed after the last outcome
+    chart = page.locator("canvas.chart")
+    await expect(chart).to_have_attribute("aria-label", re.compile("over 101 seconds: peak 1000.0"))
+
+
+async def test_edit_and_recall_from_the_page(ui: Dashboard, stack: Stack) -> None:
+    status, answer = await post(
+        stack, "/v1/broadcasts", {"message": "Draft", "user_ids": [801, 802, 803]}, headers=AUTH
+    )
+    assert status == 202, answer
+    broadcast_id = answer["broadcast_id"]
+    page = await ui.signed_in()
+    await page.goto(f"{ui.url}#/broadcasts/{broadcast_id}")
+    await expect(page.locator(".page-head .badge")).to_have_text("completed", timeout=WAIT)
+    await page.get_by_role("button", name="Edit…").click()
+    dialog = page.get_by_role("dialog")
+    await dialog.get_by_label("New text or caption").fill("Final text")
+    await dialog.get_by_role("button", name="Edit every message").click()
+    await expect(
+        page.locator('table[data-kind="edit"] tr[data-outcome="edited"] td').first
+    ).to_have_text("3", timeout=WAIT)
+    edits = [c for c in stack.simulator.calls if c.method == "editMessageText"]
+    assert {c.params["chat_id"] for c in edits} == {801, 802, 803}
+    await confirm(page, "Recall", "Recall")
+    await expect(page.locator(".page-head .badge")).to_have_text("recalled", timeout=WAIT)
+    await expect(
+        page.locator('table[data-kind="recall"] tr[data-outcome="deleted"] td').first
+    ).to_have_text("3")
+    history = page.locator(".history")
+    await expect(history).to_contain_text("operator edited it")
+    await expect(history).to_contain_text("operator recalled it")
+
+
+def tiny_png() -> bytes:
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return (
+            struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+        )
+
+    header = struct.pack(">IIBBBBB", 1, 1, 8, 2, 0, 0, 0)
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", header)
+        + chunk(b"IDAT", zlib.compress(b"\0\0\0\0"))
+        + chunk(b"IEND", b"")
+    )
+
+
+async def test_a_photo_uploaded_from_the_compose_page_is_sent(ui: Dashboard, stack: Stack) -> None:
+    page = await ui.signed_in()
+    await page.get_by_role("link", name="Compose").click()
+    await page.get_by_label("Kind").select_option("photo")
+    await page.get_by_label("Upload a file").check()
+    await page.get_by_label("File", exact=True).set_input_files(
+        {"name": "dot.png", "mimeType": "image/png", "buffer": tiny_png()}
+    )
+    await page.get_by_label("Text", exact=True).fill("A dot")
+    await page.get_by_label("User ids").fill("901")
+    await page.get_by_role("button", name="Send broadcast").click()
+    await expect(page.locator(".page-head .badge")).to_have_text("completed", timeout=WAIT)
+    (call,) = [
+        c for c in stack.simulator.calls if c.method == "sendPhoto" and c.params["chat_id"] == 901
+    ]
+    assert call.params["caption"] == "A dot"
+
+
+async def test_the_keyboard_reaches_every_control_and_escape_backs_out(
+    ui: Dashboard, stack: Stack
+) -> None:
+    page = await ui.page()
+    await page.goto(ui.url)
+    await expect(page.get_by_label("API token")).to_be_focused()
+    await page.keyboard.type(ADMIN_TOKEN)
+    await page.keyboard.press("Enter")
+    await expect(page.get_by_role("heading", name="Broadcasts", level=1)).to_be_visible()
+    status, answer = await post(
+        stack, "/v1/broadcasts", {"message": "Hi", "user_ids": [951]}, headers=AUTH
+    )
+    assert status == 202
+    await page.goto(f"{ui.url}#/broadcasts/{answer['broadcast_id']}")
+    recall = page.get_by_role("button", name="Recall")
+    await expect(page.locator(".page-head .badge")).to_have_text("completed", timeout=WAIT)
+    await recall.focus()
+    await page.keyboard.press("Enter")
+    dialog = page.get_by_role("dialog")
+    await expect(dialog.get_by_role("button", name="Back")).to_be_focused()
+    await page.keyboard.press("Escape")
+    await expect(dialog).to_have_count(0)
+    await expect(page.locator(".page-head .badge")).to_have_text("completed")
