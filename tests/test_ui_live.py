@@ -289,3 +289,24 @@ async def test_the_keyboard_reaches_every_control_and_escape_backs_out(
     await page.keyboard.press("Escape")
     await expect(dialog).to_have_count(0)
     await expect(page.locator(".page-head .badge")).to_have_text("completed")
+
+
+async def test_an_album_composed_on_the_page_is_sent_as_one(ui: Dashboard, stack: Stack) -> None:
+    page = await ui.signed_in()
+    await page.get_by_role("link", name="Compose").click()
+    await page.get_by_label("Kind").select_option("album")
+    await expect(page.get_by_label("Text", exact=True)).to_be_hidden()
+    for item in (1, 2):
+        url = page.get_by_label(f"Item {item} URL or file_id")
+        await url.fill(f"https://example.com/pictures/{item}.jpg")
+    await page.get_by_label("Item 1 caption").fill("Two pictures")
+    await page.get_by_label("User ids").fill("902")
+    await page.get_by_role("button", name="Send broadcast").click()
+    await expect(page.locator(".page-head .badge")).to_have_text("completed", timeout=WAIT)
+    calls = [c for c in stack.simulator.calls if c.params.get("chat_id") == 902]
+    assert [c.method for c in calls] == ["sendMediaGroup"]
+    media = calls[0].params["media"]
+    assert [m["media"] for m in media] == [
+        "https://example.com/pictures/1.jpg",
+        "https://example.com/pictures/2.jpg",
+    ]

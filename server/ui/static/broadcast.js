@@ -136,21 +136,25 @@ export function broadcastPage(main, idText) {
     }
   }
 
+  // The buttons are made once and only enabled or disabled as the status moves: a button
+  // rebuilt while events stream in could be replaced under the user's click.
+  const buttons = new Map();
   function renderControls() {
-    clear(controls);
     if (!may("broadcasts:control")) {
-      controls.append(h("p", { class: "hint", text: "This token may watch but not control broadcasts (no scope broadcasts:control)." }));
+      if (!controls.childElementCount) {
+        controls.append(h("p", { class: "hint", text: "This token may watch but not control broadcasts (no scope broadcasts:control)." }));
+      }
       return;
     }
-    for (const [move, spec] of Object.entries(MOVES)) {
-      const allowed = spec.when.includes(progress.status);
-      controls.append(h("button", {
-        type: "button", class: spec.danger ? "danger" : "", disabled: !allowed, text: spec.label,
-        onclick: () => act(move, spec),
-      }));
+    if (!buttons.size) {
+      for (const [move, spec] of Object.entries(MOVES)) {
+        buttons.set(move, h("button", { type: "button", class: spec.danger ? "danger" : "", text: spec.label, onclick: () => act(move, spec) }));
+      }
+      buttons.set("edit", h("button", { type: "button", text: "Edit…", onclick: edit }));
+      controls.append(...buttons.values());
     }
-    const editable = !["recalling", "recalled"].includes(progress.status);
-    controls.append(h("button", { type: "button", disabled: !editable, text: "Edit…", onclick: edit }));
+    for (const [move, spec] of Object.entries(MOVES)) buttons.get(move).disabled = !spec.when.includes(progress.status);
+    buttons.get("edit").disabled = ["recalling", "recalled"].includes(progress.status);
   }
 
   async function act(move, spec) {
