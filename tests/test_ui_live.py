@@ -310,3 +310,44 @@ async def test_an_album_composed_on_the_page_is_sent_as_one(ui: Dashboard, stack
         "https://example.com/pictures/1.jpg",
         "https://example.com/pictures/2.jpg",
     ]
+
+
+async def test_per_variant_figures_and_clicks_are_shown_when_reported(ui: Dashboard) -> None:
+    """The broadcast's answer is stood in for with the variants and clicks fields (#15)."""
+    variant = {"weight": 1, "language_codes": [], "media_type": "text", "media_url": ""}
+    broadcast: dict[str, Any] = {
+        "broadcast_id": 999998, "bot": "default", "status": "completed", "total": 4,
+        "sent": 4, "failed": 0, "pending": 0, "message": "A", "media_type": "text",
+        "outcome_counts": {"sent": 4}, "actions": [], "created_by": "operator",
+        "content_version": 1, "track_clicks": True, "clicks": 3, "clickers": 2,
+        "variants": [
+            {**variant, "name": "A", "message": "Buy now", "sent": 2, "failed": 0, "clicks": 2},
+            {**variant, "name": "B", "message": "Last chance", "sent": 2, "failed": 0, "clicks": 1},
+        ],
+        "link_clicks": [{"variant": "A", "link": 0, "url": "https://example.com", "clicks": 2}],
+    }  # fmt: skip
+    end = {"progress": {"status": "completed", "total": 4, "sent": 4, "failed": 0, "pending": 0}}
+    page = await ui.signed_in()
+    await page.route(
+        "**/v1/broadcasts/999998/events",
+        lambda route: route.fulfill(
+            content_type="text/event-stream",
+            body=f"id: end\nevent: end\ndata: {json.dumps(end)}\n\n",
+        ),
+    )
+    await page.route("**/v1/broadcasts/999998", lambda route: route.fulfill(json=broadcast))
+    await page.goto(f"{ui.url}#/broadcasts/999998")
+    section = page.get_by_role("region", name="Variants and clicks")
+    await expect(section.locator(".clicks")).to_contain_text("3 clicks by 2 recipients")
+    rows = section.locator('table[data-variants="variants"] tbody tr')
+    await expect(rows).to_have_count(2)
+    await expect(section.locator('tr[data-variant="A"]')).to_contain_text("Buy now")
+    headers = await section.locator('table[data-variants="variants"] th').all_inner_texts()
+    assert [h.lower() for h in headers[:5]] == [
+        "name",
+        "weight",
+        "language codes",
+        "sent",
+        "failed",
+    ]
+    await expect(section.locator('table[data-variants="link_clicks"] tbody tr')).to_have_count(1)

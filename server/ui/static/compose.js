@@ -43,6 +43,7 @@ export function composePage(main) {
   const buttons = h("textarea", { name: "reply_markup", rows: "2", placeholder: "Open the shop | https://example.com/shop" });
   const silent = h("input", { type: "checkbox", name: "disable_notification" });
   const protect = h("input", { type: "checkbox", name: "protect_content" });
+  const trackClicks = h("input", { type: "checkbox", name: "track_clicks" });
   const fromChat = h("input", { type: "text", inputmode: "numeric", name: "from_chat_id" });
   const messageId = h("input", { type: "text", inputmode: "numeric", name: "message_id" });
   const audience = ["ids", "all", "filter"].map((value, i) =>
@@ -64,6 +65,7 @@ export function composePage(main) {
     variantsList, h("button", { type: "button", text: "Add a variant", onclick: () => addVariant() }));
 
   const labelled = (control, label) => h("label", { class: "check" }, control, ` ${label}`);
+  const hide = (el) => { el.hidden = true; return el; };
   const mediaBox = h("fieldset", {}, h("legend", { text: "Media" }),
     h("div", { class: "radios", role: "radiogroup", "aria-label": "Media from" },
       labelled(sourceUrl, "URL or file_id"), labelled(sourceFile, "Upload a file")),
@@ -94,7 +96,8 @@ export function composePage(main) {
         mediaBox, albumBox, copyBox,
         h("fieldset", {}, h("legend", { text: "Buttons and options" }),
           field("URL buttons", buttons, { name: "reply_markup", hint: "One button per line: label | https://link" }),
-          labelled(silent, "Send silently"), labelled(protect, "Protect content (no forwarding or saving)")),
+          labelled(silent, "Send silently"), labelled(protect, "Protect content (no forwarding or saving)"),
+          hide(labelled(trackClicks, "Track clicks on the links and URL buttons"))),
         variantsBox),
       h("div", {},
         h("fieldset", {}, h("legend", { text: "Audience" }),
@@ -157,6 +160,7 @@ export function composePage(main) {
   api("/openapi.json").then((doc) => {
     const props = doc?.components?.schemas?.SendMessageRequest?.properties || {};
     if (props.variants) variantsBox.hidden = false;
+    if (props.track_clicks) trackClicks.closest("label").hidden = false;
   }).catch(() => {});
 
   function sync() {
@@ -199,6 +203,7 @@ export function composePage(main) {
     if (rows.length) body.reply_markup = { rows: rows.map(([label, url]) => ({ buttons: [{ text: label, url: url || "" }] })) };
     if (silent.checked) body.disable_notification = true;
     if (protect.checked) body.protect_content = true;
+    if (trackClicks.checked) body.track_clicks = true;
     if (!variantsBox.hidden && variantsList.children.length) body.variants = [...variantsList.children].map((item) => item.read());
     if (forPreview) return { body, violations };
     const chosen = audience.find((r) => r.checked).value;

@@ -1,19 +1,30 @@
 // Per-variant figures and clicks (A/B variants and click tracking), rendered from whatever the
-// broadcast's JSON carries: a `variants` array of objects, and/or `variant_counts` /
-// `click_counts` / `clicks` objects. Nothing is shown when the API reports none. This is the
-// one place to adjust when those fields settle.
+// broadcast's JSON carries: a `variants` array (each variant's name, weight, languages, sent,
+// failed, outcome counts, clicks...), `clicks` and `clickers` totals when `track_clicks` is
+// on, and `link_clicks` (clicks per variant and link). Any other object or array field named
+// `variant_counts` or `click_counts` is shown as a table too. Nothing is shown when the API
+// reports none of them: the one place to adjust as those fields evolve.
 
 import { clear, h, num } from "./dom.js";
 
-const KEYS = ["variants", "variant_counts", "clicks", "click_counts"];
+const FIRST = ["name", "weight", "language_codes", "sent", "failed", "clicks"];
+const HIDDEN = new Set(["media_url", "media_type", "entities", "reply_markup", "album", "source"]);
+const TABLES = ["variants", "link_clicks", "variant_counts", "click_counts"];
 
 export function variantsSection(root, broadcast) {
   clear(root);
-  const present = KEYS.filter((key) => hasData(broadcast[key]));
-  if (!present.length) return;
+  const tables = TABLES.filter((key) => hasData(broadcast[key]));
+  const totals = broadcast.track_clicks || typeof broadcast.clicks === "number" && broadcast.clicks > 0;
+  if (!tables.length && !totals) return;
   const section = h("section", { class: "card", "aria-labelledby": "variants-title" },
-    h("h2", { id: "variants-title", text: "Variants and clicks" }));
-  for (const key of present) section.append(tableOf(key, broadcast[key]));
+    h("h2", { id: "variants-title", text: hasData(broadcast.variants) ? "Variants and clicks" : "Clicks" }));
+  if (totals) {
+    section.append(h("p", { class: "clicks", dataset: { clicks: String(broadcast.clicks ?? 0) } },
+      h("strong", { text: num(broadcast.clicks ?? 0) }), " clicks",
+      typeof broadcast.clickers === "number" ? ` by ${num(broadcast.clickers)} recipients` : "",
+      broadcast.sent ? ` (${((100 * (broadcast.clickers ?? broadcast.clicks ?? 0)) / broadcast.sent).toFixed(1)}% of those sent)` : ""));
+  }
+  for (const key of tables) section.append(h("div", { class: "scroll" }, tableOf(key, broadcast[key])));
   root.append(section);
 }
 
@@ -22,22 +33,26 @@ function hasData(value) {
   return value !== null && typeof value === "object" && Object.keys(value).length > 0;
 }
 
-function cell(value) {
-  if (value === null || value === undefined) return "–";
+function cell(key, value) {
+  if (value === null || value === undefined || value === "") return "–";
   if (typeof value === "number") return num(value);
+  if (Array.isArray(value)) return value.length ? value.join(", ") : "–";
   if (typeof value === "object") {
-    return Object.entries(value).map(([k, v]) => `${k}: ${typeof v === "number" ? num(v) : JSON.stringify(v)}`).join(", ");
+    return Object.entries(value).map(([k, v]) => `${k} ${typeof v === "number" ? num(v) : JSON.stringify(v)}`).join(", ") || "–";
   }
-  return String(value);
+  const text = String(value);
+  return key === "message" && text.length > 60 ? `${text.slice(0, 59)}…` : text;
 }
 
 function tableOf(key, value) {
   const rows = Array.isArray(value)
     ? value.map((item, i) => (item && typeof item === "object" ? item : { variant: i, value: item }))
     : Object.entries(value).map(([name, item]) => (item && typeof item === "object" ? { name, ...item } : { name, count: item }));
-  const columns = [...new Set(rows.flatMap((row) => Object.keys(row)))];
-  return h("table", { class: "outcomes", dataset: { variants: key } },
-    h("caption", { text: key.replace(/_/g, " ") }),
+  const seen = [...new Set(rows.flatMap((row) => Object.keys(row)))].filter((c) => !HIDDEN.has(c));
+  const columns = [...FIRST.filter((c) => seen.includes(c)), ...seen.filter((c) => !FIRST.includes(c))];
+  return h("table", { class: "outcomes variants-table", dataset: { variants: key } },
+    h("caption", { text: key === "variants" ? "Per variant" : key.replace(/_/g, " ") }),
     h("thead", {}, h("tr", {}, columns.map((c) => h("th", { scope: "col", text: c.replace(/_/g, " ") })))),
-    h("tbody", {}, rows.map((row) => h("tr", {}, columns.map((c) => h("td", { text: cell(row[c]) }))))));
+    h("tbody", {}, rows.map((row) => h("tr", { dataset: row.name !== undefined ? { variant: String(row.name) } : {} },
+      columns.map((c) => h("td", { text: cell(c, row[c]) }))))));
 }
