@@ -281,3 +281,31 @@ async def test_the_list_follows_a_running_broadcast_live(ui: Dashboard, stack: S
     await expect(row.locator(".badge")).to_have_text("completed", timeout=WAIT)
     await expect(row.locator(".counts")).to_have_text("200 / 200")
     await expect(row.locator("[role=progressbar]")).to_have_attribute("aria-valuenow", "200")
+
+
+async def test_a_scheduled_paid_broadcast_to_a_tag_keeps_its_budget(
+    ui: Dashboard, stack: Stack
+) -> None:
+    users = [{"id": 8001, "tags": ["gold"]}, {"id": 8002, "tags": ["gold"]}, {"id": 8003}]
+    status, _ = await post(stack, "/v1/users", {"users": users})
+    assert status == 200
+    page = await ui.signed_in()
+    await page.get_by_role("link", name="Compose").click()
+    await page.get_by_label("Text", exact=True).fill("Gold members first")
+    await page.get_by_label("Users with tags or languages").check()
+    await page.get_by_label("Tags (any of)").fill("gold")
+    await page.get_by_label("Send at").fill("2030-01-01T09:30")
+    await page.get_by_label("Paid broadcast").check()
+    await page.get_by_label("Stars budget").fill("50")
+    await page.get_by_role("button", name="Send broadcast").click()
+    await expect(page.locator(".page-head .badge")).to_have_text("scheduled", timeout=WAIT)
+    broadcast_id = int(page.url.rsplit("/", 1)[1])
+    meta = page.locator("dl.meta")
+    await expect(meta).to_contain_text("Scheduled for")
+    await expect(meta).to_contain_text("budget 50 Stars")
+    await expect(figure(page, "total")).to_have_text("2")
+    _, scheduled = await get(stack, f"/v1/broadcasts/{broadcast_id}")
+    assert (scheduled["max_stars"], scheduled["allow_paid_broadcast"]) == (50, True)
+    assert scheduled["send_at"].startswith("2030-01-01T")
+    await confirm(page, "Cancel", "Cancel")
+    await expect(page.locator(".page-head .badge")).to_have_text("cancelled")
