@@ -115,3 +115,31 @@ async def test_the_token_route_names_the_callers_grants(served: Stack) -> None:
     assert status == 401
     status, _, _ = await fetch(served, "/v1/token?x=1", {"Authorization": f"Bearer {ADMIN_TOKEN}"})
     assert status == 400
+
+
+def _colours(block: str) -> dict[str, str]:
+    return dict(re.findall(r"--([a-z-]+):\s*(#[0-9a-f]{6});", block))
+
+
+def _contrast(first: str, second: str) -> float:
+    def luminance(colour: str) -> float:
+        channels = [int(colour[i : i + 2], 16) / 255 for i in (1, 3, 5)]
+        linear = [c / 12.92 if c <= 0.03928 else ((c + 0.055) / 1.055) ** 2.4 for c in channels]
+        return 0.2126 * linear[0] + 0.7152 * linear[1] + 0.0722 * linear[2]
+
+    high, low = sorted((luminance(first), luminance(second)), reverse=True)
+    return (high + 0.05) / (low + 0.05)
+
+
+def test_text_colours_meet_wcag_aa_in_both_themes() -> None:
+    """Every text colour on every background of the light and the dark theme: 4.5:1 at least."""
+    css = (STATIC / "app.css").read_text(encoding="utf-8")
+    light = _colours(css.split("@media (prefers-color-scheme: dark)")[0])
+    dark = {**light, **_colours(css.split("@media (prefers-color-scheme: dark)")[1].split("}")[0])}
+    for theme in (light, dark):
+        for text in ("text", "muted", "accent", "ok", "bad", "warn"):
+            for background in ("bg", "surface"):
+                assert _contrast(theme[text], theme[background]) >= 4.5, (text, background)
+        assert _contrast(theme["accent-text"], theme["accent"]) >= 4.5
+        assert _contrast(theme["bg"], theme["bad"]) >= 4.5  # an error toast
+        assert _contrast("#ffffff", theme["tg-button"]) >= 4.5  # the preview's buttons
