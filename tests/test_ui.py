@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import csv
 import io
+import logging
 import re
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -87,7 +88,10 @@ async def confirm(page: Page, button: str, confirm_with: str) -> None:
     await expect(dialog).to_have_count(0)
 
 
-async def test_sign_in_compose_send_and_watch_it_complete_live(ui: Dashboard, stack: Stack) -> None:
+async def test_sign_in_compose_send_and_watch_it_complete_live(
+    ui: Dashboard, stack: Stack, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO)
     page = await ui.signed_in()
     await page.get_by_role("link", name="Compose").click()
     await page.get_by_label("Text", exact=True).fill("Hello from the dashboard")
@@ -109,6 +113,10 @@ async def test_sign_in_compose_send_and_watch_it_complete_live(ui: Dashboard, st
     assert ADMIN_TOKEN not in await page.content()
     kept = await page.evaluate("sessionStorage.getItem('tgbroadcast.token')")
     assert kept == ADMIN_TOKEN
+    # Nor in any log line of the service: the access log names the token.
+    access = [r for r in caplog.records if r.name == "tgbroadcast.access"]
+    assert {getattr(r, "token_name", None) for r in access} >= {"operator"}
+    assert all(ADMIN_TOKEN not in f"{r.getMessage()} {r.__dict__}" for r in caplog.records)
     await page.get_by_role("link", name="Broadcasts", exact=True).click()
     row = page.locator("tr", has=page.get_by_role("link", name=f"#{broadcast_id}", exact=True))
     await expect(row.locator(".badge")).to_have_text("completed")
