@@ -7,11 +7,13 @@ import { api, botNames, limitOf, may } from "./api.js";
 import {
   clear, duration, field, h, num, progressBar, rate, statusBadge, toast, updateProgressBar, when,
 } from "./dom.js";
-import { ACTIVE, RateMeter, doneOf, eta, lastProgress } from "./live.js";
+import { RateMeter, doneOf, eta, lastProgress } from "./live.js";
 import { EventStream, streamsFree } from "./sse.js";
 
 const STATUSES = ["scheduled", "queued", "running", "paused", "completed", "failed", "cancelled", "recalling", "recalled"];
 const PAGE_SIZE = 20;
+const FOLLOW = ["running", "recalling", "queued", "paused"];
+/** The statuses a row follows live, most moving first (a scheduled one waits for its time). */
 
 export function broadcastsPage(main) {
   const state = { status: "", bot: "", tokens: [""], index: 0, streams: [] };
@@ -56,6 +58,12 @@ export function broadcastsPage(main) {
     }
     clear(body);
     const rows = answer.broadcasts.map(row);
+    // The streams go to the broadcasts that move the most first: sending ones, then paused.
+    const candidates = rows.filter((r) => r.priority >= 0).sort((a, b) => a.priority - b.priority);
+    for (const candidate of candidates) {
+      if (streamsFree() === 0) break;
+      candidate.live = candidate.follow();
+    }
     if (rows.length) body.append(table(rows));
     else body.append(h("p", { class: "empty", text: "No broadcasts match." }));
     state.tokens[state.index + 1] = answer.next_page_token;
@@ -100,8 +108,7 @@ export function broadcastsPage(main) {
       rateCell, etaCell,
       h("td", { "data-label": "Created", text: when(broadcast.created_at) }));
     paint();
-    let live = false;
-    if (ACTIVE.has(broadcast.status) && broadcast.status !== "scheduled" && streamsFree() > 0) {
+    const follow = () => {
       let frame = 0;
       const stream = new EventStream(`/v1/broadcasts/${broadcast.broadcast_id}/events`, {
         onEvents(batch) {
@@ -114,10 +121,11 @@ export function broadcastsPage(main) {
         onIdle() { meter.idle(); paint(); },
         onState(s) { el.dataset.stream = s; },
       });
-      live = stream.start();
-      if (live) state.streams.push(stream);
-    }
-    return { el, live };
+      if (!stream.start()) return false;
+      state.streams.push(stream);
+      return true;
+    };
+    return { el, follow, priority: FOLLOW.indexOf(broadcast.status), live: false };
   }
 
   statusSelect.addEventListener("change", () => { state.status = statusSelect.value; state.tokens = [""]; state.index = 0; load(); });
