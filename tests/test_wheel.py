@@ -298,5 +298,8 @@ async def test_demo_serves_a_broadcast_and_stops(installed: Installed, tmp_path:
         async with session.get(broadcast, headers=auth) as response:
             finished = await response.json()
         assert (finished["status"], finished["sent"]) == ("completed", 3)
+        async with session.get(f"{http}/ui/") as response:  # the dashboard, from the wheel
+            assert response.status == 200
+            assert "app.js" in await response.text()
         assert await demo.stop() == 0
     assert (tmp_path / "data" / "demo").is_dir()  # the demo's data stays in its working folder
