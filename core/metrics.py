@@ -144,6 +144,12 @@ class Metrics:
             ["outcome", "bot"],
             registry=self.registry,
         )
+        self.clicks = Counter(
+            "tgb_clicks",
+            "Tracked links opened: first (a recipient's first click on a link) or repeat, per bot.",
+            ["kind", "bot"],
+            registry=self.registry,
+        )
         self.rate_limited = Counter(
             "tgb_telegram_429",
             "429 answers received from Telegram, per bot.",

@@ -28,6 +28,7 @@ from tgbroadcast.core.health import Readiness
 from tgbroadcast.core.metrics import Metrics
 from tgbroadcast.core.queue import NatsAccess, Queue
 from tgbroadcast.core.service.broadcasting import BroadcastingService
+from tgbroadcast.core.service.clicks import ClickService
 from tgbroadcast.core.service.dispatch import Dispatcher
 from tgbroadcast.core.store import Store
 from tgbroadcast.launcher.natsserver import EmbeddedNatsServer
@@ -190,6 +191,13 @@ async def running_api(
             accept_callbacks=notifier is not None,
             allow_private_callbacks=settings.webhook.allow_private_networks,
             on_finished=None if notifier is None else notifier.wake,
+            public_url=settings.server.public_url,
+        )
+        click_service = ClickService(
+            store=backends.store,
+            queue=backends.queue,
+            metrics=backends.metrics,
+            retention_days=settings.tracking.retention_days,
         )
         bot_service = BotService(settings=settings, store=backends.store, directory=backends.bots)
         grpc_server = await create_server(
@@ -222,6 +230,7 @@ async def running_api(
                     watchers=watchers.for_transport("sse"),
                     observer=backends.metrics.observe_http,
                     bot_service=bot_service,
+                    click_service=click_service,
                 ),
                 access_log=None,
                 handle_signals=False,

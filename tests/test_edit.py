@@ -90,8 +90,9 @@ async def test_an_edit_reaches_every_sent_message_and_reports_each_outcome(
     assert {d["content_version"] for d in page["results"]} == {2}
     code, csv_text = await rest(stack, "GET", f"/v1/broadcasts/{broadcast_id}/deliveries.csv")
     header, *rows = csv_text.strip().split("\r\n")
-    assert header.endswith(",content_version,edit,edit_error")
-    assert {int(r.split(",")[0]): r.split(",")[-2] for r in rows} == expected
+    assert header.endswith(",content_version,edit,edit_error,variant,clicks")
+    columns = header.split(",")
+    assert {int(r.split(",")[0]): r.split(",")[columns.index("edit")] for r in rows} == expected
 
     # The same content again: Telegram answers "message is not modified", counted edited.
     async with stack.stub() as stub:

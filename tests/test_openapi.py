@@ -293,6 +293,7 @@ REQUEST_MODELS: dict[str, type[BaseModel]] = {
     "AlbumItem": content.AlbumItemBody,
     "MessageRef": content.SourceBody,
     "PreviewRequest": content.PreviewBody,
+    "Variant": content.VariantBody,
     "UserInput": users.UserBody,
     "UpsertUsersRequest": users.UpsertUsersBody,
 }

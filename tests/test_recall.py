@@ -139,8 +139,9 @@ async def test_recall_deletes_every_sent_message_and_reports_each_outcome(
     assert {d["user_id"]: d["recall"] for d in page["results"]} == expected
     code, csv_text = await rest(stack, "GET", f"/v1/broadcasts/{broadcast_id}/deliveries.csv")
     header, *rows = csv_text.strip().split("\r\n")
-    assert header.endswith(",recall,recall_error,content_version,edit,edit_error")
-    assert {int(r.split(",")[0]): r.split(",")[-5] for r in rows} == expected
+    assert header.endswith(",recall,recall_error,content_version,edit,edit_error,variant,clicks")
+    at = header.split(",").index("recall")
+    assert {int(r.split(",")[0]): r.split(",")[at] for r in rows} == expected
     async with stack.stub() as stub:
         got = await stub.GetBroadcast(
             pb.GetBroadcastRequest(broadcast_id=broadcast_id), metadata=stack.metadata

@@ -260,6 +260,8 @@ async def test_rest_list_deliveries(stack: Stack) -> None:
         "content_version": 1,
         "edit": None,
         "edit_error": None,
+        "variant": None,
+        "clicks": 0,
     }
     assert [r["user_id"] for r in second["results"]] == [40, 70]
     assert second["results"][1]["message_ids"] == list(ALBUM)
@@ -279,6 +281,8 @@ async def test_rest_list_deliveries(stack: Stack) -> None:
         "content_version": None,
         "edit": None,
         "edit_error": None,
+        "variant": None,
+        "clicks": 0,
     }
     status, content_type, problem = await get_json(stack, path, outcome="lost", colour="red")
     assert (status, content_type) == (400, "application/problem+json")
@@ -313,7 +317,7 @@ async def test_csv_export(stack: Stack) -> None:
     text = raw.decode("utf-8")
     assert text.startswith(
         "user_id,outcome,message_id,error,finished_at,message_ids,recall,recall_error,"
-        "content_version,edit,edit_error\r\n"
+        "content_version,edit,edit_error,variant,clicks\r\n"
     )
     # The error with a comma, quotes and a newline is quoted, its quotes doubled.
     assert '"Bad Request: odd, ""quoted"" text\nwith a second line"' in text
@@ -334,6 +338,8 @@ async def test_csv_export(stack: Stack) -> None:
         "content_version": "1",
         "edit": "",
         "edit_error": "",
+        "variant": "",
+        "clicks": "0",
     }
     assert by_id[70]["message_ids"] == "1070 1071 1072"
     assert by_id[50] == {
@@ -348,6 +354,8 @@ async def test_csv_export(stack: Stack) -> None:
         "content_version": "",
         "edit": "",
         "edit_error": "",
+        "variant": "",
+        "clicks": "0",
     }
     assert [r["user_id"] for r in csv.DictReader(io.StringIO(pending, newline=""))] == [
         str(u) for u in PENDING
@@ -361,7 +369,7 @@ async def test_csv_export(stack: Stack) -> None:
         assert (
             await response.text()
             == "user_id,outcome,message_id,error,finished_at,message_ids,recall,recall_error,"
-            "content_version,edit,edit_error\r\n"
+            "content_version,edit,edit_error,variant,clicks\r\n"
         )
     status, content_type, _ = await get_json(
         stack, f"/v1/broadcasts/{broadcast_id + 1}/deliveries.csv"

@@ -63,6 +63,7 @@ from tgbroadcast.core.domain.model import (
 )
 from tgbroadcast.core.metrics import Metrics
 from tgbroadcast.core.queue import FinishedEvent, Queue
+from tgbroadcast.core.rules import clicks, variants
 from tgbroadcast.core.rules.rich_content import fetched_by_service
 from tgbroadcast.core.rules.templates import personalized, rendered_problem
 from tgbroadcast.core.store import Store
@@ -233,10 +234,13 @@ class Deliverer:
             if not claims.holds(user_id) or await self.stopping(broadcast):
                 return False
             held = functools.partial(claims.holds, user_id)
-            outcome = await self._attempts(broadcast, user_id, profile, held)
+            variant = _variant(broadcast, user_id, profile)
+            outcome = await self._attempts(broadcast, user_id, profile, held, variant)
             if outcome is None:
                 return False
             result, content_error = outcome
+            if variant is not None:
+                result = replace(result, variant=broadcast.variants[variant].name)
             await self._recorder.record(result)
         finally:
             slots.release()
@@ -250,21 +254,25 @@ class Deliverer:
         user_id: int,
         profile: UserProfile | None,
         held: Callable[[], bool],
+        variant: int | None,
     ) -> tuple[DeliveryResult, bool] | None:
         """The outcome, and whether the content was at fault; None if the broadcast stopped
-        or the recipient is no longer ``held`` before an attempt could start."""
-        content = personalized(broadcast.content, user_id, profile)
+        or the recipient is no longer ``held`` before an attempt could start. ``variant``:
+        the position of the recipient's variant (``None``: the broadcast has none)."""
+        chosen = broadcast.content if variant is None else broadcast.variants[variant].content
+        content = personalized(chosen, user_id, profile)
         if content.options.personalize:
             problem = rendered_problem(content)
             if problem is not None:  # this recipient's values make it too long: theirs alone
                 refusal = PermanentError(problem, error_code=400)
                 return _failed_result(broadcast.id, user_id, refusal), refusal.content_error
+        content = clicks.for_recipient(content, broadcast, user_id, variant or 0)
         chat_id = user_id
         attempts = migrations = 0
         while True:
             error: TelegramError
             try:
-                sent = await self._send(broadcast, chat_id, content, held)
+                sent = await self._send(broadcast, chat_id, content, held, variant or 0)
                 if sent is None:
                     return None
             except RateLimited as exc:  # not an attempt: every worker pauses, then it is resent
@@ -368,13 +376,18 @@ class Deliverer:
             await asyncio.sleep(random.uniform(0, ceiling))
 
     async def _send(
-        self, broadcast: Broadcast, chat_id: int, content: Content, held: Callable[[], bool]
+        self,
+        broadcast: Broadcast,
+        chat_id: int,
+        content: Content,
+        held: Callable[[], bool],
+        variant: int,
     ) -> SentMessage | None:
         """One send within the rate budget: the message(s) Telegram made, or None if the
         broadcast stopped (or the recipient is no longer ``held``) before it could be sent."""
         if not _needs_first_send(content):
             return await self._send_once(broadcast, chat_id, media=None, content=content, held=held)
-        media_key = (broadcast.id, broadcast.media_version)
+        media_key = (broadcast.id, broadcast.media_version, variant)
         media = await self._file_ids.get(media_key)
         if media is not None:
             return await self._send_once(
@@ -542,6 +555,16 @@ class Deliverer:
                 "content circuit breaker failed",
                 extra={"bot": self._bot, "broadcast_id": result.broadcast_id, "error": repr(exc)},
             )
+
+
+def _variant(broadcast: Broadcast, user_id: int, profile: UserProfile | None) -> int | None:
+    """The position of the recipient's variant; ``None`` when the broadcast has none."""
+    if not broadcast.variants:
+        return None
+    language = None if profile is None else profile.language_code
+    return variants.choose(
+        broadcast.variants, broadcast_id=broadcast.id, user_id=user_id, language_code=language
+    )
 
 
 def _needs_first_send(content: Content) -> bool:

@@ -40,6 +40,7 @@ from tgbroadcast.core.domain.model import (
     UserProfile,
 )
 from tgbroadcast.core.queue import EditEvent, Event, Job
+from tgbroadcast.core.rules import clicks
 from tgbroadcast.core.rules.templates import personalized, rendered_problem
 from tgbroadcast.core.store import EditResult, SentClaim, SentTarget
 from tgbroadcast.worker.followups import Claimer, FollowUpJobs, Hold, sent_result
@@ -106,6 +107,7 @@ class Editor(FollowUpJobs[EditResult]):
         content = personalized(broadcast.content, target.user_id, profiles.get(target.user_id))
         if content.options.personalize and (problem := rendered_problem(content)):
             return result(EditOutcome.FAILED, problem)
+        content = clicks.for_recipient(content, broadcast, target.user_id, 0)  # no variants
         media_changed = target.content_version < broadcast.media_version
         as_text = False
 

@@ -266,13 +266,16 @@ def _refused(url: str, why: str) -> PermanentError:
 FILE_ID_CACHE = 1024
 """Media whose file_id a worker keeps in memory (the rest are read from SQL)."""
 
-MediaKey = tuple[int, int]
-"""A broadcast's media: (broadcast id, media version — an edit may replace the media)."""
+MediaKey = tuple[int, int, int]
+"""A broadcast's media: (broadcast id, media version — an edit may replace the media —,
+variant position — 0 without variants)."""
 
 
 class FileIds:
     """The file_ids Telegram gave broadcasts' media: fetched or uploaded once per broadcast
-    and media version, then sent by file_id by every worker (kept in SQL, a few in memory)."""
+    and media version, then sent by file_id by every worker (kept in SQL, a few in memory).
+    A variant's media other than the first variant's is fetched or uploaded once per worker
+    (kept in memory only)."""
 
     def __init__(self, store: Store, *, bot: str) -> None:
         self._store = store
@@ -287,8 +290,8 @@ class FileIds:
     async def get(self, key: MediaKey) -> str | None:
         """The media's file_id, if a send stored it."""
         file_id = self._known.get(key)
-        if file_id is None:
-            broadcast_id, media_version = key
+        broadcast_id, media_version, variant = key
+        if file_id is None and variant == 0:  # other variants' file_ids live in memory only
             try:
                 file_id = await self._store.media_file_id(broadcast_id, media_version)
             except Exception as exc:  # the first send will fetch it again: costly, not wrong
@@ -305,6 +308,8 @@ class FileIds:
         """Remember the file_id and share it with other workers (a failure to share only
         costs them one more fetch)."""
         self._remember(key, file_id)
+        if key[2] != 0:
+            return
         try:
             await self._store.store_media_file_id(key[0], file_id, key[1])
         except Exception as exc:

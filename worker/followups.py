@@ -301,6 +301,7 @@ def sent_result(broadcast_id: int, target: SentTarget, **follow_up: Any) -> Deli
         finished_at=target.sent_at,
         message_id=ids[0] if ids else None,
         message_ids=ids if len(ids) > 1 else (),
+        variant=target.variant,
         **follow_up,
     )
 

@@ -330,9 +330,11 @@ class Worker:
             final = set(job.user_ids) - claimed.held - claimed.busy
             await self._republish(job.broadcast_id, sorted(final))
         held = sorted(claimed.held)
-        # Personalized: the batch's profiles in one query (unknown users: fallbacks).
+        # Personalized, or variants by language: the batch's profiles in one query (unknown
+        # users: fallbacks, and the default variants).
         profiles = {}
-        if broadcast.content.options.personalize and held:
+        by_language = any(variant.language_codes for variant in broadcast.variants)
+        if (broadcast.content.options.personalize or by_language) and held:
             profiles = await self._store.profiles(held, bot=broadcast.bot)
         # Every send finishes (or fails) before the job is settled either way.
         sends_started()

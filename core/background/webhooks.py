@@ -110,9 +110,14 @@ def verify(
     return hmac.compare_digest(sign(body, secret, sent), signature.strip())
 
 
-def summary(broadcast: Broadcast, outcome_counts: Mapping[DeliveryState, int]) -> dict[str, Any]:
-    """The webhook's JSON object: the REST API's field names and spellings."""
-    return {
+def summary(
+    broadcast: Broadcast,
+    outcome_counts: Mapping[DeliveryState, int],
+    variant_counts: Mapping[str, Mapping[DeliveryState, int]] | None = None,
+) -> dict[str, Any]:
+    """The webhook's JSON object: the REST API's field names and spellings; with variants,
+    ``variant_counts``: each variant's recipients per outcome."""
+    document: dict[str, Any] = {
         "broadcast_id": broadcast.id,
         "status": broadcast.status.value,
         "total": broadcast.total,
@@ -124,6 +129,15 @@ def summary(broadcast: Broadcast, outcome_counts: Mapping[DeliveryState, int]) -
         "created_at": _time(broadcast.created_at),
         "finished_at": _time(broadcast.finished_at),
     }
+    if broadcast.variants:
+        document["variant_counts"] = {
+            v.name: {
+                state.value: n
+                for state, n in sorted((variant_counts or {}).get(v.name, {}).items())
+            }
+            for v in broadcast.variants
+        }
+    return document
 
 
 def encode(document: Mapping[str, Any]) -> bytes:
@@ -266,7 +280,10 @@ class WebhookNotifier:
         try:
             broadcast = await self._store.get_broadcast(broadcast_id)
             counts = await self._store.outcome_counts(broadcast_id)
-            body = encode(summary(broadcast, counts))
+            by_variant = (
+                await self._store.variant_counts(broadcast_id) if broadcast.variants else {}
+            )
+            body = encode(summary(broadcast, counts, by_variant))
             answer = await self._post(claim.url, body)
             if answer.delivered:
                 await self._store.settle_callback(claim, DELIVERED)

@@ -20,6 +20,7 @@ from tgbroadcast.core.config.settings import (
     ServerSettings,
     Settings,
     TelegramSettings,
+    TrackingSettings,
     WebhookSettings,
     WorkerSettings,
 )
@@ -35,6 +36,7 @@ __all__ = [
     "ServerSettings",
     "Settings",
     "TelegramSettings",
+    "TrackingSettings",
     "WebhookSettings",
     "WorkerSettings",
     "database_url",

@@ -28,6 +28,7 @@ from tgbroadcast.core.config.settings import (
     ServerSettings,
     Settings,
     TelegramSettings,
+    TrackingSettings,
     WebhookSettings,
     WorkerSettings,
 )
@@ -85,6 +86,7 @@ DEFAULTS: dict[str, dict[str, Any]] = {
         "max_watchers": 1000,
         "max_pending_recipients": 10_000_000,
         "shutdown_grace": 20,
+        "public_url": "",
     },
     "worker": {
         "concurrency": 32,
@@ -106,6 +108,7 @@ DEFAULTS: dict[str, dict[str, Any]] = {
         "allow_private_networks": False,
     },
     "log": {"level": "INFO", "format": "text"},
+    "tracking": {"retention_days": 90},
 }
 
 
@@ -222,6 +225,11 @@ def _build(values: dict[str, dict[str, Any]], base: Path) -> Settings:
         ),
         webhook=_webhook(values["webhook"]),
         log=_log(values["log"]),
+        tracking=TrackingSettings(
+            retention_days=_number(
+                values["tracking"]["retention_days"], "tracking.retention_days", low=0.001
+            )
+        ),
     )
 
 
@@ -271,6 +279,9 @@ def _server(server: Mapping[str, Any], base: Path) -> ServerSettings:
         ),
         shutdown_grace=_number(server["shutdown_grace"], "server.shutdown_grace", low=0.1),
         secret_keys=_secret_keys(server["secret_key"]),
+        public_url=_http_url(server["public_url"], "server.public_url")
+        if str(server["public_url"] or "").strip()
+        else "",
     )
 
 

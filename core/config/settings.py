@@ -131,6 +131,9 @@ class ServerSettings:
     secret_keys: tuple[str, ...] = field(default=(), repr=False)
     """``server.secret_key``: the keys sealing bot tokens stored through the API, newest
     first (the first seals, every one opens: a rotation lists the new key first)."""
+    public_url: str = ""
+    """The service's address as its users' browsers reach it (no trailing ``/``): tracked
+    links point at ``{public_url}/c/{code}``; empty: ``track_clicks`` is refused."""
 
     @property
     def tls(self) -> bool:
@@ -153,6 +156,14 @@ class WebhookSettings:
     """Seconds between looks for finished broadcasts whose webhook is due."""
     allow_private_networks: bool = False
     """Let ``callback_url`` reach loopback, private, link-local and other internal addresses."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TrackingSettings:
+    """Click tracking (``track_clicks``)."""
+
+    retention_days: float = 90.0
+    """Days after a broadcast's creation its tracked links keep redirecting and counting."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -200,6 +211,7 @@ class Settings:
     worker: WorkerSettings
     webhook: WebhookSettings = field(default_factory=lambda: WebhookSettings(secret=""))
     log: LogSettings = field(default_factory=LogSettings)
+    tracking: TrackingSettings = field(default_factory=TrackingSettings)
     bots: tuple[BotSettings, ...] = ()
     """The configured bots: ``telegram.token`` as ``default`` (when set), then ``bots:``."""
 

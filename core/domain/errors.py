@@ -107,6 +107,11 @@ class NotFound(ApiError):
     """The named resource does not exist."""
 
 
+class Expired(NotFound):
+    """The named resource existed but no longer serves (a tracked link past its retention):
+    HTTP 410 Gone where the transport has it."""
+
+
 class FailedPrecondition(ApiError):
     """The resource's state does not allow the operation; ``state`` names that state."""
 

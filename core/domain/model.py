@@ -25,7 +25,8 @@ counted once however many workers race on it.
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from datetime import datetime
 
 from tgbroadcast.core.domain.access import DEFAULT_BOT
@@ -175,6 +176,18 @@ class Content:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class Variant:
+    """One of a broadcast's contents, chosen per recipient (:mod:`tgbroadcast.core.rules.variants`):
+    by language when one of ``language_codes`` is the user's, else by ``weight`` among the
+    variants without languages (the default ones)."""
+
+    name: str
+    content: Content
+    weight: int = 1
+    language_codes: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class ContentEdit:
     """A validated EditBroadcast: the broadcast's new text or caption and options (its
     formatting and keyboard replaced, the rest kept), and its new media (``None``: kept)."""
@@ -211,6 +224,10 @@ class NewBroadcast:
     max_stars: int | None = None
     """A paid broadcast's Stars budget: its paid sending stops once the estimated spend
     reaches it, and the rest is sent at the free rate."""
+    variants: tuple[Variant, ...] = ()
+    """Several contents, one per recipient; ``content`` is then the first variant's."""
+    track_clicks: bool = False
+    """Lead every recipient's links through the service (``tgbroadcast.core.rules.clicks``)."""
 
 
 class ControlAction(enum.StrEnum):
@@ -294,6 +311,12 @@ class Broadcast:
     throttled_until: datetime | None = None
     """Until when its bot's sending was parked by a long flood wait (a 429 whose
     ``retry_after`` exceeded ``worker.park_after``); :meth:`throttled_at` reads it."""
+    variants: tuple[Variant, ...] = ()
+    """Its contents when it has several, one per recipient (``content`` is the first's)."""
+    click_key: str | None = None
+    """With click tracking: the key signing its links' codes (hex); ``None``: not tracked."""
+    click_base: str | None = None
+    """With click tracking: the service's public address its links lead through."""
 
     @property
     def stars_spent_estimate(self) -> float:
@@ -337,6 +360,10 @@ class DeliveryResult:
     """Telegram's description when ``edit`` is ``FAILED``."""
     stars_milli: int = 0
     """The estimated Stars a paid send cost, in thousandths (0 at the free rate)."""
+    variant: str | None = None
+    """The name of the variant it was sent (``None``: the broadcast has none)."""
+    click: str | None = None
+    """On a click's event only: the link the recipient opened (its first time)."""
 
     @property
     def all_message_ids(self) -> tuple[int, ...]:
@@ -344,6 +371,18 @@ class DeliveryResult:
         if self.message_ids:
             return self.message_ids
         return () if self.message_id is None else (self.message_id,)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ClickCounts:
+    """A broadcast's unique clicks (a recipient's first click on a link)."""
+
+    clicks: int = 0
+    clickers: int = 0
+    """Recipients who opened at least one link."""
+    by_link: Mapping[tuple[str | None, int], int] = field(default_factory=dict)
+    """By variant name (``None``: no variants) and the link's position in its message."""
+    by_variant: Mapping[str, int] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -370,6 +409,10 @@ class Delivery:
     """What that edit did; ``None`` until an edit reached it."""
     edit_error: str | None = None
     """Telegram's description when ``edit`` is ``FAILED``."""
+    variant: str | None = None
+    """The variant its send was of (``None``: not sent yet, or no variants)."""
+    clicks: int = 0
+    """Tracked links of its message the recipient opened (each counted once)."""
 
     @property
     def all_message_ids(self) -> tuple[int, ...]:

@@ -43,6 +43,7 @@ from tgbroadcast.core.queue.jetstream import DUPLICATE_WINDOW, EVENTS_MAX_AGE, Q
 from tgbroadcast.core.queue.names import WORKERS_CONSUMER, QueueNames
 from tgbroadcast.core.queue.payloads import (
     JOB_SIZE,
+    ClickEvent,
     EditEvent,
     Event,
     FinishedEvent,
@@ -60,6 +61,7 @@ __all__ = [
     "EVENTS_MAX_AGE",
     "JOB_SIZE",
     "WORKERS_CONSUMER",
+    "ClickEvent",
     "EditEvent",
     "Event",
     "FinishedEvent",

@@ -175,6 +175,27 @@ class EditEvent:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class ClickEvent:
+    """A sent recipient opened one of its message's tracked links for the first time
+    (``result.click`` is the link's URL, ``link`` its position in the message)."""
+
+    result: DeliveryResult
+    link: int
+
+    def __post_init__(self) -> None:
+        if self.result.click is None:
+            raise ValueError("a click event needs the link clicked")
+
+    @property
+    def broadcast_id(self) -> int:
+        return self.result.broadcast_id
+
+    @property
+    def msg_id(self) -> str:
+        return f"c.{self.result.broadcast_id}.{self.result.user_id}.{self.link}"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class FinishedEvent:
     """The broadcast reached a final status; no result events follow for it."""
 
@@ -189,7 +210,7 @@ class FinishedEvent:
         return f"f.{self.broadcast_id}"
 
 
-Event = ResultEvent | RecallEvent | EditEvent | FinishedEvent
+Event = ResultEvent | RecallEvent | EditEvent | ClickEvent | FinishedEvent
 
 
 @dataclass(frozen=True, slots=True)
@@ -198,7 +219,7 @@ class Idle:
 
 
 def encode_event(event: Event) -> bytes:
-    if isinstance(event, ResultEvent | RecallEvent | EditEvent):
+    if isinstance(event, ResultEvent | RecallEvent | EditEvent | ClickEvent):
         r = event.result
         if not r.state.is_final:
             raise ValueError("a result event needs a final delivery state")
@@ -206,12 +227,17 @@ def encode_event(event: Event) -> bytes:
         extra: dict[str, Any] = {}
         if r.content_version != 1:
             extra["content_version"] = r.content_version
+        if r.variant is not None:
+            extra["variant"] = r.variant
         if isinstance(event, RecallEvent):
             assert r.recall is not None
             kind = "recall"
             extra["recall"] = r.recall.value
             if r.recall_error is not None:
                 extra["recall_error"] = r.recall_error
+        elif isinstance(event, ClickEvent):
+            kind = "click"
+            extra |= {"click": r.click, "link": event.link}
         elif isinstance(event, EditEvent):
             assert r.edit is not None
             kind = "edit"
@@ -247,7 +273,7 @@ def decode_event(data: bytes) -> Event:
         if not status.is_final:
             raise ValueError(f"a finished event needs a final status, got {status.value}")
         return FinishedEvent(broadcast_id=broadcast_id, status=status)
-    if kind not in ("result", "recall", "edit"):
+    if kind not in ("result", "recall", "edit", "click"):
         raise ValueError(f"unknown event type {kind!r}")
     state = DeliveryState(_get_str(obj, "state"))
     if not state.is_final:
@@ -268,9 +294,14 @@ def decode_event(data: bytes) -> Event:
         error=None if error is None else _get_str(obj, "error"),
         message_ids=tuple(message_ids),
         content_version=_get_int(obj, "content_version") if "content_version" in obj else 1,
+        variant=_get_str(obj, "variant") if "variant" in obj else None,
     )
     if kind == "result":
         return ResultEvent(result=result)
+    if kind == "click":
+        return ClickEvent(
+            result=replace(result, click=_get_str(obj, "click")), link=_get_int(obj, "link")
+        )
     if kind == "edit":
         edit_error = obj.get("edit_error")
         return EditEvent(

@@ -42,6 +42,10 @@ def request_hash(new: NewBroadcast, request: SendRequest) -> str:
     broadcast["user_ids"] = sorted(set(new.user_ids))
     if new.max_stars is None:  # as requests hashed before budgets existed
         del broadcast["max_stars"]
+    if not new.variants:  # as requests hashed before variants existed
+        del broadcast["variants"]
+    if not new.track_clicks:  # and before click tracking
+        del broadcast["track_clicks"]
     document = {
         "broadcast": _canonical(broadcast),
         "uploads": [hashlib.sha256(data).hexdigest() for data in _bytes_in(request)],

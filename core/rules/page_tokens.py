@@ -14,12 +14,16 @@ import base64
 import binascii
 from typing import Final
 
+from tgbroadcast.core.domain.errors import FieldViolation, InvalidArgument
+
 USERS: Final = "u"
 """Lists keyed by user id: users, and a broadcast's deliveries."""
 BROADCASTS: Final = "b"
 """Broadcasts, newest first (the position is the id the next page is before)."""
 
 FIELD: Final = "page_token"
+DEFAULT_PAGE_SIZE: Final = 100
+MAX_PAGE_SIZE: Final = 1000
 _INT64_MIN: Final = -(2**63)
 _INT64_MAX: Final = 2**63 - 1
 
@@ -46,3 +50,20 @@ def decode(kind: str, token: str) -> int:
     if not _INT64_MIN <= position <= _INT64_MAX:
         raise ValueError("is not a token this service issued (position out of range)")
     return position
+
+
+def validate_page(page_size: int, page_token: str) -> tuple[int, int | None]:
+    """``(limit, after_id)`` from a page request of a list keyed by user id; 0 means the
+    default size."""
+    violations: list[FieldViolation] = []
+    if page_size < 0 or page_size > MAX_PAGE_SIZE:
+        violations.append(FieldViolation("page_size", f"must be between 1 and {MAX_PAGE_SIZE}"))
+    after: int | None = None
+    if page_token:
+        try:
+            after = decode(USERS, page_token)
+        except ValueError as exc:
+            violations.append(FieldViolation(FIELD, str(exc)))
+    if violations:
+        raise InvalidArgument(violations)
+    return page_size or DEFAULT_PAGE_SIZE, after

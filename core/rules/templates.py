@@ -150,6 +150,8 @@ class Preview:
     text: str
     album_captions: tuple[str, ...]
     parse_mode: ParseMode | None
+    variant: str | None = None
+    """The variant shown, when the message has variants."""
 
 
 def preview(content: Content, user_id: int, profile: UserProfile | None) -> Preview:

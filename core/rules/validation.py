@@ -29,16 +29,16 @@ from tgbroadcast.core.domain.model import (
     NewBroadcast,
     UserFilter,
     UserProfile,
+    Variant,
 )
-from tgbroadcast.core.rules import callback_urls, page_tokens, paid, rich_content, schedule
+from tgbroadcast.core.rules import callback_urls, paid, rich_content, schedule
 from tgbroadcast.core.rules.rich_content import AlbumItemInput
+from tgbroadcast.core.rules.variants import CheckContent, VariantInput, validate_variants
 
 INT64_MIN = -(2**63)
 INT64_MAX = 2**63 - 1
 
 MAX_USERS_PER_UPSERT = 10_000
-DEFAULT_PAGE_SIZE = 100
-MAX_PAGE_SIZE = 1000
 
 UPLOAD_LIMITS = {MediaType.PHOTO: 10 * 1024 * 1024}
 """Telegram's limits for files uploaded by a bot (multipart): photos 10 MB, others 50 MB."""
@@ -104,6 +104,10 @@ class SendRequest:
     """The caller's idempotency key (empty: none)."""
     max_stars: int = 0
     """A paid broadcast's Stars budget (0: none; :mod:`~tgbroadcast.core.rules.paid`)."""
+    variants: Sequence[VariantInput] = ()
+    """Several contents instead of this one (:mod:`~tgbroadcast.core.rules.variants`)."""
+    track_clicks: bool = False
+    """Lead the links through the service (:mod:`~tgbroadcast.core.rules.clicks`)."""
 
 
 def unencodable(text: str) -> bool:
@@ -121,25 +125,30 @@ def validate_send(
     max_user_ids: int,
     accept_callbacks: bool = True,
     allow_private_callbacks: bool = False,
+    track_clicks: bool = True,
 ) -> NewBroadcast:
     """Check a SendMessage request against Telegram's rules and ours, its start time
     (:mod:`~tgbroadcast.core.rules.schedule`) and idempotency key included.
 
     ``accept_callbacks`` is false when no webhook secret is configured: a ``callback_url``
-    is then refused, since its receiver could not verify anything. Unless
+    is then refused, since its receiver could not verify anything (``track_clicks``
+    likewise without a public address: ``track_clicks`` is then refused). Unless
     ``allow_private_callbacks`` (``webhook.allow_private_networks``), a ``callback_url``
     whose host is an internal address, in any spelling, is refused
     (:mod:`~tgbroadcast.core.rules.addresses`; names are checked at delivery).
     """
     violations: list[FieldViolation] = []
-    callback_url = _callback_url(
+    callback_url = callback_urls.checked(
         request.callback_url, accept_callbacks, violations, allow_private=allow_private_callbacks
     )
-    media_type = _media_type(request.media_type, violations)
-    content = _content(request, media_type, violations, allow_private_urls=allow_private_callbacks)
+    content, variants = _contents(
+        request, _content_check(allow_private_urls=allow_private_callbacks), violations
+    )
     user_ids, user_filter = _audience(request, max_user_ids, violations)
     _idempotency_key(request.idempotency_key, violations)
     stars = paid.max_stars(request.max_stars, request.allow_paid_broadcast, violations)
+    if request.track_clicks and not track_clicks:
+        violations.append(FieldViolation("track_clicks", _NO_PUBLIC_URL))
     violations.extend(schedule.send_at_violations(request.send_at))
     if violations:
         raise InvalidArgument(violations)
@@ -153,7 +162,12 @@ def validate_send(
         send_at=schedule.start_time(request.send_at),
         idempotency_key=request.idempotency_key or None,
         max_stars=stars,
+        variants=variants,
+        track_clicks=request.track_clicks,
     )
+
+
+_NO_PUBLIC_URL = "needs the service's public address (server.public_url / TGB_SERVER_PUBLIC_URL)"
 
 
 def _idempotency_key(key: str, violations: list[FieldViolation]) -> None:
@@ -164,25 +178,6 @@ def _idempotency_key(key: str, violations: list[FieldViolation]) -> None:
                 "idempotency_key", f"must be 1-{MAX_IDEMPOTENCY_KEY} printable ASCII characters"
             )
         )
-
-
-def _callback_url(
-    value: str, accept: bool, violations: list[FieldViolation], *, allow_private: bool
-) -> str | None:
-    """A webhook target (:mod:`~tgbroadcast.core.rules.callback_urls`), or None."""
-    url = value.strip()
-    if not url:
-        return None
-    if not accept:
-        problem = "needs a webhook secret on the server (webhook.secret / TGB_WEBHOOK_SECRET)"
-    elif unencodable(url):
-        problem = callback_urls.CHARACTERS
-    else:
-        problem = callback_urls.problem(url, allow_private=allow_private)
-    if problem:
-        violations.append(FieldViolation("callback_url", problem))
-        return None
-    return url
 
 
 def _media_type(value: str, violations: list[FieldViolation]) -> MediaType | None:
@@ -197,14 +192,33 @@ def _media_type(value: str, violations: list[FieldViolation]) -> MediaType | Non
         return None
 
 
-def validate_content(request: SendRequest) -> Content:
-    """Check only the content of a SendMessage request (PreviewMessage ignores the audience)."""
+def _content_check(*, allow_private_urls: bool) -> CheckContent:
+    """A request's content checked, violations named by its own fields."""
+
+    def check(request: SendRequest, violations: list[FieldViolation]) -> Content | None:
+        media_type = _media_type(request.media_type, violations)
+        return _content(request, media_type, violations, allow_private_urls=allow_private_urls)
+
+    return check
+
+
+def _contents(
+    request: SendRequest, check: CheckContent, violations: list[FieldViolation]
+) -> tuple[Content | None, tuple[Variant, ...]]:
+    """The request's content and variants (the content is then the first variant's)."""
+    variants = validate_variants(request, check, violations) if request.variants else ()
+    return (variants[0].content if variants else check(request, violations)), variants
+
+
+def validate_content(request: SendRequest) -> tuple[Content, tuple[Variant, ...]]:
+    """Check only the content of a SendMessage request, its variants included (PreviewMessage
+    ignores the audience)."""
     violations: list[FieldViolation] = []
-    content = _content(request, _media_type(request.media_type, violations), violations)
+    content, variants = _contents(request, _content_check(allow_private_urls=False), violations)
     if violations:
         raise InvalidArgument(violations)
     assert content is not None
-    return content
+    return content, variants
 
 
 def _content(
@@ -582,19 +596,3 @@ def validate_user_filter(given: UserFilter | None, field: str = "filter") -> Use
     if violations:
         raise InvalidArgument(violations)
     return checked
-
-
-def validate_page(page_size: int, page_token: str) -> tuple[int, int | None]:
-    """``(limit, after_id)`` from a page request; 0 means the default size."""
-    violations: list[FieldViolation] = []
-    if page_size < 0 or page_size > MAX_PAGE_SIZE:
-        violations.append(FieldViolation("page_size", f"must be between 1 and {MAX_PAGE_SIZE}"))
-    after: int | None = None
-    if page_token:
-        try:
-            after = page_tokens.decode(page_tokens.USERS, page_token)
-        except ValueError as exc:
-            violations.append(FieldViolation(page_tokens.FIELD, str(exc)))
-    if violations:
-        raise InvalidArgument(violations)
-    return page_size or DEFAULT_PAGE_SIZE, after

@@ -34,6 +34,8 @@ from tgbroadcast.core.domain.access import DEFAULT_BOT
 from tgbroadcast.core.domain.errors import AlreadyExists, FieldViolation, InvalidArgument, NotFound
 from tgbroadcast.core.domain.model import (
     Broadcast,
+    ClickCounts,
+    Content,
     Delivery,
     DeliveryState,
     EditOutcome,
@@ -48,13 +50,13 @@ from tgbroadcast.core.metrics import Metrics
 from tgbroadcast.core.queue import Queue
 from tgbroadcast.core.queue.feeds import EventFeeds
 from tgbroadcast.core.rules import page_tokens
+from tgbroadcast.core.rules import variants as variant_rules
 from tgbroadcast.core.rules.bot_names import validate_bot_name
 from tgbroadcast.core.rules.idempotency import request_hash
 from tgbroadcast.core.rules.templates import Preview, preview
 from tgbroadcast.core.rules.validation import (
     SendRequest,
     validate_content,
-    validate_page,
     validate_send,
     validate_user_filter,
     validate_users,
@@ -66,6 +68,7 @@ from tgbroadcast.core.service.bot_access import (
     require_known,
     visible_broadcast,
 )
+from tgbroadcast.core.service.clicks import LinkClicks, link_clicks
 from tgbroadcast.core.service.controls import LifecycleOperations
 from tgbroadcast.core.service.dispatch import Dispatcher
 from tgbroadcast.core.service.quota import PendingRecipientsQuota
@@ -97,6 +100,12 @@ class BroadcastReport:
     outcome_counts: Mapping[DeliveryState, int]
     recall_counts: Mapping[RecallOutcome, int] = field(default_factory=dict)
     edit_counts: Mapping[EditOutcome, int] = field(default_factory=dict)
+    variant_counts: Mapping[str, Mapping[DeliveryState, int]] = field(default_factory=dict)
+    """Per variant name: its recipients per final outcome (only with variants)."""
+    clicks: ClickCounts = field(default_factory=ClickCounts)
+    """Its unique clicks (with click tracking)."""
+    links: tuple[LinkClicks, ...] = ()
+    """Its tracked links and their unique clicks (with click tracking)."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -124,11 +133,13 @@ class BroadcastingService(LifecycleOperations):
         accept_callbacks: bool = False,
         allow_private_callbacks: bool = False,
         on_finished: Callable[[int], None] | None = None,
+        public_url: str = "",
     ) -> None:
         """``accept_callbacks``: a webhook secret is configured, so ``callback_url`` is
         accepted; ``allow_private_callbacks``: it may name an internal address
         (``webhook.allow_private_networks``). ``on_finished(broadcast_id)`` is called when a
-        watch sees a broadcast end.
+        watch sees a broadcast end. ``public_url``: ``server.public_url``, where tracked
+        links lead (empty: ``track_clicks`` is refused).
         ``max_pending_recipients``: see :mod:`.quota` (None: no limit). ``bots``: the bots
         requests may name (:mod:`.bot_access`)."""
         self._store = store
@@ -143,6 +154,7 @@ class BroadcastingService(LifecycleOperations):
         self._accept_callbacks = accept_callbacks
         self._allow_private_callbacks = allow_private_callbacks
         self._on_finished = on_finished
+        self._public_url = public_url
 
     async def send_message(
         self, request: SendRequest, *, created_by: str, bot: str = DEFAULT_BOT
@@ -157,6 +169,7 @@ class BroadcastingService(LifecycleOperations):
             max_user_ids=self._max_user_ids,
             accept_callbacks=self._accept_callbacks,
             allow_private_callbacks=self._allow_private_callbacks,
+            track_clicks=bool(self._public_url),
         )
         new = replace(new, bot=await require_known(self._bots, bot))
         key = new.idempotency_key
@@ -174,6 +187,7 @@ class BroadcastingService(LifecycleOperations):
                         request_hash=hashed or None,
                         created_by=created_by,
                         stored_bot=not self._bots.is_configured(new.bot),
+                        click_base=self._public_url or None,
                     )
         except AlreadyExists:  # an identical request raced this one and won
             if not key or (replayed := await self._earlier(key, hashed, bot)) is None:
@@ -199,16 +213,24 @@ class BroadcastingService(LifecycleOperations):
         return Accepted(broadcast=broadcast)
 
     async def _stash_media(self, new: NewBroadcast, request: SendRequest) -> NewBroadcast:
-        """``new`` with its uploaded bytes moved to the queue's media store; only their names
-        go to SQL."""
+        """``new`` with its uploaded bytes (its variants' too) moved to the queue's media
+        store; only their names go to SQL."""
+        if new.variants:
+            variants = [
+                replace(variant, content=await self._stash(variant.content, given.content))
+                for variant, given in zip(new.variants, request.variants, strict=True)
+            ]
+            return replace(new, variants=tuple(variants), content=variants[0].content)
+        return replace(new, content=await self._stash(new.content, request))
+
+    async def _stash(self, content: Content, request: SendRequest) -> Content:
         if request.media_data:
             name = f"upload-{uuid.uuid4().hex}"
             await self._queue.put_media(name, request.media_data)
-            new = replace(new, content=replace(new.content, media_upload=name))
+            content = replace(content, media_upload=name)
         if any(item.media_data for item in request.album):
-            content = await stash_album(new.content, request.album, self._queue.put_media)
-            new = replace(new, content=content)
-        return new
+            content = await stash_album(content, request.album, self._queue.put_media)
+        return content
 
     async def _earlier(self, key: str, hashed: str, bot: str) -> Broadcast | None:
         """The broadcast an earlier request of ``bot`` with ``key`` created, if it was this
@@ -225,22 +247,50 @@ class BroadcastingService(LifecycleOperations):
         return broadcast
 
     async def preview_message(
-        self, request: SendRequest, user_id: int, *, bot: str = DEFAULT_BOT
+        self,
+        request: SendRequest | None,
+        user_id: int,
+        *,
+        bot: str = DEFAULT_BOT,
+        broadcast_id: int = 0,
+        variant: str = "",
+        visible: Visible = None,
     ) -> Preview:
         """The message as the bot's user ``user_id`` would receive it; nothing is stored or
-        sent. ``NotFound`` for a user the bot does not have."""
-        try:
-            content = validate_content(request)
-        except InvalidArgument as exc:  # the request's field is "message": paths start there
-            raise InvalidArgument(
-                FieldViolation(f"message.{v.field}", v.description) for v in exc.violations
-            ) from None
-        await require_known(self._bots, bot)
+        sent. The message is ``request``'s, or with ``broadcast_id`` that broadcast's (its
+        latest content; its bot's user). With variants: the variant named ``variant``, else
+        the user's — chosen as a worker chooses for a stored broadcast; for a request, the
+        one the user's language picks (``InvalidArgument`` on ``variant`` when weights would
+        pick: the choice depends on the broadcast's id). ``NotFound`` for a user the bot does
+        not have, or a broadcast the caller may not see."""
+        if broadcast_id:
+            broadcast = await visible_broadcast(self._store, broadcast_id, visible)
+            bot, content, variants = broadcast.bot, broadcast.content, broadcast.variants
+        else:
+            if request is None:
+                raise InvalidArgument.single("message", "give a message, or a broadcast_id")
+            try:
+                content, variants = validate_content(request)
+            except InvalidArgument as exc:  # the request's field is "message": paths start there
+                raise InvalidArgument(
+                    FieldViolation(f"message.{v.field}", v.description) for v in exc.violations
+                ) from None
+            await require_known(self._bots, bot)
         found = await self._store.profiles([user_id], bot=bot)
         if user_id not in found:
             of_bot = "" if bot == DEFAULT_BOT else f" of bot {bot!r}"
             raise NotFound(f"user {user_id}{of_bot} not found")
-        return preview(content, user_id, found[user_id])
+        profile = found[user_id]
+        if not variants:
+            if variant:
+                raise InvalidArgument.single("variant", "the message has no variants")
+            return preview(content, user_id, profile)
+        index = variant_rules.preview_choice(
+            variants, variant, broadcast_id=broadcast_id, user_id=user_id, profile=profile
+        )
+        return replace(
+            preview(variants[index].content, user_id, profile), variant=variants[index].name
+        )
 
     async def metrics_text(self) -> bytes:
         """The Prometheus exposition of this process's metrics."""
@@ -259,8 +309,18 @@ class BroadcastingService(LifecycleOperations):
             if broadcast.edit_at is not None
             else {}
         )
+        by_variant = await self._store.variant_counts(broadcast_id) if broadcast.variants else {}
+        clicked = ClickCounts()
+        if broadcast.click_key is not None:
+            clicked = await self._store.click_counts(broadcast_id)
         return BroadcastReport(
-            broadcast=broadcast, outcome_counts=counts, recall_counts=recalls, edit_counts=edits
+            broadcast=broadcast,
+            outcome_counts=counts,
+            recall_counts=recalls,
+            edit_counts=edits,
+            variant_counts=by_variant,
+            clicks=clicked,
+            links=link_clicks(broadcast, clicked) if broadcast.click_key is not None else (),
         )
 
     async def upsert_users(self, users: Sequence[UserProfile], *, bot: str = DEFAULT_BOT) -> int:
@@ -294,7 +354,7 @@ class BroadcastingService(LifecycleOperations):
         bot: str = DEFAULT_BOT,
     ) -> UsersPage:
         """A page of the bot's users by id."""
-        limit, after = validate_page(page_size, page_token)
+        limit, after = page_tokens.validate_page(page_size, page_token)
         checked = validate_user_filter(user_filter)
         validate_bot_name(bot)
         page = await self._store.list_users(

@@ -198,6 +198,12 @@ class LifecycleOperations:
                 "its messages cannot be edited",
                 state="bot_deleted",
             )
+        if found.variants:
+            raise FailedPrecondition(
+                f"broadcast {broadcast_id} has variants: an edit would give every recipient one "
+                "content; recall it and send it again instead",
+                state="variants",
+            )
         edit = validate_edit(request, found.content, broadcast_id=broadcast_id)
         broadcast = await self._store.edit_broadcast(
             broadcast_id, edit, actor=actor, now=datetime.now(UTC)

@@ -20,7 +20,7 @@ from typing import Final
 from tgbroadcast.core.domain.errors import FieldViolation, InvalidArgument
 from tgbroadcast.core.domain.model import Delivery, DeliveryState
 from tgbroadcast.core.rules import page_tokens
-from tgbroadcast.core.rules.validation import validate_page
+from tgbroadcast.core.rules.page_tokens import validate_page
 from tgbroadcast.core.service.bot_access import Visible, check_visible
 from tgbroadcast.core.store import Store
 

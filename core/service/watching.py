@@ -29,7 +29,14 @@ from dataclasses import dataclass, replace
 from typing import Protocol
 
 from tgbroadcast.core.domain.model import Broadcast, BroadcastStatus, DeliveryResult
-from tgbroadcast.core.queue import EditEvent, FinishedEvent, Idle, RecallEvent, ResultEvent
+from tgbroadcast.core.queue import (
+    ClickEvent,
+    EditEvent,
+    FinishedEvent,
+    Idle,
+    RecallEvent,
+    ResultEvent,
+)
 from tgbroadcast.core.queue.watching import Sequenced
 from tgbroadcast.core.store import Store
 
@@ -69,8 +76,9 @@ class WatchUpdate:
     edited: int = 0
     """Outcomes of the newest edit seen so far (this one included)."""
     kind: str = "result"
-    """What this update is: a delivery's ``result``, a ``recall``'s or an ``edit``'s outcome
-    (a replay's one update per recipient is a ``result`` carrying them all)."""
+    """What this update is: a delivery's ``result``, a ``recall``'s or an ``edit``'s outcome,
+    or a recipient's first ``click`` on a tracked link (a replay's one update per recipient
+    is a ``result`` carrying the others' outcomes)."""
 
     @property
     def pending(self) -> int:
@@ -207,6 +215,8 @@ async def _follow(
                 if version == at.version:
                     at = replace(at, edited=at.edited + 1)
                 yield update(event.result, status, "edit")
+            elif isinstance(event, ClickEvent):
+                yield update(event.result, status, "click")
             if (event is None or isinstance(event, FinishedEvent)) and (
                 # COMPLETED and RECALLED counts never move again (unless an edit is under
                 # way); a FAILED broadcast's can (sends in flight when it stopped), so it is

@@ -7,6 +7,7 @@ bot (``bot``): its audience is that bot's users; its id is unique across bots.
 
 from __future__ import annotations
 
+import secrets
 from collections.abc import Sequence
 from datetime import datetime
 from typing import Any, Final
@@ -35,6 +36,7 @@ from tgbroadcast.core.domain.model import (
     NewBroadcast,
     UserFilter,
 )
+from tgbroadcast.core.domain.variants import decode_variants, encode_variants
 from tgbroadcast.core.store import actions, audiences, bots, bulk
 from tgbroadcast.core.store.limits import IDS_PER_IN_LIST, chunks
 from tgbroadcast.core.store.tables import broadcasts, deliveries
@@ -65,9 +67,11 @@ async def create(
     request_hash: str | None = None,
     created_by: str = "",
     stored_bot: bool = False,
+    click_base: str | None = None,
 ) -> Broadcast:
     """Insert the broadcast, its deliveries and any unknown recipient as a user; with
-    ``stored_bot``, first read-lock the bot's row (:func:`.bots.hold_live`).
+    ``stored_bot``, first read-lock the bot's row (:func:`.bots.hold_live`). A broadcast
+    that tracks clicks gets a random key and ``click_base``.
 
     ``user_ids`` are distinct and empty for ``all_users`` and a filter (whose active users
     of ``new.bot`` are the recipients; the filter is kept in ``audience``); unknown
@@ -91,6 +95,9 @@ async def create(
             "media_upload": new.content.media_upload,
             "media_filename": new.content.media_filename,
             "options": new.content.options.to_json(),
+            "variants": encode_variants(new.variants),
+            "click_key": secrets.token_hex(16) if new.track_clicks else None,
+            "click_base": click_base if new.track_clicks else None,
             "all_users": new.all_users,
             "audience": None if new.filter is None else audiences.to_json(new.filter),
             "total": len(user_ids),
@@ -164,6 +171,9 @@ def from_row(row: Row[Any]) -> Broadcast:
         max_stars=row.max_stars,
         stars_spent_milli=row.stars_spent_milli,
         paid_stopped_at=row.paid_stopped_at,
+        variants=decode_variants(row.variants, allow_paid_broadcast=row.allow_paid_broadcast),
+        click_key=row.click_key,
+        click_base=row.click_base,
     )
 
 
@@ -190,6 +200,26 @@ async def outcome_counts(
     return {
         DeliveryState(state): int(count) for state, count in await connection.execute(statement)
     }
+
+
+async def variant_counts(
+    connection: AsyncConnection, broadcast_id: int
+) -> dict[str, dict[DeliveryState, int]]:
+    """Per variant: its recipients per final state (a recipient counts under the variant it
+    was sent, once final)."""
+    statement = (
+        select(deliveries.c.variant, deliveries.c.state, func.count())
+        .where(
+            deliveries.c.broadcast_id == broadcast_id,
+            deliveries.c.state != _PENDING,
+            deliveries.c.variant.is_not(None),
+        )
+        .group_by(deliveries.c.variant, deliveries.c.state)
+    )
+    counts: dict[str, dict[DeliveryState, int]] = {}
+    for variant, state, count in await connection.execute(statement):
+        counts.setdefault(variant, {})[DeliveryState(state)] = int(count)
+    return counts
 
 
 async def count_errors(

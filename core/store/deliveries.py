@@ -234,6 +234,7 @@ async def report_page(
             deliveries.c.content_version,
             deliveries.c.edit,
             deliveries.c.edit_error,
+            deliveries.c.variant,
         )
         .where(deliveries.c.broadcast_id == broadcast_id)
         .order_by(deliveries.c.user_id)
@@ -256,6 +257,7 @@ async def report_page(
             content_version=row.content_version or 1,
             edit=None if row.edit is None else EditOutcome(row.edit),
             edit_error=row.edit_error,
+            variant=row.variant,
         )
         for row in await connection.execute(statement)
     ]
@@ -435,6 +437,7 @@ _FINALIZE = (
         error=bindparam("new_error", type_=Text),
         finished_at=bindparam("new_finished_at", type_=UtcDateTime()),
         content_version=bindparam("new_content_version", type_=Integer),
+        variant=bindparam("new_variant", type_=String),
         claimed_by=None,
         claimed_until=None,
     )
@@ -453,6 +456,7 @@ def _finalize_parameters(result: DeliveryResult) -> dict[str, object]:
         "new_error": result.error,
         "new_finished_at": result.finished_at,
         "new_content_version": None if result.content_version == 1 else result.content_version,
+        "new_variant": result.variant,
     }
 
 
@@ -473,6 +477,7 @@ def _result(row: Row[Any]) -> DeliveryResult:
         content_version=row.content_version or 1,
         edit=None if row.edit is None else EditOutcome(row.edit),
         edit_error=row.edit_error,
+        variant=row.variant,
     )
 
 

@@ -38,6 +38,8 @@ class SentTarget:
     message_ids: tuple[int, ...]
     sent_at: datetime
     content_version: int = 1
+    variant: str | None = None
+    """The variant it was sent (``None``: the broadcast has none)."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -98,6 +100,7 @@ async def claim(
                 deliveries.c.finished_at,
                 deliveries.c.claimed_by,
                 deliveries.c.content_version,
+                deliveries.c.variant,
             )
             .where(
                 deliveries.c.broadcast_id == broadcast_id,
@@ -119,6 +122,7 @@ async def claim(
                     message_ids=message_ids,
                     sent_at=row.finished_at,
                     content_version=row.content_version or 1,
+                    variant=row.variant,
                 )
             )
     return SentClaim(held=tuple(held), busy=busy)

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import random
 from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Sequence
@@ -59,6 +60,7 @@ from tgbroadcast.core.domain.states import Command
 from tgbroadcast.core.store import (
     actions,
     broadcasts,
+    clicks,
     deliveries,
     dialects,
     profiles,
@@ -69,6 +71,7 @@ from tgbroadcast.core.store import (
 from tgbroadcast.core.store.bots import BotRows
 from tgbroadcast.core.store.callbacks import CallbackRows
 from tgbroadcast.core.store.checkpoints import background_checkpoints
+from tgbroadcast.core.store.clicks import ClickRows
 from tgbroadcast.core.store.deliveries import Claimed, Recorded
 from tgbroadcast.core.store.edits import EditRows
 from tgbroadcast.core.store.engine import ConnectionOptions, create_engine, migrate, writer
@@ -84,7 +87,7 @@ MAX_ATTEMPTS: Final = 5
 """Runs of a write transaction that the database keeps aborting for deadlocks."""
 
 
-class Store(BotRows, CallbackRows, RecallRows, EditRows, SendingRows):
+class Store(BotRows, CallbackRows, RecallRows, EditRows, SendingRows, ClickRows):
     """Users, broadcasts and their deliveries in SQL; safe to share between tasks.
 
     Any number of ``Store`` instances, in any number of processes, may use one database at
@@ -168,8 +171,10 @@ class Store(BotRows, CallbackRows, RecallRows, EditRows, SendingRows):
         request_hash: str | None = None,
         created_by: str = "",
         stored_bot: bool = False,
+        click_base: str | None = None,
     ) -> Broadcast:
         """Store a broadcast and one ``PENDING`` delivery per recipient, in one transaction.
+        With ``new.track_clicks`` it gets a new random click key and ``click_base``.
 
         The broadcast is ``new.bot``'s, and so are its recipients: with ``user_ids`` (repeats
         are dropped), each recipient the bot has no user row for gets one (active, no
@@ -199,6 +204,7 @@ class Store(BotRows, CallbackRows, RecallRows, EditRows, SendingRows):
                     request_hash=request_hash,
                     created_by=created_by,
                     stored_bot=stored_bot,
+                    click_base=click_base,
                 )
             )
         except IntegrityError:
@@ -409,7 +415,10 @@ class Store(BotRows, CallbackRows, RecallRows, EditRows, SendingRows):
             )
             if not page:
                 await broadcasts.fetch(connection, broadcast_id)  # NotFound if there is none
-            return page
+                return page
+            sent = [d.user_id for d in page if d.state is DeliveryState.SENT]
+            opened = await clicks.per_recipient(connection, broadcast_id, sent) if sent else {}
+            return [dataclasses.replace(d, clicks=opened.get(d.user_id, 0)) for d in page]
 
     async def record_results(self, results: Sequence[DeliveryResult]) -> Recorded:
         """Make final the deliveries these results are for, in one transaction.
@@ -453,6 +462,11 @@ class Store(BotRows, CallbackRows, RecallRows, EditRows, SendingRows):
         """Recipients per final state (states no recipient has are absent)."""
         async with self._engine.connect() as connection:
             return await broadcasts.outcome_counts(connection, broadcast_id)
+
+    async def variant_counts(self, broadcast_id: int) -> dict[str, dict[DeliveryState, int]]:
+        """Per variant name: recipients per final state."""
+        async with self._engine.connect() as connection:
+            return await broadcasts.variant_counts(connection, broadcast_id)
 
     async def count_errors(self, broadcast_id: int, state: DeliveryState, error: str) -> int:
         """Recipients of the broadcast that ended in ``state`` with exactly ``error``."""

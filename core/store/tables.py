@@ -66,6 +66,13 @@ BOT_NAME_LENGTH = 32
 (``[a-z0-9_-]{1,32}``)."""
 
 
+VARIANT_NAME_LENGTH = 32
+"""Width of ``deliveries.variant``: the longest variant name."""
+
+VariantsText = Text().with_variant(mysql.MEDIUMTEXT(), "mysql", "mariadb")
+"""``broadcasts.variants``: up to ten full contents, beyond MySQL's 64 KiB ``TEXT``."""
+
+
 class UtcDateTime(TypeDecorator[datetime]):
     """A point in time, stored as UTC, returned timezone-aware in UTC.
 
@@ -230,6 +237,13 @@ broadcasts = Table(
     Column("max_stars", BigInteger, nullable=True),
     Column("stars_spent_milli", BigInteger, nullable=False, server_default=text("0")),
     Column("paid_stopped_at", UtcDateTime, nullable=True),
+    # JSON: its variants (name, weight, language codes and each one's content), NULL when it
+    # has none; the content columns above then hold the first variant's.
+    Column("variants", VariantsText, nullable=True),
+    # Click tracking: the key signing its link codes (hex; NULL: not tracked), and the public
+    # address its links lead through (server.public_url when it was sent).
+    Column("click_key", String(64), nullable=True),
+    Column("click_base", Text, nullable=True),
     Index("ix_broadcasts_dispatched", "dispatched"),
     Index("ix_broadcasts_status", "status", "id"),
     # The webhook notifier looks for webhooks not yet delivered or failed.
@@ -273,6 +287,8 @@ deliveries = Table(
     Column("content_version", Integer, nullable=True),
     Column("edit", String(STATE_LENGTH), nullable=True),
     Column("edit_error", Text, nullable=True),
+    # The name of the variant its send was of (NULL: not sent yet, or no variants).
+    Column("variant", String(VARIANT_NAME_LENGTH), nullable=True),
     PrimaryKeyConstraint("broadcast_id", "user_id"),
     Index("ix_deliveries_state", "broadcast_id", "state", "user_id"),
     **MYSQL_TABLE_OPTIONS,
@@ -327,3 +343,18 @@ bots = Table(
 )
 """The bots created through the API (configured bots are not stored), and the tombstones of
 those deleted."""
+
+clicks = Table(
+    "clicks",
+    metadata,
+    # A tracked link a recipient opened, once (its first time): the link is its position in
+    # the recipient's message (``tgbroadcast.core.rules.clicks``), the variant the
+    # recipient's (NULL: none).
+    Column("broadcast_id", BigInteger, nullable=False),
+    Column("user_id", BigInteger, nullable=False),
+    Column("link", Integer, nullable=False),
+    Column("variant", String(VARIANT_NAME_LENGTH), nullable=True),
+    Column("clicked_at", UtcDateTime, nullable=False),
+    PrimaryKeyConstraint("broadcast_id", "user_id", "link"),
+    **MYSQL_TABLE_OPTIONS,
+)

@@ -23,13 +23,15 @@ _MEDIA_PREFIX = "MEDIA_TYPE_"
 _PARSE_MODE_TO_PB = {mode: pb.ParseMode.Value(_PARSE_MODE_PREFIX + mode.name) for mode in ParseMode}
 
 
-def send_fields(message: pb.SendMessageRequest) -> ContentFields:
+def send_fields(message: pb.SendMessageRequest | pb.Variant) -> ContentFields:
+    """A request's content fields, or a variant's (whose flags are the request's)."""
+    flags = message if isinstance(message, pb.SendMessageRequest) else None
     return ContentFields(
         parse_mode=parse_mode_name(message.parse_mode),
         entities=tuple(_entity(e) for e in message.entities),
         reply_markup=_keyboard(message.reply_markup) if message.HasField("reply_markup") else None,
-        disable_notification=message.disable_notification,
-        protect_content=message.protect_content,
+        disable_notification=flags is not None and flags.disable_notification,
+        protect_content=flags is not None and flags.protect_content,
         link_preview_options=_link_preview(message.link_preview_options)
         if message.HasField("link_preview_options")
         else None,
@@ -39,7 +41,7 @@ def send_fields(message: pb.SendMessageRequest) -> ContentFields:
         )
         if message.HasField("source")
         else None,
-        personalize=message.personalize,
+        personalize=flags is not None and flags.personalize,
     )
 
 
@@ -74,6 +76,7 @@ def preview(value: Preview) -> pb.PreviewMessageResponse:
         text=value.text,
         album_captions=list(value.album_captions),
         parse_mode=parse_mode(value.parse_mode),
+        variant=value.variant or "",
     )
 
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 
 from google.protobuf.timestamp_pb2 import Timestamp
@@ -10,6 +10,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from tgbroadcast.core.domain.model import (
     Broadcast,
     BroadcastStatus,
+    ClickCounts,
     DeliveryResult,
     DeliveryState,
     EditOutcome,
@@ -18,8 +19,11 @@ from tgbroadcast.core.domain.model import (
     User,
     UserFilter,
     UserProfile,
+    Variant,
 )
 from tgbroadcast.core.rules.validation import SendRequest
+from tgbroadcast.core.rules.variants import VariantInput
+from tgbroadcast.core.service.clicks import LinkClicks
 from tgbroadcast.core.service.watching import WatchUpdate
 from tgbroadcast.server.grpc import content, controls
 from tgbroadcast.server.streams import PerUpdate
@@ -83,7 +87,25 @@ def send_request(message: pb.SendMessageRequest) -> SendRequest:
         send_at=controls.send_at(message),
         idempotency_key=message.idempotency_key,
         max_stars=message.max_stars,
+        variants=tuple(_variant_input(v) for v in message.variants),
+        track_clicks=message.track_clicks,
         **content.send_fields(message),
+    )
+
+
+def _variant_input(message: pb.Variant) -> VariantInput:
+    return VariantInput(
+        name=message.name,
+        weight=message.weight,
+        language_codes=tuple(message.language_codes),
+        content=SendRequest(
+            message=message.message,
+            media_type=media_type_name(message.media_type),
+            media_url=message.media_url,
+            media_data=message.media_data,
+            media_filename=message.media_filename,
+            **content.send_fields(message),
+        ),
     )
 
 
@@ -98,6 +120,9 @@ def broadcast(
     outcome_counts: Mapping[DeliveryState, int],
     recall_counts: Mapping[RecallOutcome, int] | None = None,
     edit_counts: Mapping[EditOutcome, int] | None = None,
+    variant_counts: Mapping[str, Mapping[DeliveryState, int]] | None = None,
+    clicks: ClickCounts | None = None,
+    links: Sequence[LinkClicks] = (),
 ) -> pb.Broadcast:
     message = pb.Broadcast(
         broadcast_id=value.id,
@@ -124,6 +149,21 @@ def broadcast(
         edit_counts={outcome.value: n for outcome, n in (edit_counts or {}).items()},
         max_stars=value.max_stars or 0,
         stars_spent_estimate=value.stars_spent_estimate,
+        variants=[
+            _variant_report(
+                v,
+                (variant_counts or {}).get(v.name, {}),
+                (clicks or ClickCounts()).by_variant.get(v.name, 0),
+            )
+            for v in value.variants
+        ],
+        track_clicks=value.click_key is not None,
+        clicks=(clicks or ClickCounts()).clicks,
+        clickers=(clicks or ClickCounts()).clickers,
+        link_clicks=[
+            pb.LinkClicks(variant=k.variant or "", link=k.link, url=k.url, clicks=k.clicks)
+            for k in links
+        ],
     )
     if value.finished_at is not None:
         message.finished_at.CopyFrom(timestamp(value.finished_at))
@@ -137,6 +177,24 @@ def broadcast(
         message.throttled_until.CopyFrom(timestamp(throttled))
     controls.fill_broadcast(message, value)
     return message
+
+
+def _variant_report(
+    value: Variant, counts: Mapping[DeliveryState, int], clicks: int
+) -> pb.VariantReport:
+    sent = counts.get(DeliveryState.SENT, 0)
+    return pb.VariantReport(
+        name=value.name,
+        weight=value.weight,
+        language_codes=value.language_codes,
+        message=value.content.message,
+        media_type=_MEDIA_TO_PB[value.content.media_type],
+        media_url=value.content.media_url or "",
+        sent=sent,
+        failed=sum(counts.values()) - sent,
+        outcome_counts={state.value: n for state, n in counts.items()},
+        clicks=clicks,
+    )
 
 
 def status(value: BroadcastStatus) -> pb.BroadcastStatus.ValueType:
@@ -164,6 +222,8 @@ def delivery_result(value: DeliveryResult) -> pb.DeliveryResult:
         content_version=value.content_version,
         edit=edit(value.edit),
         edit_error=value.edit_error or "",
+        variant=value.variant or "",
+        click=value.click or "",
     )
 
 

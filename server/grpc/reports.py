@@ -42,6 +42,8 @@ def delivery(value: Delivery) -> pb.DeliveryResult:
         content_version=value.content_version if value.state is DeliveryState.SENT else 0,
         edit=edit(value.edit),
         edit_error=value.edit_error or "",
+        variant=value.variant or "",
+        clicks=value.clicks,
     )
     if value.finished_at is not None:
         message.finished_at.CopyFrom(timestamp(value.finished_at))

@@ -30,6 +30,7 @@ from grpc_reflection.v1alpha import reflection
 from grpc_status import rpc_status
 
 from tgbroadcast.core.bots.service import BotService
+from tgbroadcast.core.domain.access import DEFAULT_BOT
 from tgbroadcast.core.domain.errors import (
     BACKEND_UNAVAILABLE,
     AlreadyExists,
@@ -161,7 +162,13 @@ class BroadcastServicer(pb_grpc.BroadcastServiceServicer):
             report = await self._core.get_broadcast(request.broadcast_id, visible=visible_bots())
         return pb.GetBroadcastResponse(
             broadcast=messages.broadcast(
-                report.broadcast, report.outcome_counts, report.recall_counts, report.edit_counts
+                report.broadcast,
+                report.outcome_counts,
+                report.recall_counts,
+                report.edit_counts,
+                report.variant_counts,
+                report.clicks,
+                report.links,
             )
         )
 
@@ -196,10 +203,18 @@ class BroadcastServicer(pb_grpc.BroadcastServiceServicer):
         self, request: pb.PreviewMessageRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> pb.PreviewMessageResponse:
         async with _translated(context):
+            given = request.HasField("message")
+            if given and request.broadcast_id:
+                raise InvalidArgument.single(
+                    "message", "give either a message or a broadcast_id to preview, not both"
+                )
             rendered = await self._core.preview_message(
-                messages.send_request(request.message),
+                messages.send_request(request.message) if given else None,
                 request.user_id,
-                bot=bot_for(request.message.bot),
+                bot=bot_for(request.message.bot) if given else DEFAULT_BOT,
+                broadcast_id=request.broadcast_id,
+                variant=request.variant,
+                visible=visible_bots(),
             )
         return content.preview(rendered)
 

@@ -40,6 +40,7 @@ from tgbroadcast.core.domain.errors import (
 from tgbroadcast.core.health import Readiness
 from tgbroadcast.core.rules.validation import SendRequest
 from tgbroadcast.core.service.broadcasting import BroadcastingService
+from tgbroadcast.core.service.clicks import ClickService
 from tgbroadcast.server.auth import (
     PermissionDenied,
     TokenCheck,
@@ -50,6 +51,7 @@ from tgbroadcast.server.auth import (
 from tgbroadcast.server.guards import Guards
 from tgbroadcast.server.rest import bots as bot_routes
 from tgbroadcast.server.rest import (
+    clicks,
     content,
     controls,
     guards,
@@ -72,7 +74,7 @@ from tgbroadcast.server.ui import routes as ui
 
 logger = logging.getLogger(__name__)
 
-UNAUTHENTICATED_PATHS = health.PATHS | {"/metrics", "/openapi.json"} | ui.PATHS
+UNAUTHENTICATED_PATHS = health.PATHS | {"/metrics", "/openapi.json", clicks.CLICK_ROUTE} | ui.PATHS
 """Served without a token: they reveal counts, the public contract and the dashboard's static
 files (:mod:`tgbroadcast.server.ui`; by route template), never content or tokens. Only the
 probes (:data:`.health.PATHS`) also ignore the allow-list."""
@@ -154,6 +156,8 @@ async def send_message(request: web.Request) -> web.Response:
         callback_url=body.callback_url or "",
         media_data=media_data,
         media_filename=media_filename,
+        variants=content.variant_inputs(body.variants),
+        track_clicks=body.track_clicks,
         **content.send_fields(body),
         **controls.send_options(
             request, idempotency_key=body.idempotency_key, send_at=body.send_at
@@ -283,12 +287,14 @@ def create_app(
     watchers: Watchers | None = None,
     observer: metrics.RequestObserver | None = None,
     bot_service: BotService | None = None,
+    click_service: ClickService | None = None,
 ) -> web.Application:
     """``guard``: the allow-list, rate limit and failed-authentication throttle (see
     :mod:`.guards`); none of them when omitted. ``readiness``: what ``/readyz`` checks (only
     the drain when omitted); ``watchers``: the bound on open event streams, shared with gRPC
     (:mod:`tgbroadcast.server.streams`); ``observer``: told of every request as it ends
-    (:mod:`.metrics`); ``bot_service``: what ``/v1/bots`` manages (409 without it)."""
+    (:mod:`.metrics`); ``bot_service``: what ``/v1/bots`` manages (409 without it);
+    ``click_service``: what ``/c/{code}`` opens (404 without it)."""
     app = web.Application(
         client_max_size=max_body_bytes,
         middlewares=[
@@ -318,6 +324,7 @@ def create_app(
     preview.add_routes(app)
     controls.add_routes(app)
     bot_routes.add_routes(app, bot_service)
+    clicks.add_routes(app, click_service)
     token_info.add_routes(app)
     ui.add_routes(app)
     return app

@@ -27,7 +27,8 @@ from tgbroadcast.core.domain.errors import FieldViolation, InvalidArgument
 from tgbroadcast.core.domain.model import UserFilter
 from tgbroadcast.core.rules.edits import EditRequest
 from tgbroadcast.core.rules.rich_content import AlbumItemInput
-from tgbroadcast.core.rules.validation import ContentFields
+from tgbroadcast.core.rules.validation import ContentFields, SendRequest
+from tgbroadcast.core.rules.variants import VariantInput
 
 PARSE_MODE_ALIASES: Final = {
     "HTML": "html",
@@ -99,32 +100,94 @@ class SourceBody(_Strict):
     message_id: int
 
 
-class ContentBody(_Strict):
-    """The rich-content fields of a SendMessage body."""
+class RichBody(_Strict):
+    """The rich-content fields a SendMessage body and each of its variants have."""
 
     parse_mode: str | None = None
     entities: list[EntityBody] | None = None
     reply_markup: KeyboardBody | None = None
-    disable_notification: bool = False
-    protect_content: bool = False
     link_preview_options: LinkPreviewBody | None = None
     album: list[AlbumItemBody] | None = None
     source: SourceBody | None = None
+
+
+class ContentBody(RichBody):
+    """The rich-content fields of a SendMessage body."""
+
+    disable_notification: bool = False
+    protect_content: bool = False
     personalize: bool = False
 
 
-def send_fields(body: ContentBody) -> ContentFields:
-    """The content fields of a SendRequest; ``InvalidArgument`` for album ``media_data``
-    that is not base64."""
+class VariantBody(RichBody):
+    """One of ``variants``: a name, a weight, language codes and a full content."""
+
+    name: str
+    weight: int = 0
+    language_codes: list[str] = []
+    message: str | None = None
+    media_type: str | None = None
+    media_url: str | None = None
+    media_data: str | None = None
+    """The file, base64-encoded."""
+    media_filename: str | None = None
+
+
+def variant_inputs(bodies: list[VariantBody] | None) -> tuple[VariantInput, ...]:
+    """The variants of a SendRequest; ``InvalidArgument`` for ``media_data`` that is not
+    base64 (named ``variants[i].…``)."""
+    variants: list[VariantInput] = []
+    bad: list[FieldViolation] = []
+    for index, body in enumerate(bodies or ()):
+        where = f"variants[{index}]"
+        data = b""
+        try:
+            if body.media_data:
+                data = _base64(body.media_data, "media_data")
+            fields = send_fields(body)
+        except InvalidArgument as exc:
+            bad.extend(FieldViolation(f"{where}.{v.field}", v.description) for v in exc.violations)
+            continue
+        content = SendRequest(
+            message=body.message or "",
+            media_type=body.media_type or "",
+            media_url=body.media_url or "",
+            media_data=data,
+            media_filename=body.media_filename or "",
+            **fields,
+        )
+        variants.append(
+            VariantInput(
+                name=body.name,
+                weight=body.weight,
+                language_codes=tuple(body.language_codes),
+                content=content,
+            )
+        )
+    if bad:
+        raise InvalidArgument(bad)
+    return tuple(variants)
+
+
+def _base64(text: str, field: str) -> bytes:
+    try:
+        return base64.b64decode(text, validate=True)
+    except (binascii.Error, ValueError):
+        raise InvalidArgument.single(field, "is not base64") from None
+
+
+def send_fields(body: RichBody) -> ContentFields:
+    """The content fields of a SendRequest (a variant's flags are false: they are the
+    request's); ``InvalidArgument`` for album ``media_data`` that is not base64."""
     album: list[AlbumItemInput] = []
     bad: list[FieldViolation] = []
     for index, item in enumerate(body.album or ()):
         data = b""
         if item.media_data:
             try:
-                data = base64.b64decode(item.media_data, validate=True)
-            except (binascii.Error, ValueError):
-                bad.append(FieldViolation(f"album[{index}].media_data", "is not base64"))
+                data = _base64(item.media_data, f"album[{index}].media_data")
+            except InvalidArgument as exc:
+                bad.extend(exc.violations)
         album.append(
             AlbumItemInput(
                 media_type=item.media_type or "",
@@ -139,6 +202,7 @@ def send_fields(body: ContentBody) -> ContentFields:
         raise InvalidArgument(bad)
     markup = body.reply_markup
     preview = body.link_preview_options
+    flags = body if isinstance(body, ContentBody) else ContentBody()
     return ContentFields(
         parse_mode=parse_mode_name(body.parse_mode or ""),
         entities=tuple(Entity(**e.model_dump()) for e in body.entities or ()),
@@ -149,12 +213,12 @@ def send_fields(body: ContentBody) -> ContentFields:
                 tuple(InlineButton(**b.model_dump()) for b in row.buttons) for row in markup.rows
             )
         ),
-        disable_notification=body.disable_notification,
-        protect_content=body.protect_content,
+        disable_notification=flags.disable_notification,
+        protect_content=flags.protect_content,
         link_preview_options=None if preview is None else LinkPreview(**preview.model_dump()),
         album=tuple(album),
         source=None if body.source is None else MessageRef(**body.source.model_dump()),
-        personalize=body.personalize,
+        personalize=flags.personalize,
     )
 
 
@@ -182,6 +246,8 @@ class SendMessageBody(ContentBody):
     idempotency_key: str | None = None
     bot: str | None = None
     """The bot that sends it; absent: the token's only bot, else ``default``."""
+    variants: list[VariantBody] | None = None
+    track_clicks: bool = False
 
 
 class EditBody(_Strict):
@@ -212,5 +278,7 @@ class EditBody(_Strict):
 class PreviewBody(_Strict):
     """``POST /v1/preview``: the message is checked as a SendMessage body by the route."""
 
-    message: dict[str, Any]
+    message: dict[str, Any] | None = None
     user_id: int
+    broadcast_id: int = 0
+    variant: str = ""

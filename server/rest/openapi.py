@@ -22,6 +22,7 @@ from aiohttp import web
 
 from tgbroadcast.server.rest import rendering
 from tgbroadcast.server.rest.openapi_bots import bot_paths, bot_schemas
+from tgbroadcast.server.rest.openapi_clicks import click_paths, with_extensions
 from tgbroadcast.server.rest.openapi_examples import (
     BROADCAST_EXAMPLE,
     NOT_READY_EXAMPLE,
@@ -31,8 +32,7 @@ from tgbroadcast.server.rest.openapi_examples import (
     SSE_EXAMPLE,
     USERS_EXAMPLE,
 )
-from tgbroadcast.server.rest.openapi_followups import followup_paths, with_followups
-from tgbroadcast.server.rest.openapi_paid import with_budgets
+from tgbroadcast.server.rest.openapi_followups import followup_paths
 from tgbroadcast.server.rest.openapi_schemas import (
     BOT_PARAMETER,
     LANGUAGE_CODE_PATTERN,
@@ -540,14 +540,8 @@ def _built() -> str:
             },
             "servers": [{"url": "/"}],
             "security": [{"bearer": []}],
-            "tags": [
-                {"name": "broadcasts"},
-                {"name": "reports"},
-                {"name": "users"},
-                {"name": "bots"},
-                {"name": "service"},
-            ],
-            "paths": ui_paths(_paths(), _errors),
+            "tags": [{"name": n} for n in ("broadcasts", "reports", "users", "bots", "service")],
+            "paths": click_paths(ui_paths(_paths(), _errors)),
             "components": {
                 "securitySchemes": {
                     "bearer": {
@@ -578,7 +572,7 @@ def _built() -> str:
                     }
                     for status, (name, description) in _ERRORS.items()
                 },
-                "schemas": with_budgets(with_followups({**component_schemas(), **bot_schemas()})),
+                "schemas": with_extensions({**component_schemas(), **bot_schemas()}),
             },
         },
         indent=1,

@@ -25,6 +25,18 @@ SEND_EXAMPLES: dict[str, Any] = {
         "send_at": "2030-01-01T09:00:00Z",
         "callback_url": "https://example.com/hooks/broadcast-finished",
     },
+    "variants": {
+        "all_users": True,
+        "variants": [
+            {"name": "short", "message": "Sale: -20% today", "weight": 1},
+            {"name": "long", "message": "Our spring sale is on: everything -20%", "weight": 1},
+            {
+                "name": "german",
+                "message": "Frühlingsangebot: alles -20 %",
+                "language_codes": ["de"],
+            },
+        ],
+    },
 }
 USERS_EXAMPLE: dict[str, Any] = {
     "users": [

@@ -10,6 +10,7 @@ are ``application/problem+json`` (RFC 9457) with a precise ``detail``; validatio
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from datetime import UTC, datetime
 from http import HTTPStatus
 from typing import Any, Final
@@ -17,7 +18,7 @@ from typing import Any, Final
 from aiohttp import web
 
 from tgbroadcast.core.domain.errors import FieldViolation
-from tgbroadcast.core.domain.model import Broadcast, User
+from tgbroadcast.core.domain.model import Broadcast, DeliveryState, User, Variant
 from tgbroadcast.core.service.broadcasting import BroadcastReport
 
 PROBLEM_JSON: Final = "application/problem+json"
@@ -92,6 +93,39 @@ def broadcast_json(report: BroadcastReport) -> dict[str, Any]:
         "max_stars": broadcast.max_stars,
         "stars_spent_estimate": broadcast.stars_spent_estimate,
         "paid_stopped_at": timestamp(broadcast.paid_stopped_at),
+        "variants": [
+            _variant_json(
+                v,
+                report.variant_counts.get(v.name, {}),
+                report.clicks.by_variant.get(v.name, 0),
+            )
+            for v in broadcast.variants
+        ],
+        "track_clicks": broadcast.click_key is not None,
+        "clicks": report.clicks.clicks,
+        "clickers": report.clicks.clickers,
+        "link_clicks": [
+            {"variant": k.variant, "link": k.link, "url": k.url, "clicks": k.clicks}
+            for k in report.links
+        ],
+    }
+
+
+def _variant_json(
+    variant: Variant, counts: Mapping[DeliveryState, int], clicks: int
+) -> dict[str, Any]:
+    sent = counts.get(DeliveryState.SENT, 0)
+    return {
+        "name": variant.name,
+        "weight": variant.weight,
+        "language_codes": list(variant.language_codes),
+        "message": variant.content.message,
+        "media_type": variant.content.media_type.value,
+        "media_url": variant.content.media_url or "",
+        "sent": sent,
+        "failed": sum(counts.values()) - sent,
+        "outcome_counts": {state.value: n for state, n in counts.items()},
+        "clicks": clicks,
     }
 
 

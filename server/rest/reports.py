@@ -59,6 +59,8 @@ CSV_HEADER: Final = (
     "content_version",
     "edit",
     "edit_error",
+    "variant",
+    "clicks",
 )
 """New columns go last, after those that readers may take by position."""
 END_EVENT_ID: Final = "end"
@@ -96,6 +98,8 @@ def delivery_json(value: Delivery) -> dict[str, Any]:
         "content_version": value.content_version if value.state is DeliveryState.SENT else None,
         "edit": None if value.edit is None else value.edit.value,
         "edit_error": value.edit_error,
+        "variant": value.variant,
+        "clicks": value.clicks,
     }
 
 
@@ -159,6 +163,8 @@ def _csv_record(value: Delivery) -> tuple[object, ...]:
         value.content_version if value.state is DeliveryState.SENT else "",
         "" if value.edit is None else value.edit.value,
         value.edit_error or "",
+        value.variant or "",
+        value.clicks,
     )
 
 
@@ -361,6 +367,10 @@ def _result_json(result: DeliveryResult) -> str:
         "finished_at": rendering.timestamp(result.finished_at),
         "message_ids": list(result.all_message_ids),
     }
+    if result.variant is not None:
+        data["variant"] = result.variant
+    if result.click is not None:
+        data["click"] = result.click
     return json.dumps(data, separators=(",", ":"))[:-1]
 
 

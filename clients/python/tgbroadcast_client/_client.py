@@ -240,10 +240,19 @@ class BroadcastClient:
         return await self._unary(self._stub.ListDeliveries, request)
 
     async def preview(
-        self, message: pb.SendMessageRequest, *, user_id: int = 0
+        self,
+        message: pb.SendMessageRequest | None = None,
+        *,
+        user_id: int = 0,
+        broadcast_id: int = 0,
+        variant: str = "",
     ) -> pb.PreviewMessageResponse:
-        """``message`` rendered for ``user_id`` as it would be sent; nothing is sent."""
-        request = pb.PreviewMessageRequest(message=message, user_id=user_id)
+        """``message`` (or the stored broadcast ``broadcast_id``'s content) rendered for
+        ``user_id`` as it would be sent, in ``variant`` (default: the user's); nothing is
+        sent."""
+        request = pb.PreviewMessageRequest(
+            message=message, user_id=user_id, broadcast_id=broadcast_id, variant=variant
+        )
         return await self._unary(self._stub.PreviewMessage, request)
 
     # Users

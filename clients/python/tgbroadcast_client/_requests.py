@@ -100,6 +100,8 @@ class MessageFields(TypedDict, total=False):
     protect_content: bool
     allow_paid_broadcast: bool
     max_stars: int
+    variants: Iterable[pb.Variant]
+    track_clicks: bool
     idempotency_key: str
     send_at: datetime | None
     callback_url: str
@@ -128,6 +130,8 @@ def message_request(
     protect_content: bool = False,
     allow_paid_broadcast: bool = False,
     max_stars: int = 0,
+    variants: Iterable[pb.Variant] = (),
+    track_clicks: bool = False,
     idempotency_key: str = "",
     send_at: datetime | None = None,
     callback_url: str = "",
@@ -137,7 +141,10 @@ def message_request(
     """A ``SendMessageRequest`` from keyword arguments (what ``send`` sends). The audience is
     ``user_ids``, ``all_users``, or a filter by ``tags`` and/or ``language_codes``; the
     server refuses a request with none or several. ``bot`` names the bot that sends it and
-    whose users the audience is; empty: the token's only bot, else ``default``."""
+    whose users the audience is; empty: the token's only bot, else ``default``. ``variants``
+    (``pb.Variant``, each with its own content) replace the content arguments: each
+    recipient gets one of them. ``track_clicks`` leads the links through the service (it
+    needs ``server.public_url``)."""
     request = pb.SendMessageRequest(
         message=message,
         media_type=media_type_value(media_type),
@@ -153,6 +160,8 @@ def message_request(
         protect_content=protect_content,
         allow_paid_broadcast=allow_paid_broadcast,
         max_stars=max_stars,
+        variants=list(variants),
+        track_clicks=track_clicks,
         idempotency_key=idempotency_key,
         callback_url=callback_url,
         personalize=personalize,

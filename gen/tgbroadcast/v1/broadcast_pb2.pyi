@@ -360,6 +360,8 @@ class SendMessageRequest(_message.Message):
     PERSONALIZE_FIELD_NUMBER: _builtins.int
     BOT_FIELD_NUMBER: _builtins.int
     MAX_STARS_FIELD_NUMBER: _builtins.int
+    VARIANTS_FIELD_NUMBER: _builtins.int
+    TRACK_CLICKS_FIELD_NUMBER: _builtins.int
     message: _builtins.str
     """The text, or the caption of a media message."""
     media_type: Global___MediaType.ValueType
@@ -417,6 +419,14 @@ class SendMessageRequest(_message.Message):
     once the estimated spend of its paid sends reaches it, the rest is sent at
     the free rate.
     """
+    track_clicks: _builtins.bool
+    """Lead every recipient's links — URL buttons, and text links (also those
+    written in HTML or MarkdownV2) — through the service: each becomes
+    `{server.public_url}/c/{code}`, a code unique to the recipient and link
+    that answers 302 to the original, counting the recipient's first click on
+    each link. Needs `server.public_url` (INVALID_ARGUMENT without it). Album
+    captions and link previews are not rewritten.
+    """
     @_builtins.property
     def user_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.int]:
         """Telegram chat ids of the recipients (at most `server.max_user_ids`
@@ -458,6 +468,17 @@ class SendMessageRequest(_message.Message):
         (its recipients are resolved at once). A time in the past means now.
         """
 
+    @_builtins.property
+    def variants(self) -> _containers.RepeatedCompositeFieldContainer[Global___Variant]:
+        """Two to ten contents instead of one (A/B/n tests, languages): each
+        recipient gets one, chosen by `language_codes` and `weight`, the same one
+        on every retry. The content fields above (`message`, `media_type`,
+        `media_url`, `media_data`, `media_filename`, `parse_mode`, `entities`,
+        `reply_markup`, `link_preview_options`, `album`, `source`) must then be
+        empty; the other fields apply to every variant. A broadcast with variants
+        cannot be edited (EditBroadcast: FAILED_PRECONDITION `variants`).
+        """
+
     def __init__(
         self,
         *,
@@ -484,14 +505,96 @@ class SendMessageRequest(_message.Message):
         personalize: _builtins.bool = ...,
         bot: _builtins.str = ...,
         max_stars: _builtins.int = ...,
+        variants: _abc.Iterable[Global___Variant] | None = ...,
+        track_clicks: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["filter", b"filter", "link_preview_options", b"link_preview_options", "reply_markup", b"reply_markup", "send_at", b"send_at", "source", b"source"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["album", b"album", "all_users", b"all_users", "allow_paid_broadcast", b"allow_paid_broadcast", "bot", b"bot", "callback_url", b"callback_url", "disable_notification", b"disable_notification", "entities", b"entities", "filter", b"filter", "idempotency_key", b"idempotency_key", "link_preview_options", b"link_preview_options", "max_stars", b"max_stars", "media_data", b"media_data", "media_filename", b"media_filename", "media_type", b"media_type", "media_url", b"media_url", "message", b"message", "parse_mode", b"parse_mode", "personalize", b"personalize", "protect_content", b"protect_content", "reply_markup", b"reply_markup", "send_at", b"send_at", "source", b"source", "user_ids", b"user_ids"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["album", b"album", "all_users", b"all_users", "allow_paid_broadcast", b"allow_paid_broadcast", "bot", b"bot", "callback_url", b"callback_url", "disable_notification", b"disable_notification", "entities", b"entities", "filter", b"filter", "idempotency_key", b"idempotency_key", "link_preview_options", b"link_preview_options", "max_stars", b"max_stars", "media_data", b"media_data", "media_filename", b"media_filename", "media_type", b"media_type", "media_url", b"media_url", "message", b"message", "parse_mode", b"parse_mode", "personalize", b"personalize", "protect_content", b"protect_content", "reply_markup", b"reply_markup", "send_at", b"send_at", "source", b"source", "track_clicks", b"track_clicks", "user_ids", b"user_ids", "variants", b"variants"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___SendMessageRequest: _TypeAlias = SendMessageRequest  # noqa: Y015
+
+@_typing.final
+class Variant(_message.Message):
+    """Variant is one of a broadcast's contents, with the content fields of a
+    SendMessageRequest (same rules, same meaning).
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAME_FIELD_NUMBER: _builtins.int
+    WEIGHT_FIELD_NUMBER: _builtins.int
+    LANGUAGE_CODES_FIELD_NUMBER: _builtins.int
+    MESSAGE_FIELD_NUMBER: _builtins.int
+    MEDIA_TYPE_FIELD_NUMBER: _builtins.int
+    MEDIA_URL_FIELD_NUMBER: _builtins.int
+    MEDIA_DATA_FIELD_NUMBER: _builtins.int
+    MEDIA_FILENAME_FIELD_NUMBER: _builtins.int
+    PARSE_MODE_FIELD_NUMBER: _builtins.int
+    ENTITIES_FIELD_NUMBER: _builtins.int
+    REPLY_MARKUP_FIELD_NUMBER: _builtins.int
+    LINK_PREVIEW_OPTIONS_FIELD_NUMBER: _builtins.int
+    ALBUM_FIELD_NUMBER: _builtins.int
+    SOURCE_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    """Its name in reports: 1-32 of A-Z, a-z, 0-9, `_` and `-`, distinct
+    (ignoring case).
+    """
+    weight: _builtins.int
+    """Among the variants a user may get, the share of users getting this one
+    is its weight over theirs (1 to 1,000,000; 0 means 1).
+    """
+    message: _builtins.str
+    media_type: Global___MediaType.ValueType
+    media_url: _builtins.str
+    media_data: _builtins.bytes
+    media_filename: _builtins.str
+    parse_mode: Global___ParseMode.ValueType
+    @_builtins.property
+    def language_codes(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """A user whose language_code is one of these (at most 100, compared
+        lower-cased; `pt` also matches `pt-br`) gets this variant (or one of the
+        variants naming it). Users matching none get one of the variants without
+        language codes: at least one variant must have none.
+        """
+
+    @_builtins.property
+    def entities(self) -> _containers.RepeatedCompositeFieldContainer[Global___MessageEntity]: ...
+    @_builtins.property
+    def reply_markup(self) -> Global___InlineKeyboardMarkup: ...
+    @_builtins.property
+    def link_preview_options(self) -> Global___LinkPreviewOptions: ...
+    @_builtins.property
+    def album(self) -> _containers.RepeatedCompositeFieldContainer[Global___AlbumItem]: ...
+    @_builtins.property
+    def source(self) -> Global___MessageRef: ...
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+        weight: _builtins.int = ...,
+        language_codes: _abc.Iterable[_builtins.str] | None = ...,
+        message: _builtins.str = ...,
+        media_type: Global___MediaType.ValueType = ...,
+        media_url: _builtins.str = ...,
+        media_data: _builtins.bytes = ...,
+        media_filename: _builtins.str = ...,
+        parse_mode: Global___ParseMode.ValueType = ...,
+        entities: _abc.Iterable[Global___MessageEntity] | None = ...,
+        reply_markup: Global___InlineKeyboardMarkup | None = ...,
+        link_preview_options: Global___LinkPreviewOptions | None = ...,
+        album: _abc.Iterable[Global___AlbumItem] | None = ...,
+        source: Global___MessageRef | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["link_preview_options", b"link_preview_options", "reply_markup", b"reply_markup", "source", b"source"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["album", b"album", "entities", b"entities", "language_codes", b"language_codes", "link_preview_options", b"link_preview_options", "media_data", b"media_data", "media_filename", b"media_filename", "media_type", b"media_type", "media_url", b"media_url", "message", b"message", "name", b"name", "parse_mode", b"parse_mode", "reply_markup", b"reply_markup", "source", b"source", "weight", b"weight"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Variant: _TypeAlias = Variant  # noqa: Y015
 
 @_typing.final
 class UserFilter(_message.Message):
@@ -915,6 +1018,11 @@ class Broadcast(_message.Message):
     MAX_STARS_FIELD_NUMBER: _builtins.int
     STARS_SPENT_ESTIMATE_FIELD_NUMBER: _builtins.int
     PAID_STOPPED_AT_FIELD_NUMBER: _builtins.int
+    VARIANTS_FIELD_NUMBER: _builtins.int
+    TRACK_CLICKS_FIELD_NUMBER: _builtins.int
+    CLICKS_FIELD_NUMBER: _builtins.int
+    CLICKERS_FIELD_NUMBER: _builtins.int
+    LINK_CLICKS_FIELD_NUMBER: _builtins.int
     broadcast_id: _builtins.int
     status: Global___BroadcastStatus.ValueType
     total: _builtins.int
@@ -955,6 +1063,12 @@ class Broadcast(_message.Message):
     """Stars its paid sends are estimated to have cost: 0.1 Star per message above
     the free 30 per second, at the bot's paid rate.
     """
+    track_clicks: _builtins.bool
+    """Whether its links are tracked (SendMessageRequest.track_clicks)."""
+    clicks: _builtins.int
+    """Unique clicks: recipients' first clicks on each link (GetBroadcast)."""
+    clickers: _builtins.int
+    """Recipients who opened at least one link (GetBroadcast)."""
     @_builtins.property
     def created_at(self) -> _timestamp_pb2.Timestamp: ...
     @_builtins.property
@@ -1012,6 +1126,19 @@ class Broadcast(_message.Message):
     def paid_stopped_at(self) -> _timestamp_pb2.Timestamp:
         """When its paid sending stopped, the budget spent; unset otherwise."""
 
+    @_builtins.property
+    def variants(self) -> _containers.RepeatedCompositeFieldContainer[Global___VariantReport]:
+        """Its variants, in the order given, with their outcomes (GetBroadcast fills
+        the counts); empty when it has none (`message`, `media_type` and
+        `media_url` above are then the first variant's).
+        """
+
+    @_builtins.property
+    def link_clicks(self) -> _containers.RepeatedCompositeFieldContainer[Global___LinkClicks]:
+        """Every tracked link, variant by variant, with its unique clicks
+        (GetBroadcast).
+        """
+
     def __init__(
         self,
         *,
@@ -1049,14 +1176,130 @@ class Broadcast(_message.Message):
         max_stars: _builtins.int = ...,
         stars_spent_estimate: _builtins.float = ...,
         paid_stopped_at: _timestamp_pb2.Timestamp | None = ...,
+        variants: _abc.Iterable[Global___VariantReport] | None = ...,
+        track_clicks: _builtins.bool = ...,
+        clicks: _builtins.int = ...,
+        clickers: _builtins.int = ...,
+        link_clicks: _abc.Iterable[Global___LinkClicks] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["created_at", b"created_at", "edit_at", b"edit_at", "finished_at", b"finished_at", "paid_stopped_at", b"paid_stopped_at", "recall_at", b"recall_at", "send_at", b"send_at", "started_at", b"started_at", "throttled_until", b"throttled_until"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["actions", b"actions", "allow_paid_broadcast", b"allow_paid_broadcast", "bot", b"bot", "broadcast_id", b"broadcast_id", "callback_url", b"callback_url", "content_version", b"content_version", "created_at", b"created_at", "created_by", b"created_by", "edit_at", b"edit_at", "edit_counts", b"edit_counts", "edited", b"edited", "editing", b"editing", "error", b"error", "failed", b"failed", "finished_at", b"finished_at", "idempotency_key", b"idempotency_key", "max_stars", b"max_stars", "media_type", b"media_type", "media_url", b"media_url", "message", b"message", "outcome_counts", b"outcome_counts", "paid_stopped_at", b"paid_stopped_at", "parse_mode", b"parse_mode", "pending", b"pending", "recall_at", b"recall_at", "recall_counts", b"recall_counts", "recalled", b"recalled", "send_at", b"send_at", "sent", b"sent", "stars_spent_estimate", b"stars_spent_estimate", "started_at", b"started_at", "status", b"status", "throttled_until", b"throttled_until", "total", b"total"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["actions", b"actions", "allow_paid_broadcast", b"allow_paid_broadcast", "bot", b"bot", "broadcast_id", b"broadcast_id", "callback_url", b"callback_url", "clickers", b"clickers", "clicks", b"clicks", "content_version", b"content_version", "created_at", b"created_at", "created_by", b"created_by", "edit_at", b"edit_at", "edit_counts", b"edit_counts", "edited", b"edited", "editing", b"editing", "error", b"error", "failed", b"failed", "finished_at", b"finished_at", "idempotency_key", b"idempotency_key", "link_clicks", b"link_clicks", "max_stars", b"max_stars", "media_type", b"media_type", "media_url", b"media_url", "message", b"message", "outcome_counts", b"outcome_counts", "paid_stopped_at", b"paid_stopped_at", "parse_mode", b"parse_mode", "pending", b"pending", "recall_at", b"recall_at", "recall_counts", b"recall_counts", "recalled", b"recalled", "send_at", b"send_at", "sent", b"sent", "stars_spent_estimate", b"stars_spent_estimate", "started_at", b"started_at", "status", b"status", "throttled_until", b"throttled_until", "total", b"total", "track_clicks", b"track_clicks", "variants", b"variants"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___Broadcast: _TypeAlias = Broadcast  # noqa: Y015
+
+@_typing.final
+class LinkClicks(_message.Message):
+    """LinkClicks is one tracked link of a broadcast's message and its clicks."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    VARIANT_FIELD_NUMBER: _builtins.int
+    LINK_FIELD_NUMBER: _builtins.int
+    URL_FIELD_NUMBER: _builtins.int
+    CLICKS_FIELD_NUMBER: _builtins.int
+    variant: _builtins.str
+    """The variant whose message it is in; empty without variants."""
+    link: _builtins.int
+    """Its position among the message's links: URL buttons row by row, then the
+    text's links in order.
+    """
+    url: _builtins.str
+    """Where it leads (a personalized URL as for a user without values)."""
+    clicks: _builtins.int
+    """Recipients who opened it."""
+    def __init__(
+        self,
+        *,
+        variant: _builtins.str = ...,
+        link: _builtins.int = ...,
+        url: _builtins.str = ...,
+        clicks: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["clicks", b"clicks", "link", b"link", "url", b"url", "variant", b"variant"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___LinkClicks: _TypeAlias = LinkClicks  # noqa: Y015
+
+@_typing.final
+class VariantReport(_message.Message):
+    """VariantReport is one variant of a broadcast and how its recipients fared:
+    a recipient counts under its variant once its outcome is final.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    @_typing.final
+    class OutcomeCountsEntry(_message.Message):
+        DESCRIPTOR: _descriptor.Descriptor
+
+        KEY_FIELD_NUMBER: _builtins.int
+        VALUE_FIELD_NUMBER: _builtins.int
+        key: _builtins.str
+        value: _builtins.int
+        def __init__(
+            self,
+            *,
+            key: _builtins.str = ...,
+            value: _builtins.int = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "value", b"value"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+    NAME_FIELD_NUMBER: _builtins.int
+    WEIGHT_FIELD_NUMBER: _builtins.int
+    LANGUAGE_CODES_FIELD_NUMBER: _builtins.int
+    MESSAGE_FIELD_NUMBER: _builtins.int
+    MEDIA_TYPE_FIELD_NUMBER: _builtins.int
+    MEDIA_URL_FIELD_NUMBER: _builtins.int
+    SENT_FIELD_NUMBER: _builtins.int
+    FAILED_FIELD_NUMBER: _builtins.int
+    OUTCOME_COUNTS_FIELD_NUMBER: _builtins.int
+    CLICKS_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    weight: _builtins.int
+    message: _builtins.str
+    media_type: Global___MediaType.ValueType
+    media_url: _builtins.str
+    sent: _builtins.int
+    failed: _builtins.int
+    clicks: _builtins.int
+    """Unique clicks on its recipients' tracked links."""
+    @_builtins.property
+    def language_codes(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
+    @_builtins.property
+    def outcome_counts(self) -> _containers.ScalarMap[_builtins.str, _builtins.int]:
+        """Recipients per final outcome, keyed as `Broadcast.outcome_counts`."""
+
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+        weight: _builtins.int = ...,
+        language_codes: _abc.Iterable[_builtins.str] | None = ...,
+        message: _builtins.str = ...,
+        media_type: Global___MediaType.ValueType = ...,
+        media_url: _builtins.str = ...,
+        sent: _builtins.int = ...,
+        failed: _builtins.int = ...,
+        outcome_counts: _abc.Mapping[_builtins.str, _builtins.int] | None = ...,
+        clicks: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["clicks", b"clicks", "failed", b"failed", "language_codes", b"language_codes", "media_type", b"media_type", "media_url", b"media_url", "message", b"message", "name", b"name", "outcome_counts", b"outcome_counts", "sent", b"sent", "weight", b"weight"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___VariantReport: _TypeAlias = VariantReport  # noqa: Y015
 
 @_typing.final
 class BroadcastAction(_message.Message):
@@ -1439,8 +1682,19 @@ class PreviewMessageRequest(_message.Message):
 
     MESSAGE_FIELD_NUMBER: _builtins.int
     USER_ID_FIELD_NUMBER: _builtins.int
+    BROADCAST_ID_FIELD_NUMBER: _builtins.int
+    VARIANT_FIELD_NUMBER: _builtins.int
     user_id: _builtins.int
     """The user whose fields fill the placeholders."""
+    broadcast_id: _builtins.int
+    """Preview this stored broadcast's latest content instead of `message` (which
+    must then be unset): its bot's user, its variant as the workers choose it.
+    """
+    variant: _builtins.str
+    """With variants: preview this one. Empty: the user's — for a message not
+    sent yet, only when the user's language decides (INVALID_ARGUMENT on
+    `variant` when weights would: they pick by the broadcast's id).
+    """
     @_builtins.property
     def message(self) -> Global___SendMessageRequest:
         """The message as it would be sent; the audience fields are ignored."""
@@ -1450,10 +1704,12 @@ class PreviewMessageRequest(_message.Message):
         *,
         message: Global___SendMessageRequest | None = ...,
         user_id: _builtins.int = ...,
+        broadcast_id: _builtins.int = ...,
+        variant: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["message", b"message"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["message", b"message", "user_id", b"user_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["broadcast_id", b"broadcast_id", "message", b"message", "user_id", b"user_id", "variant", b"variant"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -1466,9 +1722,12 @@ class PreviewMessageResponse(_message.Message):
     TEXT_FIELD_NUMBER: _builtins.int
     ALBUM_CAPTIONS_FIELD_NUMBER: _builtins.int
     PARSE_MODE_FIELD_NUMBER: _builtins.int
+    VARIANT_FIELD_NUMBER: _builtins.int
     text: _builtins.str
     """The text or caption as this user would receive it."""
     parse_mode: Global___ParseMode.ValueType
+    variant: _builtins.str
+    """The variant shown; empty without variants."""
     @_builtins.property
     def album_captions(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """The rendered album captions, in order."""
@@ -1479,10 +1738,11 @@ class PreviewMessageResponse(_message.Message):
         text: _builtins.str = ...,
         album_captions: _abc.Iterable[_builtins.str] | None = ...,
         parse_mode: Global___ParseMode.ValueType = ...,
+        variant: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["album_captions", b"album_captions", "parse_mode", b"parse_mode", "text", b"text"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["album_captions", b"album_captions", "parse_mode", b"parse_mode", "text", b"text", "variant", b"variant"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -1561,6 +1821,9 @@ class DeliveryResult(_message.Message):
     CONTENT_VERSION_FIELD_NUMBER: _builtins.int
     EDIT_FIELD_NUMBER: _builtins.int
     EDIT_ERROR_FIELD_NUMBER: _builtins.int
+    VARIANT_FIELD_NUMBER: _builtins.int
+    CLICK_FIELD_NUMBER: _builtins.int
+    CLICKS_FIELD_NUMBER: _builtins.int
     user_id: _builtins.int
     outcome: Global___DeliveryOutcome.ValueType
     error: _builtins.str
@@ -1583,6 +1846,17 @@ class DeliveryResult(_message.Message):
     """
     edit_error: _builtins.str
     """Telegram's description when `edit` is FAILED."""
+    variant: _builtins.str
+    """The name of the variant it was sent (or attempted); empty when the
+    broadcast has no variants or nothing was attempted yet.
+    """
+    click: _builtins.str
+    """On a click's message in WatchBroadcast: the link the recipient opened,
+    for the first time (tracked links; the stream carries each such click as
+    another message of the recipient).
+    """
+    clicks: _builtins.int
+    """Tracked links of its message the recipient opened (ListDeliveries)."""
     @_builtins.property
     def finished_at(self) -> _timestamp_pb2.Timestamp: ...
     @_builtins.property
@@ -1605,10 +1879,13 @@ class DeliveryResult(_message.Message):
         content_version: _builtins.int = ...,
         edit: Global___EditOutcome.ValueType = ...,
         edit_error: _builtins.str = ...,
+        variant: _builtins.str = ...,
+        click: _builtins.str = ...,
+        clicks: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["finished_at", b"finished_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["content_version", b"content_version", "edit", b"edit", "edit_error", b"edit_error", "error", b"error", "finished_at", b"finished_at", "message_id", b"message_id", "message_ids", b"message_ids", "outcome", b"outcome", "recall", b"recall", "recall_error", b"recall_error", "user_id", b"user_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["click", b"click", "clicks", b"clicks", "content_version", b"content_version", "edit", b"edit", "edit_error", b"edit_error", "error", b"error", "finished_at", b"finished_at", "message_id", b"message_id", "message_ids", b"message_ids", "outcome", b"outcome", "recall", b"recall", "recall_error", b"recall_error", "user_id", b"user_id", "variant", b"variant"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
