@@ -351,3 +351,20 @@ async def test_per_variant_figures_and_clicks_are_shown_when_reported(ui: Dashbo
         "failed",
     ]
     await expect(section.locator('table[data-variants="link_clicks"] tbody tr')).to_have_count(1)
+
+
+async def test_an_admin_adds_and_deletes_a_bot(ui: Dashboard) -> None:
+    shop_token = "111111111:AAshopTokenSecretPart_0123456789abcdef"
+    page = await ui.signed_in()
+    await page.get_by_role("link", name="Bots").click()
+    await page.get_by_label("Name").fill("shop")
+    await page.get_by_label("Bot token").fill(shop_token)
+    await page.get_by_label("Rate limit", exact=True).fill("30")
+    await page.get_by_role("button", name="Add bot").click()
+    row = page.locator('tr[data-bot="shop"]')
+    await expect(row).to_contain_text("30/s", timeout=WAIT)
+    await expect(row).to_contain_text("111111111")
+    await expect(page.get_by_label("Bot token")).to_have_value("")
+    assert shop_token.split(":", 1)[1] not in await page.content()
+    await confirm(page, "Delete bot shop", "Delete")
+    await expect(row).to_have_count(0)

@@ -16,9 +16,9 @@ export function botsPage(main) {
     h("h2", { id: "add-bot", text: "Add a bot" }), summary,
     field("Name", name, { name: "name", hint: "Lower-case letters, digits, _ and -; up to 32." }),
     field("Bot token (from @BotFather)", secret, { name: "token", hint: "Checked with Telegram, stored encrypted, never shown again." }),
-    field("Rate limit (messages/s; empty: the service's)", rateLimit, { name: "rate_limit" }),
-    field("Paid rate limit (messages/s)", paidRate, { name: "paid_rate_limit" }),
-    field("Bot API URL (empty: the service's)", apiUrl, { name: "api_url" }),
+    field("Rate limit", rateLimit, { name: "rate_limit", hint: "Messages per second; empty: the service's telegram.rate_limit." }),
+    field("Paid rate limit", paidRate, { name: "paid_rate_limit", hint: "Messages per second of its paid broadcasts; empty: the service's." }),
+    field("Bot API URL", apiUrl, { name: "api_url", hint: "Empty: the service's telegram.api_url." }),
     h("button", { type: "submit", class: "primary", text: "Add bot" }));
 
   main.append(h("div", { class: "page-head" }, h("h1", { text: "Bots" })), list, form);
