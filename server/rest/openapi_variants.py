@@ -5,6 +5,7 @@ or variant."""
 from __future__ import annotations
 
 from tgbroadcast.core.rules.variants import (
+    CONTENT_FIELDS,
     MAX_LANGUAGE_CODES,
     MAX_VARIANTS,
     MAX_WEIGHT,
@@ -15,18 +16,6 @@ from tgbroadcast.server.rest.openapi_schemas import Schema, array, int64, obj, r
 
 _REFUSED_STATES = ("forward", "bot_deleted", "variants")
 """409 ``state`` values that are not a broadcast status."""
-_CONTENT = (
-    "message",
-    "media_type",
-    "media_url",
-    "parse_mode",
-    "entities",
-    "reply_markup",
-    "link_preview_options",
-    "album",
-    "source",
-)
-"""The send's content fields a variant has (described as in the send)."""
 _NAME = string(NAME_RULE + ", distinct (ignoring case).", pattern="^[A-Za-z0-9_-]{1,32}$")
 _WEIGHT = (
     "Among the variants a user may get, the share of users getting this one is its weight "
@@ -57,7 +46,7 @@ def with_variants(schemas: dict[str, Schema]) -> dict[str, Schema]:
             "language_codes": array(
                 string(pattern="^[A-Za-z0-9_-]{1,35}$"), _LANGUAGES, maxItems=MAX_LANGUAGE_CODES
             ),
-            **{name: send[name] for name in _CONTENT},
+            **{name: send[name] for name in CONTENT_FIELDS if name in send},
             "media_data": string("The file itself, base64-encoded.", contentEncoding="base64"),
             "media_filename": string("The file name Telegram shows (documents, audio)."),
         },
