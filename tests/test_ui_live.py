@@ -216,7 +216,12 @@ async def test_edit_and_recall_from_the_page(ui: Dashboard, stack: Stack) -> Non
     await expect(page.locator(".page-head .badge")).to_have_text("completed", timeout=WAIT)
     await page.get_by_role("button", name="Edit…").click()
     dialog = page.get_by_role("dialog")
-    await dialog.get_by_label("New text or caption").fill("Final text")
+    text = dialog.get_by_label("New text or caption")
+    await text.fill(" ")  # refused: the dialog comes back with the error at its field
+    await dialog.get_by_role("button", name="Edit every message").click()
+    await expect(text).to_have_attribute("aria-invalid", "true")
+    await expect(dialog.locator(".field-error:not([hidden])")).to_contain_text("message")
+    await text.fill("Final text")
     await dialog.get_by_role("button", name="Edit every message").click()
     await expect(
         page.locator('table[data-kind="edit"] tr[data-outcome="edited"] td').first

@@ -122,7 +122,7 @@ export function showErrors(root, summary, error) {
       unplaced.push(violation);
       continue;
     }
-    const slot = document.getElementById(`${control.id}-error`);
+    const slot = root.querySelector(`#${CSS.escape(`${control.id}-error`)}`); // root may be detached
     control.setAttribute("aria-invalid", "true");
     if (slot) {
       slot.hidden = false;
