@@ -220,6 +220,7 @@ async def test_edit_and_recall_from_the_page(ui: Dashboard, stack: Stack) -> Non
     await text.fill(" ")  # refused: the dialog comes back with the error at its field
     await dialog.get_by_role("button", name="Edit every message").click()
     await expect(text).to_have_attribute("aria-invalid", "true")
+    await expect(text).to_be_focused()
     await expect(dialog.locator(".field-error:not([hidden])")).to_contain_text("message")
     await text.fill("Final text")
     await dialog.get_by_role("button", name="Edit every message").click()

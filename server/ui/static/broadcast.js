@@ -181,6 +181,7 @@ export function broadcastPage(main, idText) {
     for (;;) {
       const yes = await confirmDialog({
         title: `Edit broadcast #${id}?`, confirm: "Edit every message",
+        focus: form.querySelector('[aria-invalid="true"]'),
         body: "Every message already sent is edited in its chat, and recipients not sent yet get the new content.",
         extra: form,
       });

@@ -86,7 +86,7 @@ export function toast(message, kind = "info") {
 }
 
 /** Asks before doing something: a modal <dialog>; resolves true when confirmed. */
-export function confirmDialog({ title, body, confirm = "Confirm", danger = false, extra = null }) {
+export function confirmDialog({ title, body, confirm = "Confirm", danger = false, extra = null, focus = null }) {
   return new Promise((resolve) => {
     const dialog = h("dialog", { class: "dialog", "aria-labelledby": "dialog-title" });
     const form = h("form", { method: "dialog" });
@@ -106,7 +106,7 @@ export function confirmDialog({ title, body, confirm = "Confirm", danger = false
       resolve(yes);
     });
     dialog.showModal();
-    cancel.focus();
+    (focus || cancel).focus();
   });
 }
 
