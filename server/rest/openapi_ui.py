@@ -54,6 +54,11 @@ def _files() -> list[str]:
     return sorted(ui.load())
 
 
+def _types() -> list[str]:
+    """The content types of the files (``text/html``, ``text/javascript``, ...)."""
+    return sorted({found.content_type for found in ui.load().values()})
+
+
 def ui_paths(
     paths: dict[str, Schema], errors: Callable[..., dict[str, Schema]]
 ) -> dict[str, Schema]:
@@ -97,7 +102,7 @@ def ui_paths(
             "responses": {
                 "200": {
                     "description": "The file.",
-                    "content": {"text/html": text, "text/javascript": text, "text/css": text},
+                    "content": dict.fromkeys(_types(), text),
                 },
                 "304": {"description": "Not modified (`If-None-Match`)."},
                 **errors(404),
