@@ -374,3 +374,34 @@ async def test_an_admin_adds_and_deletes_a_bot(ui: Dashboard) -> None:
     assert shop_token.split(":", 1)[1] not in await page.content()
     await confirm(page, "Delete bot shop", "Delete")
     await expect(row).to_have_count(0)
+
+
+async def test_variants_composed_on_the_page_are_reported_per_variant(
+    ui: Dashboard, stack: Stack
+) -> None:
+    users = [{"id": 9101, "language_code": "de"}, {"id": 9102, "language_code": "en"}]
+    status, _ = await post(stack, "/v1/users", {"users": users}, headers=AUTH)
+    assert status == 200
+    page = await ui.signed_in()
+    await page.get_by_role("link", name="Compose").click()
+    await page.get_by_label("Text", exact=True).fill("Hello")
+    await page.get_by_role("button", name="Add a variant").click()
+    await page.get_by_label("Variant B name").fill("german")
+    await page.get_by_label("Variant B languages").fill("de")
+    await page.get_by_label("Variant B text").fill("Hallo")
+    await page.get_by_label("User ids").fill("9101 9102")
+    await page.get_by_label("As received by user id").fill("9101")
+    await page.get_by_role("button", name="Preview", exact=True).click()
+    await expect(page.locator(".tg-text")).to_have_text("Hallo")  # their language decides
+    await page.get_by_label("Variant", exact=True).select_option("A")
+    await page.get_by_role("button", name="Preview", exact=True).click()
+    await expect(page.locator(".tg-text")).to_have_text("Hello")
+    await page.get_by_role("button", name="Send broadcast").click()
+    await expect(page.locator(".page-head .badge")).to_have_text("completed", timeout=WAIT)
+    table = page.locator('table[data-variants="variants"]')
+    await expect(table.locator('tr[data-variant="german"]')).to_contain_text("Hallo")
+    await expect(table.locator('tr[data-variant="A"]')).to_contain_text("Hello")
+    await expect(page.get_by_role("button", name="Edit…")).to_be_disabled()
+    texts = {c.params["chat_id"]: c.params["text"] for c in stack.simulator.calls
+             if c.method == "sendMessage" and c.params["chat_id"] in (9101, 9102)}  # fmt: skip
+    assert texts == {9101: "Hallo", 9102: "Hello"}

@@ -154,7 +154,10 @@ export function broadcastPage(main, idText) {
       controls.append(...buttons.values());
     }
     for (const [move, spec] of Object.entries(MOVES)) buttons.get(move).disabled = !spec.when.includes(progress.status);
-    buttons.get("edit").disabled = ["recalling", "recalled"].includes(progress.status);
+    const variants = (broadcast.variants || []).length > 0; // one new content cannot replace them
+    const editButton = buttons.get("edit");
+    editButton.disabled = variants || ["recalling", "recalled"].includes(progress.status);
+    editButton.title = variants ? "A broadcast with variants cannot be edited: recall it and send again." : "";
   }
 
   async function act(move, spec) {
@@ -289,7 +292,8 @@ export function broadcastPage(main, idText) {
     if (feed.length > FEED) feed.splice(0, feed.length - FEED);
     const rows = feed.slice().reverse().map((data) => {
       const r = JSON.parse(data);
-      const outcome = r.edit ? `${r.outcome} · edit ${r.edit}` : r.recall ? `${r.outcome} · recall ${r.recall}` : r.outcome;
+      const base = r.variant ? `${r.outcome} · ${r.variant}` : r.outcome;
+      const outcome = r.edit ? `${base} · edit ${r.edit}` : r.recall ? `${base} · recall ${r.recall}` : base;
       return h("tr", { class: `outcome-${r.outcome}` },
         h("td", { "data-label": "User", text: String(r.user_id) }),
         h("td", { "data-label": "Outcome", text: outcome }),

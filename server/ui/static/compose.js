@@ -14,6 +14,10 @@ const KINDS = [
   ["sticker", "Sticker"], ["album", "Album (2–10 items)"], ["copy", "Copy of a message"],
 ];
 const NO_CAPTION = new Set(["sticker", "video_note"]);
+const CONTENT = ["message", "media_type", "media_url", "parse_mode", "entities", "reply_markup", "album", "source"];
+/** A send's content fields: with variants they move into the first one. */
+const SHARED = ["parse_mode", "reply_markup"];
+/** What every other variant takes from the content above. */
 
 function option([value, text]) {
   return h("option", { value, text });
@@ -60,12 +64,14 @@ export function composePage(main) {
   const submit = h("button", { type: "submit", class: "primary", text: "Send broadcast" });
   const albumList = h("ol", { class: "album" });
   const variantsList = h("ol", { class: "variants" });
-  const variantsBox = h("fieldset", { hidden: true }, h("legend", { text: "Variants (A/B)" }),
-    h("p", { class: "hint", text: "Each variant is its own text, sent to a share of the recipients by its weight." }),
+  const variantsBox = h("fieldset", { hidden: true }, h("legend", { text: "Variants (A/B/n)" }),
+    h("p", { class: "hint", text: "With variants, the content above is the first one; each other is its own text (with the same formatting and buttons). A user of a variant's languages gets it; everyone else gets one of those without languages, by weight." }),
     variantsList, h("button", { type: "button", text: "Add a variant", onclick: () => addVariant() }));
+  const previewVariant = h("select", { name: "variant" });
 
   const labelled = (control, label) => h("label", { class: "check" }, control, ` ${label}`);
   const hide = (el) => { el.hidden = true; return el; };
+  const hideField = hide;
   const mediaBox = h("fieldset", {}, h("legend", { text: "Media" }),
     h("div", { class: "radios", role: "radiogroup", "aria-label": "Media from" },
       labelled(sourceUrl, "URL or file_id"), labelled(sourceFile, "Upload a file")),
@@ -110,6 +116,7 @@ export function composePage(main) {
           field("Stars budget (max_stars)", maxStars, { name: "max_stars", hint: "Once spent, the rest goes at the free rate." })),
         h("fieldset", {}, h("legend", { text: "Preview" }),
           field("As received by user id", previewUser, { name: "user_id" }),
+          hideField(field("Variant", previewVariant, { name: "variant" })),
           h("button", { type: "button", text: "Preview", onclick: () => preview() }),
           previewBox),
         h("div", { class: "actions" }, submit))));
@@ -141,22 +148,50 @@ export function composePage(main) {
   }
 
   function addVariant() {
-    const index = variantsList.children.length;
-    const letter = String.fromCharCode(65 + index);
-    const name = h("input", { type: "text", value: letter });
-    const weight = h("input", { type: "number", min: "0", step: "1" });
-    const area = h("textarea", { rows: "3" });
-    const item = h("li", {},
-      field(`Variant ${letter} name`, name, { name: `variants[${index}].name` }),
-      field(`Variant ${letter} weight (share of recipients)`, weight, { name: `variants[${index}].weight` }),
-      field(`Variant ${letter} text`, area, { name: `variants[${index}].message` }));
-    item.read = () => ({ name: name.value.trim(), message: area.value, ...(weight.value ? { weight: Number(weight.value) } : {}) });
-    variantsList.append(item);
+    if (!variantsList.children.length) variantsList.append(variantItem(0, "the content above"));
+    variantsList.append(variantItem(variantsList.children.length, null));
+    syncVariants();
   }
 
-  // Hook for variants (#15): shown only when the served OpenAPI document's SendMessageRequest
-  // has a `variants` property; each is sent as {"name", "weight", "message"} (the variant's
-  // other content fields are left to the API's defaults).
+  /** One variant: its name, weight and languages, and its own text unless it is the content
+   * above (`main`). */
+  function variantItem(index, main) {
+    const letter = String.fromCharCode(65 + index);
+    const at = `variants[${index}]`;
+    const name = h("input", { type: "text", value: letter, autocomplete: "off" });
+    const weight = h("input", { type: "number", min: "0", step: "1" });
+    const codes = h("input", { type: "text", placeholder: "de, pt-br" });
+    const area = main ? null : h("textarea", { rows: "3" });
+    const item = h("li", { class: "variant" },
+      main ? h("p", { class: "hint", text: `Variant ${letter}: ${main}.` }) : null,
+      field(`Variant ${letter} name`, name, { name: `${at}.name` }),
+      field(`Variant ${letter} weight`, weight, { name: `${at}.weight`, hint: "Its share of the recipients without a language variant; empty: 1." }),
+      field(`Variant ${letter} languages`, codes, { name: `${at}.language_codes`, hint: "Users with these language codes get it." }),
+      area ? field(`Variant ${letter} text`, area, { name: `${at}.message` }) : null,
+      index > 0 ? h("button", { type: "button", class: "link danger", text: `Remove variant ${letter}`, onclick: () => { item.remove(); syncVariants(); } }) : null);
+    item.read = () => ({
+      name: name.value.trim(),
+      ...(weight.value ? { weight: Number(weight.value) } : {}),
+      ...(codes.value.trim() ? { language_codes: list(codes.value) } : {}),
+      ...(area ? { message: area.value } : {}),
+    });
+    item.variantName = () => name.value.trim();
+    name.addEventListener("change", () => syncVariants());
+    return item;
+  }
+
+  function syncVariants() {
+    if (variantsList.children.length === 1) variantsList.replaceChildren(); // one is no variant
+    const chosen = previewVariant.value;
+    previewVariant.replaceChildren(h("option", { value: "", text: "As the service would choose" }),
+      ...[...variantsList.children].map((item) => h("option", { value: item.variantName(), text: item.variantName() })));
+    previewVariant.value = chosen;
+    if (previewVariant.selectedIndex < 0) previewVariant.selectedIndex = 0;
+    previewVariant.closest(".field").hidden = !variantsList.children.length;
+  }
+
+  // Variants (#15) are offered when the served OpenAPI document's SendMessageRequest has them;
+  // the content above becomes the first variant, each other one a text of its own.
   api("/openapi.json").then((doc) => {
     const props = doc?.components?.schemas?.SendMessageRequest?.properties || {};
     if (props.variants) variantsBox.hidden = false;
@@ -204,7 +239,17 @@ export function composePage(main) {
     if (silent.checked) body.disable_notification = true;
     if (protect.checked) body.protect_content = true;
     if (trackClicks.checked) body.track_clicks = true;
-    if (!variantsBox.hidden && variantsList.children.length) body.variants = [...variantsList.children].map((item) => item.read());
+    if (!variantsBox.hidden && variantsList.children.length) {
+      const [first, ...others] = [...variantsList.children].map((item) => item.read());
+      const shared = Object.fromEntries(SHARED.filter((key) => key in body).map((key) => [key, body[key]]));
+      const content = Object.fromEntries(CONTENT.filter((key) => key in body).map((key) => [key, body[key]]));
+      for (const key of CONTENT) delete body[key];
+      if (sourceFile.checked && !mediaBox.hidden && mediaFile.files[0] && !forPreview) {
+        content.media_data = await toBase64(mediaFile.files[0]); // with variants, in the JSON
+        content.media_filename = mediaFile.files[0].name;
+      }
+      body.variants = [{ ...first, ...content }, ...others.map((other) => ({ ...other, ...shared }))];
+    }
     if (forPreview) return { body, violations };
     const chosen = audience.find((r) => r.checked).value;
     if (chosen === "all") body.all_users = true;
@@ -235,6 +280,15 @@ export function composePage(main) {
     return data;
   }
 
+  /** A violation of the first variant's content is shown at the content fields above. */
+  function placed(violations) {
+    return (violations || []).map((v) => {
+      const match = v.field.match(/^variants\[0\]\.(.*)$/);
+      const key = match && match[1].split(/[.[]/)[0];
+      return match && CONTENT.includes(key) ? { ...v, field: match[1] } : v;
+    });
+  }
+
   async function preview() {
     clear();
     const { body } = await build({ forPreview: true });
@@ -245,7 +299,9 @@ export function composePage(main) {
     }
     if (!mediaBox.hidden && sourceFile.checked) delete body.media_type; // the file is not sent for a preview
     try {
-      const answer = await api("/v1/preview", { method: "POST", body: { message: body, user_id: Number(userId) } });
+      const request = { message: body, user_id: Number(userId) };
+      if (body.variants && previewVariant.value) request.variant = previewVariant.value;
+      const answer = await api("/v1/preview", { method: "POST", body: request });
       previewBox.replaceChildren(bubble({
         text: answer.text, parseMode: answer.parse_mode, mediaType: kind.value,
         mediaLabel: sourceFile.checked ? mediaFile.files[0]?.name : mediaUrl.value,
@@ -255,7 +311,7 @@ export function composePage(main) {
     } catch (failure) {
       previewBox.replaceChildren();
       if (failure.errors?.length) {
-        failure.errors = failure.errors.map((v) => ({ ...v, field: v.field.replace(/^message\./, "") }));
+        failure.errors = placed(failure.errors.map((v) => ({ ...v, field: v.field.replace(/^message\./, "") })));
         showErrors(form, summary, failure);
       } else showErrors(form, summary, { title: "No preview:", errors: [{ field: "user_id", message: failure.explain ? failure.explain() : String(failure) }] });
     }
@@ -276,7 +332,7 @@ export function composePage(main) {
     submit.disabled = true;
     submit.textContent = "Sending…";
     try {
-      const file = !mediaBox.hidden && sourceFile.checked ? mediaFile.files[0] : null;
+      const file = !mediaBox.hidden && sourceFile.checked && !body.variants ? mediaFile.files[0] : null;
       const answer = file
         ? await api("/v1/broadcasts", { method: "POST", form: formData(body, file) })
         : await api("/v1/broadcasts", { method: "POST", body });
@@ -284,7 +340,7 @@ export function composePage(main) {
       location.hash = `#/broadcasts/${answer.broadcast_id}`;
     } catch (failure) {
       if (failure.status === 403) showErrors(form, summary, { title: "Not allowed:", errors: [{ field: "", message: failure.explain() }] });
-      else showErrors(form, summary, { title: "The service refused the broadcast:", errors: failure.errors, detail: failure.explain ? failure.explain() : String(failure) });
+      else showErrors(form, summary, { title: "The service refused the broadcast:", errors: placed(failure.errors), detail: failure.explain ? failure.explain() : String(failure) });
     } finally {
       submit.disabled = false;
       submit.textContent = "Send broadcast";
