@@ -55,8 +55,15 @@ async def seed(stack: Stack) -> int:
     sends = [
         {"message": "Welcome aboard, {first_name}!", "personalize": True, "all_users": True},
         {
-            "message": "<b>Spring sale</b>: 20% off everything until Sunday.",
-            "parse_mode": "html",
+            "variants": [
+                {"name": "short", "message": "<b>Sale</b>: -20% today", "parse_mode": "html"},
+                {
+                    "name": "long",
+                    "message": "<b>Spring sale</b>: 20% off everything until Sunday.",
+                    "parse_mode": "html",
+                    "weight": 2,
+                },
+            ],
             "user_ids": list(range(2000, 2150)),
         },
         {
@@ -104,7 +111,9 @@ async def main(folder: Path) -> None:
             )
             await page.get_by_label("Formatting").select_option("html")
             await page.get_by_label("Personalize").check()
-            await page.get_by_label("URL buttons").fill("Open the shop | https://example.com/shop")
+            await page.get_by_label("URL buttons", exact=True).fill(
+                "Open the shop | https://example.com/shop"
+            )
             await page.get_by_label("User ids").fill("111 222 444")
             await page.get_by_label("As received by user id").fill("111")
             await page.get_by_role("button", name="Preview", exact=True).click()

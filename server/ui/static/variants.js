@@ -17,14 +17,15 @@ export function variantsSection(root, broadcast) {
   const totals = broadcast.track_clicks || typeof broadcast.clicks === "number" && broadcast.clicks > 0;
   if (!tables.length && !totals) return;
   const section = h("section", { class: "card", "aria-labelledby": "variants-title" },
-    h("h2", { id: "variants-title", text: hasData(broadcast.variants) ? "Variants and clicks" : "Clicks" }));
+    h("h2", { id: "variants-title", text: !hasData(broadcast.variants) ? "Clicks" : totals ? "Variants and clicks" : "Variants" }));
   if (totals) {
     section.append(h("p", { class: "clicks", dataset: { clicks: String(broadcast.clicks ?? 0) } },
       h("strong", { text: num(broadcast.clicks ?? 0) }), " clicks",
       typeof broadcast.clickers === "number" ? ` by ${num(broadcast.clickers)} recipients` : "",
       broadcast.sent ? ` (${((100 * (broadcast.clickers ?? broadcast.clicks ?? 0)) / broadcast.sent).toFixed(1)}% of those sent)` : ""));
   }
-  for (const key of tables) section.append(h("div", { class: "scroll" }, tableOf(key, broadcast[key])));
+  const hidden = broadcast.track_clicks === false ? new Set([...HIDDEN, "clicks"]) : HIDDEN;
+  for (const key of tables) section.append(h("div", { class: "scroll" }, tableOf(key, broadcast[key], hidden)));
   root.append(section);
 }
 
@@ -44,11 +45,11 @@ function cell(key, value) {
   return key === "message" && text.length > 60 ? `${text.slice(0, 59)}…` : text;
 }
 
-function tableOf(key, value) {
+function tableOf(key, value, hidden) {
   const rows = Array.isArray(value)
     ? value.map((item, i) => (item && typeof item === "object" ? item : { variant: i, value: item }))
     : Object.entries(value).map(([name, item]) => (item && typeof item === "object" ? { name, ...item } : { name, count: item }));
-  const seen = [...new Set(rows.flatMap((row) => Object.keys(row)))].filter((c) => !HIDDEN.has(c));
+  const seen = [...new Set(rows.flatMap((row) => Object.keys(row)))].filter((c) => !hidden.has(c));
   const columns = [...FIRST.filter((c) => seen.includes(c)), ...seen.filter((c) => !FIRST.includes(c))];
   return h("table", { class: "outcomes variants-table", dataset: { variants: key } },
     h("caption", { text: key === "variants" ? "Per variant" : key.replace(/_/g, " ") }),
