@@ -402,6 +402,10 @@ async def test_variants_composed_on_the_page_are_reported_per_variant(
     await expect(table.locator('tr[data-variant="german"]')).to_contain_text("Hallo")
     await expect(table.locator('tr[data-variant="A"]')).to_contain_text("Hello")
     await expect(page.get_by_role("button", name="Edit…")).to_be_disabled()
+    await page.get_by_label("As received by user id").fill("9101")
+    await page.get_by_role("button", name="Show").click()
+    await expect(page.locator(".as-received .tg-text")).to_have_text("Hallo")
+    await expect(page.locator(".as-received")).to_contain_text("Variant german")
     texts = {c.params["chat_id"]: c.params["text"] for c in stack.simulator.calls
              if c.method == "sendMessage" and c.params["chat_id"] in (9101, 9102)}  # fmt: skip
     assert texts == {9101: "Hallo", 9102: "Hello"}

@@ -11,6 +11,7 @@ import {
 import { RateChart } from "./chart.js";
 import { ACTIVE, RateMeter, doneOf, eta } from "./live.js";
 import { EventStream, member } from "./sse.js";
+import { bubble } from "./telegram.js";
 import { variantsSection } from "./variants.js";
 
 const FEED = 50;
@@ -80,12 +81,35 @@ export function broadcastPage(main, idText) {
         feedBody))),
     h("div", { class: "columns" },
       h("section", { class: "card", "aria-labelledby": "about-title" },
-        h("h2", { id: "about-title", text: "Message" }), message, meta),
+        h("h2", { id: "about-title", text: "Message" }), message, meta, previewer()),
       h("section", { class: "card", "aria-labelledby": "history-title" },
         h("h2", { id: "history-title", text: "Who did what" }), history,
         h("h2", { text: "Report" }),
         h("div", { class: "inline" }, field("Recipients", csvOutcome), csvButton))),
   );
+
+  /** "As one user got it": the stored broadcast previewed for a user (its latest content, in
+   * the variant its workers send that user), for a token that may send. */
+  function previewer() {
+    if (!may("broadcasts:send")) return null;
+    const user = h("input", { type: "text", inputmode: "numeric", name: "preview_user" });
+    const box = h("div", { class: "preview", "aria-live": "polite" });
+    const show = async () => {
+      box.replaceChildren();
+      try {
+        const answer = await api("/v1/preview", { method: "POST", body: { broadcast_id: id, user_id: Number(user.value.trim()) } });
+        box.replaceChildren(bubble({
+          text: answer.text, parseMode: answer.parse_mode, mediaType: broadcast.media_type,
+          mediaLabel: broadcast.media_url, albumCaptions: answer.album_captions, botName: broadcast.bot,
+        }));
+        if (answer.variant) box.prepend(h("p", { class: "hint", text: `Variant ${answer.variant}` }));
+      } catch (failure) {
+        box.replaceChildren(h("p", { class: "form-error", role: "alert", text: failure.status === 404 ? "The service does not know this user." : failure.explain ? failure.explain() : String(failure) }));
+      }
+    };
+    return h("div", { class: "inline as-received" },
+      field("As received by user id", user), h("button", { type: "button", text: "Show", onclick: show }), box);
+  }
 
   function render() {
     const b = broadcast;
