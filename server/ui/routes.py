@@ -2,10 +2,10 @@
 
 Only the files shipped in ``static/`` are served, by their exact names (no path is ever joined
 from the request, so nothing outside that folder can be reached); anything else is a 404.
-The files carry no data, so no token is needed (the network
-allow-list still applies); every answer carries a Content-Security-Policy that allows
-scripts, styles and connections from this origin only — no inline script, no frame, no form
-posted elsewhere — and an ``ETag``, so a browser revalidates instead of downloading again.
+The files carry no data, so no token is needed (the network allow-list still applies); every
+answer carries a Content-Security-Policy that allows scripts, styles and connections from
+this origin only — no inline script, no frame, no form posted elsewhere — and an ``ETag``, so
+a browser revalidates instead of downloading again.
 """
 
 from __future__ import annotations
