@@ -409,3 +409,40 @@ async def test_variants_composed_on_the_page_are_reported_per_variant(
     texts = {c.params["chat_id"]: c.params["text"] for c in stack.simulator.calls
              if c.method == "sendMessage" and c.params["chat_id"] in (9101, 9102)}  # fmt: skip
     assert texts == {9101: "Hallo", 9102: "Hello"}
+
+
+async def test_the_event_parser_takes_crlf_comments_and_multi_line_data(ui: Dashboard) -> None:
+    """Server-Sent Events as any conforming server may write them, split at odd places."""
+    broadcast: dict[str, Any] = {
+        "broadcast_id": 999997, "bot": "default", "status": "running", "total": 2, "sent": 0,
+        "failed": 0, "pending": 2, "message": "Hi", "media_type": "text", "outcome_counts": {},
+        "actions": [], "created_by": "operator", "content_version": 1,
+    }  # fmt: skip
+
+    def result(user: int, sent: int) -> str:
+        at = f"2026-06-01T10:00:0{user}.000000Z"
+        head = {"user_id": user, "outcome": "sent", "error": None, "message_id": user,
+                "finished_at": at, "message_ids": [user]}  # fmt: skip
+        progress = {"status": "running", "total": 2, "sent": sent, "failed": 0, "pending": 2 - sent}
+        first = json.dumps(head, separators=(",", ":"))[:-1] + ","
+        return f'data: {first}\r\ndata: "progress":{json.dumps(progress)}}}\r\n'
+
+    end = {"progress": {"status": "completed", "total": 2, "sent": 2, "failed": 0, "pending": 0}}
+    body = (
+        ": broadcast 999997\r\n\r\n"
+        f"id: c1\r\nevent: result\r\n{result(1, 1)}\r\n"
+        ": heartbeat\r\n\r\n"
+        f"event: result\rid: c2\r{result(2, 2)}\r\n"
+        f"id: end\nevent: end\ndata:{json.dumps(end)}\n\n"
+    )
+    page = await ui.signed_in()
+    await page.route(
+        "**/v1/broadcasts/999997/events",
+        lambda route: route.fulfill(content_type="text/event-stream", body=body),
+    )
+    await page.route("**/v1/broadcasts/999997", lambda route: route.fulfill(json=broadcast))
+    await page.goto(f"{ui.url}#/broadcasts/999997")
+    await expect(page.locator(".live-state")).to_have_text("finished")
+    await expect(page.locator(".feed tbody tr")).to_have_count(2)
+    await expect(page.locator('tr[data-outcome="sent"] td').first).to_have_text("2")
+    await expect(figure(page, "pending")).to_have_text("0")

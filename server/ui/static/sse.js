@@ -126,8 +126,10 @@ export class EventStream {
         const { value, done } = await reader.read();
         if (done) break;
         buffer += text.decode(value, { stream: true });
-        const lines = buffer.split(/\r\n|\r|\n/);
-        buffer = lines.pop();
+        // A chunk ending in "\r" may be half of a "\r\n": that line ends in the next chunk.
+        const held = buffer.endsWith("\r") ? "\r" : "";
+        const lines = (held ? buffer.slice(0, -1) : buffer).split(/\r\n|\r|\n/);
+        buffer = lines.pop() + held;
         const batch = [];
         let idle = false;
         for (const line of lines) {
