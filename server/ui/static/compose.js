@@ -66,7 +66,10 @@ export function composePage(main) {
   const variantsList = h("ol", { class: "variants" });
   const variantsBox = h("fieldset", { hidden: true }, h("legend", { text: "Variants (A/B/n)" }),
     h("p", { class: "hint", text: "With variants, the content above is the first one; each other is its own text (with the same formatting and buttons). A user of a variant's languages gets it; everyone else gets one of those without languages, by weight." }),
-    variantsList, h("button", { type: "button", text: "Add a variant", onclick: () => addVariant() }));
+    variantsList,
+    h("div", { class: "inline" },
+      h("button", { type: "button", text: "Add a variant", onclick: () => addVariant() }),
+      h("button", { type: "button", class: "link danger", text: "Remove the last variant", onclick: () => { variantsList.lastElementChild?.remove(); syncVariants(); } })));
   const previewVariant = h("select", { name: "variant" });
 
   const labelled = (control, label) => h("label", { class: "check" }, control, ` ${label}`);
@@ -77,8 +80,11 @@ export function composePage(main) {
       labelled(sourceUrl, "URL or file_id"), labelled(sourceFile, "Upload a file")),
     field("Media URL or file_id", mediaUrl, { name: "media_url" }),
     field("File", mediaFile, { name: "media", hint: "Photos up to 10 MB, other files up to 50 MB." }));
+  // Items are added and removed at the end only, so each keeps its index (errors name it).
   const albumBox = h("fieldset", { hidden: true }, h("legend", { text: "Album items" }), albumList,
-    h("button", { type: "button", text: "Add an item", onclick: () => addAlbumItem() }));
+    h("div", { class: "inline" },
+      h("button", { type: "button", text: "Add an item", onclick: () => addAlbumItem() }),
+      h("button", { type: "button", class: "link danger", text: "Remove the last item", onclick: () => albumList.lastElementChild?.remove() })));
   const copyBox = h("fieldset", { hidden: true }, h("legend", { text: "Message to copy" }),
     field("From chat id", fromChat, { name: "source.from_chat_id" }),
     field("Message id", messageId, { name: "source.message_id" }));
@@ -133,8 +139,7 @@ export function composePage(main) {
       field(`Item ${index + 1} kind`, itemKind, { name: `album[${index}].media_type` }),
       field(`Item ${index + 1} URL or file_id`, url, { name: `album[${index}].media_url` }),
       field(`Item ${index + 1} file (instead of a URL)`, file, { name: `album[${index}].media_data` }),
-      field(`Item ${index + 1} caption`, caption, { name: `album[${index}].caption` }),
-      h("button", { type: "button", class: "link", text: "Remove", onclick: () => { item.remove(); } }));
+      field(`Item ${index + 1} caption`, caption, { name: `album[${index}].caption` }));
     item.read = async () => {
       const entry = { media_type: itemKind.value };
       if (file.files[0]) {
@@ -167,8 +172,7 @@ export function composePage(main) {
       field(`Variant ${letter} name`, name, { name: `${at}.name` }),
       field(`Variant ${letter} weight`, weight, { name: `${at}.weight`, hint: "Its share of the recipients without a language variant; empty: 1." }),
       field(`Variant ${letter} languages`, codes, { name: `${at}.language_codes`, hint: "Users with these language codes get it." }),
-      area ? field(`Variant ${letter} text`, area, { name: `${at}.message` }) : null,
-      index > 0 ? h("button", { type: "button", class: "link danger", text: `Remove variant ${letter}`, onclick: () => { item.remove(); syncVariants(); } }) : null);
+      area ? field(`Variant ${letter} text`, area, { name: `${at}.message` }) : null);
     item.read = () => ({
       name: name.value.trim(),
       ...(weight.value ? { weight: Number(weight.value) } : {}),
