@@ -21,6 +21,7 @@ from sqlalchemy import update
 
 from tests.fixtures.grpc_details import bad_request
 from tests.fixtures.held_calls import HoldingSimulator
+from tests.fixtures.nats import wait_until
 from tests.fixtures.stack import Backend, Stack, on_sqlite, start_stack
 from tests.fixtures.watching import watch_into
 from tests.test_recall import rest
@@ -97,6 +98,11 @@ async def test_tracked_links_redirect_count_once_and_stream(backend: Backend) ->
         streamed: list[pb.WatchBroadcastResponse] = []
         watching = asyncio.create_task(watch_into(streamed, stack, broadcast_id))
         await held.holding()  # two sent, the third held: the broadcast is running
+
+        async def both_recorded() -> bool:  # a click streams once its send is recorded
+            return sum(m.HasField("result") for m in streamed) >= 2
+
+        await wait_until(both_recorded)
         sent = {int(c.params["chat_id"]): c for c in simulator.calls if c.method == "sendMessage"}
         assert len(sent) == 2
         first, second = sorted(sent)
@@ -106,6 +112,23 @@ async def test_tracked_links_redirect_count_once_and_stream(backend: Backend) ->
         call = sent[first]
         assert "parse_mode" not in call.params  # sent with the entities Telegram would parse
         assert call.params["text"] == "Read the news, then more"
+        # Telegram previews the original first link, never a recipient's tracked one.
+        preview = call.params["link_preview_options"]
+        preview = json.loads(preview) if isinstance(preview, str) else preview
+        assert preview["url"].startswith("https://news.example/?who=")
+        # Telegram's link fetcher and HEAD requests are redirected but count nothing.
+        async with (
+            aiohttp.ClientSession() as session,
+            session.head(
+                stack.http_url + links[first][2].removeprefix(PUBLIC), allow_redirects=False
+            ) as head,
+            session.get(
+                stack.http_url + links[first][2].removeprefix(PUBLIC),
+                headers={"User-Agent": "TelegramBot (like TwitterBot)"},
+                allow_redirects=False,
+            ) as fetcher,
+        ):
+            assert (head.status, fetcher.status) == (302, 302)
         # Opened without a token: 302 to the original (personalized for its recipient).
         status, location = await open_link(stack, links[first][1])
         assert status == 302
@@ -145,7 +168,7 @@ async def test_tracked_links_redirect_count_once_and_stream(backend: Backend) ->
     assert {r["user_id"]: r["clicks"] for r in page["results"]} == {
         first: 2,
         second: 1,
-        CID if CID not in (first, second) else BOB: 0,
+        ({ANN, BOB, CID} - {first, second}).pop(): 0,
     }
     rows = list(csv.DictReader(io.StringIO(text, newline="")))
     assert {int(r["user_id"]): int(r["clicks"]) for r in rows}[first] == 2
@@ -161,7 +184,13 @@ async def test_expiry_and_variant_clicks(backend: Backend, simulator: Simulator)
             "track_clicks": True,
             "variants": [
                 {"name": "a", "message": "A", "reply_markup": BUTTONS},
-                {"name": "b", "message": "B", "reply_markup": BUTTONS, "weight": 1},
+                {
+                    "name": "b",
+                    "message": "B",
+                    "reply_markup": {
+                        "rows": [{"buttons": [{"text": "B", "url": "https://b.example/"}]}]
+                    },
+                },
             ],
         }
         code, accepted = await rest(stack, "POST", "/v1/broadcasts", body)
@@ -171,11 +200,12 @@ async def test_expiry_and_variant_clicks(backend: Backend, simulator: Simulator)
         await watch_into(streamed, stack, broadcast_id)
         variant_of = {m.result.user_id: m.result.variant for m in streamed if m.HasField("result")}
         calls = {int(c.params["chat_id"]): c for c in simulator.calls if c.method == "sendMessage"}
-        for call in calls.values():
+        own = {"a": "https://shop.example/sale", "b": "https://b.example/"}
+        for user, call in calls.items():  # each variant's code leads to its own link
             markup = call.params["reply_markup"]
             markup = json.loads(markup) if isinstance(markup, str) else markup
             link = markup["inline_keyboard"][0][0]["url"]
-            assert await open_link(stack, link) == (302, "https://shop.example/sale")
+            assert await open_link(stack, link) == (302, own[variant_of[user]])
         _, report = await rest(stack, "GET", f"/v1/broadcasts/{broadcast_id}")
         per_variant = {v["name"]: v["clicks"] for v in report["variants"]}
         expected = {"a": 0, "b": 0}
@@ -184,14 +214,17 @@ async def test_expiry_and_variant_clicks(backend: Backend, simulator: Simulator)
         assert per_variant == expected
         clicked = {(k["variant"], k["clicks"]) for k in report["link_clicks"]}
         assert clicked == set(expected.items())
-        # Past tracking.retention_days (90 by default) a code answers 410.
+        # Past tracking.retention_days (90 by default) from its start a code answers 410.
         engine = create_engine(stack.settings.database.url)
         try:
             async with engine.begin() as connection:
                 await connection.execute(
                     update(broadcasts)
                     .where(broadcasts.c.id == broadcast_id)
-                    .values(created_at=datetime.now(UTC) - timedelta(days=91))
+                    .values(
+                        created_at=datetime.now(UTC) - timedelta(days=92),
+                        started_at=datetime.now(UTC) - timedelta(days=91),
+                    )
                 )
         finally:
             await engine.dispose()
@@ -234,3 +267,25 @@ async def test_links_open_from_outside_the_allow_list(
             assert api.status == 403  # this client is not on the allow-list
         async with session.get(stack.http_url + "/c/abc", allow_redirects=False) as link:
             assert link.status == 404  # served (nothing behind this code), not refused
+
+
+@on_sqlite
+async def test_a_link_that_is_not_http_is_never_a_redirect(
+    backend: Backend, simulator: Simulator
+) -> None:
+    async with start_stack(backend, simulator, TRACKING) as stack:
+        body = {
+            "user_ids": [9701],
+            "track_clicks": True,
+            "parse_mode": "html",
+            "message": '<a href="javascript:alert(1)">x</a> <a href="https://ok.example/">y</a>',
+        }
+        code, accepted = await rest(stack, "POST", "/v1/broadcasts", body)
+        assert code == 202, accepted
+        await watch_into([], stack, accepted["broadcast_id"])
+        (call,) = [c for c in simulator.calls if c.method == "sendMessage" and c.ok]
+        entities = call.params["entities"]
+        entities = json.loads(entities) if isinstance(entities, str) else entities
+        scripted, fine = [e["url"] for e in entities if e["type"] == "text_link"]
+        assert (await open_link(stack, scripted))[0] == 404
+        assert await open_link(stack, fine) == (302, "https://ok.example/")

@@ -20,6 +20,7 @@ from tests.fixtures.stack import Stack, on_sqlite
 from tests.fixtures.watching import watch
 from tests.test_recall import rest
 from tgbroadcast.core.rules.variants import choose
+from tgbroadcast.core.store import Store
 from tgbroadcast.simulator import Simulator
 from tgbroadcast.v1 import broadcast_pb2 as pb
 
@@ -98,6 +99,11 @@ async def test_each_recipient_gets_its_variant_and_every_report_says_which(
         want = ("sendMessage", "Sale: -20%") if index == 0 else ("sendPhoto", "<b>Sale</b>")
         assert sent[user] == want, user
     assert set(expected.values()) == {"short", "photo"}  # 60 users: both get some
+    photos = [c for c in simulator.calls if c.method == "sendPhoto" and c.ok]
+    # The variant's photo is uploaded once; the rest go by the file_id kept in SQL.
+    assert [c.media for c in photos].count("upload") == 1
+    assert {c.media for c in photos} <= {"upload", "file_id"}
+    assert await stack_store_file_id(stack, broadcast_id, variant=1) is not None
     by_variant = Counter(expected.values()) + Counter(de=10, pt=2)
     assert {v["name"]: v["sent"] for v in report["variants"]} == {
         **dict.fromkeys(names, 0),
@@ -239,3 +245,9 @@ async def test_variants_over_grpc_replay_preview_and_refuse_an_edit(
     )
     assert code == 409, problem
     assert problem["state"] == "variants"
+
+
+async def stack_store_file_id(stack: Stack, broadcast_id: int, *, variant: int) -> str | None:
+    """The file_id the service keeps for a variant's media."""
+    async with Store.open(stack.settings.database.url) as store:
+        return await store.media_file_id(broadcast_id, 1, variant)

@@ -87,7 +87,7 @@ def test_every_problem_is_named_by_its_variant() -> None:
     assert "4096" in problems["variants[0].message"]
     assert problems["variants[1].name"] == "'A' is taken by variants[0]"
     assert problems["variants[2].name"].startswith("must be 1-32 characters")
-    assert problems["variants[2].weight"] == "must be 1 to 1000000"
+    assert problems["variants[2].weight"] == "must be 1 to 1000000 (0: 1)"
     assert problems["variants[2].language_codes[1]"] == "must be 1-35 letters, digits, - or _"
     assert "required" in problems["variants[3].media_url"]
     assert problems["message"] == "must be empty with variants: each variant has its own"

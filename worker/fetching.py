@@ -273,9 +273,8 @@ variant position — 0 without variants)."""
 
 class FileIds:
     """The file_ids Telegram gave broadcasts' media: fetched or uploaded once per broadcast
-    and media version, then sent by file_id by every worker (kept in SQL, a few in memory).
-    A variant's media other than the first variant's is fetched or uploaded once per worker
-    (kept in memory only)."""
+    and media version (and variant), then sent by file_id by every worker (kept in SQL, a few
+    in memory)."""
 
     def __init__(self, store: Store, *, bot: str) -> None:
         self._store = store
@@ -291,9 +290,9 @@ class FileIds:
         """The media's file_id, if a send stored it."""
         file_id = self._known.get(key)
         broadcast_id, media_version, variant = key
-        if file_id is None and variant == 0:  # other variants' file_ids live in memory only
+        if file_id is None:
             try:
-                file_id = await self._store.media_file_id(broadcast_id, media_version)
+                file_id = await self._store.media_file_id(broadcast_id, media_version, variant)
             except Exception as exc:  # the first send will fetch it again: costly, not wrong
                 logger.warning(
                     "reading a media file_id failed",
@@ -308,10 +307,8 @@ class FileIds:
         """Remember the file_id and share it with other workers (a failure to share only
         costs them one more fetch)."""
         self._remember(key, file_id)
-        if key[2] != 0:
-            return
         try:
-            await self._store.store_media_file_id(key[0], file_id, key[1])
+            await self._store.store_media_file_id(key[0], file_id, key[1], key[2])
         except Exception as exc:
             logger.warning(
                 "storing a media file_id failed",

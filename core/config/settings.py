@@ -163,7 +163,8 @@ class TrackingSettings:
     """Click tracking (``track_clicks``)."""
 
     retention_days: float = 90.0
-    """Days after a broadcast's creation its tracked links keep redirecting and counting."""
+    """Days after a broadcast started sending its tracked links keep redirecting and
+    counting."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -313,7 +313,7 @@ class Broadcast:
     ``retry_after`` exceeded ``worker.park_after``); :meth:`throttled_at` reads it."""
     variants: tuple[Variant, ...] = ()
     """Its contents when it has several, one per recipient (``content`` is the first's)."""
-    click_key: str | None = None
+    click_key: str | None = field(default=None, repr=False)
     """With click tracking: the key signing its links' codes (hex); ``None``: not tracked."""
     click_base: str | None = None
     """With click tracking: the service's public address its links lead through."""

@@ -11,7 +11,11 @@ variant's position and the link's position, signed with the broadcast's key (HMA
 
 ``GET /c/{code}`` checks the signature, renders the recipient's content again (its variant,
 personalized for it, as the latest edit left it) and redirects to the link at that position.
-Album captions and link previews are not rewritten.
+Album captions are not rewritten. A text's link preview shows its first link, as Telegram
+would without tracking: the worker names the original link as the preview's ``url`` (unless the
+preview is off or names one), so Telegram's preview fetcher never opens a tracked link.
+``GET /c/{code}`` records no click for a ``HEAD`` request or Telegram's own fetcher
+(``User-Agent: TelegramBot``).
 """
 
 from __future__ import annotations
@@ -25,8 +29,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, fields, replace
 from typing import Final
 
-from tgbroadcast.core.domain.content import Entity, InlineButton, InlineKeyboard
-from tgbroadcast.core.domain.model import Broadcast, Content
+from tgbroadcast.core.domain.content import Entity, InlineButton, InlineKeyboard, LinkPreview
+from tgbroadcast.core.domain.model import Broadcast, Content, MediaType
 from tgbroadcast.core.rules.formatting import FormattingError, parse
 
 CLICK_PATH: Final = "/c/"
@@ -118,6 +122,12 @@ def tracked(content: Content, link_url: Callable[[int], str]) -> Content:
             for e in entities
         )
         options = replace(options, parse_mode=None, entities=rewritten)
+        first = next(e.url for e in entities if e.type == "text_link" and e.url)
+        preview = options.link_preview or LinkPreview()
+        if content.media_type is MediaType.TEXT and not preview.is_disabled and not preview.url:
+            # Telegram previews a text's first link by fetching it: the original, fetched once,
+            # not each recipient's tracked link (which would count as its click).
+            options = replace(options, link_preview=replace(preview, url=first))
     return replace(content, message=message, options=options)
 
 

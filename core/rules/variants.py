@@ -102,7 +102,9 @@ def validate_variants(
                 FieldViolation(f"{where}.name", f"{item.name!r} is taken by variants[{earlier}]")
             )
         if not 0 <= item.weight <= MAX_WEIGHT:
-            violations.append(FieldViolation(f"{where}.weight", f"must be 1 to {MAX_WEIGHT}"))
+            violations.append(
+                FieldViolation(f"{where}.weight", f"must be 1 to {MAX_WEIGHT} (0: 1)")
+            )
         languages = _language_codes(item.language_codes, f"{where}.language_codes", violations)
         found: list[FieldViolation] = []
         content = check_content(

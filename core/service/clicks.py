@@ -6,9 +6,10 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
+from urllib.parse import urlsplit
 
 from tgbroadcast.core.domain.errors import Expired, NotFound
-from tgbroadcast.core.domain.model import Broadcast, ClickCounts, Content
+from tgbroadcast.core.domain.model import Broadcast, ClickCounts, Content, Variant
 from tgbroadcast.core.metrics import Metrics
 from tgbroadcast.core.queue import ClickEvent, Queue
 from tgbroadcast.core.rules import clicks
@@ -17,6 +18,7 @@ from tgbroadcast.core.store import Store
 
 logger = logging.getLogger(__name__)
 
+_SCHEMES = frozenset({"http", "https", "tg"})
 UNKNOWN = "no such link"
 """Every code that does not open a link gets this answer: it says nothing of why."""
 
@@ -51,7 +53,7 @@ def link_clicks(broadcast: Broadcast, counts: ClickCounts) -> tuple[LinkClicks, 
 
 class ClickService:
     """Answers tracked links with where they lead, recording each recipient's first click on
-    each link; ``retention_days`` after a broadcast was created its links are :class:`Expired`."""
+    each link; ``retention_days`` after a broadcast started its links are :class:`Expired`."""
 
     def __init__(
         self, *, store: Store, queue: Queue, metrics: Metrics, retention_days: float
@@ -61,9 +63,11 @@ class ClickService:
         self._metrics = metrics
         self._retention = timedelta(days=retention_days)
 
-    async def open(self, code: str) -> str:
+    async def open(self, code: str, *, count: bool = True) -> str:
         """The URL the link ``code`` stands for; :class:`NotFound` for a code the service did
-        not make (or a link no longer in the message), :class:`Expired` past retention."""
+        not make (or a link no longer in the message, or not an http(s)/tg link),
+        :class:`Expired` past retention (counted from the broadcast's start). ``count``:
+        record the click (not for a ``HEAD`` or Telegram's own link fetcher)."""
         claimed = clicks.decode_unverified(code)
         if claimed is None:
             raise NotFound(UNKNOWN)
@@ -76,25 +80,49 @@ class ClickService:
         if key is None or not clicks.verify(payload, tag, bytes.fromhex(key)):
             raise NotFound(UNKNOWN)
         now = datetime.now(UTC)
-        if now > broadcast.created_at + self._retention:
+        # From when it started sending: a broadcast scheduled far ahead keeps its links.
+        if now > (broadcast.started_at or broadcast.created_at) + self._retention:
             raise Expired("this link has expired")
-        variant = broadcast.variants[claim.variant] if broadcast.variants else None
         content = await self._content(broadcast, claim.user_id, claim.variant)
+        variant = broadcast.variants[claim.variant] if broadcast.variants else None
         urls = clicks.links(content)
         if claim.link >= len(urls):
             raise NotFound("this link is no longer in the message")  # edited away
         url = urls[claim.link]
-        first = await self._store.record_click(
-            broadcast.id,
-            claim.user_id,
-            claim.link,
-            variant=None if variant is None else variant.name,
-            now=now,
-        )
+        if urlsplit(url).scheme.lower() not in _SCHEMES:
+            raise NotFound(UNKNOWN)  # e.g. javascript: written in the markup
+        if count:
+            await self._count(broadcast, claim, url, variant=variant, now=now)
+        return url
+
+    async def _count(
+        self,
+        broadcast: Broadcast,
+        claim: clicks.ClickCode,
+        url: str,
+        *,
+        variant: Variant | None,
+        now: datetime,
+    ) -> None:
+        """Record and stream the click if it is the recipient's first on the link; best
+        effort: a database or NATS outage must not break the link itself."""
+        try:
+            first = await self._store.record_click(
+                broadcast.id,
+                claim.user_id,
+                claim.link,
+                variant=None if variant is None else variant.name,
+                now=now,
+            )
+        except Exception as exc:
+            logger.warning(
+                "recording a click failed",
+                extra={"broadcast_id": broadcast.id, "user_id": claim.user_id, "error": repr(exc)},
+            )
+            return
         self._metrics.clicks.labels(kind="first" if first else "repeat", bot=broadcast.bot).inc()
         if first:
             await self._publish(broadcast, claim.user_id, claim.link, url)
-        return url
 
     async def _content(self, broadcast: Broadcast, user_id: int, variant: int) -> Content:
         """The recipient's content as its message was last sent or edited: its variant,

@@ -92,6 +92,16 @@ class ClickRows:
     ) -> bool:
         """Record a recipient's click on a link; whether it was its first (a repeat, or a
         concurrent first click elsewhere, writes nothing)."""
+        async with self._engine.connect() as connection:  # a repeat writes nothing
+            seen = await connection.execute(
+                select(clicks.c.link).where(
+                    clicks.c.broadcast_id == broadcast_id,
+                    clicks.c.user_id == user_id,
+                    clicks.c.link == link,
+                )
+            )
+            if seen.first() is not None:
+                return False
         try:
             await self._write(
                 lambda connection: record(

@@ -358,3 +358,16 @@ clicks = Table(
     PrimaryKeyConstraint("broadcast_id", "user_id", "link"),
     **MYSQL_TABLE_OPTIONS,
 )
+
+variant_file_ids = Table(
+    "variant_file_ids",
+    metadata,
+    # The file_id of a variant's media (positions 1 and up; the first variant's is
+    # ``broadcasts.file_id``): the first one stored stays. Variants are never edited, so their
+    # media has one version.
+    Column("broadcast_id", BigInteger, nullable=False),
+    Column("variant", Integer, nullable=False),
+    Column("file_id", Text, nullable=False),
+    PrimaryKeyConstraint("broadcast_id", "variant"),
+    **MYSQL_TABLE_OPTIONS,
+)

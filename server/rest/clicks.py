@@ -2,13 +2,16 @@
 stands for (see :mod:`tgbroadcast.core.rules.clicks`), without a token and whatever
 ``server.allowed_networks`` says: the recipients' browsers open it. **404** for a code the
 service did not make (or a link an edit removed), **410** once the broadcast is older than
-``tracking.retention_days``; **404** on a server without click tracking."""
+``tracking.retention_days``; **404** on a server without click tracking. A ``HEAD``, or a
+request of Telegram's own link fetcher (``User-Agent: TelegramBot``), is answered the same
+and counts no click."""
 
 from __future__ import annotations
 
 from typing import Final
 
 from aiohttp import web
+from yarl import URL
 
 from tgbroadcast.core.domain.errors import Expired, NotFound
 from tgbroadcast.core.service.clicks import UNKNOWN, ClickService
@@ -33,12 +36,15 @@ async def open_link(request: web.Request) -> web.StreamResponse:
     try:
         if service is None:
             raise NotFound(UNKNOWN)
-        url = await service.open(request.match_info["code"])
+        fetcher = request.headers.get("User-Agent", "").startswith("TelegramBot")
+        url = await service.open(
+            request.match_info["code"], count=request.method == "GET" and not fetcher
+        )
     except Expired as exc:
         answer = rendering.problem(410, str(exc))
     except NotFound as exc:
         answer = rendering.problem(404, str(exc))
     else:
-        answer = web.Response(status=302, headers={"Location": url})
+        answer = web.Response(status=302, headers={"Location": str(URL(url))})
     answer.headers.update(_HEADERS)
     return answer
