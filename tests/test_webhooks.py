@@ -193,6 +193,7 @@ async def test_webhook_is_signed_retried_and_delivered(
         key: shown[key]
         for key in (
             "broadcast_id",
+            "bot",
             "status",
             "total",
             "sent",

@@ -119,6 +119,7 @@ def summary(
     ``variant_counts``: each variant's recipients per outcome."""
     document: dict[str, Any] = {
         "broadcast_id": broadcast.id,
+        "bot": broadcast.bot,
         "status": broadcast.status.value,
         "total": broadcast.total,
         "sent": broadcast.sent,
