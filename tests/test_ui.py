@@ -13,22 +13,21 @@ import csv
 import io
 import logging
 import re
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
-import pytest_asyncio
 from playwright.async_api import Locator, Page, expect
 
-from tests.fixtures.browser import (
+from tests.fixtures.browser import (  # noqa: F401 -- fixtures "served", "stack", "ui"
     ADMIN_TOKEN,
     NO_VALUE,
     PHONE,
     RATE_LIMIT,
     READER_TOKEN,
     Dashboard,
-    dashboard,
-    dashboard_stack,
+    served_fixture,
+    stack_fixture,
+    ui_fixture,
 )
 from tests.fixtures.rest import get, post
 from tests.fixtures.stack import Stack
@@ -37,32 +36,6 @@ pytestmark = pytest.mark.asyncio(loop_scope="module")
 
 WAIT = 30_000
 """Milliseconds an expectation may wait on a loaded machine."""
-
-
-@pytest_asyncio.fixture(scope="module", loop_scope="module")
-async def served(
-    tmp_path_factory: pytest.TempPathFactory,
-) -> AsyncIterator[tuple[Stack, Dashboard]]:
-    async with (
-        dashboard_stack(tmp_path_factory.mktemp("ui")) as stack,
-        dashboard(stack.http_url) as browser,
-    ):
-        yield stack, browser
-
-
-@pytest_asyncio.fixture(loop_scope="module")
-async def ui(served: tuple[Stack, Dashboard]) -> AsyncIterator[Dashboard]:
-    """The browser; the test fails on any console error or uncaught exception of its pages."""
-    _, browser = served
-    browser.errors.clear()
-    yield browser
-    await browser.close_pages()
-    assert browser.errors == []
-
-
-@pytest.fixture
-def stack(served: tuple[Stack, Dashboard]) -> Stack:
-    return served[0]
 
 
 async def send(stack: Stack, user_ids: list[int], message: str = "Hello") -> int:

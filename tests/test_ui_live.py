@@ -10,20 +10,20 @@ import json
 import re
 import struct
 import zlib
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-import pytest_asyncio
 from playwright.async_api import Locator, Page, Route, expect
 
-from tests.fixtures.browser import (
+from tests.fixtures.browser import (  # noqa: F401 -- fixtures "served", "stack", "ui"
     ADMIN_TOKEN,
     Dashboard,
     dashboard,
     dashboard_settings,
-    dashboard_stack,
+    served_fixture,
+    stack_fixture,
+    ui_fixture,
 )
 from tests.fixtures.rest import post
 from tests.fixtures.services import free_port
@@ -35,31 +35,6 @@ pytestmark = pytest.mark.asyncio(loop_scope="module")
 WAIT = 60_000
 """Milliseconds an expectation may wait on a loaded machine (a restart included)."""
 AUTH = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
-
-
-@pytest_asyncio.fixture(scope="module", loop_scope="module")
-async def served(
-    tmp_path_factory: pytest.TempPathFactory,
-) -> AsyncIterator[tuple[Stack, Dashboard]]:
-    async with (
-        dashboard_stack(tmp_path_factory.mktemp("ui-live")) as stack,
-        dashboard(stack.http_url) as browser,
-    ):
-        yield stack, browser
-
-
-@pytest_asyncio.fixture(loop_scope="module")
-async def ui(served: tuple[Stack, Dashboard]) -> AsyncIterator[Dashboard]:
-    _, browser = served
-    browser.errors.clear()
-    yield browser
-    await browser.close_pages()
-    assert browser.errors == []
-
-
-@pytest.fixture
-def stack(served: tuple[Stack, Dashboard]) -> Stack:
-    return served[0]
 
 
 def figure(page: Page, name: str) -> Locator:
