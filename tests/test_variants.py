@@ -245,6 +245,19 @@ async def test_variants_over_grpc_replay_preview_and_refuse_an_edit(
     )
     assert code == 409, problem
     assert problem["state"] == "variants"
+    # A preview names a message or a stored broadcast, not both (either transport).
+    both = {"message": {"message": "x"}, "broadcast_id": first.broadcast_id, "user_id": 9401}
+    code, problem = await rest(stack, "POST", "/v1/preview", both)
+    assert (code, [e["field"] for e in problem["errors"]]) == (400, ["message"])
+    async with stack.stub() as stub:
+        with pytest.raises(grpc.aio.AioRpcError) as twice:
+            await stub.PreviewMessage(
+                pb.PreviewMessageRequest(
+                    message=request, broadcast_id=first.broadcast_id, user_id=9401
+                ),
+                metadata=stack.metadata,
+            )
+    assert "message" in bad_request(twice.value)
 
 
 async def stack_store_file_id(stack: Stack, broadcast_id: int, *, variant: int) -> str | None:

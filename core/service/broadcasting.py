@@ -263,6 +263,10 @@ class BroadcastingService(LifecycleOperations):
         one the user's language picks (``InvalidArgument`` on ``variant`` when weights would
         pick: the choice depends on the broadcast's id). ``NotFound`` for a user the bot does
         not have, or a broadcast the caller may not see."""
+        if broadcast_id and request is not None:
+            raise InvalidArgument.single(
+                "message", "give either a message or a broadcast_id to preview, not both"
+            )
         if broadcast_id:
             broadcast = await visible_broadcast(self._store, broadcast_id, visible)
             bot, content, variants = broadcast.bot, broadcast.content, broadcast.variants

@@ -204,10 +204,6 @@ class BroadcastServicer(pb_grpc.BroadcastServiceServicer):
     ) -> pb.PreviewMessageResponse:
         async with _translated(context):
             given = request.HasField("message")
-            if given and request.broadcast_id:
-                raise InvalidArgument.single(
-                    "message", "give either a message or a broadcast_id to preview, not both"
-                )
             rendered = await self._core.preview_message(
                 messages.send_request(request.message) if given else None,
                 request.user_id,

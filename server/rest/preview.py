@@ -30,10 +30,6 @@ def add_routes(app: web.Application) -> None:
 async def preview_message(request: web.Request) -> web.Response:
     params.check_query(request)
     body = await params.json_body(request, content.PreviewBody)
-    if body.message is not None and body.broadcast_id:
-        raise InvalidArgument.single(
-            "message", "give either a message or a broadcast_id to preview, not both"
-        )
     send, bot = None, DEFAULT_BOT
     if body.message is not None:
         try:
