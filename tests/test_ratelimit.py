@@ -361,6 +361,9 @@ async def run_streams(
             times[key].append(time.time())
             granted.set()
 
+    async def until_granted() -> None:
+        await granted.wait()
+
     def done() -> bool:
         return until is None or until([times[key] for key in streams])
 
@@ -370,7 +373,7 @@ async def run_streams(
         finished, _ = await asyncio.wait(tasks, timeout=duration, return_when=FIRST_EXCEPTION)
         while not finished and not done():
             granted.clear()
-            waiter = asyncio.create_task(granted.wait())
+            waiter = asyncio.create_task(until_granted())
             finished, _ = await asyncio.wait([waiter, *tasks], return_when=FIRST_COMPLETED)
             waiter.cancel()
             finished.discard(waiter)
