@@ -19,7 +19,8 @@ name, as requests and logs give it):
 
 The API (``run`` and ``server``):
 
-* ``tgb_broadcasts_created_total`` / ``tgb_recipients_accepted_total`` — intake.
+* ``tgb_broadcasts_created_total{bot}`` / ``tgb_recipients_accepted_total{bot}`` — intake,
+  per bot.
 * ``tgb_http_requests_total{route,method,status}`` — HTTP requests by route template
   (``/v1/broadcasts/{broadcast_id}``; ``unmatched`` when no route matched), method and
   status; ``tgb_http_request_duration_seconds{route,method}`` — their latency (histogram;
@@ -36,8 +37,9 @@ The API (``run`` and ``server``):
 Every process:
 
 * ``tgb_queue_pending_jobs`` — jobs in the work queue not yet acknowledged, and
-  ``tgb_queue_backlog_jobs{tier}`` — jobs waiting for a worker per tier (both read at
-  scrape time; NaN when NATS does not answer).
+  ``tgb_queue_backlog_jobs{tier,bot}`` — jobs waiting for a worker per tier and bot (both
+  read at scrape time; NaN when NATS does not answer; a bot's series goes when it has
+  neither jobs nor consumers: a deleted bot's are purged).
 * ``tgb_database_errors_total`` — errors the database raised (lost connections, timeouts,
   deadlocks, ...), not the constraint violations the store answers itself.
 * ``tgb_nats_errors_total`` — errors the NATS connection reported.
@@ -83,7 +85,7 @@ class QueueGauges(Protocol):
 
     async def pending_jobs(self) -> int: ...
 
-    async def backlog(self) -> dict[str, int]: ...
+    async def backlog_by_bot(self) -> dict[str, dict[str, int]]: ...
 
     @property
     def error_count(self) -> int: ...
@@ -107,8 +109,8 @@ class Metrics:
         )
         self.queue_backlog = Gauge(
             "tgb_queue_backlog_jobs",
-            "Jobs waiting for a worker, per tier (read when scraped).",
-            ["tier"],
+            "Jobs waiting for a worker, per tier and bot (read when scraped).",
+            ["tier", "bot"],
             registry=self.registry,
         )
         self.database_errors = Counter(
@@ -117,6 +119,7 @@ class Metrics:
             registry=self.registry,
         )
         self._queues: list[QueueGauges] = []
+        self._backlog_bots: set[str] = set()
         self.registry.register(
             _Total(
                 "tgb_nats_errors",
@@ -187,10 +190,16 @@ class Metrics:
 
     def _api(self) -> None:
         self.broadcasts_created = Counter(
-            "tgb_broadcasts_created", "Broadcasts accepted.", registry=self.registry
+            "tgb_broadcasts_created",
+            "Broadcasts accepted, per bot.",
+            ["bot"],
+            registry=self.registry,
         )
         self.recipients_accepted = Counter(
-            "tgb_recipients_accepted", "Recipients of accepted broadcasts.", registry=self.registry
+            "tgb_recipients_accepted",
+            "Recipients of accepted broadcasts, per bot.",
+            ["bot"],
+            registry=self.registry,
         )
         self.http_requests = Counter(
             "tgb_http_requests",
@@ -232,6 +241,11 @@ class Metrics:
         )
         for outcome in WEBHOOK_OUTCOMES:
             self.webhook_deliveries.labels(outcome=outcome)
+
+    def broadcast_created(self, *, bot: str, recipients: int) -> None:
+        """A broadcast of ``bot`` to ``recipients`` recipients was accepted."""
+        self.broadcasts_created.labels(bot=bot).inc()
+        self.recipients_accepted.labels(bot=bot).inc(recipients)
 
     def add_bot(self, bot: str) -> None:
         """Show the send-path series of ``bot`` (at zero) before its first send."""
@@ -299,11 +313,17 @@ class Metrics:
     async def _read_backlog(self, queue: QueueGauges) -> None:
         try:
             async with asyncio.timeout(QUEUE_READ_TIMEOUT):
-                backlog = await queue.backlog()
-        except Exception:
-            backlog = {}
-        for tier in TIERS:
-            self.queue_backlog.labels(tier=tier).set(backlog.get(tier, float("nan")))
+                backlog = await queue.backlog_by_bot()
+        except Exception:  # every series known so far reads NaN
+            backlog = {bot: {} for bot in self._backlog_bots | {DEFAULT_BOT}}
+        for bot in self._backlog_bots - backlog.keys():  # gone: no jobs, no consumers
+            for tier in TIERS:
+                with contextlib.suppress(KeyError):
+                    self.queue_backlog.remove(tier, bot)
+        self._backlog_bots = set(backlog)
+        for bot, tiers in backlog.items():
+            for tier in TIERS:
+                self.queue_backlog.labels(tier=tier, bot=bot).set(tiers.get(tier, float("nan")))
 
 
 class _Permits(Collector):

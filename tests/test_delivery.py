@@ -252,8 +252,8 @@ async def test_metrics_count_outcomes_429s_and_permits(fast: Stack) -> None:
     assert samples['tgb_telegram_429_total{bot="default"}'] == 1
     # Three sends and one retry.
     assert samples['tgb_rate_permits_total{bot="default",tier="free"}'] == 4
-    assert samples["tgb_broadcasts_created_total"] == 1
-    assert samples["tgb_recipients_accepted_total"] == 3
+    assert samples['tgb_broadcasts_created_total{bot="default"}'] == 1
+    assert samples['tgb_recipients_accepted_total{bot="default"}'] == 3
     assert samples["tgb_queue_pending_jobs"] == 0
     assert samples['tgb_send_seconds_count{bot="default"}'] == 4
 

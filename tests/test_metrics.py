@@ -3,6 +3,7 @@ requests, streams, webhooks and failures, on the whole service on real parts."""
 
 from __future__ import annotations
 
+import math
 import sqlite3
 from collections.abc import AsyncIterator, Mapping
 from contextlib import AsyncExitStack, asynccontextmanager
@@ -22,7 +23,7 @@ from tests.fixtures.nats import nats_server_url, wait_until
 from tests.fixtures.services import free_port
 from tests.fixtures.stack import Stack, open_backend, stack_settings, start_stack
 from tests.fixtures.streams import open_grpc_watch, open_sse, scheduled_broadcast
-from tgbroadcast.core.metrics import API_BUCKETS
+from tgbroadcast.core.metrics import API_BUCKETS, Metrics
 from tgbroadcast.launcher.app import running_service
 from tgbroadcast.simulator import Simulator
 from tgbroadcast.v1 import broadcast_pb2 as pb
@@ -219,7 +220,9 @@ async def test_backlog_per_tier_and_a_standalone_workers_metrics(
             )
 
             async def backlog(tier: str) -> float | None:
-                return (await scrape(stack.http_url)).value("tgb_queue_backlog_jobs", tier=tier)
+                return (await scrape(stack.http_url)).value(
+                    "tgb_queue_backlog_jobs", tier=tier, bot="default"
+                )
 
             async def both_waiting() -> bool:
                 return (await backlog("free") or 0) > 0 and (await backlog("paid") or 0) > 0
@@ -259,7 +262,10 @@ async def _finished(stack: Stack, *broadcast_ids: int) -> bool:
 
 async def _backlog_empty(url: str) -> bool:
     page = await scrape(url)
-    return [page.value("tgb_queue_backlog_jobs", tier=tier) for tier in ("free", "paid")] == [0, 0]
+    backlog = [
+        page.value("tgb_queue_backlog_jobs", tier=t, bot="default") for t in ("free", "paid")
+    ]
+    return backlog == [0, 0]
 
 
 async def test_process_and_python_collectors(sqlite_stack: Stack) -> None:
@@ -392,3 +398,50 @@ async def test_webhook_deliveries_by_outcome(simulator: Simulator, tmp_path: Pat
         await wait_until(settled)
         page = await scrape(stack.http_url)
         assert page.value("tgb_webhook_deliveries_total", outcome="retried") == 1
+
+
+class _Backlogs:
+    """A queue whose backlog per bot is what the test sets (``None``: NATS does not answer)."""
+
+    def __init__(self) -> None:
+        self.by_bot: dict[str, dict[str, int]] | None = {}
+        self.error_count = 0
+
+    async def pending_jobs(self) -> int:
+        return 0
+
+    async def backlog_by_bot(self) -> dict[str, dict[str, int]]:
+        if self.by_bot is None:
+            raise ConnectionError("no NATS")
+        return self.by_bot
+
+
+async def test_the_backlog_has_a_series_per_bot_while_the_bot_has_jobs_or_consumers() -> None:
+    metrics, queue = Metrics(), _Backlogs()
+    metrics.add_queue(queue)
+
+    async def backlog() -> dict[tuple[str, str], float]:
+        page = (await metrics.render()).decode()
+        return {
+            (sample.labels["bot"], sample.labels["tier"]): sample.value
+            for family in text_string_to_metric_families(page)
+            for sample in family.samples
+            if sample.name == "tgb_queue_backlog_jobs"
+        }
+
+    queue.by_bot = {"default": {"free": 0, "paid": 0}, "alpha": {"free": 3, "paid": 1}}
+    assert await backlog() == {
+        ("default", "free"): 0,
+        ("default", "paid"): 0,
+        ("alpha", "free"): 3,
+        ("alpha", "paid"): 1,
+    }
+    queue.by_bot = None  # NATS does not answer: every series known reads NaN
+    assert all(math.isnan(value) for value in (await backlog()).values())
+    assert len(await backlog()) == 4
+    queue.by_bot = {"default": {"free": 2, "paid": 0}}  # alpha deleted, its jobs purged
+    assert await backlog() == {("default", "free"): 2, ("default", "paid"): 0}
+    metrics.broadcast_created(bot="alpha", recipients=7)
+    page = (await metrics.render()).decode()
+    assert 'tgb_broadcasts_created_total{bot="alpha"} 1.0' in page
+    assert 'tgb_recipients_accepted_total{bot="alpha"} 7.0' in page

@@ -268,10 +268,22 @@ async def test_a_bot_created_while_the_worker_runs_is_served(
         # consumer again: the sweep every worker runs when it starts removes it.
         assert await queue.fetch_jobs(max_jobs=1, timeout=0.1, bot="late") == []
         assert not await consumer_gone()
+        # A job of a cancelled broadcast left behind (a deleted bot has no unfinished one):
+        # the same sweep purges it, so the bot's backlog goes.
+        await queue.publish_jobs([Job(broadcast_id=broadcast_id, user_ids=(24,), bot="late")])
+
+        async def late_backlog() -> dict[str, int] | None:
+            return (await queue.backlog_by_bot()).get("late")
+
+        async def late_purged() -> bool:
+            return await late_backlog() is None
+
+        assert await late_backlog() == {"free": 1, "paid": 0}
         bots = NoBots()
         lanes = Lanes(stack.settings, store=store, queue=queue, metrics=Metrics(), bots=bots)
         running = asyncio.create_task(lanes.run())
         await wait_until(consumer_gone)
+        await wait_until(late_purged)
         lanes.stop()
         await running
     assert sent_by(simulator, "default") == []
@@ -328,6 +340,15 @@ async def test_an_older_jobs_stream_serves_its_jobs_and_every_bot(
             await queue.jetstream.consumer_info(names.jobs_stream, consumer)
         with pytest.raises(ValueError, match="default"):
             await queue.remove_bot_consumers("default")
+        # A deleted bot's jobs are purged up to a mark: a job published after it stays (the
+        # same bot created again owns it).
+        await queue.publish_jobs([Job(broadcast_id=4, user_ids=(8,), bot="alpha")])
+        mark = await queue.jobs_mark()
+        await queue.publish_jobs([Job(broadcast_id=5, user_ids=(9,), bot="alpha")])
+        await queue.remove_bot_consumers("alpha", jobs_before=mark)
+        (kept,) = await fetched_of(queue, "alpha")
+        assert kept.job.broadcast_id == 5
+        await kept.ack()
 
 
 async def fetched_of(queue: Queue, bot: str, count: int = 1) -> list[ReceivedJob]:

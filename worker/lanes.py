@@ -28,7 +28,8 @@ Guarantees:
   (a drain cut short), or a consumer re-created by a worker that had not yet seen the
   deletion, is removed by the sweep every worker runs at start and every
   :data:`SWEEP_INTERVAL` seconds: the consumers of every deleted bot (its tombstone) that
-  this worker has no lane for.
+  this worker has no lane for, and its jobs left in the stream (a deleted bot has no
+  unfinished broadcast: they are jobs of cancelled ones), so its backlog goes to zero.
 """
 
 from __future__ import annotations
@@ -135,15 +136,19 @@ class Lanes:
                 await asyncio.wait_for(self._stopping.wait(), self._refresh_interval)
 
     async def _sweep(self) -> None:
-        """Remove the consumers of deleted bots this worker has no lane for."""
+        """Remove the consumers and the leftover jobs of deleted bots this worker has no lane
+        for (jobs published after the mark, read before the tombstones, stay: a bot created
+        again may own them)."""
         try:
+            mark = await self._queue.jobs_mark()
             deleted = set(await self._store.deleted_bot_names())
             if not deleted:
                 return
             serving = {*self._lanes, *(lane.bot.name for lane in self._leaving), DEFAULT_BOT}
-            for bot in sorted((await self._queue.bots_with_consumers() & deleted) - serving):
-                await self._queue.remove_bot_consumers(bot)
-                logger.info("the consumers of a deleted bot removed", extra={"bot": bot})
+            present = set(await self._queue.backlog_by_bot())  # consumers or jobs
+            for bot in sorted((present & deleted) - serving):
+                await self._queue.remove_bot_consumers(bot, jobs_before=mark)
+                logger.info("a deleted bot's consumers and jobs removed", extra={"bot": bot})
         except Exception as exc:  # tried again at the next sweep
             logger.warning("sweeping deleted bots' consumers failed", extra={"error": repr(exc)})
 

@@ -2,7 +2,7 @@
 
 The jobs consumers are per bot and tier (:mod:`.names`): the bot ``default``'s two are created
 with the topology; another bot's when a worker first fetches its jobs, and removed with
-:meth:`Queue.remove_bot_consumers`.
+:meth:`Queue.remove_bot_consumers` (which also purges a deleted bot's leftover jobs).
 """
 
 from __future__ import annotations
@@ -367,10 +367,6 @@ class Queue(EventWatching):
                 tiers["paid" if owner[1] else "free"] += int(messages)
         return counts
 
-    async def bots_with_consumers(self) -> set[str]:
-        """The bots that have a jobs consumer (``default`` among them once a worker ran)."""
-        return {lane[0] async for lane, _ in self._jobs_consumers()}
-
     async def _jobs_consumers(self) -> AsyncIterator[tuple[_Lane, api.ConsumerInfo]]:
         """Every workers' consumer of the jobs stream, with the bot and tier it serves."""
         offset = 0
@@ -384,10 +380,20 @@ class Queue(EventWatching):
                 return
             offset += len(page)
 
-    async def remove_bot_consumers(self, bot: str) -> None:
+    async def jobs_mark(self) -> int:
+        """One past the jobs stream's last sequence: a purge before it
+        (:meth:`remove_bot_consumers`) keeps every job published afterwards."""
+        state = (await self._js.stream_info(self._names.jobs_stream)).state
+        return int(state.last_seq or 0) + 1
+
+    async def remove_bot_consumers(self, bot: str, *, jobs_before: int = 0) -> None:
         """Delete the consumers of ``bot`` (a bot other than ``default``), for a bot that
-        was deleted. Its jobs still in the stream stay there: a consumer created later (the
-        bot created again, a worker that still serves it) takes them from the start."""
+        was deleted. Without ``jobs_before`` its jobs still in the stream stay there: a
+        consumer created later (a worker that still serves it) takes them from the start.
+        With a :meth:`jobs_mark` read before the bot was known to be deleted, its jobs
+        published before that mark are purged (a deleted bot has no unfinished broadcast:
+        they are jobs of cancelled broadcasts nobody would take), and only those: the jobs
+        of the same bot created again after the mark stay."""
         if bot == DEFAULT_BOT:
             raise ValueError("the consumers of the bot default are never removed")
         for paid in (False, True):
@@ -397,13 +403,19 @@ class Queue(EventWatching):
                 if sub is not None:
                     await self._unsubscribe(sub)
                 self._workers_verified_at.pop(lane, None)
-                consumer, _ = self._names.jobs_consumer(paid=paid, bot=bot)
+                consumer, subject = self._names.jobs_consumer(paid=paid, bot=bot)
+                stream = self._names.jobs_stream
                 try:
-                    await self._js.delete_consumer(self._names.jobs_stream, consumer)
+                    await self._js.delete_consumer(stream, consumer)
                 except nats.js.errors.NotFoundError:
                     pass
                 except (nats.errors.Error, TimeoutError) as exc:
                     raise QueueError(f"cannot delete consumer {consumer}: {exc!r}") from exc
+                if jobs_before > 0:
+                    try:
+                        await self._js.purge_stream(stream, seq=jobs_before, subject=subject)
+                    except (nats.errors.Error, TimeoutError) as exc:
+                        raise QueueError(f"cannot purge the jobs of {subject}: {exc!r}") from exc
 
     @property
     def error_count(self) -> int:

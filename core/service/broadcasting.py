@@ -196,8 +196,7 @@ class BroadcastingService(LifecycleOperations):
         tracing.set_attributes(
             {tracing.BROADCAST_ID: broadcast.id, "tgbroadcast.recipients": broadcast.total}
         )
-        self._metrics.broadcasts_created.inc()
-        self._metrics.recipients_accepted.inc(broadcast.total)
+        self._metrics.broadcast_created(bot=broadcast.bot, recipients=broadcast.total)
         logger.info(
             "broadcast created",
             extra={
