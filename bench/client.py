@@ -208,11 +208,14 @@ class ServiceClient:
                 yield time.time(), message.result
 
 
-def send_body(user_ids: Sequence[int], *, paid: bool = False) -> bytes:
-    """The JSON body of ``POST /send-message`` to ``user_ids``."""
+def send_body(user_ids: Sequence[int], *, paid: bool = False, bot: str = "") -> bytes:
+    """The JSON body of ``POST /send-message`` to ``user_ids`` (as ``bot``; empty: the
+    token's only bot, else ``default``)."""
     body: dict[str, Any] = {"message": TEXT, "user_ids": list(user_ids)}
     if paid:
         body["allow_paid_broadcast"] = True
+    if bot:
+        body["bot"] = bot
     return json.dumps(body).encode()
 
 

@@ -63,6 +63,8 @@ class Profile:
     bots_counts: tuple[int, ...]
     bots_recipients: int
     bots_paid_recipients: int
+    bots_backlog_recipients: int
+    """A paid bot's backlog beside which a free bot sends."""
     # 11. Recall: a broadcast to this many recipients at this limit, recalled once completed.
     recall_limit: int
     recall_recipients: int
@@ -103,6 +105,7 @@ FULL = Profile(
     bots_counts=(1, 2, 5),
     bots_recipients=900,
     bots_paid_recipients=20_000,
+    bots_backlog_recipients=1_000_000,
     recall_limit=300,
     recall_recipients=10_000,
 )
@@ -142,6 +145,7 @@ QUICK = Profile(
     bots_counts=(1, 2, 5),
     bots_recipients=450,
     bots_paid_recipients=8_000,
+    bots_backlog_recipients=100_000,
     recall_limit=300,
     recall_recipients=2_000,
 )
@@ -181,6 +185,7 @@ SMOKE = Profile(
     bots_counts=(1, 2),
     bots_recipients=60,
     bots_paid_recipients=400,
+    bots_backlog_recipients=3_000,
     recall_limit=300,
     recall_recipients=200,
 )

@@ -152,7 +152,11 @@ async def test_several_bots_run_each_at_its_own_limit(tmp_path: Path) -> None:
         "bots=2 bot=bot2",
         "paid beside free bot=bot2 paid",
         "paid beside free bot=default free",
+        "backlog bot=bot2 paid",
+        "backlog bot=default free",
     }
+    big = runs.pop("backlog bot=bot2 paid")  # its figures cover the other bot's window
+    assert big["delivered"] > 0, big  # it sent during the other bot's window
     for run in runs.values():
         assert run["recipients"] == run["delivered"] > 0, run
         assert (run["lost"], run["duplicates"], run["other_errors"]) == (0, 0, 0), run
@@ -164,3 +168,4 @@ async def test_several_bots_run_each_at_its_own_limit(tmp_path: Path) -> None:
     text = report.read_text(encoding="utf-8")
     assert "## 10. Several bots" in text
     assert "| 2 bots | bot2 | 30/s |" in text
+    assert "| backlog | bot2 (paid) | 1000/s | 3,000 (" in text
