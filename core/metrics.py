@@ -31,7 +31,7 @@ The API (``run`` and ``server``):
   latency (histogram; a stream counts until it ends).
 * ``tgb_watchers{transport}`` — open watch streams: ``grpc`` (``WatchBroadcast``) and
   ``sse`` (the REST event stream).
-* ``tgb_webhook_deliveries_total{outcome}`` — completion webhook attempts: ``delivered``,
+* ``tgb_webhook_deliveries_total{outcome,bot}`` — completion webhook attempts: ``delivered``,
   ``retried`` (failed, tried again later), ``failed`` (given up).
 
 Every process:
@@ -235,12 +235,12 @@ class Metrics:
         )
         self.webhook_deliveries = Counter(
             "tgb_webhook_deliveries",
-            "Completion webhook attempts by outcome.",
-            ["outcome"],
+            "Completion webhook attempts by outcome, per bot.",
+            ["outcome", "bot"],
             registry=self.registry,
         )
         for outcome in WEBHOOK_OUTCOMES:
-            self.webhook_deliveries.labels(outcome=outcome)
+            self.webhook_deliveries.labels(outcome=outcome, bot=DEFAULT_BOT)
 
     def broadcast_created(self, *, bot: str, recipients: int) -> None:
         """A broadcast of ``bot`` to ``recipients`` recipients was accepted."""
@@ -291,9 +291,10 @@ class Metrics:
     def database_error(self) -> None:
         self.database_errors.inc()
 
-    def webhook_outcome(self, outcome: str) -> None:
-        """One webhook attempt ended ``delivered``, ``retried`` or ``failed``."""
-        self.webhook_deliveries.labels(outcome=outcome).inc()
+    def webhook_outcome(self, outcome: str, bot: str = DEFAULT_BOT) -> None:
+        """One webhook attempt for a broadcast of ``bot`` ended ``delivered``, ``retried``
+        or ``failed``."""
+        self.webhook_deliveries.labels(outcome=outcome, bot=bot).inc()
 
     async def render(self, *, queue_depth: Callable[[], Awaitable[int]] | None = None) -> bytes:
         """The text exposition; the queue's gauges (``queue_depth``, or the pending jobs of

@@ -384,20 +384,20 @@ async def test_webhook_deliveries_by_outcome(simulator: Simulator, tmp_path: Pat
     ):
         page = await scrape(stack.http_url)
         for outcome in ("delivered", "retried", "failed"):
-            assert page.value("tgb_webhook_deliveries_total", outcome=outcome) == 0
+            assert page.value("tgb_webhook_deliveries_total", outcome=outcome, bot="default") == 0
         await send(stack, {"message": "a", "user_ids": [1], "callback_url": flaky.url})
         await send(stack, {"message": "b", "user_ids": [2], "callback_url": refusing.url})
 
         async def settled() -> bool:
             page = await scrape(stack.http_url)
             return (
-                page.value("tgb_webhook_deliveries_total", outcome="delivered"),
-                page.value("tgb_webhook_deliveries_total", outcome="failed"),
+                page.value("tgb_webhook_deliveries_total", outcome="delivered", bot="default"),
+                page.value("tgb_webhook_deliveries_total", outcome="failed", bot="default"),
             ) == (1, 1)
 
         await wait_until(settled)
         page = await scrape(stack.http_url)
-        assert page.value("tgb_webhook_deliveries_total", outcome="retried") == 1
+        assert page.value("tgb_webhook_deliveries_total", outcome="retried", bot="default") == 1
 
 
 class _Backlogs:

@@ -185,12 +185,13 @@ class WebhookNotifier:
         settings: WebhookSettings,
         concurrency: int = DEFAULT_CONCURRENCY,
         resolver: AbstractResolver | None = None,
-        on_outcome: Callable[[str], None] | None = None,
+        on_outcome: Callable[[str, str], None] | None = None,
     ) -> None:
         """``resolver``: how host names are resolved (default: the system's, in a thread);
         whatever it answers is checked by a :class:`CheckedResolver`. ``on_outcome``: told
         how each attempt ended — ``delivered``, ``retried`` (handed back for a retry) or
-        ``failed`` (given up) — once it is settled in SQL (the metrics)."""
+        ``failed`` (given up) — and the broadcast's bot, once it is settled in SQL (the
+        metrics)."""
         if not settings.secret:
             raise ValueError("a webhook notifier needs webhook.secret")
         self._store = store
@@ -288,18 +289,24 @@ class WebhookNotifier:
             answer = await self._post(claim.url, body)
             if answer.delivered:
                 await self._store.settle_callback(claim, DELIVERED)
-                self._outcome("delivered")
+                self._outcome("delivered", broadcast.bot)
                 logger.info(
                     "webhook delivered",
-                    extra={"broadcast_id": broadcast_id, "url": target, "attempt": attempt},
+                    extra={
+                        "broadcast_id": broadcast_id,
+                        "bot": broadcast.bot,
+                        "url": target,
+                        "attempt": attempt,
+                    },
                 )
             elif not answer.retryable or attempt >= self._settings.max_attempts:
                 await self._store.settle_callback(claim, FAILED)
-                self._outcome("failed")
+                self._outcome("failed", broadcast.bot)
                 logger.warning(
                     "webhook failed",
                     extra={
                         "broadcast_id": broadcast_id,
+                        "bot": broadcast.bot,
                         "url": target,
                         "attempt": attempt,
                         "reason": answer.reason,
@@ -310,11 +317,12 @@ class WebhookNotifier:
                     0, min(self._settings.backoff_cap, self._settings.backoff_base * 2**attempt)
                 )
                 if await self._store.defer_callback(claim, delay_seconds=wait):
-                    self._outcome("retried")
+                    self._outcome("retried", broadcast.bot)
                     logger.info(
                         "webhook attempt failed; retrying",
                         extra={
                             "broadcast_id": broadcast_id,
+                            "bot": broadcast.bot,
                             "url": target,
                             "attempt": attempt,
                             "reason": answer.reason,
@@ -345,9 +353,9 @@ class WebhookNotifier:
             if not _cancelling():
                 self._held.pop(broadcast_id, None)
 
-    def _outcome(self, outcome: str) -> None:
+    def _outcome(self, outcome: str, bot: str) -> None:
         if self._on_outcome is not None:
-            self._on_outcome(outcome)
+            self._on_outcome(outcome, bot)
 
     async def _post(self, url: str, body: bytes) -> _Answer:
         assert self._session is not None
