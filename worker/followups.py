@@ -19,7 +19,8 @@ Guarantees (any number of worker processes; :mod:`.recall` and :mod:`.edit` add 
   (``nak``) and looks again a heartbeat later. A worker killed mid-job loses only what it had
   not recorded: its claims lapse within a lease and JetStream redelivers the job, whose
   handling publishes the events of outcomes already recorded again (JetStream drops those it
-  has).
+  has). A call slot is held from the call until its outcome is recorded, so what is made again
+  is at most ``concurrency`` calls per killed worker (as for sends).
 """
 
 from __future__ import annotations
@@ -221,10 +222,13 @@ class FollowUpJobs(ABC, Generic[R]):
         hold: Hold,
         outcomes: _Outcomes[R],
     ) -> None:
-        """One recipient's call and its outcome recorded (unless its hold lapsed)."""
-        result = await self._outcome(broadcast, target, prepared, hold)
-        if result is not None:
-            await outcomes.add(result, target)
+        """One recipient's call and its outcome recorded (unless its hold lapsed). The call
+        slot is held until the outcome is recorded: a worker that dies has at most
+        ``concurrency`` calls answered (or being made) but not recorded — the duplicate bound."""
+        async with self._calls:
+            result = await self._outcome(broadcast, target, prepared, hold)
+            if result is not None:
+                await outcomes.add(result, target)
 
     async def _call(
         self,
@@ -240,8 +244,7 @@ class FollowUpJobs(ABC, Generic[R]):
         attempts = 0
         while True:
             try:
-                async with self._calls:
-                    return await self._permitted(target, hold, call)
+                return await self._permitted(target, hold, call)
             except RateLimited as exc:  # not an attempt: every worker pauses, then again
                 self._metrics.rate_limited.labels(bot=self._bot).inc()
                 logger.warning(
