@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import asyncio
+from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
+from typing import Any, cast
 
 import pytest
 
 from tests.fixtures.nats import drain_jobs, wait_until
 from tgbroadcast.core.domain.model import Content, NewBroadcast
-from tgbroadcast.core.queue import Queue
+from tgbroadcast.core.queue import Job, Queue
 from tgbroadcast.core.service.dispatch import Dispatcher
 from tgbroadcast.core.store import Store
 
@@ -61,3 +63,42 @@ async def test_the_rescuer_takes_over_a_broadcast_left_undispatched(
 
 async def _dispatched(store: Store) -> bool:
     return await store.undispatched_broadcasts() == []
+
+
+class _HeldQueue:
+    """The real queue, but the jobs of one broadcast wait at their publish until released."""
+
+    def __init__(self, queue: Queue, held: int) -> None:
+        self._queue = queue
+        self._held = held
+        self.waiting = asyncio.Event()
+        self.release = asyncio.Event()
+
+    async def publish_jobs(self, jobs: Sequence[Job]) -> None:
+        if any(job.broadcast_id == self._held for job in jobs):
+            self.waiting.set()
+            await self.release.wait()
+        await self._queue.publish_jobs(jobs)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._queue, name)
+
+
+async def test_a_small_broadcast_is_not_held_behind_a_big_fan_out(
+    store: Store, queue: Queue
+) -> None:
+    """The big broadcast's fan-out is stuck at its publish; a broadcast handed over after it
+    is published meanwhile. One at a time, the small one would wait for the big one."""
+    big, small = await create(store, 300), await create(store, 3)
+    held = _HeldQueue(queue, big)
+    async with Dispatcher(store=store, queue=cast(Queue, held), batch_size=100) as dispatcher:
+        await held.waiting.wait()  # the start-up sweep took both, the big one first
+        await wait_until(lambda: _dispatched_only(store, small))
+        held.release.set()
+        await dispatcher.wait_idle()
+    assert await store.undispatched_broadcasts() == []
+    assert sorted(await queued_recipients(queue)) == sorted([*range(1, 301), 1, 2, 3])
+
+
+async def _dispatched_only(store: Store, broadcast_id: int) -> bool:
+    return broadcast_id not in await store.undispatched_broadcasts()

@@ -16,6 +16,8 @@ Guarantees:
   publish a recipient twice; workers skip recipients already final in SQL, so that costs a
   little work and never a second message (a recipient is sent only by the job holding its
   claim, see :mod:`tgbroadcast.worker.claims`).
+* Up to :data:`FAN_OUTS` broadcasts are published at once, in the order they were handed over,
+  so a broadcast to a few users (of any bot) is not held behind the fan-out of a million.
 * Only ``queued`` and ``running`` broadcasts are published: scheduled ones wait for the
   :mod:`~tgbroadcast.core.background.scheduler`, paused ones for their resume, final ones never. A
   resumed broadcast's pending recipients are published at once as a new generation of jobs (distinct
@@ -53,6 +55,9 @@ from tgbroadcast.core.tasks import cancel_and_wait
 logger = logging.getLogger(__name__)
 
 JOBS_PER_PUBLISH = 500
+FAN_OUTS = 4
+"""Broadcasts published at once by one dispatcher (each reads its recipients a page at a
+time, holding a database connection only for the page's query)."""
 
 
 class Dispatcher(AbstractAsyncContextManager["Dispatcher"]):
@@ -68,7 +73,11 @@ class Dispatcher(AbstractAsyncContextManager["Dispatcher"]):
         max_retry_delay: float = 30.0,
         sweep_interval: float = 15.0,
         stale_after: float = 60.0,
+        concurrency: int = FAN_OUTS,
     ) -> None:
+        if concurrency < 1:
+            raise ValueError(f"concurrency must be positive, not {concurrency}")
+        self._concurrency = concurrency
         self._store = store
         self._queue = queue
         self._batch_size = batch_size
@@ -121,35 +130,58 @@ class Dispatcher(AbstractAsyncContextManager["Dispatcher"]):
         await self._idle.wait()
 
     async def _run(self) -> None:
-        while True:
-            broadcast_id = await self._todo.get()
-            parent = self._traces.pop(broadcast_id, None)
-            delay = self._retry_delay
+        """Up to ``concurrency`` fan-outs at once, in the order handed over: a small
+        broadcast is not held behind the fan-out of a million recipients."""
+        slots = asyncio.Semaphore(self._concurrency)
+        running: set[asyncio.Task[None]] = set()
+        try:
             while True:
-                try:
-                    await tracing.traced(
-                        self._publish(broadcast_id),
-                        "tgbroadcast.dispatch",
-                        {tracing.BROADCAST_ID: broadcast_id},
-                        parent=parent,
-                    )
+                broadcast_id = await self._todo.get()
+                await slots.acquire()
+                task = asyncio.create_task(
+                    self._dispatch(broadcast_id, slots), name=f"dispatch-{broadcast_id}"
+                )
+                running.add(task)
+                task.add_done_callback(running.discard)
+        finally:
+            await cancel_and_wait(*running)
+
+    async def _dispatch(self, broadcast_id: int, slots: asyncio.Semaphore) -> None:
+        """Publish one broadcast (again while it was handed over meanwhile), retrying
+        forever; then its slot is free."""
+        try:
+            while True:
+                await self._publish_retrying(broadcast_id)
+                if broadcast_id not in self._again:
                     break
-                except asyncio.CancelledError:
-                    raise
-                except Exception as exc:
-                    logger.warning(
-                        "dispatch failed; retrying",
-                        extra={"broadcast_id": broadcast_id, "error": repr(exc), "delay": delay},
-                    )
-                    await asyncio.sleep(random.uniform(0, delay))
-                    delay = min(delay * 2, self._max_retry_delay)
-            if broadcast_id in self._again:
                 self._again.discard(broadcast_id)
-                self._todo.put_nowait(broadcast_id)
-                continue
-            self._queued.discard(broadcast_id)
-            if self._todo.empty():
-                self._idle.set()
+        finally:
+            slots.release()
+        self._queued.discard(broadcast_id)
+        if not self._queued:
+            self._idle.set()
+
+    async def _publish_retrying(self, broadcast_id: int) -> None:
+        parent = self._traces.pop(broadcast_id, None)
+        delay = self._retry_delay
+        while True:
+            try:
+                await tracing.traced(
+                    self._publish(broadcast_id),
+                    "tgbroadcast.dispatch",
+                    {tracing.BROADCAST_ID: broadcast_id},
+                    parent=parent,
+                )
+                return
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                logger.warning(
+                    "dispatch failed; retrying",
+                    extra={"broadcast_id": broadcast_id, "error": repr(exc), "delay": delay},
+                )
+                await asyncio.sleep(random.uniform(0, delay))
+                delay = min(delay * 2, self._max_retry_delay)
 
     async def _sweep(self) -> None:
         while True:
