@@ -176,7 +176,7 @@ async def running_api(
     )
     async with (
         Dispatcher(store=backends.store, queue=backends.queue) as dispatcher,
-        Scheduler(store=backends.store, dispatcher=dispatcher),
+        Scheduler(store=backends.store, dispatcher=dispatcher, queue=backends.queue),
         _webhook_notifier(settings, backends) as notifier,
         HealthFollower(readiness) as health,
     ):

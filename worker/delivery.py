@@ -62,7 +62,7 @@ from tgbroadcast.core.domain.model import (
     UserProfile,
 )
 from tgbroadcast.core.metrics import Metrics
-from tgbroadcast.core.queue import FinishedEvent, Queue
+from tgbroadcast.core.queue import Change, ChangeKind, FinishedEvent, Queue
 from tgbroadcast.core.rules import clicks, variants
 from tgbroadcast.core.rules.rich_content import fetched_by_service
 from tgbroadcast.core.rules.templates import personalized, rendered_problem
@@ -550,6 +550,7 @@ class Deliverer:
                 await self._queue.publish_events(
                     [FinishedEvent(broadcast_id=stopped.id, status=stopped.status)]
                 )
+                await self._queue.notify(Change(stopped.id, stopped.bot, ChangeKind.STATUS))
         except Exception as exc:
             logger.warning(
                 "content circuit breaker failed",

@@ -39,7 +39,7 @@ from tgbroadcast.core.domain.model import (
     MediaType,
     UserProfile,
 )
-from tgbroadcast.core.queue import EditEvent, Event, Job
+from tgbroadcast.core.queue import Change, ChangeKind, EditEvent, Event, Job
 from tgbroadcast.core.rules import clicks
 from tgbroadcast.core.rules.templates import personalized, rendered_problem
 from tgbroadcast.core.store import EditResult, SentClaim, SentTarget
@@ -165,6 +165,7 @@ class Editor(FollowUpJobs[EditResult]):
                 "broadcast edited everywhere",
                 extra={"broadcast_id": broadcast.id, "version": broadcast.content_version},
             )
+            await self._queue.notify(Change(broadcast.id, broadcast.bot, ChangeKind.STATUS))
 
     def _replayed(self, broadcast: Broadcast, results: Sequence[DeliveryResult]) -> list[Event]:
         return [

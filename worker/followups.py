@@ -38,7 +38,7 @@ from typing import Any, Generic, TypeVar
 from tgbroadcast.core.domain.errors import NotFound, PermanentError, RateLimited, TelegramError
 from tgbroadcast.core.domain.model import Broadcast, DeliveryResult, DeliveryState
 from tgbroadcast.core.metrics import Metrics
-from tgbroadcast.core.queue import Event, Job, Queue, ReceivedJob
+from tgbroadcast.core.queue import Change, ChangeKind, Event, Job, Queue, ReceivedJob
 from tgbroadcast.core.store import SentClaim, SentTarget, Store
 from tgbroadcast.worker.claims import job_fields, keep_alive
 from tgbroadcast.worker.rate_tier import Parked
@@ -352,6 +352,8 @@ class _Outcomes(Generic[R]):
         ]
         if events:
             await jobs._queue.publish_events(events)
+            broadcast = self._broadcast
+            await jobs._queue.notify(Change(broadcast.id, broadcast.bot, ChangeKind.PROGRESS))
 
 
 class Hold:

@@ -35,7 +35,7 @@ from tgbroadcast.core.domain.model import (
     DeliveryResult,
     RecallOutcome,
 )
-from tgbroadcast.core.queue import Event, FinishedEvent, Job, RecallEvent
+from tgbroadcast.core.queue import Change, ChangeKind, Event, FinishedEvent, Job, RecallEvent
 from tgbroadcast.core.store import RecallResult, SentClaim, SentTarget
 from tgbroadcast.worker.followups import Claimer, FollowUpJobs, Hold, sent_result
 from tgbroadcast.worker.telegram import Gate
@@ -126,6 +126,7 @@ class Recaller(FollowUpJobs[RecallResult]):
             await self._queue.publish_events(
                 [FinishedEvent(broadcast_id=broadcast.id, status=BroadcastStatus.RECALLED)]
             )
+            await self._queue.notify(Change(broadcast.id, broadcast.bot, ChangeKind.STATUS))
 
     def _replayed(self, broadcast: Broadcast, results: Sequence[DeliveryResult]) -> list[Event]:
         return [RecallEvent(result=r) for r in results if r.recall is not None]

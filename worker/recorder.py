@@ -9,6 +9,8 @@ Guarantees:
   which is what lets SQLite keep up with hundreds of sends per second. A commit takes the
   outcomes that arrived while the previous one ran: none waits for company, since a send
   slot is held until its outcome is recorded.
+* Each commit then tells list watchers which broadcasts it changed: one change notice per
+  broadcast (:mod:`tgbroadcast.core.queue.changes`; at most once, never retried).
 * One recorder per bot's lane: its outcomes count in that bot's metrics
   (``tgb_messages_total{bot}``) and its logs carry the bot's name.
 * A database or NATS outage does not lose outcomes already in hand: the write is retried
@@ -30,7 +32,7 @@ from typing import TypeVar
 from tgbroadcast.core.domain.access import DEFAULT_BOT
 from tgbroadcast.core.domain.model import DeliveryResult
 from tgbroadcast.core.metrics import Metrics
-from tgbroadcast.core.queue import Event, FinishedEvent, Queue, ResultEvent
+from tgbroadcast.core.queue import Change, ChangeKind, Event, FinishedEvent, Queue, ResultEvent
 from tgbroadcast.core.store import Store
 from tgbroadcast.core.tasks import cancel_and_wait
 
@@ -111,6 +113,14 @@ class ResultRecorder(AbstractAsyncContextManager["ResultRecorder"]):
         ]
         if events:
             await self._retrying("publish events", self._queue.publish_events, events)
+        # List watchers: the finished broadcasts moved; the others' counters did (at most one
+        # notice per broadcast per commit; the API servers read each at a bounded rate).
+        finished = {broadcast.id for broadcast in recorded.finished}
+        moved = {r.broadcast_id for r in recorded.recorded} - finished
+        await self._queue.notify(
+            *(Change(b, self._bot, ChangeKind.STATUS) for b in sorted(finished)),
+            *(Change(b, self._bot, ChangeKind.PROGRESS) for b in sorted(moved)),
+        )
         for broadcast in recorded.finished:
             logger.info(
                 "broadcast finished",

@@ -11,6 +11,8 @@ Guarantees:
 * A server that dies between the move and the dispatch leaves a ``QUEUED``, undispatched
   broadcast: the dispatcher's start-up pass and rescuer sweep publish it.
 * A scheduled broadcast that was cancelled is never started.
+* Each start is announced (:mod:`tgbroadcast.core.service.announcing`) when the scheduler
+  has the ``queue``: its watchers see it ``queued``, list watchers see it move.
 """
 
 from __future__ import annotations
@@ -24,6 +26,8 @@ from types import TracebackType
 
 from tgbroadcast.core.domain.errors import FailedPrecondition, NotFound
 from tgbroadcast.core.domain.states import Command
+from tgbroadcast.core.queue import ChangeKind, Queue
+from tgbroadcast.core.service.announcing import announce
 from tgbroadcast.core.service.dispatch import Dispatcher
 from tgbroadcast.core.store import Store
 from tgbroadcast.core.tasks import cancel_and_wait
@@ -48,6 +52,7 @@ class Scheduler(AbstractAsyncContextManager["Scheduler"]):
         dispatcher: Dispatcher,
         poll_interval: float = 1.0,
         clock: Callable[[], datetime] = _utc_now,
+        queue: Queue | None = None,
     ) -> None:
         if poll_interval <= 0:
             raise ValueError(f"poll_interval must be positive, not {poll_interval}")
@@ -55,6 +60,7 @@ class Scheduler(AbstractAsyncContextManager["Scheduler"]):
         self._dispatcher = dispatcher
         self._poll_interval = poll_interval
         self._clock = clock
+        self._queue = queue
         self._task: asyncio.Task[None] | None = None
 
     async def __aenter__(self) -> Scheduler:
@@ -78,10 +84,12 @@ class Scheduler(AbstractAsyncContextManager["Scheduler"]):
             due = await self._store.due_broadcasts(self._clock(), limit=DUE_PER_POLL)
             for broadcast_id in due:
                 try:
-                    await self._store.move_broadcast(broadcast_id, Command.START)
+                    started_one = await self._store.move_broadcast(broadcast_id, Command.START)
                 except (FailedPrecondition, NotFound):
                     continue  # cancelled meanwhile, or started by another server
                 logger.info("scheduled broadcast started", extra={"broadcast_id": broadcast_id})
+                if self._queue is not None:
+                    await announce(self._queue, started_one, ChangeKind.STATUS)
                 self._dispatcher.dispatch(broadcast_id)
                 started.append(broadcast_id)
             if len(due) < DUE_PER_POLL:

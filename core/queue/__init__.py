@@ -14,7 +14,8 @@ SQL is the truth; this is only transport. Two streams per ``prefix``:
   delivered again, with a higher ``num_delivered``. Jobs are therefore delivered *at least
   once*: workers must skip recipients that are already final in SQL.
 * ``<PREFIX>_EVENTS`` — limits retention (7 days), subjects ``<prefix>.events.<broadcast_id>``.
-  One event per recipient outcome plus one when the broadcast finishes.
+  One event per recipient outcome, one per move to a status that is not final (pause,
+  resume, start, recall: :class:`StatusEvent`), and one when the broadcast finishes.
 
 Every publish carries a ``Nats-Msg-Id`` derived from its content, so a re-publish within the
 duplicate window (10 minutes) is dropped by the server: a job by broadcast id, first id, count
@@ -29,6 +30,8 @@ terminated (never redelivered); a malformed event is logged and skipped by watch
 * :mod:`.connection` — reaching NATS: a cluster's servers, credentials and TLS (``NatsAccess``).
 * :mod:`.replication` — ``nats.replicas`` for every stream, KV bucket and object store: raised,
   never lowered.
+* :mod:`.changes` — change notices on core NATS: a broadcast was created, moved, or counted
+  outcomes (what list watchers follow; nothing stored).
 * :mod:`.names` — what the queue's streams, subjects, consumers and media bucket are called
   under one ``prefix``.
 * :mod:`.payloads` — jobs, delivery events, and their JSON encoding.
@@ -38,6 +41,7 @@ May import: :mod:`tgbroadcast.core.domain`.
 """
 
 from tgbroadcast.core.domain.errors import QueueError
+from tgbroadcast.core.queue.changes import Change, ChangeKind
 from tgbroadcast.core.queue.connection import NatsAccess
 from tgbroadcast.core.queue.jetstream import DUPLICATE_WINDOW, EVENTS_MAX_AGE, Queue
 from tgbroadcast.core.queue.names import WORKERS_CONSUMER, QueueNames
@@ -51,6 +55,7 @@ from tgbroadcast.core.queue.payloads import (
     Job,
     RecallEvent,
     ResultEvent,
+    StatusEvent,
     decode_event,
     encode_event,
 )
@@ -61,6 +66,8 @@ __all__ = [
     "EVENTS_MAX_AGE",
     "JOB_SIZE",
     "WORKERS_CONSUMER",
+    "Change",
+    "ChangeKind",
     "ClickEvent",
     "EditEvent",
     "Event",
@@ -74,6 +81,7 @@ __all__ = [
     "RecallEvent",
     "ReceivedJob",
     "ResultEvent",
+    "StatusEvent",
     "decode_event",
     "encode_event",
 ]

@@ -1,4 +1,4 @@
-"""What travels on the queue: jobs, delivery events, and their JSON encoding.
+"""What travels on the queue: jobs, delivery and status events, and their JSON encoding.
 
 Payloads are compact JSON with datetimes in ISO 8601 UTC. Decoding validates the shape and
 raises ``ValueError`` on anything else, so a malformed message never reaches a worker or a
@@ -210,7 +210,24 @@ class FinishedEvent:
         return f"f.{self.broadcast_id}"
 
 
-Event = ResultEvent | RecallEvent | EditEvent | ClickEvent | FinishedEvent
+@dataclass(frozen=True, slots=True, kw_only=True)
+class StatusEvent:
+    """The broadcast moved to a status that is not final (paused, resumed, started,
+    recalling): the outcomes after it in the stream were recorded in that status or later.
+    ``at`` is when the move was made (a broadcast may be paused, resumed and paused again:
+    each move is an event of its own)."""
+
+    broadcast_id: int
+    status: BroadcastStatus
+    at: datetime
+
+    @property
+    def msg_id(self) -> str:
+        micros = int(self.at.timestamp() * 1_000_000)
+        return f"m.{self.broadcast_id}.{self.status.value}.{micros}"
+
+
+Event = ResultEvent | RecallEvent | EditEvent | ClickEvent | FinishedEvent | StatusEvent
 
 
 @dataclass(frozen=True, slots=True)
@@ -258,6 +275,15 @@ def encode_event(event: Event) -> bytes:
                 **extra,
             }
         )
+    if isinstance(event, StatusEvent):
+        return _dumps(
+            {
+                "type": "status",
+                "broadcast_id": event.broadcast_id,
+                "status": event.status.value,
+                "at": _format_datetime(event.at),
+            }
+        )
     return _dumps(
         {"type": "finished", "broadcast_id": event.broadcast_id, "status": event.status.value}
     )
@@ -273,6 +299,12 @@ def decode_event(data: bytes) -> Event:
         if not status.is_final:
             raise ValueError(f"a finished event needs a final status, got {status.value}")
         return FinishedEvent(broadcast_id=broadcast_id, status=status)
+    if kind == "status":
+        status = BroadcastStatus(_get_str(obj, "status"))
+        if status.is_final:
+            raise ValueError(f"a status event needs a status that is not final, got {status}")
+        at = _parse_datetime(_get_str(obj, "at"))
+        return StatusEvent(broadcast_id=broadcast_id, status=status, at=at)
     if kind not in ("result", "recall", "edit", "click"):
         raise ValueError(f"unknown event type {kind!r}")
     state = DeliveryState(_get_str(obj, "state"))

@@ -23,6 +23,7 @@ from nats.aio.msg import Msg
 from nats.js import JetStreamContext, api
 
 from tgbroadcast.core.domain.errors import QueueError
+from tgbroadcast.core.queue.changes import ChangeNotices
 from tgbroadcast.core.queue.names import QueueNames
 from tgbroadcast.core.queue.payloads import Event, Idle, decode_event
 
@@ -43,8 +44,9 @@ class Sequenced:
     event: Event
 
 
-class EventWatching:
-    """Watching events, and the consumer bookkeeping the queue shares with it."""
+class EventWatching(ChangeNotices):
+    """Watching events, and the consumer bookkeeping the queue shares with it (and, as a
+    :class:`~.changes.ChangeNotices`, the change notices)."""
 
     _nc: NatsClient
     _js: JetStreamContext
@@ -69,6 +71,15 @@ class EventWatching:
         except (nats.errors.Error, TimeoutError) as exc:
             logger.debug("cannot check consumer %s: %r", consumer, exc)
         return True
+
+    async def events_end(self) -> int:
+        """One past the events stream's last sequence now: a watch from it sees only the
+        events published from now on (``from now``). ``QueueError`` if NATS did not answer."""
+        try:
+            info = await self._js.stream_info(self._names.events_stream)
+        except (nats.errors.Error, TimeoutError) as exc:
+            raise QueueError(f"cannot read the events stream's end: {exc!r}") from exc
+        return int(info.state.last_seq or 0) + 1
 
     async def watch(
         self, broadcast_id: int, *, idle_after: float = 1.0, batch_size: int = 64

@@ -22,10 +22,11 @@ from typing import Final
 from tgbroadcast.core.domain.errors import FailedPrecondition, FieldViolation, InvalidArgument
 from tgbroadcast.core.domain.model import Broadcast, BroadcastStatus
 from tgbroadcast.core.domain.states import RECALL_SETTLE, Command
-from tgbroadcast.core.queue import FinishedEvent, Queue
+from tgbroadcast.core.queue import ChangeKind, FinishedEvent, Queue
 from tgbroadcast.core.rules import page_tokens
 from tgbroadcast.core.rules.bot_names import validate_bot_name
 from tgbroadcast.core.rules.edits import EditRequest, validate_edit
+from tgbroadcast.core.service.announcing import announce
 from tgbroadcast.core.service.bot_access import (
     KnownBots,
     Visible,
@@ -41,6 +42,30 @@ logger = logging.getLogger(__name__)
 DEFAULT_PAGE_SIZE: Final = 100
 MAX_PAGE_SIZE: Final = 1000
 _STATUS_NAMES: Final = ", ".join(status.value for status in BroadcastStatus)
+
+
+def list_filter(
+    bot: str, statuses: Sequence[str]
+) -> tuple[frozenset[BroadcastStatus], list[FieldViolation]]:
+    """The statuses of a list's filter (lower-case names), and what is wrong with it: a
+    malformed ``bot`` name (empty: any bot), an unknown status (``statuses[i]``)."""
+    violations: list[FieldViolation] = []
+    if bot:
+        try:
+            validate_bot_name(bot)
+        except InvalidArgument as exc:
+            violations.extend(exc.violations)
+    wanted: set[BroadcastStatus] = set()
+    for index, name in enumerate(statuses):
+        try:
+            wanted.add(BroadcastStatus(name))
+        except ValueError:
+            violations.append(
+                FieldViolation(
+                    f"statuses[{index}]", f"unknown status {name!r}; one of {_STATUS_NAMES}"
+                )
+            )
+    return frozenset(wanted), violations
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -73,22 +98,7 @@ class LifecycleOperations:
         first, ``page_size`` (default 100, at most 1000) at a time; only the bot ``bot``'s
         when given (a bot deleted since may be named: its broadcasts stay), and only those
         of ``visible`` bots (filtered in SQL)."""
-        violations: list[FieldViolation] = []
-        if bot:
-            try:
-                validate_bot_name(bot)
-            except InvalidArgument as exc:
-                violations.extend(exc.violations)
-        wanted: set[BroadcastStatus] = set()
-        for index, name in enumerate(statuses):
-            try:
-                wanted.add(BroadcastStatus(name))
-            except ValueError:
-                violations.append(
-                    FieldViolation(
-                        f"statuses[{index}]", f"unknown status {name!r}; one of {_STATUS_NAMES}"
-                    )
-                )
+        wanted, violations = list_filter(bot, statuses)
         if not 0 <= page_size <= MAX_PAGE_SIZE:
             violations.append(FieldViolation("page_size", f"must be between 1 and {MAX_PAGE_SIZE}"))
         before: int | None = None
@@ -130,6 +140,7 @@ class LifecycleOperations:
                 "publishing a cancellation failed",
                 extra={"broadcast_id": broadcast_id, "error": repr(exc)},
             )
+        await announce(self._queue, broadcast, ChangeKind.STATUS)
         return broadcast
 
     async def pause_broadcast(
@@ -139,6 +150,7 @@ class LifecycleOperations:
         await check_visible(self._store, broadcast_id, visible)
         broadcast = await self._store.move_broadcast(broadcast_id, Command.PAUSE, actor=actor)
         logger.info("broadcast paused", extra={"broadcast_id": broadcast_id, "actor": actor})
+        await announce(self._queue, broadcast, ChangeKind.STATUS)
         return broadcast
 
     async def resume_broadcast(
@@ -156,6 +168,7 @@ class LifecycleOperations:
                 "actor": actor,
             },
         )
+        await announce(self._queue, broadcast, ChangeKind.STATUS)
         self._dispatcher.dispatch(broadcast_id)
         return broadcast
 
@@ -177,6 +190,7 @@ class LifecycleOperations:
             )
         broadcast = await self._store.move_broadcast(broadcast_id, Command.RECALL, actor=actor)
         logger.info("broadcast recalled", extra={"broadcast_id": broadcast_id, "actor": actor})
+        await announce(self._queue, broadcast, ChangeKind.STATUS)
         asyncio.get_running_loop().call_later(
             RECALL_SETTLE, self._dispatcher.dispatch, broadcast_id
         )
@@ -216,5 +230,6 @@ class LifecycleOperations:
                 "actor": actor,
             },
         )
+        await announce(self._queue, broadcast, ChangeKind.STATUS, moved=False)
         self._dispatcher.dispatch(broadcast_id)
         return broadcast

@@ -48,7 +48,7 @@ import tgbroadcast.core.tracing as tracing
 from tgbroadcast.core.domain import states
 from tgbroadcast.core.domain.errors import NotFound
 from tgbroadcast.core.domain.model import Broadcast, BroadcastStatus
-from tgbroadcast.core.queue import JOB_SIZE, FinishedEvent, Job, Queue
+from tgbroadcast.core.queue import JOB_SIZE, Change, ChangeKind, FinishedEvent, Job, Queue
 from tgbroadcast.core.store import Store
 from tgbroadcast.core.tasks import cancel_and_wait
 
@@ -342,3 +342,4 @@ class Dispatcher(AbstractAsyncContextManager["Dispatcher"]):
             await self._queue.publish_events(
                 [FinishedEvent(broadcast_id=broadcast.id, status=BroadcastStatus.RECALLED)]
             )
+            await self._queue.notify(Change(broadcast.id, broadcast.bot, ChangeKind.STATUS))
