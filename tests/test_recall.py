@@ -212,7 +212,8 @@ async def test_an_album_is_recalled_in_one_call_and_streamed_live_over_sse(
     assert code == 200
     events = await asyncio.wait_for(live, 120)
     names = [name for name, _ in events]
-    assert names == ["result"] * 2 + ["recall"] * 2 + ["end"]
+    assert names == ["result"] * 2 + ["status"] + ["recall"] * 2 + ["end"]  # the move, in order
+    assert events[2][1]["progress"]["status"] == "recalling"
     recalls = {data["user_id"]: data for name, data in events if name == "recall"}
     assert {u: d["recall"] for u, d in recalls.items()} == dict.fromkeys(users, "deleted")
     assert all(len(d["message_ids"]) == 2 for d in recalls.values())

@@ -6,6 +6,7 @@ Guarantees:
   and every recipient are committed in SQL (the truth) and its jobs are on their way to NATS through
   the :class:`~tgbroadcast.core.service.dispatch.Dispatcher`, which finishes the job after a crash
   (see there).
+* ``watch_broadcasts`` streams the list: each broadcast as it changes (:mod:`.list_watching`).
 * ``watch`` yields every recipient's final outcome exactly once, replayed first then live, and
   ends after the broadcast is final; it holds a bounded number of events in memory however
   slowly it is consumed.
@@ -47,7 +48,7 @@ from tgbroadcast.core.domain.model import (
 )
 from tgbroadcast.core.domain.states import SENDABLE
 from tgbroadcast.core.metrics import Metrics
-from tgbroadcast.core.queue import Queue
+from tgbroadcast.core.queue import ChangeKind, Queue
 from tgbroadcast.core.queue.feeds import EventFeeds
 from tgbroadcast.core.rules import page_tokens
 from tgbroadcast.core.rules import variants as variant_rules
@@ -62,6 +63,7 @@ from tgbroadcast.core.rules.validation import (
     validate_users,
 )
 from tgbroadcast.core.service import reports, watching
+from tgbroadcast.core.service.announcing import announce
 from tgbroadcast.core.service.bot_access import (
     KnownBots,
     Visible,
@@ -71,6 +73,7 @@ from tgbroadcast.core.service.bot_access import (
 from tgbroadcast.core.service.clicks import LinkClicks, link_clicks
 from tgbroadcast.core.service.controls import LifecycleOperations
 from tgbroadcast.core.service.dispatch import Dispatcher
+from tgbroadcast.core.service.list_watching import ListWatching, Ready
 from tgbroadcast.core.service.quota import PendingRecipientsQuota
 from tgbroadcast.core.service.uploads import stash_album
 from tgbroadcast.core.service.user_import import ImportChunk, import_users
@@ -146,6 +149,7 @@ class BroadcastingService(LifecycleOperations):
         self._bots = bots
         self._queue = queue
         self._feeds = EventFeeds(queue)
+        self._lists = ListWatching(store, queue)
         self._dispatcher = dispatcher
         self._metrics = metrics
         self._max_user_ids = max_user_ids
@@ -207,6 +211,7 @@ class BroadcastingService(LifecycleOperations):
                 "bot": bot,
             },
         )
+        await announce(self._queue, broadcast, ChangeKind.CREATED)
         if broadcast.status in SENDABLE:  # scheduled ones start with the scheduler
             self._dispatcher.dispatch(broadcast.id)
         return Accepted(broadcast=broadcast)
@@ -399,22 +404,56 @@ class BroadcastingService(LifecycleOperations):
         )
 
     async def watch(
-        self, broadcast_id: int, *, visible: Visible = None, after: str = ""
+        self,
+        broadcast_id: int,
+        *,
+        visible: Visible = None,
+        after: str = "",
+        from_now: bool = False,
     ) -> AsyncGenerator[WatchUpdate, None]:
         """Every outcome of the broadcast once, then a closing update with the final status
         (:func:`.watching.watch`); ``after``: a cursor of an earlier update to resume after
-        (one that cannot be read starts from the first outcome). ``NotFound`` (at the first
-        step) if the broadcast does not exist or its bot is not ``visible``."""
+        (one that cannot be read starts from the first outcome); ``from_now`` (without
+        ``after``): a ``status`` update with the broadcast's status and counters now, then
+        only the outcomes recorded from now on, the counters going on from those
+        (:meth:`.watching.Cursor.now`). ``NotFound`` (at the first step) if the
+        broadcast does not exist or its bot is not ``visible``."""
         broadcast = await visible_broadcast(self._store, broadcast_id, visible)
+        cursor = Cursor.parse(after) if after else None
+        if from_now and not after:
+            end = await self._queue.events_end()
+            broadcast = await self._store.get_broadcast(broadcast_id)  # counters after the end
+            cursor = Cursor.now(end, broadcast)
+            yield WatchUpdate(
+                result=None,
+                status=broadcast.status,
+                total=broadcast.total,
+                sent=cursor.sent,
+                failed=cursor.failed,
+                cursor=str(cursor),
+                recalled=cursor.recalled,
+                edited=cursor.edited,
+                kind=watching.STATUS_KIND,
+            )
         async with aclosing(
             watching.watch(
                 self._store,
                 self._feeds,
                 broadcast,
-                after=Cursor.parse(after) if after else None,
+                after=cursor,
                 missing_event_grace=self._missing_event_grace,
                 on_finished=self._on_finished,
             )
         ) as updates:
             async for update in updates:
                 yield update
+
+    def watch_broadcasts(
+        self, *, visible: Visible = None, bot: str = "", statuses: Sequence[str] = ()
+    ) -> AsyncGenerator[Ready | Broadcast, None]:
+        """``Ready()`` once every later change will be streamed, then each broadcast of the
+        ``visible`` bots as it is created, moves or counts outcomes (only ``bot``'s, only
+        those whose new status is one of ``statuses``, when given); see
+        :mod:`.list_watching`. ``InvalidArgument`` (at the first step) for a malformed bot
+        name or an unknown status (``statuses[i]``)."""
+        return self._lists.watch(visible=visible, bot=bot, statuses=statuses)

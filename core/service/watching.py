@@ -15,7 +15,15 @@ on the events stream, ``u<user_id>.<sent>.<failed>[.<recalled>]`` in a replay) f
 :func:`watch` resumes with ``after=``: the outcomes after it, in the same order, each once,
 with the counters going on from where they were. A cursor that cannot be read, or not of
 this broadcast (more outcomes than it has, a sequence or user id out of range), starts from
-the first outcome.
+the first outcome. A watch *from now* starts at a stream cursor made of the stream's end and
+the broadcast's counters read after it (:meth:`Cursor.now`): only later outcomes come, and the
+counters go on from the database's (they may count a send in flight at that moment twice).
+
+A followed broadcast's moves to a status that is not final (paused, resumed, started,
+recalling) come in stream order with its outcomes (``StatusEvent``): each is an update of kind
+``status`` without a result, and every outcome after it carries that status — an outcome
+recorded after a pause says ``paused``. The closing update carries the final status and the
+database's final counters.
 """
 
 from __future__ import annotations
@@ -36,6 +44,7 @@ from tgbroadcast.core.queue import (
     Idle,
     RecallEvent,
     ResultEvent,
+    StatusEvent,
 )
 from tgbroadcast.core.queue.watching import Sequenced
 from tgbroadcast.core.store import Store
@@ -43,6 +52,10 @@ from tgbroadcast.core.store import Store
 logger = logging.getLogger(__name__)
 
 REPLAY_PAGE = 500
+STATUS_KIND = "status"
+"""The kind of a status move's update (it has no result)."""
+_BEFORE_SENDING = frozenset({BroadcastStatus.SCHEDULED, BroadcastStatus.QUEUED})
+"""Statuses an outcome proves wrong: its broadcast is running (or past it) by then."""
 _SETTLED = frozenset({BroadcastStatus.COMPLETED, BroadcastStatus.RECALLED})
 """Final statuses whose counters never move again."""
 _INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
@@ -78,11 +91,17 @@ class WatchUpdate:
     kind: str = "result"
     """What this update is: a delivery's ``result``, a ``recall``'s or an ``edit``'s outcome,
     or a recipient's first ``click`` on a tracked link (a replay's one update per recipient
-    is a ``result`` carrying the others' outcomes)."""
+    is a ``result`` carrying the others' outcomes); or, without a ``result``, a ``status``
+    move of a followed broadcast (paused, resumed, started, recalling)."""
 
     @property
     def pending(self) -> int:
         return self.total - self.sent - self.failed
+
+    @property
+    def closing(self) -> bool:
+        """Whether this is the watch's last update (its final status and counters)."""
+        return self.result is None and self.kind != STATUS_KIND
 
 
 @dataclass(frozen=True, slots=True)
@@ -104,6 +123,20 @@ class Cursor:
         if self.edited or self.version != 1:
             return f"{text}.{self.recalled}.{self.edited}.{self.version}"
         return f"{text}.{self.recalled}" if self.recalled else text
+
+    @classmethod
+    def now(cls, end: int, broadcast: Broadcast) -> Cursor:
+        """A stream cursor before stream sequence ``end`` (the stream's end, read first) with
+        ``broadcast``'s counters (read after it): a watch from it starts *from now*."""
+        return cls(
+            "s",
+            max(0, end - 1),
+            broadcast.sent,
+            broadcast.failed,
+            broadcast.recalled,
+            broadcast.edited,
+            broadcast.content_version,
+        )
 
     @classmethod
     def parse(cls, text: str) -> Cursor | None:
@@ -198,13 +231,19 @@ async def _follow(
                 on_finished(broadcast_id)
             if isinstance(item, Sequenced):
                 at = replace(at, seq=item.seq)
-            if isinstance(event, ResultEvent):
+            if isinstance(event, StatusEvent):
+                if not status.is_final:  # a final status read from SQL is never undone
+                    status = event.status
+                    yield update(None, status, STATUS_KIND)
+            elif isinstance(event, ResultEvent):
                 result = event.result
                 if result.state.delivered:
                     at = replace(at, sent=at.sent + 1)
                 else:
                     at = replace(at, failed=at.failed + 1)
-                yield update(result, BroadcastStatus.RUNNING, "result")
+                if status in _BEFORE_SENDING:
+                    status = BroadcastStatus.RUNNING
+                yield update(result, status, "result")
             elif isinstance(event, RecallEvent):
                 at = replace(at, recalled=at.recalled + 1)
                 yield update(event.result, BroadcastStatus.RECALLING, "recall")
@@ -254,6 +293,8 @@ async def _follow(
                 )
                 break
     assert final is not None
+    # The closing counters are the database's (the truth, if some event was never seen).
+    at = replace(at, sent=final.sent, failed=final.failed, recalled=final.recalled)
     yield update(None, final.status, "result")
 
 
