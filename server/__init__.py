@@ -9,6 +9,7 @@
   picked up without a restart.
 * :mod:`.streams` — the open watch streams of both (``server.max_watchers``), ended when the
   process drains.
+* :mod:`.token_view` — what the calling API token may do (``GET /v1/token``, ``GetToken``).
 
 May import: ``tgbroadcast.core`` (service, rules, domain, tasks, health) and ``tgbroadcast.v1``;
 never the store or the queue directly, the worker or the launcher.

@@ -5,7 +5,8 @@ route that needs a token (:data:`REST`, by method and route template) maps to ex
 :class:`Rule`; a test checks both tables against the service descriptor and the router, so a
 new method or route cannot slip through. The health service, reflection, the probes,
 ``/metrics``, ``/openapi.json`` and the dashboard's files (``/ui/``) need no token, hence no
-scope; ``GET /v1/token`` (what the calling token may do) needs a token but no scope. A method
+scope; ``GET /v1/token`` and ``GetToken`` (what the calling token may do) need a token but no
+scope. A method
 or route missing from the table is refused (PERMISSION_DENIED / 403), never served.
 
 A token without the rule's scope is refused: 403 / PERMISSION_DENIED, ``this token lacks
@@ -53,6 +54,7 @@ GRPC: Final[Mapping[str, Rule]] = {
     "ListBroadcasts": READ,
     "ListDeliveries": READ,
     "WatchBroadcast": READ,
+    "WatchBroadcasts": READ,
     "CancelBroadcast": CONTROL,
     "PauseBroadcast": CONTROL,
     "ResumeBroadcast": CONTROL,
@@ -67,6 +69,7 @@ GRPC: Final[Mapping[str, Rule]] = {
     "ListBots": BOTS,
     "GetBot": BOTS,
     "DeleteBot": BOTS,
+    "GetToken": ANY_TOKEN,
 }
 """``tgbroadcast.v1.BroadcastService``'s methods by short name."""
 
@@ -76,6 +79,7 @@ REST: Final[Mapping[tuple[str, str], Rule]] = {
     ("POST", "/v1/broadcasts"): SEND,
     ("POST", "/v1/preview"): SEND,
     ("GET", "/v1/broadcasts"): READ,
+    ("GET", "/v1/broadcasts/events"): READ,
     ("GET", BROADCAST): READ,
     ("GET", BROADCAST + "/deliveries"): READ,
     ("GET", BROADCAST + "/deliveries.csv"): READ,

@@ -44,15 +44,16 @@ MAY_IMPORT: dict[str, frozenset[str]] = {
     "server.streams": _CORE_BASE | {"core.tasks"},
     "server.guards": frozenset({"server.auth"}),
     "server.tls": _CORE_BASE,
+    "server.token_view": _CORE_BASE | {"core.bots", "server.auth"},
     # The two transports never import each other: each has its own converters.
     "server.grpc": _CORE_BASE
     | {"core.rules", "core.service", "server.auth", "server.guards", "v1"}
     | {"core.health", "core.tasks", "core.tracing", "server.streams", "server.scopes"}
-    | {"core.bots"},
+    | {"core.bots", "server.token_view"},
     "server.rest": _CORE_BASE
     | {"core.rules", "core.service", "core.tasks", "server.auth", "server.guards", "v1"}
     | {"core.health", "core.tracing", "server.streams", "server.scopes", "core.bots"}
-    | {"server.ui"},
+    | {"server.ui", "server.token_view"},
     "server.ui": frozenset(),  # the dashboard's static files: aiohttp only
     "worker": _CORE_BASE
     | {"core.rules", "core.store", "core.queue", "core.config", "core.logs"}

@@ -14,6 +14,8 @@ Left out, and why:
 * ``watchBroadcast`` (SSE): an open stream ends only when its broadcast does, so a case's
   answer time depends on delivery, not on the input; its errors before the stream starts are
   the same code as the other broadcast routes'.
+* ``watchBroadcasts`` (SSE): the list's stream never ends by itself; its refusals are the list's
+  (the same filter code), tested in ``tests/test_list_events.py``.
 * The checks ``missing_required_header`` and ``ignored_auth`` send requests without or with a
   wrong token on purpose: after ten of them the failed-authentication throttle answers 429
   to this address for a minute, for every request. Authentication has its own tests.
@@ -49,7 +51,7 @@ documented ``callback_url`` is accepted."""
 
 RUN_TIMEOUT = 900.0
 """Seconds the run may take (a few minutes on a slow machine): a hung run fails, not hangs."""
-EXCLUDED = ("watchBroadcast",)
+EXCLUDED = ("watchBroadcast", "watchBroadcasts")
 HTTP_METHODS = frozenset({"get", "put", "post", "delete", "patch", "head", "options", "trace"})
 
 SEMANTIC_OPERATIONS = (

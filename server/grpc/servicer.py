@@ -55,6 +55,7 @@ from tgbroadcast.server.grpc.interceptors import AuthInterceptor, CallObserver, 
 from tgbroadcast.server.grpc.tracing import TracingInterceptor
 from tgbroadcast.server.guards import Guards
 from tgbroadcast.server.streams import DEFAULT_MAX_WATCHERS, Watchers
+from tgbroadcast.server.token_view import describe as describe_caller_token
 from tgbroadcast.v1 import broadcast_pb2 as pb
 from tgbroadcast.v1 import broadcast_pb2_grpc as pb_grpc
 
@@ -196,8 +197,42 @@ class BroadcastServicer(pb_grpc.BroadcastServiceServicer):
                 context,
                 visible=visible_bots(),
                 after=request.after,
+                from_now=request.from_now,
             ):
                 yield message
+
+    async def WatchBroadcasts(  # noqa: N802
+        self, request: pb.WatchBroadcastsRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> AsyncIterator[pb.WatchBroadcastsResponse]:
+        async with _translated(context):
+            async for message in watch.watch_broadcasts(
+                self._core,
+                self._watchers,
+                context,
+                visible=visible_bots(),
+                bot=bot_for(request.bot) if request.bot else "",
+                statuses=controls.status_names(request.statuses),
+            ):
+                yield message
+
+    async def GetToken(  # noqa: N802
+        self, request: pb.GetTokenRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> pb.GetTokenResponse:
+        async with _translated(context):
+            view = await describe_caller_token(self._bots)
+        return pb.GetTokenResponse(
+            name=view.name,
+            scopes=view.scopes,
+            bots=view.bots,
+            bot_limits=[
+                pb.BotLimit(
+                    name=limit.name,
+                    rate_limit=limit.rate_limit,
+                    paid_rate_limit=limit.paid_rate_limit,
+                )
+                for limit in view.bot_limits
+            ],
+        )
 
     async def PreviewMessage(  # noqa: N802
         self, request: pb.PreviewMessageRequest, context: grpc.aio.ServicerContext[Any, Any]

@@ -1,5 +1,5 @@
-"""``WatchBroadcast``'s stream: a place among the server's open watch streams
-(:mod:`tgbroadcast.server.streams`), the broadcast's updates, and the end when it drains.
+"""``WatchBroadcast``'s and ``WatchBroadcasts``' streams: a place among the server's open
+watch streams (:mod:`tgbroadcast.server.streams`), the updates, and the end when it drains.
 
 The server sends the initial metadata (``tgb-watch: open``) as soon as the stream holds its
 place, so a client knows its watch is open before the first outcome. More than
@@ -10,15 +10,16 @@ another instance.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator, Sequence
 from contextlib import aclosing
-from typing import Any, Final, NoReturn
+from typing import Any, Final, NoReturn, TypeVar, cast
 
 import grpc
 
+from tgbroadcast.core.domain.model import Broadcast
 from tgbroadcast.core.service.bot_access import Visible
 from tgbroadcast.core.service.broadcasting import BroadcastingService
-from tgbroadcast.core.service.watching import WatchUpdate
+from tgbroadcast.core.service.list_watching import Ready
 from tgbroadcast.server.grpc import messages
 from tgbroadcast.server.streams import (
     END,
@@ -36,6 +37,8 @@ OPEN_METADATA: Final = (("tgb-watch", "open"),)
 _AHEAD: Final = 64
 """Updates read ahead of what the stream has written."""
 
+U = TypeVar("U")
+
 
 async def watch_broadcast(
     core: BroadcastingService,
@@ -45,19 +48,57 @@ async def watch_broadcast(
     *,
     visible: Visible = None,
     after: str = "",
+    from_now: bool = False,
 ) -> AsyncIterator[pb.WatchBroadcastResponse]:
     """The stream's messages; aborts with the statuses above (the core's errors pass: a
-    broadcast whose bot is not ``visible`` is NOT_FOUND, as a missing one)."""
+    broadcast whose bot is not ``visible`` is NOT_FOUND, as a missing one). Status moves
+    (updates without a result) are not messages: the outcomes after one carry the status."""
+    updates = core.watch(broadcast_id, visible=visible, after=after, from_now=from_now)
+    async for message in _stream(updates, watchers, context, name=f"grpc-watch-{broadcast_id}"):
+        if message.closing or message.result is not None:
+            yield messages.watch_update(message)
+
+
+async def watch_broadcasts(
+    core: BroadcastingService,
+    watchers: Watchers,
+    context: grpc.aio.ServicerContext[Any, Any],
+    *,
+    visible: Visible = None,
+    bot: str = "",
+    statuses: Sequence[str] = (),
+) -> AsyncIterator[pb.WatchBroadcastsResponse]:
+    """``WatchBroadcasts``' messages: ``ready``, then each broadcast as it changes; never
+    ends by itself (the core's errors pass: INVALID_ARGUMENT at once)."""
+    updates = core.watch_broadcasts(visible=visible, bot=bot, statuses=statuses)
+    async for update in _stream(updates, watchers, context, name="grpc-watch-list"):
+        yield _list_message(update)
+
+
+def _list_message(update: Ready | Broadcast) -> pb.WatchBroadcastsResponse:
+    if isinstance(update, Ready):
+        return pb.WatchBroadcastsResponse(ready=pb.WatchBroadcastsResponse.Ready())
+    return pb.WatchBroadcastsResponse(broadcast=messages.broadcast(update, {}))
+
+
+async def _stream(
+    source: AsyncGenerator[U, None],
+    watchers: Watchers,
+    context: grpc.aio.ServicerContext[Any, Any],
+    *,
+    name: str,
+) -> AsyncIterator[U]:
+    """``source``'s updates, holding a watch slot; aborts as the module says."""
     try:
         slot = watchers.acquire()
     except TooManyWatchers as exc:
         await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, str(exc))
     except ShuttingDown as exc:
         await context.abort(grpc.StatusCode.UNAVAILABLE, str(exc))
-    ahead: ReadAhead[WatchUpdate] | None = None
+    ahead: ReadAhead[U] | None = None
     try:
         await context.send_initial_metadata(OPEN_METADATA)
-        async with aclosing(core.watch(broadcast_id, visible=visible, after=after)) as updates:
+        async with aclosing(source) as updates:
             try:
                 try:
                     # The first step raises the core's errors (NOT_FOUND) here, at once.
@@ -66,8 +107,8 @@ async def watch_broadcast(
                     return
                 except StreamClosing as closing:
                     await _tell_closing(context, closing)
-                yield messages.watch_update(first)
-                ahead = ReadAhead(updates, ahead=_AHEAD, name=f"grpc-watch-{broadcast_id}")
+                yield first
+                ahead = ReadAhead(updates, ahead=_AHEAD, name=name)
                 while True:
                     try:
                         items = await slot.take(ahead)
@@ -78,8 +119,7 @@ async def watch_broadcast(
                             return
                         if isinstance(item, BaseException):
                             raise item
-                        assert isinstance(item, WatchUpdate)
-                        yield messages.watch_update(item)
+                        yield cast(U, item)
             finally:
                 if ahead is not None:  # it reads ``updates``: stopped before they close
                     await ahead.aclose()

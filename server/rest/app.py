@@ -10,7 +10,7 @@ filter, and names a bad query value by its parameter (``tag[1]``, ``status[0]``,
 
 This module holds the app, its middlewares, the send routes, ``GET /v1/broadcasts/{id}``,
 and ``/metrics``; ``/livez`` and ``/readyz`` are in :mod:`.health`; the other routes are in
-:mod:`.controls`, :mod:`.reports`, :mod:`.bots`,
+:mod:`.controls`, :mod:`.reports`, :mod:`.list_events`, :mod:`.bots`,
 :mod:`.users`, :mod:`.preview` and :mod:`.openapi`; the allow-list, limits, token check and
 access log in :mod:`.guards`; the request metrics in :mod:`.metrics`. Reading requests is
 :mod:`.params`, rendering answers :mod:`.rendering`, the content bodies :mod:`.content`.
@@ -56,6 +56,7 @@ from tgbroadcast.server.rest import (
     controls,
     guards,
     health,
+    list_events,
     metrics,
     openapi,
     params,
@@ -315,6 +316,7 @@ def create_app(
     app[reports.WATCHERS_KEY] = Watchers(DEFAULT_MAX_WATCHERS) if watchers is None else watchers
     app.router.add_post("/send-message", send_message)
     app.router.add_post("/v1/broadcasts", send_message)
+    list_events.add_routes(app)  # before the route of one broadcast, which would match it
     app.router.add_get("/v1/broadcasts/{broadcast_id}", get_broadcast)
     users.add_routes(app)
     health.add_routes(app, Readiness() if readiness is None else readiness)

@@ -33,6 +33,7 @@ from tgbroadcast.server.rest.openapi_examples import (
     USERS_EXAMPLE,
 )
 from tgbroadcast.server.rest.openapi_followups import followup_paths
+from tgbroadcast.server.rest.openapi_live import live_paths
 from tgbroadcast.server.rest.openapi_schemas import (
     BOT_PARAMETER,
     LANGUAGE_CODE_PATTERN,
@@ -541,7 +542,7 @@ def _built() -> str:
             "servers": [{"url": "/"}],
             "security": [{"bearer": []}],
             "tags": [{"name": n} for n in ("broadcasts", "reports", "users", "bots", "service")],
-            "paths": click_paths(ui_paths(_paths(), _errors)),
+            "paths": live_paths(click_paths(ui_paths(_paths(), _errors)), _errors),
             "components": {
                 "securitySchemes": {
                     "bearer": {

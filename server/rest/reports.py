@@ -7,9 +7,12 @@ live outcomes as Server-Sent Events.
   ``user_id,outcome,message_id,error,finished_at,message_ids``, streamed page by page (RFC
   4180 quoting, CRLF line ends; ``message_ids`` space-separated); memory stays flat whatever
   the size.
-* ``GET /v1/broadcasts/{id}/events`` — ``text/event-stream``: ``event: result`` per outcome,
-  then ``event: end`` with the final counters; ``: heartbeat`` comments while idle;
-  ``event: shutdown`` when the server drains (reconnect elsewhere).
+* ``GET /v1/broadcasts/{id}/events[?from=now]`` — ``text/event-stream``: ``event: result``
+  per outcome (``recall``, ``edit``, ``click`` for those outcomes), ``event: status`` per move
+  of a followed broadcast to a status that is not final (and first, with ``from=now``), then
+  ``event: end`` with the final counters; ``: heartbeat`` comments while idle;
+  ``event: shutdown`` when the server drains (reconnect elsewhere). The list's stream,
+  ``GET /v1/broadcasts/events``, is :mod:`.list_events`.
 
 Errors found before the body starts (bad filter, unknown broadcast) are problem+json like
 every other route. A failure after the body started cannot change the status any more: the
@@ -247,7 +250,12 @@ async def watch_events(request: web.Request) -> web.StreamResponse:
     """``WatchBroadcast`` as Server-Sent Events.
 
     A connection streams the broadcast from its first outcome (earlier outcomes replayed,
-    then live ones); ``id`` is the outcome's cursor (opaque). A reconnect with
+    then live ones); ``id`` is the outcome's cursor (opaque). With ``?from=now`` (and no
+    ``Last-Event-ID``) nothing is replayed: the stream opens with ``event: status`` carrying
+    the broadcast's status and counters now (its ``id`` a cursor like an outcome's), then
+    the outcomes recorded from then on. Each move of a followed broadcast to a status that is
+    not final is an ``event: status`` in order with the outcomes, and the outcomes after it
+    carry that status. A reconnect with
     ``Last-Event-ID`` (what browsers' ``EventSource`` sends by itself) resumes after that
     outcome, in the same order, each once, with the progress counters going on; after the
     closing event (``Last-Event-ID: end``) it is answered 204 No Content. An id that is not a
@@ -258,7 +266,10 @@ async def watch_events(request: web.Request) -> web.StreamResponse:
     draining; when the server drains, an open stream gets ``event: shutdown`` and ends.
     """
     broadcast_id = params.path_id(request, "broadcast_id")
-    _query(request, frozenset())
+    _query(request, frozenset({"from"}))
+    start = params.single(request, "from")
+    if start not in (None, "now"):
+        raise InvalidArgument.single("from", "must be now (or left out: from the first outcome)")
     service = params.service(request)
     visible = visible_bots()
     await service.get_broadcast(broadcast_id, visible=visible)  # unknown or hidden: a 404
@@ -281,7 +292,9 @@ async def watch_events(request: web.Request) -> web.StreamResponse:
     try:
         await response.prepare(request)
         ahead = ReadAhead(
-            service.watch(broadcast_id, visible=visible, after=last_event_id),
+            service.watch(
+                broadcast_id, visible=visible, after=last_event_id, from_now=start == "now"
+            ),
             ahead=_WATCH_AHEAD,
             name=f"sse-watch-{broadcast_id}",
         )
@@ -326,8 +339,10 @@ def _event_of(item: WatchUpdate | BaseException | object, broadcast_id: int) -> 
                 extra={"broadcast_id": broadcast_id, "error": type(item).__name__},
             )
         return sse_event("error", {"detail": "the stream stopped; reconnect to resume"}), True
-    if item.result is None:
+    if item.closing:
         return sse_event("end", {"progress": progress_json(item)}, event_id=END_EVENT_ID), True
+    if item.result is None:  # a status move
+        return sse_event(item.kind, {"progress": progress_json(item)}, event_id=item.cursor), False
     # The counters by hand, not json.dumps: one per outcome per stream (a status is a plain
     # word, the counters integers).
     progress = (

@@ -1754,25 +1754,188 @@ class WatchBroadcastRequest(_message.Message):
 
     BROADCAST_ID_FIELD_NUMBER: _builtins.int
     AFTER_FIELD_NUMBER: _builtins.int
+    FROM_NOW_FIELD_NUMBER: _builtins.int
     broadcast_id: _builtins.int
     after: _builtins.str
     """Resume after this message: the `cursor` of the last message received (a reconnect).
     The stream goes on with the outcomes after it, in the same order, each once, and
     counters from where they were. Empty, or not a cursor: from the first outcome.
     """
+    from_now: _builtins.bool
+    """Without `after`: only the outcomes recorded from now on (nothing is
+    replayed); the counters go on from the broadcast's, and may count a send
+    in flight at that moment twice (the closing message has the exact ones).
+    """
     def __init__(
         self,
         *,
         broadcast_id: _builtins.int = ...,
         after: _builtins.str = ...,
+        from_now: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["after", b"after", "broadcast_id", b"broadcast_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["after", b"after", "broadcast_id", b"broadcast_id", "from_now", b"from_now"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___WatchBroadcastRequest: _TypeAlias = WatchBroadcastRequest  # noqa: Y015
+
+@_typing.final
+class WatchBroadcastsRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    BOT_FIELD_NUMBER: _builtins.int
+    STATUSES_FIELD_NUMBER: _builtins.int
+    bot: _builtins.str
+    """Only this bot's broadcasts; empty: those of every bot the token may use."""
+    @_builtins.property
+    def statuses(self) -> _containers.RepeatedScalarFieldContainer[Global___BroadcastStatus.ValueType]:
+        """Only broadcasts that moved to one of these states; empty means all. A
+        broadcast leaving them is not streamed: to follow a filtered list, watch
+        without `statuses` and filter.
+        """
+
+    def __init__(
+        self,
+        *,
+        bot: _builtins.str = ...,
+        statuses: _abc.Iterable[Global___BroadcastStatus.ValueType] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["bot", b"bot", "statuses", b"statuses"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___WatchBroadcastsRequest: _TypeAlias = WatchBroadcastsRequest  # noqa: Y015
+
+@_typing.final
+class WatchBroadcastsResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    @_typing.final
+    class Ready(_message.Message):
+        """WatchBroadcasts is open: every change from now on is streamed."""
+
+        DESCRIPTOR: _descriptor.Descriptor
+
+        def __init__(
+            self,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _Never  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+    READY_FIELD_NUMBER: _builtins.int
+    BROADCAST_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def ready(self) -> Global___WatchBroadcastsResponse.Ready:
+        """The first message: the watch is open."""
+
+    @_builtins.property
+    def broadcast(self) -> Global___Broadcast:
+        """A broadcast that changed, as it is now (`outcome_counts` is not filled,
+        `actions` is).
+        """
+
+    def __init__(
+        self,
+        *,
+        ready: Global___WatchBroadcastsResponse.Ready | None = ...,
+        broadcast: Global___Broadcast | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["broadcast", b"broadcast", "ready", b"ready", "update", b"update"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["broadcast", b"broadcast", "ready", b"ready", "update", b"update"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType_update: _TypeAlias = _typing.Literal["ready", "broadcast"]  # noqa: Y015
+    _WhichOneofArgType_update: _TypeAlias = _typing.Literal["update", b"update"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType_update) -> _WhichOneofReturnType_update | None: ...
+
+Global___WatchBroadcastsResponse: _TypeAlias = WatchBroadcastsResponse  # noqa: Y015
+
+@_typing.final
+class GetTokenRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    def __init__(
+        self,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetTokenRequest: _TypeAlias = GetTokenRequest  # noqa: Y015
+
+@_typing.final
+class GetTokenResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAME_FIELD_NUMBER: _builtins.int
+    SCOPES_FIELD_NUMBER: _builtins.int
+    BOTS_FIELD_NUMBER: _builtins.int
+    BOT_LIMITS_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    """The token's configured name (never the token)."""
+    @_builtins.property
+    def scopes(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Its scopes, sorted."""
+
+    @_builtins.property
+    def bots(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """The bots it may use as configured; `*`: every bot."""
+
+    @_builtins.property
+    def bot_limits(self) -> _containers.RepeatedCompositeFieldContainer[Global___BotLimit]:
+        """The bots it may use that the service knows, by name, with their rates."""
+
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+        scopes: _abc.Iterable[_builtins.str] | None = ...,
+        bots: _abc.Iterable[_builtins.str] | None = ...,
+        bot_limits: _abc.Iterable[Global___BotLimit] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["bot_limits", b"bot_limits", "bots", b"bots", "name", b"name", "scopes", b"scopes"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetTokenResponse: _TypeAlias = GetTokenResponse  # noqa: Y015
+
+@_typing.final
+class BotLimit(_message.Message):
+    """BotLimit is a bot's sending rates (messages per second)."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAME_FIELD_NUMBER: _builtins.int
+    RATE_LIMIT_FIELD_NUMBER: _builtins.int
+    PAID_RATE_LIMIT_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    rate_limit: _builtins.float
+    paid_rate_limit: _builtins.float
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+        rate_limit: _builtins.float = ...,
+        paid_rate_limit: _builtins.float = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["name", b"name", "paid_rate_limit", b"paid_rate_limit", "rate_limit", b"rate_limit"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___BotLimit: _TypeAlias = BotLimit  # noqa: Y015
 
 @_typing.final
 class WatchBroadcastResponse(_message.Message):

@@ -91,6 +91,16 @@ class BroadcastServiceStub:
                 request_serializer=tgbroadcast_dot_v1_dot_broadcast__pb2.WatchBroadcastRequest.SerializeToString,
                 response_deserializer=tgbroadcast_dot_v1_dot_broadcast__pb2.WatchBroadcastResponse.FromString,
                 _registered_method=True)
+        self.WatchBroadcasts = channel.unary_stream(
+                '/tgbroadcast.v1.BroadcastService/WatchBroadcasts',
+                request_serializer=tgbroadcast_dot_v1_dot_broadcast__pb2.WatchBroadcastsRequest.SerializeToString,
+                response_deserializer=tgbroadcast_dot_v1_dot_broadcast__pb2.WatchBroadcastsResponse.FromString,
+                _registered_method=True)
+        self.GetToken = channel.unary_unary(
+                '/tgbroadcast.v1.BroadcastService/GetToken',
+                request_serializer=tgbroadcast_dot_v1_dot_broadcast__pb2.GetTokenRequest.SerializeToString,
+                response_deserializer=tgbroadcast_dot_v1_dot_broadcast__pb2.GetTokenResponse.FromString,
+                _registered_method=True)
         self.UpsertUsers = channel.unary_unary(
                 '/tgbroadcast.v1.BroadcastService/UpsertUsers',
                 request_serializer=tgbroadcast_dot_v1_dot_broadcast__pb2.UpsertUsersRequest.SerializeToString,
@@ -249,6 +259,26 @@ class BroadcastServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def WatchBroadcasts(self, request, context):
+        """WatchBroadcasts streams the list: its first message is `ready` (from then
+        on every change is streamed: read the list with ListBroadcasts now, and
+        again after a reconnect), then each broadcast of the bots the token may
+        use as it is created, moves to another status or counts outcomes (at most
+        once a second per broadcast), as ListBroadcasts shows it. It never ends by
+        itself; UNAVAILABLE when the server drains (reconnect elsewhere).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetToken(self, request, context):
+        """GetToken describes the calling API token (any token may ask): its name,
+        scopes and bots, and the sending rates of the bots it may use.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def UpsertUsers(self, request, context):
         """UpsertUsers creates or updates up to 10,000 users by Telegram user id, in
         one transaction: one bad user and nothing is written.
@@ -380,6 +410,16 @@ def add_BroadcastServiceServicer_to_server(servicer, server):
                     servicer.WatchBroadcast,
                     request_deserializer=tgbroadcast_dot_v1_dot_broadcast__pb2.WatchBroadcastRequest.FromString,
                     response_serializer=tgbroadcast_dot_v1_dot_broadcast__pb2.WatchBroadcastResponse.SerializeToString,
+            ),
+            'WatchBroadcasts': grpc.unary_stream_rpc_method_handler(
+                    servicer.WatchBroadcasts,
+                    request_deserializer=tgbroadcast_dot_v1_dot_broadcast__pb2.WatchBroadcastsRequest.FromString,
+                    response_serializer=tgbroadcast_dot_v1_dot_broadcast__pb2.WatchBroadcastsResponse.SerializeToString,
+            ),
+            'GetToken': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetToken,
+                    request_deserializer=tgbroadcast_dot_v1_dot_broadcast__pb2.GetTokenRequest.FromString,
+                    response_serializer=tgbroadcast_dot_v1_dot_broadcast__pb2.GetTokenResponse.SerializeToString,
             ),
             'UpsertUsers': grpc.unary_unary_rpc_method_handler(
                     servicer.UpsertUsers,
@@ -726,6 +766,60 @@ class BroadcastService:
             '/tgbroadcast.v1.BroadcastService/WatchBroadcast',
             tgbroadcast_dot_v1_dot_broadcast__pb2.WatchBroadcastRequest.SerializeToString,
             tgbroadcast_dot_v1_dot_broadcast__pb2.WatchBroadcastResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def WatchBroadcasts(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/tgbroadcast.v1.BroadcastService/WatchBroadcasts',
+            tgbroadcast_dot_v1_dot_broadcast__pb2.WatchBroadcastsRequest.SerializeToString,
+            tgbroadcast_dot_v1_dot_broadcast__pb2.WatchBroadcastsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetToken(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/tgbroadcast.v1.BroadcastService/GetToken',
+            tgbroadcast_dot_v1_dot_broadcast__pb2.GetTokenRequest.SerializeToString,
+            tgbroadcast_dot_v1_dot_broadcast__pb2.GetTokenResponse.FromString,
             options,
             channel_credentials,
             insecure,

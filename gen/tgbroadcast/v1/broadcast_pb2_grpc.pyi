@@ -104,6 +104,18 @@ class BroadcastServiceStub:
     The stream ends with OK after the broadcast has finished; its last
     message has no `result` and carries the final status.
     """
+    WatchBroadcasts: _grpc.UnaryStreamMultiCallable[_broadcast_pb2.WatchBroadcastsRequest, _broadcast_pb2.WatchBroadcastsResponse]
+    """WatchBroadcasts streams the list: its first message is `ready` (from then
+    on every change is streamed: read the list with ListBroadcasts now, and
+    again after a reconnect), then each broadcast of the bots the token may
+    use as it is created, moves to another status or counts outcomes (at most
+    once a second per broadcast), as ListBroadcasts shows it. It never ends by
+    itself; UNAVAILABLE when the server drains (reconnect elsewhere).
+    """
+    GetToken: _grpc.UnaryUnaryMultiCallable[_broadcast_pb2.GetTokenRequest, _broadcast_pb2.GetTokenResponse]
+    """GetToken describes the calling API token (any token may ask): its name,
+    scopes and bots, and the sending rates of the bots it may use.
+    """
     UpsertUsers: _grpc.UnaryUnaryMultiCallable[_broadcast_pb2.UpsertUsersRequest, _broadcast_pb2.UpsertUsersResponse]
     """UpsertUsers creates or updates up to 10,000 users by Telegram user id, in
     one transaction: one bad user and nothing is written.
@@ -204,6 +216,18 @@ class BroadcastServiceAsyncStub(BroadcastServiceStub):
     each: first the outcomes already known, then live ones as they happen.
     The stream ends with OK after the broadcast has finished; its last
     message has no `result` and carries the final status.
+    """
+    WatchBroadcasts: _aio.UnaryStreamMultiCallable[_broadcast_pb2.WatchBroadcastsRequest, _broadcast_pb2.WatchBroadcastsResponse]  # type: ignore[assignment]
+    """WatchBroadcasts streams the list: its first message is `ready` (from then
+    on every change is streamed: read the list with ListBroadcasts now, and
+    again after a reconnect), then each broadcast of the bots the token may
+    use as it is created, moves to another status or counts outcomes (at most
+    once a second per broadcast), as ListBroadcasts shows it. It never ends by
+    itself; UNAVAILABLE when the server drains (reconnect elsewhere).
+    """
+    GetToken: _aio.UnaryUnaryMultiCallable[_broadcast_pb2.GetTokenRequest, _broadcast_pb2.GetTokenResponse]  # type: ignore[assignment]
+    """GetToken describes the calling API token (any token may ask): its name,
+    scopes and bots, and the sending rates of the bots it may use.
     """
     UpsertUsers: _aio.UnaryUnaryMultiCallable[_broadcast_pb2.UpsertUsersRequest, _broadcast_pb2.UpsertUsersResponse]  # type: ignore[assignment]
     """UpsertUsers creates or updates up to 10,000 users by Telegram user id, in
@@ -368,6 +392,30 @@ class BroadcastServiceServicer(metaclass=_abc_1.ABCMeta):
         each: first the outcomes already known, then live ones as they happen.
         The stream ends with OK after the broadcast has finished; its last
         message has no `result` and carries the final status.
+        """
+
+    @_abc_1.abstractmethod
+    def WatchBroadcasts(
+        self,
+        request: _broadcast_pb2.WatchBroadcastsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_abc.Iterator[_broadcast_pb2.WatchBroadcastsResponse], _abc.AsyncIterator[_broadcast_pb2.WatchBroadcastsResponse]]:
+        """WatchBroadcasts streams the list: its first message is `ready` (from then
+        on every change is streamed: read the list with ListBroadcasts now, and
+        again after a reconnect), then each broadcast of the bots the token may
+        use as it is created, moves to another status or counts outcomes (at most
+        once a second per broadcast), as ListBroadcasts shows it. It never ends by
+        itself; UNAVAILABLE when the server drains (reconnect elsewhere).
+        """
+
+    @_abc_1.abstractmethod
+    def GetToken(
+        self,
+        request: _broadcast_pb2.GetTokenRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_broadcast_pb2.GetTokenResponse, _abc.Awaitable[_broadcast_pb2.GetTokenResponse]]:
+        """GetToken describes the calling API token (any token may ask): its name,
+        scopes and bots, and the sending rates of the bots it may use.
         """
 
     @_abc_1.abstractmethod

@@ -1,0 +1,133 @@
+"""``GET /v1/broadcasts/events[?bot=shop&status=running&status=paused]``: the list of
+broadcasts, live, as Server-Sent Events — ``WatchBroadcasts`` over HTTP
+(:mod:`tgbroadcast.core.service.list_watching`).
+
+* ``event: ready`` (``data: {}``) first: from then on every change is streamed, so a client
+  reads ``GET /v1/broadcasts`` now (and again after every reconnect: the stream does not
+  resume, and has no event ids);
+* ``event: broadcast`` per change — a broadcast created, moved to another status, or counting
+  outcomes (at most once a second per broadcast) — its data the broadcast as
+  ``GET /v1/broadcasts`` lists it;
+* ``: heartbeat`` comments while nothing changes; ``event: shutdown`` when the server drains
+  (reconnect elsewhere); ``event: error`` if following stopped (reconnect).
+
+Filters as the list's: ``bot`` (a bot the token may use; 403 otherwise) and ``status``
+(repeated or comma-separated; a broadcast is streamed when its new status is one of them).
+The stream holds a place among the server's open watch streams: 429 when
+``server.max_watchers`` are open, 503 while draining. Needs the scope ``broadcasts:read``; a
+token sees only its bots' broadcasts.
+"""
+
+from __future__ import annotations
+
+import logging
+from contextlib import suppress
+from typing import Final
+
+from aiohttp import web
+
+from tgbroadcast.core.domain.errors import InvalidArgument
+from tgbroadcast.core.domain.model import Broadcast
+from tgbroadcast.core.service.list_watching import Ready
+from tgbroadcast.server.auth import bot_for, visible_bots
+from tgbroadcast.server.rest import params, rendering
+from tgbroadcast.server.rest.reports import (
+    HEARTBEAT_KEY,
+    SHUTDOWN_DETAIL,
+    WATCHERS_KEY,
+    sse_event,
+)
+from tgbroadcast.server.streams import (
+    ReadAhead,
+    StreamClosing,
+    TooManyWatchers,
+    WatchRefused,
+)
+
+logger = logging.getLogger(__name__)
+
+LIST_EVENTS_PATH: Final = "/v1/broadcasts/events"
+_AHEAD: Final = 64
+"""Broadcasts read ahead of a slow client (the core keeps only each one's latest beyond)."""
+
+
+def add_routes(app: web.Application) -> None:
+    """Register the route; before ``/v1/broadcasts/{broadcast_id}``, which it would match."""
+    app.router.add_get(LIST_EVENTS_PATH, watch_list)
+
+
+def _statuses(request: web.Request) -> list[str]:
+    return [
+        name.strip()
+        for value in request.query.getall("status", [])
+        for name in value.split(",")
+        if name.strip()
+    ]
+
+
+async def watch_list(request: web.Request) -> web.StreamResponse:
+    params.check_query(request, frozenset({"bot", "status"}))
+    bot = params.single(request, "bot") or ""
+    updates = params.service(request).watch_broadcasts(
+        visible=visible_bots(), bot=bot_for(bot) if bot else "", statuses=_statuses(request)
+    )
+    try:
+        try:
+            first = await anext(updates)  # bad input fails here, as a problem
+        except InvalidArgument as exc:  # the query parameter is "status", repeated
+            raise params.renamed(exc, (("statuses", "status"),)) from None
+        assert isinstance(first, Ready)
+        try:
+            slot = request.app[WATCHERS_KEY].acquire()
+        except WatchRefused as exc:
+            await updates.aclose()
+            return rendering.problem(429 if isinstance(exc, TooManyWatchers) else 503, str(exc))
+    except BaseException:
+        await updates.aclose()
+        raise
+    heartbeat = request.app[HEARTBEAT_KEY]
+    response = web.StreamResponse(
+        headers={
+            "Content-Type": "text/event-stream; charset=utf-8",
+            "Cache-Control": "no-cache",
+            "X-Accel-Buffering": "no",  # nginx: pass each event on at once
+        }
+    )
+    ahead = ReadAhead(updates, ahead=_AHEAD, name="sse-watch-list")
+    try:
+        await response.prepare(request)
+        await response.write(sse_event("ready", {}))
+        while request.transport is not None and not request.transport.is_closing():
+            try:
+                items = await slot.take(ahead, heartbeat)
+            except TimeoutError:
+                await response.write(b": heartbeat\n\n")
+                continue
+            except StreamClosing as closing:
+                try:
+                    await response.write(sse_event("shutdown", {"detail": SHUTDOWN_DETAIL}))
+                finally:
+                    await closing.settle()
+                break
+            chunk: list[bytes] = []
+            stopped = False
+            for item in items:
+                if isinstance(item, Broadcast):
+                    data = rendering.listed_broadcast_json(item)
+                    chunk.append(sse_event("broadcast", data))
+                else:  # the core failed (NATS gone): the client reconnects
+                    logger.warning("list stream stopped", extra={"error": type(item).__name__})
+                    chunk.append(sse_event("error", {"detail": "the stream stopped; reconnect"}))
+                    stopped = True
+                    break
+            await response.write(b"".join(chunk))
+            if stopped:
+                break
+        with suppress(ConnectionResetError):
+            await response.write_eof()
+    except ConnectionResetError:
+        pass  # the client went away
+    finally:
+        slot.release()
+        await ahead.aclose()
+    return response
