@@ -249,19 +249,24 @@ async def test_every_page_fits_a_375_px_screen(ui: Dashboard, stack: Stack) -> N
 
 
 async def test_the_list_follows_a_running_broadcast_live(ui: Dashboard, stack: Stack) -> None:
-    """200 recipients at 25/s: its row moves while the page stays, then shows it completed."""
+    """300 recipients at 25/s, sent once the page is open: its row appears and moves while the
+    page stays (no Refresh), a pause and a resume made elsewhere show, then it completes."""
     page = await ui.signed_in()
-    broadcast_id = await send(stack, list(range(20_000, 20_200)))
-    await page.get_by_role("button", name="Refresh").click()
+    await expect(page.locator(".list")).to_have_attribute("data-stream", "live")
+    broadcast_id = await send(stack, list(range(20_000, 20_300)))
     row = page.locator("tr", has=page.get_by_role("link", name=f"#{broadcast_id}", exact=True))
     await expect(row.locator(".badge")).to_have_text(re.compile("queued|running"))
     await expect(row.locator("td[data-label=Rate]")).to_contain_text(
         f"of {RATE_LIMIT}/s", timeout=WAIT
     )
     await expect(row.locator("td[data-label=ETA]")).not_to_have_text(NO_VALUE)
+    assert (await post(stack, f"/v1/broadcasts/{broadcast_id}/pause", None))[0] == 200
+    await expect(row.locator(".badge")).to_have_text("paused")
+    assert (await post(stack, f"/v1/broadcasts/{broadcast_id}/resume", None))[0] == 200
+    await expect(row.locator(".badge")).to_have_text("running")
     await expect(row.locator(".badge")).to_have_text("completed", timeout=WAIT)
-    await expect(row.locator(".counts")).to_have_text("200 / 200")
-    await expect(row.locator("[role=progressbar]")).to_have_attribute("aria-valuenow", "200")
+    await expect(row.locator(".counts")).to_have_text("300 / 300")
+    await expect(row.locator("[role=progressbar]")).to_have_attribute("aria-valuenow", "300")
 
 
 async def test_a_scheduled_paid_broadcast_to_a_tag_keeps_its_budget(

@@ -165,7 +165,7 @@ async def test_a_replay_of_100000_outcomes_keeps_the_page_bounded(ui: Dashboard)
         await route.fulfill(json=answer)
 
     page = await ui.signed_in()
-    await page.route("**/v1/broadcasts/999999/events", events)
+    await page.route("**/v1/broadcasts/999999/events*", events)
     await page.route("**/v1/broadcasts/999999", details)
     await page.goto(f"{ui.url}#/broadcasts/999999")
     await expect(page.locator(".live-state")).to_have_text("finished", timeout=WAIT)
@@ -310,7 +310,7 @@ async def test_per_variant_figures_and_clicks_are_shown_when_reported(ui: Dashbo
     end = {"progress": {"status": "completed", "total": 4, "sent": 4, "failed": 0, "pending": 0}}
     page = await ui.signed_in()
     await page.route(
-        "**/v1/broadcasts/999998/events",
+        "**/v1/broadcasts/999998/events*",
         lambda route: route.fulfill(
             content_type="text/event-stream",
             body=f"id: end\nevent: end\ndata: {json.dumps(end)}\n\n",
@@ -412,7 +412,7 @@ async def test_the_event_parser_takes_crlf_comments_and_multi_line_data(ui: Dash
     )
     page = await ui.signed_in()
     await page.route(
-        "**/v1/broadcasts/999997/events",
+        "**/v1/broadcasts/999997/events*",
         lambda route: route.fulfill(content_type="text/event-stream", body=body),
     )
     await page.route("**/v1/broadcasts/999997", lambda route: route.fulfill(json=broadcast))

@@ -32,9 +32,12 @@ export function broadcastPage(main, idText) {
   let stream = null;
   let lastCursor = "";
   let progress = null;
+  // Outcomes counted from the stream. A broadcast being sent is followed from now (nothing is
+  // replayed): these count on from `base`, its counts when the page read it.
   const counts = new Map();
   const recallCounts = new Map();
   const editCounts = new Map();
+  let base = {};
   const feed = []; // raw data of the newest FEED outcomes, oldest first
   let feedDirty = false;
   let frame = 0;
@@ -135,15 +138,15 @@ export function broadcastPage(main, idText) {
   }
 
   function renderBreakdown() {
-    const merged = (fromApi, live) => {
+    const merged = (fromApi, from, live) => {
       const all = new Map(Object.entries(fromApi || {}));
-      for (const [k, v] of live) all.set(k, Math.max(all.get(k) || 0, v));
+      for (const [k, v] of live) all.set(k, Math.max(all.get(k) || 0, ((from || {})[k] || 0) + v));
       return all;
     };
     const sections = [
-      ["Delivery", merged(broadcast.outcome_counts, counts)],
-      ["Recall", merged(broadcast.recall_counts, recallCounts)],
-      ["Edit", merged(broadcast.edit_counts, editCounts)],
+      ["Delivery", merged(broadcast.outcome_counts, base.outcome_counts, counts)],
+      ["Recall", merged(broadcast.recall_counts, base.recall_counts, recallCounts)],
+      ["Edit", merged(broadcast.edit_counts, base.edit_counts, editCounts)],
     ].filter(([, m]) => m.size);
     clear(breakdown);
     if (!sections.length) {
@@ -190,7 +193,7 @@ export function broadcastPage(main, idText) {
     try {
       const answer = await api(`/v1/broadcasts/${id}/${move}`, { method: "POST" });
       toast(`Broadcast #${id}: ${answer.status}`);
-      apply(answer);
+      apply(answer, true);
     } catch (failure) {
       toast(failure.explain ? failure.explain() : String(failure), "error");
     }
@@ -229,23 +232,22 @@ export function broadcastPage(main, idText) {
     }
   }
 
-  // Sends in flight when a move was made still report the status before it: for a few
-  // seconds after our own move, the status it answered stands until an event confirms it.
-  let moved = null;
-  function settled(next) {
-    if (!moved) return next;
-    if (next.status === moved.status || performance.now() > moved.until) moved = null;
-    else return { ...next, status: moved.status };
-    return next;
-  }
+  // The stream carries each move as an `event: status`, in order with the outcomes: every
+  // outcome after it carries the new status. After our own move, the outcomes still on their
+  // way from before it are not taken for its status until the stream's status (or end) event
+  // of the move arrives; no timer.
+  let awaitingMove = false;
 
-  function apply(answer) {
-    moved = { status: answer.status, until: performance.now() + 5000 };
-    broadcast = { ...broadcast, ...answer };
+  function apply(answer, moved = false) {
+    if (moved && stream) awaitingMove = true;
+    // A move's answer lists the broadcast without its reports (counts per outcome, variants'
+    // figures, clicks): the page keeps those it read.
+    const { outcome_counts, recall_counts, edit_counts, variants, link_clicks, clicks, clickers } = broadcast;
+    broadcast = { ...broadcast, ...answer, outcome_counts, recall_counts, edit_counts, variants, link_clicks, clicks, clickers };
     progress = { ...progress, status: answer.status, total: answer.total, sent: answer.sent, failed: answer.failed, pending: answer.pending };
     renderStatic();
     render();
-    if (!stream && (ACTIVE.has(answer.status) || answer.editing)) follow();
+    if (!stream && (ACTIVE.has(answer.status) || answer.editing)) follow(true);
   }
 
   function renderStatic() {
@@ -292,11 +294,14 @@ export function broadcastPage(main, idText) {
         feedDirty = true;
       }
     }
-    const last = batch[batch.length - 1];
-    if (["result", "recall", "edit", "end"].includes(last.type)) {
+    const last = batch.findLast((e) => ["result", "recall", "edit", "end", "status"].includes(e.type));
+    if (last) {
       const parsed = JSON.parse(last.data);
-      progress = settled(parsed.progress);
-      meter.add(Date.parse(parsed.finished_at || "") || NaN, doneOf(progress));
+      const moves = batch.some((e) => e.type === "status" || e.type === "end");
+      if (moves) awaitingMove = false;
+      const status = awaitingMove ? progress.status : parsed.progress.status;
+      progress = { ...parsed.progress, status };
+      if (last.type !== "status") meter.add(Date.parse(parsed.finished_at || "") || NaN, doneOf(progress));
       if (last.type === "end") ended();
     }
     schedule();
@@ -336,6 +341,12 @@ export function broadcastPage(main, idText) {
     try {
       const answer = await api(`/v1/broadcasts/${id}`);
       broadcast = answer;
+      // Once the service has it final, its counts are the truth: the stream's were only the
+      // way there (from now, they may miss or repeat a send in flight when it opened).
+      if (!ACTIVE.has(answer.status) && !answer.editing) {
+        for (const live of [counts, recallCounts, editCounts]) live.clear();
+        base = {};
+      }
       progress = { ...progress, status: answer.status };
       renderStatic();
       render();
@@ -344,8 +355,10 @@ export function broadcastPage(main, idText) {
     }
   }
 
-  function follow() {
-    stream = new EventStream(`/v1/broadcasts/${id}/events`, {
+  /** `fromNow`: nothing is replayed (a broadcast being sent: its counts are the page's). */
+  function follow(fromNow = false) {
+    if (fromNow) base = { outcome_counts: broadcast.outcome_counts, recall_counts: broadcast.recall_counts, edit_counts: broadcast.edit_counts };
+    stream = new EventStream(`/v1/broadcasts/${id}/events${fromNow ? "?from=now" : ""}`, {
       onEvents,
       onIdle() { meter.idle(); schedule(); },
       onState(state, detail) {
@@ -387,7 +400,7 @@ export function broadcastPage(main, idText) {
     render();
     renderFeed();
     const live = ACTIVE.has(broadcast.status) || broadcast.editing;
-    if (live || broadcast.total <= REPLAY_LIMIT) follow();
+    if (live || broadcast.total <= REPLAY_LIMIT) follow(live);
     else {
       liveState.textContent = "finished";
       chartNote.textContent = `The chart and the latest outcomes are shown for broadcasts being sent, or finished ones of up to ${num(REPLAY_LIMIT)} recipients; export the CSV for the rest.`;

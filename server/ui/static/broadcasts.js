@@ -1,22 +1,22 @@
-// The Broadcasts page: a page of broadcasts, newest first, filtered by bot and status. The
-// unfinished ones on the page follow their own event streams (the API has no list-level
-// stream; at most a few at once, see sse.js), so their progress, rate and ETA move live.
-// New broadcasts appear when the list is loaded again (Refresh): nothing polls.
+// The Broadcasts page: a page of broadcasts, newest first, filtered by bot and status, live.
+// One stream follows the whole list (GET /v1/broadcasts/events): each broadcast as it is
+// created, moves or counts outcomes (at most once a second each), so every row's status,
+// progress, rate and ETA move and a new broadcast appears at the top of the first page,
+// however many are sending. The page is read after the stream says `ready` (and again after
+// every reconnect), so no change falls between the two. Nothing polls.
 
 import { api, botNames, limitOf, may } from "./api.js";
 import {
   clear, duration, field, h, num, progressBar, rate, statusBadge, toast, updateProgressBar, when,
 } from "./dom.js";
-import { RateMeter, doneOf, eta, lastProgress } from "./live.js";
-import { EventStream, streamsFree } from "./sse.js";
+import { RateMeter, doneOf, eta } from "./live.js";
+import { EventStream } from "./sse.js";
 
 const STATUSES = ["scheduled", "queued", "running", "paused", "completed", "failed", "cancelled", "recalling", "recalled"];
 const PAGE_SIZE = 20;
-const FOLLOW = ["running", "recalling", "queued", "paused"];
-/** The statuses a row follows live, most moving first (a scheduled one waits for its time). */
 
 export function broadcastsPage(main) {
-  const state = { status: "", bot: "", tokens: [""], index: 0, streams: [] };
+  const state = { status: "", bot: "", tokens: [""], index: 0, stream: null, rows: new Map(), tbody: null };
   const statusSelect = h("select", { name: "status" }, h("option", { value: "", text: "Any status" }),
     STATUSES.map((s) => h("option", { value: s, text: s })));
   const botSelect = h("select", { name: "bot" }, h("option", { value: "", text: "Every bot" }),
@@ -39,13 +39,52 @@ export function broadcastsPage(main) {
     h("nav", { class: "pager", "aria-label": "Pages" }, prev, next),
   );
 
-  const stopStreams = () => {
-    for (const stream of state.streams) stream.stop();
-    state.streams = [];
-  };
+  // The list's stream: one for the page, opened again only when the bot filter changes (the
+  // status filter is applied here: a row whose broadcast leaves it stays, showing its move).
+  function follow() {
+    state.stream?.stop();
+    const path = `/v1/broadcasts/events${state.bot ? `?bot=${encodeURIComponent(state.bot)}` : ""}`;
+    state.stream = new EventStream(path, {
+      onEvents(batch) {
+        for (const event of batch) {
+          if (event.type === "ready") load();
+          else if (event.type === "broadcast") changed(JSON.parse(event.data));
+        }
+      },
+      onIdle() { for (const r of state.rows.values()) r.idle(); },
+      onState(s) {
+        body.dataset.stream = s;
+        if (s === "failed") load(); // not live (a refusal): the page is shown all the same
+      },
+    });
+    if (!state.stream.start()) load();
+  }
 
+  function changed(broadcast) {
+    const known = state.rows.get(broadcast.broadcast_id);
+    if (known) {
+      known.update(broadcast);
+      return;
+    }
+    const newest = Math.max(0, ...state.rows.keys());
+    const fits = (!state.status || broadcast.status === state.status) && (!state.bot || broadcast.bot === state.bot);
+    if (state.index !== 0 || !fits || broadcast.broadcast_id < newest || !state.tbody) return;
+    const r = row(broadcast);
+    state.rows.set(broadcast.broadcast_id, r);
+    state.tbody.prepend(r.el);
+    count();
+  }
+
+  function count() {
+    const n = state.rows.size;
+    const [shown, empty] = body.firstElementChild?.children || [];
+    if (shown) { shown.hidden = n === 0; empty.hidden = n !== 0; }
+    summary.textContent = `${n} broadcast${n === 1 ? "" : "s"} on page ${state.index + 1}`;
+  }
+
+  let loading = 0;
   async function load() {
-    stopStreams();
+    const mine = ++loading;
     summary.textContent = "Loading…";
     let answer;
     try {
@@ -53,32 +92,29 @@ export function broadcastsPage(main) {
         params: { status: state.status, bot: state.bot, page_size: PAGE_SIZE, page_token: state.tokens[state.index] },
       });
     } catch (error) {
-      summary.textContent = error.explain ? error.explain() : String(error);
+      if (mine === loading) summary.textContent = error.explain ? error.explain() : String(error);
       return;
     }
+    if (mine !== loading) return; // a later load (a reconnect, a filter) answers instead
     clear(body);
-    const rows = answer.broadcasts.map(row);
-    // The streams go to the broadcasts that move the most first: sending ones, then paused.
-    const candidates = rows.filter((r) => r.priority >= 0).sort((a, b) => a.priority - b.priority);
-    for (const candidate of candidates) {
-      if (streamsFree() === 0) break;
-      candidate.live = candidate.follow();
-    }
-    if (rows.length) body.append(table(rows));
-    else body.append(h("p", { class: "empty", text: "No broadcasts match." }));
+    state.rows = new Map(answer.broadcasts.map((b) => [b.broadcast_id, row(b)]));
+    state.tbody = h("tbody", {}, [...state.rows.values()].map((r) => r.el));
+    body.append(table(state.tbody));
     state.tokens[state.index + 1] = answer.next_page_token;
     prev.disabled = state.index === 0;
     next.disabled = !answer.next_page_token;
-    const live = rows.filter((r) => r.live).length;
-    summary.textContent = `${answer.broadcasts.length} broadcast${answer.broadcasts.length === 1 ? "" : "s"} on page ${state.index + 1}` +
-      (live ? `; ${live} followed live` : "");
+    count();
   }
 
-  function table(rows) {
-    return h("table", { class: "broadcasts" },
-      h("caption", { class: "visually-hidden", text: "Broadcasts, newest first" }),
-      h("thead", {}, h("tr", {}, ["Broadcast", "Bot", "Status", "Progress", "Rate", "ETA", "Created"].map((t) => h("th", { scope: "col", text: t })))),
-      h("tbody", {}, rows.map((r) => r.el)));
+  // The table is there even while empty (hidden): a broadcast created meanwhile takes its
+  // first row.
+  function table(tbody) {
+    return h("div", {},
+      h("table", { class: "broadcasts" },
+        h("caption", { class: "visually-hidden", text: "Broadcasts, newest first" }),
+        h("thead", {}, h("tr", {}, ["Broadcast", "Bot", "Status", "Progress", "Rate", "ETA", "Created"].map((t) => h("th", { scope: "col", text: t })))),
+        tbody),
+      h("p", { class: "empty", text: "No broadcasts match." }));
   }
 
   function row(broadcast) {
@@ -90,6 +126,7 @@ export function broadcastsPage(main) {
     const meter = new RateMeter();
     const limit = limitOf(broadcast);
     let progress = { status: broadcast.status, total: broadcast.total, sent: broadcast.sent, failed: broadcast.failed, pending: broadcast.pending };
+    meter.add(Date.now(), doneOf(progress));
     const paint = () => {
       updateProgressBar(bar, progress);
       counts.textContent = `${num(doneOf(progress))} / ${num(progress.total)}` + (progress.failed ? ` (${num(progress.failed)} failed)` : "");
@@ -108,33 +145,25 @@ export function broadcastsPage(main) {
       rateCell, etaCell,
       h("td", { "data-label": "Created", text: when(broadcast.created_at) }));
     paint();
-    const follow = () => {
-      let frame = 0;
-      const stream = new EventStream(`/v1/broadcasts/${broadcast.broadcast_id}/events`, {
-        onEvents(batch) {
-          const last = lastProgress(batch);
-          if (!last) return;
-          progress = last.progress;
-          meter.add(last.at, doneOf(progress));
-          if (!frame) frame = requestAnimationFrame(() => { frame = 0; paint(); });
-        },
-        onIdle() { meter.idle(); paint(); },
-        onState(s) { el.dataset.stream = s; },
-      });
-      if (!stream.start()) return false;
-      state.streams.push(stream);
-      return true;
+    let frame = 0;
+    // Each update is the broadcast as the service has it now; the rate is measured over the
+    // times they arrive (the list's stream carries at most one per second of each).
+    const update = (latest) => {
+      progress = { status: latest.status, total: latest.total, sent: latest.sent, failed: latest.failed, pending: latest.pending };
+      meter.add(Date.now(), doneOf(progress));
+      if (!frame) frame = requestAnimationFrame(() => { frame = 0; paint(); });
     };
-    return { el, follow, priority: FOLLOW.indexOf(broadcast.status), live: false };
+    const idle = () => { meter.idle(); paint(); };
+    return { el, update, idle };
   }
 
   statusSelect.addEventListener("change", () => { state.status = statusSelect.value; state.tokens = [""]; state.index = 0; load(); });
-  botSelect.addEventListener("change", () => { state.bot = botSelect.value; state.tokens = [""]; state.index = 0; load(); });
+  botSelect.addEventListener("change", () => { state.bot = botSelect.value; state.tokens = [""]; state.index = 0; follow(); });
   refresh.addEventListener("click", () => { load(); toast("Broadcasts reloaded"); });
   prev.addEventListener("click", () => { state.index = Math.max(0, state.index - 1); load(); });
   next.addEventListener("click", () => { state.index += 1; load(); });
-  load();
-  return stopStreams;
+  follow();
+  return () => { state.stream?.stop(); state.stream = null; };
 }
 
 export function snippet(broadcast) {
