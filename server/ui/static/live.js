@@ -2,8 +2,6 @@
 // own finished_at times, so a replay after a reconnect shows the rate they were sent at, not
 // the speed of the replay) and the time left.
 
-import { member } from "./sse.js";
-
 export const ACTIVE = new Set(["scheduled", "queued", "running", "paused", "recalling"]);
 /** Statuses whose event stream still has something to say. */
 
@@ -45,16 +43,4 @@ export function doneOf(progress) {
 export function eta(progress, rate) {
   if (!rate || rate <= 0 || !progress.pending) return null;
   return progress.pending / rate;
-}
-
-/** The progress and finished_at of the last event of a batch that carries them. */
-export function lastProgress(batch) {
-  for (let i = batch.length - 1; i >= 0; i -= 1) {
-    const event = batch[i];
-    if (event.type === "result" || event.type === "recall" || event.type === "edit" || event.type === "end") {
-      const data = JSON.parse(event.data);
-      return { progress: data.progress, at: Date.parse(member(event.data, "finished_at") || "") };
-    }
-  }
-  return null;
 }

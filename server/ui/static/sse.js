@@ -12,10 +12,6 @@ export const MAX_STREAMS = 4;
  * own requests need some. */
 let open = 0;
 
-export function streamsFree() {
-  return MAX_STREAMS - open;
-}
-
 const decoder = () => new TextDecoder("utf-8");
 
 /**
