@@ -17,6 +17,7 @@ import json
 import os
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -25,36 +26,37 @@ REPO = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.timeout(240)
 
 
-async def test_the_harness_writes_a_report_from_a_tiny_run(tmp_path: Path) -> None:
+async def run_smoke(tmp_path: Path, only: str, *peers: str) -> tuple[list[dict[str, Any]], str]:
+    """``python -m bench --smoke --only ONLY`` in a child process: its JSON lines and report.
+
+    The suite runs on a loaded machine: a wide margin keeps the one-second windows clear of
+    its scheduling jitter. What the default margin gets is the benchmark's to measure on a
+    quiet machine, not the tests'."""
     report = tmp_path / "benchmarks.md"
-    charts = tmp_path / "charts"
     proc = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
         "bench",
         "--smoke",
-        "--only",
-        "1,7,8,9,11,12",
-        "--peers",
-        "ptb",
-        "--report",
-        str(report),
-        "--charts",
-        str(charts),
-        "--workdir",
-        str(tmp_path / "work"),
+        *("--only", only),
+        *(("--peers", ",".join(peers)) if peers else ()),
+        *("--report", str(report)),
+        *("--charts", str(tmp_path / "charts")),
+        *("--workdir", str(tmp_path / "work")),
         cwd=REPO,
-        # The suite runs on a loaded machine: a wide margin keeps the one-second windows
-        # clear of its scheduling jitter. What the default margin gets is the benchmark's to
-        # measure on a quiet machine, not this test's.
         env={**os.environ, "TGB_TELEGRAM_RATE_MARGIN": "0.2"},
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
     )
     out, err = await proc.communicate()
     assert proc.returncode == 0, err.decode(errors="replace")[-4000:]
-
     raw = [json.loads(line) for line in out.decode().splitlines() if line.strip()]
+    return raw, report.read_text(encoding="utf-8")
+
+
+async def test_the_harness_writes_a_report_of_limits_latency_and_tls(tmp_path: Path) -> None:
+    raw, text = await run_smoke(tmp_path, "1,7,8", "ptb")
+    charts = tmp_path / "charts"
     ours = next(r for r in raw if r["scenario"] == "1" and "service" in r["run"])
     assert ours["recipients"] == ours["delivered"] > 0
     assert ours["lost"] == 0
@@ -79,24 +81,6 @@ async def test_the_harness_writes_a_report_from_a_tiny_run(tmp_path: Path) -> No
     }
     assert all(r["p50_ms"] > 0 for r in tls.values())
 
-    # The same run on one nats-server and on a three-node R3 cluster: nobody lost on either.
-    replication = {r["run"]: r for r in raw if r["scenario"] == "9"}
-    assert set(replication) == {"R1 run=1", "R3 run=1"}
-    for run in replication.values():
-        assert run["recipients"] == run["delivered"] > 0
-        assert run["lost"] == 0
-
-    # A recall deletes every recipient's message, an edit edits it, once each, and reports
-    # them all done.
-    for key in ("11", "12"):
-        (followup,) = [r for r in raw if r["scenario"] == key]
-        assert followup["recipients"] == followup["delivered"] > 0
-        assert (followup["missed"], followup["duplicates"], followup["lost"]) == (0, 0, 0)
-
-    text = report.read_text(encoding="utf-8")
-    assert "## 9. Replication" in text
-    assert "## 11. Recall throughput" in text
-    assert "## 12. Edit throughput" in text
     assert "## 1. Limit utilisation" in text
     # The table of contents links every section of the run.
     assert "- [1. Limit utilisation](#1-limit-utilisation)" in text
@@ -117,34 +101,34 @@ async def test_the_harness_writes_a_report_from_a_tiny_run(tmp_path: Path) -> No
         assert any(r["run"] == "L=300 peer=ptb" for r in raw)
 
 
+async def test_the_harness_writes_a_report_of_replication_recall_and_edit(
+    tmp_path: Path,
+) -> None:
+    raw, text = await run_smoke(tmp_path, "9,11,12")
+    # The same run on one nats-server and on a three-node R3 cluster: nobody lost on either.
+    replication = {r["run"]: r for r in raw if r["scenario"] == "9"}
+    assert set(replication) == {"R1 run=1", "R3 run=1"}
+    for run in replication.values():
+        assert run["recipients"] == run["delivered"] > 0
+        assert run["lost"] == 0
+
+    # A recall deletes every recipient's message, an edit edits it, once each, and reports
+    # them all done.
+    for key in ("11", "12"):
+        (followup,) = [r for r in raw if r["scenario"] == key]
+        assert followup["recipients"] == followup["delivered"] > 0
+        assert (followup["missed"], followup["duplicates"], followup["lost"]) == (0, 0, 0)
+
+    assert "## 9. Replication" in text
+    assert "## 11. Recall throughput" in text
+    assert "## 12. Edit throughput" in text
+    assert "- [9. Replication](#9-replication)" in text
+
+
 @pytest.mark.timeout(300)
 async def test_several_bots_run_each_at_its_own_limit(tmp_path: Path) -> None:
     """Scenario 10 on tiny sizes: each bot's deliveries are read from its own token's calls."""
-    report = tmp_path / "benchmarks.md"
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "bench",
-        "--smoke",
-        "--only",
-        "10",
-        "--report",
-        str(report),
-        "--charts",
-        str(tmp_path / "charts"),
-        "--workdir",
-        str(tmp_path / "work"),
-        cwd=REPO,
-        # The suite runs on a loaded machine: a wide margin keeps the one-second windows
-        # clear of its scheduling jitter. What the default margin gets is the benchmark's to
-        # measure on a quiet machine, not this test's.
-        env={**os.environ, "TGB_TELEGRAM_RATE_MARGIN": "0.2"},
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-    )
-    out, err = await proc.communicate()
-    assert proc.returncode == 0, err.decode(errors="replace")[-4000:]
-    raw = [json.loads(line) for line in out.decode().splitlines() if line.strip()]
+    raw, text = await run_smoke(tmp_path, "10")
     runs = {r["run"]: r for r in raw if r["scenario"] == "10"}
     assert set(runs) == {
         "bots=1 bot=default",
@@ -165,7 +149,6 @@ async def test_several_bots_run_each_at_its_own_limit(tmp_path: Path) -> None:
         assert isinstance(run["rejected_429"], int), run
     assert runs["paid beside free bot=bot2 paid"]["limit"] == 1000.0
     assert runs["paid beside free bot=default free"]["limit"] == 30.0
-    text = report.read_text(encoding="utf-8")
     assert "## 10. Several bots" in text
     assert "| 2 bots | bot2 | 30/s |" in text
     assert "| backlog | bot2 (paid) | 1000/s | 3,000 (" in text
