@@ -26,6 +26,7 @@ from tests.test_recall import rest, send_and_finish, sse_events
 from tgbroadcast.simulator import Simulator
 from tgbroadcast.simulator.chats import ChatType
 from tgbroadcast.v1 import broadcast_pb2 as pb
+from tgbroadcast.worker.delivery import FOLLOW_UP_SLOTS
 
 EDITS = {
     pb.EDIT_OUTCOME_EDITED: "edited",
@@ -329,7 +330,7 @@ async def test_a_worker_killed_mid_edit_leaves_nobody_behind(
     assert {chats[u][-1]["text"] for u in users} == {"corrected"}
     made = edit_calls(simulator)
     assert set(made) == set(users)
-    assert sum(n - 1 for n in made.values()) <= concurrency
+    assert sum(n - 1 for n in made.values()) <= FOLLOW_UP_SLOTS * concurrency
 
 
 async def _edited_at_least(simulator: Simulator, count: int) -> bool:

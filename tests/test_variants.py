@@ -138,7 +138,12 @@ async def test_each_recipient_gets_its_variant_and_every_report_says_which(
             pb.ListDeliveriesRequest(broadcast_id=broadcast_id, page_size=1000),
             metadata=stack.metadata,
         )
-        # A preview of the stored broadcast shows each user's variant.
+        # A preview of the stored broadcast shows each user's variant: the one recorded, also
+        # for a user whose language changed since.
+        code, _ = await rest(
+            stack, "POST", "/v1/users", {"users": [{"id": GERMANS[0], "language_code": "pt"}]}
+        )
+        assert code == 200
         for user in (OTHERS[0], OTHERS[-1], GERMANS[0]):
             preview = await stub.PreviewMessage(
                 pb.PreviewMessageRequest(broadcast_id=broadcast_id, user_id=user),

@@ -84,6 +84,10 @@ from tgbroadcast.worker.telegram import NotSent, SentMessage, TelegramSender
 
 logger = logging.getLogger(__name__)
 
+FOLLOW_UP_SLOTS = 4
+"""Recall and edit call slots per ``worker.concurrency`` (held until a call's outcome is
+recorded, which takes longer than a send's); also the bound on calls made again after a kill."""
+
 F = TypeVar("F", bound=FollowUpJobs[Any])
 MAX_MIGRATIONS = 2
 _SWITCHED = SentMessage(message_id=0, file_id=None)
@@ -163,14 +167,15 @@ class Deliverer:
 
     def follow_up(self, kind: type[F], *, lease: float, heartbeat_interval: float) -> F:
         """The bot's runner of recall (``Recaller``) or edit (``Editor``) jobs, on this
-        deliverer's client, budget and settings."""
+        deliverer's client, budget and settings, with :data:`FOLLOW_UP_SLOTS` call slots per
+        free send slot."""
         return kind(
             store=self._store,
             queue=self._queue,
             sender=self._sender,
             limiter=self._limiter,
             metrics=self._metrics,
-            concurrency=self._concurrency,
+            concurrency=FOLLOW_UP_SLOTS * self._concurrency,
             max_attempts=self._max_attempts,
             lease=lease,
             heartbeat_interval=heartbeat_interval,

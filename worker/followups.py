@@ -20,7 +20,8 @@ Guarantees (any number of worker processes; :mod:`.recall` and :mod:`.edit` add 
   not recorded: its claims lapse within a lease and JetStream redelivers the job, whose
   handling publishes the events of outcomes already recorded again (JetStream drops those it
   has). A call slot is held from the call until its outcome is recorded, so what is made again
-  is at most ``concurrency`` calls per killed worker (as for sends).
+  is at most ``concurrency`` calls per killed worker (as for sends;
+  :data:`~tgbroadcast.worker.delivery.FOLLOW_UP_SLOTS` per send slot).
 """
 
 from __future__ import annotations

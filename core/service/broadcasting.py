@@ -293,6 +293,9 @@ class BroadcastingService(LifecycleOperations):
             if variant:
                 raise InvalidArgument.single("variant", "the message has no variants")
             return preview(content, user_id, profile)
+        if broadcast_id and not variant:  # the variant a recipient was sent, as recorded
+            recorded = await self._store.results_among(broadcast_id, [user_id])
+            variant = (recorded[0].variant or "") if recorded else ""
         index = variant_rules.preview_choice(
             variants, variant, broadcast_id=broadcast_id, user_id=user_id, profile=profile
         )

@@ -21,6 +21,7 @@ token sees only its bots' broadcasts.
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from contextlib import suppress
 from typing import Final
 
@@ -31,18 +32,8 @@ from tgbroadcast.core.domain.model import Broadcast
 from tgbroadcast.core.service.list_watching import Ready
 from tgbroadcast.server.auth import bot_for, visible_bots
 from tgbroadcast.server.rest import params, rendering
-from tgbroadcast.server.rest.reports import (
-    HEARTBEAT_KEY,
-    SHUTDOWN_DETAIL,
-    WATCHERS_KEY,
-    sse_event,
-)
-from tgbroadcast.server.streams import (
-    ReadAhead,
-    StreamClosing,
-    TooManyWatchers,
-    WatchRefused,
-)
+from tgbroadcast.server.rest.reports import WATCHERS_KEY, sse_event, stream_events
+from tgbroadcast.server.streams import ReadAhead, TooManyWatchers, WatchRefused
 
 logger = logging.getLogger(__name__)
 
@@ -54,6 +45,19 @@ _AHEAD: Final = 64
 def add_routes(app: web.Application) -> None:
     """Register the route; before ``/v1/broadcasts/{broadcast_id}``, which it would match."""
     app.router.add_get(LIST_EVENTS_PATH, watch_list)
+
+
+def _render(items: Sequence[object]) -> tuple[bytes, bool]:
+    """The events of a batch of changed broadcasts; an error (NATS gone) ends the stream."""
+    chunk: list[bytes] = []
+    for item in items:
+        if not isinstance(item, Broadcast):  # the core failed: the client reconnects
+            name = type(item).__name__
+            logger.warning("list stream stopped", extra={"error": name})
+            chunk.append(sse_event("error", {"detail": "the stream stopped; reconnect"}))
+            return b"".join(chunk), True
+        chunk.append(sse_event("broadcast", rendering.listed_broadcast_json(item)))
+    return b"".join(chunk), False
 
 
 def _statuses(request: web.Request) -> list[str]:
@@ -85,7 +89,6 @@ async def watch_list(request: web.Request) -> web.StreamResponse:
     except BaseException:
         await updates.aclose()
         raise
-    heartbeat = request.app[HEARTBEAT_KEY]
     response = web.StreamResponse(
         headers={
             "Content-Type": "text/event-stream; charset=utf-8",
@@ -97,32 +100,7 @@ async def watch_list(request: web.Request) -> web.StreamResponse:
     try:
         await response.prepare(request)
         await response.write(sse_event("ready", {}))
-        while request.transport is not None and not request.transport.is_closing():
-            try:
-                items = await slot.take(ahead, heartbeat)
-            except TimeoutError:
-                await response.write(b": heartbeat\n\n")
-                continue
-            except StreamClosing as closing:
-                try:
-                    await response.write(sse_event("shutdown", {"detail": SHUTDOWN_DETAIL}))
-                finally:
-                    await closing.settle()
-                break
-            chunk: list[bytes] = []
-            stopped = False
-            for item in items:
-                if isinstance(item, Broadcast):
-                    data = rendering.listed_broadcast_json(item)
-                    chunk.append(sse_event("broadcast", data))
-                else:  # the core failed (NATS gone): the client reconnects
-                    logger.warning("list stream stopped", extra={"error": type(item).__name__})
-                    chunk.append(sse_event("error", {"detail": "the stream stopped; reconnect"}))
-                    stopped = True
-                    break
-            await response.write(b"".join(chunk))
-            if stopped:
-                break
+        await stream_events(request, response, slot, ahead, _render)
         with suppress(ConnectionResetError):
             await response.write_eof()
     except ConnectionResetError:

@@ -26,9 +26,9 @@ import csv
 import io
 import json
 import logging
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Sequence
 from contextlib import aclosing, suppress
-from typing import Any, Final
+from typing import Any, Final, TypeVar
 
 from aiohttp import web
 
@@ -44,9 +44,11 @@ from tgbroadcast.server.streams import (
     TooManyWatchers,
     Watchers,
     WatchRefused,
+    WatchSlot,
 )
 
 logger = logging.getLogger(__name__)
+T = TypeVar("T")
 
 DEFAULT_HEARTBEAT: Final = 15.0
 HEARTBEAT_KEY: Final = web.AppKey("sse_heartbeat", float)
@@ -276,7 +278,6 @@ async def watch_events(request: web.Request) -> web.StreamResponse:
     last_event_id = request.headers.get("Last-Event-ID", "").strip()
     if last_event_id == END_EVENT_ID:
         return web.Response(status=204)
-    heartbeat = request.app[HEARTBEAT_KEY]
     response = web.StreamResponse(
         headers={
             "Content-Type": "text/event-stream; charset=utf-8",
@@ -299,26 +300,17 @@ async def watch_events(request: web.Request) -> web.StreamResponse:
             name=f"sse-watch-{broadcast_id}",
         )
         await response.write(f": broadcast {broadcast_id}\n\n".encode())
-        ended = False
-        while not ended and request.transport is not None and not request.transport.is_closing():
-            try:
-                items = await slot.take(ahead, heartbeat)
-            except TimeoutError:
-                await response.write(b": heartbeat\n\n")
-                continue
-            except StreamClosing as closing:
-                try:
-                    await response.write(sse_event("shutdown", {"detail": SHUTDOWN_DETAIL}))
-                finally:
-                    await closing.settle()
-                break
+
+        def render(items: Sequence[object]) -> tuple[bytes, bool]:
             chunk: list[bytes] = []
             for item in items:
                 event, ended = _event_of(item, broadcast_id)
                 chunk.append(event)
                 if ended:
-                    break
-            await response.write(b"".join(chunk))  # every event ready, in one write
+                    return b"".join(chunk), True
+            return b"".join(chunk), False
+
+        await stream_events(request, response, slot, ahead, render)
         with suppress(ConnectionResetError):
             await response.write_eof()
     except ConnectionResetError:
@@ -328,6 +320,35 @@ async def watch_events(request: web.Request) -> web.StreamResponse:
         if ahead is not None:
             await ahead.aclose()
     return response
+
+
+async def stream_events(
+    request: web.Request,
+    response: web.StreamResponse,
+    slot: WatchSlot,
+    ahead: ReadAhead[T],
+    render: Callable[[Sequence[object]], tuple[bytes, bool]],
+) -> None:
+    """Write ``ahead``'s updates to the event stream ``response`` while its client is there:
+    every update already read at once, in one write (``render`` makes the bytes of a batch and
+    says whether the stream ends with it); a heartbeat comment while none comes; when the
+    server drains, ``event: shutdown`` and the end."""
+    heartbeat = request.app[HEARTBEAT_KEY]
+    ended = False
+    while not ended and request.transport is not None and not request.transport.is_closing():
+        try:
+            items = await slot.take(ahead, heartbeat)
+        except TimeoutError:
+            await response.write(b": heartbeat\n\n")
+            continue
+        except StreamClosing as closing:
+            try:
+                await response.write(sse_event("shutdown", {"detail": SHUTDOWN_DETAIL}))
+            finally:
+                await closing.settle()
+            return
+        chunk, ended = render(items)
+        await response.write(chunk)
 
 
 def _event_of(item: WatchUpdate | BaseException | object, broadcast_id: int) -> tuple[bytes, bool]:
