@@ -400,7 +400,9 @@ export function broadcastPage(main, idText) {
     render();
     renderFeed();
     const live = ACTIVE.has(broadcast.status) || broadcast.editing;
-    if (live || broadcast.total <= REPLAY_LIMIT) follow(live);
+    // Replayed while that is cheap (the feed and the chart from the first outcome); a broadcast
+    // further along is followed from now, its counts from the broadcast.
+    if (live || broadcast.total <= REPLAY_LIMIT) follow(live && broadcast.sent + broadcast.failed > REPLAY_LIMIT);
     else {
       liveState.textContent = "finished";
       chartNote.textContent = `The chart and the latest outcomes are shown for broadcasts being sent, or finished ones of up to ${num(REPLAY_LIMIT)} recipients; export the CSV for the rest.`;
