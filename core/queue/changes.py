@@ -31,6 +31,7 @@ from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 
 from tgbroadcast.core.queue.names import QueueNames, check_bot
+from tgbroadcast.core.queue.payloads import loads_object
 
 logger = logging.getLogger(__name__)
 
@@ -62,12 +63,7 @@ class Change:
     @classmethod
     def decode(cls, data: bytes) -> Change:
         """Parse a notice; ``ValueError`` when it is not one."""
-        try:
-            obj = json.loads(data)
-        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-            raise ValueError(f"not JSON: {exc}") from exc
-        if not isinstance(obj, dict):
-            raise ValueError("not a JSON object")
+        obj = loads_object(data)
         broadcast_id, bot = obj.get("id"), obj.get("bot")
         if not isinstance(broadcast_id, int) or isinstance(broadcast_id, bool) or broadcast_id < 1:
             raise ValueError("id must be a positive integer")

@@ -96,7 +96,7 @@ class Job:
     @classmethod
     def decode(cls, data: bytes) -> Job:
         """Parse a job message; ``ValueError`` when it is not one."""
-        obj = _loads_object(data)
+        obj = loads_object(data)
         user_ids = obj.get("user_ids")
         if not isinstance(user_ids, list):
             raise ValueError("user_ids must be a list")
@@ -291,7 +291,7 @@ def encode_event(event: Event) -> bytes:
 
 def decode_event(data: bytes) -> Event:
     """Parse an event message; ``ValueError`` when it is not one."""
-    obj = _loads_object(data)
+    obj = loads_object(data)
     kind = obj.get("type")
     broadcast_id = _get_int(obj, "broadcast_id")
     if kind == "finished":
@@ -357,7 +357,8 @@ def _dumps(obj: dict[str, Any]) -> bytes:
     return json.dumps(obj, separators=(",", ":"), ensure_ascii=False).encode()
 
 
-def _loads_object(data: bytes) -> dict[str, Any]:
+def loads_object(data: bytes) -> dict[str, Any]:
+    """A JSON object from ``data``; ``ValueError`` for anything else."""
     try:
         obj = json.loads(data)
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
