@@ -12,6 +12,7 @@ from typing import Any
 
 import aiohttp
 import pytest
+from aiogram.client.session.aiohttp import AiohttpSession
 from aiogram.exceptions import TelegramNetworkError
 from aiogram.methods import GetMe
 from aiohttp import web
@@ -141,6 +142,49 @@ async def test_answer_models_are_not_rebuilt_after_garbage_collection(
         gc.collect()
         assert (await sender.send(501, Content(message=text))).message_id > 0
     assert built == []
+
+
+async def test_a_sends_success_is_read_without_aiograms_models(
+    simulator: Simulator, sender: TelegramSender, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A send's success is read for its message id and file_id alone; aiogram's own check of
+    an answer (its pydantic models) judges the rest: refusals and other methods' answers."""
+    checked: list[str] = []
+    original = AiohttpSession.check_response
+
+    def counting(self: AiohttpSession, **kwargs: Any) -> Any:
+        checked.append(kwargs["method"].__api_method__)
+        return original(self, **kwargs)
+
+    monkeypatch.setattr(AiohttpSession, "check_response", counting)
+    photo = await sender.send(1, Content(message="p", media_type=MediaType.PHOTO, media_url=URL))
+    sizes = simulator.messages_by_chat()[1][0]["photo"]
+    assert photo == SentMessage(message_id=1, file_id=sizes[-1]["file_id"])
+    assert (await sender.send(1, Content(message="t"))).message_id == 2
+    assert checked == []
+    simulator.chats.declare(77, ChatState.BLOCKED)
+    with pytest.raises(PermanentError):
+        await sender.send(77, Content(message="hi"))
+    await sender.delete(1, [1])
+    assert checked == ["sendMessage", "deleteMessage"]
+
+
+@pytest.mark.parametrize(
+    "result",
+    [{"chat": {"id": 1, "type": "private"}}, {"message_id": "7"}, [{"message_id": 7}], None],
+    ids=["no message_id", "message_id not an integer", "a list", "no result"],
+)
+async def test_a_success_without_an_integer_message_id_is_transient(result: Any) -> None:
+    """aiogram's models accept ``"7"`` for an integer; the sender, which keeps the id, does not:
+    either way the answer is not the Bot API's and the send is made again."""
+
+    async def handler(request: web.Request) -> web.StreamResponse:
+        return web.json_response({"ok": True, "result": result})
+
+    async with stub_api(handler) as api_url, TelegramSender(token=BOT_TOKEN, api_url=api_url) as c:
+        with pytest.raises(TransientError) as error:
+            await c.send(1, Content(message="hi"))
+    assert "not the Bot API's JSON" in error.value.description
 
 
 @pytest.mark.parametrize("media_type", MEDIA_TYPES)

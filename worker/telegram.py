@@ -28,6 +28,7 @@ import logging
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from contextvars import ContextVar
 from dataclasses import dataclass
+from http import HTTPStatus
 from types import TracebackType
 from typing import Any, cast
 
@@ -35,9 +36,8 @@ import aiohttp
 from aiogram import Bot
 from aiogram.client.session.aiohttp import AiohttpSession
 from aiogram.client.telegram import TelegramAPIServer
-from aiogram.exceptions import (
-    TelegramNetworkError,
-)
+from aiogram.exceptions import ClientDecodeError, TelegramNetworkError
+from aiogram.methods import SendMediaGroup
 from aiogram.methods.base import Response, TelegramMethod, TelegramType
 from aiogram.types import BufferedInputFile, Message, MessageId
 from aiogram.utils.token import TokenValidationError, validate_token
@@ -52,6 +52,7 @@ from tgbroadcast.core.domain.errors import (
 from tgbroadcast.core.domain.model import Content, MediaType
 from tgbroadcast.worker import aiogram_content
 from tgbroadcast.worker.aiogram_content import InputMedia
+from tgbroadcast.worker.telegram_answers import MEDIA_FIELDS, Sent, read_sent
 from tgbroadcast.worker.telegram_errors import map_error
 
 logger = logging.getLogger(__name__)
@@ -140,9 +141,17 @@ class _Session(AiohttpSession):
         except aiohttp.ClientError as exc:
             message = f"{type(exc).__name__}: {exc}"
             raise TelegramNetworkError(method=method, message=message) from exc
+        if HTTPStatus.OK <= resp.status <= HTTPStatus.IM_USED:
+            sent = read_sent(method, raw_result)
+            if sent is not None:  # a send's success, read for its ids alone
+                return cast(TelegramType, sent)
         response = self.check_response(
             bot=bot, method=method, status_code=resp.status, content=raw_result
         )
+        if type(method) in MEDIA_FIELDS or isinstance(method, SendMediaGroup):
+            # aiogram accepted an answer to a send that read_sent could not read.
+            error = ValueError("no integer message_id")
+            raise ClientDecodeError("Failed to deserialize object", error, raw_result)
         return cast(TelegramType, response.result)
 
     async def close(self) -> None:
@@ -347,7 +356,7 @@ class TelegramSender:
             raise
         except Exception as exc:
             raise map_error(exc) from None
-        return SentMessage(message_id=message.message_id, file_id=stored_file_id(message, kind))
+        return SentMessage(message_id=message.message_id, file_id=message.file_id)
 
     async def _send_album(
         self,
@@ -375,16 +384,15 @@ class TelegramSender:
             else:
                 source = item.media_url or ""
             media.append(aiogram_content.input_media(item, source, content.options))
-        messages = await self._bot.send_media_group(
-            chat_id,
-            media,
-            allow_paid_broadcast=True if content.allow_paid_broadcast else None,
-            **aiogram_content.flags(content.options),
+        messages = _album(
+            await self._bot.send_media_group(
+                chat_id,
+                media,
+                allow_paid_broadcast=True if content.allow_paid_broadcast else None,
+                **aiogram_content.flags(content.options),
+            )
         )
-        stored = [
-            stored_file_id(message, MediaType(item.kind.value))
-            for message, item in zip(messages, items, strict=False)
-        ]
+        stored = [message.file_id for message in messages]
         file_id = None
         if len(stored) == len(items) and all(stored):
             file_id = encode_album_file_ids(tuple(f for f in stored if f))
@@ -402,7 +410,7 @@ class TelegramSender:
             forwarded = await self._bot.forward_message(
                 chat_id, source.from_chat_id, source.message_id, **aiogram_content.flags(options)
             )
-            return SentMessage(message_id=forwarded.message_id, file_id=None)
+            return SentMessage(message_id=_one(forwarded).message_id, file_id=None)
         caption = content.message or None
         copied = await self._bot.copy_message(
             chat_id,
@@ -415,7 +423,7 @@ class TelegramSender:
             allow_paid_broadcast=True if content.allow_paid_broadcast else None,
             **aiogram_content.flags(options),
         )
-        return SentMessage(message_id=copied.message_id, file_id=None)
+        return SentMessage(message_id=_one(copied).message_id, file_id=None)
 
     async def _send(
         self,
@@ -427,7 +435,7 @@ class TelegramSender:
         options: ContentOptions,
         *,
         paid: bool | None,
-    ) -> Message:
+    ) -> Sent:
         bot = self._bot
         common: dict[str, Any] = {
             "allow_paid_broadcast": paid,
@@ -443,7 +451,7 @@ class TelegramSender:
             }
         match kind:
             case MediaType.TEXT:
-                return await bot.send_message(
+                message = await bot.send_message(
                     chat_id,
                     text,
                     parse_mode=aiogram_content.parse_mode(options),
@@ -451,47 +459,38 @@ class TelegramSender:
                     link_preview_options=aiogram_content.link_preview(options),
                     **common,
                 )
+                return _one(message)
             case MediaType.PHOTO:
-                return await bot.send_photo(chat_id, source, **formatted, **common)
+                return _one(await bot.send_photo(chat_id, source, **formatted, **common))
             case MediaType.VIDEO:
-                return await bot.send_video(chat_id, source, **formatted, **common)
+                return _one(await bot.send_video(chat_id, source, **formatted, **common))
             case MediaType.ANIMATION:
-                return await bot.send_animation(chat_id, source, **formatted, **common)
+                return _one(await bot.send_animation(chat_id, source, **formatted, **common))
             case MediaType.DOCUMENT:
-                return await bot.send_document(chat_id, source, **formatted, **common)
+                return _one(await bot.send_document(chat_id, source, **formatted, **common))
             case MediaType.AUDIO:
-                return await bot.send_audio(chat_id, source, **formatted, **common)
+                return _one(await bot.send_audio(chat_id, source, **formatted, **common))
             case MediaType.VOICE:
-                return await bot.send_voice(chat_id, source, **formatted, **common)
+                return _one(await bot.send_voice(chat_id, source, **formatted, **common))
             case MediaType.VIDEO_NOTE:
-                return await bot.send_video_note(chat_id, source, **common)
+                return _one(await bot.send_video_note(chat_id, source, **common))
             case MediaType.STICKER:
-                return await bot.send_sticker(chat_id, source, **common)
+                return _one(await bot.send_sticker(chat_id, source, **common))
         raise PermanentError(f"{kind} is not sent with {type(self).__name__}._send", error_code=400)
 
 
-def stored_file_id(message: Message, kind: MediaType) -> str | None:
-    """The file_id of the media ``message`` carries for ``kind`` (largest photo size)."""
-    match kind:
-        case MediaType.TEXT:
-            return None
-        case MediaType.PHOTO:
-            return message.photo[-1].file_id if message.photo else None
-        case MediaType.VIDEO:
-            return message.video.file_id if message.video else None
-        case MediaType.ANIMATION:
-            return message.animation.file_id if message.animation else None
-        case MediaType.DOCUMENT:
-            return message.document.file_id if message.document else None
-        case MediaType.AUDIO:
-            return message.audio.file_id if message.audio else None
-        case MediaType.VOICE:
-            return message.voice.file_id if message.voice else None
-        case MediaType.VIDEO_NOTE:
-            return message.video_note.file_id if message.video_note else None
-        case MediaType.STICKER:
-            return message.sticker.file_id if message.sticker else None
-    return None
+def _one(answer: object) -> Sent:
+    """A one-message send's answer as the session read it (:func:`read_sent`)."""
+    if not isinstance(answer, Sent):
+        raise TypeError(f"a send was answered with {type(answer).__name__}, not read")
+    return answer
+
+
+def _album(answer: object) -> tuple[Sent, ...]:
+    """An album's answer as the session read it: its messages, in order."""
+    if not isinstance(answer, tuple) or not all(isinstance(a, Sent) for a in answer):
+        raise TypeError(f"an album was answered with {type(answer).__name__}, not read")
+    return answer
 
 
 __all__ = ["API_METHODS", "Gate", "NotSent", "SentMessage", "TelegramSender", "map_error"]

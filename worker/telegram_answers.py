@@ -1,0 +1,108 @@
+"""Telegram's successful answers to the sender's sends, read for the two things it keeps.
+
+A send's answer is a whole ``Message`` (an album's a list of them, a copy's a ``MessageId``);
+the sender keeps its message id(s) and the file_id of its media, nothing else. aiogram
+parses every answer into its pydantic models first — a model of a hundred fields with the
+bot in its context, about 9 % of a busy worker's CPU (docs/profiles.md) — so the sender's
+session reads those two fields from the JSON instead (:func:`read_sent`).
+
+Only a successful answer of the expected shape is read here: ``ok`` true and a ``result``
+with integer ``message_id`` s. Anything else (a refusal, a 429, a malformed answer) is left to
+aiogram's own check, which raises its exceptions as before.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from aiogram.methods import (
+    CopyMessage,
+    ForwardMessage,
+    SendAnimation,
+    SendAudio,
+    SendDocument,
+    SendMediaGroup,
+    SendMessage,
+    SendPhoto,
+    SendSticker,
+    SendVideo,
+    SendVideoNote,
+    SendVoice,
+)
+from aiogram.methods.base import TelegramMethod
+
+
+@dataclass(frozen=True, slots=True)
+class Sent:
+    """One message Telegram made: its id and the file_id of its media (``None``: none)."""
+
+    message_id: int
+    file_id: str | None = None
+
+
+MEDIA_FIELDS: Mapping[type[TelegramMethod[Any]], str | None] = {
+    SendMessage: None,
+    SendPhoto: "photo",
+    SendVideo: "video",
+    SendAnimation: "animation",
+    SendDocument: "document",
+    SendAudio: "audio",
+    SendVoice: "voice",
+    SendVideoNote: "video_note",
+    SendSticker: "sticker",
+    ForwardMessage: None,
+    CopyMessage: None,
+}
+"""The methods answered with one message, and the field of it whose file_id is kept (a
+photo's: its largest size, the last)."""
+
+
+def read_sent(method: TelegramMethod[Any], text: str) -> Sent | tuple[Sent, ...] | None:
+    """The message (an album: the messages, in order) a successful answer to ``method``
+    reports; ``None`` when ``method`` is not a send or the answer is not a success of the
+    expected shape (for aiogram's check to judge)."""
+    kind = type(method)
+    if kind is SendMediaGroup:
+        assert isinstance(method, SendMediaGroup)
+        result = _result(text)
+        if not isinstance(result, list) or len(result) != len(method.media):
+            return None
+        kinds = [str(getattr(media.type, "value", media.type)) for media in method.media]
+        items = [_sent(item, kind) for item, kind in zip(result, kinds, strict=True)]
+        if not items or any(item is None for item in items):
+            return None
+        return tuple(item for item in items if item is not None)
+    if kind not in MEDIA_FIELDS:
+        return None
+    return _sent(_result(text), MEDIA_FIELDS[kind])
+
+
+def _result(text: str) -> Any:
+    try:
+        answer = json.loads(text)
+    except ValueError:
+        return None
+    if not isinstance(answer, dict) or answer.get("ok") is not True:
+        return None
+    return answer.get("result")
+
+
+def _sent(message: Any, field: str | None) -> Sent | None:
+    if not isinstance(message, dict):
+        return None
+    message_id = message.get("message_id")
+    if type(message_id) is not int:
+        return None
+    return Sent(message_id, None if field is None else _file_id(message.get(field)))
+
+
+def _file_id(media: Any) -> str | None:
+    if isinstance(media, list):  # a photo's sizes, smallest first
+        media = media[-1] if media else None
+    if not isinstance(media, dict):
+        return None
+    file_id = media.get("file_id")
+    return file_id if isinstance(file_id, str) else None
