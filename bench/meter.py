@@ -36,6 +36,14 @@ def resident_mb(pid: int) -> float:
     return float(psutil.Process(pid).memory_info().rss) / MB
 
 
+def cpu_seconds(pid: int) -> float:
+    """A process's user + system CPU time so far (NaN without the bench extra's psutil)."""
+    if not HAVE_PSUTIL:
+        return math.nan
+    times = psutil.Process(pid).cpu_times()
+    return float(times.user + times.system)
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Usage:
     """What the processes of one role used in a window."""

@@ -43,6 +43,8 @@ class Profile:
     watch_recipients: int
     watch_rate: int
     idle_watchers: int
+    idle_cpu_window: float
+    """Seconds the idle watchers' server CPU is measured over (after as long to settle)."""
     # 6. Crash cost.
     crash_recipients: int
     crash_rate: int
@@ -88,6 +90,7 @@ FULL = Profile(
     startup_cold_starts=3,
     watchers=100,
     idle_watchers=1000,
+    idle_cpu_window=5.0,
     watch_recipients=2_000,
     watch_rate=1_000,
     crash_recipients=10_000,
@@ -128,6 +131,7 @@ QUICK = Profile(
     startup_cold_starts=2,
     watchers=20,
     idle_watchers=200,
+    idle_cpu_window=2.0,
     watch_recipients=1_000,
     watch_rate=1_000,
     crash_recipients=2_000,
@@ -168,6 +172,7 @@ SMOKE = Profile(
     startup_cold_starts=1,
     watchers=3,
     idle_watchers=4,
+    idle_cpu_window=0.2,
     watch_recipients=100,
     watch_rate=1_000,
     crash_recipients=300,

@@ -22,7 +22,7 @@ from typing import Any
 from bench.analysis import analyse, percentile
 from bench.children import API_TOKEN, Child, Cluster, ServiceConfig, read_line, spawn
 from bench.client import ServiceClient, finished_at
-from bench.meter import cpu_per_thousand, resident_mb
+from bench.meter import cpu_per_thousand, cpu_seconds, resident_mb
 from bench.profiles import Bench
 from bench.report import Chart, Section, Series, Table, Target, emit, fmt, progress, verdict
 from bench.runs import SERVICE_ROLES, RunResult, service_run, track_cluster
@@ -65,12 +65,18 @@ async def watchers(bench: Bench) -> Section:
         watched, outcome = await _watched_run(bench, cluster, client, recipients, wanted)
         idle = profile.idle_watchers
         progress(f"5. {idle} idle watchers")
-        idle_mb = await _idle_watchers(bench, cluster, client, idle)
-    emit("5", f"{idle} idle watchers", {"idle_watchers": idle, "server_rss_growth_mb": idle_mb})
+        idle_mb, idle_cpu = await _idle_watchers(bench, cluster, client, idle)
+    emit(
+        "5",
+        f"{idle} idle watchers",
+        {"idle_watchers": idle, "server_rss_growth_mb": idle_mb, "server_cpu_per_s": idle_cpu},
+    )
     section.findings.append(
         f"{fmt(idle)} idle watchers (half gRPC, half SSE) of a scheduled broadcast grew the "
         f"server's resident memory by {fmt(idle_mb, 1)} MB (target < 50 MB): "
-        f"{verdict(idle_mb < 50)}; they share one NATS consumer."
+        f"{verdict(idle_mb < 50)}; they share one NATS consumer. While they waited the "
+        f"server used {fmt(idle_cpu, 3)} CPU seconds per second (each watcher's quiet "
+        "second reads the broadcast through the process's one shared read)."
     )
     lags = [lag / 1000 for lag in outcome["lags_ms"]]
     per_watcher: list[dict[str, Any]] = outcome["watchers"]
@@ -249,9 +255,10 @@ def _targets(
 
 async def _idle_watchers(
     bench: Bench, cluster: Cluster, client: ServiceClient, count: int
-) -> float:
+) -> tuple[float, float]:
     """Server RSS growth (MB) while ``count`` streams (half gRPC, half SSE) watch a broadcast
-    scheduled an hour ahead; then it is cancelled and every stream ends."""
+    scheduled an hour ahead, and the server's CPU seconds per second over the profile's
+    ``idle_cpu_window`` of their waiting; then it is cancelled and every stream ends."""
     send_at = datetime.now(UTC) + timedelta(hours=1)
     body = {"message": "later", "user_ids": [1], "send_at": send_at.isoformat()}
     broadcast_id = await client.send_raw(json.dumps(body).encode())
@@ -283,10 +290,15 @@ async def _idle_watchers(
             child.proc.stdin.write(f"{broadcast_id}\n".encode())
         await client.wait_watchers(count, within=120)
         grown = resident_mb(server) - before
+        window = bench.profile.idle_cpu_window
+        await asyncio.sleep(window)  # the openings' own work done
+        cpu_before, started = cpu_seconds(server), time.monotonic()
+        await asyncio.sleep(window)
+        idle_cpu = (cpu_seconds(server) - cpu_before) / (time.monotonic() - started)
         await client.cancel(broadcast_id)
         for child in children:
             await read_line(child, within=120)
-    return grown
+    return grown, idle_cpu
 
 
 async def _watched_run(

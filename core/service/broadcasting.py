@@ -75,6 +75,7 @@ from tgbroadcast.core.service.controls import LifecycleOperations
 from tgbroadcast.core.service.dispatch import Dispatcher
 from tgbroadcast.core.service.list_watching import ListWatching, Ready
 from tgbroadcast.core.service.quota import PendingRecipientsQuota
+from tgbroadcast.core.service.shared_reads import SharedReads
 from tgbroadcast.core.service.uploads import stash_album
 from tgbroadcast.core.service.user_import import ImportChunk, import_users
 from tgbroadcast.core.service.watching import Cursor, WatchUpdate
@@ -149,6 +150,7 @@ class BroadcastingService(LifecycleOperations):
         self._bots = bots
         self._queue = queue
         self._feeds = EventFeeds(queue)
+        self._reads = SharedReads(store)
         self._lists = ListWatching(store, queue)
         self._dispatcher = dispatcher
         self._metrics = metrics
@@ -446,6 +448,7 @@ class BroadcastingService(LifecycleOperations):
                 after=cursor,
                 missing_event_grace=self._missing_event_grace,
                 on_finished=self._on_finished,
+                reads=self._reads,
             )
         ) as updates:
             async for update in updates:

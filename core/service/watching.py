@@ -47,6 +47,7 @@ from tgbroadcast.core.queue import (
     StatusEvent,
 )
 from tgbroadcast.core.queue.watching import Sequenced
+from tgbroadcast.core.service.shared_reads import SharedReads
 from tgbroadcast.core.store import Store
 
 logger = logging.getLogger(__name__)
@@ -54,6 +55,8 @@ logger = logging.getLogger(__name__)
 REPLAY_PAGE = 500
 STATUS_KIND = "status"
 """The kind of a status move's update (it has no result)."""
+QUIET_READ_AGE = 1.0
+"""Seconds old a read of the broadcast may be when a quiet second asks for one."""
 _BEFORE_SENDING = frozenset({BroadcastStatus.SCHEDULED, BroadcastStatus.QUEUED})
 """Statuses an outcome proves wrong: its broadcast is running (or past it) by then."""
 _SETTLED = frozenset({BroadcastStatus.COMPLETED, BroadcastStatus.RECALLED})
@@ -196,6 +199,7 @@ async def watch(
     after: Cursor | None = None,
     missing_event_grace: float = 120.0,
     on_finished: Callable[[int], None] | None = None,
+    reads: SharedReads | None = None,
 ) -> AsyncGenerator[WatchUpdate, None]:
     """Every outcome of ``broadcast`` once (after ``after``), then a closing update with the
     final status.
@@ -205,7 +209,9 @@ async def watch(
     every outcome the database holds has been seen and the broadcast is final. Events are
     published at least once after the SQL commit (a worker that crashed in between re-publishes
     them when its job is redelivered), so a missing event is waited for up to
-    ``missing_event_grace`` seconds before the watch closes anyway.
+    ``missing_event_grace`` seconds before the watch closes anyway. The broadcast's row is
+    read again after its finish event and after each quiet second (a finish whose event was
+    missed), through ``reads``: the process's watchers share those reads.
     """
     if after is not None and after.sent + after.failed > broadcast.total:
         after = None  # not a cursor of this broadcast: from the first outcome
@@ -215,7 +221,7 @@ async def watch(
         return
     stream_after = after if after is not None and after.kind == "s" else None
     async for update in _follow(
-        store,
+        SharedReads(store) if reads is None else reads,
         events,
         broadcast,
         stream_after,
@@ -226,7 +232,7 @@ async def watch(
 
 
 async def _follow(
-    store: Store,
+    reads: SharedReads,
     events: EventSource,
     broadcast: Broadcast,
     after: Cursor | None,
@@ -291,7 +297,10 @@ async def _follow(
                 # re-read while events keep coming.
                 final is None or final.status not in _SETTLED or final.editing
             ):
-                latest = await store.get_broadcast(broadcast_id)
+                # After its finish event: a read begun since; after a quiet second: one
+                # begun at most a second ago, shared with the process's other watchers.
+                age = 0.0 if event is not None else QUIET_READ_AGE
+                latest = await reads.get(broadcast_id, fresh_after=reads.now() - age)
                 status = latest.status
                 if latest.status.is_final:
                     if final is None or latest.editing:  # the grace starts when edits end
