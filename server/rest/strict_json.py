@@ -81,7 +81,7 @@ def _constant(name: str) -> Any:
     raise _NotJson(f"{name} is not a JSON value")
 
 
-def loads(raw: bytes) -> Any:
+def loads(raw: bytes | bytearray) -> Any:
     """``raw`` as JSON; :class:`InvalidArgument` naming ``body`` or each bad value's path."""
     try:
         text = raw.decode("utf-8")
