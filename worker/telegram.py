@@ -37,7 +37,6 @@ from aiogram import Bot
 from aiogram.client.session.aiohttp import AiohttpSession
 from aiogram.client.telegram import TelegramAPIServer
 from aiogram.exceptions import ClientDecodeError, TelegramNetworkError
-from aiogram.methods import SendMediaGroup
 from aiogram.methods.base import Response, TelegramMethod, TelegramType
 from aiogram.types import BufferedInputFile, Message, MessageId
 from aiogram.utils.token import TokenValidationError, validate_token
@@ -52,7 +51,7 @@ from tgbroadcast.core.domain.errors import (
 from tgbroadcast.core.domain.model import Content, MediaType
 from tgbroadcast.worker import aiogram_content
 from tgbroadcast.worker.aiogram_content import InputMedia
-from tgbroadcast.worker.telegram_answers import MEDIA_FIELDS, Sent, read_sent
+from tgbroadcast.worker.telegram_answers import Sent, is_send, read_sent
 from tgbroadcast.worker.telegram_errors import map_error
 
 logger = logging.getLogger(__name__)
@@ -148,7 +147,7 @@ class _Session(AiohttpSession):
         response = self.check_response(
             bot=bot, method=method, status_code=resp.status, content=raw_result
         )
-        if type(method) in MEDIA_FIELDS or isinstance(method, SendMediaGroup):
+        if is_send(method):
             # aiogram accepted an answer to a send that read_sent could not read.
             error = ValueError("no integer message_id")
             raise ClientDecodeError("Failed to deserialize object", error, raw_result)

@@ -60,6 +60,12 @@ MEDIA_FIELDS: Mapping[type[TelegramMethod[Any]], str | None] = {
 photo's: its largest size, the last)."""
 
 
+def is_send(method: TelegramMethod[Any]) -> bool:
+    """Whether ``method``'s successful answers are read here (a send of one message or an
+    album)."""
+    return type(method) in MEDIA_FIELDS or type(method) is SendMediaGroup
+
+
 def read_sent(method: TelegramMethod[Any], text: str) -> Sent | tuple[Sent, ...] | None:
     """The message (an album: the messages, in order) a successful answer to ``method``
     reports; ``None`` when ``method`` is not a send or the answer is not a success of the

@@ -429,17 +429,7 @@ class BroadcastingService(LifecycleOperations):
             end = await self._queue.events_end()
             broadcast = await self._store.get_broadcast(broadcast_id)  # counters after the end
             cursor = Cursor.now(end, broadcast)
-            yield WatchUpdate(
-                result=None,
-                status=broadcast.status,
-                total=broadcast.total,
-                sent=cursor.sent,
-                failed=cursor.failed,
-                cursor=str(cursor),
-                recalled=cursor.recalled,
-                edited=cursor.edited,
-                kind=watching.STATUS_KIND,
-            )
+            yield watching.opening(cursor, broadcast)
         async with aclosing(
             watching.watch(
                 self._store,

@@ -190,6 +190,34 @@ class _At:
             self.kind, self.seq, self.sent, self.failed, self.recalled, self.edited, self.version
         )
 
+    def update(
+        self,
+        result: DeliveryResult | None,
+        status: BroadcastStatus,
+        total: int,
+        kind: str = "result",
+        *,
+        cursor: str | None = None,
+    ) -> WatchUpdate:
+        """The update at this position (its cursor this position's, unless given)."""
+        return WatchUpdate(
+            result=result,
+            status=status,
+            total=total,
+            sent=self.sent,
+            failed=self.failed,
+            cursor=str(self) if cursor is None else cursor,
+            recalled=self.recalled,
+            edited=self.edited,
+            kind=kind,
+        )
+
+
+def opening(cursor: Cursor, broadcast: Broadcast) -> WatchUpdate:
+    """A watch *from now*'s first update: a ``status`` one with ``broadcast``'s status and the
+    counters of ``cursor`` (:meth:`Cursor.now`)."""
+    return _At(cursor).update(None, broadcast.status, broadcast.total, STATUS_KIND)
+
 
 async def watch(
     store: Store,
@@ -247,17 +275,7 @@ async def _follow(
     final_since = 0.0
 
     def update(result: DeliveryResult | None, status: BroadcastStatus, kind: str) -> WatchUpdate:
-        return WatchUpdate(
-            result=result,
-            status=status,
-            total=total,
-            sent=at.sent,
-            failed=at.failed,
-            cursor=str(at),
-            recalled=at.recalled,
-            edited=at.edited,
-            kind=kind,
-        )
+        return at.update(result, status, total, kind)
 
     async with aclosing(events.watch(broadcast_id, at.seq + 1)) as stream:
         async for item in stream:
@@ -344,16 +362,7 @@ async def _replay(
     version = broadcast.content_version
 
     def update(result: DeliveryResult | None, cursor: str) -> WatchUpdate:
-        return WatchUpdate(
-            result=result,
-            status=broadcast.status,
-            total=broadcast.total,
-            sent=at.sent,
-            failed=at.failed,
-            cursor=cursor,
-            recalled=at.recalled,
-            edited=at.edited,
-        )
+        return at.update(result, broadcast.status, broadcast.total, cursor=cursor)
 
     while True:
         page = await store.list_results(broadcast.id, after_user_id=last, limit=REPLAY_PAGE)
