@@ -69,6 +69,9 @@ class GatedSender:
 
 
 class FreePermit:
+    async def approach(self) -> None:
+        return None
+
     async def use(self) -> None:
         return None
 
@@ -105,7 +108,7 @@ def deliverer(store: object, sender: object, **kwargs: Any) -> Deliverer:
         store=cast(Store, store),
         queue=cast(Queue, object()),
         sender=cast(TelegramSender, sender),
-        limiter=FreeLimiter(),
+        limiter=kwargs.pop("limiter", FreeLimiter()),
         recorder=cast(ResultRecorder, kwargs.pop("recorder", ListRecorder())),
         metrics=Metrics(),
         max_attempts=3,
@@ -178,3 +181,53 @@ async def test_each_tier_has_its_slots_and_the_rest_wait_as_backlog(paid: bool, 
     assert sender.most_in_flight == slots
     assert sorted(r.user_id for r in recorder.results) == list(range(1, 21))
     assert subject.backlog(paid=paid) == 0
+
+
+class RecordingPermit:
+    def __init__(self, events: list[str]) -> None:
+        self.events = events
+
+    async def approach(self) -> None:
+        self.events.append("approach")
+
+    async def use(self) -> None:
+        self.events.append("use")
+
+    def release(self) -> None:
+        self.events.append("release")
+
+
+class RecordingLimiter(FreeLimiter):
+    def __init__(self, events: list[str]) -> None:
+        self.events = events
+
+    async def reserve(self, chat_id: int, *, paid: bool = False) -> RecordingPermit:  # type: ignore[override]
+        self.events.append("reserve")
+        return RecordingPermit(self.events)
+
+
+class RecordingSender:
+    def __init__(self, events: list[str]) -> None:
+        self.events = events
+
+    async def send(
+        self, chat_id: int, content: Content, *, gate: Gate | None = None, **_: Any
+    ) -> SentMessage:
+        self.events.append("build")
+        assert gate is not None
+        assert await gate()
+        self.events.append("write")
+        return SentMessage(message_id=chat_id, file_id=None)
+
+
+async def test_a_send_is_built_as_its_slot_approaches_and_written_at_it() -> None:
+    """Reserved first; the request built (and its connection taken) only once the slot is
+    near, not while earlier sends still wait; written once the permit is used."""
+    events: list[str] = []
+    store = SlowStore(BROADCAST)
+    store.release.set()
+    subject = deliverer(
+        store, RecordingSender(events), limiter=RecordingLimiter(events), concurrency=1
+    )
+    assert await subject.deliver(BROADCAST, 7, claims=HoldsAll())
+    assert events == ["reserve", "approach", "build", "use", "write", "release"]

@@ -22,7 +22,7 @@ from nats.js import JetStreamContext
 
 from tests.fixtures.nats import jetstream, nats_server_url, new_prefix, wait_until
 from tests.fixtures.probes import probes
-from tgbroadcast.worker.ratelimit import DEFAULT_MARGIN, RateLimiter, rate_bucket
+from tgbroadcast.worker.ratelimit import APPROACH, DEFAULT_MARGIN, RateLimiter, rate_bucket
 
 BOT = 4242
 LEASE = 0.1 * (1 + DEFAULT_MARGIN)
@@ -307,6 +307,29 @@ async def test_a_permit_is_reserved_ahead_and_used_at_its_slot(embedded_url: str
         assert second.used
         assert limiter.stats.slots_lost == 1
         assert limiter.stats.permits == 2
+
+
+async def test_a_permit_is_approached_shortly_before_its_slot(embedded_url: str) -> None:
+    """``approach`` returns ``APPROACH`` before the slot, not at the reservation (a send builds
+    its request and takes its connection then); one holding no slot returns at once."""
+    async with (
+        jetstream(embedded_url) as js,
+        RateLimiter(js=js, prefix=new_prefix(), bot_id=BOT, rate=20, margin=0.4) as limiter,
+    ):
+        await limiter.pause(0.5)  # the first slot lies at least this far ahead
+        permit = await limiter.reserve(1)
+        slot = permit.slot
+        assert slot is not None
+        await permit.approach()
+        assert time.time() >= slot - APPROACH
+        assert limiter.stats.permits == 0
+        await permit.use()
+        assert (permit.slot, limiter.stats.permits) == (None, 1)
+        await permit.approach()  # used: nothing to approach
+        released = await limiter.reserve(2)
+        released.release()
+        assert released.slot is None
+        await released.approach()
 
 
 async def test_slots_are_spaced_by_the_margin(embedded_url: str) -> None:

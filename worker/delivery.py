@@ -518,6 +518,7 @@ class Deliverer:
         try:
             if not held() or await self.stopping(broadcast):
                 return None
+            await permit.approach()
             sent = await self._sender.send(
                 chat_id,
                 content,

@@ -286,6 +286,7 @@ class FollowUpJobs(ABC, Generic[R]):
             return hold.usable(target.user_id)
 
         try:
+            await permit.approach()
             await call(gate)
         except NotSent:
             return False

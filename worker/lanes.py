@@ -43,14 +43,14 @@ import time
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from tgbroadcast.core.config.settings import BotSettings, Settings
+from tgbroadcast.core.config.settings import BotSettings, Settings, WorkerSettings
 from tgbroadcast.core.domain.access import DEFAULT_BOT
 from tgbroadcast.core.metrics import Metrics
 from tgbroadcast.core.queue import Queue
 from tgbroadcast.core.rules.paid import star_milli_per_message
 from tgbroadcast.core.store import Store
 from tgbroadcast.core.tasks import cancel_and_wait
-from tgbroadcast.worker.delivery import Deliverer
+from tgbroadcast.worker.delivery import FOLLOW_UP_SLOTS, Deliverer
 from tgbroadcast.worker.fetching import MediaFetcher
 from tgbroadcast.worker.ratelimit import RateLimiter
 from tgbroadcast.worker.recorder import ResultRecorder
@@ -66,6 +66,12 @@ within about this, by every worker."""
 
 SWEEP_INTERVAL = 60.0
 """Seconds between two sweeps of deleted bots' consumers."""
+
+
+def gated_calls(settings: WorkerSettings) -> int:
+    """The most calls of a lane that may wait at their rate slots at once (free and paid sends,
+    recalls and edits): its Telegram session's connections, each holding one while it waits."""
+    return (1 + FOLLOW_UP_SLOTS) * settings.concurrency + settings.paid_concurrency
 
 
 class Bots(Protocol):
@@ -236,7 +242,11 @@ class Lanes:
         bot, settings, store, queue = lane.bot, self._settings, self._store, self._queue
         metrics = self._metrics
         async with (
-            TelegramSender(token=bot.token, api_url=bot.api_url) as sender,
+            TelegramSender(
+                token=bot.token,
+                api_url=bot.api_url,
+                connections=gated_calls(settings.worker),
+            ) as sender,
             RateLimiter(
                 js=queue.jetstream,
                 prefix=queue.names.prefix,

@@ -20,17 +20,20 @@ Guarantees, and their limits
   machines: a machine whose clock is off sends that much early or late, and when two clocks
   differ by ``d > margin / 4`` a window may hold about ``rate * (d - margin / 4)`` extra
   permits. The guarantee is on permit times; Telegram sees them plus the way to it. A
-  worker reserves its slot (:meth:`RateLimiter.reserve`) before it builds its request and
-  uses the permit right before writing it (:meth:`Permit.use`), so the event loop's work
-  for a send is not between the slot and the wire: what remains is the wake-up's lateness,
-  the network and the receiving end's own delays. ``rate + 1`` consecutive slots span
-  ``1 + margin`` seconds, so Telegram counts one message too many in a second only when the
-  first of them reaches it more than the margin later (after its slot) than the last. The
-  default 1.5 % leaves 15 ms: in ``make bench`` enough at 30 and 300 per second; at 1000
-  per second on two cores that the simulator, nats-server and two workers saturate, a
-  request now and then waits longer than that to be read, and a 429 pauses the bot for a
-  second. Raise it (below 0.5) for a distant or jittery link or an overloaded host; every
-  point costs a point of throughput.
+  worker reserves its slot (:meth:`RateLimiter.reserve`), waits until :data:`APPROACH`
+  before it (:meth:`Permit.approach`), then builds its request and takes its connection,
+  and uses the permit right before writing it (:meth:`Permit.use`) — so neither the event
+  loop's work for a send nor opening a connection is between the slot and the wire (a
+  connection that takes longer than the lateness allows costs the slot, never a late
+  write): what remains is the wake-up's lateness, the network and the receiving end's own
+  delays. ``rate + 1`` consecutive slots span ``1 + margin`` seconds, so Telegram counts
+  one message too many in a second only when the first of them reaches it more than the
+  margin later (after its slot) than the last. The default 1.5 % leaves 15 ms: in ``make
+  bench`` enough at 30, 300 and 1000 per second on two cores that the simulator,
+  nats-server and two workers saturate, since the connection and the event loop's turn
+  before the body's writing left the way (before, one run in two of the paid scenario had a
+  429 there). Raise it (below 0.5) for a distant or jittery link or an overloaded host;
+  every point costs a point of throughput.
 * **Throughput.** With enough callers waiting, a bot is granted ``rate / (1 + margin)``
   (98.5 % by default). Capacity is lost only to leased slots nobody uses in time: late
   wake-ups, slots that fall inside a pause, slots of cancelled callers that no other caller
@@ -104,6 +107,7 @@ from tgbroadcast.worker.rate_tier import LATENESS_SHARE, Parked, SharedState, Ti
 logger = logging.getLogger(__name__)
 
 __all__ = [
+    "APPROACH",
     "DEFAULT_MARGIN",
     "Limiter",
     "Parked",
@@ -118,6 +122,13 @@ DEFAULT_MARGIN = 0.015
 """Seconds added to each second's worth of slots: 3/4 absorb late wake-ups, 1/4 clock skew.
 
 In ``[0, 0.5)``; the setting ``telegram.rate_margin``."""
+APPROACH = 0.01
+"""Seconds before its slot a send builds its request and takes its connection
+(:meth:`Permit.approach`). Built at the reservation instead (up to two leases ahead), each
+waiting send held its request's objects and a connection for a tenth of a second: at
+1000/s the garbage collector's young generations then walked a hundred waiting sends' worth
+of objects at each collection (four times as many collections over 2 ms), and the stalls
+cost a tenth of the slots (docs/profiles.md)."""
 _SWEEP_INTERVAL = 5.0
 
 
@@ -417,6 +428,19 @@ class Permit:
         self._reserved: _Reserved | None = reserved
         self.used = False
 
+    @property
+    def slot(self) -> float | None:
+        """The wall-clock second of the slot this permit holds (``None`` once used or
+        released)."""
+        return None if self._reserved is None else self._reserved.slot
+
+    async def approach(self) -> None:
+        """Return :data:`APPROACH` seconds before this permit's slot (at once if that has
+        passed, or when it holds none): the moment to build the request and take its
+        connection, then :meth:`use` it."""
+        if self._reserved is not None:
+            await sleep_until(self._reserved.slot - APPROACH)
+
     async def use(self) -> None:
         """Return at this permit's slot (a new one, reserved first, if it was used already
         or is missed: woken too late, or paused meanwhile — a missed slot gives the chat
@@ -449,6 +473,8 @@ class Permit:
 
 class SlotPermit(Protocol):
     """What a sender needs of a :class:`Permit` (tests pass fakes)."""
+
+    async def approach(self) -> None: ...
 
     async def use(self) -> None: ...
 

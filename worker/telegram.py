@@ -14,16 +14,25 @@ Guarantees:
 * :func:`~tgbroadcast.worker.telegram_errors.map_error` is the one place where foreign
   exceptions become ours (Telegram's descriptions kept exactly, bot tokens masked).
 * With a ``gate`` (the rate limiter's permit), the request is built first — the method's
-  model, its form — and the gate awaited right before it is written, so that the work of
-  building it is not between the rate slot and the wire. A gate that answers False stops
-  the send: :class:`NotSent`, nothing was written. (aiohttp writes a request's body from a
-  task of its own: on Python 3.11 the bytes leave one turn of the event loop after the gate,
-  on 3.12 and later at once. Waiting inside the body's writing instead was measured: it held
-  a connection per waiting send and lost 5 % of the slots at 1000/s.)
+  model, its form — and its connection taken (from the pool, or opened: a TCP and TLS
+  handshake, one to three round trips to Telegram); the gate is awaited as aiohttp starts
+  writing the body (:class:`_GatedBody`; aiohttp holds the headers back until then), so that
+  neither the building nor the connection is between the rate slot and the wire, nor a turn
+  of the event loop (on Python 3.11 aiohttp writes a body from a task of its own, which
+  starts one turn after the request is sent: several milliseconds on a busy worker, which
+  made 429s at 1000/s). A gate that answers False stops the send: :class:`NotSent`, nothing
+  was written (the connection is closed). The request's timeout starts when the gate opens:
+  waiting for a slot (through a pause shorter than ``worker.park_after``) is not the
+  request's time. A send waiting at its gate holds its connection, so the session allows
+  ``connections`` of them: give it at least the number of calls that may wait at their
+  gates at once, or one whose slot comes first may wait behind them for a connection and
+  miss it. Callers build a request shortly before its slot
+  (:meth:`~tgbroadcast.worker.ratelimit.Permit.approach`), so few wait at once.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from contextvars import ContextVar
@@ -41,6 +50,8 @@ from aiogram.methods.base import Response, TelegramMethod, TelegramType
 from aiogram.types import BufferedInputFile, Message, MessageId
 from aiogram.utils.token import TokenValidationError, validate_token
 from aiohttp import ClientTimeout
+from aiohttp.abc import AbstractStreamWriter
+from aiohttp.payload import Payload
 
 import tgbroadcast.core.tracing as tracing
 from tgbroadcast.core.domain.content import ContentOptions, album_file_ids, encode_album_file_ids
@@ -98,6 +109,62 @@ class NotSent(Exception):
     """The send's gate refused it: no request was written."""
 
 
+@dataclass(slots=True)
+class _Gated:
+    """A request's gate, awaited as its body is written (:class:`_GatedBody`)."""
+
+    gate: Gate
+    deadline: asyncio.Timeout
+    """The request's timeout, set to ``seconds`` from when the gate opens."""
+    seconds: float
+    refused: bool = False
+    failure: BaseException | None = None
+    """What the gate raised (aiohttp reports it as a connection error)."""
+
+    async def open(self) -> None:
+        try:
+            opened = await self.gate()
+        except BaseException as exc:
+            self.failure = exc
+            raise
+        if not opened:
+            self.refused = True
+            raise NotSent
+        self.deadline.reschedule(asyncio.get_running_loop().time() + self.seconds)
+
+
+class _GatedBody(Payload):
+    """A request's body that opens the request's gate before its first byte is written.
+
+    aiohttp writes a body once the request's connection is in hand, holding the headers
+    back until then, so the gate sits right before the request leaves: after the connection
+    is taken (or opened) and in the task that writes it (on Python 3.11 that task starts one
+    turn of the event loop after the request is sent, a turn of several milliseconds on a
+    busy worker)."""
+
+    def __init__(self, body: Payload, gated: _Gated) -> None:
+        super().__init__(body, headers=body.headers)
+        self._body = body
+        self._gated = gated
+        self._size = body.size
+
+    def decode(self, encoding: str = "utf-8", errors: str = "strict") -> str:
+        return self._body.decode(encoding, errors)
+
+    async def write(self, writer: AbstractStreamWriter) -> None:
+        await self._gated.open()
+        await self._body.write(writer)
+
+    async def write_with_length(
+        self, writer: AbstractStreamWriter, content_length: int | None
+    ) -> None:
+        await self._gated.open()
+        await self._body.write_with_length(writer, content_length)
+
+    async def close(self) -> None:
+        await self._body.close()
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class SentMessage:
     """A message Telegram accepted.
@@ -114,10 +181,19 @@ class SentMessage:
     """Sent as a paid broadcast's message (set by the caller that knows)."""
 
 
+def _connecting(seconds: float) -> ClientTimeout:
+    """aiohttp's part of a request's timeout: opening its connection (the rest, from the
+    gate to the answer, is the request's deadline)."""
+    return ClientTimeout(total=None, sock_connect=seconds)
+
+
 class _Session(AiohttpSession):
-    """aiogram's session, with the send's gate between building a request and writing it;
-    over plain HTTP (a local Bot API server or the simulator) it skips the 250 ms aiogram
-    waits on close for TLS connections to shut down."""
+    """aiogram's session, with the send's gate between taking a connection and writing the
+    request on it; over plain HTTP (a local Bot API server or the simulator) it skips the
+    250 ms aiogram waits on close for TLS connections to shut down."""
+
+    def __init__(self, *, connections: int, **kwargs: Any) -> None:
+        super().__init__(limit=connections, **kwargs)
 
     async def make_request(
         self,
@@ -129,15 +205,23 @@ class _Session(AiohttpSession):
         url = self.api.api_url(token=bot.token, method=method.__api_method__)
         form = self.build_form_data(bot=bot, method=method)
         gate = _GATE.get()
-        if gate is not None and not await gate():
-            raise NotSent
+        seconds = float(self.timeout if timeout is None else timeout)
+        gated: _Gated | None = None
         try:
-            total = self.timeout if timeout is None else timeout
-            async with session.post(url, data=form, timeout=ClientTimeout(total=total)) as resp:
-                raw_result = await resp.text()
+            async with asyncio.timeout(None if gate is not None else seconds) as deadline:
+                body: Payload = form()
+                if gate is not None:
+                    gated = _Gated(gate, deadline, seconds)
+                    body = _GatedBody(body, gated)
+                async with session.post(url, data=body, timeout=_connecting(seconds)) as resp:
+                    raw_result = await resp.text()
         except TimeoutError as exc:
             raise TelegramNetworkError(method=method, message="Request timeout error") from exc
         except aiohttp.ClientError as exc:
+            if gated is not None and gated.refused:
+                raise NotSent from None
+            if gated is not None and gated.failure is not None:
+                raise gated.failure from None
             message = f"{type(exc).__name__}: {exc}"
             raise TelegramNetworkError(method=method, message=message) from exc
         if HTTPStatus.OK <= resp.status <= HTTPStatus.IM_USED:
@@ -162,7 +246,8 @@ class _Session(AiohttpSession):
 
 class TelegramSender:
     """Sends one :class:`Content` to one chat with aiogram's ``Bot``. Async context manager
-    (owns the Bot and its aiohttp session)."""
+    (owns the Bot and its aiohttp session, of at most ``connections`` connections: see the
+    module's docs on gates)."""
 
     def __init__(
         self,
@@ -170,6 +255,7 @@ class TelegramSender:
         token: str,
         api_url: str = TELEGRAM_API_URL,
         request_timeout: float = 30.0,
+        connections: int = 100,
     ) -> None:
         try:
             validate_token(token)
@@ -177,7 +263,13 @@ class TelegramSender:
             raise ValueError("not a Telegram bot token (expected <digits>:<secret>)") from None
         if request_timeout <= 0:
             raise ValueError("request_timeout must be positive")
-        session = _Session(api=TelegramAPIServer.from_base(api_url), timeout=request_timeout)
+        if connections < 1:
+            raise ValueError("connections must be at least 1")
+        session = _Session(
+            api=TelegramAPIServer.from_base(api_url),
+            timeout=request_timeout,
+            connections=connections,
+        )
         self._bot = Bot(token, session=session)
 
     async def __aenter__(self) -> TelegramSender:

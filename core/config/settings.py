@@ -180,10 +180,10 @@ class WorkerSettings:
     """Seconds; attempt n waits a random time up to ``min(backoff_cap, backoff_base * 2**n)``."""
     backoff_cap: float
     metrics_port: int
+    """Where a standalone worker serves /metrics (0: not served; run/server use server.port)."""
     park_after: float = 60.0
     """Seconds: a 429 whose ``retry_after`` is longer parks the bot's sending — jobs given
     back until it ends, instead of held waiting."""
-    """Where a standalone worker serves /metrics (0: not served; run/server use server.port)."""
 
 
 LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR"]
