@@ -13,7 +13,7 @@ import pytest
 
 from tests.fixtures.telegram import BOT_TOKEN
 from tgbroadcast.core.domain.errors import TransientError
-from tgbroadcast.core.domain.model import Content
+from tgbroadcast.core.domain.model import Content, MediaType
 from tgbroadcast.simulator import Fault, Simulator
 from tgbroadcast.worker.telegram import NotSent, TelegramSender
 
@@ -133,3 +133,22 @@ async def test_the_timeout_runs_from_the_gate() -> None:
         with pytest.raises(TransientError) as error:
             await client.send(502, Content(message="hangs"), gate=open_gate)
         assert "timeout" in error.value.description.lower()
+
+
+async def test_an_upload_is_written_through_the_gate() -> None:
+    """A multipart body (an uploaded file) opens the gate as the plain form does."""
+    asked: list[int] = []
+
+    async def gate() -> bool:
+        asked.append(len(sim.calls))
+        return True
+
+    async with (
+        Simulator() as sim,
+        TelegramSender(token=BOT_TOKEN, api_url=sim.api_url) as client,
+    ):
+        content = Content(message="round", media_type=MediaType.VIDEO_NOTE, media_filename="r.mp4")
+        sent = await client.send(501, content, upload=b"a round video", gate=gate)
+        assert sent.file_id is not None
+        assert asked == [0]
+        assert [call.method for call in sim.calls] == ["sendVideoNote"]
