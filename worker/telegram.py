@@ -118,13 +118,14 @@ class _Gated:
     """The request's timeout, set to ``seconds`` from when the gate opens."""
     seconds: float
     refused: bool = False
-    failure: BaseException | None = None
-    """What the gate raised (aiohttp reports it as a connection error)."""
+    failure: Exception | None = None
+    """What the gate raised (aiohttp reports it as a connection error). Not a cancellation:
+    aiohttp cancels the body's task when the connection fails, which is that failure."""
 
     async def open(self) -> None:
         try:
             opened = await self.gate()
-        except BaseException as exc:
+        except Exception as exc:
             self.failure = exc
             raise
         if not opened:
