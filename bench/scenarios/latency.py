@@ -4,17 +4,21 @@ A server with no workers (so the machine's cores serve the API, the database and
 dispatcher still publishes every broadcast's jobs) answers a fixed number of requests from
 several concurrent callers: one recipient each, then 10,000 recipients each (the same ids
 every time, known users after the first request). Then the same again beside a broadcast
-sending at 1000/s through one worker, as issue 14 measures it.
+sending at 1000/s through one worker, as issue 14 measures it. For each request its broadcast's
+dispatch lag is read from the server's log: from its ``broadcast created`` line (written just
+before the answer) to its ``broadcast dispatched`` (every job acknowledged by JetStream).
 """
 
 from __future__ import annotations
 
 import asyncio
+import re
 import time
 from collections.abc import Awaitable, Callable
+from datetime import datetime
 
 from bench.analysis import percentile
-from bench.children import Cluster, ServiceConfig
+from bench.children import Child, Cluster, ServiceConfig
 from bench.client import ServiceClient, send_body
 from bench.profiles import Bench
 from bench.report import Chart, Section, Series, Table, Target, emit, fmt, progress
@@ -52,7 +56,7 @@ async def latency(bench: Bench) -> Section:
     big_ids = list(range(1, big + 1))
     big_body = send_body(big_ids)
 
-    async def measure(client: ServiceClient, beside: str) -> None:
+    async def measure(client: ServiceClient, server: Child, beside: str) -> None:
         plans: list[tuple[str, int, int, Callable[[], Awaitable[int]]]] = [
             (
                 "gRPC",
@@ -71,10 +75,12 @@ async def latency(bench: Bench) -> Section:
         ]
         for transport, size, requests, call in plans:
             progress(f"7. {transport}, {requests} requests of {size} recipient(s), {beside}")
+            ids: list[int] = []
             async with bench.meter.measuring() as window:
                 began = time.perf_counter()
-                latencies = await timed_load(call, requests, concurrency)
+                latencies = await timed_load(_recording(call, ids), requests, concurrency)
                 elapsed = time.perf_counter() - began
+            lags = await dispatch_lags(server, ids)
             p50 = percentile(latencies, 0.5)
             p99 = percentile(latencies, 0.99)
             server_cpu = window.cpu("server", "nats-server")
@@ -91,6 +97,9 @@ async def latency(bench: Bench) -> Section:
                     "max_ms": round(max(latencies) * 1000, 2),
                     "requests_per_s": round(requests / elapsed, 2),
                     "server_cpu_s": None if server_cpu is None else round(server_cpu, 3),
+                    "dispatch_lag_p50_ms": _ms(percentile(lags, 0.5)),
+                    "dispatch_lag_max_ms": _ms(max(lags, default=None)),
+                    "undispatched": requests - len(lags),
                 },
             )
             rows.append(
@@ -103,6 +112,8 @@ async def latency(bench: Bench) -> Section:
                     fmt(max(latencies) * 1000, 1),
                     fmt(requests / elapsed, 1),
                     fmt(None if server_cpu is None else server_cpu * 1000 / requests, 1),
+                    f"{fmt(_ms(percentile(lags, 0.5)))} / {fmt(_ms(max(lags, default=None)))}"
+                    + ("" if len(lags) == requests else f" ({requests - len(lags)} not in 60 s)"),
                 ]
             )
             section.findings.append(
@@ -122,7 +133,8 @@ async def latency(bench: Bench) -> Section:
         ServiceClient.connect(cluster.http_url, cluster.grpc_target) as client,
     ):
         track_cluster(bench.meter, cluster)
-        await measure(client, ALONE)
+        assert cluster.server is not None
+        await measure(client, cluster.server, ALONE)
     # The same beside a broadcast sending at 1000/s (one worker; the server dispatches it,
     # records nothing itself, and answers the API meanwhile).
     await bench.sim.set_limits(bot=BACKGROUND_RATE)
@@ -136,7 +148,8 @@ async def latency(bench: Bench) -> Section:
         background = list(range(5 * 10**8, 5 * 10**8 + 200 * profile.latency_small_requests))
         broadcast_id = await client.send_grpc(background)
         await client.wait_sending(broadcast_id, within=60)
-        await measure(client, BESIDE)
+        assert cluster.server is not None
+        await measure(client, cluster.server, BESIDE)
     section.tables.append(
         Table(
             columns=(
@@ -148,6 +161,7 @@ async def latency(bench: Bench) -> Section:
                 "max (ms)",
                 "requests / s",
                 "server CPU ms / request",
+                "dispatch lag p50 / max (ms)",
             ),
             rows=rows,
         )
@@ -168,6 +182,52 @@ async def latency(bench: Bench) -> Section:
         )
     )
     return section
+
+
+_LOGGED = re.compile(
+    r"^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3}) INFO \S+ broadcast (created|dispatched) "
+    r"broadcast_id=(\d+)",
+    re.MULTILINE,
+)
+
+
+def _recording(call: Callable[[], Awaitable[int]], ids: list[int]) -> Callable[[], Awaitable[int]]:
+    """``call``, keeping each broadcast id it answers in ``ids``."""
+
+    async def recorded() -> int:
+        broadcast_id = await call()
+        ids.append(broadcast_id)
+        return broadcast_id
+
+    return recorded
+
+
+async def dispatch_lags(server: Child, ids: list[int], *, within: float = 60.0) -> list[float]:
+    """Seconds from each broadcast's ``broadcast created`` log line to its ``broadcast
+    dispatched``, once all are dispatched or ``within`` seconds have passed (those not
+    dispatched by then are left out)."""
+    deadline = time.monotonic() + within
+    while True:
+        created: dict[int, datetime] = {}
+        lags: list[float] = []
+        wanted = set(ids)
+        for at, what, number in _LOGGED.findall(server.log_text()):
+            broadcast_id = int(number)
+            if broadcast_id not in wanted:
+                continue
+            stamp = datetime.strptime(at, "%Y-%m-%d %H:%M:%S,%f")
+            if what == "created":
+                created[broadcast_id] = stamp
+            elif broadcast_id in created:
+                lags.append((stamp - created.pop(broadcast_id)).total_seconds())
+                wanted.discard(broadcast_id)
+        if not wanted or time.monotonic() > deadline:
+            return lags
+        await asyncio.sleep(0.2)
+
+
+def _ms(seconds: float | None) -> float | None:
+    return None if seconds is None else round(seconds * 1000, 1)
 
 
 SMALL_BEFORE = {"gRPC": "8-10 / 839 (alone)", "REST": "8-10 / 945 (alone)"}

@@ -18,6 +18,12 @@ Guarantees:
   claim, see :mod:`tgbroadcast.worker.claims`).
 * Up to :data:`FAN_OUTS` broadcasts are published at once, in the order they were handed over,
   so a broadcast to a few users (of any bot) is not held behind the fan-out of a million.
+* Broadcasts handed over while every fan-out is busy are taken together (up to
+  :data:`GROUP`): the sendable ones among them that fit in one job and have no edit to
+  publish — a server answering many small sends — are read in one query, published in one
+  pipelined batch and marked ``dispatched`` in one transaction, with the same jobs and job ids
+  as one by one; the others, and all of them if that fails, are published one by one as below.
+  With tracing on, every broadcast is published on its own (its span is its jobs' parent).
 * Only ``queued`` and ``running`` broadcasts are published: scheduled ones wait for the
   :mod:`~tgbroadcast.core.background.scheduler`, paused ones for their resume, final ones never. A
   resumed broadcast's pending recipients are published at once as a new generation of jobs (distinct
@@ -40,9 +46,11 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
+from collections.abc import Coroutine
 from contextlib import AbstractAsyncContextManager
 from datetime import UTC, datetime, timedelta
 from types import TracebackType
+from typing import Any
 
 import tgbroadcast.core.tracing as tracing
 from tgbroadcast.core.domain import states
@@ -56,8 +64,16 @@ logger = logging.getLogger(__name__)
 
 JOBS_PER_PUBLISH = 500
 FAN_OUTS = 4
+GROUP = 200
+"""Broadcasts handed over while every fan-out was busy, taken together: the small ones among
+them are published with one read, one publish and one write (:meth:`Dispatcher._publish_small`)."""
 """Broadcasts published at once by one dispatcher (each reads its recipients a page at a
 time, holding a database connection only for the page's query)."""
+
+
+def _fresh(broadcast: Broadcast) -> bool:
+    """Whether a broadcast's dispatch is only its send jobs (sendable, no edit to publish)."""
+    return broadcast.status in states.SENDABLE and not broadcast.editing
 
 
 class Dispatcher(AbstractAsyncContextManager["Dispatcher"]):
@@ -131,20 +147,94 @@ class Dispatcher(AbstractAsyncContextManager["Dispatcher"]):
 
     async def _run(self) -> None:
         """Up to ``concurrency`` fan-outs at once, in the order handed over: a small
-        broadcast is not held behind the fan-out of a million recipients."""
+        broadcast is not held behind the fan-out of a million recipients. The broadcasts
+        handed over while every slot was busy are taken together, as one group."""
         slots = asyncio.Semaphore(self._concurrency)
         running: set[asyncio.Task[None]] = set()
         try:
             while True:
-                broadcast_id = await self._todo.get()
+                group = [await self._todo.get()]
                 await slots.acquire()
-                task = asyncio.create_task(
-                    self._dispatch(broadcast_id, slots), name=f"dispatch-{broadcast_id}"
-                )
-                running.add(task)
-                task.add_done_callback(running.discard)
+                while len(group) < GROUP and not self._todo.empty():
+                    group.append(self._todo.get_nowait())
+                self._start(running, self._dispatch_group(group, slots, running), group[0])
         finally:
             await cancel_and_wait(*running)
+
+    @staticmethod
+    def _start(
+        running: set[asyncio.Task[None]], work: Coroutine[Any, Any, None], broadcast_id: int
+    ) -> None:
+        task = asyncio.create_task(work, name=f"dispatch-{broadcast_id}")
+        running.add(task)
+        task.add_done_callback(running.discard)
+
+    async def _dispatch_group(
+        self, group: list[int], slots: asyncio.Semaphore, running: set[asyncio.Task[None]]
+    ) -> None:
+        """Publish the group's fresh small broadcasts together (:meth:`_publish_small`), then
+        each of the others on its own, in a slot of its own (the group's passes to the
+        first)."""
+        done: set[int] = set()
+        try:
+            # Traced, each broadcast's dispatch is a span of its own, its jobs' parent.
+            if not tracing.enabled():
+                done = await self._publish_small(group)
+        except asyncio.CancelledError:
+            slots.release()
+            raise
+        except Exception as exc:
+            logger.warning(
+                "dispatching a group failed; dispatching each on its own",
+                extra={"broadcasts": len(group), "error": repr(exc)},
+            )
+        rest: list[int] = []
+        for broadcast_id in group:
+            if broadcast_id not in done:
+                rest.append(broadcast_id)
+            elif broadcast_id in self._again:  # handed over again meanwhile: once more
+                self._again.discard(broadcast_id)
+                rest.append(broadcast_id)
+            else:
+                self._finished(broadcast_id)
+        if not rest:
+            slots.release()
+            return
+        for index, broadcast_id in enumerate(rest):
+            if index:
+                await slots.acquire()
+            self._start(running, self._dispatch(broadcast_id, slots), broadcast_id)
+
+    async def _publish_small(self, group: list[int]) -> set[int]:
+        """Publish the jobs of the group's sendable broadcasts that fit in one job and are
+        not being edited, with one read, one publish and one write for them all; the ids
+        dispatched. The others (and any of these resumed meanwhile) are left to
+        :meth:`_dispatch`."""
+        small = await self._store.small_broadcasts(
+            group, max_recipients=self._batch_size, eligible=_fresh
+        )
+        if not small:
+            return set()
+        jobs = [
+            Job(
+                broadcast_id=s.broadcast.id,
+                user_ids=s.recipients,
+                generation=states.generation(s.broadcast.resumed_at),
+                paid=s.broadcast.content.allow_paid_broadcast,
+                bot=s.broadcast.bot,
+            )
+            for s in small
+            if s.pending
+        ]
+        if jobs:
+            await self._queue.publish_jobs(jobs)
+        marked = await self._store.mark_generations_dispatched(
+            [(s.broadcast.id, s.broadcast.resumed_at) for s in small]
+        )
+        for s in small:
+            if s.broadcast.id in marked:
+                self._log_dispatched(s.broadcast, len(s.recipients) if s.pending else 0)
+        return marked
 
     async def _dispatch(self, broadcast_id: int, slots: asyncio.Semaphore) -> None:
         """Publish one broadcast (again while it was handed over meanwhile), retrying
@@ -157,6 +247,9 @@ class Dispatcher(AbstractAsyncContextManager["Dispatcher"]):
                 self._again.discard(broadcast_id)
         finally:
             slots.release()
+        self._finished(broadcast_id)
+
+    def _finished(self, broadcast_id: int) -> None:
         self._queued.discard(broadcast_id)
         if not self._queued:
             self._idle.set()
@@ -224,17 +317,21 @@ class Dispatcher(AbstractAsyncContextManager["Dispatcher"]):
             if broadcast.editing and not await self._publish_edit(broadcast):
                 return  # dispatched again once the edit has settled
             if await self._store.mark_generation_dispatched(broadcast_id, broadcast.resumed_at):
-                logger.info(
-                    "broadcast dispatched",
-                    extra={
-                        "broadcast_id": broadcast_id,
-                        "queued": count,
-                        "generation": states.generation(broadcast.resumed_at),
-                        "bot": broadcast.bot,
-                    },
-                )
+                self._log_dispatched(broadcast, count)
                 return
             # Resumed or edited while this generation was published: publish the new one.
+
+    @staticmethod
+    def _log_dispatched(broadcast: Broadcast, count: int) -> None:
+        logger.info(
+            "broadcast dispatched",
+            extra={
+                "broadcast_id": broadcast.id,
+                "queued": count,
+                "generation": states.generation(broadcast.resumed_at),
+                "bot": broadcast.bot,
+            },
+        )
 
     async def _publish_sends(self, broadcast: Broadcast) -> int:
         """Publish the jobs of a sendable broadcast's current generation; how many

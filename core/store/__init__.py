@@ -17,6 +17,7 @@
 * :mod:`.bulk` — a new broadcast's deliveries, written in bulk.
 * :mod:`.transitions` — a broadcast's lifecycle moves, listing, idempotency keys and the
   dispatch of a generation of jobs.
+* :mod:`.dispatching` — many small broadcasts dispatched at once: one read, one transaction.
 * :mod:`.actions` — ``broadcast_actions``: who paused, resumed or cancelled a broadcast, when.
 * :mod:`.deliveries` — ``deliveries``: pending recipients, claims for a job, recorded results.
 * :mod:`.followups` — what recall and edit jobs share: holding sent recipients, batches.
@@ -35,6 +36,7 @@ May import: :mod:`tgbroadcast.core.domain`, :mod:`tgbroadcast.core.tasks`.
 from __future__ import annotations
 
 from tgbroadcast.core.store.deliveries import Claimed, Recorded
+from tgbroadcast.core.store.dispatching import SmallBroadcast
 from tgbroadcast.core.store.edits import EditResult
 from tgbroadcast.core.store.engine import create_engine
 from tgbroadcast.core.store.followups import SentClaim, SentTarget
@@ -49,6 +51,7 @@ __all__ = [
     "Recorded",
     "SentClaim",
     "SentTarget",
+    "SmallBroadcast",
     "Store",
     "create_engine",
 ]

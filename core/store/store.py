@@ -73,6 +73,7 @@ from tgbroadcast.core.store.callbacks import CallbackRows
 from tgbroadcast.core.store.checkpoints import background_checkpoints
 from tgbroadcast.core.store.clicks import ClickRows
 from tgbroadcast.core.store.deliveries import Claimed, Recorded
+from tgbroadcast.core.store.dispatching import DispatchRows
 from tgbroadcast.core.store.edits import EditRows
 from tgbroadcast.core.store.engine import ConnectionOptions, create_engine, migrate, writer
 from tgbroadcast.core.store.recalls import RecallRows
@@ -87,7 +88,7 @@ MAX_ATTEMPTS: Final = 5
 """Runs of a write transaction that the database keeps aborting for deadlocks."""
 
 
-class Store(BotRows, CallbackRows, RecallRows, EditRows, SendingRows, ClickRows):
+class Store(BotRows, CallbackRows, RecallRows, EditRows, SendingRows, ClickRows, DispatchRows):
     """Users, broadcasts and their deliveries in SQL; safe to share between tasks.
 
     Any number of ``Store`` instances, in any number of processes, may use one database at
