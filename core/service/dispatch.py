@@ -64,11 +64,11 @@ logger = logging.getLogger(__name__)
 
 JOBS_PER_PUBLISH = 500
 FAN_OUTS = 4
+"""Broadcasts published at once by one dispatcher (each reads its recipients a page at a
+time, holding a database connection only for the page's query)."""
 GROUP = 200
 """Broadcasts handed over while every fan-out was busy, taken together: the small ones among
 them are published with one read, one publish and one write (:meth:`Dispatcher._publish_small`)."""
-"""Broadcasts published at once by one dispatcher (each reads its recipients a page at a
-time, holding a database connection only for the page's query)."""
 
 
 def _fresh(broadcast: Broadcast) -> bool:
