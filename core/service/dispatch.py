@@ -16,8 +16,9 @@ Guarantees:
   publish a recipient twice; workers skip recipients already final in SQL, so that costs a
   little work and never a second message (a recipient is sent only by the job holding its
   claim, see :mod:`tgbroadcast.worker.claims`).
-* Up to :data:`FAN_OUTS` broadcasts are published at once, in the order they were handed over,
-  so a broadcast to a few users (of any bot) is not held behind the fan-out of a million.
+* Up to :data:`FAN_OUTS` broadcasts are published at once, in about the order they were handed
+  over (a group's big broadcasts wait for their slots beside later groups), so a broadcast to a
+  few users (of any bot) is not held behind the fan-out of a million.
 * Broadcasts handed over while every fan-out is busy are taken together (up to
   :data:`GROUP`): the sendable ones among them that fit in one job and have no edit to
   publish — a server answering many small sends — are read in one query, published in one
