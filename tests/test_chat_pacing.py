@@ -21,7 +21,8 @@ from nats.js import JetStreamContext, api
 
 from tests.fixtures.nats import isolated_prefix, jetstream, nats_server_url, wait_until
 from tests.fixtures.probes import probes
-from tgbroadcast.core.domain.model import Content, DeliveryResult, DeliveryState, NewBroadcast
+from tests.fixtures.results import sent
+from tgbroadcast.core.domain.model import Content, NewBroadcast
 from tgbroadcast.core.domain.states import Command
 from tgbroadcast.core.store import Store
 from tgbroadcast.worker.chat_pacing import (
@@ -298,16 +299,6 @@ def test_chat_keys_are_key_safe() -> None:
 
 def hello(*user_ids: int, send_at: datetime | None = None) -> NewBroadcast:
     return NewBroadcast(content=Content(message="hello"), user_ids=user_ids, send_at=send_at)
-
-
-def sent(broadcast_id: int, user_id: int) -> DeliveryResult:
-    return DeliveryResult(
-        broadcast_id=broadcast_id,
-        user_id=user_id,
-        state=DeliveryState.SENT,
-        finished_at=datetime.now(UTC),
-        message_id=1,
-    )
 
 
 async def test_store_counts_sending_broadcasts(store: Store) -> None:

@@ -10,7 +10,8 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from sqlalchemy import select, update
 
-from tgbroadcast.core.domain.model import Content, DeliveryResult, DeliveryState, NewBroadcast
+from tests.fixtures.results import sent
+from tgbroadcast.core.domain.model import Content, NewBroadcast
 from tgbroadcast.core.store import Store, create_engine
 from tgbroadcast.core.store.tables import deliveries
 from tgbroadcast.worker.claims import ClaimTokens, JobClaims
@@ -23,16 +24,6 @@ async def create(store: Store, user_ids: range) -> int:
         NewBroadcast(content=Content(message="hi"), user_ids=tuple(user_ids))
     )
     return broadcast.id
-
-
-def sent(broadcast_id: int, user_id: int) -> DeliveryResult:
-    return DeliveryResult(
-        broadcast_id=broadcast_id,
-        user_id=user_id,
-        state=DeliveryState.SENT,
-        finished_at=datetime.now(UTC),
-        message_id=1,
-    )
 
 
 async def claims_in_sql(database_url: str, broadcast_id: int) -> dict[int, str | None]:
