@@ -77,6 +77,18 @@ def _fresh(broadcast: Broadcast) -> bool:
     return broadcast.status in states.SENDABLE and not broadcast.editing
 
 
+def _send_job(broadcast: Broadcast, user_ids: tuple[int, ...]) -> Job:
+    """The send job of a batch of the broadcast's current generation (one by one or in a
+    group: the same job, so the same ``Nats-Msg-Id``)."""
+    return Job(
+        broadcast_id=broadcast.id,
+        user_ids=user_ids,
+        generation=states.generation(broadcast.resumed_at),
+        paid=broadcast.content.allow_paid_broadcast,
+        bot=broadcast.bot,
+    )
+
+
 class Dispatcher(AbstractAsyncContextManager["Dispatcher"]):
     """Publishes the jobs of broadcasts handed to :meth:`dispatch`, in the background."""
 
@@ -216,17 +228,7 @@ class Dispatcher(AbstractAsyncContextManager["Dispatcher"]):
         )
         if not small:
             return set()
-        jobs = [
-            Job(
-                broadcast_id=s.broadcast.id,
-                user_ids=s.recipients,
-                generation=states.generation(s.broadcast.resumed_at),
-                paid=s.broadcast.content.allow_paid_broadcast,
-                bot=s.broadcast.bot,
-            )
-            for s in small
-            if s.pending
-        ]
+        jobs = [_send_job(s.broadcast, s.recipients) for s in small if s.pending]
         if jobs:
             await self._queue.publish_jobs(jobs)
         marked = await self._store.mark_generations_dispatched(
@@ -337,21 +339,11 @@ class Dispatcher(AbstractAsyncContextManager["Dispatcher"]):
     async def _publish_sends(self, broadcast: Broadcast) -> int:
         """Publish the jobs of a sendable broadcast's current generation; how many
         recipients they cover."""
-        broadcast_id = broadcast.id
-        generation = states.generation(broadcast.resumed_at)
         jobs: list[Job] = []
         count = 0
-        batches = self._store.job_batches(broadcast_id, batch_size=self._batch_size)
+        batches = self._store.job_batches(broadcast.id, batch_size=self._batch_size)
         async for user_ids in batches:
-            jobs.append(
-                Job(
-                    broadcast_id=broadcast_id,
-                    user_ids=user_ids,
-                    generation=generation,
-                    paid=broadcast.content.allow_paid_broadcast,
-                    bot=broadcast.bot,
-                )
-            )
+            jobs.append(_send_job(broadcast, user_ids))
             count += len(user_ids)
             if len(jobs) >= JOBS_PER_PUBLISH:
                 await self._queue.publish_jobs(jobs)
