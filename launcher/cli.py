@@ -28,12 +28,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import gc
 import logging
 import os
 import signal
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import tgbroadcast.core.tracing as tracing
@@ -43,6 +42,7 @@ from tgbroadcast.core.config.settings import LOG_LEVELS
 from tgbroadcast.core.domain.errors import ConfigError
 from tgbroadcast.core.logs import configure_logging
 from tgbroadcast.core.store import Store
+from tgbroadcast.launcher import heap
 from tgbroadcast.launcher.app import running_service
 from tgbroadcast.launcher.shutdown import Watchdog
 from tgbroadcast_client.cli import main as send_main
@@ -66,6 +66,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         return send_main(argv[1:])
     if argv[:1] == ["bots"] and argv[1:2] != ["reseal"]:  # a client of the API, as send
         return bots_main(argv[1:])
+    with heap.starting() as ready:  # the collector paused until the service is up
+        return _command(argv, ready)
+
+
+def _command(argv: Sequence[str], ready: Callable[[], None]) -> int:
+    """A command of the service itself (run, server, worker, migrate, bots reseal); ``ready``
+    is called once the service is up (:func:`tgbroadcast.launcher.heap.starting`)."""
     parser = _parser()
     args = parser.parse_args(argv)
     command: str = args.command
@@ -97,7 +104,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             traces = tracing.setup(SERVICE_NAMES[command])
         if command == "bots":
             return asyncio.run(_reseal(settings))
-        asyncio.run(_serve(settings, command))
+        asyncio.run(_serve(settings, command, ready))
     except ConfigError as exc:
         logger.error("configuration error", extra={"error": str(exc)})
         return 2
@@ -158,7 +165,7 @@ async def _reseal(settings: Settings) -> int:
     return 0
 
 
-async def _serve(settings: Settings, command: str) -> None:
+async def _serve(settings: Settings, command: str, ready: Callable[[], None]) -> None:
     if command == "migrate":
         async with Store.open(settings.database.url, settings.database) as store:
             await store.migrate()
@@ -182,12 +189,9 @@ async def _serve(settings: Settings, command: str) -> None:
         api=command in ("run", "server"),
         workers=1 if command in ("run", "worker") else 0,
     ) as running:
-        # What start-up built (modules, models, compiled statements) lives as long as the
-        # process: moved out of the collector's sight (with whatever else exists now), a full
-        # collection no longer walks it. That walk took ~150 ms — a stall of the event loop
-        # that cost a paid broadcast as many sends.
-        gc.collect()
-        gc.freeze()
+        # Start-up's garbage collected and what it built frozen (a full collection walking it
+        # took ~150 ms: a stall of the event loop that cost a paid broadcast as many sends).
+        ready()
         logger.info("ready; stop with Ctrl-C", extra={"command": command})
         await stop.wait()
         logger.info("shutting down", extra={"shutdown_grace": settings.server.shutdown_grace})
