@@ -66,13 +66,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         return send_main(argv[1:])
     if argv[:1] == ["bots"] and argv[1:2] != ["reseal"]:  # a client of the API, as send
         return bots_main(argv[1:])
-    with heap.starting() as ready:  # the collector paused until the service is up
-        return _command(argv, ready)
-
-
-def _command(argv: Sequence[str], ready: Callable[[], None]) -> int:
-    """A command of the service itself (run, server, worker, migrate, bots reseal); ``ready``
-    is called once the service is up (:func:`tgbroadcast.launcher.heap.starting`)."""
     parser = _parser()
     args = parser.parse_args(argv)
     command: str = args.command
@@ -104,7 +97,11 @@ def _command(argv: Sequence[str], ready: Callable[[], None]) -> int:
             traces = tracing.setup(SERVICE_NAMES[command])
         if command == "bots":
             return asyncio.run(_reseal(settings))
-        asyncio.run(_serve(settings, command, ready))
+        if command == "migrate":
+            asyncio.run(_migrate(settings))
+            return 0
+        with heap.starting() as ready:  # the collector paused until the service is up
+            asyncio.run(_serve(settings, command, ready))
     except ConfigError as exc:
         logger.error("configuration error", extra={"error": str(exc)})
         return 2
@@ -165,12 +162,14 @@ async def _reseal(settings: Settings) -> int:
     return 0
 
 
+async def _migrate(settings: Settings) -> None:
+    async with Store.open(settings.database.url, settings.database) as store:
+        await store.migrate()
+    logger.info("database migrated")
+
+
 async def _serve(settings: Settings, command: str, ready: Callable[[], None]) -> None:
-    if command == "migrate":
-        async with Store.open(settings.database.url, settings.database) as store:
-            await store.migrate()
-        logger.info("database migrated")
-        return
+    """``run``, ``server`` or ``worker`` until a signal; ``ready()`` once it is up."""
     stop = asyncio.Event()
     watchdog = Watchdog(settings.server.shutdown_grace)
 
