@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import re
 import sys
 import time
 from collections.abc import Sequence
@@ -33,57 +34,77 @@ async def follow(
     broadcast_id: int,
     metadata: tuple[tuple[str, str], ...],
     lags: list[int],
+    max_batch: int = 0,
 ) -> dict[str, Any]:
-    """One watcher, to the end of its stream."""
-    results = 0
+    """One watcher, to the end of its stream (``max_batch``: up to that many outcomes per
+    message)."""
+    results = messages = 0
     users: set[int] = set()
     status = "none"
     error = ""
     try:
         call = stub.WatchBroadcast(
-            pb.WatchBroadcastRequest(broadcast_id=broadcast_id), metadata=metadata
+            pb.WatchBroadcastRequest(broadcast_id=broadcast_id, max_batch=max_batch),
+            metadata=metadata,
         )
         async for message in call:
-            if message.HasField("result"):
-                now = time.time()
-                done = message.result.finished_at
+            messages += 1
+            outcomes = message.results or ([message.result] if message.HasField("result") else [])
+            if not outcomes:
+                status = pb.BroadcastStatus.Name(message.progress.status)
+            now = time.time()
+            for outcome in outcomes:
+                done = outcome.finished_at
                 lags.append(round((now - done.seconds - done.nanos / 1e9) * 1000))
                 results += 1
-                users.add(message.result.user_id)
-            else:
-                status = pb.BroadcastStatus.Name(message.progress.status)
+                users.add(outcome.user_id)
     except grpc.aio.AioRpcError as exc:
         error = f"{exc.code().name}: {exc.details()}"
-    return {"results": results, "distinct": len(users), "status": status, "error": error}
+    return {
+        "results": results,
+        "distinct": len(users),
+        "status": status,
+        "error": error,
+        "messages": messages,
+    }
+
+
+_RESULT = re.compile(rb'event: result\ndata: \{"user_id":(\d+),[^\n]*?"finished_at":"([^"]+)"')
+"""A result event's user id and ``finished_at`` (the service's compact JSON, user id first)."""
+_OTHER = re.compile(rb"event: (end|error|shutdown)\ndata: ([^\n]*)")
 
 
 async def follow_sse(session: aiohttp.ClientSession, url: str, lags: list[int]) -> dict[str, Any]:
-    """One SSE watcher, to the end of its stream."""
+    """One SSE watcher, to the end of its stream. The events are picked out of each chunk
+    read with two regular expressions: a client parsing line by line in Python used as much
+    CPU as the server streaming to it, on the same two cores."""
     results = 0
     users: set[int] = set()
     status = "none"
     error = ""
-    event = ""
     try:
         async with session.get(url) as response:
             if response.status != 200:
                 return {"results": 0, "distinct": 0, "status": status, "error": response.status}
-            async for raw in response.content:
-                line = raw.rstrip(b"\r\n")
-                if line.startswith(b"event: "):
-                    event = line[7:].decode()
-                elif line.startswith(b"data: "):
-                    data = json.loads(line[6:])
-                    if event == "result":
-                        now = time.time()
-                        done = datetime.fromisoformat(data["finished_at"]).timestamp()
-                        lags.append(round((now - done) * 1000))
-                        results += 1
-                        users.add(data["user_id"])
-                    elif event == "end":
+            buffer = b""
+            async for chunk in response.content.iter_any():
+                buffer += chunk
+                cut = buffer.rfind(b"\n\n")
+                if cut < 0:
+                    continue
+                block, buffer = buffer[:cut], buffer[cut + 2 :]
+                now = time.time()
+                for match in _RESULT.finditer(block):
+                    done = datetime.fromisoformat(match[2].decode()).timestamp()
+                    lags.append(round((now - done) * 1000))
+                    results += 1
+                    users.add(int(match[1]))
+                for match in _OTHER.finditer(block):
+                    data = json.loads(match[2])
+                    if match[1] == b"end":
                         status = "BROADCAST_STATUS_" + data["progress"]["status"].upper()
-                    elif event in ("error", "shutdown"):
-                        error = f"{event}: {data['detail']}"
+                    else:
+                        error = f"{match[1].decode()}: {data['detail']}"
     except aiohttp.ClientError as exc:
         error = repr(exc)
     return {"results": results, "distinct": len(users), "status": status, "error": error}
@@ -96,6 +117,9 @@ async def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--count", type=int, required=True)
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--sse", help="the HTTP base URL: SSE streams instead of gRPC")
+    parser.add_argument(
+        "--max-batch", type=int, default=0, help="gRPC: up to this many outcomes per message"
+    )
     args = parser.parse_args(argv)
     if args.sse:
         await _main_sse(args)
@@ -109,7 +133,7 @@ async def main(argv: Sequence[str] | None = None) -> None:
         broadcast_id = int(line)
         lags: list[int] = []
         watchers = await asyncio.gather(
-            *(follow(stub, broadcast_id, metadata, lags) for _ in range(args.count))
+            *(follow(stub, broadcast_id, metadata, lags, args.max_batch) for _ in range(args.count))
         )
     args.out.write_text(json.dumps({"watchers": watchers, "lags_ms": lags}), encoding="utf-8")
     print("done", flush=True)

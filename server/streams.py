@@ -18,8 +18,8 @@ May import: :mod:`tgbroadcast.core.domain`, :mod:`tgbroadcast.core.tasks`.
 from __future__ import annotations
 
 import asyncio
-from collections import OrderedDict
-from collections.abc import AsyncGenerator, Awaitable, Callable
+from collections import OrderedDict, deque
+from collections.abc import AsyncGenerator, Awaitable, Callable, Sequence
 from contextlib import aclosing
 from typing import Any, Final, Generic, TypeVar
 
@@ -216,42 +216,89 @@ class WatchSlot:
 
 
 class ReadAhead(Generic[T]):
-    """A stream's updates read in a task of their own, at most ``ahead`` of the stream, so
-    the stream takes every update already read at once (:meth:`WatchSlot.take`) instead of
-    racing each one against the drain signal in a task of its own.
+    """A stream's updates, which come in batches (:func:`one_by_one` makes batches of a
+    source of single updates), read in a task of their own, at most ``ahead`` of the stream
+    (a batch may overshoot it), so the stream takes every update already read at once
+    (:meth:`WatchSlot.take`) instead of racing each one against the drain signal in a task
+    of its own.
 
     An update source that ends puts :data:`END`; one that fails puts its exception. The
     source is closed when the task ends (:meth:`aclose`, or the drain cancelling it).
+
+    The read-ahead is a plain deque with one waiter on each side, not an ``asyncio.Queue``:
+    every outcome of a watched broadcast passes through one per watcher, and the queue's
+    bookkeeping per item (its getters' and putters' futures, its task counter) was a tenth
+    of a streaming server's CPU.
     """
 
-    def __init__(self, updates: AsyncGenerator[T, None], *, ahead: int, name: str) -> None:
-        self._queue: asyncio.Queue[T | BaseException | _End] = asyncio.Queue(ahead)
-        self.task = asyncio.create_task(self._read(updates), name=name)
+    def __init__(
+        self, batches: AsyncGenerator[Sequence[T], None], *, ahead: int, name: str
+    ) -> None:
+        self._items: deque[T | BaseException | _End] = deque()
+        self._ahead = ahead
+        self._arrived: asyncio.Future[None] | None = None
+        """The stream waiting for an item (:meth:`get`)."""
+        self._room: asyncio.Future[None] | None = None
+        """The reading waiting for the stream to take some."""
+        self.task = asyncio.create_task(self._read(batches), name=name)
 
-    async def _read(self, updates: AsyncGenerator[T, None]) -> None:
+    async def _read(self, batches: AsyncGenerator[Sequence[T], None]) -> None:
         try:
-            # Closed here whatever ends the reading: cancelled while waiting for room in the
-            # queue, the generator would otherwise stay open (and its watch with it) until
-            # the garbage collector finds it.
-            async with aclosing(updates):
-                async for update in updates:
-                    await self._queue.put(update)
-            await self._queue.put(END)
+            # Closed here whatever ends the reading: cancelled while waiting for room, the
+            # generator would otherwise stay open (and its watch with it) until the garbage
+            # collector finds it.
+            async with aclosing(batches):
+                async for batch in batches:
+                    self._put(batch)
+                    while len(self._items) >= self._ahead:
+                        self._room = asyncio.get_running_loop().create_future()
+                        await self._room
+            self._put((END,))
         except Exception as error:
-            await self._queue.put(error)
+            self._put((error,))
+
+    def _put(self, batch: Sequence[T | BaseException | _End]) -> None:
+        self._items.extend(batch)
+        arrived = self._arrived
+        if arrived is not None and not arrived.done():
+            arrived.set_result(None)
+
+    def _taken(self) -> None:
+        room = self._room
+        if room is not None and not room.done() and len(self._items) < self._ahead:
+            room.set_result(None)
 
     def ready(self, most: int) -> list[T | BaseException | _End]:
         """Up to ``most`` items read already, without waiting."""
-        items: list[T | BaseException | _End] = []
-        while len(items) < most and not self._queue.empty():
-            items.append(self._queue.get_nowait())
-        return items
+        items = self._items
+        if not items:
+            return []
+        if len(items) <= most:
+            taken = list(items)
+            items.clear()
+        else:
+            taken = [items.popleft() for _ in range(most)]
+        self._taken()
+        return taken
 
     async def get(self) -> T | BaseException | _End:
-        return await self._queue.get()
+        while not self._items:
+            self._arrived = asyncio.get_running_loop().create_future()
+            await self._arrived
+        item = self._items.popleft()
+        self._taken()
+        return item
 
     async def aclose(self) -> None:
         await cancel_and_wait(self.task)
+
+
+async def one_by_one(updates: AsyncGenerator[T, None]) -> AsyncGenerator[list[T], None]:
+    """``updates`` as batches of one, for a :class:`ReadAhead` (``updates`` is closed with
+    them)."""
+    async with aclosing(updates):
+        async for update in updates:
+            yield [update]
 
 
 class _End:

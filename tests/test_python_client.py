@@ -60,6 +60,15 @@ async def test_send_watch_and_get_over_a_real_socket(stack: Stack) -> None:
         outcomes = {u.result.user_id: u.result.outcome for u in results}
         assert outcomes[blocked] == pb.DELIVERY_OUTCOME_BLOCKED
 
+        # Several outcomes to a message (the broadcast is finished: its replay's page).
+        batched = [update async for update in client.watch(sent.broadcast_id, max_batch=2)]
+        assert [[r.user_id for r in u.results] for u in batched] == [
+            sorted([11, 12, blocked])[:2],
+            sorted([11, 12, blocked])[2:],
+            [],
+        ]
+        assert batched[-1].progress == last.progress
+
         broadcast = await client.get(sent.broadcast_id)
     assert broadcast.status == pb.BROADCAST_STATUS_COMPLETED
     assert (broadcast.sent, broadcast.failed, broadcast.pending) == (2, 1, 0)

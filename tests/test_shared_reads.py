@@ -142,9 +142,9 @@ class QuietEvents:
         self.all_waiting = asyncio.Event()
         self.watchers = 0
 
-    async def watch(
+    async def watch_batches(
         self, broadcast_id: int, start_seq: int = 1, *, idle_after: float = 1.0
-    ) -> AsyncGenerator[Sequenced | Idle, None]:
+    ) -> AsyncGenerator[list[Sequenced] | Idle, None]:
         yield Idle()
         self.waiting += 1
         if self.waiting == self.watchers:

@@ -2,7 +2,8 @@
 
 The same broadcast (flood limit and ``telegram.rate_limit`` at the profile's rate, two
 workers) runs twice: without watchers, then with ``N`` gRPC ``WatchBroadcast`` streams opened
-right after the 202 and as many SSE streams (``/v1/broadcasts/{id}/events``), from
+right after the 202 (``max_batch``: :data:`MAX_BATCH`) and as many SSE streams
+(``/v1/broadcasts/{id}/events``), from
 :mod:`bench.watchers` processes of 50 streams each. Every watcher must get every outcome
 exactly once and a closing message.
 """
@@ -28,6 +29,8 @@ from bench.report import Chart, Section, Series, Table, Target, emit, fmt, progr
 from bench.runs import SERVICE_ROLES, RunResult, service_run, track_cluster
 
 PER_PROCESS = 50
+MAX_BATCH = 100
+"""The gRPC watchers' ``max_batch``: up to this many outcomes per message."""
 
 
 async def watchers(bench: Bench) -> Section:
@@ -42,8 +45,9 @@ async def watchers(bench: Bench) -> Section:
         setup=(
             f"A broadcast to {fmt(count)} recipients at {rate}/s (the simulator's limit and "
             "`telegram.rate_limit`), two workers, SQLite: once with no watcher, once with "
-            f"{wanted} concurrent gRPC `WatchBroadcast` streams and {wanted} SSE streams "
-            "opened right after the 202 "
+            f"{wanted} concurrent gRPC `WatchBroadcast` streams (`max_batch` = {MAX_BATCH}: "
+            "the outcomes ready when the server writes, up to that many, in one message) and "
+            f"{wanted} SSE streams opened right after the 202 "
             f"(in {2 * math.ceil(wanted / PER_PROCESS)} client processes of up to "
             f"{PER_PROCESS} streams, on the same 2 cores). *Lag* is when an outcome reached a "
             "watcher minus the outcome's `finished_at` (stamped by the worker when Telegram "
@@ -319,6 +323,8 @@ async def _watched_run(
                 args += ["--token", API_TOKEN, "--count", str(size), "--out", str(out)]
                 if transport == "sse":
                     args += ["--sse", cluster.http_url]
+                else:
+                    args += ["--max-batch", str(MAX_BATCH)]
                 child = await stack.enter_async_context(
                     spawn(
                         args,

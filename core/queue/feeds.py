@@ -157,6 +157,23 @@ class EventFeeds:
         """The broadcast's events from stream sequence ``start_seq`` on, in stream order,
         each once, and ``Idle()`` whenever nothing came for ``idle_after`` seconds. Iterate
         it inside ``contextlib.aclosing`` so the watcher leaves its feed on every exit path."""
+        async with aclosing(
+            self.watch_batches(broadcast_id, start_seq, idle_after=idle_after)
+        ) as batches:
+            async for batch in batches:
+                if isinstance(batch, Idle):
+                    yield batch
+                else:
+                    for item in batch:
+                        yield item
+
+    async def watch_batches(
+        self, broadcast_id: int, start_seq: int = 1, *, idle_after: float = 1.0
+    ) -> AsyncGenerator[list[Sequenced] | Idle, None]:
+        """:meth:`watch`'s events in batches: every event the window holds past the watcher's
+        position at once (a watcher's gap read on its own consumer: one by one), never an
+        empty batch. What a busy broadcast's watchers read: a step of the generator per
+        event per watcher cost as much as the watcher's own work on it."""
         if idle_after <= 0:
             raise ValueError("idle_after must be positive")
         feed = self._feeds.get(broadcast_id)
@@ -174,14 +191,16 @@ class EventFeeds:
                         self._catch_up(feed, next_seq, idle_after=idle_after)
                     ) as gap:
                         async for item in gap:
-                            if not isinstance(item, Idle):
+                            if isinstance(item, Idle):
+                                yield item
+                            else:
                                 next_seq = item.seq + 1
-                            yield item
+                                yield [item]
                     continue
-                for item in items:
-                    next_seq = item.seq + 1
-                    yield item
-                if not items and not await feed.wait(idle_after):
+                if items:
+                    next_seq = items[-1].seq + 1
+                    yield items
+                elif not await feed.wait(idle_after):
                     yield Idle()
         finally:
             feed.watchers -= 1

@@ -151,6 +151,7 @@ class BroadcastingService(LifecycleOperations):
         self._queue = queue
         self._feeds = EventFeeds(queue)
         self._reads = SharedReads(store)
+        self._steps = watching.SharedSteps()
         self._lists = ListWatching(store, queue)
         self._dispatcher = dispatcher
         self._metrics = metrics
@@ -415,11 +416,11 @@ class BroadcastingService(LifecycleOperations):
         visible: Visible = None,
         after: str = "",
         from_now: bool = False,
-    ) -> AsyncGenerator[WatchUpdate, None]:
-        """Every outcome of the broadcast once, then a closing update with the final status
-        (:func:`.watching.watch`); ``after``: a cursor of an earlier update to resume after
-        (one that cannot be read starts from the first outcome); ``from_now`` (without
-        ``after``): a ``status`` update with the broadcast's status and counters now, then
+    ) -> AsyncGenerator[list[WatchUpdate], None]:
+        """Every outcome of the broadcast once, then a closing update with the final status,
+        in batches (:func:`.watching.watch`); ``after``: a cursor of an earlier update to
+        resume after (one that cannot be read starts from the first outcome); ``from_now``
+        (without ``after``): a ``status`` update with the broadcast's status and counters now, then
         only the outcomes recorded from now on, the counters going on from those
         (:meth:`.watching.Cursor.now`). ``NotFound`` (at the first step) if the
         broadcast does not exist or its bot is not ``visible``."""
@@ -429,7 +430,7 @@ class BroadcastingService(LifecycleOperations):
             end = await self._queue.events_end()
             broadcast = await self._store.get_broadcast(broadcast_id)  # counters after the end
             cursor = Cursor.now(end, broadcast)
-            yield watching.opening(cursor, broadcast)
+            yield [watching.opening(cursor, broadcast)]
         async with aclosing(
             watching.watch(
                 self._store,
@@ -439,10 +440,11 @@ class BroadcastingService(LifecycleOperations):
                 missing_event_grace=self._missing_event_grace,
                 on_finished=self._on_finished,
                 reads=self._reads,
+                steps=self._steps,
             )
-        ) as updates:
-            async for update in updates:
-                yield update
+        ) as batches:
+            async for batch in batches:
+                yield batch
 
     def watch_broadcasts(
         self, *, visible: Visible = None, bot: str = "", statuses: Sequence[str] = ()

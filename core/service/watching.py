@@ -31,7 +31,8 @@ from __future__ import annotations
 import logging
 import re
 import time
-from collections.abc import AsyncGenerator, AsyncIterator, Callable
+from collections import OrderedDict
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Sequence
 from contextlib import aclosing
 from dataclasses import dataclass
 from typing import Protocol
@@ -62,6 +63,8 @@ _BEFORE_SENDING = frozenset({BroadcastStatus.SCHEDULED, BroadcastStatus.QUEUED})
 _SETTLED = frozenset({BroadcastStatus.COMPLETED, BroadcastStatus.RECALLED})
 """Final statuses whose counters never move again."""
 _INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
+_IDLE = (Idle(),)
+"""A quiet second, as a batch of one."""
 _CURSOR = re.compile(
     r"([su])(-?\d{1,19})\.(\d{1,19})\.(\d{1,19})(?:\.(\d{1,19})(?:\.(\d{1,19})\.(\d{1,9}))?)?"
 )
@@ -69,24 +72,34 @@ _CURSOR = re.compile(
 
 class EventSource(Protocol):
     """Where a running broadcast's events come from
-    (:class:`tgbroadcast.core.queue.feeds.EventFeeds`, or a queue's ``watch_from``)."""
+    (:class:`tgbroadcast.core.queue.feeds.EventFeeds`)."""
 
-    def watch(
+    def watch_batches(
         self, broadcast_id: int, start_seq: int = 1, *, idle_after: float = 1.0
-    ) -> AsyncGenerator[Sequenced | Idle, None]: ...
+    ) -> AsyncGenerator[list[Sequenced] | Idle, None]: ...
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class WatchUpdate:
     """One message of a watch: a recipient's outcome (``None`` on the closing update), the
-    counters including it, and the cursor to resume after it."""
+    counters including it, and the cursor to resume after it.
+
+    The watchers of a broadcast at the same place share the very same updates
+    (:class:`SharedSteps`). Its :attr:`cursor` is spelled when asked for (a batched gRPC
+    message spells only its last's).
+    """
 
     result: DeliveryResult | None
     status: BroadcastStatus
     total: int
     sent: int
     failed: int
-    cursor: str = ""
+    position: str = ""
+    """The cursor's kind (``s`` or ``u``); empty: no cursor (an empty replay's end)."""
+    seq: int = 0
+    """The stream sequence or user id the cursor is after."""
+    version: int = 1
+    """The content version ``edited`` counts the outcomes of."""
     recalled: int = 0
     """Recall outcomes so far (this one included)."""
     edited: int = 0
@@ -100,6 +113,21 @@ class WatchUpdate:
     @property
     def pending(self) -> int:
         return self.total - self.sent - self.failed
+
+    @property
+    def cursor(self) -> str:
+        """Where a watch resumes after this update (:class:`Cursor`, spelled)."""
+        if not self.position:
+            return ""
+        return _spelled(
+            self.position,
+            self.seq,
+            self.sent,
+            self.failed,
+            self.recalled,
+            self.edited,
+            self.version,
+        )
 
     @property
     def closing(self) -> bool:
@@ -190,6 +218,10 @@ class _At:
             self.kind, self.seq, self.sent, self.failed, self.recalled, self.edited, self.version
         )
 
+    def place(self) -> tuple[int, int, int, int, int, int]:
+        """Its sequence and counters (:class:`SharedSteps`' key)."""
+        return (self.seq, self.sent, self.failed, self.recalled, self.edited, self.version)
+
     def update(
         self,
         result: DeliveryResult | None,
@@ -197,16 +229,18 @@ class _At:
         total: int,
         kind: str = "result",
         *,
-        cursor: str | None = None,
+        positioned: bool = True,
     ) -> WatchUpdate:
-        """The update at this position (its cursor this position's, unless given)."""
+        """The update at this position (without a cursor unless ``positioned``)."""
         return WatchUpdate(
             result=result,
             status=status,
             total=total,
             sent=self.sent,
             failed=self.failed,
-            cursor=str(self) if cursor is None else cursor,
+            position=self.kind if positioned else "",
+            seq=self.seq,
+            version=self.version,
             recalled=self.recalled,
             edited=self.edited,
             kind=kind,
@@ -228,9 +262,11 @@ async def watch(
     missing_event_grace: float = 120.0,
     on_finished: Callable[[int], None] | None = None,
     reads: SharedReads | None = None,
-) -> AsyncGenerator[WatchUpdate, None]:
+    steps: SharedSteps | None = None,
+) -> AsyncGenerator[list[WatchUpdate], None]:
     """Every outcome of ``broadcast`` once (after ``after``), then a closing update with the
-    final status.
+    final status — in batches: the updates of the events that arrived together (a replay's
+    page), in order, never empty.
 
     A finished broadcast is replayed from SQL (a stream cursor resumes on the events stream,
     which keeps a week of events). A running one is followed on ``events``; the watch ends when
@@ -239,133 +275,248 @@ async def watch(
     them when its job is redelivered), so a missing event is waited for up to
     ``missing_event_grace`` seconds before the watch closes anyway. The broadcast's row is
     read again after its finish event and after each quiet second (a finish whose event was
-    missed), through ``reads``: the process's watchers share those reads.
+    missed), through ``reads``: the process's watchers share those reads, and through
+    ``steps`` the updates they make of the same events from the same place.
+
+    Batches, not single updates: every outcome of a watched broadcast passes through here
+    once per watcher, and each step of a generator chain costs as much as the update itself.
     """
     if after is not None and after.sent + after.failed > broadcast.total:
         after = None  # not a cursor of this broadcast: from the first outcome
     if broadcast.status.is_final and not broadcast.editing and (after is None or after.kind == "u"):
-        async for update in _replay(store, broadcast, after):
-            yield update
+        async for batch in _replay(store, broadcast, after):
+            yield batch
         return
     stream_after = after if after is not None and after.kind == "s" else None
-    async for update in _follow(
+    async for batch in _follow(
         SharedReads(store) if reads is None else reads,
+        SharedSteps() if steps is None else steps,
         events,
         broadcast,
         stream_after,
         missing_event_grace=missing_event_grace,
         on_finished=on_finished,
     ):
-        yield update
+        yield batch
 
 
 async def _follow(
     reads: SharedReads,
+    steps: SharedSteps,
     events: EventSource,
     broadcast: Broadcast,
     after: Cursor | None,
     *,
     missing_event_grace: float,
     on_finished: Callable[[int], None] | None,
-) -> AsyncIterator[WatchUpdate]:
+) -> AsyncIterator[list[WatchUpdate]]:
     broadcast_id, total = broadcast.id, broadcast.total
     at = _At(Cursor("s", 0, 0, 0) if after is None else after)
     status = broadcast.status
     final: Broadcast | None = None
     final_since = 0.0
+    out: list[WatchUpdate] = []
 
-    def update(result: DeliveryResult | None, status: BroadcastStatus, kind: str) -> WatchUpdate:
-        return at.update(result, status, total, kind)
+    async with aclosing(events.watch_batches(broadcast_id, at.seq + 1)) as stream:
+        async for batch in stream:
+            done = False
+            sequenced: Sequence[Sequenced] = () if isinstance(batch, Idle) else batch
+            items: Sequence[Sequenced | Idle] = _IDLE if isinstance(batch, Idle) else batch
+            i = 0
+            while i < len(items):
+                item = items[i]
+                event = None if isinstance(item, Idle) else item.event
+                if isinstance(item, Sequenced) and not isinstance(event, FinishedEvent):
+                    # Outcomes and status moves: until the final counters are known, as
+                    # many as come before a finish event at once (shared with the watchers
+                    # at the same place); after, one by one (each may be the last).
+                    made = (
+                        steps.step(broadcast_id, total, sequenced, i, at, status)
+                        if final is None
+                        else _step(total, sequenced, i, at, status, most=1)
+                    )
+                    status = made.status
+                    out.extend(made.updates)
+                    i += made.used
+                    if final is None:
+                        continue
+                else:
+                    i += 1
+                    if isinstance(item, Sequenced):
+                        at.seq = item.seq
+                    if on_finished is not None and event is not None:
+                        on_finished(broadcast_id)
+                    if (
+                        # COMPLETED and RECALLED counts never move again (unless an edit is
+                        # under way); a FAILED broadcast's can (sends in flight when it
+                        # stopped), so it is re-read while events keep coming.
+                        final is None or final.status not in _SETTLED or final.editing
+                    ):
+                        if out:  # what came before the read is not held up by it
+                            yield out
+                            out = []
+                        # After its finish event: a read begun since; after a quiet second:
+                        # one begun at most a second ago, shared with the process's other
+                        # watchers.
+                        age = 0.0 if event is not None else QUIET_READ_AGE
+                        latest = await reads.get(broadcast_id, fresh_after=reads.now() - age)
+                        status = latest.status
+                        if latest.status.is_final:
+                            if final is None or latest.editing:  # grace starts when edits end
+                                final_since = time.monotonic()
+                            final = latest
+                if final is None:
+                    continue
+                edited = at.edited if at.version == final.content_version else 0
+                seen_all = (
+                    at.sent + at.failed >= final.sent + final.failed
+                    and at.recalled >= final.recalled
+                    and edited >= final.edited
+                )
+                if seen_all and not final.editing and (final.status in _SETTLED or event is None):
+                    done = True
+                    break
+                if time.monotonic() - final_since > missing_event_grace:
+                    logger.warning(
+                        "watch closed with outcomes missing from the event stream",
+                        extra={
+                            "broadcast_id": broadcast_id,
+                            "seen": at.sent + at.failed,
+                            "expected": final.sent + final.failed,
+                            "recalls_seen": at.recalled,
+                            "recalls_expected": final.recalled,
+                            "edits_seen": edited,
+                            "edits_expected": final.edited,
+                        },
+                    )
+                    done = True
+                    break
+            if done:
+                break
+            if out:
+                yield out
+                out = []
+    assert final is not None
+    # The closing counters are the database's (the truth, if some event was never seen).
+    at.sent, at.failed, at.recalled = final.sent, final.failed, final.recalled
+    out.append(at.update(None, final.status, total))
+    yield out
 
-    async with aclosing(events.watch(broadcast_id, at.seq + 1)) as stream:
-        async for item in stream:
-            event = None if isinstance(item, Idle) else item.event
-            if isinstance(event, FinishedEvent) and on_finished is not None:
-                on_finished(broadcast_id)
-            if isinstance(item, Sequenced):
-                at.seq = item.seq
+
+@dataclass(frozen=True, slots=True)
+class _Made:
+    """What :func:`_step` made of some events: their updates, how many events it stepped
+    over, and the watch's place after them."""
+
+    updates: list[WatchUpdate]
+    used: int
+    place: tuple[int, int, int, int, int, int]
+    status: BroadcastStatus
+
+
+def _step(
+    total: int,
+    events: Sequence[Sequenced],
+    start: int,
+    at: _At,
+    status: BroadcastStatus,
+    *,
+    most: int | None = None,
+) -> _Made:
+    """The updates of ``events`` from index ``start`` on (up to ``most`` of them), stopping
+    before a finish event, moving ``at``; and the status after them."""
+    updates: list[WatchUpdate] = []
+    stop = len(events) if most is None else min(len(events), start + most)
+    before_sending = status in _BEFORE_SENDING
+    i = start
+    while i < stop:
+        item = events[i]
+        event = item.event
+        if isinstance(event, ResultEvent):
+            result = event.result
+            if result.state.delivered:
+                at.sent += 1
+            else:
+                at.failed += 1
+            if before_sending:
+                status, before_sending = BroadcastStatus.RUNNING, False
+            at.seq = item.seq
+            updates.append(at.update(result, status, total))
+        elif isinstance(event, FinishedEvent):
+            break
+        else:
+            at.seq = item.seq
             if isinstance(event, StatusEvent):
                 if not status.is_final:  # a final status read from SQL is never undone
                     status = event.status
-                    yield update(None, status, STATUS_KIND)
-            elif isinstance(event, ResultEvent):
-                result = event.result
-                if result.state.delivered:
-                    at.sent += 1
-                else:
-                    at.failed += 1
-                if status in _BEFORE_SENDING:
-                    status = BroadcastStatus.RUNNING
-                yield update(result, status, "result")
+                    before_sending = status in _BEFORE_SENDING
+                    updates.append(at.update(None, status, total, STATUS_KIND))
             elif isinstance(event, RecallEvent):
                 at.recalled += 1
-                yield update(event.result, BroadcastStatus.RECALLING, "recall")
+                updates.append(at.update(event.result, BroadcastStatus.RECALLING, total, "recall"))
             elif isinstance(event, EditEvent):
                 version = event.result.content_version
                 if version > at.version:  # a newer edit: its outcomes are counted afresh
                     at.version, at.edited = version, 0
                 if version == at.version:
                     at.edited += 1
-                yield update(event.result, status, "edit")
+                updates.append(at.update(event.result, status, total, "edit"))
             elif isinstance(event, ClickEvent):
-                yield update(event.result, status, "click")
-            if (event is None or isinstance(event, FinishedEvent)) and (
-                # COMPLETED and RECALLED counts never move again (unless an edit is under
-                # way); a FAILED broadcast's can (sends in flight when it stopped), so it is
-                # re-read while events keep coming.
-                final is None or final.status not in _SETTLED or final.editing
-            ):
-                # After its finish event: a read begun since; after a quiet second: one
-                # begun at most a second ago, shared with the process's other watchers.
-                age = 0.0 if event is not None else QUIET_READ_AGE
-                latest = await reads.get(broadcast_id, fresh_after=reads.now() - age)
-                status = latest.status
-                if latest.status.is_final:
-                    if final is None or latest.editing:  # the grace starts when edits end
-                        final_since = time.monotonic()
-                    final = latest
-            if final is None:
-                continue
-            edited = at.edited if at.version == final.content_version else 0
-            seen_all = (
-                at.sent + at.failed >= final.sent + final.failed
-                and at.recalled >= final.recalled
-                and edited >= final.edited
-            )
-            if seen_all and not final.editing and (final.status in _SETTLED or event is None):
-                break
-            if time.monotonic() - final_since > missing_event_grace:
-                logger.warning(
-                    "watch closed with outcomes missing from the event stream",
-                    extra={
-                        "broadcast_id": broadcast_id,
-                        "seen": at.sent + at.failed,
-                        "expected": final.sent + final.failed,
-                        "recalls_seen": at.recalled,
-                        "recalls_expected": final.recalled,
-                        "edits_seen": edited,
-                        "edits_expected": final.edited,
-                    },
-                )
-                break
-    assert final is not None
-    # The closing counters are the database's (the truth, if some event was never seen).
-    at.sent, at.failed, at.recalled = final.sent, final.failed, final.recalled
-    yield update(None, final.status, "result")
+                updates.append(at.update(event.result, status, total, "click"))
+        i += 1
+    return _Made(updates, i - start, at.place(), status)
+
+
+class SharedSteps:
+    """The updates a followed broadcast's events make, made once for every watcher of it in
+    the process that was at the same place before them; one per process.
+
+    The watchers of a running broadcast read the same events from one feed
+    (:mod:`tgbroadcast.core.queue.feeds`), usually the same batch at the same moment, and a
+    watcher's updates of a batch depend only on its place before it: its stream sequence,
+    counters and status. The first watcher at a place makes them; the others take the very
+    same updates (so what a transport renders of one — an SSE event — is rendered once too)
+    and move to the place after them. The latest ``size`` batches are kept.
+    """
+
+    def __init__(self, *, size: int = 256) -> None:
+        self._size = size
+        self._kept: OrderedDict[tuple[object, ...], _Made] = OrderedDict()
+
+    def step(
+        self,
+        broadcast_id: int,
+        total: int,
+        events: Sequence[Sequenced],
+        start: int,
+        at: _At,
+        status: BroadcastStatus,
+    ) -> _Made:
+        """:func:`_step` of ``events[start:]``, or what it made for another watcher."""
+        key: tuple[object, ...] = (broadcast_id, events[start].seq, events[-1].seq, status)
+        key += (len(events) - start, *at.place())
+        made = self._kept.get(key)
+        if made is None:
+            made = _step(total, events, start, at, status)
+            if len(self._kept) >= self._size:
+                self._kept.popitem(last=False)  # the oldest
+            self._kept[key] = made
+        else:
+            at.seq, at.sent, at.failed, at.recalled, at.edited, at.version = made.place
+        return made
 
 
 async def _replay(
     store: Store, broadcast: Broadcast, after: Cursor | None
-) -> AsyncIterator[WatchUpdate]:
+) -> AsyncIterator[list[WatchUpdate]]:
     at = _At(Cursor("u", 0, 0, 0) if after is None else after)
     last: int | None = None if after is None else after.seq
     version = broadcast.content_version
-
-    def update(result: DeliveryResult | None, cursor: str) -> WatchUpdate:
-        return at.update(result, broadcast.status, broadcast.total, cursor=cursor)
+    status, total = broadcast.status, broadcast.total
 
     while True:
         page = await store.list_results(broadcast.id, after_user_id=last, limit=REPLAY_PAGE)
+        batch: list[WatchUpdate] = []
         for result in page:
             if result.state.delivered:
                 at.sent += 1
@@ -376,7 +527,9 @@ async def _replay(
             if result.edit is not None and result.content_version == version:
                 at.edited, at.version = at.edited + 1, version
             last = at.seq = result.user_id
-            yield update(result, str(at))
+            batch.append(at.update(result, status, total))
         if len(page) < REPLAY_PAGE:
-            break
-    yield update(None, "" if last is None else str(at))
+            batch.append(at.update(None, status, total, positioned=last is not None))
+            yield batch
+            return
+        yield batch

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
+from typing import Final
 
 from google.protobuf.timestamp_pb2 import Timestamp
 
@@ -232,7 +234,40 @@ _SHARED_RESULT: PerUpdate[DeliveryResult, pb.DeliveryResult] = PerUpdate(deliver
 
 
 def watch_update(value: WatchUpdate) -> pb.WatchBroadcastResponse:
-    response = pb.WatchBroadcastResponse(
+    response = _watch_message(value)
+    if value.result is not None:
+        response.result.CopyFrom(_SHARED_RESULT(value.result))
+    return response
+
+
+def watch_batch(values: Sequence[WatchUpdate]) -> pb.WatchBroadcastResponse:
+    """A batched ``WatchBroadcast`` message: these outcomes in ``results``, with the progress
+    and cursor of the last. Built once for every stream that sends the same updates (the
+    watchers at the same place share them): the latest :data:`_BATCHES_KEPT` are kept."""
+    first, last = values[0], values[-1]
+    kept = _batches.get(id(last))
+    if kept is not None and kept[0] is first and kept[1] is last and kept[2] == len(values):
+        return kept[3]
+    response = _watch_message(last)
+    response.results.extend(
+        [_SHARED_RESULT(value.result) for value in values if value.result is not None]
+    )
+    if len(_batches) >= _BATCHES_KEPT:
+        _batches.popitem(last=False)  # the oldest
+    _batches[id(last)] = (first, last, len(values), response)
+    return response
+
+
+_BATCHES_KEPT: Final = 1024
+_batches: OrderedDict[int, tuple[WatchUpdate, WatchUpdate, int, pb.WatchBroadcastResponse]] = (
+    OrderedDict()
+)
+"""Batched messages by their last update's identity (with the updates, so it stays theirs)."""
+
+
+def _watch_message(value: WatchUpdate) -> pb.WatchBroadcastResponse:
+    """``value``'s counters and cursor, without its outcome."""
+    return pb.WatchBroadcastResponse(
         progress=pb.Progress(
             status=_STATUS_TO_PB[value.status],
             total=value.total,
@@ -244,9 +279,6 @@ def watch_update(value: WatchUpdate) -> pb.WatchBroadcastResponse:
         ),
         cursor=value.cursor,
     )
-    if value.result is not None:
-        response.result.CopyFrom(_SHARED_RESULT(value.result))
-    return response
 
 
 def user_filter(message: pb.UserFilter) -> UserFilter:

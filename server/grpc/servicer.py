@@ -198,6 +198,7 @@ class BroadcastServicer(pb_grpc.BroadcastServiceServicer):
                 visible=visible_bots(),
                 after=request.after,
                 from_now=request.from_now,
+                max_batch=request.max_batch,
             ):
                 yield message
 

@@ -16,6 +16,7 @@ from typing import Any, Final, NoReturn, TypeVar, cast
 
 import grpc
 
+from tgbroadcast.core.domain.errors import InvalidArgument
 from tgbroadcast.core.domain.model import Broadcast
 from tgbroadcast.core.service.bot_access import Visible
 from tgbroadcast.core.service.broadcasting import BroadcastingService
@@ -29,13 +30,16 @@ from tgbroadcast.server.streams import (
     StreamClosing,
     TooManyWatchers,
     Watchers,
+    one_by_one,
 )
 from tgbroadcast.v1 import broadcast_pb2 as pb
 
 OPEN_METADATA: Final = (("tgb-watch", "open"),)
 """The initial metadata of a watch the server opened (a refused one ends without it)."""
+MAX_BATCH: Final = 1000
+"""``WatchBroadcastRequest.max_batch``'s largest value."""
 _AHEAD: Final = 64
-"""Updates read ahead of what the stream has written."""
+"""Updates read ahead of what the stream has written (``max_batch``, if more)."""
 
 U = TypeVar("U")
 
@@ -49,14 +53,32 @@ async def watch_broadcast(
     visible: Visible = None,
     after: str = "",
     from_now: bool = False,
+    max_batch: int = 0,
 ) -> AsyncIterator[pb.WatchBroadcastResponse]:
     """The stream's messages; aborts with the statuses above (the core's errors pass: a
     broadcast whose bot is not ``visible`` is NOT_FOUND, as a missing one). Status moves
-    (updates without a result) are not messages: the outcomes after one carry the status."""
+    (updates without a result) are not messages: the outcomes after one carry the status.
+
+    With ``max_batch``, a message carries the outcomes read when the stream writes, up to
+    ``max_batch`` of them: under a fast broadcast a few messages carry many outcomes (a
+    message costs the server, gRPC and the client far more than an outcome in it)."""
+    if not 0 <= max_batch <= MAX_BATCH:
+        raise InvalidArgument.single(
+            "max_batch", f"must be from 0 to {MAX_BATCH} (0: one outcome per message)"
+        )
     updates = core.watch(broadcast_id, visible=visible, after=after, from_now=from_now)
-    async for message in _stream(updates, watchers, context, name=f"grpc-watch-{broadcast_id}"):
-        if message.closing or message.result is not None:
-            yield messages.watch_update(message)
+    name = f"grpc-watch-{broadcast_id}"
+    async for batch in _stream(updates, watchers, context, name=name, most=max_batch):
+        if not max_batch:
+            for update in batch:
+                if update.closing or update.result is not None:
+                    yield messages.watch_update(update)
+            continue
+        outcomes = [update for update in batch if update.result is not None]
+        for start in range(0, len(outcomes), max_batch):  # the first batch comes whole
+            yield messages.watch_batch(outcomes[start : start + max_batch])
+        if batch and batch[-1].closing:  # the end comes last
+            yield messages.watch_update(batch[-1])
 
 
 async def watch_broadcasts(
@@ -70,9 +92,10 @@ async def watch_broadcasts(
 ) -> AsyncIterator[pb.WatchBroadcastsResponse]:
     """``WatchBroadcasts``' messages: ``ready``, then each broadcast as it changes; never
     ends by itself (the core's errors pass: INVALID_ARGUMENT at once)."""
-    updates = core.watch_broadcasts(visible=visible, bot=bot, statuses=statuses)
-    async for update in _stream(updates, watchers, context, name="grpc-watch-list"):
-        yield _list_message(update)
+    updates = one_by_one(core.watch_broadcasts(visible=visible, bot=bot, statuses=statuses))
+    async for batch in _stream(updates, watchers, context, name="grpc-watch-list"):
+        for update in batch:
+            yield _list_message(update)
 
 
 def _list_message(update: Ready | Broadcast) -> pb.WatchBroadcastsResponse:
@@ -82,13 +105,17 @@ def _list_message(update: Ready | Broadcast) -> pb.WatchBroadcastsResponse:
 
 
 async def _stream(
-    source: AsyncGenerator[U, None],
+    source: AsyncGenerator[list[U], None],
     watchers: Watchers,
     context: grpc.aio.ServicerContext[Any, Any],
     *,
     name: str,
-) -> AsyncIterator[U]:
-    """``source``'s updates, holding a watch slot; aborts as the module says."""
+    most: int = 0,
+) -> AsyncIterator[list[U]]:
+    """``source``'s updates (which come in batches), holding a watch slot, in batches of
+    those already read (up to ``most``, or :data:`_AHEAD`; the first batch as it came);
+    aborts as the module says."""
+    most = max(most, _AHEAD)
     try:
         slot = watchers.acquire()
     except TooManyWatchers as exc:
@@ -108,18 +135,24 @@ async def _stream(
                 except StreamClosing as closing:
                     await _tell_closing(context, closing)
                 yield first
-                ahead = ReadAhead(updates, ahead=_AHEAD, name=name)
+                ahead = ReadAhead(updates, ahead=most, name=name)
                 while True:
                     try:
-                        items = await slot.take(ahead)
+                        items = await slot.take(ahead, most=most)
                     except StreamClosing as closing:
                         await _tell_closing(context, closing)
+                    batch: list[U] = []
                     for item in items:
                         if item is END:
+                            if batch:
+                                yield batch
                             return
                         if isinstance(item, BaseException):
+                            if batch:
+                                yield batch
                             raise item
-                        yield cast(U, item)
+                        batch.append(cast(U, item))
+                    yield batch
             finally:
                 if ahead is not None:  # it reads ``updates``: stopped before they close
                     await ahead.aclose()

@@ -33,7 +33,7 @@ from tgbroadcast.core.service.list_watching import Ready
 from tgbroadcast.server.auth import bot_for, visible_bots
 from tgbroadcast.server.rest import params, rendering
 from tgbroadcast.server.rest.reports import WATCHERS_KEY, sse_event, stream_events
-from tgbroadcast.server.streams import ReadAhead, TooManyWatchers, WatchRefused
+from tgbroadcast.server.streams import ReadAhead, TooManyWatchers, WatchRefused, one_by_one
 
 logger = logging.getLogger(__name__)
 
@@ -96,7 +96,7 @@ async def watch_list(request: web.Request) -> web.StreamResponse:
             "X-Accel-Buffering": "no",  # nginx: pass each event on at once
         }
     )
-    ahead = ReadAhead(updates, ahead=_AHEAD, name="sse-watch-list")
+    ahead = ReadAhead(one_by_one(updates), ahead=_AHEAD, name="sse-watch-list")
     try:
         await response.prepare(request)
         await response.write(sse_event("ready", {}))

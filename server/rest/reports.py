@@ -353,19 +353,24 @@ async def stream_events(
 
 def _event_of(item: WatchUpdate | BaseException | object, broadcast_id: int) -> tuple[bytes, bool]:
     """The SSE event of one update, and whether the stream ends with it."""
-    if isinstance(item, BaseException) or not isinstance(item, WatchUpdate):
-        if isinstance(item, BaseException):
-            logger.warning(
-                "event stream stopped",
-                extra={"broadcast_id": broadcast_id, "error": type(item).__name__},
-            )
-        return sse_event("error", {"detail": "the stream stopped; reconnect to resume"}), True
+    if isinstance(item, WatchUpdate):
+        return _SHARED_EVENT(item)
+    if isinstance(item, BaseException):
+        logger.warning(
+            "event stream stopped",
+            extra={"broadcast_id": broadcast_id, "error": type(item).__name__},
+        )
+    return sse_event("error", {"detail": "the stream stopped; reconnect to resume"}), True
+
+
+def _update_event(item: WatchUpdate) -> tuple[bytes, bool]:
+    """An update's SSE event, and whether the stream ends with it."""
     if item.closing:
         return sse_event("end", {"progress": progress_json(item)}, event_id=END_EVENT_ID), True
     if item.result is None:  # a status move
         return sse_event(item.kind, {"progress": progress_json(item)}, event_id=item.cursor), False
-    # The counters by hand, not json.dumps: one per outcome per stream (a status is a plain
-    # word, the counters integers).
+    # The counters by hand, not json.dumps: one per outcome per place of the streams (a
+    # status is a plain word, the counters integers).
     progress = (
         f'{{"status":"{item.status.value}","total":{item.total},"sent":{item.sent},'
         f'"failed":{item.failed},"pending":{item.pending}'
@@ -412,3 +417,6 @@ def _result_json(result: DeliveryResult) -> str:
 
 _SHARED_RESULT: PerUpdate[DeliveryResult, str] = PerUpdate(_result_json)
 """An outcome's JSON, written once for all the streams that send it."""
+_SHARED_EVENT: PerUpdate[WatchUpdate, tuple[bytes, bool]] = PerUpdate(_update_event, size=16384)
+"""An update's event, written once for all the streams at the same place that send it (they
+share the update, :class:`~tgbroadcast.core.service.watching.SharedSteps`)."""

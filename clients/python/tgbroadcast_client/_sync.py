@@ -139,19 +139,20 @@ class Client:
         return self._unary(self._stub.GetBroadcast, request).broadcast
 
     def watch(
-        self, broadcast_id: int, *, after: str = ""
+        self, broadcast_id: int, *, after: str = "", max_batch: int = 0
     ) -> Generator[pb.WatchBroadcastResponse, None, None]:
         """Every recipient's final outcome, exactly once each: first those already known,
         then live ones. The last message has no ``result`` and carries the final status.
         ``after``: the ``cursor`` of the last message of an earlier stream, to resume right
-        after it.
+        after it. ``max_batch`` (up to 1000): several outcomes per message, in ``results``
+        (those ready when the server writes; for a fast broadcast).
 
         The stream starts at the first ``next()``. ``close()`` on the iterator cancels it
         (``with contextlib.closing(client.watch(id)) as updates:`` does so on the way out),
         as does the iterator being garbage collected.
         """
         call = self._stub.WatchBroadcast(
-            pb.WatchBroadcastRequest(broadcast_id=broadcast_id, after=after),
+            pb.WatchBroadcastRequest(broadcast_id=broadcast_id, after=after, max_batch=max_batch),
             metadata=self._options.metadata,
         )
         try:

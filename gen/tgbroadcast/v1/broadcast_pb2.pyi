@@ -1755,6 +1755,7 @@ class WatchBroadcastRequest(_message.Message):
     BROADCAST_ID_FIELD_NUMBER: _builtins.int
     AFTER_FIELD_NUMBER: _builtins.int
     FROM_NOW_FIELD_NUMBER: _builtins.int
+    MAX_BATCH_FIELD_NUMBER: _builtins.int
     broadcast_id: _builtins.int
     after: _builtins.str
     """Resume after this message: the `cursor` of the last message received (a reconnect).
@@ -1766,16 +1767,23 @@ class WatchBroadcastRequest(_message.Message):
     replayed); the counters go on from the broadcast's, and may count a send
     in flight at that moment twice (the closing message has the exact ones).
     """
+    max_batch: _builtins.int
+    """Up to this many outcomes per message, in `results` (`result` stays empty): the
+    outcomes already recorded when the stream writes, never waiting for more. A watcher
+    of a fast broadcast (a dashboard) gets the same outcomes in far fewer messages.
+    0: one outcome per message, in `result`. At most 1000.
+    """
     def __init__(
         self,
         *,
         broadcast_id: _builtins.int = ...,
         after: _builtins.str = ...,
         from_now: _builtins.bool = ...,
+        max_batch: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["after", b"after", "broadcast_id", b"broadcast_id", "from_now", b"from_now"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["after", b"after", "broadcast_id", b"broadcast_id", "from_now", b"from_now", "max_batch", b"max_batch"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -1944,6 +1952,7 @@ class WatchBroadcastResponse(_message.Message):
     RESULT_FIELD_NUMBER: _builtins.int
     PROGRESS_FIELD_NUMBER: _builtins.int
     CURSOR_FIELD_NUMBER: _builtins.int
+    RESULTS_FIELD_NUMBER: _builtins.int
     cursor: _builtins.str
     """This message's position, opaque: `after` resumes after it."""
     @_builtins.property
@@ -1954,16 +1963,24 @@ class WatchBroadcastResponse(_message.Message):
     def progress(self) -> Global___Progress:
         """Counters including this result."""
 
+    @_builtins.property
+    def results(self) -> _containers.RepeatedCompositeFieldContainer[Global___DeliveryResult]:
+        """With `max_batch`: this message's outcomes, in order (`progress` counts them all and
+        carries the status after the last, `cursor` resumes after the last). Empty on the
+        closing message.
+        """
+
     def __init__(
         self,
         *,
         result: Global___DeliveryResult | None = ...,
         progress: Global___Progress | None = ...,
         cursor: _builtins.str = ...,
+        results: _abc.Iterable[Global___DeliveryResult] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["progress", b"progress", "result", b"result"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["cursor", b"cursor", "progress", b"progress", "result", b"result"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["cursor", b"cursor", "progress", b"progress", "result", b"result", "results", b"results"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -253,7 +253,8 @@ class BroadcastServiceServicer:
         """WatchBroadcast streams every recipient's final outcome, exactly once
         each: first the outcomes already known, then live ones as they happen.
         The stream ends with OK after the broadcast has finished; its last
-        message has no `result` and carries the final status.
+        message has no `result` and carries the final status. With `max_batch`
+        a message carries the outcomes ready when it is written (`results`).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -102,7 +102,8 @@ class BroadcastServiceStub:
     """WatchBroadcast streams every recipient's final outcome, exactly once
     each: first the outcomes already known, then live ones as they happen.
     The stream ends with OK after the broadcast has finished; its last
-    message has no `result` and carries the final status.
+    message has no `result` and carries the final status. With `max_batch`
+    a message carries the outcomes ready when it is written (`results`).
     """
     WatchBroadcasts: _grpc.UnaryStreamMultiCallable[_broadcast_pb2.WatchBroadcastsRequest, _broadcast_pb2.WatchBroadcastsResponse]
     """WatchBroadcasts streams the list: its first message is `ready` (from then
@@ -215,7 +216,8 @@ class BroadcastServiceAsyncStub(BroadcastServiceStub):
     """WatchBroadcast streams every recipient's final outcome, exactly once
     each: first the outcomes already known, then live ones as they happen.
     The stream ends with OK after the broadcast has finished; its last
-    message has no `result` and carries the final status.
+    message has no `result` and carries the final status. With `max_batch`
+    a message carries the outcomes ready when it is written (`results`).
     """
     WatchBroadcasts: _aio.UnaryStreamMultiCallable[_broadcast_pb2.WatchBroadcastsRequest, _broadcast_pb2.WatchBroadcastsResponse]  # type: ignore[assignment]
     """WatchBroadcasts streams the list: its first message is `ready` (from then
@@ -391,7 +393,8 @@ class BroadcastServiceServicer(metaclass=_abc_1.ABCMeta):
         """WatchBroadcast streams every recipient's final outcome, exactly once
         each: first the outcomes already known, then live ones as they happen.
         The stream ends with OK after the broadcast has finished; its last
-        message has no `result` and carries the final status.
+        message has no `result` and carries the final status. With `max_batch`
+        a message carries the outcomes ready when it is written (`results`).
         """
 
     @_abc_1.abstractmethod
