@@ -179,18 +179,19 @@ class WatchSlot:
         """At least one of ``ahead``'s items, and up to ``most`` of those already read;
         ``TimeoutError`` after ``timeout`` seconds without one; :class:`StreamClosing` as soon
         as the process drains (the reading is cancelled, and the exception holds it)."""
-        if self._watchers._signal().done():
+        signal = self._watchers._signal()
+        if not signal.done():
+            items = ahead.ready(most)
+            if items:
+                return items
+            await ahead.arrival(signal, timeout)  # no task of its own: once per write
+        if signal.done():
             ahead.task.cancel()
             raise StreamClosing(ahead.task)
         items = ahead.ready(most)
-        if items:
-            return items
-        try:
-            first = await self.wait(ahead.get(), timeout)
-        except StreamClosing:
-            ahead.task.cancel()
-            raise StreamClosing(ahead.task) from None
-        return [first, *ahead.ready(most - 1)]
+        if not items:
+            raise TimeoutError
+        return items
 
     async def wait(self, awaitable: Awaitable[T], timeout: float | None = None) -> T:  # noqa: ASYNC109
         """``awaitable``'s result; ``TimeoutError`` after ``timeout`` seconds (it is cancelled),
@@ -281,13 +282,29 @@ class ReadAhead(Generic[T]):
         self._taken()
         return taken
 
-    async def get(self) -> T | BaseException | _End:
-        while not self._items:
-            self._arrived = asyncio.get_running_loop().create_future()
-            await self._arrived
-        item = self._items.popleft()
-        self._taken()
-        return item
+    async def arrival(
+        self,
+        signal: asyncio.Future[None],
+        timeout: float | None = None,  # noqa: ASYNC109
+    ) -> None:
+        """Returns once an item is ready, ``signal`` is done or ``timeout`` seconds passed."""
+        if self._items:
+            return
+        loop = asyncio.get_running_loop()
+        arrived = self._arrived = loop.create_future()
+
+        def wake(_: object = None) -> None:
+            if not arrived.done():
+                arrived.set_result(None)
+
+        signal.add_done_callback(wake)
+        timer = None if timeout is None else loop.call_later(timeout, wake)
+        try:
+            await arrived
+        finally:
+            signal.remove_done_callback(wake)
+            if timer is not None:
+                timer.cancel()
 
     async def aclose(self) -> None:
         await cancel_and_wait(self.task)

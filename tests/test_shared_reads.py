@@ -12,9 +12,13 @@ import pytest
 
 from tgbroadcast.core.domain.errors import NotFound
 from tgbroadcast.core.domain.model import Broadcast, BroadcastStatus, Content
-from tgbroadcast.core.queue import Idle
+from tgbroadcast.core.metrics import Metrics
+from tgbroadcast.core.queue import Idle, Queue
 from tgbroadcast.core.queue.watching import Sequenced
 from tgbroadcast.core.service import watching
+from tgbroadcast.core.service.bot_access import KnownBots
+from tgbroadcast.core.service.broadcasting import BroadcastingService
+from tgbroadcast.core.service.dispatch import Dispatcher
 from tgbroadcast.core.service.shared_reads import SharedReads
 from tgbroadcast.core.store import Store
 
@@ -174,3 +178,26 @@ async def test_a_quiet_second_of_many_watchers_is_one_read() -> None:
         for task in watchers:
             task.cancel()
         await asyncio.gather(*watchers, return_exceptions=True)
+
+
+async def test_watches_starting_together_are_one_read() -> None:
+    """A crowd of dashboards opening a watch at once reads the broadcast once; each still
+    gets NOT_FOUND for a bot it may not see."""
+    rows = Rows()
+    rows.gate.clear()  # the read waits until every watch has asked
+    service = BroadcastingService(
+        store=cast(Store, rows),
+        queue=cast(Queue, None),
+        dispatcher=cast(Dispatcher, None),
+        metrics=cast(Metrics, None),
+        bots=cast(KnownBots, None),
+        max_user_ids=10,
+    )
+    starts = [asyncio.create_task(service.watchable(7)) for _ in range(20)]
+    hidden = asyncio.create_task(service.watchable(7, visible={"another-bot"}))
+    await rows.began.wait()  # the read's task began after every start's first step
+    rows.gate.set()
+    assert [b.id for b in await asyncio.gather(*starts)] == [7] * 20
+    with pytest.raises(NotFound):
+        await hidden
+    assert rows.reads == 1

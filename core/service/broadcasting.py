@@ -67,6 +67,7 @@ from tgbroadcast.core.service.announcing import announce
 from tgbroadcast.core.service.bot_access import (
     KnownBots,
     Visible,
+    may_see,
     require_known,
     visible_broadcast,
 )
@@ -80,6 +81,7 @@ from tgbroadcast.core.service.uploads import stash_album
 from tgbroadcast.core.service.user_import import ImportChunk, import_users
 from tgbroadcast.core.service.watching import Cursor, WatchUpdate
 from tgbroadcast.core.store import Store
+from tgbroadcast.core.store.broadcasts import not_found
 
 logger = logging.getLogger(__name__)
 
@@ -409,6 +411,17 @@ class BroadcastingService(LifecycleOperations):
             self._store, broadcast_id, outcomes=outcomes, visible=visible
         )
 
+    async def watchable(self, broadcast_id: int, *, visible: Visible = None) -> Broadcast:
+        """The broadcast as a watch starts from it: a read begun at most
+        :data:`.watching.START_READ_AGE` ago, shared with the watches starting with it (a
+        crowd of dashboards opening at once is one query, not one each); ``NotFound`` if it
+        does not exist or its bot is not ``visible``."""
+        fresh_after = self._reads.now() - watching.START_READ_AGE
+        broadcast = await self._reads.get(broadcast_id, fresh_after=fresh_after)
+        if not may_see(visible, broadcast.bot):
+            raise not_found(broadcast_id)
+        return broadcast
+
     async def watch(
         self,
         broadcast_id: int,
@@ -424,7 +437,7 @@ class BroadcastingService(LifecycleOperations):
         only the outcomes recorded from now on, the counters going on from those
         (:meth:`.watching.Cursor.now`). ``NotFound`` (at the first step) if the
         broadcast does not exist or its bot is not ``visible``."""
-        broadcast = await visible_broadcast(self._store, broadcast_id, visible)
+        broadcast = await self.watchable(broadcast_id, visible=visible)
         cursor = Cursor.parse(after) if after else None
         if from_now and not after:
             end = await self._queue.events_end()

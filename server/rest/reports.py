@@ -274,7 +274,7 @@ async def watch_events(request: web.Request) -> web.StreamResponse:
         raise InvalidArgument.single("from", "must be now (or left out: from the first outcome)")
     service = params.service(request)
     visible = visible_bots()
-    await service.get_broadcast(broadcast_id, visible=visible)  # unknown or hidden: a 404
+    await service.watchable(broadcast_id, visible=visible)  # unknown or hidden: a 404
     last_event_id = request.headers.get("Last-Event-ID", "").strip()
     if last_event_id == END_EVENT_ID:
         return web.Response(status=204)
