@@ -159,16 +159,20 @@ async def watchers(bench: Bench) -> Section:
     server_cpu = watched.window.cpu("server")
     alone_cpu = alone.window.cpu("server")
     if server_cpu is not None and alone_cpu is not None and streamed:
+        grpc_messages = sum(w.get("messages", 0) for w in per_watcher)
         section.findings.append(
-            f"The server streamed {fmt(streamed)} outcome messages ({streams} watchers x "
-            f"{fmt(count)}) for {fmt(server_cpu - alone_cpu, 1)} CPU s more than without "
-            f"watchers ({fmt((server_cpu - alone_cpu) * 1000 / streamed, 3)} ms each, target "
-            "0.02; at 78ce160, with a NATS consumer per watcher: 0.13); the "
+            f"The server streamed {fmt(streamed)} outcomes ({streams} watchers x "
+            f"{fmt(count)}; the gRPC watchers' in {fmt(grpc_messages)} messages) for "
+            f"{fmt(server_cpu - alone_cpu, 1)} CPU s more than without watchers "
+            f"({fmt((server_cpu - alone_cpu) * 1000 / streamed, 4)} ms each, target 0.02; at "
+            "78ce160, with a NATS consumer per watcher and a message per outcome: 0.13); the "
             f"broadcast's steady rate went from {fmt(alone.deliveries.steady_rate, 0)} to "
             f"{fmt(watched.deliveries.steady_rate, 0)} msg/s (at 78ce160 with 100 gRPC "
-            "watchers: 781 to 556, lag p99 25.3 s). The watchers' clients run on the same "
-            "2 cores as the service and use as much CPU as the server: the lag is theirs "
-            "to read as much as the server's to write."
+            "watchers: 781 to 556, lag p99 25.3 s). The watchers' clients used "
+            f"{fmt(watched.window.cpu('watchers'), 1)} CPU s on the same 2 cores; the workers "
+            f"{fmt(watched.window.cpu('worker'), 1)} (without watchers "
+            f"{fmt(alone.window.cpu('worker'), 1)}): what the run asks of the two cores is "
+            "in docs/profiles.md (Watchers)."
         )
     section.targets += _targets(
         lags=lags,
