@@ -412,12 +412,12 @@ class BroadcastingService(LifecycleOperations):
         )
 
     async def watchable(self, broadcast_id: int, *, visible: Visible = None) -> Broadcast:
-        """The broadcast as a watch starts from it: a read begun at most
-        :data:`.watching.START_READ_AGE` ago, shared with the watches starting with it (a
-        crowd of dashboards opening at once is one query, not one each); ``NotFound`` if it
-        does not exist or its bot is not ``visible``."""
-        fresh_after = self._reads.now() - watching.START_READ_AGE
-        broadcast = await self._reads.get(broadcast_id, fresh_after=fresh_after)
+        """The broadcast as a watch starts from it: a read begun after this call, shared
+        with the watches starting with it (:class:`.shared_reads.SharedReads`: a crowd of
+        dashboards opening at once is a couple of queries, not one each); ``NotFound`` if it
+        does not exist or its bot is not ``visible``. Never an older read: an edit or a
+        recall the caller made just before must be seen, to be followed."""
+        broadcast = await self._reads.get(broadcast_id, fresh_after=self._reads.now())
         if not may_see(visible, broadcast.bot):
             raise not_found(broadcast_id)
         return broadcast

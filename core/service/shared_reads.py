@@ -13,6 +13,10 @@ Guarantees:
 * At most one read per broadcast is started for callers that accept it; a read runs in a
   task of its own, so a caller that leaves (a closed stream) does not cancel it for the
   others. Its failure (``NotFound``, a database error) reaches every caller that awaited it.
+* At most one read per broadcast is in flight: a caller that needs a newer one than the read
+  in flight waits for the *next* read, begun as that one ends and shared by every caller
+  that came meanwhile (two hundred watches opening at once, or seeing the same finish event,
+  are two reads, not two hundred).
 * A read that succeeded is kept for :data:`KEEP` seconds, then dropped (the process keeps
   nothing for broadcasts nobody watches); one that failed is dropped at once, so a later
   caller reads again rather than get an old failure.
@@ -42,6 +46,8 @@ class SharedReads:
         self._clock = clock
         self._reads: dict[int, tuple[float, asyncio.Task[Broadcast]]] = {}
         """Per broadcast: the latest read, with the time it began."""
+        self._next: dict[int, asyncio.Task[Broadcast]] = {}
+        """Per broadcast: the read to begin once the one in flight ends."""
 
     @property
     def kept(self) -> int:
@@ -52,9 +58,24 @@ class SharedReads:
         """The broadcast as a read begun at or after ``fresh_after`` (this clock's time)
         found it; ``NotFound`` if there is none."""
         latest = self._reads.get(broadcast_id)
-        if latest is None or latest[0] < fresh_after:
-            latest = self._start(broadcast_id)
-        return await asyncio.shield(latest[1])
+        if latest is not None and latest[0] >= fresh_after:
+            return await asyncio.shield(latest[1])
+        if latest is None or latest[1].done():
+            return await asyncio.shield(self._start(broadcast_id)[1])
+        following = self._next.get(broadcast_id)
+        if following is None:
+            following = self._next[broadcast_id] = asyncio.create_task(
+                self._after(broadcast_id, latest[1]), name=f"read-broadcast-{broadcast_id}-next"
+            )
+            following.add_done_callback(_retrieved)
+        return await asyncio.shield(following)
+
+    async def _after(self, broadcast_id: int, current: asyncio.Task[Broadcast]) -> Broadcast:
+        """A read begun once ``current`` (in flight) has ended: after every caller waiting
+        for it had asked."""
+        await asyncio.wait([current])
+        del self._next[broadcast_id]
+        return await self._start(broadcast_id)[1]
 
     def now(self) -> float:
         return self._clock()
@@ -79,3 +100,9 @@ class SharedReads:
     def _drop(self, broadcast_id: int, entry: tuple[float, asyncio.Task[Broadcast]]) -> None:
         if self._reads.get(broadcast_id) is entry:
             del self._reads[broadcast_id]
+
+
+def _retrieved(task: asyncio.Task[Broadcast]) -> None:
+    """Marks a shared read's failure as seen (every caller may have left)."""
+    if not task.cancelled():
+        task.exception()

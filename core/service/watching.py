@@ -58,9 +58,6 @@ STATUS_KIND = "status"
 """The kind of a status move's update (it has no result)."""
 QUIET_READ_AGE = 1.0
 """Seconds old a read of the broadcast may be when a quiet second asks for one."""
-START_READ_AGE = 0.1
-"""Seconds old a read of the broadcast may be when a watch starts (as if it had started
-that much earlier)."""
 _BEFORE_SENDING = frozenset({BroadcastStatus.SCHEDULED, BroadcastStatus.QUEUED})
 """Statuses an outcome proves wrong: its broadcast is running (or past it) by then."""
 _SETTLED = frozenset({BroadcastStatus.COMPLETED, BroadcastStatus.RECALLED})

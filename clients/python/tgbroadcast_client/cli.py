@@ -414,7 +414,9 @@ async def send(
                 return EXIT_OK
             view = _progress_view(stdout, terminal)
             try:
-                async for update in client.watch(sent.broadcast_id):
+                # The view needs only the counters: as many outcomes to a message as the
+                # server has ready (a big broadcast is a few messages a second, not thousands).
+                async for update in client.watch(sent.broadcast_id, max_batch=1000):
                     view.update(update.progress)
             finally:
                 view.close()
@@ -460,7 +462,7 @@ def _progress_view(out: TextIO, terminal: bool | None) -> ProgressView:
 
 class PlainProgress:
     """Progress as lines, for logs and pipes: a line when the status changes and each time
-    another tenth of the recipients is done."""
+    the share of recipients done passes another tenth."""
 
     def __init__(self, out: TextIO) -> None:
         self._out = out
