@@ -161,11 +161,8 @@ class EventFeeds:
             self.watch_batches(broadcast_id, start_seq, idle_after=idle_after)
         ) as batches:
             async for batch in batches:
-                if isinstance(batch, Idle):
-                    yield batch
-                else:
-                    for item in batch:
-                        yield item
+                for item in (batch,) if isinstance(batch, Idle) else batch:
+                    yield item
 
     async def watch_batches(
         self, broadcast_id: int, start_seq: int = 1, *, idle_after: float = 1.0
