@@ -268,6 +268,14 @@ async def test_a_bot_created_while_the_worker_runs_is_served(
         # consumer again: the sweep every worker runs when it starts removes it.
         assert await queue.fetch_jobs(max_jobs=1, timeout=0.1, bot="late") == []
         assert not await consumer_gone()
+
+        async def no_pull_waiting() -> bool:
+            info = await queue.jetstream.consumer_info(queue.names.jobs_stream, consumer)
+            return not info.num_waiting
+
+        # The fetch's pull request outlives it on the server until it expires, and would take
+        # the job published next (then in nobody's hands, not pending): wait for it to go.
+        await wait_until(no_pull_waiting)
         # A job of a cancelled broadcast left behind (a deleted bot has no unfinished one):
         # the same sweep purges it, so the bot's backlog goes.
         await queue.publish_jobs([Job(broadcast_id=broadcast_id, user_ids=(24,), bot="late")])
