@@ -238,7 +238,7 @@ class ReadAhead(Generic[T]):
         self._items: deque[T | BaseException | _End] = deque()
         self._ahead = ahead
         self._arrived: asyncio.Future[None] | None = None
-        """The stream waiting for an item (:meth:`get`)."""
+        """The stream waiting for an item (:meth:`arrival`)."""
         self._room: asyncio.Future[None] | None = None
         """The reading waiting for the stream to take some."""
         self.task = asyncio.create_task(self._read(batches), name=name)

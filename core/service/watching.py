@@ -213,11 +213,6 @@ class _At:
         self.edited = cursor.edited
         self.version = cursor.version
 
-    def __str__(self) -> str:
-        return _spelled(
-            self.kind, self.seq, self.sent, self.failed, self.recalled, self.edited, self.version
-        )
-
     def place(self) -> tuple[int, int, int, int, int, int]:
         """Its sequence and counters (:class:`SharedSteps`' key)."""
         return (self.seq, self.sent, self.failed, self.recalled, self.edited, self.version)
