@@ -25,7 +25,7 @@ def test_the_audience_is_hashed_as_a_set() -> None:
     assert hashed(user_ids=[1, 2]) != hashed(user_ids=[1, 2, 3])
     # Sending keeps the request's order.
     new = validate_send(SendRequest(message="hi", user_ids=[3, 1, 2, 1]), max_user_ids=100)
-    assert new.user_ids == (3, 1, 2)
+    assert list(new.user_ids) == [3, 1, 2]
 
 
 async def post_raw(stack: Stack, text: str, key: str) -> tuple[int, Any]:

@@ -3,6 +3,7 @@ per broadcast, and CSV imports parsed into chunks whose errors name the line."""
 
 from __future__ import annotations
 
+from array import array
 from collections.abc import AsyncIterator
 
 import pytest
@@ -12,7 +13,12 @@ from tgbroadcast.core.domain.model import (
     UserFilter,
     UserProfile,
 )
-from tgbroadcast.core.rules.validation import SendRequest, validate_send, validate_users
+from tgbroadcast.core.domain.recipients import DistinctIds, packed_ids
+from tgbroadcast.core.rules.validation import (
+    SendRequest,
+    validate_send,
+    validate_users,
+)
 from tgbroadcast.server.rest.users_csv import csv_chunks
 
 
@@ -74,6 +80,30 @@ def test_an_empty_filter_is_every_active_user() -> None:
         max_user_ids=10,
     )
     assert tagged.filter == UserFilter(tags=("vip",), language_codes=("en",))
+
+
+def test_recipient_ids_are_held_as_64_bit_integers_without_repeats() -> None:
+    given = [5, -1001, 5, 2**63 - 1, -(2**63), 7, -1001]
+    for ids in (packed_ids(given), given):  # from a transport, or any sequence
+        new = validate_send(SendRequest(message="hi", user_ids=ids), max_user_ids=10)
+        assert isinstance(new.user_ids, DistinctIds)
+        assert list(new.user_ids) == [5, -1001, 2**63 - 1, -(2**63), 7]  # request order
+    assert isinstance(packed_ids(given), array)
+    assert DistinctIds.of(given) == new.user_ids
+    assert DistinctIds.of(new.user_ids) is new.user_ids
+
+
+def test_ids_beyond_64_bits_stay_as_given_and_are_each_named() -> None:
+    too_big = packed_ids([1, 2**63, 0, -(2**63) - 1, 1])
+    assert too_big == (1, 2**63, 0, -(2**63) - 1, 1)
+    with pytest.raises(InvalidArgument) as raised:
+        validate_send(SendRequest(message="hi", user_ids=too_big), max_user_ids=2)
+    assert violations(raised) == {
+        "user_ids[1]": f"{2**63} is not a Telegram chat id",
+        "user_ids[2]": "0 is not a Telegram chat id",
+        "user_ids[3]": f"{-(2**63) - 1} is not a Telegram chat id",
+        "user_ids": "names 4 distinct recipients; at most 2 per request",
+    }
 
 
 async def lines_of(text: str) -> AsyncIterator[bytes]:

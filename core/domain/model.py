@@ -25,7 +25,7 @@ counted once however many workers race on it.
 from __future__ import annotations
 
 import enum
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 
@@ -201,12 +201,12 @@ class ContentEdit:
 class NewBroadcast:
     """A validated request for a broadcast.
 
-    Exactly one audience: ``user_ids`` (distinct, in request order), ``all_users`` or
-    ``filter``.
+    Exactly one audience: ``user_ids`` (distinct, in request order: validation makes them
+    :class:`~tgbroadcast.core.domain.recipients.DistinctIds`), ``all_users`` or ``filter``.
     """
 
     content: Content
-    user_ids: tuple[int, ...] = ()
+    user_ids: Sequence[int] = ()
     all_users: bool = False
     filter: UserFilter | None = None
     """Instead of ``user_ids``/``all_users``: the active users matching this filter."""

@@ -31,12 +31,10 @@ from tgbroadcast.core.domain.model import (
     UserProfile,
     Variant,
 )
+from tgbroadcast.core.domain.recipients import INT64_MAX, INT64_MIN, checked_ids
 from tgbroadcast.core.rules import callback_urls, paid, rich_content, schedule
 from tgbroadcast.core.rules.rich_content import AlbumItemInput
 from tgbroadcast.core.rules.variants import CheckContent, VariantInput, validate_variants
-
-INT64_MIN = -(2**63)
-INT64_MAX = 2**63 - 1
 
 MAX_USERS_PER_UPSERT = 10_000
 
@@ -395,9 +393,10 @@ def _composite_content(
 
 def _audience(
     request: SendRequest, max_user_ids: int, violations: list[FieldViolation]
-) -> tuple[tuple[int, ...], UserFilter | None]:
+) -> tuple[Sequence[int], UserFilter | None]:
     """Exactly one of ``user_ids``, ``all_users`` and ``filter``: the distinct ids, or the
-    checked filter (an empty filter is every active user, like ``all_users``)."""
+    checked filter (an empty filter is every active user,
+    like ``all_users``)."""
     given = [
         name
         for name, present in (
@@ -429,26 +428,7 @@ def _audience(
             )
         )
         return (), None
-    ids = request.user_ids
-    distinct_ids = dict.fromkeys(ids)
-    distinct = tuple(distinct_ids)
-    # Checked one by one only when one is bad: min and max run in C.
-    bad = 0 in distinct_ids or min(ids) < INT64_MIN or max(ids) > INT64_MAX
-    for index, user_id in enumerate(ids if bad else ()):
-        if user_id == 0 or not INT64_MIN <= user_id <= INT64_MAX:
-            violations.append(
-                FieldViolation(f"user_ids[{index}]", f"{user_id} is not a Telegram chat id")
-            )
-            if len(violations) >= 20:
-                break
-    if len(distinct) > max_user_ids:
-        violations.append(
-            FieldViolation(
-                "user_ids",
-                f"names {len(distinct)} distinct recipients; at most {max_user_ids} per request",
-            )
-        )
-    return distinct, None
+    return checked_ids(request.user_ids, max_user_ids, violations), None
 
 
 def validate_users(

@@ -21,8 +21,9 @@ Then the recipients without a user row of the broadcast's bot get one, in one ``
 SELECT`` over the new deliveries (:func:`users.add_recipients`).
 
 Everything runs on the caller's connection, inside its transaction: the recipients commit or
-roll back with their broadcast. Python holds the ids once more, as an array of 64-bit
-integers, plus one statement's worth at a time (on MySQL/MariaDB, a sorted copy too).
+roll back with their broadcast. The ids come as an array of 64-bit integers from the API
+(other callers' are copied into one); Python holds one statement's worth more at a time (on
+MySQL/MariaDB, a sorted copy too).
 """
 
 from __future__ import annotations
@@ -113,7 +114,10 @@ async def address(
 
 
 def _int64_array(user_ids: Sequence[int]) -> array[int]:
-    """The ids as signed 64-bit integers; a precise error for the first one that is not."""
+    """The ids as signed 64-bit integers (those from the API already are); a precise error
+    for the first one that is not."""
+    if isinstance(user_ids, array) and user_ids.typecode == "q":
+        return user_ids
     try:
         return array("q", user_ids)
     except (OverflowError, TypeError):

@@ -56,6 +56,7 @@ from tgbroadcast.core.domain.model import (
     UserPage,
     UserProfile,
 )
+from tgbroadcast.core.domain.recipients import DistinctIds
 from tgbroadcast.core.domain.states import Command
 from tgbroadcast.core.store import (
     actions,
@@ -190,8 +191,8 @@ class Store(BotRows, CallbackRows, RecallRows, EditRows, SendingRows, ClickRows,
         the broadcast); ``InvalidArgument`` on ``bot`` if it was deleted.
         """
         _check_bot(new.bot)
-        user_ids = new.user_ids
-        if len(set(user_ids)) != len(user_ids):  # a validated request has no repeats: cheaper
+        user_ids = new.user_ids  # validated ones are DistinctIds
+        if not isinstance(user_ids, DistinctIds) and len(set(user_ids)) != len(user_ids):
             user_ids = tuple(dict.fromkeys(user_ids))
         if sum((bool(user_ids), new.all_users, new.filter is not None)) > 1:
             raise ValueError("a broadcast has one audience: user_ids, all_users or filter")

@@ -23,6 +23,7 @@ from tgbroadcast.core.domain.model import (
     UserProfile,
     Variant,
 )
+from tgbroadcast.core.domain.recipients import packed_ids
 from tgbroadcast.core.rules.validation import SendRequest
 from tgbroadcast.core.rules.variants import VariantInput
 from tgbroadcast.core.service.clicks import LinkClicks
@@ -79,7 +80,7 @@ def send_request(message: pb.SendMessageRequest) -> SendRequest:
         message=message.message,
         media_type=media_type_name(message.media_type),
         media_url=message.media_url,
-        user_ids=tuple(message.user_ids),
+        user_ids=packed_ids(message.user_ids),
         all_users=message.all_users,
         filter=user_filter(message.filter) if message.HasField("filter") else None,
         allow_paid_broadcast=message.allow_paid_broadcast,
