@@ -19,7 +19,13 @@ import pytest
 from tests.fixtures.cluster import AUTH, cluster, environ
 from tests.fixtures.grpc_details import bad_request
 from tests.fixtures.nats import wait_until
-from tests.fixtures.stack import Backend, Stack, on_sqlite, start_stack
+from tests.fixtures.stack import (
+    Backend,
+    Stack,
+    on_sqlite,
+    on_sqlite_and_postgres,
+    start_stack,
+)
 from tests.fixtures.telegram import BOT_ID, PHOTO_URL, call, sends_by_chat, sent_at_least
 from tests.fixtures.watching import watch, watch_into
 from tests.test_recall import rest, send_and_finish, sse_events
@@ -286,6 +292,7 @@ async def test_an_edit_mid_run_gives_the_rest_the_new_content(
     assert sorted(edited) == sorted(old)
 
 
+@on_sqlite_and_postgres
 async def test_a_worker_killed_mid_edit_leaves_nobody_behind(
     backend: Backend, tmp_path: Path
 ) -> None:

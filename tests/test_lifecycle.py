@@ -20,7 +20,7 @@ from sqlalchemy import func, select, update
 
 from tests.fixtures.cluster import AUTH, cluster, environ
 from tests.fixtures.nats import no_jobs, wait_until
-from tests.fixtures.stack import Backend, Stack, start_stack
+from tests.fixtures.stack import Backend, Stack, on_sqlite_and_postgres, start_stack
 from tests.fixtures.telegram import sends_by_chat, sent_at_least
 from tests.fixtures.watching import assert_watch_complete, watch
 from tgbroadcast.core.store import create_engine
@@ -342,6 +342,7 @@ async def test_idempotent_send_message(stack: Stack) -> None:
     assert counts == Counter({51: 1, 52: 1, 61: 1, 62: 1, 63: 1, 71: 1})
 
 
+@on_sqlite_and_postgres
 async def test_pause_and_resume_across_two_worker_processes(
     backend: Backend, tmp_path: Path
 ) -> None:

@@ -20,7 +20,13 @@ from sqlalchemy import update
 
 from tests.fixtures.cluster import AUTH, cluster, environ
 from tests.fixtures.nats import wait_until
-from tests.fixtures.stack import Backend, Stack, on_sqlite, start_stack
+from tests.fixtures.stack import (
+    Backend,
+    Stack,
+    on_sqlite,
+    on_sqlite_and_postgres,
+    start_stack,
+)
 from tests.fixtures.telegram import BOT_ID, call, sends_by_chat, sent_at_least
 from tests.fixtures.watching import watch, watch_into
 from tgbroadcast.core.store import create_engine
@@ -280,6 +286,7 @@ async def test_a_recall_mid_run_sends_nothing_more_and_deletes_what_was_sent(
         assert sorted(recalled) == sorted(sent)
 
 
+@on_sqlite_and_postgres
 async def test_a_worker_killed_mid_recall_loses_nobody(backend: Backend, tmp_path: Path) -> None:
     """kill -9 of one of two workers while they recall: the other finishes its jobs; every
     sent recipient's recall is recorded once, nothing is left in the chats, and only the

@@ -4,6 +4,7 @@ process against the whole service, with ``--watch``; and its usage errors."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import io
 import re
 from pathlib import Path
@@ -254,20 +255,27 @@ CLI_USAGE_ERRORS = [
 ]
 
 
+def usage_error(*args: str) -> tuple[int, str, str]:
+    """``tgbroadcast send ARGS`` in this process (what the executable runs; the process itself
+    is tested by ``test_cli_needs_a_token_and_an_audience``): exit code, stdout, stderr."""
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stderr(err):  # argparse writes its errors there
+        code = send_cli.main(
+            [*args, "--user-id", "1"], environ={"TGBROADCAST_TOKEN": "x"}, stdout=out, stderr=err
+        )
+    return code, out.getvalue(), err.getvalue()
+
+
 @pytest.mark.parametrize(("args", "message"), CLI_USAGE_ERRORS)
-async def test_cli_refuses_a_kind_without_what_it_needs(
-    args: list[str], message: str, tmp_path: Path
-) -> None:
+def test_cli_refuses_a_kind_without_what_it_needs(args: list[str], message: str) -> None:
     # No service: a usage error is found before any connection.
-    run = await run_send(
-        "--target", "127.0.0.1:9", *args, "--user-id", "1", environ={"TGBROADCAST_TOKEN": "x"}
-    )
-    assert run.returncode == send_cli.EXIT_USAGE, run.stderr
-    assert message in run.stderr
-    assert run.stdout == ""
+    code, stdout, stderr = usage_error("--target", "127.0.0.1:9", *args)
+    assert code == send_cli.EXIT_USAGE, stderr
+    assert message in stderr
+    assert stdout == ""
 
 
-async def test_cli_refuses_a_bad_album_file(tmp_path: Path) -> None:
+def test_cli_refuses_a_bad_album_file(tmp_path: Path) -> None:
     bad = {
         "not json": ("[", "not JSON"),
         "not a list": ('{"media_type": "photo"}', "must be a JSON array"),
@@ -277,8 +285,6 @@ async def test_cli_refuses_a_bad_album_file(tmp_path: Path) -> None:
     for name, (text, message) in bad.items():
         path = tmp_path / f"{name}.json"
         path.write_text(text)
-        run = await run_send(
-            "--album-file", str(path), "--user-id", "1", environ={"TGBROADCAST_TOKEN": "x"}
-        )
-        assert run.returncode == send_cli.EXIT_USAGE, (name, run.stderr)
-        assert message in run.stderr, name
+        code, _, stderr = usage_error("--album-file", str(path))
+        assert code == send_cli.EXIT_USAGE, (name, stderr)
+        assert message in stderr, name

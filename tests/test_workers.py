@@ -19,7 +19,7 @@ from tests.fixtures.cluster import AUTH, cluster, environ
 from tests.fixtures.held_calls import HoldingSimulator
 from tests.fixtures.nats import no_jobs, wait_until
 from tests.fixtures.services import POSTGRES_ADDR, free_port
-from tests.fixtures.stack import Backend, open_backend, start_stack
+from tests.fixtures.stack import Backend, on_sqlite_and_postgres, open_backend, start_stack
 from tests.fixtures.telegram import sends_by_chat, sent_at_least
 from tests.fixtures.watching import assert_watch_complete, watch
 from tgbroadcast.core.queue import Job, Queue
@@ -27,6 +27,7 @@ from tgbroadcast.launcher.natsserver import EmbeddedNatsServer
 from tgbroadcast.simulator import Limit, RateLimits, Simulator
 
 
+@on_sqlite_and_postgres
 async def test_workers_share_one_budget_and_survive_kills(backend: Backend, tmp_path: Path) -> None:
     """One cluster, three acts: three workers share the bot's budget; a worker killed mid-
     broadcast loses nobody; a server killed right after its 202 loses nothing."""
