@@ -25,23 +25,11 @@ else:  # ``array`` takes no type argument at run time before Python 3.12
 
 
 class DistinctIds(_Int64Array):
-    """Chat ids without repeats, in the order first named, as signed 64-bit integers.
-
-    Built with :meth:`of`; slices and copies are plain arrays (nothing says they are still
-    distinct).
-    """
+    """Chat ids without repeats, in the order first named, as signed 64-bit integers: what
+    :func:`checked_ids` returns. Slices and copies are plain arrays (nothing says they are
+    still distinct)."""
 
     __slots__ = ()
-
-    @classmethod
-    def of(cls, ids: Iterable[int]) -> DistinctIds:
-        """``ids`` without their repeats; ``OverflowError`` if one is outside signed 64 bits,
-        ``TypeError`` if one is not an integer."""
-        if isinstance(ids, DistinctIds):
-            return ids
-        packed = ids if isinstance(ids, array) and ids.typecode == "q" else array("q", ids)
-        unique = dict.fromkeys(packed)
-        return cls("q", packed if len(unique) == len(packed) else unique)
 
 
 def packed_ids(user_ids: Iterable[int]) -> Sequence[int]:
@@ -64,7 +52,7 @@ def checked_ids(ids: Sequence[int], max_ids: int, violations: list[FieldViolatio
     packed = isinstance(ids, array) and ids.typecode == "q"
     bad = 0 in unique or not (packed or (min(ids) >= INT64_MIN and max(ids) <= INT64_MAX))
     count = len(unique)
-    distinct = DistinctIds("q", () if bad else ids if count == len(ids) else unique)
+    distinct = DistinctIds("q", () if bad else (ids if count == len(ids) else unique))
     del unique  # a million entries: not held while the rest is checked
     for index, user_id in enumerate(ids if bad else ()):
         if user_id == 0 or not INT64_MIN <= user_id <= INT64_MAX:

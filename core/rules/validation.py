@@ -395,8 +395,7 @@ def _audience(
     request: SendRequest, max_user_ids: int, violations: list[FieldViolation]
 ) -> tuple[Sequence[int], UserFilter | None]:
     """Exactly one of ``user_ids``, ``all_users`` and ``filter``: the distinct ids, or the
-    checked filter (an empty filter is every active user,
-    like ``all_users``)."""
+    checked filter (an empty filter is every active user, like ``all_users``)."""
     given = [
         name
         for name, present in (
