@@ -53,6 +53,7 @@ from sqlalchemy.schema import CreateTable
 from sqlalchemy.sql.dml import Insert
 
 from tgbroadcast.core.domain.model import DeliveryState, UserFilter
+from tgbroadcast.core.domain.recipients import INT64_MAX, INT64_MIN
 from tgbroadcast.core.store import audiences, limits, users
 from tgbroadcast.core.store.limits import chunks
 from tgbroadcast.core.store.tables import deliveries
@@ -62,8 +63,6 @@ _MYSQL_ROW_BYTES: Final = 64
 """Room for one ``(broadcast_id,user_id,'pending'),`` with both ids at 20 characters."""
 
 _PENDING: Final = DeliveryState.PENDING.value
-_INT64_MIN: Final = -(2**63)
-_INT64_MAX: Final = 2**63 - 1
 _COLUMNS: Final = ("broadcast_id", "user_id", "state")
 _MYSQL_INSERT: Final = "INSERT INTO deliveries (broadcast_id, user_id, state) VALUES "
 
@@ -126,9 +125,9 @@ def _int64_array(user_ids: Sequence[int]) -> array[int]:
                 value = operator.index(user_id)
             except TypeError:
                 raise TypeError(f"user id {user_id!r} is not an integer") from None
-            if not _INT64_MIN <= value <= _INT64_MAX:
+            if not INT64_MIN <= value <= INT64_MAX:
                 raise OverflowError(
-                    f"user id {value} is outside signed 64 bits ({_INT64_MIN}..{_INT64_MAX})"
+                    f"user id {value} is outside signed 64 bits ({INT64_MIN}..{INT64_MAX})"
                 ) from None
         raise
 

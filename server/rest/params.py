@@ -23,9 +23,10 @@ from aiohttp import web
 from pydantic import BaseModel, ValidationError
 
 from tgbroadcast.core.domain.errors import FieldViolation, InvalidArgument
+from tgbroadcast.core.domain.recipients import INT64_MAX, INT64_MIN
 from tgbroadcast.core.service.broadcasting import BroadcastingService
 from tgbroadcast.server.rest import strict_json
-from tgbroadcast.server.rest.strict_json import ECHO_LIMIT, INT64_MAX, INT64_MIN, echo
+from tgbroadcast.server.rest.strict_json import ECHO_LIMIT, echo
 
 SERVICE_KEY: Final = web.AppKey("service", BroadcastingService)
 MAX_BODY_KEY: Final = web.AppKey("max_body_bytes", int)

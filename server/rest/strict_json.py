@@ -20,9 +20,8 @@ from collections.abc import Callable
 from typing import Any, Final
 
 from tgbroadcast.core.domain.errors import FieldViolation, InvalidArgument
+from tgbroadcast.core.domain.recipients import INT64_MAX, INT64_MIN
 
-INT64_MIN: Final = -(2**63)
-INT64_MAX: Final = 2**63 - 1
 _MAX_INT64_CHARS: Final = len(str(INT64_MIN))
 MAX_VIOLATIONS: Final = 100
 """Violations listed at most: a body of a million bad numbers gets a short answer."""
