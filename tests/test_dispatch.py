@@ -18,6 +18,7 @@ from tgbroadcast.core.domain.errors import QueueError
 from tgbroadcast.core.domain.model import Content, NewBroadcast
 from tgbroadcast.core.domain.states import Command
 from tgbroadcast.core.queue import Job, Queue
+from tgbroadcast.core.service import dispatch
 from tgbroadcast.core.service.dispatch import Dispatcher
 from tgbroadcast.core.store import SmallBroadcast, Store
 
@@ -235,3 +236,93 @@ async def test_a_broadcast_resumed_while_its_group_is_published_gets_its_new_gen
         (moved, 0, (2, 3)),  # the group's, of the generation it read
         (moved, states.generation(resumed_at), (2, 3)),  # then on its own, the new one
     ]
+
+
+# -- recipients handed over by the request that created the broadcast ------------------------
+class _Reading:
+    """The real store, counting the broadcasts whose recipients were read to cut jobs."""
+
+    def __init__(self, store: Store) -> None:
+        self._store = store
+        self.cut_from_sql: list[int] = []
+
+    def job_batches(self, broadcast_id: int, **kwargs: Any) -> AsyncIterator[tuple[int, ...]]:
+        self.cut_from_sql.append(broadcast_id)
+        return self._store.job_batches(broadcast_id, **kwargs)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._store, name)
+
+
+SHUFFLED = tuple(sorted(range(1, 251), key=lambda n: (n * 7919) % 251))
+"""250 distinct recipients in no order, as a request lists them."""
+
+
+async def test_a_new_broadcast_is_cut_from_the_recipients_handed_over(
+    store: Store, queue: Queue
+) -> None:
+    """Handed over with its recipients, a new broadcast's jobs are cut from them, not read
+    back: the same batches and job ids as from SQL."""
+    reading = _Reading(store)
+    async with Dispatcher(store=cast(Store, reading), queue=queue, batch_size=100) as dispatcher:
+        broadcast = await store.create_broadcast(to(*SHUFFLED))
+        dispatcher.dispatch(broadcast.id, recipients=SHUFFLED)
+        await dispatcher.wait_idle()
+
+    assert reading.cut_from_sql == []
+    assert await store.undispatched_broadcasts() == []
+    from_sql = [
+        Job(broadcast_id=broadcast.id, user_ids=batch)
+        async for batch in store.job_batches(broadcast.id, batch_size=100)
+    ]
+    jobs = await queued(queue)
+    assert sorted(job.msg_id for job in jobs) == sorted(job.msg_id for job in from_sql)
+    assert sorted(job.user_ids for job in jobs) == [
+        tuple(range(1, 101)),
+        tuple(range(101, 201)),
+        tuple(range(201, 251)),
+    ]
+
+
+async def test_a_retried_dispatch_reads_the_recipients_from_sql(store: Store, queue: Queue) -> None:
+    """The recipients handed over serve the first attempt only: a retry (or a resume, a
+    rescue) cuts the jobs from what SQL holds then."""
+    reading = _Reading(store)
+    failing = _FailingOnce(queue)
+    async with Dispatcher(
+        store=cast(Store, reading), queue=cast(Queue, failing), batch_size=100, retry_delay=0.01
+    ) as dispatcher:
+        broadcast = await store.create_broadcast(to(*SHUFFLED))
+        dispatcher.dispatch(broadcast.id, recipients=SHUFFLED)
+        await dispatcher.wait_idle()
+
+    assert failing.failed
+    assert reading.cut_from_sql == [broadcast.id]
+    assert await store.undispatched_broadcasts() == []
+    assert sorted(await queued_recipients(queue)) == list(range(1, 251))
+
+
+async def test_recipients_beyond_the_limits_are_read_from_sql(
+    store: Store, queue: Queue, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """More recipients than are kept for one broadcast, or than fit beside those kept for
+    the broadcasts waiting, are read from SQL; those kept go once their broadcast is
+    dispatched."""
+    monkeypatch.setattr(dispatch, "HANDED_PER_BROADCAST", 200)
+    monkeypatch.setattr(dispatch, "HANDED_IN_ALL", 300)
+    reading = _Reading(store)
+    async with Dispatcher(store=cast(Store, reading), queue=queue, batch_size=100) as dispatcher:
+        kept, beside, big, later = [
+            await store.create_broadcast(to(*ids))
+            for ids in (range(1000, 1200), range(2000, 2150), SHUFFLED, range(3000, 3150))
+        ]
+        dispatcher.dispatch(kept.id, recipients=range(1000, 1200))
+        dispatcher.dispatch(beside.id, recipients=range(2000, 2150))  # 200 + 150 > 300
+        dispatcher.dispatch(big.id, recipients=SHUFFLED)  # 250 > 200
+        await dispatcher.wait_idle()
+        dispatcher.dispatch(later.id, recipients=range(3000, 3150))  # the 200 kept are gone
+        await dispatcher.wait_idle()
+
+    assert sorted(reading.cut_from_sql) == sorted([beside.id, big.id])
+    assert await store.undispatched_broadcasts() == []
+    assert len(await queued_recipients(queue)) == 200 + 150 + 250 + 150

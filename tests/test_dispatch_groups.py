@@ -61,3 +61,12 @@ async def test_generations_are_marked_dispatched_in_one_transaction(store: Store
     assert marked == {first.id}
     assert await store.undispatched_broadcasts() == [resumed.id]
     assert await store.mark_generations_dispatched([]) == set()
+
+    # New ones (one statement marks them all) and the resumed one at its new generation.
+    news = [(await store.create_broadcast(to(n))).id for n in (3, 4, 5)]
+    generation = (await store.get_broadcast(resumed.id)).resumed_at
+    marked = await store.mark_generations_dispatched(
+        [(news[2], None), (resumed.id, generation), (news[0], None), (news[1], None)]
+    )
+    assert marked == {*news, resumed.id}
+    assert await store.undispatched_broadcasts() == []

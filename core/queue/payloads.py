@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import hashlib
 import json
+import operator
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
+from itertools import islice
 from typing import Any
 
 from tgbroadcast.core.domain.access import DEFAULT_BOT
@@ -58,9 +60,10 @@ class Job:
             raise ValueError(f"broadcast_id must be a positive int, got {self.broadcast_id!r}")
         if not self.user_ids:
             raise ValueError("a job needs at least one user id")
-        if not all(_is_int(u) for u in self.user_ids):
+        # (Both checks run in C: a dispatch cuts a job per hundred recipients.)
+        if not set(map(type, self.user_ids)) <= {int}:
             raise ValueError("user_ids must be ints")
-        if any(a >= b for a, b in zip(self.user_ids, self.user_ids[1:], strict=False)):
+        if not all(map(operator.lt, self.user_ids, islice(self.user_ids, 1, None))):
             raise ValueError("user_ids must be ascending and distinct")
         if not _is_int(self.generation) or self.generation < 0:
             raise ValueError(f"generation must be a non-negative int, got {self.generation!r}")

@@ -218,7 +218,10 @@ class BroadcastingService(LifecycleOperations):
         )
         await announce(self._queue, broadcast, ChangeKind.CREATED)
         if broadcast.status in SENDABLE:  # scheduled ones start with the scheduler
-            self._dispatcher.dispatch(broadcast.id)
+            # The ids just written (all its recipients, unless it addresses stored users):
+            # its jobs are cut from them rather than read back.
+            listed = not new.all_users and new.filter is None
+            self._dispatcher.dispatch(broadcast.id, recipients=new.user_ids if listed else None)
         return Accepted(broadcast=broadcast)
 
     async def _stash_media(self, new: NewBroadcast, request: SendRequest) -> NewBroadcast:

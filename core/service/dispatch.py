@@ -19,6 +19,11 @@ Guarantees:
 * Up to :data:`FAN_OUTS` broadcasts are published at once, in about the order they were handed
   over (a group's big broadcasts wait for their slots beside later groups), so a broadcast to a
   few users (of any bot) is not held behind the fan-out of a million.
+* A broadcast handed over by the request that created it comes with its recipients (up to
+  :data:`HANDED_PER_BROADCAST` each, :data:`HANDED_IN_ALL` for all those waiting): its first
+  send jobs are cut from them — the same batches and job ids as from SQL, where every
+  recipient of a new broadcast is ``PENDING`` — instead of read back. Any later dispatch of
+  it (a retry, a resume, a rescue) reads SQL.
 * Broadcasts handed over while every fan-out is busy are taken together (up to
   :data:`GROUP`): the sendable ones among them that fit in one job and have no edit to
   publish — a server answering many small sends — are read in one query, published in one
@@ -47,7 +52,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
-from collections.abc import Coroutine
+from collections.abc import AsyncIterator, Coroutine, Sequence
 from contextlib import AbstractAsyncContextManager
 from datetime import UTC, datetime, timedelta
 from types import TracebackType
@@ -70,6 +75,11 @@ time, holding a database connection only for the page's query)."""
 GROUP = 200
 """Broadcasts handed over while every fan-out was busy, taken together: the small ones among
 them are published with one read, one publish and one write (:meth:`Dispatcher._publish_small`)."""
+HANDED_PER_BROADCAST = 100_000
+"""Recipients handed over with a broadcast are kept for its first dispatch up to this many
+(a sorted copy of them is made there; a bigger broadcast's are read from SQL page by page)."""
+HANDED_IN_ALL = 1_000_000
+"""... and up to this many for all the broadcasts waiting to be dispatched."""
 
 
 def _fresh(broadcast: Broadcast) -> bool:
@@ -87,6 +97,14 @@ def _send_job(broadcast: Broadcast, user_ids: tuple[int, ...]) -> Job:
         paid=broadcast.content.allow_paid_broadcast,
         bot=broadcast.bot,
     )
+
+
+async def _cut(recipients: Sequence[int], batch_size: int) -> AsyncIterator[tuple[int, ...]]:
+    """``recipients`` ascending, cut as :meth:`~.store.Store.job_batches` cuts a broadcast's
+    recipients when every one of them is ``PENDING``."""
+    ordered = sorted(recipients)
+    for start in range(0, len(ordered), batch_size):
+        yield tuple(ordered[start : start + batch_size])
 
 
 class Dispatcher(AbstractAsyncContextManager["Dispatcher"]):
@@ -118,6 +136,9 @@ class Dispatcher(AbstractAsyncContextManager["Dispatcher"]):
         self._queued: set[int] = set()
         self._again: set[int] = set()
         self._traces: dict[int, tracing.Context] = {}
+        self._handed: dict[int, Sequence[int]] = {}
+        """Recipients handed over with queued broadcasts (see :meth:`dispatch`)."""
+        self._handed_count = 0
         """The trace of each queued broadcast's latest :meth:`dispatch` (when traced)."""
         self._task: asyncio.Task[None] | None = None
         self._sweeper: asyncio.Task[None] | None = None
@@ -142,14 +163,25 @@ class Dispatcher(AbstractAsyncContextManager["Dispatcher"]):
         await cancel_and_wait(self._sweeper, self._task)
         self._task = self._sweeper = None
 
-    def dispatch(self, broadcast_id: int) -> None:
+    def dispatch(self, broadcast_id: int, *, recipients: Sequence[int] | None = None) -> None:
         """Queue a stored broadcast for publishing; returns at once. A broadcast being
-        published right now is published once more afterwards (it may have been resumed)."""
+        published right now is published once more afterwards (it may have been resumed).
+
+        ``recipients``: every recipient of a broadcast the caller has just created and
+        committed (distinct ids, any order, all still ``PENDING``): its first send jobs are
+        cut from them instead of read back from SQL, when few enough are waiting."""
         if (parent := tracing.capture()) is not None:  # its publishing continues this trace
             self._traces[broadcast_id] = parent
         if broadcast_id in self._queued:
             self._again.add(broadcast_id)
             return
+        if (
+            recipients
+            and len(recipients) <= HANDED_PER_BROADCAST
+            and self._handed_count + len(recipients) <= HANDED_IN_ALL
+        ):
+            self._handed[broadcast_id] = recipients
+            self._handed_count += len(recipients)
         self._queued.add(broadcast_id)
         self._idle.clear()
         self._todo.put_nowait(broadcast_id)
@@ -254,6 +286,7 @@ class Dispatcher(AbstractAsyncContextManager["Dispatcher"]):
 
     def _finished(self, broadcast_id: int) -> None:
         self._queued.discard(broadcast_id)
+        self._take_handed(broadcast_id)
         if not self._queued:
             self._idle.set()
 
@@ -336,12 +369,27 @@ class Dispatcher(AbstractAsyncContextManager["Dispatcher"]):
             },
         )
 
+    def _take_handed(self, broadcast_id: int) -> Sequence[int] | None:
+        """The recipients handed over with the broadcast, if any, no longer kept."""
+        handed = self._handed.pop(broadcast_id, None)
+        if handed is not None:
+            self._handed_count -= len(handed)
+        return handed
+
     async def _publish_sends(self, broadcast: Broadcast) -> int:
         """Publish the jobs of a sendable broadcast's current generation; how many
         recipients they cover."""
         jobs: list[Job] = []
         count = 0
-        batches = self._store.job_batches(broadcast.id, batch_size=self._batch_size)
+        handed = self._take_handed(broadcast.id)
+        batches = (
+            _cut(handed, self._batch_size)
+            # Its first generation, all of it: every recipient is PENDING before its jobs.
+            if handed is not None
+            and broadcast.resumed_at is None
+            and len(handed) == broadcast.total
+            else self._store.job_batches(broadcast.id, batch_size=self._batch_size)
+        )
         async for user_ids in batches:
             jobs.append(_send_job(broadcast, user_ids))
             count += len(user_ids)

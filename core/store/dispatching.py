@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING
 
-from sqlalchemy import bindparam, select
+from sqlalchemy import bindparam, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from tgbroadcast.core.domain.model import Broadcast, DeliveryState
@@ -43,6 +43,14 @@ _RECIPIENTS = (
     .order_by(deliveries.c.broadcast_id, deliveries.c.user_id)
 )
 _PENDING = DeliveryState.PENDING.value
+_MARK_FIRST_GENERATIONS = (
+    update(broadcasts)
+    .where(
+        broadcasts.c.id.in_(bindparam("ids", expanding=True)),
+        broadcasts.c.resumed_at.is_(None),
+    )
+    .values(dispatched=True)
+)
 
 
 def _padded(ids: Sequence[int]) -> list[int]:
@@ -104,7 +112,16 @@ class DispatchRows:
 
         async def mark(connection: AsyncConnection) -> set[int]:
             marked: set[int] = set()
-            for broadcast_id, resumed_at in sorted(generations, key=lambda g: g[0]):
+            todo = sorted(set(generations), key=lambda g: g[0])
+            # Never resumed (a group of new broadcasts): one statement marks them all, when
+            # none was resumed meanwhile; else each is marked on its own, below.
+            first = [broadcast_id for broadcast_id, resumed_at in todo if resumed_at is None]
+            if 1 < len(first) <= IDS_PER_IN_LIST:
+                updated = await connection.execute(_MARK_FIRST_GENERATIONS, {"ids": _padded(first)})
+                if updated.rowcount == len(first):
+                    marked.update(first)
+                    todo = [g for g in todo if g[1] is not None]
+            for broadcast_id, resumed_at in todo:
                 if await transitions.mark_generation_dispatched(
                     connection, broadcast_id, resumed_at
                 ):
