@@ -25,7 +25,7 @@ from tgbroadcast.core.domain.model import (
     NewBroadcast,
     UserProfile,
 )
-from tgbroadcast.core.store import Store, create_engine, limits, users
+from tgbroadcast.core.store import Store, create_engine, limits, statistics, users
 from tgbroadcast.core.store.engine import writer
 from tgbroadcast.core.store.tables import broadcasts, deliveries
 from tgbroadcast.core.store.tables import users as user_table
@@ -144,6 +144,35 @@ async def test_a_large_broadcast_to_known_and_new_users(store: Store, engine: As
     active = sorted(i for i in recipients if i not in inactive)
     assert everyone.total == len(active)
     assert await pending(engine, everyone.id) == active
+
+
+async def test_a_big_broadcast_has_postgresqls_statistics_refreshed(
+    store: Store, engine: AsyncEngine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """On PostgreSQL, once a broadcast of ``ANALYZE_AFTER`` recipients or more is committed,
+    ``deliveries`` and ``users`` are analyzed in the background: a new broadcast's id in no
+    statistics made the planner scan all its pending recipients for each worker's lookup of a
+    hundred. The other backends have nothing to refresh."""
+    monkeypatch.setattr(statistics, "ANALYZE_AFTER", 150)
+    analyzed = {"deliveries": 150, "users": 150} if engine.dialect.name == "postgresql" else {}
+    big = await store.create_broadcast(to(*range(1, 151)))
+    await store.statistics.wait()
+    assert await counted(engine) == analyzed
+    small = await store.create_broadcast(to(*range(1000, 1010)))  # below: not analyzed again
+    await store.statistics.wait()
+    assert await counted(engine) == analyzed
+    assert await pending(engine, big.id) == list(range(1, 151))
+    assert len(await pending(engine, small.id)) == 10
+
+
+async def counted(engine: AsyncEngine) -> dict[str, float]:
+    """PostgreSQL's row counts of ``deliveries`` and ``users`` as of their last analysis (an
+    analysis of a table this small reads every row); none on the other backends."""
+    if engine.dialect.name != "postgresql":
+        return {}
+    query = "SELECT relname, reltuples FROM pg_class WHERE relname IN ('deliveries', 'users')"
+    async with engine.connect() as connection:
+        return {row.relname: row.reltuples for row in await connection.execute(text(query))}
 
 
 async def test_recipients_roll_back_with_their_broadcast(

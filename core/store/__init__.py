@@ -7,6 +7,7 @@
 * :mod:`.tables` — the SQL schema, as SQLAlchemy Core tables (the migrations build it).
 * :mod:`.engine` — engines for the three backends, tuned to behave alike; schema migration.
 * :mod:`.checkpoints` — SQLite's WAL checkpointed by a task of the store's, not in commits.
+* :mod:`.statistics` — PostgreSQL's planner statistics refreshed after a big broadcast.
 * :mod:`.dialects` — the few statements and errors that differ between the backends.
 * :mod:`.limits` — how much one statement may carry, under every backend's limits.
 * :mod:`.users` — ``users`` and ``user_tags``: upserts, deactivation, paging, reading, deleting.

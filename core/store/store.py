@@ -79,6 +79,7 @@ from tgbroadcast.core.store.edits import EditRows
 from tgbroadcast.core.store.engine import ConnectionOptions, create_engine, migrate, writer
 from tgbroadcast.core.store.recalls import RecallRows
 from tgbroadcast.core.store.sending import SendingRows
+from tgbroadcast.core.store.statistics import PlannerStatistics
 from tgbroadcast.core.store.tables import BOT_NAME_LENGTH
 
 logger = logging.getLogger(__name__)
@@ -107,6 +108,7 @@ class Store(BotRows, CallbackRows, RecallRows, EditRows, SendingRows, ClickRows,
         self._write_turn = asyncio.Lock()
         self._options = options
         self._pinger: AsyncEngine | None = None
+        self.statistics = PlannerStatistics(engine)  # analyzed after big broadcasts
 
     @classmethod
     def open(
@@ -125,10 +127,8 @@ class Store(BotRows, CallbackRows, RecallRows, EditRows, SendingRows, ClickRows,
         return _opened(cls, url, options)
 
     async def migrate(self) -> None:
-        """Bring the schema to the newest revision (a no-op if it is there already).
-
-        Safe to run from several processes at once: they take turns.
-        """
+        """Bring the schema to the newest revision (a no-op if it is there already); safe to
+        run from several processes at once: they take turns."""
         await migrate(self._engine)
 
     async def ping(self) -> None:
@@ -160,6 +160,7 @@ class Store(BotRows, CallbackRows, RecallRows, EditRows, SendingRows, ClickRows,
 
     async def close(self) -> None:
         """Close the connections of the pool and of :meth:`ping`."""
+        await self.statistics.close()
         await self._engine.dispose()
         if self._pinger is not None:
             await self._pinger.dispose()
@@ -175,20 +176,18 @@ class Store(BotRows, CallbackRows, RecallRows, EditRows, SendingRows, ClickRows,
         stored_bot: bool = False,
         click_base: str | None = None,
     ) -> Broadcast:
-        """Store a broadcast and one ``PENDING`` delivery per recipient, in one transaction.
-        With ``new.track_clicks`` it gets a new random click key and ``click_base``.
-
-        The broadcast is ``new.bot``'s, and so are its recipients: with ``user_ids`` (repeats
-        are dropped), each recipient the bot has no user row for gets one (active, no
-        profile); existing users are left untouched. With ``all_users``, the recipients are
-        the bot's users active at that moment; with ``filter``, the bot's active users
-        matching it then (resolved in SQL, see :mod:`.audiences`). ``total`` is the number of
-        deliveries. The broadcast is ``QUEUED`` and not dispatched; with no recipient at all
-        it is ``COMPLETED`` at once and counts as dispatched. ``created_by`` is the name of
-        the API token that sent it (at most 64 characters). ``AlreadyExists`` when the bot
-        has a broadcast with ``new.idempotency_key`` already. ``stored_bot``: the bot is one
-        created through the API, whose row is read-locked meanwhile (a delete waits, then sees
-        the broadcast); ``InvalidArgument`` on ``bot`` if it was deleted.
+        """Store a broadcast and one ``PENDING`` delivery per recipient, in one transaction;
+        with ``new.track_clicks``, a new random click key and ``click_base``. Broadcast and
+        recipients are ``new.bot``'s: with ``user_ids`` (repeats dropped), a recipient the bot
+        has no user row for gets one (active, no profile), existing users are left untouched;
+        with ``all_users``, the bot's users active then; with ``filter``, those matching it
+        (resolved in SQL, see :mod:`.audiences`). ``total`` counts the deliveries. It is
+        ``QUEUED``, not dispatched; with no recipient, ``COMPLETED`` and dispatched at once.
+        ``created_by``: the sending API token's name (at most 64 characters). ``AlreadyExists``
+        when the bot has a broadcast with ``new.idempotency_key``. ``stored_bot``: a bot
+        created through the API, its row read-locked meanwhile (a delete waits, then sees the
+        broadcast); ``InvalidArgument`` on ``bot`` if it was deleted. A big one has
+        PostgreSQL's statistics refreshed after it (:mod:`.statistics`).
         """
         _check_bot(new.bot)
         user_ids = new.user_ids  # validated ones are DistinctIds
@@ -197,7 +196,7 @@ class Store(BotRows, CallbackRows, RecallRows, EditRows, SendingRows, ClickRows,
         if sum((bool(user_ids), new.all_users, new.filter is not None)) > 1:
             raise ValueError("a broadcast has one audience: user_ids, all_users or filter")
         try:
-            return await self._write(
+            created = await self._write(
                 lambda connection: broadcasts.create(
                     connection,
                     new,
@@ -209,6 +208,8 @@ class Store(BotRows, CallbackRows, RecallRows, EditRows, SendingRows, ClickRows,
                     click_base=click_base,
                 )
             )
+            self.statistics.grew(created.total)
+            return created
         except IntegrityError:
             key = new.idempotency_key
             found = (
