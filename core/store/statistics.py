@@ -6,8 +6,8 @@ the planner then estimates its rows as a handful, and the workers' claim and rec
 recipient of the broadcast through ``ix_deliveries_state`` instead of looking their hundred
 ids up in the primary key. After a million recipients were written that was 0.2-1.5 s a
 query, and the broadcast sent at 150-250 messages a second instead of 2,000 until
-autovacuum's analyze came round (up to a minute later, or never on a table that big: its
-threshold is a tenth of the table).
+autovacuum's analyze came round (a minute later at best; on a table more than ten times the
+broadcast's size, not until a tenth of it has changed).
 
 So after a broadcast of :data:`ANALYZE_AFTER` recipients or more is committed, the store
 analyzes ``deliveries`` and ``users`` in the background (``ANALYZE`` samples a fixed number of
