@@ -208,8 +208,6 @@ class Store(BotRows, CallbackRows, RecallRows, EditRows, SendingRows, ClickRows,
                     click_base=click_base,
                 )
             )
-            self.statistics.grew(created.total)
-            return created
         except IntegrityError:
             key = new.idempotency_key
             found = (
@@ -218,6 +216,8 @@ class Store(BotRows, CallbackRows, RecallRows, EditRows, SendingRows, ClickRows,
             if found is not None:
                 raise AlreadyExists(f"idempotency key {key!r} is taken") from None
             raise
+        self.statistics.grew(created.total)  # committed: PostgreSQL's planner may look
+        return created
 
     async def get_broadcast(self, broadcast_id: int, *, actions: bool = False) -> Broadcast:
         """The broadcast (with its ``actions`` when asked: one more query);
