@@ -230,11 +230,42 @@ async def test_a_user_inserted_meanwhile_is_left_as_written(server_url: str) -> 
     """Another transaction inserts one of the recipients and commits only once the broadcast
     waits for its lock: on PostgreSQL this is the conflict that sends the users INSERT to its
     fallback, on MariaDB the INSERT IGNORE waits and skips the row."""
+    await a_user_inserted_meanwhile(server_url)
+
+
+@pytest.mark.postgres
+async def test_postgresql_hashes_few_users_for_many_recipients(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With statistics counting few user rows for the recipients, PostgreSQL is told to hash
+    them instead of probing per recipient: the same users written, the conflict's fallback
+    under the same setting, and known users left as they were."""
+    monkeypatch.setattr(users, "HASHED_FROM", 1_000)
+    decided: list[bool] = []
+    few_users = users._few_users
+
+    async def recorded(connection: AsyncConnection, recipients: int) -> bool:
+        decided.append(await few_users(connection, recipients))
+        return decided[-1]
+
+    monkeypatch.setattr(users, "_few_users", recorded)
+    async with temporary_database("postgres", tmp_path) as url:
+        await a_user_inserted_meanwhile(url, analyzed=True)
+    assert decided == [True]
+
+
+async def a_user_inserted_meanwhile(url: str, *, analyzed: bool = False) -> None:
+    """A broadcast to 2,000 new users while another transaction inserts user 42 and commits
+    once the broadcast waits for it (``analyzed``: PostgreSQL's statistics of ``users`` read
+    first); every recipient is a user once, 42 as the other transaction wrote it."""
     recipients = list(range(1, 2_001))
     racer = {"id": 42, "username": "racer", "active": True, "created_at": AT, "updated_at": AT}
-    async with Store.open(server_url) as store:
+    async with Store.open(url) as store:
         await store.migrate()
-        engine = create_engine(server_url)
+        engine = create_engine(url)
+        if analyzed:
+            async with engine.begin() as connection:
+                await connection.execute(text("ANALYZE users"))
         creating: asyncio.Task[Broadcast] | None = None
         try:
             async with writer(engine).begin() as other:

@@ -97,7 +97,7 @@ async def address(
         await _json_arrays(connection, broadcast_id, ids)
     else:
         await _multi_row(connection, broadcast_id, ids)
-    await users.add_recipients(connection, broadcast_id, bot=bot, now=now)
+    await users.add_recipients(connection, broadcast_id, bot=bot, now=now, recipients=len(ids))
 
 
 def _int64_array(user_ids: Sequence[int]) -> array[int]:

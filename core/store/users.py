@@ -18,7 +18,7 @@ from __future__ import annotations
 import functools
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime
-from typing import Any
+from typing import Any, Final
 
 from sqlalchemy import (
     ColumnElement,
@@ -30,6 +30,7 @@ from sqlalchemy import (
     func,
     null,
     select,
+    text,
     true,
     update,
 )
@@ -127,8 +128,23 @@ async def _replace_tags(
         await connection.execute(user_tags.insert(), chunk)
 
 
+HASHED_FROM: Final = 10_000
+"""The recipients from which PostgreSQL may be told to hash the bot's users rather than probe
+them one by one (below, probing is the quicker either way)."""
+
+HASHED_USERS_PER_RECIPIENT: Final = 4
+"""Hashing every user row (all bots') costs about a quarter of probing the primary key per
+recipient (``EXPLAIN ANALYZE``: a million known recipients 1.23 s probed, 0.51 s hashed): it
+is chosen while ``users`` holds at most this many rows per recipient."""
+
+
 async def add_recipients(
-    connection: AsyncConnection, broadcast_id: int, *, bot: str, now: datetime
+    connection: AsyncConnection,
+    broadcast_id: int,
+    *,
+    bot: str,
+    now: datetime,
+    recipients: int = 0,
 ) -> None:
     """Give every recipient of the broadcast without a user row of ``bot`` (the broadcast's)
     one (active, no profile).
@@ -144,19 +160,37 @@ async def add_recipients(
     write lock: the statement ignores conflicts and has no ``NOT EXISTS`` (a probe per
     recipient that made a million new users take 1.4 times as long). MariaDB keeps it: without
     it, a million known users each went through ``ON DUPLICATE KEY UPDATE`` (2.2 times as long).
+
+    ``recipients`` is how many the broadcast has. PostgreSQL plans the statement knowing
+    nothing of them (the broadcast's rows are in no statistics yet: one row, it estimates) and
+    probes the users' primary key once per recipient; for many recipients among few enough
+    users it is told to hash the users instead (``enable_nestloop`` off for the statement).
     """
     params = {"bot": bot, "now": now, "broadcast_id": broadcast_id}
     dialect = connection.dialect.name
     plain, ignoring = _recipient_inserts(dialect)
-    if dialect == "postgresql":
-        try:
-            async with connection.begin_nested():
-                await connection.execute(plain, params)
-        except IntegrityError:
-            pass
-        else:
-            return
-    await connection.execute(ignoring, params)
+    if dialect != "postgresql":
+        await connection.execute(ignoring, params)
+        return
+    hashed = recipients >= HASHED_FROM and await _few_users(connection, recipients)
+    if hashed:
+        await connection.exec_driver_sql("SET LOCAL enable_nestloop = off")
+    try:
+        async with connection.begin_nested():
+            await connection.execute(plain, params)
+    except IntegrityError:
+        await connection.execute(ignoring, params)
+    if hashed:  # the rest of the transaction planned as usual (after an error: rolled back)
+        await connection.exec_driver_sql("SET LOCAL enable_nestloop TO DEFAULT")
+
+
+async def _few_users(connection: AsyncConnection, recipients: int) -> bool:
+    """Whether PostgreSQL's statistics count at most :data:`HASHED_USERS_PER_RECIPIENT` user
+    rows per recipient (never analyzed: unknown, not few)."""
+    estimate = await connection.scalar(
+        text("SELECT reltuples FROM pg_class WHERE oid = 'users'::regclass")
+    )
+    return estimate is not None and 0 <= float(estimate) <= recipients * HASHED_USERS_PER_RECIPIENT
 
 
 @functools.cache
