@@ -45,8 +45,6 @@ from tgbroadcast.core.store import Store
 from tgbroadcast.launcher import heap
 from tgbroadcast.launcher.app import running_service
 from tgbroadcast.launcher.shutdown import Watchdog
-from tgbroadcast_client.cli import main as send_main
-from tgbroadcast_client.cli_bots import main as bots_main
 
 logger = logging.getLogger("tgbroadcast")
 
@@ -62,9 +60,15 @@ SERVICE_NAMES = {
 
 def main(argv: Sequence[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
-    if argv[:1] == ["send"]:  # a client of the API: no settings, no logging set-up
+    # The API's clients: no settings, no logging set-up, and imported only for them (a
+    # worker never loads the gRPC client).
+    if argv[:1] == ["send"]:
+        from tgbroadcast_client.cli import main as send_main
+
         return send_main(argv[1:])
-    if argv[:1] == ["bots"] and argv[1:2] != ["reseal"]:  # a client of the API, as send
+    if argv[:1] == ["bots"] and argv[1:2] != ["reseal"]:
+        from tgbroadcast_client.cli_bots import main as bots_main
+
         return bots_main(argv[1:])
     parser = _parser()
     args = parser.parse_args(argv)

@@ -25,14 +25,15 @@ import sys
 import threading
 import time
 from dataclasses import dataclass
-from typing import Final
+from typing import TYPE_CHECKING, Final
 
-import grpc
-from aiohttp import web
+if TYPE_CHECKING:  # the API's parts: a worker process never loads them
+    import grpc
+    from aiohttp import web
 
-from tgbroadcast.core.health import Readiness
-from tgbroadcast.server.grpc.health import HealthFollower
-from tgbroadcast.server.streams import Watchers
+    from tgbroadcast.core.health import Readiness
+    from tgbroadcast.server.grpc.health import HealthFollower
+    from tgbroadcast.server.streams import Watchers
 
 logger = logging.getLogger(__name__)
 

@@ -8,6 +8,8 @@ subpackage or top-level module of ``core`` must be added to :data:`MAY_IMPORT` o
 from __future__ import annotations
 
 import ast
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -142,3 +144,21 @@ def test_modules_and_test_files_stay_small() -> None:
         and (lines := len(path.read_text(encoding="utf-8").splitlines())) > MAX_LINES
     }
     assert long == {}
+
+
+def test_a_worker_process_loads_none_of_the_apis_modules() -> None:
+    """``tgbroadcast worker`` imports the launcher and the worker, never gRPC, the API's
+    composition or its REST app: every worker start would pay for them (#14.5)."""
+    script = (
+        "import sys\n"
+        "import tgbroadcast.launcher.cli, tgbroadcast.launcher.app, tgbroadcast.worker.runner\n"
+        "print(' '.join(sorted(sys.modules)))\n"
+    )
+    loaded = set(
+        subprocess.run(
+            [sys.executable, "-c", script], check=True, capture_output=True, text=True
+        ).stdout.split()
+    )
+    api = {"grpc", "tgbroadcast.launcher.api", "tgbroadcast.server.rest.app", "tgbroadcast_client"}
+    assert "aiogram" in loaded
+    assert loaded & api == set()

@@ -35,7 +35,7 @@ from tests.fixtures.streams import (
     open_sse,
     scheduled_broadcast,
 )
-from tgbroadcast.launcher import app as launcher_app
+from tgbroadcast.launcher import api as launcher_api
 from tgbroadcast.launcher.shutdown import ShutdownPlan
 from tgbroadcast.simulator import Simulator
 
@@ -182,7 +182,7 @@ async def test_a_failed_start_after_grpc_started_stops_grpc(
             def broken(*args: object, **kwargs: object) -> NoReturn:
                 raise RuntimeError("create_app failed")
 
-            monkeypatch.setattr(launcher_app, "create_app", broken)
+            monkeypatch.setattr(launcher_api, "create_app", broken)
             expected: tuple[type[Exception], str] = (RuntimeError, "create_app failed")
         else:
             overrides["TGB_SERVER_PORT"] = str(taken.getsockname()[1])
