@@ -9,9 +9,12 @@ import asyncio
 from collections.abc import AsyncGenerator
 from contextlib import aclosing
 
+import pytest
+
 from tests.fixtures.nats import wait_until
 from tests.test_queue import result
 from tgbroadcast.core.queue import Idle, Queue, ResultEvent
+from tgbroadcast.core.queue import feeds as feeds_module
 from tgbroadcast.core.queue.feeds import EventFeeds
 from tgbroadcast.core.queue.watching import Sequenced
 
@@ -163,3 +166,35 @@ async def test_the_last_watcher_leaving_stops_a_feed_that_missed_its_cancellatio
         assert isinstance(await anext(watching), Idle)
     assert source.cancellations == 2  # cancelled again, and then it stopped
     assert feeds.consumers == 0
+
+
+async def test_new_events_are_handed_over_at_most_every_publish_every(
+    nats_url: str, queue_prefix: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Events published one by one reach a watcher in batches: no more hand-overs than one per
+    ``PUBLISH_EVERY`` seconds over the time it took (however slow the machine), every event
+    once, in order."""
+    monkeypatch.setattr(feeds_module, "PUBLISH_EVERY", 0.2)
+    loop = asyncio.get_running_loop()
+    async with Queue.connect(nats_url, prefix=queue_prefix) as queue:
+        feeds = EventFeeds(queue)
+        async with aclosing(feeds.watch_batches(BROADCAST, idle_after=5.0)) as batches:
+
+            async def one_by_one() -> None:
+                for user_id in range(1, 21):
+                    await publish(queue, range(user_id, user_id + 1))
+                    await asyncio.sleep(0.01)
+
+            began = loop.time()
+            publishing = asyncio.create_task(one_by_one())
+            got: list[int] = []
+            handed = 0
+            while len(got) < 20:
+                batch = await anext(batches)
+                assert not isinstance(batch, Idle)
+                handed += 1
+                got += [item.event.result.user_id for item in batch]  # type: ignore[union-attr]
+            took = loop.time() - began
+            await publishing
+    assert got == list(range(1, 21))
+    assert handed <= took / 0.2 + 1
