@@ -270,7 +270,10 @@ async def test_unreachable_bucket_holds_contended_sends(embedded_url: str, prefi
         js,
     ):
         await limiter.acquire(3)
-        assert pacing(limiter).chat_reservations == 1
+        # One reservation, or two if a loaded machine woke the send after its rate slot (a
+        # missed slot is reserved anew, and its chat too).
+        reserved = pacing(limiter).chat_reservations
+        assert reserved >= 1
         await js.delete_key_value(chats_bucket(prefix))
         task = asyncio.create_task(limiter.acquire(4))
 
@@ -284,9 +287,9 @@ async def test_unreachable_bucket_holds_contended_sends(embedded_url: str, prefi
         await js.create_key_value(api.KeyValueConfig(bucket=chats_bucket(prefix), history=1))
         await task  # once the bucket is back, at its next retry
         assert time.time() >= restored_at
-        # (Once more if a loaded machine woke the send after its rate slot: a missed slot is
-        # reserved anew, and its chat too, waiting out the chat's own earlier reservation.)
-        assert pacing(limiter).chat_reservations >= 2
+        # (More than once if a loaded machine woke the send after its rate slot, as above,
+        # waiting out the chat's own earlier reservation.)
+        assert pacing(limiter).chat_reservations >= reserved + 1
 
 
 def test_chat_keys_are_key_safe() -> None:

@@ -111,7 +111,7 @@ async def assert_grpc_refused(stack: Stack, credentials: grpc.ChannelCredentials
 async def test_tls_serves_https_and_grpc_over_tls_only(
     simulator: Simulator, tmp_path: Path, pki: Pki, caplog: pytest.LogCaptureFixture
 ) -> None:
-    caplog.set_level(logging.INFO, logger="tgbroadcast.launcher.app")
+    caplog.set_level(logging.INFO, logger="tgbroadcast.launcher.api")
     async with tls_stack(simulator, tmp_path, pki) as stack:
         listening = next(r for r in caplog.records if r.getMessage() == "API listening")
         assert (getattr(listening, "tls", None), getattr(listening, "mtls", None)) == (True, False)
@@ -130,7 +130,7 @@ async def test_tls_serves_https_and_grpc_over_tls_only(
 async def test_mutual_tls_needs_a_client_certificate_from_the_client_ca(
     simulator: Simulator, tmp_path: Path, pki: Pki, caplog: pytest.LogCaptureFixture
 ) -> None:
-    caplog.set_level(logging.INFO, logger="tgbroadcast.launcher.app")
+    caplog.set_level(logging.INFO, logger="tgbroadcast.launcher.api")
     async with tls_stack(simulator, tmp_path, pki, mutual=True) as stack:
         listening = next(r for r in caplog.records if r.getMessage() == "API listening")
         assert (getattr(listening, "tls", None), getattr(listening, "mtls", None)) == (True, True)
