@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import time
 from collections.abc import AsyncIterator
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta, timezone
+from typing import Any
 
 import nats
 import nats.js.errors
@@ -113,6 +115,18 @@ def test_job_codec_round_trip_and_rejects_garbage() -> None:
     ):
         with pytest.raises(ValueError, match=r"."):
             Job.decode(bad)
+
+
+@pytest.mark.parametrize(
+    "extra",
+    [{}, {"generation": 3, "paid": True}, {"bot": "shop", "recall": True}, {"edit": 2, "bot": "x"}],
+)
+def test_a_job_written_once_for_its_payload_and_id_is_the_same_job(extra: dict[str, Any]) -> None:
+    job = Job(broadcast_id=7, user_ids=(-5, 1, 2**62), **extra)
+    payload, msg_id = job.encoded()
+    assert (payload, msg_id) == (job.encode(), job.msg_id)
+    assert json.loads(payload) == {"broadcast_id": 7, "user_ids": [-5, 1, 2**62], **extra}
+    assert Job.decode(payload) == job
 
 
 def test_recall_jobs_and_events_round_trip_apart_from_sends() -> None:

@@ -453,10 +453,7 @@ class Queue(EventWatching):
         """
         names = self._names
         await self._publish_all(
-            [
-                (names.jobs_subject_of(paid=job.paid, bot=job.bot), job.encode(), job.msg_id)
-                for job in jobs
-            ],
+            [(names.jobs_subject_of(paid=job.paid, bot=job.bot), *job.encoded()) for job in jobs],
             names.jobs_stream,
         )
 
