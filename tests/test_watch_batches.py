@@ -145,8 +145,23 @@ async def test_a_finished_broadcast_is_replayed_in_batches_and_resumed_from_one(
                 metadata=stack.metadata,
             )
         ]
+        # A cursor's counters are not taken on trust: kept from another broadcast, or made
+        # up, the replay after its recipient counts from SQL.
+        forged = [
+            m
+            async for m in stub.WatchBroadcast(
+                pb.WatchBroadcastRequest(
+                    broadcast_id=broadcast_id, max_batch=5, after=f"u{RECIPIENTS[4]}.9.2.3"
+                ),
+                metadata=stack.metadata,
+            )
+        ]
     assert flattened(rest[:-1]) == RECIPIENTS[5:]
     assert rest[0].progress.sent == 10
+    assert flattened(forged[:-1]) == RECIPIENTS[5:]
+    assert [m.progress for m in forged] == [m.progress for m in rest]
+    assert forged[-1].progress.pending == 0
+    assert (forged[-1].progress.sent, forged[-1].progress.failed) == (len(RECIPIENTS), 0)
 
 
 @on_sqlite

@@ -504,10 +504,18 @@ class SharedSteps:
 async def _replay(
     store: Store, broadcast: Broadcast, after: Cursor | None
 ) -> AsyncIterator[list[WatchUpdate]]:
-    at = _At(Cursor("u", 0, 0, 0) if after is None else after)
-    last: int | None = None if after is None else after.seq
     version = broadcast.content_version
     status, total = broadcast.status, broadcast.total
+    last: int | None = None if after is None else after.seq
+    at = _At(Cursor("u", 0, 0, 0))
+    if last is not None:
+        # The counters come from SQL, not from the cursor (which a caller may have kept from
+        # another broadcast, or made up): they never pass the broadcast's own.
+        counted = await store.results_through(broadcast.id, last, version=version)
+        seen = version if counted.edited else 1  # as a replay from the first outcome has it
+        at = _At(
+            Cursor("u", last, counted.sent, counted.failed, counted.recalled, counted.edited, seen)
+        )
 
     while True:
         page = await store.list_results(broadcast.id, after_user_id=last, limit=REPLAY_PAGE)

@@ -78,6 +78,7 @@ from tgbroadcast.core.store.dispatching import DispatchRows
 from tgbroadcast.core.store.edits import EditRows
 from tgbroadcast.core.store.engine import ConnectionOptions, create_engine, migrate, writer
 from tgbroadcast.core.store.recalls import RecallRows
+from tgbroadcast.core.store.results import ResultRows
 from tgbroadcast.core.store.sending import SendingRows
 from tgbroadcast.core.store.statistics import PlannerStatistics
 from tgbroadcast.core.store.tables import BOT_NAME_LENGTH
@@ -90,7 +91,9 @@ MAX_ATTEMPTS: Final = 5
 """Runs of a write transaction that the database keeps aborting for deadlocks."""
 
 
-class Store(BotRows, CallbackRows, RecallRows, EditRows, SendingRows, ClickRows, DispatchRows):
+class Store(
+    BotRows, CallbackRows, RecallRows, EditRows, SendingRows, ClickRows, DispatchRows, ResultRows
+):
     """Users, broadcasts and their deliveries in SQL; safe to share between tasks.
 
     Any number of ``Store`` instances, in any number of processes, may use one database at
@@ -381,24 +384,6 @@ class Store(BotRows, CallbackRows, RecallRows, EditRows, SendingRows, ClickRows,
         return await self._write(
             lambda connection: deliveries.release(connection, broadcast_id, user_ids, token=token)
         )
-
-    async def results_among(
-        self, broadcast_id: int, user_ids: Sequence[int]
-    ) -> list[DeliveryResult]:
-        """The final results of those of ``user_ids`` that have one, ordered by user id."""
-        async with self._engine.connect() as connection:
-            return await deliveries.results_among(connection, broadcast_id, user_ids)
-
-    async def list_results(
-        self, broadcast_id: int, *, after_user_id: int | None, limit: int
-    ) -> list[DeliveryResult]:
-        """Up to ``limit`` final results with ``user_id > after_user_id``, by user id."""
-        if limit < 1:
-            raise ValueError(f"limit must be positive, not {limit}")
-        async with self._engine.connect() as connection:
-            return await deliveries.results_page(
-                connection, broadcast_id, after=after_user_id, limit=limit
-            )
 
     async def delivery_report(
         self,
