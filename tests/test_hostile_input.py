@@ -25,6 +25,7 @@ from aiohttp import web
 from aiohttp.web_protocol import RequestHandler
 
 from tests.fixtures.environ import API_TOKEN, AUTH
+from tests.fixtures.nats import wait_until
 from tests.fixtures.stack import Stack, open_backend, start_stack
 from tgbroadcast.server.rest import protocol
 from tgbroadcast.simulator import Simulator
@@ -223,6 +224,38 @@ async def test_a_body_broken_off_mid_stream_is_a_400(
             answer.problem()
             assert len(malformed_warnings(caplog)) == 1, caplog.records
             assert all(r.exc_info is None for r in malformed_warnings(caplog))
+
+
+async def test_a_client_hanging_up_mid_body_is_its_fault_not_a_503(
+    open_stack: Stack, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A body cut off by the client closing its connection (the server's read of it fails
+    as a connection reset) is the client's doing: a 400 in the access log and metrics, never
+    "backend unavailable" and a 503, an operator's alarm for the database or the queue."""
+    caplog.set_level(logging.INFO)
+    fresh_malformed_log(monkeypatch)
+    assert open_stack.running.api is not None
+    _, writer = await asyncio.open_connection("127.0.0.1", open_stack.running.api.http_port)
+    head = request_bytes(
+        b"POST", b"/send-message", b"Content-Type: application/json", b"Content-Length: 1000"
+    )
+    writer.write(head + b'{"message":')
+    await writer.drain()
+    writer.close()
+
+    def answered() -> list[logging.LogRecord]:
+        return [
+            r
+            for r in caplog.records
+            if r.name == "tgbroadcast.access" and getattr(r, "route", "") == "/send-message"
+        ]
+
+    async def seen() -> bool:
+        return bool(answered())
+
+    await wait_until(seen)
+    assert [getattr(r, "status", None) for r in answered()] == [400]
+    assert not [r for r in caplog.records if "unavailable" in r.getMessage()]
 
 
 BURST = 50
@@ -522,6 +555,17 @@ async def test_form_fields_holding_json_are_read_as_strictly(open_stack: Stack) 
             assert response.status == 400, await response.text()
             problem = await response.json(content_type=None)
         assert expected in fields(problem), problem
+    # A text field's bytes are UTF-8 or refused (never sent to Telegram with replacements).
+    status, problem, _ = await send(
+        open_stack,
+        "POST",
+        "/send-message",
+        body=b'--B\r\nContent-Disposition: form-data; name="message"\r\n\r\nbad \xff\xfe utf8\r\n'
+        b'--B\r\nContent-Disposition: form-data; name="user_ids"\r\n\r\n[1]\r\n--B--\r\n',
+        content_type="multipart/form-data; boundary=B",
+    )
+    assert status == 400, problem
+    assert fields(problem) == {"message"}, problem
     for content_type in ("multipart/form-data", "multipart/form-data; boundary=zzz"):
         status, problem, _ = await send(
             open_stack, "POST", "/v1/broadcasts", body=b"--x\r\n", content_type=content_type

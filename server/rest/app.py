@@ -123,11 +123,20 @@ async def errors_middleware(request: web.Request, handler: Handler) -> web.Strea
         protocol.log_malformed(request, exc)
         return rendering.problem(400, "the request body is malformed (chunking or encoding)")
     except BACKEND_UNAVAILABLE as exc:
+        if isinstance(exc, ConnectionResetError) and _client_gone(request):
+            # The client hung up before its body was read: its fault, not the backends'.
+            protocol.log_malformed(request, exc)
+            return rendering.problem(400, "the request body was cut off: the connection closed")
         logger.warning("backend unavailable", extra={"error": type(exc).__name__})
         return rendering.problem(503, "the database or the queue is unavailable; try again")
     except Exception:
         logger.exception("internal error", extra={"path": request.path})
         return rendering.problem(500, "internal error")
+
+
+def _client_gone(request: web.Request) -> bool:
+    transport = request.transport
+    return transport is None or transport.is_closing()
 
 
 def _http_error(exc: web.HTTPException) -> web.Response:
@@ -218,7 +227,10 @@ async def _read_multipart(request: web.Request) -> tuple[content.SendMessageBody
         if name == "media":
             media, filename = raw, part.filename or ""
         elif name in _FORM_TEXT_FIELDS:
-            _form_value(data, name, raw.decode("utf-8", errors="replace"), violations)
+            try:
+                _form_value(data, name, raw.decode("utf-8"), violations)
+            except UnicodeDecodeError:
+                violations.append(FieldViolation(name, "is not UTF-8"))
         else:
             violations.append(FieldViolation(name or "body", "is not a known field"))
     try:
