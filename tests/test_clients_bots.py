@@ -43,6 +43,8 @@ class Recorder(pb_grpc.BroadcastServiceServicer):
     """Answers every call it knows with a fixed response, after recording the request."""
 
     requests: list[tuple[str, Any]] = field(default_factory=list)
+    deadlines: list[tuple[str, float | None]] = field(default_factory=list)
+    """Each call's seconds left when it was answered (astronomical: it had no deadline)."""
     abort: tuple[grpc.StatusCode, str] | None = None
     lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -50,6 +52,7 @@ class Recorder(pb_grpc.BroadcastServiceServicer):
         assert dict(context.invocation_metadata())["authorization"] == f"Bearer {API_TOKEN}"
         with self.lock:
             self.requests.append((method, request))
+            self.deadlines.append((method, context.time_remaining()))
         if self.abort is not None:
             context.abort(*self.abort)
         return answer
@@ -177,6 +180,13 @@ async def test_without_bot_the_async_client_leaves_the_choice_to_the_server(
         await client.get_user(1)
         await client.delete_user(1)
     assert_bot_on_every_call(servicer, "")
+    async with BroadcastClient(target, API_TOKEN) as client:
+        await client.import_users([[pb.User(id=3)]], timeout=600)
+    # Unary calls carry the client's timeout; the import stream only one of its own.
+    deadlines = dict(servicer.deadlines[:-1])
+    assert (deadlines["ImportUsers"] or 0) > 10**9  # gRPC's "infinite future": none
+    assert 0 < (deadlines["GetUser"] or 0) <= 30
+    assert 30 < (servicer.deadlines[-1][1] or 0) <= 600
 
 
 def test_the_blocking_client_names_the_bot_on_every_call(recorder: tuple[Recorder, str]) -> None:

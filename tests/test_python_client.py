@@ -276,3 +276,7 @@ def test_message_request_builds_the_whole_request() -> None:
     assert enum_name("DeliveryOutcome", pb.DELIVERY_OUTCOME_CHAT_NOT_FOUND) == "chat_not_found"
     with pytest.raises(ValueError, match="unknown MediaType 'gif'; one of: text, photo"):
         media_type_value("gif")
+    with pytest.raises(ValueError, match="send_at needs a time zone"):
+        message_request("x", user_ids=[1], send_at=datetime(2030, 1, 1, 9))
+    later = message_request("x", user_ids=[1], send_at=datetime(2030, 1, 1, 9, tzinfo=UTC))
+    assert later.send_at.ToDatetime(tzinfo=UTC) == datetime(2030, 1, 1, 9, tzinfo=UTC)

@@ -322,8 +322,9 @@ def test_iter_users_follows_the_page_tokens(channel: ScriptedChannel) -> None:
     ]
 
 
-# Deadlines: what the async client does — unary calls and the import stream carry the
-# configured timeout; a watch lasts as long as its broadcast.
+# Deadlines: what the async client does — unary calls carry the configured timeout; a watch
+# lasts as long as its broadcast, the import stream as long as its chunks (millions of users
+# take minutes) unless given a timeout of its own.
 
 
 @pytest.mark.parametrize("timeout", [12.5, None])
@@ -332,20 +333,23 @@ def test_calls_carry_the_configured_deadline_and_a_watch_none(
 ) -> None:
     def server() -> None:
         channel.answer("GetBroadcast", pb.GetBroadcastResponse())
-        _, rpc = channel.testing.take_stream_unary(SERVICE.methods_by_name["ImportUsers"])
-        rpc.take_request()
-        rpc.requests_closed()
-        rpc.terminate(pb.ImportUsersResponse(imported=1), (), OK, "")
+        for _ in range(2):
+            _, rpc = channel.testing.take_stream_unary(SERVICE.methods_by_name["ImportUsers"])
+            rpc.take_request()
+            rpc.requests_closed()
+            rpc.terminate(pb.ImportUsersResponse(imported=1), (), OK, "")
         _, _, watch = channel.testing.take_unary_stream(SERVICE.methods_by_name["WatchBroadcast"])
         watch.terminate((), OK, "")
 
     with serving(server), client_over(channel, timeout=timeout) as client:
         client.get(1)
         client.import_users([[pb.User(id=1)]])
+        client.import_users([[pb.User(id=1)]], timeout=600.0)
         assert list(client.watch(1)) == []
     assert channel.timeouts == [
         ("GetBroadcast", timeout),
-        ("ImportUsers", timeout),
+        ("ImportUsers", None),
+        ("ImportUsers", 600.0),
         ("WatchBroadcast", None),
     ]
 

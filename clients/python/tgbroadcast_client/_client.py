@@ -67,7 +67,8 @@ class BroadcastClient:
     server's certificate against that CA instead, and ``cert_file`` + ``key_file`` present a
     client certificate to a server that requires mutual TLS (either implies TLS); or pass
     ready ``credentials``.
-    Unary calls time out after ``timeout`` seconds (``None``: never); ``watch`` never does.
+    Unary calls time out after ``timeout`` seconds (``None``: never); ``watch`` and
+    ``import_users`` (unless given one of their own) never do.
     Every failure raises a :class:`~tgbroadcast_client.BroadcastClientError` subclass.
 
     Calls that send, list broadcasts or touch users take ``bot=`` (a bot's name): empty, the
@@ -270,9 +271,12 @@ class BroadcastClient:
         chunks: AsyncIterable[Iterable[pb.User]] | Iterable[Iterable[pb.User]],
         *,
         bot: str = "",
+        timeout: float | None = None,  # noqa: ASYNC109 - gRPC's deadline: the server sees it too
     ) -> int:
         """Streams ``bot``'s users in chunks (at most 10,000 each, each committed as it
-        arrives); the number imported over all chunks."""
+        arrives); the number imported over all chunks. ``timeout``: seconds for the whole
+        stream (``None``, the default: no deadline — millions of users take minutes; the
+        client's unary timeout does not apply)."""
 
         async def requests() -> AsyncIterator[pb.ImportUsersRequest]:
             if isinstance(chunks, AsyncIterable):
@@ -284,7 +288,7 @@ class BroadcastClient:
 
         try:
             response = await self._stub.ImportUsers(
-                requests(), metadata=self._options.metadata, timeout=self._options.timeout
+                requests(), metadata=self._options.metadata, timeout=timeout
             )
         except grpc.aio.AioRpcError as exc:
             raise error_from_rpc(exc) from exc

@@ -144,7 +144,10 @@ def message_request(
     whose users the audience is; empty: the token's only bot, else ``default``. ``variants``
     (``pb.Variant``, each with its own content) replace the content arguments: each
     recipient gets one of them. ``track_clicks`` leads the links through the service (it
-    needs ``server.public_url``)."""
+    needs ``server.public_url``). ``send_at`` must say its time zone (a naive datetime is
+    refused with ``ValueError``: read as UTC it would be hours off on most machines)."""
+    if send_at is not None and send_at.utcoffset() is None:
+        raise ValueError(f"send_at needs a time zone (e.g. tzinfo=UTC), got {send_at!r}")
     request = pb.SendMessageRequest(
         message=message,
         media_type=media_type_value(media_type),

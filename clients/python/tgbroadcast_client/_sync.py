@@ -49,8 +49,8 @@ class Client:
     server's certificate against that CA instead, and ``cert_file`` + ``key_file`` present a
     client certificate to a server that requires mutual TLS (either implies TLS); or pass
     ready ``credentials``.
-    Unary calls and ``import_users`` time out after ``timeout`` seconds (``None``: never);
-    ``watch`` never does. Every failure raises a
+    Unary calls time out after ``timeout`` seconds (``None``: never); ``watch`` and
+    ``import_users`` (unless given one of their own) never do. Every failure raises a
     :class:`~tgbroadcast_client.BroadcastClientError` subclass. Calls that send, list
     broadcasts or touch users take ``bot=``, as the async client's do.
 
@@ -255,15 +255,19 @@ class Client:
         request = pb.UpsertUsersRequest(users=list(users), bot=bot)
         return self._unary(self._stub.UpsertUsers, request).upserted
 
-    def import_users(self, chunks: Iterable[Iterable[pb.User]], *, bot: str = "") -> int:
+    def import_users(
+        self, chunks: Iterable[Iterable[pb.User]], *, bot: str = "", timeout: float | None = None
+    ) -> int:
         """Streams ``bot``'s users in chunks (at most 10,000 each, each committed as it
         arrives); the number imported over all chunks. ``chunks`` is read lazily, from
-        gRPC's thread."""
+        gRPC's thread. ``timeout``: seconds for the whole stream (``None``, the default: no
+        deadline — millions of users take minutes; the client's unary timeout does not
+        apply)."""
         try:
             response = self._stub.ImportUsers(
                 (import_users_request(chunk, bot) for chunk in chunks),
                 metadata=self._options.metadata,
-                timeout=self._options.timeout,
+                timeout=timeout,
             )
         except grpc.RpcError as exc:
             raise error_from_rpc(exc) from exc
