@@ -275,6 +275,16 @@ BAD: list[tuple[str, dict[str, Any], str, str]] = [
         "a forward takes no caption; use media_type copy",
     ),
     (
+        "forward with tracked links",
+        {
+            "media_type": "forward",
+            "source": MessageRef(from_chat_id=-100, message_id=1),
+            "track_clicks": True,
+        },
+        "track_clicks",
+        "a forward carries the original's links as they are",
+    ),
+    (
         "forward with a keyboard",
         {
             "media_type": "forward",

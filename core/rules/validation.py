@@ -147,6 +147,8 @@ def validate_send(
     stars = paid.max_stars(request.max_stars, request.allow_paid_broadcast, violations)
     if request.track_clicks and not track_clicks:
         violations.append(FieldViolation("track_clicks", _NO_PUBLIC_URL))
+    elif request.track_clicks and content is not None and content.media_type is MediaType.FORWARD:
+        violations.append(FieldViolation("track_clicks", _FORWARD_UNTRACKED))
     violations.extend(schedule.send_at_violations(request.send_at))
     if violations:
         raise InvalidArgument(violations)
@@ -166,6 +168,7 @@ def validate_send(
 
 
 _NO_PUBLIC_URL = "needs the service's public address (server.public_url / TGB_SERVER_PUBLIC_URL)"
+_FORWARD_UNTRACKED = "a forward carries the original's links as they are: nothing to track"
 
 
 def _idempotency_key(key: str, violations: list[FieldViolation]) -> None:
@@ -204,8 +207,10 @@ def _contents(
     request: SendRequest, check: CheckContent, violations: list[FieldViolation]
 ) -> tuple[Content | None, tuple[Variant, ...]]:
     """The request's content and variants (the content is then the first variant's)."""
-    variants = validate_variants(request, check, violations) if request.variants else ()
-    return (variants[0].content if variants else check(request, violations)), variants
+    if request.variants:  # invalid ones are no content: the request's own is empty then
+        variants = validate_variants(request, check, violations)
+        return (variants[0].content if variants else None), variants
+    return check(request, violations), ()
 
 
 def validate_content(request: SendRequest) -> tuple[Content, tuple[Variant, ...]]:
