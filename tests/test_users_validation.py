@@ -55,6 +55,23 @@ def test_tags_are_checked_and_normalized() -> None:
     assert "at most 100" in found["users[3].tags"]
 
 
+def test_a_language_code_is_one_a_filter_could_select() -> None:
+    with pytest.raises(InvalidArgument) as raised:
+        validate_users(
+            [
+                UserProfile(id=1, language_code="e n"),
+                UserProfile(id=2, language_code="en\n"),
+                UserProfile(id=3, language_code="pt-BR"),
+                UserProfile(id=4, language_code="x" * 36),
+            ]
+        )
+    assert violations(raised) == {
+        "users[0].language_code": "is not a language code (1-35 letters, digits, - or _)",
+        "users[1].language_code": "is not a language code (1-35 letters, digits, - or _)",
+        "users[3].language_code": "is longer than 35 characters",
+    }
+
+
 @pytest.mark.parametrize(
     ("request_fields", "field"),
     [

@@ -483,11 +483,18 @@ def validate_users(
                     FieldViolation(f"{where(index)}.{name}", f"is longer than {limit} characters")
                 )
         tags = None if user.tags is None else _tags(user.tags, f"{where(index)}.tags", violations)
-        if len(violations) >= 50:
-            break
         language_code = (
             _ascii_lower(user.language_code) if user.language_code else user.language_code
         )
+        if (
+            language_code
+            and len(language_code) <= _USER_FIELD_LIMITS["language_code"]
+            and not _LANGUAGE_CODE.fullmatch(language_code)
+        ):
+            # What no language filter could ever select (nor a variant's language_codes).
+            violations.append(FieldViolation(f"{where(index)}.language_code", _LANGUAGE_CODE_RULE))
+        if len(violations) >= 50:
+            break
         checked.append(replace(user, language_code=language_code, tags=tags))
     if violations:
         raise InvalidArgument(violations)
@@ -500,6 +507,7 @@ TAG_RULE = "1-64 characters of a-z, 0-9, _ - . : (upper-case letters are lower-c
 TAG_LENGTH = 64
 _TAG = re.compile(r"[a-z0-9_.:-]{1,64}")
 _LANGUAGE_CODE = re.compile(r"[a-z0-9_-]{1,35}")
+_LANGUAGE_CODE_RULE = "is not a language code (1-35 letters, digits, - or _)"
 
 
 def _ascii_lower(text: str) -> str:
@@ -557,7 +565,7 @@ def audience_filter(given: UserFilter, field: str, violations: list[FieldViolati
             violations.append(
                 FieldViolation(
                     f"{field}.language_codes[{index}]",
-                    f"{shown} is not a language code (1-35 letters, digits, - or _)",
+                    f"{shown} {_LANGUAGE_CODE_RULE}",
                 )
             )
         codes.add(normal)
