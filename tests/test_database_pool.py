@@ -122,6 +122,78 @@ async def test_a_store_call_waits_pool_timeout_then_fails_unavailable(
         await store.ping()  # readiness has a connection of its own
 
 
+async def _postgres_admin(url: str, statement: str) -> None:
+    admin = make_url(url).set(database=ADMIN_DATABASE).render_as_string(hide_password=False)
+    engine = create_async_engine(admin, isolation_level="AUTOCOMMIT", poolclass=NullPool)
+    try:
+        async with engine.connect() as connection:
+            await connection.execute(text(statement))
+    finally:
+        await engine.dispose()
+
+
+@pytest.mark.postgres
+async def test_postgresql_going_away_is_unavailable_not_an_internal_error(
+    tmp_path: Path,
+) -> None:
+    """A restart or failover (connections terminated under a statement) and a database that
+    refuses connections: the API's 503 / UNAVAILABLE, as when the server cannot be reached;
+    asyncpg's errors reached the service as plain DBAPIErrors, answered as internal errors."""
+    async with (
+        temporary_database("postgres", tmp_path) as url,
+        Store.open(url, EngineOptions()) as store,
+    ):
+        await store.migrate()
+        created = await store.create_broadcast(
+            NewBroadcast(content=Content(message="hi"), user_ids=(1,))
+        )
+        name = make_url(url).database
+        others = f"datname = '{name}' AND pid <> pg_backend_pid()"
+
+        async def terminate_when_sleeping() -> None:
+            async def sleeping() -> bool:
+                return await _server_sleeps(url)
+
+            await wait_until(sleeping)
+            await _postgres_admin(
+                url, f"SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE {others}"
+            )
+
+        with pytest.raises(DBAPIError) as caught:
+            async with store._engine.connect() as connection:
+                await asyncio.gather(
+                    connection.execute(text("SELECT pg_sleep(60)")), terminate_when_sleeping()
+                )
+        assert isinstance(caught.value, BACKEND_UNAVAILABLE), caught.value
+        await _postgres_admin(url, f"ALTER DATABASE {name} ALLOW_CONNECTIONS false")
+        try:
+            await _postgres_admin(
+                url, f"SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE {others}"
+            )
+            with pytest.raises(DBAPIError) as caught:
+                await store.get_broadcast(created.id)
+            assert isinstance(caught.value, BACKEND_UNAVAILABLE), caught.value
+            assert "not currently accepting connections" in str(caught.value)
+        finally:
+            await _postgres_admin(url, f"ALTER DATABASE {name} ALLOW_CONNECTIONS true")
+        assert (await store.get_broadcast(created.id)).id == created.id
+
+
+async def _server_sleeps(url: str) -> bool:
+    admin = make_url(url).set(database=ADMIN_DATABASE).render_as_string(hide_password=False)
+    engine = create_async_engine(admin, poolclass=NullPool)
+    query = text(
+        "SELECT count(*) FROM pg_stat_activity"
+        " WHERE datname = :name AND query LIKE 'SELECT pg_sleep%'"
+    )
+    try:
+        async with engine.connect() as connection:
+            found = await connection.execute(query, {"name": make_url(url).database})
+            return int(found.scalar_one()) > 0
+    finally:
+        await engine.dispose()
+
+
 @pytest.mark.parametrize("backend", SERVERS)
 async def test_statement_timeout_cancels_and_rolls_back(backend: str, tmp_path: Path) -> None:
     options = EngineOptions(statement_timeout=0.2)

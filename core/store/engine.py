@@ -71,6 +71,10 @@ _MYSQL_LOCK_TIMEOUT_S: Final = 300
 
 
 _PG_QUERY_CANCELED: Final = "57014"
+_UNAVAILABLE_SQLSTATES: Final = ("08", "53", "57P")
+_PG_NOT_IN_STATE: Final = "55000"
+CONNECT_TIMEOUT: Final = 10.0
+"""Seconds to open a PostgreSQL connection (a server that accepts and never answers)."""
 _MARIADB_STATEMENT_TIMEOUT: Final = 1969  # ER_STATEMENT_TIMEOUT (max_statement_time)
 _MYSQL_EXECUTION_TIMEOUT: Final = 3024  # ER_QUERY_TIMEOUT (max_execution_time)
 
@@ -195,12 +199,14 @@ def create_engine(
         raise ValueError(f"unsupported database backend {backend!r} (sqlite, postgresql, mysql)")
     if options.statement_timeout > 0:
         _name_statement_timeouts(engine, options.statement_timeout)
+    _name_unavailable(engine)
     return engine
 
 
 def _postgres_engine(url: URL, options: ConnectionOptions, pool: dict[str, Any]) -> AsyncEngine:
     timeout_ms = round(options.statement_timeout * 1000)
-    connect_args: dict[str, Any] = {}
+    # A server that takes the TCP connection and never answers (asyncpg waits 60 s).
+    connect_args: dict[str, Any] = {"timeout": CONNECT_TIMEOUT}
     if options.pgbouncer:
         # PgBouncer gives each transaction whichever server connection is free: a statement
         # prepared (and cached) on one is missing on the next, and two clients' numbered
@@ -260,6 +266,39 @@ def _name_statement_timeouts(engine: AsyncEngine, seconds: float) -> None:
                 orig,
             )
         return None
+
+
+def _name_unavailable(engine: AsyncEngine) -> None:
+    """Raise :class:`~sqlalchemy.exc.OperationalError` (the API's 503 / ``UNAVAILABLE``) for a
+    database that is down rather than a statement that is wrong.
+
+    asyncpg's errors reach SQLAlchemy as a plain ``DBAPIError``: a connection lost under a
+    statement (a restart, a failover, ``pg_terminate_backend``) and PostgreSQL's refusals to
+    connect — SQLSTATE classes 08 (connection), 53 (too many connections, out of resources),
+    57P (shutting down, starting up) and "not currently accepting connections" — were
+    answered as an internal error."""
+
+    @event.listens_for(engine.sync_engine, "handle_error")
+    def _on_error(context: ExceptionContext) -> exc.OperationalError | None:
+        raised = context.sqlalchemy_exception
+        if context.is_pre_ping or isinstance(
+            raised, exc.OperationalError | exc.InterfaceError | exc.IntegrityError | None
+        ):
+            return None
+        orig = context.original_exception
+        state = str(getattr(orig, "sqlstate", None) or "")
+        if not (
+            context.is_disconnect
+            or state.startswith(_UNAVAILABLE_SQLSTATES)
+            or (state == _PG_NOT_IN_STATE and "accepting connections" in str(orig))
+        ):
+            return None
+        return exc.OperationalError(
+            context.statement,
+            context.parameters,
+            orig,
+            connection_invalidated=context.is_disconnect,
+        )
 
 
 def _enable_wal(cursor: Any) -> None:
