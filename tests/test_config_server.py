@@ -153,8 +153,21 @@ def test_a_name_given_twice_is_refused(tmp_path: Path) -> None:
 def test_bad_tokens_are_refused_without_echo(tmp_path: Path, value: str, secret: str) -> None:
     with pytest.raises(ConfigError) as raised:
         load_settings(None, environ={"TGB_SERVER_API_TOKENS": value}, base_dir=tmp_path)
-    assert raised.value.key.startswith("server.api_token")
+    assert raised.value.key == "server.api_tokens"
     assert secret not in str(raised.value)
+
+
+@pytest.mark.parametrize("variable", ["TGB_SERVER_API_TOKEN", "TGB_SERVER_API_TOKENS"])
+def test_a_named_token_too_short_is_refused_not_taken_whole(
+    tmp_path: Path, variable: str
+) -> None:
+    """``ci:abcdefghijklmno`` reads as the token ``abcdefghijklmno`` named ``ci``: 15
+    characters, refused — it was taken for one bare token, ``ci:`` included, that no client
+    sends."""
+    with pytest.raises(ConfigError, match="at least 16 characters") as raised:
+        load_settings(None, environ={variable: "ci:abcdefghijklmno"}, base_dir=tmp_path)
+    assert raised.value.key == variable.removeprefix("TGB_").lower().replace("_", ".", 1)
+    assert "abcdefghijklmno" not in str(raised.value)
 
 
 @pytest.mark.parametrize(("text", "allowed"), [("true", True), ("0", False), ("yes", True)])

@@ -38,13 +38,13 @@ def api_tokens(api_token: Any, api_tokens: Any) -> tuple[ApiToken, ...]:
         # Not split at commas into tokens that hold JSON text (and would have every scope).
         raise ConfigError("server.api_token", "takes tokens only; scoped tokens go in " + KEY)
     for item in _legacy_items(api_token):
-        _add(tokens, _legacy(item), KEY)
+        _add(tokens, _legacy(item, "server.api_token"), KEY)
     for index, item in enumerate(_items(api_tokens)):
         if isinstance(item, Mapping):
             key = f"{KEY}[{index}]"
             _add(tokens, _scoped(item, key), key)
         else:
-            _add(tokens, _legacy(str(item).strip()), KEY)
+            _add(tokens, _legacy(str(item).strip(), KEY), KEY)
     return tuple(tokens)
 
 
@@ -96,12 +96,13 @@ def _legacy_items(value: Any) -> list[str]:
     return [str(item).strip() for item in items if str(item).strip()]
 
 
-def _legacy(item: str) -> ApiToken:
-    """``name:token`` or a bare token: full access."""
+def _legacy(item: str, key: str) -> ApiToken:
+    """``name:token`` or a bare token: full access. What reads as ``name:token`` is one,
+    its token held to the same rules (``ci:short`` is not taken for a bare token)."""
     name, sep, token = item.partition(":")
-    if not sep or not TOKEN_NAME.fullmatch(name) or len(token) < MIN_TOKEN_LENGTH:
+    if not sep or not TOKEN_NAME.fullmatch(name):
         name, token = "", item
-    _check_token(token, "server.api_token")
+    _check_token(token, key)
     name = name or "token-" + hashlib.sha256(token.encode()).hexdigest()[:12]
     return ApiToken(name=name, token=token)
 
