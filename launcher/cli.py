@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import logging
 import os
 import signal
@@ -187,16 +188,35 @@ async def _serve(settings: Settings, command: str, ready: Callable[[], None]) ->
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, on_signal)
-    async with running_service(
-        settings,
-        api=command in ("run", "server"),
-        workers=1 if command in ("run", "worker") else 0,
-    ) as running:
-        # Start-up's garbage collected and what it built frozen (a full collection walking it
-        # took ~150 ms: a stall of the event loop that cost a paid broadcast as many sends).
-        ready()
-        logger.info("ready; stop with Ctrl-C", extra={"command": command})
-        await stop.wait()
-        logger.info("shutting down", extra={"shutdown_grace": settings.server.shutdown_grace})
-        await running.drain()
+    started = asyncio.Event()
+
+    async def serve() -> None:
+        async with running_service(
+            settings,
+            api=command in ("run", "server"),
+            workers=1 if command in ("run", "worker") else 0,
+        ) as running:
+            started.set()
+            # Start-up's garbage collected and what it built frozen (a full collection
+            # walking it took ~150 ms: a stall of the event loop that cost a paid broadcast
+            # as many sends).
+            ready()
+            logger.info("ready; stop with Ctrl-C", extra={"command": command})
+            await stop.wait()
+            logger.info("shutting down", extra={"shutdown_grace": settings.server.shutdown_grace})
+            await running.drain()
+
+    serving = asyncio.ensure_future(serve())
+    stopping = asyncio.ensure_future(stop.wait())
+    await asyncio.wait((serving, stopping), return_when=asyncio.FIRST_COMPLETED)
+    stopping.cancel()
+    if not started.is_set() and not serving.done():
+        # A signal during start-up (waiting for NATS or the database to be there) stops it
+        # there: a clean shutdown, nothing was accepted yet.
+        serving.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await serving
+        logger.info("stopped during start-up", extra={"command": command})
+        return
+    await serving
     logger.info("stopped")

@@ -18,6 +18,7 @@ import grpc
 
 from tests.fixtures.docs import ROOT, aimed_at, doc_example, run_script
 from tests.fixtures.environ import API_TOKEN, local_storage, service_environ
+from tests.fixtures.nats import wait_until
 from tests.fixtures.processes import TGBROADCAST, spawn, wait_healthy
 from tests.fixtures.services import free_port
 from tests.fixtures.telegram import BOT_SECRET
@@ -138,3 +139,26 @@ async def test_migrate_and_config_errors(tmp_path: Path) -> None:
 def test_clients_example_is_the_documented_example() -> None:
     shipped = (ROOT / "clients" / "python" / "send_message.py").read_text(encoding="utf-8")
     assert shipped.endswith(doc_example("client-example"))
+
+
+async def test_a_signal_during_start_up_stops_it_cleanly(
+    tmp_path: Path, simulator: Simulator
+) -> None:
+    """A server waiting for a NATS that is not there yet (it retries every second) stops on
+    SIGTERM at once, exit 0 — not after ``server.shutdown_grace``, exit 1."""
+    environ = {
+        **local_environ(tmp_path, simulator),
+        "TGB_NATS_URL": f"nats://127.0.0.1:{free_port()}",  # nobody listens there
+        "TGB_SERVER_SHUTDOWN_GRACE": "600",
+    }
+    async with spawn([str(TGBROADCAST), "server"], environ, tmp_path, "server") as process:
+
+        async def waiting_for_nats() -> bool:
+            return "ConnectionRefusedError" in process.log()
+
+        await wait_until(waiting_for_nats)
+        process.proc.send_signal(signal.SIGTERM)
+        assert await process.proc.wait() == 0, process.log()
+    log = process.log()
+    assert "stopped during start-up" in log
+    assert "overran" not in log
