@@ -20,6 +20,7 @@ from tgbroadcast.core.background.scheduler import Scheduler
 from tgbroadcast.core.background.webhooks import WebhookNotifier
 from tgbroadcast.core.bots.service import BotService
 from tgbroadcast.core.config import Settings
+from tgbroadcast.core.domain.errors import ConfigError
 from tgbroadcast.core.health import Readiness
 from tgbroadcast.core.service.broadcasting import BroadcastingService
 from tgbroadcast.core.service.clicks import ClickService
@@ -107,11 +108,17 @@ async def running_api(
         )
         certificates = _certificates(settings)
         grpc_address = f"{_bracketed(settings.server.host)}:{settings.server.grpc_port}"
-        grpc_port = (
-            grpc_server.add_insecure_port(grpc_address)
-            if certificates is None
-            else grpc_server.add_secure_port(grpc_address, certificates.grpc_credentials())
-        )
+        try:
+            grpc_port = (
+                grpc_server.add_insecure_port(grpc_address)
+                if certificates is None
+                else grpc_server.add_secure_port(grpc_address, certificates.grpc_credentials())
+            )
+        except RuntimeError:  # gRPC says no more than "Failed to bind"
+            raise ConfigError(
+                "server.grpc_port",
+                f"cannot listen on {grpc_address} (in use, or not an address of this host)",
+            ) from None
         await grpc_server.start()
         drain: ApiDrain | None = None
         try:  # from here on, gRPC is serving: whatever fails below must stop it
@@ -147,7 +154,13 @@ async def running_api(
                 settings.server.port,
                 ssl_context=None if certificates is None else certificates.http_context(),
             )
-            await site.start()
+            try:
+                await site.start()
+            except OSError as exc:
+                address = f"{_bracketed(settings.server.host)}:{settings.server.port}"
+                raise ConfigError(
+                    "server.port", f"cannot listen on {address}: {exc.strerror or exc}"
+                ) from None
             http_port = int(runner.addresses[0][1])
             logger.info(
                 "API listening",

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import signal
+import socket
 import sys
 from collections.abc import Mapping
 from pathlib import Path
@@ -162,3 +163,24 @@ async def test_a_signal_during_start_up_stops_it_cleanly(
     log = process.log()
     assert "stopped during start-up" in log
     assert "overran" not in log
+
+
+async def test_a_port_in_use_is_a_configuration_error_naming_it(
+    tmp_path: Path, simulator: Simulator
+) -> None:
+    """Exit 2 and the key (``server.port``, ``server.grpc_port``), not a traceback and 1."""
+    taken = socket.socket()
+    taken.bind(("127.0.0.1", 0))
+    taken.listen()
+    with taken:
+        port = str(taken.getsockname()[1])
+        for key, variable in (
+            ("server.grpc_port", "TGB_SERVER_GRPC_PORT"),
+            ("server.port", "TGB_SERVER_PORT"),
+        ):
+            environ = {**local_environ(tmp_path, simulator), variable: port}
+            async with spawn([str(TGBROADCAST), "server"], environ, tmp_path, key) as process:
+                assert await process.proc.wait() == 2, process.log()
+            log = process.log()
+            assert "configuration error" in log and key in log and "cannot listen" in log, log
+            assert "Traceback" not in log

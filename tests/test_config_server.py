@@ -77,6 +77,11 @@ def test_tls_files(tmp_path: Path) -> None:
         ({"TGB_SERVER_MAX_WATCHERS": "0"}, "server.max_watchers", "at least"),
         ({"TGB_SERVER_MAX_PENDING_RECIPIENTS": "x"}, "server.max_pending_recipients", "whole"),
         ({"TGB_SERVER_SHUTDOWN_GRACE": "0"}, "server.shutdown_grace", "at least"),
+        (
+            {"TGB_SERVER_PORT": "9000", "TGB_SERVER_GRPC_PORT": "9000"},
+            "server.grpc_port",
+            "must differ from server.port",
+        ),
         ({"TGB_WEBHOOK_ALLOW_PRIVATE_NETWORKS": "maybe"}, "webhook.allow_private_networks", "true"),
     ],
 )

@@ -257,10 +257,14 @@ def _server(server: Mapping[str, Any], base: Path) -> ServerSettings:
         raise ConfigError(
             "server.tls_client_ca_file", "needs server.tls_cert_file and server.tls_key_file"
         )
+    port = _integer(server["port"], "server.port", low=0, high=65535)
+    grpc_port = _integer(server["grpc_port"], "server.grpc_port", low=0, high=65535)
+    if port and port == grpc_port:
+        raise ConfigError("server.grpc_port", f"must differ from server.port (both {port})")
     return ServerSettings(
         host=_string(server, "host", "server.host") or "127.0.0.1",
-        port=_integer(server["port"], "server.port", low=0, high=65535),
-        grpc_port=_integer(server["grpc_port"], "server.grpc_port", low=0, high=65535),
+        port=port,
+        grpc_port=grpc_port,
         api_tokens=api_tokens(server["api_token"], server["api_tokens"]),
         max_user_ids=_integer(server["max_user_ids"], "server.max_user_ids", low=1),
         max_body_bytes=_integer(server["max_body_bytes"], "server.max_body_bytes", low=1024),
