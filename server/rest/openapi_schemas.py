@@ -337,7 +337,8 @@ def component_schemas() -> dict[str, Schema]:
                 "propertyNames": {"enum": OUTCOMES},
                 "additionalProperties": int64(),
                 "description": "Recipients per final outcome; outcomes no recipient has are "
-                "absent. Not filled in lists.",
+                "absent. Empty in lists and in the answers of pause, resume, cancel, recall "
+                "and edit (GET the broadcast for them).",
             },
             "allow_paid_broadcast": {"type": "boolean"},
             "idempotency_key": string(),
