@@ -92,6 +92,10 @@ async def test_a_recall_holds_records_and_finishes_once(store: Store) -> None:
     finished = await store.finish_recall(bid, now=datetime.now(UTC))
     assert finished is not None
     assert finished.status is BroadcastStatus.RECALLED
+    # Recalled while it was still sending: final now, and when is its finish.
+    assert created.finished_at is None
+    assert finished.finished_at is not None
+    assert finished.finished_at >= now
     assert finished.recalled == 4
     assert await store.finish_recall(bid, now=datetime.now(UTC)) is None  # once
     assert await store.recall_counts(bid) == {

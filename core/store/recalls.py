@@ -120,7 +120,11 @@ async def finish(
     moved = await connection.execute(
         update(broadcasts)
         .where(broadcasts.c.id == broadcast_id, broadcasts.c.status == _RECALLING, ~left)
-        .values(status=BroadcastStatus.RECALLED.value)
+        # Final now: one recalled before it finished sending gets its finished_at here.
+        .values(
+            status=BroadcastStatus.RECALLED.value,
+            finished_at=func.coalesce(broadcasts.c.finished_at, now),
+        )
     )
     if moved.rowcount != 1:
         return None
