@@ -176,6 +176,8 @@ async def test_list_broadcasts_filters_and_pages(stack: Stack) -> None:
 
     code, both = await call(stack, "GET", "/v1/broadcasts?status=scheduled&status=cancelled")
     assert [b["broadcast_id"] for b in both["broadcasts"]] == sorted(ids, reverse=True)
+    code, listed = await call(stack, "GET", "/v1/broadcasts?status=scheduled,cancelled")
+    assert (code, listed["broadcasts"]) == (200, both["broadcasts"])  # as the other lists
     code, problem = await call(stack, "GET", "/v1/broadcasts?status=sleeping&page_size=5000")
     assert code == 400
     assert {e["field"] for e in problem["errors"]} == {"status[0]", "page_size"}

@@ -76,7 +76,13 @@ async def list_broadcasts(request: web.Request) -> web.Response:
     bot = params.single(request, "bot") or ""
     try:
         page = await params.service(request).list_broadcasts(
-            statuses=request.query.getall("status", []),
+            # Repeated or comma-separated, as the other lists' filters.
+            statuses=[
+                name.strip()
+                for value in request.query.getall("status", [])
+                for name in value.split(",")
+                if name.strip()
+            ],
             page_size=params.page_size(request),
             page_token=params.page_token(request),
             bot=bot_for(bot) if bot else "",

@@ -240,7 +240,9 @@ def _paths() -> dict[str, Schema]:
                 "tags": ["broadcasts"],
                 "parameters": [
                     _list_parameter(
-                        "status", ref("BroadcastStatus"), "Only these states (repeat it)."
+                        "status",
+                        ref("BroadcastStatus"),
+                        "Only these states (repeat it, or separate them with commas).",
                     ),
                     bot,
                     PAGE_SIZE,
