@@ -64,8 +64,17 @@ async def test_each_audience_kind_reaches_its_users(stack: Stack) -> None:
     assert vip_en.total == 1
     assert_watch_complete(await watch(stack, vip_en.broadcast_id), {1})
 
-    empty = await send(stack, pb.SendMessageRequest(message="empty", filter=pb.UserFilter()))
-    assert empty.total == 4
+    # An empty filter (a selection left empty) reaches nobody: every user is all_users.
+    async with stack.stub() as stub:
+        with pytest.raises(grpc.aio.AioRpcError) as refused:
+            await stub.SendMessage(
+                pb.SendMessageRequest(message="empty", filter=pb.UserFilter(tags=[])),
+                metadata=stack.metadata,
+            )
+    assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "set all_users to true" in bad_request(refused.value)["filter"]
+    status, problem = await post(stack, "/v1/broadcasts", {"message": "x", "filter": {"tags": []}})
+    assert (status, [e["field"] for e in problem["errors"]]) == (400, ["filter"])
 
     status, body = await post(
         stack, "/v1/broadcasts", {"message": "rest", "filter": {"tags": ["beta", "vip"]}}

@@ -89,9 +89,13 @@ def test_one_audience_and_a_valid_filter(request_fields: dict[str, object], fiel
     assert field in violations(raised)
 
 
-def test_an_empty_filter_is_every_active_user() -> None:
-    new = validate_send(SendRequest(message="hi", filter=UserFilter()), max_user_ids=10)
-    assert (new.filter, new.user_ids, new.all_users) == (UserFilter(), (), False)
+def test_an_empty_filter_is_refused_every_user_is_all_users() -> None:
+    """A filter built from a selection left empty (``{}``, ``{"tags": []}``) never reaches
+    every user: that takes ``all_users``."""
+    with pytest.raises(InvalidArgument) as raised:
+        validate_send(SendRequest(message="hi", filter=UserFilter()), max_user_ids=10)
+    assert list(violations(raised)) == ["filter"]
+    assert "set all_users to true" in violations(raised)["filter"]
     tagged = validate_send(
         SendRequest(message="hi", filter=UserFilter(tags=("VIP",), language_codes=("EN",))),
         max_user_ids=10,

@@ -167,6 +167,10 @@ def validate_send(
     )
 
 
+_EMPTY_FILTER = (
+    "names no tag and no language code, which would be every active user; set all_users to "
+    "true for that"
+)
 _NO_PUBLIC_URL = "needs the service's public address (server.public_url / TGB_SERVER_PUBLIC_URL)"
 _FORWARD_UNTRACKED = "a forward carries the original's links as they are: nothing to track"
 
@@ -400,7 +404,8 @@ def _audience(
     request: SendRequest, max_user_ids: int, violations: list[FieldViolation]
 ) -> tuple[Sequence[int], UserFilter | None]:
     """Exactly one of ``user_ids``, ``all_users`` and ``filter``: the distinct ids, or the
-    checked filter (an empty filter is every active user, like ``all_users``)."""
+    checked filter. An empty filter is refused: every active user is said with ``all_users``
+    (a filter built from a selection left empty must not reach everyone)."""
     given = [
         name
         for name, present in (
@@ -420,7 +425,10 @@ def _audience(
         )
         return (), None
     if request.filter is not None:
-        return (), audience_filter(request.filter, "filter", violations)
+        checked = audience_filter(request.filter, "filter", violations)
+        if checked == UserFilter():  # {} or {"tags": []}: a selection left empty
+            violations.append(FieldViolation("filter", _EMPTY_FILTER))
+        return (), checked
     if request.all_users:
         return (), None
     if not request.user_ids:

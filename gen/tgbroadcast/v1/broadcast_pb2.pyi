@@ -599,7 +599,8 @@ Global___Variant: _TypeAlias = Variant  # noqa: Y015
 @_typing.final
 class UserFilter(_message.Message):
     """UserFilter selects active users by their attributes. Every given
-    criterion must match; an empty filter matches every active user.
+    criterion must match; an empty filter matches every active user, except as
+    SendMessage's audience, where it is refused (every user is `all_users`).
     """
 
     DESCRIPTOR: _descriptor.Descriptor
