@@ -1767,6 +1767,7 @@ class WatchBroadcastRequest(_message.Message):
     """Without `after`: only the outcomes recorded from now on (nothing is
     replayed); the counters go on from the broadcast's, and may count a send
     in flight at that moment twice (the closing message has the exact ones).
+    With `after` it is ignored: a reconnect that keeps it resumes after its cursor.
     """
     max_batch: _builtins.int
     """Up to this many outcomes per message, in `results` (`result` stays empty): the
