@@ -145,6 +145,17 @@ async def test_a_finished_broadcast_is_replayed_in_batches_and_resumed_from_one(
                 metadata=stack.metadata,
             )
         ]
+        # A reconnect that keeps from_now resumes after its cursor all the same.
+        kept = [
+            m
+            async for m in stub.WatchBroadcast(
+                pb.WatchBroadcastRequest(
+                    broadcast_id=broadcast_id, max_batch=5, after=batches[0].cursor, from_now=True
+                ),
+                metadata=stack.metadata,
+            )
+        ]
+        assert kept == rest
         # A cursor's counters are not taken on trust: kept from another broadcast, or made
         # up, the replay after its recipient counts from SQL.
         forged = [
