@@ -13,7 +13,7 @@ from pydantic import BaseModel
 
 from tests.fixtures.grpc_details import bad_request
 from tests.fixtures.refusals import MAX_USER_IDS, assert_nothing_written
-from tests.fixtures.rest import send_raw
+from tests.fixtures.rest import get, send_raw
 from tests.fixtures.stack import Stack
 from tgbroadcast.server.rest import content, users
 from tgbroadcast.v1 import broadcast_pb2 as pb
@@ -149,6 +149,33 @@ async def test_grpc_and_rest_name_the_same_fields(small_stack: Stack) -> None:
             assert all(field.startswith("message.") for field in preview_fields), name
             assert {e["field"] for e in problem["errors"]} == preview_fields, name
     await assert_nothing_written(stack)
+
+
+async def test_an_id_that_names_nothing_is_invalid_over_both(small_stack: Stack) -> None:
+    """A broadcast id below 1 or a user id of 0 (a field left out) is INVALID_ARGUMENT on
+    it, as REST's 400 for the same path — not NOT_FOUND, as if one might exist."""
+    stack = small_stack
+    calls = [
+        ("GetBroadcast", pb.GetBroadcastRequest(broadcast_id=-1), "broadcast_id"),
+        ("CancelBroadcast", pb.CancelBroadcastRequest(), "broadcast_id"),
+        ("ListDeliveries", pb.ListDeliveriesRequest(), "broadcast_id"),
+        ("GetUser", pb.GetUserRequest(), "user_id"),
+        ("DeleteUser", pb.DeleteUserRequest(), "user_id"),
+        (
+            "PreviewMessage",
+            pb.PreviewMessageRequest(message=as_proto({"message": "Hi"})),
+            "user_id",
+        ),
+    ]
+    async with stack.stub() as stub:
+        for method, request, field in calls:
+            with pytest.raises(grpc.aio.AioRpcError) as raised:
+                await getattr(stub, method)(request, metadata=stack.metadata)
+            assert raised.value.code() == grpc.StatusCode.INVALID_ARGUMENT, method
+            assert list(bad_request(raised.value)) == [field], method
+    for path, field in (("/v1/broadcasts/-1", "broadcast_id"), ("/v1/users/0", "user_id")):
+        status, problem = await get(stack, path)
+        assert (status, [e["field"] for e in problem["errors"]]) == (400, [field]), path
 
 
 @pytest.mark.parametrize(

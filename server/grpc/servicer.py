@@ -113,7 +113,9 @@ class BroadcastServicer(pb_grpc.BroadcastServiceServicer):
     ) -> pb.CancelBroadcastResponse:
         async with _translated(context):
             broadcast = await self._core.cancel_broadcast(
-                request.broadcast_id, actor=current_caller_name(), visible=visible_bots()
+                _broadcast_id(request.broadcast_id),
+                actor=current_caller_name(),
+                visible=visible_bots(),
             )
         return pb.CancelBroadcastResponse(broadcast=messages.broadcast(broadcast, {}))
 
@@ -122,7 +124,9 @@ class BroadcastServicer(pb_grpc.BroadcastServiceServicer):
     ) -> pb.PauseBroadcastResponse:
         async with _translated(context):
             broadcast = await self._core.pause_broadcast(
-                request.broadcast_id, actor=current_caller_name(), visible=visible_bots()
+                _broadcast_id(request.broadcast_id),
+                actor=current_caller_name(),
+                visible=visible_bots(),
             )
         return pb.PauseBroadcastResponse(broadcast=messages.broadcast(broadcast, {}))
 
@@ -131,7 +135,9 @@ class BroadcastServicer(pb_grpc.BroadcastServiceServicer):
     ) -> pb.ResumeBroadcastResponse:
         async with _translated(context):
             broadcast = await self._core.resume_broadcast(
-                request.broadcast_id, actor=current_caller_name(), visible=visible_bots()
+                _broadcast_id(request.broadcast_id),
+                actor=current_caller_name(),
+                visible=visible_bots(),
             )
         return pb.ResumeBroadcastResponse(broadcast=messages.broadcast(broadcast, {}))
 
@@ -140,7 +146,9 @@ class BroadcastServicer(pb_grpc.BroadcastServiceServicer):
     ) -> pb.RecallBroadcastResponse:
         async with _translated(context):
             broadcast = await self._core.recall_broadcast(
-                request.broadcast_id, actor=current_caller_name(), visible=visible_bots()
+                _broadcast_id(request.broadcast_id),
+                actor=current_caller_name(),
+                visible=visible_bots(),
             )
         return pb.RecallBroadcastResponse(broadcast=messages.broadcast(broadcast, {}))
 
@@ -149,7 +157,7 @@ class BroadcastServicer(pb_grpc.BroadcastServiceServicer):
     ) -> pb.EditBroadcastResponse:
         async with _translated(context):
             broadcast = await self._core.edit_broadcast(
-                request.broadcast_id,
+                _broadcast_id(request.broadcast_id),
                 content.edit_request(request),
                 actor=current_caller_name(),
                 visible=visible_bots(),
@@ -160,7 +168,9 @@ class BroadcastServicer(pb_grpc.BroadcastServiceServicer):
         self, request: pb.GetBroadcastRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> pb.GetBroadcastResponse:
         async with _translated(context):
-            report = await self._core.get_broadcast(request.broadcast_id, visible=visible_bots())
+            report = await self._core.get_broadcast(
+                _broadcast_id(request.broadcast_id), visible=visible_bots()
+            )
         return pb.GetBroadcastResponse(
             broadcast=messages.broadcast(
                 report.broadcast,
@@ -178,7 +188,7 @@ class BroadcastServicer(pb_grpc.BroadcastServiceServicer):
     ) -> pb.ListDeliveriesResponse:
         async with _translated(context):
             page = await self._core.list_deliveries(
-                request.broadcast_id,
+                _broadcast_id(request.broadcast_id),
                 outcomes=reports.outcome_names(request.outcomes),
                 page_size=request.page_size,
                 page_token=request.page_token,
@@ -193,7 +203,7 @@ class BroadcastServicer(pb_grpc.BroadcastServiceServicer):
             async for message in watch.watch_broadcast(
                 self._core,
                 self._watchers,
-                request.broadcast_id,
+                _broadcast_id(request.broadcast_id),
                 context,
                 visible=visible_bots(),
                 after=request.after,
@@ -242,7 +252,7 @@ class BroadcastServicer(pb_grpc.BroadcastServiceServicer):
             given = request.HasField("message")
             rendered = await self._core.preview_message(
                 messages.send_request(request.message) if given else None,
-                request.user_id,
+                _user_id(request.user_id),
                 bot=bot_for(request.message.bot) if given else DEFAULT_BOT,
                 broadcast_id=request.broadcast_id,
                 variant=request.variant,
@@ -278,14 +288,14 @@ class BroadcastServicer(pb_grpc.BroadcastServiceServicer):
         self, request: pb.GetUserRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> pb.GetUserResponse:
         async with _translated(context):
-            found = await self._core.get_user(request.user_id, bot=bot_for(request.bot))
+            found = await self._core.get_user(_user_id(request.user_id), bot=bot_for(request.bot))
         return pb.GetUserResponse(user=messages.user(found))
 
     async def DeleteUser(  # noqa: N802
         self, request: pb.DeleteUserRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> pb.DeleteUserResponse:
         async with _translated(context):
-            await self._core.delete_user(request.user_id, bot=bot_for(request.bot))
+            await self._core.delete_user(_user_id(request.user_id), bot=bot_for(request.bot))
         return pb.DeleteUserResponse()
 
     async def ImportUsers(  # noqa: N802
@@ -397,6 +407,20 @@ def _status_for(exc: Exception) -> grpc.Status:
         )
     logger.exception("internal error", exc_info=exc)
     return rpc_status.to_status(status_pb2.Status(code=code_pb2.INTERNAL, message="internal error"))
+
+
+def _broadcast_id(value: int) -> int:
+    """A request's ``broadcast_id``, which must name one: positive (as REST's path)."""
+    if value <= 0:
+        raise InvalidArgument.single("broadcast_id", "must be a positive 64-bit number")
+    return value
+
+
+def _user_id(value: int) -> int:
+    """A request's ``user_id`` (a Telegram chat id): given, not 0 (as REST's path)."""
+    if value == 0:
+        raise InvalidArgument.single("user_id", "must be a non-zero 64-bit number")
+    return value
 
 
 def _precondition_failed(exc: FailedPrecondition) -> grpc.Status:
