@@ -163,9 +163,7 @@ def test_bad_tokens_are_refused_without_echo(tmp_path: Path, value: str, secret:
 
 
 @pytest.mark.parametrize("variable", ["TGB_SERVER_API_TOKEN", "TGB_SERVER_API_TOKENS"])
-def test_a_named_token_too_short_is_refused_not_taken_whole(
-    tmp_path: Path, variable: str
-) -> None:
+def test_a_named_token_too_short_is_refused_not_taken_whole(tmp_path: Path, variable: str) -> None:
     """``ci:abcdefghijklmno`` reads as the token ``abcdefghijklmno`` named ``ci``: 15
     characters, refused — it was taken for one bare token, ``ci:`` included, that no client
     sends."""

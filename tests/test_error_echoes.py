@@ -1,0 +1,75 @@
+"""What an error repeats of the request, and whose fault it is: a bot token sent in the wrong
+field is not repeated; a client hanging up mid-body is its own doing, not the backends'."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+
+import grpc
+import pytest
+
+from tests.fixtures.grpc_details import bad_request
+from tests.fixtures.nats import wait_until
+from tests.fixtures.stack import Stack
+from tests.fixtures.telegram import BOT_SECRET, BOT_TOKEN
+from tests.test_hostile_input import fresh_malformed_log, open_stack, request_bytes, send
+from tgbroadcast.v1 import broadcast_pb2 as pb
+
+__all__ = ["open_stack"]  # the fixture
+
+
+async def test_a_client_hanging_up_mid_body_is_its_fault_not_a_503(
+    open_stack: Stack, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A body cut off by the client closing its connection (the server's read of it fails
+    as a connection reset) is the client's doing: a 400 in the access log and metrics, never
+    "backend unavailable" and a 503, an operator's alarm for the database or the queue."""
+    caplog.set_level(logging.INFO)
+    fresh_malformed_log(monkeypatch)
+    assert open_stack.running.api is not None
+    _, writer = await asyncio.open_connection("127.0.0.1", open_stack.running.api.http_port)
+    head = request_bytes(
+        b"POST", b"/send-message", b"Content-Type: application/json", b"Content-Length: 1000"
+    )
+    writer.write(head + b'{"message":')
+    await writer.drain()
+    writer.close()
+
+    def answered() -> list[logging.LogRecord]:
+        return [
+            r
+            for r in caplog.records
+            if r.name == "tgbroadcast.access" and getattr(r, "route", "") == "/send-message"
+        ]
+
+    async def seen() -> bool:
+        return bool(answered())
+
+    await wait_until(seen)
+    assert [getattr(r, "status", None) for r in answered()] == [400]
+    assert not [r for r in caplog.records if "unavailable" in r.getMessage()]
+
+
+async def test_a_bot_token_sent_in_the_wrong_field_is_not_repeated(open_stack: Stack) -> None:
+    """A bot token where a value or a field's name goes: the error names the field and says
+    what is wrong, without the token (over REST and gRPC)."""
+    for payload in (
+        {"message": "hi", "user_ids": [1], "parse_mode": BOT_TOKEN},
+        {"message": "hi", "user_ids": [1], "media_type": BOT_TOKEN},
+        {"message": "hi", "user_ids": [1], BOT_TOKEN: True},
+    ):
+        status, problem, _ = await send(
+            open_stack, "POST", "/send-message", body=json.dumps(payload).encode()
+        )
+        assert status == 400, problem
+        assert BOT_SECRET not in json.dumps(problem), problem
+    async with open_stack.stub() as stub:
+        with pytest.raises(grpc.aio.AioRpcError) as raised:
+            await stub.SendMessage(
+                pb.SendMessageRequest(message="hi", user_ids=[1], bot=BOT_TOKEN),
+                metadata=open_stack.metadata,
+            )
+    assert raised.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert BOT_SECRET not in str(raised.value.details()) + repr(bad_request(raised.value))
