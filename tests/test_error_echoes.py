@@ -14,7 +14,12 @@ from tests.fixtures.grpc_details import bad_request
 from tests.fixtures.nats import wait_until
 from tests.fixtures.stack import Stack
 from tests.fixtures.telegram import BOT_SECRET, BOT_TOKEN
-from tests.test_hostile_input import fresh_malformed_log, open_stack, request_bytes, send
+from tests.test_hostile_input import (
+    fresh_malformed_log,
+    open_stack,
+    request_bytes,
+    send,
+)
 from tgbroadcast.v1 import broadcast_pb2 as pb
 
 __all__ = ["open_stack"]  # the fixture
@@ -73,3 +78,31 @@ async def test_a_bot_token_sent_in_the_wrong_field_is_not_repeated(open_stack: S
             )
     assert raised.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert BOT_SECRET not in str(raised.value.details()) + repr(bad_request(raised.value))
+
+
+async def test_a_body_declared_over_the_limit_is_refused_before_it_is_sent(
+    open_stack: Stack,
+) -> None:
+    """``Content-Length`` over ``server.max_body_bytes``: 413 at once, from the headers — with
+    ``Expect: 100-continue`` instead of the ``100 Continue`` that would have the client send it
+    all first."""
+    for expect in ((b"Expect: 100-continue",), ()):
+        request = request_bytes(
+            b"POST",
+            b"/send-message",
+            b"Content-Type: application/json",
+            b"Content-Length: 99999999999",
+            *expect,
+        )
+        assert open_stack.running.api is not None
+        port = open_stack.running.api.http_port
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        try:
+            writer.write(request)  # and no byte of the body, ever: the answer comes first
+            head = await reader.readuntil(b"\r\n\r\n")
+            assert head.startswith(b"HTTP/1.1 413 "), head
+            length = int(head.lower().split(b"content-length:")[1].split(b"\r\n")[0])
+            problem = json.loads(await reader.readexactly(length))
+        finally:
+            writer.close()
+        assert "larger than the limit" in problem["detail"]

@@ -23,6 +23,7 @@ import aiohttp
 import pytest
 from aiohttp import web
 from aiohttp.web_protocol import RequestHandler
+from aiohttp.web_urldispatcher import _default_expect_handler
 
 from tests.fixtures.environ import API_TOKEN, AUTH
 from tests.fixtures.stack import Stack, open_backend, start_stack
@@ -253,6 +254,8 @@ async def test_the_aiohttp_internals_the_quiet_handler_relies_on_are_there() -> 
     not quietly bring back tracebacks and echoed headers."""
     parameters = list(inspect.signature(RequestHandler.handle_error).parameters)
     assert parameters == ["self", "request", "status", "exc", "message"]
+    # server/rest/app.py's expect handler lets aiohttp's own send its 100 Continue.
+    assert list(inspect.signature(_default_expect_handler).parameters) == ["request"]
     runner = protocol.ApiRunner(web.Application(), access_log=None, handle_signals=False)
     await runner.setup()
     try:

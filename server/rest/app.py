@@ -24,6 +24,7 @@ from typing import Any
 
 from aiohttp import BodyPartReader, web
 from aiohttp.http_exceptions import HttpProcessingError
+from aiohttp.web_urldispatcher import _default_expect_handler  # its 100 Continue
 from prometheus_client import CONTENT_TYPE_LATEST
 from pydantic import ValidationError
 
@@ -97,6 +98,9 @@ async def errors_middleware(request: web.Request, handler: Handler) -> web.Strea
     (:func:`params.bounded`); an aiohttp error keeps its headers (``Allow`` on a 405). A body
     the client broke off or mangled (bad chunking, bad compression) is the client's fault: a
     400 and one WARNING line, no traceback."""
+    declared = request.content_length
+    if declared is not None and declared > request.app[MAX_BODY_KEY]:
+        return _too_large(request)  # before a byte of it is read
     try:
         return await handler(request)
     except InvalidArgument as exc:
@@ -113,8 +117,7 @@ async def errors_middleware(request: web.Request, handler: Handler) -> web.Strea
     except ResourceExhausted as exc:
         return guards.too_many(str(exc), exc.retry_after)
     except web.HTTPRequestEntityTooLarge:
-        limit = request.app[MAX_BODY_KEY]
-        return rendering.problem(413, f"request body is larger than the limit of {limit} bytes")
+        return _too_large(request)
     except web.HTTPException as exc:
         if exc.status < 400:
             raise
@@ -132,6 +135,22 @@ async def errors_middleware(request: web.Request, handler: Handler) -> web.Strea
     except Exception:
         logger.exception("internal error", extra={"path": request.path})
         return rendering.problem(500, "internal error")
+
+
+def _too_large(request: web.Request) -> web.Response:
+    limit = request.app[MAX_BODY_KEY]
+    return rendering.problem(413, f"request body is larger than the limit of {limit} bytes")
+
+
+async def _expect_within_limit(request: web.Request) -> web.StreamResponse | None:
+    """``Expect: 100-continue``: a body declared over the limit is refused before the client
+    sends it (a 70 MB upload was sent whole, then refused); any other goes on as aiohttp's
+    own handler lets it (its ``100 Continue``)."""
+    declared = request.content_length
+    if declared is not None and declared > request.app[MAX_BODY_KEY]:
+        return _too_large(request)
+    await _default_expect_handler(request)
+    return None
 
 
 def _client_gone(request: web.Request) -> bool:
@@ -329,8 +348,8 @@ def create_app(
     app[MAX_BODY_KEY] = max_body_bytes
     metrics.observe(app, observer)
     app[reports.WATCHERS_KEY] = Watchers(DEFAULT_MAX_WATCHERS) if watchers is None else watchers
-    app.router.add_post("/send-message", send_message)
-    app.router.add_post("/v1/broadcasts", send_message)
+    app.router.add_post("/send-message", send_message, expect_handler=_expect_within_limit)
+    app.router.add_post("/v1/broadcasts", send_message, expect_handler=_expect_within_limit)
     list_events.add_routes(app)  # before the route of one broadcast, which would match it
     app.router.add_get("/v1/broadcasts/{broadcast_id}", get_broadcast)
     users.add_routes(app)
