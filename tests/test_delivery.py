@@ -340,4 +340,20 @@ async def test_bad_uploads_are_refused(fast: Stack) -> None:
         assert response.status == 400
         problem = await response.json(content_type=None)
     assert {e["field"] for e in problem["errors"]} == {"chat", "user_ids"}
+    # Errors name the form's own part, "media": a file without a media type, an empty file.
+    for media_type, data, message in (("", b"x", "is only for media"), ("photo", b"", "empty")):
+        form = aiohttp.FormData()
+        if media_type:
+            form.add_field("media_type", media_type)
+        form.add_field("message", "hi")
+        form.add_field("user_ids", "[1]")
+        form.add_field("media", data, filename="a.png")
+        async with (
+            aiohttp.ClientSession() as session,
+            session.post(fast.http_url + "/send-message", data=form, headers=fast.auth) as answer,
+        ):
+            assert answer.status == 400
+            problem = await answer.json(content_type=None)
+        assert [e["field"] for e in problem["errors"]] == ["media"], problem
+        assert message in problem["errors"][0]["message"]
     assert fast.simulator.calls == ()

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Any, Final
 
 from aiohttp import BodyPartReader, web
 from aiohttp.http_exceptions import HttpProcessingError
@@ -195,10 +195,16 @@ async def send_message(request: web.Request) -> web.Response:
     )
     bot = bot_for(body.bot or "")
     del body  # its list of ids (a million: 36 MB) is not held while the broadcast is written
-    accepted = await params.service(request).send_message(
-        send, created_by=current_caller_name(), bot=bot
-    )
+    try:
+        accepted = await params.service(request).send_message(
+            send, created_by=current_caller_name(), bot=bot
+        )
+    except InvalidArgument as exc:  # the upload is the form's part "media" (its filename)
+        raise params.renamed(exc, _UPLOAD_FIELDS) from None
     return controls.accepted_response(accepted)
+
+
+_UPLOAD_FIELDS: Final = (("media_data", "media"), ("media_filename", "media"))
 
 
 _SEND_FIELDS = content.SendMessageBody.model_fields
@@ -245,6 +251,8 @@ async def _read_multipart(request: web.Request) -> tuple[content.SendMessageBody
         raw = await _read_part(part, budget, limit)
         if name == "media":
             media, filename = raw, part.filename or ""
+            if not raw:
+                violations.append(FieldViolation("media", "is an empty file"))
         elif name in _FORM_TEXT_FIELDS:
             try:
                 _form_value(data, name, raw.decode("utf-8"), violations)
