@@ -17,9 +17,9 @@ def with_budgets(schemas: dict[str, Schema]) -> dict[str, Schema]:
     ``Broadcast``."""
     schemas["SendMessageRequest"]["properties"]["max_stars"] = {
         "type": "integer",
-        "minimum": 1,
+        "minimum": 0,
         "maximum": MAX_STARS,
-        "description": _MAX_STARS,
+        "description": _MAX_STARS + " 0, or absent: no budget.",
     }
     schemas["SendMessageForm"]["properties"]["max_stars"] = {
         "type": "string",
