@@ -185,8 +185,9 @@ async def test_without_bot_the_async_client_leaves_the_choice_to_the_server(
     # Unary calls carry the client's timeout; the import stream only one of its own.
     deadlines = dict(servicer.deadlines[:-1])
     assert (deadlines["ImportUsers"] or 0) > 10**9  # gRPC's "infinite future": none
-    assert 0 < (deadlines["GetUser"] or 0) <= 30
-    assert 30 < (servicer.deadlines[-1][1] or 0) <= 600
+    # (gRPC's deadline on the wire is rounded: the server may see a little more.)
+    assert 0 < (deadlines["GetUser"] or 0) < 31
+    assert 31 < (servicer.deadlines[-1][1] or 0) < 601
 
 
 def test_the_blocking_client_names_the_bot_on_every_call(recorder: tuple[Recorder, str]) -> None:

@@ -35,6 +35,7 @@ from tests.fixtures.streams import (
     open_sse,
     scheduled_broadcast,
 )
+from tgbroadcast.core.domain.errors import ConfigError
 from tgbroadcast.launcher import api as launcher_api
 from tgbroadcast.launcher.shutdown import ShutdownPlan
 from tgbroadcast.simulator import Simulator
@@ -186,7 +187,7 @@ async def test_a_failed_start_after_grpc_started_stops_grpc(
             expected: tuple[type[Exception], str] = (RuntimeError, "create_app failed")
         else:
             overrides["TGB_SERVER_PORT"] = str(taken.getsockname()[1])
-            expected = (OSError, "address already in use")
+            expected = (ConfigError, "server.port: cannot listen on .*address already in use")
         with pytest.raises(expected[0], match=expected[1]):
             async with start_stack(backend, simulator, overrides):
                 pytest.fail("started although the HTTP listener could not")
