@@ -275,6 +275,12 @@ BAD: list[tuple[str, dict[str, Any], str, str]] = [
         "a forward takes no caption; use media_type copy",
     ),
     (
+        "a file name without an upload",
+        {"media_type": "document", "media_url": PHOTO, "media_filename": "a.pdf"},
+        "media_filename",
+        "names an uploaded file; none is given",
+    ),
+    (
         "forward with tracked links",
         {
             "media_type": "forward",

@@ -32,6 +32,7 @@ token.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 
@@ -71,12 +72,23 @@ class ApiError(BroadcastingError):
     """An error answered to an API caller; ``str()`` is safe to show them."""
 
 
+_BOT_TOKEN = re.compile(r"(\d{3,20}):[A-Za-z0-9_-]{20,}")
+
+
 @dataclass(frozen=True, slots=True)
 class FieldViolation:
-    """One bad field of a request: ``field`` is its path (``user_ids[3]``)."""
+    """One bad field of a request: ``field`` is its path (``user_ids[3]``). A bot token in
+    either (one sent in the wrong field, repeated by the message) is masked, ``123:***``:
+    no answer repeats one."""
 
     field: str
     description: str
+
+    def __post_init__(self) -> None:
+        for name in ("field", "description"):
+            text = getattr(self, name)
+            if ":" in text:
+                object.__setattr__(self, name, _BOT_TOKEN.sub(r"\1:***", text))
 
 
 class InvalidArgument(ApiError):

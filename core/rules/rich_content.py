@@ -516,3 +516,31 @@ _UNENCODABLE = "contains a NUL character or an unpaired surrogate"
 
 def _unencodable(text: str) -> bool:
     return "\x00" in text or any("\ud800" <= ch <= "\udfff" for ch in text)
+
+
+def check_media_url(
+    media_url: str,
+    media_type: MediaType,
+    violations: list[FieldViolation],
+    *,
+    allow_private_urls: bool,
+) -> None:
+    """A media message's ``media_url`` when nothing is uploaded: given, a URL or a file_id,
+    and (for what the service fetches itself) not an internal address."""
+    if not media_url:
+        violations.append(
+            FieldViolation(
+                "media_url",
+                f"is required for media_type {media_type.value} (or upload the file)",
+            )
+        )
+    elif not is_media_reference(media_url):
+        violations.append(
+            FieldViolation("media_url", "must be an http(s) URL or a Telegram file_id")
+        )
+    elif (
+        not allow_private_urls
+        and fetched_by_service(media_type.value, media_url)
+        and (refused := fetch_refusal(media_url))
+    ):
+        violations.append(FieldViolation("media_url", refused))

@@ -288,23 +288,14 @@ def _content(
             violations.append(
                 FieldViolation("media_filename", f"is longer than {MAX_FILENAME} characters")
             )
-    elif not media_url:
-        violations.append(
-            FieldViolation(
-                "media_url",
-                f"is required for media_type {media_type.value} (or upload the file)",
+    else:
+        if request.media_filename:  # Telegram would never see it
+            violations.append(
+                FieldViolation("media_filename", "names an uploaded file; none is given")
             )
+        rich_content.check_media_url(
+            media_url, media_type, violations, allow_private_urls=allow_private_urls
         )
-    elif not rich_content.is_media_reference(media_url):
-        violations.append(
-            FieldViolation("media_url", "must be an http(s) URL or a Telegram file_id")
-        )
-    elif (
-        not allow_private_urls
-        and rich_content.fetched_by_service(media_type.value, media_url)
-        and (refused := rich_content.fetch_refusal(media_url))
-    ):
-        violations.append(FieldViolation("media_url", refused))
     if not media_type.takes_caption and message:
         violations.append(
             FieldViolation("message", f"must be empty: {media_type.value} takes no caption")

@@ -40,7 +40,6 @@ from tgbroadcast.core.domain.errors import (
     NotFound,
     ResourceExhausted,
 )
-from tgbroadcast.core.logs import redact
 from tgbroadcast.core.service.broadcasting import BroadcastingService
 from tgbroadcast.core.service.user_import import ImportChunk
 from tgbroadcast.server.auth import (
@@ -371,18 +370,15 @@ def _status_for(exc: Exception) -> grpc.Status:
         detail.Pack(
             error_details_pb2.BadRequest(
                 field_violations=[
-                    # (A bot token sent in the wrong field is not repeated.)
                     error_details_pb2.BadRequest.FieldViolation(
-                        field=v.field, description=redact(v.description)
+                        field=v.field, description=v.description
                     )
                     for v in exc.violations
                 ]
             )
         )
         return rpc_status.to_status(
-            status_pb2.Status(
-                code=code_pb2.INVALID_ARGUMENT, message=redact(str(exc)), details=[detail]
-            )
+            status_pb2.Status(code=code_pb2.INVALID_ARGUMENT, message=str(exc), details=[detail])
         )
     if isinstance(exc, NotFound):
         return rpc_status.to_status(status_pb2.Status(code=code_pb2.NOT_FOUND, message=str(exc)))

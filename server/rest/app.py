@@ -253,6 +253,7 @@ async def _read_multipart(request: web.Request) -> tuple[content.SendMessageBody
             media, filename = raw, part.filename or ""
             if not raw:
                 violations.append(FieldViolation("media", "is an empty file"))
+                filename = ""  # (no second violation for a name without a file)
         elif name in _FORM_TEXT_FIELDS:
             try:
                 _form_value(data, name, raw.decode("utf-8"), violations)

@@ -24,7 +24,6 @@ from pydantic import BaseModel, ValidationError
 
 from tgbroadcast.core.domain.errors import FieldViolation, InvalidArgument
 from tgbroadcast.core.domain.recipients import INT64_MAX, INT64_MIN
-from tgbroadcast.core.logs import redact
 from tgbroadcast.core.service.broadcasting import BroadcastingService
 from tgbroadcast.server.rest import strict_json
 from tgbroadcast.server.rest.strict_json import ECHO_LIMIT, echo
@@ -198,7 +197,7 @@ def bounded(exc: InvalidArgument) -> InvalidArgument:
     quoted value in a message cut (see :func:`clipped`), each field path too, and at most
     :data:`~.strict_json.MAX_VIOLATIONS` violations."""
     return InvalidArgument(
-        FieldViolation(redact(echo(v.field)), redact(clipped(v.description)))  # a bot token astray
+        FieldViolation(echo(v.field), clipped(v.description))
         for v in exc.violations[: strict_json.MAX_VIOLATIONS]
     )
 
