@@ -68,6 +68,9 @@ async def test_send_watch_and_get_over_a_real_socket(stack: Stack) -> None:
             [],
         ]
         assert batched[-1].progress == last.progress
+        # From now on: none of the outcomes known already, the closing message alone.
+        now = [update async for update in client.watch(sent.broadcast_id, from_now=True)]
+        assert [(u.HasField("result"), u.progress) for u in now] == [(False, last.progress)]
 
         broadcast = await client.get(sent.broadcast_id)
     assert broadcast.status == pb.BROADCAST_STATUS_COMPLETED

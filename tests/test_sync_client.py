@@ -384,6 +384,17 @@ def test_watch_yields_the_stream_in_order(channel: ScriptedChannel) -> None:
     assert updates == scripted
 
 
+def test_watch_from_now_asks_for_it(channel: ScriptedChannel) -> None:
+    def server() -> None:
+        method = SERVICE.methods_by_name["WatchBroadcast"]
+        _, request, rpc = channel.testing.take_unary_stream(method)
+        assert request == pb.WatchBroadcastRequest(broadcast_id=7, from_now=True, max_batch=50)
+        rpc.terminate((), OK, "")
+
+    with serving(server):
+        assert list(client_over(channel).watch(7, from_now=True, max_batch=50)) == []
+
+
 def test_an_error_mid_stream_raises_ours(channel: ScriptedChannel) -> None:
     first = result(11, 1)
     failing = grpc.StatusCode.UNAVAILABLE

@@ -153,18 +153,19 @@ class BroadcastClient:
         return response.broadcast
 
     async def watch(
-        self, broadcast_id: int, *, after: str = "", max_batch: int = 0
+        self, broadcast_id: int, *, after: str = "", max_batch: int = 0, from_now: bool = False
     ) -> AsyncGenerator[pb.WatchBroadcastResponse, None]:
         """Every recipient's final outcome, exactly once each: first those already known,
         then live ones. The last message has no ``result`` and carries the final status;
         leaving the loop early cancels the stream. ``after``: the ``cursor`` of the last
         message of an earlier stream, to resume right after it. ``max_batch`` (up to 1000):
         several outcomes per message, in ``results`` (those ready when the server writes;
-        for a fast broadcast)."""
-        call = self._stub.WatchBroadcast(
-            pb.WatchBroadcastRequest(broadcast_id=broadcast_id, after=after, max_batch=max_batch),
-            metadata=self._options.metadata,
+        for a fast broadcast). ``from_now`` (without ``after``): none of the outcomes known
+        already, only those recorded from now on."""
+        request = pb.WatchBroadcastRequest(
+            broadcast_id=broadcast_id, after=after, max_batch=max_batch, from_now=from_now
         )
+        call = self._stub.WatchBroadcast(request, metadata=self._options.metadata)
         try:
             async for message in call:
                 yield message

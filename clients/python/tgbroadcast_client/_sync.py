@@ -139,22 +139,23 @@ class Client:
         return self._unary(self._stub.GetBroadcast, request).broadcast
 
     def watch(
-        self, broadcast_id: int, *, after: str = "", max_batch: int = 0
+        self, broadcast_id: int, *, after: str = "", max_batch: int = 0, from_now: bool = False
     ) -> Generator[pb.WatchBroadcastResponse, None, None]:
         """Every recipient's final outcome, exactly once each: first those already known,
         then live ones. The last message has no ``result`` and carries the final status.
         ``after``: the ``cursor`` of the last message of an earlier stream, to resume right
         after it. ``max_batch`` (up to 1000): several outcomes per message, in ``results``
-        (those ready when the server writes; for a fast broadcast).
+        (those ready when the server writes; for a fast broadcast). ``from_now`` (without
+        ``after``): none of the outcomes known already, only those recorded from now on.
 
         The stream starts at the first ``next()``. ``close()`` on the iterator cancels it
         (``with contextlib.closing(client.watch(id)) as updates:`` does so on the way out),
         as does the iterator being garbage collected.
         """
-        call = self._stub.WatchBroadcast(
-            pb.WatchBroadcastRequest(broadcast_id=broadcast_id, after=after, max_batch=max_batch),
-            metadata=self._options.metadata,
+        request = pb.WatchBroadcastRequest(
+            broadcast_id=broadcast_id, after=after, max_batch=max_batch, from_now=from_now
         )
+        call = self._stub.WatchBroadcast(request, metadata=self._options.metadata)
         try:
             yield from call
         except grpc.RpcError as exc:
