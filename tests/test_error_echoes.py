@@ -17,6 +17,7 @@ from tests.fixtures.telegram import BOT_SECRET, BOT_TOKEN
 from tests.test_hostile_input import (
     fresh_malformed_log,
     open_stack,
+    raw_exchange,
     request_bytes,
     send,
 )
@@ -106,3 +107,20 @@ async def test_a_body_declared_over_the_limit_is_refused_before_it_is_sent(
         finally:
             writer.close()
         assert "larger than the limit" in problem["detail"]
+
+
+async def test_a_content_encoding_nobody_decodes_is_415(open_stack: Stack) -> None:
+    """aiohttp decodes gzip, deflate and br; any other body was read as if plain."""
+    body = json.dumps({"message": "hi", "user_ids": [1]}).encode()
+    request = request_bytes(
+        b"POST",
+        b"/send-message",
+        b"Content-Type: application/json",
+        b"Content-Encoding: zstd-bogus",
+        b"Content-Length: %d" % len(body),
+        body=body,
+    )
+    answer = await raw_exchange(open_stack, request)
+    assert answer.status == 415, answer.raw
+    assert "zstd-bogus" in answer.problem()["detail"]
+    assert open_stack.simulator.calls == ()

@@ -101,6 +101,12 @@ async def errors_middleware(request: web.Request, handler: Handler) -> web.Strea
     declared = request.content_length
     if declared is not None and declared > request.app[MAX_BODY_KEY]:
         return _too_large(request)  # before a byte of it is read
+    encoding = request.headers.get("Content-Encoding", "").strip().lower()
+    if encoding and encoding not in _DECODED:  # aiohttp would pass it on undecoded
+        return rendering.problem(
+            415,
+            f"Content-Encoding {strict_json.echo(encoding)!r} is not accepted: gzip, deflate or br",
+        )
     try:
         return await handler(request)
     except InvalidArgument as exc:
@@ -204,6 +210,8 @@ async def send_message(request: web.Request) -> web.Response:
     return controls.accepted_response(accepted)
 
 
+_DECODED: Final = frozenset({"gzip", "deflate", "br", "zstd", "identity"})
+"""Content-Encodings aiohttp decodes (br and zstd with their packages: else a 400)."""
 _UPLOAD_FIELDS: Final = (("media_data", "media"), ("media_filename", "media"))
 
 
