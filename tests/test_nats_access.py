@@ -132,6 +132,22 @@ async def test_the_service_sends_through_a_nats_that_demands_tls_and_a_password(
     assert PASSWORD not in caplog.text
 
 
+def test_unreadable_tls_and_creds_files_name_their_key(tmp_path: Path) -> None:
+    """A file that is there but is not what it should be: a configuration error (exit 2)
+    naming the key, before any connection — not a traceback."""
+    junk = tmp_path / "junk.pem"
+    junk.write_text("not a certificate\n")
+    for access, key in (
+        (NatsAccess(tls_ca_file=junk), "nats.tls_ca_file"),
+        (NatsAccess(tls_cert_file=junk, tls_key_file=junk), "nats.tls_cert_file"),
+        (NatsAccess(creds_file=tmp_path), "nats.creds_file"),  # a folder
+    ):
+        with pytest.raises(ConfigError) as raised:
+            access.connect_options()
+        assert raised.value.key == key
+        assert "not a certificate" not in str(raised.value)
+
+
 def test_settings_are_checked(tmp_path: Path) -> None:
     def load(**environ: str) -> None:
         load_settings(None, environ=environ, base_dir=tmp_path)

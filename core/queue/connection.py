@@ -23,6 +23,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
+from tgbroadcast.core.domain.errors import ConfigError
+
 _JWT_MARKER = "BEGIN NATS USER JWT"
 
 
@@ -52,7 +54,10 @@ class NatsAccess:
         file that cannot be read)."""
         options: dict[str, Any] = {}
         if self.creds_file is not None:
-            text = self.creds_file.read_text(encoding="utf-8")
+            try:
+                text = self.creds_file.read_text(encoding="utf-8")
+            except (OSError, ValueError) as exc:
+                raise ConfigError("nats.creds_file", f"cannot be read: {_reason(exc)}") from None
             if _JWT_MARKER in text:
                 options["user_credentials"] = str(self.creds_file)
             else:
@@ -68,10 +73,31 @@ class NatsAccess:
         """Verifies the servers against ``tls_ca_file`` (else the system's CAs) and presents
         the client certificate when one is set."""
         cafile = None if self.tls_ca_file is None else str(self.tls_ca_file)
-        context = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=cafile)
+        try:
+            context = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=cafile)
+        except (OSError, ssl.SSLError) as exc:
+            raise ConfigError(
+                "nats.tls_ca_file", f"cannot be read as PEM certificates: {_reason(exc)}"
+            ) from None
         if self.tls_cert_file is not None and self.tls_key_file is not None:
-            context.load_cert_chain(str(self.tls_cert_file), str(self.tls_key_file))
+            try:
+                context.load_cert_chain(str(self.tls_cert_file), str(self.tls_key_file))
+            except (OSError, ssl.SSLError) as exc:
+                raise ConfigError(
+                    "nats.tls_cert_file",
+                    f"and nats.tls_key_file cannot be read as a PEM certificate and its key: "
+                    f"{_reason(exc)}",
+                ) from None
         return context
+
+
+def _reason(exc: Exception) -> str:
+    """What went wrong with a file, without its contents (``[SSL] PEM lib``, ``No such file``)."""
+    if isinstance(exc, ssl.SSLError):
+        return f"[{exc.library or 'SSL'}] {exc.reason or exc}"
+    if isinstance(exc, OSError):
+        return exc.strerror or type(exc).__name__
+    return type(exc).__name__
 
 
 def split_servers(url: str) -> list[str]:
