@@ -105,6 +105,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if command == "migrate":
             asyncio.run(_migrate(settings))
             return 0
+        _make_data_dir(settings)
         with heap.starting() as ready:  # the collector paused until the service is up
             asyncio.run(_serve(settings, command, ready))
     except ConfigError as exc:
@@ -165,6 +166,17 @@ async def _reseal(settings: Settings) -> int:
         )
         return 1
     return 0
+
+
+def _make_data_dir(settings: Settings) -> None:
+    """``data_dir`` made (the embedded nats-server's store, SQLite's file, the URL file a
+    worker reads), or a configuration error naming it — not a traceback from deep inside."""
+    try:
+        settings.data_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ConfigError(
+            "data_dir", f"{settings.data_dir} cannot be made: {exc.strerror or exc}"
+        ) from None
 
 
 async def _migrate(settings: Settings) -> None:

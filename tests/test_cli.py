@@ -185,3 +185,14 @@ async def test_a_port_in_use_is_a_configuration_error_naming_it(
             assert "configuration error" in log, log
             assert f"{key}: cannot listen" in log, log
             assert "Traceback" not in log
+
+
+async def test_a_data_dir_that_cannot_be_made_is_a_configuration_error(
+    tmp_path: Path, simulator: Simulator
+) -> None:
+    (tmp_path / "a-file").write_text("")
+    environ = {**local_environ(tmp_path, simulator), "TGB_DATA_DIR": str(tmp_path / "a-file" / "d")}
+    async with spawn([str(TGBROADCAST), "run"], environ, tmp_path, "run") as process:
+        assert await process.proc.wait() == 2, process.log()
+    assert "config data_dir:" in process.log()
+    assert "Traceback" not in process.log()
