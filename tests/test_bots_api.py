@@ -21,7 +21,7 @@ import aiohttp
 import grpc
 import pytest
 
-from tests.fixtures.grpc_details import bad_request
+from tests.fixtures.grpc_details import bad_request, precondition
 from tests.fixtures.processes import TGBROADCAST
 from tests.fixtures.services import free_port
 from tests.fixtures.stack import API_TOKEN, Backend, Stack, on_sqlite, start_stack
@@ -193,6 +193,7 @@ async def test_without_a_secret_key_bots_cannot_be_stored(stack: Stack) -> None:
             stub.CreateBot(pb.CreateBotRequest(name="shop", token=SHOP_TOKEN), metadata=metadata())
         )
     assert error.code() == grpc.StatusCode.FAILED_PRECONDITION
+    assert precondition(error) == ("STATE", "service", "no_secret_key")
     assert not [c for c in stack.simulator.calls if c.method == "getMe"]  # not even checked
 
 
@@ -302,6 +303,7 @@ async def test_a_bot_with_unfinished_broadcasts_is_not_deleted(keyed: Stack) -> 
             stub.DeleteBot(pb.DeleteBotRequest(name="shop"), metadata=metadata())
         )
     assert error.code() == grpc.StatusCode.FAILED_PRECONDITION
+    assert precondition(error) == ("STATE", "bot", "unfinished_broadcasts")
 
     await store.move_broadcast(scheduled.id, Command.CANCEL)
     assert (await call(keyed, "DELETE", "/v1/bots/shop"))[0] == 204

@@ -181,6 +181,7 @@ class BotService:
             raise FailedPrecondition(
                 f"bot {name} is configured in bots:/telegram.token; remove it there",
                 state="configured",
+                subject="bot",
             )
         try:
             await self._store.delete_stored_bot(name)
@@ -201,7 +202,7 @@ class BotService:
     def _sealer(self) -> Sealer:
         sealer = self._directory.sealer
         if sealer is None:
-            raise FailedPrecondition(MISSING_KEY_DETAIL, state="no_secret_key")
+            raise FailedPrecondition(MISSING_KEY_DETAIL, state="no_secret_key", subject="service")
         return sealer
 
     @staticmethod

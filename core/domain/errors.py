@@ -125,11 +125,13 @@ class Expired(NotFound):
 
 
 class FailedPrecondition(ApiError):
-    """The resource's state does not allow the operation; ``state`` names that state."""
+    """The resource's state does not allow the operation; ``state`` names that state and
+    ``subject`` what has it (a ``broadcast``, a ``bot``, the ``service``)."""
 
-    def __init__(self, message: str, *, state: str) -> None:
+    def __init__(self, message: str, *, state: str, subject: str = "broadcast") -> None:
         super().__init__(message)
         self.state = state
+        self.subject = subject
 
 
 class AlreadyExists(ApiError):

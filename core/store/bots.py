@@ -138,6 +138,7 @@ async def remove(connection: AsyncConnection, name: str) -> None:
         raise FailedPrecondition(
             f"bot {name} has unfinished broadcasts: {shown} (cancel them or let them finish)",
             state="unfinished_broadcasts",
+            subject="bot",
         )
     await connection.execute(
         bots.update()

@@ -425,13 +425,14 @@ def _user_id(value: int) -> int:
 
 def _precondition_failed(exc: FailedPrecondition) -> grpc.Status:
     """FAILED_PRECONDITION with a ``google.rpc.PreconditionFailure`` detail: one violation of
-    type ``STATE`` whose description is the current state (``completed``)."""
+    type ``STATE`` whose subject is what has the state (``broadcast``, ``bot``) and whose
+    description is that state (``completed``)."""
     detail = any_pb2.Any()
     detail.Pack(
         error_details_pb2.PreconditionFailure(
             violations=[
                 error_details_pb2.PreconditionFailure.Violation(
-                    type="STATE", subject="broadcast", description=exc.state
+                    type="STATE", subject=exc.subject, description=exc.state
                 )
             ]
         )
