@@ -19,6 +19,7 @@ from tests.fixtures.watching import assert_watch_complete, watch
 from tgbroadcast.core.config import load_settings
 from tgbroadcast.core.domain.errors import ConfigError
 from tgbroadcast.core.queue import Job, NatsAccess, Queue
+from tgbroadcast.core.queue.connection import Repeats
 from tgbroadcast.simulator import Simulator
 from tgbroadcast.v1 import broadcast_pb2 as pb
 
@@ -146,6 +147,15 @@ def test_unreadable_tls_and_creds_files_name_their_key(tmp_path: Path) -> None:
             access.connect_options()
         assert raised.value.key == key
         assert "not a certificate" not in str(raised.value)
+
+
+def test_a_repeated_nats_error_is_written_once_a_minute_with_its_count() -> None:
+    """nats-py reports each reconnect attempt, one a second while NATS is down."""
+    repeats = Repeats()
+    refused, other = "ConnectionRefusedError(111)", "TimeoutError()"
+    written = [repeats.seen(refused, float(second)) for second in range(125)]
+    assert [(t, n) for t, n in enumerate(written) if n is not None] == [(0, 0), (60, 59), (120, 59)]
+    assert repeats.seen(other, 125.0) == 0  # another error is written at once
 
 
 def test_settings_are_checked(tmp_path: Path) -> None:

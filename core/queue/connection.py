@@ -116,3 +116,26 @@ def redact_url(url: str) -> str:
     host = parts.hostname or ""
     netloc = f"***@{host}" + (f":{parts.port}" if parts.port else "")
     return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
+
+
+class Repeats:
+    """Which occurrences of a repeated message to write: the first, then one per
+    :data:`REPEAT_EVERY` seconds with how many were not written since."""
+
+    def __init__(self) -> None:
+        self._last: dict[str, tuple[float, int]] = {}
+
+    def seen(self, text: str, now: float) -> int | None:
+        """``None``: do not write it; else how many occurrences were not written before."""
+        written, skipped = self._last.get(text, (-REPEAT_EVERY, 0))
+        if now - written < REPEAT_EVERY:
+            self._last[text] = (written, skipped + 1)
+            return None
+        if len(self._last) >= 100:  # (errors that never repeat: nothing to hold on to)
+            self._last.clear()
+        self._last[text] = (now, 0)
+        return skipped
+
+
+REPEAT_EVERY = 60.0
+"""Seconds between two writes of the same NATS error (while it keeps coming)."""

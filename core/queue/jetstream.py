@@ -23,7 +23,7 @@ from nats.js.object_store import ObjectStore
 import tgbroadcast.core.tracing as tracing
 from tgbroadcast.core.domain.access import DEFAULT_BOT
 from tgbroadcast.core.domain.errors import MediaGone, QueueError
-from tgbroadcast.core.queue.connection import NatsAccess, redact_url, split_servers
+from tgbroadcast.core.queue.connection import NatsAccess, Repeats, redact_url, split_servers
 from tgbroadcast.core.queue.names import QueueNames
 from tgbroadcast.core.queue.payloads import (
     Event,
@@ -153,11 +153,18 @@ class Queue(EventWatching):
         errors = [0]  # counted before the Queue exists (errors while connecting)
         queue: Queue | None = None
 
+        repeats = Repeats()
+
         async def on_error(exc: Exception) -> None:
             errors[0] += 1
             if queue is not None:
                 queue._errors += 1
-            logger.warning("NATS %s: %r", safe_url, exc)
+            # nats-py reports every reconnect attempt (one a second while NATS is down): the
+            # same error is written once a minute, with how often it came meanwhile.
+            seen = repeats.seen(repr(exc), time.monotonic())
+            if seen is not None:
+                more = f" (and {seen} times more in the last minute)" if seen else ""
+                logger.warning("NATS %s: %r%s", safe_url, exc, more)
 
         async def on_disconnected() -> None:
             if closing:
