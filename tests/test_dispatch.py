@@ -113,6 +113,20 @@ async def test_a_small_broadcast_is_not_held_behind_a_big_fan_out(
     assert sorted(await queued_recipients(queue)) == sorted([*range(1, 301), 1, 2, 3])
 
 
+async def test_stopping_mid_dispatch_says_what_is_left_undispatched(
+    store: Store, queue: Queue, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A server drained while a fan-out is at its publish: a line names what is left (the
+    next start, or another server's rescuer, dispatches it; SQL says so)."""
+    big = await create(store, 300)
+    held = _HeldQueue(queue, big)
+    async with Dispatcher(store=store, queue=cast(Queue, held), batch_size=100):
+        await held.waiting.wait()
+    [line] = [r for r in caplog.records if "not yet dispatched" in r.getMessage()]
+    assert (getattr(line, "broadcasts", None), getattr(line, "first", None)) == (1, big)
+    assert await store.undispatched_broadcasts() == [big]
+
+
 async def _dispatched_only(store: Store, broadcast_id: int) -> bool:
     return broadcast_id not in await store.undispatched_broadcasts()
 

@@ -160,6 +160,12 @@ class Dispatcher(AbstractAsyncContextManager["Dispatcher"]):
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
+        if self._queued:  # a drain stops them; the broadcasts stay undispatched in SQL
+            logger.warning(
+                "stopping with broadcasts not yet dispatched; a server dispatches them (at "
+                "its start, or its rescuer's next sweep)",
+                extra={"broadcasts": len(self._queued), "first": min(self._queued)},
+            )
         await cancel_and_wait(self._sweeper, self._task)
         self._task = self._sweeper = None
 
