@@ -26,7 +26,7 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from sqlalchemy.pool import NullPool
 
-from tests.fixtures.databases import ADMIN_DATABASE, temporary_database
+from tests.fixtures.databases import ADMIN_DATABASE, postgres_admin, temporary_database
 from tests.fixtures.nats import wait_until
 from tests.fixtures.pgbouncer import running_pgbouncer
 from tgbroadcast.core.domain.errors import BACKEND_UNAVAILABLE
@@ -122,16 +122,6 @@ async def test_a_store_call_waits_pool_timeout_then_fails_unavailable(
         await store.ping()  # readiness has a connection of its own
 
 
-async def _postgres_admin(url: str, statement: str) -> None:
-    admin = make_url(url).set(database=ADMIN_DATABASE).render_as_string(hide_password=False)
-    engine = create_async_engine(admin, isolation_level="AUTOCOMMIT", poolclass=NullPool)
-    try:
-        async with engine.connect() as connection:
-            await connection.execute(text(statement))
-    finally:
-        await engine.dispose()
-
-
 @pytest.mark.postgres
 async def test_postgresql_going_away_is_unavailable_not_an_internal_error(
     tmp_path: Path,
@@ -155,8 +145,8 @@ async def test_postgresql_going_away_is_unavailable_not_an_internal_error(
                 return await _server_sleeps(url)
 
             await wait_until(sleeping)
-            await _postgres_admin(
-                url, f"SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE {others}"
+            await postgres_admin(
+                f"SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE {others}"
             )
 
         with pytest.raises(DBAPIError) as caught:
@@ -165,17 +155,17 @@ async def test_postgresql_going_away_is_unavailable_not_an_internal_error(
                     connection.execute(text("SELECT pg_sleep(60)")), terminate_when_sleeping()
                 )
         assert isinstance(caught.value, BACKEND_UNAVAILABLE), caught.value
-        await _postgres_admin(url, f"ALTER DATABASE {name} ALLOW_CONNECTIONS false")
+        await postgres_admin(f"ALTER DATABASE {name} ALLOW_CONNECTIONS false")
         try:
-            await _postgres_admin(
-                url, f"SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE {others}"
+            await postgres_admin(
+                f"SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE {others}"
             )
             with pytest.raises(DBAPIError) as caught:
                 await store.get_broadcast(created.id)
             assert isinstance(caught.value, BACKEND_UNAVAILABLE), caught.value
             assert "not currently accepting connections" in str(caught.value)
         finally:
-            await _postgres_admin(url, f"ALTER DATABASE {name} ALLOW_CONNECTIONS true")
+            await postgres_admin(f"ALTER DATABASE {name} ALLOW_CONNECTIONS true")
         assert (await store.get_broadcast(created.id)).id == created.id
 
 
