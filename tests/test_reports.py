@@ -22,6 +22,7 @@ from tests.fixtures.nats import wait_until
 from tests.fixtures.stack import Backend, Stack, start_stack
 from tgbroadcast.core.domain.errors import InvalidArgument, NotFound
 from tgbroadcast.core.domain.model import Content, DeliveryResult, DeliveryState, NewBroadcast
+from tgbroadcast.core.rules import page_tokens
 from tgbroadcast.core.service.reports import export_deliveries, list_deliveries
 from tgbroadcast.core.store import Store
 from tgbroadcast.simulator import ChatState
@@ -140,6 +141,25 @@ async def test_report_refuses_bad_requests_and_unknown_broadcasts(store: Store) 
     with pytest.raises(InvalidArgument) as bad:
         await list_deliveries(store, broadcast_id, outcomes=(), page_size=5000, page_token="zz!")
     assert {v.field for v in bad.value.violations} == {"page_size", "page_token"}
+    # A page token is its own list's: not another broadcast's deliveries', not the users'.
+    paged = await list_deliveries(store, broadcast_id, outcomes=(), page_size=1, page_token="")
+    other = await seeded(store)
+    with pytest.raises(InvalidArgument) as bad:
+        await list_deliveries(
+            store, other, outcomes=(), page_size=1, page_token=paged.next_page_token
+        )
+    assert [v.description for v in bad.value.violations] == [
+        "is not a token this service issued for this list"
+    ]
+    with pytest.raises(ValueError, match="for this list"):  # the users' list
+        page_tokens.decode(page_tokens.USERS, paged.next_page_token)
+    # A token of the version before (a users' kind) still pages, in a rolling upgrade.
+    legacy = page_tokens.encode(page_tokens.USERS, paged.deliveries[0].user_id)
+    after = await list_deliveries(store, broadcast_id, outcomes=(), page_size=1, page_token=legacy)
+    resumed = await list_deliveries(
+        store, broadcast_id, outcomes=(), page_size=1, page_token=paged.next_page_token
+    )
+    assert after.deliveries == resumed.deliveries
     # A filter nobody matches on a known broadcast is an empty page, not NOT_FOUND.
     empty = await list_deliveries(
         store, broadcast_id, outcomes=("kicked",), page_size=0, page_token=""

@@ -69,7 +69,8 @@ async def list_deliveries(
     """One page (``page_size`` 0: 100; at most 1000); ``NotFound`` for an unknown broadcast
     or one whose bot is not ``visible``."""
     states = validate_outcomes(outcomes)
-    limit, after = validate_page(page_size, page_token)
+    kind = page_tokens.deliveries(broadcast_id)
+    limit, after = validate_page(page_size, page_token, kind=kind, legacy=(page_tokens.USERS,))
     await check_visible(store, broadcast_id, visible)
     rows = await store.delivery_report(
         broadcast_id, states=states, after_user_id=after, limit=limit + 1
@@ -78,7 +79,7 @@ async def list_deliveries(
     page = tuple(rows[:limit])
     return DeliveriesPage(
         deliveries=page,
-        next_page_token=page_tokens.encode(page_tokens.USERS, page[-1].user_id) if more else "",
+        next_page_token=page_tokens.encode(kind, page[-1].user_id) if more else "",
     )
 
 
