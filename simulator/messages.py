@@ -14,7 +14,7 @@ import time
 from collections.abc import Callable, Collection, Iterable, Mapping
 from typing import Any
 
-from tgbroadcast.simulator.envelope import bad_request
+from tgbroadcast.simulator.envelope import BotApiError, bad_request
 from tgbroadcast.simulator.markup import (
     MarkupError,
     UnsupportedParseMode,
@@ -30,13 +30,20 @@ def parsed_text(
 ) -> tuple[str, list[dict[str, Any]]]:
     """``text`` after entities parsing, as Telegram stores it, and its entities.
 
-    Explicit ``entities`` win over ``parse_mode`` (as on Telegram). Malformed markup is
-    refused with Telegram's text (``can't parse entities: Unsupported start tag "foo" at byte
-    offset 0``), an unknown mode with ``unsupported parse_mode``. The parser is the
-    simulator's own (:mod:`tgbroadcast.simulator.markup`), never the service's.
+    As the official Bot API server: text over 32 KiB as written (markup included) is refused
+    before anything (``text is too long``); a ``parse_mode`` wins over explicit ``entities``
+    (then ignored), each of which must be a known type with its required fields (``can't
+    parse MessageEntity: Unsupported type specified``). Malformed markup is refused with
+    Telegram's text (``can't parse entities: Unsupported start tag "foo" at byte offset 0``),
+    an unknown mode with ``unsupported parse_mode``. The parser is the simulator's own
+    (:mod:`tgbroadcast.simulator.markup`), never the service's.
     """
-    if entities:
-        return text, [dict(e) for e in entities if isinstance(e, dict)]
+    if len(text.encode()) > RAW_TEXT_LIMIT:
+        raise bad_request("text is too long")
+    if entities and not parse_mode:
+        if not isinstance(entities, list):
+            raise bad_request("can't parse entities JSON object")
+        return text, [_entity(e) for e in entities]
     try:
         parsed = parse_markup(text, parse_mode)
     except MarkupError as exc:
@@ -44,6 +51,64 @@ def parsed_text(
     except UnsupportedParseMode:
         raise bad_request("unsupported parse_mode") from None
     return parsed.text, parsed.entities
+
+
+RAW_TEXT_LIMIT = 1 << 15
+"""Bytes of a text or caption as written (UTF-8, markup included) the Bot API server takes."""
+
+ENTITY_TYPES = frozenset(
+    {
+        "mention",
+        "hashtag",
+        "cashtag",
+        "bot_command",
+        "url",
+        "email",
+        "phone_number",
+        "bold",
+        "italic",
+        "underline",
+        "strikethrough",
+        "spoiler",
+        "blockquote",
+        "expandable_blockquote",
+        "code",
+        "pre",
+        "text_link",
+        "text_mention",
+        "custom_emoji",
+        "date_time",
+    }
+)
+"""MessageEntity's types (api.json)."""
+_ENTITY_NEEDS = {
+    "text_link": "url",
+    "text_mention": "user",
+    "custom_emoji": "custom_emoji_id",
+    "date_time": "unix_time",
+}
+
+
+def _entity(given: Any) -> dict[str, Any]:
+    """One explicit MessageEntity, checked as the Bot API server checks it."""
+
+    def refused(reason: str) -> BotApiError:
+        return bad_request(f"can't parse MessageEntity: {reason}")
+
+    if not isinstance(given, dict):
+        raise refused("expected an Object")
+    for field in ("type", "offset", "length"):
+        if field not in given:
+            raise refused(f'Can\'t find field "{field}"')
+    if given["type"] not in ENTITY_TYPES:
+        raise refused("Unsupported type specified")
+    for field in ("offset", "length"):
+        if not isinstance(given[field], int) or isinstance(given[field], bool):
+            raise refused(f'Field "{field}" must be of type Number')
+    needed = _ENTITY_NEEDS.get(given["type"])
+    if needed is not None and needed not in given:
+        raise refused(f'Can\'t find field "{needed}"')
+    return dict(given)
 
 
 def text_length(text: str) -> int:

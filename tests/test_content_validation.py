@@ -275,6 +275,15 @@ BAD: list[tuple[str, dict[str, Any], str, str]] = [
         "a forward takes no caption; use media_type copy",
     ),
     (
+        "a text over 32 KiB as written",
+        {
+            "message": "".join(f"<a href='https://e.com/{'x' * 300}'>a</a> " for _ in range(110)),
+            "parse_mode": "html",
+        },
+        "message",
+        "bytes as written; Telegram takes at most 32768",
+    ),
+    (
         "a file name without an upload",
         {"media_type": "document", "media_url": PHOTO, "media_filename": "a.pdf"},
         "media_filename",

@@ -385,6 +385,36 @@ async def test_the_bot_api_stores_the_parsed_text(
     ]
 
 
+async def test_explicit_entities_and_raw_length_are_checked_as_the_bot_api_server_does(
+    http: aiohttp.ClientSession, simulator: Simulator
+) -> None:
+    """Each entity a known type with its fields; a parse mode wins over entities; 32 KiB
+    of text as written at most (a short visible text of long links can be over)."""
+    refusals = [
+        ({"type": "bogus", "offset": 0, "length": 2}, "Unsupported type specified"),
+        ({"type": "bold", "length": 2}, 'Can\'t find field "offset"'),
+        ({"type": "text_link", "offset": 0, "length": 2}, 'Can\'t find field "url"'),
+        ({"type": "bold", "offset": "0", "length": 2}, 'Field "offset" must be of type Number'),
+    ]
+    for entity, reason in refusals:
+        payload = {"chat_id": 1, "text": "hello", "entities": [entity]}
+        status, body = await call(http, simulator, "sendMessage", json=payload)
+        assert failure(status, body) == (400, f"Bad Request: can't parse MessageEntity: {reason}")
+    both = {"chat_id": 1, "text": "<b>a</b>", "parse_mode": "HTML"}
+    status, body = await call(
+        http, simulator, "sendMessage", json=both | {"entities": [ent("italic", 0, 1)]}
+    )
+    assert (status, body["result"]["entities"]) == (200, [ent("bold", 0, 1)])
+    links = "".join(f"<a href='https://example.com/{'x' * 300}'>a</a> " for _ in range(110))
+    for method, field, extra in (
+        ("sendMessage", "text", {}),
+        ("sendPhoto", "caption", {"photo": "https://t.me/p.jpg"}),
+    ):
+        payload = {"chat_id": 1, field: links, "parse_mode": "HTML", **extra}
+        status, body = await call(http, simulator, method, json=payload)
+        assert failure(status, body) == (400, "Bad Request: text is too long")
+
+
 # ---- the service's parser against the simulator's ----
 
 FORMER_DIVERGENCES: list[tuple[str, str, str | int]] = [

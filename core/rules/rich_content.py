@@ -94,6 +94,11 @@ def parse_mode(value: str, violations: list[FieldViolation]) -> ParseMode | None
         return None
 
 
+RAW_TEXT_BYTES: Final = 1 << 15
+"""Bytes of a text or caption as written (UTF-8, markup and links included) that the Bot API
+server takes: a short visible text of many long links can be over it."""
+
+
 def check_text(
     field: str,
     text: str,
@@ -104,9 +109,20 @@ def check_text(
     required: bool,
     violations: list[FieldViolation],
 ) -> None:
-    """A text or caption: a valid template (with ``personalize``), well-formed markup for
-    ``mode``, and at most ``limit`` characters as Telegram counts them after parsing (with
-    ``personalize``: without the recipients' values, which are checked per recipient)."""
+    """A text or caption: at most :data:`RAW_TEXT_BYTES` as written, a valid template (with
+    ``personalize``), well-formed markup for ``mode``, and at most ``limit`` characters as
+    Telegram counts them after parsing (with ``personalize``: without the recipients'
+    values, which are checked per recipient)."""
+    written = len(text.encode())
+    if written > RAW_TEXT_BYTES:  # the Bot API server's first check: "text is too long"
+        violations.append(
+            FieldViolation(
+                field,
+                f"is {written} bytes as written; Telegram takes at most {RAW_TEXT_BYTES} "
+                "(UTF-8, markup included) before it counts the characters",
+            )
+        )
+        return
     rendered = text
     has_fields = False
     if personalize:
