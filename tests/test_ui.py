@@ -196,6 +196,53 @@ async def test_a_token_without_a_scope_is_told_why(ui: Dashboard, stack: Stack) 
     assert explained.startswith("Not allowed for this API token: this token lacks the scope")
 
 
+async def test_the_page_offers_only_the_moves_the_service_takes(
+    ui: Dashboard, stack: Stack
+) -> None:
+    """A scheduled broadcast cannot be paused (only cancelled); a move the page offered on
+    stale figures (the broadcast was recalled elsewhere) is refused, and the page then shows
+    the broadcast as it is."""
+    status, answer = await post(
+        stack,
+        "/v1/broadcasts",
+        {"message": "later", "user_ids": [611], "send_at": "2099-01-01T00:00:00Z"},
+    )
+    assert status == 202, answer
+    page = await ui.signed_in()
+    await open_broadcast(ui, page, int(answer["broadcast_id"]))
+    await expect(page.locator(".page-head .badge")).to_have_text("scheduled")
+    await expect(page.get_by_role("button", name="Pause", exact=True)).to_be_disabled()
+    await expect(page.get_by_role("button", name="Cancel", exact=True)).to_be_enabled()
+
+    finished = await send(stack, [612])
+    await open_broadcast(ui, page, finished)
+    await expect(page.locator(".page-head .badge")).to_have_text("completed", timeout=WAIT)
+    assert (await post(stack, f"/v1/broadcasts/{finished}/recall", None))[0] == 200
+    await confirm(page, "Recall", "Recall")  # refused: it is recalling already
+    await expect(page.locator(".page-head .badge")).to_have_text(
+        re.compile("recalling|recalled"), timeout=WAIT
+    )
+    await expect(page.get_by_role("button", name="Recall", exact=True)).to_be_disabled()
+
+
+async def test_a_token_refused_by_the_event_stream_signs_out(ui: Dashboard, stack: Stack) -> None:
+    """A 401 on the broadcast's live stream (the token revoked meanwhile) signs out as any
+    other 401 does; the page stood on figures no longer live."""
+    broadcast_id = await send(stack, [621])
+    page = await ui.signed_in()
+    await page.route(
+        re.compile(r".*/v1/broadcasts/\d+/events.*"),
+        lambda route: route.fulfill(
+            status=401,
+            content_type="application/problem+json",
+            body='{"title": "Unauthorized", "status": 401, "detail": "the token is not accepted"}',
+        ),
+    )
+    await open_broadcast(ui, page, broadcast_id)
+    await expect(page.get_by_label("API token")).to_be_visible(timeout=WAIT)
+    assert await page.evaluate("sessionStorage.length") == 0
+
+
 async def test_a_wrong_token_is_refused_at_sign_in(ui: Dashboard) -> None:
     page = await ui.page()
     await page.goto(ui.url)

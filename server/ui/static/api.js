@@ -44,6 +44,11 @@ export function onUnauthorized(listener) {
   listeners.add(listener);
 }
 
+/** A 401 met outside `api()` (an event stream's): the same as one of its. */
+export function unauthorized() {
+  for (const listener of listeners) listener();
+}
+
 function query(params) {
   const search = new URLSearchParams();
   for (const [key, value] of Object.entries(params || {})) {
@@ -80,7 +85,7 @@ export async function api(path, { method = "GET", body, form, params, raw = fals
     } catch {
       /* not JSON: keep the status */
     }
-    if (response.status === 401) for (const listener of listeners) listener();
+    if (response.status === 401) unauthorized();
     throw new ApiError(response.status, problem);
   }
   if (raw) return response;

@@ -20,10 +20,10 @@ const REPLAY_LIMIT = 10000;
 const OUTCOMES = ["sent", "blocked", "deactivated", "cant_initiate", "kicked", "chat_not_found", "bad_request", "failed", "pending"];
 
 const MOVES = {
-  pause: { label: "Pause", when: ["scheduled", "queued", "running"], body: "Nothing more is sent until it is resumed; sends in flight finish." },
+  pause: { label: "Pause", when: ["queued", "running"], body: "Nothing more is sent until it is resumed; sends in flight finish." },
   resume: { label: "Resume", when: ["paused"], body: "Sending goes on where it stopped." },
   cancel: { label: "Cancel", when: ["scheduled", "queued", "running", "paused"], danger: true, body: "Recipients not sent yet will never be sent. This cannot be undone." },
-  recall: { label: "Recall", when: ["running", "paused", "completed", "cancelled", "failed"], danger: true, body: "Its messages are deleted from every chat that received them (Telegram allows it for 48 hours). This cannot be undone." },
+  recall: { label: "Recall", when: ["queued", "running", "paused", "completed", "cancelled", "failed"], danger: true, body: "Its messages are deleted from every chat that received them (Telegram allows it for 48 hours). This cannot be undone." },
 };
 
 export function broadcastPage(main, idText) {
@@ -196,6 +196,16 @@ export function broadcastPage(main, idText) {
       apply(answer, true);
     } catch (failure) {
       toast(failure.explain ? failure.explain() : String(failure), "error");
+      if (failure.status === 409) await reread(); // moved meanwhile (another tab, the API)
+    }
+  }
+
+  /** The broadcast as the service has it now: its status, buttons and figures. */
+  async function reread() {
+    try {
+      apply(await api(`/v1/broadcasts/${id}`));
+    } catch {
+      /* the toast said enough */
     }
   }
 

@@ -5,7 +5,7 @@
 // the server resumes right after the last outcome seen. No polling: a stream that is open
 // waits for the server.
 
-import { ApiError, headers } from "./api.js";
+import { ApiError, headers, unauthorized } from "./api.js";
 
 export const MAX_STREAMS = 4;
 /** Open streams at once: HTTP/1.1 browsers keep six connections per server, and the page's
@@ -108,6 +108,7 @@ export class EventStream {
       }
       const error = new ApiError(response.status, problem);
       error.retryAfter = Number(response.headers.get("Retry-After")) || 0;
+      if (response.status === 401) unauthorized(); // signed out, as every other 401
       throw error;
     }
     this.attempt = 0;
