@@ -217,6 +217,8 @@ async def test_the_page_offers_only_the_moves_the_service_takes(
     finished = await send(stack, [612])
     await open_broadcast(ui, page, finished)
     await expect(page.locator(".page-head .badge")).to_have_text("completed", timeout=WAIT)
+    # Its stream has ended: the page does not learn of the recall made behind its back.
+    await expect(page.locator(".live-state")).to_have_text("finished", timeout=WAIT)
     assert (await post(stack, f"/v1/broadcasts/{finished}/recall", None))[0] == 200
     await confirm(page, "Recall", "Recall")  # refused: it is recalling already
     await expect(page.locator(".page-head .badge")).to_have_text(
@@ -325,7 +327,7 @@ async def test_a_scheduled_paid_broadcast_to_a_tag_keeps_its_budget(
     page = await ui.signed_in()
     await page.get_by_role("link", name="Compose").click()
     await page.get_by_label("Text", exact=True).fill("Gold members first")
-    await page.get_by_label("Users with tags or languages").check()
+    await page.get_by_label("Users by tags and language").check()
     await page.get_by_label("Tags (any of)").fill("gold")
     await page.get_by_label("Send at").fill("2030-01-01T09:30")
     await page.get_by_label("Paid broadcast").check()

@@ -1,7 +1,7 @@
 // Bots (scope bots:admin): the bots this token may use, adding one with its Telegram token
 // (sent once, never shown again: the service keeps it encrypted) and deleting one.
 
-import { api } from "./api.js";
+import { api, loadGrants } from "./api.js";
 import { clearErrors, confirmDialog, field, h, showErrors, toast, when } from "./dom.js";
 
 export function botsPage(main) {
@@ -50,9 +50,20 @@ export function botsPage(main) {
     try {
       await api(`/v1/bots/${encodeURIComponent(bot.name)}`, { method: "DELETE" });
       toast(`Bot ${bot.name} deleted`);
+      await refreshBots();
       load();
     } catch (failure) {
       toast(failure.explain ? failure.explain() : String(failure), "error");
+    }
+  }
+
+  /** The token's bots again (GET /v1/token): Compose, the lists' bot filters and Users offer
+   * the new bot (or no longer the deleted one) without a reload. */
+  async function refreshBots() {
+    try {
+      await loadGrants();
+    } catch {
+      /* kept as they were: the next page load reads them */
     }
   }
 
@@ -68,6 +79,7 @@ export function botsPage(main) {
       secret.value = "";
       toast(`Bot ${bot.name} added`);
       form.reset();
+      await refreshBots();
       load();
     } catch (failure) {
       showErrors(form, summary, failure.errors?.length ? failure : { title: "Refused:", errors: [{ field: "", message: failure.explain ? failure.explain() : String(failure) }] });

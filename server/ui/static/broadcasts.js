@@ -149,6 +149,8 @@ export function broadcastsPage(main) {
     // Each update is the broadcast as the service has it now; the rate is measured over the
     // times they arrive (the list's stream carries at most one per second of each).
     const update = (latest) => {
+      // Its rate is measured from when it started sending, not over the time it waited.
+      if (latest.status === "running" && progress.status !== "running") meter.idle();
       progress = { status: latest.status, total: latest.total, sent: latest.sent, failed: latest.failed, pending: latest.pending };
       meter.add(Date.now(), doneOf(progress));
       if (!frame) frame = requestAnimationFrame(() => { frame = 0; paint(); });

@@ -114,7 +114,7 @@ export function composePage(main) {
       h("div", {},
         h("fieldset", {}, h("legend", { text: "Audience" }),
           h("div", { class: "radios", role: "radiogroup", "aria-label": "Audience" },
-            labelled(audience[0], "These users"), labelled(audience[1], "Every active user"), labelled(audience[2], "Users with tags or languages")),
+            labelled(audience[0], "These users"), labelled(audience[1], "Every active user"), labelled(audience[2], "Users by tags and language")),
           idsField, filterBox),
         h("fieldset", {}, h("legend", { text: "When and how fast" }),
           field("Send at (your local time; empty: now)", sendAt, { name: "send_at" }),

@@ -151,7 +151,10 @@ export function usersPage(main) {
       load();
     } catch (failure) {
       const imported = failure.problem?.imported;
-      importStatus.textContent = `Import stopped: ${failure.explain ? failure.explain() : failure}` + (imported !== undefined ? ` (${num(imported)} imported before it)` : "");
+      const said = failure.explain ? failure.explain() : String(failure);
+      // (The service's detail may say how many went in already: not said twice.)
+      const count = imported !== undefined && !said.includes("imported") ? ` (${num(imported)} imported before it)` : "";
+      importStatus.textContent = `Import stopped: ${said}${count}`;
     } finally {
       importButton.disabled = false;
     }
