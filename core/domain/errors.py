@@ -73,6 +73,7 @@ class ApiError(BroadcastingError):
 
 
 _BOT_TOKEN = re.compile(r"(\d{3,20}):[A-Za-z0-9_-]{20,}")
+"""A bot token, as :mod:`tgbroadcast.core.logs` masks it (the domain imports no other layer)."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -50,8 +50,8 @@ class NatsAccess:
         return self.tls_ca_file is not None or self.tls_cert_file is not None
 
     def connect_options(self) -> dict[str, Any]:
-        """Keyword arguments for ``nats.connect`` (raises ``OSError``/``ssl.SSLError`` for a
-        file that cannot be read)."""
+        """Keyword arguments for ``nats.connect``; :class:`ConfigError` naming the key of a
+        file that cannot be read as what it should be."""
         options: dict[str, Any] = {}
         if self.creds_file is not None:
             try:

@@ -178,13 +178,9 @@ class Queue(EventWatching):
         async def on_closed() -> None:
             logger.debug("NATS %s: connection closed", safe_url)
 
-        try:
-            options = access.connect_options()
-        except (OSError, ValueError) as exc:
-            raise QueueError(f"cannot read the NATS credentials or TLS files: {exc}") from exc
         nc = await nats.connect(
             servers,
-            **options,
+            **access.connect_options(),  # a file it cannot read: ConfigError naming its key
             name=name,
             max_reconnect_attempts=-1,
             reconnect_time_wait=1,

@@ -98,8 +98,7 @@ async def errors_middleware(request: web.Request, handler: Handler) -> web.Strea
     (:func:`params.bounded`); an aiohttp error keeps its headers (``Allow`` on a 405). A body
     the client broke off or mangled (bad chunking, bad compression) is the client's fault: a
     400 and one WARNING line, no traceback."""
-    declared = request.content_length
-    if declared is not None and declared > request.app[MAX_BODY_KEY]:
+    if _declared_too_large(request):
         return _too_large(request)  # before a byte of it is read
     encoding = request.headers.get("Content-Encoding", "").strip().lower()
     if encoding and encoding not in _DECODED:  # aiohttp would pass it on undecoded
@@ -143,6 +142,11 @@ async def errors_middleware(request: web.Request, handler: Handler) -> web.Strea
         return rendering.problem(500, "internal error")
 
 
+def _declared_too_large(request: web.Request) -> bool:
+    declared = request.content_length
+    return declared is not None and declared > request.app[MAX_BODY_KEY]
+
+
 def _too_large(request: web.Request) -> web.Response:
     limit = request.app[MAX_BODY_KEY]
     return rendering.problem(413, f"request body is larger than the limit of {limit} bytes")
@@ -152,8 +156,7 @@ async def _expect_within_limit(request: web.Request) -> web.StreamResponse | Non
     """``Expect: 100-continue``: a body declared over the limit is refused before the client
     sends it (a 70 MB upload was sent whole, then refused); any other goes on as aiohttp's
     own handler lets it (its ``100 Continue``)."""
-    declared = request.content_length
-    if declared is not None and declared > request.app[MAX_BODY_KEY]:
+    if _declared_too_large(request):
         return _too_large(request)
     await _default_expect_handler(request)
     return None
