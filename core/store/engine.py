@@ -29,6 +29,7 @@ number of processes may migrate the same database at start-up.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import random
 import sqlite3
@@ -488,24 +489,45 @@ def _check_foreign_keys(connection: Connection) -> None:
         )
 
 
+@dataclass(frozen=True, slots=True)
+class _Revisions:
+    """What this version's migration scripts hold."""
+
+    known: frozenset[str]
+    heads: frozenset[str]
+    newest: str | None
+
+
+@functools.cache
+def _revisions() -> _Revisions:
+    """The scripts' revisions, read once per process: reading them is compiling every script
+    (most of a ``migrate()`` that finds the schema current), and they do not change while it
+    runs."""
+    script = ScriptDirectory.from_config(alembic_config())
+    return _Revisions(
+        known=frozenset(revision.revision for revision in script.walk_revisions()),
+        heads=frozenset(script.get_heads()),
+        newest=script.get_current_head(),
+    )
+
+
 def _upgrade_sync(connection: Connection) -> None:
-    config = alembic_config(connection)
-    script = ScriptDirectory.from_config(config)
-    known = {revision.revision for revision in script.walk_revisions()}
+    revisions = _revisions()
     current = MigrationContext.configure(connection).get_current_heads()
-    newer = [revision for revision in current if revision not in known]
+    newer = [revision for revision in current if revision not in revisions.known]
     if newer:
         logger.warning(
             "the database schema is at revision %s, which this version does not know (its "
             "newest is %s): a newer release migrated it; running on it without migrating",
             ", ".join(newer),
-            script.get_current_head(),
+            revisions.newest,
             extra={"revision": ", ".join(newer)},
         )
         return
-    command.upgrade(config, "head")
-    if connection.dialect.name == "sqlite" and set(current) != set(script.get_heads()):
-        _check_foreign_keys(connection)
+    if set(current) != revisions.heads:
+        command.upgrade(alembic_config(connection), "head")
+        if connection.dialect.name == "sqlite":
+            _check_foreign_keys(connection)
     logger.debug("schema at head")
 
 
