@@ -8,6 +8,7 @@ exporter; the jobs' NATS messages are read by a plain subscriber on the jobs sub
 from __future__ import annotations
 
 import asyncio
+from collections import Counter
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -52,10 +53,17 @@ class Recorded:
     ended: asyncio.Event
 
     async def until(self, done: Callable[[list[ReadableSpan]], bool]) -> list[ReadableSpan]:
-        """The finished spans, once ``done`` holds for them."""
-        while not done(spans := list(self.exporter.get_finished_spans())):
-            self.ended.clear()
-            await self.ended.wait()
+        """The finished spans, once ``done`` holds for them; a failure naming the spans that
+        did end if it does not within a minute (far beyond what any machine takes: a wait that
+        cannot end otherwise says what it saw, not just that the test timed out)."""
+        try:
+            async with asyncio.timeout(60):
+                while not done(spans := list(self.exporter.get_finished_spans())):
+                    self.ended.clear()
+                    await self.ended.wait()
+        except TimeoutError:
+            ended = Counter(span.name for span in self.exporter.get_finished_spans())
+            pytest.fail(f"the awaited spans did not end; these did: {dict(ended)}")
         return spans
 
 
@@ -90,6 +98,15 @@ async def job_messages(stack: Stack) -> AsyncIterator[asyncio.Queue[Msg]]:
         yield received
     finally:
         await nc.close()
+
+
+async def next_job(messages: asyncio.Queue[Msg]) -> Msg:
+    """The next job message; a failure saying so if none comes within a minute."""
+    try:
+        async with asyncio.timeout(60):
+            return await messages.get()
+    except TimeoutError:
+        pytest.fail("no job message was published")
 
 
 def _of(spans: Sequence[ReadableSpan], broadcast_id: int, name: str) -> list[ReadableSpan]:
@@ -177,7 +194,7 @@ async def test_a_grpc_send_is_one_trace_to_the_telegram_calls(
             pb.SendMessageRequest(message="Traced", user_ids=[31, 32, 33]),
             metadata=stack.metadata,
         )
-        job_message = await messages.get()
+        job_message = await next_job(messages)
     broadcast_id = response.broadcast_id
     assert_watch_complete(await watch(stack, broadcast_id), {31, 32, 33})
     spans = await recorded.until(_delivered(broadcast_id, 3))
@@ -204,7 +221,7 @@ async def test_a_rest_send_continues_the_callers_trace(
             headers={**stack.auth, "traceparent": CALLER_PARENT},
         )
         assert status == 202
-        job_message = await messages.get()
+        job_message = await next_job(messages)
     broadcast_id = body["broadcast_id"]
     assert_watch_complete(await watch(stack, broadcast_id), {41, 42, 43})
     spans = await recorded.until(_delivered(broadcast_id, 3))
@@ -247,7 +264,7 @@ async def test_nothing_is_traced_when_the_sdk_is_disabled(
             headers={**stack.auth, "traceparent": CALLER_PARENT},
         )
         assert status == 202
-        job_message = await messages.get()
+        job_message = await next_job(messages)
     assert_watch_complete(await watch(stack, body["broadcast_id"]), {51, 52})
     assert job_message.headers is not None
     assert "traceparent" not in job_message.headers
