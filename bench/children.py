@@ -45,11 +45,13 @@ class ChildFailed(RuntimeError):
 
 @dataclass
 class Child:
-    """A running child process; ``log`` holds its stderr (and stdout unless piped)."""
+    """A running child process; ``log`` holds its stderr (and stdout unless piped), from
+    ``offset`` on (a log of the same name in a reused folder is appended to)."""
 
     name: str
     proc: asyncio.subprocess.Process
     log: Path
+    offset: int = 0
 
     @property
     def pid(self) -> int:
@@ -60,7 +62,10 @@ class Child:
         return self.proc.returncode is None
 
     def log_text(self) -> str:
-        return self.log.read_text(encoding="utf-8", errors="replace")
+        """What this process wrote (not an earlier one of the same name)."""
+        with self.log.open("rb") as log:
+            log.seek(self.offset)
+            return log.read().decode("utf-8", errors="replace")
 
     def failure(self, what: str) -> ChildFailed:
         tail = "\n".join(self.log_text().splitlines()[-30:])
@@ -98,6 +103,7 @@ async def spawn(
     folder.mkdir(parents=True, exist_ok=True)  # noqa: ASYNC240 - a local folder, at once
     log = folder / f"{name}.log"
     with log.open("ab") as sink:
+        offset = sink.tell()
         proc = await asyncio.create_subprocess_exec(
             *args,
             cwd=folder,
@@ -106,7 +112,7 @@ async def spawn(
             stdout=asyncio.subprocess.PIPE if pipe_stdout else sink,
             stderr=sink,
         )
-    child = Child(name=name, proc=proc, log=log)
+    child = Child(name=name, proc=proc, log=log, offset=offset)
     try:
         yield child
     finally:
