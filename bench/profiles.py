@@ -60,6 +60,8 @@ class Profile:
     # 9. Replication: one broadcast of this size per repetition, on R1 and on R3.
     replication_recipients: int
     replication_repeats: int
+    replication_workers: int
+    """Worker processes beside each set-up's server."""
     # 10. Several bots: how many broadcast at once, recipients per bot at 30/s; then a paid
     # bot (recipients at 1000/s) beside a free one.
     bots_counts: tuple[int, ...]
@@ -67,6 +69,8 @@ class Profile:
     bots_paid_recipients: int
     bots_backlog_recipients: int
     """A paid bot's backlog beside which a free bot sends."""
+    bots_workers: int
+    """Worker processes serving every bot."""
     # 11. Recall: a broadcast to this many recipients at this limit, recalled once completed.
     recall_limit: int
     recall_recipients: int
@@ -105,10 +109,12 @@ FULL = Profile(
     latency_concurrency=8,
     replication_recipients=10_000,
     replication_repeats=3,
+    replication_workers=2,
     bots_counts=(1, 2, 5),
     bots_recipients=900,
     bots_paid_recipients=20_000,
     bots_backlog_recipients=1_000_000,
+    bots_workers=2,
     recall_limit=300,
     recall_recipients=10_000,
 )
@@ -146,10 +152,12 @@ QUICK = Profile(
     latency_concurrency=4,
     replication_recipients=3_000,
     replication_repeats=2,
+    replication_workers=2,
     bots_counts=(1, 2, 5),
     bots_recipients=450,
     bots_paid_recipients=8_000,
     bots_backlog_recipients=100_000,
+    bots_workers=2,
     recall_limit=300,
     recall_recipients=2_000,
 )
@@ -158,7 +166,7 @@ SMOKE = Profile(
     name="smoke",
     limits=((300, 150),),
     limit_workers=(1,),
-    acceptance=(300, 60, 2),
+    acceptance=(300, 60, 1),
     overhead_recipients=300,
     overhead_workers=(1,),
     overhead_repeats=1,
@@ -187,10 +195,12 @@ SMOKE = Profile(
     latency_concurrency=2,
     replication_recipients=200,
     replication_repeats=1,
+    replication_workers=1,
     bots_counts=(1, 2),
     bots_recipients=60,
     bots_paid_recipients=400,
     bots_backlog_recipients=3_000,
+    bots_workers=1,
     recall_limit=300,
     recall_recipients=200,
 )

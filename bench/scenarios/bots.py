@@ -35,7 +35,6 @@ from bench.profiles import Bench
 from bench.report import Section, Table, emit, fmt, fmt_range, progress, verdict
 from bench.runs import SERVICE_ROLES, track_cluster
 
-WORKERS = 2
 BOTS = 5
 FREE = 30.0
 PAID = 1000.0
@@ -144,8 +143,8 @@ async def bots(bench: Bench) -> Section:
         key="10",
         title="Several bots",
         setup=(
-            f"One service, `tgbroadcast server` and {WORKERS} worker processes (SQLite, "
-            f"embedded NATS), with {BOTS} bots: `default` (`telegram.token`) and "
+            f"One service, `tgbroadcast server` and {profile.bots_workers} worker processes "
+            f"(SQLite, embedded NATS), with {BOTS} bots: `default` (`telegram.token`) and "
             f"`bot2`..`bot{BOTS}` (`TGB_BOTS`), each its own token, `rate_limit` = "
             f"{FREE:g} and `paid_rate_limit` = {PAID:g}. The simulator enforces {FREE:g}/s "
             f"per bot token ({PAID:g}/s for paid sends), each bot in its own windows. "
@@ -167,13 +166,15 @@ async def bots(bench: Bench) -> Section:
     met: list[bool] = []
     cpu_notes: list[str] = []
     async with (
-        Cluster.start(bench.folder("bots"), bench.sim, _config(roster), workers=WORKERS) as cluster,
+        Cluster.start(
+            bench.folder("bots"), bench.sim, _config(roster), workers=profile.bots_workers
+        ) as cluster,
         ServiceClient.connect(cluster.http_url, cluster.grpc_target) as client,
     ):
         recipients = list(range(1, count + 1))
         for n in profile.bots_counts:
             label = f"{n} bot" + ("s" if n > 1 else "")
-            progress(f"10. {label} at {FREE:g}/s each, {WORKERS} workers")
+            progress(f"10. {label} at {FREE:g}/s each, {profile.bots_workers} workers")
             sends = [_Send(bot=b, paid=False, recipients=recipients) for b in roster[:n]]
             results, cpu = await _together(bench, cluster, client, sends)
             for result in results:

@@ -33,7 +33,6 @@ from bench.report import Chart, Section, Series, Table, emit, fmt, fmt_range, pr
 from bench.scenarios.overhead import UNLIMITED, Measured, watched_run
 from tests.fixtures.nats_cluster import nats_cluster
 
-WORKERS = 2
 GOAL = 0.75
 """The bar of this scenario: R3 keeps at least this share of R1's end-to-end rate."""
 SERVICE = ("server", "worker")
@@ -66,7 +65,8 @@ async def replication(bench: Bench) -> Section:
         title="Replication",
         setup=(
             f"Scenario 2's workload on two NATS set-ups side by side: broadcasts of "
-            f"{fmt(count)} recipients, flood control off, `tgbroadcast server` and {WORKERS} "
+            f"{fmt(count)} recipients, flood control off, `tgbroadcast server` and "
+            f"{profile.replication_workers} "
             "workers (`worker.concurrency` = 32, SQLite), one gRPC watcher following every "
             "broadcast to its last outcome event. **R1**: the server's embedded nats-server. "
             "**R3**: three `nats-server` processes as one JetStream cluster, `nats.url` listing "
@@ -113,7 +113,10 @@ async def _setups(bench: Bench) -> AsyncIterator[list[_Setup]]:
             )
             cluster = await stack.enter_async_context(
                 Cluster.start(
-                    bench.folder(f"replication-{key.lower()}"), bench.sim, config, workers=WORKERS
+                    bench.folder(f"replication-{key.lower()}"),
+                    bench.sim,
+                    config,
+                    workers=bench.profile.replication_workers,
                 )
             )
             client = await stack.enter_async_context(
