@@ -165,14 +165,34 @@ async def test_a_big_broadcast_has_postgresqls_statistics_refreshed(
     assert len(await pending(engine, small.id)) == 10
 
 
-async def counted(engine: AsyncEngine) -> dict[str, float]:
-    """PostgreSQL's row counts of ``deliveries`` and ``users`` as of their last analysis (an
-    analysis of a table this small reads every row); none on the other backends."""
+async def test_users_upserted_in_chunks_have_postgresqls_statistics_refreshed(
+    store: Store, engine: AsyncEngine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Users upserted (an import's chunks) adding up to ``ANALYZE_AFTER`` have ``users`` and
+    ``user_tags`` analyzed in the background: until then PostgreSQL planned a filter by tag
+    and language as a nested loop over rows estimated at one, and listing 10,000 users just
+    imported took seconds a page."""
+    monkeypatch.setattr(statistics, "ANALYZE_AFTER", 150)
+    for first in (1, 101):  # 100 and then 50: together over the threshold
+        chunk = range(first, min(first + 100, 151))
+        await store.upsert_users([UserProfile(id=i, tags=("a", "b")) for i in chunk])
+    await store.statistics.wait()
+    tables = ("users", "user_tags")
+    analyzed = {"users": 150, "user_tags": 300} if engine.dialect.name == "postgresql" else {}
+    assert await counted(engine, tables) == analyzed
+
+
+async def counted(
+    engine: AsyncEngine, tables: tuple[str, ...] = ("deliveries", "users")
+) -> dict[str, float]:
+    """PostgreSQL's row counts of ``tables`` as of their last analysis (an analysis of a table
+    this small reads every row); none on the other backends."""
     if engine.dialect.name != "postgresql":
         return {}
-    query = "SELECT relname, reltuples FROM pg_class WHERE relname IN ('deliveries', 'users')"
+    query = text("SELECT relname, reltuples FROM pg_class WHERE relname = ANY(:tables)")
     async with engine.connect() as connection:
-        return {row.relname: row.reltuples for row in await connection.execute(text(query))}
+        rows = await connection.execute(query, {"tables": list(tables)})
+        return {row.relname: row.reltuples for row in rows}
 
 
 async def test_recipients_roll_back_with_their_broadcast(

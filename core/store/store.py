@@ -111,7 +111,7 @@ class Store(
         self._write_turn = asyncio.Lock()
         self._options = options
         self._pinger: AsyncEngine | None = None
-        self.statistics = PlannerStatistics(engine)  # analyzed after big broadcasts
+        self.statistics = PlannerStatistics(engine)  # analyzed after big writes
 
     @classmethod
     def open(
@@ -485,6 +485,7 @@ class Store(
             await self._write(
                 lambda connection: _users.upsert(connection, profiles, bot=bot, now=_now())
             )
+            self.statistics.users_written(len(profiles))  # committed, as a broadcast's
         return len(profiles)
 
     async def list_users(
