@@ -16,12 +16,11 @@ and language is planned as a nested loop over rows estimated at one (a page of 1
 So once :data:`ANALYZE_AFTER` rows or more were committed to a table since it was last
 analyzed here (a broadcast of that many recipients: ``deliveries`` and ``users``; users
 upserted or imported, in however many chunks: ``users`` and ``user_tags``), the store
-analyzes it in the
-background (``ANALYZE`` samples a fixed number of rows whatever the table's size, and replans
-the statements prepared on them): one run at a time, and one more after it for the rows
-written meanwhile. Other backends need nothing: SQLite has no statistics until asked and plans
-these by their indexes' shape, and MariaDB estimates an ``IN`` list by looking into the
-index.
+analyzes it in the background (``ANALYZE`` samples a fixed number of rows whatever the table's
+size, and replans the statements prepared on them): one run at a time, and one more after it
+for the rows written meanwhile. Other backends need nothing: SQLite has no statistics until
+asked and plans these by their indexes' shape, and MariaDB estimates an ``IN`` list by
+looking into the index.
 """
 
 from __future__ import annotations
