@@ -37,7 +37,12 @@ from tgbroadcast.core.domain.errors import NatsServerError
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["EmbeddedNatsServer", "NatsServerError", "find_nats_server_binary"]
+__all__ = [
+    "EmbeddedNatsServer",
+    "NatsServerError",
+    "find_nats_server_binary",
+    "terminating_with_us",
+]
 
 LOG_NAME = "nats-server.log"
 _READY_LINE = "Server is ready"
@@ -137,7 +142,7 @@ class EmbeddedNatsServer:
         with log_path.open("ab") as log_file:
             try:
                 self._process = await asyncio.create_subprocess_exec(
-                    *_terminating_with_us([str(binary), *args]),
+                    *terminating_with_us([str(binary), *args]),
                     stdin=subprocess.DEVNULL,
                     stdout=log_file,
                     stderr=log_file,
@@ -312,7 +317,7 @@ def _require_executable(binary: Path) -> None:
         raise NatsServerError(f"cannot run nats-server {binary}: not an executable file")
 
 
-def _terminating_with_us(command: list[str]) -> list[str]:
+def terminating_with_us(command: list[str]) -> list[str]:
     """``command``, started so that it is not orphaned when we are killed (kill -9): on Linux
     the kernel sends it SIGTERM when our process dies.
 
