@@ -5,6 +5,8 @@ from __future__ import annotations
 from collections.abc import Iterator, Sequence
 from typing import Final, TypeVar
 
+from sqlalchemy import ColumnElement, and_
+
 T = TypeVar("T")
 
 ROWS_PER_STATEMENT: Final = 5_000
@@ -25,3 +27,14 @@ def chunks(items: Sequence[T], size: int) -> Iterator[Sequence[T]]:
     """``items`` in consecutive slices of at most ``size``, in order."""
     for start in range(0, len(items), size):
         yield items[start : start + size]
+
+
+def among(column: ColumnElement[int], ids: Sequence[int]) -> ColumnElement[bool]:
+    """``column IN ids`` for ascending ``ids`` (one chunk), bounded by their range too.
+
+    The range keeps PostgreSQL to the index rows of those ids while a table's statistics
+    lag a bulk write (an import, a new broadcast): planned for one row where the table has
+    thousands, an ``id IN (...)`` beside ``bot = ...`` read every row of the bot and compared
+    each with the whole list (``EXPLAIN ANALYZE`` over 10,000 users: 9 ms a chunk of 500,
+    against 0.7 ms with the range; the cost grows with the bot's users, not the chunk)."""
+    return and_(column.between(ids[0], ids[-1]), column.in_(ids))

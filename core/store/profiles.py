@@ -8,7 +8,7 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from tgbroadcast.core.domain.model import UserProfile
-from tgbroadcast.core.store.limits import IDS_PER_IN_LIST, chunks
+from tgbroadcast.core.store.limits import IDS_PER_IN_LIST, among, chunks
 from tgbroadcast.core.store.tables import users
 
 
@@ -27,7 +27,7 @@ async def by_id(
     )
     for chunk in chunks(sorted(set(user_ids)), IDS_PER_IN_LIST):
         rows = await connection.execute(
-            select(*columns).where(users.c.bot == bot, users.c.id.in_(chunk))
+            select(*columns).where(users.c.bot == bot, among(users.c.id, chunk))
         )
         for row in rows:
             found[row.id] = UserProfile(
