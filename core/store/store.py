@@ -30,6 +30,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import functools
 import logging
 import random
 from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Sequence
@@ -77,6 +78,7 @@ from tgbroadcast.core.store.deliveries import Claimed, Recorded
 from tgbroadcast.core.store.dispatching import DispatchRows
 from tgbroadcast.core.store.edits import EditRows
 from tgbroadcast.core.store.engine import ConnectionOptions, create_engine, migrate, writer
+from tgbroadcast.core.store.grouping import GroupedWrites
 from tgbroadcast.core.store.recalls import RecallRows
 from tgbroadcast.core.store.results import ResultRows
 from tgbroadcast.core.store.sending import SendingRows
@@ -89,6 +91,10 @@ T = TypeVar("T")
 
 MAX_ATTEMPTS: Final = 5
 """Runs of a write transaction that the database keeps aborting for deadlocks."""
+
+GROUPED_RECIPIENTS: Final = 100
+"""New broadcasts with up to this many listed recipients are written with those waiting
+beside them in one transaction, on SQLite (:mod:`.grouping`)."""
 
 
 class Store(
@@ -109,6 +115,8 @@ class Store(
         # queue on the database lock.
         self._ordered_writes = engine.dialect.name == "sqlite"
         self._write_turn = asyncio.Lock()
+        # Small new broadcasts that wait for their turn there commit together (group commit).
+        self._creates: GroupedWrites[Broadcast] = GroupedWrites(self._write)
         self._options = options
         self._pinger: AsyncEngine | None = None
         self.statistics = PlannerStatistics(engine)  # analyzed after big writes
@@ -198,19 +206,21 @@ class Store(
             user_ids = tuple(dict.fromkeys(user_ids))
         if sum((bool(user_ids), new.all_users, new.filter is not None)) > 1:
             raise ValueError("a broadcast has one audience: user_ids, all_users or filter")
+        create = functools.partial(
+            broadcasts.create,
+            new=new,
+            user_ids=user_ids,
+            now=_now(),
+            request_hash=request_hash,
+            created_by=created_by,
+            stored_bot=stored_bot,
+            click_base=click_base,
+        )
         try:
-            created = await self._write(
-                lambda connection: broadcasts.create(
-                    connection,
-                    new,
-                    user_ids,
-                    now=_now(),
-                    request_hash=request_hash,
-                    created_by=created_by,
-                    stored_bot=stored_bot,
-                    click_base=click_base,
-                )
-            )
+            if self._ordered_writes and 0 < len(user_ids) <= GROUPED_RECIPIENTS:
+                created = await self._creates.run(create)
+            else:
+                created = await self._write(create)
         except IntegrityError:
             key = new.idempotency_key
             found = (

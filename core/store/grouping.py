@@ -1,0 +1,119 @@
+"""Group commit: small write transactions that arrive together committed as one.
+
+A one-recipient ``SendMessage`` is a handful of statements, and on SQLite most of its cost in
+the server is the transaction around them: a connection from the pool, ``BEGIN``, the
+commit and the pool's reset, each a hand-off to the driver's thread, while the sends queue
+for the one writer anyway. Here the works that arrive while a transaction of theirs is
+running wait for it to end, then run one after another inside the next one: each is the
+same statements as alone, and all of them commit together or not at all.
+
+If the group's transaction fails (a constraint one of them breaks, a lost connection), it
+rolled back whole, and each of its works runs again in a transaction of its own: each
+caller gets exactly the result or the error it would have had alone.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Final, Generic, TypeVar
+
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+logger = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+Work = Callable[[AsyncConnection], Awaitable[T]]
+Write = Callable[[Work[list[T]]], Awaitable[list[T]]]
+
+GROUP_MAX: Final = 64
+"""Works per transaction at most: a group's first caller waits for the whole group."""
+
+
+class GroupedWrites(Generic[T]):
+    """Runs works given to :meth:`run` through ``write`` (one transaction each call, run
+    again on a deadlock: the store's ``_write``), grouping those that wait."""
+
+    def __init__(self, write: Write[T]) -> None:
+        self._write = write
+        self._waiting: list[tuple[Work[T], asyncio.Future[T]]] = []
+        self._runner: asyncio.Task[None] | None = None
+
+    async def run(self, work: Work[T]) -> T:
+        """``work``'s result once committed (with the others of its group), or its error.
+        A caller cancelled while its work waits takes it back (nothing of it is written);
+        once its group's transaction has begun, the work may still commit."""
+        future: asyncio.Future[T] = asyncio.get_running_loop().create_future()
+        future.add_done_callback(_observed)  # a cancelled caller's error is nobody's
+        entry = (work, future)
+        self._waiting.append(entry)
+        if self._runner is None:
+            self._runner = asyncio.create_task(self._drain(), name="grouped-writes")
+        try:
+            return await asyncio.shield(future)
+        except asyncio.CancelledError:
+            if entry in self._waiting:
+                self._waiting.remove(entry)
+            raise
+
+    async def _drain(self) -> None:
+        group: list[tuple[Work[T], asyncio.Future[T]]] = []
+        try:
+            while self._waiting:
+                group = self._waiting[:GROUP_MAX]
+                del self._waiting[:GROUP_MAX]
+                await self._commit(group)
+        finally:
+            self._runner = None
+            for _work, future in group + self._waiting:  # cancelled: the store is closing
+                future.cancel()
+            self._waiting.clear()
+
+    async def _commit(self, group: list[tuple[Work[T], asyncio.Future[T]]]) -> None:
+        if len(group) > 1:
+
+            async def together(connection: AsyncConnection) -> list[T]:
+                return [await work(connection) for work, _future in group]
+
+            try:
+                results = await self._write(together)
+            except Exception as exc:  # rolled back whole: each on its own says whose it was
+                logger.debug(
+                    "a group of writes failed; running each on its own",
+                    extra={"writes": len(group), "error": type(exc).__name__},
+                )
+            else:
+                for (_work, future), result in zip(group, results, strict=True):
+                    _settle(future, result)
+                return
+        for work, future in group:
+            try:
+                (result,) = await self._write(_single(work))
+            except Exception as exc:
+                _fail(future, exc)
+            else:
+                _settle(future, result)
+
+
+def _single(work: Work[T]) -> Work[list[T]]:
+    async def alone(connection: AsyncConnection) -> list[T]:
+        return [await work(connection)]
+
+    return alone
+
+
+def _observed(future: asyncio.Future[T]) -> None:
+    if not future.cancelled():
+        future.exception()
+
+
+def _settle(future: asyncio.Future[T], result: T) -> None:
+    if not future.done():
+        future.set_result(result)
+
+
+def _fail(future: asyncio.Future[T], exc: BaseException) -> None:
+    if not future.done():
+        future.set_exception(exc)
