@@ -55,6 +55,7 @@ _FAILABLE: Final = sorted(s.value for s in states.sources(BroadcastStatus.FAILED
 # Built once: SQLAlchemy compiles each from its cache by a key it keeps, instead of building
 # the statement and its cache key again for every send.
 _INSERT = broadcasts.insert()
+_INSERT_RETURNING = broadcasts.insert().returning(*broadcasts.c)
 _BY_ID = select(broadcasts).where(broadcasts.c.id == bindparam("broadcast_id"))
 
 
@@ -83,8 +84,11 @@ async def create(
     if stored_bot:
         await bots.hold_live(connection, new.bot)
     empty = not user_ids and not new.all_users and new.filter is None
+    # A listed audience's row is final as inserted: read back from the INSERT itself where
+    # the database can (SQLite 3.35+, PostgreSQL, MariaDB 10.5+), one statement fewer.
+    returning = not new.all_users and new.filter is None and connection.dialect.insert_returning
     inserted = await connection.execute(
-        _INSERT,
+        _INSERT_RETURNING if returning else _INSERT,
         {
             "status": initial_status(new, empty=empty, now=now).value,
             "message": new.content.message,
@@ -115,14 +119,19 @@ async def create(
             "bot": new.bot,
         },
     )
-    key = inserted.inserted_primary_key
-    assert key is not None, "an INSERT always has a primary key"
-    broadcast_id = int(key[0])
+    if returning:
+        row = inserted.one()
+        broadcast_id = int(row.id)
+    else:
+        key = inserted.inserted_primary_key
+        assert key is not None, "an INSERT always has a primary key"
+        broadcast_id = int(key[0])
     if new.all_users or new.filter is not None:
         await _address_active_users(connection, broadcast_id, new.filter, bot=new.bot, now=now)
     elif user_ids:
         await bulk.address(connection, broadcast_id, user_ids, bot=new.bot, now=now)
-    return await fetch(connection, broadcast_id)  # the service logs it, once committed
+    # the service logs it, once committed
+    return from_row(row) if returning else await fetch(connection, broadcast_id)
 
 
 async def fetch(connection: AsyncConnection, broadcast_id: int) -> Broadcast:
