@@ -16,6 +16,7 @@
 * :mod:`.broadcasts` — ``broadcasts``: creation with its deliveries, reading, dispatch
   bookkeeping.
 * :mod:`.bulk` — a new broadcast's deliveries, written in bulk.
+* :mod:`.grouping` — group commit: small new broadcasts arriving together in one transaction.
 * :mod:`.transitions` — a broadcast's lifecycle moves, listing, idempotency keys and the
   dispatch of a generation of jobs.
 * :mod:`.dispatching` — many small broadcasts dispatched at once: one read, one transaction.

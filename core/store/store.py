@@ -94,7 +94,8 @@ MAX_ATTEMPTS: Final = 5
 
 GROUPED_RECIPIENTS: Final = 100
 """New broadcasts with up to this many listed recipients are written with those waiting
-beside them in one transaction, on SQLite (:mod:`.grouping`)."""
+beside them in one transaction (:mod:`.grouping`), by their lowest recipient: the users
+they add are locked in id order."""
 
 
 class Store(
@@ -115,7 +116,7 @@ class Store(
         # queue on the database lock.
         self._ordered_writes = engine.dialect.name == "sqlite"
         self._write_turn = asyncio.Lock()
-        # Small new broadcasts that wait for their turn there commit together (group commit).
+        # Small new broadcasts that arrive while one is written commit together (group commit).
         self._creates: GroupedWrites[Broadcast] = GroupedWrites(self._write)
         self._options = options
         self._pinger: AsyncEngine | None = None
@@ -217,8 +218,8 @@ class Store(
             click_base=click_base,
         )
         try:
-            if self._ordered_writes and 0 < len(user_ids) <= GROUPED_RECIPIENTS:
-                created = await self._creates.run(create)
+            if 0 < len(user_ids) <= GROUPED_RECIPIENTS:
+                created = await self._creates.run(create, order=min(user_ids))
             else:
                 created = await self._write(create)
         except IntegrityError:
