@@ -116,17 +116,16 @@ async def test_a_group_runs_its_writes_by_their_order() -> None:
 
 async def test_a_write_cancelled_while_it_waits_is_never_run() -> None:
     held = HeldWrites()
-    writing, release, named, ran = held.writing, held.release, held.named, held.ran
     grouped: GroupedWrites[str] = GroupedWrites(held.write)
-    first = asyncio.create_task(grouped.run(named("first")))
-    await writing.wait()  # the first is being written; the next two wait for it
-    second = asyncio.create_task(grouped.run(named("second")))
-    third = asyncio.create_task(grouped.run(named("third")))
+    first = asyncio.create_task(grouped.run(held.named("first")))
+    await held.writing.wait()  # the first is being written; the next two wait for it
+    second = asyncio.create_task(grouped.run(held.named("second")))
+    third = asyncio.create_task(grouped.run(held.named("third")))
     await asyncio.sleep(0)  # both queued
     third.cancel()
-    release.set()
+    held.release.set()
     assert await first == "first"
     assert await second == "second"
     with pytest.raises(asyncio.CancelledError):
         await third
-    assert ran == ["first", "second"]
+    assert held.ran == ["first", "second"]
