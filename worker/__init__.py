@@ -8,7 +8,9 @@
 * :mod:`.delivery` — one recipient from first attempt to final outcome, retries included;
   :mod:`.broadcast_states` — the broadcasts' states it checks before each send.
 * :mod:`.telegram`, :mod:`.aiogram_content` — the Telegram client (aiogram's ``Bot``);
-  :mod:`.telegram_errors` — its errors mapped into ours.
+  :mod:`.telegram_errors` — its errors mapped into ours; :mod:`.telegram_forms` and
+  :mod:`.telegram_answers` — its requests' bodies and its sends' answers, without the parts
+  of aiogram's session a send does not need.
 * :mod:`.followups` — what recall and edit jobs share: holding sent recipients, one call
   each at a slot of the bot's budget, outcomes recorded in groups.
 * :mod:`.recall` — recall jobs: a recalled broadcast's messages deleted, each recipient's

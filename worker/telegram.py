@@ -64,6 +64,7 @@ from tgbroadcast.worker import aiogram_content
 from tgbroadcast.worker.aiogram_content import InputMedia
 from tgbroadcast.worker.telegram_answers import Sent, is_send, read_sent
 from tgbroadcast.worker.telegram_errors import map_error
+from tgbroadcast.worker.telegram_forms import request_body
 
 logger = logging.getLogger(__name__)
 
@@ -204,13 +205,12 @@ class _Session(AiohttpSession):
     ) -> TelegramType:
         session = await self.create_session()
         url = self.api.api_url(token=bot.token, method=method.__api_method__)
-        form = self.build_form_data(bot=bot, method=method)
+        body: Payload = request_body(self, bot, method)
         gate = _GATE.get()
         seconds = float(self.timeout if timeout is None else timeout)
         gated: _Gated | None = None
         try:
             async with asyncio.timeout(None if gate is not None else seconds) as deadline:
-                body: Payload = form()
                 if gate is not None:
                     gated = _Gated(gate, deadline, seconds)
                     body = _GatedBody(body, gated)
