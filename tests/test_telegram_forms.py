@@ -1,4 +1,5 @@
-"""The sender's request bodies are, byte for byte, the forms aiogram's own session builds."""
+"""The sender's request bodies are, byte for byte, the forms aiogram's own session builds, and
+a send made once for many chats is, for each, the send made for it alone."""
 
 from __future__ import annotations
 
@@ -22,7 +23,17 @@ from aiogram.types import (
 from aiohttp import MultipartWriter
 
 from tests.fixtures.telegram import BOT_TOKEN
-from tgbroadcast.worker.telegram_forms import FORM, request_body
+from tgbroadcast.core.domain.content import (
+    ContentOptions,
+    Entity,
+    InlineButton,
+    InlineKeyboard,
+    LinkPreview,
+    ParseMode,
+)
+from tgbroadcast.core.domain.model import Content, MediaType
+from tgbroadcast.worker.aiogram_content import send_call
+from tgbroadcast.worker.telegram_forms import FORM, prepare, request_body
 
 KEYBOARD = InlineKeyboardMarkup(
     inline_keyboard=[[InlineKeyboardButton(text="Open ✓", url="https://example.com/a?b=c&d=e")]]
@@ -89,3 +100,55 @@ def _parts(body: bytes, boundary: str) -> list[bytes]:
     """The multipart body's parts, each file's random ``attach://`` name made one."""
     parts = body.split(b"--" + boundary.encode())
     return [re.sub(rb"attach://[\w-]+|name=\"[\w-]{14}\"", b"<file>", part) for part in parts]
+
+
+RICH = ContentOptions(
+    parse_mode=ParseMode.HTML,
+    entities=(Entity(type="text_link", offset=0, length=2, url="https://example.com/x?y=1"),),
+    reply_markup=InlineKeyboard(rows=((InlineButton(text="Go ✓", url="https://example.com"),),)),
+    disable_notification=True,
+    protect_content=True,
+    link_preview=LinkPreview(is_disabled=True),
+)
+CONTENTS = [
+    Content(message="hello"),
+    Content(message="Grüße & <b>ü</b> 100% + more\nline", options=RICH, allow_paid_broadcast=True),
+    *(
+        Content(message="a caption &=", media_type=kind, options=RICH)
+        for kind in MediaType
+        if kind.has_media
+    ),
+    Content(message="", media_type=MediaType.PHOTO),
+]
+CHATS = [42, -1001234567890, 9_007_199_254_740_993]
+
+
+@pytest.mark.parametrize("content", CONTENTS, ids=lambda c: f"{c.media_type}-{len(c.message)}")
+async def test_a_send_made_once_is_for_each_chat_the_send_made_for_it(
+    session: AiohttpSession, content: Content
+) -> None:
+    bot = Bot(BOT_TOKEN, session=session, default=DefaultBotProperties(protect_content=False))
+    caption = content.message if content.media_type.takes_caption and content.message else None
+    prepared = prepare(session, bot, send_call(0, content, "AgACfile-id_1", caption))
+    assert prepared is not None
+    for chat in CHATS:
+        alone = send_call(chat, content, "AgACfile-id_1", caption)
+        method, body = prepared.to(chat)
+        assert type(method) is type(alone)
+        assert method.model_dump() == alone.model_dump()
+        assert body.content_type == FORM
+        assert await body.as_bytes() == await request_body(session, bot, alone).as_bytes()
+    assert prepared.method.model_dump()["chat_id"] == 0  # the copies left it as it was
+
+
+async def test_a_send_that_uploads_is_not_made_once(session: AiohttpSession) -> None:
+    bot = Bot(BOT_TOKEN, session=session)
+    upload = BufferedInputFile(b"bytes", filename="p.png")
+    content = Content(message="", media_type=MediaType.PHOTO)
+    assert prepare(session, bot, send_call(0, content, upload, None)) is None
+
+
+@pytest.mark.parametrize("kind", [MediaType.ALBUM, MediaType.COPY, MediaType.FORWARD])
+def test_only_one_message_sends_are_send_calls(kind: MediaType) -> None:
+    with pytest.raises(ValueError, match="not one message"):
+        send_call(1, Content(message="x", media_type=kind), "", None)

@@ -12,6 +12,15 @@ from aiogram.methods import (
     EditMessageMedia,
     EditMessageReplyMarkup,
     EditMessageText,
+    SendAnimation,
+    SendAudio,
+    SendDocument,
+    SendMessage,
+    SendPhoto,
+    SendSticker,
+    SendVideo,
+    SendVideoNote,
+    SendVoice,
 )
 from aiogram.types import (
     BufferedInputFile,
@@ -32,6 +41,19 @@ from tgbroadcast.core.domain.content import AlbumItem, AlbumKind, ContentOptions
 from tgbroadcast.core.domain.model import Content, MediaType
 
 EditCall = EditMessageText | EditMessageCaption | EditMessageMedia | EditMessageReplyMarkup
+
+SendCall = (
+    SendMessage
+    | SendPhoto
+    | SendVideo
+    | SendAnimation
+    | SendDocument
+    | SendAudio
+    | SendVoice
+    | SendVideoNote
+    | SendSticker
+)
+"""The one-message sends: a text, or one media with its caption."""
 
 InputMedia = (
     InputMediaAudio | InputMediaDocument | InputMediaLivePhoto | InputMediaPhoto | InputMediaVideo
@@ -124,6 +146,54 @@ _MEDIA_KINDS = {
     MediaType.DOCUMENT: AlbumKind.DOCUMENT,
     MediaType.AUDIO: AlbumKind.AUDIO,
 }
+
+
+def send_call(
+    chat_id: int, content: Content, source: str | BufferedInputFile, caption: str | None
+) -> SendCall:
+    """The one-message send of ``content`` (text or one media) to ``chat_id``: ``source``
+    is its media (a URL, a file_id or an upload), ``caption`` its caption (``None``: none,
+    or its kind takes none). ``ValueError`` for an album, a copy or a forward."""
+    options = content.options
+    common: dict[str, Any] = {
+        "chat_id": chat_id,
+        "allow_paid_broadcast": True if content.allow_paid_broadcast else None,
+        "reply_markup": reply_markup(options),
+        **flags(options),
+    }
+    kind = content.media_type
+    if kind is MediaType.TEXT:
+        return SendMessage(
+            text=content.message,
+            parse_mode=parse_mode(options),
+            entities=entities(options),
+            link_preview_options=link_preview(options),
+            **common,
+        )
+    if caption is not None:
+        common |= {
+            "caption": caption,
+            "parse_mode": parse_mode(options),
+            "caption_entities": entities(options),
+        }
+    match kind:
+        case MediaType.PHOTO:
+            return SendPhoto(photo=source, **common)
+        case MediaType.VIDEO:
+            return SendVideo(video=source, **common)
+        case MediaType.ANIMATION:
+            return SendAnimation(animation=source, **common)
+        case MediaType.DOCUMENT:
+            return SendDocument(document=source, **common)
+        case MediaType.AUDIO:
+            return SendAudio(audio=source, **common)
+        case MediaType.VOICE:
+            return SendVoice(voice=source, **common)
+        case MediaType.VIDEO_NOTE:
+            return SendVideoNote(video_note=source, **common)
+        case MediaType.STICKER:
+            return SendSticker(sticker=source, **common)
+    raise ValueError(f"a {kind} is not one message")
 
 
 def edit_method(kind: MediaType, *, media_changed: bool) -> str:

@@ -54,7 +54,7 @@ from aiohttp.abc import AbstractStreamWriter
 from aiohttp.payload import Payload
 
 import tgbroadcast.core.tracing as tracing
-from tgbroadcast.core.domain.content import ContentOptions, album_file_ids, encode_album_file_ids
+from tgbroadcast.core.domain.content import album_file_ids, encode_album_file_ids
 from tgbroadcast.core.domain.errors import (
     PermanentError,
     RateLimited,
@@ -64,7 +64,7 @@ from tgbroadcast.worker import aiogram_content
 from tgbroadcast.worker.aiogram_content import InputMedia
 from tgbroadcast.worker.telegram_answers import Sent, is_send, read_sent
 from tgbroadcast.worker.telegram_errors import map_error
-from tgbroadcast.worker.telegram_forms import request_body
+from tgbroadcast.worker.telegram_forms import Prepared, prepare, request_body
 
 logger = logging.getLogger(__name__)
 
@@ -99,6 +99,9 @@ aiogram parses every answer as ``Response[<the method's result>]``; pydantic cac
 parametrized models only weakly, so after each full garbage collection the next answer
 rebuilt the model's schema (tens of milliseconds) — a large share of a busy worker's CPU."""
 
+
+PREPARED_SENDS = 64
+"""Contents whose send is kept made (:func:`prepare`): more than a worker sends at once."""
 
 Gate = Callable[[], Awaitable[bool]]
 """Awaited right before a request is written: True to write it now, False not to send."""
@@ -203,9 +206,18 @@ class _Session(AiohttpSession):
         method: TelegramMethod[TelegramType],
         timeout: int | None = None,  # noqa: ASYNC109 - aiogram's signature
     ) -> TelegramType:
+        return await self.request(bot, method, request_body(self, bot, method), timeout)
+
+    async def request(
+        self,
+        bot: Bot,
+        method: TelegramMethod[TelegramType],
+        body: Payload,
+        timeout: int | None = None,  # noqa: ASYNC109 - aiogram's
+    ) -> TelegramType:
+        """:meth:`make_request` with the request's body made already."""
         session = await self.create_session()
         url = self.api.api_url(token=bot.token, method=method.__api_method__)
-        body: Payload = request_body(self, bot, method)
         gate = _GATE.get()
         seconds = float(self.timeout if timeout is None else timeout)
         gated: _Gated | None = None
@@ -272,6 +284,9 @@ class TelegramSender:
             connections=connections,
         )
         self._bot = Bot(token, session=session)
+        self._session = session
+        self._prepared: dict[tuple[int, str], tuple[Content, Prepared | None]] = {}
+        """The sends made once (:func:`prepare`), by their content's ``id`` and media."""
 
     async def __aenter__(self) -> TelegramSender:
         return self
@@ -435,15 +450,7 @@ class TelegramSender:
             raise PermanentError(f"a {kind} message needs media (a URL or file_id)", error_code=400)
         caption = content.message if kind.takes_caption and content.message else None
         try:
-            message = await self._send(
-                chat_id,
-                kind,
-                content.message,
-                source or "",
-                caption,
-                content.options,
-                paid=True if content.allow_paid_broadcast else None,
-            )
+            message = await self._send(chat_id, content, source or "", caption)
         except NotSent:
             raise
         except Exception as exc:
@@ -518,57 +525,30 @@ class TelegramSender:
         return SentMessage(message_id=_one(copied).message_id, file_id=None)
 
     async def _send(
-        self,
-        chat_id: int,
-        kind: MediaType,
-        text: str,
-        source: str | BufferedInputFile,
-        caption: str | None,
-        options: ContentOptions,
-        *,
-        paid: bool | None,
+        self, chat_id: int, content: Content, source: str | BufferedInputFile, caption: str | None
     ) -> Sent:
-        bot = self._bot
-        common: dict[str, Any] = {
-            "allow_paid_broadcast": paid,
-            "reply_markup": aiogram_content.reply_markup(options),
-            **aiogram_content.flags(options),
-        }
-        formatted: dict[str, Any] = {}
-        if caption is not None:
-            formatted = {
-                "caption": caption,
-                "parse_mode": aiogram_content.parse_mode(options),
-                "caption_entities": aiogram_content.entities(options),
-            }
-        match kind:
-            case MediaType.TEXT:
-                message = await bot.send_message(
-                    chat_id,
-                    text,
-                    parse_mode=aiogram_content.parse_mode(options),
-                    entities=aiogram_content.entities(options),
-                    link_preview_options=aiogram_content.link_preview(options),
-                    **common,
-                )
-                return _one(message)
-            case MediaType.PHOTO:
-                return _one(await bot.send_photo(chat_id, source, **formatted, **common))
-            case MediaType.VIDEO:
-                return _one(await bot.send_video(chat_id, source, **formatted, **common))
-            case MediaType.ANIMATION:
-                return _one(await bot.send_animation(chat_id, source, **formatted, **common))
-            case MediaType.DOCUMENT:
-                return _one(await bot.send_document(chat_id, source, **formatted, **common))
-            case MediaType.AUDIO:
-                return _one(await bot.send_audio(chat_id, source, **formatted, **common))
-            case MediaType.VOICE:
-                return _one(await bot.send_voice(chat_id, source, **formatted, **common))
-            case MediaType.VIDEO_NOTE:
-                return _one(await bot.send_video_note(chat_id, source, **common))
-            case MediaType.STICKER:
-                return _one(await bot.send_sticker(chat_id, source, **common))
-        raise PermanentError(f"{kind} is not sent with {type(self).__name__}._send", error_code=400)
+        """One message (:func:`~tgbroadcast.worker.aiogram_content.send_call`), made once for
+        every chat its content goes to unless it uploads a file."""
+        if isinstance(source, str):
+            prepared = self._prepare(content, source, caption)
+            if prepared is not None:
+                return _one(await self._session.request(self._bot, *prepared.to(chat_id)))
+        call: TelegramMethod[Any] = aiogram_content.send_call(chat_id, content, source, caption)
+        return _one(await self._bot(call))
+
+    def _prepare(self, content: Content, source: str, caption: str | None) -> Prepared | None:
+        """``content``'s send with ``source`` for any chat, made on its first send. The cache
+        holds its contents, so an ``id`` it keeps is never another's."""
+        key = (id(content), source)
+        known = self._prepared.get(key)
+        if known is not None and known[0] is content:
+            return known[1]
+        call = aiogram_content.send_call(0, content, source, caption)
+        prepared = prepare(self._session, self._bot, call)
+        if len(self._prepared) >= PREPARED_SENDS:
+            self._prepared.clear()
+        self._prepared[key] = (content, prepared)
+        return prepared
 
 
 def _one(answer: object) -> Sent:
