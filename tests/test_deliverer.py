@@ -4,6 +4,7 @@ shared by concurrent sends, send slots per tier, and the backlog the worker's pr
 from __future__ import annotations
 
 import asyncio
+import time
 from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any, cast
@@ -14,6 +15,7 @@ from tgbroadcast.core.domain.model import Broadcast, BroadcastStatus, Content, D
 from tgbroadcast.core.metrics import Metrics
 from tgbroadcast.core.queue import Queue
 from tgbroadcast.core.store import Store
+from tgbroadcast.worker.broadcast_states import STATUS_INTERVAL
 from tgbroadcast.worker.delivery import Deliverer
 from tgbroadcast.worker.recorder import ResultRecorder
 from tgbroadcast.worker.telegram import Gate, NotSent, SentMessage, TelegramSender
@@ -155,6 +157,26 @@ async def test_jobs_of_a_newer_generation_share_one_read_after_a_stale_one() -> 
     assert store.reads == 2  # the stale read, then one read for all twenty
     assert await stale is False  # it read the state of its own generation
     assert await subject.stopping(BROADCAST) is True  # the remembered state is the newer one
+
+
+async def test_a_jobs_own_read_of_its_broadcast_counts_as_the_sends_status_read() -> None:
+    store = SlowStore(BROADCAST)
+    store.release.set()
+    subject = deliverer(store, GatedSender(), concurrency=8)
+    read_at = time.monotonic()
+    subject.saw(BROADCAST, read_at=read_at)
+    assert await subject.stopping(BROADCAST) is False
+    assert store.reads == 0  # the job's read is fresh: no second one
+    paused = replace(BROADCAST, status=BroadcastStatus.PAUSED)
+    subject.saw(paused, read_at=read_at - 1)  # an older read does not replace a newer one
+    assert await subject.stopping(BROADCAST) is False
+    subject.saw(paused, read_at=read_at + 1)
+    assert await subject.stopping(BROADCAST) is True
+    assert store.reads == 0
+    later = deliverer(store, GatedSender(), concurrency=8)
+    later.saw(paused, read_at=time.monotonic() - STATUS_INTERVAL)  # a stale read: read again
+    assert await later.stopping(BROADCAST) is False
+    assert store.reads == 1
 
 
 @pytest.mark.parametrize(("paid", "slots"), [(False, 3), (True, 5)])

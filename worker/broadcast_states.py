@@ -10,6 +10,9 @@ Guarantees:
 * A job of a newer generation (the broadcast was resumed after the last read) never trusts an
   older read: it reads again, or shares a read started after it asked.
 * A broadcast seen final here (or stopped by this worker) is never read again.
+* A job's own read of its broadcast (:meth:`BroadcastStates.saw`) counts as a read: its sends
+  do not read the broadcast again within ``STATUS_INTERVAL`` of it (a one-recipient job read
+  it twice).
 """
 
 from __future__ import annotations
@@ -107,6 +110,22 @@ class BroadcastStates:
             return True
         return known.status not in SENDABLE or known.resumed_at != broadcast.resumed_at
 
+    def saw(self, broadcast: Broadcast, *, read_at: float) -> None:
+        """``broadcast`` as a read of it from SQL found it, started at ``read_at`` (monotonic
+        seconds): remembered as the status reads are, unless a later read is."""
+        cached = self._status_read.get(broadcast.id)
+        if cached is not None and cached.read_at > read_at:  # a later read came back first
+            return
+        self._status_read[broadcast.id] = _KnownStatus(
+            read_at=read_at,
+            status=broadcast.status,
+            resumed_at=broadcast.resumed_at,
+            paid_stopped=broadcast.paid_stopped_at is not None,
+        )
+        self._status_read.move_to_end(broadcast.id)
+        while len(self._status_read) > REMEMBERED:
+            self._status_read.popitem(last=False)
+
     def paid_stopped(self, broadcast: Broadcast) -> bool:
         """Whether the broadcast's paid sending stopped, its Stars budget spent (as the job
         read it, or as last read here: within ``STATUS_INTERVAL`` of the stop)."""
@@ -146,20 +165,13 @@ class BroadcastStates:
                 extra={"bot": self._bot, "broadcast_id": broadcast_id, "error": repr(exc)},
             )
             return None
-        known = _KnownStatus(
+        self.saw(latest, read_at=started)
+        return _KnownStatus(
             read_at=started,
             status=latest.status,
             resumed_at=latest.resumed_at,
             paid_stopped=latest.paid_stopped_at is not None,
         )
-        cached = self._status_read.get(broadcast_id)
-        if cached is not None and cached.read_at > started:  # a later read came back first
-            return known
-        self._status_read[broadcast_id] = known
-        self._status_read.move_to_end(broadcast_id)
-        while len(self._status_read) > REMEMBERED:
-            self._status_read.popitem(last=False)
-        return known
 
 
 def _newer(broadcast: Broadcast, resumed_at: datetime | None) -> bool:

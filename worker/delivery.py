@@ -208,6 +208,11 @@ class Deliverer:
         """Cancel the status reads still in progress (the worker stopped)."""
         await self._states.aclose()
 
+    def saw(self, broadcast: Broadcast, *, read_at: float) -> None:
+        """A job read ``broadcast`` from SQL, starting at ``read_at`` (monotonic seconds): its
+        state is known as of then (see :meth:`BroadcastStates.saw`)."""
+        self._states.saw(broadcast, read_at=read_at)
+
     def forget(self, broadcast_id: int) -> None:
         self._file_ids.forget(broadcast_id)
 

@@ -265,7 +265,9 @@ class Worker:
             name="job-heartbeat",
         )
         try:
+            read_at = time.monotonic()
             broadcast = await self._store.get_broadcast(job.broadcast_id)
+            self._deliverer.saw(broadcast, read_at=read_at)
             if broadcast.bot != self._bot:
                 await self._hand_over(received, broadcast)
             elif broadcast.status.is_final:
