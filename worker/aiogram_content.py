@@ -148,6 +148,19 @@ _MEDIA_KINDS = {
 }
 
 
+_MEDIA_SENDS: dict[MediaType, tuple[type[SendCall], str]] = {
+    MediaType.PHOTO: (SendPhoto, "photo"),
+    MediaType.VIDEO: (SendVideo, "video"),
+    MediaType.ANIMATION: (SendAnimation, "animation"),
+    MediaType.DOCUMENT: (SendDocument, "document"),
+    MediaType.AUDIO: (SendAudio, "audio"),
+    MediaType.VOICE: (SendVoice, "voice"),
+    MediaType.VIDEO_NOTE: (SendVideoNote, "video_note"),
+    MediaType.STICKER: (SendSticker, "sticker"),
+}
+"""Each one-media kind's send method and the field its media goes in."""
+
+
 def send_call(
     chat_id: int, content: Content, source: str | BufferedInputFile, caption: str | None
 ) -> SendCall:
@@ -155,7 +168,7 @@ def send_call(
     is its media (a URL, a file_id or an upload), ``caption`` its caption (``None``: none,
     or its kind takes none). ``ValueError`` for an album, a copy or a forward."""
     options = content.options
-    common: dict[str, Any] = {
+    fields: dict[str, Any] = {
         "chat_id": chat_id,
         "allow_paid_broadcast": True if content.allow_paid_broadcast else None,
         "reply_markup": reply_markup(options),
@@ -168,32 +181,19 @@ def send_call(
             parse_mode=parse_mode(options),
             entities=entities(options),
             link_preview_options=link_preview(options),
-            **common,
+            **fields,
         )
     if caption is not None:
-        common |= {
+        fields |= {
             "caption": caption,
             "parse_mode": parse_mode(options),
             "caption_entities": entities(options),
         }
-    match kind:
-        case MediaType.PHOTO:
-            return SendPhoto(photo=source, **common)
-        case MediaType.VIDEO:
-            return SendVideo(video=source, **common)
-        case MediaType.ANIMATION:
-            return SendAnimation(animation=source, **common)
-        case MediaType.DOCUMENT:
-            return SendDocument(document=source, **common)
-        case MediaType.AUDIO:
-            return SendAudio(audio=source, **common)
-        case MediaType.VOICE:
-            return SendVoice(voice=source, **common)
-        case MediaType.VIDEO_NOTE:
-            return SendVideoNote(video_note=source, **common)
-        case MediaType.STICKER:
-            return SendSticker(sticker=source, **common)
-    raise ValueError(f"a {kind} is not one message")
+    if kind not in _MEDIA_SENDS:
+        raise ValueError(f"a {kind} is not one message")
+    method, field = _MEDIA_SENDS[kind]
+    fields[field] = source
+    return method(**fields)
 
 
 def edit_method(kind: MediaType, *, media_changed: bool) -> str:
