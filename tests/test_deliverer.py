@@ -164,17 +164,17 @@ async def test_a_jobs_own_read_of_its_broadcast_counts_as_the_sends_status_read(
     store.release.set()
     subject = deliverer(store, GatedSender(), concurrency=8)
     read_at = time.monotonic()
-    subject.saw(BROADCAST, read_at=read_at)
+    subject.states.saw(BROADCAST, read_at=read_at)
     assert await subject.stopping(BROADCAST) is False
     assert store.reads == 0  # the job's read is fresh: no second one
     paused = replace(BROADCAST, status=BroadcastStatus.PAUSED)
-    subject.saw(paused, read_at=read_at - 1)  # an older read does not replace a newer one
+    subject.states.saw(paused, read_at=read_at - 1)  # an older read does not replace a newer one
     assert await subject.stopping(BROADCAST) is False
-    subject.saw(paused, read_at=read_at + 1)
+    subject.states.saw(paused, read_at=read_at + 1)
     assert await subject.stopping(BROADCAST) is True
     assert store.reads == 0
     later = deliverer(store, GatedSender(), concurrency=8)
-    later.saw(paused, read_at=time.monotonic() - STATUS_INTERVAL)  # a stale read: read again
+    later.states.saw(paused, read_at=time.monotonic() - STATUS_INTERVAL)  # a stale read: read again
     assert await later.stopping(BROADCAST) is False
     assert store.reads == 1
 

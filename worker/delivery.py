@@ -160,7 +160,7 @@ class Deliverer:
         self._content_error_threshold = content_error_threshold
         self._backoff_base = backoff_base
         self._backoff_cap = backoff_cap
-        self._states = BroadcastStates(store, bot=bot)
+        self.states = BroadcastStates(store, bot=bot)
         self.park = Park(limiter=limiter, store=store, metrics=metrics, bot=bot)
         # Media file_ids by (broadcast id, media version): an edit may replace the media.
         self._file_ids = FileIds(store, bot=bot)
@@ -197,21 +197,16 @@ class Deliverer:
 
     def stopped(self, broadcast_id: int) -> bool:
         """Whether this worker saw the broadcast stop (its remaining sends are skipped)."""
-        return self._states.stopped(broadcast_id)
+        return self.states.stopped(broadcast_id)
 
     async def stopping(self, broadcast: Broadcast) -> bool:
         """Whether sends of this job (``broadcast`` as the job read it) must stop (see
         :meth:`BroadcastStates.stopping`)."""
-        return await self._states.stopping(broadcast)
+        return await self.states.stopping(broadcast)
 
     async def aclose(self) -> None:
         """Cancel the status reads still in progress (the worker stopped)."""
-        await self._states.aclose()
-
-    def saw(self, broadcast: Broadcast, *, read_at: float) -> None:
-        """A job read ``broadcast`` from SQL, starting at ``read_at`` (monotonic seconds): its
-        state is known as of then (see :meth:`BroadcastStates.saw`)."""
-        self._states.saw(broadcast, read_at=read_at)
+        await self.states.aclose()
 
     def forget(self, broadcast_id: int) -> None:
         self._file_ids.forget(broadcast_id)
@@ -480,7 +475,7 @@ class Deliverer:
         and the request built while it comes; at the slot the claim is checked once more and
         the request written at once: what varies in time is not between slot and wire."""
         while True:
-            if content.allow_paid_broadcast and self._states.paid_stopped(broadcast):
+            if content.allow_paid_broadcast and self.states.paid_stopped(broadcast):
                 content = replace(content, allow_paid_broadcast=False)  # its Stars budget spent
             sent = await self._permitted_once(
                 broadcast, chat_id, content, held, media, upload, album_uploads
@@ -514,7 +509,7 @@ class Deliverer:
                 await permit.use()
             except Parked:
                 return False
-            if not held() or (paid and self._states.paid_stopped(broadcast)):
+            if not held() or (paid and self.states.paid_stopped(broadcast)):
                 return False
             started = time.perf_counter()
             return True
@@ -534,7 +529,7 @@ class Deliverer:
                 gate=gate,
             )
         except NotSent:
-            return _SWITCHED if paid and held() and self._states.paid_stopped(broadcast) else None
+            return _SWITCHED if paid and held() and self.states.paid_stopped(broadcast) else None
         finally:
             permit.release()  # unused: to the next caller
             if started:
@@ -550,7 +545,7 @@ class Deliverer:
             count = await self._store.count_errors(result.broadcast_id, result.state, result.error)
             if count < self._content_error_threshold:
                 return
-            self._states.stop(result.broadcast_id)
+            self.states.stop(result.broadcast_id)
             reason = f"stopped after {count} recipients were refused with: {result.error}"
             stopped = await self._store.fail_broadcast(result.broadcast_id, reason)
             if stopped is not None:

@@ -267,7 +267,7 @@ class Worker:
         try:
             read_at = time.monotonic()
             broadcast = await self._store.get_broadcast(job.broadcast_id)
-            self._deliverer.saw(broadcast, read_at=read_at)
+            self._deliverer.states.saw(broadcast, read_at=read_at)
             if broadcast.bot != self._bot:
                 await self._hand_over(received, broadcast)
             elif broadcast.status.is_final:
