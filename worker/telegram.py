@@ -101,7 +101,7 @@ rebuilt the model's schema (tens of milliseconds) — a large share of a busy wo
 
 
 PREPARED_SENDS = 64
-"""Contents whose send is kept made (:func:`prepare`): more than a worker sends at once."""
+"""How many contents' sends a sender keeps made (:func:`prepare`), more than it sends at once."""
 
 Gate = Callable[[], Awaitable[bool]]
 """Awaited right before a request is written: True to write it now, False not to send."""
