@@ -128,28 +128,9 @@ async def claim(
     busy: set[int] = set()
     busy_until: datetime | None = None
     for chunk in chunks(sorted(set(user_ids)), IDS_PER_IN_LIST):
-        await connection.execute(
-            update(deliveries)
-            .where(
-                deliveries.c.broadcast_id == broadcast_id,
-                deliveries.c.user_id.in_(chunk),
-                deliveries.c.state == _PENDING,
-                or_(
-                    deliveries.c.claimed_until.is_(None),
-                    deliveries.c.claimed_until < now,
-                    deliveries.c.claimed_by == token,
-                ),
-            )
-            .values(claimed_by=token, claimed_until=until)
-        )
-        holders = select(
-            deliveries.c.user_id, deliveries.c.claimed_by, deliveries.c.claimed_until
-        ).where(
-            deliveries.c.broadcast_id == broadcast_id,
-            deliveries.c.user_id.in_(chunk),
-            deliveries.c.state == _PENDING,
-        )
-        for user_id, claimed_by, claimed_until in await connection.execute(holders):
+        ids = {"of_broadcast": broadcast_id, "of_users": list(chunk)}
+        await connection.execute(_CLAIM, {**ids, "token": token, "now": now, "until": until})
+        for user_id, claimed_by, claimed_until in await connection.execute(_HOLDERS, ids):
             if claimed_by == token:
                 held.add(user_id)
                 continue
@@ -159,21 +140,50 @@ async def claim(
     return Claimed(held=frozenset(held), busy=frozenset(busy), busy_until=busy_until)
 
 
+_OF_CHUNK = (
+    deliveries.c.broadcast_id == bindparam("of_broadcast", type_=BigInteger),
+    deliveries.c.user_id.in_(bindparam("of_users", expanding=True)),
+)
+"""A chunk of one broadcast's recipients (``IDS_PER_IN_LIST`` at most; not named as the
+columns are: an ``UPDATE`` keeps those names for its ``SET``)."""
+
+_CLAIM = (
+    update(deliveries)
+    .where(
+        *_OF_CHUNK,
+        deliveries.c.state == _PENDING,
+        or_(
+            deliveries.c.claimed_until.is_(None),
+            deliveries.c.claimed_until < bindparam("now", type_=UtcDateTime()),
+            deliveries.c.claimed_by == bindparam("token", type_=String),
+        ),
+    )
+    .values(claimed_by=bindparam("token"), claimed_until=bindparam("until", type_=UtcDateTime()))
+)
+"""Claims the chunk's pending recipients no other token holds (built once, as the
+statements of :func:`record` are)."""
+
+_HOLDERS = select(deliveries.c.user_id, deliveries.c.claimed_by, deliveries.c.claimed_until).where(
+    *_OF_CHUNK, deliveries.c.state == _PENDING
+)
+"""Who holds each of the chunk's pending recipients."""
+
+_RELEASE = (
+    update(deliveries)
+    .where(*_OF_CHUNK, deliveries.c.claimed_by == bindparam("token", type_=String))
+    .values(claimed_by=None, claimed_until=None)
+)
+"""Drops the token's claims on the chunk."""
+
+
 async def release(
     connection: AsyncConnection, broadcast_id: int, user_ids: Sequence[int], *, token: str
 ) -> int:
     """Give up ``token``'s claims on those of ``user_ids`` it still holds; how many."""
     released = 0
     for chunk in chunks(sorted(set(user_ids)), IDS_PER_IN_LIST):
-        result = await connection.execute(
-            update(deliveries)
-            .where(
-                deliveries.c.broadcast_id == broadcast_id,
-                deliveries.c.user_id.in_(chunk),
-                deliveries.c.claimed_by == token,
-            )
-            .values(claimed_by=None, claimed_until=None)
-        )
+        parameters = {"of_broadcast": broadcast_id, "of_users": list(chunk), "token": token}
+        result = await connection.execute(_RELEASE, parameters)
         released += result.rowcount
     return released
 
