@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import sqlite3
 import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -22,7 +23,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import text
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from sqlalchemy.pool import NullPool
 
@@ -32,6 +33,7 @@ from tests.fixtures.pgbouncer import running_pgbouncer
 from tgbroadcast.core.domain.errors import BACKEND_UNAVAILABLE
 from tgbroadcast.core.domain.model import BroadcastStatus, Content, NewBroadcast
 from tgbroadcast.core.store import Store
+from tgbroadcast.core.store import engine as engine_module
 from tgbroadcast.core.store.engine import (
     EngineOptions,
     PoolTimeout,
@@ -238,6 +240,41 @@ async def test_sqlite_keeps_its_pool_and_ignores_statement_timeout(tmp_path: Pat
             for connection in held:
                 await connection.close()
         assert created.total == 2
+
+
+async def test_a_sqlite_write_waits_for_another_processs_write_lock(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A write transaction's ``BEGIN IMMEDIATE`` queues on a lock held elsewhere (another
+    process's connection: here the ``sqlite3`` module's) and runs after it; past its deadline
+    it fails as SQLAlchemy's ``OperationalError``, the driver's "database is locked" as
+    ``orig``. Reads are not held up."""
+    path = tmp_path / "store.db"
+    async with Store.open(f"sqlite+aiosqlite:///{path}") as store:
+        await store.migrate()
+        other = sqlite3.connect(path, isolation_level=None)
+        try:
+            other.execute("BEGIN IMMEDIATE")
+            write = asyncio.create_task(
+                store.create_broadcast(NewBroadcast(content=Content(message="hi"), user_ids=(1,)))
+            )
+            assert await store.outcome_counts(1) == {}  # a read: not held up
+            assert not write.done()
+            other.execute("COMMIT")
+            created = await write
+            assert created.total == 1
+
+            monkeypatch.setattr(engine_module, "SQLITE_BUSY_TIMEOUT_MS", 50)
+            other.execute("BEGIN IMMEDIATE")
+            with pytest.raises(OperationalError) as refused:
+                await store.create_broadcast(
+                    NewBroadcast(content=Content(message="hi"), user_ids=(2,))
+                )
+            assert isinstance(refused.value.orig, sqlite3.OperationalError)
+            assert "database is locked" in str(refused.value.orig)
+            other.execute("ROLLBACK")
+        finally:
+            other.close()
 
 
 # -- PgBouncer --------------------------------------------------------------------------------

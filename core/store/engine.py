@@ -361,12 +361,12 @@ def _sqlite_engine(url: URL, pool_timeout: float) -> AsyncEngine:
     @event.listens_for(engine.sync_engine, "begin")
     def _on_begin(connection: Connection) -> None:
         if not connection.get_execution_options().get(WRITE_OPTION, False):
-            connection.exec_driver_sql("BEGIN")
+            _begin(connection, "BEGIN")
             return
         deadline = time.monotonic() + SQLITE_BUSY_TIMEOUT_MS / 1000
         while True:
             try:
-                connection.exec_driver_sql("BEGIN IMMEDIATE")
+                _begin(connection, "BEGIN IMMEDIATE")
                 return
             except exc.OperationalError as error:
                 if "locked" not in str(error.orig) or time.monotonic() > deadline:
@@ -375,6 +375,21 @@ def _sqlite_engine(url: URL, pool_timeout: float) -> AsyncEngine:
             await_(asyncio.sleep(random.uniform(0.0005, 0.002)))
 
     return engine
+
+
+def _begin(connection: Connection, statement: str) -> None:
+    """``statement`` run by aiosqlite's connection itself: one hand-off to its thread, where
+    SQLAlchemy's cursor takes three (open, execute, close) besides its execution context's
+    Python on the event loop. A failure is raised wrapped as ``exec_driver_sql`` raises it
+    (``OperationalError`` for a locked database, the driver's error as ``orig``)."""
+    driver = connection.connection.driver_connection
+    if driver is None:  # not an open connection: SQLAlchemy's own path says why
+        connection.exec_driver_sql(statement)
+        return
+    try:
+        await_(driver.execute(statement))
+    except sqlite3.Error as error:
+        raise exc.DBAPIError.instance(statement, None, error, sqlite3.Error) from error
 
 
 def alembic_config(connection: Connection | None = None) -> Config:
