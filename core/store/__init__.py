@@ -6,6 +6,7 @@
 * :mod:`.store` — ``Store``: the one object the rest of the service holds, and its guarantees.
 * :mod:`.tables` — the SQL schema, as SQLAlchemy Core tables (the migrations build it).
 * :mod:`.engine` — engines for the three backends, tuned to behave alike; schema migration.
+* :mod:`.sqlite_driver` — SQLite's cursor: a statement in one hand-off to aiosqlite's thread.
 * :mod:`.checkpoints` — SQLite's WAL checkpointed by a task of the store's, not in commits.
 * :mod:`.statistics` — PostgreSQL's planner statistics refreshed after a big broadcast.
 * :mod:`.dialects` — the few statements and errors that differ between the backends.

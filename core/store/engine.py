@@ -49,6 +49,8 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_en
 from sqlalchemy.pool import AsyncAdaptedQueuePool, ConnectionPoolEntry, NullPool
 from sqlalchemy.util import await_
 
+from tgbroadcast.core.store import sqlite_driver
+
 logger = logging.getLogger(__name__)
 
 SQLITE_BUSY_TIMEOUT_MS: Final = 30_000
@@ -339,6 +341,7 @@ def _sqlite_engine(url: URL, pool_timeout: float) -> AsyncEngine:
     # up to 12 more for a moment.
     engine = create_async_engine(
         url,
+        module=sqlite_driver.dbapi(),  # a statement: one hand-off to aiosqlite's thread
         poolclass=_Pool,
         pool_size=SQLITE_POOL_SIZE,
         max_overflow=SQLITE_POOL_SIZE,
