@@ -381,10 +381,10 @@ def _sqlite_engine(url: URL, pool_timeout: float) -> AsyncEngine:
 
 
 def _begin(connection: Connection, statement: str) -> None:
-    """``statement`` run by aiosqlite's connection itself: one hand-off to its thread, where
-    SQLAlchemy's cursor takes three (open, execute, close) besides its execution context's
-    Python on the event loop. A failure is raised wrapped as ``exec_driver_sql`` raises it
-    (``OperationalError`` for a locked database, the driver's error as ``orig``)."""
+    """``statement`` run by aiosqlite's connection itself: one hand-off to its thread and none
+    of SQLAlchemy's execution path (a cursor, an execution context and its events, for two
+    fixed words on every transaction). A failure is raised wrapped as ``exec_driver_sql``
+    raises it (``OperationalError`` for a locked database, the driver's error as ``orig``)."""
     driver = connection.connection.driver_connection
     if driver is None:  # not an open connection: SQLAlchemy's own path says why
         connection.exec_driver_sql(statement)
