@@ -10,8 +10,8 @@ cursors, error translation, the execution mutex — is SQLAlchemy's own.
 The engine gets it as its DBAPI module (``create_async_engine(url, module=dbapi())``), so the
 URL stays ``sqlite+aiosqlite``. It relies on aiosqlite's ``Connection._execute`` (run a function
 on the connection's thread) and ``_conn`` (the ``sqlite3`` connection), as SQLAlchemy's
-adapter relies on its ``_tx`` queue; ``tests/test_store.py`` runs every statement kind
-through it on each backend's suite.
+adapter relies on its ``_tx`` queue: ``tests/test_sqlite_driver.py`` checks what SQLAlchemy
+reads through it, and every SQLite test of the store runs on it.
 """
 
 from __future__ import annotations
@@ -107,9 +107,13 @@ class _Connection(AsyncAdapt_aiosqlite_connection):
 class _DBAPI(AsyncAdapt_aiosqlite_dbapi):
     def connect(self, *arg: Any, **kw: Any) -> AsyncAdapt_aiosqlite_connection:
         """SQLAlchemy's ``connect``, with this module's connection (and so its cursor)."""
-        connection = self.aiosqlite.connect(*arg, **kw)
-        thread = connection if isinstance(connection, Thread) else connection._thread
-        thread.daemon = True  # as SQLAlchemy's: a thread never keeps the process alive
+        creator = kw.pop("async_creator_fn", None)
+        if creator is not None:
+            connection = creator(*arg, **kw)
+        else:
+            connection = self.aiosqlite.connect(*arg, **kw)
+            thread = connection if isinstance(connection, Thread) else connection._thread
+            thread.daemon = True  # as SQLAlchemy's: a thread never keeps the process alive
         return _Connection(self, await_(connection))
 
 
