@@ -110,21 +110,23 @@ class BroadcastStates:
             return True
         return known.status not in SENDABLE or known.resumed_at != broadcast.resumed_at
 
-    def saw(self, broadcast: Broadcast, *, read_at: float) -> None:
+    def saw(self, broadcast: Broadcast, *, read_at: float) -> _KnownStatus:
         """``broadcast`` as a read of it from SQL found it, started at ``read_at`` (monotonic
-        seconds): remembered as the status reads are, unless a later read is."""
-        cached = self._status_read.get(broadcast.id)
-        if cached is not None and cached.read_at > read_at:  # a later read came back first
-            return
-        self._status_read[broadcast.id] = _KnownStatus(
+        seconds): remembered as the status reads are, unless a later read is; what it found."""
+        known = _KnownStatus(
             read_at=read_at,
             status=broadcast.status,
             resumed_at=broadcast.resumed_at,
             paid_stopped=broadcast.paid_stopped_at is not None,
         )
+        cached = self._status_read.get(broadcast.id)
+        if cached is not None and cached.read_at > read_at:  # a later read came back first
+            return known
+        self._status_read[broadcast.id] = known
         self._status_read.move_to_end(broadcast.id)
         while len(self._status_read) > REMEMBERED:
             self._status_read.popitem(last=False)
+        return known
 
     def paid_stopped(self, broadcast: Broadcast) -> bool:
         """Whether the broadcast's paid sending stopped, its Stars budget spent (as the job
@@ -165,13 +167,7 @@ class BroadcastStates:
                 extra={"bot": self._bot, "broadcast_id": broadcast_id, "error": repr(exc)},
             )
             return None
-        self.saw(latest, read_at=started)
-        return _KnownStatus(
-            read_at=started,
-            status=latest.status,
-            resumed_at=latest.resumed_at,
-            paid_stopped=latest.paid_stopped_at is not None,
-        )
+        return self.saw(latest, read_at=started)
 
 
 def _newer(broadcast: Broadcast, resumed_at: datetime | None) -> bool:
