@@ -8,7 +8,7 @@ job at a time"; see their docstrings.
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Final
@@ -20,22 +20,17 @@ from sqlalchemy import (
     Select,
     String,
     Text,
-    and_,
     bindparam,
-    case,
-    false,
-    func,
     or_,
     select,
-    true,
+    text,
     update,
 )
+from sqlalchemy.engine import Dialect
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from tgbroadcast.core.domain import states
 from tgbroadcast.core.domain.model import (
     Broadcast,
-    BroadcastStatus,
     Delivery,
     DeliveryResult,
     DeliveryState,
@@ -43,12 +38,11 @@ from tgbroadcast.core.domain.model import (
     RecallOutcome,
 )
 from tgbroadcast.core.store import broadcasts as broadcast_statements
-from tgbroadcast.core.store import users
+from tgbroadcast.core.store import counters, users
 from tgbroadcast.core.store.limits import IDS_PER_IN_LIST, chunks
-from tgbroadcast.core.store.tables import CLAIM_TOKEN_LENGTH, UtcDateTime, broadcasts, deliveries
+from tgbroadcast.core.store.tables import CLAIM_TOKEN_LENGTH, UtcDateTime, deliveries
 
 _PENDING: Final = DeliveryState.PENDING.value
-_COMPLETABLE: Final = sorted(s.value for s in states.sources(BroadcastStatus.COMPLETED))
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -300,17 +294,16 @@ async def record(
     """Per broadcast: the estimated cost of its paid sends recorded (thousandths of a Star)."""
     for broadcast_id, user_ids in recipients.items():
         for chunk in chunks(user_ids, IDS_PER_IN_LIST):
-            parameters = {"broadcast_id": broadcast_id, "user_ids": list(chunk)}
-            pending = (await connection.scalars(_LOCK_PENDING, parameters)).all()
-            if not pending:
+            final = await _finalize(connection, [chosen[broadcast_id, u] for u in chunk])
+            if not final:
                 continue
-            final = [chosen[broadcast_id, user_id] for user_id in pending]
-            await connection.execute(_FINALIZE, [_finalize_parameters(r) for r in final])
             recorded.extend(final)
             sent = sum(result.state is DeliveryState.SENT for result in final)
             for result in final:
                 if result.state is DeliveryState.SENT:
-                    version = min(oldest.get(broadcast_id, _NO_SEND), result.content_version)
+                    version = min(
+                        oldest.get(broadcast_id, counters.NO_SEND), result.content_version
+                    )
                     oldest[broadcast_id] = version
                     stars[broadcast_id] = stars.get(broadcast_id, 0) + result.stars_milli
             sent_before, failed_before = counts.get(broadcast_id, (0, 0))
@@ -319,9 +312,9 @@ async def record(
     finished: list[Broadcast] = []
     for broadcast_id in sorted(counts):
         sent, failed = counts[broadcast_id]
-        version = oldest.get(broadcast_id, _NO_SEND)
+        version = oldest.get(broadcast_id, counters.NO_SEND)
         spent = stars.get(broadcast_id, 0)
-        if await _count(connection, broadcast_id, sent, failed, version, spent, now=now):
+        if await counters.count(connection, broadcast_id, sent, failed, version, spent, now=now):
             finished.append(await broadcast_statements.fetch(connection, broadcast_id))
     return Recorded(recorded=tuple(recorded), finished=tuple(finished))
 
@@ -344,35 +337,6 @@ async def _deactivate_leavers(
         await users.deactivate(connection, by_bot[bot], bot=bot, now=now)
 
 
-async def _count(
-    connection: AsyncConnection,
-    broadcast_id: int,
-    sent: int,
-    failed: int,
-    oldest: int,
-    stars: int,
-    *,
-    now: datetime,
-) -> bool:
-    """Add to the broadcast's counters; whether this completed it. A send of content older
-    than the broadcast's (in flight when it was edited, recorded after its edit jobs looked)
-    opens the edit again, for a dispatcher to publish its edit jobs anew."""
-    # Two statements, not one: MySQL evaluates SET from left to right with the new values.
-    parameters = {
-        "broadcast_id": broadcast_id,
-        "sent": sent,
-        "failed": failed,
-        "oldest": oldest,
-        "stars": stars,
-        "now": now,
-    }
-    await connection.execute(_ADD_COUNTS, parameters)
-    if stars:  # its Stars budget spent: the rest goes at the free rate
-        await connection.execute(_STOP_PAID, {"broadcast_id": broadcast_id, "now": now})
-    completed = await connection.execute(_COMPLETE, {"broadcast_id": broadcast_id, "now": now})
-    return bool(completed.rowcount == 1)
-
-
 _LOCK_PENDING = (
     select(deliveries.c.user_id)
     .where(
@@ -385,53 +349,6 @@ _LOCK_PENDING = (
 )
 """The recipients among ``user_ids`` still pending, locked (built once, like the statements
 below: SQLAlchemy then finds them compiled without computing a cache key each time)."""
-
-_NO_SEND: Final = 2**31 - 1
-"""The ``oldest`` of a group that sent nothing: no content version is that new."""
-_SENT_OLDER = and_(
-    broadcasts.c.content_version > bindparam("oldest", type_=Integer),
-    broadcasts.c.status.not_in([BroadcastStatus.RECALLING.value, BroadcastStatus.RECALLED.value]),
-)
-"""A send recorded with older content than the broadcast's, not recalled since."""
-
-_ADD_COUNTS = (
-    update(broadcasts)
-    .where(broadcasts.c.id == bindparam("broadcast_id", type_=BigInteger))
-    .values(
-        sent=broadcasts.c.sent + bindparam("sent", type_=BigInteger),
-        failed=broadcasts.c.failed + bindparam("failed", type_=BigInteger),
-        status=case(
-            (broadcasts.c.status == BroadcastStatus.QUEUED.value, BroadcastStatus.RUNNING.value),
-            else_=broadcasts.c.status,
-        ),
-        started_at=func.coalesce(broadcasts.c.started_at, bindparam("now", type_=UtcDateTime())),
-        editing=case((_SENT_OLDER, true()), else_=broadcasts.c.editing),
-        stars_spent_milli=broadcasts.c.stars_spent_milli + bindparam("stars", type_=BigInteger),
-        dispatched=case((_SENT_OLDER, false()), else_=broadcasts.c.dispatched),
-    )
-)
-
-_STOP_PAID = (
-    update(broadcasts)
-    .where(
-        broadcasts.c.id == bindparam("broadcast_id", type_=BigInteger),
-        broadcasts.c.max_stars.is_not(None),
-        broadcasts.c.paid_stopped_at.is_(None),
-        broadcasts.c.stars_spent_milli >= broadcasts.c.max_stars * 1000,
-    )
-    .values(paid_stopped_at=bindparam("now"))
-)
-
-_COMPLETE = (
-    update(broadcasts)
-    .where(
-        broadcasts.c.id == bindparam("broadcast_id", type_=BigInteger),
-        # Paused too (sends in flight finished everyone); never a cancelled one.
-        broadcasts.c.status.in_(_COMPLETABLE),
-        broadcasts.c.sent + broadcasts.c.failed >= broadcasts.c.total,
-    )
-    .values(status=BroadcastStatus.COMPLETED.value, finished_at=bindparam("now"))
-)
 
 _FINALIZE = (
     update(deliveries)
@@ -454,6 +371,77 @@ _FINALIZE = (
 )
 """Writes one final result (and drops its claim); executed many times, on rows just locked
 as pending."""
+
+
+async def _finalize(
+    connection: AsyncConnection, results: Sequence[DeliveryResult]
+) -> list[DeliveryResult]:
+    """Write those of ``results`` (one broadcast's, ascending user ids) whose delivery is
+    pending; those, in the same order.
+
+    SQLite (3.35 or newer) does it in one ``UPDATE .. FROM json_each(..) .. RETURNING``: the
+    transaction holds the write lock, no row needs locking first. Elsewhere the pending rows
+    are selected ``FOR UPDATE``, then updated (executemany)."""
+    broadcast_id = results[0].broadcast_id
+    dialect = connection.dialect
+    if dialect.name == "sqlite" and dialect.update_returning:
+        time = _SQLITE_TIME.get(dialect) or _SQLITE_TIME.setdefault(
+            dialect, deliveries.c.finished_at.type.dialect_impl(dialect).bind_processor(dialect)
+        )
+        rows = json.dumps([_finalize_row(result, time) for result in results])
+        parameters = {"broadcast_id": broadcast_id, "rows": rows}
+        written = set((await connection.scalars(SQLITE_FINALIZE, parameters)).all())
+        return [result for result in results if result.user_id in written]
+    parameters = {"broadcast_id": broadcast_id, "user_ids": [r.user_id for r in results]}
+    pending = set((await connection.scalars(_LOCK_PENDING, parameters)).all())
+    final = [result for result in results if result.user_id in pending]
+    if final:
+        await connection.execute(_FINALIZE, [_finalize_parameters(r) for r in final])
+    return final
+
+
+_SQLITE_TIME: dict[Dialect, Callable[[Any], Any] | None] = {}
+"""``finished_at`` as SQLite stores it (the column type's conversion), per dialect."""
+
+SQLITE_FINALIZE = (
+    text(
+        "UPDATE deliveries SET (state, message_id, message_ids, error, finished_at,"
+        " content_version, variant, claimed_by, claimed_until) = ("
+        " SELECT json_extract(r.value, '$[1]'), json_extract(r.value, '$[2]'),"
+        " json_extract(r.value, '$[3]'), json_extract(r.value, '$[4]'),"
+        " json_extract(r.value, '$[5]'), json_extract(r.value, '$[6]'),"
+        " json_extract(r.value, '$[7]'), NULL, NULL"
+        " FROM json_each(:rows) AS r WHERE json_extract(r.value, '$[0]') = deliveries.user_id)"
+        " WHERE deliveries.broadcast_id = :broadcast_id AND deliveries.state = :pending"
+        " AND deliveries.user_id IN (SELECT json_extract(value, '$[0]') FROM json_each(:rows))"
+        " RETURNING deliveries.user_id"
+    )
+    .bindparams(
+        bindparam("rows", type_=Text),
+        bindparam("broadcast_id", type_=BigInteger),
+        bindparam("pending", _PENDING, type_=String),
+    )
+    .columns(user_id=BigInteger)
+)
+""":data:`_FINALIZE` of many rows at once on SQLite, each row a JSON array (``_finalize_row``),
+returning the user ids it wrote. The ids' list drives the search (the index on the primary
+key, with or without the planner's statistics: an ``UPDATE .. FROM json_each`` was planned
+as a scan of the broadcast's recipients without them); each written row reads its values
+from the list."""
+
+
+def _finalize_row(result: DeliveryResult, time: Callable[[Any], Any] | None) -> tuple[object, ...]:
+    finished_at = result.finished_at if time is None else time(result.finished_at)
+    return (
+        result.user_id,
+        result.state.value,
+        result.message_id,
+        encode_message_ids(result.message_ids),
+        result.error,
+        finished_at,
+        None if result.content_version == 1 else result.content_version,
+        result.variant,
+    )
 
 
 def _finalize_parameters(result: DeliveryResult) -> dict[str, object]:

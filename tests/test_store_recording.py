@@ -1,0 +1,150 @@
+"""Recording outcomes: what a result carries survives the write on every backend, a batch
+spanning several statements counts each recipient once, and SQLite's one-statement write
+searches the recipients it is given (never a scan of the broadcast's).
+
+``store`` and ``database_url`` come from ``tests/fixtures/databases.py``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import sqlite3
+from datetime import UTC, datetime, timedelta, timezone
+
+from sqlalchemy.dialects import sqlite
+from sqlalchemy.engine import make_url
+
+from tgbroadcast.core.domain.model import (
+    BroadcastStatus,
+    Content,
+    DeliveryResult,
+    DeliveryState,
+    NewBroadcast,
+)
+from tgbroadcast.core.store import Store
+from tgbroadcast.core.store.deliveries import SQLITE_FINALIZE
+from tgbroadcast.core.store.limits import IDS_PER_IN_LIST
+
+INT64_MAX = 2**63 - 1
+GROUP = -1001234567890
+AT = datetime(2025, 1, 2, 3, 4, 5, 678901, tzinfo=UTC)
+
+
+def broadcast_to(*user_ids: int) -> NewBroadcast:
+    return NewBroadcast(content=Content(message="hello"), user_ids=user_ids)
+
+
+async def test_every_field_of_a_result_survives_recording(store: Store) -> None:
+    created = await store.create_broadcast(broadcast_to(1, 2, 3, INT64_MAX, GROUP))
+    plus_three = timezone(timedelta(hours=3))
+    results = [
+        DeliveryResult(
+            broadcast_id=created.id,
+            user_id=GROUP,
+            state=DeliveryState.SENT,
+            finished_at=AT,
+            message_id=INT64_MAX,
+            message_ids=(INT64_MAX, 7, 8),
+            content_version=3,
+            variant='b "quoted" ✓',
+        ),
+        DeliveryResult(
+            broadcast_id=created.id,
+            user_id=1,
+            state=DeliveryState.FAILED,
+            # another zone, and no microseconds: read back as the same instant in UTC
+            finished_at=datetime(2025, 1, 2, 6, 4, 5, tzinfo=plus_three),
+            error='Bad Request: can\'t parse "entities"\n\\ at byte 7 — ✗',
+        ),
+        DeliveryResult(
+            broadcast_id=created.id,
+            user_id=2,
+            state=DeliveryState.BLOCKED,
+            finished_at=AT,
+            error="Forbidden: bot was blocked by the user",
+        ),
+        DeliveryResult(
+            broadcast_id=created.id,
+            user_id=INT64_MAX,
+            state=DeliveryState.SENT,
+            finished_at=AT + timedelta(microseconds=1),
+            message_id=5,
+        ),
+    ]
+
+    recorded = await store.record_results(results)
+
+    in_order = sorted(results, key=lambda result: result.user_id)
+    assert recorded.recorded == tuple(in_order)
+    assert recorded.finished == ()
+    read = await store.list_results(created.id, after_user_id=None, limit=10)
+    expected = [r if r.finished_at.utcoffset() == timedelta(0) else _in_utc(r) for r in in_order]
+    assert read == expected
+    assert read[1].finished_at == datetime(2025, 1, 2, 3, 4, 5, tzinfo=UTC)
+    assert await store.pending_among(created.id, [1, 2, 3, INT64_MAX, GROUP]) == {3}
+    progress = await store.get_broadcast(created.id)
+    assert (progress.status, progress.sent, progress.failed) == (BroadcastStatus.RUNNING, 2, 2)
+
+
+async def test_a_batch_over_several_statements_counts_each_recipient_once(store: Store) -> None:
+    count = IDS_PER_IN_LIST * 2 + 7
+    created = await store.create_broadcast(broadcast_to(*range(1, count + 1)))
+    half = [_sent(created.id, user_id) for user_id in range(2, count + 1, 2)]
+    assert len((await store.record_results(half)).recorded) == count // 2
+
+    # every recipient, the even ones a second time (with another message id), and a stranger
+    everyone = [_sent(created.id, user_id, message_id=2) for user_id in range(1, count + 2)]
+    again = await store.record_results(everyone)
+
+    assert [r.user_id for r in again.recorded] == list(range(1, count + 1, 2))
+    (finished,) = again.finished
+    assert (finished.status, finished.sent, finished.failed) == (
+        BroadcastStatus.COMPLETED,
+        count,
+        0,
+    )
+    assert finished.finished_at is not None
+    read = await store.list_results(created.id, after_user_id=None, limit=count)
+    assert [r.message_id for r in read] == [2 if u % 2 else 1 for u in range(1, count + 1)]
+    # completed once: a later result neither counts nor finishes it again
+    late = await store.record_results([_sent(created.id, 1, message_id=3)])
+    assert (late.recorded, late.finished) == ((), ())
+    assert (await store.get_broadcast(created.id)).finished_at == finished.finished_at
+
+
+async def test_sqlite_writes_results_by_searching_their_recipients(
+    store: Store, database_url: str
+) -> None:
+    """The plan with and without the planner's statistics: a search of the given ids."""
+    if not database_url.startswith("sqlite"):
+        return  # the statement is SQLite's; the others lock then update (other tests)
+    created = await store.create_broadcast(broadcast_to(*range(1, 3001)))
+    path = make_url(database_url).database
+    assert path is not None
+    compiled = SQLITE_FINALIZE.compile(dialect=sqlite.dialect())
+    rows = f'[[5,"sent",1,null,null,"{AT:%Y-%m-%d %H:%M:%S.%f}",null,null]]'
+    values = {"rows": rows, "broadcast_id": created.id, "pending": "pending"}
+    assert compiled.positiontup is not None
+    parameters = [values[name] for name in compiled.positiontup]
+    with sqlite3.connect(path) as connection:
+        for analyzed in (False, True):
+            if analyzed:
+                connection.execute("ANALYZE")
+            plan = connection.execute(f"EXPLAIN QUERY PLAN {compiled}", parameters).fetchall()
+            details = [row[-1] for row in plan]
+            assert any(d.startswith("SEARCH deliveries") for d in details), details
+            assert not any(d.startswith("SCAN deliveries") for d in details), details
+
+
+def _sent(broadcast_id: int, user_id: int, *, message_id: int = 1) -> DeliveryResult:
+    return DeliveryResult(
+        broadcast_id=broadcast_id,
+        user_id=user_id,
+        state=DeliveryState.SENT,
+        finished_at=AT,
+        message_id=message_id,
+    )
+
+
+def _in_utc(result: DeliveryResult) -> DeliveryResult:
+    return dataclasses.replace(result, finished_at=result.finished_at.astimezone(UTC))
