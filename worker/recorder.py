@@ -24,6 +24,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
+from collections import Counter
 from collections.abc import Awaitable, Callable
 from contextlib import AbstractAsyncContextManager
 from types import TracebackType
@@ -104,8 +105,9 @@ class ResultRecorder(AbstractAsyncContextManager["ResultRecorder"]):
 
     async def _commit(self, results: list[DeliveryResult]) -> None:
         recorded = await self._retrying("record outcomes", self._store.record_results, results)
-        for result in recorded.recorded:
-            self._metrics.messages.labels(outcome=result.state.value, bot=self._bot).inc()
+        outcomes = Counter(result.state.value for result in recorded.recorded)
+        for outcome, count in outcomes.items():
+            self._metrics.messages.labels(outcome=outcome, bot=self._bot).inc(count)
         events: list[Event] = [ResultEvent(result=result) for result in recorded.recorded]
         events += [
             FinishedEvent(broadcast_id=broadcast.id, status=broadcast.status)
