@@ -274,11 +274,12 @@ async def record(
 
     ``results`` must be sorted by ``(broadcast_id, user_id)``: that is the order rows are
     locked in, so concurrent calls queue instead of deadlocking. For each chunk, the
-    recipients still ``PENDING`` are selected ``FOR UPDATE`` (SQLite: the transaction holds
-    the database's write lock already); a concurrent transaction that made one of them final
-    first is waited for, and the row then no longer qualifies. Only the locked rows are
-    updated and counted, so a recipient is counted by exactly one transaction. The first
-    result for a recipient within ``results`` wins.
+    recipients still ``PENDING`` are selected ``FOR UPDATE``; a concurrent transaction that
+    made one of them final first is waited for, and the row then no longer qualifies. Only
+    the locked rows are updated and counted, so a recipient is counted by exactly one
+    transaction. (SQLite: the transaction holds the database's write lock already; the chunk
+    is written by one ``UPDATE`` of the rows still ``PENDING``, which returns those it wrote.)
+    The first result for a recipient within ``results`` wins.
     """
     chosen: dict[tuple[int, int], DeliveryResult] = {}
     for result in results:
