@@ -1,6 +1,6 @@
 """Recording outcomes: what a result carries survives the write on every backend, a batch
-spanning several statements counts each recipient once, and SQLite's one-statement write
-searches the recipients it is given (never a scan of the broadcast's).
+spanning several statements counts each recipient once, and the one-statement writes of
+SQLite and PostgreSQL search the recipients they are given (never a scan of the broadcast's).
 
 ``store`` and ``database_url`` come from ``tests/fixtures/databases.py``.
 """
@@ -9,11 +9,17 @@ from __future__ import annotations
 
 import dataclasses
 import sqlite3
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta, timezone
+from pathlib import Path
+from typing import Any
 
+import pytest
 from sqlalchemy.dialects import sqlite
 from sqlalchemy.engine import make_url
+from sqlalchemy.ext.asyncio import create_async_engine
 
+from tests.fixtures.databases import temporary_database
 from tgbroadcast.core.domain.model import (
     BroadcastStatus,
     Content,
@@ -22,7 +28,7 @@ from tgbroadcast.core.domain.model import (
     NewBroadcast,
 )
 from tgbroadcast.core.store import Store
-from tgbroadcast.core.store.deliveries import SQLITE_FINALIZE
+from tgbroadcast.core.store.finals import POSTGRES_FINALIZE, SQLITE_FINALIZE
 from tgbroadcast.core.store.limits import IDS_PER_IN_LIST
 
 INT64_MAX = 2**63 - 1
@@ -112,14 +118,14 @@ async def test_a_batch_over_several_statements_counts_each_recipient_once(store:
     assert (await store.get_broadcast(created.id)).finished_at == finished.finished_at
 
 
-async def test_sqlite_writes_results_by_searching_their_recipients(
-    store: Store, database_url: str
-) -> None:
+async def test_sqlite_writes_results_by_searching_their_recipients(tmp_path: Path) -> None:
     """The plan with and without the planner's statistics: a search of the given ids."""
-    if not database_url.startswith("sqlite"):
-        return  # the statement is SQLite's; the others lock then update (other tests)
-    created = await store.create_broadcast(broadcast_to(*range(1, 3001)))
-    path = make_url(database_url).database
+    async with (
+        temporary_database("sqlite", tmp_path, migrated=True) as url,
+        Store.open(url) as store,
+    ):
+        created = await store.create_broadcast(broadcast_to(*range(1, 3001)))
+    path = make_url(url).database
     assert path is not None
     compiled = SQLITE_FINALIZE.compile(dialect=sqlite.dialect())
     rows = f'[[5,"sent",1,null,null,"{AT:%Y-%m-%d %H:%M:%S.%f}",null,null]]'
@@ -134,6 +140,60 @@ async def test_sqlite_writes_results_by_searching_their_recipients(
             details = [row[-1] for row in plan]
             assert any(d.startswith("SEARCH deliveries") for d in details), details
             assert not any(d.startswith("SCAN deliveries") for d in details), details
+
+
+@pytest.mark.postgres
+async def test_postgres_writes_results_by_searching_their_recipients(tmp_path: Path) -> None:
+    """With the statistics the store keeps (it analyzes after a big broadcast), in a custom
+    and a generic plan: an index search of the given ids, not a scan of the broadcast."""
+    async with (
+        temporary_database("postgres", tmp_path, migrated=True) as url,
+        Store.open(url) as store,
+    ):
+        created = await store.create_broadcast(broadcast_to(*range(1, 3001)))
+        engine = create_async_engine(url)
+        compiled = POSTGRES_FINALIZE.compile(dialect=engine.dialect)
+        ids = list(range(1000, 1014))
+        values = {
+            "user_ids": ids,
+            "states": ["sent"] * len(ids),
+            "message_ids": ids,
+            "message_id_lists": [None] * len(ids),
+            "errors": [None] * len(ids),
+            "finished": [AT] * len(ids),
+            "versions": [None] * len(ids),
+            "variants": [None] * len(ids),
+            "broadcast_id": created.id,
+            "pending": "pending",
+        }
+        assert compiled.positiontup is not None
+        arguments = tuple(values[name] for name in compiled.positiontup)
+        try:
+            async with engine.connect() as connection:
+                await connection.exec_driver_sql("ANALYZE deliveries")
+                for mode in ("force_custom_plan", "force_generic_plan"):
+                    await connection.exec_driver_sql(f"SET plan_cache_mode = {mode}")
+                    explained = await connection.exec_driver_sql(
+                        f"EXPLAIN (FORMAT JSON) {compiled}", arguments
+                    )
+                    (plan,) = explained.scalar_one()
+                    scans = [
+                        node
+                        for node in _nodes(plan["Plan"])
+                        if node.get("Relation Name") == "deliveries" and "Scan" in node["Node Type"]
+                    ]
+                    assert scans, plan
+                    for scan in scans:
+                        assert scan["Node Type"] in ("Index Scan", "Index Only Scan"), (mode, plan)
+                        assert "user_id" in scan["Index Cond"], (mode, plan)
+        finally:
+            await engine.dispose()
+
+
+def _nodes(node: dict[str, Any]) -> Iterator[dict[str, Any]]:
+    yield node
+    for child in node.get("Plans", ()):
+        yield from _nodes(child)
 
 
 def _sent(broadcast_id: int, user_id: int, *, message_id: int = 1) -> DeliveryResult:

@@ -23,6 +23,7 @@
 * :mod:`.dispatching` — many small broadcasts dispatched at once: one read, one transaction.
 * :mod:`.actions` — ``broadcast_actions``: who paused, resumed or cancelled a broadcast, when.
 * :mod:`.deliveries` — ``deliveries``: pending recipients, claims for a job, recorded results.
+* :mod:`.finals` — a chunk of results written to their deliveries while still pending.
 * :mod:`.counters` — a broadcast's counters and completion as its outcomes are recorded.
 * :mod:`.followups` — what recall and edit jobs share: holding sent recipients, batches.
 * :mod:`.recalls` — a recall's deliveries: holding, recording, the move to ``recalled``.

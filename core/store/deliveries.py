@@ -8,25 +8,21 @@ job at a time"; see their docstrings.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Final
 
 from sqlalchemy import (
     BigInteger,
-    Integer,
     Row,
     Select,
     String,
-    Text,
     bindparam,
     or_,
     select,
-    text,
     update,
 )
-from sqlalchemy.engine import Dialect
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from tgbroadcast.core.domain.model import (
@@ -38,7 +34,7 @@ from tgbroadcast.core.domain.model import (
     RecallOutcome,
 )
 from tgbroadcast.core.store import broadcasts as broadcast_statements
-from tgbroadcast.core.store import counters, users
+from tgbroadcast.core.store import counters, finals, users
 from tgbroadcast.core.store.limits import IDS_PER_IN_LIST, chunks
 from tgbroadcast.core.store.tables import CLAIM_TOKEN_LENGTH, UtcDateTime, deliveries
 
@@ -273,13 +269,12 @@ async def record(
     """Make final the pending deliveries among ``results`` and count them, once.
 
     ``results`` must be sorted by ``(broadcast_id, user_id)``: that is the order rows are
-    locked in, so concurrent calls queue instead of deadlocking. For each chunk, the
-    recipients still ``PENDING`` are selected ``FOR UPDATE``; a concurrent transaction that
-    made one of them final first is waited for, and the row then no longer qualifies. Only
-    the locked rows are updated and counted, so a recipient is counted by exactly one
-    transaction. (SQLite: the transaction holds the database's write lock already; the chunk
-    is written by one ``UPDATE`` of the rows still ``PENDING``, which returns those it wrote.)
-    The first result for a recipient within ``results`` wins.
+    locked in, so concurrent calls queue instead of deadlocking. For each chunk, only the
+    recipients still ``PENDING`` are written (:func:`.finals.finalize`, which locks them or
+    holds the database's write lock); a concurrent transaction that made one of them final
+    first is waited for, and the row then no longer qualifies. Only the rows written are
+    counted, so a recipient is counted by exactly one transaction. The first result for a
+    recipient within ``results`` wins.
     """
     chosen: dict[tuple[int, int], DeliveryResult] = {}
     for result in results:
@@ -295,7 +290,7 @@ async def record(
     """Per broadcast: the estimated cost of its paid sends recorded (thousandths of a Star)."""
     for broadcast_id, user_ids in recipients.items():
         for chunk in chunks(user_ids, IDS_PER_IN_LIST):
-            final = await _finalize(connection, [chosen[broadcast_id, u] for u in chunk])
+            final = await finals.finalize(connection, [chosen[broadcast_id, u] for u in chunk])
             if not final:
                 continue
             recorded.extend(final)
@@ -338,127 +333,6 @@ async def _deactivate_leavers(
         await users.deactivate(connection, by_bot[bot], bot=bot, now=now)
 
 
-_LOCK_PENDING = (
-    select(deliveries.c.user_id)
-    .where(
-        deliveries.c.broadcast_id == bindparam("broadcast_id", type_=BigInteger),
-        deliveries.c.user_id.in_(bindparam("user_ids", expanding=True)),
-        deliveries.c.state == _PENDING,
-    )
-    .order_by(deliveries.c.user_id)
-    .with_for_update()
-)
-"""The recipients among ``user_ids`` still pending, locked (built once, like the statements
-below: SQLAlchemy then finds them compiled without computing a cache key each time)."""
-
-_FINALIZE = (
-    update(deliveries)
-    .where(
-        deliveries.c.broadcast_id == bindparam("key_broadcast_id", type_=BigInteger),
-        deliveries.c.user_id == bindparam("key_user_id", type_=BigInteger),
-        deliveries.c.state == _PENDING,
-    )
-    .values(
-        state=bindparam("new_state", type_=String),
-        message_id=bindparam("new_message_id", type_=BigInteger),
-        message_ids=bindparam("new_message_ids", type_=Text),
-        error=bindparam("new_error", type_=Text),
-        finished_at=bindparam("new_finished_at", type_=UtcDateTime()),
-        content_version=bindparam("new_content_version", type_=Integer),
-        variant=bindparam("new_variant", type_=String),
-        claimed_by=None,
-        claimed_until=None,
-    )
-)
-"""Writes one final result (and drops its claim); executed many times, on rows just locked
-as pending."""
-
-
-async def _finalize(
-    connection: AsyncConnection, results: Sequence[DeliveryResult]
-) -> list[DeliveryResult]:
-    """Write those of ``results`` (one broadcast's, ascending user ids) whose delivery is
-    pending; those, in the same order.
-
-    SQLite (3.35 or newer) does it in one ``UPDATE .. FROM json_each(..) .. RETURNING``: the
-    transaction holds the write lock, no row needs locking first. Elsewhere the pending rows
-    are selected ``FOR UPDATE``, then updated (executemany)."""
-    broadcast_id = results[0].broadcast_id
-    dialect = connection.dialect
-    if dialect.name == "sqlite" and dialect.update_returning:
-        time = _SQLITE_TIME.get(dialect) or _SQLITE_TIME.setdefault(
-            dialect, deliveries.c.finished_at.type.dialect_impl(dialect).bind_processor(dialect)
-        )
-        rows = json.dumps([_finalize_row(result, time) for result in results])
-        parameters = {"broadcast_id": broadcast_id, "rows": rows}
-        written = set((await connection.scalars(SQLITE_FINALIZE, parameters)).all())
-        return [result for result in results if result.user_id in written]
-    parameters = {"broadcast_id": broadcast_id, "user_ids": [r.user_id for r in results]}
-    pending = set((await connection.scalars(_LOCK_PENDING, parameters)).all())
-    final = [result for result in results if result.user_id in pending]
-    if final:
-        await connection.execute(_FINALIZE, [_finalize_parameters(r) for r in final])
-    return final
-
-
-_SQLITE_TIME: dict[Dialect, Callable[[Any], Any] | None] = {}
-"""``finished_at`` as SQLite stores it (the column type's conversion), per dialect."""
-
-SQLITE_FINALIZE = (
-    text(
-        "UPDATE deliveries SET (state, message_id, message_ids, error, finished_at,"
-        " content_version, variant, claimed_by, claimed_until) = ("
-        " SELECT json_extract(r.value, '$[1]'), json_extract(r.value, '$[2]'),"
-        " json_extract(r.value, '$[3]'), json_extract(r.value, '$[4]'),"
-        " json_extract(r.value, '$[5]'), json_extract(r.value, '$[6]'),"
-        " json_extract(r.value, '$[7]'), NULL, NULL"
-        " FROM json_each(:rows) AS r WHERE json_extract(r.value, '$[0]') = deliveries.user_id)"
-        " WHERE deliveries.broadcast_id = :broadcast_id AND deliveries.state = :pending"
-        " AND deliveries.user_id IN (SELECT json_extract(value, '$[0]') FROM json_each(:rows))"
-        " RETURNING deliveries.user_id"
-    )
-    .bindparams(
-        bindparam("rows", type_=Text),
-        bindparam("broadcast_id", type_=BigInteger),
-        bindparam("pending", _PENDING, type_=String),
-    )
-    .columns(user_id=BigInteger)
-)
-""":data:`_FINALIZE` of many rows at once on SQLite, each row a JSON array (``_finalize_row``),
-returning the user ids it wrote. The ids' list drives the search (the index on the primary
-key, with or without the planner's statistics: an ``UPDATE .. FROM json_each`` was planned
-as a scan of the broadcast's recipients without them); each written row reads its values
-from the list."""
-
-
-def _finalize_row(result: DeliveryResult, time: Callable[[Any], Any] | None) -> tuple[object, ...]:
-    finished_at = result.finished_at if time is None else time(result.finished_at)
-    return (
-        result.user_id,
-        result.state.value,
-        result.message_id,
-        encode_message_ids(result.message_ids),
-        result.error,
-        finished_at,
-        None if result.content_version == 1 else result.content_version,
-        result.variant,
-    )
-
-
-def _finalize_parameters(result: DeliveryResult) -> dict[str, object]:
-    return {
-        "key_broadcast_id": result.broadcast_id,
-        "key_user_id": result.user_id,
-        "new_state": result.state.value,
-        "new_message_id": result.message_id,
-        "new_message_ids": encode_message_ids(result.message_ids),
-        "new_error": result.error,
-        "new_finished_at": result.finished_at,
-        "new_content_version": None if result.content_version == 1 else result.content_version,
-        "new_variant": result.variant,
-    }
-
-
 def _result(row: Row[Any]) -> DeliveryResult:
     finished_at: datetime | None = row.finished_at
     if finished_at is None:  # never written without one; a broken row must not pass silently
@@ -478,11 +352,6 @@ def _result(row: Row[Any]) -> DeliveryResult:
         edit_error=row.edit_error,
         variant=row.variant,
     )
-
-
-def encode_message_ids(message_ids: Sequence[int]) -> str | None:
-    """``deliveries.message_ids``: a JSON array of two or more ids; ``None`` for fewer."""
-    return json.dumps([int(i) for i in message_ids]) if len(message_ids) > 1 else None
 
 
 def decode_message_ids(stored: str | None) -> tuple[int, ...]:
