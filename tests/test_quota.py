@@ -100,6 +100,56 @@ async def test_a_slow_write_holds_a_reservation_not_the_lock(store: Store) -> No
     assert await store.pending_recipients() == 3
 
 
+async def test_sends_ending_while_the_count_is_read_are_not_forgotten(store: Store) -> None:
+    """Three sends commit (as one group) while a fourth's count is read from a snapshot
+    taken before them: the fourth is refused on their reservations, and a fifth is not
+    admitted as if the count were still far below the limit."""
+    reading, read = asyncio.Event(), asyncio.Event()
+    count = store.pending_recipients
+
+    async def counting_before_the_writes() -> int:
+        counted = await count()
+        if not read.is_set():
+            reading.set()
+            await read.wait()
+        return counted
+
+    quota = PendingRecipientsQuota(store, 3, fresh=3600.0)
+    go = asyncio.Event()
+    admitted: list[asyncio.Event] = []
+
+    async def send(user_id: int, entered: asyncio.Event) -> None:
+        async with quota.admitting(1):
+            entered.set()
+            await go.wait()
+            await store.create_broadcast(scheduled(user_id))
+
+    sends = []
+    for user_id in (1, 2, 3):
+        admitted.append(asyncio.Event())
+        sends.append(asyncio.create_task(send(user_id, admitted[-1])))
+        await admitted[-1].wait()
+    assert quota.reserved == 3
+    store.pending_recipients = counting_before_the_writes  # type: ignore[method-assign]
+
+    async def fourth() -> None:
+        async with quota.admitting(1):
+            pytest.fail("admitted over the limit")
+
+    refused = asyncio.create_task(fourth())
+    await reading.wait()  # its count (0) is read; the three write and end meanwhile
+    go.set()
+    await asyncio.gather(*sends)
+    read.set()
+    with pytest.raises(ResourceExhausted, match=r"from 3 above"):
+        await refused
+    store.pending_recipients = count  # type: ignore[method-assign]
+    with pytest.raises(ResourceExhausted, match=r"from 3 above"):
+        async with quota.admitting(1):
+            pytest.fail("admitted over the limit")
+    assert await store.pending_recipients() == 3
+
+
 async def test_a_failed_write_releases_its_reservation(store: Store) -> None:
     quota = PendingRecipientsQuota(store, 3)
     with pytest.raises(RuntimeError):

@@ -73,11 +73,16 @@ class PendingRecipientsQuota:
         final in the store and those reserved here, would exceed the limit."""
         if self._limit is None or not size:
             return
-        # Reserved first: a reservation dropped during the query below belongs to a write
-        # that committed before it, so the query sees it (counted twice at worst, never 0).
+        # Reserved first: a reservation dropped during the query below belongs to a write in
+        # ``reserved`` (and in the count too if it committed before the query's snapshot:
+        # counted twice at worst, never 0). The sends admitted since are counted from here,
+        # not from the query's end: one that ends during the query may not be in its count
+        # (three sends committing as one group while the count was read were lost so, and
+        # the next send admitted as if far below the limit).
         reserved = self._reserved
+        self._admitted_since = 0
         counted = await self._store.pending_recipients()
-        self._counted, self._counted_at, self._admitted_since = counted, time.monotonic(), 0
+        self._counted, self._counted_at = counted, time.monotonic()
         pending = counted + reserved
         if pending + size > self._limit:
             raise ResourceExhausted(
