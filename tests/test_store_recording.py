@@ -20,12 +20,11 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from tests.fixtures.databases import temporary_database
+from tests.test_store import AT, sent, to
 from tgbroadcast.core.domain.model import (
     BroadcastStatus,
-    Content,
     DeliveryResult,
     DeliveryState,
-    NewBroadcast,
 )
 from tgbroadcast.core.store import Store
 from tgbroadcast.core.store.finals import POSTGRES_FINALIZE, SQLITE_FINALIZE
@@ -33,15 +32,10 @@ from tgbroadcast.core.store.limits import IDS_PER_IN_LIST
 
 INT64_MAX = 2**63 - 1
 GROUP = -1001234567890
-AT = datetime(2025, 1, 2, 3, 4, 5, 678901, tzinfo=UTC)
-
-
-def broadcast_to(*user_ids: int) -> NewBroadcast:
-    return NewBroadcast(content=Content(message="hello"), user_ids=user_ids)
 
 
 async def test_every_field_of_a_result_survives_recording(store: Store) -> None:
-    created = await store.create_broadcast(broadcast_to(1, 2, 3, INT64_MAX, GROUP))
+    created = await store.create_broadcast(to(1, 2, 3, INT64_MAX, GROUP))
     plus_three = timezone(timedelta(hours=3))
     results = [
         DeliveryResult(
@@ -94,12 +88,12 @@ async def test_every_field_of_a_result_survives_recording(store: Store) -> None:
 
 async def test_a_batch_over_several_statements_counts_each_recipient_once(store: Store) -> None:
     count = IDS_PER_IN_LIST * 2 + 7
-    created = await store.create_broadcast(broadcast_to(*range(1, count + 1)))
-    half = [_sent(created.id, user_id) for user_id in range(2, count + 1, 2)]
+    created = await store.create_broadcast(to(*range(1, count + 1)))
+    half = [sent(created.id, user_id) for user_id in range(2, count + 1, 2)]
     assert len((await store.record_results(half)).recorded) == count // 2
 
     # every recipient, the even ones a second time (with another message id), and a stranger
-    everyone = [_sent(created.id, user_id, message_id=2) for user_id in range(1, count + 2)]
+    everyone = [sent(created.id, user_id, 2) for user_id in range(1, count + 2)]
     again = await store.record_results(everyone)
 
     assert [r.user_id for r in again.recorded] == list(range(1, count + 1, 2))
@@ -113,7 +107,7 @@ async def test_a_batch_over_several_statements_counts_each_recipient_once(store:
     read = await store.list_results(created.id, after_user_id=None, limit=count)
     assert [r.message_id for r in read] == [2 if u % 2 else 1 for u in range(1, count + 1)]
     # completed once: a later result neither counts nor finishes it again
-    late = await store.record_results([_sent(created.id, 1, message_id=3)])
+    late = await store.record_results([sent(created.id, 1, 3)])
     assert (late.recorded, late.finished) == ((), ())
     assert (await store.get_broadcast(created.id)).finished_at == finished.finished_at
 
@@ -124,7 +118,7 @@ async def test_sqlite_writes_results_by_searching_their_recipients(tmp_path: Pat
         temporary_database("sqlite", tmp_path, migrated=True) as url,
         Store.open(url) as store,
     ):
-        created = await store.create_broadcast(broadcast_to(*range(1, 3001)))
+        created = await store.create_broadcast(to(*range(1, 3001)))
     path = make_url(url).database
     assert path is not None
     compiled = SQLITE_FINALIZE.compile(dialect=sqlite.dialect())
@@ -150,7 +144,7 @@ async def test_postgres_writes_results_by_searching_their_recipients(tmp_path: P
         temporary_database("postgres", tmp_path, migrated=True) as url,
         Store.open(url) as store,
     ):
-        created = await store.create_broadcast(broadcast_to(*range(1, 3001)))
+        created = await store.create_broadcast(to(*range(1, 3001)))
         engine = create_async_engine(url)
         compiled = POSTGRES_FINALIZE.compile(dialect=engine.dialect)
         ids = list(range(1000, 1014))
@@ -194,16 +188,6 @@ def _nodes(node: dict[str, Any]) -> Iterator[dict[str, Any]]:
     yield node
     for child in node.get("Plans", ()):
         yield from _nodes(child)
-
-
-def _sent(broadcast_id: int, user_id: int, *, message_id: int = 1) -> DeliveryResult:
-    return DeliveryResult(
-        broadcast_id=broadcast_id,
-        user_id=user_id,
-        state=DeliveryState.SENT,
-        finished_at=AT,
-        message_id=message_id,
-    )
 
 
 def _in_utc(result: DeliveryResult) -> DeliveryResult:

@@ -61,9 +61,11 @@ async def count(
         "now": now,
     }
     if connection.dialect.update_returning:
-        counted = (await connection.execute(_COUNT_AND_COMPLETE, parameters)).one()
+        counted = (await connection.execute(_COUNT_AND_COMPLETE, parameters)).first()
         if stars:  # its Stars budget spent: the rest goes at the free rate
             await connection.execute(_STOP_PAID, {"broadcast_id": broadcast_id, "now": now})
+        if counted is None:  # no such broadcast: nothing counted, as the two statements did
+            return False
         # Completed by this statement: a broadcast completed before kept its own time.
         return bool(counted.status == _COMPLETED and counted.finished_at == now)
     await connection.execute(_ADD_COUNTS, parameters)

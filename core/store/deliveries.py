@@ -102,9 +102,10 @@ async def claim(
 ) -> Claimed:
     """Claim for ``token``, until ``until``, those of ``user_ids`` that are ``PENDING`` and
     not held by another token (never claimed, released, or its claim lapsed before ``now``);
-    claims ``token`` holds already are extended. Two statements per 500 ids: the conditional
-    ``UPDATE``, then a ``SELECT`` of who holds the pending ones (MySQL/MariaDB have no
-    ``UPDATE ... RETURNING``).
+    claims ``token`` holds already are extended. Per 500 ids the conditional ``UPDATE``, then
+    a ``SELECT`` of who holds the pending ones; where the ``UPDATE`` returns the ids it
+    claimed (SQLite, PostgreSQL) and they are all the chunk's, that ``SELECT`` is left out
+    (MySQL/MariaDB have no ``UPDATE ... RETURNING``).
 
     Exclusive: the ``UPDATE`` re-checks its condition on each row it locks (PostgreSQL
     re-evaluates it on the newest version; InnoDB reads the current version; SQLite
@@ -119,7 +120,14 @@ async def claim(
     busy_until: datetime | None = None
     for chunk in chunks(sorted(set(user_ids)), IDS_PER_IN_LIST):
         ids = {"of_broadcast": broadcast_id, "of_users": list(chunk)}
-        await connection.execute(_CLAIM, {**ids, "token": token, "now": now, "until": until})
+        claiming = {**ids, "token": token, "now": now, "until": until}
+        if connection.dialect.update_returning:
+            claimed = (await connection.scalars(_CLAIM_RETURNING, claiming)).all()
+            held.update(claimed)
+            if len(claimed) == len(chunk):  # every one pending, and now this token's
+                continue
+        else:
+            await connection.execute(_CLAIM, claiming)
         for user_id, claimed_by, claimed_until in await connection.execute(_HOLDERS, ids):
             if claimed_by == token:
                 held.add(user_id)
@@ -152,6 +160,9 @@ _CLAIM = (
 )
 """Claims the chunk's pending recipients no other token holds (built once, as the
 statements of :func:`record` are)."""
+
+_CLAIM_RETURNING = _CLAIM.returning(deliveries.c.user_id)
+""":data:`_CLAIM`, returning the ids it claimed (SQLite, PostgreSQL)."""
 
 _HOLDERS = select(deliveries.c.user_id, deliveries.c.claimed_by, deliveries.c.claimed_until).where(
     *_OF_CHUNK, deliveries.c.state == _PENDING
