@@ -22,7 +22,6 @@ from typing import Any, Final
 
 from sqlalchemy import BigInteger, Integer, String, Text, bindparam, select, text, update
 from sqlalchemy.dialects import postgresql
-from sqlalchemy.engine import Dialect
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from tgbroadcast.core.domain.model import DeliveryResult, DeliveryState
@@ -75,28 +74,23 @@ async def finalize(
     broadcast_id = results[0].broadcast_id
     dialect = connection.dialect
     if dialect.name == "sqlite" and dialect.update_returning:
-        time = _SQLITE_TIME.get(dialect) or _SQLITE_TIME.setdefault(
-            dialect, deliveries.c.finished_at.type.dialect_impl(dialect).bind_processor(dialect)
-        )
+        # finished_at as SQLite stores it: the column type's conversion
+        time = deliveries.c.finished_at.type.dialect_impl(dialect).bind_processor(dialect)
         rows = json.dumps([_finalize_row(result, time) for result in results])
-        parameters = {"broadcast_id": broadcast_id, "rows": rows}
-        written = set((await connection.scalars(SQLITE_FINALIZE, parameters)).all())
-        return [result for result in results if result.user_id in written]
-    if dialect.name == "postgresql":
-        columns = _postgres_columns(results)
-        parameters = {"broadcast_id": broadcast_id, **columns}
-        written = set((await connection.scalars(POSTGRES_FINALIZE, parameters)).all())
-        return [result for result in results if result.user_id in written]
-    parameters = {"broadcast_id": broadcast_id, "user_ids": [r.user_id for r in results]}
-    pending = set((await connection.scalars(_LOCK_PENDING, parameters)).all())
-    final = [result for result in results if result.user_id in pending]
-    if final:
-        await connection.execute(_FINALIZE, [_finalize_parameters(r) for r in final])
-    return final
+        statement, parameters = SQLITE_FINALIZE, {"broadcast_id": broadcast_id, "rows": rows}
+    elif dialect.name == "postgresql":
+        statement = POSTGRES_FINALIZE
+        parameters = {"broadcast_id": broadcast_id, **_postgres_columns(results)}
+    else:
+        parameters = {"broadcast_id": broadcast_id, "user_ids": [r.user_id for r in results]}
+        pending = set((await connection.scalars(_LOCK_PENDING, parameters)).all())
+        final = [result for result in results if result.user_id in pending]
+        if final:
+            await connection.execute(_FINALIZE, [_finalize_parameters(r) for r in final])
+        return final
+    written = set((await connection.scalars(statement, parameters)).all())
+    return [result for result in results if result.user_id in written]
 
-
-_SQLITE_TIME: dict[Dialect, Callable[[Any], Any] | None] = {}
-"""``finished_at`` as SQLite stores it (the column type's conversion), per dialect."""
 
 SQLITE_FINALIZE = (
     text(
