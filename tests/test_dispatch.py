@@ -340,3 +340,27 @@ async def test_recipients_beyond_the_limits_are_read_from_sql(
     assert sorted(reading.cut_from_sql) == sorted([beside.id, big.id])
     assert await store.undispatched_broadcasts() == []
     assert len(await queued_recipients(queue)) == 200 + 150 + 250 + 150
+
+
+async def test_a_small_broadcast_handed_over_by_its_creator_is_not_read_back(
+    store: Store, queue: Queue
+) -> None:
+    """Handed over with its recipients and as it was committed, a broadcast that fits in one
+    job is published with the job a read would make (the same id), without the read; one
+    handed over without them is read. Both are marked in the group's one write."""
+    counting = _Counting(store)
+    async with Dispatcher(store=cast(Store, counting), queue=queue, batch_size=100) as dispatcher:
+        handed = await store.create_broadcast(to(*SHUFFLED[:40]))
+        bare = await store.create_broadcast(to(7, 8))
+        dispatcher.dispatch(handed.id, recipients=SHUFFLED[:40], created=handed)
+        dispatcher.dispatch(bare.id)  # (handed over together: one group)
+        await dispatcher.wait_idle()
+
+    assert counting.reads == [[bare.id]]
+    assert counting.marks == [sorted([handed.id, bare.id])]
+    assert await store.undispatched_broadcasts() == []
+    [read] = await store.small_broadcasts([handed.id], max_recipients=100, eligible=bool)
+    jobs = {job.broadcast_id: job for job in await queued(queue)}
+    assert jobs[handed.id].msg_id == Job(broadcast_id=handed.id, user_ids=read.recipients).msg_id
+    assert jobs[handed.id].user_ids == tuple(sorted(SHUFFLED[:40]))
+    assert jobs[bare.id].user_ids == (7, 8)

@@ -221,7 +221,9 @@ class BroadcastingService(LifecycleOperations):
             # The ids just written (all its recipients, unless it addresses stored users):
             # its jobs are cut from them rather than read back.
             listed = not new.all_users and new.filter is None
-            self._dispatcher.dispatch(broadcast.id, recipients=new.user_ids if listed else None)
+            self._dispatcher.dispatch(
+                broadcast.id, recipients=new.user_ids if listed else None, created=broadcast
+            )
         return Accepted(broadcast=broadcast)
 
     async def _stash_media(self, new: NewBroadcast, request: SendRequest) -> NewBroadcast:

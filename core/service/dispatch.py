@@ -20,14 +20,19 @@ Guarantees:
   over (a group's big broadcasts wait for their slots beside later groups), so a broadcast to a
   few users (of any bot) is not held behind the fan-out of a million.
 * A broadcast handed over by the request that created it comes with its recipients (up to
-  :data:`HANDED_PER_BROADCAST` each, :data:`HANDED_IN_ALL` for all those waiting): its first
-  send jobs are cut from them — the same batches and job ids as from SQL, where every
-  recipient of a new broadcast is ``PENDING`` — instead of read back. Any later dispatch of
-  it (a retry, a resume, a rescue) reads SQL.
+  :data:`HANDED_PER_BROADCAST` each, :data:`HANDED_IN_ALL` for all those waiting) and as it
+  was committed: its first send jobs are cut from them — the same batches and job ids as
+  from SQL, where every recipient of a new broadcast is ``PENDING`` — instead of read back;
+  one that fits in one job is not read back at all. Any later dispatch of it (a retry, a
+  resume, a rescue) reads SQL. (A broadcast moved by another request meanwhile — paused,
+  cancelled — may get its first job all the same, as it may when it moves just after a read:
+  workers send only to recipients still ``PENDING`` in a sendable broadcast of the job's
+  generation.)
 * Broadcasts handed over while every fan-out is busy are taken together (up to
   :data:`GROUP`): the sendable ones among them that fit in one job and have no edit to
-  publish — a server answering many small sends — are read in one query, published in one
-  pipelined batch and marked ``dispatched`` in one transaction, with the same jobs and job ids
+  publish — a server answering many small sends — are read in one query (those handed over
+  by their creator not at all), published in one pipelined batch and marked ``dispatched``
+  in one transaction, with the same jobs and job ids
   as one by one; the others, and all of them if that fails, are published one by one as below.
   With tracing on, every broadcast is published on its own (its span is its jobs' parent).
 * Only ``queued`` and ``running`` broadcasts are published: scheduled ones wait for the
@@ -63,7 +68,7 @@ from tgbroadcast.core.domain import states
 from tgbroadcast.core.domain.errors import NotFound
 from tgbroadcast.core.domain.model import Broadcast, BroadcastStatus
 from tgbroadcast.core.queue import JOB_SIZE, Change, ChangeKind, FinishedEvent, Job, Queue
-from tgbroadcast.core.store import Store
+from tgbroadcast.core.store import SmallBroadcast, Store
 from tgbroadcast.core.tasks import cancel_and_wait
 
 logger = logging.getLogger(__name__)
@@ -139,7 +144,9 @@ class Dispatcher(AbstractAsyncContextManager["Dispatcher"]):
         self._handed: dict[int, Sequence[int]] = {}
         """Recipients handed over with queued broadcasts (see :meth:`dispatch`)."""
         self._handed_count = 0
-        """The trace of each queued broadcast's latest :meth:`dispatch` (when traced)."""
+        self._created: dict[int, Broadcast] = {}
+        """Broadcasts whose recipients are kept in ``_handed``, as their creator committed
+        them."""
         self._task: asyncio.Task[None] | None = None
         self._sweeper: asyncio.Task[None] | None = None
         self._idle = asyncio.Event()
@@ -169,13 +176,21 @@ class Dispatcher(AbstractAsyncContextManager["Dispatcher"]):
         await cancel_and_wait(self._sweeper, self._task)
         self._task = self._sweeper = None
 
-    def dispatch(self, broadcast_id: int, *, recipients: Sequence[int] | None = None) -> None:
+    def dispatch(
+        self,
+        broadcast_id: int,
+        *,
+        recipients: Sequence[int] | None = None,
+        created: Broadcast | None = None,
+    ) -> None:
         """Queue a stored broadcast for publishing; returns at once. A broadcast being
         published right now is published once more afterwards (it may have been resumed).
 
         ``recipients``: every recipient of a broadcast the caller has just created and
         committed (distinct ids, any order, all still ``PENDING``): its first send jobs are
-        cut from them instead of read back from SQL, when few enough are waiting."""
+        cut from them instead of read back from SQL, when few enough are waiting.
+        ``created``: that broadcast as the caller committed it (with ``recipients``): if they
+        fit in one job, it is published without reading it back."""
         if (parent := tracing.capture()) is not None:  # its publishing continues this trace
             self._traces[broadcast_id] = parent
         if broadcast_id in self._queued:
@@ -188,6 +203,8 @@ class Dispatcher(AbstractAsyncContextManager["Dispatcher"]):
         ):
             self._handed[broadcast_id] = recipients
             self._handed_count += len(recipients)
+            if created is not None and created.id == broadcast_id:
+                self._created[broadcast_id] = created
         self._queued.add(broadcast_id)
         self._idle.clear()
         self._todo.put_nowait(broadcast_id)
@@ -258,12 +275,17 @@ class Dispatcher(AbstractAsyncContextManager["Dispatcher"]):
 
     async def _publish_small(self, group: list[int]) -> set[int]:
         """Publish the jobs of the group's sendable broadcasts that fit in one job and are
-        not being edited, with one read, one publish and one write for them all; the ids
-        dispatched. The others (and any of these resumed meanwhile) are left to
-        :meth:`_dispatch`."""
-        small = await self._store.small_broadcasts(
-            group, max_recipients=self._batch_size, eligible=_fresh
-        )
+        not being edited, with one read (none for those handed over by their creator), one
+        publish and one write for them all; the ids dispatched. The others (and any of these
+        resumed meanwhile) are left to :meth:`_dispatch`."""
+        known = {s.broadcast.id: s for i in group if (s := self._created_small(i)) is not None}
+        unread = [i for i in group if i not in known]
+        if unread:
+            read = await self._store.small_broadcasts(
+                unread, max_recipients=self._batch_size, eligible=_fresh
+            )
+            known.update((s.broadcast.id, s) for s in read)
+        small = [known[i] for i in group if i in known]
         if not small:
             return set()
         jobs = [_send_job(s.broadcast, s.recipients) for s in small if s.pending]
@@ -375,8 +397,24 @@ class Dispatcher(AbstractAsyncContextManager["Dispatcher"]):
             },
         )
 
+    def _created_small(self, broadcast_id: int) -> SmallBroadcast | None:
+        """A broadcast handed over by its creator, as a group's read would find it if it
+        fits in one job: sendable, its first generation, every recipient ``PENDING``."""
+        created = self._created.get(broadcast_id)
+        handed = self._handed.get(broadcast_id)
+        if (
+            created is None
+            or handed is None
+            or not _fresh(created)
+            or created.resumed_at is not None
+            or not 0 < len(handed) == created.total <= self._batch_size
+        ):
+            return None
+        return SmallBroadcast(broadcast=created, recipients=tuple(sorted(handed)), pending=True)
+
     def _take_handed(self, broadcast_id: int) -> Sequence[int] | None:
         """The recipients handed over with the broadcast, if any, no longer kept."""
+        self._created.pop(broadcast_id, None)
         handed = self._handed.pop(broadcast_id, None)
         if handed is not None:
             self._handed_count -= len(handed)
