@@ -72,16 +72,22 @@ def test_markup_is_sent_as_the_entities_telegram_would_parse() -> None:
     assert rewritten.options.link_preview == LinkPreview(is_disabled=True)  # left off
 
 
-def test_a_date_entity_keeps_its_markup_and_only_buttons_are_tracked() -> None:
+def test_a_date_entity_is_carried_beside_the_tracked_links() -> None:
+    """A ``<tg-time>`` becomes an explicit ``date_time`` entity with its time and format, as
+    the other entities do, so the text's links are tracked too."""
     content = Content(
-        message='<tg-time unix="1700000000">then</tg-time> <a href="https://x.example/">x</a>',
+        message='<tg-time unix="1700000000" format="wDT">then</tg-time> <a href="https://x.example/">x</a>',
         media_type=MediaType.PHOTO,
         options=ContentOptions(parse_mode=ParseMode.HTML, reply_markup=KEYBOARD),
     )
     rewritten = tracked(content, lambda i: f"https://t.example/{i}")
-    assert rewritten.message == content.message
-    assert rewritten.options.parse_mode is ParseMode.HTML
-    assert links(rewritten) == ["https://t.example/0", "https://t.example/1"]
+    assert rewritten.message == "then x"
+    assert rewritten.options.parse_mode is None
+    assert rewritten.options.entities == (
+        Entity(type="date_time", offset=0, length=4, unix_time=1700000000, date_time_format="wDT"),
+        Entity(type="text_link", offset=5, length=1, url="https://t.example/2"),
+    )
+    assert links(rewritten) == [f"https://t.example/{i}" for i in range(3)]
 
 
 def test_a_code_is_its_keys_alone() -> None:

@@ -20,7 +20,10 @@ from tgbroadcast.core.store import Store
 async def test_rich_options_survive_the_store(database_url: str) -> None:
     options = ContentOptions(
         parse_mode=None,
-        entities=(Entity(type="text_mention", offset=0, length=2, user_id=42),),
+        entities=(
+            Entity(type="text_mention", offset=0, length=2, user_id=42),
+            Entity(type="date_time", offset=3, length=5, unix_time=0, date_time_format="wDT"),
+        ),
         reply_markup=keyboard([InlineButton(text="Ünïcode", url="tg://resolve?domain=x")]),
         disable_notification=True,
         protect_content=True,

@@ -133,6 +133,98 @@ async def test_explicit_entities_and_captions_over_grpc(sqlite_stack: Stack) -> 
         assert spec_problems(dict(call.params), call.method) == []
 
 
+async def test_date_time_entities_reach_telegram_over_both_transports(sqlite_stack: Stack) -> None:
+    """Bot API 10.1's ``date_time``: explicit over gRPC (a Unix time of 0 is one) and REST,
+    and from HTML's ``<tg-time>``; Telegram shows each with its time and format."""
+    stack = sqlite_stack
+    async with stack.stub() as stub:
+        sent = await stub.SendMessage(
+            pb.SendMessageRequest(
+                message="Since epoch",
+                entities=[
+                    pb.MessageEntity(
+                        type="date_time", offset=0, length=5, unix_time=60, date_time_format="r"
+                    ),
+                    pb.MessageEntity(type="date_time", offset=6, length=5, unix_time=0),
+                ],
+                user_ids=[71],
+            ),
+            metadata=stack.metadata,
+        )
+        refused = stub.SendMessage(
+            pb.SendMessageRequest(
+                message="Soon",
+                entities=[pb.MessageEntity(type="date_time", offset=0, length=4)],
+                user_ids=[72],
+            ),
+            metadata=stack.metadata,
+        )
+        with pytest.raises(grpc.aio.AioRpcError) as caught:
+            await refused
+    assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    status, body = await post(
+        stack,
+        "/v1/broadcasts",
+        {
+            "message": "Meet at noon",
+            "entities": [
+                {
+                    "type": "date_time",
+                    "offset": 8,
+                    "length": 4,
+                    "unix_time": 1796631086,
+                    "date_time_format": "wDT",
+                }
+            ],
+            "user_ids": [73],
+        },
+    )
+    assert status == 202, body
+    status, html = await post(
+        stack,
+        "/v1/broadcasts",
+        {
+            "message": 'Meet <tg-time unix="1796631086" format="t">at noon</tg-time>',
+            "parse_mode": "html",
+            "user_ids": [74],
+        },
+    )
+    assert status == 202, html
+    for broadcast_id, chat in (
+        (sent.broadcast_id, 71),
+        (body["broadcast_id"], 73),
+        (html["broadcast_id"], 74),
+    ):
+        assert_watch_complete(await watch(stack, broadcast_id), {chat})
+    by_chat = stack.simulator.messages_by_chat(BOT_ID)
+    assert by_chat[71][0]["entities"] == [
+        {"type": "date_time", "offset": 0, "length": 5, "unix_time": 60, "date_time_format": "r"},
+        {"type": "date_time", "offset": 6, "length": 5, "unix_time": 0},
+    ]
+    assert by_chat[73][0]["entities"] == [
+        {
+            "type": "date_time",
+            "offset": 8,
+            "length": 4,
+            "unix_time": 1796631086,
+            "date_time_format": "wDT",
+        }
+    ]
+    assert by_chat[74][0]["entities"] == [
+        {
+            "type": "date_time",
+            "offset": 5,
+            "length": 7,
+            "unix_time": 1796631086,
+            "date_time_format": "t",
+        }
+    ]
+    assert 72 not in by_chat
+    for call in stack.simulator.calls:
+        assert call.ok, call
+        assert spec_problems(dict(call.params), call.method) == []
+
+
 async def test_multipart_upload_with_formatting_and_keyboard(sqlite_stack: Stack) -> None:
     stack = sqlite_stack
     assert (await post(stack, "/v1/users", {"users": [{"id": 121, "first_name": "<Ann>"}]}))[

@@ -111,6 +111,32 @@ BAD: list[tuple[str, dict[str, Any], str, str]] = [
         "needs an http(s) or tg:// url",
     ),
     (
+        "date_time without its time",
+        {"message": "noon", "entities": [Entity(type="date_time", offset=0, length=4)]},
+        "entities[0].unix_time",
+        "a date_time needs unix_time",
+    ),
+    (
+        "date_time before the epoch",
+        {
+            "message": "noon",
+            "entities": [Entity(type="date_time", offset=0, length=4, unix_time=-1)],
+        },
+        "entities[0].unix_time",
+        "must be 0 to 9999999999",
+    ),
+    (
+        "date_time in a format Telegram has not",
+        {
+            "message": "noon",
+            "entities": [
+                Entity(type="date_time", offset=0, length=4, unix_time=1, date_time_format="TD")
+            ],
+        },
+        "entities[0].date_time_format",
+        "in that order",
+    ),
+    (
         "album of one",
         {"media_type": "album", "album": album("photo")},
         "album",
@@ -512,3 +538,15 @@ def test_limits_count_the_visible_text() -> None:
         ),
         max_user_ids=10,
     )
+
+
+@pytest.mark.parametrize("time_format", [None, "", "r", "wDT", "dt", "D", "t"])
+def test_a_date_time_entity_telegram_takes_is_accepted(time_format: str | None) -> None:
+    """Bot API 10.1's ``date_time`` (as ``<tg-time>`` and ``tg://time`` make it)."""
+    entity = Entity(
+        type="date_time", offset=6, length=4, unix_time=1_796_631_086, date_time_format=time_format
+    )
+    new = validate_send(
+        SendRequest(message="Meet: noon", entities=[entity], user_ids=[1]), max_user_ids=10
+    )
+    assert new.content.options.entities == (entity,)

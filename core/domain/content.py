@@ -56,6 +56,11 @@ class Entity:
     language: str | None = None
     custom_emoji_id: str | None = None
     user_id: int | None = None
+    unix_time: int | None = None
+    """A ``date_time``'s moment (seconds since the epoch)."""
+    date_time_format: str | None = None
+    """A ``date_time``'s format (``r``, or ``w``, ``d``/``D``, ``t``/``T`` in that order);
+    ``None``: Telegram's default."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -245,6 +250,8 @@ def _entity_json(entity: Entity) -> dict[str, Any]:
             "language": entity.language,
             "custom_emoji_id": entity.custom_emoji_id,
             "user_id": entity.user_id,
+            "unix_time": entity.unix_time,
+            "date_time_format": entity.date_time_format,
         }
     )
 

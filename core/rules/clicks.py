@@ -163,7 +163,7 @@ def _entities(content: Content) -> tuple[str, tuple[Entity, ...]] | None:
     except (FormattingError, ValueError):
         return None
     if any(set(e) - _ENTITY_FIELDS for e in parsed.entities):
-        return None  # e.g. a date_time entity's own fields
+        return None  # a field :class:`Entity` does not carry (a newer Bot API's)
     entities = tuple(Entity(**e) for e in parsed.entities)
     return parsed.text, tuple(sorted(entities, key=lambda e: e.offset))
 

@@ -10,6 +10,7 @@ recipient for a mistake the service could see. Called by :mod:`tgbroadcast.core.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Final
@@ -60,8 +61,14 @@ ENTITY_TYPES: Final = frozenset(
         "text_link",
         "text_mention",
         "custom_emoji",
+        "date_time",
     }
 )
+_DATE_TIME_FORMAT: Final = re.compile(r"r|w?[dD]?[tT]?")
+"""A ``date_time`` entity's format, as Telegram takes it (the HTML and MarkdownV2 parsers
+check theirs in :func:`~.parsed_text.date_time_fields`)."""
+_MAX_UNIX_TIME: Final = 9_999_999_999
+"""Telegram reads a date_time's Unix time as at most ten digits."""
 _PARSE_MODES: Final = ", ".join(m.value for m in ParseMode)
 _ALBUM_KINDS: Final = ", ".join(k.value for k in AlbumKind)
 _UPLOAD_LIMITS: Final = {AlbumKind.PHOTO: 10 * 1024 * 1024}
@@ -437,9 +444,29 @@ def _entities(
             violations.append(
                 FieldViolation(f"{where}.custom_emoji_id", "a custom_emoji needs custom_emoji_id")
             )
+        if entity.type == "date_time":
+            _check_date_time(entity, where, violations)
         if len(violations) >= 50:
             break
     return entities
+
+
+def _check_date_time(entity: Entity, where: str, violations: list[FieldViolation]) -> None:
+    if entity.unix_time is None:
+        violations.append(FieldViolation(f"{where}.unix_time", "a date_time needs unix_time"))
+    elif not 0 <= entity.unix_time <= _MAX_UNIX_TIME:
+        violations.append(
+            FieldViolation(f"{where}.unix_time", f"must be 0 to {_MAX_UNIX_TIME} (Unix time)")
+        )
+    if entity.date_time_format is not None and not _DATE_TIME_FORMAT.fullmatch(
+        entity.date_time_format
+    ):
+        violations.append(
+            FieldViolation(
+                f"{where}.date_time_format",
+                "must be r, or w, d or D, t or T in that order (each optional), e.g. wDT",
+            )
+        )
 
 
 def _keyboard(

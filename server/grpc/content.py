@@ -89,6 +89,8 @@ def _entity(value: pb.MessageEntity) -> Entity:
         language=value.language or None,
         custom_emoji_id=value.custom_emoji_id or None,
         user_id=value.user_id or None,
+        unix_time=value.unix_time if value.HasField("unix_time") else None,
+        date_time_format=value.date_time_format or None,
     )
 
 

@@ -61,6 +61,8 @@ class EntityBody(_Strict):
     language: str | None = None
     custom_emoji_id: str | None = None
     user_id: int | None = None
+    unix_time: int | None = None
+    date_time_format: str | None = None
 
 
 class ButtonBody(_Strict):

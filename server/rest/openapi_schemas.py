@@ -161,6 +161,8 @@ def component_schemas() -> dict[str, Schema]:
             "language": string("For `pre`."),
             "custom_emoji_id": string("For `custom_emoji`."),
             "user_id": int64("For `text_mention`."),
+            "unix_time": int64("For `date_time` (required there): seconds since the epoch."),
+            "date_time_format": string("For `date_time`: `r`, or `w`, `d`/`D`, `t`/`T` in order."),
         },
         required=("type", "offset", "length"),
         description="Telegram's MessageEntity.",

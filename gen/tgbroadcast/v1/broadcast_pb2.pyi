@@ -646,10 +646,12 @@ class MessageEntity(_message.Message):
     LANGUAGE_FIELD_NUMBER: _builtins.int
     CUSTOM_EMOJI_ID_FIELD_NUMBER: _builtins.int
     USER_ID_FIELD_NUMBER: _builtins.int
+    UNIX_TIME_FIELD_NUMBER: _builtins.int
+    DATE_TIME_FORMAT_FIELD_NUMBER: _builtins.int
     type: _builtins.str
     """Telegram's entity type: "bold", "italic", "underline", "strikethrough",
     "spoiler", "code", "pre", "text_link", "text_mention", "custom_emoji",
-    "blockquote", "expandable_blockquote", ...
+    "date_time", "blockquote", "expandable_blockquote", ...
     """
     offset: _builtins.int
     length: _builtins.int
@@ -661,6 +663,15 @@ class MessageEntity(_message.Message):
     """For "custom_emoji"."""
     user_id: _builtins.int
     """For "text_mention"."""
+    unix_time: _builtins.int
+    """For "date_time" (required there): the moment shown, in seconds since the epoch
+    (0 to 9999999999).
+    """
+    date_time_format: _builtins.str
+    """For "date_time": "r" (relative), or "w" (weekday), "d" or "D" (short or long
+    date), "t" or "T" (short or long time) in that order, each optional; empty:
+    Telegram's default.
+    """
     def __init__(
         self,
         *,
@@ -671,12 +682,16 @@ class MessageEntity(_message.Message):
         language: _builtins.str = ...,
         custom_emoji_id: _builtins.str = ...,
         user_id: _builtins.int = ...,
+        unix_time: _builtins.int | None = ...,
+        date_time_format: _builtins.str = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_unix_time", b"_unix_time", "unix_time", b"unix_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["custom_emoji_id", b"custom_emoji_id", "language", b"language", "length", b"length", "offset", b"offset", "type", b"type", "url", b"url", "user_id", b"user_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_unix_time", b"_unix_time", "custom_emoji_id", b"custom_emoji_id", "date_time_format", b"date_time_format", "language", b"language", "length", b"length", "offset", b"offset", "type", b"type", "unix_time", b"unix_time", "url", b"url", "user_id", b"user_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    def WhichOneof(self, oneof_group: _Never) -> None: ...
+    _WhichOneofReturnType__unix_time: _TypeAlias = _typing.Literal["unix_time"]  # noqa: Y015
+    _WhichOneofArgType__unix_time: _TypeAlias = _typing.Literal["_unix_time", b"_unix_time"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__unix_time) -> _WhichOneofReturnType__unix_time | None: ...
 
 Global___MessageEntity: _TypeAlias = MessageEntity  # noqa: Y015
 
