@@ -3,6 +3,7 @@ path; and the content Telegram can take that is accepted."""
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 import pytest
@@ -549,4 +550,5 @@ def test_a_date_time_entity_telegram_takes_is_accepted(time_format: str | None) 
     new = validate_send(
         SendRequest(message="Meet: noon", entities=[entity], user_ids=[1]), max_user_ids=10
     )
-    assert new.content.options.entities == (entity,)
+    # An empty format is Telegram's default, as none is.
+    assert new.content.options.entities == (replace(entity, date_time_format=time_format or None),)

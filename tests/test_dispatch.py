@@ -364,3 +364,26 @@ async def test_a_small_broadcast_handed_over_by_its_creator_is_not_read_back(
     assert jobs[handed.id].msg_id == Job(broadcast_id=handed.id, user_ids=read.recipients).msg_id
     assert jobs[handed.id].user_ids == tuple(sorted(SHUFFLED[:40]))
     assert jobs[bare.id].user_ids == (7, 8)
+
+
+async def test_a_failed_group_of_handed_broadcasts_is_read_one_by_one(
+    store: Store, queue: Queue
+) -> None:
+    """The group's publish fails: each broadcast handed over by its creator is then
+    dispatched on its own, read from SQL, with the same job."""
+    failing = _FailingOnce(queue)
+    counting = _Counting(store)
+    async with Dispatcher(
+        store=cast(Store, counting), queue=cast(Queue, failing), retry_delay=0.01
+    ) as dispatcher:
+        audiences = [(1, 2), (10, 11)]
+        created = [await store.create_broadcast(to(*ids)) for ids in audiences]
+        for broadcast, ids in zip(created, audiences, strict=True):
+            dispatcher.dispatch(broadcast.id, recipients=ids, created=broadcast)
+        await dispatcher.wait_idle()
+
+    assert failing.failed
+    assert counting.reads == []  # the group was not read; each was, on its own, after
+    assert await store.undispatched_broadcasts() == []
+    jobs = sorted((job.broadcast_id, job.user_ids) for job in await queued(queue))
+    assert jobs == [(created[0].id, (1, 2)), (created[1].id, (10, 11))]

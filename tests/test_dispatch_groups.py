@@ -70,3 +70,19 @@ async def test_generations_are_marked_dispatched_in_one_transaction(store: Store
     )
     assert marked == {*news, resumed.id}
     assert await store.undispatched_broadcasts() == []
+
+
+async def test_a_send_generation_is_not_marked_over_a_recall(store: Store) -> None:
+    """Recalled between its jobs' publishing and their mark (the recall leaves the
+    generation as it was): the recall's own dispatch is still owed, so the broadcast stays
+    undispatched for the rescuer, whether marked with others or alone."""
+    kept, recalled = [(await store.create_broadcast(to(n))).id for n in (1, 2)]
+    await store.move_broadcast(recalled, Command.RECALL)
+
+    marked = await store.mark_generations_dispatched([(kept, None), (recalled, None)])
+    assert marked == {kept}
+    assert await store.mark_generations_dispatched([(recalled, None)]) == set()
+    assert await store.undispatched_broadcasts() == [recalled]
+    # The recall's own dispatch marks it.
+    assert await store.mark_generation_dispatched(recalled, None)
+    assert await store.undispatched_broadcasts() == []

@@ -3,12 +3,14 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from typing import Any
 
 import aiohttp
 
 from tests.fixtures.stack import Stack
+from tgbroadcast.core.domain.content import Entity
 from tgbroadcast.core.rules.idempotency import request_hash
 from tgbroadcast.core.rules.validation import SendRequest, validate_send
 from tgbroadcast.v1 import broadcast_pb2 as pb
@@ -26,6 +28,29 @@ def test_the_audience_is_hashed_as_a_set() -> None:
     # Sending keeps the request's order.
     new = validate_send(SendRequest(message="hi", user_ids=[3, 1, 2, 1]), max_user_ids=100)
     assert list(new.user_ids) == [3, 1, 2]
+
+
+def test_a_request_with_entities_hashes_as_before_entities_had_date_times() -> None:
+    """The hash of a request with entities, as servers before Bot API 10.1's ``date_time``
+    made it (pinned): a retry across an upgrade replays its broadcast, not a 409."""
+    entities = [
+        Entity(type="bold", offset=0, length=5),
+        Entity(type="text_link", offset=6, length=5, url="https://w.org"),
+    ]
+    request = SendRequest(
+        message="Hello world", idempotency_key="k", user_ids=[1, 2], entities=entities
+    )
+    assert request_hash(validate_send(request, max_user_ids=100), request) == (
+        "7e5d3733ec06b9778dfff9a882c0cbe435baee7664c967e4eb11c3e0cb9554ec"
+    )
+    # An empty format is the default, as none is (REST sends "", gRPC leaves it unset).
+    noon = Entity(type="date_time", offset=0, length=2, unix_time=0)
+    assert hashed(user_ids=[1], entities=[noon]) == hashed(
+        user_ids=[1], entities=[Entity(**{**dataclasses.asdict(noon), "date_time_format": ""})]
+    )
+    assert hashed(user_ids=[1], entities=[noon]) != hashed(
+        user_ids=[1], entities=[Entity(**{**dataclasses.asdict(noon), "unix_time": 1})]
+    )
 
 
 async def post_raw(stack: Stack, text: str, key: str) -> tuple[int, Any]:

@@ -47,11 +47,31 @@ def request_hash(new: NewBroadcast, request: SendRequest) -> str:
     if not new.track_clicks:  # and before click tracking
         del broadcast["track_clicks"]
     document = {
-        "broadcast": _canonical(broadcast),
+        "broadcast": _without_unset_entity_fields(_canonical(broadcast)),
         "uploads": [hashlib.sha256(data).hexdigest() for data in _bytes_in(request)],
     }
     text = json.dumps(document, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
     return hashlib.sha256(text.encode()).hexdigest()
+
+
+_LATER_ENTITY_FIELDS = ("unix_time", "date_time_format")
+"""Fields entities gained after requests were first hashed (Bot API 10.1's ``date_time``)."""
+
+
+def _without_unset_entity_fields(value: Any) -> Any:
+    """``value`` (canonical JSON) with the entities' later fields left out while unset, so
+    a request with entities hashes as it did before they existed (a retry across an upgrade
+    replays, not conflicts)."""
+    if isinstance(value, list):
+        return [_without_unset_entity_fields(item) for item in value]
+    if not isinstance(value, dict):
+        return value
+    is_entity = {"type", "offset", "length"} <= value.keys()
+    return {
+        key: _without_unset_entity_fields(item)
+        for key, item in value.items()
+        if not (is_entity and key in _LATER_ENTITY_FIELDS and item is None)
+    }
 
 
 def _canonical(value: Any) -> Any:

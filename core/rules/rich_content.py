@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Final
 from urllib.parse import urlsplit
 
@@ -448,7 +448,10 @@ def _entities(
             _check_date_time(entity, where, violations)
         if len(violations) >= 50:
             break
-    return entities
+    # An empty format is Telegram's default, as none is: one request, one form, one hash.
+    return tuple(
+        replace(e, date_time_format=None) if e.date_time_format == "" else e for e in entities
+    )
 
 
 def _check_date_time(entity: Entity, where: str, violations: list[FieldViolation]) -> None:

@@ -141,6 +141,7 @@ class Dispatcher(AbstractAsyncContextManager["Dispatcher"]):
         self._queued: set[int] = set()
         self._again: set[int] = set()
         self._traces: dict[int, tracing.Context] = {}
+        """The trace of each queued broadcast's latest :meth:`dispatch` (when traced)."""
         self._handed: dict[int, Sequence[int]] = {}
         """Recipients handed over with queued broadcasts (see :meth:`dispatch`)."""
         self._handed_count = 0
@@ -203,7 +204,8 @@ class Dispatcher(AbstractAsyncContextManager["Dispatcher"]):
         ):
             self._handed[broadcast_id] = recipients
             self._handed_count += len(recipients)
-            if created is not None and created.id == broadcast_id:
+            fits = len(recipients) <= self._batch_size  # (only a group's publish uses it)
+            if created is not None and created.id == broadcast_id and fits:
                 self._created[broadcast_id] = created
         self._queued.add(broadcast_id)
         self._idle.clear()
@@ -256,6 +258,8 @@ class Dispatcher(AbstractAsyncContextManager["Dispatcher"]):
                 "dispatching a group failed; dispatching each on its own",
                 extra={"broadcasts": len(group), "error": repr(exc)},
             )
+            for broadcast_id in group:  # each is read on its own from now on
+                self._created.pop(broadcast_id, None)
         rest: list[int] = []
         for broadcast_id in group:
             if broadcast_id not in done:

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 from sqlalchemy import bindparam, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from tgbroadcast.core.domain.model import Broadcast, DeliveryState
+from tgbroadcast.core.domain.model import Broadcast, BroadcastStatus, DeliveryState
 from tgbroadcast.core.store import broadcasts as broadcast_rows
 from tgbroadcast.core.store import transitions
 from tgbroadcast.core.store.limits import IDS_PER_IN_LIST, chunks
@@ -48,6 +48,9 @@ _MARK_FIRST_GENERATIONS = (
     .where(
         broadcasts.c.id.in_(bindparam("ids", expanding=True)),
         broadcasts.c.resumed_at.is_(None),
+        # A recall since (it leaves the generation as it was) wants its own dispatch: marked
+        # here, the rescuer would never take it over if its server stopped before that.
+        broadcasts.c.status != BroadcastStatus.RECALLING.value,
     )
     .values(dispatched=True)
 )
@@ -123,7 +126,7 @@ class DispatchRows:
                     todo = [g for g in todo if g[1] is not None]
             for broadcast_id, resumed_at in todo:
                 if await transitions.mark_generation_dispatched(
-                    connection, broadcast_id, resumed_at
+                    connection, broadcast_id, resumed_at, sends=True
                 ):
                     marked.add(broadcast_id)
             return marked

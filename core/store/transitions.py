@@ -132,18 +132,22 @@ async def by_idempotency_key(
 
 
 async def mark_generation_dispatched(
-    connection: AsyncConnection, broadcast_id: int, resumed_at: datetime | None
+    connection: AsyncConnection,
+    broadcast_id: int,
+    resumed_at: datetime | None,
+    *,
+    sends: bool = False,
 ) -> bool:
     """Set ``dispatched`` if the broadcast is still at the generation ``resumed_at`` names;
-    whether it was (a resume in between needs its own dispatch)."""
+    whether it was (a resume in between needs its own dispatch). ``sends``: its send jobs were
+    published — not a mark for a broadcast recalled since (its recall needs its own)."""
     generation = (
         broadcasts.c.resumed_at.is_(None)
         if resumed_at is None
         else broadcasts.c.resumed_at == resumed_at
     )
-    marked = await connection.execute(
-        update(broadcasts)
-        .where(broadcasts.c.id == broadcast_id, generation)
-        .values(dispatched=True)
-    )
+    conditions = [broadcasts.c.id == broadcast_id, generation]
+    if sends:
+        conditions.append(broadcasts.c.status != BroadcastStatus.RECALLING.value)
+    marked = await connection.execute(update(broadcasts).where(*conditions).values(dispatched=True))
     return bool(marked.rowcount == 1)
