@@ -12,6 +12,7 @@
 * :mod:`.dialects` — the few statements and errors that differ between the backends.
 * :mod:`.limits` — how much one statement may carry, under every backend's limits.
 * :mod:`.users` — ``users`` and ``user_tags``: upserts, deactivation, paging, reading, deleting.
+* :mod:`.user_rows` — ``Store``'s methods for a bot's users (a mixin, as the ``*Rows`` are).
 * :mod:`.profiles` — recipients' profiles for personalization, one query per job batch.
 * :mod:`.audiences` — which users a ``UserFilter`` selects, as SQL on ``users``.
 * :mod:`.broadcasts` — ``broadcasts``: creation with its deliveries, reading, dispatch

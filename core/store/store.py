@@ -52,10 +52,7 @@ from tgbroadcast.core.domain.model import (
     DeliveryResult,
     DeliveryState,
     NewBroadcast,
-    User,
     UserFilter,
-    UserPage,
-    UserProfile,
 )
 from tgbroadcast.core.domain.recipients import DistinctIds
 from tgbroadcast.core.domain.states import Command
@@ -65,10 +62,8 @@ from tgbroadcast.core.store import (
     clicks,
     deliveries,
     dialects,
-    profiles,
     quota,
     transitions,
-    users,
 )
 from tgbroadcast.core.store.bots import BotRows
 from tgbroadcast.core.store.callbacks import CallbackRows
@@ -83,7 +78,8 @@ from tgbroadcast.core.store.recalls import RecallRows
 from tgbroadcast.core.store.results import ResultRows
 from tgbroadcast.core.store.sending import SendingRows
 from tgbroadcast.core.store.statistics import PlannerStatistics
-from tgbroadcast.core.store.tables import BOT_NAME_LENGTH
+from tgbroadcast.core.store.user_rows import UserRows
+from tgbroadcast.core.store.users import check_bot
 
 logger = logging.getLogger(__name__)
 
@@ -99,7 +95,15 @@ they add are locked in id order."""
 
 
 class Store(
-    BotRows, CallbackRows, RecallRows, EditRows, SendingRows, ClickRows, DispatchRows, ResultRows
+    BotRows,
+    CallbackRows,
+    RecallRows,
+    EditRows,
+    SendingRows,
+    ClickRows,
+    DispatchRows,
+    ResultRows,
+    UserRows,
 ):
     """Users, broadcasts and their deliveries in SQL; safe to share between tasks.
 
@@ -201,7 +205,7 @@ class Store(
         broadcast); ``InvalidArgument`` on ``bot`` if it was deleted. A big one has
         PostgreSQL's statistics refreshed after it (:mod:`.statistics`).
         """
-        _check_bot(new.bot)
+        check_bot(new.bot)
         user_ids = new.user_ids  # validated ones are DistinctIds
         if not isinstance(user_ids, DistinctIds) and len(set(user_ids)) != len(user_ids):
             user_ids = tuple(dict.fromkeys(user_ids))
@@ -472,79 +476,6 @@ class Store(
         async with self._engine.connect() as connection:
             return await broadcasts.count_errors(connection, broadcast_id, state, error)
 
-    # -- users ----------------------------------------------------------------------------
-
-    async def migrate_chat(self, old_id: int, new_id: int, *, bot: str = DEFAULT_BOT) -> None:
-        """A group became a supergroup: the bot's later broadcasts address its user row by
-        ``new_id`` (other bots' rows for the group are left as they are)."""
-        await self._write(
-            lambda connection: _users.migrate(connection, old_id, new_id, bot=bot, now=_now())
-        )
-
-    async def upsert_users(self, users: Sequence[UserProfile], *, bot: str = DEFAULT_BOT) -> int:
-        """Insert new users of the bot and refresh known ones; returns how many distinct ids
-        were given.
-
-        For a known user only the given (non-``None``) profile fields change; given ``tags``
-        replace the user's tags. Every given user ends up active (``blocked_reason`` and
-        ``blocked_at`` cleared) with ``updated_at`` = now. Repeated ids merge, later fields
-        win. One transaction, however many users.
-        """
-        _check_bot(bot)
-        profiles = _users.merge_profiles(users)
-        if profiles:
-            await self._write(
-                lambda connection: _users.upsert(connection, profiles, bot=bot, now=_now())
-            )
-            self.statistics.users_written(len(profiles))  # committed, as a broadcast's
-        return len(profiles)
-
-    async def list_users(
-        self,
-        *,
-        after: int | None,
-        limit: int,
-        user_filter: UserFilter | None = None,
-        active_only: bool = False,
-        bot: str = DEFAULT_BOT,
-    ) -> UserPage:
-        """Up to ``limit`` of the bot's users with ``id > after``, by id, each with its tags;
-        only those matching ``user_filter`` (see :mod:`.audiences`) and, with
-        ``active_only``, active; ``next_after`` if more follow."""
-        if limit < 1:
-            raise ValueError(f"limit must be positive, not {limit}")
-        async with self._engine.connect() as connection:
-            return await _users.page(
-                connection,
-                bot=bot,
-                after=after,
-                limit=limit,
-                user_filter=user_filter,
-                active_only=active_only,
-            )
-
-    async def get_user(self, user_id: int, *, bot: str = DEFAULT_BOT) -> User:
-        """The bot's user with its tags; :class:`~tgbroadcast.core.domain.errors.NotFound` if
-        the bot has none with that id."""
-        async with self._engine.connect() as connection:
-            return await _users.fetch(connection, user_id, bot=bot)
-
-    async def delete_user(self, user_id: int, *, bot: str = DEFAULT_BOT) -> None:
-        """Forget the bot's user and its tags (its past deliveries stay; other bots' users
-        with that id too); ``NotFound`` if the bot has none with that id."""
-        await self._write(lambda connection: _users.remove(connection, user_id, bot=bot))
-
-    async def profiles(
-        self, user_ids: Sequence[int], *, bot: str = DEFAULT_BOT
-    ) -> dict[int, UserProfile]:
-        """The profiles of those of ``user_ids`` that are the bot's users, in one query per
-        500 ids (personalization reads a job batch's recipients at once); unknown ids are
-        absent."""
-        if not user_ids:
-            return {}
-        async with self._engine.connect() as connection:
-            return await profiles.by_id(connection, user_ids, bot=bot)
-
     # -- transactions ---------------------------------------------------------------------
 
     async def _write(self, work: Callable[[AsyncConnection], Awaitable[T]]) -> T:
@@ -571,7 +502,6 @@ class Store(
 
 
 _NO_TURN: contextlib.AbstractAsyncContextManager[object] = contextlib.nullcontext()
-_users = users  # ``users`` is also the name of upsert_users' parameter
 _actions = actions  # ``actions`` is also the name of get_broadcast's parameter
 
 
@@ -589,9 +519,3 @@ async def _opened(
 
 def _now() -> datetime:
     return datetime.now(UTC)
-
-
-def _check_bot(bot: str) -> None:
-    """``ValueError`` for a bot name no ``bot`` column can hold (the API validates names)."""
-    if not 0 < len(bot) <= BOT_NAME_LENGTH:
-        raise ValueError(f"a bot name has 1 to {BOT_NAME_LENGTH} characters, not {len(bot)}")

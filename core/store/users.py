@@ -44,9 +44,21 @@ from tgbroadcast.core.domain.errors import NotFound
 from tgbroadcast.core.domain.model import User, UserFilter, UserPage, UserProfile
 from tgbroadcast.core.store import audiences, dialects
 from tgbroadcast.core.store.limits import IDS_PER_IN_LIST, ROWS_PER_STATEMENT, among, chunks
-from tgbroadcast.core.store.tables import UtcDateTime, deliveries, user_tags, users
+from tgbroadcast.core.store.tables import (
+    BOT_NAME_LENGTH,
+    UtcDateTime,
+    deliveries,
+    user_tags,
+    users,
+)
 
 PROFILE_FIELDS = ("username", "first_name", "last_name", "language_code")
+
+
+def check_bot(bot: str) -> None:
+    """``ValueError`` for a bot name no ``bot`` column can hold (the API validates names)."""
+    if not 0 < len(bot) <= BOT_NAME_LENGTH:
+        raise ValueError(f"a bot name has 1 to {BOT_NAME_LENGTH} characters, not {len(bot)}")
 
 
 def merge_profiles(profiles: Iterable[UserProfile]) -> list[UserProfile]:
