@@ -73,6 +73,7 @@ from tgbroadcast.worker.fetching import (
     MediaFetcher,
     fetch_album_items,
     fetch_instead,
+    needs_first_send,
     telegram_could_not_fetch,
 )
 from tgbroadcast.worker.followups import FollowUpJobs
@@ -270,7 +271,7 @@ class Deliverer:
             problem = rendered_problem(content)
             if problem is not None:  # this recipient's values make it too long: theirs alone
                 refusal = PermanentError(problem, error_code=400)
-                return _failed_result(broadcast.id, user_id, refusal), refusal.content_error
+                return refusal.result(broadcast.id, user_id), refusal.content_error
         content = clicks.for_recipient(content, broadcast, user_id, variant or 0)
         chat_id = user_id
         attempts = migrations = 0
@@ -298,7 +299,7 @@ class Deliverer:
             except ChatMigrated as exc:
                 migrations += 1
                 if migrations > MAX_MIGRATIONS:
-                    return _failed_result(broadcast.id, user_id, exc), exc.content_error
+                    return exc.result(broadcast.id, user_id), exc.content_error
                 logger.info(
                     "group migrated to a supergroup",
                     extra={
@@ -336,7 +337,7 @@ class Deliverer:
                             "error": exc.description,
                         },
                     )
-                    return _failed_result(broadcast.id, user_id, exc), exc.content_error
+                    return exc.result(broadcast.id, user_id), exc.content_error
                 error = exc
             else:
                 return (
@@ -364,7 +365,7 @@ class Deliverer:
                         "error": error.description,
                     },
                 )
-                return _failed_result(broadcast.id, user_id, error), error.content_error
+                return error.result(broadcast.id, user_id), error.content_error
             self._metrics.retries.labels(bot=self._bot).inc()
             ceiling = min(self._backoff_cap, self._backoff_base * 2**attempts)
             logger.info(
@@ -390,7 +391,7 @@ class Deliverer:
     ) -> SentMessage | None:
         """One send within the rate budget: the message(s) Telegram made, or None if the
         broadcast stopped (or the recipient is no longer ``held``) before it could be sent."""
-        if not _needs_first_send(content):
+        if not needs_first_send(content):
             return await self._send_once(broadcast, chat_id, media=None, content=content, held=held)
         media_key = (broadcast.id, broadcast.media_version, variant)
         media = await self._file_ids.get(media_key)
@@ -571,29 +572,4 @@ def _variant(broadcast: Broadcast, user_id: int, profile: UserProfile | None) ->
     language = None if profile is None else profile.language_code
     return variants.choose(
         broadcast.variants, broadcast_id=broadcast.id, user_id=user_id, language_code=language
-    )
-
-
-def _needs_first_send(content: Content) -> bool:
-    """Whether Telegram must fetch or receive the file before a file_id exists for it."""
-    if content.media_type is MediaType.ALBUM:  # any item fetched or uploaded
-        return any(
-            item.media_upload is not None
-            or (item.media_url or "").lower().startswith(("http://", "https://"))
-            for item in content.options.album
-        )
-    url = content.media_url or ""
-    by_url = url.lower().startswith(("http://", "https://"))
-    return content.media_type.has_media and (by_url or content.media_upload is not None)
-
-
-def _failed_result(broadcast_id: int, user_id: int, error: TelegramError) -> DeliveryResult:
-    """The final result of a recipient whose delivery ``error`` ended: its ``outcome``, with
-    Telegram's description (or ours)."""
-    return DeliveryResult(
-        broadcast_id=broadcast_id,
-        user_id=user_id,
-        state=error.outcome,
-        error=error.description,
-        finished_at=datetime.now(UTC),
     )

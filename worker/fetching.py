@@ -271,6 +271,20 @@ MediaKey = tuple[int, int, int]
 variant position — 0 without variants)."""
 
 
+def needs_first_send(content: Content) -> bool:
+    """Whether Telegram must fetch or receive the file before a file_id exists for it (the
+    broadcast's first send of it holds :meth:`FileIds.first_send`)."""
+    if content.media_type is MediaType.ALBUM:  # any item fetched or uploaded
+        return any(
+            item.media_upload is not None
+            or (item.media_url or "").lower().startswith(("http://", "https://"))
+            for item in content.options.album
+        )
+    url = content.media_url or ""
+    by_url = url.lower().startswith(("http://", "https://"))
+    return content.media_type.has_media and (by_url or content.media_upload is not None)
+
+
 class FileIds:
     """The file_ids Telegram gave broadcasts' media: fetched or uploaded once per broadcast
     and media version (and variant), then sent by file_id by every worker (kept in SQL, a few

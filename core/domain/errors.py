@@ -35,11 +35,12 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass
+from datetime import UTC, datetime
 
 from nats.errors import Error as NatsError
 from sqlalchemy.exc import InterfaceError, OperationalError
 
-from tgbroadcast.core.domain.model import DeliveryState
+from tgbroadcast.core.domain.model import DeliveryResult, DeliveryState
 
 
 class BroadcastingError(Exception):
@@ -164,6 +165,17 @@ class TelegramError(BroadcastingError):
     def __init__(self, description: str) -> None:
         super().__init__(description)
         self.description = description
+
+    def result(self, broadcast_id: int, user_id: int) -> DeliveryResult:
+        """The final result of a recipient whose delivery this error ended: its ``outcome``,
+        with Telegram's description (or ours), finished now."""
+        return DeliveryResult(
+            broadcast_id=broadcast_id,
+            user_id=user_id,
+            state=self.outcome,
+            error=self.description,
+            finished_at=datetime.now(UTC),
+        )
 
 
 class RateLimited(TelegramError):
