@@ -85,7 +85,7 @@ def entities(options: ContentOptions) -> list[MessageEntity] | None:
             language=e.language,
             custom_emoji_id=e.custom_emoji_id,
             unix_time=e.unix_time,
-            date_time_format=e.date_time_format or None,
+            date_time_format=e.date_time_format,
             user=None if e.user_id is None else User(id=e.user_id, is_bot=False, first_name=""),
         )
         for e in options.entities

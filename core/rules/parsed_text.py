@@ -83,11 +83,16 @@ def custom_emoji_id(value: str) -> str:
     return str(int(value))
 
 
+DATE_TIME_FORMAT: Final = re.compile(r"r|w?[dD]?[tT]?")
+"""A ``date_time`` entity's format as Telegram takes it: ``r``, or ``w``, ``d``/``D``,
+``t``/``T`` in that order, each optional (empty: its default)."""
+
+
 def date_time_fields(unix: str, time_format: str) -> dict[str, Any]:
     """A ``date_time`` entity's fields from its ``unix`` and ``format`` arguments."""
     if not re.fullmatch(r"[0-9]{1,10}", unix):
         raise FormattingError("Invalid Unix time specified")
-    if not re.fullmatch(r"r|w?[dD]?[tT]?", time_format):
+    if not DATE_TIME_FORMAT.fullmatch(time_format):
         raise FormattingError("Invalid date and time format specified")
     fields: dict[str, Any] = {"unix_time": int(unix)}
     if time_format:

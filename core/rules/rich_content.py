@@ -10,7 +10,6 @@ recipient for a mistake the service could see. Called by :mod:`tgbroadcast.core.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Final
@@ -35,6 +34,7 @@ from tgbroadcast.core.domain.errors import FieldViolation
 from tgbroadcast.core.domain.model import CAPTION_LIMIT, TEXT_LIMIT, MediaType
 from tgbroadcast.core.rules import addresses
 from tgbroadcast.core.rules.formatting import FormattingError, parse, utf16_length
+from tgbroadcast.core.rules.parsed_text import DATE_TIME_FORMAT
 from tgbroadcast.core.rules.templates import TemplateError, parse_template
 
 if TYPE_CHECKING:
@@ -64,9 +64,6 @@ ENTITY_TYPES: Final = frozenset(
         "date_time",
     }
 )
-_DATE_TIME_FORMAT: Final = re.compile(r"r|w?[dD]?[tT]?")
-"""A ``date_time`` entity's format, as Telegram takes it (the HTML and MarkdownV2 parsers
-check theirs in :func:`~.parsed_text.date_time_fields`)."""
 _MAX_UNIX_TIME: Final = 9_999_999_999
 """Telegram reads a date_time's Unix time as at most ten digits."""
 _PARSE_MODES: Final = ", ".join(m.value for m in ParseMode)
@@ -461,7 +458,7 @@ def _check_date_time(entity: Entity, where: str, violations: list[FieldViolation
         violations.append(
             FieldViolation(f"{where}.unix_time", f"must be 0 to {_MAX_UNIX_TIME} (Unix time)")
         )
-    if entity.date_time_format is not None and not _DATE_TIME_FORMAT.fullmatch(
+    if entity.date_time_format is not None and not DATE_TIME_FORMAT.fullmatch(
         entity.date_time_format
     ):
         violations.append(
