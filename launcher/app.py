@@ -154,7 +154,11 @@ async def running_service(
                 running_api(settings, backends, readiness=readiness, plan=plan)
             )
         if workers:
-            # aiogram takes seconds to import: only processes that send pay for it.
+            # aiogram takes seconds to import: only processes that send pay for it, and
+            # they build only the models they use (the others at their first use).
+            from tgbroadcast.worker.aiogram_loading import import_aiogram
+
+            import_aiogram()
             from tgbroadcast.worker.runner import running_worker
 
             # Each bot's limits (a lane sets those of bots created later when it starts).

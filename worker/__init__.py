@@ -7,6 +7,8 @@
 * :mod:`.claims` — a job's hold on its recipients in SQL.
 * :mod:`.delivery` — one recipient from first attempt to final outcome, retries included;
   :mod:`.broadcast_states` — the broadcasts' states it checks before each send.
+* :mod:`.aiogram_loading` — aiogram imported with its models built on first use;
+  :mod:`.aiogram_models` — those a worker uses, built as it starts.
 * :mod:`.telegram`, :mod:`.aiogram_content` — the Telegram client (aiogram's ``Bot``);
   :mod:`.telegram_errors` — its errors mapped into ours; :mod:`.telegram_forms` and
   :mod:`.telegram_answers` — its requests' bodies and its sends' answers, without the parts

@@ -12,6 +12,7 @@ from tgbroadcast.core.metrics import Metrics
 from tgbroadcast.core.queue import Queue
 from tgbroadcast.core.store import Store
 from tgbroadcast.core.tasks import cancel_and_wait
+from tgbroadcast.worker.aiogram_models import build_models
 from tgbroadcast.worker.lanes import BOT_REFRESH_INTERVAL, Bots, Lanes
 
 logger = logging.getLogger(__name__)
@@ -33,6 +34,7 @@ async def running_worker(
     finishes the jobs in hand, for at most ``nats.ack_wait`` seconds or what
     ``drain_within()`` says is left of the process's shutdown grace, whichever is less.
     With no bot yet, it waits for one."""
+    build_models()  # before the first job, not in the middle of its first sends
     lanes = Lanes(
         settings,
         store=store,

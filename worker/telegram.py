@@ -46,8 +46,8 @@ from aiogram import Bot
 from aiogram.client.session.aiohttp import AiohttpSession
 from aiogram.client.telegram import TelegramAPIServer
 from aiogram.exceptions import ClientDecodeError, TelegramNetworkError
-from aiogram.methods.base import Response, TelegramMethod, TelegramType
-from aiogram.types import BufferedInputFile, Message, MessageId
+from aiogram.methods.base import TelegramMethod, TelegramType
+from aiogram.types import BufferedInputFile
 from aiogram.utils.token import TokenValidationError, validate_token
 from aiohttp import ClientTimeout
 from aiohttp.abc import AbstractStreamWriter
@@ -60,7 +60,7 @@ from tgbroadcast.core.domain.errors import (
     RateLimited,
 )
 from tgbroadcast.core.domain.model import Content, MediaType
-from tgbroadcast.worker import aiogram_content
+from tgbroadcast.worker import aiogram_content, aiogram_models  # noqa: F401 - holds the answers' models
 from tgbroadcast.worker.aiogram_content import InputMedia
 from tgbroadcast.worker.telegram_answers import Sent, is_send, read_sent
 from tgbroadcast.worker.telegram_errors import map_error
@@ -85,20 +85,6 @@ API_METHODS: Mapping[MediaType, str] = {
     MediaType.FORWARD: "forwardMessage",
 }
 """The one Bot API method each kind of content is sent with."""
-
-_RESPONSE_MODELS = (
-    Response[Message],
-    Response[list[Message]],
-    Response[MessageId],
-    Response[bool],
-    Response[Message | bool],
-)
-"""The answer models of the methods the sender calls, held for the life of the process.
-
-aiogram parses every answer as ``Response[<the method's result>]``; pydantic caches such
-parametrized models only weakly, so after each full garbage collection the next answer
-rebuilt the model's schema (tens of milliseconds) — a large share of a busy worker's CPU."""
-
 
 PREPARED_SENDS = 64
 """How many contents' sends a sender keeps made (:func:`prepare`), more than it sends at once."""
