@@ -70,6 +70,17 @@ class Deliveries:
             return None
         return self.last_at - self.first_at
 
+    @property
+    def busiest_second(self) -> int:
+        """The most messages accepted in any one second (a sliding window, as the
+        simulator's flood control counts them)."""
+        most = start = 0
+        for end, at in enumerate(self.times):
+            while at - self.times[start] >= 1.0:
+                start += 1
+            most = max(most, end - start + 1)
+        return most
+
     def ratio(self, limit: float) -> float | None:
         return None if self.steady_rate is None else self.steady_rate / limit
 
@@ -93,6 +104,7 @@ class Deliveries:
             "latency_p50_s": _round(self.latency_p50),
             "latency_p99_s": _round(self.latency_p99),
             "window_counts": list(self.window_counts),
+            "busiest_second": self.busiest_second,
         }
         if limit is not None:
             med, low, high = self.window_ratios(limit)

@@ -83,6 +83,9 @@ async def test_the_harness_writes_a_report_of_limits_latency_and_tls(tmp_path: P
     assert ours["recipients"] == ours["delivered"] > 0
     assert ours["lost"] == 0
     assert ours["rejected_429"] == 0
+    # The busiest second at the simulator (a sliding window): within the limit, at least the
+    # fullest whole second the report counts.
+    assert max(ours["window_counts"], default=0) <= ours["busiest_second"] <= ours["limit"]
     latency = [r for r in raw if r["scenario"] == "7"]
     alone = {
         "gRPC recipients=1",
