@@ -148,17 +148,21 @@ def test_modules_and_test_files_stay_small() -> None:
 
 def test_a_worker_process_loads_none_of_the_apis_modules() -> None:
     """``tgbroadcast worker`` imports the launcher and the worker, never gRPC, the API's
-    composition or its REST app: every worker start would pay for them (#14.5)."""
+    composition or its REST app: every worker start would pay for them (#14.5). Nor does the
+    launcher import aiogram before the worker's ``import_aiogram()`` (it would build every
+    model)."""
     script = (
         "import sys\n"
-        "import tgbroadcast.launcher.cli, tgbroadcast.launcher.app, tgbroadcast.worker.runner\n"
+        "import tgbroadcast.launcher.cli, tgbroadcast.launcher.app\n"
+        "print('aiogram' in sys.modules)\n"
+        "import tgbroadcast.worker.runner\n"
         "print(' '.join(sorted(sys.modules)))\n"
     )
-    loaded = set(
-        subprocess.run(
-            [sys.executable, "-c", script], check=True, capture_output=True, text=True
-        ).stdout.split()
-    )
+    launcher, modules = subprocess.run(
+        [sys.executable, "-c", script], check=True, capture_output=True, text=True
+    ).stdout.splitlines()
+    loaded = set(modules.split())
     api = {"grpc", "tgbroadcast.launcher.api", "tgbroadcast.server.rest.app", "tgbroadcast_client"}
+    assert launcher == "False"
     assert "aiogram" in loaded
     assert loaded & api == set()

@@ -32,10 +32,11 @@ from tgbroadcast.worker.chat_pacing import (
     chat_key,
     chats_bucket,
 )
+from tgbroadcast.worker.rate_tier import LATENESS_SHARE
 from tgbroadcast.worker.ratelimit import DEFAULT_MARGIN, RateLimiter
 
 BOT = 4343
-LATENESS = 0.75 * DEFAULT_MARGIN  # how late after its slot the budget grants a permit
+LATENESS = LATENESS_SHARE * DEFAULT_MARGIN  # how late after its slot the budget grants a permit
 
 
 @pytest.fixture

@@ -22,20 +22,22 @@ from nats.js import JetStreamContext
 
 from tests.fixtures.nats import jetstream, nats_server_url, new_prefix, wait_until
 from tests.fixtures.probes import probes
+from tgbroadcast.worker.rate_tier import LATENESS_SHARE
 from tgbroadcast.worker.ratelimit import APPROACH, DEFAULT_MARGIN, RateLimiter, rate_bucket
 
 BOT = 4242
 LEASE = 0.1 * (1 + DEFAULT_MARGIN)
 """Seconds of the budget one lease holds at most (``rate * 0.1`` slots, see the module docs)."""
-LEASED_AHEAD = 3 * LEASE + 0.75 * DEFAULT_MARGIN
+LEASED_AHEAD = 3 * LEASE + LATENESS_SHARE * DEFAULT_MARGIN
 """How far past the moment a pause is stored the slots leased before it reach: a process
 leases while its last slot is at most two leases ahead, one lease at a time, and takes a
 permit within the lateness after its slot. A process that learns of the pause late (its KV
 watch: milliseconds, longer on a loaded machine) may still use those; any later lease starts
 after the pause."""
-LOADED_MARGIN = 0.2
-"""For tests of what is not the margin: 0.15 s of lateness, so that a loaded machine's late
-wake-ups still find their slots (the default's 11 ms is `make bench`'s to measure)."""
+LOADED_MARGIN = 0.375
+"""For tests of what is not the margin: 0.15 s of lateness (``LATENESS_SHARE`` of it), so that
+a loaded machine's late wake-ups still find their slots (the default's 6 ms is `make bench`'s
+to measure)."""
 
 
 def max_in_window(times: list[float], width: float = 1.0) -> int:
@@ -288,7 +290,7 @@ async def test_a_permit_is_reserved_ahead_and_used_at_its_slot(embedded_url: str
     """A permit's slot lies ahead of its reservation; using it returns at the slot; a
     released permit's slot goes to the next caller, and its chat is ready again at once (no
     chat interval waited for a message never sent); one used too late takes a new slot."""
-    margin = 0.4  # 0.3 s of lateness: a loaded machine's late wake-up still finds its slot
+    margin = 0.4  # 0.16 s of lateness: a loaded machine's late wake-up still finds its slot
     async with (
         jetstream(embedded_url) as js,
         RateLimiter(js=js, prefix=new_prefix(), bot_id=BOT, rate=20, margin=margin) as limiter,
@@ -302,7 +304,7 @@ async def test_a_permit_is_reserved_ahead_and_used_at_its_slot(embedded_url: str
         assert limiter.stats.permits == 1
         assert (limiter.stats.slots_leased, limiter.stats.slots_lost) == (2, 0)
         # Past the second slot and its lateness (its slot is 1.4 / 20 s after the first).
-        await asyncio.sleep(1.4 / 20 + 0.75 * margin + 0.1)
+        await asyncio.sleep(1.4 / 20 + LATENESS_SHARE * margin + 0.1)
         await second.use()  # lost, and replaced by a slot of its own
         assert second.used
         assert limiter.stats.slots_lost == 1

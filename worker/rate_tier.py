@@ -17,8 +17,8 @@ second whatever its rate (with several processes, about as many conflicts again)
 process never holds more slots than callers waiting for them. A caller is handed its slot
 (:meth:`TierBudget.reserve`) up to two leases before it comes, does what it can before it
 (a worker builds its request), then sleeps until the slot and sends at once
-(:meth:`TierBudget.use`). A caller that wakes more than ``0.75 * margin`` after its slot
-(a stalled event loop) gives the slot up and takes a new one.
+(:meth:`TierBudget.use`). A caller that wakes more than ``LATENESS_SHARE * margin`` after
+its slot (a stalled event loop) gives the slot up and takes a new one.
 
 What this guarantees (rate, throughput, pauses, failures) is stated in
 :mod:`tgbroadcast.worker.ratelimit`, which composes the tiers.
@@ -46,9 +46,12 @@ logger = logging.getLogger(__name__)
 
 LEASE_PERIOD = 0.1
 """The longest lease, in seconds of a tier's capacity (``rate * LEASE_PERIOD`` slots)."""
-LATENESS_SHARE = 0.75
-"""How late after its slot a permit may still be granted, as a share of the margin (the
-rest of the margin is for clock skew)."""
+LATENESS_SHARE = 0.4
+"""How late after its slot a permit may still be granted, as a share of the margin (6 ms at
+the default 1.5 %); the rest is for the way to Telegram and clock skew between machines.
+0.75 until session 30: a send late by up to 11 ms then used most of the margin, and the
+paid scenario's busiest second at the simulator held 991-997 of 1,000 (an occasional 429
+on a loaded host); at 0.4, 990-992 with the same rate (docs/profiles.md)."""
 _MAX_LEAD = 0.05
 _RETRY_AFTER_ERROR = 1.0
 
