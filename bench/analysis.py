@@ -72,8 +72,9 @@ class Deliveries:
 
     @property
     def busiest_second(self) -> int:
-        """The most messages accepted in any one second (a sliding window, as the
-        simulator's flood control counts them)."""
+        """The most messages accepted in any one second: a sliding window over the simulator's
+        times of its answers (read just after its flood control's own), as flood control
+        counts them."""
         most = start = 0
         for end, at in enumerate(self.times):
             while at - self.times[start] >= 1.0:

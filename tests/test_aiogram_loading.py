@@ -14,6 +14,8 @@ _LAZY = (
     "from tgbroadcast.worker.aiogram_loading import import_aiogram\n"
     "assert import_aiogram()\n"
     "assert not import_aiogram()  # imported now: nothing to do\n"
+    "from aiogram.types import Message\n"
+    "assert not Message.__pydantic_complete__  # deferred: built below at its first use\n"
 )
 
 _SCHEMAS = """
@@ -27,14 +29,21 @@ class Schemas(GenerateJsonSchema):
     def handle_invalid_for_json_schema(self, schema, error_info):
         return {"not in JSON schema": error_info}
 
-models = [types.Update, Response[types.Message]] + [
+answers = [
+    Response[types.Message], Response[list[types.Message]], Response[types.MessageId],
+    Response[bool], Response[types.Message | bool],
+]
+sent = [
     value for name in sorted(methods.__all__)
     if isinstance(value := getattr(methods, name), type) and issubclass(value, BaseModel)
 ]
+models = [types.Update, *answers, *sent]
 with warnings.catch_warnings():
     warnings.simplefilter("ignore")  # aiogram's Default(...) values: not JSON
-    schemas = [json.dumps(m.model_json_schema(schema_generator=Schemas), sort_keys=True)
-               for m in models]
+    schemas = [
+        json.dumps(m.model_json_schema(schema_generator=Schemas, mode=mode), sort_keys=True)
+        for m, mode in [*((m, "validation") for m in models), *((m, "serialization") for m in sent)]
+    ]
 print(json.dumps({"models": len(models), "digest": hashlib.sha256(
     "\\n".join(schemas).encode()).hexdigest()}))
 """
@@ -53,9 +62,9 @@ def _output(process: subprocess.Popen[str]) -> str:
 
 
 def test_every_model_is_the_one_an_eager_import_builds() -> None:
-    """The JSON schema of every method (and so of every type a method takes), of ``Update``
-    (every type Telegram sends) and of an answer: the same whether aiogram built them at
-    import or each at its first use."""
+    """The JSON schema of every method (and so of every type a method takes), as validated and
+    as sent, of ``Update`` (every type Telegram sends) and of the worker's answers: the same
+    whether aiogram built them at import or each at its first use."""
     eager, lazy = _started(_SCHEMAS), _started(_LAZY + _SCHEMAS)
     built_at_import, built_on_use = json.loads(_output(eager)), json.loads(_output(lazy))
     assert built_at_import["models"] > 150
@@ -68,9 +77,9 @@ def test_models_are_built_on_first_use_and_a_workers_as_it_starts() -> None:
         import sys
         from aiogram.methods import SendMessage
         from aiogram.methods.base import Response
-        from aiogram.types import Message, Poll
+        from aiogram.types import Dice, Message, Poll
         from pydantic import BaseModel
-        assert not Message.__pydantic_complete__ and not Poll.__pydantic_complete__
+        assert not Message.__pydantic_complete__ and not Dice.__pydantic_complete__
 
         # A refusal parsed as aiogram's session parses it (the answer's model built).
         answer = Response[Message].model_validate(
@@ -81,11 +90,31 @@ def test_models_are_built_on_first_use_and_a_workers_as_it_starts() -> None:
         sent = SendMessage(chat_id=1, text="hi", entities=bold)
         assert sent.entities[0].type == "bold"
 
+        import logging
         import tgbroadcast.worker.runner
         from tgbroadcast.worker.aiogram_models import MODELS, build_models
+
+        class Kept(logging.Handler):
+            def __init__(self):
+                super().__init__()
+                self.records = []
+
+            def emit(self, record):
+                self.records.append(record.getMessage())
+
+        kept = Kept()
+        logging.getLogger("tgbroadcast.worker.aiogram_loading").addHandler(kept)
         build_models()
         assert all(model.__pydantic_complete__ for model in MODELS)
+        assert kept.records == []  # built up front: not logged
         assert not Poll.__pydantic_complete__  # a worker never uses it: never built
+        # One built after the start is, once: a send waited for it.
+        Dice.model_validate({"emoji": "🎲", "value": 3})
+        Dice.model_validate({"emoji": "🎲", "value": 4})
+        assert Dice.__pydantic_complete__
+        assert kept.records == [
+            "aiogram's Dice built at its first use, after start-up (a send waited for it)"
+        ], kept.records
 
         # Every aiogram model a worker's module names is one it builds as it starts (but
         # the methods' and answers' generic bases, never validated themselves).

@@ -31,6 +31,7 @@ from aiogram.types import (
 from pydantic import BaseModel
 
 from tgbroadcast.worker.aiogram_content import EditCall, InputMedia, SendCall
+from tgbroadcast.worker.aiogram_loading import built_up_front
 
 RESPONSES: tuple[type[BaseModel], ...] = (
     Response[Message],
@@ -69,7 +70,9 @@ built reuses the schemas of those built before it)."""
 
 
 def build_models() -> None:
-    """Build :data:`MODELS` now, those not built yet (with aiogram imported as usual: none)."""
+    """Build :data:`MODELS` now, those not built yet (with aiogram imported as usual: none);
+    any other aiogram model built later is logged (:func:`.aiogram_loading.built_up_front`)."""
     for model in MODELS:
         if not model.__pydantic_complete__:
             model.model_rebuild()
+    built_up_front()

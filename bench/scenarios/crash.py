@@ -41,7 +41,7 @@ async def crash(bench: Bench) -> Section:
             f"{profile.crash_ack_wait:g} s, SQLite. *Crashes*: every {every:g} s (at most "
             f"{profile.crash_kills} times) the oldest running worker gets `kill -9`, unless "
             "it is the last one running, and a new worker is started in its place (it needs "
-            "seconds to import aiogram before it sends). docs/design.md bounds duplicates "
+            "about a second to start before it sends). docs/design.md bounds duplicates "
             "by `worker.concurrency` per killed worker. The peer is the aiogram loop with "
             f"sleeps at {rate}/s, killed as many times, {every:g} s after each of its starts, "
             "and started again (from the first recipient: it keeps no state). Times run from "

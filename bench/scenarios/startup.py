@@ -135,7 +135,11 @@ def _table(run: Startup) -> Table:
         rows=[
             row("202 → first Telegram call, warm worker", run.first_calls, "≤ 100"),
             row("worker cold start (spawn → consuming)", run.cold_starts, "≤ 2,000"),
-            row("aiogram as a worker loads it, its models built", run.worker_imports, ""),
+            row(
+                "aiogram as a worker loads it, its models built (with its content modules)",
+                run.worker_imports,
+                "",
+            ),
             row("`import aiogram` as usual, every model built", run.aiogram_imports, ""),
         ],
     )
