@@ -13,27 +13,26 @@ Guarantees, and their limits
 ----------------------------
 * **Rate.** Every slot of a bot's tier, over all processes, is at least ``T`` after the
   previous one, because every lease starts at or after the TAT it replaces. A permit is
-  used within ``0.4 * margin`` after its slot (``LATENESS_SHARE``). Hence any one-second
-  window of permit times holds at most ``rate`` permits (for a fractional rate, at most
-  ``⌈rate⌉``) — if the machines' clocks differ by at most ``0.6 * margin`` (9 ms by default;
-  NTP on a LAN keeps well under that). Slot times are wall-clock seconds (``time.time()``)
-  because they cross machines: a machine whose clock is off sends that much early or late,
-  and when two clocks differ by ``d > 0.6 * margin`` a window may hold about
-  ``rate * (d - 0.6 * margin)`` extra permits. The guarantee is on permit times; Telegram
-  sees them plus the way to it. A worker reserves its slot (:meth:`RateLimiter.reserve`),
-  waits until :data:`APPROACH` before it (:meth:`Permit.approach`), then builds its request
-  and takes its connection, and uses the permit right before writing it
-  (:meth:`Permit.use`) — so neither the event loop's work for a send nor opening a
-  connection is between the slot and the wire (a connection that takes longer than the
-  lateness allows costs the slot, never a late write): what remains is the wake-up's
-  lateness, the network and the receiving end's own delays. ``rate + 1`` consecutive slots
-  span ``1 + margin`` seconds, so Telegram counts one message too many in a second only when
-  the first of them reaches it more than the margin later (after its slot) than the last.
-  The default 1.5 % leaves 15 ms, 6 of them for the wake-up: in ``make bench`` enough at
-  30, 300 and 1000 per second on two cores that the simulator, nats-server and two workers
-  saturate, since the connection and the event loop's turn before the body's writing left
-  the way (before, one run in two of the paid scenario had a 429 there). Raise it (below
-  0.5) for a distant or jittery link or an overloaded host;
+  used within ``0.75 * margin`` after its slot. Hence any one-second window of permit
+  times holds at most ``rate`` permits (for a fractional rate, at most ``⌈rate⌉``) — if the
+  machines' clocks differ by at most ``margin / 4`` (3.75 ms by default; NTP on a LAN keeps
+  well under that). Slot times are wall-clock seconds (``time.time()``) because they cross
+  machines: a machine whose clock is off sends that much early or late, and when two clocks
+  differ by ``d > margin / 4`` a window may hold about ``rate * (d - margin / 4)`` extra
+  permits. The guarantee is on permit times; Telegram sees them plus the way to it. A
+  worker reserves its slot (:meth:`RateLimiter.reserve`), waits until :data:`APPROACH`
+  before it (:meth:`Permit.approach`), then builds its request and takes its connection,
+  and uses the permit right before writing it (:meth:`Permit.use`) — so neither the event
+  loop's work for a send nor opening a connection is between the slot and the wire (a
+  connection that takes longer than the lateness allows costs the slot, never a late
+  write): what remains is the wake-up's lateness, the network and the receiving end's own
+  delays. ``rate + 1`` consecutive slots span ``1 + margin`` seconds, so Telegram counts
+  one message too many in a second only when the first of them reaches it more than the
+  margin later (after its slot) than the last. The default 1.5 % leaves 15 ms: in ``make
+  bench`` enough at 30, 300 and 1000 per second on two cores that the simulator,
+  nats-server and two workers saturate, since the connection and the event loop's turn
+  before the body's writing left the way (before, one run in two of the paid scenario had a
+  429 there). Raise it (below 0.5) for a distant or jittery link or an overloaded host;
   every point costs a point of throughput.
 * **Throughput.** With enough callers waiting, a bot is granted ``rate / (1 + margin)``
   (98.5 % by default). Capacity is lost only to leased slots nobody uses in time: late
@@ -120,8 +119,7 @@ __all__ = [
 ]
 
 DEFAULT_MARGIN = 0.015
-"""Seconds added to each second's worth of slots: 0.4 of it absorbs late wake-ups
-(``LATENESS_SHARE``), the rest the way to Telegram and clock skew.
+"""Seconds added to each second's worth of slots: 3/4 absorb late wake-ups, 1/4 clock skew.
 
 In ``[0, 0.5)``; the setting ``telegram.rate_margin``."""
 APPROACH = 0.01
