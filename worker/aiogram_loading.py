@@ -32,6 +32,9 @@ _REBUILD = BaseModel.__dict__["model_rebuild"]
 
 _TYPES_MODULES = "aiogram.types."
 
+LATE_BUILD = "built at its first use, after start-up"
+"""What the warning of a model built after :func:`built_up_front` says (tests look for it)."""
+
 _up_front = False
 """Whether the models a process uses are built (:func:`built_up_front`)."""
 
@@ -95,10 +98,7 @@ def _complete_with(deferred: Mapping[type[BaseModel], Mapping[str, Any]]) -> Non
         if kwargs.get("_types_namespace") is None:
             kwargs["_types_namespace"] = deferred.get(cls, loops)
         if _up_front and not cls.__pydantic_complete__:
-            logger.warning(
-                "aiogram's %s built at its first use, after start-up (a send waited for it)",
-                cls.__name__,
-            )
+            logger.warning("aiogram's %s %s (a send waited for it)", cls.__name__, LATE_BUILD)
         result: bool | None = _REBUILD.__func__(cls, **kwargs)
         return result
 
