@@ -39,7 +39,7 @@ from tgbroadcast.core.domain.model import (
 from tgbroadcast.core.domain.variants import decode_variants, encode_variants
 from tgbroadcast.core.store import actions, audiences, bots, bulk
 from tgbroadcast.core.store.limits import IDS_PER_IN_LIST, chunks
-from tgbroadcast.core.store.tables import broadcasts, deliveries
+from tgbroadcast.core.store.tables import SETTLED, broadcasts, deliveries
 
 ACTIVE: Final = (
     BroadcastStatus.QUEUED.value,
@@ -48,7 +48,6 @@ ACTIVE: Final = (
 )
 """Statuses of broadcasts that still have work."""
 
-_PENDING: Final = DeliveryState.PENDING.value
 _FAILABLE: Final = sorted(s.value for s in states.sources(BroadcastStatus.FAILED))
 
 
@@ -203,7 +202,7 @@ async def outcome_counts(
 ) -> dict[DeliveryState, int]:
     statement = (
         select(deliveries.c.state, func.count())
-        .where(deliveries.c.broadcast_id == broadcast_id, deliveries.c.state != _PENDING)
+        .where(deliveries.c.broadcast_id == broadcast_id, SETTLED)
         .group_by(deliveries.c.state)
     )
     return {
@@ -220,7 +219,7 @@ async def variant_counts(
         select(deliveries.c.variant, deliveries.c.state, func.count())
         .where(
             deliveries.c.broadcast_id == broadcast_id,
-            deliveries.c.state != _PENDING,
+            SETTLED,
             deliveries.c.variant.is_not(None),
         )
         .group_by(deliveries.c.variant, deliveries.c.state)
@@ -237,6 +236,7 @@ async def count_errors(
     statement = select(func.count()).where(
         deliveries.c.broadcast_id == broadcast_id,
         deliveries.c.state == state.value,
+        SETTLED,  # (every error is a settled recipient's)
         deliveries.c.error == error,
     )
     return int((await connection.execute(statement)).scalar_one())

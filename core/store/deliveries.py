@@ -36,7 +36,7 @@ from tgbroadcast.core.domain.model import (
 from tgbroadcast.core.store import broadcasts as broadcast_statements
 from tgbroadcast.core.store import counters, finals, users
 from tgbroadcast.core.store.limits import IDS_PER_IN_LIST, chunks
-from tgbroadcast.core.store.tables import CLAIM_TOKEN_LENGTH, UtcDateTime, deliveries
+from tgbroadcast.core.store.tables import CLAIM_TOKEN_LENGTH, SETTLED, UtcDateTime, deliveries
 
 _PENDING: Final = DeliveryState.PENDING.value
 
@@ -198,7 +198,7 @@ async def results_among(
             select(deliveries)
             .where(
                 deliveries.c.broadcast_id == broadcast_id,
-                deliveries.c.state != _PENDING,
+                SETTLED,
                 deliveries.c.user_id.in_(chunk),
             )
             .order_by(deliveries.c.user_id)
@@ -212,7 +212,7 @@ async def results_page(
 ) -> list[DeliveryResult]:
     statement = (
         select(deliveries)
-        .where(deliveries.c.broadcast_id == broadcast_id, deliveries.c.state != _PENDING)
+        .where(deliveries.c.broadcast_id == broadcast_id, SETTLED)
         .order_by(deliveries.c.user_id)
         .limit(limit)
     )
@@ -230,8 +230,8 @@ async def report_page(
     limit: int,
 ) -> list[Delivery]:
     """Up to ``limit`` recipients in any of ``states`` (all when empty) with ``user_id >
-    after``, ascending: the primary key serves the unfiltered shape, ``ix_deliveries_state``
-    the filtered one."""
+    after``, ascending: the primary key serves the unfiltered shape and any that asks for
+    pending recipients, ``ix_deliveries_state`` (settled recipients only) the others."""
     statement = (
         select(
             deliveries.c.user_id,
@@ -253,6 +253,8 @@ async def report_page(
     )
     if states:
         statement = statement.where(deliveries.c.state.in_(sorted(s.value for s in states)))
+        if DeliveryState.PENDING not in states:
+            statement = statement.where(SETTLED)
     if after is not None:
         statement = statement.where(deliveries.c.user_id > after)
     return [

@@ -31,7 +31,7 @@ from tgbroadcast.core.domain.states import EDITABLE, SENDABLE
 from tgbroadcast.core.store import actions, followups
 from tgbroadcast.core.store import broadcasts as broadcast_statements
 from tgbroadcast.core.store.followups import SentClaim
-from tgbroadcast.core.store.tables import broadcasts, deliveries
+from tgbroadcast.core.store.tables import SETTLED, broadcasts, deliveries
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable
@@ -189,8 +189,12 @@ async def finish(
     older = exists().where(
         deliveries.c.broadcast_id == broadcast_id,
         deliveries.c.state == _SENT,
+        SETTLED,
         _older(version),
     )
+    # Sends in flight are pending recipients: none once every recipient is counted (the
+    # pending ones are in no index but the primary key, which the search would read whole).
+    settled = broadcasts.c.sent + broadcasts.c.failed >= broadcasts.c.total
     flying = exists().where(deliveries.c.broadcast_id == broadcast_id, followups.in_flight(now))
     moved = await connection.execute(
         update(broadcasts)
@@ -199,7 +203,7 @@ async def finish(
             broadcasts.c.editing == true(),
             broadcasts.c.content_version == version,
             ~older,
-            or_(broadcasts.c.status.in_(_SENDABLE), ~flying),
+            or_(broadcasts.c.status.in_(_SENDABLE), settled, ~flying),
         )
         .values(editing=false())
     )

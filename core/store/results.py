@@ -12,9 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from tgbroadcast.core.domain.model import DeliveryResult, DeliveryState
 from tgbroadcast.core.store import deliveries as delivery_rows
-from tgbroadcast.core.store.tables import deliveries
-
-_PENDING = DeliveryState.PENDING.value
+from tgbroadcast.core.store.tables import SETTLED, deliveries
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,7 +44,7 @@ async def counts_through(
                         edited,
                     )
                 )
-            ).where(c.broadcast_id == broadcast_id, c.state != _PENDING, c.user_id <= user_id)
+            ).where(c.broadcast_id == broadcast_id, SETTLED, c.user_id <= user_id)
         )
     ).one()
     return ResultCounts(*(int(value or 0) for value in row))

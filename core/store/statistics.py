@@ -2,12 +2,14 @@
 
 A new broadcast's id is in none of ``deliveries``' statistics until the table is analyzed:
 the planner then estimates its rows as a handful, and the workers' claim and record queries
-(``broadcast_id = :id AND user_id IN (...) AND state = 'pending'``) scan every pending
+(``broadcast_id = :id AND user_id IN (...) AND state = 'pending'``) scanned every pending
 recipient of the broadcast through ``ix_deliveries_state`` instead of looking their hundred
 ids up in the primary key. After a million recipients were written that was 0.2-1.5 s a
 query, and the broadcast sent at 150-250 messages a second instead of 2,000 until
 autovacuum's analyze came round (a minute later at best; on a table more than ten times the
-broadcast's size, not until a tenth of it has changed).
+broadcast's size, not until a tenth of it has changed). Since migration 0017 that index holds
+no pending recipient, so that plan is gone; the other estimates of a new broadcast's rows
+(its counts, reports, an edit's or a recall's searches) still want the statistics.
 
 Users imported are the same: until ``users`` and ``user_tags`` are analyzed, a filter by tag
 and language is planned as a nested loop over rows estimated at one (a page of 1,000 of
