@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import gc
 import logging
+import ssl
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from typing import Any
@@ -123,6 +124,22 @@ async def test_the_gate_opens_after_the_request_is_built_and_before_it_is_writte
     with pytest.raises(PermanentError):  # refused before a request exists: no gate asked
         await sender.send(503, Content(message="x", media_type=MediaType.PHOTO), gate=gate)
     assert not asked.is_set()
+
+
+async def test_every_bot_verifies_telegram_with_one_tls_context(simulator: Simulator) -> None:
+    """aiogram loads the CA bundle for each session: the senders of a worker's bots share
+    the first one's context (20 ms and 0.7 MB a bot), which verifies Telegram's certificate."""
+    async with (
+        TelegramSender(token=BOT_TOKEN, api_url=simulator.api_url) as one,
+        TelegramSender(token=OTHER_BOT_TOKEN, api_url=simulator.api_url) as other,
+    ):
+        contexts = [sender._session._connector_init["ssl"] for sender in (one, other)]
+        assert contexts[0] is contexts[1]
+        assert isinstance(contexts[0], ssl.SSLContext)
+        assert contexts[0].verify_mode is ssl.CERT_REQUIRED
+        assert contexts[0].check_hostname
+        assert contexts[0].cert_store_stats()["x509_ca"] > 0  # the CA bundle, loaded
+        assert (await other.send(501, Content(message="hi"))).message_id > 0
 
 
 async def test_answer_models_are_not_rebuilt_after_garbage_collection(
