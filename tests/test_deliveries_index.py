@@ -13,39 +13,22 @@ from pathlib import Path
 from typing import Any
 
 from alembic import command
-from sqlalchemy import event, inspect
+from sqlalchemy import event
 from sqlalchemy.engine import Engine, make_url
 
 from tests.fixtures.databases import temporary_database
-from tests.fixtures.old_schema import run_migration
-from tests.test_store import AT, sent, to
-from tests.test_user_indexes import predicate
-from tgbroadcast.core.domain.model import DeliveryResult, DeliveryState
-from tgbroadcast.core.store import Store, create_engine
+from tests.fixtures.old_schema import indexes, predicate, run_migration
+from tests.test_store import blocked, sent, to
+from tgbroadcast.core.domain.model import DeliveryState
+from tgbroadcast.core.store import Store
 
 BEFORE = "0016"
 ERROR = "Forbidden: bot was blocked by the user"
-
-
-def blocked(broadcast_id: int, user_id: int) -> DeliveryResult:
-    return DeliveryResult(
-        broadcast_id=broadcast_id,
-        user_id=user_id,
-        state=DeliveryState.BLOCKED,
-        finished_at=AT,
-        error=ERROR,
-    )
+"""What :func:`tests.test_store.blocked` records."""
 
 
 async def state_index(url: str) -> dict[str, Any]:
-    engine = create_engine(url)
-    try:
-        async with engine.connect() as connection:
-            found = await connection.run_sync(lambda sync: inspect(sync).get_indexes("deliveries"))
-    finally:
-        await engine.dispose()
-    (index,) = [dict(i) for i in found if i["name"] == "ix_deliveries_state"]
-    return index
+    return (await indexes(url, "deliveries"))["ix_deliveries_state"]
 
 
 def normalized(where: str | None) -> str:

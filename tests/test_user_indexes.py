@@ -6,12 +6,10 @@ indexes as they were."""
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Any
 
 from alembic import command
-from sqlalchemy import inspect
 
-from tests.fixtures.old_schema import run_migration
+from tests.fixtures.old_schema import indexes, predicate, run_migration
 from tgbroadcast.core.domain.model import (
     Content,
     DeliveryResult,
@@ -20,27 +18,9 @@ from tgbroadcast.core.domain.model import (
     UserFilter,
     UserProfile,
 )
-from tgbroadcast.core.store import Store, create_engine
+from tgbroadcast.core.store import Store
 
 BEFORE = "0015"
-
-
-async def user_indexes(url: str) -> dict[str, dict[str, Any]]:
-    """``users``' indexes by name, as the database describes them."""
-    engine = create_engine(url)
-    try:
-        async with engine.connect() as connection:
-            found = await connection.run_sync(lambda sync: inspect(sync).get_indexes("users"))
-    finally:
-        await engine.dispose()
-    return {str(index["name"]): dict(index) for index in found}
-
-
-def predicate(index: dict[str, Any]) -> str | None:
-    """The index's ``WHERE``, on whichever backend has one."""
-    options = index.get("dialect_options", {})
-    where = options.get("postgresql_where") or options.get("sqlite_where")
-    return None if where is None else str(where)
 
 
 async def test_only_users_with_a_language_code_are_indexed(database_url: str) -> None:
@@ -73,7 +53,7 @@ async def test_only_users_with_a_language_code_are_indexed(database_url: str) ->
         )
         assert (german.total, everyone.total) == (1, 3)  # 1, 2, 3: 4 blocked the bot
 
-    found = await user_indexes(database_url)
+    found = await indexes(database_url, "users")
     assert "ix_users_active" not in found
     language = found["ix_users_language_code"]
     assert language["column_names"] == ["bot", "language_code"]
@@ -89,8 +69,8 @@ async def test_the_downgrade_restores_both_indexes_whole(database_url: str) -> N
     async with Store.open(database_url) as store:
         await store.migrate()
     await run_migration(database_url, command.downgrade, BEFORE)
-    found = await user_indexes(database_url)
+    found = await indexes(database_url, "users")
     assert found["ix_users_active"]["column_names"] == ["bot", "active"]
     assert predicate(found["ix_users_language_code"]) is None
     await run_migration(database_url, command.upgrade, "head")
-    assert "ix_users_active" not in await user_indexes(database_url)
+    assert "ix_users_active" not in await indexes(database_url, "users")
