@@ -12,8 +12,8 @@ accepted in 4.5-5.6 s on PostgreSQL with the whole index and 3.5-3.7 s with this
 PostgreSQL fell to before a new broadcast's statistics (a claim of a hundred ids reading every
 pending recipient through this index, :mod:`tgbroadcast.core.store.statistics`).
 
-On PostgreSQL writes to ``deliveries`` wait while the index is built (seconds per million
-settled recipients).
+On PostgreSQL writes to ``deliveries`` wait while the index is built (about half a second
+per million settled recipients on the benchmarks' machine).
 
 Revision ID: 0017
 Revises: 0016
