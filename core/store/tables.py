@@ -44,6 +44,7 @@ from sqlalchemy.dialects import mysql, postgresql
 from sqlalchemy.types import TypeDecorator, TypeEngine
 
 from tgbroadcast.core.domain.access import DEFAULT_BOT
+from tgbroadcast.core.domain.model import DeliveryState
 
 MYSQL_TABLE_OPTIONS: dict[str, Any] = {
     "mysql_engine": "InnoDB",
@@ -268,7 +269,8 @@ broadcasts = Table(
     **MYSQL_TABLE_OPTIONS,
 )
 
-SETTLED_ONLY = "state <> 'pending'"
+_PENDING_LITERAL = f"'{DeliveryState.PENDING.value}'"
+SETTLED_ONLY = f"state <> {_PENDING_LITERAL}"
 """``ix_deliveries_state``'s ``WHERE`` on PostgreSQL and SQLite."""
 
 deliveries = Table(
@@ -398,7 +400,7 @@ variant_file_ids = Table(
 )
 
 
-SETTLED: ColumnElement[bool] = deliveries.c.state != literal_column("'pending'")
+SETTLED: ColumnElement[bool] = deliveries.c.state != literal_column(_PENDING_LITERAL)
 """``ix_deliveries_state``'s condition as a query's term. A query for settled states (``state
 = 'sent'``, ``state IN (..)``) adds it so that SQLite, which matches a partial index's
 ``WHERE`` only against the query's own terms, reads that index; PostgreSQL would prove it from
