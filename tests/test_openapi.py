@@ -15,14 +15,14 @@ import aiohttp
 import pytest
 from openapi_schema_validator import OAS31Validator
 from openapi_spec_validator import validate
-from pydantic import BaseModel
 
 from tests.fixtures.rest import get, post
 from tests.fixtures.stack import API_TOKEN, Backend, Stack, start_stack
 from tests.fixtures.watching import watch
 from tgbroadcast.server.auth import TokenCheck
 from tgbroadcast.server.rest import app as rest_app
-from tgbroadcast.server.rest import content, openapi, openapi_examples, users
+from tgbroadcast.server.rest import openapi, openapi_examples
+from tgbroadcast.server.rest.openapi_nulls import REQUEST_MODELS
 from tgbroadcast.simulator import Simulator
 
 # The document does not depend on the store: one backend is enough.
@@ -284,21 +284,6 @@ async def test_the_event_stream_carries_the_documented_events(stack: Stack) -> N
 
 
 # Request schemas and the pydantic models the server validates bodies with: same fields.
-REQUEST_MODELS: dict[str, type[BaseModel]] = {
-    "SendMessageRequest": content.SendMessageBody,
-    "MessageEntity": content.EntityBody,
-    "InlineKeyboardButton": content.ButtonBody,
-    "InlineKeyboardMarkup": content.KeyboardBody,
-    "LinkPreviewOptions": content.LinkPreviewBody,
-    "AlbumItem": content.AlbumItemBody,
-    "MessageRef": content.SourceBody,
-    "PreviewRequest": content.PreviewBody,
-    "Variant": content.VariantBody,
-    "UserInput": users.UserBody,
-    "UpsertUsersRequest": users.UpsertUsersBody,
-}
-
-
 @pytest.mark.parametrize("name", sorted(REQUEST_MODELS))
 def test_request_schemas_list_the_fields_the_server_accepts(name: str) -> None:
     documented = set(DOC["components"]["schemas"][name]["properties"])

@@ -4,7 +4,8 @@ one module per area of routes (:mod:`.controls`, :mod:`.reports`, :mod:`.users`,
 token check and access log (:mod:`.guards`);
 request reading (:mod:`.params`, :mod:`.strict_json`, :mod:`.content`, :mod:`.users_csv`);
 answers (:mod:`.rendering`); the OpenAPI document (:mod:`.openapi`, :mod:`.openapi_schemas`,
-:mod:`.openapi_examples`);
+:mod:`.openapi_examples`, :mod:`.openapi_nulls` for the request fields that take ``null``, and
+one ``openapi_*`` module per area added to it);
 the connection handler answering malformed HTTP (:mod:`.protocol`, used by the launcher).
 
 May import: ``tgbroadcast.core`` (service, rules, domain, tasks, health),

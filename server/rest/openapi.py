@@ -4,7 +4,8 @@ The document is built in code — the paths here, the schemas and examples in
 :mod:`tgbroadcast.server.rest.openapi_schemas` — so the parts that must agree with the service
 cannot drift: enum spellings come from the proto (``MEDIA_TYPE_PHOTO`` → ``"photo"``), and
 ``tests/test_openapi.py`` checks that it lists exactly the routes the aiohttp app serves, that it is
-valid OpenAPI 3.1, that its request schemas have the fields the server's body models accept, that
+valid OpenAPI 3.1, that its request schemas have the fields the server's body models accept (and
+admit ``null`` where a model takes it as absent: :mod:`~.openapi_nulls`), that
 its examples match their schemas and are accepted by the server, and that real answers (JSON, SSE
 events, problem+json errors) have the documented shapes.
 
@@ -34,6 +35,7 @@ from tgbroadcast.server.rest.openapi_examples import (
 )
 from tgbroadcast.server.rest.openapi_followups import followup_paths
 from tgbroadcast.server.rest.openapi_live import live_paths
+from tgbroadcast.server.rest.openapi_nulls import with_nulls
 from tgbroadcast.server.rest.openapi_schemas import (
     BOT_PARAMETER,
     LANGUAGE_CODE_PATTERN,
@@ -575,7 +577,7 @@ def _built() -> str:
                     }
                     for status, (name, description) in _ERRORS.items()
                 },
-                "schemas": with_extensions({**component_schemas(), **bot_schemas()}),
+                "schemas": with_nulls(with_extensions({**component_schemas(), **bot_schemas()})),
             },
         },
         indent=1,

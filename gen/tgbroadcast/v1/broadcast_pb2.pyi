@@ -139,8 +139,11 @@ class _BroadcastStatusEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_Broad
     BROADCAST_STATUS_COMPLETED: _BroadcastStatus.ValueType  # 3
     """Every recipient has a final outcome. Final."""
     BROADCAST_STATUS_FAILED: _BroadcastStatus.ValueType  # 4
-    """Stopped by the service before every recipient was attempted (e.g. the
-    content circuit breaker); `error` says why. Final.
+    """Stopped by the service: the content circuit breaker, after
+    `worker.content_error_threshold` recipients were refused with the same
+    content error; `error` says why. Recipients not sent to by then stay
+    pending and are never sent to; sends already in flight still record their
+    outcomes (it may end with none pending). Final.
     """
     BROADCAST_STATUS_SCHEDULED: _BroadcastStatus.ValueType  # 5
     """Waiting for `send_at`."""
@@ -164,8 +167,11 @@ BROADCAST_STATUS_RUNNING: BroadcastStatus.ValueType  # 2
 BROADCAST_STATUS_COMPLETED: BroadcastStatus.ValueType  # 3
 """Every recipient has a final outcome. Final."""
 BROADCAST_STATUS_FAILED: BroadcastStatus.ValueType  # 4
-"""Stopped by the service before every recipient was attempted (e.g. the
-content circuit breaker); `error` says why. Final.
+"""Stopped by the service: the content circuit breaker, after
+`worker.content_error_threshold` recipients were refused with the same
+content error; `error` says why. Recipients not sent to by then stay
+pending and are never sent to; sends already in flight still record their
+outcomes (it may end with none pending). Final.
 """
 BROADCAST_STATUS_SCHEDULED: BroadcastStatus.ValueType  # 5
 """Waiting for `send_at`."""
