@@ -1,7 +1,8 @@
 """Small new broadcasts that arrive together, written in one transaction (group commit,
 :mod:`tgbroadcast.core.store.grouping`), on every backend: each caller gets its own
-broadcast, or its own error with nothing of it written; a caller that gives up while its
-write waits leaves nothing written; a group runs its works by the order they were given."""
+broadcast, or its own error with nothing of it written, and a group's recipients and new
+users are those each send would have written alone; a caller that gives up while its write
+waits leaves nothing written; a group runs its works by the order they were given."""
 
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from tgbroadcast.core.domain.errors import AlreadyExists, NotFound
-from tgbroadcast.core.domain.model import Broadcast, Content, NewBroadcast
+from tgbroadcast.core.domain.model import Broadcast, Content, NewBroadcast, UserProfile
 from tgbroadcast.core.store import Store
 from tgbroadcast.core.store.grouping import GroupedWrites, Work
 
@@ -76,6 +77,51 @@ async def test_a_taken_idempotency_key_fails_only_its_own_send(store: Store) -> 
     assert found[0].id == first.id
     with pytest.raises(NotFound):  # the refused send wrote nothing: not even its new user
         await store.get_user(2)
+
+
+@contextmanager
+def counting_statements(prefix: str) -> Iterator[list[int]]:
+    """The statements of every engine of this process meanwhile that begin with ``prefix``."""
+    count = [0]
+
+    def executed(_conn: Any, _cursor: Any, statement: str, *_: Any) -> None:
+        if statement.lstrip().upper().startswith(prefix):
+            count[0] += 1
+
+    event.listen(Engine, "before_cursor_execute", executed)
+    try:
+        yield count
+    finally:
+        event.remove(Engine, "before_cursor_execute", executed)
+
+
+async def test_a_group_addresses_its_sends_together_as_each_alone_would(store: Store) -> None:
+    await store.upsert_users([UserProfile(id=5, first_name="Known")])
+    before = await store.get_user(5)
+    sends = [
+        NewBroadcast(content=HELLO, user_ids=(1, 2)),
+        NewBroadcast(content=HELLO, user_ids=(2, 3)),
+        NewBroadcast(content=HELLO, user_ids=(5,)),
+        NewBroadcast(content=HELLO, user_ids=(2,), bot="shop"),
+        NewBroadcast(content=HELLO, user_ids=(8, 7), bot="shop"),
+        NewBroadcast(content=HELLO, user_ids=(-100,)),
+    ]
+    with counting_statements("INSERT INTO USERS") as user_inserts:
+        created = await asyncio.gather(*(store.create_broadcast(new) for new in sends))
+    for new, broadcast in zip(sends, created, strict=True):
+        assert broadcast.bot == new.bot
+        assert broadcast.total == len(new.user_ids)
+        assert await recipients_of(store, broadcast) == set(new.user_ids)
+        assert await store.get_broadcast(broadcast.id) == broadcast
+    default = await store.list_users(after=None, limit=100)
+    shop = await store.list_users(after=None, limit=100, bot="shop")
+    assert [user.id for user in default.users] == [-100, 1, 2, 3, 5]
+    assert [user.id for user in shop.users] == [2, 7, 8]
+    assert all(user.active for user in default.users + shop.users)
+    assert await store.get_user(5) == before  # a known recipient is left as it was
+    # Those that waited for the first send's transaction added their users with one
+    # statement per bot, not one per send.
+    assert user_inserts[0] < len(sends)
 
 
 class HeldWrites:

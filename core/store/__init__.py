@@ -19,6 +19,7 @@
   bookkeeping.
 * :mod:`.bulk` — a new broadcast's deliveries, written in bulk.
 * :mod:`.grouping` — group commit: small new broadcasts arriving together in one transaction.
+* :mod:`.creations` — such a group's writes: each row, then all their recipients at once.
 * :mod:`.transitions` — a broadcast's lifecycle moves, listing, idempotency keys and the
   dispatch of a generation of jobs.
 * :mod:`.dispatching` — many small broadcasts dispatched at once: one read, one transaction.

@@ -79,12 +79,43 @@ async def create(
     broadcast is ``COMPLETED`` (and dispatched) from the start. ``created_by``: the name of
     the API token that sent it.
     """
+    broadcast_id, created = await insert(
+        connection,
+        new,
+        user_ids,
+        now=now,
+        request_hash=request_hash,
+        created_by=created_by,
+        stored_bot=stored_bot,
+        click_base=click_base,
+    )
+    if new.all_users or new.filter is not None:
+        await _address_active_users(connection, broadcast_id, new.filter, bot=new.bot, now=now)
+    elif user_ids:
+        await bulk.address(connection, broadcast_id, user_ids, bot=new.bot, now=now)
+    # the service logs it, once committed
+    return created if created is not None else await fetch(connection, broadcast_id)
+
+
+async def insert(
+    connection: AsyncConnection,
+    new: NewBroadcast,
+    user_ids: Sequence[int],
+    *,
+    now: datetime,
+    request_hash: str | None = None,
+    created_by: str = "",
+    stored_bot: bool = False,
+    click_base: str | None = None,
+) -> tuple[int, Broadcast | None]:
+    """:func:`create`'s broadcast row alone (its recipients are the caller's to address):
+    its id, and the broadcast as inserted when the database could read it back from the
+    ``INSERT`` itself (a listed audience's row is final as inserted; SQLite 3.35+,
+    PostgreSQL, MariaDB 10.5+: one statement fewer), else ``None``."""
     actions.check_actor(created_by)
     if stored_bot:
         await bots.hold_live(connection, new.bot)
     empty = not user_ids and not new.all_users and new.filter is None
-    # A listed audience's row is final as inserted: read back from the INSERT itself where
-    # the database can (SQLite 3.35+, PostgreSQL, MariaDB 10.5+), one statement fewer.
     returning = not new.all_users and new.filter is None and connection.dialect.insert_returning
     inserted = await connection.execute(
         _INSERT_RETURNING if returning else _INSERT,
@@ -120,17 +151,10 @@ async def create(
     )
     if returning:
         row = inserted.one()
-        broadcast_id = int(row.id)
-    else:
-        key = inserted.inserted_primary_key
-        assert key is not None, "an INSERT always has a primary key"
-        broadcast_id = int(key[0])
-    if new.all_users or new.filter is not None:
-        await _address_active_users(connection, broadcast_id, new.filter, bot=new.bot, now=now)
-    elif user_ids:
-        await bulk.address(connection, broadcast_id, user_ids, bot=new.bot, now=now)
-    # the service logs it, once committed
-    return from_row(row) if returning else await fetch(connection, broadcast_id)
+        return int(row.id), from_row(row)
+    key = inserted.inserted_primary_key
+    assert key is not None, "an INSERT always has a primary key"
+    return int(key[0]), None
 
 
 async def fetch(connection: AsyncConnection, broadcast_id: int) -> Broadcast:

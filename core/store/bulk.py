@@ -19,7 +19,9 @@ measured on each backend (``python -m bench.accept``):
   new recipients, and 89 MB more at peak).
 
 Then the recipients without a user row of the broadcast's bot get one, in one ``INSERT ..
-SELECT`` over the new deliveries (:func:`users.add_recipients`).
+SELECT`` over the new deliveries (:func:`users.add_recipients`). The small broadcasts a group
+commit writes together are addressed together: every delivery of them all in one statement,
+each bot's new users in one more (:func:`address_together`).
 
 Everything runs on the caller's connection, inside its transaction: the recipients commit or
 roll back with their broadcast. The ids come as an array of 64-bit integers from the API
@@ -101,6 +103,37 @@ async def address(
     await users.add_recipients(connection, broadcast_id, bot=bot, now=now, recipients=len(ids))
 
 
+async def address_together(
+    connection: AsyncConnection,
+    addressed: Sequence[tuple[int, Sequence[int], str]],
+    *,
+    now: datetime,
+) -> None:
+    """:func:`address` for several new broadcasts at once, each ``(broadcast_id, user_ids,
+    bot)``: every delivery of them all in one statement (as :func:`address` writes one
+    broadcast's on each backend, in ascending ``(broadcast_id, user_id)``), then each bot's
+    recipients without a user row in one (:func:`users.add_recipients_together`). For the
+    small broadcasts a server's group commit writes together (:mod:`.creations`)."""
+    pairs = sorted(
+        (broadcast_id, user_id)
+        for broadcast_id, user_ids, _ in addressed
+        for user_id in _int64_array(user_ids)
+    )
+    dialect = connection.dialect.name
+    if dialect == "postgresql":
+        await _copy_records(connection, ((b, u, _PENDING) for b, u in pairs))
+    elif dialect == "sqlite":
+        for chunk in chunks(pairs, limits.SQLITE_IDS_PER_STATEMENT):
+            await connection.execute(_JSON_PAIRS_INSERT, {"pairs": json.dumps(chunk)})
+    else:
+        await _multi_row_pairs(connection, pairs)
+    by_bot: dict[str, list[int]] = {}
+    for broadcast_id, _, bot in addressed:
+        by_bot.setdefault(bot, []).append(broadcast_id)
+    for bot in sorted(by_bot):
+        await users.add_recipients_together(connection, by_bot[bot], bot=bot, now=now)
+
+
 def _int64_array(user_ids: Sequence[int]) -> array[int]:
     """The ids as signed 64-bit integers (those from the API already are); a precise error
     for the first one that is not."""
@@ -141,17 +174,20 @@ async def address_active_users(
 
 
 async def _copy(connection: AsyncConnection, broadcast_id: int, user_ids: array[int]) -> None:
+    # zip makes the rows' tuples in C (a generator expression took twice as long)
+    records = zip(repeat(broadcast_id), sorted(user_ids), repeat(_PENDING), strict=False)
+    await _copy_records(connection, records)
+
+
+async def _copy_records(
+    connection: AsyncConnection, records: Iterable[tuple[int, int, str]]
+) -> None:
     raw = await connection.get_raw_connection()
     copier = cast(_Copier, raw.driver_connection)
     # The broadcast's INSERT began the transaction; COPY must be part of it, not autocommitted.
     if not copier.is_in_transaction():
         raise RuntimeError("COPY of recipients outside the broadcast's transaction")
-    await copier.copy_records_to_table(
-        deliveries.name,
-        # zip makes the rows' tuples in C (a generator expression took twice as long)
-        records=zip(repeat(broadcast_id), sorted(user_ids), repeat(_PENDING), strict=False),
-        columns=list(_COLUMNS),
-    )
+    await copier.copy_records_to_table(deliveries.name, records=records, columns=list(_COLUMNS))
 
 
 def _json_insert() -> Insert:
@@ -164,6 +200,20 @@ def _json_insert() -> Insert:
 
 _JSON_INSERT = _json_insert()
 """SQLite's insert of one JSON array of ids (built once: compiled from SQLAlchemy's cache)."""
+
+
+def _json_pairs_insert() -> Insert:
+    pairs = func.json_each(bindparam("pairs", type_=Text)).table_valued("value")
+    rows = select(
+        func.json_extract(pairs.c.value, "$[0]"),
+        func.json_extract(pairs.c.value, "$[1]"),
+        literal(_PENDING, String),
+    )
+    return deliveries.insert().from_select(_COLUMNS, rows)
+
+
+_JSON_PAIRS_INSERT = _json_pairs_insert()
+"""SQLite's insert of one JSON array of ``[broadcast_id, user_id]`` pairs, in their order."""
 
 
 async def _json_arrays(
@@ -183,4 +233,15 @@ async def _multi_row(connection: AsyncConnection, broadcast_id: int, user_ids: a
     row_end = f",'{_PENDING}')"
     for chunk in chunks(ordered, per_statement):
         rows = row_start + f"{row_end},{row_start}".join(map(str, chunk)) + row_end
+        await connection.exec_driver_sql(_MYSQL_INSERT + rows)
+
+
+async def _multi_row_pairs(connection: AsyncConnection, pairs: Sequence[tuple[int, int]]) -> None:
+    packet = int(await connection.scalar(text("SELECT @@max_allowed_packet")) or 0)
+    budget = min(packet // 2, limits.MYSQL_STATEMENT_BYTES)
+    per_statement = max(1, budget // _MYSQL_ROW_BYTES)
+    row_end = f",'{_PENDING}')"
+    for chunk in chunks(pairs, per_statement):
+        # 64-bit integers: only digits and minus signs reach the SQL
+        rows = ",".join(f"({int(b)},{int(u)}{row_end}" for b, u in chunk)
         await connection.exec_driver_sql(_MYSQL_INSERT + rows)

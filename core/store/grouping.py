@@ -31,6 +31,10 @@ T = TypeVar("T")
 
 Work = Callable[[AsyncConnection], Awaitable[T]]
 Write = Callable[[Work[list[T]]], Awaitable[list[T]]]
+Merge = Callable[[AsyncConnection, list[Work[T]]], Awaitable[list[T]]]
+"""Runs a group's works in one transaction, in order, and returns their results in order:
+by default one after another; a merge may write them with fewer statements
+(:func:`.creations.create_together`)."""
 
 GROUP_MAX: Final = 64
 """Works per transaction at most: a group's first caller waits for the whole group."""
@@ -47,8 +51,9 @@ class GroupedWrites(Generic[T]):
     """Runs works given to :meth:`run` through ``write`` (one transaction each call, run
     again on a deadlock: the store's ``_write``), grouping those that wait."""
 
-    def __init__(self, write: Write[T]) -> None:
+    def __init__(self, write: Write[T], merge: Merge[T] | None = None) -> None:
         self._write = write
+        self._merge = merge
         self._waiting: list[_Waiting[T]] = []
         self._runner: asyncio.Task[None] | None = None
 
@@ -87,9 +92,13 @@ class GroupedWrites(Generic[T]):
 
     async def _commit(self, group: list[_Waiting[T]]) -> None:
         if len(group) > 1:
+            works = [waiting.work for waiting in group]
+            merge = self._merge
 
             async def together(connection: AsyncConnection) -> list[T]:
-                return [await waiting.work(connection) for waiting in group]
+                if merge is not None:
+                    return await merge(connection, works)
+                return [await work(connection) for work in works]
 
             try:
                 results = await self._write(together)

@@ -30,7 +30,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
-import functools
 import logging
 import random
 from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Sequence
@@ -60,6 +59,7 @@ from tgbroadcast.core.store import (
     actions,
     broadcasts,
     clicks,
+    creations,
     deliveries,
     dialects,
     quota,
@@ -69,6 +69,7 @@ from tgbroadcast.core.store.bots import BotRows
 from tgbroadcast.core.store.callbacks import CallbackRows
 from tgbroadcast.core.store.checkpoints import background_checkpoints
 from tgbroadcast.core.store.clicks import ClickRows
+from tgbroadcast.core.store.creations import Creation
 from tgbroadcast.core.store.deliveries import Claimed, Recorded
 from tgbroadcast.core.store.dispatching import DispatchRows
 from tgbroadcast.core.store.edits import EditRows
@@ -121,7 +122,9 @@ class Store(
         self._ordered_writes = engine.dialect.name == "sqlite"
         self._write_turn = asyncio.Lock()
         # Small new broadcasts that arrive while one is written commit together (group commit).
-        self._creates: GroupedWrites[Broadcast] = GroupedWrites(self._write)
+        self._creates: GroupedWrites[Broadcast] = GroupedWrites(
+            self._write, merge=creations.create_together
+        )
         self._options = options
         self._pinger: AsyncEngine | None = None
         self.statistics = PlannerStatistics(engine)  # analyzed after big writes
@@ -211,8 +214,7 @@ class Store(
             user_ids = tuple(dict.fromkeys(user_ids))
         if sum((bool(user_ids), new.all_users, new.filter is not None)) > 1:
             raise ValueError("a broadcast has one audience: user_ids, all_users or filter")
-        create = functools.partial(
-            broadcasts.create,
+        create = Creation(
             new=new,
             user_ids=user_ids,
             now=_now(),

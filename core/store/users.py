@@ -199,6 +199,24 @@ async def add_recipients(
         await connection.exec_driver_sql("SET LOCAL enable_nestloop TO DEFAULT")
 
 
+async def add_recipients_together(
+    connection: AsyncConnection, broadcast_ids: Sequence[int], *, bot: str, now: datetime
+) -> None:
+    """:func:`add_recipients` for several small new broadcasts of ``bot`` at once: one
+    ``INSERT .. SELECT`` over all their deliveries (each recipient once, in user id order),
+    with the same handling of users inserted concurrently on each backend."""
+    params = {"bot": bot, "now": now, "broadcast_ids": list(broadcast_ids)}
+    plain, ignoring = _recipient_inserts(connection.dialect.name, together=True)
+    if connection.dialect.name != "postgresql":
+        await connection.execute(ignoring, params)
+        return
+    try:
+        async with connection.begin_nested():
+            await connection.execute(plain, params)
+    except IntegrityError:
+        await connection.execute(ignoring, params)
+
+
 async def _few_users(connection: AsyncConnection, recipients: int) -> bool:
     """Whether PostgreSQL's statistics count at most :data:`HASHED_USERS_PER_RECIPIENT` user
     rows per recipient (never analyzed: unknown, not few)."""
@@ -209,23 +227,28 @@ async def _few_users(connection: AsyncConnection, recipients: int) -> bool:
 
 
 @functools.cache
-def _recipient_inserts(dialect: str) -> tuple[Insert, Insert]:
+def _recipient_inserts(dialect: str, *, together: bool = False) -> tuple[Insert, Insert]:
     """:func:`add_recipients`' statements, built once per dialect (SQLAlchemy then compiles
-    them from its cache): the plain ``INSERT .. SELECT`` and the one ignoring conflicts."""
+    them from its cache): the plain ``INSERT .. SELECT`` and the one ignoring conflicts.
+    ``together``: over the deliveries of the broadcasts ``broadcast_ids`` (each user once:
+    :func:`add_recipients_together`), not of ``broadcast_id``."""
     known = select(users.c.id).where(
         users.c.bot == bindparam("bot"), users.c.id == deliveries.c.user_id
     )
-    recipients = (
-        select(
-            bindparam("bot", type_=String()),
-            deliveries.c.user_id,
-            true(),
-            bindparam("now", type_=UtcDateTime()),
-            bindparam("now", type_=UtcDateTime()),
-        )
-        .where(deliveries.c.broadcast_id == bindparam("broadcast_id"))
-        .order_by(deliveries.c.user_id)
+    recipients = select(
+        bindparam("bot", type_=String()),
+        deliveries.c.user_id,
+        true(),
+        bindparam("now", type_=UtcDateTime()),
+        bindparam("now", type_=UtcDateTime()),
     )
+    if together:
+        recipients = recipients.where(
+            deliveries.c.broadcast_id.in_(bindparam("broadcast_ids", expanding=True))
+        ).distinct()
+    else:
+        recipients = recipients.where(deliveries.c.broadcast_id == bindparam("broadcast_id"))
+    recipients = recipients.order_by(deliveries.c.user_id)
     if dialect != "sqlite":
         recipients = recipients.where(~known.exists())
     columns = ["bot", "id", "active", "created_at", "updated_at"]

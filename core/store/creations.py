@@ -1,0 +1,92 @@
+"""New broadcasts written together: the group commit's work for small sends.
+
+A one-recipient send is three statements — its broadcast's row, its delivery, its recipient's
+user row — and a server answering many of them commits those that wait beside each other in
+one transaction (:mod:`.grouping`). :func:`create_together` writes such a group with one
+statement per broadcast for the rows and one per table for all their recipients: every
+delivery of the group in one ``INSERT`` (:func:`.bulk.address_together`), every new user of a
+bot in one ``INSERT .. SELECT`` (:func:`.users.add_recipients_together`). What it writes is
+what the creations would write one after another, but for a new user's ``created_at`` and
+``updated_at``: the latest of the group's times (a few milliseconds apart), not its own
+send's.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from tgbroadcast.core.domain.model import Broadcast, NewBroadcast
+from tgbroadcast.core.store import broadcasts, bulk
+from tgbroadcast.core.store.grouping import Work
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Creation:
+    """One new broadcast's write (:func:`.broadcasts.create`'s arguments); called, it is that
+    write alone, in the caller's transaction."""
+
+    new: NewBroadcast
+    user_ids: Sequence[int]
+    now: datetime
+    request_hash: str | None = None
+    created_by: str = ""
+    stored_bot: bool = False
+    click_base: str | None = None
+
+    @property
+    def listed(self) -> bool:
+        """Whether its recipients are the ids it lists (not every user, not a filter)."""
+        return bool(self.user_ids) and not self.new.all_users and self.new.filter is None
+
+    async def __call__(self, connection: AsyncConnection) -> Broadcast:
+        return await broadcasts.create(
+            connection,
+            self.new,
+            self.user_ids,
+            now=self.now,
+            request_hash=self.request_hash,
+            created_by=self.created_by,
+            stored_bot=self.stored_bot,
+            click_base=self.click_base,
+        )
+
+
+async def create_together(
+    connection: AsyncConnection, works: Sequence[Work[Broadcast]]
+) -> list[Broadcast]:
+    """Run ``works`` in the caller's transaction, in order; their broadcasts. Listed
+    creations' recipients are addressed together after every row is inserted; any other
+    work runs as it would alone."""
+    if not all(isinstance(work, Creation) and work.listed for work in works):
+        return [await work(connection) for work in works]
+    creations = [work for work in works if isinstance(work, Creation)]
+    inserted: list[tuple[int, Broadcast | None]] = []
+    for creation in creations:
+        inserted.append(
+            await broadcasts.insert(
+                connection,
+                creation.new,
+                creation.user_ids,
+                now=creation.now,
+                request_hash=creation.request_hash,
+                created_by=creation.created_by,
+                stored_bot=creation.stored_bot,
+                click_base=creation.click_base,
+            )
+        )
+    await bulk.address_together(
+        connection,
+        [
+            (broadcast_id, creation.user_ids, creation.new.bot)
+            for (broadcast_id, _), creation in zip(inserted, creations, strict=True)
+        ],
+        now=max(creation.now for creation in creations),
+    )
+    return [
+        created if created is not None else await broadcasts.fetch(connection, broadcast_id)
+        for broadcast_id, created in inserted
+    ]
