@@ -318,6 +318,36 @@ async def test_the_list_follows_a_running_broadcast_live(ui: Dashboard, stack: S
     await expect(row.locator("[role=progressbar]")).to_have_attribute("aria-valuenow", "300")
 
 
+async def test_an_older_broadcast_moving_into_the_status_filter_takes_its_place(
+    ui: Dashboard, stack: Stack
+) -> None:
+    """The list filtered by ``paused``, two broadcasts sending: the newer one paused elsewhere
+    appears, then the older one paused after it appears below it (newest first), while the
+    page stays."""
+    older = await send(stack, list(range(30_000, 31_000)))
+    newer = await send(stack, list(range(31_000, 32_000)))
+    page = await ui.signed_in()
+    await expect(page.locator(".list")).to_have_attribute("data-stream", "live")
+    await page.get_by_label("Status").select_option("paused")
+
+    def row(broadcast_id: int) -> Locator:
+        link = page.get_by_role("link", name=f"#{broadcast_id}", exact=True)
+        return page.locator("tbody tr", has=link)
+
+    try:
+        await expect(page.locator(".hint[role=status]")).not_to_have_text("Loading…")
+        await expect(row(newer)).to_have_count(0)
+        assert (await post(stack, f"/v1/broadcasts/{newer}/pause", None))[0] == 200
+        await expect(row(newer).locator(".badge")).to_have_text("paused")
+        assert (await post(stack, f"/v1/broadcasts/{older}/pause", None))[0] == 200
+        await expect(row(older).locator(".badge")).to_have_text("paused")
+        links = await page.locator("tbody tr th a").all_inner_texts()
+        assert links.index(f"#{newer}") < links.index(f"#{older}"), links
+    finally:
+        for broadcast_id in (older, newer):  # the module's other tests share the bot's rate
+            await post(stack, f"/v1/broadcasts/{broadcast_id}/cancel", None)
+
+
 async def test_a_scheduled_paid_broadcast_to_a_tag_keeps_its_budget(
     ui: Dashboard, stack: Stack
 ) -> None:

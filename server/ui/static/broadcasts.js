@@ -1,8 +1,9 @@
 // The Broadcasts page: a page of broadcasts, newest first, filtered by bot and status, live.
 // One stream follows the whole list (GET /v1/broadcasts/events): each broadcast as it is
 // created, moves or counts outcomes (at most once a second each), so every row's status,
-// progress, rate and ETA move and a new broadcast appears at the top of the first page,
-// however many are sending. The page is read after the stream says `ready` (and again after
+// progress, rate and ETA move, a new broadcast appears at the top of the first page, and an
+// older one that moves into the status filter (a pause, a start) in its place, however many
+// are sending. The page is read after the stream says `ready` (and again after
 // every reconnect), so no change falls between the two. Nothing polls.
 
 import { api, botNames, limitOf, may } from "./api.js";
@@ -66,12 +67,17 @@ export function broadcastsPage(main) {
       known.update(broadcast);
       return;
     }
-    const newest = Math.max(0, ...state.rows.keys());
     const fits = (!state.status || broadcast.status === state.status) && (!state.bot || broadcast.bot === state.bot);
-    if (state.index !== 0 || !fits || broadcast.broadcast_id < newest || !state.tbody) return;
+    if (state.index !== 0 || !fits || !state.tbody) return;
+    // Newest first: a new broadcast goes on top; an older one that moves into the status
+    // filter takes its place by id, unless a full page ends before it (a later page's).
+    let next = null;
+    for (const [id, r] of state.rows) if (id < broadcast.broadcast_id && (!next || id > next.id)) next = { id, r };
+    if (!next && state.rows.size >= PAGE_SIZE) return;
     const r = row(broadcast);
     state.rows.set(broadcast.broadcast_id, r);
-    state.tbody.prepend(r.el);
+    if (next) state.tbody.insertBefore(r.el, next.r.el);
+    else state.tbody.append(r.el);
     count();
   }
 
