@@ -58,9 +58,10 @@ class Creation:
 async def create_together(
     connection: AsyncConnection, works: Sequence[Work[Broadcast]]
 ) -> list[Broadcast]:
-    """Run ``works`` in the caller's transaction, in order; their broadcasts. Listed
-    creations' recipients are addressed together after every row is inserted; any other
-    work runs as it would alone."""
+    """Run ``works`` in the caller's transaction, in order; their broadcasts. When every
+    one is a creation of listed recipients (a server's small sends), the rows are inserted
+    one by one and the recipients of them all addressed together after them; else each
+    work runs as it would alone, one after another."""
     if not all(isinstance(work, Creation) and work.listed for work in works):
         return [await work(connection) for work in works]
     creations = [work for work in works if isinstance(work, Creation)]
