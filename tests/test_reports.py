@@ -312,7 +312,9 @@ async def test_rest_list_deliveries(stack: Stack) -> None:
     assert "unknown outcome 'lost'" in problem["detail"]
     status, _, problem = await get_json(stack, path, page_size="1001")
     assert status == 400
-    assert problem["errors"][0]["field"] == "page_size"
+    assert problem["errors"] == [
+        {"field": "page_size", "message": "must be between 1 and 1000 (0 or absent: 100)"}
+    ]
     status, content_type, _ = await get_json(stack, f"/v1/broadcasts/{broadcast_id + 1}/deliveries")
     assert (status, content_type) == (404, "application/problem+json")
 

@@ -60,14 +60,20 @@ def decode(kind: str, token: str, *, legacy: tuple[str, ...] = ()) -> int:
     return position
 
 
+def page_size_violations(page_size: int) -> list[FieldViolation]:
+    """What is wrong with a requested page size (0 asks for :data:`DEFAULT_PAGE_SIZE`)."""
+    if 0 <= page_size <= MAX_PAGE_SIZE:
+        return []
+    message = f"must be between 1 and {MAX_PAGE_SIZE} (0 or absent: {DEFAULT_PAGE_SIZE})"
+    return [FieldViolation("page_size", message)]
+
+
 def validate_page(
     page_size: int, page_token: str, *, kind: str = USERS, legacy: tuple[str, ...] = ()
 ) -> tuple[int, int | None]:
     """``(limit, after_id)`` from a page request of a list keyed by user id (``kind``, see
     :func:`decode`); 0 means the default size."""
-    violations: list[FieldViolation] = []
-    if page_size < 0 or page_size > MAX_PAGE_SIZE:
-        violations.append(FieldViolation("page_size", f"must be between 1 and {MAX_PAGE_SIZE}"))
+    violations = page_size_violations(page_size)
     after: int | None = None
     if page_token:
         try:

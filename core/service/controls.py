@@ -39,8 +39,6 @@ from tgbroadcast.core.store import Store
 
 logger = logging.getLogger(__name__)
 
-DEFAULT_PAGE_SIZE: Final = 100
-MAX_PAGE_SIZE: Final = 1000
 _STATUS_NAMES: Final = ", ".join(status.value for status in BroadcastStatus)
 
 
@@ -99,8 +97,7 @@ class LifecycleOperations:
         when given (a bot deleted since may be named: its broadcasts stay), and only those
         of ``visible`` bots (filtered in SQL)."""
         wanted, violations = list_filter(bot, statuses)
-        if not 0 <= page_size <= MAX_PAGE_SIZE:
-            violations.append(FieldViolation("page_size", f"must be between 1 and {MAX_PAGE_SIZE}"))
+        violations += page_tokens.page_size_violations(page_size)
         before: int | None = None
         if page_token:
             try:
@@ -109,7 +106,7 @@ class LifecycleOperations:
                 violations.append(FieldViolation(page_tokens.FIELD, str(exc)))
         if violations:
             raise InvalidArgument(violations)
-        limit = page_size or DEFAULT_PAGE_SIZE
+        limit = page_size or page_tokens.DEFAULT_PAGE_SIZE
         bots = visible
         if bot:
             bots = (bot,) if may_see(visible, bot) else ()
