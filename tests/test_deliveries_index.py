@@ -6,18 +6,17 @@ the primary key, and a downgrade restores the index as it was."""
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from alembic import command
-from sqlalchemy import event
-from sqlalchemy.engine import Engine, make_url
+from sqlalchemy.engine import make_url
 
 from tests.fixtures.databases import temporary_database
 from tests.fixtures.old_schema import indexes, predicate, run_migration
+from tests.fixtures.statements import executed
 from tests.test_store import blocked, sent, to
 from tgbroadcast.core.domain.model import DeliveryState
 from tgbroadcast.core.store import Store
@@ -83,22 +82,9 @@ async def test_the_downgrade_restores_the_whole_index(database_url: str) -> None
         assert await store.outcome_counts(created.id) == {DeliveryState.BLOCKED: 1}
 
 
-@contextmanager
-def statements() -> Iterator[list[tuple[str, Any]]]:
+def statements() -> AbstractContextManager[list[tuple[str, Any]]]:
     """Every statement on ``deliveries`` run meanwhile, with its parameters."""
-    seen: list[tuple[str, Any]] = []
-
-    def record(
-        conn: Any, cursor: Any, statement: str, parameters: Any, context: Any, many: bool
-    ) -> None:
-        if "deliveries" in statement:
-            seen.append((statement, parameters[0] if many else parameters))
-
-    event.listen(Engine, "before_cursor_execute", record)
-    try:
-        yield seen
-    finally:
-        event.remove(Engine, "before_cursor_execute", record)
+    return executed(lambda statement: "deliveries" in statement)
 
 
 async def test_sqlite_reads_each_side_through_its_own_index(tmp_path: Path) -> None:

@@ -16,6 +16,7 @@ from sqlalchemy import event
 from sqlalchemy.engine import Engine
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from tests.fixtures.statements import executed
 from tgbroadcast.core.domain.errors import AlreadyExists, NotFound
 from tgbroadcast.core.domain.model import Broadcast, Content, NewBroadcast, UserProfile
 from tgbroadcast.core.store import Store
@@ -79,22 +80,6 @@ async def test_a_taken_idempotency_key_fails_only_its_own_send(store: Store) -> 
         await store.get_user(2)
 
 
-@contextmanager
-def counting_statements(prefix: str) -> Iterator[list[int]]:
-    """The statements of every engine of this process meanwhile that begin with ``prefix``."""
-    count = [0]
-
-    def executed(_conn: Any, _cursor: Any, statement: str, *_: Any) -> None:
-        if statement.lstrip().upper().startswith(prefix):
-            count[0] += 1
-
-    event.listen(Engine, "before_cursor_execute", executed)
-    try:
-        yield count
-    finally:
-        event.remove(Engine, "before_cursor_execute", executed)
-
-
 async def test_a_group_addresses_its_sends_together_as_each_alone_would(store: Store) -> None:
     await store.upsert_users([UserProfile(id=5, first_name="Known")])
     before = await store.get_user(5)
@@ -106,7 +91,7 @@ async def test_a_group_addresses_its_sends_together_as_each_alone_would(store: S
         NewBroadcast(content=HELLO, user_ids=(8, 7), bot="shop"),
         NewBroadcast(content=HELLO, user_ids=(-100,)),
     ]
-    with counting_statements("INSERT INTO USERS") as user_inserts:
+    with executed(lambda sql: sql.lstrip().upper().startswith("INSERT INTO USERS")) as user_inserts:
         created = await asyncio.gather(*(store.create_broadcast(new) for new in sends))
     for new, broadcast in zip(sends, created, strict=True):
         assert broadcast.bot == new.bot
@@ -121,7 +106,7 @@ async def test_a_group_addresses_its_sends_together_as_each_alone_would(store: S
     assert await store.get_user(5) == before  # a known recipient is left as it was
     # Those that waited for the first send's transaction added their users with one
     # statement per bot, not one per send.
-    assert user_inserts[0] < len(sends)
+    assert len(user_inserts) < len(sends)
 
 
 class HeldWrites:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import secrets
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Final
 
@@ -58,62 +59,60 @@ _INSERT_RETURNING = broadcasts.insert().returning(*broadcasts.c)
 _BY_ID = select(broadcasts).where(broadcasts.c.id == bindparam("broadcast_id"))
 
 
-async def create(
-    connection: AsyncConnection,
-    new: NewBroadcast,
-    user_ids: Sequence[int],
-    *,
-    now: datetime,
-    request_hash: str | None = None,
-    created_by: str = "",
-    stored_bot: bool = False,
-    click_base: str | None = None,
-) -> Broadcast:
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Creation:
+    """A new broadcast to write (:func:`create`); called, it is written in the caller's
+    transaction. ``user_ids`` are distinct and empty for ``all_users`` and a filter;
+    ``created_by`` is the name of the API token that sent it; ``stored_bot``: a bot created
+    through the API (its row read-locked meanwhile); ``click_base``: where a broadcast that
+    tracks clicks sends them."""
+
+    new: NewBroadcast
+    user_ids: Sequence[int]
+    now: datetime
+    request_hash: str | None = None
+    created_by: str = ""
+    stored_bot: bool = False
+    click_base: str | None = None
+
+    @property
+    def listed(self) -> bool:
+        """Whether its recipients are the ids it lists (not every user, not a filter)."""
+        return bool(self.user_ids) and not self.new.all_users and self.new.filter is None
+
+    async def __call__(self, connection: AsyncConnection) -> Broadcast:
+        return await create(connection, self)
+
+
+async def create(connection: AsyncConnection, creation: Creation) -> Broadcast:
     """Insert the broadcast, its deliveries and any unknown recipient as a user; with
     ``stored_bot``, first read-lock the bot's row (:func:`.bots.hold_live`). A broadcast
     that tracks clicks gets a random key and ``click_base``.
 
-    ``user_ids`` are distinct and empty for ``all_users`` and a filter (whose active users
-    of ``new.bot`` are the recipients; the filter is kept in ``audience``); unknown
-    recipients become users of ``new.bot``. With no recipient at all the
-    broadcast is ``COMPLETED`` (and dispatched) from the start. ``created_by``: the name of
-    the API token that sent it.
+    A filter's or ``all_users``' recipients are the active users of ``new.bot`` (the filter
+    is kept in ``audience``); listed recipients unknown to the bot become its users. With no
+    recipient at all the broadcast is ``COMPLETED`` (and dispatched) from the start.
     """
-    broadcast_id, created = await insert(
-        connection,
-        new,
-        user_ids,
-        now=now,
-        request_hash=request_hash,
-        created_by=created_by,
-        stored_bot=stored_bot,
-        click_base=click_base,
-    )
+    broadcast_id, created = await insert_row(connection, creation)
+    new, now = creation.new, creation.now
     if new.all_users or new.filter is not None:
         await _address_active_users(connection, broadcast_id, new.filter, bot=new.bot, now=now)
-    elif user_ids:
-        await bulk.address(connection, broadcast_id, user_ids, bot=new.bot, now=now)
+    elif creation.user_ids:
+        await bulk.address(connection, broadcast_id, creation.user_ids, bot=new.bot, now=now)
     # the service logs it, once committed
     return created if created is not None else await fetch(connection, broadcast_id)
 
 
-async def insert(
-    connection: AsyncConnection,
-    new: NewBroadcast,
-    user_ids: Sequence[int],
-    *,
-    now: datetime,
-    request_hash: str | None = None,
-    created_by: str = "",
-    stored_bot: bool = False,
-    click_base: str | None = None,
+async def insert_row(
+    connection: AsyncConnection, creation: Creation
 ) -> tuple[int, Broadcast | None]:
     """:func:`create`'s broadcast row alone (its recipients are the caller's to address):
     its id, and the broadcast as inserted when the database could read it back from the
     ``INSERT`` itself (a listed audience's row is final as inserted; SQLite 3.35+,
     PostgreSQL, MariaDB 10.5+: one statement fewer), else ``None``."""
-    actions.check_actor(created_by)
-    if stored_bot:
+    actions.check_actor(creation.created_by)
+    new, user_ids, now = creation.new, creation.user_ids, creation.now
+    if creation.stored_bot:
         await bots.hold_live(connection, new.bot)
     empty = not user_ids and not new.all_users and new.filter is None
     returning = not new.all_users and new.filter is None and connection.dialect.insert_returning
@@ -131,7 +130,7 @@ async def insert(
             "options": new.content.options.to_json(),
             "variants": encode_variants(new.variants),
             "click_key": secrets.token_hex(16) if new.track_clicks else None,
-            "click_base": click_base if new.track_clicks else None,
+            "click_base": creation.click_base if new.track_clicks else None,
             "all_users": new.all_users,
             "audience": None if new.filter is None else audiences.to_json(new.filter),
             "total": len(user_ids),
@@ -144,8 +143,8 @@ async def insert(
             "callback_state": "pending" if new.callback_url else None,
             "send_at": new.send_at,
             "idempotency_key": new.idempotency_key,
-            "request_hash": request_hash,
-            "created_by": created_by,
+            "request_hash": creation.request_hash,
+            "created_by": creation.created_by,
             "bot": new.bot,
         },
     )

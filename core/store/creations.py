@@ -14,45 +14,13 @@ send's.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
-from datetime import datetime
 
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from tgbroadcast.core.domain.model import Broadcast, NewBroadcast
+from tgbroadcast.core.domain.model import Broadcast
 from tgbroadcast.core.store import broadcasts, bulk
+from tgbroadcast.core.store.broadcasts import Creation
 from tgbroadcast.core.store.grouping import Work
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class Creation:
-    """One new broadcast's write (:func:`.broadcasts.create`'s arguments); called, it is that
-    write alone, in the caller's transaction."""
-
-    new: NewBroadcast
-    user_ids: Sequence[int]
-    now: datetime
-    request_hash: str | None = None
-    created_by: str = ""
-    stored_bot: bool = False
-    click_base: str | None = None
-
-    @property
-    def listed(self) -> bool:
-        """Whether its recipients are the ids it lists (not every user, not a filter)."""
-        return bool(self.user_ids) and not self.new.all_users and self.new.filter is None
-
-    async def __call__(self, connection: AsyncConnection) -> Broadcast:
-        return await broadcasts.create(
-            connection,
-            self.new,
-            self.user_ids,
-            now=self.now,
-            request_hash=self.request_hash,
-            created_by=self.created_by,
-            stored_bot=self.stored_bot,
-            click_base=self.click_base,
-        )
 
 
 async def create_together(
@@ -65,20 +33,7 @@ async def create_together(
     if not all(isinstance(work, Creation) and work.listed for work in works):
         return [await work(connection) for work in works]
     creations = [work for work in works if isinstance(work, Creation)]
-    inserted: list[tuple[int, Broadcast | None]] = []
-    for creation in creations:
-        inserted.append(
-            await broadcasts.insert(
-                connection,
-                creation.new,
-                creation.user_ids,
-                now=creation.now,
-                request_hash=creation.request_hash,
-                created_by=creation.created_by,
-                stored_bot=creation.stored_bot,
-                click_base=creation.click_base,
-            )
-        )
+    inserted = [await broadcasts.insert_row(connection, creation) for creation in creations]
     await bulk.address_together(
         connection,
         [

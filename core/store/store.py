@@ -66,10 +66,10 @@ from tgbroadcast.core.store import (
     transitions,
 )
 from tgbroadcast.core.store.bots import BotRows
+from tgbroadcast.core.store.broadcasts import Creation
 from tgbroadcast.core.store.callbacks import CallbackRows
 from tgbroadcast.core.store.checkpoints import background_checkpoints
 from tgbroadcast.core.store.clicks import ClickRows
-from tgbroadcast.core.store.creations import Creation
 from tgbroadcast.core.store.deliveries import Claimed, Recorded
 from tgbroadcast.core.store.dispatching import DispatchRows
 from tgbroadcast.core.store.edits import EditRows
