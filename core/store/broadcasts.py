@@ -40,7 +40,13 @@ from tgbroadcast.core.domain.model import (
 from tgbroadcast.core.domain.variants import decode_variants, encode_variants
 from tgbroadcast.core.store import actions, audiences, bots, bulk
 from tgbroadcast.core.store.limits import IDS_PER_IN_LIST, chunks
-from tgbroadcast.core.store.tables import SETTLED, broadcasts, deliveries
+from tgbroadcast.core.store.tables import (
+    COUNTED_OUTCOMES,
+    SETTLED,
+    broadcasts,
+    count_column,
+    deliveries,
+)
 
 ACTIVE: Final = (
     BroadcastStatus.QUEUED.value,
@@ -57,6 +63,13 @@ _FAILABLE: Final = sorted(s.value for s in states.sources(BroadcastStatus.FAILED
 _INSERT = broadcasts.insert()
 _INSERT_RETURNING = broadcasts.insert().returning(*broadcasts.c)
 _BY_ID = select(broadcasts).where(broadcasts.c.id == bindparam("broadcast_id"))
+_NO_OUTCOMES: Final = {count_column(outcome): 0 for outcome in COUNTED_OUTCOMES}
+"""A new broadcast's counts per failure outcome: none yet."""
+_COUNTS = select(
+    broadcasts.c.sent,
+    broadcasts.c.failed,
+    *(broadcasts.c[count_column(outcome)] for outcome in COUNTED_OUTCOMES),
+).where(broadcasts.c.id == bindparam("broadcast_id"))
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -136,6 +149,7 @@ async def insert_row(
             "total": len(user_ids),
             "sent": 0,
             "failed": 0,
+            **_NO_OUTCOMES,
             "dispatched": empty,
             "created_at": now,
             "finished_at": now if empty else None,
@@ -223,6 +237,16 @@ async def fail(
 async def outcome_counts(
     connection: AsyncConnection, broadcast_id: int
 ) -> dict[DeliveryState, int]:
+    """Recipients per final state (states no recipient has are absent): the broadcast's
+    counters when they account for every failure, else — a broadcast created before they were
+    kept, or with outcomes recorded by a worker of an older release during a rollout, or an
+    unknown one — its deliveries grouped by state."""
+    row = (await connection.execute(_COUNTS, {"broadcast_id": broadcast_id})).first()
+    if row is not None and None not in row:
+        sent, failed, *counted = (int(value) for value in row)
+        if sum(counted) == failed:
+            counts = {DeliveryState.SENT: sent, **dict(zip(COUNTED_OUTCOMES, counted, strict=True))}
+            return {state: count for state, count in counts.items() if count}
     statement = (
         select(deliveries.c.state, func.count())
         .where(deliveries.c.broadcast_id == broadcast_id, SETTLED)

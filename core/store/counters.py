@@ -1,6 +1,7 @@
-"""A broadcast's counters as its recipients' outcomes are recorded: ``sent`` and ``failed``,
-its move from ``queued`` to ``running`` and to ``completed`` when every recipient is final,
-its Stars spent, and an edit opened again by a send of older content.
+"""A broadcast's counters as its recipients' outcomes are recorded: ``sent`` and ``failed``
+(and the failures by outcome, ``count_<outcome>``), its move from ``queued`` to ``running``
+and to ``completed`` when every recipient is final, its Stars spent, and an edit opened again
+by a send of older content.
 
 :func:`count` runs inside :func:`.deliveries.record`'s transaction, on the outcomes it made
 final (each counted by exactly one transaction).
@@ -8,6 +9,7 @@ final (each counted by exactly one transaction).
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import datetime
 from typing import Final
 
@@ -28,8 +30,8 @@ from sqlalchemy import (
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from tgbroadcast.core.domain import states
-from tgbroadcast.core.domain.model import BroadcastStatus
-from tgbroadcast.core.store.tables import UtcDateTime, broadcasts
+from tgbroadcast.core.domain.model import BroadcastStatus, DeliveryState
+from tgbroadcast.core.store.tables import COUNTED_OUTCOMES, UtcDateTime, broadcasts, count_column
 
 _COMPLETABLE: Final = sorted(s.value for s in states.sources(BroadcastStatus.COMPLETED))
 _COMPLETED: Final = BroadcastStatus.COMPLETED.value
@@ -44,10 +46,13 @@ async def count(
     stars: int,
     *,
     now: datetime,
+    failures: Mapping[DeliveryState, int] | None = None,
 ) -> bool:
-    """Add to the broadcast's counters; whether this completed it. A send of content older
-    than the broadcast's (in flight when it was edited, recorded after its edit jobs looked)
-    opens the edit again, for a dispatcher to publish its edit jobs anew.
+    """Add to the broadcast's counters; whether this completed it. ``failures``: the
+    ``failed`` recipients by outcome, for those a broadcast counts one by one
+    (:data:`~.tables.COUNTED_OUTCOMES`). A send of content older than the broadcast's (in
+    flight when it was edited, recorded after its edit jobs looked) opens the edit again, for
+    a dispatcher to publish its edit jobs anew.
 
     PostgreSQL and SQLite count and complete in one ``UPDATE .. RETURNING`` (their ``SET``
     reads the row as it was); MySQL/MariaDB in two statements, as they evaluate ``SET`` from
@@ -59,6 +64,7 @@ async def count(
         "oldest": oldest,
         "stars": stars,
         "now": now,
+        **{_added(outcome): (failures or {}).get(outcome, 0) for outcome in COUNTED_OUTCOMES},
     }
     if connection.dialect.update_returning:
         counted = (await connection.execute(_COUNT_AND_COMPLETE, parameters)).first()
@@ -79,6 +85,12 @@ def _constants(*values: str) -> list[ColumnElement[str]]:
     """An ``IN`` list bound once per statement (a list of plain values would be an expanding
     parameter, its SQL rendered again at every execution)."""
     return [literal(value, String) for value in values]
+
+
+def _added(outcome: DeliveryState) -> str:
+    """The parameter adding to an outcome's count (not the column's name: an ``UPDATE``
+    keeps those for its ``SET``)."""
+    return f"add_{outcome.value}"
 
 
 NO_SEND: Final = 2**31 - 1
@@ -105,6 +117,12 @@ _ADD_COUNTS = (
         editing=case((_SENT_OLDER, true()), else_=broadcasts.c.editing),
         stars_spent_milli=broadcasts.c.stars_spent_milli + bindparam("stars", type_=BigInteger),
         dispatched=case((_SENT_OLDER, false()), else_=broadcasts.c.dispatched),
+        # NULL (a broadcast from before these counts) stays NULL: counted from its deliveries.
+        **{
+            count_column(outcome): broadcasts.c[count_column(outcome)]
+            + bindparam(_added(outcome), type_=BigInteger)
+            for outcome in COUNTED_OUTCOMES
+        },
     )
 )
 

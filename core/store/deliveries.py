@@ -8,6 +8,7 @@ job at a time"; see their docstrings.
 from __future__ import annotations
 
 import json
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -301,6 +302,8 @@ async def record(
     """Per broadcast: the oldest content version among the sends recorded."""
     stars: dict[int, int] = {}
     """Per broadcast: the estimated cost of its paid sends recorded (thousandths of a Star)."""
+    failures: dict[int, Counter[DeliveryState]] = {}
+    """Per broadcast: its recipients recorded as not delivered, by outcome."""
     for broadcast_id, user_ids in recipients.items():
         for chunk in chunks(user_ids, IDS_PER_IN_LIST):
             final = await finals.finalize(connection, [chosen[broadcast_id, u] for u in chunk])
@@ -317,13 +320,25 @@ async def record(
                     stars[broadcast_id] = stars.get(broadcast_id, 0) + result.stars_milli
             sent_before, failed_before = counts.get(broadcast_id, (0, 0))
             counts[broadcast_id] = (sent_before + sent, failed_before + len(final) - sent)
+            failures.setdefault(broadcast_id, Counter()).update(
+                result.state for result in final if not result.state.delivered
+            )
     await _deactivate_leavers(connection, recorded, now=now)
     finished: list[Broadcast] = []
     for broadcast_id in sorted(counts):
         sent, failed = counts[broadcast_id]
         version = oldest.get(broadcast_id, counters.NO_SEND)
         spent = stars.get(broadcast_id, 0)
-        if await counters.count(connection, broadcast_id, sent, failed, version, spent, now=now):
+        if await counters.count(
+            connection,
+            broadcast_id,
+            sent,
+            failed,
+            version,
+            spent,
+            now=now,
+            failures=failures.get(broadcast_id),
+        ):
             finished.append(await broadcast_statements.fetch(connection, broadcast_id))
     return Recorded(recorded=tuple(recorded), finished=tuple(finished))
 

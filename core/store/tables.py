@@ -185,6 +185,25 @@ user_tags = Table(
     **MYSQL_TABLE_OPTIONS,
 )
 
+COUNTED_OUTCOMES: tuple[DeliveryState, ...] = (
+    DeliveryState.BLOCKED,
+    DeliveryState.DEACTIVATED,
+    DeliveryState.CANT_INITIATE,
+    DeliveryState.KICKED,
+    DeliveryState.CHAT_NOT_FOUND,
+    DeliveryState.BAD_REQUEST,
+    DeliveryState.FAILED,
+)
+"""The failure outcomes a broadcast's row counts one by one (``count_<outcome>``), beside
+``sent`` and ``failed`` (every recipient not delivered, so their sum when every recording
+counted them)."""
+
+
+def count_column(outcome: DeliveryState) -> str:
+    """The ``broadcasts`` column counting a failure outcome's recipients."""
+    return f"count_{outcome.value}"
+
+
 broadcasts = Table(
     "broadcasts",
     metadata,
@@ -257,6 +276,10 @@ broadcasts = Table(
     # address its links lead through (server.public_url when it was sent).
     Column("click_key", String(64), nullable=True),
     Column("click_base", Text, nullable=True),
+    # Recipients per failure outcome, counted as ``sent`` and ``failed`` are (GetBroadcast's
+    # outcome_counts without reading the deliveries); NULL for a broadcast created before
+    # them, whose outcomes are counted from its deliveries.
+    *(Column(count_column(outcome), BigInteger, nullable=True) for outcome in COUNTED_OUTCOMES),
     Index("ix_broadcasts_dispatched", "dispatched"),
     Index("ix_broadcasts_status", "status", "id"),
     # The webhook notifier looks for webhooks not yet delivered or failed.
