@@ -14,6 +14,7 @@ from typing import Any
 import aiohttp
 import pytest
 from aiogram.client.session.aiohttp import AiohttpSession
+from aiogram.client.telegram import TelegramAPIServer
 from aiogram.exceptions import TelegramNetworkError
 from aiogram.methods import GetMe
 from aiohttp import web
@@ -31,7 +32,13 @@ from tgbroadcast.core.domain.errors import (
 )
 from tgbroadcast.core.domain.model import Content, DeliveryState, MediaType
 from tgbroadcast.simulator import ChatState, Fault, Simulator
-from tgbroadcast.worker.telegram import NotSent, SentMessage, TelegramSender, map_error
+from tgbroadcast.worker.telegram import (
+    NotSent,
+    SentMessage,
+    TelegramSender,
+    _Session,
+    map_error,
+)
 
 MEDIA_TYPES = [t for t in MediaType if t.has_media]
 URL = "https://cdn.example.com/broadcast/item.bin"
@@ -140,6 +147,35 @@ async def test_every_bot_verifies_telegram_with_one_tls_context(simulator: Simul
         assert contexts[0].check_hostname
         assert contexts[0].cert_store_stats()["x509_ca"] > 0  # the CA bundle, loaded
         assert (await other.send(501, Content(message="hi"))).message_id > 0
+
+
+def test_a_later_session_is_aiograms_own_but_for_the_context_it_does_not_load(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Every session after the first is made without aiogram's ``__init__`` (which loads the
+    CA bundle: 18-20 ms of the event loop a bot): attribute for attribute what aiogram's makes,
+    for the aiogram installed, with the first session's context."""
+    api = TelegramAPIServer.from_base("http://127.0.0.1:1")
+    first = _Session(api=api, timeout=7, connections=3)  # the class's context, if not yet
+    loaded: list[object] = []
+    original = ssl.create_default_context
+
+    def counting(*args: Any, **kwargs: Any) -> ssl.SSLContext:
+        loaded.append(args)
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(ssl, "create_default_context", counting)
+    later = _Session(api=api, timeout=7, connections=3)
+    assert loaded == []
+    reference = AiohttpSession(api=api, timeout=7, limit=3)
+    assert set(vars(later)) == set(vars(reference))
+    for name, value in vars(reference).items():
+        if name == "_connector_init":
+            assert later._connector_init == {**value, "ssl": first._connector_init["ssl"]}
+        elif name != "middleware":  # a manager of its own, empty
+            assert getattr(later, name) == value, name
+    assert type(later.middleware) is type(reference.middleware)
+    assert later._connector_init["ssl"] is _Session._tls
 
 
 async def test_answer_models_are_not_rebuilt_after_garbage_collection(
