@@ -134,7 +134,8 @@ export async function download(path, params, filename) {
   document.body.append(link);
   link.click();
   link.remove();
-  setTimeout(() => URL.revokeObjectURL(url), 10000);
+  // The browser reads the blob when its download starts, later on a busy machine: kept a minute.
+  setTimeout(() => URL.revokeObjectURL(url), 60000);
   return blob.size;
 }
 
