@@ -72,11 +72,11 @@ export function broadcastsPage(main) {
     // Newest first: a new broadcast goes on top; an older one that moves into the status
     // filter takes its place by id, unless a full page ends before it (a later page's).
     let next = null;
-    for (const [id, r] of state.rows) if (id < broadcast.broadcast_id && (!next || id > next.id)) next = { id, r };
+    for (const [id, other] of state.rows) if (id < broadcast.broadcast_id && (!next || id > next.id)) next = { id, el: other.el };
     if (!next && state.rows.size >= PAGE_SIZE) return;
     const r = row(broadcast);
     state.rows.set(broadcast.broadcast_id, r);
-    if (next) state.tbody.insertBefore(r.el, next.r.el);
+    if (next) state.tbody.insertBefore(r.el, next.el);
     else state.tbody.append(r.el);
     count();
   }
