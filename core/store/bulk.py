@@ -224,10 +224,16 @@ async def _json_arrays(
         await connection.execute(_JSON_INSERT, params)
 
 
-async def _multi_row(connection: AsyncConnection, broadcast_id: int, user_ids: array[int]) -> None:
+async def _rows_per_statement(connection: AsyncConnection) -> int:
+    """How many rows one multi-row INSERT carries: half the server's ``max_allowed_packet``,
+    at most :data:`~.limits.MYSQL_STATEMENT_BYTES`."""
     packet = int(await connection.scalar(text("SELECT @@max_allowed_packet")) or 0)
     budget = min(packet // 2, limits.MYSQL_STATEMENT_BYTES)
-    per_statement = max(1, budget // _MYSQL_ROW_BYTES)
+    return max(1, budget // _MYSQL_ROW_BYTES)
+
+
+async def _multi_row(connection: AsyncConnection, broadcast_id: int, user_ids: array[int]) -> None:
+    per_statement = await _rows_per_statement(connection)
     ordered = sorted(user_ids)  # 64-bit integers: only digits and minus signs reach the SQL
     row_start = f"({int(broadcast_id)},"
     row_end = f",'{_PENDING}')"
@@ -237,9 +243,7 @@ async def _multi_row(connection: AsyncConnection, broadcast_id: int, user_ids: a
 
 
 async def _multi_row_pairs(connection: AsyncConnection, pairs: Sequence[tuple[int, int]]) -> None:
-    packet = int(await connection.scalar(text("SELECT @@max_allowed_packet")) or 0)
-    budget = min(packet // 2, limits.MYSQL_STATEMENT_BYTES)
-    per_statement = max(1, budget // _MYSQL_ROW_BYTES)
+    per_statement = await _rows_per_statement(connection)
     row_end = f",'{_PENDING}')"
     for chunk in chunks(pairs, per_statement):
         # 64-bit integers: only digits and minus signs reach the SQL

@@ -182,19 +182,14 @@ async def add_recipients(
     users it is told to hash the users instead (``enable_nestloop`` off for the statement).
     """
     params = {"bot": bot, "now": now, "broadcast_id": broadcast_id}
-    dialect = connection.dialect.name
-    plain, ignoring = _recipient_inserts(dialect)
-    if dialect != "postgresql":
-        await connection.execute(ignoring, params)
-        return
-    hashed = recipients >= HASHED_FROM and await _few_users(connection, recipients)
+    hashed = (
+        connection.dialect.name == "postgresql"
+        and recipients >= HASHED_FROM
+        and await _few_users(connection, recipients)
+    )
     if hashed:
         await connection.exec_driver_sql("SET LOCAL enable_nestloop = off")
-    try:
-        async with connection.begin_nested():
-            await connection.execute(plain, params)
-    except IntegrityError:
-        await connection.execute(ignoring, params)
+    await _insert_missing(connection, params, together=False)
     if hashed:  # the rest of the transaction planned as usual (after an error: rolled back)
         await connection.exec_driver_sql("SET LOCAL enable_nestloop TO DEFAULT")
 
@@ -206,7 +201,15 @@ async def add_recipients_together(
     ``INSERT .. SELECT`` over all their deliveries (each recipient once, in user id order),
     with the same handling of users inserted concurrently on each backend."""
     params = {"bot": bot, "now": now, "broadcast_ids": list(broadcast_ids)}
-    plain, ignoring = _recipient_inserts(connection.dialect.name, together=True)
+    await _insert_missing(connection, params, together=True)
+
+
+async def _insert_missing(
+    connection: AsyncConnection, params: dict[str, Any], *, together: bool
+) -> None:
+    """The recipients' missing users inserted as :func:`add_recipients` says per backend:
+    ignoring conflicts, or on PostgreSQL first plainly in a savepoint."""
+    plain, ignoring = _recipient_inserts(connection.dialect.name, together=together)
     if connection.dialect.name != "postgresql":
         await connection.execute(ignoring, params)
         return
