@@ -354,7 +354,9 @@ async def test_record_results_counts_each_recipient_once_and_completes(store: St
     )
 
     assert first == Recorded(
-        recorded=(sent(created.id, 1, message_id=11), failed(created.id, 2)), finished=()
+        recorded=(sent(created.id, 1, message_id=11), failed(created.id, 2)),
+        finished=(),
+        ordinals=(1, 2),
     )
     running = await store.get_broadcast(created.id)
     assert (running.status, running.sent, running.failed, running.pending) == (
@@ -370,6 +372,7 @@ async def test_record_results_counts_each_recipient_once_and_completes(store: St
     )
 
     assert second.recorded == (sent(created.id, 3, message_id=33),)
+    assert second.ordinals == (3,)
     (done,) = second.finished
     assert done == await store.get_broadcast(created.id)
     assert (done.status, done.sent, done.failed, done.pending) == (

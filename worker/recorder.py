@@ -108,7 +108,10 @@ class ResultRecorder(AbstractAsyncContextManager["ResultRecorder"]):
         outcomes = Counter(result.state.value for result in recorded.recorded)
         for outcome, count in outcomes.items():
             self._metrics.messages.labels(outcome=outcome, bot=self._bot).inc(count)
-        events: list[Event] = [ResultEvent(result=result) for result in recorded.recorded]
+        events: list[Event] = [
+            ResultEvent(result=result, ordinal=ordinal)
+            for result, ordinal in zip(recorded.recorded, recorded.ordinals, strict=True)
+        ]
         events += [
             FinishedEvent(broadcast_id=broadcast.id, status=broadcast.status)
             for broadcast in recorded.finished

@@ -141,6 +141,11 @@ class ResultEvent:
     """One recipient reached its final state."""
 
     result: DeliveryResult
+    ordinal: int = 0
+    """Its place among the broadcast's settled recipients (:attr:`.Recorded.ordinals`: 1 for
+    the first recorded); 0 when not known (an event re-published from the database after a
+    worker died, or written by a release before these numbers). A watch *from now* drops the
+    outcomes numbered within the counters it started from (they were counted there)."""
 
     @property
     def broadcast_id(self) -> int:
@@ -278,6 +283,8 @@ def encode_event(event: Event) -> bytes:
             extra["edit"] = r.edit.value
             if r.edit_error is not None:
                 extra["edit_error"] = r.edit_error
+        elif event.ordinal:
+            extra["ordinal"] = event.ordinal
         return _dumps(
             {
                 "type": kind,
@@ -346,7 +353,10 @@ def decode_event(data: bytes) -> Event:
         variant=_get_str(obj, "variant") if "variant" in obj else None,
     )
     if kind == "result":
-        return ResultEvent(result=result)
+        ordinal = _get_int(obj, "ordinal") if "ordinal" in obj else 0
+        if ordinal < 0:
+            raise ValueError("ordinal must not be negative")
+        return ResultEvent(result=result, ordinal=ordinal)
     if kind == "click":
         return ClickEvent(
             result=replace(result, click=_get_str(obj, "click")), link=_get_int(obj, "link")

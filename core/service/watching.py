@@ -17,7 +17,11 @@ with the counters going on from where they were. A cursor that cannot be read, o
 this broadcast (more outcomes than it has, a sequence or user id out of range), starts from
 the first outcome. A watch *from now* starts at a stream cursor made of the stream's end and
 the broadcast's counters read after it (:meth:`Cursor.now`): only later outcomes come, and the
-counters go on from the database's (they may count a send in flight at that moment twice).
+counters go on from the database's. An outcome recorded before that read but published after
+the stream's end (a send in flight when the watch opened) is already in those counters: its
+event's ordinal (:attr:`~tgbroadcast.core.queue.ResultEvent.ordinal`, its place among the
+broadcast's settled recipients) is within them, and the watch drops it. The cursor does not
+carry that *floor*: a watch resumed from one counts outcomes as a watch from the first does.
 
 A followed broadcast's moves to a status that is not final (paused, resumed, started,
 recalling) come in stream order with its outcomes (``StatusEvent``): each is an update of kind
@@ -148,6 +152,9 @@ class Cursor:
     edited: int = 0
     version: int = 1
     """The content version ``edited`` counts the outcomes of."""
+    floor: int = 0
+    """Outcomes numbered up to this are counted already (a watch *from now*: the broadcast's
+    ``sent + failed`` it started from); not spelled."""
 
     def __str__(self) -> str:
         return _spelled(
@@ -166,6 +173,7 @@ class Cursor:
             broadcast.recalled,
             broadcast.edited,
             broadcast.content_version,
+            floor=broadcast.sent + broadcast.failed,
         )
 
     @classmethod
@@ -202,9 +210,10 @@ class _At:
     """A watch's position as it moves: a :class:`Cursor` changed in place, one per watch (a
     new frozen cursor per outcome per watcher was a tenth of a streaming server's CPU)."""
 
-    __slots__ = ("edited", "failed", "kind", "recalled", "sent", "seq", "version")
+    __slots__ = ("edited", "failed", "floor", "kind", "recalled", "sent", "seq", "version")
 
     def __init__(self, cursor: Cursor) -> None:
+        self.floor = cursor.floor
         self.kind = cursor.kind
         self.seq = cursor.seq
         self.sent = cursor.sent
@@ -214,7 +223,8 @@ class _At:
         self.version = cursor.version
 
     def place(self) -> tuple[int, int, int, int, int, int]:
-        """Its sequence and counters (:class:`SharedSteps`' key)."""
+        """Its sequence and counters (:class:`SharedSteps`' key; not the floor, which only
+        matters to the outcomes numbered within it)."""
         return (self.seq, self.sent, self.failed, self.recalled, self.edited, self.version)
 
     def update(
@@ -407,6 +417,15 @@ class _Made:
     used: int
     place: tuple[int, int, int, int, int, int]
     status: BroadcastStatus
+    lowest: int
+    """The lowest ordinal among the outcomes stepped over (:data:`_UNNUMBERED` if none): a
+    watch whose floor is below it drops none of them."""
+    dropped: int
+    """Outcomes dropped: numbered within the watch's floor."""
+
+
+_UNNUMBERED = 2**63
+"""The :attr:`_Made.lowest` of events without a numbered outcome."""
 
 
 def _step(
@@ -423,11 +442,19 @@ def _step(
     updates: list[WatchUpdate] = []
     stop = len(events) if most is None else min(len(events), start + most)
     before_sending = status in _BEFORE_SENDING
+    floor, lowest, dropped = at.floor, _UNNUMBERED, 0
     i = start
     while i < stop:
         item = events[i]
         event = item.event
         if isinstance(event, ResultEvent):
+            if event.ordinal:
+                lowest = min(lowest, event.ordinal)
+                if event.ordinal <= floor:  # counted in the counters the watch started from
+                    at.seq = item.seq
+                    dropped += 1
+                    i += 1
+                    continue
             result = event.result
             if result.state.delivered:
                 at.sent += 1
@@ -459,7 +486,7 @@ def _step(
             elif isinstance(event, ClickEvent):
                 updates.append(at.update(event.result, status, total, "click"))
         i += 1
-    return _Made(updates, i - start, at.place(), status)
+    return _Made(updates, i - start, at.place(), status, lowest, dropped)
 
 
 class SharedSteps:
@@ -471,7 +498,8 @@ class SharedSteps:
     watcher's updates of a batch depend only on its place before it: its stream sequence,
     counters and status. The first watcher at a place makes them; the others take the very
     same updates (so what a transport renders of one — an SSE event — is rendered once too)
-    and move to the place after them. The latest ``size`` batches are kept.
+    and move to the place after them. A watcher *from now* whose floor reaches an outcome of
+    the batch (one it drops) makes its own. The latest ``size`` batches are kept.
     """
 
     def __init__(self, *, size: int = 256) -> None:
@@ -491,13 +519,14 @@ class SharedSteps:
         key: tuple[object, ...] = (broadcast_id, events[start].seq, events[-1].seq, status)
         key += (len(events) - start, *at.place())
         made = self._kept.get(key)
-        if made is None:
-            made = _step(total, events, start, at, status)
+        if made is not None and at.floor < made.lowest:
+            at.seq, at.sent, at.failed, at.recalled, at.edited, at.version = made.place
+            return made
+        made = _step(total, events, start, at, status)
+        if not made.dropped:  # what any watcher at that place makes of them
             if len(self._kept) >= self._size:
                 self._kept.popitem(last=False)  # the oldest
             self._kept[key] = made
-        else:
-            at.seq, at.sent, at.failed, at.recalled, at.edited, at.version = made.place
         return made
 
 

@@ -4,12 +4,16 @@ and to ``completed`` when every recipient is final, its Stars spent, and an edit
 by a send of older content.
 
 :func:`count` runs inside :func:`.deliveries.record`'s transaction, on the outcomes it made
-final (each counted by exactly one transaction).
+final (each counted by exactly one transaction). What it says of the broadcast after them —
+its settled recipients, ``sent + failed`` — numbers those outcomes among the broadcast's
+(:attr:`.deliveries.Recorded.ordinals`): transactions counting one broadcast are ordered by
+its row's lock, so each takes the next numbers.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Final
 
@@ -24,6 +28,7 @@ from sqlalchemy import (
     false,
     func,
     literal,
+    select,
     true,
     update,
 )
@@ -37,6 +42,16 @@ _COMPLETABLE: Final = sorted(s.value for s in states.sources(BroadcastStatus.COM
 _COMPLETED: Final = BroadcastStatus.COMPLETED.value
 
 
+@dataclass(frozen=True, slots=True)
+class Counted:
+    """What :func:`count` did to a broadcast."""
+
+    completed: bool
+    """Whether this count completed it."""
+    settled: int
+    """Its ``sent + failed`` after this count (0: no such broadcast)."""
+
+
 async def count(
     connection: AsyncConnection,
     broadcast_id: int,
@@ -47,8 +62,9 @@ async def count(
     *,
     now: datetime,
     failures: Mapping[DeliveryState, int] | None = None,
-) -> bool:
-    """Add to the broadcast's counters; whether this completed it. ``failures``: the
+) -> Counted:
+    """Add to the broadcast's counters; whether this completed it, and its settled recipients
+    after it. ``failures``: the
     ``failed`` recipients by outcome, for those a broadcast counts one by one
     (:data:`~.tables.COUNTED_OUTCOMES`). A send of content older than the broadcast's (in
     flight when it was edited, recorded after its edit jobs looked) opens the edit again, for
@@ -56,7 +72,8 @@ async def count(
 
     PostgreSQL and SQLite count and complete in one ``UPDATE .. RETURNING`` (their ``SET``
     reads the row as it was); MySQL/MariaDB in two statements, as they evaluate ``SET`` from
-    left to right with the new values and have no ``UPDATE .. RETURNING``."""
+    left to right with the new values and have no ``UPDATE .. RETURNING``, and read the settled
+    count back from the row this transaction holds locked."""
     parameters = {
         "broadcast_id": broadcast_id,
         "sent": sent,
@@ -71,14 +88,16 @@ async def count(
         if stars:  # its Stars budget spent: the rest goes at the free rate
             await connection.execute(_STOP_PAID, {"broadcast_id": broadcast_id, "now": now})
         if counted is None:  # no such broadcast: nothing counted, as the two statements did
-            return False
+            return Counted(completed=False, settled=0)
         # Completed by this statement: a broadcast completed before kept its own time.
-        return bool(counted.status == _COMPLETED and counted.finished_at == now)
+        completed = counted.status == _COMPLETED and counted.finished_at == now
+        return Counted(completed=bool(completed), settled=int(counted.settled))
     await connection.execute(_ADD_COUNTS, parameters)
     if stars:
         await connection.execute(_STOP_PAID, {"broadcast_id": broadcast_id, "now": now})
-    completed = await connection.execute(_COMPLETE, {"broadcast_id": broadcast_id, "now": now})
-    return bool(completed.rowcount == 1)
+    moved = await connection.execute(_COMPLETE, {"broadcast_id": broadcast_id, "now": now})
+    settled = await connection.scalar(_SETTLED, {"broadcast_id": broadcast_id})
+    return Counted(completed=moved.rowcount == 1, settled=int(settled or 0))
 
 
 def _constants(*values: str) -> list[ColumnElement[str]]:
@@ -146,8 +165,17 @@ _COUNT_AND_COMPLETE = _ADD_COUNTS.values(
     finished_at=case(
         (_COMPLETING, bindparam("now", type_=UtcDateTime())), else_=broadcasts.c.finished_at
     ),
-).returning(broadcasts.c.status, broadcasts.c.finished_at)
+).returning(
+    broadcasts.c.status,
+    broadcasts.c.finished_at,
+    (broadcasts.c.sent + broadcasts.c.failed).label("settled"),
+)
 """:data:`_ADD_COUNTS` and :data:`_COMPLETE` in one statement, where ``SET`` reads the old row."""
+
+_SETTLED = select((broadcasts.c.sent + broadcasts.c.failed).label("settled")).where(
+    broadcasts.c.id == bindparam("broadcast_id", type_=BigInteger)
+)
+"""The broadcast's settled recipients (MySQL/MariaDB, after :data:`_ADD_COUNTS`)."""
 
 _STOP_PAID = (
     update(broadcasts)

@@ -52,6 +52,10 @@ class Recorded:
     finished: tuple[Broadcast, ...]
     """The broadcasts this call made ``COMPLETED`` (each is reported by exactly one call)."""
 
+    ordinals: tuple[int, ...] = ()
+    """Each of :attr:`recorded`'s place among its broadcast's settled recipients (1: the first
+    recorded), in the same order: a broadcast's ``sent + failed`` when it was counted."""
+
 
 def recipients_page(broadcast_id: int, *, after: int | None, limit: int) -> Select[int, str]:
     """The next ``limit`` recipients (any state) after ``after``, ascending, with states."""
@@ -325,22 +329,25 @@ async def record(
             )
     await _deactivate_leavers(connection, recorded, now=now)
     finished: list[Broadcast] = []
-    for broadcast_id in sorted(counts):
+    ordinals: list[int] = []
+    for broadcast_id in sorted(counts):  # the order of ``recorded``
         sent, failed = counts[broadcast_id]
-        version = oldest.get(broadcast_id, counters.NO_SEND)
-        spent = stars.get(broadcast_id, 0)
-        if await counters.count(
+        counted = await counters.count(
             connection,
             broadcast_id,
             sent,
             failed,
-            version,
-            spent,
+            oldest.get(broadcast_id, counters.NO_SEND),
+            stars.get(broadcast_id, 0),
             now=now,
             failures=failures.get(broadcast_id),
-        ):
+        )
+        first = counted.settled - sent - failed + 1
+        # 0: not numbered (no broadcast row counted them; a delivery always has one).
+        ordinals.extend(range(first, counted.settled + 1) if first > 0 else [0] * (sent + failed))
+        if counted.completed:
             finished.append(await broadcast_statements.fetch(connection, broadcast_id))
-    return Recorded(recorded=tuple(recorded), finished=tuple(finished))
+    return Recorded(recorded=tuple(recorded), finished=tuple(finished), ordinals=tuple(ordinals))
 
 
 async def _deactivate_leavers(

@@ -20,8 +20,10 @@ _FROM = {
     "in": "query",
     "description": "`now`: nothing is replayed. The stream opens with an `event: status` "
     "carrying the broadcast's status and counters now (its `id` a position like an "
-    "outcome's), then the outcomes recorded from then on; the counters go on from those (a "
-    "send in flight at that moment may be counted twice; the `end` event has the exact ones). "
+    "outcome's), then the outcomes recorded from then on; the counters go on from those, "
+    "each outcome once (one recorded just before, whose event comes later, is not streamed: "
+    "the counters hold it; an outcome published again after its worker died may be counted "
+    "twice, and the `end` event has the exact counters). "
     "Ignored on a reconnect with `Last-Event-ID`, which resumes after that event.",
     "schema": {"type": "string", "enum": ["now"]},
 }

@@ -352,7 +352,7 @@ export function broadcastPage(main, idText) {
       const answer = await api(`/v1/broadcasts/${id}`);
       broadcast = answer;
       // Once the service has it final, its counts are the truth: the stream's were only the
-      // way there (from now, they may miss or repeat a send in flight when it opened).
+      // way there (from now, the breakdown's base is read before the stream opens).
       if (!ACTIVE.has(answer.status) && !answer.editing) {
         for (const live of [counts, recallCounts, editCounts]) live.clear();
         base = {};
