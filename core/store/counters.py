@@ -71,9 +71,10 @@ async def count(
     a dispatcher to publish its edit jobs anew.
 
     PostgreSQL and SQLite count and complete in one ``UPDATE .. RETURNING`` (their ``SET``
-    reads the row as it was); MySQL/MariaDB in two statements, as they evaluate ``SET`` from
-    left to right with the new values and have no ``UPDATE .. RETURNING``, and read the settled
-    count back from the row this transaction holds locked."""
+    reads the row as it was). MySQL/MariaDB evaluate ``SET`` from left to right with the new
+    values and have no ``UPDATE .. RETURNING``: they count in one statement, read the row
+    (locked by this transaction) back in a second, and complete it in a third when that read
+    says so."""
     parameters = {
         "broadcast_id": broadcast_id,
         "sent": sent,
@@ -95,9 +96,14 @@ async def count(
     await connection.execute(_ADD_COUNTS, parameters)
     if stars:
         await connection.execute(_STOP_PAID, {"broadcast_id": broadcast_id, "now": now})
-    moved = await connection.execute(_COMPLETE, {"broadcast_id": broadcast_id, "now": now})
-    settled = await connection.scalar(_SETTLED, {"broadcast_id": broadcast_id})
-    return Counted(completed=moved.rowcount == 1, settled=int(settled or 0))
+    after = (await connection.execute(_AFTER, {"broadcast_id": broadcast_id})).first()
+    if after is None:
+        return Counted(completed=False, settled=0)
+    completed = False
+    if after.completing:  # the row is this transaction's until it commits
+        moved = await connection.execute(_COMPLETE, {"broadcast_id": broadcast_id, "now": now})
+        completed = moved.rowcount == 1
+    return Counted(completed=completed, settled=int(after.settled))
 
 
 def _constants(*values: str) -> list[ColumnElement[str]]:
@@ -172,10 +178,16 @@ _COUNT_AND_COMPLETE = _ADD_COUNTS.values(
 )
 """:data:`_ADD_COUNTS` and :data:`_COMPLETE` in one statement, where ``SET`` reads the old row."""
 
-_SETTLED = select((broadcasts.c.sent + broadcasts.c.failed).label("settled")).where(
-    broadcasts.c.id == bindparam("broadcast_id", type_=BigInteger)
-)
-"""The broadcast's settled recipients (MySQL/MariaDB, after :data:`_ADD_COUNTS`)."""
+_AFTER = select(
+    (broadcasts.c.sent + broadcasts.c.failed).label("settled"),
+    and_(
+        broadcasts.c.status.in_(_constants(*_COMPLETABLE)),
+        broadcasts.c.sent + broadcasts.c.failed >= broadcasts.c.total,
+    ).label("completing"),
+).where(broadcasts.c.id == bindparam("broadcast_id", type_=BigInteger))
+"""The broadcast's settled recipients after :data:`_ADD_COUNTS`, and whether
+:data:`_COMPLETE` would complete it (MySQL/MariaDB: one statement, the completion's only
+when it does)."""
 
 _STOP_PAID = (
     update(broadcasts)
