@@ -27,6 +27,8 @@
 * :mod:`.deliveries` — ``deliveries``: pending recipients, claims for a job, recorded results.
 * :mod:`.finals` — a chunk of results written to their deliveries while still pending.
 * :mod:`.counters` — a broadcast's counters and completion as its outcomes are recorded.
+* :mod:`.variant_counts` — a broadcast's settled recipients per variant and outcome, kept as
+  they are recorded.
 * :mod:`.followups` — what recall and edit jobs share: holding sent recipients, batches.
 * :mod:`.recalls` — a recall's deliveries: holding, recording, the move to ``recalled``.
 * :mod:`.edits` — an edit: the new content, its deliveries' holding and recording, its end.

@@ -257,26 +257,6 @@ async def outcome_counts(
     }
 
 
-async def variant_counts(
-    connection: AsyncConnection, broadcast_id: int
-) -> dict[str, dict[DeliveryState, int]]:
-    """Per variant: its recipients per final state (a recipient counts under the variant it
-    was sent, once final)."""
-    statement = (
-        select(deliveries.c.variant, deliveries.c.state, func.count())
-        .where(
-            deliveries.c.broadcast_id == broadcast_id,
-            SETTLED,
-            deliveries.c.variant.is_not(None),
-        )
-        .group_by(deliveries.c.variant, deliveries.c.state)
-    )
-    counts: dict[str, dict[DeliveryState, int]] = {}
-    for variant, state, count in await connection.execute(statement):
-        counts.setdefault(variant, {})[DeliveryState(state)] = int(count)
-    return counts
-
-
 async def count_errors(
     connection: AsyncConnection, broadcast_id: int, state: DeliveryState, error: str
 ) -> int:

@@ -35,7 +35,7 @@ from tgbroadcast.core.domain.model import (
     RecallOutcome,
 )
 from tgbroadcast.core.store import broadcasts as broadcast_statements
-from tgbroadcast.core.store import counters, finals, users
+from tgbroadcast.core.store import counters, finals, users, variant_counts
 from tgbroadcast.core.store.limits import IDS_PER_IN_LIST, chunks
 from tgbroadcast.core.store.tables import CLAIM_TOKEN_LENGTH, SETTLED, UtcDateTime, deliveries
 
@@ -308,6 +308,9 @@ async def record(
     """Per broadcast: the estimated cost of its paid sends recorded (thousandths of a Star)."""
     failures: dict[int, Counter[DeliveryState]] = {}
     """Per broadcast: its recipients recorded as not delivered, by outcome."""
+    by_variant: dict[int, Counter[tuple[str, DeliveryState]]] = {}
+    """Per broadcast with variants: its recipients recorded, by variant and outcome (every
+    outcome of such a broadcast names its variant: a worker picks it before sending)."""
     for broadcast_id, user_ids in recipients.items():
         for chunk in chunks(user_ids, IDS_PER_IN_LIST):
             final = await finals.finalize(connection, [chosen[broadcast_id, u] for u in chunk])
@@ -327,6 +330,9 @@ async def record(
             failures.setdefault(broadcast_id, Counter()).update(
                 result.state for result in final if not result.state.delivered
             )
+            by_variant.setdefault(broadcast_id, Counter()).update(
+                (result.variant, result.state) for result in final if result.variant is not None
+            )
     await _deactivate_leavers(connection, recorded, now=now)
     finished: list[Broadcast] = []
     ordinals: list[int] = []
@@ -345,6 +351,7 @@ async def record(
         first = counted.settled - sent - failed + 1
         # 0: not numbered (no broadcast row counted them; a delivery always has one).
         ordinals.extend(range(first, counted.settled + 1) if first > 0 else [0] * (sent + failed))
+        await variant_counts.add(connection, broadcast_id, by_variant[broadcast_id])
         if counted.completed:
             finished.append(await broadcast_statements.fetch(connection, broadcast_id))
     return Recorded(recorded=tuple(recorded), finished=tuple(finished), ordinals=tuple(ordinals))

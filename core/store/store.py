@@ -64,6 +64,7 @@ from tgbroadcast.core.store import (
     dialects,
     quota,
     transitions,
+    variant_counts,
 )
 from tgbroadcast.core.store.bots import BotRows
 from tgbroadcast.core.store.broadcasts import Creation
@@ -471,7 +472,7 @@ class Store(
     async def variant_counts(self, broadcast_id: int) -> dict[str, dict[DeliveryState, int]]:
         """Per variant name: recipients per final state."""
         async with self._engine.connect() as connection:
-            return await broadcasts.variant_counts(connection, broadcast_id)
+            return await variant_counts.read(connection, broadcast_id)
 
     async def count_errors(self, broadcast_id: int, state: DeliveryState, error: str) -> int:
         """Recipients of the broadcast that ended in ``state`` with exactly ``error``."""

@@ -422,6 +422,21 @@ variant_file_ids = Table(
     **MYSQL_TABLE_OPTIONS,
 )
 
+variant_counts = Table(
+    "variant_counts",
+    metadata,
+    # A broadcast with variants: its settled recipients per variant and outcome, added to by
+    # the transaction that records them. Read while they add up to the broadcast's ``sent +
+    # failed``; a broadcast from before them, or with outcomes a worker of an older release
+    # recorded, is counted from its deliveries.
+    Column("broadcast_id", BigInteger, nullable=False),
+    Column("variant", String(VARIANT_NAME_LENGTH), nullable=False),
+    Column("state", String(STATE_LENGTH), nullable=False),
+    Column("count", BigInteger, nullable=False),
+    PrimaryKeyConstraint("broadcast_id", "variant", "state"),
+    **MYSQL_TABLE_OPTIONS,
+)
+
 
 SETTLED: ColumnElement[bool] = deliveries.c.state != literal_column(_PENDING_LITERAL)
 """``ix_deliveries_state``'s condition as a query's term. A query for settled states (``state
