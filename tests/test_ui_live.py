@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from aiohttp import web
 from playwright.async_api import Locator, Page, Route, expect
 
 from tests.fixtures.browser import (  # noqa: F401 -- fixtures "served", "stack", "ui"
@@ -113,7 +114,7 @@ async def test_a_replay_of_100000_outcomes_keeps_the_page_bounded(ui: Dashboard)
     """The service's stream is stood in for (Playwright answers the page's requests), so the
     page is fed 100,000 outcomes as a reconnect to a million-recipient broadcast would."""
     count = 100_000
-    body = replay(count)
+    body = replay(count).encode()
     broadcast: dict[str, Any] = {
         "broadcast_id": 999999,
         "bot": "default",
@@ -130,27 +131,35 @@ async def test_a_replay_of_100000_outcomes_keeps_the_page_bounded(ui: Dashboard)
         "content_version": 1,
     }
     streams: list[str] = []
+    end = {
+        "progress": {
+            "status": "completed",
+            "total": count,
+            "sent": count * 9 // 10,
+            "failed": count // 10,
+            "pending": 0,
+        }
+    }
+
+    async def serve_events(request: web.Request) -> web.Response:
+        last = request.headers.get("Last-Event-ID", "")
+        streams.append(last)
+        if last:
+            text = f"id: end\nevent: end\ndata: {json.dumps(end)}\n\n"
+            return web.Response(text=text, content_type="text/event-stream")
+        return web.Response(body=body, content_type="text/event-stream")
+
+    # The replay (20 MB) comes over a socket from a server of the test's: handed to the
+    # browser through Playwright's protocol, it took a minute on a loaded machine.
+    app = web.Application()
+    app.router.add_get("/events", serve_events)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", free_port())
+    await site.start()
 
     async def events(route: Route) -> None:
-        last = await route.request.header_value("Last-Event-ID")
-        streams.append(last or "")
-        if last:
-            end = {
-                "progress": {
-                    "status": "completed",
-                    "total": count,
-                    "sent": count * 9 // 10,
-                    "failed": count // 10,
-                    "pending": 0,
-                }
-            }
-            await route.fulfill(
-                status=200,
-                content_type="text/event-stream",
-                body=f"id: end\nevent: end\ndata: {json.dumps(end)}\n\n",
-            )
-        else:
-            await route.fulfill(status=200, content_type="text/event-stream", body=body)
+        await route.continue_(url=f"{site.name}/events")
 
     async def details(route: Route) -> None:
         answer = dict(broadcast)
@@ -164,20 +173,25 @@ async def test_a_replay_of_100000_outcomes_keeps_the_page_bounded(ui: Dashboard)
             }
         await route.fulfill(json=answer)
 
-    page = await ui.signed_in()
-    await page.route("**/v1/broadcasts/999999/events*", events)
-    await page.route("**/v1/broadcasts/999999", details)
-    await page.goto(f"{ui.url}#/broadcasts/999999")
-    await expect(page.locator(".live-state")).to_have_text("finished", timeout=WAIT)
-    await expect(figure(page, "sent")).to_have_text(f"{count * 9 // 10:,}")
-    await expect(page.locator('tr[data-outcome="blocked"] td').first).to_have_text(
-        f"{count // 10:,}"
-    )
-    await expect(page.locator(".feed tbody tr")).to_have_count(50)
-    await expect(page.locator(".feed tbody tr").first).to_contain_text(str(10_000 + count))
-    assert streams == ["", f"s{count}.1.0"]  # the reconnect resumed after the last outcome
-    chart = page.locator("canvas.chart")
-    await expect(chart).to_have_attribute("aria-label", re.compile("over 101 seconds: peak 1000.0"))
+    try:
+        page = await ui.signed_in()
+        await page.route("**/v1/broadcasts/999999/events*", events)
+        await page.route("**/v1/broadcasts/999999", details)
+        await page.goto(f"{ui.url}#/broadcasts/999999")
+        await expect(page.locator(".live-state")).to_have_text("finished", timeout=WAIT)
+        await expect(figure(page, "sent")).to_have_text(f"{count * 9 // 10:,}")
+        await expect(page.locator('tr[data-outcome="blocked"] td').first).to_have_text(
+            f"{count // 10:,}"
+        )
+        await expect(page.locator(".feed tbody tr")).to_have_count(50)
+        await expect(page.locator(".feed tbody tr").first).to_contain_text(str(10_000 + count))
+        assert streams == ["", f"s{count}.1.0"]  # the reconnect resumed after the last outcome
+        chart = page.locator("canvas.chart")
+        await expect(chart).to_have_attribute(
+            "aria-label", re.compile("over 101 seconds: peak 1000.0")
+        )
+    finally:
+        await runner.cleanup()
 
 
 async def test_edit_and_recall_from_the_page(ui: Dashboard, stack: Stack) -> None:
