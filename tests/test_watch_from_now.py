@@ -129,7 +129,10 @@ async def test_a_watch_from_now_drops_the_outcomes_its_counters_hold() -> None:
     def watch(after: watching.Cursor) -> Any:
         return watching.watch(store, events, broadcast, after=after, reads=reads, steps=steps)
 
-    now = watching.Cursor.now(5, broadcast)
+    # Its sent and failed are those of the outcome counts (read last, together).
+    counted = {DeliveryState.SENT: 2, DeliveryState.BLOCKED: 2}
+    assert str(watching.Cursor.now(5, broadcast, counted)) == "s4.2.2"
+    now = watching.Cursor.now(5, broadcast, {DeliveryState.SENT: 3})
     assert (str(now), now.floor) == ("s4.3.0", 3)
     from_now = await first(watch(now), 2)
     assert [(u.result.user_id if u.result else None, u.sent, u.cursor) for u in from_now] == [
@@ -208,6 +211,7 @@ async def test_an_outcome_in_flight_when_a_stream_opens_from_now_is_counted_once
             assert event == "status"
             counted = data["progress"]["sent"]
             assert counted == len(early)  # the recorder waits on the held publish
+            assert data["outcome_counts"] == {"sent": counted}  # what the counters hold
             publish.released.set()
             sends.release()
             streamed: list[dict[str, Any]] = []

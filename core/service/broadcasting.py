@@ -438,7 +438,8 @@ class BroadcastingService(LifecycleOperations):
         """Every outcome of the broadcast once, then a closing update with the final status,
         in batches (:func:`.watching.watch`); ``after``: a cursor of an earlier update to
         resume after (one that cannot be read starts from the first outcome); ``from_now``
-        (without ``after``): a ``status`` update with the broadcast's status and counters now, then
+        (without ``after``): a ``status`` update with the broadcast's status, counters and
+        outcome counts now, then
         only the outcomes recorded from now on, the counters going on from those
         (:meth:`.watching.Cursor.now`). ``NotFound`` (at the first step) if the
         broadcast does not exist or its bot is not ``visible``."""
@@ -447,8 +448,10 @@ class BroadcastingService(LifecycleOperations):
         if from_now and not after:
             end = await self._queue.events_end()
             broadcast = await self._store.get_broadcast(broadcast_id)  # counters after the end
-            cursor = Cursor.now(end, broadcast)
-            yield [watching.opening(cursor, broadcast)]
+            # Sent and failed from the counts by outcome: read together, they agree.
+            outcomes = await self._store.outcome_counts(broadcast_id)
+            cursor = Cursor.now(end, broadcast, outcomes)
+            yield [watching.opening(cursor, broadcast, outcomes)]
         async with aclosing(
             watching.watch(
                 self._store,

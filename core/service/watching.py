@@ -36,12 +36,12 @@ import logging
 import re
 import time
 from collections import OrderedDict
-from collections.abc import AsyncGenerator, AsyncIterator, Callable, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Mapping, Sequence
 from contextlib import aclosing
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Protocol
 
-from tgbroadcast.core.domain.model import Broadcast, BroadcastStatus, DeliveryResult
+from tgbroadcast.core.domain.model import Broadcast, BroadcastStatus, DeliveryResult, DeliveryState
 from tgbroadcast.core.queue import (
     ClickEvent,
     EditEvent,
@@ -108,6 +108,8 @@ class WatchUpdate:
     """Recall outcomes so far (this one included)."""
     edited: int = 0
     """Outcomes of the newest edit seen so far (this one included)."""
+    outcome_counts: Mapping[DeliveryState, int] | None = None
+    """A watch *from now*'s opening only: the outcomes its counters hold, by kind."""
     kind: str = "result"
     """What this update is: a delivery's ``result``, a ``recall``'s or an ``edit``'s outcome,
     or a recipient's first ``click`` on a tracked link (a replay's one update per recipient
@@ -162,18 +164,24 @@ class Cursor:
         )
 
     @classmethod
-    def now(cls, end: int, broadcast: Broadcast) -> Cursor:
+    def now(
+        cls, end: int, broadcast: Broadcast, outcome_counts: Mapping[DeliveryState, int]
+    ) -> Cursor:
         """A stream cursor before stream sequence ``end`` (the stream's end, read first) with
-        ``broadcast``'s counters (read after it): a watch from it starts *from now*."""
+        ``broadcast``'s counters and, for ``sent`` and ``failed``, ``outcome_counts`` (both
+        read after it; the counts last, in one statement): a watch from it starts *from
+        now*."""
+        sent = outcome_counts.get(DeliveryState.SENT, 0)
+        settled = sum(outcome_counts.values())
         return cls(
             "s",
             max(0, end - 1),
-            broadcast.sent,
-            broadcast.failed,
+            sent,
+            settled - sent,
             broadcast.recalled,
             broadcast.edited,
             broadcast.content_version,
-            floor=broadcast.sent + broadcast.failed,
+            floor=settled,
         )
 
     @classmethod
@@ -252,10 +260,13 @@ class _At:
         )
 
 
-def opening(cursor: Cursor, broadcast: Broadcast) -> WatchUpdate:
-    """A watch *from now*'s first update: a ``status`` one with ``broadcast``'s status and the
-    counters of ``cursor`` (:meth:`Cursor.now`)."""
-    return _At(cursor).update(None, broadcast.status, broadcast.total, STATUS_KIND)
+def opening(
+    cursor: Cursor, broadcast: Broadcast, outcome_counts: Mapping[DeliveryState, int]
+) -> WatchUpdate:
+    """A watch *from now*'s first update: a ``status`` one with ``broadcast``'s status, the
+    counters of ``cursor`` (:meth:`Cursor.now`) and the ``outcome_counts`` they hold."""
+    update = _At(cursor).update(None, broadcast.status, broadcast.total, STATUS_KIND)
+    return replace(update, outcome_counts=dict(outcome_counts))
 
 
 async def watch(
@@ -448,9 +459,11 @@ def _step(
         item = events[i]
         event = item.event
         if isinstance(event, ResultEvent):
-            if event.ordinal:
-                lowest = min(lowest, event.ordinal)
-                if event.ordinal <= floor:  # counted in the counters the watch started from
+            ordinal = event.ordinal
+            if ordinal:
+                if ordinal < lowest:
+                    lowest = ordinal
+                if ordinal <= floor:  # counted in the counters the watch started from
                     at.seq = item.seq
                     dropped += 1
                     i += 1

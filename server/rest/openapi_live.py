@@ -20,7 +20,8 @@ _FROM = {
     "in": "query",
     "description": "`now`: nothing is replayed. The stream opens with an `event: status` "
     "carrying the broadcast's status and counters now (its `id` a position like an "
-    "outcome's), then the outcomes recorded from then on; the counters go on from those, "
+    "outcome's) and, as `outcome_counts`, the outcomes they hold by kind, then the outcomes "
+    "recorded from then on; the counters go on from those, "
     "each outcome once (one recorded just before, whose event comes later, is not streamed: "
     "the counters hold it; an outcome published again after its worker died may be counted "
     "twice, and the `end` event has the exact counters). "

@@ -367,8 +367,11 @@ def _update_event(item: WatchUpdate) -> tuple[bytes, bool]:
     """An update's SSE event, and whether the stream ends with it."""
     if item.closing:
         return sse_event("end", {"progress": progress_json(item)}, event_id=END_EVENT_ID), True
-    if item.result is None:  # a status move
-        return sse_event(item.kind, {"progress": progress_json(item)}, event_id=item.cursor), False
+    if item.result is None:  # a status move, or a stream from now's opening
+        status: dict[str, Any] = {"progress": progress_json(item)}
+        if item.outcome_counts is not None:
+            status["outcome_counts"] = {s.value: n for s, n in item.outcome_counts.items()}
+        return sse_event(item.kind, status, event_id=item.cursor), False
     # The counters by hand, not json.dumps: one per outcome per place of the streams (a
     # status is a plain word, the counters integers).
     progress = (

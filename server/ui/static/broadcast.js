@@ -33,7 +33,8 @@ export function broadcastPage(main, idText) {
   let lastCursor = "";
   let progress = null;
   // Outcomes counted from the stream. A broadcast being sent is followed from now (nothing is
-  // replayed): these count on from `base`, its counts when the page read it.
+  // replayed): these count on from `base`, its counts when the page read it — the delivery
+  // outcomes' from the stream's opening, which holds exactly those its counters do.
   const counts = new Map();
   const recallCounts = new Map();
   const editCounts = new Map();
@@ -140,7 +141,9 @@ export function broadcastPage(main, idText) {
   function renderBreakdown() {
     const merged = (fromApi, from, live) => {
       const all = new Map(Object.entries(fromApi || {}));
-      for (const [k, v] of live) all.set(k, Math.max(all.get(k) || 0, ((from || {})[k] || 0) + v));
+      for (const k of new Set([...Object.keys(from || {}), ...live.keys()])) {
+        all.set(k, Math.max(all.get(k) || 0, ((from || {})[k] || 0) + (live.get(k) || 0)));
+      }
       return all;
     };
     const sections = [
@@ -288,6 +291,8 @@ export function broadcastPage(main, idText) {
     for (const event of batch) {
       if (event.id && event.id !== "end") lastCursor = event.id;
       const data = event.data;
+      // A stream from now opens with the outcomes its counters hold: the breakdown's base.
+      if (event.type === "status" && data.includes('"outcome_counts"')) base.outcome_counts = JSON.parse(data).outcome_counts;
       if (event.type === "result" || event.type === "recall" || event.type === "edit") {
         const at = Date.parse(member(data, "finished_at") || "");
         if (event.type === "result") {
@@ -352,7 +357,7 @@ export function broadcastPage(main, idText) {
       const answer = await api(`/v1/broadcasts/${id}`);
       broadcast = answer;
       // Once the service has it final, its counts are the truth: the stream's were only the
-      // way there (from now, the breakdown's base is read before the stream opens).
+      // way there (from now, the recall and edit breakdowns' base is read before the stream).
       if (!ACTIVE.has(answer.status) && !answer.editing) {
         for (const live of [counts, recallCounts, editCounts]) live.clear();
         base = {};
