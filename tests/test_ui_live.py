@@ -111,8 +111,9 @@ def replay(count: int) -> str:
 
 
 async def test_a_replay_of_100000_outcomes_keeps_the_page_bounded(ui: Dashboard) -> None:
-    """The service's stream is stood in for (Playwright answers the page's requests), so the
-    page is fed 100,000 outcomes as a reconnect to a million-recipient broadcast would."""
+    """The service is stood in for (Playwright answers the broadcast's reads, a server of the
+    test's its stream), so the page is fed 100,000 outcomes as a reconnect to a
+    million-recipient broadcast would."""
     count = 100_000
     body = replay(count).encode()
     broadcast: dict[str, Any] = {

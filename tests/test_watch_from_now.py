@@ -20,9 +20,11 @@ import pytest
 
 from tests.fixtures.held_calls import HoldingSimulator
 from tests.fixtures.stack import Stack, open_backend, start_stack
+from tests.fixtures.statements import executed
 from tests.test_list_events import open_sse
 from tests.test_reports import send
-from tests.test_store import sent, to
+from tests.test_store import sent
+from tests.test_variant_counts import with_variants
 from tgbroadcast.core.domain.model import (
     Broadcast,
     BroadcastStatus,
@@ -43,13 +45,18 @@ NOW = datetime(2026, 12, 7, tzinfo=UTC)
 async def test_outcomes_are_numbered_in_the_order_they_are_counted(
     store: Store, database_url: str
 ) -> None:
-    """Two stores record the outcomes of two broadcasts at once, in calls that mix them and
-    repeat some: each recorded outcome gets one number, a broadcast's numbers are 1 to its
-    recipients, and those of one call are consecutive."""
-    first = await store.create_broadcast(to(*range(1, 61)))
-    second = await store.create_broadcast(to(*range(1, 21)))
+    """Two stores record the outcomes of two broadcasts with variants at once, in calls that
+    mix them and repeat some: each recorded outcome gets one number, a broadcast's numbers are
+    1 to its recipients, and those of one call are consecutive; the counts kept per variant
+    are each broadcast's."""
+    first = await store.create_broadcast(with_variants(*range(1, 61)))
+    second = await store.create_broadcast(with_variants(*range(1, 21)))
+
+    def of(broadcast_id: int, user_id: int) -> DeliveryResult:
+        return replace(sent(broadcast_id, user_id), variant="ab"[user_id % 2])
+
     calls = [
-        [sent(first.id, u) for u in range(n, n + 6)] + [sent(second.id, i + 1)]
+        [of(first.id, u) for u in range(n, n + 6)] + [of(second.id, i + 1)]
         for i, n in enumerate(range(1, 61, 3))  # most of first's recipients in two calls
     ]
     async with Store.open(database_url) as other:
@@ -71,6 +78,11 @@ async def test_outcomes_are_numbered_in_the_order_they_are_counted(
             assert sorted(ordinals) == list(range(min(ordinals), max(ordinals) + 1))
     assert sorted(numbered[first.id].values()) == list(range(1, 61))
     assert sorted(numbered[second.id].values()) == list(range(1, 21))
+    for broadcast, half in ((first, 30), (second, 10)):
+        with executed(lambda statement: "deliveries" in statement) as read:
+            counts = await store.variant_counts(broadcast.id)
+        assert counts == {"a": {DeliveryState.SENT: half}, "b": {DeliveryState.SENT: half}}
+        assert read == []  # the kept counts
 
 
 def outcome(seq: int, user_id: int, ordinal: int) -> Sequenced:

@@ -459,12 +459,14 @@ def _step(
         item = events[i]
         event = item.event
         if isinstance(event, ResultEvent):
+            at.seq = item.seq
+            if before_sending:  # an outcome, dropped or not, says it is running
+                status, before_sending = BroadcastStatus.RUNNING, False
             ordinal = event.ordinal
             if ordinal:
                 if ordinal < lowest:
                     lowest = ordinal
                 if ordinal <= floor:  # counted in the counters the watch started from
-                    at.seq = item.seq
                     dropped += 1
                     i += 1
                     continue
@@ -473,9 +475,6 @@ def _step(
                 at.sent += 1
             else:
                 at.failed += 1
-            if before_sending:
-                status, before_sending = BroadcastStatus.RUNNING, False
-            at.seq = item.seq
             updates.append(at.update(result, status, total))
         elif isinstance(event, FinishedEvent):
             break

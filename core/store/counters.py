@@ -178,13 +178,23 @@ _COUNT_AND_COMPLETE = _ADD_COUNTS.values(
 )
 """:data:`_ADD_COUNTS` and :data:`_COMPLETE` in one statement, where ``SET`` reads the old row."""
 
-_AFTER = select(
-    (broadcasts.c.sent + broadcasts.c.failed).label("settled"),
-    and_(
-        broadcasts.c.status.in_(_constants(*_COMPLETABLE)),
-        broadcasts.c.sent + broadcasts.c.failed >= broadcasts.c.total,
-    ).label("completing"),
-).where(broadcasts.c.id == bindparam("broadcast_id", type_=BigInteger))
+_COMPLETES_NOW = and_(
+    # Paused too (sends in flight finished everyone); never a cancelled one.
+    broadcasts.c.status.in_(_constants(*_COMPLETABLE)),
+    broadcasts.c.sent + broadcasts.c.failed >= broadcasts.c.total,
+)
+"""Every recipient of the broadcast, as the row is now, is final: it completes."""
+
+_AFTER = (
+    select(
+        (broadcasts.c.sent + broadcasts.c.failed).label("settled"),
+        _COMPLETES_NOW.label("completing"),
+    )
+    .where(broadcasts.c.id == bindparam("broadcast_id", type_=BigInteger))
+    # The row is this transaction's already; a locking read opens no snapshot, which InnoDB's
+    # snapshot isolation (MariaDB 11.6.2 on) would hold the next broadcast's UPDATE to.
+    .with_for_update()
+)
 """The broadcast's settled recipients after :data:`_ADD_COUNTS`, and whether
 :data:`_COMPLETE` would complete it (MySQL/MariaDB: one statement, the completion's only
 when it does)."""
@@ -202,11 +212,6 @@ _STOP_PAID = (
 
 _COMPLETE = (
     update(broadcasts)
-    .where(
-        broadcasts.c.id == bindparam("broadcast_id", type_=BigInteger),
-        # Paused too (sends in flight finished everyone); never a cancelled one.
-        broadcasts.c.status.in_(_constants(*_COMPLETABLE)),
-        broadcasts.c.sent + broadcasts.c.failed >= broadcasts.c.total,
-    )
+    .where(broadcasts.c.id == bindparam("broadcast_id", type_=BigInteger), _COMPLETES_NOW)
     .values(status=BroadcastStatus.COMPLETED.value, finished_at=bindparam("now"))
 )

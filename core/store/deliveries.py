@@ -311,7 +311,7 @@ async def record(
     by_variant: dict[int, Counter[tuple[str, DeliveryState]]] = {}
     """Per broadcast with variants: its recipients recorded, by variant and outcome (every
     outcome of such a broadcast names its variant: a worker picks it before sending)."""
-    for broadcast_id, user_ids in recipients.items():
+    for broadcast_id, user_ids in sorted(recipients.items()):  # as ``counts`` is taken below
         for chunk in chunks(user_ids, IDS_PER_IN_LIST):
             final = await finals.finalize(connection, [chosen[broadcast_id, u] for u in chunk])
             if not final:
@@ -351,7 +351,8 @@ async def record(
         first = counted.settled - sent - failed + 1
         # 0: not numbered (no broadcast row counted them; a delivery always has one).
         ordinals.extend(range(first, counted.settled + 1) if first > 0 else [0] * (sent + failed))
-        await variant_counts.add(connection, broadcast_id, by_variant[broadcast_id])
+        if counted.settled:  # else no broadcast row counted them
+            await variant_counts.add(connection, broadcast_id, by_variant[broadcast_id])
         if counted.completed:
             finished.append(await broadcast_statements.fetch(connection, broadcast_id))
     return Recorded(recorded=tuple(recorded), finished=tuple(finished), ordinals=tuple(ordinals))
