@@ -5,14 +5,13 @@ of its events (core/service/watching.py, ``SharedSteps``)."""
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import AsyncGenerator
 from datetime import UTC, datetime
 from typing import Any, cast
 
 import grpc
 import pytest
 
+from tests.fixtures.event_batches import Batches, first
 from tests.fixtures.grpc_details import bad_request
 from tests.fixtures.held_calls import HoldingSimulator
 from tests.fixtures.stack import Backend, Stack, on_sqlite, start_stack
@@ -24,7 +23,7 @@ from tgbroadcast.core.domain.model import (
     DeliveryResult,
     DeliveryState,
 )
-from tgbroadcast.core.queue import Idle, ResultEvent, StatusEvent
+from tgbroadcast.core.queue import ResultEvent, StatusEvent
 from tgbroadcast.core.queue.watching import Sequenced
 from tgbroadcast.core.service import watching
 from tgbroadcast.core.service.shared_reads import SharedReads
@@ -195,32 +194,6 @@ async def test_max_batch_out_of_range_is_invalid(stack: Stack, max_batch: int) -
 def outcome(seq: int, user_id: int, state: DeliveryState = DeliveryState.SENT) -> Sequenced:
     result = DeliveryResult(broadcast_id=7, user_id=user_id, state=state, finished_at=NOW)
     return Sequenced(seq, ResultEvent(result=result))
-
-
-class Batches:
-    """An event source that gives every watcher the same batches, then nothing."""
-
-    def __init__(self, *batches: list[Sequenced]) -> None:
-        self.batches = batches
-
-    async def watch_batches(
-        self, broadcast_id: int, start_seq: int = 1, *, idle_after: float = 1.0
-    ) -> AsyncGenerator[list[Sequenced] | Idle, None]:
-        for batch in self.batches:
-            items = [item for item in batch if item.seq >= start_seq]
-            if items:
-                yield items
-        await asyncio.Event().wait()
-
-
-async def first(
-    updates: AsyncGenerator[list[watching.WatchUpdate], None], count: int
-) -> list[list[watching.WatchUpdate]]:
-    """The first ``count`` batches of a watch; then it is closed."""
-    try:
-        return [await anext(updates) for _ in range(count)]
-    finally:
-        await updates.aclose()
 
 
 async def test_watchers_at_the_same_place_share_the_updates_of_the_same_events() -> None:

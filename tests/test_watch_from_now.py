@@ -9,7 +9,7 @@ transactions that count them, each once, on every backend."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncGenerator, AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Sequence
 from contextlib import AsyncExitStack
 from dataclasses import replace
 from datetime import UTC, datetime
@@ -18,6 +18,7 @@ from typing import Any, cast
 
 import pytest
 
+from tests.fixtures.event_batches import Batches, first
 from tests.fixtures.held_calls import HoldingSimulator
 from tests.fixtures.stack import Stack, open_backend, start_stack
 from tests.fixtures.statements import executed
@@ -32,7 +33,7 @@ from tgbroadcast.core.domain.model import (
     DeliveryResult,
     DeliveryState,
 )
-from tgbroadcast.core.queue import Event, Idle, ResultEvent
+from tgbroadcast.core.queue import Event, ResultEvent
 from tgbroadcast.core.queue.jetstream import Queue
 from tgbroadcast.core.queue.watching import Sequenced
 from tgbroadcast.core.service import watching
@@ -92,32 +93,6 @@ def outcome(seq: int, user_id: int, ordinal: int) -> Sequenced:
     return Sequenced(seq, ResultEvent(result=result, ordinal=ordinal))
 
 
-class Batches:
-    """An event source that gives every watcher the same batches, then nothing."""
-
-    def __init__(self, *batches: list[Sequenced]) -> None:
-        self.batches = batches
-
-    async def watch_batches(
-        self, broadcast_id: int, start_seq: int = 1, *, idle_after: float = 1.0
-    ) -> AsyncGenerator[list[Sequenced] | Idle, None]:
-        for batch in self.batches:
-            items = [item for item in batch if item.seq >= start_seq]
-            if items:
-                yield items
-        await asyncio.Event().wait()
-
-
-async def first(
-    updates: AsyncGenerator[list[watching.WatchUpdate], None], count: int
-) -> list[watching.WatchUpdate]:
-    """The updates of the first ``count`` batches of a watch; then it is closed."""
-    try:
-        return [update for _ in range(count) for update in await anext(updates)]
-    finally:
-        await updates.aclose()
-
-
 async def test_a_watch_from_now_drops_the_outcomes_its_counters_hold() -> None:
     broadcast = Broadcast(
         id=7,
@@ -138,15 +113,16 @@ async def test_a_watch_from_now_drops_the_outcomes_its_counters_hold() -> None:
     store = cast(Store, None)  # nothing is read: no finish, no quiet second
     reads, steps = SharedReads(store), watching.SharedSteps()
 
-    def watch(after: watching.Cursor) -> Any:
-        return watching.watch(store, events, broadcast, after=after, reads=reads, steps=steps)
+    async def updates(after: watching.Cursor, batches: int) -> list[watching.WatchUpdate]:
+        watch = watching.watch(store, events, broadcast, after=after, reads=reads, steps=steps)
+        return [update for batch in await first(watch, batches) for update in batch]
 
     # Its sent and failed are those of the outcome counts (read last, together).
     counted = {DeliveryState.SENT: 2, DeliveryState.BLOCKED: 2}
     assert str(watching.Cursor.now(5, broadcast, counted)) == "s4.2.2"
     now = watching.Cursor.now(5, broadcast, {DeliveryState.SENT: 3})
     assert (str(now), now.floor) == ("s4.3.0", 3)
-    from_now = await first(watch(now), 2)
+    from_now = await updates(now, 2)
     assert [(u.result.user_id if u.result else None, u.sent, u.cursor) for u in from_now] == [
         (14, 4, "s5.4.0"),
         (15, 5, "s7.5.0"),
@@ -156,7 +132,7 @@ async def test_a_watch_from_now_drops_the_outcomes_its_counters_hold() -> None:
     # watch from now dropped: its counters are its cursor's, and it makes its own updates.
     at_start = watching.Cursor.parse("s4.3.0")
     assert at_start is not None
-    resumed = await first(watch(at_start), 1)
+    resumed = await updates(at_start, 1)
     assert [(u.result.user_id if u.result else None, u.sent) for u in resumed] == [
         (14, 4),
         (13, 5),
@@ -165,13 +141,11 @@ async def test_a_watch_from_now_drops_the_outcomes_its_counters_hold() -> None:
     # The batch it drops nothing of, it shares with a watcher at the same place.
     at_seven = watching.Cursor.parse("s6.4.0")
     assert at_seven is not None
-    plain, floored = [
-        await first(watch(cursor), 1) for cursor in (at_seven, replace(at_seven, floor=3))
-    ]
+    plain, floored = [await updates(cursor, 1) for cursor in (at_seven, replace(at_seven, floor=3))]
     assert all(a is b for a, b in zip(plain, floored, strict=True))
     assert plain == from_now[1:]
     # One whose floor reaches an outcome of the batch makes its own, dropping it.
-    high = await first(watch(replace(at_seven, floor=5)), 1)
+    high = await updates(replace(at_seven, floor=5), 1)
     assert [(u.result.user_id if u.result else None, u.sent) for u in high] == [(15, 5)]
 
 
