@@ -2,8 +2,9 @@
 text links (HTML ones too, personalized ones too) lead to ``{server.public_url}/c/{code}``,
 a code of that recipient and link that answers 302 to the original without a token (and
 outside the allow-list); each recipient's first click on each link is counted once —
-GetBroadcast (REST and gRPC), ListDeliveries, the CSV and the live stream show it — and a
-code expires with ``tracking.retention_days``. Forged codes are 404."""
+GetBroadcast (REST and gRPC), ListDeliveries, the CSV, the live stream and the replay of the
+finished broadcast show it — and a code expires with ``tracking.retention_days``. Forged
+codes are 404."""
 
 from __future__ import annotations
 
@@ -143,6 +144,17 @@ async def test_tracked_links_redirect_count_once_and_stream(backend: Backend) ->
         assert (await open_link(stack, PUBLIC + "/c/not-a-code"))[0] == 404
         held.release()
         await asyncio.wait_for(watching, 60)
+        # Finished, it is replayed: each recipient's clicks on its one result.
+        replayed = await watch_into([], stack, broadcast_id)
+        async with (
+            aiohttp.ClientSession(headers=stack.auth) as session,
+            session.get(f"{stack.http_url}/v1/broadcasts/{broadcast_id}/events") as events,
+        ):
+            sse = [
+                json.loads(line.removeprefix("data: "))
+                for line in (await events.text()).splitlines()
+                if line.startswith("data: ")
+            ]
         _, report = await rest(stack, "GET", f"/v1/broadcasts/{broadcast_id}")
         _, page = await rest(stack, "GET", f"/v1/broadcasts/{broadcast_id}/deliveries")
         _, text = await rest(stack, "GET", f"/v1/broadcasts/{broadcast_id}/deliveries.csv")
@@ -159,17 +171,17 @@ async def test_tracked_links_redirect_count_once_and_stream(backend: Backend) ->
         ]
     )
     assert streamed[-1].progress.status == pb.BROADCAST_STATUS_COMPLETED
+    third = ({ANN, BOB, CID} - {first, second}).pop()
+    opened = {first: 2, second: 1, third: 0}
+    assert {m.result.user_id: m.result.clicks for m in replayed[:-1]} == opened
+    assert {e["user_id"]: e.get("clicks", 0) for e in sse if "user_id" in e} == opened
     assert (report["track_clicks"], report["clicks"], report["clickers"]) == (True, 3, 2)
     assert report["link_clicks"] == [
         {"variant": None, "link": 0, "url": "https://shop.example/sale", "clicks": 1},
         {"variant": None, "link": 1, "url": "https://news.example/?who=you", "clicks": 1},
         {"variant": None, "link": 2, "url": "https://more.example/", "clicks": 1},
     ]
-    assert {r["user_id"]: r["clicks"] for r in page["results"]} == {
-        first: 2,
-        second: 1,
-        ({ANN, BOB, CID} - {first, second}).pop(): 0,
-    }
+    assert {r["user_id"]: r["clicks"] for r in page["results"]} == opened
     rows = list(csv.DictReader(io.StringIO(text, newline="")))
     assert {int(r["user_id"]): int(r["clicks"]) for r in rows}[first] == 2
     assert (got.broadcast.clicks, got.broadcast.clickers) == (3, 2)

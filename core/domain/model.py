@@ -364,6 +364,9 @@ class DeliveryResult:
     """The name of the variant it was sent (``None``: the broadcast has none)."""
     click: str | None = None
     """On a click's event only: the link the recipient opened (its first time)."""
+    clicks: int = 0
+    """In a replay of a tracked broadcast: the links the recipient opened (live, each is a
+    click event of its own)."""
 
     @property
     def all_message_ids(self) -> tuple[int, ...]:

@@ -560,6 +560,11 @@ async def _replay(
 
     while True:
         page = await store.list_results(broadcast.id, after_user_id=last, limit=REPLAY_PAGE)
+        if broadcast.click_key is not None and page:  # tracked: who opened how many links
+            opened = await store.clicks_of(broadcast.id, [result.user_id for result in page])
+            page = [
+                replace(r, clicks=opened[r.user_id]) if r.user_id in opened else r for r in page
+            ]
         batch: list[WatchUpdate] = []
         for result in page:
             if result.state.delivered:

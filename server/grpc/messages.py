@@ -227,6 +227,7 @@ def delivery_result(value: DeliveryResult) -> pb.DeliveryResult:
         edit_error=value.edit_error or "",
         variant=value.variant or "",
         click=value.click or "",
+        clicks=value.clicks,
     )
 
 

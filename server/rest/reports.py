@@ -415,6 +415,8 @@ def _result_json(result: DeliveryResult) -> str:
         data["variant"] = result.variant
     if result.click is not None:
         data["click"] = result.click
+    if result.clicks:
+        data["clicks"] = result.clicks
     return json.dumps(data, separators=(",", ":"))[:-1]
 
 

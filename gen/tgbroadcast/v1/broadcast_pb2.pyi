@@ -2063,7 +2063,10 @@ class DeliveryResult(_message.Message):
     another message of the recipient).
     """
     clicks: _builtins.int
-    """Tracked links of its message the recipient opened (ListDeliveries)."""
+    """Tracked links of its message the recipient opened (ListDeliveries, and
+    WatchBroadcast's replay of a finished broadcast: live, each is a click's
+    message of its own).
+    """
     @_builtins.property
     def finished_at(self) -> _timestamp_pb2.Timestamp: ...
     @_builtins.property
