@@ -348,11 +348,11 @@ async def record(
             now=now,
             failures=failures.get(broadcast_id),
         )
-        first = counted.settled - sent - failed + 1
-        # 0: not numbered (no broadcast row counted them; a delivery always has one).
-        ordinals.extend(range(first, counted.settled + 1) if first > 0 else [0] * (sent + failed))
-        if counted.settled:  # else no broadcast row counted them
-            await variant_counts.add(connection, broadcast_id, by_variant[broadcast_id])
+        if not counted.settled:  # no broadcast row counted them (a delivery always has one)
+            ordinals.extend([0] * (sent + failed))  # not numbered
+            continue
+        ordinals.extend(range(counted.settled - sent - failed + 1, counted.settled + 1))
+        await variant_counts.add(connection, broadcast_id, by_variant[broadcast_id])
         if counted.completed:
             finished.append(await broadcast_statements.fetch(connection, broadcast_id))
     return Recorded(recorded=tuple(recorded), finished=tuple(finished), ordinals=tuple(ordinals))
