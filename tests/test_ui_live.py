@@ -1,11 +1,13 @@
 """The dashboard's live side in a real browser: a broadcast page reconnects by itself after
 the server restarts and resumes where it stopped (nothing counted twice), a replay of 100,000
-outcomes keeps the page bounded, edit and recall run from the page with their outcomes live,
-and a photo uploaded from the compose page is sent.
+outcomes keeps the page bounded, a broadcast far along is followed from now on its stream's
+opening counts, edit and recall run from the page with their outcomes live, and a photo
+uploaded from the compose page is sent.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
 import struct
@@ -192,6 +194,67 @@ async def test_a_replay_of_100000_outcomes_keeps_the_page_bounded(ui: Dashboard)
             "aria-label", re.compile("over 101 seconds: peak 1000.0")
         )
     finally:
+        await runner.cleanup()
+
+
+async def test_a_broadcast_far_along_is_followed_from_now_on_its_openings_counts(
+    ui: Dashboard,
+) -> None:
+    """A running broadcast past the replay limit is followed from now, and the breakdown counts
+    on from the stream's opening, not from the broadcast read before it: what was recorded in
+    between (here 3 sent and 1 blocked) is in the opening's counts, and would be in neither."""
+    broadcast: dict[str, Any] = {
+        "broadcast_id": 999996, "bot": "default", "status": "running", "total": 50_000,
+        "sent": 20_000, "failed": 1_000, "pending": 29_000, "message": "Big news",
+        "media_type": "text", "outcome_counts": {"sent": 20_000, "blocked": 1_000},
+        "actions": [], "created_by": "operator", "content_version": 1,
+    }  # fmt: skip
+    progress = {"status": "running", "total": 50_000, "sent": 20_003, "failed": 1_001}
+    opening = {"progress": progress, "outcome_counts": {"sent": 20_003, "blocked": 1_001}}
+    events = [f"id: s500.20003.1001\nevent: status\ndata: {json.dumps(opening)}\n\n"]
+    for n in range(1, 8):
+        progress = {**progress, "sent": 20_003 + n, "pending": 50_000 - 20_003 - n - 1_001}
+        data = {
+            "user_id": 70_000 + n, "outcome": "sent", "error": None, "message_id": n,
+            "finished_at": f"2026-06-01T10:00:0{n}.000000Z", "message_ids": [n],
+            "progress": progress,
+        }  # fmt: skip
+        text = json.dumps(data, separators=(",", ":"))  # compact, as the service writes it
+        events.append(f"id: s{500 + n}.{20_003 + n}.1001\nevent: result\ndata: {text}\n\n")
+    asked: list[str] = []
+
+    async def serve_events(request: web.Request) -> web.StreamResponse:
+        asked.append(request.query_string)
+        response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+        await response.prepare(request)
+        await response.write("".join(events).encode())
+        await held.wait()  # open, as a broadcast still sending
+        return response
+
+    held = asyncio.Event()
+    app = web.Application()
+    app.router.add_get("/events", serve_events)
+    runner = web.AppRunner(app, shutdown_timeout=0)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", free_port())
+    await site.start()
+
+    async def stream(route: Route) -> None:
+        query = route.request.url.partition("?")[2]
+        await route.continue_(url=f"{site.name}/events" + (f"?{query}" if query else ""))
+
+    try:
+        page = await ui.signed_in()
+        await page.route("**/v1/broadcasts/999996/events*", stream)
+        await page.route("**/v1/broadcasts/999996", lambda route: route.fulfill(json=broadcast))
+        await page.goto(f"{ui.url}#/broadcasts/999996")
+        await expect(figure(page, "sent")).to_have_text("20,010", timeout=WAIT)
+        delivery = page.locator('table[data-kind="delivery"]')
+        await expect(delivery.locator('tr[data-outcome="sent"] td').first).to_have_text("20,010")
+        await expect(delivery.locator('tr[data-outcome="blocked"] td').first).to_have_text("1,001")
+        assert asked == ["from=now"]
+    finally:
+        held.set()
         await runner.cleanup()
 
 
