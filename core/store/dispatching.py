@@ -54,6 +54,17 @@ _MARK_FIRST_GENERATIONS = (
     )
     .values(dispatched=True)
 )
+_MARK_FIRST_GENERATION = (
+    update(broadcasts)
+    .where(
+        broadcasts.c.id == bindparam("broadcast_id"),
+        broadcasts.c.resumed_at.is_(None),
+        broadcasts.c.status != BroadcastStatus.RECALLING.value,
+    )
+    .values(dispatched=True)
+)
+"""The same for one broadcast (half the groups of a steady stream of small sends): no ``IN``
+list to render at each execution."""
 
 
 def _padded(ids: Sequence[int]) -> list[int]:
@@ -116,11 +127,18 @@ class DispatchRows:
         async def mark(connection: AsyncConnection) -> set[int]:
             marked: set[int] = set()
             todo = sorted(set(generations), key=lambda g: g[0])
-            # Never resumed (a group of new broadcasts): one statement marks them all, when
+            # Never resumed (new broadcasts): one statement marks them all, when
             # none was resumed meanwhile; else each is marked on its own, below.
             first = [broadcast_id for broadcast_id, resumed_at in todo if resumed_at is None]
-            if 1 < len(first) <= IDS_PER_IN_LIST:
-                updated = await connection.execute(_MARK_FIRST_GENERATIONS, {"ids": _padded(first)})
+            if 0 < len(first) <= IDS_PER_IN_LIST:
+                if len(first) == 1:
+                    updated = await connection.execute(
+                        _MARK_FIRST_GENERATION, {"broadcast_id": first[0]}
+                    )
+                else:
+                    updated = await connection.execute(
+                        _MARK_FIRST_GENERATIONS, {"ids": _padded(first)}
+                    )
                 if updated.rowcount == len(first):
                     marked.update(first)
                     todo = [g for g in todo if g[1] is not None]
