@@ -8,7 +8,7 @@ Every wait is on an event of a stream; a held send makes "in flight" a state, no
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from contextlib import AsyncExitStack
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -69,9 +69,11 @@ class Sse:
                 fields[name] = value
 
 
-async def open_sse(exits: AsyncExitStack, stack: Stack, path: str) -> Sse:
+async def open_sse(
+    exits: AsyncExitStack, stack: Stack, path: str, *, headers: Mapping[str, str] | None = None
+) -> Sse:
     session = await exits.enter_async_context(aiohttp.ClientSession(headers=stack.auth))
-    response = await exits.enter_async_context(session.get(stack.http_url + path))
+    response = await exits.enter_async_context(session.get(stack.http_url + path, headers=headers))
     assert response.status == 200, await response.text()
     return Sse(response)
 

@@ -25,7 +25,7 @@ from tgbroadcast.core.domain.model import (
 )
 from tgbroadcast.core.queue import ResultEvent, StatusEvent
 from tgbroadcast.core.queue.watching import Sequenced
-from tgbroadcast.core.service import watching
+from tgbroadcast.core.service import cursors, watching
 from tgbroadcast.core.service.shared_reads import SharedReads
 from tgbroadcast.core.store import Store
 from tgbroadcast.v1 import broadcast_pb2 as pb
@@ -216,7 +216,7 @@ async def test_watchers_at_the_same_place_share_the_updates_of_the_same_events()
     store = cast(Store, None)  # nothing is read: no finish, no quiet second
     reads, steps = SharedReads(store), watching.SharedSteps()
 
-    def watch(after: watching.Cursor | None = None) -> Any:
+    def watch(after: cursors.Cursor | None = None) -> Any:
         return watching.watch(store, events, broadcast, after=after, reads=reads, steps=steps)
 
     one, two = await first(watch(), 2), await first(watch(), 2)
@@ -235,8 +235,8 @@ async def test_watchers_at_the_same_place_share_the_updates_of_the_same_events()
     ]
     # A watcher resumed where the others were before a batch takes their updates of it; one
     # resumed elsewhere makes its own, its counters going on from its cursor.
-    same_place = await first(watch(watching.Cursor.parse("s2.1.1")), 1)
+    same_place = await first(watch(cursors.Cursor.parse("s2.1.1")), 1)
     assert all(a is b for a, b in zip(same_place[0], one[1], strict=True))
-    elsewhere = await first(watch(watching.Cursor.parse("s1.1.0")), 1)
+    elsewhere = await first(watch(cursors.Cursor.parse("s1.1.0")), 1)
     assert elsewhere[0] == [one[0][1]]
     assert elsewhere[0][0] is not one[0][1]

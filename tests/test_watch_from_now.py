@@ -36,7 +36,7 @@ from tgbroadcast.core.domain.model import (
 from tgbroadcast.core.queue import Event, ResultEvent
 from tgbroadcast.core.queue.jetstream import Queue
 from tgbroadcast.core.queue.watching import Sequenced
-from tgbroadcast.core.service import watching
+from tgbroadcast.core.service import cursors, watching
 from tgbroadcast.core.service.shared_reads import SharedReads
 from tgbroadcast.core.store import Store
 
@@ -113,15 +113,17 @@ async def test_a_watch_from_now_drops_the_outcomes_its_counters_hold() -> None:
     store = cast(Store, None)  # nothing is read: no finish, no quiet second
     reads, steps = SharedReads(store), watching.SharedSteps()
 
-    async def updates(after: watching.Cursor, batches: int) -> list[watching.WatchUpdate]:
+    async def updates(after: cursors.Cursor, batches: int) -> list[watching.WatchUpdate]:
         watch = watching.watch(store, events, broadcast, after=after, reads=reads, steps=steps)
         return [update for batch in await first(watch, batches) for update in batch]
 
     # Its sent and failed are those of the outcome counts (read last, together).
     counted = {DeliveryState.SENT: 2, DeliveryState.BLOCKED: 2}
-    assert str(watching.Cursor.now(5, broadcast, counted)) == "s4.2.2"
-    now = watching.Cursor.now(5, broadcast, {DeliveryState.SENT: 3})
-    assert (str(now), now.floor) == ("s4.3.0", 3)
+    assert str(cursors.Cursor.now(5, broadcast, counted)) == "s4.2.2~4"
+    now = cursors.Cursor.now(5, broadcast, {DeliveryState.SENT: 3})
+    assert (str(now), now.floor) == ("s4.3.0~3", 3)
+    assert cursors.Cursor.parse(str(now)) == now  # a resumed watch keeps the floor
+    assert cursors.Cursor.parse("s4.3.0~") is None
     from_now = await updates(now, 2)
     assert [(u.result.user_id if u.result else None, u.sent, u.cursor) for u in from_now] == [
         (14, 4, "s5.4.0"),
@@ -130,7 +132,7 @@ async def test_a_watch_from_now_drops_the_outcomes_its_counters_hold() -> None:
     ]
     # A watcher resumed at the same place from a cursor (no floor) counts the outcome the
     # watch from now dropped: its counters are its cursor's, and it makes its own updates.
-    at_start = watching.Cursor.parse("s4.3.0")
+    at_start = cursors.Cursor.parse("s4.3.0")
     assert at_start is not None
     resumed = await updates(at_start, 1)
     assert [(u.result.user_id if u.result else None, u.sent) for u in resumed] == [
@@ -138,8 +140,11 @@ async def test_a_watch_from_now_drops_the_outcomes_its_counters_hold() -> None:
         (13, 5),
     ]
     assert resumed[0] is not from_now[0]
+    # One resumed from the watch's own cursor drops it again: the cursor carries the floor.
+    again = await updates(replace(at_start, floor=3), 1)
+    assert [(u.result.user_id if u.result else None, u.sent) for u in again] == [(14, 4)]
     # The batch it drops nothing of, it shares with a watcher at the same place.
-    at_seven = watching.Cursor.parse("s6.4.0")
+    at_seven = cursors.Cursor.parse("s6.4.0")
     assert at_seven is not None
     plain, floored = [await updates(cursor, 1) for cursor in (at_seven, replace(at_seven, floor=3))]
     assert all(a is b for a, b in zip(plain, floored, strict=True))
@@ -179,9 +184,12 @@ async def held_stack(tmp_path: Path) -> AsyncIterator[tuple[Stack, HoldingSimula
         yield stack, simulator
 
 
+@pytest.mark.parametrize("reconnect", [False, True], ids=["open", "reconnected"])
 async def test_an_outcome_in_flight_when_a_stream_opens_from_now_is_counted_once(
-    held_stack: tuple[Stack, HoldingSimulator], monkeypatch: pytest.MonkeyPatch
+    held_stack: tuple[Stack, HoldingSimulator], monkeypatch: pytest.MonkeyPatch, reconnect: bool
 ) -> None:
+    """Reconnected: the stream goes before the outcome's event comes, and one resumed with
+    ``Last-Event-ID`` (the opening's id, which carries its counters) still leaves it out."""
     stack, simulator = held_stack
     publish = HeldPublish(monkeypatch)
     sends = simulator.hold("sendMessage", after=3)
@@ -191,23 +199,34 @@ async def test_an_outcome_in_flight_when_a_stream_opens_from_now_is_counted_once
         await publish.holding.wait()  # outcomes committed, their events not yet published
         await sends.holding()
         early = {e.result.user_id for e in publish.events if isinstance(e, ResultEvent)}
+        path = f"/v1/broadcasts/{broadcast_id}/events"
         async with AsyncExitStack() as exits:
-            sse = await open_sse(exits, stack, f"/v1/broadcasts/{broadcast_id}/events?from=now")
-            event, data, _ = await sse.next()
+            async with AsyncExitStack() as first_stream:
+                sse = await open_sse(
+                    first_stream if reconnect else exits, stack, f"{path}?from=now"
+                )
+                event, data, opening = await sse.next()
             assert event == "status"
+            assert opening is not None
             counted = data["progress"]["sent"]
             assert counted == len(early)  # the recorder waits on the held publish
             assert data["outcome_counts"] == {"sent": counted}  # what the counters hold
+            assert opening.endswith(f"~{counted}")
             publish.released.set()
             sends.release()
+            if reconnect:
+                sse = await open_sse(exits, stack, path, headers={"Last-Event-ID": opening})
             streamed: list[dict[str, Any]] = []
+            ids: list[str] = []
             while (next_event := await sse.next())[0] != "end":
                 if next_event[0] == "result":
                     streamed.append(next_event[1])
+                    ids.append(next_event[2] or "")
             end = next_event[1]
     finally:
         publish.released.set()
         sends.release()
+    assert all(cursor.endswith(f"~{counted}") for cursor in ids)
     assert early.isdisjoint(r["user_id"] for r in streamed)
     assert sorted(early | {r["user_id"] for r in streamed}) == recipients
     assert [r["progress"]["sent"] for r in streamed] == list(

@@ -73,13 +73,14 @@ from tgbroadcast.core.service.bot_access import (
 )
 from tgbroadcast.core.service.clicks import LinkClicks, link_clicks
 from tgbroadcast.core.service.controls import LifecycleOperations
+from tgbroadcast.core.service.cursors import Cursor
 from tgbroadcast.core.service.dispatch import Dispatcher
 from tgbroadcast.core.service.list_watching import ListWatching, Ready
 from tgbroadcast.core.service.quota import PendingRecipientsQuota
 from tgbroadcast.core.service.shared_reads import SharedReads
 from tgbroadcast.core.service.uploads import stash_album
 from tgbroadcast.core.service.user_import import ImportChunk, import_users
-from tgbroadcast.core.service.watching import Cursor, WatchUpdate
+from tgbroadcast.core.service.watching import WatchUpdate
 from tgbroadcast.core.store import Store
 from tgbroadcast.core.store.broadcasts import not_found
 

@@ -20,8 +20,8 @@ the broadcast's counters read after it (:meth:`Cursor.now`): only later outcomes
 counters go on from the database's. An outcome recorded before that read but published after
 the stream's end (a send in flight when the watch opened) is already in those counters: its
 event's ordinal (:attr:`~tgbroadcast.core.queue.ResultEvent.ordinal`, its place among the
-broadcast's settled recipients) is within them, and the watch drops it. The cursor does not
-carry that *floor*: a watch resumed from one counts outcomes as a watch from the first does.
+broadcast's settled recipients) is within them, and the watch drops it — and so does a watch
+resumed from any of its cursors, which carry that *floor* (:mod:`.cursors`).
 
 A followed broadcast's moves to a status that is not final (paused, resumed, started,
 recalling) come in stream order with its outcomes (``StatusEvent``): each is an update of kind
@@ -33,7 +33,6 @@ database's final counters.
 from __future__ import annotations
 
 import logging
-import re
 import time
 from collections import OrderedDict
 from collections.abc import AsyncGenerator, AsyncIterator, Callable, Mapping, Sequence
@@ -52,6 +51,7 @@ from tgbroadcast.core.queue import (
     StatusEvent,
 )
 from tgbroadcast.core.queue.watching import Sequenced
+from tgbroadcast.core.service.cursors import Cursor, spelled, with_floor
 from tgbroadcast.core.service.shared_reads import SharedReads
 from tgbroadcast.core.store import Store
 
@@ -66,12 +66,8 @@ _BEFORE_SENDING = frozenset({BroadcastStatus.SCHEDULED, BroadcastStatus.QUEUED})
 """Statuses an outcome proves wrong: its broadcast is running (or past it) by then."""
 _SETTLED = frozenset({BroadcastStatus.COMPLETED, BroadcastStatus.RECALLED})
 """Final statuses whose counters never move again."""
-_INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
 _IDLE = (Idle(),)
 """A quiet second, as a batch of one."""
-_CURSOR = re.compile(
-    r"([su])(-?\d{1,19})\.(\d{1,19})\.(\d{1,19})(?:\.(\d{1,19})(?:\.(\d{1,19})\.(\d{1,9}))?)?"
-)
 
 
 class EventSource(Protocol):
@@ -110,6 +106,9 @@ class WatchUpdate:
     """Outcomes of the newest edit seen so far (this one included)."""
     outcome_counts: Mapping[DeliveryState, int] | None = None
     """A watch *from now*'s opening only: the outcomes its counters hold, by kind."""
+    floor: int = 0
+    """A watch *from now*'s opening only: its floor (:class:`.cursors.Cursor`), which its
+    cursor carries; the updates after it are shared, and a stream adds the floor to theirs."""
     kind: str = "result"
     """What this update is: a delivery's ``result``, a ``recall``'s or an ``edit``'s outcome,
     or a recipient's first ``click`` on a tracked link (a replay's one update per recipient
@@ -125,7 +124,7 @@ class WatchUpdate:
         """Where a watch resumes after this update (:class:`Cursor`, spelled)."""
         if not self.position:
             return ""
-        return _spelled(
+        text = spelled(
             self.position,
             self.seq,
             self.sent,
@@ -134,84 +133,12 @@ class WatchUpdate:
             self.edited,
             self.version,
         )
+        return with_floor(text, self.floor)
 
     @property
     def closing(self) -> bool:
         """Whether this is the watch's last update (its final status and counters)."""
         return self.result is None and self.kind != STATUS_KIND
-
-
-@dataclass(frozen=True, slots=True)
-class Cursor:
-    """A position in a watch: after stream sequence ``seq`` (``kind`` ``s``) or after user id
-    ``seq`` of a replay (``u``), with the counters so far."""
-
-    kind: str
-    seq: int
-    sent: int
-    failed: int
-    recalled: int = 0
-    edited: int = 0
-    version: int = 1
-    """The content version ``edited`` counts the outcomes of."""
-    floor: int = 0
-    """Outcomes numbered up to this are counted already (a watch *from now*: the broadcast's
-    ``sent + failed`` it started from); not spelled."""
-
-    def __str__(self) -> str:
-        return _spelled(
-            self.kind, self.seq, self.sent, self.failed, self.recalled, self.edited, self.version
-        )
-
-    @classmethod
-    def now(
-        cls, end: int, broadcast: Broadcast, outcome_counts: Mapping[DeliveryState, int]
-    ) -> Cursor:
-        """A stream cursor before stream sequence ``end`` (the stream's end, read first) with
-        ``broadcast``'s counters and, for ``sent`` and ``failed``, ``outcome_counts`` (both
-        read after it; the counts last, in one statement): a watch from it starts *from
-        now*."""
-        sent = outcome_counts.get(DeliveryState.SENT, 0)
-        settled = sum(outcome_counts.values())
-        return cls(
-            "s",
-            max(0, end - 1),
-            sent,
-            settled - sent,
-            broadcast.recalled,
-            broadcast.edited,
-            broadcast.content_version,
-            floor=settled,
-        )
-
-    @classmethod
-    def parse(cls, text: str) -> Cursor | None:
-        """The cursor ``text`` spells; None for anything else."""
-        match = _CURSOR.fullmatch(text.strip())
-        if match is None:
-            return None
-        kind, seq, sent, failed, recalled, edited, version = match.groups()
-        cursor = cls(
-            kind,
-            int(seq),
-            int(sent),
-            int(failed),
-            int(recalled or 0),
-            int(edited or 0),
-            int(version or 1),
-        )
-        if not _INT64_MIN <= cursor.seq <= _INT64_MAX or (kind == "s" and cursor.seq < 0):
-            return None  # no stream sequence or user id is out there
-        return cursor
-
-
-def _spelled(
-    kind: str, seq: int, sent: int, failed: int, recalled: int, edited: int, version: int
-) -> str:
-    text = f"{kind}{seq}.{sent}.{failed}"
-    if edited or version != 1:
-        return f"{text}.{recalled}.{edited}.{version}"
-    return f"{text}.{recalled}" if recalled else text
 
 
 class _At:
@@ -266,7 +193,7 @@ def opening(
     """A watch *from now*'s first update: a ``status`` one with ``broadcast``'s status, the
     counters of ``cursor`` (:meth:`Cursor.now`) and the ``outcome_counts`` they hold."""
     update = _At(cursor).update(None, broadcast.status, broadcast.total, STATUS_KIND)
-    return replace(update, outcome_counts=dict(outcome_counts))
+    return replace(update, outcome_counts=dict(outcome_counts), floor=cursor.floor)
 
 
 async def watch(

@@ -27,6 +27,7 @@ from tgbroadcast.core.domain.recipients import packed_ids
 from tgbroadcast.core.rules.validation import SendRequest
 from tgbroadcast.core.rules.variants import VariantInput
 from tgbroadcast.core.service.clicks import LinkClicks
+from tgbroadcast.core.service.cursors import with_floor
 from tgbroadcast.core.service.watching import WatchUpdate
 from tgbroadcast.server.grpc import content, controls
 from tgbroadcast.server.streams import PerUpdate
@@ -235,18 +236,27 @@ _SHARED_RESULT: PerUpdate[DeliveryResult, pb.DeliveryResult] = PerUpdate(deliver
 """An outcome's message, built once for all the streams that send it."""
 
 
-def watch_update(value: WatchUpdate) -> pb.WatchBroadcastResponse:
-    response = _watch_message(value)
+def watch_update(value: WatchUpdate, floor: int = 0) -> pb.WatchBroadcastResponse:
+    """``value``'s message; ``floor``: the watch's (:mod:`~tgbroadcast.core.service.cursors`),
+    which its cursor carries."""
+    response = _watch_message(value, floor)
     if value.result is not None:
         response.result.CopyFrom(_SHARED_RESULT(value.result))
     return response
 
 
-def watch_batch(values: Sequence[WatchUpdate]) -> pb.WatchBroadcastResponse:
+def watch_batch(values: Sequence[WatchUpdate], floor: int = 0) -> pb.WatchBroadcastResponse:
     """A batched ``WatchBroadcast`` message: these outcomes in ``results``, with the progress
     and cursor of the last. Built once for every stream that sends the same updates (the
-    watchers at the same place share them): the latest :data:`_BATCHES_KEPT` are kept."""
+    watchers at the same place share them): the latest :data:`_BATCHES_KEPT` are kept. A
+    watch with a ``floor`` (from now) makes its own: its cursor carries the floor."""
     first, last = values[0], values[-1]
+    if floor:
+        response = _watch_message(last, floor)
+        response.results.extend(
+            [_SHARED_RESULT(value.result) for value in values if value.result is not None]
+        )
+        return response
     kept = _batches.get(id(last))
     if kept is not None and kept[0] is first and kept[1] is last and kept[2] == len(values):
         return kept[3]
@@ -267,8 +277,8 @@ _batches: OrderedDict[int, tuple[WatchUpdate, WatchUpdate, int, pb.WatchBroadcas
 """Batched messages by their last update's identity (with the updates, so it stays theirs)."""
 
 
-def _watch_message(value: WatchUpdate) -> pb.WatchBroadcastResponse:
-    """``value``'s counters and cursor, without its outcome."""
+def _watch_message(value: WatchUpdate, floor: int = 0) -> pb.WatchBroadcastResponse:
+    """``value``'s counters and cursor (with ``floor``), without its outcome."""
     return pb.WatchBroadcastResponse(
         progress=pb.Progress(
             status=_STATUS_TO_PB[value.status],
@@ -279,7 +289,7 @@ def _watch_message(value: WatchUpdate) -> pb.WatchBroadcastResponse:
             recalled=value.recalled,
             edited=value.edited,
         ),
-        cursor=value.cursor,
+        cursor=with_floor(value.cursor, floor) if floor and not value.floor else value.cursor,
     )
 
 

@@ -20,6 +20,7 @@ from tgbroadcast.core.domain.errors import InvalidArgument
 from tgbroadcast.core.domain.model import Broadcast
 from tgbroadcast.core.service.bot_access import Visible
 from tgbroadcast.core.service.broadcasting import BroadcastingService
+from tgbroadcast.core.service.cursors import floor_of
 from tgbroadcast.core.service.list_watching import Ready
 from tgbroadcast.server.grpc import messages
 from tgbroadcast.server.streams import (
@@ -68,17 +69,21 @@ async def watch_broadcast(
         )
     updates = core.watch(broadcast_id, visible=visible, after=after, from_now=from_now)
     name = f"grpc-watch-{broadcast_id}"
+    # A watch from now's floor (its opening's, or the resumed cursor's): every cursor carries it.
+    floor = floor_of(after)
     async for batch in _stream(updates, watchers, context, name=name, most=max_batch):
+        if batch[0].floor:  # the opening, which is no message
+            floor = batch[0].floor
         if not max_batch:
             for update in batch:
                 if update.closing or update.result is not None:
-                    yield messages.watch_update(update)
+                    yield messages.watch_update(update, floor)
             continue
         outcomes = [update for update in batch if update.result is not None]
         for start in range(0, len(outcomes), max_batch):  # the first batch comes whole
-            yield messages.watch_batch(outcomes[start : start + max_batch])
+            yield messages.watch_batch(outcomes[start : start + max_batch], floor)
         if batch and batch[-1].closing:  # the end comes last
-            yield messages.watch_update(batch[-1])
+            yield messages.watch_update(batch[-1], floor)
 
 
 async def watch_broadcasts(

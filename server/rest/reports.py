@@ -34,6 +34,7 @@ from aiohttp import web
 
 from tgbroadcast.core.domain.errors import InvalidArgument
 from tgbroadcast.core.domain.model import BroadcastStatus, Delivery, DeliveryResult, DeliveryState
+from tgbroadcast.core.service.cursors import floor_of
 from tgbroadcast.core.service.watching import WatchUpdate
 from tgbroadcast.server.auth import visible_bots
 from tgbroadcast.server.rest import params, rendering
@@ -300,11 +301,19 @@ async def watch_events(request: web.Request) -> web.StreamResponse:
             name=f"sse-watch-{broadcast_id}",
         )
         await response.write(f": broadcast {broadcast_id}\n\n".encode())
+        # A stream from now's floor (its opening's, or the resumed cursor's): every id carries it.
+        floor = floor_of(last_event_id)
 
         def render(items: Sequence[object]) -> tuple[bytes, bool]:
+            nonlocal floor
             chunk: list[bytes] = []
             for item in items:
                 event, ended = _event_of(item, broadcast_id)
+                if isinstance(item, WatchUpdate):
+                    if item.floor:  # the opening: its id carries it already
+                        floor = item.floor
+                    elif floor and event.startswith(b"id: s"):
+                        event = _floored(event, floor)
                 chunk.append(event)
                 if ended:
                     return b"".join(chunk), True
@@ -361,6 +370,12 @@ def _event_of(item: WatchUpdate | BaseException | object, broadcast_id: int) -> 
             extra={"broadcast_id": broadcast_id, "error": type(item).__name__},
         )
     return sse_event("error", {"detail": "the stream stopped; reconnect to resume"}), True
+
+
+def _floored(event: bytes, floor: int) -> bytes:
+    """A shared event whose ``id`` is a stream cursor, with ``floor`` added to its id."""
+    line_end = event.index(b"\n")
+    return b"%s~%d%s" % (event[:line_end], floor, event[line_end:])
 
 
 def _update_event(item: WatchUpdate) -> tuple[bytes, bool]:

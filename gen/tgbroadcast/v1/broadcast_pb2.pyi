@@ -1788,10 +1788,10 @@ class WatchBroadcastRequest(_message.Message):
     """Without `after`: only the outcomes recorded from now on (nothing is
     replayed); the counters go on from the broadcast's, each outcome once: one
     recorded just before (a send in flight) whose event comes later is not
-    streamed, as the counters hold it. Two rare cases may still count one
-    twice (the closing message has the exact counters): an outcome published
-    again after its worker died, and, in a stream resumed with `after`, one
-    recorded before the first stream opened that only then arrives.
+    streamed, as the counters hold it, nor in a stream resumed with `after`
+    set to a cursor of this one (each carries those counters). One rare case
+    may still count one twice (the closing message has the exact counters):
+    an outcome published again after its worker died.
     With `after` it is ignored: a reconnect that keeps it resumes after its cursor.
     """
     max_batch: _builtins.int

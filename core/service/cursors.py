@@ -1,0 +1,115 @@
+"""A watch's cursors: the opaque positions every update carries and a watch resumes after.
+
+Spelled ``s<seq>.<sent>.<failed>[.<recalled>[.<edited>.<version>]][~<floor>]``: after stream
+sequence ``seq`` on the events stream (``u<user_id>...`` after a user id in a replay), with the
+counters so far. ``~<floor>`` is a watch *from now*'s: the outcomes numbered up to ``floor``
+(:attr:`~tgbroadcast.core.queue.ResultEvent.ordinal`) were in the counters it opened with, so a
+watch resumed from any of its cursors still drops them when they arrive — an outcome recorded
+before the first stream opened whose event came only after a reconnect is counted once.
+
+The watchers of a broadcast share their updates, spelled without a floor
+(:attr:`.watching.WatchUpdate.cursor`); a stream from now adds its own to each
+(:func:`with_floor`), a few bytes appended to what is shared.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from tgbroadcast.core.domain.model import Broadcast, DeliveryState
+
+_INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
+_CURSOR = re.compile(
+    r"([su])(-?\d{1,19})\.(\d{1,19})\.(\d{1,19})(?:\.(\d{1,19})(?:\.(\d{1,19})\.(\d{1,9}))?)?"
+    r"(?:~(\d{1,19}))?"
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Cursor:
+    """A position in a watch: after stream sequence ``seq`` (``kind`` ``s``) or after user id
+    ``seq`` of a replay (``u``), with the counters so far."""
+
+    kind: str
+    seq: int
+    sent: int
+    failed: int
+    recalled: int = 0
+    edited: int = 0
+    version: int = 1
+    """The content version ``edited`` counts the outcomes of."""
+    floor: int = 0
+    """Outcomes numbered up to this are counted already (a watch *from now*: the broadcast's
+    ``sent + failed`` it started from)."""
+
+    def __str__(self) -> str:
+        text = spelled(
+            self.kind, self.seq, self.sent, self.failed, self.recalled, self.edited, self.version
+        )
+        return with_floor(text, self.floor)
+
+    @classmethod
+    def now(
+        cls, end: int, broadcast: Broadcast, outcome_counts: Mapping[DeliveryState, int]
+    ) -> Cursor:
+        """A stream cursor before stream sequence ``end`` (the stream's end, read first) with
+        ``broadcast``'s counters and, for ``sent`` and ``failed``, ``outcome_counts`` (both
+        read after it; the counts last, in one statement): a watch from it starts *from
+        now*."""
+        sent = outcome_counts.get(DeliveryState.SENT, 0)
+        settled = sum(outcome_counts.values())
+        return cls(
+            "s",
+            max(0, end - 1),
+            sent,
+            settled - sent,
+            broadcast.recalled,
+            broadcast.edited,
+            broadcast.content_version,
+            floor=settled,
+        )
+
+    @classmethod
+    def parse(cls, text: str) -> Cursor | None:
+        """The cursor ``text`` spells; None for anything else."""
+        match = _CURSOR.fullmatch(text.strip())
+        if match is None:
+            return None
+        kind, seq, sent, failed, recalled, edited, version, floor = match.groups()
+        cursor = cls(
+            kind,
+            int(seq),
+            int(sent),
+            int(failed),
+            int(recalled or 0),
+            int(edited or 0),
+            int(version or 1),
+            int(floor or 0),
+        )
+        if not _INT64_MIN <= cursor.seq <= _INT64_MAX or (kind == "s" and cursor.seq < 0):
+            return None  # no stream sequence or user id is out there
+        return cursor
+
+
+def floor_of(text: str) -> int:
+    """The floor the cursor ``text`` carries (0: none, or no cursor)."""
+    cursor = Cursor.parse(text) if text else None
+    return 0 if cursor is None else cursor.floor
+
+
+def spelled(
+    kind: str, seq: int, sent: int, failed: int, recalled: int, edited: int, version: int
+) -> str:
+    """A cursor without a floor, spelled."""
+    text = f"{kind}{seq}.{sent}.{failed}"
+    if edited or version != 1:
+        return f"{text}.{recalled}.{edited}.{version}"
+    return f"{text}.{recalled}" if recalled else text
+
+
+def with_floor(cursor: str, floor: int) -> str:
+    """``cursor`` (spelled without a floor) with ``floor``; as it is without one, or with no
+    cursor."""
+    return f"{cursor}~{floor}" if floor and cursor else cursor
