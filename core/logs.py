@@ -48,14 +48,16 @@ def redact(text: str, secrets: Iterable[str] = ()) -> str:
 
 _REDACTED = "_redacted_fields"
 """Where :class:`RedactingFilter` leaves a record's fields, redacted, for the formatters
-(found once per record, not once more by the formatter)."""
+(found once per record, not once more by the formatter), with the record's number of
+attributes then: one set since (another filter's field, a formatter's ``message``) has the
+fields found again."""
 
 
 def _fields(record: logging.LogRecord) -> dict[str, Any]:
     """The record's ``extra`` fields."""
-    redacted: dict[str, Any] | None = record.__dict__.get(_REDACTED)
-    if redacted is not None:
-        return redacted
+    kept: tuple[int, dict[str, Any]] | None = record.__dict__.get(_REDACTED)
+    if kept is not None and kept[0] == len(record.__dict__):
+        return kept[1]
     return {
         key: value
         for key, value in record.__dict__.items()
@@ -76,8 +78,9 @@ class RedactingFilter(logging.Filter):
         record.msg = redact(message, self._secrets)
         record.args = None
         fields = {key: self._value(value) for key, value in _fields(record).items()}
-        record.__dict__.update(fields)
-        record.__dict__[_REDACTED] = fields
+        attributes = record.__dict__
+        attributes.update(fields)
+        attributes[_REDACTED] = (len(attributes) + (_REDACTED not in attributes), fields)
         if record.exc_info and record.exc_info[1] is not None:
             record.exc_text = logging.Formatter().formatException(record.exc_info)
             record.exc_info = None
@@ -110,8 +113,9 @@ class FieldsFormatter(logging.Formatter):
         super().__init__("%(asctime)s %(levelname)s %(name)s %(message)s")
 
     def format(self, record: logging.LogRecord) -> str:
+        found = _fields(record)  # before the line: formatting it sets attributes
         line = super().format(record)
-        fields = [f"{key}={value}" for key, value in _fields(record).items()]
+        fields = [f"{key}={value}" for key, value in found.items()]
         if not fields:
             return line
         head, sep, tail = line.partition("\n")

@@ -60,6 +60,8 @@ async def test_generations_are_marked_dispatched_in_one_transaction(store: Store
     marked = await store.mark_generations_dispatched([(resumed.id, None), (first.id, None)])
     assert marked == {first.id}
     assert await store.undispatched_broadcasts() == [resumed.id]
+    assert await store.mark_generations_dispatched([(resumed.id, None)]) == set()  # alone
+    assert await store.undispatched_broadcasts() == [resumed.id]
     assert await store.mark_generations_dispatched([]) == set()
 
     # New ones (one statement marks them all) and the resumed one at its new generation.

@@ -164,6 +164,28 @@ def test_json_lines_are_redacted_everywhere() -> None:
     )
 
 
+def test_a_second_handler_sees_fields_set_after_the_first_filter() -> None:
+    """The filter leaves a record's redacted fields for the formatters; a field another
+    filter sets afterwards (here on a second handler, before its own redaction) is still
+    found, redacted, and the first handler's line is as it was."""
+    first, second = io.StringIO(), io.StringIO()
+    logger = _logger(first, FieldsFormatter())
+    tagging = logging.StreamHandler(second)
+    tagging.setFormatter(JsonFormatter())
+
+    def tag(record: logging.LogRecord) -> bool:
+        record.request = f"from {API_TOKEN}"
+        return True
+
+    tagging.addFilter(tag)
+    tagging.addFilter(RedactingFilter([API_TOKEN]))
+    logger.addHandler(tagging)
+    logger.info("sent", extra={"broadcast_id": 7, "auth": f"Bearer {API_TOKEN}"})
+    assert first.getvalue().rstrip().endswith("sent broadcast_id=7 auth=Bearer ***")
+    (line,) = _json_lines(second.getvalue())
+    assert (line["broadcast_id"], line["auth"], line["request"]) == (7, "Bearer ***", "from ***")
+
+
 def test_log_settings_from_the_file_and_the_environment(tmp_path: Path) -> None:
     config = tmp_path / "config.yaml"
     config.write_text("log:\n  format: json\n  level: warning\n", encoding="utf-8")

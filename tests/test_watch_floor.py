@@ -1,12 +1,13 @@
 """A watch *from now*'s cursors carry its floor over gRPC: every message's cursor (one outcome
-each or batched) ends with the counters the watch opened with, whether the floor came from its
-opening or from the cursor it resumed after; the messages the watchers share stay without it.
+each or batched) ends with the counters the watch opened with, the floor the core tells the
+transport (a watch from now's, or the one of the cursor it resumed after); the messages the
+watchers share stay without it.
 (The SSE side, and what the floor does on a reconnect, are end to end in
 tests/test_watch_from_now.py.)"""
 
 from __future__ import annotations
 
-from collections.abc import AsyncGenerator, Sequence
+from collections.abc import AsyncGenerator, Callable, Sequence
 from datetime import UTC, datetime
 from typing import Any, cast
 
@@ -49,14 +50,24 @@ CLOSING = WatchUpdate(
 
 
 class _Core:
-    """The core's watch, standing in: these batches, and what it was asked."""
+    """The core's watch, standing in: the floor it tells (as the core does: before the
+    first update), then these batches."""
 
-    def __init__(self, batches: Sequence[list[WatchUpdate]]) -> None:
+    def __init__(self, batches: Sequence[list[WatchUpdate]], floor: int) -> None:
         self.batches = batches
+        self.floor = floor
 
     async def watch(
-        self, broadcast_id: int, *, visible: object, after: str, from_now: bool
+        self,
+        broadcast_id: int,
+        *,
+        visible: object,
+        after: str,
+        from_now: bool,
+        on_floor: Callable[[int], None],
     ) -> AsyncGenerator[list[WatchUpdate], None]:
+        if self.floor:
+            on_floor(self.floor)
         for batch in self.batches:
             yield batch
 
@@ -67,10 +78,10 @@ class _Context:
 
 
 async def cursors(
-    batches: Sequence[list[WatchUpdate]], *, after: str = "", most: int = 0
+    batches: Sequence[list[WatchUpdate]], *, floor: int, after: str = "", most: int = 0
 ) -> list[str]:
     stream = watch_broadcast(
-        cast(BroadcastingService, _Core(batches)),
+        cast(BroadcastingService, _Core(batches, floor)),
         Watchers(10),
         1,
         cast(Any, _Context()),
@@ -84,22 +95,23 @@ async def cursors(
 @pytest.mark.parametrize("most", [0, 10])
 async def test_every_cursor_of_a_watch_from_now_carries_its_opening_floor(most: int) -> None:
     later = [outcome(14, 5, 4), outcome(15, 7, 5)]
-    found = await cursors([[OPENING], later, [CLOSING]], most=most)
+    found = await cursors([[OPENING], later, [CLOSING]], floor=3, most=most)
     expected = ["s5.4.0~3", "s7.5.0~3"] if not most else ["s7.5.0~3"]
     assert found == [*expected, "s9.10.0~3"]
 
 
 async def test_a_watch_resumed_after_a_floored_cursor_keeps_the_floor() -> None:
-    found = await cursors([[outcome(15, 7, 5)], [CLOSING]], after="s5.4.0~3")
+    found = await cursors([[outcome(15, 7, 5)], [CLOSING]], floor=3, after="s5.4.0~3")
     assert found == ["s7.5.0~3", "s9.10.0~3"]
 
 
 async def test_a_watch_without_a_floor_spells_none_and_shares_its_batches() -> None:
     later = [outcome(14, 5, 4), outcome(15, 7, 5)]
-    assert await cursors([later, [CLOSING]], after="s4.3.0") == ["s5.4.0", "s7.5.0", "s9.10.0"]
+    found = await cursors([later, [CLOSING]], floor=0, after="s4.3.0")
+    assert found == ["s5.4.0", "s7.5.0", "s9.10.0"]
     shared = messages.watch_batch(later)
     assert messages.watch_batch(later) is shared  # built once for every watcher
-    own = messages.watch_batch(later, 3)
-    assert (own.cursor, shared.cursor) == ("s7.5.0~3", "s7.5.0")
-    assert own is not messages.watch_batch(later, 3)
-    assert list(own.results) == list(shared.results)
+    floored = messages.watch_batch(later, 3)
+    assert (floored.cursor, shared.cursor) == ("s7.5.0~3", "s7.5.0")
+    assert messages.watch_batch(later, 3) is floored  # and once for those with one floor
+    assert list(floored.results) == list(shared.results)

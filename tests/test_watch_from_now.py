@@ -124,6 +124,9 @@ async def test_a_watch_from_now_drops_the_outcomes_its_counters_hold() -> None:
     assert (str(now), now.floor) == ("s4.3.0~3", 3)
     assert cursors.Cursor.parse(str(now)) == now  # a resumed watch keeps the floor
     assert cursors.Cursor.parse("s4.3.0~") is None
+    # No watch spells a floor past its counters, nor one on a replay's cursor.
+    assert cursors.Cursor.parse("s4.3.0~4") is None
+    assert cursors.Cursor.parse("u4.3.0~3") is None
     from_now = await updates(now, 2)
     assert [(u.result.user_id if u.result else None, u.sent, u.cursor) for u in from_now] == [
         (14, 4, "s5.4.0"),

@@ -435,24 +435,34 @@ class BroadcastingService(LifecycleOperations):
         visible: Visible = None,
         after: str = "",
         from_now: bool = False,
+        on_floor: Callable[[int], None] | None = None,
     ) -> AsyncGenerator[list[WatchUpdate], None]:
         """Every outcome of the broadcast once, then a closing update with the final status,
         in batches (:func:`.watching.watch`); ``after``: a cursor of an earlier update to
-        resume after (one that cannot be read starts from the first outcome); ``from_now``
-        (without ``after``): a ``status`` update with the broadcast's status, counters and
-        outcome counts now, then
-        only the outcomes recorded from now on, the counters going on from those
-        (:meth:`.watching.Cursor.now`). ``NotFound`` (at the first step) if the
-        broadcast does not exist or its bot is not ``visible``."""
+        resume after (one that cannot be read, or not of this broadcast, starts from the
+        first outcome); ``from_now`` (without ``after``): a ``status`` update with the
+        broadcast's status, counters and outcome counts now, then only the outcomes recorded
+        from now on, the counters going on from those (:meth:`.cursors.Cursor.now`).
+        ``on_floor``: told before the first update the floor the watch leaves outcomes out
+        within (:mod:`.cursors`: a watch from now's, or that of the stream cursor it resumes
+        after), which a transport adds to every cursor it spells of the shared updates.
+        ``NotFound`` (at the first step) if the broadcast does not exist or its bot is not
+        ``visible``."""
         broadcast = await self.watchable(broadcast_id, visible=visible)
         cursor = Cursor.parse(after) if after else None
+        if cursor is not None and cursor.sent + cursor.failed > broadcast.total:
+            cursor = None  # not a cursor of this broadcast: from the first outcome
         if from_now and not after:
             end = await self._queue.events_end()
             broadcast = await self._store.get_broadcast(broadcast_id)  # counters after the end
             # Sent and failed from the counts by outcome: read together, they agree.
             outcomes = await self._store.outcome_counts(broadcast_id)
             cursor = Cursor.now(end, broadcast, outcomes)
+            if on_floor is not None:
+                on_floor(cursor.floor)
             yield [watching.opening(cursor, broadcast, outcomes)]
+        elif on_floor is not None and cursor is not None and cursor.kind == "s" and cursor.floor:
+            on_floor(cursor.floor)
         async with aclosing(
             watching.watch(
                 self._store,

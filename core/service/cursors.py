@@ -8,8 +8,10 @@ watch resumed from any of its cursors still drops them when they arrive — an o
 before the first stream opened whose event came only after a reconnect is counted once.
 
 The watchers of a broadcast share their updates, spelled without a floor
-(:attr:`.watching.WatchUpdate.cursor`); a stream from now adds its own to each
-(:func:`with_floor`), a few bytes appended to what is shared.
+(:attr:`.watching.WatchUpdate.cursor`); the core tells a stream the floor its watch keeps
+(``on_floor`` of :meth:`.broadcasting.BroadcastingService.watch`), and the stream adds it to
+each cursor it spells (:func:`with_floor`): a few bytes appended to what is shared. A floor
+no watch would spell (on a replay's cursor, past the cursor's counters) is not a cursor.
 """
 
 from __future__ import annotations
@@ -90,13 +92,9 @@ class Cursor:
         )
         if not _INT64_MIN <= cursor.seq <= _INT64_MAX or (kind == "s" and cursor.seq < 0):
             return None  # no stream sequence or user id is out there
+        if cursor.floor and (kind == "u" or cursor.floor > cursor.sent + cursor.failed):
+            return None  # no watch spells such a floor: a replay has none, nor counts past it
         return cursor
-
-
-def floor_of(text: str) -> int:
-    """The floor the cursor ``text`` carries (0: none, or no cursor)."""
-    cursor = Cursor.parse(text) if text else None
-    return 0 if cursor is None else cursor.floor
 
 
 def spelled(

@@ -10,8 +10,8 @@ second update of that recipient (its ``result`` with ``recall`` set, counted in 
 after its delivery's; in a replay, on the recipient's one update. The watch of a ``recalling``
 broadcast ends once it is ``recalled``.
 
-Every update carries a *cursor*: an opaque position (``s<seq>.<sent>.<failed>[.<recalled>]``
-on the events stream, ``u<user_id>.<sent>.<failed>[.<recalled>]`` in a replay) from which
+Every update carries a *cursor* (:mod:`.cursors`): an opaque position (``s<seq>...`` on the
+events stream, ``u<user_id>...`` in a replay, with the counters so far) from which
 :func:`watch` resumes with ``after=``: the outcomes after it, in the same order, each once,
 with the counters going on from where they were. A cursor that cannot be read, or not of
 this broadcast (more outcomes than it has, a sequence or user id out of range), starts from

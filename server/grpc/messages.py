@@ -247,34 +247,30 @@ def watch_update(value: WatchUpdate, floor: int = 0) -> pb.WatchBroadcastRespons
 
 def watch_batch(values: Sequence[WatchUpdate], floor: int = 0) -> pb.WatchBroadcastResponse:
     """A batched ``WatchBroadcast`` message: these outcomes in ``results``, with the progress
-    and cursor of the last. Built once for every stream that sends the same updates (the
-    watchers at the same place share them): the latest :data:`_BATCHES_KEPT` are kept. A
-    watch with a ``floor`` (from now) makes its own: its cursor carries the floor."""
+    and cursor of the last (with the watch's ``floor``). Built once for every stream that
+    sends the same updates with the same floor (the watchers at the same place share them):
+    the latest :data:`_BATCHES_KEPT` are kept."""
     first, last = values[0], values[-1]
-    if floor:
-        response = _watch_message(last, floor)
-        response.results.extend(
-            [_SHARED_RESULT(value.result) for value in values if value.result is not None]
-        )
-        return response
-    kept = _batches.get(id(last))
+    key = (id(last), floor)
+    kept = _batches.get(key)
     if kept is not None and kept[0] is first and kept[1] is last and kept[2] == len(values):
         return kept[3]
-    response = _watch_message(last)
+    response = _watch_message(last, floor)
     response.results.extend(
         [_SHARED_RESULT(value.result) for value in values if value.result is not None]
     )
     if len(_batches) >= _BATCHES_KEPT:
         _batches.popitem(last=False)  # the oldest
-    _batches[id(last)] = (first, last, len(values), response)
+    _batches[key] = (first, last, len(values), response)
     return response
 
 
 _BATCHES_KEPT: Final = 1024
-_batches: OrderedDict[int, tuple[WatchUpdate, WatchUpdate, int, pb.WatchBroadcastResponse]] = (
-    OrderedDict()
-)
-"""Batched messages by their last update's identity (with the updates, so it stays theirs)."""
+_batches: OrderedDict[
+    tuple[int, int], tuple[WatchUpdate, WatchUpdate, int, pb.WatchBroadcastResponse]
+] = OrderedDict()
+"""Batched messages by their last update's identity and the floor (with the updates, so the
+identity stays theirs)."""
 
 
 def _watch_message(value: WatchUpdate, floor: int = 0) -> pb.WatchBroadcastResponse:

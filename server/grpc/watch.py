@@ -20,7 +20,6 @@ from tgbroadcast.core.domain.errors import InvalidArgument
 from tgbroadcast.core.domain.model import Broadcast
 from tgbroadcast.core.service.bot_access import Visible
 from tgbroadcast.core.service.broadcasting import BroadcastingService
-from tgbroadcast.core.service.cursors import floor_of
 from tgbroadcast.core.service.list_watching import Ready
 from tgbroadcast.server.grpc import messages
 from tgbroadcast.server.streams import (
@@ -67,13 +66,19 @@ async def watch_broadcast(
         raise InvalidArgument.single(
             "max_batch", f"must be from 0 to {MAX_BATCH} (0: one outcome per message)"
         )
-    updates = core.watch(broadcast_id, visible=visible, after=after, from_now=from_now)
+    # A watch's floor, if it has one (from now, or resumed from such a watch's cursor), which
+    # every cursor carries (the updates are shared: their cursors have none).
+    floor = 0
+
+    def floored(value: int) -> None:
+        nonlocal floor
+        floor = value
+
+    updates = core.watch(
+        broadcast_id, visible=visible, after=after, from_now=from_now, on_floor=floored
+    )
     name = f"grpc-watch-{broadcast_id}"
-    # A watch from now's floor (its opening's, or the resumed cursor's): every cursor carries it.
-    floor = floor_of(after)
     async for batch in _stream(updates, watchers, context, name=name, most=max_batch):
-        if batch[0].floor:  # the opening, which is no message
-            floor = batch[0].floor
         if not max_batch:
             for update in batch:
                 if update.closing or update.result is not None:

@@ -23,9 +23,9 @@ _FROM = {
     "outcome's) and, as `outcome_counts`, the outcomes they hold by kind, then the outcomes "
     "recorded from then on; the counters go on from those, "
     "each outcome once (one recorded just before, whose event comes later, is not streamed: "
-    "the counters hold it, and so does a reconnect with any `id` of the stream; an outcome "
-    "published again after its worker died may be counted twice: the `end` event has the "
-    "exact counters). "
+    "the counters hold it, and a reconnect with any `id` of the stream leaves it out too; an "
+    "outcome published again after its worker died may be counted twice: the `end` event "
+    "has the exact counters). "
     "Ignored on a reconnect with `Last-Event-ID`, which resumes after that event.",
     "schema": {"type": "string", "enum": ["now"]},
 }

@@ -34,7 +34,6 @@ from aiohttp import web
 
 from tgbroadcast.core.domain.errors import InvalidArgument
 from tgbroadcast.core.domain.model import BroadcastStatus, Delivery, DeliveryResult, DeliveryState
-from tgbroadcast.core.service.cursors import floor_of
 from tgbroadcast.core.service.watching import WatchUpdate
 from tgbroadcast.server.auth import visible_bots
 from tgbroadcast.server.rest import params, rendering
@@ -291,29 +290,35 @@ async def watch_events(request: web.Request) -> web.StreamResponse:
     except WatchRefused as exc:
         return rendering.problem(429 if isinstance(exc, TooManyWatchers) else 503, str(exc))
     ahead: ReadAhead[WatchUpdate] | None = None
+    # A watch's floor, if it has one (from now, or resumed from such a stream's id), which
+    # every id after the opening's carries (the events are shared: their ids have none).
+    floor = 0
+
+    def floored(value: int) -> None:
+        nonlocal floor
+        floor = value
+
     try:
         await response.prepare(request)
         ahead = ReadAhead(
             service.watch(
-                broadcast_id, visible=visible, after=last_event_id, from_now=start == "now"
+                broadcast_id,
+                visible=visible,
+                after=last_event_id,
+                from_now=start == "now",
+                on_floor=floored,
             ),
             ahead=_WATCH_AHEAD,
             name=f"sse-watch-{broadcast_id}",
         )
         await response.write(f": broadcast {broadcast_id}\n\n".encode())
-        # A stream from now's floor (its opening's, or the resumed cursor's): every id carries it.
-        floor = floor_of(last_event_id)
 
         def render(items: Sequence[object]) -> tuple[bytes, bool]:
-            nonlocal floor
             chunk: list[bytes] = []
             for item in items:
                 event, ended = _event_of(item, broadcast_id)
-                if isinstance(item, WatchUpdate):
-                    if item.floor:  # the opening: its id carries it already
-                        floor = item.floor
-                    elif floor and event.startswith(b"id: s"):
-                        event = _floored(event, floor)
+                if floor and event.startswith(b"id: s") and _shared(item):
+                    event = _floored(event, floor)
                 chunk.append(event)
                 if ended:
                     return b"".join(chunk), True
@@ -370,6 +375,12 @@ def _event_of(item: WatchUpdate | BaseException | object, broadcast_id: int) -> 
             extra={"broadcast_id": broadcast_id, "error": type(item).__name__},
         )
     return sse_event("error", {"detail": "the stream stopped; reconnect to resume"}), True
+
+
+def _shared(item: object) -> bool:
+    """Whether ``item`` is an update the watchers share (not a watch's own opening, whose id
+    has its floor already)."""
+    return isinstance(item, WatchUpdate) and not item.floor
 
 
 def _floored(event: bytes, floor: int) -> bytes:
