@@ -15,7 +15,22 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, Final
 
-from sqlalchemy import ColumnElement, and_, exists, false, func, or_, select, true, update
+from sqlalchemy import (
+    BigInteger,
+    ColumnElement,
+    Integer,
+    String,
+    Text,
+    and_,
+    bindparam,
+    exists,
+    false,
+    func,
+    or_,
+    select,
+    true,
+    update,
+)
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from tgbroadcast.core.domain.errors import FailedPrecondition
@@ -142,6 +157,36 @@ async def claim(
     )
 
 
+_WRITE: Final = (
+    update(deliveries)
+    .where(
+        deliveries.c.broadcast_id == bindparam("key_broadcast_id", type_=BigInteger),
+        deliveries.c.user_id == bindparam("key_user_id", type_=BigInteger),
+        deliveries.c.state == _SENT,
+        deliveries.c.recall.is_(None),
+        func.coalesce(deliveries.c.content_version, 1) < bindparam("key_version", type_=Integer),
+    )
+    .values(
+        content_version=bindparam("new_version", type_=Integer),
+        edit=bindparam("new_edit", type_=String),
+        edit_error=bindparam("new_edit_error", type_=Text),
+        claimed_by=None,
+        claimed_until=None,
+    )
+)
+"""One recipient's edit outcome, while its messages are of an older version (:func:`_older`;
+built once, as the statement below: built at every row, SQLAlchemy's building and cache key
+were a sixth of the worker)."""
+_COUNT: Final = (
+    update(broadcasts)
+    .where(
+        broadcasts.c.id == bindparam("key_broadcast_id", type_=BigInteger),
+        broadcasts.c.content_version == bindparam("key_version", type_=Integer),
+    )
+    .values(edited=broadcasts.c.edited + bindparam("written", type_=Integer))
+)
+
+
 async def record(connection: AsyncConnection, results: Sequence[EditResult]) -> list[int]:
     """Write each result whose recipient is still to edit to its version (dropping its
     claim) and count those of a broadcast's latest version in its ``edited``; the user ids
@@ -150,20 +195,15 @@ async def record(connection: AsyncConnection, results: Sequence[EditResult]) -> 
     counts: dict[tuple[int, int], int] = {}
     for result in sorted(results, key=lambda r: (r.broadcast_id, r.user_id)):
         done = await connection.execute(
-            update(deliveries)
-            .where(
-                deliveries.c.broadcast_id == result.broadcast_id,
-                deliveries.c.user_id == result.user_id,
-                deliveries.c.state == _SENT,
-                _older(result.version),
-            )
-            .values(
-                content_version=result.version,
-                edit=result.outcome.value,
-                edit_error=result.error,
-                claimed_by=None,
-                claimed_until=None,
-            )
+            _WRITE,
+            {
+                "key_broadcast_id": result.broadcast_id,
+                "key_user_id": result.user_id,
+                "key_version": result.version,
+                "new_version": result.version,
+                "new_edit": result.outcome.value,
+                "new_edit_error": result.error,
+            },
         )
         if done.rowcount == 1:
             written.append(result.user_id)
@@ -171,9 +211,7 @@ async def record(connection: AsyncConnection, results: Sequence[EditResult]) -> 
             counts[key] = counts.get(key, 0) + 1
     for (broadcast_id, version), count in sorted(counts.items()):
         await connection.execute(
-            update(broadcasts)
-            .where(broadcasts.c.id == broadcast_id, broadcasts.c.content_version == version)
-            .values(edited=broadcasts.c.edited + count)
+            _COUNT, {"key_broadcast_id": broadcast_id, "key_version": version, "written": count}
         )
     return written
 
