@@ -200,8 +200,9 @@ async def test_answer_models_are_not_rebuilt_after_garbage_collection(
 async def test_a_sends_success_is_read_without_aiograms_models(
     simulator: Simulator, sender: TelegramSender, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """A send's success is read for its message id and file_id alone; aiogram's own check of
-    an answer (its pydantic models) judges the rest: refusals and other methods' answers."""
+    """A send's success is read for its message id and file_id alone, a recall's or an
+    edit's as a success; aiogram's own check of an answer (its pydantic models) judges the
+    rest: refusals and other methods' answers."""
     checked: list[str] = []
     original = AiohttpSession.check_response
 
@@ -218,8 +219,17 @@ async def test_a_sends_success_is_read_without_aiograms_models(
     simulator.chats.declare(77, ChatState.BLOCKED)
     with pytest.raises(PermanentError):
         await sender.send(77, Content(message="hi"))
+    await sender.edit(1, [2], Content(message="t2"), media_changed=False)
+    assert [m.get("text") for m in simulator.messages_by_chat()[1]] == [None, "t2"]
     await sender.delete(1, [1])
-    assert checked == ["sendMessage", "deleteMessage"]
+    await sender.delete(1, [2, 3])
+    assert checked == ["sendMessage"]
+    assert 1 not in simulator.messages_by_chat()  # both deleted
+    with pytest.raises(PermanentError):
+        await sender.delete(1, [1])  # deleted already: refused
+    with pytest.raises(PermanentError):
+        await sender.edit(1, [9], Content(message="t3"), media_changed=False)
+    assert checked == ["sendMessage", "deleteMessage", "editMessageText"]
 
 
 @pytest.mark.parametrize(

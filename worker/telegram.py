@@ -64,7 +64,7 @@ from tgbroadcast.core.domain.errors import (
 from tgbroadcast.core.domain.model import Content, MediaType
 from tgbroadcast.worker import aiogram_content, aiogram_models  # noqa: F401 - holds the answers' models
 from tgbroadcast.worker.aiogram_content import InputMedia
-from tgbroadcast.worker.telegram_answers import Sent, is_send, read_sent
+from tgbroadcast.worker.telegram_answers import Sent, is_send, read_done, read_sent
 from tgbroadcast.worker.telegram_errors import map_error
 from tgbroadcast.worker.telegram_forms import Prepared, prepare, request_body
 
@@ -250,6 +250,8 @@ class _Session(AiohttpSession):
             sent = read_sent(method, raw_result)
             if sent is not None:  # a send's success, read for its ids alone
                 return cast(TelegramType, sent)
+            if read_done(method, raw_result):  # a recall's or an edit's: nothing kept of it
+                return cast(TelegramType, True)
         response = self.check_response(
             bot=bot, method=method, status_code=resp.status, content=raw_result
         )

@@ -4,7 +4,9 @@ A send's answer is a whole ``Message`` (an album's a list of them, a copy's a ``
 the sender keeps its message id(s) and the file_id of its media, nothing else. aiogram
 parses every answer into its pydantic models first — a model of a hundred fields with the
 bot in its context, about 9 % of a busy worker's CPU (docs/profiles.md) — so the sender's
-session reads those two fields from the JSON instead (:func:`read_sent`).
+session reads those two fields from the JSON instead (:func:`read_sent`). A recall's and an
+edit's answers (``true``, or the edited ``Message``) it keeps nothing of: their success is
+read as such (:func:`read_done`).
 
 Only a successful answer of the expected shape is read here: ``ok`` true and a ``result``
 with integer ``message_id`` s. Anything else (a refusal, a 429, a malformed answer) is left to
@@ -20,6 +22,12 @@ from typing import Any
 
 from aiogram.methods import (
     CopyMessage,
+    DeleteMessage,
+    DeleteMessages,
+    EditMessageCaption,
+    EditMessageMedia,
+    EditMessageReplyMarkup,
+    EditMessageText,
     ForwardMessage,
     SendAnimation,
     SendAudio,
@@ -58,6 +66,30 @@ MEDIA_FIELDS: Mapping[type[TelegramMethod[Any]], str | None] = {
 }
 """The methods answered with one message, and the field of it whose file_id is kept (a
 photo's: its largest size, the last)."""
+
+
+FOLLOW_UPS: frozenset[type[TelegramMethod[Any]]] = frozenset(
+    {
+        DeleteMessage,
+        DeleteMessages,
+        EditMessageText,
+        EditMessageCaption,
+        EditMessageMedia,
+        EditMessageReplyMarkup,
+    }
+)
+"""The calls of recalls and edits: answered ``true`` (a delete's, an inline message's edit)
+or with the edited message, of which the sender keeps nothing."""
+
+
+def read_done(method: TelegramMethod[Any], text: str) -> bool:
+    """Whether ``text`` is a success of a recall's or an edit's ``method``: ``ok`` with the
+    result ``true`` or a message (an integer ``message_id``); anything else is for aiogram's
+    check to judge."""
+    if type(method) not in FOLLOW_UPS:
+        return False
+    result = _result(text)
+    return result is True or (isinstance(result, dict) and type(result.get("message_id")) is int)
 
 
 def is_send(method: TelegramMethod[Any]) -> bool:
