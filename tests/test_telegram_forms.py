@@ -10,7 +10,7 @@ import pytest
 from aiogram import Bot
 from aiogram.client.default import DefaultBotProperties
 from aiogram.client.session.aiohttp import AiohttpSession
-from aiogram.methods import SendMediaGroup, SendMessage, SendPhoto
+from aiogram.methods import DeleteMessage, SendMediaGroup, SendMessage, SendPhoto
 from aiogram.methods.base import TelegramMethod
 from aiogram.types import (
     BufferedInputFile,
@@ -33,7 +33,7 @@ from tgbroadcast.core.domain.content import (
 )
 from tgbroadcast.core.domain.model import Content, MediaType
 from tgbroadcast.worker.aiogram_content import send_call
-from tgbroadcast.worker.telegram_forms import FORM, prepare, request_body
+from tgbroadcast.worker.telegram_forms import FORM, delete_body, prepare, request_body
 
 KEYBOARD = InlineKeyboardMarkup(
     inline_keyboard=[[InlineKeyboardButton(text="Open ✓", url="https://example.com/a?b=c&d=e")]]
@@ -80,6 +80,18 @@ async def test_a_form_without_files_is_aiograms_urlencoded_form(
     assert await ours.as_bytes() == await theirs.as_bytes()
     if defaults is not None and isinstance(method, SendMessage) and method.text == "hello":
         assert b"parse_mode=HTML" in await ours.as_bytes()  # the bot's default was applied
+
+
+@pytest.mark.parametrize(("chat_id", "message_id"), [(42, 1), (-1001234567890, 2**31 + 7)])
+async def test_a_delete_is_aiograms_form(
+    session: AiohttpSession, chat_id: int, message_id: int
+) -> None:
+    bot = Bot(BOT_TOKEN, session=session)
+    method = DeleteMessage(chat_id=chat_id, message_id=message_id)
+    theirs = session.build_form_data(bot, method)()
+    ours = delete_body(chat_id, message_id)
+    assert ours.content_type == theirs.content_type == FORM
+    assert await ours.as_bytes() == await theirs.as_bytes()
 
 
 async def test_a_form_with_a_file_is_aiograms_multipart_form(session: AiohttpSession) -> None:

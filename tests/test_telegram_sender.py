@@ -250,6 +250,32 @@ async def test_a_success_without_an_integer_message_id_is_transient(result: Any)
     assert "not the Bot API's JSON" in error.value.description
 
 
+@pytest.mark.parametrize(
+    ("call", "result"),
+    [
+        ("delete", {"message_id": 5}),  # a message is no delete's answer
+        ("delete", [True]),
+        ("edit", {"message_id": "7"}),
+        ("edit", [{"message_id": 7}]),
+    ],
+)
+async def test_a_follow_ups_odd_success_is_judged_by_aiogram(call: str, result: Any) -> None:
+    """Only a delete's ``true`` and an edit's message (or ``true``) are read as a success;
+    any other answer goes to aiogram's check, which finds it is not the Bot API's."""
+
+    async def handler(request: web.Request) -> web.StreamResponse:
+        return web.json_response({"ok": True, "result": result})
+
+    async with stub_api(handler) as api_url, TelegramSender(token=BOT_TOKEN, api_url=api_url) as c:
+        made = (
+            c.delete(1, [5])
+            if call == "delete"
+            else c.edit(1, [7], Content(message="hi"), media_changed=False)
+        )
+        with pytest.raises(TransientError):
+            await made
+
+
 @pytest.mark.parametrize("media_type", MEDIA_TYPES)
 async def test_each_media_type_by_url_then_by_file_id(
     simulator: Simulator, sender: TelegramSender, media_type: MediaType

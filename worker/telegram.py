@@ -48,6 +48,7 @@ from aiogram.client.session.aiohttp import AiohttpSession
 from aiogram.client.session.base import BaseSession
 from aiogram.client.telegram import TelegramAPIServer
 from aiogram.exceptions import ClientDecodeError, TelegramNetworkError
+from aiogram.methods import DeleteMessage
 from aiogram.methods.base import TelegramMethod, TelegramType
 from aiogram.types import BufferedInputFile
 from aiogram.utils.token import TokenValidationError, validate_token
@@ -66,7 +67,7 @@ from tgbroadcast.worker import aiogram_content, aiogram_models  # noqa: F401 - h
 from tgbroadcast.worker.aiogram_content import InputMedia
 from tgbroadcast.worker.telegram_answers import Sent, is_send, read_done, read_sent
 from tgbroadcast.worker.telegram_errors import map_error
-from tgbroadcast.worker.telegram_forms import Prepared, prepare, request_body
+from tgbroadcast.worker.telegram_forms import Prepared, delete_body, prepare, request_body
 
 logger = logging.getLogger(__name__)
 
@@ -369,8 +370,10 @@ class TelegramSender:
         token = _GATE.set(gate)
         with tracing.span(f"telegram {method}", attributes, kind="client"):
             try:
-                if len(message_ids) == 1:
-                    await self._bot.delete_message(chat_id, message_ids[0])
+                if len(message_ids) == 1:  # made as a send is, without aiogram's call chain
+                    call = DeleteMessage(chat_id=chat_id, message_id=message_ids[0])
+                    body = delete_body(chat_id, message_ids[0])
+                    await self._session.request(self._bot, call, body)
                 else:
                     await self._bot.delete_messages(chat_id, list(message_ids))
             except NotSent:

@@ -1,16 +1,17 @@
-"""Telegram's successful answers to the sender's sends, read for the two things it keeps.
+"""Telegram's successful answers to the sender's calls, read for what it keeps of them.
 
 A send's answer is a whole ``Message`` (an album's a list of them, a copy's a ``MessageId``);
 the sender keeps its message id(s) and the file_id of its media, nothing else. aiogram
 parses every answer into its pydantic models first — a model of a hundred fields with the
 bot in its context, about 9 % of a busy worker's CPU (docs/profiles.md) — so the sender's
 session reads those two fields from the JSON instead (:func:`read_sent`). A recall's and an
-edit's answers (``true``, or the edited ``Message``) it keeps nothing of: their success is
-read as such (:func:`read_done`).
+edit's answers (a delete's ``true``; an edit's ``Message``, or ``true`` for an inline
+message) it keeps nothing of: their success is read as such (:func:`read_done`).
 
 Only a successful answer of the expected shape is read here: ``ok`` true and a ``result``
-with integer ``message_id`` s. Anything else (a refusal, a 429, a malformed answer) is left to
-aiogram's own check, which raises its exceptions as before.
+with integer ``message_id`` s (or a delete's or an edit's ``true``). Anything else (a refusal,
+a 429, a malformed answer) is left to aiogram's own check, which raises its exceptions as
+before.
 """
 
 from __future__ import annotations
@@ -18,16 +19,12 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, get_args
 
 from aiogram.methods import (
     CopyMessage,
     DeleteMessage,
     DeleteMessages,
-    EditMessageCaption,
-    EditMessageMedia,
-    EditMessageReplyMarkup,
-    EditMessageText,
     ForwardMessage,
     SendAnimation,
     SendAudio,
@@ -41,6 +38,8 @@ from aiogram.methods import (
     SendVoice,
 )
 from aiogram.methods.base import TelegramMethod
+
+from tgbroadcast.worker.aiogram_content import EditCall
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,28 +67,23 @@ MEDIA_FIELDS: Mapping[type[TelegramMethod[Any]], str | None] = {
 photo's: its largest size, the last)."""
 
 
-FOLLOW_UPS: frozenset[type[TelegramMethod[Any]]] = frozenset(
-    {
-        DeleteMessage,
-        DeleteMessages,
-        EditMessageText,
-        EditMessageCaption,
-        EditMessageMedia,
-        EditMessageReplyMarkup,
-    }
-)
-"""The calls of recalls and edits: answered ``true`` (a delete's, an inline message's edit)
-or with the edited message, of which the sender keeps nothing."""
+DELETES: frozenset[type[TelegramMethod[Any]]] = frozenset({DeleteMessage, DeleteMessages})
+"""A recall's calls, answered ``true``."""
+EDITS: frozenset[type[TelegramMethod[Any]]] = frozenset(get_args(EditCall))
+"""An edit's calls, answered with the edited message (``true`` for an inline message)."""
 
 
 def read_done(method: TelegramMethod[Any], text: str) -> bool:
     """Whether ``text`` is a success of a recall's or an edit's ``method``: ``ok`` with the
-    result ``true`` or a message (an integer ``message_id``); anything else is for aiogram's
-    check to judge."""
-    if type(method) not in FOLLOW_UPS:
+    result ``true`` (an edit's: or a message, with an integer ``message_id``); anything else
+    is for aiogram's check to judge."""
+    kind = type(method)
+    if kind not in DELETES and kind not in EDITS:
         return False
     result = _result(text)
-    return result is True or (isinstance(result, dict) and type(result.get("message_id")) is int)
+    if result is True:
+        return True
+    return kind in EDITS and isinstance(result, dict) and type(result.get("message_id")) is int
 
 
 def is_send(method: TelegramMethod[Any]) -> bool:

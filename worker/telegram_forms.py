@@ -14,7 +14,8 @@ A broadcast sends one content to many chats, and a send's method and form differ
 chat only in ``chat_id``, the first field of every send method. :func:`prepare` makes them once
 (:class:`Prepared`); :meth:`Prepared.to` addresses them to a chat: the method copied with its
 ``chat_id``, the form that chat's id before the fields encoded once — the same bytes as
-:func:`request_body` of the copy.
+:func:`request_body` of the copy. A recall's ``deleteMessage`` has two integer fields:
+:func:`delete_body` encodes them straight away.
 """
 
 from __future__ import annotations
@@ -42,6 +43,11 @@ def request_body(session: BaseSession, bot: Bot, method: TelegramMethod[Any]) ->
     for key, file in files.items():
         form.add_field(key, file.read(bot), filename=file.filename or key)
     return form()
+
+
+def delete_body(chat_id: int, message_id: int) -> Payload:
+    """``deleteMessage``'s request body: the bytes :func:`request_body` makes of it."""
+    return BytesPayload(b"chat_id=%d&message_id=%d" % (chat_id, message_id), content_type=FORM)
 
 
 @dataclass(frozen=True, slots=True)

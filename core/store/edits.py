@@ -71,7 +71,7 @@ class EditResult:
     error: str | None = None
 
 
-def _older(version: int) -> ColumnElement[bool]:
+def _older(version: int | ColumnElement[int]) -> ColumnElement[bool]:
     """Sent, not recalled recipients whose messages are of a version before ``version``."""
     return and_(
         deliveries.c.recall.is_(None), func.coalesce(deliveries.c.content_version, 1) < version
@@ -163,8 +163,7 @@ _WRITE: Final = (
         deliveries.c.broadcast_id == bindparam("key_broadcast_id", type_=BigInteger),
         deliveries.c.user_id == bindparam("key_user_id", type_=BigInteger),
         deliveries.c.state == _SENT,
-        deliveries.c.recall.is_(None),
-        func.coalesce(deliveries.c.content_version, 1) < bindparam("key_version", type_=Integer),
+        _older(bindparam("key_version", type_=Integer)),
     )
     .values(
         content_version=bindparam("new_version", type_=Integer),
@@ -183,7 +182,7 @@ _COUNT: Final = (
         broadcasts.c.id == bindparam("key_broadcast_id", type_=BigInteger),
         broadcasts.c.content_version == bindparam("key_version", type_=Integer),
     )
-    .values(edited=broadcasts.c.edited + bindparam("written", type_=Integer))
+    .values(edited=broadcasts.c.edited + bindparam("written", type_=BigInteger))
 )
 
 

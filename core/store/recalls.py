@@ -16,7 +16,6 @@ from typing import TYPE_CHECKING, Final
 from sqlalchemy import (
     BigInteger,
     ColumnElement,
-    Integer,
     String,
     Text,
     and_,
@@ -111,7 +110,7 @@ built at every row, SQLAlchemy's building and cache key were a sixth of a recall
 _COUNT: Final = (
     update(broadcasts)
     .where(broadcasts.c.id == bindparam("key_broadcast_id", type_=BigInteger))
-    .values(recalled=broadcasts.c.recalled + bindparam("written", type_=Integer))
+    .values(recalled=broadcasts.c.recalled + bindparam("written", type_=BigInteger))
 )
 
 
