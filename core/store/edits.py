@@ -157,25 +157,12 @@ async def claim(
     )
 
 
-_WRITE: Final = (
-    update(deliveries)
-    .where(
-        deliveries.c.broadcast_id == bindparam("key_broadcast_id", type_=BigInteger),
-        deliveries.c.user_id == bindparam("key_user_id", type_=BigInteger),
-        deliveries.c.state == _SENT,
-        _older(bindparam("key_version", type_=Integer)),
-    )
-    .values(
-        content_version=bindparam("new_version", type_=Integer),
-        edit=bindparam("new_edit", type_=String),
-        edit_error=bindparam("new_edit_error", type_=Text),
-        claimed_by=None,
-        claimed_until=None,
-    )
+_WRITE: Final = followups.write_outcome(_older(bindparam("key_version", type_=Integer))).values(
+    content_version=bindparam("new_version", type_=Integer),
+    edit=bindparam("new_edit", type_=String),
+    edit_error=bindparam("new_edit_error", type_=Text),
 )
-"""One recipient's edit outcome, while its messages are of an older version (:func:`_older`;
-built once, as the statement below: built at every row, SQLAlchemy's building and cache key
-were a sixth of the worker)."""
+"""One recipient's edit outcome, while its messages are of an older version (:func:`_older`)."""
 _COUNT: Final = (
     update(broadcasts)
     .where(

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Final
 
-from sqlalchemy import ColumnElement, and_, or_, select, update
+from sqlalchemy import BigInteger, ColumnElement, Update, and_, bindparam, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from tgbroadcast.core.domain.model import DeliveryState
@@ -51,6 +51,23 @@ class SentClaim:
     busy: int
     """Recipients someone else holds: a sent one another handling works on, or a pending one
     whose send is still in flight (it may become sent). The job looks again later."""
+
+
+def write_outcome(*to_do: ColumnElement[bool]) -> Update:
+    """The ``UPDATE`` of one sent recipient's follow-up outcome (``key_broadcast_id``,
+    ``key_user_id``) while it is ``to_do``, dropping its claim; its values are the caller's.
+    Built once by each kind, with bound parameters: built at every row, SQLAlchemy's building
+    and cache key were a sixth of a recall's worker."""
+    return (
+        update(deliveries)
+        .where(
+            deliveries.c.broadcast_id == bindparam("key_broadcast_id", type_=BigInteger),
+            deliveries.c.user_id == bindparam("key_user_id", type_=BigInteger),
+            deliveries.c.state == _SENT,
+            *to_do,
+        )
+        .values(claimed_by=None, claimed_until=None)
+    )
 
 
 def in_flight(now: datetime) -> ColumnElement[bool]:

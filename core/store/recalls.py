@@ -90,23 +90,11 @@ async def claim(
     )
 
 
-_WRITE: Final = (
-    update(deliveries)
-    .where(
-        deliveries.c.broadcast_id == bindparam("key_broadcast_id", type_=BigInteger),
-        deliveries.c.user_id == bindparam("key_user_id", type_=BigInteger),
-        deliveries.c.state == _SENT,
-        deliveries.c.recall.is_(None),
-    )
-    .values(
-        recall=bindparam("new_recall", type_=String),
-        recall_error=bindparam("new_recall_error", type_=Text),
-        claimed_by=None,
-        claimed_until=None,
-    )
+_WRITE: Final = followups.write_outcome(deliveries.c.recall.is_(None)).values(
+    recall=bindparam("new_recall", type_=String),
+    recall_error=bindparam("new_recall_error", type_=Text),
 )
-"""One recipient's recall outcome, unless it has one (built once, as the statements below:
-built at every row, SQLAlchemy's building and cache key were a sixth of a recall's worker)."""
+"""One recipient's recall outcome, unless it has one."""
 _COUNT: Final = (
     update(broadcasts)
     .where(broadcasts.c.id == bindparam("key_broadcast_id", type_=BigInteger))
