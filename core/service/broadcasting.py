@@ -449,9 +449,7 @@ class BroadcastingService(LifecycleOperations):
         ``NotFound`` (at the first step) if the broadcast does not exist or its bot is not
         ``visible``."""
         broadcast = await self.watchable(broadcast_id, visible=visible)
-        cursor = Cursor.parse(after) if after else None
-        if cursor is not None and cursor.sent + cursor.failed > broadcast.total:
-            cursor = None  # not a cursor of this broadcast: from the first outcome
+        cursor = watching.of_broadcast(Cursor.parse(after) if after else None, broadcast)
         if from_now and not after:
             end = await self._queue.events_end()
             broadcast = await self._store.get_broadcast(broadcast_id)  # counters after the end

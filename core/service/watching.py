@@ -187,6 +187,14 @@ class _At:
         )
 
 
+def of_broadcast(cursor: Cursor | None, broadcast: Broadcast) -> Cursor | None:
+    """``cursor`` if it can be one of ``broadcast``'s; None (from the first outcome) when it
+    counts more outcomes than the broadcast has."""
+    if cursor is not None and cursor.sent + cursor.failed > broadcast.total:
+        return None
+    return cursor
+
+
 def opening(
     cursor: Cursor, broadcast: Broadcast, outcome_counts: Mapping[DeliveryState, int]
 ) -> WatchUpdate:
@@ -224,8 +232,7 @@ async def watch(
     Batches, not single updates: every outcome of a watched broadcast passes through here
     once per watcher, and each step of a generator chain costs as much as the update itself.
     """
-    if after is not None and after.sent + after.failed > broadcast.total:
-        after = None  # not a cursor of this broadcast: from the first outcome
+    after = of_broadcast(after, broadcast)
     if broadcast.status.is_final and not broadcast.editing and (after is None or after.kind == "u"):
         async for batch in _replay(store, broadcast, after):
             yield batch

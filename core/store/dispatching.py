@@ -141,7 +141,8 @@ class DispatchRows:
                     )
                 if updated.rowcount == len(first):
                     marked.update(first)
-                if updated.rowcount == len(first) or len(first) == 1:  # one: marked or not
+                # Each on its own below only when some of several were not marked.
+                if updated.rowcount == len(first) or len(first) == 1:
                     todo = [g for g in todo if g[1] is not None]
             for broadcast_id, resumed_at in todo:
                 if await transitions.mark_generation_dispatched(
