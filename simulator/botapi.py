@@ -29,7 +29,15 @@ from tgbroadcast.simulator.envelope import (
     too_many_requests,
 )
 from tgbroadcast.simulator.faults import Faults
-from tgbroadcast.simulator.files import FileKind, FileSource, FileStore, StoredFile, Upload
+from tgbroadcast.simulator.files import (
+    PHOTO_TOO_BIG,
+    PHOTO_UPLOAD_LIMIT,
+    FileKind,
+    FileSource,
+    FileStore,
+    StoredFile,
+    Upload,
+)
 from tgbroadcast.simulator.keyboards import check_reply_markup
 from tgbroadcast.simulator.messages import (
     COPIED_FIELDS,
@@ -304,6 +312,8 @@ class BotApi:
         if isinstance(value, Upload):
             if value.size == 0:
                 raise bad_request("file must be non-empty")
+            if kind is FileKind.PHOTO and value.size > PHOTO_UPLOAD_LIMIT:
+                raise bad_request(PHOTO_TOO_BIG)
             return ResolvedMedia("upload", new=FileSource.from_upload(value))
         text = str(value).strip()
         if text.lower().startswith(("http://", "https://")):

@@ -6,7 +6,9 @@ Guarantees, as on api.telegram.org:
   simulator did not issue, is unknown;
 * a file sent by file_id is the same file (same ``file_unique_id``, same media object);
 * every photo has several sizes, each with its own file_id, and any of them resends the photo;
-* a file_id of one kind does not send another kind (a photo is never a video).
+* a file_id of one kind does not send another kind (a photo is never a video);
+* a photo uploaded is at most 10 MB (:data:`PHOTO_UPLOAD_LIMIT`; any file at most the
+  request's 50 MB, :mod:`.server`).
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ import secrets
 import struct
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Final
 from urllib.parse import unquote, urlsplit
 
 
@@ -73,6 +75,13 @@ _DEFAULT_NAMES = {
 
 # (width, height) of the sizes Telegram keeps of a photo: s, m, x, y.
 _PHOTO_SIZES = ((90, 67), (320, 240), (800, 600), (1280, 960))
+
+
+PHOTO_UPLOAD_LIMIT: Final = 10 * 1024 * 1024
+"""Bytes Telegram takes in a photo a bot uploads (other files: the request's 50 MB)."""
+PHOTO_TOO_BIG: Final = "PHOTO_SAVE_FILE_INVALID"
+"""How Telegram refuses a bigger photo: its own error's name after "Bad Request: " (as clients
+report it), not one of the Bot API server's sentences."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

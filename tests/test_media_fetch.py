@@ -115,7 +115,7 @@ async def test_the_fetcher_follows_redirects_and_names_the_file() -> None:
 async def test_the_fetcher_refuses_what_every_recipient_would_fail_on(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setattr(fetching, "DEFAULT_UPLOAD_LIMIT", 5_000)
+    monkeypatch.setattr(fetching, "upload_limit", lambda kind: 5_000)
     refusals = {
         "page": "answered an HTML page",
         "gone": "answered HTTP 404",
@@ -144,7 +144,7 @@ async def test_the_fetcher_refuses_what_every_recipient_would_fail_on(
         assert refused.value.description == f"media URL {base}/gone answered HTTP 404"
         with pytest.raises(TransientError, match="HTTP 503"):
             await fetcher.fetch(f"{base}/busy", MediaType.DOCUMENT)
-    monkeypatch.setattr(fetching, "DEFAULT_UPLOAD_LIMIT", 10)
+    monkeypatch.setattr(fetching, "upload_limit", lambda kind: 10)
     async with file_server() as (base, _), MediaFetcher(allow_private=True) as fetcher:
         with pytest.raises(PermanentError, match=r"is 20 bytes; Telegram takes uploads .* 10 b"):
             await fetcher.fetch(f"{base}/report_docx", MediaType.DOCUMENT)

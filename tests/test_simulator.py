@@ -8,6 +8,7 @@ chats, faults, rate limits, the control API and the command line) in ``test_simu
 from __future__ import annotations
 
 import asyncio
+import io
 import json
 from typing import Any
 
@@ -197,6 +198,37 @@ async def test_uploads_over_the_limit_are_refused(http: aiohttp.ClientSession) -
         form.add_field("document", b"x" * 2000, filename="big.bin")
         status, body = await call(http, sim, "sendDocument", data=form)
         assert failure(status, body) == (413, "Request Entity Too Large")
+
+
+async def test_photos_uploaded_over_10_mb_are_refused(
+    http: aiohttp.ClientSession, simulator: Simulator
+) -> None:
+    """Telegram takes a photo of at most 10 MB by upload (other files up to the request's
+    50 MB): a bigger one is refused as a photo, alone or in an album, and sent as a video."""
+    limit = 10 * 1024 * 1024
+
+    def form(method_field: str, size: int) -> aiohttp.FormData:
+        data = aiohttp.FormData()
+        data.add_field("chat_id", "5")
+        data.add_field(method_field, io.BytesIO(b"x" * size), filename="big.jpg")
+        return data
+
+    too_big = (400, "Bad Request: PHOTO_SAVE_FILE_INVALID")
+    status, body = await call(http, simulator, "sendPhoto", data=form("photo", limit + 1))
+    assert failure(status, body) == too_big
+    album = json.dumps([{"type": "photo", "media": f"attach://p{i}"} for i in range(2)])
+    data = aiohttp.FormData()
+    data.add_field("chat_id", "5")
+    data.add_field("media", album)
+    data.add_field("p0", b"x" * 100, filename="small.jpg")
+    data.add_field("p1", io.BytesIO(b"x" * (limit + 1)), filename="big.jpg")
+    status, body = await call(http, simulator, "sendMediaGroup", data=data)
+    assert failure(status, body) == too_big
+    assert simulator.messages_by_chat() == {}  # nothing of the album was sent
+    status, body = await call(http, simulator, "sendPhoto", data=form("photo", limit))
+    assert status == 200, body
+    status, body = await call(http, simulator, "sendVideo", data=form("video", limit + 1))
+    assert status == 200, body
 
 
 @pytest.mark.parametrize(

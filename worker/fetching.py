@@ -8,9 +8,9 @@ Guarantees:
   first-send lock); that send uploads the bytes and every later recipient gets Telegram's
   file_id, kept by :class:`FileIds` (in SQL for every worker, per media version: an edit
   that replaces the media starts again).
-* **Size-capped** at Telegram's upload limit for the kind (:data:`UPLOAD_LIMITS`, 50 MB; 10 MB
-  photos): a ``Content-Length`` above it is refused before the body is read, and a body is
-  never read past it.
+* **Size-capped** at Telegram's upload limit for the kind (50 MB; 10 MB photos:
+  :func:`~tgbroadcast.core.rules.rich_content.upload_limit`): a ``Content-Length`` above it
+  is refused before the body is read, and a body is never read past it.
 * **Content type checked**: an HTML page (a login or error page where a file was meant) is
   refused for every kind; a sticker must be ``image/webp``, ``application/x-tgsticker`` or
   ``video/webm``, a video note ``video/*``.
@@ -41,12 +41,9 @@ from tgbroadcast.core.domain.errors import PermanentError, TransientError
 from tgbroadcast.core.domain.model import Content, MediaType
 from tgbroadcast.core.outbound import CheckedResolver, RefusedDestination, allow_all
 from tgbroadcast.core.rules import addresses
-from tgbroadcast.core.rules.rich_content import fetched_by_service
+from tgbroadcast.core.rules.rich_content import fetched_by_service, upload_limit
 from tgbroadcast.core.store import Store
 
-UPLOAD_LIMITS: Final = {MediaType.PHOTO: 10 * 1024 * 1024}
-"""Telegram's limits for a file a bot uploads; every other kind: :data:`DEFAULT_UPLOAD_LIMIT`."""
-DEFAULT_UPLOAD_LIMIT: Final = 50 * 1024 * 1024
 MAX_REDIRECTS: Final = 5
 FETCH_TIMEOUT: Final = 120.0
 """Seconds a whole fetch may take, redirects included (50 MB at about 3 Mbit/s)."""
@@ -102,7 +99,7 @@ class MediaFetcher:
         """The file at ``url`` for a ``kind`` message, and its name (the URL path's last
         segment, else ``file``)."""
         assert self._session is not None, "use MediaFetcher as an async context manager"
-        limit = UPLOAD_LIMITS.get(kind, DEFAULT_UPLOAD_LIMIT)
+        limit = upload_limit(kind)
         target = _url(url)
         try:
             async with asyncio.timeout(self._timeout):  # the whole fetch, redirects included

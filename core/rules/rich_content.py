@@ -68,9 +68,15 @@ _MAX_UNIX_TIME: Final = 9_999_999_999
 """Telegram reads a date_time's Unix time as at most ten digits."""
 _PARSE_MODES: Final = ", ".join(m.value for m in ParseMode)
 _ALBUM_KINDS: Final = ", ".join(k.value for k in AlbumKind)
-_UPLOAD_LIMITS: Final = {AlbumKind.PHOTO: 10 * 1024 * 1024}
-_DEFAULT_UPLOAD_LIMIT: Final = 50 * 1024 * 1024
+PHOTO_UPLOAD_LIMIT: Final = 10 * 1024 * 1024
+UPLOAD_LIMIT: Final = 50 * 1024 * 1024
 _MAX_FILENAME: Final = 255
+
+
+def upload_limit(kind: str) -> int:
+    """Telegram's limit in bytes on a file a bot uploads (multipart) as a ``kind`` message or
+    album item: photos 10 MB, every other kind 50 MB."""
+    return PHOTO_UPLOAD_LIMIT if kind == "photo" else UPLOAD_LIMIT
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -238,7 +244,7 @@ def album(
                 FieldViolation(f"{where}.media_url", "give either media_url or media_data")
             )
         elif item.media_data:
-            limit = _UPLOAD_LIMITS.get(kind, _DEFAULT_UPLOAD_LIMIT) if kind else 0
+            limit = upload_limit(kind) if kind else 0
             if kind and len(item.media_data) > limit:
                 violations.append(
                     FieldViolation(

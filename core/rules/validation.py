@@ -38,9 +38,6 @@ from tgbroadcast.core.rules.variants import CheckContent, VariantInput, validate
 
 MAX_USERS_PER_UPSERT = 10_000
 
-UPLOAD_LIMITS = {MediaType.PHOTO: 10 * 1024 * 1024}
-"""Telegram's limits for files uploaded by a bot (multipart): photos 10 MB, others 50 MB."""
-DEFAULT_UPLOAD_LIMIT = 50 * 1024 * 1024
 MAX_FILENAME = 255
 MAX_IDEMPOTENCY_KEY = 255
 
@@ -275,7 +272,7 @@ def _content(
             FieldViolation("media_url", "give either media_url or an uploaded file, not both")
         )
     elif upload:
-        limit = UPLOAD_LIMITS.get(media_type, DEFAULT_UPLOAD_LIMIT)
+        limit = rich_content.upload_limit(media_type)
         if len(upload) > limit:
             violations.append(
                 FieldViolation(
