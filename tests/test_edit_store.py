@@ -70,8 +70,8 @@ async def test_an_edit_holds_records_and_ends_once(store: Store) -> None:
     assert (other.held, other.busy) == ((), 4)
 
     results = [edited(bid, 1, 2, EditOutcome.EDITED), edited(bid, 2, 2, EditOutcome.NOT_FOUND)]
-    assert await store.record_edits(results) == [1, 2]
-    assert await store.record_edits([edited(bid, 1, 2, EditOutcome.FAILED)]) == []  # first wins
+    assert await store.record_edits(results) == {1: 1, 2: 2}  # numbered
+    assert await store.record_edits([edited(bid, 1, 2, EditOutcome.FAILED)]) == {}  # first wins
     assert await store.finish_edit(bid, version=2, now=datetime.now(UTC)) is None  # 3, 4 left
 
     # A second edit before the first ended: its jobs cover everyone behind it; an outcome of
@@ -80,7 +80,7 @@ async def test_an_edit_holds_records_and_ends_once(store: Store) -> None:
         bid, ContentEdit(message="newer", options=ContentOptions()), actor="ops", now=now
     )
     assert (second.content_version, second.edited) == (3, 0)
-    assert await store.record_edits([edited(bid, 3, 2, EditOutcome.EDITED)]) == [3]
+    assert await store.record_edits([edited(bid, 3, 2, EditOutcome.EDITED)]) == {3: 0}  # uncounted
     assert (await store.get_broadcast(bid)).edited == 0
     assert await store.finish_edit(bid, version=2, now=datetime.now(UTC)) is None  # superseded
     await store.record_results([sent(bid, 4, version=3)])  # the send in flight, new content
@@ -89,11 +89,11 @@ async def test_an_edit_holds_records_and_ends_once(store: Store) -> None:
         bid, [1, 2, 3, 4], version=3, token="c", now=later, until=later + timedelta(seconds=60)
     )
     assert [t.user_id for t in claim.held] == [1, 2, 3]  # 4 was sent version 3
-    assert await store.record_edits([edited(bid, u, 3, EditOutcome.EDITED) for u in (1, 2, 3)]) == [
-        1,
-        2,
-        3,
-    ]
+    assert await store.record_edits([edited(bid, u, 3, EditOutcome.EDITED) for u in (1, 2, 3)]) == {
+        1: 1,
+        2: 2,
+        3: 3,
+    }
     ended = await store.finish_edit(bid, version=3, now=datetime.now(UTC))
     assert ended is not None
     assert (ended.editing, ended.edited) == (False, 3)
@@ -165,7 +165,7 @@ async def test_a_late_send_of_the_old_content_opens_the_edit_again(store: Store)
         bid, ContentEdit(message="new", options=ContentOptions()), actor="ops", now=AT
     )
     await store.mark_generation_dispatched(bid, AT)
-    assert await store.record_edits([edited(bid, 1, 2, EditOutcome.EDITED)]) == [1]
+    assert await store.record_edits([edited(bid, 1, 2, EditOutcome.EDITED)]) == {1: 1}
     # A sending broadcast's sends in flight are mostly of the new content: they do not hold
     # the edit open...
     ended = await store.finish_edit(bid, version=2, now=datetime.now(UTC))
@@ -177,7 +177,7 @@ async def test_a_late_send_of_the_old_content_opens_the_edit_again(store: Store)
     assert (reopened.editing, reopened.status) == (True, BroadcastStatus.COMPLETED)
     assert bid in await store.undispatched_broadcasts()
     assert await store.finish_edit(bid, version=2, now=datetime.now(UTC)) is None  # 2 left
-    assert await store.record_edits([edited(bid, 2, 2, EditOutcome.EDITED)]) == [2]
+    assert await store.record_edits([edited(bid, 2, 2, EditOutcome.EDITED)]) == {2: 2}
     assert await store.finish_edit(bid, version=2, now=datetime.now(UTC)) is not None
     # A send of the newest content opens nothing.
     other = await store.create_broadcast(NewBroadcast(content=Content(message="x"), user_ids=(1,)))

@@ -77,18 +77,18 @@ async def test_a_recall_holds_records_and_finishes_once(store: Store) -> None:
     assert (other.held, other.busy) == ((), 4)
 
     results = [recalled(bid, 1, RecallOutcome.DELETED), recalled(bid, 2, RecallOutcome.TOO_OLD)]
-    assert await store.record_recalls(results) == [1, 2]
+    assert await store.record_recalls(results) == {1: 1, 2: 2}  # numbered
     again = [recalled(bid, 1, RecallOutcome.NOT_FOUND)]
-    assert await store.record_recalls(again) == []  # the first outcome stays
+    assert await store.record_recalls(again) == {}  # the first outcome stays
     assert await store.finish_recall(bid, now=datetime.now(UTC)) is None  # 3 and 5 left
-    assert await store.record_recalls([recalled(bid, 3, RecallOutcome.DELETED)]) == [3]
+    assert await store.record_recalls([recalled(bid, 3, RecallOutcome.DELETED)]) == {3: 3}
     assert await store.finish_recall(bid, now=datetime.now(UTC)) is None  # 5 in flight
 
     # The send finishes and is recorded: now it is to be recalled too.
     await store.record_results([sent(bid, 5, 50)])
     claim = await store.claim_recall(bid, [4, 5, 6], token="a", now=now, until=until)
     assert ([t.user_id for t in claim.held], claim.busy) == ([5], 0)
-    assert await store.record_recalls([recalled(bid, 5, RecallOutcome.DELETED)]) == [5]
+    assert await store.record_recalls([recalled(bid, 5, RecallOutcome.DELETED)]) == {5: 4}
     finished = await store.finish_recall(bid, now=datetime.now(UTC))
     assert finished is not None
     assert finished.status is BroadcastStatus.RECALLED

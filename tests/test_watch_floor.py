@@ -15,6 +15,7 @@ import pytest
 
 from tgbroadcast.core.domain.model import BroadcastStatus, DeliveryResult, DeliveryState
 from tgbroadcast.core.service.broadcasting import BroadcastingService
+from tgbroadcast.core.service.cursors import Floor
 from tgbroadcast.core.service.watching import STATUS_KIND, WatchUpdate
 from tgbroadcast.server.grpc import messages
 from tgbroadcast.server.grpc.watch import watch_broadcast
@@ -42,7 +43,7 @@ OPENING = WatchUpdate(
     position="s",
     seq=4,
     kind=STATUS_KIND,
-    floor=3,
+    floor=Floor(3),
 )
 CLOSING = WatchUpdate(
     result=None, status=BroadcastStatus.COMPLETED, total=10, sent=10, failed=0, position="s", seq=9
@@ -53,7 +54,7 @@ class _Core:
     """The core's watch, standing in: the floor it tells (as the core does: before the
     first update), then these batches."""
 
-    def __init__(self, batches: Sequence[list[WatchUpdate]], floor: int) -> None:
+    def __init__(self, batches: Sequence[list[WatchUpdate]], floor: Floor) -> None:
         self.batches = batches
         self.floor = floor
 
@@ -64,7 +65,7 @@ class _Core:
         visible: object,
         after: str,
         from_now: bool,
-        on_floor: Callable[[int], None],
+        on_floor: Callable[[Floor], None],
     ) -> AsyncGenerator[list[WatchUpdate], None]:
         if self.floor:
             on_floor(self.floor)
@@ -78,7 +79,7 @@ class _Context:
 
 
 async def cursors(
-    batches: Sequence[list[WatchUpdate]], *, floor: int, after: str = "", most: int = 0
+    batches: Sequence[list[WatchUpdate]], *, floor: Floor, after: str = "", most: int = 0
 ) -> list[str]:
     stream = watch_broadcast(
         cast(BroadcastingService, _Core(batches, floor)),
@@ -95,23 +96,23 @@ async def cursors(
 @pytest.mark.parametrize("most", [0, 10])
 async def test_every_cursor_of_a_watch_from_now_carries_its_opening_floor(most: int) -> None:
     later = [outcome(14, 5, 4), outcome(15, 7, 5)]
-    found = await cursors([[OPENING], later, [CLOSING]], floor=3, most=most)
+    found = await cursors([[OPENING], later, [CLOSING]], floor=Floor(3), most=most)
     expected = ["s5.4.0~3", "s7.5.0~3"] if not most else ["s7.5.0~3"]
     assert found == [*expected, "s9.10.0~3"]
 
 
 async def test_a_watch_resumed_after_a_floored_cursor_keeps_the_floor() -> None:
-    found = await cursors([[outcome(15, 7, 5)], [CLOSING]], floor=3, after="s5.4.0~3")
+    found = await cursors([[outcome(15, 7, 5)], [CLOSING]], floor=Floor(3), after="s5.4.0~3")
     assert found == ["s7.5.0~3", "s9.10.0~3"]
 
 
 async def test_a_watch_without_a_floor_spells_none_and_shares_its_batches() -> None:
     later = [outcome(14, 5, 4), outcome(15, 7, 5)]
-    found = await cursors([later, [CLOSING]], floor=0, after="s4.3.0")
+    found = await cursors([later, [CLOSING]], floor=Floor(), after="s4.3.0")
     assert found == ["s5.4.0", "s7.5.0", "s9.10.0"]
     shared = messages.watch_batch(later)
     assert messages.watch_batch(later) is shared  # built once for every watcher
-    floored = messages.watch_batch(later, 3)
+    floored = messages.watch_batch(later, Floor(3))
     assert (floored.cursor, shared.cursor) == ("s7.5.0~3", "s7.5.0")
-    assert messages.watch_batch(later, 3) is floored  # and once for those with one floor
+    assert messages.watch_batch(later, Floor(3)) is floored  # and once for those with one floor
     assert list(floored.results) == list(shared.results)

@@ -121,7 +121,7 @@ async def test_a_watch_from_now_drops_the_outcomes_its_counters_hold() -> None:
     counted = {DeliveryState.SENT: 2, DeliveryState.BLOCKED: 2}
     assert str(cursors.Cursor.now(5, broadcast, counted)) == "s4.2.2~4"
     now = cursors.Cursor.now(5, broadcast, {DeliveryState.SENT: 3})
-    assert (str(now), now.floor) == ("s4.3.0~3", 3)
+    assert (str(now), now.floor) == ("s4.3.0~3", cursors.Floor(3))
     assert cursors.Cursor.parse(str(now)) == now  # a resumed watch keeps the floor
     assert cursors.Cursor.parse("s4.3.0~") is None
     # No watch spells a floor past its counters, nor one on a replay's cursor.
@@ -144,31 +144,33 @@ async def test_a_watch_from_now_drops_the_outcomes_its_counters_hold() -> None:
     ]
     assert resumed[0] is not from_now[0]
     # One resumed from the watch's own cursor drops it again: the cursor carries the floor.
-    again = await updates(replace(at_start, floor=3), 1)
+    again = await updates(replace(at_start, floor=cursors.Floor(3)), 1)
     assert [(u.result.user_id if u.result else None, u.sent) for u in again] == [(14, 4)]
     # The batch it drops nothing of, it shares with a watcher at the same place.
     at_seven = cursors.Cursor.parse("s6.4.0")
     assert at_seven is not None
-    plain, floored = [await updates(cursor, 1) for cursor in (at_seven, replace(at_seven, floor=3))]
+    plain, floored = [
+        await updates(cursor, 1) for cursor in (at_seven, replace(at_seven, floor=cursors.Floor(3)))
+    ]
     assert all(a is b for a, b in zip(plain, floored, strict=True))
     assert plain == from_now[1:]
     # One whose floor reaches an outcome of the batch makes its own, dropping it.
-    high = await updates(replace(at_seven, floor=5), 1)
+    high = await updates(replace(at_seven, floor=cursors.Floor(5)), 1)
     assert [(u.result.user_id if u.result else None, u.sent) for u in high] == [(15, 5)]
 
 
 class HeldPublish:
-    """The workers' first publish of outcomes, held (after its transaction committed) until
-    released."""
+    """The workers' first publish of outcomes (of ``kind``), held (after its transaction
+    committed) until released."""
 
-    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+    def __init__(self, monkeypatch: pytest.MonkeyPatch, kind: type[Event] = ResultEvent) -> None:
         self.events: list[Event] = []
         self.holding = asyncio.Event()
         self.released = asyncio.Event()
         publish_events = Queue.publish_events
 
         async def held(queue: Queue, events: Sequence[Event]) -> None:
-            if not self.holding.is_set() and any(isinstance(e, ResultEvent) for e in events):
+            if not self.holding.is_set() and any(isinstance(e, kind) for e in events):
                 self.events = list(events)
                 self.holding.set()
                 await self.released.wait()
@@ -177,7 +179,7 @@ class HeldPublish:
         monkeypatch.setattr(Queue, "publish_events", held)
 
 
-@pytest.fixture
+@pytest.fixture(name="held_stack")
 async def held_stack(tmp_path: Path) -> AsyncIterator[tuple[Stack, HoldingSimulator]]:
     async with (
         HoldingSimulator() as simulator,

@@ -142,10 +142,12 @@ class Editor(FollowUpJobs[EditResult]):
                 return result(EditOutcome.NOT_FOUND)
         return result(EditOutcome.FAILED, answer.description)
 
-    async def _record(self, results: Sequence[EditResult]) -> set[int]:
-        return set(await self._store.record_edits(results))
+    async def _record(self, results: Sequence[EditResult]) -> dict[int, int]:
+        return await self._store.record_edits(results)
 
-    def _event(self, broadcast: Broadcast, result: EditResult, target: SentTarget) -> Event:
+    def _event(
+        self, broadcast: Broadcast, result: EditResult, target: SentTarget, ordinal: int
+    ) -> Event:
         self._metrics.edits.labels(outcome=result.outcome.value, bot=self._bot).inc()
         delivery = sent_result(
             broadcast.id,
@@ -154,7 +156,7 @@ class Editor(FollowUpJobs[EditResult]):
             edit=result.outcome,
             edit_error=result.error,
         )
-        return EditEvent(result=delivery)
+        return EditEvent(result=delivery, ordinal=ordinal)
 
     async def _finish(self, broadcast: Broadcast) -> None:
         ended = await self._store.finish_edit(

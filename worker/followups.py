@@ -113,12 +113,13 @@ class FollowUpJobs(ABC, Generic[R]):
         """The recipient's outcome (see :meth:`_call`); None if its hold lapsed first."""
 
     @abstractmethod
-    async def _record(self, results: Sequence[R]) -> set[int]:
-        """Record outcomes (each recipient's first only); the user ids written."""
+    async def _record(self, results: Sequence[R]) -> dict[int, int]:
+        """Record outcomes (each recipient's first only); the user ids written, each with its
+        number among its broadcast's outcomes of the kind (0: not counted)."""
 
     @abstractmethod
-    def _event(self, broadcast: Broadcast, result: R, target: SentTarget) -> Event:
-        """The event of a recorded outcome (and its metric counted)."""
+    def _event(self, broadcast: Broadcast, result: R, target: SentTarget, ordinal: int) -> Event:
+        """The event of a recorded outcome numbered ``ordinal`` (and its metric counted)."""
 
     @abstractmethod
     async def _finish(self, broadcast: Broadcast) -> None:
@@ -348,7 +349,7 @@ class _Outcomes(Generic[R]):
         written = await jobs._record([result for result, _ in group])
         self.recorded.update(target.user_id for _, target in group)
         events = [
-            jobs._event(self._broadcast, result, target)
+            jobs._event(self._broadcast, result, target, written[target.user_id])
             for result, target in group
             if target.user_id in written
         ]

@@ -105,10 +105,12 @@ class Recaller(FollowUpJobs[RecallResult]):
                 return result(RecallOutcome.TOO_OLD)
         return result(RecallOutcome.FAILED, answer.description)
 
-    async def _record(self, results: Sequence[RecallResult]) -> set[int]:
-        return set(await self._store.record_recalls(results))
+    async def _record(self, results: Sequence[RecallResult]) -> dict[int, int]:
+        return await self._store.record_recalls(results)
 
-    def _event(self, broadcast: Broadcast, result: RecallResult, target: SentTarget) -> Event:
+    def _event(
+        self, broadcast: Broadcast, result: RecallResult, target: SentTarget, ordinal: int
+    ) -> Event:
         self._metrics.recalls.labels(outcome=result.outcome.value, bot=self._bot).inc()
         delivery = sent_result(
             broadcast.id,
@@ -117,7 +119,7 @@ class Recaller(FollowUpJobs[RecallResult]):
             recall_error=result.error,
             content_version=target.content_version,
         )
-        return RecallEvent(result=delivery)
+        return RecallEvent(result=delivery, ordinal=ordinal)
 
     async def _finish(self, broadcast: Broadcast) -> None:
         finished = await self._store.finish_recall(broadcast.id, now=datetime.now(UTC))

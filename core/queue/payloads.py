@@ -161,6 +161,10 @@ class RecallEvent:
     """One sent recipient's recall has its outcome (``result.recall`` is set)."""
 
     result: DeliveryResult
+    ordinal: int = 0
+    """Its place among the broadcast's recall outcomes (1 for the first recorded); 0 when not
+    known (re-published from the database, or written by a release before these numbers). A
+    watch *from now* drops those within the ``recalled`` it started from."""
 
     def __post_init__(self) -> None:
         if self.result.recall is None:
@@ -181,6 +185,11 @@ class EditEvent:
     ``result.content_version`` is the version the edit applied)."""
 
     result: DeliveryResult
+    ordinal: int = 0
+    """Its place among the outcomes of its version's edit (1 for the first recorded); 0 when
+    not counted (an older version's, recorded after a newer edit began) or not known (as a
+    :class:`RecallEvent`'s). A watch *from now* drops those within the ``edited`` it started
+    from, of the version it started at."""
 
     def __post_init__(self) -> None:
         if self.result.edit is None:
@@ -283,7 +292,7 @@ def encode_event(event: Event) -> bytes:
             extra["edit"] = r.edit.value
             if r.edit_error is not None:
                 extra["edit_error"] = r.edit_error
-        elif event.ordinal:
+        if not isinstance(event, ClickEvent) and event.ordinal:
             extra["ordinal"] = event.ordinal
         return _dumps(
             {
@@ -352,10 +361,10 @@ def decode_event(data: bytes) -> Event:
         content_version=_get_int(obj, "content_version") if "content_version" in obj else 1,
         variant=_get_str(obj, "variant") if "variant" in obj else None,
     )
+    ordinal = _get_int(obj, "ordinal") if "ordinal" in obj else 0
+    if ordinal < 0:
+        raise ValueError("ordinal must not be negative")
     if kind == "result":
-        ordinal = _get_int(obj, "ordinal") if "ordinal" in obj else 0
-        if ordinal < 0:
-            raise ValueError("ordinal must not be negative")
         return ResultEvent(result=result, ordinal=ordinal)
     if kind == "click":
         return ClickEvent(
@@ -368,7 +377,8 @@ def decode_event(data: bytes) -> Event:
                 result,
                 edit=EditOutcome(_get_str(obj, "edit")),
                 edit_error=None if edit_error is None else _get_str(obj, "edit_error"),
-            )
+            ),
+            ordinal=ordinal,
         )
     recall_error = obj.get("recall_error")
     return RecallEvent(
@@ -376,7 +386,8 @@ def decode_event(data: bytes) -> Event:
             result,
             recall=RecallOutcome(_get_str(obj, "recall")),
             recall_error=None if recall_error is None else _get_str(obj, "recall_error"),
-        )
+        ),
+        ordinal=ordinal,
     )
 
 

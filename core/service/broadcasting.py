@@ -73,7 +73,7 @@ from tgbroadcast.core.service.bot_access import (
 )
 from tgbroadcast.core.service.clicks import LinkClicks, link_clicks
 from tgbroadcast.core.service.controls import LifecycleOperations
-from tgbroadcast.core.service.cursors import Cursor
+from tgbroadcast.core.service.cursors import Cursor, Floor
 from tgbroadcast.core.service.dispatch import Dispatcher
 from tgbroadcast.core.service.list_watching import ListWatching, Ready
 from tgbroadcast.core.service.quota import PendingRecipientsQuota
@@ -435,7 +435,7 @@ class BroadcastingService(LifecycleOperations):
         visible: Visible = None,
         after: str = "",
         from_now: bool = False,
-        on_floor: Callable[[int], None] | None = None,
+        on_floor: Callable[[Floor], None] | None = None,
     ) -> AsyncGenerator[list[WatchUpdate], None]:
         """Every outcome of the broadcast once, then a closing update with the final status,
         in batches (:func:`.watching.watch`); ``after``: a cursor of an earlier update to

@@ -2,10 +2,13 @@
 
 Spelled ``s<seq>.<sent>.<failed>[.<recalled>[.<edited>.<version>]][~<floor>]``: after stream
 sequence ``seq`` on the events stream (``u<user_id>...`` after a user id in a replay), with the
-counters so far. ``~<floor>`` is a watch *from now*'s: the outcomes numbered up to ``floor``
-(:attr:`~tgbroadcast.core.queue.ResultEvent.ordinal`) were in the counters it opened with, so a
-watch resumed from any of its cursors still drops them when they arrive — an outcome recorded
-before the first stream opened whose event came only after a reconnect is counted once.
+counters so far. ``~<floor>`` is a watch *from now*'s (:class:`Floor`): the counters it opened
+with, ``<settled>[.<recalled>[.<edited>.<version>]]``. The outcomes numbered within them — a
+delivery's place among the broadcast's settled recipients
+(:attr:`~tgbroadcast.core.queue.ResultEvent.ordinal`), a recall's among its recall outcomes, an
+edit's among its version's — were counted there, so a watch resumed from any of its cursors
+still drops them when they arrive: an outcome recorded before the first stream opened whose
+event came only after a reconnect is counted once.
 
 The watchers of a broadcast share their updates, spelled without a floor
 (:attr:`.watching.WatchUpdate.cursor`); the core tells a stream the floor its watch keeps
@@ -25,8 +28,39 @@ from tgbroadcast.core.domain.model import Broadcast, DeliveryState
 _INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
 _CURSOR = re.compile(
     r"([su])(-?\d{1,19})\.(\d{1,19})\.(\d{1,19})(?:\.(\d{1,19})(?:\.(\d{1,19})\.(\d{1,9}))?)?"
-    r"(?:~(\d{1,19}))?"
+    r"(?:~(\d{1,19})(?:\.(\d{1,19})(?:\.(\d{1,19})\.(\d{1,9}))?)?)?"
 )
+
+
+@dataclass(frozen=True, slots=True)
+class Floor:
+    """The counters a watch *from now* opened with: the outcomes numbered within them are
+    counted there already (none: every field 0, false)."""
+
+    settled: int = 0
+    """The broadcast's ``sent + failed``."""
+    recalled: int = 0
+    edited: int = 0
+    """The outcomes of the edit to ``version``."""
+    version: int = 1
+
+    def __bool__(self) -> bool:
+        return bool(self.settled or self.recalled or self.edited)
+
+    def __str__(self) -> str:
+        """Spelled after a cursor's ``~``."""
+        if self.edited:
+            return f"{self.settled}.{self.recalled}.{self.edited}.{self.version}"
+        return f"{self.settled}.{self.recalled}" if self.recalled else str(self.settled)
+
+    def reaches(self, lowest: tuple[int, int, int]) -> bool:
+        """Whether it holds any of the outcomes numbered from ``lowest`` (the lowest delivery,
+        recall and edit numbers of some events, each of any version) on."""
+        settled, recalled, edited = lowest
+        return settled <= self.settled or recalled <= self.recalled or edited <= self.edited
+
+
+NO_FLOOR = Floor()
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,9 +76,9 @@ class Cursor:
     edited: int = 0
     version: int = 1
     """The content version ``edited`` counts the outcomes of."""
-    floor: int = 0
-    """Outcomes numbered up to this are counted already (a watch *from now*: the broadcast's
-    ``sent + failed`` it started from)."""
+    floor: Floor = NO_FLOOR
+    """The outcomes numbered within it are counted already (a watch *from now*'s: the
+    counters it started from)."""
 
     def __str__(self) -> str:
         text = spelled(
@@ -70,7 +104,7 @@ class Cursor:
             broadcast.recalled,
             broadcast.edited,
             broadcast.content_version,
-            floor=settled,
+            floor=Floor(settled, broadcast.recalled, broadcast.edited, broadcast.content_version),
         )
 
     @classmethod
@@ -79,7 +113,8 @@ class Cursor:
         match = _CURSOR.fullmatch(text.strip())
         if match is None:
             return None
-        kind, seq, sent, failed, recalled, edited, version, floor = match.groups()
+        kind, seq, sent, failed, recalled, edited, version, *below = match.groups()
+        floor = Floor(*(int(n) for n in below if n is not None))
         cursor = cls(
             kind,
             int(seq),
@@ -88,12 +123,12 @@ class Cursor:
             int(recalled or 0),
             int(edited or 0),
             int(version or 1),
-            int(floor or 0),
+            floor,
         )
         if not _INT64_MIN <= cursor.seq <= _INT64_MAX or (kind == "s" and cursor.seq < 0):
             return None  # no stream sequence or user id is out there
-        if cursor.floor and (kind == "u" or cursor.floor > cursor.sent + cursor.failed):
-            return None  # no watch spells such a floor: a replay has none, nor counts past it
+        if floor and not _spelled_by_a_watch(cursor):
+            return None
         return cursor
 
 
@@ -107,7 +142,21 @@ def spelled(
     return f"{text}.{recalled}" if recalled else text
 
 
-def with_floor(cursor: str, floor: int) -> str:
+def with_floor(cursor: str, floor: Floor) -> str:
     """``cursor`` (spelled without a floor) with ``floor``; as it is without one, or with no
     cursor."""
     return f"{cursor}~{floor}" if floor and cursor else cursor
+
+
+def _spelled_by_a_watch(cursor: Cursor) -> bool:
+    """Whether a watch could spell ``cursor``'s floor: a stream cursor's (a replay has none),
+    within its counters (which start from the floor and only grow; an edit's go on from it
+    while its version is the cursor's), of a broadcast with settled recipients."""
+    floor = cursor.floor
+    if cursor.kind != "s" or not floor.settled:
+        return False
+    if floor.settled > cursor.sent + cursor.failed or floor.recalled > cursor.recalled:
+        return False
+    if floor.edited and floor.version == cursor.version:
+        return floor.edited <= cursor.edited
+    return floor.version <= cursor.version

@@ -21,7 +21,8 @@ counters go on from the database's. An outcome recorded before that read but pub
 the stream's end (a send in flight when the watch opened) is already in those counters: its
 event's ordinal (:attr:`~tgbroadcast.core.queue.ResultEvent.ordinal`, its place among the
 broadcast's settled recipients) is within them, and the watch drops it — and so does a watch
-resumed from any of its cursors, which carry that *floor* (:mod:`.cursors`).
+resumed from any of its cursors, which carry that *floor* (:mod:`.cursors`). Recall and edit
+outcomes likewise, by their own numbers and counters.
 
 A followed broadcast's moves to a status that is not final (paused, resumed, started,
 recalling) come in stream order with its outcomes (``StatusEvent``): each is an update of kind
@@ -51,7 +52,7 @@ from tgbroadcast.core.queue import (
     StatusEvent,
 )
 from tgbroadcast.core.queue.watching import Sequenced
-from tgbroadcast.core.service.cursors import Cursor, spelled, with_floor
+from tgbroadcast.core.service.cursors import NO_FLOOR, Cursor, Floor, spelled, with_floor
 from tgbroadcast.core.service.shared_reads import SharedReads
 from tgbroadcast.core.store import Store
 
@@ -106,7 +107,7 @@ class WatchUpdate:
     """Outcomes of the newest edit seen so far (this one included)."""
     outcome_counts: Mapping[DeliveryState, int] | None = None
     """A watch *from now*'s opening only: the outcomes its counters hold, by kind."""
-    floor: int = 0
+    floor: Floor = NO_FLOOR
     """A watch *from now*'s opening only: its floor (:class:`.cursors.Cursor`), which its
     cursor carries; the updates after it are shared, and a stream adds the floor to theirs."""
     kind: str = "result"
@@ -362,9 +363,10 @@ class _Made:
     used: int
     place: tuple[int, int, int, int, int, int]
     status: BroadcastStatus
-    lowest: int
-    """The lowest ordinal among the outcomes stepped over (:data:`_UNNUMBERED` if none): a
-    watch whose floor is below it drops none of them."""
+    lowest: tuple[int, int, int]
+    """The lowest delivery, recall and edit numbers among the outcomes stepped over
+    (:data:`_UNNUMBERED` where none): a watch whose floor reaches none of them
+    (:meth:`.cursors.Floor.reaches`) drops none of them."""
     dropped: int
     """Outcomes dropped: numbered within the watch's floor."""
 
@@ -387,7 +389,8 @@ def _step(
     updates: list[WatchUpdate] = []
     stop = len(events) if most is None else min(len(events), start + most)
     before_sending = status in _BEFORE_SENDING
-    floor, lowest, dropped = at.floor, _UNNUMBERED, 0
+    floor, dropped = at.floor, 0
+    lowest = lowest_recall = lowest_edit = _UNNUMBERED
     i = start
     while i < stop:
         item = events[i]
@@ -400,7 +403,7 @@ def _step(
             if ordinal:
                 if ordinal < lowest:
                     lowest = ordinal
-                if ordinal <= floor:  # counted in the counters the watch started from
+                if ordinal <= floor.settled:  # counted in the counters the watch started from
                     dropped += 1
                     i += 1
                     continue
@@ -420,10 +423,24 @@ def _step(
                     before_sending = status in _BEFORE_SENDING
                     updates.append(at.update(None, status, total, STATUS_KIND))
             elif isinstance(event, RecallEvent):
+                ordinal = event.ordinal
+                if ordinal:
+                    lowest_recall = min(lowest_recall, ordinal)
+                    if ordinal <= floor.recalled:  # counted in the watch's opening
+                        dropped += 1
+                        i += 1
+                        continue
                 at.recalled += 1
                 updates.append(at.update(event.result, BroadcastStatus.RECALLING, total, "recall"))
             elif isinstance(event, EditEvent):
                 version = event.result.content_version
+                ordinal = event.ordinal
+                if ordinal:
+                    lowest_edit = min(lowest_edit, ordinal)
+                    if version == floor.version and ordinal <= floor.edited:
+                        dropped += 1
+                        i += 1
+                        continue
                 if version > at.version:  # a newer edit: its outcomes are counted afresh
                     at.version, at.edited = version, 0
                 if version == at.version:
@@ -432,7 +449,8 @@ def _step(
             elif isinstance(event, ClickEvent):
                 updates.append(at.update(event.result, status, total, "click"))
         i += 1
-    return _Made(updates, i - start, at.place(), status, lowest, dropped)
+    lowests = (lowest, lowest_recall, lowest_edit)
+    return _Made(updates, i - start, at.place(), status, lowests, dropped)
 
 
 class SharedSteps:
@@ -465,7 +483,7 @@ class SharedSteps:
         key: tuple[object, ...] = (broadcast_id, events[start].seq, events[-1].seq, status)
         key += (len(events) - start, *at.place())
         made = self._kept.get(key)
-        if made is not None and at.floor < made.lowest:
+        if made is not None and not at.floor.reaches(made.lowest):
             at.seq, at.sent, at.failed, at.recalled, at.edited, at.version = made.place
             return made
         made = _step(total, events, start, at, status)

@@ -16,7 +16,6 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any, Final
 
 from sqlalchemy import (
-    BigInteger,
     ColumnElement,
     Integer,
     String,
@@ -163,22 +162,18 @@ _WRITE: Final = followups.write_outcome(_older(bindparam("key_version", type_=In
     edit_error=bindparam("new_edit_error", type_=Text),
 )
 """One recipient's edit outcome, while its messages are of an older version (:func:`_older`)."""
-_COUNT: Final = (
-    update(broadcasts)
-    .where(
-        broadcasts.c.id == bindparam("key_broadcast_id", type_=BigInteger),
-        broadcasts.c.content_version == bindparam("key_version", type_=Integer),
-    )
-    .values(edited=broadcasts.c.edited + bindparam("written", type_=BigInteger))
+_COUNT: Final = followups.counter(
+    broadcasts.c.edited, broadcasts.c.content_version == bindparam("key_version", type_=Integer)
 )
+"""Counts a version's outcomes while it is the broadcast's latest."""
 
 
-async def record(connection: AsyncConnection, results: Sequence[EditResult]) -> list[int]:
+async def record(connection: AsyncConnection, results: Sequence[EditResult]) -> dict[int, int]:
     """Write each result whose recipient is still to edit to its version (dropping its
     claim) and count those of a broadcast's latest version in its ``edited``; the user ids
-    written, per call in order."""
-    written: list[int] = []
-    counts: dict[tuple[int, int], int] = {}
+    written, per call in order, each with its number among that version's outcomes (0: an
+    older version's, not counted)."""
+    written: dict[tuple[int, int], list[int]] = {}
     for result in sorted(results, key=lambda r: (r.broadcast_id, r.user_id)):
         done = await connection.execute(
             _WRITE,
@@ -192,14 +187,12 @@ async def record(connection: AsyncConnection, results: Sequence[EditResult]) -> 
             },
         )
         if done.rowcount == 1:
-            written.append(result.user_id)
-            key = (result.broadcast_id, result.version)
-            counts[key] = counts.get(key, 0) + 1
-    for (broadcast_id, version), count in sorted(counts.items()):
-        await connection.execute(
-            _COUNT, {"key_broadcast_id": broadcast_id, "key_version": version, "written": count}
-        )
-    return written
+            written.setdefault((result.broadcast_id, result.version), []).append(result.user_id)
+    numbered: dict[int, int] = {}
+    for (broadcast_id, version), user_ids in written.items():
+        keys = {"key_broadcast_id": broadcast_id, "key_version": version}
+        numbered |= await _COUNT.count(connection, user_ids, keys)
+    return numbered
 
 
 async def finish(
@@ -312,11 +305,11 @@ class EditRows:
             )
         )
 
-    async def record_edits(self, results: Sequence[EditResult]) -> list[int]:
+    async def record_edits(self, results: Sequence[EditResult]) -> dict[int, int]:
         """Record edit outcomes, each recipient's first per version only; the user ids
-        recorded."""
+        recorded, each with its number among its version's outcomes (0: not counted)."""
         if not results:
-            return []
+            return {}
         return await self._write(lambda connection: record(connection, results))
 
     async def finish_edit(

@@ -15,15 +15,26 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Final
+from typing import Any, Final
 
-from sqlalchemy import BigInteger, ColumnElement, Update, and_, bindparam, or_, select, update
+from sqlalchemy import (
+    BigInteger,
+    Column,
+    ColumnElement,
+    Select,
+    Update,
+    and_,
+    bindparam,
+    or_,
+    select,
+    update,
+)
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from tgbroadcast.core.domain.model import DeliveryState
 from tgbroadcast.core.store.deliveries import decode_message_ids
 from tgbroadcast.core.store.limits import IDS_PER_IN_LIST, chunks
-from tgbroadcast.core.store.tables import CLAIM_TOKEN_LENGTH, deliveries
+from tgbroadcast.core.store.tables import CLAIM_TOKEN_LENGTH, broadcasts, deliveries
 
 _SENT: Final = DeliveryState.SENT.value
 _PENDING: Final = DeliveryState.PENDING.value
@@ -68,6 +79,50 @@ def write_outcome(*to_do: ColumnElement[bool]) -> Update:
         )
         .values(claimed_by=None, claimed_until=None)
     )
+
+
+@dataclass(frozen=True, slots=True)
+class Counter:
+    """A follow-up's counter on the broadcast's row (``recalled``, ``edited``): adding a
+    transaction's outcomes to it and numbering them (:func:`counter`). Transactions adding to
+    one broadcast's counter are ordered by its row's lock, so the ``n`` outcomes one adds are
+    numbered the last ``n`` up to the counter it leaves (a watch *from now* drops those
+    within its opening's counters: :mod:`tgbroadcast.core.service.cursors`)."""
+
+    add: Update
+    returning: Update
+    read: Select[int]
+
+    async def count(
+        self, connection: AsyncConnection, written: Sequence[int], parameters: dict[str, Any]
+    ) -> dict[int, int]:
+        """Add ``written`` (user ids, in the order written) to the broadcast's counter
+        (``key_broadcast_id`` and the kind's own keys in ``parameters``); each one's number,
+        all 0 when the ``UPDATE`` met no row (not counted)."""
+        parameters = {**parameters, "written": len(written)}
+        if connection.dialect.update_returning:  # PostgreSQL, SQLite
+            after = (await connection.execute(self.returning, parameters)).scalar()
+        elif (await connection.execute(self.add, parameters)).rowcount == 1:  # MariaDB
+            # The row is locked by this transaction's UPDATE: read back as it left it.
+            after = (await connection.execute(self.read, parameters)).scalar()
+        else:
+            after = None
+        if after is None:
+            return dict.fromkeys(written, 0)
+        first = int(after) - len(written) + 1
+        return {user_id: first + i for i, user_id in enumerate(written)}
+
+
+def counter(column: Column[int], *where: ColumnElement[bool]) -> Counter:
+    """The :class:`Counter` of ``broadcasts.<column>`` on the broadcast's row that also meets
+    ``where``; its statements built once, with bound parameters."""
+    key = broadcasts.c.id == bindparam("key_broadcast_id", type_=BigInteger)
+    add = (
+        update(broadcasts)
+        .where(key, *where)
+        .values({column: column + bindparam("written", type_=BigInteger)})
+    )
+    return Counter(add, add.returning(column), select(column).where(key))
 
 
 def in_flight(now: datetime) -> ColumnElement[bool]:

@@ -14,7 +14,6 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Final
 
 from sqlalchemy import (
-    BigInteger,
     ColumnElement,
     String,
     Text,
@@ -95,18 +94,14 @@ _WRITE: Final = followups.write_outcome(deliveries.c.recall.is_(None)).values(
     recall_error=bindparam("new_recall_error", type_=Text),
 )
 """One recipient's recall outcome, unless it has one."""
-_COUNT: Final = (
-    update(broadcasts)
-    .where(broadcasts.c.id == bindparam("key_broadcast_id", type_=BigInteger))
-    .values(recalled=broadcasts.c.recalled + bindparam("written", type_=BigInteger))
-)
+_COUNT: Final = followups.counter(broadcasts.c.recalled)
 
 
-async def record(connection: AsyncConnection, results: Sequence[RecallResult]) -> list[int]:
+async def record(connection: AsyncConnection, results: Sequence[RecallResult]) -> dict[int, int]:
     """Write each result whose recipient has no recall outcome yet (dropping its claim) and
-    count them in their broadcast's ``recalled``; the user ids written, per call in order."""
-    written: list[int] = []
-    counts: dict[int, int] = {}
+    count them in their broadcast's ``recalled``; the user ids written, per call in order, each
+    with its number among its broadcast's recall outcomes (:class:`.followups.Counter`)."""
+    written: dict[int, list[int]] = {}
     for result in sorted(results, key=lambda r: (r.broadcast_id, r.user_id)):
         done = await connection.execute(
             _WRITE,
@@ -118,11 +113,11 @@ async def record(connection: AsyncConnection, results: Sequence[RecallResult]) -
             },
         )
         if done.rowcount == 1:
-            written.append(result.user_id)
-            counts[result.broadcast_id] = counts.get(result.broadcast_id, 0) + 1
-    for broadcast_id, count in sorted(counts.items()):
-        await connection.execute(_COUNT, {"key_broadcast_id": broadcast_id, "written": count})
-    return written
+            written.setdefault(result.broadcast_id, []).append(result.user_id)
+    numbered: dict[int, int] = {}
+    for broadcast_id, user_ids in written.items():
+        numbered |= await _COUNT.count(connection, user_ids, {"key_broadcast_id": broadcast_id})
+    return numbered
 
 
 async def finish(
@@ -195,10 +190,11 @@ class RecallRows:
             )
         )
 
-    async def record_recalls(self, results: Sequence[RecallResult]) -> list[int]:
-        """Record recall outcomes, each recipient's first only; the user ids recorded."""
+    async def record_recalls(self, results: Sequence[RecallResult]) -> dict[int, int]:
+        """Record recall outcomes, each recipient's first only; the user ids recorded, each with
+        its number among its broadcast's recall outcomes."""
         if not results:
-            return []
+            return {}
         return await self._write(lambda connection: record(connection, results))
 
     async def finish_recall(self, broadcast_id: int, *, now: datetime) -> Broadcast | None:

@@ -27,7 +27,7 @@ from tgbroadcast.core.domain.recipients import packed_ids
 from tgbroadcast.core.rules.validation import SendRequest
 from tgbroadcast.core.rules.variants import VariantInput
 from tgbroadcast.core.service.clicks import LinkClicks
-from tgbroadcast.core.service.cursors import with_floor
+from tgbroadcast.core.service.cursors import NO_FLOOR, Floor, with_floor
 from tgbroadcast.core.service.watching import WatchUpdate
 from tgbroadcast.server.grpc import content, controls
 from tgbroadcast.server.streams import PerUpdate
@@ -236,7 +236,7 @@ _SHARED_RESULT: PerUpdate[DeliveryResult, pb.DeliveryResult] = PerUpdate(deliver
 """An outcome's message, built once for all the streams that send it."""
 
 
-def watch_update(value: WatchUpdate, floor: int = 0) -> pb.WatchBroadcastResponse:
+def watch_update(value: WatchUpdate, floor: Floor = NO_FLOOR) -> pb.WatchBroadcastResponse:
     """``value``'s message; ``floor``: the watch's (:mod:`~tgbroadcast.core.service.cursors`),
     which its cursor carries."""
     response = _watch_message(value, floor)
@@ -245,7 +245,9 @@ def watch_update(value: WatchUpdate, floor: int = 0) -> pb.WatchBroadcastRespons
     return response
 
 
-def watch_batch(values: Sequence[WatchUpdate], floor: int = 0) -> pb.WatchBroadcastResponse:
+def watch_batch(
+    values: Sequence[WatchUpdate], floor: Floor = NO_FLOOR
+) -> pb.WatchBroadcastResponse:
     """A batched ``WatchBroadcast`` message: these outcomes in ``results``, with the progress
     and cursor of the last (with the watch's ``floor``). Built once for every stream that
     sends the same updates with the same floor (the watchers at the same place share them):
@@ -267,13 +269,13 @@ def watch_batch(values: Sequence[WatchUpdate], floor: int = 0) -> pb.WatchBroadc
 
 _BATCHES_KEPT: Final = 1024
 _batches: OrderedDict[
-    tuple[int, int], tuple[WatchUpdate, WatchUpdate, int, pb.WatchBroadcastResponse]
+    tuple[int, Floor], tuple[WatchUpdate, WatchUpdate, int, pb.WatchBroadcastResponse]
 ] = OrderedDict()
 """Batched messages by their last update's identity and the floor (with the updates, so the
 identity stays theirs)."""
 
 
-def _watch_message(value: WatchUpdate, floor: int = 0) -> pb.WatchBroadcastResponse:
+def _watch_message(value: WatchUpdate, floor: Floor = NO_FLOOR) -> pb.WatchBroadcastResponse:
     """``value``'s counters and cursor (with ``floor``), without its outcome."""
     return pb.WatchBroadcastResponse(
         progress=pb.Progress(

@@ -20,6 +20,7 @@ from tgbroadcast.core.domain.errors import InvalidArgument
 from tgbroadcast.core.domain.model import Broadcast
 from tgbroadcast.core.service.bot_access import Visible
 from tgbroadcast.core.service.broadcasting import BroadcastingService
+from tgbroadcast.core.service.cursors import NO_FLOOR, Floor
 from tgbroadcast.core.service.list_watching import Ready
 from tgbroadcast.server.grpc import messages
 from tgbroadcast.server.streams import (
@@ -68,9 +69,9 @@ async def watch_broadcast(
         )
     # A watch's floor, if it has one (from now, or resumed from such a watch's cursor), which
     # every cursor carries (the updates are shared: their cursors have none).
-    floor = 0
+    floor = NO_FLOOR
 
-    def floored(value: int) -> None:
+    def floored(value: Floor) -> None:
         nonlocal floor
         floor = value
 

@@ -34,6 +34,7 @@ from aiohttp import web
 
 from tgbroadcast.core.domain.errors import InvalidArgument
 from tgbroadcast.core.domain.model import BroadcastStatus, Delivery, DeliveryResult, DeliveryState
+from tgbroadcast.core.service.cursors import NO_FLOOR, Floor
 from tgbroadcast.core.service.watching import WatchUpdate
 from tgbroadcast.server.auth import visible_bots
 from tgbroadcast.server.rest import params, rendering
@@ -292,9 +293,9 @@ async def watch_events(request: web.Request) -> web.StreamResponse:
     ahead: ReadAhead[WatchUpdate] | None = None
     # A watch's floor, if it has one (from now, or resumed from such a stream's id), which
     # every id after the opening's carries (the events are shared: their ids have none).
-    floor = 0
+    floor = NO_FLOOR
 
-    def floored(value: int) -> None:
+    def floored(value: Floor) -> None:
         nonlocal floor
         floor = value
 
@@ -383,10 +384,10 @@ def _shared(item: object) -> bool:
     return isinstance(item, WatchUpdate) and not item.floor
 
 
-def _floored(event: bytes, floor: int) -> bytes:
+def _floored(event: bytes, floor: Floor) -> bytes:
     """A shared event whose ``id`` is a stream cursor, with ``floor`` added to its id."""
     line_end = event.index(b"\n")
-    return b"%s~%d%s" % (event[:line_end], floor, event[line_end:])
+    return b"%s~%s%s" % (event[:line_end], str(floor).encode(), event[line_end:])
 
 
 def _update_event(item: WatchUpdate) -> tuple[bytes, bool]:

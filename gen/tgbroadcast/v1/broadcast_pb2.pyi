@@ -1787,7 +1787,7 @@ class WatchBroadcastRequest(_message.Message):
     from_now: _builtins.bool
     """Without `after`: only the outcomes recorded from now on (nothing is
     replayed); the counters go on from the broadcast's, each outcome once: one
-    recorded just before (a send in flight) whose event comes later is not
+    recorded just before (a send, recall or edit in flight) whose event comes later is not
     streamed, as the counters hold it, nor in a stream resumed with `after`
     set to a cursor of this one (each carries those counters). One rare case
     may still count one twice (the closing message has the exact counters):

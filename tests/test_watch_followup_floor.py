@@ -1,0 +1,186 @@
+"""A watch *from now* counts each recall and edit outcome once, as it does deliveries: the
+outcomes are numbered by their counters as they are recorded, and the watch drops those within
+the counters it opened with — also when resumed from one of its cursors, which carry that
+floor (``~<settled>.<recalled>[.<edited>.<version>]``)."""
+
+from __future__ import annotations
+
+from contextlib import AsyncExitStack
+from dataclasses import replace
+from datetime import UTC, datetime
+from typing import Any, cast
+
+import pytest
+
+from tests.fixtures.event_batches import Batches, first
+from tests.fixtures.held_calls import HoldingSimulator
+from tests.fixtures.stack import Stack
+from tests.test_list_events import open_sse
+from tests.test_recall import rest, send_and_finish
+from tests.test_watch_from_now import HeldPublish
+from tests.test_watch_from_now import held_stack as held_stack_fixture  # noqa: F401 -- fixture
+from tgbroadcast.core.domain.model import (
+    Broadcast,
+    BroadcastStatus,
+    Content,
+    DeliveryResult,
+    DeliveryState,
+    EditOutcome,
+    RecallOutcome,
+)
+from tgbroadcast.core.queue import EditEvent, RecallEvent, decode_event, encode_event
+from tgbroadcast.core.queue.watching import Sequenced
+from tgbroadcast.core.service import watching
+from tgbroadcast.core.service.cursors import Cursor, Floor
+from tgbroadcast.core.service.shared_reads import SharedReads
+from tgbroadcast.core.store import Store
+
+NOW = datetime(2026, 12, 7, tzinfo=UTC)
+SENT = DeliveryResult(broadcast_id=7, user_id=0, state=DeliveryState.SENT, finished_at=NOW)
+
+
+def recall(seq: int, user_id: int, ordinal: int) -> Sequenced:
+    result = replace(SENT, user_id=user_id, recall=RecallOutcome.DELETED)
+    return Sequenced(seq, RecallEvent(result=result, ordinal=ordinal))
+
+
+def edit(seq: int, user_id: int, ordinal: int, version: int = 2) -> Sequenced:
+    result = replace(SENT, user_id=user_id, edit=EditOutcome.EDITED, content_version=version)
+    return Sequenced(seq, EditEvent(result=result, ordinal=ordinal))
+
+
+def test_recall_and_edit_numbers_travel_with_their_events() -> None:
+    for event in (recall(1, 5, 3).event, edit(1, 5, 2).event):
+        assert b'"ordinal":' in encode_event(event)
+        assert decode_event(encode_event(event)) == event
+    unnumbered = RecallEvent(result=replace(SENT, recall=RecallOutcome.DELETED))
+    assert b"ordinal" not in encode_event(unnumbered)  # re-published: no number
+    assert decode_event(encode_event(unnumbered)) == unnumbered
+
+
+def test_a_floor_with_recall_and_edit_counters_is_spelled_and_read_back() -> None:
+    broadcast = Broadcast(
+        id=7,
+        content=Content(message="hi"),
+        status=BroadcastStatus.RECALLING,
+        total=10,
+        sent=6,
+        failed=0,
+        recalled=2,
+        created_at=NOW,
+    )
+    now = Cursor.now(5, broadcast, {DeliveryState.SENT: 6})
+    assert (str(now), now.floor) == ("s4.6.0.2~6.2", Floor(6, 2))
+    assert Cursor.parse(str(now)) == now
+    edited = Cursor.now(5, replace(broadcast, edited=3, content_version=2), {DeliveryState.SENT: 6})
+    assert str(edited) == "s4.6.0.2.3.2~6.2.3.2"
+    assert Cursor.parse(str(edited)) == edited
+    assert Cursor.parse("s4.6.0.2.5.2~6.2.3.2") is not None  # the edit's counter went on
+    assert Cursor.parse("s4.6.0.2.0.3~6.2.3.2") is not None  # a newer edit counts afresh
+    # No watch spells a floor past its counters.
+    for spelled in (
+        "s4.6.0.2~6.3",  # more recalls than the cursor counts
+        "s4.6.0.2.2.2~6.2.3.2",  # more outcomes of the cursor's edit
+        "s4.6.0.2.3.2~6.2.3.3",  # an edit newer than the cursor's
+        "s4.6.0~0.1",  # recalls without a delivery
+    ):
+        assert Cursor.parse(spelled) is None, spelled
+
+
+async def test_a_watch_from_now_drops_the_recall_and_edit_outcomes_its_counters_hold() -> None:
+    broadcast = Broadcast(
+        id=7,
+        content=Content(message="hi"),
+        status=BroadcastStatus.RUNNING,
+        total=10,
+        sent=6,
+        failed=0,
+        recalled=2,
+        edited=1,
+        content_version=2,
+        editing=True,
+        created_at=NOW,
+    )
+    # Opened at the stream's end 5 with two recalls and one edit counted: recall 2's and
+    # edit 1's events were published after it (in flight); version 3's first edit is new.
+    events = Batches(
+        [recall(5, 11, 3), recall(6, 12, 2), edit(7, 13, 1), edit(8, 14, 2), edit(9, 15, 1, 3)],
+    )
+    store = cast(Store, None)  # nothing is read: no finish, no quiet second
+    reads, steps = SharedReads(store), watching.SharedSteps()
+
+    async def updates(after: Cursor) -> list[watching.WatchUpdate]:
+        watch = watching.watch(store, events, broadcast, after=after, reads=reads, steps=steps)
+        return (await first(watch, 1))[0]
+
+    now = Cursor.now(5, broadcast, {DeliveryState.SENT: 6})
+    assert now.floor == Floor(6, 2, 1, 2)
+    from_now = await updates(now)
+    assert [(u.kind, u.result.user_id if u.result else 0) for u in from_now] == [
+        ("recall", 11),
+        ("edit", 14),
+        ("edit", 15),
+    ]
+    assert [(u.recalled, u.edited, u.version) for u in from_now] == [
+        (3, 1, 2),
+        (3, 2, 2),
+        (3, 1, 3),
+    ]
+    # Resumed from the watch's opening cursor: the same, the cursor carries the floor.
+    resumed = Cursor.parse(str(now))
+    assert resumed is not None
+    assert [u.result for u in await updates(resumed)] == [u.result for u in from_now]
+    # A watcher at the same place without the floor counts them all: its own updates.
+    plain = await updates(replace(now, floor=Floor()))
+    assert [(u.recalled, u.edited, u.version) for u in plain] == [
+        (3, 1, 2),
+        (4, 1, 2),
+        (4, 2, 2),
+        (4, 3, 2),
+        (4, 1, 3),
+    ]
+
+
+async def test_a_recall_outcome_in_flight_when_a_stream_opens_from_now_is_counted_once(
+    held_stack: tuple[Stack, HoldingSimulator], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Over SSE, resumed with ``Last-Event-ID`` from the opening: the recall recorded before
+    the stream opened (its event published only after) is in the opening's ``recalled`` and
+    never streamed."""
+    stack, simulator = held_stack
+    recipients = [71, 72, 73, 74]
+    broadcast_id = await send_and_finish(stack, {"message": "hi", "user_ids": recipients})
+    publish = HeldPublish(monkeypatch, RecallEvent)
+    deletes = simulator.hold("deleteMessage", after=1)
+    try:
+        code, _ = await rest(stack, "POST", f"/v1/broadcasts/{broadcast_id}/recall")
+        assert code == 200
+        await publish.holding.wait()  # one recall committed, its event not yet published
+        early = {e.result.user_id for e in publish.events if isinstance(e, RecallEvent)}
+        path = f"/v1/broadcasts/{broadcast_id}/events"
+        async with AsyncExitStack() as exits:
+            async with AsyncExitStack() as first_stream:
+                sse = await open_sse(first_stream, stack, f"{path}?from=now")
+                event, data, opening = await sse.next()
+            assert (event, opening is not None) == ("status", True)
+            assert opening is not None
+            counted = data["progress"]["recalled"]
+            assert counted == len(early)
+            assert opening.endswith(f"~{len(recipients)}.{counted}")
+            publish.released.set()
+            deletes.release()
+            sse = await open_sse(exits, stack, path, headers={"Last-Event-ID": opening})
+            streamed: list[dict[str, Any]] = []
+            while (next_event := await sse.next())[0] != "end":
+                if next_event[0] == "recall":
+                    streamed.append(next_event[1])
+            end = next_event[1]
+    finally:
+        publish.released.set()
+        deletes.release()
+    assert early.isdisjoint(r["user_id"] for r in streamed)
+    assert sorted(early | {r["user_id"] for r in streamed}) == recipients
+    assert [r["progress"]["recalled"] for r in streamed] == list(
+        range(counted + 1, len(recipients) + 1)
+    )
+    assert (end["progress"]["recalled"], end["progress"]["status"]) == (4, "recalled")
