@@ -200,18 +200,26 @@ async def test_a_replay_of_100000_outcomes_keeps_the_page_bounded(ui: Dashboard)
 async def test_a_broadcast_far_along_is_followed_from_now_on_its_openings_counts(
     ui: Dashboard,
 ) -> None:
-    """A running broadcast past the replay limit is followed from now, and the breakdown counts
-    on from the stream's opening, not from the broadcast read before it: what was recorded in
-    between (here 3 sent and 1 blocked) is in the opening's counts, and would be in neither."""
+    """A broadcast past the replay limit, being recalled while its last sends land, is followed
+    from now, and the breakdowns count on from the stream's opening, not from the broadcast read
+    before it: what was recorded in between (here 3 sent, 1 blocked and 2 recalls) is in the
+    opening's counts, and would be in neither."""
     broadcast: dict[str, Any] = {
-        "broadcast_id": 999996, "bot": "default", "status": "running", "total": 50_000,
+        "broadcast_id": 999996, "bot": "default", "status": "recalling", "total": 50_000,
         "sent": 20_000, "failed": 1_000, "pending": 29_000, "message": "Big news",
         "media_type": "text", "outcome_counts": {"sent": 20_000, "blocked": 1_000},
         "actions": [], "created_by": "operator", "content_version": 1,
+        "recall_at": "2026-06-01T10:00:00.000000Z", "recalled": 500,
+        "recall_counts": {"deleted": 500},
     }  # fmt: skip
-    progress = {"status": "running", "total": 50_000, "sent": 20_003, "failed": 1_001}
-    opening = {"progress": progress, "outcome_counts": {"sent": 20_003, "blocked": 1_001}}
-    events = [f"id: s500.20003.1001\nevent: status\ndata: {json.dumps(opening)}\n\n"]
+    progress = {
+        "status": "recalling", "total": 50_000, "sent": 20_003, "failed": 1_001, "recalled": 502,
+    }  # fmt: skip
+    opening = {
+        "progress": progress, "outcome_counts": {"sent": 20_003, "blocked": 1_001},
+        "recall_counts": {"deleted": 502}, "edit_counts": {},
+    }  # fmt: skip
+    events = [f"id: s500.20003.1001.502~21004.502\nevent: status\ndata: {json.dumps(opening)}\n\n"]
     for n in range(1, 8):
         progress = {**progress, "sent": 20_003 + n, "pending": 50_000 - 20_003 - n - 1_001}
         data = {
@@ -221,6 +229,15 @@ async def test_a_broadcast_far_along_is_followed_from_now_on_its_openings_counts
         }  # fmt: skip
         text = json.dumps(data, separators=(",", ":"))  # compact, as the service writes it
         events.append(f"id: s{500 + n}.{20_003 + n}.1001\nevent: result\ndata: {text}\n\n")
+    for n in range(1, 3):
+        progress = {**progress, "recalled": 502 + n}
+        data = {
+            "user_id": 60_000 + n, "outcome": "sent", "error": None, "message_id": n,
+            "finished_at": "2026-06-01T09:00:00.000000Z", "message_ids": [n],
+            "recall": "deleted", "progress": progress,
+        }  # fmt: skip
+        text = json.dumps(data, separators=(",", ":"))
+        events.append(f"id: s{507 + n}.20010.1001.{502 + n}\nevent: recall\ndata: {text}\n\n")
     asked: list[str] = []
 
     async def serve_events(request: web.Request) -> web.StreamResponse:
@@ -252,6 +269,8 @@ async def test_a_broadcast_far_along_is_followed_from_now_on_its_openings_counts
         delivery = page.locator('table[data-kind="delivery"]')
         await expect(delivery.locator('tr[data-outcome="sent"] td').first).to_have_text("20,010")
         await expect(delivery.locator('tr[data-outcome="blocked"] td').first).to_have_text("1,001")
+        recall = page.locator('table[data-kind="recall"]')
+        await expect(recall.locator('tr[data-outcome="deleted"] td').first).to_have_text("504")
         assert asked == ["from=now"]
     finally:
         held.set()

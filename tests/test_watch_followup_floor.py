@@ -166,6 +166,7 @@ async def test_a_recall_outcome_in_flight_when_a_stream_opens_from_now_is_counte
             assert opening is not None
             counted = data["progress"]["recalled"]
             assert counted == len(early)
+            assert (data["recall_counts"], data["edit_counts"]) == ({"deleted": counted}, {})
             assert opening.endswith(f"~{len(recipients)}.{counted}")
             publish.released.set()
             deletes.release()

@@ -318,19 +318,27 @@ class BroadcastingService(LifecycleOperations):
         """The Prometheus exposition of this process's metrics."""
         return await self._metrics.render(queue_depth=self._queue.pending_jobs)
 
+    async def _followup_counts(
+        self, broadcast: Broadcast
+    ) -> tuple[dict[RecallOutcome, int], dict[EditOutcome, int]]:
+        """The broadcast's recall outcomes and those of its latest edit, by kind (none read
+        for a broadcast never recalled or edited)."""
+        recalls = (
+            await self._store.recall_counts(broadcast.id) if broadcast.recall_at is not None else {}
+        )
+        edits = (
+            await self._store.edit_counts(broadcast.id, broadcast.content_version)
+            if broadcast.edit_at is not None
+            else {}
+        )
+        return recalls, edits
+
     async def get_broadcast(self, broadcast_id: int, *, visible: Visible = None) -> BroadcastReport:
         """The broadcast with its counts per outcome; ``NotFound`` if it does not exist or
         its bot is not ``visible``."""
         broadcast = await visible_broadcast(self._store, broadcast_id, visible, actions=True)
         counts = await self._store.outcome_counts(broadcast_id)
-        recalls = (
-            await self._store.recall_counts(broadcast_id) if broadcast.recall_at is not None else {}
-        )
-        edits = (
-            await self._store.edit_counts(broadcast_id, broadcast.content_version)
-            if broadcast.edit_at is not None
-            else {}
-        )
+        recalls, edits = await self._followup_counts(broadcast)
         by_variant = await self._store.variant_counts(broadcast_id) if broadcast.variants else {}
         clicked = ClickCounts()
         if broadcast.click_key is not None:
@@ -453,12 +461,15 @@ class BroadcastingService(LifecycleOperations):
         if from_now and not after:
             end = await self._queue.events_end()
             broadcast = await self._store.get_broadcast(broadcast_id)  # counters after the end
-            # Sent and failed from the counts by outcome: read together, they agree.
+            # The counters from the counts by outcome: read together, they agree (a recall or
+            # an edit begun after the broadcast's read: its outcomes' events come after the
+            # stream's end, and the counters go on from none).
             outcomes = await self._store.outcome_counts(broadcast_id)
-            cursor = Cursor.now(end, broadcast, outcomes)
+            recalls, edits = await self._followup_counts(broadcast)
+            cursor = Cursor.now(end, broadcast, outcomes, recalls, edits)
             if on_floor is not None:
                 on_floor(cursor.floor)
-            yield [watching.opening(cursor, broadcast, outcomes)]
+            yield [watching.opening(cursor, broadcast, outcomes, recalls, edits)]
         elif on_floor is not None and cursor is not None and cursor.kind == "s" and cursor.floor:
             on_floor(cursor.floor)
         async with aclosing(

@@ -23,7 +23,7 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from tgbroadcast.core.domain.model import Broadcast, DeliveryState
+from tgbroadcast.core.domain.model import Broadcast, DeliveryState, EditOutcome, RecallOutcome
 
 _INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
 _CURSOR = re.compile(
@@ -88,23 +88,32 @@ class Cursor:
 
     @classmethod
     def now(
-        cls, end: int, broadcast: Broadcast, outcome_counts: Mapping[DeliveryState, int]
+        cls,
+        end: int,
+        broadcast: Broadcast,
+        outcome_counts: Mapping[DeliveryState, int],
+        recall_counts: Mapping[RecallOutcome, int] | None = None,
+        edit_counts: Mapping[EditOutcome, int] | None = None,
     ) -> Cursor:
         """A stream cursor before stream sequence ``end`` (the stream's end, read first) with
         ``broadcast``'s counters and, for ``sent`` and ``failed``, ``outcome_counts`` (both
-        read after it; the counts last, in one statement): a watch from it starts *from
-        now*."""
+        read after it; the counts last, in one statement); likewise ``recalled`` from
+        ``recall_counts`` and ``edited`` from ``edit_counts`` (of ``broadcast``'s version)
+        when given: a watch from it starts *from now*, its floor those counters."""
         sent = outcome_counts.get(DeliveryState.SENT, 0)
         settled = sum(outcome_counts.values())
+        recalled = broadcast.recalled if recall_counts is None else sum(recall_counts.values())
+        edited = broadcast.edited if edit_counts is None else sum(edit_counts.values())
+        version = broadcast.content_version
         return cls(
             "s",
             max(0, end - 1),
             sent,
             settled - sent,
-            broadcast.recalled,
-            broadcast.edited,
-            broadcast.content_version,
-            floor=Floor(settled, broadcast.recalled, broadcast.edited, broadcast.content_version),
+            recalled,
+            edited,
+            version,
+            floor=Floor(settled, recalled, edited, version),
         )
 
     @classmethod

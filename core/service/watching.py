@@ -41,7 +41,14 @@ from contextlib import aclosing
 from dataclasses import dataclass, replace
 from typing import Protocol
 
-from tgbroadcast.core.domain.model import Broadcast, BroadcastStatus, DeliveryResult, DeliveryState
+from tgbroadcast.core.domain.model import (
+    Broadcast,
+    BroadcastStatus,
+    DeliveryResult,
+    DeliveryState,
+    EditOutcome,
+    RecallOutcome,
+)
 from tgbroadcast.core.queue import (
     ClickEvent,
     EditEvent,
@@ -107,6 +114,11 @@ class WatchUpdate:
     """Outcomes of the newest edit seen so far (this one included)."""
     outcome_counts: Mapping[DeliveryState, int] | None = None
     """A watch *from now*'s opening only: the outcomes its counters hold, by kind."""
+    recall_counts: Mapping[RecallOutcome, int] | None = None
+    """A watch *from now*'s opening only: the recall outcomes its ``recalled`` holds."""
+    edit_counts: Mapping[EditOutcome, int] | None = None
+    """A watch *from now*'s opening only: the outcomes of its version's edit ``edited``
+    holds."""
     floor: Floor = NO_FLOOR
     """A watch *from now*'s opening only: its floor (:class:`.cursors.Cursor`), which its
     cursor carries; the updates after it are shared, and a stream adds the floor to theirs."""
@@ -197,12 +209,22 @@ def of_broadcast(cursor: Cursor | None, broadcast: Broadcast) -> Cursor | None:
 
 
 def opening(
-    cursor: Cursor, broadcast: Broadcast, outcome_counts: Mapping[DeliveryState, int]
+    cursor: Cursor,
+    broadcast: Broadcast,
+    outcome_counts: Mapping[DeliveryState, int],
+    recall_counts: Mapping[RecallOutcome, int],
+    edit_counts: Mapping[EditOutcome, int],
 ) -> WatchUpdate:
     """A watch *from now*'s first update: a ``status`` one with ``broadcast``'s status, the
-    counters of ``cursor`` (:meth:`Cursor.now`) and the ``outcome_counts`` they hold."""
+    counters of ``cursor`` (:meth:`Cursor.now`) and the outcomes they hold by kind."""
     update = _At(cursor).update(None, broadcast.status, broadcast.total, STATUS_KIND)
-    return replace(update, outcome_counts=dict(outcome_counts), floor=cursor.floor)
+    return replace(
+        update,
+        outcome_counts=dict(outcome_counts),
+        recall_counts=dict(recall_counts),
+        edit_counts=dict(edit_counts),
+        floor=cursor.floor,
+    )
 
 
 async def watch(

@@ -20,7 +20,8 @@ _FROM = {
     "in": "query",
     "description": "`now`: nothing is replayed. The stream opens with an `event: status` "
     "carrying the broadcast's status and counters now (its `id` a position like an "
-    "outcome's) and, as `outcome_counts`, the outcomes they hold by kind, then the outcomes "
+    "outcome's) and, as `outcome_counts` (`recall_counts`, `edit_counts`: the recall's and "
+    "the latest edit's), the outcomes they hold by kind, then the outcomes "
     "recorded from then on; the counters go on from those, "
     "each outcome once (one recorded just before, whose event comes later, is not streamed: "
     "the counters hold it, and a reconnect with any `id` of the stream leaves it out too; an "

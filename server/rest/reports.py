@@ -398,6 +398,8 @@ def _update_event(item: WatchUpdate) -> tuple[bytes, bool]:
         status: dict[str, Any] = {"progress": progress_json(item)}
         if item.outcome_counts is not None:
             status["outcome_counts"] = {s.value: n for s, n in item.outcome_counts.items()}
+            status["recall_counts"] = {o.value: n for o, n in (item.recall_counts or {}).items()}
+            status["edit_counts"] = {o.value: n for o, n in (item.edit_counts or {}).items()}
         return sse_event(item.kind, status, event_id=item.cursor), False
     # The counters by hand, not json.dumps: one per outcome per place of the streams (a
     # status is a plain word, the counters integers).

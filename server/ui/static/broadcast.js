@@ -291,8 +291,11 @@ export function broadcastPage(main, idText) {
     for (const event of batch) {
       if (event.id && event.id !== "end") lastCursor = event.id;
       const data = event.data;
-      // A stream from now opens with the outcomes its counters hold: the breakdown's base.
-      if (event.type === "status" && data.includes('"outcome_counts"')) base.outcome_counts = JSON.parse(data).outcome_counts;
+      // A stream from now opens with the outcomes its counters hold: the breakdowns' base.
+      if (event.type === "status" && data.includes('"outcome_counts"')) {
+        const { outcome_counts, recall_counts, edit_counts } = JSON.parse(data);
+        base = { outcome_counts, recall_counts, edit_counts };
+      }
       if (event.type === "result" || event.type === "recall" || event.type === "edit") {
         const at = Date.parse(member(data, "finished_at") || "");
         if (event.type === "result") {
@@ -357,7 +360,7 @@ export function broadcastPage(main, idText) {
       const answer = await api(`/v1/broadcasts/${id}`);
       broadcast = answer;
       // Once the service has it final, its counts are the truth: the stream's were only the
-      // way there (from now, the recall and edit breakdowns' base is read before the stream).
+      // way there.
       if (!ACTIVE.has(answer.status) && !answer.editing) {
         for (const live of [counts, recallCounts, editCounts]) live.clear();
         base = {};
