@@ -78,10 +78,17 @@ async def test_a_recall_holds_records_and_finishes_once(store: Store) -> None:
 
     results = [recalled(bid, 1, RecallOutcome.DELETED), recalled(bid, 2, RecallOutcome.TOO_OLD)]
     assert await store.record_recalls(results) == {1: 1, 2: 2}  # numbered
-    again = [recalled(bid, 1, RecallOutcome.NOT_FOUND)]
+    again = [recalled(bid, 2, RecallOutcome.NOT_FOUND), recalled(bid, 1, RecallOutcome.NOT_FOUND)]
     assert await store.record_recalls(again) == {}  # the first outcome stays
     assert await store.finish_recall(bid, now=datetime.now(UTC)) is None  # 3 and 5 left
-    assert await store.record_recalls([recalled(bid, 3, RecallOutcome.DELETED)]) == {3: 3}
+    # Written together: only those without an outcome, each recipient's first in the batch.
+    batch = [
+        recalled(bid, 3, RecallOutcome.DELETED),
+        recalled(bid, 3, RecallOutcome.FAILED),
+        recalled(bid, 1, RecallOutcome.FAILED),
+    ]
+    assert await store.record_recalls(batch) == {3: 3}
+    assert await store.recall_counts(bid) == {RecallOutcome.DELETED: 2, RecallOutcome.TOO_OLD: 1}
     assert await store.finish_recall(bid, now=datetime.now(UTC)) is None  # 5 in flight
 
     # The send finishes and is recorded: now it is to be recalled too.

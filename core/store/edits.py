@@ -13,6 +13,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from itertools import groupby
 from typing import TYPE_CHECKING, Any, Final
 
 from sqlalchemy import (
@@ -156,12 +157,15 @@ async def claim(
     )
 
 
-_WRITE: Final = followups.write_outcome(_older(bindparam("key_version", type_=Integer))).values(
-    content_version=bindparam("new_version", type_=Integer),
-    edit=bindparam("new_edit", type_=String),
-    edit_error=bindparam("new_edit_error", type_=Text),
+_WRITING: Final = followups.writing(
+    _older(bindparam("key_version", type_=Integer)),
+    values={
+        "content_version": bindparam("new_version", type_=Integer),
+        "edit": bindparam("new_edit", type_=String),
+        "edit_error": bindparam("new_edit_error", type_=Text),
+    },
 )
-"""One recipient's edit outcome, while its messages are of an older version (:func:`_older`)."""
+"""Recipients' edit outcomes, while their messages are of an older version (:func:`_older`)."""
 _COUNT: Final = followups.counter(
     broadcasts.c.edited, broadcasts.c.content_version == bindparam("key_version", type_=Integer)
 )
@@ -173,25 +177,25 @@ async def record(connection: AsyncConnection, results: Sequence[EditResult]) -> 
     claim) and count those of a broadcast's latest version in its ``edited``; the user ids
     written, per call in order, each with its number among that version's outcomes (0: an
     older version's, not counted)."""
-    written: dict[tuple[int, int], list[int]] = {}
-    for result in sorted(results, key=lambda r: (r.broadcast_id, r.user_id)):
-        done = await connection.execute(
-            _WRITE,
+    numbered: dict[int, int] = {}
+    ordered = sorted(results, key=lambda r: (r.broadcast_id, r.version, r.user_id))
+    for (broadcast_id, version), group in groupby(
+        ordered, key=lambda r: (r.broadcast_id, r.version)
+    ):
+        keys = {"key_broadcast_id": broadcast_id, "key_version": version}
+        rows = [
             {
-                "key_broadcast_id": result.broadcast_id,
+                **keys,
                 "key_user_id": result.user_id,
-                "key_version": result.version,
-                "new_version": result.version,
+                "new_version": version,
                 "new_edit": result.outcome.value,
                 "new_edit_error": result.error,
-            },
-        )
-        if done.rowcount == 1:
-            written.setdefault((result.broadcast_id, result.version), []).append(result.user_id)
-    numbered: dict[int, int] = {}
-    for (broadcast_id, version), user_ids in written.items():
-        keys = {"key_broadcast_id": broadcast_id, "key_version": version}
-        numbered |= await _COUNT.count(connection, user_ids, keys)
+            }
+            for result in group
+        ]
+        written = await _WRITING.write_all(connection, rows, keys)
+        if written:
+            numbered |= await _COUNT.count(connection, written, keys)
     return numbered
 
 

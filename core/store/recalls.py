@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from itertools import groupby
 from typing import TYPE_CHECKING, Final
 
 from sqlalchemy import (
@@ -89,11 +90,14 @@ async def claim(
     )
 
 
-_WRITE: Final = followups.write_outcome(deliveries.c.recall.is_(None)).values(
-    recall=bindparam("new_recall", type_=String),
-    recall_error=bindparam("new_recall_error", type_=Text),
+_WRITING: Final = followups.writing(
+    deliveries.c.recall.is_(None),
+    values={
+        "recall": bindparam("new_recall", type_=String),
+        "recall_error": bindparam("new_recall_error", type_=Text),
+    },
 )
-"""One recipient's recall outcome, unless it has one."""
+"""Recipients' recall outcomes, unless they have one."""
 _COUNT: Final = followups.counter(broadcasts.c.recalled)
 
 
@@ -101,22 +105,22 @@ async def record(connection: AsyncConnection, results: Sequence[RecallResult]) -
     """Write each result whose recipient has no recall outcome yet (dropping its claim) and
     count them in their broadcast's ``recalled``; the user ids written, per call in order, each
     with its number among its broadcast's recall outcomes (:class:`.followups.Counter`)."""
-    written: dict[int, list[int]] = {}
-    for result in sorted(results, key=lambda r: (r.broadcast_id, r.user_id)):
-        done = await connection.execute(
-            _WRITE,
+    numbered: dict[int, int] = {}
+    ordered = sorted(results, key=lambda r: (r.broadcast_id, r.user_id))
+    for broadcast_id, group in groupby(ordered, key=lambda r: r.broadcast_id):
+        keys = {"key_broadcast_id": broadcast_id}
+        rows = [
             {
-                "key_broadcast_id": result.broadcast_id,
+                **keys,
                 "key_user_id": result.user_id,
                 "new_recall": result.outcome.value,
                 "new_recall_error": result.error,
-            },
-        )
-        if done.rowcount == 1:
-            written.setdefault(result.broadcast_id, []).append(result.user_id)
-    numbered: dict[int, int] = {}
-    for broadcast_id, user_ids in written.items():
-        numbered |= await _COUNT.count(connection, user_ids, {"key_broadcast_id": broadcast_id})
+            }
+            for result in group
+        ]
+        written = await _WRITING.write_all(connection, rows, keys)
+        if written:
+            numbered |= await _COUNT.count(connection, written, keys)
     return numbered
 
 
