@@ -31,7 +31,7 @@ from tgbroadcast.core.domain.model import (
 from tgbroadcast.core.queue import EditEvent, RecallEvent, decode_event, encode_event
 from tgbroadcast.core.queue.watching import Sequenced
 from tgbroadcast.core.service import watching
-from tgbroadcast.core.service.cursors import Cursor, Floor
+from tgbroadcast.core.service.cursors import NO_FLOOR, Cursor, Floor
 from tgbroadcast.core.service.shared_reads import SharedReads
 from tgbroadcast.core.store import Store
 
@@ -76,6 +76,9 @@ def test_a_floor_with_recall_and_edit_counters_is_spelled_and_read_back() -> Non
     assert str(edited) == "s4.6.0.2.3.2~6.2.3.2"
     assert Cursor.parse(str(edited)) == edited
     assert Cursor.parse("s4.6.0.2.5.2~6.2.3.2") is not None  # the edit's counter went on
+    # Before its first outcome, an edit's version is no part of the floor.
+    unedited = Cursor.now(5, replace(broadcast, content_version=3), {DeliveryState.SENT: 6})
+    assert (str(unedited.floor), Cursor.parse(str(unedited))) == ("6.2", unedited)
     assert Cursor.parse("s4.6.0.2.0.3~6.2.3.2") is not None  # a newer edit counts afresh
     # No watch spells a floor past its counters.
     for spelled in (
@@ -115,6 +118,16 @@ async def test_a_watch_from_now_drops_the_recall_and_edit_outcomes_its_counters_
 
     now = Cursor.now(5, broadcast, {DeliveryState.SENT: 6})
     assert now.floor == Floor(6, 2, 1, 2)
+    # A watcher at the same place without the floor counts them all, first: what it makes
+    # is kept for the watchers at its place, but not given to one whose floor reaches them.
+    plain = await updates(replace(now, floor=NO_FLOOR))
+    assert [(u.recalled, u.edited, u.version) for u in plain] == [
+        (3, 1, 2),
+        (4, 1, 2),
+        (4, 2, 2),
+        (4, 3, 2),
+        (4, 1, 3),
+    ]
     from_now = await updates(now)
     assert [(u.kind, u.result.user_id if u.result else 0) for u in from_now] == [
         ("recall", 11),
@@ -130,33 +143,34 @@ async def test_a_watch_from_now_drops_the_recall_and_edit_outcomes_its_counters_
     resumed = Cursor.parse(str(now))
     assert resumed is not None
     assert [u.result for u in await updates(resumed)] == [u.result for u in from_now]
-    # A watcher at the same place without the floor counts them all: its own updates.
-    plain = await updates(replace(now, floor=Floor()))
-    assert [(u.recalled, u.edited, u.version) for u in plain] == [
-        (3, 1, 2),
-        (4, 1, 2),
-        (4, 2, 2),
-        (4, 3, 2),
-        (4, 1, 3),
-    ]
 
 
-async def test_a_recall_outcome_in_flight_when_a_stream_opens_from_now_is_counted_once(
-    held_stack: tuple[Stack, HoldingSimulator], monkeypatch: pytest.MonkeyPatch
+@pytest.mark.parametrize(
+    ("kind", "method", "body"),
+    [("recall", "deleteMessage", None), ("edit", "editMessageText", {"message": "new"})],
+)
+async def test_an_outcome_in_flight_when_a_stream_opens_from_now_is_counted_once(
+    held_stack: tuple[Stack, HoldingSimulator],
+    monkeypatch: pytest.MonkeyPatch,
+    kind: str,
+    method: str,
+    body: dict[str, Any] | None,
 ) -> None:
-    """Over SSE, resumed with ``Last-Event-ID`` from the opening: the recall recorded before
-    the stream opened (its event published only after) is in the opening's ``recalled`` and
-    never streamed."""
+    """Over SSE, resumed with ``Last-Event-ID`` from the opening: the recall (edit) recorded
+    before the stream opened, its event published only after, is in the opening's counters
+    and never streamed; every id streamed carries the floor."""
     stack, simulator = held_stack
     recipients = [71, 72, 73, 74]
     broadcast_id = await send_and_finish(stack, {"message": "hi", "user_ids": recipients})
-    publish = HeldPublish(monkeypatch, RecallEvent)
-    deletes = simulator.hold("deleteMessage", after=1)
+    held: type[RecallEvent | EditEvent] = RecallEvent if kind == "recall" else EditEvent
+    publish = HeldPublish(monkeypatch, held)
+    calls = simulator.hold(method, after=1)
+    counter, outcome = ("recalled", "deleted") if kind == "recall" else ("edited", "edited")
     try:
-        code, _ = await rest(stack, "POST", f"/v1/broadcasts/{broadcast_id}/recall")
+        code, _ = await rest(stack, "POST", f"/v1/broadcasts/{broadcast_id}/{kind}", body)
         assert code == 200
-        await publish.holding.wait()  # one recall committed, its event not yet published
-        early = {e.result.user_id for e in publish.events if isinstance(e, RecallEvent)}
+        await publish.holding.wait()  # one outcome committed, its event not yet published
+        early = {e.result.user_id for e in publish.events if isinstance(e, held)}
         path = f"/v1/broadcasts/{broadcast_id}/events"
         async with AsyncExitStack() as exits:
             async with AsyncExitStack() as first_stream:
@@ -164,24 +178,28 @@ async def test_a_recall_outcome_in_flight_when_a_stream_opens_from_now_is_counte
                 event, data, opening = await sse.next()
             assert (event, opening is not None) == ("status", True)
             assert opening is not None
-            counted = data["progress"]["recalled"]
+            counted = data["progress"][counter]
             assert counted == len(early)
-            assert (data["recall_counts"], data["edit_counts"]) == ({"deleted": counted}, {})
-            assert opening.endswith(f"~{len(recipients)}.{counted}")
+            assert data[f"{kind}_counts"] == {outcome: counted}
+            floor = f"~4.0.{counted}.2" if kind == "edit" else f"~4.{counted}"
+            assert opening.endswith(floor)
             publish.released.set()
-            deletes.release()
+            calls.release()
             sse = await open_sse(exits, stack, path, headers={"Last-Event-ID": opening})
             streamed: list[dict[str, Any]] = []
+            ids: list[str] = []
             while (next_event := await sse.next())[0] != "end":
-                if next_event[0] == "recall":
+                if next_event[0] == kind:
                     streamed.append(next_event[1])
+                    ids.append(next_event[2] or "")
             end = next_event[1]
     finally:
         publish.released.set()
-        deletes.release()
+        calls.release()
+    assert all(cursor.endswith(floor) for cursor in ids), ids
     assert early.isdisjoint(r["user_id"] for r in streamed)
     assert sorted(early | {r["user_id"] for r in streamed}) == recipients
-    assert [r["progress"]["recalled"] for r in streamed] == list(
+    assert [r["progress"][counter] for r in streamed] == list(
         range(counted + 1, len(recipients) + 1)
     )
-    assert (end["progress"]["recalled"], end["progress"]["status"]) == (4, "recalled")
+    assert end["progress"][counter] == len(recipients)

@@ -361,15 +361,15 @@ def decode_event(data: bytes) -> Event:
         content_version=_get_int(obj, "content_version") if "content_version" in obj else 1,
         variant=_get_str(obj, "variant") if "variant" in obj else None,
     )
+    if kind == "click":
+        return ClickEvent(
+            result=replace(result, click=_get_str(obj, "click")), link=_get_int(obj, "link")
+        )
     ordinal = _get_int(obj, "ordinal") if "ordinal" in obj else 0
     if ordinal < 0:
         raise ValueError("ordinal must not be negative")
     if kind == "result":
         return ResultEvent(result=result, ordinal=ordinal)
-    if kind == "click":
-        return ClickEvent(
-            result=replace(result, click=_get_str(obj, "click")), link=_get_int(obj, "link")
-        )
     if kind == "edit":
         edit_error = obj.get("edit_error")
         return EditEvent(

@@ -61,6 +61,14 @@ class Floor:
 
 
 NO_FLOOR = Floor()
+"""The one floor that holds nothing: :func:`floor_of` gives it for any such floor, so the
+streams' hot paths tell it by identity."""
+
+
+def floor_of(*counters: int) -> Floor:
+    """``Floor(*counters)``; :data:`NO_FLOOR` itself if it holds nothing."""
+    floor = Floor(*counters)
+    return floor if floor else NO_FLOOR
 
 
 @dataclass(frozen=True, slots=True)
@@ -113,7 +121,8 @@ class Cursor:
             recalled,
             edited,
             version,
-            floor=Floor(settled, recalled, edited, version),
+            # An edit floor's version matters only with outcomes in it (as it is spelled).
+            floor=floor_of(settled, recalled, edited, version if edited else 1),
         )
 
     @classmethod
@@ -123,7 +132,7 @@ class Cursor:
         if match is None:
             return None
         kind, seq, sent, failed, recalled, edited, version, *below = match.groups()
-        floor = Floor(*(int(n) for n in below if n is not None))
+        floor = floor_of(*(int(n) for n in below if n is not None))
         cursor = cls(
             kind,
             int(seq),

@@ -146,7 +146,7 @@ class WatchUpdate:
             self.edited,
             self.version,
         )
-        return with_floor(text, self.floor)
+        return text if self.floor is NO_FLOOR else with_floor(text, self.floor)
 
     @property
     def closing(self) -> bool:
@@ -202,8 +202,11 @@ class _At:
 
 def of_broadcast(cursor: Cursor | None, broadcast: Broadcast) -> Cursor | None:
     """``cursor`` if it can be one of ``broadcast``'s; None (from the first outcome) when it
-    counts more outcomes than the broadcast has."""
-    if cursor is not None and cursor.sent + cursor.failed > broadcast.total:
+    counts more outcomes of any kind than the broadcast has recipients."""
+    if (
+        cursor is not None
+        and max(cursor.sent + cursor.failed, cursor.recalled, cursor.edited) > broadcast.total
+    ):
         return None
     return cursor
 

@@ -13,7 +13,6 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from itertools import groupby
 from typing import TYPE_CHECKING, Any, Final
 
 from sqlalchemy import (
@@ -173,30 +172,27 @@ _COUNT: Final = followups.counter(
 
 
 async def record(connection: AsyncConnection, results: Sequence[EditResult]) -> dict[int, int]:
-    """Write each result whose recipient is still to edit to its version (dropping its
-    claim) and count those of a broadcast's latest version in its ``edited``; the user ids
-    written, per call in order, each with its number among that version's outcomes (0: an
-    older version's, not counted)."""
-    numbered: dict[int, int] = {}
-    ordered = sorted(results, key=lambda r: (r.broadcast_id, r.version, r.user_id))
-    for (broadcast_id, version), group in groupby(
-        ordered, key=lambda r: (r.broadcast_id, r.version)
-    ):
-        keys = {"key_broadcast_id": broadcast_id, "key_version": version}
-        rows = [
-            {
-                **keys,
-                "key_user_id": result.user_id,
-                "new_version": version,
-                "new_edit": result.outcome.value,
-                "new_edit_error": result.error,
-            }
-            for result in group
-        ]
-        written = await _WRITING.write_all(connection, rows, keys)
-        if written:
-            numbered |= await _COUNT.count(connection, written, keys)
-    return numbered
+    """Write each of one broadcast's ``results`` (of one version) whose recipient is still to
+    edit to it (dropping its claim) and count them in its ``edited`` if that version is still
+    the latest; the user ids written, each with its number among that version's outcomes (0:
+    an older version's, not counted)."""
+    keyed = {(result.broadcast_id, result.version) for result in results}
+    if len(keyed) != 1:
+        raise ValueError("record one broadcast's edit outcomes of one version at a time")
+    broadcast_id, version = keyed.pop()
+    keys = {"key_broadcast_id": broadcast_id, "key_version": version}
+    rows = [
+        {
+            **keys,
+            "key_user_id": result.user_id,
+            "new_version": version,
+            "new_edit": result.outcome.value,
+            "new_edit_error": result.error,
+        }
+        for result in sorted(results, key=lambda r: r.user_id)
+    ]
+    written = await _WRITING.write_all(connection, rows, keys)
+    return await _COUNT.count(connection, written, keys) if written else {}
 
 
 async def finish(
@@ -310,8 +306,9 @@ class EditRows:
         )
 
     async def record_edits(self, results: Sequence[EditResult]) -> dict[int, int]:
-        """Record edit outcomes, each recipient's first per version only; the user ids
-        recorded, each with its number among its version's outcomes (0: not counted)."""
+        """Record one broadcast's edit outcomes of one version, each recipient's first only;
+        the user ids recorded, each with its number among that version's outcomes (0: not
+        counted)."""
         if not results:
             return {}
         return await self._write(lambda connection: record(connection, results))

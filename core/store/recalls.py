@@ -11,7 +11,6 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from itertools import groupby
 from typing import TYPE_CHECKING, Final
 
 from sqlalchemy import (
@@ -102,26 +101,24 @@ _COUNT: Final = followups.counter(broadcasts.c.recalled)
 
 
 async def record(connection: AsyncConnection, results: Sequence[RecallResult]) -> dict[int, int]:
-    """Write each result whose recipient has no recall outcome yet (dropping its claim) and
-    count them in their broadcast's ``recalled``; the user ids written, per call in order, each
-    with its number among its broadcast's recall outcomes (:class:`.followups.Counter`)."""
-    numbered: dict[int, int] = {}
-    ordered = sorted(results, key=lambda r: (r.broadcast_id, r.user_id))
-    for broadcast_id, group in groupby(ordered, key=lambda r: r.broadcast_id):
-        keys = {"key_broadcast_id": broadcast_id}
-        rows = [
-            {
-                **keys,
-                "key_user_id": result.user_id,
-                "new_recall": result.outcome.value,
-                "new_recall_error": result.error,
-            }
-            for result in group
-        ]
-        written = await _WRITING.write_all(connection, rows, keys)
-        if written:
-            numbered |= await _COUNT.count(connection, written, keys)
-    return numbered
+    """Write each of one broadcast's ``results`` whose recipient has no recall outcome yet
+    (dropping its claim) and count them in its ``recalled``; the user ids written, each with
+    its number among the broadcast's recall outcomes (:class:`.followups.Counter`)."""
+    broadcast_ids = {result.broadcast_id for result in results}
+    if len(broadcast_ids) != 1:
+        raise ValueError("record one broadcast's recall outcomes at a time")
+    keys = {"key_broadcast_id": broadcast_ids.pop()}
+    rows = [
+        {
+            **keys,
+            "key_user_id": result.user_id,
+            "new_recall": result.outcome.value,
+            "new_recall_error": result.error,
+        }
+        for result in sorted(results, key=lambda r: r.user_id)
+    ]
+    written = await _WRITING.write_all(connection, rows, keys)
+    return await _COUNT.count(connection, written, keys) if written else {}
 
 
 async def finish(
@@ -195,8 +192,8 @@ class RecallRows:
         )
 
     async def record_recalls(self, results: Sequence[RecallResult]) -> dict[int, int]:
-        """Record recall outcomes, each recipient's first only; the user ids recorded, each with
-        its number among its broadcast's recall outcomes."""
+        """Record one broadcast's recall outcomes, each recipient's first only; the user ids
+        recorded, each with its number among the broadcast's recall outcomes."""
         if not results:
             return {}
         return await self._write(lambda connection: record(connection, results))

@@ -287,7 +287,12 @@ def _watch_message(value: WatchUpdate, floor: Floor = NO_FLOOR) -> pb.WatchBroad
             recalled=value.recalled,
             edited=value.edited,
         ),
-        cursor=with_floor(value.cursor, floor) if floor and not value.floor else value.cursor,
+        # A shared update's cursor has none (an opening's has its own); NO_FLOOR by identity.
+        cursor=(
+            with_floor(value.cursor, floor)
+            if floor is not NO_FLOOR and value.floor is NO_FLOOR
+            else value.cursor
+        ),
     )
 
 

@@ -293,11 +293,11 @@ async def watch_events(request: web.Request) -> web.StreamResponse:
     ahead: ReadAhead[WatchUpdate] | None = None
     # A watch's floor, if it has one (from now, or resumed from such a stream's id), which
     # every id after the opening's carries (the events are shared: their ids have none).
-    floor = NO_FLOOR
+    floor = b""
 
     def floored(value: Floor) -> None:
         nonlocal floor
-        floor = value
+        floor = b"~%s" % str(value).encode() if value else b""
 
     try:
         await response.prepare(request)
@@ -381,13 +381,14 @@ def _event_of(item: WatchUpdate | BaseException | object, broadcast_id: int) -> 
 def _shared(item: object) -> bool:
     """Whether ``item`` is an update the watchers share (not a watch's own opening, whose id
     has its floor already)."""
-    return isinstance(item, WatchUpdate) and not item.floor
+    return isinstance(item, WatchUpdate) and item.floor is NO_FLOOR
 
 
-def _floored(event: bytes, floor: Floor) -> bytes:
-    """A shared event whose ``id`` is a stream cursor, with ``floor`` added to its id."""
+def _floored(event: bytes, floor: bytes) -> bytes:
+    """A shared event whose ``id`` is a stream cursor, with ``floor`` (spelled, ``~`` and
+    all) added to its id."""
     line_end = event.index(b"\n")
-    return b"%s~%s%s" % (event[:line_end], str(floor).encode(), event[line_end:])
+    return b"%s%s%s" % (event[:line_end], floor, event[line_end:])
 
 
 def _update_event(item: WatchUpdate) -> tuple[bytes, bool]:

@@ -1787,9 +1787,9 @@ class WatchBroadcastRequest(_message.Message):
     from_now: _builtins.bool
     """Without `after`: only the outcomes recorded from now on (nothing is
     replayed); the counters go on from the broadcast's, each outcome once: one
-    recorded just before (a send, recall or edit in flight) whose event comes later is not
-    streamed, as the counters hold it, nor in a stream resumed with `after`
-    set to a cursor of this one (each carries those counters). One rare case
+    recorded just before (a send, recall or edit in flight) whose event comes
+    later is not streamed, as the counters hold it, nor in a stream resumed with
+    `after` set to a cursor of this one (each carries those counters). One rare case
     may still count one twice (the closing message has the exact counters):
     an outcome published again after its worker died.
     With `after` it is ignored: a reconnect that keeps it resumes after its cursor.
