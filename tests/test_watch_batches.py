@@ -6,12 +6,12 @@ of its events (core/service/watching.py, ``SharedSteps``)."""
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Any, cast
+from typing import Any
 
 import grpc
 import pytest
 
-from tests.fixtures.event_batches import Batches, first
+from tests.fixtures.event_batches import Batches, first, watches
 from tests.fixtures.grpc_details import bad_request
 from tests.fixtures.held_calls import HoldingSimulator
 from tests.fixtures.stack import Backend, Stack, on_sqlite, start_stack
@@ -25,9 +25,7 @@ from tgbroadcast.core.domain.model import (
 )
 from tgbroadcast.core.queue import ResultEvent, StatusEvent
 from tgbroadcast.core.queue.watching import Sequenced
-from tgbroadcast.core.service import cursors, watching
-from tgbroadcast.core.service.shared_reads import SharedReads
-from tgbroadcast.core.store import Store
+from tgbroadcast.core.service import cursors
 from tgbroadcast.v1 import broadcast_pb2 as pb
 
 RECIPIENTS = list(range(1, 13))
@@ -213,16 +211,9 @@ async def test_watchers_at_the_same_place_share_the_updates_of_the_same_events()
             outcome(4, 13),
         ],
     )
-    store = cast(Store, None)  # nothing is read: no finish, no quiet second
-    reads, steps = SharedReads(store), watching.SharedSteps()
-
-    def watch(after: cursors.Cursor | None = None) -> Any:
-        return watching.watch(store, events, broadcast, after=after, reads=reads, steps=steps)
-
-    one, two = await first(watch(), 2), await first(watch(), 2)
-    alone = await first(
-        watching.watch(store, events, broadcast, reads=reads, steps=watching.SharedSteps()), 2
-    )
+    watch = watches(events, broadcast)
+    one, two = await first(watch(None), 2), await first(watch(None), 2)
+    alone = await first(watches(events, broadcast)(None), 2)
     for mine, theirs in zip(one, two, strict=True):
         assert all(a is b for a, b in zip(mine, theirs, strict=True))  # the very same updates
     assert one == alone  # and what a watcher alone makes of them

@@ -8,11 +8,11 @@ from __future__ import annotations
 from contextlib import AsyncExitStack
 from dataclasses import replace
 from datetime import UTC, datetime
-from typing import Any, cast
+from typing import Any
 
 import pytest
 
-from tests.fixtures.event_batches import Batches, first
+from tests.fixtures.event_batches import Batches, first, watches
 from tests.fixtures.held_calls import HoldingSimulator
 from tests.fixtures.stack import Stack
 from tests.test_list_events import open_sse
@@ -32,8 +32,6 @@ from tgbroadcast.core.queue import EditEvent, RecallEvent, decode_event, encode_
 from tgbroadcast.core.queue.watching import Sequenced
 from tgbroadcast.core.service import watching
 from tgbroadcast.core.service.cursors import NO_FLOOR, Cursor, Floor
-from tgbroadcast.core.service.shared_reads import SharedReads
-from tgbroadcast.core.store import Store
 
 NOW = datetime(2026, 12, 7, tzinfo=UTC)
 SENT = DeliveryResult(broadcast_id=7, user_id=0, state=DeliveryState.SENT, finished_at=NOW)
@@ -109,12 +107,10 @@ async def test_a_watch_from_now_drops_the_recall_and_edit_outcomes_its_counters_
     events = Batches(
         [recall(5, 11, 3), recall(6, 12, 2), edit(7, 13, 1), edit(8, 14, 2), edit(9, 15, 1, 3)],
     )
-    store = cast(Store, None)  # nothing is read: no finish, no quiet second
-    reads, steps = SharedReads(store), watching.SharedSteps()
+    watch = watches(events, broadcast)
 
     async def updates(after: Cursor) -> list[watching.WatchUpdate]:
-        watch = watching.watch(store, events, broadcast, after=after, reads=reads, steps=steps)
-        return (await first(watch, 1))[0]
+        return (await first(watch(after), 1))[0]
 
     now = Cursor.now(5, broadcast, {DeliveryState.SENT: 6})
     assert now.floor == Floor(6, 2, 1, 2)

@@ -14,11 +14,11 @@ from contextlib import AsyncExitStack
 from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, cast
+from typing import Any
 
 import pytest
 
-from tests.fixtures.event_batches import Batches, first
+from tests.fixtures.event_batches import Batches, first, watches
 from tests.fixtures.held_calls import HoldingSimulator
 from tests.fixtures.stack import Stack, open_backend, start_stack
 from tests.fixtures.statements import executed
@@ -37,7 +37,6 @@ from tgbroadcast.core.queue import Event, ResultEvent
 from tgbroadcast.core.queue.jetstream import Queue
 from tgbroadcast.core.queue.watching import Sequenced
 from tgbroadcast.core.service import cursors, watching
-from tgbroadcast.core.service.shared_reads import SharedReads
 from tgbroadcast.core.store import Store
 
 NOW = datetime(2026, 12, 7, tzinfo=UTC)
@@ -110,12 +109,10 @@ async def test_a_watch_from_now_drops_the_outcomes_its_counters_hold() -> None:
         [outcome(5, 14, 4), outcome(6, 13, 3)],
         [outcome(7, 15, 0), outcome(8, 16, 5)],
     )
-    store = cast(Store, None)  # nothing is read: no finish, no quiet second
-    reads, steps = SharedReads(store), watching.SharedSteps()
+    watch = watches(events, broadcast)
 
     async def updates(after: cursors.Cursor, batches: int) -> list[watching.WatchUpdate]:
-        watch = watching.watch(store, events, broadcast, after=after, reads=reads, steps=steps)
-        return [update for batch in await first(watch, batches) for update in batch]
+        return [update for batch in await first(watch(after), batches) for update in batch]
 
     # Its sent and failed are those of the outcome counts (read last, together).
     counted = {DeliveryState.SENT: 2, DeliveryState.BLOCKED: 2}
