@@ -71,7 +71,8 @@ async def test_an_edit_holds_records_and_ends_once(store: Store) -> None:
 
     results = [edited(bid, 1, 2, EditOutcome.EDITED), edited(bid, 2, 2, EditOutcome.NOT_FOUND)]
     assert await store.record_edits(results) == {1: 1, 2: 2}  # numbered
-    assert await store.record_edits([edited(bid, 1, 2, EditOutcome.FAILED)]) == {}  # first wins
+    again = [edited(bid, 1, 2, EditOutcome.FAILED), edited(bid, 2, 2, EditOutcome.FAILED)]
+    assert await store.record_edits(again) == {}  # the first wins
     assert await store.finish_edit(bid, version=2, now=datetime.now(UTC)) is None  # 3, 4 left
 
     # A second edit before the first ended: its jobs cover everyone behind it; an outcome of
@@ -80,7 +81,8 @@ async def test_an_edit_holds_records_and_ends_once(store: Store) -> None:
         bid, ContentEdit(message="newer", options=ContentOptions()), actor="ops", now=now
     )
     assert (second.content_version, second.edited) == (3, 0)
-    assert await store.record_edits([edited(bid, 3, 2, EditOutcome.EDITED)]) == {3: 0}  # uncounted
+    late = [edited(bid, 1, 2, EditOutcome.FAILED), edited(bid, 3, 2, EditOutcome.EDITED)]
+    assert await store.record_edits(late) == {3: 0}  # 1 has it; 3's is older: uncounted
     assert (await store.get_broadcast(bid)).edited == 0
     assert await store.finish_edit(bid, version=2, now=datetime.now(UTC)) is None  # superseded
     await store.record_results([sent(bid, 4, version=3)])  # the send in flight, new content

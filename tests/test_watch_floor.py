@@ -66,6 +66,7 @@ class _Core:
         after: str,
         from_now: bool,
         on_floor: Callable[[Floor], None],
+        by_kind: bool,
     ) -> AsyncGenerator[list[WatchUpdate], None]:
         if self.floor:
             on_floor(self.floor)

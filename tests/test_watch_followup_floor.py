@@ -8,7 +8,7 @@ from __future__ import annotations
 from contextlib import AsyncExitStack
 from dataclasses import replace
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, cast
 
 import pytest
 
@@ -28,10 +28,16 @@ from tgbroadcast.core.domain.model import (
     EditOutcome,
     RecallOutcome,
 )
+from tgbroadcast.core.metrics import Metrics
 from tgbroadcast.core.queue import EditEvent, RecallEvent, decode_event, encode_event
+from tgbroadcast.core.queue.jetstream import Queue
 from tgbroadcast.core.queue.watching import Sequenced
 from tgbroadcast.core.service import watching
+from tgbroadcast.core.service.bot_access import KnownBots
+from tgbroadcast.core.service.broadcasting import BroadcastingService
 from tgbroadcast.core.service.cursors import NO_FLOOR, Cursor, Floor
+from tgbroadcast.core.service.dispatch import Dispatcher
+from tgbroadcast.core.store import Store
 
 NOW = datetime(2026, 12, 7, tzinfo=UTC)
 SENT = DeliveryResult(broadcast_id=7, user_id=0, state=DeliveryState.SENT, finished_at=NOW)
@@ -86,6 +92,80 @@ def test_a_floor_with_recall_and_edit_counters_is_spelled_and_read_back() -> Non
         "s4.6.0~0.1",  # recalls without a delivery
     ):
         assert Cursor.parse(spelled) is None, spelled
+
+
+def test_a_floor_is_the_sum_of_the_counts_by_kind_read_after_the_broadcast() -> None:
+    """The counts by kind are the opening's breakdown: its floor is what they hold, not the
+    broadcast's counters read before them (outcomes recorded in between are in both)."""
+    broadcast = Broadcast(
+        id=7,
+        content=Content(message="hi"),
+        status=BroadcastStatus.RECALLING,
+        total=10,
+        sent=6,
+        failed=0,
+        recalled=2,
+        created_at=NOW,
+    )
+    now = Cursor.now(5, broadcast, {DeliveryState.SENT: 6}, {RecallOutcome.DELETED: 3}, {})
+    assert (str(now), now.floor) == ("s4.6.0.3~6.3", Floor(6, 3))
+
+
+class EditBegins:
+    """A store whose broadcast's edit to version 3 begins right after its version 2's
+    outcomes are counted (4 of them, late ones of version 2 among them; version 3 has one)."""
+
+    def __init__(self) -> None:
+        self.version = 2
+
+    async def get_broadcast(self, broadcast_id: int) -> Broadcast:
+        return Broadcast(
+            id=broadcast_id,
+            content=Content(message="hi"),
+            status=BroadcastStatus.COMPLETED,
+            total=10,
+            sent=6,
+            failed=0,
+            edited=0,
+            content_version=self.version,
+            editing=True,
+            edit_at=NOW,
+            created_at=NOW,
+        )
+
+    async def outcome_counts(self, broadcast_id: int) -> dict[DeliveryState, int]:
+        return {DeliveryState.SENT: 6}
+
+    async def edit_counts(self, broadcast_id: int, version: int) -> dict[EditOutcome, int]:
+        counted = {2: 4, 3: 1}[version]
+        self.version = 3
+        return {EditOutcome.EDITED: counted}
+
+
+class StreamEnd:
+    async def events_end(self) -> int:
+        return 5
+
+
+async def test_an_edit_beginning_as_a_watch_opens_from_now_is_counted_by_its_version() -> None:
+    """The opening's edit counts are those of the version its cursor names: counted again
+    when a newer edit began while they were read (the counter counts the latest alone)."""
+    service = BroadcastingService(
+        store=cast(Store, EditBegins()),
+        queue=cast(Queue, StreamEnd()),
+        dispatcher=cast(Dispatcher, None),
+        metrics=cast(Metrics, None),
+        bots=cast(KnownBots, None),
+        max_user_ids=10,
+    )
+    floors: list[Floor] = []
+    opening = (await first(service.watch(7, from_now=True, on_floor=floors.append), 1))[0][0]
+    assert (opening.edit_counts, opening.version, opening.edited) == (
+        {EditOutcome.EDITED: 1},
+        3,
+        1,
+    )
+    assert floors == [Floor(6, 0, 1, 3)]
 
 
 async def test_a_watch_from_now_drops_the_recall_and_edit_outcomes_its_counters_hold() -> None:

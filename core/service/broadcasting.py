@@ -333,6 +333,24 @@ class BroadcastingService(LifecycleOperations):
         )
         return recalls, edits
 
+    async def _counted_by_kind(
+        self, broadcast: Broadcast
+    ) -> tuple[Broadcast, dict[RecallOutcome, int], dict[EditOutcome, int]]:
+        """The recall's and the latest edit's outcomes by kind, and the broadcast read before
+        them whose version they are of. A recall's always sum to its ``recalled``; an edit's
+        to its ``edited`` only while its version is the latest (the counter counts nothing
+        older), so the broadcast is read again after them and they are read again if a newer
+        edit began meanwhile."""
+        for _ in range(8):  # an edit a moment: never more than a few
+            recalls, edits = await self._followup_counts(broadcast)
+            if broadcast.edit_at is None:
+                break
+            latest = await self._store.get_broadcast(broadcast.id)
+            if latest.content_version == broadcast.content_version:
+                break
+            broadcast = latest
+        return broadcast, recalls, edits
+
     async def get_broadcast(self, broadcast_id: int, *, visible: Visible = None) -> BroadcastReport:
         """The broadcast with its counts per outcome; ``NotFound`` if it does not exist or
         its bot is not ``visible``."""
@@ -444,6 +462,7 @@ class BroadcastingService(LifecycleOperations):
         after: str = "",
         from_now: bool = False,
         on_floor: Callable[[Floor], None] | None = None,
+        by_kind: bool = True,
     ) -> AsyncGenerator[list[WatchUpdate], None]:
         """Every outcome of the broadcast once, then a closing update with the final status,
         in batches (:func:`.watching.watch`); ``after``: a cursor of an earlier update to
@@ -454,6 +473,8 @@ class BroadcastingService(LifecycleOperations):
         ``on_floor``: told before the first update the floor the watch leaves outcomes out
         within (:mod:`.cursors`: a watch from now's, or that of the stream cursor it resumes
         after), which a transport adds to every cursor it spells of the shared updates.
+        ``by_kind``: whether a watch from now's opening carries the recall's and the latest
+        edit's outcomes by kind (read for it: a transport that sends no opening does without).
         ``NotFound`` (at the first step) if the broadcast does not exist or its bot is not
         ``visible``."""
         broadcast = await self.watchable(broadcast_id, visible=visible)
@@ -461,15 +482,16 @@ class BroadcastingService(LifecycleOperations):
         if from_now and not after:
             end = await self._queue.events_end()
             broadcast = await self._store.get_broadcast(broadcast_id)  # counters after the end
-            # The counters from the counts by outcome: read together, they agree (a recall or
-            # an edit begun after the broadcast's read: its outcomes' events come after the
-            # stream's end, and the counters go on from none).
+            # Sent and failed from the counts by outcome: read together, they agree.
             outcomes = await self._store.outcome_counts(broadcast_id)
-            recalls, edits = await self._followup_counts(broadcast)
+            recalls: dict[RecallOutcome, int] | None = None
+            edits: dict[EditOutcome, int] | None = None
+            if by_kind:
+                broadcast, recalls, edits = await self._counted_by_kind(broadcast)
             cursor = Cursor.now(end, broadcast, outcomes, recalls, edits)
             if on_floor is not None:
                 on_floor(cursor.floor)
-            yield [watching.opening(cursor, broadcast, outcomes, recalls, edits)]
+            yield [watching.opening(cursor, broadcast, outcomes, recalls or {}, edits or {})]
         elif on_floor is not None and cursor is not None and cursor.kind == "s" and cursor.floor:
             on_floor(cursor.floor)
         async with aclosing(

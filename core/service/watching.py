@@ -375,6 +375,7 @@ async def _follow(
     assert final is not None
     # The closing counters are the database's (the truth, if some event was never seen).
     at.sent, at.failed, at.recalled = final.sent, final.failed, final.recalled
+    at.edited, at.version = final.edited, final.content_version
     out.append(at.update(None, final.status, total))
     yield out
 

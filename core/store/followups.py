@@ -88,8 +88,9 @@ class Writing:
         if len(rows) == 1:
             done = await connection.execute(self.write, rows[0])
             return [rows[0]["key_user_id"]] if done.rowcount == 1 else []
-        user_ids = [row["key_user_id"] for row in rows]
-        found = list(await connection.scalars(self.writable, {**keys, "user_ids": user_ids}))
+        found: list[int] = []
+        for chunk in chunks([row["key_user_id"] for row in rows], IDS_PER_IN_LIST):
+            found += await connection.scalars(self.writable, {**keys, "user_ids": chunk})
         if found:
             to_write = set(found)
             await connection.execute(

@@ -75,8 +75,13 @@ async def watch_broadcast(
         nonlocal floor
         floor = value
 
-    updates = core.watch(
-        broadcast_id, visible=visible, after=after, from_now=from_now, on_floor=floored
+    updates = core.watch(  # gRPC has no message for the opening: no counts by kind
+        broadcast_id,
+        visible=visible,
+        after=after,
+        from_now=from_now,
+        on_floor=floored,
+        by_kind=False,
     )
     name = f"grpc-watch-{broadcast_id}"
     async for batch in _stream(updates, watchers, context, name=name, most=max_batch):

@@ -294,7 +294,8 @@ export function broadcastPage(main, idText) {
       // A stream from now opens with the outcomes its counters hold: the breakdowns' base.
       if (event.type === "status" && data.includes('"outcome_counts"')) {
         const { outcome_counts, recall_counts, edit_counts } = JSON.parse(data);
-        base = { outcome_counts, recall_counts, edit_counts };
+        // (A server of an earlier release opens with the delivery counts alone.)
+        base = { outcome_counts, recall_counts: recall_counts ?? base.recall_counts, edit_counts: edit_counts ?? base.edit_counts };
       }
       if (event.type === "result" || event.type === "recall" || event.type === "edit") {
         const at = Date.parse(member(data, "finished_at") || "");
