@@ -202,22 +202,26 @@ async def test_a_broadcast_far_along_is_followed_from_now_on_its_openings_counts
 ) -> None:
     """A broadcast past the replay limit, being recalled while its last sends land, is followed
     from now, and the breakdowns count on from the stream's opening, not from the broadcast read
-    before it: what was recorded in between (here 3 sent, 1 blocked and 2 recalls) is in the
-    opening's counts, and would be in neither."""
+    before it: what was recorded in between (here 3 sent, 1 blocked, 2 recalls and 2 edits) is
+    in the opening's counts, and would be in neither. The edit breakdown is the latest edit's:
+    it starts afresh when a newer edit's outcomes come, and a late one of an older is left
+    out."""
     broadcast: dict[str, Any] = {
         "broadcast_id": 999996, "bot": "default", "status": "recalling", "total": 50_000,
         "sent": 20_000, "failed": 1_000, "pending": 29_000, "message": "Big news",
         "media_type": "text", "outcome_counts": {"sent": 20_000, "blocked": 1_000},
-        "actions": [], "created_by": "operator", "content_version": 1,
+        "actions": [], "created_by": "operator",
         "recall_at": "2026-06-01T10:00:00.000000Z", "recalled": 500,
         "recall_counts": {"deleted": 500},
+        "edit_at": "2026-06-01T09:30:00.000000Z", "content_version": 2, "edited": 10,
+        "edit_counts": {"edited": 10},
     }  # fmt: skip
     progress = {
         "status": "recalling", "total": 50_000, "sent": 20_003, "failed": 1_001, "recalled": 502,
     }  # fmt: skip
     opening = {
         "progress": progress, "outcome_counts": {"sent": 20_003, "blocked": 1_001},
-        "recall_counts": {"deleted": 502}, "edit_counts": {},
+        "recall_counts": {"deleted": 502}, "edit_counts": {"edited": 12}, "content_version": 2,
     }  # fmt: skip
     events = [f"id: s500.20003.1001.502~21004.502\nevent: status\ndata: {json.dumps(opening)}\n\n"]
     for n in range(1, 8):
@@ -238,6 +242,17 @@ async def test_a_broadcast_far_along_is_followed_from_now_on_its_openings_counts
         }  # fmt: skip
         text = json.dumps(data, separators=(",", ":"))
         events.append(f"id: s{507 + n}.20010.1001.{502 + n}\nevent: recall\ndata: {text}\n\n")
+    # Edit outcomes: one more of version 2, a late one of version 1 (not the latest edit's),
+    # then two of a newer edit, version 3: the breakdown counts the latest edit's alone.
+    for n, version in enumerate((2, 1, 3, 3), start=1):
+        data = {
+            "user_id": 80_000 + n, "outcome": "sent", "error": None, "message_id": n,
+            "finished_at": "2026-06-01T09:00:00.000000Z", "message_ids": [n],
+            "content_version": version, "edit": "edited", "edit_error": None,
+            "progress": progress,
+        }  # fmt: skip
+        text = json.dumps(data, separators=(",", ":"))
+        events.append(f"id: s{509 + n}.20010.1001.504\nevent: edit\ndata: {text}\n\n")
     asked: list[str] = []
 
     async def serve_events(request: web.Request) -> web.StreamResponse:
@@ -271,6 +286,8 @@ async def test_a_broadcast_far_along_is_followed_from_now_on_its_openings_counts
         await expect(delivery.locator('tr[data-outcome="blocked"] td').first).to_have_text("1,001")
         recall = page.locator('table[data-kind="recall"]')
         await expect(recall.locator('tr[data-outcome="deleted"] td').first).to_have_text("504")
+        edit = page.locator('table[data-kind="edit"]')
+        await expect(edit.locator('tr[data-outcome="edited"] td').first).to_have_text("2")
         assert asked == ["from=now"]
     finally:
         held.set()

@@ -401,6 +401,7 @@ def _update_event(item: WatchUpdate) -> tuple[bytes, bool]:
             status["outcome_counts"] = {s.value: n for s, n in item.outcome_counts.items()}
             status["recall_counts"] = {o.value: n for o, n in (item.recall_counts or {}).items()}
             status["edit_counts"] = {o.value: n for o, n in (item.edit_counts or {}).items()}
+            status["content_version"] = item.version  # the version edit_counts are of
         return sse_event(item.kind, status, event_id=item.cursor), False
     # The counters by hand, not json.dumps: one per outcome per place of the streams (a
     # status is a plain word, the counters integers).

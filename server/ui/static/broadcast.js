@@ -38,6 +38,7 @@ export function broadcastPage(main, idText) {
   const counts = new Map();
   const recallCounts = new Map();
   const editCounts = new Map();
+  let editVersion = 1; // the content version whose edit the Edit breakdown counts (the latest)
   let base = {};
   const feed = []; // raw data of the newest FEED outcomes, oldest first
   let feedDirty = false;
@@ -293,9 +294,10 @@ export function broadcastPage(main, idText) {
       const data = event.data;
       // A stream from now opens with the outcomes its counters hold: the breakdowns' base.
       if (event.type === "status" && data.includes('"outcome_counts"')) {
-        const { outcome_counts, recall_counts, edit_counts } = JSON.parse(data);
+        const { outcome_counts, recall_counts, edit_counts, content_version } = JSON.parse(data);
         // (A server of an earlier release opens with the delivery counts alone.)
         base = { outcome_counts, recall_counts: recall_counts ?? base.recall_counts, edit_counts: edit_counts ?? base.edit_counts };
+        if (content_version) editVersion = content_version;
       }
       if (event.type === "result" || event.type === "recall" || event.type === "edit") {
         const at = Date.parse(member(data, "finished_at") || "");
@@ -307,7 +309,7 @@ export function broadcastPage(main, idText) {
         const recall = member(data, "recall");
         if (recall) recallCounts.set(recall, (recallCounts.get(recall) || 0) + 1);
         const edited = member(data, "edit");
-        if (edited) editCounts.set(edited, (editCounts.get(edited) || 0) + 1);
+        if (edited) countEdit(edited, Number(/"content_version":(\d+)/.exec(data)?.[1] || 1));
         feed.push(data);
         if (feed.length > FEED * 4) feed.splice(0, feed.length - FEED);
         feedDirty = true;
@@ -324,6 +326,18 @@ export function broadcastPage(main, idText) {
       if (last.type === "end") ended();
     }
     schedule();
+  }
+
+  /** An edit outcome of `version`: a newer edit's start the breakdown afresh (the service
+   * counts the latest edit's alone); an older one's, recorded late, are not counted. */
+  function countEdit(outcome, version) {
+    if (version > editVersion) {
+      editVersion = version;
+      editCounts.clear();
+      base.edit_counts = {};
+      broadcast = { ...broadcast, edit_counts: {} };
+    }
+    if (version === editVersion) editCounts.set(outcome, (editCounts.get(outcome) || 0) + 1);
   }
 
   function schedule() {
@@ -376,6 +390,7 @@ export function broadcastPage(main, idText) {
 
   /** `fromNow`: nothing is replayed (a broadcast being sent: its counts are the page's). */
   function follow(fromNow = false) {
+    editVersion = broadcast.content_version || 1;
     if (fromNow) base = { outcome_counts: broadcast.outcome_counts, recall_counts: broadcast.recall_counts, edit_counts: broadcast.edit_counts };
     stream = new EventStream(`/v1/broadcasts/${id}/events${fromNow ? "?from=now" : ""}`, {
       onEvents,
