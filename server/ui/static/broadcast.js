@@ -328,8 +328,8 @@ export function broadcastPage(main, idText) {
     schedule();
   }
 
-  /** An edit outcome of `version`: a newer edit's start the breakdown afresh (the service
-   * counts the latest edit's alone); an older one's, recorded late, are not counted. */
+  /** An edit outcome of `version`: a newer edit's outcomes start the breakdown afresh (the
+   * service counts the latest edit's alone); an older edit's, recorded late, are left out. */
   function countEdit(outcome, version) {
     if (version > editVersion) {
       editVersion = version;
