@@ -41,6 +41,17 @@ from tgbroadcast.core.store import Store
 
 NOW = datetime(2026, 12, 7, tzinfo=UTC)
 SENT = DeliveryResult(broadcast_id=7, user_id=0, state=DeliveryState.SENT, finished_at=NOW)
+SIX_SENT = Broadcast(
+    id=7,
+    content=Content(message="hi"),
+    status=BroadcastStatus.RECALLING,
+    total=10,
+    sent=6,
+    failed=0,
+    recalled=2,
+    created_at=NOW,
+)
+"""Broadcast 7: 6 of its 10 recipients sent, 2 of them recalled so far."""
 
 
 def recall(seq: int, user_id: int, ordinal: int) -> Sequenced:
@@ -63,16 +74,7 @@ def test_recall_and_edit_numbers_travel_with_their_events() -> None:
 
 
 def test_a_floor_with_recall_and_edit_counters_is_spelled_and_read_back() -> None:
-    broadcast = Broadcast(
-        id=7,
-        content=Content(message="hi"),
-        status=BroadcastStatus.RECALLING,
-        total=10,
-        sent=6,
-        failed=0,
-        recalled=2,
-        created_at=NOW,
-    )
+    broadcast = SIX_SENT
     now = Cursor.now(5, broadcast, {DeliveryState.SENT: 6})
     assert (str(now), now.floor) == ("s4.6.0.2~6.2", Floor(6, 2))
     assert Cursor.parse(str(now)) == now
@@ -97,16 +99,7 @@ def test_a_floor_with_recall_and_edit_counters_is_spelled_and_read_back() -> Non
 def test_a_floor_is_the_sum_of_the_counts_by_kind_read_after_the_broadcast() -> None:
     """The counts by kind are the opening's breakdown: its floor is what they hold, not the
     broadcast's counters read before them (outcomes recorded in between are in both)."""
-    broadcast = Broadcast(
-        id=7,
-        content=Content(message="hi"),
-        status=BroadcastStatus.RECALLING,
-        total=10,
-        sent=6,
-        failed=0,
-        recalled=2,
-        created_at=NOW,
-    )
+    broadcast = SIX_SENT
     now = Cursor.now(5, broadcast, {DeliveryState.SENT: 6}, {RecallOutcome.DELETED: 3}, {})
     assert (str(now), now.floor) == ("s4.6.0.3~6.3", Floor(6, 3))
 
@@ -119,18 +112,13 @@ class EditBegins:
         self.version = 2
 
     async def get_broadcast(self, broadcast_id: int) -> Broadcast:
-        return Broadcast(
-            id=broadcast_id,
-            content=Content(message="hi"),
+        return replace(
+            SIX_SENT,
             status=BroadcastStatus.COMPLETED,
-            total=10,
-            sent=6,
-            failed=0,
-            edited=0,
+            recalled=0,
             content_version=self.version,
             editing=True,
             edit_at=NOW,
-            created_at=NOW,
         )
 
     async def outcome_counts(self, broadcast_id: int) -> dict[DeliveryState, int]:
@@ -169,18 +157,8 @@ async def test_an_edit_beginning_as_a_watch_opens_from_now_is_counted_by_its_ver
 
 
 async def test_a_watch_from_now_drops_the_recall_and_edit_outcomes_its_counters_hold() -> None:
-    broadcast = Broadcast(
-        id=7,
-        content=Content(message="hi"),
-        status=BroadcastStatus.RUNNING,
-        total=10,
-        sent=6,
-        failed=0,
-        recalled=2,
-        edited=1,
-        content_version=2,
-        editing=True,
-        created_at=NOW,
+    broadcast = replace(
+        SIX_SENT, status=BroadcastStatus.RUNNING, edited=1, content_version=2, editing=True
     )
     # Opened at the stream's end 5 with two recalls and one edit counted: recall 2's and
     # edit 1's events were published after it (in flight); version 3's first edit is new.
