@@ -1,6 +1,7 @@
 """A recall's or an edit's job records its outcomes in groups (``worker.followups.Outcomes``):
-one found alone while others of the job are in flight waits a moment for them, so at a paced
-rate they share a transaction and a publish; the last one of a job is written at once."""
+one found alone while others of the job hold a call slot waits a moment for them, so at a paced
+rate they share a transaction and a publish; one whose job has nobody else calling is written
+at once."""
 
 from __future__ import annotations
 
@@ -11,7 +12,6 @@ from typing import Any, cast
 
 from tgbroadcast.core.domain.model import Broadcast, BroadcastStatus, Content
 from tgbroadcast.core.store import SentTarget
-from tgbroadcast.worker import followups
 from tgbroadcast.worker.followups import FollowUpJobs, Outcomes
 
 NOW = datetime(2026, 12, 7, tzinfo=UTC)
@@ -52,9 +52,10 @@ def target(user_id: int) -> SentTarget:
     return SentTarget(user_id=user_id, message_ids=(user_id,), sent_at=NOW)
 
 
-def outcomes(recording: Recording, expected: int) -> Outcomes[Any]:
+def outcomes(recording: Recording, calling: int) -> Outcomes[Any]:
+    """A job's outcomes with ``calling`` of its recipients holding a call slot."""
     written: Outcomes[Any] = Outcomes(cast(FollowUpJobs[Any], recording), BROADCAST)
-    written.expected = expected
+    written.calling = calling
     return written
 
 
@@ -66,17 +67,22 @@ async def test_an_outcome_alone_waits_for_the_others_in_flight() -> None:
     assert recording.writes == [[1, 2]]  # one transaction
     assert recording.published == [["event 1", "event 2"]]  # one publish
     assert written.recorded == {1, 2}
-    # The job's last is written alone, at once: nobody else is in flight.
-    await written.add(3, target(3))
-    assert recording.writes == [[1, 2], [3]]
+
+
+async def test_an_outcome_is_written_at_once_when_nobody_else_of_its_job_is_calling() -> None:
+    """The job's last call (its siblings recorded, or ended without an outcome: their slots
+    given back): nobody to wait for — two arriving in one turn are written one by one."""
+    recording = Recording()
+    written = outcomes(recording, 1)
+    await asyncio.gather(written.add(1, target(1)), written.add(2, target(2)))
+    assert recording.writes == [[1], [2]]
 
 
 async def test_an_outcome_waits_for_company_a_moment_only() -> None:
-    """One alone while the others of its job are still in flight (their calls slower) is
-    written all the same, after ``LINGER``, not when they come."""
+    """One alone while others of its job are still calling (slower) is written all the same,
+    after ``LINGER``, not when they come."""
     recording = Recording()
     written = outcomes(recording, 3)
     async with asyncio.timeout(60):  # a bound for a wait that never ends, not a measure
         await written.add(1, target(1))
     assert recording.writes == [[1]]
-    assert followups.LINGER <= 0.05  # a moment: an outcome's slot is held while it waits

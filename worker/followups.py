@@ -15,7 +15,7 @@ Guarantees (any number of worker processes; :mod:`.recall` and :mod:`.edit` add 
 * Each outcome is recorded in SQL once (the first wins), then published as an event
   (watchers, SSE); the outcomes of a job's concurrent calls are recorded together (group
   commit: one transaction and one publish per group; one that finds itself alone while others
-  of its job are in flight waits :data:`LINGER` for them, so a paced recall's outcomes share
+  of its job hold a call slot waits :data:`LINGER` for them, so a paced recall's outcomes share
   them too).
 * A job whose recipients include a send still in flight or another handling's is handed back
   (``nak``) and looks again a heartbeat later. A worker killed mid-job loses only what it had
@@ -185,7 +185,6 @@ class FollowUpJobs(ABC, Generic[R]):
         written = Outcomes(self, broadcast)
         try:
             busy = await hold.take()
-            written.expected = len(hold.held)
             prepared = await self._prepare(broadcast, hold.held)
             started()
             outcomes = await asyncio.gather(
@@ -231,9 +230,13 @@ class FollowUpJobs(ABC, Generic[R]):
         slot is held until the outcome is recorded: a worker that dies has at most
         ``concurrency`` calls answered (or being made) but not recorded — the duplicate bound."""
         async with self._calls:
-            result = await self._outcome(broadcast, target, prepared, hold)
-            if result is not None:
-                await outcomes.add(result, target)
+            outcomes.calling += 1
+            try:
+                result = await self._outcome(broadcast, target, prepared, hold)
+                if result is not None:
+                    await outcomes.add(result, target)
+            finally:
+                outcomes.calling -= 1
 
     async def _call(
         self,
@@ -328,36 +331,39 @@ def give_back_delay(until: float | None, least: float) -> float:
 
 
 LINGER = 0.01
-"""Seconds a job's lone outcome waits for others of the job in flight before it is written:
-at a paced rate (300 a second: an outcome every 3 ms) they come one at a time, and each
-written alone was a transaction, a publish and a notice of its own."""
+"""Seconds a job's lone outcome waits for the others of the job holding a call slot before
+it is written: at a paced rate (300 a second: an outcome every 3 ms) they come one at a time,
+and each written alone was a transaction, a publish and a notice of its own. Its slot is held
+that much longer (a follow-up has four per send slot: 128 by default, 128 ms each at 1000 a
+second)."""
 
 
 class Outcomes(Generic[R]):
     """A job's outcomes, recorded in groups: whoever finds the lock free writes every outcome
     waiting (one transaction, one publish), so while one group commits the next one gathers;
-    one found alone while others of the job are in flight waits :data:`LINGER` for company
-    first. An outcome is recorded before its recipient's ``add`` returns."""
+    one found alone while others of the job hold a call slot (their call made or being made)
+    waits :data:`LINGER` for company first. An outcome is recorded before its recipient's
+    ``add`` returns."""
 
     def __init__(self, jobs: FollowUpJobs[R], broadcast: Broadcast) -> None:
         self._jobs = jobs
         self._broadcast = broadcast
         self._waiting: list[tuple[R, SentTarget]] = []
         self._lock = asyncio.Lock()
-        self.expected = 0
-        """Outcomes the job may still record (its held recipients not written yet)."""
+        self.calling = 0
+        """The job's recipients holding a call slot: their call made or being made, their
+        outcome not yet recorded."""
         self.recorded: set[int] = set()
         """Recipients whose outcome is in SQL (this job's, or an earlier handling's)."""
 
     async def add(self, result: R, target: SentTarget) -> None:
         self._waiting.append((result, target))
         async with self._lock:
-            if len(self._waiting) == 1 and self.expected > 1:
-                # Alone while others of the job are in flight: a moment for them to join.
+            if len(self._waiting) == 1 and self.calling > 1:
+                # Alone while others of the job are calling: a moment for them to join.
                 await asyncio.sleep(LINGER)
             group, self._waiting = self._waiting, []
             if group:  # else an earlier holder wrote this one with its group
-                self.expected -= len(group)
                 await self._write(group)
 
     async def _write(self, group: list[tuple[R, SentTarget]]) -> None:
