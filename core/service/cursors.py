@@ -65,6 +65,24 @@ NO_FLOOR = Floor()
 streams' hot paths tell it by identity."""
 
 
+class KeptFloor:
+    """The floor a stream's watch keeps, as the core tells it: pass it as ``on_floor`` to
+    :meth:`.broadcasting.BroadcastingService.watch` (a watch from now's, or that of the stream
+    cursor it resumes after), which calls it before the first update. ``suffix`` is the floor
+    spelled as it ends a cursor, in bytes (``b"~..."``; empty without one), for a transport
+    that appends it to the shared updates' cursors."""
+
+    __slots__ = ("floor", "suffix")
+
+    def __init__(self) -> None:
+        self.floor = NO_FLOOR
+        self.suffix = b""
+
+    def __call__(self, floor: Floor) -> None:
+        self.floor = floor
+        self.suffix = f"~{floor}".encode() if floor else b""
+
+
 def floor_of(*counters: int) -> Floor:
     """``Floor(*counters)``; :data:`NO_FLOOR` itself if it holds nothing."""
     floor = Floor(*counters)

@@ -20,7 +20,7 @@ from tgbroadcast.core.domain.errors import InvalidArgument
 from tgbroadcast.core.domain.model import Broadcast
 from tgbroadcast.core.service.bot_access import Visible
 from tgbroadcast.core.service.broadcasting import BroadcastingService
-from tgbroadcast.core.service.cursors import NO_FLOOR, Floor
+from tgbroadcast.core.service.cursors import KeptFloor
 from tgbroadcast.core.service.list_watching import Ready
 from tgbroadcast.server.grpc import messages
 from tgbroadcast.server.streams import (
@@ -67,20 +67,14 @@ async def watch_broadcast(
         raise InvalidArgument.single(
             "max_batch", f"must be from 0 to {MAX_BATCH} (0: one outcome per message)"
         )
-    # A watch's floor, if it has one (from now, or resumed from such a watch's cursor), which
-    # every cursor carries (the updates are shared: their cursors have none).
-    floor = NO_FLOOR
-
-    def floored(value: Floor) -> None:
-        nonlocal floor
-        floor = value
-
+    # The watch's floor, which every cursor carries (the updates are shared: theirs have none).
+    kept = KeptFloor()
     updates = core.watch(  # gRPC has no message for the opening: no counts by kind
         broadcast_id,
         visible=visible,
         after=after,
         from_now=from_now,
-        on_floor=floored,
+        on_floor=kept,
         by_kind=False,
     )
     name = f"grpc-watch-{broadcast_id}"
@@ -88,13 +82,13 @@ async def watch_broadcast(
         if not max_batch:
             for update in batch:
                 if update.closing or update.result is not None:
-                    yield messages.watch_update(update, floor)
+                    yield messages.watch_update(update, kept.floor)
             continue
         outcomes = [update for update in batch if update.result is not None]
         for start in range(0, len(outcomes), max_batch):  # the first batch comes whole
-            yield messages.watch_batch(outcomes[start : start + max_batch], floor)
+            yield messages.watch_batch(outcomes[start : start + max_batch], kept.floor)
         if batch and batch[-1].closing:  # the end comes last
-            yield messages.watch_update(batch[-1], floor)
+            yield messages.watch_update(batch[-1], kept.floor)
 
 
 async def watch_broadcasts(

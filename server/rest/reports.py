@@ -34,7 +34,7 @@ from aiohttp import web
 
 from tgbroadcast.core.domain.errors import InvalidArgument
 from tgbroadcast.core.domain.model import BroadcastStatus, Delivery, DeliveryResult, DeliveryState
-from tgbroadcast.core.service.cursors import NO_FLOOR, Floor
+from tgbroadcast.core.service.cursors import NO_FLOOR, KeptFloor
 from tgbroadcast.core.service.watching import WatchUpdate
 from tgbroadcast.server.auth import visible_bots
 from tgbroadcast.server.rest import params, rendering
@@ -291,13 +291,9 @@ async def watch_events(request: web.Request) -> web.StreamResponse:
     except WatchRefused as exc:
         return rendering.problem(429 if isinstance(exc, TooManyWatchers) else 503, str(exc))
     ahead: ReadAhead[WatchUpdate] | None = None
-    # A watch's floor, if it has one (from now, or resumed from such a stream's id), which
-    # every id after the opening's carries (the events are shared: their ids have none).
-    floor = b""
-
-    def floored(value: Floor) -> None:
-        nonlocal floor
-        floor = b"~%s" % str(value).encode() if value else b""
+    # The watch's floor, which every id after the opening's carries (the events are shared:
+    # their ids have none).
+    kept = KeptFloor()
 
     try:
         await response.prepare(request)
@@ -307,7 +303,7 @@ async def watch_events(request: web.Request) -> web.StreamResponse:
                 visible=visible,
                 after=last_event_id,
                 from_now=start == "now",
-                on_floor=floored,
+                on_floor=kept,
             ),
             ahead=_WATCH_AHEAD,
             name=f"sse-watch-{broadcast_id}",
@@ -318,8 +314,8 @@ async def watch_events(request: web.Request) -> web.StreamResponse:
             chunk: list[bytes] = []
             for item in items:
                 event, ended = _event_of(item, broadcast_id)
-                if floor and event.startswith(b"id: s") and _shared(item):
-                    event = _floored(event, floor)
+                if kept.suffix and event.startswith(b"id: s") and _shared(item):
+                    event = _floored(event, kept.suffix)
                 chunk.append(event)
                 if ended:
                     return b"".join(chunk), True
