@@ -27,6 +27,8 @@ from tests.fixtures.services import free_port
 from tests.fixtures.stack import API_TOKEN, Backend, Stack, on_sqlite, start_stack
 from tests.fixtures.telegram import BOT_TOKEN
 from tgbroadcast.core.bots.directory import BotDirectory
+from tgbroadcast.core.bots.service import BotService
+from tgbroadcast.core.config.settings import BotSettings
 from tgbroadcast.core.domain.model import BroadcastStatus, Content, NewBroadcast
 from tgbroadcast.core.domain.states import Command
 from tgbroadcast.simulator import Simulator
@@ -181,6 +183,33 @@ async def test_an_unreachable_bot_api_is_a_400_on_api_url(keyed: Stack) -> None:
     assert problem["errors"] == [
         {"field": "api_url", "message": f"the Bot API at {closed} could not be reached"}
     ]
+
+
+@on_sqlite
+async def test_an_api_url_with_credentials_is_refused(keyed: Stack) -> None:
+    # It would be stored, listed and quoted in errors in clear.
+    secret = "pw-" + SHOP_SECRET[:8]
+    body = {"name": "shop", "token": SHOP_TOKEN, "api_url": f"https://me:{secret}@example.com"}
+    status, problem = await call(keyed, "POST", "/v1/bots", body)
+    assert status == 400
+    assert problem["errors"] == [
+        {"field": "api_url", "message": "must not carry a user name or password"}
+    ]
+    assert secret not in json.dumps(problem)
+    assert not [c for c in keyed.simulator.calls if c.method == "getMe"]
+    assert (await call(keyed, "GET", "/v1/bots/shop"))[0] == 404
+
+
+def test_a_configured_api_url_is_shown_without_its_credentials() -> None:
+    bot = BotSettings(
+        name="proxied",
+        token=SHOP_TOKEN,
+        rate_limit=30.0,
+        paid_rate_limit=1000.0,
+        api_url="https://me:secret@botapi.example.com:8443/base",
+    )
+    shown = BotService._configured_info(bot).api_url
+    assert shown == "https://***@botapi.example.com:8443/base"
 
 
 @on_sqlite

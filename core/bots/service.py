@@ -43,6 +43,7 @@ from tgbroadcast.core.domain.errors import (
     InvalidArgument,
     NotFound,
 )
+from tgbroadcast.core.logs import redact_url
 from tgbroadcast.core.store import Store
 
 logger = logging.getLogger(__name__)
@@ -213,7 +214,7 @@ class BotService:
             username="",
             rate_limit=bot.rate_limit,
             paid_rate_limit=bot.paid_rate_limit,
-            api_url=bot.api_url,
+            api_url=redact_url(bot.api_url),
             source=CONFIG,
             created_at=None,
         )
@@ -228,7 +229,7 @@ class BotService:
             paid_rate_limit=(
                 telegram.paid_rate_limit if row.paid_rate_limit is None else row.paid_rate_limit
             ),
-            api_url=telegram.api_url if row.api_url is None else row.api_url,
+            api_url=redact_url(telegram.api_url if row.api_url is None else row.api_url),
             source=API,
             created_at=row.created_at,
         )
@@ -261,6 +262,9 @@ def _checked(new: NewBot) -> NewBot:
     api_url = new.api_url.rstrip("/") if new.api_url else None
     if api_url is not None and not _http_url(api_url):
         violations.append(FieldViolation("api_url", "must be an http(s) URL"))
+    elif api_url is not None and "@" in urlsplit(api_url).netloc:
+        # It would be stored, listed and shown in errors in clear: a secret has no place there.
+        violations.append(FieldViolation("api_url", "must not carry a user name or password"))
     if violations:
         raise InvalidArgument(violations)
     return replace(new, api_url=api_url)

@@ -23,6 +23,7 @@ from typing import Any, Final
 import aiohttp
 
 from tgbroadcast.core.domain.errors import InvalidArgument
+from tgbroadcast.core.logs import redact_url
 
 logger = logging.getLogger(__name__)
 
@@ -44,7 +45,7 @@ async def get_me(token: str, *, api_url: str, within: float = GET_ME_TIMEOUT) ->
     """POST ``{api_url}/bot{token}/getMe``: the bot's identity, or ``InvalidArgument`` (see the
     module's docstring) — also once ``within`` seconds passed."""
     url = f"{api_url.rstrip('/')}/bot{token}/getMe"
-    api_url = _masked(api_url, token)  # shown in errors and logs from here on
+    api_url = _masked(redact_url(api_url), token)  # shown in errors and logs from here on
     try:
         async with (
             aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=within)) as session,

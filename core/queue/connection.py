@@ -21,7 +21,6 @@ import ssl
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
 from tgbroadcast.core.domain.errors import ConfigError
 
@@ -103,19 +102,6 @@ def _reason(exc: Exception) -> str:
 def split_servers(url: str) -> list[str]:
     """The servers of ``nats.url``: one URL or several, comma-separated."""
     return [server.strip() for server in url.split(",") if server.strip()]
-
-
-def redact_url(url: str) -> str:
-    """The URL without user info (NATS URLs may carry a user, password or token)."""
-    try:
-        parts = urlsplit(url)
-    except ValueError:
-        return "<invalid url>"
-    if parts.username is None and parts.password is None:
-        return url
-    host = parts.hostname or ""
-    netloc = f"***@{host}" + (f":{parts.port}" if parts.port else "")
-    return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
 
 
 class Repeats:

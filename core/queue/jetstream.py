@@ -23,7 +23,8 @@ from nats.js.object_store import ObjectStore
 import tgbroadcast.core.tracing as tracing
 from tgbroadcast.core.domain.access import DEFAULT_BOT
 from tgbroadcast.core.domain.errors import MediaGone, QueueError
-from tgbroadcast.core.queue.connection import NatsAccess, Repeats, redact_url, split_servers
+from tgbroadcast.core.logs import redact_url
+from tgbroadcast.core.queue.connection import NatsAccess, Repeats, split_servers
 from tgbroadcast.core.queue.names import QueueNames
 from tgbroadcast.core.queue.payloads import (
     Event,
