@@ -166,6 +166,7 @@ async def test_an_id_that_names_nothing_is_invalid_over_both(small_stack: Stack)
             pb.PreviewMessageRequest(message=as_proto({"message": "Hi"})),
             "user_id",
         ),
+        ("PreviewMessage", pb.PreviewMessageRequest(user_id=1, broadcast_id=-5), "broadcast_id"),
     ]
     async with stack.stub() as stub:
         for method, request, field in calls:
@@ -176,6 +177,10 @@ async def test_an_id_that_names_nothing_is_invalid_over_both(small_stack: Stack)
     for path, field in (("/v1/broadcasts/-1", "broadcast_id"), ("/v1/users/0", "user_id")):
         status, problem = await get(stack, path)
         assert (status, [e["field"] for e in problem["errors"]]) == (400, [field]), path
+    status, _, problem = await send_raw(
+        stack, json.dumps({"user_id": 1, "broadcast_id": -5}).encode(), path="/v1/preview"
+    )
+    assert (status, [e["field"] for e in problem["errors"]]) == (400, ["broadcast_id"])
 
 
 @pytest.mark.parametrize(

@@ -278,6 +278,8 @@ class BroadcastingService(LifecycleOperations):
         one the user's language picks (``InvalidArgument`` on ``variant`` when weights would
         pick: the choice depends on the broadcast's id). ``NotFound`` for a user the bot does
         not have, or a broadcast the caller may not see."""
+        if broadcast_id < 0:
+            raise InvalidArgument.single("broadcast_id", "must be a positive 64-bit number")
         if broadcast_id and request is not None:
             raise InvalidArgument.single(
                 "message", "give either a message or a broadcast_id to preview, not both"
