@@ -385,6 +385,7 @@ class BotApi:
     ) -> dict[str, Any]:
         self._require(method, params, None)
         from_chat_id = self.chats.resolve(params["from_chat_id"])
+        self.chats.check_reach(from_chat_id, write=False)  # the source first, as Telegram
         original = self.messages.get(
             bot_id=bot_id, chat_id=from_chat_id, message_id=params["message_id"]
         )
@@ -407,6 +408,7 @@ class BotApi:
     ) -> dict[str, Any]:
         self._require(method, params, None)
         from_chat_id = self.chats.resolve(params["from_chat_id"])
+        self.chats.check_reach(from_chat_id, write=False)  # the source first, as Telegram
         original = self.messages.get(
             bot_id=bot_id, chat_id=from_chat_id, message_id=params["message_id"]
         )

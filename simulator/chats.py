@@ -137,24 +137,25 @@ class Chats:
             raise failure
         return chat_object(chat_id, chat_type, rule.username)
 
-    def check_reach(self, chat_id: int) -> None:
-        """Refuse a delete or an edit in ``chat_id`` as Telegram does when the bot cannot
-        reach the chat (missing, kicked from it, deleted, migrated). A user who blocked the bot,
-        was deactivated or never started it does not stop the bot from deleting or editing
-        what it already sent there."""
+    def check_reach(self, chat_id: int, *, write: bool = True) -> None:
+        """Refuse a delete or an edit in ``chat_id``, or a copy or a forward from it, as
+        Telegram does when the bot cannot reach the chat (missing, kicked from it, deleted,
+        migrated) or the user's account is deleted (``deactivated``: the Bot API server asks
+        for write access to delete and edit, which a deleted account refuses). A user who
+        blocked the bot or never started it does not stop the bot from deleting or editing
+        what it already sent there; nor does a deleted account a copy or forward from its chat
+        (``write=False``: read access)."""
         if chat_id == 0:
             raise bad_request("chat not found")
         rule = self.rule(chat_id)
-        if rule.state in _REACHABLE:
+        if rule.state in _REACHABLE or (not write and rule.state is ChatState.DEACTIVATED):
             return
         failure = _refusal(rule, rule.chat_type or ChatType.for_id(chat_id))
         assert failure is not None
         raise failure
 
 
-_REACHABLE = frozenset(
-    {ChatState.ACTIVE, ChatState.BLOCKED, ChatState.DEACTIVATED, ChatState.NOT_STARTED}
-)
+_REACHABLE = frozenset({ChatState.ACTIVE, ChatState.BLOCKED, ChatState.NOT_STARTED})
 """The states in which a bot still deletes and edits the messages it sent to a chat."""
 
 

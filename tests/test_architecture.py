@@ -33,13 +33,13 @@ MAY_IMPORT: dict[str, frozenset[str]] = {
     "core.config": _CORE_BASE,
     "core.rules": _CORE_BASE,
     "core.store": _CORE_BASE | {"core.tasks"},
-    "core.queue": _CORE_BASE | {"core.tracing"},
+    "core.queue": _CORE_BASE | {"core.tracing", "core.logs"},
     "core.service": _CORE_BASE
     | {"core.rules", "core.store", "core.queue", "core.metrics", "core.tasks", "core.tracing"},
     "core.background": _CORE_BASE
     | {"core.rules", "core.store", "core.queue", "core.service", "core.config", "core.tasks"}
     | {"core.outbound"},
-    "core.bots": _CORE_BASE | {"core.config", "core.store"},
+    "core.bots": _CORE_BASE | {"core.config", "core.store", "core.logs"},
     "server": frozenset(),  # the package docstring only
     "server.auth": _CORE_BASE,
     "server.scopes": _CORE_BASE | {"server.auth"},

@@ -16,7 +16,7 @@ from tests.fixtures.stack import Stack
 from tests.fixtures.telegram import BOT_ID, spec_problems
 from tests.fixtures.watching import assert_watch_complete, watch
 from tgbroadcast.core.store import create_engine
-from tgbroadcast.simulator import ChatType
+from tgbroadcast.simulator import ChatState, ChatType
 from tgbroadcast.v1 import broadcast_pb2 as pb
 
 
@@ -281,3 +281,37 @@ async def test_an_upload_no_longer_kept_fails_its_recipients_instead_of_retrying
     assert {r.outcome for r in results.values()} == {pb.DELIVERY_OUTCOME_BAD_REQUEST}
     assert all("no longer kept" in r.error for r in results.values())
     assert stack.simulator.calls == ()
+
+
+async def test_a_copy_from_a_channel_the_bot_left_is_a_content_error(sqlite_stack: Stack) -> None:
+    """Telegram checks a copy's source chat first: with the bot kicked from the channel,
+    every recipient is refused "bot was kicked from the channel chat". To a private chat that
+    can only be the source's fault: a content error (`bad_request`, counted by the content
+    circuit breaker), not each user's outcome `kicked`; to a group, it is the group's own
+    outcome as before."""
+    stack = sqlite_stack
+    channel = -1001234567891
+    stack.simulator.chats.declare(channel, chat_type=ChatType.CHANNEL)
+    post_id = stack.simulator.post_message(bot_id=BOT_ID, chat_id=channel, text="Gone")[
+        "message_id"
+    ]
+    stack.simulator.chats.declare(channel, ChatState.KICKED, chat_type=ChatType.CHANNEL)
+    source = {"from_chat_id": channel, "message_id": post_id}
+    users = list(range(301, 307))
+    status, copied = await post(
+        stack, "/send-message", {"media_type": "copy", "source": source, "user_ids": users}
+    )
+    assert status == 202, copied
+    results = assert_watch_complete(await watch(stack, copied["broadcast_id"]), set(users))
+    refused = "Forbidden: bot was kicked from the channel chat"
+    assert {(r.outcome, r.error) for r in results.values()} == {
+        (pb.DELIVERY_OUTCOME_BAD_REQUEST, refused)
+    }
+
+    group = -4242
+    status, to_group = await post(
+        stack, "/send-message", {"media_type": "copy", "source": source, "user_ids": [group]}
+    )
+    assert status == 202, to_group
+    results = assert_watch_complete(await watch(stack, to_group["broadcast_id"]), {group})
+    assert (results[group].outcome, results[group].error) == (pb.DELIVERY_OUTCOME_KICKED, refused)

@@ -59,10 +59,12 @@ from aiohttp.payload import Payload
 import tgbroadcast.core.tracing as tracing
 from tgbroadcast.core.domain.content import album_file_ids, encode_album_file_ids
 from tgbroadcast.core.domain.errors import (
+    ChatMigrated,
     PermanentError,
     RateLimited,
+    TelegramError,
 )
-from tgbroadcast.core.domain.model import Content, MediaType
+from tgbroadcast.core.domain.model import Content, DeliveryState, MediaType
 from tgbroadcast.worker import aiogram_content, aiogram_models  # noqa: F401 - holds the answers' models
 from tgbroadcast.worker.aiogram_content import InputMedia
 from tgbroadcast.worker.telegram_answers import Sent, is_send, read_done, read_sent
@@ -456,7 +458,8 @@ class TelegramSender:
         except NotSent:
             raise
         except Exception as exc:
-            raise map_error(exc) from None
+            error = map_error(exc)
+            raise (error if kind is MediaType.ALBUM else _of_source(error, chat_id)) from None
         source: str | BufferedInputFile | None = media or content.media_url
         if upload is not None:
             source = BufferedInputFile(upload, filename=content.media_filename or "file")
@@ -563,6 +566,21 @@ class TelegramSender:
             self._prepared.clear()
         self._prepared[key] = (content, prepared)
         return prepared
+
+
+def _of_source(error: TelegramError, chat_id: int) -> TelegramError:
+    """A copy's or a forward's refusal as what it is about. Telegram checks the source chat
+    first, and a private chat (a positive id) is no group or channel the bot was kicked from,
+    that was deleted or upgraded: such a refusal to one concerns the source, and every
+    recipient would be refused alike — a content error, not the recipient's outcome (nor a
+    move of the recipient's chat to the source's new one)."""
+    if chat_id <= 0:
+        return error
+    if isinstance(error, ChatMigrated):
+        return PermanentError(str(error), error_code=400, content_error=True)
+    if isinstance(error, PermanentError) and error.outcome is DeliveryState.KICKED:
+        return PermanentError(str(error), error_code=error.error_code, content_error=True)
+    return error
 
 
 def _one(answer: object) -> Sent:
