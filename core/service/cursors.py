@@ -1,14 +1,19 @@
 """A watch's cursors: the opaque positions every update carries and a watch resumes after.
 
-Spelled ``s<seq>.<sent>.<failed>[.<recalled>[.<edited>.<version>]][~<floor>]``: after stream
-sequence ``seq`` on the events stream (``u<user_id>...`` after a user id in a replay), with the
-counters so far. ``~<floor>`` is a watch *from now*'s (:class:`Floor`): the counters it opened
-with, ``<settled>[.<recalled>[.<edited>.<version>]]``. The outcomes numbered within them — a
-delivery's place among the broadcast's settled recipients
-(:attr:`~tgbroadcast.core.queue.ResultEvent.ordinal`), a recall's among its recall outcomes, an
-edit's among its version's — were counted there, so a watch resumed from any of its cursors
-still drops them when they arrive: an outcome recorded before the first stream opened whose
-event came only after a reconnect is counted once.
+Spelled ``s<seq>.<sent>.<failed>[.<recalled>[.<edited>.<version>]][~<floor>][^<replayed>]``:
+after stream sequence ``seq`` on the events stream (``u<user_id>...`` after a user id in a
+replay), with the counters so far. ``~<floor>`` is a watch *from now*'s (:class:`Floor`): the
+counters it opened with, ``<settled>[.<recalled>[.<edited>.<version>]]``. The outcomes
+numbered within them — a delivery's place among the broadcast's settled recipients
+(:attr:`~tgbroadcast.core.queue.ResultEvent.ordinal`), a recall's among its recall outcomes,
+an edit's among its version's — were counted there, so a watch resumed from any of its
+cursors still drops them when they arrive: an outcome recorded before the first stream opened
+whose event came only after a reconnect is counted once.
+
+``^<through>.<version>.<recalled>`` is a stream's that went on from a replay's cursor
+(:class:`Replayed`): a finished broadcast is replayed from SQL in user id order, and a replay
+resumed once the broadcast is being edited or recalled goes on on the events stream from its
+start, dropping the events of what the replay had shown.
 
 The watchers of a broadcast share their updates, spelled without a floor
 (:attr:`.watching.WatchUpdate.cursor`); the core tells a stream the floor its watch keeps
@@ -29,6 +34,7 @@ _INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
 _CURSOR = re.compile(
     r"([su])(-?\d{1,19})\.(\d{1,19})\.(\d{1,19})(?:\.(\d{1,19})(?:\.(\d{1,19})\.(\d{1,9}))?)?"
     r"(?:~(\d{1,19})(?:\.(\d{1,19})(?:\.(\d{1,19})\.(\d{1,9}))?)?)?"
+    r"(?:\^(-?\d{1,19})\.(\d{1,9})\.([01]))?"
 )
 
 
@@ -58,6 +64,32 @@ class Floor:
         recall and edit numbers of some events, each of any version) on."""
         settled, recalled, edited = lowest
         return settled <= self.settled or recalled <= self.recalled or edited <= self.edited
+
+
+@dataclass(frozen=True, slots=True)
+class Replayed:
+    """What a replay had shown when its watch went on on the events stream (a replay's
+    cursor, ``u...``, resumed once the broadcast is edited or recalled): every outcome of the
+    recipients up to user id ``through`` as the database held them then — their deliveries,
+    their edits up to ``version``, and their recalls if ``recalled`` (a broadcast is recalled
+    once). The stream's events of those are dropped; the others' are not."""
+
+    through: int
+    version: int = 1
+    recalled: bool = False
+
+    def __str__(self) -> str:
+        """Spelled after a cursor's ``^``."""
+        return f"{self.through}.{self.version}.{int(self.recalled)}"
+
+    def holds(self, user_id: int, kind: str, version: int = 1) -> bool:
+        """Whether the replay showed this outcome (``kind``: ``result``, ``recall``, ``edit``
+        of ``version``, ``click``)."""
+        if user_id > self.through:
+            return False
+        if kind == "recall":
+            return self.recalled
+        return version <= self.version if kind == "edit" else True
 
 
 NO_FLOOR = Floor()
@@ -105,12 +137,29 @@ class Cursor:
     floor: Floor = NO_FLOOR
     """The outcomes numbered within it are counted already (a watch *from now*'s: the
     counters it started from)."""
+    replayed: Replayed | None = None
+    """A stream cursor's that goes on from a replay's: what that replay showed."""
 
     def __str__(self) -> str:
         text = spelled(
             self.kind, self.seq, self.sent, self.failed, self.recalled, self.edited, self.version
         )
-        return with_floor(text, self.floor)
+        return with_replayed(with_floor(text, self.floor), self.replayed)
+
+    def after_replay(self) -> Cursor:
+        """A replay's cursor (``u``) as a cursor of the events stream from its start, with
+        the counters so far and what the replay showed (dropped when its events come)."""
+        replayed = Replayed(self.seq, self.version, self.recalled > 0)
+        return Cursor(
+            "s",
+            0,
+            self.sent,
+            self.failed,
+            self.recalled,
+            self.edited,
+            self.version,
+            replayed=replayed,
+        )
 
     @classmethod
     def now(
@@ -149,8 +198,12 @@ class Cursor:
         match = _CURSOR.fullmatch(text.strip())
         if match is None:
             return None
-        kind, seq, sent, failed, recalled, edited, version, *below = match.groups()
+        kind, seq, sent, failed, recalled, edited, version, *rest = match.groups()
+        below, (through, shown, recalls) = rest[:4], rest[4:]
         floor = floor_of(*(int(n) for n in below if n is not None))
+        replayed = None
+        if through is not None:
+            replayed = Replayed(int(through), int(shown), recalls == "1")
         cursor = cls(
             kind,
             int(seq),
@@ -160,11 +213,16 @@ class Cursor:
             int(edited or 0),
             int(version or 1),
             floor,
+            replayed,
         )
         if not _INT64_MIN <= cursor.seq <= _INT64_MAX or (kind == "s" and cursor.seq < 0):
             return None  # no stream sequence or user id is out there
         if floor and not _spelled_by_a_watch(cursor):
             return None
+        if replayed is not None and (
+            kind != "s" or floor or not _INT64_MIN <= replayed.through <= _INT64_MAX
+        ):
+            return None  # only a stream that went on from a replay spells one (never from now)
         return cursor
 
 
@@ -182,6 +240,11 @@ def with_floor(cursor: str, floor: Floor) -> str:
     """``cursor`` (spelled without a floor) with ``floor``; as it is without one, or with no
     cursor."""
     return f"{cursor}~{floor}" if floor and cursor else cursor
+
+
+def with_replayed(cursor: str, replayed: Replayed | None) -> str:
+    """``cursor`` with what the replay it went on from showed; as it is without one."""
+    return cursor if replayed is None or not cursor else f"{cursor}^{replayed}"
 
 
 def _spelled_by_a_watch(cursor: Cursor) -> bool:

@@ -59,7 +59,15 @@ from tgbroadcast.core.queue import (
     StatusEvent,
 )
 from tgbroadcast.core.queue.watching import Sequenced
-from tgbroadcast.core.service.cursors import NO_FLOOR, Cursor, Floor, spelled, with_floor
+from tgbroadcast.core.service.cursors import (
+    NO_FLOOR,
+    Cursor,
+    Floor,
+    Replayed,
+    spelled,
+    with_floor,
+    with_replayed,
+)
 from tgbroadcast.core.service.shared_reads import SharedReads
 from tgbroadcast.core.store import Store
 
@@ -122,6 +130,8 @@ class WatchUpdate:
     floor: Floor = NO_FLOOR
     """A watch *from now*'s opening only: its floor (:class:`.cursors.Cursor`), which its
     cursor carries; the updates after it are shared, and a stream adds the floor to theirs."""
+    replayed: Replayed | None = None
+    """What the replay this watch went on from showed (its own updates, never shared)."""
     kind: str = "result"
     """What this update is: a delivery's ``result``, a ``recall``'s or an ``edit``'s outcome,
     or a recipient's first ``click`` on a tracked link (a replay's one update per recipient
@@ -146,7 +156,9 @@ class WatchUpdate:
             self.edited,
             self.version,
         )
-        return text if self.floor is NO_FLOOR else with_floor(text, self.floor)
+        if self.floor is not NO_FLOOR:
+            text = with_floor(text, self.floor)
+        return text if self.replayed is None else with_replayed(text, self.replayed)
 
     @property
     def closing(self) -> bool:
@@ -158,10 +170,21 @@ class _At:
     """A watch's position as it moves: a :class:`Cursor` changed in place, one per watch (a
     new frozen cursor per outcome per watcher was a tenth of a streaming server's CPU)."""
 
-    __slots__ = ("edited", "failed", "floor", "kind", "recalled", "sent", "seq", "version")
+    __slots__ = (
+        "edited",
+        "failed",
+        "floor",
+        "kind",
+        "recalled",
+        "replayed",
+        "sent",
+        "seq",
+        "version",
+    )
 
     def __init__(self, cursor: Cursor) -> None:
         self.floor = cursor.floor
+        self.replayed = cursor.replayed
         self.kind = cursor.kind
         self.seq = cursor.seq
         self.sent = cursor.sent
@@ -197,6 +220,7 @@ class _At:
             recalled=self.recalled,
             edited=self.edited,
             kind=kind,
+            replayed=self.replayed,
         )
 
 
@@ -263,7 +287,9 @@ async def watch(
         async for batch in _replay(store, broadcast, after):
             yield batch
         return
-    stream_after = after if after is not None and after.kind == "s" else None
+    # A replay's cursor of a broadcast edited or recalled since goes on on the stream from its
+    # start, dropping what the replay showed (its updates carry that: a resume drops it too).
+    stream_after = after.after_replay() if after is not None and after.kind == "u" else after
     async for batch in _follow(
         SharedReads(store) if reads is None else reads,
         SharedSteps() if steps is None else steps,
@@ -397,6 +423,9 @@ class _Made:
     """Outcomes dropped: numbered within the watch's floor."""
 
 
+_KINDS: dict[type, str] = {RecallEvent: "recall", EditEvent: "edit", ClickEvent: "click"}
+"""The follow-up events' kinds, as :meth:`.cursors.Replayed.holds` names them."""
+
 _UNNUMBERED = 2**63
 """The :attr:`_Made.lowest` of events without a numbered outcome."""
 
@@ -415,7 +444,7 @@ def _step(
     updates: list[WatchUpdate] = []
     stop = len(events) if most is None else min(len(events), start + most)
     before_sending = status in _BEFORE_SENDING
-    floor, dropped = at.floor, 0
+    floor, dropped, replayed = at.floor, 0, at.replayed
     lowest = lowest_recall = lowest_edit = _UNNUMBERED
     i = start
     while i < stop:
@@ -425,6 +454,9 @@ def _step(
             at.seq = item.seq
             if before_sending:  # an outcome, dropped or not, says it is running
                 status, before_sending = BroadcastStatus.RUNNING, False
+            if replayed is not None and replayed.holds(event.result.user_id, "result"):
+                i += 1
+                continue
             ordinal = event.ordinal
             if ordinal:
                 if ordinal < lowest:
@@ -448,6 +480,10 @@ def _step(
                     status = event.status
                     before_sending = status in _BEFORE_SENDING
                     updates.append(at.update(None, status, total, STATUS_KIND))
+            elif replayed is not None and replayed.holds(
+                event.result.user_id, _KINDS[type(event)], event.result.content_version
+            ):
+                pass  # shown by the replay this watch went on from
             elif isinstance(event, RecallEvent):
                 ordinal = event.ordinal
                 if ordinal:
@@ -506,6 +542,8 @@ class SharedSteps:
         status: BroadcastStatus,
     ) -> _Made:
         """:func:`_step` of ``events[start:]``, or what it made for another watcher."""
+        if at.replayed is not None:  # what it drops is its own
+            return _step(total, events, start, at, status)
         key: tuple[object, ...] = (broadcast_id, events[start].seq, events[-1].seq, status)
         key += (len(events) - start, *at.place())
         made = self._kept.get(key)

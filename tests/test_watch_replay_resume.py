@@ -1,0 +1,144 @@
+"""A replay's cursor resumed after the broadcast began an edit (or a recall): the watch goes on
+on the events stream from its start, but the outcomes the replay showed — every delivery of
+the recipients up to its user id, their edits up to its version, their recalls once recalled
+— are not streamed again, and every cursor after it carries that (``^<through>.<version>
+.<recalled>``), so a resume from one of them drops them too."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from datetime import UTC, datetime
+
+from tests.fixtures.event_batches import Batches, first, watches
+from tests.fixtures.stack import Stack
+from tests.test_recall import rest, send_and_finish
+from tests.test_watch_resume import events, first_events
+from tgbroadcast.core.domain.model import (
+    Broadcast,
+    BroadcastStatus,
+    Content,
+    DeliveryResult,
+    DeliveryState,
+    EditOutcome,
+    RecallOutcome,
+)
+from tgbroadcast.core.queue import EditEvent, RecallEvent, ResultEvent
+from tgbroadcast.core.queue.watching import Sequenced
+from tgbroadcast.core.service.cursors import Cursor, Replayed
+from tgbroadcast.core.service.watching import WatchUpdate
+
+NOW = datetime(2026, 12, 8, tzinfo=UTC)
+SENT = DeliveryResult(broadcast_id=9, user_id=0, state=DeliveryState.SENT, finished_at=NOW)
+EDITING = Broadcast(
+    id=9,
+    content=Content(message="v3"),
+    status=BroadcastStatus.COMPLETED,
+    total=4,
+    sent=3,
+    failed=1,
+    created_at=NOW,
+    content_version=3,
+    editing=True,
+)
+"""Broadcast 9: users 1, 3, 4 sent, 2 failed; edited to version 2, now editing to 3."""
+
+
+def result(seq: int, user_id: int, ordinal: int) -> Sequenced:
+    state = DeliveryState.FAILED if user_id == 2 else DeliveryState.SENT
+    return Sequenced(
+        seq, ResultEvent(result=replace(SENT, user_id=user_id, state=state), ordinal=ordinal)
+    )
+
+
+def edit(seq: int, user_id: int, version: int, ordinal: int) -> Sequenced:
+    done = replace(SENT, user_id=user_id, edit=EditOutcome.EDITED, content_version=version)
+    return Sequenced(seq, EditEvent(result=done, ordinal=ordinal))
+
+
+STREAM = Batches(
+    [
+        result(1, 3, 1),
+        result(2, 1, 2),
+        result(3, 2, 3),
+        result(4, 4, 4),
+        edit(6, 3, 2, 1),
+        edit(7, 1, 2, 2),
+        edit(8, 4, 2, 3),
+        edit(10, 1, 3, 1),
+        edit(11, 3, 3, 2),
+    ]
+)
+
+
+def seen(batch: list[WatchUpdate]) -> list[tuple[str, int, str]]:
+    return [(u.kind, u.result.user_id if u.result else 0, u.cursor) for u in batch]
+
+
+async def test_a_replay_resumed_during_an_edit_streams_only_what_it_did_not_show() -> None:
+    watch = watches(STREAM, EDITING)
+    # A replay showed users 1 (sent, edited to version 2) and 2 (failed); then the edit to
+    # version 3 began, and the replay is resumed after user 2.
+    after_user_2 = Cursor.parse("u2.1.1.0.1.2")
+    assert after_user_2 is not None
+    (batch,) = await first(watch(after_user_2), 1)
+    assert seen(batch) == [
+        ("result", 3, "s1.2.1.0.1.2^2.2.0"),
+        ("result", 4, "s4.3.1.0.1.2^2.2.0"),
+        ("edit", 3, "s6.3.1.0.2.2^2.2.0"),  # version 2's edits of the others
+        ("edit", 4, "s8.3.1.0.3.2^2.2.0"),
+        ("edit", 1, "s10.3.1.0.1.3^2.2.0"),  # version 3's of everyone
+        ("edit", 3, "s11.3.1.0.2.3^2.2.0"),
+    ]
+    # Resumed from its first cursor: users 1 and 2's deliveries (seq 2, 3) are still dropped.
+    resumed = Cursor.parse(batch[0].cursor)
+    assert resumed is not None
+    assert resumed.replayed == Replayed(2, 2, False)
+    (again,) = await first(watch(resumed), 1)
+    assert seen(again) == seen(batch)[1:]
+
+
+async def test_a_replayed_recall_is_not_streamed_again() -> None:
+    """A broadcast is recalled once: a replay that showed recall outcomes showed all of its
+    recipients' (the broadcast was recalled), so their recall events are dropped too."""
+    recalled = replace(SENT, user_id=1, recall=RecallOutcome.DELETED)
+    stream = Batches(
+        [
+            result(1, 1, 1),
+            result(2, 3, 2),
+            Sequenced(3, RecallEvent(result=recalled, ordinal=1)),
+            Sequenced(4, RecallEvent(result=replace(recalled, user_id=3), ordinal=2)),
+        ]
+    )
+    watch = watches(stream, replace(EDITING, total=2, sent=2, failed=0, recalled=2))
+    (batch,) = await first(watch(Cursor.parse("u1.1.0.1")), 1)
+    assert [(u.kind, u.result.user_id if u.result else 0) for u in batch] == [
+        ("result", 3),
+        ("recall", 3),
+    ]
+
+
+def test_only_a_stream_cursor_carries_what_a_replay_showed() -> None:
+    cursor = Cursor.parse("s4.3.1^-7.1.1")
+    assert cursor is not None
+    assert cursor.replayed == Replayed(-7, 1, True)
+    assert str(cursor) == "s4.3.1^-7.1.1"
+    for spelled in ("u4.3.1^2.1.0", "s4.3.1~4^2.1.0", "s4.3.1^2.1.2", "s4.3.1^2"):
+        assert Cursor.parse(spelled) is None, spelled
+
+
+async def test_a_replay_resumed_after_an_edit_began_over_sse(sqlite_stack: Stack) -> None:
+    """End to end: an SSE replay dropped after five recipients, the broadcast edited, the
+    stream resumed with Last-Event-ID: each recipient's delivery once, every edit outcome."""
+    stack = sqlite_stack
+    users = list(range(500, 520))
+    broadcast_id = await send_and_finish(stack, {"message": "v1", "user_ids": users})
+    shown = await first_events(stack, broadcast_id, 5)
+    assert all(e.id and e.id.startswith("u") for e in shown)
+    status, _ = await rest(stack, "POST", f"/v1/broadcasts/{broadcast_id}/edit", {"message": "v2"})
+    assert status == 200
+    status, rest_of_it = await events(stack, broadcast_id, shown[-1].id)
+    assert status == 200
+    delivered = [e.data["user_id"] for e in shown + rest_of_it if e.event == "result"]
+    assert sorted(delivered) == users  # each once
+    edited = [e.data["user_id"] for e in rest_of_it if e.event == "edit"]
+    assert sorted(edited) == users
