@@ -9,12 +9,14 @@ import logging
 
 import grpc
 import pytest
+from aiohttp import compression_utils
 
 from tests.fixtures.grpc_details import bad_request
 from tests.fixtures.nats import wait_until
 from tests.fixtures.stack import Stack
 from tests.fixtures.telegram import BOT_SECRET, BOT_TOKEN
 from tests.test_hostile_input import (
+    TOKEN,
     fresh_malformed_log,
     open_stack,
     raw_exchange,
@@ -110,7 +112,7 @@ async def test_a_body_declared_over_the_limit_is_refused_before_it_is_sent(
 
 
 async def test_a_content_encoding_nobody_decodes_is_415(open_stack: Stack) -> None:
-    """aiohttp decodes gzip, deflate and br; any other body was read as if plain."""
+    """aiohttp decodes gzip and deflate; any other body was read as if plain."""
     body = json.dumps({"message": "hi", "user_ids": [1]}).encode()
     request = request_bytes(
         b"POST",
@@ -124,3 +126,50 @@ async def test_a_content_encoding_nobody_decodes_is_415(open_stack: Stack) -> No
     assert answer.status == 415, answer.raw
     assert "zstd-bogus" in answer.problem()["detail"]
     assert open_stack.simulator.calls == ()
+
+
+async def test_br_and_zstd_are_415_unless_aiohttp_can_decode_them(open_stack: Stack) -> None:
+    """Without their packages aiohttp would fail a well-made body as malformed (a 400)."""
+    body = json.dumps({"message": "hi", "user_ids": [1]}).encode()
+    for encoding, decodable in (
+        (b"br", compression_utils.HAS_BROTLI),
+        (b"zstd", compression_utils.HAS_ZSTD),
+    ):
+        if decodable:
+            continue
+        request = request_bytes(
+            b"POST",
+            b"/send-message",
+            b"Content-Type: application/json",
+            b"Content-Encoding: " + encoding,
+            b"Content-Length: %d" % len(body),
+            body=body,
+        )
+        answer = await raw_exchange(open_stack, request)
+        assert answer.status == 415, answer.raw
+        assert answer.problem()["detail"].endswith("is not accepted: deflate, gzip"), encoding
+
+
+async def test_a_head_of_a_stream_is_its_headers_alone(open_stack: Stack) -> None:
+    """aiohttp writes a streamed body to a HEAD too: the next answer on the connection would
+    start inside it (a proxy's pooled connection poisoned). A HEAD gets the headers alone."""
+    status, accepted, _ = await send(
+        open_stack,
+        "POST",
+        "/send-message",
+        body=json.dumps({"message": "hi", "user_ids": [5]}).encode(),
+    )
+    assert status == 202, accepted
+    broadcast = f"/v1/broadcasts/{accepted['broadcast_id']}".encode()
+    for path, kind in (
+        (broadcast + b"/events", b"text/event-stream"),
+        (b"/v1/broadcasts/events", b"text/event-stream"),
+        (broadcast + b"/deliveries.csv", b"text/csv"),
+    ):
+        head = b"HEAD " + path + b" HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer "
+        pipelined = head + TOKEN + b"\r\n\r\n" + request_bytes(b"GET", broadcast)
+        answer = await raw_exchange(open_stack, pipelined)
+        assert answer.status == 200, answer.raw
+        assert answer.headers["content-type"].encode().startswith(kind), path
+        assert answer.body.startswith(b"HTTP/1.1 200 OK\r\n"), (path, answer.body[:80])
+        assert b'"broadcast_id"' in answer.body, path

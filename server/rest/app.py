@@ -101,10 +101,11 @@ async def errors_middleware(request: web.Request, handler: Handler) -> web.Strea
     if _declared_too_large(request):
         return _too_large(request)  # before a byte of it is read
     encoding = request.headers.get("Content-Encoding", "").strip().lower()
-    if encoding and encoding not in _DECODED:  # aiohttp would pass it on undecoded
+    if encoding and encoding not in protocol.DECODED:  # aiohttp would pass it on undecoded
         return rendering.problem(
             415,
-            f"Content-Encoding {strict_json.echo(encoding)!r} is not accepted: gzip, deflate or br",
+            f"Content-Encoding {strict_json.echo(encoding)!r} is not accepted: "
+            f"{protocol.ACCEPTED_ENCODINGS}",
         )
     try:
         return await handler(request)
@@ -213,8 +214,6 @@ async def send_message(request: web.Request) -> web.Response:
     return controls.accepted_response(accepted)
 
 
-_DECODED: Final = frozenset({"gzip", "deflate", "br", "zstd", "identity"})
-"""Content-Encodings aiohttp decodes (br and zstd with their packages: else a 400)."""
 _UPLOAD_FIELDS: Final = (("media_data", "media"), ("media_filename", "media"))
 
 

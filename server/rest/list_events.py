@@ -25,14 +25,19 @@ from collections.abc import Sequence
 from contextlib import suppress
 from typing import Final
 
-from aiohttp import web
+from aiohttp import hdrs, web
 
 from tgbroadcast.core.domain.errors import InvalidArgument
 from tgbroadcast.core.domain.model import Broadcast
 from tgbroadcast.core.service.list_watching import Ready
 from tgbroadcast.server.auth import bot_for, visible_bots
 from tgbroadcast.server.rest import params, rendering
-from tgbroadcast.server.rest.reports import WATCHERS_KEY, sse_event, stream_events
+from tgbroadcast.server.rest.reports import (
+    WATCHERS_KEY,
+    sse_event,
+    sse_response,
+    stream_events,
+)
 from tgbroadcast.server.streams import ReadAhead, TooManyWatchers, WatchRefused, one_by_one
 
 logger = logging.getLogger(__name__)
@@ -81,6 +86,9 @@ async def watch_list(request: web.Request) -> web.StreamResponse:
         except InvalidArgument as exc:  # the query parameter is "status", repeated
             raise params.renamed(exc, (("statuses", "status"),)) from None
         assert isinstance(first, Ready)
+        if request.method == hdrs.METH_HEAD:
+            await updates.aclose()
+            return sse_response()  # its headers alone: no stream, no watcher's place
         try:
             slot = request.app[WATCHERS_KEY].acquire()
         except WatchRefused as exc:
@@ -89,13 +97,7 @@ async def watch_list(request: web.Request) -> web.StreamResponse:
     except BaseException:
         await updates.aclose()
         raise
-    response = web.StreamResponse(
-        headers={
-            "Content-Type": "text/event-stream; charset=utf-8",
-            "Cache-Control": "no-cache",
-            "X-Accel-Buffering": "no",  # nginx: pass each event on at once
-        }
-    )
+    response = sse_response()
     ahead = ReadAhead(one_by_one(updates), ahead=_AHEAD, name="sse-watch-list")
     try:
         await response.prepare(request)

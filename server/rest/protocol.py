@@ -29,8 +29,8 @@ from collections.abc import Callable
 from http import HTTPStatus
 from typing import Any, Final
 
-from aiohttp import web
-from aiohttp.http_exceptions import HttpProcessingError
+from aiohttp import compression_utils, web
+from aiohttp.http_exceptions import ContentEncodingError, HttpProcessingError
 from aiohttp.web_protocol import RequestHandler
 from aiohttp.web_request import BaseRequest
 
@@ -39,6 +39,14 @@ from tgbroadcast.server.rest import rendering
 logger = logging.getLogger(__name__)
 
 MALFORMED_DETAIL: Final = "malformed HTTP request"
+DECODED: Final = frozenset(
+    {"gzip", "deflate", "identity"}
+    | ({"br"} if compression_utils.HAS_BROTLI else set())
+    | ({"zstd"} if compression_utils.HAS_ZSTD else set())
+)
+"""Content-Encodings aiohttp decodes: br and zstd only with their packages installed (without,
+its parser refuses such a body before the app sees it: answered 415 here, not as malformed)."""
+ACCEPTED_ENCODINGS: Final = ", ".join(sorted(DECODED - {"identity"}))
 MALFORMED_LOG_INTERVAL: Final = 1.0
 """Seconds between two "malformed HTTP request" lines of the process, at least."""
 
@@ -134,14 +142,18 @@ class QuietRequestHandler(RequestHandler):
     ) -> web.StreamResponse:
         if not isinstance(exc, HttpProcessingError):
             return super().handle_error(request, status, exc, message)
-        self.malformed(request.remote, exc)
+        detail = MALFORMED_DETAIL
+        if isinstance(exc, ContentEncodingError):  # well made, in an encoding not decoded here
+            status, detail = 415, f"the Content-Encoding is not accepted: {ACCEPTED_ENCODINGS}"
+        else:
+            self.malformed(request.remote, exc)
         if request.writer.output_size > 0:  # as aiohttp: too late for an answer
             raise ConnectionError("response already started; cannot send the error")
         body = {
             "type": "about:blank",
             "title": HTTPStatus(status).phrase,
             "status": status,
-            "detail": MALFORMED_DETAIL,
+            "detail": detail,
         }
         answer = web.Response(
             status=status, text=json.dumps(body), content_type=rendering.PROBLEM_JSON

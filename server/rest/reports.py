@@ -30,7 +30,7 @@ from collections.abc import Callable, Iterable, Sequence
 from contextlib import aclosing, suppress
 from typing import Any, Final, TypeVar
 
-from aiohttp import web
+from aiohttp import hdrs, web
 
 from tgbroadcast.core.domain.errors import InvalidArgument
 from tgbroadcast.core.domain.model import BroadcastStatus, Delivery, DeliveryResult, DeliveryState
@@ -198,6 +198,8 @@ async def export_deliveries(request: web.Request) -> web.StreamResponse:
         )
         response.content_type = "text/csv"
         response.charset = "utf-8"
+        if request.method == hdrs.METH_HEAD:
+            return response  # its headers alone (aiohttp would write a streamed body to it)
         response.enable_chunked_encoding()
         await response.prepare(request)
         try:
@@ -242,6 +244,18 @@ def _recalled(update: WatchUpdate) -> bool:
 _RECALL_STATUSES: Final = frozenset({BroadcastStatus.RECALLING, BroadcastStatus.RECALLED})
 
 
+def sse_response() -> web.StreamResponse:
+    """An event stream's response, before its first event. A HEAD is answered with it as it
+    is (aiohttp would write a streamed body to a HEAD too)."""
+    return web.StreamResponse(
+        headers={
+            "Content-Type": "text/event-stream; charset=utf-8",
+            "Cache-Control": "no-cache",
+            "X-Accel-Buffering": "no",  # nginx: pass each event on at once
+        }
+    )
+
+
 def sse_event(event: str, data: dict[str, Any], *, event_id: str | None = None) -> bytes:
     """One event; ``data`` is compact JSON on one line."""
     lines = [] if event_id is None else [f"id: {event_id}"]
@@ -279,13 +293,9 @@ async def watch_events(request: web.Request) -> web.StreamResponse:
     last_event_id = request.headers.get("Last-Event-ID", "").strip()
     if last_event_id == END_EVENT_ID:
         return web.Response(status=204)
-    response = web.StreamResponse(
-        headers={
-            "Content-Type": "text/event-stream; charset=utf-8",
-            "Cache-Control": "no-cache",
-            "X-Accel-Buffering": "no",  # nginx: pass each event on at once
-        }
-    )
+    response = sse_response()
+    if request.method == hdrs.METH_HEAD:
+        return response  # its headers alone: no stream, no watcher's place
     try:
         slot = request.app[WATCHERS_KEY].acquire()
     except WatchRefused as exc:
