@@ -193,3 +193,21 @@ async def test_a_failed_start_after_grpc_started_stops_grpc(
                 pytest.fail("started although the HTTP listener could not")
     with pytest.raises(ConnectionRefusedError):
         await asyncio.open_connection("127.0.0.1", grpc_port)
+
+
+@on_sqlite
+async def test_a_grpc_port_another_server_serves_fails_the_start(
+    backend: Backend, simulator: Simulator, tmp_path: Path
+) -> None:
+    """gRPC binds with SO_REUSEPORT by default: a second server would share the port, each
+    answering half the calls with its own tokens and data. The port must be refused."""
+    async with start_stack(backend, simulator, {"TGB_SERVER_HOST": "127.0.0.1"}) as first:
+        assert first.running.api is not None
+        taken = {
+            "TGB_SERVER_HOST": "127.0.0.1",
+            "TGB_SERVER_GRPC_PORT": str(first.running.api.grpc_port),
+            "TGB_DATA_DIR": str(tmp_path / "second"),
+        }
+        with pytest.raises(ConfigError, match="server.grpc_port: cannot listen on"):
+            async with start_stack(backend, simulator, taken):
+                pytest.fail("started on the gRPC port of a running server")

@@ -469,6 +469,9 @@ async def create_server(
         options=[
             ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
             ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+            # gRPC binds with SO_REUSEPORT by default: a second server on the port would share
+            # it silently (half the calls to each); a port in use must fail the start instead.
+            ("grpc.so_reuseport", 0),
         ],
     )
     pb_grpc.add_BroadcastServiceServicer_to_server(
