@@ -77,6 +77,10 @@ def test_tls_files(tmp_path: Path) -> None:
         ({"TGB_SERVER_MAX_WATCHERS": "0"}, "server.max_watchers", "at least"),
         ({"TGB_SERVER_MAX_PENDING_RECIPIENTS": "x"}, "server.max_pending_recipients", "whole"),
         ({"TGB_SERVER_SHUTDOWN_GRACE": "0"}, "server.shutdown_grace", "at least"),
+        ({"TGB_SERVER_SHUTDOWN_GRACE": "inf"}, "server.shutdown_grace", "finite"),
+        ({"TGB_SERVER_REQUESTS_PER_SECOND": "inf"}, "server.requests_per_second", "finite"),
+        ({"TGB_NATS_ACK_WAIT": "1e400"}, "nats.ack_wait", "finite"),
+        ({"TGB_TELEGRAM_RATE_LIMIT": "Infinity"}, "telegram.rate_limit", "finite"),
         (
             {"TGB_SERVER_PORT": "9000", "TGB_SERVER_GRPC_PORT": "9000"},
             "server.grpc_port",

@@ -5,6 +5,7 @@ variables, each value validated, a bad one failing with a
 from __future__ import annotations
 
 import ipaddress
+import math
 import re
 from collections.abc import Mapping
 from pathlib import Path
@@ -366,6 +367,8 @@ def _number(value: Any, key: str, *, low: float) -> float:
         raise ConfigError(key, f"must be a number, not {value!r}") from None
     if not number >= low:
         raise ConfigError(key, f"must be at least {low}, not {number}")
+    if not math.isfinite(number):  # inf, or a literal beyond a float (1e400)
+        raise ConfigError(key, f"must be a finite number, not {value!r}")
     return number
 
 
