@@ -14,7 +14,11 @@ Guarantees:
 * When start-up fails (port taken, store locked, bad binary), ``NatsServerError`` is raised
   with the tail of the server's log, and no process is left behind.
 * On exit, also when the surrounding task is cancelled, the process is stopped (SIGTERM, then
-  SIGKILL after ``stop_timeout``) and reaped; ``url_file`` is removed.
+  SIGKILL after ``stop_timeout``) and reaped; ``url_file`` is removed (its URL kept beside it
+  as ``<url_file>.last``).
+* A restart on the same ``url_file`` listens on the port of the last run when it is free, after
+  a clean stop as after a crash: workers started beside the server (which found it through
+  ``url_file`` once) reconnect to the same address by themselves.
 """
 
 from __future__ import annotations
@@ -235,7 +239,8 @@ class EmbeddedNatsServer:
         """Stop and reap the process; remove the url file. Safe to call more than once."""
         self._url = None
         if self._url_file is not None:
-            self._url_file.unlink(missing_ok=True)
+            with contextlib.suppress(OSError):  # the port for the next run (_previous_port)
+                os.replace(self._url_file, _last(self._url_file))
         process = self._process
         if process is None or process.returncode is not None:
             return
@@ -292,14 +297,24 @@ def _write_atomically(path: Path, text: str) -> None:
     os.replace(tmp, path)
 
 
+def _last(url_file: Path) -> Path:
+    """Where a stopped server leaves its URL for the next run's port."""
+    return url_file.with_name(url_file.name + ".last")
+
+
 def _previous_port(url_file: Path | None, host: str) -> int | None:
-    """The port of the last run (from its URL file) when it is free again, so that workers
-    started beside a restarted server reconnect to the same address."""
+    """The port of the last run (from its URL file, or the one it left when it stopped) when
+    it is free again, so that workers started beside a restarted server reconnect to the same
+    address."""
     if url_file is None:
         return None
-    try:
-        port = int(url_file.read_text(encoding="utf-8").strip().rsplit(":", 1)[1])
-    except (OSError, ValueError, IndexError):
+    for path in (url_file, _last(url_file)):  # a crashed run's, else a stopped one's
+        try:
+            port = int(path.read_text(encoding="utf-8").strip().rsplit(":", 1)[1])
+            break
+        except (OSError, ValueError, IndexError):
+            continue
+    else:
         return None
     with socket.socket() as probe:
         # As nats-server binds: TIME_WAIT connections of the last run do not hold the port.

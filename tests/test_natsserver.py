@@ -54,6 +54,9 @@ async def test_starts_with_jetstream_and_stops_without_leftovers(
     assert not url_file.exists()
     assert _process_gone(pid)
     assert not listening(_host_port(url))
+    # Started again after a clean stop: the same port, where workers beside it reconnect.
+    async with EmbeddedNatsServer(store_dir=store, url_file=url_file) as again:
+        assert again.url == url
     captured = capfd.readouterr()
     assert "nats-server" not in captured.out + captured.err  # its log went to the file
     with pytest.raises(RuntimeError):
