@@ -4,13 +4,16 @@ field is not repeated; a client hanging up mid-body is its own doing, not the ba
 from __future__ import annotations
 
 import asyncio
+import io
 import json
 import logging
 
+import aiohttp
 import grpc
 import pytest
 from aiohttp import compression_utils
 
+from tests.fixtures.environ import API_TOKEN
 from tests.fixtures.grpc_details import bad_request
 from tests.fixtures.nats import wait_until
 from tests.fixtures.stack import Stack
@@ -173,3 +176,16 @@ async def test_a_head_of_a_stream_is_its_headers_alone(open_stack: Stack) -> Non
         assert answer.headers["content-type"].encode().startswith(kind), path
         assert answer.body.startswith(b"HTTP/1.1 200 OK\r\n"), (path, answer.body[:80])
         assert b'"broadcast_id"' in answer.body, path
+
+
+async def test_an_import_line_longer_than_the_read_buffer_is_named(open_stack: Stack) -> None:
+    """Not "the request body is malformed": the line, and that it is too long."""
+    body = io.BytesIO(b"id,username\n1,a\n7," + b"x" * (2 * 1024 * 1024) + b"\n")
+    headers = {"Authorization": f"Bearer {API_TOKEN}", "Content-Type": "text/csv"}
+    async with (
+        aiohttp.ClientSession() as session,
+        session.post(f"{open_stack.http_url}/v1/users/import", data=body, headers=headers) as r,
+    ):
+        problem = await r.json(content_type=None)
+    assert r.status == 400, problem
+    assert [(e["field"], e["message"]) for e in problem["errors"]] == [("line 3", "is too long")]

@@ -23,6 +23,7 @@ from http import HTTPStatus
 from typing import Any
 
 from aiohttp import web
+from aiohttp.http_exceptions import LineTooLong
 from pydantic import BaseModel, ConfigDict
 
 from tgbroadcast.core.domain.errors import ImportRefused, InvalidArgument
@@ -160,7 +161,8 @@ async def _lines(request: web.Request) -> AsyncIterator[bytes]:
     while True:
         try:
             line = await request.content.readline()
-        except ValueError:  # a line longer than aiohttp's read buffer
+        except (ValueError, LineTooLong):  # longer than aiohttp's read buffer (its releases
+            # differ in what they raise)
             raise InvalidArgument.single(f"line {number + 1}", "is too long") from None
         if not line:
             return
