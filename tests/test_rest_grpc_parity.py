@@ -210,3 +210,27 @@ def test_rest_bodies_take_the_proto_request_fields(
     message: Any, model: type[BaseModel], elsewhere: set[str]
 ) -> None:
     assert set(message.DESCRIPTOR.fields_by_name) - elsewhere == set(model.model_fields)
+
+
+async def test_a_previews_message_fields_are_named_under_message(small_stack: Stack) -> None:
+    """Every refusal of a preview's message names its field under ``message.``: its bot
+    and an album item's data too, as its text's."""
+    stack = small_stack
+    for body, field in (
+        ({"message": "hi", "bot": "nobody"}, "message.bot"),
+        (
+            {"media_type": "album", "album": [{"media_type": "photo", "media_data": "!!"}] * 2},
+            "message.album[0].media_data",
+        ),
+    ):
+        status, _, problem = await send_raw(
+            stack, json.dumps({"message": body, "user_id": 1}).encode(), path="/v1/preview"
+        )
+        assert status == 400, (body, problem)
+        assert field in {e["field"] for e in problem["errors"]}, problem
+    async with stack.stub() as stub:
+        request = pb.PreviewMessageRequest(message=as_proto({"message": "hi"}), user_id=1)
+        request.message.bot = "nobody"
+        with pytest.raises(grpc.aio.AioRpcError) as raised:
+            await stub.PreviewMessage(request, metadata=stack.metadata)
+    assert list(bad_request(raised.value)) == ["message.bot"]

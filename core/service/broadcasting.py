@@ -292,11 +292,11 @@ class BroadcastingService(LifecycleOperations):
                 raise InvalidArgument.single("message", "give a message, or a broadcast_id")
             try:
                 content, variants = validate_content(request)
+                await require_known(self._bots, bot)
             except InvalidArgument as exc:  # the request's field is "message": paths start there
                 raise InvalidArgument(
                     FieldViolation(f"message.{v.field}", v.description) for v in exc.violations
                 ) from None
-            await require_known(self._bots, bot)
         found = await self._store.profiles([user_id], bot=bot)
         if user_id not in found:
             of_bot = "" if bot == DEFAULT_BOT else f" of bot {bot!r}"

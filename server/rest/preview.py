@@ -38,6 +38,7 @@ async def preview_message(request: web.Request) -> web.Response:
             raise InvalidArgument(params.violations(exc, prefix="message.")) from None
         try:
             variants = content.variant_inputs(message.variants)
+            fields = content.send_fields(message)
         except InvalidArgument as exc:
             raise InvalidArgument(
                 FieldViolation(f"message.{v.field}", v.description) for v in exc.violations
@@ -48,7 +49,7 @@ async def preview_message(request: web.Request) -> web.Response:
             media_url=message.media_url or "",
             allow_paid_broadcast=message.allow_paid_broadcast,
             variants=variants,
-            **content.send_fields(message),
+            **fields,
         )
         bot = bot_for(message.bot or "")
     rendered = await params.service(request).preview_message(
