@@ -208,6 +208,6 @@ async def test_a_grpc_port_another_server_serves_fails_the_start(
             "TGB_SERVER_GRPC_PORT": str(first.running.api.grpc_port),
             "TGB_DATA_DIR": str(tmp_path / "second"),
         }
-        with pytest.raises(ConfigError, match="server.grpc_port: cannot listen on"):
+        with pytest.raises(ConfigError, match=r"server\.grpc_port: cannot listen on"):
             async with start_stack(backend, simulator, taken):
                 pytest.fail("started on the gRPC port of a running server")
