@@ -17,6 +17,11 @@ Guarantees:
   with capped backoff until it succeeds or the worker is stopped. If the process dies first,
   the job is redelivered and the unrecorded recipients are sent again — the duplicate bound
   stated in docs/design.md#delivery-guarantees.
+* The events of a commit are published (in commit order, by a task of their own) before the
+  next commit begins — the outcomes arriving meanwhile make its batch — except while their
+  publishing fails: then later outcomes are still committed, so a worker stopped during a
+  NATS outage leaves them recorded (its jobs, unacked, are redelivered, send nothing twice
+  and publish those events again) instead of sending them once more.
 """
 
 from __future__ import annotations
@@ -34,7 +39,7 @@ from tgbroadcast.core.domain.access import DEFAULT_BOT
 from tgbroadcast.core.domain.model import DeliveryResult
 from tgbroadcast.core.metrics import Metrics
 from tgbroadcast.core.queue import Change, ChangeKind, Event, FinishedEvent, Queue, ResultEvent
-from tgbroadcast.core.store import Store
+from tgbroadcast.core.store import Recorded, Store
 from tgbroadcast.core.tasks import cancel_and_wait
 
 logger = logging.getLogger(__name__)
@@ -65,9 +70,20 @@ class ResultRecorder(AbstractAsyncContextManager["ResultRecorder"]):
         self._waiting: list[tuple[DeliveryResult, asyncio.Future[None]]] = []
         self._wakeup = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
+        self._written: asyncio.Queue[tuple[Recorded, list[asyncio.Future[None]]]] = asyncio.Queue()
+        """Commits whose events are still to publish, in commit order, with their callers."""
+        self._announcer: asyncio.Task[None] | None = None
+        self._announcing: tuple[Recorded, list[asyncio.Future[None]]] | None = None
+        """The commit whose events are being published."""
+        self._may_write = asyncio.Event()
+        """Set when the next commit may begin: every commit's events are published, or their
+        publishing is failing (``_stalled``)."""
+        self._may_write.set()
+        self._stalled = False
 
     async def __aenter__(self) -> ResultRecorder:
         self._task = asyncio.create_task(self._run(), name="result-recorder")
+        self._announcer = asyncio.create_task(self._announce_all(), name="result-announcer")
         return self
 
     async def __aexit__(
@@ -76,8 +92,13 @@ class ResultRecorder(AbstractAsyncContextManager["ResultRecorder"]):
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        await cancel_and_wait(self._task)
-        for _, future in self._waiting:
+        await cancel_and_wait(self._task, self._announcer)
+        futures = [future for _, future in self._waiting]
+        if self._announcing is not None:
+            futures += self._announcing[1]
+        while not self._written.empty():
+            futures += self._written.get_nowait()[1]
+        for future in futures:
             if not future.done():
                 future.set_exception(RuntimeError("recorder stopped"))
         self._waiting.clear()
@@ -98,16 +119,32 @@ class ResultRecorder(AbstractAsyncContextManager["ResultRecorder"]):
             while self._waiting:
                 batch = self._waiting[: self._max_batch]
                 del self._waiting[: self._max_batch]
-                await self._commit([result for result, _ in batch])
-                for _, future in batch:
-                    if not future.done():
-                        future.set_result(None)
+                await self._may_write.wait()
+                recorded = await self._write([result for result, _ in batch])
+                self._written.put_nowait((recorded, [future for _, future in batch]))
+                if not self._stalled:
+                    self._may_write.clear()
 
-    async def _commit(self, results: list[DeliveryResult]) -> None:
+    async def _announce_all(self) -> None:
+        """Publish each commit's events, in commit order; then its callers return."""
+        while True:
+            recorded, futures = self._announcing = await self._written.get()
+            await self._announce(recorded)
+            for future in futures:
+                if not future.done():
+                    future.set_result(None)
+            self._announcing = None
+            if self._written.empty():
+                self._may_write.set()
+
+    async def _write(self, results: list[DeliveryResult]) -> Recorded:
         recorded = await self._retrying("record outcomes", self._store.record_results, results)
         outcomes = Counter(result.state.value for result in recorded.recorded)
         for outcome, count in outcomes.items():
             self._metrics.messages.labels(outcome=outcome, bot=self._bot).inc(count)
+        return recorded
+
+    async def _announce(self, recorded: Recorded) -> None:
         events: list[Event] = [
             ResultEvent(result=result, ordinal=ordinal)
             for result, ordinal in zip(recorded.recorded, recorded.ordinals, strict=True)
@@ -117,7 +154,10 @@ class ResultRecorder(AbstractAsyncContextManager["ResultRecorder"]):
             for broadcast in recorded.finished
         ]
         if events:
-            await self._retrying("publish events", self._queue.publish_events, events)
+            await self._retrying(
+                "publish events", self._queue.publish_events, events, on_failure=self._stall
+            )
+            self._stalled = False
         # List watchers: the finished broadcasts moved; the others' counters did (at most one
         # notice per broadcast per commit; the API servers read each at a bounded rate).
         finished = {broadcast.id for broadcast in recorded.finished}
@@ -138,7 +178,19 @@ class ResultRecorder(AbstractAsyncContextManager["ResultRecorder"]):
                 },
             )
 
-    async def _retrying(self, what: str, call: Callable[[A], Awaitable[T]], arg: A) -> T:
+    def _stall(self) -> None:
+        """The events' publishing failed: commits go on without waiting for it."""
+        self._stalled = True
+        self._may_write.set()
+
+    async def _retrying(
+        self,
+        what: str,
+        call: Callable[[A], Awaitable[T]],
+        arg: A,
+        *,
+        on_failure: Callable[[], None] | None = None,
+    ) -> T:
         delay = self._retry_delay
         while True:
             try:
@@ -146,6 +198,8 @@ class ResultRecorder(AbstractAsyncContextManager["ResultRecorder"]):
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
+                if on_failure is not None:
+                    on_failure()
                 logger.warning(
                     "%s failed; retrying",
                     what,
