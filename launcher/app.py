@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING
 
 from tgbroadcast.core.bots.directory import BotDirectory
 from tgbroadcast.core.config import Settings
-from tgbroadcast.core.domain.errors import ConfigError
+from tgbroadcast.core.domain.errors import BACKEND_UNAVAILABLE, ConfigError
 from tgbroadcast.core.health import Readiness
 from tgbroadcast.core.metrics import Metrics
 from tgbroadcast.core.queue import NatsAccess, Queue
@@ -34,6 +34,8 @@ logger = logging.getLogger(__name__)
 
 EMBEDDED_WAIT = 30.0
 """Seconds a worker without ``nats.url`` waits for the server's embedded nats-server."""
+DATABASE_RETRY = 1.0
+"""Seconds between two attempts to reach the database at start-up."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -85,7 +87,7 @@ async def open_backends(settings: Settings, *, embed_nats: bool) -> AsyncIterato
         store = await stack.enter_async_context(
             Store.open(settings.database.url, settings.database)
         )
-        await store.migrate()
+        await _migrated(store)
         bots = BotDirectory(settings, store)
         await bots.refresh()
         queue = await stack.enter_async_context(
@@ -113,6 +115,22 @@ def _nats_access(settings: Settings) -> NatsAccess:
         tls_cert_file=nats.tls_cert_file,
         tls_key_file=nats.tls_key_file,
     )
+
+
+async def _migrated(store: Store) -> None:
+    """Migrate the schema, waiting (retrying every second, a warning each time) while the
+    database cannot be reached, as the queue waits for NATS: a service started beside its
+    database, or during its outage, comes up once it answers. Other failures are raised."""
+    while True:
+        try:
+            await store.migrate()
+            return
+        except BACKEND_UNAVAILABLE as exc:
+            logger.warning(
+                "the database cannot be reached; retrying every second",
+                extra={"error": f"{type(exc).__name__}: {exc}"[:300]},
+            )
+        await asyncio.sleep(DATABASE_RETRY)
 
 
 async def _embedded_url(settings: Settings, *, wait: float = EMBEDDED_WAIT) -> str:

@@ -132,6 +132,37 @@ async def test_an_unreachable_database_fails_readiness_until_it_returns(
             await wait_until(lambda: grpc_says(stack, SERVING))
 
 
+@pytest.mark.postgres
+@pytest.mark.parametrize("backend", ["postgres"], indirect=True)
+async def test_a_database_unreachable_at_start_up_is_waited_for(
+    backend: Backend, simulator: Simulator, caplog: pytest.LogCaptureFixture
+) -> None:
+    """As NATS is: the start retries every second with a warning, then goes on once the
+    database answers (it ended in a traceback)."""
+    waiting = "the database cannot be reached; retrying every second"
+    async with Forwarder(*POSTGRES_ADDR) as forwarder:
+        forwarder.cut()
+        dsn = forwarder.rewrite(backend.environ["TGB_DATABASE_DSN"])
+        started = asyncio.Event()
+
+        async def start() -> None:
+            async with start_stack(backend, simulator, {"TGB_DATABASE_DSN": dsn}) as stack:
+                assert await ready(stack)
+                started.set()
+
+        starting = asyncio.create_task(start())
+
+        async def warned() -> bool:
+            assert not starting.done(), starting
+            return any(r.getMessage() == waiting for r in caplog.records)
+
+        await wait_until(warned)
+        assert not started.is_set()
+        forwarder.restore()
+        await starting
+        assert started.is_set()
+
+
 async def test_an_unreachable_nats_fails_readiness_until_it_returns(
     simulator: Simulator, tmp_path: Path
 ) -> None:
