@@ -210,9 +210,12 @@ class ServerCertificates:
         context.load_cert_chain(self.cert_file, self.key_file, password=self._no_passphrase)
         if client_ca is None:
             context.verify_mode = ssl.CERT_NONE
-        else:
+            return context
+        try:
             context.load_verify_locations(cadata=client_ca.decode("ascii"))
-            context.verify_mode = ssl.CERT_REQUIRED
+        except (ssl.SSLError, OSError, UnicodeDecodeError, ValueError) as exc:
+            raise _Unloadable(_reason(exc), "server.tls_client_ca_file") from None
+        context.verify_mode = ssl.CERT_REQUIRED
         return context
 
     def _no_passphrase(self) -> str:
@@ -236,5 +239,6 @@ def _reason(exc: BaseException) -> str:
     if isinstance(exc, ssl.SSLError) and exc.reason:
         return str(exc.reason)
     if isinstance(exc, OSError):
-        return f"{exc.strerror or exc.__class__.__name__}: {exc.filename}"
+        what = exc.strerror or exc.__class__.__name__
+        return what if exc.filename is None else f"{what}: {exc.filename}"
     return exc.__class__.__name__

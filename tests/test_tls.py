@@ -235,6 +235,13 @@ def test_files_that_do_not_load_at_start_are_a_config_error(pki: Pki) -> None:
         ServerCertificates(pki.server.cert_file, pki.client.key_file)
     with pytest.raises(ConfigError, match="No such file"):
         ServerCertificates(pki.folder / "missing.crt", pki.server.key_file)
+    # A client CA that is no certificate is named as such (it was named tls_cert_file).
+    not_a_ca = pki.folder / "not-a-ca.pem"
+    not_a_ca.write_text("-----BEGIN CERTIFICATE-----\nnonsense\n-----END CERTIFICATE-----\n")
+    with pytest.raises(ConfigError) as raised:
+        ServerCertificates(pki.server.cert_file, pki.server.key_file, not_a_ca)
+    assert raised.value.key == "server.tls_client_ca_file"
+    assert "None" not in str(raised.value)
 
 
 def encrypted_key(leaf: trustme.LeafCert) -> bytes:
