@@ -40,7 +40,7 @@ import tgbroadcast.core.tracing as tracing
 from tgbroadcast.core.bots.sealing import Sealer
 from tgbroadcast.core.config import Settings, load_settings
 from tgbroadcast.core.config.settings import LOG_LEVELS
-from tgbroadcast.core.domain.errors import ConfigError
+from tgbroadcast.core.domain.errors import ConfigError, NatsServerError
 from tgbroadcast.core.logs import configure_logging
 from tgbroadcast.core.store import Store
 from tgbroadcast.launcher import heap
@@ -111,6 +111,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as exc:
         logger.error("configuration error", extra={"error": str(exc)})
         return 2
+    except NatsServerError as exc:  # its store in use by another process, its port taken...
+        logger.error("the embedded nats-server cannot start", extra={"error": str(exc)})
+        return 1
     finally:
         if traces is not None:
             traces.shutdown()  # exports the spans still buffered

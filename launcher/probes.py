@@ -19,6 +19,7 @@ from typing import Final
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST
 
+from tgbroadcast.core.domain.errors import ConfigError
 from tgbroadcast.core.health import Readiness
 from tgbroadcast.core.metrics import Metrics
 from tgbroadcast.server.rest import health
@@ -48,7 +49,13 @@ async def serving_probes(app: web.Application, *, host: str, port: int) -> Async
     await runner.setup()
     try:
         site = web.TCPSite(runner, host, port)
-        await site.start()
+        try:
+            await site.start()
+        except OSError as exc:  # as the API's ports: the key, not a traceback
+            where = f"{host}:{port}"
+            raise ConfigError(
+                "worker.metrics_port", f"cannot listen on {where}: {exc.strerror or exc}"
+            ) from None
         yield int(runner.addresses[0][1])
     finally:
         await runner.cleanup()

@@ -100,6 +100,25 @@ async def test_separate_server_and_worker_processes(tmp_path: Path, simulator: S
         [python, "-m", "tgbroadcast.launcher", "server"], environ, tmp_path, "server"
     ) as server:
         await wait_healthy(server, f"http://127.0.0.1:{environ['TGB_SERVER_PORT']}")
+        # Mistakes beside it end with one line naming them, not a traceback: a worker whose
+        # metrics port is taken, a second server on the same data_dir (its NATS store).
+        with socket.socket() as taken:
+            taken.bind(("127.0.0.1", 0))
+            taken.listen()
+            busy = {**environ, "TGB_WORKER_METRICS_PORT": str(taken.getsockname()[1])}
+            worker_args = [python, "-m", "tgbroadcast.launcher", "worker"]
+            async with spawn(worker_args, busy, tmp_path, "busy") as refused:
+                assert await refused.proc.wait() == 2, refused.log()
+        assert "worker.metrics_port: cannot listen on" in refused.log()
+        second = {**environ, "TGB_SERVER_PORT": str(free_port())}
+        second["TGB_SERVER_GRPC_PORT"] = str(free_port())
+        server_args = [python, "-m", "tgbroadcast.launcher", "server"]
+        async with spawn(server_args, second, tmp_path, "second") as twin:
+            assert await twin.proc.wait() == 1, twin.log()
+        assert "the embedded nats-server cannot start" in twin.log()
+        assert "is in use by another embedded nats-server" in twin.log()
+        for log in (refused.log(), twin.log()):
+            assert "Traceback" not in log, log
         metrics_port = free_port()
         worker_environ = {**environ, "TGB_WORKER_METRICS_PORT": str(metrics_port)}
         async with spawn(
