@@ -94,7 +94,15 @@ async def test_sse_resumes_after_the_last_event_while_running_and_after_the_end(
                 assert counted(rest[0]) == cut + 2
         assert await events(stack, broadcast_id, "end") == (204, [])
         # Not a cursor (an old position number), or not one of this broadcast: from the first.
-        for unreadable in ("17", "u9999999999999999999.0.0", "s1.9999999999999999999.0", "s5.40.0"):
+        # (A stream sequence past the stream's end, with counters that fit, waited for events
+        # that never come.)
+        beyond = ("s99999999.1.0",)
+        for unreadable in (
+            "17",
+            "u9999999999999999999.0.0",
+            "s1.9999999999999999999.0",
+            "s5.40.0",
+        ) + beyond:
             _, fresh = await events(stack, broadcast_id, unreadable)
             assert users(fresh) == RECIPIENTS, unreadable
 

@@ -468,10 +468,11 @@ class BroadcastingService(LifecycleOperations):
     ) -> AsyncGenerator[list[WatchUpdate], None]:
         """Every outcome of the broadcast once, then a closing update with the final status,
         in batches (:func:`.watching.watch`); ``after``: a cursor of an earlier update to
-        resume after (one that cannot be read, or not of this broadcast, starts from the
-        first outcome); ``from_now`` (without ``after``): a ``status`` update with the
-        broadcast's status, counters and outcome counts now, then only the outcomes recorded
-        from now on, the counters going on from those (:meth:`.cursors.Cursor.now`).
+        resume after (one that cannot be read, or not of this broadcast — counting more than
+        it has, or past the events stream's end — starts from the first outcome);
+        ``from_now`` (without ``after``): a ``status`` update with the broadcast's status,
+        counters and outcome counts now, then only the outcomes recorded from now on, the
+        counters going on from those (:meth:`.cursors.Cursor.now`).
         ``on_floor``: told before the first update the floor the watch leaves outcomes out
         within (:mod:`.cursors`: a watch from now's, or that of the stream cursor it resumes
         after), which a transport adds to every cursor it spells of the shared updates.
@@ -481,6 +482,12 @@ class BroadcastingService(LifecycleOperations):
         ``visible``."""
         broadcast = await self.watchable(broadcast_id, visible=visible)
         cursor = watching.of_broadcast(Cursor.parse(after) if after else None, broadcast)
+        if (
+            cursor is not None
+            and cursor.kind == "s"
+            and cursor.seq >= await self._queue.events_end()
+        ):
+            cursor = None  # past the stream's end: made up, or of a stream since lost
         if from_now and not after:
             end = await self._queue.events_end()
             broadcast = await self._store.get_broadcast(broadcast_id)  # counters after the end
