@@ -30,6 +30,7 @@ from sqlalchemy.pool import NullPool
 from tests.fixtures.databases import ADMIN_DATABASE, postgres_admin, temporary_database
 from tests.fixtures.nats import wait_until
 from tests.fixtures.pgbouncer import running_pgbouncer
+from tests.fixtures.services import free_port
 from tgbroadcast.core.domain.errors import BACKEND_UNAVAILABLE
 from tgbroadcast.core.domain.model import BroadcastStatus, Content, NewBroadcast
 from tgbroadcast.core.store import Store
@@ -406,3 +407,19 @@ async def test_statement_timeout_without_pgbouncer_true_is_refused_by_pgbouncer(
         with pytest.raises(DBAPIError, match="unsupported startup parameter"):
             async with engine.connect() as connection:
                 await connection.execute(text("SELECT 1"))
+
+
+@pytest.mark.parametrize("backend", SERVERS)
+async def test_a_refused_connection_counts_as_a_database_error(
+    backend: str, tmp_path: Path
+) -> None:
+    """tgb_database_errors_total rises during an outage (the runbook's sign): a connection
+    the database refuses is an error too, though it reaches no statement's error handler."""
+    async with temporary_database(backend, tmp_path) as url:
+        dead = make_url(url).set(host="127.0.0.1", port=free_port())
+        async with Store.open(dead.render_as_string(hide_password=False)) as store:
+            errors: list[None] = []
+            store.on_error(lambda: errors.append(None))
+            with pytest.raises(BACKEND_UNAVAILABLE):
+                await store.get_broadcast(1)
+            assert len(errors) == 1

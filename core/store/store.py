@@ -34,7 +34,7 @@ import logging
 import random
 from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Sequence
 from datetime import UTC, datetime, timedelta
-from typing import Final, TypeVar
+from typing import Any, Final, TypeVar
 
 from sqlalchemy import event, text
 from sqlalchemy.engine import ExceptionContext
@@ -168,7 +168,8 @@ class Store(
         """``callback()`` at every error the database raises for this store's calls (metrics):
         lost connections, timeouts, deadlocks, ...; not the constraint violations the store
         answers itself (a taken idempotency key), nor :meth:`ping`'s, nor a pooled connection
-        found stale by its pre-ping (replaced at once; a database restart leaves many)."""
+        found stale by its pre-ping (replaced at once; a database restart leaves many); a new
+        connection the database refuses counts too."""
 
         def handle_error(context: ExceptionContext) -> None:
             if context.is_pre_ping:
@@ -176,7 +177,18 @@ class Store(
             if not isinstance(context.sqlalchemy_exception, IntegrityError):
                 callback()
 
+        def do_connect(dialect: Any, record: Any, cargs: Any, cparams: Any) -> Any:
+            # A connection the database refuses as a socket error (asyncpg's OSError) reaches
+            # no handle_error; the driver's own errors (asyncmy's) do.
+            try:
+                return dialect.connect(*cargs, **cparams)
+            except Exception as exc:
+                if not isinstance(exc, dialect.loaded_dbapi.Error):
+                    callback()
+                raise
+
         event.listen(self._engine.sync_engine, "handle_error", handle_error)
+        event.listen(self._engine.sync_engine, "do_connect", do_connect)
 
     async def close(self) -> None:
         """Close the connections of the pool and of :meth:`ping`."""
