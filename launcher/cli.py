@@ -88,13 +88,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     configure_logging(
         level=args.log_level or settings.log.level,
         format=settings.log.format,
-        secrets=(
-            settings.telegram.token,
-            settings.nats.password,
-            *(t.token for t in settings.server.api_tokens),
-            *(bot.token for bot in settings.bots),
-            *settings.server.secret_keys,
-        ),
+        secrets=settings.secrets(),
     )
     traces = None
     try:

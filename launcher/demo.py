@@ -36,6 +36,7 @@ async def demo(simulator_port: int) -> None:
             "TGB_TELEGRAM_API_URL": simulator.api_url,
         }
         settings = load_settings(None, environ=environ)
+        configure_logging(level="INFO", secrets=settings.secrets())  # TGB_* may add some
         async with running_service(settings, api=True, workers=1) as running:
             assert running.api is not None
             http = f"http://{settings.server.host}:{running.api.http_port}"

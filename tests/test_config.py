@@ -102,6 +102,20 @@ def test_secrets_stay_out_of_repr(tmp_path: Path) -> None:
     assert "api-token-0123456789" not in text
 
 
+def test_every_secret_is_given_to_the_logs_to_mask(tmp_path: Path) -> None:
+    """What the command line and ``make demo`` hand ``configure_logging``."""
+    environ = {
+        "TGB_TELEGRAM_TOKEN": BOT_TOKEN,
+        "TGB_SERVER_API_TOKENS": "api-token-0123456789,second-token-012345678",
+        "TGB_NATS_USER": "broadcaster",
+        "TGB_NATS_PASSWORD": "nats-password",
+        "TGB_SERVER_SECRET_KEY": "secret-key-0123456789abcdefghijklmnopq",
+    }
+    secrets = load_settings(None, environ=environ, base_dir=tmp_path).secrets()
+    expected = {BOT_TOKEN, "nats-password", "secret-key-0123456789abcdefghijklmnopq"}
+    assert expected | {"api-token-0123456789", "second-token-012345678"} <= set(secrets)
+
+
 def test_database_pool_settings_from_file_and_environment(tmp_path: Path) -> None:
     path = write(
         tmp_path,

@@ -221,6 +221,17 @@ class Settings:
         """Where the embedded nats-server's URL is written for workers on this machine."""
         return self.data_dir / "nats" / "url"
 
+    def secrets(self) -> tuple[str, ...]:
+        """Every secret of the settings, for the logs to mask: bot and API tokens, the NATS
+        password, the keys bots' tokens are sealed with."""
+        return (
+            self.telegram.token,
+            self.nats.password,
+            *(t.token for t in self.server.api_tokens),
+            *(bot.token for bot in self.bots),
+            *self.server.secret_keys,
+        )
+
     def require_api_tokens(self) -> tuple[ApiToken, ...]:
         if not self.server.api_tokens:
             raise ConfigError(
