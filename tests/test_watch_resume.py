@@ -96,13 +96,14 @@ async def test_sse_resumes_after_the_last_event_while_running_and_after_the_end(
         # Not a cursor (an old position number), or not one of this broadcast: from the first.
         # (A stream sequence past the stream's end, with counters that fit, waited for events
         # that never come.)
-        beyond = ("s99999999.1.0",)
+        past_the_end = "s99999999.1.0"
         for unreadable in (
             "17",
             "u9999999999999999999.0.0",
             "s1.9999999999999999999.0",
             "s5.40.0",
-        ) + beyond:
+            past_the_end,
+        ):
             _, fresh = await events(stack, broadcast_id, unreadable)
             assert users(fresh) == RECIPIENTS, unreadable
 
