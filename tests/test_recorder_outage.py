@@ -95,6 +95,23 @@ async def test_outcomes_are_committed_while_their_events_cannot_be_published() -
             await task
 
 
+async def test_outcomes_arriving_while_events_are_published_make_one_batch() -> None:
+    """One a turn of the loop (as sends finish): the next commit takes them all, not the first
+    alone."""
+    sql, nats = Sql(), Nats()
+    nats.up = True
+    nats.held.clear()
+    async with recorder(sql, nats) as recording:
+        calls = [asyncio.create_task(recording.record(outcome(1)))]
+        await sql.committed.wait()
+        for user_id in range(2, 8):
+            calls.append(asyncio.create_task(recording.record(outcome(user_id))))
+            await asyncio.sleep(0)
+        nats.held.set()
+        await asyncio.gather(*calls)
+    assert sql.commits == [[1], [2, 3, 4, 5, 6, 7]]
+
+
 async def test_a_commit_waits_for_the_last_ones_events() -> None:
     sql, nats = Sql(), Nats()
     nats.up = True

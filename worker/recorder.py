@@ -20,8 +20,11 @@ Guarantees:
 * The events of a commit are published (in commit order, by a task of their own) before the
   next commit begins — the outcomes arriving meanwhile make its batch — except while their
   publishing fails: then later outcomes are still committed, so a worker stopped during a
-  NATS outage leaves them recorded (its jobs, unacked, are redelivered, send nothing twice
-  and publish those events again) instead of sending them once more.
+  NATS outage leaves them recorded (its jobs, unacked, are redelivered and send nothing
+  twice) instead of sending them once more. The redelivered job publishes again the events
+  of outcomes recorded in the last ``REPUBLISH_WITHIN`` (9 minutes: JetStream's window for
+  dropping duplicates); after a longer outage, the watchers of such a broadcast miss those
+  events (a watch closes with its database counters, logging them missing).
 """
 
 from __future__ import annotations
@@ -75,6 +78,8 @@ class ResultRecorder(AbstractAsyncContextManager["ResultRecorder"]):
         self._announcer: asyncio.Task[None] | None = None
         self._announcing: tuple[Recorded, list[asyncio.Future[None]]] | None = None
         """The commit whose events are being published."""
+        self._writing: list[tuple[DeliveryResult, asyncio.Future[None]]] = []
+        """The batch being committed."""
         self._may_write = asyncio.Event()
         """Set when the next commit may begin: every commit's events are published, or their
         publishing is failing (``_stalled``)."""
@@ -93,7 +98,7 @@ class ResultRecorder(AbstractAsyncContextManager["ResultRecorder"]):
         tb: TracebackType | None,
     ) -> None:
         await cancel_and_wait(self._task, self._announcer)
-        futures = [future for _, future in self._waiting]
+        futures = [future for _, future in self._writing + self._waiting]
         if self._announcing is not None:
             futures += self._announcing[1]
         while not self._written.empty():
@@ -117,11 +122,12 @@ class ResultRecorder(AbstractAsyncContextManager["ResultRecorder"]):
                 continue
             self._wakeup.clear()
             while self._waiting:
-                batch = self._waiting[: self._max_batch]
+                await self._may_write.wait()  # the batch: what arrived until then
+                batch = self._writing = self._waiting[: self._max_batch]
                 del self._waiting[: self._max_batch]
-                await self._may_write.wait()
                 recorded = await self._write([result for result, _ in batch])
                 self._written.put_nowait((recorded, [future for _, future in batch]))
+                self._writing = []
                 if not self._stalled:
                     self._may_write.clear()
 
