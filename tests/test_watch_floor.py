@@ -16,7 +16,7 @@ import pytest
 from tgbroadcast.core.domain.model import BroadcastStatus, DeliveryResult, DeliveryState
 from tgbroadcast.core.service.broadcasting import BroadcastingService
 from tgbroadcast.core.service.cursors import Floor
-from tgbroadcast.core.service.watching import STATUS_KIND, WatchUpdate
+from tgbroadcast.core.service.watch_updates import STATUS_KIND, WatchUpdate
 from tgbroadcast.server.grpc import messages
 from tgbroadcast.server.grpc.watch import watch_broadcast
 from tgbroadcast.server.streams import Watchers

@@ -32,11 +32,11 @@ from tgbroadcast.core.metrics import Metrics
 from tgbroadcast.core.queue import EditEvent, RecallEvent, decode_event, encode_event
 from tgbroadcast.core.queue.jetstream import Queue
 from tgbroadcast.core.queue.watching import Sequenced
-from tgbroadcast.core.service import watching
 from tgbroadcast.core.service.bot_access import KnownBots
 from tgbroadcast.core.service.broadcasting import BroadcastingService
 from tgbroadcast.core.service.cursors import NO_FLOOR, Cursor, Floor
 from tgbroadcast.core.service.dispatch import Dispatcher
+from tgbroadcast.core.service.watch_updates import WatchUpdate
 from tgbroadcast.core.store import Store
 
 NOW = datetime(2026, 12, 7, tzinfo=UTC)
@@ -167,7 +167,7 @@ async def test_a_watch_from_now_drops_the_recall_and_edit_outcomes_its_counters_
     )
     watch = watches(events, broadcast)
 
-    async def updates(after: Cursor) -> list[watching.WatchUpdate]:
+    async def updates(after: Cursor) -> list[WatchUpdate]:
         return (await first(watch(after), 1))[0]
 
     now = Cursor.now(5, broadcast, {DeliveryState.SENT: 6})

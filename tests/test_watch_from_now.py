@@ -36,7 +36,8 @@ from tgbroadcast.core.domain.model import (
 from tgbroadcast.core.queue import Event, ResultEvent
 from tgbroadcast.core.queue.jetstream import Queue
 from tgbroadcast.core.queue.watching import Sequenced
-from tgbroadcast.core.service import cursors, watching
+from tgbroadcast.core.service import cursors
+from tgbroadcast.core.service.watch_updates import WatchUpdate
 from tgbroadcast.core.store import Store
 
 NOW = datetime(2026, 12, 7, tzinfo=UTC)
@@ -111,7 +112,7 @@ async def test_a_watch_from_now_drops_the_outcomes_its_counters_hold() -> None:
     )
     watch = watches(events, broadcast)
 
-    async def updates(after: cursors.Cursor, batches: int) -> list[watching.WatchUpdate]:
+    async def updates(after: cursors.Cursor, batches: int) -> list[WatchUpdate]:
         return [update for batch in await first(watch(after), batches) for update in batch]
 
     # Its sent and failed are those of the outcome counts (read last, together).

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 from datetime import UTC, datetime
+from typing import Any
 
 from tests.fixtures.event_batches import Batches, first, watches
 from tests.fixtures.stack import Stack
@@ -25,7 +26,8 @@ from tgbroadcast.core.domain.model import (
 from tgbroadcast.core.queue import EditEvent, RecallEvent, ResultEvent
 from tgbroadcast.core.queue.watching import Sequenced
 from tgbroadcast.core.service.cursors import Cursor, Replayed
-from tgbroadcast.core.service.watching import WatchUpdate
+from tgbroadcast.core.service.watch_updates import WatchUpdate
+from tgbroadcast.core.store.results import ResultCounts
 
 NOW = datetime(2026, 12, 8, tzinfo=UTC)
 SENT = DeliveryResult(broadcast_id=9, user_id=0, state=DeliveryState.SENT, finished_at=NOW)
@@ -70,12 +72,22 @@ STREAM = Batches(
 )
 
 
+class Counted:
+    """The store's counts of a broadcast's recipients up to a user id, as a replay read them."""
+
+    def __init__(self, **through: ResultCounts) -> None:
+        self.through = {int(user.removeprefix("u")): counts for user, counts in through.items()}
+
+    async def results_through(self, broadcast_id: int, user_id: int, *, version: int) -> Any:
+        return self.through[user_id]
+
+
 def seen(batch: list[WatchUpdate]) -> list[tuple[str, int, str]]:
     return [(u.kind, u.result.user_id if u.result else 0, u.cursor) for u in batch]
 
 
 async def test_a_replay_resumed_during_an_edit_streams_only_what_it_did_not_show() -> None:
-    watch = watches(STREAM, EDITING)
+    watch = watches(STREAM, EDITING, Counted(u2=ResultCounts(sent=1, failed=1, edited=1)))
     # A replay showed users 1 (sent, edited to version 2) and 2 (failed); then the edit to
     # version 3 began, and the replay is resumed after user 2.
     after_user_2 = Cursor.parse("u2.1.1.0.1.2")
@@ -109,12 +121,27 @@ async def test_a_replayed_recall_is_not_streamed_again() -> None:
             Sequenced(4, RecallEvent(result=replace(recalled, user_id=3), ordinal=2)),
         ]
     )
-    watch = watches(stream, replace(EDITING, total=2, sent=2, failed=0, recalled=2))
+    broadcast = replace(EDITING, total=2, sent=2, failed=0, recalled=2)
+    watch = watches(stream, broadcast, Counted(u1=ResultCounts(sent=1, recalled=1)))
     (batch,) = await first(watch(Cursor.parse("u1.1.0.1")), 1)
     assert [(u.kind, u.result.user_id if u.result else 0) for u in batch] == [
         ("result", 3),
         ("recall", 3),
     ]
+
+
+async def test_a_replay_cursor_no_replay_gave_starts_from_the_first_outcome() -> None:
+    """Counters the database does not have up to its user id (made up, another broadcast's):
+    from the first outcome, as any cursor not of this broadcast."""
+    watch = watches(STREAM, EDITING, Counted(u2=ResultCounts(sent=1, failed=1, edited=1)))
+    (batch,) = await first(watch(Cursor.parse("u2.3.0")), 1)
+    assert [(u.kind, u.result.user_id if u.result else 0) for u in batch][:4] == [
+        ("result", 3),
+        ("result", 1),
+        ("result", 2),
+        ("result", 4),
+    ]
+    assert (batch[0].sent, batch[0].replayed) == (1, None)
 
 
 def test_only_a_stream_cursor_carries_what_a_replay_showed() -> None:
@@ -142,3 +169,32 @@ async def test_a_replay_resumed_after_an_edit_began_over_sse(sqlite_stack: Stack
     assert sorted(delivered) == users  # each once
     edited = [e.data["user_id"] for e in rest_of_it if e.event == "edit"]
     assert sorted(edited) == users
+
+
+class Rows:
+    """A store whose broadcast's rows are read in one page (a replay's read)."""
+
+    def __init__(self, *rows: DeliveryResult) -> None:
+        self.rows = rows
+
+    async def list_results(
+        self, broadcast_id: int, *, after_user_id: int | None, limit: int
+    ) -> list[DeliveryResult]:
+        return [r for r in self.rows if after_user_id is None or r.user_id > after_user_id]
+
+
+async def test_a_replay_shows_the_broadcast_as_it_was_read() -> None:
+    """A recall or an edit begun while a replay pages through its rows (their outcomes on later
+    pages) is not shown by it: its events, on the stream, are where a resume finds them (a
+    replay that showed some of a recall's outcomes would have its resume drop the others')."""
+    done = replace(EDITING, editing=False, content_version=2)
+    recalled = replace(SENT, user_id=1, recall=RecallOutcome.DELETED)
+    edited = replace(SENT, user_id=3, edit=EditOutcome.EDITED, content_version=3)
+    watch = watches(Batches(), done, Rows(recalled, edited))
+    (batch,) = await first(watch(None), 1)
+    shown = [u.result for u in batch if u.result is not None]
+    assert [(r.user_id, r.recall, r.edit, r.content_version) for r in shown] == [
+        (1, None, None, 1),
+        (3, None, None, 2),
+    ]
+    assert (batch[-1].recalled, batch[-1].edited, batch[-1].cursor) == (0, 0, "u3.2.0")

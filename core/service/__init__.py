@@ -3,6 +3,7 @@
 
 * :mod:`.broadcasting` — send, get, watch, users, previews.
 * :mod:`.watching` — a watch's outcomes once each, with the cursors a reconnect resumes from.
+* :mod:`.watch_updates` — what a watch streams (its updates) and the place each is made at.
 * :mod:`.cursors` — those cursors: spelled, read, and a watch from now's floor in them.
 * :mod:`.shared_reads` — one read of a broadcast's row for all the process's watchers of it.
 * :mod:`.controls` — list, cancel, pause and resume broadcasts.

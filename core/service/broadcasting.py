@@ -80,7 +80,7 @@ from tgbroadcast.core.service.quota import PendingRecipientsQuota
 from tgbroadcast.core.service.shared_reads import SharedReads
 from tgbroadcast.core.service.uploads import stash_album
 from tgbroadcast.core.service.user_import import ImportChunk, import_users
-from tgbroadcast.core.service.watching import WatchUpdate
+from tgbroadcast.core.service.watch_updates import WatchUpdate
 from tgbroadcast.core.store import Store
 from tgbroadcast.core.store.broadcasts import not_found
 

@@ -84,8 +84,9 @@ class Replayed:
 
     def holds(self, user_id: int, kind: str, version: int = 1) -> bool:
         """Whether the replay showed this outcome (``kind``: ``result``, ``recall``, ``edit``
-        of ``version``, ``click``)."""
-        if user_id > self.through:
+        of ``version``; a ``click`` is never dropped: the replay counted the links opened
+        before it, not which, and a repeated click moves no counter)."""
+        if user_id > self.through or kind == "click":
             return False
         if kind == "recall":
             return self.recalled

@@ -44,7 +44,6 @@ from typing import Protocol
 from tgbroadcast.core.domain.model import (
     Broadcast,
     BroadcastStatus,
-    DeliveryResult,
     DeliveryState,
     EditOutcome,
     RecallOutcome,
@@ -60,22 +59,15 @@ from tgbroadcast.core.queue import (
 )
 from tgbroadcast.core.queue.watching import Sequenced
 from tgbroadcast.core.service.cursors import (
-    NO_FLOOR,
     Cursor,
-    Floor,
-    Replayed,
-    spelled,
-    with_floor,
-    with_replayed,
 )
 from tgbroadcast.core.service.shared_reads import SharedReads
+from tgbroadcast.core.service.watch_updates import STATUS_KIND, At, WatchUpdate
 from tgbroadcast.core.store import Store
 
 logger = logging.getLogger(__name__)
 
 REPLAY_PAGE = 500
-STATUS_KIND = "status"
-"""The kind of a status move's update (it has no result)."""
 QUIET_READ_AGE = 1.0
 """Seconds old a read of the broadcast may be when a quiet second asks for one."""
 _BEFORE_SENDING = frozenset({BroadcastStatus.SCHEDULED, BroadcastStatus.QUEUED})
@@ -93,135 +85,6 @@ class EventSource(Protocol):
     def watch_batches(
         self, broadcast_id: int, start_seq: int = 1, *, idle_after: float = 1.0
     ) -> AsyncGenerator[list[Sequenced] | Idle, None]: ...
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class WatchUpdate:
-    """One message of a watch: a recipient's outcome (``None`` on the closing update), the
-    counters including it, and the cursor to resume after it.
-
-    The watchers of a broadcast at the same place share the very same updates
-    (:class:`SharedSteps`). Its :attr:`cursor` is spelled when asked for (a batched gRPC
-    message spells only its last's).
-    """
-
-    result: DeliveryResult | None
-    status: BroadcastStatus
-    total: int
-    sent: int
-    failed: int
-    position: str = ""
-    """The cursor's kind (``s`` or ``u``); empty: no cursor (an empty replay's end)."""
-    seq: int = 0
-    """The stream sequence or user id the cursor is after."""
-    version: int = 1
-    """The content version ``edited`` counts the outcomes of."""
-    recalled: int = 0
-    """Recall outcomes so far (this one included)."""
-    edited: int = 0
-    """Outcomes of the newest edit seen so far (this one included)."""
-    outcome_counts: Mapping[DeliveryState, int] | None = None
-    """A watch *from now*'s opening only: the outcomes its counters hold, by kind."""
-    recall_counts: Mapping[RecallOutcome, int] | None = None
-    """A watch *from now*'s opening only: the recall outcomes its ``recalled`` holds."""
-    edit_counts: Mapping[EditOutcome, int] | None = None
-    """A watch *from now*'s opening only: the outcomes of its version's edit ``edited``
-    holds."""
-    floor: Floor = NO_FLOOR
-    """A watch *from now*'s opening only: its floor (:class:`.cursors.Cursor`), which its
-    cursor carries; the updates after it are shared, and a stream adds the floor to theirs."""
-    replayed: Replayed | None = None
-    """What the replay this watch went on from showed (its own updates, never shared)."""
-    kind: str = "result"
-    """What this update is: a delivery's ``result``, a ``recall``'s or an ``edit``'s outcome,
-    or a recipient's first ``click`` on a tracked link (a replay's one update per recipient
-    is a ``result`` carrying the others' outcomes); or, without a ``result``, a ``status``
-    move of a followed broadcast (paused, resumed, started, recalling)."""
-
-    @property
-    def pending(self) -> int:
-        return self.total - self.sent - self.failed
-
-    @property
-    def cursor(self) -> str:
-        """Where a watch resumes after this update (:class:`Cursor`, spelled)."""
-        if not self.position:
-            return ""
-        text = spelled(
-            self.position,
-            self.seq,
-            self.sent,
-            self.failed,
-            self.recalled,
-            self.edited,
-            self.version,
-        )
-        if self.floor is not NO_FLOOR:
-            text = with_floor(text, self.floor)
-        return text if self.replayed is None else with_replayed(text, self.replayed)
-
-    @property
-    def closing(self) -> bool:
-        """Whether this is the watch's last update (its final status and counters)."""
-        return self.result is None and self.kind != STATUS_KIND
-
-
-class _At:
-    """A watch's position as it moves: a :class:`Cursor` changed in place, one per watch (a
-    new frozen cursor per outcome per watcher was a tenth of a streaming server's CPU)."""
-
-    __slots__ = (
-        "edited",
-        "failed",
-        "floor",
-        "kind",
-        "recalled",
-        "replayed",
-        "sent",
-        "seq",
-        "version",
-    )
-
-    def __init__(self, cursor: Cursor) -> None:
-        self.floor = cursor.floor
-        self.replayed = cursor.replayed
-        self.kind = cursor.kind
-        self.seq = cursor.seq
-        self.sent = cursor.sent
-        self.failed = cursor.failed
-        self.recalled = cursor.recalled
-        self.edited = cursor.edited
-        self.version = cursor.version
-
-    def place(self) -> tuple[int, int, int, int, int, int]:
-        """Its sequence and counters (:class:`SharedSteps`' key; not the floor, which only
-        matters to the outcomes numbered within it)."""
-        return (self.seq, self.sent, self.failed, self.recalled, self.edited, self.version)
-
-    def update(
-        self,
-        result: DeliveryResult | None,
-        status: BroadcastStatus,
-        total: int,
-        kind: str = "result",
-        *,
-        positioned: bool = True,
-    ) -> WatchUpdate:
-        """The update at this position (without a cursor unless ``positioned``)."""
-        return WatchUpdate(
-            result=result,
-            status=status,
-            total=total,
-            sent=self.sent,
-            failed=self.failed,
-            position=self.kind if positioned else "",
-            seq=self.seq,
-            version=self.version,
-            recalled=self.recalled,
-            edited=self.edited,
-            kind=kind,
-            replayed=self.replayed,
-        )
 
 
 def of_broadcast(cursor: Cursor | None, broadcast: Broadcast) -> Cursor | None:
@@ -244,7 +107,7 @@ def opening(
 ) -> WatchUpdate:
     """A watch *from now*'s first update: a ``status`` one with ``broadcast``'s status, the
     counters of ``cursor`` (:meth:`Cursor.now`) and the outcomes they hold by kind."""
-    update = _At(cursor).update(None, broadcast.status, broadcast.total, STATUS_KIND)
+    update = At(cursor).update(None, broadcast.status, broadcast.total, STATUS_KIND)
     return replace(
         update,
         outcome_counts=dict(outcome_counts),
@@ -289,7 +152,9 @@ async def watch(
         return
     # A replay's cursor of a broadcast edited or recalled since goes on on the stream from its
     # start, dropping what the replay showed (its updates carry that: a resume drops it too).
-    stream_after = after.after_replay() if after is not None and after.kind == "u" else after
+    stream_after = after
+    if after is not None and after.kind == "u":
+        stream_after = after.after_replay() if await _replayed(store, broadcast, after) else None
     async for batch in _follow(
         SharedReads(store) if reads is None else reads,
         SharedSteps() if steps is None else steps,
@@ -313,7 +178,7 @@ async def _follow(
     on_finished: Callable[[int], None] | None,
 ) -> AsyncIterator[list[WatchUpdate]]:
     broadcast_id, total = broadcast.id, broadcast.total
-    at = _At(Cursor("s", 0, 0, 0) if after is None else after)
+    at = At(Cursor("s", 0, 0, 0) if after is None else after)
     status = broadcast.status
     final: Broadcast | None = None
     final_since = 0.0
@@ -434,7 +299,7 @@ def _step(
     total: int,
     events: Sequence[Sequenced],
     start: int,
-    at: _At,
+    at: At,
     status: BroadcastStatus,
     *,
     most: int | None = None,
@@ -538,7 +403,7 @@ class SharedSteps:
         total: int,
         events: Sequence[Sequenced],
         start: int,
-        at: _At,
+        at: At,
         status: BroadcastStatus,
     ) -> _Made:
         """:func:`_step` of ``events[start:]``, or what it made for another watcher."""
@@ -558,21 +423,34 @@ class SharedSteps:
         return made
 
 
+async def _replayed(store: Store, broadcast: Broadcast, after: Cursor) -> bool:
+    """Whether a replay of ``broadcast`` could have given ``after`` (its counters against the
+    database's): one made up, or another broadcast's, starts from the first outcome."""
+    counted = await store.results_through(broadcast.id, after.seq, version=after.version)
+    return (
+        (after.sent, after.failed) == (counted.sent, counted.failed)
+        and after.recalled in (0, counted.recalled)  # (a recall since counts on)
+        and after.edited <= counted.sent
+    )
+
+
 async def _replay(
     store: Store, broadcast: Broadcast, after: Cursor | None
 ) -> AsyncIterator[list[WatchUpdate]]:
     version = broadcast.content_version
     status, total = broadcast.status, broadcast.total
+    # What the replay shows is the broadcast as it was read: a recall or an edit begun since
+    # (seen on later pages) is left to the events stream, where a resume finds it.
+    recalls = status is BroadcastStatus.RECALLED
     last: int | None = None if after is None else after.seq
-    at = _At(Cursor("u", 0, 0, 0))
+    at = At(Cursor("u", 0, 0, 0))
     if last is not None:
         # The counters come from SQL, not from the cursor (which a caller may have kept from
         # another broadcast, or made up): they never pass the broadcast's own.
         counted = await store.results_through(broadcast.id, last, version=version)
         seen = version if counted.edited else 1  # as a replay from the first outcome has it
-        at = _At(
-            Cursor("u", last, counted.sent, counted.failed, counted.recalled, counted.edited, seen)
-        )
+        recalled = counted.recalled if recalls else 0
+        at = At(Cursor("u", last, counted.sent, counted.failed, recalled, counted.edited, seen))
 
     while True:
         page = await store.list_results(broadcast.id, after_user_id=last, limit=REPLAY_PAGE)
@@ -583,6 +461,10 @@ async def _replay(
             ]
         batch: list[WatchUpdate] = []
         for result in page:
+            if result.recall is not None and not recalls:
+                result = replace(result, recall=None, recall_error=None)
+            if result.content_version > version:
+                result = replace(result, edit=None, edit_error=None, content_version=version)
             if result.state.delivered:
                 at.sent += 1
             else:

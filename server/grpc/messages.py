@@ -28,7 +28,7 @@ from tgbroadcast.core.rules.validation import SendRequest
 from tgbroadcast.core.rules.variants import VariantInput
 from tgbroadcast.core.service.clicks import LinkClicks
 from tgbroadcast.core.service.cursors import NO_FLOOR, Floor, with_floor
-from tgbroadcast.core.service.watching import WatchUpdate
+from tgbroadcast.core.service.watch_updates import WatchUpdate
 from tgbroadcast.server.grpc import content, controls
 from tgbroadcast.server.streams import PerUpdate
 from tgbroadcast.v1 import broadcast_pb2 as pb

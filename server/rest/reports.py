@@ -35,7 +35,7 @@ from aiohttp import hdrs, web
 from tgbroadcast.core.domain.errors import InvalidArgument
 from tgbroadcast.core.domain.model import BroadcastStatus, Delivery, DeliveryResult, DeliveryState
 from tgbroadcast.core.service.cursors import NO_FLOOR, KeptFloor
-from tgbroadcast.core.service.watching import WatchUpdate
+from tgbroadcast.core.service.watch_updates import WatchUpdate
 from tgbroadcast.server.auth import visible_bots
 from tgbroadcast.server.rest import params, rendering
 from tgbroadcast.server.streams import (
