@@ -86,14 +86,15 @@ async def watch_list(request: web.Request) -> web.StreamResponse:
         except InvalidArgument as exc:  # the query parameter is "status", repeated
             raise params.renamed(exc, (("statuses", "status"),)) from None
         assert isinstance(first, Ready)
-        if request.method == hdrs.METH_HEAD:
-            await updates.aclose()
-            return sse_response()  # its headers alone: no stream, no watcher's place
         try:
             slot = request.app[WATCHERS_KEY].acquire()
         except WatchRefused as exc:
             await updates.aclose()
             return rendering.problem(429 if isinstance(exc, TooManyWatchers) else 503, str(exc))
+        if request.method == hdrs.METH_HEAD:  # the GET's answer, without its stream
+            slot.release()
+            await updates.aclose()
+            return sse_response()
     except BaseException:
         await updates.aclose()
         raise

@@ -41,8 +41,8 @@ logger = logging.getLogger(__name__)
 MALFORMED_DETAIL: Final = "malformed HTTP request"
 DECODED: Final = frozenset(
     {"gzip", "deflate", "identity"}
-    | ({"br"} if compression_utils.HAS_BROTLI else set())
-    | ({"zstd"} if compression_utils.HAS_ZSTD else set())
+    | ({"br"} if getattr(compression_utils, "HAS_BROTLI", False) else set())
+    | ({"zstd"} if getattr(compression_utils, "HAS_ZSTD", False) else set())  # aiohttp 3.13+
 )
 """Content-Encodings aiohttp decodes: br and zstd only with their packages installed (without,
 its parser refuses such a body before the app sees it: answered 415 here, not as malformed)."""

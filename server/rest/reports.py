@@ -294,12 +294,13 @@ async def watch_events(request: web.Request) -> web.StreamResponse:
     if last_event_id == END_EVENT_ID:
         return web.Response(status=204)
     response = sse_response()
-    if request.method == hdrs.METH_HEAD:
-        return response  # its headers alone: no stream, no watcher's place
     try:
         slot = request.app[WATCHERS_KEY].acquire()
     except WatchRefused as exc:
         return rendering.problem(429 if isinstance(exc, TooManyWatchers) else 503, str(exc))
+    if request.method == hdrs.METH_HEAD:  # the GET's answer, without its stream
+        slot.release()
+        return response
     ahead: ReadAhead[WatchUpdate] | None = None
     # The watch's floor, which every id after the opening's carries (the events are shared:
     # their ids have none).
