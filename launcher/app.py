@@ -126,11 +126,32 @@ async def _migrated(store: Store) -> None:
             await store.migrate()
             return
         except BACKEND_UNAVAILABLE as exc:
+            if not _unreachable(exc):  # refused for good (a password, a missing database...)
+                raise
             logger.warning(
                 "the database cannot be reached; retrying every second",
                 extra={"error": f"{type(exc).__name__}: {exc}"[:300]},
             )
         await asyncio.sleep(DATABASE_RETRY)
+
+
+def _unreachable(exc: BaseException) -> bool:
+    """Whether ``exc`` says the database is not there (yet): a socket error anywhere in its
+    chain (asyncpg's own, asyncmy's under its 2003), or PostgreSQL's SQLSTATE for a
+    connection, its resources or its starting up (08, 53, 57P)."""
+    seen: set[int] = set()
+    chain: list[BaseException | None] = [exc]
+    while chain:
+        error = chain.pop()
+        if error is None or id(error) in seen:
+            continue
+        seen.add(id(error))
+        if isinstance(error, OSError):
+            return True
+        if str(getattr(error, "sqlstate", "") or "").startswith(("08", "53", "57P")):
+            return True
+        chain += [error.__cause__, error.__context__, getattr(error, "orig", None)]
+    return False
 
 
 async def _embedded_url(settings: Settings, *, wait: float = EMBEDDED_WAIT) -> str:

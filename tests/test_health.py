@@ -17,14 +17,17 @@ import aiohttp
 import grpc
 import pytest
 from grpc_health.v1 import health_pb2
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from tests.fixtures.forwarder import Forwarder
 from tests.fixtures.nats import nats_server_url, wait_until
 from tests.fixtures.services import MARIADB_ADDR, POSTGRES_ADDR, free_port
 from tests.fixtures.stack import Backend, Stack, open_backend, stack_settings, start_stack
+from tgbroadcast.core.domain.errors import BACKEND_UNAVAILABLE
 from tgbroadcast.core.health import CHECK_TIMEOUT, MAX_AGE, Readiness
 from tgbroadcast.core.store import Store
+from tgbroadcast.launcher import app as launcher_app
 from tgbroadcast.launcher.app import running_service
 from tgbroadcast.server.grpc.health import INTERVAL
 from tgbroadcast.simulator import Simulator
@@ -161,6 +164,29 @@ async def test_a_database_unreachable_at_start_up_is_waited_for(
         forwarder.restore()
         await starting
         assert started.is_set()
+
+
+SERVERS_AND_SQLITE = [
+    "sqlite",
+    pytest.param("postgres", marks=pytest.mark.postgres),
+    pytest.param("mariadb", marks=pytest.mark.mariadb),
+]
+
+
+@pytest.mark.parametrize("backend", SERVERS_AND_SQLITE)
+async def test_a_database_refusing_for_good_fails_the_start_at_once(
+    backend: str, tmp_path: Path
+) -> None:
+    """Not waited for as an unreachable one: a password refused, a database that does not
+    exist, a SQLite file that cannot be opened (a folder) end the start with their error."""
+    urls = {
+        "sqlite": f"sqlite+aiosqlite:///{tmp_path}",
+        "postgres": f"postgresql+asyncpg://postgres@{POSTGRES_ADDR[0]}:{POSTGRES_ADDR[1]}/nodb",
+        "mariadb": f"mysql+asyncmy://nobody:wrong@{MARIADB_ADDR[0]}:{MARIADB_ADDR[1]}/test",
+    }
+    async with Store.open(urls[backend]) as store:
+        with pytest.raises((*BACKEND_UNAVAILABLE, DBAPIError)):
+            await launcher_app._migrated(store)
 
 
 async def test_an_unreachable_nats_fails_readiness_until_it_returns(
