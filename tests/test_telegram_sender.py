@@ -39,6 +39,7 @@ from tgbroadcast.worker.telegram import (
     _Session,
     map_error,
 )
+from tgbroadcast.worker.telegram_errors import of_copy_source, permanent_error
 
 MEDIA_TYPES = [t for t in MediaType if t.has_media]
 URL = "https://cdn.example.com/broadcast/item.bin"
@@ -539,3 +540,25 @@ def test_map_error_on_aiogram_network_errors() -> None:
     mapped = map_error(TelegramNetworkError(method=GetMe(), message="Request timeout error"))
     assert isinstance(mapped, TransientError)
     assert mapped.description == "network error: Request timeout error"
+
+
+def test_a_copys_refusal_about_its_source_is_a_content_error() -> None:
+    """Telegram checks a copy's source chat first: to a private chat a group's or channel's
+    refusal is the source's; an upgrade from a basic group's source may be either chat's, and
+    never moves the recipient (it could be to the source's new chat)."""
+    kicked = permanent_error(403, "Forbidden: bot was kicked from the channel chat")
+    upgraded = ChatMigrated("Bad Request: group chat was upgraded", new_chat_id=-1009)
+    channel, basic_group, user, group = -1001234567890, -4242, 77, -555
+    for error, recipient, source, content in (
+        (kicked, user, channel, True),
+        (kicked, group, channel, False),  # the group's own outcome
+        (upgraded, user, basic_group, True),
+        (upgraded, group, basic_group, True),
+        (upgraded, group, channel, False),  # a channel is never upgraded: the recipient was
+    ):
+        mapped = of_copy_source(error, recipient, source)
+        if content:
+            assert isinstance(mapped, PermanentError), (error, recipient, source)
+            assert (mapped.content_error, str(mapped)) == (True, str(error))
+        else:
+            assert mapped is error, (error, recipient, source)

@@ -59,16 +59,14 @@ from aiohttp.payload import Payload
 import tgbroadcast.core.tracing as tracing
 from tgbroadcast.core.domain.content import album_file_ids, encode_album_file_ids
 from tgbroadcast.core.domain.errors import (
-    ChatMigrated,
     PermanentError,
     RateLimited,
-    TelegramError,
 )
-from tgbroadcast.core.domain.model import Content, DeliveryState, MediaType
+from tgbroadcast.core.domain.model import Content, MediaType
 from tgbroadcast.worker import aiogram_content, aiogram_models  # noqa: F401 - holds the answers' models
 from tgbroadcast.worker.aiogram_content import InputMedia
 from tgbroadcast.worker.telegram_answers import Sent, is_send, read_done, read_sent
-from tgbroadcast.worker.telegram_errors import map_error
+from tgbroadcast.worker.telegram_errors import map_error, of_copy_source
 from tgbroadcast.worker.telegram_forms import Prepared, delete_body, prepare, request_body
 
 logger = logging.getLogger(__name__)
@@ -459,7 +457,10 @@ class TelegramSender:
             raise
         except Exception as exc:
             error = map_error(exc)
-            raise (error if kind is MediaType.ALBUM else _of_source(error, chat_id)) from None
+            if kind is not MediaType.ALBUM:
+                assert content.options.source is not None, "validation requires a source"
+                error = of_copy_source(error, chat_id, content.options.source.from_chat_id)
+            raise error from None
         source: str | BufferedInputFile | None = media or content.media_url
         if upload is not None:
             source = BufferedInputFile(upload, filename=content.media_filename or "file")
@@ -566,21 +567,6 @@ class TelegramSender:
             self._prepared.clear()
         self._prepared[key] = (content, prepared)
         return prepared
-
-
-def _of_source(error: TelegramError, chat_id: int) -> TelegramError:
-    """A copy's or a forward's refusal as what it is about. Telegram checks the source chat
-    first, and a private chat (a positive id) is no group or channel the bot was kicked from,
-    that was deleted or upgraded: such a refusal to one concerns the source, and every
-    recipient would be refused alike — a content error, not the recipient's outcome (nor a
-    move of the recipient's chat to the source's new one)."""
-    if chat_id <= 0:
-        return error
-    if isinstance(error, ChatMigrated):
-        return PermanentError(str(error), error_code=400, content_error=True)
-    if isinstance(error, PermanentError) and error.outcome is DeliveryState.KICKED:
-        return PermanentError(str(error), error_code=error.error_code, content_error=True)
-    return error
 
 
 def _one(answer: object) -> Sent:

@@ -149,3 +149,22 @@ def map_error(exc: BaseException) -> TelegramError:
         extra={"error_type": type(exc).__name__, "error": description},
     )
     return TransientError(description)
+
+
+def of_copy_source(error: TelegramError, chat_id: int, source: int) -> TelegramError:
+    """A copy's or a forward's refusal as what it is about. Telegram checks the source chat
+    first, and a private chat (a positive id) is no group or channel the bot was kicked from,
+    that was deleted or upgraded: such a refusal to one concerns the source, and every
+    recipient would be refused alike — a content error, not the recipient's outcome. An
+    upgrade (only a basic group's: a negative id above the supergroups' ``-100...``) from a
+    basic group's source may be either chat's: a content error too, rather than a move of the
+    recipient to what may be the source's new chat."""
+    if isinstance(error, ChatMigrated) and (chat_id > 0 or _BASIC_GROUPS < source < 0):
+        return PermanentError(str(error), error_code=400, content_error=True)
+    if chat_id > 0 and isinstance(error, PermanentError) and error.outcome is DeliveryState.KICKED:
+        return PermanentError(str(error), error_code=error.error_code, content_error=True)
+    return error
+
+
+_BASIC_GROUPS = -1_000_000_000_000
+"""Supergroup and channel ids are ``-100`` and ten digits, below this; basic groups above."""
