@@ -127,19 +127,26 @@ class EmbeddedNatsServer:
         self._store_dir.mkdir(parents=True, exist_ok=True)
         self._lock_fd = _lock_store(self._store_dir)
         try:
-            await self._start(binary)
+            remembered = None if self._port else _previous_port(self._url_file, self._host)
+            try:
+                await self._start(binary, self._port or remembered)
+            except NatsServerError:
+                if remembered is None:
+                    raise
+                # Taken since it was found free: any port (workers beside it restart).
+                logger.warning("the last run's port %d is taken; taking another", remembered)
+                await self._start(binary, None)
         except BaseException:
             self._release_lock()
             raise
         return self
 
-    async def _start(self, binary: Path) -> None:
+    async def _start(self, binary: Path, port: int | None) -> None:
         lock_fd = self._lock_fd
         assert lock_fd is not None
         log_path = self.log_path
         if log_path.exists():
             os.replace(log_path, log_path.with_name(LOG_NAME + ".1"))
-        port = self._port or _previous_port(self._url_file, self._host)
         args = ["-js", "-sd", str(self._store_dir), "-a", self._host, "-p", str(port or -1)]
         _require_executable(binary)
         logger.info("starting nats-server %s (store %s)", binary, self._store_dir)

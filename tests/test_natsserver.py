@@ -11,8 +11,9 @@ import nats
 import pytest
 
 from tests.fixtures.nats import delete_streams, fetched, new_prefix
-from tests.fixtures.services import listening
+from tests.fixtures.services import free_port, listening
 from tgbroadcast.core.queue import Job, Queue
+from tgbroadcast.launcher import natsserver
 from tgbroadcast.launcher.natsserver import EmbeddedNatsServer, NatsServerError
 
 
@@ -54,13 +55,39 @@ async def test_starts_with_jetstream_and_stops_without_leftovers(
     assert not url_file.exists()
     assert _process_gone(pid)
     assert not listening(_host_port(url))
-    # Started again after a clean stop: the same port, where workers beside it reconnect.
-    async with EmbeddedNatsServer(store_dir=store, url_file=url_file) as again:
-        assert again.url == url
     captured = capfd.readouterr()
     assert "nats-server" not in captured.out + captured.err  # its log went to the file
     with pytest.raises(RuntimeError):
         _ = server.url
+    # A clean stop leaves its URL for the next run, which listens there again when it is free
+    # (workers beside it reconnect by themselves); a port taken since: another one.
+    last = url_file.with_name(url_file.name + ".last")
+    assert last.read_text().strip() == url
+    port = free_port()  # (this test process's own: nothing else takes it meanwhile)
+    last.write_text(f"nats://127.0.0.1:{port}\n")
+    async with EmbeddedNatsServer(store_dir=store, url_file=url_file) as again:
+        assert again.url == f"nats://127.0.0.1:{port}"
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", port))
+        taken.listen()
+        async with EmbeddedNatsServer(store_dir=store, url_file=url_file) as elsewhere:
+            assert elsewhere.url != f"nats://127.0.0.1:{port}"
+
+
+async def test_a_last_port_taken_after_it_was_found_free_gives_way_to_another(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Between the check and nats-server's own bind another process may take it: the start
+    goes on on another port rather than failing."""
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", free_port()))
+        taken.listen()
+        port = taken.getsockname()[1]
+        monkeypatch.setattr(natsserver, "_previous_port", lambda url_file, host: port)
+        server = EmbeddedNatsServer(store_dir=tmp_path / "store", url_file=tmp_path / "url")
+        async with server:
+            assert server.url.startswith("nats://127.0.0.1:")
+            assert server.url != f"nats://127.0.0.1:{port}"
 
 
 async def test_port_taken_raises_with_log_tail(tmp_path: Path) -> None:
