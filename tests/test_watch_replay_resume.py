@@ -7,12 +7,12 @@ the recipients up to its user id, their edits up to its version, their recalls o
 from __future__ import annotations
 
 from dataclasses import replace
-from datetime import UTC, datetime
 from typing import Any
 
 from tests.fixtures.event_batches import Batches, first, watches
 from tests.fixtures.stack import Stack
 from tests.test_recall import rest, send_and_finish
+from tests.test_watch_followup_floor import NOW, SENT, edit, recall
 from tests.test_watch_resume import events, first_events
 from tgbroadcast.core.domain.model import (
     Broadcast,
@@ -23,16 +23,14 @@ from tgbroadcast.core.domain.model import (
     EditOutcome,
     RecallOutcome,
 )
-from tgbroadcast.core.queue import EditEvent, RecallEvent, ResultEvent
+from tgbroadcast.core.queue import ResultEvent
 from tgbroadcast.core.queue.watching import Sequenced
 from tgbroadcast.core.service.cursors import Cursor, Replayed
 from tgbroadcast.core.service.watch_updates import WatchUpdate
 from tgbroadcast.core.store.results import ResultCounts
 
-NOW = datetime(2026, 12, 8, tzinfo=UTC)
-SENT = DeliveryResult(broadcast_id=9, user_id=0, state=DeliveryState.SENT, finished_at=NOW)
 EDITING = Broadcast(
-    id=9,
+    id=7,
     content=Content(message="v3"),
     status=BroadcastStatus.COMPLETED,
     total=4,
@@ -42,7 +40,7 @@ EDITING = Broadcast(
     content_version=3,
     editing=True,
 )
-"""Broadcast 9: users 1, 3, 4 sent, 2 failed; edited to version 2, now editing to 3."""
+"""Broadcast 7: users 1, 3, 4 sent, 2 failed; edited to version 2, now editing to 3."""
 
 
 def result(seq: int, user_id: int, ordinal: int) -> Sequenced:
@@ -52,22 +50,17 @@ def result(seq: int, user_id: int, ordinal: int) -> Sequenced:
     )
 
 
-def edit(seq: int, user_id: int, version: int, ordinal: int) -> Sequenced:
-    done = replace(SENT, user_id=user_id, edit=EditOutcome.EDITED, content_version=version)
-    return Sequenced(seq, EditEvent(result=done, ordinal=ordinal))
-
-
 STREAM = Batches(
     [
         result(1, 3, 1),
         result(2, 1, 2),
         result(3, 2, 3),
         result(4, 4, 4),
-        edit(6, 3, 2, 1),
+        edit(6, 3, 1, 2),
         edit(7, 1, 2, 2),
-        edit(8, 4, 2, 3),
-        edit(10, 1, 3, 1),
-        edit(11, 3, 3, 2),
+        edit(8, 4, 3, 2),
+        edit(10, 1, 1, 3),
+        edit(11, 3, 2, 3),
     ]
 )
 
@@ -112,15 +105,7 @@ async def test_a_replay_resumed_during_an_edit_streams_only_what_it_did_not_show
 async def test_a_replayed_recall_is_not_streamed_again() -> None:
     """A broadcast is recalled once: a replay that showed recall outcomes showed all of its
     recipients' (the broadcast was recalled), so their recall events are dropped too."""
-    recalled = replace(SENT, user_id=1, recall=RecallOutcome.DELETED)
-    stream = Batches(
-        [
-            result(1, 1, 1),
-            result(2, 3, 2),
-            Sequenced(3, RecallEvent(result=recalled, ordinal=1)),
-            Sequenced(4, RecallEvent(result=replace(recalled, user_id=3), ordinal=2)),
-        ]
-    )
+    stream = Batches([result(1, 1, 1), result(2, 3, 2), recall(3, 1, 1), recall(4, 3, 2)])
     broadcast = replace(EDITING, total=2, sent=2, failed=0, recalled=2)
     watch = watches(stream, broadcast, Counted(u1=ResultCounts(sent=1, recalled=1)))
     (batch,) = await first(watch(Cursor.parse("u1.1.0.1")), 1)
