@@ -135,10 +135,17 @@ async def _migrated(store: Store) -> None:
         await asyncio.sleep(DATABASE_RETRY)
 
 
+_MYSQL_UNREACHABLE = frozenset({1040, 1053, 2002, 2003, 2006, 2013})
+"""MariaDB's and MySQL's codes for a server not there or not taking connections yet: too many
+connections, shutting down, cannot connect (socket, TCP), gone away, connection lost (a proxy
+in front of a server still starting)."""
+
+
 def _unreachable(exc: BaseException) -> bool:
     """Whether ``exc`` says the database is not there (yet): a socket error anywhere in its
-    chain (asyncpg's own, asyncmy's under its 2003), or PostgreSQL's SQLSTATE for a
-    connection, its resources or its starting up (08, 53, 57P)."""
+    chain (asyncpg's own, asyncmy's under its 2003), PostgreSQL's SQLSTATE for a connection,
+    its resources or its starting up (08, 53, 57P), MariaDB's codes for the same, or SQLite's
+    file locked by another process migrating it."""
     seen: set[int] = set()
     chain: list[BaseException | None] = [exc]
     while chain:
@@ -149,6 +156,11 @@ def _unreachable(exc: BaseException) -> bool:
         if isinstance(error, OSError):
             return True
         if str(getattr(error, "sqlstate", "") or "").startswith(("08", "53", "57P")):
+            return True
+        code = error.args[0] if error.args else None
+        if isinstance(code, int) and code in _MYSQL_UNREACHABLE:
+            return True
+        if "database is locked" in str(error):  # SQLite
             return True
         chain += [error.__cause__, error.__context__, getattr(error, "orig", None)]
     return False

@@ -130,8 +130,8 @@ class EmbeddedNatsServer:
             remembered = None if self._port else _previous_port(self._url_file, self._host)
             try:
                 await self._start(binary, self._port or remembered)
-            except NatsServerError:
-                if remembered is None:
+            except NatsServerError as exc:
+                if remembered is None or "address already in use" not in str(exc).lower():
                     raise
                 # Taken since it was found free: any port (workers beside it restart).
                 logger.warning("the last run's port %d is taken; taking another", remembered)

@@ -135,16 +135,25 @@ async def test_an_unreachable_database_fails_readiness_until_it_returns(
             await wait_until(lambda: grpc_says(stack, SERVING))
 
 
-@pytest.mark.postgres
-@pytest.mark.parametrize("backend", ["postgres"], indirect=True)
+@pytest.mark.parametrize(
+    ("backend", "address"),
+    [
+        pytest.param("postgres", POSTGRES_ADDR, marks=pytest.mark.postgres),
+        pytest.param("mariadb", MARIADB_ADDR, marks=pytest.mark.mariadb),
+    ],
+    indirect=["backend"],
+)
 async def test_a_database_unreachable_at_start_up_is_waited_for(
-    backend: Backend, simulator: Simulator, caplog: pytest.LogCaptureFixture
+    backend: Backend,
+    address: tuple[str, int],
+    simulator: Simulator,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     """As NATS is: the start retries every second with a warning, then goes on once the
     database answers (it ended in a traceback)."""
     waiting = "the database cannot be reached; retrying every second"
-    async with Forwarder(*POSTGRES_ADDR) as forwarder:
-        forwarder.cut()
+    async with Forwarder(*address) as forwarder:
+        forwarder.cut()  # (connections taken and closed: a proxy before a server starting)
         dsn = forwarder.rewrite(backend.environ["TGB_DATABASE_DSN"])
         started = asyncio.Event()
 

@@ -115,6 +115,22 @@ async def test_a_replayed_recall_is_not_streamed_again() -> None:
     ]
 
 
+async def test_a_replay_resumed_after_a_recall_ended_streams_the_recall() -> None:
+    """Done by then (the broadcast recalled, final again): a replay from the cursor would count
+    the recall outcomes up to its user id and never show them; the stream shows them all."""
+    stream = Batches([result(1, 1, 1), result(2, 3, 2), recall(3, 1, 1), recall(4, 3, 2)])
+    recalled = replace(
+        EDITING, status=BroadcastStatus.RECALLED, editing=False, total=2, sent=2, failed=0
+    )
+    watch = watches(stream, recalled, Counted(u1=ResultCounts(sent=1, recalled=1)))
+    (batch,) = await first(watch(Cursor.parse("u1.1.0")), 1)
+    assert [(u.kind, u.result.user_id if u.result else 0, u.recalled) for u in batch] == [
+        ("result", 3, 0),
+        ("recall", 1, 1),
+        ("recall", 3, 2),
+    ]
+
+
 async def test_a_replay_cursor_no_replay_gave_starts_from_the_first_outcome() -> None:
     """Counters the database does not have up to its user id (made up, another broadcast's):
     from the first outcome, as any cursor not of this broadcast."""

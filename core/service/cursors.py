@@ -16,7 +16,7 @@ resumed once the broadcast is being edited or recalled goes on on the events str
 start, dropping the events of what the replay had shown.
 
 The watchers of a broadcast share their updates, spelled without a floor
-(:attr:`.watching.WatchUpdate.cursor`); the core tells a stream the floor its watch keeps
+(:attr:`.watch_updates.WatchUpdate.cursor`); the core tells a stream the floor its watch keeps
 (``on_floor`` of :meth:`.broadcasting.BroadcastingService.watch`), and the stream adds it to
 each cursor it spells (:func:`with_floor`): a few bytes appended to what is shared. A floor
 no watch would spell (on a replay's cursor, past the cursor's counters) is not a cursor.

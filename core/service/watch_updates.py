@@ -33,7 +33,7 @@ class WatchUpdate:
     counters including it, and the cursor to resume after it.
 
     The watchers of a broadcast at the same place share the very same updates
-    (:class:`SharedSteps`). Its :attr:`cursor` is spelled when asked for (a batched gRPC
+    (:class:`.watching.SharedSteps`). Its :attr:`cursor` is spelled when asked for (a batched gRPC
     message spells only its last's).
     """
 
@@ -126,7 +126,7 @@ class At:
         self.version = cursor.version
 
     def place(self) -> tuple[int, int, int, int, int, int]:
-        """Its sequence and counters (:class:`SharedSteps`' key; not the floor, which only
+        """Its sequence and counters (:class:`.watching.SharedSteps`' key; not the floor, which only
         matters to the outcomes numbered within it)."""
         return (self.seq, self.sent, self.failed, self.recalled, self.edited, self.version)
 

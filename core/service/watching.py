@@ -146,21 +146,22 @@ async def watch(
     once per watcher, and each step of a generator chain costs as much as the update itself.
     """
     after = of_broadcast(after, broadcast)
-    if broadcast.status.is_final and not broadcast.editing and (after is None or after.kind == "u"):
+    replayable = broadcast.status.is_final and not broadcast.editing
+    if after is not None and after.kind == "u":
+        # A replay's cursor of a broadcast edited or recalled since (under way or done) goes on
+        # on the stream from its start, dropping what the replay showed (its updates carry
+        # that: a resume drops it too); one no replay could have given, from the first outcome.
+        after = await _resumed(store, broadcast, after, replayable=replayable)
+    if replayable and (after is None or after.kind == "u"):
         async for batch in _replay(store, broadcast, after):
             yield batch
         return
-    # A replay's cursor of a broadcast edited or recalled since goes on on the stream from its
-    # start, dropping what the replay showed (its updates carry that: a resume drops it too).
-    stream_after = after
-    if after is not None and after.kind == "u":
-        stream_after = after.after_replay() if await _replayed(store, broadcast, after) else None
     async for batch in _follow(
         SharedReads(store) if reads is None else reads,
         SharedSteps() if steps is None else steps,
         events,
         broadcast,
-        stream_after,
+        after,
         missing_event_grace=missing_event_grace,
         on_finished=on_finished,
     ):
@@ -423,15 +424,26 @@ class SharedSteps:
         return made
 
 
-async def _replayed(store: Store, broadcast: Broadcast, after: Cursor) -> bool:
-    """Whether a replay of ``broadcast`` could have given ``after`` (its counters against the
-    database's): one made up, or another broadcast's, starts from the first outcome."""
-    counted = await store.results_through(broadcast.id, after.seq, version=after.version)
-    return (
-        (after.sent, after.failed) == (counted.sent, counted.failed)
-        and after.recalled in (0, counted.recalled)  # (a recall since counts on)
-        and after.edited <= counted.sent
+async def _resumed(
+    store: Store, broadcast: Broadcast, after: Cursor, *, replayable: bool
+) -> Cursor | None:
+    """Where a replay's cursor ``after`` goes on: a replay's (itself) when the broadcast is
+    still as that replay showed it; the events stream's (:meth:`Cursor.after_replay`) when a
+    recall or an edit was under way or done since (a replay would count its outcomes up to
+    ``after``'s user id, never shown); None when its counters are not the database's (made up,
+    or another broadcast's: from the first outcome)."""
+    version = broadcast.content_version
+    counted = await store.results_through(broadcast.id, after.seq, version=version)
+    if (
+        (after.sent, after.failed) != (counted.sent, counted.failed)
+        or after.recalled not in (0, counted.recalled)  # (a recall since counts on)
+        or after.edited > counted.sent
+    ):
+        return None
+    moved = (after.recalled == 0 < counted.recalled) or (
+        version > after.version and counted.edited > 0
     )
+    return after if replayable and not moved else after.after_replay()
 
 
 async def _replay(
