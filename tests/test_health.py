@@ -187,9 +187,10 @@ async def test_a_database_refusing_for_good_fails_the_start_at_once(
     backend: str, tmp_path: Path
 ) -> None:
     """Not waited for as an unreachable one: a password refused, a database that does not
-    exist, a SQLite file that cannot be opened (a folder) end the start with their error."""
+    exist, a SQLite file that is no database end the start with their error."""
+    (tmp_path / "not-a-database").write_bytes(b"not SQLite at all " * 100)
     urls = {
-        "sqlite": f"sqlite+aiosqlite:///{tmp_path}",
+        "sqlite": f"sqlite+aiosqlite:///{tmp_path / 'not-a-database'}",
         "postgres": f"postgresql+asyncpg://postgres@{POSTGRES_ADDR[0]}:{POSTGRES_ADDR[1]}/nodb",
         "mariadb": f"mysql+asyncmy://nobody:wrong@{MARIADB_ADDR[0]}:{MARIADB_ADDR[1]}/test",
     }
