@@ -98,7 +98,7 @@ async def test_healthz_is_readyz_under_its_old_name(sqlite_stack: Stack) -> None
         assert (await response.json())["checks"]["draining"] != "ok"
 
 
-@pytest.mark.parametrize(
+each_server = pytest.mark.parametrize(
     ("backend", "address"),
     [
         pytest.param("postgres", POSTGRES_ADDR, marks=pytest.mark.postgres),
@@ -106,6 +106,10 @@ async def test_healthz_is_readyz_under_its_old_name(sqlite_stack: Stack) -> None
     ],
     indirect=["backend"],
 )
+"""A test's database server, and its address (for a forwarder the test can cut)."""
+
+
+@each_server
 async def test_an_unreachable_database_fails_readiness_until_it_returns(
     backend: Backend, address: tuple[str, int], simulator: Simulator
 ) -> None:
@@ -135,14 +139,7 @@ async def test_an_unreachable_database_fails_readiness_until_it_returns(
             await wait_until(lambda: grpc_says(stack, SERVING))
 
 
-@pytest.mark.parametrize(
-    ("backend", "address"),
-    [
-        pytest.param("postgres", POSTGRES_ADDR, marks=pytest.mark.postgres),
-        pytest.param("mariadb", MARIADB_ADDR, marks=pytest.mark.mariadb),
-    ],
-    indirect=["backend"],
-)
+@each_server
 async def test_a_database_unreachable_at_start_up_is_waited_for(
     backend: Backend,
     address: tuple[str, int],
