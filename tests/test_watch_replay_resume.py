@@ -131,18 +131,16 @@ async def test_a_replay_resumed_after_a_recall_ended_streams_the_recall() -> Non
     ]
 
 
-async def test_a_replay_cursor_no_replay_gave_starts_from_the_first_outcome() -> None:
+async def test_a_replay_cursors_counters_are_the_databases() -> None:
     """Counters the database does not have up to its user id (made up, another broadcast's):
-    from the first outcome, as any cursor not of this broadcast."""
+    the stream goes on from the database's, as a replay resumed from it does."""
     watch = watches(STREAM, EDITING, Counted(u2=ResultCounts(sent=1, failed=1, edited=1)))
-    (batch,) = await first(watch(Cursor.parse("u2.3.0")), 1)
-    assert [(u.kind, u.result.user_id if u.result else 0) for u in batch][:4] == [
+    (batch,) = await first(watch(Cursor.parse("u2.3.0.2.0.2")), 1)
+    assert [(u.kind, u.result.user_id if u.result else 0) for u in batch][:2] == [
         ("result", 3),
-        ("result", 1),
-        ("result", 2),
         ("result", 4),
     ]
-    assert (batch[0].sent, batch[0].replayed) == (1, None)
+    assert (batch[0].sent, batch[0].failed, batch[0].recalled) == (2, 1, 0)
 
 
 def test_only_a_stream_cursor_carries_what_a_replay_showed() -> None:

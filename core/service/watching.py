@@ -150,7 +150,7 @@ async def watch(
     if after is not None and after.kind == "u":
         # A replay's cursor of a broadcast edited or recalled since (under way or done) goes on
         # on the stream from its start, dropping what the replay showed (its updates carry
-        # that: a resume drops it too); one no replay could have given, from the first outcome.
+        # that: a resume drops it too).
         after = await _resumed(store, broadcast, after, replayable=replayable)
     if replayable and (after is None or after.kind == "u"):
         async for batch in _replay(store, broadcast, after):
@@ -426,24 +426,28 @@ class SharedSteps:
 
 async def _resumed(
     store: Store, broadcast: Broadcast, after: Cursor, *, replayable: bool
-) -> Cursor | None:
-    """Where a replay's cursor ``after`` goes on: a replay's (itself) when the broadcast is
-    still as that replay showed it; the events stream's (:meth:`Cursor.after_replay`) when a
-    recall or an edit was under way or done since (a replay would count its outcomes up to
-    ``after``'s user id, never shown); None when its counters are not the database's (made up,
-    or another broadcast's: from the first outcome)."""
+) -> Cursor:
+    """Where a replay's cursor ``after`` goes on: a replay's (itself: the replay counts from
+    the database) when the broadcast is still as that replay showed it; else the events
+    stream's (:meth:`Cursor.after_replay`) — a recall or an edit under way or done since,
+    whose outcomes up to ``after``'s user id a replay would count and never show — with the
+    database's counters up to that user id, not the cursor's (which a caller may have kept
+    from another broadcast, or made up)."""
     version = broadcast.content_version
     counted = await store.results_through(broadcast.id, after.seq, version=version)
-    if (
-        (after.sent, after.failed) != (counted.sent, counted.failed)
-        or after.recalled not in (0, counted.recalled)  # (a recall since counts on)
-        or after.edited > counted.sent
-    ):
-        return None
     moved = (after.recalled == 0 < counted.recalled) or (
         version > after.version and counted.edited > 0
     )
-    return after if replayable and not moved else after.after_replay()
+    if replayable and not moved:
+        return after
+    shown = replace(
+        after,
+        sent=counted.sent,
+        failed=counted.failed,
+        recalled=counted.recalled if after.recalled else 0,
+        edited=counted.edited if after.version == version else min(after.edited, counted.sent),
+    )
+    return shown.after_replay()
 
 
 async def _replay(
