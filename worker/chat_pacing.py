@@ -74,7 +74,7 @@ from nats.js import JetStreamContext, api
 from nats.js.kv import KeyValue
 
 from tgbroadcast.core.queue.replication import raise_replicas
-from tgbroadcast.core.tasks import cancel_and_wait
+from tgbroadcast.core.tasks import cancel_and_wait, wait_event
 from tgbroadcast.worker.clock import sleep_until
 
 logger = logging.getLogger(__name__)
@@ -247,8 +247,7 @@ class ChatPacer:
             if self._poller is None or self._poller.done():
                 self._poller = asyncio.create_task(self._poll_loop(), name="chat-pacing-poll")
             if time.monotonic() - self._attempted_at > 2 * self._poll_interval:
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._polled.wait(), self._poll_interval)
+                await wait_event(self._polled, self._poll_interval)
             yield
         finally:
             self._senders -= 1

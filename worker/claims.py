@@ -19,7 +19,6 @@ Guarantees (any number of worker processes, on any machines):
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import itertools
 import logging
 import secrets
@@ -29,6 +28,7 @@ from typing import Protocol
 
 from tgbroadcast.core.queue import ReceivedJob
 from tgbroadcast.core.store import Claimed, Store
+from tgbroadcast.core.tasks import wait_event
 
 logger = logging.getLogger(__name__)
 
@@ -45,8 +45,7 @@ async def keep_alive(
     """Until ``stop``: every ``interval`` seconds tell JetStream the job is in progress and
     renew its claims (a failure of either is logged, and tried again next time)."""
     while True:
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(stop.wait(), interval)
+        await wait_event(stop, interval)
         if stop.is_set():
             return
         try:

@@ -35,7 +35,6 @@ Guarantees:
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import functools
 import logging
 import math
@@ -49,7 +48,7 @@ from tgbroadcast.core.metrics import Metrics
 from tgbroadcast.core.queue import Queue
 from tgbroadcast.core.rules.paid import star_milli_per_message
 from tgbroadcast.core.store import Store
-from tgbroadcast.core.tasks import cancel_and_wait
+from tgbroadcast.core.tasks import cancel_and_wait, wait_event
 from tgbroadcast.worker.delivery import FOLLOW_UP_SLOTS, Deliverer
 from tgbroadcast.worker.fetching import MediaFetcher
 from tgbroadcast.worker.ratelimit import RateLimiter
@@ -138,8 +137,7 @@ class Lanes:
             if time.monotonic() - swept_at >= SWEEP_INTERVAL:
                 swept_at = time.monotonic()
                 await self._sweep()
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._stopping.wait(), self._refresh_interval)
+            await wait_event(self._stopping, self._refresh_interval)
 
     async def _sweep(self) -> None:
         """Remove the consumers and the leftover jobs of deleted bots this worker has no lane

@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import asyncio
 import bisect
-import contextlib
 import json
 import logging
 import time
@@ -39,6 +38,7 @@ from dataclasses import dataclass
 import nats.js.errors
 from nats.js.kv import KeyValue
 
+from tgbroadcast.core.tasks import wait_event
 from tgbroadcast.worker.chat_pacing import SlotClaim
 from tgbroadcast.worker.clock import sleep_until
 
@@ -305,8 +305,7 @@ class TierBudget:
             low_water = max(self._low_water, 4 * self._rtt)
             if waiting < self._max_lease and ahead > low_water:
                 self._demand.clear()
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._demand.wait(), ahead - low_water)
+                await wait_event(self._demand, ahead - low_water)
                 continue
             wanted = min(self._max_lease, waiting)
             try:

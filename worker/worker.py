@@ -50,7 +50,7 @@ from tgbroadcast.core.queue import (
     ResultEvent,
 )
 from tgbroadcast.core.store import Store
-from tgbroadcast.core.tasks import cancel_and_wait
+from tgbroadcast.core.tasks import cancel_and_wait, wait_event
 from tgbroadcast.worker.claims import ClaimTokens, JobClaims, job_fields, keep_alive
 from tgbroadcast.worker.delivery import Deliverer
 from tgbroadcast.worker.edit import Editor
@@ -214,8 +214,7 @@ class Worker:
                 wait.cancel()
 
     async def _wait_stopping(self, seconds: float) -> None:
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._stopping.wait(), seconds)
+        await wait_event(self._stopping, seconds)
 
     async def _handle(self, received: ReceivedJob, tier: _Tier) -> None:
         job = received.job

@@ -38,7 +38,6 @@ Guarantees:
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import hashlib
 import hmac
 import json
@@ -62,7 +61,7 @@ from tgbroadcast.core.outbound import CheckedResolver, RefusedDestination, allow
 from tgbroadcast.core.rules import addresses
 from tgbroadcast.core.store import Store
 from tgbroadcast.core.store.callbacks import DELIVERED, FAILED, CallbackClaim
-from tgbroadcast.core.tasks import cancel_and_wait
+from tgbroadcast.core.tasks import cancel_and_wait, wait_event
 
 logger = logging.getLogger(__name__)
 
@@ -260,8 +259,7 @@ class WebhookNotifier:
                 )
             except Exception:  # never let one bad row stop every later webhook
                 logger.exception("looking for due webhooks failed")
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wakeup.wait(), self._settings.poll_interval)
+            await wait_event(self._wakeup, self._settings.poll_interval)
             self._wakeup.clear()
 
     def _finished(self, task: asyncio.Task[None]) -> None:
