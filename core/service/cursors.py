@@ -12,8 +12,8 @@ whose event came only after a reconnect is counted once.
 
 ``^<through>.<version>.<recalled>`` is a stream's that went on from a replay's cursor
 (:class:`Replayed`): a finished broadcast is replayed from SQL in user id order, and a replay
-resumed once the broadcast is being edited or recalled goes on on the events stream from its
-start, dropping the events of what the replay had shown.
+resumed once the broadcast is being (or has since been) edited or recalled goes on on the
+events stream from its start, dropping the events of what the replay had shown.
 
 The watchers of a broadcast share their updates, spelled without a floor
 (:attr:`.watch_updates.WatchUpdate.cursor`); the core tells a stream the floor its watch keeps
@@ -29,6 +29,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from tgbroadcast.core.domain.model import Broadcast, DeliveryState, EditOutcome, RecallOutcome
+from tgbroadcast.core.queue import ClickEvent, EditEvent, RecallEvent, ResultEvent
 
 _INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
 _CURSOR = re.compile(
@@ -82,15 +83,16 @@ class Replayed:
         """Spelled after a cursor's ``^``."""
         return f"{self.through}.{self.version}.{int(self.recalled)}"
 
-    def holds(self, user_id: int, kind: str, version: int = 1) -> bool:
-        """Whether the replay showed this outcome (``kind``: ``result``, ``recall``, ``edit``
-        of ``version``; a ``click`` is never dropped: the replay counted the links opened
-        before it, not which, and a repeated click moves no counter)."""
-        if user_id > self.through or kind == "click":
+    def holds(self, event: ResultEvent | RecallEvent | EditEvent | ClickEvent) -> bool:
+        """Whether the replay showed this outcome (a ``click`` is never dropped: the replay
+        counted the links opened before it, not which, and a repeated click moves no
+        counter)."""
+        result = event.result
+        if result.user_id > self.through or isinstance(event, ClickEvent):
             return False
-        if kind == "recall":
+        if isinstance(event, RecallEvent):
             return self.recalled
-        return version <= self.version if kind == "edit" else True
+        return result.content_version <= self.version if isinstance(event, EditEvent) else True
 
 
 NO_FLOOR = Floor()

@@ -289,9 +289,6 @@ class _Made:
     """Outcomes dropped: numbered within the watch's floor."""
 
 
-_KINDS: dict[type, str] = {RecallEvent: "recall", EditEvent: "edit", ClickEvent: "click"}
-"""The follow-up events' kinds, as :meth:`.cursors.Replayed.holds` names them."""
-
 _UNNUMBERED = 2**63
 """The :attr:`_Made.lowest` of events without a numbered outcome."""
 
@@ -320,7 +317,7 @@ def _step(
             at.seq = item.seq
             if before_sending:  # an outcome, dropped or not, says it is running
                 status, before_sending = BroadcastStatus.RUNNING, False
-            if replayed is not None and replayed.holds(event.result.user_id, "result"):
+            if replayed is not None and replayed.holds(event):
                 i += 1
                 continue
             ordinal = event.ordinal
@@ -346,9 +343,7 @@ def _step(
                     status = event.status
                     before_sending = status in _BEFORE_SENDING
                     updates.append(at.update(None, status, total, STATUS_KIND))
-            elif replayed is not None and replayed.holds(
-                event.result.user_id, _KINDS[type(event)], event.result.content_version
-            ):
+            elif replayed is not None and replayed.holds(event):
                 pass  # shown by the replay this watch went on from
             elif isinstance(event, RecallEvent):
                 ordinal = event.ordinal
